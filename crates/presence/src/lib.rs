@@ -1,1 +1,4 @@
-//! switchboard-presence
+//! Switchboard's presence: statuses, profiles, call state, time in status, and the durable
+//! state store they (and the registrar's bindings) live in. Knows nothing of SIP.
+
+pub mod store;

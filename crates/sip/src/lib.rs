@@ -10,5 +10,9 @@
 
 pub use rsipstack::sip as msg;
 
+pub mod auth;
+pub mod message;
+pub mod parse;
 pub mod peer;
+pub mod registrar;
 pub mod transaction;

@@ -1,0 +1,731 @@
+//! Digest authentication of requests (RFC 3261 §22, RFC 7616, RFC 8760), sans-I/O.
+//!
+//! * MD5 and SHA-256 with `qop=auth`; the algorithms a user may use come from the caller
+//!   (per user), and a challenge carries one `WWW-Authenticate` per algorithm, strongest
+//!   first (RFC 8760 §2.4).
+//! * Nonces carry their own issue time and a keyed hash, so they need no storage to be
+//!   checked; an old nonce is answered with `stale=true`. The highest nonce-count seen for
+//!   each nonce is remembered, so a replayed `nc` is refused.
+//! * An unknown user gets exactly the challenge a known user with default settings gets,
+//!   and a wrong answer from either is the same failure: nothing tells whether a user exists.
+//! * [`Throttle`] counts failures per source address and blocks a source for a while.
+
+use crate::msg::headers::Header;
+use crate::msg::Request;
+use md5::Md5;
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// A digest algorithm (RFC 7616 §3.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    Md5,
+    Sha256,
+}
+
+impl Algorithm {
+    /// The token in `algorithm=`.
+    pub fn token(self) -> &'static str {
+        match self {
+            Algorithm::Md5 => "MD5",
+            Algorithm::Sha256 => "SHA-256",
+        }
+    }
+
+    fn from_token(s: &str) -> Option<Self> {
+        if s.eq_ignore_ascii_case("MD5") {
+            Some(Algorithm::Md5)
+        } else if s.eq_ignore_ascii_case("SHA-256") {
+            Some(Algorithm::Sha256)
+        } else {
+            None
+        }
+    }
+
+    /// Lower-case hex of the digest of `data`.
+    pub fn hash(self, data: &str) -> String {
+        match self {
+            Algorithm::Md5 => hex::encode(Md5::digest(data.as_bytes())),
+            Algorithm::Sha256 => hex::encode(Sha256::digest(data.as_bytes())),
+        }
+    }
+}
+
+/// How a user's secret is known: the password itself, or HA1 = H(user:realm:password)
+/// per algorithm.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Secret {
+    Password(String),
+    Ha1 {
+        md5: Option<String>,
+        sha256: Option<String>,
+    },
+}
+
+/// What the authenticator needs to know of a user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    pub secret: Secret,
+    /// Algorithms the user may answer with, in order of preference.
+    pub algorithms: Vec<Algorithm>,
+}
+
+impl Credential {
+    fn ha1(&self, algorithm: Algorithm, username: &str, realm: &str) -> Option<String> {
+        if !self.algorithms.contains(&algorithm) {
+            return None;
+        }
+        match &self.secret {
+            Secret::Password(p) => Some(algorithm.hash(&format!("{username}:{realm}:{p}"))),
+            Secret::Ha1 { md5, sha256 } => match algorithm {
+                Algorithm::Md5 => md5.as_ref().map(|h| h.to_ascii_lowercase()),
+                Algorithm::Sha256 => sha256.as_ref().map(|h| h.to_ascii_lowercase()),
+            },
+        }
+    }
+}
+
+/// The algorithms offered to unknown users and users without a preference.
+pub const DEFAULT_ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Md5];
+
+/// Settings of the authenticator.
+#[derive(Clone, Debug)]
+pub struct DigestConfig {
+    pub realm: String,
+    /// After this a nonce is answered with `stale=true`.
+    pub nonce_lifetime: Duration,
+    /// Most nonces whose nonce-count is tracked at once; past it the oldest are forgotten
+    /// (a forgotten nonce is answered as stale).
+    pub max_tracked_nonces: usize,
+}
+
+/// Which header pair a challenge uses: `WWW-Authenticate`/`Authorization` (401, a
+/// registrar or UAS) or `Proxy-Authenticate`/`Proxy-Authorization` (407, a proxy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Server,
+    Proxy,
+}
+
+/// The result of checking a request's credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The request proves knowledge of `username`'s secret.
+    Authenticated { username: String },
+    /// No usable credentials: challenge (`stale` when the nonce was good but old).
+    Challenge { stale: bool },
+    /// Credentials that do not match (wrong password, unknown user, replayed nonce-count):
+    /// answer 403 and count a failure for the source.
+    Failed { username: String, why: &'static str },
+    /// An Authorization header that cannot be read: answer 400.
+    Malformed(&'static str),
+}
+
+/// Checks digest credentials and issues challenges.
+pub struct Authenticator {
+    config: DigestConfig,
+    key: [u8; 32],
+    /// Issue time origin: nonces carry seconds since this instant.
+    epoch: Instant,
+    /// Highest nonce-count seen per nonce, and when the nonce was issued (for eviction).
+    counts: HashMap<String, (u32, u64)>,
+}
+
+impl Authenticator {
+    /// `epoch` is any instant not after the first `now` passed in (the daemon's start).
+    pub fn new(config: DigestConfig, epoch: Instant) -> Self {
+        Authenticator {
+            config,
+            key: rand::random(),
+            epoch,
+            counts: HashMap::new(),
+        }
+    }
+
+    pub fn realm(&self) -> &str {
+        &self.config.realm
+    }
+
+    fn nonce_mac(&self, issued: u64, salt: u64) -> String {
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update(issued.to_be_bytes());
+        h.update(salt.to_be_bytes());
+        hex::encode(&h.finalize()[..12])
+    }
+
+    fn new_nonce(&self, now: Instant) -> String {
+        let issued = now.saturating_duration_since(self.epoch).as_secs();
+        let salt: u64 = rand::random();
+        format!("{issued:x}.{salt:x}.{}", self.nonce_mac(issued, salt))
+    }
+
+    /// The issue time of a nonce this authenticator made, or None for a foreign or forged one.
+    fn nonce_issued(&self, nonce: &str) -> Option<u64> {
+        let mut parts = nonce.split('.');
+        let issued = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let salt = u64::from_str_radix(parts.next()?, 16).ok()?;
+        let mac = parts.next()?;
+        if parts.next().is_some() || !constant_time_eq(mac, &self.nonce_mac(issued, salt)) {
+            return None;
+        }
+        Some(issued)
+    }
+
+    /// The challenge headers for a 401 (or 407): one per algorithm, in the given order.
+    pub fn challenge(
+        &self,
+        algorithms: &[Algorithm],
+        stale: bool,
+        role: Role,
+        now: Instant,
+    ) -> Vec<Header> {
+        let nonce = self.new_nonce(now);
+        algorithms
+            .iter()
+            .map(|a| {
+                let mut v = format!(
+                    "Digest realm=\"{}\", nonce=\"{}\", algorithm={}, qop=\"auth\"",
+                    self.config.realm,
+                    nonce,
+                    a.token()
+                );
+                if stale {
+                    v.push_str(", stale=true");
+                }
+                match role {
+                    Role::Server => Header::WwwAuthenticate(v.into()),
+                    Role::Proxy => Header::ProxyAuthenticate(v.into()),
+                }
+            })
+            .collect()
+    }
+
+    /// Checks the request's credentials for our realm. `lookup` gives a user's credential
+    /// by username, or None for an unknown user.
+    pub fn verify(
+        &mut self,
+        req: &Request,
+        role: Role,
+        lookup: impl Fn(&str) -> Option<Credential>,
+        now: Instant,
+    ) -> Verdict {
+        let values = req.headers.iter().filter_map(|h| match (role, h) {
+            (Role::Server, Header::Authorization(a)) => Some(a.value()),
+            (Role::Proxy, Header::ProxyAuthorization(a)) => Some(a.value()),
+            _ => None,
+        });
+        // Use the credentials for our realm (RFC 3261 §22.4: there may be several).
+        let mut ours = None;
+        for v in values {
+            let Some(params) = parse_digest(v) else {
+                return Verdict::Malformed("unreadable Authorization header");
+            };
+            if params.get("realm").map(String::as_str) == Some(self.config.realm.as_str()) {
+                ours = Some(params);
+                break;
+            }
+        }
+        let Some(p) = ours else {
+            return Verdict::Challenge { stale: false };
+        };
+        let field = |k: &str| p.get(k).map(String::as_str);
+        let (Some(username), Some(nonce), Some(uri), Some(response)) = (
+            field("username"),
+            field("nonce"),
+            field("uri"),
+            field("response"),
+        ) else {
+            return Verdict::Malformed("Authorization lacks username, nonce, uri or response");
+        };
+        let algorithm = match field("algorithm") {
+            None => Algorithm::Md5,
+            Some(t) => match Algorithm::from_token(t) {
+                Some(a) => a,
+                None => return Verdict::Challenge { stale: false },
+            },
+        };
+        let Some(issued) = self.nonce_issued(nonce) else {
+            // Not ours (say, from before a restart): a fresh challenge, not a failure.
+            return Verdict::Challenge { stale: false };
+        };
+        let age = now
+            .saturating_duration_since(self.epoch)
+            .as_secs()
+            .saturating_sub(issued);
+        if age > self.config.nonce_lifetime.as_secs() {
+            return Verdict::Challenge { stale: true };
+        }
+        if !uri_matches(uri, &req.uri.to_string()) {
+            return Verdict::Failed {
+                username: username.to_string(),
+                why: "digest uri differs from the Request-URI",
+            };
+        }
+        if field("qop")
+            .map(|q| !q.eq_ignore_ascii_case("auth"))
+            .unwrap_or(true)
+        {
+            return Verdict::Malformed("qop=auth is required");
+        }
+        let (Some(nc_text), Some(cnonce)) = (field("nc"), field("cnonce")) else {
+            return Verdict::Malformed("qop=auth needs nc and cnonce");
+        };
+        let Ok(nc) = u32::from_str_radix(nc_text, 16) else {
+            return Verdict::Malformed("unreadable nonce-count");
+        };
+        let failed = |why| Verdict::Failed {
+            username: username.to_string(),
+            why,
+        };
+        let Some(ha1) =
+            lookup(username).and_then(|c| c.ha1(algorithm, username, &self.config.realm))
+        else {
+            return failed("wrong credentials");
+        };
+        let ha2 = algorithm.hash(&format!("{}:{}", req.method, uri));
+        let expected = algorithm.hash(&format!("{ha1}:{nonce}:{nc_text}:{cnonce}:auth:{ha2}"));
+        if !constant_time_eq(&expected, &response.to_ascii_lowercase()) {
+            return failed("wrong credentials");
+        }
+        // Replay protection: the nonce-count must grow.
+        let entry = self.counts.entry(nonce.to_string()).or_insert((0, issued));
+        if nc <= entry.0 {
+            return failed("replayed nonce-count");
+        }
+        entry.0 = nc;
+        self.evict(now);
+        Verdict::Authenticated {
+            username: username.to_string(),
+        }
+    }
+
+    /// Forgets expired nonces, and the oldest when too many are tracked.
+    fn evict(&mut self, now: Instant) {
+        if self.counts.len() <= self.config.max_tracked_nonces {
+            return;
+        }
+        let now_s = now.saturating_duration_since(self.epoch).as_secs();
+        let life = self.config.nonce_lifetime.as_secs();
+        self.counts
+            .retain(|_, (_, issued)| now_s.saturating_sub(*issued) <= life);
+        if self.counts.len() > self.config.max_tracked_nonces {
+            let mut issued: Vec<u64> = self.counts.values().map(|(_, i)| *i).collect();
+            issued.sort_unstable();
+            let cut = issued[issued.len() - self.config.max_tracked_nonces];
+            self.counts.retain(|_, (_, i)| *i >= cut);
+        }
+    }
+
+    /// Nonces currently tracked for replay protection.
+    pub fn tracked_nonces(&self) -> usize {
+        self.counts.len()
+    }
+}
+
+fn uri_matches(digest_uri: &str, request_uri: &str) -> bool {
+    digest_uri == request_uri
+        || digest_uri
+            .trim_end_matches(';')
+            .eq_ignore_ascii_case(request_uri)
+        || normalize_uri(digest_uri) == normalize_uri(request_uri)
+}
+
+fn normalize_uri(u: &str) -> String {
+    u.trim().to_ascii_lowercase()
+}
+
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// Reads `Digest k=v, k="v", …` into a map with lower-case keys; None when it is not a
+/// well-formed digest credential.
+pub fn parse_digest(value: &str) -> Option<HashMap<String, String>> {
+    let value = value.trim();
+    let (scheme, rest) = value.split_once(|c: char| c.is_ascii_whitespace())?;
+    if !scheme.eq_ignore_ascii_case("Digest") {
+        return None;
+    }
+    let mut out = HashMap::new();
+    let mut chars = rest.char_indices().peekable();
+    let bytes = rest;
+    loop {
+        // skip separators
+        while let Some(&(_, c)) = chars.peek() {
+            if c == ',' || c.is_ascii_whitespace() {
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        let Some(&(start, _)) = chars.peek() else {
+            break;
+        };
+        let mut eq = None;
+        for (i, c) in chars.by_ref() {
+            if c == '=' {
+                eq = Some(i);
+                break;
+            }
+        }
+        let eq = eq?;
+        let key = bytes[start..eq].trim().to_ascii_lowercase();
+        if key.is_empty() || out.len() > 32 {
+            return None;
+        }
+        while let Some(&(_, c)) = chars.peek() {
+            if c.is_ascii_whitespace() {
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        let val = if let Some(&(_, '"')) = chars.peek() {
+            chars.next();
+            let mut v = String::new();
+            let mut closed = false;
+            while let Some((_, c)) = chars.next() {
+                match c {
+                    '\\' => v.push(chars.next()?.1),
+                    '"' => {
+                        closed = true;
+                        break;
+                    }
+                    c => v.push(c),
+                }
+            }
+            if !closed {
+                return None;
+            }
+            v
+        } else {
+            let mut v = String::new();
+            while let Some(&(_, c)) = chars.peek() {
+                if c == ',' {
+                    break;
+                }
+                v.push(c);
+                chars.next();
+            }
+            v.trim().to_string()
+        };
+        out.insert(key, val);
+    }
+    Some(out)
+}
+
+/// Counts authentication failures per source address and blocks sources that fail too often.
+pub struct Throttle {
+    max_failures: u32,
+    window: Duration,
+    block: Duration,
+    max_sources: usize,
+    sources: HashMap<IpAddr, SourceState>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SourceState {
+    failures: u32,
+    window_start: Instant,
+    blocked_until: Option<Instant>,
+}
+
+/// What [`Throttle::record_failure`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureOutcome {
+    Counted(u32),
+    /// This failure blocked the source until the given instant.
+    Blocked(Instant),
+}
+
+impl Throttle {
+    pub fn new(max_failures: u32, window: Duration, block: Duration) -> Self {
+        Throttle {
+            max_failures: max_failures.max(1),
+            window,
+            block,
+            max_sources: 100_000,
+            sources: HashMap::new(),
+        }
+    }
+
+    /// Whether requests from `ip` are refused at `now`.
+    pub fn is_blocked(&self, ip: IpAddr, now: Instant) -> bool {
+        self.sources
+            .get(&ip)
+            .and_then(|s| s.blocked_until)
+            .is_some_and(|until| now < until)
+    }
+
+    /// Records a failed authentication from `ip`.
+    pub fn record_failure(&mut self, ip: IpAddr, now: Instant) -> FailureOutcome {
+        if self.sources.len() >= self.max_sources && !self.sources.contains_key(&ip) {
+            self.expire(now);
+        }
+        let s = self.sources.entry(ip).or_insert(SourceState {
+            failures: 0,
+            window_start: now,
+            blocked_until: None,
+        });
+        if now.saturating_duration_since(s.window_start) > self.window {
+            s.failures = 0;
+            s.window_start = now;
+        }
+        s.failures += 1;
+        if s.failures >= self.max_failures {
+            let until = now + self.block;
+            s.blocked_until = Some(until);
+            s.failures = 0;
+            s.window_start = now;
+            FailureOutcome::Blocked(until)
+        } else {
+            FailureOutcome::Counted(s.failures)
+        }
+    }
+
+    /// A success clears the source's failure count (not an active block).
+    pub fn record_success(&mut self, ip: IpAddr) {
+        if let Some(s) = self.sources.get_mut(&ip) {
+            s.failures = 0;
+        }
+    }
+
+    /// Drops state that no longer matters.
+    pub fn expire(&mut self, now: Instant) {
+        let window = self.window;
+        self.sources.retain(|_, s| {
+            s.blocked_until.is_some_and(|u| now < u)
+                || now.saturating_duration_since(s.window_start) <= window
+        });
+    }
+
+    pub fn tracked_sources(&self) -> usize {
+        self.sources.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::SipMessage;
+    use crate::parse::{parse, Limits};
+
+    fn auth() -> (Authenticator, Instant) {
+        let t0 = Instant::now();
+        let a = Authenticator::new(
+            DigestConfig {
+                realm: "switchboard.local".into(),
+                nonce_lifetime: Duration::from_secs(300),
+                max_tracked_nonces: 4,
+            },
+            t0,
+        );
+        (a, t0)
+    }
+
+    fn cred(algs: &[Algorithm]) -> Option<Credential> {
+        Some(Credential {
+            secret: Secret::Password("pw".into()),
+            algorithms: algs.to_vec(),
+        })
+    }
+
+    fn nonce_of(h: &Header) -> String {
+        let Header::WwwAuthenticate(w) = h else {
+            panic!()
+        };
+        parse_digest(w.value()).unwrap()["nonce"].clone()
+    }
+
+    /// A REGISTER answering `nonce` as a client would.
+    fn answered(alg: Algorithm, user: &str, password: &str, nonce: &str, nc: u32) -> Request {
+        let uri = "sip:switchboard.local";
+        let ha1 = alg.hash(&format!("{user}:switchboard.local:{password}"));
+        let ha2 = alg.hash(&format!("REGISTER:{uri}"));
+        let nc = format!("{nc:08x}");
+        let resp = alg.hash(&format!("{ha1}:{nonce}:{nc}:c0ffee:auth:{ha2}"));
+        let text = format!(
+            "REGISTER {uri} SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nMax-Forwards: 70\r\n\
+             From: <sip:{user}@switchboard.local>;tag=1\r\nTo: <sip:{user}@switchboard.local>\r\n\
+             Call-ID: c\r\nCSeq: 2 REGISTER\r\nAuthorization: Digest username=\"{user}\", \
+             realm=\"switchboard.local\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{resp}\", \
+             algorithm={}, qop=auth, nc={nc}, cnonce=\"c0ffee\"\r\nContent-Length: 0\r\n\r\n",
+            alg.token()
+        );
+        match parse(text.as_bytes(), &Limits::default()).unwrap() {
+            SipMessage::Request(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn md5_and_sha256_succeed() {
+        let (mut a, t0) = auth();
+        for alg in [Algorithm::Md5, Algorithm::Sha256] {
+            let ch = a.challenge(&[alg], false, Role::Server, t0);
+            let req = answered(alg, "alice", "pw", &nonce_of(&ch[0]), 1);
+            assert_eq!(
+                a.verify(&req, Role::Server, |_| cred(&DEFAULT_ALGORITHMS), t0),
+                Verdict::Authenticated {
+                    username: "alice".into()
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn ha1_secrets_work() {
+        let (mut a, t0) = auth();
+        let ha1 = Algorithm::Md5.hash("alice:switchboard.local:pw");
+        let c = Credential {
+            secret: Secret::Ha1 {
+                md5: Some(ha1.to_uppercase()),
+                sha256: None,
+            },
+            algorithms: vec![Algorithm::Md5],
+        };
+        let ch = a.challenge(&[Algorithm::Md5], false, Role::Server, t0);
+        let req = answered(Algorithm::Md5, "alice", "pw", &nonce_of(&ch[0]), 1);
+        assert!(matches!(
+            a.verify(&req, Role::Server, |_| Some(c.clone()), t0),
+            Verdict::Authenticated { .. }
+        ));
+    }
+
+    #[test]
+    fn algorithm_not_allowed_for_user_fails() {
+        let (mut a, t0) = auth();
+        let ch = a.challenge(&[Algorithm::Md5], false, Role::Server, t0);
+        let req = answered(Algorithm::Md5, "alice", "pw", &nonce_of(&ch[0]), 1);
+        assert!(matches!(
+            a.verify(&req, Role::Server, |_| cred(&[Algorithm::Sha256]), t0),
+            Verdict::Failed { .. }
+        ));
+    }
+
+    #[test]
+    fn wrong_password_and_unknown_user_fail_alike() {
+        let (mut a, t0) = auth();
+        let n = nonce_of(&a.challenge(&[Algorithm::Md5], false, Role::Server, t0)[0]);
+        let wrong = answered(Algorithm::Md5, "alice", "nope", &n, 1);
+        let unknown = answered(Algorithm::Md5, "mallory", "pw", &n, 1);
+        let v1 = a.verify(&wrong, Role::Server, |_| cred(&DEFAULT_ALGORITHMS), t0);
+        let v2 = a.verify(&unknown, Role::Server, |_| None, t0);
+        assert!(matches!(
+            v1,
+            Verdict::Failed {
+                why: "wrong credentials",
+                ..
+            }
+        ));
+        assert!(matches!(
+            v2,
+            Verdict::Failed {
+                why: "wrong credentials",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn replayed_nonce_count_is_refused() {
+        let (mut a, t0) = auth();
+        let n = nonce_of(&a.challenge(&[Algorithm::Md5], false, Role::Server, t0)[0]);
+        let look = |_: &str| cred(&DEFAULT_ALGORITHMS);
+        let r1 = answered(Algorithm::Md5, "alice", "pw", &n, 1);
+        assert!(matches!(
+            a.verify(&r1, Role::Server, look, t0),
+            Verdict::Authenticated { .. }
+        ));
+        assert!(matches!(
+            a.verify(&r1, Role::Server, look, t0),
+            Verdict::Failed {
+                why: "replayed nonce-count",
+                ..
+            }
+        ));
+        let r2 = answered(Algorithm::Md5, "alice", "pw", &n, 2);
+        assert!(matches!(
+            a.verify(&r2, Role::Server, look, t0),
+            Verdict::Authenticated { .. }
+        ));
+    }
+
+    #[test]
+    fn old_nonce_is_stale_and_forged_nonce_rechallenged() {
+        let (mut a, t0) = auth();
+        let n = nonce_of(&a.challenge(&[Algorithm::Md5], false, Role::Server, t0)[0]);
+        let r = answered(Algorithm::Md5, "alice", "pw", &n, 1);
+        let later = t0 + Duration::from_secs(301);
+        assert_eq!(
+            a.verify(&r, Role::Server, |_| cred(&DEFAULT_ALGORITHMS), later),
+            Verdict::Challenge { stale: true }
+        );
+        let forged = answered(Algorithm::Md5, "alice", "pw", "0.1.abcdef", 1);
+        assert_eq!(
+            a.verify(&forged, Role::Server, |_| cred(&DEFAULT_ALGORITHMS), t0),
+            Verdict::Challenge { stale: false }
+        );
+        let ch = a.challenge(&DEFAULT_ALGORITHMS, true, Role::Server, t0);
+        assert_eq!(ch.len(), 2);
+        let Header::WwwAuthenticate(w) = &ch[0] else {
+            panic!()
+        };
+        assert!(w.value().contains("algorithm=SHA-256"));
+        assert!(w.value().contains("stale=true"));
+    }
+
+    #[test]
+    fn tracked_nonces_are_bounded() {
+        let (mut a, t0) = auth();
+        for i in 0..20u64 {
+            let now = t0 + Duration::from_secs(i);
+            let n = nonce_of(&a.challenge(&[Algorithm::Md5], false, Role::Server, now)[0]);
+            let r = answered(Algorithm::Md5, "alice", "pw", &n, 1);
+            a.verify(&r, Role::Server, |_| cred(&DEFAULT_ALGORITHMS), now);
+            assert!(a.tracked_nonces() <= 5);
+        }
+    }
+
+    #[test]
+    fn digest_parsing() {
+        let p =
+            parse_digest(r#"Digest username="a\"b", realm="r", nc=00000001, qop=auth"#).unwrap();
+        assert_eq!(p["username"], "a\"b");
+        assert_eq!(p["nc"], "00000001");
+        assert!(parse_digest("Basic abc").is_none());
+        assert!(parse_digest(r#"Digest username="unterminated"#).is_none());
+    }
+
+    #[test]
+    fn throttle_blocks_then_releases() {
+        let t0 = Instant::now();
+        let mut t = Throttle::new(3, Duration::from_secs(60), Duration::from_secs(10));
+        let ip: IpAddr = "127.0.0.9".parse().unwrap();
+        assert_eq!(t.record_failure(ip, t0), FailureOutcome::Counted(1));
+        assert_eq!(t.record_failure(ip, t0), FailureOutcome::Counted(2));
+        assert!(matches!(
+            t.record_failure(ip, t0),
+            FailureOutcome::Blocked(_)
+        ));
+        assert!(t.is_blocked(ip, t0 + Duration::from_secs(9)));
+        assert!(!t.is_blocked(ip, t0 + Duration::from_secs(10)));
+        assert!(!t.is_blocked("127.0.0.8".parse().unwrap(), t0));
+        t.expire(t0 + Duration::from_secs(100));
+        assert_eq!(t.tracked_sources(), 0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn digest_parser_never_panics(s in ".{0,200}") {
+            let _ = parse_digest(&s);
+        }
+    }
+}

@@ -1,0 +1,604 @@
+//! Reading SIP messages off the network: framing, limits, strict checks, parsing.
+//!
+//! The message model and its parser come from `rsipstack` ([`crate::msg`]). That parser is
+//! lenient in ways a server must not be: a header line that is not UTF-8 silently ends the
+//! header section, a line without a colon is skipped, an unreadable Content-Length counts as
+//! zero and a body shorter than its Content-Length is cut without complaint. So every message
+//! is first checked here by [`scan`], which enforces the limits and RFC 3261 §7/§18 framing
+//! and keeps the raw values of the headers needed to answer `400 Bad Request` when the
+//! message cannot be parsed. The parser call itself is wrapped in `catch_unwind`, so no input
+//! takes the process down.
+
+use crate::msg::{self, SipMessage};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Size limits applied to every message before it is parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message (start line, headers and body) in bytes.
+    pub max_message_size: usize,
+    /// Most header lines (after unfolding) in one message.
+    pub max_headers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 65_535,
+            max_headers: 128,
+        }
+    }
+}
+
+/// Why a message was refused, with what is needed to answer it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    /// What was wrong, in words fit for a `Warning` header and a log line.
+    pub reason: String,
+    /// The raw headers a response needs, when they could be read.
+    essentials: Option<Box<Essentials>>,
+    /// The message is a request (a bad response is never answered).
+    is_request: bool,
+    /// The request's method is not one this implementation knows (answered 501, §21.5.2).
+    unknown_method: bool,
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+impl ParseError {
+    fn new(reason: impl Into<String>) -> Self {
+        ParseError {
+            reason: reason.into(),
+            essentials: None,
+            is_request: false,
+            unknown_method: false,
+        }
+    }
+
+    /// The request's method is not one this implementation knows.
+    pub fn is_unknown_method(&self) -> bool {
+        self.unknown_method
+    }
+
+    /// The response to the refused message, when it was a request whose Via, From, To,
+    /// Call-ID and CSeq could be read (RFC 3261 §8.2.6): `400 Bad Request` with a Warning
+    /// saying what was wrong, or `501 Not Implemented` with `Allow` for a method this
+    /// implementation does not know (§21.5.2). Otherwise `None`: the message is dropped and
+    /// counted.
+    pub fn response(&self, server: &str, allow: &str) -> Option<Vec<u8>> {
+        if !self.is_request {
+            return None;
+        }
+        let e = self.essentials.as_ref()?;
+        let (from, to, call_id, cseq) = (
+            e.from.as_ref()?,
+            e.to.as_ref()?,
+            e.call_id.as_ref()?,
+            e.cseq.as_ref()?,
+        );
+        if e.via.is_empty() {
+            return None;
+        }
+        let mut out = String::with_capacity(512);
+        if self.unknown_method {
+            out.push_str("SIP/2.0 501 Not Implemented\r\n");
+        } else {
+            out.push_str("SIP/2.0 400 Bad Request\r\n");
+        }
+        for via in &e.via {
+            out.push_str("Via: ");
+            out.push_str(via);
+            out.push_str("\r\n");
+        }
+        out.push_str("From: ");
+        out.push_str(from);
+        out.push_str("\r\nTo: ");
+        out.push_str(to);
+        out.push_str("\r\nCall-ID: ");
+        out.push_str(call_id);
+        out.push_str("\r\nCSeq: ");
+        out.push_str(cseq);
+        out.push_str("\r\nServer: ");
+        out.push_str(server);
+        if self.unknown_method {
+            out.push_str("\r\nAllow: ");
+            out.push_str(allow);
+        }
+        out.push_str("\r\nWarning: 399 switchboard \"");
+        out.extend(
+            self.reason
+                .chars()
+                .map(|c| if c == '"' || c == '\\' { '\'' } else { c }),
+        );
+        out.push_str("\"\r\nContent-Length: 0\r\n\r\n");
+        Some(out.into_bytes())
+    }
+}
+
+/// The raw values of the headers every response copies from its request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Essentials {
+    via: Vec<String>,
+    from: Option<String>,
+    to: Option<String>,
+    call_id: Option<String>,
+    cseq: Option<String>,
+}
+
+/// The outcome of looking for one message at the start of a stream buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// More bytes are needed.
+    Incomplete,
+    /// `len` bytes of CRLF keep-alive (RFC 5626 §3.5.1) to discard; `pong` when the
+    /// peer sent the double-CRLF ping and expects a single CRLF back.
+    KeepAlive { len: usize, pong: bool },
+    /// A whole message of `len` bytes is at the start of the buffer.
+    Message { len: usize },
+    /// The stream cannot be read further: answer if possible, then close it.
+    Invalid(ParseError),
+}
+
+/// Finds the first message in a stream buffer (RFC 3261 §18.3: framed by Content-Length,
+/// which is mandatory on stream transports).
+pub fn frame(buf: &[u8], limits: &Limits) -> Framing {
+    let lead = buf
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
+    if lead > 0 {
+        let pong = buf[..lead].windows(4).any(|w| w == b"\r\n\r\n");
+        return Framing::KeepAlive { len: lead, pong };
+    }
+    let Some(head_end) = find_header_end(buf) else {
+        if buf.len() > limits.max_message_size {
+            return Framing::Invalid(ParseError::new(format!(
+                "header section exceeds {} bytes",
+                limits.max_message_size
+            )));
+        }
+        return Framing::Incomplete;
+    };
+    let scanned = match scan_header_section(&buf[..head_end], limits) {
+        Ok(s) => s,
+        Err(e) => return Framing::Invalid(e),
+    };
+    let Some(content_length) = scanned.content_length else {
+        let mut e = scanned.error("Content-Length is required on stream transports");
+        e.is_request = scanned.is_request;
+        return Framing::Invalid(e);
+    };
+    let total = head_end + 4 + content_length;
+    if total > limits.max_message_size {
+        return Framing::Invalid(scanned.error(format!(
+            "message of {total} bytes exceeds the limit of {}",
+            limits.max_message_size
+        )));
+    }
+    if buf.len() < total {
+        Framing::Incomplete
+    } else {
+        Framing::Message { len: total }
+    }
+}
+
+/// Checks and parses one whole message: a UDP datagram or a message framed by [`frame`].
+///
+/// For datagrams a body longer than Content-Length is cut to it (RFC 3261 §18.3); a body
+/// shorter than Content-Length is an error, as is any header line that is not UTF-8, has no
+/// name or colon, or breaks a limit.
+pub fn parse(bytes: &[u8], limits: &Limits) -> Result<SipMessage, ParseError> {
+    if bytes.len() > limits.max_message_size {
+        return Err(ParseError::new(format!(
+            "message of {} bytes exceeds the limit of {}",
+            bytes.len(),
+            limits.max_message_size
+        )));
+    }
+    let head_end = find_header_end(bytes)
+        .ok_or_else(|| ParseError::new("no empty line ends the header section"))?;
+    let scanned = scan_header_section(&bytes[..head_end], limits)?;
+    let body_len = bytes.len() - (head_end + 4);
+    let end = match scanned.content_length {
+        Some(cl) if cl > body_len => {
+            return Err(scanned.error(format!(
+                "Content-Length {cl} is larger than the {body_len}-byte body"
+            )))
+        }
+        Some(cl) => head_end + 4 + cl,
+        None => bytes.len(),
+    };
+    let msg = &bytes[..end];
+    let parsed = catch_unwind(AssertUnwindSafe(|| msg::parser::parse_message(msg)));
+    match parsed {
+        Ok(Ok(m)) => Ok(m),
+        Ok(Err(e)) => {
+            let mut err = scanned.error(parser_reason(&e));
+            err.unknown_method = scanned.is_request && scanned.method_unknown;
+            if err.unknown_method {
+                err.reason = "method not implemented".into();
+            }
+            Err(err)
+        }
+        Err(_) => Err(scanned.error("unparseable message")),
+    }
+}
+
+fn parser_reason(e: &msg::Error) -> String {
+    let text = e.to_string();
+    let text = text.trim();
+    let mut out: String = text.chars().take(120).collect();
+    if out.is_empty() {
+        out.push_str("unparseable message");
+    }
+    out
+}
+
+fn find_header_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+struct Scanned {
+    is_request: bool,
+    method_unknown: bool,
+    content_length: Option<usize>,
+    essentials: Essentials,
+}
+
+impl Scanned {
+    fn error(&self, reason: impl Into<String>) -> ParseError {
+        ParseError {
+            reason: reason.into(),
+            essentials: Some(Box::new(self.essentials.clone())),
+            is_request: self.is_request,
+            unknown_method: false,
+        }
+    }
+}
+
+/// The long names of the compact header forms (RFC 3261 §7.3.3 and later RFCs).
+pub fn expand_compact(name: &str) -> &str {
+    if name.len() != 1 {
+        return name;
+    }
+    match name.as_bytes()[0].to_ascii_lowercase() {
+        b'v' => "Via",
+        b'f' => "From",
+        b't' => "To",
+        b'i' => "Call-ID",
+        b'm' => "Contact",
+        b'l' => "Content-Length",
+        b'c' => "Content-Type",
+        b'e' => "Content-Encoding",
+        b's' => "Subject",
+        b'k' => "Supported",
+        b'o' => "Event",
+        b'u' => "Allow-Events",
+        b'r' => "Refer-To",
+        b'b' => "Referred-By",
+        b'x' => "Session-Expires",
+        b'a' => "Accept-Contact",
+        b'j' => "Reject-Contact",
+        b'd' => "Request-Disposition",
+        b'y' => "Identity",
+        _ => name,
+    }
+}
+
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+}
+
+/// Reads the header section strictly: UTF-8 throughout, every line `name: value` (or a
+/// continuation), the header count within its limit, one well-formed Content-Length.
+fn scan_header_section(head: &[u8], limits: &Limits) -> Result<Scanned, ParseError> {
+    let mut scanned = Scanned {
+        is_request: false,
+        method_unknown: false,
+        content_length: None,
+        essentials: Essentials::default(),
+    };
+    let text = match std::str::from_utf8(head) {
+        Ok(t) => t,
+        Err(e) => {
+            // Keep what precedes the bad byte, so a 400 can still be built.
+            let valid = std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or("");
+            let _ = scan_lines(valid, limits, &mut scanned);
+            return Err(scanned.error("header section is not valid UTF-8"));
+        }
+    };
+    scan_lines(text, limits, &mut scanned)?;
+    Ok(scanned)
+}
+
+fn scan_lines(text: &str, limits: &Limits, scanned: &mut Scanned) -> Result<(), ParseError> {
+    let mut lines = text.split("\r\n");
+    let start = lines.next().unwrap_or("");
+    if start.is_empty() {
+        return Err(ParseError::new("empty start line"));
+    }
+    scanned.is_request = !start.starts_with("SIP/");
+    if scanned.is_request {
+        let mut parts = start.split(' ');
+        let method = parts.next().unwrap_or("");
+        let uri = parts.next().unwrap_or("");
+        let version = parts.next().unwrap_or("");
+        if method.is_empty()
+            || !method.bytes().all(is_token_char)
+            || uri.is_empty()
+            || version != "SIP/2.0"
+            || parts.next().is_some()
+        {
+            // Still collect the headers, to answer with 400.
+            collect(lines, limits, scanned)?;
+            return Err(scanned.error("malformed Request-Line"));
+        }
+        scanned.method_unknown = method.parse::<msg::Method>().is_err();
+    }
+    collect(lines, limits, scanned)
+}
+
+fn collect<'a>(
+    lines: impl Iterator<Item = &'a str>,
+    limits: &Limits,
+    scanned: &mut Scanned,
+) -> Result<(), ParseError> {
+    // Unfold continuation lines into the header they continue.
+    let mut headers: Vec<(&str, String)> = Vec::new();
+    for line in lines {
+        if line.starts_with([' ', '\t']) {
+            match headers.last_mut() {
+                Some((_, value)) => {
+                    value.push(' ');
+                    value.push_str(line.trim());
+                    continue;
+                }
+                None => return Err(scanned.error("continuation line before any header")),
+            }
+        }
+        if line.contains(['\r', '\n']) {
+            return Err(scanned.error("bare CR or LF in the header section"));
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(scanned.error(format!("header line without a colon: {:.40}", line)));
+        };
+        let name = name.trim_end_matches([' ', '\t']);
+        if name.is_empty() || !name.bytes().all(is_token_char) {
+            return Err(scanned.error(format!("bad header name: {:.40}", name)));
+        }
+        if headers.len() >= limits.max_headers {
+            return Err(scanned.error(format!("more than {} header lines", limits.max_headers)));
+        }
+        headers.push((name, value.trim().to_string()));
+    }
+    let mut content_length_error = None;
+    for (name, value) in headers {
+        let long = expand_compact(name);
+        let e = &mut scanned.essentials;
+        if long.eq_ignore_ascii_case("Via") {
+            e.via.push(value);
+        } else if long.eq_ignore_ascii_case("From") {
+            e.from.get_or_insert(value);
+        } else if long.eq_ignore_ascii_case("To") {
+            e.to.get_or_insert(value);
+        } else if long.eq_ignore_ascii_case("Call-ID") {
+            e.call_id.get_or_insert(value);
+        } else if long.eq_ignore_ascii_case("CSeq") {
+            e.cseq.get_or_insert(value);
+        } else if long.eq_ignore_ascii_case("Content-Length") {
+            let parsed = if !value.is_empty()
+                && value.len() <= 9
+                && value.bytes().all(|b| b.is_ascii_digit())
+            {
+                value.parse::<usize>().ok()
+            } else {
+                None
+            };
+            match (parsed, scanned.content_length) {
+                (Some(n), None) => scanned.content_length = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                (Some(_), Some(_)) => {
+                    content_length_error = Some("conflicting Content-Length headers".to_string())
+                }
+                (None, _) => {
+                    content_length_error = Some(format!("bad Content-Length: {:.20}", value))
+                }
+            }
+        }
+    }
+    match content_length_error {
+        Some(reason) => Err(scanned.error(reason)),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REGISTER: &str = "REGISTER sip:switchboard.local SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1;rport\r\n\
+        Max-Forwards: 70\r\n\
+        From: <sip:alice@switchboard.local>;tag=a1\r\n\
+        To: <sip:alice@switchboard.local>\r\n\
+        Call-ID: reg-1@127.0.0.1\r\n\
+        CSeq: 1 REGISTER\r\n\
+        Contact: <sip:alice@127.0.0.1:5070>\r\n\
+        Content-Length: 0\r\n\r\n";
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    #[test]
+    fn parses_a_register() {
+        let m = parse(REGISTER.as_bytes(), &limits()).unwrap();
+        assert!(m.is_request());
+    }
+
+    #[test]
+    fn compact_forms_are_read() {
+        let text =
+            "OPTIONS sip:x@[::1]:5060 SIP/2.0\r\nv: SIP/2.0/UDP [::1]:5070;branch=z9hG4bK-2\r\n\
+            f: <sip:a@b>;tag=1\r\nt: <sip:x@[::1]>\r\ni: c1\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n";
+        let m = parse(text.as_bytes(), &limits()).unwrap();
+        let SipMessage::Request(r) = m else { panic!() };
+        use crate::msg::HeadersExt;
+        assert_eq!(r.call_id_header().unwrap().value(), "c1");
+    }
+
+    #[test]
+    fn non_utf8_header_is_refused_with_400() {
+        let mut bytes = REGISTER.as_bytes().to_vec();
+        let pos = bytes.windows(8).position(|w| w == b"Contact:").unwrap();
+        bytes.insert(pos + 10, 0xff);
+        let err = parse(&bytes, &limits()).unwrap_err();
+        assert!(err.reason.contains("UTF-8"), "{}", err.reason);
+        let resp = String::from_utf8(err.response("t", "OPTIONS").unwrap()).unwrap();
+        assert!(resp.starts_with("SIP/2.0 400 Bad Request\r\n"));
+        assert!(resp.contains("Call-ID: reg-1@127.0.0.1\r\n"));
+        assert!(resp.contains("Warning: 399 switchboard \"header section is not valid UTF-8\""));
+    }
+
+    #[test]
+    fn short_body_is_an_error_long_body_is_cut() {
+        let text = REGISTER.replace("Content-Length: 0", "Content-Length: 10");
+        let err = parse(text.as_bytes(), &limits()).unwrap_err();
+        assert!(err.reason.contains("larger than"), "{}", err.reason);
+        let text = REGISTER.replace("Content-Length: 0", "Content-Length: 2") + "abcdef";
+        let SipMessage::Request(r) = parse(text.as_bytes(), &limits()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.body(), b"ab");
+    }
+
+    #[test]
+    fn absurd_content_length_is_refused() {
+        let text = REGISTER.replace("Content-Length: 0", "Content-Length: 99999999999999999999");
+        let err = parse(text.as_bytes(), &limits()).unwrap_err();
+        assert!(err.reason.contains("bad Content-Length"), "{}", err.reason);
+        assert!(err.response("t", "OPTIONS").is_some());
+    }
+
+    #[test]
+    fn header_count_limit() {
+        let extra: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
+        let text = REGISTER.replace("Content-Length: 0\r\n", &(extra + "Content-Length: 0\r\n"));
+        let err = parse(text.as_bytes(), &limits()).unwrap_err();
+        assert!(err.reason.contains("header lines"), "{}", err.reason);
+    }
+
+    #[test]
+    fn size_limit() {
+        let l = Limits {
+            max_message_size: 100,
+            max_headers: 10,
+        };
+        assert!(parse(REGISTER.as_bytes(), &l).is_err());
+    }
+
+    #[test]
+    fn line_without_colon_is_refused() {
+        let text = REGISTER.replace("Max-Forwards: 70", "Max-Forwards 70");
+        let err = parse(text.as_bytes(), &limits()).unwrap_err();
+        assert!(err.reason.contains("without a colon"));
+    }
+
+    #[test]
+    fn garbage_gets_no_response() {
+        let err = parse(b"\x00\x01garbage\r\n\r\n", &limits()).unwrap_err();
+        assert!(err.response("t", "OPTIONS").is_none());
+        let err = parse(b"", &limits()).unwrap_err();
+        assert!(err.response("t", "OPTIONS").is_none());
+    }
+
+    #[test]
+    fn bad_response_is_never_answered() {
+        let text =
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n\
+            To: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nContent-Length: 5\r\n\r\n";
+        let err = parse(text.as_bytes(), &limits()).unwrap_err();
+        assert!(err.response("t", "OPTIONS").is_none());
+    }
+
+    #[test]
+    fn stream_framing() {
+        let l = limits();
+        let two = format!("{REGISTER}{REGISTER}");
+        assert_eq!(
+            frame(two.as_bytes(), &l),
+            Framing::Message {
+                len: REGISTER.len()
+            }
+        );
+        assert_eq!(frame(&REGISTER.as_bytes()[..50], &l), Framing::Incomplete);
+        assert_eq!(
+            frame(b"\r\n\r\nREG", &l),
+            Framing::KeepAlive { len: 4, pong: true }
+        );
+        assert_eq!(
+            frame(b"\r\n", &l),
+            Framing::KeepAlive {
+                len: 2,
+                pong: false
+            }
+        );
+        let no_cl = REGISTER.replace("Content-Length: 0\r\n", "");
+        assert!(matches!(frame(no_cl.as_bytes(), &l), Framing::Invalid(_)));
+        let body = REGISTER.replace("Content-Length: 0", "Content-Length: 4");
+        assert_eq!(frame(body.as_bytes(), &l), Framing::Incomplete);
+        let full = format!("{body}abcd");
+        assert_eq!(
+            frame(full.as_bytes(), &l),
+            Framing::Message { len: full.len() }
+        );
+    }
+
+    #[test]
+    fn endless_header_section_is_refused_on_streams() {
+        let l = Limits {
+            max_message_size: 64,
+            max_headers: 10,
+        };
+        let junk = vec![b'a'; 100];
+        assert!(matches!(frame(&junk, &l), Framing::Invalid(_)));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let _ = parse(&bytes, &limits());
+            let _ = frame(&bytes, &limits());
+        }
+
+        #[test]
+        fn never_panics_on_mutated_register(pos in 0usize..400, byte in proptest::prelude::any::<u8>()) {
+            let mut bytes = REGISTER.as_bytes().to_vec();
+            let p = pos % bytes.len();
+            bytes[p] = byte;
+            if let Err(e) = parse(&bytes, &limits()) { let _ = e.response("t", "OPTIONS"); }
+        }
+    }
+}
+
+#[cfg(test)]
+mod method_tests {
+    use super::*;
+
+    #[test]
+    fn unknown_method_gets_501_with_allow() {
+        let text = "FOO sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n\
+            To: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 FOO\r\nContent-Length: 0\r\n\r\n";
+        let err = parse(text.as_bytes(), &Limits::default()).unwrap_err();
+        assert!(err.is_unknown_method());
+        let r = String::from_utf8(err.response("t", "REGISTER, OPTIONS").unwrap()).unwrap();
+        assert!(r.starts_with("SIP/2.0 501 Not Implemented\r\n"), "{r}");
+        assert!(r.contains("\r\nAllow: REGISTER, OPTIONS\r\n"));
+    }
+}

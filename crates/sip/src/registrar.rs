@@ -1,0 +1,826 @@
+//! The registrar (RFC 3261 §10.3) and its location table, sans-I/O.
+//!
+//! [`Registrar::register`] turns one authenticated REGISTER into an answer and the list of
+//! binding changes it makes; the caller makes the changes durable before sending the answer
+//! (or calls [`Registrar::rollback`] if that fails). Time is wall-clock Unix seconds passed
+//! in by the caller, because binding expiry must survive a restart.
+//!
+//! Bindings are identified by `+sip.instance` (with `reg-id` when present, RFC 5626 §6) when
+//! the phone sends one, so a phone re-registering from a new address replaces its binding;
+//! otherwise by the contact URI (RFC 3261 §10.3 step 7).
+
+use crate::message::split_values;
+use crate::msg::headers::Header;
+use crate::msg::Request;
+use crate::peer::{Peer, Transport};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+
+/// Expiry rules of the registrar, in seconds.
+#[derive(Clone, Copy, Debug)]
+pub struct RegistrarConfig {
+    pub min_expires: u32,
+    pub default_expires: u32,
+    pub max_expires: u32,
+    pub max_contacts_per_aor: usize,
+}
+
+/// One registered contact of an address of record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Binding {
+    /// The address of record, as the caller names it (Switchboard uses the user's id).
+    pub aor: String,
+    /// The contact URI, as the phone sent it (without `<>` and header parameters).
+    pub contact: String,
+    /// q-value in thousandths (0..=1000).
+    pub q: u16,
+    /// Unix time (s) at which the binding lapses.
+    pub expires_at: u64,
+    pub call_id: String,
+    pub cseq: u32,
+    /// `+sip.instance` (RFC 5626 / 5627), unquoted.
+    pub instance: Option<String>,
+    pub reg_id: Option<u32>,
+    /// Where the REGISTER came from: requests for this contact go there (NAT traversal).
+    pub transport: Transport,
+    pub source: SocketAddr,
+    pub user_agent: Option<String>,
+    /// Unix time (s) of the first registration of this binding.
+    pub registered_at: u64,
+}
+
+impl Binding {
+    /// What identifies this binding within its AoR.
+    pub fn key(&self) -> String {
+        match (&self.instance, self.reg_id) {
+            (Some(i), Some(r)) => format!("instance:{i};reg-id={r}"),
+            (Some(i), None) => format!("instance:{i}"),
+            (None, _) => format!("contact:{}", normalize_contact(&self.contact)),
+        }
+    }
+
+    /// The address to send requests for this binding to (the REGISTER's source).
+    pub fn peer(&self) -> Peer {
+        Peer {
+            transport: self.transport,
+            addr: self.source,
+            conn: None,
+        }
+    }
+
+    fn contact_header_value(&self, now: u64) -> String {
+        let mut v = format!(
+            "<{}>;expires={}",
+            self.contact,
+            self.expires_at.saturating_sub(now)
+        );
+        if self.q != 1000 {
+            v.push_str(&format!(";q={}", format_q(self.q)));
+        }
+        if let Some(i) = &self.instance {
+            v.push_str(&format!(";+sip.instance=\"{i}\""));
+        }
+        v
+    }
+}
+
+fn format_q(q: u16) -> String {
+    let s = format!("{}.{:03}", q / 1000, q % 1000);
+    let s = s.trim_end_matches('0');
+    s.trim_end_matches('.').to_string()
+}
+
+/// URI comparison for binding identity, simplified from RFC 3261 §19.1.4: scheme and host
+/// are case-insensitive, the user part is not.
+fn normalize_contact(uri: &str) -> String {
+    let (scheme, rest) = uri.split_once(':').unwrap_or(("sip", uri));
+    let (user, hostpart) = match rest.rfind('@') {
+        Some(i) => (&rest[..=i], &rest[i + 1..]),
+        None => ("", rest),
+    };
+    format!(
+        "{}:{}{}",
+        scheme.to_ascii_lowercase(),
+        user,
+        hostpart.to_ascii_lowercase()
+    )
+}
+
+/// A change to the location table, to be made durable.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    Upsert(Binding),
+    Remove { aor: String, key: String },
+}
+
+/// The registrar's answer to a REGISTER.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub code: u16,
+    /// Header lines of the answer (Contact list, Min-Expires, Warning…).
+    pub headers: Vec<Header>,
+    /// Changes the answer acknowledges: durable before a 2xx goes out.
+    pub changes: Vec<Change>,
+    /// The AoR's bindings before the request, for [`Registrar::rollback`].
+    pub previous: Vec<Binding>,
+}
+
+impl Outcome {
+    fn refuse(code: u16, why: &str) -> Self {
+        Outcome {
+            code,
+            headers: vec![crate::message::warning(why)],
+            changes: Vec::new(),
+            previous: Vec::new(),
+        }
+    }
+}
+
+/// A contact of a REGISTER, as read from the request.
+struct RequestedContact {
+    uri: String,
+    expires: Option<u32>,
+    q: u16,
+    instance: Option<String>,
+    reg_id: Option<u32>,
+}
+
+/// The registrar with its location table.
+pub struct Registrar {
+    config: RegistrarConfig,
+    table: HashMap<String, Vec<Binding>>,
+    /// (expires_at, aor, key) of every binding, to evict on time.
+    by_expiry: BTreeSet<(u64, String, String)>,
+}
+
+impl Registrar {
+    pub fn new(config: RegistrarConfig) -> Self {
+        Registrar {
+            config,
+            table: HashMap::new(),
+            by_expiry: BTreeSet::new(),
+        }
+    }
+
+    pub fn config(&self) -> &RegistrarConfig {
+        &self.config
+    }
+
+    /// Loads bindings restored from durable storage; those lapsed by `now` are skipped.
+    pub fn restore(&mut self, bindings: impl IntoIterator<Item = Binding>, now: u64) -> usize {
+        let mut n = 0;
+        for b in bindings {
+            if b.expires_at > now {
+                self.insert(b);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The live bindings of an AoR, highest q first.
+    pub fn lookup(&self, aor: &str, now: u64) -> Vec<&Binding> {
+        let mut v: Vec<&Binding> = self
+            .table
+            .get(aor)
+            .map(|bs| bs.iter().filter(|b| b.expires_at > now).collect())
+            .unwrap_or_default();
+        v.sort_by_key(|b| std::cmp::Reverse(b.q));
+        v
+    }
+
+    /// Number of bindings in the table.
+    pub fn len(&self) -> usize {
+        self.by_expiry.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_expiry.is_empty()
+    }
+
+    /// When the next binding lapses.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.by_expiry.first().map(|(t, _, _)| *t)
+    }
+
+    /// Removes bindings lapsed by `now` and returns the removals, to be made durable.
+    pub fn expire(&mut self, now: u64) -> Vec<Change> {
+        let mut out = Vec::new();
+        while let Some((t, aor, key)) = self.by_expiry.first().cloned() {
+            if t > now {
+                break;
+            }
+            self.remove(&aor, &key);
+            out.push(Change::Remove { aor, key });
+        }
+        out
+    }
+
+    fn insert(&mut self, b: Binding) {
+        let key = b.key();
+        self.remove(&b.aor, &key);
+        self.by_expiry.insert((b.expires_at, b.aor.clone(), key));
+        self.table.entry(b.aor.clone()).or_default().push(b);
+    }
+
+    fn remove(&mut self, aor: &str, key: &str) {
+        if let Some(bs) = self.table.get_mut(aor) {
+            if let Some(i) = bs.iter().position(|b| b.key() == key) {
+                let b = bs.remove(i);
+                self.by_expiry
+                    .remove(&(b.expires_at, aor.to_string(), key.to_string()));
+            }
+            if bs.is_empty() {
+                self.table.remove(aor);
+            }
+        }
+    }
+
+    /// Puts an AoR back as it was before a request whose changes could not be stored.
+    pub fn rollback(&mut self, aor: &str, previous: Vec<Binding>) {
+        let keys: Vec<String> = self
+            .table
+            .get(aor)
+            .map(|bs| bs.iter().map(Binding::key).collect())
+            .unwrap_or_default();
+        for k in keys {
+            self.remove(aor, &k);
+        }
+        for b in previous {
+            self.insert(b);
+        }
+    }
+
+    /// Handles an authenticated REGISTER for `aor` received from `source` (RFC 3261 §10.3
+    /// steps 5–8). The changes are already applied to the table; a 2xx must not be sent
+    /// before they are durable.
+    pub fn register(&mut self, aor: &str, req: &Request, source: Peer, now: u64) -> Outcome {
+        let call_id = match req.headers.iter().find_map(|h| match h {
+            Header::CallId(c) => Some(c.value().trim().to_string()),
+            _ => None,
+        }) {
+            Some(c) => c,
+            None => return Outcome::refuse(400, "missing Call-ID"),
+        };
+        let cseq = req
+            .headers
+            .iter()
+            .find_map(|h| match h {
+                Header::CSeq(c) => c.value().split_whitespace().next()?.parse::<u32>().ok(),
+                _ => None,
+            })
+            .unwrap_or(0);
+        let header_expires = match req.headers.iter().find_map(|h| match h {
+            Header::Expires(e) => Some(e.value().trim().to_string()),
+            _ => None,
+        }) {
+            None => None,
+            Some(v) => match parse_delta(&v) {
+                Some(n) => Some(n),
+                None => return Outcome::refuse(400, "malformed Expires header"),
+            },
+        };
+        let user_agent = req.headers.iter().find_map(|h| match h {
+            Header::UserAgent(u) => Some(u.value().chars().take(128).collect()),
+            _ => None,
+        });
+
+        let contact_values: Vec<String> = req
+            .headers
+            .iter()
+            .filter_map(|h| match h {
+                Header::Contact(c) => Some(c.value().to_string()),
+                _ => None,
+            })
+            .collect();
+        let mut entries = Vec::new();
+        for v in &contact_values {
+            entries.extend(split_values(v).into_iter().map(str::to_string));
+        }
+        let previous: Vec<Binding> = self.table.get(aor).cloned().unwrap_or_default();
+
+        // Step 6: "*" removes all bindings; only alone and with Expires: 0.
+        if entries.iter().any(|e| e.trim() == "*") {
+            if entries.len() != 1 || header_expires != Some(0) {
+                return Outcome::refuse(400, "Contact: * needs Expires: 0 and no other contact");
+            }
+            // Step 6 also applies the Call-ID/CSeq rule to each binding.
+            if previous
+                .iter()
+                .any(|b| b.call_id == call_id && cseq <= b.cseq)
+            {
+                return Outcome::refuse(400, "CSeq is not higher than the binding's");
+            }
+            let mut changes = Vec::new();
+            for b in &previous {
+                changes.push(Change::Remove {
+                    aor: aor.to_string(),
+                    key: b.key(),
+                });
+            }
+            self.rollback(aor, Vec::new());
+            return self.answer(aor, changes, previous, now);
+        }
+
+        let mut requested = Vec::new();
+        for e in &entries {
+            match parse_contact(e) {
+                Some(c) => requested.push(c),
+                None => return Outcome::refuse(400, "malformed Contact header"),
+            }
+        }
+
+        // Expiry per contact; 423 before any change (step 7 is all or nothing).
+        let mut resolved = Vec::new();
+        for c in requested {
+            let asked = c
+                .expires
+                .or(header_expires)
+                .unwrap_or(self.config.default_expires);
+            if asked != 0 && asked < self.config.min_expires {
+                let mut o = Outcome::refuse(423, "expiry too brief");
+                o.headers = vec![Header::MinExpires(
+                    self.config.min_expires.to_string().into(),
+                )];
+                return o;
+            }
+            resolved.push((c, asked.min(self.config.max_expires)));
+        }
+
+        let mut changes = Vec::new();
+        let mut working: Vec<Binding> = previous.clone();
+        for (c, expires) in resolved {
+            let candidate = Binding {
+                aor: aor.to_string(),
+                contact: c.uri,
+                q: c.q,
+                expires_at: now + u64::from(expires),
+                call_id: call_id.clone(),
+                cseq,
+                instance: c.instance,
+                reg_id: c.reg_id,
+                transport: source.transport,
+                source: source.addr,
+                user_agent: user_agent.clone(),
+                registered_at: now,
+            };
+            let key = candidate.key();
+            let existing = working.iter().position(|b| b.key() == key);
+            if let Some(i) = existing {
+                let old = &working[i];
+                if old.call_id == call_id && cseq <= old.cseq {
+                    return Outcome::refuse(400, "CSeq is not higher than the binding's");
+                }
+            }
+            if expires == 0 {
+                if let Some(i) = existing {
+                    working.remove(i);
+                    changes.push(Change::Remove {
+                        aor: aor.to_string(),
+                        key,
+                    });
+                }
+                continue;
+            }
+            let mut b = candidate;
+            if let Some(i) = existing {
+                b.registered_at = working[i].registered_at;
+                working.remove(i);
+            }
+            working.push(b.clone());
+            changes.push(Change::Upsert(b));
+        }
+        let live = working.iter().filter(|b| b.expires_at > now).count();
+        if live > self.config.max_contacts_per_aor {
+            let mut o = Outcome::refuse(503, "too many registered contacts");
+            o.headers.clear();
+            o.headers.push(crate::message::warning(&format!(
+                "at most {} contacts per address of record",
+                self.config.max_contacts_per_aor
+            )));
+            return o;
+        }
+        for ch in &changes {
+            match ch {
+                Change::Upsert(b) => self.insert(b.clone()),
+                Change::Remove { aor, key } => self.remove(aor, key),
+            }
+        }
+        self.answer(aor, changes, previous, now)
+    }
+
+    fn answer(&self, aor: &str, changes: Vec<Change>, previous: Vec<Binding>, now: u64) -> Outcome {
+        let headers = self
+            .lookup(aor, now)
+            .into_iter()
+            .map(|b| Header::Contact(b.contact_header_value(now).into()))
+            .collect();
+        Outcome {
+            code: 200,
+            headers,
+            changes,
+            previous,
+        }
+    }
+}
+
+fn parse_delta(v: &str) -> Option<u32> {
+    let v = v.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // RFC 3261 §20.19: values past 2**32-1 count as 2**32-1.
+    Some(
+        v.parse::<u64>()
+            .map(|n| n.min(u64::from(u32::MAX)) as u32)
+            .unwrap_or(u32::MAX),
+    )
+}
+
+/// Reads one Contact entry: `"name" <uri>;params` or `uri;params`.
+fn parse_contact(entry: &str) -> Option<RequestedContact> {
+    let entry = entry.trim();
+    let (uri, params) = if let Some(start) = entry.find('<') {
+        let end = start + entry[start..].find('>')?;
+        (&entry[start + 1..end], &entry[end + 1..])
+    } else {
+        // Without angle brackets, parameters belong to the header, not the URI (§20.10).
+        match entry.find(';') {
+            Some(i) => (&entry[..i], &entry[i..]),
+            None => (entry, ""),
+        }
+    };
+    let uri = uri.trim();
+    let lower = uri.to_ascii_lowercase();
+    if !(lower.starts_with("sip:") || lower.starts_with("sips:")) || uri.len() > 512 {
+        return None;
+    }
+    crate::msg::parse_uri(uri).ok()?;
+    let mut c = RequestedContact {
+        uri: uri.to_string(),
+        expires: None,
+        q: 1000,
+        instance: None,
+        reg_id: None,
+    };
+    for p in params.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = match p.split_once('=') {
+            Some((n, v)) => (n.trim(), Some(v.trim())),
+            None => (p, None),
+        };
+        match name.to_ascii_lowercase().as_str() {
+            "expires" => c.expires = Some(parse_delta(value?)?),
+            "q" => c.q = parse_q(value?)?,
+            "+sip.instance" => {
+                let v = value?.trim_matches('"');
+                if v.is_empty() || v.len() > 256 {
+                    return None;
+                }
+                c.instance = Some(v.to_string());
+            }
+            "reg-id" => c.reg_id = Some(value?.parse().ok()?),
+            _ => {}
+        }
+    }
+    Some(c)
+}
+
+/// q-value (RFC 3261 §20.10: 0 to 1 with up to three decimals) in thousandths.
+fn parse_q(v: &str) -> Option<u16> {
+    let (int, frac) = v.split_once('.').unwrap_or((v, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let int: u16 = match int {
+        "0" => 0,
+        "1" => 1,
+        _ => return None,
+    };
+    let frac_val: u16 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<3}").parse().ok()?
+    };
+    let q = int * 1000 + frac_val;
+    (q <= 1000).then_some(q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::SipMessage;
+    use crate::parse::{parse, Limits};
+
+    fn cfg() -> RegistrarConfig {
+        RegistrarConfig {
+            min_expires: 60,
+            default_expires: 3600,
+            max_expires: 7200,
+            max_contacts_per_aor: 3,
+        }
+    }
+
+    fn register(call_id: &str, cseq: u32, extra: &str) -> Request {
+        let text = format!(
+            "REGISTER sip:switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK{cseq}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@switchboard.local>;tag=1\r\nTo: <sip:alice@switchboard.local>\r\n\
+             Call-ID: {call_id}\r\nCSeq: {cseq} REGISTER\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        match parse(text.as_bytes(), &Limits::default()).unwrap() {
+            SipMessage::Request(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    fn src(port: u16) -> Peer {
+        Peer::udp(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    fn contacts(o: &Outcome) -> Vec<String> {
+        o.headers
+            .iter()
+            .filter_map(|h| match h {
+                Header::Contact(c) => Some(c.value().to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn add_refresh_remove() {
+        let mut r = Registrar::new(cfg());
+        let o = r.register(
+            "alice",
+            &register("c1", 1, "Contact: <sip:alice@127.0.0.1:5070>\r\n"),
+            src(5070),
+            1000,
+        );
+        assert_eq!(o.code, 200);
+        assert_eq!(
+            contacts(&o),
+            vec!["<sip:alice@127.0.0.1:5070>;expires=3600"]
+        );
+        assert_eq!(o.changes.len(), 1);
+        let o = r.register(
+            "alice",
+            &register(
+                "c1",
+                2,
+                "Contact: <sip:alice@127.0.0.1:5070>;expires=120\r\n",
+            ),
+            src(5070),
+            1010,
+        );
+        assert_eq!(contacts(&o), vec!["<sip:alice@127.0.0.1:5070>;expires=120"]);
+        assert_eq!(r.len(), 1);
+        let o = r.register(
+            "alice",
+            &register(
+                "c1",
+                3,
+                "Contact: <sip:alice@127.0.0.1:5070>\r\nExpires: 0\r\n",
+            ),
+            src(5070),
+            1020,
+        );
+        assert_eq!(o.code, 200);
+        assert!(contacts(&o).is_empty());
+        assert!(r.is_empty());
+        assert_eq!(o.previous.len(), 1);
+    }
+
+    #[test]
+    fn query_without_contact_lists_bindings() {
+        let mut r = Registrar::new(cfg());
+        r.register(
+            "alice",
+            &register(
+                "c1",
+                1,
+                "Contact: <sip:a@1.2.3.4>;q=0.5, <sip:b@1.2.3.4>\r\n",
+            ),
+            src(1),
+            0,
+        );
+        let o = r.register("alice", &register("c9", 1, ""), src(1), 10);
+        assert_eq!(o.code, 200);
+        assert!(o.changes.is_empty());
+        assert_eq!(
+            contacts(&o),
+            vec![
+                "<sip:b@1.2.3.4>;expires=3590",
+                "<sip:a@1.2.3.4>;expires=3590;q=0.5"
+            ]
+        );
+    }
+
+    #[test]
+    fn star_removes_all_and_needs_expires_zero() {
+        let mut r = Registrar::new(cfg());
+        r.register(
+            "alice",
+            &register("c1", 1, "Contact: <sip:a@h1>, <sip:b@h2>\r\n"),
+            src(1),
+            0,
+        );
+        assert_eq!(
+            r.register("alice", &register("c2", 1, "Contact: *\r\n"), src(1), 1)
+                .code,
+            400
+        );
+        let o = r.register(
+            "alice",
+            &register("c2", 1, "Contact: *\r\nExpires: 0\r\n"),
+            src(1),
+            1,
+        );
+        assert_eq!(o.code, 200);
+        assert_eq!(o.changes.len(), 2);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn too_brief_gets_423_with_min_expires_and_changes_nothing() {
+        let mut r = Registrar::new(cfg());
+        let o = r.register(
+            "alice",
+            &register("c1", 1, "Contact: <sip:a@h1>;expires=30\r\n"),
+            src(1),
+            0,
+        );
+        assert_eq!(o.code, 423);
+        assert_eq!(o.headers, vec![Header::MinExpires("60".into())]);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn long_expiry_is_cut_to_max() {
+        let mut r = Registrar::new(cfg());
+        let o = r.register(
+            "alice",
+            &register("c1", 1, "Contact: <sip:a@h1>\r\nExpires: 99999999999\r\n"),
+            src(1),
+            0,
+        );
+        assert_eq!(contacts(&o), vec!["<sip:a@h1>;expires=7200"]);
+    }
+
+    #[test]
+    fn out_of_order_cseq_is_refused() {
+        let mut r = Registrar::new(cfg());
+        r.register(
+            "alice",
+            &register("c1", 5, "Contact: <sip:a@h1>\r\n"),
+            src(1),
+            0,
+        );
+        assert_eq!(
+            r.register(
+                "alice",
+                &register("c1", 5, "Contact: <sip:a@h1>\r\n"),
+                src(1),
+                1
+            )
+            .code,
+            400
+        );
+        assert_eq!(
+            r.register(
+                "alice",
+                &register("c1", 4, "Contact: <sip:a@h1>\r\n"),
+                src(1),
+                1
+            )
+            .code,
+            400
+        );
+        // Another Call-ID may use any CSeq.
+        assert_eq!(
+            r.register(
+                "alice",
+                &register("c2", 1, "Contact: <sip:a@h1>\r\n"),
+                src(1),
+                1
+            )
+            .code,
+            200
+        );
+    }
+
+    #[test]
+    fn instance_replaces_binding_from_new_port() {
+        let mut r = Registrar::new(cfg());
+        let inst = ";+sip.instance=\"<urn:uuid:0001>\";reg-id=1";
+        r.register(
+            "alice",
+            &register(
+                "c1",
+                1,
+                &format!("Contact: <sip:alice@127.0.0.1:5070>{inst}\r\n"),
+            ),
+            src(5070),
+            0,
+        );
+        let o = r.register(
+            "alice",
+            &register(
+                "c2",
+                1,
+                &format!("Contact: <sip:alice@127.0.0.1:5080>{inst}\r\n"),
+            ),
+            src(5080),
+            5,
+        );
+        assert_eq!(o.code, 200);
+        assert_eq!(r.len(), 1);
+        let b = &r.lookup("alice", 5)[0];
+        assert_eq!(b.contact, "sip:alice@127.0.0.1:5080");
+        assert_eq!(b.source.port(), 5080);
+        assert_eq!(b.registered_at, 0);
+        assert!(contacts(&o)[0].contains("+sip.instance=\"<urn:uuid:0001>\""));
+    }
+
+    #[test]
+    fn contact_limit() {
+        let mut r = Registrar::new(cfg());
+        let o = r.register(
+            "alice",
+            &register(
+                "c1",
+                1,
+                "Contact: <sip:a@h1>, <sip:a@h2>, <sip:a@h3>, <sip:a@h4>\r\n",
+            ),
+            src(1),
+            0,
+        );
+        assert_eq!(o.code, 503);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn expiry_evicts_on_time_and_restore_skips_lapsed() {
+        let mut r = Registrar::new(cfg());
+        r.register(
+            "alice",
+            &register(
+                "c1",
+                1,
+                "Contact: <sip:a@h1>;expires=60, <sip:a@h2>;expires=120\r\n",
+            ),
+            src(1),
+            0,
+        );
+        assert_eq!(r.next_expiry(), Some(60));
+        assert!(r.expire(59).is_empty());
+        let gone = r.expire(60);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(r.lookup("alice", 60).len(), 1);
+        let all: Vec<Binding> = r.lookup("alice", 60).into_iter().cloned().collect();
+        let mut r2 = Registrar::new(cfg());
+        assert_eq!(r2.restore(all.clone(), 60), 1);
+        assert_eq!(r2.restore(all, 200), 0);
+    }
+
+    #[test]
+    fn rollback_restores_previous() {
+        let mut r = Registrar::new(cfg());
+        r.register(
+            "alice",
+            &register("c1", 1, "Contact: <sip:a@h1>\r\n"),
+            src(1),
+            0,
+        );
+        let o = r.register(
+            "alice",
+            &register("c1", 2, "Contact: <sip:a@h2>\r\n"),
+            src(1),
+            0,
+        );
+        assert_eq!(r.len(), 2);
+        r.rollback("alice", o.previous);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.lookup("alice", 0)[0].contact, "sip:a@h1");
+    }
+
+    #[test]
+    fn bad_contacts_and_q() {
+        let mut r = Registrar::new(cfg());
+        for bad in [
+            "Contact: <mailto:a@b>\r\n",
+            "Contact: <sip:a@h>;q=2\r\n",
+            "Contact: <sip:a@h>;expires=x\r\n",
+            "Contact: <sip:a@h\r\n",
+        ] {
+            assert_eq!(
+                r.register("alice", &register("c1", 1, bad), src(1), 0).code,
+                400,
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_q("0.25"), Some(250));
+        assert_eq!(parse_q("1"), Some(1000));
+        assert_eq!(parse_q("1.5"), None);
+        assert_eq!(format_q(250), "0.25");
+    }
+}
