@@ -1,0 +1,525 @@
+//! The async shell's sockets: UDP and TCP listeners (RFC 3261 §18), IPv4 and IPv6.
+//!
+//! Listeners read bytes, frame them (TCP, by Content-Length), check and parse them with
+//! [`crate::parse`] on the I/O task, and hand each result to the core through a channel.
+//! Responses to a request that came over TCP go back over the same connection. Limits are
+//! explicit: message size and header count ([`Limits`]), number of TCP connections, idle
+//! timeout. Nothing received can panic a task: parse errors become [`Inbound::Invalid`].
+
+use crate::msg::SipMessage;
+use crate::parse::{frame, parse, Framing, Limits, ParseError};
+use crate::peer::{ConnId, Peer, Transport};
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+/// A configured listening address: `udp:127.0.0.1:5060`, `tcp:[::1]:5060`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenAddr {
+    pub transport: Transport,
+    pub addr: SocketAddr,
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (proto, addr) = s
+            .split_once(':')
+            .ok_or_else(|| format!("{s:?} is not of the form udp:ADDRESS:PORT or tcp:ADDRESS:PORT"))?;
+        let transport = match proto.to_ascii_lowercase().as_str() {
+            "udp" => Transport::Udp,
+            "tcp" => Transport::Tcp,
+            other => return Err(format!("unknown transport {other:?} (udp or tcp)")),
+        };
+        let addr = addr.parse::<SocketAddr>().map_err(|_| {
+            format!("{addr:?} is not an address and port (IPv6 as [::1]:5060)")
+        })?;
+        Ok(ListenAddr { transport, addr })
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.transport.via_token().to_ascii_lowercase(), self.addr)
+    }
+}
+
+/// Settings of the transport layer.
+#[derive(Clone, Copy, Debug)]
+pub struct TransportConfig {
+    pub limits: Limits,
+    pub max_tcp_connections: usize,
+    pub tcp_idle_timeout: Duration,
+}
+
+/// What the transport layer hands to the core.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A message that passed the checks of [`crate::parse`]. `local` is the listener's address.
+    Message {
+        msg: SipMessage,
+        peer: Peer,
+        local: SocketAddr,
+    },
+    /// A message that failed them, with the means to answer it.
+    Invalid { error: ParseError, peer: Peer },
+}
+
+/// Counters kept by the transport layer.
+#[derive(Debug, Default)]
+pub struct TransportStats {
+    pub received: AtomicU64,
+    /// Messages that could not be read and got no response.
+    pub dropped: AtomicU64,
+    /// Messages answered with 400/501 before parsing succeeded.
+    pub rejected: AtomicU64,
+    pub tcp_open: AtomicUsize,
+    pub tcp_refused: AtomicU64,
+    pub send_errors: AtomicU64,
+}
+
+/// Most messages queued for one TCP connection before it counts as stuck and is closed.
+const TCP_SEND_QUEUE: usize = 1024;
+/// Receive and send buffer asked of the kernel for UDP sockets.
+const UDP_BUFFER: usize = 4 * 1024 * 1024;
+
+/// The sockets of the daemon and the way to send through them.
+#[derive(Clone)]
+pub struct Transports {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: TransportConfig,
+    udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    tcp: Vec<SocketAddr>,
+    conns: Mutex<HashMap<ConnId, mpsc::Sender<Bytes>>>,
+    next_conn: AtomicU64,
+    stats: TransportStats,
+    server: String,
+}
+
+impl Transports {
+    /// Binds every listener and starts its tasks; inbound messages go to `sink`.
+    /// `server` is the Server header value of responses the transport writes itself.
+    pub async fn bind(
+        listen: &[ListenAddr],
+        config: TransportConfig,
+        sink: mpsc::Sender<Inbound>,
+        server: String,
+    ) -> std::io::Result<Self> {
+        let mut udp = Vec::new();
+        let mut tcp_listeners = Vec::new();
+        for l in listen {
+            match l.transport {
+                Transport::Udp => {
+                    let sock = bind_udp(l.addr)?;
+                    let local = sock.local_addr()?;
+                    udp.push((local, Arc::new(sock)));
+                }
+                Transport::Tcp => {
+                    let listener = bind_tcp(l.addr)?;
+                    tcp_listeners.push(listener);
+                }
+            }
+        }
+        let tcp = tcp_listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let inner = Arc::new(Inner {
+            config,
+            udp,
+            tcp,
+            conns: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            stats: TransportStats::default(),
+            server,
+        });
+        let this = Transports { inner };
+        for (local, sock) in &this.inner.udp {
+            tracing::info!(transport = "udp", addr = %local, "listening");
+            tokio::spawn(udp_loop(this.clone(), sock.clone(), *local, sink.clone()));
+        }
+        for listener in tcp_listeners {
+            let local = listener.local_addr()?;
+            tracing::info!(transport = "tcp", addr = %local, "listening");
+            tokio::spawn(tcp_accept_loop(this.clone(), listener, local, sink.clone()));
+        }
+        Ok(this)
+    }
+
+    /// Local addresses of the listeners.
+    pub fn local_addrs(&self) -> Vec<ListenAddr> {
+        let mut v: Vec<ListenAddr> = self
+            .inner
+            .udp
+            .iter()
+            .map(|(a, _)| ListenAddr {
+                transport: Transport::Udp,
+                addr: *a,
+            })
+            .collect();
+        v.extend(self.inner.tcp.iter().map(|a| ListenAddr {
+            transport: Transport::Tcp,
+            addr: *a,
+        }));
+        v
+    }
+
+    pub fn stats(&self) -> &TransportStats {
+        &self.inner.stats
+    }
+
+    /// Sends bytes to a peer: over its connection for TCP, from the UDP socket of the
+    /// peer's address family otherwise. Never blocks; failures are counted and logged.
+    pub fn send(&self, peer: Peer, bytes: Bytes) {
+        match peer.transport {
+            Transport::Udp => {
+                let Some(sock) = self.udp_socket_for(peer.addr) else {
+                    self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(to = %peer, "no UDP socket for this address family");
+                    return;
+                };
+                if let Err(e) = sock.try_send_to(&bytes, peer.addr) {
+                    if e.kind() == std::io::ErrorKind::WouldBlock {
+                        // The kernel buffer is full: hand it to a task rather than drop it.
+                        let sock = sock.clone();
+                        let stats = self.clone();
+                        tokio::spawn(async move {
+                            if sock.send_to(&bytes, peer.addr).await.is_err() {
+                                stats.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        });
+                    } else {
+                        self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(to = %peer, error = %e, "UDP send failed");
+                    }
+                }
+            }
+            Transport::Tcp => {
+                let conn = peer.conn.and_then(|id| {
+                    self.inner
+                        .conns
+                        .lock()
+                        .ok()
+                        .and_then(|m| m.get(&id).cloned())
+                });
+                match conn {
+                    Some(tx) => {
+                        if tx.try_send(bytes).is_err() {
+                            self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(to = %peer, "TCP connection gone or stuck; message dropped");
+                        }
+                    }
+                    None => {
+                        // No open connection: open one (RFC 3261 §18.2.2 last resort).
+                        let this = self.clone();
+                        tokio::spawn(async move { this.connect_and_send(peer.addr, bytes).await });
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connect_and_send(&self, addr: SocketAddr, bytes: Bytes) {
+        let connect = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await;
+        match connect {
+            Ok(Ok(mut stream)) => {
+                if stream.write_all(&bytes).await.is_err() {
+                    self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            _ => {
+                self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(to = %addr, "TCP connect failed");
+            }
+        }
+    }
+
+    fn udp_socket_for(&self, addr: SocketAddr) -> Option<&Arc<UdpSocket>> {
+        let udp = &self.inner.udp;
+        udp.iter()
+            .find(|(l, _)| l.is_ipv4() == addr.is_ipv4() && l.ip().is_loopback() == addr.ip().is_loopback())
+            .or_else(|| udp.iter().find(|(l, _)| l.is_ipv4() == addr.is_ipv4()))
+            .map(|(_, s)| s)
+    }
+
+    /// Answers a message that failed the checks, when it can be answered.
+    fn answer_invalid(&self, error: &ParseError, peer: Peer) -> bool {
+        match error.response(&self.inner.server, "") {
+            Some(bytes) => {
+                self.send(peer, Bytes::from(bytes));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    // Best effort: the kernel caps these at net.core.[rw]mem_max.
+    let _ = s.set_recv_buffer_size(UDP_BUFFER);
+    let _ = s.set_send_buffer_size(UDP_BUFFER);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    TcpListener::from_std(s.into())
+}
+
+async fn udp_loop(
+    t: Transports,
+    sock: Arc<UdpSocket>,
+    local: SocketAddr,
+    sink: mpsc::Sender<Inbound>,
+) {
+    let limits = t.inner.config.limits;
+    // One byte more than the limit, to tell an over-long datagram from one that fits.
+    let mut buf = vec![0u8; limits.max_message_size.max(1) + 1];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                // ICMP errors surface here on some systems; keep serving.
+                tracing::debug!(error = %e, "UDP receive error");
+                continue;
+            }
+        };
+        let data = &buf[..n];
+        // CRLF keep-alives (RFC 5626 §3.5.1) are not messages.
+        if data.iter().all(|&b| b == b'\r' || b == b'\n' || b == 0) {
+            continue;
+        }
+        t.inner.stats.received.fetch_add(1, Ordering::Relaxed);
+        let peer = Peer::udp(from);
+        let item = match parse(data, &limits) {
+            Ok(msg) => Inbound::Message { msg, peer, local },
+            Err(error) => Inbound::Invalid { error, peer },
+        };
+        if sink.send(item).await.is_err() {
+            return; // the core has stopped
+        }
+    }
+}
+
+async fn tcp_accept_loop(
+    t: Transports,
+    listener: TcpListener,
+    local: SocketAddr,
+    sink: mpsc::Sender<Inbound>,
+) {
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let open = t.inner.stats.tcp_open.load(Ordering::Relaxed);
+        if open >= t.inner.config.max_tcp_connections {
+            t.inner.stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(from = %from, open, "TCP connection refused: limit reached");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let id = t.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(TCP_SEND_QUEUE);
+        if let Ok(mut m) = t.inner.conns.lock() {
+            m.insert(id, tx);
+        }
+        t.inner.stats.tcp_open.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(tcp_connection(t.clone(), stream, from, local, id, rx, sink.clone()));
+    }
+}
+
+async fn tcp_connection(
+    t: Transports,
+    stream: TcpStream,
+    from: SocketAddr,
+    local: SocketAddr,
+    id: ConnId,
+    mut outbound: mpsc::Receiver<Bytes>,
+    sink: mpsc::Sender<Inbound>,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        while let Some(b) = outbound.recv().await {
+            if wr.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let peer = Peer::tcp(from, id);
+    let limits = t.inner.config.limits;
+    let idle = t.inner.config.tcp_idle_timeout;
+    let mut buf = BytesMut::with_capacity(8192);
+    'conn: loop {
+        let read = tokio::time::timeout(idle, rd.read_buf(&mut buf)).await;
+        match read {
+            Err(_) => {
+                tracing::debug!(peer = %peer, "TCP connection idle; closing");
+                break;
+            }
+            Ok(Err(_)) | Ok(Ok(0)) => break,
+            Ok(Ok(_)) => {}
+        }
+        loop {
+            match frame(&buf, &limits) {
+                Framing::Incomplete => break,
+                Framing::KeepAlive { len, pong } => {
+                    let _ = buf.split_to(len);
+                    if pong {
+                        t.send(peer, Bytes::from_static(b"\r\n"));
+                    }
+                }
+                Framing::Message { len } => {
+                    let data = buf.split_to(len).freeze();
+                    t.inner.stats.received.fetch_add(1, Ordering::Relaxed);
+                    let item = match parse(&data, &limits) {
+                        Ok(msg) => Inbound::Message { msg, peer, local },
+                        Err(error) => Inbound::Invalid { error, peer },
+                    };
+                    if sink.send(item).await.is_err() {
+                        break 'conn;
+                    }
+                }
+                Framing::Invalid(error) => {
+                    // The stream cannot be resynchronised: answer if possible and close.
+                    t.inner.stats.received.fetch_add(1, Ordering::Relaxed);
+                    if t.answer_invalid(&error, peer) {
+                        t.inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        t.inner.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tracing::info!(peer = %peer, reason = %error, "unreadable TCP stream; closing");
+                    break 'conn;
+                }
+            }
+        }
+    }
+    if let Ok(mut m) = t.inner.conns.lock() {
+        m.remove(&id);
+    }
+    t.inner.stats.tcp_open.fetch_sub(1, Ordering::Relaxed);
+    // Let queued responses drain, bounded.
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        let l: ListenAddr = "udp:127.0.0.1:5060".parse().unwrap();
+        assert_eq!(l.transport, Transport::Udp);
+        let l: ListenAddr = "tcp:[::1]:5061".parse().unwrap();
+        assert_eq!(l.addr, "[::1]:5061".parse().unwrap());
+        assert_eq!(l.to_string(), "tcp:[::1]:5061");
+        assert!("sctp:127.0.0.1:1".parse::<ListenAddr>().is_err());
+        assert!("udp:localhost".parse::<ListenAddr>().is_err());
+    }
+
+    fn cfg() -> TransportConfig {
+        TransportConfig {
+            limits: Limits::default(),
+            max_tcp_connections: 2,
+            tcp_idle_timeout: Duration::from_secs(5),
+        }
+    }
+
+    const OPTIONS: &str = "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bK1\r\n\
+        Max-Forwards: 70\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x>\r\nCall-ID: t1\r\nCSeq: 1 OPTIONS\r\n\
+        Content-Length: 0\r\n\r\n";
+
+    #[tokio::test]
+    async fn tcp_frames_and_answers_on_the_same_connection() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let t = Transports::bind(&["tcp:127.0.0.1:0".parse().unwrap()], cfg(), tx, "t".into())
+            .await
+            .unwrap();
+        let addr = t.local_addrs()[0].addr;
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        // Two messages in one write, then a keep-alive ping.
+        c.write_all(format!("{OPTIONS}{OPTIONS}\r\n\r\n").as_bytes()).await.unwrap();
+        for _ in 0..2 {
+            let Some(Inbound::Message { peer, .. }) = rx.recv().await else {
+                panic!()
+            };
+            assert_eq!(peer.transport, Transport::Tcp);
+            t.send(peer, Bytes::from_static(b"SIP/2.0 200 OK\r\n\r\n"));
+        }
+        let mut got = Vec::new();
+        let want = b"SIP/2.0 200 OK\r\n\r\nSIP/2.0 200 OK\r\n\r\n\r\n".len();
+        while got.len() < want {
+            let mut b = [0u8; 256];
+            let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b)).await.unwrap().unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&b[..n]);
+        }
+        // The pong may precede the answers: the core answers after the framing loop ran.
+        let text = String::from_utf8(got).unwrap();
+        assert_eq!(text.matches("SIP/2.0 200 OK\r\n\r\n").count(), 2);
+        assert_eq!(text.len(), want);
+    }
+
+    #[tokio::test]
+    async fn tcp_without_content_length_gets_400_and_close() {
+        let (tx, _rx) = mpsc::channel(16);
+        let t = Transports::bind(&["tcp:127.0.0.1:0".parse().unwrap()], cfg(), tx, "t".into())
+            .await
+            .unwrap();
+        let mut c = TcpStream::connect(t.local_addrs()[0].addr).await.unwrap();
+        c.write_all(OPTIONS.replace("Content-Length: 0\r\n", "").as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await.unwrap().unwrap();
+        let s = String::from_utf8(got).unwrap();
+        assert!(s.starts_with("SIP/2.0 400 Bad Request"), "{s}");
+    }
+
+    #[tokio::test]
+    async fn udp_delivers_and_reports_invalid() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let t = Transports::bind(&["udp:127.0.0.1:0".parse().unwrap()], cfg(), tx, "t".into())
+            .await
+            .unwrap();
+        let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        c.send_to(b"\r\n\r\n", t.local_addrs()[0].addr).await.unwrap();
+        c.send_to(b"garbage", t.local_addrs()[0].addr).await.unwrap();
+        c.send_to(OPTIONS.as_bytes(), t.local_addrs()[0].addr).await.unwrap();
+        assert!(matches!(rx.recv().await, Some(Inbound::Invalid { .. })));
+        assert!(matches!(rx.recv().await, Some(Inbound::Message { .. })));
+    }
+}
