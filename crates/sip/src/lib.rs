@@ -16,3 +16,4 @@ pub mod parse;
 pub mod peer;
 pub mod registrar;
 pub mod transaction;
+pub mod transport;
