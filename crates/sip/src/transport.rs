@@ -32,24 +32,29 @@ impl FromStr for ListenAddr {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (proto, addr) = s
-            .split_once(':')
-            .ok_or_else(|| format!("{s:?} is not of the form udp:ADDRESS:PORT or tcp:ADDRESS:PORT"))?;
+        let (proto, addr) = s.split_once(':').ok_or_else(|| {
+            format!("{s:?} is not of the form udp:ADDRESS:PORT or tcp:ADDRESS:PORT")
+        })?;
         let transport = match proto.to_ascii_lowercase().as_str() {
             "udp" => Transport::Udp,
             "tcp" => Transport::Tcp,
             other => return Err(format!("unknown transport {other:?} (udp or tcp)")),
         };
-        let addr = addr.parse::<SocketAddr>().map_err(|_| {
-            format!("{addr:?} is not an address and port (IPv6 as [::1]:5060)")
-        })?;
+        let addr = addr
+            .parse::<SocketAddr>()
+            .map_err(|_| format!("{addr:?} is not an address and port (IPv6 as [::1]:5060)"))?;
         Ok(ListenAddr { transport, addr })
     }
 }
 
 impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.transport.via_token().to_ascii_lowercase(), self.addr)
+        write!(
+            f,
+            "{}:{}",
+            self.transport.via_token().to_ascii_lowercase(),
+            self.addr
+        )
     }
 }
 
@@ -62,6 +67,8 @@ pub struct TransportConfig {
 }
 
 /// What the transport layer hands to the core.
+// Nearly every item is a Message: boxing it would cost an allocation per message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Inbound {
     /// A message that passed the checks of [`crate::parse`]. `local` is the listener's address.
@@ -197,7 +204,11 @@ impl Transports {
                         let stats = self.clone();
                         tokio::spawn(async move {
                             if sock.send_to(&bytes, peer.addr).await.is_err() {
-                                stats.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                                stats
+                                    .inner
+                                    .stats
+                                    .send_errors
+                                    .fetch_add(1, Ordering::Relaxed);
                             }
                         });
                     } else {
@@ -249,7 +260,9 @@ impl Transports {
     fn udp_socket_for(&self, addr: SocketAddr) -> Option<&Arc<UdpSocket>> {
         let udp = &self.inner.udp;
         udp.iter()
-            .find(|(l, _)| l.is_ipv4() == addr.is_ipv4() && l.ip().is_loopback() == addr.ip().is_loopback())
+            .find(|(l, _)| {
+                l.is_ipv4() == addr.is_ipv4() && l.ip().is_loopback() == addr.ip().is_loopback()
+            })
             .or_else(|| udp.iter().find(|(l, _)| l.is_ipv4() == addr.is_ipv4()))
             .map(|(_, s)| s)
     }
@@ -268,7 +281,11 @@ impl Transports {
 
 fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
     let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
@@ -283,7 +300,11 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 
 fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let domain = if addr.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
     let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
@@ -359,7 +380,15 @@ async fn tcp_accept_loop(
             m.insert(id, tx);
         }
         t.inner.stats.tcp_open.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(tcp_connection(t.clone(), stream, from, local, id, rx, sink.clone()));
+        tokio::spawn(tcp_connection(
+            t.clone(),
+            stream,
+            from,
+            local,
+            id,
+            rx,
+            sink.clone(),
+        ));
     }
 }
 
@@ -473,7 +502,9 @@ mod tests {
         let addr = t.local_addrs()[0].addr;
         let mut c = TcpStream::connect(addr).await.unwrap();
         // Two messages in one write, then a keep-alive ping.
-        c.write_all(format!("{OPTIONS}{OPTIONS}\r\n\r\n").as_bytes()).await.unwrap();
+        c.write_all(format!("{OPTIONS}{OPTIONS}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
         for _ in 0..2 {
             let Some(Inbound::Message { peer, .. }) = rx.recv().await else {
                 panic!()
@@ -485,7 +516,10 @@ mod tests {
         let want = b"SIP/2.0 200 OK\r\n\r\nSIP/2.0 200 OK\r\n\r\n\r\n".len();
         while got.len() < want {
             let mut b = [0u8; 256];
-            let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b)).await.unwrap().unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b))
+                .await
+                .unwrap()
+                .unwrap();
             assert!(n > 0);
             got.extend_from_slice(&b[..n]);
         }
@@ -502,9 +536,14 @@ mod tests {
             .await
             .unwrap();
         let mut c = TcpStream::connect(t.local_addrs()[0].addr).await.unwrap();
-        c.write_all(OPTIONS.replace("Content-Length: 0\r\n", "").as_bytes()).await.unwrap();
+        c.write_all(OPTIONS.replace("Content-Length: 0\r\n", "").as_bytes())
+            .await
+            .unwrap();
         let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
         let s = String::from_utf8(got).unwrap();
         assert!(s.starts_with("SIP/2.0 400 Bad Request"), "{s}");
     }
@@ -516,10 +555,50 @@ mod tests {
             .await
             .unwrap();
         let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        c.send_to(b"\r\n\r\n", t.local_addrs()[0].addr).await.unwrap();
-        c.send_to(b"garbage", t.local_addrs()[0].addr).await.unwrap();
-        c.send_to(OPTIONS.as_bytes(), t.local_addrs()[0].addr).await.unwrap();
+        c.send_to(b"\r\n\r\n", t.local_addrs()[0].addr)
+            .await
+            .unwrap();
+        c.send_to(b"garbage", t.local_addrs()[0].addr)
+            .await
+            .unwrap();
+        c.send_to(OPTIONS.as_bytes(), t.local_addrs()[0].addr)
+            .await
+            .unwrap();
         assert!(matches!(rx.recv().await, Some(Inbound::Invalid { .. })));
+        assert!(matches!(rx.recv().await, Some(Inbound::Message { .. })));
+    }
+
+    #[tokio::test]
+    async fn ipv6_udp_and_tcp_listen_on_loopback() {
+        if std::net::UdpSocket::bind("[::1]:0").is_err() {
+            eprintln!("skipped: ::1 is not configured on this machine's loopback");
+            return;
+        }
+        let (tx, mut rx) = mpsc::channel(16);
+        let listen: Vec<ListenAddr> = vec![
+            "udp:[::1]:0".parse().unwrap(),
+            "tcp:[::1]:0".parse().unwrap(),
+        ];
+        let t = Transports::bind(&listen, cfg(), tx, "t".into())
+            .await
+            .unwrap();
+        let addrs = t.local_addrs();
+        let c = UdpSocket::bind("[::1]:0").await.unwrap();
+        let text = OPTIONS.replace("TCP 127.0.0.1:1", "UDP [::1]:1");
+        c.send_to(text.as_bytes(), addrs[0].addr).await.unwrap();
+        let Some(Inbound::Message { peer, local, .. }) = rx.recv().await else {
+            panic!()
+        };
+        assert!(peer.addr.is_ipv6() && local.is_ipv6());
+        t.send(peer, Bytes::from_static(b"SIP/2.0 200 OK\r\n\r\n"));
+        let mut b = [0u8; 64];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), c.recv_from(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&b[..n], b"SIP/2.0 200 OK\r\n\r\n");
+        let mut s = TcpStream::connect(addrs[1].addr).await.unwrap();
+        s.write_all(OPTIONS.as_bytes()).await.unwrap();
         assert!(matches!(rx.recv().await, Some(Inbound::Message { .. })));
     }
 }
