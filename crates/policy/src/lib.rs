@@ -1,1 +1,14 @@
-//! switchboard-policy
+//! Switchboard's routing policy: the operator's TOML description of people, teams,
+//! destinations, profiles, schedules and trunks; its validation; and (next) the planner
+//! that turns one incoming call into a route plan.
+//!
+//! The crate is pure: it reads text handed to it (or files, in [`Policy::load_path`]) and
+//! knows nothing of SIP or of the daemon.
+
+pub mod diagnostics;
+pub mod load;
+pub mod model;
+
+pub use diagnostics::{Diagnostic, Diagnostics};
+pub use load::{parse_duration, parse_target, Source};
+pub use model::*;

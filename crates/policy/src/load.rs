@@ -1,0 +1,1610 @@
+//! Reading policy TOML into a validated [`Policy`]: every error found, each with its file,
+//! line, column and key.
+
+use crate::diagnostics::{key_at, Diagnostic, Diagnostics, SourceRef};
+use crate::model::*;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Range;
+use std::path::Path;
+use toml::Spanned;
+
+/// One policy file.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// The path shown in errors.
+    pub name: String,
+    pub text: String,
+}
+
+type Map<T> = BTreeMap<Spanned<String>, T>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDoc {
+    #[serde(default)]
+    users: Map<RawUser>,
+    #[serde(default)]
+    teams: Map<RawTeam>,
+    #[serde(default)]
+    destinations: Map<RawDestination>,
+    #[serde(default)]
+    profiles: Map<RawProfile>,
+    #[serde(default)]
+    schedules: Map<RawSchedule>,
+    #[serde(default)]
+    trunks: Map<RawTrunk>,
+    #[serde(default)]
+    statuses: Map<RawStatus>,
+}
+
+type S = Spanned<String>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    extension: S,
+    display_name: Option<String>,
+    sip: Option<RawSip>,
+    #[serde(default)]
+    devices: Vec<RawDevice>,
+    ring_time: Option<Spanned<i64>>,
+    no_answer: Option<S>,
+    busy: Option<S>,
+    call_waiting: Option<bool>,
+    caller_id: Option<String>,
+    #[serde(default)]
+    profile_caller_ids: Map<String>,
+    out_of_hours: Option<S>,
+    schedule: Option<S>,
+    forwarding: Option<RawForwarding>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSip {
+    username: Option<S>,
+    password: Option<S>,
+    ha1_md5: Option<S>,
+    ha1_sha256: Option<S>,
+    algorithms: Option<Spanned<Vec<S>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevice {
+    name: S,
+    contact_match: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForwarding {
+    enabled: Option<bool>,
+    targets: Spanned<Vec<S>>,
+    strategy: Option<S>,
+    ring_own_first: Option<Spanned<i64>>,
+    keep_ringing_own: Option<bool>,
+    direct_calls_only: Option<bool>,
+    caller_id: Option<S>,
+    ring_time: Option<Spanned<i64>>,
+    no_answer: Option<S>,
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTeam {
+    name: Option<String>,
+    extension: Option<S>,
+    members: Spanned<Vec<S>>,
+    strategy: Option<S>,
+    member_ring_time: Option<Spanned<i64>>,
+    ring_time: Option<Spanned<i64>>,
+    skip_unavailable: Option<bool>,
+    skip_in_call: Option<bool>,
+    no_answer: Option<S>,
+    out_of_hours: Option<S>,
+    schedule: Option<S>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDestination {
+    kind: S,
+    uri: S,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    number: Option<Spanned<i64>>,
+    name: Option<String>,
+    shows_call_status: Option<bool>,
+    availability: Option<S>,
+    message: Option<String>,
+    caller_id: Option<String>,
+    incoming: Option<S>,
+    devices: Option<Vec<S>>,
+    reject_code: Option<Spanned<i64>>,
+    reject_reason: Option<String>,
+    standard_length: Option<S>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    timezone: S,
+    hours: Spanned<Vec<S>>,
+    #[serde(default)]
+    holidays: Vec<S>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrunk {
+    #[serde(default)]
+    sources: Vec<S>,
+    sip: Option<RawSip>,
+    uri: Option<S>,
+    #[serde(default)]
+    dids: Map<S>,
+    #[serde(default)]
+    outbound: Vec<S>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatus {
+    direct: Option<S>,
+    skip_in_teams: Option<bool>,
+}
+
+/// Upper bound of any ring time, in seconds.
+pub const MAX_RING_TIME: i64 = 600;
+
+impl Policy {
+    /// Loads a policy file, or every `*.toml` file of a directory (in name order).
+    pub fn load_path(path: &Path) -> Result<Policy, Diagnostics> {
+        let io = |p: &Path, e: std::io::Error| {
+            Diagnostics(vec![Diagnostic {
+                file: p.display().to_string(),
+                line: 0,
+                column: 0,
+                key: "-".into(),
+                message: format!("cannot read the policy: {e}"),
+            }])
+        };
+        let mut files = Vec::new();
+        if path.is_dir() {
+            let rd = std::fs::read_dir(path).map_err(|e| io(path, e))?;
+            for entry in rd {
+                let p = entry.map_err(|e| io(path, e))?.path();
+                if p.extension().is_some_and(|x| x == "toml") {
+                    files.push(p);
+                }
+            }
+            files.sort();
+        } else {
+            files.push(path.to_path_buf());
+        }
+        let mut sources = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(|e| io(&f, e))?;
+            sources.push(Source {
+                name: f.display().to_string(),
+                text,
+            });
+        }
+        Policy::from_sources(&sources)
+    }
+
+    /// Builds and validates a policy from one or more TOML texts.
+    pub fn from_sources(sources: &[Source]) -> Result<Policy, Diagnostics> {
+        let mut errors = Vec::new();
+        let mut docs = Vec::new();
+        for s in sources {
+            match toml::from_str::<RawDoc>(&s.text) {
+                Ok(d) => docs.push((s, d)),
+                Err(e) => {
+                    let offset = e.span().map(|r| r.start).unwrap_or(0);
+                    let src = SourceRef {
+                        name: &s.name,
+                        text: &s.text,
+                    };
+                    errors.push(src.at(
+                        offset..offset,
+                        key_at(&s.text, offset),
+                        e.message().trim().to_string(),
+                    ));
+                }
+            }
+        }
+        let mut b = Builder {
+            errors,
+            policy: Policy::default(),
+            refs: Vec::new(),
+            seen_ext: HashMap::new(),
+        };
+        for (s, d) in docs {
+            b.doc(s, d);
+        }
+        b.defaults();
+        b.check_refs();
+        b.check_loops();
+        if b.errors.is_empty() {
+            Ok(b.policy)
+        } else {
+            Err(Diagnostics(b.errors))
+        }
+    }
+}
+
+/// A reference to check once everything is read.
+struct Ref {
+    file: String,
+    line: usize,
+    column: usize,
+    key: String,
+    what: RefKind,
+}
+
+enum RefKind {
+    Target(Target),
+    Schedule(String),
+    Profile(String),
+    Member(String),
+}
+
+struct Builder {
+    errors: Vec<Diagnostic>,
+    policy: Policy,
+    refs: Vec<Ref>,
+    seen_ext: HashMap<String, String>,
+}
+
+fn secs(v: &Option<Spanned<i64>>, default: u32) -> Result<u32, (Range<usize>, String)> {
+    match v {
+        None => Ok(default),
+        Some(s) => {
+            let n = *s.get_ref();
+            if (0..=MAX_RING_TIME).contains(&n) {
+                Ok(n as u32)
+            } else {
+                Err((
+                    s.span(),
+                    format!("{n} seconds is out of range: use 0 to {MAX_RING_TIME}"),
+                ))
+            }
+        }
+    }
+}
+
+/// Reads `45m`, `1h30m`, `2d`, `90s` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<u32> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(n) = s.parse::<u32>() {
+        return Some(n);
+    }
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+        } else {
+            let n: u64 = num.parse().ok()?;
+            num.clear();
+            total += n * match c {
+                's' => 1,
+                'm' => 60,
+                'h' => 3600,
+                'd' => 86400,
+                'w' => 7 * 86400,
+                _ => return None,
+            };
+        }
+    }
+    if !num.is_empty() || total == 0 || total > 366 * 86400 {
+        return None;
+    }
+    Some(total as u32)
+}
+
+/// Reads a target string: `user:ID`, `team:ID`, `voicemail:ID`, `menu:ID`, `queue:ID`,
+/// `announcement:ID`, `number:+44…`, `hangup`.
+pub fn parse_target(s: &str) -> Result<Target, String> {
+    let s = s.trim();
+    if s == "hangup" {
+        return Ok(Target::Hangup);
+    }
+    let Some((kind, id)) = s.split_once(':') else {
+        return Err(format!(
+            "{s:?} is not a destination: use user:ID, team:ID, voicemail:ID, menu:ID, queue:ID, \
+             announcement:ID, number:NUMBER or hangup"
+        ));
+    };
+    let id = id.trim();
+    if id.is_empty() {
+        return Err(format!("{s:?} names no {kind}"));
+    }
+    match kind {
+        "user" => Ok(Target::User(id.into())),
+        "team" => Ok(Target::Team(id.into())),
+        "number" => {
+            let ok = id.strip_prefix('+').unwrap_or(id);
+            if ok.is_empty() || !ok.bytes().all(|b| b.is_ascii_digit() || b == b'*' || b == b'#') {
+                return Err(format!("{id:?} is not a phone number (digits, optionally a leading +)"));
+            }
+            Ok(Target::External(id.into()))
+        }
+        k => match DestinationKind::parse(k) {
+            Some(d) => Ok(Target::Destination(d, id.into())),
+            None => Err(format!(
+                "unknown destination kind {k:?}: use user, team, voicemail, menu, queue, announcement or number"
+            )),
+        },
+    }
+}
+
+fn parse_hours(s: &str) -> Option<(Vec<usize>, u16, u16)> {
+    // "mon-fri 09:00-17:00" or "sat 10:00-12:00"
+    const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let (days, times) = s.trim().split_once(' ')?;
+    let day = |d: &str| {
+        DAYS.iter()
+            .position(|x| *x == d.trim().to_ascii_lowercase())
+    };
+    let days: Vec<usize> = match days.split_once('-') {
+        Some((a, b)) => {
+            let (a, b) = (day(a)?, day(b)?);
+            if a > b {
+                return None;
+            }
+            (a..=b).collect()
+        }
+        None => vec![day(days)?],
+    };
+    let (from, to) = times.trim().split_once('-')?;
+    let hm = |t: &str| -> Option<u16> {
+        let (h, m) = t.trim().split_once(':')?;
+        let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+        (h <= 24 && m < 60 && h * 60 + m <= 24 * 60).then_some(h * 60 + m)
+    };
+    let (from, to) = (hm(from)?, hm(to)?);
+    (from < to).then_some((days, from, to))
+}
+
+fn parse_network(s: &str) -> Option<Network> {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p.parse::<u8>().ok()?)),
+        None => (s, None),
+    };
+    let addr: std::net::IpAddr = addr.trim().parse().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = prefix.unwrap_or(max);
+    (prefix <= max).then_some(Network { addr, prefix })
+}
+
+impl Builder {
+    fn err(
+        &mut self,
+        src: &Source,
+        span: Range<usize>,
+        key: impl Into<String>,
+        msg: impl Into<String>,
+    ) {
+        let r = SourceRef {
+            name: &src.name,
+            text: &src.text,
+        };
+        self.errors.push(r.at(span, key, msg));
+    }
+
+    fn reference(&mut self, src: &Source, span: Range<usize>, key: String, what: RefKind) {
+        let (line, column) = crate::diagnostics::line_col(&src.text, span.start);
+        self.refs.push(Ref {
+            file: src.name.clone(),
+            line,
+            column,
+            key,
+            what,
+        });
+    }
+
+    fn target(&mut self, src: &Source, v: &S, key: String) -> Option<Target> {
+        match parse_target(v.get_ref()) {
+            Ok(t) => {
+                self.reference(src, v.span(), key, RefKind::Target(t.clone()));
+                Some(t)
+            }
+            Err(m) => {
+                self.err(src, v.span(), key, m);
+                None
+            }
+        }
+    }
+
+    fn extension(&mut self, src: &Source, ext: &S, owner: String, key: String) -> Option<String> {
+        let e = ext.get_ref().trim().to_string();
+        if e.is_empty() || !e.bytes().all(|b| b.is_ascii_digit()) {
+            self.err(
+                src,
+                ext.span(),
+                key,
+                format!("extension {e:?} must be digits"),
+            );
+            return None;
+        }
+        if let Some(prev) = self.seen_ext.get(&e) {
+            let m = format!("extension {e} is already used by {prev}");
+            self.err(src, ext.span(), key, m);
+            return None;
+        }
+        self.seen_ext.insert(e.clone(), owner);
+        Some(e)
+    }
+
+    fn sip(
+        &mut self,
+        src: &Source,
+        raw: &RawSip,
+        default_user: &str,
+        key: &str,
+    ) -> Option<SipCredentials> {
+        let username = raw
+            .username
+            .as_ref()
+            .map(|u| u.get_ref().clone())
+            .unwrap_or_else(|| default_user.to_string());
+        if username.is_empty() || username.contains([':', '@', ' ', '"']) {
+            let span = raw.username.as_ref().map(|u| u.span()).unwrap_or(0..0);
+            self.err(
+                src,
+                span,
+                format!("{key}.username"),
+                format!("{username:?} is not a usable SIP user name"),
+            );
+        }
+        let algorithms = match &raw.algorithms {
+            None => vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
+            Some(list) => {
+                let mut v = Vec::new();
+                for (i, a) in list.get_ref().iter().enumerate() {
+                    match a.get_ref().to_ascii_lowercase().as_str() {
+                        "md5" => v.push(DigestAlgorithm::Md5),
+                        "sha-256" | "sha256" => v.push(DigestAlgorithm::Sha256),
+                        other => self.err(
+                            src,
+                            a.span(),
+                            format!("{key}.algorithms[{i}]"),
+                            format!(
+                                "unknown digest algorithm {other:?}: use \"sha-256\" or \"md5\""
+                            ),
+                        ),
+                    }
+                }
+                if v.is_empty() {
+                    self.err(
+                        src,
+                        list.span(),
+                        format!("{key}.algorithms"),
+                        "at least one algorithm is needed",
+                    );
+                }
+                v
+            }
+        };
+        let hex = |h: &S, len: usize| {
+            h.get_ref().len() == len && h.get_ref().bytes().all(|b| b.is_ascii_hexdigit())
+        };
+        let secret = match (&raw.password, &raw.ha1_md5, &raw.ha1_sha256) {
+            (Some(p), None, None) => {
+                if p.get_ref().is_empty() {
+                    self.err(
+                        src,
+                        p.span(),
+                        format!("{key}.password"),
+                        "the password is empty",
+                    );
+                }
+                Secret::Password(p.get_ref().clone())
+            }
+            (None, md5, sha) if md5.is_some() || sha.is_some() => {
+                if let Some(h) = md5 {
+                    if !hex(h, 32) {
+                        self.err(
+                            src,
+                            h.span(),
+                            format!("{key}.ha1_md5"),
+                            "an MD5 HA1 is 32 hex digits",
+                        );
+                    }
+                }
+                if let Some(h) = sha {
+                    if !hex(h, 64) {
+                        self.err(
+                            src,
+                            h.span(),
+                            format!("{key}.ha1_sha256"),
+                            "a SHA-256 HA1 is 64 hex digits",
+                        );
+                    }
+                }
+                for a in &algorithms {
+                    let (missing, name) = match a {
+                        DigestAlgorithm::Md5 => (md5.is_none(), "md5"),
+                        DigestAlgorithm::Sha256 => (sha.is_none(), "sha-256"),
+                    };
+                    if missing {
+                        let span = raw.algorithms.as_ref().map(|l| l.span()).unwrap_or(0..0);
+                        self.err(
+                            src,
+                            span,
+                            format!("{key}.algorithms"),
+                            format!(
+                                "algorithm {name} is allowed but no ha1_{} is given",
+                                name.replace('-', "")
+                            ),
+                        );
+                    }
+                }
+                Secret::Ha1 {
+                    md5: md5.as_ref().map(|h| h.get_ref().to_ascii_lowercase()),
+                    sha256: sha.as_ref().map(|h| h.get_ref().to_ascii_lowercase()),
+                }
+            }
+            (None, None, None) => {
+                self.err(
+                    src,
+                    0..0,
+                    key.to_string(),
+                    "give a password, or ha1_md5 / ha1_sha256",
+                );
+                return None;
+            }
+            _ => {
+                let span = raw.password.as_ref().map(|p| p.span()).unwrap_or(0..0);
+                self.err(
+                    src,
+                    span,
+                    format!("{key}.password"),
+                    "give either a password or HA1 hashes, not both",
+                );
+                return None;
+            }
+        };
+        Some(SipCredentials {
+            username,
+            secret,
+            algorithms,
+        })
+    }
+
+    fn strategy(
+        &mut self,
+        src: &Source,
+        v: &Option<S>,
+        key: String,
+        default: RingStrategy,
+    ) -> RingStrategy {
+        match v {
+            None => default,
+            Some(s) => RingStrategy::parse(s.get_ref()).unwrap_or_else(|| {
+                self.err(
+                    src,
+                    s.span(),
+                    key,
+                    format!(
+                        "unknown ring strategy {:?}: use one of {}",
+                        s.get_ref(),
+                        RingStrategy::NAMES.join(", ")
+                    ),
+                );
+                default
+            }),
+        }
+    }
+
+    fn doc(&mut self, src: &Source, doc: RawDoc) {
+        for (id, raw) in doc.destinations {
+            let key = format!("destinations.{}", id.get_ref());
+            let kind = DestinationKind::parse(raw.kind.get_ref()).unwrap_or_else(|| {
+                self.err(
+                    src,
+                    raw.kind.span(),
+                    format!("{key}.kind"),
+                    format!(
+                        "unknown destination kind {:?}: use voicemail, menu, queue or announcement",
+                        raw.kind.get_ref()
+                    ),
+                );
+                DestinationKind::Voicemail
+            });
+            let uri = raw.uri.get_ref().trim().to_string();
+            if !(uri.starts_with("sip:") || uri.starts_with("sips:")) {
+                self.err(
+                    src,
+                    raw.uri.span(),
+                    format!("{key}.uri"),
+                    format!("{uri:?} is not a SIP URI"),
+                );
+            }
+            if self.policy.destinations.contains_key(id.get_ref()) {
+                self.err(
+                    src,
+                    id.span(),
+                    key,
+                    format!("destination {} is defined twice", id.get_ref()),
+                );
+                continue;
+            }
+            let d = Destination {
+                id: id.get_ref().clone(),
+                kind,
+                uri,
+            };
+            self.policy.destinations.insert(d.id.clone(), d);
+        }
+        for (id, raw) in doc.schedules {
+            let key = format!("schedules.{}", id.get_ref());
+            if raw.timezone.get_ref().parse::<chrono_tz::Tz>().is_err() {
+                self.err(
+                    src,
+                    raw.timezone.span(),
+                    format!("{key}.timezone"),
+                    format!(
+                        "unknown time zone {:?} (use an IANA name such as Europe/London)",
+                        raw.timezone.get_ref()
+                    ),
+                );
+            }
+            let mut hours: [Vec<(u16, u16)>; 7] = Default::default();
+            for (i, h) in raw.hours.get_ref().iter().enumerate() {
+                match parse_hours(h.get_ref()) {
+                    Some((days, from, to)) => {
+                        for d in days {
+                            hours[d].push((from, to));
+                        }
+                    }
+                    None => self.err(
+                        src,
+                        h.span(),
+                        format!("{key}.hours[{i}]"),
+                        format!(
+                            "{:?} is not of the form \"mon-fri 09:00-17:00\"",
+                            h.get_ref()
+                        ),
+                    ),
+                }
+            }
+            let mut holidays = Vec::new();
+            for (i, h) in raw.holidays.iter().enumerate() {
+                if chrono::NaiveDate::parse_from_str(h.get_ref(), "%Y-%m-%d").is_err() {
+                    self.err(
+                        src,
+                        h.span(),
+                        format!("{key}.holidays[{i}]"),
+                        format!("{:?} is not a date (YYYY-MM-DD)", h.get_ref()),
+                    );
+                } else {
+                    holidays.push(h.get_ref().clone());
+                }
+            }
+            if self.policy.schedules.contains_key(id.get_ref()) {
+                self.err(
+                    src,
+                    id.span(),
+                    key,
+                    format!("schedule {} is defined twice", id.get_ref()),
+                );
+                continue;
+            }
+            self.policy.schedules.insert(
+                id.get_ref().clone(),
+                Schedule {
+                    id: id.get_ref().clone(),
+                    timezone: raw.timezone.get_ref().clone(),
+                    hours,
+                    holidays,
+                },
+            );
+        }
+        for (id, raw) in doc.profiles {
+            self.profile(src, id, raw);
+        }
+        for (id, raw) in doc.users {
+            self.user(src, id, raw);
+        }
+        for (id, raw) in doc.teams {
+            self.team(src, id, raw);
+        }
+        for (id, raw) in doc.trunks {
+            self.trunk(src, id, raw);
+        }
+        for (name, raw) in doc.statuses {
+            let key = format!("statuses.{}", name.get_ref());
+            let Some(a) = Availability::parse(name.get_ref()) else {
+                self.err(
+                    src,
+                    name.span(),
+                    key,
+                    format!(
+                        "unknown status {:?}: use {}",
+                        name.get_ref(),
+                        Availability::ALL
+                            .iter()
+                            .map(|a| a.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+                continue;
+            };
+            let mut rule = default_status_rule(a);
+            if let Some(d) = &raw.direct {
+                rule.direct = match d.get_ref().as_str() {
+                    "ring" => StatusEffect::Ring,
+                    "out_of_hours" => StatusEffect::OutOfHours,
+                    "unavailable" => StatusEffect::Unavailable,
+                    other => {
+                        self.err(
+                            src,
+                            d.span(),
+                            format!("{key}.direct"),
+                            format!(
+                                "unknown effect {other:?}: use ring, out_of_hours or unavailable"
+                            ),
+                        );
+                        rule.direct
+                    }
+                };
+            }
+            if let Some(s) = raw.skip_in_teams {
+                rule.skip_in_teams = s;
+            }
+            self.policy.statuses.insert(a, rule);
+        }
+    }
+
+    fn profile(&mut self, src: &Source, id: S, raw: RawProfile) {
+        let key = format!("profiles.{}", id.get_ref());
+        let base = default_profiles()
+            .into_iter()
+            .find(|p| p.id == *id.get_ref());
+        let number = match (&raw.number, &base) {
+            (Some(n), _) if (1..=999).contains(n.get_ref()) => *n.get_ref() as u32,
+            (Some(n), _) => {
+                self.err(
+                    src,
+                    n.span(),
+                    format!("{key}.number"),
+                    "a profile number is 1 to 999",
+                );
+                return;
+            }
+            (None, Some(b)) => b.number,
+            (None, None) => {
+                self.err(
+                    src,
+                    id.span(),
+                    format!("{key}.number"),
+                    "a new profile needs a number (11 or above)",
+                );
+                return;
+            }
+        };
+        let availability = match &raw.availability {
+            Some(a) => match Availability::parse(a.get_ref()) {
+                Some(x) => x,
+                None => {
+                    self.err(
+                        src,
+                        a.span(),
+                        format!("{key}.availability"),
+                        format!("unknown status {:?}", a.get_ref()),
+                    );
+                    return;
+                }
+            },
+            None => base
+                .as_ref()
+                .map(|b| b.availability)
+                .unwrap_or(Availability::Available),
+        };
+        let incoming = match &raw.incoming {
+            None => base
+                .as_ref()
+                .map(|b| b.incoming.clone())
+                .unwrap_or(IncomingHandling::RingAsNormal),
+            Some(v) => match v.get_ref().as_str() {
+                "ring" => IncomingHandling::RingAsNormal,
+                "ring_devices" => IncomingHandling::RingDevices(
+                    raw.devices
+                        .iter()
+                        .flatten()
+                        .map(|d| d.get_ref().clone())
+                        .collect(),
+                ),
+                "out_of_hours" => IncomingHandling::OutOfHours,
+                "reject" => {
+                    let code = raw
+                        .reject_code
+                        .as_ref()
+                        .map(|c| *c.get_ref())
+                        .unwrap_or(480);
+                    if !(400..=699).contains(&code) {
+                        let span = raw
+                            .reject_code
+                            .as_ref()
+                            .map(|c| c.span())
+                            .unwrap_or(v.span());
+                        self.err(
+                            src,
+                            span,
+                            format!("{key}.reject_code"),
+                            "a rejection code is 400 to 699",
+                        );
+                    }
+                    IncomingHandling::Reject {
+                        code: code as u16,
+                        reason: raw
+                            .reject_reason
+                            .clone()
+                            .unwrap_or_else(|| "Temporarily Unavailable".into()),
+                    }
+                }
+                other => match other.strip_prefix("send_to:") {
+                    Some(t) => match parse_target(t) {
+                        Ok(t) => {
+                            self.reference(
+                                src,
+                                v.span(),
+                                format!("{key}.incoming"),
+                                RefKind::Target(t.clone()),
+                            );
+                            IncomingHandling::SendTo(t)
+                        }
+                        Err(m) => {
+                            self.err(src, v.span(), format!("{key}.incoming"), m);
+                            return;
+                        }
+                    },
+                    None => {
+                        self.err(src, v.span(), format!("{key}.incoming"),
+                            format!("unknown handling {other:?}: use ring, ring_devices, out_of_hours, reject or send_to:DESTINATION"));
+                        return;
+                    }
+                },
+            },
+        };
+        if matches!(incoming, IncomingHandling::RingDevices(ref d) if d.is_empty()) {
+            self.err(
+                src,
+                id.span(),
+                format!("{key}.devices"),
+                "ring_devices needs a list of device names",
+            );
+        }
+        let standard_length = match &raw.standard_length {
+            None => base.as_ref().and_then(|b| b.standard_length),
+            Some(s) => match parse_duration(s.get_ref()) {
+                Some(d) => Some(d),
+                None => {
+                    self.err(
+                        src,
+                        s.span(),
+                        format!("{key}.standard_length"),
+                        format!("{:?} is not a duration (e.g. 45m, 1h30m, 2d)", s.get_ref()),
+                    );
+                    None
+                }
+            },
+        };
+        let p = Profile {
+            id: id.get_ref().clone(),
+            number,
+            name: raw
+                .name
+                .or(base.as_ref().map(|b| b.name.clone()))
+                .unwrap_or_else(|| id.get_ref().clone()),
+            shows_call_status: raw
+                .shows_call_status
+                .or(base.as_ref().map(|b| b.shows_call_status))
+                .unwrap_or(true),
+            availability,
+            message: raw
+                .message
+                .or(base.as_ref().and_then(|b| b.message.clone())),
+            caller_id: raw.caller_id,
+            incoming,
+            standard_length,
+        };
+        let taken_by_default = default_profiles().into_iter().find(|d| {
+            d.number == p.number && d.id != p.id && !self.policy.profiles.contains_key(&d.id)
+        });
+        if let Some(d) = taken_by_default {
+            self.err(
+                src,
+                id.span(),
+                format!("{key}.number"),
+                format!(
+                    "profile number {} belongs to the default profile {:?}; use 11 or above",
+                    p.number, d.name
+                ),
+            );
+            return;
+        }
+        if self
+            .policy
+            .profiles
+            .values()
+            .any(|q| q.number == p.number && q.id != p.id)
+        {
+            self.err(
+                src,
+                id.span(),
+                format!("{key}.number"),
+                format!("profile number {} is already used", p.number),
+            );
+            return;
+        }
+        self.policy.profiles.insert(p.id.clone(), p);
+    }
+
+    fn user(&mut self, src: &Source, id: S, raw: RawUser) {
+        let uid = id.get_ref().clone();
+        let key = format!("users.{uid}");
+        if self.policy.users.contains_key(&uid) {
+            self.err(src, id.span(), key, format!("user {uid} is defined twice"));
+            return;
+        }
+        let extension = self
+            .extension(
+                src,
+                &raw.extension,
+                format!("user {uid}"),
+                format!("{key}.extension"),
+            )
+            .unwrap_or_default();
+        let sip = raw
+            .sip
+            .as_ref()
+            .and_then(|s| self.sip(src, s, &uid, &format!("{key}.sip")));
+        if let Some(c) = &sip {
+            if let Some(prev) = self.policy.by_username.get(&c.username) {
+                let m = format!(
+                    "SIP user name {} is already used by user {prev}",
+                    c.username
+                );
+                let span = raw
+                    .sip
+                    .as_ref()
+                    .and_then(|s| s.username.as_ref())
+                    .map(|u| u.span())
+                    .unwrap_or(id.span());
+                self.err(src, span, format!("{key}.sip.username"), m);
+            } else {
+                self.policy
+                    .by_username
+                    .insert(c.username.clone(), uid.clone());
+            }
+        }
+        let ring_time = secs(&raw.ring_time, 20).unwrap_or_else(|(s, m)| {
+            self.err(src, s, format!("{key}.ring_time"), m);
+            20
+        });
+        let no_answer = raw
+            .no_answer
+            .as_ref()
+            .and_then(|v| self.target(src, v, format!("{key}.no_answer")))
+            .unwrap_or(Target::Hangup);
+        let busy = match &raw.busy {
+            None => BusyAction::Engaged,
+            Some(v) if v.get_ref() == "engaged" => BusyAction::Engaged,
+            Some(v) => self
+                .target(src, v, format!("{key}.busy"))
+                .map(BusyAction::Redirect)
+                .unwrap_or(BusyAction::Engaged),
+        };
+        let out_of_hours = raw
+            .out_of_hours
+            .as_ref()
+            .and_then(|v| self.target(src, v, format!("{key}.out_of_hours")))
+            .unwrap_or_else(|| no_answer.clone());
+        if let Some(s) = &raw.schedule {
+            self.reference(
+                src,
+                s.span(),
+                format!("{key}.schedule"),
+                RefKind::Schedule(s.get_ref().clone()),
+            );
+        }
+        let mut profile_caller_ids = BTreeMap::new();
+        for (p, cid) in raw.profile_caller_ids {
+            self.reference(
+                src,
+                p.span(),
+                format!("{key}.profile_caller_ids.{}", p.get_ref()),
+                RefKind::Profile(p.get_ref().clone()),
+            );
+            profile_caller_ids.insert(p.into_inner(), cid);
+        }
+        let mut devices = Vec::new();
+        for (i, d) in raw.devices.into_iter().enumerate() {
+            if devices.iter().any(|x: &Device| x.name == *d.name.get_ref()) {
+                self.err(
+                    src,
+                    d.name.span(),
+                    format!("{key}.devices[{i}].name"),
+                    format!("device {} is listed twice", d.name.get_ref()),
+                );
+            }
+            devices.push(Device {
+                contact_match: d.contact_match.unwrap_or_else(|| d.name.get_ref().clone()),
+                name: d.name.into_inner(),
+            });
+        }
+        let forwarding = raw.forwarding.map(|f| {
+            let fkey = format!("{key}.forwarding");
+            let mut targets = Vec::new();
+            for (i, t) in f.targets.get_ref().iter().enumerate() {
+                if let Some(t) = self.target(src, t, format!("{fkey}.targets[{i}]")) {
+                    targets.push(t);
+                }
+            }
+            let enabled = f.enabled.unwrap_or(true);
+            if enabled && f.targets.get_ref().is_empty() {
+                self.err(
+                    src,
+                    f.targets.span(),
+                    format!("{fkey}.targets"),
+                    "forwarding is on but has no targets",
+                );
+            }
+            let caller_id = match f.caller_id.as_ref().map(|c| c.get_ref().as_str()) {
+                None | Some("remote") => ForwardCallerId::Remote,
+                Some("local") => ForwardCallerId::Local,
+                Some(other) => {
+                    let span = f.caller_id.as_ref().map(|c| c.span()).unwrap_or(0..0);
+                    self.err(
+                        src,
+                        span,
+                        format!("{fkey}.caller_id"),
+                        format!("{other:?}: use remote (the caller's) or local (your own)"),
+                    );
+                    ForwardCallerId::Remote
+                }
+            };
+            Forwarding {
+                enabled,
+                targets,
+                strategy: self.strategy(
+                    src,
+                    &f.strategy,
+                    format!("{fkey}.strategy"),
+                    RingStrategy::RingAll,
+                ),
+                ring_own_first: secs(&f.ring_own_first, 0).unwrap_or_else(|(s, m)| {
+                    self.err(src, s, format!("{fkey}.ring_own_first"), m);
+                    0
+                }),
+                keep_ringing_own: f.keep_ringing_own.unwrap_or(true),
+                direct_calls_only: f.direct_calls_only.unwrap_or(false),
+                caller_id,
+                ring_time: secs(&f.ring_time, 20).unwrap_or_else(|(s, m)| {
+                    self.err(src, s, format!("{fkey}.ring_time"), m);
+                    20
+                }),
+                no_answer: f
+                    .no_answer
+                    .as_ref()
+                    .and_then(|v| self.target(src, v, format!("{fkey}.no_answer")))
+                    .unwrap_or_else(|| no_answer.clone()),
+                message: f.message,
+            }
+        });
+        self.policy.users.insert(
+            uid.clone(),
+            User {
+                id: uid.clone(),
+                extension: extension.clone(),
+                display_name: raw.display_name.unwrap_or_else(|| uid.clone()),
+                sip,
+                devices,
+                ring_time,
+                no_answer,
+                busy,
+                call_waiting: raw.call_waiting.unwrap_or(true),
+                caller_id: raw.caller_id,
+                profile_caller_ids,
+                out_of_hours,
+                schedule: raw.schedule.map(|s| s.into_inner()),
+                forwarding,
+            },
+        );
+        if !extension.is_empty() {
+            self.policy
+                .by_extension
+                .insert(extension, ExtensionOwner::User(uid));
+        }
+    }
+
+    fn team(&mut self, src: &Source, id: S, raw: RawTeam) {
+        let tid = id.get_ref().clone();
+        let key = format!("teams.{tid}");
+        if self.policy.teams.contains_key(&tid) {
+            self.err(src, id.span(), key, format!("team {tid} is defined twice"));
+            return;
+        }
+        let extension = raw.extension.as_ref().and_then(|e| {
+            self.extension(src, e, format!("team {tid}"), format!("{key}.extension"))
+        });
+        let mut members = Vec::new();
+        for (i, m) in raw.members.get_ref().iter().enumerate() {
+            if members.contains(m.get_ref()) {
+                self.err(
+                    src,
+                    m.span(),
+                    format!("{key}.members[{i}]"),
+                    format!("{} is listed twice", m.get_ref()),
+                );
+                continue;
+            }
+            self.reference(
+                src,
+                m.span(),
+                format!("{key}.members[{i}]"),
+                RefKind::Member(m.get_ref().clone()),
+            );
+            members.push(m.get_ref().clone());
+        }
+        if members.is_empty() {
+            self.err(
+                src,
+                raw.members.span(),
+                format!("{key}.members"),
+                "a team needs at least one member",
+            );
+        }
+        let member_ring_time = secs(&raw.member_ring_time, 15).unwrap_or_else(|(s, m)| {
+            self.err(src, s, format!("{key}.member_ring_time"), m);
+            15
+        });
+        let ring_time = secs(&raw.ring_time, 60).unwrap_or_else(|(s, m)| {
+            self.err(src, s, format!("{key}.ring_time"), m);
+            60
+        });
+        if let Some(s) = &raw.schedule {
+            self.reference(
+                src,
+                s.span(),
+                format!("{key}.schedule"),
+                RefKind::Schedule(s.get_ref().clone()),
+            );
+        }
+        let team = Team {
+            id: tid.clone(),
+            name: raw.name.unwrap_or_else(|| tid.clone()),
+            extension: extension.clone(),
+            members,
+            strategy: self.strategy(
+                src,
+                &raw.strategy,
+                format!("{key}.strategy"),
+                RingStrategy::RingAll,
+            ),
+            member_ring_time,
+            ring_time,
+            skip_unavailable: raw.skip_unavailable.unwrap_or(true),
+            skip_in_call: raw.skip_in_call.unwrap_or(true),
+            no_answer: raw
+                .no_answer
+                .as_ref()
+                .and_then(|v| self.target(src, v, format!("{key}.no_answer")))
+                .unwrap_or(Target::Hangup),
+            out_of_hours: raw
+                .out_of_hours
+                .as_ref()
+                .and_then(|v| self.target(src, v, format!("{key}.out_of_hours"))),
+            schedule: raw.schedule.map(|s| s.into_inner()),
+        };
+        self.policy.teams.insert(tid.clone(), team);
+        if let Some(e) = extension {
+            self.policy
+                .by_extension
+                .insert(e, ExtensionOwner::Team(tid));
+        }
+    }
+
+    fn trunk(&mut self, src: &Source, id: S, raw: RawTrunk) {
+        let tid = id.get_ref().clone();
+        let key = format!("trunks.{tid}");
+        let mut sources = Vec::new();
+        for (i, s) in raw.sources.iter().enumerate() {
+            match parse_network(s.get_ref()) {
+                Some(n) => sources.push(n),
+                None => self.err(
+                    src,
+                    s.span(),
+                    format!("{key}.sources[{i}]"),
+                    format!(
+                        "{:?} is not an address or network (e.g. 192.0.2.0/24)",
+                        s.get_ref()
+                    ),
+                ),
+            }
+        }
+        let credentials = raw
+            .sip
+            .as_ref()
+            .and_then(|s| self.sip(src, s, &tid, &format!("{key}.sip")));
+        if sources.is_empty() && credentials.is_none() {
+            self.err(
+                src,
+                id.span(),
+                key.clone(),
+                "a trunk needs source addresses or SIP credentials",
+            );
+        }
+        if let Some(u) = &raw.uri {
+            if !u.get_ref().starts_with("sip:") && !u.get_ref().starts_with("sips:") {
+                self.err(
+                    src,
+                    u.span(),
+                    format!("{key}.uri"),
+                    format!("{:?} is not a SIP URI", u.get_ref()),
+                );
+            }
+        }
+        let mut dids = BTreeMap::new();
+        for (did, target) in &raw.dids {
+            let dkey = format!("{key}.dids.\"{}\"", did.get_ref());
+            if self
+                .policy
+                .trunks
+                .values()
+                .any(|t| t.dids.contains_key(did.get_ref()))
+            {
+                self.err(
+                    src,
+                    did.span(),
+                    dkey,
+                    format!("DID {} is already routed by another trunk", did.get_ref()),
+                );
+                continue;
+            }
+            if let Some(t) = self.target(src, target, dkey) {
+                dids.insert(did.get_ref().clone(), t);
+            }
+        }
+        if self.policy.trunks.contains_key(&tid) {
+            self.err(src, id.span(), key, format!("trunk {tid} is defined twice"));
+            return;
+        }
+        self.policy.trunks.insert(
+            tid.clone(),
+            Trunk {
+                id: tid,
+                sources,
+                credentials,
+                uri: raw.uri.map(|u| u.into_inner()),
+                dids,
+                outbound: raw.outbound.into_iter().map(|o| o.into_inner()).collect(),
+            },
+        );
+    }
+
+    /// Built-in profiles and status rules the files did not override.
+    fn defaults(&mut self) {
+        for p in default_profiles() {
+            if !self.policy.profiles.contains_key(&p.id)
+                && !self.policy.profiles.values().any(|q| q.number == p.number)
+            {
+                self.policy.profiles.insert(p.id.clone(), p);
+            }
+        }
+        for a in Availability::ALL {
+            self.policy
+                .statuses
+                .entry(a)
+                .or_insert_with(|| default_status_rule(a));
+        }
+    }
+
+    fn check_refs(&mut self) {
+        let refs = std::mem::take(&mut self.refs);
+        for r in refs {
+            let problem = match &r.what {
+                RefKind::Target(Target::User(u)) | RefKind::Member(u) => {
+                    (!self.policy.users.contains_key(u)).then(|| format!("unknown user {u:?}"))
+                }
+                RefKind::Target(Target::Team(t)) => {
+                    (!self.policy.teams.contains_key(t)).then(|| format!("unknown team {t:?}"))
+                }
+                RefKind::Target(Target::Destination(kind, d)) => {
+                    match self.policy.destinations.get(d) {
+                        None => Some(format!("unknown destination {d:?}")),
+                        Some(dest) if dest.kind != *kind => Some(format!(
+                            "destination {d:?} is a {}, not a {}",
+                            dest.kind.as_str(),
+                            kind.as_str()
+                        )),
+                        Some(_) => None,
+                    }
+                }
+                RefKind::Target(_) => None,
+                RefKind::Schedule(s) => (!self.policy.schedules.contains_key(s))
+                    .then(|| format!("unknown schedule {s:?}")),
+                RefKind::Profile(p) => (!self.policy.profiles.contains_key(p))
+                    .then(|| format!("unknown profile {p:?}")),
+            };
+            if let Some(message) = problem {
+                self.errors.push(Diagnostic {
+                    file: r.file,
+                    line: r.line,
+                    column: r.column,
+                    key: r.key,
+                    message,
+                });
+            }
+        }
+    }
+
+    /// Loops in the destination graph: a call that would be sent round for ever.
+    fn check_loops(&mut self) {
+        if !self.errors.is_empty() {
+            return; // references must resolve first
+        }
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+        enum Node {
+            User(String),
+            Team(String),
+        }
+        let node = |t: &Target| match t {
+            Target::User(u) => Some(Node::User(u.clone())),
+            Target::Team(t) => Some(Node::Team(t.clone())),
+            _ => None,
+        };
+        let mut edges: BTreeMap<Node, Vec<(Node, String)>> = BTreeMap::new();
+        for u in self.policy.users.values() {
+            let from = Node::User(u.id.clone());
+            let mut out = Vec::new();
+            let mut add = |t: &Target, via: String| {
+                if let Some(n) = node(t) {
+                    out.push((n, via));
+                }
+            };
+            add(&u.no_answer, format!("users.{}.no_answer", u.id));
+            add(&u.out_of_hours, format!("users.{}.out_of_hours", u.id));
+            if let BusyAction::Redirect(t) = &u.busy {
+                add(t, format!("users.{}.busy", u.id));
+            }
+            if let Some(f) = u.forwarding.as_ref().filter(|f| f.enabled) {
+                for (i, t) in f.targets.iter().enumerate() {
+                    add(t, format!("users.{}.forwarding.targets[{i}]", u.id));
+                }
+                add(&f.no_answer, format!("users.{}.forwarding.no_answer", u.id));
+            }
+            edges.insert(from, out);
+        }
+        for t in self.policy.teams.values() {
+            let mut out = Vec::new();
+            if let Some(n) = node(&t.no_answer) {
+                out.push((n, format!("teams.{}.no_answer", t.id)));
+            }
+            if let Some(n) = t.out_of_hours.as_ref().and_then(node) {
+                out.push((n, format!("teams.{}.out_of_hours", t.id)));
+            }
+            // On a team call a member's forwarding applies unless it is for direct calls only.
+            for m in &t.members {
+                if let Some(f) = self.policy.users.get(m).and_then(|u| u.forwarding.as_ref()) {
+                    if f.enabled && !f.direct_calls_only {
+                        for (i, ft) in f.targets.iter().enumerate() {
+                            if let Some(n) = node(ft) {
+                                out.push((
+                                    n,
+                                    format!(
+                                        "users.{m}.forwarding.targets[{i}] (member of team {})",
+                                        t.id
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            edges.insert(Node::Team(t.id.clone()), out);
+        }
+        // Depth-first search for cycles; each cycle reported once.
+        let mut reported: HashSet<Vec<Node>> = HashSet::new();
+        let mut found = Vec::new();
+        for start in edges.keys() {
+            let mut stack: Vec<(Node, usize)> = vec![(start.clone(), 0)];
+            let mut path: Vec<(Node, String)> = Vec::new();
+            let mut on_path: HashSet<Node> = HashSet::from([start.clone()]);
+            while let Some((n, i)) = stack.pop() {
+                let next = edges.get(&n).and_then(|v| v.get(i)).cloned();
+                match next {
+                    None => {
+                        on_path.remove(&n);
+                        path.pop();
+                    }
+                    Some((m, via)) => {
+                        stack.push((n.clone(), i + 1));
+                        if m == *start {
+                            let mut cycle: Vec<Node> =
+                                path.iter().map(|(x, _)| x.clone()).collect();
+                            cycle.push(n.clone());
+                            let mut key = cycle.clone();
+                            key.sort();
+                            if reported.insert(key) {
+                                let mut steps: Vec<String> =
+                                    path.iter().map(|(_, v)| v.clone()).collect();
+                                steps.push(via.clone());
+                                found.push((via, steps));
+                            }
+                        } else if !on_path.contains(&m) && path.len() < 64 {
+                            on_path.insert(m.clone());
+                            path.push((n.clone(), via));
+                            stack.push((m, 0));
+                        }
+                    }
+                }
+            }
+        }
+        for (via, steps) in found {
+            self.errors.push(Diagnostic {
+                file: "-".into(),
+                line: 0,
+                column: 0,
+                key: via,
+                message: format!("routing loop: {}", steps.join(" -> ")),
+            });
+        }
+    }
+}
+
+fn default_status_rule(a: Availability) -> StatusRule {
+    let (direct, skip) = match a {
+        Availability::Available | Availability::Away | Availability::Custom => {
+            (StatusEffect::Ring, false)
+        }
+        Availability::Busy | Availability::DoNotDisturb => (StatusEffect::OutOfHours, true),
+        Availability::Unavailable => (StatusEffect::Unavailable, true),
+        Availability::OnBreak => (StatusEffect::OutOfHours, true),
+        Availability::AfterCallWork => (StatusEffect::Ring, true),
+    };
+    StatusRule {
+        direct,
+        skip_in_teams: skip,
+    }
+}
+
+/// The ten default profiles, numbered as the reference lists them.
+pub fn default_profiles() -> Vec<Profile> {
+    let p = |number: u32,
+             id: &str,
+             name: &str,
+             availability,
+             shows,
+             incoming,
+             message: Option<&str>,
+             length: Option<u32>| Profile {
+        id: id.into(),
+        number,
+        name: name.into(),
+        shows_call_status: shows,
+        availability,
+        message: message.map(str::to_string),
+        caller_id: None,
+        incoming,
+        standard_length: length,
+    };
+    use Availability::*;
+    use IncomingHandling::*;
+    vec![
+        p(
+            1,
+            "available",
+            "Available",
+            Available,
+            true,
+            RingAsNormal,
+            None,
+            None,
+        ),
+        p(
+            2,
+            "lunch",
+            "Lunch",
+            Away,
+            false,
+            RingAsNormal,
+            Some("At lunch"),
+            Some(3600),
+        ),
+        p(
+            3,
+            "meeting",
+            "Meeting",
+            Busy,
+            false,
+            OutOfHours,
+            Some("In a meeting"),
+            Some(3600),
+        ),
+        p(
+            4,
+            "left_for_the_day",
+            "Left for the day",
+            Unavailable,
+            false,
+            OutOfHours,
+            None,
+            None,
+        ),
+        p(
+            5,
+            "holiday",
+            "Holiday",
+            Unavailable,
+            false,
+            OutOfHours,
+            Some("On holiday"),
+            None,
+        ),
+        p(
+            6,
+            "sick_leave",
+            "Sick leave",
+            Unavailable,
+            false,
+            OutOfHours,
+            None,
+            None,
+        ),
+        p(
+            7,
+            "out_of_office",
+            "Out of office",
+            Away,
+            false,
+            OutOfHours,
+            Some("Out of office"),
+            None,
+        ),
+        p(
+            8,
+            "business_trip",
+            "Business trip",
+            Away,
+            false,
+            RingAsNormal,
+            Some("On a business trip"),
+            None,
+        ),
+        p(
+            9,
+            "home_with_sick_child",
+            "Home with sick child",
+            Away,
+            false,
+            RingAsNormal,
+            None,
+            None,
+        ),
+        p(
+            10,
+            "training",
+            "Training",
+            Busy,
+            false,
+            OutOfHours,
+            Some("In training"),
+            Some(8 * 3600),
+        ),
+    ]
+}

@@ -1,0 +1,542 @@
+//! The validated policy: people, teams, destinations, profiles, schedules, trunks.
+//!
+//! Built by [`crate::load`] from TOML; every reference in it is known to resolve.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+
+/// A digest algorithm a user may authenticate with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DigestAlgorithm {
+    Md5,
+    Sha256,
+}
+
+/// How a user's SIP secret is given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Secret {
+    Password(String),
+    /// Hex HA1 = H(username:realm:password), per algorithm.
+    Ha1 {
+        md5: Option<String>,
+        sha256: Option<String>,
+    },
+}
+
+/// A user's SIP credentials.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SipCredentials {
+    pub username: String,
+    pub secret: Secret,
+    /// In order of preference.
+    pub algorithms: Vec<DigestAlgorithm>,
+}
+
+/// Where a call can be sent.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Target {
+    User(String),
+    Team(String),
+    /// A voicemail box, IVR menu, queue or announcement of the external media server.
+    Destination(DestinationKind, String),
+    /// A number dialled out through a trunk.
+    External(String),
+    Hangup,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::User(u) => write!(f, "user:{u}"),
+            Target::Team(t) => write!(f, "team:{t}"),
+            Target::Destination(k, d) => write!(f, "{}:{d}", k.as_str()),
+            Target::External(n) => write!(f, "number:{n}"),
+            Target::Hangup => f.write_str("hangup"),
+        }
+    }
+}
+
+/// Kinds of destination served by the external media server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DestinationKind {
+    Voicemail,
+    Menu,
+    Queue,
+    Announcement,
+}
+
+impl DestinationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationKind::Voicemail => "voicemail",
+            DestinationKind::Menu => "menu",
+            DestinationKind::Queue => "queue",
+            DestinationKind::Announcement => "announcement",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "voicemail" => DestinationKind::Voicemail,
+            "menu" | "ivr" => DestinationKind::Menu,
+            "queue" => DestinationKind::Queue,
+            "announcement" | "message" => DestinationKind::Announcement,
+            _ => return None,
+        })
+    }
+}
+
+/// A named SIP URI of the external media server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Destination {
+    pub id: String,
+    pub kind: DestinationKind,
+    pub uri: String,
+}
+
+/// What happens to a call for someone already in a call (with call waiting off) or busy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BusyAction {
+    /// Engaged tone: 486 Busy Here.
+    Engaged,
+    /// Send the call on (voicemail, a message, a user, team, menu or number).
+    Redirect(Target),
+}
+
+/// Ring strategies (named as in docs/policy.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RingStrategy {
+    /// All at once.
+    RingAll,
+    /// In list order, each for its ring time.
+    Hunt,
+    /// Hunt that starts with whoever answered the previous call.
+    MemoryHunt,
+    /// Hunt that starts with the one after whoever answered the previous call.
+    RoundRobin,
+    /// 1, then 1+2, then 1+2+3…
+    Cumulative,
+    /// Hunt that skips anyone on a call.
+    FirstAvailable,
+    /// Hunt in a random order (seeded by the call, so plans are reproducible).
+    Random,
+    /// Longest since last answered call first.
+    LeastRecent,
+}
+
+impl RingStrategy {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "ring_all" => RingStrategy::RingAll,
+            "hunt" => RingStrategy::Hunt,
+            "memory_hunt" => RingStrategy::MemoryHunt,
+            "round_robin" => RingStrategy::RoundRobin,
+            "cumulative" => RingStrategy::Cumulative,
+            "first_available" => RingStrategy::FirstAvailable,
+            "random" => RingStrategy::Random,
+            "least_recent" => RingStrategy::LeastRecent,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RingStrategy::RingAll => "ring_all",
+            RingStrategy::Hunt => "hunt",
+            RingStrategy::MemoryHunt => "memory_hunt",
+            RingStrategy::RoundRobin => "round_robin",
+            RingStrategy::Cumulative => "cumulative",
+            RingStrategy::FirstAvailable => "first_available",
+            RingStrategy::Random => "random",
+            RingStrategy::LeastRecent => "least_recent",
+        }
+    }
+
+    pub const NAMES: [&'static str; 8] = [
+        "ring_all",
+        "hunt",
+        "memory_hunt",
+        "round_robin",
+        "cumulative",
+        "first_available",
+        "random",
+        "least_recent",
+    ];
+}
+
+/// Which caller ID a forward target sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardCallerId {
+    /// The original caller's.
+    Remote,
+    /// The forwarding user's own.
+    Local,
+}
+
+/// A user's call forwarding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forwarding {
+    pub enabled: bool,
+    pub targets: Vec<Target>,
+    pub strategy: RingStrategy,
+    /// Ring the user's own devices alone for this many seconds first (0: forward at once).
+    pub ring_own_first: u32,
+    /// Keep the user's own devices ringing while the forward targets ring.
+    pub keep_ringing_own: bool,
+    pub direct_calls_only: bool,
+    pub caller_id: ForwardCallerId,
+    /// Ring time per forward target (seconds).
+    pub ring_time: u32,
+    pub no_answer: Target,
+    /// A named message played before forwarding (needs media).
+    pub message: Option<String>,
+}
+
+/// A registered device of a user the policy can single out ("ring only my mobile").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    pub name: String,
+    /// Matches a binding whose contact user or User-Agent contains this text.
+    pub contact_match: String,
+}
+
+/// A person.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub extension: String,
+    pub display_name: String,
+    /// None: the user cannot register or authenticate (reachable only by forwarding).
+    pub sip: Option<SipCredentials>,
+    pub devices: Vec<Device>,
+    /// Seconds the user's devices ring before the no-answer destination.
+    pub ring_time: u32,
+    pub no_answer: Target,
+    pub busy: BusyAction,
+    pub call_waiting: bool,
+    /// Outbound caller ID (number) by default.
+    pub caller_id: Option<String>,
+    /// Outbound caller ID per profile id.
+    pub profile_caller_ids: BTreeMap<String, String>,
+    /// Where calls go out of hours, and when Busy/Do Not Disturb.
+    pub out_of_hours: Target,
+    pub schedule: Option<String>,
+    pub forwarding: Option<Forwarding>,
+}
+
+/// A ring group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Team {
+    pub id: String,
+    pub name: String,
+    pub extension: Option<String>,
+    pub members: Vec<String>,
+    pub strategy: RingStrategy,
+    /// Seconds each member rings (hunting strategies).
+    pub member_ring_time: u32,
+    /// Seconds the whole team rings before the no-answer destination.
+    pub ring_time: u32,
+    /// Skip members who are Busy / Do Not Disturb / not taking calls.
+    pub skip_unavailable: bool,
+    /// Skip members already in a call.
+    pub skip_in_call: bool,
+    pub no_answer: Target,
+    pub out_of_hours: Option<Target>,
+    pub schedule: Option<String>,
+}
+
+/// How a profile handles incoming calls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IncomingHandling {
+    RingAsNormal,
+    /// Ring only the named devices.
+    RingDevices(Vec<String>),
+    /// Send calls to a destination.
+    SendTo(Target),
+    /// Follow the user's out-of-hours routing.
+    OutOfHours,
+    /// Refuse with a status code and reason phrase (e.g. 480 "In a meeting").
+    Reject {
+        code: u16,
+        reason: String,
+    },
+}
+
+/// A presence status as the policy names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Availability {
+    Available,
+    Away,
+    Busy,
+    DoNotDisturb,
+    Custom,
+    Unavailable,
+    OnBreak,
+    AfterCallWork,
+}
+
+impl Availability {
+    pub const ALL: [Availability; 8] = [
+        Availability::Available,
+        Availability::Away,
+        Availability::Busy,
+        Availability::DoNotDisturb,
+        Availability::Custom,
+        Availability::Unavailable,
+        Availability::OnBreak,
+        Availability::AfterCallWork,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Availability::Available => "available",
+            Availability::Away => "away",
+            Availability::Busy => "busy",
+            Availability::DoNotDisturb => "dnd",
+            Availability::Custom => "custom",
+            Availability::Unavailable => "unavailable",
+            Availability::OnBreak => "on_break",
+            Availability::AfterCallWork => "after_call_work",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Availability::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .or(match s {
+                "active" => Some(Availability::Available),
+                "do_not_disturb" => Some(Availability::DoNotDisturb),
+                _ => None,
+            })
+    }
+}
+
+/// A profile (Available, Lunch, Meeting…).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Profile {
+    pub id: String,
+    pub number: u32,
+    pub name: String,
+    /// "Available" profiles show the call status to colleagues; others hide it.
+    pub shows_call_status: bool,
+    /// The availability the profile sets.
+    pub availability: Availability,
+    pub message: Option<String>,
+    /// Outbound caller ID while active (overrides the user's default).
+    pub caller_id: Option<String>,
+    pub incoming: IncomingHandling,
+    /// Standard length in seconds.
+    pub standard_length: Option<u32>,
+}
+
+/// The routing effect of a presence status on a direct call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusEffect {
+    /// Ring as usual.
+    Ring,
+    /// Follow the user's out-of-hours routing.
+    OutOfHours,
+    /// Treat as unavailable (the no-answer destination, without ringing).
+    Unavailable,
+}
+
+/// What each status does to calls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusRule {
+    pub direct: StatusEffect,
+    /// Whether team calls skip a member in this status.
+    pub skip_in_teams: bool,
+}
+
+/// Office hours in a time zone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    pub id: String,
+    pub timezone: String,
+    /// Per weekday (0 = Monday) the open intervals in minutes since midnight.
+    pub hours: [Vec<(u16, u16)>; 7],
+    /// Closed dates, `YYYY-MM-DD`.
+    pub holidays: Vec<String>,
+}
+
+/// An IP network (address and prefix length).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Network {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Network {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let bits = u32::from(self.prefix.min(32));
+                let mask = if bits == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - bits)
+                };
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let bits = u32::from(self.prefix.min(128));
+                let mask = if bits == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - bits)
+                };
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A carrier connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trunk {
+    pub id: String,
+    pub sources: Vec<Network>,
+    pub credentials: Option<SipCredentials>,
+    /// SIP URI outbound calls are sent to.
+    pub uri: Option<String>,
+    /// DID → where its calls go.
+    pub dids: BTreeMap<String, Target>,
+    /// Outbound number patterns (`+44*`, `0*`, exact numbers).
+    pub outbound: Vec<String>,
+}
+
+impl Trunk {
+    /// Whether a dialled number may leave through this trunk.
+    pub fn routes(&self, number: &str) -> bool {
+        self.outbound.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => number.starts_with(prefix),
+            None => number == p,
+        })
+    }
+}
+
+/// The whole validated policy.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    pub(crate) users: BTreeMap<String, User>,
+    pub(crate) teams: BTreeMap<String, Team>,
+    pub(crate) destinations: BTreeMap<String, Destination>,
+    pub(crate) profiles: BTreeMap<String, Profile>,
+    pub(crate) schedules: BTreeMap<String, Schedule>,
+    pub(crate) trunks: BTreeMap<String, Trunk>,
+    pub(crate) statuses: BTreeMap<Availability, StatusRule>,
+    pub(crate) by_extension: HashMap<String, ExtensionOwner>,
+    pub(crate) by_username: HashMap<String, String>,
+}
+
+/// Who an extension belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExtensionOwner {
+    User(String),
+    Team(String),
+}
+
+impl Policy {
+    pub fn user(&self, id: &str) -> Option<&User> {
+        self.users.get(id)
+    }
+
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+
+    pub fn team(&self, id: &str) -> Option<&Team> {
+        self.teams.get(id)
+    }
+
+    pub fn teams(&self) -> impl Iterator<Item = &Team> {
+        self.teams.values()
+    }
+
+    pub fn destination(&self, id: &str) -> Option<&Destination> {
+        self.destinations.get(id)
+    }
+
+    pub fn profile(&self, id: &str) -> Option<&Profile> {
+        self.profiles.get(id)
+    }
+
+    /// A profile by its number (as dialled with a feature code).
+    pub fn profile_by_number(&self, number: u32) -> Option<&Profile> {
+        self.profiles.values().find(|p| p.number == number)
+    }
+
+    /// Profiles in number order.
+    pub fn profiles(&self) -> Vec<&Profile> {
+        let mut v: Vec<&Profile> = self.profiles.values().collect();
+        v.sort_by_key(|p| p.number);
+        v
+    }
+
+    /// The profile that returns when another ends (number 1, Available).
+    pub fn default_profile(&self) -> &Profile {
+        self.profile_by_number(1)
+            .or_else(|| self.profiles.values().next())
+            .expect("the policy always has the default profiles")
+    }
+
+    pub fn schedule(&self, id: &str) -> Option<&Schedule> {
+        self.schedules.get(id)
+    }
+
+    pub fn trunk(&self, id: &str) -> Option<&Trunk> {
+        self.trunks.get(id)
+    }
+
+    pub fn trunks(&self) -> impl Iterator<Item = &Trunk> {
+        self.trunks.values()
+    }
+
+    /// The trunk whose source networks contain `ip`.
+    pub fn trunk_for_source(&self, ip: IpAddr) -> Option<&Trunk> {
+        self.trunks
+            .values()
+            .find(|t| t.sources.iter().any(|n| n.contains(ip)))
+    }
+
+    /// The trunk and target of a DID.
+    pub fn did(&self, number: &str) -> Option<(&Trunk, &Target)> {
+        self.trunks
+            .values()
+            .find_map(|t| t.dids.get(number).map(|target| (t, target)))
+    }
+
+    pub fn status_rule(&self, a: Availability) -> &StatusRule {
+        static RING: StatusRule = StatusRule {
+            direct: StatusEffect::Ring,
+            skip_in_teams: false,
+        };
+        self.statuses.get(&a).unwrap_or(&RING)
+    }
+
+    /// Whoever owns an extension.
+    pub fn extension(&self, ext: &str) -> Option<&ExtensionOwner> {
+        self.by_extension.get(ext)
+    }
+
+    pub fn user_by_extension(&self, ext: &str) -> Option<&User> {
+        match self.by_extension.get(ext)? {
+            ExtensionOwner::User(u) => self.users.get(u),
+            ExtensionOwner::Team(_) => None,
+        }
+    }
+
+    /// The id of the user with this SIP user name.
+    pub fn sip_user(&self, username: &str) -> Option<&str> {
+        self.by_username.get(username).map(String::as_str)
+    }
+
+    /// The credentials of the user with this SIP user name.
+    pub fn sip_credentials(&self, username: &str) -> Option<&SipCredentials> {
+        let id = self.by_username.get(username)?;
+        self.users.get(id)?.sip.as_ref()
+    }
+}

@@ -1,0 +1,204 @@
+//! Loading and validation: every error reported at once, each with file, line, column, key.
+
+use switchboard_policy::{
+    Diagnostics, DigestAlgorithm, IncomingHandling, Policy, RingStrategy, Secret, Source, Target,
+};
+
+fn load(text: &str) -> Result<Policy, Diagnostics> {
+    Policy::from_sources(&[Source {
+        name: "p.toml".into(),
+        text: text.into(),
+    }])
+}
+
+fn errors(text: &str) -> Vec<(usize, usize, String, String)> {
+    load(text)
+        .expect_err("the policy must be refused")
+        .0
+        .into_iter()
+        .map(|d| (d.line, d.column, d.key, d.message))
+        .collect()
+}
+
+const USER: &str = "[users.alice]\nextension = \"1001\"\n[users.alice.sip]\npassword = \"pw\"\n";
+
+#[test]
+fn example_policy_loads() {
+    let p = Policy::from_sources(&[Source {
+        name: "config/policy.toml".into(),
+        text: include_str!("../../../config/policy.toml").into(),
+    }])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let alice = p.user("alice").unwrap();
+    assert_eq!(alice.extension, "1001");
+    assert_eq!(
+        p.team("support").unwrap().strategy,
+        RingStrategy::MemoryHunt
+    );
+    assert_eq!(p.profiles().len(), 11);
+    assert_eq!(
+        p.profile_by_number(3).unwrap().incoming,
+        IncomingHandling::Reject {
+            code: 480,
+            reason: "In a meeting".into()
+        }
+    );
+    assert_eq!(p.default_profile().id, "available");
+    assert_eq!(
+        p.did("+441632960000").unwrap().1,
+        &Target::Team("support".into())
+    );
+    assert!(p.trunk_for_source("127.0.0.1".parse().unwrap()).is_some());
+    assert!(p.trunk_for_source("192.0.2.1".parse().unwrap()).is_none());
+    assert!(p.trunk("carrier").unwrap().routes("+441234"));
+}
+
+#[test]
+fn sip_credentials_by_username() {
+    let p = load(&format!("{USER}algorithms = [\"md5\"]\n")).unwrap();
+    let c = p.sip_credentials("alice").unwrap();
+    assert_eq!(c.secret, Secret::Password("pw".into()));
+    assert_eq!(c.algorithms, vec![DigestAlgorithm::Md5]);
+    assert_eq!(p.sip_user("alice"), Some("alice"));
+    assert_eq!(p.user_by_extension("1001").unwrap().id, "alice");
+    assert!(p.sip_credentials("bob").is_none());
+    let p = load("[users.a]\nextension = \"1\"\n[users.a.sip]\nusername = \"phone-a\"\nha1_md5 = \"0123456789abcdef0123456789ABCDEF\"\nalgorithms = [\"md5\"]\n").unwrap();
+    assert_eq!(p.sip_user("phone-a"), Some("a"));
+    assert!(
+        matches!(p.sip_credentials("phone-a").unwrap().secret, Secret::Ha1 { md5: Some(ref h), sha256: None } if h == "0123456789abcdef0123456789abcdef")
+    );
+}
+
+#[test]
+fn ha1_must_cover_every_allowed_algorithm() {
+    let e = errors("[users.a]\nextension = \"1\"\n[users.a.sip]\nha1_md5 = \"0123456789abcdef0123456789abcdef\"\nalgorithms = [\"sha-256\", \"md5\"]\n");
+    assert_eq!(e[0].2, "users.a.sip.algorithms");
+    assert!(e[0].3.contains("no ha1_sha256"), "{:?}", e);
+}
+
+#[test]
+fn password_and_ha1_together_is_an_error() {
+    let e = errors("[users.a]\nextension = \"1\"\n[users.a.sip]\npassword = \"x\"\nha1_md5 = \"0123456789abcdef0123456789abcdef\"\n");
+    assert_eq!((e[0].0, e[0].2.as_str()), (4, "users.a.sip.password"));
+}
+
+#[test]
+fn unknown_key_is_positioned() {
+    let e = errors("[users.alice]\nextension = \"1001\"\nring_tme = 5\n");
+    assert_eq!((e[0].0, e[0].1), (3, 1));
+    assert_eq!(e[0].2, "users.alice.ring_tme");
+    assert!(e[0].3.contains("unknown field"), "{}", e[0].3);
+}
+
+#[test]
+fn all_errors_at_once_with_positions() {
+    let text = "[users.alice]\nextension = \"1001\"\nno_answer = \"voicemail:nobox\"\n\
+                [users.bob]\nextension = \"1001\"\nno_answer = \"team:nosuch\"\n\
+                [teams.t]\nmembers = [\"alice\", \"zed\"]\nstrategy = \"spiral\"\n";
+    let e = errors(text);
+    let keys: Vec<&str> = e.iter().map(|x| x.2.as_str()).collect();
+    assert!(keys.contains(&"users.bob.extension"), "{e:?}");
+    assert!(keys.contains(&"users.alice.no_answer"), "{e:?}");
+    assert!(keys.contains(&"users.bob.no_answer"), "{e:?}");
+    assert!(keys.contains(&"teams.t.members[1]"), "{e:?}");
+    assert!(keys.contains(&"teams.t.strategy"), "{e:?}");
+    let dup = e.iter().find(|x| x.2 == "users.bob.extension").unwrap();
+    assert_eq!((dup.0, dup.1), (5, 13));
+    assert!(dup.3.contains("already used by user alice"));
+    let zed = e.iter().find(|x| x.2 == "teams.t.members[1]").unwrap();
+    assert_eq!(zed.3, "unknown user \"zed\"");
+    assert_eq!((zed.0, zed.1), (8, 21));
+}
+
+#[test]
+fn destination_kind_must_match() {
+    let e = errors(&format!("{USER}[users.bob]\nextension = \"2\"\nno_answer = \"menu:vm\"\n[destinations.vm]\nkind = \"voicemail\"\nuri = \"sip:vm@127.0.0.1\"\n"));
+    assert_eq!(e[0].3, "destination \"vm\" is a voicemail, not a menu");
+}
+
+#[test]
+fn bad_durations_time_zones_and_dates() {
+    let e = errors("[profiles.x]\nnumber = 12\nstandard_length = \"forever\"\n[schedules.s]\ntimezone = \"Mars/Olympus\"\nhours = [\"mon-fri 9-5\"]\nholidays = [\"2026-13-01\"]\n");
+    let keys: Vec<&str> = e.iter().map(|x| x.2.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec![
+            "schedules.s.timezone",
+            "schedules.s.hours[0]",
+            "schedules.s.holidays[0]",
+            "profiles.x.standard_length"
+        ]
+    );
+    assert!(e[0].3.contains("unknown time zone"));
+}
+
+#[test]
+fn duplicate_dids_across_trunks() {
+    let e = errors("[trunks.a]\nsources = [\"127.0.0.1\"]\ndids = { \"+1\" = \"hangup\" }\n[trunks.b]\nsources = [\"127.0.0.2\"]\ndids = { \"+1\" = \"hangup\" }\n");
+    assert_eq!(e[0].2, "trunks.b.dids.\"+1\"");
+    assert!(e[0].3.contains("already routed"));
+}
+
+#[test]
+fn no_answer_loop_is_refused() {
+    let e = errors("[users.a]\nextension = \"1\"\nno_answer = \"user:b\"\n[users.b]\nextension = \"2\"\nno_answer = \"user:a\"\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].3.starts_with("routing loop: "), "{e:?}");
+}
+
+#[test]
+fn team_user_forward_team_loop_is_refused() {
+    let e = errors("[users.a]\nextension = \"1\"\n[users.a.forwarding]\ntargets = [\"team:t\"]\n[teams.t]\nmembers = [\"a\"]\n");
+    assert!(e[0].3.contains("routing loop"), "{e:?}");
+    // Direct-calls-only forwarding does not apply to team calls: no loop.
+    load("[users.a]\nextension = \"1\"\n[users.a.forwarding]\ntargets = [\"team:t\"]\ndirect_calls_only = true\n[teams.t]\nmembers = [\"a\"]\n").unwrap();
+}
+
+#[test]
+fn several_files_merge_and_refer_to_each_other() {
+    let p = Policy::from_sources(&[
+        Source {
+            name: "teams.toml".into(),
+            text: "[teams.t]\nmembers = [\"alice\"]\n".into(),
+        },
+        Source {
+            name: "users.toml".into(),
+            text: USER.into(),
+        },
+    ])
+    .unwrap();
+    assert_eq!(p.team("t").unwrap().members, vec!["alice"]);
+    let e = Policy::from_sources(&[
+        Source {
+            name: "a.toml".into(),
+            text: USER.into(),
+        },
+        Source {
+            name: "b.toml".into(),
+            text: USER.into(),
+        },
+    ])
+    .unwrap_err();
+    assert_eq!(e.0[0].file, "b.toml");
+}
+
+#[test]
+fn profile_numbers_are_unique_and_new_profiles_need_one() {
+    let e = errors("[profiles.a]\nnumber = 3\n[profiles.b]\nname = \"B\"\n");
+    let keys: Vec<&str> = e.iter().map(|x| x.2.as_str()).collect();
+    assert!(keys.contains(&"profiles.a.number"), "{e:?}");
+    assert!(keys.contains(&"profiles.b.number"), "{e:?}");
+}
+
+#[test]
+fn diagnostics_read_like_a_compiler() {
+    let e = load("[users.alice]\nextension = \"x1\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(
+            "error: extension \"x1\" must be digits\n  --> p.toml:2:13 (key users.alice.extension)"
+        ),
+        "{e}"
+    );
+}
