@@ -185,6 +185,9 @@ pub fn response(req: &Request, code: u16, to_tag: Option<&str>, server: &str) ->
         }
     }
     headers.push(Header::Server(server.to_string().into()));
+    // Mandatory on stream transports (§18.3, §20.14); a caller adding a body updates it.
+    // Header order carries no meaning, so later headers may follow it.
+    headers.push(Header::ContentLength(0u32.into()));
     Response {
         status_code: StatusCode::from(code),
         version: Version::V2,

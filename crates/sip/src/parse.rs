@@ -349,48 +349,66 @@ fn collect<'a>(
     limits: &Limits,
     scanned: &mut Scanned,
 ) -> Result<(), ParseError> {
-    // Unfold continuation lines into the header they continue.
-    let mut headers: Vec<(&str, String)> = Vec::new();
+    // Unfold continuation lines into the header they continue. A bad line is remembered
+    // and reading goes on, so the headers a 400 needs are still found after it.
+    let mut headers: Vec<(&str, std::borrow::Cow<'a, str>)> = Vec::new();
+    let mut first_error: Option<String> = None;
     for line in lines {
-        if line.starts_with([' ', '\t']) {
+        let problem = if line.starts_with([' ', '\t']) {
             match headers.last_mut() {
                 Some((_, value)) => {
-                    value.push(' ');
-                    value.push_str(line.trim());
-                    continue;
+                    let v = value.to_mut();
+                    v.push(' ');
+                    v.push_str(line.trim());
+                    None
                 }
-                None => return Err(scanned.error("continuation line before any header")),
+                None => Some("continuation line before any header".to_string()),
             }
-        }
-        if line.contains(['\r', '\n']) {
-            return Err(scanned.error("bare CR or LF in the header section"));
-        }
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(scanned.error(format!("header line without a colon: {:.40}", line)));
+        } else if line.contains(['\r', '\n']) {
+            Some("bare CR or LF in the header section".to_string())
+        } else {
+            match line.split_once(':') {
+                None => Some(format!("header line without a colon: {:.40}", line)),
+                Some((name, value)) => {
+                    let name = name.trim_end_matches([' ', '\t']);
+                    if name.is_empty() || !name.bytes().all(is_token_char) {
+                        Some(format!("bad header name: {:.40}", name))
+                    } else if headers.len() >= limits.max_headers {
+                        first_error.get_or_insert(format!(
+                            "more than {} header lines",
+                            limits.max_headers
+                        ));
+                        break;
+                    } else {
+                        headers.push((name, std::borrow::Cow::Borrowed(value.trim())));
+                        None
+                    }
+                }
+            }
         };
-        let name = name.trim_end_matches([' ', '\t']);
-        if name.is_empty() || !name.bytes().all(is_token_char) {
-            return Err(scanned.error(format!("bad header name: {:.40}", name)));
+        if let Some(p) = problem {
+            first_error.get_or_insert(p);
         }
-        if headers.len() >= limits.max_headers {
-            return Err(scanned.error(format!("more than {} header lines", limits.max_headers)));
-        }
-        headers.push((name, value.trim().to_string()));
     }
     let mut content_length_error = None;
     for (name, value) in headers {
         let long = expand_compact(name);
         let e = &mut scanned.essentials;
+        let keep = |slot: &mut Option<String>| {
+            if slot.is_none() {
+                *slot = Some(value.clone().into_owned());
+            }
+        };
         if long.eq_ignore_ascii_case("Via") {
-            e.via.push(value);
+            e.via.push(value.into_owned());
         } else if long.eq_ignore_ascii_case("From") {
-            e.from.get_or_insert(value);
+            keep(&mut e.from);
         } else if long.eq_ignore_ascii_case("To") {
-            e.to.get_or_insert(value);
+            keep(&mut e.to);
         } else if long.eq_ignore_ascii_case("Call-ID") {
-            e.call_id.get_or_insert(value);
+            keep(&mut e.call_id);
         } else if long.eq_ignore_ascii_case("CSeq") {
-            e.cseq.get_or_insert(value);
+            keep(&mut e.cseq);
         } else if long.eq_ignore_ascii_case("Content-Length") {
             let parsed = if !value.is_empty()
                 && value.len() <= 9
@@ -412,7 +430,7 @@ fn collect<'a>(
             }
         }
     }
-    match content_length_error {
+    match first_error.or(content_length_error) {
         Some(reason) => Err(scanned.error(reason)),
         None => Ok(()),
     }
@@ -600,5 +618,21 @@ mod method_tests {
         let r = String::from_utf8(err.response("t", "REGISTER, OPTIONS").unwrap()).unwrap();
         assert!(r.starts_with("SIP/2.0 501 Not Implemented\r\n"), "{r}");
         assert!(r.contains("\r\nAllow: REGISTER, OPTIONS\r\n"));
+    }
+}
+
+#[cfg(test)]
+mod recovery_tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_line_still_gets_a_400_built_from_later_headers() {
+        let text = "REGISTER sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+            From: <sip:a@b>;tag=1\r\nthis line has no colon\r\nTo: <sip:a@b>\r\nCall-ID: x\r\n\
+            CSeq: 2 REGISTER\r\nContent-Length: 0\r\n\r\n";
+        let err = parse(text.as_bytes(), &Limits::default()).unwrap_err();
+        let r = String::from_utf8(err.response("t", "").unwrap()).unwrap();
+        assert!(r.starts_with("SIP/2.0 400 Bad Request\r\n"), "{r}");
+        assert!(r.contains("header line without a colon"), "{r}");
     }
 }

@@ -1,0 +1,535 @@
+//! The daemon's configuration file (`config/switchboard.toml`, embedded as the default).
+//!
+//! Every error names the file, line, column and key, like a compiler does; all of a file's
+//! semantic errors are reported at once.
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use switchboard_sip::transport::ListenAddr;
+use toml::Spanned;
+
+/// The configuration compiled into the binary, used when no `--config` is given.
+pub const EMBEDDED: &str = include_str!("../../../config/switchboard.toml");
+/// The name shown for the embedded configuration in messages.
+pub const EMBEDDED_NAME: &str = "<embedded config/switchboard.toml>";
+
+/// One problem in a configuration file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "error: {}\n  --> {}:{}:{} (key {})",
+            self.message, self.file, self.line, self.column, self.key
+        )
+    }
+}
+
+/// All problems found in a configuration file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    sip: RawSip,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    timers: RawTimers,
+    #[serde(default)]
+    registrar: RawRegistrar,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    policy: RawPolicy,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSip {
+    listen: Spanned<Vec<Spanned<String>>>,
+    realm: Spanned<String>,
+    #[serde(default)]
+    domains: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    max_message_size: Spanned<u64>,
+    max_headers: Spanned<u64>,
+    max_tcp_connections: Spanned<u64>,
+    tcp_idle_timeout_secs: Spanned<u64>,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_message_size: Spanned::new(0..0, 65_535),
+            max_headers: Spanned::new(0..0, 128),
+            max_tcp_connections: Spanned::new(0..0, 1024),
+            tcp_idle_timeout_secs: Spanned::new(0..0, 300),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTimers {
+    t1_ms: Spanned<u64>,
+    t2_ms: Spanned<u64>,
+    t4_ms: Spanned<u64>,
+}
+
+impl Default for RawTimers {
+    fn default() -> Self {
+        RawTimers {
+            t1_ms: Spanned::new(0..0, 500),
+            t2_ms: Spanned::new(0..0, 4000),
+            t4_ms: Spanned::new(0..0, 5000),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRegistrar {
+    min_expires: Spanned<u32>,
+    default_expires: Spanned<u32>,
+    max_expires: Spanned<u32>,
+    max_contacts_per_aor: Spanned<u64>,
+}
+
+impl Default for RawRegistrar {
+    fn default() -> Self {
+        RawRegistrar {
+            min_expires: Spanned::new(0..0, 60),
+            default_expires: Spanned::new(0..0, 3600),
+            max_expires: Spanned::new(0..0, 7200),
+            max_contacts_per_aor: Spanned::new(0..0, 10),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAuth {
+    required: bool,
+    nonce_lifetime_secs: Spanned<u64>,
+    max_failures: Spanned<u32>,
+    failure_window_secs: u64,
+    block_secs: u64,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            required: true,
+            nonce_lifetime_secs: Spanned::new(0..0, 300),
+            max_failures: Spanned::new(0..0, 10),
+            failure_window_secs: 60,
+            block_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStore {
+    state_dir: String,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore {
+            state_dir: "state".into(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    path: Option<String>,
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the configuration came from (a path, or [`EMBEDDED_NAME`]).
+    pub source: String,
+    pub listen: Vec<ListenAddr>,
+    pub realm: String,
+    /// Domains this server is responsible for, lower-case.
+    pub domains: Vec<String>,
+    pub max_message_size: usize,
+    pub max_headers: usize,
+    pub max_tcp_connections: usize,
+    pub tcp_idle_timeout_secs: u64,
+    pub t1_ms: u64,
+    pub t2_ms: u64,
+    pub t4_ms: u64,
+    pub min_expires: u32,
+    pub default_expires: u32,
+    pub max_expires: u32,
+    pub max_contacts_per_aor: usize,
+    pub auth_required: bool,
+    pub nonce_lifetime_secs: u64,
+    pub max_failures: u32,
+    pub failure_window_secs: u64,
+    pub block_secs: u64,
+    pub state_dir: PathBuf,
+    /// The policy file or directory; None: the built-in example policy.
+    pub policy_path: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: name.clone(),
+                line: 0,
+                column: 0,
+                key: "-".into(),
+                message: format!("cannot read the configuration file: {e}"),
+            }])
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::parse(&text, &name, Some(&base))
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded() -> Result<Config, ConfigErrors> {
+        Config::parse(EMBEDDED, EMBEDDED_NAME, None)
+    }
+
+    /// Validates configuration text; relative paths are taken from `base` (None: the
+    /// current directory).
+    pub fn parse(text: &str, file: &str, base: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            let (line, column) = line_col(text, offset);
+            ConfigErrors(vec![ConfigError {
+                file: file.into(),
+                line,
+                column,
+                key: key_at(text, offset),
+                message: e.message().trim().to_string(),
+            }])
+        })?;
+        let mut errors = Vec::new();
+        let mut err = |span: std::ops::Range<usize>, key: &str, message: String| {
+            let (line, column) = line_col(text, span.start);
+            errors.push(ConfigError {
+                file: file.into(),
+                line,
+                column,
+                key: key.into(),
+                message,
+            });
+        };
+
+        let mut listen = Vec::new();
+        if raw.sip.listen.get_ref().is_empty() {
+            err(
+                raw.sip.listen.span(),
+                "sip.listen",
+                "at least one listening address is needed".into(),
+            );
+        }
+        for (i, l) in raw.sip.listen.get_ref().iter().enumerate() {
+            match l.get_ref().parse::<ListenAddr>() {
+                Ok(a) => {
+                    if listen.contains(&a) {
+                        err(
+                            l.span(),
+                            &format!("sip.listen[{i}]"),
+                            format!("{a} is listed twice"),
+                        );
+                    }
+                    listen.push(a)
+                }
+                Err(m) => err(l.span(), &format!("sip.listen[{i}]"), m),
+            }
+        }
+        let realm = raw.sip.realm.get_ref().trim().to_string();
+        if realm.is_empty() || realm.contains(['"', '\\']) {
+            err(
+                raw.sip.realm.span(),
+                "sip.realm",
+                "the realm must be a non-empty name without quotes".into(),
+            );
+        }
+        let l = &raw.limits;
+        let mut range = |v: &Spanned<u64>, key: &str, lo: u64, hi: u64| {
+            let x = *v.get_ref();
+            if x < lo || x > hi {
+                err(
+                    v.span(),
+                    key,
+                    format!("{x} is out of range: use {lo} to {hi}"),
+                );
+            }
+            x
+        };
+        let max_message_size = range(
+            &l.max_message_size,
+            "limits.max_message_size",
+            1500,
+            1 << 20,
+        );
+        let max_headers = range(&l.max_headers, "limits.max_headers", 16, 1024);
+        let max_tcp = range(
+            &l.max_tcp_connections,
+            "limits.max_tcp_connections",
+            1,
+            1_000_000,
+        );
+        let idle = range(
+            &l.tcp_idle_timeout_secs,
+            "limits.tcp_idle_timeout_secs",
+            1,
+            86_400,
+        );
+        let t = &raw.timers;
+        let t1 = range(&t.t1_ms, "timers.t1_ms", 10, 60_000);
+        let t2 = range(&t.t2_ms, "timers.t2_ms", 10, 600_000);
+        let t4 = range(&t.t4_ms, "timers.t4_ms", 10, 600_000);
+        let nonce_life = range(
+            &raw.auth.nonce_lifetime_secs,
+            "auth.nonce_lifetime_secs",
+            10,
+            86_400,
+        );
+        let max_contacts = range(
+            &raw.registrar.max_contacts_per_aor,
+            "registrar.max_contacts_per_aor",
+            1,
+            1000,
+        );
+        if t2 < t1 {
+            err(
+                t.t2_ms.span(),
+                "timers.t2_ms",
+                format!("T2 ({t2} ms) must not be below T1 ({t1} ms)"),
+            );
+        }
+        let r = &raw.registrar;
+        let (min, def, max) = (
+            *r.min_expires.get_ref(),
+            *r.default_expires.get_ref(),
+            *r.max_expires.get_ref(),
+        );
+        if min == 0 {
+            err(
+                r.min_expires.span(),
+                "registrar.min_expires",
+                "must be at least 1 second".into(),
+            );
+        }
+        if def < min || def > max {
+            err(
+                r.default_expires.span(),
+                "registrar.default_expires",
+                format!("{def} must lie between min_expires ({min}) and max_expires ({max})"),
+            );
+        }
+        if max < min {
+            err(
+                r.max_expires.span(),
+                "registrar.max_expires",
+                format!("{max} is below min_expires ({min})"),
+            );
+        }
+        if *raw.auth.max_failures.get_ref() == 0 {
+            err(
+                raw.auth.max_failures.span(),
+                "auth.max_failures",
+                "must be at least 1".into(),
+            );
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let resolve = |p: &str| -> PathBuf {
+            let p = PathBuf::from(p);
+            match base {
+                Some(b) if p.is_relative() => b.join(p),
+                _ => p,
+            }
+        };
+        let state_dir = match std::env::var_os("STATE_DIRECTORY") {
+            // systemd's StateDirectory= (possibly several, colon-separated: take the first).
+            Some(d) if !d.is_empty() => {
+                PathBuf::from(d.to_string_lossy().split(':').next().unwrap_or_default())
+            }
+            _ => resolve(&raw.store.state_dir),
+        };
+        let mut domains: Vec<String> = raw
+            .sip
+            .domains
+            .iter()
+            .map(|d| d.to_ascii_lowercase())
+            .collect();
+        if !domains.contains(&realm.to_ascii_lowercase()) {
+            domains.push(realm.to_ascii_lowercase());
+        }
+        Ok(Config {
+            source: file.into(),
+            listen,
+            realm,
+            domains,
+            max_message_size: max_message_size as usize,
+            max_headers: max_headers as usize,
+            max_tcp_connections: max_tcp as usize,
+            tcp_idle_timeout_secs: idle,
+            t1_ms: t1,
+            t2_ms: t2,
+            t4_ms: t4,
+            min_expires: min,
+            default_expires: def,
+            max_expires: max,
+            max_contacts_per_aor: max_contacts as usize,
+            auth_required: raw.auth.required,
+            nonce_lifetime_secs: nonce_life,
+            max_failures: *raw.auth.max_failures.get_ref(),
+            failure_window_secs: raw.auth.failure_window_secs,
+            block_secs: raw.auth.block_secs,
+            state_dir,
+            policy_path: raw.policy.path.as_deref().map(resolve),
+        })
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, column)
+}
+
+/// The dotted key at a byte offset: the enclosing `[table]` and the key of that line.
+fn key_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let mut table = String::new();
+    let mut key = String::new();
+    let mut pos = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        if t.starts_with('[') && !t.starts_with("[[") {
+            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            key.clear();
+        } else if let Some((k, _)) = t.split_once('=') {
+            if !t.starts_with('#') {
+                key = k.trim().to_string();
+            }
+        }
+        pos += line.len();
+        if pos > offset {
+            break;
+        }
+    }
+    match (table.is_empty(), key.is_empty()) {
+        (true, true) => "-".into(),
+        (true, false) => key,
+        (false, true) => table,
+        (false, false) => format!("{table}.{key}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_config_is_valid_and_on_loopback() {
+        let c = Config::embedded().unwrap();
+        assert!(c.listen.iter().all(|l| l.addr.ip().is_loopback()));
+        assert!(c.listen.iter().any(|l| l.addr.port() == 5060));
+        assert!(c.policy_path.is_none());
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let text = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nrealm = \"r\"\n[limits]\nmax_mesage_size = 10\n";
+        let e = Config::parse(text, "x.toml", None).unwrap_err();
+        let e = &e.0[0];
+        assert_eq!(
+            (e.file.as_str(), e.line, e.key.as_str()),
+            ("x.toml", 5, "limits.max_mesage_size")
+        );
+        assert!(e.message.contains("unknown field"), "{}", e.message);
+    }
+
+    #[test]
+    fn all_semantic_errors_at_once() {
+        let text = "[sip]\nlisten = [\"udp:127.0.0.1:5060\", \"sctp:1.2.3.4:1\"]\nrealm = \"r\"\n\
+            [timers]\nt1_ms = 500\nt2_ms = 100\n[registrar]\nmin_expires = 60\ndefault_expires = 30\n";
+        let e = Config::parse(text, "x.toml", None).unwrap_err();
+        let keys: Vec<&str> = e.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec!["sip.listen[1]", "timers.t2_ms", "registrar.default_expires"]
+        );
+        assert_eq!(e.0[0].line, 2);
+        assert_eq!(e.0[1].line, 6);
+        let shown = e.to_string();
+        assert!(
+            shown.contains("--> x.toml:6:9 (key timers.t2_ms)"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn type_errors_have_positions() {
+        let text = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nrealm = \"r\"\n[registrar]\nmin_expires = \"soon\"\n";
+        let e = Config::parse(text, "x.toml", None).unwrap_err();
+        assert_eq!(e.0[0].line, 5);
+        assert_eq!(e.0[0].key, "registrar.min_expires");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_file() {
+        let text = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nrealm = \"r\"\n[store]\nstate_dir = \"st\"\n[policy]\npath = \"p.toml\"\n";
+        let c = Config::parse(text, "x.toml", Some(Path::new("/etc/sb"))).unwrap();
+        assert_eq!(c.policy_path.unwrap(), PathBuf::from("/etc/sb/p.toml"));
+        if std::env::var_os("STATE_DIRECTORY").is_none() {
+            assert_eq!(c.state_dir, PathBuf::from("/etc/sb/st"));
+        }
+    }
+}

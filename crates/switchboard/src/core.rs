@@ -1,0 +1,541 @@
+//! The daemon's SIP core: transactions, registrar, authentication, as one state machine.
+//!
+//! Sans-I/O like the pieces it is made of: [`Core::handle_inbound`], [`Core::handle_persisted`]
+//! and [`Core::handle_timeout`] take events with the time passed in; [`Core::poll_output`]
+//! hands back what to send and what to make durable; [`Core::poll_timeout`] says when to call
+//! again. The async shell in `server.rs` does the sockets, the store and the clock, and tests
+//! drive the core directly with a virtual clock.
+
+use crate::directory::Directory;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchboard_presence::store::Write;
+use switchboard_sip::auth::{
+    Authenticator, DigestConfig, FailureOutcome, Role, Throttle, Verdict, DEFAULT_ALGORITHMS,
+};
+use switchboard_sip::message::{self, check_request, Capabilities};
+use switchboard_sip::msg::headers::Header;
+use switchboard_sip::msg::prelude::*;
+use switchboard_sip::msg::{Method, Request, Response, SipMessage};
+use switchboard_sip::peer::Peer;
+use switchboard_sip::registrar::{Binding, Change, Registrar, RegistrarConfig};
+use switchboard_sip::transaction::{Action, ServerOutcome, TimerConfig, TransactionLayer, TxId};
+use switchboard_sip::transport::Inbound;
+
+/// The table of registrar bindings in the durable store.
+pub const BINDINGS: &str = "bindings";
+
+/// Methods this server handles today; others are answered 405 with this list in `Allow`.
+pub const METHODS: &[Method] = &[
+    Method::Register,
+    Method::Options,
+    Method::Ack,
+    Method::Cancel,
+];
+
+/// The current time, both ways the core needs it.
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    /// Monotonic time, for protocol timers.
+    pub mono: Instant,
+    /// Wall-clock Unix seconds, for binding expiry (which must survive restarts).
+    pub unix: u64,
+}
+
+/// Settings of the core.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    pub realm: String,
+    /// Domains (lower-case) and local addresses this server is responsible for.
+    pub domains: Vec<String>,
+    pub server: String,
+    pub timers: TimerConfig,
+    pub registrar: RegistrarConfig,
+    pub auth_required: bool,
+    pub nonce_lifetime: Duration,
+    pub max_failures: u32,
+    pub failure_window: Duration,
+    pub block: Duration,
+}
+
+/// What the core asks the shell to do.
+#[derive(Debug)]
+pub enum Output {
+    Send {
+        to: Peer,
+        bytes: Bytes,
+    },
+    /// Make these writes durable, then call [`Core::handle_persisted`] with `token`.
+    Persist {
+        token: u64,
+        writes: Vec<Write>,
+    },
+}
+
+/// Counters of the core.
+#[derive(Debug, Default, Clone)]
+pub struct CoreStats {
+    pub requests: u64,
+    pub responses: u64,
+    pub rejected: u64,
+    pub dropped: u64,
+    pub auth_failures: u64,
+    pub blocked: u64,
+    pub store_failures: u64,
+}
+
+/// A REGISTER answer waiting for its bindings to be durable.
+struct PendingRegister {
+    tx: TxId,
+    response: Response,
+    aor: String,
+    previous: Vec<Binding>,
+}
+
+pub struct Core {
+    config: CoreConfig,
+    directory: Arc<ArcSwap<Box<dyn Directory>>>,
+    transactions: TransactionLayer,
+    registrar: Registrar,
+    auth: Authenticator,
+    throttle: Throttle,
+    pending: HashMap<u64, PendingRegister>,
+    next_token: u64,
+    out: VecDeque<Output>,
+    stats: CoreStats,
+    /// Addresses the listeners are bound to (accepted as our own domain).
+    local_addrs: Vec<SocketAddr>,
+    draining: bool,
+}
+
+impl Core {
+    pub fn new(
+        config: CoreConfig,
+        directory: Arc<ArcSwap<Box<dyn Directory>>>,
+        local_addrs: Vec<SocketAddr>,
+        now: Now,
+    ) -> Self {
+        let auth = Authenticator::new(
+            DigestConfig {
+                realm: config.realm.clone(),
+                nonce_lifetime: config.nonce_lifetime,
+                max_tracked_nonces: 100_000,
+            },
+            now.mono,
+        );
+        let throttle = Throttle::new(config.max_failures, config.failure_window, config.block);
+        Core {
+            transactions: TransactionLayer::new(config.timers),
+            registrar: Registrar::new(config.registrar),
+            auth,
+            throttle,
+            config,
+            directory,
+            pending: HashMap::new(),
+            next_token: 1,
+            out: VecDeque::new(),
+            stats: CoreStats::default(),
+            local_addrs,
+            draining: false,
+        }
+    }
+
+    /// Loads bindings read back from the durable store; returns how many are live.
+    pub fn restore_bindings(&mut self, rows: Vec<(String, Vec<u8>)>, now: Now) -> usize {
+        let mut bindings = Vec::with_capacity(rows.len());
+        for (key, value) in rows {
+            match serde_json::from_slice::<Binding>(&value) {
+                Ok(b) => bindings.push(b),
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "unreadable binding in the store; skipped")
+                }
+            }
+        }
+        self.registrar.restore(bindings, now.unix)
+    }
+
+    pub fn registrar(&self) -> &Registrar {
+        &self.registrar
+    }
+
+    pub fn stats(&self) -> &CoreStats {
+        &self.stats
+    }
+
+    /// Requests whose answer waits for the store.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Stop taking new requests (they get 503); finish what is under way.
+    pub fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When [`Core::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self, now: Now) -> Option<Instant> {
+        let expiry = self
+            .registrar
+            .next_expiry()
+            .map(|t| now.mono + Duration::from_secs(t.saturating_sub(now.unix)));
+        match (self.transactions.poll_timeout(), expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.transactions.handle_timeout(now.mono);
+        self.flush_transactions();
+        let lapsed = self.registrar.expire(now.unix);
+        if !lapsed.is_empty() {
+            tracing::info!(count = lapsed.len(), "bindings expired");
+            let writes = lapsed.iter().map(change_to_write).collect();
+            let token = self.token();
+            self.out.push_back(Output::Persist { token, writes });
+        }
+        self.throttle.expire(now.mono);
+    }
+
+    fn token(&mut self) -> u64 {
+        let t = self.next_token;
+        self.next_token += 1;
+        t
+    }
+
+    /// The outcome of a [`Output::Persist`].
+    pub fn handle_persisted(&mut self, token: u64, ok: bool, now: Now) {
+        let Some(p) = self.pending.remove(&token) else {
+            if !ok {
+                self.stats.store_failures += 1;
+            }
+            return;
+        };
+        if ok {
+            self.respond(p.tx, p.response, now);
+        } else {
+            self.stats.store_failures += 1;
+            self.registrar.rollback(&p.aor, p.previous);
+            let mut resp = p.response;
+            resp.status_code = 500.into();
+            resp.headers.retain(|h| !matches!(h, Header::Contact(_)));
+            resp.headers
+                .push(message::warning("bindings could not be stored"));
+            resp.headers.push(Header::RetryAfter("5".into()));
+            self.respond(p.tx, resp, now);
+        }
+    }
+
+    pub fn handle_inbound(&mut self, inbound: Inbound, now: Now) {
+        match inbound {
+            Inbound::Invalid { error, peer } => {
+                let allow = Capabilities {
+                    methods: METHODS,
+                    extensions: &[],
+                }
+                .allow();
+                match error.response(&self.config.server, &allow) {
+                    Some(bytes) => {
+                        self.stats.rejected += 1;
+                        tracing::info!(from = %peer, reason = %error, "bad request answered");
+                        self.out.push_back(Output::Send {
+                            to: peer,
+                            bytes: Bytes::from(bytes),
+                        });
+                    }
+                    None => {
+                        self.stats.dropped += 1;
+                        tracing::debug!(from = %peer, reason = %error, "unreadable message dropped");
+                    }
+                }
+            }
+            Inbound::Message {
+                msg: SipMessage::Request(req),
+                peer,
+                ..
+            } => self.handle_request(req, peer, now),
+            Inbound::Message {
+                msg: SipMessage::Response(resp),
+                peer,
+                ..
+            } => {
+                self.stats.responses += 1;
+                // Responses belong to client transactions; none are sent yet, so they
+                // are matched (and dropped if stray) by the transaction layer.
+                let _ = self.transactions.handle_response(resp, peer, now.mono);
+                self.flush_transactions();
+            }
+        }
+    }
+
+    fn handle_request(&mut self, mut req: Request, peer: Peer, now: Now) {
+        self.stats.requests += 1;
+        message::stamp_via(&mut req, peer.addr);
+        let caps = Capabilities {
+            methods: METHODS,
+            extensions: &[],
+        };
+        if let Err(refusal) = check_request(&req, &caps) {
+            if req.method == Method::Ack {
+                self.stats.dropped += 1;
+                return; // an ACK is never answered
+            }
+            self.stats.rejected += 1;
+            tracing::info!(from = %peer, method = %req.method, code = refusal.code, reason = %refusal.reason, "request refused");
+            let resp = refusal.response(&req, &self.config.server);
+            // Through a transaction where one can be made, so retransmissions are absorbed.
+            match self.transactions.handle_request(req, peer, now.mono) {
+                ServerOutcome::New(tx, _) => self.respond(tx, resp, now),
+                _ => self.flush_transactions(),
+            }
+            return;
+        }
+        let outcome = self.transactions.handle_request(req, peer, now.mono);
+        match outcome {
+            ServerOutcome::New(tx, req) => self.dispatch(tx, req, peer, now),
+            ServerOutcome::Cancel {
+                cancel_tx, request, ..
+            } => {
+                // No INVITE is ever left in progress here yet: nothing to cancel (§9.2).
+                let resp = message::response(
+                    &request,
+                    481,
+                    Some(&message::random_token()),
+                    &self.config.server,
+                );
+                self.respond(cancel_tx, resp, now);
+            }
+            _ => self.flush_transactions(),
+        }
+    }
+
+    fn dispatch(&mut self, tx: TxId, req: Request, peer: Peer, now: Now) {
+        if self.draining {
+            let mut resp = message::response(
+                &req,
+                503,
+                Some(&message::random_token()),
+                &self.config.server,
+            );
+            resp.headers.push(Header::RetryAfter("5".into()));
+            return self.respond(tx, resp, now);
+        }
+        match req.method {
+            Method::Options => {
+                let mut resp = message::response(
+                    &req,
+                    200,
+                    Some(&message::random_token()),
+                    &self.config.server,
+                );
+                let allow = Capabilities {
+                    methods: METHODS,
+                    extensions: &[],
+                }
+                .allow();
+                resp.headers.push(Header::Allow(allow.into()));
+                resp.headers.push(Header::Accept("application/sdp".into()));
+                self.respond(tx, resp, now)
+            }
+            Method::Register => self.register(tx, req, peer, now),
+            _ => {
+                let mut resp = message::response(
+                    &req,
+                    405,
+                    Some(&message::random_token()),
+                    &self.config.server,
+                );
+                let allow = Capabilities {
+                    methods: METHODS,
+                    extensions: &[],
+                }
+                .allow();
+                resp.headers.push(Header::Allow(allow.into()));
+                self.respond(tx, resp, now)
+            }
+        }
+    }
+
+    fn is_local_host(&self, host: &str) -> bool {
+        let h = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        if self.config.domains.contains(&h) {
+            return true;
+        }
+        match h.parse::<std::net::IpAddr>() {
+            Ok(ip) => self
+                .local_addrs
+                .iter()
+                .any(|a| a.ip() == ip || (a.ip().is_unspecified() && a.is_ipv4() == ip.is_ipv4())),
+            Err(_) => false,
+        }
+    }
+
+    fn register(&mut self, tx: TxId, req: Request, peer: Peer, now: Now) {
+        let reply = |core: &mut Core, code: u16, extra: Vec<Header>| {
+            let mut resp = message::response(
+                &req,
+                code,
+                Some(&message::random_token()),
+                &core.config.server,
+            );
+            resp.headers.extend(extra);
+            core.respond(tx, resp, now);
+        };
+        if self.throttle.is_blocked(peer.addr.ip(), now.mono) {
+            self.stats.blocked += 1;
+            return reply(
+                self,
+                403,
+                vec![message::warning("too many failed attempts; try later")],
+            );
+        }
+        // §10.3 step 1: the registrar is responsible for the Request-URI's domain.
+        let host = req.uri.host_with_port.host.to_string();
+        if !self.is_local_host(&host) {
+            return reply(self, 404, vec![message::warning("domain not served here")]);
+        }
+        // The AoR from To (§10.3 step 5).
+        let to_user = req
+            .to_header()
+            .ok()
+            .and_then(|t| t.typed().ok())
+            .and_then(|t| t.uri.user().map(str::to_string));
+        let to_host = req
+            .to_header()
+            .ok()
+            .and_then(|t| t.typed().ok())
+            .map(|t| t.uri.host_with_port.host.to_string())
+            .unwrap_or_default();
+        let directory = self.directory.load();
+        let aor = match (&to_user, self.is_local_host(&to_host)) {
+            (Some(u), true) => directory.user_for(u),
+            _ => None,
+        };
+        // §10.3 step 3: authenticate (the same challenge for unknown users).
+        if self.config.auth_required {
+            let algorithms = to_user
+                .as_deref()
+                .and_then(|u| directory.credential(u))
+                .map(|c| c.algorithms)
+                .filter(|a| !a.is_empty())
+                .unwrap_or_else(|| DEFAULT_ALGORITHMS.to_vec());
+            let verdict =
+                self.auth
+                    .verify(&req, Role::Server, |u| directory.credential(u), now.mono);
+            match verdict {
+                Verdict::Authenticated { username } => {
+                    self.throttle.record_success(peer.addr.ip());
+                    // §10.3 step 4: may this user change this AoR's bindings?
+                    let own = directory.user_of_username(&username);
+                    if own.is_none() || own != aor {
+                        tracing::info!(from = %peer, username, "REGISTER for another user's address refused");
+                        return reply(
+                            self,
+                            403,
+                            vec![message::warning("not allowed to register this address")],
+                        );
+                    }
+                }
+                Verdict::Challenge { stale } => {
+                    let headers = self
+                        .auth
+                        .challenge(&algorithms, stale, Role::Server, now.mono);
+                    return reply(self, 401, headers);
+                }
+                Verdict::Failed { username, why } => {
+                    self.stats.auth_failures += 1;
+                    match self.throttle.record_failure(peer.addr.ip(), now.mono) {
+                        FailureOutcome::Blocked(_) => tracing::warn!(
+                            source = %peer.addr.ip(),
+                            block_secs = self.config.block.as_secs(),
+                            "source blocked after repeated authentication failures"
+                        ),
+                        FailureOutcome::Counted(n) => {
+                            tracing::info!(from = %peer, username, why, failures = n, "authentication failed")
+                        }
+                    }
+                    return reply(self, 403, vec![message::warning("authentication failed")]);
+                }
+                Verdict::Malformed(why) => {
+                    return reply(self, 400, vec![message::warning(why)]);
+                }
+            }
+        }
+        let Some(aor) = aor else {
+            return reply(self, 404, vec![message::warning("no such user")]);
+        };
+        let outcome = self.registrar.register(&aor, &req, peer, now.unix);
+        let mut resp = message::response(
+            &req,
+            outcome.code,
+            Some(&message::random_token()),
+            &self.config.server,
+        );
+        resp.headers.extend(outcome.headers);
+        if outcome.code != 200 || outcome.changes.is_empty() {
+            return self.respond(tx, resp, now);
+        }
+        for c in &outcome.changes {
+            match c {
+                Change::Upsert(b) => {
+                    tracing::info!(aor = %b.aor, contact = %b.contact, source = %b.source, expires_in = b.expires_at.saturating_sub(now.unix), "binding stored")
+                }
+                Change::Remove { aor, key } => tracing::info!(aor, key, "binding removed"),
+            }
+        }
+        let writes = outcome.changes.iter().map(change_to_write).collect();
+        let token = self.token();
+        self.pending.insert(
+            token,
+            PendingRegister {
+                tx,
+                response: resp,
+                aor,
+                previous: outcome.previous,
+            },
+        );
+        self.out.push_back(Output::Persist { token, writes });
+    }
+
+    fn respond(&mut self, tx: TxId, resp: Response, now: Now) {
+        if let Err(e) = self.transactions.respond(tx, resp, now.mono) {
+            tracing::debug!(error = ?e, "response for a finished transaction dropped");
+        }
+        self.flush_transactions();
+    }
+
+    fn flush_transactions(&mut self) {
+        while let Some(action) = self.transactions.poll_action() {
+            match action {
+                Action::Transmit { to, bytes } => self.out.push_back(Output::Send { to, bytes }),
+                other => tracing::debug!(action = ?other, "transaction event"),
+            }
+        }
+    }
+}
+
+fn binding_row_key(aor: &str, key: &str) -> String {
+    format!("{aor}\n{key}")
+}
+
+fn change_to_write(c: &Change) -> Write {
+    match c {
+        Change::Upsert(b) => Write::put(
+            BINDINGS,
+            binding_row_key(&b.aor, &b.key()),
+            serde_json::to_vec(b).unwrap_or_default(),
+        ),
+        Change::Remove { aor, key } => Write::delete(BINDINGS, binding_row_key(aor, key)),
+    }
+}

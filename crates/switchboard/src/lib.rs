@@ -1,0 +1,11 @@
+//! The Switchboard daemon: configuration, the SIP core that joins the registrar,
+//! authentication and transactions, and the async shell that runs it.
+//!
+//! The binary (`main.rs`) is a thin command-line front; everything here is a library so
+//! that tests, benchmarks and fuzz targets can drive the same code.
+
+pub mod config;
+pub mod core;
+pub mod directory;
+pub mod policy_source;
+pub mod server;

@@ -1,0 +1,214 @@
+//! The async shell around [`Core`]: sockets, the durable store, the clock, signals.
+
+use crate::config::Config;
+use crate::core::{Core, CoreConfig, Now, Output, BINDINGS};
+use crate::directory::Directory;
+use crate::policy_source;
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use switchboard_presence::store::{GroupCommitter, RedbStore, Store};
+use switchboard_sip::parse::Limits;
+use switchboard_sip::registrar::RegistrarConfig;
+use switchboard_sip::transaction::TimerConfig;
+use switchboard_sip::transport::{Inbound, TransportConfig, Transports};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+/// The Server header of every response.
+pub const SERVER: &str = concat!("Switchboard/", env!("CARGO_PKG_VERSION"));
+
+/// Inbound messages queued between the sockets and the core before readers wait.
+const INBOUND_QUEUE: usize = 65_536;
+/// Most events the core takes in one go before flushing its output.
+const BATCH: usize = 256;
+/// How long a draining daemon waits for answers still owed to the store.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+fn now() -> Now {
+    Now {
+        mono: Instant::now(),
+        unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    }
+}
+
+fn core_config(c: &Config) -> CoreConfig {
+    CoreConfig {
+        realm: c.realm.clone(),
+        domains: c.domains.clone(),
+        server: SERVER.to_string(),
+        timers: TimerConfig {
+            t1: Duration::from_millis(c.t1_ms),
+            t2: Duration::from_millis(c.t2_ms),
+            t4: Duration::from_millis(c.t4_ms),
+            ..TimerConfig::default()
+        },
+        registrar: RegistrarConfig {
+            min_expires: c.min_expires,
+            default_expires: c.default_expires,
+            max_expires: c.max_expires,
+            max_contacts_per_aor: c.max_contacts_per_aor,
+        },
+        auth_required: c.auth_required,
+        nonce_lifetime: Duration::from_secs(c.nonce_lifetime_secs),
+        max_failures: c.max_failures,
+        failure_window: Duration::from_secs(c.failure_window_secs),
+        block: Duration::from_secs(c.block_secs),
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let policy = policy_source::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let directory: Arc<ArcSwap<Box<dyn Directory>>> =
+        Arc::new(ArcSwap::from_pointee(Box::new(policy) as Box<dyn Directory>));
+    let reload_failures = Arc::new(AtomicU64::new(0));
+
+    let store: Arc<dyn Store> =
+        Arc::new(RedbStore::open(&config.state_dir).with_context(|| {
+            format!("opening the state store in {}", config.state_dir.display())
+        })?);
+    let rows = store
+        .scan(BINDINGS)
+        .context("reading registrations back from the store")?;
+    let committer = GroupCommitter::new(store.clone());
+
+    let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
+    let transports = Transports::bind(
+        &config.listen,
+        TransportConfig {
+            limits: Limits {
+                max_message_size: config.max_message_size,
+                max_headers: config.max_headers,
+            },
+            max_tcp_connections: config.max_tcp_connections,
+            tcp_idle_timeout: Duration::from_secs(config.tcp_idle_timeout_secs),
+        },
+        in_tx,
+        SERVER.to_string(),
+    )
+    .await
+    .context("binding the listening sockets")?;
+    let local: Vec<_> = transports.local_addrs().iter().map(|l| l.addr).collect();
+
+    let t = now();
+    let mut core = Core::new(core_config(&config), directory.clone(), local, t);
+    let restored = core.restore_bindings(rows, t);
+    tracing::info!(bindings = restored, state_dir = %config.state_dir.display(), "registrations restored");
+
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, bool)>();
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+
+    tracing::info!(
+        listen = ?config.listen.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
+        realm = %config.realm,
+        "switchboard ready"
+    );
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+
+    let mut drain_deadline: Option<Instant> = None;
+    loop {
+        let t = now();
+        let wake = core
+            .poll_timeout(t)
+            .unwrap_or(t.mono + Duration::from_secs(3600))
+            .min(drain_deadline.unwrap_or(t.mono + Duration::from_secs(3600)));
+        tokio::select! {
+            biased;
+            Some((token, ok)) = done_rx.recv() => {
+                core.handle_persisted(token, ok, now());
+                while let Ok((token, ok)) = done_rx.try_recv() {
+                    core.handle_persisted(token, ok, now());
+                }
+            }
+            Some(inbound) = in_rx.recv() => {
+                let t = now();
+                core.handle_inbound(inbound, t);
+                for _ in 0..BATCH {
+                    match in_rx.try_recv() {
+                        Ok(i) => core.handle_inbound(i, t),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {
+                core.handle_timeout(now());
+            }
+            _ = sigterm.recv() => start_drain(&mut core, &mut drain_deadline),
+            _ = sigint.recv() => start_drain(&mut core, &mut drain_deadline),
+            _ = sighup.recv() => reload(&config, &directory, &reload_failures),
+        }
+        while let Some(out) = core.poll_output() {
+            match out {
+                Output::Send { to, bytes } => transports.send(to, bytes),
+                Output::Persist { token, writes } => {
+                    let done = done_tx.clone();
+                    committer.submit(
+                        writes,
+                        Box::new(move |r| {
+                            let _ = done.send((token, r.is_ok()));
+                        }),
+                    );
+                }
+            }
+        }
+        if let Some(deadline) = drain_deadline {
+            if core.pending() == 0 || Instant::now() >= deadline {
+                if core.pending() > 0 {
+                    tracing::warn!(
+                        pending = core.pending(),
+                        "stopping with answers still owed to the store"
+                    );
+                }
+                break;
+            }
+        }
+    }
+    drop(committer); // finishes queued commits
+                     // Give the last responses a moment to leave the socket buffers.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let s = core.stats();
+    tracing::info!(
+        requests = s.requests,
+        rejected = s.rejected,
+        dropped = s.dropped + transports.stats().dropped.load(Ordering::Relaxed),
+        auth_failures = s.auth_failures,
+        "switchboard stopped"
+    );
+    Ok(())
+}
+
+fn start_drain(core: &mut Core, deadline: &mut Option<Instant>) {
+    if deadline.is_none() {
+        tracing::info!("shutting down: draining");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        core.drain();
+        *deadline = Some(Instant::now() + DRAIN_LIMIT);
+    }
+}
+
+/// Loads the policy again; a policy that fails validation never replaces the running one.
+fn reload(config: &Config, directory: &ArcSwap<Box<dyn Directory>>, failures: &AtomicU64) {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+    match policy_source::load(config) {
+        Ok(p) => {
+            directory.store(Arc::new(Box::new(p)));
+            tracing::info!("policy reloaded");
+        }
+        Err(e) => {
+            let n = failures.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::error!(
+                failed_reloads = n,
+                "policy reload refused; the running policy stays:\n{e}"
+            );
+        }
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+}
