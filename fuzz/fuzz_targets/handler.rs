@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use switchboard::core::{Core, CoreConfig, Now, Output};
-use switchboard::directory::Directory;
+use switchboard::directory::{Directory, PolicyDirectory};
 use switchboard::policy_source::EMBEDDED_POLICY;
 use switchboard_policy::{Policy, Source};
 use switchboard_sip::parse::{parse, Limits};
@@ -34,7 +34,9 @@ fuzz_target!(|data: &[u8]| {
         mono: t0 + Duration::from_secs(s),
         unix: 1_800_000_000 + s,
     };
-    let directory = Arc::new(ArcSwap::from_pointee(Box::new(policy()) as Box<dyn Directory>));
+    let directory = Arc::new(ArcSwap::from_pointee(
+        Box::new(PolicyDirectory::new(policy())) as Box<dyn Directory>,
+    ));
     let config = CoreConfig {
         realm: "switchboard.local".into(),
         domains: vec!["switchboard.local".into()],

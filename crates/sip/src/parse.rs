@@ -636,3 +636,17 @@ mod recovery_tests {
         assert!(r.contains("header line without a colon"), "{r}");
     }
 }
+
+#[cfg(test)]
+mod ipv6_tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_request_uri_parses() {
+        let text = "OPTIONS sip:[::1]:5070 SIP/2.0\r\nVia: SIP/2.0/UDP [::1]:9;rport;branch=z9hG4bK1\r\n\
+            Max-Forwards: 70\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\
+            Content-Length: 0\r\n\r\n";
+        let m = parse(text.as_bytes(), &Limits::default());
+        assert!(m.is_ok(), "{m:?}");
+    }
+}

@@ -14,9 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard_presence::store::Write;
-use switchboard_sip::auth::{
-    Authenticator, DigestConfig, FailureOutcome, Role, Throttle, Verdict, DEFAULT_ALGORITHMS,
-};
+use switchboard_sip::auth::{Authenticator, DigestConfig, FailureOutcome, Role, Throttle, Verdict};
 use switchboard_sip::message::{self, check_request, Capabilities};
 use switchboard_sip::msg::headers::Header;
 use switchboard_sip::msg::prelude::*;
@@ -429,7 +427,7 @@ impl Core {
                 .and_then(|u| directory.credential(u))
                 .map(|c| c.algorithms)
                 .filter(|a| !a.is_empty())
-                .unwrap_or_else(|| DEFAULT_ALGORITHMS.to_vec());
+                .unwrap_or_else(|| directory.decoy_algorithms());
             let verdict =
                 self.auth
                     .verify(&req, Role::Server, |u| directory.credential(u), now.mono);

@@ -13,21 +13,66 @@ pub trait Directory: Send + Sync {
     fn credential(&self, username: &str) -> Option<Credential>;
     /// The id of the user a SIP user name (as authenticated) belongs to.
     fn user_of_username(&self, username: &str) -> Option<String>;
+    /// The algorithms offered to a user name that does not exist: the set most users have,
+    /// so a challenge does not tell whether a user exists.
+    fn decoy_algorithms(&self) -> Vec<Algorithm>;
 }
 
-impl Directory for Policy {
+fn sip_algorithms(list: &[DigestAlgorithm]) -> Vec<Algorithm> {
+    list.iter()
+        .map(|a| match a {
+            DigestAlgorithm::Md5 => Algorithm::Md5,
+            DigestAlgorithm::Sha256 => Algorithm::Sha256,
+        })
+        .collect()
+}
+
+/// The policy as the SIP core sees it, with what is derived from it computed once.
+pub struct PolicyDirectory {
+    policy: Policy,
+    decoy: Vec<Algorithm>,
+}
+
+impl PolicyDirectory {
+    pub fn new(policy: Policy) -> Self {
+        let decoy = most_common_algorithms(&policy);
+        PolicyDirectory { policy, decoy }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+}
+
+fn most_common_algorithms(policy: &Policy) -> Vec<Algorithm> {
+    let mut counts: Vec<(Vec<DigestAlgorithm>, usize)> = Vec::new();
+    for c in policy.users().filter_map(|u| u.sip.as_ref()) {
+        match counts.iter_mut().find(|(a, _)| *a == c.algorithms) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((c.algorithms.clone(), 1)),
+        }
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(a, _)| sip_algorithms(&a))
+        .unwrap_or_else(|| switchboard_sip::auth::DEFAULT_ALGORITHMS.to_vec())
+}
+
+impl Directory for PolicyDirectory {
     fn user_for(&self, uri_user: &str) -> Option<String> {
-        if let Some(u) = self.sip_user(uri_user) {
+        let p = &self.policy;
+        if let Some(u) = p.sip_user(uri_user) {
             return Some(u.to_string());
         }
-        if self.user(uri_user).is_some() {
+        if p.user(uri_user).is_some() {
             return Some(uri_user.to_string());
         }
-        self.user_by_extension(uri_user).map(|u| u.id.to_string())
+        p.user_by_extension(uri_user).map(|u| u.id.to_string())
     }
 
     fn credential(&self, username: &str) -> Option<Credential> {
-        let c = self.sip_credentials(username)?;
+        let c = self.policy.sip_credentials(username)?;
         Some(Credential {
             secret: match &c.secret {
                 Secret::Password(p) => SipSecret::Password(p.clone()),
@@ -36,18 +81,15 @@ impl Directory for Policy {
                     sha256: sha256.clone(),
                 },
             },
-            algorithms: c
-                .algorithms
-                .iter()
-                .map(|a| match a {
-                    DigestAlgorithm::Md5 => Algorithm::Md5,
-                    DigestAlgorithm::Sha256 => Algorithm::Sha256,
-                })
-                .collect(),
+            algorithms: sip_algorithms(&c.algorithms),
         })
     }
 
+    fn decoy_algorithms(&self) -> Vec<Algorithm> {
+        self.decoy.clone()
+    }
+
     fn user_of_username(&self, username: &str) -> Option<String> {
-        self.sip_user(username).map(str::to_string)
+        self.policy.sip_user(username).map(str::to_string)
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::core::{Core, CoreConfig, Now, Output, BINDINGS};
-use crate::directory::Directory;
+use crate::directory::{Directory, PolicyDirectory};
 use crate::policy_source;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
@@ -65,8 +65,10 @@ fn core_config(c: &Config) -> CoreConfig {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let policy = policy_source::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let directory: Arc<ArcSwap<Box<dyn Directory>>> =
-        Arc::new(ArcSwap::from_pointee(Box::new(policy) as Box<dyn Directory>));
+    let directory: Arc<ArcSwap<Box<dyn Directory>>> = Arc::new(ArcSwap::from_pointee(Box::new(
+        PolicyDirectory::new(policy),
+    )
+        as Box<dyn Directory>));
     let reload_failures = Arc::new(AtomicU64::new(0));
 
     let store: Arc<dyn Store> =
@@ -199,7 +201,7 @@ fn reload(config: &Config, directory: &ArcSwap<Box<dyn Directory>>, failures: &A
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
     match policy_source::load(config) {
         Ok(p) => {
-            directory.store(Arc::new(Box::new(p)));
+            directory.store(Arc::new(Box::new(PolicyDirectory::new(p))));
             tracing::info!("policy reloaded");
         }
         Err(e) => {

@@ -1,0 +1,219 @@
+//! Malformed and unsupported requests get the RFC 3261 answer, garbage is dropped, and the
+//! daemon keeps serving.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(3);
+/// How long to listen for the answer that must not come.
+const SILENCE: Duration = Duration::from_millis(500);
+
+fn answer(d: &Daemon, bytes: &[u8]) -> Option<String> {
+    udp_exchange(d.addr(), bytes, WAIT)
+}
+
+#[test]
+fn malformed_messages_get_400_and_daemon_still_serves() {
+    let d = Daemon::start(Options {
+        extra: "[limits]\nmax_message_size = 8000\n".into(),
+        ..Options::default()
+    });
+    let good = request("OPTIONS", "");
+    assert_eq!(status_of(&answer(&d, good.as_bytes()).unwrap()), 200);
+
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        (
+            "missing Call-ID",
+            request("OPTIONS", "").replace("Call-ID: raw-", "X-Old: raw-"),
+            400,
+            "missing Call-ID",
+        ),
+        (
+            "CSeq method mismatch",
+            request("OPTIONS", "").replace("1 OPTIONS", "1 REGISTER"),
+            400,
+            "does not match",
+        ),
+        (
+            "absurd Content-Length",
+            request("OPTIONS", "").replace("Content-Length: 0", "Content-Length: 99999999999"),
+            400,
+            "Content-Length",
+        ),
+        (
+            "Content-Length past the body",
+            request("OPTIONS", "").replace("Content-Length: 0", "Content-Length: 10"),
+            400,
+            "larger than",
+        ),
+        (
+            "line without colon",
+            request("OPTIONS", "this is not a header\r\n"),
+            400,
+            "without a colon",
+        ),
+        (
+            "Max-Forwards 0",
+            request("REGISTER", "Max-Forwards: 0\r\n").replace("Max-Forwards: 70\r\n", ""),
+            483,
+            "",
+        ),
+        (
+            "known but unsupported method",
+            request("SUBSCRIBE", "Event: presence\r\n"),
+            405,
+            "",
+        ),
+        ("unknown method", request("FROB", ""), 501, ""),
+        (
+            "unsupported Require",
+            request("OPTIONS", "Require: 100rel, foo\r\n"),
+            420,
+            "",
+        ),
+    ];
+    for (what, text, code, warning) in cases {
+        let r = answer(&d, text.as_bytes()).unwrap_or_else(|| panic!("{what}: no answer"));
+        assert_eq!(status_of(&r), code, "{what}:\n{r}");
+        if !warning.is_empty() {
+            assert!(
+                r.contains("Warning: 399 switchboard") && r.contains(warning),
+                "{what}:\n{r}"
+            );
+        }
+        if code == 405 || code == 501 {
+            assert!(r.contains("\r\nAllow: "), "{what}:\n{r}");
+        }
+        if code == 420 {
+            assert!(
+                r.contains("\r\nUnsupported: 100rel, foo\r\n"),
+                "{what}:\n{r}"
+            );
+        }
+    }
+
+    // Non-UTF-8 bytes in a header value: refused as a whole, not half-read.
+    let mut bytes = request("OPTIONS", "User-Agent: x\r\n").into_bytes();
+    let at = bytes
+        .windows(13)
+        .position(|w| w == b"User-Agent: x")
+        .unwrap()
+        + 12;
+    bytes[at] = 0xff;
+    let r = answer(&d, &bytes).unwrap();
+    assert_eq!(status_of(&r), 400, "{r}");
+    assert!(r.contains("UTF-8"), "{r}");
+
+    // Garbage and truncated messages: no answer can be built, nothing comes back.
+    for junk in [
+        &b"\x00\x01\x02 garbage"[..],
+        b"INVITE",
+        b"SIP/2.0 200 OK\r\n\r\n",
+        &[0xffu8; 900][..],
+    ] {
+        assert_eq!(udp_exchange(d.addr(), junk, SILENCE), None);
+    }
+    // A message over the size limit.
+    let big = request("OPTIONS", &format!("X-Pad: {}\r\n", "a".repeat(10_000)));
+    assert_eq!(udp_exchange(d.addr(), big.as_bytes(), SILENCE), None);
+
+    // Still serving, over UDP and TCP.
+    let again = request("OPTIONS", "");
+    assert_eq!(status_of(&answer(&d, again.as_bytes()).unwrap()), 200);
+    sipp_ok(&d, "options.xml", &["-t", "t1"]);
+}
+
+#[test]
+fn tcp_stream_without_content_length_gets_400_then_close() {
+    let d = Daemon::start(Options::default());
+    let mut s = TcpStream::connect(d.addr()).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let text = request("OPTIONS", "").replace("Content-Length: 0\r\n", "");
+    s.write_all(text.as_bytes()).unwrap();
+    let mut got = String::new();
+    let _ = s.read_to_string(&mut got);
+    assert_eq!(status_of(&got), 400, "{got}");
+    // The daemon still takes new connections.
+    let mut s = TcpStream::connect(d.addr()).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.write_all(
+        request("OPTIONS", "")
+            .replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+            .as_bytes(),
+    )
+    .unwrap();
+    let mut buf = [0u8; 2048];
+    let n = s.read(&mut buf).unwrap();
+    assert_eq!(status_of(&String::from_utf8_lossy(&buf[..n])), 200);
+}
+
+#[test]
+fn tcp_connection_limit_is_enforced() {
+    let d = Daemon::start(Options {
+        extra: "[limits]\nmax_tcp_connections = 2\n".into(),
+        ..Options::default()
+    });
+    let _a = TcpStream::connect(d.addr()).unwrap();
+    let _b = TcpStream::connect(d.addr()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut c = TcpStream::connect(d.addr()).unwrap();
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    let _ = c.write_all(request("OPTIONS", "").as_bytes());
+    let mut buf = [0u8; 64];
+    // Refused: closed without an answer.
+    assert!(matches!(c.read(&mut buf), Ok(0) | Err(_)));
+    assert!(
+        d.log().contains("TCP connection refused: limit reached"),
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn ipv6_options() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipped: ::1 is not configured on this machine's loopback");
+        return;
+    }
+    let d = Daemon::start(Options {
+        ipv6: true,
+        ..Options::default()
+    });
+    let to = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, d.port));
+    let text = request("OPTIONS", "").replace("127.0.0.1:9", "[::1]:9");
+    let r = udp_exchange(to, text.as_bytes(), WAIT).expect("an answer over IPv6");
+    assert_eq!(status_of(&r), 200, "{r}");
+    // The IPv6 request-URI form parses too.
+    let text = request("OPTIONS", "")
+        .replace("127.0.0.1:9", "[::1]:9")
+        .replace(
+            "OPTIONS sip:switchboard.local",
+            &format!("OPTIONS sip:[::1]:{}", d.port),
+        );
+    assert_eq!(
+        status_of(&udp_exchange(to, text.as_bytes(), WAIT).unwrap()),
+        200
+    );
+}
+
+#[test]
+fn retransmitted_register_is_answered_from_the_transaction() {
+    let d = Daemon::start(Options::default());
+    let text = request("REGISTER", "");
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 4096];
+    sock.send_to(text.as_bytes(), d.addr()).unwrap();
+    let (n, _) = sock.recv_from(&mut buf).unwrap();
+    let first = String::from_utf8_lossy(&buf[..n]).to_string();
+    sock.send_to(text.as_bytes(), d.addr()).unwrap();
+    let (n, _) = sock.recv_from(&mut buf).unwrap();
+    let second = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert_eq!(status_of(&first), 401);
+    // The same response, nonce and To tag included: it came from the transaction.
+    assert_eq!(first, second);
+}
