@@ -14,7 +14,7 @@ use crate::msg::headers::Header;
 use crate::msg::Request;
 use md5::Md5;
 use sha2::{Digest as _, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -129,8 +129,13 @@ pub struct Authenticator {
     key: [u8; 32],
     /// Issue time origin: nonces carry seconds since this instant.
     epoch: Instant,
-    /// Highest nonce-count seen per nonce, and when the nonce was issued (for eviction).
+    /// Highest nonce-count seen per nonce, and when the nonce was issued.
     counts: HashMap<String, (u32, u64)>,
+    /// Tracked nonces in the order they were first used, for eviction.
+    order: VecDeque<(u64, String)>,
+    /// Nonces issued at or before this (seconds since `epoch`) are no longer tracked: a
+    /// forgotten count must not let a replay through, so such nonces count as stale.
+    forgotten_up_to: Option<u64>,
 }
 
 impl Authenticator {
@@ -141,6 +146,8 @@ impl Authenticator {
             key: rand::random(),
             epoch,
             counts: HashMap::new(),
+            order: VecDeque::new(),
+            forgotten_up_to: None,
         }
     }
 
@@ -291,7 +298,16 @@ impl Authenticator {
             return failed("wrong credentials");
         }
         // Replay protection: the nonce-count must grow.
-        let entry = self.counts.entry(nonce.to_string()).or_insert((0, issued));
+        if !self.counts.contains_key(nonce) {
+            if self.forgotten_up_to.is_some_and(|f| issued <= f) {
+                return Verdict::Challenge { stale: true };
+            }
+            self.counts.insert(nonce.to_string(), (0, issued));
+            self.order.push_back((issued, nonce.to_string()));
+        }
+        let Some(entry) = self.counts.get_mut(nonce) else {
+            return Verdict::Challenge { stale: true };
+        };
         if nc <= entry.0 {
             return failed("replayed nonce-count");
         }
@@ -302,20 +318,22 @@ impl Authenticator {
         }
     }
 
-    /// Forgets expired nonces, and the oldest when too many are tracked.
+    /// Forgets expired nonces, and the oldest when too many are tracked; O(1) amortised.
     fn evict(&mut self, now: Instant) {
-        if self.counts.len() <= self.config.max_tracked_nonces {
-            return;
-        }
         let now_s = now.saturating_duration_since(self.epoch).as_secs();
         let life = self.config.nonce_lifetime.as_secs();
-        self.counts
-            .retain(|_, (_, issued)| now_s.saturating_sub(*issued) <= life);
-        if self.counts.len() > self.config.max_tracked_nonces {
-            let mut issued: Vec<u64> = self.counts.values().map(|(_, i)| *i).collect();
-            issued.sort_unstable();
-            let cut = issued[issued.len() - self.config.max_tracked_nonces];
-            self.counts.retain(|_, (_, i)| *i >= cut);
+        while let Some((issued, _)) = self.order.front() {
+            let expired = now_s.saturating_sub(*issued) > life;
+            if !expired && self.order.len() <= self.config.max_tracked_nonces {
+                break;
+            }
+            let Some((issued, nonce)) = self.order.pop_front() else {
+                break;
+            };
+            self.counts.remove(&nonce);
+            if !expired {
+                self.forgotten_up_to = Some(self.forgotten_up_to.map_or(issued, |f| f.max(issued)));
+            }
         }
     }
 
@@ -692,6 +710,34 @@ mod tests {
             a.verify(&r, Role::Server, |_| cred(&DEFAULT_ALGORITHMS), now);
             assert!(a.tracked_nonces() <= 5);
         }
+    }
+
+    #[test]
+    fn a_forgotten_nonce_is_stale_not_replayable() {
+        let (mut a, t0) = auth();
+        let look = |_: &str| cred(&DEFAULT_ALGORITHMS);
+        let first = nonce_of(&a.challenge(&[Algorithm::Md5], false, Role::Server, t0)[0]);
+        let r1 = answered(Algorithm::Md5, "alice", "pw", &first, 1);
+        assert!(matches!(
+            a.verify(&r1, Role::Server, look, t0),
+            Verdict::Authenticated { .. }
+        ));
+        // Push it out of the table (max 4 tracked).
+        for i in 1..=5u64 {
+            let now = t0 + Duration::from_secs(i);
+            let n = nonce_of(&a.challenge(&[Algorithm::Md5], false, Role::Server, now)[0]);
+            let r = answered(Algorithm::Md5, "alice", "pw", &n, 1);
+            assert!(matches!(
+                a.verify(&r, Role::Server, look, now),
+                Verdict::Authenticated { .. }
+            ));
+        }
+        assert_eq!(a.tracked_nonces(), 4);
+        let later = t0 + Duration::from_secs(6);
+        assert_eq!(
+            a.verify(&r1, Role::Server, look, later),
+            Verdict::Challenge { stale: true }
+        );
     }
 
     #[test]

@@ -537,3 +537,209 @@ fn change_to_write(c: &Change) -> Write {
         Change::Remove { aor, key } => Write::delete(BINDINGS, binding_row_key(aor, key)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directory::PolicyDirectory;
+    use switchboard_policy::{Policy, Source};
+    use switchboard_sip::auth::{parse_digest, Algorithm};
+    use switchboard_sip::parse::{parse, Limits};
+
+    const POLICY: &str = "[users.alice]\nextension = \"1001\"\n[users.alice.sip]\npassword = \"pw\"\nalgorithms = [\"md5\"]\n";
+
+    fn core(t0: Instant) -> Core {
+        let policy = Policy::from_sources(&[Source {
+            name: "p.toml".into(),
+            text: POLICY.into(),
+        }])
+        .unwrap();
+        let directory = Arc::new(ArcSwap::from_pointee(
+            Box::new(PolicyDirectory::new(policy)) as Box<dyn Directory>,
+        ));
+        let config = CoreConfig {
+            realm: "switchboard.local".into(),
+            domains: vec!["switchboard.local".into()],
+            server: "test".into(),
+            timers: TimerConfig::default(),
+            registrar: RegistrarConfig {
+                min_expires: 60,
+                default_expires: 3600,
+                max_expires: 7200,
+                max_contacts_per_aor: 10,
+            },
+            auth_required: true,
+            nonce_lifetime: Duration::from_secs(300),
+            max_failures: 3,
+            failure_window: Duration::from_secs(60),
+            block: Duration::from_secs(60),
+        };
+        Core::new(
+            config,
+            directory,
+            vec!["127.0.0.1:5060".parse().unwrap()],
+            at(t0, 0),
+        )
+    }
+
+    fn at(t0: Instant, s: u64) -> Now {
+        Now {
+            mono: t0 + Duration::from_secs(s),
+            unix: 1_800_000_000 + s,
+        }
+    }
+
+    fn peer() -> Peer {
+        Peer::udp("127.0.0.1:5070".parse().unwrap())
+    }
+
+    fn register(cseq: u32, branch: &str, expires: u32, auth: Option<&str>) -> Inbound {
+        let text = format!(
+            "REGISTER sip:switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;rport;branch=z9hG4bK{branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@switchboard.local>;tag=1\r\nTo: <sip:alice@switchboard.local>\r\n\
+             Call-ID: reg-1\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:alice@127.0.0.1:5070>\r\nExpires: {expires}\r\n{}\
+             Content-Length: 0\r\n\r\n",
+            auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default()
+        );
+        Inbound::Message {
+            msg: parse(text.as_bytes(), &Limits::default()).unwrap(),
+            peer: peer(),
+            local: "127.0.0.1:5060".parse().unwrap(),
+        }
+    }
+
+    fn outputs(c: &mut Core) -> Vec<Output> {
+        std::iter::from_fn(|| c.poll_output()).collect()
+    }
+
+    fn sent(o: &[Output]) -> Vec<String> {
+        o.iter()
+            .filter_map(|o| match o {
+                Output::Send { bytes, .. } => Some(String::from_utf8_lossy(bytes).to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Answers the challenge in `resp` as a phone would.
+    fn answer(resp: &str, nc: u32) -> String {
+        let line = resp
+            .lines()
+            .find(|l| l.starts_with("WWW-Authenticate:"))
+            .unwrap();
+        let p = parse_digest(line.trim_start_matches("WWW-Authenticate:").trim()).unwrap();
+        let nonce = &p["nonce"];
+        let ha1 = Algorithm::Md5.hash("alice:switchboard.local:pw");
+        let ha2 = Algorithm::Md5.hash("REGISTER:sip:switchboard.local");
+        let nc = format!("{nc:08x}");
+        let r = Algorithm::Md5.hash(&format!("{ha1}:{nonce}:{nc}:abc:auth:{ha2}"));
+        format!(
+            "Digest username=\"alice\", realm=\"switchboard.local\", nonce=\"{nonce}\", uri=\"sip:switchboard.local\", \
+             response=\"{r}\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"abc\""
+        )
+    }
+
+    /// Registers alice; returns the token of the pending store write.
+    fn challenge_and_answer(c: &mut Core, t0: Instant, expires: u32) -> u64 {
+        c.handle_inbound(register(1, "a", expires, None), at(t0, 0));
+        let out = sent(&outputs(c));
+        assert!(out[0].starts_with("SIP/2.0 401"), "{out:?}");
+        c.handle_inbound(
+            register(2, "b", expires, Some(&answer(&out[0], 1))),
+            at(t0, 0),
+        );
+        let out = outputs(c);
+        assert!(
+            sent(&out).is_empty(),
+            "no answer before the binding is durable: {out:?}"
+        );
+        match &out[..] {
+            [Output::Persist { token, writes }] => {
+                assert_eq!(writes.len(), 1);
+                assert_eq!(writes[0].table, BINDINGS);
+                *token
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn register_is_answered_only_once_durable() {
+        let t0 = Instant::now();
+        let mut c = core(t0);
+        let token = challenge_and_answer(&mut c, t0, 600);
+        assert_eq!(c.pending(), 1);
+        // A retransmission while waiting is absorbed: still no answer.
+        let out = outputs(&mut c);
+        assert!(out.is_empty());
+        c.handle_persisted(token, true, at(t0, 0));
+        let out = sent(&outputs(&mut c));
+        assert!(out[0].starts_with("SIP/2.0 200 OK"), "{out:?}");
+        assert!(
+            out[0].contains("Contact: <sip:alice@127.0.0.1:5070>;expires=600"),
+            "{out:?}"
+        );
+        assert_eq!(c.registrar().len(), 1);
+        assert_eq!(c.pending(), 0);
+    }
+
+    #[test]
+    fn store_failure_answers_500_and_rolls_back() {
+        let t0 = Instant::now();
+        let mut c = core(t0);
+        let token = challenge_and_answer(&mut c, t0, 600);
+        c.handle_persisted(token, false, at(t0, 0));
+        let out = sent(&outputs(&mut c));
+        assert!(out[0].starts_with("SIP/2.0 500"), "{out:?}");
+        assert!(!out[0].contains("Contact:"), "{out:?}");
+        assert!(out[0].contains("Retry-After: 5"), "{out:?}");
+        assert!(c.registrar().is_empty());
+        assert_eq!(c.stats().store_failures, 1);
+    }
+
+    #[test]
+    fn expiry_fires_from_poll_timeout_and_is_persisted() {
+        let t0 = Instant::now();
+        let mut c = core(t0);
+        let token = challenge_and_answer(&mut c, t0, 60);
+        c.handle_persisted(token, true, at(t0, 0));
+        outputs(&mut c);
+        let wake = c.poll_timeout(at(t0, 0)).unwrap();
+        assert!(wake <= t0 + Duration::from_secs(60));
+        c.handle_timeout(at(t0, 61));
+        let out = outputs(&mut c);
+        assert!(out
+            .iter()
+            .any(|o| matches!(o, Output::Persist { writes, .. } if writes[0].value.is_none())));
+        assert!(c.registrar().is_empty());
+    }
+
+    #[test]
+    fn draining_refuses_new_requests_with_503() {
+        let t0 = Instant::now();
+        let mut c = core(t0);
+        c.drain();
+        c.handle_inbound(register(1, "a", 600, None), at(t0, 0));
+        let out = sent(&outputs(&mut c));
+        assert!(out[0].starts_with("SIP/2.0 503"), "{out:?}");
+    }
+
+    #[test]
+    fn replayed_authorization_is_refused() {
+        let t0 = Instant::now();
+        let mut c = core(t0);
+        c.handle_inbound(register(1, "a", 600, None), at(t0, 0));
+        let challenge = sent(&outputs(&mut c)).remove(0);
+        let auth = answer(&challenge, 1);
+        c.handle_inbound(register(2, "b", 600, Some(&auth)), at(t0, 0));
+        let Some(Output::Persist { token, .. }) = c.poll_output() else {
+            panic!()
+        };
+        c.handle_persisted(token, true, at(t0, 0));
+        outputs(&mut c);
+        // The same nonce-count again, in a new transaction: a replay.
+        c.handle_inbound(register(3, "c", 600, Some(&auth)), at(t0, 1));
+        let out = sent(&outputs(&mut c));
+        assert!(out[0].starts_with("SIP/2.0 403"), "{out:?}");
+    }
+}
