@@ -1,5 +1,5 @@
 //! Switchboard's routing policy: the operator's TOML description of people, teams,
-//! destinations, profiles, schedules and trunks; its validation; and (next) the planner
+//! destinations, profiles, schedules and trunks; its validation; and the planner
 //! that turns one incoming call into a route plan.
 //!
 //! The crate is pure: it reads text handed to it (or files, in [`Policy::load_path`]) and
@@ -8,7 +8,11 @@
 pub mod diagnostics;
 pub mod load;
 pub mod model;
+pub mod plan;
+pub mod view;
 
 pub use diagnostics::{Diagnostic, Diagnostics};
 pub use load::{parse_duration, parse_target, Source};
 pub use model::*;
+pub use plan::{plan, Action, CallerIdRule, Leg, LegTarget, Next, RoutePlan, Step};
+pub use view::{Call, Caller, DeviceView, GroupMemory, PersonView, View};

@@ -7,5 +7,6 @@
 pub mod config;
 pub mod core;
 pub mod directory;
+pub mod explain;
 pub mod policy_source;
 pub mod server;

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use switchboard::{config, policy_source, server};
+use switchboard::{config, explain, policy_source, server};
 
 #[derive(Parser)]
 #[command(name = "switchboard", version, about = "SIP routing engine")]
@@ -25,6 +25,36 @@ enum Command {
         /// Configuration file.
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Print the plan a call would get, step by step, and why.
+    Explain {
+        /// Configuration file (its policy is explained).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The caller: a user id or extension, `trunk:NAME`, or an external number.
+        #[arg(long)]
+        from: String,
+        /// What is dialled: an extension, user id, DID or number.
+        #[arg(long)]
+        to: String,
+        /// When: 2026-11-23T14:00 (UTC) or RFC 3339. Default: now.
+        #[arg(long)]
+        at: Option<String>,
+        /// A person's status, e.g. alice=dnd (repeatable).
+        #[arg(long)]
+        presence: Vec<String>,
+        /// A person's active profile, e.g. alice=meeting (repeatable).
+        #[arg(long)]
+        profile: Vec<String>,
+        /// A person already in a call (repeatable).
+        #[arg(long)]
+        in_call: Vec<String>,
+        /// A person with no registered device (repeatable; others have one).
+        #[arg(long)]
+        offline: Vec<String>,
+        /// Who answered the previous call to a group, e.g. support=bob (repeatable).
+        #[arg(long)]
+        last_answerer: Vec<String>,
     },
 }
 
@@ -63,6 +93,52 @@ fn main() -> ExitCode {
                     tracing::error!("{e:#}");
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Explain {
+            config,
+            from,
+            to,
+            at,
+            presence,
+            profile,
+            in_call,
+            offline,
+            last_answerer,
+        } => {
+            let config = match load_config(config.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let policy = match policy_source::load(&config) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let scenario = explain::Scenario {
+                from,
+                to,
+                at,
+                presence,
+                profiles: profile,
+                in_call,
+                offline,
+                last_answerer,
+            };
+            match explain::explain(&policy, &scenario, chrono::Utc::now()) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
                 }
             }
         }

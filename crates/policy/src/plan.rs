@@ -1,0 +1,1038 @@
+//! The planner: `plan(&Policy, &Call, &View, now) -> RoutePlan`, a pure function.
+//!
+//! A plan is a bounded list of steps. A `Ring` step is a timeline: each leg rings from its
+//! `start` to its `stop` second, so one step expresses every strategy — all at once, one
+//! after another, cumulative, and "own devices first, then the forward targets too". Each
+//! step says where the call goes when nobody answers, when everyone is busy, and when
+//! nobody can be reached; every path ends in a final outcome.
+
+use crate::model::*;
+use crate::view::{Call, Caller, GroupMemory, PersonView, View};
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use std::fmt;
+
+/// Most steps a plan holds; a chain longer than this ends in a rejection.
+pub const MAX_STEPS: usize = 16;
+/// Most legs in one ring step.
+pub const MAX_LEGS: usize = 64;
+
+/// Where a step's outcome leads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Go on with the step at this index.
+    Step(usize),
+    /// End the call with this final response (486 busy, 480 unavailable, 408…).
+    Final(u16),
+}
+
+/// What a leg rings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LegTarget {
+    /// Registered devices of a person (their binding ids).
+    Person { user: String, devices: Vec<String> },
+    /// An external number, out through a trunk.
+    External {
+        number: String,
+        trunk: Option<String>,
+    },
+}
+
+/// Which caller ID the rung party sees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallerIdRule {
+    /// The original caller's.
+    Caller,
+    /// A given number and display name (forwarding shown as the user's own, outbound).
+    Number {
+        number: String,
+        display: Option<String>,
+    },
+}
+
+/// One branch of a ring step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leg {
+    pub target: LegTarget,
+    /// Seconds after the step starts that this leg begins ringing.
+    pub start: u32,
+    /// Seconds after the step starts that this leg stops ringing (cancelled).
+    pub stop: u32,
+    pub caller_id: CallerIdRule,
+    /// Part of a team call: the member's own no-answer handling never applies.
+    pub team_call: bool,
+    /// Why this leg rings, in plain words.
+    pub why: String,
+}
+
+/// What a step does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Ring legs along a timeline; the step ends after `duration` seconds, or when every
+    /// leg has failed. `strategy` is informative (the windows already encode it).
+    Ring {
+        legs: Vec<Leg>,
+        duration: u32,
+        strategy: RingStrategy,
+        /// The group whose memory records who answered (team id or `forward:<user>`).
+        memory_group: Option<String>,
+    },
+    /// Play a named message (needs media; the executor may skip it with a log line).
+    Message { name: String },
+    /// Hand the call to a destination of the media server.
+    Destination {
+        id: String,
+        kind: DestinationKind,
+        uri: String,
+    },
+    /// Refuse the call.
+    Reject { code: u16, reason: String },
+}
+
+/// One step of a plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub action: Action,
+    pub on_no_answer: Next,
+    pub on_busy: Next,
+    pub on_unavailable: Next,
+    /// Why the call reached this step.
+    pub why: String,
+}
+
+/// The plan for one call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutePlan {
+    /// Where the call begins: a step, or straight to a final response.
+    pub start: Next,
+    pub steps: Vec<Step>,
+    /// Decisions that did not become steps: who was skipped and why.
+    pub notes: Vec<String>,
+}
+
+/// What kind of call a target is planned for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Context {
+    Direct,
+    Team,
+}
+
+struct Planner<'a> {
+    policy: &'a Policy,
+    call: &'a Call,
+    view: &'a View,
+    now: DateTime<Utc>,
+    steps: Vec<Step>,
+    notes: Vec<String>,
+    /// Targets already planned on this path, to stop loops validation did not catch.
+    visiting: Vec<Target>,
+}
+
+/// Plans a call. Pure: reads only its arguments.
+pub fn plan(policy: &Policy, call: &Call, view: &View, now: DateTime<Utc>) -> RoutePlan {
+    let mut p = Planner {
+        policy,
+        call,
+        view,
+        now,
+        steps: Vec::new(),
+        notes: Vec::new(),
+        visiting: Vec::new(),
+    };
+    let start = p.entry();
+    RoutePlan {
+        start,
+        steps: p.steps,
+        notes: p.notes,
+    }
+}
+
+/// The usual reason phrase of a final response code.
+pub fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        480 => "Temporarily Unavailable",
+        482 => "Loop Detected",
+        486 => "Busy Here",
+        500 => "Server Internal Error",
+        503 => "Service Unavailable",
+        603 => "Decline",
+        _ => "Call Rejected",
+    }
+}
+
+impl Planner<'_> {
+    fn note(&mut self, s: impl Into<String>) {
+        self.notes.push(s.into());
+    }
+
+    fn push(&mut self, step: Step) -> Next {
+        if self.steps.len() >= MAX_STEPS {
+            self.note("the plan reached its step limit; the call ends here");
+            return Next::Final(480);
+        }
+        self.steps.push(step);
+        Next::Step(self.steps.len() - 1)
+    }
+
+    /// Reserves a step slot to fill once its successors are known.
+    fn reserve(&mut self) -> Option<usize> {
+        if self.steps.len() >= MAX_STEPS {
+            self.note("the plan reached its step limit; the call ends here");
+            return None;
+        }
+        self.steps.push(Step {
+            action: Action::Reject {
+                code: 500,
+                reason: "unfinished".into(),
+            },
+            on_no_answer: Next::Final(500),
+            on_busy: Next::Final(500),
+            on_unavailable: Next::Final(500),
+            why: String::new(),
+        });
+        Some(self.steps.len() - 1)
+    }
+
+    fn entry(&mut self) -> Next {
+        let to = self.call.to.trim().to_string();
+        match &self.call.from {
+            Caller::Trunk { trunk, .. } => {
+                let trunk = trunk.clone();
+                match self.policy.did(&to) {
+                    Some((t, target)) if t.id == trunk => {
+                        let target = target.clone();
+                        self.note(format!("DID {to} of trunk {trunk} routes to {target}"));
+                        self.target(&target, Context::Direct, format!("DID {to}"))
+                    }
+                    _ => {
+                        self.note(format!("{to} is not a DID of trunk {trunk}"));
+                        Next::Final(404)
+                    }
+                }
+            }
+            Caller::User(u) => {
+                let u = u.clone();
+                match self.resolve_internal(&to) {
+                    Some(target) => {
+                        self.target(&target, Context::Direct, format!("{u} dialled {to}"))
+                    }
+                    None => self.outbound(&u, &to),
+                }
+            }
+            Caller::External(_) => match self.resolve_internal(&to) {
+                Some(target) => self.target(&target, Context::Direct, format!("dialled {to}")),
+                None => {
+                    self.note(format!("{to} is no extension, user or DID here"));
+                    Next::Final(404)
+                }
+            },
+        }
+    }
+
+    fn resolve_internal(&self, to: &str) -> Option<Target> {
+        match self.policy.extension(to) {
+            Some(ExtensionOwner::User(u)) => return Some(Target::User(u.clone())),
+            Some(ExtensionOwner::Team(t)) => return Some(Target::Team(t.clone())),
+            None => {}
+        }
+        if self.policy.user(to).is_some() {
+            return Some(Target::User(to.to_string()));
+        }
+        if let Some(u) = self.policy.sip_user(to) {
+            return Some(Target::User(u.to_string()));
+        }
+        if self.policy.team(to).is_some() {
+            return Some(Target::Team(to.to_string()));
+        }
+        self.policy.did(to).map(|(_, t)| t.clone())
+    }
+
+    /// A user dialling an external number: out through a trunk with their caller ID.
+    fn outbound(&mut self, user: &str, number: &str) -> Next {
+        let Some(trunk) = self.policy.trunks().find(|t| t.routes(number)) else {
+            self.note(format!("no trunk carries {number}"));
+            return Next::Final(404);
+        };
+        let trunk = trunk.id.clone();
+        let caller_id = self.outbound_caller_id(user);
+        let why = format!("{user} calls {number} out through trunk {trunk}");
+        let leg = Leg {
+            target: LegTarget::External {
+                number: number.to_string(),
+                trunk: Some(trunk),
+            },
+            start: 0,
+            stop: 0,
+            caller_id,
+            team_call: false,
+            why: why.clone(),
+        };
+        self.push(Step {
+            action: Action::Ring {
+                legs: vec![leg],
+                duration: 0,
+                strategy: RingStrategy::RingAll,
+                memory_group: None,
+            },
+            on_no_answer: Next::Final(408),
+            on_busy: Next::Final(486),
+            on_unavailable: Next::Final(480),
+            why,
+        })
+    }
+
+    /// The caller ID a user presents on outbound calls: the active profile's (per user,
+    /// then the profile's own), else the user's default.
+    fn outbound_caller_id(&self, user: &str) -> CallerIdRule {
+        let Some(u) = self.policy.user(user) else {
+            return CallerIdRule::Caller;
+        };
+        let profile = self.view.person(user).profile;
+        let from_profile = profile.as_ref().and_then(|p| {
+            u.profile_caller_ids
+                .get(p)
+                .cloned()
+                .or_else(|| self.policy.profile(p).and_then(|p| p.caller_id.clone()))
+        });
+        match from_profile.or_else(|| u.caller_id.clone()) {
+            Some(number) => CallerIdRule::Number {
+                number,
+                display: Some(u.display_name.clone()),
+            },
+            None => CallerIdRule::Caller,
+        }
+    }
+
+    /// Plans a target; returns where to go to reach it.
+    fn target(&mut self, target: &Target, ctx: Context, why: String) -> Next {
+        if self.visiting.contains(target) || self.visiting.len() > 8 {
+            self.note(format!(
+                "{target} would be reached again ({why}): the call stops here"
+            ));
+            return Next::Final(482);
+        }
+        self.visiting.push(target.clone());
+        let next = match target {
+            Target::User(u) => self.user(u, ctx, why),
+            Target::Team(t) => self.team(t, why),
+            Target::Destination(kind, id) => self.destination(*kind, id, why),
+            Target::External(n) => {
+                let n = n.clone();
+                let leg = Leg {
+                    target: LegTarget::External {
+                        number: n.clone(),
+                        trunk: self
+                            .policy
+                            .trunks()
+                            .find(|t| t.routes(&n))
+                            .map(|t| t.id.clone()),
+                    },
+                    start: 0,
+                    stop: 0,
+                    caller_id: CallerIdRule::Caller,
+                    team_call: false,
+                    why: why.clone(),
+                };
+                self.push(Step {
+                    action: Action::Ring {
+                        legs: vec![leg],
+                        duration: 0,
+                        strategy: RingStrategy::RingAll,
+                        memory_group: None,
+                    },
+                    on_no_answer: Next::Final(408),
+                    on_busy: Next::Final(486),
+                    on_unavailable: Next::Final(480),
+                    why,
+                })
+            }
+            Target::Hangup => {
+                self.note(format!("{why}: hang up"));
+                Next::Final(480)
+            }
+        };
+        self.visiting.pop();
+        next
+    }
+
+    fn destination(&mut self, kind: DestinationKind, id: &str, why: String) -> Next {
+        let Some(d) = self.policy.destination(id) else {
+            self.note(format!("unknown destination {id}"));
+            return Next::Final(480);
+        };
+        let (uri, id) = (d.uri.clone(), d.id.clone());
+        self.push(Step {
+            action: Action::Destination { id, kind, uri },
+            on_no_answer: Next::Final(480),
+            on_busy: Next::Final(486),
+            on_unavailable: Next::Final(480),
+            why,
+        })
+    }
+
+    fn is_open(&self, schedule: Option<&str>) -> bool {
+        match schedule.and_then(|s| self.policy.schedule(s)) {
+            Some(s) => schedule_open(s, self.now),
+            None => true,
+        }
+    }
+
+    fn user(&mut self, id: &str, ctx: Context, why: String) -> Next {
+        let Some(user) = self.policy.user(id).cloned() else {
+            self.note(format!("unknown user {id}"));
+            return Next::Final(404);
+        };
+        let person = self.view.person(id);
+        if !self.is_open(user.schedule.as_deref()) {
+            self.note(format!(
+                "{id}: outside office hours ({})",
+                user.schedule.as_deref().unwrap_or("")
+            ));
+            return self.target(
+                &user.out_of_hours,
+                Context::Direct,
+                format!("{id} is out of hours"),
+            );
+        }
+        let profile = person
+            .profile
+            .as_ref()
+            .and_then(|p| self.policy.profile(p))
+            .cloned();
+        let mut only_devices: Option<Vec<String>> = None;
+        if let Some(p) = &profile {
+            match &p.incoming {
+                IncomingHandling::RingAsNormal => {}
+                IncomingHandling::RingDevices(names) => only_devices = Some(names.clone()),
+                IncomingHandling::SendTo(t) => {
+                    self.note(format!("{id}'s profile {} sends calls to {t}", p.name));
+                    return self.target(t, Context::Direct, format!("{id}'s profile {}", p.name));
+                }
+                IncomingHandling::OutOfHours => {
+                    self.note(format!(
+                        "{id}'s profile {} follows out-of-hours routing",
+                        p.name
+                    ));
+                    return self.target(
+                        &user.out_of_hours,
+                        Context::Direct,
+                        format!("{id}'s profile {}", p.name),
+                    );
+                }
+                IncomingHandling::Reject { code, reason } => {
+                    self.note(format!("{id}'s profile {} rejects calls", p.name));
+                    return self.push(Step {
+                        action: Action::Reject {
+                            code: *code,
+                            reason: reason.clone(),
+                        },
+                        on_no_answer: Next::Final(*code),
+                        on_busy: Next::Final(*code),
+                        on_unavailable: Next::Final(*code),
+                        why: format!("{id}'s profile {}", p.name),
+                    });
+                }
+            }
+        }
+        let availability = person
+            .availability
+            .or(profile.as_ref().map(|p| p.availability))
+            .unwrap_or(Availability::Available);
+        match self.policy.status_rule(availability).direct {
+            StatusEffect::Ring => {
+                if availability == Availability::Custom {
+                    self.note(format!(
+                        "{id} has a custom status ({}) and still rings",
+                        person.custom_text.as_deref().unwrap_or("")
+                    ));
+                } else if availability == Availability::Away {
+                    self.note(format!("{id} is away and still rings"));
+                }
+            }
+            StatusEffect::OutOfHours => {
+                self.note(format!(
+                    "{id} is {}: out-of-hours routing",
+                    availability.as_str()
+                ));
+                return self.target(
+                    &user.out_of_hours,
+                    Context::Direct,
+                    format!("{id} is {}", availability.as_str()),
+                );
+            }
+            StatusEffect::Unavailable => {
+                self.note(format!("{id} is {}: unavailable", availability.as_str()));
+                return self.after_ring(
+                    &user,
+                    &user.no_answer,
+                    ctx,
+                    format!("{id} is unavailable"),
+                );
+            }
+        }
+        if person.in_call && !user.call_waiting {
+            self.note(format!(
+                "{id} is in a call and call waiting is off: busy handling"
+            ));
+            return self.busy(&user);
+        }
+        let devices = select_devices(&user, &person, only_devices.as_deref());
+        let forwarding = user
+            .forwarding
+            .clone()
+            .filter(|f| f.enabled && !(f.direct_calls_only && ctx == Context::Team));
+        if ctx == Context::Team
+            && user
+                .forwarding
+                .as_ref()
+                .is_some_and(|f| f.enabled && f.direct_calls_only)
+        {
+            self.note(format!(
+                "{id}'s forwarding is for direct calls only: not applied to this team call"
+            ));
+        }
+        if devices.is_empty() && forwarding.is_none() {
+            self.note(format!("{id} has no registered devices: unavailable"));
+            return self.after_ring(
+                &user,
+                &user.no_answer,
+                ctx,
+                format!("{id} has no registered devices"),
+            );
+        }
+        let Some(slot) = self.reserve() else {
+            return Next::Final(480);
+        };
+        let mut legs = Vec::new();
+        let mut duration = user.ring_time;
+        let mut strategy = RingStrategy::RingAll;
+        let mut memory_group = None;
+        let mut no_answer = user.no_answer.clone();
+        match &forwarding {
+            None => {
+                if !devices.is_empty() {
+                    legs.push(own_leg(id, &devices, 0, user.ring_time, "rings"));
+                }
+            }
+            Some(f) => {
+                let first = f.ring_own_first;
+                let group = format!("forward:{id}");
+                let targets = self.forward_legs(id, &user, f, &group);
+                let fwd_len = window_len(f.strategy, targets.len(), f.ring_time);
+                duration = first + fwd_len;
+                let own_stop = if f.keep_ringing_own { duration } else { first };
+                if !devices.is_empty() && own_stop > 0 {
+                    legs.push(own_leg(
+                        id,
+                        &devices,
+                        0,
+                        own_stop,
+                        if f.keep_ringing_own {
+                            "rings own devices, and keeps ringing them while forwarding"
+                        } else {
+                            "rings own devices first"
+                        },
+                    ));
+                }
+                let windows = windows(f.strategy, targets.len(), f.ring_time, fwd_len);
+                for (mut leg, (s, e)) in targets.into_iter().zip(windows) {
+                    leg.start = first + s;
+                    leg.stop = first + e;
+                    legs.push(leg);
+                }
+                strategy = f.strategy;
+                memory_group = Some(group);
+                no_answer = f.no_answer.clone();
+                if let Some(m) = &f.message {
+                    self.note(format!(
+                        "message {m} is played before forwarding (skipped without media)"
+                    ));
+                }
+            }
+        }
+        legs.truncate(MAX_LEGS);
+        let on_no_answer = if ctx == Context::Team {
+            Next::Final(408)
+        } else {
+            self.target(&no_answer, Context::Direct, format!("{id} did not answer"))
+        };
+        let on_busy = if ctx == Context::Team {
+            Next::Final(486)
+        } else {
+            self.busy(&user)
+        };
+        let on_unavailable = on_no_answer.clone();
+        self.steps[slot] = Step {
+            action: Action::Ring {
+                legs,
+                duration,
+                strategy,
+                memory_group,
+            },
+            on_no_answer,
+            on_busy,
+            on_unavailable,
+            why,
+        };
+        Next::Step(slot)
+    }
+
+    /// The legs of a user's forward targets, ordered by the forwarding strategy.
+    fn forward_legs(&mut self, id: &str, user: &User, f: &Forwarding, group: &str) -> Vec<Leg> {
+        let caller_id = match f.caller_id {
+            ForwardCallerId::Remote => CallerIdRule::Caller,
+            ForwardCallerId::Local => CallerIdRule::Number {
+                number: user
+                    .caller_id
+                    .clone()
+                    .unwrap_or_else(|| user.extension.clone()),
+                display: Some(user.display_name.clone()),
+            },
+        };
+        let names: Vec<String> = f.targets.iter().map(|t| t.to_string()).collect();
+        let memory = self.view.memory.get(group).cloned().unwrap_or_default();
+        let order = order(&names, f.strategy, &memory, &self.call.call_id, &|_| false);
+        let mut legs = Vec::new();
+        for name in order {
+            let Some(t) = f.targets.iter().find(|t| t.to_string() == name) else {
+                continue;
+            };
+            match t {
+                Target::External(n) => legs.push(Leg {
+                    target: LegTarget::External {
+                        number: n.clone(),
+                        trunk: self.policy.trunks().find(|tr| tr.routes(n)).map(|tr| tr.id.clone()),
+                    },
+                    start: 0,
+                    stop: 0,
+                    caller_id: caller_id.clone(),
+                    team_call: false,
+                    why: format!("{id} forwards to {n}"),
+                }),
+                Target::User(u) => {
+                    let pv = self.view.person(u);
+                    let profile = pv.profile.as_ref().and_then(|p| self.policy.profile(p));
+                    let availability = pv
+                        .availability
+                        .or(profile.map(|p| p.availability))
+                        .unwrap_or(Availability::Available);
+                    // A forward target rings alongside only when a direct call would ring them.
+                    if self.policy.status_rule(availability).direct != StatusEffect::Ring {
+                        self.note(format!("forward target {u} is {}: skipped", availability.as_str()));
+                        continue;
+                    }
+                    if profile.is_some_and(|p| !matches!(p.incoming, IncomingHandling::RingAsNormal | IncomingHandling::RingDevices(_))) {
+                        self.note(format!("forward target {u}'s profile does not take calls: skipped"));
+                        continue;
+                    }
+                    let call_waiting = self.policy.user(u).is_none_or(|x| x.call_waiting);
+                    if pv.in_call && !call_waiting {
+                        self.note(format!("forward target {u} is in a call: skipped"));
+                        continue;
+                    }
+                    let devices: Vec<String> = pv.devices.iter().map(|d| d.id.clone()).collect();
+                    if devices.is_empty() {
+                        self.note(format!("forward target {u} has no registered devices: skipped"));
+                        continue;
+                    }
+                    legs.push(Leg {
+                        target: LegTarget::Person {
+                            user: u.clone(),
+                            devices,
+                        },
+                        start: 0,
+                        stop: 0,
+                        caller_id: caller_id.clone(),
+                        team_call: false,
+                        why: format!("{id} forwards to {u}"),
+                    });
+                }
+                other => self.note(format!("forward target {other} cannot ring alongside; reach it as the no-answer destination")),
+            }
+        }
+        legs
+    }
+
+    fn busy(&mut self, user: &User) -> Next {
+        match &user.busy {
+            BusyAction::Engaged => Next::Final(486),
+            BusyAction::Redirect(t) => {
+                let t = t.clone();
+                self.target(&t, Context::Direct, format!("{} is busy", user.id))
+            }
+        }
+    }
+
+    /// Where a user's call goes when it cannot ring them (unavailable, no devices).
+    fn after_ring(&mut self, user: &User, no_answer: &Target, ctx: Context, why: String) -> Next {
+        if ctx == Context::Team {
+            // A member's own destinations never take a team call.
+            return Next::Final(480);
+        }
+        let _ = user;
+        self.target(no_answer, Context::Direct, why)
+    }
+
+    fn team(&mut self, id: &str, why: String) -> Next {
+        let Some(team) = self.policy.team(id).cloned() else {
+            self.note(format!("unknown team {id}"));
+            return Next::Final(404);
+        };
+        if !self.is_open(team.schedule.as_deref()) {
+            if let Some(t) = &team.out_of_hours {
+                self.note(format!("team {id}: outside office hours"));
+                return self.target(t, Context::Direct, format!("team {id} is out of hours"));
+            }
+        }
+        // Who can take the call.
+        let mut eligible = Vec::new();
+        let mut in_call = Vec::new();
+        for m in &team.members {
+            let Some(user) = self.policy.user(m) else {
+                continue;
+            };
+            let pv = self.view.person(m);
+            let profile = pv.profile.as_ref().and_then(|p| self.policy.profile(p));
+            let availability = pv
+                .availability
+                .or(profile.map(|p| p.availability))
+                .unwrap_or(Availability::Available);
+            if team.skip_unavailable && self.policy.status_rule(availability).skip_in_teams {
+                self.note(format!(
+                    "team {id}: {m} skipped ({})",
+                    availability.as_str()
+                ));
+                continue;
+            }
+            let only = match profile.map(|p| &p.incoming) {
+                Some(IncomingHandling::RingDevices(d)) => Some(d.clone()),
+                Some(IncomingHandling::RingAsNormal) | None => None,
+                Some(_) if team.skip_unavailable => {
+                    self.note(format!(
+                        "team {id}: {m} skipped (profile {})",
+                        profile.map(|p| p.name.as_str()).unwrap_or("")
+                    ));
+                    continue;
+                }
+                Some(_) => None,
+            };
+            if pv.in_call
+                && (team.skip_in_call
+                    || team.strategy == RingStrategy::FirstAvailable
+                    || !user.call_waiting)
+            {
+                self.note(format!("team {id}: {m} skipped (in a call)"));
+                in_call.push(m.clone());
+                continue;
+            }
+            let devices = select_devices(user, &pv, only.as_deref());
+            if devices.is_empty() {
+                self.note(format!("team {id}: {m} skipped (no registered devices)"));
+                continue;
+            }
+            eligible.push((m.clone(), devices));
+        }
+        let no_answer = team.no_answer.clone();
+        if eligible.is_empty() {
+            self.note(format!("team {id}: nobody can take the call"));
+            let code_if_busy = !in_call.is_empty();
+            let next = self.target(
+                &no_answer,
+                Context::Direct,
+                format!("team {id}: nobody available"),
+            );
+            return match (next, code_if_busy) {
+                (Next::Final(480), true) => Next::Final(486),
+                (n, _) => n,
+            };
+        }
+        let Some(slot) = self.reserve() else {
+            return Next::Final(480);
+        };
+        let names: Vec<String> = eligible.iter().map(|(m, _)| m.clone()).collect();
+        let memory = self.view.memory.get(id).cloned().unwrap_or_default();
+        let ordered = order(&names, team.strategy, &memory, &self.call.call_id, &|m| {
+            self.view.person(m).in_call
+        });
+        let member_time = team.member_ring_time.max(1);
+        let windows = team_windows(
+            team.strategy,
+            ordered.len(),
+            member_time,
+            team.ring_time.max(1),
+        );
+        let mut legs = Vec::new();
+        for (idx, s, e) in windows {
+            let m = &ordered[idx];
+            // The same member again straight away (a team of one): ring on, not anew.
+            if let Some(last) = legs.last_mut().filter(|l: &&mut Leg| {
+                l.stop == s && matches!(&l.target, LegTarget::Person { user, .. } if user == m)
+            }) {
+                last.stop = e;
+                continue;
+            }
+            let devices = eligible
+                .iter()
+                .find(|(x, _)| x == m)
+                .map(|(_, d)| d.clone())
+                .unwrap_or_default();
+            legs.push(Leg {
+                target: LegTarget::Person {
+                    user: m.clone(),
+                    devices,
+                },
+                start: s,
+                stop: e,
+                caller_id: CallerIdRule::Caller,
+                team_call: true,
+                why: format!("member of team {id}"),
+            });
+            // A member's forwarding applies to team calls unless it is for direct calls only.
+            if let Some(f) = self.policy.user(m).and_then(|u| u.forwarding.clone()) {
+                if f.enabled && !f.direct_calls_only {
+                    let user = self.policy.user(m).cloned();
+                    if let Some(user) = user {
+                        for mut leg in self.forward_legs(m, &user, &f, &format!("forward:{m}")) {
+                            leg.start = s + f.ring_own_first.min(e.saturating_sub(s));
+                            leg.stop = e;
+                            leg.team_call = true;
+                            legs.push(leg);
+                        }
+                    }
+                } else if f.enabled {
+                    self.note(format!(
+                        "{m}'s forwarding is for direct calls only: not applied to this team call"
+                    ));
+                }
+            }
+        }
+        legs.truncate(MAX_LEGS);
+        let duration = legs.iter().map(|l| l.stop).max().unwrap_or(0);
+        let on_no_answer = self.target(
+            &no_answer,
+            Context::Direct,
+            format!("team {id} did not answer"),
+        );
+        self.steps[slot] = Step {
+            action: Action::Ring {
+                legs,
+                duration,
+                strategy: team.strategy,
+                memory_group: Some(id.to_string()),
+            },
+            on_no_answer: on_no_answer.clone(),
+            on_busy: on_no_answer.clone(),
+            on_unavailable: on_no_answer,
+            why,
+        };
+        Next::Step(slot)
+    }
+}
+
+fn own_leg(id: &str, devices: &[String], start: u32, stop: u32, what: &str) -> Leg {
+    Leg {
+        target: LegTarget::Person {
+            user: id.to_string(),
+            devices: devices.to_vec(),
+        },
+        start,
+        stop,
+        caller_id: CallerIdRule::Caller,
+        team_call: false,
+        why: format!("{id} {what}"),
+    }
+}
+
+/// The registered devices to ring: all, or those the profile names.
+fn select_devices(user: &User, pv: &PersonView, only: Option<&[String]>) -> Vec<String> {
+    pv.devices
+        .iter()
+        .filter(|d| match only {
+            None => true,
+            Some(names) => names.iter().any(|n| {
+                user.devices
+                    .iter()
+                    .find(|dev| dev.name == *n)
+                    .is_some_and(|dev| {
+                        d.label.contains(&dev.contact_match) || d.id.contains(&dev.contact_match)
+                    })
+            }),
+        })
+        .map(|d| d.id.clone())
+        .collect()
+}
+
+/// Orders a group's members for a strategy.
+pub fn order(
+    members: &[String],
+    strategy: RingStrategy,
+    memory: &GroupMemory,
+    call_id: &str,
+    in_call: &dyn Fn(&str) -> bool,
+) -> Vec<String> {
+    let rotate_to = |start: usize| -> Vec<String> {
+        let n = members.len();
+        (0..n).map(|i| members[(start + i) % n].clone()).collect()
+    };
+    let last = memory
+        .last_answerer
+        .as_ref()
+        .and_then(|l| members.iter().position(|m| m == l));
+    match strategy {
+        RingStrategy::RingAll | RingStrategy::Hunt | RingStrategy::Cumulative => members.to_vec(),
+        RingStrategy::MemoryHunt => rotate_to(last.unwrap_or(0)),
+        RingStrategy::RoundRobin => rotate_to(last.map(|i| i + 1).unwrap_or(0)),
+        RingStrategy::FirstAvailable => members.iter().filter(|m| !in_call(m)).cloned().collect(),
+        RingStrategy::Random => {
+            let mut v = members.to_vec();
+            let mut seed = fnv1a(call_id.as_bytes());
+            for i in (1..v.len()).rev() {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let j = (seed >> 33) as usize % (i + 1);
+                v.swap(i, j);
+            }
+            v
+        }
+        RingStrategy::LeastRecent => {
+            let mut v: Vec<(usize, String)> = members.iter().cloned().enumerate().collect();
+            v.sort_by_key(|(i, m)| (memory.last_answered.get(m).copied().unwrap_or(i64::MIN), *i));
+            v.into_iter().map(|(_, m)| m).collect()
+        }
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// How long a forwarding group rings in all.
+fn window_len(strategy: RingStrategy, n: usize, t: u32) -> u32 {
+    match strategy {
+        RingStrategy::RingAll => t,
+        _ => t.saturating_mul(n as u32).max(t),
+    }
+}
+
+/// Start and stop of each of `n` legs for a strategy, each ringing `t` seconds, in `total`.
+fn windows(strategy: RingStrategy, n: usize, t: u32, total: u32) -> Vec<(u32, u32)> {
+    (0..n as u32)
+        .map(|i| match strategy {
+            RingStrategy::RingAll => (0, total),
+            RingStrategy::Cumulative => (i * t, total),
+            _ => (i * t, (i + 1) * t),
+        })
+        .collect()
+}
+
+/// Windows of a team's members within the team's overall ring time, as (member index,
+/// start, stop). Hunting strategies go round the members again while time remains, bounded
+/// by [`MAX_LEGS`].
+fn team_windows(strategy: RingStrategy, n: usize, t: u32, total: u32) -> Vec<(usize, u32, u32)> {
+    if n == 0 {
+        return Vec::new();
+    }
+    match strategy {
+        RingStrategy::RingAll => (0..n).map(|i| (i, 0, total)).collect(),
+        RingStrategy::Cumulative => (0..n)
+            .map(|i| (i, (i as u32 * t).min(total.saturating_sub(1)), total))
+            .collect(),
+        _ => {
+            let mut v = Vec::new();
+            let mut start = 0;
+            while start < total && v.len() < MAX_LEGS {
+                v.push((v.len() % n, start, (start + t).min(total)));
+                start += t;
+            }
+            v
+        }
+    }
+}
+
+/// Whether a schedule is open at `now` (its time zone, weekly hours, holidays).
+pub fn schedule_open(s: &Schedule, now: DateTime<Utc>) -> bool {
+    let Ok(tz) = s.timezone.parse::<chrono_tz::Tz>() else {
+        return true;
+    };
+    let local = now.with_timezone(&tz);
+    let date = local.format("%Y-%m-%d").to_string();
+    if s.holidays.contains(&date) {
+        return false;
+    }
+    let day = local.weekday().num_days_from_monday() as usize;
+    let minute = (local.hour() * 60 + local.minute()) as u16;
+    s.hours[day]
+        .iter()
+        .any(|(a, b)| minute >= *a && minute < *b)
+}
+
+impl fmt::Display for Next {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Next::Step(i) => write!(f, "step {}", i + 1),
+            Next::Final(c) => write!(f, "end with {c} {}", reason_phrase(*c)),
+        }
+    }
+}
+
+impl fmt::Display for RoutePlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "start: {}", self.start)?;
+        for (i, s) in self.steps.iter().enumerate() {
+            writeln!(f, "step {}: {}", i + 1, s.why)?;
+            match &s.action {
+                Action::Ring {
+                    legs,
+                    duration,
+                    strategy,
+                    ..
+                } => {
+                    writeln!(f, "  ring ({}) for {duration} s:", strategy.as_str())?;
+                    for l in legs {
+                        let who = match &l.target {
+                            LegTarget::Person { user, devices } => {
+                                format!("{user} ({} device(s))", devices.len())
+                            }
+                            LegTarget::External { number, trunk } => {
+                                format!("{number} via {}", trunk.as_deref().unwrap_or("no trunk"))
+                            }
+                        };
+                        let cid = match &l.caller_id {
+                            CallerIdRule::Caller => "caller's ID".to_string(),
+                            CallerIdRule::Number { number, .. } => format!("caller ID {number}"),
+                        };
+                        writeln!(
+                            f,
+                            "    {who}: from {} s to {} s, {cid} — {}",
+                            l.start, l.stop, l.why
+                        )?;
+                    }
+                }
+                Action::Message { name } => writeln!(f, "  play message {name}")?,
+                Action::Destination { id, kind, uri } => {
+                    writeln!(f, "  send to {} {id} ({uri})", kind.as_str())?
+                }
+                Action::Reject { code, reason } => writeln!(f, "  reject with {code} {reason}")?,
+            }
+            if matches!(s.action, Action::Ring { .. }) {
+                writeln!(
+                    f,
+                    "  no answer: {}; busy: {}; unavailable: {}",
+                    s.on_no_answer, s.on_busy, s.on_unavailable
+                )?;
+            }
+        }
+        if !self.notes.is_empty() {
+            writeln!(f, "why:")?;
+            for n in &self.notes {
+                writeln!(f, "  - {n}")?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,577 @@
+//! The planner, one or more tests per rule, named after the rule.
+
+use chrono::{DateTime, TimeZone, Utc};
+use switchboard_policy::plan::{Action, LegTarget, Next};
+use switchboard_policy::{
+    plan, Availability, Call, Caller, CallerIdRule, Policy, RoutePlan, Source, View,
+};
+
+const POLICY: &str = r#"
+[users.alice]
+extension = "1001"
+caller_id = "+441632960001"
+no_answer = "voicemail:alice-vm"
+out_of_hours = "voicemail:alice-oh"
+busy = "voicemail:alice-vm"
+profile_caller_ids = { left_for_the_day = "+447700900001" }
+devices = [{ name = "mobile", contact_match = "alice-dev1" }]
+[users.alice.sip]
+password = "a"
+
+[users.bob]
+extension = "1002"
+call_waiting = false
+no_answer = "hangup"
+[users.bob.sip]
+password = "b"
+
+[users.carol]
+extension = "1003"
+no_answer = "voicemail:carol-vm"
+[users.carol.sip]
+password = "c"
+
+[users.dave]
+extension = "1004"
+no_answer = "voicemail:dave-vm"
+[users.dave.sip]
+password = "d"
+[users.dave.forwarding]
+targets = ["number:+447700900123"]
+ring_own_first = 10
+ring_time = 20
+direct_calls_only = true
+caller_id = "local"
+
+[users.erin]
+extension = "1005"
+schedule = "office"
+out_of_hours = "voicemail:alice-oh"
+[users.erin.sip]
+password = "e"
+
+[teams.support]
+extension = "2000"
+members = ["alice", "bob", "carol", "dave"]
+strategy = "hunt"
+member_ring_time = 10
+ring_time = 40
+no_answer = "voicemail:support-vm"
+
+[destinations.alice-vm]
+kind = "voicemail"
+uri = "sip:vm-alice@127.0.0.1:5090"
+[destinations.alice-oh]
+kind = "voicemail"
+uri = "sip:oh-alice@127.0.0.1:5090"
+[destinations.carol-vm]
+kind = "voicemail"
+uri = "sip:vm-carol@127.0.0.1:5090"
+[destinations.dave-vm]
+kind = "voicemail"
+uri = "sip:vm-dave@127.0.0.1:5090"
+[destinations.support-vm]
+kind = "voicemail"
+uri = "sip:vm-support@127.0.0.1:5090"
+
+[schedules.office]
+timezone = "Europe/London"
+hours = ["mon-fri 09:00-17:00"]
+holidays = ["2026-12-25"]
+
+[trunks.carrier]
+sources = ["127.0.0.1"]
+outbound = ["+44*"]
+dids = { "+441632960000" = "team:support" }
+
+[profiles.lunch]
+incoming = "ring_devices"
+devices = ["mobile"]
+[profiles.meeting]
+incoming = "reject"
+reject_code = 480
+reject_reason = "In a meeting"
+"#;
+
+fn policy() -> Policy {
+    Policy::from_sources(&[Source {
+        name: "p.toml".into(),
+        text: POLICY.into(),
+    }])
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Monday 2026-11-23 10:00 UTC (10:00 in London: office open).
+fn monday() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 23, 10, 0, 0).unwrap()
+}
+
+fn call(to: &str) -> Call {
+    Call {
+        from: Caller::External("+15550100".into()),
+        to: to.into(),
+        call_id: "c1".into(),
+    }
+}
+
+fn everyone() -> View {
+    View::default()
+        .with_person("alice", 2)
+        .with_person("bob", 1)
+        .with_person("carol", 1)
+        .with_person("dave", 1)
+        .with_person("erin", 1)
+}
+
+fn run(c: &Call, v: &View) -> RoutePlan {
+    plan(&policy(), c, v, monday())
+}
+
+/// The first action of the plan.
+fn first(p: &RoutePlan) -> &Action {
+    match p.start {
+        Next::Step(i) => &p.steps[i].action,
+        Next::Final(c) => panic!("plan ends at once with {c}:\n{p}"),
+    }
+}
+
+fn ringing(p: &RoutePlan) -> Vec<(String, u32, u32)> {
+    match first(p) {
+        Action::Ring { legs, .. } => legs
+            .iter()
+            .map(|l| {
+                let who = match &l.target {
+                    LegTarget::Person { user, .. } => user.clone(),
+                    LegTarget::External { number, .. } => number.clone(),
+                };
+                (who, l.start, l.stop)
+            })
+            .collect(),
+        other => panic!("not ringing: {other:?}\n{p}"),
+    }
+}
+
+fn order_of(p: &RoutePlan) -> Vec<String> {
+    ringing(p).into_iter().map(|(w, _, _)| w).collect()
+}
+
+fn destination_of(p: &RoutePlan) -> String {
+    match first(p) {
+        Action::Destination { id, .. } => id.clone(),
+        other => panic!("not a destination: {other:?}\n{p}"),
+    }
+}
+
+#[test]
+fn available_user_rings_all_devices_for_ring_time() {
+    let p = run(&call("1001"), &everyone());
+    assert_eq!(ringing(&p), vec![("alice".into(), 0, 20)]);
+    let Next::Step(i) = p.start else { panic!() };
+    let Next::Step(vm) = p.steps[i].on_no_answer else {
+        panic!("{p}")
+    };
+    assert!(matches!(&p.steps[vm].action, Action::Destination { id, .. } if id == "alice-vm"));
+}
+
+#[test]
+fn dnd_follows_out_of_hours_route() {
+    let p = run(
+        &call("1001"),
+        &everyone().with_status("alice", Availability::DoNotDisturb),
+    );
+    assert_eq!(destination_of(&p), "alice-oh");
+}
+
+#[test]
+fn busy_status_follows_out_of_hours_route() {
+    let p = run(
+        &call("1001"),
+        &everyone().with_status("alice", Availability::Busy),
+    );
+    assert_eq!(destination_of(&p), "alice-oh");
+}
+
+#[test]
+fn away_still_rings() {
+    let p = run(
+        &call("1001"),
+        &everyone().with_status("alice", Availability::Away),
+    );
+    assert_eq!(order_of(&p), vec!["alice"]);
+}
+
+#[test]
+fn custom_keeps_ringing_and_shows_its_text() {
+    let mut v = everyone().with_status("alice", Availability::Custom);
+    v.people.get_mut("alice").unwrap().custom_text = Some("Out to lunch".into());
+    let p = run(&call("1001"), &v);
+    assert_eq!(order_of(&p), vec!["alice"]);
+    assert!(p.notes.iter().any(|n| n.contains("Out to lunch")), "{p}");
+}
+
+#[test]
+fn team_calls_skip_busy_and_dnd_members() {
+    let v = everyone()
+        .with_status("alice", Availability::DoNotDisturb)
+        .with_status("carol", Availability::Busy);
+    let p = run(&call("2000"), &v);
+    // Hunt goes round the two remaining members for the team's 40 s.
+    assert_eq!(order_of(&p), vec!["bob", "dave", "bob", "dave"]);
+    assert!(
+        p.notes.iter().any(|n| n.contains("alice skipped (dnd)")),
+        "{p}"
+    );
+}
+
+#[test]
+fn team_call_never_reaches_a_members_voicemail() {
+    let p = run(&call("2000"), &everyone());
+    let Next::Step(i) = p.start else { panic!() };
+    let Next::Step(vm) = p.steps[i].on_no_answer else {
+        panic!()
+    };
+    assert!(
+        matches!(&p.steps[vm].action, Action::Destination { id, .. } if id == "support-vm"),
+        "{p}"
+    );
+    assert!(
+        !p.steps
+            .iter()
+            .any(|s| matches!(&s.action, Action::Destination { id, .. } if id == "alice-vm")),
+        "{p}"
+    );
+}
+
+#[test]
+fn call_waiting_off_and_in_a_call_gets_busy_handling() {
+    let p = run(&call("1002"), &everyone().with_in_call("bob"));
+    assert_eq!(p.start, Next::Final(486));
+    // With call waiting on, a second call still rings.
+    let p = run(&call("1003"), &everyone().with_in_call("carol"));
+    assert_eq!(order_of(&p), vec!["carol"]);
+}
+
+#[test]
+fn busy_with_redirect_goes_to_the_busy_destination() {
+    let mut pol = POLICY.replace(
+        "[users.bob]\nextension = \"1002\"\ncall_waiting = false",
+        "[users.bob]\nextension = \"1002\"\ncall_waiting = false\nbusy = \"voicemail:carol-vm\"",
+    );
+    pol.push('\n');
+    let policy = Policy::from_sources(&[Source {
+        name: "p".into(),
+        text: pol,
+    }])
+    .unwrap();
+    let p = plan(
+        &policy,
+        &call("1002"),
+        &everyone().with_in_call("bob"),
+        monday(),
+    );
+    assert_eq!(destination_of(&p), "carol-vm");
+}
+
+#[test]
+fn profile_reject_answers_with_its_code() {
+    let p = run(&call("1001"), &everyone().with_profile("alice", "meeting"));
+    match first(&p) {
+        Action::Reject { code, reason } => {
+            assert_eq!((*code, reason.as_str()), (480, "In a meeting"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn profile_ring_only_some_devices() {
+    let p = run(&call("1001"), &everyone().with_profile("alice", "lunch"));
+    match first(&p) {
+        Action::Ring { legs, .. } => match &legs[0].target {
+            LegTarget::Person { devices, .. } => {
+                assert_eq!(devices, &vec!["sip:alice-dev1@127.0.0.1".to_string()])
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn profile_following_out_of_hours() {
+    let p = run(&call("1001"), &everyone().with_profile("alice", "holiday"));
+    assert_eq!(destination_of(&p), "alice-oh");
+}
+
+#[test]
+fn forwarding_rings_own_devices_first_then_both_without_dead_air() {
+    let p = run(&call("1004"), &everyone());
+    let legs = ringing(&p);
+    // dave's phone 0..30 s (keeps ringing), the forward target from 10 s to 30 s.
+    assert_eq!(
+        legs,
+        vec![("dave".into(), 0, 30), ("+447700900123".into(), 10, 30)]
+    );
+    match first(&p) {
+        Action::Ring { legs, .. } => assert_eq!(
+            legs[1].caller_id,
+            CallerIdRule::Number {
+                number: "1004".into(),
+                display: Some("dave".into())
+            }
+        ),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn direct_only_forwarding_is_not_applied_to_team_calls() {
+    let p = run(&call("2000"), &everyone());
+    assert!(!order_of(&p).contains(&"+447700900123".to_string()), "{p}");
+    assert!(
+        p.notes.iter().any(|n| n.contains("direct calls only")),
+        "{p}"
+    );
+}
+
+#[test]
+fn no_registered_devices_takes_the_unavailable_path() {
+    let p = run(&call("1003"), &View::default());
+    assert_eq!(destination_of(&p), "carol-vm");
+    let p = run(&call("1002"), &View::default());
+    assert_eq!(p.start, Next::Final(480), "{p}");
+}
+
+#[test]
+fn trunk_did_routes_to_its_destination() {
+    let c = Call {
+        from: Caller::Trunk {
+            trunk: "carrier".into(),
+            number: "+15550100".into(),
+        },
+        to: "+441632960000".into(),
+        call_id: "c2".into(),
+    };
+    let p = run(&c, &everyone());
+    assert_eq!(order_of(&p), vec!["alice", "bob", "carol", "dave"]);
+    let c = Call {
+        to: "+449999".into(),
+        ..c
+    };
+    assert_eq!(run(&c, &everyone()).start, Next::Final(404));
+}
+
+#[test]
+fn out_of_office_hours_follow_the_out_of_hours_destination() {
+    let saturday = Utc.with_ymd_and_hms(2026, 11, 28, 10, 0, 0).unwrap();
+    let p = plan(&policy(), &call("1005"), &everyone(), saturday);
+    assert_eq!(destination_of(&p), "alice-oh");
+    let christmas = Utc.with_ymd_and_hms(2026, 12, 25, 10, 0, 0).unwrap();
+    assert_eq!(
+        destination_of(&plan(&policy(), &call("1005"), &everyone(), christmas)),
+        "alice-oh"
+    );
+    // 08:30 UTC in winter is 08:30 in London: still closed.
+    let early = Utc.with_ymd_and_hms(2026, 11, 23, 8, 30, 0).unwrap();
+    assert_eq!(
+        destination_of(&plan(&policy(), &call("1005"), &everyone(), early)),
+        "alice-oh"
+    );
+    assert_eq!(order_of(&run(&call("1005"), &everyone())), vec!["erin"]);
+}
+
+#[test]
+fn outbound_call_carries_the_profile_caller_id() {
+    let c = Call {
+        from: Caller::User("alice".into()),
+        to: "+442079460000".into(),
+        call_id: "c3".into(),
+    };
+    let p = run(&c, &everyone());
+    let Action::Ring { legs, .. } = first(&p) else {
+        panic!()
+    };
+    assert_eq!(
+        legs[0].caller_id,
+        CallerIdRule::Number {
+            number: "+441632960001".into(),
+            display: Some("alice".into())
+        }
+    );
+    assert!(
+        matches!(&legs[0].target, LegTarget::External { trunk: Some(t), .. } if t == "carrier")
+    );
+    let p = run(&c, &everyone().with_profile("alice", "left_for_the_day"));
+    let Action::Ring { legs, .. } = first(&p) else {
+        panic!()
+    };
+    assert_eq!(
+        legs[0].caller_id,
+        CallerIdRule::Number {
+            number: "+447700900001".into(),
+            display: Some("alice".into())
+        }
+    );
+}
+
+fn team_with(strategy: &str) -> Policy {
+    let text = POLICY.replace("strategy = \"hunt\"", &format!("strategy = \"{strategy}\""));
+    Policy::from_sources(&[Source {
+        name: "p".into(),
+        text,
+    }])
+    .unwrap()
+}
+
+#[test]
+fn hunt_rings_in_list_order_one_at_a_time() {
+    let p = plan(&team_with("hunt"), &call("2000"), &everyone(), monday());
+    assert_eq!(
+        ringing(&p),
+        vec![
+            ("alice".into(), 0, 10),
+            ("bob".into(), 10, 20),
+            ("carol".into(), 20, 30),
+            ("dave".into(), 30, 40)
+        ]
+    );
+}
+
+#[test]
+fn hunt_goes_round_again_while_the_team_ring_time_lasts() {
+    let text = POLICY.replace(
+        "ring_time = 40\nno_answer = \"voicemail:support-vm\"",
+        "ring_time = 55\nno_answer = \"voicemail:support-vm\"",
+    );
+    let pol = Policy::from_sources(&[Source {
+        name: "p".into(),
+        text,
+    }])
+    .unwrap();
+    let v = everyone()
+        .with_status("alice", Availability::DoNotDisturb)
+        .with_status("carol", Availability::Busy);
+    let p = plan(&pol, &call("2000"), &v, monday());
+    assert_eq!(
+        ringing(&p),
+        vec![
+            ("bob".into(), 0, 10),
+            ("dave".into(), 10, 20),
+            ("bob".into(), 20, 30),
+            ("dave".into(), 30, 40),
+            ("bob".into(), 40, 50),
+            ("dave".into(), 50, 55)
+        ]
+    );
+    // A team of one rings on, not in pieces.
+    let v = v.with_status("dave", Availability::DoNotDisturb);
+    assert_eq!(
+        ringing(&plan(&pol, &call("2000"), &v, monday())),
+        vec![("bob".into(), 0, 55)]
+    );
+}
+
+#[test]
+fn ring_all_rings_everyone_at_once() {
+    let p = plan(&team_with("ring_all"), &call("2000"), &everyone(), monday());
+    assert!(ringing(&p).iter().all(|(_, s, e)| (*s, *e) == (0, 40)));
+}
+
+#[test]
+fn memory_hunt_starts_with_the_last_answerer() {
+    let v = everyone().with_last_answerer("support", "carol", 100);
+    let p = plan(&team_with("memory_hunt"), &call("2000"), &v, monday());
+    assert_eq!(order_of(&p), vec!["carol", "dave", "alice", "bob"]);
+}
+
+#[test]
+fn round_robin_starts_after_the_last_answerer() {
+    let v = everyone().with_last_answerer("support", "carol", 100);
+    let p = plan(&team_with("round_robin"), &call("2000"), &v, monday());
+    assert_eq!(order_of(&p), vec!["dave", "alice", "bob", "carol"]);
+}
+
+#[test]
+fn cumulative_adds_one_member_at_a_time() {
+    let p = plan(
+        &team_with("cumulative"),
+        &call("2000"),
+        &everyone(),
+        monday(),
+    );
+    assert_eq!(
+        ringing(&p),
+        vec![
+            ("alice".into(), 0, 40),
+            ("bob".into(), 10, 40),
+            ("carol".into(), 20, 40),
+            ("dave".into(), 30, 40)
+        ]
+    );
+}
+
+#[test]
+fn first_available_skips_anyone_on_a_call() {
+    let text = POLICY.replace(
+        "strategy = \"hunt\"",
+        "strategy = \"first_available\"\nskip_in_call = false",
+    );
+    let pol = Policy::from_sources(&[Source {
+        name: "p".into(),
+        text,
+    }])
+    .unwrap();
+    let p = plan(
+        &pol,
+        &call("2000"),
+        &everyone().with_in_call("alice"),
+        monday(),
+    );
+    assert_eq!(order_of(&p), vec!["bob", "carol", "dave", "bob"]);
+}
+
+#[test]
+fn least_recent_starts_with_the_longest_idle() {
+    let mut v = everyone();
+    let m = v.memory.entry("support".into()).or_default();
+    m.last_answered.insert("alice".into(), 300);
+    m.last_answered.insert("bob".into(), 100);
+    m.last_answered.insert("carol".into(), 200);
+    let p = plan(&team_with("least_recent"), &call("2000"), &v, monday());
+    assert_eq!(order_of(&p), vec!["dave", "bob", "carol", "alice"]);
+}
+
+#[test]
+fn random_is_reproducible_per_call() {
+    let pol = team_with("random");
+    let a = plan(&pol, &call("2000"), &everyone(), monday());
+    let b = plan(&pol, &call("2000"), &everyone(), monday());
+    assert_eq!(order_of(&a), order_of(&b));
+    let mut sorted = order_of(&a);
+    sorted.sort();
+    assert_eq!(sorted, vec!["alice", "bob", "carol", "dave"]);
+}
+
+#[test]
+fn team_with_nobody_available_goes_to_its_no_answer_destination() {
+    let v = View::default();
+    let p = run(&call("2000"), &v);
+    assert_eq!(destination_of(&p), "support-vm");
+}
+
+#[test]
+fn unknown_number_is_404() {
+    assert_eq!(run(&call("9999"), &everyone()).start, Next::Final(404));
+}
+
+#[test]
+fn explain_prints_steps_and_reasons() {
+    let p = run(
+        &call("2000"),
+        &everyone().with_status("alice", Availability::DoNotDisturb),
+    );
+    let text = p.to_string();
+    assert!(text.contains("ring (hunt)"), "{text}");
+    assert!(text.contains("alice skipped (dnd)"), "{text}");
+    assert!(text.contains("send to voicemail support-vm"), "{text}");
+}
