@@ -230,7 +230,7 @@ impl Policy {
             b.doc(s, d);
         }
         b.defaults();
-        b.check_refs();
+        b.check_refs(sources);
         b.check_loops();
         if b.errors.is_empty() {
             Ok(b.policy)
@@ -240,11 +240,11 @@ impl Policy {
     }
 }
 
-/// A reference to check once everything is read.
+/// A reference to check once everything is read. Its position is kept as a byte offset
+/// and turned into a line and column only if it is reported.
 struct Ref {
     file: String,
-    line: usize,
-    column: usize,
+    offset: usize,
     key: String,
     what: RefKind,
 }
@@ -404,11 +404,9 @@ impl Builder {
     }
 
     fn reference(&mut self, src: &Source, span: Range<usize>, key: String, what: RefKind) {
-        let (line, column) = crate::diagnostics::line_col(&src.text, span.start);
         self.refs.push(Ref {
             file: src.name.clone(),
-            line,
-            column,
+            offset: span.start,
             key,
             what,
         });
@@ -1314,7 +1312,7 @@ impl Builder {
         }
     }
 
-    fn check_refs(&mut self) {
+    fn check_refs(&mut self, sources: &[Source]) {
         let refs = std::mem::take(&mut self.refs);
         for r in refs {
             let problem = match &r.what {
@@ -1342,10 +1340,16 @@ impl Builder {
                     .then(|| format!("unknown profile {p:?}")),
             };
             if let Some(message) = problem {
+                let text = sources
+                    .iter()
+                    .find(|s| s.name == r.file)
+                    .map(|s| s.text.as_str())
+                    .unwrap_or("");
+                let (line, column) = crate::diagnostics::line_col(text, r.offset);
                 self.errors.push(Diagnostic {
                     file: r.file,
-                    line: r.line,
-                    column: r.column,
+                    line,
+                    column,
                     key: r.key,
                     message,
                 });
