@@ -2,6 +2,8 @@
 //! policy compiled into the binary.
 
 use crate::config::Config;
+use std::path::PathBuf;
+use std::time::SystemTime;
 use switchboard_policy::{Diagnostics, Policy, Source};
 
 /// The example policy compiled into the binary, used when the config names none.
@@ -17,4 +19,37 @@ pub fn load(config: &Config) -> Result<Policy, Diagnostics> {
             text: EMBEDDED_POLICY.into(),
         }]),
     }
+}
+
+/// What identifies the policy files' current contents cheaply: each file's path, length and
+/// modification time. Editors that save by writing a new file and renaming it change it too.
+pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+/// The fingerprint of the configured policy (None for the embedded one).
+pub fn fingerprint(config: &Config) -> Option<Fingerprint> {
+    let path = config.policy_path.as_ref()?;
+    let mut files = Vec::new();
+    if path.is_dir() {
+        if let Ok(rd) = std::fs::read_dir(path) {
+            files.extend(
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "toml")),
+            );
+        }
+    } else {
+        files.push(path.clone());
+    }
+    files.sort();
+    Some(
+        files
+            .into_iter()
+            .map(|f| {
+                let m = std::fs::metadata(&f).ok();
+                let len = m.as_ref().map(|m| m.len()).unwrap_or(0);
+                let modified = m.and_then(|m| m.modified().ok());
+                (f, len, modified)
+            })
+            .collect(),
+    )
 }

@@ -24,6 +24,8 @@ pub const SERVER: &str = concat!("Switchboard/", env!("CARGO_PKG_VERSION"));
 const INBOUND_QUEUE: usize = 65_536;
 /// Most events the core takes in one go before flushing its output.
 const BATCH: usize = 256;
+/// How often the policy files are checked for changes.
+const POLICY_POLL: Duration = Duration::from_secs(1);
 /// How long a draining daemon waits for answers still owed to the store.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
@@ -116,6 +118,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
     let mut drain_deadline: Option<Instant> = None;
+    // Editors save by rename, so the policy files are watched by polling their metadata.
+    let mut watch = tokio::time::interval(POLICY_POLL);
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = policy_source::fingerprint(&config);
     loop {
         let t = now();
         let wake = core
@@ -145,7 +151,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
             _ = sigterm.recv() => start_drain(&mut core, &mut drain_deadline),
             _ = sigint.recv() => start_drain(&mut core, &mut drain_deadline),
-            _ = sighup.recv() => reload(&config, &directory, &reload_failures),
+            _ = sighup.recv() => {
+                tracing::info!("SIGHUP: reloading the policy");
+                spawn_reload(&config, &directory, &reload_failures);
+            }
+            _ = watch.tick() => {
+                let now_seen = policy_source::fingerprint(&config);
+                if now_seen != seen {
+                    seen = now_seen;
+                    tracing::info!("policy files changed");
+                    spawn_reload(&config, &directory, &reload_failures);
+                }
+            }
         }
         while let Some(out) = core.poll_output() {
             match out {
@@ -194,6 +211,16 @@ fn start_drain(core: &mut Core, deadline: &mut Option<Instant>) {
         core.drain();
         *deadline = Some(Instant::now() + DRAIN_LIMIT);
     }
+}
+
+/// Reloads the policy off the SIP loop (a large policy takes tens of milliseconds).
+fn spawn_reload(
+    config: &Config,
+    directory: &Arc<ArcSwap<Box<dyn Directory>>>,
+    failures: &Arc<AtomicU64>,
+) {
+    let (config, directory, failures) = (config.clone(), directory.clone(), failures.clone());
+    tokio::task::spawn_blocking(move || reload(&config, &directory, &failures));
 }
 
 /// Loads the policy again; a policy that fails validation never replaces the running one.
