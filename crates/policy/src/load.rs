@@ -149,8 +149,20 @@ struct RawTrunk {
     uri: Option<S>,
     #[serde(default)]
     dids: Map<S>,
+    /// DIDs with office hours of their own.
+    #[serde(default)]
+    numbers: Vec<RawNumber>,
     #[serde(default)]
     outbound: Vec<S>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNumber {
+    number: S,
+    to: S,
+    schedule: Option<S>,
+    out_of_hours: Option<S>,
 }
 
 #[derive(Deserialize)]
@@ -1257,25 +1269,55 @@ impl Builder {
                 );
             }
         }
-        let mut dids = BTreeMap::new();
-        for (did, target) in &raw.dids {
-            let dkey = format!("{key}.dids.\"{}\"", did.get_ref());
-            if self
-                .policy
-                .trunks
-                .values()
-                .any(|t| t.dids.contains_key(did.get_ref()))
-            {
+        let mut dids: BTreeMap<String, Did> = BTreeMap::new();
+        let entries = raw
+            .dids
+            .iter()
+            .map(|(n, t)| (n, t, None, None, format!("{key}.dids.\"{}\"", n.get_ref())))
+            .chain(raw.numbers.iter().enumerate().map(|(i, n)| {
+                (
+                    &n.number,
+                    &n.to,
+                    n.schedule.as_ref(),
+                    n.out_of_hours.as_ref(),
+                    format!("{key}.numbers[{i}]"),
+                )
+            }));
+        for (number, to, schedule, out_of_hours, dkey) in entries {
+            let taken = dids.contains_key(number.get_ref())
+                || self
+                    .policy
+                    .trunks
+                    .values()
+                    .any(|t| t.dids.contains_key(number.get_ref()));
+            if taken {
                 self.err(
                     src,
-                    did.span(),
+                    number.span(),
                     dkey,
-                    format!("DID {} is already routed by another trunk", did.get_ref()),
+                    format!("DID {} is already routed", number.get_ref()),
                 );
                 continue;
             }
-            if let Some(t) = self.target(src, target, dkey) {
-                dids.insert(did.get_ref().clone(), t);
+            if let Some(s) = schedule {
+                self.reference(
+                    src,
+                    s.span(),
+                    format!("{dkey}.schedule"),
+                    RefKind::Schedule(s.get_ref().clone()),
+                );
+            }
+            let ooh =
+                out_of_hours.and_then(|o| self.target(src, o, format!("{dkey}.out_of_hours")));
+            if let Some(t) = self.target(src, to, dkey) {
+                dids.insert(
+                    number.get_ref().clone(),
+                    Did {
+                        target: t,
+                        schedule: schedule.map(|s| s.get_ref().clone()),
+                        out_of_hours: ooh,
+                    },
+                );
             }
         }
         if self.policy.trunks.contains_key(&tid) {

@@ -394,6 +394,15 @@ impl Network {
     }
 }
 
+/// A public number's routing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Did {
+    pub target: Target,
+    /// Office hours of this number; outside them calls go to `out_of_hours`.
+    pub schedule: Option<String>,
+    pub out_of_hours: Option<Target>,
+}
+
 /// A carrier connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Trunk {
@@ -403,7 +412,7 @@ pub struct Trunk {
     /// SIP URI outbound calls are sent to.
     pub uri: Option<String>,
     /// DID → where its calls go.
-    pub dids: BTreeMap<String, Target>,
+    pub dids: BTreeMap<String, Did>,
     /// Outbound number patterns (`+44*`, `0*`, exact numbers).
     pub outbound: Vec<String>,
 }
@@ -502,8 +511,8 @@ impl Policy {
             .find(|t| t.sources.iter().any(|n| n.contains(ip)))
     }
 
-    /// The trunk and target of a DID.
-    pub fn did(&self, number: &str) -> Option<(&Trunk, &Target)> {
+    /// The trunk and routing of a DID.
+    pub fn did(&self, number: &str) -> Option<(&Trunk, &Did)> {
         self.trunks
             .values()
             .find_map(|t| t.dids.get(number).map(|target| (t, target)))

@@ -75,6 +75,9 @@ pub enum Action {
         strategy: RingStrategy,
         /// The group whose memory records who answered (team id or `forward:<user>`).
         memory_group: Option<String>,
+        /// Named messages played to the caller at a given second (e.g. before forwarding);
+        /// an executor without media skips them with a log line.
+        announcements: Vec<(u32, String)>,
     },
     /// Play a named message (needs media; the executor may skip it with a log line).
     Message { name: String },
@@ -201,10 +204,23 @@ impl Planner<'_> {
             Caller::Trunk { trunk, .. } => {
                 let trunk = trunk.clone();
                 match self.policy.did(&to) {
-                    Some((t, target)) if t.id == trunk => {
-                        let target = target.clone();
-                        self.note(format!("DID {to} of trunk {trunk} routes to {target}"));
-                        self.target(&target, Context::Direct, format!("DID {to}"))
+                    Some((t, did)) if t.id == trunk => {
+                        let did = did.clone();
+                        if let (false, Some(ooh)) =
+                            (self.is_open(did.schedule.as_deref()), &did.out_of_hours)
+                        {
+                            self.note(format!("DID {to}: outside office hours"));
+                            return self.target(
+                                ooh,
+                                Context::Direct,
+                                format!("DID {to} is out of hours"),
+                            );
+                        }
+                        self.note(format!(
+                            "DID {to} of trunk {trunk} routes to {}",
+                            did.target
+                        ));
+                        self.target(&did.target, Context::Direct, format!("DID {to}"))
                     }
                     _ => {
                         self.note(format!("{to} is not a DID of trunk {trunk}"));
@@ -246,7 +262,7 @@ impl Planner<'_> {
         if self.policy.team(to).is_some() {
             return Some(Target::Team(to.to_string()));
         }
-        self.policy.did(to).map(|(_, t)| t.clone())
+        self.policy.did(to).map(|(_, d)| d.target.clone())
     }
 
     /// A user dialling an external number: out through a trunk with their caller ID.
@@ -275,6 +291,7 @@ impl Planner<'_> {
                 duration: 0,
                 strategy: RingStrategy::RingAll,
                 memory_group: None,
+                announcements: Vec::new(),
             },
             on_no_answer: Next::Final(408),
             on_busy: Next::Final(486),
@@ -341,6 +358,7 @@ impl Planner<'_> {
                         duration: 0,
                         strategy: RingStrategy::RingAll,
                         memory_group: None,
+                        announcements: Vec::new(),
                     },
                     on_no_answer: Next::Final(408),
                     on_busy: Next::Final(486),
@@ -510,6 +528,7 @@ impl Planner<'_> {
         let mut strategy = RingStrategy::RingAll;
         let mut memory_group = None;
         let mut no_answer = user.no_answer.clone();
+        let mut announcements = Vec::new();
         match &forwarding {
             None => {
                 if !devices.is_empty() {
@@ -570,6 +589,7 @@ impl Planner<'_> {
                 duration,
                 strategy,
                 memory_group,
+                announcements,
             },
             on_no_answer,
             on_busy,
@@ -821,6 +841,7 @@ impl Planner<'_> {
                 duration,
                 strategy: team.strategy,
                 memory_group: Some(id.to_string()),
+                announcements: Vec::new(),
             },
             on_no_answer: on_no_answer.clone(),
             on_busy: on_no_answer.clone(),
@@ -990,9 +1011,13 @@ impl fmt::Display for RoutePlan {
                     legs,
                     duration,
                     strategy,
+                    announcements,
                     ..
                 } => {
                     writeln!(f, "  ring ({}) for {duration} s:", strategy.as_str())?;
+                    for (at, name) in announcements {
+                        writeln!(f, "    at {at} s play message {name} to the caller (skipped without media)")?;
+                    }
                     for l in legs {
                         let who = match &l.target {
                             LegTarget::Person { user, devices } => {

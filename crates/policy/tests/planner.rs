@@ -42,6 +42,7 @@ ring_own_first = 10
 ring_time = 20
 direct_calls_only = true
 caller_id = "local"
+message = "forwarding-notice"
 
 [users.erin]
 extension = "1005"
@@ -83,6 +84,11 @@ holidays = ["2026-12-25"]
 sources = ["127.0.0.1"]
 outbound = ["+44*"]
 dids = { "+441632960000" = "team:support" }
+[[trunks.carrier.numbers]]
+number = "+441632960002"
+to = "user:alice"
+schedule = "office"
+out_of_hours = "voicemail:carol-vm"
 
 [profiles.lunch]
 incoming = "ring_devices"
@@ -359,6 +365,24 @@ fn trunk_did_routes_to_its_destination() {
         ..c
     };
     assert_eq!(run(&c, &everyone()).start, Next::Final(404));
+}
+
+#[test]
+fn did_out_of_hours_goes_to_its_own_destination() {
+    let c = Call {
+        from: Caller::Trunk {
+            trunk: "carrier".into(),
+            number: "+15550100".into(),
+        },
+        to: "+441632960002".into(),
+        call_id: "c4".into(),
+    };
+    assert_eq!(order_of(&run(&c, &everyone())), vec!["alice"]);
+    let night = Utc.with_ymd_and_hms(2026, 11, 23, 22, 0, 0).unwrap();
+    assert_eq!(
+        destination_of(&plan(&policy(), &c, &everyone(), night)),
+        "carol-vm"
+    );
 }
 
 #[test]

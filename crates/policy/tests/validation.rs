@@ -45,8 +45,8 @@ fn example_policy_loads() {
     );
     assert_eq!(p.default_profile().id, "available");
     assert_eq!(
-        p.did("+441632960000").unwrap().1,
-        &Target::Team("support".into())
+        p.did("+441632960000").unwrap().1.target,
+        Target::Team("support".into())
     );
     assert!(p.trunk_for_source("127.0.0.1".parse().unwrap()).is_some());
     assert!(p.trunk_for_source("192.0.2.1".parse().unwrap()).is_none());

@@ -1,0 +1,96 @@
+//! One case per validation error: the policy text, and the line, column, key and message
+//! the operator is shown.
+
+use switchboard_policy::{Policy, Source};
+
+const BASE: &str = "[destinations.vm]\nkind = \"voicemail\"\nuri = \"sip:vm@127.0.0.1\"\n";
+
+struct Case {
+    name: &'static str,
+    text: &'static str,
+    line: usize,
+    column: usize,
+    key: &'static str,
+    message: &'static str,
+}
+
+const CASES: &[Case] = &[
+    Case { name: "unknown field", text: "[users.a]\nextension = \"1\"\ncolour = 1\n", line: 3, column: 1, key: "users.a.colour", message: "unknown field `colour`" },
+    Case { name: "wrong type", text: "[users.a]\nextension = \"1\"\nring_time = \"long\"\n", line: 3, column: 13, key: "users.a.ring_time", message: "invalid type" },
+    Case { name: "ring time out of range", text: "[users.a]\nextension = \"1\"\nring_time = 9000\n", line: 3, column: 13, key: "users.a.ring_time", message: "9000 seconds is out of range: use 0 to 600" },
+    Case { name: "extension not digits", text: "[users.a]\nextension = \"1x\"\n", line: 2, column: 13, key: "users.a.extension", message: "extension \"1x\" must be digits" },
+    Case { name: "duplicate extension", text: "[users.a]\nextension = \"1\"\n[teams.t]\nextension = \"1\"\nmembers = [\"a\"]\n", line: 4, column: 13, key: "teams.t.extension", message: "extension 1 is already used by user a" },
+    Case { name: "bad target form", text: "[users.a]\nextension = \"1\"\nno_answer = \"voicemail\"\n", line: 3, column: 13, key: "users.a.no_answer", message: "is not a destination" },
+    Case { name: "unknown destination kind", text: "[users.a]\nextension = \"1\"\nno_answer = \"fax:x\"\n", line: 3, column: 13, key: "users.a.no_answer", message: "unknown destination kind \"fax\"" },
+    Case { name: "bad number", text: "[users.a]\nextension = \"1\"\nno_answer = \"number:12a\"\n", line: 3, column: 13, key: "users.a.no_answer", message: "is not a phone number" },
+    Case { name: "unknown user", text: "[users.a]\nextension = \"1\"\nno_answer = \"user:zz\"\n", line: 3, column: 13, key: "users.a.no_answer", message: "unknown user \"zz\"" },
+    Case { name: "unknown team", text: "[users.a]\nextension = \"1\"\nbusy = \"team:zz\"\n", line: 3, column: 8, key: "users.a.busy", message: "unknown team \"zz\"" },
+    Case { name: "unknown destination", text: "[users.a]\nextension = \"1\"\nout_of_hours = \"voicemail:zz\"\n", line: 3, column: 16, key: "users.a.out_of_hours", message: "unknown destination \"zz\"" },
+    Case { name: "destination of the wrong kind", text: "[users.a]\nextension = \"1\"\nno_answer = \"queue:vm\"\n", line: 3, column: 13, key: "users.a.no_answer", message: "destination \"vm\" is a voicemail, not a queue" },
+    Case { name: "unknown schedule", text: "[users.a]\nextension = \"1\"\nschedule = \"nine-to-five\"\n", line: 3, column: 12, key: "users.a.schedule", message: "unknown schedule \"nine-to-five\"" },
+    Case { name: "unknown profile", text: "[users.a]\nextension = \"1\"\nprofile_caller_ids = { napping = \"+1\" }\n", line: 3, column: 24, key: "users.a.profile_caller_ids.napping", message: "unknown profile \"napping\"" },
+    Case { name: "no secret", text: "[users.a]\nextension = \"1\"\n[users.a.sip]\nalgorithms = [\"md5\"]\n", line: 1, column: 1, key: "users.a.sip", message: "give a password, or ha1_md5 / ha1_sha256" },
+    Case { name: "unknown algorithm", text: "[users.a]\nextension = \"1\"\n[users.a.sip]\npassword = \"p\"\nalgorithms = [\"sha-1\"]\n", line: 5, column: 15, key: "users.a.sip.algorithms[0]", message: "unknown digest algorithm \"sha-1\"" },
+    Case { name: "bad HA1", text: "[users.a]\nextension = \"1\"\n[users.a.sip]\nha1_md5 = \"abc\"\nalgorithms = [\"md5\"]\n", line: 4, column: 11, key: "users.a.sip.ha1_md5", message: "an MD5 HA1 is 32 hex digits" },
+    Case { name: "bad SIP user name", text: "[users.a]\nextension = \"1\"\n[users.a.sip]\nusername = \"a b\"\npassword = \"p\"\n", line: 4, column: 12, key: "users.a.sip.username", message: "is not a usable SIP user name" },
+    Case { name: "duplicate SIP user name", text: "[users.a]\nextension = \"1\"\n[users.a.sip]\npassword = \"p\"\n[users.b]\nextension = \"2\"\n[users.b.sip]\nusername = \"a\"\npassword = \"p\"\n", line: 8, column: 12, key: "users.b.sip.username", message: "SIP user name a is already used by user a" },
+    Case { name: "unknown strategy", text: "[users.a]\nextension = \"1\"\n[teams.t]\nmembers = [\"a\"]\nstrategy = \"spiral\"\n", line: 5, column: 12, key: "teams.t.strategy", message: "unknown ring strategy \"spiral\"" },
+    Case { name: "empty team", text: "[teams.t]\nmembers = []\n", line: 2, column: 11, key: "teams.t.members", message: "a team needs at least one member" },
+    Case { name: "member listed twice", text: "[users.a]\nextension = \"1\"\n[teams.t]\nmembers = [\"a\", \"a\"]\n", line: 4, column: 17, key: "teams.t.members[1]", message: "a is listed twice" },
+    Case { name: "forwarding without targets", text: "[users.a]\nextension = \"1\"\n[users.a.forwarding]\ntargets = []\n", line: 4, column: 11, key: "users.a.forwarding.targets", message: "forwarding is on but has no targets" },
+    Case { name: "forwarding caller id", text: "[users.a]\nextension = \"1\"\n[users.a.forwarding]\ntargets = [\"hangup\"]\ncaller_id = \"mine\"\n", line: 5, column: 13, key: "users.a.forwarding.caller_id", message: "use remote (the caller's) or local (your own)" },
+    Case { name: "duplicate device", text: "[users.a]\nextension = \"1\"\ndevices = [{ name = \"desk\" }, { name = \"desk\" }]\n", line: 3, column: 40, key: "users.a.devices[1].name", message: "device desk is listed twice" },
+    Case { name: "destination URI", text: "[destinations.x]\nkind = \"menu\"\nuri = \"http://x\"\n", line: 3, column: 7, key: "destinations.x.uri", message: "\"http://x\" is not a SIP URI" },
+    Case { name: "bad time zone", text: "[schedules.s]\ntimezone = \"Mars/Olympus\"\nhours = []\n", line: 2, column: 12, key: "schedules.s.timezone", message: "unknown time zone \"Mars/Olympus\"" },
+    Case { name: "bad hours", text: "[schedules.s]\ntimezone = \"UTC\"\nhours = [\"mon-fri 17:00-09:00\"]\n", line: 3, column: 10, key: "schedules.s.hours[0]", message: "is not of the form \"mon-fri 09:00-17:00\"" },
+    Case { name: "bad holiday", text: "[schedules.s]\ntimezone = \"UTC\"\nhours = []\nholidays = [\"25/12\"]\n", line: 4, column: 13, key: "schedules.s.holidays[0]", message: "\"25/12\" is not a date (YYYY-MM-DD)" },
+    Case { name: "bad duration", text: "[profiles.x]\nnumber = 12\nstandard_length = \"a while\"\n", line: 3, column: 19, key: "profiles.x.standard_length", message: "\"a while\" is not a duration" },
+    Case { name: "profile number range", text: "[profiles.x]\nnumber = 0\n", line: 2, column: 10, key: "profiles.x.number", message: "a profile number is 1 to 999" },
+    Case { name: "profile without number", text: "[profiles.x]\nname = \"X\"\n", line: 1, column: 11, key: "profiles.x.number", message: "a new profile needs a number (11 or above)" },
+    Case { name: "default profile number taken", text: "[profiles.x]\nnumber = 2\n", line: 1, column: 11, key: "profiles.x.number", message: "profile number 2 belongs to the default profile \"Lunch\"" },
+    Case { name: "unknown availability", text: "[profiles.x]\nnumber = 12\navailability = \"asleep\"\n", line: 3, column: 16, key: "profiles.x.availability", message: "unknown status \"asleep\"" },
+    Case { name: "unknown incoming handling", text: "[profiles.x]\nnumber = 12\nincoming = \"ignore\"\n", line: 3, column: 12, key: "profiles.x.incoming", message: "unknown handling \"ignore\"" },
+    Case { name: "reject code", text: "[profiles.x]\nnumber = 12\nincoming = \"reject\"\nreject_code = 200\n", line: 4, column: 15, key: "profiles.x.reject_code", message: "a rejection code is 400 to 699" },
+    Case { name: "trunk source", text: "[trunks.c]\nsources = [\"10.0.0.0/99\"]\n", line: 2, column: 12, key: "trunks.c.sources[0]", message: "is not an address or network" },
+    Case { name: "trunk without sources or credentials", text: "[trunks.c]\noutbound = [\"+44*\"]\n", line: 1, column: 9, key: "trunks.c", message: "a trunk needs source addresses or SIP credentials" },
+    Case { name: "duplicate DID", text: "[trunks.c]\nsources = [\"127.0.0.1\"]\ndids = { \"+1\" = \"hangup\" }\n[[trunks.c.numbers]]\nnumber = \"+1\"\nto = \"hangup\"\n", line: 5, column: 10, key: "trunks.c.numbers[0]", message: "DID +1 is already routed" },
+    Case { name: "unknown status", text: "[statuses.sleepy]\ndirect = \"ring\"\n", line: 1, column: 11, key: "statuses.sleepy", message: "unknown status \"sleepy\"" },
+    Case { name: "unknown status effect", text: "[statuses.away]\ndirect = \"vanish\"\n", line: 2, column: 10, key: "statuses.away.direct", message: "unknown effect \"vanish\"" },
+    Case { name: "defined twice across files", text: "[users.vm]\nextension = \"9\"\n[destinations.vm]\nkind = \"voicemail\"\nuri = \"sip:x@y\"\n", line: 3, column: 15, key: "destinations.vm", message: "destination vm is defined twice" },
+    Case { name: "routing loop", text: "[users.a]\nextension = \"1\"\nno_answer = \"user:b\"\n[users.b]\nextension = \"2\"\nno_answer = \"user:a\"\n", line: 0, column: 0, key: "users.b.no_answer", message: "routing loop: users.a.no_answer -> users.b.no_answer" },
+];
+
+#[test]
+fn every_validation_error_has_its_position_and_message() {
+    let mut failures = Vec::new();
+    for c in CASES {
+        let result = Policy::from_sources(&[
+            Source {
+                name: "base.toml".into(),
+                text: BASE.into(),
+            },
+            Source {
+                name: "case.toml".into(),
+                text: c.text.into(),
+            },
+        ]);
+        let Err(errors) = result else {
+            failures.push(format!("{}: accepted", c.name));
+            continue;
+        };
+        let found = errors.iter().any(|d| {
+            d.key == c.key
+                && d.line == c.line
+                && d.column == c.column
+                && d.message.contains(c.message)
+                && (d.line == 0 || d.file == "case.toml")
+        });
+        if !found {
+            failures.push(format!(
+                "{}: expected {}:{} {} {:?}, got\n{errors}",
+                c.name, c.line, c.column, c.key, c.message
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
