@@ -565,9 +565,7 @@ impl Planner<'_> {
                 memory_group = Some(group);
                 no_answer = f.no_answer.clone();
                 if let Some(m) = &f.message {
-                    self.note(format!(
-                        "message {m} is played before forwarding (skipped without media)"
-                    ));
+                    announcements.push((first, m.clone()));
                 }
             }
         }

@@ -319,13 +319,21 @@ fn forwarding_rings_own_devices_first_then_both_without_dead_air() {
         vec![("dave".into(), 0, 30), ("+447700900123".into(), 10, 30)]
     );
     match first(&p) {
-        Action::Ring { legs, .. } => assert_eq!(
-            legs[1].caller_id,
-            CallerIdRule::Number {
-                number: "1004".into(),
-                display: Some("dave".into())
-            }
-        ),
+        Action::Ring {
+            legs,
+            announcements,
+            ..
+        } => {
+            assert_eq!(
+                legs[1].caller_id,
+                CallerIdRule::Number {
+                    number: "1004".into(),
+                    display: Some("dave".into())
+                }
+            );
+            // The outgoing message plays when forwarding begins.
+            assert_eq!(announcements, &vec![(10, "forwarding-notice".to_string())]);
+        }
         _ => unreachable!(),
     }
 }
