@@ -104,7 +104,7 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// The dotted key at a byte offset, read from the enclosing `[table]` header and the
 /// `key =` of that line (for errors the TOML parser reports with a position only).
-pub(crate) fn key_at(text: &str, offset: usize) -> String {
+pub fn key_at(text: &str, offset: usize) -> String {
     let offset = offset.min(text.len());
     let mut table = String::new();
     let mut key = String::new();

@@ -274,30 +274,7 @@ impl Planner<'_> {
         let trunk = trunk.id.clone();
         let caller_id = self.outbound_caller_id(user);
         let why = format!("{user} calls {number} out through trunk {trunk}");
-        let leg = Leg {
-            target: LegTarget::External {
-                number: number.to_string(),
-                trunk: Some(trunk),
-            },
-            start: 0,
-            stop: 0,
-            caller_id,
-            team_call: false,
-            why: why.clone(),
-        };
-        self.push(Step {
-            action: Action::Ring {
-                legs: vec![leg],
-                duration: 0,
-                strategy: RingStrategy::RingAll,
-                memory_group: None,
-                announcements: Vec::new(),
-            },
-            on_no_answer: Next::Final(408),
-            on_busy: Next::Final(486),
-            on_unavailable: Next::Final(480),
-            why,
-        })
+        self.external(number, Some(trunk), caller_id, why)
     }
 
     /// The caller ID a user presents on outbound calls: the active profile's (per user,
@@ -337,34 +314,12 @@ impl Planner<'_> {
             Target::Destination(kind, id) => self.destination(*kind, id, why),
             Target::External(n) => {
                 let n = n.clone();
-                let leg = Leg {
-                    target: LegTarget::External {
-                        number: n.clone(),
-                        trunk: self
-                            .policy
-                            .trunks()
-                            .find(|t| t.routes(&n))
-                            .map(|t| t.id.clone()),
-                    },
-                    start: 0,
-                    stop: 0,
-                    caller_id: CallerIdRule::Caller,
-                    team_call: false,
-                    why: why.clone(),
-                };
-                self.push(Step {
-                    action: Action::Ring {
-                        legs: vec![leg],
-                        duration: 0,
-                        strategy: RingStrategy::RingAll,
-                        memory_group: None,
-                        announcements: Vec::new(),
-                    },
-                    on_no_answer: Next::Final(408),
-                    on_busy: Next::Final(486),
-                    on_unavailable: Next::Final(480),
-                    why,
-                })
+                let trunk = self
+                    .policy
+                    .trunks()
+                    .find(|t| t.routes(&n))
+                    .map(|t| t.id.clone());
+                self.external(&n, trunk, CallerIdRule::Caller, why)
             }
             Target::Hangup => {
                 self.note(format!("{why}: hang up"));
@@ -373,6 +328,40 @@ impl Planner<'_> {
         };
         self.visiting.pop();
         next
+    }
+
+    /// A step that rings one external number through a trunk.
+    fn external(
+        &mut self,
+        number: &str,
+        trunk: Option<String>,
+        caller_id: CallerIdRule,
+        why: String,
+    ) -> Next {
+        let leg = Leg {
+            target: LegTarget::External {
+                number: number.to_string(),
+                trunk,
+            },
+            start: 0,
+            stop: 0,
+            caller_id,
+            team_call: false,
+            why: why.clone(),
+        };
+        self.push(Step {
+            action: Action::Ring {
+                legs: vec![leg],
+                duration: 0,
+                strategy: RingStrategy::RingAll,
+                memory_group: None,
+                announcements: Vec::new(),
+            },
+            on_no_answer: Next::Final(408),
+            on_busy: Next::Final(486),
+            on_unavailable: Next::Final(480),
+            why,
+        })
     }
 
     fn destination(&mut self, kind: DestinationKind, id: &str, why: String) -> Next {
@@ -482,12 +471,7 @@ impl Planner<'_> {
             }
             StatusEffect::Unavailable => {
                 self.note(format!("{id} is {}: unavailable", availability.as_str()));
-                return self.after_ring(
-                    &user,
-                    &user.no_answer,
-                    ctx,
-                    format!("{id} is unavailable"),
-                );
+                return self.unreachable(&user.no_answer, ctx, format!("{id} is unavailable"));
             }
         }
         if person.in_call && !user.call_waiting {
@@ -513,8 +497,7 @@ impl Planner<'_> {
         }
         if devices.is_empty() && forwarding.is_none() {
             self.note(format!("{id} has no registered devices: unavailable"));
-            return self.after_ring(
-                &user,
+            return self.unreachable(
                 &user.no_answer,
                 ctx,
                 format!("{id} has no registered devices"),
@@ -683,13 +666,13 @@ impl Planner<'_> {
         }
     }
 
-    /// Where a user's call goes when it cannot ring them (unavailable, no devices).
-    fn after_ring(&mut self, user: &User, no_answer: &Target, ctx: Context, why: String) -> Next {
+    /// Where a user's call goes when it cannot ring them (unavailable, no devices): their
+    /// no-answer destination, except on a team call, which a member's own destinations
+    /// never take.
+    fn unreachable(&mut self, no_answer: &Target, ctx: Context, why: String) -> Next {
         if ctx == Context::Team {
-            // A member's own destinations never take a team call.
             return Next::Final(480);
         }
-        let _ = user;
         self.target(no_answer, Context::Direct, why)
     }
 

@@ -6,6 +6,7 @@
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use switchboard_policy::diagnostics::{key_at, line_col};
 use switchboard_sip::transport::ListenAddr;
 use toml::Spanned;
 
@@ -426,49 +427,6 @@ impl Config {
             state_dir,
             policy_path: raw.policy.path.as_deref().map(resolve),
         })
-    }
-}
-
-/// 1-based line and column of a byte offset.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before
-        .rsplit('\n')
-        .next()
-        .map(|l| l.chars().count())
-        .unwrap_or(0)
-        + 1;
-    (line, column)
-}
-
-/// The dotted key at a byte offset: the enclosing `[table]` and the key of that line.
-fn key_at(text: &str, offset: usize) -> String {
-    let offset = offset.min(text.len());
-    let mut table = String::new();
-    let mut key = String::new();
-    let mut pos = 0;
-    for line in text.split_inclusive('\n') {
-        let t = line.trim();
-        if t.starts_with('[') && !t.starts_with("[[") {
-            table = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
-            key.clear();
-        } else if let Some((k, _)) = t.split_once('=') {
-            if !t.starts_with('#') {
-                key = k.trim().to_string();
-            }
-        }
-        pos += line.len();
-        if pos > offset {
-            break;
-        }
-    }
-    match (table.is_empty(), key.is_empty()) {
-        (true, true) => "-".into(),
-        (true, false) => key,
-        (false, true) => table,
-        (false, false) => format!("{table}.{key}"),
     }
 }
 

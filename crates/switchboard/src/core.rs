@@ -35,6 +35,12 @@ pub const METHODS: &[Method] = &[
     Method::Cancel,
 ];
 
+/// What requests may ask of this server: its methods, and no `Require` extensions yet.
+const CAPABILITIES: Capabilities<'static> = Capabilities {
+    methods: METHODS,
+    extensions: &[],
+};
+
 /// The current time, both ways the core needs it.
 #[derive(Clone, Copy, Debug)]
 pub struct Now {
@@ -235,11 +241,7 @@ impl Core {
     pub fn handle_inbound(&mut self, inbound: Inbound, now: Now) {
         match inbound {
             Inbound::Invalid { error, peer } => {
-                let allow = Capabilities {
-                    methods: METHODS,
-                    extensions: &[],
-                }
-                .allow();
+                let allow = CAPABILITIES.allow();
                 match error.response(&self.config.server, &allow) {
                     Some(bytes) => {
                         self.stats.rejected += 1;
@@ -277,11 +279,7 @@ impl Core {
     fn handle_request(&mut self, mut req: Request, peer: Peer, now: Now) {
         self.stats.requests += 1;
         message::stamp_via(&mut req, peer.addr);
-        let caps = Capabilities {
-            methods: METHODS,
-            extensions: &[],
-        };
-        if let Err(refusal) = check_request(&req, &caps) {
+        if let Err(refusal) = check_request(&req, &CAPABILITIES) {
             if req.method == Method::Ack {
                 self.stats.dropped += 1;
                 return; // an ACK is never answered
@@ -334,11 +332,7 @@ impl Core {
                     Some(&message::random_token()),
                     &self.config.server,
                 );
-                let allow = Capabilities {
-                    methods: METHODS,
-                    extensions: &[],
-                }
-                .allow();
+                let allow = CAPABILITIES.allow();
                 resp.headers.push(Header::Allow(allow.into()));
                 resp.headers.push(Header::Accept("application/sdp".into()));
                 self.respond(tx, resp, now)
@@ -351,11 +345,7 @@ impl Core {
                     Some(&message::random_token()),
                     &self.config.server,
                 );
-                let allow = Capabilities {
-                    methods: METHODS,
-                    extensions: &[],
-                }
-                .allow();
+                let allow = CAPABILITIES.allow();
                 resp.headers.push(Header::Allow(allow.into()));
                 self.respond(tx, resp, now)
             }
