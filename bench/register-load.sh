@@ -62,6 +62,8 @@ start_switchboard() { # $1 = auth true|false
 [sip]
 listen = ["udp:127.0.0.1:$port"]
 realm = "switchboard.local"
+[api]
+listen = ""
 [auth]
 required = $1
 max_failures = 1000000

@@ -53,6 +53,8 @@ struct RawUser {
     busy: Option<S>,
     call_waiting: Option<bool>,
     caller_id: Option<String>,
+    /// Bearer token for the presence API (this user's own presence only).
+    api_token: Option<S>,
     #[serde(default)]
     profile_caller_ids: Map<String>,
     out_of_hours: Option<S>,
@@ -1032,6 +1034,16 @@ impl Builder {
                 RefKind::Schedule(s.get_ref().clone()),
             );
         }
+        if let Some(t) = &raw.api_token {
+            if t.get_ref().len() < 16 || t.get_ref().contains(char::is_whitespace) {
+                self.err(
+                    src,
+                    t.span(),
+                    format!("{key}.api_token"),
+                    "an API token needs at least 16 characters and no spaces",
+                );
+            }
+        }
         let mut profile_caller_ids = BTreeMap::new();
         for (p, cid) in raw.profile_caller_ids {
             self.reference(
@@ -1128,6 +1140,7 @@ impl Builder {
                 no_answer,
                 busy,
                 call_waiting: raw.call_waiting.unwrap_or(true),
+                api_token: raw.api_token.map(|t| t.into_inner()),
                 caller_id: raw.caller_id,
                 profile_caller_ids,
                 out_of_hours,

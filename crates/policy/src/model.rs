@@ -215,6 +215,8 @@ pub struct User {
     pub no_answer: Target,
     pub busy: BusyAction,
     pub call_waiting: bool,
+    /// Bearer token of the presence API for this user.
+    pub api_token: Option<String>,
     /// Outbound caller ID (number) by default.
     pub caller_id: Option<String>,
     /// Outbound caller ID per profile id.

@@ -69,6 +69,8 @@ struct RawConfig {
     store: RawStore,
     #[serde(default)]
     policy: RawPolicy,
+    #[serde(default)]
+    api: RawApi,
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,6 +182,22 @@ struct RawPolicy {
     path: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawApi {
+    listen: Option<Spanned<String>>,
+    admin_token: Option<Spanned<String>>,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        RawApi {
+            listen: Some(Spanned::new(0..0, "127.0.0.1:8080".into())),
+            admin_token: None,
+        }
+    }
+}
+
 /// The validated configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -208,6 +226,10 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// The policy file or directory; None: the built-in example policy.
     pub policy_path: Option<PathBuf>,
+    /// The presence API's address (None: no API).
+    pub api_listen: Option<std::net::SocketAddr>,
+    /// The bearer token that may do everything in the API.
+    pub admin_token: Option<String>,
 }
 
 impl Config {
@@ -377,6 +399,30 @@ impl Config {
                 "must be at least 1".into(),
             );
         }
+        let api_listen = match &raw.api.listen {
+            Some(l) if l.get_ref().is_empty() => None,
+            Some(l) => match l.get_ref().parse::<std::net::SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    err(
+                        l.span(),
+                        "api.listen",
+                        format!("{:?} is not an address and port", l.get_ref()),
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        if let Some(t) = &raw.api.admin_token {
+            if t.get_ref().len() < 16 || t.get_ref().contains(char::is_whitespace) {
+                err(
+                    t.span(),
+                    "api.admin_token",
+                    "the admin token needs at least 16 characters and no spaces".into(),
+                );
+            }
+        }
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -426,6 +472,8 @@ impl Config {
             block_secs: raw.auth.block_secs,
             state_dir,
             policy_path: raw.policy.path.as_deref().map(resolve),
+            api_listen,
+            admin_token: raw.api.admin_token.map(|t| t.into_inner()),
         })
     }
 }
@@ -440,6 +488,7 @@ mod tests {
         assert!(c.listen.iter().all(|l| l.addr.ip().is_loopback()));
         assert!(c.listen.iter().any(|l| l.addr.port() == 5060));
         assert!(c.policy_path.is_none());
+        assert!(c.api_listen.unwrap().ip().is_loopback());
     }
 
     #[test]

@@ -7,12 +7,14 @@
 //! drive the core directly with a virtual clock.
 
 use crate::directory::Directory;
+use crate::presence_service::{self, ApiError, PresenceService, Reply};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use switchboard_presence::model::PersonPresence;
 use switchboard_presence::store::Write;
 use switchboard_sip::auth::{Authenticator, DigestConfig, FailureOutcome, Role, Throttle, Verdict};
 use switchboard_sip::message::{self, check_request, Capabilities};
@@ -78,6 +80,11 @@ pub enum Output {
         token: u64,
         writes: Vec<Write>,
     },
+    /// The answer to presence command `id` (see [`Core::handle_command`]).
+    Reply {
+        id: u64,
+        reply: Reply,
+    },
 }
 
 /// Counters of the core.
@@ -92,12 +99,21 @@ pub struct CoreStats {
     pub store_failures: u64,
 }
 
-/// A REGISTER answer waiting for its bindings to be durable.
-struct PendingRegister {
-    tx: TxId,
-    response: Response,
-    aor: String,
-    previous: Vec<Binding>,
+/// An answer waiting for its writes to be durable.
+enum Pending {
+    /// A REGISTER's 200.
+    Register {
+        tx: TxId,
+        response: Response,
+        aor: String,
+        previous: Vec<Binding>,
+    },
+    /// A presence change's answer.
+    Presence {
+        id: u64,
+        answer: serde_json::Value,
+        before: (String, PersonPresence),
+    },
 }
 
 pub struct Core {
@@ -107,7 +123,8 @@ pub struct Core {
     registrar: Registrar,
     auth: Authenticator,
     throttle: Throttle,
-    pending: HashMap<u64, PendingRegister>,
+    pending: HashMap<u64, Pending>,
+    presence: PresenceService,
     next_token: u64,
     out: VecDeque<Output>,
     stats: CoreStats,
@@ -132,7 +149,9 @@ impl Core {
             now.mono,
         );
         let throttle = Throttle::new(config.max_failures, config.failure_window, config.block);
+        let presence = PresenceService::new(directory.load().policy());
         Core {
+            presence,
             transactions: TransactionLayer::new(config.timers),
             registrar: Registrar::new(config.registrar),
             auth,
@@ -160,6 +179,58 @@ impl Core {
             }
         }
         self.registrar.restore(bindings, now.unix)
+    }
+
+    /// Loads presence read back from the durable store (profiles that ended while the
+    /// daemon was down end now, and that is stored).
+    pub fn restore_presence(&mut self, rows: Vec<(String, Vec<u8>)>, now: Now) {
+        let directory = self.directory.load();
+        let writes = self
+            .presence
+            .restore(rows, directory.policy(), now.unix as i64);
+        self.persist_unacknowledged(writes);
+    }
+
+    pub fn presence(&self) -> &PresenceService {
+        &self.presence
+    }
+
+    fn persist_unacknowledged(&mut self, writes: Vec<Write>) {
+        if !writes.is_empty() {
+            let token = self.token();
+            self.out.push_back(Output::Persist { token, writes });
+        }
+    }
+
+    /// A presence command from the API or the CLI; the answer comes as [`Output::Reply`]
+    /// with `id`, after any change it makes is durable.
+    pub fn handle_command(&mut self, id: u64, req: presence_service::Request, now: Now) {
+        let directory = self.directory.load();
+        let result = self
+            .presence
+            .handle(&req, directory.policy(), now.unix as i64);
+        match result {
+            Err(e) => self.out.push_back(Output::Reply { id, reply: Err(e) }),
+            Ok(Ok(answer)) => self.out.push_back(Output::Reply {
+                id,
+                reply: Ok(answer),
+            }),
+            Ok(Err(p)) => {
+                let token = self.token();
+                self.pending.insert(
+                    token,
+                    Pending::Presence {
+                        id,
+                        answer: p.answer,
+                        before: p.before,
+                    },
+                );
+                self.out.push_back(Output::Persist {
+                    token,
+                    writes: p.writes,
+                });
+            }
+        }
     }
 
     pub fn registrar(&self) -> &Registrar {
@@ -190,10 +261,14 @@ impl Core {
             .registrar
             .next_expiry()
             .map(|t| now.mono + Duration::from_secs(t.saturating_sub(now.unix)));
-        match (self.transactions.poll_timeout(), expiry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let profile_end = self
+            .presence
+            .next_end()
+            .map(|t| now.mono + Duration::from_secs((t.max(0) as u64).saturating_sub(now.unix)));
+        [self.transactions.poll_timeout(), expiry, profile_end]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn handle_timeout(&mut self, now: Now) {
@@ -207,6 +282,8 @@ impl Core {
             self.out.push_back(Output::Persist { token, writes });
         }
         self.throttle.expire(now.mono);
+        let ended = self.presence.expire(now.unix as i64);
+        self.persist_unacknowledged(ended);
     }
 
     fn token(&mut self) -> u64 {
@@ -217,24 +294,43 @@ impl Core {
 
     /// The outcome of a [`Output::Persist`].
     pub fn handle_persisted(&mut self, token: u64, ok: bool, now: Now) {
-        let Some(p) = self.pending.remove(&token) else {
-            if !ok {
-                self.stats.store_failures += 1;
+        if !ok {
+            self.stats.store_failures += 1;
+        }
+        let (tx, response, aor, previous) = match self.pending.remove(&token) {
+            None => return,
+            Some(Pending::Presence { id, answer, before }) => {
+                let reply = if ok {
+                    Ok(answer)
+                } else {
+                    self.presence.rollback(before);
+                    Err(ApiError::new(
+                        503,
+                        None,
+                        "the change could not be stored; try again",
+                    ))
+                };
+                self.out.push_back(Output::Reply { id, reply });
+                return;
             }
-            return;
+            Some(Pending::Register {
+                tx,
+                response,
+                aor,
+                previous,
+            }) => (tx, response, aor, previous),
         };
         if ok {
-            self.respond(p.tx, p.response, now);
+            self.respond(tx, response, now);
         } else {
-            self.stats.store_failures += 1;
-            self.registrar.rollback(&p.aor, p.previous);
-            let mut resp = p.response;
+            self.registrar.rollback(&aor, previous);
+            let mut resp = response;
             resp.status_code = 500.into();
             resp.headers.retain(|h| !matches!(h, Header::Contact(_)));
             resp.headers
                 .push(message::warning("bindings could not be stored"));
             resp.headers.push(Header::RetryAfter("5".into()));
-            self.respond(p.tx, resp, now);
+            self.respond(tx, resp, now);
         }
     }
 
@@ -486,7 +582,7 @@ impl Core {
         let token = self.token();
         self.pending.insert(
             token,
-            PendingRegister {
+            Pending::Register {
                 tx,
                 response: resp,
                 aor,
@@ -712,6 +808,55 @@ mod tests {
         c.handle_inbound(register(1, "a", 600, None), at(t0, 0));
         let out = sent(&outputs(&mut c));
         assert!(out[0].starts_with("SIP/2.0 503"), "{out:?}");
+    }
+
+    #[test]
+    fn presence_change_is_answered_once_durable_and_rolled_back_on_failure() {
+        use crate::presence_service::{Command, Request};
+        use switchboard_presence::model::Interface;
+        let t0 = Instant::now();
+        let mut c = core(t0);
+        let req = |status: &str| Request {
+            who: "alice".into(),
+            admin: false,
+            via: Interface::Api,
+            command: Command::SetStatus {
+                user: "alice".into(),
+                status: status.into(),
+                text: None,
+            },
+        };
+        c.handle_command(1, req("dnd"), at(t0, 0));
+        let token = match &outputs(&mut c)[..] {
+            [Output::Persist { token, writes }] => {
+                assert_eq!(writes[0].table, crate::presence_service::PRESENCE);
+                *token
+            }
+            other => panic!("no answer before the change is durable: {other:?}"),
+        };
+        c.handle_persisted(token, false, at(t0, 0));
+        match &outputs(&mut c)[..] {
+            [Output::Reply {
+                id: 1,
+                reply: Err(e),
+            }] => assert_eq!(e.status, 503),
+            other => panic!("{other:?}"),
+        }
+        // Rolled back: still available.
+        let avail = c.presence().model().get("alice").unwrap().availability;
+        assert_eq!(avail.as_str(), "available");
+        c.handle_command(2, req("away"), at(t0, 1));
+        let Some(Output::Persist { token, .. }) = c.poll_output() else {
+            panic!()
+        };
+        c.handle_persisted(token, true, at(t0, 1));
+        match &outputs(&mut c)[..] {
+            [Output::Reply {
+                id: 2,
+                reply: Ok(v),
+            }] => assert_eq!(v["availability"], "away"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -16,6 +16,10 @@ pub trait Directory: Send + Sync {
     /// The algorithms offered to a user name that does not exist: the set most users have,
     /// so a challenge does not tell whether a user exists.
     fn decoy_algorithms(&self) -> Vec<Algorithm>;
+    /// The whole policy (profiles, people) for presence and routing.
+    fn policy(&self) -> &Policy;
+    /// The user whose presence API token this is.
+    fn user_for_token(&self, token: &str) -> Option<String>;
 }
 
 fn sip_algorithms(list: &[DigestAlgorithm]) -> Vec<Algorithm> {
@@ -31,16 +35,21 @@ fn sip_algorithms(list: &[DigestAlgorithm]) -> Vec<Algorithm> {
 pub struct PolicyDirectory {
     policy: Policy,
     decoy: Vec<Algorithm>,
+    tokens: std::collections::HashMap<String, String>,
 }
 
 impl PolicyDirectory {
     pub fn new(policy: Policy) -> Self {
         let decoy = most_common_algorithms(&policy);
-        PolicyDirectory { policy, decoy }
-    }
-
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+        let tokens = policy
+            .users()
+            .filter_map(|u| u.api_token.clone().map(|t| (t, u.id.clone())))
+            .collect();
+        PolicyDirectory {
+            policy,
+            decoy,
+            tokens,
+        }
     }
 }
 
@@ -87,6 +96,14 @@ impl Directory for PolicyDirectory {
 
     fn decoy_algorithms(&self) -> Vec<Algorithm> {
         self.decoy.clone()
+    }
+
+    fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    fn user_for_token(&self, token: &str) -> Option<String> {
+        self.tokens.get(token).cloned()
     }
 
     fn user_of_username(&self, username: &str) -> Option<String> {

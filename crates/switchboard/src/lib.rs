@@ -4,9 +4,12 @@
 //! The binary (`main.rs`) is a thin command-line front; everything here is a library so
 //! that tests, benchmarks and fuzz targets can drive the same code.
 
+pub mod api;
+pub mod client;
 pub mod config;
 pub mod core;
 pub mod directory;
 pub mod explain;
 pub mod policy_source;
+pub mod presence_service;
 pub mod server;

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use switchboard::{config, explain, policy_source, server};
+use switchboard::{client, config, explain, policy_source, server};
 
 /// The daemon allocates and frees many small buffers per message; mimalloc measured faster
 /// than the system allocator under load (see the commit that added it).
@@ -30,6 +30,20 @@ enum Command {
         /// Configuration file.
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// See and change presence through the running daemon's API.
+    Presence {
+        /// Configuration file (to find the API's address).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The API's address (default: the config's api.listen).
+        #[arg(long)]
+        api: Option<std::net::SocketAddr>,
+        /// Bearer token: a person's api_token, or the admin token.
+        #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+        token: String,
+        #[command(subcommand)]
+        action: PresenceAction,
     },
     /// Print the plan a call would get, step by step, and why.
     Explain {
@@ -60,6 +74,35 @@ enum Command {
         /// Who answered the previous call to a group, e.g. support=bob (repeatable).
         #[arg(long)]
         last_answerer: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PresenceAction {
+    /// Everyone's status, profile, message and call status.
+    List,
+    /// Set a person's status (available, away, busy, dnd, custom, unavailable, on_break,
+    /// after_call_work); a custom status takes its text from --message.
+    Set {
+        user: String,
+        status: String,
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// Activate a profile (id or number) until a time, for a length, or for its standard
+    /// length.
+    Profile {
+        user: String,
+        profile: String,
+        /// End time: HH:MM (today, UTC) or RFC 3339.
+        #[arg(long, conflicts_with = "for_")]
+        until: Option<String>,
+        /// Length: 45m, 1h30m.
+        #[arg(long = "for")]
+        for_: Option<String>,
+        /// A temporary status message for this activation.
+        #[arg(long)]
+        message: Option<String>,
     },
 }
 
@@ -144,6 +187,77 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: {e}");
                     ExitCode::from(2)
+                }
+            }
+        }
+        Command::Presence {
+            config,
+            api,
+            token,
+            action,
+        } => {
+            let addr = match api {
+                Some(a) => a,
+                None => match load_config(config.as_ref()).map(|c| c.api_listen) {
+                    Ok(Some(a)) => a,
+                    Ok(None) => {
+                        eprintln!("error: the configuration turns the presence API off");
+                        return ExitCode::FAILURE;
+                    }
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
+            let c = client::Client { addr, token };
+            let result = match action {
+                PresenceAction::List => c.call("GET", "/v1/presence", None).map(|v| {
+                    v["people"]
+                        .as_array()
+                        .map(|people| {
+                            people
+                                .iter()
+                                .map(client::format_person)
+                                .collect::<Vec<_>>()
+                                .join("\n")
+                        })
+                        .unwrap_or_default()
+                }),
+                PresenceAction::Set {
+                    user,
+                    status,
+                    message,
+                } => c
+                    .call(
+                        "PUT",
+                        &format!("/v1/presence/{user}/status"),
+                        Some(&client::status_body(&status, message.as_deref())),
+                    )
+                    .map(|v| client::format_person(&v)),
+                PresenceAction::Profile {
+                    user,
+                    profile,
+                    until,
+                    for_,
+                    message,
+                } => client::profile_body(
+                    &profile,
+                    until.as_deref(),
+                    for_.as_deref(),
+                    message.as_deref(),
+                )
+                .and_then(|b| c.call("PUT", &format!("/v1/presence/{user}/profile"), Some(&b)))
+                .map(|v| client::format_person(&v)),
+            };
+            match result {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
                 }
             }
         }

@@ -1,11 +1,14 @@
 //! The async shell around [`Core`]: sockets, the durable store, the clock, signals.
 
+use crate::api::{self, Envelope};
 use crate::config::Config;
 use crate::core::{Core, CoreConfig, Now, Output, BINDINGS};
 use crate::directory::{Directory, PolicyDirectory};
 use crate::policy_source;
+use crate::presence_service::{Reply, PRESENCE};
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,6 +19,7 @@ use switchboard_sip::transaction::TimerConfig;
 use switchboard_sip::transport::{Inbound, TransportConfig, Transports};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 
 /// The Server header of every response.
 pub const SERVER: &str = concat!("Switchboard/", env!("CARGO_PKG_VERSION"));
@@ -80,6 +84,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let rows = store
         .scan(BINDINGS)
         .context("reading registrations back from the store")?;
+    let presence_rows = store
+        .scan(PRESENCE)
+        .context("reading presence back from the store")?;
     let committer = GroupCommitter::new(store.clone());
 
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
@@ -104,6 +111,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut core = Core::new(core_config(&config), directory.clone(), local, t);
     let restored = core.restore_bindings(rows, t);
     tracing::info!(bindings = restored, state_dir = %config.state_dir.display(), "registrations restored");
+    let people = presence_rows.len();
+    core.restore_presence(presence_rows, t);
+    tracing::info!(people, "presence restored");
+
+    // The presence API hands its commands to this loop.
+    let (api_tx, mut api_rx) = mpsc::channel::<Envelope>(1024);
+    if let Some(addr) = config.api_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the presence API to {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "presence API listening");
+        let app = api::router(
+            directory.clone(),
+            config.admin_token.clone(),
+            api_tx.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "presence API stopped");
+            }
+        });
+    }
+    drop(api_tx);
+    let mut replies: HashMap<u64, oneshot::Sender<Reply>> = HashMap::new();
+    let mut next_reply = 0u64;
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, bool)>();
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -149,6 +181,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             _ = tokio::time::sleep_until(wake.into()) => {
                 core.handle_timeout(now());
             }
+            Some((req, reply)) = api_rx.recv() => {
+                next_reply += 1;
+                replies.insert(next_reply, reply);
+                core.handle_command(next_reply, req, now());
+            }
             _ = sigterm.recv() => start_drain(&mut core, &mut drain_deadline),
             _ = sigint.recv() => start_drain(&mut core, &mut drain_deadline),
             _ = sighup.recv() => {
@@ -167,6 +204,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         while let Some(out) = core.poll_output() {
             match out {
                 Output::Send { to, bytes } => transports.send(to, bytes),
+                Output::Reply { id, reply } => {
+                    if let Some(tx) = replies.remove(&id) {
+                        let _ = tx.send(reply);
+                    }
+                }
                 Output::Persist { token, writes } => {
                     let done = done_tx.clone();
                     committer.submit(

@@ -54,7 +54,7 @@ fn ready_then_stopping_then_clean_exit() {
     std::fs::write(
         &config,
         format!(
-            "[sip]\nlisten = [\"udp:127.0.0.1:{port}\"]\nrealm = \"switchboard.local\"\n\
+            "[sip]\nlisten = [\"udp:127.0.0.1:{port}\"]\nrealm = \"switchboard.local\"\n[api]\nlisten = \"\"\n\
              [store]\nstate_dir = \"{}\"\n",
             dir.path().join("state").display()
         ),

@@ -79,6 +79,9 @@ pub fn require(program: &str) {
     );
 }
 
+/// The admin token of the presence API in tests.
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
+
 /// Settings of a daemon under test.
 #[derive(Clone)]
 pub struct Options {
@@ -104,6 +107,8 @@ impl Default for Options {
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The presence API's port.
+    pub api_port: u16,
     pub opts: Options,
     child: Option<Child>,
     log: PathBuf,
@@ -117,6 +122,7 @@ impl Daemon {
         let mut d = Daemon {
             dir,
             port,
+            api_port: free_port(),
             opts,
             child: None,
             log: PathBuf::new(),
@@ -142,8 +148,10 @@ impl Daemon {
         }
         let config = format!(
             "[sip]\nlisten = [{}]\nrealm = \"switchboard.local\"\ndomains = [\"switchboard.local\", \"127.0.0.1\"]\n\
+             [api]\nlisten = \"127.0.0.1:{}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n\
              [store]\nstate_dir = \"{}\"\n[policy]\npath = \"{}\"\n{}",
             listen.join(", "),
+            self.api_port,
             self.dir.path().join("state").display(),
             self.dir.path().join("policy.toml").display(),
             if self.opts.extra.contains("[auth]") {
