@@ -14,7 +14,7 @@
 use crate::message::{response_target, split_first_value};
 use crate::msg::headers::{Header, Headers};
 use crate::msg::prelude::*;
-use crate::msg::{Method, Request, Response, StatusCode, Version};
+use crate::msg::{Method, Request, Response, Version};
 use crate::peer::Peer;
 use bytes::Bytes;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -651,36 +651,7 @@ impl TransactionLayer {
             return None;
         }
         let req = tx.request.as_ref()?;
-        let mut headers = Headers::default();
-        let mut via_done = false;
-        for h in req.headers.iter() {
-            match h {
-                Header::Via(v) if !via_done => {
-                    via_done = true;
-                    headers.push(Header::Via(
-                        split_first_value(v.value()).0.trim().to_string().into(),
-                    ));
-                }
-                Header::From(_)
-                | Header::To(_)
-                | Header::CallId(_)
-                | Header::Route(_)
-                | Header::MaxForwards(_) => headers.push(h.clone()),
-                Header::CSeq(c) => {
-                    let seq = c.value().split_whitespace().next().unwrap_or("1");
-                    headers.push(Header::CSeq(format!("{seq} CANCEL").into()));
-                }
-                _ => {}
-            }
-        }
-        headers.push(Header::ContentLength(0.into()));
-        Some(Request {
-            method: Method::Cancel,
-            uri: req.uri.clone(),
-            version: Version::V2,
-            headers,
-            body: Vec::new(),
-        })
+        Some(sibling_request(req, Method::Cancel, None))
     }
 
     // ---- timers -----------------------------------------------------------------------
@@ -813,6 +784,14 @@ fn server_key(req: &Request) -> Option<Key> {
 
 /// The ACK for a non-2xx final response (§17.1.1.3).
 fn ack_for(req: &Request, resp: &Response) -> Request {
+    let to = resp.to_header().ok().cloned();
+    sibling_request(req, Method::Ack, to)
+}
+
+/// A request of the same transaction identity as `req` (§9.1 CANCEL, §17.1.1.3 ACK): the
+/// same Request-URI, top Via, From, Call-ID, Route set and CSeq number, with `method`; To
+/// from `to` (the response's, for an ACK) or from `req`.
+fn sibling_request(req: &Request, method: Method, to: Option<crate::msg::To>) -> Request {
     let mut headers = Headers::default();
     let mut via_done = false;
     for h in req.headers.iter() {
@@ -823,32 +802,28 @@ fn ack_for(req: &Request, resp: &Response) -> Request {
                     split_first_value(v.value()).0.trim().to_string().into(),
                 ));
             }
+            Header::To(_) if to.is_none() => headers.push(h.clone()),
             Header::From(_) | Header::CallId(_) | Header::Route(_) | Header::MaxForwards(_) => {
                 headers.push(h.clone())
             }
             Header::CSeq(c) => {
                 let seq = c.value().split_whitespace().next().unwrap_or("1");
-                headers.push(Header::CSeq(format!("{seq} ACK").into()));
+                headers.push(Header::CSeq(format!("{seq} {method}").into()));
             }
             _ => {}
         }
     }
-    if let Ok(to) = resp.to_header() {
-        headers.push(Header::To(to.clone()));
+    if let Some(to) = to {
+        headers.push(Header::To(to));
     }
     headers.push(Header::ContentLength(0.into()));
     Request {
-        method: Method::Ack,
+        method,
         uri: req.uri.clone(),
         version: Version::V2,
         headers,
         body: Vec::new(),
     }
-}
-
-/// A status code as a number.
-pub fn code_of(s: &StatusCode) -> u16 {
-    u16::from(s.clone())
 }
 
 #[cfg(test)]
