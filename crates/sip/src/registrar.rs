@@ -51,6 +51,13 @@ pub struct Binding {
 }
 
 impl Binding {
+    /// Whether the binding is live at `now` (whole Unix seconds, rounded down). A binding
+    /// lives through the second of `expires_at`, so it never gets less than the expiry it
+    /// was granted, whatever fraction of a second `now` was cut from.
+    pub fn live_at(&self, now: u64) -> bool {
+        self.expires_at >= now
+    }
+
     /// What identifies this binding within its AoR.
     pub fn key(&self) -> String {
         match (&self.instance, self.reg_id) {
@@ -171,7 +178,7 @@ impl Registrar {
     pub fn restore(&mut self, bindings: impl IntoIterator<Item = Binding>, now: u64) -> usize {
         let mut n = 0;
         for b in bindings {
-            if b.expires_at > now {
+            if b.live_at(now) {
                 self.insert(b);
                 n += 1;
             }
@@ -184,7 +191,7 @@ impl Registrar {
         let mut v: Vec<&Binding> = self
             .table
             .get(aor)
-            .map(|bs| bs.iter().filter(|b| b.expires_at > now).collect())
+            .map(|bs| bs.iter().filter(|b| b.live_at(now)).collect())
             .unwrap_or_default();
         v.sort_by_key(|b| std::cmp::Reverse(b.q));
         v
@@ -199,16 +206,17 @@ impl Registrar {
         self.by_expiry.is_empty()
     }
 
-    /// When the next binding lapses.
+    /// When the next binding lapses (the second after its last live one).
     pub fn next_expiry(&self) -> Option<u64> {
-        self.by_expiry.first().map(|(t, _, _)| *t)
+        self.by_expiry.first().map(|(t, _, _)| *t + 1)
     }
 
     /// Removes bindings lapsed by `now` and returns the removals, to be made durable.
     pub fn expire(&mut self, now: u64) -> Vec<Change> {
         let mut out = Vec::new();
         while let Some((t, aor, key)) = self.by_expiry.first().cloned() {
-            if t > now {
+            // Live through its expiry second: `now` is whole seconds, cut down.
+            if t >= now {
                 break;
             }
             self.remove(&aor, &key);
@@ -391,7 +399,7 @@ impl Registrar {
             working.push(b.clone());
             changes.push(Change::Upsert(b));
         }
-        let live = working.iter().filter(|b| b.expires_at > now).count();
+        let live = working.iter().filter(|b| b.live_at(now)).count();
         if live > self.config.max_contacts_per_aor {
             let mut o = Outcome::refuse(503, "too many registered contacts");
             o.headers.clear();
@@ -771,9 +779,9 @@ mod tests {
             src(1),
             0,
         );
-        assert_eq!(r.next_expiry(), Some(60));
-        assert!(r.expire(59).is_empty());
-        let gone = r.expire(60);
+        assert_eq!(r.next_expiry(), Some(61));
+        assert!(r.expire(60).is_empty(), "live through its expiry second");
+        let gone = r.expire(61);
         assert_eq!(gone.len(), 1);
         assert_eq!(r.lookup("alice", 60).len(), 1);
         let all: Vec<Binding> = r.lookup("alice", 60).into_iter().cloned().collect();
