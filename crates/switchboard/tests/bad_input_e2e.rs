@@ -18,10 +18,7 @@ fn answer(d: &Daemon, bytes: &[u8]) -> Option<String> {
 
 #[test]
 fn malformed_messages_get_400_and_daemon_still_serves() {
-    let d = Daemon::start(Options {
-        extra: "[limits]\nmax_message_size = 8000\n".into(),
-        ..Options::default()
-    });
+    let mut d = Daemon::start(Options::with("[limits]\nmax_message_size = 8000\n"));
     let good = request("OPTIONS", "");
     assert_eq!(status_of(&answer(&d, good.as_bytes()).unwrap()), 200);
 
@@ -121,10 +118,37 @@ fn malformed_messages_get_400_and_daemon_still_serves() {
     let big = request("OPTIONS", &format!("X-Pad: {}\r\n", "a".repeat(10_000)));
     assert_eq!(udp_exchange(d.addr(), big.as_bytes(), SILENCE), None);
 
-    // Still serving, over UDP and TCP.
+    // Still serving, over UDP and TCP, and still the same process.
+    assert!(d.running(), "the daemon died:\n{}", d.log());
     let again = request("OPTIONS", "");
     assert_eq!(status_of(&answer(&d, again.as_bytes()).unwrap()), 200);
-    sipp_ok(&d, "options.xml", &["-t", "t1"]);
+    Sipp::new(&d, "options.xml").ok();
+    Sipp::new(&d, "options.xml").tcp().ok();
+    Sipp::new(&d, "register.xml")
+        .row(row("alice", "alice-secret", 7201, 600))
+        .ok();
+}
+
+#[test]
+fn malformed_message_over_tcp_gets_400_and_the_connection_still_serves_others() {
+    let d = Daemon::start(Options::default());
+    let bad = request("OPTIONS", "")
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+        .replace("1 OPTIONS", "1 REGISTER");
+    let r = tcp_exchange(d.addr(), bad.as_bytes(), WAIT).expect("an answer over TCP");
+    assert_eq!(status_of(&r), 400, "{r}");
+    // Two good requests pipelined on one connection: two answers, in order.
+    let one = request("OPTIONS", "").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    let two = request("OPTIONS", "")
+        .replace("SIP/2.0/UDP", "SIP/2.0/TCP")
+        .replace("CSeq: 1 OPTIONS", "CSeq: 2 OPTIONS");
+    let mut c = SipConn::connect(d.addr(), WAIT).unwrap();
+    c.send(format!("{one}{two}").as_bytes()).unwrap();
+    let a = c.recv(WAIT).expect("first answer");
+    let b = c.recv(WAIT).expect("second answer");
+    assert_eq!((status_of(&a), status_of(&b)), (200, 200), "{a}\n{b}");
+    assert_eq!(header_values(&a, "CSeq"), vec!["1 OPTIONS"], "{a}");
+    assert_eq!(header_values(&b, "CSeq"), vec!["2 OPTIONS"], "{b}");
 }
 
 #[test]
@@ -153,10 +177,7 @@ fn tcp_stream_without_content_length_gets_400_then_close() {
 
 #[test]
 fn tcp_connection_limit_is_enforced() {
-    let d = Daemon::start(Options {
-        extra: "[limits]\nmax_tcp_connections = 2\n".into(),
-        ..Options::default()
-    });
+    let d = Daemon::start(Options::with("[limits]\nmax_tcp_connections = 2\n"));
     let _a = TcpStream::connect(d.addr()).unwrap();
     let _b = TcpStream::connect(d.addr()).unwrap();
     std::thread::sleep(Duration::from_millis(200));
@@ -176,14 +197,24 @@ fn tcp_connection_limit_is_enforced() {
 #[test]
 fn ipv6_options() {
     if std::net::UdpSocket::bind("[::1]:0").is_err() {
-        eprintln!("skipped: ::1 is not configured on this machine's loopback");
+        eprintln!("ipv6_options skipped: ::1 is not configured on this machine's loopback");
         return;
     }
     let d = Daemon::start(Options {
         ipv6: true,
         ..Options::default()
     });
-    let to = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, d.port));
+    for listen in [
+        format!("udp:[::1]:{}", d.port),
+        format!("tcp:[::1]:{}", d.port),
+    ] {
+        assert!(
+            d.log().contains(&listen),
+            "{listen} not in the ready line:\n{}",
+            d.log()
+        );
+    }
+    let to = d.addr6();
     let text = request("OPTIONS", "").replace("127.0.0.1:9", "[::1]:9");
     let r = udp_exchange(to, text.as_bytes(), WAIT).expect("an answer over IPv6");
     assert_eq!(status_of(&r), 200, "{r}");
@@ -194,10 +225,14 @@ fn ipv6_options() {
             "OPTIONS sip:switchboard.local",
             &format!("OPTIONS sip:[::1]:{}", d.port),
         );
-    assert_eq!(
-        status_of(&udp_exchange(to, text.as_bytes(), WAIT).unwrap()),
-        200
-    );
+    let r = udp_exchange(to, text.as_bytes(), WAIT).expect("an answer over IPv6");
+    assert_eq!(status_of(&r), 200, "{r}");
+    // SIPp over IPv6, UDP and TCP.
+    Sipp::new(&d, "options.xml").ipv6().ok();
+    Sipp::new(&d, "options.xml").ipv6().tcp().ok();
+    let tcp = request("OPTIONS", "").replace("SIP/2.0/UDP 127.0.0.1:9", "SIP/2.0/TCP [::1]:9");
+    let r = tcp_exchange(to, tcp.as_bytes(), WAIT).expect("an answer over TCP/IPv6");
+    assert_eq!(status_of(&r), 200, "{r}");
 }
 
 #[test]

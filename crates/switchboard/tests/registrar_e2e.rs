@@ -1,220 +1,412 @@
-//! The registrar against SIPp over loopback: digest challenge/response, refresh,
-//! de-registration, `Contact: *`, wrong passwords and throttling, 423, expiry, restart.
+//! The registrar (RFC 3261 §10) against SIPp and raw messages over loopback: digest
+//! challenge and response, refresh, de-registration, `Contact: *`, queries, wrong passwords
+//! and throttling, 423, expiry, OPTIONS, TCP, the AoR's domain forms.
+//!
+//! Contact ports in these tests are only names in bindings: nothing listens there and the
+//! registrar never sends to them.
 
 mod common;
 
 use common::*;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// The Contact lines of the last 200 OK in a SIPp message log.
-fn contacts_in_last_200(messages: &str) -> Vec<String> {
-    let Some(start) = messages.rfind("SIP/2.0 200 OK") else {
-        return Vec::new();
-    };
-    messages[start..]
-        .lines()
-        .take_while(|l| !l.trim().is_empty())
-        .filter(|l| l.to_ascii_lowercase().starts_with("contact:"))
-        .map(|l| l["contact:".len()..].trim().to_string())
-        .collect()
+const WAIT: Duration = Duration::from_secs(3);
+
+fn register(d: &Daemon, user: &str, password: &str, port: u16, expires: u32) -> SippRun {
+    Sipp::new(d, "register.xml")
+        .row(row(user, password, port, expires))
+        .ok()
 }
 
-fn query(d: &Daemon, user: &str, password: &str) -> Vec<String> {
-    let f = inf(d, &format!("q-{user}.csv"), &[&format!("{user};0;0")]);
-    let r = sipp_ok(d, "query.xml", &["-inf", &f, "-au", user, "-ap", password]);
-    contacts_in_last_200(&r.messages)
+/// The scenario checks that the query's 200 lists exactly one binding, on `port`.
+fn expect_only(d: &Daemon, user: &str, password: &str, port: u16) {
+    Sipp::new(d, "query_one.xml")
+        .row(row(user, password, port, 0))
+        .ok();
 }
 
-fn register(
-    d: &Daemon,
-    user: &str,
-    password: &str,
-    port: u16,
-    expires: u32,
-    extra: &[&str],
-) -> SippRun {
-    let f = inf(
-        d,
-        &format!("r-{user}-{port}-{expires}.csv"),
-        &[&format!("{user};{port};{expires}")],
-    );
-    let mut args = vec!["-inf", f.as_str(), "-au", user, "-ap", password];
-    args.extend_from_slice(extra);
-    sipp_ok(d, "register.xml", &args)
+/// The scenario checks that the query's 200 lists no binding.
+fn expect_none(d: &Daemon, user: &str, password: &str) {
+    Sipp::new(d, "query_none.xml")
+        .row(row(user, password, 0, 0))
+        .ok();
+}
+
+#[test]
+fn every_listener_is_logged_before_ready() {
+    let d = Daemon::start(Options::default());
+    let log = d.log();
+    let ready = log.find("switchboard ready").unwrap();
+    for transport in ["udp", "tcp"] {
+        let line = log
+            .lines()
+            .find(|l| {
+                l.contains("listening")
+                    && (l.contains(&format!("transport={transport} "))
+                        || l.contains(&format!("transport=\"{transport}\" ")))
+                    && l.contains(&format!("addr=127.0.0.1:{}", d.port))
+            })
+            .unwrap_or_else(|| panic!("no `listening` line for {transport}:\n{log}"));
+        assert!(
+            log.find(line).unwrap() < ready,
+            "{transport} listener logged after ready:\n{log}"
+        );
+    }
 }
 
 #[test]
 fn register_md5_challenge_then_200() {
     let d = Daemon::start(Options::default());
-    register(&d, "alice", "alice-secret", 7001, 600, &[]);
-    let c = query(&d, "alice", "alice-secret");
+    // The scenario checks the 401's challenge (Digest, realm, qop="auth", MD5, nonce) and
+    // that the 200 lists a binding with ;expires=.
+    let r = register(&d, "alice", "alice-secret", 7001, 600);
+    assert_eq!(r.statuses(), vec![401, 200], "{}", r.report());
+    let c = r.contacts_in_last_200();
     assert_eq!(c.len(), 1, "{c:?}");
-    assert!(
-        c[0].starts_with("<sip:alice@127.0.0.1:7001>;expires="),
-        "{c:?}"
-    );
-    assert!(d.log().contains("binding stored aor=alice"));
+    assert!(c[0].starts_with("<sip:alice@127.0.0.1:7001>"), "{c:?}");
+    assert_eq!(expires_of(&c[0]), Some(600), "{c:?}");
+    // A query (REGISTER without Contact) lists it too, and nothing else.
+    expect_only(&d, "alice", "alice-secret", 7001);
+    // Bob's address is a different one.
+    expect_none(&d, "bob", "bob-secret");
 }
 
 #[test]
 fn refresh_keeps_one_binding() {
     let d = Daemon::start(Options::default());
-    register(&d, "alice", "alice-secret", 7002, 600, &[]);
-    register(&d, "alice", "alice-secret", 7002, 1200, &[]);
-    let c = query(&d, "alice", "alice-secret");
+    // Register, then refresh within the same Call-ID with a longer expiry: the scenario
+    // checks the refresh's 200 lists exactly one binding, ours, with the new expiry.
+    Sipp::new(&d, "refresh.xml")
+        .row(row("alice", "alice-secret", 7002, 600).extra(1200))
+        .ok();
+    expect_only(&d, "alice", "alice-secret", 7002);
+    // A new registration (new Call-ID) of the same contact replaces it as well.
+    let r = register(&d, "alice", "alice-secret", 7002, 900);
+    let c = r.contacts_in_last_200();
     assert_eq!(c.len(), 1, "{c:?}");
-    let expires: u32 = c[0].rsplit("expires=").next().unwrap().parse().unwrap();
-    assert!(expires > 600 && expires <= 1200, "{c:?}");
+    assert_eq!(expires_of(&c[0]), Some(900), "{c:?}");
+    expect_only(&d, "alice", "alice-secret", 7002);
 }
 
 #[test]
 fn several_contacts_per_address() {
     let d = Daemon::start(Options::default());
-    register(&d, "alice", "alice-secret", 7003, 600, &[]);
-    register(&d, "alice", "alice-secret", 7004, 600, &[]);
+    register(&d, "alice", "alice-secret", 7003, 600);
+    let r = register(&d, "alice", "alice-secret", 7004, 600);
+    // The 200 lists every current binding (§10.3 step 8).
+    let c = r.contacts_in_last_200();
+    assert_eq!(c.len(), 2, "{c:?}");
+    assert!(c.iter().any(|c| c.contains("@127.0.0.1:7003>")), "{c:?}");
+    assert!(c.iter().any(|c| c.contains("@127.0.0.1:7004>")), "{c:?}");
     assert_eq!(query(&d, "alice", "alice-secret").len(), 2);
+    // query_one.xml notices the second binding.
+    Sipp::new(&d, "query_one.xml")
+        .row(row("alice", "alice-secret", 7003, 0))
+        .fails();
 }
 
 #[test]
 fn deregister_removes_binding() {
     let d = Daemon::start(Options::default());
-    register(&d, "alice", "alice-secret", 7005, 600, &[]);
-    register(&d, "alice", "alice-secret", 7006, 600, &[]);
-    let f = inf(&d, "dereg.csv", &["alice;7005;0"]);
-    sipp_ok(
-        &d,
-        "deregister.xml",
-        &["-inf", &f, "-au", "alice", "-ap", "alice-secret"],
-    );
-    let c = query(&d, "alice", "alice-secret");
-    assert_eq!(c.len(), 1, "{c:?}");
-    assert!(c[0].contains(":7006>"), "{c:?}");
+    register(&d, "alice", "alice-secret", 7005, 600);
+    register(&d, "alice", "alice-secret", 7006, 600);
+    Sipp::new(&d, "deregister.xml")
+        .row(row("alice", "alice-secret", 7005, 0))
+        .ok();
+    expect_only(&d, "alice", "alice-secret", 7006);
+    Sipp::new(&d, "deregister.xml")
+        .row(row("alice", "alice-secret", 7006, 0))
+        .ok();
+    expect_none(&d, "alice", "alice-secret");
 }
 
 #[test]
 fn contact_star_removes_all() {
     let d = Daemon::start(Options::default());
-    register(&d, "alice", "alice-secret", 7007, 600, &[]);
-    register(&d, "alice", "alice-secret", 7008, 600, &[]);
-    let f = inf(&d, "star.csv", &["alice;0;0"]);
-    sipp_ok(
-        &d,
-        "unregister_all.xml",
-        &["-inf", &f, "-au", "alice", "-ap", "alice-secret"],
-    );
-    assert!(query(&d, "alice", "alice-secret").is_empty());
+    register(&d, "alice", "alice-secret", 7007, 600);
+    register(&d, "alice", "alice-secret", 7008, 600);
+    register(&d, "bob", "bob-secret", 7009, 600);
+    // The scenario checks its 200 lists no Contact.
+    Sipp::new(&d, "unregister_all.xml")
+        .row(row("alice", "alice-secret", 0, 0))
+        .ok();
+    expect_none(&d, "alice", "alice-secret");
+    // Only alice's bindings went.
+    expect_only(&d, "bob", "bob-secret", 7009);
 }
 
 #[test]
-fn register_over_tcp() {
-    let d = Daemon::start(Options::default());
-    register(&d, "bob", "bob-secret", 7009, 600, &["-t", "t1"]);
-    assert_eq!(query(&d, "bob", "bob-secret").len(), 1);
+fn contact_star_with_nonzero_expiry_is_400() {
+    // RFC 3261 §10.3 step 6: `*` is only valid with Expires: 0 (and alone). Without
+    // authentication the registrar's own checks are reachable with raw messages.
+    let d = Daemon::start(Options {
+        auth: false,
+        ..Options::default()
+    });
+    let text = request("REGISTER", "Contact: *\r\nExpires: 3600\r\n");
+    let r = udp_exchange(d.addr(), text.as_bytes(), WAIT).expect("an answer");
+    assert_eq!(status_of(&r), 400, "{r}");
+    let text = request(
+        "REGISTER",
+        "Contact: *\r\nContact: <sip:alice@127.0.0.1:7010>\r\nExpires: 0\r\n",
+    );
+    let r = udp_exchange(d.addr(), text.as_bytes(), WAIT).expect("an answer");
+    assert_eq!(status_of(&r), 400, "{r}");
+}
+
+/// A REGISTER without credentials from 127.0.0.1: 401 while the source may try, 403 while
+/// it is blocked.
+fn probe(d: &Daemon) -> u16 {
+    udp_exchange(d.addr(), register_request("alice").as_bytes(), WAIT)
+        .map(|r| status_of(&r))
+        .unwrap_or(0)
 }
 
 #[test]
 fn wrong_password_403_then_blocked() {
+    const BLOCK: Duration = Duration::from_secs(3);
+    let d = Daemon::start(Options::with(&format!(
+        "[auth]\nrequired = true\nmax_failures = 3\nfailure_window_secs = 60\nblock_secs = {}\n",
+        BLOCK.as_secs()
+    )));
+    let bad = row("alice", "wrong", 7011, 600);
+    // Each wrong answer to the challenge: 403 (the scenario fails on anything else).
+    for _ in 0..2 {
+        Sipp::new(&d, "register_forbidden.xml")
+            .row(bad.clone())
+            .ok();
+    }
+    assert_eq!(probe(&d), 401, "blocked before max_failures:\n{}", d.log());
+    Sipp::new(&d, "register_forbidden.xml")
+        .row(bad.clone())
+        .ok();
+    let blocked_at = Instant::now();
+    // Blocked: 403 at once without a challenge, even with the right password.
+    Sipp::new(&d, "register_blocked.xml")
+        .row(row("alice", "alice-secret", 7011, 600))
+        .ok();
+    assert_eq!(probe(&d), 403);
+    expect_blocked_then_free(&d, blocked_at, BLOCK);
+    // Free again: the right password registers.
+    register(&d, "alice", "alice-secret", 7011, 600);
+    expect_only(&d, "alice", "alice-secret", 7011);
+}
+
+/// Waits (bounded) for the block to lift; it must not lift much before `block`.
+fn expect_blocked_then_free(d: &Daemon, blocked_at: Instant, block: Duration) {
+    let lifted = wait_until(
+        block + Duration::from_secs(5),
+        Duration::from_millis(250),
+        || match probe(d) {
+            401 => Some(blocked_at.elapsed()),
+            403 => None,
+            other => panic!("probe answered {other} while waiting for the block to lift"),
+        },
+    )
+    .unwrap_or_else(|| {
+        panic!(
+            "still blocked {:?} after the block began\n{}",
+            block + Duration::from_secs(5),
+            d.log()
+        )
+    });
+    assert!(
+        lifted + Duration::from_millis(500) >= block,
+        "the block lifted after {lifted:?}, block_secs is {block:?}"
+    );
+}
+
+#[test]
+fn unknown_user_gets_the_same_challenge_and_403() {
+    let d = Daemon::start(Options::default());
+    let known = udp_exchange(d.addr(), register_request("alice").as_bytes(), WAIT).unwrap();
+    let ghost = udp_exchange(d.addr(), register_request("ghost").as_bytes(), WAIT).unwrap();
+    assert_eq!(status_of(&known), 401, "{known}");
+    assert_eq!(status_of(&ghost), 401, "{ghost}");
+    let shape = |resp: &str| -> Vec<Vec<(String, String)>> {
+        header_values(resp, "WWW-Authenticate")
+            .iter()
+            .map(|c| {
+                challenge_params(c)
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let v = if matches!(k.as_str(), "nonce" | "opaque") {
+                            format!("<{} chars>", v.len())
+                        } else {
+                            v
+                        };
+                        (k, v)
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    // Same headers, same parameters in the same order, same lengths of nonce: nothing
+    // tells an unknown user from a known one.
+    assert_eq!(shape(&known), shape(&ghost), "\n{known}\n{ghost}");
+    let nonce = |r: &str| challenge_param(&header_values(r, "WWW-Authenticate")[0], "nonce");
+    assert_ne!(nonce(&known), nonce(&ghost), "nonces must be fresh");
+    // And the answer to the challenge is a 403, as for a wrong password.
+    Sipp::new(&d, "register_forbidden.xml")
+        .row(row("ghost", "whatever", 7012, 600))
+        .ok();
+}
+
+#[test]
+fn challenge_offers_the_users_algorithms() {
     let d = Daemon::start(Options {
-        extra:
-            "[auth]\nrequired = true\nmax_failures = 3\nfailure_window_secs = 60\nblock_secs = 3\n"
-                .into(),
+        policy: format!("{POLICY}{CAROL}"),
         ..Options::default()
     });
-    let f = inf(&d, "bad.csv", &["alice;7010;600"]);
-    for _ in 0..3 {
-        sipp_ok(
-            &d,
-            "register_forbidden.xml",
-            &["-inf", &f, "-au", "alice", "-ap", "wrong"],
-        );
+    for (user, want) in [
+        ("alice", vec!["MD5"]),
+        ("shauser", vec!["SHA-256"]),
+        // RFC 8760: one challenge per algorithm, the preferred one first.
+        ("carol", vec!["SHA-256", "MD5"]),
+    ] {
+        let r = udp_exchange(d.addr(), register_request(user).as_bytes(), WAIT).unwrap();
+        assert_eq!(status_of(&r), 401, "{r}");
+        let challenges = header_values(&r, "WWW-Authenticate");
+        let algorithms: Vec<String> = challenges
+            .iter()
+            .map(|c| challenge_param(c, "algorithm").unwrap_or_default())
+            .collect();
+        assert_eq!(algorithms, want, "{user}:\n{r}");
+        for c in &challenges {
+            assert!(c.trim_start().starts_with("Digest "), "{user}: {c}");
+            assert_eq!(
+                challenge_param(c, "realm").as_deref(),
+                Some(REALM),
+                "{user}: {c}"
+            );
+            assert_eq!(
+                challenge_param(c, "qop").as_deref(),
+                Some("auth"),
+                "{user}: {c}"
+            );
+            assert!(
+                challenge_param(c, "nonce").is_some_and(|n| !n.is_empty()),
+                "{user}: {c}"
+            );
+        }
     }
-    assert!(
-        d.log()
-            .contains("source blocked after repeated authentication failures"),
-        "{}",
-        d.log()
-    );
-    // Blocked: even the right password gets 403 without a challenge.
-    sipp_ok(
-        &d,
-        "register_blocked.xml",
-        &["-inf", &f, "-au", "alice", "-ap", "alice-secret"],
-    );
-    // Unknown users are treated exactly like wrong passwords (no enumeration).
-    let d2 = Daemon::start(Options::default());
-    let f2 = inf(&d2, "ghost.csv", &["ghost;7011;600"]);
-    sipp_ok(
-        &d2,
-        "register_forbidden.xml",
-        &["-inf", &f2, "-au", "ghost", "-ap", "x"],
-    );
-    // The block lifts after block_secs.
-    std::thread::sleep(Duration::from_millis(3200));
-    register(&d, "alice", "alice-secret", 7010, 600, &[]);
 }
 
 #[test]
 fn too_short_expiry_423_with_min_expires() {
-    let d = Daemon::start(Options::default());
-    let f = inf(&d, "brief.csv", &["alice;7012;10"]);
-    sipp_ok(
-        &d,
-        "register_too_brief.xml",
-        &["-inf", &f, "-au", "alice", "-ap", "alice-secret"],
-    );
-    assert!(query(&d, "alice", "alice-secret").is_empty());
+    let d = Daemon::start(Options::with("[registrar]\nmin_expires = 60\n"));
+    // The scenario checks the 423 carries Min-Expires: 60.
+    Sipp::new(&d, "register_too_brief.xml")
+        .row(row("alice", "alice-secret", 7013, 10).extra(60))
+        .ok();
+    expect_none(&d, "alice", "alice-secret");
+    // The minimum itself is fine.
+    register(&d, "alice", "alice-secret", 7013, 60);
+    expect_only(&d, "alice", "alice-secret", 7013);
+}
+
+#[test]
+fn long_expiry_is_cut_to_max() {
+    let d = Daemon::start(Options::with(
+        "[registrar]\nmin_expires = 60\nmax_expires = 3600\n",
+    ));
+    let r = register(&d, "alice", "alice-secret", 7014, 86400);
+    let c = r.contacts_in_last_200();
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(expires_of(&c[0]), Some(3600), "{c:?}");
 }
 
 #[test]
 fn binding_expires_and_is_gone() {
-    let mut d = Daemon::start(Options {
-        extra: "[registrar]\nmin_expires = 1\n".into(),
-        ..Options::default()
+    let d = Daemon::start(Options::with("[registrar]\nmin_expires = 1\n"));
+    let registered = Instant::now();
+    let r = register(&d, "alice", "alice-secret", 7015, 2);
+    assert_eq!(expires_of(&r.contacts_in_last_200()[0]), Some(2));
+    expect_only(&d, "alice", "alice-secret", 7015);
+    // Gone once its 2 s are up: poll with queries, bounded.
+    let gone = wait_until(Duration::from_secs(8), Duration::from_millis(250), || {
+        let q = Sipp::new(&d, "query_none.xml")
+            .row(row("alice", "alice-secret", 0, 0))
+            .run();
+        q.success.then(|| registered.elapsed())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "binding still listed 8 s after a 2 s registration\n{}",
+            d.log()
+        )
     });
-    register(&d, "alice", "alice-secret", 7013, 2, &[]);
-    assert_eq!(query(&d, "alice", "alice-secret").len(), 1);
-    d.wait_for_log("bindings expired", Duration::from_secs(10));
-    assert!(query(&d, "alice", "alice-secret").is_empty());
+    // `registered` was taken before the REGISTER was sent and `gone` after the query's 200
+    // came back, so a binding that lived its full 2 s always measures at least 2 s.
+    assert!(
+        gone >= Duration::from_secs(2),
+        "a binding registered for 2 s was gone after {gone:?} at most"
+    );
 }
 
 #[test]
 fn options_answered_200() {
     let d = Daemon::start(Options::default());
-    sipp_ok(&d, "options.xml", &[]);
-    sipp_ok(&d, "options.xml", &["-t", "t1"]);
+    // The scenario checks the Allow header lists REGISTER.
+    Sipp::new(&d, "options.xml").ok();
+    // The response mirrors the request as §8.2.6 requires.
+    let text = request("OPTIONS", "");
+    let r = udp_exchange(d.addr(), text.as_bytes(), WAIT).expect("an answer");
+    assert_eq!(status_of(&r), 200, "{r}");
+    for h in ["Via", "From", "Call-ID", "CSeq"] {
+        let sent = header_values(&text, h);
+        let got = header_values(&r, h);
+        if h == "Via" {
+            // rport filled in, received added (RFC 3581).
+            assert!(got[0].starts_with("SIP/2.0/UDP 127.0.0.1:9;rport="), "{r}");
+            assert!(got[0].contains(";branch=z9hG4bK"), "{r}");
+        } else {
+            assert_eq!(sent, got, "{h}:\n{r}");
+        }
+    }
+    let to = header_values(&r, "To");
+    assert!(
+        to[0].starts_with("<sip:alice@switchboard.local>;tag="),
+        "{r}"
+    );
 }
 
 #[test]
-fn restart_keeps_all_bindings() {
-    const N: usize = 50;
-    let mut d = Daemon::start(Options {
-        policy: format!("{POLICY}{}", many_users(N)),
-        ..Options::default()
-    });
-    let rows: Vec<String> = (0..N).map(|i| format!("u{i};{};600", 8000 + i)).collect();
-    let row_refs: Vec<&str> = rows.iter().map(String::as_str).collect();
-    let f = inf(&d, "many.csv", &row_refs);
-    // -au takes the user name from the injection file's first field.
-    let n = N.to_string();
-    let r = sipp(
-        &d,
-        "register.xml",
-        &[
-            "-inf", &f, "-au", "[field0]", "-ap", "pw", "-m", &n, "-r", "50",
-        ],
-    );
-    assert!(r.success, "{}\n{}", r.errors, d.log());
-    assert_eq!(d.log().matches("binding stored").count(), N);
-    d.restart(); // kill -9, then start again on the same state
-    assert!(
-        d.log()
-            .contains(&format!("registrations restored bindings={N}")),
-        "{}",
-        d.log()
-    );
-    for i in [0, N / 2, N - 1] {
-        let c = query(&d, &format!("u{i}"), "pw");
-        assert_eq!(c.len(), 1, "u{i}: {c:?}");
-        assert!(c[0].contains(&format!(":{}>", 8000 + i)), "{c:?}");
-    }
+fn tcp_register_and_options() {
+    let d = Daemon::start(Options::default());
+    Sipp::new(&d, "register.xml")
+        .row(row("bob", "bob-secret", 7016, 600))
+        .tcp()
+        .ok();
+    Sipp::new(&d, "query_one.xml")
+        .row(row("bob", "bob-secret", 7016, 0))
+        .tcp()
+        .ok();
+    Sipp::new(&d, "options.xml").tcp().ok();
+    // A raw OPTIONS over its own connection.
+    let text = request("OPTIONS", "").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    let r = tcp_exchange(d.addr(), text.as_bytes(), WAIT).expect("an answer over TCP");
+    assert_eq!(status_of(&r), 200, "{r}");
+    // The binding made over TCP is visible over UDP.
+    expect_only(&d, "bob", "bob-secret", 7016);
+}
+
+#[test]
+fn register_for_the_ip_domain_is_the_same_address() {
+    let d = Daemon::start(Options::default());
+    // sip:alice@127.0.0.1 — the server's own address is one of its domains.
+    Sipp::new(&d, "register.xml")
+        .row(row("alice", "alice-secret", 7017, 600))
+        .domain("127.0.0.1")
+        .ok();
+    expect_only(&d, "alice", "alice-secret", 7017);
+}
+
+#[test]
+fn register_for_a_foreign_domain_is_refused() {
+    let d = Daemon::start(Options::default());
+    let text = register_request("alice").replace("switchboard.local", "example.com");
+    let r = udp_exchange(d.addr(), text.as_bytes(), WAIT).expect("an answer");
+    assert!(matches!(status_of(&r), 403 | 404), "{r}");
+    expect_none(&d, "alice", "alice-secret");
 }

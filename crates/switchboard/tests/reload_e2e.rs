@@ -16,16 +16,9 @@ fn save_by_rename(d: &Daemon, text: &str) {
 }
 
 fn register(d: &Daemon, user: &str, password: &str, port: u16) -> SippRun {
-    let f = inf(
-        d,
-        &format!("r-{user}-{port}.csv"),
-        &[&format!("{user};{port};600")],
-    );
-    sipp(
-        d,
-        "register.xml",
-        &["-inf", &f, "-au", user, "-ap", password],
-    )
+    Sipp::new(d, "register.xml")
+        .row(row(user, password, port, 600))
+        .run()
 }
 
 #[test]

@@ -1,112 +1,120 @@
-//! Real softphones register to the daemon: baresip (MD5) and linphone (SHA-256 only),
-//! headless, over loopback (see ../shared/INTEROP.md for what they need).
+//! Real softphones register to the daemon, headless, over loopback (see
+//! /work/shared/INTEROP.md for what they need): baresip with MD5, linphone with SHA-256
+//! only (SIPp 3.6 has no SHA-256 digest, so linphone is the SHA-256 proof).
 
 mod common;
 
 use common::*;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-/// Kills a peer process on drop, also when the test panics.
-struct Peer(Child);
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+const REGISTER_WITHIN: Duration = Duration::from_secs(20);
 
 #[test]
 fn baresip_registers() {
     require("baresip");
-    let mut d = Daemon::start(Options::default());
-    let dir = tempfile::tempdir().unwrap();
-    let sip_port = free_port();
-    let cons_port = free_port();
+    let d = Daemon::start(Options::default());
+    let dir = tempfile::tempdir_in(d.dir.path()).unwrap().keep();
+    // baresip listens on sip_listen's port for UDP and TCP, and on the next one for TLS.
+    let sip_port = free_ports(2);
     std::fs::write(
-        dir.path().join("config"),
+        dir.join("config"),
         format!(
             "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\nnet_interface 127.0.0.1\n\
              audio_source ausine,440\naudio_player aubridge,nullspk\nausrc_srate 48000\nausrc_channels 2\n\
              module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule ausine.so\nmodule aubridge.so\n\
-             module_app account.so\nmodule_app cons.so\ncons_listen 127.0.0.1:{cons_port}\n"
+             module_app account.so\n"
         ),
     )
     .unwrap();
     std::fs::write(
-        dir.path().join("accounts"),
+        dir.join("accounts"),
         format!(
-            "<sip:alice@switchboard.local>;auth_pass=alice-secret;outbound=\"sip:127.0.0.1:{}\";regint=600;answermode=auto\n",
+            "<sip:alice@{REALM}>;auth_pass=alice-secret;outbound=\"sip:127.0.0.1:{}\";regint=600;answermode=auto\n",
             d.port
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(dir.path().join("baresip.log")).unwrap();
-    let _phone = Peer(
-        Command::new("baresip")
-            .arg("-f")
-            .arg(dir.path())
-            .args(["-t", "60"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start baresip"),
-    );
-    d.wait_for_log("binding stored aor=alice", Duration::from_secs(20));
-    let baresip_log = std::fs::read_to_string(dir.path().join("baresip.log")).unwrap();
-    // baresip's Contact user is not the AoR user: the binding is its own Contact.
+    let mut cmd = Command::new("baresip");
+    // -t: baresip quits by itself after 60 s should the guard somehow not kill it.
+    cmd.arg("-f").arg(&dir).args(["-t", "60"]);
+    let mut phone = Proc::spawn("baresip", &mut cmd, dir.join("baresip.log"), false);
+    // baresip reports its registration as `alice@switchboard.local: {0/UDP/v4} 200 OK …`.
+    phone.wait_for_log("200 OK", REGISTER_WITHIN);
     assert!(
-        d.log().contains(&format!(
-            "@127.0.0.1:{sip_port} source=127.0.0.1:{sip_port}"
-        )),
-        "{}\n{baresip_log}",
-        d.log()
+        phone.log_contains(&format!("alice@{REALM}: {{0/UDP/v4}} 200 OK")),
+        "{}",
+        phone.log()
     );
+    // The daemon's side: alice has exactly one binding, baresip's (its Contact user is
+    // not the AoR user, its port is sip_port).
+    Sipp::new(&d, "query_one.xml")
+        .row(row("alice", "alice-secret", sip_port, 0))
+        .ok();
 }
 
 #[test]
 fn linphone_registers_with_sha256() {
     require("linphonec");
-    let mut d = Daemon::start(Options::default());
-    let home = tempfile::tempdir().unwrap();
+    let d = Daemon::start(Options::default());
+    let home = tempfile::tempdir_in(d.dir.path()).unwrap().keep();
     // linphonec opens no SIP socket unless this exists.
-    std::fs::create_dir_all(home.path().join(".local/share/linphone")).unwrap();
+    std::fs::create_dir_all(home.join(".local/share/linphone")).unwrap();
     let sip_port = free_port();
-    let rtp = free_port();
-    let rc = home.path().join("linphonerc");
+    // RTP and RTCP.
+    let rtp = free_ports(2);
+    let rc = home.join("linphonerc");
     std::fs::write(
         &rc,
         format!(
             "[sip]\nsip_port={sip_port}\nsip_tcp_port=0\nsip_tls_port=0\nbind_address=127.0.0.1\ndefault_proxy=0\n\
              register_only_when_network_is_up=0\n[net]\nauto_net_state_mon=0\n[rtp]\naudio_rtp_port={rtp}-{rtp}\n\
-             [proxy_0]\nreg_proxy=<sip:127.0.0.1:{};transport=udp>\nreg_identity=\"SHA user\" <sip:shauser@switchboard.local>\n\
+             [video]\nenabled=0\ncapture=0\ndisplay=0\n\
+             [proxy_0]\nreg_proxy=<sip:127.0.0.1:{};transport=udp>\nreg_identity=\"SHA user\" <sip:shauser@{REALM}>\n\
              reg_expires=600\nreg_sendregister=1\npublish=0\n\
-             [auth_info_0]\nusername=shauser\npasswd=sha-secret\nrealm=switchboard.local\ndomain=switchboard.local\nalgorithm=SHA-256\n",
+             [auth_info_0]\nusername=shauser\npasswd=sha-secret\nrealm={REALM}\ndomain={REALM}\nalgorithm=SHA-256\n",
             d.port
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(home.path().join("linphone.log")).unwrap();
-    let _phone = Peer(
-        Command::new("linphonec")
-            .args(["--pipe", "-c"])
-            .arg(&rc)
-            .arg("-a")
-            .env("HOME", home.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start linphonec"),
-    );
-    // shauser may only use SHA-256: a binding means linphone answered a SHA-256 challenge.
-    d.wait_for_log("binding stored aor=shauser", Duration::from_secs(20));
+    let mut cmd = Command::new("linphonec");
+    // -d 6: log the SIP messages, to see which digest it answered with.
+    cmd.args(["--pipe", "-c"])
+        .arg(&rc)
+        .args(["-a", "-d", "6"])
+        .env("HOME", &home);
+    // linphonec ignores SIGTERM; the guard SIGKILLs it. Its stdin stays open (piped) while
+    // it runs: at end of input it would quit.
+    let mut phone = Proc::spawn("linphonec", &mut cmd, home.join("linphone.log"), true);
+    phone.wait_for_log("to [LinphoneRegistrationOk]", REGISTER_WITHIN);
+    let log = phone.log();
     assert!(
-        d.log().contains(&format!("source=127.0.0.1:{sip_port}")),
-        "{}",
-        d.log()
+        !log.contains("to [LinphoneRegistrationFailed]"),
+        "linphone failed a registration first:\n{log}"
     );
-    assert!(!d.log().contains("authentication failed"), "{}", d.log());
+    // shauser may only use SHA-256: the challenge offered SHA-256 alone and linphone
+    // answered it with SHA-256.
+    let challenges: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("WWW-Authenticate:"))
+        .collect();
+    assert!(!challenges.is_empty(), "{log}");
+    assert!(
+        challenges
+            .iter()
+            .all(|c| c.contains("algorithm=SHA-256") && !c.contains("MD5")),
+        "{challenges:?}"
+    );
+    let answers: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("Authorization:"))
+        .collect();
+    assert!(
+        answers.iter().any(|a| a.contains("algorithm=SHA-256")),
+        "{answers:?}\n{log}"
+    );
+    // The daemon's side.
+    let dl = d.log();
+    assert!(dl.contains("binding stored aor=shauser"), "{dl}");
+    assert!(dl.contains(&format!("source=127.0.0.1:{sip_port}")), "{dl}");
 }

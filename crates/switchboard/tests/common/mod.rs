@@ -1,18 +1,31 @@
 //! Harness of the end-to-end tests: the real daemon binary, real SIP peers, loopback only.
 //!
-//! Every process a test starts is owned by a guard that kills it on drop (also when the
-//! test panics); every wait is bounded; each test has its own ports and directory.
+//! - Every process a test starts is owned by a guard ([`Proc`], [`Daemon`]) that kills it
+//!   by PID with SIGKILL on drop, also when the test panics.
+//! - Every wait is bounded and waits for an event (a log line, a response, an exit) rather
+//!   than for a fixed time.
+//! - Each test has its own ports ([`free_port`]) and its own temporary directory.
+//! - A missing peer program (sipp, baresip, linphonec) fails the test and says to run
+//!   `scripts/install-test-deps`; it is never skipped.
+//!
+//! Set `SWITCHBOARD_E2E_KEEP=1` to keep the directory of a failed test (config, policy,
+//! daemon log, SIPp traces); its path is printed.
 #![allow(dead_code)]
 
-use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::collections::HashSet;
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Users of the test policy. SIPp 3.6 only answers MD5 challenges, so SIPp's users are
-/// MD5-only; `shauser` is SHA-256 only, for linphone.
+/// The realm and domain every test daemon serves.
+pub const REALM: &str = "switchboard.local";
+
+/// The test policy: the one place its text lives. SIPp 3.6 only answers MD5 challenges, so
+/// SIPp's users are MD5-only; `shauser` is SHA-256 only, for linphone.
 pub const POLICY: &str = r#"
 [users.alice]
 extension = "1001"
@@ -33,6 +46,16 @@ password = "sha-secret"
 algorithms = ["sha-256"]
 "#;
 
+/// A user offered both algorithms, SHA-256 preferred; append to [`POLICY`] where needed.
+pub const CAROL: &str = r#"
+[users.carol]
+extension = "1004"
+display_name = "Carol"
+[users.carol.sip]
+password = "carol-secret"
+algorithms = ["sha-256", "md5"]
+"#;
+
 /// Extra users `u0`… with password `pw`, for tests that register many addresses.
 pub fn many_users(n: usize) -> String {
     (0..n)
@@ -45,39 +68,207 @@ pub fn many_users(n: usize) -> String {
         .collect()
 }
 
-/// Ports handed out in this process, so parallel tests never share one.
-static TAKEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+// ---------------------------------------------------------------------------------------
+// Ports
 
-/// A port free for both UDP and TCP on 127.0.0.1 (and ::1 when `v6`).
-pub fn free_port() -> u16 {
-    for _ in 0..200 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_err() {
-            continue;
-        }
-        let mut taken = TAKEN.lock().unwrap();
-        if taken.contains(&port) {
-            continue;
-        }
-        taken.push(port);
-        return port;
-    }
-    panic!("no free port found");
+/// Ports handed out in this process, so parallel tests never share one.
+static TAKEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// The kernel's ephemeral port range: ports it hands to `bind(0)` and outgoing connections.
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|p| p.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999))
 }
+
+fn is_free(port: u16) -> bool {
+    let v4 = UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        && TcpListener::bind(("127.0.0.1", port)).is_ok();
+    // Where ::1 exists, keep the port free there too (the IPv6 test listens on both).
+    let v6 = UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).is_err()
+        || (UdpSocket::bind((Ipv6Addr::LOCALHOST, port)).is_ok()
+            && TcpListener::bind((Ipv6Addr::LOCALHOST, port)).is_ok());
+    v4 && v6
+}
+
+/// `count` consecutive ports free for UDP and TCP on 127.0.0.1 (and ::1), reserved for
+/// this process. They lie below the kernel's ephemeral range, so no outgoing connection
+/// or `bind(0)` of another test (or of SIPp, baresip, linphone) can take them between
+/// now and the moment the test's process binds them; the start point depends on the PID,
+/// so test processes running side by side probe different ports.
+pub fn free_ports(count: u16) -> u16 {
+    let (eph_low, _) = ephemeral_range();
+    let low: u16 = 20000;
+    let high = eph_low.saturating_sub(count + 1);
+    assert!(
+        high > low + 1000,
+        "ephemeral port range starts too low ({eph_low})"
+    );
+    let span = u64::from(high - low);
+    let seed = u64::from(std::process::id()).wrapping_mul(7919)
+        + SEQ.fetch_add(1, Ordering::Relaxed) * 101;
+    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    let taken = taken.get_or_insert_with(HashSet::new);
+    for i in 0..span {
+        let base = low + ((seed + i * 13) % span) as u16;
+        let ports: Vec<u16> = (base..base + count).collect();
+        if ports.iter().any(|p| taken.contains(p)) {
+            continue;
+        }
+        if ports.iter().all(|&p| is_free(p)) {
+            taken.extend(ports);
+            return base;
+        }
+    }
+    panic!("no {count} free consecutive ports in {low}..{high}");
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1, reserved for this process.
+pub fn free_port() -> u16 {
+    free_ports(1)
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes
 
 /// Fails with a clear message when a peer program is missing.
 pub fn require(program: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .map(|o| o.status.success())
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
         .unwrap_or(false);
     assert!(
         found,
-        "{program} is not installed: run ./scripts/install-test-deps (Debian packages sip-tester, baresip-core, linphone-cli, sipsak)"
+        "`{program}` is not installed: run ./scripts/install-test-deps \
+         (Debian packages sip-tester, baresip-core, linphone-cli, sipsak)"
     );
 }
+
+/// Polls `f` every `every` until it returns `Some`, for at most `limit`.
+pub fn wait_until<T>(
+    limit: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// An external process whose stdout and stderr go to one log file; killed (SIGKILL, by
+/// PID) and reaped on drop.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub log_path: PathBuf,
+}
+
+impl Proc {
+    /// Starts `cmd` with stdin closed (or piped when `keep_stdin`), output into `log_path`.
+    pub fn spawn(name: &str, cmd: &mut Command, log_path: PathBuf, keep_stdin: bool) -> Proc {
+        let log = std::fs::File::create(&log_path).expect("create log file");
+        let child = cmd
+            .stdin(if keep_stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            log_path,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log_path).unwrap_or_default()).into_owned()
+    }
+
+    pub fn log_contains(&self, pattern: &str) -> bool {
+        self.log().contains(pattern)
+    }
+
+    /// The exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits until the log contains `pattern`; fails if the process exits first or the
+    /// time is up.
+    pub fn wait_for_log(&mut self, pattern: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.log_contains(pattern) {
+                return;
+            }
+            if let Some(status) = self.exited() {
+                // The line may have been written just before the exit.
+                if self.log_contains(pattern) {
+                    return;
+                }
+                panic!(
+                    "{} exited ({status}) before logging {pattern:?}:\n{}",
+                    self.name,
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: no {pattern:?} in its log within {limit:?}:\n{}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the exit, at most `limit`; kills the process when the time is up.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let got = wait_until(limit, Duration::from_millis(10), || self.exited());
+        if got.is_none() {
+            self.kill();
+        }
+        got
+    }
+
+    /// SIGKILL by PID, then reap. Idempotent.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The daemon
 
 /// The admin token of the presence API in tests.
 pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
@@ -88,6 +279,7 @@ pub struct Options {
     pub policy: String,
     /// Extra TOML appended to the config (whole sections).
     pub extra: String,
+    /// Also listen on [::1] (UDP and TCP), same port.
     pub ipv6: bool,
     pub auth: bool,
 }
@@ -103,29 +295,42 @@ impl Default for Options {
     }
 }
 
-/// The daemon, killed on drop.
+impl Options {
+    /// The defaults with `extra` config sections appended.
+    pub fn with(extra: &str) -> Options {
+        Options {
+            extra: extra.to_string(),
+            ..Options::default()
+        }
+    }
+}
+
+/// The daemon, killed on drop. Its config, policy, state and logs live in `dir`.
 pub struct Daemon {
     pub dir: tempfile::TempDir,
+    /// The SIP port (UDP and TCP).
     pub port: u16,
     /// The presence API's port.
     pub api_port: u16,
     pub opts: Options,
-    child: Option<Child>,
-    log: PathBuf,
+    proc: Option<Proc>,
     starts: u32,
 }
 
 impl Daemon {
+    /// Writes config and policy into a new temporary directory, starts
+    /// `switchboard run --config …` and waits (bounded) for `switchboard ready`.
     pub fn start(opts: Options) -> Daemon {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
+        let dir = tempfile::Builder::new()
+            .prefix("switchboard-e2e-")
+            .tempdir()
+            .expect("tempdir");
         let mut d = Daemon {
             dir,
-            port,
+            port: free_port(),
             api_port: free_port(),
             opts,
-            child: None,
-            log: PathBuf::new(),
+            proc: None,
             starts: 0,
         };
         d.write_files();
@@ -137,206 +342,447 @@ impl Daemon {
         self.dir.path().join("switchboard.toml")
     }
 
-    fn write_files(&self) {
+    pub fn policy_path(&self) -> PathBuf {
+        self.dir.path().join("policy.toml")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The listen entries of the config.
+    pub fn listen(&self) -> Vec<String> {
         let mut listen = vec![
-            format!("\"udp:127.0.0.1:{}\"", self.port),
-            format!("\"tcp:127.0.0.1:{}\"", self.port),
+            format!("udp:127.0.0.1:{}", self.port),
+            format!("tcp:127.0.0.1:{}", self.port),
         ];
         if self.opts.ipv6 {
-            listen.push(format!("\"udp:[::1]:{}\"", self.port));
-            listen.push(format!("\"tcp:[::1]:{}\"", self.port));
+            listen.push(format!("udp:[::1]:{}", self.port));
+            listen.push(format!("tcp:[::1]:{}", self.port));
         }
+        listen
+    }
+
+    fn write_files(&self) {
+        let listen: Vec<String> = self.listen().iter().map(|l| format!("\"{l}\"")).collect();
+        let auth = if self.opts.extra.contains("[auth]") {
+            String::new()
+        } else {
+            format!("[auth]\nrequired = {}\n", self.opts.auth)
+        };
         let config = format!(
-            "[sip]\nlisten = [{}]\nrealm = \"switchboard.local\"\ndomains = [\"switchboard.local\", \"127.0.0.1\"]\n\
+            "[sip]\nlisten = [{}]\nrealm = \"{REALM}\"\ndomains = [\"{REALM}\", \"127.0.0.1\"]\n\
              [api]\nlisten = \"127.0.0.1:{}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n\
-             [store]\nstate_dir = \"{}\"\n[policy]\npath = \"{}\"\n{}",
+             [store]\nstate_dir = \"{}\"\n[policy]\npath = \"{}\"\n{auth}{}\n",
             listen.join(", "),
             self.api_port,
-            self.dir.path().join("state").display(),
-            self.dir.path().join("policy.toml").display(),
-            if self.opts.extra.contains("[auth]") {
-                self.opts.extra.clone()
-            } else {
-                format!("{}\n[auth]\nrequired = {}\n", self.opts.extra, self.opts.auth)
-            }
+            self.state_dir().display(),
+            self.policy_path().display(),
+            self.opts.extra,
         );
         std::fs::write(self.config_path(), config).unwrap();
-        std::fs::write(self.dir.path().join("policy.toml"), &self.opts.policy).unwrap();
+        std::fs::write(self.policy_path(), &self.opts.policy).unwrap();
     }
 
     fn spawn(&mut self) {
         self.starts += 1;
-        self.log = self.dir.path().join(format!("daemon-{}.log", self.starts));
-        let log = std::fs::File::create(&self.log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .arg("run")
+        let log = self.dir.path().join(format!("daemon-{}.log", self.starts));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        cmd.arg("run")
             .arg("--config")
             .arg(self.config_path())
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
             .env_remove("STATE_DIRECTORY")
-            .env_remove("NOTIFY_SOCKET")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start switchboard");
-        self.child = Some(child);
+            .env_remove("NOTIFY_SOCKET");
+        self.proc = Some(Proc::spawn("switchboard", &mut cmd, log, false));
         self.wait_for_log("switchboard ready", Duration::from_secs(30));
     }
 
-    /// The log of the current run.
+    fn proc(&self) -> &Proc {
+        self.proc.as_ref().expect("the daemon is not running")
+    }
+
+    /// The log (stderr) of the current run.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.proc.as_ref().map(Proc::log).unwrap_or_default()
+    }
+
+    pub fn log_contains(&self, pattern: &str) -> bool {
+        self.log().contains(pattern)
     }
 
     /// Waits until the current run's log contains `pattern`.
     pub fn wait_for_log(&mut self, pattern: &str, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if self.log().contains(pattern) {
-                return;
-            }
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    panic!(
-                        "switchboard exited ({status}) before logging {pattern:?}:\n{}",
-                        self.log()
-                    );
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {pattern:?} in the log within {limit:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.proc
+            .as_mut()
+            .expect("the daemon is not running")
+            .wait_for_log(pattern, limit);
     }
 
+    /// The SIP address over IPv4 (UDP and TCP).
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    /// `kill -9`: no chance to flush anything.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    /// Starts again on the same port and state directory.
-    pub fn restart(&mut self) {
-        self.kill9();
-        self.spawn();
+    /// The SIP address over IPv6 (with `Options::ipv6`).
+    pub fn addr6(&self) -> SocketAddr {
+        SocketAddr::from((Ipv6Addr::LOCALHOST, self.port))
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+        self.proc().pid()
+    }
+
+    /// Whether the daemon process is still alive.
+    pub fn running(&mut self) -> bool {
+        self.proc.as_mut().is_some_and(|p| p.exited().is_none())
+    }
+
+    /// `kill -9`: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// `kill -9`, then start again on the same port, config and state directory.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        let log = self.log();
         self.kill9();
         if std::thread::panicking() {
-            eprintln!("--- switchboard log ---\n{}", self.log());
+            eprintln!("--- switchboard log ---\n{log}");
+            if std::env::var_os("SWITCHBOARD_E2E_KEEP").is_some() {
+                self.dir.disable_cleanup(true);
+                eprintln!("test directory kept: {}", self.dir.path().display());
+            }
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// SIPp
 
 /// The directory of the SIPp scenarios.
 pub fn scenarios() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/sipp")
 }
 
-/// The outcome of one SIPp run.
+/// One line of a SIPp injection file: `user;password;port;expires;extra`
+/// (see tests/sipp/README.md for what each scenario reads).
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub user: String,
+    pub password: String,
+    pub port: u16,
+    pub expires: u32,
+    pub extra: String,
+}
+
+/// A row for `user` with `password`, contact port `port`, expiry `expires`.
+pub fn row(user: &str, password: &str, port: u16, expires: u32) -> Row {
+    Row {
+        user: user.into(),
+        password: password.into(),
+        port,
+        expires,
+        extra: String::new(),
+    }
+}
+
+impl Row {
+    /// The scenario-specific fifth field.
+    pub fn extra(mut self, v: impl ToString) -> Row {
+        self.extra = v.to_string();
+        self
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "{};{};{};{};{}",
+            self.user, self.password, self.port, self.expires, self.extra
+        )
+    }
+}
+
+/// A SIPp client run against a daemon: one call per injection row (or `calls`), bounded
+/// in time by SIPp's own timers and by a hard limit after which it is killed.
+pub struct Sipp<'a> {
+    daemon: &'a Daemon,
+    scenario: String,
+    rows: Vec<Row>,
+    calls: Option<usize>,
+    rate: Option<u32>,
+    tcp: bool,
+    ipv6: bool,
+    domain: String,
+    args: Vec<String>,
+    limit: Duration,
+}
+
+/// The outcome of one SIPp run, with everything needed to explain a failure.
 pub struct SippRun {
+    pub scenario: String,
     pub success: bool,
+    pub status: String,
+    /// SIPp's screen output (stdout and stderr).
     pub output: String,
+    /// Every message sent and received (`-trace_msg`).
     pub messages: String,
+    /// Unexpected messages, failed checks, timeouts (`-trace_err`).
     pub errors: String,
+    /// The scenarios' `<log>` lines (`-trace_logs`).
+    pub logs: String,
 }
 
-/// Runs a SIPp scenario against the daemon, bounded in time; `args` are extra flags.
-pub fn sipp(daemon: &Daemon, scenario: &str, args: &[&str]) -> SippRun {
-    require("sipp");
-    let work = tempfile::tempdir_in(daemon.dir.path()).unwrap();
-    let local = free_port().to_string();
-    let target = format!("127.0.0.1:{}", daemon.port);
-    let sf = scenarios().join(scenario);
-    let mut cmd = Command::new("timeout");
-    cmd.arg("60")
-        .arg("sipp")
-        .arg(&target)
-        .arg("-sf")
-        .arg(&sf)
-        .args([
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &local,
-            "-m",
-            "1",
-            "-timeout",
-            "30s",
-            "-timeout_error",
-        ])
-        .args([
-            "-trace_msg",
-            "-trace_err",
-            "-nostdin",
-            "-buff_size",
-            "4194304",
-        ])
-        // SIPp computes the digest over its target address unless told the Request-URI.
-        .args(["-auth_uri", "switchboard.local"])
-        .args(args)
-        .current_dir(work.path())
-        .stdin(Stdio::null());
-    let out = cmd.output().expect("run sipp");
-    let read_all = |suffix: &str| -> String {
-        let mut s = String::new();
-        for e in std::fs::read_dir(work.path()).unwrap().flatten() {
-            if e.file_name().to_string_lossy().ends_with(suffix) {
-                s.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
-            }
+impl<'a> Sipp<'a> {
+    pub fn new(daemon: &'a Daemon, scenario: &str) -> Sipp<'a> {
+        Sipp {
+            daemon,
+            scenario: scenario.to_string(),
+            rows: Vec::new(),
+            calls: None,
+            rate: None,
+            tcp: false,
+            ipv6: false,
+            domain: REALM.to_string(),
+            args: Vec::new(),
+            limit: Duration::from_secs(60),
         }
-        s
-    };
-    SippRun {
-        success: out.status.success(),
-        output: String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr),
-        messages: read_all("_messages.log"),
-        errors: read_all("_errors.log"),
+    }
+
+    pub fn row(mut self, r: Row) -> Self {
+        self.rows.push(r);
+        self
+    }
+
+    pub fn rows(mut self, rows: impl IntoIterator<Item = Row>) -> Self {
+        self.rows.extend(rows);
+        self
+    }
+
+    /// Number of calls (default: one per row, at least one).
+    pub fn calls(mut self, n: usize) -> Self {
+        self.calls = Some(n);
+        self
+    }
+
+    /// Calls per second (SIPp's `-r`).
+    pub fn rate(mut self, per_second: u32) -> Self {
+        self.rate = Some(per_second);
+        self
+    }
+
+    /// TCP, one connection (SIPp's `-t t1`).
+    pub fn tcp(mut self) -> Self {
+        self.tcp = true;
+        self
+    }
+
+    /// From [::1] to the daemon's [::1] listener.
+    pub fn ipv6(mut self) -> Self {
+        self.ipv6 = true;
+        self
+    }
+
+    /// The Request-URI host and From/To domain (default `switchboard.local`).
+    pub fn domain(mut self, domain: &str) -> Self {
+        self.domain = domain.to_string();
+        self
+    }
+
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+
+    pub fn run(self) -> SippRun {
+        require("sipp");
+        let work = tempfile::Builder::new()
+            .prefix(&format!("sipp-{}-", self.scenario.trim_end_matches(".xml")))
+            .tempdir_in(self.daemon.dir.path())
+            .unwrap()
+            // Kept with the daemon's directory, for SWITCHBOARD_E2E_KEEP.
+            .keep();
+        let calls = self.calls.unwrap_or(self.rows.len().max(1));
+        let local_port = free_port().to_string();
+        let (local_ip, target) = if self.ipv6 {
+            ("::1".to_string(), format!("[::1]:{}", self.daemon.port))
+        } else {
+            (
+                "127.0.0.1".to_string(),
+                format!("127.0.0.1:{}", self.daemon.port),
+            )
+        };
+        let sf = scenarios().join(&self.scenario);
+        assert!(sf.is_file(), "no scenario {}", sf.display());
+        let mut cmd = Command::new("sipp");
+        cmd.arg(&target)
+            .arg("-sf")
+            .arg(&sf)
+            .args(["-i", &local_ip, "-p", &local_port])
+            .args(["-m", &calls.to_string()])
+            .args(["-key", "domain", &self.domain])
+            // The digest is computed over the Request-URI, not over SIPp's target address.
+            .args(["-auth_uri", &self.domain])
+            // Every wait of a scenario is bounded, and so is the whole run.
+            .args([
+                "-recv_timeout",
+                "10000",
+                "-timeout",
+                "40s",
+                "-timeout_error",
+            ])
+            .args(["-trace_msg", "-trace_err", "-trace_logs", "-nostdin"])
+            .args(["-buff_size", "4194304"])
+            .current_dir(&work);
+        if !self.rows.is_empty() {
+            let inf = work.join("rows.csv");
+            let mut f = std::fs::File::create(&inf).unwrap();
+            writeln!(f, "SEQUENTIAL").unwrap();
+            for r in &self.rows {
+                writeln!(f, "{}", r.line()).unwrap();
+            }
+            cmd.arg("-inf").arg(&inf);
+            cmd.args(["-au", "[field0]", "-ap", "[field1]"]);
+        }
+        if let Some(r) = self.rate {
+            cmd.args(["-r", &r.to_string()]);
+        }
+        if self.tcp {
+            cmd.args(["-t", "t1"]);
+        }
+        cmd.args(&self.args);
+        let mut p = Proc::spawn("sipp", &mut cmd, work.join("screen.log"), false);
+        let status = p.wait_exit(self.limit);
+        let read_all = |suffix: &str| -> String {
+            let mut s = String::new();
+            for e in std::fs::read_dir(&work).unwrap().flatten() {
+                if e.file_name().to_string_lossy().ends_with(suffix) {
+                    s.push_str(&String::from_utf8_lossy(
+                        &std::fs::read(e.path()).unwrap_or_default(),
+                    ));
+                }
+            }
+            s
+        };
+        SippRun {
+            scenario: self.scenario.clone(),
+            success: status.is_some_and(|s| s.success()),
+            status: match status {
+                Some(s) => s.to_string(),
+                None => format!("killed after {:?}", self.limit),
+            },
+            output: p.log(),
+            messages: read_all("_messages.log"),
+            errors: read_all("_errors.log"),
+            logs: read_all("_logs.log"),
+        }
+    }
+
+    /// Runs and fails the test, with everything SIPp saw and the daemon's log, unless the
+    /// scenario passed.
+    pub fn ok(self) -> SippRun {
+        let d = self.daemon;
+        let r = self.run();
+        assert!(r.success, "{}\ndaemon log:\n{}", r.report(), d.log());
+        r
+    }
+
+    /// Runs and fails the test unless the scenario failed (a check that must not pass).
+    pub fn fails(self) -> SippRun {
+        let d = self.daemon;
+        let r = self.run();
+        assert!(
+            !r.success,
+            "{} passed, it should have failed\n{}\ndaemon log:\n{}",
+            r.scenario,
+            r.report(),
+            d.log()
+        );
+        r
     }
 }
 
-/// Runs SIPp and fails the test, with everything SIPp saw, unless the scenario passed.
-pub fn sipp_ok(daemon: &Daemon, scenario: &str, args: &[&str]) -> SippRun {
-    let r = sipp(daemon, scenario, args);
-    assert!(
-        r.success,
-        "SIPp scenario {scenario} failed\nerrors:\n{}\nmessages:\n{}\ndaemon log:\n{}",
-        r.errors,
-        r.messages,
-        daemon.log()
-    );
-    r
-}
-
-/// Writes a SIPp injection file and returns its path.
-pub fn inf(daemon: &Daemon, name: &str, rows: &[&str]) -> String {
-    let p = daemon.dir.path().join(name);
-    let mut f = std::fs::File::create(&p).unwrap();
-    writeln!(f, "SEQUENTIAL").unwrap();
-    for r in rows {
-        writeln!(f, "{r}").unwrap();
+impl SippRun {
+    /// Everything SIPp reported, for an assertion message.
+    pub fn report(&self) -> String {
+        format!(
+            "SIPp scenario {} failed ({})\n--- scenario log:\n{}\n--- errors:\n{}\n--- messages:\n{}\n--- screen (tail):\n{}",
+            self.scenario,
+            self.status,
+            self.logs,
+            self.errors,
+            self.messages,
+            tail(&self.output, 40)
+        )
     }
-    p.display().to_string()
+
+    /// The received messages, in order.
+    pub fn received(&self) -> Vec<String> {
+        self.messages
+            .split("-----------------------------------------------")
+            .filter(|b| b.contains("message received"))
+            .filter_map(|b| {
+                b.split_once("bytes :")
+                    .map(|(_, m)| m.trim_start().to_string())
+            })
+            .collect()
+    }
+
+    /// The status codes of the received responses, in order.
+    pub fn statuses(&self) -> Vec<u16> {
+        self.received()
+            .iter()
+            .filter(|m| m.starts_with("SIP/2.0 "))
+            .map(|m| status_of(m))
+            .collect()
+    }
+
+    /// The Contact values of the last 200 received.
+    pub fn contacts_in_last_200(&self) -> Vec<String> {
+        self.received()
+            .iter()
+            .rev()
+            .find(|m| m.starts_with("SIP/2.0 200"))
+            .map(|m| header_values(m, "Contact"))
+            .unwrap_or_default()
+    }
 }
 
-/// Sends raw bytes over UDP and returns the first response (or None after `limit`).
+fn tail(s: &str, lines: usize) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The current bindings of `user` (REGISTER without Contact), as listed in the 200.
+pub fn query(d: &Daemon, user: &str, password: &str) -> Vec<String> {
+    Sipp::new(d, "query.xml")
+        .row(row(user, password, 0, 0))
+        .ok()
+        .contacts_in_last_200()
+}
+
+/// The `expires` parameter of a Contact value.
+pub fn expires_of(contact: &str) -> Option<u32> {
+    contact
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("expires="))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw messages
+
+/// Sends raw bytes over UDP from an ephemeral port and returns the first datagram that
+/// comes back (or None after `limit`).
 pub fn udp_exchange(to: SocketAddr, bytes: &[u8], limit: Duration) -> Option<String> {
     let bind = if to.is_ipv4() {
         "127.0.0.1:0"
@@ -348,24 +794,90 @@ pub fn udp_exchange(to: SocketAddr, bytes: &[u8], limit: Duration) -> Option<Str
     s.send_to(bytes, to).unwrap();
     let mut buf = vec![0u8; 65536];
     match s.recv_from(&mut buf) {
-        Ok((n, _)) => Some(String::from_utf8_lossy(&buf[..n]).to_string()),
+        Ok((n, _)) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
         Err(_) => None,
+    }
+}
+
+/// Opens a TCP connection, sends raw bytes and reads one whole SIP message back (headers
+/// and Content-Length body). None when nothing (or only part of a message) arrived within
+/// `limit` or the connection was closed first.
+pub fn tcp_exchange(to: SocketAddr, bytes: &[u8], limit: Duration) -> Option<String> {
+    let mut c = SipConn::connect(to, limit)?;
+    c.send(bytes).ok()?;
+    c.recv(limit)
+}
+
+/// A TCP connection that frames SIP messages by Content-Length, keeping whatever arrived
+/// beyond the message it returns for the next call.
+pub struct SipConn {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl SipConn {
+    pub fn connect(to: SocketAddr, limit: Duration) -> Option<SipConn> {
+        let stream = TcpStream::connect_timeout(&to, limit).ok()?;
+        Some(SipConn {
+            stream,
+            buf: Vec::new(),
+        })
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// The next whole message, or None when the time is up or the peer closed first.
+    pub fn recv(&mut self, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                let len: usize = header_values(&head, "Content-Length")
+                    .first()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let total = end + 4 + len;
+                if self.buf.len() >= total {
+                    let msg: Vec<u8> = self.buf.drain(..total).collect();
+                    return Some(String::from_utf8_lossy(&msg).into_owned());
+                }
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            self.stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .ok()?;
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
     }
 }
 
 /// A request text with the usual headers, for raw-socket tests.
 pub fn request(method: &str, extra: &str) -> String {
     format!(
-        "{method} sip:switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bK{}\r\n\
-         Max-Forwards: 70\r\nFrom: <sip:alice@switchboard.local>;tag=t1\r\nTo: <sip:alice@switchboard.local>\r\n\
+        "{method} sip:{REALM} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bK{}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@{REALM}>;tag=t1\r\nTo: <sip:alice@{REALM}>\r\n\
          Call-ID: raw-{}\r\nCSeq: 1 {method}\r\n{extra}Content-Length: 0\r\n\r\n",
         rand_token(),
         rand_token()
     )
 }
 
+/// A REGISTER of `user` without credentials (answered with a challenge, or refused).
+pub fn register_request(user: &str) -> String {
+    request(
+        "REGISTER",
+        &format!("Contact: <sip:{user}@127.0.0.1:9>\r\n"),
+    )
+    .replace("sip:alice@", &format!("sip:{user}@"))
+}
+
 fn rand_token() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     format!(
         "{}x{}",
@@ -374,10 +886,64 @@ fn rand_token() -> String {
     )
 }
 
-/// The status line's code of a response text.
+/// The status line's code of a response text (0 when it is not a response).
 pub fn status_of(resp: &str) -> u16 {
+    if !resp.starts_with("SIP/2.0 ") {
+        return 0;
+    }
     resp.split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
+}
+
+/// The values of every header line named `name` (case-insensitive; no compact forms, no
+/// comma splitting), in order.
+pub fn header_values(msg: &str, name: &str) -> Vec<String> {
+    msg.lines()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
+        .collect()
+}
+
+/// A digest challenge's parameter (`realm`, `nonce`, `algorithm`, …), unquoted.
+pub fn challenge_param(challenge: &str, name: &str) -> Option<String> {
+    challenge_params(challenge)
+        .into_iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+}
+
+/// The parameters of a `Digest` challenge, in order, values unquoted (commas inside
+/// quotes are part of the value).
+pub fn challenge_params(challenge: &str) -> Vec<(String, String)> {
+    let Some(rest) = challenge.trim().strip_prefix("Digest") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let (mut key, mut val) = (String::new(), String::new());
+    let (mut in_key, mut quoted) = (true, false);
+    for ch in rest.chars() {
+        match ch {
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                if !key.trim().is_empty() {
+                    out.push((key.trim().to_string(), val.trim().to_string()));
+                }
+                key.clear();
+                val.clear();
+                in_key = true;
+            }
+            '=' if in_key && !quoted => in_key = false,
+            c if in_key => key.push(c),
+            c => val.push(c),
+        }
+    }
+    if !key.trim().is_empty() {
+        out.push((key.trim().to_string(), val.trim().to_string()));
+    }
+    out
 }
