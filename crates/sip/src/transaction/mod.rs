@@ -2,21 +2,46 @@
 //!
 //! Events go in — [`TransactionLayer::handle_request`], [`TransactionLayer::handle_response`],
 //! [`TransactionLayer::respond`], [`TransactionLayer::send_request`],
-//! [`TransactionLayer::handle_timeout`] — always with the current time passed in. What to do
-//! comes out of [`TransactionLayer::poll_action`] (send these bytes there; a transaction
-//! timed out; a transaction ended) and [`TransactionLayer::poll_timeout`] says when to call
-//! again. The layer never reads a clock and never does I/O, so tests drive it with a
-//! virtual clock.
+//! [`TransactionLayer::handle_timeout`], [`TransactionLayer::handle_transport_error`] —
+//! always with the current time passed in. What to do comes out of
+//! [`TransactionLayer::poll_action`] (send these bytes there; a transaction timed out; a
+//! transaction ended) and [`TransactionLayer::poll_timeout`] says when to call
+//! [`TransactionLayer::handle_timeout`] next. The layer never reads a clock and never does
+//! I/O, so tests drive it with a virtual clock.
 //!
-//! Over reliable transports (TCP) nothing is retransmitted and the wait states that only
-//! absorb retransmissions (timers D, I, J, K) last zero time.
+//! # What the layer does and what its user (the TU) does
+//!
+//! - Every received request goes to `handle_request` first. Retransmissions are absorbed
+//!   and, when the transaction has answered, answered again from it; a new request comes
+//!   back as [`ServerOutcome::New`] and must be answered with `respond`. An ACK for a
+//!   non-2xx final response is absorbed; an ACK for a 2xx is not part of any transaction
+//!   (RFC 6026) and comes back as [`ServerOutcome::Ack`].
+//! - The TU retransmits its own 2xx to INVITE (§13.3.1.4) through `respond`, which passes
+//!   them while the transaction is Accepted (Timer L).
+//! - Every received response goes to `handle_response`. The ACK for a non-2xx final
+//!   response to INVITE is built and sent by the layer (§17.1.1.3); the ACK for a 2xx is
+//!   the TU's. Each 2xx, first or retransmitted, reaches the TU while the client
+//!   transaction is Accepted (Timer M), so a forked INVITE's several 2xx all get ACKed.
+//! - Over reliable transports (TCP) nothing is retransmitted and the wait states that only
+//!   absorb retransmissions (timers D, I, J, K) last zero time.
+//!
+//! A server INVITE transaction does not send `100 Trying` by itself (§17.2.1): the TU
+//! should send it at once unless it answers within 200 ms.
+//!
+//! Memory is bounded by the transactions alive: a terminated transaction is forgotten at
+//! once (after [`Action::Terminated`]). A server transaction waits for its TU's answer
+//! without a timer; every `New` must be answered.
 
-use crate::message::{response_target, split_first_value};
-use crate::msg::headers::{Header, Headers};
-use crate::msg::prelude::*;
-use crate::msg::{Method, Request, Response, Version};
+mod client;
+mod matching;
+mod server;
+#[cfg(test)]
+mod tests;
+
+use crate::msg::Request;
 use crate::peer::Peer;
 use bytes::Bytes;
+use matching::{ClientKey, ServerKey};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -27,15 +52,16 @@ pub const MAGIC_COOKIE: &str = "z9hG4bK";
 /// The timer bases of §17 (Table 4 of RFC 3261).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimerConfig {
-    /// RTT estimate.
+    /// RTT estimate (default 500 ms). Values under 1 ms count as 1 ms.
     pub t1: Duration,
-    /// Longest retransmit interval for non-INVITE requests and INVITE responses.
+    /// Longest retransmit interval for non-INVITE requests and INVITE responses (default
+    /// 4 s). Values under T1 count as T1.
     pub t2: Duration,
-    /// Longest time a message stays in the network.
+    /// Longest time a message stays in the network (default 5 s): timers I and K.
     pub t4: Duration,
     /// Timer C (§16.6 step 11): how long a client INVITE transaction waits for a final
-    /// response after the last provisional one before telling its user (who should
-    /// CANCEL); 64·T1 later it gives up. Longer than 3 minutes per RFC 3261.
+    /// response, from the INVITE and again from each 101–199, before telling its user
+    /// (who should CANCEL); 64·T1 later it gives up. Longer than 3 minutes per RFC 3261.
     pub c: Duration,
 }
 
@@ -53,11 +79,24 @@ impl Default for TimerConfig {
 impl TimerConfig {
     /// 64·T1: timers B, F, H, J, L, M.
     pub fn t64(&self) -> Duration {
-        self.t1 * 64
+        self.t1.saturating_mul(64)
+    }
+
+    /// Timer D over unreliable transports: 64·T1, at least 32 s (§17.1.1.2).
+    pub fn timer_d(&self) -> Duration {
+        self.t64().max(Duration::from_secs(32))
+    }
+
+    /// The values the layer runs with: T1 ≥ 1 ms, T2 ≥ T1, so that no retransmission
+    /// timer can fire in a loop at one instant.
+    fn normalised(mut self) -> Self {
+        self.t1 = self.t1.max(Duration::from_millis(1));
+        self.t2 = self.t2.max(self.t1);
+        self
     }
 }
 
-/// Identifies a transaction for its whole life.
+/// Identifies a transaction for its whole life; never reused by one layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TxId(pub u64);
 
@@ -67,21 +106,35 @@ impl fmt::Display for TxId {
     }
 }
 
-/// The timers of §17 and RFC 6026.
+/// The timers of RFC 3261 §17 (Table 4), §16.6 (C) and RFC 6026 (L, M).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Timer {
+    /// Client INVITE retransmission (unreliable): T1, doubling.
     A,
+    /// Client INVITE gives up without a response: 64·T1.
     B,
+    /// Client INVITE without a final response (proxy, §16.6): [`TimerConfig::c`] from the
+    /// INVITE and from each 101–199.
     C,
+    /// Client INVITE absorbs final-response retransmissions: ≥ 32 s, 0 reliable.
     D,
+    /// Client non-INVITE retransmission (unreliable): T1 doubling up to T2.
     E,
+    /// Client non-INVITE gives up: 64·T1.
     F,
+    /// Server INVITE final-response retransmission (unreliable): T1 doubling up to T2.
     G,
+    /// Server INVITE gives up waiting for the ACK: 64·T1.
     H,
+    /// Server INVITE absorbs ACK retransmissions: T4, 0 reliable.
     I,
+    /// Server non-INVITE absorbs request retransmissions: 64·T1, 0 reliable.
     J,
+    /// Client non-INVITE absorbs response retransmissions: T4, 0 reliable.
     K,
+    /// Server INVITE Accepted: passes the TU's 2xx retransmissions: 64·T1.
     L,
+    /// Client INVITE Accepted: passes further 2xx to the TU: 64·T1.
     M,
 }
 
@@ -94,7 +147,8 @@ pub enum Kind {
     ServerNonInvite,
 }
 
-/// Transaction states (§17.1, §17.2, RFC 6026 §7.1–7.2).
+/// Transaction states (§17.1, §17.2, RFC 6026 §7.1–7.2). Terminated transactions are
+/// forgotten, so [`TransactionLayer::state`] never reports that state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     Calling,
@@ -106,15 +160,19 @@ pub enum State {
     Terminated,
 }
 
-/// What the layer asks of its user.
+/// What the layer asks of its user, in order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
-    /// Send these bytes to this peer.
+    /// Send these bytes to this peer (for a stream peer: over `to.conn` if it is still
+    /// open, §18.2.2).
     Transmit { to: Peer, bytes: Bytes },
-    /// Timer B or F (no final response), H (no ACK): the transaction gave up and ends.
-    /// Timer C: no final response long after ringing; the user should CANCEL (the
-    /// transaction ends by itself 64·T1 later).
+    /// Timer B or F (no final response), H (no ACK): the transaction gave up and ends
+    /// (B and F mean a 408 to the TU, §8.1.3.1). Timer C: no final response long after
+    /// ringing; the user should CANCEL (the transaction ends by itself 64·T1 later).
     Timeout { tx: TxId, timer: Timer },
+    /// The transport reported it could not deliver for this transaction
+    /// ([`TransactionLayer::handle_transport_error`]); it ends (§17.1.4, §17.2.4).
+    TransportError(TxId),
     /// The transaction ended and was forgotten.
     Terminated(TxId),
 }
@@ -128,16 +186,19 @@ pub enum ServerOutcome {
     /// response to re-send is already queued as an action).
     Absorbed,
     /// An ACK that belongs to no server transaction: the ACK for a 2xx (RFC 6026 §6),
-    /// handed to the transaction user.
+    /// handed to the transaction user (also when it reused the INVITE's branch and arrived
+    /// while that transaction was Accepted).
     Ack(Request),
     /// A CANCEL (its own new transaction, answered by the transaction user) and the
-    /// INVITE server transaction it matches, if any (§9.2).
+    /// INVITE server transaction it matches, if one is alive (§9.2: same branch, sent-by
+    /// and CSeq number). A retransmitted CANCEL is [`ServerOutcome::Absorbed`].
     Cancel {
         cancel_tx: TxId,
         invite_tx: Option<TxId>,
         request: Request,
     },
-    /// The request has no usable top Via or CSeq: no transaction can be made.
+    /// The request has no usable top Via or CSeq: no transaction can be made and no
+    /// response could be matched by its sender; drop it and count it.
     Invalid(&'static str),
 }
 
@@ -145,61 +206,43 @@ pub enum ServerOutcome {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ClientOutcome {
     /// A 1xx for a client transaction.
-    Provisional(TxId, Response),
+    Provisional(TxId, crate::msg::Response),
     /// A final response for a client transaction (also a retransmitted 2xx to INVITE,
     /// which the transaction user must see again to re-send its ACK).
-    Final(TxId, Response),
-    /// A retransmission absorbed by the layer.
+    Final(TxId, crate::msg::Response),
+    /// A retransmission absorbed by the layer (a retransmitted non-2xx to INVITE is ACKed
+    /// again by the layer).
     Absorbed,
-    /// No client transaction matches (RFC 3261 §17.1.3): a proxy forwards a stray 2xx
-    /// statelessly, anything else drops it.
-    Stray(Response),
+    /// No client transaction matches (§17.1.3), or the response has no top Via branch,
+    /// no CSeq method or a status outside 100–699: a proxy forwards a stray 2xx
+    /// statelessly (§16.7), anything else is dropped.
+    Stray(crate::msg::Response),
 }
 
 /// Why a transaction refused a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TxError {
-    #[error("no such transaction")]
+    #[error("no such transaction (it may have ended)")]
     Unknown,
     #[error("the transaction is not a server transaction")]
     NotServer,
     #[error("the transaction already sent its final response")]
     AlreadyFinal,
-    #[error("the request has no usable top Via")]
+    #[error("the request has no top Via with a branch parameter")]
     NoVia,
+    #[error("status code {0} is not in 100-699")]
+    BadStatus(u16),
+    #[error("an ACK is no transaction: send the ACK for a 2xx directly")]
+    AckIsNotATransaction,
+    #[error("a client transaction with this branch and method is alive; use a fresh branch")]
+    DuplicateBranch,
 }
 
-/// The key of a transaction (§17.1.3, §17.2.3).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// Where a transaction is filed.
+#[derive(Clone, Debug)]
 enum Key {
-    /// RFC 3261 branch, sent-by (server side), method (ACK counted as INVITE).
-    Branch {
-        branch: String,
-        sent_by: String,
-        method: MethodKey,
-    },
-    /// RFC 2543 peers without the magic cookie (§17.2.3 fallback), simplified.
-    Legacy {
-        request_uri: String,
-        call_id: String,
-        cseq: u32,
-        from_tag: String,
-        top_via: String,
-        method: MethodKey,
-    },
-}
-
-/// A method as far as matching cares: ACK matches its INVITE.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct MethodKey(String);
-
-impl MethodKey {
-    fn of(m: &Method) -> Self {
-        match m {
-            Method::Ack => MethodKey("INVITE".into()),
-            other => MethodKey(other.to_string()),
-        }
-    }
+    Server(ServerKey),
+    Client(ClientKey),
 }
 
 struct Tx {
@@ -208,32 +251,44 @@ struct Tx {
     key: Key,
     /// Server: where responses go. Client: where the request went.
     peer: Peer,
-    /// Client: the request, to retransmit and to build the ACK for a non-2xx response.
+    /// Client: the request, to build the ACK for a non-2xx response and the CANCEL.
     request: Option<Request>,
-    /// Client: the request's bytes. Server: the last response's bytes.
+    /// Client: the request's bytes. Server: the last response's bytes (empty before one).
     bytes: Bytes,
-    /// Client INVITE: the ACK sent for a non-2xx final response.
+    /// Client INVITE: the ACK sent for a non-2xx final response, sent again for each
+    /// retransmission of that response.
     ack: Option<Bytes>,
     /// Current retransmission interval of timer A, E or G.
     interval: Duration,
+    /// The armed timers (a few at most), mirrored in [`TransactionLayer::timers`].
     armed: Vec<(Timer, Instant)>,
 }
 
-/// All transactions of an element.
+/// All transactions of an element. See the [module documentation](self).
 pub struct TransactionLayer {
     config: TimerConfig,
     txs: HashMap<TxId, Tx>,
-    server_keys: HashMap<Key, TxId>,
-    client_keys: HashMap<(String, String), TxId>,
+    server_keys: HashMap<ServerKey, TxId>,
+    client_keys: HashMap<ClientKey, TxId>,
     timers: BTreeSet<(Instant, TxId, Timer)>,
     actions: VecDeque<Action>,
     next_id: u64,
 }
 
+/// How far in the future a timer too large for `Instant` is put.
+const FAR: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// `now + d`, saturating at a distant instant instead of panicking.
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(FAR))
+        .unwrap_or(now)
+}
+
 impl TransactionLayer {
     pub fn new(config: TimerConfig) -> Self {
         TransactionLayer {
-            config,
+            config: config.normalised(),
             txs: HashMap::new(),
             server_keys: HashMap::new(),
             client_keys: HashMap::new(),
@@ -243,6 +298,7 @@ impl TransactionLayer {
         }
     }
 
+    /// The timer values in use (T1 at least 1 ms, T2 at least T1).
     pub fn config(&self) -> &TimerConfig {
         &self.config
     }
@@ -261,14 +317,71 @@ impl TransactionLayer {
         self.txs.get(&tx).map(|t| t.state)
     }
 
+    /// The kind of a live transaction.
+    pub fn kind(&self, tx: TxId) -> Option<Kind> {
+        self.txs.get(&tx).map(|t| t.kind)
+    }
+
+    /// The next thing to do, oldest first.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
 
-    /// The earliest armed timer.
+    /// When [`TransactionLayer::handle_timeout`] must be called next: the earliest armed
+    /// timer.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.first().map(|(t, _, _)| *t)
     }
+
+    /// Fires every timer due at or before `now`, in order. Timers re-armed while firing
+    /// count from when they were due, not from `now`, so a late call catches up on the
+    /// exact schedule.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, id, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.remove(&(at, id, timer));
+            match self.txs.get_mut(&id) {
+                Some(tx) => tx.armed.retain(|(t, _)| *t != timer),
+                None => continue,
+            }
+            self.fire(id, timer, at);
+        }
+    }
+
+    /// The transport could not deliver a message of `tx` (ICMP unreachable, connection
+    /// refused or closed for good, §17.1.4, §17.2.4): the transaction ends with
+    /// [`Action::TransportError`] then [`Action::Terminated`]. Returns false when `tx` is
+    /// not alive.
+    pub fn handle_transport_error(&mut self, tx: TxId, _now: Instant) -> bool {
+        if !self.txs.contains_key(&tx) {
+            return false;
+        }
+        tracing::debug!(%tx, "transport error");
+        self.actions.push_back(Action::TransportError(tx));
+        self.terminate(tx);
+        true
+    }
+
+    /// [`TransactionLayer::handle_transport_error`] for every transaction that sends to
+    /// `peer` (compared with its connection id), for a shell that learns of failures per
+    /// destination. Returns how many transactions ended.
+    pub fn handle_peer_unreachable(&mut self, peer: Peer, now: Instant) -> usize {
+        let mut ids: Vec<TxId> = self
+            .txs
+            .iter()
+            .filter(|(_, t)| t.peer == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        for id in &ids {
+            self.handle_transport_error(*id, now);
+        }
+        ids.len()
+    }
+
+    // ---- plumbing shared by both sides ----------------------------------------------
 
     fn new_id(&mut self) -> TxId {
         let id = TxId(self.next_id);
@@ -276,10 +389,18 @@ impl TransactionLayer {
         id
     }
 
+    fn insert(&mut self, id: TxId, tx: Tx) {
+        match &tx.key {
+            Key::Server(k) => self.server_keys.insert(k.clone(), id),
+            Key::Client(k) => self.client_keys.insert(k.clone(), id),
+        };
+        self.txs.insert(id, tx);
+    }
+
     fn arm(&mut self, id: TxId, timer: Timer, at: Instant) {
         if let Some(tx) = self.txs.get_mut(&id) {
             if let Some(pos) = tx.armed.iter().position(|(t, _)| *t == timer) {
-                let (_, old) = tx.armed.remove(pos);
+                let (_, old) = tx.armed.swap_remove(pos);
                 self.timers.remove(&(old, id, timer));
             }
             tx.armed.push((timer, at));
@@ -287,431 +408,26 @@ impl TransactionLayer {
         }
     }
 
-    fn disarm(&mut self, id: TxId, timer: Timer) {
+    fn arm_in(&mut self, id: TxId, timer: Timer, now: Instant, d: Duration) {
+        self.arm(id, timer, later(now, d));
+    }
+
+    fn disarm(&mut self, id: TxId, timers: &[Timer]) {
         if let Some(tx) = self.txs.get_mut(&id) {
-            if let Some(pos) = tx.armed.iter().position(|(t, _)| *t == timer) {
-                let (_, at) = tx.armed.remove(pos);
-                self.timers.remove(&(at, id, timer));
-            }
+            tx.armed.retain(|&(t, at)| {
+                let keep = !timers.contains(&t);
+                if !keep {
+                    self.timers.remove(&(at, id, t));
+                }
+                keep
+            });
         }
     }
 
-    /// Arms a wait timer, or ends the transaction at once when the wait is zero
-    /// (reliable transports).
-    fn wait_or_end(&mut self, id: TxId, timer: Timer, wait: Duration, now: Instant) {
-        if wait.is_zero() {
-            self.terminate(id);
-        } else {
-            self.arm(id, timer, now + wait);
-        }
-    }
-
-    fn terminate(&mut self, id: TxId) {
-        if let Some(tx) = self.txs.remove(&id) {
-            for (timer, at) in tx.armed {
-                self.timers.remove(&(at, id, timer));
-            }
-            match tx.kind {
-                Kind::ServerInvite | Kind::ServerNonInvite => {
-                    if self.server_keys.get(&tx.key) == Some(&id) {
-                        self.server_keys.remove(&tx.key);
-                    }
-                }
-                Kind::ClientInvite | Kind::ClientNonInvite => {
-                    self.client_keys.retain(|_, v| *v != id);
-                }
-            }
-            self.actions.push_back(Action::Terminated(id));
-        }
-    }
-
-    fn transmit(&mut self, to: Peer, bytes: Bytes) {
-        self.actions.push_back(Action::Transmit { to, bytes });
-    }
-
-    // ---- server side ----------------------------------------------------------------
-
-    /// Handles a received request (§17.2.3 matching).
-    pub fn handle_request(&mut self, req: Request, from: Peer, now: Instant) -> ServerOutcome {
-        let Some(key) = server_key(&req) else {
-            return ServerOutcome::Invalid("no usable top Via or CSeq");
-        };
-        if req.method == Method::Ack {
-            let Some(&id) = self.server_keys.get(&key) else {
-                return ServerOutcome::Ack(req);
-            };
-            let state = self.txs.get(&id).map(|t| t.state);
-            return match state {
-                Some(State::Completed) => {
-                    // §17.2.1: the ACK for a non-2xx final response.
-                    self.disarm(id, Timer::G);
-                    self.disarm(id, Timer::H);
-                    if let Some(tx) = self.txs.get_mut(&id) {
-                        tx.state = State::Confirmed;
-                    }
-                    let wait = self.wait(from, self.config.t4);
-                    self.wait_or_end(id, Timer::I, wait, now);
-                    ServerOutcome::Absorbed
-                }
-                Some(State::Confirmed) => ServerOutcome::Absorbed,
-                // An ACK for a 2xx that reused the INVITE's branch: the TU's business.
-                _ => ServerOutcome::Ack(req),
-            };
-        }
-        if let Some(&id) = self.server_keys.get(&key) {
-            // A retransmission: answer from the transaction (§17.2.1, §17.2.2).
-            if let Some(tx) = self.txs.get(&id) {
-                let resend = match (tx.kind, tx.state) {
-                    (Kind::ServerInvite, State::Proceeding | State::Completed) => true,
-                    (Kind::ServerNonInvite, State::Proceeding | State::Completed) => true,
-                    // RFC 6026 §7.1: retransmitted INVITEs are absorbed in Accepted.
-                    _ => false,
-                };
-                if resend && !tx.bytes.is_empty() {
-                    let (peer, bytes) = (tx.peer, tx.bytes.clone());
-                    self.transmit(peer, bytes);
-                }
-            }
-            return ServerOutcome::Absorbed;
-        }
-        let id = self.new_id();
-        let is_invite = req.method == Method::Invite;
-        let tx = Tx {
-            kind: if is_invite {
-                Kind::ServerInvite
-            } else {
-                Kind::ServerNonInvite
-            },
-            state: if is_invite {
-                State::Proceeding
-            } else {
-                State::Trying
-            },
-            key: key.clone(),
-            peer: response_target(&req, from),
-            request: None,
-            bytes: Bytes::new(),
-            ack: None,
-            interval: self.config.t1,
-            armed: Vec::new(),
-        };
-        self.txs.insert(id, tx);
-        self.server_keys.insert(key.clone(), id);
-        if req.method == Method::Cancel {
-            // §9.2: the INVITE with the same branch and sent-by.
-            let invite_key = match &key {
-                Key::Branch {
-                    branch, sent_by, ..
-                } => Key::Branch {
-                    branch: branch.clone(),
-                    sent_by: sent_by.clone(),
-                    method: MethodKey("INVITE".into()),
-                },
-                Key::Legacy {
-                    request_uri,
-                    call_id,
-                    cseq,
-                    from_tag,
-                    top_via,
-                    ..
-                } => Key::Legacy {
-                    request_uri: request_uri.clone(),
-                    call_id: call_id.clone(),
-                    cseq: *cseq,
-                    from_tag: from_tag.clone(),
-                    top_via: top_via.clone(),
-                    method: MethodKey("INVITE".into()),
-                },
-            };
-            let invite_tx = self.server_keys.get(&invite_key).copied();
-            return ServerOutcome::Cancel {
-                cancel_tx: id,
-                invite_tx,
-                request: req,
-            };
-        }
-        ServerOutcome::New(id, req)
-    }
-
-    /// The wait of a timer that only absorbs retransmissions: zero over reliable transports.
-    fn wait(&self, peer: Peer, unreliable: Duration) -> Duration {
-        if peer.transport.is_reliable() {
-            Duration::ZERO
-        } else {
-            unreliable
-        }
-    }
-
-    /// Sends a response through a server transaction.
-    pub fn respond(&mut self, id: TxId, resp: Response, now: Instant) -> Result<(), TxError> {
-        let code = u16::from(resp.status_code.clone());
-        let tx = self.txs.get_mut(&id).ok_or(TxError::Unknown)?;
-        match (tx.kind, tx.state) {
-            (Kind::ServerInvite, State::Proceeding)
-            | (Kind::ServerNonInvite, State::Trying | State::Proceeding) => {}
-            (Kind::ServerInvite, State::Accepted) if (200..300).contains(&code) => {
-                // RFC 6026 §7.1: further 2xx (the TU's retransmissions) pass through.
-                let peer = tx.peer;
-                self.transmit(peer, Bytes::from(resp.to_bytes()));
-                return Ok(());
-            }
-            (Kind::ServerInvite | Kind::ServerNonInvite, _) => return Err(TxError::AlreadyFinal),
-            _ => return Err(TxError::NotServer),
-        }
-        let bytes = Bytes::from(resp.to_bytes());
-        tx.bytes = bytes.clone();
-        let peer = tx.peer;
-        let kind = tx.kind;
-        self.transmit(peer, bytes);
-        let reliable = peer.transport.is_reliable();
-        let t64 = self.config.t64();
-        let set_state = |layer: &mut Self, s: State| {
-            if let Some(tx) = layer.txs.get_mut(&id) {
-                tx.state = s;
-            }
-        };
-        match (kind, code) {
-            (_, 100..=199) => {
-                if kind == Kind::ServerNonInvite {
-                    set_state(self, State::Proceeding);
-                }
-            }
-            (Kind::ServerInvite, 200..=299) => {
-                set_state(self, State::Accepted);
-                self.arm(id, Timer::L, now + t64);
-            }
-            (Kind::ServerInvite, _) => {
-                set_state(self, State::Completed);
-                if !reliable {
-                    let t1 = self.config.t1;
-                    if let Some(tx) = self.txs.get_mut(&id) {
-                        tx.interval = t1;
-                    }
-                    self.arm(id, Timer::G, now + t1);
-                }
-                self.arm(id, Timer::H, now + t64);
-            }
-            (_, _) => {
-                set_state(self, State::Completed);
-                let wait = if reliable { Duration::ZERO } else { t64 };
-                self.wait_or_end(id, Timer::J, wait, now);
-            }
-        }
-        Ok(())
-    }
-
-    // ---- client side ----------------------------------------------------------------
-
-    /// Starts a client transaction for `req` (which must carry its own top Via with a
-    /// fresh branch) and sends it to `to`.
-    pub fn send_request(&mut self, req: Request, to: Peer, now: Instant) -> Result<TxId, TxError> {
-        let branch = top_branch(&req).ok_or(TxError::NoVia)?;
-        let id = self.new_id();
-        let is_invite = req.method == Method::Invite;
-        let bytes = Bytes::from(req.to_bytes());
-        let method = req.method.to_string();
-        self.txs.insert(
-            id,
-            Tx {
-                kind: if is_invite {
-                    Kind::ClientInvite
-                } else {
-                    Kind::ClientNonInvite
-                },
-                state: if is_invite {
-                    State::Calling
-                } else {
-                    State::Trying
-                },
-                key: Key::Branch {
-                    branch: branch.clone(),
-                    sent_by: String::new(),
-                    method: MethodKey(method.clone()),
-                },
-                peer: to,
-                request: Some(req),
-                bytes: bytes.clone(),
-                ack: None,
-                interval: self.config.t1,
-                armed: Vec::new(),
-            },
-        );
-        self.client_keys.insert((branch, method), id);
-        self.transmit(to, bytes);
-        let t64 = self.config.t64();
-        if !to.transport.is_reliable() {
-            let first = if is_invite { Timer::A } else { Timer::E };
-            self.arm(id, first, now + self.config.t1);
-        }
-        self.arm(id, if is_invite { Timer::B } else { Timer::F }, now + t64);
-        Ok(id)
-    }
-
-    /// Handles a received response (§17.1.3 matching: top Via branch and CSeq method).
-    pub fn handle_response(&mut self, resp: Response, _from: Peer, now: Instant) -> ClientOutcome {
-        let (Some(branch), Some(method)) = (top_branch(&resp), cseq_method(&resp)) else {
-            return ClientOutcome::Stray(resp);
-        };
-        let Some(&id) = self.client_keys.get(&(branch, method)) else {
-            return ClientOutcome::Stray(resp);
-        };
-        let code = u16::from(resp.status_code.clone());
-        let Some(tx) = self.txs.get(&id) else {
-            return ClientOutcome::Stray(resp);
-        };
-        let (kind, state, peer) = (tx.kind, tx.state, tx.peer);
-        let reliable = peer.transport.is_reliable();
-        match (kind, state) {
-            (Kind::ClientInvite, State::Calling | State::Proceeding) => match code {
-                100..=199 => {
-                    self.disarm(id, Timer::A);
-                    self.disarm(id, Timer::B);
-                    self.set_state(id, State::Proceeding);
-                    self.arm(id, Timer::C, now + self.config.c);
-                    ClientOutcome::Provisional(id, resp)
-                }
-                200..=299 => {
-                    self.disarm(id, Timer::A);
-                    self.disarm(id, Timer::B);
-                    self.disarm(id, Timer::C);
-                    self.set_state(id, State::Accepted);
-                    self.arm(id, Timer::M, now + self.config.t64());
-                    ClientOutcome::Final(id, resp)
-                }
-                _ => {
-                    self.disarm(id, Timer::A);
-                    self.disarm(id, Timer::B);
-                    self.disarm(id, Timer::C);
-                    let ack = self
-                        .txs
-                        .get(&id)
-                        .and_then(|t| t.request.as_ref())
-                        .map(|r| Bytes::from(ack_for(r, &resp).to_bytes()));
-                    if let Some(ack) = ack {
-                        self.transmit(peer, ack.clone());
-                        if let Some(tx) = self.txs.get_mut(&id) {
-                            tx.ack = Some(ack);
-                        }
-                    }
-                    self.set_state(id, State::Completed);
-                    let wait = if reliable {
-                        Duration::ZERO
-                    } else {
-                        Duration::from_secs(32).max(self.config.t64())
-                    };
-                    self.wait_or_end(id, Timer::D, wait, now);
-                    ClientOutcome::Final(id, resp)
-                }
-            },
-            (Kind::ClientInvite, State::Completed) => {
-                // §17.1.1.2: a retransmitted final response is ACKed again.
-                if let Some(ack) = self.txs.get(&id).and_then(|t| t.ack.clone()) {
-                    self.transmit(peer, ack);
-                }
-                ClientOutcome::Absorbed
-            }
-            (Kind::ClientInvite, State::Accepted) => {
-                if (200..300).contains(&code) {
-                    ClientOutcome::Final(id, resp)
-                } else {
-                    ClientOutcome::Absorbed
-                }
-            }
-            (Kind::ClientNonInvite, State::Trying | State::Proceeding) => match code {
-                100..=199 => {
-                    if state == State::Trying {
-                        self.set_state(id, State::Proceeding);
-                    }
-                    ClientOutcome::Provisional(id, resp)
-                }
-                _ => {
-                    self.disarm(id, Timer::E);
-                    self.disarm(id, Timer::F);
-                    self.set_state(id, State::Completed);
-                    let wait = self.wait(peer, self.config.t4);
-                    self.wait_or_end(id, Timer::K, wait, now);
-                    ClientOutcome::Final(id, resp)
-                }
-            },
-            _ => ClientOutcome::Absorbed,
-        }
-    }
-
-    fn set_state(&mut self, id: TxId, s: State) {
+    fn set_state(&mut self, id: TxId, state: State) {
         if let Some(tx) = self.txs.get_mut(&id) {
-            tx.state = s;
-        }
-    }
-
-    /// The CANCEL for a client INVITE transaction (§9.1): same Request-URI, Call-ID, From,
-    /// To, CSeq number and top Via; to be sent with [`TransactionLayer::send_request`].
-    pub fn cancel_for(&self, id: TxId) -> Option<Request> {
-        let tx = self.txs.get(&id)?;
-        if tx.kind != Kind::ClientInvite {
-            return None;
-        }
-        let req = tx.request.as_ref()?;
-        Some(sibling_request(req, Method::Cancel, None))
-    }
-
-    // ---- timers -----------------------------------------------------------------------
-
-    /// Fires every timer due at or before `now`.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&(at, id, timer)) = self.timers.first() {
-            if at > now {
-                break;
-            }
-            self.timers.remove(&(at, id, timer));
-            if let Some(tx) = self.txs.get_mut(&id) {
-                tx.armed.retain(|(t, _)| *t != timer);
-            } else {
-                continue;
-            }
-            self.fire(id, timer, at);
-        }
-    }
-
-    fn fire(&mut self, id: TxId, timer: Timer, at: Instant) {
-        let Some(tx) = self.txs.get(&id) else {
-            return;
-        };
-        let (state, peer, bytes, interval) = (tx.state, tx.peer, tx.bytes.clone(), tx.interval);
-        let t2 = self.config.t2;
-        match timer {
-            Timer::A if state == State::Calling => {
-                self.transmit(peer, bytes);
-                let next = interval * 2;
-                self.set_interval(id, next);
-                self.arm(id, Timer::A, at + next);
-            }
-            Timer::E if matches!(state, State::Trying | State::Proceeding) => {
-                self.transmit(peer, bytes);
-                let next = if state == State::Proceeding {
-                    t2
-                } else {
-                    (interval * 2).min(t2)
-                };
-                self.set_interval(id, next);
-                self.arm(id, Timer::E, at + next);
-            }
-            Timer::G if state == State::Completed => {
-                self.transmit(peer, bytes);
-                let next = (interval * 2).min(t2);
-                self.set_interval(id, next);
-                self.arm(id, Timer::G, at + next);
-            }
-            Timer::C if state == State::Proceeding => {
-                self.actions.push_back(Action::Timeout { tx: id, timer });
-                let t64 = self.config.t64();
-                self.arm(id, Timer::B, at + t64);
-            }
-            Timer::B | Timer::F | Timer::H => {
-                self.actions.push_back(Action::Timeout { tx: id, timer });
-                self.terminate(id);
-            }
-            Timer::D | Timer::I | Timer::J | Timer::K | Timer::L | Timer::M => self.terminate(id),
-            _ => {}
+            tracing::trace!(%id, from = ?tx.state, to = ?state, "transaction state");
+            tx.state = state;
         }
     }
 
@@ -720,111 +436,98 @@ impl TransactionLayer {
             tx.interval = d;
         }
     }
-}
 
-/// The top Via's branch parameter.
-fn top_branch<M: HeadersExt>(m: &M) -> Option<String> {
-    let via = m.via_header().ok()?;
-    let first = split_first_value(via.value()).0;
-    first.split(';').skip(1).find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case("branch")
-            .then(|| v.trim().to_string())
-    })
-}
+    /// The wait of a timer that only absorbs retransmissions: zero over reliable
+    /// transports.
+    fn absorb_wait(peer: Peer, unreliable: Duration) -> Duration {
+        if peer.transport.is_reliable() {
+            Duration::ZERO
+        } else {
+            unreliable
+        }
+    }
 
-fn cseq_method<M: HeadersExt>(m: &M) -> Option<String> {
-    let c = m.cseq_header().ok()?;
-    let method = c.value().split_whitespace().nth(1)?;
-    Some(method.to_ascii_uppercase())
-}
+    /// Arms a wait timer, or ends the transaction at once when the wait is zero.
+    fn wait_or_end(&mut self, id: TxId, timer: Timer, wait: Duration, now: Instant) {
+        if wait.is_zero() {
+            self.terminate(id);
+        } else {
+            self.arm_in(id, timer, now, wait);
+        }
+    }
 
-fn server_key(req: &Request) -> Option<Key> {
-    let via = req.via_header().ok()?;
-    let first = split_first_value(via.value()).0.trim();
-    let sent_by = first
-        .split(';')
-        .next()?
-        .split_whitespace()
-        .nth(1)?
-        .to_ascii_lowercase();
-    let method = MethodKey::of(&req.method);
-    match top_branch(req) {
-        Some(b) if b.starts_with(MAGIC_COOKIE) => Some(Key::Branch {
-            branch: b,
-            sent_by,
-            method,
-        }),
-        _ => {
-            let cseq = req
-                .cseq_header()
-                .ok()?
-                .value()
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()?;
-            let from_tag = req
-                .from_header()
-                .ok()
-                .and_then(|f| crate::message::tag_of(f.value()).map(str::to_string))
-                .unwrap_or_default();
-            Some(Key::Legacy {
-                request_uri: req.uri.to_string(),
-                call_id: req.call_id_header().ok()?.value().to_string(),
-                cseq,
-                from_tag,
-                top_via: first.to_string(),
-                method,
-            })
+    fn terminate(&mut self, id: TxId) {
+        let Some(tx) = self.txs.remove(&id) else {
+            return;
+        };
+        for (timer, at) in tx.armed {
+            self.timers.remove(&(at, id, timer));
+        }
+        match &tx.key {
+            Key::Server(k) => {
+                if self.server_keys.get(k) == Some(&id) {
+                    self.server_keys.remove(k);
+                }
+            }
+            Key::Client(k) => {
+                if self.client_keys.get(k) == Some(&id) {
+                    self.client_keys.remove(k);
+                }
+            }
+        }
+        tracing::trace!(%id, state = ?tx.state, "transaction terminated");
+        self.actions.push_back(Action::Terminated(id));
+    }
+
+    fn transmit(&mut self, to: Peer, bytes: Bytes) {
+        self.actions.push_back(Action::Transmit { to, bytes });
+    }
+
+    fn fire(&mut self, id: TxId, timer: Timer, at: Instant) {
+        let Some(tx) = self.txs.get(&id) else {
+            return;
+        };
+        let (state, peer, interval) = (tx.state, tx.peer, tx.interval);
+        let t2 = self.config.t2;
+        let retransmit = |layer: &mut Self, next: Duration| {
+            if let Some(bytes) = layer.txs.get(&id).map(|t| t.bytes.clone()) {
+                layer.transmit(peer, bytes);
+            }
+            layer.set_interval(id, next);
+            layer.arm_in(id, timer, at, next);
+        };
+        match timer {
+            // §17.1.1.2: A doubles without bound; B ends it.
+            Timer::A if state == State::Calling => retransmit(self, interval.saturating_mul(2)),
+            // §17.1.2.2: E doubles up to T2; once a provisional arrived it is T2.
+            Timer::E if matches!(state, State::Trying | State::Proceeding) => {
+                let next = if state == State::Proceeding {
+                    t2
+                } else {
+                    interval.saturating_mul(2).min(t2)
+                };
+                retransmit(self, next)
+            }
+            // §17.2.1: G doubles up to T2 until the ACK or H.
+            Timer::G if state == State::Completed => {
+                retransmit(self, interval.saturating_mul(2).min(t2))
+            }
+            // §16.8: the TU CANCELs (or acts as on a 408 before any provisional); the
+            // transaction waits 64·T1 more for the final response, then gives up on B.
+            Timer::C if matches!(state, State::Calling | State::Proceeding) => {
+                tracing::debug!(%id, "timer C: no final response");
+                self.actions.push_back(Action::Timeout { tx: id, timer });
+                let t64 = self.config.t64();
+                self.arm_in(id, Timer::B, at, t64);
+            }
+            Timer::B | Timer::F | Timer::H => {
+                tracing::debug!(%id, ?timer, "transaction timed out");
+                self.actions.push_back(Action::Timeout { tx: id, timer });
+                self.terminate(id);
+            }
+            Timer::D | Timer::I | Timer::J | Timer::K | Timer::L | Timer::M => self.terminate(id),
+            // A retransmission timer that outlived its state (never armed so).
+            Timer::A | Timer::C | Timer::E | Timer::G => {}
         }
     }
 }
-
-/// The ACK for a non-2xx final response (§17.1.1.3).
-fn ack_for(req: &Request, resp: &Response) -> Request {
-    let to = resp.to_header().ok().cloned();
-    sibling_request(req, Method::Ack, to)
-}
-
-/// A request of the same transaction identity as `req` (§9.1 CANCEL, §17.1.1.3 ACK): the
-/// same Request-URI, top Via, From, Call-ID, Route set and CSeq number, with `method`; To
-/// from `to` (the response's, for an ACK) or from `req`.
-fn sibling_request(req: &Request, method: Method, to: Option<crate::msg::To>) -> Request {
-    let mut headers = Headers::default();
-    let mut via_done = false;
-    for h in req.headers.iter() {
-        match h {
-            Header::Via(v) if !via_done => {
-                via_done = true;
-                headers.push(Header::Via(
-                    split_first_value(v.value()).0.trim().to_string().into(),
-                ));
-            }
-            Header::To(_) if to.is_none() => headers.push(h.clone()),
-            Header::From(_) | Header::CallId(_) | Header::Route(_) | Header::MaxForwards(_) => {
-                headers.push(h.clone())
-            }
-            Header::CSeq(c) => {
-                let seq = c.value().split_whitespace().next().unwrap_or("1");
-                headers.push(Header::CSeq(format!("{seq} {method}").into()));
-            }
-            _ => {}
-        }
-    }
-    if let Some(to) = to {
-        headers.push(Header::To(to));
-    }
-    headers.push(Header::ContentLength(0.into()));
-    Request {
-        method,
-        uri: req.uri.clone(),
-        version: Version::V2,
-        headers,
-        body: Vec::new(),
-    }
-}
-
-#[cfg(test)]
-mod tests;
