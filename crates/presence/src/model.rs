@@ -5,7 +5,7 @@
 //! the changes to make durable; nothing here reads a clock or touches a disk.
 
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 /// Unix time in seconds.
@@ -235,6 +235,8 @@ pub enum LegState {
 pub struct Presence {
     default_profile: ProfileSpec,
     people: BTreeMap<String, PersonPresence>,
+    /// (end time, person) of every profile with an end time, earliest first.
+    ends: BTreeSet<(UnixTime, String)>,
     /// person → (call id, leg id) → state.
     legs: HashMap<String, HashMap<(String, String), LegState>>,
 }
@@ -245,6 +247,7 @@ impl Presence {
         Presence {
             default_profile,
             people: BTreeMap::new(),
+            ends: BTreeSet::new(),
             legs: HashMap::new(),
         }
     }
@@ -269,12 +272,23 @@ impl Presence {
     pub fn ensure_person(&mut self, person: &str, now: UnixTime) {
         if !self.people.contains_key(person) {
             let s = self.default_state(now);
-            self.people.insert(person.to_string(), s);
+            self.put(person.to_string(), s);
         }
     }
 
     /// Loads a person's stored presence (after a restart).
     pub fn restore(&mut self, person: String, presence: PersonPresence) {
+        self.put(person, presence);
+    }
+
+    /// Stores a person's presence, keeping the end-time index in step.
+    fn put(&mut self, person: String, presence: PersonPresence) {
+        if let Some(until) = self.people.get(&person).and_then(|p| p.profile.until) {
+            self.ends.remove(&(until, person.clone()));
+        }
+        if let Some(until) = presence.profile.until {
+            self.ends.insert((until, person.clone()));
+        }
         self.people.insert(person, presence);
     }
 
@@ -319,7 +333,7 @@ impl Presence {
             next.status_since = prev.status_since;
             None
         };
-        self.people.insert(person.to_string(), next.clone());
+        self.put(person.to_string(), next.clone());
         Ok(Changed {
             person: person.to_string(),
             presence: next,
@@ -416,21 +430,17 @@ impl Presence {
 
     /// The earliest profile end time still ahead.
     pub fn next_end(&self) -> Option<UnixTime> {
-        self.people.values().filter_map(|p| p.profile.until).min()
+        self.ends.first().map(|(t, _)| *t)
     }
 
     /// Ends every profile whose end time has come (also one that passed while the daemon
     /// was down): the default profile returns. Returns the changes.
     pub fn expire(&mut self, now: UnixTime) -> Vec<Changed> {
         let due: Vec<(String, UnixTime)> = self
-            .people
+            .ends
             .iter()
-            .filter_map(|(k, p)| {
-                p.profile
-                    .until
-                    .filter(|u| *u <= now)
-                    .map(|u| (k.clone(), u))
-            })
+            .take_while(|(t, _)| *t <= now)
+            .map(|(t, p)| (p.clone(), *t))
             .collect();
         let mut out = Vec::new();
         for (person, at) in due {
