@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use switchboard::core::{Core, CoreConfig, Now, Output};
 use switchboard::directory::{Directory, PolicyDirectory};
 use switchboard::policy_source::EMBEDDED_POLICY;
+use switchboard::routing::RoutingConfig;
 use switchboard_policy::{Policy, Source};
 use switchboard_sip::parse::{parse, Limits};
 use switchboard_sip::peer::Peer;
@@ -53,8 +54,12 @@ fuzz_target!(|data: &[u8]| {
         max_failures: 3,
         failure_window: Duration::from_secs(60),
         block: Duration::from_secs(60),
+        routing: RoutingConfig {
+            route_secret: [7; 32],
+            ..RoutingConfig::default()
+        },
     };
-    let local = vec!["127.0.0.1:5060".parse().unwrap()];
+    let local = vec!["udp:127.0.0.1:5060".parse().unwrap()];
     let mut core = Core::new(config, directory, local, now(0));
     let peer = Peer::udp("127.0.0.1:5070".parse().unwrap());
     // The input may hold several messages separated by a NUL byte.

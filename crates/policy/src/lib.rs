@@ -15,4 +15,4 @@ pub use diagnostics::{Diagnostic, Diagnostics};
 pub use load::{parse_duration, parse_target, Source};
 pub use model::*;
 pub use plan::{plan, Action, CallerIdRule, Leg, LegTarget, Next, RoutePlan, Step};
-pub use view::{Call, Caller, DeviceView, GroupMemory, PersonView, View};
+pub use view::{Call, Caller, DeviceView, GroupMemory, PersonView, View, ViewSource};

@@ -7,7 +7,7 @@
 //! nobody can be reached; every path ends in a final outcome.
 
 use crate::model::*;
-use crate::view::{Call, Caller, GroupMemory, PersonView, View};
+use crate::view::{Call, Caller, GroupMemory, PersonView, ViewSource};
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use std::fmt;
 
@@ -122,7 +122,7 @@ enum Context {
 struct Planner<'a> {
     policy: &'a Policy,
     call: &'a Call,
-    view: &'a View,
+    view: &'a dyn ViewSource,
     now: DateTime<Utc>,
     steps: Vec<Step>,
     notes: Vec<String>,
@@ -131,7 +131,7 @@ struct Planner<'a> {
 }
 
 /// Plans a call. Pure: reads only its arguments.
-pub fn plan(policy: &Policy, call: &Call, view: &View, now: DateTime<Utc>) -> RoutePlan {
+pub fn plan(policy: &Policy, call: &Call, view: &dyn ViewSource, now: DateTime<Utc>) -> RoutePlan {
     let mut p = Planner {
         policy,
         call,
@@ -593,7 +593,7 @@ impl Planner<'_> {
             },
         };
         let names: Vec<String> = f.targets.iter().map(|t| t.to_string()).collect();
-        let memory = self.view.memory.get(group).cloned().unwrap_or_default();
+        let memory = self.view.memory(group);
         let order = order(&names, f.strategy, &memory, &self.call.call_id, &|_| false);
         let mut legs = Vec::new();
         for name in order {
@@ -753,7 +753,7 @@ impl Planner<'_> {
             return Next::Final(480);
         };
         let names: Vec<String> = eligible.iter().map(|(m, _)| m.clone()).collect();
-        let memory = self.view.memory.get(id).cloned().unwrap_or_default();
+        let memory = self.view.memory(id);
         let ordered = order(&names, team.strategy, &memory, &self.call.call_id, &|m| {
             self.view.person(m).in_call
         });

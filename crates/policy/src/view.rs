@@ -47,7 +47,7 @@ pub struct PersonView {
 }
 
 /// What a group (team, or a user's forwarding) remembers of past calls.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GroupMemory {
     /// Who answered the previous call.
     pub last_answerer: Option<String>,
@@ -61,6 +61,26 @@ pub struct View {
     pub people: HashMap<String, PersonView>,
     /// Keyed by team id, or `forward:<user id>` for a user's forwarding group.
     pub memory: HashMap<String, GroupMemory>,
+}
+
+/// Where the planner reads the world from: plain [`View`] data (tests, `switchboard
+/// explain`), or the daemon's live state (presence, registrations, memory) without copying
+/// it. Implementations only read; the planner stays a pure function of what they return.
+pub trait ViewSource {
+    /// A person's view; unknown people are Available with no devices.
+    fn person(&self, id: &str) -> PersonView;
+    /// What a group remembers of past calls (empty when nothing).
+    fn memory(&self, group: &str) -> GroupMemory;
+}
+
+impl ViewSource for View {
+    fn person(&self, id: &str) -> PersonView {
+        View::person(self, id)
+    }
+
+    fn memory(&self, group: &str) -> GroupMemory {
+        self.memory.get(group).cloned().unwrap_or_default()
+    }
 }
 
 impl View {

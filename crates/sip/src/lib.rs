@@ -14,6 +14,7 @@ pub mod auth;
 pub mod message;
 pub mod parse;
 pub mod peer;
+pub mod proxy;
 pub mod registrar;
 pub mod transaction;
 pub mod transport;

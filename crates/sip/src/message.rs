@@ -51,6 +51,9 @@ pub struct Capabilities<'a> {
     pub methods: &'a [Method],
     /// Option tags accepted in `Require`; others get `420` with `Unsupported`.
     pub extensions: &'a [&'a str],
+    /// Checked as a proxy forwarding the request (§16.3): `Require` is the endpoints'
+    /// business and left alone; `Proxy-Require` is checked against `extensions` instead.
+    pub proxy: bool,
 }
 
 impl Capabilities<'_> {
@@ -131,7 +134,8 @@ pub fn check_request(req: &Request, caps: &Capabilities<'_>) -> Result<(), Refus
         .headers
         .iter()
         .filter_map(|h| match h {
-            Header::Require(r) => Some(r.value()),
+            Header::Require(r) if !caps.proxy => Some(r.value()),
+            Header::ProxyRequire(r) if caps.proxy => Some(r.value()),
             _ => None,
         })
         .flat_map(|v| v.split(','))
@@ -384,7 +388,21 @@ mod tests {
     const CAPS: Capabilities<'static> = Capabilities {
         methods: &[Method::Register, Method::Options],
         extensions: &[],
+        proxy: false,
     };
+
+    #[test]
+    fn a_proxy_checks_proxy_require_not_require() {
+        let caps = Capabilities {
+            proxy: true,
+            ..CAPS
+        };
+        let text = OPTIONS.replace("Max-Forwards: 70", "Max-Forwards: 70\r\nRequire: 100rel");
+        check_request(&req(&text), &caps).unwrap();
+        let text = OPTIONS.replace("Max-Forwards: 70", "Max-Forwards: 70\r\nProxy-Require: foo");
+        assert_eq!(check_request(&req(&text), &caps).unwrap_err().code, 420);
+        check_request(&req(&text), &CAPS).unwrap();
+    }
 
     #[test]
     fn accepts_a_good_request() {

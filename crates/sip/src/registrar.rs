@@ -159,6 +159,22 @@ pub struct Registrar {
     table: HashMap<String, Vec<Binding>>,
     /// (expires_at, aor, key) of every binding, to evict on time.
     by_expiry: BTreeSet<(u64, String, String)>,
+    /// Contact address (see [`contact_address`]) → (aor, key), to route in-dialog
+    /// requests addressed to a registered contact over its flow.
+    by_contact: HashMap<String, (String, String)>,
+}
+
+/// The part of a contact URI that names where it is: scheme, user, host and port, with the
+/// host lower-cased and the parameters left out.
+pub fn contact_address(uri: &str) -> String {
+    let uri = uri.trim().trim_start_matches('<');
+    let uri = uri.split(['>', '?']).next().unwrap_or(uri);
+    let host_start = uri.rfind('@').map(|i| i + 1).unwrap_or(0);
+    let end = uri[host_start..]
+        .find(';')
+        .map(|i| host_start + i)
+        .unwrap_or(uri.len());
+    normalize_contact(&uri[..end])
 }
 
 impl Registrar {
@@ -167,6 +183,7 @@ impl Registrar {
             config,
             table: HashMap::new(),
             by_expiry: BTreeSet::new(),
+            by_contact: HashMap::new(),
         }
     }
 
@@ -195,6 +212,15 @@ impl Registrar {
             .unwrap_or_default();
         v.sort_by_key(|b| std::cmp::Reverse(b.q));
         v
+    }
+
+    /// The live binding whose contact is at `uri` (parameters aside), if any.
+    pub fn find_contact(&self, uri: &str, now: u64) -> Option<&Binding> {
+        let (aor, key) = self.by_contact.get(&contact_address(uri))?;
+        self.table
+            .get(aor)?
+            .iter()
+            .find(|b| b.key() == *key && b.live_at(now))
     }
 
     /// Number of bindings in the table.
@@ -228,7 +254,10 @@ impl Registrar {
     fn insert(&mut self, b: Binding) {
         let key = b.key();
         self.remove(&b.aor, &key);
-        self.by_expiry.insert((b.expires_at, b.aor.clone(), key));
+        self.by_expiry
+            .insert((b.expires_at, b.aor.clone(), key.clone()));
+        self.by_contact
+            .insert(contact_address(&b.contact), (b.aor.clone(), key));
         self.table.entry(b.aor.clone()).or_default().push(b);
     }
 
@@ -238,6 +267,14 @@ impl Registrar {
                 let b = bs.remove(i);
                 self.by_expiry
                     .remove(&(b.expires_at, aor.to_string(), key.to_string()));
+                let address = contact_address(&b.contact);
+                if self
+                    .by_contact
+                    .get(&address)
+                    .is_some_and(|(a, k)| a == aor && k == key)
+                {
+                    self.by_contact.remove(&address);
+                }
             }
             if bs.is_empty() {
                 self.table.remove(aor);
@@ -596,6 +633,42 @@ mod tests {
         assert!(contacts(&o).is_empty());
         assert!(r.is_empty());
         assert_eq!(o.previous.len(), 1);
+    }
+
+    #[test]
+    fn bindings_are_found_by_contact_address() {
+        let mut r = Registrar::new(cfg());
+        r.register(
+            "alice",
+            &register("c1", 1, "Contact: <sip:alice-x@Host.Example:5070;ob>\r\n"),
+            src(5070),
+            1000,
+        );
+        let b = r.find_contact("sip:alice-x@host.example:5070;transport=udp", 1000);
+        assert_eq!(b.map(|b| b.aor.as_str()), Some("alice"));
+        assert!(r
+            .find_contact("sip:alice-x@host.example:5071", 1000)
+            .is_none());
+        assert!(r
+            .find_contact("sip:Alice-x@host.example:5070", 1000)
+            .is_none());
+        assert_eq!(
+            contact_address("<sip:u@H:1;lr>"),
+            contact_address("sip:u@h:1")
+        );
+        r.register(
+            "alice",
+            &register(
+                "c1",
+                2,
+                "Contact: <sip:alice-x@host.example:5070;ob>\r\nExpires: 0\r\n",
+            ),
+            src(5070),
+            1001,
+        );
+        assert!(r
+            .find_contact("sip:alice-x@host.example:5070", 1001)
+            .is_none());
     }
 
     #[test]

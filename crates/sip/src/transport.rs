@@ -94,6 +94,41 @@ pub struct TransportStats {
     pub send_errors: AtomicU64,
 }
 
+/// The open TCP connections: by id, and by remote address for reuse (RFC 3261 §18.1.1:
+/// a request to an address we already have a connection with goes over it).
+#[derive(Default)]
+struct Conns {
+    by_id: HashMap<ConnId, (SocketAddr, mpsc::Sender<Bytes>)>,
+    by_addr: HashMap<SocketAddr, ConnId>,
+}
+
+impl Conns {
+    fn insert(&mut self, id: ConnId, addr: SocketAddr, tx: mpsc::Sender<Bytes>) {
+        self.by_id.insert(id, (addr, tx));
+        self.by_addr.insert(addr, id);
+    }
+
+    fn remove(&mut self, id: ConnId) {
+        if let Some((addr, _)) = self.by_id.remove(&id) {
+            if self.by_addr.get(&addr) == Some(&id) {
+                self.by_addr.remove(&addr);
+            }
+        }
+    }
+
+    /// The connection `peer` names, else any open one to its address.
+    fn sender(&self, peer: Peer) -> Option<mpsc::Sender<Bytes>> {
+        peer.conn
+            .and_then(|id| self.by_id.get(&id))
+            .or_else(|| {
+                self.by_addr
+                    .get(&peer.addr)
+                    .and_then(|id| self.by_id.get(id))
+            })
+            .map(|(_, tx)| tx.clone())
+    }
+}
+
 /// Most messages queued for one TCP connection before it counts as stuck and is closed.
 const TCP_SEND_QUEUE: usize = 1024;
 /// Receive and send buffer asked of the kernel for UDP sockets.
@@ -109,8 +144,10 @@ struct Inner {
     config: TransportConfig,
     udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
     tcp: Vec<SocketAddr>,
-    conns: Mutex<HashMap<ConnId, mpsc::Sender<Bytes>>>,
+    conns: Mutex<Conns>,
     next_conn: AtomicU64,
+    /// Where messages received over connections this side opened go.
+    sink: mpsc::Sender<Inbound>,
     stats: TransportStats,
     server: String,
 }
@@ -147,8 +184,9 @@ impl Transports {
             config,
             udp,
             tcp,
-            conns: Mutex::new(HashMap::new()),
+            conns: Mutex::new(Conns::default()),
             next_conn: AtomicU64::new(1),
+            sink: sink.clone(),
             stats: TransportStats::default(),
             server,
         });
@@ -218,13 +256,7 @@ impl Transports {
                 }
             }
             Transport::Tcp => {
-                let conn = peer.conn.and_then(|id| {
-                    self.inner
-                        .conns
-                        .lock()
-                        .ok()
-                        .and_then(|m| m.get(&id).cloned())
-                });
+                let conn = self.inner.conns.lock().ok().and_then(|m| m.sender(peer));
                 match conn {
                     Some(tx) => {
                         if tx.try_send(bytes).is_err() {
@@ -232,29 +264,60 @@ impl Transports {
                             tracing::warn!(to = %peer, "TCP connection gone or stuck; message dropped");
                         }
                     }
-                    None => {
-                        // No open connection: open one (RFC 3261 §18.2.2 last resort).
-                        let this = self.clone();
-                        tokio::spawn(async move { this.connect_and_send(peer.addr, bytes).await });
-                    }
+                    None => self.connect_and_send(peer.addr, bytes),
                 }
             }
         }
     }
 
-    async fn connect_and_send(&self, addr: SocketAddr, bytes: Bytes) {
-        let connect = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await;
-        match connect {
-            Ok(Ok(mut stream)) => {
-                if stream.write_all(&bytes).await.is_err() {
-                    self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+    /// Opens a connection to `addr` (RFC 3261 §18.2.2 last resort, §18.1.1 for requests)
+    /// and sends `bytes` once it is up. The connection is read like an accepted one, so the
+    /// answers come back to the core, and it is reused for later messages to `addr`;
+    /// messages sent while it is being opened wait in its queue.
+    fn connect_and_send(&self, addr: SocketAddr, bytes: Bytes) {
+        let open = self.inner.stats.tcp_open.load(Ordering::Relaxed);
+        if open >= self.inner.config.max_tcp_connections {
+            self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(to = %addr, open, "no TCP connection opened: limit reached");
+            return;
+        }
+        let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(TCP_SEND_QUEUE);
+        let _ = tx.try_send(bytes);
+        if let Ok(mut m) = self.inner.conns.lock() {
+            m.insert(id, addr, tx);
+        }
+        self.inner.stats.tcp_open.fetch_add(1, Ordering::Relaxed);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let connect =
+                tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await;
+            match connect {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    // Messages from this connection count as received on our listener of
+                    // the same family (the address our Via and Record-Route name).
+                    let local = this
+                        .inner
+                        .tcp
+                        .iter()
+                        .find(|l| l.is_ipv4() == addr.is_ipv4())
+                        .copied()
+                        .or_else(|| stream.local_addr().ok())
+                        .unwrap_or(addr);
+                    let sink = this.inner.sink.clone();
+                    tcp_connection(this, stream, addr, local, id, rx, sink).await;
+                }
+                _ => {
+                    if let Ok(mut m) = this.inner.conns.lock() {
+                        m.remove(id);
+                    }
+                    this.inner.stats.tcp_open.fetch_sub(1, Ordering::Relaxed);
+                    this.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(to = %addr, "TCP connect failed");
                 }
             }
-            _ => {
-                self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(to = %addr, "TCP connect failed");
-            }
-        }
+        });
     }
 
     fn udp_socket_for(&self, addr: SocketAddr) -> Option<&Arc<UdpSocket>> {
@@ -377,7 +440,7 @@ async fn tcp_accept_loop(
         let id = t.inner.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(TCP_SEND_QUEUE);
         if let Ok(mut m) = t.inner.conns.lock() {
-            m.insert(id, tx);
+            m.insert(id, from, tx);
         }
         t.inner.stats.tcp_open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(tcp_connection(
@@ -459,7 +522,7 @@ async fn tcp_connection(
         }
     }
     if let Ok(mut m) = t.inner.conns.lock() {
-        m.remove(&id);
+        m.remove(id);
     }
     t.inner.stats.tcp_open.fetch_sub(1, Ordering::Relaxed);
     // Let queued responses drain, bounded.

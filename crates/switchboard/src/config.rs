@@ -71,6 +71,26 @@ struct RawConfig {
     policy: RawPolicy,
     #[serde(default)]
     api: RawApi,
+    #[serde(default)]
+    routing: RawRouting,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRouting {
+    max_calls: Spanned<u64>,
+    max_ring_secs: Spanned<u64>,
+    max_call_secs: Spanned<u64>,
+}
+
+impl Default for RawRouting {
+    fn default() -> Self {
+        RawRouting {
+            max_calls: Spanned::new(0..0, 10_000),
+            max_ring_secs: Spanned::new(0..0, 180),
+            max_call_secs: Spanned::new(0..0, 14_400),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,6 +250,13 @@ pub struct Config {
     pub api_listen: Option<std::net::SocketAddr>,
     /// The bearer token that may do everything in the API.
     pub admin_token: Option<String>,
+    /// Most calls being set up at once; further INVITEs get 503.
+    pub max_calls: usize,
+    /// How long a step without a ring time of its own (an external number, a media server
+    /// destination) rings before it counts as not answered.
+    pub max_ring_secs: u64,
+    /// How long an answered call is remembered without a BYE (call status, dialogs).
+    pub max_call_secs: u64,
 }
 
 impl Config {
@@ -358,6 +385,14 @@ impl Config {
             1,
             1000,
         );
+        let max_calls = range(&raw.routing.max_calls, "routing.max_calls", 1, 1_000_000);
+        let max_ring = range(&raw.routing.max_ring_secs, "routing.max_ring_secs", 5, 3600);
+        let max_call = range(
+            &raw.routing.max_call_secs,
+            "routing.max_call_secs",
+            60,
+            7 * 86_400,
+        );
         if t2 < t1 {
             err(
                 t.t2_ms.span(),
@@ -474,6 +509,9 @@ impl Config {
             policy_path: raw.policy.path.as_deref().map(resolve),
             api_listen,
             admin_token: raw.api.admin_token.map(|t| t.into_inner()),
+            max_calls: max_calls as usize,
+            max_ring_secs: max_ring,
+            max_call_secs: max_call,
         })
     }
 }

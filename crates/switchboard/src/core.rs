@@ -8,6 +8,7 @@
 
 use crate::directory::Directory;
 use crate::presence_service::{self, ApiError, PresenceService, Reply};
+use crate::routing::{Routing, RoutingConfig, RoutingStats};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
@@ -24,23 +25,43 @@ use switchboard_sip::msg::{Method, Request, Response, SipMessage};
 use switchboard_sip::peer::Peer;
 use switchboard_sip::registrar::{Binding, Change, Registrar, RegistrarConfig};
 use switchboard_sip::transaction::{Action, ServerOutcome, TimerConfig, TransactionLayer, TxId};
-use switchboard_sip::transport::Inbound;
+use switchboard_sip::transport::{Inbound, ListenAddr};
 
 /// The table of registrar bindings in the durable store.
 pub const BINDINGS: &str = "bindings";
 
-/// Methods this server handles today; others are answered 405 with this list in `Allow`.
+/// Methods this server handles (as registrar, as proxy of calls and of their dialogs);
+/// others are answered 405 with this list in `Allow`.
 pub const METHODS: &[Method] = &[
+    Method::Invite,
+    Method::Ack,
+    Method::Bye,
+    Method::Cancel,
     Method::Register,
     Method::Options,
-    Method::Ack,
-    Method::Cancel,
+    Method::Update,
+    Method::Info,
+    Method::PRack,
+    Method::Refer,
+    Method::Notify,
+    Method::Subscribe,
+    Method::Message,
 ];
 
-/// What requests may ask of this server: its methods, and no `Require` extensions yet.
+/// What requests to this server itself may ask: its methods, and no `Require` extensions
+/// yet.
 const CAPABILITIES: Capabilities<'static> = Capabilities {
     methods: METHODS,
     extensions: &[],
+    proxy: false,
+};
+
+/// What requests this server proxies may ask: `Require` is for the endpoints; no
+/// `Proxy-Require` extension is supported.
+const PROXY_CAPABILITIES: Capabilities<'static> = Capabilities {
+    methods: METHODS,
+    extensions: &[],
+    proxy: true,
 };
 
 /// The current time, both ways the core needs it.
@@ -66,6 +87,7 @@ pub struct CoreConfig {
     pub max_failures: u32,
     pub failure_window: Duration,
     pub block: Duration,
+    pub routing: RoutingConfig,
 }
 
 /// What the core asks the shell to do.
@@ -117,19 +139,25 @@ enum Pending {
 }
 
 pub struct Core {
-    config: CoreConfig,
-    directory: Arc<ArcSwap<Box<dyn Directory>>>,
-    transactions: TransactionLayer,
-    registrar: Registrar,
-    auth: Authenticator,
-    throttle: Throttle,
+    pub(crate) config: CoreConfig,
+    pub(crate) directory: Arc<ArcSwap<Box<dyn Directory>>>,
+    pub(crate) transactions: TransactionLayer,
+    pub(crate) registrar: Registrar,
+    pub(crate) auth: Authenticator,
+    pub(crate) throttle: Throttle,
     pending: HashMap<u64, Pending>,
-    presence: PresenceService,
+    pub(crate) presence: PresenceService,
     next_token: u64,
-    out: VecDeque<Output>,
-    stats: CoreStats,
+    pub(crate) out: VecDeque<Output>,
+    pub(crate) stats: CoreStats,
     /// Addresses the listeners are bound to (accepted as our own domain).
     local_addrs: Vec<SocketAddr>,
+    /// The listeners, with their transports (Via and Record-Route of what we send).
+    pub(crate) listeners: Vec<ListenAddr>,
+    pub(crate) routing: Routing,
+    /// Transaction events other than transmissions, handled once the event that caused
+    /// them is done (so that no handler runs inside another).
+    tx_events: VecDeque<Action>,
     draining: bool,
 }
 
@@ -137,9 +165,10 @@ impl Core {
     pub fn new(
         config: CoreConfig,
         directory: Arc<ArcSwap<Box<dyn Directory>>>,
-        local_addrs: Vec<SocketAddr>,
+        listeners: Vec<ListenAddr>,
         now: Now,
     ) -> Self {
+        let local_addrs = listeners.iter().map(|l| l.addr).collect();
         let auth = Authenticator::new(
             DigestConfig {
                 realm: config.realm.clone(),
@@ -152,6 +181,9 @@ impl Core {
         let presence = PresenceService::new(directory.load().policy());
         Core {
             presence,
+            routing: Routing::new(config.routing),
+            listeners,
+            tx_events: VecDeque::new(),
             transactions: TransactionLayer::new(config.timers),
             registrar: Registrar::new(config.registrar),
             auth,
@@ -195,7 +227,21 @@ impl Core {
         &self.presence
     }
 
-    fn persist_unacknowledged(&mut self, writes: Vec<Write>) {
+    /// Loads group memory (who answered last) read back from the durable store.
+    pub fn restore_memory(&mut self, rows: Vec<(String, Vec<u8>)>) -> usize {
+        self.routing.restore_memory(rows)
+    }
+
+    /// Call routing's state and counters.
+    pub fn routing(&self) -> &Routing {
+        &self.routing
+    }
+
+    pub fn routing_counters(&self) -> &RoutingStats {
+        self.routing_stats()
+    }
+
+    pub(crate) fn persist_unacknowledged(&mut self, writes: Vec<Write>) {
         if !writes.is_empty() {
             let token = self.token();
             self.out.push_back(Output::Persist { token, writes });
@@ -265,15 +311,23 @@ impl Core {
             .presence
             .next_end()
             .map(|t| now.mono + Duration::from_secs((t.max(0) as u64).saturating_sub(now.unix)));
-        [self.transactions.poll_timeout(), expiry, profile_end]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.transactions.poll_timeout(),
+            expiry,
+            profile_end,
+            self.routing.poll_timeout(now),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn handle_timeout(&mut self, now: Now) {
         self.transactions.handle_timeout(now.mono);
         self.flush_transactions();
+        self.handle_tx_events(now);
+        self.routing_timeout(now);
+        self.handle_tx_events(now);
         let lapsed = self.registrar.expire(now.unix);
         if !lapsed.is_empty() {
             tracing::info!(count = lapsed.len(), "bindings expired");
@@ -294,6 +348,11 @@ impl Core {
 
     /// The outcome of a [`Output::Persist`].
     pub fn handle_persisted(&mut self, token: u64, ok: bool, now: Now) {
+        self.persisted(token, ok, now);
+        self.handle_tx_events(now);
+    }
+
+    fn persisted(&mut self, token: u64, ok: bool, now: Now) {
         if !ok {
             self.stats.store_failures += 1;
         }
@@ -356,26 +415,44 @@ impl Core {
             Inbound::Message {
                 msg: SipMessage::Request(req),
                 peer,
-                ..
-            } => self.handle_request(req, peer, now),
+                local,
+            } => {
+                let local = ListenAddr {
+                    transport: peer.transport,
+                    addr: local,
+                };
+                self.handle_request(req, peer, local, now)
+            }
             Inbound::Message {
                 msg: SipMessage::Response(resp),
                 peer,
                 ..
             } => {
                 self.stats.responses += 1;
-                // Responses belong to client transactions; none are sent yet, so they
-                // are matched (and dropped if stray) by the transaction layer.
-                let _ = self.transactions.handle_response(resp, peer, now.mono);
+                let outcome = self.transactions.handle_response(resp, peer, now.mono);
                 self.flush_transactions();
+                self.route_response(outcome, now);
             }
         }
+        self.handle_tx_events(now);
     }
 
-    fn handle_request(&mut self, mut req: Request, peer: Peer, now: Now) {
+    /// Whether a request is one this server forwards rather than answers: an INVITE, an
+    /// ACK or CANCEL, anything inside a dialog.
+    fn is_proxied(req: &Request) -> bool {
+        matches!(req.method, Method::Invite | Method::Ack | Method::Cancel)
+            || Core::is_in_dialog(req)
+    }
+
+    fn handle_request(&mut self, mut req: Request, peer: Peer, local: ListenAddr, now: Now) {
         self.stats.requests += 1;
         message::stamp_via(&mut req, peer.addr);
-        if let Err(refusal) = check_request(&req, &CAPABILITIES) {
+        let caps = if Core::is_proxied(&req) {
+            &PROXY_CAPABILITIES
+        } else {
+            &CAPABILITIES
+        };
+        if let Err(refusal) = check_request(&req, caps) {
             if req.method == Method::Ack {
                 self.stats.dropped += 1;
                 return; // an ACK is never answered
@@ -392,24 +469,24 @@ impl Core {
         }
         let outcome = self.transactions.handle_request(req, peer, now.mono);
         match outcome {
-            ServerOutcome::New(tx, req) => self.dispatch(tx, req, peer, now),
+            ServerOutcome::New(tx, req) => self.dispatch(tx, req, peer, local, now),
             ServerOutcome::Cancel {
-                cancel_tx, request, ..
-            } => {
-                // No INVITE is ever left in progress here yet: nothing to cancel (§9.2).
-                let resp = message::response(
-                    &request,
-                    481,
-                    Some(&message::random_token()),
-                    &self.config.server,
-                );
-                self.respond(cancel_tx, resp, now);
+                cancel_tx,
+                invite_tx,
+                request,
+            } => self.route_cancel(cancel_tx, invite_tx, request, now),
+            ServerOutcome::Ack(req) => {
+                if Core::is_in_dialog(&req) {
+                    self.route_in_dialog(None, req, now);
+                } else {
+                    self.stats.dropped += 1;
+                }
             }
             _ => self.flush_transactions(),
         }
     }
 
-    fn dispatch(&mut self, tx: TxId, req: Request, peer: Peer, now: Now) {
+    fn dispatch(&mut self, tx: TxId, req: Request, peer: Peer, local: ListenAddr, now: Now) {
         if self.draining {
             let mut resp = message::response(
                 &req,
@@ -420,7 +497,11 @@ impl Core {
             resp.headers.push(Header::RetryAfter("5".into()));
             return self.respond(tx, resp, now);
         }
+        if Core::is_in_dialog(&req) {
+            return self.route_in_dialog(Some(tx), req, now);
+        }
         match req.method {
+            Method::Invite => self.route_invite(tx, req, peer, local, now),
             Method::Options => {
                 let mut resp = message::response(
                     &req,
@@ -434,6 +515,26 @@ impl Core {
                 self.respond(tx, resp, now)
             }
             Method::Register => self.register(tx, req, peer, now),
+            // Methods that only exist inside a dialog (§15, RFC 3311/6086/3262/3515/6665).
+            Method::Bye | Method::Update | Method::Info | Method::PRack | Method::Notify => {
+                let resp = message::response(
+                    &req,
+                    481,
+                    Some(&message::random_token()),
+                    &self.config.server,
+                );
+                self.respond(tx, resp, now)
+            }
+            // Out-of-dialog REFER, SUBSCRIBE and MESSAGE are not served yet.
+            Method::Refer | Method::Subscribe | Method::Message => {
+                let resp = message::response(
+                    &req,
+                    501,
+                    Some(&message::random_token()),
+                    &self.config.server,
+                );
+                self.respond(tx, resp, now)
+            }
             _ => {
                 let mut resp = message::response(
                     &req,
@@ -448,7 +549,7 @@ impl Core {
         }
     }
 
-    fn is_local_host(&self, host: &str) -> bool {
+    pub(crate) fn is_local_host(&self, host: &str) -> bool {
         let h = host
             .trim_start_matches('[')
             .trim_end_matches(']')
@@ -592,20 +693,40 @@ impl Core {
         self.out.push_back(Output::Persist { token, writes });
     }
 
-    fn respond(&mut self, tx: TxId, resp: Response, now: Now) {
+    pub(crate) fn respond(&mut self, tx: TxId, resp: Response, now: Now) {
         if let Err(e) = self.transactions.respond(tx, resp, now.mono) {
             tracing::debug!(error = ?e, "response for a finished transaction dropped");
         }
         self.flush_transactions();
     }
 
-    fn flush_transactions(&mut self) {
+    pub(crate) fn flush_transactions(&mut self) {
         while let Some(action) = self.transactions.poll_action() {
             match action {
                 Action::Transmit { to, bytes } => self.out.push_back(Output::Send { to, bytes }),
-                other => tracing::debug!(action = ?other, "transaction event"),
+                other => {
+                    tracing::trace!(action = ?other, "transaction event");
+                    self.tx_events.push_back(other);
+                }
             }
         }
+    }
+
+    /// Hands transaction timeouts, transport errors and ends to call routing.
+    fn handle_tx_events(&mut self, now: Now) {
+        // Handling an event may cause more (a CANCEL sent, a response relayed); each
+        // round takes what is queued; the bound guards against a mistake.
+        for _ in 0..64 {
+            if self.tx_events.is_empty() {
+                return;
+            }
+            let events: Vec<Action> = self.tx_events.drain(..).collect();
+            for e in events {
+                self.route_tx_event(e, now);
+                self.flush_transactions();
+            }
+        }
+        self.tx_events.clear();
     }
 }
 
@@ -659,11 +780,12 @@ mod tests {
             max_failures: 3,
             failure_window: Duration::from_secs(60),
             block: Duration::from_secs(60),
+            routing: RoutingConfig::default(),
         };
         Core::new(
             config,
             directory,
-            vec!["127.0.0.1:5060".parse().unwrap()],
+            vec!["udp:127.0.0.1:5060".parse().unwrap()],
             at(t0, 0),
         )
     }

@@ -20,6 +20,8 @@ pub trait Directory: Send + Sync {
     fn policy(&self) -> &Policy;
     /// The user whose presence API token this is.
     fn user_for_token(&self, token: &str) -> Option<String>;
+    /// The trunk whose SIP user name (digest credentials) this is.
+    fn trunk_of_username(&self, username: &str) -> Option<String>;
 }
 
 fn sip_algorithms(list: &[DigestAlgorithm]) -> Vec<Algorithm> {
@@ -36,6 +38,8 @@ pub struct PolicyDirectory {
     policy: Policy,
     decoy: Vec<Algorithm>,
     tokens: std::collections::HashMap<String, String>,
+    /// SIP user name of a trunk's credentials → trunk id.
+    trunk_users: std::collections::HashMap<String, String>,
 }
 
 impl PolicyDirectory {
@@ -45,10 +49,19 @@ impl PolicyDirectory {
             .users()
             .filter_map(|u| u.api_token.clone().map(|t| (t, u.id.clone())))
             .collect();
+        let trunk_users = policy
+            .trunks()
+            .filter_map(|t| {
+                t.credentials
+                    .as_ref()
+                    .map(|c| (c.username.clone(), t.id.clone()))
+            })
+            .collect();
         PolicyDirectory {
             policy,
             decoy,
             tokens,
+            trunk_users,
         }
     }
 }
@@ -81,7 +94,13 @@ impl Directory for PolicyDirectory {
     }
 
     fn credential(&self, username: &str) -> Option<Credential> {
-        let c = self.policy.sip_credentials(username)?;
+        let c = match self.policy.sip_credentials(username) {
+            Some(c) => c,
+            None => {
+                let trunk = self.trunk_users.get(username)?;
+                self.policy.trunk(trunk)?.credentials.as_ref()?
+            }
+        };
         Some(Credential {
             secret: match &c.secret {
                 Secret::Password(p) => SipSecret::Password(p.clone()),
@@ -104,6 +123,10 @@ impl Directory for PolicyDirectory {
 
     fn user_for_token(&self, token: &str) -> Option<String> {
         self.tokens.get(token).cloned()
+    }
+
+    fn trunk_of_username(&self, username: &str) -> Option<String> {
+        self.trunk_users.get(username).cloned()
     }
 
     fn user_of_username(&self, username: &str) -> Option<String> {

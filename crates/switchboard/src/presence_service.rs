@@ -93,6 +93,20 @@ pub fn availability(a: PolicyAvailability) -> Availability {
     }
 }
 
+/// The policy's name for a presence availability (the planner's view).
+pub fn policy_availability(a: Availability) -> PolicyAvailability {
+    match a {
+        Availability::Available => PolicyAvailability::Available,
+        Availability::Away => PolicyAvailability::Away,
+        Availability::Busy => PolicyAvailability::Busy,
+        Availability::DoNotDisturb => PolicyAvailability::DoNotDisturb,
+        Availability::Custom => PolicyAvailability::Custom,
+        Availability::Unavailable => PolicyAvailability::Unavailable,
+        Availability::OnBreak => PolicyAvailability::OnBreak,
+        Availability::AfterCallWork => PolicyAvailability::AfterCallWork,
+    }
+}
+
 fn spec(p: &Profile) -> ProfileSpec {
     ProfileSpec {
         id: p.id.clone(),
@@ -116,6 +130,11 @@ impl PresenceService {
 
     pub fn model(&self) -> &Presence {
         &self.model
+    }
+
+    /// The model, for the call legs routing reports (call status is not stored).
+    pub fn model_mut(&mut self) -> &mut Presence {
+        &mut self.model
     }
 
     /// Loads stored presence, adds the policy's people not seen yet, and ends profiles

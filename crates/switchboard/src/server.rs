@@ -6,12 +6,14 @@ use crate::core::{Core, CoreConfig, Now, Output, BINDINGS};
 use crate::directory::{Directory, PolicyDirectory};
 use crate::policy_source;
 use crate::presence_service::{Reply, PRESENCE};
+use crate::routing::{RoutingConfig, MEMORY};
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use switchboard_presence::store::Write;
 use switchboard_presence::store::{GroupCommitter, RedbStore, Store};
 use switchboard_sip::parse::Limits;
 use switchboard_sip::registrar::RegistrarConfig;
@@ -43,7 +45,7 @@ fn now() -> Now {
     }
 }
 
-fn core_config(c: &Config) -> CoreConfig {
+fn core_config(c: &Config, route_secret: [u8; 32]) -> CoreConfig {
     CoreConfig {
         realm: c.realm.clone(),
         domains: c.domains.clone(),
@@ -65,6 +67,12 @@ fn core_config(c: &Config) -> CoreConfig {
         max_failures: c.max_failures,
         failure_window: Duration::from_secs(c.failure_window_secs),
         block: Duration::from_secs(c.block_secs),
+        routing: RoutingConfig {
+            max_calls: c.max_calls,
+            max_ring: Duration::from_secs(c.max_ring_secs),
+            max_call_secs: c.max_call_secs,
+            route_secret,
+        },
     }
 }
 
@@ -87,6 +95,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let presence_rows = store
         .scan(PRESENCE)
         .context("reading presence back from the store")?;
+    let memory_rows = store
+        .scan(MEMORY)
+        .context("reading group memory back from the store")?;
+    let route_secret = route_secret(store.as_ref())?;
     let committer = GroupCommitter::new(store.clone());
 
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
@@ -105,11 +117,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await
     .context("binding the listening sockets")?;
-    let local: Vec<_> = transports.local_addrs().iter().map(|l| l.addr).collect();
+    let local = transports.local_addrs();
 
     let t = now();
-    let mut core = Core::new(core_config(&config), directory.clone(), local, t);
+    let mut core = Core::new(
+        core_config(&config, route_secret),
+        directory.clone(),
+        local,
+        t,
+    );
     let restored = core.restore_bindings(rows, t);
+    let groups = core.restore_memory(memory_rows);
+    tracing::info!(groups, "group memory restored");
     tracing::info!(bindings = restored, state_dir = %config.state_dir.display(), "registrations restored");
     let people = presence_rows.len();
     core.restore_presence(presence_rows, t);
@@ -244,6 +263,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "switchboard stopped"
     );
     Ok(())
+}
+
+/// Where the secret that keys the Record-Route tokens is kept, so that calls set up before
+/// a restart can still be hung up after it.
+const SECRETS: &str = "secrets";
+
+/// The Record-Route secret: read from the store, or made and stored on first start.
+fn route_secret(store: &dyn Store) -> anyhow::Result<[u8; 32]> {
+    let rows = store
+        .scan(SECRETS)
+        .context("reading the routing secret from the store")?;
+    if let Some((_, v)) = rows.iter().find(|(k, _)| k == "record-route") {
+        if let Ok(secret) = <[u8; 32]>::try_from(v.as_slice()) {
+            return Ok(secret);
+        }
+        tracing::warn!("unreadable routing secret in the store; a new one is made");
+    }
+    let secret: [u8; 32] = rand::random();
+    store
+        .commit(&[Write::put(SECRETS, "record-route", secret.to_vec())])
+        .context("storing the routing secret")?;
+    Ok(secret)
 }
 
 fn start_drain(core: &mut Core, deadline: &mut Option<Instant>) {

@@ -61,8 +61,14 @@ fn malformed_messages_get_400_and_daemon_still_serves() {
         ),
         (
             "known but unsupported method",
-            request("SUBSCRIBE", "Event: presence\r\n"),
+            request("PUBLISH", "Event: presence\r\n"),
             405,
+            "",
+        ),
+        (
+            "a method of dialogs only, out of a dialog",
+            request("BYE", ""),
+            481,
             "",
         ),
         ("unknown method", request("FROB", ""), 501, ""),

@@ -317,6 +317,11 @@ impl TransactionLayer {
         self.txs.get(&tx).map(|t| t.state)
     }
 
+    /// Where a live transaction sends (client) or answers (server).
+    pub fn peer(&self, tx: TxId) -> Option<Peer> {
+        self.txs.get(&tx).map(|t| t.peer)
+    }
+
     /// The kind of a live transaction.
     pub fn kind(&self, tx: TxId) -> Option<Kind> {
         self.txs.get(&tx).map(|t| t.kind)

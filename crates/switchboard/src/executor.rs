@@ -1,0 +1,1028 @@
+//! Runs one call's [`RoutePlan`]: which branches ring when, when they stop, and where the
+//! call goes when a step ends — sans-I/O.
+//!
+//! The executor knows nothing of SIP messages. Events come in (a branch answered, a branch
+//! failed with a final response code, the caller cancelled, time passed) and commands come
+//! out ([`Command`]: start a branch, cancel a branch, relay a branch's final response or end
+//! the call with a response of our own, remember who answered). The core turns commands into
+//! requests and responses through the transaction layer and feeds the outcomes back.
+//!
+//! A ring step is a timeline: each leg rings from its `start` to its `stop` second. When
+//! nothing rings and legs are still to come (the member of a hunt was busy), the timeline
+//! moves forward to the next leg at once, so the caller never waits on dead air. A step ends
+//! when its duration is over (no answer), or earlier when every leg is over (busy if a leg
+//! was busy, otherwise unavailable); the plan says where each outcome leads. When the plan
+//! ends in a final response, the best response of every branch of the call competes with
+//! the plan's code (RFC 3261 §16.7 step 6), so a busy callee is not lost behind a timeout.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+use switchboard_policy::{Action, CallerIdRule, LegTarget, Next, RoutePlan};
+use switchboard_sip::proxy::best_response;
+
+/// Identifies a branch within one call.
+pub type BranchId = usize;
+
+/// What a branch rings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BranchTarget {
+    /// A registered device of a person (the device id of the view: its binding).
+    Device { user: String, device: String },
+    /// An external number, through a trunk (None: no trunk carries it).
+    External {
+        number: String,
+        trunk: Option<String>,
+    },
+    /// A destination on a media server (voicemail, menu, queue, announcement).
+    Destination { id: String, uri: String },
+}
+
+/// A branch to start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BranchStart {
+    pub branch: BranchId,
+    pub target: BranchTarget,
+    pub caller_id: CallerIdRule,
+    pub team_call: bool,
+}
+
+/// Why a branch is cancelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelCause {
+    /// Another branch answered (RFC 3326 Reason "Call completed elsewhere").
+    CompletedElsewhere,
+    /// Its ring time is over.
+    NoAnswer,
+    /// The caller hung up.
+    CallerCancelled,
+}
+
+/// What the executor asks of the core, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Start(BranchStart),
+    Cancel {
+        branch: BranchId,
+        cause: CancelCause,
+    },
+    /// Relay this branch's final response to the caller (the call is over).
+    Relay {
+        branch: BranchId,
+    },
+    /// Answer the caller with this final response of our own (the call is over).
+    Respond {
+        code: u16,
+        reason: Option<String>,
+    },
+    /// Record that `user` answered a call to `group` (memory hunt, round robin…).
+    Remember {
+        group: String,
+        user: String,
+    },
+}
+
+/// Bounds of the executor.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// How long a step without a ring time of its own (an external number, a media
+    /// server destination) may ring before it counts as not answered.
+    pub max_ring: Duration,
+    /// Most branches one call may start.
+    pub max_branches: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_ring: Duration::from_secs(180),
+            max_branches: 256,
+        }
+    }
+}
+
+/// How a step or leg ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    NoAnswer,
+    Busy,
+    Unavailable,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LegState {
+    Waiting,
+    Ringing,
+    Over(Outcome),
+}
+
+struct LegRun {
+    start: Duration,
+    /// None: rings until the step ends.
+    stop: Option<Duration>,
+    targets: Vec<(BranchTarget, CallerIdRule, bool)>,
+    /// Who answering this leg counts as (memory).
+    user: Option<String>,
+    state: LegState,
+    branches: Vec<BranchId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BranchState {
+    Live,
+    /// A CANCEL was asked for; its final response (487) is not a candidate.
+    Cancelled,
+    Ended(u16),
+}
+
+struct BranchRun {
+    /// (step index, leg index)
+    leg: (usize, usize),
+    state: BranchState,
+}
+
+/// Where the call is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Steps are running.
+    Routing,
+    /// A branch answered.
+    Answered { branch: BranchId },
+    /// The caller got a final response (or cancelled).
+    Ended,
+}
+
+/// One call's plan in progress. See the [module documentation](self).
+pub struct Execution {
+    plan: RoutePlan,
+    limits: Limits,
+    phase: Phase,
+    step: Option<usize>,
+    step_start: Instant,
+    /// Time the current step's timeline moved forward over dead air.
+    skip: Duration,
+    /// End of the current step on its timeline (None: none of its own; see `max_ring`).
+    step_end: Duration,
+    legs: Vec<LegRun>,
+    branches: Vec<BranchRun>,
+    /// Final codes of branches that were not cancelled by us, with the branch.
+    candidates: Vec<(u16, BranchId)>,
+    commands: VecDeque<Command>,
+    /// What happened, step by step, for the call's log line.
+    history: Vec<String>,
+    steps_entered: usize,
+}
+
+/// Busy answers (RFC 3261 §21.4.24, §21.6.1, §21.6.2).
+fn is_busy(code: u16) -> bool {
+    matches!(code, 486 | 600 | 603)
+}
+
+impl Execution {
+    /// Starts running `plan` at `now`; the first commands are ready at once.
+    pub fn new(plan: RoutePlan, limits: Limits, now: Instant) -> Self {
+        let start = plan.start.clone();
+        let mut e = Execution {
+            plan,
+            limits,
+            phase: Phase::Routing,
+            step: None,
+            step_start: now,
+            skip: Duration::ZERO,
+            step_end: Duration::ZERO,
+            legs: Vec::new(),
+            branches: Vec::new(),
+            candidates: Vec::new(),
+            commands: VecDeque::new(),
+            history: Vec::new(),
+            steps_entered: 0,
+        };
+        e.enter(start, now);
+        e
+    }
+
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    /// The plan being run.
+    pub fn plan(&self) -> &RoutePlan {
+        &self.plan
+    }
+
+    /// What happened so far, step by step, in plain words.
+    pub fn history(&self) -> &[String] {
+        &self.history
+    }
+
+    /// The next command, oldest first.
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// Whether any branch still waits for its final response.
+    pub fn has_live_branches(&self) -> bool {
+        self.branches
+            .iter()
+            .any(|b| !matches!(b.state, BranchState::Ended(_)))
+    }
+
+    /// The user a branch rings (for a device branch) or None.
+    pub fn branch_user(&self, branch: BranchId) -> Option<&str> {
+        let (s, l) = self.branches.get(branch)?.leg;
+        if Some(s) != self.step && !self.legs.is_empty() {
+            // Legs of earlier steps are gone; the core keeps its own record.
+            return None;
+        }
+        self.legs.get(l)?.user.as_deref()
+    }
+
+    /// When [`Execution::handle_timeout`] must next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.phase != Phase::Routing || self.step.is_none() {
+            return None;
+        }
+        let mut next = self.step_end;
+        for leg in &self.legs {
+            match leg.state {
+                LegState::Waiting => next = next.min(leg.start),
+                LegState::Ringing => {
+                    if let Some(stop) = leg.stop {
+                        next = next.min(stop)
+                    }
+                }
+                LegState::Over(_) => {}
+            }
+        }
+        Some(self.step_start + next.saturating_sub(self.skip))
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.phase == Phase::Routing {
+            self.advance(now);
+        }
+    }
+
+    /// A branch answered (a 2xx). The first answer wins: every other branch is
+    /// cancelled; later answers are the core's to relay (§16.7 step 9).
+    pub fn branch_answered(&mut self, branch: BranchId, _now: Instant) {
+        let Some(b) = self.branches.get_mut(branch) else {
+            return;
+        };
+        b.state = BranchState::Ended(200);
+        if self.phase != Phase::Routing {
+            return;
+        }
+        self.phase = Phase::Answered { branch };
+        let (step, leg) = self.branches[branch].leg;
+        let who = if Some(step) == self.step {
+            self.legs.get(leg).and_then(|l| l.user.clone())
+        } else {
+            None
+        };
+        self.history.push(match &who {
+            Some(u) => format!("step {}: answered by {u}", step + 1),
+            None => format!("step {}: answered", step + 1),
+        });
+        if let (Some(user), Some(group)) = (who, self.memory_group(step)) {
+            self.commands.push_back(Command::Remember { group, user });
+        }
+        self.cancel_all(CancelCause::CompletedElsewhere);
+    }
+
+    /// A branch ended without answering: its final response code (408 for a timeout, 503
+    /// for a transport failure, the response's code otherwise).
+    pub fn branch_failed(&mut self, branch: BranchId, code: u16, now: Instant) {
+        let Some(b) = self.branches.get_mut(branch) else {
+            return;
+        };
+        let was_cancelled = b.state == BranchState::Cancelled;
+        if matches!(b.state, BranchState::Ended(_)) {
+            return;
+        }
+        b.state = BranchState::Ended(code);
+        if !was_cancelled {
+            self.candidates.push((code, branch));
+        }
+        if self.phase != Phase::Routing {
+            return;
+        }
+        let (step, leg) = self.branches[branch].leg;
+        if Some(step) == self.step {
+            self.settle_leg(leg);
+            self.advance(now);
+        }
+    }
+
+    /// A branch that could not even be started (no trunk, no address): as a failure.
+    pub fn branch_unstartable(&mut self, branch: BranchId, code: u16, now: Instant) {
+        self.branch_failed(branch, code, now);
+    }
+
+    /// The caller cancelled: every branch is cancelled and the call ends (the core answers
+    /// the INVITE 487).
+    pub fn caller_cancelled(&mut self, _now: Instant) {
+        if self.phase == Phase::Routing {
+            self.history.push("the caller hung up".into());
+            self.phase = Phase::Ended;
+            self.cancel_all(CancelCause::CallerCancelled);
+        }
+    }
+
+    fn memory_group(&self, step: usize) -> Option<String> {
+        match &self.plan.steps.get(step)?.action {
+            Action::Ring { memory_group, .. } => memory_group.clone(),
+            _ => None,
+        }
+    }
+
+    fn cancel_all(&mut self, cause: CancelCause) {
+        for (i, b) in self.branches.iter_mut().enumerate() {
+            if b.state == BranchState::Live {
+                b.state = BranchState::Cancelled;
+                self.commands
+                    .push_back(Command::Cancel { branch: i, cause });
+            }
+        }
+    }
+
+    fn elapsed(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.step_start) + self.skip
+    }
+
+    /// Goes to `next`: a step, or the end of the call.
+    fn enter(&mut self, next: Next, now: Instant) {
+        let mut next = next;
+        loop {
+            self.steps_entered += 1;
+            let index = match next {
+                Next::Final(code) => return self.finish(code),
+                Next::Step(i) if self.steps_entered > 4 * switchboard_policy::plan::MAX_STEPS => {
+                    self.history
+                        .push(format!("step {}: the plan goes round in circles", i + 1));
+                    return self.finish(482);
+                }
+                Next::Step(i) => i,
+            };
+            let Some(step) = self.plan.steps.get(index).cloned() else {
+                self.history
+                    .push(format!("step {}: not in the plan", index + 1));
+                return self.finish(500);
+            };
+            self.step = Some(index);
+            self.step_start = now;
+            self.skip = Duration::ZERO;
+            self.legs.clear();
+            match step.action {
+                Action::Ring {
+                    legs,
+                    duration,
+                    announcements,
+                    ..
+                } => {
+                    for (at, name) in &announcements {
+                        tracing::info!(
+                            step = index + 1,
+                            at,
+                            message = %name,
+                            "announcement skipped: no media server for messages yet"
+                        );
+                    }
+                    let unbounded = duration == 0;
+                    self.step_end = if unbounded {
+                        self.limits.max_ring
+                    } else {
+                        Duration::from_secs(duration.into())
+                    };
+                    for leg in legs {
+                        let (user, targets) = match &leg.target {
+                            LegTarget::Person { user, devices } => (
+                                Some(user.clone()),
+                                devices
+                                    .iter()
+                                    .map(|d| {
+                                        (
+                                            BranchTarget::Device {
+                                                user: user.clone(),
+                                                device: d.clone(),
+                                            },
+                                            leg.caller_id.clone(),
+                                            leg.team_call,
+                                        )
+                                    })
+                                    .collect(),
+                            ),
+                            LegTarget::External { number, trunk } => (
+                                None,
+                                vec![(
+                                    BranchTarget::External {
+                                        number: number.clone(),
+                                        trunk: trunk.clone(),
+                                    },
+                                    leg.caller_id.clone(),
+                                    leg.team_call,
+                                )],
+                            ),
+                        };
+                        let open_ended = leg.stop <= leg.start;
+                        self.legs.push(LegRun {
+                            start: Duration::from_secs(leg.start.into()),
+                            stop: (!open_ended).then(|| Duration::from_secs(leg.stop.into())),
+                            targets,
+                            user,
+                            state: LegState::Waiting,
+                            branches: Vec::new(),
+                        });
+                    }
+                }
+                Action::Destination { id, kind, uri } => {
+                    self.step_end = self.limits.max_ring;
+                    self.history
+                        .push(format!("step {}: to {} {id}", index + 1, kind.as_str()));
+                    self.legs.push(LegRun {
+                        start: Duration::ZERO,
+                        stop: None,
+                        targets: vec![(
+                            BranchTarget::Destination { id, uri },
+                            CallerIdRule::Caller,
+                            false,
+                        )],
+                        user: None,
+                        state: LegState::Waiting,
+                        branches: Vec::new(),
+                    });
+                }
+                Action::Message { name } => {
+                    tracing::info!(step = index + 1, message = %name, "message skipped: no media server for messages yet");
+                    self.history.push(format!(
+                        "step {}: message {name} skipped (no media)",
+                        index + 1
+                    ));
+                    next = step.on_no_answer.clone();
+                    continue;
+                }
+                Action::Reject { code, reason } => {
+                    self.history
+                        .push(format!("step {}: rejected {code} {reason}", index + 1));
+                    self.phase = Phase::Ended;
+                    self.step = None;
+                    self.commands.push_back(Command::Respond {
+                        code,
+                        reason: Some(reason),
+                    });
+                    return;
+                }
+            }
+            return self.advance(now);
+        }
+    }
+
+    /// Ends the call with the best of the branches' responses and the plan's `code`.
+    fn finish(&mut self, code: u16) {
+        self.phase = Phase::Ended;
+        self.step = None;
+        self.legs.clear();
+        let mut codes: Vec<u16> = self.candidates.iter().map(|(c, _)| *c).collect();
+        codes.push(code);
+        let best = best_response(&codes).unwrap_or(codes.len() - 1);
+        match self.candidates.get(best) {
+            Some(&(c, branch)) => {
+                self.history
+                    .push(format!("ends with a branch's {c} (plan: {code})"));
+                self.commands.push_back(Command::Relay { branch });
+            }
+            None => {
+                self.history.push(format!("ends with {code}"));
+                self.commands
+                    .push_back(Command::Respond { code, reason: None });
+            }
+        }
+    }
+
+    /// A leg whose branches have all ended is over: busy if any was busy, else
+    /// unavailable.
+    fn settle_leg(&mut self, leg: usize) {
+        let Some(l) = self.legs.get(leg) else {
+            return;
+        };
+        if l.state != LegState::Ringing {
+            return;
+        }
+        let mut busy = false;
+        for &b in &l.branches {
+            match self.branches[b].state {
+                BranchState::Ended(c) => busy |= is_busy(c),
+                _ => return,
+            }
+        }
+        self.legs[leg].state = LegState::Over(if busy {
+            Outcome::Busy
+        } else {
+            Outcome::Unavailable
+        });
+    }
+
+    fn start_leg(&mut self, leg: usize) {
+        let step = self.step.unwrap_or(0);
+        let targets = std::mem::take(&mut self.legs[leg].targets);
+        self.legs[leg].state = LegState::Ringing;
+        for (target, caller_id, team_call) in targets {
+            if self.branches.len() >= self.limits.max_branches {
+                tracing::warn!(
+                    limit = self.limits.max_branches,
+                    "branch limit of the call reached: a target is left out"
+                );
+                break;
+            }
+            let branch = self.branches.len();
+            self.branches.push(BranchRun {
+                leg: (step, leg),
+                state: BranchState::Live,
+            });
+            self.legs[leg].branches.push(branch);
+            self.commands.push_back(Command::Start(BranchStart {
+                branch,
+                target,
+                caller_id,
+                team_call,
+            }));
+        }
+        if self.legs[leg].branches.is_empty() {
+            self.legs[leg].state = LegState::Over(Outcome::Unavailable);
+        }
+    }
+
+    /// Moves the current step's timeline to `now`: starts and stops legs, ends the step.
+    fn advance(&mut self, now: Instant) {
+        // Each round either returns or changes a leg's or the step's state, so this ends;
+        // the bound is a guard against a mistake, not a limit that is ever reached.
+        for _ in 0..4 * (self.legs.len() + 4) * (switchboard_policy::plan::MAX_STEPS + 1) {
+            if self.phase != Phase::Routing {
+                return;
+            }
+            let Some(step) = self.step else {
+                return;
+            };
+            let t = self.elapsed(now);
+            let mut changed = false;
+            for i in 0..self.legs.len() {
+                let leg = &self.legs[i];
+                match leg.state {
+                    LegState::Waiting if leg.start <= t => {
+                        if leg.stop.is_some_and(|s| s <= t) {
+                            // Its window passed while the timeline jumped: never rings.
+                            self.legs[i].state = LegState::Over(Outcome::NoAnswer);
+                        } else {
+                            self.start_leg(i);
+                        }
+                        changed = true;
+                    }
+                    LegState::Ringing if leg.stop.is_some_and(|s| s <= t) => {
+                        for b in leg.branches.clone() {
+                            if self.branches[b].state == BranchState::Live {
+                                self.branches[b].state = BranchState::Cancelled;
+                                self.commands.push_back(Command::Cancel {
+                                    branch: b,
+                                    cause: CancelCause::NoAnswer,
+                                });
+                            }
+                        }
+                        self.legs[i].state = LegState::Over(Outcome::NoAnswer);
+                        changed = true;
+                    }
+                    _ => {}
+                }
+            }
+            if changed {
+                continue;
+            }
+            let outcome = if t >= self.step_end {
+                self.cancel_all(CancelCause::NoAnswer);
+                Some(Outcome::NoAnswer)
+            } else if self
+                .legs
+                .iter()
+                .all(|l| matches!(l.state, LegState::Over(_)))
+            {
+                let of = |o| self.legs.iter().any(|l| l.state == LegState::Over(o));
+                Some(if of(Outcome::NoAnswer) {
+                    Outcome::NoAnswer
+                } else if of(Outcome::Busy) {
+                    Outcome::Busy
+                } else {
+                    Outcome::Unavailable
+                })
+            } else {
+                None
+            };
+            if let Some(o) = outcome {
+                let s = &self.plan.steps[step];
+                let (word, next) = match o {
+                    Outcome::NoAnswer => ("no answer", s.on_no_answer.clone()),
+                    Outcome::Busy => ("busy", s.on_busy.clone()),
+                    Outcome::Unavailable => ("unavailable", s.on_unavailable.clone()),
+                };
+                self.history
+                    .push(format!("step {}: {word} after {} s", step + 1, t.as_secs()));
+                self.enter(next, now);
+                return;
+            }
+            // Dead air: nothing rings, but legs are still to come.
+            let ringing = self.legs.iter().any(|l| l.state == LegState::Ringing);
+            if !ringing {
+                if let Some(next_start) = self
+                    .legs
+                    .iter()
+                    .filter(|l| l.state == LegState::Waiting)
+                    .map(|l| l.start)
+                    .min()
+                {
+                    if next_start > t {
+                        self.skip += next_start - t;
+                        continue;
+                    }
+                }
+            }
+            return;
+        }
+        tracing::error!("call timeline did not settle; ending the call");
+        self.cancel_all(CancelCause::NoAnswer);
+        self.finish(500);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_policy::{Leg, RingStrategy, Step};
+
+    fn person(user: &str, devices: &[&str], start: u32, stop: u32) -> Leg {
+        Leg {
+            target: LegTarget::Person {
+                user: user.into(),
+                devices: devices.iter().map(|d| d.to_string()).collect(),
+            },
+            start,
+            stop,
+            caller_id: CallerIdRule::Caller,
+            team_call: false,
+            why: String::new(),
+        }
+    }
+
+    fn ring(legs: Vec<Leg>, duration: u32, next: [Next; 3]) -> Step {
+        let [on_no_answer, on_busy, on_unavailable] = next;
+        Step {
+            action: Action::Ring {
+                legs,
+                duration,
+                strategy: RingStrategy::Hunt,
+                memory_group: Some("support".into()),
+                announcements: Vec::new(),
+            },
+            on_no_answer,
+            on_busy,
+            on_unavailable,
+            why: String::new(),
+        }
+    }
+
+    fn voicemail() -> Step {
+        Step {
+            action: Action::Destination {
+                id: "vm".into(),
+                kind: switchboard_policy::DestinationKind::Voicemail,
+                uri: "sip:vm@127.0.0.1:5090".into(),
+            },
+            on_no_answer: Next::Final(480),
+            on_busy: Next::Final(486),
+            on_unavailable: Next::Final(480),
+            why: String::new(),
+        }
+    }
+
+    fn plan(steps: Vec<Step>) -> RoutePlan {
+        RoutePlan {
+            start: Next::Step(0),
+            steps,
+            notes: Vec::new(),
+        }
+    }
+
+    fn drain(e: &mut Execution) -> Vec<Command> {
+        std::iter::from_fn(|| e.poll_command()).collect()
+    }
+
+    fn started(cmds: &[Command]) -> Vec<(BranchId, String)> {
+        cmds.iter()
+            .filter_map(|c| match c {
+                Command::Start(s) => Some((
+                    s.branch,
+                    match &s.target {
+                        BranchTarget::Device { device, .. } => device.clone(),
+                        BranchTarget::External { number, .. } => number.clone(),
+                        BranchTarget::Destination { uri, .. } => uri.clone(),
+                    },
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn cancelled(cmds: &[Command]) -> Vec<(BranchId, CancelCause)> {
+        cmds.iter()
+            .filter_map(|c| match c {
+                Command::Cancel { branch, cause } => Some((*branch, *cause)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn secs(t0: Instant, s: u64) -> Instant {
+        t0 + Duration::from_secs(s)
+    }
+
+    const TO_VM: [Next; 3] = [Next::Step(1), Next::Step(1), Next::Step(1)];
+
+    #[test]
+    fn ring_all_first_answer_cancels_the_rest_as_completed_elsewhere() {
+        let t0 = Instant::now();
+        let p = plan(vec![ring(
+            vec![
+                person("a", &["a1", "a2"], 0, 20),
+                person("b", &["b1"], 0, 20),
+            ],
+            20,
+            [Next::Final(408), Next::Final(486), Next::Final(480)],
+        )]);
+        let mut e = Execution::new(p, Limits::default(), t0);
+        let c = drain(&mut e);
+        assert_eq!(started(&c).len(), 3);
+        e.branch_answered(2, secs(t0, 3));
+        let c = drain(&mut e);
+        assert_eq!(
+            c[0],
+            Command::Remember {
+                group: "support".into(),
+                user: "b".into()
+            }
+        );
+        assert_eq!(
+            cancelled(&c),
+            vec![
+                (0, CancelCause::CompletedElsewhere),
+                (1, CancelCause::CompletedElsewhere)
+            ]
+        );
+        assert_eq!(e.phase(), &Phase::Answered { branch: 2 });
+        assert_eq!(e.poll_timeout(), None);
+    }
+
+    #[test]
+    fn hunt_rings_one_after_another_and_times_out_to_voicemail() {
+        let t0 = Instant::now();
+        let p = plan(vec![
+            ring(
+                vec![person("a", &["a1"], 0, 15), person("b", &["b1"], 15, 30)],
+                30,
+                TO_VM,
+            ),
+            voicemail(),
+        ]);
+        let mut e = Execution::new(p, Limits::default(), t0);
+        assert_eq!(started(&drain(&mut e)), vec![(0, "a1".to_string())]);
+        assert_eq!(e.poll_timeout(), Some(secs(t0, 15)));
+        e.handle_timeout(secs(t0, 15));
+        let c = drain(&mut e);
+        assert_eq!(cancelled(&c), vec![(0, CancelCause::NoAnswer)]);
+        assert_eq!(started(&c), vec![(1, "b1".to_string())]);
+        e.branch_failed(0, 487, secs(t0, 15));
+        assert!(drain(&mut e).is_empty());
+        e.handle_timeout(secs(t0, 30));
+        let c = drain(&mut e);
+        assert_eq!(cancelled(&c), vec![(1, CancelCause::NoAnswer)]);
+        assert_eq!(started(&c), vec![(2, "sip:vm@127.0.0.1:5090".to_string())]);
+        e.branch_answered(2, secs(t0, 31));
+        assert_eq!(e.phase(), &Phase::Answered { branch: 2 });
+        assert_eq!(
+            e.history(),
+            &[
+                "step 1: no answer after 30 s",
+                "step 2: to voicemail vm",
+                "step 2: answered"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_busy_member_of_a_hunt_moves_it_on_at_once() {
+        let t0 = Instant::now();
+        let p = plan(vec![ring(
+            vec![person("a", &["a1"], 0, 15), person("b", &["b1"], 15, 30)],
+            30,
+            [Next::Final(408), Next::Final(486), Next::Final(480)],
+        )]);
+        let mut e = Execution::new(p, Limits::default(), t0);
+        drain(&mut e);
+        e.branch_failed(0, 486, secs(t0, 2));
+        let c = drain(&mut e);
+        assert_eq!(started(&c), vec![(1, "b1".to_string())], "no dead air");
+        // b's window is shifted with the timeline: it rings its full 15 s.
+        assert_eq!(e.poll_timeout(), Some(secs(t0, 17)));
+        e.handle_timeout(secs(t0, 17));
+        let c = drain(&mut e);
+        assert_eq!(cancelled(&c), vec![(1, CancelCause::NoAnswer)]);
+        // Plan exhausted: the busy answer wins over the timeout.
+        assert_eq!(c.last(), Some(&Command::Relay { branch: 0 }));
+    }
+
+    #[test]
+    fn everyone_busy_takes_the_busy_path() {
+        let t0 = Instant::now();
+        let p = plan(vec![
+            ring(
+                vec![person("a", &["a1", "a2"], 0, 20)],
+                20,
+                [Next::Final(408), Next::Step(1), Next::Final(480)],
+            ),
+            voicemail(),
+        ]);
+        let mut e = Execution::new(p, Limits::default(), t0);
+        drain(&mut e);
+        e.branch_failed(0, 486, secs(t0, 1));
+        assert!(started(&drain(&mut e)).is_empty(), "a2 still rings");
+        e.branch_failed(1, 480, secs(t0, 1));
+        let c = drain(&mut e);
+        assert_eq!(started(&c), vec![(2, "sip:vm@127.0.0.1:5090".to_string())]);
+    }
+
+    #[test]
+    fn nobody_reachable_takes_the_unavailable_path() {
+        let t0 = Instant::now();
+        let p = plan(vec![ring(
+            vec![person("a", &["a1"], 0, 20), person("b", &[], 0, 20)],
+            20,
+            [Next::Final(408), Next::Final(486), Next::Final(404)],
+        )]);
+        let mut e = Execution::new(p, Limits::default(), t0);
+        drain(&mut e);
+        e.branch_failed(0, 503, secs(t0, 0));
+        let c = drain(&mut e);
+        // 503 and the plan's 404: 404 is the better answer (§16.7).
+        assert_eq!(
+            c,
+            vec![Command::Respond {
+                code: 404,
+                reason: None
+            }]
+        );
+    }
+
+    #[test]
+    fn caller_cancel_stops_every_branch() {
+        let t0 = Instant::now();
+        let p = plan(vec![ring(
+            vec![person("a", &["a1"], 0, 15), person("b", &["b1"], 5, 30)],
+            30,
+            TO_VM,
+        )]);
+        let mut e = Execution::new(p, Limits::default(), t0);
+        drain(&mut e);
+        e.handle_timeout(secs(t0, 5));
+        drain(&mut e);
+        e.caller_cancelled(secs(t0, 6));
+        let c = drain(&mut e);
+        assert_eq!(
+            cancelled(&c),
+            vec![
+                (0, CancelCause::CallerCancelled),
+                (1, CancelCause::CallerCancelled)
+            ]
+        );
+        assert_eq!(e.phase(), &Phase::Ended);
+        assert_eq!(e.poll_timeout(), None);
+        // Their 487s change nothing.
+        e.branch_failed(0, 487, secs(t0, 6));
+        e.branch_failed(1, 487, secs(t0, 6));
+        assert!(drain(&mut e).is_empty());
+        assert!(!e.has_live_branches());
+    }
+
+    #[test]
+    fn reject_and_final_start() {
+        let t0 = Instant::now();
+        let p = plan(vec![Step {
+            action: Action::Reject {
+                code: 480,
+                reason: "In a meeting".into(),
+            },
+            on_no_answer: Next::Final(480),
+            on_busy: Next::Final(480),
+            on_unavailable: Next::Final(480),
+            why: String::new(),
+        }]);
+        let mut e = Execution::new(p, Limits::default(), t0);
+        assert_eq!(
+            drain(&mut e),
+            vec![Command::Respond {
+                code: 480,
+                reason: Some("In a meeting".into())
+            }]
+        );
+        let mut e = Execution::new(
+            RoutePlan {
+                start: Next::Final(404),
+                steps: Vec::new(),
+                notes: Vec::new(),
+            },
+            Limits::default(),
+            t0,
+        );
+        assert_eq!(
+            drain(&mut e),
+            vec![Command::Respond {
+                code: 404,
+                reason: None
+            }]
+        );
+    }
+
+    #[test]
+    fn cumulative_and_ring_own_first_keep_earlier_legs_ringing() {
+        let t0 = Instant::now();
+        // Own devices 0..30, forward target from 10 s on.
+        let p = plan(vec![ring(
+            vec![person("a", &["a1"], 0, 30), person("f", &["f1"], 10, 30)],
+            30,
+            TO_VM,
+        )]);
+        let mut e = Execution::new(p, Limits::default(), t0);
+        assert_eq!(started(&drain(&mut e)).len(), 1);
+        e.handle_timeout(secs(t0, 10));
+        let c = drain(&mut e);
+        assert_eq!(started(&c), vec![(1, "f1".to_string())]);
+        assert!(cancelled(&c).is_empty(), "own devices keep ringing");
+        e.branch_answered(1, secs(t0, 12));
+        assert_eq!(
+            cancelled(&drain(&mut e)),
+            vec![(0, CancelCause::CompletedElsewhere)]
+        );
+    }
+
+    #[test]
+    fn unbounded_steps_are_bounded_by_max_ring() {
+        let t0 = Instant::now();
+        let p = plan(vec![voicemail()]);
+        let limits = Limits {
+            max_ring: Duration::from_secs(60),
+            ..Limits::default()
+        };
+        let mut e = Execution::new(p, limits, t0);
+        drain(&mut e);
+        assert_eq!(e.poll_timeout(), Some(secs(t0, 60)));
+        e.handle_timeout(secs(t0, 60));
+        let c = drain(&mut e);
+        assert_eq!(cancelled(&c), vec![(0, CancelCause::NoAnswer)]);
+        assert_eq!(
+            c.last(),
+            Some(&Command::Respond {
+                code: 480,
+                reason: None
+            })
+        );
+    }
+
+    #[test]
+    fn a_plan_that_loops_ends() {
+        let t0 = Instant::now();
+        let mut p = plan(vec![Step {
+            action: Action::Message { name: "m".into() },
+            on_no_answer: Next::Step(0),
+            on_busy: Next::Step(0),
+            on_unavailable: Next::Step(0),
+            why: String::new(),
+        }]);
+        p.start = Next::Step(0);
+        let mut e = Execution::new(p, Limits::default(), t0);
+        assert_eq!(
+            drain(&mut e).last(),
+            Some(&Command::Respond {
+                code: 482,
+                reason: None
+            })
+        );
+    }
+
+    #[test]
+    fn branch_limit_is_kept() {
+        let t0 = Instant::now();
+        let devices: Vec<String> = (0..10).map(|i| format!("d{i}")).collect();
+        let refs: Vec<&str> = devices.iter().map(String::as_str).collect();
+        let p = plan(vec![ring(vec![person("a", &refs, 0, 20)], 20, TO_VM)]);
+        let limits = Limits {
+            max_branches: 4,
+            ..Limits::default()
+        };
+        let mut e = Execution::new(p, limits, t0);
+        assert_eq!(started(&drain(&mut e)).len(), 4);
+    }
+}

@@ -1,0 +1,662 @@
+//! Call routing driven through the whole core with a virtual clock: messages in as bytes,
+//! what the core sends out read back as text.
+
+use crate::core::{Core, CoreConfig, Now, Output};
+use crate::directory::{Directory, PolicyDirectory};
+use crate::routing::{RoutingConfig, MEMORY};
+use arc_swap::ArcSwap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchboard_policy::{Policy, Source};
+use switchboard_presence::model::CallStatus;
+use switchboard_sip::msg::headers::Header;
+use switchboard_sip::msg::{Request, SipMessage};
+use switchboard_sip::parse::{parse, Limits};
+use switchboard_sip::peer::Peer;
+use switchboard_sip::registrar::RegistrarConfig;
+use switchboard_sip::transaction::TimerConfig;
+use switchboard_sip::transport::Inbound;
+
+const POLICY: &str = r#"
+[users.alice]
+extension = "1001"
+display_name = "Alice A"
+[users.alice.sip]
+password = "pw"
+algorithms = ["md5"]
+
+[users.bob]
+extension = "1002"
+ring_time = 20
+no_answer = "voicemail:bob-vm"
+busy = "voicemail:bob-vm"
+[users.bob.sip]
+password = "pw"
+
+[users.carol]
+extension = "1003"
+no_answer = "hangup"
+[users.carol.sip]
+password = "pw"
+
+[teams.support]
+extension = "2000"
+members = ["bob", "carol"]
+strategy = "memory_hunt"
+member_ring_time = 10
+ring_time = 20
+no_answer = "hangup"
+
+[destinations.bob-vm]
+kind = "voicemail"
+uri = "sip:vm-bob@127.0.0.1:5090"
+
+[trunks.carrier]
+sources = ["127.0.0.2/32"]
+uri = "sip:carrier@127.0.0.2:5080"
+outbound = ["+44*"]
+dids = { "+441632960000" = "team:support" }
+"#;
+
+const ALICE: &str = "127.0.0.1:5071";
+const BOB: &str = "127.0.0.1:5072";
+const BOB2: &str = "127.0.0.1:5073";
+const CAROL: &str = "127.0.0.1:5074";
+const VM: &str = "127.0.0.1:5090";
+const CARRIER: &str = "127.0.0.2:5080";
+const US: &str = "127.0.0.1:5060";
+
+struct T {
+    core: Core,
+    t0: Instant,
+    secs: u64,
+    /// Everything sent, oldest first: (to, text).
+    sent: Vec<(SocketAddr, String)>,
+    persisted: Vec<switchboard_presence::store::Write>,
+    halves: u64,
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+impl T {
+    fn new(auth: bool) -> T {
+        let policy = Policy::from_sources(&[Source {
+            name: "p.toml".into(),
+            text: POLICY.into(),
+        }])
+        .unwrap();
+        let directory = Arc::new(ArcSwap::from_pointee(
+            Box::new(PolicyDirectory::new(policy)) as Box<dyn Directory>,
+        ));
+        let config = CoreConfig {
+            realm: "switchboard.local".into(),
+            domains: vec!["switchboard.local".into()],
+            server: "test".into(),
+            timers: TimerConfig::default(),
+            registrar: RegistrarConfig {
+                min_expires: 60,
+                default_expires: 3600,
+                max_expires: 7200,
+                max_contacts_per_aor: 10,
+            },
+            auth_required: auth,
+            nonce_lifetime: Duration::from_secs(300),
+            max_failures: 3,
+            failure_window: Duration::from_secs(60),
+            block: Duration::from_secs(60),
+            routing: RoutingConfig {
+                route_secret: [9; 32],
+                ..RoutingConfig::default()
+            },
+        };
+        let t0 = Instant::now();
+        let now = Now {
+            mono: t0,
+            unix: 1_800_000_000,
+        };
+        let mut core = Core::new(
+            config,
+            directory,
+            vec!["udp:127.0.0.1:5060".parse().unwrap()],
+            now,
+        );
+        let directory = core.presence().model().people().count();
+        assert_eq!(directory, 0);
+        core.restore_presence(Vec::new(), now);
+        T {
+            core,
+            t0,
+            secs: 0,
+            sent: Vec::new(),
+            persisted: Vec::new(),
+            halves: 0,
+        }
+    }
+
+    fn now(&self) -> Now {
+        Now {
+            mono: self.t0 + Duration::from_millis(self.halves * 500),
+            unix: 1_800_000_000 + self.secs,
+        }
+    }
+
+    /// Collects outputs; store writes succeed at once.
+    fn pump(&mut self) {
+        while let Some(o) = self.core.poll_output() {
+            match o {
+                Output::Send { to, bytes } => self
+                    .sent
+                    .push((to.addr, String::from_utf8_lossy(&bytes).to_string())),
+                Output::Persist { token, writes } => {
+                    self.persisted.extend(writes);
+                    let now = self.now();
+                    self.core.handle_persisted(token, true, now);
+                }
+                Output::Reply { .. } => {}
+            }
+        }
+    }
+
+    fn input(&mut self, from: &str, text: &str) {
+        let msg = parse(text.as_bytes(), &Limits::default())
+            .unwrap_or_else(|e| panic!("test message does not parse: {e:?}\n{text}"));
+        let now = self.now();
+        self.core.handle_inbound(
+            Inbound::Message {
+                msg,
+                peer: Peer::udp(addr(from)),
+                local: addr(US),
+            },
+            now,
+        );
+        self.pump();
+    }
+
+    /// Lets `secs` seconds pass, half a second at a time, so that retransmission timers
+    /// fire as they would on a real clock.
+    fn advance(&mut self, secs: u64) {
+        for _ in 0..secs * 2 {
+            self.halves += 1;
+            self.secs = self.halves / 2;
+            let now = Now {
+                mono: self.t0 + Duration::from_millis(self.halves * 500),
+                unix: 1_800_000_000 + self.secs,
+            };
+            self.core.handle_timeout(now);
+            self.pump();
+        }
+    }
+
+    /// Takes what was sent since the last call.
+    fn take(&mut self) -> Vec<(SocketAddr, String)> {
+        std::mem::take(&mut self.sent)
+    }
+
+    fn register(&mut self, user: &str, at: &str) {
+        let text = format!(
+            "REGISTER sip:switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP {at};branch=z9hG4bK-reg-{user}-{at}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{user}@switchboard.local>;tag=r\r\nTo: <sip:{user}@switchboard.local>\r\n\
+             Call-ID: reg-{user}-{at}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{user}@{at}>\r\nExpires: 3600\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        self.input(at, &text);
+        let out = self.take();
+        assert!(out[0].1.starts_with("SIP/2.0 200"), "{out:?}");
+    }
+}
+
+fn invite(from_user: &str, from_at: &str, to: &str, call: &str, extra: &str) -> String {
+    format!(
+        "INVITE sip:{to}@switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP {from_at};branch=z9hG4bK-{call};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:{from_user}@switchboard.local>;tag=from-{call}\r\nTo: <sip:{to}@switchboard.local>\r\n\
+         Call-ID: {call}\r\nCSeq: 1 INVITE\r\nContact: <sip:{from_user}@{from_at}>\r\n{extra}Content-Type: application/sdp\r\n\
+         Content-Length: 4\r\n\r\nv=0\n"
+    )
+}
+
+fn request_of(text: &str) -> Request {
+    match parse(text.as_bytes(), &Limits::default()).unwrap() {
+        SipMessage::Request(r) => r,
+        _ => panic!("not a request: {text}"),
+    }
+}
+
+/// The response a UAS sends to a received request: its Vias, From, To (with `tag`),
+/// Call-ID, CSeq and Record-Route copied.
+fn answer(req_text: &str, code: u16, tag: &str, contact: &str) -> String {
+    let req = request_of(req_text);
+    let mut resp = switchboard_sip::message::response(&req, code, Some(tag), "uas");
+    for h in req.headers.iter() {
+        if let Header::RecordRoute(_) = h {
+            resp.headers.push(h.clone());
+        }
+    }
+    if code < 300 && code > 100 {
+        resp.headers
+            .push(Header::Contact(format!("<sip:{contact}>").into()));
+    }
+    resp.to_string()
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+fn to(out: &[(SocketAddr, String)], at: &str) -> Vec<String> {
+    out.iter()
+        .filter(|(a, _)| *a == addr(at))
+        .map(|(_, s)| s.clone())
+        .collect()
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.lines()
+        .find(|l| {
+            l.split_once(':')
+                .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        })
+        .map(|l| l.split_once(':').unwrap().1.trim())
+}
+
+/// An in-dialog request from a UA that got `resp_text` (its Record-Route as Route).
+fn in_dialog(method: &str, ruri: &str, resp_text: &str, from_at: &str, cseq: u32) -> String {
+    let rr = header(resp_text, "Record-Route").unwrap_or("");
+    let from = header(resp_text, "From").unwrap();
+    let to = header(resp_text, "To").unwrap();
+    let call = header(resp_text, "Call-ID").unwrap();
+    format!(
+        "{method} sip:{ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {from_at};branch=z9hG4bK-{method}-{cseq};rport\r\n\
+         Route: {rr}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call}\r\nCSeq: {cseq} {method}\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn an_answered_call_is_relayed_and_its_dialog_follows_the_record_route() {
+    let mut t = T::new(false);
+    t.register("bob", BOB);
+    t.input(ALICE, &invite("alice", ALICE, "1002", "c1", ""));
+    let out = t.take();
+    assert_eq!(first_line(&to(&out, ALICE)[0]), "SIP/2.0 100 Trying");
+    let branch = &to(&out, BOB)[0];
+    assert_eq!(first_line(branch), "INVITE sip:bob@127.0.0.1:5072 SIP/2.0");
+    assert!(branch.contains("Max-Forwards: 69"), "{branch}");
+    assert!(
+        branch.contains("Record-Route: <sip:127.0.0.1:5060;lr;sbt="),
+        "{branch}"
+    );
+    assert!(
+        header(branch, "Via")
+            .unwrap()
+            .starts_with("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-sb"),
+        "{branch}"
+    );
+    assert!(
+        branch.contains("P-Asserted-Identity: \"Alice A\" <sip:1001@switchboard.local>"),
+        "{branch}"
+    );
+    assert_eq!(
+        t.core.presence().model().call_state("bob"),
+        CallStatus::Ringing
+    );
+
+    t.input(BOB, &answer(branch, 180, "bob1", BOB));
+    let out = t.take();
+    let ringing = &to(&out, ALICE)[0];
+    assert_eq!(first_line(ringing), "SIP/2.0 180 Ringing");
+    assert_eq!(
+        switchboard_sip::proxy::via_values(&request_of_resp(ringing)).len(),
+        1,
+        "our Via is gone: {ringing}"
+    );
+
+    let ok = answer(branch, 200, "bob1", BOB);
+    t.input(BOB, &ok);
+    let out = t.take();
+    let relayed = &to(&out, ALICE)[0];
+    assert_eq!(first_line(relayed), "SIP/2.0 200 OK");
+    assert_eq!(
+        t.core.presence().model().call_state("bob"),
+        CallStatus::Busy
+    );
+    assert!(t.core.presence().model().in_call("alice"));
+
+    // ACK and BYE from alice along the Route set reach bob's contact.
+    t.input(
+        ALICE,
+        &in_dialog("ACK", "bob@127.0.0.1:5072", relayed, ALICE, 1),
+    );
+    let out = t.take();
+    let ack = &to(&out, BOB)[0];
+    assert_eq!(first_line(ack), "ACK sip:bob@127.0.0.1:5072 SIP/2.0");
+    assert!(!ack.contains("Route:"), "our Route was consumed: {ack}");
+    t.input(
+        ALICE,
+        &in_dialog("BYE", "bob@127.0.0.1:5072", relayed, ALICE, 2),
+    );
+    let out = t.take();
+    let bye = to(&out, BOB).pop().unwrap();
+    assert_eq!(first_line(&bye), "BYE sip:bob@127.0.0.1:5072 SIP/2.0");
+    t.input(BOB, &answer(&bye, 200, "bob1", BOB));
+    let out = t.take();
+    assert_eq!(first_line(&to(&out, ALICE)[0]), "SIP/2.0 200 OK");
+    assert_eq!(
+        t.core.presence().model().call_state("bob"),
+        CallStatus::Free
+    );
+    assert!(!t.core.presence().model().in_call("alice"));
+    assert_eq!(t.core.routing().dialogs(), 0);
+    assert_eq!(t.core.routing().calls(), 0);
+    assert_eq!(t.core.routing_counters().answered, 1);
+}
+
+fn request_of_resp(text: &str) -> switchboard_sip::msg::Response {
+    match parse(text.as_bytes(), &Limits::default()).unwrap() {
+        SipMessage::Response(r) => r,
+        _ => panic!("not a response: {text}"),
+    }
+}
+
+#[test]
+fn ring_all_devices_and_cancel_the_others_as_completed_elsewhere() {
+    let mut t = T::new(false);
+    t.register("bob", BOB);
+    t.register("bob", BOB2);
+    t.input(ALICE, &invite("alice", ALICE, "bob", "c2", ""));
+    let out = t.take();
+    let (b1, b2) = (to(&out, BOB)[0].clone(), to(&out, BOB2)[0].clone());
+    // Only the first device has rung when the second answers.
+    t.input(BOB, &answer(&b1, 180, "d1", BOB));
+    t.input(BOB2, &answer(&b2, 200, "d2", BOB2));
+    let out = t.take();
+    let cancel = &to(&out, BOB)[0];
+    assert!(
+        cancel.starts_with("CANCEL sip:bob@127.0.0.1:5072 SIP/2.0"),
+        "{cancel}"
+    );
+    assert_eq!(
+        header(cancel, "Via"),
+        header(&b1, "Via"),
+        "same branch as the INVITE"
+    );
+    assert!(
+        cancel.contains("Reason: SIP;cause=200;text=\"Call completed elsewhere\""),
+        "{cancel}"
+    );
+    assert_eq!(
+        first_line(&to(&out, ALICE).pop().unwrap()),
+        "SIP/2.0 200 OK"
+    );
+    // The cancelled device answers the CANCEL and its INVITE 487: nothing reaches alice.
+    t.input(BOB, &answer(cancel, 200, "d1", BOB));
+    t.input(BOB, &answer(&b1, 487, "d1", BOB));
+    let out = t.take();
+    assert!(to(&out, ALICE).is_empty(), "{out:?}");
+    assert!(
+        to(&out, BOB)[0].starts_with("ACK "),
+        "the 487 is ACKed: {out:?}"
+    );
+    assert_eq!(t.core.routing().calls(), 0);
+}
+
+#[test]
+fn a_cancel_waits_for_the_first_provisional_response() {
+    let mut t = T::new(false);
+    t.register("bob", BOB);
+    t.register("bob", BOB2);
+    t.input(ALICE, &invite("alice", ALICE, "bob", "c3", ""));
+    let out = t.take();
+    let b1 = to(&out, BOB)[0].clone();
+    let b2 = to(&out, BOB2)[0].clone();
+    t.input(BOB2, &answer(&b2, 200, "d2", BOB2));
+    let out = t.take();
+    assert!(
+        !to(&out, BOB).iter().any(|m| m.starts_with("CANCEL")),
+        "no CANCEL before a provisional response (§9.1): {out:?}"
+    );
+    t.input(BOB, &answer(&b1, 100, "", BOB));
+    let out = t.take();
+    assert!(to(&out, BOB)[0].starts_with("CANCEL "), "{out:?}");
+}
+
+#[test]
+fn caller_cancel_ends_the_call_with_487_and_cancels_the_branches() {
+    let mut t = T::new(false);
+    t.register("bob", BOB);
+    let inv = invite("alice", ALICE, "1002", "c4", "");
+    t.input(ALICE, &inv);
+    let out = t.take();
+    let b1 = to(&out, BOB)[0].clone();
+    t.input(BOB, &answer(&b1, 180, "d1", BOB));
+    t.take();
+    let cancel = inv
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        .replace(
+            "Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n",
+            "Content-Length: 0\r\n\r\n",
+        );
+    t.input(ALICE, &cancel);
+    let out = t.take();
+    let to_alice: Vec<_> = to(&out, ALICE)
+        .iter()
+        .map(|m| first_line(m).to_string())
+        .collect();
+    assert!(
+        to_alice.contains(&"SIP/2.0 200 OK".to_string()),
+        "{to_alice:?}"
+    );
+    assert!(
+        to_alice.contains(&"SIP/2.0 487 Request Terminated".to_string()),
+        "{to_alice:?}"
+    );
+    assert!(to(&out, BOB)[0].starts_with("CANCEL "), "{out:?}");
+    assert_eq!(
+        t.core.presence().model().call_state("bob"),
+        CallStatus::Free
+    );
+}
+
+#[test]
+fn no_answer_cancels_after_the_ring_time_and_goes_to_voicemail() {
+    let mut t = T::new(false);
+    t.register("bob", BOB);
+    t.input(ALICE, &invite("alice", ALICE, "1002", "c5", ""));
+    let out = t.take();
+    let b1 = to(&out, BOB)[0].clone();
+    t.input(BOB, &answer(&b1, 180, "d1", BOB));
+    t.take();
+    t.advance(19);
+    assert!(!t.take().iter().any(|(_, m)| m.starts_with("CANCEL")));
+    t.advance(1);
+    let out = t.take();
+    assert!(
+        to(&out, BOB).iter().any(|m| m.starts_with("CANCEL ")),
+        "{out:?}"
+    );
+    let vm = &to(&out, VM)[0];
+    assert_eq!(first_line(vm), "INVITE sip:vm-bob@127.0.0.1:5090 SIP/2.0");
+    t.input(VM, &answer(vm, 200, "vm", VM));
+    let out = t.take();
+    assert_eq!(first_line(&to(&out, ALICE)[0]), "SIP/2.0 200 OK");
+}
+
+#[test]
+fn a_busy_device_takes_the_busy_path() {
+    let mut t = T::new(false);
+    t.register("bob", BOB);
+    t.input(ALICE, &invite("alice", ALICE, "1002", "c6", ""));
+    let out = t.take();
+    let b1 = to(&out, BOB)[0].clone();
+    t.input(BOB, &answer(&b1, 486, "d1", BOB));
+    let out = t.take();
+    assert!(to(&out, BOB)[0].starts_with("ACK "), "{out:?}");
+    assert_eq!(
+        first_line(&to(&out, VM)[0]),
+        "INVITE sip:vm-bob@127.0.0.1:5090 SIP/2.0"
+    );
+    // The voicemail server is down too: the busy answer wins over its failure.
+    let vm = to(&out, VM)[0].clone();
+    t.input(VM, &answer(&vm, 503, "vm", VM));
+    let out = t.take();
+    assert_eq!(first_line(&to(&out, ALICE)[0]), "SIP/2.0 486 Busy Here");
+}
+
+#[test]
+fn nobody_registered_follows_the_unavailable_path() {
+    let mut t = T::new(false);
+    t.input(ALICE, &invite("alice", ALICE, "1003", "c7", ""));
+    let out = t.take();
+    let finals: Vec<_> = to(&out, ALICE)
+        .iter()
+        .map(|m| first_line(m).to_string())
+        .collect();
+    assert_eq!(
+        finals.last().unwrap(),
+        "SIP/2.0 480 Temporarily Unavailable"
+    );
+}
+
+#[test]
+fn memory_hunt_starts_with_whoever_answered_last() {
+    let mut t = T::new(false);
+    t.register("bob", BOB);
+    t.register("carol", CAROL);
+    // First call: bob first (list order); he does not answer, carol does.
+    t.input(
+        CARRIER,
+        &invite("+447700900123", CARRIER, "+441632960000", "m1", ""),
+    );
+    let out = t.take();
+    let b = to(&out, BOB)[0].clone();
+    assert!(to(&out, CAROL).is_empty());
+    t.input(BOB, &answer(&b, 180, "b", BOB));
+    t.advance(10);
+    let out = t.take();
+    let c = to(&out, CAROL)[0].clone();
+    t.input(CAROL, &answer(&c, 200, "c", CAROL));
+    let ok = to(&t.take(), CARRIER).pop().unwrap();
+    // The call ends (carol is free again: a team skips members in a call).
+    t.input(
+        CARRIER,
+        &in_dialog("BYE", "carol@127.0.0.1:5074", &ok, CARRIER, 2),
+    );
+    assert!(!t.core.presence().model().in_call("carol"));
+    let row = t
+        .persisted
+        .iter()
+        .find(|w| w.table == MEMORY && w.key == "support")
+        .expect("memory stored");
+    assert!(String::from_utf8_lossy(row.value.as_ref().unwrap()).contains("carol"));
+    t.take();
+    // Second call: carol rings first.
+    t.input(
+        CARRIER,
+        &invite("+447700900123", CARRIER, "+441632960000", "m2", ""),
+    );
+    let out = t.take();
+    assert_eq!(to(&out, CAROL).len(), 1, "{out:?}");
+    assert!(to(&out, BOB).is_empty());
+}
+
+#[test]
+fn in_dialog_requests_need_our_route_and_its_token() {
+    let mut t = T::new(false);
+    let bye = "BYE sip:bob@127.0.0.1:5072 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5071;branch=z9hG4bK-x1\r\n\
+        Route: <sip:127.0.0.1:5060;lr;sbt=0000000000000000>\r\nMax-Forwards: 70\r\n\
+        From: <sip:alice@switchboard.local>;tag=a\r\nTo: <sip:bob@switchboard.local>;tag=b\r\n\
+        Call-ID: forged\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    t.input(ALICE, bye);
+    let out = t.take();
+    assert_eq!(first_line(&out[0].1), "SIP/2.0 403 Forbidden");
+    assert!(to(&out, BOB).is_empty());
+    let no_route = bye.replace(
+        "Route: <sip:127.0.0.1:5060;lr;sbt=0000000000000000>\r\n",
+        "",
+    );
+    t.input(ALICE, &no_route.replace("z9hG4bK-x1", "z9hG4bK-x2"));
+    let out = t.take();
+    assert_eq!(
+        first_line(&out[0].1),
+        "SIP/2.0 481 Call/Transaction Does Not Exist"
+    );
+}
+
+#[test]
+fn a_request_that_comes_back_unchanged_is_a_loop() {
+    let mut t = T::new(false);
+    t.register("bob", BOB);
+    let inv = invite("alice", ALICE, "1002", "l1", "");
+    let req = request_of(&inv);
+    let key = switchboard_sip::proxy::loop_key(&req);
+    let ours = format!(
+        "Via: SIP/2.0/UDP 127.0.0.1:5060;branch={};rport\r\nVia: SIP/2.0/UDP",
+        switchboard_sip::proxy::branch(key, 1)
+    );
+    t.input(ALICE, &inv.replacen("Via: SIP/2.0/UDP", &ours, 1));
+    let out = t.take();
+    assert_eq!(first_line(&out[0].1), "SIP/2.0 482 Loop Detected");
+}
+
+#[test]
+fn registered_users_are_challenged_and_trunks_are_known_by_address() {
+    let mut t = T::new(true);
+    t.input(ALICE, &invite("alice", ALICE, "1002", "a1", ""));
+    let out = t.take();
+    assert_eq!(
+        first_line(&out[0].1),
+        "SIP/2.0 407 Proxy Authentication Required"
+    );
+    assert!(out[0]
+        .1
+        .contains("Proxy-Authenticate: Digest realm=\"switchboard.local\""));
+    // A call from the carrier's address to a DID is not challenged.
+    t.input(
+        CARRIER,
+        &invite("+447700900123", CARRIER, "+441632960000", "a2", ""),
+    );
+    let out = t.take();
+    assert_eq!(first_line(&to(&out, CARRIER)[0]), "SIP/2.0 100 Trying");
+    // Nobody of the team is registered: the call ends (team no-answer: hang up).
+    assert!(first_line(to(&out, CARRIER).last().unwrap()).starts_with("SIP/2.0 480"));
+}
+
+#[test]
+fn outbound_calls_go_to_the_trunk_with_the_callers_number() {
+    let mut t = T::new(false);
+    t.input(ALICE, &invite("alice", ALICE, "+447700900999", "o1", ""));
+    let out = t.take();
+    let branch = &to(&out, CARRIER)[0];
+    assert_eq!(
+        first_line(branch),
+        "INVITE sip:+447700900999@127.0.0.2:5080 SIP/2.0"
+    );
+    // A number no trunk carries: 404.
+    t.input(ALICE, &invite("alice", ALICE, "+33123456789", "o2", ""));
+    let out = t.take();
+    assert_eq!(
+        first_line(to(&out, ALICE).last().unwrap()),
+        "SIP/2.0 404 Not Found"
+    );
+}
+
+#[test]
+fn a_branch_that_never_answers_is_given_up_and_the_caller_hears_back() {
+    let mut t = T::new(false);
+    t.register("carol", CAROL);
+    t.input(ALICE, &invite("alice", ALICE, "1003", "g1", ""));
+    t.take();
+    // No response at all from carol's phone: timer B (32 s) ends the branch.
+    t.advance(40);
+    let out = t.take();
+    let last = to(&out, ALICE).last().cloned().unwrap_or_default();
+    assert!(
+        first_line(&last).starts_with("SIP/2.0 408")
+            || first_line(&last).starts_with("SIP/2.0 480"),
+        "{out:?}"
+    );
+    assert_eq!(t.core.routing().calls(), 0);
+}
