@@ -483,6 +483,8 @@ pub struct Row {
     pub password: String,
     pub port: u16,
     pub expires: u32,
+    /// Replaces `expires` as the fourth field (the dialled target of call scenarios).
+    pub dialled: Option<String>,
     pub extra: String,
 }
 
@@ -493,7 +495,17 @@ pub fn row(user: &str, password: &str, port: u16, expires: u32) -> Row {
         password: password.into(),
         port,
         expires,
+        dialled: None,
         extra: String::new(),
+    }
+}
+
+/// A caller's row: `user;password;0;dialled;extra` (see tests/sipp/README.md, Calls).
+pub fn call_row(user: &str, password: &str, dialled: &str, extra: &str) -> Row {
+    Row {
+        dialled: Some(dialled.into()),
+        extra: extra.into(),
+        ..row(user, password, 0, 0)
     }
 }
 
@@ -505,9 +517,13 @@ impl Row {
     }
 
     fn line(&self) -> String {
+        let fourth = self
+            .dialled
+            .clone()
+            .unwrap_or_else(|| self.expires.to_string());
         format!(
             "{};{};{};{};{}",
-            self.user, self.password, self.port, self.expires, self.extra
+            self.user, self.password, self.port, fourth, self.extra
         )
     }
 }
@@ -523,6 +539,8 @@ pub struct Sipp<'a> {
     tcp: bool,
     ipv6: bool,
     domain: String,
+    auth_uri: Option<String>,
+    local_ip: Option<String>,
     args: Vec<String>,
     limit: Duration,
 }
@@ -553,9 +571,31 @@ impl<'a> Sipp<'a> {
             tcp: false,
             ipv6: false,
             domain: REALM.to_string(),
+            auth_uri: None,
+            local_ip: None,
             args: Vec::new(),
             limit: Duration::from_secs(60),
         }
+    }
+
+    /// The digest `uri` (SIPp prefixes `sip:`): for calls, `DIALLED@domain`, since SIPp
+    /// never takes it from the Request-URI (default: the domain, as REGISTER needs).
+    pub fn auth_uri(mut self, uri: &str) -> Self {
+        self.auth_uri = Some(uri.to_string());
+        self
+    }
+
+    /// Send from this loopback address (e.g. 127.0.0.2, a trunk's source) instead of
+    /// 127.0.0.1.
+    pub fn local_ip(mut self, ip: &str) -> Self {
+        self.local_ip = Some(ip.to_string());
+        self
+    }
+
+    /// The hard limit of the run (default 60 s).
+    pub fn limit(mut self, limit: Duration) -> Self {
+        self.limit = limit;
+        self
     }
 
     pub fn row(mut self, r: Row) -> Self {
@@ -617,7 +657,9 @@ impl<'a> Sipp<'a> {
             ("::1".to_string(), format!("[::1]:{}", self.daemon.port))
         } else {
             (
-                "127.0.0.1".to_string(),
+                self.local_ip
+                    .clone()
+                    .unwrap_or_else(|| "127.0.0.1".to_string()),
                 format!("127.0.0.1:{}", self.daemon.port),
             )
         };
@@ -631,7 +673,10 @@ impl<'a> Sipp<'a> {
             .args(["-m", &calls.to_string()])
             .args(["-key", "domain", &self.domain])
             // The digest is computed over the Request-URI, not over SIPp's target address.
-            .args(["-auth_uri", &self.domain])
+            .args([
+                "-auth_uri",
+                self.auth_uri.as_deref().unwrap_or(&self.domain),
+            ])
             // Every wait of a scenario is bounded, and so is the whole run.
             .args([
                 "-recv_timeout",
@@ -746,6 +791,35 @@ impl SippRun {
             .collect()
     }
 
+    /// The values a scenario logged as `name=value` (`final=486` …), in order.
+    pub fn logged(&self, name: &str) -> Vec<String> {
+        let prefix = format!("{name}=");
+        self.logs
+            .lines()
+            .filter_map(|l| {
+                l.find(&prefix)
+                    .map(|i| l[i + prefix.len()..].trim().to_string())
+            })
+            .collect()
+    }
+
+    /// The final response codes the caller got (`final=` log lines).
+    pub fn finals(&self) -> Vec<u16> {
+        self.logged("final")
+            .iter()
+            .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+
+    /// The received requests with this method, in order.
+    pub fn requests(&self, method: &str) -> Vec<String> {
+        let start = format!("{method} ");
+        self.received()
+            .into_iter()
+            .filter(|m| m.starts_with(&start))
+            .collect()
+    }
+
     /// The Contact values of the last 200 received.
     pub fn contacts_in_last_200(&self) -> Vec<String> {
         self.received()
@@ -754,6 +828,126 @@ impl SippRun {
             .find(|m| m.starts_with("SIP/2.0 200"))
             .map(|m| header_values(m, "Contact"))
             .unwrap_or_default()
+    }
+}
+
+/// A SIPp server (a callee, a voicemail server, a carrier) running in the background on
+/// its own port, for up to `calls` calls; killed on drop. [`Uas::finish`] waits for it.
+pub struct Uas {
+    pub scenario: String,
+    pub ip: String,
+    pub port: u16,
+    work: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Uas {
+    /// Starts `scenario` on 127.0.0.1 and a free port; `args` are extra SIPp arguments
+    /// (`-d 2000`…).
+    pub fn start(scenario: &str, calls: usize, args: &[&str]) -> Uas {
+        Uas::start_on("127.0.0.1", free_port(), scenario, calls, args)
+    }
+
+    /// Starts `scenario` on `ip:port`.
+    pub fn start_on(ip: &str, port: u16, scenario: &str, calls: usize, args: &[&str]) -> Uas {
+        require("sipp");
+        let work = tempfile::Builder::new()
+            .prefix(&format!("uas-{}-", scenario.trim_end_matches(".xml")))
+            .tempdir()
+            .unwrap()
+            .keep();
+        let sf = scenarios().join(scenario);
+        assert!(sf.is_file(), "no scenario {}", sf.display());
+        let mut cmd = Command::new("sipp");
+        cmd.arg("-sf")
+            .arg(&sf)
+            .args(["-i", ip, "-p", &port.to_string()])
+            .args(["-m", &calls.to_string()])
+            .args(["-timeout", "60s", "-timeout_error"])
+            .args(["-trace_msg", "-trace_err", "-trace_logs", "-nostdin"])
+            .args(["-buff_size", "4194304"])
+            .args(args)
+            .current_dir(&work);
+        let proc = Proc::spawn("sipp-uas", &mut cmd, work.join("screen.log"), false);
+        let uas = Uas {
+            scenario: scenario.to_string(),
+            ip: ip.to_string(),
+            port,
+            work,
+            proc: Some(proc),
+        };
+        // Listening once its socket is bound: wait (bounded) for the port to be taken.
+        wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+            UdpSocket::bind((uas.ip.as_str(), port))
+                .is_err()
+                .then_some(())
+        })
+        .expect("the SIPp server did not bind its port");
+        uas
+    }
+
+    /// The contact of this server as `user` registers it.
+    pub fn contact(&self, user: &str) -> String {
+        format!("sip:{user}@{}:{}", self.ip, self.port)
+    }
+
+    /// Registers this server as a device of `user` (Contact on this server's port).
+    pub fn register(&self, d: &Daemon, user: &str, password: &str) {
+        Sipp::new(d, "register.xml")
+            .row(row(user, password, self.port, 600))
+            .ok();
+    }
+
+    fn read_all(&self, suffix: &str) -> String {
+        let mut s = String::new();
+        for e in std::fs::read_dir(&self.work).unwrap().flatten() {
+            if e.file_name().to_string_lossy().ends_with(suffix) {
+                s.push_str(&String::from_utf8_lossy(
+                    &std::fs::read(e.path()).unwrap_or_default(),
+                ));
+            }
+        }
+        s
+    }
+
+    /// Waits (at most `limit`) for the server to end after its calls, or kills it then.
+    pub fn finish(mut self, limit: Duration) -> SippRun {
+        let mut p = self.proc.take().expect("running");
+        let status = p.wait_exit(limit);
+        if status.is_none() {
+            p.kill();
+        }
+        SippRun {
+            scenario: self.scenario.clone(),
+            success: status.is_some_and(|s| s.success()),
+            status: match status {
+                Some(s) => s.to_string(),
+                None => format!("killed after {limit:?}"),
+            },
+            output: p.log(),
+            messages: self.read_all("_messages.log"),
+            errors: self.read_all("_errors.log"),
+            logs: self.read_all("_logs.log"),
+        }
+    }
+
+    /// Stops the server now (it was not expected to get all its calls) and returns what it
+    /// saw: SIGTERM, so that SIPp writes out its traces, then at most 5 s.
+    pub fn stop(self) -> SippRun {
+        if let Some(p) = &self.proc {
+            let _ = Command::new("kill")
+                .args(["-TERM", &p.pid().to_string()])
+                .status();
+        }
+        self.finish(Duration::from_secs(5))
+    }
+}
+
+impl Drop for Uas {
+    fn drop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
     }
 }
 
@@ -946,4 +1140,48 @@ pub fn challenge_params(challenge: &str) -> Vec<(String, String)> {
         out.push((key.trim().to_string(), val.trim().to_string()));
     }
     out
+}
+
+/// One HTTP/1.1 exchange with the daemon's presence API as the admin: (status, body).
+pub fn admin_api(d: &Daemon, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", d.api_port)).expect("the API listens");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// When each received message of a SIPp run arrived (seconds of the day, as SIPp logs
+/// them), with the message.
+pub fn timed_received(run: &SippRun) -> Vec<(f64, String)> {
+    run.messages
+        .split("----------------------------------------------- ")
+        .filter(|b| b.contains("message received"))
+        .filter_map(|b| {
+            let time = b.split_whitespace().nth(1)?;
+            let mut hms = time.split(':');
+            let (h, m, s) = (hms.next()?, hms.next()?, hms.next()?);
+            let t = h.parse::<f64>().ok()? * 3600.0
+                + m.parse::<f64>().ok()? * 60.0
+                + s.parse::<f64>().ok()?;
+            let msg = b.split_once("bytes :")?.1.trim_start().to_string();
+            Some((t, msg))
+        })
+        .collect()
 }
