@@ -118,3 +118,56 @@ fn linphone_registers_with_sha256() {
     assert!(dl.contains("binding stored aor=shauser"), "{dl}");
     assert!(dl.contains(&format!("source=127.0.0.1:{sip_port}")), "{dl}");
 }
+
+/// baresip as a real softphone that answers by itself: a SIPp caller's call is routed to
+/// it, answered, and hung up through the proxy.
+#[test]
+fn baresip_answers_a_routed_call() {
+    require("baresip");
+    let mut d = Daemon::start(Options::default());
+    let dir = tempfile::tempdir_in(d.dir.path()).unwrap().keep();
+    let sip_port = free_ports(2);
+    std::fs::write(
+        dir.join("config"),
+        format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\nnet_interface 127.0.0.1\n\
+             audio_source ausine,440\naudio_player aubridge,nullspk\nausrc_srate 48000\nausrc_channels 2\n\
+             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule ausine.so\nmodule aubridge.so\n\
+             module_app account.so\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("accounts"),
+        format!(
+            "<sip:bob@{REALM}>;auth_pass=bob-secret;outbound=\"sip:127.0.0.1:{}\";regint=600;answermode=auto\n",
+            d.port
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new("baresip");
+    cmd.arg("-f").arg(&dir).args(["-t", "60"]);
+    let mut phone = Proc::spawn("baresip", &mut cmd, dir.join("baresip.log"), false);
+    phone.wait_for_log("200 OK", REGISTER_WITHIN);
+    let call = Sipp::new(&d, "call_answered.xml")
+        .row(call_row("alice", "alice-secret", "1002", "1000"))
+        .auth_uri(&format!("1002@{REALM}"))
+        .run();
+    assert!(
+        call.success,
+        "{}\ndaemon log:\n{}\nbaresip log:\n{}",
+        call.report(),
+        d.log(),
+        phone.log()
+    );
+    assert_eq!(call.finals(), vec![200]);
+    // The 200 came from baresip (its Contact), through the proxy.
+    let contact = call.logged("answered contact").join(" ");
+    assert!(contact.contains(&format!(":{sip_port}")), "{contact}");
+    d.wait_for_log("call routed", Duration::from_secs(5));
+    assert!(
+        d.log_contains("outcome=\"answered by bob at"),
+        "{}",
+        d.log()
+    );
+}
