@@ -37,6 +37,7 @@ password = "pw"
 [users.carol]
 extension = "1003"
 no_answer = "hangup"
+call_waiting = false
 [users.carol.sip]
 password = "pw"
 
@@ -659,4 +660,24 @@ fn a_branch_that_never_answers_is_given_up_and_the_caller_hears_back() {
         "{out:?}"
     );
     assert_eq!(t.core.routing().calls(), 0);
+}
+
+#[test]
+fn call_waiting_off_gives_a_second_caller_the_busy_handling() {
+    let mut t = T::new(false);
+    t.register("carol", CAROL);
+    t.input(ALICE, &invite("alice", ALICE, "1003", "w1", ""));
+    let out = t.take();
+    let b = to(&out, CAROL)[0].clone();
+    t.input(CAROL, &answer(&b, 200, "c", CAROL));
+    t.take();
+    assert!(t.core.presence().model().in_call("carol"));
+    // bob calls carol while she is on the phone: engaged, her phone does not ring.
+    t.input(BOB, &invite("bob", BOB, "1003", "w2", ""));
+    let out = t.take();
+    assert!(to(&out, CAROL).is_empty(), "{out:?}");
+    assert_eq!(
+        first_line(to(&out, BOB).last().unwrap()),
+        "SIP/2.0 486 Busy Here"
+    );
 }

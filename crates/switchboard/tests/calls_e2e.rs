@@ -125,6 +125,13 @@ sources = ["127.0.0.2/32"]
 uri = "sip:carrier@127.0.0.2:{carrier}"
 outbound = ["+44*"]
 dids = {{ "+441632960000" = "user:bob", "+441632960002" = "team:memory" }}
+
+[trunks.pbx]
+dids = {{ "+441632960003" = "user:bob" }}
+[trunks.pbx.sip]
+username = "pbx-trunk"
+password = "pbx-secret"
+algorithms = ["md5"]
 "#
     )
 }
@@ -445,6 +452,14 @@ fn a_carrier_call_to_a_did_reaches_its_user() {
         invite.contains("+447700900123"),
         "the caller's number: {invite}"
     );
+    // A trunk known by its digest credentials instead of its address.
+    let bob = device(&s.d, "bob", "uas_answer.xml", 1, &[]);
+    let r = Sipp::new(&s.d, "call_answered.xml")
+        .row(call_row("pbx-trunk", "pbx-secret", "+441632960003", "100"))
+        .auth_uri(&format!("+441632960003@{REALM}"))
+        .run();
+    ok(&s.d, r);
+    ok(&s.d, bob.finish(CALLEE_LIMIT));
     // A number the carrier does not own is not routed.
     let r = Sipp::new(&s.d, "trunk_call_expect_final.xml")
         .row(call_row("+447700900123", "", "+449999", "404"))
