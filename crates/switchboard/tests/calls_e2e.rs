@@ -241,7 +241,17 @@ fn memory_hunt_starts_with_the_last_answerer_also_after_a_restart() {
         assert!(r.success, "call {i}: {}\n{}", r.report(), s.d.log());
     }
     // Only the first call rang carol (the plain hunt order); the memory made the next two
-    // start with dave.
+    // start with dave — as `switchboard explain` says for the same memory.
+    let explain = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .arg("explain")
+        .arg("--config")
+        .arg(s.d.config_path())
+        .args(["--from", "alice", "--to", "2002", "--last-answerer", "memory=dave"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&explain.stdout).to_string();
+    let at = |who: &str| text.find(&format!("    {who} (")).unwrap_or(usize::MAX);
+    assert!(at("dave") < at("erin") && at("erin") < at("carol"), "{text}");
     s.d.restart();
     let r = alice_calls(&s.d, "call_answered.xml", "2002", "100");
     assert!(r.success, "after restart: {}\n{}", r.report(), s.d.log());
