@@ -239,6 +239,8 @@ pub struct Presence {
     ends: BTreeSet<(UnixTime, String)>,
     /// person → (call id, leg id) → state.
     legs: HashMap<String, HashMap<(String, String), LegState>>,
+    /// People whose presence or call status changed since [`Presence::take_changed`].
+    changed: BTreeSet<String>,
 }
 
 impl Presence {
@@ -249,6 +251,7 @@ impl Presence {
             people: BTreeMap::new(),
             ends: BTreeSet::new(),
             legs: HashMap::new(),
+            changed: BTreeSet::new(),
         }
     }
 
@@ -289,6 +292,7 @@ impl Presence {
         if let Some(until) = presence.profile.until {
             self.ends.insert((until, person.clone()));
         }
+        self.changed.insert(person.clone());
         self.people.insert(person, presence);
     }
 
@@ -458,8 +462,15 @@ impl Presence {
         out
     }
 
+    /// People whose presence or call status changed since the last call (to notify their
+    /// watchers), in order.
+    pub fn take_changed(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.changed).into_iter().collect()
+    }
+
     /// Records a call leg's state for a person (a device ringing or answered).
     pub fn leg(&mut self, person: &str, call_id: &str, leg_id: &str, state: LegState) {
+        self.changed.insert(person.to_string());
         self.legs
             .entry(person.to_string())
             .or_default()
@@ -469,7 +480,11 @@ impl Presence {
     /// A leg ended (cancelled, rejected, hung up).
     pub fn leg_ended(&mut self, person: &str, call_id: &str, leg_id: &str) {
         if let Some(m) = self.legs.get_mut(person) {
-            m.remove(&(call_id.to_string(), leg_id.to_string()));
+            if m.remove(&(call_id.to_string(), leg_id.to_string()))
+                .is_some()
+            {
+                self.changed.insert(person.to_string());
+            }
             if m.is_empty() {
                 self.legs.remove(person);
             }
@@ -478,8 +493,13 @@ impl Presence {
 
     /// Every leg of a call ended (the call is over).
     pub fn call_ended(&mut self, call_id: &str) {
-        self.legs.retain(|_, m| {
+        let changed = &mut self.changed;
+        self.legs.retain(|person, m| {
+            let before = m.len();
             m.retain(|(c, _), _| c != call_id);
+            if m.len() != before {
+                changed.insert(person.clone());
+            }
             !m.is_empty()
         });
     }

@@ -11,10 +11,12 @@
 pub use rsipstack::sip as msg;
 
 pub mod auth;
+pub mod events;
 pub mod message;
 pub mod parse;
 pub mod peer;
 pub mod proxy;
 pub mod registrar;
+pub mod subscription;
 pub mod transaction;
 pub mod transport;

@@ -246,12 +246,22 @@ fn memory_hunt_starts_with_the_last_answerer_also_after_a_restart() {
         .arg("explain")
         .arg("--config")
         .arg(s.d.config_path())
-        .args(["--from", "alice", "--to", "2002", "--last-answerer", "memory=dave"])
+        .args([
+            "--from",
+            "alice",
+            "--to",
+            "2002",
+            "--last-answerer",
+            "memory=dave",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&explain.stdout).to_string();
     let at = |who: &str| text.find(&format!("    {who} (")).unwrap_or(usize::MAX);
-    assert!(at("dave") < at("erin") && at("erin") < at("carol"), "{text}");
+    assert!(
+        at("dave") < at("erin") && at("erin") < at("carol"),
+        "{text}"
+    );
     s.d.restart();
     let r = alice_calls(&s.d, "call_answered.xml", "2002", "100");
     assert!(r.success, "after restart: {}\n{}", r.report(), s.d.log());

@@ -1,0 +1,639 @@
+//! The notifier side of SIP-specific event notification (RFC 6665), sans-I/O.
+//!
+//! [`Notifier::subscribe`] takes a SUBSCRIBE (initial or inside its dialog) and decides:
+//! a new subscription, a refresh, an unsubscription (`Expires: 0`), or a refusal (423 with
+//! Min-Expires, 481 for an unknown dialog, 500 for an old CSeq, 503 at the limit).
+//! [`Notifier::notify`] builds the NOTIFY of a subscription with the document the caller
+//! gives; [`Notifier::expire`] says which subscriptions ran out. The caller owns the
+//! documents, the transactions and the clock (Unix seconds passed in).
+
+use crate::events::Package;
+use crate::message::{split_first_value, tag_of};
+use crate::msg::headers::{Header, Headers};
+use crate::msg::prelude::*;
+use crate::msg::{Method, Request, Uri, Version};
+use crate::peer::Peer;
+use crate::proxy::strip_angle;
+use std::collections::{BTreeSet, HashMap};
+
+/// Bounds of the notifier.
+#[derive(Clone, Copy, Debug)]
+pub struct NotifierConfig {
+    pub min_expires: u32,
+    pub default_expires: u32,
+    pub max_expires: u32,
+    /// Most subscriptions at once; further SUBSCRIBEs get 503.
+    pub max_subscriptions: usize,
+}
+
+impl Default for NotifierConfig {
+    fn default() -> Self {
+        NotifierConfig {
+            min_expires: 60,
+            default_expires: 3600,
+            max_expires: 3600,
+            max_subscriptions: 10_000,
+        }
+    }
+}
+
+/// Identifies a subscription for its whole life.
+pub type SubId = u64;
+
+/// One subscription (a dialog of its own, RFC 6665 §4.2).
+#[derive(Clone, Debug)]
+pub struct Subscription {
+    pub id: SubId,
+    pub package: Package,
+    /// What is watched (a person of the policy).
+    pub resource: String,
+    /// Who watches (for the log).
+    pub subscriber: String,
+    /// Where NOTIFYs go: the flow the SUBSCRIBE came over.
+    pub peer: Peer,
+    /// Unix second after which the subscription is over.
+    pub expires_at: u64,
+    /// The last document sent, to notify only changes.
+    pub last_body: Option<String>,
+    call_id: String,
+    local_tag: String,
+    remote_tag: String,
+    local_uri: String,
+    remote_uri: String,
+    remote_target: String,
+    route_set: Vec<String>,
+    local_cseq: u32,
+    remote_cseq: u32,
+    version: u32,
+}
+
+/// What a SUBSCRIBE does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subscribed {
+    /// A new subscription: answer 200 with `Expires: expires` and `to_tag` in To, then send
+    /// a NOTIFY at once (§4.2.1.2).
+    Created {
+        id: SubId,
+        expires: u32,
+        to_tag: String,
+    },
+    /// A refresh: answer 200 with `Expires: expires`; a NOTIFY follows (§4.2.1.2).
+    Refreshed { id: SubId, expires: u32 },
+    /// `Expires: 0`: answer 200, send the final NOTIFY (terminated), then forget it.
+    Ended { id: SubId },
+}
+
+/// A SUBSCRIBE refused: the response code and headers it carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub code: u16,
+    pub headers: Vec<Header>,
+    pub why: &'static str,
+}
+
+impl Refused {
+    fn new(code: u16, why: &'static str) -> Self {
+        Refused {
+            code,
+            headers: Vec::new(),
+            why,
+        }
+    }
+}
+
+/// The state a NOTIFY announces (§4.1.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubState {
+    Active,
+    /// The subscription ends: `timeout` (it expired), `noresource`, or the subscriber's own
+    /// unsubscription (no reason).
+    Terminated(Option<&'static str>),
+}
+
+/// All subscriptions of the server.
+pub struct Notifier {
+    config: NotifierConfig,
+    subs: HashMap<SubId, Subscription>,
+    by_dialog: HashMap<(String, String, String), SubId>,
+    by_resource: HashMap<String, BTreeSet<SubId>>,
+    by_expiry: BTreeSet<(u64, SubId)>,
+    next_id: SubId,
+}
+
+fn header_value<'a>(
+    req: &'a Request,
+    pick: impl Fn(&'a Header) -> Option<&'a str>,
+) -> Option<&'a str> {
+    req.headers.iter().find_map(pick)
+}
+
+/// The name-addr of a From/To value without its `tag` parameter.
+fn without_tag(value: &str) -> String {
+    let value = value.trim();
+    let (addr, params) = match value.rfind('>') {
+        Some(i) => (&value[..=i], &value[i + 1..]),
+        None => match value.find(';') {
+            Some(i) => (&value[..i], &value[i..]),
+            None => (value, ""),
+        },
+    };
+    let kept: String = params
+        .split(';')
+        .filter(|p| {
+            !p.trim().is_empty()
+                && !p
+                    .split('=')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .eq_ignore_ascii_case("tag")
+        })
+        .map(|p| format!(";{}", p.trim()))
+        .collect();
+    format!("{addr}{kept}")
+}
+
+impl Notifier {
+    pub fn new(config: NotifierConfig) -> Self {
+        Notifier {
+            config,
+            subs: HashMap::new(),
+            by_dialog: HashMap::new(),
+            by_resource: HashMap::new(),
+            by_expiry: BTreeSet::new(),
+            next_id: 1,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.subs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.subs.is_empty()
+    }
+
+    pub fn get(&self, id: SubId) -> Option<&Subscription> {
+        self.subs.get(&id)
+    }
+
+    /// The subscriptions watching `resource`.
+    pub fn watching(&self, resource: &str) -> Vec<SubId> {
+        self.by_resource
+            .get(resource)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The subscription whose dialog an in-dialog request belongs to (Call-ID, our tag in
+    /// To, theirs in From).
+    pub fn find(&self, req: &Request) -> Option<SubId> {
+        let call_id = req.call_id_header().ok()?.value().trim().to_string();
+        let local = tag_of(req.to_header().ok()?.value())?.to_string();
+        let remote = tag_of(req.from_header().ok()?.value())?.to_string();
+        self.by_dialog.get(&(call_id, local, remote)).copied()
+    }
+
+    /// When the next subscription runs out (Unix seconds).
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.by_expiry.first().map(|(t, _)| *t + 1)
+    }
+
+    /// Subscriptions whose time is over at `now`: send each its final NOTIFY
+    /// (`terminated;reason=timeout`) and [`Notifier::remove`] it.
+    pub fn expire(&self, now: u64) -> Vec<SubId> {
+        self.by_expiry
+            .iter()
+            .take_while(|(t, _)| *t < now)
+            .map(|(_, id)| *id)
+            .collect()
+    }
+
+    /// Forgets a subscription (it ended, or its subscriber is gone: a NOTIFY got 481, 408,
+    /// or no answer).
+    pub fn remove(&mut self, id: SubId) -> Option<Subscription> {
+        let s = self.subs.remove(&id)?;
+        self.by_dialog
+            .remove(&(s.call_id.clone(), s.local_tag.clone(), s.remote_tag.clone()));
+        if let Some(set) = self.by_resource.get_mut(&s.resource) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.by_resource.remove(&s.resource);
+            }
+        }
+        self.by_expiry.remove(&(s.expires_at, id));
+        Some(s)
+    }
+
+    fn set_expiry(&mut self, id: SubId, at: u64) {
+        if let Some(s) = self.subs.get_mut(&id) {
+            self.by_expiry.remove(&(s.expires_at, id));
+            s.expires_at = at;
+            self.by_expiry.insert((at, id));
+        }
+    }
+
+    /// The expiry a SUBSCRIBE asks for, or the refusal of a too brief one (§4.2.1.1).
+    fn requested_expires(&self, req: &Request) -> Result<u32, Refused> {
+        let asked = header_value(req, |h| match h {
+            Header::Expires(e) => Some(e.value()),
+            _ => None,
+        })
+        .map(|v| v.trim().parse::<u64>());
+        let asked = match asked {
+            None => self.config.default_expires,
+            Some(Ok(v)) => v.min(u64::from(u32::MAX)) as u32,
+            Some(Err(_)) => return Err(Refused::new(400, "unreadable Expires")),
+        };
+        if asked != 0 && asked < self.config.min_expires {
+            let mut r = Refused::new(423, "subscription too brief");
+            r.headers.push(Header::MinExpires(
+                self.config.min_expires.to_string().into(),
+            ));
+            return Err(r);
+        }
+        Ok(asked.min(self.config.max_expires))
+    }
+
+    /// Handles a SUBSCRIBE for `resource` and `package`, received from `peer`, by
+    /// `subscriber` (already authenticated). An initial SUBSCRIBE (no To tag) creates a
+    /// subscription; one inside a subscription's dialog refreshes or ends it.
+    pub fn subscribe(
+        &mut self,
+        req: &Request,
+        resource: &str,
+        package: Package,
+        subscriber: &str,
+        peer: Peer,
+        now: u64,
+    ) -> Result<Subscribed, Refused> {
+        let expires = self.requested_expires(req)?;
+        let cseq = req
+            .cseq_header()
+            .ok()
+            .and_then(|c| c.value().split_whitespace().next()?.parse::<u32>().ok())
+            .ok_or_else(|| Refused::new(400, "unreadable CSeq"))?;
+        let in_dialog = req.to_header().is_ok_and(|t| tag_of(t.value()).is_some());
+        if in_dialog {
+            let Some(id) = self.find(req) else {
+                return Err(Refused::new(481, "no such subscription"));
+            };
+            let s = self.subs.get_mut(&id).expect("indexed");
+            if cseq <= s.remote_cseq {
+                return Err(Refused::new(500, "CSeq lower than the dialog's"));
+            }
+            s.remote_cseq = cseq;
+            s.peer = peer;
+            if let Some(c) = contact_uri(req) {
+                s.remote_target = c;
+            }
+            if expires == 0 {
+                return Ok(Subscribed::Ended { id });
+            }
+            self.set_expiry(id, now + u64::from(expires));
+            return Ok(Subscribed::Refreshed { id, expires });
+        }
+        // An initial SUBSCRIBE with Expires 0 is a fetch (§4.2.1.1): created with expires 0,
+        // it gets one NOTIFY (terminated) and ends.
+        if self.subs.len() >= self.config.max_subscriptions {
+            let mut r = Refused::new(503, "subscription limit reached");
+            r.headers.push(Header::RetryAfter("60".into()));
+            return Err(r);
+        }
+        let call_id = req
+            .call_id_header()
+            .map(|c| c.value().trim().to_string())
+            .map_err(|_| Refused::new(400, "no Call-ID"))?;
+        let from = req
+            .from_header()
+            .map(|f| f.value().to_string())
+            .map_err(|_| Refused::new(400, "no From"))?;
+        let remote_tag = tag_of(&from)
+            .ok_or_else(|| Refused::new(400, "From without a tag"))?
+            .to_string();
+        let to = req
+            .to_header()
+            .map(|t| t.value().to_string())
+            .map_err(|_| Refused::new(400, "no To"))?;
+        let remote_target =
+            contact_uri(req).ok_or_else(|| Refused::new(400, "SUBSCRIBE without a Contact"))?;
+        let route_set: Vec<String> = req
+            .headers
+            .iter()
+            .filter_map(|h| match h {
+                Header::RecordRoute(r) => Some(r.value().to_string()),
+                _ => None,
+            })
+            .flat_map(|v| {
+                crate::message::split_values(&v)
+                    .into_iter()
+                    .map(|x| strip_angle(x).to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let id = self.next_id;
+        self.next_id += 1;
+        let local_tag = crate::message::random_token();
+        let s = Subscription {
+            id,
+            package,
+            resource: resource.to_string(),
+            subscriber: subscriber.to_string(),
+            peer,
+            expires_at: now + u64::from(expires),
+            last_body: None,
+            call_id: call_id.clone(),
+            local_tag: local_tag.clone(),
+            remote_tag: remote_tag.clone(),
+            local_uri: without_tag(&to),
+            remote_uri: without_tag(&from),
+            remote_target,
+            route_set,
+            local_cseq: 0,
+            remote_cseq: cseq,
+            version: 0,
+        };
+        self.by_dialog
+            .insert((call_id, local_tag.clone(), remote_tag), id);
+        self.by_resource
+            .entry(resource.to_string())
+            .or_default()
+            .insert(id);
+        self.by_expiry.insert((s.expires_at, id));
+        self.subs.insert(id, s);
+        Ok(Subscribed::Created {
+            id,
+            expires,
+            to_tag: local_tag,
+        })
+    }
+
+    /// The NOTIFY of subscription `id` (§4.2.2): `via` on top, `contact` as ours, the
+    /// Subscription-State for `state` (with the time left at `now`), and the document
+    /// `body(version)` builds — `version` counts the subscription's NOTIFYs from 0 (the
+    /// dialog-info `version`). The body is remembered as the last one sent. Returns the
+    /// request and where to send it.
+    pub fn notify(
+        &mut self,
+        id: SubId,
+        via: &str,
+        contact: &str,
+        state: SubState,
+        now: u64,
+        body: impl FnOnce(u32) -> String,
+    ) -> Option<(Request, Peer)> {
+        let s = self.subs.get_mut(&id)?;
+        s.local_cseq += 1;
+        let version = s.version;
+        s.version += 1;
+        let text = body(version);
+        let uri = Uri::try_from(s.remote_target.as_str()).ok()?;
+        let mut headers = Headers::default();
+        headers.push(Header::Via(via.to_string().into()));
+        headers.push(Header::MaxForwards("70".into()));
+        if !s.route_set.is_empty() {
+            // The route set of a subscription is the SUBSCRIBE's Record-Route in order
+            // (§12.1.1 for the UAS side).
+            let routes: Vec<String> = s.route_set.iter().map(|r| format!("<{r}>")).collect();
+            headers.push(Header::Route(routes.join(", ").into()));
+        }
+        headers.push(Header::From(
+            format!("{};tag={}", s.local_uri, s.local_tag).into(),
+        ));
+        headers.push(Header::To(
+            format!("{};tag={}", s.remote_uri, s.remote_tag).into(),
+        ));
+        headers.push(Header::CallId(s.call_id.clone().into()));
+        headers.push(Header::CSeq(format!("{} NOTIFY", s.local_cseq).into()));
+        headers.push(Header::Contact(contact.to_string().into()));
+        headers.push(Header::Event(s.package.as_str().into()));
+        let sub_state = match state {
+            SubState::Active => format!("active;expires={}", s.expires_at.saturating_sub(now)),
+            SubState::Terminated(Some(reason)) => format!("terminated;reason={reason}"),
+            SubState::Terminated(None) => "terminated".to_string(),
+        };
+        headers.push(Header::SubscriptionState(sub_state.into()));
+        headers.push(Header::ContentType(s.package.content_type().into()));
+        headers.push(Header::ContentLength((text.len() as u32).into()));
+        s.last_body = Some(text.clone());
+        let peer = s.peer;
+        Some((
+            Request {
+                method: Method::Notify,
+                uri,
+                version: Version::V2,
+                headers,
+                body: text.into_bytes(),
+            },
+            peer,
+        ))
+    }
+}
+
+/// The URI of a request's first Contact.
+fn contact_uri(req: &Request) -> Option<String> {
+    let v = header_value(req, |h| match h {
+        Header::Contact(c) => Some(c.value()),
+        _ => None,
+    })?;
+    let first = split_first_value(v).0;
+    let uri = strip_angle(first);
+    let uri = uri.split(['>']).next().unwrap_or(uri).trim();
+    (!uri.is_empty() && uri != "*").then(|| uri.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::SipMessage;
+    use crate::parse::{parse, Limits};
+
+    fn subscribe(extra: &str, to_tag: Option<&str>, cseq: u32) -> Request {
+        let to = match to_tag {
+            Some(t) => format!("<sip:bob@example.com>;tag={t}"),
+            None => "<sip:bob@example.com>".into(),
+        };
+        let text = format!(
+            "SUBSCRIBE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK-s{cseq}\r\n\
+             Max-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@example.com>;tag=a1\r\nTo: {to}\r\n\
+             Call-ID: sub-1\r\nCSeq: {cseq} SUBSCRIBE\r\nContact: <sip:alice@10.0.0.1:5070>\r\n\
+             Event: dialog\r\n{extra}Content-Length: 0\r\n\r\n"
+        );
+        match parse(text.as_bytes(), &Limits::default()).unwrap() {
+            SipMessage::Request(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    fn peer() -> Peer {
+        Peer::udp("10.0.0.1:5070".parse().unwrap())
+    }
+
+    #[test]
+    fn subscribe_notify_refresh_unsubscribe() {
+        let mut n = Notifier::new(NotifierConfig::default());
+        let r = n
+            .subscribe(
+                &subscribe("Expires: 600\r\n", None, 1),
+                "bob",
+                Package::Dialog,
+                "alice",
+                peer(),
+                1000,
+            )
+            .unwrap();
+        let Subscribed::Created {
+            id,
+            expires,
+            to_tag,
+        } = r
+        else {
+            panic!("{r:?}")
+        };
+        assert_eq!(expires, 600);
+        assert_eq!(n.watching("bob"), vec![id]);
+        let (req, to) = n
+            .notify(
+                id,
+                "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-n1",
+                "<sip:127.0.0.1:5060>",
+                SubState::Active,
+                1000,
+                |v| format!("doc {v}"),
+            )
+            .unwrap();
+        assert_eq!(to, peer());
+        let text = req.to_string();
+        assert!(
+            text.starts_with("NOTIFY sip:alice@10.0.0.1:5070 SIP/2.0\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("From: <sip:bob@example.com>;tag={to_tag}")),
+            "{text}"
+        );
+        assert!(
+            text.contains("To: \"Alice\" <sip:alice@example.com>;tag=a1"),
+            "{text}"
+        );
+        assert!(text.contains("CSeq: 1 NOTIFY"));
+        assert!(
+            text.contains("Subscription-State: active;expires=600"),
+            "{text}"
+        );
+        assert!(text.contains("Event: dialog"));
+        assert!(text.ends_with("doc 0"), "{text}");
+        // Refresh in the dialog.
+        let refresh = subscribe("Expires: 300\r\n", Some(&to_tag), 2);
+        assert_eq!(n.find(&refresh), Some(id));
+        assert_eq!(
+            n.subscribe(&refresh, "bob", Package::Dialog, "alice", peer(), 1100),
+            Ok(Subscribed::Refreshed { id, expires: 300 })
+        );
+        assert_eq!(n.next_expiry(), Some(1401));
+        // An old CSeq is refused; an unknown dialog is 481.
+        assert_eq!(
+            n.subscribe(&refresh, "bob", Package::Dialog, "alice", peer(), 1100)
+                .unwrap_err()
+                .code,
+            500
+        );
+        let stranger = subscribe("", Some("nope"), 9);
+        assert_eq!(
+            n.subscribe(&stranger, "bob", Package::Dialog, "alice", peer(), 1100)
+                .unwrap_err()
+                .code,
+            481
+        );
+        let (req, _) = n
+            .notify(
+                id,
+                "SIP/2.0/UDP x;branch=z9hG4bK-n2",
+                "<sip:x>",
+                SubState::Active,
+                1100,
+                |v| format!("doc {v}"),
+            )
+            .unwrap();
+        assert!(req.to_string().ends_with("doc 1"));
+        // Unsubscribe.
+        let bye = subscribe("Expires: 0\r\n", Some(&to_tag), 3);
+        assert_eq!(
+            n.subscribe(&bye, "bob", Package::Dialog, "alice", peer(), 1200),
+            Ok(Subscribed::Ended { id })
+        );
+        let (req, _) = n
+            .notify(
+                id,
+                "SIP/2.0/UDP x;branch=z9hG4bK-n3",
+                "<sip:x>",
+                SubState::Terminated(None),
+                1200,
+                |_| String::new(),
+            )
+            .unwrap();
+        assert!(req
+            .to_string()
+            .contains("Subscription-State: terminated\r\n"));
+        n.remove(id);
+        assert!(n.is_empty() && n.watching("bob").is_empty());
+    }
+
+    #[test]
+    fn expiry_bounds_and_limits() {
+        let mut n = Notifier::new(NotifierConfig {
+            max_subscriptions: 1,
+            ..NotifierConfig::default()
+        });
+        let brief = n
+            .subscribe(
+                &subscribe("Expires: 10\r\n", None, 1),
+                "bob",
+                Package::Dialog,
+                "a",
+                peer(),
+                0,
+            )
+            .unwrap_err();
+        assert_eq!(brief.code, 423);
+        assert_eq!(brief.headers, vec![Header::MinExpires("60".into())]);
+        let long = n
+            .subscribe(
+                &subscribe("Expires: 99999\r\n", None, 1),
+                "bob",
+                Package::Presence,
+                "a",
+                peer(),
+                0,
+            )
+            .unwrap();
+        let Subscribed::Created { id, expires, .. } = long else {
+            panic!()
+        };
+        assert_eq!(expires, 3600);
+        assert_eq!(
+            n.subscribe(
+                &subscribe("", None, 1),
+                "bob",
+                Package::Dialog,
+                "a",
+                peer(),
+                0
+            )
+            .unwrap_err()
+            .code,
+            503
+        );
+        assert!(n.expire(3600).is_empty());
+        assert_eq!(n.expire(3601), vec![id]);
+    }
+
+    #[test]
+    fn tags_are_taken_off_name_addrs() {
+        assert_eq!(
+            without_tag("\"A\" <sip:a@b>;tag=1;x=y"),
+            "\"A\" <sip:a@b>;x=y"
+        );
+        assert_eq!(without_tag("sip:a@b;tag=1"), "sip:a@b");
+    }
+}
