@@ -214,7 +214,7 @@ impl PresenceService {
                 let before = self.before(user)?;
                 let c = self
                     .model
-                    .set_status(user, a, text.clone(), actor, now)
+                    .set_status(user, a, text.clone(), None, actor, now)
                     .map_err(|e| model_error(e, "text"))?;
                 Ok(Err(self.pending(c, before, policy)))
             }
