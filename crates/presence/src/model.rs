@@ -294,6 +294,11 @@ impl Presence {
         };
     }
 
+    /// A person's own version of the default profile, if they have one.
+    pub fn personal_default(&self, person: &str) -> Option<&ProfileSpec> {
+        self.personal_defaults.get(person)
+    }
+
     /// The default profile of a person.
     pub fn default_profile(&self, person: &str) -> &ProfileSpec {
         self.personal_defaults

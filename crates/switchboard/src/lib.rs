@@ -12,4 +12,5 @@ pub mod directory;
 pub mod explain;
 pub mod policy_source;
 pub mod presence_service;
+pub mod profiles;
 pub mod server;

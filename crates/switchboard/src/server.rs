@@ -6,6 +6,7 @@ use crate::core::{Core, CoreConfig, Now, Output, BINDINGS};
 use crate::directory::{Directory, PolicyDirectory};
 use crate::policy_source;
 use crate::presence_service::{Reply, PRESENCE};
+use crate::profiles::PROFILES;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -87,6 +88,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let presence_rows = store
         .scan(PRESENCE)
         .context("reading presence back from the store")?;
+    let profile_rows = store
+        .scan(PROFILES)
+        .context("reading people's profiles back from the store")?;
     let committer = GroupCommitter::new(store.clone());
 
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
@@ -111,8 +115,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut core = Core::new(core_config(&config), directory.clone(), local, t);
     let restored = core.restore_bindings(rows, t);
     tracing::info!(bindings = restored, state_dir = %config.state_dir.display(), "registrations restored");
+    let profiles = core.restore_profiles(profile_rows);
     let people = presence_rows.len();
     core.restore_presence(presence_rows, t);
+    tracing::info!(profiles, "people's own profiles restored");
     tracing::info!(people, "presence restored");
 
     // The presence API hands its commands to this loop.
@@ -126,6 +132,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             directory.clone(),
             config.admin_token.clone(),
             api_tx.clone(),
+            store.clone(),
         );
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
