@@ -552,6 +552,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn openapi_describes_every_route() {
+        let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+        let routes = [
+            ("/v1/presence", &["get"][..]),
+            ("/v1/presence/{user}", &["get"]),
+            ("/v1/presence/{user}/status", &["put"]),
+            ("/v1/presence/{user}/profile", &["put"]),
+            ("/v1/presence/{user}/profiles", &["get", "post"]),
+            (
+                "/v1/presence/{user}/profiles/{profile}",
+                &["get", "patch", "delete"],
+            ),
+            ("/v1/profiles", &["get"]),
+            ("/v1/reports/time-in-status", &["get"]),
+            ("/v1/openapi.json", &["get"]),
+        ];
+        let paths = doc["paths"].as_object().unwrap();
+        assert_eq!(
+            paths.len(),
+            routes.len(),
+            "a path the router does not serve"
+        );
+        for (path, methods) in routes {
+            for m in methods {
+                assert!(doc["paths"][path][m].is_object(), "{m} {path} undocumented");
+            }
+        }
+    }
+
+    #[test]
     fn times_and_report_ranges() {
         assert_eq!(parse_time("1800000000"), Some(1_800_000_000));
         assert_eq!(parse_time("2027-01-15T08:00:00Z"), Some(1_800_000_000));
