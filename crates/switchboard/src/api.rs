@@ -82,6 +82,20 @@ pub fn router(
             "/v1/openapi.json",
             get(|| async { ([("content-type", "application/json")], OPENAPI) }),
         )
+        .fallback(|| async {
+            error(ApiError::new(
+                404,
+                None,
+                "no such endpoint (see /v1/openapi.json)",
+            ))
+        })
+        .method_not_allowed_fallback(|| async {
+            error(ApiError::new(
+                405,
+                None,
+                "this endpoint does not take that method (see /v1/openapi.json)",
+            ))
+        })
         .with_state(state)
 }
 

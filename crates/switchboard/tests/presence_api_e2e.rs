@@ -747,6 +747,13 @@ fn profile_refusals() {
         None,
     );
     assert_eq!((code, v["field"].as_str()), (404, Some("user")), "{v}");
+    // Unknown endpoints and methods are refused in JSON too.
+    let (code, v) = req("PUT", "/v1/profiles", Some(ALICE_TOKEN), Some("{}"));
+    assert_eq!(code, 405, "{v}");
+    assert!(v["error"].is_string(), "{v}");
+    let (code, v) = req("GET", "/v1/nothing", Some(ALICE_TOKEN), None);
+    assert_eq!(code, 404, "{v}");
+    assert!(v["error"].is_string(), "{v}");
     // Nothing refused was stored.
     let (_, v) = req("GET", mine, Some(ALICE_TOKEN), None);
     assert_eq!(v["profiles"].as_array().unwrap().len(), 11, "{v}");
