@@ -470,7 +470,7 @@ impl PresenceService {
             }
             Command::CreateProfile { user, id, draft } => {
                 own(user, OWN_PROFILES)?;
-                self.create_profile(user, id.as_deref(), draft, &actor, policy)
+                self.create_profile(user, id.as_deref(), draft, &actor, req.admin, policy)
                     .map(Err)
             }
             Command::UpdateProfile {
@@ -479,7 +479,7 @@ impl PresenceService {
                 draft,
             } => {
                 own(user, OWN_PROFILES)?;
-                self.update_profile(user, profile, draft, &actor, policy)
+                self.update_profile(user, profile, draft, &actor, req.admin, policy)
                     .map(Err)
             }
             Command::RemoveProfile { user, profile } => {
@@ -548,8 +548,32 @@ impl PresenceService {
         })
     }
 
-    /// Checks a built profile against the rest of the person's set and the policy.
-    fn check_in_set(&self, p: &Profile, user: &str, policy: &Policy) -> Result<(), ApiError> {
+    /// Checks a built profile against the rest of the person's set and the policy. A
+    /// caller ID the person (not the admin) sets now must be one of the numbers the
+    /// operator gave them: their own caller ID, their per-profile ones, or the policy
+    /// profile's.
+    fn check_in_set(
+        &self,
+        p: &Profile,
+        user: &str,
+        caller_id_set_by_person: bool,
+        policy: &Policy,
+    ) -> Result<(), ApiError> {
+        if let (Some(c), true) = (&p.caller_id, caller_id_set_by_person) {
+            let u = policy.user(user);
+            let mut theirs = u
+                .and_then(|u| u.caller_id.as_ref())
+                .into_iter()
+                .chain(u.into_iter().flat_map(|u| u.profile_caller_ids.values()))
+                .chain(policy.profile(&p.id).and_then(|b| b.caller_id.as_ref()));
+            if !theirs.any(|n| n == c) {
+                return Err(ApiError::new(
+                    403,
+                    Some("caller_id"),
+                    format!("{c} is not one of {user}'s numbers; the admin token may set any"),
+                ));
+            }
+        }
         if let IncomingHandling::SendTo(t) = &p.incoming {
             if let Some(m) = policy.target_problem(t) {
                 return Err(ApiError::new(400, Some("incoming"), m));
@@ -588,6 +612,7 @@ impl PresenceService {
         id: Option<&str>,
         draft: &ProfileDraft,
         actor: &Actor,
+        admin: bool,
         policy: &Policy,
     ) -> Result<Pending, ApiError> {
         let id = match id {
@@ -629,7 +654,7 @@ impl PresenceService {
             draft.number = Some(i64::from(n));
         }
         let p = build(&id, &draft, base)?;
-        self.check_in_set(&p, user, policy)?;
+        self.check_in_set(&p, user, !admin && draft.caller_id.is_some(), policy)?;
         let mut undo = Undo::default();
         let mut writes = Vec::new();
         self.put_entry(
@@ -655,6 +680,7 @@ impl PresenceService {
         key: &str,
         patch: &ProfileDraft,
         actor: &Actor,
+        admin: bool,
         policy: &Policy,
     ) -> Result<Pending, ApiError> {
         let cur = self.find_profile(policy, user, key)?;
@@ -679,7 +705,7 @@ impl PresenceService {
         };
         let draft = before.merged(patch);
         let p = build(&id, &draft, policy.profile(&id))?;
-        self.check_in_set(&p, user, policy)?;
+        self.check_in_set(&p, user, !admin && patch.caller_id.is_some(), policy)?;
         let mut undo = Undo::default();
         let mut writes = Vec::new();
         self.put_entry(
@@ -1165,6 +1191,51 @@ mod tests {
             },
         );
         assert_eq!(e.field.as_deref(), Some("id"));
+    }
+
+    #[test]
+    fn a_person_shows_only_their_own_numbers_as_caller_id() {
+        let p = Policy::from_sources(&[Source {
+            name: "p.toml".into(),
+            text: "[users.alice]\nextension = \"1001\"\ncaller_id = \"+441632960001\"\n\
+                   profile_caller_ids = { left_for_the_day = \"+447700900001\" }\n"
+                .into(),
+        }])
+        .unwrap();
+        let mut s = service(&p);
+        let with = |who: &str, number: &str| {
+            req(
+                who,
+                Command::UpdateProfile {
+                    user: "alice".into(),
+                    profile: "holiday".into(),
+                    draft: ProfileDraft {
+                        caller_id: Some(number.into()),
+                        ..Default::default()
+                    },
+                },
+            )
+        };
+        for number in ["+441632960001", "+447700900001"] {
+            assert!(s.handle(&with("alice", number), &p, 1).is_ok(), "{number}");
+        }
+        let e = s.handle(&with("alice", "+15550100"), &p, 1).unwrap_err();
+        assert_eq!((e.status, e.field.as_deref()), (403, Some("caller_id")));
+        assert!(s.handle(&with("admin", "+15550100"), &p, 1).is_ok());
+        // What the admin set stays when she changes something else.
+        let rename = req(
+            "alice",
+            Command::UpdateProfile {
+                user: "alice".into(),
+                profile: "holiday".into(),
+                draft: ProfileDraft {
+                    name: Some("Away for a while".into()),
+                    ..Default::default()
+                },
+            },
+        );
+        let v = s.handle(&rename, &p, 2).unwrap().unwrap_err().answer;
+        assert_eq!(v["caller_id"], "+15550100");
     }
 
     #[test]

@@ -689,6 +689,7 @@ fn profile_refusals() {
             "standard_length",
         ),
         (r#"{"name":"A","caller_id":"mine"}"#, 400, "caller_id"),
+        (r#"{"name":"A","caller_id":"+15550100"}"#, 403, "caller_id"),
         (r#"{"name":"A","colour":"red"}"#, 400, "colour"),
         (r#"{"name":"A","devices":[1]}"#, 400, "devices[0]"),
         (r#"{"id":"a b","name":"A"}"#, 400, "id"),
