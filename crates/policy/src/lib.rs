@@ -9,10 +9,12 @@ pub mod diagnostics;
 pub mod load;
 pub mod model;
 pub mod plan;
+pub mod profile;
 pub mod view;
 
 pub use diagnostics::{Diagnostic, Diagnostics};
 pub use load::{parse_duration, parse_target, Source};
 pub use model::*;
 pub use plan::{plan, Action, CallerIdRule, Leg, LegTarget, Next, RoutePlan, Step};
+pub use profile::{build_profile, number_problem, ProfileDraft, ProfileProblem};
 pub use view::{Call, Caller, DeviceView, GroupMemory, PersonView, View, ViewSource};

@@ -3,6 +3,7 @@
 
 use crate::diagnostics::{key_at, Diagnostic, Diagnostics, SourceRef};
 use crate::model::*;
+use crate::profile::{build_profile, number_problem, ProfileDraft};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
@@ -786,181 +787,63 @@ impl Builder {
         let base = default_profiles()
             .into_iter()
             .find(|p| p.id == *id.get_ref());
-        let number = match (&raw.number, &base) {
-            (Some(n), _) if (1..=999).contains(n.get_ref()) => *n.get_ref() as u32,
-            (Some(n), _) => {
-                self.err(
-                    src,
-                    n.span(),
-                    format!("{key}.number"),
-                    "a profile number is 1 to 999",
-                );
-                return;
-            }
-            (None, Some(b)) => b.number,
-            (None, None) => {
-                self.err(
-                    src,
-                    id.span(),
-                    format!("{key}.number"),
-                    "a new profile needs a number (11 or above)",
-                );
-                return;
-            }
+        let text = |v: &Option<S>| v.as_ref().map(|s| s.get_ref().clone());
+        let draft = ProfileDraft {
+            number: raw.number.as_ref().map(|n| *n.get_ref()),
+            name: raw.name.clone(),
+            shows_call_status: raw.shows_call_status,
+            availability: text(&raw.availability),
+            message: raw.message.clone(),
+            caller_id: raw.caller_id.clone(),
+            incoming: text(&raw.incoming),
+            devices: raw
+                .devices
+                .as_ref()
+                .map(|d| d.iter().map(|x| x.get_ref().clone()).collect()),
+            reject_code: raw.reject_code.as_ref().map(|c| *c.get_ref()),
+            reject_reason: raw.reject_reason.clone(),
+            standard_length: text(&raw.standard_length),
         };
-        let availability = match &raw.availability {
-            Some(a) => match Availability::parse(a.get_ref()) {
-                Some(x) => x,
-                None => {
+        // Where each setting's problem is shown: at its value, else at the profile's id.
+        let span_of = |field: &str| {
+            let span = match field {
+                "number" => raw.number.as_ref().map(|n| n.span()),
+                "availability" => raw.availability.as_ref().map(|s| s.span()),
+                "incoming" => raw.incoming.as_ref().map(|s| s.span()),
+                "reject_code" => raw
+                    .reject_code
+                    .as_ref()
+                    .map(|c| c.span())
+                    .or(raw.incoming.as_ref().map(|s| s.span())),
+                "standard_length" => raw.standard_length.as_ref().map(|s| s.span()),
+                _ => None,
+            };
+            span.unwrap_or(id.span())
+        };
+        let p = match build_profile(id.get_ref(), &draft, base.as_ref()) {
+            Ok(p) => p,
+            Err(problems) => {
+                for pr in problems {
                     self.err(
                         src,
-                        a.span(),
-                        format!("{key}.availability"),
-                        format!("unknown status {:?}", a.get_ref()),
+                        span_of(pr.field),
+                        format!("{key}.{}", pr.field),
+                        pr.message,
                     );
-                    return;
                 }
-            },
-            None => base
-                .as_ref()
-                .map(|b| b.availability)
-                .unwrap_or(Availability::Available),
+                return;
+            }
         };
-        let incoming = match &raw.incoming {
-            None => base
-                .as_ref()
-                .map(|b| b.incoming.clone())
-                .unwrap_or(IncomingHandling::RingAsNormal),
-            Some(v) => match v.get_ref().as_str() {
-                "ring" => IncomingHandling::RingAsNormal,
-                "ring_devices" => IncomingHandling::RingDevices(
-                    raw.devices
-                        .iter()
-                        .flatten()
-                        .map(|d| d.get_ref().clone())
-                        .collect(),
-                ),
-                "out_of_hours" => IncomingHandling::OutOfHours,
-                "reject" => {
-                    let code = raw
-                        .reject_code
-                        .as_ref()
-                        .map(|c| *c.get_ref())
-                        .unwrap_or(480);
-                    if !(400..=699).contains(&code) {
-                        let span = raw
-                            .reject_code
-                            .as_ref()
-                            .map(|c| c.span())
-                            .unwrap_or(v.span());
-                        self.err(
-                            src,
-                            span,
-                            format!("{key}.reject_code"),
-                            "a rejection code is 400 to 699",
-                        );
-                    }
-                    IncomingHandling::Reject {
-                        code: code as u16,
-                        reason: raw
-                            .reject_reason
-                            .clone()
-                            .unwrap_or_else(|| "Temporarily Unavailable".into()),
-                    }
-                }
-                other => match other.strip_prefix("send_to:") {
-                    Some(t) => match parse_target(t) {
-                        Ok(t) => {
-                            self.reference(
-                                src,
-                                v.span(),
-                                format!("{key}.incoming"),
-                                RefKind::Target(t.clone()),
-                            );
-                            IncomingHandling::SendTo(t)
-                        }
-                        Err(m) => {
-                            self.err(src, v.span(), format!("{key}.incoming"), m);
-                            return;
-                        }
-                    },
-                    None => {
-                        self.err(src, v.span(), format!("{key}.incoming"),
-                            format!("unknown handling {other:?}: use ring, ring_devices, out_of_hours, reject or send_to:DESTINATION"));
-                        return;
-                    }
-                },
-            },
-        };
-        if matches!(incoming, IncomingHandling::RingDevices(ref d) if d.is_empty()) {
-            self.err(
+        if let (IncomingHandling::SendTo(t), Some(v)) = (&p.incoming, &raw.incoming) {
+            self.reference(
                 src,
-                id.span(),
-                format!("{key}.devices"),
-                "ring_devices needs a list of device names",
+                v.span(),
+                format!("{key}.incoming"),
+                RefKind::Target(t.clone()),
             );
         }
-        let standard_length = match &raw.standard_length {
-            None => base.as_ref().and_then(|b| b.standard_length),
-            Some(s) => match parse_duration(s.get_ref()) {
-                Some(d) => Some(d),
-                None => {
-                    self.err(
-                        src,
-                        s.span(),
-                        format!("{key}.standard_length"),
-                        format!("{:?} is not a duration (e.g. 45m, 1h30m, 2d)", s.get_ref()),
-                    );
-                    None
-                }
-            },
-        };
-        let p = Profile {
-            id: id.get_ref().clone(),
-            number,
-            name: raw
-                .name
-                .or(base.as_ref().map(|b| b.name.clone()))
-                .unwrap_or_else(|| id.get_ref().clone()),
-            shows_call_status: raw
-                .shows_call_status
-                .or(base.as_ref().map(|b| b.shows_call_status))
-                .unwrap_or(true),
-            availability,
-            message: raw
-                .message
-                .or(base.as_ref().and_then(|b| b.message.clone())),
-            caller_id: raw.caller_id,
-            incoming,
-            standard_length,
-        };
-        let taken_by_default = default_profiles().into_iter().find(|d| {
-            d.number == p.number && d.id != p.id && !self.policy.profiles.contains_key(&d.id)
-        });
-        if let Some(d) = taken_by_default {
-            self.err(
-                src,
-                id.span(),
-                format!("{key}.number"),
-                format!(
-                    "profile number {} belongs to the default profile {:?}; use 11 or above",
-                    p.number, d.name
-                ),
-            );
-            return;
-        }
-        if self
-            .policy
-            .profiles
-            .values()
-            .any(|q| q.number == p.number && q.id != p.id)
-        {
-            self.err(
-                src,
-                id.span(),
-                format!("{key}.number"),
-                format!("profile number {} is already used", p.number),
-            );
+        if let Some(m) = number_problem(&p, self.policy.profiles.values()) {
+            self.err(src, id.span(), format!("{key}.number"), m);
             return;
         }
         self.policy.profiles.insert(p.id.clone(), p);
@@ -1371,24 +1254,10 @@ impl Builder {
         let refs = std::mem::take(&mut self.refs);
         for r in refs {
             let problem = match &r.what {
-                RefKind::Target(Target::User(u)) | RefKind::Member(u) => {
+                RefKind::Member(u) => {
                     (!self.policy.users.contains_key(u)).then(|| format!("unknown user {u:?}"))
                 }
-                RefKind::Target(Target::Team(t)) => {
-                    (!self.policy.teams.contains_key(t)).then(|| format!("unknown team {t:?}"))
-                }
-                RefKind::Target(Target::Destination(kind, d)) => {
-                    match self.policy.destinations.get(d) {
-                        None => Some(format!("unknown destination {d:?}")),
-                        Some(dest) if dest.kind != *kind => Some(format!(
-                            "destination {d:?} is a {}, not a {}",
-                            dest.kind.as_str(),
-                            kind.as_str()
-                        )),
-                        Some(_) => None,
-                    }
-                }
-                RefKind::Target(_) => None,
+                RefKind::Target(t) => self.policy.target_problem(t),
                 RefKind::Schedule(s) => (!self.policy.schedules.contains_key(s))
                     .then(|| format!("unknown schedule {s:?}")),
                 RefKind::Profile(p) => (!self.policy.profiles.contains_key(p))

@@ -520,6 +520,25 @@ impl Policy {
             .find_map(|t| t.dids.get(number).map(|target| (t, target)))
     }
 
+    /// Why a destination does not resolve in this policy (an unknown user, team or
+    /// destination, or a destination of the wrong kind), if it does not.
+    pub fn target_problem(&self, t: &Target) -> Option<String> {
+        match t {
+            Target::User(u) => (!self.users.contains_key(u)).then(|| format!("unknown user {u:?}")),
+            Target::Team(t) => (!self.teams.contains_key(t)).then(|| format!("unknown team {t:?}")),
+            Target::Destination(kind, d) => match self.destinations.get(d) {
+                None => Some(format!("unknown destination {d:?}")),
+                Some(dest) if dest.kind != *kind => Some(format!(
+                    "destination {d:?} is a {}, not a {}",
+                    dest.kind.as_str(),
+                    kind.as_str()
+                )),
+                Some(_) => None,
+            },
+            Target::External(_) | Target::Hangup => None,
+        }
+    }
+
     pub fn status_rule(&self, a: Availability) -> &StatusRule {
         static RING: StatusRule = StatusRule {
             direct: StatusEffect::Ring,

@@ -277,18 +277,28 @@ impl Planner<'_> {
         self.external(number, Some(trunk), caller_id, why)
     }
 
+    /// A person's active profile: their own version of it, else the policy's.
+    fn active_profile(&self, pv: &PersonView) -> Option<Profile> {
+        pv.own_profile.clone().or_else(|| {
+            pv.profile
+                .as_ref()
+                .and_then(|p| self.policy.profile(p))
+                .cloned()
+        })
+    }
+
     /// The caller ID a user presents on outbound calls: the active profile's (per user,
     /// then the profile's own), else the user's default.
     fn outbound_caller_id(&self, user: &str) -> CallerIdRule {
         let Some(u) = self.policy.user(user) else {
             return CallerIdRule::Caller;
         };
-        let profile = self.view.person(user).profile;
-        let from_profile = profile.as_ref().and_then(|p| {
+        let pv = self.view.person(user);
+        let from_profile = pv.profile.as_ref().and_then(|p| {
             u.profile_caller_ids
                 .get(p)
                 .cloned()
-                .or_else(|| self.policy.profile(p).and_then(|p| p.caller_id.clone()))
+                .or_else(|| self.active_profile(&pv).and_then(|p| p.caller_id))
         });
         match from_profile.or_else(|| u.caller_id.clone()) {
             Some(number) => CallerIdRule::Number {
@@ -403,11 +413,7 @@ impl Planner<'_> {
                 format!("{id} is out of hours"),
             );
         }
-        let profile = person
-            .profile
-            .as_ref()
-            .and_then(|p| self.policy.profile(p))
-            .cloned();
+        let profile = self.active_profile(&person);
         let mut only_devices: Option<Vec<String>> = None;
         if let Some(p) = &profile {
             match &p.incoming {
@@ -614,7 +620,8 @@ impl Planner<'_> {
                 }),
                 Target::User(u) => {
                     let pv = self.view.person(u);
-                    let profile = pv.profile.as_ref().and_then(|p| self.policy.profile(p));
+                    let profile = self.active_profile(&pv);
+                    let profile = profile.as_ref();
                     let availability = pv
                         .availability
                         .or(profile.map(|p| p.availability))
@@ -695,7 +702,8 @@ impl Planner<'_> {
                 continue;
             };
             let pv = self.view.person(m);
-            let profile = pv.profile.as_ref().and_then(|p| self.policy.profile(p));
+            let profile = self.active_profile(&pv);
+            let profile = profile.as_ref();
             let availability = pv
                 .availability
                 .or(profile.map(|p| p.availability))

@@ -2,7 +2,7 @@
 //! from presence, registrations, call state and memory. The planner defines these types so
 //! that it depends on nothing else.
 
-use crate::model::Availability;
+use crate::model::{Availability, Profile};
 use std::collections::HashMap;
 
 /// The call to plan.
@@ -42,6 +42,10 @@ pub struct PersonView {
     pub custom_text: Option<String>,
     /// The active profile's id (None: the default profile).
     pub profile: Option<String>,
+    /// The person's own version of their active profile (one they created or changed
+    /// through the presence API); when given, the planner uses it instead of the policy's
+    /// profile of that id.
+    pub own_profile: Option<Profile>,
     pub devices: Vec<DeviceView>,
     pub in_call: bool,
 }
@@ -116,6 +120,14 @@ impl View {
     /// Builder: sets a person's active profile.
     pub fn with_profile(mut self, id: &str, profile: &str) -> Self {
         self.people.entry(id.to_string()).or_default().profile = Some(profile.to_string());
+        self
+    }
+
+    /// Builder: sets a person's active profile to one of their own.
+    pub fn with_own_profile(mut self, id: &str, profile: Profile) -> Self {
+        let p = self.people.entry(id.to_string()).or_default();
+        p.profile = Some(profile.id.clone());
+        p.own_profile = Some(profile);
         self
     }
 

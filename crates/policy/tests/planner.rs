@@ -310,6 +310,52 @@ fn profile_following_out_of_hours() {
 }
 
 #[test]
+fn a_persons_own_profile_is_honoured_over_the_policys() {
+    use switchboard_policy::{build_profile, ProfileDraft};
+    // A profile alice made herself (through the presence API): it rejects with its code.
+    let own = build_profile(
+        "focus",
+        &ProfileDraft {
+            number: Some(20),
+            name: Some("Focus".into()),
+            availability: Some("dnd".into()),
+            incoming: Some("reject".into()),
+            reject_code: Some(486),
+            reject_reason: Some("Focusing".into()),
+            ..Default::default()
+        },
+        None,
+    )
+    .unwrap();
+    let p = run(&call("1001"), &everyone().with_own_profile("alice", own));
+    match first(&p) {
+        Action::Reject { code, reason } => {
+            assert_eq!((*code, reason.as_str()), (486, "Focusing"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Her own change of the policy's Meeting (calls ring as normal) wins over the policy's
+    // rejection.
+    let policy = policy();
+    let meeting = build_profile(
+        "meeting",
+        &ProfileDraft {
+            incoming: Some("ring".into()),
+            ..Default::default()
+        },
+        policy.profile("meeting"),
+    )
+    .unwrap();
+    let v = everyone()
+        .with_status("alice", Availability::Available)
+        .with_own_profile("alice", meeting);
+    assert!(matches!(
+        first(&run(&call("1001"), &v)),
+        Action::Ring { .. }
+    ));
+}
+
+#[test]
 fn forwarding_rings_own_devices_first_then_both_without_dead_air() {
     let p = run(&call("1004"), &everyone());
     let legs = ringing(&p);

@@ -147,6 +147,19 @@ pub struct ActiveProfile {
     pub profile_message: Option<String>,
 }
 
+/// A status set with an end time, and what returns when that time comes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusEnd {
+    /// When the status lapses.
+    pub at: UnixTime,
+    /// The status before it: the last one set without an end time (or the profile's).
+    pub back_to: Availability,
+    /// That status's Custom text.
+    pub back_text: Option<String>,
+    /// The temporary message shown before it.
+    pub back_message: Option<String>,
+}
+
 /// A person's presence as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PersonPresence {
@@ -158,6 +171,19 @@ pub struct PersonPresence {
     pub profile: ActiveProfile,
     /// When the current availability began.
     pub status_since: UnixTime,
+    /// When the current status lapses by itself, if it was set with an end time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_end: Option<StatusEnd>,
+}
+
+impl PersonPresence {
+    /// The end times in force: the profile's and the status's.
+    fn end_times(&self) -> impl Iterator<Item = UnixTime> {
+        self.profile
+            .until
+            .into_iter()
+            .chain(self.status_end.as_ref().map(|e| e.at))
+    }
 }
 
 impl PersonPresence {
@@ -234,8 +260,10 @@ pub enum LegState {
 /// The presence of everyone, and their calls.
 pub struct Presence {
     default_profile: ProfileSpec,
+    /// People whose default profile is their own version of it.
+    personal_defaults: HashMap<String, ProfileSpec>,
     people: BTreeMap<String, PersonPresence>,
-    /// (end time, person) of every profile with an end time, earliest first.
+    /// (end time, person) of every profile and status with an end time, earliest first.
     ends: BTreeSet<(UnixTime, String)>,
     /// person → (call id, leg id) → state.
     legs: HashMap<String, HashMap<(String, String), LegState>>,
@@ -248,6 +276,7 @@ impl Presence {
     pub fn new(default_profile: ProfileSpec) -> Self {
         Presence {
             default_profile,
+            personal_defaults: HashMap::new(),
             people: BTreeMap::new(),
             ends: BTreeSet::new(),
             legs: HashMap::new(),
@@ -255,26 +284,53 @@ impl Presence {
         }
     }
 
-    fn default_state(&self, now: UnixTime) -> PersonPresence {
+    /// Replaces the default profile (the policy changed); people keep their state.
+    pub fn set_default_profile(&mut self, spec: ProfileSpec) {
+        self.default_profile = spec;
+    }
+
+    /// Gives a person their own version of the default profile (None: the common one).
+    pub fn set_personal_default(&mut self, person: &str, spec: Option<ProfileSpec>) {
+        match spec {
+            Some(s) => self.personal_defaults.insert(person.to_string(), s),
+            None => self.personal_defaults.remove(person),
+        };
+    }
+
+    /// A person's own version of the default profile, if they have one.
+    pub fn personal_default(&self, person: &str) -> Option<&ProfileSpec> {
+        self.personal_defaults.get(person)
+    }
+
+    /// The default profile of a person.
+    pub fn default_profile(&self, person: &str) -> &ProfileSpec {
+        self.personal_defaults
+            .get(person)
+            .unwrap_or(&self.default_profile)
+    }
+
+    fn default_state(&self, person: &str, now: UnixTime) -> PersonPresence {
+        let d = self.default_profile(person);
         PersonPresence {
-            availability: self.default_profile.availability,
+            availability: d.availability,
             custom_text: None,
             temporary_message: None,
             profile: ActiveProfile {
-                id: self.default_profile.id.clone(),
+                id: d.id.clone(),
                 since: now,
                 until: None,
-                shows_call_status: self.default_profile.shows_call_status,
-                profile_message: self.default_profile.message.clone(),
+                shows_call_status: d.shows_call_status,
+                profile_message: d.message.clone(),
             },
             status_since: now,
+            status_end: None,
         }
     }
 
     /// Adds a person (from the policy) in the default profile if not known yet.
     pub fn ensure_person(&mut self, person: &str, now: UnixTime) {
         if !self.people.contains_key(person) {
-            let s = self.default_state(now);
+            let s = self.default_state(person, now);
             self.put(person.to_string(), s);
         }
     }
@@ -286,11 +342,13 @@ impl Presence {
 
     /// Stores a person's presence, keeping the end-time index in step.
     fn put(&mut self, person: String, presence: PersonPresence) {
-        if let Some(until) = self.people.get(&person).and_then(|p| p.profile.until) {
-            self.ends.remove(&(until, person.clone()));
+        if let Some(prev) = self.people.get(&person) {
+            for t in prev.end_times() {
+                self.ends.remove(&(t, person.clone()));
+            }
         }
-        if let Some(until) = presence.profile.until {
-            self.ends.insert((until, person.clone()));
+        for t in presence.end_times() {
+            self.ends.insert((t, person.clone()));
         }
         self.changed.insert(person.clone());
         self.people.insert(person, presence);
@@ -347,12 +405,15 @@ impl Presence {
     }
 
     /// Sets a person's availability (and Custom text / temporary message), keeping the
-    /// active profile.
+    /// active profile. With `until` the status lapses by itself then: the status before it
+    /// returns (the last one set without an end time, or the profile's), with its text and
+    /// message. A profile activated or ending meanwhile ends it too.
     pub fn set_status(
         &mut self,
         person: &str,
         availability: Availability,
         text: Option<String>,
+        until: Option<UnixTime>,
         actor: Actor,
         now: UnixTime,
     ) -> Result<Changed, PresenceError> {
@@ -362,7 +423,20 @@ impl Presence {
             .get(person)
             .ok_or_else(|| PresenceError::UnknownPerson(person.into()))?
             .clone();
-        let mut next = prev;
+        if until.is_some_and(|t| t <= now) {
+            return Err(PresenceError::EndTimeInPast);
+        }
+        let mut next = prev.clone();
+        next.status_end = until.map(|at| match &prev.status_end {
+            // A timed status over a timed status: what was under the first returns.
+            Some(e) => StatusEnd { at, ..e.clone() },
+            None => StatusEnd {
+                at,
+                back_to: prev.availability,
+                back_text: prev.custom_text.clone(),
+                back_message: prev.temporary_message.clone(),
+            },
+        });
         next.availability = availability;
         if availability == Availability::Custom {
             let Some(t) = text.filter(|t| !t.trim().is_empty()) else {
@@ -410,7 +484,23 @@ impl Presence {
                 profile_message: spec.message.clone(),
             },
             status_since: now,
+            status_end: None,
         };
+        self.apply(person, next, actor, now)
+    }
+
+    /// Puts a person back in their default profile at once (the profile they had active
+    /// was removed).
+    pub fn return_to_default(
+        &mut self,
+        person: &str,
+        actor: Actor,
+        now: UnixTime,
+    ) -> Result<Changed, PresenceError> {
+        if !self.people.contains_key(person) {
+            return Err(PresenceError::UnknownPerson(person.into()));
+        }
+        let next = self.default_state(person, now);
         self.apply(person, next, actor, now)
     }
 
@@ -432,24 +522,37 @@ impl Presence {
         self.apply(person, next, actor, now)
     }
 
-    /// The earliest profile end time still ahead.
+    /// The earliest profile or status end time still ahead.
     pub fn next_end(&self) -> Option<UnixTime> {
         self.ends.first().map(|(t, _)| *t)
     }
 
-    /// Ends every profile whose end time has come (also one that passed while the daemon
-    /// was down): the default profile returns. Returns the changes.
+    /// Ends every profile and status whose end time has come (also one that passed while
+    /// the daemon was down), in time order: at a profile's end the default profile
+    /// returns, at a status's end the status before it. Returns the changes.
     pub fn expire(&mut self, now: UnixTime) -> Vec<Changed> {
-        let due: Vec<(String, UnixTime)> = self
-            .ends
-            .iter()
-            .take_while(|(t, _)| *t <= now)
-            .map(|(t, p)| (p.clone(), *t))
-            .collect();
         let mut out = Vec::new();
-        for (person, at) in due {
-            let mut next = self.default_state(at);
-            next.profile.since = at;
+        while let Some((at, person)) = self.ends.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.ends.remove(&(at, person.clone()));
+            let Some(prev) = self.people.get(&person).cloned() else {
+                continue;
+            };
+            let next = if prev.profile.until.is_some_and(|t| t <= at) {
+                self.default_state(&person, at)
+            } else if let Some(end) = prev.status_end.as_ref().filter(|e| e.at <= at) {
+                PersonPresence {
+                    availability: end.back_to,
+                    custom_text: end.back_text.clone(),
+                    temporary_message: end.back_message.clone(),
+                    status_end: None,
+                    ..prev
+                }
+            } else {
+                continue;
+            };
             let actor = Actor {
                 who: "switchboard".into(),
                 via: Interface::System,
@@ -675,13 +778,14 @@ mod tests {
     fn custom_status_needs_text_and_shows_it() {
         let mut p = model();
         assert_eq!(
-            p.set_status("alice", Availability::Custom, None, api("alice"), 0),
+            p.set_status("alice", Availability::Custom, None, None, api("alice"), 0),
             Err(PresenceError::CustomNeedsText)
         );
         p.set_status(
             "alice",
             Availability::Custom,
             Some("Out to lunch".into()),
+            None,
             api("alice"),
             0,
         )
@@ -693,10 +797,17 @@ mod tests {
         );
         let long = "x".repeat(MAX_MESSAGE + 1);
         assert!(p
-            .set_status("alice", Availability::Custom, Some(long), api("alice"), 0)
+            .set_status(
+                "alice",
+                Availability::Custom,
+                Some(long),
+                None,
+                api("alice"),
+                0
+            )
             .is_err());
         assert!(p
-            .set_status("bob", Availability::Away, None, api("bob"), 0)
+            .set_status("bob", Availability::Away, None, None, api("bob"), 0)
             .is_err());
     }
 
@@ -733,22 +844,185 @@ mod tests {
     }
 
     #[test]
+    fn a_status_with_an_end_time_lapses_back_by_itself() {
+        let mut p = model();
+        // Away (no end), then DND until 200 with a message: Away returns at 200.
+        p.set_status("alice", Availability::Away, None, None, api("alice"), 10)
+            .unwrap();
+        let c = p
+            .set_status(
+                "alice",
+                Availability::DoNotDisturb,
+                Some("Focus".into()),
+                Some(200),
+                api("alice"),
+                100,
+            )
+            .unwrap();
+        assert_eq!(c.presence.status_end.as_ref().map(|e| e.at), Some(200));
+        assert_eq!(p.next_end(), Some(200));
+        assert!(p.expire(199).is_empty());
+        // Noticed late (the daemon was down): takes effect at the end time.
+        let back = p.expire(1000);
+        assert_eq!(back.len(), 1);
+        let b = &back[0];
+        assert_eq!(b.presence.availability, Availability::Away);
+        assert_eq!(
+            b.presence.message(),
+            None,
+            "the message went with the status"
+        );
+        assert_eq!(b.presence.status_since, 200);
+        assert_eq!(b.presence.status_end, None);
+        assert_eq!(b.presence.profile.id, "available", "the profile stays");
+        assert_eq!(
+            b.closed.as_ref().map(|i| (i.availability, i.from, i.to)),
+            Some((Availability::DoNotDisturb, 100, 200))
+        );
+        assert_eq!(b.actor.via, Interface::System);
+        assert_eq!(p.next_end(), None);
+    }
+
+    #[test]
+    fn a_timed_status_over_a_timed_status_returns_to_what_was_under_both() {
+        let mut p = model();
+        p.set_status("alice", Availability::Away, None, Some(300), api("a"), 0)
+            .unwrap();
+        p.set_status("alice", Availability::Busy, None, Some(100), api("a"), 50)
+            .unwrap();
+        // One end time in force: the later status's.
+        assert_eq!(p.next_end(), Some(100));
+        let back = p.expire(400);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].presence.availability, Availability::Available);
+        // A status without an end time clears a pending one.
+        p.set_status("alice", Availability::Away, None, Some(900), api("a"), 500)
+            .unwrap();
+        p.set_status("alice", Availability::Busy, None, None, api("a"), 600)
+            .unwrap();
+        assert_eq!(p.next_end(), None);
+        assert!(p.expire(10_000).is_empty());
+        assert_eq!(
+            p.set_status("alice", Availability::Away, None, Some(5), api("a"), 600),
+            Err(PresenceError::EndTimeInPast)
+        );
+    }
+
+    #[test]
+    fn profile_and_status_end_times_interleave_in_time_order() {
+        let mut p = model();
+        // Meeting until 3700 (standard length); DND until 1000 on top of it.
+        p.activate_profile("alice", &meeting(), None, None, api("a"), 100)
+            .unwrap();
+        p.set_status(
+            "alice",
+            Availability::DoNotDisturb,
+            None,
+            Some(1000),
+            api("a"),
+            200,
+        )
+        .unwrap();
+        let changes = p.expire(5000);
+        let seen: Vec<(UnixTime, Availability, &str)> = changes
+            .iter()
+            .map(|c| {
+                (
+                    c.presence.status_since,
+                    c.presence.availability,
+                    c.presence.profile.id.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (1000, Availability::Busy, "meeting"),
+                (3700, Availability::Available, "available")
+            ]
+        );
+        // A profile ending first takes a timed status with it; activating one does too.
+        p.activate_profile("alice", &meeting(), Some(6000), None, api("a"), 5000)
+            .unwrap();
+        p.set_status(
+            "alice",
+            Availability::Away,
+            None,
+            Some(9000),
+            api("a"),
+            5100,
+        )
+        .unwrap();
+        let changes = p.expire(9500);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].presence.profile.id, "available");
+        assert_eq!(p.next_end(), None);
+        p.set_status(
+            "alice",
+            Availability::Away,
+            None,
+            Some(20_000),
+            api("a"),
+            10_000,
+        )
+        .unwrap();
+        p.activate_profile("alice", &meeting(), Some(15_000), None, api("a"), 10_001)
+            .unwrap();
+        assert_eq!(p.get("alice").unwrap().status_end, None);
+        assert_eq!(p.next_end(), Some(15_000));
+    }
+
+    #[test]
+    fn status_ends_survive_being_stored_and_read_back() {
+        let mut p = model();
+        let c = p
+            .set_status("alice", Availability::Busy, None, Some(500), api("a"), 100)
+            .unwrap();
+        let row = serde_json::to_vec(&c.presence).unwrap();
+        // A row written before status end times existed reads as having none.
+        let old = br#"{"availability":"away","custom_text":null,"temporary_message":null,"profile":{"id":"available","since":0,"until":null,"shows_call_status":true,"profile_message":null},"status_since":0}"#;
+        let mut q = Presence::new(available());
+        q.restore("alice".into(), serde_json::from_slice(&row).unwrap());
+        q.restore("bob".into(), serde_json::from_slice(old).unwrap());
+        assert_eq!(q.next_end(), Some(500));
+        let back = q.expire(600);
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].presence.availability, Availability::Available);
+    }
+
+    #[test]
+    fn a_removed_profile_returns_its_person_to_their_default() {
+        let mut p = model();
+        p.activate_profile("alice", &meeting(), None, None, api("a"), 0)
+            .unwrap();
+        let mut mine = available();
+        mine.message = Some("In the office".into());
+        p.set_personal_default("alice", Some(mine));
+        let c = p.return_to_default("alice", api("a"), 10).unwrap();
+        assert_eq!(c.presence.profile.id, "available");
+        assert_eq!(c.presence.message(), Some("In the office"));
+        assert_eq!(p.next_end(), None);
+        p.set_personal_default("alice", None);
+        assert_eq!(p.default_profile("alice").message, None);
+    }
+
+    #[test]
     fn time_in_status_over_a_range() {
         let mut p = model();
         p.ensure_person("bob", 0);
         let mut closed = Vec::new();
         closed.extend(
-            p.set_status("alice", Availability::Away, None, api("a"), 100)
+            p.set_status("alice", Availability::Away, None, None, api("a"), 100)
                 .unwrap()
                 .closed,
         );
         closed.extend(
-            p.set_status("alice", Availability::Available, None, api("a"), 160)
+            p.set_status("alice", Availability::Available, None, None, api("a"), 160)
                 .unwrap()
                 .closed,
         );
         closed.extend(
-            p.set_status("bob", Availability::DoNotDisturb, None, api("b"), 50)
+            p.set_status("bob", Availability::DoNotDisturb, None, None, api("b"), 50)
                 .unwrap()
                 .closed,
         );

@@ -65,6 +65,17 @@ pub trait Store: Send + Sync + 'static {
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError>;
     /// Every row of a table, in key order.
     fn scan(&self, table: &'static str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// The rows of a table with `start <= key < end`, in key order.
+    fn scan_range(
+        &self,
+        table: &'static str,
+        start: &str,
+        end: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut rows = self.scan(table)?;
+        rows.retain(|(k, _)| k.as_str() >= start && k.as_str() < end);
+        Ok(rows)
+    }
 }
 
 /// The embedded default store: a redb database file, fsynced on every commit.
@@ -119,6 +130,30 @@ impl Store for RedbStore {
         };
         let mut out = Vec::new();
         for row in t.iter().map_err(io_err)? {
+            let (k, v) = row.map_err(io_err)?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn scan_range(
+        &self,
+        name: &'static str,
+        start: &str,
+        end: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        use redb::ReadableDatabase as _;
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let tx = self.db.begin_read().map_err(io_err)?;
+        let t = match tx.open_table(table(name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(e)),
+        };
+        let mut out = Vec::new();
+        for row in t.range::<&str>(start..end).map_err(io_err)? {
             let (k, v) = row.map_err(io_err)?;
             out.push((k.value().to_string(), v.value().to_vec()));
         }
@@ -286,6 +321,33 @@ mod tests {
             vec![("b".into(), b"2".to_vec())]
         );
         assert_eq!(s.scan("presence").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn range_scans_read_only_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let redb = RedbStore::open(dir.path()).unwrap();
+        let memory = MemoryStore::default();
+        let rows = [
+            Write::put("log", "alice\n001", vec![1]),
+            Write::put("log", "alice\n002", vec![2]),
+            Write::put("log", "alice\n003", vec![3]),
+            Write::put("log", "alice2\n001", vec![4]),
+            Write::put("log", "bob\n001", vec![5]),
+        ];
+        for s in [&redb as &dyn Store, &memory] {
+            assert!(s.scan_range("log", "a", "z").unwrap().is_empty());
+            s.commit(&rows).unwrap();
+            let got: Vec<Vec<u8>> = s
+                .scan_range("log", "alice\n", "alice\n003")
+                .unwrap()
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect();
+            assert_eq!(got, [vec![1], vec![2]]);
+            assert!(s.scan_range("log", "b", "a").unwrap().is_empty());
+            assert_eq!(s.scan_range("nothing", "a", "z").unwrap(), vec![]);
+        }
     }
 
     #[test]

@@ -3,29 +3,46 @@
 //! Requests are authenticated with bearer tokens (a person's own `api_token` from the policy,
 //! or the config's admin token), turned into [`Command`]s, and handed to the core, which
 //! answers once any change is durable. Errors are JSON: `{"error": "...", "field": "..."}`.
+//! The time-in-status report is the one answer finished here: the core says who it covers
+//! and where they stand once the store has every earlier change, and the status log is then
+//! read from the store off the core's loop.
 
 use crate::directory::Directory;
-use crate::presence_service::{ApiError, Command, Reply, Request};
+use crate::presence_service::{
+    report, status_log_range, ApiError, Command, Reply, ReportSnapshot, ReportSubject, Request,
+    STATUS_LOG,
+};
 use arc_swap::ArcSwap;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use switchboard_presence::model::Interface;
+use switchboard_policy::ProfileDraft;
+use switchboard_presence::model::{Interface, StatusInterval, UnixTime};
+use switchboard_presence::store::Store;
 use tokio::sync::{mpsc, oneshot};
 
 /// A command on its way to the core, with where its answer goes.
 pub type Envelope = (Request, oneshot::Sender<Reply>);
+
+/// The User-Agent prefix of `switchboard presence …`; its changes are logged as made
+/// through the CLI.
+pub const CLI_USER_AGENT: &str = "switchboard-cli/";
 
 #[derive(Clone)]
 struct ApiState {
     directory: Arc<ArcSwap<Box<dyn Directory>>>,
     admin_token: Option<Arc<str>>,
     core: mpsc::Sender<Envelope>,
+    store: Arc<dyn Store>,
 }
 
 /// The OpenAPI document of this API.
@@ -36,11 +53,13 @@ pub fn router(
     directory: Arc<ArcSwap<Box<dyn Directory>>>,
     admin_token: Option<String>,
     core: mpsc::Sender<Envelope>,
+    store: Arc<dyn Store>,
 ) -> Router {
     let state = ApiState {
         directory,
         admin_token: admin_token.map(Arc::from),
         core,
+        store,
     };
     Router::new()
         .route("/v1/presence", get(list))
@@ -48,9 +67,35 @@ pub fn router(
         .route("/v1/presence/{user}/status", put(set_status))
         .route("/v1/presence/{user}/profile", put(set_profile))
         .route(
+            "/v1/presence/{user}/profiles",
+            get(list_profiles).post(create_profile),
+        )
+        .route(
+            "/v1/presence/{user}/profiles/{profile}",
+            get(one_profile)
+                .patch(update_profile)
+                .delete(remove_profile),
+        )
+        .route("/v1/profiles", get(policy_profiles))
+        .route("/v1/reports/time-in-status", get(time_in_status))
+        .route(
             "/v1/openapi.json",
             get(|| async { ([("content-type", "application/json")], OPENAPI) }),
         )
+        .fallback(|| async {
+            error(ApiError::new(
+                404,
+                None,
+                "no such endpoint (see /v1/openapi.json)",
+            ))
+        })
+        .method_not_allowed_fallback(|| async {
+            error(ApiError::new(
+                405,
+                None,
+                "this endpoint does not take that method (see /v1/openapi.json)",
+            ))
+        })
         .with_state(state)
 }
 
@@ -59,21 +104,47 @@ fn error(e: ApiError) -> Response {
     (status, Json(e)).into_response()
 }
 
-/// Who the bearer token belongs to: (user, admin).
-fn caller(state: &ApiState, headers: &HeaderMap) -> Result<(String, bool), ApiError> {
+fn answer(r: Result<Value, ApiError>) -> Response {
+    match r {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => error(e),
+    }
+}
+
+/// Who is asking: user, admin or not, and through which interface.
+struct Caller {
+    who: String,
+    admin: bool,
+    via: Interface,
+}
+
+/// Who the bearer token belongs to.
+fn caller(state: &ApiState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .ok_or_else(|| ApiError::new(401, Some("authorization"), "a bearer token is needed"))?;
+    let via = match headers.get("user-agent").and_then(|v| v.to_str().ok()) {
+        Some(ua) if ua.starts_with(CLI_USER_AGENT) => Interface::Cli,
+        _ => Interface::Api,
+    };
     if let Some(admin) = &state.admin_token {
         if constant_time_eq(token.as_bytes(), admin.as_bytes()) {
-            return Ok(("admin".into(), true));
+            return Ok(Caller {
+                who: "admin".into(),
+                admin: true,
+                via,
+            });
         }
     }
     match state.directory.load().user_for_token(token) {
-        Some(u) => Ok((u, false)),
+        Some(who) => Ok(Caller {
+            who,
+            admin: false,
+            via,
+        }),
         None => Err(ApiError::new(401, Some("authorization"), "unknown token")),
     }
 }
@@ -82,30 +153,38 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn run(state: &ApiState, headers: &HeaderMap, command: Command) -> Response {
-    let (who, admin) = match caller(state, headers) {
+/// Hands a command to the core and waits for its answer.
+async fn send(state: &ApiState, c: Caller, command: Command) -> Result<Value, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    let req = Request {
+        who: c.who,
+        admin: c.admin,
+        via: c.via,
+        command,
+    };
+    let stopping = || ApiError::new(503, None, "the daemon is stopping");
+    state.core.send((req, tx)).await.map_err(|_| stopping())?;
+    rx.await.map_err(|_| stopping())?
+}
+
+/// Authenticates, reads the input (refusals are answered before anything is done), asks.
+async fn run(
+    state: &ApiState,
+    headers: &HeaderMap,
+    command: impl FnOnce() -> Result<Command, ApiError>,
+) -> Response {
+    let c = match caller(state, headers) {
         Ok(c) => c,
         Err(e) => return error(e),
     };
-    let (tx, rx) = oneshot::channel();
-    let req = Request {
-        who,
-        admin,
-        via: Interface::Api,
-        command,
-    };
-    if state.core.send((req, tx)).await.is_err() {
-        return error(ApiError::new(503, None, "the daemon is stopping"));
-    }
-    match rx.await {
-        Ok(Ok(v)) => Json(v).into_response(),
-        Ok(Err(e)) => error(e),
-        Err(_) => error(ApiError::new(503, None, "the daemon is stopping")),
+    match command() {
+        Ok(command) => answer(send(state, c, command).await),
+        Err(e) => error(e),
     }
 }
 
 async fn list(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    run(&state, &headers, Command::List).await
+    run(&state, &headers, || Ok(Command::List)).await
 }
 
 async fn one(
@@ -113,33 +192,22 @@ async fn one(
     headers: HeaderMap,
     Path(user): Path<String>,
 ) -> Response {
-    run(&state, &headers, Command::Get { user }).await
+    run(&state, &headers, || Ok(Command::Get { user })).await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StatusBody {
-    status: String,
-    text: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProfileBody {
-    profile: String,
-    /// RFC 3339 end time.
-    until: Option<String>,
-    /// Or a length: `45m`, `1h30m`.
-    #[serde(rename = "for")]
-    for_: Option<String>,
-    message: Option<String>,
-}
-
-fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        let text = e.to_string();
-        // serde names the field in its message: "unknown field `x`", "missing field `x`".
-        let field = text.split('`').nth(1).map(str::to_string);
+/// Reads a JSON body; an error names the field at fault when serde can tell.
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let text = e.inner().to_string();
+        // At the top level serde names the field in its message: "unknown field `x`",
+        // "missing field `x`".
+        let field = if path.is_empty() || path == "." {
+            text.split('`').nth(1).map(str::to_string)
+        } else {
+            Some(path)
+        };
         ApiError {
             status: 400,
             error: format!("invalid JSON body: {text}"),
@@ -148,26 +216,102 @@ fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, ApiError> {
     })
 }
 
+/// A time given as RFC 3339 text or Unix seconds.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Time {
+    Seconds(i64),
+    Text(String),
+}
+
+/// Reads RFC 3339 (a `+` of the offset may arrive as a space from a query string) or Unix
+/// seconds.
+pub fn parse_time(s: &str) -> Option<UnixTime> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().ok();
+    }
+    chrono::DateTime::parse_from_rfc3339(&s.replace(' ', "+"))
+        .ok()
+        .map(|t| t.timestamp())
+}
+
+/// The end time of `until` (a time) or `for` (a length from now), if either is given.
+fn end_time(
+    until: Option<Time>,
+    for_: Option<String>,
+    now: UnixTime,
+) -> Result<Option<UnixTime>, ApiError> {
+    match (until, for_) {
+        (Some(_), Some(_)) => Err(ApiError::new(
+            400,
+            Some("for"),
+            "give either until or for, not both",
+        )),
+        (Some(Time::Seconds(t)), None) => Ok(Some(t)),
+        (Some(Time::Text(t)), None) => parse_time(&t).map(Some).ok_or_else(|| {
+            ApiError::new(
+                400,
+                Some("until"),
+                format!("{t:?} is not an RFC 3339 time or Unix seconds"),
+            )
+        }),
+        (None, Some(d)) => match switchboard_policy::parse_duration(&d) {
+            Some(secs) => Ok(Some(now + i64::from(secs))),
+            None => Err(ApiError::new(
+                400,
+                Some("for"),
+                format!("{d:?} is not a duration (45m, 1h30m)"),
+            )),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
+fn now() -> UnixTime {
+    chrono::Utc::now().timestamp()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusBody {
+    status: String,
+    text: Option<String>,
+    /// RFC 3339 end time or Unix seconds: the status before returns then.
+    until: Option<Time>,
+    /// Or a length: `45m`, `1h30m`.
+    #[serde(rename = "for")]
+    for_: Option<String>,
+}
+
 async fn set_status(
     State(state): State<ApiState>,
     headers: HeaderMap,
     Path(user): Path<String>,
     bytes: Bytes,
 ) -> Response {
-    let b: StatusBody = match body(&bytes) {
-        Ok(b) => b,
-        Err(e) => return error(e),
-    };
-    run(
-        &state,
-        &headers,
-        Command::SetStatus {
+    run(&state, &headers, || {
+        let b: StatusBody = body(&bytes)?;
+        Ok(Command::SetStatus {
             user,
             status: b.status,
             text: b.text,
-        },
-    )
+            until: end_time(b.until, b.for_, now())?,
+        })
+    })
     .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileBody {
+    profile: String,
+    /// RFC 3339 end time or Unix seconds.
+    until: Option<Time>,
+    /// Or a length: `45m`, `1h30m`.
+    #[serde(rename = "for")]
+    for_: Option<String>,
+    message: Option<String>,
 }
 
 async fn set_profile(
@@ -176,49 +320,318 @@ async fn set_profile(
     Path(user): Path<String>,
     bytes: Bytes,
 ) -> Response {
-    let b: ProfileBody = match body(&bytes) {
-        Ok(b) => b,
-        Err(e) => return error(e),
-    };
-    let until = match (&b.until, &b.for_) {
-        (Some(_), Some(_)) => {
-            return error(ApiError::new(
-                400,
-                Some("for"),
-                "give either until or for, not both",
-            ));
-        }
-        (Some(t), None) => match chrono::DateTime::parse_from_rfc3339(t) {
-            Ok(t) => Some(t.timestamp()),
-            Err(_) => {
-                return error(ApiError::new(
-                    400,
-                    Some("until"),
-                    format!("{t:?} is not an RFC 3339 time"),
-                ));
-            }
-        },
-        (None, Some(d)) => match switchboard_policy::parse_duration(d) {
-            Some(secs) => Some(chrono::Utc::now().timestamp() + i64::from(secs)),
-            None => {
-                return error(ApiError::new(
-                    400,
-                    Some("for"),
-                    format!("{d:?} is not a duration (45m, 1h30m)"),
-                ));
-            }
-        },
-        (None, None) => None,
-    };
-    run(
-        &state,
-        &headers,
-        Command::SetProfile {
+    run(&state, &headers, || {
+        let b: ProfileBody = body(&bytes)?;
+        Ok(Command::SetProfile {
             user,
             profile: b.profile,
-            until,
+            until: end_time(b.until, b.for_, now())?,
             message: b.message,
-        },
-    )
+        })
+    })
     .await
+}
+
+/// A profile's settings in an API body (see [`ProfileDraft`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProfileSettings {
+    /// On creation only; made from the name when not given.
+    id: Option<String>,
+    number: Option<i64>,
+    name: Option<String>,
+    shows_call_status: Option<bool>,
+    availability: Option<String>,
+    message: Option<String>,
+    caller_id: Option<String>,
+    incoming: Option<String>,
+    devices: Option<Vec<String>>,
+    reject_code: Option<i64>,
+    reject_reason: Option<String>,
+    /// `45m`, `2h`, seconds, or `""` / `"none"` for none.
+    standard_length: Option<Length>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Length {
+    Seconds(i64),
+    Text(String),
+}
+
+impl ProfileSettings {
+    fn draft(self) -> ProfileDraft {
+        ProfileDraft {
+            number: self.number,
+            name: self.name,
+            shows_call_status: self.shows_call_status,
+            availability: self.availability,
+            message: self.message,
+            caller_id: self.caller_id,
+            incoming: self.incoming,
+            devices: self.devices,
+            reject_code: self.reject_code,
+            reject_reason: self.reject_reason,
+            standard_length: self.standard_length.map(|l| match l {
+                Length::Seconds(s) => s.to_string(),
+                Length::Text(t) => t,
+            }),
+        }
+    }
+}
+
+async fn policy_profiles(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    run(&state, &headers, || Ok(Command::Profiles { user: None })).await
+}
+
+async fn list_profiles(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+) -> Response {
+    run(&state, &headers, || {
+        Ok(Command::Profiles { user: Some(user) })
+    })
+    .await
+}
+
+async fn one_profile(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path((user, profile)): Path<(String, String)>,
+) -> Response {
+    run(&state, &headers, || Ok(Command::Profile { user, profile })).await
+}
+
+async fn create_profile(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    run(&state, &headers, || {
+        let mut b: ProfileSettings = body(&bytes)?;
+        let id = b.id.take();
+        Ok(Command::CreateProfile {
+            user,
+            id,
+            draft: b.draft(),
+        })
+    })
+    .await
+}
+
+async fn update_profile(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path((user, profile)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Response {
+    run(&state, &headers, || {
+        let b: ProfileSettings = body(&bytes)?;
+        if b.id.is_some() {
+            return Err(ApiError::new(
+                400,
+                Some("id"),
+                "a profile's id does not change; rename it with name",
+            ));
+        }
+        Ok(Command::UpdateProfile {
+            user,
+            profile,
+            draft: b.draft(),
+        })
+    })
+    .await
+}
+
+async fn remove_profile(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path((user, profile)): Path<(String, String)>,
+) -> Response {
+    run(&state, &headers, || {
+        Ok(Command::RemoveProfile { user, profile })
+    })
+    .await
+}
+
+/// What the report endpoint reads from its query.
+struct ReportQuery {
+    subject: ReportSubject,
+    from: UnixTime,
+    to: UnixTime,
+}
+
+fn report_query(q: &BTreeMap<String, String>, now: UnixTime) -> Result<ReportQuery, ApiError> {
+    if let Some(k) = q
+        .keys()
+        .find(|k| !["user", "team", "from", "to"].contains(&k.as_str()))
+    {
+        return Err(ApiError::new(
+            400,
+            Some(k),
+            format!("unknown parameter {k:?}: use user or team, from and to"),
+        ));
+    }
+    let subject = match (q.get("user"), q.get("team")) {
+        (Some(u), None) => ReportSubject::User(u.clone()),
+        (None, Some(t)) => ReportSubject::Team(t.clone()),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::new(
+                400,
+                Some("team"),
+                "give user or team, not both",
+            ))
+        }
+        (None, None) => return Err(ApiError::new(400, Some("user"), "give user=ID or team=ID")),
+    };
+    let time = |field: &str| -> Result<Option<UnixTime>, ApiError> {
+        q.get(field)
+            .map(|s| {
+                parse_time(s).ok_or_else(|| {
+                    ApiError::new(
+                        400,
+                        Some(field),
+                        format!("{s:?} is not an RFC 3339 time or Unix seconds"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let from = time("from")?.ok_or_else(|| {
+        ApiError::new(
+            400,
+            Some("from"),
+            "from is needed: the start of the range (RFC 3339 or Unix seconds)",
+        )
+    })?;
+    let to = time("to")?.unwrap_or(now);
+    if from >= to {
+        return Err(ApiError::new(400, Some("to"), "to must be after from"));
+    }
+    Ok(ReportQuery { subject, from, to })
+}
+
+async fn time_in_status(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Response {
+    let c = match caller(&state, &headers) {
+        Ok(c) => c,
+        Err(e) => return error(e),
+    };
+    let q = match query {
+        Ok(Query(q)) => report_query(&q, now()),
+        Err(e) => Err(ApiError::new(400, None, format!("unreadable query: {e}"))),
+    };
+    let q = match q {
+        Ok(q) => q,
+        Err(e) => return error(e),
+    };
+    let snapshot = match send(&state, c, Command::Report { subject: q.subject }).await {
+        Ok(v) => v,
+        Err(e) => return error(e),
+    };
+    let Ok(snapshot) = serde_json::from_value::<ReportSnapshot>(snapshot) else {
+        return error(ApiError::new(500, None, "the core's answer was unreadable"));
+    };
+    let store = state.store.clone();
+    let (from, to) = (q.from, q.to);
+    let done = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+        let mut log = Vec::new();
+        for (user, _, _) in &snapshot.people {
+            let (start, end) = status_log_range(user, to);
+            let rows = store.scan_range(STATUS_LOG, &start, &end).map_err(|e| {
+                ApiError::new(503, None, format!("the status log cannot be read: {e}"))
+            })?;
+            log.extend(
+                rows.iter()
+                    .filter_map(|(_, v)| serde_json::from_slice::<StatusInterval>(v).ok())
+                    .filter(|i| i.to > from),
+            );
+        }
+        Ok(report(&snapshot, &log, from, to))
+    })
+    .await;
+    match done {
+        Ok(r) => answer(r),
+        Err(_) => error(ApiError::new(500, None, "the report failed")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_describes_every_route() {
+        let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+        let routes = [
+            ("/v1/presence", &["get"][..]),
+            ("/v1/presence/{user}", &["get"]),
+            ("/v1/presence/{user}/status", &["put"]),
+            ("/v1/presence/{user}/profile", &["put"]),
+            ("/v1/presence/{user}/profiles", &["get", "post"]),
+            (
+                "/v1/presence/{user}/profiles/{profile}",
+                &["get", "patch", "delete"],
+            ),
+            ("/v1/profiles", &["get"]),
+            ("/v1/reports/time-in-status", &["get"]),
+            ("/v1/openapi.json", &["get"]),
+        ];
+        let paths = doc["paths"].as_object().unwrap();
+        assert_eq!(
+            paths.len(),
+            routes.len(),
+            "a path the router does not serve"
+        );
+        for (path, methods) in routes {
+            for m in methods {
+                assert!(doc["paths"][path][m].is_object(), "{m} {path} undocumented");
+            }
+        }
+    }
+
+    #[test]
+    fn times_and_report_ranges() {
+        assert_eq!(parse_time("1800000000"), Some(1_800_000_000));
+        assert_eq!(parse_time("2027-01-15T08:00:00Z"), Some(1_800_000_000));
+        assert_eq!(
+            parse_time("2027-01-15T09:00:00 01:00"),
+            parse_time("2027-01-15T08:00:00Z"),
+            "a + read as a space from a query"
+        );
+        assert_eq!(parse_time("yesterday"), None);
+        let q = |pairs: &[(&str, &str)]| {
+            let m: BTreeMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            report_query(&m, 1000)
+        };
+        let field = |r: Result<ReportQuery, ApiError>| r.err().and_then(|e| e.field);
+        let ok = q(&[("user", "alice"), ("from", "10")]).unwrap();
+        assert_eq!((ok.from, ok.to), (10, 1000));
+        assert_eq!(field(q(&[("from", "10")])), Some("user".into()));
+        assert_eq!(
+            field(q(&[("user", "a"), ("team", "t"), ("from", "1")])),
+            Some("team".into())
+        );
+        assert_eq!(field(q(&[("user", "a")])), Some("from".into()));
+        assert_eq!(
+            field(q(&[("user", "a"), ("from", "soon")])),
+            Some("from".into())
+        );
+        assert_eq!(
+            field(q(&[("user", "a"), ("from", "10"), ("to", "5")])),
+            Some("to".into())
+        );
+        assert_eq!(
+            field(q(&[("user", "a"), ("from", "10"), ("color", "x")])),
+            Some("color".into())
+        );
+    }
 }

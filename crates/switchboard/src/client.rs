@@ -22,9 +22,11 @@ impl Client {
         write!(
             s,
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+             User-Agent: {}{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             self.addr,
             self.token,
+            crate::api::CLI_USER_AGENT,
+            env!("CARGO_PKG_VERSION"),
             body.len()
         )
         .map_err(|e| e.to_string())?;
@@ -39,7 +41,7 @@ impl Client {
             .split_once("\r\n\r\n")
             .and_then(|(_, b)| serde_json::from_str(b).ok())
             .unwrap_or(Value::Null);
-        if status == 200 {
+        if (200..300).contains(&status) {
             Ok(json)
         } else {
             let field = json["field"]
@@ -54,12 +56,22 @@ impl Client {
     }
 }
 
+/// A Unix time as the CLI shows it.
+fn time(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| t.to_string())
+}
+
 /// One line per person, as `presence list` prints it.
 pub fn format_person(p: &Value) -> String {
     let until = p["profile"]["until"]
         .as_i64()
-        .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
-        .map(|t| format!(" until {}", t.format("%Y-%m-%d %H:%M UTC")))
+        .map(|t| format!(" until {}", time(t)))
+        .unwrap_or_default();
+    let status_until = p["status_until"]
+        .as_i64()
+        .map(|t| format!(" until {}", time(t)))
         .unwrap_or_default();
     let message = p["message"]
         .as_str()
@@ -68,22 +80,50 @@ pub fn format_person(p: &Value) -> String {
     format!(
         "{:<12} {:<16} {:<7} {:<20} call: {}{message}",
         p["user"].as_str().unwrap_or(""),
-        p["availability"].as_str().unwrap_or(""),
+        format!("{}{status_until}", p["availability"].as_str().unwrap_or("")),
         p["colour"].as_str().unwrap_or(""),
         format!("{}{until}", p["profile"]["name"].as_str().unwrap_or("")),
         p["call_status"].as_str().unwrap_or(""),
     )
 }
 
-/// The body of a status change.
-pub fn status_body(status: &str, message: Option<&str>) -> Value {
-    match message {
-        Some(m) => json!({ "status": status, "text": m }),
-        None => json!({ "status": status }),
+/// A time given on the command line: `HH:MM` (today, UTC) or `YYYY-MM-DD` (midnight UTC)
+/// become RFC 3339; anything else (RFC 3339, Unix seconds) goes to the API as it is.
+pub fn cli_time(s: &str) -> String {
+    if let Ok(t) = chrono::NaiveTime::parse_from_str(s, "%H:%M") {
+        return chrono::Utc::now()
+            .date_naive()
+            .and_time(t)
+            .and_utc()
+            .to_rfc3339();
     }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return d.and_time(chrono::NaiveTime::MIN).and_utc().to_rfc3339();
+    }
+    s.to_string()
 }
 
-/// The body of a profile activation; `until` is `HH:MM` (today, UTC) or RFC 3339.
+/// The body of a status change; `until` as in [`cli_time`], `for_` a length.
+pub fn status_body(
+    status: &str,
+    message: Option<&str>,
+    until: Option<&str>,
+    for_: Option<&str>,
+) -> Value {
+    let mut b = json!({ "status": status });
+    if let Some(m) = message {
+        b["text"] = json!(m);
+    }
+    if let Some(u) = until {
+        b["until"] = json!(cli_time(u));
+    }
+    if let Some(f) = for_ {
+        b["for"] = json!(f);
+    }
+    b
+}
+
+/// The body of a profile activation; `until` as in [`cli_time`].
 pub fn profile_body(
     profile: &str,
     until: Option<&str>,
@@ -92,15 +132,7 @@ pub fn profile_body(
 ) -> Result<Value, String> {
     let mut b = json!({ "profile": profile });
     if let Some(u) = until {
-        let t = match chrono::NaiveTime::parse_from_str(u, "%H:%M") {
-            Ok(t) => chrono::Utc::now()
-                .date_naive()
-                .and_time(t)
-                .and_utc()
-                .to_rfc3339(),
-            Err(_) => u.to_string(),
-        };
-        b["until"] = json!(t);
+        b["until"] = json!(cli_time(u));
     }
     if let Some(f) = for_ {
         b["for"] = json!(f);
@@ -109,4 +141,157 @@ pub fn profile_body(
         b["message"] = json!(m);
     }
     Ok(b)
+}
+
+/// Percent-encodes a query-string value (RFC 3986 unreserved characters stay).
+pub fn query_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Percent-encodes a path segment (a user or profile id).
+pub fn path_escape(s: &str) -> String {
+    query_escape(s)
+}
+
+/// A length in seconds as `1h 30m`.
+fn length(secs: i64) -> String {
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    match (h, m, s) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (h, 0, 0) => format!("{h}h"),
+        (h, m, _) => format!("{h}h {m}m"),
+    }
+}
+
+/// One line per profile, as `presence profiles list` prints it ("display profile
+/// numbers": the number comes first).
+pub fn format_profile(p: &Value) -> String {
+    let mut incoming = p["incoming"].as_str().unwrap_or("").to_string();
+    if let Some(d) = p["devices"].as_array() {
+        let d: Vec<&str> = d.iter().filter_map(Value::as_str).collect();
+        incoming = format!("{incoming} ({})", d.join(", "));
+    }
+    if let Some(c) = p["reject_code"].as_i64() {
+        incoming = format!(
+            "{incoming} {c} {}",
+            p["reject_reason"].as_str().unwrap_or("")
+        );
+    }
+    let flags = [
+        (p["default"] == true).then_some("default"),
+        (p["active"] == true).then_some("active"),
+        p["origin"].as_str().filter(|o| *o != "policy"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(", ");
+    format!(
+        "{:>3}  {:<22} {:<20} {:<16} {:<28} {:<8} {flags}",
+        p["number"].as_i64().unwrap_or(0),
+        p["name"].as_str().unwrap_or(""),
+        p["id"].as_str().unwrap_or(""),
+        p["availability"].as_str().unwrap_or(""),
+        incoming.trim_end(),
+        p["standard_length"]
+            .as_i64()
+            .map(length)
+            .unwrap_or_else(|| "-".into()),
+    )
+}
+
+/// A time-in-status report as `presence report` prints it.
+pub fn format_report(r: &Value) -> String {
+    let from = r["from"].as_i64().unwrap_or(0);
+    let to = r["to"].as_i64().unwrap_or(0);
+    let span = (to - from).max(1);
+    let who = match (r["user"].as_str(), r["team"].as_str()) {
+        (Some(u), _) => u.to_string(),
+        (_, Some(t)) => format!("team {t}"),
+        _ => String::new(),
+    };
+    let mut out = format!("{who}: {} to {}\n", time(from), time(to));
+    let table = |out: &mut String, title: &str, secs: &Value, of: i64| {
+        out.push_str(&format!("  {title}\n"));
+        let line = |out: &mut String, what: &str, s: i64| {
+            out.push_str(&format!(
+                "    {what:<16} {:>10} {:>6.1}%\n",
+                length(s),
+                100.0 * s as f64 / of as f64
+            ));
+        };
+        let mut seen = 0;
+        for (status, s) in secs.as_object().into_iter().flatten() {
+            let s = s.as_i64().unwrap_or(0);
+            seen += s;
+            if s > 0 {
+                line(out, status, s);
+            }
+        }
+        // Time of the range before the daemon knew the person's status.
+        if of > seen {
+            line(out, "(not recorded)", of - seen);
+        }
+    };
+    let people = r["people"].as_array().cloned().unwrap_or_default();
+    if r["team"].is_string() {
+        for p in &people {
+            table(
+                &mut out,
+                &format!(
+                    "{} (now {})",
+                    p["user"].as_str().unwrap_or(""),
+                    p["current"].as_str().unwrap_or("")
+                ),
+                &p["seconds"],
+                span,
+            );
+        }
+        table(&mut out, "average per member", &r["average"], span);
+    } else {
+        table(&mut out, "time in status", &r["total"], span);
+    }
+    out.trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_times_and_escapes() {
+        assert_eq!(cli_time("2026-11-23"), "2026-11-23T00:00:00+00:00");
+        assert_eq!(cli_time("1800000000"), "1800000000");
+        assert!(cli_time("14:00").ends_with("T14:00:00+00:00"));
+        assert_eq!(
+            query_escape("2026-11-23T00:00:00+00:00"),
+            "2026-11-23T00%3A00%3A00%2B00%3A00"
+        );
+        assert_eq!(length(5400), "1h 30m");
+        assert_eq!(length(7200), "2h");
+    }
+
+    #[test]
+    fn profile_lines_show_the_number_first() {
+        let p = json!({"number": 11, "name": "Focus", "id": "focus", "availability": "dnd",
+            "incoming": "reject", "reject_code": 486, "reject_reason": "Busy", "standard_length": 7200,
+            "origin": "own", "default": false, "active": true});
+        let line = format_profile(&p);
+        assert!(line.starts_with(" 11  Focus"), "{line}");
+        assert!(
+            line.contains("reject 486 Busy")
+                && line.contains("2h")
+                && line.ends_with("active, own"),
+            "{line}"
+        );
+    }
 }

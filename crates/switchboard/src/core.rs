@@ -15,7 +15,6 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchboard_presence::model::PersonPresence;
 use switchboard_presence::store::Write;
 use switchboard_sip::auth::{Authenticator, DigestConfig, FailureOutcome, Role, Throttle, Verdict};
 use switchboard_sip::message::{self, check_request, Capabilities};
@@ -134,7 +133,7 @@ enum Pending {
     Presence {
         id: u64,
         answer: serde_json::Value,
-        before: (String, PersonPresence),
+        before: presence_service::Undo,
     },
 }
 
@@ -211,6 +210,11 @@ impl Core {
             }
         }
         self.registrar.restore(bindings, now.unix)
+    }
+
+    /// Loads people's own profiles read back from the durable store (before presence).
+    pub fn restore_profiles(&mut self, rows: Vec<(String, Vec<u8>)>) -> usize {
+        self.presence.restore_profiles(rows)
     }
 
     /// Loads presence read back from the durable store (profiles that ended while the
@@ -946,6 +950,7 @@ mod tests {
                 user: "alice".into(),
                 status: status.into(),
                 text: None,
+                until: None,
             },
         };
         c.handle_command(1, req("dnd"), at(t0, 0));

@@ -13,5 +13,6 @@ pub mod executor;
 pub mod explain;
 pub mod policy_source;
 pub mod presence_service;
+pub mod profiles;
 pub mod routing;
 pub mod server;

@@ -82,12 +82,19 @@ enum PresenceAction {
     /// Everyone's status, profile, message and call status.
     List,
     /// Set a person's status (available, away, busy, dnd, custom, unavailable, on_break,
-    /// after_call_work); a custom status takes its text from --message.
+    /// after_call_work); a custom status takes its text from --message. With --until or
+    /// --for the status lapses by itself then, and the one before returns.
     Set {
         user: String,
         status: String,
         #[arg(long)]
         message: Option<String>,
+        /// End time: HH:MM (today, UTC), YYYY-MM-DD, RFC 3339 or Unix seconds.
+        #[arg(long, conflicts_with = "for_")]
+        until: Option<String>,
+        /// Length: 45m, 1h30m.
+        #[arg(long = "for")]
+        for_: Option<String>,
     },
     /// Activate a profile (id or number) until a time, for a length, or for its standard
     /// length.
@@ -104,6 +111,202 @@ enum PresenceAction {
         #[arg(long)]
         message: Option<String>,
     },
+    /// See and manage a person's profiles, numbers first ("display profile numbers").
+    Profiles {
+        #[command(subcommand)]
+        action: ProfilesAction,
+    },
+    /// Time in each status over a range, for a person or a team (per member, and the
+    /// average).
+    Report {
+        #[arg(long, conflicts_with = "team", required_unless_present = "team")]
+        user: Option<String>,
+        #[arg(long)]
+        team: Option<String>,
+        /// Start: YYYY-MM-DD, HH:MM (today, UTC), RFC 3339 or Unix seconds.
+        #[arg(long)]
+        from: String,
+        /// End (default: now), as --from.
+        #[arg(long)]
+        to: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProfilesAction {
+    /// A person's profiles; without a person, the policy's (everyone's base set).
+    List { user: Option<String> },
+    /// Create a profile of a person's own (numbered from 11 unless --number is given).
+    Create {
+        user: String,
+        name: String,
+        /// Its id (default: made from the name).
+        #[arg(long)]
+        id: Option<String>,
+        #[command(flatten)]
+        settings: ProfileOptions,
+    },
+    /// Change a profile (id or number) of a person's set; what is not given stays.
+    Update {
+        user: String,
+        profile: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        settings: ProfileOptions,
+    },
+    /// Rename a profile (id or number) of a person's set.
+    Rename {
+        user: String,
+        profile: String,
+        name: String,
+    },
+    /// Remove a profile (id or number) from a person's set; whoever has it active
+    /// returns to the default profile.
+    Remove { user: String, profile: String },
+}
+
+#[derive(clap::Args)]
+struct ProfileOptions {
+    /// Its number (11 to 999; 1-10 are the default profiles').
+    #[arg(long)]
+    number: Option<i64>,
+    /// The status it sets: available, away, busy, dnd, ...
+    #[arg(long)]
+    availability: Option<String>,
+    /// Its status message ("" for none).
+    #[arg(long)]
+    message: Option<String>,
+    /// Whether colleagues see free / ringing / busy while it is active.
+    #[arg(long)]
+    shows_call_status: Option<bool>,
+    /// Outbound caller ID while it is active ("" for none).
+    #[arg(long)]
+    caller_id: Option<String>,
+    /// Incoming calls: ring, ring_devices, out_of_hours, reject or send_to:DESTINATION.
+    #[arg(long)]
+    incoming: Option<String>,
+    /// The devices that ring with ring_devices (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    devices: Option<Vec<String>>,
+    /// The SIP code a rejecting profile answers with (400-699; default 480).
+    #[arg(long)]
+    reject_code: Option<i64>,
+    /// The reason phrase of a rejecting profile.
+    #[arg(long)]
+    reject_reason: Option<String>,
+    /// How long an activation lasts without an end time: 45m, 2h, or none.
+    #[arg(long)]
+    standard_length: Option<String>,
+}
+
+impl ProfileOptions {
+    /// The API body of these settings.
+    fn body(&self) -> serde_json::Map<String, serde_json::Value> {
+        use serde_json::json;
+        let mut b = serde_json::Map::new();
+        let mut put = |k: &str, v: Option<serde_json::Value>| {
+            if let Some(v) = v {
+                b.insert(k.into(), v);
+            }
+        };
+        put("number", self.number.map(|n| json!(n)));
+        put("availability", self.availability.as_ref().map(|v| json!(v)));
+        put("message", self.message.as_ref().map(|v| json!(v)));
+        put(
+            "shows_call_status",
+            self.shows_call_status.map(|v| json!(v)),
+        );
+        put("caller_id", self.caller_id.as_ref().map(|v| json!(v)));
+        put("incoming", self.incoming.as_ref().map(|v| json!(v)));
+        put("devices", self.devices.as_ref().map(|v| json!(v)));
+        put("reject_code", self.reject_code.map(|v| json!(v)));
+        put(
+            "reject_reason",
+            self.reject_reason.as_ref().map(|v| json!(v)),
+        );
+        put(
+            "standard_length",
+            self.standard_length.as_ref().map(|v| json!(v)),
+        );
+        b
+    }
+}
+
+fn profile_lines(v: &serde_json::Value) -> String {
+    let mut lines = vec![format!(
+        "{:>3}  {:<22} {:<20} {:<16} {:<28} {:<8}",
+        "no.", "name", "id", "availability", "incoming calls", "length"
+    )];
+    lines.extend(
+        v["profiles"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(client::format_profile),
+    );
+    lines.join("\n")
+}
+
+fn profiles(c: &client::Client, action: ProfilesAction) -> Result<String, String> {
+    use client::path_escape as esc;
+    use serde_json::{json, Value};
+    let path = |user: &str| format!("/v1/presence/{}/profiles", esc(user));
+    match action {
+        ProfilesAction::List { user: None } => c
+            .call("GET", "/v1/profiles", None)
+            .map(|v| profile_lines(&v)),
+        ProfilesAction::List { user: Some(u) } => {
+            c.call("GET", &path(&u), None).map(|v| profile_lines(&v))
+        }
+        ProfilesAction::Create {
+            user,
+            name,
+            id,
+            settings,
+        } => {
+            let mut b = settings.body();
+            b.insert("name".into(), json!(name));
+            if let Some(id) = id {
+                b.insert("id".into(), json!(id));
+            }
+            c.call("POST", &path(&user), Some(&Value::Object(b)))
+                .map(|v| client::format_profile(&v))
+        }
+        ProfilesAction::Update {
+            user,
+            profile,
+            name,
+            settings,
+        } => {
+            let mut b = settings.body();
+            if let Some(n) = name {
+                b.insert("name".into(), json!(n));
+            }
+            let p = format!("{}/{}", path(&user), esc(&profile));
+            c.call("PATCH", &p, Some(&Value::Object(b)))
+                .map(|v| client::format_profile(&v))
+        }
+        ProfilesAction::Rename {
+            user,
+            profile,
+            name,
+        } => {
+            let p = format!("{}/{}", path(&user), esc(&profile));
+            c.call("PATCH", &p, Some(&json!({ "name": name })))
+                .map(|v| client::format_profile(&v))
+        }
+        ProfilesAction::Remove { user, profile } => {
+            let p = format!("{}/{}", path(&user), esc(&profile));
+            c.call("DELETE", &p, None).map(|v| {
+                format!(
+                    "removed: {}\n{}",
+                    client::format_profile(&v["removed"]),
+                    client::format_person(&v["presence"])
+                )
+            })
+        }
+    }
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<config::Config, config::ConfigErrors> {
@@ -228,13 +431,40 @@ fn main() -> ExitCode {
                     user,
                     status,
                     message,
+                    until,
+                    for_,
                 } => c
                     .call(
                         "PUT",
-                        &format!("/v1/presence/{user}/status"),
-                        Some(&client::status_body(&status, message.as_deref())),
+                        &format!("/v1/presence/{}/status", client::path_escape(&user)),
+                        Some(&client::status_body(
+                            &status,
+                            message.as_deref(),
+                            until.as_deref(),
+                            for_.as_deref(),
+                        )),
                     )
                     .map(|v| client::format_person(&v)),
+                PresenceAction::Profiles { action } => profiles(&c, action),
+                PresenceAction::Report {
+                    user,
+                    team,
+                    from,
+                    to,
+                } => {
+                    let esc = client::query_escape;
+                    let mut q = match (user, team) {
+                        (Some(u), _) => format!("user={}", esc(&u)),
+                        (_, Some(t)) => format!("team={}", esc(&t)),
+                        (None, None) => String::new(),
+                    };
+                    q.push_str(&format!("&from={}", esc(&client::cli_time(&from))));
+                    if let Some(t) = to {
+                        q.push_str(&format!("&to={}", esc(&client::cli_time(&t))));
+                    }
+                    c.call("GET", &format!("/v1/reports/time-in-status?{q}"), None)
+                        .map(|v| client::format_report(&v))
+                }
                 PresenceAction::Profile {
                     user,
                     profile,
@@ -247,7 +477,10 @@ fn main() -> ExitCode {
                     for_.as_deref(),
                     message.as_deref(),
                 )
-                .and_then(|b| c.call("PUT", &format!("/v1/presence/{user}/profile"), Some(&b)))
+                .and_then(|b| {
+                    let path = format!("/v1/presence/{}/profile", client::path_escape(&user));
+                    c.call("PUT", &path, Some(&b))
+                })
                 .map(|v| client::format_person(&v)),
             };
             match result {

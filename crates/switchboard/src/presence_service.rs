@@ -1,22 +1,37 @@
-//! People's presence inside the daemon: the presence model, fed by the policy's profiles,
-//! answering the API's commands, with every acknowledged change made durable first.
+//! People's presence inside the daemon: the presence model, fed by each person's profiles
+//! (the policy's, with their own changes), answering the API's commands, with every
+//! acknowledged change made durable first.
 //!
 //! Sans-I/O like the core that owns it: commands and the time come in, answers and the
 //! rows to store go out.
 
-use serde::Serialize;
+use crate::profiles::{profile_json, Effective, Entry, Origin, Overlay};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use switchboard_policy::{Availability as PolicyAvailability, Policy, Profile};
+use std::collections::BTreeMap;
+use switchboard_policy::profile::{id_from_name, id_problem, next_free_number};
+use switchboard_policy::{
+    build_profile, number_problem, Availability as PolicyAvailability, IncomingHandling,
+    PersonView, Policy, Profile, ProfileDraft,
+};
 use switchboard_presence::model::{
-    Actor, Availability, Changed, Interface, PersonPresence, Presence, PresenceError, ProfileSpec,
-    UnixTime,
+    time_in_status, Actor, Availability, Changed, Interface, PersonPresence, Presence,
+    PresenceError, ProfileSpec, StatusInterval, UnixTime,
 };
 use switchboard_presence::store::Write;
 
 /// People's current presence, keyed by user id.
 pub const PRESENCE: &str = "presence";
-/// Closed status intervals, for time-in-status reports.
+/// Closed status intervals, for time-in-status reports, keyed by
+/// `user \n start (20 digits) \n status`.
 pub const STATUS_LOG: &str = "status_log";
+
+/// Whose time in status a report is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReportSubject {
+    User(String),
+    Team(String),
+}
 
 /// What a caller of the presence interfaces asks.
 #[derive(Clone, Debug)]
@@ -29,6 +44,8 @@ pub enum Command {
         user: String,
         status: String,
         text: Option<String>,
+        /// End time (Unix seconds): the status before returns then. None: no end.
+        until: Option<UnixTime>,
     },
     SetProfile {
         user: String,
@@ -37,6 +54,36 @@ pub enum Command {
         /// End time (Unix seconds); None: the profile's standard length.
         until: Option<UnixTime>,
         message: Option<String>,
+    },
+    /// A person's profiles (None: the policy's, everyone's base set).
+    Profiles {
+        user: Option<String>,
+    },
+    /// One profile of a person's set, by id or number.
+    Profile {
+        user: String,
+        profile: String,
+    },
+    CreateProfile {
+        user: String,
+        /// None: made from the name.
+        id: Option<String>,
+        draft: ProfileDraft,
+    },
+    /// Changes (and renames) a profile of a person's set; settings not given stay.
+    UpdateProfile {
+        user: String,
+        profile: String,
+        draft: ProfileDraft,
+    },
+    RemoveProfile {
+        user: String,
+        profile: String,
+    },
+    /// Who a time-in-status report covers and their current status, answered once every
+    /// earlier change is in the store (which the caller then reads).
+    Report {
+        subject: ReportSubject,
     },
 }
 
@@ -72,12 +119,22 @@ impl ApiError {
 /// The answer to a command.
 pub type Reply = Result<Value, ApiError>;
 
+/// What puts things back as they were when a change could not be stored.
+#[derive(Clone, Debug, Default)]
+pub struct Undo {
+    people: Vec<(String, PersonPresence)>,
+    profiles: Vec<(String, String, Option<Entry>)>,
+    /// People's own default profiles as they were.
+    defaults: Vec<(String, Option<ProfileSpec>)>,
+}
+
 /// A change made in memory, to store before it is acknowledged.
+#[derive(Debug)]
 pub struct Pending {
     pub answer: Value,
     pub writes: Vec<Write>,
-    /// The person's state before, to put back if storing fails.
-    pub before: (String, PersonPresence),
+    /// The state before, to put back if storing fails.
+    pub before: Undo,
 }
 
 pub fn availability(a: PolicyAvailability) -> Availability {
@@ -117,14 +174,97 @@ fn spec(p: &Profile) -> ProfileSpec {
     }
 }
 
+fn system() -> Actor {
+    Actor {
+        who: "switchboard".into(),
+        via: Interface::System,
+    }
+}
+
+/// Who a report covers and where they stand, as the core answers [`Command::Report`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportSnapshot {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// Each person's current status and since when.
+    pub people: Vec<(String, Availability, UnixTime)>,
+    /// When the snapshot was taken.
+    pub as_of: UnixTime,
+}
+
+/// The time-in-status report over `[from, to)` (`to` no later than the snapshot): each
+/// person's seconds per status from their stored intervals (`log`) and their open one, the
+/// total, and for a team the average per member.
+pub fn report(
+    snapshot: &ReportSnapshot,
+    log: &[StatusInterval],
+    from: UnixTime,
+    to: UnixTime,
+) -> Value {
+    let to = to.min(snapshot.as_of);
+    let seconds = |m: &BTreeMap<Availability, i64>| -> Value {
+        Availability::ALL
+            .iter()
+            .map(|a| {
+                (
+                    a.as_str().to_string(),
+                    json!(m.get(a).copied().unwrap_or(0)),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let mut total: BTreeMap<Availability, i64> = BTreeMap::new();
+    let mut people = Vec::new();
+    for (user, current, since) in &snapshot.people {
+        // Rows stored after the snapshot belong to later intervals than the open one.
+        let closed: Vec<StatusInterval> = log
+            .iter()
+            .filter(|i| i.person == *user && i.from < *since)
+            .cloned()
+            .collect();
+        let open = [(user.clone(), *current, *since)];
+        let mine = time_in_status(&closed, &open, &[user.as_str()], from, to);
+        for (a, s) in &mine {
+            *total.entry(*a).or_insert(0) += s;
+        }
+        people.push(json!({
+            "user": user,
+            "current": current.as_str(),
+            "seconds": seconds(&mine),
+        }));
+    }
+    let mut v = json!({
+        "from": from,
+        "to": to,
+        "as_of": snapshot.as_of,
+        "total": seconds(&total),
+        "people": people,
+    });
+    if let Some(u) = &snapshot.user {
+        v["user"] = json!(u);
+    }
+    if let Some(t) = &snapshot.team {
+        v["team"] = json!(t);
+        let n = snapshot.people.len().max(1) as i64;
+        let avg: BTreeMap<Availability, i64> = total.iter().map(|(a, s)| (*a, s / n)).collect();
+        v["average"] = seconds(&avg);
+    }
+    v
+}
+
 pub struct PresenceService {
     model: Presence,
+    profiles: Overlay,
 }
 
 impl PresenceService {
     pub fn new(policy: &Policy) -> Self {
         PresenceService {
             model: Presence::new(spec(policy.default_profile())),
+            profiles: Overlay::default(),
         }
     }
 
@@ -137,15 +277,26 @@ impl PresenceService {
         &mut self.model
     }
 
-    /// Loads stored presence, adds the policy's people not seen yet, and ends profiles
-    /// whose end time passed while the daemon was down. Returns the rows to store.
+    pub fn overlay(&self) -> &Overlay {
+        &self.profiles
+    }
+
+    /// Loads people's own profiles from the store (before [`PresenceService::restore`]).
+    pub fn restore_profiles(&mut self, rows: Vec<(String, Vec<u8>)>) -> usize {
+        self.profiles.restore(rows)
+    }
+
+    /// Loads stored presence, adds the policy's people not seen yet, puts back in their
+    /// default profile anyone whose active profile is gone from their set, and ends
+    /// profiles and statuses whose end time passed while the daemon was down. Returns the
+    /// rows to store.
     pub fn restore(
         &mut self,
-        rows: Vec<(String, Vec<u8>)>,
+        stored: Vec<(String, Vec<u8>)>,
         policy: &Policy,
         now: UnixTime,
     ) -> Vec<Write> {
-        for (user, value) in rows {
+        for (user, value) in stored {
             match serde_json::from_slice::<PersonPresence>(&value) {
                 Ok(p) => self.model.restore(user, p),
                 Err(e) => {
@@ -153,18 +304,35 @@ impl PresenceService {
                 }
             }
         }
+        let with_changes: Vec<String> = self.profiles.people().cloned().collect();
+        for u in with_changes {
+            self.refresh_default(&u, policy);
+        }
         for u in policy.users() {
             self.model.ensure_person(&u.id, now);
         }
-        self.expire(now)
+        let mut writes = self.expire(now);
+        let gone: Vec<String> = self
+            .model
+            .people()
+            .filter(|(u, p)| self.profiles.profile(policy, u, &p.profile.id).is_none())
+            .map(|(u, _)| u.clone())
+            .collect();
+        for u in gone {
+            if let Ok(c) = self.model.return_to_default(&u, system(), now) {
+                log_change(&c);
+                writes.extend(rows(&c));
+            }
+        }
+        writes
     }
 
-    /// When the next profile ends.
+    /// When the next profile or status ends.
     pub fn next_end(&self) -> Option<UnixTime> {
         self.model.next_end()
     }
 
-    /// Ends the profiles due by `now`; the default profile returns. Rows to store.
+    /// Ends the profiles and statuses due by `now`. Rows to store.
     pub fn expire(&mut self, now: UnixTime) -> Vec<Write> {
         let mut writes = Vec::new();
         for c in self.model.expire(now) {
@@ -174,6 +342,17 @@ impl PresenceService {
         writes
     }
 
+    /// Keeps the model's idea of a person's default profile in step with their set.
+    fn refresh_default(&mut self, user: &str, policy: &Policy) {
+        let d = policy.default_profile();
+        let own = self
+            .profiles
+            .profile(policy, user, &d.id)
+            .filter(|e| e.origin != Origin::Policy)
+            .map(|e| spec(&e.profile));
+        self.model.set_personal_default(user, own);
+    }
+
     /// Answers a read, or makes a change in memory and returns it to be stored.
     pub fn handle(
         &mut self,
@@ -181,24 +360,30 @@ impl PresenceService {
         policy: &Policy,
         now: UnixTime,
     ) -> Result<Result<Value, Pending>, ApiError> {
-        let own = |user: &str| -> Result<(), ApiError> {
-            if policy.user(user).is_none() {
-                return Err(ApiError::new(
+        let known = |user: &str| -> Result<(), ApiError> {
+            match policy.user(user) {
+                Some(_) => Ok(()),
+                None => Err(ApiError::new(
                     404,
                     Some("user"),
                     format!("no user {user:?}"),
-                ));
+                )),
             }
+        };
+        let own = |user: &str, refusal: &str| -> Result<(), ApiError> {
+            known(user)?;
             if !req.admin && req.who != user {
-                return Err(ApiError::new(
-                    403,
-                    Some("user"),
-                    "a person may change only their own presence",
-                ));
+                return Err(ApiError::new(403, Some("user"), refusal));
             }
             Ok(())
         };
-        // People added to the policy since the start (a reload) begin in the default profile.
+        const OWN_PRESENCE: &str = "a person may change only their own presence";
+        const SEE_PROFILES: &str = "a person may see only their own profiles";
+        const OWN_PROFILES: &str = "a person may change only their own profiles";
+        // A reload may have changed the default profile or added people; those begin in
+        // the default profile.
+        self.model
+            .set_default_profile(spec(policy.default_profile()));
         for u in policy.users() {
             self.model.ensure_person(&u.id, now);
         }
@@ -225,15 +410,20 @@ impl PresenceService {
                 }
                 Ok(Ok(self.view(user, policy)))
             }
-            Command::SetStatus { user, status, text } => {
-                own(user)?;
+            Command::SetStatus {
+                user,
+                status,
+                text,
+                until,
+            } => {
+                own(user, OWN_PRESENCE)?;
                 let a = Availability::parse(status).ok_or_else(|| {
                     ApiError::new(400, Some("status"), format!("unknown status {status:?}: use available, away, busy, dnd, custom, unavailable, on_break or after_call_work"))
                 })?;
                 let before = self.before(user)?;
                 let c = self
                     .model
-                    .set_status(user, a, text.clone(), actor, now)
+                    .set_status(user, a, text.clone(), *until, actor, now)
                     .map_err(|e| model_error(e, "text"))?;
                 Ok(Err(self.pending(c, before, policy)))
             }
@@ -243,33 +433,351 @@ impl PresenceService {
                 until,
                 message,
             } => {
-                own(user)?;
-                let p = policy
-                    .profile(profile)
-                    .or_else(|| {
-                        profile
-                            .parse::<u32>()
-                            .ok()
-                            .and_then(|n| policy.profile_by_number(n))
-                    })
-                    .ok_or_else(|| {
-                        ApiError::new(400, Some("profile"), format!("no profile {profile:?}"))
-                    })?;
+                own(user, OWN_PRESENCE)?;
+                let p = self.profiles.find(policy, user, profile).ok_or_else(|| {
+                    ApiError::new(400, Some("profile"), format!("no profile {profile:?}"))
+                })?;
                 let before = self.before(user)?;
                 let c = self
                     .model
-                    .activate_profile(user, &spec(p), *until, message.clone(), actor, now)
-                    .map_err(|e| {
-                        let field = if matches!(e, PresenceError::EndTimeInPast) {
-                            "until"
-                        } else {
-                            "message"
-                        };
-                        model_error(e, field)
-                    })?;
+                    .activate_profile(user, &spec(&p.profile), *until, message.clone(), actor, now)
+                    .map_err(|e| model_error(e, "message"))?;
                 Ok(Err(self.pending(c, before, policy)))
             }
+            Command::Profiles { user: None } => {
+                let d = &policy.default_profile().id;
+                let list: Vec<Value> = policy
+                    .profiles()
+                    .into_iter()
+                    .map(|p| profile_json(p, Origin::Policy, p.id == *d))
+                    .collect();
+                Ok(Ok(json!({ "profiles": list })))
+            }
+            Command::Profiles { user: Some(user) } => {
+                own(user, SEE_PROFILES)?;
+                let d = &policy.default_profile().id;
+                let active = self.model.get(user).map(|p| p.profile.id.clone());
+                let list: Vec<Value> = self
+                    .profiles
+                    .profiles(policy, user)
+                    .iter()
+                    .map(|e| {
+                        let mut v = profile_json(&e.profile, e.origin, e.profile.id == *d);
+                        v["active"] = json!(active.as_deref() == Some(e.profile.id.as_str()));
+                        v
+                    })
+                    .collect();
+                Ok(Ok(json!({ "user": user, "profiles": list })))
+            }
+            Command::Profile { user, profile } => {
+                own(user, SEE_PROFILES)?;
+                let e = self.find_profile(policy, user, profile)?;
+                Ok(Ok(self.profile_view(&e, policy)))
+            }
+            Command::CreateProfile { user, id, draft } => {
+                own(user, OWN_PROFILES)?;
+                self.create_profile(user, id.as_deref(), draft, &actor, req.admin, policy)
+                    .map(Err)
+            }
+            Command::UpdateProfile {
+                user,
+                profile,
+                draft,
+            } => {
+                own(user, OWN_PROFILES)?;
+                self.update_profile(user, profile, draft, &actor, req.admin, policy)
+                    .map(Err)
+            }
+            Command::RemoveProfile { user, profile } => {
+                own(user, OWN_PROFILES)?;
+                self.remove_profile(user, profile, actor, policy, now)
+                    .map(Err)
+            }
+            Command::Report { subject } => {
+                let (people, user, team) = match subject {
+                    ReportSubject::User(u) => {
+                        known(u)?;
+                        if !req.admin && req.who != *u {
+                            return Err(ApiError::new(
+                                403,
+                                Some("user"),
+                                "a person may see only their own report; others' and teams' need the admin token",
+                            ));
+                        }
+                        (vec![u.clone()], Some(u.clone()), None)
+                    }
+                    ReportSubject::Team(t) => {
+                        let team = policy.team(t).ok_or_else(|| {
+                            ApiError::new(404, Some("team"), format!("no team {t:?}"))
+                        })?;
+                        if !req.admin {
+                            return Err(ApiError::new(
+                                403,
+                                Some("team"),
+                                "team reports need the admin token",
+                            ));
+                        }
+                        (team.members.clone(), None, Some(t.clone()))
+                    }
+                };
+                let snapshot = ReportSnapshot {
+                    user,
+                    team,
+                    people: people
+                        .iter()
+                        .filter_map(|u| {
+                            self.model
+                                .get(u)
+                                .map(|p| (u.clone(), p.availability, p.status_since))
+                        })
+                        .collect(),
+                    as_of: now,
+                };
+                // Answered after the store has taken every earlier change (an empty write
+                // waits for them), so the log read next holds every closed interval.
+                Ok(Err(Pending {
+                    answer: serde_json::to_value(&snapshot).unwrap_or_default(),
+                    writes: Vec::new(),
+                    before: Undo::default(),
+                }))
+            }
         }
+    }
+
+    fn find_profile(&self, policy: &Policy, user: &str, key: &str) -> Result<Effective, ApiError> {
+        self.profiles.find(policy, user, key).ok_or_else(|| {
+            ApiError::new(
+                404,
+                Some("profile"),
+                format!("{user} has no profile {key:?}"),
+            )
+        })
+    }
+
+    /// Checks a built profile against the rest of the person's set and the policy. A
+    /// caller ID the person (not the admin) sets now must be one of the numbers the
+    /// operator gave them: their own caller ID, their per-profile ones, or the policy
+    /// profile's.
+    fn check_in_set(
+        &self,
+        p: &Profile,
+        user: &str,
+        caller_id_set_by_person: bool,
+        policy: &Policy,
+    ) -> Result<(), ApiError> {
+        if let (Some(c), true) = (&p.caller_id, caller_id_set_by_person) {
+            let u = policy.user(user);
+            let mut theirs = u
+                .and_then(|u| u.caller_id.as_ref())
+                .into_iter()
+                .chain(u.into_iter().flat_map(|u| u.profile_caller_ids.values()))
+                .chain(policy.profile(&p.id).and_then(|b| b.caller_id.as_ref()));
+            if !theirs.any(|n| n == c) {
+                return Err(ApiError::new(
+                    403,
+                    Some("caller_id"),
+                    format!("{c} is not one of {user}'s numbers; the admin token may set any"),
+                ));
+            }
+        }
+        if let IncomingHandling::SendTo(t) = &p.incoming {
+            if let Some(m) = policy.target_problem(t) {
+                return Err(ApiError::new(400, Some("incoming"), m));
+            }
+        }
+        let set = self.profiles.profiles(policy, user);
+        if let Some(m) = number_problem(p, set.iter().map(|e| &e.profile)) {
+            return Err(ApiError::new(400, Some("number"), m));
+        }
+        Ok(())
+    }
+
+    /// Stores a person's entry for a profile (in memory now; the row goes with the answer).
+    fn put_entry(
+        &mut self,
+        user: &str,
+        id: &str,
+        entry: Option<Entry>,
+        undo: &mut Undo,
+        writes: &mut Vec<Write>,
+        policy: &Policy,
+    ) {
+        writes.push(Overlay::write(user, id, entry.as_ref()));
+        let prev = self.profiles.set(user, id, entry);
+        undo.profiles.push((user.to_string(), id.to_string(), prev));
+        if id == policy.default_profile().id {
+            let d = self.model.personal_default(user).cloned();
+            undo.defaults.push((user.to_string(), d));
+            self.refresh_default(user, policy);
+        }
+    }
+
+    fn create_profile(
+        &mut self,
+        user: &str,
+        id: Option<&str>,
+        draft: &ProfileDraft,
+        actor: &Actor,
+        admin: bool,
+        policy: &Policy,
+    ) -> Result<Pending, ApiError> {
+        let id = match id {
+            Some(i) => i.trim().to_string(),
+            None => {
+                let name = draft.name.as_deref().unwrap_or("");
+                let id = id_from_name(name);
+                if id.is_empty() {
+                    return Err(ApiError::new(
+                        400,
+                        Some("name"),
+                        "a new profile needs a name (its id is made from it) or an id",
+                    ));
+                }
+                id
+            }
+        };
+        if let Some(m) = id_problem(&id) {
+            return Err(ApiError::new(400, Some("id"), m));
+        }
+        if self.profiles.profile(policy, user, &id).is_some() {
+            return Err(ApiError::new(
+                409,
+                Some("id"),
+                format!("{user} already has a profile {id:?}; change it instead"),
+            ));
+        }
+        // A policy profile the person removed comes back with these settings over it.
+        let base = policy.profile(&id);
+        let mut draft = draft.clone();
+        if draft.number.is_none() && base.is_none() {
+            let taken = self
+                .profiles
+                .profiles(policy, user)
+                .into_iter()
+                .map(|e| e.profile.number);
+            let n = next_free_number(taken)
+                .ok_or_else(|| ApiError::new(409, Some("number"), "no profile number is free"))?;
+            draft.number = Some(i64::from(n));
+        }
+        let p = build(&id, &draft, base)?;
+        self.check_in_set(&p, user, !admin && draft.caller_id.is_some(), policy)?;
+        let mut undo = Undo::default();
+        let mut writes = Vec::new();
+        self.put_entry(
+            user,
+            &id,
+            Some(Entry::Changed(Box::new(draft))),
+            &mut undo,
+            &mut writes,
+            policy,
+        );
+        log_profile("profile created", user, &p, actor);
+        let e = self.find_profile(policy, user, &id)?;
+        Ok(Pending {
+            answer: self.profile_view(&e, policy),
+            writes,
+            before: undo,
+        })
+    }
+
+    fn update_profile(
+        &mut self,
+        user: &str,
+        key: &str,
+        patch: &ProfileDraft,
+        actor: &Actor,
+        admin: bool,
+        policy: &Policy,
+    ) -> Result<Pending, ApiError> {
+        let cur = self.find_profile(policy, user, key)?;
+        let id = cur.profile.id.clone();
+        if id == policy.default_profile().id
+            && patch
+                .number
+                .is_some_and(|n| n != i64::from(cur.profile.number))
+        {
+            return Err(ApiError::new(
+                400,
+                Some("number"),
+                format!(
+                    "the default profile keeps its number {}",
+                    cur.profile.number
+                ),
+            ));
+        }
+        let before = match self.profiles.entry(user, &id) {
+            Some(Entry::Changed(d)) => (**d).clone(),
+            _ => ProfileDraft::default(),
+        };
+        let draft = before.merged(patch);
+        let p = build(&id, &draft, policy.profile(&id))?;
+        self.check_in_set(&p, user, !admin && patch.caller_id.is_some(), policy)?;
+        let mut undo = Undo::default();
+        let mut writes = Vec::new();
+        self.put_entry(
+            user,
+            &id,
+            Some(Entry::Changed(Box::new(draft))),
+            &mut undo,
+            &mut writes,
+            policy,
+        );
+        log_profile("profile changed", user, &p, actor);
+        let e = self.find_profile(policy, user, &id)?;
+        Ok(Pending {
+            answer: self.profile_view(&e, policy),
+            writes,
+            before: undo,
+        })
+    }
+
+    fn remove_profile(
+        &mut self,
+        user: &str,
+        key: &str,
+        actor: Actor,
+        policy: &Policy,
+        now: UnixTime,
+    ) -> Result<Pending, ApiError> {
+        let cur = self.find_profile(policy, user, key)?;
+        let id = cur.profile.id.clone();
+        if id == policy.default_profile().id {
+            return Err(ApiError::new(
+                409,
+                Some("profile"),
+                "the default profile cannot be removed",
+            ));
+        }
+        let removed = self.profile_view(&cur, policy);
+        let mut undo = Undo::default();
+        let mut writes = Vec::new();
+        // The policy's profile is hidden from this person; their own is simply gone.
+        let entry = policy.profile(&id).map(|_| Entry::Removed);
+        self.put_entry(user, &id, entry, &mut undo, &mut writes, policy);
+        log_profile("profile removed", user, &cur.profile, &actor);
+        if self.model.get(user).is_some_and(|p| p.profile.id == id) {
+            let before = self.before(user)?;
+            let c = self
+                .model
+                .return_to_default(user, actor, now)
+                .map_err(|e| model_error(e, "user"))?;
+            log_change(&c);
+            writes.extend(rows(&c));
+            undo.people.push(before);
+        }
+        Ok(Pending {
+            answer: json!({ "removed": removed, "presence": self.view(user, policy) }),
+            writes,
+            before: undo,
+        })
+    }
+
+    fn profile_view(&self, e: &Effective, policy: &Policy) -> Value {
+        profile_json(
+            &e.profile,
+            e.origin,
+            e.profile.id == policy.default_profile().id,
+        )
     }
 
     fn before(&self, user: &str) -> Result<(String, PersonPresence), ApiError> {
@@ -285,13 +793,24 @@ impl PresenceService {
         Pending {
             answer: self.view(&c.person, policy),
             writes: rows(&c),
-            before,
+            before: Undo {
+                people: vec![before],
+                ..Undo::default()
+            },
         }
     }
 
-    /// Puts a person back as they were (their change could not be stored).
-    pub fn rollback(&mut self, before: (String, PersonPresence)) {
-        self.model.restore(before.0, before.1);
+    /// Puts things back as they were (a change could not be stored).
+    pub fn rollback(&mut self, undo: Undo) {
+        for (user, id, entry) in undo.profiles.into_iter().rev() {
+            self.profiles.set(&user, &id, entry);
+        }
+        for (user, spec) in undo.defaults.into_iter().rev() {
+            self.model.set_personal_default(&user, spec);
+        }
+        for (user, p) in undo.people.into_iter().rev() {
+            self.model.restore(user, p);
+        }
     }
 
     /// A person as colleagues see them.
@@ -299,16 +818,17 @@ impl PresenceService {
         let Some(p) = self.model.get(user) else {
             return Value::Null;
         };
-        let profile = policy.profile(&p.profile.id);
+        let profile = self.profiles.profile(policy, user, &p.profile.id);
         json!({
             "user": user,
             "availability": p.availability.as_str(),
             "colour": p.availability.colour(),
             "message": p.message(),
+            "status_until": p.status_end.as_ref().map(|e| e.at),
             "profile": {
                 "id": p.profile.id,
-                "name": profile.map(|x| x.name.as_str()),
-                "number": profile.map(|x| x.number),
+                "name": profile.as_ref().map(|x| x.profile.name.as_str()),
+                "number": profile.as_ref().map(|x| x.profile.number),
                 "since": p.profile.since,
                 "until": p.profile.until,
             },
@@ -316,12 +836,42 @@ impl PresenceService {
             "status_since": p.status_since,
         })
     }
+
+    /// A person as the planner sees them: status, active profile (their own version of it
+    /// when they changed or made it) and call state. Devices are the registrar's to add.
+    pub fn person_view(&self, user: &str, policy: &Policy) -> PersonView {
+        let Some(p) = self.model.get(user) else {
+            return PersonView::default();
+        };
+        let own = self
+            .profiles
+            .profile(policy, user, &p.profile.id)
+            .filter(|e| e.origin != Origin::Policy)
+            .map(|e| e.profile);
+        PersonView {
+            availability: Some(policy_availability(p.availability)),
+            custom_text: p.custom_text.clone(),
+            profile: Some(p.profile.id.clone()),
+            own_profile: own,
+            devices: Vec::new(),
+            in_call: self.model.in_call(user),
+        }
+    }
+}
+
+/// Builds a profile from API input; the first problem is the answer.
+fn build(id: &str, draft: &ProfileDraft, base: Option<&Profile>) -> Result<Profile, ApiError> {
+    build_profile(id, draft, base).map_err(|problems| {
+        let p = &problems[0];
+        ApiError::new(400, Some(p.field), p.message.clone())
+    })
 }
 
 fn model_error(e: PresenceError, field: &str) -> ApiError {
     let field = match e {
         PresenceError::UnknownPerson(_) => "user",
         PresenceError::CustomNeedsText => "text",
+        PresenceError::EndTimeInPast => "until",
         _ => field,
     };
     let status = if matches!(e, PresenceError::UnknownPerson(_)) {
@@ -348,14 +898,537 @@ fn rows(c: &Changed) -> Vec<Write> {
     w
 }
 
+/// The range of status-log keys holding `user`'s intervals that began before `to`.
+pub fn status_log_range(user: &str, to: UnixTime) -> (String, String) {
+    (format!("{user}\n"), format!("{user}\n{:020}", to.max(0)))
+}
+
 fn log_change(c: &Changed) {
     tracing::info!(
         user = %c.person,
         by = %c.actor.who,
         via = ?c.actor.via,
-        availability = c.presence.availability.as_str(),
+        availability = %c.presence.availability,
+        status_until = ?c.presence.status_end.as_ref().map(|e| e.at),
         profile = %c.presence.profile.id,
         until = ?c.presence.profile.until,
         "presence changed"
     );
+}
+
+fn log_profile(what: &'static str, user: &str, p: &Profile, actor: &Actor) {
+    tracing::info!(
+        user = %user,
+        profile = %p.id,
+        number = p.number,
+        name = %p.name,
+        by = %actor.who,
+        via = ?actor.via,
+        "{what}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profiles::PROFILES;
+    use switchboard_policy::{plan, Action, Call, Caller, Source, View};
+
+    const POLICY: &str = "[users.alice]\nextension = \"1001\"\n[users.bob]\nextension = \"1002\"\n\
+        [teams.support]\nextension = \"2000\"\nmembers = [\"alice\", \"bob\"]\n";
+
+    fn policy() -> Policy {
+        Policy::from_sources(&[Source {
+            name: "p.toml".into(),
+            text: POLICY.into(),
+        }])
+        .unwrap()
+    }
+
+    fn service(p: &Policy) -> PresenceService {
+        let mut s = PresenceService::new(p);
+        s.restore(Vec::new(), p, 0);
+        s
+    }
+
+    fn req(who: &str, command: Command) -> Request {
+        Request {
+            who: who.into(),
+            admin: who == "admin",
+            via: Interface::Api,
+            command,
+        }
+    }
+
+    /// Runs a command that changes something; returns the answer (as if stored).
+    fn change(s: &mut PresenceService, p: &Policy, who: &str, c: Command, now: i64) -> Value {
+        match s.handle(&req(who, c), p, now) {
+            Ok(Err(pending)) => pending.answer,
+            Ok(Ok(v)) => panic!("a read: {v}"),
+            Err(e) => panic!("refused: {e:?}"),
+        }
+    }
+
+    fn refused(s: &mut PresenceService, p: &Policy, who: &str, c: Command) -> ApiError {
+        match s.handle(&req(who, c), p, 10) {
+            Err(e) => e,
+            Ok(_) => panic!("accepted"),
+        }
+    }
+
+    fn create(name: &str, number: Option<i64>) -> Command {
+        Command::CreateProfile {
+            user: "alice".into(),
+            id: None,
+            draft: ProfileDraft {
+                name: Some(name.into()),
+                number,
+                availability: Some("dnd".into()),
+                incoming: Some("reject".into()),
+                reject_code: Some(486),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn profiles_are_created_numbered_renamed_and_removed_per_person() {
+        let p = policy();
+        let mut s = service(&p);
+        let v = change(&mut s, &p, "alice", create("Focus time", None), 1);
+        assert_eq!(
+            (v["id"].as_str(), v["number"].as_i64()),
+            (Some("focus_time"), Some(11))
+        );
+        assert_eq!(v["origin"], "own");
+        let v = change(&mut s, &p, "alice", create("Deep work", None), 2);
+        assert_eq!(v["number"], 12, "the lowest free number");
+        // The id exists; the number is taken; 1-10 are the defaults'.
+        assert_eq!(
+            refused(&mut s, &p, "alice", create("Focus time", None)).status,
+            409
+        );
+        let e = refused(&mut s, &p, "alice", create("Other", Some(12)));
+        assert_eq!((e.status, e.field.as_deref()), (400, Some("number")));
+        let e = refused(&mut s, &p, "alice", create("Other", Some(3)));
+        assert!(e.error.contains("default profile \"Meeting\""), "{e:?}");
+        // Bob does not see alice's profiles, and may not touch them.
+        let v = s
+            .handle(
+                &req(
+                    "bob",
+                    Command::Profiles {
+                        user: Some("bob".into()),
+                    },
+                ),
+                &p,
+                3,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(v["profiles"].as_array().unwrap().len(), 10);
+        let e = refused(
+            &mut s,
+            &p,
+            "bob",
+            Command::RemoveProfile {
+                user: "alice".into(),
+                profile: "focus_time".into(),
+            },
+        );
+        assert_eq!((e.status, e.field.as_deref()), (403, Some("user")));
+        // Rename alice's Lunch: hers only.
+        let v = change(
+            &mut s,
+            &p,
+            "alice",
+            Command::UpdateProfile {
+                user: "alice".into(),
+                profile: "2".into(),
+                draft: ProfileDraft {
+                    name: Some("Fika".into()),
+                    ..Default::default()
+                },
+            },
+            4,
+        );
+        assert_eq!(
+            (v["name"].as_str(), v["origin"].as_str()),
+            (Some("Fika"), Some("changed"))
+        );
+        assert_eq!(v["message"], "At lunch", "what was not changed stays");
+        assert_eq!(
+            s.overlay()
+                .profile(&p, "bob", "lunch")
+                .unwrap()
+                .profile
+                .name,
+            "Lunch"
+        );
+        // The default profile stays.
+        let e = refused(
+            &mut s,
+            &p,
+            "alice",
+            Command::RemoveProfile {
+                user: "alice".into(),
+                profile: "available".into(),
+            },
+        );
+        assert_eq!((e.status, e.field.as_deref()), (409, Some("profile")));
+        // Removing a policy profile hides it from her.
+        change(
+            &mut s,
+            &p,
+            "alice",
+            Command::RemoveProfile {
+                user: "alice".into(),
+                profile: "training".into(),
+            },
+            5,
+        );
+        let e = refused(
+            &mut s,
+            &p,
+            "alice",
+            Command::SetProfile {
+                user: "alice".into(),
+                profile: "training".into(),
+                until: None,
+                message: None,
+            },
+        );
+        assert_eq!((e.status, e.field.as_deref()), (400, Some("profile")));
+    }
+
+    #[test]
+    fn removing_the_active_profile_returns_to_the_default_and_rollback_undoes_all() {
+        let p = policy();
+        let mut s = service(&p);
+        change(&mut s, &p, "alice", create("Focus", None), 1);
+        let v = change(
+            &mut s,
+            &p,
+            "alice",
+            Command::SetProfile {
+                user: "alice".into(),
+                profile: "11".into(),
+                until: None,
+                message: None,
+            },
+            2,
+        );
+        assert_eq!(v["profile"]["name"], "Focus");
+        assert_eq!(v["availability"], "dnd");
+        let r = s
+            .handle(
+                &req(
+                    "alice",
+                    Command::RemoveProfile {
+                        user: "alice".into(),
+                        profile: "focus".into(),
+                    },
+                ),
+                &p,
+                3,
+            )
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(r.answer["presence"]["profile"]["id"], "available");
+        let tables: Vec<&str> = r.writes.iter().map(|w| w.table).collect();
+        assert_eq!(tables, [PROFILES, PRESENCE, STATUS_LOG]);
+        // The store refused: all back as it was.
+        s.rollback(r.before);
+        assert_eq!(s.model().get("alice").unwrap().profile.id, "focus");
+        assert!(s.overlay().profile(&p, "alice", "focus").is_some());
+    }
+
+    #[test]
+    fn invalid_profiles_name_their_field() {
+        let p = policy();
+        let mut s = service(&p);
+        let bad = |draft: ProfileDraft| Command::CreateProfile {
+            user: "alice".into(),
+            id: Some("x".into()),
+            draft,
+        };
+        let cases = [
+            (
+                ProfileDraft {
+                    availability: Some("asleep".into()),
+                    ..Default::default()
+                },
+                "availability",
+            ),
+            (
+                ProfileDraft {
+                    incoming: Some("send_to:team:nowhere".into()),
+                    ..Default::default()
+                },
+                "incoming",
+            ),
+            (
+                ProfileDraft {
+                    standard_length: Some("a while".into()),
+                    ..Default::default()
+                },
+                "standard_length",
+            ),
+            (
+                ProfileDraft {
+                    number: Some(5000),
+                    ..Default::default()
+                },
+                "number",
+            ),
+        ];
+        for (draft, field) in cases {
+            let e = refused(&mut s, &p, "alice", bad(draft));
+            assert_eq!((e.status, e.field.as_deref()), (400, Some(field)), "{e:?}");
+        }
+        let e = refused(
+            &mut s,
+            &p,
+            "alice",
+            Command::CreateProfile {
+                user: "alice".into(),
+                id: Some("a b".into()),
+                draft: ProfileDraft::default(),
+            },
+        );
+        assert_eq!(e.field.as_deref(), Some("id"));
+    }
+
+    #[test]
+    fn a_person_shows_only_their_own_numbers_as_caller_id() {
+        let p = Policy::from_sources(&[Source {
+            name: "p.toml".into(),
+            text: "[users.alice]\nextension = \"1001\"\ncaller_id = \"+441632960001\"\n\
+                   profile_caller_ids = { left_for_the_day = \"+447700900001\" }\n"
+                .into(),
+        }])
+        .unwrap();
+        let mut s = service(&p);
+        let with = |who: &str, number: &str| {
+            req(
+                who,
+                Command::UpdateProfile {
+                    user: "alice".into(),
+                    profile: "holiday".into(),
+                    draft: ProfileDraft {
+                        caller_id: Some(number.into()),
+                        ..Default::default()
+                    },
+                },
+            )
+        };
+        for number in ["+441632960001", "+447700900001"] {
+            assert!(s.handle(&with("alice", number), &p, 1).is_ok(), "{number}");
+        }
+        let e = s.handle(&with("alice", "+15550100"), &p, 1).unwrap_err();
+        assert_eq!((e.status, e.field.as_deref()), (403, Some("caller_id")));
+        assert!(s.handle(&with("admin", "+15550100"), &p, 1).is_ok());
+        // What the admin set stays when she changes something else.
+        let rename = req(
+            "alice",
+            Command::UpdateProfile {
+                user: "alice".into(),
+                profile: "holiday".into(),
+                draft: ProfileDraft {
+                    name: Some("Away for a while".into()),
+                    ..Default::default()
+                },
+            },
+        );
+        let v = s.handle(&rename, &p, 2).unwrap().unwrap_err().answer;
+        assert_eq!(v["caller_id"], "+15550100");
+    }
+
+    #[test]
+    fn a_changed_default_profile_is_what_returns() {
+        let p = policy();
+        let mut s = service(&p);
+        change(
+            &mut s,
+            &p,
+            "alice",
+            Command::UpdateProfile {
+                user: "alice".into(),
+                profile: "available".into(),
+                draft: ProfileDraft {
+                    message: Some("In the office".into()),
+                    ..Default::default()
+                },
+            },
+            1,
+        );
+        change(
+            &mut s,
+            &p,
+            "alice",
+            Command::SetProfile {
+                user: "alice".into(),
+                profile: "lunch".into(),
+                until: Some(100),
+                message: None,
+            },
+            2,
+        );
+        s.expire(100);
+        let a = s.model().get("alice").unwrap();
+        assert_eq!(a.profile.id, "available");
+        assert_eq!(a.message(), Some("In the office"));
+        assert_eq!(s.model().get("bob").unwrap().message(), None);
+        let e = refused(
+            &mut s,
+            &p,
+            "alice",
+            Command::UpdateProfile {
+                user: "alice".into(),
+                profile: "available".into(),
+                draft: ProfileDraft {
+                    number: Some(40),
+                    ..Default::default()
+                },
+            },
+        );
+        assert_eq!(e.field.as_deref(), Some("number"));
+    }
+
+    #[test]
+    fn the_planner_routes_by_a_persons_own_profile() {
+        let p = policy();
+        let mut s = service(&p);
+        change(&mut s, &p, "alice", create("Focus", None), 1);
+        change(
+            &mut s,
+            &p,
+            "alice",
+            Command::SetProfile {
+                user: "alice".into(),
+                profile: "focus".into(),
+                until: None,
+                message: None,
+            },
+            2,
+        );
+        let mut view = View::default().with_person("alice", 1);
+        let devices = view.people["alice"].devices.clone();
+        view.people.insert(
+            "alice".into(),
+            PersonView {
+                devices,
+                ..s.person_view("alice", &p)
+            },
+        );
+        let call = Call {
+            from: Caller::External("+441632960999".into()),
+            to: "1001".into(),
+            call_id: "c1".into(),
+        };
+        let plan = plan(&p, &call, &view, chrono::Utc::now());
+        let first = match plan.start {
+            switchboard_policy::Next::Step(i) => &plan.steps[i].action,
+            other => panic!("{other:?}"),
+        };
+        assert!(matches!(first, Action::Reject { code: 486, .. }), "{plan}");
+    }
+
+    #[test]
+    fn reports_count_closed_and_open_intervals_and_need_the_right_token() {
+        let p = policy();
+        let mut s = service(&p);
+        let mut log = Vec::new();
+        for (who, status, at) in [
+            ("alice", "away", 100),
+            ("alice", "available", 160),
+            ("bob", "dnd", 50),
+        ] {
+            let r = s
+                .handle(
+                    &req(
+                        who,
+                        Command::SetStatus {
+                            user: who.into(),
+                            status: status.into(),
+                            text: None,
+                            until: None,
+                        },
+                    ),
+                    &p,
+                    at,
+                )
+                .unwrap()
+                .unwrap_err();
+            for w in r.writes.iter().filter(|w| w.table == STATUS_LOG) {
+                log.push(
+                    serde_json::from_slice::<StatusInterval>(w.value.as_ref().unwrap()).unwrap(),
+                );
+            }
+        }
+        let snap = |who: &str, subject: ReportSubject, s: &mut PresenceService| {
+            let r = s
+                .handle(&req(who, Command::Report { subject }), &p, 200)
+                .unwrap()
+                .unwrap_err();
+            assert!(r.writes.is_empty());
+            serde_json::from_value::<ReportSnapshot>(r.answer).unwrap()
+        };
+        let alice = snap("alice", ReportSubject::User("alice".into()), &mut s);
+        let v = report(&alice, &log, 0, 10_000);
+        assert_eq!(v["to"], 200, "no later than the snapshot");
+        assert_eq!(v["total"]["available"], 100 + 40);
+        assert_eq!(v["total"]["away"], 60);
+        let team = snap("admin", ReportSubject::Team("support".into()), &mut s);
+        let v = report(&team, &log, 120, 200);
+        assert_eq!(v["total"]["away"], 40);
+        assert_eq!(v["total"]["dnd"], 80);
+        assert_eq!(v["average"]["dnd"], 40);
+        assert_eq!(v["people"].as_array().unwrap().len(), 2);
+        // An interval stored after the snapshot is not counted twice.
+        let mut later = log.clone();
+        later.push(StatusInterval {
+            person: "bob".into(),
+            availability: Availability::DoNotDisturb,
+            from: 50,
+            to: 190,
+        });
+        assert_eq!(report(&team, &later, 120, 200)["total"]["dnd"], 80);
+        for (who, subject, field) in [
+            ("bob", ReportSubject::User("alice".into()), "user"),
+            ("alice", ReportSubject::Team("support".into()), "team"),
+        ] {
+            let e = refused(&mut s, &p, who, Command::Report { subject });
+            assert_eq!((e.status, e.field.as_deref()), (403, Some(field)));
+        }
+        let e = refused(
+            &mut s,
+            &p,
+            "admin",
+            Command::Report {
+                subject: ReportSubject::Team("sales".into()),
+            },
+        );
+        assert_eq!((e.status, e.field.as_deref()), (404, Some("team")));
+    }
+
+    #[test]
+    fn status_end_times_are_shown_and_validated() {
+        let p = policy();
+        let mut s = service(&p);
+        let set = |until| Command::SetStatus {
+            user: "alice".into(),
+            status: "dnd".into(),
+            text: None,
+            until,
+        };
+        let v = change(&mut s, &p, "alice", set(Some(500)), 100);
+        assert_eq!(v["status_until"], 500);
+        let e = refused(&mut s, &p, "alice", set(Some(5)));
+        assert_eq!((e.status, e.field.as_deref()), (400, Some("until")));
+        let w = s.expire(500);
+        assert_eq!(w[0].table, PRESENCE);
+        assert_eq!(s.view("alice", &p)["availability"], "available");
+        assert_eq!(s.view("alice", &p)["status_until"], Value::Null);
+    }
 }

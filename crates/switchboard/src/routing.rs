@@ -20,7 +20,7 @@
 
 use crate::core::{Core, Now, Output};
 use crate::executor::{BranchId, BranchTarget, CancelCause, Command, Execution, Limits, Phase};
-use crate::presence_service::policy_availability;
+use crate::presence_service::PresenceService;
 use bytes::Bytes;
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use switchboard_policy::{
     Call, Caller, CallerIdRule, DeviceView, GroupMemory, PersonView, Policy, ViewSource,
 };
-use switchboard_presence::model::{LegState, Presence};
+use switchboard_presence::model::LegState;
 use switchboard_presence::store::Write;
 use switchboard_sip::auth::{FailureOutcome, Role, Verdict};
 use switchboard_sip::message::{self, has_tag, split_first_value};
@@ -213,7 +213,7 @@ impl Routing {
 /// The planner's view of the live state: presence, registrations, memory.
 struct LiveView<'a> {
     policy: &'a Policy,
-    presence: &'a Presence,
+    presence: &'a PresenceService,
     registrar: &'a Registrar,
     memory: &'a HashMap<String, GroupMemory>,
     now: u64,
@@ -221,26 +221,20 @@ struct LiveView<'a> {
 
 impl ViewSource for LiveView<'_> {
     fn person(&self, id: &str) -> PersonView {
-        let p = self.presence.get(id);
-        let default = &self.policy.default_profile().id;
-        PersonView {
-            availability: p.map(|p| policy_availability(p.availability)),
-            custom_text: p.and_then(|p| p.custom_text.clone()),
-            profile: p.map(|p| p.profile.id.clone()).filter(|pid| pid != default),
-            devices: self
-                .registrar
-                .lookup(id, self.now)
-                .into_iter()
-                .map(|b| DeviceView {
-                    id: b.contact.clone(),
-                    label: match &b.user_agent {
-                        Some(ua) => format!("{} {ua}", b.contact),
-                        None => b.contact.clone(),
-                    },
-                })
-                .collect(),
-            in_call: self.presence.in_call(id),
-        }
+        let mut view = self.presence.person_view(id, self.policy);
+        view.devices = self
+            .registrar
+            .lookup(id, self.now)
+            .into_iter()
+            .map(|b| DeviceView {
+                id: b.contact.clone(),
+                label: match &b.user_agent {
+                    Some(ua) => format!("{} {ua}", b.contact),
+                    None => b.contact.clone(),
+                },
+            })
+            .collect();
+        view
     }
 
     fn memory(&self, group: &str) -> GroupMemory {
@@ -425,7 +419,7 @@ impl Core {
         let plan = {
             let view = LiveView {
                 policy,
-                presence: self.presence.model(),
+                presence: &self.presence,
                 registrar: &self.registrar,
                 memory: &self.routing.memory,
                 now: now.unix,

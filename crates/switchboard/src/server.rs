@@ -6,6 +6,7 @@ use crate::core::{Core, CoreConfig, Now, Output, BINDINGS};
 use crate::directory::{Directory, PolicyDirectory};
 use crate::policy_source;
 use crate::presence_service::{Reply, PRESENCE};
+use crate::profiles::PROFILES;
 use crate::routing::{RoutingConfig, MEMORY};
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
@@ -99,6 +100,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .scan(MEMORY)
         .context("reading group memory back from the store")?;
     let route_secret = route_secret(store.as_ref())?;
+    let profile_rows = store
+        .scan(PROFILES)
+        .context("reading people's profiles back from the store")?;
     let committer = GroupCommitter::new(store.clone());
 
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
@@ -130,8 +134,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let groups = core.restore_memory(memory_rows);
     tracing::info!(groups, "group memory restored");
     tracing::info!(bindings = restored, state_dir = %config.state_dir.display(), "registrations restored");
+    let profiles = core.restore_profiles(profile_rows);
     let people = presence_rows.len();
     core.restore_presence(presence_rows, t);
+    tracing::info!(profiles, "people's own profiles restored");
     tracing::info!(people, "presence restored");
 
     // The presence API hands its commands to this loop.
@@ -145,6 +151,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             directory.clone(),
             config.admin_token.clone(),
             api_tx.clone(),
+            store.clone(),
         );
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
