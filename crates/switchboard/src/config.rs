@@ -73,6 +73,48 @@ struct RawConfig {
     api: RawApi,
     #[serde(default)]
     routing: RawRouting,
+    #[serde(default)]
+    subscriptions: RawSubscriptions,
+    #[serde(default)]
+    features: RawFeatures,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSubscriptions {
+    min_expires: Spanned<u64>,
+    default_expires: Spanned<u64>,
+    max_expires: Spanned<u64>,
+    max: Spanned<u64>,
+}
+
+impl Default for RawSubscriptions {
+    fn default() -> Self {
+        RawSubscriptions {
+            min_expires: Spanned::new(0..0, 60),
+            default_expires: Spanned::new(0..0, 3600),
+            max_expires: Spanned::new(0..0, 3600),
+            max: Spanned::new(0..0, 10_000),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawFeatures {
+    dnd_on: Spanned<String>,
+    dnd_off: Spanned<String>,
+    profile_prefix: Spanned<String>,
+}
+
+impl Default for RawFeatures {
+    fn default() -> Self {
+        RawFeatures {
+            dnd_on: Spanned::new(0..0, "*78".into()),
+            dnd_off: Spanned::new(0..0, "*79".into()),
+            profile_prefix: Spanned::new(0..0, "*3".into()),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -257,6 +299,15 @@ pub struct Config {
     pub max_ring_secs: u64,
     /// How long an answered call is remembered without a BYE (call status, dialogs).
     pub max_call_secs: u64,
+    /// Subscription expiry bounds (seconds) and the most subscriptions at once.
+    pub subscription_min_expires: u32,
+    pub subscription_default_expires: u32,
+    pub subscription_max_expires: u32,
+    pub max_subscriptions: usize,
+    /// Feature codes dialled from phones.
+    pub feature_dnd_on: String,
+    pub feature_dnd_off: String,
+    pub feature_profile_prefix: String,
 }
 
 impl Config {
@@ -393,6 +444,50 @@ impl Config {
             60,
             7 * 86_400,
         );
+        let sub = &raw.subscriptions;
+        let sub_min = range(&sub.min_expires, "subscriptions.min_expires", 1, 86_400);
+        let sub_def = range(
+            &sub.default_expires,
+            "subscriptions.default_expires",
+            1,
+            86_400,
+        );
+        let sub_max = range(&sub.max_expires, "subscriptions.max_expires", 1, 86_400);
+        let max_subs = range(&sub.max, "subscriptions.max", 1, 1_000_000);
+        if sub_def < sub_min || sub_def > sub_max {
+            err(
+                sub.default_expires.span(),
+                "subscriptions.default_expires",
+                format!("{sub_def} must lie between min_expires ({sub_min}) and max_expires ({sub_max})"),
+            );
+        }
+        let f = &raw.features;
+        let mut codes: Vec<(&str, &str)> = Vec::new();
+        for (key, v) in [
+            ("features.dnd_on", &f.dnd_on),
+            ("features.dnd_off", &f.dnd_off),
+            ("features.profile_prefix", &f.profile_prefix),
+        ] {
+            let code = v.get_ref().as_str();
+            let ok = !code.is_empty()
+                && code.len() <= 8
+                && code.starts_with(['*', '#'])
+                && code
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == '*' || c == '#');
+            if !ok {
+                err(
+                    v.span(),
+                    key,
+                    format!(
+                        "{code:?} is not a feature code: * or # followed by digits (e.g. \"*78\")"
+                    ),
+                );
+            } else if let Some((other, _)) = codes.iter().find(|(_, c)| *c == code) {
+                err(v.span(), key, format!("{code:?} is also {other}"));
+            }
+            codes.push((key, code));
+        }
         if t2 < t1 {
             err(
                 t.t2_ms.span(),
@@ -512,6 +607,13 @@ impl Config {
             max_calls: max_calls as usize,
             max_ring_secs: max_ring,
             max_call_secs: max_call,
+            subscription_min_expires: sub_min as u32,
+            subscription_default_expires: sub_def as u32,
+            subscription_max_expires: sub_max as u32,
+            max_subscriptions: max_subs as usize,
+            feature_dnd_on: raw.features.dnd_on.into_inner(),
+            feature_dnd_off: raw.features.dnd_off.into_inner(),
+            feature_profile_prefix: raw.features.profile_prefix.into_inner(),
         })
     }
 }

@@ -9,6 +9,7 @@
 use crate::directory::Directory;
 use crate::presence_service::{self, ApiError, PresenceService, Reply};
 use crate::routing::{Routing, RoutingConfig, RoutingStats};
+use crate::watchers::{Watchers, WatchersConfig};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
@@ -23,6 +24,7 @@ use switchboard_sip::msg::prelude::*;
 use switchboard_sip::msg::{Method, Request, Response, SipMessage};
 use switchboard_sip::peer::Peer;
 use switchboard_sip::registrar::{Binding, Change, Registrar, RegistrarConfig};
+use switchboard_sip::subscription::Notifier;
 use switchboard_sip::transaction::{Action, ServerOutcome, TimerConfig, TransactionLayer, TxId};
 use switchboard_sip::transport::{Inbound, ListenAddr};
 
@@ -44,6 +46,7 @@ pub const METHODS: &[Method] = &[
     Method::Refer,
     Method::Notify,
     Method::Subscribe,
+    Method::Publish,
     Method::Message,
 ];
 
@@ -87,6 +90,7 @@ pub struct CoreConfig {
     pub failure_window: Duration,
     pub block: Duration,
     pub routing: RoutingConfig,
+    pub watchers: WatchersConfig,
 }
 
 /// What the core asks the shell to do.
@@ -129,6 +133,14 @@ enum Pending {
         aor: String,
         previous: Vec<Binding>,
     },
+    /// The answer to a presence change asked over SIP (PUBLISH, a feature code): `ok` once
+    /// stored, `failed` (and the change undone) if it could not be.
+    Sip {
+        tx: TxId,
+        ok: Response,
+        failed: Response,
+        before: presence_service::Undo,
+    },
     /// A presence change's answer.
     Presence {
         id: u64,
@@ -154,6 +166,9 @@ pub struct Core {
     /// The listeners, with their transports (Via and Record-Route of what we send).
     pub(crate) listeners: Vec<ListenAddr>,
     pub(crate) routing: Routing,
+    /// Subscriptions to people's dialog and presence state.
+    pub(crate) notifier: Notifier,
+    pub(crate) watchers: Watchers,
     /// Transaction events other than transmissions, handled once the event that caused
     /// them is done (so that no handler runs inside another).
     tx_events: VecDeque<Action>,
@@ -181,6 +196,8 @@ impl Core {
         Core {
             presence,
             routing: Routing::new(config.routing),
+            notifier: Notifier::new(config.watchers.subscriptions),
+            watchers: Watchers::new(&config.watchers),
             listeners,
             tx_events: VecDeque::new(),
             transactions: TransactionLayer::new(config.timers),
@@ -255,6 +272,11 @@ impl Core {
     /// A presence command from the API or the CLI; the answer comes as [`Output::Reply`]
     /// with `id`, after any change it makes is durable.
     pub fn handle_command(&mut self, id: u64, req: presence_service::Request, now: Now) {
+        self.command(id, req, now);
+        self.after_event(now);
+    }
+
+    fn command(&mut self, id: u64, req: presence_service::Request, now: Now) {
         let directory = self.directory.load();
         let result = self
             .presence
@@ -315,11 +337,16 @@ impl Core {
             .presence
             .next_end()
             .map(|t| now.mono + Duration::from_secs((t.max(0) as u64).saturating_sub(now.unix)));
+        let subscription_end = self
+            .notifier
+            .next_expiry()
+            .map(|t| now.mono + Duration::from_secs(t.saturating_sub(now.unix)));
         [
             self.transactions.poll_timeout(),
             expiry,
             profile_end,
             self.routing.poll_timeout(now),
+            subscription_end,
         ]
         .into_iter()
         .flatten()
@@ -331,6 +358,7 @@ impl Core {
         self.flush_transactions();
         self.handle_tx_events(now);
         self.routing_timeout(now);
+        self.watchers_timeout(now);
         self.handle_tx_events(now);
         let lapsed = self.registrar.expire(now.unix);
         if !lapsed.is_empty() {
@@ -342,6 +370,7 @@ impl Core {
         self.throttle.expire(now.mono);
         let ended = self.presence.expire(now.unix as i64);
         self.persist_unacknowledged(ended);
+        self.after_event(now);
     }
 
     fn token(&mut self) -> u64 {
@@ -353,7 +382,36 @@ impl Core {
     /// The outcome of a [`Output::Persist`].
     pub fn handle_persisted(&mut self, token: u64, ok: bool, now: Now) {
         self.persisted(token, ok, now);
+        self.after_event(now);
+    }
+
+    /// What every event ends with: transaction events handed on, watchers notified.
+    fn after_event(&mut self, now: Now) {
         self.handle_tx_events(now);
+        self.notify_changes(now);
+        self.handle_tx_events(now);
+    }
+
+    /// A presence change asked over SIP waits for the store before its answer.
+    pub(crate) fn persist_sip_change(
+        &mut self,
+        tx: TxId,
+        ok: Response,
+        failed: Response,
+        before: presence_service::Undo,
+        writes: Vec<Write>,
+    ) {
+        let token = self.token();
+        self.pending.insert(
+            token,
+            Pending::Sip {
+                tx,
+                ok,
+                failed,
+                before,
+            },
+        );
+        self.out.push_back(Output::Persist { token, writes });
     }
 
     fn persisted(&mut self, token: u64, ok: bool, now: Now) {
@@ -362,6 +420,20 @@ impl Core {
         }
         let (tx, response, aor, previous) = match self.pending.remove(&token) {
             None => return,
+            Some(Pending::Sip {
+                tx,
+                ok: answer,
+                failed,
+                before,
+            }) => {
+                if ok {
+                    self.respond(tx, answer, now);
+                } else {
+                    self.presence.rollback(before);
+                    self.respond(tx, failed, now);
+                }
+                return;
+            }
             Some(Pending::Presence { id, answer, before }) => {
                 let reply = if ok {
                     Ok(answer)
@@ -438,7 +510,7 @@ impl Core {
                 self.route_response(outcome, now);
             }
         }
-        self.handle_tx_events(now);
+        self.after_event(now);
     }
 
     /// Whether a request is one this server forwards rather than answers: an INVITE, an
@@ -502,6 +574,9 @@ impl Core {
             return self.respond(tx, resp, now);
         }
         if Core::is_in_dialog(&req) {
+            if req.method == Method::Subscribe && self.notifier.find(&req).is_some() {
+                return self.handle_subscribe(tx, req, peer, local, now);
+            }
             return self.route_in_dialog(Some(tx), req, now);
         }
         match req.method {
@@ -529,8 +604,10 @@ impl Core {
                 );
                 self.respond(tx, resp, now)
             }
-            // Out-of-dialog REFER, SUBSCRIBE and MESSAGE are not served yet.
-            Method::Refer | Method::Subscribe | Method::Message => {
+            Method::Subscribe => self.handle_subscribe(tx, req, peer, local, now),
+            Method::Publish => self.handle_publish(tx, req, peer, now),
+            // Out-of-dialog REFER and MESSAGE are not served yet.
+            Method::Refer | Method::Message => {
                 let resp = message::response(
                     &req,
                     501,
@@ -785,6 +862,7 @@ mod tests {
             failure_window: Duration::from_secs(60),
             block: Duration::from_secs(60),
             routing: RoutingConfig::default(),
+            watchers: WatchersConfig::default(),
         };
         Core::new(
             config,

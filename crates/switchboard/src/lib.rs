@@ -16,3 +16,6 @@ pub mod presence_service;
 pub mod profiles;
 pub mod routing;
 pub mod server;
+#[cfg(test)]
+mod test_harness;
+pub mod watchers;

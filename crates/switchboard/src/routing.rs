@@ -318,7 +318,7 @@ impl Core {
     }
 
     /// Our listening address to send from over `transport` to `to`.
-    fn local_for(&self, transport: Transport, to: IpAddr) -> Option<SocketAddr> {
+    pub(crate) fn local_for(&self, transport: Transport, to: IpAddr) -> Option<SocketAddr> {
         let same = |l: &&ListenAddr| l.transport == transport && l.addr.is_ipv4() == to.is_ipv4();
         self.listeners
             .iter()
@@ -341,7 +341,14 @@ impl Core {
         })
     }
 
-    fn reply_to(&mut self, tx: TxId, req: &Request, code: u16, extra: Vec<Header>, now: Now) {
+    pub(crate) fn reply_to(
+        &mut self,
+        tx: TxId,
+        req: &Request,
+        code: u16,
+        extra: Vec<Header>,
+        now: Now,
+    ) {
         let mut resp = message::response(
             req,
             code,
@@ -398,6 +405,11 @@ impl Core {
         let Some(caller) = self.identify_caller(tx, &req, peer, now) else {
             return; // answered (407, 403, 400)
         };
+        if let Caller::User(u) = &caller {
+            if self.feature_code(tx, &req, u, &to, now) {
+                return;
+            }
+        }
         if self.routing.calls.len() >= self.routing.config.max_calls {
             self.routing.stats.refused += 1;
             tracing::warn!(calls = self.routing.calls.len(), "call limit reached: 503");
@@ -968,6 +980,11 @@ impl Core {
 
     /// A response received for one of our client transactions, or a stray one.
     pub(crate) fn route_response(&mut self, outcome: ClientOutcome, now: Now) {
+        if let ClientOutcome::Final(tx, resp) = &outcome {
+            if self.notify_answered(*tx, Some(resp.status_code.code())) {
+                return;
+            }
+        }
         match outcome {
             ClientOutcome::Provisional(tx, resp) | ClientOutcome::Final(tx, resp) => {
                 if let Some(&(key, branch)) = self.routing.by_branch_tx.get(&tx) {
@@ -1169,11 +1186,16 @@ impl Core {
             Action::Timeout { tx, .. } => (tx, 408, false),
             Action::TransportError(tx) => (tx, 503, false),
             Action::Terminated(tx) => {
+                // A NOTIFY transaction that ended without a final response: gone.
+                self.notify_answered(tx, None);
                 self.tx_terminated(tx, now);
                 return;
             }
             Action::Transmit { .. } => return,
         };
+        if self.notify_answered(tx, None) {
+            return;
+        }
         if let Some(&(key, branch)) = self.routing.by_branch_tx.get(&tx) {
             let Some(call) = self.routing.calls.get_mut(&key) else {
                 return;

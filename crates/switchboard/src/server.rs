@@ -8,6 +8,7 @@ use crate::policy_source;
 use crate::presence_service::{Reply, PRESENCE};
 use crate::profiles::PROFILES;
 use crate::routing::{RoutingConfig, MEMORY};
+use crate::watchers::{FeatureCodes, WatchersConfig};
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use switchboard_presence::store::Write;
 use switchboard_presence::store::{GroupCommitter, RedbStore, Store};
 use switchboard_sip::parse::Limits;
 use switchboard_sip::registrar::RegistrarConfig;
+use switchboard_sip::subscription::NotifierConfig;
 use switchboard_sip::transaction::TimerConfig;
 use switchboard_sip::transport::{Inbound, TransportConfig, Transports};
 use tokio::signal::unix::{signal, SignalKind};
@@ -73,6 +75,19 @@ fn core_config(c: &Config, route_secret: [u8; 32]) -> CoreConfig {
             max_ring: Duration::from_secs(c.max_ring_secs),
             max_call_secs: c.max_call_secs,
             route_secret,
+        },
+        watchers: WatchersConfig {
+            subscriptions: NotifierConfig {
+                min_expires: c.subscription_min_expires,
+                default_expires: c.subscription_default_expires,
+                max_expires: c.subscription_max_expires,
+                max_subscriptions: c.max_subscriptions,
+            },
+            features: FeatureCodes {
+                dnd_on: c.feature_dnd_on.clone(),
+                dnd_off: c.feature_dnd_off.clone(),
+                profile_prefix: c.feature_profile_prefix.clone(),
+            },
         },
     }
 }

@@ -643,7 +643,9 @@ impl<'a> Sipp<'a> {
         self
     }
 
-    pub fn run(self) -> SippRun {
+    /// Starts the scenario in the background (a watcher that waits for NOTIFYs while the
+    /// test acts); [`Uas::finish`] collects the run.
+    pub fn spawn(self) -> Uas {
         require("sipp");
         let work = tempfile::Builder::new()
             .prefix(&format!("sipp-{}-", self.scenario.trim_end_matches(".xml")))
@@ -705,31 +707,20 @@ impl<'a> Sipp<'a> {
             cmd.args(["-t", "t1"]);
         }
         cmd.args(&self.args);
-        let mut p = Proc::spawn("sipp", &mut cmd, work.join("screen.log"), false);
-        let status = p.wait_exit(self.limit);
-        let read_all = |suffix: &str| -> String {
-            let mut s = String::new();
-            for e in std::fs::read_dir(&work).unwrap().flatten() {
-                if e.file_name().to_string_lossy().ends_with(suffix) {
-                    s.push_str(&String::from_utf8_lossy(
-                        &std::fs::read(e.path()).unwrap_or_default(),
-                    ));
-                }
-            }
-            s
-        };
-        SippRun {
+        let p = Proc::spawn("sipp", &mut cmd, work.join("screen.log"), false);
+        Uas {
             scenario: self.scenario.clone(),
-            success: status.is_some_and(|s| s.success()),
-            status: match status {
-                Some(s) => s.to_string(),
-                None => format!("killed after {:?}", self.limit),
-            },
-            output: p.log(),
-            messages: read_all("_messages.log"),
-            errors: read_all("_errors.log"),
-            logs: read_all("_logs.log"),
+            ip: local_ip,
+            port: local_port.parse().unwrap_or(0),
+            work,
+            proc: Some(p),
         }
+    }
+
+    /// Runs the scenario to its end (at most the run's limit).
+    pub fn run(self) -> SippRun {
+        let limit = self.limit;
+        self.spawn().finish(limit)
     }
 
     /// Runs and fails the test, with everything SIPp saw and the daemon's log, unless the
@@ -831,8 +822,9 @@ impl SippRun {
     }
 }
 
-/// A SIPp server (a callee, a voicemail server, a carrier) running in the background on
-/// its own port, for up to `calls` calls; killed on drop. [`Uas::finish`] waits for it.
+/// A SIPp running in the background on its own port: a server (a callee, a voicemail
+/// server, a carrier) for up to `calls` calls, or a client started by [`Sipp::spawn`];
+/// killed on drop. [`Uas::finish`] waits for it.
 pub struct Uas {
     pub scenario: String,
     pub ip: String,

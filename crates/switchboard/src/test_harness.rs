@@ -1,0 +1,291 @@
+//! A core driven with a virtual clock for unit tests of routing and watchers: messages in
+//! as bytes, what the core sends out read back as text.
+#![allow(dead_code)]
+
+use crate::core::{Core, CoreConfig, Now, Output};
+use crate::directory::{Directory, PolicyDirectory};
+use crate::routing::RoutingConfig;
+use crate::watchers::WatchersConfig;
+use arc_swap::ArcSwap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchboard_policy::{Policy, Source};
+use switchboard_sip::msg::headers::Header;
+use switchboard_sip::msg::{Request, SipMessage};
+use switchboard_sip::parse::{parse, Limits};
+use switchboard_sip::peer::Peer;
+use switchboard_sip::registrar::RegistrarConfig;
+use switchboard_sip::transaction::TimerConfig;
+use switchboard_sip::transport::Inbound;
+
+pub(crate) const POLICY: &str = r#"
+[users.alice]
+extension = "1001"
+display_name = "Alice A"
+[users.alice.sip]
+password = "pw"
+algorithms = ["md5"]
+
+[users.bob]
+extension = "1002"
+ring_time = 20
+no_answer = "voicemail:bob-vm"
+busy = "voicemail:bob-vm"
+[users.bob.sip]
+password = "pw"
+
+[users.carol]
+extension = "1003"
+no_answer = "hangup"
+call_waiting = false
+[users.carol.sip]
+password = "pw"
+
+[teams.support]
+extension = "2000"
+members = ["bob", "carol"]
+strategy = "memory_hunt"
+member_ring_time = 10
+ring_time = 20
+no_answer = "hangup"
+
+[destinations.bob-vm]
+kind = "voicemail"
+uri = "sip:vm-bob@127.0.0.1:5090"
+
+[trunks.carrier]
+sources = ["127.0.0.2/32"]
+uri = "sip:carrier@127.0.0.2:5080"
+outbound = ["+44*"]
+dids = { "+441632960000" = "team:support" }
+"#;
+
+pub(crate) const ALICE: &str = "127.0.0.1:5071";
+pub(crate) const BOB: &str = "127.0.0.1:5072";
+pub(crate) const BOB2: &str = "127.0.0.1:5073";
+pub(crate) const CAROL: &str = "127.0.0.1:5074";
+pub(crate) const VM: &str = "127.0.0.1:5090";
+pub(crate) const CARRIER: &str = "127.0.0.2:5080";
+pub(crate) const US: &str = "127.0.0.1:5060";
+
+pub(crate) struct T {
+    pub core: Core,
+    t0: Instant,
+    secs: u64,
+    /// Everything sent, oldest first: (to, text).
+    pub sent: Vec<(SocketAddr, String)>,
+    pub persisted: Vec<switchboard_presence::store::Write>,
+    halves: u64,
+}
+
+pub(crate) fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+impl T {
+    pub(crate) fn new(auth: bool) -> T {
+        let policy = Policy::from_sources(&[Source {
+            name: "p.toml".into(),
+            text: POLICY.into(),
+        }])
+        .unwrap();
+        let directory = Arc::new(ArcSwap::from_pointee(
+            Box::new(PolicyDirectory::new(policy)) as Box<dyn Directory>,
+        ));
+        let config = CoreConfig {
+            realm: "switchboard.local".into(),
+            domains: vec!["switchboard.local".into()],
+            server: "test".into(),
+            timers: TimerConfig::default(),
+            registrar: RegistrarConfig {
+                min_expires: 60,
+                default_expires: 3600,
+                max_expires: 7200,
+                max_contacts_per_aor: 10,
+            },
+            auth_required: auth,
+            nonce_lifetime: Duration::from_secs(300),
+            max_failures: 3,
+            failure_window: Duration::from_secs(60),
+            block: Duration::from_secs(60),
+            routing: RoutingConfig {
+                route_secret: [9; 32],
+                ..RoutingConfig::default()
+            },
+            watchers: WatchersConfig::default(),
+        };
+        let t0 = Instant::now();
+        let now = Now {
+            mono: t0,
+            unix: 1_800_000_000,
+        };
+        let mut core = Core::new(
+            config,
+            directory,
+            vec!["udp:127.0.0.1:5060".parse().unwrap()],
+            now,
+        );
+        let directory = core.presence().model().people().count();
+        assert_eq!(directory, 0);
+        core.restore_presence(Vec::new(), now);
+        T {
+            core,
+            t0,
+            secs: 0,
+            sent: Vec::new(),
+            persisted: Vec::new(),
+            halves: 0,
+        }
+    }
+
+    pub(crate) fn now(&self) -> Now {
+        Now {
+            mono: self.t0 + Duration::from_millis(self.halves * 500),
+            unix: 1_800_000_000 + self.secs,
+        }
+    }
+
+    /// Collects outputs; store writes succeed at once.
+    pub(crate) fn pump(&mut self) {
+        while let Some(o) = self.core.poll_output() {
+            match o {
+                Output::Send { to, bytes } => self
+                    .sent
+                    .push((to.addr, String::from_utf8_lossy(&bytes).to_string())),
+                Output::Persist { token, writes } => {
+                    self.persisted.extend(writes);
+                    let now = self.now();
+                    self.core.handle_persisted(token, true, now);
+                }
+                Output::Reply { .. } => {}
+            }
+        }
+    }
+
+    pub(crate) fn input(&mut self, from: &str, text: &str) {
+        let msg = parse(text.as_bytes(), &Limits::default())
+            .unwrap_or_else(|e| panic!("test message does not parse: {e:?}\n{text}"));
+        let now = self.now();
+        self.core.handle_inbound(
+            Inbound::Message {
+                msg,
+                peer: Peer::udp(addr(from)),
+                local: addr(US),
+            },
+            now,
+        );
+        self.pump();
+    }
+
+    /// Lets `secs` seconds pass, half a second at a time, so that retransmission timers
+    /// fire as they would on a real clock.
+    pub(crate) fn advance(&mut self, secs: u64) {
+        for _ in 0..secs * 2 {
+            self.halves += 1;
+            self.secs = self.halves / 2;
+            let now = Now {
+                mono: self.t0 + Duration::from_millis(self.halves * 500),
+                unix: 1_800_000_000 + self.secs,
+            };
+            self.core.handle_timeout(now);
+            self.pump();
+        }
+    }
+
+    /// Takes what was sent since the last call.
+    pub(crate) fn take(&mut self) -> Vec<(SocketAddr, String)> {
+        std::mem::take(&mut self.sent)
+    }
+
+    pub(crate) fn register(&mut self, user: &str, at: &str) {
+        let text = format!(
+            "REGISTER sip:switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP {at};branch=z9hG4bK-reg-{user}-{at}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{user}@switchboard.local>;tag=r\r\nTo: <sip:{user}@switchboard.local>\r\n\
+             Call-ID: reg-{user}-{at}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{user}@{at}>\r\nExpires: 3600\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        self.input(at, &text);
+        let out = self.take();
+        assert!(out[0].1.starts_with("SIP/2.0 200"), "{out:?}");
+    }
+}
+
+pub(crate) fn invite(from_user: &str, from_at: &str, to: &str, call: &str, extra: &str) -> String {
+    format!(
+        "INVITE sip:{to}@switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP {from_at};branch=z9hG4bK-{call};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:{from_user}@switchboard.local>;tag=from-{call}\r\nTo: <sip:{to}@switchboard.local>\r\n\
+         Call-ID: {call}\r\nCSeq: 1 INVITE\r\nContact: <sip:{from_user}@{from_at}>\r\n{extra}Content-Type: application/sdp\r\n\
+         Content-Length: 4\r\n\r\nv=0\n"
+    )
+}
+
+pub(crate) fn request_of(text: &str) -> Request {
+    match parse(text.as_bytes(), &Limits::default()).unwrap() {
+        SipMessage::Request(r) => r,
+        _ => panic!("not a request: {text}"),
+    }
+}
+
+/// The response a UAS sends to a received request: its Vias, From, To (with `tag`),
+/// Call-ID, CSeq and Record-Route copied.
+pub(crate) fn answer(req_text: &str, code: u16, tag: &str, contact: &str) -> String {
+    let req = request_of(req_text);
+    let mut resp = switchboard_sip::message::response(&req, code, Some(tag), "uas");
+    for h in req.headers.iter() {
+        if let Header::RecordRoute(_) = h {
+            resp.headers.push(h.clone());
+        }
+    }
+    if code < 300 && code > 100 {
+        resp.headers
+            .push(Header::Contact(format!("<sip:{contact}>").into()));
+    }
+    resp.to_string()
+}
+
+pub(crate) fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+pub(crate) fn to(out: &[(SocketAddr, String)], at: &str) -> Vec<String> {
+    out.iter()
+        .filter(|(a, _)| *a == addr(at))
+        .map(|(_, s)| s.clone())
+        .collect()
+}
+
+pub(crate) fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.lines()
+        .find(|l| {
+            l.split_once(':')
+                .is_some_and(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        })
+        .map(|l| l.split_once(':').unwrap().1.trim())
+}
+
+/// An in-dialog request from a UA that got `resp_text` (its Record-Route as Route).
+pub(crate) fn in_dialog(
+    method: &str,
+    ruri: &str,
+    resp_text: &str,
+    from_at: &str,
+    cseq: u32,
+) -> String {
+    let rr = header(resp_text, "Record-Route").unwrap_or("");
+    let from = header(resp_text, "From").unwrap();
+    let to = header(resp_text, "To").unwrap();
+    let call = header(resp_text, "Call-ID").unwrap();
+    format!(
+        "{method} sip:{ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {from_at};branch=z9hG4bK-{method}-{cseq};rport\r\n\
+         Route: {rr}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call}\r\nCSeq: {cseq} {method}\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+pub(crate) fn request_of_resp(text: &str) -> switchboard_sip::msg::Response {
+    match parse(text.as_bytes(), &Limits::default()).unwrap() {
+        SipMessage::Response(r) => r,
+        _ => panic!("not a response: {text}"),
+    }
+}

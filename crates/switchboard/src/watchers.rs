@@ -1,0 +1,773 @@
+//! Presence over SIP, what phones use: colleagues' call status for BLF lamps (the dialog
+//! event package, RFC 4235) and their presence with its status message (RFC 3856, PIDF,
+//! `<note>`); a phone's own presence by PUBLISH (RFC 3903); and feature codes dialled from a
+//! phone (`*78` Do Not Disturb on, `*79` off, `*3` + a profile number).
+//!
+//! Subscriptions follow RFC 6665 ([`switchboard_sip::subscription::Notifier`]): a NOTIFY at
+//! once, another on every change of what the subscriber sees, a final one when the
+//! subscription ends or expires. Changes are collected by the presence model and notified
+//! once the event that caused them is handled. Subscriptions are soft state, refreshed by
+//! the phones: they are not stored (after a restart a refresh gets 481 and the phone
+//! subscribes again). Changes made by PUBLISH and feature codes are stored before they are
+//! answered, like the API's.
+
+use crate::core::{Core, Now};
+use crate::presence_service::{self, Command};
+use std::collections::HashMap;
+use switchboard_presence::model::{Availability, CallStatus, Interface};
+use switchboard_sip::auth::{FailureOutcome, Role, Verdict};
+use switchboard_sip::events::{self, DialogState, Package, PresenceDoc};
+use switchboard_sip::message;
+use switchboard_sip::msg::headers::Header;
+use switchboard_sip::msg::prelude::*;
+use switchboard_sip::msg::{Request, Response};
+use switchboard_sip::peer::Peer;
+use switchboard_sip::proxy;
+use switchboard_sip::subscription::{NotifierConfig, SubId, SubState, Subscribed};
+use switchboard_sip::transaction::TxId;
+use switchboard_sip::transport::ListenAddr;
+
+/// Feature codes dialled from a phone (configurable in `[features]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeatureCodes {
+    pub dnd_on: String,
+    pub dnd_off: String,
+    /// Followed by a profile number: activates that profile.
+    pub profile_prefix: String,
+}
+
+impl Default for FeatureCodes {
+    fn default() -> Self {
+        FeatureCodes {
+            dnd_on: "*78".into(),
+            dnd_off: "*79".into(),
+            profile_prefix: "*3".into(),
+        }
+    }
+}
+
+/// Settings of presence over SIP.
+#[derive(Clone, Debug, Default)]
+pub struct WatchersConfig {
+    pub subscriptions: NotifierConfig,
+    pub features: FeatureCodes,
+}
+
+/// What a feature code asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Feature {
+    DndOn,
+    DndOff,
+    Profile(String),
+}
+
+impl FeatureCodes {
+    fn parse(&self, dialled: &str) -> Option<Feature> {
+        if dialled == self.dnd_on {
+            return Some(Feature::DndOn);
+        }
+        if dialled == self.dnd_off {
+            return Some(Feature::DndOff);
+        }
+        let n = dialled.strip_prefix(self.profile_prefix.as_str())?;
+        (!n.is_empty() && n.len() <= 4 && n.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| Feature::Profile(n.to_string()))
+    }
+}
+
+/// A published state (RFC 3903 §4): its entity tag names it for refreshes.
+pub(crate) struct Publication {
+    pub person: String,
+    pub expires_at: u64,
+}
+
+/// The watchers' state the core keeps.
+pub(crate) struct Watchers {
+    pub features: FeatureCodes,
+    /// NOTIFY client transactions → their subscription.
+    pub notify_txs: HashMap<TxId, SubId>,
+    /// SIP-ETag → publication.
+    pub publications: HashMap<String, Publication>,
+    /// The longest expiry a publication gets.
+    pub max_publish_expires: u32,
+}
+
+/// What a subscription shows.
+enum Current {
+    Dialog(DialogState),
+    /// The whole PIDF document.
+    Presence(String),
+}
+
+impl Watchers {
+    pub fn new(config: &WatchersConfig) -> Self {
+        Watchers {
+            features: config.features.clone(),
+            notify_txs: HashMap::new(),
+            publications: HashMap::new(),
+            max_publish_expires: config.subscriptions.max_expires,
+        }
+    }
+}
+
+/// Largest number of publications kept (each phone has one).
+const MAX_PUBLICATIONS: usize = 10_000;
+/// Publication expiry bounds (RFC 3903 §4.1).
+const PUBLISH_MIN: u32 = 60;
+const PUBLISH_DEFAULT: u32 = 3600;
+
+impl Core {
+    /// Digest authentication as a UAS (`401`): the authenticated user's id, or None when
+    /// the request has been answered (challenge, 403, 400). Without authentication, the
+    /// From user.
+    fn authenticate_user(
+        &mut self,
+        tx: TxId,
+        req: &Request,
+        peer: Peer,
+        now: Now,
+    ) -> Option<String> {
+        let directory = self.directory.load_full();
+        let from_user = req
+            .from_header()
+            .ok()
+            .and_then(|f| f.typed().ok())
+            .and_then(|f| f.uri.user().map(str::to_string))
+            .unwrap_or_default();
+        if !self.config.auth_required {
+            let who = directory.user_for(&from_user);
+            if who.is_none() {
+                self.reply_to(tx, req, 403, vec![message::warning("unknown user")], now);
+            }
+            return who;
+        }
+        if self.throttle.is_blocked(peer.addr.ip(), now.mono) {
+            self.stats.blocked += 1;
+            self.reply_to(
+                tx,
+                req,
+                403,
+                vec![message::warning("too many failed attempts; try later")],
+                now,
+            );
+            return None;
+        }
+        match self
+            .auth
+            .verify(req, Role::Server, |u| directory.credential(u), now.mono)
+        {
+            Verdict::Authenticated { username } => {
+                self.throttle.record_success(peer.addr.ip());
+                let user = directory.user_of_username(&username);
+                if user.is_none() {
+                    self.reply_to(tx, req, 403, vec![message::warning("not a user")], now);
+                }
+                user
+            }
+            Verdict::Challenge { stale } => {
+                let algorithms = directory
+                    .credential(&from_user)
+                    .map(|c| c.algorithms)
+                    .filter(|a| !a.is_empty())
+                    .unwrap_or_else(|| directory.decoy_algorithms());
+                let headers = self
+                    .auth
+                    .challenge(&algorithms, stale, Role::Server, now.mono);
+                self.reply_to(tx, req, 401, headers, now);
+                None
+            }
+            Verdict::Failed { username, why } => {
+                self.stats.auth_failures += 1;
+                if let FailureOutcome::Counted(n) =
+                    self.throttle.record_failure(peer.addr.ip(), now.mono)
+                {
+                    tracing::info!(from = %peer, username, why, failures = n, method = %req.method, "authentication failed");
+                } else {
+                    tracing::warn!(source = %peer.addr.ip(), "source blocked after repeated authentication failures");
+                }
+                self.reply_to(
+                    tx,
+                    req,
+                    403,
+                    vec![message::warning("authentication failed")],
+                    now,
+                );
+                None
+            }
+            Verdict::Malformed(why) => {
+                self.reply_to(tx, req, 400, vec![message::warning(why)], now);
+                None
+            }
+        }
+    }
+
+    /// The person a Request-URI names on this server, or None (answered 404).
+    fn resource_of(&mut self, tx: TxId, req: &Request, now: Now) -> Option<String> {
+        let host = req.uri.host_with_port.host.to_string();
+        let user = req.uri.user().map(str::to_string);
+        let person = match user {
+            Some(u) if self.is_local_host(&host) => self.directory.load().user_for(&u),
+            _ => None,
+        };
+        if person.is_none() {
+            self.reply_to(
+                tx,
+                req,
+                404,
+                vec![message::warning("no such person here")],
+                now,
+            );
+        }
+        person
+    }
+
+    /// Our Contact for the dialogs this server is an endpoint of (subscriptions).
+    fn own_contact(&self, local: ListenAddr) -> String {
+        proxy::own_uri(local.transport, local.addr, "").replace(";lr", "")
+    }
+
+    /// A SUBSCRIBE: a new subscription to a colleague's dialog or presence state, or a
+    /// refresh or end of one.
+    pub(crate) fn handle_subscribe(
+        &mut self,
+        tx: TxId,
+        req: Request,
+        peer: Peer,
+        local: ListenAddr,
+        now: Now,
+    ) {
+        let event = req
+            .headers
+            .iter()
+            .find_map(|h| match h {
+                Header::Event(e) => Some(e.value().to_string()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let Some(package) = Package::from_event(&event) else {
+            // RFC 6665 §4.2.1.1: 489 with the packages we serve.
+            return self.reply_to(
+                tx,
+                &req,
+                489,
+                vec![Header::Other(
+                    "Allow-Events".into(),
+                    "dialog, presence".into(),
+                )],
+                now,
+            );
+        };
+        let (resource, subscriber) = match self.notifier.find(&req) {
+            Some(id) => {
+                let s = self.notifier.get(id).expect("found");
+                (s.resource.clone(), s.subscriber.clone())
+            }
+            None if Core::is_in_dialog(&req) => {
+                return self.reply_to(
+                    tx,
+                    &req,
+                    481,
+                    vec![message::warning("no such subscription")],
+                    now,
+                );
+            }
+            None => {
+                let Some(subscriber) = self.authenticate_user(tx, &req, peer, now) else {
+                    return;
+                };
+                let Some(resource) = self.resource_of(tx, &req, now) else {
+                    return;
+                };
+                (resource, subscriber)
+            }
+        };
+        let outcome =
+            self.notifier
+                .subscribe(&req, &resource, package, &subscriber, peer, now.unix);
+        let contact = self.own_contact(local);
+        match outcome {
+            Err(refused) => {
+                tracing::info!(
+                    subscriber,
+                    resource,
+                    code = refused.code,
+                    why = refused.why,
+                    "subscription refused"
+                );
+                let mut headers = refused.headers;
+                headers.push(message::warning(refused.why));
+                self.reply_to(tx, &req, refused.code, headers, now);
+            }
+            Ok(Subscribed::Created {
+                id,
+                expires,
+                to_tag,
+            }) => {
+                tracing::info!(
+                    subscriber,
+                    resource,
+                    package = package.as_str(),
+                    expires,
+                    "subscription created"
+                );
+                let mut resp = message::response(&req, 200, Some(&to_tag), &self.config.server);
+                resp.headers
+                    .push(Header::Expires(expires.to_string().into()));
+                resp.headers.push(Header::Contact(contact.into()));
+                self.respond(tx, resp, now);
+                let state = if expires == 0 {
+                    SubState::Terminated(Some("timeout"))
+                } else {
+                    SubState::Active
+                };
+                self.send_notify(id, state, now);
+                if expires == 0 {
+                    self.notifier.remove(id);
+                }
+            }
+            Ok(Subscribed::Refreshed { id, expires }) => {
+                let mut resp = message::response(&req, 200, None, &self.config.server);
+                resp.headers
+                    .push(Header::Expires(expires.to_string().into()));
+                resp.headers.push(Header::Contact(contact.into()));
+                self.respond(tx, resp, now);
+                self.send_notify(id, SubState::Active, now);
+            }
+            Ok(Subscribed::Ended { id }) => {
+                tracing::info!(subscriber, resource, "subscription ended by its subscriber");
+                let mut resp = message::response(&req, 200, None, &self.config.server);
+                resp.headers.push(Header::Expires("0".into()));
+                self.respond(tx, resp, now);
+                self.send_notify(id, SubState::Terminated(None), now);
+                self.notifier.remove(id);
+            }
+        }
+    }
+
+    /// What subscription `id` shows now: the call state (dialog) or the presence document.
+    fn current(&self, id: SubId) -> Option<Current> {
+        let s = self.notifier.get(id)?;
+        let model = self.presence.model();
+        let shown = model.call_status_for_colleagues(&s.resource);
+        Some(match s.package {
+            Package::Dialog => Current::Dialog(dialog_state(shown)),
+            Package::Presence => {
+                let entity = format!("sip:{}@{}", s.resource, self.config.realm);
+                let directory = self.directory.load();
+                let doc = presence_doc(model.get(&s.resource), shown, directory.policy());
+                Current::Presence(events::pidf(&entity, &doc))
+            }
+        })
+    }
+
+    /// Sends subscription `id` its NOTIFY with the current document.
+    fn send_notify(&mut self, id: SubId, state: SubState, now: Now) {
+        let Some(current) = self.current(id) else {
+            return;
+        };
+        let Some(sub) = self.notifier.get(id) else {
+            return;
+        };
+        let entity = format!("sip:{}@{}", sub.resource, self.config.realm);
+        let (transport, to) = (sub.peer.transport, sub.peer.addr);
+        let Some(local) = self.local_for(transport, to.ip()) else {
+            return;
+        };
+        let via = proxy::via_value(
+            transport,
+            local,
+            &proxy::branch(rand::random(), rand::random()),
+        );
+        let contact = self.own_contact(ListenAddr {
+            transport,
+            addr: local,
+        });
+        let notify =
+            self.notifier.notify(
+                id,
+                &via,
+                &contact,
+                state,
+                now.unix,
+                |version| match current {
+                    Current::Presence(doc) => doc,
+                    Current::Dialog(d) => events::dialog_info(&entity, version, d),
+                },
+            );
+        let Some((req, peer)) = notify else {
+            return;
+        };
+        match self.transactions.send_request(req, peer, now.mono) {
+            Ok(ntx) => {
+                self.watchers.notify_txs.insert(ntx, id);
+            }
+            Err(e) => tracing::debug!(error = %e, "NOTIFY not sent"),
+        }
+        self.flush_transactions();
+    }
+
+    /// Notifies the watchers of everyone whose presence or call status changed — when what
+    /// they see changed (a hidden call status does not move a BLF lamp).
+    pub(crate) fn notify_changes(&mut self, now: Now) {
+        let changed = self.presence.model_mut().take_changed();
+        if self.notifier.is_empty() {
+            return;
+        }
+        for person in changed {
+            for id in self.notifier.watching(&person) {
+                let (Some(current), Some(sub)) = (self.current(id), self.notifier.get(id)) else {
+                    continue;
+                };
+                let last = sub.last_body.as_deref().unwrap_or("");
+                let same = match &current {
+                    Current::Dialog(d) => dialog_body_state(last) == *d,
+                    Current::Presence(doc) => last == doc,
+                };
+                if !same {
+                    self.send_notify(id, SubState::Active, now);
+                }
+            }
+        }
+    }
+
+    /// A final response (or none) to one of our NOTIFYs: a subscriber that is gone ends
+    /// its subscription (RFC 6665 §4.2.2: 481, or a failure of the transaction).
+    pub(crate) fn notify_answered(&mut self, tx: TxId, code: Option<u16>) -> bool {
+        let Some(id) = self.watchers.notify_txs.remove(&tx) else {
+            return false;
+        };
+        let gone = match code {
+            None => true,
+            Some(c) => c == 481 || c == 408 || (c >= 300 && c != 401 && c != 407),
+        };
+        if gone {
+            if let Some(s) = self.notifier.remove(id) {
+                tracing::info!(subscriber = %s.subscriber, resource = %s.resource, code, "subscription ended: the subscriber is gone");
+            }
+        }
+        true
+    }
+
+    /// Subscriptions that ran out get their final NOTIFY.
+    pub(crate) fn watchers_timeout(&mut self, now: Now) {
+        for id in self.notifier.expire(now.unix) {
+            self.send_notify(id, SubState::Terminated(Some("timeout")), now);
+            self.notifier.remove(id);
+        }
+        self.watchers
+            .publications
+            .retain(|_, p| p.expires_at >= now.unix);
+    }
+
+    // ---- PUBLISH ------------------------------------------------------------------------
+
+    /// A phone publishes its own presence (RFC 3903): its PIDF sets the person's status and
+    /// message, stored before the 200 (with a SIP-ETag for refreshes).
+    pub(crate) fn handle_publish(&mut self, tx: TxId, req: Request, peer: Peer, now: Now) {
+        let event = req
+            .headers
+            .iter()
+            .find_map(|h| match h {
+                Header::Event(e) => Some(e.value().to_string()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        if Package::from_event(&event) != Some(Package::Presence) {
+            return self.reply_to(
+                tx,
+                &req,
+                489,
+                vec![Header::Other("Allow-Events".into(), "presence".into())],
+                now,
+            );
+        }
+        let Some(user) = self.authenticate_user(tx, &req, peer, now) else {
+            return;
+        };
+        let Some(person) = self.resource_of(tx, &req, now) else {
+            return;
+        };
+        if person != user {
+            return self.reply_to(
+                tx,
+                &req,
+                403,
+                vec![message::warning("only your own presence")],
+                now,
+            );
+        }
+        let header = |name: &str| {
+            req.headers.iter().find_map(|h| match h {
+                Header::Other(n, v) if n.eq_ignore_ascii_case(name) => Some(v.trim().to_string()),
+                _ => None,
+            })
+        };
+        let expires = req
+            .headers
+            .iter()
+            .find_map(|h| match h {
+                Header::Expires(e) => e.value().trim().parse::<u32>().ok(),
+                _ => None,
+            })
+            .unwrap_or(PUBLISH_DEFAULT);
+        if expires != 0 && expires < PUBLISH_MIN {
+            return self.reply_to(
+                tx,
+                &req,
+                423,
+                vec![Header::MinExpires(PUBLISH_MIN.to_string().into())],
+                now,
+            );
+        }
+        let expires = expires.min(self.watchers.max_publish_expires);
+        let if_match = header("SIP-If-Match");
+        if let Some(tag) = &if_match {
+            if self
+                .watchers
+                .publications
+                .get(tag)
+                .is_none_or(|p| p.person != person)
+            {
+                // §6 step 4: an unknown entity tag is 412.
+                return self.reply_to(tx, &req, 412, Vec::new(), now);
+            }
+        }
+        let etag = if_match.clone().unwrap_or_else(message::random_token);
+        if expires == 0 {
+            self.watchers.publications.remove(&etag);
+            let mut resp = message::response(&req, 200, None, &self.config.server);
+            resp.headers.push(Header::Expires("0".into()));
+            return self.respond(tx, resp, now);
+        }
+        if if_match.is_none() && self.watchers.publications.len() >= MAX_PUBLICATIONS {
+            return self.reply_to(tx, &req, 503, vec![Header::RetryAfter("60".into())], now);
+        }
+        self.watchers.publications.insert(
+            etag.clone(),
+            Publication {
+                person: person.clone(),
+                expires_at: now.unix + u64::from(expires),
+            },
+        );
+        let mut ok = message::response(&req, 200, None, &self.config.server);
+        ok.headers.push(Header::Other("SIP-ETag".into(), etag));
+        ok.headers.push(Header::Expires(expires.to_string().into()));
+        if req.body.is_empty() {
+            // A refresh (§4.3): the state stays as published.
+            return self.respond(tx, ok, now);
+        }
+        let doc = match events::parse_pidf(&req.body) {
+            Ok(d) => d,
+            Err(e) => {
+                return self.reply_to(tx, &req, 400, vec![message::warning(&e.to_string())], now);
+            }
+        };
+        let (status, text) = published_status(&doc);
+        let command = Command::SetStatus {
+            user: person.clone(),
+            status: status.as_str().to_string(),
+            text,
+            until: None,
+        };
+        self.sip_presence_change(tx, &req, &person, command, ok, now);
+    }
+
+    // ---- feature codes ------------------------------------------------------------------
+
+    /// Whether `dialled` is a feature code; if so the call is answered here.
+    pub(crate) fn feature_code(
+        &mut self,
+        tx: TxId,
+        req: &Request,
+        user: &str,
+        dialled: &str,
+        now: Now,
+    ) -> bool {
+        let Some(feature) = self.watchers.features.parse(dialled) else {
+            return false;
+        };
+        let command = match &feature {
+            Feature::DndOn => Command::SetStatus {
+                user: user.to_string(),
+                status: Availability::DoNotDisturb.as_str().into(),
+                text: None,
+                until: None,
+            },
+            Feature::DndOff => Command::SetStatus {
+                user: user.to_string(),
+                status: Availability::Available.as_str().into(),
+                text: None,
+                until: None,
+            },
+            Feature::Profile(n) => Command::SetProfile {
+                user: user.to_string(),
+                profile: n.clone(),
+                until: None,
+                message: None,
+            },
+        };
+        let what = match &feature {
+            Feature::DndOn => "do not disturb is on".to_string(),
+            Feature::DndOff => "do not disturb is off".to_string(),
+            Feature::Profile(n) => format!("profile {n} is active"),
+        };
+        // There is no media to say so: the call ends at once with 480 and the outcome in
+        // plain words (Reason and Warning).
+        let mut done = message::response(
+            req,
+            480,
+            Some(&message::random_token()),
+            &self.config.server,
+        );
+        done.headers.push(proxy::reason(480, &what));
+        done.headers.push(message::warning(&what));
+        tracing::info!(user, code = dialled, what, "feature code");
+        self.sip_presence_change(tx, req, user, command, done, now);
+        true
+    }
+
+    /// A presence change asked over SIP (PUBLISH, a feature code): made, stored, then
+    /// answered with `ok`; a refused change gets 4xx with the reason, a failed store 500.
+    fn sip_presence_change(
+        &mut self,
+        tx: TxId,
+        req: &Request,
+        user: &str,
+        command: Command,
+        ok: Response,
+        now: Now,
+    ) {
+        let request = presence_service::Request {
+            who: user.to_string(),
+            admin: false,
+            via: Interface::FeatureCode,
+            command,
+        };
+        let request = if req.method == switchboard_sip::msg::Method::Publish {
+            presence_service::Request {
+                via: Interface::Sip,
+                ..request
+            }
+        } else {
+            request
+        };
+        let directory = self.directory.load_full();
+        match self
+            .presence
+            .handle(&request, directory.policy(), now.unix as i64)
+        {
+            Err(e) => {
+                // A profile number nobody has is "not found" to a phone.
+                let code = if e.status == 404 || e.field.as_deref() == Some("profile") {
+                    404
+                } else {
+                    400
+                };
+                let why = match &e.field {
+                    Some(f) => format!("{f}: {}", e.error),
+                    None => e.error.clone(),
+                };
+                self.reply_to(tx, req, code, vec![message::warning(&why)], now);
+            }
+            Ok(Ok(_)) => self.respond(tx, ok, now),
+            Ok(Err(p)) => {
+                let mut failed = message::response(
+                    req,
+                    500,
+                    Some(&message::random_token()),
+                    &self.config.server,
+                );
+                failed
+                    .headers
+                    .push(message::warning("the change could not be stored"));
+                failed.headers.push(Header::RetryAfter("5".into()));
+                self.persist_sip_change(tx, ok, failed, p.before, p.writes);
+            }
+        }
+    }
+}
+
+/// The RFC 4235 state shown for a call status (hidden shows as idle).
+fn dialog_state(shown: CallStatus) -> DialogState {
+    match shown {
+        CallStatus::Ringing => DialogState::Early,
+        CallStatus::Busy => DialogState::Confirmed,
+        CallStatus::Free | CallStatus::Hidden => DialogState::Idle,
+    }
+}
+
+/// The state a dialog-info document we sent shows.
+fn dialog_body_state(body: &str) -> DialogState {
+    if body.contains("<state>early</state>") {
+        DialogState::Early
+    } else if body.contains("<state>confirmed</state>") {
+        DialogState::Confirmed
+    } else {
+        DialogState::Idle
+    }
+}
+
+/// A person's presence as a PIDF document: reachable unless Unavailable; the status as an
+/// RPID activity; on the phone when the call status is shown and busy; the profile's name
+/// when it is not the default one; the status message as the note.
+fn presence_doc(
+    p: Option<&switchboard_presence::model::PersonPresence>,
+    shown: CallStatus,
+    policy: &switchboard_policy::Policy,
+) -> PresenceDoc {
+    let Some(p) = p else {
+        return PresenceDoc {
+            open: false,
+            activities: Vec::new(),
+            note: None,
+        };
+    };
+    let mut activities: Vec<String> = match p.availability {
+        Availability::Available => Vec::new(),
+        Availability::Away => vec!["away".into()],
+        Availability::Busy => vec!["busy".into()],
+        Availability::DoNotDisturb => vec!["busy".into(), "other:Do not disturb".into()],
+        Availability::Custom => vec![format!(
+            "other:{}",
+            p.custom_text.as_deref().unwrap_or("Custom")
+        )],
+        Availability::Unavailable => Vec::new(),
+        Availability::OnBreak => vec!["other:On break".into()],
+        Availability::AfterCallWork => vec!["other:After-call work".into()],
+    };
+    if shown == CallStatus::Busy {
+        activities.push("on-the-phone".into());
+    }
+    if p.profile.id != policy.default_profile().id {
+        let name = policy
+            .profile(&p.profile.id)
+            .map(|x| x.name.clone())
+            .unwrap_or_else(|| p.profile.id.clone());
+        activities.push(format!("other:{name}"));
+    }
+    PresenceDoc {
+        open: p.availability != Availability::Unavailable,
+        activities,
+        note: p.message().map(str::to_string),
+    }
+}
+
+/// The status a published PIDF asks for, and its note (as a Custom text or a message).
+fn published_status(doc: &PresenceDoc) -> (Availability, Option<String>) {
+    if !doc.open {
+        return (Availability::Unavailable, doc.note.clone());
+    }
+    let has = |a: &str| doc.activities.iter().any(|x| x == a);
+    let status = if has("busy") {
+        Availability::Busy
+    } else if has("away") || has("meal") || has("vacation") || has("holiday") {
+        Availability::Away
+    } else {
+        Availability::Available
+    };
+    (status, doc.note.clone())
+}
+
+#[cfg(test)]
+#[path = "watchers_tests.rs"]
+mod tests;

@@ -1,0 +1,344 @@
+//! Presence over SIP through the whole core with a virtual clock: subscriptions to dialog
+//! and presence state, NOTIFY on every change, PUBLISH, feature codes.
+
+use crate::presence_service::{Command, Request};
+use crate::test_harness::*;
+use std::net::SocketAddr;
+use switchboard_presence::model::{Availability, Interface};
+
+const WATCHER: &str = "127.0.0.1:5081";
+
+fn subscribe(
+    event: &str,
+    target: &str,
+    call: &str,
+    cseq: u32,
+    to_tag: Option<&str>,
+    expires: u32,
+) -> String {
+    let to = match to_tag {
+        Some(t) => format!("<sip:{target}@switchboard.local>;tag={t}"),
+        None => format!("<sip:{target}@switchboard.local>"),
+    };
+    format!(
+        "SUBSCRIBE sip:{target}@switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP {WATCHER};branch=z9hG4bK-{call}-{cseq};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@switchboard.local>;tag=w-{call}\r\nTo: {to}\r\nCall-ID: {call}\r\n\
+         CSeq: {cseq} SUBSCRIBE\r\nContact: <sip:alice@{WATCHER}>\r\nEvent: {event}\r\nExpires: {expires}\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// Sends the subscription; returns the 200 and the first NOTIFY (answered 200).
+fn subscribed(t: &mut T, event: &str, target: &str, call: &str) -> (String, String) {
+    t.input(WATCHER, &subscribe(event, target, call, 1, None, 600));
+    let out = t.take();
+    let msgs = to(&out, WATCHER);
+    assert!(msgs[0].starts_with("SIP/2.0 200"), "{msgs:?}");
+    let notify = msgs
+        .iter()
+        .find(|m| m.starts_with("NOTIFY "))
+        .expect("a NOTIFY at once")
+        .clone();
+    t.input(WATCHER, &answer(&notify, 200, "", WATCHER));
+    (msgs[0].clone(), notify)
+}
+
+fn notifies(out: &[(SocketAddr, String)]) -> Vec<String> {
+    to(out, WATCHER)
+        .into_iter()
+        .filter(|m| m.starts_with("NOTIFY "))
+        .collect()
+}
+
+fn ack_all(t: &mut T, notifies: &[String]) {
+    for n in notifies {
+        t.input(WATCHER, &answer(n, 200, "", WATCHER));
+    }
+}
+
+fn command(t: &mut T, command: Command) {
+    let now = t.now();
+    t.core.handle_command(
+        1,
+        Request {
+            who: "admin".into(),
+            admin: true,
+            via: Interface::Api,
+            command,
+        },
+        now,
+    );
+    t.pump();
+}
+
+#[test]
+fn blf_follows_a_colleagues_calls_across_devices() {
+    let mut t = T::new(false);
+    t.register("bob", BOB);
+    t.register("bob", BOB2);
+    let (ok, first) = subscribed(&mut t, "dialog", "bob", "s1");
+    assert!(ok.contains("Expires: 600"), "{ok}");
+    assert!(header(&first, "Subscription-State")
+        .unwrap()
+        .starts_with("active;expires="));
+    assert_eq!(
+        header(&first, "Content-Type"),
+        Some("application/dialog-info+xml")
+    );
+    assert!(
+        first.contains("entity=\"sip:bob@switchboard.local\""),
+        "{first}"
+    );
+    assert!(!first.contains("<dialog "), "idle: {first}");
+
+    t.input(ALICE, &invite("alice", ALICE, "1002", "call-1", ""));
+    let out = t.take();
+    let n = notifies(&out);
+    assert_eq!(n.len(), 1, "one NOTIFY for both devices ringing: {n:?}");
+    assert!(n[0].contains("<state>early</state>"), "{}", n[0]);
+    ack_all(&mut t, &n);
+    let b1 = to(&out, BOB)[0].clone();
+    let b2 = to(&out, BOB2)[0].clone();
+    t.input(BOB, &answer(&b1, 180, "d1", BOB));
+    t.input(BOB2, &answer(&b2, 180, "d2", BOB2));
+    assert!(
+        notifies(&t.take()).is_empty(),
+        "still early: nothing new to say"
+    );
+    t.input(BOB, &answer(&b1, 200, "d1", BOB));
+    let out = t.take();
+    let n = notifies(&out);
+    assert_eq!(n.len(), 1, "{n:?}");
+    assert!(n[0].contains("<state>confirmed</state>"), "{}", n[0]);
+    assert!(n[0].contains("version=\"2\""), "{}", n[0]);
+    ack_all(&mut t, &n);
+    // The other device's branch is cancelled: bob is still busy (no "idle" in between).
+    let cancel = to(&out, BOB2)
+        .into_iter()
+        .find(|m| m.starts_with("CANCEL"))
+        .unwrap();
+    t.input(BOB2, &answer(&cancel, 200, "d2", BOB2));
+    t.input(BOB2, &answer(&b2, 487, "d2", BOB2));
+    assert!(notifies(&t.take()).is_empty());
+    // BYE: idle again.
+    let relayed = to(&out, ALICE)
+        .into_iter()
+        .find(|m| m.starts_with("SIP/2.0 200"))
+        .unwrap();
+    t.input(
+        ALICE,
+        &in_dialog("BYE", "bob@127.0.0.1:5072", &relayed, ALICE, 2),
+    );
+    let n = notifies(&t.take());
+    assert_eq!(n.len(), 1);
+    assert!(!n[0].contains("<dialog "), "{}", n[0]);
+}
+
+#[test]
+fn presence_notifies_status_message_and_profile_and_hides_call_status() {
+    let mut t = T::new(false);
+    t.register("bob", BOB);
+    let (_, first) = subscribed(&mut t, "presence", "bob", "p1");
+    assert_eq!(header(&first, "Content-Type"), Some("application/pidf+xml"));
+    assert!(first.contains("<basic>open</basic>"), "{first}");
+    command(
+        &mut t,
+        Command::SetStatus {
+            user: "bob".into(),
+            status: "dnd".into(),
+            text: Some("Writing the report".into()),
+            until: None,
+        },
+    );
+    let n = notifies(&t.take());
+    assert_eq!(n.len(), 1);
+    assert!(n[0].contains("<rpid:busy/>"), "{}", n[0]);
+    assert!(n[0].contains("<note>Writing the report</note>"), "{}", n[0]);
+    ack_all(&mut t, &n);
+    // A profile that does not show call status: a call changes nothing colleagues see.
+    command(
+        &mut t,
+        Command::SetProfile {
+            user: "bob".into(),
+            profile: "meeting".into(),
+            until: None,
+            message: None,
+        },
+    );
+    let n = notifies(&t.take());
+    assert_eq!(n.len(), 1);
+    assert!(n[0].contains("Meeting"), "{}", n[0]);
+    ack_all(&mut t, &n);
+    t.input(ALICE, &invite("alice", ALICE, "bob", "c9", ""));
+    let out = t.take();
+    assert!(
+        notifies(&out).is_empty(),
+        "hidden call status: {:?}",
+        notifies(&out)
+    );
+}
+
+#[test]
+fn unsubscribe_expiry_and_a_gone_subscriber_end_subscriptions() {
+    let mut t = T::new(false);
+    let (ok, _) = subscribed(&mut t, "dialog", "bob", "u1");
+    let tag = header(&ok, "To")
+        .unwrap()
+        .rsplit("tag=")
+        .next()
+        .unwrap()
+        .to_string();
+    t.input(WATCHER, &subscribe("dialog", "bob", "u1", 2, Some(&tag), 0));
+    let out = t.take();
+    let msgs = to(&out, WATCHER);
+    assert!(msgs[0].starts_with("SIP/2.0 200"), "{msgs:?}");
+    let n = notifies(&out);
+    assert_eq!(header(&n[0], "Subscription-State"), Some("terminated"));
+    ack_all(&mut t, &n);
+    // A refresh of a subscription that is gone: 481.
+    t.input(
+        WATCHER,
+        &subscribe("dialog", "bob", "u1", 3, Some(&tag), 600),
+    );
+    assert!(to(&t.take(), WATCHER)[0].starts_with("SIP/2.0 481"));
+
+    // Expiry: a minute's subscription ends with reason=timeout.
+    t.input(WATCHER, &subscribe("dialog", "bob", "u2", 1, None, 60));
+    let n = notifies(&t.take());
+    ack_all(&mut t, &n);
+    t.advance(62);
+    let n = notifies(&t.take());
+    // (It may have been retransmitted while the clock ran.)
+    assert!(!n.is_empty());
+    assert!(
+        n.iter()
+            .all(|m| header(m, "Subscription-State") == Some("terminated;reason=timeout")),
+        "{n:?}"
+    );
+    ack_all(&mut t, &n);
+
+    // A subscriber answering 481: no more NOTIFYs.
+    t.input(WATCHER, &subscribe("presence", "bob", "u3", 1, None, 600));
+    let n = notifies(&t.take());
+    t.input(WATCHER, &answer(&n[0], 481, "", WATCHER));
+    assert_eq!(t.core.notifier.len(), 0);
+}
+
+#[test]
+fn subscriptions_are_refused_as_rfc_6665_says() {
+    let mut t = T::new(false);
+    t.input(
+        WATCHER,
+        &subscribe("message-summary", "bob", "r1", 1, None, 600),
+    );
+    let r = &to(&t.take(), WATCHER)[0];
+    assert!(r.starts_with("SIP/2.0 489"), "{r}");
+    assert!(r.contains("Allow-Events: dialog, presence"), "{r}");
+    t.input(WATCHER, &subscribe("dialog", "bob", "r2", 1, None, 5));
+    let r = &to(&t.take(), WATCHER)[0];
+    assert!(
+        r.starts_with("SIP/2.0 423") && r.contains("Min-Expires: 60"),
+        "{r}"
+    );
+    t.input(WATCHER, &subscribe("dialog", "nobody", "r3", 1, None, 600));
+    assert!(to(&t.take(), WATCHER)[0].starts_with("SIP/2.0 404"));
+}
+
+#[test]
+fn subscriptions_need_credentials() {
+    let mut t = T::new(true);
+    t.input(WATCHER, &subscribe("dialog", "bob", "a1", 1, None, 600));
+    let r = &to(&t.take(), WATCHER)[0];
+    assert!(
+        r.starts_with("SIP/2.0 401") && r.contains("WWW-Authenticate: Digest"),
+        "{r}"
+    );
+}
+
+#[test]
+fn feature_codes_change_the_callers_own_presence_once_stored() {
+    let mut t = T::new(false);
+    let (_, _) = subscribed(&mut t, "presence", "bob", "f1");
+    t.input(BOB, &invite("bob", BOB, "*78", "fc1", ""));
+    let out = t.take();
+    let answer_to_bob = to(&out, BOB)
+        .into_iter()
+        .find(|m| m.starts_with("SIP/2.0 480"))
+        .unwrap();
+    assert!(
+        answer_to_bob.contains("do not disturb is on"),
+        "{answer_to_bob}"
+    );
+    assert_eq!(
+        t.core.presence().model().get("bob").unwrap().availability,
+        Availability::DoNotDisturb
+    );
+    assert!(
+        t.persisted.iter().any(|w| w.key == "bob"),
+        "stored before the answer"
+    );
+    let n = notifies(&out);
+    assert!(n.iter().any(|m| m.contains("<rpid:busy/>")), "{n:?}");
+    ack_all(&mut t, &n);
+    t.input(BOB, &invite("bob", BOB, "*79", "fc2", ""));
+    t.take();
+    assert_eq!(
+        t.core.presence().model().get("bob").unwrap().availability,
+        Availability::Available
+    );
+    // *3 + a profile number: 2 is Lunch.
+    t.input(BOB, &invite("bob", BOB, "*32", "fc3", ""));
+    let out = t.take();
+    assert!(to(&out, BOB)
+        .iter()
+        .any(|m| m.starts_with("SIP/2.0 480") && m.contains("profile 2 is active")));
+    assert_eq!(
+        t.core.presence().model().get("bob").unwrap().profile.id,
+        "lunch"
+    );
+    // No such profile: 404 with the reason.
+    t.input(BOB, &invite("bob", BOB, "*3999", "fc4", ""));
+    let out = t.take();
+    assert!(
+        to(&out, BOB).iter().any(|m| m.starts_with("SIP/2.0 404")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_phone_publishes_its_own_presence() {
+    let mut t = T::new(false);
+    let body = "<?xml version=\"1.0\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" xmlns:rpid=\"urn:ietf:params:xml:ns:pidf:rpid\" xmlns:dm=\"urn:ietf:params:xml:ns:pidf:data-model\" entity=\"sip:alice@switchboard.local\">\
+        <tuple id=\"t\"><status><basic>open</basic></status></tuple><dm:person id=\"p\"><rpid:activities><rpid:away/></rpid:activities><dm:note>Back soon</dm:note></dm:person></presence>";
+    let publish = |cseq: u32, extra: &str, body: &str| {
+        format!(
+            "PUBLISH sip:alice@switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bK-pub{cseq};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@switchboard.local>;tag=pb\r\nTo: <sip:alice@switchboard.local>\r\n\
+             Call-ID: pub-1\r\nCSeq: {cseq} PUBLISH\r\nEvent: presence\r\nExpires: 600\r\n{extra}\
+             Content-Type: application/pidf+xml\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    t.input(ALICE, &publish(1, "", body));
+    let out = t.take();
+    let r = &to(&out, ALICE)[0];
+    assert!(r.starts_with("SIP/2.0 200"), "{r}");
+    let etag = header(r, "SIP-ETag").expect("an entity tag").to_string();
+    let p = t.core.presence().model().get("alice").unwrap().clone();
+    assert_eq!(p.availability, Availability::Away);
+    assert_eq!(p.message(), Some("Back soon"));
+    // A refresh with the tag and no body; an unknown tag is 412.
+    t.input(ALICE, &publish(2, &format!("SIP-If-Match: {etag}\r\n"), ""));
+    assert!(to(&t.take(), ALICE)[0].starts_with("SIP/2.0 200"));
+    t.input(ALICE, &publish(3, "SIP-If-Match: nope\r\n", ""));
+    assert!(to(&t.take(), ALICE)[0].starts_with("SIP/2.0 412"));
+    // Someone else's presence is not yours to publish.
+    t.input(
+        ALICE,
+        &publish(4, "", body).replace("PUBLISH sip:alice@", "PUBLISH sip:bob@"),
+    );
+    assert!(to(&t.take(), ALICE)[0].starts_with("SIP/2.0 403"));
+    // Not PIDF: 400.
+    t.input(ALICE, &publish(5, "", "<nonsense/>"));
+    assert!(to(&t.take(), ALICE)[0].starts_with("SIP/2.0 400"));
+}

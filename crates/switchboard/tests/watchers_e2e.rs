@@ -1,0 +1,130 @@
+//! Presence over SIP end to end: SIPp watchers subscribe to a colleague's dialog (BLF) and
+//! presence state and get a NOTIFY as the colleague's calls ring and end, as their profile
+//! changes through the API and through feature codes dialled from a phone.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+
+fn policy() -> String {
+    format!(
+        "{POLICY}\n[users.carol]\nextension = \"1004\"\n[users.carol.sip]\npassword = \"carol-secret\"\nalgorithms = [\"md5\"]\n"
+    )
+}
+
+/// `who` watches bob's `event` state and expects `more` NOTIFYs after the first.
+fn watch(d: &Daemon, who: &str, event: &str, more: usize) -> Uas {
+    let w = Sipp::new(d, "subscribe.xml")
+        .row(call_row(
+            who,
+            &format!("{who}-secret"),
+            "bob",
+            &more.to_string(),
+        ))
+        .auth_uri(&format!("bob@{REALM}"))
+        .arg("-key")
+        .arg("event")
+        .arg(event)
+        .spawn();
+    // Subscribed once the daemon says so.
+    wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        d.log_contains(&format!("subscription created subscriber=\"{who}\""))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("{who} did not subscribe:\n{}", d.log()));
+    w
+}
+
+fn notify_bodies(r: &SippRun) -> Vec<String> {
+    r.requests("NOTIFY")
+        .into_iter()
+        .map(|m| {
+            m.split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[test]
+fn watchers_see_calls_profile_changes_and_feature_codes() {
+    let mut d = Daemon::start(Options {
+        policy: policy(),
+        ..Options::default()
+    });
+    let bob = Uas::start("uas_ring_then_answer.xml", 1, &["-d", "500"]);
+    bob.register(&d, "bob", "bob-secret");
+
+    // carol's BLF lamp for bob: idle, ringing, in a call, idle.
+    let blf = watch(&d, "carol", "dialog", 3);
+    // alice watches bob's presence: on the phone, off it, Meeting (API), Do Not Disturb
+    // (*78), Available (*79).
+    let presence = watch(&d, "alice", "presence", 5);
+
+    let call = Sipp::new(&d, "call_answered.xml")
+        .row(call_row("alice", "alice-secret", "1002", "300"))
+        .auth_uri(&format!("1002@{REALM}"))
+        .run();
+    assert!(call.success, "{}\n{}", call.report(), d.log());
+    let bob_run = bob.finish(Duration::from_secs(30));
+    assert!(bob_run.success, "{}", bob_run.report());
+
+    let (code, body) = admin_api(
+        &d,
+        "PUT",
+        "/v1/presence/bob/profile",
+        r#"{"profile":"meeting","message":"Planning"}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    // bob dials *78 then *79 from his phone (SIPp as bob): each ends with 480 and says what
+    // happened.
+    for (code, what) in [
+        ("*78", "do not disturb is on"),
+        ("*79", "do not disturb is off"),
+    ] {
+        let r = Sipp::new(&d, "call_expect_final.xml")
+            .row(call_row("bob", "bob-secret", code, "480"))
+            .auth_uri(&format!("{code}@{REALM}"))
+            .run();
+        assert!(r.success, "{}\n{}", r.report(), d.log());
+        let last = r
+            .received()
+            .into_iter()
+            .rev()
+            .find(|m| m.starts_with("SIP/2.0 480"))
+            .unwrap();
+        assert!(last.contains(what), "{last}");
+    }
+
+    let blf = blf.finish(Duration::from_secs(30));
+    assert!(blf.success, "{}\n{}", blf.report(), d.log());
+    let lamp = notify_bodies(&blf);
+    assert!(!lamp[0].contains("<dialog "), "idle first: {lamp:?}");
+    assert!(
+        lamp[1].contains("<state>early</state>"),
+        "{lamp:?}\n{}",
+        blf.messages
+    );
+    assert!(lamp[2].contains("<state>confirmed</state>"), "{}", lamp[2]);
+    assert!(
+        !lamp[3].contains("<dialog "),
+        "idle after the BYE: {}",
+        lamp[3]
+    );
+
+    let presence = presence.finish(Duration::from_secs(30));
+    assert!(presence.success, "{}\n{}", presence.report(), d.log());
+    let docs = notify_bodies(&presence);
+    assert!(docs[0].contains("<basic>open</basic>"), "{}", docs[0]);
+    assert!(docs[1].contains("<rpid:on-the-phone/>"), "{}", docs[1]);
+    assert!(!docs[2].contains("on-the-phone"), "{}", docs[2]);
+    assert!(
+        docs[3].contains("Meeting") && docs[3].contains("<note>Planning</note>"),
+        "{}",
+        docs[3]
+    );
+    assert!(docs[4].contains("<rpid:busy/>"), "{}", docs[4]);
+    assert!(!docs[5].contains("<rpid:busy/>"), "{}", docs[5]);
+    d.wait_for_log("via=FeatureCode", Duration::from_secs(5));
+}
