@@ -608,12 +608,13 @@ impl Core {
             Method::Publish => self.handle_publish(tx, req, peer, now),
             // Out-of-dialog REFER and MESSAGE are not served yet.
             Method::Refer | Method::Message => {
-                let resp = message::response(
+                let mut resp = message::response(
                     &req,
                     501,
                     Some(&message::random_token()),
                     &self.config.server,
                 );
+                resp.headers.push(Header::Allow(CAPABILITIES.allow().into()));
                 self.respond(tx, resp, now)
             }
             _ => {

@@ -60,9 +60,9 @@ fn malformed_messages_get_400_and_daemon_still_serves() {
             "",
         ),
         (
-            "known but unsupported method",
-            request("PUBLISH", "Event: presence\r\n"),
-            405,
+            "a method not served out of a dialog",
+            request("REFER", "Refer-To: <sip:bob@switchboard.local>\r\n"),
+            501,
             "",
         ),
         (
