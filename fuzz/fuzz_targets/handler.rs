@@ -10,6 +10,7 @@ use switchboard::core::{Core, CoreConfig, Now, Output};
 use switchboard::directory::{Directory, PolicyDirectory};
 use switchboard::policy_source::EMBEDDED_POLICY;
 use switchboard::routing::RoutingConfig;
+use switchboard::watchers::WatchersConfig;
 use switchboard_policy::{Policy, Source};
 use switchboard_sip::parse::{parse, Limits};
 use switchboard_sip::peer::Peer;
@@ -58,6 +59,7 @@ fuzz_target!(|data: &[u8]| {
             route_secret: [7; 32],
             ..RoutingConfig::default()
         },
+        watchers: WatchersConfig::default(),
     };
     let local = vec!["udp:127.0.0.1:5060".parse().unwrap()];
     let mut core = Core::new(config, directory, local, now(0));
