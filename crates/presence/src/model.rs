@@ -257,6 +257,14 @@ pub enum LegState {
     Answered,
 }
 
+/// A person's call legs, with how many are answered (kept in step, so the call status is
+/// read in constant time).
+#[derive(Default)]
+struct PersonLegs {
+    legs: HashMap<(String, String), LegState>,
+    answered: usize,
+}
+
 /// The presence of everyone, and their calls.
 pub struct Presence {
     default_profile: ProfileSpec,
@@ -266,7 +274,9 @@ pub struct Presence {
     /// (end time, person) of every profile and status with an end time, earliest first.
     ends: BTreeSet<(UnixTime, String)>,
     /// person → (call id, leg id) → state.
-    legs: HashMap<String, HashMap<(String, String), LegState>>,
+    legs: HashMap<String, PersonLegs>,
+    /// call id → (person, leg id) of its legs, so a call ends without a scan of everyone.
+    by_call: HashMap<String, Vec<(String, String)>>,
     /// People whose presence or call status changed since [`Presence::take_changed`].
     changed: BTreeSet<String>,
 }
@@ -280,6 +290,7 @@ impl Presence {
             people: BTreeMap::new(),
             ends: BTreeSet::new(),
             legs: HashMap::new(),
+            by_call: HashMap::new(),
             changed: BTreeSet::new(),
         }
     }
@@ -574,45 +585,65 @@ impl Presence {
     /// Records a call leg's state for a person (a device ringing or answered).
     pub fn leg(&mut self, person: &str, call_id: &str, leg_id: &str, state: LegState) {
         self.changed.insert(person.to_string());
-        self.legs
-            .entry(person.to_string())
-            .or_default()
-            .insert((call_id.to_string(), leg_id.to_string()), state);
+        let p = self.legs.entry(person.to_string()).or_default();
+        let key = (call_id.to_string(), leg_id.to_string());
+        match p.legs.insert(key, state) {
+            None => self
+                .by_call
+                .entry(call_id.to_string())
+                .or_default()
+                .push((person.to_string(), leg_id.to_string())),
+            Some(LegState::Answered) => p.answered -= 1,
+            Some(LegState::Ringing) => {}
+        }
+        if state == LegState::Answered {
+            p.answered += 1;
+        }
+    }
+
+    /// Removes one leg; true when it was there.
+    fn remove_leg(&mut self, person: &str, call_id: &str, leg_id: &str) -> bool {
+        let Some(p) = self.legs.get_mut(person) else {
+            return false;
+        };
+        let Some(state) = p.legs.remove(&(call_id.to_string(), leg_id.to_string())) else {
+            return false;
+        };
+        if state == LegState::Answered {
+            p.answered -= 1;
+        }
+        if p.legs.is_empty() {
+            self.legs.remove(person);
+        }
+        self.changed.insert(person.to_string());
+        true
     }
 
     /// A leg ended (cancelled, rejected, hung up).
     pub fn leg_ended(&mut self, person: &str, call_id: &str, leg_id: &str) {
-        if let Some(m) = self.legs.get_mut(person) {
-            if m.remove(&(call_id.to_string(), leg_id.to_string()))
-                .is_some()
-            {
-                self.changed.insert(person.to_string());
-            }
-            if m.is_empty() {
-                self.legs.remove(person);
+        if self.remove_leg(person, call_id, leg_id) {
+            if let Some(v) = self.by_call.get_mut(call_id) {
+                v.retain(|(p, l)| !(p == person && l == leg_id));
+                if v.is_empty() {
+                    self.by_call.remove(call_id);
+                }
             }
         }
     }
 
     /// Every leg of a call ended (the call is over).
     pub fn call_ended(&mut self, call_id: &str) {
-        let changed = &mut self.changed;
-        self.legs.retain(|person, m| {
-            let before = m.len();
-            m.retain(|(c, _), _| c != call_id);
-            if m.len() != before {
-                changed.insert(person.clone());
-            }
-            !m.is_empty()
-        });
+        for (person, leg) in self.by_call.remove(call_id).unwrap_or_default() {
+            self.remove_leg(&person, call_id, &leg);
+        }
     }
 
     /// The person's call status across all devices and branches: busy if any leg is
     /// answered, ringing if any rings, free otherwise.
     pub fn call_state(&self, person: &str) -> CallStatus {
         match self.legs.get(person) {
-            Some(m) if m.values().any(|s| *s == LegState::Answered) => CallStatus::Busy,
-            Some(m) if !m.is_empty() => CallStatus::Ringing,
+            Some(p) if p.answered > 0 => CallStatus::Busy,
+            Some(p) if !p.legs.is_empty() => CallStatus::Ringing,
             _ => CallStatus::Free,
         }
     }
@@ -830,6 +861,31 @@ mod tests {
         assert_eq!(p.call_state("alice"), CallStatus::Ringing);
         p.call_ended("c2");
         assert_eq!(p.call_state("alice"), CallStatus::Free);
+    }
+
+    #[test]
+    fn a_call_ends_for_everyone_in_it_and_only_for_them() {
+        let mut p = model();
+        for i in 0..100 {
+            p.leg("bob", &format!("c{i}"), "desk", LegState::Answered);
+        }
+        p.leg("alice", "c7", "caller", LegState::Answered);
+        p.leg("alice", "c7", "caller", LegState::Answered); // again: counted once
+        p.take_changed();
+        p.call_ended("c7");
+        assert_eq!(p.call_state("alice"), CallStatus::Free);
+        assert_eq!(p.call_state("bob"), CallStatus::Busy);
+        assert_eq!(
+            p.take_changed(),
+            vec!["alice".to_string(), "bob".to_string()]
+        );
+        for i in 0..100 {
+            p.leg_ended("bob", &format!("c{i}"), "desk");
+        }
+        assert_eq!(p.call_state("bob"), CallStatus::Free);
+        p.call_ended("c3"); // already gone: nothing happens
+        assert!(p.take_changed().contains(&"bob".to_string()));
+        assert!(p.take_changed().is_empty());
     }
 
     #[test]

@@ -614,7 +614,8 @@ impl Core {
                     Some(&message::random_token()),
                     &self.config.server,
                 );
-                resp.headers.push(Header::Allow(CAPABILITIES.allow().into()));
+                resp.headers
+                    .push(Header::Allow(CAPABILITIES.allow().into()));
                 self.respond(tx, resp, now)
             }
             _ => {

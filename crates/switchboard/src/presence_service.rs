@@ -843,9 +843,11 @@ impl PresenceService {
         let Some(p) = self.model.get(user) else {
             return PersonView::default();
         };
+        // Most people use the policy's profiles as they are: nothing to build then.
         let own = self
             .profiles
-            .profile(policy, user, &p.profile.id)
+            .entry(user, &p.profile.id)
+            .and_then(|_| self.profiles.profile(policy, user, &p.profile.id))
             .filter(|e| e.origin != Origin::Policy)
             .map(|e| e.profile);
         PersonView {

@@ -119,6 +119,8 @@ struct CallState {
     wake: Option<Instant>,
     /// The Reason of the caller's CANCEL, passed on to the branches.
     cancel_reason: Option<Header>,
+    /// The Record-Route parameter carrying the dialog's token (`;sbt=…`).
+    rr_params: String,
 }
 
 /// An in-dialog request relayed through a server and a client transaction.
@@ -420,6 +422,7 @@ impl Core {
         self.respond(tx, trying, now);
 
         let call_id = call_id_of(&req);
+        let rr_params = format!(";sbt={}", proxy::route_token(self.route_secret(), &call_id));
         let call = Call {
             from: caller.clone(),
             to: to.clone(),
@@ -471,6 +474,7 @@ impl Core {
             final_sent: false,
             wake: None,
             cancel_reason: None,
+            rr_params,
         };
         self.routing.by_server_tx.insert(tx, key);
         self.routing.calls.insert(key, state);
@@ -765,12 +769,11 @@ impl Core {
             tracing::warn!(call_id = %call.call_id, transport = %dest.transport, "no listener to send this branch from");
             return Err(503);
         };
-        let token = proxy::route_token(self.route_secret(), &call.call_id);
-        let params = format!(";sbt={token}");
-        let rr_out = proxy::own_uri(dest.transport, local_out, &params);
+        let params = &call.rr_params;
+        let rr_out = proxy::own_uri(dest.transport, local_out, params);
         let mut rr = vec![rr_out.clone()];
         // §16.6 step 4: two Record-Routes when the two sides reach us differently.
-        let rr_in = proxy::own_uri(call.inbound.transport, call.inbound.addr, &params);
+        let rr_in = proxy::own_uri(call.inbound.transport, call.inbound.addr, params);
         if rr_in != rr_out {
             rr.push(rr_in);
         }

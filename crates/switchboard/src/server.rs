@@ -195,12 +195,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut watch = tokio::time::interval(POLICY_POLL);
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen = policy_source::fingerprint(&config);
+    // One timer for the core, moved when its deadline changes (not made anew per event).
+    let timer = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(timer);
+    let mut armed_for: Option<Instant> = None;
     loop {
         let t = now();
         let wake = core
             .poll_timeout(t)
             .unwrap_or(t.mono + Duration::from_secs(3600))
             .min(drain_deadline.unwrap_or(t.mono + Duration::from_secs(3600)));
+        if armed_for != Some(wake) {
+            timer.as_mut().reset(wake.into());
+            armed_for = Some(wake);
+        }
         tokio::select! {
             biased;
             Some((token, ok)) = done_rx.recv() => {
@@ -219,7 +227,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     }
                 }
             }
-            _ = tokio::time::sleep_until(wake.into()) => {
+            _ = &mut timer => {
+                armed_for = None;
                 core.handle_timeout(now());
             }
             Some((req, reply)) = api_rx.recv() => {

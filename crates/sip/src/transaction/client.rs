@@ -118,6 +118,7 @@ impl TransactionLayer {
                 200..=299 => {
                     self.disarm(id, &[Timer::A, Timer::B, Timer::C]);
                     self.set_state(id, State::Accepted);
+                    self.release_request(id);
                     let t64 = self.config.t64();
                     self.arm_in(id, Timer::M, now, t64);
                     ClientOutcome::Final(id, resp)
@@ -136,6 +137,7 @@ impl TransactionLayer {
                         }
                     }
                     self.set_state(id, State::Completed);
+                    self.release_request(id);
                     let wait = Self::absorb_wait(peer, self.config.timer_d());
                     self.wait_or_end(id, Timer::D, wait, now);
                     ClientOutcome::Final(id, resp)
@@ -165,6 +167,7 @@ impl TransactionLayer {
                 _ => {
                     self.disarm(id, &[Timer::E, Timer::F]);
                     self.set_state(id, State::Completed);
+                    self.release_request(id);
                     let wait = Self::absorb_wait(peer, self.config.t4);
                     self.wait_or_end(id, Timer::K, wait, now);
                     ClientOutcome::Final(id, resp)

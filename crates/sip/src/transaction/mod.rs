@@ -267,7 +267,9 @@ struct Tx {
 /// All transactions of an element. See the [module documentation](self).
 pub struct TransactionLayer {
     config: TimerConfig,
-    txs: HashMap<TxId, Tx>,
+    /// Boxed: transactions live tens of seconds, so the table is large and grows; moving
+    /// boxes rather than whole transactions keeps its rehashing cheap.
+    txs: HashMap<TxId, Box<Tx>>,
     server_keys: HashMap<ServerKey, TxId>,
     client_keys: HashMap<ClientKey, TxId>,
     timers: BTreeSet<(Instant, TxId, Timer)>,
@@ -399,7 +401,7 @@ impl TransactionLayer {
             Key::Server(k) => self.server_keys.insert(k.clone(), id),
             Key::Client(k) => self.client_keys.insert(k.clone(), id),
         };
-        self.txs.insert(id, tx);
+        self.txs.insert(id, Box::new(tx));
     }
 
     fn arm(&mut self, id: TxId, timer: Timer, at: Instant) {
@@ -433,6 +435,17 @@ impl TransactionLayer {
         if let Some(tx) = self.txs.get_mut(&id) {
             tracing::trace!(%id, from = ?tx.state, to = ?state, "transaction state");
             tx.state = state;
+        }
+    }
+
+    /// Forgets what a transaction no longer needs once it has its final response: the
+    /// request (kept for its CANCEL and its ACK for a non-2xx, both built by then) and the
+    /// bytes to retransmit. Transactions linger for tens of seconds after that (timers D,
+    /// J, L, M), so this is most of their memory.
+    fn release_request(&mut self, id: TxId) {
+        if let Some(tx) = self.txs.get_mut(&id) {
+            tx.request = None;
+            tx.bytes = Bytes::new();
         }
     }
 

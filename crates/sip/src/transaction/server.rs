@@ -136,6 +136,8 @@ impl TransactionLayer {
             (_, 100..=199) => {}
             (Kind::ServerInvite, 200..=299) => {
                 self.set_state(id, State::Accepted);
+                // The TU re-sends its 2xx itself (RFC 6026): nothing to keep.
+                self.release_request(id);
                 self.arm_in(id, Timer::L, now, t64);
             }
             (Kind::ServerInvite, _) => {
