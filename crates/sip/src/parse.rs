@@ -10,6 +10,7 @@
 //! takes the process down.
 
 use crate::msg::{self, SipMessage};
+use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Size limits applied to every message before it is parsed.
@@ -244,18 +245,37 @@ fn find_header_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n")
 }
 
-struct Scanned {
+/// What the scan found, borrowed from the message: copied only when an error needs it
+/// (every message is scanned; few are refused).
+struct Scanned<'a> {
     is_request: bool,
     method_unknown: bool,
     content_length: Option<usize>,
-    essentials: Essentials,
+    essentials: EssentialsRef<'a>,
 }
 
-impl Scanned {
+#[derive(Default)]
+struct EssentialsRef<'a> {
+    via: Vec<Cow<'a, str>>,
+    from: Option<Cow<'a, str>>,
+    to: Option<Cow<'a, str>>,
+    call_id: Option<Cow<'a, str>>,
+    cseq: Option<Cow<'a, str>>,
+}
+
+impl Scanned<'_> {
     fn error(&self, reason: impl Into<String>) -> ParseError {
+        let e = &self.essentials;
+        let own = |v: &Option<Cow<'_, str>>| v.as_ref().map(|x| x.to_string());
         ParseError {
             reason: reason.into(),
-            essentials: Some(Box::new(self.essentials.clone())),
+            essentials: Some(Box::new(Essentials {
+                via: e.via.iter().map(|v| v.to_string()).collect(),
+                from: own(&e.from),
+                to: own(&e.to),
+                call_id: own(&e.call_id),
+                cseq: own(&e.cseq),
+            })),
             is_request: self.is_request,
             unknown_method: false,
         }
@@ -297,12 +317,12 @@ fn is_token_char(b: u8) -> bool {
 
 /// Reads the header section strictly: UTF-8 throughout, every line `name: value` (or a
 /// continuation), the header count within its limit, one well-formed Content-Length.
-fn scan_header_section(head: &[u8], limits: &Limits) -> Result<Scanned, ParseError> {
+fn scan_header_section<'a>(head: &'a [u8], limits: &Limits) -> Result<Scanned<'a>, ParseError> {
     let mut scanned = Scanned {
         is_request: false,
         method_unknown: false,
         content_length: None,
-        essentials: Essentials::default(),
+        essentials: EssentialsRef::default(),
     };
     let text = match std::str::from_utf8(head) {
         Ok(t) => t,
@@ -317,7 +337,11 @@ fn scan_header_section(head: &[u8], limits: &Limits) -> Result<Scanned, ParseErr
     Ok(scanned)
 }
 
-fn scan_lines(text: &str, limits: &Limits, scanned: &mut Scanned) -> Result<(), ParseError> {
+fn scan_lines<'a>(
+    text: &'a str,
+    limits: &Limits,
+    scanned: &mut Scanned<'a>,
+) -> Result<(), ParseError> {
     let mut lines = text.split("\r\n");
     let start = lines.next().unwrap_or("");
     if start.is_empty() {
@@ -347,7 +371,7 @@ fn scan_lines(text: &str, limits: &Limits, scanned: &mut Scanned) -> Result<(), 
 fn collect<'a>(
     lines: impl Iterator<Item = &'a str>,
     limits: &Limits,
-    scanned: &mut Scanned,
+    scanned: &mut Scanned<'a>,
 ) -> Result<(), ParseError> {
     // Unfold continuation lines into the header they continue. A bad line is remembered
     // and reading goes on, so the headers a 400 needs are still found after it.
@@ -394,13 +418,13 @@ fn collect<'a>(
     for (name, value) in headers {
         let long = expand_compact(name);
         let e = &mut scanned.essentials;
-        let keep = |slot: &mut Option<String>| {
+        let keep = |slot: &mut Option<Cow<'a, str>>| {
             if slot.is_none() {
-                *slot = Some(value.clone().into_owned());
+                *slot = Some(value.clone());
             }
         };
         if long.eq_ignore_ascii_case("Via") {
-            e.via.push(value.into_owned());
+            e.via.push(value.clone());
         } else if long.eq_ignore_ascii_case("From") {
             keep(&mut e.from);
         } else if long.eq_ignore_ascii_case("To") {
