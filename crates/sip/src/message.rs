@@ -201,6 +201,29 @@ pub fn response(req: &Request, code: u16, to_tag: Option<&str>, server: &str) ->
     }
 }
 
+/// Gives a response its own reason phrase (e.g. `480 Do Not Disturb On`): what phones show
+/// on their display. Characters a status line cannot carry are dropped; at most 80 are kept;
+/// an empty phrase leaves the standard one.
+pub fn set_reason_phrase(resp: &mut Response, phrase: &str) {
+    let clean: String = phrase
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(80)
+        .collect();
+    let clean = clean.trim();
+    if !clean.is_empty() {
+        resp.status_code = StatusCode::Other(resp.status_code.code(), clean.to_string());
+    }
+}
+
+/// A response received with a phrase of its own keeps it when relayed (the parser keeps it
+/// aside; the serializer writes the standard one otherwise).
+pub fn keep_reason_phrase(resp: &mut Response) {
+    if let Some(phrase) = resp.wire_reason.take() {
+        set_reason_phrase(resp, &phrase);
+    }
+}
+
 /// Whether a From/To header value carries a `tag` parameter (outside its URI).
 pub fn has_tag(value: &str) -> bool {
     tag_of(value).is_some()
@@ -498,6 +521,34 @@ mod tests {
         ));
         let p = response_target(&r, Peer::udp("[::1]:40000".parse().unwrap()));
         assert_eq!(p.addr, "[::1]:5060".parse().unwrap());
+    }
+
+    #[test]
+    fn reason_phrases() {
+        let r = req(OPTIONS);
+        let mut resp = response(&r, 480, Some("t"), "sb");
+        set_reason_phrase(&mut resp, "Do Not Disturb On\r\n");
+        assert!(resp
+            .to_string()
+            .starts_with("SIP/2.0 480 Do Not Disturb On\r\n"));
+        assert_eq!(resp.status_code.code(), 480);
+        set_reason_phrase(&mut resp, "  ");
+        assert!(resp
+            .to_string()
+            .starts_with("SIP/2.0 480 Do Not Disturb On"));
+        let mut parsed = match parse(
+            b"SIP/2.0 480 In a meeting\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+            &Limits::default(),
+        )
+        .unwrap()
+        {
+            SipMessage::Response(r) => r,
+            _ => panic!(),
+        };
+        keep_reason_phrase(&mut parsed);
+        assert!(parsed
+            .to_string()
+            .starts_with("SIP/2.0 480 In a meeting\r\n"));
     }
 
     #[test]

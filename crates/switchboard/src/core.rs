@@ -140,13 +140,44 @@ enum Pending {
         ok: Response,
         failed: Response,
         before: presence_service::Undo,
+        person: String,
     },
     /// A presence change's answer.
     Presence {
         id: u64,
         answer: serde_json::Value,
         before: presence_service::Undo,
+        person: Option<String>,
     },
+}
+
+/// A presence change that waits for an earlier change of the same person to be stored:
+/// changes of one person are stored one after another, so that undoing one that could not
+/// be stored never undoes (in memory) a later one that was.
+pub(crate) enum Queued {
+    Api {
+        id: u64,
+        req: presence_service::Request,
+    },
+    Sip {
+        tx: TxId,
+        req: Box<Request>,
+        command: presence_service::Command,
+        ok: Box<Response>,
+    },
+}
+
+/// The person a presence command changes (None: a read).
+pub(crate) fn changed_person(c: &presence_service::Command) -> Option<&str> {
+    use presence_service::Command as C;
+    match c {
+        C::SetStatus { user, .. }
+        | C::SetProfile { user, .. }
+        | C::CreateProfile { user, .. }
+        | C::UpdateProfile { user, .. }
+        | C::RemoveProfile { user, .. } => Some(user),
+        _ => None,
+    }
 }
 
 pub struct Core {
@@ -169,6 +200,12 @@ pub struct Core {
     /// Subscriptions to people's dialog and presence state.
     pub(crate) notifier: Notifier,
     pub(crate) watchers: Watchers,
+    /// People with presence changes on their way to the store, and how many.
+    pub(crate) presence_writes: HashMap<String, usize>,
+    /// Changes waiting for those, per person, in order.
+    pub(crate) queued_changes: HashMap<String, VecDeque<Queued>>,
+    /// People whose watchers were held back while their change was being stored.
+    pub(crate) renotify: Vec<String>,
     /// Transaction events other than transmissions, handled once the event that caused
     /// them is done (so that no handler runs inside another).
     tx_events: VecDeque<Action>,
@@ -198,6 +235,9 @@ impl Core {
             routing: Routing::new(config.routing),
             notifier: Notifier::new(config.watchers.subscriptions),
             watchers: Watchers::new(&config.watchers),
+            presence_writes: HashMap::new(),
+            queued_changes: HashMap::new(),
+            renotify: Vec::new(),
             listeners,
             tx_events: VecDeque::new(),
             transactions: TransactionLayer::new(config.timers),
@@ -277,6 +317,16 @@ impl Core {
     }
 
     fn command(&mut self, id: u64, req: presence_service::Request, now: Now) {
+        let person = changed_person(&req.command).map(str::to_string);
+        if let Some(p) = &person {
+            if self.presence_writes.contains_key(p) {
+                self.queued_changes
+                    .entry(p.clone())
+                    .or_default()
+                    .push_back(Queued::Api { id, req });
+                return;
+            }
+        }
         let directory = self.directory.load();
         let result = self
             .presence
@@ -289,12 +339,16 @@ impl Core {
             }),
             Ok(Err(p)) => {
                 let token = self.token();
+                if let Some(who) = &person {
+                    *self.presence_writes.entry(who.clone()).or_default() += 1;
+                }
                 self.pending.insert(
                     token,
                     Pending::Presence {
                         id,
                         answer: p.answer,
                         before: p.before,
+                        person,
                     },
                 );
                 self.out.push_back(Output::Persist {
@@ -340,6 +394,9 @@ impl Core {
         let subscription_end = self
             .notifier
             .next_expiry()
+            .into_iter()
+            .chain(self.watchers.next_publication_end())
+            .min()
             .map(|t| now.mono + Duration::from_secs(t.saturating_sub(now.unix)));
         [
             self.transactions.poll_timeout(),
@@ -385,6 +442,44 @@ impl Core {
         self.after_event(now);
     }
 
+    /// A person's change reached the store (or failed to): their watchers may hear of it
+    /// now, and their next change waiting, if any, goes ahead.
+    fn presence_stored(&mut self, person: &str, now: Now) {
+        let left = match self.presence_writes.get_mut(person) {
+            Some(n) => {
+                *n = n.saturating_sub(1);
+                *n
+            }
+            None => 0,
+        };
+        if left > 0 {
+            return;
+        }
+        self.presence_writes.remove(person);
+        self.renotify.push(person.to_string());
+        let next = self
+            .queued_changes
+            .get_mut(person)
+            .and_then(|q| q.pop_front());
+        if self
+            .queued_changes
+            .get(person)
+            .is_some_and(|q| q.is_empty())
+        {
+            self.queued_changes.remove(person);
+        }
+        match next {
+            Some(Queued::Api { id, req }) => self.command(id, req, now),
+            Some(Queued::Sip {
+                tx,
+                req,
+                command,
+                ok,
+            }) => self.sip_presence_change(tx, &req, person, command, *ok, now),
+            None => {}
+        }
+    }
+
     /// What every event ends with: transaction events handed on, watchers notified.
     fn after_event(&mut self, now: Now) {
         self.handle_tx_events(now);
@@ -398,10 +493,12 @@ impl Core {
         tx: TxId,
         ok: Response,
         failed: Response,
-        before: presence_service::Undo,
+        change: (String, presence_service::Undo),
         writes: Vec<Write>,
     ) {
         let token = self.token();
+        let (person, before) = change;
+        *self.presence_writes.entry(person.clone()).or_default() += 1;
         self.pending.insert(
             token,
             Pending::Sip {
@@ -409,6 +506,7 @@ impl Core {
                 ok,
                 failed,
                 before,
+                person,
             },
         );
         self.out.push_back(Output::Persist { token, writes });
@@ -425,6 +523,7 @@ impl Core {
                 ok: answer,
                 failed,
                 before,
+                person,
             }) => {
                 if ok {
                     self.respond(tx, answer, now);
@@ -432,9 +531,15 @@ impl Core {
                     self.presence.rollback(before);
                     self.respond(tx, failed, now);
                 }
+                self.presence_stored(&person, now);
                 return;
             }
-            Some(Pending::Presence { id, answer, before }) => {
+            Some(Pending::Presence {
+                id,
+                answer,
+                before,
+                person,
+            }) => {
                 let reply = if ok {
                     Ok(answer)
                 } else {
@@ -446,6 +551,9 @@ impl Core {
                     ))
                 };
                 self.out.push_back(Output::Reply { id, reply });
+                if let Some(p) = person {
+                    self.presence_stored(&p, now);
+                }
                 return;
             }
             Some(Pending::Register {

@@ -593,8 +593,11 @@ impl Core {
                         .and_then(|b| b.response.take());
                     match resp {
                         Some(mut resp) => {
-                            let code = proxy::relayable_code(resp.status_code.code());
-                            resp.status_code = code.into();
+                            let code = resp.status_code.code();
+                            let relayed = proxy::relayable_code(code);
+                            if relayed != code {
+                                resp.status_code = relayed.into();
+                            }
                             self.respond(call.server_tx, resp, now);
                         }
                         None => {
@@ -617,6 +620,8 @@ impl Core {
                         &self.config.server,
                     );
                     if let Some(r) = reason {
+                        // The plan's words on the phone's display, and in Reason.
+                        message::set_reason_phrase(&mut resp, &r);
                         resp.headers.push(proxy::reason(code, &r));
                     }
                     self.respond(call.server_tx, resp, now);
@@ -1007,6 +1012,7 @@ impl Core {
             return;
         };
         proxy::strip_top_via(&mut resp);
+        message::keep_reason_phrase(&mut resp);
         let Some(b) = call.branches.get_mut(branch) else {
             return;
         };
@@ -1129,6 +1135,7 @@ impl Core {
         }
         let server = relay.server_tx;
         proxy::strip_top_via(&mut resp);
+        message::keep_reason_phrase(&mut resp);
         if (200..300).contains(&code) {
             if self
                 .transactions

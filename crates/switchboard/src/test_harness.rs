@@ -77,6 +77,11 @@ pub(crate) struct T {
     pub sent: Vec<(SocketAddr, String)>,
     pub persisted: Vec<switchboard_presence::store::Write>,
     halves: u64,
+    /// Hold store writes until [`T::release`] (default: each is stored at once).
+    pub hold_writes: bool,
+    held: Vec<(u64, Vec<switchboard_presence::store::Write>)>,
+    /// The API answers received: (id, status, body).
+    pub replies: Vec<(u64, Result<serde_json::Value, u16>)>,
 }
 
 pub(crate) fn addr(s: &str) -> SocketAddr {
@@ -136,6 +141,9 @@ impl T {
             sent: Vec::new(),
             persisted: Vec::new(),
             halves: 0,
+            hold_writes: false,
+            held: Vec::new(),
+            replies: Vec::new(),
         }
     }
 
@@ -153,14 +161,32 @@ impl T {
                 Output::Send { to, bytes } => self
                     .sent
                     .push((to.addr, String::from_utf8_lossy(&bytes).to_string())),
+                Output::Persist { token, writes } if self.hold_writes => {
+                    self.held.push((token, writes));
+                }
                 Output::Persist { token, writes } => {
                     self.persisted.extend(writes);
                     let now = self.now();
                     self.core.handle_persisted(token, true, now);
                 }
-                Output::Reply { .. } => {}
+                Output::Reply { id, reply } => self.replies.push((id, reply.map_err(|e| e.status))),
             }
         }
+    }
+
+    pub(crate) fn held_len(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Completes the oldest held store write: stored (`ok`) or failed.
+    pub(crate) fn release(&mut self, ok: bool) {
+        let (token, writes) = self.held.remove(0);
+        if ok {
+            self.persisted.extend(writes);
+        }
+        let now = self.now();
+        self.core.handle_persisted(token, ok, now);
+        self.pump();
     }
 
     pub(crate) fn input(&mut self, from: &str, text: &str) {

@@ -79,6 +79,9 @@ impl FeatureCodes {
 pub(crate) struct Publication {
     pub person: String,
     pub expires_at: u64,
+    /// The status it set, and the one it replaced (back when it ends).
+    pub set: Availability,
+    pub previous: Availability,
 }
 
 /// The watchers' state the core keeps.
@@ -88,6 +91,8 @@ pub(crate) struct Watchers {
     pub notify_txs: HashMap<TxId, SubId>,
     /// SIP-ETag → publication.
     pub publications: HashMap<String, Publication>,
+    /// (expiry, SIP-ETag) of every publication, earliest first.
+    pub publication_ends: std::collections::BTreeSet<(u64, String)>,
     /// The longest expiry a publication gets.
     pub max_publish_expires: u32,
 }
@@ -100,11 +105,31 @@ enum Current {
 }
 
 impl Watchers {
+    /// Files a publication under its entity tag (replacing one with the same tag).
+    fn publish(&mut self, etag: String, p: Publication) {
+        self.unpublish(&etag);
+        self.publication_ends.insert((p.expires_at, etag.clone()));
+        self.publications.insert(etag, p);
+    }
+
+    fn unpublish(&mut self, etag: &str) -> Option<Publication> {
+        let p = self.publications.remove(etag)?;
+        self.publication_ends
+            .remove(&(p.expires_at, etag.to_string()));
+        Some(p)
+    }
+
+    /// When the next publication ends (Unix seconds).
+    pub fn next_publication_end(&self) -> Option<u64> {
+        self.publication_ends.first().map(|(t, _)| *t + 1)
+    }
+
     pub fn new(config: &WatchersConfig) -> Self {
         Watchers {
             features: config.features.clone(),
             notify_txs: HashMap::new(),
             publications: HashMap::new(),
+            publication_ends: std::collections::BTreeSet::new(),
             max_publish_expires: config.subscriptions.max_expires,
         }
     }
@@ -354,7 +379,17 @@ impl Core {
             Package::Presence => {
                 let entity = format!("sip:{}@{}", s.resource, self.config.realm);
                 let directory = self.directory.load();
-                let doc = presence_doc(model.get(&s.resource), shown, directory.policy());
+                let policy = directory.policy();
+                let profile_name = model.get(&s.resource).and_then(|p| {
+                    (p.profile.id != policy.default_profile().id).then(|| {
+                        self.presence
+                            .overlay()
+                            .profile(policy, &s.resource, &p.profile.id)
+                            .map(|e| e.profile.name)
+                            .unwrap_or_else(|| p.profile.id.clone())
+                    })
+                });
+                let doc = presence_doc(model.get(&s.resource), shown, profile_name);
                 Current::Presence(events::pidf(&entity, &doc))
             }
         })
@@ -409,11 +444,19 @@ impl Core {
     /// Notifies the watchers of everyone whose presence or call status changed — when what
     /// they see changed (a hidden call status does not move a BLF lamp).
     pub(crate) fn notify_changes(&mut self, now: Now) {
-        let changed = self.presence.model_mut().take_changed();
+        let mut changed = self.presence.model_mut().take_changed();
+        changed.append(&mut self.renotify);
         if self.notifier.is_empty() {
             return;
         }
+        changed.sort();
+        changed.dedup();
         for person in changed {
+            // A change still on its way to the store is told once it is stored (and never,
+            // if storing fails and it is undone).
+            if self.presence_writes.contains_key(&person) {
+                continue;
+            }
             for id in self.notifier.watching(&person) {
                 let (Some(current), Some(sub)) = (self.current(id), self.notifier.get(id)) else {
                     continue;
@@ -454,9 +497,19 @@ impl Core {
             self.send_notify(id, SubState::Terminated(Some("timeout")), now);
             self.notifier.remove(id);
         }
-        self.watchers
-            .publications
-            .retain(|_, p| p.expires_at >= now.unix);
+        let expired: Vec<String> = self
+            .watchers
+            .publication_ends
+            .iter()
+            .take_while(|(t, _)| *t < now.unix)
+            .map(|(_, tag)| tag.clone())
+            .collect();
+        for tag in expired {
+            if let Some(p) = self.watchers.unpublish(&tag) {
+                tracing::info!(user = %p.person, "published presence expired");
+                self.unpublish(p, now);
+            }
+        }
     }
 
     // ---- PUBLISH ------------------------------------------------------------------------
@@ -532,28 +585,60 @@ impl Core {
                 return self.reply_to(tx, &req, 412, Vec::new(), now);
             }
         }
+        // §6 steps 2-3: an initial publication carries a document, a PIDF one.
+        let has_body = !req.body.is_empty();
+        if if_match.is_none() && !has_body {
+            return self.reply_to(
+                tx,
+                &req,
+                400,
+                vec![message::warning("an initial PUBLISH carries a document")],
+                now,
+            );
+        }
+        let content_type = req.headers.iter().find_map(|h| match h {
+            Header::ContentType(c) => Some(c.value().to_ascii_lowercase()),
+            _ => None,
+        });
+        if has_body
+            && !content_type
+                .as_deref()
+                .is_some_and(|c| c.trim().starts_with(events::PIDF))
+        {
+            return self.reply_to(
+                tx,
+                &req,
+                415,
+                vec![Header::Accept(events::PIDF.into())],
+                now,
+            );
+        }
         let etag = if_match.clone().unwrap_or_else(message::random_token);
         if expires == 0 {
-            self.watchers.publications.remove(&etag);
+            // §6 step 6: the publication is removed, and with it the state it set.
+            let gone = self.watchers.unpublish(&etag);
             let mut resp = message::response(&req, 200, None, &self.config.server);
             resp.headers.push(Header::Expires("0".into()));
-            return self.respond(tx, resp, now);
+            self.respond(tx, resp, now);
+            if let Some(p) = gone {
+                self.unpublish(p, now);
+            }
+            return;
         }
         if if_match.is_none() && self.watchers.publications.len() >= MAX_PUBLICATIONS {
             return self.reply_to(tx, &req, 503, vec![Header::RetryAfter("60".into())], now);
         }
-        self.watchers.publications.insert(
-            etag.clone(),
-            Publication {
-                person: person.clone(),
-                expires_at: now.unix + u64::from(expires),
-            },
-        );
         let mut ok = message::response(&req, 200, None, &self.config.server);
-        ok.headers.push(Header::Other("SIP-ETag".into(), etag));
+        ok.headers
+            .push(Header::Other("SIP-ETag".into(), etag.clone()));
         ok.headers.push(Header::Expires(expires.to_string().into()));
-        if req.body.is_empty() {
+        let expires_at = now.unix + u64::from(expires);
+        if !has_body {
             // A refresh (§4.3): the state stays as published.
+            if let Some(mut p) = self.watchers.unpublish(&etag) {
+                p.expires_at = expires_at;
+                self.watchers.publish(etag, p);
+            }
             return self.respond(tx, ok, now);
         }
         let doc = match events::parse_pidf(&req.body) {
@@ -563,6 +648,26 @@ impl Core {
             }
         };
         let (status, text) = published_status(&doc);
+        // What the publication replaces returns when it ends (a modification keeps what the
+        // first one replaced).
+        let previous = match self.watchers.publications.get(&etag) {
+            Some(p) => p.previous,
+            None => self
+                .presence
+                .model()
+                .get(&person)
+                .map(|p| p.availability)
+                .unwrap_or(Availability::Available),
+        };
+        self.watchers.publish(
+            etag,
+            Publication {
+                person: person.clone(),
+                expires_at,
+                set: status,
+                previous,
+            },
+        );
         let command = Command::SetStatus {
             user: person.clone(),
             status: status.as_str().to_string(),
@@ -570,6 +675,37 @@ impl Core {
             until: None,
         };
         self.sip_presence_change(tx, &req, &person, command, ok, now);
+    }
+
+    /// A publication that ended (removed or expired): the status it set gives way to the one
+    /// it replaced, unless something else changed the status since (the later change wins).
+    fn unpublish(&mut self, p: Publication, now: Now) {
+        let current = self.presence.model().get(&p.person).map(|x| x.availability);
+        if current != Some(p.set) || p.set == p.previous {
+            return;
+        }
+        let request = presence_service::Request {
+            who: p.person.clone(),
+            admin: false,
+            via: Interface::Sip,
+            command: Command::SetStatus {
+                user: p.person.clone(),
+                status: p.previous.as_str().to_string(),
+                text: None,
+                until: None,
+            },
+        };
+        let directory = self.directory.load_full();
+        match self
+            .presence
+            .handle(&request, directory.policy(), now.unix as i64)
+        {
+            Ok(Err(pending)) => self.persist_unacknowledged(pending.writes),
+            Ok(Ok(_)) => {}
+            Err(e) => {
+                tracing::info!(user = %p.person, error = %e.error, "published status not withdrawn")
+            }
+        }
     }
 
     // ---- feature codes ------------------------------------------------------------------
@@ -595,7 +731,7 @@ impl Core {
             },
             Feature::DndOff => Command::SetStatus {
                 user: user.to_string(),
-                status: Availability::Available.as_str().into(),
+                status: self.profile_availability(user).as_str().into(),
                 text: None,
                 until: None,
             },
@@ -607,18 +743,19 @@ impl Core {
             },
         };
         let what = match &feature {
-            Feature::DndOn => "do not disturb is on".to_string(),
-            Feature::DndOff => "do not disturb is off".to_string(),
-            Feature::Profile(n) => format!("profile {n} is active"),
+            Feature::DndOn => "Do Not Disturb On".to_string(),
+            Feature::DndOff => "Do Not Disturb Off".to_string(),
+            Feature::Profile(n) => format!("Profile {n} Active"),
         };
         // There is no media to say so: the call ends at once with 480 and the outcome in
-        // plain words (Reason and Warning).
+        // plain words where phones show it (the reason phrase), and in Reason and Warning.
         let mut done = message::response(
             req,
             480,
             Some(&message::random_token()),
             &self.config.server,
         );
+        message::set_reason_phrase(&mut done, &what);
         done.headers.push(proxy::reason(480, &what));
         done.headers.push(message::warning(&what));
         tracing::info!(user, code = dialled, what, "feature code");
@@ -626,9 +763,28 @@ impl Core {
         true
     }
 
+    /// The availability the person's active profile gives (what Do Not Disturb off returns
+    /// to); Available when that is Do Not Disturb itself.
+    fn profile_availability(&self, user: &str) -> Availability {
+        let directory = self.directory.load();
+        let policy = directory.policy();
+        let a = self
+            .presence
+            .model()
+            .get(user)
+            .and_then(|p| self.presence.overlay().profile(policy, user, &p.profile.id))
+            .map(|e| presence_service::availability(e.profile.availability))
+            .unwrap_or(Availability::Available);
+        if a == Availability::DoNotDisturb {
+            Availability::Available
+        } else {
+            a
+        }
+    }
+
     /// A presence change asked over SIP (PUBLISH, a feature code): made, stored, then
     /// answered with `ok`; a refused change gets 4xx with the reason, a failed store 500.
-    fn sip_presence_change(
+    pub(crate) fn sip_presence_change(
         &mut self,
         tx: TxId,
         req: &Request,
@@ -637,6 +793,19 @@ impl Core {
         ok: Response,
         now: Now,
     ) {
+        if self.presence_writes.contains_key(user) {
+            // An earlier change of this person is still on its way to the store.
+            self.queued_changes
+                .entry(user.to_string())
+                .or_default()
+                .push_back(crate::core::Queued::Sip {
+                    tx,
+                    req: Box::new(req.clone()),
+                    command,
+                    ok: Box::new(ok),
+                });
+            return;
+        }
         let request = presence_service::Request {
             who: user.to_string(),
             admin: false,
@@ -681,7 +850,7 @@ impl Core {
                     .headers
                     .push(message::warning("the change could not be stored"));
                 failed.headers.push(Header::RetryAfter("5".into()));
-                self.persist_sip_change(tx, ok, failed, p.before, p.writes);
+                self.persist_sip_change(tx, ok, failed, (user.to_string(), p.before), p.writes);
             }
         }
     }
@@ -708,12 +877,13 @@ fn dialog_body_state(body: &str) -> DialogState {
 }
 
 /// A person's presence as a PIDF document: reachable unless Unavailable; the status as an
-/// RPID activity; on the phone when the call status is shown and busy; the profile's name
-/// when it is not the default one; the status message as the note.
+/// RPID activity; on the phone when the call status is shown and busy; the active profile's
+/// name (the person's own name for it) when it is not the default one; the status message
+/// as the note.
 fn presence_doc(
     p: Option<&switchboard_presence::model::PersonPresence>,
     shown: CallStatus,
-    policy: &switchboard_policy::Policy,
+    profile_name: Option<String>,
 ) -> PresenceDoc {
     let Some(p) = p else {
         return PresenceDoc {
@@ -738,11 +908,7 @@ fn presence_doc(
     if shown == CallStatus::Busy {
         activities.push("on-the-phone".into());
     }
-    if p.profile.id != policy.default_profile().id {
-        let name = policy
-            .profile(&p.profile.id)
-            .map(|x| x.name.clone())
-            .unwrap_or_else(|| p.profile.id.clone());
+    if let Some(name) = profile_name {
         activities.push(format!("other:{name}"));
     }
     PresenceDoc {

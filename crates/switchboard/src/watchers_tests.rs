@@ -57,9 +57,13 @@ fn ack_all(t: &mut T, notifies: &[String]) {
 }
 
 fn command(t: &mut T, command: Command) {
+    command_id(t, 1, command);
+}
+
+fn command_id(t: &mut T, id: u64, command: Command) {
     let now = t.now();
     t.core.handle_command(
-        1,
+        id,
         Request {
             who: "admin".into(),
             admin: true,
@@ -266,7 +270,7 @@ fn feature_codes_change_the_callers_own_presence_once_stored() {
         .find(|m| m.starts_with("SIP/2.0 480"))
         .unwrap();
     assert!(
-        answer_to_bob.contains("do not disturb is on"),
+        answer_to_bob.starts_with("SIP/2.0 480 Do Not Disturb On\r\n"),
         "{answer_to_bob}"
     );
     assert_eq!(
@@ -291,7 +295,7 @@ fn feature_codes_change_the_callers_own_presence_once_stored() {
     let out = t.take();
     assert!(to(&out, BOB)
         .iter()
-        .any(|m| m.starts_with("SIP/2.0 480") && m.contains("profile 2 is active")));
+        .any(|m| m.starts_with("SIP/2.0 480") && m.starts_with("SIP/2.0 480 Profile 2 Active")));
     assert_eq!(
         t.core.presence().model().get("bob").unwrap().profile.id,
         "lunch"
@@ -338,7 +342,149 @@ fn a_phone_publishes_its_own_presence() {
         &publish(4, "", body).replace("PUBLISH sip:alice@", "PUBLISH sip:bob@"),
     );
     assert!(to(&t.take(), ALICE)[0].starts_with("SIP/2.0 403"));
-    // Not PIDF: 400.
+    // Not PIDF: 400; not even said to be PIDF: 415; no document at first: 400.
     t.input(ALICE, &publish(5, "", "<nonsense/>"));
     assert!(to(&t.take(), ALICE)[0].starts_with("SIP/2.0 400"));
+    t.input(
+        ALICE,
+        &publish(6, "", body).replace("application/pidf+xml", "text/plain"),
+    );
+    let r = &to(&t.take(), ALICE)[0];
+    assert!(
+        r.starts_with("SIP/2.0 415") && r.contains("Accept: application/pidf+xml"),
+        "{r}"
+    );
+    t.input(ALICE, &publish(7, "", ""));
+    assert!(to(&t.take(), ALICE)[0].starts_with("SIP/2.0 400"));
+    // Removing the publication takes its status back.
+    t.input(
+        ALICE,
+        &publish(8, &format!("SIP-If-Match: {etag}\r\n"), "").replace("Expires: 600", "Expires: 0"),
+    );
+    assert!(to(&t.take(), ALICE)[0].starts_with("SIP/2.0 200"));
+    assert_eq!(
+        t.core.presence().model().get("alice").unwrap().availability,
+        Availability::Available
+    );
+}
+
+#[test]
+fn a_publication_that_expires_gives_its_status_back_unless_changed_since() {
+    let mut t = T::new(false);
+    let body = "<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" xmlns:rpid=\"urn:ietf:params:xml:ns:pidf:rpid\"><tuple id=\"t\"><status><basic>open</basic></status></tuple><rpid:activities><rpid:busy/></rpid:activities></presence>";
+    let publish = |user: &str, cseq: u32| {
+        format!(
+            "PUBLISH sip:{user}@switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bK-pe{user}{cseq};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{user}@switchboard.local>;tag=pb\r\nTo: <sip:{user}@switchboard.local>\r\n\
+             Call-ID: pub-{user}\r\nCSeq: {cseq} PUBLISH\r\nEvent: presence\r\nExpires: 60\r\n\
+             Content-Type: application/pidf+xml\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    t.input(ALICE, &publish("alice", 1));
+    t.input(ALICE, &publish("bob", 1));
+    t.take();
+    let status = |t: &T, who: &str| t.core.presence().model().get(who).unwrap().availability;
+    assert_eq!(status(&t, "alice"), Availability::Busy);
+    // bob's status is changed through the API meanwhile: that change stands.
+    command(
+        &mut t,
+        Command::SetStatus {
+            user: "bob".into(),
+            status: "away".into(),
+            text: None,
+            until: None,
+        },
+    );
+    t.advance(62);
+    assert_eq!(status(&t, "alice"), Availability::Available, "withdrawn");
+    assert_eq!(status(&t, "bob"), Availability::Away, "changed since: kept");
+}
+
+fn dnd(user: &str, text: &str) -> Command {
+    Command::SetStatus {
+        user: user.into(),
+        status: "dnd".into(),
+        text: Some(text.into()),
+        until: None,
+    }
+}
+
+#[test]
+fn watchers_hear_of_a_change_once_it_is_stored_and_never_if_it_is_not() {
+    let mut t = T::new(false);
+    subscribed(&mut t, "presence", "bob", "d1");
+    t.hold_writes = true;
+    command(&mut t, dnd("bob", "first"));
+    assert!(
+        notifies(&t.take()).is_empty(),
+        "not before the store has it"
+    );
+    t.release(true);
+    let n = notifies(&t.take());
+    assert_eq!(n.len(), 1);
+    assert!(n[0].contains("<note>first</note>"), "{}", n[0]);
+    ack_all(&mut t, &n);
+    // A change the store refuses is undone and never told.
+    command(&mut t, dnd("bob", "second"));
+    t.release(false);
+    assert!(notifies(&t.take()).is_empty());
+    assert_eq!(
+        t.core.presence().model().get("bob").unwrap().message(),
+        Some("first")
+    );
+}
+
+#[test]
+fn changes_of_one_person_are_stored_one_after_another() {
+    let mut t = T::new(false);
+    t.hold_writes = true;
+    command_id(&mut t, 1, dnd("bob", "one"));
+    command_id(&mut t, 2, dnd("bob", "two"));
+    // The second waits for the first: one write on its way.
+    assert_eq!(t.held_len(), 1);
+    t.release(false);
+    // The first failed (503) and was undone; the second goes ahead on the undone state.
+    assert_eq!(t.replies[0], (1, Err(503)));
+    assert_eq!(t.held_len(), 1);
+    t.release(true);
+    assert_eq!(t.replies[1].0, 2);
+    assert!(t.replies[1].1.is_ok());
+    assert_eq!(
+        t.core.presence().model().get("bob").unwrap().message(),
+        Some("two")
+    );
+    // Another person is never held up by bob's writes.
+    command_id(&mut t, 3, dnd("bob", "three"));
+    command_id(&mut t, 4, dnd("carol", "other"));
+    assert_eq!(t.held_len(), 2);
+}
+
+#[test]
+fn a_feature_code_is_answered_only_once_its_change_is_stored() {
+    let mut t = T::new(false);
+    t.hold_writes = true;
+    t.input(BOB, &invite("bob", BOB, "*78", "fh1", ""));
+    let out = t.take();
+    assert!(
+        !to(&out, BOB).iter().any(|m| m.starts_with("SIP/2.0 480")),
+        "no answer before the store has it: {out:?}"
+    );
+    t.release(true);
+    let out = t.take();
+    assert!(to(&out, BOB)
+        .iter()
+        .any(|m| m.starts_with("SIP/2.0 480 Do Not Disturb On")));
+    // When the store fails: 500, and the change is undone.
+    t.input(BOB, &invite("bob", BOB, "*79", "fh2", ""));
+    t.release(false);
+    let out = t.take();
+    assert!(
+        to(&out, BOB).iter().any(|m| m.starts_with("SIP/2.0 500")),
+        "{out:?}"
+    );
+    assert_eq!(
+        t.core.presence().model().get("bob").unwrap().availability,
+        Availability::DoNotDisturb
+    );
 }

@@ -59,8 +59,8 @@ fn watchers_see_calls_profile_changes_and_feature_codes() {
     // carol's BLF lamp for bob: idle, ringing, in a call, idle.
     let blf = watch(&d, "carol", "dialog", 3);
     // alice watches bob's presence: on the phone, off it, Meeting (API), Do Not Disturb
-    // (*78), Available (*79).
-    let presence = watch(&d, "alice", "presence", 5);
+    // (*78), back to the meeting's status (*79), Lunch (*32: profile 2).
+    let presence = watch(&d, "alice", "presence", 6);
 
     let call = Sipp::new(&d, "call_answered.xml")
         .row(call_row("alice", "alice-secret", "1002", "300"))
@@ -77,11 +77,12 @@ fn watchers_see_calls_profile_changes_and_feature_codes() {
         r#"{"profile":"meeting","message":"Planning"}"#,
     );
     assert_eq!(code, 200, "{body}");
-    // bob dials *78 then *79 from his phone (SIPp as bob): each ends with 480 and says what
-    // happened.
+    // bob dials *78, *79 and *32 from his phone (SIPp as bob): each ends with 480 and says
+    // what happened.
     for (code, what) in [
-        ("*78", "do not disturb is on"),
-        ("*79", "do not disturb is off"),
+        ("*78", "SIP/2.0 480 Do Not Disturb On"),
+        ("*79", "SIP/2.0 480 Do Not Disturb Off"),
+        ("*32", "SIP/2.0 480 Profile 2 Active"),
     ] {
         let r = Sipp::new(&d, "call_expect_final.xml")
             .row(call_row("bob", "bob-secret", code, "480"))
@@ -124,7 +125,12 @@ fn watchers_see_calls_profile_changes_and_feature_codes() {
         "{}",
         docs[3]
     );
-    assert!(docs[4].contains("<rpid:busy/>"), "{}", docs[4]);
-    assert!(!docs[5].contains("<rpid:busy/>"), "{}", docs[5]);
+    assert!(docs[4].contains("Do not disturb"), "{}", docs[4]);
+    assert!(
+        !docs[5].contains("Do not disturb") && docs[5].contains("Meeting"),
+        "{}",
+        docs[5]
+    );
+    assert!(docs[6].contains("Lunch"), "{}", docs[6]);
     d.wait_for_log("via=FeatureCode", Duration::from_secs(5));
 }
