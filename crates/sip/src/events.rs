@@ -13,7 +13,9 @@ pub const DIALOG_INFO: &str = "application/dialog-info+xml";
 pub const PIDF: &str = "application/pidf+xml";
 
 /// The event packages this server is a notifier for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Package {
     /// RFC 4235.
     Dialog,
@@ -78,8 +80,9 @@ pub fn escape(s: &str) -> String {
 }
 
 /// A full dialog-info document (RFC 4235 §4) for `entity` (the AoR's URI). One dialog
-/// element stands for the person's calls across all devices: `early` while one rings,
-/// `confirmed` while one is answered, none when idle.
+/// element stands for the person's calls across all devices: `early` while one rings (as
+/// the recipient, which is what makes BLF lamps blink), `confirmed` while one is answered,
+/// none when idle.
 pub fn dialog_info(entity: &str, version: u32, state: DialogState) -> String {
     let mut out = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
@@ -92,8 +95,13 @@ pub fn dialog_info(entity: &str, version: u32, state: DialogState) -> String {
         DialogState::Confirmed => Some("confirmed"),
     };
     if let Some(s) = s {
+        let direction = if state == DialogState::Early {
+            " direction=\"recipient\""
+        } else {
+            ""
+        };
         out.push_str(&format!(
-            "  <dialog id=\"switchboard-calls\">\n    <state>{s}</state>\n  </dialog>\n"
+            "  <dialog id=\"switchboard-calls\"{direction}>\n    <state>{s}</state>\n  </dialog>\n"
         ));
     }
     out.push_str("</dialog-info>\n");

@@ -41,7 +41,7 @@ pub type ConnId = u64;
 ///
 /// For stream transports `conn` names the connection a request arrived on, so that the
 /// response goes back over the same connection (RFC 3261 §18.2.2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Peer {
     pub transport: Transport,
     pub addr: SocketAddr,

@@ -40,8 +40,9 @@ impl Default for NotifierConfig {
 /// Identifies a subscription for its whole life.
 pub type SubId = u64;
 
-/// One subscription (a dialog of its own, RFC 6665 §4.2).
-#[derive(Clone, Debug)]
+/// One subscription (a dialog of its own, RFC 6665 §4.2). Serializable, so the caller can
+/// keep it across a restart.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Subscription {
     pub id: SubId,
     pub package: Package,
@@ -55,6 +56,9 @@ pub struct Subscription {
     pub expires_at: u64,
     /// The last document sent, to notify only changes.
     pub last_body: Option<String>,
+    /// The SUBSCRIBE's `Event` value with its parameters (`presence;id=7`), echoed in every
+    /// NOTIFY (§8.2.1).
+    event: String,
     call_id: String,
     local_tag: String,
     remote_tag: String,
@@ -209,6 +213,47 @@ impl Notifier {
             .collect()
     }
 
+    /// Takes back subscriptions kept across a restart (those still alive at `now`); each
+    /// should get a NOTIFY at once, since what it shows may have changed meanwhile. Their
+    /// CSeq and document version jump ahead, so that none is ever used twice (NOTIFYs sent
+    /// after the subscription was last kept are not known).
+    pub fn restore(
+        &mut self,
+        subs: impl IntoIterator<Item = Subscription>,
+        now: u64,
+    ) -> Vec<SubId> {
+        let mut ids = Vec::new();
+        for mut s in subs {
+            if s.expires_at < now || self.subs.len() >= self.config.max_subscriptions {
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            s.id = id;
+            s.local_cseq = s.local_cseq.saturating_add(1000);
+            s.version = s.version.saturating_add(1000);
+            s.last_body = None;
+            self.by_dialog.insert(
+                (s.call_id.clone(), s.local_tag.clone(), s.remote_tag.clone()),
+                id,
+            );
+            self.by_resource
+                .entry(s.resource.clone())
+                .or_default()
+                .insert(id);
+            self.by_expiry.insert((s.expires_at, id));
+            self.subs.insert(id, s);
+            ids.push(id);
+        }
+        ids
+    }
+
+    /// A key naming a subscription's dialog for as long as it lives (store rows).
+    pub fn key(&self, id: SubId) -> Option<String> {
+        let s = self.subs.get(&id)?;
+        Some(format!("{}\n{}\n{}", s.call_id, s.local_tag, s.remote_tag))
+    }
+
     /// Forgets a subscription (it ended, or its subscriber is gone: a NOTIFY got 481, 408,
     /// or no answer).
     pub fn remove(&mut self, id: SubId) -> Option<Subscription> {
@@ -267,6 +312,48 @@ impl Notifier {
         peer: Peer,
         now: u64,
     ) -> Result<Subscribed, Refused> {
+        let event = header_value(req, |h| match h {
+            Header::Event(e) => Some(e.value()),
+            _ => None,
+        })
+        .unwrap_or(package.as_str())
+        .trim()
+        .to_string();
+        // §4.2.1: a subscriber that cannot read what this package sends gets 406.
+        let accepts: Vec<String> = req
+            .headers
+            .iter()
+            .filter_map(|h| match h {
+                Header::Accept(a) => Some(a.value().to_string()),
+                _ => None,
+            })
+            .flat_map(|v| {
+                v.split(',')
+                    .map(|t| {
+                        t.split(';')
+                            .next()
+                            .unwrap_or("")
+                            .trim()
+                            .to_ascii_lowercase()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .filter(|t| !t.is_empty())
+            .collect();
+        let wanted = package.content_type();
+        let (kind, _) = wanted.split_once('/').unwrap_or((wanted, ""));
+        if !accepts.is_empty()
+            && !accepts
+                .iter()
+                .any(|t| t == wanted || t == "*/*" || *t == format!("{kind}/*"))
+        {
+            let mut r = Refused::new(
+                406,
+                "the subscriber does not accept this package's documents",
+            );
+            r.headers.push(Header::Accept(wanted.into()));
+            return Err(r);
+        }
         let expires = self.requested_expires(req)?;
         let cseq = req
             .cseq_header()
@@ -279,6 +366,15 @@ impl Notifier {
                 return Err(Refused::new(481, "no such subscription"));
             };
             let s = self.subs.get_mut(&id).expect("indexed");
+            if s.package != package {
+                // §4.2.1.2: a refresh is for the subscription's own package.
+                let mut r = Refused::new(489, "not the package of this subscription");
+                r.headers.push(Header::Other(
+                    "Allow-Events".into(),
+                    s.package.as_str().into(),
+                ));
+                return Err(r);
+            }
             if cseq <= s.remote_cseq {
                 return Err(Refused::new(500, "CSeq lower than the dialog's"));
             }
@@ -342,6 +438,7 @@ impl Notifier {
             peer,
             expires_at: now + u64::from(expires),
             last_body: None,
+            event,
             call_id: call_id.clone(),
             local_tag: local_tag.clone(),
             remote_tag: remote_tag.clone(),
@@ -406,7 +503,7 @@ impl Notifier {
         headers.push(Header::CallId(s.call_id.clone().into()));
         headers.push(Header::CSeq(format!("{} NOTIFY", s.local_cseq).into()));
         headers.push(Header::Contact(contact.to_string().into()));
-        headers.push(Header::Event(s.package.as_str().into()));
+        headers.push(Header::Event(s.event.clone().into()));
         let sub_state = match state {
             SubState::Active => format!("active;expires={}", s.expires_at.saturating_sub(now)),
             SubState::Terminated(Some(reason)) => format!("terminated;reason={reason}"),
@@ -626,6 +723,87 @@ mod tests {
         );
         assert!(n.expire(3600).is_empty());
         assert_eq!(n.expire(3601), vec![id]);
+    }
+
+    #[test]
+    fn event_ids_packages_accept_and_restore() {
+        let mut n = Notifier::new(NotifierConfig::default());
+        let req = subscribe("Expires: 600\r\n", None, 1);
+        let text = req
+            .to_string()
+            .replace("Event: dialog", "Event: dialog;id=7");
+        let req =
+            match crate::parse::parse(text.as_bytes(), &crate::parse::Limits::default()).unwrap() {
+                SipMessage::Request(r) => r,
+                _ => unreachable!(),
+            };
+        let Ok(Subscribed::Created { id, to_tag, .. }) =
+            n.subscribe(&req, "bob", Package::Dialog, "alice", peer(), 0)
+        else {
+            panic!()
+        };
+        let (notify, _) = n
+            .notify(
+                id,
+                "SIP/2.0/UDP x;branch=z9hG4bK-1",
+                "<sip:x>",
+                SubState::Active,
+                0,
+                |_| String::new(),
+            )
+            .unwrap();
+        assert!(notify.to_string().contains("Event: dialog;id=7\r\n"));
+        // A refresh for another package is refused 489.
+        let wrong = subscribe("", Some(&to_tag), 2);
+        assert_eq!(
+            n.subscribe(&wrong, "bob", Package::Presence, "alice", peer(), 0)
+                .unwrap_err()
+                .code,
+            489
+        );
+        // A subscriber that only takes plain text: 406.
+        let picky = subscribe("Accept: text/plain\r\n", None, 1);
+        let r = n
+            .subscribe(&picky, "bob", Package::Dialog, "alice", peer(), 0)
+            .unwrap_err();
+        assert_eq!(r.code, 406);
+        let fine = subscribe("Accept: application/*\r\n", None, 1)
+            .to_string()
+            .replace("sub-1", "sub-2");
+        let fine =
+            match crate::parse::parse(fine.as_bytes(), &crate::parse::Limits::default()).unwrap() {
+                SipMessage::Request(r) => r,
+                _ => unreachable!(),
+            };
+        assert!(n
+            .subscribe(&fine, "bob", Package::Dialog, "alice", peer(), 0)
+            .is_ok());
+        // Kept and taken back: found by its dialog, CSeq ahead.
+        let kept: Vec<Subscription> = vec![n.get(id).unwrap().clone()];
+        let json = serde_json::to_string(&kept[0]).unwrap();
+        let back: Subscription = serde_json::from_str(&json).unwrap();
+        let mut m = Notifier::new(NotifierConfig::default());
+        let ids = m.restore(vec![back], 100);
+        assert_eq!(ids.len(), 1);
+        let refresh = subscribe("", Some(&to_tag), 3);
+        assert_eq!(m.find(&refresh), Some(ids[0]));
+        let (notify, _) = m
+            .notify(
+                ids[0],
+                "SIP/2.0/UDP x;branch=z9hG4bK-2",
+                "<sip:x>",
+                SubState::Active,
+                100,
+                |v| format!("v{v}"),
+            )
+            .unwrap();
+        assert!(notify.to_string().contains("CSeq: 1002 NOTIFY"), "{notify}");
+        assert!(notify.to_string().ends_with("v1001"));
+        assert!(
+            m.restore(vec![n.get(id).unwrap().clone()], 10_000)
+                .is_empty(),
+            "expired"
+        );
     }
 
     #[test]

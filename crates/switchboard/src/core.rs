@@ -142,6 +142,12 @@ enum Pending {
         before: presence_service::Undo,
         person: String,
     },
+    /// A SUBSCRIBE's 200 (then its NOTIFY), once the subscription is stored.
+    Subscribe {
+        tx: TxId,
+        id: switchboard_sip::subscription::SubId,
+        ok: Box<Response>,
+    },
     /// A presence change's answer.
     Presence {
         id: u64,
@@ -442,6 +448,26 @@ impl Core {
         self.after_event(now);
     }
 
+    /// A subscription is stored before its 200.
+    pub(crate) fn persist_subscription(
+        &mut self,
+        tx: TxId,
+        id: switchboard_sip::subscription::SubId,
+        ok: Response,
+        writes: Vec<Write>,
+    ) {
+        let token = self.token();
+        self.pending.insert(
+            token,
+            Pending::Subscribe {
+                tx,
+                id,
+                ok: Box::new(ok),
+            },
+        );
+        self.out.push_back(Output::Persist { token, writes });
+    }
+
     /// A person's change reached the store (or failed to): their watchers may hear of it
     /// now, and their next change waiting, if any, goes ahead.
     fn presence_stored(&mut self, person: &str, now: Now) {
@@ -518,6 +544,10 @@ impl Core {
         }
         let (tx, response, aor, previous) = match self.pending.remove(&token) {
             None => return,
+            Some(Pending::Subscribe { tx, id, ok: answer }) => {
+                self.subscription_stored(tx, id, *answer, ok, now);
+                return;
+            }
             Some(Pending::Sip {
                 tx,
                 ok: answer,

@@ -8,7 +8,7 @@ use crate::policy_source;
 use crate::presence_service::{Reply, PRESENCE};
 use crate::profiles::PROFILES;
 use crate::routing::{RoutingConfig, MEMORY};
-use crate::watchers::{FeatureCodes, WatchersConfig};
+use crate::watchers::{FeatureCodes, WatchersConfig, SUBSCRIPTIONS};
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -114,6 +114,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let memory_rows = store
         .scan(MEMORY)
         .context("reading group memory back from the store")?;
+    let subscription_rows = store
+        .scan(SUBSCRIPTIONS)
+        .context("reading subscriptions back from the store")?;
     let route_secret = route_secret(store.as_ref())?;
     let profile_rows = store
         .scan(PROFILES)
@@ -154,6 +157,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     core.restore_presence(presence_rows, t);
     tracing::info!(profiles, "people's own profiles restored");
     tracing::info!(people, "presence restored");
+    // Last: their NOTIFYs tell the presence just restored.
+    let subscriptions = core.restore_subscriptions(subscription_rows, t);
+    tracing::info!(subscriptions, "subscriptions restored");
 
     // The presence API hands its commands to this loop.
     let (api_tx, mut api_rx) = mpsc::channel::<Envelope>(1024);

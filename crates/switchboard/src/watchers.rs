@@ -15,6 +15,7 @@ use crate::core::{Core, Now};
 use crate::presence_service::{self, Command};
 use std::collections::HashMap;
 use switchboard_presence::model::{Availability, CallStatus, Interface};
+use switchboard_presence::store::Write;
 use switchboard_sip::auth::{FailureOutcome, Role, Verdict};
 use switchboard_sip::events::{self, DialogState, Package, PresenceDoc};
 use switchboard_sip::message;
@@ -23,7 +24,10 @@ use switchboard_sip::msg::prelude::*;
 use switchboard_sip::msg::{Request, Response};
 use switchboard_sip::peer::Peer;
 use switchboard_sip::proxy;
-use switchboard_sip::subscription::{NotifierConfig, SubId, SubState, Subscribed};
+use switchboard_sip::subscription::{NotifierConfig, SubId, SubState, Subscribed, Subscription};
+
+/// The table of subscriptions (kept across a restart).
+pub const SUBSCRIPTIONS: &str = "subscriptions";
 use switchboard_sip::transaction::TxId;
 use switchboard_sip::transport::ListenAddr;
 
@@ -93,6 +97,8 @@ pub(crate) struct Watchers {
     pub publications: HashMap<String, Publication>,
     /// (expiry, SIP-ETag) of every publication, earliest first.
     pub publication_ends: std::collections::BTreeSet<(u64, String)>,
+    /// Subscriptions not stored yet: not answered, so not notified either.
+    pub unconfirmed: std::collections::HashSet<SubId>,
     /// The longest expiry a publication gets.
     pub max_publish_expires: u32,
 }
@@ -130,6 +136,7 @@ impl Watchers {
             notify_txs: HashMap::new(),
             publications: HashMap::new(),
             publication_ends: std::collections::BTreeSet::new(),
+            unconfirmed: std::collections::HashSet::new(),
             max_publish_expires: config.subscriptions.max_expires,
         }
     }
@@ -339,24 +346,25 @@ impl Core {
                 resp.headers
                     .push(Header::Expires(expires.to_string().into()));
                 resp.headers.push(Header::Contact(contact.into()));
-                self.respond(tx, resp, now);
-                let state = if expires == 0 {
-                    SubState::Terminated(Some("timeout"))
-                } else {
-                    SubState::Active
-                };
-                self.send_notify(id, state, now);
                 if expires == 0 {
+                    // A fetch: one NOTIFY and done; nothing to keep.
+                    self.respond(tx, resp, now);
+                    self.send_notify(id, SubState::Terminated(Some("timeout")), now);
                     self.notifier.remove(id);
+                } else {
+                    self.keep_subscription(tx, id, resp);
                 }
             }
-            Ok(Subscribed::Refreshed { id, expires }) => {
+            Ok(Subscribed::Refreshed { id, .. }) => {
                 let mut resp = message::response(&req, 200, None, &self.config.server);
-                resp.headers
-                    .push(Header::Expires(expires.to_string().into()));
+                let left = self
+                    .notifier
+                    .get(id)
+                    .map(|s| s.expires_at.saturating_sub(now.unix))
+                    .unwrap_or(0);
+                resp.headers.push(Header::Expires(left.to_string().into()));
                 resp.headers.push(Header::Contact(contact.into()));
-                self.respond(tx, resp, now);
-                self.send_notify(id, SubState::Active, now);
+                self.keep_subscription(tx, id, resp);
             }
             Ok(Subscribed::Ended { id }) => {
                 tracing::info!(subscriber, resource, "subscription ended by its subscriber");
@@ -364,9 +372,78 @@ impl Core {
                 resp.headers.push(Header::Expires("0".into()));
                 self.respond(tx, resp, now);
                 self.send_notify(id, SubState::Terminated(None), now);
-                self.notifier.remove(id);
+                self.drop_subscription(id);
             }
         }
+    }
+
+    /// Stores a subscription (new or refreshed) before its 200; the NOTIFY follows the 200.
+    fn keep_subscription(&mut self, tx: TxId, id: SubId, ok: Response) {
+        let (Some(key), Some(sub)) = (self.notifier.key(id), self.notifier.get(id)) else {
+            return;
+        };
+        let row = serde_json::to_vec(sub).unwrap_or_default();
+        self.watchers.unconfirmed.insert(id);
+        self.persist_subscription(tx, id, ok, vec![Write::put(SUBSCRIPTIONS, key, row)]);
+    }
+
+    /// The outcome of storing a subscription: answered and notified, or refused and gone.
+    pub(crate) fn subscription_stored(
+        &mut self,
+        tx: TxId,
+        id: SubId,
+        ok: Response,
+        stored: bool,
+        now: Now,
+    ) {
+        self.watchers.unconfirmed.remove(&id);
+        if stored {
+            self.respond(tx, ok, now);
+            self.send_notify(id, SubState::Active, now);
+        } else {
+            let mut failed = ok;
+            failed.status_code = 500.into();
+            failed
+                .headers
+                .retain(|h| !matches!(h, Header::Contact(_) | Header::Expires(_)));
+            failed
+                .headers
+                .push(message::warning("the subscription could not be stored"));
+            failed.headers.push(Header::RetryAfter("5".into()));
+            self.respond(tx, failed, now);
+            self.drop_subscription(id);
+        }
+    }
+
+    /// Forgets a subscription, also in the store.
+    fn drop_subscription(&mut self, id: SubId) {
+        if let Some(key) = self.notifier.key(id) {
+            self.persist_unacknowledged(vec![Write::delete(SUBSCRIPTIONS, key)]);
+        }
+        self.notifier.remove(id);
+    }
+
+    /// Takes back the subscriptions kept across a restart, and tells each what it shows now
+    /// (lamps may have changed meanwhile).
+    pub fn restore_subscriptions(&mut self, rows: Vec<(String, Vec<u8>)>, now: Now) -> usize {
+        let mut subs = Vec::new();
+        let mut stale = Vec::new();
+        for (key, value) in rows {
+            match serde_json::from_slice::<Subscription>(&value) {
+                Ok(s) if s.expires_at >= now.unix => subs.push(s),
+                Ok(_) => stale.push(Write::delete(SUBSCRIPTIONS, key)),
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "unreadable subscription in the store; dropped");
+                    stale.push(Write::delete(SUBSCRIPTIONS, key));
+                }
+            }
+        }
+        self.persist_unacknowledged(stale);
+        let ids = self.notifier.restore(subs, now.unix);
+        for id in &ids {
+            self.send_notify(*id, SubState::Active, now);
+        }
+        ids.len()
     }
 
     /// What subscription `id` shows now: the call state (dialog) or the presence document.
@@ -458,6 +535,9 @@ impl Core {
                 continue;
             }
             for id in self.notifier.watching(&person) {
+                if self.watchers.unconfirmed.contains(&id) {
+                    continue;
+                }
                 let (Some(current), Some(sub)) = (self.current(id), self.notifier.get(id)) else {
                     continue;
                 };
@@ -484,9 +564,10 @@ impl Core {
             Some(c) => c == 481 || c == 408 || (c >= 300 && c != 401 && c != 407),
         };
         if gone {
-            if let Some(s) = self.notifier.remove(id) {
+            if let Some(s) = self.notifier.get(id) {
                 tracing::info!(subscriber = %s.subscriber, resource = %s.resource, code, "subscription ended: the subscriber is gone");
             }
+            self.drop_subscription(id);
         }
         true
     }
@@ -495,7 +576,7 @@ impl Core {
     pub(crate) fn watchers_timeout(&mut self, now: Now) {
         for id in self.notifier.expire(now.unix) {
             self.send_notify(id, SubState::Terminated(Some("timeout")), now);
-            self.notifier.remove(id);
+            self.drop_subscription(id);
         }
         let expired: Vec<String> = self
             .watchers

@@ -134,3 +134,31 @@ fn watchers_see_calls_profile_changes_and_feature_codes() {
     assert!(docs[6].contains("Lunch"), "{}", docs[6]);
     d.wait_for_log("via=FeatureCode", Duration::from_secs(5));
 }
+
+#[test]
+fn subscriptions_survive_kill_9_and_lamps_are_told_the_state_at_once() {
+    let mut d = Daemon::start(Options {
+        policy: policy(),
+        ..Options::default()
+    });
+    // carol watches bob's presence: the NOTIFY after the restart, then Do Not Disturb.
+    let w = watch(&d, "carol", "presence", 2);
+    d.restart();
+    d.wait_for_log(
+        "subscriptions restored subscriptions=1",
+        Duration::from_secs(10),
+    );
+    let (code, body) = admin_api(&d, "PUT", "/v1/presence/bob/status", r#"{"status":"dnd"}"#);
+    assert_eq!(code, 200, "{body}");
+    let r = w.finish(Duration::from_secs(30));
+    assert!(r.success, "{}\n{}", r.report(), d.log());
+    let docs = notify_bodies(&r);
+    assert!(
+        docs[1].contains("<basic>open</basic>"),
+        "after the restart: {}",
+        docs[1]
+    );
+    assert!(docs[2].contains("<rpid:busy/>"), "{}", docs[2]);
+    // The unsubscription inside the restored dialog was answered, and the row is gone.
+    assert!(r.logs.contains("subscribed"));
+}
