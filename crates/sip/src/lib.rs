@@ -20,3 +20,4 @@ pub mod registrar;
 pub mod subscription;
 pub mod transaction;
 pub mod transport;
+pub mod wire;

@@ -86,14 +86,26 @@ pub fn check_request(req: &Request, caps: &Capabilities<'_>) -> Result<(), Refus
     let vias = req
         .via_header()
         .map_err(|_| Refusal::new(400, "missing Via header"))?;
-    vias.typed()
-        .map_err(|_| Refusal::new(400, "malformed Via header"))?;
-    req.from_header()
-        .and_then(|f| f.typed())
-        .map_err(|_| Refusal::new(400, "malformed From header"))?;
-    req.to_header()
-        .and_then(|t| t.typed())
-        .map_err(|_| Refusal::new(400, "malformed To header"))?;
+    // A proxy passes on what it need not understand (§16.3 checks only what routing
+    // needs): the endpoints judge From and To. What this server answers itself is read
+    // whole.
+    if !caps.proxy {
+        vias.typed()
+            .map_err(|_| Refusal::new(400, "malformed Via header"))?;
+        req.from_header()
+            .and_then(|f| f.typed())
+            .map_err(|_| Refusal::new(400, "malformed From header"))?;
+        req.to_header()
+            .and_then(|t| t.typed())
+            .map_err(|_| Refusal::new(400, "malformed To header"))?;
+    } else if split_first_value(vias.value())
+        .0
+        .split_whitespace()
+        .nth(1)
+        .is_none()
+    {
+        return Err(Refusal::new(400, "malformed Via header"));
+    }
     if req
         .call_id_header()
         .map(|c| c.value().trim().is_empty())
@@ -305,6 +317,13 @@ fn sent_by_host(sent_by: &str) -> &str {
 /// Splits a header value holding several comma-separated entries into the first and the
 /// rest, respecting quoted strings and `<…>`.
 pub fn split_first_value(value: &str) -> (&str, Option<&str>) {
+    // Most values hold no quoted string and no <…>: the first comma ends the first entry.
+    if !value.as_bytes().iter().any(|&b| b == b'"' || b == b'<') {
+        return match value.find(',') {
+            Some(i) => (&value[..i], Some(&value[i + 1..])),
+            None => (value, None),
+        };
+    }
     let mut in_quotes = false;
     let mut in_angle = false;
     let mut escaped = false;

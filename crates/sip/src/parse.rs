@@ -388,7 +388,7 @@ fn collect<'a>(
                 }
                 None => Some("continuation line before any header".to_string()),
             }
-        } else if line.contains(['\r', '\n']) {
+        } else if line.bytes().any(|b| b == b'\r' || b == b'\n') {
             Some("bare CR or LF in the header section".to_string())
         } else {
             match line.split_once(':') {

@@ -131,6 +131,12 @@ impl Conns {
 
 /// Most messages queued for one TCP connection before it counts as stuck and is closed.
 const TCP_SEND_QUEUE: usize = 1024;
+/// The queue of a UDP socket's sender task: where to, what.
+type SendQueue = mpsc::Sender<(SocketAddr, Bytes)>;
+
+/// Most datagrams waiting for a UDP socket's sender task before new ones are dropped.
+const UDP_SEND_QUEUE: usize = 65_536;
+
 /// Receive and send buffer asked of the kernel for UDP sockets.
 const UDP_BUFFER: usize = 4 * 1024 * 1024;
 
@@ -142,7 +148,8 @@ pub struct Transports {
 
 struct Inner {
     config: TransportConfig,
-    udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    /// Each UDP socket with the queue of its sender task.
+    udp: Vec<(SocketAddr, Arc<UdpSocket>, SendQueue)>,
     tcp: Vec<SocketAddr>,
     conns: Mutex<Conns>,
     next_conn: AtomicU64,
@@ -161,14 +168,14 @@ impl Transports {
         sink: mpsc::Sender<Inbound>,
         server: String,
     ) -> std::io::Result<Self> {
-        let mut udp = Vec::new();
+        let mut udp_sockets = Vec::new();
         let mut tcp_listeners = Vec::new();
         for l in listen {
             match l.transport {
                 Transport::Udp => {
                     let sock = bind_udp(l.addr)?;
                     let local = sock.local_addr()?;
-                    udp.push((local, Arc::new(sock)));
+                    udp_sockets.push((local, Arc::new(sock)));
                 }
                 Transport::Tcp => {
                     let listener = bind_tcp(l.addr)?;
@@ -180,6 +187,15 @@ impl Transports {
             .iter()
             .map(|l| l.local_addr())
             .collect::<std::io::Result<Vec<_>>>()?;
+        let mut senders = Vec::new();
+        let udp = udp_sockets
+            .into_iter()
+            .map(|(local, sock)| {
+                let (tx, rx) = mpsc::channel(UDP_SEND_QUEUE);
+                senders.push((sock.clone(), rx));
+                (local, sock, tx)
+            })
+            .collect();
         let inner = Arc::new(Inner {
             config,
             udp,
@@ -191,9 +207,12 @@ impl Transports {
             server,
         });
         let this = Transports { inner };
-        for (local, sock) in &this.inner.udp {
+        for (local, sock, _) in &this.inner.udp {
             tracing::info!(transport = "udp", addr = %local, "listening");
             tokio::spawn(udp_loop(this.clone(), sock.clone(), *local, sink.clone()));
+        }
+        for (sock, rx) in senders {
+            tokio::spawn(udp_sender(this.clone(), sock, rx));
         }
         for listener in tcp_listeners {
             let local = listener.local_addr()?;
@@ -209,7 +228,7 @@ impl Transports {
             .inner
             .udp
             .iter()
-            .map(|(a, _)| ListenAddr {
+            .map(|(a, _, _)| ListenAddr {
                 transport: Transport::Udp,
                 addr: *a,
             })
@@ -230,29 +249,15 @@ impl Transports {
     pub fn send(&self, peer: Peer, bytes: Bytes) {
         match peer.transport {
             Transport::Udp => {
-                let Some(sock) = self.udp_socket_for(peer.addr) else {
+                let Some(queue) = self.udp_socket_for(peer.addr).map(|(_, q)| q) else {
                     self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(to = %peer, "no UDP socket for this address family");
                     return;
                 };
-                if let Err(e) = sock.try_send_to(&bytes, peer.addr) {
-                    if e.kind() == std::io::ErrorKind::WouldBlock {
-                        // The kernel buffer is full: hand it to a task rather than drop it.
-                        let sock = sock.clone();
-                        let stats = self.clone();
-                        tokio::spawn(async move {
-                            if sock.send_to(&bytes, peer.addr).await.is_err() {
-                                stats
-                                    .inner
-                                    .stats
-                                    .send_errors
-                                    .fetch_add(1, Ordering::Relaxed);
-                            }
-                        });
-                    } else {
-                        self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(to = %peer, error = %e, "UDP send failed");
-                    }
+                // The socket's sender task does the system call, off the caller's thread.
+                if queue.try_send((peer.addr, bytes)).is_err() {
+                    self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(to = %peer, "UDP send queue full; message dropped");
                 }
             }
             Transport::Tcp => {
@@ -320,14 +325,14 @@ impl Transports {
         });
     }
 
-    fn udp_socket_for(&self, addr: SocketAddr) -> Option<&Arc<UdpSocket>> {
+    fn udp_socket_for(&self, addr: SocketAddr) -> Option<(&Arc<UdpSocket>, &SendQueue)> {
         let udp = &self.inner.udp;
         udp.iter()
-            .find(|(l, _)| {
+            .find(|(l, _, _)| {
                 l.is_ipv4() == addr.is_ipv4() && l.ip().is_loopback() == addr.ip().is_loopback()
             })
-            .or_else(|| udp.iter().find(|(l, _)| l.is_ipv4() == addr.is_ipv4()))
-            .map(|(_, s)| s)
+            .or_else(|| udp.iter().find(|(l, _, _)| l.is_ipv4() == addr.is_ipv4()))
+            .map(|(_, s, q)| (s, q))
     }
 
     /// Answers a message that failed the checks, when it can be answered.
@@ -410,6 +415,27 @@ async fn udp_loop(
         };
         if sink.send(item).await.is_err() {
             return; // the core has stopped
+        }
+    }
+}
+
+/// Sends what the core queued for a UDP socket, in order; a full kernel buffer is waited
+/// out rather than dropped.
+async fn udp_sender(
+    t: Transports,
+    sock: Arc<UdpSocket>,
+    mut queue: mpsc::Receiver<(SocketAddr, Bytes)>,
+) {
+    while let Some((to, bytes)) = queue.recv().await {
+        let sent = match sock.try_send_to(&bytes, to) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                sock.send_to(&bytes, to).await.map(|_| ())
+            }
+            other => other.map(|_| ()),
+        };
+        if let Err(e) = sent {
+            t.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(to = %to, error = %e, "UDP send failed");
         }
     }
 }

@@ -1179,7 +1179,7 @@ impl Core {
                     addr,
                     conn: None,
                 },
-                bytes: Bytes::from(resp.to_bytes()),
+                bytes: Bytes::from(switchboard_sip::wire::response_bytes(resp)),
             });
         }
     }
@@ -1341,7 +1341,7 @@ impl Core {
         match tx {
             None => self.out.push_back(Output::Send {
                 to: dest,
-                bytes: Bytes::from(out.to_bytes()),
+                bytes: Bytes::from(switchboard_sip::wire::request_bytes(&out)),
             }),
             Some(server) => match self.transactions.send_request(out, dest, now.mono) {
                 Ok(client) => {

@@ -31,7 +31,7 @@ impl TransactionLayer {
         }
         let id = self.new_id();
         let is_invite = req.method == Method::Invite;
-        let bytes = Bytes::from(req.to_bytes());
+        let bytes = Bytes::from(crate::wire::request_bytes(&req));
         self.insert(
             id,
             Tx {
@@ -129,7 +129,7 @@ impl TransactionLayer {
                         .txs
                         .get(&id)
                         .and_then(|t| t.request.as_ref())
-                        .map(|r| Bytes::from(ack_for(r, &resp).to_bytes()));
+                        .map(|r| Bytes::from(crate::wire::request_bytes(&ack_for(r, &resp))));
                     if let Some(ack) = ack {
                         self.transmit(peer, ack.clone());
                         if let Some(tx) = self.txs.get_mut(&id) {

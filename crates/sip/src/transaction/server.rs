@@ -121,13 +121,13 @@ impl TransactionLayer {
             (Kind::ServerInvite, State::Proceeding)
             | (Kind::ServerNonInvite, State::Trying | State::Proceeding) => {}
             (Kind::ServerInvite, State::Accepted) if (200..300).contains(&code) => {
-                self.transmit(peer, Bytes::from(resp.to_bytes()));
+                self.transmit(peer, Bytes::from(crate::wire::response_bytes(&resp)));
                 return Ok(());
             }
             (Kind::ServerInvite | Kind::ServerNonInvite, _) => return Err(TxError::AlreadyFinal),
             (Kind::ClientInvite | Kind::ClientNonInvite, _) => return Err(TxError::NotServer),
         }
-        let bytes = Bytes::from(resp.to_bytes());
+        let bytes = Bytes::from(crate::wire::response_bytes(&resp));
         tx.bytes = bytes.clone();
         self.transmit(peer, bytes);
         let t64 = self.config.t64();
