@@ -187,13 +187,16 @@ impl PersonPresence {
 }
 
 impl PersonPresence {
-    /// The message colleagues see: the temporary one, else the profile's, else a Custom
-    /// status's text.
+    /// The message colleagues see: while the status is Custom, its text (the person wrote
+    /// it for this status); else the temporary message, else the profile's.
     pub fn message(&self) -> Option<&str> {
-        self.temporary_message
-            .as_deref()
+        let custom = match self.availability {
+            Availability::Custom => self.custom_text.as_deref(),
+            _ => None,
+        };
+        custom
+            .or(self.temporary_message.as_deref())
             .or(self.profile.profile_message.as_deref())
-            .or(self.custom_text.as_deref())
     }
 }
 
@@ -453,7 +456,10 @@ impl Presence {
             let Some(t) = text.filter(|t| !t.trim().is_empty()) else {
                 return Err(PresenceError::CustomNeedsText);
             };
+            // The Custom text is what colleagues see now; an older message would come
+            // back with a later status it was not written for.
             next.custom_text = Some(t);
+            next.temporary_message = None;
         } else {
             next.custom_text = None;
             if text.is_some() {
@@ -840,6 +846,59 @@ mod tests {
         assert!(p
             .set_status("bob", Availability::Away, None, None, api("bob"), 0)
             .is_err());
+    }
+
+    #[test]
+    fn a_custom_text_wins_over_the_messages_while_the_status_is_custom() {
+        let lunch = ProfileSpec {
+            id: "lunch".into(),
+            availability: Availability::Away,
+            shows_call_status: false,
+            message: Some("At lunch".into()),
+            standard_length: None,
+        };
+        let mut p = model();
+        p.activate_profile("alice", &lunch, None, None, api("alice"), 0)
+            .unwrap();
+        let c = p
+            .set_status(
+                "alice",
+                Availability::Custom,
+                Some("Out to lunch at the pub".into()),
+                None,
+                api("alice"),
+                1,
+            )
+            .unwrap();
+        assert_eq!(c.presence.message(), Some("Out to lunch at the pub"));
+        // A temporary message goes when a Custom status is set.
+        p.set_status(
+            "alice",
+            Availability::DoNotDisturb,
+            Some("Focus".into()),
+            None,
+            api("alice"),
+            2,
+        )
+        .unwrap();
+        assert_eq!(p.get("alice").unwrap().message(), Some("Focus"));
+        let c = p
+            .set_status(
+                "alice",
+                Availability::Custom,
+                Some("Gone fishing".into()),
+                None,
+                api("alice"),
+                3,
+            )
+            .unwrap();
+        assert_eq!(c.presence.message(), Some("Gone fishing"));
+        assert_eq!(c.presence.temporary_message, None);
+        // Back from Custom: the profile's message, not "Focus".
+        let c = p
+            .set_status("alice", Availability::Away, None, None, api("alice"), 4)
+            .unwrap();
+        assert_eq!(c.presence.message(), Some("At lunch"));
     }
 
     #[test]

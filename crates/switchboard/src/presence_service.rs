@@ -824,6 +824,7 @@ impl PresenceService {
             "availability": p.availability.as_str(),
             "colour": p.availability.colour(),
             "message": p.message(),
+            "custom_text": p.custom_text,
             "status_until": p.status_end.as_ref().map(|e| e.at),
             "profile": {
                 "id": p.profile.id,
@@ -1412,6 +1413,48 @@ mod tests {
             },
         );
         assert_eq!((e.status, e.field.as_deref()), (404, Some("team")));
+    }
+
+    #[test]
+    fn a_custom_text_is_what_colleagues_see_over_a_profiles_message() {
+        let p = policy();
+        let mut s = service(&p);
+        let status = |status: &str, text: &str| Command::SetStatus {
+            user: "alice".into(),
+            status: status.into(),
+            text: Some(text.into()),
+            until: None,
+        };
+        change(
+            &mut s,
+            &p,
+            "alice",
+            Command::SetProfile {
+                user: "alice".into(),
+                profile: "lunch".into(),
+                until: None,
+                message: None,
+            },
+            1,
+        );
+        let v = change(
+            &mut s,
+            &p,
+            "alice",
+            status("custom", "Out to lunch at the pub"),
+            2,
+        );
+        assert_eq!(v["message"], "Out to lunch at the pub", "{v}");
+        assert_eq!(v["custom_text"], "Out to lunch at the pub");
+        change(&mut s, &p, "alice", status("dnd", "Focus"), 3);
+        let v = change(&mut s, &p, "alice", status("custom", "Gone fishing"), 4);
+        assert_eq!(
+            (v["message"].as_str(), v["custom_text"].as_str()),
+            (Some("Gone fishing"), Some("Gone fishing")),
+            "{v}"
+        );
+        let v = s.view("alice", &p);
+        assert_eq!(v["message"], "Gone fishing");
     }
 
     #[test]
