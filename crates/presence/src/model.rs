@@ -341,12 +341,30 @@ impl Presence {
         }
     }
 
-    /// Adds a person (from the policy) in the default profile if not known yet.
-    pub fn ensure_person(&mut self, person: &str, now: UnixTime) {
-        if !self.people.contains_key(person) {
-            let s = self.default_state(person, now);
-            self.put(person.to_string(), s);
+    /// Adds a person (from the policy) in the default profile if not known yet. Returns
+    /// that new state as a change, to be stored: from then on their time in it counts,
+    /// also across a restart.
+    pub fn ensure_person(&mut self, person: &str, now: UnixTime) -> Option<Changed> {
+        if self.people.contains_key(person) {
+            return None;
         }
+        let s = self.default_state(person, now);
+        self.put(person.to_string(), s.clone());
+        Some(Changed {
+            person: person.to_string(),
+            presence: s,
+            actor: Actor {
+                who: "switchboard".into(),
+                via: Interface::System,
+            },
+            closed: None,
+        })
+    }
+
+    /// Records that what colleagues see of a person changed outside this model (their
+    /// active profile's name, say), so that their watchers are told.
+    pub fn mark_changed(&mut self, person: &str) {
+        self.changed.insert(person.to_string());
     }
 
     /// Loads a person's stored presence (after a restart).
@@ -750,6 +768,19 @@ mod tests {
             Some(Availability::DoNotDisturb)
         );
         assert_eq!(Availability::parse("active"), Some(Availability::Available));
+    }
+
+    #[test]
+    fn a_person_first_seen_is_a_change_to_store() {
+        let mut p = Presence::new(available());
+        let c = p.ensure_person("alice", 50).expect("new");
+        assert_eq!(
+            (c.presence.status_since, c.presence.profile.id.as_str()),
+            (50, "available")
+        );
+        assert_eq!((c.actor.via, c.closed), (Interface::System, None));
+        assert_eq!(p.ensure_person("alice", 60), None);
+        assert_eq!(p.get("alice").unwrap().status_since, 50);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use crate::profiles::{profile_json, Effective, Entry, Origin, Overlay};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use switchboard_policy::profile::{id_from_name, id_problem, next_free_number};
 use switchboard_policy::{
     build_profile, number_problem, Availability as PolicyAvailability, IncomingHandling,
@@ -126,6 +126,8 @@ pub struct Undo {
     profiles: Vec<(String, String, Option<Entry>)>,
     /// People's own default profiles as they were.
     defaults: Vec<(String, Option<ProfileSpec>)>,
+    /// People first seen by this change whose default state it was to store.
+    unsaved: Vec<String>,
 }
 
 /// A change made in memory, to store before it is acknowledged.
@@ -258,6 +260,9 @@ pub fn report(
 pub struct PresenceService {
     model: Presence,
     profiles: Overlay,
+    /// People of the policy seen for the first time whose default state is not in the
+    /// store yet: their rows go with the next write.
+    unsaved: BTreeSet<String>,
 }
 
 impl PresenceService {
@@ -265,7 +270,47 @@ impl PresenceService {
         PresenceService {
             model: Presence::new(spec(policy.default_profile())),
             profiles: Overlay::default(),
+            unsaved: BTreeSet::new(),
         }
+    }
+
+    /// Adds the policy's people not known yet, in their default profile, and owes the
+    /// store their rows (so their time in it counts across a restart).
+    fn ensure_people(&mut self, policy: &Policy, now: UnixTime) {
+        for u in policy.users() {
+            if let Some(c) = self.model.ensure_person(&u.id, now) {
+                self.unsaved.insert(c.person);
+            }
+        }
+    }
+
+    /// The rows owed to the store for people first seen (taken: the caller stores them),
+    /// and who they are.
+    fn take_unsaved(&mut self) -> (Vec<Write>, Vec<String>) {
+        let people: Vec<String> = std::mem::take(&mut self.unsaved).into_iter().collect();
+        let writes = people
+            .iter()
+            .filter_map(|u| self.model.get(u).map(|p| presence_row(u, p)))
+            .collect();
+        (writes, people)
+    }
+
+    /// The policy was replaced: its default profile is the one that returns, people new
+    /// in it begin in their default profile (the rows returned store that), and everyone
+    /// is marked changed for their watchers (a profile's name may have changed).
+    pub fn policy_changed(&mut self, policy: &Policy, now: UnixTime) -> Vec<Write> {
+        self.model
+            .set_default_profile(spec(policy.default_profile()));
+        let with_changes: Vec<String> = self.profiles.people().cloned().collect();
+        for u in with_changes {
+            self.refresh_default(&u, policy);
+        }
+        self.ensure_people(policy, now);
+        let everyone: Vec<String> = self.model.people().map(|(u, _)| u.clone()).collect();
+        for u in everyone {
+            self.model.mark_changed(&u);
+        }
+        self.take_unsaved().0
     }
 
     pub fn model(&self) -> &Presence {
@@ -308,9 +353,7 @@ impl PresenceService {
         for u in with_changes {
             self.refresh_default(&u, policy);
         }
-        for u in policy.users() {
-            self.model.ensure_person(&u.id, now);
-        }
+        self.ensure_people(policy, now);
         let mut writes = self.expire(now);
         let gone: Vec<String> = self
             .model
@@ -332,9 +375,10 @@ impl PresenceService {
         self.model.next_end()
     }
 
-    /// Ends the profiles and statuses due by `now`. Rows to store.
+    /// Ends the profiles and statuses due by `now`. Rows to store (with those still owed
+    /// for people first seen).
     pub fn expire(&mut self, now: UnixTime) -> Vec<Write> {
-        let mut writes = Vec::new();
+        let (mut writes, _) = self.take_unsaved();
         for c in self.model.expire(now) {
             log_change(&c);
             writes.extend(rows(&c));
@@ -353,8 +397,46 @@ impl PresenceService {
         self.model.set_personal_default(user, own);
     }
 
-    /// Answers a read, or makes a change in memory and returns it to be stored.
+    /// Answers a read, or makes a change in memory and returns it to be stored. People
+    /// new in the policy begin in their default profile here; the rows that store it go
+    /// with this answer (a read then waits for them too).
     pub fn handle(
+        &mut self,
+        req: &Request,
+        policy: &Policy,
+        now: UnixTime,
+    ) -> Result<Result<Value, Pending>, ApiError> {
+        // A reload may have changed the default profile or added people.
+        self.model
+            .set_default_profile(spec(policy.default_profile()));
+        self.ensure_people(policy, now);
+        let (fresh, people) = self.take_unsaved();
+        let result = self.answer(req, policy, now);
+        if fresh.is_empty() {
+            return result;
+        }
+        match result {
+            Err(e) => {
+                self.unsaved.extend(people);
+                Err(e)
+            }
+            Ok(Ok(answer)) => Ok(Err(Pending {
+                answer,
+                writes: fresh,
+                before: Undo {
+                    unsaved: people,
+                    ..Undo::default()
+                },
+            })),
+            Ok(Err(mut p)) => {
+                p.writes.splice(0..0, fresh);
+                p.before.unsaved.extend(people);
+                Ok(Err(p))
+            }
+        }
+    }
+
+    fn answer(
         &mut self,
         req: &Request,
         policy: &Policy,
@@ -380,13 +462,6 @@ impl PresenceService {
         const OWN_PRESENCE: &str = "a person may change only their own presence";
         const SEE_PROFILES: &str = "a person may see only their own profiles";
         const OWN_PROFILES: &str = "a person may change only their own profiles";
-        // A reload may have changed the default profile or added people; those begin in
-        // the default profile.
-        self.model
-            .set_default_profile(spec(policy.default_profile()));
-        for u in policy.users() {
-            self.model.ensure_person(&u.id, now);
-        }
         let actor = Actor {
             who: req.who.clone(),
             via: req.via,
@@ -811,6 +886,8 @@ impl PresenceService {
         for (user, p) in undo.people.into_iter().rev() {
             self.model.restore(user, p);
         }
+        // Their default state is still theirs; its row is still owed.
+        self.unsaved.extend(undo.unsaved);
     }
 
     /// A person as colleagues see them.
@@ -885,12 +962,17 @@ fn model_error(e: PresenceError, field: &str) -> ApiError {
     ApiError::new(status, Some(field), e.to_string())
 }
 
-fn rows(c: &Changed) -> Vec<Write> {
-    let mut w = vec![Write::put(
+/// The row of a person's presence.
+fn presence_row(user: &str, p: &PersonPresence) -> Write {
+    Write::put(
         PRESENCE,
-        c.person.clone(),
-        serde_json::to_vec(&c.presence).unwrap_or_default(),
-    )];
+        user.to_string(),
+        serde_json::to_vec(p).unwrap_or_default(),
+    )
+}
+
+fn rows(c: &Changed) -> Vec<Write> {
+    let mut w = vec![presence_row(&c.person, &c.presence)];
     if let Some(i) = &c.closed {
         w.push(Write::put(
             STATUS_LOG,
@@ -1455,6 +1537,54 @@ mod tests {
         );
         let v = s.view("alice", &p);
         assert_eq!(v["message"], "Gone fishing");
+    }
+
+    #[test]
+    fn the_default_state_of_people_first_seen_is_stored() {
+        let p = policy();
+        let mut s = PresenceService::new(&p);
+        let writes = s.restore(Vec::new(), &p, 100);
+        let stored: Vec<(String, Vec<u8>)> = writes
+            .iter()
+            .filter(|w| w.table == PRESENCE)
+            .map(|w| (w.key.clone(), w.value.clone().unwrap()))
+            .collect();
+        let who: Vec<&str> = stored.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(who, ["alice", "bob"]);
+        // After a restart their time in status runs on from when they were first seen.
+        let mut again = PresenceService::new(&p);
+        assert!(again.restore(stored, &p, 5000).is_empty());
+        assert_eq!(again.model().get("bob").unwrap().status_since, 100);
+        // Someone added to the policy later: stored with the next answer, a read too.
+        let more = Policy::from_sources(&[Source {
+            name: "p.toml".into(),
+            text: format!("{POLICY}[users.carol]\nextension = \"1003\"\n"),
+        }])
+        .unwrap();
+        let r = again
+            .handle(&req("alice", Command::List), &more, 6000)
+            .unwrap()
+            .unwrap_err();
+        let keys: Vec<&str> = r.writes.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(keys, ["carol"]);
+        assert_eq!(r.answer["people"].as_array().unwrap().len(), 3);
+        // Not stored after all: still owed, with the next write.
+        again.rollback(r.before);
+        let w = again.expire(6001);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].key, "carol");
+        assert!(matches!(
+            again.handle(&req("alice", Command::List), &more, 6002),
+            Ok(Ok(_))
+        ));
+        // The reload hook stores newcomers at once and has everyone's watchers looked at.
+        let mut s = service(&p);
+        s.model_mut().take_changed();
+        let w = s.policy_changed(&more, 7000);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].key, "carol");
+        assert_eq!(s.model_mut().take_changed(), ["alice", "bob", "carol"]);
+        assert!(s.policy_changed(&more, 7001).is_empty());
     }
 
     #[test]
