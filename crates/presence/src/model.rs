@@ -200,6 +200,11 @@ impl PersonPresence {
     }
 }
 
+/// A message or text as given: blank means none.
+fn given(text: Option<String>) -> Option<String> {
+    text.filter(|t| !t.trim().is_empty())
+}
+
 /// Who made a change and through which interface (logged with every change).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
@@ -471,7 +476,7 @@ impl Presence {
         });
         next.availability = availability;
         if availability == Availability::Custom {
-            let Some(t) = text.filter(|t| !t.trim().is_empty()) else {
+            let Some(t) = given(text) else {
                 return Err(PresenceError::CustomNeedsText);
             };
             // The Custom text is what colleagues see now; an older message would come
@@ -480,8 +485,9 @@ impl Presence {
             next.temporary_message = None;
         } else {
             next.custom_text = None;
-            if text.is_some() {
-                next.temporary_message = text;
+            // A text sets the temporary message; a blank one clears it.
+            if let Some(t) = text {
+                next.temporary_message = given(Some(t));
             }
         }
         self.apply(person, next, actor, now)
@@ -510,7 +516,7 @@ impl Presence {
         let next = PersonPresence {
             availability: spec.availability,
             custom_text: None,
-            temporary_message: message,
+            temporary_message: given(message),
             profile: ActiveProfile {
                 id: spec.id.clone(),
                 since: now,
@@ -539,7 +545,8 @@ impl Presence {
         self.apply(person, next, actor, now)
     }
 
-    /// Sets or clears the temporary message of the current activation.
+    /// Sets or clears (None, or a blank text) the temporary message of the current
+    /// activation; the status, its end time and the profile stay.
     pub fn set_message(
         &mut self,
         person: &str,
@@ -553,7 +560,7 @@ impl Presence {
             .get(person)
             .ok_or_else(|| PresenceError::UnknownPerson(person.into()))?
             .clone();
-        next.temporary_message = message;
+        next.temporary_message = given(message);
         self.apply(person, next, actor, now)
     }
 
@@ -930,6 +937,46 @@ mod tests {
             .set_status("alice", Availability::Away, None, None, api("alice"), 4)
             .unwrap();
         assert_eq!(c.presence.message(), Some("At lunch"));
+    }
+
+    #[test]
+    fn a_message_changes_alone_and_a_blank_one_clears_it() {
+        let mut p = model();
+        p.set_status(
+            "alice",
+            Availability::DoNotDisturb,
+            None,
+            Some(500),
+            api("alice"),
+            100,
+        )
+        .unwrap();
+        let c = p
+            .set_message("alice", Some("Back at 3".into()), api("alice"), 200)
+            .unwrap();
+        assert_eq!(c.presence.message(), Some("Back at 3"));
+        assert_eq!(c.presence.status_end.as_ref().map(|e| e.at), Some(500));
+        assert_eq!(c.presence.status_since, 100);
+        assert_eq!(c.closed, None);
+        assert_eq!(p.next_end(), Some(500));
+        let c = p
+            .set_message("alice", Some("  ".into()), api("alice"), 300)
+            .unwrap();
+        assert_eq!(c.presence.temporary_message, None);
+        // A blank text with a status clears the message too.
+        p.set_message("alice", Some("x".into()), api("alice"), 301)
+            .unwrap();
+        let c = p
+            .set_status(
+                "alice",
+                Availability::Away,
+                Some(String::new()),
+                None,
+                api("alice"),
+                302,
+            )
+            .unwrap();
+        assert_eq!(c.presence.temporary_message, None);
     }
 
     #[test]

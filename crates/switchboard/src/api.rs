@@ -65,6 +65,7 @@ pub fn router(
         .route("/v1/presence", get(list))
         .route("/v1/presence/{user}", get(one))
         .route("/v1/presence/{user}/status", put(set_status))
+        .route("/v1/presence/{user}/message", put(set_message))
         .route("/v1/presence/{user}/profile", put(set_profile))
         .route(
             "/v1/presence/{user}/profiles",
@@ -298,6 +299,38 @@ async fn set_status(
             text: b.text,
             until: end_time(b.until, b.for_, now())?,
         })
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageBody {
+    /// A text, or null (or "") to clear the message. Required, so that a body without it
+    /// is not taken for a clearing.
+    message: Value,
+}
+
+async fn set_message(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    run(&state, &headers, || {
+        let b: MessageBody = body(&bytes)?;
+        let message = match b.message {
+            Value::Null => None,
+            Value::String(m) => Some(m),
+            _ => {
+                return Err(ApiError::new(
+                    400,
+                    Some("message"),
+                    "message is a text, or null to clear it",
+                ))
+            }
+        };
+        Ok(Command::SetMessage { user, message })
     })
     .await
 }
@@ -572,6 +605,7 @@ mod tests {
             ("/v1/presence", &["get"][..]),
             ("/v1/presence/{user}", &["get"]),
             ("/v1/presence/{user}/status", &["put"]),
+            ("/v1/presence/{user}/message", &["put"]),
             ("/v1/presence/{user}/profile", &["put"]),
             ("/v1/presence/{user}/profiles", &["get", "post"]),
             (

@@ -96,6 +96,17 @@ enum PresenceAction {
         #[arg(long = "for")]
         for_: Option<String>,
     },
+    /// Set (or with --clear, clear) the temporary message of the current activation; the
+    /// status, its end time and the profile stay.
+    Message {
+        user: String,
+        /// The message ("" clears it too).
+        #[arg(required_unless_present = "clear")]
+        message: Option<String>,
+        /// Clear the message.
+        #[arg(long, conflicts_with = "message")]
+        clear: bool,
+    },
     /// Activate a profile (id or number) until a time, for a length, or for its standard
     /// length.
     Profile {
@@ -443,6 +454,17 @@ fn main() -> ExitCode {
                             until.as_deref(),
                             for_.as_deref(),
                         )),
+                    )
+                    .map(|v| client::format_person(&v)),
+                PresenceAction::Message {
+                    user,
+                    message,
+                    clear: _,
+                } => c
+                    .call(
+                        "PUT",
+                        &format!("/v1/presence/{}/message", client::path_escape(&user)),
+                        Some(&serde_json::json!({ "message": message })),
                     )
                     .map(|v| client::format_person(&v)),
                 PresenceAction::Profiles { action } => profiles(&c, action),

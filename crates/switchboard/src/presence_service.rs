@@ -47,6 +47,12 @@ pub enum Command {
         /// End time (Unix seconds): the status before returns then. None: no end.
         until: Option<UnixTime>,
     },
+    /// Sets (Some) or clears (None or blank) the temporary message of the current
+    /// activation; the status, its end time and the profile stay.
+    SetMessage {
+        user: String,
+        message: Option<String>,
+    },
     SetProfile {
         user: String,
         /// A profile id or number.
@@ -500,6 +506,15 @@ impl PresenceService {
                     .model
                     .set_status(user, a, text.clone(), *until, actor, now)
                     .map_err(|e| model_error(e, "text"))?;
+                Ok(Err(self.pending(c, before, policy)))
+            }
+            Command::SetMessage { user, message } => {
+                own(user, OWN_PRESENCE)?;
+                let before = self.before(user)?;
+                let c = self
+                    .model
+                    .set_message(user, message.clone(), actor, now)
+                    .map_err(|e| model_error(e, "message"))?;
                 Ok(Err(self.pending(c, before, policy)))
             }
             Command::SetProfile {
@@ -1585,6 +1600,61 @@ mod tests {
         assert_eq!(w[0].key, "carol");
         assert_eq!(s.model_mut().take_changed(), ["alice", "bob", "carol"]);
         assert!(s.policy_changed(&more, 7001).is_empty());
+    }
+
+    #[test]
+    fn the_temporary_message_is_set_and_cleared_on_its_own() {
+        let p = policy();
+        let mut s = service(&p);
+        let message = |user: &str, m: Option<&str>| Command::SetMessage {
+            user: user.into(),
+            message: m.map(str::to_string),
+        };
+        change(
+            &mut s,
+            &p,
+            "alice",
+            Command::SetStatus {
+                user: "alice".into(),
+                status: "dnd".into(),
+                text: None,
+                until: Some(900),
+            },
+            100,
+        );
+        let v = change(
+            &mut s,
+            &p,
+            "alice",
+            message("alice", Some("Back at 3")),
+            200,
+        );
+        assert_eq!(
+            (v["message"].as_str(), v["status_until"].as_i64()),
+            (Some("Back at 3"), Some(900)),
+            "{v}"
+        );
+        assert_eq!(
+            (v["availability"].as_str(), v["status_since"].as_i64()),
+            (Some("dnd"), Some(100))
+        );
+        let v = change(&mut s, &p, "alice", message("alice", Some("")), 300);
+        assert_eq!(v["message"], Value::Null);
+        change(&mut s, &p, "alice", message("alice", Some("x")), 301);
+        let v = change(&mut s, &p, "alice", message("alice", None), 302);
+        assert_eq!(
+            (v["message"].clone(), v["status_until"].as_i64()),
+            (Value::Null, Some(900))
+        );
+        // Same rules as a status: one's own only; not too long.
+        let e = refused(&mut s, &p, "bob", message("alice", Some("hi")));
+        assert_eq!((e.status, e.field.as_deref()), (403, Some("user")));
+        let long = "x".repeat(201);
+        let e = refused(&mut s, &p, "alice", message("alice", Some(&long)));
+        assert_eq!((e.status, e.field.as_deref()), (400, Some("message")));
+        assert!(s
+            .handle(&req("admin", message("bob", Some("Out"))), &p, 400)
+            .is_ok());
     }
 
     #[test]

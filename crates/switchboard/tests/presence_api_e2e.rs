@@ -1106,3 +1106,89 @@ fn cli_sets_timed_statuses_manages_profiles_and_reports() {
     );
     assert!(log.contains("profile created user=alice profile=focus_time number=11 name=Focus time by=alice via=Cli"), "{log}");
 }
+
+#[test]
+fn the_temporary_message_changes_on_its_own_through_the_api_and_the_cli() {
+    let d = start();
+    let put = |path: &str, token: &str, body: &str| http(&d, "PUT", path, Some(token), Some(body));
+    let (code, v) = put(
+        "/v1/presence/alice/status",
+        ALICE_TOKEN,
+        r#"{"status":"dnd","for":"1h"}"#,
+    );
+    assert_eq!(code, 200, "{v}");
+    let until = v["status_until"].as_i64().unwrap();
+    let (code, v) = put(
+        "/v1/presence/alice/message",
+        ALICE_TOKEN,
+        r#"{"message":"Back at three"}"#,
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (
+            v["message"].as_str(),
+            v["availability"].as_str(),
+            v["status_until"].as_i64()
+        ),
+        (Some("Back at three"), Some("dnd"), Some(until)),
+        "the timed status keeps its end: {v}"
+    );
+    let (code, v) = put(
+        "/v1/presence/alice/message",
+        ALICE_TOKEN,
+        r#"{"message":null}"#,
+    );
+    assert_eq!((code, v["message"].clone()), (200, Value::Null), "{v}");
+    assert_eq!(v["status_until"].as_i64(), Some(until));
+    for (token, body, status, field) in [
+        (BOB_TOKEN, r#"{"message":"hi"}"#, 403, "user"),
+        (ALICE_TOKEN, r#"{}"#, 400, "message"),
+        (ALICE_TOKEN, r#"{"message":5}"#, 400, "message"),
+        (ALICE_TOKEN, r#"{"message":"x","text":"y"}"#, 400, "text"),
+    ] {
+        let (code, v) = put("/v1/presence/alice/message", token, body);
+        assert_eq!(
+            (code, v["field"].as_str()),
+            (status, Some(field)),
+            "{body}: {v}"
+        );
+    }
+    let long = format!(r#"{{"message":"{}"}}"#, "x".repeat(201));
+    let (code, v) = put("/v1/presence/alice/message", ALICE_TOKEN, &long);
+    assert_eq!((code, v["field"].as_str()), (400, Some("message")), "{v}");
+    // The CLI: set, then clear.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("presence")
+            .arg("--config")
+            .arg(d.config_path())
+            .args(["--token", ALICE_TOKEN])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["message", "alice", "In the lab"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("\"In the lab\"") && text.contains("dnd until"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["message", "alice", "--clear"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, v) = http(&d, "GET", "/v1/presence/alice", Some(ALICE_TOKEN), None);
+    assert_eq!(
+        (v["message"].clone(), v["status_until"].as_i64()),
+        (Value::Null, Some(until)),
+        "{v}"
+    );
+    assert!(
+        !cli(&["message", "alice"]).status.success(),
+        "a message or --clear"
+    );
+    assert!(d.log_contains("presence changed user=alice by=alice via=Cli"));
+}
