@@ -34,14 +34,15 @@ enum Command {
     /// See and change presence through the running daemon's API.
     Presence {
         /// Configuration file (to find the API's address).
-        #[arg(long, short)]
+        #[arg(long, short, global = true)]
         config: Option<PathBuf>,
         /// The API's address (default: the config's api.listen).
-        #[arg(long)]
+        #[arg(long, global = true)]
         api: Option<std::net::SocketAddr>,
-        /// Bearer token: a person's api_token, or the admin token.
-        #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
-        token: String,
+        /// Bearer token: a person's api_token, or the admin token (before or after the
+        /// action).
+        #[arg(long, global = true, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         #[command(subcommand)]
         action: PresenceAction,
     },
@@ -77,6 +78,10 @@ enum Command {
     },
 }
 
+/// The formats an end time (`--until`) takes.
+const UNTIL_HELP: &str = "End time: HH:MM (the machine's local time: today, or tomorrow when \
+     already past), YYYY-MM-DD (local midnight), RFC 3339 or Unix seconds";
+
 #[derive(Subcommand)]
 enum PresenceAction {
     /// Everyone's status, profile, message and call status.
@@ -89,8 +94,7 @@ enum PresenceAction {
         status: String,
         #[arg(long)]
         message: Option<String>,
-        /// End time: HH:MM (today, UTC), YYYY-MM-DD, RFC 3339 or Unix seconds.
-        #[arg(long, conflicts_with = "for_")]
+        #[arg(long, conflicts_with = "for_", help = UNTIL_HELP)]
         until: Option<String>,
         /// Length: 45m, 1h30m.
         #[arg(long = "for")]
@@ -112,8 +116,7 @@ enum PresenceAction {
     Profile {
         user: String,
         profile: String,
-        /// End time: HH:MM (today, UTC) or RFC 3339.
-        #[arg(long, conflicts_with = "for_")]
+        #[arg(long, conflicts_with = "for_", help = UNTIL_HELP)]
         until: Option<String>,
         /// Length: 45m, 1h30m.
         #[arg(long = "for")]
@@ -134,7 +137,8 @@ enum PresenceAction {
         user: Option<String>,
         #[arg(long)]
         team: Option<String>,
-        /// Start: YYYY-MM-DD, HH:MM (today, UTC), RFC 3339 or Unix seconds.
+        /// Start: YYYY-MM-DD (local midnight), HH:MM (today, local time), RFC 3339 or Unix
+        /// seconds.
         #[arg(long)]
         from: String,
         /// End (default: now), as --from.
@@ -424,6 +428,10 @@ fn main() -> ExitCode {
                     }
                 },
             };
+            let Some(token) = token else {
+                eprintln!("error: a token is needed: --token T, or SWITCHBOARD_TOKEN");
+                return ExitCode::FAILURE;
+            };
             let c = client::Client { addr, token };
             let result = match action {
                 PresenceAction::List => c.call("GET", "/v1/presence", None).map(|v| {
@@ -480,9 +488,9 @@ fn main() -> ExitCode {
                         (_, Some(t)) => format!("team={}", esc(&t)),
                         (None, None) => String::new(),
                     };
-                    q.push_str(&format!("&from={}", esc(&client::cli_time(&from))));
+                    q.push_str(&format!("&from={}", esc(&client::cli_report_time(&from))));
                     if let Some(t) = to {
-                        q.push_str(&format!("&to={}", esc(&client::cli_time(&t))));
+                        q.push_str(&format!("&to={}", esc(&client::cli_report_time(&t))));
                     }
                     c.call("GET", &format!("/v1/reports/time-in-status?{q}"), None)
                         .map(|v| client::format_report(&v))

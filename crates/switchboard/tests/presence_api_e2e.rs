@@ -946,13 +946,16 @@ fn own_profiles_and_a_status_end_time_survive_kill_9() {
 fn cli_sets_timed_statuses_manages_profiles_and_reports() {
     let d = start();
     let t0 = now();
+    // The token after the action, as the issue writes it; the machine's clock in India.
     let cli = |args: &[&str], token: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .arg("presence")
             .arg("--config")
             .arg(d.config_path())
-            .args(["--token", token])
             .args(args)
+            .args(["--token", token])
+            .env("TZ", "Asia/Kolkata")
+            .env_remove("SWITCHBOARD_TOKEN")
             .output()
             .unwrap();
         (
@@ -966,14 +969,12 @@ fn cli_sets_timed_statuses_manages_profiles_and_reports() {
         assert!(success, "{args:?}: {err}");
         out
     };
-    // A status with an end time, as the issue writes it (HH:MM today, UTC; near midnight
-    // the full time instead).
-    let soon = chrono::Utc::now() + chrono::Duration::minutes(10);
-    let until = if soon.date_naive() == chrono::Utc::now().date_naive() {
-        soon.format("%H:%M").to_string()
-    } else {
-        soon.to_rfc3339()
-    };
+    // A status with an end time, as the issue writes it: HH:MM of the machine's time zone
+    // (after midnight there, tomorrow's).
+    let india = chrono::FixedOffset::east_opt(5 * 3600 + 1800).unwrap();
+    let soon = chrono::Utc::now().with_timezone(&india) + chrono::Duration::minutes(10);
+    let until = soon.format("%H:%M").to_string();
+    let until_unix = soon.timestamp() - soon.timestamp() % 60;
     let out = ok(
         &[
             "set",
@@ -990,6 +991,8 @@ fn cli_sets_timed_statuses_manages_profiles_and_reports() {
         out.contains("dnd until") && out.contains("\"Back soon\""),
         "{out}"
     );
+    let (_, v) = get(&d, "/v1/presence/alice", ALICE_TOKEN);
+    assert_eq!(v["status_until"].as_i64(), Some(until_unix), "{until}: {v}");
     let out = ok(&["set", "bob", "away", "--for", "30m"], BOB_TOKEN);
     assert!(out.contains("away until"), "{out}");
     // Profiles: list (numbers first), create, rename, change, remove.
