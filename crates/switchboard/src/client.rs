@@ -177,8 +177,9 @@ pub fn profile_body(
     Ok(b)
 }
 
-/// Percent-encodes a query-string value (RFC 3986 unreserved characters stay).
-pub fn query_escape(s: &str) -> String {
+/// Percent-encodes a path segment (a user or profile id) or a query-string value (RFC 3986
+/// unreserved characters stay).
+pub fn escape(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -188,11 +189,6 @@ pub fn query_escape(s: &str) -> String {
         }
     }
     out
-}
-
-/// Percent-encodes a path segment (a user or profile id).
-pub fn path_escape(s: &str) -> String {
-    query_escape(s)
 }
 
 /// A length in seconds as `1h 30m`.
@@ -341,9 +337,10 @@ mod tests {
     #[test]
     fn escapes_and_lengths() {
         assert_eq!(
-            query_escape("2026-11-23T00:00:00+00:00"),
+            escape("2026-11-23T00:00:00+00:00"),
             "2026-11-23T00%3A00%3A00%2B00%3A00"
         );
+        assert_eq!(escape("a b/c"), "a%20b%2Fc");
         assert_eq!(length(5400), "1h 30m");
         assert_eq!(length(7200), "2h");
     }

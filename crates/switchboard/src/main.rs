@@ -264,7 +264,7 @@ fn profile_lines(v: &serde_json::Value) -> String {
 }
 
 fn profiles(c: &client::Client, action: ProfilesAction) -> Result<String, String> {
-    use client::path_escape as esc;
+    use client::escape as esc;
     use serde_json::{json, Value};
     let path = |user: &str| format!("/v1/presence/{}/profiles", esc(user));
     match action {
@@ -455,7 +455,7 @@ fn main() -> ExitCode {
                 } => c
                     .call(
                         "PUT",
-                        &format!("/v1/presence/{}/status", client::path_escape(&user)),
+                        &format!("/v1/presence/{}/status", client::escape(&user)),
                         Some(&client::status_body(
                             &status,
                             message.as_deref(),
@@ -471,7 +471,7 @@ fn main() -> ExitCode {
                 } => c
                     .call(
                         "PUT",
-                        &format!("/v1/presence/{}/message", client::path_escape(&user)),
+                        &format!("/v1/presence/{}/message", client::escape(&user)),
                         Some(&serde_json::json!({ "message": message })),
                     )
                     .map(|v| client::format_person(&v)),
@@ -482,7 +482,7 @@ fn main() -> ExitCode {
                     from,
                     to,
                 } => {
-                    let esc = client::query_escape;
+                    let esc = client::escape;
                     let mut q = match (user, team) {
                         (Some(u), _) => format!("user={}", esc(&u)),
                         (_, Some(t)) => format!("team={}", esc(&t)),
@@ -508,7 +508,7 @@ fn main() -> ExitCode {
                     message.as_deref(),
                 )
                 .and_then(|b| {
-                    let path = format!("/v1/presence/{}/profile", client::path_escape(&user));
+                    let path = format!("/v1/presence/{}/profile", client::escape(&user));
                     c.call("PUT", &path, Some(&b))
                 })
                 .map(|v| client::format_person(&v)),
