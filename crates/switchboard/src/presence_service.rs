@@ -682,6 +682,23 @@ impl PresenceService {
         Ok(())
     }
 
+    /// A person's profile `id` changed: when it is their active one, what colleagues see
+    /// of them (its name) may have changed, so their watchers are to be told.
+    fn profile_changed(&mut self, user: &str, id: &str) {
+        if self.model.get(user).is_some_and(|p| p.profile.id == id) {
+            self.model.mark_changed(user);
+        }
+    }
+
+    /// The person's own name for their active profile (their set's: the policy's, or as
+    /// they renamed it, or one of their own); None for someone unknown.
+    pub fn active_profile_name(&self, user: &str, policy: &Policy) -> Option<String> {
+        let p = self.model.get(user)?;
+        self.profiles
+            .profile(policy, user, &p.profile.id)
+            .map(|e| e.profile.name)
+    }
+
     /// Stores a person's entry for a profile (in memory now; the row goes with the answer).
     fn put_entry(
         &mut self,
@@ -695,6 +712,7 @@ impl PresenceService {
         writes.push(Overlay::write(user, id, entry.as_ref()));
         let prev = self.profiles.set(user, id, entry);
         undo.profiles.push((user.to_string(), id.to_string(), prev));
+        self.profile_changed(user, id);
         if id == policy.default_profile().id {
             let d = self.model.personal_default(user).cloned();
             undo.defaults.push((user.to_string(), d));
@@ -894,6 +912,7 @@ impl PresenceService {
     pub fn rollback(&mut self, undo: Undo) {
         for (user, id, entry) in undo.profiles.into_iter().rev() {
             self.profiles.set(&user, &id, entry);
+            self.profile_changed(&user, &id);
         }
         for (user, spec) in undo.defaults.into_iter().rev() {
             self.model.set_personal_default(&user, spec);
@@ -1655,6 +1674,68 @@ mod tests {
         assert!(s
             .handle(&req("admin", message("bob", Some("Out"))), &p, 400)
             .is_ok());
+    }
+
+    #[test]
+    fn a_change_to_the_active_profile_is_a_change_of_its_person() {
+        let p = policy();
+        let mut s = service(&p);
+        let rename = |profile: &str, name: &str| Command::UpdateProfile {
+            user: "alice".into(),
+            profile: profile.into(),
+            draft: ProfileDraft {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+        };
+        change(
+            &mut s,
+            &p,
+            "alice",
+            Command::SetProfile {
+                user: "alice".into(),
+                profile: "lunch".into(),
+                until: None,
+                message: None,
+            },
+            1,
+        );
+        assert_eq!(s.active_profile_name("alice", &p).as_deref(), Some("Lunch"));
+        s.model_mut().take_changed();
+        // Another profile of hers: nothing colleagues see.
+        change(&mut s, &p, "alice", rename("training", "Course"), 2);
+        assert!(s.model_mut().take_changed().is_empty());
+        let r = s
+            .handle(&req("alice", rename("lunch", "Fika")), &p, 3)
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(s.model_mut().take_changed(), ["alice"]);
+        assert_eq!(s.active_profile_name("alice", &p).as_deref(), Some("Fika"));
+        assert_eq!(
+            s.active_profile_name("bob", &p).as_deref(),
+            Some("Available")
+        );
+        assert_eq!(s.active_profile_name("nobody", &p), None);
+        // Not stored: the old name is back, and that is a change too.
+        s.rollback(r.before);
+        assert_eq!(s.model_mut().take_changed(), ["alice"]);
+        assert_eq!(s.active_profile_name("alice", &p).as_deref(), Some("Lunch"));
+        // Her own default profile, active, changed.
+        change(
+            &mut s,
+            &p,
+            "alice",
+            Command::SetProfile {
+                user: "alice".into(),
+                profile: "available".into(),
+                until: None,
+                message: None,
+            },
+            4,
+        );
+        s.model_mut().take_changed();
+        change(&mut s, &p, "alice", rename("available", "In"), 5);
+        assert_eq!(s.model_mut().take_changed(), ["alice"]);
     }
 
     #[test]
