@@ -956,12 +956,17 @@ impl PresenceService {
             return PersonView::default();
         };
         // Most people use the policy's profiles as they are: nothing to build then.
-        let own = self
-            .profiles
-            .entry(user, &p.profile.id)
+        let entry = self.profiles.entry(user, &p.profile.id);
+        // The planner puts a caller ID they set themselves before the operator's for them
+        // (profile_caller_ids): what they did not set is left to the policy.
+        let set_caller_id = matches!(entry, Some(Entry::Changed(d)) if d.caller_id.is_some());
+        let own = entry
             .and_then(|_| self.profiles.profile(policy, user, &p.profile.id))
             .filter(|e| e.origin != Origin::Policy)
-            .map(|e| e.profile);
+            .map(|e| Profile {
+                caller_id: e.profile.caller_id.filter(|_| set_caller_id),
+                ..e.profile
+            });
         PersonView {
             availability: Some(policy_availability(p.availability)),
             custom_text: p.custom_text.clone(),
@@ -1361,6 +1366,79 @@ mod tests {
         );
         let v = s.handle(&rename, &p, 2).unwrap().unwrap_err().answer;
         assert_eq!(v["caller_id"], "+15550100");
+    }
+
+    #[test]
+    fn outbound_calls_carry_the_caller_id_a_person_set_on_their_profile() {
+        let p = Policy::from_sources(&[Source {
+            name: "p.toml".into(),
+            text: "[users.alice]\nextension = \"1001\"\ncaller_id = \"+441632960001\"\n\
+                   profile_caller_ids = { left_for_the_day = \"+447700900001\" }\n\
+                   [trunks.carrier]\nsources = [\"127.0.0.1\"]\noutbound = [\"+44*\"]\n"
+                .into(),
+        }])
+        .unwrap();
+        let mut s = service(&p);
+        let outbound = |s: &PresenceService| {
+            let mut view = View::default();
+            view.people
+                .insert("alice".into(), s.person_view("alice", &p));
+            let call = Call {
+                from: Caller::User("alice".into()),
+                to: "+442079460000".into(),
+                call_id: "c1".into(),
+            };
+            let plan = plan(&p, &call, &view, chrono::Utc::now());
+            match &plan.steps[0].action {
+                Action::Ring { legs, .. } => match &legs[0].caller_id {
+                    switchboard_policy::CallerIdRule::Number { number, .. } => number.clone(),
+                    other => panic!("{other:?}"),
+                },
+                other => panic!("{other:?}"),
+            }
+        };
+        change(
+            &mut s,
+            &p,
+            "alice",
+            Command::SetProfile {
+                user: "alice".into(),
+                profile: "left_for_the_day".into(),
+                until: None,
+                message: None,
+            },
+            1,
+        );
+        assert_eq!(outbound(&s), "+447700900001", "the operator's for her");
+        let update = |draft: ProfileDraft| Command::UpdateProfile {
+            user: "alice".into(),
+            profile: "left_for_the_day".into(),
+            draft,
+        };
+        // A rename alone leaves the caller ID to the operator.
+        change(
+            &mut s,
+            &p,
+            "alice",
+            update(ProfileDraft {
+                name: Some("Gone home".into()),
+                ..Default::default()
+            }),
+            2,
+        );
+        assert_eq!(outbound(&s), "+447700900001");
+        // Her choice (one of her numbers) comes first.
+        change(
+            &mut s,
+            &p,
+            "alice",
+            update(ProfileDraft {
+                caller_id: Some("+441632960001".into()),
+                ..Default::default()
+            }),
+            3,
+        );
+        assert_eq!(outbound(&s), "+441632960001");
     }
 
     #[test]
