@@ -908,9 +908,10 @@ impl PresenceService {
         }
     }
 
-    /// Puts things back as they were (a change could not be stored).
+    /// Puts things back as they were (a change could not be stored), and logs that.
     pub fn rollback(&mut self, undo: Undo) {
         for (user, id, entry) in undo.profiles.into_iter().rev() {
+            tracing::warn!(user = %user, profile = %id, "profile change rolled back: it could not be stored");
             self.profiles.set(&user, &id, entry);
             self.profile_changed(&user, &id);
         }
@@ -918,6 +919,13 @@ impl PresenceService {
             self.model.set_personal_default(&user, spec);
         }
         for (user, p) in undo.people.into_iter().rev() {
+            tracing::warn!(
+                user = %user,
+                availability = %p.availability,
+                profile = %p.profile.id,
+                status_message = p.message(),
+                "presence change rolled back: it could not be stored; this is the state again"
+            );
             self.model.restore(user, p);
         }
         // Their default state is still theirs; its row is still owed.
@@ -1036,6 +1044,8 @@ fn log_change(c: &Changed) {
         status_until = ?c.presence.status_end.as_ref().map(|e| e.at),
         profile = %c.presence.profile.id,
         until = ?c.presence.profile.until,
+        status_message = c.presence.message(),
+        custom_text = c.presence.custom_text.as_deref(),
         "presence changed"
     );
 }
@@ -1814,6 +1824,78 @@ mod tests {
         s.model_mut().take_changed();
         change(&mut s, &p, "alice", rename("available", "In"), 5);
         assert_eq!(s.model_mut().take_changed(), ["alice"]);
+    }
+
+    /// What `f` logs, as the daemon's log shows it.
+    fn logged(f: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+        text
+    }
+
+    #[test]
+    fn changes_are_logged_with_their_message_and_rollbacks_too() {
+        let p = policy();
+        let mut s = service(&p);
+        let status = |status: &str, text: &str| Command::SetStatus {
+            user: "alice".into(),
+            status: status.into(),
+            text: Some(text.into()),
+            until: None,
+        };
+        let log = logged(|| {
+            change(&mut s, &p, "alice", status("custom", "Gone fishing"), 1);
+        });
+        assert!(
+            log.contains("status_message=\"Gone fishing\" custom_text=\"Gone fishing\""),
+            "{log}"
+        );
+        let log = logged(|| {
+            change(&mut s, &p, "alice", status("dnd", "Focus"), 2);
+        });
+        assert!(
+            log.contains("availability=dnd") && log.contains("status_message=\"Focus\""),
+            "{log}"
+        );
+        assert!(!log.contains("custom_text"), "{log}");
+        let r = s
+            .handle(&req("alice", status("away", "Back soon")), &p, 3)
+            .unwrap()
+            .unwrap_err();
+        let log = logged(|| s.rollback(r.before));
+        assert!(
+            log.contains("presence change rolled back")
+                && log.contains("user=alice availability=dnd")
+                && log.contains("status_message=\"Focus\""),
+            "{log}"
+        );
+        let r = s
+            .handle(&req("alice", create("Focus", None)), &p, 4)
+            .unwrap()
+            .unwrap_err();
+        let log = logged(|| s.rollback(r.before));
+        assert!(
+            log.contains("profile change rolled back") && log.contains("profile=focus"),
+            "{log}"
+        );
     }
 
     #[test]
