@@ -230,6 +230,8 @@ pub enum PresenceError {
     UnknownPerson(String),
     #[error("the end time is not in the future")]
     EndTimeInPast,
+    #[error("the end time is more than 10 years ahead")]
+    EndTimeTooFar,
     #[error("a custom status needs a text")]
     CustomNeedsText,
     #[error("status message longer than {0} characters")]
@@ -238,6 +240,18 @@ pub enum PresenceError {
 
 /// Longest status message or custom text accepted.
 pub const MAX_MESSAGE: usize = 200;
+
+/// How far ahead an end time may be (10 years, in seconds).
+pub const MAX_END_AHEAD: UnixTime = 3653 * 86_400;
+
+/// Checks an end time given for a change made at `now`.
+fn check_end(until: Option<UnixTime>, now: UnixTime) -> Result<(), PresenceError> {
+    match until {
+        Some(t) if t <= now => Err(PresenceError::EndTimeInPast),
+        Some(t) if t > now.saturating_add(MAX_END_AHEAD) => Err(PresenceError::EndTimeTooFar),
+        _ => Ok(()),
+    }
+}
 
 /// A change to persist and announce (NOTIFY, logs).
 #[derive(Clone, Debug, PartialEq)]
@@ -460,9 +474,7 @@ impl Presence {
             .get(person)
             .ok_or_else(|| PresenceError::UnknownPerson(person.into()))?
             .clone();
-        if until.is_some_and(|t| t <= now) {
-            return Err(PresenceError::EndTimeInPast);
-        }
+        check_end(until, now)?;
         let mut next = prev.clone();
         next.status_end = until.map(|at| match &prev.status_end {
             // A timed status over a timed status: what was under the first returns.
@@ -508,11 +520,8 @@ impl Presence {
         if !self.people.contains_key(person) {
             return Err(PresenceError::UnknownPerson(person.into()));
         }
-        let until = match until {
-            Some(t) if t <= now => return Err(PresenceError::EndTimeInPast),
-            Some(t) => Some(t),
-            None => spec.standard_length.filter(|l| *l > 0).map(|l| now + l),
-        };
+        check_end(until, now)?;
+        let until = until.or_else(|| spec.standard_length.filter(|l| *l > 0).map(|l| now + l));
         let next = PersonPresence {
             availability: spec.availability,
             custom_text: None,
@@ -825,6 +834,34 @@ mod tests {
             .activate_profile("alice", &meeting(), Some(200), None, api("alice"), 100)
             .unwrap();
         assert_eq!(c.presence.profile.until, Some(200));
+        let far = 100 + MAX_END_AHEAD + 1;
+        assert_eq!(
+            p.activate_profile("alice", &meeting(), Some(far), None, api("alice"), 100),
+            Err(PresenceError::EndTimeTooFar)
+        );
+        assert_eq!(
+            p.set_status("alice", Availability::Away, None, Some(far), api("a"), 100),
+            Err(PresenceError::EndTimeTooFar)
+        );
+        assert!(p
+            .set_status(
+                "alice",
+                Availability::Away,
+                None,
+                Some(far - 1),
+                api("a"),
+                100
+            )
+            .is_ok());
+        // A profile with a standard length and no end: its spec without the length.
+        let endless = ProfileSpec {
+            standard_length: None,
+            ..meeting()
+        };
+        let c = p
+            .activate_profile("alice", &endless, None, None, api("alice"), 100)
+            .unwrap();
+        assert_eq!(c.presence.profile.until, None);
     }
 
     #[test]

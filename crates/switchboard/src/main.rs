@@ -111,14 +111,14 @@ enum PresenceAction {
         #[arg(long, conflicts_with = "message")]
         clear: bool,
     },
-    /// Activate a profile (id or number) until a time, for a length, or for its standard
-    /// length.
+    /// Activate a profile (id or number) until a time, for a length, for its standard
+    /// length (without --until and --for), or with no end (--for none).
     Profile {
         user: String,
         profile: String,
         #[arg(long, conflicts_with = "for_", help = UNTIL_HELP)]
         until: Option<String>,
-        /// Length: 45m, 1h30m.
+        /// Length: 45m, 1h30m; none: no end time, not even the profile's standard length.
         #[arg(long = "for")]
         for_: Option<String>,
         /// A temporary status message for this activation.

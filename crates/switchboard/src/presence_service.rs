@@ -57,8 +57,8 @@ pub enum Command {
         user: String,
         /// A profile id or number.
         profile: String,
-        /// End time (Unix seconds); None: the profile's standard length.
-        until: Option<UnixTime>,
+        /// When it ends; None: after the profile's standard length (if it has one).
+        until: Option<ProfileEnd>,
         message: Option<String>,
     },
     /// A person's profiles (None: the policy's, everyone's base set).
@@ -91,6 +91,16 @@ pub enum Command {
     Report {
         subject: ReportSubject,
     },
+}
+
+/// When an activated profile ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfileEnd {
+    /// At this time (Unix seconds).
+    At(UnixTime),
+    /// Not by itself, not even after the profile's standard length: when another profile
+    /// is activated.
+    Never,
 }
 
 /// A command with who sends it.
@@ -473,15 +483,18 @@ impl PresenceService {
             via: req.via,
         };
         match &req.command {
+            // A stored row of someone no longer in the policy is not shown.
             Command::List => {
                 let people: Vec<Value> = self
                     .model
                     .people()
+                    .filter(|(u, _)| policy.user(u).is_some())
                     .map(|(u, _)| self.view(u, policy))
                     .collect();
                 Ok(Ok(json!({ "people": people })))
             }
             Command::Get { user } => {
+                known(user)?;
                 if self.model.get(user).is_none() {
                     return Err(ApiError::new(
                         404,
@@ -528,9 +541,18 @@ impl PresenceService {
                     ApiError::new(400, Some("profile"), format!("no profile {profile:?}"))
                 })?;
                 let before = self.before(user)?;
+                let mut spec = spec(&p.profile);
+                let until = match until {
+                    Some(ProfileEnd::At(t)) => Some(*t),
+                    Some(ProfileEnd::Never) => {
+                        spec.standard_length = None;
+                        None
+                    }
+                    None => None,
+                };
                 let c = self
                     .model
-                    .activate_profile(user, &spec(&p.profile), *until, message.clone(), actor, now)
+                    .activate_profile(user, &spec, until, message.clone(), actor, now)
                     .map_err(|e| model_error(e, "message"))?;
                 Ok(Err(self.pending(c, before, policy)))
             }
@@ -615,6 +637,7 @@ impl PresenceService {
                     team,
                     people: people
                         .iter()
+                        .filter(|u| policy.user(u).is_some())
                         .filter_map(|u| {
                             self.model
                                 .get(u)
@@ -998,7 +1021,7 @@ fn model_error(e: PresenceError, field: &str) -> ApiError {
     let field = match e {
         PresenceError::UnknownPerson(_) => "user",
         PresenceError::CustomNeedsText => "text",
-        PresenceError::EndTimeInPast => "until",
+        PresenceError::EndTimeInPast | PresenceError::EndTimeTooFar => "until",
         _ => field,
     };
     let status = if matches!(e, PresenceError::UnknownPerson(_)) {
@@ -1067,6 +1090,7 @@ mod tests {
     use super::*;
     use crate::profiles::PROFILES;
     use switchboard_policy::{plan, Action, Call, Caller, Source, View};
+    use switchboard_presence::model::MAX_END_AHEAD;
 
     const POLICY: &str = "[users.alice]\nextension = \"1001\"\n[users.bob]\nextension = \"1002\"\n\
         [teams.support]\nextension = \"2000\"\nmembers = [\"alice\", \"bob\"]\n";
@@ -1476,7 +1500,7 @@ mod tests {
             Command::SetProfile {
                 user: "alice".into(),
                 profile: "lunch".into(),
-                until: Some(100),
+                until: Some(ProfileEnd::At(100)),
                 message: None,
             },
             2,
@@ -1896,6 +1920,57 @@ mod tests {
             log.contains("profile change rolled back") && log.contains("profile=focus"),
             "{log}"
         );
+    }
+
+    #[test]
+    fn people_gone_from_the_policy_are_not_shown() {
+        let p = policy();
+        let mut s = PresenceService::new(&p);
+        let mut zed = PresenceService::new(&p);
+        let rows: Vec<(String, Vec<u8>)> = zed
+            .restore(Vec::new(), &p, 0)
+            .into_iter()
+            .map(|w| (w.key.replace("bob", "zed"), w.value.unwrap()))
+            .collect();
+        s.restore(rows, &p, 10);
+        assert!(s.model().get("zed").is_some(), "kept in the store");
+        let v = s
+            .handle(&req("alice", Command::List), &p, 20)
+            .unwrap()
+            .unwrap();
+        let who: Vec<&str> = v["people"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["user"].as_str().unwrap())
+            .collect();
+        assert_eq!(who, ["alice", "bob"]);
+        let e = refused(&mut s, &p, "admin", Command::Get { user: "zed".into() });
+        assert_eq!((e.status, e.field.as_deref()), (404, Some("user")));
+    }
+
+    #[test]
+    fn a_profile_with_a_standard_length_can_be_activated_without_an_end() {
+        let p = policy();
+        let mut s = service(&p);
+        let lunch = |until| Command::SetProfile {
+            user: "alice".into(),
+            profile: "lunch".into(),
+            until,
+            message: None,
+        };
+        let v = change(&mut s, &p, "alice", lunch(None), 100);
+        assert_eq!(v["profile"]["until"], 100 + 3600, "its standard length");
+        let v = change(&mut s, &p, "alice", lunch(Some(ProfileEnd::Never)), 200);
+        assert_eq!(v["profile"]["until"], Value::Null, "{v}");
+        assert_eq!(s.next_end(), None);
+        let e = refused(
+            &mut s,
+            &p,
+            "alice",
+            lunch(Some(ProfileEnd::At(10 + MAX_END_AHEAD + 1))),
+        );
+        assert_eq!((e.status, e.field.as_deref()), (400, Some("until")));
     }
 
     #[test]

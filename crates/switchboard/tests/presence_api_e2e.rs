@@ -1195,3 +1195,61 @@ fn the_temporary_message_changes_on_its_own_through_the_api_and_the_cli() {
     );
     assert!(d.log_contains("presence changed user=alice by=alice via=Cli"));
 }
+
+#[test]
+fn end_times_are_bounded_and_a_profile_may_have_none() {
+    let d = start();
+    let put = |path: &str, body: &str| http(&d, "PUT", path, Some(ALICE_TOKEN), Some(body));
+    let far = now() + 11 * 366 * 86_400;
+    for (path, body, field) in [
+        (
+            "/v1/presence/alice/profile",
+            r#"{"profile":"meeting","for":"0"}"#.to_string(),
+            "for",
+        ),
+        (
+            "/v1/presence/alice/status",
+            r#"{"status":"dnd","for":"0"}"#.to_string(),
+            "for",
+        ),
+        (
+            "/v1/presence/alice/status",
+            format!(r#"{{"status":"dnd","until":{far}}}"#),
+            "until",
+        ),
+        (
+            "/v1/presence/alice/profile",
+            format!(r#"{{"profile":"meeting","until":{far}}}"#),
+            "until",
+        ),
+        (
+            "/v1/presence/alice/profile",
+            r#"{"profile":"meeting","for":"400000000"}"#.to_string(),
+            "for",
+        ),
+    ] {
+        let (code, v) = put(path, &body);
+        assert_eq!(
+            (code, v["field"].as_str()),
+            (400, Some(field)),
+            "{body}: {v}"
+        );
+    }
+    // Lunch has a standard length (1 h); "for": "none" activates it with no end at all.
+    let (code, v) = put("/v1/presence/alice/profile", r#"{"profile":"lunch"}"#);
+    assert_eq!(code, 200, "{v}");
+    assert!(v["profile"]["until"].is_i64(), "{v}");
+    let (code, v) = put(
+        "/v1/presence/alice/profile",
+        r#"{"profile":"lunch","for":"none"}"#,
+    );
+    assert_eq!(
+        (
+            code,
+            v["profile"]["id"].as_str(),
+            v["profile"]["until"].clone()
+        ),
+        (200, Some("lunch"), Value::Null),
+        "{v}"
+    );
+}
