@@ -74,20 +74,34 @@ impl Availability {
         }
     }
 
-    /// Reads a status name; accepts the common synonyms (`active`, `do_not_disturb`, …).
+    /// Every name a status is known by: its own ([`Availability::as_str`]) and the common
+    /// synonyms. The policy crate reads the same names (a test of the daemon holds the two
+    /// lists together).
+    pub const NAMES: [(&'static str, Availability); 14] = [
+        ("available", Availability::Available),
+        ("active", Availability::Available),
+        ("away", Availability::Away),
+        ("busy", Availability::Busy),
+        ("dnd", Availability::DoNotDisturb),
+        ("do_not_disturb", Availability::DoNotDisturb),
+        ("custom", Availability::Custom),
+        ("unavailable", Availability::Unavailable),
+        ("offline", Availability::Unavailable),
+        ("on_break", Availability::OnBreak),
+        ("break", Availability::OnBreak),
+        ("after_call_work", Availability::AfterCallWork),
+        ("acw", Availability::AfterCallWork),
+        ("wrap_up", Availability::AfterCallWork),
+    ];
+
+    /// Reads a status name: case, surrounding spaces, and `-` or spaces for `_` do not
+    /// matter (`Do Not Disturb`, `after-call-work`, `acw`).
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.trim().to_ascii_lowercase().replace(['-', ' '], "_");
-        Some(match s.as_str() {
-            "available" | "active" => Availability::Available,
-            "away" => Availability::Away,
-            "busy" => Availability::Busy,
-            "dnd" | "do_not_disturb" => Availability::DoNotDisturb,
-            "custom" => Availability::Custom,
-            "unavailable" | "offline" => Availability::Unavailable,
-            "on_break" | "break" => Availability::OnBreak,
-            "after_call_work" | "acw" | "wrap_up" => Availability::AfterCallWork,
-            _ => return None,
-        })
+        Availability::NAMES
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, a)| *a)
     }
 }
 

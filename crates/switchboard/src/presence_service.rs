@@ -1974,6 +1974,42 @@ mod tests {
     }
 
     #[test]
+    fn both_crates_read_the_same_status_names() {
+        // Each name one reads, the other reads as the same status; also as people write
+        // them (any case, spaces or hyphens for underscores).
+        let written = |n: &str| {
+            [
+                n.to_string(),
+                n.to_ascii_uppercase(),
+                n.replace('_', " "),
+                n.replace('_', "-"),
+                format!(" {n} "),
+            ]
+        };
+        for (name, a) in Availability::NAMES {
+            for w in written(name) {
+                assert_eq!(
+                    PolicyAvailability::parse(&w),
+                    Some(policy_availability(a)),
+                    "{w:?}"
+                );
+                assert_eq!(Availability::parse(&w), Some(a), "{w:?}");
+            }
+        }
+        for (name, a) in PolicyAvailability::NAMES {
+            for w in written(name) {
+                assert_eq!(Availability::parse(&w), Some(availability(a)), "{w:?}");
+                assert_eq!(PolicyAvailability::parse(&w), Some(a), "{w:?}");
+            }
+        }
+        for a in Availability::ALL {
+            assert_eq!(policy_availability(a).as_str(), a.as_str());
+        }
+        assert_eq!(Availability::parse("sleepy"), None);
+        assert_eq!(PolicyAvailability::parse("sleepy"), None);
+    }
+
+    #[test]
     fn status_end_times_are_shown_and_validated() {
         let p = policy();
         let mut s = service(&p);
