@@ -1253,3 +1253,104 @@ fn end_times_are_bounded_and_a_profile_may_have_none() {
         "{v}"
     );
 }
+
+#[test]
+fn time_in_status_counts_across_kill_9_also_for_people_who_never_changed() {
+    let mut d = start();
+    let (_, v) = get(&d, "/v1/presence/bob", ADMIN_TOKEN);
+    let bob_since = v["status_since"].as_i64().unwrap();
+    // Alice's lunch ends while the daemon is down.
+    let until = now() + 2;
+    let (code, v) = http(
+        &d,
+        "PUT",
+        "/v1/presence/alice/profile",
+        Some(ALICE_TOKEN),
+        Some(&format!(r#"{{"profile":"lunch","until":{until}}}"#)),
+    );
+    assert_eq!(code, 200, "{v}");
+    let lunch_since = v["profile"]["since"].as_i64().unwrap();
+    d.kill9();
+    wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        (now() > until).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    d.restart();
+    let t = now();
+    assert!(t > until);
+    // Bob never changed anything: his time in Available runs on from the first start.
+    let (_, v) = get(&d, "/v1/presence/bob", BOB_TOKEN);
+    assert_eq!(v["status_since"].as_i64(), Some(bob_since), "{v}");
+    let (code, r) = get(
+        &d,
+        &format!("/v1/reports/time-in-status?user=bob&from={bob_since}&to={t}"),
+        BOB_TOKEN,
+    );
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["total"]["available"].as_i64(), Some(t - bob_since), "{r}");
+    // Alice's lunch ended at its end time, not at the restart.
+    let (_, v) = get(&d, "/v1/presence/alice", ALICE_TOKEN);
+    assert_eq!(
+        (
+            v["profile"]["id"].as_str(),
+            v["status_since"].as_i64(),
+            v["profile"]["since"].as_i64()
+        ),
+        (Some("available"), Some(until), Some(until)),
+        "{v}"
+    );
+    let (code, r) = get(
+        &d,
+        &format!("/v1/reports/time-in-status?user=alice&from={lunch_since}&to={t}"),
+        ALICE_TOKEN,
+    );
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(
+        (
+            r["total"]["away"].as_i64(),
+            r["total"]["available"].as_i64()
+        ),
+        (Some(until - lunch_since), Some(t - until)),
+        "{r}"
+    );
+}
+
+#[test]
+fn a_custom_text_is_shown_over_the_profiles_and_an_older_message() {
+    let d = start();
+    let put = |path: &str, body: &str| http(&d, "PUT", path, Some(ALICE_TOKEN), Some(body));
+    let (code, v) = put("/v1/presence/alice/profile", r#"{"profile":"lunch"}"#);
+    assert_eq!(
+        (code, v["message"].as_str()),
+        (200, Some("At lunch")),
+        "{v}"
+    );
+    let (code, v) = put(
+        "/v1/presence/alice/status",
+        r#"{"status":"custom","text":"Out to lunch at the pub"}"#,
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (v["message"].as_str(), v["custom_text"].as_str()),
+        (
+            Some("Out to lunch at the pub"),
+            Some("Out to lunch at the pub")
+        ),
+        "{v}"
+    );
+    put(
+        "/v1/presence/alice/status",
+        r#"{"status":"dnd","text":"Focus"}"#,
+    );
+    put(
+        "/v1/presence/alice/status",
+        r#"{"status":"custom","text":"Gone fishing"}"#,
+    );
+    let (_, v) = http(&d, "GET", "/v1/presence/alice", Some(BOB_TOKEN), None);
+    assert_eq!(v["message"], "Gone fishing", "{v}");
+    assert!(
+        d.log_contains("status_message=\"Gone fishing\" custom_text=\"Gone fishing\""),
+        "{}",
+        d.log()
+    );
+}
