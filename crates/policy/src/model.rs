@@ -303,15 +303,34 @@ impl Availability {
         }
     }
 
+    /// Every name a status is known by: its own ([`Availability::as_str`]) and the common
+    /// synonyms. The presence crate reads the same names (a test of the daemon holds the
+    /// two lists together).
+    pub const NAMES: [(&'static str, Availability); 14] = [
+        ("available", Availability::Available),
+        ("active", Availability::Available),
+        ("away", Availability::Away),
+        ("busy", Availability::Busy),
+        ("dnd", Availability::DoNotDisturb),
+        ("do_not_disturb", Availability::DoNotDisturb),
+        ("custom", Availability::Custom),
+        ("unavailable", Availability::Unavailable),
+        ("offline", Availability::Unavailable),
+        ("on_break", Availability::OnBreak),
+        ("break", Availability::OnBreak),
+        ("after_call_work", Availability::AfterCallWork),
+        ("acw", Availability::AfterCallWork),
+        ("wrap_up", Availability::AfterCallWork),
+    ];
+
+    /// Reads a status name, as the presence API does: case, surrounding spaces, and `-` or
+    /// spaces for `_` do not matter (`Do Not Disturb`, `after-call-work`, `acw`).
     pub fn parse(s: &str) -> Option<Self> {
-        Availability::ALL
-            .into_iter()
-            .find(|a| a.as_str() == s)
-            .or(match s {
-                "active" => Some(Availability::Available),
-                "do_not_disturb" => Some(Availability::DoNotDisturb),
-                _ => None,
-            })
+        let s = s.trim().to_ascii_lowercase().replace(['-', ' '], "_");
+        Availability::NAMES
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, a)| *a)
     }
 }
 

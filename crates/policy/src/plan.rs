@@ -287,18 +287,24 @@ impl Planner<'_> {
         })
     }
 
-    /// The caller ID a user presents on outbound calls: the active profile's (per user,
-    /// then the profile's own), else the user's default.
+    /// The caller ID a user presents on outbound calls: the active profile's, else the
+    /// user's default. The active profile's is the one the person set on their own version
+    /// of it ([`PersonView::own_profile`]: its caller ID is there only when they set one,
+    /// and they may set only numbers the operator gave them), else the operator's for this
+    /// user and profile (`profile_caller_ids`), else the policy profile's.
+    ///
+    /// [`PersonView::own_profile`]: crate::PersonView::own_profile
     fn outbound_caller_id(&self, user: &str) -> CallerIdRule {
         let Some(u) = self.policy.user(user) else {
             return CallerIdRule::Caller;
         };
         let pv = self.view.person(user);
         let from_profile = pv.profile.as_ref().and_then(|p| {
-            u.profile_caller_ids
-                .get(p)
-                .cloned()
-                .or_else(|| self.active_profile(&pv).and_then(|p| p.caller_id))
+            pv.own_profile
+                .as_ref()
+                .and_then(|own| own.caller_id.clone())
+                .or_else(|| u.profile_caller_ids.get(p).cloned())
+                .or_else(|| self.policy.profile(p).and_then(|b| b.caller_id.clone()))
         });
         match from_profile.or_else(|| u.caller_id.clone()) {
             Some(number) => CallerIdRule::Number {
@@ -1048,5 +1054,64 @@ impl fmt::Display for RoutePlan {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Caller, PersonView, Source, View};
+
+    fn number(plan: &RoutePlan) -> String {
+        match &plan.steps[0].action {
+            Action::Ring { legs, .. } => match &legs[0].caller_id {
+                CallerIdRule::Number { number, .. } => number.clone(),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_caller_id_the_person_set_on_their_profile_comes_first() {
+        let policy = Policy::from_sources(&[Source {
+            name: "p.toml".into(),
+            text: "[users.alice]\nextension = \"1001\"\ncaller_id = \"+441632960001\"\n\
+                   profile_caller_ids = { lunch = \"+447700900001\" }\n\
+                   [profiles.lunch]\ncaller_id = \"+441632960099\"\n\
+                   [profiles.meeting]\ncaller_id = \"+441632960098\"\n\
+                   [trunks.carrier]\nsources = [\"127.0.0.1\"]\noutbound = [\"+44*\"]\n"
+                .into(),
+        }])
+        .unwrap();
+        let call = Call {
+            from: Caller::User("alice".into()),
+            to: "+442079460000".into(),
+            call_id: "c1".into(),
+        };
+        let with = |profile: &str, own_caller_id: Option<&str>| {
+            let mut v = View::default().with_person("alice", 0);
+            let own = own_caller_id.map(|c| Profile {
+                caller_id: Some(c.into()),
+                ..policy.profile(profile).unwrap().clone()
+            });
+            let devices = v.people["alice"].devices.clone();
+            v.people.insert(
+                "alice".into(),
+                PersonView {
+                    profile: Some(profile.into()),
+                    own_profile: own,
+                    devices,
+                    ..Default::default()
+                },
+            );
+            number(&plan(&policy, &call, &v, chrono::Utc::now()))
+        };
+        // Hers, over the operator's for her and the profile's.
+        assert_eq!(with("lunch", Some("+441632960001")), "+441632960001");
+        // None set by her: the operator's for her, then the profile's own.
+        assert_eq!(with("lunch", None), "+447700900001");
+        assert_eq!(with("meeting", None), "+441632960098");
+        assert_eq!(with("available", None), "+441632960001");
     }
 }

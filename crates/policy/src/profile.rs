@@ -398,6 +398,39 @@ mod tests {
     }
 
     #[test]
+    fn a_profiles_status_is_read_by_any_of_its_names() {
+        for (name, a) in [
+            ("acw", Availability::AfterCallWork),
+            ("Do Not Disturb", Availability::DoNotDisturb),
+            ("after-call-work", Availability::AfterCallWork),
+            ("Offline", Availability::Unavailable),
+        ] {
+            let d = ProfileDraft {
+                availability: Some(name.into()),
+                ..Default::default()
+            };
+            let p = build_profile("lunch", &d, Some(&lunch())).unwrap();
+            assert_eq!(p.availability, a, "{name}");
+        }
+        // And in a policy file.
+        let policy = crate::Policy::from_sources(&[crate::Source {
+            name: "p.toml".into(),
+            text: "[profiles.wrap]\nnumber = 11\nname = \"Wrap\"\navailability = \"acw\"\n\
+                   [profiles.focus]\nnumber = 12\nname = \"Focus\"\navailability = \"Do Not Disturb\"\n"
+                .into(),
+        }])
+        .unwrap();
+        assert_eq!(
+            policy.profile("wrap").unwrap().availability,
+            Availability::AfterCallWork
+        );
+        assert_eq!(
+            policy.profile("focus").unwrap().availability,
+            Availability::DoNotDisturb
+        );
+    }
+
+    #[test]
     fn a_change_keeps_what_it_does_not_name() {
         let d = ProfileDraft {
             name: Some("Fika".into()),

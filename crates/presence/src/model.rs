@@ -74,20 +74,34 @@ impl Availability {
         }
     }
 
-    /// Reads a status name; accepts the common synonyms (`active`, `do_not_disturb`, …).
+    /// Every name a status is known by: its own ([`Availability::as_str`]) and the common
+    /// synonyms. The policy crate reads the same names (a test of the daemon holds the two
+    /// lists together).
+    pub const NAMES: [(&'static str, Availability); 14] = [
+        ("available", Availability::Available),
+        ("active", Availability::Available),
+        ("away", Availability::Away),
+        ("busy", Availability::Busy),
+        ("dnd", Availability::DoNotDisturb),
+        ("do_not_disturb", Availability::DoNotDisturb),
+        ("custom", Availability::Custom),
+        ("unavailable", Availability::Unavailable),
+        ("offline", Availability::Unavailable),
+        ("on_break", Availability::OnBreak),
+        ("break", Availability::OnBreak),
+        ("after_call_work", Availability::AfterCallWork),
+        ("acw", Availability::AfterCallWork),
+        ("wrap_up", Availability::AfterCallWork),
+    ];
+
+    /// Reads a status name: case, surrounding spaces, and `-` or spaces for `_` do not
+    /// matter (`Do Not Disturb`, `after-call-work`, `acw`).
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.trim().to_ascii_lowercase().replace(['-', ' '], "_");
-        Some(match s.as_str() {
-            "available" | "active" => Availability::Available,
-            "away" => Availability::Away,
-            "busy" => Availability::Busy,
-            "dnd" | "do_not_disturb" => Availability::DoNotDisturb,
-            "custom" => Availability::Custom,
-            "unavailable" | "offline" => Availability::Unavailable,
-            "on_break" | "break" => Availability::OnBreak,
-            "after_call_work" | "acw" | "wrap_up" => Availability::AfterCallWork,
-            _ => return None,
-        })
+        Availability::NAMES
+            .iter()
+            .find(|(n, _)| *n == s)
+            .map(|(_, a)| *a)
     }
 }
 
@@ -187,14 +201,22 @@ impl PersonPresence {
 }
 
 impl PersonPresence {
-    /// The message colleagues see: the temporary one, else the profile's, else a Custom
-    /// status's text.
+    /// The message colleagues see: while the status is Custom, its text (the person wrote
+    /// it for this status); else the temporary message, else the profile's.
     pub fn message(&self) -> Option<&str> {
-        self.temporary_message
-            .as_deref()
+        let custom = match self.availability {
+            Availability::Custom => self.custom_text.as_deref(),
+            _ => None,
+        };
+        custom
+            .or(self.temporary_message.as_deref())
             .or(self.profile.profile_message.as_deref())
-            .or(self.custom_text.as_deref())
     }
+}
+
+/// A message or text as given: blank means none.
+fn given(text: Option<String>) -> Option<String> {
+    text.filter(|t| !t.trim().is_empty())
 }
 
 /// Who made a change and through which interface (logged with every change).
@@ -222,6 +244,8 @@ pub enum PresenceError {
     UnknownPerson(String),
     #[error("the end time is not in the future")]
     EndTimeInPast,
+    #[error("the end time is more than 10 years ahead")]
+    EndTimeTooFar,
     #[error("a custom status needs a text")]
     CustomNeedsText,
     #[error("status message longer than {0} characters")]
@@ -230,6 +254,18 @@ pub enum PresenceError {
 
 /// Longest status message or custom text accepted.
 pub const MAX_MESSAGE: usize = 200;
+
+/// How far ahead an end time may be (10 years, in seconds).
+pub const MAX_END_AHEAD: UnixTime = 3653 * 86_400;
+
+/// Checks an end time given for a change made at `now`.
+fn check_end(until: Option<UnixTime>, now: UnixTime) -> Result<(), PresenceError> {
+    match until {
+        Some(t) if t <= now => Err(PresenceError::EndTimeInPast),
+        Some(t) if t > now.saturating_add(MAX_END_AHEAD) => Err(PresenceError::EndTimeTooFar),
+        _ => Ok(()),
+    }
+}
 
 /// A change to persist and announce (NOTIFY, logs).
 #[derive(Clone, Debug, PartialEq)]
@@ -338,12 +374,30 @@ impl Presence {
         }
     }
 
-    /// Adds a person (from the policy) in the default profile if not known yet.
-    pub fn ensure_person(&mut self, person: &str, now: UnixTime) {
-        if !self.people.contains_key(person) {
-            let s = self.default_state(person, now);
-            self.put(person.to_string(), s);
+    /// Adds a person (from the policy) in the default profile if not known yet. Returns
+    /// that new state as a change, to be stored: from then on their time in it counts,
+    /// also across a restart.
+    pub fn ensure_person(&mut self, person: &str, now: UnixTime) -> Option<Changed> {
+        if self.people.contains_key(person) {
+            return None;
         }
+        let s = self.default_state(person, now);
+        self.put(person.to_string(), s.clone());
+        Some(Changed {
+            person: person.to_string(),
+            presence: s,
+            actor: Actor {
+                who: "switchboard".into(),
+                via: Interface::System,
+            },
+            closed: None,
+        })
+    }
+
+    /// Records that what colleagues see of a person changed outside this model (their
+    /// active profile's name, say), so that their watchers are told.
+    pub fn mark_changed(&mut self, person: &str) {
+        self.changed.insert(person.to_string());
     }
 
     /// Loads a person's stored presence (after a restart).
@@ -434,9 +488,7 @@ impl Presence {
             .get(person)
             .ok_or_else(|| PresenceError::UnknownPerson(person.into()))?
             .clone();
-        if until.is_some_and(|t| t <= now) {
-            return Err(PresenceError::EndTimeInPast);
-        }
+        check_end(until, now)?;
         let mut next = prev.clone();
         next.status_end = until.map(|at| match &prev.status_end {
             // A timed status over a timed status: what was under the first returns.
@@ -450,14 +502,18 @@ impl Presence {
         });
         next.availability = availability;
         if availability == Availability::Custom {
-            let Some(t) = text.filter(|t| !t.trim().is_empty()) else {
+            let Some(t) = given(text) else {
                 return Err(PresenceError::CustomNeedsText);
             };
+            // The Custom text is what colleagues see now; an older message would come
+            // back with a later status it was not written for.
             next.custom_text = Some(t);
+            next.temporary_message = None;
         } else {
             next.custom_text = None;
-            if text.is_some() {
-                next.temporary_message = text;
+            // A text sets the temporary message; a blank one clears it.
+            if let Some(t) = text {
+                next.temporary_message = given(Some(t));
             }
         }
         self.apply(person, next, actor, now)
@@ -478,15 +534,12 @@ impl Presence {
         if !self.people.contains_key(person) {
             return Err(PresenceError::UnknownPerson(person.into()));
         }
-        let until = match until {
-            Some(t) if t <= now => return Err(PresenceError::EndTimeInPast),
-            Some(t) => Some(t),
-            None => spec.standard_length.filter(|l| *l > 0).map(|l| now + l),
-        };
+        check_end(until, now)?;
+        let until = until.or_else(|| spec.standard_length.filter(|l| *l > 0).map(|l| now + l));
         let next = PersonPresence {
             availability: spec.availability,
             custom_text: None,
-            temporary_message: message,
+            temporary_message: given(message),
             profile: ActiveProfile {
                 id: spec.id.clone(),
                 since: now,
@@ -515,7 +568,8 @@ impl Presence {
         self.apply(person, next, actor, now)
     }
 
-    /// Sets or clears the temporary message of the current activation.
+    /// Sets or clears (None, or a blank text) the temporary message of the current
+    /// activation; the status, its end time and the profile stay.
     pub fn set_message(
         &mut self,
         person: &str,
@@ -529,7 +583,7 @@ impl Presence {
             .get(person)
             .ok_or_else(|| PresenceError::UnknownPerson(person.into()))?
             .clone();
-        next.temporary_message = message;
+        next.temporary_message = given(message);
         self.apply(person, next, actor, now)
     }
 
@@ -747,6 +801,19 @@ mod tests {
     }
 
     #[test]
+    fn a_person_first_seen_is_a_change_to_store() {
+        let mut p = Presence::new(available());
+        let c = p.ensure_person("alice", 50).expect("new");
+        assert_eq!(
+            (c.presence.status_since, c.presence.profile.id.as_str()),
+            (50, "available")
+        );
+        assert_eq!((c.actor.via, c.closed), (Interface::System, None));
+        assert_eq!(p.ensure_person("alice", 60), None);
+        assert_eq!(p.get("alice").unwrap().status_since, 50);
+    }
+
+    #[test]
     fn profile_standard_length_and_expiry_returns_default() {
         let mut p = model();
         let c = p
@@ -781,6 +848,34 @@ mod tests {
             .activate_profile("alice", &meeting(), Some(200), None, api("alice"), 100)
             .unwrap();
         assert_eq!(c.presence.profile.until, Some(200));
+        let far = 100 + MAX_END_AHEAD + 1;
+        assert_eq!(
+            p.activate_profile("alice", &meeting(), Some(far), None, api("alice"), 100),
+            Err(PresenceError::EndTimeTooFar)
+        );
+        assert_eq!(
+            p.set_status("alice", Availability::Away, None, Some(far), api("a"), 100),
+            Err(PresenceError::EndTimeTooFar)
+        );
+        assert!(p
+            .set_status(
+                "alice",
+                Availability::Away,
+                None,
+                Some(far - 1),
+                api("a"),
+                100
+            )
+            .is_ok());
+        // A profile with a standard length and no end: its spec without the length.
+        let endless = ProfileSpec {
+            standard_length: None,
+            ..meeting()
+        };
+        let c = p
+            .activate_profile("alice", &endless, None, None, api("alice"), 100)
+            .unwrap();
+        assert_eq!(c.presence.profile.until, None);
     }
 
     #[test]
@@ -840,6 +935,99 @@ mod tests {
         assert!(p
             .set_status("bob", Availability::Away, None, None, api("bob"), 0)
             .is_err());
+    }
+
+    #[test]
+    fn a_custom_text_wins_over_the_messages_while_the_status_is_custom() {
+        let lunch = ProfileSpec {
+            id: "lunch".into(),
+            availability: Availability::Away,
+            shows_call_status: false,
+            message: Some("At lunch".into()),
+            standard_length: None,
+        };
+        let mut p = model();
+        p.activate_profile("alice", &lunch, None, None, api("alice"), 0)
+            .unwrap();
+        let c = p
+            .set_status(
+                "alice",
+                Availability::Custom,
+                Some("Out to lunch at the pub".into()),
+                None,
+                api("alice"),
+                1,
+            )
+            .unwrap();
+        assert_eq!(c.presence.message(), Some("Out to lunch at the pub"));
+        // A temporary message goes when a Custom status is set.
+        p.set_status(
+            "alice",
+            Availability::DoNotDisturb,
+            Some("Focus".into()),
+            None,
+            api("alice"),
+            2,
+        )
+        .unwrap();
+        assert_eq!(p.get("alice").unwrap().message(), Some("Focus"));
+        let c = p
+            .set_status(
+                "alice",
+                Availability::Custom,
+                Some("Gone fishing".into()),
+                None,
+                api("alice"),
+                3,
+            )
+            .unwrap();
+        assert_eq!(c.presence.message(), Some("Gone fishing"));
+        assert_eq!(c.presence.temporary_message, None);
+        // Back from Custom: the profile's message, not "Focus".
+        let c = p
+            .set_status("alice", Availability::Away, None, None, api("alice"), 4)
+            .unwrap();
+        assert_eq!(c.presence.message(), Some("At lunch"));
+    }
+
+    #[test]
+    fn a_message_changes_alone_and_a_blank_one_clears_it() {
+        let mut p = model();
+        p.set_status(
+            "alice",
+            Availability::DoNotDisturb,
+            None,
+            Some(500),
+            api("alice"),
+            100,
+        )
+        .unwrap();
+        let c = p
+            .set_message("alice", Some("Back at 3".into()), api("alice"), 200)
+            .unwrap();
+        assert_eq!(c.presence.message(), Some("Back at 3"));
+        assert_eq!(c.presence.status_end.as_ref().map(|e| e.at), Some(500));
+        assert_eq!(c.presence.status_since, 100);
+        assert_eq!(c.closed, None);
+        assert_eq!(p.next_end(), Some(500));
+        let c = p
+            .set_message("alice", Some("  ".into()), api("alice"), 300)
+            .unwrap();
+        assert_eq!(c.presence.temporary_message, None);
+        // A blank text with a status clears the message too.
+        p.set_message("alice", Some("x".into()), api("alice"), 301)
+            .unwrap();
+        let c = p
+            .set_status(
+                "alice",
+                Availability::Away,
+                Some(String::new()),
+                None,
+                api("alice"),
+                302,
+            )
+            .unwrap();
+        assert_eq!(c.presence.temporary_message, None);
     }
 
     #[test]

@@ -9,8 +9,8 @@
 
 use crate::directory::Directory;
 use crate::presence_service::{
-    report, status_log_range, ApiError, Command, Reply, ReportSnapshot, ReportSubject, Request,
-    STATUS_LOG,
+    report, status_log_range, ApiError, Command, ProfileEnd, Reply, ReportSnapshot, ReportSubject,
+    Request, STATUS_LOG,
 };
 use arc_swap::ArcSwap;
 use axum::body::Bytes;
@@ -26,7 +26,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use switchboard_policy::ProfileDraft;
-use switchboard_presence::model::{Interface, StatusInterval, UnixTime};
+use switchboard_presence::model::{Interface, StatusInterval, UnixTime, MAX_END_AHEAD};
 use switchboard_presence::store::Store;
 use tokio::sync::{mpsc, oneshot};
 
@@ -65,6 +65,7 @@ pub fn router(
         .route("/v1/presence", get(list))
         .route("/v1/presence/{user}", get(one))
         .route("/v1/presence/{user}/status", put(set_status))
+        .route("/v1/presence/{user}/message", put(set_message))
         .route("/v1/presence/{user}/profile", put(set_profile))
         .route(
             "/v1/presence/{user}/profiles",
@@ -236,35 +237,59 @@ pub fn parse_time(s: &str) -> Option<UnixTime> {
         .map(|t| t.timestamp())
 }
 
-/// The end time of `until` (a time) or `for` (a length from now), if either is given.
-fn end_time(
-    until: Option<Time>,
-    for_: Option<String>,
-    now: UnixTime,
-) -> Result<Option<UnixTime>, ApiError> {
+/// An end time as a body gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// Neither `until` nor `for`.
+    NotGiven,
+    At(UnixTime),
+    /// `"for": "none"`: no end time at all.
+    Never,
+}
+
+/// The end time of `until` (a time) or `for` (a length from now, or `none`), if either is
+/// given; no later than [`MAX_END_AHEAD`] from now.
+fn end_time(until: Option<Time>, for_: Option<String>, now: UnixTime) -> Result<End, ApiError> {
+    let too_far =
+        |field: &str| ApiError::new(400, Some(field), "the end time is more than 10 years ahead");
     match (until, for_) {
         (Some(_), Some(_)) => Err(ApiError::new(
             400,
             Some("for"),
             "give either until or for, not both",
         )),
-        (Some(Time::Seconds(t)), None) => Ok(Some(t)),
-        (Some(Time::Text(t)), None) => parse_time(&t).map(Some).ok_or_else(|| {
-            ApiError::new(
-                400,
-                Some("until"),
-                format!("{t:?} is not an RFC 3339 time or Unix seconds"),
-            )
-        }),
+        (Some(t), None) => {
+            let t = match t {
+                Time::Seconds(t) => t,
+                Time::Text(t) => parse_time(&t).ok_or_else(|| {
+                    ApiError::new(
+                        400,
+                        Some("until"),
+                        format!("{t:?} is not an RFC 3339 time or Unix seconds"),
+                    )
+                })?,
+            };
+            if t > now.saturating_add(MAX_END_AHEAD) {
+                return Err(too_far("until"));
+            }
+            Ok(End::At(t))
+        }
+        (None, Some(d)) if d.trim().eq_ignore_ascii_case("none") => Ok(End::Never),
         (None, Some(d)) => match switchboard_policy::parse_duration(&d) {
-            Some(secs) => Ok(Some(now + i64::from(secs))),
+            Some(0) => Err(ApiError::new(
+                400,
+                Some("for"),
+                "a length is more than 0 (45m, 1h30m), or none for no end time",
+            )),
+            Some(secs) if i64::from(secs) > MAX_END_AHEAD => Err(too_far("for")),
+            Some(secs) => Ok(End::At(now + i64::from(secs))),
             None => Err(ApiError::new(
                 400,
                 Some("for"),
-                format!("{d:?} is not a duration (45m, 1h30m)"),
+                format!("{d:?} is not a duration (45m, 1h30m) or none"),
             )),
         },
-        (None, None) => Ok(None),
+        (None, None) => Ok(End::NotGiven),
     }
 }
 
@@ -296,8 +321,44 @@ async fn set_status(
             user,
             status: b.status,
             text: b.text,
-            until: end_time(b.until, b.for_, now())?,
+            // A status set without an end time has none.
+            until: match end_time(b.until, b.for_, now())? {
+                End::At(t) => Some(t),
+                End::NotGiven | End::Never => None,
+            },
         })
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageBody {
+    /// A text, or null (or "") to clear the message. Required, so that a body without it
+    /// is not taken for a clearing.
+    message: Value,
+}
+
+async fn set_message(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(user): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    run(&state, &headers, || {
+        let b: MessageBody = body(&bytes)?;
+        let message = match b.message {
+            Value::Null => None,
+            Value::String(m) => Some(m),
+            _ => {
+                return Err(ApiError::new(
+                    400,
+                    Some("message"),
+                    "message is a text, or null to clear it",
+                ))
+            }
+        };
+        Ok(Command::SetMessage { user, message })
     })
     .await
 }
@@ -308,7 +369,8 @@ struct ProfileBody {
     profile: String,
     /// RFC 3339 end time or Unix seconds.
     until: Option<Time>,
-    /// Or a length: `45m`, `1h30m`.
+    /// Or a length: `45m`, `1h30m`; `none`: no end time, not even the profile's standard
+    /// length.
     #[serde(rename = "for")]
     for_: Option<String>,
     message: Option<String>,
@@ -325,7 +387,11 @@ async fn set_profile(
         Ok(Command::SetProfile {
             user,
             profile: b.profile,
-            until: end_time(b.until, b.for_, now())?,
+            until: match end_time(b.until, b.for_, now())? {
+                End::At(t) => Some(ProfileEnd::At(t)),
+                End::Never => Some(ProfileEnd::Never),
+                End::NotGiven => None,
+            },
             message: b.message,
         })
     })
@@ -572,6 +638,7 @@ mod tests {
             ("/v1/presence", &["get"][..]),
             ("/v1/presence/{user}", &["get"]),
             ("/v1/presence/{user}/status", &["put"]),
+            ("/v1/presence/{user}/message", &["put"]),
             ("/v1/presence/{user}/profile", &["put"]),
             ("/v1/presence/{user}/profiles", &["get", "post"]),
             (
@@ -593,6 +660,41 @@ mod tests {
                 assert!(doc["paths"][path][m].is_object(), "{m} {path} undocumented");
             }
         }
+    }
+
+    #[test]
+    fn end_times_name_their_field_and_have_bounds() {
+        let now = 1_800_000_000;
+        let field = |r: Result<End, ApiError>| r.err().and_then(|e| e.field);
+        let f = |d: &str| Some(d.to_string());
+        assert_eq!(field(end_time(None, f("0"), now)), Some("for".into()));
+        assert_eq!(field(end_time(None, f("0m"), now)), Some("for".into()));
+        assert_eq!(end_time(None, f("45m"), now), Ok(End::At(now + 2700)));
+        assert_eq!(end_time(None, f("none"), now), Ok(End::Never));
+        assert_eq!(end_time(None, f(" None "), now), Ok(End::Never));
+        assert_eq!(end_time(None, None, now), Ok(End::NotGiven));
+        let far = now + MAX_END_AHEAD + 1;
+        assert_eq!(
+            field(end_time(Some(Time::Seconds(far)), None, now)),
+            Some("until".into())
+        );
+        assert_eq!(
+            field(end_time(
+                Some(Time::Text("2099-01-01T00:00:00Z".into())),
+                None,
+                now
+            )),
+            Some("until".into())
+        );
+        assert_eq!(
+            end_time(Some(Time::Seconds(far - 1)), None, now),
+            Ok(End::At(far - 1))
+        );
+        // Seconds beyond the bound.
+        assert_eq!(
+            field(end_time(None, f(&(MAX_END_AHEAD + 1).to_string()), now)),
+            Some("for".into())
+        );
     }
 
     #[test]

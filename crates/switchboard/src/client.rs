@@ -56,10 +56,14 @@ impl Client {
     }
 }
 
-/// A Unix time as the CLI shows it.
+/// A Unix time as the CLI shows it: in the machine's time zone, as times are given.
 fn time(t: i64) -> String {
     chrono::DateTime::from_timestamp(t, 0)
-        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M %:z")
+                .to_string()
+        })
         .unwrap_or_else(|| t.to_string())
 }
 
@@ -87,18 +91,48 @@ pub fn format_person(p: &Value) -> String {
     )
 }
 
-/// A time given on the command line: `HH:MM` (today, UTC) or `YYYY-MM-DD` (midnight UTC)
-/// become RFC 3339; anything else (RFC 3339, Unix seconds) goes to the API as it is.
+/// An end time given on the command line (`--until`): `HH:MM` is the next such time of the
+/// machine's time zone (today, or tomorrow when it has passed), `YYYY-MM-DD` that day's
+/// local midnight; both become RFC 3339. Anything else (RFC 3339, Unix seconds) goes to the
+/// API as it is.
 pub fn cli_time(s: &str) -> String {
-    if let Ok(t) = chrono::NaiveTime::parse_from_str(s, "%H:%M") {
-        return chrono::Utc::now()
-            .date_naive()
-            .and_time(t)
-            .and_utc()
-            .to_rfc3339();
+    cli_time_at(s, &chrono::Local::now(), true)
+}
+
+/// A time of a report's range (`--from`, `--to`): as [`cli_time`], but `HH:MM` is today's.
+pub fn cli_report_time(s: &str) -> String {
+    cli_time_at(s, &chrono::Local::now(), false)
+}
+
+/// [`cli_time`] in the time zone of `now`; `ahead`: an `HH:MM` already past is tomorrow's.
+pub fn cli_time_at<Tz: chrono::TimeZone>(s: &str, now: &chrono::DateTime<Tz>, ahead: bool) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    use chrono::{Days, NaiveDateTime, NaiveTime};
+    let tz = now.timezone();
+    // A local time skipped by a clock change reads as the hour after it.
+    let local = |t: NaiveDateTime| {
+        tz.from_local_datetime(&t).earliest().or_else(|| {
+            tz.from_local_datetime(&(t + chrono::Duration::hours(1)))
+                .earliest()
+        })
+    };
+    let s = s.trim();
+    if let Ok(t) = NaiveTime::parse_from_str(s, "%H:%M") {
+        let today = now.date_naive().and_time(t);
+        let at = match local(today) {
+            Some(at) if ahead && at <= *now => today.checked_add_days(Days::new(1)).and_then(local),
+            at => at,
+        };
+        if let Some(at) = at {
+            return at.to_rfc3339();
+        }
     }
     if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return d.and_time(chrono::NaiveTime::MIN).and_utc().to_rfc3339();
+        if let Some(at) = local(d.and_time(NaiveTime::MIN)) {
+            return at.to_rfc3339();
+        }
     }
     s.to_string()
 }
@@ -143,8 +177,9 @@ pub fn profile_body(
     Ok(b)
 }
 
-/// Percent-encodes a query-string value (RFC 3986 unreserved characters stay).
-pub fn query_escape(s: &str) -> String {
+/// Percent-encodes a path segment (a user or profile id) or a query-string value (RFC 3986
+/// unreserved characters stay).
+pub fn escape(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -154,11 +189,6 @@ pub fn query_escape(s: &str) -> String {
         }
     }
     out
-}
-
-/// Percent-encodes a path segment (a user or profile id).
-pub fn path_escape(s: &str) -> String {
-    query_escape(s)
 }
 
 /// A length in seconds as `1h 30m`.
@@ -268,14 +298,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn command_line_times_and_escapes() {
-        assert_eq!(cli_time("2026-11-23"), "2026-11-23T00:00:00+00:00");
-        assert_eq!(cli_time("1800000000"), "1800000000");
-        assert!(cli_time("14:00").ends_with("T14:00:00+00:00"));
+    fn command_line_times_are_the_machines_local_time() {
+        use chrono::TimeZone;
+        let india = chrono::FixedOffset::east_opt(5 * 3600 + 1800).unwrap();
+        let now = india.with_ymd_and_hms(2026, 12, 1, 20, 0, 0).unwrap();
+        // An end time: the next 14:00 there (tomorrow: today's has passed); 21:00 today.
         assert_eq!(
-            query_escape("2026-11-23T00:00:00+00:00"),
+            cli_time_at("14:00", &now, true),
+            "2026-12-02T14:00:00+05:30"
+        );
+        assert_eq!(
+            cli_time_at("21:00", &now, true),
+            "2026-12-01T21:00:00+05:30"
+        );
+        assert_eq!(
+            cli_time_at("20:00", &now, true),
+            "2026-12-02T20:00:00+05:30"
+        );
+        // A report's range: today's.
+        assert_eq!(
+            cli_time_at("14:00", &now, false),
+            "2026-12-01T14:00:00+05:30"
+        );
+        assert_eq!(
+            cli_time_at("2026-11-23", &now, false),
+            "2026-11-23T00:00:00+05:30"
+        );
+        assert_eq!(cli_time_at("1800000000", &now, true), "1800000000");
+        assert_eq!(
+            cli_time_at("2026-12-01T09:00:00Z", &now, true),
+            "2026-12-01T09:00:00Z"
+        );
+        // The clock's own zone.
+        let local = cli_time("2026-11-23");
+        assert!(local.starts_with("2026-11-23T00:00:00"), "{local}");
+    }
+
+    #[test]
+    fn escapes_and_lengths() {
+        assert_eq!(
+            escape("2026-11-23T00:00:00+00:00"),
             "2026-11-23T00%3A00%3A00%2B00%3A00"
         );
+        assert_eq!(escape("a b/c"), "a%20b%2Fc");
         assert_eq!(length(5400), "1h 30m");
         assert_eq!(length(7200), "2h");
     }

@@ -178,6 +178,7 @@ pub(crate) fn changed_person(c: &presence_service::Command) -> Option<&str> {
     use presence_service::Command as C;
     match c {
         C::SetStatus { user, .. }
+        | C::SetMessage { user, .. }
         | C::SetProfile { user, .. }
         | C::CreateProfile { user, .. }
         | C::UpdateProfile { user, .. }
@@ -445,6 +446,17 @@ impl Core {
     /// The outcome of a [`Output::Persist`].
     pub fn handle_persisted(&mut self, token: u64, ok: bool, now: Now) {
         self.persisted(token, ok, now);
+        self.after_event(now);
+    }
+
+    /// The policy was replaced (a reload): presence takes in its people and profiles
+    /// (newcomers are stored, everyone's watchers see what changed for them).
+    pub fn policy_reloaded(&mut self, now: Now) {
+        let directory = self.directory.load_full();
+        let writes = self
+            .presence
+            .policy_changed(directory.policy(), now.unix as i64);
+        self.persist_unacknowledged(writes);
         self.after_event(now);
     }
 

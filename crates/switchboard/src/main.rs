@@ -34,14 +34,15 @@ enum Command {
     /// See and change presence through the running daemon's API.
     Presence {
         /// Configuration file (to find the API's address).
-        #[arg(long, short)]
+        #[arg(long, short, global = true)]
         config: Option<PathBuf>,
         /// The API's address (default: the config's api.listen).
-        #[arg(long)]
+        #[arg(long, global = true)]
         api: Option<std::net::SocketAddr>,
-        /// Bearer token: a person's api_token, or the admin token.
-        #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
-        token: String,
+        /// Bearer token: a person's api_token, or the admin token (before or after the
+        /// action).
+        #[arg(long, global = true, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         #[command(subcommand)]
         action: PresenceAction,
     },
@@ -77,6 +78,10 @@ enum Command {
     },
 }
 
+/// The formats an end time (`--until`) takes.
+const UNTIL_HELP: &str = "End time: HH:MM (the machine's local time: today, or tomorrow when \
+     already past), YYYY-MM-DD (local midnight), RFC 3339 or Unix seconds";
+
 #[derive(Subcommand)]
 enum PresenceAction {
     /// Everyone's status, profile, message and call status.
@@ -89,22 +94,31 @@ enum PresenceAction {
         status: String,
         #[arg(long)]
         message: Option<String>,
-        /// End time: HH:MM (today, UTC), YYYY-MM-DD, RFC 3339 or Unix seconds.
-        #[arg(long, conflicts_with = "for_")]
+        #[arg(long, conflicts_with = "for_", help = UNTIL_HELP)]
         until: Option<String>,
         /// Length: 45m, 1h30m.
         #[arg(long = "for")]
         for_: Option<String>,
     },
-    /// Activate a profile (id or number) until a time, for a length, or for its standard
-    /// length.
+    /// Set (or with --clear, clear) the temporary message of the current activation; the
+    /// status, its end time and the profile stay.
+    Message {
+        user: String,
+        /// The message ("" clears it too).
+        #[arg(required_unless_present = "clear")]
+        message: Option<String>,
+        /// Clear the message.
+        #[arg(long, conflicts_with = "message")]
+        clear: bool,
+    },
+    /// Activate a profile (id or number) until a time, for a length, for its standard
+    /// length (without --until and --for), or with no end (--for none).
     Profile {
         user: String,
         profile: String,
-        /// End time: HH:MM (today, UTC) or RFC 3339.
-        #[arg(long, conflicts_with = "for_")]
+        #[arg(long, conflicts_with = "for_", help = UNTIL_HELP)]
         until: Option<String>,
-        /// Length: 45m, 1h30m.
+        /// Length: 45m, 1h30m; none: no end time, not even the profile's standard length.
         #[arg(long = "for")]
         for_: Option<String>,
         /// A temporary status message for this activation.
@@ -123,7 +137,8 @@ enum PresenceAction {
         user: Option<String>,
         #[arg(long)]
         team: Option<String>,
-        /// Start: YYYY-MM-DD, HH:MM (today, UTC), RFC 3339 or Unix seconds.
+        /// Start: YYYY-MM-DD (local midnight), HH:MM (today, local time), RFC 3339 or Unix
+        /// seconds.
         #[arg(long)]
         from: String,
         /// End (default: now), as --from.
@@ -249,7 +264,7 @@ fn profile_lines(v: &serde_json::Value) -> String {
 }
 
 fn profiles(c: &client::Client, action: ProfilesAction) -> Result<String, String> {
-    use client::path_escape as esc;
+    use client::escape as esc;
     use serde_json::{json, Value};
     let path = |user: &str| format!("/v1/presence/{}/profiles", esc(user));
     match action {
@@ -413,6 +428,10 @@ fn main() -> ExitCode {
                     }
                 },
             };
+            let Some(token) = token else {
+                eprintln!("error: a token is needed: --token T, or SWITCHBOARD_TOKEN");
+                return ExitCode::FAILURE;
+            };
             let c = client::Client { addr, token };
             let result = match action {
                 PresenceAction::List => c.call("GET", "/v1/presence", None).map(|v| {
@@ -436,13 +455,24 @@ fn main() -> ExitCode {
                 } => c
                     .call(
                         "PUT",
-                        &format!("/v1/presence/{}/status", client::path_escape(&user)),
+                        &format!("/v1/presence/{}/status", client::escape(&user)),
                         Some(&client::status_body(
                             &status,
                             message.as_deref(),
                             until.as_deref(),
                             for_.as_deref(),
                         )),
+                    )
+                    .map(|v| client::format_person(&v)),
+                PresenceAction::Message {
+                    user,
+                    message,
+                    clear: _,
+                } => c
+                    .call(
+                        "PUT",
+                        &format!("/v1/presence/{}/message", client::escape(&user)),
+                        Some(&serde_json::json!({ "message": message })),
                     )
                     .map(|v| client::format_person(&v)),
                 PresenceAction::Profiles { action } => profiles(&c, action),
@@ -452,15 +482,15 @@ fn main() -> ExitCode {
                     from,
                     to,
                 } => {
-                    let esc = client::query_escape;
+                    let esc = client::escape;
                     let mut q = match (user, team) {
                         (Some(u), _) => format!("user={}", esc(&u)),
                         (_, Some(t)) => format!("team={}", esc(&t)),
                         (None, None) => String::new(),
                     };
-                    q.push_str(&format!("&from={}", esc(&client::cli_time(&from))));
+                    q.push_str(&format!("&from={}", esc(&client::cli_report_time(&from))));
                     if let Some(t) = to {
-                        q.push_str(&format!("&to={}", esc(&client::cli_time(&t))));
+                        q.push_str(&format!("&to={}", esc(&client::cli_report_time(&t))));
                     }
                     c.call("GET", &format!("/v1/reports/time-in-status?{q}"), None)
                         .map(|v| client::format_report(&v))
@@ -478,7 +508,7 @@ fn main() -> ExitCode {
                     message.as_deref(),
                 )
                 .and_then(|b| {
-                    let path = format!("/v1/presence/{}/profile", client::path_escape(&user));
+                    let path = format!("/v1/presence/{}/profile", client::escape(&user));
                     c.call("PUT", &path, Some(&b))
                 })
                 .map(|v| client::format_person(&v)),

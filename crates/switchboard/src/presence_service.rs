@@ -8,7 +8,7 @@
 use crate::profiles::{profile_json, Effective, Entry, Origin, Overlay};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use switchboard_policy::profile::{id_from_name, id_problem, next_free_number};
 use switchboard_policy::{
     build_profile, number_problem, Availability as PolicyAvailability, IncomingHandling,
@@ -47,12 +47,18 @@ pub enum Command {
         /// End time (Unix seconds): the status before returns then. None: no end.
         until: Option<UnixTime>,
     },
+    /// Sets (Some) or clears (None or blank) the temporary message of the current
+    /// activation; the status, its end time and the profile stay.
+    SetMessage {
+        user: String,
+        message: Option<String>,
+    },
     SetProfile {
         user: String,
         /// A profile id or number.
         profile: String,
-        /// End time (Unix seconds); None: the profile's standard length.
-        until: Option<UnixTime>,
+        /// When it ends; None: after the profile's standard length (if it has one).
+        until: Option<ProfileEnd>,
         message: Option<String>,
     },
     /// A person's profiles (None: the policy's, everyone's base set).
@@ -85,6 +91,16 @@ pub enum Command {
     Report {
         subject: ReportSubject,
     },
+}
+
+/// When an activated profile ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfileEnd {
+    /// At this time (Unix seconds).
+    At(UnixTime),
+    /// Not by itself, not even after the profile's standard length: when another profile
+    /// is activated.
+    Never,
 }
 
 /// A command with who sends it.
@@ -126,6 +142,8 @@ pub struct Undo {
     profiles: Vec<(String, String, Option<Entry>)>,
     /// People's own default profiles as they were.
     defaults: Vec<(String, Option<ProfileSpec>)>,
+    /// People first seen by this change whose default state it was to store.
+    unsaved: Vec<String>,
 }
 
 /// A change made in memory, to store before it is acknowledged.
@@ -258,6 +276,9 @@ pub fn report(
 pub struct PresenceService {
     model: Presence,
     profiles: Overlay,
+    /// People of the policy seen for the first time whose default state is not in the
+    /// store yet: their rows go with the next write.
+    unsaved: BTreeSet<String>,
 }
 
 impl PresenceService {
@@ -265,7 +286,47 @@ impl PresenceService {
         PresenceService {
             model: Presence::new(spec(policy.default_profile())),
             profiles: Overlay::default(),
+            unsaved: BTreeSet::new(),
         }
+    }
+
+    /// Adds the policy's people not known yet, in their default profile, and owes the
+    /// store their rows (so their time in it counts across a restart).
+    fn ensure_people(&mut self, policy: &Policy, now: UnixTime) {
+        for u in policy.users() {
+            if let Some(c) = self.model.ensure_person(&u.id, now) {
+                self.unsaved.insert(c.person);
+            }
+        }
+    }
+
+    /// The rows owed to the store for people first seen (taken: the caller stores them),
+    /// and who they are.
+    fn take_unsaved(&mut self) -> (Vec<Write>, Vec<String>) {
+        let people: Vec<String> = std::mem::take(&mut self.unsaved).into_iter().collect();
+        let writes = people
+            .iter()
+            .filter_map(|u| self.model.get(u).map(|p| presence_row(u, p)))
+            .collect();
+        (writes, people)
+    }
+
+    /// The policy was replaced: its default profile is the one that returns, people new
+    /// in it begin in their default profile (the rows returned store that), and everyone
+    /// is marked changed for their watchers (a profile's name may have changed).
+    pub fn policy_changed(&mut self, policy: &Policy, now: UnixTime) -> Vec<Write> {
+        self.model
+            .set_default_profile(spec(policy.default_profile()));
+        let with_changes: Vec<String> = self.profiles.people().cloned().collect();
+        for u in with_changes {
+            self.refresh_default(&u, policy);
+        }
+        self.ensure_people(policy, now);
+        let everyone: Vec<String> = self.model.people().map(|(u, _)| u.clone()).collect();
+        for u in everyone {
+            self.model.mark_changed(&u);
+        }
+        self.take_unsaved().0
     }
 
     pub fn model(&self) -> &Presence {
@@ -308,9 +369,7 @@ impl PresenceService {
         for u in with_changes {
             self.refresh_default(&u, policy);
         }
-        for u in policy.users() {
-            self.model.ensure_person(&u.id, now);
-        }
+        self.ensure_people(policy, now);
         let mut writes = self.expire(now);
         let gone: Vec<String> = self
             .model
@@ -332,9 +391,10 @@ impl PresenceService {
         self.model.next_end()
     }
 
-    /// Ends the profiles and statuses due by `now`. Rows to store.
+    /// Ends the profiles and statuses due by `now`. Rows to store (with those still owed
+    /// for people first seen).
     pub fn expire(&mut self, now: UnixTime) -> Vec<Write> {
-        let mut writes = Vec::new();
+        let (mut writes, _) = self.take_unsaved();
         for c in self.model.expire(now) {
             log_change(&c);
             writes.extend(rows(&c));
@@ -353,8 +413,46 @@ impl PresenceService {
         self.model.set_personal_default(user, own);
     }
 
-    /// Answers a read, or makes a change in memory and returns it to be stored.
+    /// Answers a read, or makes a change in memory and returns it to be stored. People
+    /// new in the policy begin in their default profile here; the rows that store it go
+    /// with this answer (a read then waits for them too).
     pub fn handle(
+        &mut self,
+        req: &Request,
+        policy: &Policy,
+        now: UnixTime,
+    ) -> Result<Result<Value, Pending>, ApiError> {
+        // A reload may have changed the default profile or added people.
+        self.model
+            .set_default_profile(spec(policy.default_profile()));
+        self.ensure_people(policy, now);
+        let (fresh, people) = self.take_unsaved();
+        let result = self.answer(req, policy, now);
+        if fresh.is_empty() {
+            return result;
+        }
+        match result {
+            Err(e) => {
+                self.unsaved.extend(people);
+                Err(e)
+            }
+            Ok(Ok(answer)) => Ok(Err(Pending {
+                answer,
+                writes: fresh,
+                before: Undo {
+                    unsaved: people,
+                    ..Undo::default()
+                },
+            })),
+            Ok(Err(mut p)) => {
+                p.writes.splice(0..0, fresh);
+                p.before.unsaved.extend(people);
+                Ok(Err(p))
+            }
+        }
+    }
+
+    fn answer(
         &mut self,
         req: &Request,
         policy: &Policy,
@@ -380,27 +478,23 @@ impl PresenceService {
         const OWN_PRESENCE: &str = "a person may change only their own presence";
         const SEE_PROFILES: &str = "a person may see only their own profiles";
         const OWN_PROFILES: &str = "a person may change only their own profiles";
-        // A reload may have changed the default profile or added people; those begin in
-        // the default profile.
-        self.model
-            .set_default_profile(spec(policy.default_profile()));
-        for u in policy.users() {
-            self.model.ensure_person(&u.id, now);
-        }
         let actor = Actor {
             who: req.who.clone(),
             via: req.via,
         };
         match &req.command {
+            // A stored row of someone no longer in the policy is not shown.
             Command::List => {
                 let people: Vec<Value> = self
                     .model
                     .people()
+                    .filter(|(u, _)| policy.user(u).is_some())
                     .map(|(u, _)| self.view(u, policy))
                     .collect();
                 Ok(Ok(json!({ "people": people })))
             }
             Command::Get { user } => {
+                known(user)?;
                 if self.model.get(user).is_none() {
                     return Err(ApiError::new(
                         404,
@@ -427,6 +521,15 @@ impl PresenceService {
                     .map_err(|e| model_error(e, "text"))?;
                 Ok(Err(self.pending(c, before, policy)))
             }
+            Command::SetMessage { user, message } => {
+                own(user, OWN_PRESENCE)?;
+                let before = self.before(user)?;
+                let c = self
+                    .model
+                    .set_message(user, message.clone(), actor, now)
+                    .map_err(|e| model_error(e, "message"))?;
+                Ok(Err(self.pending(c, before, policy)))
+            }
             Command::SetProfile {
                 user,
                 profile,
@@ -438,9 +541,18 @@ impl PresenceService {
                     ApiError::new(400, Some("profile"), format!("no profile {profile:?}"))
                 })?;
                 let before = self.before(user)?;
+                let mut spec = spec(&p.profile);
+                let until = match until {
+                    Some(ProfileEnd::At(t)) => Some(*t),
+                    Some(ProfileEnd::Never) => {
+                        spec.standard_length = None;
+                        None
+                    }
+                    None => None,
+                };
                 let c = self
                     .model
-                    .activate_profile(user, &spec(&p.profile), *until, message.clone(), actor, now)
+                    .activate_profile(user, &spec, until, message.clone(), actor, now)
                     .map_err(|e| model_error(e, "message"))?;
                 Ok(Err(self.pending(c, before, policy)))
             }
@@ -525,6 +637,7 @@ impl PresenceService {
                     team,
                     people: people
                         .iter()
+                        .filter(|u| policy.user(u).is_some())
                         .filter_map(|u| {
                             self.model
                                 .get(u)
@@ -592,6 +705,23 @@ impl PresenceService {
         Ok(())
     }
 
+    /// A person's profile `id` changed: when it is their active one, what colleagues see
+    /// of them (its name) may have changed, so their watchers are to be told.
+    fn profile_changed(&mut self, user: &str, id: &str) {
+        if self.model.get(user).is_some_and(|p| p.profile.id == id) {
+            self.model.mark_changed(user);
+        }
+    }
+
+    /// The person's own name for their active profile (their set's: the policy's, or as
+    /// they renamed it, or one of their own); None for someone unknown.
+    pub fn active_profile_name(&self, user: &str, policy: &Policy) -> Option<String> {
+        let p = self.model.get(user)?;
+        self.profiles
+            .profile(policy, user, &p.profile.id)
+            .map(|e| e.profile.name)
+    }
+
     /// Stores a person's entry for a profile (in memory now; the row goes with the answer).
     fn put_entry(
         &mut self,
@@ -605,6 +735,7 @@ impl PresenceService {
         writes.push(Overlay::write(user, id, entry.as_ref()));
         let prev = self.profiles.set(user, id, entry);
         undo.profiles.push((user.to_string(), id.to_string(), prev));
+        self.profile_changed(user, id);
         if id == policy.default_profile().id {
             let d = self.model.personal_default(user).cloned();
             undo.defaults.push((user.to_string(), d));
@@ -800,17 +931,28 @@ impl PresenceService {
         }
     }
 
-    /// Puts things back as they were (a change could not be stored).
+    /// Puts things back as they were (a change could not be stored), and logs that.
     pub fn rollback(&mut self, undo: Undo) {
         for (user, id, entry) in undo.profiles.into_iter().rev() {
+            tracing::warn!(user = %user, profile = %id, "profile change rolled back: it could not be stored");
             self.profiles.set(&user, &id, entry);
+            self.profile_changed(&user, &id);
         }
         for (user, spec) in undo.defaults.into_iter().rev() {
             self.model.set_personal_default(&user, spec);
         }
         for (user, p) in undo.people.into_iter().rev() {
+            tracing::warn!(
+                user = %user,
+                availability = %p.availability,
+                profile = %p.profile.id,
+                status_message = p.message(),
+                "presence change rolled back: it could not be stored; this is the state again"
+            );
             self.model.restore(user, p);
         }
+        // Their default state is still theirs; its row is still owed.
+        self.unsaved.extend(undo.unsaved);
     }
 
     /// A person as colleagues see them.
@@ -824,6 +966,7 @@ impl PresenceService {
             "availability": p.availability.as_str(),
             "colour": p.availability.colour(),
             "message": p.message(),
+            "custom_text": p.custom_text,
             "status_until": p.status_end.as_ref().map(|e| e.at),
             "profile": {
                 "id": p.profile.id,
@@ -844,12 +987,17 @@ impl PresenceService {
             return PersonView::default();
         };
         // Most people use the policy's profiles as they are: nothing to build then.
-        let own = self
-            .profiles
-            .entry(user, &p.profile.id)
+        let entry = self.profiles.entry(user, &p.profile.id);
+        // The planner puts a caller ID they set themselves before the operator's for them
+        // (profile_caller_ids): what they did not set is left to the policy.
+        let set_caller_id = matches!(entry, Some(Entry::Changed(d)) if d.caller_id.is_some());
+        let own = entry
             .and_then(|_| self.profiles.profile(policy, user, &p.profile.id))
             .filter(|e| e.origin != Origin::Policy)
-            .map(|e| e.profile);
+            .map(|e| Profile {
+                caller_id: e.profile.caller_id.filter(|_| set_caller_id),
+                ..e.profile
+            });
         PersonView {
             availability: Some(policy_availability(p.availability)),
             custom_text: p.custom_text.clone(),
@@ -873,7 +1021,7 @@ fn model_error(e: PresenceError, field: &str) -> ApiError {
     let field = match e {
         PresenceError::UnknownPerson(_) => "user",
         PresenceError::CustomNeedsText => "text",
-        PresenceError::EndTimeInPast => "until",
+        PresenceError::EndTimeInPast | PresenceError::EndTimeTooFar => "until",
         _ => field,
     };
     let status = if matches!(e, PresenceError::UnknownPerson(_)) {
@@ -884,12 +1032,17 @@ fn model_error(e: PresenceError, field: &str) -> ApiError {
     ApiError::new(status, Some(field), e.to_string())
 }
 
-fn rows(c: &Changed) -> Vec<Write> {
-    let mut w = vec![Write::put(
+/// The row of a person's presence.
+fn presence_row(user: &str, p: &PersonPresence) -> Write {
+    Write::put(
         PRESENCE,
-        c.person.clone(),
-        serde_json::to_vec(&c.presence).unwrap_or_default(),
-    )];
+        user.to_string(),
+        serde_json::to_vec(p).unwrap_or_default(),
+    )
+}
+
+fn rows(c: &Changed) -> Vec<Write> {
+    let mut w = vec![presence_row(&c.person, &c.presence)];
     if let Some(i) = &c.closed {
         w.push(Write::put(
             STATUS_LOG,
@@ -914,6 +1067,8 @@ fn log_change(c: &Changed) {
         status_until = ?c.presence.status_end.as_ref().map(|e| e.at),
         profile = %c.presence.profile.id,
         until = ?c.presence.profile.until,
+        status_message = c.presence.message(),
+        custom_text = c.presence.custom_text.as_deref(),
         "presence changed"
     );
 }
@@ -935,6 +1090,7 @@ mod tests {
     use super::*;
     use crate::profiles::PROFILES;
     use switchboard_policy::{plan, Action, Call, Caller, Source, View};
+    use switchboard_presence::model::MAX_END_AHEAD;
 
     const POLICY: &str = "[users.alice]\nextension = \"1001\"\n[users.bob]\nextension = \"1002\"\n\
         [teams.support]\nextension = \"2000\"\nmembers = [\"alice\", \"bob\"]\n";
@@ -1247,6 +1403,79 @@ mod tests {
     }
 
     #[test]
+    fn outbound_calls_carry_the_caller_id_a_person_set_on_their_profile() {
+        let p = Policy::from_sources(&[Source {
+            name: "p.toml".into(),
+            text: "[users.alice]\nextension = \"1001\"\ncaller_id = \"+441632960001\"\n\
+                   profile_caller_ids = { left_for_the_day = \"+447700900001\" }\n\
+                   [trunks.carrier]\nsources = [\"127.0.0.1\"]\noutbound = [\"+44*\"]\n"
+                .into(),
+        }])
+        .unwrap();
+        let mut s = service(&p);
+        let outbound = |s: &PresenceService| {
+            let mut view = View::default();
+            view.people
+                .insert("alice".into(), s.person_view("alice", &p));
+            let call = Call {
+                from: Caller::User("alice".into()),
+                to: "+442079460000".into(),
+                call_id: "c1".into(),
+            };
+            let plan = plan(&p, &call, &view, chrono::Utc::now());
+            match &plan.steps[0].action {
+                Action::Ring { legs, .. } => match &legs[0].caller_id {
+                    switchboard_policy::CallerIdRule::Number { number, .. } => number.clone(),
+                    other => panic!("{other:?}"),
+                },
+                other => panic!("{other:?}"),
+            }
+        };
+        change(
+            &mut s,
+            &p,
+            "alice",
+            Command::SetProfile {
+                user: "alice".into(),
+                profile: "left_for_the_day".into(),
+                until: None,
+                message: None,
+            },
+            1,
+        );
+        assert_eq!(outbound(&s), "+447700900001", "the operator's for her");
+        let update = |draft: ProfileDraft| Command::UpdateProfile {
+            user: "alice".into(),
+            profile: "left_for_the_day".into(),
+            draft,
+        };
+        // A rename alone leaves the caller ID to the operator.
+        change(
+            &mut s,
+            &p,
+            "alice",
+            update(ProfileDraft {
+                name: Some("Gone home".into()),
+                ..Default::default()
+            }),
+            2,
+        );
+        assert_eq!(outbound(&s), "+447700900001");
+        // Her choice (one of her numbers) comes first.
+        change(
+            &mut s,
+            &p,
+            "alice",
+            update(ProfileDraft {
+                caller_id: Some("+441632960001".into()),
+                ..Default::default()
+            }),
+            3,
+        );
+        assert_eq!(outbound(&s), "+441632960001");
+    }
+
+    #[test]
     fn a_changed_default_profile_is_what_returns() {
         let p = policy();
         let mut s = service(&p);
@@ -1271,7 +1500,7 @@ mod tests {
             Command::SetProfile {
                 user: "alice".into(),
                 profile: "lunch".into(),
-                until: Some(100),
+                until: Some(ProfileEnd::At(100)),
                 message: None,
             },
             2,
@@ -1412,6 +1641,372 @@ mod tests {
             },
         );
         assert_eq!((e.status, e.field.as_deref()), (404, Some("team")));
+    }
+
+    #[test]
+    fn a_custom_text_is_what_colleagues_see_over_a_profiles_message() {
+        let p = policy();
+        let mut s = service(&p);
+        let status = |status: &str, text: &str| Command::SetStatus {
+            user: "alice".into(),
+            status: status.into(),
+            text: Some(text.into()),
+            until: None,
+        };
+        change(
+            &mut s,
+            &p,
+            "alice",
+            Command::SetProfile {
+                user: "alice".into(),
+                profile: "lunch".into(),
+                until: None,
+                message: None,
+            },
+            1,
+        );
+        let v = change(
+            &mut s,
+            &p,
+            "alice",
+            status("custom", "Out to lunch at the pub"),
+            2,
+        );
+        assert_eq!(v["message"], "Out to lunch at the pub", "{v}");
+        assert_eq!(v["custom_text"], "Out to lunch at the pub");
+        change(&mut s, &p, "alice", status("dnd", "Focus"), 3);
+        let v = change(&mut s, &p, "alice", status("custom", "Gone fishing"), 4);
+        assert_eq!(
+            (v["message"].as_str(), v["custom_text"].as_str()),
+            (Some("Gone fishing"), Some("Gone fishing")),
+            "{v}"
+        );
+        let v = s.view("alice", &p);
+        assert_eq!(v["message"], "Gone fishing");
+    }
+
+    #[test]
+    fn the_default_state_of_people_first_seen_is_stored() {
+        let p = policy();
+        let mut s = PresenceService::new(&p);
+        let writes = s.restore(Vec::new(), &p, 100);
+        let stored: Vec<(String, Vec<u8>)> = writes
+            .iter()
+            .filter(|w| w.table == PRESENCE)
+            .map(|w| (w.key.clone(), w.value.clone().unwrap()))
+            .collect();
+        let who: Vec<&str> = stored.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(who, ["alice", "bob"]);
+        // After a restart their time in status runs on from when they were first seen.
+        let mut again = PresenceService::new(&p);
+        assert!(again.restore(stored, &p, 5000).is_empty());
+        assert_eq!(again.model().get("bob").unwrap().status_since, 100);
+        // Someone added to the policy later: stored with the next answer, a read too.
+        let more = Policy::from_sources(&[Source {
+            name: "p.toml".into(),
+            text: format!("{POLICY}[users.carol]\nextension = \"1003\"\n"),
+        }])
+        .unwrap();
+        let r = again
+            .handle(&req("alice", Command::List), &more, 6000)
+            .unwrap()
+            .unwrap_err();
+        let keys: Vec<&str> = r.writes.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(keys, ["carol"]);
+        assert_eq!(r.answer["people"].as_array().unwrap().len(), 3);
+        // Not stored after all: still owed, with the next write.
+        again.rollback(r.before);
+        let w = again.expire(6001);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].key, "carol");
+        assert!(matches!(
+            again.handle(&req("alice", Command::List), &more, 6002),
+            Ok(Ok(_))
+        ));
+        // The reload hook stores newcomers at once and has everyone's watchers looked at.
+        let mut s = service(&p);
+        s.model_mut().take_changed();
+        let w = s.policy_changed(&more, 7000);
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].key, "carol");
+        assert_eq!(s.model_mut().take_changed(), ["alice", "bob", "carol"]);
+        assert!(s.policy_changed(&more, 7001).is_empty());
+    }
+
+    #[test]
+    fn the_temporary_message_is_set_and_cleared_on_its_own() {
+        let p = policy();
+        let mut s = service(&p);
+        let message = |user: &str, m: Option<&str>| Command::SetMessage {
+            user: user.into(),
+            message: m.map(str::to_string),
+        };
+        change(
+            &mut s,
+            &p,
+            "alice",
+            Command::SetStatus {
+                user: "alice".into(),
+                status: "dnd".into(),
+                text: None,
+                until: Some(900),
+            },
+            100,
+        );
+        let v = change(
+            &mut s,
+            &p,
+            "alice",
+            message("alice", Some("Back at 3")),
+            200,
+        );
+        assert_eq!(
+            (v["message"].as_str(), v["status_until"].as_i64()),
+            (Some("Back at 3"), Some(900)),
+            "{v}"
+        );
+        assert_eq!(
+            (v["availability"].as_str(), v["status_since"].as_i64()),
+            (Some("dnd"), Some(100))
+        );
+        let v = change(&mut s, &p, "alice", message("alice", Some("")), 300);
+        assert_eq!(v["message"], Value::Null);
+        change(&mut s, &p, "alice", message("alice", Some("x")), 301);
+        let v = change(&mut s, &p, "alice", message("alice", None), 302);
+        assert_eq!(
+            (v["message"].clone(), v["status_until"].as_i64()),
+            (Value::Null, Some(900))
+        );
+        // Same rules as a status: one's own only; not too long.
+        let e = refused(&mut s, &p, "bob", message("alice", Some("hi")));
+        assert_eq!((e.status, e.field.as_deref()), (403, Some("user")));
+        let long = "x".repeat(201);
+        let e = refused(&mut s, &p, "alice", message("alice", Some(&long)));
+        assert_eq!((e.status, e.field.as_deref()), (400, Some("message")));
+        assert!(s
+            .handle(&req("admin", message("bob", Some("Out"))), &p, 400)
+            .is_ok());
+    }
+
+    #[test]
+    fn a_change_to_the_active_profile_is_a_change_of_its_person() {
+        let p = policy();
+        let mut s = service(&p);
+        let rename = |profile: &str, name: &str| Command::UpdateProfile {
+            user: "alice".into(),
+            profile: profile.into(),
+            draft: ProfileDraft {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+        };
+        change(
+            &mut s,
+            &p,
+            "alice",
+            Command::SetProfile {
+                user: "alice".into(),
+                profile: "lunch".into(),
+                until: None,
+                message: None,
+            },
+            1,
+        );
+        assert_eq!(s.active_profile_name("alice", &p).as_deref(), Some("Lunch"));
+        s.model_mut().take_changed();
+        // Another profile of hers: nothing colleagues see.
+        change(&mut s, &p, "alice", rename("training", "Course"), 2);
+        assert!(s.model_mut().take_changed().is_empty());
+        let r = s
+            .handle(&req("alice", rename("lunch", "Fika")), &p, 3)
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(s.model_mut().take_changed(), ["alice"]);
+        assert_eq!(s.active_profile_name("alice", &p).as_deref(), Some("Fika"));
+        assert_eq!(
+            s.active_profile_name("bob", &p).as_deref(),
+            Some("Available")
+        );
+        assert_eq!(s.active_profile_name("nobody", &p), None);
+        // Not stored: the old name is back, and that is a change too.
+        s.rollback(r.before);
+        assert_eq!(s.model_mut().take_changed(), ["alice"]);
+        assert_eq!(s.active_profile_name("alice", &p).as_deref(), Some("Lunch"));
+        // Her own default profile, active, changed.
+        change(
+            &mut s,
+            &p,
+            "alice",
+            Command::SetProfile {
+                user: "alice".into(),
+                profile: "available".into(),
+                until: None,
+                message: None,
+            },
+            4,
+        );
+        s.model_mut().take_changed();
+        change(&mut s, &p, "alice", rename("available", "In"), 5);
+        assert_eq!(s.model_mut().take_changed(), ["alice"]);
+    }
+
+    /// What `f` logs, as the daemon's log shows it.
+    fn logged(f: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+        text
+    }
+
+    #[test]
+    fn changes_are_logged_with_their_message_and_rollbacks_too() {
+        let p = policy();
+        let mut s = service(&p);
+        let status = |status: &str, text: &str| Command::SetStatus {
+            user: "alice".into(),
+            status: status.into(),
+            text: Some(text.into()),
+            until: None,
+        };
+        let log = logged(|| {
+            change(&mut s, &p, "alice", status("custom", "Gone fishing"), 1);
+        });
+        assert!(
+            log.contains("status_message=\"Gone fishing\" custom_text=\"Gone fishing\""),
+            "{log}"
+        );
+        let log = logged(|| {
+            change(&mut s, &p, "alice", status("dnd", "Focus"), 2);
+        });
+        assert!(
+            log.contains("availability=dnd") && log.contains("status_message=\"Focus\""),
+            "{log}"
+        );
+        assert!(!log.contains("custom_text"), "{log}");
+        let r = s
+            .handle(&req("alice", status("away", "Back soon")), &p, 3)
+            .unwrap()
+            .unwrap_err();
+        let log = logged(|| s.rollback(r.before));
+        assert!(
+            log.contains("presence change rolled back")
+                && log.contains("user=alice availability=dnd")
+                && log.contains("status_message=\"Focus\""),
+            "{log}"
+        );
+        let r = s
+            .handle(&req("alice", create("Focus", None)), &p, 4)
+            .unwrap()
+            .unwrap_err();
+        let log = logged(|| s.rollback(r.before));
+        assert!(
+            log.contains("profile change rolled back") && log.contains("profile=focus"),
+            "{log}"
+        );
+    }
+
+    #[test]
+    fn people_gone_from_the_policy_are_not_shown() {
+        let p = policy();
+        let mut s = PresenceService::new(&p);
+        let mut zed = PresenceService::new(&p);
+        let rows: Vec<(String, Vec<u8>)> = zed
+            .restore(Vec::new(), &p, 0)
+            .into_iter()
+            .map(|w| (w.key.replace("bob", "zed"), w.value.unwrap()))
+            .collect();
+        s.restore(rows, &p, 10);
+        assert!(s.model().get("zed").is_some(), "kept in the store");
+        let v = s
+            .handle(&req("alice", Command::List), &p, 20)
+            .unwrap()
+            .unwrap();
+        let who: Vec<&str> = v["people"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["user"].as_str().unwrap())
+            .collect();
+        assert_eq!(who, ["alice", "bob"]);
+        let e = refused(&mut s, &p, "admin", Command::Get { user: "zed".into() });
+        assert_eq!((e.status, e.field.as_deref()), (404, Some("user")));
+    }
+
+    #[test]
+    fn a_profile_with_a_standard_length_can_be_activated_without_an_end() {
+        let p = policy();
+        let mut s = service(&p);
+        let lunch = |until| Command::SetProfile {
+            user: "alice".into(),
+            profile: "lunch".into(),
+            until,
+            message: None,
+        };
+        let v = change(&mut s, &p, "alice", lunch(None), 100);
+        assert_eq!(v["profile"]["until"], 100 + 3600, "its standard length");
+        let v = change(&mut s, &p, "alice", lunch(Some(ProfileEnd::Never)), 200);
+        assert_eq!(v["profile"]["until"], Value::Null, "{v}");
+        assert_eq!(s.next_end(), None);
+        let e = refused(
+            &mut s,
+            &p,
+            "alice",
+            lunch(Some(ProfileEnd::At(10 + MAX_END_AHEAD + 1))),
+        );
+        assert_eq!((e.status, e.field.as_deref()), (400, Some("until")));
+    }
+
+    #[test]
+    fn both_crates_read_the_same_status_names() {
+        // Each name one reads, the other reads as the same status; also as people write
+        // them (any case, spaces or hyphens for underscores).
+        let written = |n: &str| {
+            [
+                n.to_string(),
+                n.to_ascii_uppercase(),
+                n.replace('_', " "),
+                n.replace('_', "-"),
+                format!(" {n} "),
+            ]
+        };
+        for (name, a) in Availability::NAMES {
+            for w in written(name) {
+                assert_eq!(
+                    PolicyAvailability::parse(&w),
+                    Some(policy_availability(a)),
+                    "{w:?}"
+                );
+                assert_eq!(Availability::parse(&w), Some(a), "{w:?}");
+            }
+        }
+        for (name, a) in PolicyAvailability::NAMES {
+            for w in written(name) {
+                assert_eq!(Availability::parse(&w), Some(availability(a)), "{w:?}");
+                assert_eq!(PolicyAvailability::parse(&w), Some(a), "{w:?}");
+            }
+        }
+        for a in Availability::ALL {
+            assert_eq!(policy_availability(a).as_str(), a.as_str());
+        }
+        assert_eq!(Availability::parse("sleepy"), None);
+        assert_eq!(PolicyAvailability::parse("sleepy"), None);
     }
 
     #[test]

@@ -185,6 +185,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut next_reply = 0u64;
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, bool)>();
+    // A reload that replaced the policy says so, for presence to take it in.
+    let (reloaded_tx, mut reloaded_rx) = mpsc::unbounded_channel::<()>();
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -246,14 +248,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             _ = sigint.recv() => start_drain(&mut core, &mut drain_deadline),
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: reloading the policy");
-                spawn_reload(&config, &directory, &reload_failures);
+                spawn_reload(&config, &directory, &reload_failures, &reloaded_tx);
             }
+            Some(()) = reloaded_rx.recv() => core.policy_reloaded(now()),
             _ = watch.tick() => {
                 let now_seen = policy_source::fingerprint(&config);
                 if now_seen != seen {
                     seen = now_seen;
                     tracing::info!("policy files changed");
-                    spawn_reload(&config, &directory, &reload_failures);
+                    spawn_reload(&config, &directory, &reload_failures, &reloaded_tx);
                 }
             }
         }
@@ -338,18 +341,26 @@ fn spawn_reload(
     config: &Config,
     directory: &Arc<ArcSwap<Box<dyn Directory>>>,
     failures: &Arc<AtomicU64>,
+    reloaded: &mpsc::UnboundedSender<()>,
 ) {
     let (config, directory, failures) = (config.clone(), directory.clone(), failures.clone());
-    tokio::task::spawn_blocking(move || reload(&config, &directory, &failures));
+    let reloaded = reloaded.clone();
+    tokio::task::spawn_blocking(move || {
+        if reload(&config, &directory, &failures) {
+            let _ = reloaded.send(());
+        }
+    });
 }
 
 /// Loads the policy again; a policy that fails validation never replaces the running one.
-fn reload(config: &Config, directory: &ArcSwap<Box<dyn Directory>>, failures: &AtomicU64) {
+/// True when the policy was replaced.
+fn reload(config: &Config, directory: &ArcSwap<Box<dyn Directory>>, failures: &AtomicU64) -> bool {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-    match policy_source::load(config) {
+    let replaced = match policy_source::load(config) {
         Ok(p) => {
             directory.store(Arc::new(Box::new(PolicyDirectory::new(p))));
             tracing::info!("policy reloaded");
+            true
         }
         Err(e) => {
             let n = failures.fetch_add(1, Ordering::Relaxed) + 1;
@@ -357,7 +368,9 @@ fn reload(config: &Config, directory: &ArcSwap<Box<dyn Directory>>, failures: &A
                 failed_reloads = n,
                 "policy reload refused; the running policy stays:\n{e}"
             );
+            false
         }
-    }
+    };
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    replaced
 }

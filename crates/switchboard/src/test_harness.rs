@@ -134,7 +134,7 @@ impl T {
         let directory = core.presence().model().people().count();
         assert_eq!(directory, 0);
         core.restore_presence(Vec::new(), now);
-        T {
+        let mut t = T {
             core,
             t0,
             secs: 0,
@@ -144,7 +144,10 @@ impl T {
             hold_writes: false,
             held: Vec::new(),
             replies: Vec::new(),
-        }
+        };
+        // What the start stores (everyone's first state) is stored before a test begins.
+        t.pump();
+        t
     }
 
     pub(crate) fn now(&self) -> Now {

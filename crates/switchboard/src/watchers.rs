@@ -460,9 +460,7 @@ impl Core {
                 let profile_name = model.get(&s.resource).and_then(|p| {
                     (p.profile.id != policy.default_profile().id).then(|| {
                         self.presence
-                            .overlay()
-                            .profile(policy, &s.resource, &p.profile.id)
-                            .map(|e| e.profile.name)
+                            .active_profile_name(&s.resource, policy)
                             .unwrap_or_else(|| p.profile.id.clone())
                     })
                 });

@@ -946,13 +946,16 @@ fn own_profiles_and_a_status_end_time_survive_kill_9() {
 fn cli_sets_timed_statuses_manages_profiles_and_reports() {
     let d = start();
     let t0 = now();
+    // The token after the action, as the issue writes it; the machine's clock in India.
     let cli = |args: &[&str], token: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .arg("presence")
             .arg("--config")
             .arg(d.config_path())
-            .args(["--token", token])
             .args(args)
+            .args(["--token", token])
+            .env("TZ", "Asia/Kolkata")
+            .env_remove("SWITCHBOARD_TOKEN")
             .output()
             .unwrap();
         (
@@ -966,14 +969,12 @@ fn cli_sets_timed_statuses_manages_profiles_and_reports() {
         assert!(success, "{args:?}: {err}");
         out
     };
-    // A status with an end time, as the issue writes it (HH:MM today, UTC; near midnight
-    // the full time instead).
-    let soon = chrono::Utc::now() + chrono::Duration::minutes(10);
-    let until = if soon.date_naive() == chrono::Utc::now().date_naive() {
-        soon.format("%H:%M").to_string()
-    } else {
-        soon.to_rfc3339()
-    };
+    // A status with an end time, as the issue writes it: HH:MM of the machine's time zone
+    // (after midnight there, tomorrow's).
+    let india = chrono::FixedOffset::east_opt(5 * 3600 + 1800).unwrap();
+    let soon = chrono::Utc::now().with_timezone(&india) + chrono::Duration::minutes(10);
+    let until = soon.format("%H:%M").to_string();
+    let until_unix = soon.timestamp() - soon.timestamp() % 60;
     let out = ok(
         &[
             "set",
@@ -990,6 +991,8 @@ fn cli_sets_timed_statuses_manages_profiles_and_reports() {
         out.contains("dnd until") && out.contains("\"Back soon\""),
         "{out}"
     );
+    let (_, v) = get(&d, "/v1/presence/alice", ALICE_TOKEN);
+    assert_eq!(v["status_until"].as_i64(), Some(until_unix), "{until}: {v}");
     let out = ok(&["set", "bob", "away", "--for", "30m"], BOB_TOKEN);
     assert!(out.contains("away until"), "{out}");
     // Profiles: list (numbers first), create, rename, change, remove.
@@ -1105,4 +1108,249 @@ fn cli_sets_timed_statuses_manages_profiles_and_reports() {
         "{log}"
     );
     assert!(log.contains("profile created user=alice profile=focus_time number=11 name=Focus time by=alice via=Cli"), "{log}");
+}
+
+#[test]
+fn the_temporary_message_changes_on_its_own_through_the_api_and_the_cli() {
+    let d = start();
+    let put = |path: &str, token: &str, body: &str| http(&d, "PUT", path, Some(token), Some(body));
+    let (code, v) = put(
+        "/v1/presence/alice/status",
+        ALICE_TOKEN,
+        r#"{"status":"dnd","for":"1h"}"#,
+    );
+    assert_eq!(code, 200, "{v}");
+    let until = v["status_until"].as_i64().unwrap();
+    let (code, v) = put(
+        "/v1/presence/alice/message",
+        ALICE_TOKEN,
+        r#"{"message":"Back at three"}"#,
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (
+            v["message"].as_str(),
+            v["availability"].as_str(),
+            v["status_until"].as_i64()
+        ),
+        (Some("Back at three"), Some("dnd"), Some(until)),
+        "the timed status keeps its end: {v}"
+    );
+    let (code, v) = put(
+        "/v1/presence/alice/message",
+        ALICE_TOKEN,
+        r#"{"message":null}"#,
+    );
+    assert_eq!((code, v["message"].clone()), (200, Value::Null), "{v}");
+    assert_eq!(v["status_until"].as_i64(), Some(until));
+    for (token, body, status, field) in [
+        (BOB_TOKEN, r#"{"message":"hi"}"#, 403, "user"),
+        (ALICE_TOKEN, r#"{}"#, 400, "message"),
+        (ALICE_TOKEN, r#"{"message":5}"#, 400, "message"),
+        (ALICE_TOKEN, r#"{"message":"x","text":"y"}"#, 400, "text"),
+    ] {
+        let (code, v) = put("/v1/presence/alice/message", token, body);
+        assert_eq!(
+            (code, v["field"].as_str()),
+            (status, Some(field)),
+            "{body}: {v}"
+        );
+    }
+    let long = format!(r#"{{"message":"{}"}}"#, "x".repeat(201));
+    let (code, v) = put("/v1/presence/alice/message", ALICE_TOKEN, &long);
+    assert_eq!((code, v["field"].as_str()), (400, Some("message")), "{v}");
+    // The CLI: set, then clear.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("presence")
+            .arg("--config")
+            .arg(d.config_path())
+            .args(["--token", ALICE_TOKEN])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["message", "alice", "In the lab"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("\"In the lab\"") && text.contains("dnd until"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(&["message", "alice", "--clear"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, v) = http(&d, "GET", "/v1/presence/alice", Some(ALICE_TOKEN), None);
+    assert_eq!(
+        (v["message"].clone(), v["status_until"].as_i64()),
+        (Value::Null, Some(until)),
+        "{v}"
+    );
+    assert!(
+        !cli(&["message", "alice"]).status.success(),
+        "a message or --clear"
+    );
+    assert!(d.log_contains("presence changed user=alice by=alice via=Cli"));
+}
+
+#[test]
+fn end_times_are_bounded_and_a_profile_may_have_none() {
+    let d = start();
+    let put = |path: &str, body: &str| http(&d, "PUT", path, Some(ALICE_TOKEN), Some(body));
+    let far = now() + 11 * 366 * 86_400;
+    for (path, body, field) in [
+        (
+            "/v1/presence/alice/profile",
+            r#"{"profile":"meeting","for":"0"}"#.to_string(),
+            "for",
+        ),
+        (
+            "/v1/presence/alice/status",
+            r#"{"status":"dnd","for":"0"}"#.to_string(),
+            "for",
+        ),
+        (
+            "/v1/presence/alice/status",
+            format!(r#"{{"status":"dnd","until":{far}}}"#),
+            "until",
+        ),
+        (
+            "/v1/presence/alice/profile",
+            format!(r#"{{"profile":"meeting","until":{far}}}"#),
+            "until",
+        ),
+        (
+            "/v1/presence/alice/profile",
+            r#"{"profile":"meeting","for":"400000000"}"#.to_string(),
+            "for",
+        ),
+    ] {
+        let (code, v) = put(path, &body);
+        assert_eq!(
+            (code, v["field"].as_str()),
+            (400, Some(field)),
+            "{body}: {v}"
+        );
+    }
+    // Lunch has a standard length (1 h); "for": "none" activates it with no end at all.
+    let (code, v) = put("/v1/presence/alice/profile", r#"{"profile":"lunch"}"#);
+    assert_eq!(code, 200, "{v}");
+    assert!(v["profile"]["until"].is_i64(), "{v}");
+    let (code, v) = put(
+        "/v1/presence/alice/profile",
+        r#"{"profile":"lunch","for":"none"}"#,
+    );
+    assert_eq!(
+        (
+            code,
+            v["profile"]["id"].as_str(),
+            v["profile"]["until"].clone()
+        ),
+        (200, Some("lunch"), Value::Null),
+        "{v}"
+    );
+}
+
+#[test]
+fn time_in_status_counts_across_kill_9_also_for_people_who_never_changed() {
+    let mut d = start();
+    let (_, v) = get(&d, "/v1/presence/bob", ADMIN_TOKEN);
+    let bob_since = v["status_since"].as_i64().unwrap();
+    // Alice's lunch ends while the daemon is down.
+    let until = now() + 2;
+    let (code, v) = http(
+        &d,
+        "PUT",
+        "/v1/presence/alice/profile",
+        Some(ALICE_TOKEN),
+        Some(&format!(r#"{{"profile":"lunch","until":{until}}}"#)),
+    );
+    assert_eq!(code, 200, "{v}");
+    let lunch_since = v["profile"]["since"].as_i64().unwrap();
+    d.kill9();
+    wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        (now() > until).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    d.restart();
+    let t = now();
+    assert!(t > until);
+    // Bob never changed anything: his time in Available runs on from the first start.
+    let (_, v) = get(&d, "/v1/presence/bob", BOB_TOKEN);
+    assert_eq!(v["status_since"].as_i64(), Some(bob_since), "{v}");
+    let (code, r) = get(
+        &d,
+        &format!("/v1/reports/time-in-status?user=bob&from={bob_since}&to={t}"),
+        BOB_TOKEN,
+    );
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(r["total"]["available"].as_i64(), Some(t - bob_since), "{r}");
+    // Alice's lunch ended at its end time, not at the restart.
+    let (_, v) = get(&d, "/v1/presence/alice", ALICE_TOKEN);
+    assert_eq!(
+        (
+            v["profile"]["id"].as_str(),
+            v["status_since"].as_i64(),
+            v["profile"]["since"].as_i64()
+        ),
+        (Some("available"), Some(until), Some(until)),
+        "{v}"
+    );
+    let (code, r) = get(
+        &d,
+        &format!("/v1/reports/time-in-status?user=alice&from={lunch_since}&to={t}"),
+        ALICE_TOKEN,
+    );
+    assert_eq!(code, 200, "{r}");
+    assert_eq!(
+        (
+            r["total"]["away"].as_i64(),
+            r["total"]["available"].as_i64()
+        ),
+        (Some(until - lunch_since), Some(t - until)),
+        "{r}"
+    );
+}
+
+#[test]
+fn a_custom_text_is_shown_over_the_profiles_and_an_older_message() {
+    let d = start();
+    let put = |path: &str, body: &str| http(&d, "PUT", path, Some(ALICE_TOKEN), Some(body));
+    let (code, v) = put("/v1/presence/alice/profile", r#"{"profile":"lunch"}"#);
+    assert_eq!(
+        (code, v["message"].as_str()),
+        (200, Some("At lunch")),
+        "{v}"
+    );
+    let (code, v) = put(
+        "/v1/presence/alice/status",
+        r#"{"status":"custom","text":"Out to lunch at the pub"}"#,
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (v["message"].as_str(), v["custom_text"].as_str()),
+        (
+            Some("Out to lunch at the pub"),
+            Some("Out to lunch at the pub")
+        ),
+        "{v}"
+    );
+    put(
+        "/v1/presence/alice/status",
+        r#"{"status":"dnd","text":"Focus"}"#,
+    );
+    put(
+        "/v1/presence/alice/status",
+        r#"{"status":"custom","text":"Gone fishing"}"#,
+    );
+    let (_, v) = http(&d, "GET", "/v1/presence/alice", Some(BOB_TOKEN), None);
+    assert_eq!(v["message"], "Gone fishing", "{v}");
+    assert!(
+        d.log_contains("status_message=\"Gone fishing\" custom_text=\"Gone fishing\""),
+        "{}",
+        d.log()
+    );
 }
