@@ -36,6 +36,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 
 rates="2000 5000 10000 20000 30000 40000 60000 80000"
 seconds=5
@@ -63,7 +65,6 @@ for v in "$seconds" "$users" $rates; do
   [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "not a positive integer: $v" >&2; exit 2; }
 done
 
-need() { command -v "$1" >/dev/null || { echo "$1 is missing: $2" >&2; exit 2; }; }
 need sipp "apt-get install sip-tester"
 need python3 "apt-get install python3"
 need timeout "coreutils"
@@ -71,31 +72,10 @@ need setsid "util-linux"
 case " $subjects " in *" kamailio "*) need kamailio "apt-get install kamailio" ;; esac
 
 # ---------------------------------------------------------------------------------------------
-# Processes: every server runs in a process group of its own (setsid), SIPp under `timeout`
-# (which also makes a group of its own); both are killed by their group id, nothing by name.
+# Processes (bench/lib.sh): the server's group and SIPp's, killed on exit.
 work=$(mktemp -d "${TMPDIR:-/tmp}/sb-register-load.XXXXXX")
 server_pgid=""
 sipp_pgid=""
-
-# True while a process of group $1 is running (zombies do not count).
-group_alive() {
-  local p
-  for p in $(pgrep -g "$1" 2>/dev/null || true); do
-    [ "$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f1)" = Z ] || return 0
-  done
-  return 1
-}
-
-kill_group() { # $1 = process group id; TERM, up to 5 s, then KILL
-  local g=$1 i
-  kill -TERM -- "-$g" 2>/dev/null || return 0
-  for ((i = 0; i < 50; i++)); do
-    group_alive "$g" || return 0
-    sleep 0.1
-  done
-  echo "process group $g still running 5 s after SIGTERM: SIGKILL" >&2
-  kill -KILL -- "-$g" 2>/dev/null || true
-}
 
 cleanup() {
   local rc=$?
@@ -113,41 +93,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-free_udp_port() {
-  python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# Waits until something answers an OPTIONS on 127.0.0.1:$1 (any response), at most $2 s.
-wait_sip() {
-  python3 - "$1" "$2" <<'PY'
-import socket, sys, time
-port, limit = int(sys.argv[1]), float(sys.argv[2])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.1", 0))
-s.settimeout(0.2)
-me = s.getsockname()[1]
-deadline = time.monotonic() + limit
-n = 0
-while time.monotonic() < deadline:
-    n += 1
-    msg = (f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
-           f"Via: SIP/2.0/UDP 127.0.0.1:{me};rport;branch=z9hG4bK-bench-probe-{n}\r\n"
-           "Max-Forwards: 70\r\n"
-           "From: <sip:probe@switchboard.local>;tag=probe\r\n"
-           f"To: <sip:127.0.0.1:{port}>\r\n"
-           f"Call-ID: bench-probe-{n}\r\n"
-           f"CSeq: {n} OPTIONS\r\n"
-           "Content-Length: 0\r\n\r\n")
-    try:
-        s.sendto(msg.encode(), ("127.0.0.1", port))
-        if s.recv(65535).startswith(b"SIP/2.0 "):
-            sys.exit(0)
-    except (socket.timeout, ConnectionRefusedError):
-        time.sleep(0.05)
-sys.exit(1)
-PY
-}
 
 # ---------------------------------------------------------------------------------------------
 # Inputs: the policy (N users) and SIPp's injection file.
@@ -169,29 +114,15 @@ write_users_csv() { # $1 = number of users, $2 = file; field0 user, field1 passw
 write_policy "$users" "$work/policy.toml"
 write_users_csv "$users" "$work/users.csv"
 
-if [ -z "$sb_bin" ] && [[ " $subjects " == *" sb-"* ]]; then
-  need cargo "https://rustup.rs"
-  echo "building switchboard (cargo build --release -p switchboard) ..." >&2
-  (cd "$root" && timeout 3600 cargo build --release -p switchboard >&2)
-  target_dir=$(cd "$root" && cargo metadata --format-version 1 --no-deps |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-  sb_bin="$target_dir/release/switchboard"
-fi
 sb_desc="not run"
 if [[ " $subjects " == *" sb-"* ]]; then
-  [ -x "$sb_bin" ] || { echo "no switchboard binary at $sb_bin" >&2; exit 2; }
-  # The source the binary was built from, as it was when the run began.
-  sb_desc="$sb_bin (git $(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$root" &&
-    git diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null || echo ', with uncommitted changes in crates/'))"
+  switchboard_binary
 fi
 
 # ---------------------------------------------------------------------------------------------
-# Servers. Each start_* sets server_pgid, server_cmd and server_log.
+# Servers (bench/lib.sh: start_switchboard, start_kamailio, stop_server, ...).
 
-server_cmd=""
-server_log=""
-
-start_switchboard() { # $1 = step dir, $2 = port, $3 = auth required (true|false)
+write_switchboard_config() { # $1 = step dir, $2 = port, $3 = auth required (true|false)
   local dir=$1 port=$2
   cat > "$dir/switchboard.toml" <<EOF
 [sip]
@@ -213,91 +144,12 @@ path = "$work/policy.toml"
 [api]
 listen = ""
 EOF
-  server_log="$dir/server.log"
-  # warn for everything on the request path; the server module's lifecycle lines (ready,
-  # stopped with its request counters) stay visible.
-  server_cmd="RUST_LOG=warn,switchboard::server=info $sb_bin run --config $dir/switchboard.toml"
-  RUST_LOG=warn,switchboard::server=info setsid "$sb_bin" run --config "$dir/switchboard.toml" \
-    > "$server_log" 2>&1 < /dev/null &
-  server_pgid=$!
-  check_group
-  local i
-  for ((i = 0; i < 100; i++)); do
-    grep -q "switchboard ready" "$server_log" && break
-    kill -0 "$server_pgid" 2>/dev/null || break
-    sleep 0.1
-  done
-  wait_sip "$port" 10 || { echo "switchboard did not answer on port $port:" >&2; cat "$server_log" >&2; exit 1; }
-}
-
-start_kamailio() { # $1 = step dir, $2 = port
-  local dir=$1 port=$2
-  server_log="$dir/server.log"
-  server_cmd="kamailio -f $here/kamailio/registrar.cfg -l udp:127.0.0.1:$port -DD -E -m 1024 -x tlsf -w $dir"
-  setsid kamailio -f "$here/kamailio/registrar.cfg" -l "udp:127.0.0.1:$port" \
-    -DD -E -m 1024 -x tlsf -w "$dir" > "$server_log" 2>&1 < /dev/null &
-  server_pgid=$!
-  check_group
-  wait_sip "$port" 15 || { echo "kamailio did not answer on port $port:" >&2; cat "$server_log" >&2; exit 1; }
-}
-
-server_pids() { pgrep -g "$server_pgid" || true; }
-
-# The server must lead a process group of its own, or it could not be stopped as a group.
-# (setsid execs in place here: a background job of a script without job control is no group
-# leader.)
-check_group() {
-  local g
-  g=$(ps -o pgid= -p "$server_pgid" 2>/dev/null | tr -d ' ' || true)
-  if [ "$g" != "$server_pgid" ]; then
-    echo "the server (pid $server_pgid) is not in a process group of its own; log:" >&2
-    cat "$server_log" >&2
-    exit 1
-  fi
-}
-
-# Peak RSS in MiB: the process's VmHWM; for several processes (Kamailio) "max (sum of N)".
-# Shared memory touched by several processes counts in each, so the sum is an upper bound.
-server_peak_rss() {
-  local p v max=0 sum=0 n=0
-  for p in $(server_pids); do
-    v=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
-    [ -n "$v" ] || continue
-    n=$((n + 1)); sum=$((sum + v)); [ "$v" -gt "$max" ] && max=$v
-  done
-  if [ "$n" -le 1 ]; then
-    awk -v k="$max" 'BEGIN { printf "%.0f", k / 1024 }'
-  else
-    awk -v m="$max" -v s="$sum" -v n="$n" 'BEGIN { printf "%.0f (sum of %d: %.0f)", m / 1024, n, s / 1024 }'
-  fi
-}
-
-# CPU seconds (user + system) used by the server's processes since they started.
-server_cpu() {
-  local p t=0 hz
-  hz=$(getconf CLK_TCK)
-  for p in $(server_pids); do
-    # Fields 14 and 15 of /proc/PID/stat, counted after the ")" that ends the command name.
-    t=$((t + $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0)))
-  done
-  awk -v t="$t" -v hz="$hz" 'BEGIN { printf "%.1f", t / hz }'
-}
-
-stop_server() {
-  [ -n "$server_pgid" ] || return 0
-  kill_group "$server_pgid"
-  wait "$server_pgid" 2>/dev/null || true
-  server_pgid=""
 }
 
 # ---------------------------------------------------------------------------------------------
 # One step: one SIPp run against a fresh server.
 
-nofile=$(ulimit -n)
-[ "$nofile" = unlimited ] && nofile=65536
-sipp_limit=$((nofile - 256))
-[ "$sipp_limit" -gt 50000 ] && sipp_limit=50000
-[ "$sipp_limit" -gt 100 ] || { echo "ulimit -n ($nofile) is too low" >&2; exit 2; }
+sipp_call_limit
 
 commands=()
 rows=()
@@ -318,9 +170,11 @@ run_step() { # $1 = subject, $2 = rate
   local scenario=register.xml label
   case "$subject" in
     sb-auth) label="switchboard (auth, durable)"; scenario=register_auth.xml
-             start_switchboard "$dir" "$port" true ;;
+             write_switchboard_config "$dir" "$port" true
+             start_switchboard "$dir" "$port" ;;
     sb-noauth) label="switchboard (no auth, durable)"
-               start_switchboard "$dir" "$port" false ;;
+               write_switchboard_config "$dir" "$port" false
+               start_switchboard "$dir" "$port" ;;
     kamailio) label="kamailio (no auth, memory)"
               start_kamailio "$dir" "$port" ;;
     *) echo "unknown subject: $subject" >&2; exit 2 ;;
@@ -339,17 +193,14 @@ run_step() { # $1 = subject, $2 = rate
   commands+=("${cmd[*]}")
 
   # GNU time, when there, reports SIPp's own CPU use.
-  local timer=()
-  if /usr/bin/time -f '%U' -o /dev/null true 2>/dev/null; then
-    timer=(/usr/bin/time -f '%U %S %M' -o "$dir/sipp.time")
-  fi
+  sipp_timer_for "$dir/sipp.time"
 
   echo "  $label @ $rate/s: $n registrations, server on 127.0.0.1:$port" >&2
   local t0 t1 rc=0
   t0=$(date +%s.%N)
   (
     cd "$dir"
-    exec timeout -k 5 $((global + 20)) "${timer[@]}" "${cmd[@]}" > "$dir/sipp.out" 2>&1 < /dev/null
+    exec timeout -k 5 $((global + 20)) "${sipp_timer[@]}" "${cmd[@]}" > "$dir/sipp.out" 2>&1 < /dev/null
   ) &
   sipp_pgid=$!
   wait "$sipp_pgid" || rc=$?
@@ -365,19 +216,9 @@ run_step() { # $1 = subject, $2 = rate
     rss="exited"; cpu="-"
   fi
   stop_server
-  # What the server said: Switchboard's own counters from its last line, and how many
-  # warnings/errors it logged (the first few go to stderr).
-  local server_note problems
-  if [ "$subject" != kamailio ]; then
-    problems=$(grep -cE ' (WARN|ERROR) ' "$server_log" || true)
-    grep -E ' (WARN|ERROR) ' "$server_log" | head -n 5 | cut -c1-300 | sed 's/^/    server: /' >&2 || true
-    server_note=$(sed -n 's/^.*switchboard stopped *//p' "$server_log" | tail -n 1)
-    server_note="${server_note:-no stop line}; $problems warn/error lines"
-  else
-    problems=$(grep -cE 'ERROR|CRITICAL|WARNING' "$server_log" || true)
-    grep -E 'ERROR|CRITICAL|WARNING' "$server_log" | head -n 5 | cut -c1-300 | sed 's/^/    server: /' >&2 || true
-    server_note="$problems warning/error lines"
-  fi
+  # What the server said (Switchboard's counters, warnings and errors).
+  local server_note
+  server_note=$(server_log_note "$subject")
   if [ "$rc" -ge 124 ] && [ "$rc" -ne 255 ]; then
     echo "  SIPp was stopped by timeout (exit $rc)" >&2
   fi
@@ -471,7 +312,6 @@ PY
 # ---------------------------------------------------------------------------------------------
 
 started=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
-cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 loads=()
 for subject in $subjects; do
   echo "== $subject (load average: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
@@ -489,9 +329,9 @@ report() {
   echo "# REGISTER load: Switchboard beside Kamailio"
   echo
   echo "- Date: $started"
-  echo "- Machine: $(nproc) cores, $cpu_model, $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo); $(uname -sr)"
+  report_machine
   echo "- Load average before each subject: ${loads[*]}"
-  echo "- SIPp: $(sipp -v 2>&1 | grep -o 'SIPp v[0-9.]*' | head -n 1)$(command -v kamailio >/dev/null && echo ", $(kamailio -v 2>/dev/null | head -n 1 | sed 's/^version: //')")"
+  report_versions
   echo "- Switchboard: $sb_desc"
   echo "- Steps: offered rate x $seconds s of REGISTERs over UDP on 127.0.0.1 from one SIPp"
   echo "  (bench/sipp/register.xml, register_auth.xml), $users users taken in turn (u0..u$((users - 1))),"

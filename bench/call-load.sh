@@ -1,0 +1,773 @@
+#!/usr/bin/env bash
+# CALL load: calls per second through Switchboard (stateful proxy to a registered callee, no
+# auth, durable registrations) beside Kamailio 5.6 (bench/kamailio/registrar.cfg: the same
+# registrar, lookup("location") + t_relay with record_route, memory-only location table),
+# measured with SIPp over UDP on loopback, all in one run on one machine.
+#
+# A benchmark, not a test: it prints the machine, the date, the exact commands it ran and
+# Markdown tables (a summary, then one row per scenario x subject x offered rate) on stdout;
+# progress goes to stderr.
+#
+#   bench/call-load.sh [--quick] [--rates "1000 2000 4000"] [--fork-rates "1000 2000"]
+#                      [--seconds 10] [--hold 1000] [--answer-after 100] [--quiet-wait 120]
+#                      [--reruns 2] [--subjects "switchboard kamailio"]
+#                      [--scenarios "direct fork"] [--switchboard BIN] [--keep] [--out FILE]
+#
+#   --quick        smoke run: direct at "500 1000", fork at "500", 3 s per step
+#   --rates        offered rates of the direct scenario in calls/s, rising (default 1000 2000
+#                  3000 4000 5000 6000 7000 8000)
+#   --fork-rates   offered rates of the fork scenario in calls/s, rising (default 500 1000
+#                  1500 2000 2500 3000 4000)
+#   --seconds      length of a step: each step places rate x seconds calls (default 10)
+#   --hold         milliseconds between the ACK and the BYE of every call (default 1000)
+#   --answer-after milliseconds the answering contact rings before its 200 in the fork
+#                  scenario (default 100; in the direct scenario it answers at once)
+#   --quiet-wait   before each step, wait up to this many seconds for the machine to be quiet
+#                  (under 15 % busy for a second: a build or test run elsewhere skews the
+#                  numbers); 0: do not wait (default 120)
+#   --reruns       a step that fails while other processes kept the machine busy (over 1/8 of
+#                  its CPU time) is run again, up to this many times (default 2)
+#   --subjects     switchboard, kamailio: which, in this order (default: both)
+#   --scenarios    direct, fork: which, in this order (default: both)
+#   --switchboard  use this binary instead of building one
+#   --keep         keep the work directory (logs, SIPp traces, configs) and print its path
+#   --out FILE     also write the report to FILE
+#
+# Scenarios (SIPp scenarios in bench/sipp/):
+#   direct  the callee has one registered contact, a SIPp that answers (call_uas.xml); the
+#           caller (call_uac.xml) sends INVITE, gets (100), (180), 200, sends ACK, holds,
+#           sends BYE, gets 200. ACK and BYE follow the Record-Route set.
+#   fork    the callee has two registered contacts: one answers (call_uas.xml, after ringing
+#           --answer-after ms), the other rings (call_uas_ring.xml: 180, then the proxy's
+#           CANCEL -> 200 + 487 -> ACK).
+#
+# Each step starts the server afresh on a free loopback port (Kamailio collapses past its
+# limit and stays broken for a while; Switchboard gets an empty state directory), registers
+# the callee's contact(s) with bench/sipp/register.xml sent from each answering SIPp's own
+# port (so Contact: <sip:callee@127.0.0.1:PORT> is that SIPp), starts the answering SIPp(s),
+# places the step's calls with one calling SIPp, stops the answering SIPp(s), records what
+# happened and stops the server. The caller is "caller", the callee "callee" (Request-URI
+# sip:callee@switchboard.local); Switchboard's policy has both, the callee with ring_time 30
+# and no_answer "hangup".
+#
+# A step fails when more than 0.1 % of its calls did not succeed at the caller, or when more
+# than 0.1 % went wrong at the callee side (a contact's SIPp failed a call, or calls were still
+# open there at the end, e.g. a fork branch never cancelled); a subject stops a scenario at
+# its first failed step. A step whose achieved rate stays under 90 % of the offered one is
+# marked "saturated".
+#
+# Needs: sipp (Debian: sip-tester), kamailio, python3, cargo (unless --switchboard).
+# The Switchboard binary is built with `cargo build --release -p switchboard` into the
+# workspace's target directory (CARGO_TARGET_DIR if set).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
+
+rates="1000 2000 3000 4000 5000 6000 7000 8000"
+fork_rates="500 1000 1500 2000 2500 3000 4000"
+seconds=10
+hold=1000
+answer_after=100
+quiet_wait=120
+reruns=2
+subjects="switchboard kamailio"
+scenarios="direct fork"
+sb_bin=""
+keep=0
+out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) rates="500 1000"; fork_rates="500"; seconds=3 ;;
+    --rates) rates="$2"; shift ;;
+    --fork-rates) fork_rates="$2"; shift ;;
+    --seconds) seconds="$2"; shift ;;
+    --hold) hold="$2"; shift ;;
+    --answer-after) answer_after="$2"; shift ;;
+    --quiet-wait) quiet_wait="$2"; shift ;;
+    --reruns) reruns="$2"; shift ;;
+    --subjects) subjects="$2"; shift ;;
+    --scenarios) scenarios="$2"; shift ;;
+    --switchboard) sb_bin="$2"; shift ;;
+    --keep) keep=1 ;;
+    --out) out="$2"; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+for v in "$seconds" $rates $fork_rates; do
+  [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "not a positive integer: $v" >&2; exit 2; }
+done
+for v in "$hold" "$answer_after" "$quiet_wait" "$reruns"; do
+  [[ "$v" =~ ^[0-9]+$ ]] || { echo "not a non-negative integer: $v" >&2; exit 2; }
+done
+for s in $subjects; do
+  case "$s" in switchboard|kamailio) ;; *) echo "unknown subject: $s (switchboard, kamailio)" >&2; exit 2 ;; esac
+done
+for s in $scenarios; do
+  case "$s" in direct|fork) ;; *) echo "unknown scenario: $s (direct, fork)" >&2; exit 2 ;; esac
+done
+
+need sipp "apt-get install sip-tester"
+need python3 "apt-get install python3"
+need timeout "coreutils"
+need setsid "util-linux"
+need ss "apt-get install iproute2"
+case " $subjects " in *" kamailio "*) need kamailio "apt-get install kamailio" ;; esac
+
+# ---------------------------------------------------------------------------------------------
+# Processes (bench/lib.sh): the server's group, and one group per SIPp (the caller, the
+# registering one, each answering one), all killed on exit.
+work=$(mktemp -d "${TMPDIR:-/tmp}/sb-call-load.XXXXXX")
+sipp_pgid=""
+uas_pgids=()
+
+cleanup() {
+  local rc=$? g
+  trap - EXIT INT TERM
+  [ -n "$sipp_pgid" ] && kill_group "$sipp_pgid"
+  for g in "${uas_pgids[@]}"; do kill_group "$g"; done
+  [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null
+  [ -n "$server_pgid" ] && kill_group "$server_pgid"
+  wait 2>/dev/null || true
+  if [ "$keep" = 1 ] || [ "$rc" != 0 ]; then
+    echo "work directory kept: $work" >&2
+  else
+    rm -rf "$work"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Waits until UDP port $1 on 127.0.0.1 is bound, at most 10 s, while process $2 lives (its
+# pid, not its group: `timeout` makes the group only once it runs).
+wait_bound() {
+  local i
+  for ((i = 0; i < 100; i++)); do
+    [ -n "$(ss -Hlun "sport = :$1" 2>/dev/null)" ] && return 0
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+# CPU seconds the whole machine spent in processes so far (all cores; /proc/stat: user, nice,
+# system and steal; not the interrupt time, which is mostly the loopback traffic itself).
+machine_busy() {
+  awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f", ($2 + $3 + $4 + $9) / hz; exit }' /proc/stat
+}
+
+# Datagrams the kernel dropped at our sockets (receive buffer full): samples /proc/net/udp
+# every 0.2 s into $1 while it runs (a socket's counter is gone once it is closed), for the
+# ports $2... ; udp_drops_of FILE PORT gives a port's highest count (summed over the sockets
+# bound to that port, should a server bind several).
+udp_sampler() {
+  local file=$1
+  shift
+  local hex=() p
+  for p in "$@"; do hex+=("$(printf '%04X' "$p")"); done
+  while :; do
+    awk -v ports=" ${hex[*]} " 'NR == 1 { print "sample" } NR > 1 { split($2, a, ":"); if (index(ports, " " a[2] " ")) print a[2], $NF }' /proc/net/udp >> "$file" 2>/dev/null
+    sleep 0.2
+  done
+}
+udp_drops_of() {
+  awk -v p="$(printf '%04X' "$2")" '
+    $1 == "sample" { if (s > m) m = s; s = 0 }
+    $1 == p { s += $2 }
+    END { if (s > m) m = s; print m + 0 }' "$1" 2>/dev/null || echo 0
+}
+sampler_pid=""
+
+# Waits (at most --quiet-wait s) until the machine was under 15 % busy for a second; nothing
+# of this script runs then. Sets quiet_note.
+ncpu=$(nproc)
+wait_quiet() {
+  local waited=0 b0 b1 pct
+  quiet_note=""
+  [ "$quiet_wait" -gt 0 ] || return 0
+  while :; do
+    b0=$(machine_busy); sleep 1; b1=$(machine_busy)
+    pct=$(awk -v a="$b0" -v b="$b1" -v n="$ncpu" 'BEGIN { printf "%.0f", 100 * (b - a) / n }')
+    [ "$pct" -lt 15 ] && break
+    if [ "$waited" -ge "$quiet_wait" ]; then
+      echo "  the machine is still $pct % busy after $waited s: going on" >&2
+      quiet_note="machine $pct % busy before the step"
+      return 0
+    fi
+    [ "$waited" = 0 ] && echo "  the machine is $pct % busy (other processes): waiting for it to be quiet ..." >&2
+    waited=$((waited + 1))
+  done
+  if [ "$waited" -gt 0 ]; then
+    echo "  quiet after $waited s" >&2
+    quiet_waited=$((quiet_waited + waited))
+  fi
+}
+quiet_waited=0
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: the policy and the registering SIPp's injection file.
+
+# The one place that knows the policy format.
+write_policy() { # $1 = file
+  cat > "$1" <<'EOF'
+# bench/call-load.sh: the caller and the callee of every call.
+[users.caller]
+extension = "1000"
+display_name = "Caller"
+
+[users.caller.sip]
+password = "caller-secret"
+algorithms = ["md5"]
+
+[users.callee]
+extension = "2000"
+display_name = "Callee"
+ring_time = 30
+no_answer = "hangup"
+
+[users.callee.sip]
+password = "callee-secret"
+algorithms = ["md5"]
+EOF
+}
+
+write_policy "$work/policy.toml"
+printf 'SEQUENTIAL\ncallee\n' > "$work/callee.csv"
+
+sb_desc="not run"
+if [[ " $subjects " == *" switchboard "* ]]; then
+  switchboard_binary
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Servers (bench/lib.sh: start_switchboard, start_kamailio, stop_server, ...).
+
+write_switchboard_config() { # $1 = step dir, $2 = port
+  local dir=$1 port=$2
+  cat > "$dir/switchboard.toml" <<EOF
+[sip]
+listen = ["udp:127.0.0.1:$port"]
+realm = "switchboard.local"
+domains = ["switchboard.local"]
+
+[auth]
+# The caller is identified by its From user.
+required = false
+
+[store]
+state_dir = "$dir/state"
+
+[policy]
+path = "$work/policy.toml"
+
+[api]
+listen = ""
+EOF
+}
+
+if [[ " $subjects " == *" switchboard "* ]]; then
+  mkdir -p "$work/check"
+  write_switchboard_config "$work/check" 5060
+  if ! "$sb_bin" check --config "$work/check/switchboard.toml" > "$work/check/check.out" 2>&1; then
+    echo "switchboard check refuses the benchmark's config or policy:" >&2
+    cat "$work/check/check.out" >&2
+    exit 1
+  fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# One step: register the contact(s), start the answering SIPp(s), one calling SIPp.
+
+sipp_call_limit
+
+commands=()
+rows=()
+step_no=0
+
+# Runs "$@" (a SIPp command) in directory $1 under timeout $2 (seconds) as a group of its own,
+# output to $1/sipp.out; sets sipp_rc.
+run_sipp() {
+  local dir=$1 limit=$2
+  shift 2
+  sipp_rc=0
+  (
+    cd "$dir"
+    exec timeout -k 5 "$limit" "$@" > "$dir/sipp.out" 2>&1 < /dev/null
+  ) &
+  sipp_pgid=$!
+  wait "$sipp_pgid" || sipp_rc=$?
+  sipp_pgid=""
+}
+
+# Sets step_ok=1 when at most 0.1 % of the calls failed on either side.
+run_step() { # $1 = subject, $2 = scenario, $3 = rate
+  local subject=$1 scenario=$2 rate=$3
+  local n=$((rate * seconds))
+  step_no=$((step_no + 1))
+  local dir="$work/step-$step_no-$subject-$scenario-$rate"
+  mkdir -p "$dir"
+  step_ok=0
+  wait_quiet
+
+  # Ports: the server, the caller, one per callee contact.
+  local roles=(answer) port uac_port p used
+  [ "$scenario" = fork ] && roles=(answer ring)
+  port=$(free_udp_port)
+  used=" $port "
+  local uas_ports=()
+  for _ in "${roles[@]}" caller; do
+    p=$(free_udp_port)
+    while [[ "$used" == *" $p "* ]]; do p=$(free_udp_port); done
+    used+="$p "
+    uas_ports+=("$p")
+  done
+  uac_port=${uas_ports[-1]}
+  unset 'uas_ports[-1]'
+
+  local label
+  case "$subject" in
+    switchboard) label="switchboard (no auth, durable)"
+                 write_switchboard_config "$dir" "$port"
+                 start_switchboard "$dir" "$port" ;;
+    kamailio) label="kamailio (no auth, memory)"
+              start_kamailio "$dir" "$port" ;;
+  esac
+  # The receive buffer the server's socket got (ss: rb, as the kernel reports it: twice
+  # what was asked for).
+  server_rb[$subject]=$(ss -Huamn "sport = :$port" 2>/dev/null | grep -o 'rb[0-9]*' | sed 's/^rb//' | sort -u | tr '\n' ' ' | sed 's/ $//')
+  commands+=("step $step_no, $subject, $scenario, $rate/s:")
+  commands+=("  $server_cmd")
+
+  echo "  $label, $scenario @ $rate/s: $n calls, server on 127.0.0.1:$port" >&2
+
+  # The callee's contacts: one REGISTER from each answering SIPp's port, before that SIPp
+  # takes the port.
+  local i reg_failed=""
+  for i in "${!roles[@]}"; do
+    local rdir="$dir/register-${roles[$i]}"
+    mkdir -p "$rdir"
+    local reg=(sipp "127.0.0.1:$port" -sf "$here/sipp/register.xml" -inf "$work/callee.csv"
+      -i 127.0.0.1 -p "${uas_ports[$i]}" -m 1 -buff_size 4194304 -recv_timeout 5000
+      -timeout 10s -timeout_error -nostdin -trace_err -trace_msg)
+    commands+=("  ${reg[*]}")
+    run_sipp "$rdir" 30 "${reg[@]}"
+    if [ "$sipp_rc" != 0 ]; then
+      reg_failed="registration of contact 127.0.0.1:${uas_ports[$i]} failed (SIPp exit $sipp_rc)"
+      echo "  $reg_failed; SIPp's messages:" >&2
+      grep -E '^(SIP/2.0 |REGISTER )' "$rdir"/*_messages.log 2>/dev/null | head -n 5 | sed 's/^/    /' >&2 || true
+      break
+    fi
+  done
+
+  # The answering SIPp(s): no call limit of their own; stopped (SIGTERM, which makes SIPp
+  # write its final statistics) once the caller is done.
+  local global=$((seconds * 3 + 10 + (hold + 999) / 1000))
+  local uas_dirs=()
+  uas_pgids=()
+  if [ -z "$reg_failed" ]; then
+    for i in "${!roles[@]}"; do
+      local udir="$dir/uas-${roles[$i]}" sf=call_uas.xml ring=0
+      [ "$scenario" = fork ] && ring=$answer_after
+      [ "${roles[$i]}" = ring ] && sf=call_uas_ring.xml
+      mkdir -p "$udir"
+      uas_dirs+=("$udir")
+      local uas=(sipp -sf "$here/sipp/$sf" -i 127.0.0.1 -p "${uas_ports[$i]}" -m $((n * 10 + 1000)) -key ring_ms "$ring"
+        -buff_size 4194304 -timeout "$((global + 20))s" -max_recv_loops 10000 -max_sched_loops 10000
+        -nostdin -trace_screen -trace_err -trace_error_codes -max_log_size 20000000 -trace_stat -fd 3600)
+      commands+=("  ${uas[*]}")
+      (
+        cd "$udir"
+        exec timeout -k 5 $((global + 40)) "${uas[@]}" > "$udir/sipp.out" 2>&1 < /dev/null
+      ) &
+      uas_pgids+=($!)
+      if ! wait_bound "${uas_ports[$i]}" "${uas_pgids[-1]}"; then
+        echo "  the answering SIPp on port ${uas_ports[$i]} did not start:" >&2
+        tail -n 5 "$udir/sipp.out" >&2
+        exit 1
+      fi
+    done
+  fi
+
+  # The calling SIPp. SIPp gives up on a call 5 s after its last transmission without the
+  # expected response, and on the whole run after 3 x seconds + 10 s (+ the hold time);
+  # `timeout` is the last resort.
+  local cdir="$dir/uac"
+  mkdir -p "$cdir"
+  local cmd=(sipp "127.0.0.1:$port" -sf "$here/sipp/call_uac.xml" -s callee
+    -i 127.0.0.1 -p "$uac_port" -m "$n" -r "$rate" -rp 1000 -l "$sipp_limit" -d "$hold"
+    -buff_size 4194304 -recv_timeout 5000 -timeout "${global}s" -timeout_error
+    -max_recv_loops 10000 -max_sched_loops 10000
+    -nostdin -trace_screen -trace_err -trace_error_codes -max_log_size 20000000 -trace_stat -fd 3600 -trace_rtt -rtt_freq 100)
+  commands+=("  ${cmd[*]}")
+
+  local t0=0 t1=0 rc=0 cpu0 cpu1 busy0 busy1 uas_cpu0=0 uas_cpu1=0 g
+  : > "$dir/udp-drops"
+  udp_sampler "$dir/udp-drops" "$port" "$uac_port" "${uas_ports[@]}" &
+  sampler_pid=$!
+  cpu0=$(server_cpu)
+  for g in "${uas_pgids[@]}"; do uas_cpu0=$(awk -v a="$uas_cpu0" -v b="$(group_cpu "$g")" 'BEGIN { print a + b }'); done
+  busy0=$(machine_busy)
+  if [ -z "$reg_failed" ]; then
+    # GNU time, when there, reports SIPp's own CPU use.
+    sipp_timer_for "$cdir/sipp.time"
+    t0=$(date +%s.%N)
+    run_sipp "$cdir" $((global + 20)) "${sipp_timer[@]}" "${cmd[@]}"
+    rc=$sipp_rc
+    t1=$(date +%s.%N)
+  fi
+  busy1=$(machine_busy)
+
+  # Calls the caller finished are finished at the callee too (the last ACK of a cancelled
+  # branch follows its 487 at once): a moment for the last datagrams, then measure and stop.
+  sleep 0.3
+  local rss cpu
+  rss=$(server_peak_rss)
+  cpu1=$(server_cpu)
+  cpu=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.1f", b - a }')
+  for g in "${uas_pgids[@]}"; do uas_cpu1=$(awk -v a="$uas_cpu1" -v b="$(group_cpu "$g")" 'BEGIN { print a + b }'); done
+  for g in "${uas_pgids[@]}"; do kill_group "$g"; wait "$g" 2>/dev/null || true; done
+  uas_pgids=()
+  kill "$sampler_pid" 2>/dev/null || true
+  wait "$sampler_pid" 2>/dev/null || true
+  sampler_pid=""
+  local drops_server drops_sipp=0
+  drops_server=$(udp_drops_of "$dir/udp-drops" "$port")
+  for p in "$uac_port" "${uas_ports[@]}"; do
+    drops_sipp=$((drops_sipp + $(udp_drops_of "$dir/udp-drops" "$p")))
+  done
+  if ! kill -0 "$server_pgid" 2>/dev/null; then
+    echo "  the server exited during the step; its log:" >&2
+    tail -n 20 "$server_log" >&2
+    rss="exited"; cpu="-"
+  fi
+  stop_server
+  local server_note
+  server_note=$(server_log_note "$subject")
+  if [ "$rc" -ge 124 ] && [ "$rc" -ne 255 ]; then
+    echo "  SIPp was stopped by timeout (exit $rc)" >&2
+  fi
+
+  # SIPp's final statistics (the last line of each CSV), the caller's response times (one
+  # line per measurement) and error codes, the SIPps' CPU use, the other processes' CPU use.
+  local stats
+  stats=$(python3 - "$cdir" "$n" "$t0" "$t1" "$rate" "$hold" "$reg_failed" "$quiet_note" \
+    "$(awk -v a="$uas_cpu0" -v b="$uas_cpu1" 'BEGIN { print b - a }')" \
+    "$(awk -v a="$busy0" -v b="$busy1" 'BEGIN { print b - a }')" "$cpu" "$scenario" "${uas_dirs[@]}" <<'PY'
+import collections, csv, glob, os, sys
+cdir, n, t0, t1, rate, hold, reg_failed, quiet_note, uas_cpu, busy, server_cpu, scenario = sys.argv[1:13]
+uas_dirs = sys.argv[13:]
+n, rate, hold = int(n), int(rate), int(hold)
+wall = float(t1) - float(t0)
+
+def last_row(d):
+    files = [f for f in glob.glob(f"{d}/*_.csv")]
+    if not files:
+        return {}
+    with open(files[0], newline="") as f:
+        rows = list(csv.reader(f, delimiter=";"))
+    if len(rows) < 2:
+        return {}
+    return dict(zip(rows[0], rows[-1]))
+
+def num(s, key):
+    try:
+        return int(s.get(key, "0") or 0)
+    except ValueError:
+        return 0
+
+def error_codes(d):
+    codes = collections.Counter()
+    for f in glob.glob(f"{d}/*_error_codes.csv"):
+        with open(f) as fh:
+            for line in fh:
+                parts = line.rstrip("\n").split(";")
+                if len(parts) >= 3:
+                    codes.update(c for c in parts[2].split(",") if c)
+    return ", ".join(f"{c} x{k}" for c, k in sorted(codes.items()))
+
+CAUSES = [("FailedUnexpectedMessage(C)", "unexpected"),
+          ("FailedMaxUDPRetrans(C)", "max-retrans"),
+          ("FailedTimeoutOnRecv(C)", "recv-timeout"),
+          ("FailedCallRejected(C)", "rejected"),
+          ("FailedCmdNotSent(C)", "not-sent"),
+          ("FailedRegexpHdrNotFound(C)", "header-missing"),
+          ("FailedOutboundCongestion(C)", "congestion"),
+          ("FailedTimeoutOnSend(C)", "send-timeout")]
+
+def causes_of(s, d):
+    out = []
+    for key, word in CAUSES:
+        if num(s, key):
+            out.append(f"{word} {num(s, key)}")
+    codes = error_codes(d)
+    if codes:
+        out.append(f"responses {codes}")
+    return out
+
+causes = [quiet_note] if quiet_note else []
+s = last_row(cdir)
+ok = num(s, "SuccessfulCall(C)")
+sipp_failed = num(s, "FailedCall(C)")
+retrans = num(s, "Retransmissions(C)")
+if reg_failed:
+    causes.append(reg_failed)
+else:
+    causes += causes_of(s, cdir)
+    if not s:
+        causes.append("no SIPp statistics")
+    elif n - ok - sipp_failed > 0:
+        causes.append(f"not completed {n - ok - sipp_failed}")
+
+# The callee side: each contact's SIPp.
+callee_problems = 0
+uas_retrans = []
+for d in uas_dirs:
+    role = os.path.basename(d).split("-", 1)[1]
+    u = last_row(d)
+    if not u:
+        causes.append(f"{role}: no SIPp statistics")
+        callee_problems += n
+        continue
+    inc, uok, ufail = num(u, "IncomingCall(C)"), num(u, "SuccessfulCall(C)"), num(u, "FailedCall(C)")
+    uas_retrans.append(str(num(u, "Retransmissions(C)")))
+    open_calls = max(0, inc - uok - ufail)
+    # Every call that reached the caller's 200 went through this contact too (the fork's
+    # ringing one included); a contact that saw fewer INVITEs missed some.
+    missing = max(0, ok - inc)
+    callee_problems += ufail + open_calls + missing
+    part = []
+    if ufail:
+        part += [f"failed {ufail}"] + causes_of(u, d)
+    if open_calls:
+        part.append(f"still open {open_calls}" + (" (not cancelled)" if role == "ring" else ""))
+    if missing:
+        part.append(f"got {inc} INVITEs for {ok} answered calls")
+    if part:
+        causes.append(f"{role} contact: " + ", ".join(part))
+
+rts = collections.defaultdict(list)
+setup_at = []
+for f in glob.glob(f"{cdir}/*_rtt.csv"):
+    with open(f) as fh:
+        for line in fh:
+            parts = line.strip().split(";")
+            if len(parts) >= 3:
+                try:
+                    rts[parts[2]].append(float(parts[1]))
+                    if parts[2] == "1":
+                        setup_at.append(float(parts[0]))
+                except ValueError:
+                    pass
+
+def pcts(v):
+    v = sorted(v)
+    if not v:
+        return "-"
+    pct = lambda p: v[min(len(v) - 1, int(p / 100 * len(v)))]
+    return f"{pct(50):.0f} / {pct(99):.0f} / {v[-1]:.0f}"
+
+try:
+    u_, sy, m = open(f"{cdir}/sipp.time").read().split()[-3:]
+    uac_cpu = float(u_) + float(sy)
+except Exception:
+    uac_cpu = None
+uas_cpu = float(uas_cpu)
+sipp_cpu = f"{uac_cpu:.1f} + {uas_cpu:.1f}" if uac_cpu is not None else f"- + {uas_cpu:.1f}"
+others = "-"
+disturbed = 0
+if uac_cpu is not None and server_cpu != "-" and wall > 0:
+    o = float(busy) - float(server_cpu) - uac_cpu - uas_cpu
+    others = f"{max(0.0, o):.1f}"
+    # Over 1/8 of the machine's CPU time (2 cores here: a quarter of a core).
+    if o > os.cpu_count() * wall / 8:
+        causes.append(f"other processes busy: {o:.1f} CPU s in {wall:.1f} s")
+        disturbed = 1
+
+failed = n - ok
+# The rate at which calls were set up: 200s received per second, from the times SIPp took
+# the setup times at (milliseconds since it started); without them, the successful calls over
+# the wall time less the hold time.
+if len(setup_at) >= 2 and max(setup_at) > min(setup_at):
+    achieved = (len(setup_at) - 1) / ((max(setup_at) - min(setup_at)) / 1000)
+else:
+    span = wall - hold / 1000
+    achieved = ok / span if span > 0 else 0
+if ok and achieved < 0.9 * rate:
+    causes.append("saturated: achieved < 90 % of offered")
+print("\t".join([str(ok), str(failed), f"{100 * failed / n:.2f}", f"{achieved:.0f}", f"{wall:.1f}",
+                 pcts(rts.get("1", [])), pcts(rts.get("2", [])),
+                 f"{retrans} / {' + '.join(uas_retrans) or '-'}", sipp_cpu, others,
+                 str(callee_problems), str(disturbed), "; ".join(causes) or "-"]))
+PY
+)
+  local ok failed failed_pct achieved wall setup bye retrans sipp_cpu others callee_problems causes
+  IFS=$'\t' read -r ok failed failed_pct achieved wall setup bye retrans sipp_cpu others callee_problems step_disturbed causes <<< "$stats"
+  local per_call="-"
+  if [ "$ok" -gt 0 ] && [ "$cpu" != "-" ]; then
+    per_call=$(awk -v c="$cpu" -v n="$ok" 'BEGIN { printf "%.0f", c * 1e6 / n }')
+  fi
+  rows+=("| $label | $scenario | $rate | $n | $ok | $failed ($failed_pct %) | $achieved | $wall | $setup | $bye | $retrans | $drops_server / $drops_sipp | $cpu ($per_call) | $sipp_cpu | $others | $rss | $causes | $server_note |")
+  summary_last="$ok	$failed_pct	$achieved	$setup	$cpu	$per_call	$rss"
+  echo "    placed $n, ok $ok, failed $failed ($failed_pct %), achieved $achieved/s in $wall s, setup ms p50/p99/max $setup, BYE ms $bye, retransmissions caller/callee $retrans, UDP drops server/SIPp $drops_server / $drops_sipp, server CPU $cpu s ($per_call µs/call), SIPp CPU $sipp_cpu s, others $others s, peak RSS $rss MiB; $causes (SIPp exit $rc)" >&2
+  if [ "$((failed * 1000))" -le "$n" ] && [ "$((callee_problems * 1000))" -le "$n" ] && [ "$ok" -gt 0 ]; then
+    step_ok=1
+  fi
+  if [ "$rc" -eq 255 ] || [ "$rc" -eq 254 ]; then
+    echo "  SIPp failed to run (exit $rc):" >&2
+    tail -n 5 "$cdir/sipp.out" >&2
+    step_ok=0
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+
+started=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+t_start=$(date +%s)
+# Another SIP server or SIPp on the machine competes for its two cores: say so.
+others_at_start=$( (pgrep -a -x kamailio; pgrep -a -x sipp) 2>/dev/null | cut -c1-120 || true)
+stray_5060=$(ss -Hlunp 'sport = :5060' 2>/dev/null | head -n 3 || true)
+loads=()
+summary=()
+reran=0
+declare -A server_rb=()
+for scenario in $scenarios; do
+  scenario_rates=$rates
+  [ "$scenario" = fork ] && scenario_rates=$fork_rates
+  for subject in $subjects; do
+    echo "== $subject, $scenario (load average: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+    loads+=("$subject/$scenario: $(cut -d' ' -f1-3 /proc/loadavg)")
+    best="-	-	-	-	-	-	-	-"
+    first_fail="-"
+    for rate in $scenario_rates; do
+      run_step "$subject" "$scenario" "$rate"
+      for ((attempt = 1; attempt <= reruns; attempt++)); do
+        [ "$step_ok" != 1 ] && [ "$step_disturbed" = 1 ] || break
+        echo "  failed while other processes kept the machine busy: once more ($attempt of $reruns)" >&2
+        rows[-1]="${rows[-1]/| $rate |/| $rate (disturbed, run again) |}"
+        reran=$((reran + 1))
+        run_step "$subject" "$scenario" "$rate"
+      done
+      if [ "$step_ok" = 1 ]; then
+        best="$rate	$summary_last"
+      else
+        first_fail="$rate"
+        echo "  more than 0.1 % failed at $rate/s: next" >&2
+        break
+      fi
+    done
+    summary+=("$subject	$scenario	$best	$first_fail")
+  done
+done
+duration=$(($(date +%s) - t_start))
+
+report() {
+  echo "# CALL load: Switchboard beside Kamailio"
+  echo
+  echo "- Date: $started (the run took $((duration / 60)) min $((duration % 60)) s)"
+  report_machine
+  echo "- Load average before each subject and scenario: ${loads[*]}"
+  echo "- Other SIP processes at the start: ${others_at_start:-none}; UDP :5060: ${stray_5060:-free}"
+  if [ "$quiet_wait" -gt 0 ]; then
+    echo "- Before each step the run waited for the machine to be under 15 % busy (at most $quiet_wait s):"
+    echo "  $quiet_waited s in all; steps that failed while other processes were busy and were run again: $reran"
+  fi
+  report_versions
+  echo "- Switchboard: $sb_desc"
+  local subj_rb=() k
+  for k in "${!server_rb[@]}"; do subj_rb+=("$k ${server_rb[$k]:-?}"); done
+  echo "- Server socket receive buffer (bytes, as ss reports it): ${subj_rb[*]:-none}; net.core.rmem_max $(cat /proc/sys/net/core/rmem_max 2>/dev/null || echo '?')"
+  echo "- Steps: offered rate x $seconds s of calls over UDP on 127.0.0.1 from one calling SIPp"
+  echo "  (bench/sipp/call_uac.xml: INVITE, 100, 180, 200, ACK, $hold ms hold, BYE, 200, by the"
+  echo "  Record-Route set) to \"callee\", registered by bench/sipp/register.xml: direct = one"
+  echo "  contact, an answering SIPp (call_uas.xml: 180 and 200 at once); fork = two contacts,"
+  echo "  the answering one (180, $answer_after ms ringing, 200) and one that rings and is cancelled"
+  echo "  (call_uas_ring.xml: 180, CANCEL, 200, 487, ACK)."
+  echo "  A fresh server (and empty state directory) for every step; a subject stops a scenario"
+  echo "  at the first rate where more than 0.1 % of the calls fail. All SIPps and the server"
+  echo "  share the cores."
+  echo
+  echo "Summary: the highest offered rate with at most 0.1 % failed calls."
+  echo
+  echo "| subject | scenario | highest clean rate/s | achieved/s | setup ms p50 / p99 / max | server CPU s (µs/call) | server peak RSS MiB | first failing rate/s |"
+  echo "|---|---|---:|---:|---|---:|---|---:|"
+  local r subj scen best ok pct ach setup cpu per rss fail
+  for r in "${summary[@]}"; do
+    IFS=$'\t' read -r subj scen best ok pct ach setup cpu per rss fail <<< "$r"
+    if [ "$best" = "-" ]; then
+      echo "| $subj | $scen | none | - | - | - | - | $fail |"
+    else
+      echo "| $subj | $scen | $best | $ach | $setup | $cpu ($per) | $rss | $fail |"
+    fi
+  done
+  echo
+  local sc kb sb
+  for sc in $scenarios; do
+    kb=""; sb=""
+    for r in "${summary[@]}"; do
+      IFS=$'\t' read -r subj scen best _ <<< "$r"
+      [ "$scen" = "$sc" ] || continue
+      [ "$subj" = kamailio ] && kb=$best
+      [ "$subj" = switchboard ] && sb=$best
+    done
+    if [ -n "$kb" ] && [ -n "$sb" ]; then
+      if [ "$sb" = "-" ]; then
+        echo "- $sc: Switchboard had no clean step; Kamailio: ${kb/-/none} calls/s. Target (Switchboard >= Kamailio) not met."
+      elif [ "$kb" = "-" ] || [ "$sb" -ge "$kb" ]; then
+        echo "- $sc: Switchboard $sb calls/s, Kamailio ${kb/-/none} calls/s: target (Switchboard >= Kamailio) met."
+      else
+        echo "- $sc: Switchboard $sb calls/s, Kamailio $kb calls/s: target (Switchboard >= Kamailio) not met."
+      fi
+    fi
+  done
+  echo
+  echo "Commands (per step, in order: server, registrations, answering SIPp(s), calling SIPp):"
+  echo
+  local c
+  for c in "${commands[@]}"; do echo "    $c"; done
+  echo
+  echo "Switchboard config of a step (port and paths vary) and its policy:"
+  echo
+  local example
+  example=$(ls "$work"/step-*/switchboard.toml 2>/dev/null | head -n 1 || true)
+  if [ -n "$example" ]; then
+    sed 's/^/    /' "$example"
+    echo
+    sed 's/^/    /' "$work/policy.toml"
+  else
+    echo "    (no Switchboard step)"
+  fi
+  echo
+  echo "| subject | scenario | offered/s | calls | ok | failed | achieved/s | wall s | setup ms p50 / p99 / max | BYE ms p50 / p99 / max | retrans caller / callee | UDP drops server / SIPp | server CPU s (µs/call) | SIPp CPU s caller + callee | others CPU s | server peak RSS MiB | failures | server log |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|---|---:|---|---:|---|---|---|"
+  for r in "${rows[@]}"; do echo "$r"; done
+  echo
+  echo "achieved/s = calls set up per second: the 200s the caller got, over the time from the first"
+  echo "to the last (SIPp's response-time log; the last < 100 of a run are not in it)."
+  echo "failed = placed - ok at the caller (SIPp's failed calls plus any it did not complete);"
+  echo "failures lists why, with the unexpected responses the caller got, and what went wrong at"
+  echo "the callee's contacts (a failed call there, a call still open at the end: for the ringing"
+  echo "contact, one the proxy never cancelled; fewer INVITEs than answered calls)."
+  echo "setup = SIPp response time 1: INVITE (first transmission) to the 200 (in the fork scenario"
+  echo "it includes the answering contact's $answer_after ms of ringing); BYE = BYE to its 200."
+  echo "SIPp measures in whole milliseconds with a coarse clock (values come in steps of ~4 ms)."
+  echo "retrans = SIPp's retransmissions (INVITE, BYE, the callee's 200 and 487: after 500 ms)."
+  echo "UDP drops = datagrams the kernel dropped because a socket's receive buffer was full: at the"
+  echo "server's socket / at the SIPps' (sampled from /proc/net/udp every 0.2 s)."
+  echo "server CPU = user + system time of the server's processes during the calling SIPp's run;"
+  echo "µs/call divides it by the successful calls."
+  echo "SIPp CPU = the calling SIPp's (GNU time) + the answering SIPps' (during the run)."
+  echo "others CPU = the machine's user + system + steal time during the run minus the server's and"
+  echo "the SIPps': other work on the machine (it disturbs the step when large; a failed step where"
+  echo "it exceeded 1/8 of the machine is marked \"disturbed\" and run again)."
+  echo "server peak RSS = VmHWM at the end of the step (registrations and calls); for Kamailio the"
+  echo "largest process and the sum over its processes (shared memory counts in every process"
+  echo "that touched it, so the sum is an upper bound)."
+}
+
+if [ -n "$out" ]; then report | tee "$out"; else report; fi

@@ -1,0 +1,231 @@
+# Shared pieces of the load benchmarks (bench/register-load.sh, bench/call-load.sh): processes
+# and their groups, free ports, starting and measuring the servers, the Switchboard binary.
+# Sourced, never run; the scripts that source it set `set -euo pipefail` and these globals:
+#
+#   here   this directory          root   the workspace
+#   work   the run's work directory
+#
+# Processes: every server runs in a process group of its own (setsid), SIPp under `timeout`
+# (which also makes a group of its own); both are killed by their group id, nothing by name.
+
+need() { command -v "$1" >/dev/null || { echo "$1 is missing: $2" >&2; exit 2; }; }
+
+# True while a process of group $1 is running (zombies do not count).
+group_alive() {
+  local p
+  for p in $(pgrep -g "$1" 2>/dev/null || true); do
+    [ "$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f1)" = Z ] || return 0
+  done
+  return 1
+}
+
+kill_group() { # $1 = process group id; TERM, up to 5 s, then KILL
+  local g=$1 i
+  # No such group yet: its leader has not made it (setsid / timeout not run yet); the leader
+  # is the process $g itself.
+  kill -TERM -- "-$g" 2>/dev/null || { kill -TERM "$g" 2>/dev/null; return 0; }
+  for ((i = 0; i < 50; i++)); do
+    group_alive "$g" || return 0
+    sleep 0.1
+  done
+  echo "process group $g still running 5 s after SIGTERM: SIGKILL" >&2
+  kill -KILL -- "-$g" 2>/dev/null || true
+}
+
+free_udp_port() {
+  python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits until something answers an OPTIONS on 127.0.0.1:$1 (any response), at most $2 s.
+wait_sip() {
+  python3 - "$1" "$2" <<'PY'
+import socket, sys, time
+port, limit = int(sys.argv[1]), float(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 0))
+s.settimeout(0.2)
+me = s.getsockname()[1]
+deadline = time.monotonic() + limit
+n = 0
+while time.monotonic() < deadline:
+    n += 1
+    msg = (f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+           f"Via: SIP/2.0/UDP 127.0.0.1:{me};rport;branch=z9hG4bK-bench-probe-{n}\r\n"
+           "Max-Forwards: 70\r\n"
+           "From: <sip:probe@switchboard.local>;tag=probe\r\n"
+           f"To: <sip:127.0.0.1:{port}>\r\n"
+           f"Call-ID: bench-probe-{n}\r\n"
+           f"CSeq: {n} OPTIONS\r\n"
+           "Content-Length: 0\r\n\r\n")
+    try:
+        s.sendto(msg.encode(), ("127.0.0.1", port))
+        if s.recv(65535).startswith(b"SIP/2.0 "):
+            sys.exit(0)
+    except (socket.timeout, ConnectionRefusedError):
+        time.sleep(0.05)
+sys.exit(1)
+PY
+}
+
+# ---------------------------------------------------------------------------------------------
+# The Switchboard binary: builds it unless $sb_bin is set; sets sb_bin and sb_desc.
+
+switchboard_binary() {
+  if [ -z "$sb_bin" ]; then
+    need cargo "https://rustup.rs"
+    echo "building switchboard (cargo build --release -p switchboard) ..." >&2
+    (cd "$root" && timeout 3600 cargo build --release -p switchboard >&2)
+    local target_dir
+    target_dir=$(cd "$root" && cargo metadata --format-version 1 --no-deps |
+      python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+    sb_bin="$target_dir/release/switchboard"
+  fi
+  [ -x "$sb_bin" ] || { echo "no switchboard binary at $sb_bin" >&2; exit 2; }
+  # The source the binary was built from, as it was when the run began.
+  sb_desc="$sb_bin (git $(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$root" &&
+    git diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null || echo ', with uncommitted changes in crates/'))"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Servers. Each start_* sets server_pgid, server_cmd and server_log.
+
+server_pgid=""
+server_cmd=""
+server_log=""
+
+# Starts Switchboard with the config $1/switchboard.toml (written by the caller), listening on
+# 127.0.0.1:$2.
+start_switchboard() { # $1 = step dir, $2 = port
+  local dir=$1 port=$2
+  server_log="$dir/server.log"
+  # warn for everything on the request path; the server module's lifecycle lines (ready,
+  # stopped with its request counters) stay visible.
+  server_cmd="RUST_LOG=warn,switchboard::server=info $sb_bin run --config $dir/switchboard.toml"
+  RUST_LOG=warn,switchboard::server=info setsid "$sb_bin" run --config "$dir/switchboard.toml" \
+    > "$server_log" 2>&1 < /dev/null &
+  server_pgid=$!
+  check_group
+  local i
+  for ((i = 0; i < 100; i++)); do
+    grep -q "switchboard ready" "$server_log" && break
+    kill -0 "$server_pgid" 2>/dev/null || break
+    sleep 0.1
+  done
+  wait_sip "$port" 10 || { echo "switchboard did not answer on port $port:" >&2; cat "$server_log" >&2; exit 1; }
+}
+
+start_kamailio() { # $1 = step dir, $2 = port
+  local dir=$1 port=$2
+  server_log="$dir/server.log"
+  server_cmd="kamailio -f $here/kamailio/registrar.cfg -l udp:127.0.0.1:$port -DD -E -m 1024 -x tlsf -w $dir"
+  setsid kamailio -f "$here/kamailio/registrar.cfg" -l "udp:127.0.0.1:$port" \
+    -DD -E -m 1024 -x tlsf -w "$dir" > "$server_log" 2>&1 < /dev/null &
+  server_pgid=$!
+  check_group
+  wait_sip "$port" 15 || { echo "kamailio did not answer on port $port:" >&2; cat "$server_log" >&2; exit 1; }
+}
+
+server_pids() { pgrep -g "$server_pgid" || true; }
+
+# The server must lead a process group of its own, or it could not be stopped as a group.
+# (setsid execs in place here: a background job of a script without job control is no group
+# leader.)
+check_group() {
+  local g i
+  for ((i = 0; i < 20; i++)); do
+    g=$(ps -o pgid= -p "$server_pgid" 2>/dev/null | tr -d ' ' || true)
+    [ "$g" = "$server_pgid" ] && return 0
+    sleep 0.05
+  done
+  if [ "$g" != "$server_pgid" ]; then
+    echo "the server (pid $server_pgid) is not in a process group of its own; log:" >&2
+    cat "$server_log" >&2
+    exit 1
+  fi
+}
+
+# Peak RSS in MiB: the process's VmHWM; for several processes (Kamailio) "max (sum of N)".
+# Shared memory touched by several processes counts in each, so the sum is an upper bound.
+server_peak_rss() {
+  local p v max=0 sum=0 n=0
+  for p in $(server_pids); do
+    v=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
+    [ -n "$v" ] || continue
+    n=$((n + 1)); sum=$((sum + v)); [ "$v" -gt "$max" ] && max=$v
+  done
+  if [ "$n" -le 1 ]; then
+    awk -v k="$max" 'BEGIN { printf "%.0f", k / 1024 }'
+  else
+    awk -v m="$max" -v s="$sum" -v n="$n" 'BEGIN { printf "%.0f (sum of %d: %.0f)", m / 1024, n, s / 1024 }'
+  fi
+}
+
+# CPU seconds (user + system) used by the processes of group $1 since they started.
+group_cpu() {
+  local p t=0 hz
+  hz=$(getconf CLK_TCK)
+  for p in $(pgrep -g "$1" 2>/dev/null || true); do
+    # Fields 14 and 15 of /proc/PID/stat, counted after the ")" that ends the command name.
+    t=$((t + $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0)))
+  done
+  awk -v t="$t" -v hz="$hz" 'BEGIN { printf "%.1f", t / hz }'
+}
+
+# CPU seconds (user + system) used by the server's processes since they started.
+server_cpu() { group_cpu "$server_pgid"; }
+
+stop_server() {
+  [ -n "$server_pgid" ] || return 0
+  kill_group "$server_pgid"
+  wait "$server_pgid" 2>/dev/null || true
+  server_pgid=""
+}
+
+# What the server said: Switchboard's own counters from its last line, and how many
+# warnings/errors it logged (the first few go to stderr). $1 = kamailio or anything else.
+# Prints the note; call after stop_server.
+server_log_note() {
+  local problems note
+  if [ "$1" != kamailio ]; then
+    problems=$(grep -cE ' (WARN|ERROR) ' "$server_log" || true)
+    grep -E ' (WARN|ERROR) ' "$server_log" | head -n 5 | cut -c1-300 | sed 's/^/    server: /' >&2 || true
+    note=$(sed -n 's/^.*switchboard stopped *//p' "$server_log" | tail -n 1)
+    echo "${note:-no stop line}; $problems warn/error lines"
+  else
+    problems=$(grep -cE 'ERROR|CRITICAL|WARNING' "$server_log" || true)
+    grep -E 'ERROR|CRITICAL|WARNING' "$server_log" | head -n 5 | cut -c1-300 | sed 's/^/    server: /' >&2 || true
+    echo "$problems warning/error lines"
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Report pieces.
+
+# SIPp may keep this many calls open: below `ulimit -n`, at most 50,000. Sets sipp_limit.
+sipp_call_limit() {
+  local nofile
+  nofile=$(ulimit -n)
+  [ "$nofile" = unlimited ] && nofile=65536
+  sipp_limit=$((nofile - 256))
+  [ "$sipp_limit" -gt 50000 ] && sipp_limit=50000
+  [ "$sipp_limit" -gt 100 ] || { echo "ulimit -n ($nofile) is too low" >&2; exit 2; }
+}
+
+# GNU time, when there, reports SIPp's own CPU use: sets sipp_timer (an array) for file $1.
+sipp_timer_for() {
+  sipp_timer=()
+  if /usr/bin/time -f '%U' -o /dev/null true 2>/dev/null; then
+    sipp_timer=(/usr/bin/time -f '%U %S %M' -o "$1")
+  fi
+}
+
+# The machine lines of a report.
+report_machine() {
+  local cpu_model
+  cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+  echo "- Machine: $(nproc) cores, $cpu_model, $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo); $(uname -sr)"
+}
+
+report_versions() {
+  echo "- SIPp: $(sipp -v 2>&1 | grep -o 'SIPp v[0-9.]*' | head -n 1)$(command -v kamailio >/dev/null && echo ", $(kamailio -v 2>/dev/null | head -n 1 | sed 's/^version: //')")"
+}
