@@ -30,7 +30,7 @@ use switchboard_policy::{
 };
 use switchboard_presence::model::LegState;
 use switchboard_presence::store::Write;
-use switchboard_sip::auth::{FailureOutcome, Role, Verdict};
+use switchboard_sip::auth::Role;
 use switchboard_sip::message::{self, has_tag, split_first_value};
 use switchboard_sip::msg::headers::Header;
 use switchboard_sip::msg::prelude::*;
@@ -500,70 +500,28 @@ impl Core {
                 None => Caller::External(from_user),
             });
         }
-        let verdict = self
-            .auth
-            .verify(req, Role::Proxy, |u| directory.credential(u), now.mono);
-        match verdict {
-            Verdict::Authenticated { username } => {
-                self.throttle.record_success(peer.addr.ip());
-                if let Some(u) = directory.user_of_username(&username) {
-                    return Some(Caller::User(u));
-                }
-                if let Some(t) = directory.trunk_of_username(&username) {
-                    return Some(Caller::Trunk {
-                        trunk: t,
-                        number: from_user,
-                    });
-                }
-                self.routing.stats.refused += 1;
-                self.reply_to(
-                    tx,
-                    req,
-                    403,
-                    vec![message::warning("not allowed to call")],
-                    now,
-                );
-                None
-            }
-            Verdict::Challenge { stale } => {
-                let algorithms = directory
-                    .credential(&from_user)
-                    .map(|c| c.algorithms)
-                    .filter(|a| !a.is_empty())
-                    .unwrap_or_else(|| directory.decoy_algorithms());
-                let headers = self
-                    .auth
-                    .challenge(&algorithms, stale, Role::Proxy, now.mono);
-                self.reply_to(tx, req, 407, headers, now);
-                None
-            }
-            Verdict::Failed { username, why } => {
-                self.stats.auth_failures += 1;
-                self.routing.stats.refused += 1;
-                match self.throttle.record_failure(peer.addr.ip(), now.mono) {
-                    FailureOutcome::Blocked(_) => tracing::warn!(
-                        source = %peer.addr.ip(),
-                        block_secs = self.config.block.as_secs(),
-                        "source blocked after repeated authentication failures"
-                    ),
-                    FailureOutcome::Counted(n) => {
-                        tracing::info!(from = %peer, username, why, failures = n, "call authentication failed")
-                    }
-                }
-                self.reply_to(
-                    tx,
-                    req,
-                    403,
-                    vec![message::warning("authentication failed")],
-                    now,
-                );
-                None
-            }
-            Verdict::Malformed(why) => {
-                self.reply_to(tx, req, 400, vec![message::warning(why)], now);
-                None
-            }
+        let username = self.digest(tx, req, peer, Role::Proxy, &from_user, now);
+        let Some(username) = username else {
+            return None; // challenged, or refused (counted as an authentication failure)
+        };
+        if let Some(u) = directory.user_of_username(&username) {
+            return Some(Caller::User(u));
         }
+        if let Some(t) = directory.trunk_of_username(&username) {
+            return Some(Caller::Trunk {
+                trunk: t,
+                number: from_user,
+            });
+        }
+        self.routing.stats.refused += 1;
+        self.reply_to(
+            tx,
+            req,
+            403,
+            vec![message::warning("not allowed to call")],
+            now,
+        );
+        None
     }
 
     /// Carries out a call's pending commands and re-arms its timer; forgets the call once

@@ -184,38 +184,61 @@ impl Core {
             );
             return None;
         }
+        let username = self.digest(tx, req, peer, Role::Server, &from_user, now)?;
+        let user = directory.user_of_username(&username);
+        if user.is_none() {
+            self.reply_to(tx, req, 403, vec![message::warning("not a user")], now);
+        }
+        user
+    }
+
+    /// Digest authentication of a request (RFC 7616) as a UAS (`401`) or a proxy (`407`):
+    /// the user name it proves, or None when it has been answered — challenged (with the
+    /// algorithms of `claimed`, the user it says it is, or those most users have), refused
+    /// 403 with the failure counted against its source, or 400 when unreadable.
+    pub(crate) fn digest(
+        &mut self,
+        tx: TxId,
+        req: &Request,
+        peer: Peer,
+        role: Role,
+        claimed: &str,
+        now: Now,
+    ) -> Option<String> {
+        let directory = self.directory.load_full();
         match self
             .auth
-            .verify(req, Role::Server, |u| directory.credential(u), now.mono)
+            .verify(req, role, |u| directory.credential(u), now.mono)
         {
             Verdict::Authenticated { username } => {
                 self.throttle.record_success(peer.addr.ip());
-                let user = directory.user_of_username(&username);
-                if user.is_none() {
-                    self.reply_to(tx, req, 403, vec![message::warning("not a user")], now);
-                }
-                user
+                Some(username)
             }
             Verdict::Challenge { stale } => {
                 let algorithms = directory
-                    .credential(&from_user)
+                    .credential(claimed)
                     .map(|c| c.algorithms)
                     .filter(|a| !a.is_empty())
                     .unwrap_or_else(|| directory.decoy_algorithms());
-                let headers = self
-                    .auth
-                    .challenge(&algorithms, stale, Role::Server, now.mono);
-                self.reply_to(tx, req, 401, headers, now);
+                let headers = self.auth.challenge(&algorithms, stale, role, now.mono);
+                let code = match role {
+                    Role::Server => 401,
+                    Role::Proxy => 407,
+                };
+                self.reply_to(tx, req, code, headers, now);
                 None
             }
             Verdict::Failed { username, why } => {
                 self.stats.auth_failures += 1;
-                if let FailureOutcome::Counted(n) =
-                    self.throttle.record_failure(peer.addr.ip(), now.mono)
-                {
-                    tracing::info!(from = %peer, username, why, failures = n, method = %req.method, "authentication failed");
-                } else {
-                    tracing::warn!(source = %peer.addr.ip(), "source blocked after repeated authentication failures");
+                match self.throttle.record_failure(peer.addr.ip(), now.mono) {
+                    FailureOutcome::Blocked(_) => tracing::warn!(
+                        source = %peer.addr.ip(),
+                        block_secs = self.config.block.as_secs(),
+                        "source blocked after repeated authentication failures"
+                    ),
+                    FailureOutcome::Counted(n) => {
+                        tracing::info!(from = %peer, username, why, failures = n, method = %req.method, "authentication failed")
+                    }
                 }
                 self.reply_to(
                     tx,
