@@ -358,12 +358,11 @@ impl Core {
                 expires,
                 to_tag,
             }) => {
-                tracing::info!(
+                tracing::debug!(
                     subscriber,
                     resource,
-                    package = package.as_str(),
                     expires,
-                    "subscription created"
+                    "subscription made; storing it"
                 );
                 let mut resp = message::response(&req, 200, Some(&to_tag), &self.config.server);
                 resp.headers
@@ -421,6 +420,15 @@ impl Core {
     ) {
         self.watchers.unconfirmed.remove(&id);
         if stored {
+            if let Some(sub) = self.notifier.get(id) {
+                tracing::info!(
+                    subscriber = %sub.subscriber,
+                    resource = %sub.resource,
+                    package = sub.package.as_str(),
+                    expires = sub.expires_at.saturating_sub(now.unix),
+                    "subscription stored and answered"
+                );
+            }
             self.respond(tx, ok, now);
             self.send_notify(id, SubState::Active, now);
         } else {

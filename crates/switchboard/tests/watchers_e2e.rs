@@ -27,9 +27,9 @@ fn watch(d: &Daemon, who: &str, event: &str, more: usize) -> Uas {
         .arg("event")
         .arg(event)
         .spawn();
-    // Subscribed once the daemon says so.
+    // Subscribed once the daemon has stored it and answered.
     wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
-        d.log_contains(&format!("subscription created subscriber=\"{who}\""))
+        d.log_contains(&format!("subscriber={who} resource=bob"))
             .then_some(())
     })
     .unwrap_or_else(|| panic!("{who} did not subscribe:\n{}", d.log()));
