@@ -792,23 +792,7 @@ impl PresenceService {
         }
         let p = build(&id, &draft, base)?;
         self.check_in_set(&p, user, !admin && draft.caller_id.is_some(), policy)?;
-        let mut undo = Undo::default();
-        let mut writes = Vec::new();
-        self.put_entry(
-            user,
-            &id,
-            Some(Entry::Changed(Box::new(draft))),
-            &mut undo,
-            &mut writes,
-            policy,
-        );
-        log_profile("profile created", user, &p, actor);
-        let e = self.find_profile(policy, user, &id)?;
-        Ok(Pending {
-            answer: self.profile_view(&e, policy),
-            writes,
-            before: undo,
-        })
+        self.store_profile(user, &id, draft, &p, "profile created", actor, policy)
     }
 
     fn update_profile(
@@ -843,18 +827,33 @@ impl PresenceService {
         let draft = before.merged(patch);
         let p = build(&id, &draft, policy.profile(&id))?;
         self.check_in_set(&p, user, !admin && patch.caller_id.is_some(), policy)?;
+        self.store_profile(user, &id, draft, &p, "profile changed", actor, policy)
+    }
+
+    /// Puts a person's version of a profile in their set, logs it, and answers with it.
+    #[allow(clippy::too_many_arguments)]
+    fn store_profile(
+        &mut self,
+        user: &str,
+        id: &str,
+        draft: ProfileDraft,
+        p: &Profile,
+        what: &'static str,
+        actor: &Actor,
+        policy: &Policy,
+    ) -> Result<Pending, ApiError> {
         let mut undo = Undo::default();
         let mut writes = Vec::new();
         self.put_entry(
             user,
-            &id,
+            id,
             Some(Entry::Changed(Box::new(draft))),
             &mut undo,
             &mut writes,
             policy,
         );
-        log_profile("profile changed", user, &p, actor);
-        let e = self.find_profile(policy, user, &id)?;
+        log_profile(what, user, p, actor);
+        let e = self.find_profile(policy, user, id)?;
         Ok(Pending {
             answer: self.profile_view(&e, policy),
             writes,

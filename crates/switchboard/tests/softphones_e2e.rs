@@ -10,10 +10,10 @@ use std::time::Duration;
 
 const REGISTER_WITHIN: Duration = Duration::from_secs(20);
 
-#[test]
-fn baresip_registers() {
+/// baresip, headless, registered as `user` (password `user-secret`) and answering calls by
+/// itself; returns it and its SIP port once its registration got 200.
+fn baresip(d: &Daemon, user: &str) -> (Proc, u16) {
     require("baresip");
-    let d = Daemon::start(Options::default());
     let dir = tempfile::tempdir_in(d.dir.path()).unwrap().keep();
     // baresip listens on sip_listen's port for UDP and TCP, and on the next one for TLS.
     let sip_port = free_ports(2);
@@ -30,7 +30,7 @@ fn baresip_registers() {
     std::fs::write(
         dir.join("accounts"),
         format!(
-            "<sip:alice@{REALM}>;auth_pass=alice-secret;outbound=\"sip:127.0.0.1:{}\";regint=600;answermode=auto\n",
+            "<sip:{user}@{REALM}>;auth_pass={user}-secret;outbound=\"sip:127.0.0.1:{}\";regint=600;answermode=auto\n",
             d.port
         ),
     )
@@ -39,8 +39,15 @@ fn baresip_registers() {
     // -t: baresip quits by itself after 60 s should the guard somehow not kill it.
     cmd.arg("-f").arg(&dir).args(["-t", "60"]);
     let mut phone = Proc::spawn("baresip", &mut cmd, dir.join("baresip.log"), false);
-    // baresip reports its registration as `alice@switchboard.local: {0/UDP/v4} 200 OK …`.
     phone.wait_for_log("200 OK", REGISTER_WITHIN);
+    (phone, sip_port)
+}
+
+#[test]
+fn baresip_registers() {
+    let d = Daemon::start(Options::default());
+    let (phone, sip_port) = baresip(&d, "alice");
+    // baresip reports its registration as `alice@switchboard.local: {0/UDP/v4} 200 OK …`.
     assert!(
         phone.log_contains(&format!("alice@{REALM}: {{0/UDP/v4}} 200 OK")),
         "{}",
@@ -123,32 +130,8 @@ fn linphone_registers_with_sha256() {
 /// it, answered, and hung up through the proxy.
 #[test]
 fn baresip_answers_a_routed_call() {
-    require("baresip");
     let mut d = Daemon::start(Options::default());
-    let dir = tempfile::tempdir_in(d.dir.path()).unwrap().keep();
-    let sip_port = free_ports(2);
-    std::fs::write(
-        dir.join("config"),
-        format!(
-            "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\nnet_interface 127.0.0.1\n\
-             audio_source ausine,440\naudio_player aubridge,nullspk\nausrc_srate 48000\nausrc_channels 2\n\
-             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule ausine.so\nmodule aubridge.so\n\
-             module_app account.so\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("accounts"),
-        format!(
-            "<sip:bob@{REALM}>;auth_pass=bob-secret;outbound=\"sip:127.0.0.1:{}\";regint=600;answermode=auto\n",
-            d.port
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new("baresip");
-    cmd.arg("-f").arg(&dir).args(["-t", "60"]);
-    let mut phone = Proc::spawn("baresip", &mut cmd, dir.join("baresip.log"), false);
-    phone.wait_for_log("200 OK", REGISTER_WITHIN);
+    let (phone, sip_port) = baresip(&d, "bob");
     let call = Sipp::new(&d, "call_answered.xml")
         .row(call_row("alice", "alice-secret", "1002", "1000"))
         .auth_uri(&format!("1002@{REALM}"))
