@@ -163,10 +163,11 @@ impl Authenticator {
         hex::encode(&h.finalize()[..12])
     }
 
+    /// Fixed width (zero-padded), so that a nonce's length says nothing about the request.
     fn new_nonce(&self, now: Instant) -> String {
         let issued = now.saturating_duration_since(self.epoch).as_secs();
         let salt: u64 = rand::random();
-        format!("{issued:x}.{salt:x}.{}", self.nonce_mac(issued, salt))
+        format!("{issued:08x}.{salt:016x}.{}", self.nonce_mac(issued, salt))
     }
 
     /// The issue time of a nonce this authenticator made, or None for a foreign or forged one.
@@ -698,6 +699,23 @@ mod tests {
         };
         assert!(w.value().contains("algorithm=SHA-256"));
         assert!(w.value().contains("stale=true"));
+    }
+
+    #[test]
+    fn nonces_have_one_length_whatever_their_time_and_salt() {
+        let (a, t0) = auth();
+        let lengths: std::collections::BTreeSet<usize> = (0..2000u64)
+            .map(|i| {
+                let h = &a.challenge(
+                    &[Algorithm::Md5],
+                    false,
+                    Role::Server,
+                    t0 + Duration::from_secs(i * 37),
+                )[0];
+                nonce_of(h).len()
+            })
+            .collect();
+        assert_eq!(lengths.len(), 1, "nonce lengths seen: {lengths:?}");
     }
 
     #[test]
