@@ -2,6 +2,8 @@
 //!
 //! Listeners read bytes, frame them (TCP, by Content-Length), check and parse them with
 //! [`crate::parse`] on the I/O task, and hand each result to the core through a channel.
+//! Datagrams are sent from the caller's thread without waiting; only a full kernel buffer
+//! makes them queue, in order, for the socket's sender task.
 //! Responses to a request that came over TCP go back over the same connection. Limits are
 //! explicit: message size and header count ([`Limits`]), number of TCP connections, idle
 //! timeout. Nothing received can panic a task: parse errors become [`Inbound::Invalid`].
@@ -131,8 +133,12 @@ impl Conns {
 
 /// Most messages queued for one TCP connection before it counts as stuck and is closed.
 const TCP_SEND_QUEUE: usize = 1024;
-/// The queue of a UDP socket's sender task: where to, what.
-type SendQueue = mpsc::Sender<(SocketAddr, Bytes)>;
+/// The queue of a UDP socket's sender task (where to, what), and how many datagrams wait in
+/// it: while any do, later ones queue behind them, so that their order is kept.
+struct SendQueue {
+    tx: mpsc::Sender<(SocketAddr, Bytes)>,
+    waiting: Arc<AtomicUsize>,
+}
 
 /// Most datagrams waiting for a UDP socket's sender task before new ones are dropped.
 const UDP_SEND_QUEUE: usize = 65_536;
@@ -192,8 +198,9 @@ impl Transports {
             .into_iter()
             .map(|(local, sock)| {
                 let (tx, rx) = mpsc::channel(UDP_SEND_QUEUE);
-                senders.push((sock.clone(), rx));
-                (local, sock, tx)
+                let waiting = Arc::new(AtomicUsize::new(0));
+                senders.push((sock.clone(), rx, waiting.clone()));
+                (local, sock, SendQueue { tx, waiting })
             })
             .collect();
         let inner = Arc::new(Inner {
@@ -211,8 +218,8 @@ impl Transports {
             tracing::info!(transport = "udp", addr = %local, "listening");
             tokio::spawn(udp_loop(this.clone(), sock.clone(), *local, sink.clone()));
         }
-        for (sock, rx) in senders {
-            tokio::spawn(udp_sender(this.clone(), sock, rx));
+        for (sock, rx, waiting) in senders {
+            tokio::spawn(udp_sender(this.clone(), sock, rx, waiting));
         }
         for listener in tcp_listeners {
             let local = listener.local_addr()?;
@@ -249,13 +256,27 @@ impl Transports {
     pub fn send(&self, peer: Peer, bytes: Bytes) {
         match peer.transport {
             Transport::Udp => {
-                let Some(queue) = self.udp_socket_for(peer.addr).map(|(_, q)| q) else {
+                let Some((sock, queue)) = self.udp_socket_for(peer.addr) else {
                     self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(to = %peer, "no UDP socket for this address family");
                     return;
                 };
-                // The socket's sender task does the system call, off the caller's thread.
-                if queue.try_send((peer.addr, bytes)).is_err() {
+                // Sent at once unless the kernel's buffer is full, or earlier datagrams
+                // already wait for it: then the socket's sender task sends it when it can.
+                if queue.waiting.load(Ordering::Acquire) == 0 {
+                    match sock.try_send_to(&bytes, peer.addr) {
+                        Ok(_) => return,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => {
+                            self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(to = %peer, error = %e, "UDP send failed");
+                            return;
+                        }
+                    }
+                }
+                queue.waiting.fetch_add(1, Ordering::AcqRel);
+                if queue.tx.try_send((peer.addr, bytes)).is_err() {
+                    queue.waiting.fetch_sub(1, Ordering::AcqRel);
                     self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(to = %peer, "UDP send queue full; message dropped");
                 }
@@ -419,12 +440,13 @@ async fn udp_loop(
     }
 }
 
-/// Sends what the core queued for a UDP socket, in order; a full kernel buffer is waited
-/// out rather than dropped.
+/// Sends the datagrams that found a UDP socket's kernel buffer full, in order, as it empties:
+/// waited out rather than dropped.
 async fn udp_sender(
     t: Transports,
     sock: Arc<UdpSocket>,
     mut queue: mpsc::Receiver<(SocketAddr, Bytes)>,
+    waiting: Arc<AtomicUsize>,
 ) {
     while let Some((to, bytes)) = queue.recv().await {
         let sent = match sock.try_send_to(&bytes, to) {
@@ -433,6 +455,7 @@ async fn udp_sender(
             }
             other => other.map(|_| ()),
         };
+        waiting.fetch_sub(1, Ordering::AcqRel);
         if let Err(e) = sent {
             t.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(to = %to, error = %e, "UDP send failed");

@@ -343,7 +343,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let rt = match tokio::runtime::Builder::new_multi_thread()
+            // One thread for the SIP core and its sockets: cheaper per message than handing
+            // each one between threads (docs/architecture.md, "Threads").
+            let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
