@@ -156,26 +156,24 @@ pub fn forward(req: &Request, uri: Option<Uri>, via: &str, record_route: &[Strin
     }
     // Record-Route on top of its set; a new set goes right after the Vias (headers of one
     // name stay together, §7.3.1).
-    let old: Vec<Header> = out.headers.iter().cloned().collect();
-    let at = old
+    let list = &mut out.headers.0;
+    let at = list
         .iter()
         .position(|h| matches!(h, Header::RecordRoute(_)))
         .or_else(|| {
-            old.iter()
+            list.iter()
                 .rposition(|h| matches!(h, Header::Via(_)))
                 .map(|i| i + 1)
         })
         .unwrap_or(0);
-    let mut list: Vec<Header> = Vec::with_capacity(old.len() + 1 + record_route.len());
-    list.push(Header::Via(via.to_string().into()));
-    list.extend(old[..at].iter().cloned());
-    list.extend(
+    list.reserve(1 + record_route.len());
+    list.splice(
+        at..at,
         record_route
             .iter()
             .map(|r| Header::RecordRoute(r.clone().into())),
     );
-    list.extend(old[at..].iter().cloned());
-    out.headers = list.into();
+    list.insert(0, Header::Via(via.to_string().into()));
     out
 }
 
@@ -269,13 +267,18 @@ pub fn uri_param<'a>(uri: &'a str, name: &str) -> Option<&'a str> {
 /// 5060 when absent, `transport=tcp` honoured). `None` for a host name (needs DNS, RFC 3263)
 /// or an unreadable URI.
 pub fn uri_target(uri: &str) -> Option<(Transport, SocketAddr)> {
-    let parsed = Uri::try_from(strip_angle(uri)).ok()?;
     let transport = match uri_param(uri, "transport") {
         Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
         Some(t) if t.eq_ignore_ascii_case("udp") => Transport::Udp,
         None => Transport::Udp,
         Some(_) => return None,
     };
+    // Nearly every URI a proxy routes by (Record-Route, Contact) names an IP address: read
+    // that directly; anything else goes to the full URI parser.
+    if let Some(addr) = ip_host_port(strip_angle(uri)) {
+        return Some((transport, addr));
+    }
+    let parsed = Uri::try_from(strip_angle(uri)).ok()?;
     let ip = match &parsed.host_with_port.host {
         crate::msg::Host::IpAddr(ip) => *ip,
         crate::msg::Host::Domain(d) => {
@@ -293,6 +296,34 @@ pub fn uri_target(uri: &str) -> Option<(Transport, SocketAddr)> {
     Some((transport, SocketAddr::new(ip, port)))
 }
 
+/// The `IP[:port]` host of a plain `sip:` URI (`sip:[user@]IP[:port][;params]`), port 5060
+/// when absent; `None` when the URI is anything else (a host name, another scheme, headers).
+fn ip_host_port(uri: &str) -> Option<SocketAddr> {
+    let scheme = uri.get(..4)?;
+    if !scheme.eq_ignore_ascii_case("sip:") {
+        return None;
+    }
+    let rest = &uri[4..];
+    let end = rest.find([';', '?']).unwrap_or(rest.len());
+    let host_port = &rest[..end];
+    let host_port = host_port.rsplit_once('@').map_or(host_port, |(_, h)| h);
+    let (ip, port) = match host_port.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6.split_once(']')?;
+            (IpAddr::V6(host.parse().ok()?), after)
+        }
+        None => match host_port.split_once(':') {
+            Some((host, _)) => (IpAddr::V4(host.parse().ok()?), &host_port[host.len()..]),
+            None => (IpAddr::V4(host_port.parse().ok()?), ""),
+        },
+    };
+    let port = match port {
+        "" => 5060,
+        p => p.strip_prefix(':')?.parse::<u16>().ok()?,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
 /// §16.7 step 3: removes this proxy's Via (the topmost) from a response to relay. False when
 /// the response has no Via left after it (it was meant for this proxy alone).
 pub fn strip_top_via(resp: &mut Response) -> bool {
@@ -303,7 +334,7 @@ pub fn strip_top_via(resp: &mut Response) -> bool {
     else {
         return false;
     };
-    let mut list: Vec<Header> = resp.headers.iter().cloned().collect();
+    let list = &mut resp.headers.0;
     let Header::Via(v) = &list[pos] else {
         return false;
     };
@@ -315,9 +346,7 @@ pub fn strip_top_via(resp: &mut Response) -> bool {
             list.remove(pos);
         }
     }
-    let more = list.iter().any(|h| matches!(h, Header::Via(_)));
-    resp.headers = list.into();
-    more
+    list.iter().any(|h| matches!(h, Header::Via(_)))
 }
 
 /// Where a response relayed without a transaction goes (§16.7 step 9 for a stray 2xx,
@@ -586,6 +615,51 @@ mod tests {
         assert_eq!(uri_param("sip:a;b@h;lr;x=1", "x"), Some("1"));
         assert_eq!(uri_param("sip:a;b@h;lr;x=1", "b"), None);
         assert_eq!(uri_param("<sip:h;LR>", "lr"), Some(""));
+    }
+
+    /// The shortcut for IP-literal URIs reads them as the full URI parser does.
+    #[test]
+    fn ip_host_port_agrees_with_the_uri_parser() {
+        let full = |u: &str| {
+            let parsed = Uri::try_from(u).ok()?;
+            let ip = match &parsed.host_with_port.host {
+                crate::msg::Host::IpAddr(ip) => *ip,
+                crate::msg::Host::Domain(d) => {
+                    let d = d.to_string();
+                    d.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<IpAddr>()
+                        .ok()?
+                }
+            };
+            let port = parsed
+                .host_with_port
+                .port
+                .as_ref()
+                .map_or(5060, |p| p.value());
+            Some(SocketAddr::new(ip, port))
+        };
+        for u in [
+            "sip:10.0.0.2",
+            "sip:10.0.0.2:5080",
+            "SIP:bob@10.0.0.2:5080;transport=tcp",
+            "sip:bob:secret@192.168.1.1:6000",
+            "sip:127.0.0.1:5070;lr;sbt=00ff",
+            "sip:[::1]:5062;lr",
+            "sip:alice@[2001:db8::7]",
+            "sip:10.0.0.2?subject=x",
+            "sip:bob@10.0.0.2:70000",
+            "sip:bob@10.0.0.2:",
+            "sip:bob@host.example:5060",
+            "sip:999.0.0.1",
+        ] {
+            if let Some(fast) = ip_host_port(u) {
+                assert_eq!(Some(fast), full(u), "{u}");
+            }
+        }
+        assert_eq!(ip_host_port("sip:bob@host.example:5060"), None);
+        assert_eq!(ip_host_port("sips:10.0.0.2"), None);
+        assert_eq!(ip_host_port("sip:bob@10.0.0.2:70000"), None);
     }
 
     #[test]
