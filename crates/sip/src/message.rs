@@ -317,12 +317,12 @@ fn sent_by_host(sent_by: &str) -> &str {
 /// Splits a header value holding several comma-separated entries into the first and the
 /// rest, respecting quoted strings and `<…>`.
 pub fn split_first_value(value: &str) -> (&str, Option<&str>) {
-    // Most values hold no quoted string and no <…>: the first comma ends the first entry.
-    if !value.as_bytes().iter().any(|&b| b == b'"' || b == b'<') {
-        return match value.find(',') {
-            Some(i) => (&value[..i], Some(&value[i + 1..])),
-            None => (value, None),
-        };
+    // Most values hold no quoted string and no <…> before their first comma, which then
+    // ends the first entry.
+    match memchr::memchr3(b',', b'"', b'<', value.as_bytes()) {
+        None => return (value, None),
+        Some(i) if value.as_bytes()[i] == b',' => return (&value[..i], Some(&value[i + 1..])),
+        Some(_) => {}
     }
     let mut in_quotes = false;
     let mut in_angle = false;

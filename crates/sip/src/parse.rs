@@ -242,7 +242,31 @@ fn parser_reason(e: &msg::Error) -> String {
 }
 
 fn find_header_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n")
+    memchr::memmem::find(buf, b"\r\n\r\n")
+}
+
+/// The lines of a header section, split at each CRLF (as `str::split("\r\n")` does); a bare
+/// CR or LF stays inside its line.
+fn crlf_lines(text: &str) -> impl Iterator<Item = &str> {
+    let bytes = text.as_bytes();
+    let mut start = Some(0usize);
+    std::iter::from_fn(move || {
+        let s = start?;
+        let mut from = s;
+        loop {
+            match memchr::memchr(b'\n', &bytes[from..]) {
+                Some(i) if from + i > s && bytes[from + i - 1] == b'\r' => {
+                    start = Some(from + i + 1);
+                    return Some(&text[s..from + i - 1]);
+                }
+                Some(i) => from += i + 1,
+                None => {
+                    start = None;
+                    return Some(&text[s..]);
+                }
+            }
+        }
+    })
 }
 
 /// What the scan found, borrowed from the message: copied only when an error needs it
@@ -342,7 +366,7 @@ fn scan_lines<'a>(
     limits: &Limits,
     scanned: &mut Scanned<'a>,
 ) -> Result<(), ParseError> {
-    let mut lines = text.split("\r\n");
+    let mut lines = crlf_lines(text);
     let start = lines.next().unwrap_or("");
     if start.is_empty() {
         return Err(ParseError::new("empty start line"));
@@ -375,7 +399,7 @@ fn collect<'a>(
 ) -> Result<(), ParseError> {
     // Unfold continuation lines into the header they continue. A bad line is remembered
     // and reading goes on, so the headers a 400 needs are still found after it.
-    let mut headers: Vec<(&str, std::borrow::Cow<'a, str>)> = Vec::new();
+    let mut headers: Vec<(&str, std::borrow::Cow<'a, str>)> = Vec::with_capacity(24);
     let mut first_error: Option<String> = None;
     for line in lines {
         let problem = if line.starts_with([' ', '\t']) {
@@ -388,7 +412,7 @@ fn collect<'a>(
                 }
                 None => Some("continuation line before any header".to_string()),
             }
-        } else if line.bytes().any(|b| b == b'\r' || b == b'\n') {
+        } else if memchr::memchr2(b'\r', b'\n', line.as_bytes()).is_some() {
             Some("bare CR or LF in the header section".to_string())
         } else {
             match line.split_once(':') {
@@ -613,6 +637,13 @@ mod tests {
     }
 
     proptest::proptest! {
+        #[test]
+        fn lines_split_at_crlf_only(text in "[ab:\r\n]{0,40}") {
+            let ours: Vec<&str> = crlf_lines(&text).collect();
+            let split: Vec<&str> = text.split("\r\n").collect();
+            proptest::prop_assert_eq!(ours, split);
+        }
+
         #[test]
         fn never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
             let _ = parse(&bytes, &limits());
