@@ -295,9 +295,13 @@ pub enum LegState {
 
 /// A person's call legs, with how many are answered (kept in step, so the call status is
 /// read in constant time).
+///
+/// Both leg tables grow with the calls in progress (a team or a busy person can have
+/// thousands), so they grow incrementally (`griddle`) rather than doubling all at once
+/// and stalling the core thread.
 #[derive(Default)]
 struct PersonLegs {
-    legs: HashMap<(String, String), LegState>,
+    legs: griddle::HashMap<(String, String), LegState>,
     answered: usize,
 }
 
@@ -312,7 +316,7 @@ pub struct Presence {
     /// person → (call id, leg id) → state.
     legs: HashMap<String, PersonLegs>,
     /// call id → (person, leg id) of its legs, so a call ends without a scan of everyone.
-    by_call: HashMap<String, Vec<(String, String)>>,
+    by_call: griddle::HashMap<String, Vec<(String, String)>>,
     /// People whose presence or call status changed since [`Presence::take_changed`].
     changed: BTreeSet<String>,
 }
@@ -326,7 +330,7 @@ impl Presence {
             people: BTreeMap::new(),
             ends: BTreeSet::new(),
             legs: HashMap::new(),
-            by_call: HashMap::new(),
+            by_call: griddle::HashMap::new(),
             changed: BTreeSet::new(),
         }
     }

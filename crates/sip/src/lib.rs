@@ -10,6 +10,15 @@
 
 pub use rsipstack::sip as msg;
 
+/// The map for tables that grow with the load (transactions, calls, dialogs): it grows
+/// incrementally, moving a few entries across on each insert, where a standard map moves
+/// all of them at once when it doubles. At a few thousand calls/s such a table holds
+/// hundreds of thousands of entries (transactions live 32 s, RFC 3261 timer J and RFC 6026
+/// timer L/M), and one all-at-once doubling stalls the single core thread for tens of
+/// milliseconds: long enough to overflow the UDP receive buffer. Keyed with a random
+/// seed (ahash), so peers cannot choose colliding keys.
+pub type GrowingMap<K, V> = griddle::HashMap<K, V>;
+
 pub mod auth;
 pub mod events;
 pub mod message;

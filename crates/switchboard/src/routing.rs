@@ -40,6 +40,7 @@ use switchboard_sip::proxy;
 use switchboard_sip::registrar::{Binding, Registrar};
 use switchboard_sip::transaction::{Action, ClientOutcome, Timer, TxId};
 use switchboard_sip::transport::ListenAddr;
+use switchboard_sip::GrowingMap;
 
 /// The table of group memory (who answered a team's or a forwarding's last call).
 pub const MEMORY: &str = "memory";
@@ -139,12 +140,13 @@ struct Dialog {
 /// The routing state the core keeps.
 pub struct Routing {
     config: RoutingConfig,
-    calls: HashMap<u64, CallState>,
-    by_server_tx: HashMap<TxId, u64>,
-    by_branch_tx: HashMap<TxId, (u64, BranchId)>,
-    relays: HashMap<TxId, Relay>,
-    relay_of_server: HashMap<TxId, TxId>,
-    dialogs: HashMap<String, Dialog>,
+    /// Calls and relays are boxed (hundreds of bytes each), so the tables stay small.
+    calls: GrowingMap<u64, Box<CallState>>,
+    by_server_tx: GrowingMap<TxId, u64>,
+    by_branch_tx: GrowingMap<TxId, (u64, BranchId)>,
+    relays: GrowingMap<TxId, Box<Relay>>,
+    relay_of_server: GrowingMap<TxId, TxId>,
+    dialogs: GrowingMap<String, Dialog>,
     dialog_ends: BTreeSet<(u64, String)>,
     memory: HashMap<String, GroupMemory>,
     wakes: BTreeSet<(Instant, u64)>,
@@ -156,12 +158,12 @@ impl Routing {
     pub fn new(config: RoutingConfig) -> Self {
         Routing {
             config,
-            calls: HashMap::new(),
-            by_server_tx: HashMap::new(),
-            by_branch_tx: HashMap::new(),
-            relays: HashMap::new(),
-            relay_of_server: HashMap::new(),
-            dialogs: HashMap::new(),
+            calls: GrowingMap::new(),
+            by_server_tx: GrowingMap::new(),
+            by_branch_tx: GrowingMap::new(),
+            relays: GrowingMap::new(),
+            relay_of_server: GrowingMap::new(),
+            dialogs: GrowingMap::new(),
             dialog_ends: BTreeSet::new(),
             memory: HashMap::new(),
             wakes: BTreeSet::new(),
@@ -477,7 +479,7 @@ impl Core {
             rr_params,
         };
         self.routing.by_server_tx.insert(tx, key);
-        self.routing.calls.insert(key, state);
+        self.routing.calls.insert(key, Box::new(state));
         self.drive(key, now);
     }
 
@@ -611,7 +613,7 @@ impl Core {
     }
 
     /// A call whose outcome is settled: logged once, its state freed.
-    fn forget(&mut self, key: u64, call: CallState, _now: Now) {
+    fn forget(&mut self, key: u64, call: Box<CallState>, _now: Now) {
         self.routing.by_server_tx.remove(&call.server_tx);
         for b in &call.branches {
             if let Some(tx) = b.tx {
@@ -1306,11 +1308,11 @@ impl Core {
                     self.flush_transactions();
                     self.routing.relays.insert(
                         client,
-                        Relay {
+                        Box::new(Relay {
                             server_tx: server,
                             request: req,
                             answered: false,
-                        },
+                        }),
                     );
                     self.routing.relay_of_server.insert(server, client);
                 }

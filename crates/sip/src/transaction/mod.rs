@@ -40,9 +40,10 @@ mod tests;
 
 use crate::msg::Request;
 use crate::peer::Peer;
+use crate::GrowingMap;
 use bytes::Bytes;
 use matching::{ClientKey, ServerKey};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -268,10 +269,11 @@ struct Tx {
 pub struct TransactionLayer {
     config: TimerConfig,
     /// Boxed: transactions live tens of seconds, so the table is large and grows; moving
-    /// boxes rather than whole transactions keeps its rehashing cheap.
-    txs: HashMap<TxId, Box<Tx>>,
-    server_keys: HashMap<ServerKey, TxId>,
-    client_keys: HashMap<ClientKey, TxId>,
+    /// boxes rather than whole transactions keeps its growth cheap (fewer fresh pages to
+    /// fault in); server keys (over 100 bytes) are boxed for the same reason.
+    txs: GrowingMap<TxId, Box<Tx>>,
+    server_keys: GrowingMap<Box<ServerKey>, TxId>,
+    client_keys: GrowingMap<ClientKey, TxId>,
     timers: BTreeSet<(Instant, TxId, Timer)>,
     actions: VecDeque<Action>,
     next_id: u64,
@@ -291,9 +293,9 @@ impl TransactionLayer {
     pub fn new(config: TimerConfig) -> Self {
         TransactionLayer {
             config: config.normalised(),
-            txs: HashMap::new(),
-            server_keys: HashMap::new(),
-            client_keys: HashMap::new(),
+            txs: GrowingMap::new(),
+            server_keys: GrowingMap::new(),
+            client_keys: GrowingMap::new(),
             timers: BTreeSet::new(),
             actions: VecDeque::new(),
             next_id: 1,
@@ -398,7 +400,7 @@ impl TransactionLayer {
 
     fn insert(&mut self, id: TxId, tx: Tx) {
         match &tx.key {
-            Key::Server(k) => self.server_keys.insert(k.clone(), id),
+            Key::Server(k) => self.server_keys.insert(Box::new(k.clone()), id),
             Key::Client(k) => self.client_keys.insert(k.clone(), id),
         };
         self.txs.insert(id, Box::new(tx));
