@@ -8,6 +8,8 @@ use crate::msg::prelude::*;
 use crate::msg::{Method, Request, Response, Version};
 use crate::peer::Peer;
 use bytes::Bytes;
+use smallvec::SmallVec;
+use std::sync::Arc;
 use std::time::Instant;
 
 impl TransactionLayer {
@@ -45,13 +47,13 @@ impl TransactionLayer {
                 } else {
                     State::Trying
                 },
-                key: Key::Client(key),
+                key: Key::Client(Arc::new(key)),
                 peer: to,
-                request: Some(req),
+                request: Some(Box::new(req)),
                 bytes: bytes.clone(),
                 ack: None,
                 interval: self.config.t1,
-                armed: Vec::new(),
+                armed: SmallVec::new(),
             },
         );
         self.transmit(to, bytes);

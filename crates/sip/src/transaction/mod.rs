@@ -43,8 +43,10 @@ use crate::peer::Peer;
 use crate::GrowingMap;
 use bytes::Bytes;
 use matching::{ClientKey, ServerKey};
+use smallvec::SmallVec;
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The branch prefix of RFC 3261 transaction identifiers (§8.1.1.7).
@@ -239,11 +241,11 @@ pub enum TxError {
     DuplicateBranch,
 }
 
-/// Where a transaction is filed.
+/// Where a transaction is filed: one allocation, shared with the key table.
 #[derive(Clone, Debug)]
 enum Key {
-    Server(ServerKey),
-    Client(ClientKey),
+    Server(Arc<ServerKey>),
+    Client(Arc<ClientKey>),
 }
 
 struct Tx {
@@ -253,7 +255,9 @@ struct Tx {
     /// Server: where responses go. Client: where the request went.
     peer: Peer,
     /// Client: the request, to build the ACK for a non-2xx response and the CANCEL.
-    request: Option<Request>,
+    /// Boxed: gone once the transaction is final, while the transaction lives on for tens
+    /// of seconds.
+    request: Option<Box<Request>>,
     /// Client: the request's bytes. Server: the last response's bytes (empty before one).
     bytes: Bytes,
     /// Client INVITE: the ACK sent for a non-2xx final response, sent again for each
@@ -262,7 +266,7 @@ struct Tx {
     /// Current retransmission interval of timer A, E or G.
     interval: Duration,
     /// The armed timers (a few at most), mirrored in [`TransactionLayer::timers`].
-    armed: Vec<(Timer, Instant)>,
+    armed: SmallVec<[(Timer, Instant); 3]>,
 }
 
 /// All transactions of an element. See the [module documentation](self).
@@ -270,10 +274,10 @@ pub struct TransactionLayer {
     config: TimerConfig,
     /// Boxed: transactions live tens of seconds, so the table is large and grows; moving
     /// boxes rather than whole transactions keeps its growth cheap (fewer fresh pages to
-    /// fault in); server keys (over 100 bytes) are boxed for the same reason.
+    /// fault in). The key tables share each key with its transaction.
     txs: GrowingMap<TxId, Box<Tx>>,
-    server_keys: GrowingMap<Box<ServerKey>, TxId>,
-    client_keys: GrowingMap<ClientKey, TxId>,
+    server_keys: GrowingMap<Arc<ServerKey>, TxId>,
+    client_keys: GrowingMap<Arc<ClientKey>, TxId>,
     timers: BTreeSet<(Instant, TxId, Timer)>,
     actions: VecDeque<Action>,
     next_id: u64,
@@ -400,8 +404,8 @@ impl TransactionLayer {
 
     fn insert(&mut self, id: TxId, tx: Tx) {
         match &tx.key {
-            Key::Server(k) => self.server_keys.insert(Box::new(k.clone()), id),
-            Key::Client(k) => self.client_keys.insert(k.clone(), id),
+            Key::Server(k) => self.server_keys.insert(Arc::clone(k), id),
+            Key::Client(k) => self.client_keys.insert(Arc::clone(k), id),
         };
         self.txs.insert(id, Box::new(tx));
     }
@@ -423,7 +427,7 @@ impl TransactionLayer {
 
     fn disarm(&mut self, id: TxId, timers: &[Timer]) {
         if let Some(tx) = self.txs.get_mut(&id) {
-            tx.armed.retain(|&(t, at)| {
+            tx.armed.retain(|&mut (t, at)| {
                 let keep = !timers.contains(&t);
                 if !keep {
                     self.timers.remove(&(at, id, t));

@@ -6,6 +6,8 @@ use crate::message::response_target;
 use crate::msg::{Method, Request, Response};
 use crate::peer::Peer;
 use bytes::Bytes;
+use smallvec::SmallVec;
+use std::sync::Arc;
 use std::time::Instant;
 
 impl TransactionLayer {
@@ -48,13 +50,13 @@ impl TransactionLayer {
                 } else {
                     State::Trying
                 },
-                key: Key::Server(key),
+                key: Key::Server(Arc::new(key)),
                 peer: response_target(&req, from),
                 request: None,
                 bytes: Bytes::new(),
                 ack: None,
                 interval: self.config.t1,
-                armed: Vec::new(),
+                armed: SmallVec::new(),
             },
         );
         match invite_key {
