@@ -119,6 +119,10 @@ start_switchboard() { # $1 = step dir, $2 = port
 # shm pool", then 500s), well before its CPU did; 4096 leaves it to its CPU.
 kamailio_shm=${kamailio_shm:-4096}
 
+report_kamailio() {
+  echo "- Kamailio: children=2 (UDP workers), shared memory -m $kamailio_shm MiB (private memory: its default)"
+}
+
 start_kamailio() { # $1 = step dir, $2 = port
   local dir=$1 port=$2
   server_log="$dir/server.log"

@@ -8,7 +8,7 @@
 #
 #   bench/register-load.sh [--quick] [--rates "2000 5000 10000"] [--seconds 5] [--users 10000]
 #                          [--subjects "sb-auth sb-noauth kamailio"] [--switchboard BIN]
-#                          [--keep] [--out FILE]
+#                          [--kamailio-shm MIB] [--keep] [--out FILE]
 #
 #   --quick        smoke run: rates "1000 5000", 2 s per step, 1000 users
 #   --rates        offered rates in REGISTERs/s, rising (default 2000 5000 10000 20000 30000
@@ -17,6 +17,7 @@
 #   --users        users u0..u(N-1) with password pw-<n> in the policy and the CSV (default 10000)
 #   --subjects     which subjects, in this order (default: all three)
 #   --switchboard  use this binary instead of building one
+#   --kamailio-shm Kamailio's shared memory pool in MiB (default 4096, as bench/call-load.sh)
 #   --keep         keep the work directory (logs, SIPp traces, configs) and print its path
 #   --out FILE     also write the report to FILE
 #
@@ -54,6 +55,7 @@ while [ $# -gt 0 ]; do
     --users) users="$2"; shift ;;
     --subjects) subjects="$2"; shift ;;
     --switchboard) sb_bin="$2"; shift ;;
+    --kamailio-shm) kamailio_shm="$2"; shift ;;
     --keep) keep=1 ;;
     --out) out="$2"; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -61,7 +63,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-for v in "$seconds" "$users" $rates; do
+for v in "$seconds" "$users" $rates "$kamailio_shm"; do
   [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "not a positive integer: $v" >&2; exit 2; }
 done
 
@@ -333,6 +335,7 @@ report() {
   echo "- Load average before each subject: ${loads[*]}"
   report_versions
   echo "- Switchboard: $sb_desc"
+  case " $subjects " in *" kamailio "*) report_kamailio ;; esac
   echo "- Steps: offered rate x $seconds s of REGISTERs over UDP on 127.0.0.1 from one SIPp"
   echo "  (bench/sipp/register.xml, register_auth.xml), $users users taken in turn (u0..u$((users - 1))),"
   echo "  a fresh server (and empty state directory) for every step; a subject stops at the first"
