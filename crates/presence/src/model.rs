@@ -296,9 +296,9 @@ pub enum LegState {
 /// A person's call legs, with how many are answered (kept in step, so the call status is
 /// read in constant time).
 ///
-/// Both leg tables grow with the calls in progress (a team or a busy person can have
-/// thousands), so they grow incrementally (`griddle`) rather than doubling all at once
-/// and stalling the core thread.
+/// This table and [`Presence`]'s `by_call` grow with the calls in progress (a team or a
+/// busy person can have thousands), so they grow incrementally (`griddle`) rather than
+/// doubling all at once and stalling the core thread.
 #[derive(Default)]
 struct PersonLegs {
     legs: griddle::HashMap<(String, String), LegState>,
