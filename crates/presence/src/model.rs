@@ -299,9 +299,10 @@ pub enum LegState {
 /// This table and [`Presence`]'s `by_call` grow with the calls in progress (a team or a
 /// busy person can have thousands), so they grow incrementally (`griddle`) rather than
 /// doubling all at once and stalling the core thread.
+/// Legs are filed by call id, then leg id: a lookup by `&str` then needs no key made.
 #[derive(Default)]
 struct PersonLegs {
-    legs: griddle::HashMap<(String, String), LegState>,
+    calls: griddle::HashMap<String, Vec<(String, LegState)>>,
     answered: usize,
 }
 
@@ -313,7 +314,7 @@ pub struct Presence {
     people: BTreeMap<String, PersonPresence>,
     /// (end time, person) of every profile and status with an end time, earliest first.
     ends: BTreeSet<(UnixTime, String)>,
-    /// person → (call id, leg id) → state.
+    /// person → call id → (leg id, state).
     legs: HashMap<String, PersonLegs>,
     /// call id → (person, leg id) of its legs, so a call ends without a scan of everyone.
     by_call: griddle::HashMap<String, Vec<(String, String)>>,
@@ -401,7 +402,9 @@ impl Presence {
     /// Records that what colleagues see of a person changed outside this model (their
     /// active profile's name, say), so that their watchers are told.
     pub fn mark_changed(&mut self, person: &str) {
-        self.changed.insert(person.to_string());
+        if !self.changed.contains(person) {
+            self.changed.insert(person.to_string());
+        }
     }
 
     /// Loads a person's stored presence (after a restart).
@@ -642,17 +645,38 @@ impl Presence {
 
     /// Records a call leg's state for a person (a device ringing or answered).
     pub fn leg(&mut self, person: &str, call_id: &str, leg_id: &str, state: LegState) {
-        self.changed.insert(person.to_string());
-        let p = self.legs.entry(person.to_string()).or_default();
-        let key = (call_id.to_string(), leg_id.to_string());
-        match p.legs.insert(key, state) {
-            None => self
-                .by_call
-                .entry(call_id.to_string())
-                .or_default()
-                .push((person.to_string(), leg_id.to_string())),
-            Some(LegState::Answered) => p.answered -= 1,
-            Some(LegState::Ringing) => {}
+        self.mark_changed(person);
+        if !self.legs.contains_key(person) {
+            self.legs.insert(person.to_string(), PersonLegs::default());
+        }
+        let Some(p) = self.legs.get_mut(person) else {
+            return;
+        };
+        if !p.calls.contains_key(call_id) {
+            p.calls.insert(call_id.to_string(), Vec::new());
+        }
+        let Some(legs) = p.calls.get_mut(call_id) else {
+            return;
+        };
+        match legs.iter_mut().find(|(l, _)| l == leg_id) {
+            Some((_, old)) => {
+                if *old == LegState::Answered {
+                    p.answered -= 1;
+                }
+                *old = state;
+            }
+            None => {
+                legs.push((leg_id.to_string(), state));
+                match self.by_call.get_mut(call_id) {
+                    Some(v) => v.push((person.to_string(), leg_id.to_string())),
+                    None => {
+                        self.by_call.insert(
+                            call_id.to_string(),
+                            vec![(person.to_string(), leg_id.to_string())],
+                        );
+                    }
+                }
+            }
         }
         if state == LegState::Answered {
             p.answered += 1;
@@ -664,16 +688,23 @@ impl Presence {
         let Some(p) = self.legs.get_mut(person) else {
             return false;
         };
-        let Some(state) = p.legs.remove(&(call_id.to_string(), leg_id.to_string())) else {
+        let Some(legs) = p.calls.get_mut(call_id) else {
             return false;
         };
+        let Some(i) = legs.iter().position(|(l, _)| l == leg_id) else {
+            return false;
+        };
+        let (_, state) = legs.swap_remove(i);
+        if legs.is_empty() {
+            p.calls.remove(call_id);
+        }
         if state == LegState::Answered {
             p.answered -= 1;
         }
-        if p.legs.is_empty() {
+        if p.calls.is_empty() {
             self.legs.remove(person);
         }
-        self.changed.insert(person.to_string());
+        self.mark_changed(person);
         true
     }
 
@@ -701,7 +732,7 @@ impl Presence {
     pub fn call_state(&self, person: &str) -> CallStatus {
         match self.legs.get(person) {
             Some(p) if p.answered > 0 => CallStatus::Busy,
-            Some(p) if !p.legs.is_empty() => CallStatus::Ringing,
+            Some(p) if !p.calls.is_empty() => CallStatus::Ringing,
             _ => CallStatus::Free,
         }
     }

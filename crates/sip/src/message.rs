@@ -292,7 +292,7 @@ fn stamp_one(via: &str, source: SocketAddr) -> Option<String> {
         if name.eq_ignore_ascii_case("rport") {
             saw_rport = true;
             out.push_str(";rport=");
-            out.push_str(&source.port().to_string());
+            out.push_str(itoa::Buffer::new().format(source.port()));
             continue;
         }
         out.push(';');
@@ -301,7 +301,7 @@ fn stamp_one(via: &str, source: SocketAddr) -> Option<String> {
     let host_ip: Option<IpAddr> = host.parse().ok();
     if saw_rport || host_ip != Some(source.ip()) {
         out.push_str(";received=");
-        out.push_str(&source.ip().to_string());
+        crate::proxy::push_ip(&mut out, source.ip());
     }
     Some(out)
 }

@@ -28,7 +28,8 @@ pub const DEFAULT_MAX_FORWARDS: u32 = 70;
 /// Request-URI changed on the way (a spiral) is not.
 pub fn loop_key(req: &Request) -> u64 {
     let mut h = Fnv::new();
-    h.write(req.uri.to_string().as_bytes());
+    // The URI as text, hashed as it is written out (no string made for it).
+    let _ = std::fmt::Write::write_fmt(&mut h, format_args!("{}", req.uri));
     for header in req.headers.iter() {
         let (name, value): (&[u8], &str) = match header {
             Header::From(v) => (b"f", crate::message::tag_of(v.value()).unwrap_or("")),
@@ -50,7 +51,24 @@ pub fn loop_key(req: &Request) -> u64 {
 /// A branch for a request this proxy forwards: the magic cookie, this proxy's tag, the
 /// request's [`loop_key`] and `unique` (distinct for every branch of the same request).
 pub fn branch(key: u64, unique: u64) -> String {
-    format!("{MAGIC_COOKIE}{BRANCH_TAG}{key:016x}.{unique:x}")
+    let mut out = String::with_capacity(MAGIC_COOKIE.len() + BRANCH_TAG.len() + 34);
+    out.push_str(MAGIC_COOKIE);
+    out.push_str(BRANCH_TAG);
+    push_hex(&mut out, key, 16);
+    out.push('.');
+    push_hex(&mut out, unique, 1);
+    out
+}
+
+/// `v` in lower-case hex, zero-padded to at least `width` digits.
+fn push_hex(out: &mut String, v: u64, width: usize) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digits = (64 - v.leading_zeros() as usize)
+        .div_ceil(4)
+        .max(width.min(16));
+    for i in (0..digits).rev() {
+        out.push(DIGITS[((v >> (i * 4)) & 0xf) as usize] as char);
+    }
 }
 
 /// The loop key inside a branch this proxy made, if it is one.
@@ -101,19 +119,56 @@ pub fn is_loop(req: &Request, is_local: impl Fn(&str) -> bool) -> bool {
 /// A Via value for a request this proxy sends from `local` over `transport` (with `rport`,
 /// RFC 3581, so that the answer comes back to the port it left from).
 pub fn via_value(transport: Transport, local: SocketAddr, branch: &str) -> String {
-    format!(
-        "SIP/2.0/{} {};branch={branch};rport",
-        transport.via_token(),
-        host_port(local)
-    )
+    let mut out = String::with_capacity(64 + branch.len());
+    out.push_str("SIP/2.0/");
+    out.push_str(transport.via_token());
+    out.push(' ');
+    push_host_port(&mut out, local);
+    out.push_str(";branch=");
+    out.push_str(branch);
+    out.push_str(";rport");
+    out
 }
 
 /// `ip:port`, with brackets around an IPv6 address.
 pub fn host_port(addr: SocketAddr) -> String {
-    match addr.ip() {
-        IpAddr::V4(ip) => format!("{ip}:{}", addr.port()),
-        IpAddr::V6(ip) => format!("[{ip}]:{}", addr.port()),
+    let mut out = String::with_capacity(24);
+    push_host_port(&mut out, addr);
+    out
+}
+
+/// Appends an IP address as `Display` writes it, IPv4 without the formatting machinery.
+pub fn push_ip(out: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(ip) => {
+            let mut b = itoa::Buffer::new();
+            for (i, o) in ip.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(b.format(o));
+            }
+        }
+        IpAddr::V6(ip) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{ip}");
+        }
     }
+}
+
+/// Appends `ip:port` (IPv6 in brackets). Written digit by digit: this runs several times
+/// for every message a proxy forwards, where the formatting machinery shows.
+pub fn push_host_port(out: &mut String, addr: SocketAddr) {
+    if addr.is_ipv6() {
+        out.push('[');
+    }
+    push_ip(out, addr.ip());
+    if addr.is_ipv6() {
+        out.push(']');
+    }
+    let mut b = itoa::Buffer::new();
+    out.push(':');
+    out.push_str(b.format(addr.port()));
 }
 
 /// A URI naming this proxy at `local` for a Record-Route or Route header, with `lr`
@@ -123,7 +178,14 @@ pub fn own_uri(transport: Transport, local: SocketAddr, params: &str) -> String 
         Transport::Udp => "",
         Transport::Tcp => ";transport=tcp",
     };
-    format!("<sip:{}{t};lr{params}>", host_port(local))
+    let mut out = String::with_capacity(40 + params.len());
+    out.push_str("<sip:");
+    push_host_port(&mut out, local);
+    out.push_str(t);
+    out.push_str(";lr");
+    out.push_str(params);
+    out.push('>');
+    out
 }
 
 /// The copy of `req` a proxy forwards (§16.6 steps 2–8): Request-URI set to `uri` (when
@@ -221,11 +283,14 @@ fn set_route_set(req: &mut Request, routes: &[String]) {
 pub fn pop_own_routes(req: &mut Request, is_ours: impl Fn(&str) -> bool) -> Vec<String> {
     let mut routes = route_set(req);
     let mut popped = Vec::new();
-    if is_ours(&req.uri.to_string()) && !routes.is_empty() {
-        if let Some(last) = routes.pop() {
-            if let Ok(uri) = Uri::try_from(last.as_str()) {
-                popped.push(req.uri.to_string());
-                req.uri = uri;
+    if !routes.is_empty() {
+        let request_uri = req.uri.to_string();
+        if is_ours(&request_uri) {
+            if let Some(last) = routes.pop() {
+                if let Ok(uri) = Uri::try_from(last.as_str()) {
+                    popped.push(request_uri);
+                    req.uri = uri;
+                }
             }
         }
     }
@@ -474,6 +539,13 @@ impl Fnv {
     }
 }
 
+impl std::fmt::Write for Fnv {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.write(s.as_bytes());
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -489,6 +561,27 @@ mod tests {
         CSeq: 2 INVITE\r\n\
         Contact: <sip:alice@10.0.0.1:5070>\r\n\
         Content-Length: 0\r\n\r\n";
+
+    proptest::proptest! {
+        #[test]
+        fn host_port_and_branch_match_the_formatter(
+            v4 in proptest::prelude::any::<[u8; 4]>(),
+            v6 in proptest::prelude::any::<[u16; 8]>(),
+            port in proptest::prelude::any::<u16>(),
+            key in proptest::prelude::any::<u64>(),
+            unique in proptest::prelude::any::<u64>(),
+        ) {
+            let a = SocketAddr::from((v4, port));
+            proptest::prop_assert_eq!(host_port(a), format!("{}:{port}", a.ip()));
+            let a = SocketAddr::from((std::net::Ipv6Addr::from(v6), port));
+            proptest::prop_assert_eq!(host_port(a), a.to_string());
+            proptest::prop_assert_eq!(
+                branch(key, unique),
+                format!("{MAGIC_COOKIE}{BRANCH_TAG}{key:016x}.{unique:x}")
+            );
+            proptest::prop_assert_eq!(branch(key, 0).len(), MAGIC_COOKIE.len() + BRANCH_TAG.len() + 18);
+        }
+    }
 
     fn req(text: &str) -> Request {
         match parse(text.as_bytes(), &Limits::default()).unwrap() {

@@ -102,12 +102,11 @@ fn size_hint(headers: &crate::msg::Headers, body: usize) -> usize {
 /// The bytes of a request, as its `to_bytes` gives them.
 pub fn request_bytes(req: &Request) -> Vec<u8> {
     let mut out = Vec::with_capacity(size_hint(&req.headers, req.body.len()));
-    out.extend_from_slice(req.method.to_string().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(req.uri.to_string().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(req.version.to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
+    // Written straight into the buffer, without a string per part.
+    let _ = std::io::Write::write_fmt(
+        &mut out,
+        format_args!("{} {} {}\r\n", req.method, req.uri, req.version),
+    );
     write_headers(&mut out, &req.headers);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&req.body);
@@ -117,10 +116,10 @@ pub fn request_bytes(req: &Request) -> Vec<u8> {
 /// The bytes of a response, as its `to_bytes` gives them.
 pub fn response_bytes(resp: &Response) -> Vec<u8> {
     let mut out = Vec::with_capacity(size_hint(&resp.headers, resp.body.len()));
-    out.extend_from_slice(resp.version.to_string().as_bytes());
+    let _ = std::io::Write::write_fmt(&mut out, format_args!("{}", resp.version));
     out.push(b' ');
     let code = resp.status_code.code();
-    out.extend_from_slice(code.to_string().as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(code).as_bytes());
     out.push(b' ');
     out.extend_from_slice(resp.status_code.text().as_bytes());
     out.extend_from_slice(b"\r\n");
