@@ -31,12 +31,10 @@ impl TransactionLayer {
         if self.client_keys.contains_key(&key) {
             return Err(TxError::DuplicateBranch);
         }
-        let id = self.new_id();
         let is_invite = req.method == Method::Invite;
         let bytes = Bytes::from(crate::wire::request_bytes(&req));
-        self.insert(
-            id,
-            Tx {
+        let id = self
+            .insert(Tx {
                 kind: if is_invite {
                     Kind::ClientInvite
                 } else {
@@ -54,8 +52,8 @@ impl TransactionLayer {
                 ack: None,
                 interval: self.config.t1,
                 armed: SmallVec::new(),
-            },
-        );
+            })
+            .ok_or(TxError::Full)?;
         self.transmit(to, bytes);
         let (t1, t64) = (self.config.t1, self.config.t64());
         let (retransmit, give_up) = if is_invite {
@@ -93,7 +91,7 @@ impl TransactionLayer {
             .then(|| response_key(&resp))
             .flatten()
             .and_then(|key| self.client_keys.get(&key).copied())
-            .and_then(|id| self.txs.get(&id).map(|t| (id, t.kind, t.state, t.peer)));
+            .and_then(|id| self.txs.get(id.0).map(|t| (id, t.kind, t.state, t.peer)));
         let Some((id, kind, state, peer)) = matched else {
             return ClientOutcome::Stray(resp);
         };
@@ -104,7 +102,7 @@ impl TransactionLayer {
                     // and stays until a 101–199 restarts C (§16.7 step 2).
                     let c_armed = self
                         .txs
-                        .get(&id)
+                        .get(id.0)
                         .is_some_and(|t| t.armed.iter().any(|(t, _)| *t == Timer::C));
                     self.disarm(id, &[Timer::A]);
                     if code > 100 {
@@ -129,12 +127,12 @@ impl TransactionLayer {
                     self.disarm(id, &[Timer::A, Timer::B, Timer::C]);
                     let ack = self
                         .txs
-                        .get(&id)
+                        .get(id.0)
                         .and_then(|t| t.request.as_ref())
                         .map(|r| Bytes::from(crate::wire::request_bytes(&ack_for(r, &resp))));
                     if let Some(ack) = ack {
                         self.transmit(peer, ack.clone());
-                        if let Some(tx) = self.txs.get_mut(&id) {
+                        if let Some(tx) = self.txs.get_mut(id.0) {
                             tx.ack = Some(ack);
                         }
                     }
@@ -148,7 +146,7 @@ impl TransactionLayer {
             (Kind::ClientInvite, State::Completed) => match code {
                 // §17.1.1.2: a retransmitted final response is ACKed again.
                 300..=699 => {
-                    if let Some(ack) = self.txs.get(&id).and_then(|t| t.ack.clone()) {
+                    if let Some(ack) = self.txs.get(id.0).and_then(|t| t.ack.clone()) {
                         self.transmit(peer, ack);
                     }
                     ClientOutcome::Absorbed
@@ -184,7 +182,7 @@ impl TransactionLayer {
     /// [`TransactionLayer::send_request`]. §9.1 asks to wait for a provisional response
     /// ([`State::Proceeding`]) before sending it. `None` for other transactions.
     pub fn cancel_for(&self, id: TxId) -> Option<Request> {
-        let tx = self.txs.get(&id)?;
+        let tx = self.txs.get(id.0)?;
         if tx.kind != Kind::ClientInvite {
             return None;
         }

@@ -35,6 +35,7 @@
 mod client;
 mod matching;
 mod server;
+mod slots;
 #[cfg(test)]
 mod tests;
 
@@ -43,6 +44,7 @@ use crate::peer::Peer;
 use crate::GrowingMap;
 use bytes::Bytes;
 use matching::{ClientKey, ServerKey};
+use slots::Slots;
 use smallvec::SmallVec;
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
@@ -99,7 +101,9 @@ impl TimerConfig {
     }
 }
 
-/// Identifies a transaction for its whole life; never reused by one layer.
+/// Identifies a transaction for its whole life: its slot in the layer's table and that
+/// slot's generation, so an id is not handed out again until its slot has been reused
+/// 2^32 times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TxId(pub u64);
 
@@ -239,6 +243,8 @@ pub enum TxError {
     AckIsNotATransaction,
     #[error("a client transaction with this branch and method is alive; use a fresh branch")]
     DuplicateBranch,
+    #[error("no room for another transaction")]
+    Full,
 }
 
 /// Where a transaction is filed: one allocation, shared with the key table.
@@ -272,15 +278,14 @@ struct Tx {
 /// All transactions of an element. See the [module documentation](self).
 pub struct TransactionLayer {
     config: TimerConfig,
-    /// Boxed: transactions live tens of seconds, so the table is large and grows; moving
-    /// boxes rather than whole transactions keeps its growth cheap (fewer fresh pages to
-    /// fault in). The key tables share each key with its transaction.
-    txs: GrowingMap<TxId, Box<Tx>>,
+    /// Transactions live tens of seconds, so the table is large and grows: it grows by
+    /// chunks of boxed entries, never moved ([`slots`]). The key tables share each key
+    /// with its transaction.
+    txs: Slots<Tx>,
     server_keys: GrowingMap<Arc<ServerKey>, TxId>,
     client_keys: GrowingMap<Arc<ClientKey>, TxId>,
     timers: BTreeSet<(Instant, TxId, Timer)>,
     actions: VecDeque<Action>,
-    next_id: u64,
 }
 
 /// How far in the future a timer too large for `Instant` is put.
@@ -297,12 +302,11 @@ impl TransactionLayer {
     pub fn new(config: TimerConfig) -> Self {
         TransactionLayer {
             config: config.normalised(),
-            txs: GrowingMap::new(),
+            txs: Slots::default(),
             server_keys: GrowingMap::new(),
             client_keys: GrowingMap::new(),
             timers: BTreeSet::new(),
             actions: VecDeque::new(),
-            next_id: 1,
         }
     }
 
@@ -322,17 +326,17 @@ impl TransactionLayer {
 
     /// The state of a live transaction.
     pub fn state(&self, tx: TxId) -> Option<State> {
-        self.txs.get(&tx).map(|t| t.state)
+        self.txs.get(tx.0).map(|t| t.state)
     }
 
     /// Where a live transaction sends (client) or answers (server).
     pub fn peer(&self, tx: TxId) -> Option<Peer> {
-        self.txs.get(&tx).map(|t| t.peer)
+        self.txs.get(tx.0).map(|t| t.peer)
     }
 
     /// The kind of a live transaction.
     pub fn kind(&self, tx: TxId) -> Option<Kind> {
-        self.txs.get(&tx).map(|t| t.kind)
+        self.txs.get(tx.0).map(|t| t.kind)
     }
 
     /// The next thing to do, oldest first.
@@ -355,7 +359,7 @@ impl TransactionLayer {
                 break;
             }
             self.timers.remove(&(at, id, timer));
-            match self.txs.get_mut(&id) {
+            match self.txs.get_mut(id.0) {
                 Some(tx) => tx.armed.retain(|(t, _)| *t != timer),
                 None => continue,
             }
@@ -368,7 +372,7 @@ impl TransactionLayer {
     /// [`Action::TransportError`] then [`Action::Terminated`]. Returns false when `tx` is
     /// not alive.
     pub fn handle_transport_error(&mut self, tx: TxId, _now: Instant) -> bool {
-        if !self.txs.contains_key(&tx) {
+        if !self.txs.contains(tx.0) {
             return false;
         }
         tracing::debug!(%tx, "transport error");
@@ -381,13 +385,12 @@ impl TransactionLayer {
     /// `peer` (compared with its connection id), for a shell that learns of failures per
     /// destination. Returns how many transactions ended.
     pub fn handle_peer_unreachable(&mut self, peer: Peer, now: Instant) -> usize {
-        let mut ids: Vec<TxId> = self
+        let ids: Vec<TxId> = self
             .txs
             .iter()
             .filter(|(_, t)| t.peer == peer)
-            .map(|(id, _)| *id)
+            .map(|(id, _)| TxId(id))
             .collect();
-        ids.sort();
         for id in &ids {
             self.handle_transport_error(*id, now);
         }
@@ -396,22 +399,19 @@ impl TransactionLayer {
 
     // ---- plumbing shared by both sides ----------------------------------------------
 
-    fn new_id(&mut self) -> TxId {
-        let id = TxId(self.next_id);
-        self.next_id += 1;
-        id
-    }
-
-    fn insert(&mut self, id: TxId, tx: Tx) {
-        match &tx.key {
-            Key::Server(k) => self.server_keys.insert(Arc::clone(k), id),
-            Key::Client(k) => self.client_keys.insert(Arc::clone(k), id),
+    /// Files a new transaction under a fresh id and its key; `None` when the table is full.
+    fn insert(&mut self, tx: Tx) -> Option<TxId> {
+        let key = tx.key.clone();
+        let id = TxId(self.txs.insert(tx)?);
+        match key {
+            Key::Server(k) => self.server_keys.insert(k, id),
+            Key::Client(k) => self.client_keys.insert(k, id),
         };
-        self.txs.insert(id, Box::new(tx));
+        Some(id)
     }
 
     fn arm(&mut self, id: TxId, timer: Timer, at: Instant) {
-        if let Some(tx) = self.txs.get_mut(&id) {
+        if let Some(tx) = self.txs.get_mut(id.0) {
             if let Some(pos) = tx.armed.iter().position(|(t, _)| *t == timer) {
                 let (_, old) = tx.armed.swap_remove(pos);
                 self.timers.remove(&(old, id, timer));
@@ -426,7 +426,7 @@ impl TransactionLayer {
     }
 
     fn disarm(&mut self, id: TxId, timers: &[Timer]) {
-        if let Some(tx) = self.txs.get_mut(&id) {
+        if let Some(tx) = self.txs.get_mut(id.0) {
             tx.armed.retain(|&mut (t, at)| {
                 let keep = !timers.contains(&t);
                 if !keep {
@@ -438,7 +438,7 @@ impl TransactionLayer {
     }
 
     fn set_state(&mut self, id: TxId, state: State) {
-        if let Some(tx) = self.txs.get_mut(&id) {
+        if let Some(tx) = self.txs.get_mut(id.0) {
             tracing::trace!(%id, from = ?tx.state, to = ?state, "transaction state");
             tx.state = state;
         }
@@ -449,14 +449,14 @@ impl TransactionLayer {
     /// bytes to retransmit. Transactions linger for tens of seconds after that (timers D,
     /// J, L, M), so this is most of their memory.
     fn release_request(&mut self, id: TxId) {
-        if let Some(tx) = self.txs.get_mut(&id) {
+        if let Some(tx) = self.txs.get_mut(id.0) {
             tx.request = None;
             tx.bytes = Bytes::new();
         }
     }
 
     fn set_interval(&mut self, id: TxId, d: Duration) {
-        if let Some(tx) = self.txs.get_mut(&id) {
+        if let Some(tx) = self.txs.get_mut(id.0) {
             tx.interval = d;
         }
     }
@@ -481,7 +481,7 @@ impl TransactionLayer {
     }
 
     fn terminate(&mut self, id: TxId) {
-        let Some(tx) = self.txs.remove(&id) else {
+        let Some(tx) = self.txs.remove(id.0) else {
             return;
         };
         for (timer, at) in tx.armed {
@@ -508,13 +508,13 @@ impl TransactionLayer {
     }
 
     fn fire(&mut self, id: TxId, timer: Timer, at: Instant) {
-        let Some(tx) = self.txs.get(&id) else {
+        let Some(tx) = self.txs.get(id.0) else {
             return;
         };
         let (state, peer, interval) = (tx.state, tx.peer, tx.interval);
         let t2 = self.config.t2;
         let retransmit = |layer: &mut Self, next: Duration| {
-            if let Some(bytes) = layer.txs.get(&id).map(|t| t.bytes.clone()) {
+            if let Some(bytes) = layer.txs.get(id.0).map(|t| t.bytes.clone()) {
                 layer.transmit(peer, bytes);
             }
             layer.set_interval(id, next);

@@ -33,32 +33,31 @@ impl TransactionLayer {
             self.resend_last_response(id);
             return ServerOutcome::Absorbed;
         }
-        let id = self.new_id();
         let is_invite = req.method == Method::Invite;
         let is_cancel = req.method == Method::Cancel;
         let invite_key = is_cancel.then(|| key.with_method(Method::Invite));
-        self.insert(
-            id,
-            Tx {
-                kind: if is_invite {
-                    Kind::ServerInvite
-                } else {
-                    Kind::ServerNonInvite
-                },
-                state: if is_invite {
-                    State::Proceeding
-                } else {
-                    State::Trying
-                },
-                key: Key::Server(Arc::new(key)),
-                peer: response_target(&req, from),
-                request: None,
-                bytes: Bytes::new(),
-                ack: None,
-                interval: self.config.t1,
-                armed: SmallVec::new(),
+        let inserted = self.insert(Tx {
+            kind: if is_invite {
+                Kind::ServerInvite
+            } else {
+                Kind::ServerNonInvite
             },
-        );
+            state: if is_invite {
+                State::Proceeding
+            } else {
+                State::Trying
+            },
+            key: Key::Server(Arc::new(key)),
+            peer: response_target(&req, from),
+            request: None,
+            bytes: Bytes::new(),
+            ack: None,
+            interval: self.config.t1,
+            armed: SmallVec::new(),
+        });
+        let Some(id) = inserted else {
+            return ServerOutcome::Invalid("no room for another transaction");
+        };
         match invite_key {
             // §9.2: the INVITE with the same branch, sent-by and CSeq number.
             Some(k) => ServerOutcome::Cancel {
@@ -74,7 +73,7 @@ impl TransactionLayer {
     /// Completed; silent in Trying), RFC 6026 §7.1 (silent in Accepted), silent in
     /// Confirmed.
     fn resend_last_response(&mut self, id: TxId) {
-        let Some(tx) = self.txs.get(&id) else {
+        let Some(tx) = self.txs.get(id.0) else {
             return;
         };
         if matches!(tx.state, State::Proceeding | State::Completed) && !tx.bytes.is_empty() {
@@ -87,7 +86,7 @@ impl TransactionLayer {
         let Some((id, state, peer)) = self
             .server_keys
             .get(key)
-            .and_then(|id| self.txs.get(id).map(|t| (*id, t.state, t.peer)))
+            .and_then(|id| self.txs.get(id.0).map(|t| (*id, t.state, t.peer)))
         else {
             // The ACK for a 2xx: a transaction of its own kind, the TU's (RFC 6026 §6).
             return ServerOutcome::Ack(req);
@@ -117,7 +116,7 @@ impl TransactionLayer {
         if !(100..=699).contains(&code) {
             return Err(TxError::BadStatus(code));
         }
-        let tx = self.txs.get_mut(&id).ok_or(TxError::Unknown)?;
+        let tx = self.txs.get_mut(id.0).ok_or(TxError::Unknown)?;
         let (kind, peer) = (tx.kind, tx.peer);
         match (kind, tx.state) {
             (Kind::ServerInvite, State::Proceeding)
