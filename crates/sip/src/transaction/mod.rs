@@ -271,7 +271,8 @@ struct Tx {
     ack: Option<Bytes>,
     /// Current retransmission interval of timer A, E or G.
     interval: Duration,
-    /// The armed timers (a few at most), mirrored in [`TransactionLayer::timers`].
+    /// The armed timers (a few at most), mirrored in [`TransactionLayer::timers`] or
+    /// [`TransactionLayer::queues`]; an entry there that is not here is stale.
     armed: SmallVec<[(Timer, Instant); 3]>,
 }
 
@@ -285,8 +286,18 @@ pub struct TransactionLayer {
     server_keys: GrowingMap<Arc<ServerKey>, TxId>,
     client_keys: GrowingMap<Arc<ClientKey>, TxId>,
     timers: BTreeSet<(Instant, TxId, Timer)>,
+    /// The timers that only absorb retransmissions ([`QUEUED`]): armed once, for the same
+    /// time, and nearly always left to run out, they are most of the timers alive (tens of
+    /// seconds of them). Each has a queue in the order armed (so also the order due),
+    /// which costs no search to add to or take from; one disarmed early stays in its queue
+    /// until due and is skipped then.
+    queues: [VecDeque<(Instant, TxId)>; QUEUED.len()],
     actions: VecDeque<Action>,
 }
+
+/// The timers kept in queues rather than the ordered set: those that only absorb
+/// retransmissions, each always armed for the same time.
+const QUEUED: [Timer; 6] = [Timer::D, Timer::I, Timer::J, Timer::K, Timer::L, Timer::M];
 
 /// How far in the future a timer too large for `Instant` is put.
 const FAR: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -306,6 +317,7 @@ impl TransactionLayer {
             server_keys: GrowingMap::new(),
             client_keys: GrowingMap::new(),
             timers: BTreeSet::new(),
+            queues: Default::default(),
             actions: VecDeque::new(),
         }
     }
@@ -347,23 +359,56 @@ impl TransactionLayer {
     /// When [`TransactionLayer::handle_timeout`] must be called next: the earliest armed
     /// timer.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|(t, _, _)| *t)
+        let queued = self
+            .queues
+            .iter()
+            .filter_map(|q| q.front().map(|(at, _)| *at));
+        self.timers
+            .first()
+            .map(|(t, _, _)| *t)
+            .into_iter()
+            .chain(queued)
+            .min()
     }
 
     /// Fires every timer due at or before `now`, in order. Timers re-armed while firing
     /// count from when they were due, not from `now`, so a late call catches up on the
     /// exact schedule.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&(at, id, timer)) = self.timers.first() {
+        loop {
+            // The earliest of the ordered set's first and the queues' fronts.
+            let mut next = self.timers.first().map(|&(at, id, t)| ((at, id, t), None));
+            for (q, queue) in self.queues.iter().enumerate() {
+                if let Some(&(at, id)) = queue.front() {
+                    let entry = (at, id, QUEUED[q]);
+                    if next.is_none_or(|(best, _)| entry < best) {
+                        next = Some((entry, Some(q)));
+                    }
+                }
+            }
+            let Some(((at, id, timer), queue)) = next else {
+                break;
+            };
             if at > now {
                 break;
             }
-            self.timers.remove(&(at, id, timer));
-            match self.txs.get_mut(id.0) {
-                Some(tx) => tx.armed.retain(|(t, _)| *t != timer),
-                None => continue,
+            match queue {
+                Some(q) => {
+                    self.queues[q].pop_front();
+                }
+                None => {
+                    self.timers.remove(&(at, id, timer));
+                }
             }
-            self.fire(id, timer, at);
+            // Only if still armed for this instant (a queue keeps disarmed entries).
+            let armed = self.txs.get_mut(id.0).and_then(|tx| {
+                let pos = tx.armed.iter().position(|&e| e == (timer, at))?;
+                tx.armed.swap_remove(pos);
+                Some(())
+            });
+            if armed.is_some() {
+                self.fire(id, timer, at);
+            }
         }
     }
 
@@ -417,7 +462,15 @@ impl TransactionLayer {
                 self.timers.remove(&(old, id, timer));
             }
             tx.armed.push((timer, at));
-            self.timers.insert((at, id, timer));
+            // Queued when it keeps its queue in order (it does unless the clock went back).
+            match QUEUED.iter().position(|&t| t == timer) {
+                Some(q) if self.queues[q].back().is_none_or(|&(last, _)| last <= at) => {
+                    self.queues[q].push_back((at, id));
+                }
+                _ => {
+                    self.timers.insert((at, id, timer));
+                }
+            }
         }
     }
 

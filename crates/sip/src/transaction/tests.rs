@@ -1364,3 +1364,52 @@ mod properties {
         }
     }
 }
+
+// ---- queued timers -------------------------------------------------------------------
+
+#[test]
+fn queued_timers_fire_in_order_and_a_disarmed_one_never_fires() {
+    let mut l = TransactionLayer::new(TimerConfig::default());
+    let t0 = Instant::now();
+    // Three OPTIONS answered one second apart: timer J (32 s) for each, queued in order.
+    let ids: Vec<TxId> = (0..3u64)
+        .map(|i| {
+            let req = request("OPTIONS", &format!("z9hG4bKq{i}"));
+            let id = new_server_tx(&mut l, &req, udp(), t0 + secs(i));
+            l.respond(id, resp(&req, 200), t0 + secs(i)).unwrap();
+            id
+        })
+        .collect();
+    actions(&mut l);
+    assert_eq!(l.poll_timeout(), Some(t0 + secs(32)));
+    // The second one ends early: its queue entry stays but is skipped when due.
+    assert!(l.handle_transport_error(ids[1], t0 + secs(5)));
+    actions(&mut l);
+    let (_, other) = run_until(&mut l, t0, secs(40));
+    assert_eq!(
+        other,
+        vec![Action::Terminated(ids[0]), Action::Terminated(ids[2])]
+    );
+    assert_eq!(l.poll_timeout(), None);
+    assert!(l.is_empty());
+}
+
+#[test]
+fn a_clock_that_goes_back_still_fires_every_queued_timer_in_order() {
+    let mut l = TransactionLayer::new(TimerConfig::default());
+    let t0 = Instant::now() + secs(60);
+    let late = request("OPTIONS", "z9hG4bKlate");
+    let id_late = new_server_tx(&mut l, &late, udp(), t0 + secs(10));
+    l.respond(id_late, resp(&late, 200), t0 + secs(10)).unwrap();
+    // Armed for an earlier instant than the queue's last: kept in order all the same.
+    let early = request("OPTIONS", "z9hG4bKearly");
+    let id_early = new_server_tx(&mut l, &early, udp(), t0);
+    l.respond(id_early, resp(&early, 200), t0).unwrap();
+    actions(&mut l);
+    assert_eq!(l.poll_timeout(), Some(t0 + secs(32)));
+    l.handle_timeout(t0 + secs(32));
+    assert_eq!(actions(&mut l), vec![Action::Terminated(id_early)]);
+    l.handle_timeout(t0 + secs(42));
+    assert_eq!(actions(&mut l), vec![Action::Terminated(id_late)]);
+    assert_eq!(l.poll_timeout(), None);
+}
