@@ -16,10 +16,10 @@
 #
 #   --quick        smoke run: direct at "500 1000", fork at "500", 3 s per step
 #   --rates        offered rates of the direct scenario in calls/s, rising (default 1000 2000
-#                  3000 4000 5000 6000 7000 8000 9000 10000 11000 12000 14000 16000: high
+#                  3000 4000 5000 6000 7000 8000 9000 10000 11000 12000 13000 14000 16000: high
 #                  enough that a fast 2-core machine still reaches both subjects' limits)
 #   --fork-rates   offered rates of the fork scenario in calls/s, rising (default 500 1000
-#                  1500 2000 3000 4000 5000 6000 7000 8000 10000)
+#                  1500 2000 3000 4000 5000 6000 7000 8000 9000 10000)
 #   --seconds      length of a step: each step places rate x seconds calls (default 10)
 #   --hold         milliseconds between the ACK and the BYE of every call (default 1000)
 #   --answer-after milliseconds the answering contact rings before its 200 in the fork
@@ -71,8 +71,8 @@ root=$(cd "$here/.." && pwd)
 # shellcheck source=bench/lib.sh
 . "$here/lib.sh"
 
-rates="1000 2000 3000 4000 5000 6000 7000 8000 9000 10000 11000 12000 14000 16000"
-fork_rates="500 1000 1500 2000 3000 4000 5000 6000 7000 8000 10000"
+rates="1000 2000 3000 4000 5000 6000 7000 8000 9000 10000 11000 12000 13000 14000 16000"
+fork_rates="500 1000 1500 2000 3000 4000 5000 6000 7000 8000 9000 10000"
 seconds=10
 hold=1000
 answer_after=100
