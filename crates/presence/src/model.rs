@@ -299,6 +299,7 @@ pub enum LegState {
 /// This table and [`Presence`]'s `by_call` grow with the calls in progress (a team or a
 /// busy person can have thousands), so they grow incrementally (`griddle`) rather than
 /// doubling all at once and stalling the core thread.
+///
 /// Legs are filed by call id, then leg id: a lookup by `&str` then needs no key made.
 #[derive(Default)]
 struct PersonLegs {

@@ -8,7 +8,6 @@ use crate::msg::prelude::*;
 use crate::msg::{Method, Request, Response, Version};
 use crate::peer::Peer;
 use bytes::Bytes;
-use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,25 +32,16 @@ impl TransactionLayer {
         }
         let is_invite = req.method == Method::Invite;
         let bytes = Bytes::from(crate::wire::request_bytes(&req));
+        let kind = if is_invite {
+            Kind::ClientInvite
+        } else {
+            Kind::ClientNonInvite
+        };
         let id = self
             .insert(Tx {
-                kind: if is_invite {
-                    Kind::ClientInvite
-                } else {
-                    Kind::ClientNonInvite
-                },
-                state: if is_invite {
-                    State::Calling
-                } else {
-                    State::Trying
-                },
-                key: Key::Client(Arc::new(key)),
-                peer: to,
                 request: Some(Box::new(req)),
                 bytes: bytes.clone(),
-                ack: None,
-                interval: self.config.t1,
-                armed: SmallVec::new(),
+                ..Tx::new(kind, Key::Client(Arc::new(key)), to, self.config.t1)
             })
             .ok_or(TxError::Full)?;
         self.transmit(to, bytes);

@@ -276,6 +276,28 @@ struct Tx {
     armed: SmallVec<[(Timer, Instant); 3]>,
 }
 
+impl Tx {
+    /// A transaction of `kind` in its first state (§17.1.1, §17.1.2, §17.2.1, §17.2.2),
+    /// with no request or bytes kept and no timer armed yet.
+    fn new(kind: Kind, key: Key, peer: Peer, interval: Duration) -> Tx {
+        Tx {
+            kind,
+            state: match kind {
+                Kind::ClientInvite => State::Calling,
+                Kind::ServerInvite => State::Proceeding,
+                Kind::ClientNonInvite | Kind::ServerNonInvite => State::Trying,
+            },
+            key,
+            peer,
+            request: None,
+            bytes: Bytes::new(),
+            ack: None,
+            interval,
+            armed: SmallVec::new(),
+        }
+    }
+}
+
 /// All transactions of an element. See the [module documentation](self).
 pub struct TransactionLayer {
     config: TimerConfig,

@@ -6,7 +6,6 @@ use crate::message::response_target;
 use crate::msg::{Method, Request, Response};
 use crate::peer::Peer;
 use bytes::Bytes;
-use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,25 +35,18 @@ impl TransactionLayer {
         let is_invite = req.method == Method::Invite;
         let is_cancel = req.method == Method::Cancel;
         let invite_key = is_cancel.then(|| key.with_method(Method::Invite));
-        let inserted = self.insert(Tx {
-            kind: if is_invite {
-                Kind::ServerInvite
-            } else {
-                Kind::ServerNonInvite
-            },
-            state: if is_invite {
-                State::Proceeding
-            } else {
-                State::Trying
-            },
-            key: Key::Server(Arc::new(key)),
-            peer: response_target(&req, from),
-            request: None,
-            bytes: Bytes::new(),
-            ack: None,
-            interval: self.config.t1,
-            armed: SmallVec::new(),
-        });
+        let kind = if is_invite {
+            Kind::ServerInvite
+        } else {
+            Kind::ServerNonInvite
+        };
+        let peer = response_target(&req, from);
+        let inserted = self.insert(Tx::new(
+            kind,
+            Key::Server(Arc::new(key)),
+            peer,
+            self.config.t1,
+        ));
         let Some(id) = inserted else {
             return ServerOutcome::Invalid("no room for another transaction");
         };
