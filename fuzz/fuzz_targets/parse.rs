@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = proxy::pop_own_routes(&mut routed, |u| proxy::uri_target(u).is_some());
             let _ = proxy::uri_target(&proxy::next_hop_uri(&routed));
             let via = proxy::via_value(
-                switchboard_sip::peer::Transport::Udp,
+                switchboard_sip::transport::Transport::Udp,
                 "127.0.0.1:5060".parse().unwrap(),
                 &proxy::branch(proxy::loop_key(&req), 1),
             );

@@ -3,7 +3,8 @@
 use crate::msg::headers::{Header, Headers};
 use crate::msg::prelude::*;
 use crate::msg::{Method, Request, Response, StatusCode, Version};
-use crate::peer::{Peer, Transport};
+use crate::peer::Peer;
+use crate::transport::Transport;
 use std::net::{IpAddr, SocketAddr};
 
 /// A request refused before it reaches its handler, and how to answer it.

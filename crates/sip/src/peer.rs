@@ -1,38 +1,8 @@
 //! Where a message came from or goes to.
 
+use crate::transport::Transport;
 use std::fmt;
 use std::net::SocketAddr;
-
-/// The transport protocol of a SIP hop (RFC 3261 §18).
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
-
-impl Transport {
-    /// Reliable transports carry no retransmissions (RFC 3261 §17.1.1.2, §17.1.2.2).
-    pub fn is_reliable(self) -> bool {
-        matches!(self, Transport::Tcp)
-    }
-
-    /// The token used in a Via header (`SIP/2.0/UDP`).
-    pub fn via_token(self) -> &'static str {
-        match self {
-            Transport::Udp => "UDP",
-            Transport::Tcp => "TCP",
-        }
-    }
-}
-
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.via_token())
-    }
-}
 
 /// Identifies one accepted or opened stream connection.
 pub type ConnId = u64;

@@ -11,8 +11,8 @@ use crate::message::{split_first_value, split_values};
 use crate::msg::headers::Header;
 use crate::msg::prelude::*;
 use crate::msg::{Request, Response, Uri};
-use crate::peer::Transport;
 use crate::transaction::MAGIC_COOKIE;
+use crate::transport::Transport;
 use std::net::{IpAddr, SocketAddr};
 
 /// What follows the magic cookie in the branches this proxy makes: the loop-detection key
@@ -174,10 +174,7 @@ pub fn push_host_port(out: &mut String, addr: SocketAddr) {
 /// A URI naming this proxy at `local` for a Record-Route or Route header, with `lr`
 /// (loose routing, §16.6 step 4) and the given extra parameters (`;name=value…`).
 pub fn own_uri(transport: Transport, local: SocketAddr, params: &str) -> String {
-    let t = match transport {
-        Transport::Udp => "",
-        Transport::Tcp => ";transport=tcp",
-    };
+    let t = transport.uri_suffix();
     let mut out = String::with_capacity(40 + params.len());
     out.push_str("<sip:");
     push_host_port(&mut out, local);
@@ -333,14 +330,12 @@ pub fn uri_param<'a>(uri: &'a str, name: &str) -> Option<&'a str> {
 /// or an unreadable URI.
 pub fn uri_target(uri: &str) -> Option<(Transport, SocketAddr)> {
     let transport = match uri_param(uri, "transport") {
-        Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
-        Some(t) if t.eq_ignore_ascii_case("udp") => Transport::Udp,
+        Some(t) => Transport::from_param(t)?,
         None => Transport::Udp,
-        Some(_) => return None,
     };
     // Nearly every URI a proxy routes by (Record-Route, Contact) names an IP address: read
     // that directly; anything else goes to the full URI parser.
-    if let Some(addr) = ip_host_port(strip_angle(uri)) {
+    if let Some(addr) = ip_host_port(strip_angle(uri), transport.default_port()) {
         return Some((transport, addr));
     }
     let parsed = Uri::try_from(strip_angle(uri)).ok()?;
@@ -357,13 +352,14 @@ pub fn uri_target(uri: &str) -> Option<(Transport, SocketAddr)> {
         .port
         .as_ref()
         .map(|p| p.value())
-        .unwrap_or(5060);
+        .unwrap_or(transport.default_port());
     Some((transport, SocketAddr::new(ip, port)))
 }
 
-/// The `IP[:port]` host of a plain `sip:` URI (`sip:[user@]IP[:port][;params]`), port 5060
-/// when absent; `None` when the URI is anything else (a host name, another scheme, headers).
-fn ip_host_port(uri: &str) -> Option<SocketAddr> {
+/// The `IP[:port]` host of a plain `sip:` URI (`sip:[user@]IP[:port][;params]`), port
+/// `default_port` when absent; `None` when the URI is anything else (a host name, another
+/// scheme, headers).
+fn ip_host_port(uri: &str, default_port: u16) -> Option<SocketAddr> {
     let scheme = uri.get(..4)?;
     if !scheme.eq_ignore_ascii_case("sip:") {
         return None;
@@ -383,7 +379,7 @@ fn ip_host_port(uri: &str) -> Option<SocketAddr> {
         },
     };
     let port = match port {
-        "" => 5060,
+        "" => default_port,
         p => p.strip_prefix(':')?.parse::<u16>().ok()?,
     };
     Some(SocketAddr::new(ip, port))
@@ -421,11 +417,7 @@ pub fn response_destination(resp: &Response) -> Option<(Transport, SocketAddr)> 
     let head = via.split(';').next()?;
     let mut words = head.split_whitespace();
     let proto = words.next()?;
-    let transport = if proto.to_ascii_uppercase().ends_with("/TCP") {
-        Transport::Tcp
-    } else {
-        Transport::Udp
-    };
+    let transport = Transport::from_via_protocol(proto).unwrap_or(Transport::Udp);
     let sent_by = words.next()?;
     let param = |name: &str| {
         via.split(';').skip(1).find_map(|p| {
@@ -454,7 +446,7 @@ pub fn response_destination(resp: &Response) -> Option<(Transport, SocketAddr)> 
     let port = param("rport")
         .and_then(|p| p.parse().ok())
         .or(port)
-        .unwrap_or(5060);
+        .unwrap_or(transport.default_port());
     Some((transport, SocketAddr::new(ip, port)))
 }
 
@@ -746,13 +738,13 @@ mod tests {
             "sip:bob@host.example:5060",
             "sip:999.0.0.1",
         ] {
-            if let Some(fast) = ip_host_port(u) {
+            if let Some(fast) = ip_host_port(u, 5060) {
                 assert_eq!(Some(fast), full(u), "{u}");
             }
         }
-        assert_eq!(ip_host_port("sip:bob@host.example:5060"), None);
-        assert_eq!(ip_host_port("sips:10.0.0.2"), None);
-        assert_eq!(ip_host_port("sip:bob@10.0.0.2:70000"), None);
+        assert_eq!(ip_host_port("sip:bob@host.example:5060", 5060), None);
+        assert_eq!(ip_host_port("sips:10.0.0.2", 5060), None);
+        assert_eq!(ip_host_port("sip:bob@10.0.0.2:70000", 5060), None);
     }
 
     #[test]

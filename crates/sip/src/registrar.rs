@@ -12,7 +12,8 @@
 use crate::message::split_values;
 use crate::msg::headers::Header;
 use crate::msg::Request;
-use crate::peer::{Peer, Transport};
+use crate::peer::{ConnId, Peer};
+use crate::transport::Transport;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -45,6 +46,12 @@ pub struct Binding {
     /// Where the REGISTER came from: requests for this contact go there (NAT traversal).
     pub transport: Transport,
     pub source: SocketAddr,
+    /// The connection the REGISTER came over, for a stream transport: the binding's flow
+    /// (RFC 5626), the only way to reach a phone whose port is an ephemeral one. Not
+    /// stored: connection ids are this process's, and a flow ends with the process (or
+    /// with the connection, [`Registrar::flow_closed`]); `None` then.
+    #[serde(skip)]
+    pub conn: Option<ConnId>,
     pub user_agent: Option<String>,
     /// Unix time (s) of the first registration of this binding.
     pub registered_at: u64,
@@ -67,13 +74,22 @@ impl Binding {
         }
     }
 
-    /// The address to send requests for this binding to (the REGISTER's source).
+    /// The address to send requests for this binding to (the REGISTER's source), over
+    /// its flow where it has one.
     pub fn peer(&self) -> Peer {
         Peer {
             transport: self.transport,
             addr: self.source,
-            conn: None,
+            conn: self.conn,
         }
+    }
+
+    /// Whether requests for this binding can only go over its flow, and that flow is gone:
+    /// a stream transport whose connection closed (or belonged to an earlier run). Such a
+    /// binding is unreachable until the phone registers again; dialling its source would
+    /// reach an ephemeral port nobody listens on.
+    pub fn flow_gone(&self) -> bool {
+        self.transport.is_stream() && self.conn.is_none()
     }
 
     fn contact_header_value(&self, now: u64) -> String {
@@ -221,6 +237,30 @@ impl Registrar {
             .get(aor)?
             .iter()
             .find(|b| b.key() == *key && b.live_at(now))
+    }
+
+    /// The connection `conn` closed: the bindings registered over it lose their flow
+    /// ([`Binding::flow_gone`]). Returns how many did. (A scan of the table: connections
+    /// close far more rarely than calls are routed.)
+    pub fn flow_closed(&mut self, conn: ConnId) -> usize {
+        let mut n = 0;
+        for b in self.table.values_mut().flat_map(|bs| bs.iter_mut()) {
+            if b.conn == Some(conn) {
+                b.conn = None;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Until when (Unix seconds) the connection `conn` carries a live binding of `aor`.
+    pub fn flow_expiry(&self, aor: &str, conn: ConnId) -> Option<u64> {
+        self.table
+            .get(aor)?
+            .iter()
+            .filter(|b| b.conn == Some(conn))
+            .map(|b| b.expires_at)
+            .max()
     }
 
     /// Number of bindings in the table.
@@ -407,6 +447,7 @@ impl Registrar {
                 reg_id: c.reg_id,
                 transport: source.transport,
                 source: source.addr,
+                conn: source.conn.filter(|_| source.transport.is_stream()),
                 user_agent: user_agent.clone(),
                 registered_at: now,
             };

@@ -1,27 +1,101 @@
-//! The async shell's sockets: UDP and TCP listeners (RFC 3261 §18), IPv4 and IPv6.
-//!
-//! Listeners read bytes, frame them (TCP, by Content-Length), check and parse them with
-//! [`crate::parse`] on the I/O task, and hand each result to the core through a channel.
-//! Datagrams are sent from the caller's thread without waiting; only a full kernel buffer
-//! makes them queue, in order, for the socket's sender task.
-//! Responses to a request that came over TCP go back over the same connection. Limits are
-//! explicit: message size and header count ([`Limits`]), number of TCP connections, idle
-//! timeout. Nothing received can panic a task: parse errors become [`Inbound::Invalid`].
+//! Transports as the protocol sees them, with no sockets: which transport a hop uses and
+//! every fact that follows from it, the listeners' addresses, and the events the socket
+//! layer (the `switchboard-net` crate) hands to the core.
 
 use crate::msg::SipMessage;
-use crate::parse::{frame, parse, Framing, Limits, ParseError};
-use crate::peer::{ConnId, Peer, Transport};
-use bytes::{Bytes, BytesMut};
-use std::collections::HashMap;
+use crate::parse::ParseError;
+use crate::peer::Peer;
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+
+/// The transport protocol of a SIP hop (RFC 3261 §18). Every per-transport fact lives in
+/// its methods, so that a new transport is one more variant and one more arm in each.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    /// Every transport, in the order listeners are reported.
+    pub const ALL: [Transport; 2] = [Transport::Udp, Transport::Tcp];
+
+    /// Reliable transports carry no retransmissions (RFC 3261 §17.1.1.2, §17.1.2.2).
+    pub fn is_reliable(self) -> bool {
+        match self {
+            Transport::Udp => false,
+            Transport::Tcp => true,
+        }
+    }
+
+    /// Stream transports frame messages by Content-Length, which every message must carry
+    /// (§18.3), and answer over the connection a request came on (§18.2.2).
+    pub fn is_stream(self) -> bool {
+        match self {
+            Transport::Udp => false,
+            Transport::Tcp => true,
+        }
+    }
+
+    /// The token used in a Via header (`SIP/2.0/UDP`).
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+
+    /// The value of a URI's `transport` parameter, and the name in a listen address.
+    pub fn param(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+
+    /// What a SIP URI reached over this transport carries to say so: nothing for UDP, the
+    /// default of a `sip:` URI (RFC 3261 §19.1.2), `;transport=tcp` otherwise.
+    pub fn uri_suffix(self) -> &'static str {
+        match self {
+            Transport::Udp => "",
+            Transport::Tcp => ";transport=tcp",
+        }
+    }
+
+    /// The port of a `sip:` URI that names none (RFC 3261 §19.1.2).
+    pub fn default_port(self) -> u16 {
+        match self {
+            Transport::Udp | Transport::Tcp => 5060,
+        }
+    }
+
+    /// The transport a URI's `transport` parameter names (case-insensitive); `None` for
+    /// one this server does not speak.
+    pub fn from_param(value: &str) -> Option<Transport> {
+        Transport::ALL
+            .into_iter()
+            .find(|t| t.param().eq_ignore_ascii_case(value))
+    }
+
+    /// The transport of a Via's sent-protocol (`SIP/2.0/TCP`); `None` for one this server
+    /// does not speak.
+    pub fn from_via_protocol(protocol: &str) -> Option<Transport> {
+        let token = protocol.rsplit('/').next()?;
+        Transport::ALL
+            .into_iter()
+            .find(|t| t.via_token().eq_ignore_ascii_case(token))
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.via_token())
+    }
+}
 
 /// A configured listening address: `udp:127.0.0.1:5060`, `tcp:[::1]:5060`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,11 +111,8 @@ impl FromStr for ListenAddr {
         let (proto, addr) = s.split_once(':').ok_or_else(|| {
             format!("{s:?} is not of the form udp:ADDRESS:PORT or tcp:ADDRESS:PORT")
         })?;
-        let transport = match proto.to_ascii_lowercase().as_str() {
-            "udp" => Transport::Udp,
-            "tcp" => Transport::Tcp,
-            other => return Err(format!("unknown transport {other:?} (udp or tcp)")),
-        };
+        let transport = Transport::from_param(proto)
+            .ok_or_else(|| format!("unknown transport {proto:?} (udp or tcp)"))?;
         let addr = addr
             .parse::<SocketAddr>()
             .map_err(|_| format!("{addr:?} is not an address and port (IPv6 as [::1]:5060)"))?;
@@ -51,24 +122,11 @@ impl FromStr for ListenAddr {
 
 impl fmt::Display for ListenAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}",
-            self.transport.via_token().to_ascii_lowercase(),
-            self.addr
-        )
+        write!(f, "{}:{}", self.transport.param(), self.addr)
     }
 }
 
-/// Settings of the transport layer.
-#[derive(Clone, Copy, Debug)]
-pub struct TransportConfig {
-    pub limits: Limits,
-    pub max_tcp_connections: usize,
-    pub tcp_idle_timeout: Duration,
-}
-
-/// What the transport layer hands to the core.
+/// What the socket layer hands to the core.
 // Nearly every item is a Message: boxing it would cost an allocation per message.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
@@ -81,501 +139,36 @@ pub enum Inbound {
     },
     /// A message that failed them, with the means to answer it.
     Invalid { error: ParseError, peer: Peer },
+    /// Messages to `peer` could not be sent and will not be: a connection could not be
+    /// opened, the connection `peer.conn` names is gone, or its queue is stuck. What was
+    /// sent to it is lost, so transactions waiting on it end at once (RFC 3261 §17.1.4,
+    /// §17.2.4) instead of after their timers.
+    Unreachable { peer: Peer, why: Unreachable },
+    /// The stream connection `peer.conn` closed (either side, or idle). Messages already
+    /// received from it stand; flows registered over it are gone (RFC 5626 §5.2).
+    Closed { peer: Peer },
 }
 
-/// Counters kept by the transport layer.
-#[derive(Debug, Default)]
-pub struct TransportStats {
-    pub received: AtomicU64,
-    /// Messages that could not be read and got no response.
-    pub dropped: AtomicU64,
-    /// Messages answered with 400/501 before parsing succeeded.
-    pub rejected: AtomicU64,
-    pub tcp_open: AtomicUsize,
-    pub tcp_refused: AtomicU64,
-    pub send_errors: AtomicU64,
+/// Why a peer could not be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unreachable {
+    /// Opening a connection failed (refused, timed out, no route).
+    ConnectFailed,
+    /// The connection a message was meant for is closed, and a new one must not be
+    /// opened for it (a registered flow, RFC 5626 §5.3).
+    FlowGone,
+    /// The socket refused the message (a full queue, no socket of the address family).
+    SendFailed,
 }
 
-/// The open TCP connections: by id, and by remote address for reuse (RFC 3261 §18.1.1:
-/// a request to an address we already have a connection with goes over it).
-#[derive(Default)]
-struct Conns {
-    by_id: HashMap<ConnId, (SocketAddr, mpsc::Sender<Bytes>)>,
-    by_addr: HashMap<SocketAddr, ConnId>,
-}
-
-impl Conns {
-    fn insert(&mut self, id: ConnId, addr: SocketAddr, tx: mpsc::Sender<Bytes>) {
-        self.by_id.insert(id, (addr, tx));
-        self.by_addr.insert(addr, id);
+impl fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Unreachable::ConnectFailed => "connection could not be opened",
+            Unreachable::FlowGone => "connection closed",
+            Unreachable::SendFailed => "send failed",
+        })
     }
-
-    fn remove(&mut self, id: ConnId) {
-        if let Some((addr, _)) = self.by_id.remove(&id) {
-            if self.by_addr.get(&addr) == Some(&id) {
-                self.by_addr.remove(&addr);
-            }
-        }
-    }
-
-    /// The connection `peer` names, else any open one to its address.
-    fn sender(&self, peer: Peer) -> Option<mpsc::Sender<Bytes>> {
-        peer.conn
-            .and_then(|id| self.by_id.get(&id))
-            .or_else(|| {
-                self.by_addr
-                    .get(&peer.addr)
-                    .and_then(|id| self.by_id.get(id))
-            })
-            .map(|(_, tx)| tx.clone())
-    }
-}
-
-/// Most messages queued for one TCP connection before it counts as stuck and is closed.
-const TCP_SEND_QUEUE: usize = 1024;
-/// The queue of a UDP socket's sender task (where to, what), and how many datagrams wait in
-/// it: while any do, later ones queue behind them, so that their order is kept.
-struct SendQueue {
-    tx: mpsc::Sender<(SocketAddr, Bytes)>,
-    waiting: Arc<AtomicUsize>,
-}
-
-/// Most datagrams waiting for a UDP socket's sender task before new ones are dropped.
-const UDP_SEND_QUEUE: usize = 65_536;
-
-/// Receive and send buffer asked of the kernel for UDP sockets.
-const UDP_BUFFER: usize = 4 * 1024 * 1024;
-
-/// The sockets of the daemon and the way to send through them.
-#[derive(Clone)]
-pub struct Transports {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    config: TransportConfig,
-    /// Each UDP socket with the queue of its sender task.
-    udp: Vec<(SocketAddr, Arc<UdpSocket>, SendQueue)>,
-    tcp: Vec<SocketAddr>,
-    conns: Mutex<Conns>,
-    next_conn: AtomicU64,
-    /// Where messages received over connections this side opened go.
-    sink: mpsc::Sender<Inbound>,
-    stats: TransportStats,
-    server: String,
-}
-
-impl Transports {
-    /// Binds every listener and starts its tasks; inbound messages go to `sink`.
-    /// `server` is the Server header value of responses the transport writes itself.
-    pub async fn bind(
-        listen: &[ListenAddr],
-        config: TransportConfig,
-        sink: mpsc::Sender<Inbound>,
-        server: String,
-    ) -> std::io::Result<Self> {
-        let mut udp_sockets = Vec::new();
-        let mut tcp_listeners = Vec::new();
-        for l in listen {
-            match l.transport {
-                Transport::Udp => {
-                    let sock = bind_udp(l.addr)?;
-                    let local = sock.local_addr()?;
-                    udp_sockets.push((local, Arc::new(sock)));
-                }
-                Transport::Tcp => {
-                    let listener = bind_tcp(l.addr)?;
-                    tcp_listeners.push(listener);
-                }
-            }
-        }
-        let tcp = tcp_listeners
-            .iter()
-            .map(|l| l.local_addr())
-            .collect::<std::io::Result<Vec<_>>>()?;
-        let mut senders = Vec::new();
-        let udp = udp_sockets
-            .into_iter()
-            .map(|(local, sock)| {
-                let (tx, rx) = mpsc::channel(UDP_SEND_QUEUE);
-                let waiting = Arc::new(AtomicUsize::new(0));
-                senders.push((sock.clone(), rx, waiting.clone()));
-                (local, sock, SendQueue { tx, waiting })
-            })
-            .collect();
-        let inner = Arc::new(Inner {
-            config,
-            udp,
-            tcp,
-            conns: Mutex::new(Conns::default()),
-            next_conn: AtomicU64::new(1),
-            sink: sink.clone(),
-            stats: TransportStats::default(),
-            server,
-        });
-        let this = Transports { inner };
-        for (local, sock, _) in &this.inner.udp {
-            tracing::info!(transport = "udp", addr = %local, "listening");
-            tokio::spawn(udp_loop(this.clone(), sock.clone(), *local, sink.clone()));
-        }
-        for (sock, rx, waiting) in senders {
-            tokio::spawn(udp_sender(this.clone(), sock, rx, waiting));
-        }
-        for listener in tcp_listeners {
-            let local = listener.local_addr()?;
-            tracing::info!(transport = "tcp", addr = %local, "listening");
-            tokio::spawn(tcp_accept_loop(this.clone(), listener, local, sink.clone()));
-        }
-        Ok(this)
-    }
-
-    /// Local addresses of the listeners.
-    pub fn local_addrs(&self) -> Vec<ListenAddr> {
-        let mut v: Vec<ListenAddr> = self
-            .inner
-            .udp
-            .iter()
-            .map(|(a, _, _)| ListenAddr {
-                transport: Transport::Udp,
-                addr: *a,
-            })
-            .collect();
-        v.extend(self.inner.tcp.iter().map(|a| ListenAddr {
-            transport: Transport::Tcp,
-            addr: *a,
-        }));
-        v
-    }
-
-    pub fn stats(&self) -> &TransportStats {
-        &self.inner.stats
-    }
-
-    /// Sends bytes to a peer: over its connection for TCP, from the UDP socket of the
-    /// peer's address family otherwise. Never blocks; failures are counted and logged.
-    pub fn send(&self, peer: Peer, bytes: Bytes) {
-        match peer.transport {
-            Transport::Udp => {
-                let Some((sock, queue)) = self.udp_socket_for(peer.addr) else {
-                    self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(to = %peer, "no UDP socket for this address family");
-                    return;
-                };
-                // Sent at once unless the kernel's buffer is full, or earlier datagrams
-                // already wait for it: then the socket's sender task sends it when it can.
-                if queue.waiting.load(Ordering::Acquire) == 0 {
-                    match sock.try_send_to(&bytes, peer.addr) {
-                        Ok(_) => return,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) => {
-                            self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(to = %peer, error = %e, "UDP send failed");
-                            return;
-                        }
-                    }
-                }
-                queue.waiting.fetch_add(1, Ordering::AcqRel);
-                if queue.tx.try_send((peer.addr, bytes)).is_err() {
-                    queue.waiting.fetch_sub(1, Ordering::AcqRel);
-                    self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(to = %peer, "UDP send queue full; message dropped");
-                }
-            }
-            Transport::Tcp => {
-                let conn = self.inner.conns.lock().ok().and_then(|m| m.sender(peer));
-                match conn {
-                    Some(tx) => {
-                        if tx.try_send(bytes).is_err() {
-                            self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(to = %peer, "TCP connection gone or stuck; message dropped");
-                        }
-                    }
-                    None => self.connect_and_send(peer.addr, bytes),
-                }
-            }
-        }
-    }
-
-    /// Opens a connection to `addr` (RFC 3261 §18.2.2 last resort, §18.1.1 for requests)
-    /// and sends `bytes` once it is up. The connection is read like an accepted one, so the
-    /// answers come back to the core, and it is reused for later messages to `addr`;
-    /// messages sent while it is being opened wait in its queue.
-    fn connect_and_send(&self, addr: SocketAddr, bytes: Bytes) {
-        let open = self.inner.stats.tcp_open.load(Ordering::Relaxed);
-        if open >= self.inner.config.max_tcp_connections {
-            self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(to = %addr, open, "no TCP connection opened: limit reached");
-            return;
-        }
-        let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(TCP_SEND_QUEUE);
-        let _ = tx.try_send(bytes);
-        if let Ok(mut m) = self.inner.conns.lock() {
-            m.insert(id, addr, tx);
-        }
-        self.inner.stats.tcp_open.fetch_add(1, Ordering::Relaxed);
-        let this = self.clone();
-        tokio::spawn(async move {
-            let connect =
-                tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await;
-            match connect {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    // Messages from this connection count as received on our listener of
-                    // the same family (the address our Via and Record-Route name).
-                    let local = this
-                        .inner
-                        .tcp
-                        .iter()
-                        .find(|l| l.is_ipv4() == addr.is_ipv4())
-                        .copied()
-                        .or_else(|| stream.local_addr().ok())
-                        .unwrap_or(addr);
-                    let sink = this.inner.sink.clone();
-                    tcp_connection(this, stream, addr, local, id, rx, sink).await;
-                }
-                _ => {
-                    if let Ok(mut m) = this.inner.conns.lock() {
-                        m.remove(id);
-                    }
-                    this.inner.stats.tcp_open.fetch_sub(1, Ordering::Relaxed);
-                    this.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(to = %addr, "TCP connect failed");
-                }
-            }
-        });
-    }
-
-    fn udp_socket_for(&self, addr: SocketAddr) -> Option<(&Arc<UdpSocket>, &SendQueue)> {
-        let udp = &self.inner.udp;
-        udp.iter()
-            .find(|(l, _, _)| {
-                l.is_ipv4() == addr.is_ipv4() && l.ip().is_loopback() == addr.ip().is_loopback()
-            })
-            .or_else(|| udp.iter().find(|(l, _, _)| l.is_ipv4() == addr.is_ipv4()))
-            .map(|(_, s, q)| (s, q))
-    }
-
-    /// Answers a message that failed the checks, when it can be answered.
-    fn answer_invalid(&self, error: &ParseError, peer: Peer) -> bool {
-        match error.response(&self.inner.server, "") {
-            Some(bytes) => {
-                self.send(peer, Bytes::from(bytes));
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let domain = if addr.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
-    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    // Best effort: the kernel caps these at net.core.[rw]mem_max.
-    let _ = s.set_recv_buffer_size(UDP_BUFFER);
-    let _ = s.set_send_buffer_size(UDP_BUFFER);
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    UdpSocket::from_std(s.into())
-}
-
-fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let domain = if addr.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
-    let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    s.set_reuse_address(true)?;
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    s.listen(1024)?;
-    TcpListener::from_std(s.into())
-}
-
-async fn udp_loop(
-    t: Transports,
-    sock: Arc<UdpSocket>,
-    local: SocketAddr,
-    sink: mpsc::Sender<Inbound>,
-) {
-    let limits = t.inner.config.limits;
-    // One byte more than the limit, to tell an over-long datagram from one that fits.
-    let mut buf = vec![0u8; limits.max_message_size.max(1) + 1];
-    loop {
-        let (n, from) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
-                // ICMP errors surface here on some systems; keep serving.
-                tracing::debug!(error = %e, "UDP receive error");
-                continue;
-            }
-        };
-        let data = &buf[..n];
-        // CRLF keep-alives (RFC 5626 §3.5.1) are not messages.
-        if data.iter().all(|&b| b == b'\r' || b == b'\n' || b == 0) {
-            continue;
-        }
-        t.inner.stats.received.fetch_add(1, Ordering::Relaxed);
-        let peer = Peer::udp(from);
-        let item = match parse(data, &limits) {
-            Ok(msg) => Inbound::Message { msg, peer, local },
-            Err(error) => Inbound::Invalid { error, peer },
-        };
-        if sink.send(item).await.is_err() {
-            return; // the core has stopped
-        }
-    }
-}
-
-/// Sends the datagrams that found a UDP socket's kernel buffer full, in order, as it empties:
-/// waited out rather than dropped.
-async fn udp_sender(
-    t: Transports,
-    sock: Arc<UdpSocket>,
-    mut queue: mpsc::Receiver<(SocketAddr, Bytes)>,
-    waiting: Arc<AtomicUsize>,
-) {
-    while let Some((to, bytes)) = queue.recv().await {
-        let sent = match sock.try_send_to(&bytes, to) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                sock.send_to(&bytes, to).await.map(|_| ())
-            }
-            other => other.map(|_| ()),
-        };
-        waiting.fetch_sub(1, Ordering::AcqRel);
-        if let Err(e) = sent {
-            t.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(to = %to, error = %e, "UDP send failed");
-        }
-    }
-}
-
-async fn tcp_accept_loop(
-    t: Transports,
-    listener: TcpListener,
-    local: SocketAddr,
-    sink: mpsc::Sender<Inbound>,
-) {
-    loop {
-        let (stream, from) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "TCP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let open = t.inner.stats.tcp_open.load(Ordering::Relaxed);
-        if open >= t.inner.config.max_tcp_connections {
-            t.inner.stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(from = %from, open, "TCP connection refused: limit reached");
-            drop(stream);
-            continue;
-        }
-        let _ = stream.set_nodelay(true);
-        let id = t.inner.next_conn.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(TCP_SEND_QUEUE);
-        if let Ok(mut m) = t.inner.conns.lock() {
-            m.insert(id, from, tx);
-        }
-        t.inner.stats.tcp_open.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(tcp_connection(
-            t.clone(),
-            stream,
-            from,
-            local,
-            id,
-            rx,
-            sink.clone(),
-        ));
-    }
-}
-
-async fn tcp_connection(
-    t: Transports,
-    stream: TcpStream,
-    from: SocketAddr,
-    local: SocketAddr,
-    id: ConnId,
-    mut outbound: mpsc::Receiver<Bytes>,
-    sink: mpsc::Sender<Inbound>,
-) {
-    let (mut rd, mut wr) = stream.into_split();
-    let writer = tokio::spawn(async move {
-        while let Some(b) = outbound.recv().await {
-            if wr.write_all(&b).await.is_err() {
-                break;
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
-    let peer = Peer::tcp(from, id);
-    let limits = t.inner.config.limits;
-    let idle = t.inner.config.tcp_idle_timeout;
-    let mut buf = BytesMut::with_capacity(8192);
-    'conn: loop {
-        let read = tokio::time::timeout(idle, rd.read_buf(&mut buf)).await;
-        match read {
-            Err(_) => {
-                tracing::debug!(peer = %peer, "TCP connection idle; closing");
-                break;
-            }
-            Ok(Err(_)) | Ok(Ok(0)) => break,
-            Ok(Ok(_)) => {}
-        }
-        loop {
-            match frame(&buf, &limits) {
-                Framing::Incomplete => break,
-                Framing::KeepAlive { len, pong } => {
-                    let _ = buf.split_to(len);
-                    if pong {
-                        t.send(peer, Bytes::from_static(b"\r\n"));
-                    }
-                }
-                Framing::Message { len } => {
-                    let data = buf.split_to(len).freeze();
-                    t.inner.stats.received.fetch_add(1, Ordering::Relaxed);
-                    let item = match parse(&data, &limits) {
-                        Ok(msg) => Inbound::Message { msg, peer, local },
-                        Err(error) => Inbound::Invalid { error, peer },
-                    };
-                    if sink.send(item).await.is_err() {
-                        break 'conn;
-                    }
-                }
-                Framing::Invalid(error) => {
-                    // The stream cannot be resynchronised: answer if possible and close.
-                    t.inner.stats.received.fetch_add(1, Ordering::Relaxed);
-                    if t.answer_invalid(&error, peer) {
-                        t.inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        t.inner.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    tracing::info!(peer = %peer, reason = %error, "unreadable TCP stream; closing");
-                    break 'conn;
-                }
-            }
-        }
-    }
-    if let Ok(mut m) = t.inner.conns.lock() {
-        m.remove(id);
-    }
-    t.inner.stats.tcp_open.fetch_sub(1, Ordering::Relaxed);
-    // Let queued responses drain, bounded.
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
 }
 
 #[cfg(test)]
@@ -586,131 +179,33 @@ mod tests {
     fn listen_addresses() {
         let l: ListenAddr = "udp:127.0.0.1:5060".parse().unwrap();
         assert_eq!(l.transport, Transport::Udp);
-        let l: ListenAddr = "tcp:[::1]:5061".parse().unwrap();
+        let l: ListenAddr = "TCP:[::1]:5061".parse().unwrap();
+        assert_eq!(l.transport, Transport::Tcp);
         assert_eq!(l.addr, "[::1]:5061".parse().unwrap());
         assert_eq!(l.to_string(), "tcp:[::1]:5061");
         assert!("sctp:127.0.0.1:1".parse::<ListenAddr>().is_err());
         assert!("udp:localhost".parse::<ListenAddr>().is_err());
     }
 
-    fn cfg() -> TransportConfig {
-        TransportConfig {
-            limits: Limits::default(),
-            max_tcp_connections: 2,
-            tcp_idle_timeout: Duration::from_secs(5),
+    #[test]
+    fn facts_agree_with_each_other() {
+        for t in Transport::ALL {
+            assert_eq!(Transport::from_param(t.param()), Some(t));
+            assert_eq!(Transport::from_param(&t.param().to_uppercase()), Some(t));
+            assert_eq!(
+                Transport::from_via_protocol(&format!("SIP/2.0/{}", t.via_token())),
+                Some(t)
+            );
+            assert_eq!(
+                Transport::from_via_protocol(&format!("sip/2.0/{}", t.param())),
+                Some(t)
+            );
+            // A stream transport is reliable; a URI says which transport unless it is UDP.
+            assert!(!t.is_stream() || t.is_reliable());
+            assert_eq!(t.uri_suffix().is_empty(), t == Transport::Udp);
+            assert_eq!(t.default_port(), 5060);
         }
-    }
-
-    const OPTIONS: &str = "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bK1\r\n\
-        Max-Forwards: 70\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x>\r\nCall-ID: t1\r\nCSeq: 1 OPTIONS\r\n\
-        Content-Length: 0\r\n\r\n";
-
-    #[tokio::test]
-    async fn tcp_frames_and_answers_on_the_same_connection() {
-        let (tx, mut rx) = mpsc::channel(16);
-        let t = Transports::bind(&["tcp:127.0.0.1:0".parse().unwrap()], cfg(), tx, "t".into())
-            .await
-            .unwrap();
-        let addr = t.local_addrs()[0].addr;
-        let mut c = TcpStream::connect(addr).await.unwrap();
-        // Two messages in one write, then a keep-alive ping.
-        c.write_all(format!("{OPTIONS}{OPTIONS}\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        for _ in 0..2 {
-            let Some(Inbound::Message { peer, .. }) = rx.recv().await else {
-                panic!()
-            };
-            assert_eq!(peer.transport, Transport::Tcp);
-            t.send(peer, Bytes::from_static(b"SIP/2.0 200 OK\r\n\r\n"));
-        }
-        let mut got = Vec::new();
-        let want = b"SIP/2.0 200 OK\r\n\r\nSIP/2.0 200 OK\r\n\r\n\r\n".len();
-        while got.len() < want {
-            let mut b = [0u8; 256];
-            let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b))
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(n > 0);
-            got.extend_from_slice(&b[..n]);
-        }
-        // The pong may precede the answers: the core answers after the framing loop ran.
-        let text = String::from_utf8(got).unwrap();
-        assert_eq!(text.matches("SIP/2.0 200 OK\r\n\r\n").count(), 2);
-        assert_eq!(text.len(), want);
-    }
-
-    #[tokio::test]
-    async fn tcp_without_content_length_gets_400_and_close() {
-        let (tx, _rx) = mpsc::channel(16);
-        let t = Transports::bind(&["tcp:127.0.0.1:0".parse().unwrap()], cfg(), tx, "t".into())
-            .await
-            .unwrap();
-        let mut c = TcpStream::connect(t.local_addrs()[0].addr).await.unwrap();
-        c.write_all(OPTIONS.replace("Content-Length: 0\r\n", "").as_bytes())
-            .await
-            .unwrap();
-        let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
-        let s = String::from_utf8(got).unwrap();
-        assert!(s.starts_with("SIP/2.0 400 Bad Request"), "{s}");
-    }
-
-    #[tokio::test]
-    async fn udp_delivers_and_reports_invalid() {
-        let (tx, mut rx) = mpsc::channel(16);
-        let t = Transports::bind(&["udp:127.0.0.1:0".parse().unwrap()], cfg(), tx, "t".into())
-            .await
-            .unwrap();
-        let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        c.send_to(b"\r\n\r\n", t.local_addrs()[0].addr)
-            .await
-            .unwrap();
-        c.send_to(b"garbage", t.local_addrs()[0].addr)
-            .await
-            .unwrap();
-        c.send_to(OPTIONS.as_bytes(), t.local_addrs()[0].addr)
-            .await
-            .unwrap();
-        assert!(matches!(rx.recv().await, Some(Inbound::Invalid { .. })));
-        assert!(matches!(rx.recv().await, Some(Inbound::Message { .. })));
-    }
-
-    #[tokio::test]
-    async fn ipv6_udp_and_tcp_listen_on_loopback() {
-        if std::net::UdpSocket::bind("[::1]:0").is_err() {
-            eprintln!("skipped: ::1 is not configured on this machine's loopback");
-            return;
-        }
-        let (tx, mut rx) = mpsc::channel(16);
-        let listen: Vec<ListenAddr> = vec![
-            "udp:[::1]:0".parse().unwrap(),
-            "tcp:[::1]:0".parse().unwrap(),
-        ];
-        let t = Transports::bind(&listen, cfg(), tx, "t".into())
-            .await
-            .unwrap();
-        let addrs = t.local_addrs();
-        let c = UdpSocket::bind("[::1]:0").await.unwrap();
-        let text = OPTIONS.replace("TCP 127.0.0.1:1", "UDP [::1]:1");
-        c.send_to(text.as_bytes(), addrs[0].addr).await.unwrap();
-        let Some(Inbound::Message { peer, local, .. }) = rx.recv().await else {
-            panic!()
-        };
-        assert!(peer.addr.is_ipv6() && local.is_ipv6());
-        t.send(peer, Bytes::from_static(b"SIP/2.0 200 OK\r\n\r\n"));
-        let mut b = [0u8; 64];
-        let (n, _) = tokio::time::timeout(Duration::from_secs(5), c.recv_from(&mut b))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(&b[..n], b"SIP/2.0 200 OK\r\n\r\n");
-        let mut s = TcpStream::connect(addrs[1].addr).await.unwrap();
-        s.write_all(OPTIONS.as_bytes()).await.unwrap();
-        assert!(matches!(rx.recv().await, Some(Inbound::Message { .. })));
+        assert_eq!(Transport::from_param("sctp"), None);
+        assert_eq!(Transport::from_via_protocol("SIP/2.0/TLS"), None);
     }
 }

@@ -110,6 +110,12 @@ pub enum Output {
         id: u64,
         reply: Reply,
     },
+    /// Keep the stream connection `peer.conn` open until `until` however idle it is: it
+    /// carries a registration (a flow, RFC 5626), the only way to reach its phone.
+    Hold {
+        peer: Peer,
+        until: Instant,
+    },
 }
 
 /// Counters of the core.
@@ -606,6 +612,7 @@ impl Core {
             }) => (tx, response, aor, previous),
         };
         if ok {
+            self.hold_flow(tx, &aor, now);
             self.respond(tx, response, now);
         } else {
             self.registrar.rollback(&aor, previous);
@@ -619,8 +626,37 @@ impl Core {
         }
     }
 
+    /// A REGISTER over a stream connection was stored: the connection is the binding's
+    /// flow, kept open until the binding lapses (the idle timeout must not close it).
+    fn hold_flow(&mut self, tx: TxId, aor: &str, now: Now) {
+        let Some(peer) = self.transactions.peer(tx) else {
+            return;
+        };
+        let Some(conn) = peer.conn.filter(|_| peer.transport.is_stream()) else {
+            return;
+        };
+        if let Some(expires_at) = self.registrar.flow_expiry(aor, conn) {
+            let until = now.mono + Duration::from_secs(expires_at.saturating_sub(now.unix) + 1);
+            self.out.push_back(Output::Hold { peer, until });
+        }
+    }
+
     pub fn handle_inbound(&mut self, inbound: Inbound, now: Now) {
         match inbound {
+            Inbound::Unreachable { peer, why } => {
+                // §17.1.4, §17.2.4: what waits on it ends now (a branch answers 503).
+                let ended = self.transactions.handle_peer_unreachable(peer, now.mono);
+                self.flush_transactions();
+                tracing::info!(to = %peer, %why, transactions = ended, "peer unreachable");
+            }
+            Inbound::Closed { peer } => {
+                if let Some(conn) = peer.conn {
+                    let flows = self.registrar.flow_closed(conn);
+                    if flows > 0 {
+                        tracing::info!(peer = %peer, bindings = flows, "registered flow closed; its bindings are unreachable until they register again");
+                    }
+                }
+            }
             Inbound::Invalid { error, peer } => {
                 let allow = CAPABILITIES.allow();
                 match error.response(&self.config.server, &allow) {

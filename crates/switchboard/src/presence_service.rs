@@ -1869,7 +1869,12 @@ mod tests {
             .with_writer(move || writer.clone())
             .with_ansi(false)
             .finish();
-        tracing::subscriber::with_default(subscriber, f);
+        tracing::subscriber::with_default(subscriber, || {
+            // A log line first reached by another test thread, while no subscriber was set
+            // anywhere, keeps "nobody listens" cached: ask every log line again.
+            tracing::callsite::rebuild_interest_cache();
+            f()
+        });
         let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
         text
     }

@@ -35,11 +35,12 @@ use switchboard_sip::message::{self, has_tag, split_first_value};
 use switchboard_sip::msg::headers::Header;
 use switchboard_sip::msg::prelude::*;
 use switchboard_sip::msg::{Method, Request, Response, Uri};
-use switchboard_sip::peer::{Peer, Transport};
+use switchboard_sip::peer::Peer;
 use switchboard_sip::proxy;
 use switchboard_sip::registrar::{Binding, Registrar};
 use switchboard_sip::transaction::{Action, ClientOutcome, Timer, TxId};
 use switchboard_sip::transport::ListenAddr;
+use switchboard_sip::transport::Transport;
 use switchboard_sip::GrowingMap;
 
 /// The table of group memory (who answered a team's or a forwarding's last call).
@@ -246,26 +247,26 @@ impl ViewSource for LiveView<'_> {
     }
 }
 
-/// Where requests for a binding go: over its flow (the address the REGISTER came from) when
-/// the phone is behind NAT, asked for it (RFC 5626 `reg-id`) or uses TCP; otherwise to its
-/// contact address.
-fn binding_peer(b: &Binding) -> Peer {
-    let flow = Peer {
-        transport: b.transport,
-        addr: b.source,
-        conn: None,
-    };
-    if b.transport == Transport::Tcp || b.reg_id.is_some() {
-        return flow;
+/// Where requests for a binding go: over its flow (the address the REGISTER came from, and
+/// for a stream its connection) when the phone is behind NAT, asked for it (RFC 5626
+/// `reg-id`) or uses a stream transport; otherwise to its contact address. `None` when the
+/// binding can only be reached over its flow and that flow is gone.
+fn binding_peer(b: &Binding) -> Option<Peer> {
+    if b.flow_gone() {
+        return None;
     }
-    match proxy::uri_target(&b.contact) {
+    let flow = b.peer();
+    if b.transport.is_stream() || b.reg_id.is_some() {
+        return Some(flow);
+    }
+    Some(match proxy::uri_target(&b.contact) {
         Some((transport, addr)) if addr.ip() == b.source.ip() => Peer {
             transport,
             addr,
             conn: None,
         },
         _ => flow,
-    }
+    })
 }
 
 fn call_id_of(req: &Request) -> String {
@@ -336,7 +337,7 @@ impl Core {
     /// the address it names.
     fn peer_for_uri(&self, uri: &str, now: Now) -> Option<Peer> {
         if let Some(b) = self.registrar.find_contact(uri, now.unix) {
-            return Some(binding_peer(b));
+            return binding_peer(b);
         }
         proxy::uri_target(uri).map(|(transport, addr)| Peer {
             transport,
@@ -682,9 +683,13 @@ impl Core {
                     tracing::info!(call_id = %call.call_id, user, device, "device no longer registered");
                     return Err(480);
                 };
+                let Some(peer) = binding_peer(&b) else {
+                    tracing::info!(call_id = %call.call_id, user, device, "device's connection is closed");
+                    return Err(503);
+                };
                 (
                     b.contact.clone(),
-                    binding_peer(&b),
+                    peer,
                     Some(user.clone()),
                     format!("{user} at {}", b.contact),
                 )
@@ -703,11 +708,7 @@ impl Core {
                     return Err(503);
                 };
                 let hp = proxy::host_port(addr);
-                let tp = if transport == Transport::Tcp {
-                    ";transport=tcp"
-                } else {
-                    ""
-                };
+                let tp = transport.uri_suffix();
                 (
                     format!("sip:{number}@{hp}{tp}"),
                     Peer {

@@ -403,3 +403,46 @@ fn call_waiting_off_gives_a_second_caller_the_busy_handling() {
         "SIP/2.0 486 Busy Here"
     );
 }
+
+#[test]
+fn a_tcp_flow_is_held_while_registered_and_once_closed_fails_its_branch_at_once() {
+    use switchboard_sip::peer::Peer;
+    use switchboard_sip::transport::Inbound;
+    let mut t = T::new(false);
+    // bob's phone registers over a TCP connection from an ephemeral port.
+    let flow = Peer::tcp(addr(BOB), 7);
+    t.register_from("bob", flow);
+    let until = t.now().mono + std::time::Duration::from_secs(3600);
+    match &t.holds[..] {
+        [(p, u)] => {
+            assert_eq!(*p, flow);
+            assert!(*u >= until, "held until the binding lapses");
+        }
+        other => panic!("the flow is held: {other:?}"),
+    }
+    // While it is open, calls go over it.
+    t.input(ALICE, &invite("alice", ALICE, "1002", "c1", ""));
+    let out = t.take();
+    assert_eq!(
+        first_line(&to(&out, BOB)[0]).to_ascii_lowercase(),
+        "invite sip:bob@127.0.0.1:5072;transport=tcp sip/2.0"
+    );
+    t.input(
+        ALICE,
+        &invite("alice", ALICE, "1002", "c1", "").replacen("INVITE", "CANCEL", 2),
+    );
+    t.advance(1);
+    t.take();
+    // The connection closes: the next call does not dial bob's old port; his branch fails
+    // at once and his no-answer destination rings without waiting out his ring time.
+    t.event(Inbound::Closed { peer: flow });
+    t.input(ALICE, &invite("alice", ALICE, "1002", "c2", ""));
+    let out = t.take();
+    assert!(to(&out, BOB).is_empty(), "{out:?}");
+    let vm = to(&out, VM);
+    assert!(
+        vm.first()
+            .is_some_and(|m| m.starts_with("INVITE sip:vm-bob@")),
+        "{out:?}"
+    );
+}

@@ -15,13 +15,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use switchboard_net::{TransportConfig, Transports};
 use switchboard_presence::store::Write;
 use switchboard_presence::store::{GroupCommitter, RedbStore, Store};
 use switchboard_sip::parse::Limits;
 use switchboard_sip::registrar::RegistrarConfig;
 use switchboard_sip::subscription::NotifierConfig;
 use switchboard_sip::transaction::TimerConfig;
-use switchboard_sip::transport::{Inbound, TransportConfig, Transports};
+use switchboard_sip::transport::Inbound;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
@@ -263,6 +264,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         while let Some(out) = core.poll_output() {
             match out {
                 Output::Send { to, bytes } => transports.send(to, bytes),
+                Output::Hold { peer, until } => transports.hold(peer, until),
                 Output::Reply { id, reply } => {
                     if let Some(tx) = replies.remove(&id) {
                         let _ = tx.send(reply);

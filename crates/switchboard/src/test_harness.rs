@@ -80,6 +80,8 @@ pub(crate) struct T {
     /// Hold store writes until [`T::release`] (default: each is stored at once).
     pub hold_writes: bool,
     held: Vec<(u64, Vec<switchboard_presence::store::Write>)>,
+    /// Connections the core asked to hold open, and until when.
+    pub holds: Vec<(switchboard_sip::peer::Peer, Instant)>,
     /// The API answers received: (id, status, body).
     pub replies: Vec<(u64, Result<serde_json::Value, u16>)>,
 }
@@ -128,7 +130,10 @@ impl T {
         let mut core = Core::new(
             config,
             directory,
-            vec!["udp:127.0.0.1:5060".parse().unwrap()],
+            vec![
+                "udp:127.0.0.1:5060".parse().unwrap(),
+                "tcp:127.0.0.1:5060".parse().unwrap(),
+            ],
             now,
         );
         let directory = core.presence().model().people().count();
@@ -143,6 +148,7 @@ impl T {
             halves: 0,
             hold_writes: false,
             held: Vec::new(),
+            holds: Vec::new(),
             replies: Vec::new(),
         };
         // What the start stores (everyone's first state) is stored before a test begins.
@@ -173,6 +179,7 @@ impl T {
                     self.core.handle_persisted(token, true, now);
                 }
                 Output::Reply { id, reply } => self.replies.push((id, reply.map_err(|e| e.status))),
+                Output::Hold { peer, until } => self.holds.push((peer, until)),
             }
         }
     }
@@ -193,17 +200,24 @@ impl T {
     }
 
     pub(crate) fn input(&mut self, from: &str, text: &str) {
+        self.input_from(Peer::udp(addr(from)), text)
+    }
+
+    /// A message received from `peer` (a stream connection, say).
+    pub(crate) fn input_from(&mut self, peer: Peer, text: &str) {
         let msg = parse(text.as_bytes(), &Limits::default())
             .unwrap_or_else(|e| panic!("test message does not parse: {e:?}\n{text}"));
+        self.event(Inbound::Message {
+            msg,
+            peer,
+            local: addr(US),
+        });
+    }
+
+    /// Anything the socket layer hands the core.
+    pub(crate) fn event(&mut self, inbound: Inbound) {
         let now = self.now();
-        self.core.handle_inbound(
-            Inbound::Message {
-                msg,
-                peer: Peer::udp(addr(from)),
-                local: addr(US),
-            },
-            now,
-        );
+        self.core.handle_inbound(inbound, now);
         self.pump();
     }
 
@@ -228,13 +242,20 @@ impl T {
     }
 
     pub(crate) fn register(&mut self, user: &str, at: &str) {
+        self.register_from(user, Peer::udp(addr(at)))
+    }
+
+    /// Registers `user`'s device at the address of `peer`, over its transport.
+    pub(crate) fn register_from(&mut self, user: &str, peer: Peer) {
+        let (at, tp) = (peer.addr, peer.transport);
         let text = format!(
-            "REGISTER sip:switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP {at};branch=z9hG4bK-reg-{user}-{at}\r\n\
+            "REGISTER sip:switchboard.local SIP/2.0\r\nVia: SIP/2.0/{tp} {at};branch=z9hG4bK-reg-{user}-{at}\r\n\
              Max-Forwards: 70\r\nFrom: <sip:{user}@switchboard.local>;tag=r\r\nTo: <sip:{user}@switchboard.local>\r\n\
-             Call-ID: reg-{user}-{at}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{user}@{at}>\r\nExpires: 3600\r\n\
-             Content-Length: 0\r\n\r\n"
+             Call-ID: reg-{user}-{at}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{user}@{at}{}>\r\nExpires: 3600\r\n\
+             Content-Length: 0\r\n\r\n",
+            tp.uri_suffix()
         );
-        self.input(at, &text);
+        self.input_from(peer, &text);
         let out = self.take();
         assert!(out[0].1.starts_with("SIP/2.0 200"), "{out:?}");
     }

@@ -11,8 +11,9 @@ use std::time::Duration;
 const CALLEE_LIMIT: Duration = Duration::from_secs(40);
 
 /// The test policy; `vm`, `team_vm` and `carrier` are the ports of the SIPp servers standing
-/// in for the voicemail server, the team's voicemail and the carrier.
-fn policy(vm: u16, team_vm: u16, carrier: u16) -> String {
+/// in for the voicemail server, the team's voicemail and the carrier; `closed` is a TCP port
+/// nobody listens on (ivan's voicemail).
+fn policy(vm: u16, team_vm: u16, carrier: u16, closed: u16) -> String {
     format!(
         r#"
 [users.alice]
@@ -56,6 +57,14 @@ ring_time = 3
 no_answer = "voicemail:vm"
 [users.erin.sip]
 password = "erin-secret"
+algorithms = ["md5"]
+
+[users.ivan]
+extension = "1009"
+ring_time = 3
+no_answer = "voicemail:closed"
+[users.ivan.sip]
+password = "ivan-secret"
 algorithms = ["md5"]
 
 [users.frank]
@@ -120,6 +129,10 @@ uri = "sip:vm@127.0.0.1:{vm}"
 kind = "voicemail"
 uri = "sip:team-vm@127.0.0.1:{team_vm}"
 
+[destinations.closed]
+kind = "voicemail"
+uri = "sip:vm@127.0.0.1:{closed};transport=tcp"
+
 [trunks.carrier]
 sources = ["127.0.0.2/32"]
 uri = "sip:carrier@127.0.0.2:{carrier}"
@@ -147,7 +160,7 @@ struct Setup {
 fn setup() -> Setup {
     let (vm, team_vm, carrier) = (free_port(), free_port(), free_port());
     let d = Daemon::start(Options {
-        policy: policy(vm, team_vm, carrier),
+        policy: policy(vm, team_vm, carrier, free_port()),
         ..Options::default()
     });
     Setup {
@@ -328,6 +341,35 @@ fn no_answer_goes_to_voicemail_after_the_ring_time() {
     let gap = first_invite_time(&vm) - first_invite_time(&bob);
     assert!((2.5..4.5).contains(&gap), "voicemail after {gap:.2} s");
     assert!(vm.requests("INVITE")[0].starts_with("INVITE sip:vm@127.0.0.1:"));
+}
+
+#[test]
+fn a_branch_to_a_refused_tcp_port_fails_at_once() {
+    let s = setup();
+    // ivan has no device: his call goes straight to his voicemail, a TCP address that
+    // refuses connections. The branch ends (503, transport error) when the connect fails,
+    // not at Timer B (32 s); the plan then has nothing left and ends with its 480 (a 503
+    // is never relayed upstream, §16.7 step 6).
+    let r = ok(
+        &s.d,
+        alice_calls(&s.d, "call_expect_final.xml", "1009", "480"),
+    );
+    assert_eq!(r.finals(), vec![480]);
+    let received = timed_received(&r);
+    let at = |code: &str| {
+        received
+            .iter()
+            .find(|(_, m)| m.starts_with(&format!("SIP/2.0 {code}")))
+            .map(|(t, _)| *t)
+            .unwrap_or_else(|| panic!("no {code}:\n{}", r.report()))
+    };
+    let gap = at("480") - at("407");
+    assert!(gap < 1.0, "the answer came {gap:.2} s after the challenge");
+    assert!(
+        s.d.log_contains("why=connection could not be opened transactions=1"),
+        "{}",
+        s.d.log()
+    );
 }
 
 #[test]

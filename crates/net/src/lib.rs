@@ -1,0 +1,851 @@
+//! Switchboard's sockets: UDP and TCP listeners (RFC 3261 §18), IPv4 and IPv6.
+//!
+//! The only crate of the daemon with sockets. Listeners read bytes, frame them (streams, by
+//! Content-Length), check and parse them with [`switchboard_sip::parse`] on the I/O task,
+//! and hand each result to the core through a channel as an [`Inbound`]. What the protocol
+//! knows of a transport is [`Transport`]'s (in the sip crate); this crate only moves bytes.
+//! Datagrams are sent from the caller's thread without waiting; only a full kernel buffer
+//! makes them queue, in order, for the socket's sender task.
+//! Responses to a request that came over TCP go back over the same connection. Limits are
+//! explicit: message size and header count ([`Limits`]), number of TCP connections, idle
+//! timeout (never for a connection the core holds open: a registered flow). Nothing
+//! received can panic a task: parse errors become [`Inbound::Invalid`]. What cannot be
+//! sent comes back as [`Inbound::Unreachable`], a closed connection as [`Inbound::Closed`],
+//! so the core ends what waited on them at once.
+
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use switchboard_sip::parse::{frame, parse, Framing, Limits, ParseError};
+use switchboard_sip::peer::{ConnId, Peer};
+pub use switchboard_sip::transport::{Inbound, ListenAddr, Transport, Unreachable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+/// Settings of the transport layer.
+#[derive(Clone, Copy, Debug)]
+pub struct TransportConfig {
+    pub limits: Limits,
+    pub max_tcp_connections: usize,
+    pub tcp_idle_timeout: Duration,
+}
+
+/// Counters kept by the transport layer.
+#[derive(Debug, Default)]
+pub struct TransportStats {
+    pub received: AtomicU64,
+    /// Messages that could not be read and got no response.
+    pub dropped: AtomicU64,
+    /// Messages answered with 400/501 before parsing succeeded.
+    pub rejected: AtomicU64,
+    pub tcp_open: AtomicUsize,
+    pub tcp_refused: AtomicU64,
+    pub send_errors: AtomicU64,
+}
+
+/// The open TCP connections: by id, and by remote address for reuse (RFC 3261 §18.1.1:
+/// a request to an address we already have a connection with goes over it).
+#[derive(Default)]
+struct Conns {
+    by_id: HashMap<ConnId, Conn>,
+    by_addr: HashMap<SocketAddr, ConnId>,
+}
+
+/// One open (or opening) connection.
+struct Conn {
+    addr: SocketAddr,
+    tx: mpsc::Sender<Bytes>,
+    /// Until when the idle timeout must not close it, in milliseconds from
+    /// [`Inner::epoch`] (0: not held): the core holds registered flows open.
+    hold: Arc<AtomicU64>,
+}
+
+impl Conns {
+    /// Files a connection; returns its hold, for the connection's task.
+    fn insert(&mut self, id: ConnId, addr: SocketAddr, tx: mpsc::Sender<Bytes>) -> Arc<AtomicU64> {
+        let hold = Arc::new(AtomicU64::new(0));
+        self.by_id.insert(
+            id,
+            Conn {
+                addr,
+                tx,
+                hold: hold.clone(),
+            },
+        );
+        self.by_addr.insert(addr, id);
+        hold
+    }
+
+    fn remove(&mut self, id: ConnId) {
+        if let Some(Conn { addr, .. }) = self.by_id.remove(&id) {
+            if self.by_addr.get(&addr) == Some(&id) {
+                self.by_addr.remove(&addr);
+            }
+        }
+    }
+
+    /// The connection `peer` names, else any open one to its address.
+    fn sender(&self, peer: Peer) -> Option<mpsc::Sender<Bytes>> {
+        peer.conn
+            .and_then(|id| self.by_id.get(&id))
+            .or_else(|| {
+                self.by_addr
+                    .get(&peer.addr)
+                    .and_then(|id| self.by_id.get(id))
+            })
+            .map(|c| c.tx.clone())
+    }
+}
+
+/// Most messages queued for one TCP connection before it counts as stuck and is closed.
+const TCP_SEND_QUEUE: usize = 1024;
+/// The queue of a UDP socket's sender task (where to, what), and how many datagrams wait in
+/// it: while any do, later ones queue behind them, so that their order is kept.
+struct SendQueue {
+    tx: mpsc::Sender<(SocketAddr, Bytes)>,
+    waiting: Arc<AtomicUsize>,
+}
+
+/// Most datagrams waiting for a UDP socket's sender task before new ones are dropped.
+const UDP_SEND_QUEUE: usize = 65_536;
+
+/// Receive and send buffer asked of the kernel for UDP sockets.
+const UDP_BUFFER: usize = 4 * 1024 * 1024;
+
+/// The sockets of the daemon and the way to send through them.
+#[derive(Clone)]
+pub struct Transports {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: TransportConfig,
+    /// The origin of connection holds.
+    epoch: Instant,
+    /// Each UDP socket with the queue of its sender task.
+    udp: Vec<(SocketAddr, Arc<UdpSocket>, SendQueue)>,
+    tcp: Vec<SocketAddr>,
+    conns: Mutex<Conns>,
+    next_conn: AtomicU64,
+    /// Where messages received over connections this side opened go.
+    sink: mpsc::Sender<Inbound>,
+    stats: TransportStats,
+    server: String,
+}
+
+impl Transports {
+    /// Binds every listener and starts its tasks; inbound messages go to `sink`.
+    /// `server` is the Server header value of responses the transport writes itself.
+    pub async fn bind(
+        listen: &[ListenAddr],
+        config: TransportConfig,
+        sink: mpsc::Sender<Inbound>,
+        server: String,
+    ) -> std::io::Result<Self> {
+        let mut udp_sockets = Vec::new();
+        let mut tcp_listeners = Vec::new();
+        for l in listen {
+            match l.transport {
+                Transport::Udp => {
+                    let sock = bind_udp(l.addr)?;
+                    let local = sock.local_addr()?;
+                    udp_sockets.push((local, Arc::new(sock)));
+                }
+                Transport::Tcp => {
+                    let listener = bind_tcp(l.addr)?;
+                    tcp_listeners.push(listener);
+                }
+            }
+        }
+        let tcp = tcp_listeners
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let mut senders = Vec::new();
+        let udp = udp_sockets
+            .into_iter()
+            .map(|(local, sock)| {
+                let (tx, rx) = mpsc::channel(UDP_SEND_QUEUE);
+                let waiting = Arc::new(AtomicUsize::new(0));
+                senders.push((sock.clone(), rx, waiting.clone()));
+                (local, sock, SendQueue { tx, waiting })
+            })
+            .collect();
+        let inner = Arc::new(Inner {
+            config,
+            epoch: Instant::now(),
+            udp,
+            tcp,
+            conns: Mutex::new(Conns::default()),
+            next_conn: AtomicU64::new(1),
+            sink: sink.clone(),
+            stats: TransportStats::default(),
+            server,
+        });
+        let this = Transports { inner };
+        for (local, sock, _) in &this.inner.udp {
+            tracing::info!(transport = "udp", addr = %local, "listening");
+            tokio::spawn(udp_loop(this.clone(), sock.clone(), *local, sink.clone()));
+        }
+        for (sock, rx, waiting) in senders {
+            tokio::spawn(udp_sender(this.clone(), sock, rx, waiting));
+        }
+        for listener in tcp_listeners {
+            let local = listener.local_addr()?;
+            tracing::info!(transport = "tcp", addr = %local, "listening");
+            tokio::spawn(tcp_accept_loop(this.clone(), listener, local, sink.clone()));
+        }
+        Ok(this)
+    }
+
+    /// Local addresses of the listeners.
+    pub fn local_addrs(&self) -> Vec<ListenAddr> {
+        let mut v: Vec<ListenAddr> = self
+            .inner
+            .udp
+            .iter()
+            .map(|(a, _, _)| ListenAddr {
+                transport: Transport::Udp,
+                addr: *a,
+            })
+            .collect();
+        v.extend(self.inner.tcp.iter().map(|a| ListenAddr {
+            transport: Transport::Tcp,
+            addr: *a,
+        }));
+        v
+    }
+
+    pub fn stats(&self) -> &TransportStats {
+        &self.inner.stats
+    }
+
+    /// Sends bytes to a peer: over its connection for a stream, from the UDP socket of the
+    /// peer's address family otherwise. Never blocks. A peer that names a connection
+    /// (`peer.conn`) is reached over it, or over another one open to the same address, and
+    /// never over a new one (a registered flow, RFC 5626 §5.3: the phone's port is an
+    /// ephemeral one); a peer that names none gets a connection opened when there is none.
+    /// What cannot be sent is counted and comes back to the core as
+    /// [`Inbound::Unreachable`] (a lost UDP datagram does not: retransmissions cover it).
+    pub fn send(&self, peer: Peer, bytes: Bytes) {
+        match peer.transport {
+            Transport::Udp => {
+                let Some((sock, queue)) = self.udp_socket_for(peer.addr) else {
+                    tracing::warn!(to = %peer, "no UDP socket for this address family");
+                    self.unreachable(peer, Unreachable::SendFailed);
+                    return;
+                };
+                // Sent at once unless the kernel's buffer is full, or earlier datagrams
+                // already wait for it: then the socket's sender task sends it when it can.
+                if queue.waiting.load(Ordering::Acquire) == 0 {
+                    match sock.try_send_to(&bytes, peer.addr) {
+                        Ok(_) => return,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => {
+                            self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(to = %peer, error = %e, "UDP send failed");
+                            return;
+                        }
+                    }
+                }
+                queue.waiting.fetch_add(1, Ordering::AcqRel);
+                if queue.tx.try_send((peer.addr, bytes)).is_err() {
+                    queue.waiting.fetch_sub(1, Ordering::AcqRel);
+                    self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(to = %peer, "UDP send queue full; message dropped");
+                }
+            }
+            Transport::Tcp => {
+                let conn = self.inner.conns.lock().ok().and_then(|m| m.sender(peer));
+                match conn {
+                    Some(tx) => {
+                        if tx.try_send(bytes).is_err() {
+                            tracing::warn!(to = %peer, "TCP connection gone or stuck; message dropped");
+                            self.unreachable(peer, Unreachable::SendFailed);
+                        }
+                    }
+                    None if peer.conn.is_some() => {
+                        tracing::debug!(to = %peer, "connection closed; message dropped");
+                        self.unreachable(peer, Unreachable::FlowGone);
+                    }
+                    None => self.connect_and_send(peer, bytes),
+                }
+            }
+        }
+    }
+
+    /// Counts a message that could not be sent and tells the core, without waiting: this
+    /// runs on the core's own thread, so a full channel drops the report (the transaction's
+    /// timers still end it).
+    fn unreachable(&self, peer: Peer, why: Unreachable) {
+        self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+        if self
+            .inner
+            .sink
+            .try_send(Inbound::Unreachable { peer, why })
+            .is_err()
+        {
+            tracing::debug!(to = %peer, %why, "unreachable peer not reported: queue full");
+        }
+    }
+
+    /// Keeps the connection `peer.conn` open at least until `until`, however idle it is
+    /// (a registered flow, whose phone may send nothing until it refreshes). Holds only
+    /// grow; a connection that closes takes its hold with it.
+    pub fn hold(&self, peer: Peer, until: Instant) {
+        let Some(id) = peer.conn else { return };
+        let ms = until
+            .saturating_duration_since(self.inner.epoch)
+            .as_millis() as u64;
+        if let Some(c) = self
+            .inner
+            .conns
+            .lock()
+            .ok()
+            .and_then(|m| m.by_id.get(&id).map(|c| c.hold.clone()))
+        {
+            c.fetch_max(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Opens a connection to `addr` (RFC 3261 §18.2.2 last resort, §18.1.1 for requests)
+    /// and sends `bytes` once it is up. The connection is read like an accepted one, so the
+    /// answers come back to the core, and it is reused for later messages to `addr`;
+    /// messages sent while it is being opened wait in its queue.
+    fn connect_and_send(&self, peer: Peer, bytes: Bytes) {
+        let addr = peer.addr;
+        let open = self.inner.stats.tcp_open.load(Ordering::Relaxed);
+        if open >= self.inner.config.max_tcp_connections {
+            tracing::warn!(to = %addr, open, "no TCP connection opened: limit reached");
+            self.unreachable(peer, Unreachable::ConnectFailed);
+            return;
+        }
+        let id = self.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(TCP_SEND_QUEUE);
+        let _ = tx.try_send(bytes);
+        let hold = match self.inner.conns.lock() {
+            Ok(mut m) => m.insert(id, addr, tx),
+            Err(_) => Arc::new(AtomicU64::new(0)),
+        };
+        self.inner.stats.tcp_open.fetch_add(1, Ordering::Relaxed);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let connect =
+                tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await;
+            match connect {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    // Messages from this connection count as received on our listener of
+                    // the same family (the address our Via and Record-Route name).
+                    let local = this
+                        .inner
+                        .tcp
+                        .iter()
+                        .find(|l| l.is_ipv4() == addr.is_ipv4())
+                        .copied()
+                        .or_else(|| stream.local_addr().ok())
+                        .unwrap_or(addr);
+                    let sink = this.inner.sink.clone();
+                    tcp_connection(this, stream, addr, local, id, rx, hold, sink).await;
+                }
+                failed => {
+                    if let Ok(mut m) = this.inner.conns.lock() {
+                        m.remove(id);
+                    }
+                    this.inner.stats.tcp_open.fetch_sub(1, Ordering::Relaxed);
+                    let error = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "timed out".to_string(),
+                    };
+                    tracing::debug!(to = %addr, error, "TCP connect failed");
+                    // Everything queued for it is lost: the core ends what waits on it.
+                    this.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                    let _ = this
+                        .inner
+                        .sink
+                        .send(Inbound::Unreachable {
+                            peer,
+                            why: Unreachable::ConnectFailed,
+                        })
+                        .await;
+                }
+            }
+        });
+    }
+
+    fn udp_socket_for(&self, addr: SocketAddr) -> Option<(&Arc<UdpSocket>, &SendQueue)> {
+        let udp = &self.inner.udp;
+        udp.iter()
+            .find(|(l, _, _)| {
+                l.is_ipv4() == addr.is_ipv4() && l.ip().is_loopback() == addr.ip().is_loopback()
+            })
+            .or_else(|| udp.iter().find(|(l, _, _)| l.is_ipv4() == addr.is_ipv4()))
+            .map(|(_, s, q)| (s, q))
+    }
+
+    /// Answers a message that failed the checks, when it can be answered.
+    fn answer_invalid(&self, error: &ParseError, peer: Peer) -> bool {
+        match error.response(&self.inner.server, "") {
+            Some(bytes) => {
+                self.send(peer, Bytes::from(bytes));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    // Best effort: the kernel caps these at net.core.[rw]mem_max.
+    let _ = s.set_recv_buffer_size(UDP_BUFFER);
+    let _ = s.set_send_buffer_size(UDP_BUFFER);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    TcpListener::from_std(s.into())
+}
+
+async fn udp_loop(
+    t: Transports,
+    sock: Arc<UdpSocket>,
+    local: SocketAddr,
+    sink: mpsc::Sender<Inbound>,
+) {
+    let limits = t.inner.config.limits;
+    // One byte more than the limit, to tell an over-long datagram from one that fits.
+    let mut buf = vec![0u8; limits.max_message_size.max(1) + 1];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                // ICMP errors surface here on some systems; keep serving.
+                tracing::debug!(error = %e, "UDP receive error");
+                continue;
+            }
+        };
+        let data = &buf[..n];
+        // CRLF keep-alives (RFC 5626 §3.5.1) are not messages.
+        if data.iter().all(|&b| b == b'\r' || b == b'\n' || b == 0) {
+            continue;
+        }
+        t.inner.stats.received.fetch_add(1, Ordering::Relaxed);
+        let peer = Peer::udp(from);
+        let item = match parse(data, &limits) {
+            Ok(msg) => Inbound::Message { msg, peer, local },
+            Err(error) => Inbound::Invalid { error, peer },
+        };
+        if sink.send(item).await.is_err() {
+            return; // the core has stopped
+        }
+    }
+}
+
+/// Sends the datagrams that found a UDP socket's kernel buffer full, in order, as it empties:
+/// waited out rather than dropped.
+async fn udp_sender(
+    t: Transports,
+    sock: Arc<UdpSocket>,
+    mut queue: mpsc::Receiver<(SocketAddr, Bytes)>,
+    waiting: Arc<AtomicUsize>,
+) {
+    while let Some((to, bytes)) = queue.recv().await {
+        let sent = match sock.try_send_to(&bytes, to) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                sock.send_to(&bytes, to).await.map(|_| ())
+            }
+            other => other.map(|_| ()),
+        };
+        waiting.fetch_sub(1, Ordering::AcqRel);
+        if let Err(e) = sent {
+            t.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(to = %to, error = %e, "UDP send failed");
+        }
+    }
+}
+
+async fn tcp_accept_loop(
+    t: Transports,
+    listener: TcpListener,
+    local: SocketAddr,
+    sink: mpsc::Sender<Inbound>,
+) {
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let open = t.inner.stats.tcp_open.load(Ordering::Relaxed);
+        if open >= t.inner.config.max_tcp_connections {
+            t.inner.stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(from = %from, open, "TCP connection refused: limit reached");
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let id = t.inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(TCP_SEND_QUEUE);
+        let hold = match t.inner.conns.lock() {
+            Ok(mut m) => m.insert(id, from, tx),
+            Err(_) => Arc::new(AtomicU64::new(0)),
+        };
+        t.inner.stats.tcp_open.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(tcp_connection(
+            t.clone(),
+            stream,
+            from,
+            local,
+            id,
+            rx,
+            hold,
+            sink.clone(),
+        ));
+    }
+}
+
+// The connection's parts, each needed by its task.
+#[allow(clippy::too_many_arguments)]
+async fn tcp_connection(
+    t: Transports,
+    stream: TcpStream,
+    from: SocketAddr,
+    local: SocketAddr,
+    id: ConnId,
+    mut outbound: mpsc::Receiver<Bytes>,
+    hold: Arc<AtomicU64>,
+    sink: mpsc::Sender<Inbound>,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        while let Some(b) = outbound.recv().await {
+            if wr.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let peer = Peer::tcp(from, id);
+    let limits = t.inner.config.limits;
+    let idle = t.inner.config.tcp_idle_timeout;
+    let mut buf = BytesMut::with_capacity(8192);
+    'conn: loop {
+        let read = tokio::time::timeout(idle, rd.read_buf(&mut buf)).await;
+        match read {
+            Err(_) => {
+                let held = hold.load(Ordering::Relaxed);
+                if held > t.inner.epoch.elapsed().as_millis() as u64 {
+                    continue; // a registered flow: idle is what it is allowed to be
+                }
+                tracing::debug!(peer = %peer, "TCP connection idle; closing");
+                break;
+            }
+            Ok(Err(_)) | Ok(Ok(0)) => break,
+            Ok(Ok(_)) => {}
+        }
+        loop {
+            match frame(&buf, &limits) {
+                Framing::Incomplete => break,
+                Framing::KeepAlive { len, pong } => {
+                    let _ = buf.split_to(len);
+                    if pong {
+                        t.send(peer, Bytes::from_static(b"\r\n"));
+                    }
+                }
+                Framing::Message { len } => {
+                    let data = buf.split_to(len).freeze();
+                    t.inner.stats.received.fetch_add(1, Ordering::Relaxed);
+                    let item = match parse(&data, &limits) {
+                        Ok(msg) => Inbound::Message { msg, peer, local },
+                        Err(error) => Inbound::Invalid { error, peer },
+                    };
+                    if sink.send(item).await.is_err() {
+                        break 'conn;
+                    }
+                }
+                Framing::Invalid(error) => {
+                    // The stream cannot be resynchronised: answer if possible and close.
+                    t.inner.stats.received.fetch_add(1, Ordering::Relaxed);
+                    if t.answer_invalid(&error, peer) {
+                        t.inner.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        t.inner.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tracing::info!(peer = %peer, reason = %error, "unreadable TCP stream; closing");
+                    break 'conn;
+                }
+            }
+        }
+    }
+    if let Ok(mut m) = t.inner.conns.lock() {
+        m.remove(id);
+    }
+    t.inner.stats.tcp_open.fetch_sub(1, Ordering::Relaxed);
+    let _ = sink.send(Inbound::Closed { peer }).await;
+    // Let queued responses drain, bounded.
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> TransportConfig {
+        TransportConfig {
+            limits: Limits::default(),
+            max_tcp_connections: 2,
+            tcp_idle_timeout: Duration::from_secs(5),
+        }
+    }
+
+    const OPTIONS: &str = "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bK1\r\n\
+        Max-Forwards: 70\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x>\r\nCall-ID: t1\r\nCSeq: 1 OPTIONS\r\n\
+        Content-Length: 0\r\n\r\n";
+
+    #[tokio::test]
+    async fn tcp_frames_and_answers_on_the_same_connection() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let t = Transports::bind(&["tcp:127.0.0.1:0".parse().unwrap()], cfg(), tx, "t".into())
+            .await
+            .unwrap();
+        let addr = t.local_addrs()[0].addr;
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        // Two messages in one write, then a keep-alive ping.
+        c.write_all(format!("{OPTIONS}{OPTIONS}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            let Some(Inbound::Message { peer, .. }) = rx.recv().await else {
+                panic!()
+            };
+            assert_eq!(peer.transport, Transport::Tcp);
+            t.send(peer, Bytes::from_static(b"SIP/2.0 200 OK\r\n\r\n"));
+        }
+        let mut got = Vec::new();
+        let want = b"SIP/2.0 200 OK\r\n\r\nSIP/2.0 200 OK\r\n\r\n\r\n".len();
+        while got.len() < want {
+            let mut b = [0u8; 256];
+            let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&b[..n]);
+        }
+        // The pong may precede the answers: the core answers after the framing loop ran.
+        let text = String::from_utf8(got).unwrap();
+        assert_eq!(text.matches("SIP/2.0 200 OK\r\n\r\n").count(), 2);
+        assert_eq!(text.len(), want);
+    }
+
+    #[tokio::test]
+    async fn tcp_without_content_length_gets_400_and_close() {
+        let (tx, _rx) = mpsc::channel(16);
+        let t = Transports::bind(&["tcp:127.0.0.1:0".parse().unwrap()], cfg(), tx, "t".into())
+            .await
+            .unwrap();
+        let mut c = TcpStream::connect(t.local_addrs()[0].addr).await.unwrap();
+        c.write_all(OPTIONS.replace("Content-Length: 0\r\n", "").as_bytes())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        let s = String::from_utf8(got).unwrap();
+        assert!(s.starts_with("SIP/2.0 400 Bad Request"), "{s}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_comes_back_as_unreachable() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let t = Transports::bind(&["tcp:127.0.0.1:0".parse().unwrap()], cfg(), tx, "t".into())
+            .await
+            .unwrap();
+        // A port nobody listens on: bound, then closed.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let peer = Peer {
+            transport: Transport::Tcp,
+            addr,
+            conn: None,
+        };
+        t.send(peer, Bytes::from_static(b"OPTIONS"));
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap();
+        match got {
+            Some(Inbound::Unreachable { peer: p, why }) => {
+                assert_eq!(p, peer);
+                assert_eq!(why, Unreachable::ConnectFailed);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(t.stats().tcp_open.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_closed_flow_is_reported_and_never_redialled() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let t = Transports::bind(&["tcp:127.0.0.1:0".parse().unwrap()], cfg(), tx, "t".into())
+            .await
+            .unwrap();
+        // The phone listens on a port of its own too: a redial of its flow's address
+        // would reach this listener, which must stay silent.
+        let phone_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut c = TcpStream::connect(t.local_addrs()[0].addr).await.unwrap();
+        c.write_all(OPTIONS.as_bytes()).await.unwrap();
+        let Some(Inbound::Message { peer, .. }) = rx.recv().await else {
+            panic!()
+        };
+        assert!(peer.conn.is_some());
+        drop(c);
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(Inbound::Closed { peer: p })) => assert_eq!(p, peer),
+            other => panic!("{other:?}"),
+        }
+        t.send(peer, Bytes::from_static(b"INVITE"));
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(Inbound::Unreachable { peer: p, why })) => {
+                assert_eq!(p, peer);
+                assert_eq!(why, Unreachable::FlowGone);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), phone_listener.accept())
+                .await
+                .is_err(),
+            "nothing is dialled"
+        );
+        assert_eq!(t.stats().tcp_open.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_held_connection_outlives_the_idle_timeout() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let config = TransportConfig {
+            tcp_idle_timeout: Duration::from_millis(300),
+            ..cfg()
+        };
+        let t = Transports::bind(
+            &["tcp:127.0.0.1:0".parse().unwrap()],
+            config,
+            tx,
+            "t".into(),
+        )
+        .await
+        .unwrap();
+        let connect = || TcpStream::connect(t.local_addrs()[0].addr);
+        let (mut held, mut idle) = (connect().await.unwrap(), connect().await.unwrap());
+        held.write_all(OPTIONS.as_bytes()).await.unwrap();
+        let Some(Inbound::Message { peer, .. }) = rx.recv().await else {
+            panic!()
+        };
+        t.hold(peer, Instant::now() + Duration::from_millis(1500));
+        // The other connection closes after the idle timeout, the held one only after
+        // its hold.
+        let mut b = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(2), idle.read(&mut b))
+            .await
+            .expect("the idle connection is closed")
+            .unwrap();
+        assert_eq!(n, 0);
+        let still = tokio::time::timeout(Duration::from_millis(900), held.read(&mut b)).await;
+        assert!(still.is_err(), "the held connection stays open: {still:?}");
+        let n = tokio::time::timeout(Duration::from_secs(3), held.read(&mut b))
+            .await
+            .expect("closed once the hold is over")
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn udp_delivers_and_reports_invalid() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let t = Transports::bind(&["udp:127.0.0.1:0".parse().unwrap()], cfg(), tx, "t".into())
+            .await
+            .unwrap();
+        let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        c.send_to(b"\r\n\r\n", t.local_addrs()[0].addr)
+            .await
+            .unwrap();
+        c.send_to(b"garbage", t.local_addrs()[0].addr)
+            .await
+            .unwrap();
+        c.send_to(OPTIONS.as_bytes(), t.local_addrs()[0].addr)
+            .await
+            .unwrap();
+        assert!(matches!(rx.recv().await, Some(Inbound::Invalid { .. })));
+        assert!(matches!(rx.recv().await, Some(Inbound::Message { .. })));
+    }
+
+    #[tokio::test]
+    async fn ipv6_udp_and_tcp_listen_on_loopback() {
+        if std::net::UdpSocket::bind("[::1]:0").is_err() {
+            eprintln!("skipped: ::1 is not configured on this machine's loopback");
+            return;
+        }
+        let (tx, mut rx) = mpsc::channel(16);
+        let listen: Vec<ListenAddr> = vec![
+            "udp:[::1]:0".parse().unwrap(),
+            "tcp:[::1]:0".parse().unwrap(),
+        ];
+        let t = Transports::bind(&listen, cfg(), tx, "t".into())
+            .await
+            .unwrap();
+        let addrs = t.local_addrs();
+        let c = UdpSocket::bind("[::1]:0").await.unwrap();
+        let text = OPTIONS.replace("TCP 127.0.0.1:1", "UDP [::1]:1");
+        c.send_to(text.as_bytes(), addrs[0].addr).await.unwrap();
+        let Some(Inbound::Message { peer, local, .. }) = rx.recv().await else {
+            panic!()
+        };
+        assert!(peer.addr.is_ipv6() && local.is_ipv6());
+        t.send(peer, Bytes::from_static(b"SIP/2.0 200 OK\r\n\r\n"));
+        let mut b = [0u8; 64];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), c.recv_from(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&b[..n], b"SIP/2.0 200 OK\r\n\r\n");
+        let mut s = TcpStream::connect(addrs[1].addr).await.unwrap();
+        s.write_all(OPTIONS.as_bytes()).await.unwrap();
+        assert!(matches!(rx.recv().await, Some(Inbound::Message { .. })));
+    }
+}
