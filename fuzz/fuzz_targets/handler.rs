@@ -2,11 +2,10 @@
 //! transaction layer, authentication and the registrar, with store outcomes and timers.
 #![no_main]
 
-use arc_swap::ArcSwap;
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use switchboard::core::{Core, CoreConfig, Now, Output};
+use switchboard::core::{Core, CoreConfig, Input, Now, Output};
 use switchboard::directory::{Directory, PolicyDirectory};
 use switchboard::policy_source::EMBEDDED_POLICY;
 use switchboard::routing::RoutingConfig;
@@ -16,7 +15,7 @@ use switchboard_sip::parse::{parse, Limits};
 use switchboard_sip::peer::Peer;
 use switchboard_sip::registrar::RegistrarConfig;
 use switchboard_sip::transaction::TimerConfig;
-use switchboard_sip::transport::Inbound;
+use switchboard_sip::transport::{Inbound, Unreachable};
 
 fn policy() -> Policy {
     static P: OnceLock<Policy> = OnceLock::new();
@@ -36,9 +35,7 @@ fuzz_target!(|data: &[u8]| {
         mono: t0 + Duration::from_secs(s),
         unix: 1_800_000_000 + s,
     };
-    let directory = Arc::new(ArcSwap::from_pointee(
-        Box::new(PolicyDirectory::new(policy())) as Box<dyn Directory>,
-    ));
+    let directory: Arc<Box<dyn Directory>> = Arc::new(Box::new(PolicyDirectory::new(policy())));
     let config = CoreConfig {
         realm: "switchboard.local".into(),
         domains: vec!["switchboard.local".into()],
@@ -60,27 +57,69 @@ fuzz_target!(|data: &[u8]| {
             ..RoutingConfig::default()
         },
         watchers: WatchersConfig::default(),
+        seed: [3; 32],
     };
-    let local = vec!["udp:127.0.0.1:5060".parse().unwrap()];
+    let local = vec![
+        "udp:127.0.0.1:5060".parse().unwrap(),
+        "tcp:127.0.0.1:5060".parse().unwrap(),
+    ];
     let mut core = Core::new(config, directory, local, now(0));
-    let peer = Peer::udp("127.0.0.1:5070".parse().unwrap());
-    // The input may hold several messages separated by a NUL byte.
+    let udp = Peer::udp("127.0.0.1:5070".parse().unwrap());
+    let tcp = Peer::tcp("127.0.0.1:40000".parse().unwrap(), 1);
+    // The input may hold several messages separated by a NUL byte; a chunk that starts
+    // with '!' comes over a TCP connection, and one that is only "!" closes it.
     for (i, chunk) in data.split(|&b| b == 0).take(16).enumerate() {
-        let inbound = match parse(chunk, &Limits::default()) {
-            Ok(msg) => Inbound::Message {
-                msg,
-                peer,
-                local: "127.0.0.1:5060".parse().unwrap(),
-            },
-            Err(error) => Inbound::Invalid { error, peer },
+        let t = now(i as u64);
+        let (peer, chunk) = match chunk.strip_prefix(b"!") {
+            Some(rest) => (tcp, rest),
+            None => (udp, chunk),
         };
-        core.handle_inbound(inbound, now(i as u64));
-        while let Some(out) = core.poll_output() {
-            if let Output::Persist { token, .. } = out {
-                core.handle_persisted(token, token % 3 != 0, now(i as u64));
+        let inbound = if chunk.is_empty() && peer == tcp {
+            Inbound::Closed { peer }
+        } else {
+            match parse(chunk, &Limits::default()) {
+                Ok(msg) => Inbound::Message {
+                    msg,
+                    peer,
+                    local: "127.0.0.1:5060".parse().unwrap(),
+                },
+                Err(error) => Inbound::Invalid { error, peer },
             }
-        }
+        };
+        core.handle(Input::Inbound(inbound), t);
+        drain(&mut core, t, &mut |core, t, out| {
+            // Whatever was sent to the TCP peer finds it gone now and then.
+            if let Output::Send { to, .. } = out {
+                if to.transport == tcp.transport && i % 3 == 0 {
+                    core.handle(
+                        Input::Inbound(Inbound::Unreachable {
+                            peer: to,
+                            why: Unreachable::FlowGone,
+                        }),
+                        t,
+                    );
+                }
+            }
+        });
     }
-    core.handle_timeout(now(10_000));
+    core.handle(Input::Timeout, now(10_000));
     while core.poll_output().is_some() {}
 });
+
+/// Carries out the core's outputs: store writes succeed, except every third.
+fn drain(core: &mut Core, t: Now, on_send: &mut dyn FnMut(&mut Core, Now, Output)) {
+    while let Some(out) = core.poll_output() {
+        match out {
+            Output::Persist { token, .. } => {
+                core.handle(
+                    Input::Persisted {
+                        token,
+                        ok: token % 3 != 0,
+                    },
+                    t,
+                );
+            }
+            other => on_send(core, t, other),
+        }
+    }
+}

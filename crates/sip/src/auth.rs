@@ -10,6 +10,7 @@
 //!   and a wrong answer from either is the same failure: nothing tells whether a user exists.
 //! * [`Throttle`] counts failures per source address and blocks a source for a while.
 
+use crate::entropy::Entropy;
 use crate::msg::headers::Header;
 use crate::msg::Request;
 use md5::Md5;
@@ -127,6 +128,7 @@ pub enum Verdict {
 pub struct Authenticator {
     config: DigestConfig,
     key: [u8; 32],
+    entropy: Entropy,
     /// Issue time origin: nonces carry seconds since this instant.
     epoch: Instant,
     /// Highest nonce-count seen per nonce, and when the nonce was issued.
@@ -139,11 +141,13 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// `epoch` is any instant not after the first `now` passed in (the daemon's start).
-    pub fn new(config: DigestConfig, epoch: Instant) -> Self {
+    /// `epoch` is any instant not after the first `now` passed in (the daemon's start);
+    /// `entropy` gives the nonce key and salts.
+    pub fn new(config: DigestConfig, epoch: Instant, mut entropy: Entropy) -> Self {
         Authenticator {
             config,
-            key: rand::random(),
+            key: entropy.key(),
+            entropy,
             epoch,
             counts: HashMap::new(),
             order: VecDeque::new(),
@@ -164,9 +168,9 @@ impl Authenticator {
     }
 
     /// Fixed width (zero-padded), so that a nonce's length says nothing about the request.
-    fn new_nonce(&self, now: Instant) -> String {
+    fn new_nonce(&mut self, now: Instant) -> String {
         let issued = now.saturating_duration_since(self.epoch).as_secs();
-        let salt: u64 = rand::random();
+        let salt = self.entropy.u64();
         format!("{issued:08x}.{salt:016x}.{}", self.nonce_mac(issued, salt))
     }
 
@@ -184,7 +188,7 @@ impl Authenticator {
 
     /// The challenge headers for a 401 (or 407): one per algorithm, in the given order.
     pub fn challenge(
-        &self,
+        &mut self,
         algorithms: &[Algorithm],
         stale: bool,
         role: Role,
@@ -545,6 +549,7 @@ mod tests {
                 max_tracked_nonces: 4,
             },
             t0,
+            Entropy::from_seed([3; 32]),
         );
         (a, t0)
     }
@@ -703,7 +708,7 @@ mod tests {
 
     #[test]
     fn nonces_have_one_length_whatever_their_time_and_salt() {
-        let (a, t0) = auth();
+        let (mut a, t0) = auth();
         let lengths: std::collections::BTreeSet<usize> = (0..2000u64)
             .map(|i| {
                 let h = &a.challenge(

@@ -401,11 +401,6 @@ pub fn response_target(req: &Request, source: Peer) -> Peer {
     }
 }
 
-/// A fresh random token for tags and branches (64 random bits, hex).
-pub fn random_token() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,7 +571,6 @@ mod tests {
         assert_eq!(tag_of("<sip:a@b;tag=no>;tag=yes"), Some("yes"));
         assert_eq!(tag_of("<sip:a@b;tag=no>"), None);
         assert_eq!(tag_of("sip:a@b;tag=t1"), Some("t1"));
-        assert_ne!(random_token(), random_token());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! gives; [`Notifier::expire`] says which subscriptions ran out. The caller owns the
 //! documents, the transactions and the clock (Unix seconds passed in).
 
+use crate::entropy::Entropy;
 use crate::events::Package;
 use crate::message::{split_first_value, tag_of};
 use crate::msg::headers::{Header, Headers};
@@ -122,6 +123,7 @@ pub struct Notifier {
     by_resource: HashMap<String, BTreeSet<SubId>>,
     by_expiry: BTreeSet<(u64, SubId)>,
     next_id: SubId,
+    entropy: Entropy,
 }
 
 fn header_value<'a>(
@@ -158,9 +160,11 @@ fn without_tag(value: &str) -> String {
 }
 
 impl Notifier {
-    pub fn new(config: NotifierConfig) -> Self {
+    /// `entropy` gives the subscriptions' dialog tags.
+    pub fn new(config: NotifierConfig, entropy: Entropy) -> Self {
         Notifier {
             config,
+            entropy,
             subs: HashMap::new(),
             by_dialog: HashMap::new(),
             by_resource: HashMap::new(),
@@ -429,7 +433,7 @@ impl Notifier {
             .collect();
         let id = self.next_id;
         self.next_id += 1;
-        let local_tag = crate::message::random_token();
+        let local_tag = self.entropy.token();
         let s = Subscription {
             id,
             package,
@@ -568,7 +572,7 @@ mod tests {
 
     #[test]
     fn subscribe_notify_refresh_unsubscribe() {
-        let mut n = Notifier::new(NotifierConfig::default());
+        let mut n = Notifier::new(NotifierConfig::default(), Entropy::from_seed([0; 32]));
         let r = n
             .subscribe(
                 &subscribe("Expires: 600\r\n", None, 1),
@@ -678,10 +682,13 @@ mod tests {
 
     #[test]
     fn expiry_bounds_and_limits() {
-        let mut n = Notifier::new(NotifierConfig {
-            max_subscriptions: 1,
-            ..NotifierConfig::default()
-        });
+        let mut n = Notifier::new(
+            NotifierConfig {
+                max_subscriptions: 1,
+                ..NotifierConfig::default()
+            },
+            Entropy::from_seed([0; 32]),
+        );
         let brief = n
             .subscribe(
                 &subscribe("Expires: 10\r\n", None, 1),
@@ -727,7 +734,7 @@ mod tests {
 
     #[test]
     fn event_ids_packages_accept_and_restore() {
-        let mut n = Notifier::new(NotifierConfig::default());
+        let mut n = Notifier::new(NotifierConfig::default(), Entropy::from_seed([0; 32]));
         let req = subscribe("Expires: 600\r\n", None, 1);
         let text = req
             .to_string()
@@ -782,7 +789,7 @@ mod tests {
         let kept: Vec<Subscription> = vec![n.get(id).unwrap().clone()];
         let json = serde_json::to_string(&kept[0]).unwrap();
         let back: Subscription = serde_json::from_str(&json).unwrap();
-        let mut m = Notifier::new(NotifierConfig::default());
+        let mut m = Notifier::new(NotifierConfig::default(), Entropy::from_seed([0; 32]));
         let ids = m.restore(vec![back], 100);
         assert_eq!(ids.len(), 1);
         let refresh = subscribe("", Some(&to_tag), 3);

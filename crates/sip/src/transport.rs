@@ -129,7 +129,7 @@ impl fmt::Display for ListenAddr {
 /// What the socket layer hands to the core.
 // Nearly every item is a Message: boxing it would cost an allocation per message.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Inbound {
     /// A message that passed the checks of [`crate::parse`]. `local` is the listener's address.
     Message {

@@ -1,23 +1,26 @@
 //! The daemon's SIP core: transactions, registrar, authentication, as one state machine.
 //!
-//! Sans-I/O like the pieces it is made of: [`Core::handle_inbound`], [`Core::handle_persisted`]
-//! and [`Core::handle_timeout`] take events with the time passed in; [`Core::poll_output`]
-//! hands back what to send and what to make durable; [`Core::poll_timeout`] says when to call
-//! again. The async shell in `server.rs` does the sockets, the store and the clock, and tests
-//! drive the core directly with a virtual clock.
+//! Sans-I/O like the pieces it is made of. Everything that happens to it is one [`Input`],
+//! handed in with the time by [`Core::handle`]; [`Core::poll_output`] hands back what to
+//! send, what to make durable, what to answer; [`Core::poll_timeout`] says when to hand in
+//! [`Input::Timeout`]. The async shell in `server.rs` does the sockets, the store and the
+//! clock, and tests drive the core directly with a virtual clock.
+//!
+//! The core is deterministic: it reads no clock, no global and no shared state (the policy
+//! comes in as [`Input::PolicyChanged`]), and its random numbers come from the seed in its
+//! [`CoreConfig`]. The same seed and the same inputs give the same outputs, byte for byte.
 
-use crate::directory::Directory;
+use crate::directory::Snapshot;
 use crate::presence_service::{self, ApiError, PresenceService, Reply};
 use crate::routing::{Routing, RoutingConfig, RoutingStats};
 use crate::watchers::{Watchers, WatchersConfig};
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard_presence::store::Write;
 use switchboard_sip::auth::{Authenticator, DigestConfig, FailureOutcome, Role, Throttle, Verdict};
+use switchboard_sip::entropy::Entropy;
 use switchboard_sip::message::{self, check_request, Capabilities};
 use switchboard_sip::msg::headers::Header;
 use switchboard_sip::msg::prelude::*;
@@ -91,6 +94,30 @@ pub struct CoreConfig {
     pub block: Duration,
     pub routing: RoutingConfig,
     pub watchers: WatchersConfig,
+    /// The seed of every random number the core makes (tags, branches, nonces): secret,
+    /// from the operating system, in the daemon; fixed in tests and replays.
+    pub seed: [u8; 32],
+}
+
+/// Everything that happens to the core, handed in by [`Core::handle`] with the time.
+// Nearly every input is a message: boxing it would cost an allocation per message.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// From the sockets: a message, a message that failed the checks, a peer that cannot
+    /// be reached, a connection that closed.
+    Inbound(Inbound),
+    /// The outcome of [`Output::Persist`] `token`: durable (`ok`) or refused by the store.
+    Persisted { token: u64, ok: bool },
+    /// The time asked for by [`Core::poll_timeout`] has come (early calls are harmless).
+    Timeout,
+    /// A presence command from the API or the CLI, answered as [`Output::Reply`] `id`.
+    Command {
+        id: u64,
+        req: presence_service::Request,
+    },
+    /// The policy was reloaded: from now on the core reads this version.
+    PolicyChanged(Snapshot),
 }
 
 /// What the core asks the shell to do.
@@ -193,9 +220,18 @@ pub(crate) fn changed_person(c: &presence_service::Command) -> Option<&str> {
     }
 }
 
+/// The daemon's SIP core (see the module's documentation).
+///
+/// The drain contract: after each [`Core::handle`], call [`Core::poll_output`] until it
+/// returns `None` and carry out each output in order (a `Persist`'s outcome comes back as
+/// [`Input::Persisted`], in any order relative to other inputs); then ask
+/// [`Core::poll_timeout`] when to hand in [`Input::Timeout`].
 pub struct Core {
     pub(crate) config: CoreConfig,
-    pub(crate) directory: Arc<ArcSwap<Box<dyn Directory>>>,
+    /// The policy's directory as last handed in.
+    pub(crate) directory: Snapshot,
+    /// Every random number the core itself makes.
+    pub(crate) entropy: Entropy,
     pub(crate) transactions: TransactionLayer,
     pub(crate) registrar: Registrar,
     pub(crate) auth: Authenticator,
@@ -228,11 +264,12 @@ pub struct Core {
 impl Core {
     pub fn new(
         config: CoreConfig,
-        directory: Arc<ArcSwap<Box<dyn Directory>>>,
+        directory: Snapshot,
         listeners: Vec<ListenAddr>,
         now: Now,
     ) -> Self {
         let local_addrs = listeners.iter().map(|l| l.addr).collect();
+        let mut entropy = Entropy::from_seed(config.seed);
         let auth = Authenticator::new(
             DigestConfig {
                 realm: config.realm.clone(),
@@ -240,13 +277,15 @@ impl Core {
                 max_tracked_nonces: 100_000,
             },
             now.mono,
+            entropy.fork(),
         );
         let throttle = Throttle::new(config.max_failures, config.failure_window, config.block);
-        let presence = PresenceService::new(directory.load().policy());
+        let presence = PresenceService::new(directory.policy());
         Core {
             presence,
             routing: Routing::new(config.routing),
-            notifier: Notifier::new(config.watchers.subscriptions),
+            notifier: Notifier::new(config.watchers.subscriptions, entropy.fork()),
+            entropy,
             watchers: Watchers::new(&config.watchers),
             presence_writes: HashMap::new(),
             queued_changes: HashMap::new(),
@@ -290,7 +329,7 @@ impl Core {
     /// Loads presence read back from the durable store (profiles that ended while the
     /// daemon was down end now, and that is stored).
     pub fn restore_presence(&mut self, rows: Vec<(String, Vec<u8>)>, now: Now) {
-        let directory = self.directory.load();
+        let directory = self.directory.clone();
         let writes = self
             .presence
             .restore(rows, directory.policy(), now.unix as i64);
@@ -324,7 +363,7 @@ impl Core {
 
     /// A presence command from the API or the CLI; the answer comes as [`Output::Reply`]
     /// with `id`, after any change it makes is durable.
-    pub fn handle_command(&mut self, id: u64, req: presence_service::Request, now: Now) {
+    pub(crate) fn handle_command(&mut self, id: u64, req: presence_service::Request, now: Now) {
         self.command(id, req, now);
         self.after_event(now);
     }
@@ -340,7 +379,7 @@ impl Core {
                 return;
             }
         }
-        let directory = self.directory.load();
+        let directory = self.directory.clone();
         let result = self
             .presence
             .handle(&req, directory.policy(), now.unix as i64);
@@ -390,11 +429,29 @@ impl Core {
         self.draining = true;
     }
 
+    /// Hands an input to the core (see [`Input`] and the drain contract on [`Core`]).
+    pub fn handle(&mut self, input: Input, now: Now) {
+        match input {
+            Input::Inbound(i) => self.handle_inbound(i, now),
+            Input::Persisted { token, ok } => self.handle_persisted(token, ok, now),
+            Input::Timeout => self.handle_timeout(now),
+            Input::Command { id, req } => self.handle_command(id, req, now),
+            Input::PolicyChanged(directory) => self.policy_changed(directory, now),
+        }
+    }
+
+    /// A fresh tag (To tags of our responses, ETags): from the core's seeded generator.
+    pub(crate) fn tag(&mut self) -> String {
+        self.entropy.token()
+    }
+
+    #[must_use = "every output must be carried out, in order"]
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
     }
 
-    /// When [`Core::handle_timeout`] must next be called.
+    /// When [`Input::Timeout`] must next be handed in.
+    #[must_use = "the core needs Input::Timeout at this time"]
     pub fn poll_timeout(&self, now: Now) -> Option<Instant> {
         let expiry = self
             .registrar
@@ -423,7 +480,7 @@ impl Core {
         .min()
     }
 
-    pub fn handle_timeout(&mut self, now: Now) {
+    pub(crate) fn handle_timeout(&mut self, now: Now) {
         self.transactions.handle_timeout(now.mono);
         self.flush_transactions();
         self.handle_tx_events(now);
@@ -450,15 +507,16 @@ impl Core {
     }
 
     /// The outcome of a [`Output::Persist`].
-    pub fn handle_persisted(&mut self, token: u64, ok: bool, now: Now) {
+    pub(crate) fn handle_persisted(&mut self, token: u64, ok: bool, now: Now) {
         self.persisted(token, ok, now);
         self.after_event(now);
     }
 
-    /// The policy was replaced (a reload): presence takes in its people and profiles
-    /// (newcomers are stored, everyone's watchers see what changed for them).
-    pub fn policy_reloaded(&mut self, now: Now) {
-        let directory = self.directory.load_full();
+    /// The policy was replaced (a reload): the core reads the new version from now on, and
+    /// presence takes in its people and profiles (newcomers are stored, everyone's watchers
+    /// see what changed for them).
+    pub(crate) fn policy_changed(&mut self, directory: Snapshot, now: Now) {
+        self.directory = directory.clone();
         let writes = self
             .presence
             .policy_changed(directory.policy(), now.unix as i64);
@@ -641,7 +699,7 @@ impl Core {
         }
     }
 
-    pub fn handle_inbound(&mut self, inbound: Inbound, now: Now) {
+    pub(crate) fn handle_inbound(&mut self, inbound: Inbound, now: Now) {
         match inbound {
             Inbound::Unreachable { peer, why } => {
                 // §17.1.4, §17.2.4: what waits on it ends now (a branch answers 503).
@@ -750,12 +808,7 @@ impl Core {
 
     fn dispatch(&mut self, tx: TxId, req: Request, peer: Peer, local: ListenAddr, now: Now) {
         if self.draining {
-            let mut resp = message::response(
-                &req,
-                503,
-                Some(&message::random_token()),
-                &self.config.server,
-            );
+            let mut resp = message::response(&req, 503, Some(&self.tag()), &self.config.server);
             resp.headers.push(Header::RetryAfter("5".into()));
             return self.respond(tx, resp, now);
         }
@@ -768,12 +821,7 @@ impl Core {
         match req.method {
             Method::Invite => self.route_invite(tx, req, peer, local, now),
             Method::Options => {
-                let mut resp = message::response(
-                    &req,
-                    200,
-                    Some(&message::random_token()),
-                    &self.config.server,
-                );
+                let mut resp = message::response(&req, 200, Some(&self.tag()), &self.config.server);
                 let allow = CAPABILITIES.allow();
                 resp.headers.push(Header::Allow(allow.into()));
                 resp.headers.push(Header::Accept("application/sdp".into()));
@@ -782,35 +830,20 @@ impl Core {
             Method::Register => self.register(tx, req, peer, now),
             // Methods that only exist inside a dialog (§15, RFC 3311/6086/3262/3515/6665).
             Method::Bye | Method::Update | Method::Info | Method::PRack | Method::Notify => {
-                let resp = message::response(
-                    &req,
-                    481,
-                    Some(&message::random_token()),
-                    &self.config.server,
-                );
+                let resp = message::response(&req, 481, Some(&self.tag()), &self.config.server);
                 self.respond(tx, resp, now)
             }
             Method::Subscribe => self.handle_subscribe(tx, req, peer, local, now),
             Method::Publish => self.handle_publish(tx, req, peer, now),
             // Out-of-dialog REFER and MESSAGE are not served yet.
             Method::Refer | Method::Message => {
-                let mut resp = message::response(
-                    &req,
-                    501,
-                    Some(&message::random_token()),
-                    &self.config.server,
-                );
+                let mut resp = message::response(&req, 501, Some(&self.tag()), &self.config.server);
                 resp.headers
                     .push(Header::Allow(CAPABILITIES.allow().into()));
                 self.respond(tx, resp, now)
             }
             _ => {
-                let mut resp = message::response(
-                    &req,
-                    405,
-                    Some(&message::random_token()),
-                    &self.config.server,
-                );
+                let mut resp = message::response(&req, 405, Some(&self.tag()), &self.config.server);
                 let allow = CAPABILITIES.allow();
                 resp.headers.push(Header::Allow(allow.into()));
                 self.respond(tx, resp, now)
@@ -837,12 +870,7 @@ impl Core {
 
     fn register(&mut self, tx: TxId, req: Request, peer: Peer, now: Now) {
         let reply = |core: &mut Core, code: u16, extra: Vec<Header>| {
-            let mut resp = message::response(
-                &req,
-                code,
-                Some(&message::random_token()),
-                &core.config.server,
-            );
+            let mut resp = message::response(&req, code, Some(&core.tag()), &core.config.server);
             resp.headers.extend(extra);
             core.respond(tx, resp, now);
         };
@@ -871,7 +899,7 @@ impl Core {
             .and_then(|t| t.typed().ok())
             .map(|t| t.uri.host_with_port.host.to_string())
             .unwrap_or_default();
-        let directory = self.directory.load();
+        let directory = self.directory.clone();
         let aor = match (&to_user, self.is_local_host(&to_host)) {
             (Some(u), true) => directory.user_for(u),
             _ => None,
@@ -930,12 +958,8 @@ impl Core {
             return reply(self, 404, vec![message::warning("no such user")]);
         };
         let outcome = self.registrar.register(&aor, &req, peer, now.unix);
-        let mut resp = message::response(
-            &req,
-            outcome.code,
-            Some(&message::random_token()),
-            &self.config.server,
-        );
+        let mut resp =
+            message::response(&req, outcome.code, Some(&self.tag()), &self.config.server);
         resp.headers.extend(outcome.headers);
         if outcome.code != 200 || outcome.changes.is_empty() {
             return self.respond(tx, resp, now);
@@ -1017,44 +1041,20 @@ fn change_to_write(c: &Change) -> Write {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory::PolicyDirectory;
-    use switchboard_policy::{Policy, Source};
+
     use switchboard_sip::auth::{parse_digest, Algorithm};
     use switchboard_sip::parse::{parse, Limits};
 
     const POLICY: &str = "[users.alice]\nextension = \"1001\"\n[users.alice.sip]\npassword = \"pw\"\nalgorithms = [\"md5\"]\n";
 
     fn core(t0: Instant) -> Core {
-        let policy = Policy::from_sources(&[Source {
-            name: "p.toml".into(),
-            text: POLICY.into(),
-        }])
-        .unwrap();
-        let directory = Arc::new(ArcSwap::from_pointee(
-            Box::new(PolicyDirectory::new(policy)) as Box<dyn Directory>,
-        ));
         let config = CoreConfig {
-            realm: "switchboard.local".into(),
-            domains: vec!["switchboard.local".into()],
-            server: "test".into(),
-            timers: TimerConfig::default(),
-            registrar: RegistrarConfig {
-                min_expires: 60,
-                default_expires: 3600,
-                max_expires: 7200,
-                max_contacts_per_aor: 10,
-            },
-            auth_required: true,
-            nonce_lifetime: Duration::from_secs(300),
             max_failures: 3,
-            failure_window: Duration::from_secs(60),
-            block: Duration::from_secs(60),
-            routing: RoutingConfig::default(),
-            watchers: WatchersConfig::default(),
+            ..crate::test_harness::config(true)
         };
         Core::new(
             config,
-            directory,
+            crate::test_harness::snapshot(POLICY),
             vec!["udp:127.0.0.1:5060".parse().unwrap()],
             at(t0, 0),
         )

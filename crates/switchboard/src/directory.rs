@@ -4,6 +4,10 @@
 use switchboard_policy::{DigestAlgorithm, Policy, Secret};
 use switchboard_sip::auth::{Algorithm, Credential, Secret as SipSecret};
 
+/// One version of the directory, as the core holds it: the core is handed a new one when
+/// the policy is reloaded ([`crate::core::Input::PolicyChanged`]) and reads no other.
+pub type Snapshot = std::sync::Arc<Box<dyn Directory>>;
+
 /// Lookups the SIP core makes.
 pub trait Directory: Send + Sync {
     /// The id of the user a request-URI or To user part names (SIP user name, user id or
@@ -22,6 +26,12 @@ pub trait Directory: Send + Sync {
     fn user_for_token(&self, token: &str) -> Option<String>;
     /// The trunk whose SIP user name (digest credentials) this is.
     fn trunk_of_username(&self, username: &str) -> Option<String>;
+}
+
+impl std::fmt::Debug for dyn Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Directory")
+    }
 }
 
 fn sip_algorithms(list: &[DigestAlgorithm]) -> Vec<Algorithm> {

@@ -354,12 +354,7 @@ impl Core {
         extra: Vec<Header>,
         now: Now,
     ) {
-        let mut resp = message::response(
-            req,
-            code,
-            Some(&message::random_token()),
-            &self.config.server,
-        );
+        let mut resp = message::response(req, code, Some(&self.tag()), &self.config.server);
         resp.headers.extend(extra);
         self.respond(tx, resp, now);
     }
@@ -431,7 +426,7 @@ impl Core {
             to: to.clone(),
             call_id: call_id.clone(),
         };
-        let directory = self.directory.load_full();
+        let directory = self.directory.clone();
         let policy = directory.policy();
         let at = chrono::DateTime::from_timestamp(now.unix as i64, 0).unwrap_or_default();
         let plan = {
@@ -487,7 +482,7 @@ impl Core {
     /// Who is calling: a trunk (by source address or credentials), a user (digest), or
     /// anyone (when authentication is off). None when the request was answered instead.
     fn identify_caller(&mut self, tx: TxId, req: &Request, peer: Peer, now: Now) -> Option<Caller> {
-        let directory = self.directory.load_full();
+        let directory = self.directory.clone();
         let policy = directory.policy();
         let from_user = header_user(req.from_header().ok().map(|f| f.value()))
             .unwrap_or_else(|| "anonymous".into());
@@ -565,7 +560,7 @@ impl Core {
                             let resp = message::response(
                                 &call.invite,
                                 480,
-                                Some(&message::random_token()),
+                                Some(&self.tag()),
                                 &self.config.server,
                             );
                             self.respond(call.server_tx, resp, now);
@@ -577,7 +572,7 @@ impl Core {
                     let mut resp = message::response(
                         &call.invite,
                         code,
-                        Some(&message::random_token()),
+                        Some(&self.tag()),
                         &self.config.server,
                     );
                     if let Some(r) = reason {
@@ -656,7 +651,7 @@ impl Core {
         start: crate::executor::BranchStart,
         now: Now,
     ) -> Result<(), u16> {
-        let directory = self.directory.load_full();
+        let directory = self.directory.clone();
         let policy = directory.policy();
         let index = start.branch;
         while call.branches.len() <= index {
@@ -746,7 +741,7 @@ impl Core {
         let via = proxy::via_value(
             dest.transport,
             local_out,
-            &proxy::branch(call.loop_key, rand::random::<u64>()),
+            &proxy::branch(call.loop_key, self.entropy.u64()),
         );
         let mut out = proxy::forward(&call.invite, Some(uri), &via, &rr);
         self.apply_identity(&mut out, call, &start.caller_id, policy);
@@ -896,12 +891,7 @@ impl Core {
         let key = invite_tx.and_then(|t| self.routing.by_server_tx.get(&t).copied());
         let relay = invite_tx.and_then(|t| self.routing.relay_of_server.get(&t).copied());
         let ok = |core: &mut Core| {
-            let resp = message::response(
-                &req,
-                200,
-                Some(&message::random_token()),
-                &core.config.server,
-            );
+            let resp = message::response(&req, 200, Some(&core.tag()), &core.config.server);
             core.respond(cancel_tx, resp, now);
         };
         if let Some(key) = key {
@@ -920,7 +910,7 @@ impl Core {
                 let resp = message::response(
                     &call.invite,
                     487,
-                    Some(&message::random_token()),
+                    Some(&self.entropy.token()),
                     &self.config.server,
                 );
                 let tx = call.server_tx;
@@ -936,12 +926,7 @@ impl Core {
             return;
         }
         // §9.2: nothing to cancel.
-        let resp = message::response(
-            &req,
-            481,
-            Some(&message::random_token()),
-            &self.config.server,
-        );
+        let resp = message::response(&req, 481, Some(&self.tag()), &self.config.server);
         self.respond(cancel_tx, resp, now);
     }
 
@@ -1292,7 +1277,7 @@ impl Core {
         let via = proxy::via_value(
             dest.transport,
             local_out,
-            &proxy::branch(loop_key, rand::random::<u64>()),
+            &proxy::branch(loop_key, self.entropy.u64()),
         );
         let out = proxy::forward(&req, None, &via, &[]);
         if req.method == Method::Bye {

@@ -2,8 +2,8 @@
 
 use crate::api::{self, Envelope};
 use crate::config::Config;
-use crate::core::{Core, CoreConfig, Now, Output, BINDINGS};
-use crate::directory::{Directory, PolicyDirectory};
+use crate::core::{Core, CoreConfig, Input, Now, Output, BINDINGS};
+use crate::directory::{Directory, PolicyDirectory, Snapshot};
 use crate::policy_source;
 use crate::presence_service::{Reply, PRESENCE};
 use crate::profiles::PROFILES;
@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use switchboard_net::{TransportConfig, Transports};
 use switchboard_presence::store::Write;
 use switchboard_presence::store::{GroupCommitter, RedbStore, Store};
+use switchboard_sip::entropy::Entropy;
 use switchboard_sip::parse::Limits;
 use switchboard_sip::registrar::RegistrarConfig;
 use switchboard_sip::subscription::NotifierConfig;
@@ -51,6 +52,7 @@ fn now() -> Now {
 
 fn core_config(c: &Config, route_secret: [u8; 32]) -> CoreConfig {
     CoreConfig {
+        seed: Entropy::os_seed(),
         realm: c.realm.clone(),
         domains: c.domains.clone(),
         server: SERVER.to_string(),
@@ -145,7 +147,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let t = now();
     let mut core = Core::new(
         core_config(&config, route_secret),
-        directory.clone(),
+        directory.load_full(),
         local,
         t,
     );
@@ -186,8 +188,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut next_reply = 0u64;
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, bool)>();
-    // A reload that replaced the policy says so, for presence to take it in.
-    let (reloaded_tx, mut reloaded_rx) = mpsc::unbounded_channel::<()>();
+    // A reload that replaced the policy hands the new version to the core.
+    let (reloaded_tx, mut reloaded_rx) = mpsc::unbounded_channel::<Snapshot>();
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -221,29 +223,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::select! {
             biased;
             Some((token, ok)) = done_rx.recv() => {
-                core.handle_persisted(token, ok, now());
+                core.handle(Input::Persisted { token, ok }, now());
                 while let Ok((token, ok)) = done_rx.try_recv() {
-                    core.handle_persisted(token, ok, now());
+                    core.handle(Input::Persisted { token, ok }, now());
                 }
             }
             Some(inbound) = in_rx.recv() => {
                 let t = now();
-                core.handle_inbound(inbound, t);
+                core.handle(Input::Inbound(inbound), t);
                 for _ in 0..BATCH {
                     match in_rx.try_recv() {
-                        Ok(i) => core.handle_inbound(i, t),
+                        Ok(i) => core.handle(Input::Inbound(i), t),
                         Err(_) => break,
                     }
                 }
             }
             _ = &mut timer => {
                 armed_for = None;
-                core.handle_timeout(now());
+                core.handle(Input::Timeout, now());
             }
             Some((req, reply)) = api_rx.recv() => {
                 next_reply += 1;
                 replies.insert(next_reply, reply);
-                core.handle_command(next_reply, req, now());
+                core.handle(Input::Command { id: next_reply, req }, now());
             }
             _ = sigterm.recv() => start_drain(&mut core, &mut drain_deadline),
             _ = sigint.recv() => start_drain(&mut core, &mut drain_deadline),
@@ -251,7 +253,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 tracing::info!("SIGHUP: reloading the policy");
                 spawn_reload(&config, &directory, &reload_failures, &reloaded_tx);
             }
-            Some(()) = reloaded_rx.recv() => core.policy_reloaded(now()),
+            Some(directory) = reloaded_rx.recv() => {
+                core.handle(Input::PolicyChanged(directory), now())
+            }
             _ = watch.tick() => {
                 let now_seen = policy_source::fingerprint(&config);
                 if now_seen != seen {
@@ -343,26 +347,32 @@ fn spawn_reload(
     config: &Config,
     directory: &Arc<ArcSwap<Box<dyn Directory>>>,
     failures: &Arc<AtomicU64>,
-    reloaded: &mpsc::UnboundedSender<()>,
+    reloaded: &mpsc::UnboundedSender<Snapshot>,
 ) {
     let (config, directory, failures) = (config.clone(), directory.clone(), failures.clone());
     let reloaded = reloaded.clone();
     tokio::task::spawn_blocking(move || {
-        if reload(&config, &directory, &failures) {
-            let _ = reloaded.send(());
+        if let Some(snapshot) = reload(&config, &directory, &failures) {
+            let _ = reloaded.send(snapshot);
         }
     });
 }
 
 /// Loads the policy again; a policy that fails validation never replaces the running one.
-/// True when the policy was replaced.
-fn reload(config: &Config, directory: &ArcSwap<Box<dyn Directory>>, failures: &AtomicU64) -> bool {
+/// The new version when the policy was replaced (the API reads it at once; the core when
+/// it is handed in).
+fn reload(
+    config: &Config,
+    directory: &ArcSwap<Box<dyn Directory>>,
+    failures: &AtomicU64,
+) -> Option<Snapshot> {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
     let replaced = match policy_source::load(config) {
         Ok(p) => {
-            directory.store(Arc::new(Box::new(PolicyDirectory::new(p))));
+            let snapshot: Snapshot = Arc::new(Box::new(PolicyDirectory::new(p)));
+            directory.store(snapshot.clone());
             tracing::info!("policy reloaded");
-            true
+            Some(snapshot)
         }
         Err(e) => {
             let n = failures.fetch_add(1, Ordering::Relaxed) + 1;
@@ -370,7 +380,7 @@ fn reload(config: &Config, directory: &ArcSwap<Box<dyn Directory>>, failures: &A
                 failed_reloads = n,
                 "policy reload refused; the running policy stays:\n{e}"
             );
-            false
+            None
         }
     };
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

@@ -2,11 +2,10 @@
 //! as bytes, what the core sends out read back as text.
 #![allow(dead_code)]
 
-use crate::core::{Core, CoreConfig, Now, Output};
-use crate::directory::{Directory, PolicyDirectory};
+use crate::core::{Core, CoreConfig, Input, Now, Output};
+use crate::directory::{PolicyDirectory, Snapshot};
 use crate::routing::RoutingConfig;
 use crate::watchers::WatchersConfig;
-use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,6 +68,59 @@ pub(crate) const VM: &str = "127.0.0.1:5090";
 pub(crate) const CARRIER: &str = "127.0.0.2:5080";
 pub(crate) const US: &str = "127.0.0.1:5060";
 
+/// The directory of a policy text.
+pub(crate) fn snapshot(policy: &str) -> Snapshot {
+    let policy = Policy::from_sources(&[Source {
+        name: "p.toml".into(),
+        text: policy.into(),
+    }])
+    .unwrap();
+    Arc::new(Box::new(PolicyDirectory::new(policy)))
+}
+
+/// The core's settings in tests: short and fixed, the seed too.
+pub(crate) fn config(auth: bool) -> CoreConfig {
+    CoreConfig {
+        realm: "switchboard.local".into(),
+        domains: vec!["switchboard.local".into()],
+        server: "test".into(),
+        timers: TimerConfig::default(),
+        registrar: RegistrarConfig {
+            min_expires: 60,
+            default_expires: 3600,
+            max_expires: 7200,
+            max_contacts_per_aor: 10,
+        },
+        auth_required: auth,
+        nonce_lifetime: Duration::from_secs(300),
+        max_failures: 3,
+        failure_window: Duration::from_secs(60),
+        block: Duration::from_secs(60),
+        routing: RoutingConfig {
+            route_secret: [9; 32],
+            ..RoutingConfig::default()
+        },
+        watchers: WatchersConfig::default(),
+        seed: [5; 32],
+    }
+}
+
+/// A core as a test starts it: nobody's presence stored yet.
+fn make_core(config: CoreConfig, directory: Snapshot, now: Now) -> Core {
+    let mut core = Core::new(
+        config,
+        directory,
+        vec![
+            "udp:127.0.0.1:5060".parse().unwrap(),
+            "tcp:127.0.0.1:5060".parse().unwrap(),
+        ],
+        now,
+    );
+    assert_eq!(core.presence().model().people().count(), 0);
+    core.restore_presence(Vec::new(), now);
+    core
+}
+
 pub(crate) struct T {
     pub core: Core,
     t0: Instant,
@@ -82,6 +134,13 @@ pub(crate) struct T {
     held: Vec<(u64, Vec<switchboard_presence::store::Write>)>,
     /// Connections the core asked to hold open, and until when.
     pub holds: Vec<(switchboard_sip::peer::Peer, Instant)>,
+    auth: bool,
+    /// When the core was made.
+    start: Now,
+    /// Every input handed to the core, with its time, in order (for replays).
+    inputs: Vec<(Input, Now)>,
+    /// Every output of the core, as `Debug` prints it, in order.
+    pub outputs: Vec<String>,
     /// The API answers received: (id, status, body).
     pub replies: Vec<(u64, Result<serde_json::Value, u16>)>,
 }
@@ -92,53 +151,14 @@ pub(crate) fn addr(s: &str) -> SocketAddr {
 
 impl T {
     pub(crate) fn new(auth: bool) -> T {
-        let policy = Policy::from_sources(&[Source {
-            name: "p.toml".into(),
-            text: POLICY.into(),
-        }])
-        .unwrap();
-        let directory = Arc::new(ArcSwap::from_pointee(
-            Box::new(PolicyDirectory::new(policy)) as Box<dyn Directory>,
-        ));
-        let config = CoreConfig {
-            realm: "switchboard.local".into(),
-            domains: vec!["switchboard.local".into()],
-            server: "test".into(),
-            timers: TimerConfig::default(),
-            registrar: RegistrarConfig {
-                min_expires: 60,
-                default_expires: 3600,
-                max_expires: 7200,
-                max_contacts_per_aor: 10,
-            },
-            auth_required: auth,
-            nonce_lifetime: Duration::from_secs(300),
-            max_failures: 3,
-            failure_window: Duration::from_secs(60),
-            block: Duration::from_secs(60),
-            routing: RoutingConfig {
-                route_secret: [9; 32],
-                ..RoutingConfig::default()
-            },
-            watchers: WatchersConfig::default(),
-        };
+        let directory = snapshot(POLICY);
+        let config = config(auth);
         let t0 = Instant::now();
         let now = Now {
             mono: t0,
             unix: 1_800_000_000,
         };
-        let mut core = Core::new(
-            config,
-            directory,
-            vec![
-                "udp:127.0.0.1:5060".parse().unwrap(),
-                "tcp:127.0.0.1:5060".parse().unwrap(),
-            ],
-            now,
-        );
-        let directory = core.presence().model().people().count();
-        assert_eq!(directory, 0);
-        core.restore_presence(Vec::new(), now);
+        let core = make_core(config, directory, now);
         let mut t = T {
             core,
             t0,
@@ -150,6 +170,10 @@ impl T {
             held: Vec::new(),
             holds: Vec::new(),
             replies: Vec::new(),
+            auth,
+            start: now,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
         };
         // What the start stores (everyone's first state) is stored before a test begins.
         t.pump();
@@ -163,9 +187,48 @@ impl T {
         }
     }
 
+    /// Hands an input to the core at the current time, and records it.
+    pub(crate) fn feed(&mut self, input: Input) {
+        let now = self.now();
+        self.feed_at(input, now);
+    }
+
+    fn feed_at(&mut self, input: Input, now: Now) {
+        self.inputs.push((input.clone(), now));
+        self.core.handle(input, now);
+    }
+
+    /// A fresh core, made as this one was, handed every recorded input: its outputs, as
+    /// [`T::outputs`] records them.
+    pub(crate) fn replay(&self) -> Vec<String> {
+        self.replay_seeded(config(self.auth).seed)
+    }
+
+    /// [`T::replay`] with another seed.
+    pub(crate) fn replay_seeded(&self, seed: [u8; 32]) -> Vec<String> {
+        let config = CoreConfig {
+            seed,
+            ..config(self.auth)
+        };
+        let mut core = make_core(config, snapshot(POLICY), self.start);
+        let mut outputs = Vec::new();
+        let mut drain = |core: &mut Core| {
+            while let Some(o) = core.poll_output() {
+                outputs.push(format!("{o:?}"));
+            }
+        };
+        drain(&mut core);
+        for (input, now) in &self.inputs {
+            core.handle(input.clone(), *now);
+            drain(&mut core);
+        }
+        outputs
+    }
+
     /// Collects outputs; store writes succeed at once.
     pub(crate) fn pump(&mut self) {
         while let Some(o) = self.core.poll_output() {
+            self.outputs.push(format!("{o:?}"));
             match o {
                 Output::Send { to, bytes } => self
                     .sent
@@ -175,8 +238,7 @@ impl T {
                 }
                 Output::Persist { token, writes } => {
                     self.persisted.extend(writes);
-                    let now = self.now();
-                    self.core.handle_persisted(token, true, now);
+                    self.feed(Input::Persisted { token, ok: true });
                 }
                 Output::Reply { id, reply } => self.replies.push((id, reply.map_err(|e| e.status))),
                 Output::Hold { peer, until } => self.holds.push((peer, until)),
@@ -194,8 +256,7 @@ impl T {
         if ok {
             self.persisted.extend(writes);
         }
-        let now = self.now();
-        self.core.handle_persisted(token, ok, now);
+        self.feed(Input::Persisted { token, ok });
         self.pump();
     }
 
@@ -216,8 +277,7 @@ impl T {
 
     /// Anything the socket layer hands the core.
     pub(crate) fn event(&mut self, inbound: Inbound) {
-        let now = self.now();
-        self.core.handle_inbound(inbound, now);
+        self.feed(Input::Inbound(inbound));
         self.pump();
     }
 
@@ -231,7 +291,7 @@ impl T {
                 mono: self.t0 + Duration::from_millis(self.halves * 500),
                 unix: 1_800_000_000 + self.secs,
             };
-            self.core.handle_timeout(now);
+            self.feed_at(Input::Timeout, now);
             self.pump();
         }
     }

@@ -159,7 +159,7 @@ impl Core {
         peer: Peer,
         now: Now,
     ) -> Option<String> {
-        let directory = self.directory.load_full();
+        let directory = self.directory.clone();
         let from_user = req
             .from_header()
             .ok()
@@ -205,7 +205,7 @@ impl Core {
         claimed: &str,
         now: Now,
     ) -> Option<String> {
-        let directory = self.directory.load_full();
+        let directory = self.directory.clone();
         match self
             .auth
             .verify(req, role, |u| directory.credential(u), now.mono)
@@ -261,7 +261,7 @@ impl Core {
         let host = req.uri.host_with_port.host.to_string();
         let user = req.uri.user().map(str::to_string);
         let person = match user {
-            Some(u) if self.is_local_host(&host) => self.directory.load().user_for(&u),
+            Some(u) if self.is_local_host(&host) => self.directory.clone().user_for(&u),
             _ => None,
         };
         if person.is_none() {
@@ -486,7 +486,7 @@ impl Core {
             Package::Dialog => Current::Dialog(dialog_state(shown)),
             Package::Presence => {
                 let entity = format!("sip:{}@{}", s.resource, self.config.realm);
-                let directory = self.directory.load();
+                let directory = self.directory.clone();
                 let policy = directory.policy();
                 let profile_name = model.get(&s.resource).and_then(|p| {
                     (p.profile.id != policy.default_profile().id).then(|| {
@@ -517,7 +517,7 @@ impl Core {
         let via = proxy::via_value(
             transport,
             local,
-            &proxy::branch(rand::random(), rand::random()),
+            &proxy::branch(self.entropy.u64(), self.entropy.u64()),
         );
         let contact = self.own_contact(ListenAddr {
             transport,
@@ -723,7 +723,10 @@ impl Core {
                 now,
             );
         }
-        let etag = if_match.clone().unwrap_or_else(message::random_token);
+        let etag = match if_match.clone() {
+            Some(e) => e,
+            None => self.tag(),
+        };
         if expires == 0 {
             // §6 step 6: the publication is removed, and with it the state it set.
             let gone = self.watchers.unpublish(&etag);
@@ -805,7 +808,7 @@ impl Core {
                 until: None,
             },
         };
-        let directory = self.directory.load_full();
+        let directory = self.directory.clone();
         match self
             .presence
             .handle(&request, directory.policy(), now.unix as i64)
@@ -859,12 +862,7 @@ impl Core {
         };
         // There is no media to say so: the call ends at once with 480 and the outcome in
         // plain words where phones show it (the reason phrase), and in Reason and Warning.
-        let mut done = message::response(
-            req,
-            480,
-            Some(&message::random_token()),
-            &self.config.server,
-        );
+        let mut done = message::response(req, 480, Some(&self.tag()), &self.config.server);
         message::set_reason_phrase(&mut done, &what);
         done.headers.push(proxy::reason(480, &what));
         done.headers.push(message::warning(&what));
@@ -876,7 +874,7 @@ impl Core {
     /// The availability the person's active profile gives (what Do Not Disturb off returns
     /// to); Available when that is Do Not Disturb itself.
     fn profile_availability(&self, user: &str) -> Availability {
-        let directory = self.directory.load();
+        let directory = self.directory.clone();
         let policy = directory.policy();
         let a = self
             .presence
@@ -930,7 +928,7 @@ impl Core {
         } else {
             request
         };
-        let directory = self.directory.load_full();
+        let directory = self.directory.clone();
         match self
             .presence
             .handle(&request, directory.policy(), now.unix as i64)
@@ -950,12 +948,8 @@ impl Core {
             }
             Ok(Ok(_)) => self.respond(tx, ok, now),
             Ok(Err(p)) => {
-                let mut failed = message::response(
-                    req,
-                    500,
-                    Some(&message::random_token()),
-                    &self.config.server,
-                );
+                let mut failed =
+                    message::response(req, 500, Some(&self.tag()), &self.config.server);
                 failed
                     .headers
                     .push(message::warning("the change could not be stored"));

@@ -61,17 +61,15 @@ fn command(t: &mut T, command: Command) {
 }
 
 fn command_id(t: &mut T, id: u64, command: Command) {
-    let now = t.now();
-    t.core.handle_command(
+    t.feed(crate::core::Input::Command {
         id,
-        Request {
+        req: Request {
             who: "admin".into(),
             admin: true,
             via: Interface::Api,
             command,
         },
-        now,
-    );
+    });
     t.pump();
 }
 
