@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use switchboard_policy::ProfileDraft;
 use switchboard_presence::model::{Interface, StatusInterval, UnixTime, MAX_END_AHEAD};
-use switchboard_presence::store::Store;
+use switchboard_store::Store;
 use tokio::sync::{mpsc, oneshot};
 
 /// A command on its way to the core, with where its answer goes.

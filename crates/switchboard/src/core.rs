@@ -16,7 +16,6 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchboard_presence::store::Write;
 use switchboard_sip::auth::{Authenticator, DigestConfig, FailureOutcome, Role, Throttle, Verdict};
 use switchboard_sip::message::{self, check_request, Capabilities};
 use switchboard_sip::msg::headers::Header;
@@ -27,6 +26,7 @@ use switchboard_sip::registrar::{Binding, Change, Registrar, RegistrarConfig};
 use switchboard_sip::subscription::Notifier;
 use switchboard_sip::transaction::{Action, ServerOutcome, TimerConfig, TransactionLayer, TxId};
 use switchboard_sip::transport::{Inbound, ListenAddr};
+use switchboard_store::Write;
 
 /// The table of registrar bindings in the durable store.
 pub const BINDINGS: &str = "bindings";

@@ -18,7 +18,7 @@ use switchboard_presence::model::{
     time_in_status, Actor, Availability, Changed, Interface, PersonPresence, Presence,
     PresenceError, ProfileSpec, StatusInterval, UnixTime,
 };
-use switchboard_presence::store::Write;
+use switchboard_store::Write;
 
 /// People's current presence, keyed by user id.
 pub const PRESENCE: &str = "presence";

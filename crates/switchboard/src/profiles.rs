@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use switchboard_policy::{build_profile, IncomingHandling, Policy, Profile, ProfileDraft};
-use switchboard_presence::store::Write;
+use switchboard_store::Write;
 
 /// People's own profiles and their changes to the policy's, keyed by `user \n profile id`.
 pub const PROFILES: &str = "profiles";

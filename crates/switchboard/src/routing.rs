@@ -29,7 +29,6 @@ use switchboard_policy::{
     Call, Caller, CallerIdRule, DeviceView, GroupMemory, PersonView, Policy, ViewSource,
 };
 use switchboard_presence::model::LegState;
-use switchboard_presence::store::Write;
 use switchboard_sip::auth::Role;
 use switchboard_sip::message::{self, has_tag, split_first_value};
 use switchboard_sip::msg::headers::Header;
@@ -41,6 +40,7 @@ use switchboard_sip::registrar::{Binding, Registrar};
 use switchboard_sip::transaction::{Action, ClientOutcome, Timer, TxId};
 use switchboard_sip::transport::ListenAddr;
 use switchboard_sip::GrowingMap;
+use switchboard_store::Write;
 
 /// The table of group memory (who answered a team's or a forwarding's last call).
 pub const MEMORY: &str = "memory";

@@ -15,7 +15,6 @@ use crate::core::{Core, Now};
 use crate::presence_service::{self, Command};
 use std::collections::HashMap;
 use switchboard_presence::model::{Availability, CallStatus, Interface};
-use switchboard_presence::store::Write;
 use switchboard_sip::auth::{FailureOutcome, Role, Verdict};
 use switchboard_sip::events::{self, DialogState, Package, PresenceDoc};
 use switchboard_sip::message;
@@ -25,6 +24,7 @@ use switchboard_sip::msg::{Request, Response};
 use switchboard_sip::peer::Peer;
 use switchboard_sip::proxy;
 use switchboard_sip::subscription::{NotifierConfig, SubId, SubState, Subscribed, Subscription};
+use switchboard_store::Write;
 
 /// The table of subscriptions (kept across a restart).
 pub const SUBSCRIPTIONS: &str = "subscriptions";
