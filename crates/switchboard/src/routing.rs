@@ -40,10 +40,8 @@ use switchboard_sip::registrar::{Binding, Registrar};
 use switchboard_sip::transaction::{Action, ClientOutcome, Timer, TxId};
 use switchboard_sip::transport::ListenAddr;
 use switchboard_sip::GrowingMap;
+use switchboard_store::tables::MEMORY;
 use switchboard_store::Write;
-
-/// The table of group memory (who answered a team's or a forwarding's last call).
-pub const MEMORY: &str = "memory";
 
 /// Settings of call routing.
 #[derive(Clone, Copy, Debug)]

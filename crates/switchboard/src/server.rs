@@ -2,13 +2,12 @@
 
 use crate::api::{self, Envelope};
 use crate::config::Config;
-use crate::core::{Core, CoreConfig, Now, Output, BINDINGS};
+use crate::core::{Core, CoreConfig, Now, Output};
 use crate::directory::{Directory, PolicyDirectory};
 use crate::policy_source;
-use crate::presence_service::{Reply, PRESENCE};
-use crate::profiles::PROFILES;
-use crate::routing::{RoutingConfig, MEMORY};
-use crate::watchers::{FeatureCodes, WatchersConfig, SUBSCRIPTIONS};
+use crate::presence_service::Reply;
+use crate::routing::RoutingConfig;
+use crate::watchers::{FeatureCodes, WatchersConfig};
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -20,6 +19,9 @@ use switchboard_sip::registrar::RegistrarConfig;
 use switchboard_sip::subscription::NotifierConfig;
 use switchboard_sip::transaction::TimerConfig;
 use switchboard_sip::transport::{Inbound, TransportConfig, Transports};
+use switchboard_store::tables::{
+    BINDINGS, MEMORY, PRESENCE, PROFILES, RECORD_ROUTE_SECRET, SECRETS, SUBSCRIPTIONS,
+};
 use switchboard_store::{GroupCommitter, RedbStore, Store, Write};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -304,16 +306,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where the secret that keys the Record-Route tokens is kept, so that calls set up before
-/// a restart can still be hung up after it.
-const SECRETS: &str = "secrets";
-
 /// The Record-Route secret: read from the store, or made and stored on first start.
 fn route_secret(store: &dyn Store) -> anyhow::Result<[u8; 32]> {
     let rows = store
         .scan(SECRETS)
         .context("reading the routing secret from the store")?;
-    if let Some((_, v)) = rows.iter().find(|(k, _)| k == "record-route") {
+    if let Some((_, v)) = rows.iter().find(|(k, _)| k == RECORD_ROUTE_SECRET) {
         if let Ok(secret) = <[u8; 32]>::try_from(v.as_slice()) {
             return Ok(secret);
         }
@@ -321,7 +319,7 @@ fn route_secret(store: &dyn Store) -> anyhow::Result<[u8; 32]> {
     }
     let secret: [u8; 32] = rand::random();
     store
-        .commit(&[Write::put(SECRETS, "record-route", secret.to_vec())])
+        .commit(&[Write::put(SECRETS, RECORD_ROUTE_SECRET, secret.to_vec())])
         .context("storing the routing secret")?;
     Ok(secret)
 }

@@ -24,12 +24,10 @@ use switchboard_sip::msg::{Request, Response};
 use switchboard_sip::peer::Peer;
 use switchboard_sip::proxy;
 use switchboard_sip::subscription::{NotifierConfig, SubId, SubState, Subscribed, Subscription};
-use switchboard_store::Write;
-
-/// The table of subscriptions (kept across a restart).
-pub const SUBSCRIPTIONS: &str = "subscriptions";
 use switchboard_sip::transaction::TxId;
 use switchboard_sip::transport::ListenAddr;
+use switchboard_store::tables::SUBSCRIPTIONS;
+use switchboard_store::Write;
 
 /// Feature codes dialled from a phone (configurable in `[features]`).
 #[derive(Clone, Debug, PartialEq, Eq)]
