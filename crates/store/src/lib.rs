@@ -9,7 +9,8 @@
 //! single commit, so one fsync serves many requests and durability does not cap throughput.
 //!
 //! Every table is declared once, in [`tables`], with its key layout, what its rows hold and
-//! whether a cluster would share it. This crate depends on no other crate of Switchboard's.
+//! whether a cluster would share it; the order the daemon reads them back in is there too.
+//! This crate depends on no other crate of Switchboard's.
 
 pub mod tables;
 

@@ -1,5 +1,6 @@
 //! Every table of the durable store, declared once: its name, the layout of its keys, what
-//! its rows hold, and whether a cluster of nodes would share it.
+//! its rows hold, whether a cluster of nodes would share it, and the order the daemon reads
+//! the tables back in at start ([`RESTORE_ORDER`]).
 //!
 //! Rows are the JSON of types from the crates above this one (which this crate does not
 //! know); each table says which. Keys made of several parts join them with `\n`, which no
@@ -140,6 +141,30 @@ pub const ALL: &[Table] = &[
     SUBSCRIPTIONS,
 ];
 
+/// The order in which the daemon reads the tables back at start, and restores what they
+/// hold.
+///
+/// - [`SECRETS`] first: the core is built with the Record-Route secret (read, or made and
+///   stored on first start), before anything is restored into it.
+/// - [`BINDINGS`] and [`MEMORY`]: registrations and group memory; restoring them needs
+///   nothing else read back.
+/// - [`PROFILES`] before [`PRESENCE`]: restoring presence checks each person's active
+///   profile against their set, which includes their own profiles; read the other way round,
+///   anyone in a profile of their own would be put back in their default profile.
+/// - [`SUBSCRIPTIONS`] after those: each restored subscription is sent a NOTIFY at once with
+///   what it shows now, which must be the presence just restored.
+/// - [`STATUS_LOG`] last, and only nominally: it grows with time and is never loaded;
+///   reports read ranges of it from the store when asked.
+pub const RESTORE_ORDER: &[Table] = &[
+    SECRETS,
+    BINDINGS,
+    MEMORY,
+    PROFILES,
+    PRESENCE,
+    SUBSCRIPTIONS,
+    STATUS_LOG,
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +185,25 @@ mod tests {
     fn names_are_unique() {
         let names: HashSet<&str> = ALL.iter().map(|t| t.name()).collect();
         assert_eq!(names.len(), ALL.len());
+    }
+
+    #[test]
+    fn restore_order_lists_every_table_exactly_once() {
+        for t in ALL {
+            let n = RESTORE_ORDER.iter().filter(|r| *r == t).count();
+            assert_eq!(n, 1, "{t} is in the restore order {n} times");
+        }
+        assert_eq!(RESTORE_ORDER.len(), ALL.len());
+    }
+
+    #[test]
+    fn restore_order_puts_dependencies_first() {
+        let at = |t: Table| RESTORE_ORDER.iter().position(|r| *r == t).unwrap();
+        assert_eq!(at(SECRETS), 0);
+        assert!(at(PROFILES) < at(PRESENCE));
+        for t in [BINDINGS, MEMORY, PROFILES, PRESENCE] {
+            assert!(at(t) < at(SUBSCRIPTIONS), "{t}");
+        }
     }
 
     #[test]
