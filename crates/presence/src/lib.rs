@@ -1,5 +1,4 @@
-//! Switchboard's presence: statuses, profiles, call state, time in status, and the durable
-//! state store they (and the registrar's bindings) live in. Knows nothing of SIP.
+//! Switchboard's presence: statuses, profiles, call state, time in status. Knows nothing of
+//! SIP; the daemon stores its changes as rows of `switchboard-store`'s tables.
 
 pub mod model;
-pub mod store;

@@ -9,8 +9,7 @@
 
 use crate::directory::Directory;
 use crate::presence_service::{
-    report, status_log_range, ApiError, Command, ProfileEnd, Reply, ReportSnapshot, ReportSubject,
-    Request, STATUS_LOG,
+    report, ApiError, Command, ProfileEnd, Reply, ReportSnapshot, ReportSubject, Request,
 };
 use arc_swap::ArcSwap;
 use axum::body::Bytes;
@@ -27,7 +26,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use switchboard_policy::ProfileDraft;
 use switchboard_presence::model::{Interface, StatusInterval, UnixTime, MAX_END_AHEAD};
-use switchboard_presence::store::Store;
+use switchboard_store::tables::{status_log_range, STATUS_LOG};
+use switchboard_store::Store;
 use tokio::sync::{mpsc, oneshot};
 
 /// A command on its way to the core, with where its answer goes.

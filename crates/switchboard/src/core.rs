@@ -18,7 +18,6 @@ use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use switchboard_presence::store::Write;
 use switchboard_sip::auth::{Authenticator, DigestConfig, FailureOutcome, Role, Throttle, Verdict};
 use switchboard_sip::entropy::Entropy;
 use switchboard_sip::message::{self, check_request, Capabilities};
@@ -30,9 +29,8 @@ use switchboard_sip::registrar::{Binding, Change, Registrar, RegistrarConfig};
 use switchboard_sip::subscription::Notifier;
 use switchboard_sip::transaction::{Action, ServerOutcome, TimerConfig, TransactionLayer, TxId};
 use switchboard_sip::transport::{Inbound, ListenAddr};
-
-/// The table of registrar bindings in the durable store.
-pub const BINDINGS: &str = "bindings";
+use switchboard_store::tables::{binding_key, BINDINGS};
+use switchboard_store::Write;
 
 /// Methods this server handles (as registrar, as proxy of calls and of their dialogs);
 /// others are answered 405 with this list in `Allow`.
@@ -1023,18 +1021,14 @@ impl Core {
     }
 }
 
-fn binding_row_key(aor: &str, key: &str) -> String {
-    format!("{aor}\n{key}")
-}
-
 fn change_to_write(c: &Change) -> Write {
     match c {
         Change::Upsert(b) => Write::put(
             BINDINGS,
-            binding_row_key(&b.aor, &b.key()),
+            binding_key(&b.aor, &b.key()),
             serde_json::to_vec(b).unwrap_or_default(),
         ),
-        Change::Remove { aor, key } => Write::delete(BINDINGS, binding_row_key(aor, key)),
+        Change::Remove { aor, key } => Write::delete(BINDINGS, binding_key(aor, key)),
     }
 }
 
@@ -1222,7 +1216,7 @@ mod tests {
         c.handle_command(1, req("dnd"), at(t0, 0));
         let token = match &outputs(&mut c)[..] {
             [Output::Persist { token, writes }] => {
-                assert_eq!(writes[0].table, crate::presence_service::PRESENCE);
+                assert_eq!(writes[0].table, switchboard_store::tables::PRESENCE);
                 *token
             }
             other => panic!("no answer before the change is durable: {other:?}"),

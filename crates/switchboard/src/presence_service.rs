@@ -18,13 +18,8 @@ use switchboard_presence::model::{
     time_in_status, Actor, Availability, Changed, Interface, PersonPresence, Presence,
     PresenceError, ProfileSpec, StatusInterval, UnixTime,
 };
-use switchboard_presence::store::Write;
-
-/// People's current presence, keyed by user id.
-pub const PRESENCE: &str = "presence";
-/// Closed status intervals, for time-in-status reports, keyed by
-/// `user \n start (20 digits) \n status`.
-pub const STATUS_LOG: &str = "status_log";
+use switchboard_store::tables::{status_log_key, PRESENCE, STATUS_LOG};
+use switchboard_store::Write;
 
 /// Whose time in status a report is about.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1045,16 +1040,11 @@ fn rows(c: &Changed) -> Vec<Write> {
     if let Some(i) = &c.closed {
         w.push(Write::put(
             STATUS_LOG,
-            format!("{}\n{:020}\n{}", i.person, i.from, i.availability.as_str()),
+            status_log_key(&i.person, i.from, i.availability.as_str()),
             serde_json::to_vec(i).unwrap_or_default(),
         ));
     }
     w
-}
-
-/// The range of status-log keys holding `user`'s intervals that began before `to`.
-pub fn status_log_range(user: &str, to: UnixTime) -> (String, String) {
-    (format!("{user}\n"), format!("{user}\n{:020}", to.max(0)))
 }
 
 fn log_change(c: &Changed) {
@@ -1087,9 +1077,9 @@ fn log_profile(what: &'static str, user: &str, p: &Profile, actor: &Actor) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profiles::PROFILES;
     use switchboard_policy::{plan, Action, Call, Caller, Source, View};
     use switchboard_presence::model::MAX_END_AHEAD;
+    use switchboard_store::tables::PROFILES;
 
     const POLICY: &str = "[users.alice]\nextension = \"1001\"\n[users.bob]\nextension = \"1002\"\n\
         [teams.support]\nextension = \"2000\"\nmembers = [\"alice\", \"bob\"]\n";
@@ -1292,7 +1282,7 @@ mod tests {
             .unwrap()
             .unwrap_err();
         assert_eq!(r.answer["presence"]["profile"]["id"], "available");
-        let tables: Vec<&str> = r.writes.iter().map(|w| w.table).collect();
+        let tables: Vec<_> = r.writes.iter().map(|w| w.table).collect();
         assert_eq!(tables, [PROFILES, PRESENCE, STATUS_LOG]);
         // The store refused: all back as it was.
         s.rollback(r.before);

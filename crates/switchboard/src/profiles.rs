@@ -17,10 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use switchboard_policy::{build_profile, IncomingHandling, Policy, Profile, ProfileDraft};
-use switchboard_presence::store::Write;
-
-/// People's own profiles and their changes to the policy's, keyed by `user \n profile id`.
-pub const PROFILES: &str = "profiles";
+use switchboard_store::tables::{profile_key, PROFILES};
+use switchboard_store::Write;
 
 /// One person's change to one profile.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,10 +53,6 @@ pub struct Effective {
 #[derive(Clone, Debug, Default)]
 pub struct Overlay {
     people: BTreeMap<String, BTreeMap<String, Entry>>,
-}
-
-fn row_key(user: &str, id: &str) -> String {
-    format!("{user}\n{id}")
 }
 
 impl Overlay {
@@ -116,10 +110,10 @@ impl Overlay {
         match entry {
             Some(e) => Write::put(
                 PROFILES,
-                row_key(user, id),
+                profile_key(user, id),
                 serde_json::to_vec(e).unwrap_or_default(),
             ),
-            None => Write::delete(PROFILES, row_key(user, id)),
+            None => Write::delete(PROFILES, profile_key(user, id)),
         }
     }
 

@@ -29,7 +29,6 @@ use switchboard_policy::{
     Call, Caller, CallerIdRule, DeviceView, GroupMemory, PersonView, Policy, ViewSource,
 };
 use switchboard_presence::model::LegState;
-use switchboard_presence::store::Write;
 use switchboard_sip::auth::Role;
 use switchboard_sip::message::{self, has_tag, split_first_value};
 use switchboard_sip::msg::headers::Header;
@@ -42,9 +41,8 @@ use switchboard_sip::transaction::{Action, ClientOutcome, Timer, TxId};
 use switchboard_sip::transport::ListenAddr;
 use switchboard_sip::transport::Transport;
 use switchboard_sip::GrowingMap;
-
-/// The table of group memory (who answered a team's or a forwarding's last call).
-pub const MEMORY: &str = "memory";
+use switchboard_store::tables::MEMORY;
+use switchboard_store::Write;
 
 /// Settings of call routing.
 #[derive(Clone, Copy, Debug)]

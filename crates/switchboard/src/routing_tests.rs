@@ -1,8 +1,8 @@
 //! Call routing driven through the whole core with a virtual clock (see test_harness).
 
-use crate::routing::MEMORY;
 use crate::test_harness::*;
 use switchboard_presence::model::CallStatus;
+use switchboard_store::tables::MEMORY;
 
 #[test]
 fn an_answered_call_is_relayed_and_its_dialog_follows_the_record_route() {

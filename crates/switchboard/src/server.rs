@@ -2,13 +2,12 @@
 
 use crate::api::{self, Envelope};
 use crate::config::Config;
-use crate::core::{Core, CoreConfig, Input, Now, Output, BINDINGS};
+use crate::core::{Core, CoreConfig, Input, Now, Output};
 use crate::directory::{Directory, PolicyDirectory, Snapshot};
 use crate::policy_source;
-use crate::presence_service::{Reply, PRESENCE};
-use crate::profiles::PROFILES;
-use crate::routing::{RoutingConfig, MEMORY};
-use crate::watchers::{FeatureCodes, WatchersConfig, SUBSCRIPTIONS};
+use crate::presence_service::Reply;
+use crate::routing::RoutingConfig;
+use crate::watchers::{FeatureCodes, WatchersConfig};
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -16,14 +15,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use switchboard_net::{TransportConfig, Transports};
-use switchboard_presence::store::Write;
-use switchboard_presence::store::{GroupCommitter, RedbStore, Store};
 use switchboard_sip::entropy::Entropy;
 use switchboard_sip::parse::Limits;
 use switchboard_sip::registrar::RegistrarConfig;
 use switchboard_sip::subscription::NotifierConfig;
 use switchboard_sip::transaction::TimerConfig;
 use switchboard_sip::transport::Inbound;
+use switchboard_store::tables::{
+    BINDINGS, MEMORY, PRESENCE, PROFILES, RECORD_ROUTE_SECRET, RESTORE_ORDER, SECRETS, STATUS_LOG,
+    SUBSCRIPTIONS,
+};
+use switchboard_store::{GroupCommitter, RedbStore, Store, Write};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
@@ -108,22 +110,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Arc::new(RedbStore::open(&config.state_dir).with_context(|| {
             format!("opening the state store in {}", config.state_dir.display())
         })?);
-    let rows = store
-        .scan(BINDINGS)
-        .context("reading registrations back from the store")?;
-    let presence_rows = store
-        .scan(PRESENCE)
-        .context("reading presence back from the store")?;
-    let memory_rows = store
-        .scan(MEMORY)
-        .context("reading group memory back from the store")?;
-    let subscription_rows = store
-        .scan(SUBSCRIPTIONS)
-        .context("reading subscriptions back from the store")?;
-    let route_secret = route_secret(store.as_ref())?;
-    let profile_rows = store
-        .scan(PROFILES)
-        .context("reading people's profiles back from the store")?;
+    // Every table is read before the sockets open (a store that cannot be read stops the
+    // start), and restored into the core once it is built, both in the order and for the
+    // reasons of `tables::RESTORE_ORDER`.
+    let mut route_secret = None;
+    let mut read = Vec::with_capacity(RESTORE_ORDER.len());
+    for &table in RESTORE_ORDER {
+        let what = match table {
+            SECRETS => {
+                route_secret = Some(read_route_secret(store.as_ref())?);
+                continue;
+            }
+            // Never loaded whole: reports read it by range.
+            STATUS_LOG => continue,
+            BINDINGS => "registrations",
+            MEMORY => "group memory",
+            PROFILES => "people's profiles",
+            PRESENCE => "presence",
+            SUBSCRIPTIONS => "subscriptions",
+            other => anyhow::bail!("the {other} table has no restore step"),
+        };
+        let rows = store
+            .scan(table)
+            .with_context(|| format!("reading {what} back from the store"))?;
+        read.push((table, rows));
+    }
+    let route_secret = route_secret.expect("RESTORE_ORDER lists SECRETS");
     let committer = GroupCommitter::new(store.clone());
 
     let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
@@ -151,18 +163,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         local,
         t,
     );
-    let restored = core.restore_bindings(rows, t);
-    let groups = core.restore_memory(memory_rows);
-    tracing::info!(groups, "group memory restored");
-    tracing::info!(bindings = restored, state_dir = %config.state_dir.display(), "registrations restored");
-    let profiles = core.restore_profiles(profile_rows);
-    let people = presence_rows.len();
-    core.restore_presence(presence_rows, t);
-    tracing::info!(profiles, "people's own profiles restored");
-    tracing::info!(people, "presence restored");
-    // Last: their NOTIFYs tell the presence just restored.
-    let subscriptions = core.restore_subscriptions(subscription_rows, t);
-    tracing::info!(subscriptions, "subscriptions restored");
+    for (table, rows) in read {
+        match table {
+            BINDINGS => {
+                let bindings = core.restore_bindings(rows, t);
+                tracing::info!(bindings, state_dir = %config.state_dir.display(), "registrations restored");
+            }
+            MEMORY => {
+                let groups = core.restore_memory(rows);
+                tracing::info!(groups, "group memory restored");
+            }
+            PROFILES => {
+                let profiles = core.restore_profiles(rows);
+                tracing::info!(profiles, "people's own profiles restored");
+            }
+            PRESENCE => {
+                let people = rows.len();
+                core.restore_presence(rows, t);
+                tracing::info!(people, "presence restored");
+            }
+            SUBSCRIPTIONS => {
+                let subscriptions = core.restore_subscriptions(rows, t);
+                tracing::info!(subscriptions, "subscriptions restored");
+            }
+            other => unreachable!("the {other} table was read but has no restore step"),
+        }
+    }
 
     // The presence API hands its commands to this loop.
     let (api_tx, mut api_rx) = mpsc::channel::<Envelope>(1024);
@@ -311,16 +337,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where the secret that keys the Record-Route tokens is kept, so that calls set up before
-/// a restart can still be hung up after it.
-const SECRETS: &str = "secrets";
-
 /// The Record-Route secret: read from the store, or made and stored on first start.
-fn route_secret(store: &dyn Store) -> anyhow::Result<[u8; 32]> {
+fn read_route_secret(store: &dyn Store) -> anyhow::Result<[u8; 32]> {
     let rows = store
         .scan(SECRETS)
         .context("reading the routing secret from the store")?;
-    if let Some((_, v)) = rows.iter().find(|(k, _)| k == "record-route") {
+    if let Some((_, v)) = rows.iter().find(|(k, _)| k == RECORD_ROUTE_SECRET) {
         if let Ok(secret) = <[u8; 32]>::try_from(v.as_slice()) {
             return Ok(secret);
         }
@@ -328,7 +350,7 @@ fn route_secret(store: &dyn Store) -> anyhow::Result<[u8; 32]> {
     }
     let secret: [u8; 32] = rand::random();
     store
-        .commit(&[Write::put(SECRETS, "record-route", secret.to_vec())])
+        .commit(&[Write::put(SECRETS, RECORD_ROUTE_SECRET, secret.to_vec())])
         .context("storing the routing secret")?;
     Ok(secret)
 }

@@ -127,11 +127,11 @@ pub(crate) struct T {
     secs: u64,
     /// Everything sent, oldest first: (to, text).
     pub sent: Vec<(SocketAddr, String)>,
-    pub persisted: Vec<switchboard_presence::store::Write>,
+    pub persisted: Vec<switchboard_store::Write>,
     halves: u64,
     /// Hold store writes until [`T::release`] (default: each is stored at once).
     pub hold_writes: bool,
-    held: Vec<(u64, Vec<switchboard_presence::store::Write>)>,
+    held: Vec<(u64, Vec<switchboard_store::Write>)>,
     /// Connections the core asked to hold open, and until when.
     pub holds: Vec<(switchboard_sip::peer::Peer, Instant)>,
     auth: bool,

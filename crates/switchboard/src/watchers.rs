@@ -15,7 +15,6 @@ use crate::core::{Core, Now};
 use crate::presence_service::{self, Command};
 use std::collections::HashMap;
 use switchboard_presence::model::{Availability, CallStatus, Interface};
-use switchboard_presence::store::Write;
 use switchboard_sip::auth::{FailureOutcome, Role, Verdict};
 use switchboard_sip::events::{self, DialogState, Package, PresenceDoc};
 use switchboard_sip::message;
@@ -25,11 +24,10 @@ use switchboard_sip::msg::{Request, Response};
 use switchboard_sip::peer::Peer;
 use switchboard_sip::proxy;
 use switchboard_sip::subscription::{NotifierConfig, SubId, SubState, Subscribed, Subscription};
-
-/// The table of subscriptions (kept across a restart).
-pub const SUBSCRIPTIONS: &str = "subscriptions";
 use switchboard_sip::transaction::TxId;
 use switchboard_sip::transport::ListenAddr;
+use switchboard_store::tables::SUBSCRIPTIONS;
+use switchboard_store::Write;
 
 /// Feature codes dialled from a phone (configurable in `[features]`).
 #[derive(Clone, Debug, PartialEq, Eq)]

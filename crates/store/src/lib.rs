@@ -7,6 +7,14 @@
 //!
 //! [`GroupCommitter`] puts every write submitted while a commit is under way into the next
 //! single commit, so one fsync serves many requests and durability does not cap throughput.
+//!
+//! Every table is declared once, in [`tables`], with its key layout, what its rows hold and
+//! whether a cluster would share it; the order the daemon reads them back in is there too.
+//! This crate depends on no other crate of Switchboard's.
+
+pub mod tables;
+
+pub use tables::{Scope, Table};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,13 +44,13 @@ fn io_err(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
 /// One row written (`value: Some`) or deleted (`value: None`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Write {
-    pub table: &'static str,
+    pub table: Table,
     pub key: String,
     pub value: Option<Vec<u8>>,
 }
 
 impl Write {
-    pub fn put(table: &'static str, key: impl Into<String>, value: Vec<u8>) -> Self {
+    pub fn put(table: Table, key: impl Into<String>, value: Vec<u8>) -> Self {
         Write {
             table,
             key: key.into(),
@@ -50,7 +58,7 @@ impl Write {
         }
     }
 
-    pub fn delete(table: &'static str, key: impl Into<String>) -> Self {
+    pub fn delete(table: Table, key: impl Into<String>) -> Self {
         Write {
             table,
             key: key.into(),
@@ -64,11 +72,11 @@ pub trait Store: Send + Sync + 'static {
     /// Applies all writes atomically; they are durable when this returns Ok.
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError>;
     /// Every row of a table, in key order.
-    fn scan(&self, table: &'static str) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    fn scan(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
     /// The rows of a table with `start <= key < end`, in key order.
     fn scan_range(
         &self,
-        table: &'static str,
+        table: Table,
         start: &str,
         end: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
@@ -97,8 +105,8 @@ impl RedbStore {
     }
 }
 
-fn table(name: &str) -> redb::TableDefinition<'_, &'static str, &'static [u8]> {
-    redb::TableDefinition::new(name)
+fn table(t: Table) -> redb::TableDefinition<'static, &'static str, &'static [u8]> {
+    redb::TableDefinition::new(t.name())
 }
 
 impl Store for RedbStore {
@@ -120,7 +128,7 @@ impl Store for RedbStore {
         tx.commit().map_err(io_err)
     }
 
-    fn scan(&self, name: &'static str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    fn scan(&self, name: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         use redb::{ReadableDatabase as _, ReadableTable as _};
         let tx = self.db.begin_read().map_err(io_err)?;
         let t = match tx.open_table(table(name)) {
@@ -138,7 +146,7 @@ impl Store for RedbStore {
 
     fn scan_range(
         &self,
-        name: &'static str,
+        name: Table,
         start: &str,
         end: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
@@ -173,20 +181,20 @@ impl Store for MemoryStore {
         for w in writes {
             match &w.value {
                 Some(v) => {
-                    t.insert((w.table, w.key.clone()), v.clone());
+                    t.insert((w.table.name(), w.key.clone()), v.clone());
                 }
                 None => {
-                    t.remove(&(w.table, w.key.clone()));
+                    t.remove(&(w.table.name(), w.key.clone()));
                 }
             }
         }
         Ok(())
     }
 
-    fn scan(&self, table: &'static str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    fn scan(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let t = self.tables.lock().map_err(|_| StoreError::Stopped)?;
         Ok(t.iter()
-            .filter(|((name, _), _)| *name == table)
+            .filter(|((name, _), _)| *name == table.name())
             .map(|((_, k), v)| (k.clone(), v.clone()))
             .collect())
     }
@@ -299,28 +307,31 @@ fn writer(store: Arc<dyn Store>, rx: mpsc::Receiver<(Vec<Write>, Done)>, stats: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tables::{BINDINGS, PRESENCE};
     use std::sync::mpsc::channel;
+
+    const T: Table = Table::new("t", Scope::NodeLocal);
+    const U: Table = Table::new("u", Scope::NodeLocal);
+    const LOG: Table = Table::new("log", Scope::Shared);
+    const NOTHING: Table = Table::new("nothing", Scope::NodeLocal);
 
     #[test]
     fn redb_roundtrip_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = RedbStore::open(dir.path()).unwrap();
-            assert!(s.scan("bindings").unwrap().is_empty());
+            assert!(s.scan(BINDINGS).unwrap().is_empty());
             s.commit(&[
-                Write::put("bindings", "a", b"1".to_vec()),
-                Write::put("bindings", "b", b"2".to_vec()),
-                Write::put("presence", "a", b"x".to_vec()),
+                Write::put(BINDINGS, "a", b"1".to_vec()),
+                Write::put(BINDINGS, "b", b"2".to_vec()),
+                Write::put(PRESENCE, "a", b"x".to_vec()),
             ])
             .unwrap();
-            s.commit(&[Write::delete("bindings", "a")]).unwrap();
+            s.commit(&[Write::delete(BINDINGS, "a")]).unwrap();
         }
         let s = RedbStore::open(dir.path()).unwrap();
-        assert_eq!(
-            s.scan("bindings").unwrap(),
-            vec![("b".into(), b"2".to_vec())]
-        );
-        assert_eq!(s.scan("presence").unwrap().len(), 1);
+        assert_eq!(s.scan(BINDINGS).unwrap(), vec![("b".into(), b"2".to_vec())]);
+        assert_eq!(s.scan(PRESENCE).unwrap().len(), 1);
     }
 
     #[test]
@@ -329,24 +340,24 @@ mod tests {
         let redb = RedbStore::open(dir.path()).unwrap();
         let memory = MemoryStore::default();
         let rows = [
-            Write::put("log", "alice\n001", vec![1]),
-            Write::put("log", "alice\n002", vec![2]),
-            Write::put("log", "alice\n003", vec![3]),
-            Write::put("log", "alice2\n001", vec![4]),
-            Write::put("log", "bob\n001", vec![5]),
+            Write::put(LOG, "alice\n001", vec![1]),
+            Write::put(LOG, "alice\n002", vec![2]),
+            Write::put(LOG, "alice\n003", vec![3]),
+            Write::put(LOG, "alice2\n001", vec![4]),
+            Write::put(LOG, "bob\n001", vec![5]),
         ];
         for s in [&redb as &dyn Store, &memory] {
-            assert!(s.scan_range("log", "a", "z").unwrap().is_empty());
+            assert!(s.scan_range(LOG, "a", "z").unwrap().is_empty());
             s.commit(&rows).unwrap();
             let got: Vec<Vec<u8>> = s
-                .scan_range("log", "alice\n", "alice\n003")
+                .scan_range(LOG, "alice\n", "alice\n003")
                 .unwrap()
                 .into_iter()
                 .map(|(_, v)| v)
                 .collect();
             assert_eq!(got, [vec![1], vec![2]]);
-            assert!(s.scan_range("log", "b", "a").unwrap().is_empty());
-            assert_eq!(s.scan_range("nothing", "a", "z").unwrap(), vec![]);
+            assert!(s.scan_range(LOG, "b", "a").unwrap().is_empty());
+            assert_eq!(s.scan_range(NOTHING, "a", "z").unwrap(), vec![]);
         }
     }
 
@@ -359,7 +370,7 @@ mod tests {
         for i in 0..500 {
             let tx = tx.clone();
             g.submit(
-                vec![Write::put("t", "k", i.to_string().into_bytes())],
+                vec![Write::put(T, "k", i.to_string().into_bytes())],
                 Box::new(move |r| tx.send((i, r.is_ok())).unwrap()),
             );
         }
@@ -369,10 +380,7 @@ mod tests {
             got.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
             (0..500).collect::<Vec<_>>()
         );
-        assert_eq!(
-            store.scan("t").unwrap(),
-            vec![("k".into(), b"499".to_vec())]
-        );
+        assert_eq!(store.scan(T).unwrap(), vec![("k".into(), b"499".to_vec())]);
         assert!(g.stats().commits.load(Ordering::Relaxed) <= 500);
         assert_eq!(g.stats().batches.load(Ordering::Relaxed), 500);
     }
@@ -382,7 +390,7 @@ mod tests {
         fn commit(&self, _: &[Write]) -> Result<(), StoreError> {
             Err(StoreError::Io("disk full".into()))
         }
-        fn scan(&self, _: &'static str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        fn scan(&self, _: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
             Ok(vec![])
         }
     }
@@ -392,7 +400,7 @@ mod tests {
         let g = GroupCommitter::new(Arc::new(Broken));
         let (tx, rx) = channel();
         g.submit(
-            vec![Write::put("t", "k", vec![])],
+            vec![Write::put(T, "k", vec![])],
             Box::new(move |r| tx.send(r.is_err()).unwrap()),
         );
         assert!(rx.recv().unwrap());
@@ -403,13 +411,13 @@ mod tests {
     fn memory_store() {
         let s = MemoryStore::default();
         s.commit(&[
-            Write::put("t", "b", vec![2]),
-            Write::put("t", "a", vec![1]),
-            Write::put("u", "a", vec![9]),
+            Write::put(T, "b", vec![2]),
+            Write::put(T, "a", vec![1]),
+            Write::put(U, "a", vec![9]),
         ])
         .unwrap();
         assert_eq!(
-            s.scan("t").unwrap(),
+            s.scan(T).unwrap(),
             vec![("a".into(), vec![1]), ("b".into(), vec![2])]
         );
     }

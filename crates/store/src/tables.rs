@@ -1,0 +1,237 @@
+//! Every table of the durable store, declared once: its name, the layout of its keys, what
+//! its rows hold, whether a cluster of nodes would share it, and the order the daemon reads
+//! the tables back in at start ([`RESTORE_ORDER`]).
+//!
+//! Rows are the JSON of types from the crates above this one (which this crate does not
+//! know); each table says which. Keys made of several parts join them with `\n`, which no
+//! part contains, so the rows of one person (or AoR) sort together and can be read by range.
+//!
+//! Only this module makes [`Table`]s: code elsewhere names a table by its constant here.
+
+use std::fmt;
+
+/// Whether a table would be shared by the nodes of a cluster, or is each node's own.
+///
+/// Switchboard runs as one node today; this says which state a cluster would have to
+/// replicate (or keep in a shared store) and which stays with the node that wrote it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Meaningful only at the node that wrote it.
+    NodeLocal,
+    /// The same for every node: any node may need to read it.
+    Shared,
+}
+
+/// A table of the durable store: a name and a [`Scope`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Table {
+    name: &'static str,
+    scope: Scope,
+}
+
+impl Table {
+    pub(crate) const fn new(name: &'static str, scope: Scope) -> Self {
+        Table { name, scope }
+    }
+
+    /// The table's name in the store.
+    pub const fn name(self) -> &'static str {
+        self.name
+    }
+
+    pub const fn scope(self) -> Scope {
+        self.scope
+    }
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// The secrets this node keeps across restarts. One row today: key [`RECORD_ROUTE_SECRET`],
+/// whose value is the 32 raw bytes (not JSON) keying the tokens this proxy puts in its
+/// Record-Route, so that calls set up before a restart can still be hung up after it; made
+/// and stored at first start.
+///
+/// Shared: an in-dialog request may reach any node (a cluster behind one address, or a node
+/// taking over another's address), and that node must accept the tokens another node put in
+/// the dialog's route set; with a secret per node those requests would be turned away.
+pub const SECRETS: Table = Table::new("secrets", Scope::Shared);
+
+/// The key, in [`SECRETS`], of the secret keying the Record-Route tokens.
+pub const RECORD_ROUTE_SECRET: &str = "record-route";
+
+/// The registrar's bindings. Key: [`binding_key`], `AoR \n binding identity` (the identity
+/// is `sip::registrar::Binding::key`: the instance id and reg-id, or the contact); row: JSON
+/// of a `sip::registrar::Binding`.
+///
+/// Shared: whichever node routes a call must find where the callee is registered.
+pub const BINDINGS: Table = Table::new("bindings", Scope::Shared);
+
+/// The key of the binding `binding` (its identity within the AoR) of `aor` in [`BINDINGS`].
+pub fn binding_key(aor: &str, binding: &str) -> String {
+    format!("{aor}\n{binding}")
+}
+
+/// Group memory: who answered a group's last call, and when each member last answered.
+/// Key: the group (a team id, or `forward:<user id>` for a user's forwarding); row: JSON of a
+/// `policy::GroupMemory`. Written when a call is answered; memory hunt, round robin and
+/// least recent read it.
+///
+/// Shared: a group's next call may be routed by any node.
+pub const MEMORY: Table = Table::new("memory", Scope::Shared);
+
+/// People's own profiles and their changes to the policy's. Key: [`profile_key`],
+/// `user \n profile id`; row: JSON of a `switchboard::profiles::Entry` (a changed or own
+/// profile, as a `policy::ProfileDraft`, or the removal of a policy profile from the
+/// person's set).
+///
+/// Shared: a person's profiles are the same whichever node they or their callers reach.
+pub const PROFILES: Table = Table::new("profiles", Scope::Shared);
+
+/// The key of `user`'s entry for profile `id` in [`PROFILES`].
+pub fn profile_key(user: &str, id: &str) -> String {
+    format!("{user}\n{id}")
+}
+
+/// People's current presence, a row from when a person is first seen. Key: the user id;
+/// row: JSON of a `presence::model::PersonPresence` (status, custom text, messages, active
+/// profile and end times).
+///
+/// Shared: routing and every watcher, at any node, read a person's presence.
+pub const PRESENCE: Table = Table::new("presence", Scope::Shared);
+
+/// Closed status intervals, for time-in-status reports. Key: [`status_log_key`],
+/// `user \n start (Unix seconds, 20 digits) \n status`; row: JSON of a
+/// `presence::model::StatusInterval`. Never read whole: a report reads each person's rows by
+/// range ([`status_log_range`]).
+///
+/// Shared: a report covers a person's time wherever their changes were made.
+pub const STATUS_LOG: Table = Table::new("status_log", Scope::Shared);
+
+/// The key, in [`STATUS_LOG`], of `user`'s interval in `status` that began at `start`.
+pub fn status_log_key(user: &str, start: i64, status: &str) -> String {
+    format!("{user}\n{start:020}\n{status}")
+}
+
+/// The range of [`STATUS_LOG`] keys holding `user`'s intervals that began before `to`.
+pub fn status_log_range(user: &str, to: i64) -> (String, String) {
+    (format!("{user}\n"), format!("{user}\n{:020}", to.max(0)))
+}
+
+/// Subscriptions to the dialog and presence event packages, kept across a restart. Key:
+/// `Call-ID \n local tag \n remote tag` of the subscription's dialog (made by
+/// `sip::subscription::Notifier::key`, from the subscription itself); row: JSON of a
+/// `sip::subscription::Subscription`.
+///
+/// Node-local: a subscription is a dialog with one subscriber over its flow to one node, and
+/// its NOTIFYs go from that node.
+pub const SUBSCRIPTIONS: Table = Table::new("subscriptions", Scope::NodeLocal);
+
+/// Every table, in the order declared above.
+pub const ALL: &[Table] = &[
+    SECRETS,
+    BINDINGS,
+    MEMORY,
+    PROFILES,
+    PRESENCE,
+    STATUS_LOG,
+    SUBSCRIPTIONS,
+];
+
+/// The order in which the daemon reads the tables back at start, and restores what they
+/// hold.
+///
+/// - [`SECRETS`] first: the core is built with the Record-Route secret (read, or made and
+///   stored on first start), before anything is restored into it.
+/// - [`BINDINGS`] and [`MEMORY`]: registrations and group memory; restoring them needs
+///   nothing else read back.
+/// - [`PROFILES`] before [`PRESENCE`]: restoring presence checks each person's active
+///   profile against their set, which includes their own profiles; read the other way round,
+///   anyone in a profile of their own would be put back in their default profile.
+/// - [`SUBSCRIPTIONS`] after those: each restored subscription is sent a NOTIFY at once with
+///   what it shows now, which must be the presence just restored.
+/// - [`STATUS_LOG`] last, and only nominally: it grows with time and is never loaded;
+///   reports read ranges of it from the store when asked.
+pub const RESTORE_ORDER: &[Table] = &[
+    SECRETS,
+    BINDINGS,
+    MEMORY,
+    PROFILES,
+    PRESENCE,
+    SUBSCRIPTIONS,
+    STATUS_LOG,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn all_lists_every_declared_table() {
+        let source = include_str!("tables.rs");
+        let declarations = source.split("#[cfg(test)]").next().unwrap();
+        let declared = declarations
+            .lines()
+            .filter(|l| l.starts_with("pub const ") && l.contains(": Table = "))
+            .count();
+        assert_eq!(ALL.len(), declared);
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let names: HashSet<&str> = ALL.iter().map(|t| t.name()).collect();
+        assert_eq!(names.len(), ALL.len());
+    }
+
+    #[test]
+    fn restore_order_lists_every_table_exactly_once() {
+        for t in ALL {
+            let n = RESTORE_ORDER.iter().filter(|r| *r == t).count();
+            assert_eq!(n, 1, "{t} is in the restore order {n} times");
+        }
+        assert_eq!(RESTORE_ORDER.len(), ALL.len());
+    }
+
+    #[test]
+    fn restore_order_puts_dependencies_first() {
+        let at = |t: Table| RESTORE_ORDER.iter().position(|r| *r == t).unwrap();
+        assert_eq!(at(SECRETS), 0);
+        assert!(at(PROFILES) < at(PRESENCE));
+        for t in [BINDINGS, MEMORY, PROFILES, PRESENCE] {
+            assert!(at(t) < at(SUBSCRIPTIONS), "{t}");
+        }
+    }
+
+    #[test]
+    fn keys() {
+        assert_eq!(
+            binding_key("alice", "contact:sip:a@h"),
+            "alice\ncontact:sip:a@h"
+        );
+        assert_eq!(profile_key("alice", "lunch"), "alice\nlunch");
+        assert_eq!(
+            status_log_key("alice", 1_700_000_000, "busy"),
+            "alice\n00000000001700000000\nbusy"
+        );
+        let (start, end) = status_log_range("alice", 1_700_000_000);
+        assert!(start.as_str() <= status_log_key("alice", 0, "busy").as_str());
+        assert!(status_log_key("alice", 1_699_999_999, "busy") < end);
+        assert!(status_log_key("alice", 1_700_000_000, "busy") >= end);
+        assert_eq!(
+            status_log_range("alice", -5).1,
+            "alice\n00000000000000000000"
+        );
+    }
+
+    #[test]
+    fn scopes() {
+        assert_eq!(SUBSCRIPTIONS.scope(), Scope::NodeLocal);
+        for t in [BINDINGS, PRESENCE, STATUS_LOG, PROFILES, MEMORY] {
+            assert_eq!(t.scope(), Scope::Shared, "{t}");
+        }
+    }
+}
