@@ -502,7 +502,7 @@ impl Core {
                 None => Caller::External(from_user),
             });
         }
-        let username = self.digest(tx, req, peer, Role::Proxy, &from_user, now);
+        let username = self.digest(tx, req, peer, Role::Proxy, now);
         let Some(username) = username else {
             return None; // challenged, or refused (counted as an authentication failure)
         };

@@ -184,7 +184,7 @@ impl Core {
             );
             return None;
         }
-        let username = self.digest(tx, req, peer, Role::Server, &from_user, now)?;
+        let username = self.digest(tx, req, peer, Role::Server, now)?;
         let user = directory.user_of_username(&username);
         if user.is_none() {
             self.reply_to(tx, req, 403, vec![message::warning("not a user")], now);
@@ -193,16 +193,15 @@ impl Core {
     }
 
     /// Digest authentication of a request (RFC 7616) as a UAS (`401`) or a proxy (`407`):
-    /// the user name it proves, or None when it has been answered — challenged (with the
-    /// algorithms of `claimed`, the user it says it is, or those most users have), refused
-    /// 403 with the failure counted against its source, or 400 when unreadable.
+    /// the user name it proves, or None when it has been answered — challenged (the same
+    /// challenge whoever it claims to be), refused 403 with the failure counted against its
+    /// source, or 400 when unreadable.
     pub(crate) fn digest(
         &mut self,
         tx: TxId,
         req: &Request,
         peer: Peer,
         role: Role,
-        claimed: &str,
         now: Now,
     ) -> Option<String> {
         let directory = self.directory.load_full();
@@ -215,12 +214,7 @@ impl Core {
                 Some(username)
             }
             Verdict::Challenge { stale } => {
-                let algorithms = directory
-                    .credential(claimed)
-                    .map(|c| c.algorithms)
-                    .filter(|a| !a.is_empty())
-                    .unwrap_or_else(|| directory.decoy_algorithms());
-                let headers = self.auth.challenge(&algorithms, stale, role, now.mono);
+                let headers = self.auth.challenge(stale, role, now.mono);
                 let code = match role {
                     Role::Server => 401,
                     Role::Proxy => 407,
