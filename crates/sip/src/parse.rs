@@ -191,8 +191,9 @@ pub fn frame(buf: &[u8], limits: &Limits) -> Framing {
 
 /// Checks and parses one whole message: a UDP datagram or a message framed by [`frame`].
 ///
-/// For datagrams a body longer than Content-Length is cut to it (RFC 3261 §18.3); a body
-/// shorter than Content-Length is an error, as is any header line that is not UTF-8, has no
+/// For datagrams a body longer than Content-Length is cut to it, and without Content-Length
+/// the body is the rest of the datagram (RFC 3261 §18.3); a body shorter than
+/// Content-Length is an error, as is any header line that is not UTF-8, has no
 /// name or colon, or breaks a limit.
 pub fn parse(bytes: &[u8], limits: &Limits) -> Result<SipMessage, ParseError> {
     if bytes.len() > limits.max_message_size {
@@ -218,7 +219,18 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<SipMessage, ParseError> {
     let msg = &bytes[..end];
     let parsed = catch_unwind(AssertUnwindSafe(|| msg::parser::parse_message(msg)));
     match parsed {
-        Ok(Ok(m)) => Ok(m),
+        Ok(Ok(mut m)) => {
+            if scanned.content_length.is_none() && end > head_end + 4 {
+                // A datagram without Content-Length: its body runs to its end (§18.3). (The
+                // parser would take none.)
+                let body = msg[head_end + 4..].to_vec();
+                match &mut m {
+                    SipMessage::Request(r) => r.body = body,
+                    SipMessage::Response(r) => r.body = body,
+                }
+            }
+            Ok(m)
+        }
         Ok(Err(e)) => {
             let mut err = scanned.error(parser_reason(&e));
             err.unknown_method = scanned.is_request && scanned.method_unknown;
@@ -542,6 +554,20 @@ mod tests {
             panic!()
         };
         assert_eq!(r.body(), b"ab");
+    }
+
+    #[test]
+    fn a_datagram_without_content_length_keeps_its_whole_body() {
+        let text = REGISTER.replace("Content-Length: 0\r\n", "") + "v=0\r\n";
+        let SipMessage::Request(r) = parse(text.as_bytes(), &limits()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.body(), b"v=0\r\n");
+        let text = REGISTER.replace("Content-Length: 0\r\n", "");
+        let SipMessage::Request(r) = parse(text.as_bytes(), &limits()).unwrap() else {
+            panic!()
+        };
+        assert!(r.body().is_empty());
     }
 
     #[test]
