@@ -727,7 +727,7 @@ impl Core {
                 (uri.clone(), dest, None, format!("destination {id}"))
             }
         };
-        let Ok(uri) = Uri::try_from(uri.as_str()) else {
+        let Ok(uri) = switchboard_sip::parse::uri_as_written(&uri) else {
             return Err(480);
         };
         let Some(local_out) = self.local_for(dest.transport, dest.addr.ip()) else {
@@ -1125,6 +1125,7 @@ impl Core {
                 .is_some_and(|sb| self.sent_by_is_ours(sb))
         });
         if is_invite_2xx && top_is_ours && proxy::strip_top_via(&mut resp) {
+            message::keep_reason_phrase(&mut resp);
             self.send_stateless_response(&resp);
         } else {
             self.stats.dropped += 1;

@@ -403,3 +403,43 @@ fn call_waiting_off_gives_a_second_caller_the_busy_handling() {
         "SIP/2.0 486 Busy Here"
     );
 }
+
+#[test]
+fn what_is_relayed_keeps_reason_phrases_and_uri_parameters_as_written() {
+    let mut t = T::new(false);
+    let contact = "sip:bob@127.0.0.1:5072;transport=udp;foo=Bar";
+    t.input(
+        BOB,
+        &format!(
+            "REGISTER sip:switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP {BOB};branch=z9hG4bK-reg-case\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:bob@switchboard.local>;tag=r\r\nTo: <sip:bob@switchboard.local>\r\n\
+             Call-ID: reg-case\r\nCSeq: 1 REGISTER\r\nContact: <{contact}>\r\nExpires: 3600\r\n\
+             Content-Length: 0\r\n\r\n"
+        ),
+    );
+    let out = t.take();
+    assert!(out[0].1.starts_with("SIP/2.0 200"), "{out:?}");
+    t.input(ALICE, &invite("alice", ALICE, "1002", "case", ""));
+    let out = t.take();
+    let branch = &to(&out, BOB)[0];
+    assert_eq!(first_line(branch), format!("INVITE {contact} SIP/2.0"));
+    let ringing = answer(branch, 180, "b", BOB).replacen("180 Ringing", "180 Ringing Now", 1);
+    t.input(BOB, &ringing);
+    let out = t.take();
+    assert_eq!(first_line(&to(&out, ALICE)[0]), "SIP/2.0 180 Ringing Now");
+    let ok = answer(branch, 200, "b", BOB)
+        .replacen("200 OK", "200 Ok", 1)
+        .replace(
+            "Contact: <sip:127.0.0.1:5072>",
+            &format!("Contact: <{contact}>"),
+        );
+    t.input(BOB, &ok);
+    let out = t.take();
+    let relayed = &to(&out, ALICE)[0];
+    assert_eq!(first_line(relayed), "SIP/2.0 200 Ok");
+    // The 200's Contact as bob wrote it.
+    assert!(
+        relayed.contains(&format!("Contact: <{contact}>\r\n")),
+        "{relayed}"
+    );
+}
