@@ -226,9 +226,7 @@ struct LiveView<'a> {
 impl ViewSource for LiveView<'_> {
     fn person(&self, id: &str) -> PersonView {
         let mut view = self.presence.person_view(id, self.policy);
-        view.devices = self
-            .registrar
-            .lookup(id, self.now)
+        view.devices = distinct_targets(self.registrar.lookup(id, self.now))
             .into_iter()
             .map(|b| DeviceView {
                 id: b.contact.clone(),
@@ -244,6 +242,38 @@ impl ViewSource for LiveView<'_> {
     fn memory(&self, group: &str) -> GroupMemory {
         self.memory.get(group).cloned().unwrap_or_default()
     }
+}
+
+/// One binding per place a request would reach (RFC 3261 §16.5: a target is forked to
+/// once): bindings whose contact URIs are equal as §19.1.4 compares them and that are
+/// reached over the same flow (transport and address, see [`binding_peer`]) are one
+/// target, the newest binding of them kept — as when a phone restarts with a new
+/// `+sip.instance` from the same address, and its old binding lingers until it expires.
+/// The order (q-value, highest first) is kept.
+fn distinct_targets(bindings: Vec<&Binding>) -> Vec<&Binding> {
+    let mut kept: Vec<(String, Peer, &Binding)> = Vec::with_capacity(bindings.len());
+    for b in bindings {
+        let key = switchboard_sip::registrar::contact_compare_key(&b.contact);
+        let peer = binding_peer(b);
+        let same = |(k, p, _): &(String, Peer, &Binding)| {
+            *k == key && p.transport == peer.transport && p.addr == peer.addr
+        };
+        match kept.iter_mut().find(|e| same(e)) {
+            Some(e) => {
+                if newer(b, e.2) {
+                    e.2 = b;
+                }
+            }
+            None => kept.push((key, peer, b)),
+        }
+    }
+    kept.into_iter().map(|(_, _, b)| b).collect()
+}
+
+/// Whether binding `a` is newer than `b`: registered later (or, registered at the same
+/// second, lasting longer).
+fn newer(a: &Binding, b: &Binding) -> bool {
+    (a.registered_at, a.expires_at) > (b.registered_at, b.expires_at)
 }
 
 /// Where requests for a binding go: over its flow (the address the REGISTER came from) when
@@ -676,7 +706,8 @@ impl Core {
                     .registrar
                     .lookup(user, now.unix)
                     .into_iter()
-                    .find(|b| b.contact == *device)
+                    .filter(|b| b.contact == *device)
+                    .reduce(|a, b| if newer(b, a) { b } else { a })
                     .cloned();
                 let Some(b) = binding else {
                     tracing::info!(call_id = %call.call_id, user, device, "device no longer registered");
