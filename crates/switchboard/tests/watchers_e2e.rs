@@ -121,7 +121,7 @@ fn watchers_see_calls_profile_changes_and_feature_codes() {
     assert!(docs[1].contains("<rpid:on-the-phone/>"), "{}", docs[1]);
     assert!(!docs[2].contains("on-the-phone"), "{}", docs[2]);
     assert!(
-        docs[3].contains("Meeting") && docs[3].contains("<note>Planning</note>"),
+        docs[3].contains("<note>Meeting - Planning</note>"),
         "{}",
         docs[3]
     );
