@@ -48,6 +48,7 @@ fuzz_target!(|data: &[u8]| {
             max_contacts_per_aor: 10,
         },
         auth_required: data.first().is_some_and(|b| b & 1 == 1),
+        auth_algorithms: switchboard_sip::auth::DEFAULT_ALGORITHMS.to_vec(),
         nonce_lifetime: Duration::from_secs(300),
         max_failures: 3,
         failure_window: Duration::from_secs(60),

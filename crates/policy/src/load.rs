@@ -175,12 +175,25 @@ struct RawStatus {
     skip_in_teams: Option<bool>,
 }
 
+/// What the daemon's configuration adds to the policy's own checks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Context {
+    /// The digest algorithms the daemon's challenges offer (None: any may be). Credentials
+    /// whose `algorithms` share none of them are an error: they could never authenticate.
+    pub offered_algorithms: Option<Vec<DigestAlgorithm>>,
+}
+
 /// Upper bound of any ring time, in seconds.
 pub const MAX_RING_TIME: i64 = 600;
 
 impl Policy {
     /// Loads a policy file, or every `*.toml` file of a directory (in name order).
     pub fn load_path(path: &Path) -> Result<Policy, Diagnostics> {
+        Policy::load_path_in(path, &Context::default())
+    }
+
+    /// [`Policy::load_path`], also checked against what the daemon's configuration says.
+    pub fn load_path_in(path: &Path, context: &Context) -> Result<Policy, Diagnostics> {
         let io = |p: &Path, e: std::io::Error| {
             Diagnostics(vec![Diagnostic {
                 file: p.display().to_string(),
@@ -211,11 +224,16 @@ impl Policy {
                 text,
             });
         }
-        Policy::from_sources(&sources)
+        Policy::from_sources_in(&sources, context)
     }
 
     /// Builds and validates a policy from one or more TOML texts.
     pub fn from_sources(sources: &[Source]) -> Result<Policy, Diagnostics> {
+        Policy::from_sources_in(sources, &Context::default())
+    }
+
+    /// [`Policy::from_sources`], also checked against what the daemon's configuration says.
+    pub fn from_sources_in(sources: &[Source], context: &Context) -> Result<Policy, Diagnostics> {
         let mut errors = Vec::new();
         let mut docs = Vec::new();
         for s in sources {
@@ -240,6 +258,7 @@ impl Policy {
             policy: Policy::default(),
             refs: Vec::new(),
             seen_ext: HashMap::new(),
+            offered: context.offered_algorithms.clone(),
         };
         for (s, d) in docs {
             b.doc(s, d);
@@ -276,6 +295,7 @@ struct Builder {
     policy: Policy,
     refs: Vec<Ref>,
     seen_ext: HashMap<String, String>,
+    offered: Option<Vec<DigestAlgorithm>>,
 }
 
 fn secs(v: &Option<Spanned<i64>>, default: u32) -> Result<u32, (Range<usize>, String)> {
@@ -506,6 +526,21 @@ impl Builder {
                         format!("{key}.algorithms"),
                         "at least one algorithm is needed",
                     );
+                } else if let Some(offered) = &self.offered {
+                    if !v.iter().any(|a| offered.contains(a)) {
+                        let names: Vec<&str> = offered.iter().map(|a| a.as_str()).collect();
+                        self.err(
+                            src,
+                            list.span(),
+                            format!("{key}.algorithms"),
+                            format!(
+                                "none of these is offered: challenges offer only {:?} \
+                                 ([auth] algorithms of the daemon's config), so these \
+                                 credentials could never authenticate",
+                                names
+                            ),
+                        );
+                    }
                 }
                 v
             }

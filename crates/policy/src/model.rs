@@ -13,6 +13,16 @@ pub enum DigestAlgorithm {
     Sha256,
 }
 
+impl DigestAlgorithm {
+    /// The name the policy and the config write it as.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DigestAlgorithm::Md5 => "md5",
+            DigestAlgorithm::Sha256 => "sha-256",
+        }
+    }
+}
+
 /// How a user's SIP secret is given.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Secret {

@@ -1,7 +1,8 @@
 //! Loading and validation: every error reported at once, each with file, line, column, key.
 
 use switchboard_policy::{
-    Diagnostics, DigestAlgorithm, IncomingHandling, Policy, RingStrategy, Secret, Source, Target,
+    Context, Diagnostics, DigestAlgorithm, IncomingHandling, Policy, RingStrategy, Secret, Source,
+    Target,
 };
 
 fn load(text: &str) -> Result<Policy, Diagnostics> {
@@ -74,6 +75,41 @@ fn ha1_must_cover_every_allowed_algorithm() {
     let e = errors("[users.a]\nextension = \"1\"\n[users.a.sip]\nha1_md5 = \"0123456789abcdef0123456789abcdef\"\nalgorithms = [\"sha-256\", \"md5\"]\n");
     assert_eq!(e[0].2, "users.a.sip.algorithms");
     assert!(e[0].3.contains("no ha1_sha256"), "{:?}", e);
+}
+
+#[test]
+fn credentials_must_allow_an_offered_algorithm() {
+    let offering = |algs: &[DigestAlgorithm], text: &str| {
+        Policy::from_sources_in(
+            &[Source {
+                name: "p.toml".into(),
+                text: text.into(),
+            }],
+            &Context {
+                offered_algorithms: Some(algs.to_vec()),
+            },
+        )
+    };
+    let md5 = [DigestAlgorithm::Md5];
+    let sha_only = format!("{USER}algorithms = [\"sha-256\"]\n");
+    let e = offering(&md5, &sha_only).expect_err("a user who could never authenticate");
+    let d = &e.0[0];
+    assert_eq!(
+        (d.line, d.column, d.key.as_str()),
+        (5, 14, "users.alice.sip.algorithms")
+    );
+    assert!(d.message.contains("[\"md5\"]"), "{}", d.message);
+    // Offered, or sharing one with what is offered, or the default (both): fine.
+    offering(&[DigestAlgorithm::Sha256, DigestAlgorithm::Md5], &sha_only).unwrap();
+    offering(
+        &md5,
+        &format!("{USER}algorithms = [\"sha-256\", \"md5\"]\n"),
+    )
+    .unwrap();
+    offering(&md5, USER).unwrap();
+    offering(&[DigestAlgorithm::Sha256], USER).unwrap();
+    // Without a context (the policy alone) nothing is assumed of the config.
+    load(&sha_only).unwrap();
 }
 
 #[test]

@@ -1,13 +1,15 @@
 //! Digest authentication of requests (RFC 3261 §22, RFC 7616, RFC 8760), sans-I/O.
 //!
-//! * MD5 and SHA-256 with `qop=auth`; the algorithms a user may use come from the caller
-//!   (per user), and a challenge carries one `WWW-Authenticate` per algorithm, strongest
-//!   first (RFC 8760 §2.4).
+//! * MD5 and SHA-256 with `qop=auth`. The challenge offers the configured algorithms (one
+//!   `WWW-Authenticate` per algorithm, in the configured order, RFC 8760 §2.4) to every
+//!   request alike, whoever it claims to be; by default MD5 alone, the one challenge every
+//!   common client answers. A user's credential may further restrict which of them the
+//!   user may answer with.
 //! * Nonces carry their own issue time and a keyed hash, so they need no storage to be
 //!   checked; an old nonce is answered with `stale=true`. The highest nonce-count seen for
 //!   each nonce is remembered, so a replayed `nc` is refused.
-//! * An unknown user gets exactly the challenge a known user with default settings gets,
-//!   and a wrong answer from either is the same failure: nothing tells whether a user exists.
+//! * An unknown user gets exactly the challenge a known user gets, and a wrong answer from
+//!   either is the same failure: nothing tells whether a user exists.
 //! * [`Throttle`] counts failures per source address and blocks a source for a while.
 
 use crate::entropy::Entropy;
@@ -69,7 +71,7 @@ pub enum Secret {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credential {
     pub secret: Secret,
-    /// Algorithms the user may answer with, in order of preference.
+    /// Algorithms the user may answer with (of those the challenge offers).
     pub algorithms: Vec<Algorithm>,
 }
 
@@ -88,8 +90,11 @@ impl Credential {
     }
 }
 
-/// The algorithms offered to unknown users and users without a preference.
-pub const DEFAULT_ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Md5];
+/// The algorithms a challenge offers unless configured otherwise: MD5 alone. Several
+/// challenges, or a SHA-256 one, make some common clients fail (one refuses any SHA-256
+/// challenge present, others take only the first or only the last), while one MD5
+/// challenge is answered by all of them.
+pub const DEFAULT_ALGORITHMS: [Algorithm; 1] = [Algorithm::Md5];
 
 /// Settings of the authenticator.
 #[derive(Clone, Debug)]
@@ -100,6 +105,9 @@ pub struct DigestConfig {
     /// Most nonces whose nonce-count is tracked at once; past it the oldest are forgotten
     /// (a forgotten nonce is answered as stale).
     pub max_tracked_nonces: usize,
+    /// What every challenge offers, one header per algorithm in this order: the same for
+    /// every user name, known or not. Answers with another algorithm are challenged again.
+    pub algorithms: Vec<Algorithm>,
 }
 
 /// Which header pair a challenge uses: `WWW-Authenticate`/`Authorization` (401, a
@@ -186,16 +194,12 @@ impl Authenticator {
         Some(issued)
     }
 
-    /// The challenge headers for a 401 (or 407): one per algorithm, in the given order.
-    pub fn challenge(
-        &mut self,
-        algorithms: &[Algorithm],
-        stale: bool,
-        role: Role,
-        now: Instant,
-    ) -> Vec<Header> {
+    /// The challenge headers for a 401 (or 407): one per configured algorithm, in the
+    /// configured order, whoever the request claims to be.
+    pub fn challenge(&mut self, stale: bool, role: Role, now: Instant) -> Vec<Header> {
         let nonce = self.new_nonce(now);
-        algorithms
+        self.config
+            .algorithms
             .iter()
             .map(|a| {
                 let mut v = format!(
@@ -259,6 +263,10 @@ impl Authenticator {
                 None => return Verdict::Challenge { stale: false },
             },
         };
+        // Only what the challenge offers is accepted.
+        if !self.config.algorithms.contains(&algorithm) {
+            return Verdict::Challenge { stale: false };
+        }
         let Some(issued) = self.nonce_issued(nonce) else {
             // Not ours (say, from before a restart): a fresh challenge, not a failure.
             return Verdict::Challenge { stale: false };
@@ -541,18 +549,25 @@ mod tests {
     use crate::parse::{parse, Limits};
 
     fn auth() -> (Authenticator, Instant) {
+        auth_offering(&DEFAULT_ALGORITHMS)
+    }
+
+    fn auth_offering(algorithms: &[Algorithm]) -> (Authenticator, Instant) {
         let t0 = Instant::now();
         let a = Authenticator::new(
             DigestConfig {
                 realm: "switchboard.local".into(),
                 nonce_lifetime: Duration::from_secs(300),
                 max_tracked_nonces: 4,
+                algorithms: algorithms.to_vec(),
             },
             t0,
             Entropy::from_seed([3; 32]),
         );
         (a, t0)
     }
+
+    const BOTH: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Md5];
 
     fn cred(algs: &[Algorithm]) -> Option<Credential> {
         Some(Credential {
@@ -590,13 +605,13 @@ mod tests {
     }
 
     #[test]
-    fn md5_and_sha256_succeed() {
-        let (mut a, t0) = auth();
+    fn md5_and_sha256_succeed_when_offered() {
+        let (mut a, t0) = auth_offering(&BOTH);
         for alg in [Algorithm::Md5, Algorithm::Sha256] {
-            let ch = a.challenge(&[alg], false, Role::Server, t0);
+            let ch = a.challenge(false, Role::Server, t0);
             let req = answered(alg, "alice", "pw", &nonce_of(&ch[0]), 1);
             assert_eq!(
-                a.verify(&req, Role::Server, |_| cred(&DEFAULT_ALGORITHMS), t0),
+                a.verify(&req, Role::Server, |_| cred(&BOTH), t0),
                 Verdict::Authenticated {
                     username: "alice".into()
                 }
@@ -615,7 +630,7 @@ mod tests {
             },
             algorithms: vec![Algorithm::Md5],
         };
-        let ch = a.challenge(&[Algorithm::Md5], false, Role::Server, t0);
+        let ch = a.challenge(false, Role::Server, t0);
         let req = answered(Algorithm::Md5, "alice", "pw", &nonce_of(&ch[0]), 1);
         assert!(matches!(
             a.verify(&req, Role::Server, |_| Some(c.clone()), t0),
@@ -626,7 +641,7 @@ mod tests {
     #[test]
     fn algorithm_not_allowed_for_user_fails() {
         let (mut a, t0) = auth();
-        let ch = a.challenge(&[Algorithm::Md5], false, Role::Server, t0);
+        let ch = a.challenge(false, Role::Server, t0);
         let req = answered(Algorithm::Md5, "alice", "pw", &nonce_of(&ch[0]), 1);
         assert!(matches!(
             a.verify(&req, Role::Server, |_| cred(&[Algorithm::Sha256]), t0),
@@ -637,7 +652,7 @@ mod tests {
     #[test]
     fn wrong_password_and_unknown_user_fail_alike() {
         let (mut a, t0) = auth();
-        let n = nonce_of(&a.challenge(&[Algorithm::Md5], false, Role::Server, t0)[0]);
+        let n = nonce_of(&a.challenge(false, Role::Server, t0)[0]);
         let wrong = answered(Algorithm::Md5, "alice", "nope", &n, 1);
         let unknown = answered(Algorithm::Md5, "mallory", "pw", &n, 1);
         let v1 = a.verify(&wrong, Role::Server, |_| cred(&DEFAULT_ALGORITHMS), t0);
@@ -661,7 +676,7 @@ mod tests {
     #[test]
     fn replayed_nonce_count_is_refused() {
         let (mut a, t0) = auth();
-        let n = nonce_of(&a.challenge(&[Algorithm::Md5], false, Role::Server, t0)[0]);
+        let n = nonce_of(&a.challenge(false, Role::Server, t0)[0]);
         let look = |_: &str| cred(&DEFAULT_ALGORITHMS);
         let r1 = answered(Algorithm::Md5, "alice", "pw", &n, 1);
         assert!(matches!(
@@ -685,7 +700,7 @@ mod tests {
     #[test]
     fn old_nonce_is_stale_and_forged_nonce_rechallenged() {
         let (mut a, t0) = auth();
-        let n = nonce_of(&a.challenge(&[Algorithm::Md5], false, Role::Server, t0)[0]);
+        let n = nonce_of(&a.challenge(false, Role::Server, t0)[0]);
         let r = answered(Algorithm::Md5, "alice", "pw", &n, 1);
         let later = t0 + Duration::from_secs(301);
         assert_eq!(
@@ -697,13 +712,55 @@ mod tests {
             a.verify(&forged, Role::Server, |_| cred(&DEFAULT_ALGORITHMS), t0),
             Verdict::Challenge { stale: false }
         );
-        let ch = a.challenge(&DEFAULT_ALGORITHMS, true, Role::Server, t0);
-        assert_eq!(ch.len(), 2);
+        let ch = a.challenge(true, Role::Server, t0);
+        assert_eq!(ch.len(), 1);
         let Header::WwwAuthenticate(w) = &ch[0] else {
             panic!()
         };
-        assert!(w.value().contains("algorithm=SHA-256"));
+        assert!(w.value().contains("algorithm=MD5"));
         assert!(w.value().contains("stale=true"));
+    }
+
+    #[test]
+    fn the_default_challenge_is_one_md5_header() {
+        let (mut a, t0) = auth();
+        let ch = a.challenge(false, Role::Proxy, t0);
+        assert_eq!(ch.len(), 1, "{ch:?}");
+        let Header::ProxyAuthenticate(p) = &ch[0] else {
+            panic!("{ch:?}")
+        };
+        let params = parse_digest(p.value()).unwrap();
+        assert_eq!(params["algorithm"], "MD5");
+        assert_eq!(params["qop"], "auth");
+        assert_eq!(params["realm"], "switchboard.local");
+    }
+
+    #[test]
+    fn configured_algorithms_are_offered_in_order_with_one_nonce() {
+        let (mut a, t0) = auth_offering(&BOTH);
+        let ch = a.challenge(false, Role::Server, t0);
+        let algs: Vec<String> = ch
+            .iter()
+            .map(|h| {
+                let Header::WwwAuthenticate(w) = h else {
+                    panic!()
+                };
+                parse_digest(w.value()).unwrap()["algorithm"].clone()
+            })
+            .collect();
+        assert_eq!(algs, ["SHA-256", "MD5"]);
+        assert_eq!(nonce_of(&ch[0]), nonce_of(&ch[1]));
+    }
+
+    #[test]
+    fn an_answer_with_an_algorithm_not_offered_is_challenged_again() {
+        let (mut a, t0) = auth();
+        let n = nonce_of(&a.challenge(false, Role::Server, t0)[0]);
+        let req = answered(Algorithm::Sha256, "alice", "pw", &n, 1);
+        assert_eq!(
+            a.verify(&req, Role::Server, |_| cred(&BOTH), t0),
+            Verdict::Challenge { stale: false }
+        );
     }
 
     #[test]
@@ -711,12 +768,7 @@ mod tests {
         let (mut a, t0) = auth();
         let lengths: std::collections::BTreeSet<usize> = (0..2000u64)
             .map(|i| {
-                let h = &a.challenge(
-                    &[Algorithm::Md5],
-                    false,
-                    Role::Server,
-                    t0 + Duration::from_secs(i * 37),
-                )[0];
+                let h = &a.challenge(false, Role::Server, t0 + Duration::from_secs(i * 37))[0];
                 nonce_of(h).len()
             })
             .collect();
@@ -728,7 +780,7 @@ mod tests {
         let (mut a, t0) = auth();
         for i in 0..20u64 {
             let now = t0 + Duration::from_secs(i);
-            let n = nonce_of(&a.challenge(&[Algorithm::Md5], false, Role::Server, now)[0]);
+            let n = nonce_of(&a.challenge(false, Role::Server, now)[0]);
             let r = answered(Algorithm::Md5, "alice", "pw", &n, 1);
             a.verify(&r, Role::Server, |_| cred(&DEFAULT_ALGORITHMS), now);
             assert!(a.tracked_nonces() <= 5);
@@ -739,7 +791,7 @@ mod tests {
     fn a_forgotten_nonce_is_stale_not_replayable() {
         let (mut a, t0) = auth();
         let look = |_: &str| cred(&DEFAULT_ALGORITHMS);
-        let first = nonce_of(&a.challenge(&[Algorithm::Md5], false, Role::Server, t0)[0]);
+        let first = nonce_of(&a.challenge(false, Role::Server, t0)[0]);
         let r1 = answered(Algorithm::Md5, "alice", "pw", &first, 1);
         assert!(matches!(
             a.verify(&r1, Role::Server, look, t0),
@@ -748,7 +800,7 @@ mod tests {
         // Push it out of the table (max 4 tracked).
         for i in 1..=5u64 {
             let now = t0 + Duration::from_secs(i);
-            let n = nonce_of(&a.challenge(&[Algorithm::Md5], false, Role::Server, now)[0]);
+            let n = nonce_of(&a.challenge(false, Role::Server, now)[0]);
             let r = answered(Algorithm::Md5, "alice", "pw", &n, 1);
             assert!(matches!(
                 a.verify(&r, Role::Server, look, now),

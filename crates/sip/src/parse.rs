@@ -191,8 +191,9 @@ pub fn frame(buf: &[u8], limits: &Limits) -> Framing {
 
 /// Checks and parses one whole message: a UDP datagram or a message framed by [`frame`].
 ///
-/// For datagrams a body longer than Content-Length is cut to it (RFC 3261 §18.3); a body
-/// shorter than Content-Length is an error, as is any header line that is not UTF-8, has no
+/// For datagrams a body longer than Content-Length is cut to it, and without Content-Length
+/// the body is the rest of the datagram (RFC 3261 §18.3); a body shorter than
+/// Content-Length is an error, as is any header line that is not UTF-8, has no
 /// name or colon, or breaks a limit.
 pub fn parse(bytes: &[u8], limits: &Limits) -> Result<SipMessage, ParseError> {
     if bytes.len() > limits.max_message_size {
@@ -218,7 +219,19 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<SipMessage, ParseError> {
     let msg = &bytes[..end];
     let parsed = catch_unwind(AssertUnwindSafe(|| msg::parser::parse_message(msg)));
     match parsed {
-        Ok(Ok(m)) => Ok(m),
+        Ok(Ok(mut m)) => {
+            keep_start_line_text(&mut m, msg);
+            if scanned.content_length.is_none() && end > head_end + 4 {
+                // A datagram without Content-Length: its body runs to its end (§18.3). (The
+                // parser would take none.)
+                let body = msg[head_end + 4..].to_vec();
+                match &mut m {
+                    SipMessage::Request(r) => r.body = body,
+                    SipMessage::Response(r) => r.body = body,
+                }
+            }
+            Ok(m)
+        }
         Ok(Err(e)) => {
             let mut err = scanned.error(parser_reason(&e));
             err.unknown_method = scanned.is_request && scanned.method_unknown;
@@ -229,6 +242,78 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<SipMessage, ParseError> {
         }
         Err(_) => Err(scanned.error("unparseable message")),
     }
+}
+
+/// What the parser would write differently from what was received on the start line is
+/// put back as it came, so that a proxy forwards it unchanged: a Request-URI's parameters
+/// (the parser writes `;transport=udp` as `;transport=UDP`) and a reason phrase that is the
+/// standard one in other letter case (`200 Ok`, kept aside for relaying like any other).
+fn keep_start_line_text(m: &mut SipMessage, bytes: &[u8]) {
+    let end = bytes
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(bytes.len());
+    let Ok(line) = std::str::from_utf8(&bytes[..end]) else {
+        return;
+    };
+    match m {
+        SipMessage::Request(r) => {
+            if let Some(uri) = line.split(' ').nth(1) {
+                if uri.contains(';') {
+                    keep_uri_params(&mut r.uri, uri);
+                }
+            }
+        }
+        SipMessage::Response(r) => {
+            let reason = line.splitn(3, [' ', '\t']).nth(2).unwrap_or("").trim();
+            if r.wire_reason.is_none()
+                && !reason.is_empty()
+                && !matches!(r.status_code, msg::StatusCode::Other(..))
+                && reason != r.status_code.text()
+            {
+                r.wire_reason = Some(reason.to_string());
+            }
+        }
+    }
+}
+
+/// Gives `uri` (parsed from `text`) the parameters of `text` exactly as written, names and
+/// values in their own letter case, so that writing it gives them back unchanged. The
+/// parameters are split as the parser splits them; if they do not line up, nothing changes.
+fn keep_uri_params(uri: &mut msg::Uri, text: &str) {
+    use msg::uri::{OtherParam, OtherParamValue, Param};
+    let text = text
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .trim();
+    let main = text.split('?').next().unwrap_or(text);
+    let Some((_, params)) = main.split_once(';') else {
+        return;
+    };
+    let kept: Vec<Param> = params
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((name, value)) => {
+                Param::Other(OtherParam::new(name), Some(OtherParamValue::new(value)))
+            }
+            None => Param::Other(OtherParam::new(p), None),
+        })
+        .collect();
+    if kept.len() == uri.params.len() {
+        uri.params = kept;
+    }
+}
+
+/// A URI as the message model holds it, whose parameters are written back exactly as in
+/// `text` (see [`keep_uri_params`]): for a Request-URI a proxy takes from a header or a
+/// registered contact and forwards.
+pub fn uri_as_written(text: &str) -> Result<msg::Uri, msg::Error> {
+    let mut uri = msg::Uri::try_from(text)?;
+    keep_uri_params(&mut uri, text);
+    Ok(uri)
 }
 
 fn parser_reason(e: &msg::Error) -> String {
@@ -542,6 +627,83 @@ mod tests {
             panic!()
         };
         assert_eq!(r.body(), b"ab");
+    }
+
+    fn request_line_of(text: &str) -> String {
+        let SipMessage::Request(r) = parse(text.as_bytes(), &limits()).unwrap() else {
+            panic!()
+        };
+        let bytes = crate::wire::request_bytes(&r);
+        let out = String::from_utf8(bytes).unwrap();
+        out.lines().next().unwrap().to_string()
+    }
+
+    fn status_line_of(line: &str) -> String {
+        let text = format!(
+            "{line}\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n\
+             To: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        );
+        let SipMessage::Response(mut r) = parse(text.as_bytes(), &limits()).unwrap() else {
+            panic!()
+        };
+        // As a proxy relays it.
+        crate::message::keep_reason_phrase(&mut r);
+        let out = String::from_utf8(crate::wire::response_bytes(&r)).unwrap();
+        out.lines().next().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_relayed_status_line_keeps_its_reason_phrase() {
+        for line in [
+            "SIP/2.0 200 Ok",
+            "SIP/2.0 200 OK",
+            "SIP/2.0 180 Ringing Now",
+            "SIP/2.0 180 ringing",
+            "SIP/2.0 486 Busy here",
+            "SIP/2.0 603 Decline",
+            "SIP/2.0 299 Odd Thing",
+        ] {
+            assert_eq!(status_line_of(line), line);
+        }
+        // No phrase at all: the standard one.
+        assert_eq!(status_line_of("SIP/2.0 200"), "SIP/2.0 200 OK");
+    }
+
+    #[test]
+    fn a_request_uri_keeps_its_parameters_as_written() {
+        for uri in [
+            "sip:bob@10.0.0.2:5070;transport=udp",
+            "sip:bob@10.0.0.2:5070;transport=TcP;lr;foo=Bar",
+            "sip:10.0.0.2;lr;foo=Bar;Maddr=10.0.0.3;user=Phone",
+            "sip:bob@[::1]:5070;transport=udp?Subject=Hi",
+            "sip:bob@h",
+        ] {
+            let text = format!(
+                "OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nMax-Forwards: 70\r\n\
+                 From: <sip:a@b>;tag=1\r\nTo: <sip:bob@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n\
+                 Content-Length: 0\r\n\r\n"
+            );
+            assert_eq!(request_line_of(&text), format!("OPTIONS {uri} SIP/2.0"));
+            assert_eq!(uri_as_written(uri).unwrap().to_string(), uri);
+            assert_eq!(
+                uri_as_written(&format!("<{uri}>")).unwrap().to_string(),
+                uri
+            );
+        }
+    }
+
+    #[test]
+    fn a_datagram_without_content_length_keeps_its_whole_body() {
+        let text = REGISTER.replace("Content-Length: 0\r\n", "") + "v=0\r\n";
+        let SipMessage::Request(r) = parse(text.as_bytes(), &limits()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(r.body(), b"v=0\r\n");
+        let text = REGISTER.replace("Content-Length: 0\r\n", "");
+        let SipMessage::Request(r) = parse(text.as_bytes(), &limits()).unwrap() else {
+            panic!()
+        };
+        assert!(r.body().is_empty());
     }
 
     #[test]

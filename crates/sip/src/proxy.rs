@@ -284,7 +284,7 @@ pub fn pop_own_routes(req: &mut Request, is_ours: impl Fn(&str) -> bool) -> Vec<
         let request_uri = req.uri.to_string();
         if is_ours(&request_uri) {
             if let Some(last) = routes.pop() {
-                if let Ok(uri) = Uri::try_from(last.as_str()) {
+                if let Ok(uri) = crate::parse::uri_as_written(&last) {
                     popped.push(request_uri);
                     req.uri = uri;
                 }
@@ -678,6 +678,68 @@ mod tests {
         pop_own_routes(&mut r, ours);
         assert_eq!(r.uri.to_string(), "sip:bob@10.0.0.2:5080");
         assert!(route_set(&r).is_empty());
+    }
+
+    #[test]
+    fn what_is_forwarded_keeps_its_uris_as_written() {
+        // Contact and Route as they came; the Request-URI from a registered contact.
+        let text = INVITE
+            .replace(
+                "Contact: <sip:alice@10.0.0.1:5070>",
+                "Contact: <sip:alice@10.0.0.1:5070;transport=udp;lr;foo=Bar>",
+            )
+            .replace(
+                "Max-Forwards: 70\r\n",
+                "Max-Forwards: 70\r\nRoute: <sip:10.9.9.9;transport=udp;lr;foo=Bar>\r\n",
+            );
+        let r = req(&text);
+        let contact = "sip:bob-0x1@10.0.0.2:5080;transport=udp;lr;foo=Bar";
+        let out = forward(
+            &r,
+            Some(crate::parse::uri_as_written(contact).unwrap()),
+            &via_value(Transport::Udp, local(), "z9hG4bK-x"),
+            &[],
+        );
+        let text = String::from_utf8(crate::wire::request_bytes(&out)).unwrap();
+        assert!(
+            text.starts_with(&format!("INVITE {contact} SIP/2.0\r\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\nContact: <sip:alice@10.0.0.1:5070;transport=udp;lr;foo=Bar>\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\r\nRoute: <sip:10.9.9.9;transport=udp;lr;foo=Bar>\r\n"),
+            "{text}"
+        );
+        // A Request-URI forwarded as it came (in-dialog, loose routing) keeps it too.
+        let text = INVITE.replace(
+            "INVITE sip:1002@switchboard.local",
+            "INVITE sip:alice@10.0.0.1:5070;transport=udp;lr;foo=Bar",
+        );
+        let out = forward(&req(&text), None, "SIP/2.0/UDP h;branch=z9hG4bK-y", &[]);
+        let text = String::from_utf8(crate::wire::request_bytes(&out)).unwrap();
+        assert!(
+            text.starts_with("INVITE sip:alice@10.0.0.1:5070;transport=udp;lr;foo=Bar SIP/2.0\r\n"),
+            "{text}"
+        );
+        // A strict router's Request-URI restored from the last Route keeps it too.
+        let text = INVITE
+            .replace(
+                "INVITE sip:1002@switchboard.local",
+                "INVITE sip:127.0.0.1:5060;lr",
+            )
+            .replace(
+                "Max-Forwards: 70\r\n",
+                "Max-Forwards: 70\r\nRoute: <sip:bob@10.0.0.2:5080;transport=udp;foo=Bar>\r\n",
+            );
+        let mut r = req(&text);
+        pop_own_routes(&mut r, |u| uri_target(u).is_some_and(|(_, a)| a == local()));
+        assert_eq!(
+            r.uri.to_string(),
+            "sip:bob@10.0.0.2:5080;transport=udp;foo=Bar"
+        );
     }
 
     #[test]

@@ -193,6 +193,86 @@ pub fn contact_address(uri: &str) -> String {
     normalize_contact(&uri[..end])
 }
 
+/// A key under which contact URIs that RFC 3261 §19.1.4 counts as equal are equal: scheme
+/// and host in any letter case, the user part as written but with escaped unreserved
+/// characters unescaped, the port as given (a default port is not the same as none), the
+/// `user`, `ttl`, `method`, `maddr` and `transport` parameters and the URI headers with
+/// names and values in any letter case and in any order. Other parameters are left out
+/// (§19.1.4 ignores those only one of the URIs has).
+pub fn contact_compare_key(uri: &str) -> String {
+    let uri = crate::proxy::strip_angle(uri);
+    let (main, headers) = match uri.split_once('?') {
+        Some((m, h)) => (m, Some(h)),
+        None => (uri, None),
+    };
+    let (scheme, rest) = main.split_once(':').unwrap_or(("sip", main));
+    let (user, hostpart) = match rest.rfind('@') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => ("", rest),
+    };
+    let mut parts = hostpart.split(';');
+    let host = parts.next().unwrap_or("");
+    let mut params: Vec<String> = parts
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_ascii_lowercase)
+        .filter(|p| {
+            let name = p.split('=').next().unwrap_or("");
+            matches!(name, "user" | "ttl" | "method" | "maddr" | "transport")
+        })
+        .collect();
+    params.sort();
+    let mut hdrs: Vec<String> = headers
+        .map(|h| {
+            h.split('&')
+                .filter(|x| !x.is_empty())
+                .map(|x| unescape_unreserved(x).to_ascii_lowercase())
+                .collect()
+        })
+        .unwrap_or_default();
+    hdrs.sort();
+    format!(
+        "{}:{}@{};{}?{}",
+        scheme.trim().to_ascii_lowercase(),
+        unescape_unreserved(user),
+        host.to_ascii_lowercase(),
+        params.join(";"),
+        hdrs.join("&")
+    )
+}
+
+/// `%XX` escapes of unreserved characters (RFC 3261 §25.1) replaced by the characters:
+/// §19.1.4 counts them as equal. Other escapes stay, with upper-case hex digits.
+fn unescape_unreserved(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let hex = after
+            .get(..2)
+            .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+        match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            Some(v) => {
+                let c = char::from(v);
+                if c.is_ascii_alphanumeric() || "-_.!~*'()".contains(c) {
+                    out.push(c);
+                } else {
+                    out.push('%');
+                    out.push_str(&after[..2].to_ascii_uppercase());
+                }
+                rest = &after[2..];
+            }
+            None => {
+                out.push('%');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 impl Registrar {
     pub fn new(config: RegistrarConfig) -> Self {
         Registrar {
@@ -674,6 +754,46 @@ mod tests {
         assert!(contacts(&o).is_empty());
         assert!(r.is_empty());
         assert_eq!(o.previous.len(), 1);
+    }
+
+    #[test]
+    fn contact_uris_compare_as_rfc3261_says() {
+        let same = [
+            (
+                "sip:alice@Host.Example:5070;transport=UDP",
+                "SIP:alice@host.example:5070;transport=udp",
+            ),
+            ("sip:%61lice@h:5070", "sip:alice@h:5070"),
+            ("sip:a%3bb@h", "sip:a%3Bb@h"),
+            (
+                "<sip:alice@h;transport=tcp;ob>",
+                "sip:alice@h;ob;transport=tcp",
+            ),
+            // A parameter only one side has (other than the five that must match) is ignored.
+            ("sip:alice@h;ob", "sip:alice@h"),
+            ("sip:alice@h;user=phone;lr", "sip:alice@h;lr;User=Phone"),
+            (
+                "sip:alice@h?Subject=x&Priority=urgent",
+                "sip:alice@h?priority=urgent&subject=x",
+            ),
+        ];
+        for (a, b) in same {
+            assert_eq!(contact_compare_key(a), contact_compare_key(b), "{a} / {b}");
+        }
+        let different = [
+            ("sip:alice@h", "sip:Alice@h"),
+            ("sip:alice@h", "sip:alice@h:5060"),
+            ("sip:alice@h:5070", "sip:alice@h:5071"),
+            ("sip:alice@h;transport=tcp", "sip:alice@h"),
+            ("sip:alice@h;transport=tcp", "sip:alice@h;transport=udp"),
+            ("sip:alice@h;maddr=10.0.0.1", "sip:alice@h"),
+            ("sip:alice@h", "sips:alice@h"),
+            ("sip:a%3bb@h", "sip:a;b@h"),
+            ("sip:alice@h?subject=x", "sip:alice@h"),
+        ];
+        for (a, b) in different {
+            assert_ne!(contact_compare_key(a), contact_compare_key(b), "{a} / {b}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::events::Package;
 use crate::message::{split_first_value, tag_of};
 use crate::msg::headers::{Header, Headers};
 use crate::msg::prelude::*;
-use crate::msg::{Method, Request, Uri, Version};
+use crate::msg::{Method, Request, Version};
 use crate::peer::Peer;
 use crate::proxy::strip_angle;
 use std::collections::{BTreeSet, HashMap};
@@ -488,7 +488,7 @@ impl Notifier {
         let version = s.version;
         s.version += 1;
         let text = body(version);
-        let uri = Uri::try_from(s.remote_target.as_str()).ok()?;
+        let uri = crate::parse::uri_as_written(&s.remote_target).ok()?;
         let mut headers = Headers::default();
         headers.push(Header::Via(via.to_string().into()));
         headers.push(Header::MaxForwards("70".into()));

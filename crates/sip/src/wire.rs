@@ -3,6 +3,11 @@
 //! The parsed message model keeps every header's value as text; writing a message is then
 //! only copying names and values. (The model's own `Display` builds a string per header and
 //! joins them; this does the same in one allocation, and the bytes are identical.)
+//!
+//! One addition: a message without a `Content-Length` gets one (the body's length) after
+//! its headers. It is mandatory on stream transports (RFC 3261 §18.3) and allowed on UDP, and
+//! a request that came over UDP without one (an ACK, say) may be forwarded over TCP, where
+//! the peer could not frame it.
 
 use crate::msg::headers::Header;
 use crate::msg::{Request, Response};
@@ -78,18 +83,26 @@ pub fn header_parts(h: &Header) -> (&str, &str) {
     }
 }
 
-fn write_headers(out: &mut Vec<u8>, headers: &crate::msg::Headers) {
+/// Writes the header lines, and a `Content-Length` of `body` when there is none.
+fn write_headers(out: &mut Vec<u8>, headers: &crate::msg::Headers, body: usize) {
+    let mut has_length = false;
     for h in headers.iter() {
+        has_length |= matches!(h, Header::ContentLength(_));
         let (name, value) = header_parts(h);
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    if !has_length {
+        out.extend_from_slice(b"Content-Length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(body).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 fn size_hint(headers: &crate::msg::Headers, body: usize) -> usize {
-    64 + body
+    84 + body
         + headers
             .iter()
             .map(|h| {
@@ -99,7 +112,7 @@ fn size_hint(headers: &crate::msg::Headers, body: usize) -> usize {
             .sum::<usize>()
 }
 
-/// The bytes of a request, as its `to_bytes` gives them.
+/// The bytes of a request, as its `to_bytes` gives them (with a `Content-Length`).
 pub fn request_bytes(req: &Request) -> Vec<u8> {
     let mut out = Vec::with_capacity(size_hint(&req.headers, req.body.len()));
     // Written straight into the buffer, without a string per part.
@@ -107,13 +120,13 @@ pub fn request_bytes(req: &Request) -> Vec<u8> {
         &mut out,
         format_args!("{} {} {}\r\n", req.method, req.uri, req.version),
     );
-    write_headers(&mut out, &req.headers);
+    write_headers(&mut out, &req.headers, req.body.len());
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&req.body);
     out
 }
 
-/// The bytes of a response, as its `to_bytes` gives them.
+/// The bytes of a response, as its `to_bytes` gives them (with a `Content-Length`).
 pub fn response_bytes(resp: &Response) -> Vec<u8> {
     let mut out = Vec::with_capacity(size_hint(&resp.headers, resp.body.len()));
     let _ = std::io::Write::write_fmt(&mut out, format_args!("{}", resp.version));
@@ -123,7 +136,7 @@ pub fn response_bytes(resp: &Response) -> Vec<u8> {
     out.push(b' ');
     out.extend_from_slice(resp.status_code.text().as_bytes());
     out.extend_from_slice(b"\r\n");
-    write_headers(&mut out, &resp.headers);
+    write_headers(&mut out, &resp.headers, resp.body.len());
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&resp.body);
     out
@@ -150,5 +163,52 @@ mod tests {
                 SipMessage::Response(r) => assert_eq!(response_bytes(&r), r.to_bytes()),
             }
         }
+    }
+
+    fn bytes_of(text: &str) -> String {
+        let bytes = match parse(text.as_bytes(), &Limits::default()).unwrap() {
+            SipMessage::Request(r) => request_bytes(&r),
+            SipMessage::Response(r) => response_bytes(&r),
+        };
+        String::from_utf8(bytes).unwrap()
+    }
+
+    fn content_lengths(text: &str) -> Vec<&str> {
+        let head = &text[..text.find("\r\n\r\n").unwrap()];
+        head.lines()
+            .filter_map(|l| l.strip_prefix("Content-Length: "))
+            .collect()
+    }
+
+    #[test]
+    fn a_message_without_content_length_gets_one() {
+        // An ACK as it came over UDP, without Content-Length, forwarded (over TCP, say).
+        let ack = "ACK sip:bob@10.0.0.2:5060;transport=tcp SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+                   Max-Forwards: 70\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:bob@b>;tag=2\r\nCall-ID: x\r\n\
+                   CSeq: 1 ACK\r\n\r\n";
+        let req = match parse(ack.as_bytes(), &Limits::default()).unwrap() {
+            SipMessage::Request(r) => r,
+            _ => unreachable!(),
+        };
+        let forwarded = crate::proxy::forward(&req, None, "SIP/2.0/TCP p;branch=z9hG4bK2", &[]);
+        let out = String::from_utf8(request_bytes(&forwarded)).unwrap();
+        assert_eq!(content_lengths(&out), ["0"], "{out}");
+        assert!(out.ends_with("Content-Length: 0\r\n\r\n"), "{out}");
+        // With a body (a datagram's runs to its end): its length. A response too.
+        let info = "INFO sip:bob@h SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nMax-Forwards: 70\r\n\
+                    From: <sip:a@b>;tag=1\r\nTo: <sip:bob@b>;tag=2\r\nCall-ID: x\r\nCSeq: 2 INFO\r\n\
+                    Content-Type: text/plain\r\n\r\nhello";
+        let out = bytes_of(info);
+        assert_eq!(content_lengths(&out), ["5"], "{out}");
+        assert!(out.ends_with("\r\n\r\nhello"), "{out}");
+        let ok =
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n\
+                  To: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 BYE\r\n\r\n";
+        assert_eq!(content_lengths(&bytes_of(ok)), ["0"]);
+        // One already there is kept as it is, and not doubled.
+        let with =
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n\
+                    To: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 BYE\r\nContent-Length:  0\r\n\r\n";
+        assert_eq!(content_lengths(&bytes_of(with)).len(), 1);
     }
 }

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use switchboard_policy::diagnostics::{key_at, line_col};
+use switchboard_sip::auth::Algorithm;
 use switchboard_sip::transport::ListenAddr;
 use toml::Spanned;
 
@@ -206,6 +207,7 @@ impl Default for RawRegistrar {
 #[serde(deny_unknown_fields, default)]
 struct RawAuth {
     required: bool,
+    algorithms: Spanned<Vec<Spanned<String>>>,
     nonce_lifetime_secs: Spanned<u64>,
     max_failures: Spanned<u32>,
     failure_window_secs: u64,
@@ -216,6 +218,7 @@ impl Default for RawAuth {
     fn default() -> Self {
         RawAuth {
             required: true,
+            algorithms: Spanned::new(0..0, vec![Spanned::new(0..0, "md5".into())]),
             nonce_lifetime_secs: Spanned::new(0..0, 300),
             max_failures: Spanned::new(0..0, 10),
             failure_window_secs: 60,
@@ -281,6 +284,8 @@ pub struct Config {
     pub max_expires: u32,
     pub max_contacts_per_aor: usize,
     pub auth_required: bool,
+    /// What every digest challenge offers, in order (the same for every user name).
+    pub auth_algorithms: Vec<Algorithm>,
     pub nonce_lifetime_secs: u64,
     pub max_failures: u32,
     pub failure_window_secs: u64,
@@ -522,6 +527,33 @@ impl Config {
                 format!("{max} is below min_expires ({min})"),
             );
         }
+        let mut auth_algorithms = Vec::new();
+        if raw.auth.algorithms.get_ref().is_empty() {
+            err(
+                raw.auth.algorithms.span(),
+                "auth.algorithms",
+                "at least one algorithm is needed (\"md5\" is the one every client answers)".into(),
+            );
+        }
+        for (i, a) in raw.auth.algorithms.get_ref().iter().enumerate() {
+            let key = format!("auth.algorithms[{i}]");
+            let alg = match a.get_ref().to_ascii_lowercase().as_str() {
+                "md5" => Algorithm::Md5,
+                "sha-256" | "sha256" => Algorithm::Sha256,
+                other => {
+                    err(
+                        a.span(),
+                        &key,
+                        format!("unknown digest algorithm {other:?}: use \"md5\" or \"sha-256\""),
+                    );
+                    continue;
+                }
+            };
+            if auth_algorithms.contains(&alg) {
+                err(a.span(), &key, format!("{} is listed twice", alg.token()));
+            }
+            auth_algorithms.push(alg);
+        }
         if *raw.auth.max_failures.get_ref() == 0 {
             err(
                 raw.auth.max_failures.span(),
@@ -596,6 +628,7 @@ impl Config {
             max_expires: max,
             max_contacts_per_aor: max_contacts as usize,
             auth_required: raw.auth.required,
+            auth_algorithms,
             nonce_lifetime_secs: nonce_life,
             max_failures: *raw.auth.max_failures.get_ref(),
             failure_window_secs: raw.auth.failure_window_secs,
@@ -629,6 +662,34 @@ mod tests {
         assert!(c.listen.iter().any(|l| l.addr.port() == 5060));
         assert!(c.policy_path.is_none());
         assert!(c.api_listen.unwrap().ip().is_loopback());
+    }
+
+    #[test]
+    fn challenges_offer_md5_alone_unless_configured() {
+        let base = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nrealm = \"r\"\n";
+        assert_eq!(
+            Config::embedded().unwrap().auth_algorithms,
+            [Algorithm::Md5]
+        );
+        let c = Config::parse(base, "x.toml", None).unwrap();
+        assert_eq!(c.auth_algorithms, [Algorithm::Md5]);
+        let text = format!("{base}[auth]\nalgorithms = [\"SHA-256\", \"md5\"]\n");
+        let c = Config::parse(&text, "x.toml", None).unwrap();
+        assert_eq!(c.auth_algorithms, [Algorithm::Sha256, Algorithm::Md5]);
+        for (list, key, says) in [
+            ("[]", "auth.algorithms", "at least one"),
+            (
+                "[\"md5\", \"sha-1\"]",
+                "auth.algorithms[1]",
+                "unknown digest algorithm",
+            ),
+            ("[\"md5\", \"MD5\"]", "auth.algorithms[1]", "listed twice"),
+        ] {
+            let text = format!("{base}[auth]\nalgorithms = {list}\n");
+            let e = Config::parse(&text, "x.toml", None).unwrap_err();
+            assert_eq!((e.0[0].key.as_str(), e.0[0].line), (key, 5), "{e}");
+            assert!(e.0[0].message.contains(says), "{e}");
+        }
     }
 
     #[test]

@@ -18,7 +18,9 @@ use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use switchboard_sip::auth::{Authenticator, DigestConfig, FailureOutcome, Role, Throttle, Verdict};
+use switchboard_sip::auth::{
+    Algorithm, Authenticator, DigestConfig, FailureOutcome, Role, Throttle, Verdict,
+};
 use switchboard_sip::entropy::Entropy;
 use switchboard_sip::message::{self, check_request, Capabilities};
 use switchboard_sip::msg::headers::Header;
@@ -86,6 +88,8 @@ pub struct CoreConfig {
     pub timers: TimerConfig,
     pub registrar: RegistrarConfig,
     pub auth_required: bool,
+    /// What every digest challenge offers, in order, whoever the request claims to be.
+    pub auth_algorithms: Vec<Algorithm>,
     pub nonce_lifetime: Duration,
     pub max_failures: u32,
     pub failure_window: Duration,
@@ -273,6 +277,7 @@ impl Core {
                 realm: config.realm.clone(),
                 nonce_lifetime: config.nonce_lifetime,
                 max_tracked_nonces: 100_000,
+                algorithms: config.auth_algorithms.clone(),
             },
             now.mono,
             entropy.fork(),
@@ -902,14 +907,8 @@ impl Core {
             (Some(u), true) => directory.user_for(u),
             _ => None,
         };
-        // §10.3 step 3: authenticate (the same challenge for unknown users).
+        // §10.3 step 3: authenticate (the same challenge for every user name, known or not).
         if self.config.auth_required {
-            let algorithms = to_user
-                .as_deref()
-                .and_then(|u| directory.credential(u))
-                .map(|c| c.algorithms)
-                .filter(|a| !a.is_empty())
-                .unwrap_or_else(|| directory.decoy_algorithms());
             let verdict =
                 self.auth
                     .verify(&req, Role::Server, |u| directory.credential(u), now.mono);
@@ -928,9 +927,7 @@ impl Core {
                     }
                 }
                 Verdict::Challenge { stale } => {
-                    let headers = self
-                        .auth
-                        .challenge(&algorithms, stale, Role::Server, now.mono);
+                    let headers = self.auth.challenge(stale, Role::Server, now.mono);
                     return reply(self, 401, headers);
                 }
                 Verdict::Failed { username, why } => {
@@ -1042,13 +1039,18 @@ mod tests {
     const POLICY: &str = "[users.alice]\nextension = \"1001\"\n[users.alice.sip]\npassword = \"pw\"\nalgorithms = [\"md5\"]\n";
 
     fn core(t0: Instant) -> Core {
+        core_with(t0, POLICY, &switchboard_sip::auth::DEFAULT_ALGORITHMS)
+    }
+
+    fn core_with(t0: Instant, policy: &str, algorithms: &[Algorithm]) -> Core {
         let config = CoreConfig {
+            auth_algorithms: algorithms.to_vec(),
             max_failures: 3,
             ..crate::test_harness::config(true)
         };
         Core::new(
             config,
-            crate::test_harness::snapshot(POLICY),
+            crate::test_harness::snapshot(policy),
             vec!["udp:127.0.0.1:5060".parse().unwrap()],
             at(t0, 0),
         )
@@ -1243,6 +1245,62 @@ mod tests {
                 reply: Ok(v),
             }] => assert_eq!(v["availability"], "away"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// The WWW-Authenticate values of the 401 a REGISTER for `user` gets, nonces blanked.
+    fn challenge_for(c: &mut Core, t0: Instant, user: &str, branch: &str) -> Vec<String> {
+        let text = format!(
+            "REGISTER sip:switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;rport;branch=z9hG4bK{branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{user}@switchboard.local>;tag=1\r\nTo: <sip:{user}@switchboard.local>\r\n\
+             Call-ID: reg-{branch}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{user}@127.0.0.1:5070>\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        let inbound = Inbound::Message {
+            msg: parse(text.as_bytes(), &Limits::default()).unwrap(),
+            peer: peer(),
+            local: "127.0.0.1:5060".parse().unwrap(),
+        };
+        c.handle_inbound(inbound, at(t0, 0));
+        let out = sent(&outputs(c));
+        assert!(out[0].starts_with("SIP/2.0 401"), "{user}: {out:?}");
+        out[0]
+            .lines()
+            .filter_map(|l| l.strip_prefix("WWW-Authenticate: "))
+            .map(|v| {
+                let nonce = &parse_digest(v).unwrap()["nonce"];
+                assert!(!nonce.is_empty());
+                v.replace(nonce.as_str(), "N")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_challenge_is_the_same_for_every_user_name() {
+        let policy = format!(
+            "{POLICY}[users.sha]\nextension = \"1002\"\n[users.sha.sip]\npassword = \"pw\"\nalgorithms = [\"sha-256\"]\n\
+             [users.both]\nextension = \"1003\"\n[users.both.sip]\npassword = \"pw\"\nalgorithms = [\"sha-256\", \"md5\"]\n\
+             [users.plain]\nextension = \"1004\"\n[users.plain.sip]\npassword = \"pw\"\n"
+        );
+        let t0 = Instant::now();
+        for offered in [
+            &switchboard_sip::auth::DEFAULT_ALGORITHMS[..],
+            &[Algorithm::Sha256, Algorithm::Md5][..],
+        ] {
+            let mut c = core_with(t0, &policy, offered);
+            let ghost = challenge_for(&mut c, t0, "ghost", "g");
+            let tokens: Vec<String> = offered
+                .iter()
+                .map(|a| format!("algorithm={}", a.token()))
+                .collect();
+            assert_eq!(ghost.len(), offered.len(), "{ghost:?}");
+            for (h, t) in ghost.iter().zip(&tokens) {
+                assert!(h.contains(t.as_str()), "{ghost:?}");
+            }
+            for user in ["alice", "sha", "both", "plain"] {
+                let known = challenge_for(&mut c, t0, user, user);
+                assert_eq!(known, ghost, "{user} is told apart from an unknown name");
+            }
         }
     }
 

@@ -17,9 +17,6 @@ pub trait Directory: Send + Sync {
     fn credential(&self, username: &str) -> Option<Credential>;
     /// The id of the user a SIP user name (as authenticated) belongs to.
     fn user_of_username(&self, username: &str) -> Option<String>;
-    /// The algorithms offered to a user name that does not exist: the set most users have,
-    /// so a challenge does not tell whether a user exists.
-    fn decoy_algorithms(&self) -> Vec<Algorithm>;
     /// The whole policy (profiles, people) for presence and routing.
     fn policy(&self) -> &Policy;
     /// The user whose presence API token this is.
@@ -46,7 +43,6 @@ fn sip_algorithms(list: &[DigestAlgorithm]) -> Vec<Algorithm> {
 /// The policy as the SIP core sees it, with what is derived from it computed once.
 pub struct PolicyDirectory {
     policy: Policy,
-    decoy: Vec<Algorithm>,
     tokens: std::collections::HashMap<String, String>,
     /// SIP user name of a trunk's credentials → trunk id.
     trunk_users: std::collections::HashMap<String, String>,
@@ -54,7 +50,6 @@ pub struct PolicyDirectory {
 
 impl PolicyDirectory {
     pub fn new(policy: Policy) -> Self {
-        let decoy = most_common_algorithms(&policy);
         let tokens = policy
             .users()
             .filter_map(|u| u.api_token.clone().map(|t| (t, u.id.clone())))
@@ -69,26 +64,10 @@ impl PolicyDirectory {
             .collect();
         PolicyDirectory {
             policy,
-            decoy,
             tokens,
             trunk_users,
         }
     }
-}
-
-fn most_common_algorithms(policy: &Policy) -> Vec<Algorithm> {
-    let mut counts: Vec<(Vec<DigestAlgorithm>, usize)> = Vec::new();
-    for c in policy.users().filter_map(|u| u.sip.as_ref()) {
-        match counts.iter_mut().find(|(a, _)| *a == c.algorithms) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((c.algorithms.clone(), 1)),
-        }
-    }
-    counts
-        .into_iter()
-        .max_by_key(|(_, n)| *n)
-        .map(|(a, _)| sip_algorithms(&a))
-        .unwrap_or_else(|| switchboard_sip::auth::DEFAULT_ALGORITHMS.to_vec())
 }
 
 impl Directory for PolicyDirectory {
@@ -121,10 +100,6 @@ impl Directory for PolicyDirectory {
             },
             algorithms: sip_algorithms(&c.algorithms),
         })
-    }
-
-    fn decoy_algorithms(&self) -> Vec<Algorithm> {
-        self.decoy.clone()
     }
 
     fn policy(&self) -> &Policy {

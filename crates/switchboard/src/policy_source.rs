@@ -4,20 +4,37 @@
 use crate::config::Config;
 use std::path::PathBuf;
 use std::time::SystemTime;
-use switchboard_policy::{Diagnostics, Policy, Source};
+use switchboard_policy::{Context, Diagnostics, DigestAlgorithm, Policy, Source};
+use switchboard_sip::auth::Algorithm;
 
 /// The example policy compiled into the binary, used when the config names none.
 pub const EMBEDDED_POLICY: &str = include_str!("../../../config/policy.toml");
 pub const EMBEDDED_POLICY_NAME: &str = "<embedded config/policy.toml>";
 
-/// Loads and validates the policy the configuration points at.
+/// Loads and validates the policy the configuration points at, also against the
+/// configuration: credentials must allow one of the algorithms the challenges offer.
 pub fn load(config: &Config) -> Result<Policy, Diagnostics> {
+    let context = Context {
+        offered_algorithms: Some(
+            config
+                .auth_algorithms
+                .iter()
+                .map(|a| match a {
+                    Algorithm::Md5 => DigestAlgorithm::Md5,
+                    Algorithm::Sha256 => DigestAlgorithm::Sha256,
+                })
+                .collect(),
+        ),
+    };
     match &config.policy_path {
-        Some(path) => Policy::load_path(path),
-        None => Policy::from_sources(&[Source {
-            name: EMBEDDED_POLICY_NAME.into(),
-            text: EMBEDDED_POLICY.into(),
-        }]),
+        Some(path) => Policy::load_path_in(path, &context),
+        None => Policy::from_sources_in(
+            &[Source {
+                name: EMBEDDED_POLICY_NAME.into(),
+                text: EMBEDDED_POLICY.into(),
+            }],
+            &context,
+        ),
     }
 }
 

@@ -225,9 +225,7 @@ struct LiveView<'a> {
 impl ViewSource for LiveView<'_> {
     fn person(&self, id: &str) -> PersonView {
         let mut view = self.presence.person_view(id, self.policy);
-        view.devices = self
-            .registrar
-            .lookup(id, self.now)
+        view.devices = distinct_targets(self.registrar.lookup(id, self.now))
             .into_iter()
             .map(|b| DeviceView {
                 id: b.contact.clone(),
@@ -243,6 +241,37 @@ impl ViewSource for LiveView<'_> {
     fn memory(&self, group: &str) -> GroupMemory {
         self.memory.get(group).cloned().unwrap_or_default()
     }
+}
+
+/// One binding per place a request would reach (RFC 3261 §16.5: a target is forked to
+/// once): bindings whose contact URIs are equal as §19.1.4 compares them and that are
+/// reached over the same flow (transport and address, see [`binding_peer`]) are one
+/// target, the newest binding of them kept — as when a phone restarts with a new
+/// `+sip.instance` from the same address, and its old binding lingers until it expires.
+/// The order (q-value, highest first) is kept.
+fn distinct_targets(bindings: Vec<&Binding>) -> Vec<&Binding> {
+    type Place = (Transport, std::net::SocketAddr);
+    let mut kept: Vec<(String, Place, &Binding)> = Vec::with_capacity(bindings.len());
+    for b in bindings {
+        let key = switchboard_sip::registrar::contact_compare_key(&b.contact);
+        // Where requests go; a binding whose flow is gone, where its flow was.
+        let place = binding_peer(b).map_or((b.transport, b.source), |p| (p.transport, p.addr));
+        match kept.iter_mut().find(|(k, p, _)| *k == key && *p == place) {
+            Some(e) => {
+                if newer(b, e.2) {
+                    e.2 = b;
+                }
+            }
+            None => kept.push((key, place, b)),
+        }
+    }
+    kept.into_iter().map(|(_, _, b)| b).collect()
+}
+
+/// Whether binding `a` is newer than `b`: registered later (or, registered at the same
+/// second, lasting longer).
+fn newer(a: &Binding, b: &Binding) -> bool {
+    (a.registered_at, a.expires_at) > (b.registered_at, b.expires_at)
 }
 
 /// Where requests for a binding go: over its flow (the address the REGISTER came from, and
@@ -496,7 +525,7 @@ impl Core {
                 None => Caller::External(from_user),
             });
         }
-        let username = self.digest(tx, req, peer, Role::Proxy, &from_user, now);
+        let username = self.digest(tx, req, peer, Role::Proxy, now);
         let Some(username) = username else {
             return None; // challenged, or refused (counted as an authentication failure)
         };
@@ -670,7 +699,8 @@ impl Core {
                     .registrar
                     .lookup(user, now.unix)
                     .into_iter()
-                    .find(|b| b.contact == *device)
+                    .filter(|b| b.contact == *device)
+                    .reduce(|a, b| if newer(b, a) { b } else { a })
                     .cloned();
                 let Some(b) = binding else {
                     tracing::info!(call_id = %call.call_id, user, device, "device no longer registered");
@@ -721,7 +751,7 @@ impl Core {
                 (uri.clone(), dest, None, format!("destination {id}"))
             }
         };
-        let Ok(uri) = Uri::try_from(uri.as_str()) else {
+        let Ok(uri) = switchboard_sip::parse::uri_as_written(&uri) else {
             return Err(480);
         };
         let Some(local_out) = self.local_for(dest.transport, dest.addr.ip()) else {
@@ -1109,6 +1139,7 @@ impl Core {
                 .is_some_and(|sb| self.sent_by_is_ours(sb))
         });
         if is_invite_2xx && top_is_ours && proxy::strip_top_via(&mut resp) {
+            message::keep_reason_phrase(&mut resp);
             self.send_stateless_response(&resp);
         } else {
             self.stats.dropped += 1;

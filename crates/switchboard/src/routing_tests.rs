@@ -539,3 +539,88 @@ fn challenges_replay_with_the_same_nonces() {
     t.advance(40);
     assert_replays(&t);
 }
+
+#[test]
+fn what_is_relayed_keeps_reason_phrases_and_uri_parameters_as_written() {
+    let mut t = T::new(false);
+    let contact = "sip:bob@127.0.0.1:5072;transport=udp;foo=Bar";
+    t.input(
+        BOB,
+        &format!(
+            "REGISTER sip:switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP {BOB};branch=z9hG4bK-reg-case\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:bob@switchboard.local>;tag=r\r\nTo: <sip:bob@switchboard.local>\r\n\
+             Call-ID: reg-case\r\nCSeq: 1 REGISTER\r\nContact: <{contact}>\r\nExpires: 3600\r\n\
+             Content-Length: 0\r\n\r\n"
+        ),
+    );
+    let out = t.take();
+    assert!(out[0].1.starts_with("SIP/2.0 200"), "{out:?}");
+    t.input(ALICE, &invite("alice", ALICE, "1002", "case", ""));
+    let out = t.take();
+    let branch = &to(&out, BOB)[0];
+    assert_eq!(first_line(branch), format!("INVITE {contact} SIP/2.0"));
+    let ringing = answer(branch, 180, "b", BOB).replacen("180 Ringing", "180 Ringing Now", 1);
+    t.input(BOB, &ringing);
+    let out = t.take();
+    assert_eq!(first_line(&to(&out, ALICE)[0]), "SIP/2.0 180 Ringing Now");
+    let ok = answer(branch, 200, "b", BOB)
+        .replacen("200 OK", "200 Ok", 1)
+        .replace(
+            "Contact: <sip:127.0.0.1:5072>",
+            &format!("Contact: <{contact}>"),
+        );
+    t.input(BOB, &ok);
+    let out = t.take();
+    let relayed = &to(&out, ALICE)[0];
+    assert_eq!(first_line(relayed), "SIP/2.0 200 Ok");
+    // The 200's Contact as bob wrote it.
+    assert!(
+        relayed.contains(&format!("Contact: <{contact}>\r\n")),
+        "{relayed}"
+    );
+}
+
+/// bob's phone registers from `BOB` with `contact` as instance `instance`.
+fn register_instance(t: &mut T, contact: &str, instance: &str, cseq: u32) {
+    t.input(
+        BOB,
+        &format!(
+            "REGISTER sip:switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP {BOB};branch=z9hG4bK-reg-{instance}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:bob@switchboard.local>;tag=r\r\nTo: <sip:bob@switchboard.local>\r\n\
+             Call-ID: reg-{instance}\r\nCSeq: {cseq} REGISTER\r\n\
+             Contact: <{contact}>;+sip.instance=\"<urn:uuid:{instance}>\"\r\nExpires: 3600\r\n\
+             Content-Length: 0\r\n\r\n"
+        ),
+    );
+    let out = t.take();
+    assert!(out[0].1.starts_with("SIP/2.0 200"), "{out:?}");
+}
+
+#[test]
+fn bindings_sharing_a_contact_are_forked_to_once_the_newest_kept() {
+    let mut t = T::new(false);
+    // A phone restarted with a new instance id from the same address: two bindings, one
+    // contact (equal as RFC 3261 §19.1.4 compares URIs: the transport's case aside).
+    register_instance(&mut t, "sip:bob@127.0.0.1:5072;transport=udp", "old", 1);
+    t.advance(5);
+    register_instance(&mut t, "sip:bob@127.0.0.1:5072;transport=UDP", "new", 1);
+    assert_eq!(t.core.registrar().len(), 2);
+    t.input(ALICE, &invite("alice", ALICE, "1002", "dup", ""));
+    let out = t.take();
+    let invites: Vec<String> = to(&out, BOB)
+        .into_iter()
+        .filter(|m| m.starts_with("INVITE "))
+        .collect();
+    assert_eq!(invites.len(), 1, "{invites:?}");
+    assert_eq!(
+        first_line(&invites[0]),
+        "INVITE sip:bob@127.0.0.1:5072;transport=UDP SIP/2.0",
+        "the newest binding"
+    );
+    // A second phone at another contact still rings.
+    t.register("bob", BOB2);
+    t.input(ALICE, &invite("alice", ALICE, "1002", "dup2", ""));
+    let out = t.take();
+    assert_eq!(to(&out, BOB).len(), 1, "{out:?}");
+    assert_eq!(to(&out, BOB2).len(), 1, "{out:?}");
+}

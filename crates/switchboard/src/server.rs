@@ -71,6 +71,7 @@ fn core_config(c: &Config, route_secret: [u8; 32]) -> CoreConfig {
             max_contacts_per_aor: c.max_contacts_per_aor,
         },
         auth_required: c.auth_required,
+        auth_algorithms: c.auth_algorithms.clone(),
         nonce_lifetime: Duration::from_secs(c.nonce_lifetime_secs),
         max_failures: c.max_failures,
         failure_window: Duration::from_secs(c.failure_window_secs),

@@ -92,6 +92,7 @@ pub(crate) fn config(auth: bool) -> CoreConfig {
             max_contacts_per_aor: 10,
         },
         auth_required: auth,
+        auth_algorithms: switchboard_sip::auth::DEFAULT_ALGORITHMS.to_vec(),
         nonce_lifetime: Duration::from_secs(300),
         max_failures: 3,
         failure_window: Duration::from_secs(60),

@@ -182,7 +182,7 @@ impl Core {
             );
             return None;
         }
-        let username = self.digest(tx, req, peer, Role::Server, &from_user, now)?;
+        let username = self.digest(tx, req, peer, Role::Server, now)?;
         let user = directory.user_of_username(&username);
         if user.is_none() {
             self.reply_to(tx, req, 403, vec![message::warning("not a user")], now);
@@ -191,16 +191,15 @@ impl Core {
     }
 
     /// Digest authentication of a request (RFC 7616) as a UAS (`401`) or a proxy (`407`):
-    /// the user name it proves, or None when it has been answered — challenged (with the
-    /// algorithms of `claimed`, the user it says it is, or those most users have), refused
-    /// 403 with the failure counted against its source, or 400 when unreadable.
+    /// the user name it proves, or None when it has been answered — challenged (the same
+    /// challenge whoever it claims to be), refused 403 with the failure counted against its
+    /// source, or 400 when unreadable.
     pub(crate) fn digest(
         &mut self,
         tx: TxId,
         req: &Request,
         peer: Peer,
         role: Role,
-        claimed: &str,
         now: Now,
     ) -> Option<String> {
         let directory = self.directory.clone();
@@ -213,12 +212,7 @@ impl Core {
                 Some(username)
             }
             Verdict::Challenge { stale } => {
-                let algorithms = directory
-                    .credential(claimed)
-                    .map(|c| c.algorithms)
-                    .filter(|a| !a.is_empty())
-                    .unwrap_or_else(|| directory.decoy_algorithms());
-                let headers = self.auth.challenge(&algorithms, stale, role, now.mono);
+                let headers = self.auth.challenge(stale, role, now.mono);
                 let code = match role {
                     Role::Server => 401,
                     Role::Proxy => 407,
@@ -978,10 +972,15 @@ fn dialog_body_state(body: &str) -> DialogState {
     }
 }
 
-/// A person's presence as a PIDF document: reachable unless Unavailable; the status as an
-/// RPID activity; on the phone when the call status is shown and busy; the active profile's
-/// name (the person's own name for it) when it is not the default one; the status message
-/// as the note.
+/// A person's presence as a PIDF document (the table in docs/phones.md): reachable (basic
+/// `open`) unless Unavailable, and at most one RPID activity — phones show the first they
+/// recognise, so a second one would only mislead them: `away` for Away and On break,
+/// `busy` for Busy, Do Not Disturb and After-call work, `on-the-phone` while a call shows
+/// and the status has no activity of its own (or is Away or On break), none otherwise. What
+/// the activity does not say goes in the `<note>`, in this order: the status's name where
+/// the activity is a coarser one (Do not disturb, On break, After-call work), the active
+/// profile's name (the person's own name for it) when it is not the default one, and the
+/// status message (a Custom status's text).
 fn presence_doc(
     p: Option<&switchboard_presence::model::PersonPresence>,
     shown: CallStatus,
@@ -994,29 +993,29 @@ fn presence_doc(
             note: None,
         };
     };
-    let mut activities: Vec<String> = match p.availability {
-        Availability::Available => Vec::new(),
-        Availability::Away => vec!["away".into()],
-        Availability::Busy => vec!["busy".into()],
-        Availability::DoNotDisturb => vec!["busy".into(), "other:Do not disturb".into()],
-        Availability::Custom => vec![format!(
-            "other:{}",
-            p.custom_text.as_deref().unwrap_or("Custom")
-        )],
-        Availability::Unavailable => Vec::new(),
-        Availability::OnBreak => vec!["other:On break".into()],
-        Availability::AfterCallWork => vec!["other:After-call work".into()],
+    let in_call = shown == CallStatus::Busy;
+    let (activity, label) = match p.availability {
+        Availability::Available | Availability::Custom => (in_call.then_some("on-the-phone"), None),
+        Availability::Away => (Some(if in_call { "on-the-phone" } else { "away" }), None),
+        Availability::OnBreak => (
+            Some(if in_call { "on-the-phone" } else { "away" }),
+            Some("On break"),
+        ),
+        Availability::Busy => (Some("busy"), None),
+        Availability::DoNotDisturb => (Some("busy"), Some("Do not disturb")),
+        Availability::AfterCallWork => (Some("busy"), Some("After-call work")),
+        Availability::Unavailable => (None, None),
     };
-    if shown == CallStatus::Busy {
-        activities.push("on-the-phone".into());
-    }
-    if let Some(name) = profile_name {
-        activities.push(format!("other:{name}"));
-    }
+    let parts: Vec<&str> = label
+        .into_iter()
+        .chain(profile_name.as_deref())
+        .chain(p.message())
+        .filter(|s| !s.trim().is_empty())
+        .collect();
     PresenceDoc {
         open: p.availability != Availability::Unavailable,
-        activities,
-        note: p.message().map(str::to_string),
+        activities: activity.into_iter().map(str::to_string).collect(),
+        note: (!parts.is_empty()).then(|| parts.join(" - ")),
     }
 }
 

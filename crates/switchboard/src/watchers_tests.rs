@@ -155,7 +155,11 @@ fn presence_notifies_status_message_and_profile_and_hides_call_status() {
     let n = notifies(&t.take());
     assert_eq!(n.len(), 1);
     assert!(n[0].contains("<rpid:busy/>"), "{}", n[0]);
-    assert!(n[0].contains("<note>Writing the report</note>"), "{}", n[0]);
+    assert!(
+        n[0].contains("<note>Do not disturb - Writing the report</note>"),
+        "{}",
+        n[0]
+    );
     ack_all(&mut t, &n);
     // A profile that does not show call status: a call changes nothing colleagues see.
     command(
@@ -421,7 +425,11 @@ fn watchers_hear_of_a_change_once_it_is_stored_and_never_if_it_is_not() {
     t.release(true);
     let n = notifies(&t.take());
     assert_eq!(n.len(), 1);
-    assert!(n[0].contains("<note>first</note>"), "{}", n[0]);
+    assert!(
+        n[0].contains("<note>Do not disturb - first</note>"),
+        "{}",
+        n[0]
+    );
     ack_all(&mut t, &n);
     // A change the store refuses is undone and never told.
     command(&mut t, dnd("bob", "second"));
@@ -485,4 +493,137 @@ fn a_feature_code_is_answered_only_once_its_change_is_stored() {
         t.core.presence().model().get("bob").unwrap().availability,
         Availability::DoNotDisturb
     );
+}
+
+/// The PIDF colleagues get for a person in `status` (with a Custom text, a message, the
+/// active profile's name when not the default, and whether a call shows).
+fn pidf_for(
+    status: Availability,
+    custom: Option<&str>,
+    message: Option<&str>,
+    profile: Option<&str>,
+    in_call: bool,
+) -> String {
+    use switchboard_presence::model::{ActiveProfile, CallStatus, PersonPresence};
+    let p = PersonPresence {
+        availability: status,
+        custom_text: custom.map(str::to_string),
+        temporary_message: message.map(str::to_string),
+        profile: ActiveProfile {
+            id: "available".into(),
+            since: 0,
+            until: None,
+            shows_call_status: true,
+            profile_message: None,
+        },
+        status_since: 0,
+        status_end: None,
+    };
+    let shown = if in_call {
+        CallStatus::Busy
+    } else {
+        CallStatus::Free
+    };
+    let doc = super::presence_doc(Some(&p), shown, profile.map(str::to_string));
+    switchboard_sip::events::pidf("sip:bob@switchboard.local", &doc)
+}
+
+/// The RPID activity elements of a PIDF document, in order.
+fn activities(doc: &str) -> Vec<String> {
+    doc.split("<rpid:")
+        .skip(1)
+        .map(|e| e.split(['>', ' ']).next().unwrap_or("").to_string())
+        .filter(|e| e != "activities")
+        .collect()
+}
+
+fn note(doc: &str) -> Option<&str> {
+    let start = doc.find("<note>")? + "<note>".len();
+    Some(&doc[start..start + doc[start..].find("</note>")?])
+}
+
+#[test]
+fn one_activity_per_status_in_the_pidf() {
+    use Availability::*;
+    // (status, basic, activity, note) as docs/phones.md lists them.
+    let table: [(Availability, &str, Option<&str>, Option<&str>); 8] = [
+        (Available, "open", None, None),
+        (Away, "open", Some("away/"), None),
+        (Busy, "open", Some("busy/"), None),
+        (DoNotDisturb, "open", Some("busy/"), Some("Do not disturb")),
+        (Custom, "open", None, Some("Working from home")),
+        (Unavailable, "closed", None, None),
+        (OnBreak, "open", Some("away/"), Some("On break")),
+        (
+            AfterCallWork,
+            "open",
+            Some("busy/"),
+            Some("After-call work"),
+        ),
+    ];
+    for (status, basic, activity, want_note) in table {
+        let doc = pidf_for(status, Some("Working from home"), None, None, false);
+        assert!(
+            doc.contains(&format!("<basic>{basic}</basic>")),
+            "{status:?}: {doc}"
+        );
+        assert_eq!(
+            activities(&doc),
+            activity.map(str::to_string).into_iter().collect::<Vec<_>>(),
+            "{status:?}: {doc}"
+        );
+        assert_eq!(note(&doc), want_note, "{status:?}: {doc}");
+        assert!(!doc.contains("rpid:other"), "{status:?}: {doc}");
+        // What a phone reading it back sees: that one activity.
+        let read = switchboard_sip::events::parse_pidf(doc.as_bytes()).unwrap();
+        assert_eq!(read.activities.len(), activity.iter().count(), "{doc}");
+    }
+}
+
+#[test]
+fn a_call_shows_as_on_the_phone_unless_the_status_says_busy() {
+    use Availability::*;
+    for (status, activity) in [
+        (Available, "on-the-phone/"),
+        (Custom, "on-the-phone/"),
+        (Away, "on-the-phone/"),
+        (OnBreak, "on-the-phone/"),
+        (Busy, "busy/"),
+        (DoNotDisturb, "busy/"),
+        (AfterCallWork, "busy/"),
+    ] {
+        let doc = pidf_for(status, None, None, None, true);
+        assert_eq!(activities(&doc), [activity], "{status:?}: {doc}");
+    }
+    let doc = pidf_for(Unavailable, None, None, None, true);
+    assert!(activities(&doc).is_empty(), "{doc}");
+    assert!(doc.contains("<basic>closed</basic>"), "{doc}");
+}
+
+#[test]
+fn the_note_carries_the_status_name_the_profile_and_the_message() {
+    let doc = pidf_for(
+        Availability::DoNotDisturb,
+        None,
+        Some("Back at 2 <pm>"),
+        Some("Meeting"),
+        false,
+    );
+    assert_eq!(activities(&doc), ["busy/"], "{doc}");
+    assert_eq!(
+        note(&doc),
+        Some("Do not disturb - Meeting - Back at 2 &lt;pm&gt;"),
+        "{doc}"
+    );
+    let doc = pidf_for(Availability::Available, None, None, Some("Lunch"), false);
+    assert!(activities(&doc).is_empty(), "{doc}");
+    assert_eq!(note(&doc), Some("Lunch"), "{doc}");
+    let doc = pidf_for(
+        Availability::Custom,
+        Some("At the dentist"),
+        None,
+        None,
+        false,
+    );
+    assert_eq!(note(&doc), Some("At the dentist"), "{doc}");
 }

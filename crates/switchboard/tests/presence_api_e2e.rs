@@ -13,10 +13,11 @@ use std::time::Duration;
 const ALICE_TOKEN: &str = "alice-token-0123456789";
 const BOB_TOKEN: &str = "bob-token-0123456789ab";
 
-/// The test policy with API tokens for alice and bob and a team of both.
+/// The test policy with API tokens for alice and bob, a team of both, and dave (no token,
+/// no team).
 fn policy() -> String {
     let teams = "\n[teams.support]\nextension = \"2000\"\nmembers = [\"alice\", \"bob\"]\n";
-    format!("{POLICY}{teams}")
+    format!("{POLICY}{DAVE}{teams}")
         .replace(
             "[users.alice]\nextension = \"1001\"\n",
             &format!("[users.alice]\nextension = \"1001\"\napi_token = \"{ALICE_TOKEN}\"\n"),

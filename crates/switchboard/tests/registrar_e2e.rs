@@ -252,44 +252,146 @@ fn unknown_user_gets_the_same_challenge_and_403() {
         .ok();
 }
 
+/// The `algorithm` of each challenge of the 401 a REGISTER for `user` gets, checking each
+/// is a well-formed digest challenge of our realm.
+fn challenge_algorithms(d: &Daemon, user: &str) -> Vec<String> {
+    let r = udp_exchange(d.addr(), register_request(user).as_bytes(), WAIT).unwrap();
+    assert_eq!(status_of(&r), 401, "{r}");
+    let challenges = header_values(&r, "WWW-Authenticate");
+    for c in &challenges {
+        assert!(c.trim_start().starts_with("Digest "), "{user}: {c}");
+        assert_eq!(
+            challenge_param(c, "realm").as_deref(),
+            Some(REALM),
+            "{user}: {c}"
+        );
+        assert_eq!(
+            challenge_param(c, "qop").as_deref(),
+            Some("auth"),
+            "{user}: {c}"
+        );
+        assert!(
+            challenge_param(c, "nonce").is_some_and(|n| !n.is_empty()),
+            "{user}: {c}"
+        );
+    }
+    challenges
+        .iter()
+        .map(|c| challenge_param(c, "algorithm").unwrap_or_default())
+        .collect()
+}
+
 #[test]
-fn challenge_offers_the_users_algorithms() {
+fn by_default_everyone_gets_one_md5_challenge() {
     let d = Daemon::start(Options {
-        policy: format!("{POLICY}{CAROL}"),
+        policy: format!("{POLICY}{CAROL}{DAVE}"),
         ..Options::default()
     });
-    for (user, want) in [
-        ("alice", vec!["MD5"]),
-        ("shauser", vec!["SHA-256"]),
-        // RFC 8760: one challenge per algorithm, the preferred one first.
-        ("carol", vec!["SHA-256", "MD5"]),
-    ] {
-        let r = udp_exchange(d.addr(), register_request(user).as_bytes(), WAIT).unwrap();
-        assert_eq!(status_of(&r), 401, "{r}");
-        let challenges = header_values(&r, "WWW-Authenticate");
-        let algorithms: Vec<String> = challenges
-            .iter()
-            .map(|c| challenge_param(c, "algorithm").unwrap_or_default())
-            .collect();
-        assert_eq!(algorithms, want, "{user}:\n{r}");
-        for c in &challenges {
-            assert!(c.trim_start().starts_with("Digest "), "{user}: {c}");
-            assert_eq!(
-                challenge_param(c, "realm").as_deref(),
-                Some(REALM),
-                "{user}: {c}"
-            );
-            assert_eq!(
-                challenge_param(c, "qop").as_deref(),
-                Some("auth"),
-                "{user}: {c}"
-            );
-            assert!(
-                challenge_param(c, "nonce").is_some_and(|n| !n.is_empty()),
-                "{user}: {c}"
-            );
-        }
+    // Whatever the user may answer with (MD5 only, SHA-256 preferred, the policy's
+    // default), and for a name that does not exist: one challenge, MD5.
+    for user in ["alice", "carol", "dave", "ghost"] {
+        assert_eq!(challenge_algorithms(&d, user), ["MD5"], "{user}");
     }
+}
+
+#[test]
+fn sha256_is_offered_to_everyone_where_enabled() {
+    let d = Daemon::start(Options {
+        policy: format!("{POLICY}{SHAUSER}{CAROL}"),
+        extra: SHA256_OFFERED.into(),
+        ..Options::default()
+    });
+    // RFC 8760: one challenge per algorithm, in the configured order, the same for all.
+    for user in ["alice", "shauser", "carol", "ghost"] {
+        assert_eq!(challenge_algorithms(&d, user), ["SHA-256", "MD5"], "{user}");
+    }
+}
+
+#[test]
+fn a_user_who_could_never_authenticate_is_refused_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, format!("{POLICY}{SHAUSER}")).unwrap();
+    let check = |extra: &str| {
+        let config = dir.path().join("switchboard.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nrealm = \"{REALM}\"\n[policy]\npath = \"{}\"\n{extra}",
+                policy.display()
+            ),
+        )
+        .unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg("check")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    // The default config offers MD5 alone: shauser (SHA-256 only) could never register.
+    let out = check("");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("users.shauser.sip.algorithms"), "{err}");
+    assert!(
+        err.contains(":18:14"),
+        "the line and column of the list: {err}"
+    );
+    // Offering SHA-256 makes the same policy valid.
+    let out = check(SHA256_OFFERED);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// sipsak and SIPp, which answer only one MD5 challenge (sipsak refuses any other
+/// algorithm, SIPp takes the first challenge and does only MD5), register with the default
+/// config, as users whose policy allows SHA-256 too.
+#[test]
+fn sipsak_and_sipp_register_with_the_default_config() {
+    require("sipsak");
+    let mut d = Daemon::start(Options {
+        policy: format!("{POLICY}{CAROL}{DAVE}"),
+        ..Options::default()
+    });
+    let contact_port = free_port();
+    let out = std::process::Command::new("sipsak")
+        .args(["-U", "-C"])
+        .arg(format!("sip:dave@127.0.0.1:{contact_port}"))
+        .arg("-s")
+        .arg(format!("sip:dave@127.0.0.1:{}", d.port))
+        .args([
+            "-u",
+            "dave",
+            "-a",
+            "dave-secret",
+            "-x",
+            "600",
+            "-H",
+            "127.0.0.1",
+            "-i",
+            "-vv",
+        ])
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "sipsak failed:\n{said}\n{}", d.log());
+    assert!(
+        !said.contains("unsupported authentication algorithm"),
+        "{said}"
+    );
+    d.wait_for_log("binding stored aor=dave", WAIT);
+    // SIPp's REGISTER with [authentication]: 401, then 200 with the binding.
+    let r = register(&d, "carol", "carol-secret", 7032, 600);
+    assert_eq!(r.statuses(), vec![401, 200], "{}", r.report());
+    expect_only(&d, "carol", "carol-secret", 7032);
 }
 
 #[test]

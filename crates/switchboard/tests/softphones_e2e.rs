@@ -1,6 +1,7 @@
 //! Real softphones register to the daemon, headless, over loopback (see
-//! /work/shared/INTEROP.md for what they need): baresip with MD5, linphone with SHA-256
-//! only (SIPp 3.6 has no SHA-256 digest, so linphone is the SHA-256 proof).
+//! /work/shared/INTEROP.md for what they need): baresip with MD5 (the default challenge),
+//! linphone with SHA-256 where the config enables it (SIPp 3.6 has no SHA-256 digest, so
+//! linphone is the SHA-256 proof).
 
 mod common;
 
@@ -61,9 +62,13 @@ fn baresip_registers() {
 }
 
 #[test]
-fn linphone_registers_with_sha256() {
+fn linphone_registers_with_sha256_where_enabled() {
     require("linphonec");
-    let d = Daemon::start(Options::default());
+    let d = Daemon::start(Options {
+        policy: format!("{POLICY}{SHAUSER}"),
+        extra: SHA256_OFFERED.into(),
+        ..Options::default()
+    });
     let home = tempfile::tempdir_in(d.dir.path()).unwrap().keep();
     // linphonec opens no SIP socket unless this exists.
     std::fs::create_dir_all(home.join(".local/share/linphone")).unwrap();
@@ -99,17 +104,15 @@ fn linphone_registers_with_sha256() {
         !log.contains("to [LinphoneRegistrationFailed]"),
         "linphone failed a registration first:\n{log}"
     );
-    // shauser may only use SHA-256: the challenge offered SHA-256 alone and linphone
-    // answered it with SHA-256.
+    // The config offers SHA-256 first, then MD5 (the same to everyone); shauser may only
+    // use SHA-256, and linphone answered with it.
     let challenges: Vec<&str> = log
         .lines()
         .filter(|l| l.starts_with("WWW-Authenticate:"))
         .collect();
     assert!(!challenges.is_empty(), "{log}");
     assert!(
-        challenges
-            .iter()
-            .all(|c| c.contains("algorithm=SHA-256") && !c.contains("MD5")),
+        challenges[0].contains("algorithm=SHA-256"),
         "{challenges:?}"
     );
     let answers: Vec<&str> = log

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 pub const REALM: &str = "switchboard.local";
 
 /// The test policy: the one place its text lives. SIPp 3.6 only answers MD5 challenges, so
-/// SIPp's users are MD5-only; `shauser` is SHA-256 only, for linphone.
+/// SIPp's users are MD5-only (as the default config offers MD5 alone, so is everyone's
+/// answer unless a test enables SHA-256).
 pub const POLICY: &str = r#"
 [users.alice]
 extension = "1001"
@@ -38,12 +39,28 @@ extension = "1002"
 [users.bob.sip]
 password = "bob-secret"
 algorithms = ["md5"]
+"#;
 
+/// A user who may answer only SHA-256, for linphone: append to [`POLICY`] together with
+/// [`SHA256_OFFERED`] (with the default config, which offers MD5 alone, such a user could
+/// never authenticate and the daemon refuses the policy).
+pub const SHAUSER: &str = r#"
 [users.shauser]
 extension = "1003"
 [users.shauser.sip]
 password = "sha-secret"
 algorithms = ["sha-256"]
+"#;
+
+/// Config sections that make challenges offer SHA-256 first, then MD5.
+pub const SHA256_OFFERED: &str = "[auth]\nrequired = true\nalgorithms = [\"sha-256\", \"md5\"]\n";
+
+/// A user with the default `algorithms` of the policy (any the challenge offers).
+pub const DAVE: &str = r#"
+[users.dave]
+extension = "1005"
+[users.dave.sip]
+password = "dave-secret"
 "#;
 
 /// A user offered both algorithms, SHA-256 preferred; append to [`POLICY`] where needed.
@@ -888,6 +905,11 @@ impl Uas {
         Sipp::new(d, "register.xml")
             .row(row(user, password, self.port, 600))
             .ok();
+    }
+
+    /// The scenario's `<log>` lines written so far (the run goes on).
+    pub fn logs_so_far(&self) -> String {
+        self.read_all("_logs.log")
     }
 
     fn read_all(&self, suffix: &str) -> String {
