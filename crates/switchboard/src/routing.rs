@@ -402,8 +402,7 @@ impl Core {
             tracing::info!(from = %peer, code, why, call_id = %call_id_of(req), "call refused");
             core.reply_to(tx, req, code, vec![message::warning(why)], now);
         };
-        if self.throttle.is_blocked(peer.addr.ip(), now.mono) {
-            self.stats.blocked += 1;
+        if self.gate.blocked(peer.addr.ip(), now.mono) {
             return refuse(self, &req, 403, "too many failed attempts; try later");
         }
         // §16.3 step 4: a request that came back in the same state is a loop.

@@ -332,7 +332,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         requests = s.requests,
         rejected = s.rejected,
         dropped = s.dropped + transports.stats().dropped.load(Ordering::Relaxed),
-        auth_failures = s.auth_failures,
+        auth_failures = core.gate_stats().failures,
         "switchboard stopped"
     );
     Ok(())

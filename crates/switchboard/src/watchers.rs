@@ -15,7 +15,7 @@ use crate::core::{Core, Now};
 use crate::presence_service::{self, Command};
 use std::collections::HashMap;
 use switchboard_presence::model::{Availability, CallStatus, Interface};
-use switchboard_sip::auth::{FailureOutcome, Role, Verdict};
+use switchboard_sip::auth::Role;
 use switchboard_sip::events::{self, DialogState, Package, PresenceDoc};
 use switchboard_sip::message;
 use switchboard_sip::msg::headers::Header;
@@ -171,81 +171,12 @@ impl Core {
             }
             return who;
         }
-        if self.throttle.is_blocked(peer.addr.ip(), now.mono) {
-            self.stats.blocked += 1;
-            self.reply_to(
-                tx,
-                req,
-                403,
-                vec![message::warning("too many failed attempts; try later")],
-                now,
-            );
-            return None;
-        }
         let username = self.digest(tx, req, peer, Role::Server, now)?;
         let user = directory.user_of_username(&username);
         if user.is_none() {
             self.reply_to(tx, req, 403, vec![message::warning("not a user")], now);
         }
         user
-    }
-
-    /// Digest authentication of a request (RFC 7616) as a UAS (`401`) or a proxy (`407`):
-    /// the user name it proves, or None when it has been answered — challenged (the same
-    /// challenge whoever it claims to be), refused 403 with the failure counted against its
-    /// source, or 400 when unreadable.
-    pub(crate) fn digest(
-        &mut self,
-        tx: TxId,
-        req: &Request,
-        peer: Peer,
-        role: Role,
-        now: Now,
-    ) -> Option<String> {
-        let directory = self.directory.clone();
-        match self
-            .auth
-            .verify(req, role, |u| directory.credential(u), now.mono)
-        {
-            Verdict::Authenticated { username } => {
-                self.throttle.record_success(peer.addr.ip());
-                Some(username)
-            }
-            Verdict::Challenge { stale } => {
-                let headers = self.auth.challenge(stale, role, now.mono);
-                let code = match role {
-                    Role::Server => 401,
-                    Role::Proxy => 407,
-                };
-                self.reply_to(tx, req, code, headers, now);
-                None
-            }
-            Verdict::Failed { username, why } => {
-                self.stats.auth_failures += 1;
-                match self.throttle.record_failure(peer.addr.ip(), now.mono) {
-                    FailureOutcome::Blocked(_) => tracing::warn!(
-                        source = %peer.addr.ip(),
-                        block_secs = self.config.block.as_secs(),
-                        "source blocked after repeated authentication failures"
-                    ),
-                    FailureOutcome::Counted(n) => {
-                        tracing::info!(from = %peer, username, why, failures = n, method = %req.method, "authentication failed")
-                    }
-                }
-                self.reply_to(
-                    tx,
-                    req,
-                    403,
-                    vec![message::warning("authentication failed")],
-                    now,
-                );
-                None
-            }
-            Verdict::Malformed(why) => {
-                self.reply_to(tx, req, 400, vec![message::warning(why)], now);
-                None
-            }
-        }
     }
 
     /// The person a Request-URI names on this server, or None (answered 404).

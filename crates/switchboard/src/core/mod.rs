@@ -18,20 +18,16 @@ use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use switchboard_sip::auth::{
-    Algorithm, Authenticator, DigestConfig, FailureOutcome, Role, Throttle, Verdict,
-};
+use switchboard_sip::auth::{Algorithm, Authenticator, DigestConfig, Role, Throttle};
 use switchboard_sip::entropy::Entropy;
 use switchboard_sip::message::{self, check_request, Capabilities};
 use switchboard_sip::msg::headers::Header;
-use switchboard_sip::msg::prelude::*;
 use switchboard_sip::msg::{Method, Request, Response, SipMessage};
 use switchboard_sip::peer::Peer;
-use switchboard_sip::registrar::{Binding, Change, Registrar, RegistrarConfig};
+use switchboard_sip::registrar::{Binding, Registrar, RegistrarConfig};
 use switchboard_sip::subscription::Notifier;
 use switchboard_sip::transaction::{Action, ServerOutcome, TimerConfig, TransactionLayer, TxId};
 use switchboard_sip::transport::{Inbound, ListenAddr};
-use switchboard_store::tables::{binding_key, BINDINGS};
 use switchboard_store::Write;
 
 /// Methods this server handles (as registrar, as proxy of calls and of their dialogs);
@@ -68,6 +64,42 @@ const PROXY_CAPABILITIES: Capabilities<'static> = Capabilities {
     extensions: &[],
     proxy: true,
 };
+
+mod auth_gate;
+mod ledger;
+mod registrations;
+
+pub use auth_gate::GateStats;
+use auth_gate::{AuthGate, Gate};
+use ledger::{Ledger, Pending};
+use registrations::Registered;
+
+/// What names this server: its domains (lower-case) and the addresses it listens on.
+#[derive(Clone, Debug)]
+pub(crate) struct LocalNames {
+    pub domains: Vec<String>,
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl LocalNames {
+    /// Whether a host (a domain, or an IP literal, bracketed or not) names this server.
+    pub(crate) fn is_local_host(&self, host: &str) -> bool {
+        let h = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        if self.domains.contains(&h) {
+            return true;
+        }
+        match h.parse::<std::net::IpAddr>() {
+            Ok(ip) => self
+                .addrs
+                .iter()
+                .any(|a| a.ip() == ip || (a.ip().is_unspecified() && a.is_ipv4() == ip.is_ipv4())),
+            Err(_) => false,
+        }
+    }
+}
 
 /// The current time, both ways the core needs it.
 #[derive(Clone, Copy, Debug)]
@@ -154,42 +186,7 @@ pub struct CoreStats {
     pub responses: u64,
     pub rejected: u64,
     pub dropped: u64,
-    pub auth_failures: u64,
-    pub blocked: u64,
     pub store_failures: u64,
-}
-
-/// An answer waiting for its writes to be durable.
-enum Pending {
-    /// A REGISTER's 200.
-    Register {
-        tx: TxId,
-        response: Response,
-        aor: String,
-        previous: Vec<Binding>,
-    },
-    /// The answer to a presence change asked over SIP (PUBLISH, a feature code): `ok` once
-    /// stored, `failed` (and the change undone) if it could not be.
-    Sip {
-        tx: TxId,
-        ok: Response,
-        failed: Response,
-        before: presence_service::Undo,
-        person: String,
-    },
-    /// A SUBSCRIBE's 200 (then its NOTIFY), once the subscription is stored.
-    Subscribe {
-        tx: TxId,
-        id: switchboard_sip::subscription::SubId,
-        ok: Box<Response>,
-    },
-    /// A presence change's answer.
-    Presence {
-        id: u64,
-        answer: serde_json::Value,
-        before: presence_service::Undo,
-        person: Option<String>,
-    },
 }
 
 /// A presence change that waits for an earlier change of the same person to be stored:
@@ -236,15 +233,15 @@ pub struct Core {
     pub(crate) entropy: Entropy,
     pub(crate) transactions: TransactionLayer,
     pub(crate) registrar: Registrar,
-    pub(crate) auth: Authenticator,
-    pub(crate) throttle: Throttle,
-    pending: HashMap<u64, Pending>,
+    /// The digest gate: nonces, failure counts and blocks.
+    pub(crate) gate: AuthGate,
+    /// Answers waiting for the store.
+    ledger: Ledger,
     pub(crate) presence: PresenceService,
-    next_token: u64,
     pub(crate) out: VecDeque<Output>,
     pub(crate) stats: CoreStats,
-    /// Addresses the listeners are bound to (accepted as our own domain).
-    local_addrs: Vec<SocketAddr>,
+    /// Our domains and the addresses the listeners are bound to.
+    pub(crate) local: LocalNames,
     /// The listeners, with their transports (Via and Record-Route of what we send).
     pub(crate) listeners: Vec<ListenAddr>,
     pub(crate) routing: Routing,
@@ -270,7 +267,10 @@ impl Core {
         listeners: Vec<ListenAddr>,
         now: Now,
     ) -> Self {
-        let local_addrs = listeners.iter().map(|l| l.addr).collect();
+        let local = LocalNames {
+            domains: config.domains.clone(),
+            addrs: listeners.iter().map(|l| l.addr).collect(),
+        };
         let mut entropy = Entropy::from_seed(config.seed);
         let auth = Authenticator::new(
             DigestConfig {
@@ -297,15 +297,13 @@ impl Core {
             tx_events: VecDeque::new(),
             transactions: TransactionLayer::new(config.timers),
             registrar: Registrar::new(config.registrar),
-            auth,
-            throttle,
+            gate: AuthGate::new(auth, throttle, config.block),
             config,
             directory,
-            pending: HashMap::new(),
-            next_token: 1,
+            ledger: Ledger::new(),
             out: VecDeque::new(),
             stats: CoreStats::default(),
-            local_addrs,
+            local,
             draining: false,
         }
     }
@@ -359,7 +357,7 @@ impl Core {
 
     pub(crate) fn persist_unacknowledged(&mut self, writes: Vec<Write>) {
         if !writes.is_empty() {
-            let token = self.token();
+            let token = self.ledger.token();
             self.out.push_back(Output::Persist { token, writes });
         }
     }
@@ -393,23 +391,18 @@ impl Core {
                 reply: Ok(answer),
             }),
             Ok(Err(p)) => {
-                let token = self.token();
                 if let Some(who) = &person {
                     *self.presence_writes.entry(who.clone()).or_default() += 1;
                 }
-                self.pending.insert(
-                    token,
+                self.persist(
                     Pending::Presence {
                         id,
                         answer: p.answer,
                         before: p.before,
                         person,
                     },
+                    p.writes,
                 );
-                self.out.push_back(Output::Persist {
-                    token,
-                    writes: p.writes,
-                });
             }
         }
     }
@@ -422,9 +415,14 @@ impl Core {
         &self.stats
     }
 
+    /// The digest gate's counters: failed credentials, requests from blocked sources.
+    pub fn gate_stats(&self) -> GateStats {
+        self.gate.stats
+    }
+
     /// Requests whose answer waits for the store.
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.ledger.len()
     }
 
     /// Stop taking new requests (they get 503); finish what is under way.
@@ -493,20 +491,20 @@ impl Core {
         let lapsed = self.registrar.expire(now.unix);
         if !lapsed.is_empty() {
             tracing::info!(count = lapsed.len(), "bindings expired");
-            let writes = lapsed.iter().map(change_to_write).collect();
-            let token = self.token();
+            let writes = lapsed.iter().map(registrations::change_to_write).collect();
+            let token = self.ledger.token();
             self.out.push_back(Output::Persist { token, writes });
         }
-        self.throttle.expire(now.mono);
+        self.gate.expire(now.mono);
         let ended = self.presence.expire(now.unix as i64);
         self.persist_unacknowledged(ended);
         self.after_event(now);
     }
 
-    fn token(&mut self) -> u64 {
-        let t = self.next_token;
-        self.next_token += 1;
-        t
+    /// Makes `writes` durable, then answers as `pending` says (see [`ledger`]).
+    fn persist(&mut self, pending: Pending, writes: Vec<Write>) {
+        let token = self.ledger.file(pending);
+        self.out.push_back(Output::Persist { token, writes });
     }
 
     /// The outcome of a [`Output::Persist`].
@@ -535,16 +533,14 @@ impl Core {
         ok: Response,
         writes: Vec<Write>,
     ) {
-        let token = self.token();
-        self.pending.insert(
-            token,
+        self.persist(
             Pending::Subscribe {
                 tx,
                 id,
                 ok: Box::new(ok),
             },
+            writes,
         );
-        self.out.push_back(Output::Persist { token, writes });
     }
 
     /// A person's change reached the store (or failed to): their watchers may hear of it
@@ -601,11 +597,9 @@ impl Core {
         change: (String, presence_service::Undo),
         writes: Vec<Write>,
     ) {
-        let token = self.token();
         let (person, before) = change;
         *self.presence_writes.entry(person.clone()).or_default() += 1;
-        self.pending.insert(
-            token,
+        self.persist(
             Pending::Sip {
                 tx,
                 ok,
@@ -613,15 +607,15 @@ impl Core {
                 before,
                 person,
             },
+            writes,
         );
-        self.out.push_back(Output::Persist { token, writes });
     }
 
     fn persisted(&mut self, token: u64, ok: bool, now: Now) {
         if !ok {
             self.stats.store_failures += 1;
         }
-        let (tx, response, aor, previous) = match self.pending.remove(&token) {
+        let (tx, response, aor, previous) = match self.ledger.settle(token) {
             None => return,
             Some(Pending::Subscribe { tx, id, ok: answer }) => {
                 self.subscription_stored(tx, id, *answer, ok, now);
@@ -673,32 +667,18 @@ impl Core {
             }) => (tx, response, aor, previous),
         };
         if ok {
-            self.hold_flow(tx, &aor, now);
+            // A REGISTER over a stream connection: the connection is the bindings' flow,
+            // held open until they lapse (the idle timeout must not close it).
+            let peer = self.transactions.peer(tx);
+            if let Some(peer) = peer {
+                if let Some(until) = registrations::flow_hold(&self.registrar, &aor, peer, now) {
+                    self.out.push_back(Output::Hold { peer, until });
+                }
+            }
             self.respond(tx, response, now);
         } else {
-            self.registrar.rollback(&aor, previous);
-            let mut resp = response;
-            resp.status_code = 500.into();
-            resp.headers.retain(|h| !matches!(h, Header::Contact(_)));
-            resp.headers
-                .push(message::warning("bindings could not be stored"));
-            resp.headers.push(Header::RetryAfter("5".into()));
+            let resp = registrations::failed(&mut self.registrar, &aor, previous, response);
             self.respond(tx, resp, now);
-        }
-    }
-
-    /// A REGISTER over a stream connection was stored: the connection is the binding's
-    /// flow, kept open until the binding lapses (the idle timeout must not close it).
-    fn hold_flow(&mut self, tx: TxId, aor: &str, now: Now) {
-        let Some(peer) = self.transactions.peer(tx) else {
-            return;
-        };
-        let Some(conn) = peer.conn.filter(|_| peer.transport.is_stream()) else {
-            return;
-        };
-        if let Some(expires_at) = self.registrar.flow_expiry(aor, conn) {
-            let until = now.mono + Duration::from_secs(expires_at.saturating_sub(now.unix) + 1);
-            self.out.push_back(Output::Hold { peer, until });
         }
     }
 
@@ -791,29 +771,47 @@ impl Core {
             return;
         }
         let outcome = self.transactions.handle_request(req, peer, now.mono);
-        match outcome {
-            ServerOutcome::New(tx, req) => self.dispatch(tx, req, peer, local, now),
+        self.request_route(outcome, peer, local, now);
+    }
+
+    /// The request route: which part of the core handles each request that passed the
+    /// checks, by method and condition — the whole routing logic in one place.
+    ///
+    /// - the transaction layer absorbs retransmissions (and answers them from the
+    ///   transaction);
+    /// - CANCEL ends its INVITE's call (`routing`: every branch cancelled, 487);
+    /// - ACK for a 2xx goes along its dialog (`routing`); for a non-2xx final response
+    ///   its transaction absorbs it;
+    /// - while draining, a new request gets 503;
+    /// - inside a dialog (a To tag): a SUBSCRIBE refreshing or ending one of our
+    ///   subscriptions goes to `watchers`; anything else (BYE, re-INVITE, UPDATE, INFO,
+    ///   PRACK, REFER, NOTIFY, MESSAGE…) is proxied along the dialog's route (`routing`);
+    /// - INVITE: `routing` — a feature code from a user (presence), a call from a trunk
+    ///   (by source or credentials) or from a user (digest, 407), planned and forked;
+    /// - REGISTER: `registrations` (digest, 401);
+    /// - OPTIONS: answered here, 200 with what we allow;
+    /// - SUBSCRIBE and PUBLISH: `watchers` (digest, 401);
+    /// - BYE, UPDATE, INFO, PRACK, NOTIFY outside a dialog: 481;
+    /// - REFER and MESSAGE outside a dialog: 501; anything else: 405.
+    fn request_route(&mut self, outcome: ServerOutcome, peer: Peer, local: ListenAddr, now: Now) {
+        let (tx, req) = match outcome {
+            ServerOutcome::New(tx, req) => (tx, req),
             ServerOutcome::Cancel {
                 cancel_tx,
                 invite_tx,
                 request,
-            } => self.route_cancel(cancel_tx, invite_tx, request, now),
-            ServerOutcome::Ack(req) => {
-                if Core::is_in_dialog(&req) {
-                    self.route_in_dialog(None, req, now);
-                } else {
-                    self.stats.dropped += 1;
-                }
+            } => return self.route_cancel(cancel_tx, invite_tx, request, now),
+            ServerOutcome::Ack(req) if Core::is_in_dialog(&req) => {
+                return self.route_in_dialog(None, req, now)
             }
-            _ => self.flush_transactions(),
-        }
-    }
-
-    fn dispatch(&mut self, tx: TxId, req: Request, peer: Peer, local: ListenAddr, now: Now) {
+            ServerOutcome::Ack(_) => {
+                self.stats.dropped += 1;
+                return;
+            }
+            _ => return self.flush_transactions(),
+        };
         if self.draining {
-            let mut resp = message::response(&req, 503, Some(&self.tag()), &self.config.server);
-            resp.headers.push(Header::RetryAfter("5".into()));
-            return self.respond(tx, resp, now);
+            return self.reply_to(tx, &req, 503, vec![Header::RetryAfter("5".into())], now);
         }
         if Core::is_in_dialog(&req) {
             if req.method == Method::Subscribe && self.notifier.find(&req).is_some() {
@@ -823,162 +821,87 @@ impl Core {
         }
         match req.method {
             Method::Invite => self.route_invite(tx, req, peer, local, now),
-            Method::Options => {
-                let mut resp = message::response(&req, 200, Some(&self.tag()), &self.config.server);
-                let allow = CAPABILITIES.allow();
-                resp.headers.push(Header::Allow(allow.into()));
-                resp.headers.push(Header::Accept("application/sdp".into()));
-                self.respond(tx, resp, now)
-            }
             Method::Register => self.register(tx, req, peer, now),
-            // Methods that only exist inside a dialog (§15, RFC 3311/6086/3262/3515/6665).
-            Method::Bye | Method::Update | Method::Info | Method::PRack | Method::Notify => {
-                let resp = message::response(&req, 481, Some(&self.tag()), &self.config.server);
-                self.respond(tx, resp, now)
+            Method::Options => {
+                let headers = vec![
+                    Header::Allow(CAPABILITIES.allow().into()),
+                    Header::Accept("application/sdp".into()),
+                ];
+                self.reply_to(tx, &req, 200, headers, now)
             }
             Method::Subscribe => self.handle_subscribe(tx, req, peer, local, now),
             Method::Publish => self.handle_publish(tx, req, peer, now),
+            // Methods that only exist inside a dialog (§15, RFC 3311/6086/3262/3515/6665).
+            Method::Bye | Method::Update | Method::Info | Method::PRack | Method::Notify => {
+                self.reply_to(tx, &req, 481, Vec::new(), now)
+            }
             // Out-of-dialog REFER and MESSAGE are not served yet.
             Method::Refer | Method::Message => {
-                let mut resp = message::response(&req, 501, Some(&self.tag()), &self.config.server);
-                resp.headers
-                    .push(Header::Allow(CAPABILITIES.allow().into()));
-                self.respond(tx, resp, now)
+                let allow = vec![Header::Allow(CAPABILITIES.allow().into())];
+                self.reply_to(tx, &req, 501, allow, now)
             }
             _ => {
-                let mut resp = message::response(&req, 405, Some(&self.tag()), &self.config.server);
-                let allow = CAPABILITIES.allow();
-                resp.headers.push(Header::Allow(allow.into()));
-                self.respond(tx, resp, now)
+                let allow = vec![Header::Allow(CAPABILITIES.allow().into())];
+                self.reply_to(tx, &req, 405, allow, now)
             }
         }
     }
 
     pub(crate) fn is_local_host(&self, host: &str) -> bool {
-        let h = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
-        if self.config.domains.contains(&h) {
-            return true;
-        }
-        match h.parse::<std::net::IpAddr>() {
-            Ok(ip) => self
-                .local_addrs
-                .iter()
-                .any(|a| a.ip() == ip || (a.ip().is_unspecified() && a.is_ipv4() == ip.is_ipv4())),
-            Err(_) => false,
+        self.local.is_local_host(host)
+    }
+
+    /// Digest authentication of a request (RFC 7616) as a UAS (`401`) or a proxy (`407`),
+    /// through the one gate: the user name it proves, or None when it has been answered —
+    /// challenged (the same challenge whoever it claims to be), refused 403 (a failure
+    /// counted against its source, or a blocked source), or 400 when unreadable.
+    pub(crate) fn digest(
+        &mut self,
+        tx: TxId,
+        req: &Request,
+        peer: Peer,
+        role: Role,
+        now: Now,
+    ) -> Option<String> {
+        let directory = self.directory.clone();
+        match self
+            .gate
+            .check(req, peer, role, directory.as_ref().as_ref(), now.mono)
+        {
+            Gate::Passed(username) => Some(username),
+            Gate::Answer { code, headers } => {
+                self.reply_to(tx, req, code, headers, now);
+                None
+            }
         }
     }
 
     fn register(&mut self, tx: TxId, req: Request, peer: Peer, now: Now) {
-        let reply = |core: &mut Core, code: u16, extra: Vec<Header>| {
-            let mut resp = message::response(&req, code, Some(&core.tag()), &core.config.server);
-            resp.headers.extend(extra);
-            core.respond(tx, resp, now);
-        };
-        if self.throttle.is_blocked(peer.addr.ip(), now.mono) {
-            self.stats.blocked += 1;
-            return reply(
-                self,
-                403,
-                vec![message::warning("too many failed attempts; try later")],
-            );
-        }
-        // §10.3 step 1: the registrar is responsible for the Request-URI's domain.
-        let host = req.uri.host_with_port.host.to_string();
-        if !self.is_local_host(&host) {
-            return reply(self, 404, vec![message::warning("domain not served here")]);
-        }
-        // The AoR from To (§10.3 step 5).
-        let to_user = req
-            .to_header()
-            .ok()
-            .and_then(|t| t.typed().ok())
-            .and_then(|t| t.uri.user().map(str::to_string));
-        let to_host = req
-            .to_header()
-            .ok()
-            .and_then(|t| t.typed().ok())
-            .map(|t| t.uri.host_with_port.host.to_string())
-            .unwrap_or_default();
         let directory = self.directory.clone();
-        let aor = match (&to_user, self.is_local_host(&to_host)) {
-            (Some(u), true) => directory.user_for(u),
-            _ => None,
+        let ctx = registrations::Ctx {
+            directory: directory.as_ref().as_ref(),
+            local: &self.local,
+            entropy: &mut self.entropy,
+            server: &self.config.server,
+            auth_required: self.config.auth_required,
         };
-        // §10.3 step 3: authenticate (the same challenge for every user name, known or not).
-        if self.config.auth_required {
-            let verdict =
-                self.auth
-                    .verify(&req, Role::Server, |u| directory.credential(u), now.mono);
-            match verdict {
-                Verdict::Authenticated { username } => {
-                    self.throttle.record_success(peer.addr.ip());
-                    // §10.3 step 4: may this user change this AoR's bindings?
-                    let own = directory.user_of_username(&username);
-                    if own.is_none() || own != aor {
-                        tracing::info!(from = %peer, username, "REGISTER for another user's address refused");
-                        return reply(
-                            self,
-                            403,
-                            vec![message::warning("not allowed to register this address")],
-                        );
-                    }
-                }
-                Verdict::Challenge { stale } => {
-                    let headers = self.auth.challenge(stale, Role::Server, now.mono);
-                    return reply(self, 401, headers);
-                }
-                Verdict::Failed { username, why } => {
-                    self.stats.auth_failures += 1;
-                    match self.throttle.record_failure(peer.addr.ip(), now.mono) {
-                        FailureOutcome::Blocked(_) => tracing::warn!(
-                            source = %peer.addr.ip(),
-                            block_secs = self.config.block.as_secs(),
-                            "source blocked after repeated authentication failures"
-                        ),
-                        FailureOutcome::Counted(n) => {
-                            tracing::info!(from = %peer, username, why, failures = n, "authentication failed")
-                        }
-                    }
-                    return reply(self, 403, vec![message::warning("authentication failed")]);
-                }
-                Verdict::Malformed(why) => {
-                    return reply(self, 400, vec![message::warning(why)]);
-                }
-            }
-        }
-        let Some(aor) = aor else {
-            return reply(self, 404, vec![message::warning("no such user")]);
-        };
-        let outcome = self.registrar.register(&aor, &req, peer, now.unix);
-        let mut resp =
-            message::response(&req, outcome.code, Some(&self.tag()), &self.config.server);
-        resp.headers.extend(outcome.headers);
-        if outcome.code != 200 || outcome.changes.is_empty() {
-            return self.respond(tx, resp, now);
-        }
-        for c in &outcome.changes {
-            match c {
-                Change::Upsert(b) => {
-                    tracing::info!(aor = %b.aor, contact = %b.contact, source = %b.source, expires_in = b.expires_at.saturating_sub(now.unix), "binding stored")
-                }
-                Change::Remove { aor, key } => tracing::info!(aor, key, "binding removed"),
-            }
-        }
-        let writes = outcome.changes.iter().map(change_to_write).collect();
-        let token = self.token();
-        self.pending.insert(
-            token,
-            Pending::Register {
-                tx,
-                response: resp,
+        match registrations::register(ctx, &mut self.gate, &mut self.registrar, &req, peer, now) {
+            Registered::Answer(resp) => self.respond(tx, resp, now),
+            Registered::Store {
+                ok,
+                writes,
                 aor,
-                previous: outcome.previous,
-            },
-        );
-        self.out.push_back(Output::Persist { token, writes });
+                previous,
+            } => self.persist(
+                Pending::Register {
+                    tx,
+                    response: ok,
+                    aor,
+                    previous,
+                },
+                writes,
+            ),
+        }
     }
 
     pub(crate) fn respond(&mut self, tx: TxId, resp: Response, now: Now) {
@@ -1015,17 +938,6 @@ impl Core {
             }
         }
         self.tx_events.clear();
-    }
-}
-
-fn change_to_write(c: &Change) -> Write {
-    match c {
-        Change::Upsert(b) => Write::put(
-            BINDINGS,
-            binding_key(&b.aor, &b.key()),
-            serde_json::to_vec(b).unwrap_or_default(),
-        ),
-        Change::Remove { aor, key } => Write::delete(BINDINGS, binding_key(aor, key)),
     }
 }
 
@@ -1130,7 +1042,7 @@ mod tests {
         match &out[..] {
             [Output::Persist { token, writes }] => {
                 assert_eq!(writes.len(), 1);
-                assert_eq!(writes[0].table, BINDINGS);
+                assert_eq!(writes[0].table, switchboard_store::tables::BINDINGS);
                 *token
             }
             other => panic!("{other:?}"),

@@ -1,0 +1,161 @@
+//! REGISTER (RFC 3261 §10.3): which domain, which address of record, who may change it
+//! (through the digest gate), then the registrar's answer — which waits for the bindings to
+//! be durable before it is sent. A function of what it is handed: nothing here reaches back
+//! into the core.
+
+use super::auth_gate::{AuthGate, Gate};
+use super::{LocalNames, Now};
+use crate::directory::Directory;
+use std::time::{Duration, Instant};
+use switchboard_sip::auth::Role;
+use switchboard_sip::entropy::Entropy;
+use switchboard_sip::message;
+use switchboard_sip::msg::headers::Header;
+use switchboard_sip::msg::prelude::*;
+use switchboard_sip::msg::{Request, Response};
+use switchboard_sip::peer::Peer;
+use switchboard_sip::registrar::{Binding, Change, Registrar};
+use switchboard_store::{tables, Write};
+
+/// What a REGISTER handler is handed besides the registrar and the gate.
+pub(crate) struct Ctx<'a> {
+    pub directory: &'a dyn Directory,
+    pub local: &'a LocalNames,
+    pub entropy: &'a mut Entropy,
+    pub server: &'a str,
+    pub auth_required: bool,
+}
+
+/// What to do with a REGISTER.
+pub(crate) enum Registered {
+    /// Answer it now.
+    Answer(Response),
+    /// Make these writes durable, then answer `ok` — or, if the store refuses, roll the
+    /// AoR back to `previous` and answer [`failed`].
+    Store {
+        ok: Response,
+        writes: Vec<Write>,
+        aor: String,
+        previous: Vec<Binding>,
+    },
+}
+
+pub(crate) fn register(
+    ctx: Ctx<'_>,
+    gate: &mut AuthGate,
+    registrar: &mut Registrar,
+    req: &Request,
+    peer: Peer,
+    now: Now,
+) -> Registered {
+    let Ctx {
+        directory,
+        local,
+        entropy,
+        server,
+        auth_required,
+    } = ctx;
+    let mut response = |code: u16, extra: Vec<Header>| {
+        let mut resp = message::response(req, code, Some(&entropy.token()), server);
+        resp.headers.extend(extra);
+        resp
+    };
+    let mut reply = |code: u16, extra: Vec<Header>| Registered::Answer(response(code, extra));
+    if gate.blocked(peer.addr.ip(), now.mono) {
+        return reply(403, AuthGate::blocked_headers());
+    }
+    // §10.3 step 1: the registrar is responsible for the Request-URI's domain.
+    let host = req.uri.host_with_port.host.to_string();
+    if !local.is_local_host(&host) {
+        return reply(404, vec![message::warning("domain not served here")]);
+    }
+    // The AoR from To (§10.3 step 5).
+    let to = req.to_header().ok().and_then(|t| t.typed().ok());
+    let to_user = to.as_ref().and_then(|t| t.uri.user().map(str::to_string));
+    let to_host = to
+        .as_ref()
+        .map(|t| t.uri.host_with_port.host.to_string())
+        .unwrap_or_default();
+    let aor = match (&to_user, local.is_local_host(&to_host)) {
+        (Some(u), true) => directory.user_for(u),
+        _ => None,
+    };
+    // §10.3 step 3: authenticate (the same challenge for every user name, known or not).
+    if auth_required {
+        match gate.check(req, peer, Role::Server, directory, now.mono) {
+            Gate::Passed(username) => {
+                // §10.3 step 4: may this user change this AoR's bindings?
+                let own = directory.user_of_username(&username);
+                if own.is_none() || own != aor {
+                    tracing::info!(from = %peer, username, "REGISTER for another user's address refused");
+                    return reply(
+                        403,
+                        vec![message::warning("not allowed to register this address")],
+                    );
+                }
+            }
+            Gate::Answer { code, headers } => return reply(code, headers),
+        }
+    }
+    let Some(aor) = aor else {
+        return reply(404, vec![message::warning("no such user")]);
+    };
+    let outcome = registrar.register(&aor, req, peer, now.unix);
+    let resp = response(outcome.code, outcome.headers);
+    if outcome.code != 200 || outcome.changes.is_empty() {
+        return Registered::Answer(resp);
+    }
+    for c in &outcome.changes {
+        match c {
+            Change::Upsert(b) => {
+                tracing::info!(aor = %b.aor, contact = %b.contact, source = %b.source, expires_in = b.expires_at.saturating_sub(now.unix), "binding stored")
+            }
+            Change::Remove { aor, key } => tracing::info!(aor, key, "binding removed"),
+        }
+    }
+    Registered::Store {
+        ok: resp,
+        writes: outcome.changes.iter().map(change_to_write).collect(),
+        aor,
+        previous: outcome.previous,
+    }
+}
+
+/// The answer to a REGISTER whose bindings the store refused: the AoR is rolled back and
+/// the 200 turned into a 500 the phone will retry.
+pub(crate) fn failed(
+    registrar: &mut Registrar,
+    aor: &str,
+    previous: Vec<Binding>,
+    ok: Response,
+) -> Response {
+    registrar.rollback(aor, previous);
+    let mut resp = ok;
+    resp.status_code = 500.into();
+    resp.headers.retain(|h| !matches!(h, Header::Contact(_)));
+    resp.headers
+        .push(message::warning("bindings could not be stored"));
+    resp.headers.push(Header::RetryAfter("5".into()));
+    resp
+}
+
+/// Until when the stream connection a REGISTER came over must stay open: it is the flow of
+/// the AoR's bindings registered over it (RFC 5626), kept until the last of them lapses.
+pub(crate) fn flow_hold(registrar: &Registrar, aor: &str, peer: Peer, now: Now) -> Option<Instant> {
+    let conn = peer.conn.filter(|_| peer.transport.is_stream())?;
+    let expires_at = registrar.flow_expiry(aor, conn)?;
+    Some(now.mono + Duration::from_secs(expires_at.saturating_sub(now.unix) + 1))
+}
+
+pub(crate) fn change_to_write(c: &Change) -> Write {
+    match c {
+        Change::Upsert(b) => Write::put(
+            tables::BINDINGS,
+            tables::binding_key(&b.aor, &b.key()),
+            serde_json::to_vec(b).unwrap_or_default(),
+        ),
+        Change::Remove { aor, key } => {
+            Write::delete(tables::BINDINGS, tables::binding_key(aor, key))
+        }
+    }
+}
