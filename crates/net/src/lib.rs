@@ -26,6 +26,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
+pub mod stun;
+
 /// Settings of the transport layer.
 #[derive(Clone, Copy, Debug)]
 pub struct TransportConfig {
@@ -43,6 +45,8 @@ pub struct TransportStats {
     /// Messages answered with 400/501 before parsing succeeded.
     pub rejected: AtomicU64,
     pub tcp_open: AtomicUsize,
+    /// STUN keep-alives answered (UDP).
+    pub keepalives: AtomicU64,
     pub tcp_refused: AtomicU64,
     pub send_errors: AtomicU64,
 }
@@ -459,6 +463,20 @@ async fn udp_loop(
         if data.iter().all(|&b| b == b'\r' || b == b'\n' || b == 0) {
             continue;
         }
+        // Nor are STUN keep-alives (RFC 5626 §4.4.2): a Binding request is answered with
+        // the address it came from; other STUN is dropped.
+        if stun::is_stun(data) {
+            match stun::binding_response(data, from) {
+                Some(answer) => {
+                    t.inner.stats.keepalives.fetch_add(1, Ordering::Relaxed);
+                    t.send(Peer::udp(from), Bytes::from(answer));
+                }
+                None => {
+                    t.inner.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            continue;
+        }
         t.inner.stats.received.fetch_add(1, Ordering::Relaxed);
         let peer = Peer::udp(from);
         let item = match parse(data, &limits) {
@@ -793,6 +811,37 @@ mod tests {
             .expect("closed once the hold is over")
             .unwrap();
         assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn a_stun_keepalive_is_answered_with_the_address_it_came_from() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let t = Transports::bind(&["udp:127.0.0.1:0".parse().unwrap()], cfg(), tx, "t".into())
+            .await
+            .unwrap();
+        let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let me = c.local_addr().unwrap();
+        let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+        request.extend_from_slice(&[7; 12]);
+        c.send_to(&request, t.local_addrs()[0].addr).await.unwrap();
+        let mut b = [0u8; 64];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), c.recv_from(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&b[..2], &[0x01, 0x01], "a Binding success response");
+        assert_eq!(&b[8..20], &[7; 12]);
+        let port = u16::from_be_bytes([b[26], b[27]]) ^ 0x2112;
+        let ip = u32::from_be_bytes([b[28], b[29], b[30], b[31]]) ^ 0x2112_a442;
+        assert_eq!(
+            SocketAddr::from((std::net::Ipv4Addr::from(ip), port)),
+            me,
+            "{:?}",
+            &b[..n]
+        );
+        assert_eq!(t.stats().keepalives.load(Ordering::Relaxed), 1);
+        // Nothing reached the core.
+        assert!(rx.try_recv().is_err());
     }
 
     #[tokio::test]
