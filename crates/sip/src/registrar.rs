@@ -178,6 +178,10 @@ pub struct Registrar {
     /// Contact address (see [`contact_address`]) → (aor, key), to route in-dialog
     /// requests addressed to a registered contact over its flow.
     by_contact: HashMap<String, (String, String)>,
+    /// The AoRs with bindings registered over each connection (how many of their bindings),
+    /// so that a connection closing costs a look at those alone: anyone can open and close
+    /// connections.
+    by_flow: HashMap<ConnId, HashMap<String, usize>>,
 }
 
 /// The part of a contact URI that names where it is: scheme, user, host and port, with the
@@ -280,6 +284,7 @@ impl Registrar {
             table: HashMap::new(),
             by_expiry: BTreeSet::new(),
             by_contact: HashMap::new(),
+            by_flow: HashMap::new(),
         }
     }
 
@@ -320,14 +325,19 @@ impl Registrar {
     }
 
     /// The connection `conn` closed: the bindings registered over it lose their flow
-    /// ([`Binding::flow_gone`]). Returns how many did. (A scan of the table: connections
-    /// close far more rarely than calls are routed.)
+    /// ([`Binding::flow_gone`]). Returns how many did. Only the AoRs registered over that
+    /// connection are looked at.
     pub fn flow_closed(&mut self, conn: ConnId) -> usize {
+        let Some(aors) = self.by_flow.remove(&conn) else {
+            return 0;
+        };
         let mut n = 0;
-        for b in self.table.values_mut().flat_map(|bs| bs.iter_mut()) {
-            if b.conn == Some(conn) {
-                b.conn = None;
-                n += 1;
+        for aor in aors.keys() {
+            for b in self.table.get_mut(aor).into_iter().flatten() {
+                if b.conn == Some(conn) {
+                    b.conn = None;
+                    n += 1;
+                }
             }
         }
         n
@@ -378,6 +388,14 @@ impl Registrar {
             .insert((b.expires_at, b.aor.clone(), key.clone()));
         self.by_contact
             .insert(contact_address(&b.contact), (b.aor.clone(), key));
+        if let Some(conn) = b.conn {
+            *self
+                .by_flow
+                .entry(conn)
+                .or_default()
+                .entry(b.aor.clone())
+                .or_default() += 1;
+        }
         self.table.entry(b.aor.clone()).or_default().push(b);
     }
 
@@ -385,6 +403,19 @@ impl Registrar {
         if let Some(bs) = self.table.get_mut(aor) {
             if let Some(i) = bs.iter().position(|b| b.key() == key) {
                 let b = bs.remove(i);
+                if let Some(conn) = b.conn {
+                    if let Some(aors) = self.by_flow.get_mut(&conn) {
+                        if let Some(n) = aors.get_mut(aor) {
+                            *n -= 1;
+                            if *n == 0 {
+                                aors.remove(aor);
+                            }
+                        }
+                        if aors.is_empty() {
+                            self.by_flow.remove(&conn);
+                        }
+                    }
+                }
                 self.by_expiry
                     .remove(&(b.expires_at, aor.to_string(), key.to_string()));
                 let address = contact_address(&b.contact);
@@ -1064,5 +1095,36 @@ mod tests {
         assert_eq!(parse_q("1"), Some(1000));
         assert_eq!(parse_q("1.5"), None);
         assert_eq!(format_q(250), "0.25");
+    }
+
+    #[test]
+    fn a_closed_flow_takes_its_bindings_flow_and_nothing_else() {
+        let mut r = Registrar::new(cfg());
+        let over = |conn| Peer::tcp("127.0.0.1:40000".parse().unwrap(), conn);
+        let contact = |c: &str| format!("Contact: <sip:{c}@127.0.0.1:40000;transport=tcp>\r\n");
+        r.register("alice", &register("a", 1, &contact("a")), over(7), 0);
+        r.register("bob", &register("b", 1, &contact("b")), over(7), 0);
+        r.register("carol", &register("c", 1, &contact("c")), over(8), 0);
+        let conn_of = |r: &Registrar, aor: &str| r.lookup(aor, 0)[0].conn;
+        assert_eq!(conn_of(&r, "alice"), Some(7));
+        assert!(!r.lookup("alice", 0)[0].flow_gone());
+        assert_eq!(r.flow_closed(99), 0);
+        assert_eq!(r.flow_closed(7), 2);
+        assert!(r.lookup("alice", 0)[0].flow_gone());
+        assert!(r.lookup("bob", 0)[0].flow_gone());
+        assert_eq!(conn_of(&r, "carol"), Some(8));
+        assert_eq!(r.flow_closed(7), 0, "once");
+        // A binding that lapses leaves no trace of its connection.
+        r.expire(u64::MAX - 1);
+        assert!(r.by_flow.is_empty());
+        // A datagram source names no connection.
+        r.register(
+            "dave",
+            &register("d", 1, "Contact: <sip:d@h>\r\n"),
+            src(1),
+            0,
+        );
+        assert_eq!(conn_of(&r, "dave"), None);
+        assert!(!r.lookup("dave", 0)[0].flow_gone());
     }
 }

@@ -46,7 +46,7 @@ use bytes::Bytes;
 use matching::{ClientKey, ServerKey};
 use slots::Slots;
 use smallvec::SmallVec;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -314,6 +314,10 @@ pub struct TransactionLayer {
     /// which costs no search to add to or take from; one disarmed early stays in its queue
     /// until due and is skipped then.
     queues: [VecDeque<(Instant, TxId)>; QUEUED.len()],
+    /// The transactions of each stream peer (connection), so that a connection that fails
+    /// ends its transactions without a search of the whole table: a peer can close
+    /// connections as often as it likes.
+    by_stream_peer: HashMap<Peer, SmallVec<[TxId; 2]>>,
     actions: VecDeque<Action>,
 }
 
@@ -340,6 +344,7 @@ impl TransactionLayer {
             client_keys: GrowingMap::new(),
             timers: BTreeSet::new(),
             queues: Default::default(),
+            by_stream_peer: HashMap::new(),
             actions: VecDeque::new(),
         }
     }
@@ -452,12 +457,19 @@ impl TransactionLayer {
     /// `peer` (compared with its connection id), for a shell that learns of failures per
     /// destination. Returns how many transactions ended.
     pub fn handle_peer_unreachable(&mut self, peer: Peer, now: Instant) -> usize {
-        let ids: Vec<TxId> = self
-            .txs
-            .iter()
-            .filter(|(_, t)| t.peer == peer)
-            .map(|(id, _)| TxId(id))
-            .collect();
+        let ids: Vec<TxId> = if peer.transport.is_stream() {
+            self.by_stream_peer
+                .get(&peer)
+                .map(|ids| ids.to_vec())
+                .unwrap_or_default()
+        } else {
+            // Datagram peers fail only when no socket can reach them at all: rare.
+            self.txs
+                .iter()
+                .filter(|(_, t)| t.peer == peer)
+                .map(|(id, _)| TxId(id))
+                .collect()
+        };
         for id in &ids {
             self.handle_transport_error(*id, now);
         }
@@ -469,7 +481,11 @@ impl TransactionLayer {
     /// Files a new transaction under a fresh id and its key; `None` when the table is full.
     fn insert(&mut self, tx: Tx) -> Option<TxId> {
         let key = tx.key.clone();
+        let peer = tx.peer;
         let id = TxId(self.txs.insert(tx)?);
+        if peer.transport.is_stream() {
+            self.by_stream_peer.entry(peer).or_default().push(id);
+        }
         match key {
             Key::Server(k) => self.server_keys.insert(k, id),
             Key::Client(k) => self.client_keys.insert(k, id),
@@ -561,6 +577,14 @@ impl TransactionLayer {
         };
         for (timer, at) in tx.armed {
             self.timers.remove(&(at, id, timer));
+        }
+        if tx.peer.transport.is_stream() {
+            if let Some(ids) = self.by_stream_peer.get_mut(&tx.peer) {
+                ids.retain(|t| *t != id);
+                if ids.is_empty() {
+                    self.by_stream_peer.remove(&tx.peer);
+                }
+            }
         }
         match &tx.key {
             Key::Server(k) => {

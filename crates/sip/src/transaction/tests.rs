@@ -1151,10 +1151,14 @@ fn transport_errors_end_transactions() {
     );
     assert_eq!(l.len(), 1);
     assert_eq!(l.state(other), Some(State::Trying));
+    // The connection's index is left with nothing (and a UDP peer was never in it).
+    assert!(l.by_stream_peer.is_empty());
+    assert_eq!(l.handle_peer_unreachable(tcp(), t0), 0);
     // The branch is free again once its transaction ended.
     assert!(l
         .send_request(request("OPTIONS", "z9hG4bKt2"), tcp(), t0)
         .is_ok());
+    assert_eq!(l.by_stream_peer[&tcp()].len(), 1);
 }
 
 #[test]
