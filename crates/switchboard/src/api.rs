@@ -9,7 +9,8 @@
 
 use crate::directory::Directory;
 use crate::presence_service::{
-    report, ApiError, Command, ProfileEnd, Reply, ReportSnapshot, ReportSubject, Request,
+    report, Command, ErrorKind, PresenceError, ProfileEnd, Reply, ReportSnapshot, ReportSubject,
+    Request,
 };
 use arc_swap::ArcSwap;
 use axum::body::Bytes;
@@ -20,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,6 +33,49 @@ use tokio::sync::{mpsc, oneshot};
 
 /// A command on its way to the core, with where its answer goes.
 pub type Envelope = (Request, oneshot::Sender<Reply>);
+
+/// A refused request as the API answers it: an HTTP status, the offending field and why.
+/// The presence service's refusals ([`PresenceError`]) become one; the API's own (a token,
+/// a body, a route) are made here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    pub status: u16,
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, field: Option<&str>, error: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error: error.into(),
+            field: field.map(str::to_string),
+        }
+    }
+}
+
+/// The HTTP status of each kind of refusal.
+fn http_status(kind: ErrorKind) -> u16 {
+    match kind {
+        ErrorKind::Invalid => 400,
+        ErrorKind::Forbidden => 403,
+        ErrorKind::NotFound => 404,
+        ErrorKind::Conflict => 409,
+        ErrorKind::Unavailable => 503,
+    }
+}
+
+impl From<PresenceError> for ApiError {
+    fn from(e: PresenceError) -> Self {
+        ApiError {
+            status: http_status(e.kind),
+            error: e.message,
+            field: e.field,
+        }
+    }
+}
 
 /// The User-Agent prefix of `switchboard presence …`; its changes are logged as made
 /// through the CLI.
@@ -165,7 +209,7 @@ async fn send(state: &ApiState, c: Caller, command: Command) -> Result<Value, Ap
     };
     let stopping = || ApiError::new(503, None, "the daemon is stopping");
     state.core.send((req, tx)).await.map_err(|_| stopping())?;
-    rx.await.map_err(|_| stopping())?
+    Ok(rx.await.map_err(|_| stopping())??)
 }
 
 /// Authenticates, reads the input (refusals are answered before anything is done), asks.

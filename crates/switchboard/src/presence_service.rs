@@ -16,7 +16,7 @@ use switchboard_policy::{
 };
 use switchboard_presence::model::{
     time_in_status, Actor, Availability, Changed, Interface, PersonPresence, Presence,
-    PresenceError, ProfileSpec, StatusInterval, UnixTime,
+    PresenceError as ModelError, ProfileSpec, StatusInterval, UnixTime,
 };
 use switchboard_store::tables::{status_log_key, PRESENCE, STATUS_LOG};
 use switchboard_store::Write;
@@ -107,28 +107,55 @@ pub struct Request {
     pub command: Command,
 }
 
-/// A refused command: an HTTP status, the offending field and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ApiError {
-    #[serde(skip)]
-    pub status: u16,
-    pub error: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
+/// Why a command was refused, as each interface tells it in its own terms (the API an HTTP
+/// status, SIP a response code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The command asks for something that cannot be: an unknown status, profile settings
+    /// that do not hold, an end time in the past.
+    Invalid,
+    /// The caller may not do this (another person's presence or profiles, a caller ID not
+    /// theirs).
+    Forbidden,
+    /// No such person, team or profile.
+    NotFound,
+    /// It clashes with what is there: a profile id or number taken, the default profile.
+    Conflict,
+    /// The change could not be stored (it was undone); it may work if tried again.
+    Unavailable,
 }
 
-impl ApiError {
-    pub fn new(status: u16, field: Option<&str>, error: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            error: error.into(),
+/// A refused command: what kind of refusal, the offending field and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresenceError {
+    pub kind: ErrorKind,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl PresenceError {
+    pub fn new(kind: ErrorKind, field: Option<&str>, message: impl Into<String>) -> Self {
+        PresenceError {
+            kind,
             field: field.map(str::to_string),
+            message: message.into(),
         }
     }
 }
 
+impl std::fmt::Display for PresenceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "{field}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for PresenceError {}
+
 /// The answer to a command.
-pub type Reply = Result<Value, ApiError>;
+pub type Reply = Result<Value, PresenceError>;
 
 /// What puts things back as they were when a change could not be stored.
 #[derive(Clone, Debug, Default)]
@@ -416,7 +443,7 @@ impl PresenceService {
         req: &Request,
         policy: &Policy,
         now: UnixTime,
-    ) -> Result<Result<Value, Pending>, ApiError> {
+    ) -> Result<Result<Value, Pending>, PresenceError> {
         // A reload may have changed the default profile or added people.
         self.model
             .set_default_profile(spec(policy.default_profile()));
@@ -452,21 +479,25 @@ impl PresenceService {
         req: &Request,
         policy: &Policy,
         now: UnixTime,
-    ) -> Result<Result<Value, Pending>, ApiError> {
-        let known = |user: &str| -> Result<(), ApiError> {
+    ) -> Result<Result<Value, Pending>, PresenceError> {
+        let known = |user: &str| -> Result<(), PresenceError> {
             match policy.user(user) {
                 Some(_) => Ok(()),
-                None => Err(ApiError::new(
-                    404,
+                None => Err(PresenceError::new(
+                    ErrorKind::NotFound,
                     Some("user"),
                     format!("no user {user:?}"),
                 )),
             }
         };
-        let own = |user: &str, refusal: &str| -> Result<(), ApiError> {
+        let own = |user: &str, refusal: &str| -> Result<(), PresenceError> {
             known(user)?;
             if !req.admin && req.who != user {
-                return Err(ApiError::new(403, Some("user"), refusal));
+                return Err(PresenceError::new(
+                    ErrorKind::Forbidden,
+                    Some("user"),
+                    refusal,
+                ));
             }
             Ok(())
         };
@@ -491,8 +522,8 @@ impl PresenceService {
             Command::Get { user } => {
                 known(user)?;
                 if self.model.get(user).is_none() {
-                    return Err(ApiError::new(
-                        404,
+                    return Err(PresenceError::new(
+                        ErrorKind::NotFound,
                         Some("user"),
                         format!("no user {user:?}"),
                     ));
@@ -507,7 +538,7 @@ impl PresenceService {
             } => {
                 own(user, OWN_PRESENCE)?;
                 let a = Availability::parse(status).ok_or_else(|| {
-                    ApiError::new(400, Some("status"), format!("unknown status {status:?}: use available, away, busy, dnd, custom, unavailable, on_break or after_call_work"))
+                    PresenceError::new(ErrorKind::Invalid, Some("status"), format!("unknown status {status:?}: use available, away, busy, dnd, custom, unavailable, on_break or after_call_work"))
                 })?;
                 let before = self.before(user)?;
                 let c = self
@@ -533,7 +564,11 @@ impl PresenceService {
             } => {
                 own(user, OWN_PRESENCE)?;
                 let p = self.profiles.find(policy, user, profile).ok_or_else(|| {
-                    ApiError::new(400, Some("profile"), format!("no profile {profile:?}"))
+                    PresenceError::new(
+                        ErrorKind::Invalid,
+                        Some("profile"),
+                        format!("no profile {profile:?}"),
+                    )
                 })?;
                 let before = self.before(user)?;
                 let mut spec = spec(&p.profile);
@@ -605,8 +640,8 @@ impl PresenceService {
                     ReportSubject::User(u) => {
                         known(u)?;
                         if !req.admin && req.who != *u {
-                            return Err(ApiError::new(
-                                403,
+                            return Err(PresenceError::new(
+                                ErrorKind::Forbidden,
                                 Some("user"),
                                 "a person may see only their own report; others' and teams' need the admin token",
                             ));
@@ -615,11 +650,15 @@ impl PresenceService {
                     }
                     ReportSubject::Team(t) => {
                         let team = policy.team(t).ok_or_else(|| {
-                            ApiError::new(404, Some("team"), format!("no team {t:?}"))
+                            PresenceError::new(
+                                ErrorKind::NotFound,
+                                Some("team"),
+                                format!("no team {t:?}"),
+                            )
                         })?;
                         if !req.admin {
-                            return Err(ApiError::new(
-                                403,
+                            return Err(PresenceError::new(
+                                ErrorKind::Forbidden,
                                 Some("team"),
                                 "team reports need the admin token",
                             ));
@@ -652,10 +691,15 @@ impl PresenceService {
         }
     }
 
-    fn find_profile(&self, policy: &Policy, user: &str, key: &str) -> Result<Effective, ApiError> {
+    fn find_profile(
+        &self,
+        policy: &Policy,
+        user: &str,
+        key: &str,
+    ) -> Result<Effective, PresenceError> {
         self.profiles.find(policy, user, key).ok_or_else(|| {
-            ApiError::new(
-                404,
+            PresenceError::new(
+                ErrorKind::NotFound,
                 Some("profile"),
                 format!("{user} has no profile {key:?}"),
             )
@@ -672,7 +716,7 @@ impl PresenceService {
         user: &str,
         caller_id_set_by_person: bool,
         policy: &Policy,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), PresenceError> {
         if let (Some(c), true) = (&p.caller_id, caller_id_set_by_person) {
             let u = policy.user(user);
             let mut theirs = u
@@ -681,8 +725,8 @@ impl PresenceService {
                 .chain(u.into_iter().flat_map(|u| u.profile_caller_ids.values()))
                 .chain(policy.profile(&p.id).and_then(|b| b.caller_id.as_ref()));
             if !theirs.any(|n| n == c) {
-                return Err(ApiError::new(
-                    403,
+                return Err(PresenceError::new(
+                    ErrorKind::Forbidden,
                     Some("caller_id"),
                     format!("{c} is not one of {user}'s numbers; the admin token may set any"),
                 ));
@@ -690,12 +734,12 @@ impl PresenceService {
         }
         if let IncomingHandling::SendTo(t) = &p.incoming {
             if let Some(m) = policy.target_problem(t) {
-                return Err(ApiError::new(400, Some("incoming"), m));
+                return Err(PresenceError::new(ErrorKind::Invalid, Some("incoming"), m));
             }
         }
         let set = self.profiles.profiles(policy, user);
         if let Some(m) = number_problem(p, set.iter().map(|e| &e.profile)) {
-            return Err(ApiError::new(400, Some("number"), m));
+            return Err(PresenceError::new(ErrorKind::Invalid, Some("number"), m));
         }
         Ok(())
     }
@@ -746,15 +790,15 @@ impl PresenceService {
         actor: &Actor,
         admin: bool,
         policy: &Policy,
-    ) -> Result<Pending, ApiError> {
+    ) -> Result<Pending, PresenceError> {
         let id = match id {
             Some(i) => i.trim().to_string(),
             None => {
                 let name = draft.name.as_deref().unwrap_or("");
                 let id = id_from_name(name);
                 if id.is_empty() {
-                    return Err(ApiError::new(
-                        400,
+                    return Err(PresenceError::new(
+                        ErrorKind::Invalid,
                         Some("name"),
                         "a new profile needs a name (its id is made from it) or an id",
                     ));
@@ -763,11 +807,11 @@ impl PresenceService {
             }
         };
         if let Some(m) = id_problem(&id) {
-            return Err(ApiError::new(400, Some("id"), m));
+            return Err(PresenceError::new(ErrorKind::Invalid, Some("id"), m));
         }
         if self.profiles.profile(policy, user, &id).is_some() {
-            return Err(ApiError::new(
-                409,
+            return Err(PresenceError::new(
+                ErrorKind::Conflict,
                 Some("id"),
                 format!("{user} already has a profile {id:?}; change it instead"),
             ));
@@ -781,8 +825,13 @@ impl PresenceService {
                 .profiles(policy, user)
                 .into_iter()
                 .map(|e| e.profile.number);
-            let n = next_free_number(taken)
-                .ok_or_else(|| ApiError::new(409, Some("number"), "no profile number is free"))?;
+            let n = next_free_number(taken).ok_or_else(|| {
+                PresenceError::new(
+                    ErrorKind::Conflict,
+                    Some("number"),
+                    "no profile number is free",
+                )
+            })?;
             draft.number = Some(i64::from(n));
         }
         let p = build(&id, &draft, base)?;
@@ -798,7 +847,7 @@ impl PresenceService {
         actor: &Actor,
         admin: bool,
         policy: &Policy,
-    ) -> Result<Pending, ApiError> {
+    ) -> Result<Pending, PresenceError> {
         let cur = self.find_profile(policy, user, key)?;
         let id = cur.profile.id.clone();
         if id == policy.default_profile().id
@@ -806,8 +855,8 @@ impl PresenceService {
                 .number
                 .is_some_and(|n| n != i64::from(cur.profile.number))
         {
-            return Err(ApiError::new(
-                400,
+            return Err(PresenceError::new(
+                ErrorKind::Invalid,
                 Some("number"),
                 format!(
                     "the default profile keeps its number {}",
@@ -836,7 +885,7 @@ impl PresenceService {
         what: &'static str,
         actor: &Actor,
         policy: &Policy,
-    ) -> Result<Pending, ApiError> {
+    ) -> Result<Pending, PresenceError> {
         let mut undo = Undo::default();
         let mut writes = Vec::new();
         self.put_entry(
@@ -863,12 +912,12 @@ impl PresenceService {
         actor: Actor,
         policy: &Policy,
         now: UnixTime,
-    ) -> Result<Pending, ApiError> {
+    ) -> Result<Pending, PresenceError> {
         let cur = self.find_profile(policy, user, key)?;
         let id = cur.profile.id.clone();
         if id == policy.default_profile().id {
-            return Err(ApiError::new(
-                409,
+            return Err(PresenceError::new(
+                ErrorKind::Conflict,
                 Some("profile"),
                 "the default profile cannot be removed",
             ));
@@ -905,12 +954,18 @@ impl PresenceService {
         )
     }
 
-    fn before(&self, user: &str) -> Result<(String, PersonPresence), ApiError> {
+    fn before(&self, user: &str) -> Result<(String, PersonPresence), PresenceError> {
         self.model
             .get(user)
             .cloned()
             .map(|p| (user.to_string(), p))
-            .ok_or_else(|| ApiError::new(404, Some("user"), format!("no user {user:?}")))
+            .ok_or_else(|| {
+                PresenceError::new(
+                    ErrorKind::NotFound,
+                    Some("user"),
+                    format!("no user {user:?}"),
+                )
+            })
     }
 
     fn pending(&self, c: Changed, before: (String, PersonPresence), policy: &Policy) -> Pending {
@@ -1004,26 +1059,26 @@ impl PresenceService {
 }
 
 /// Builds a profile from API input; the first problem is the answer.
-fn build(id: &str, draft: &ProfileDraft, base: Option<&Profile>) -> Result<Profile, ApiError> {
+fn build(id: &str, draft: &ProfileDraft, base: Option<&Profile>) -> Result<Profile, PresenceError> {
     build_profile(id, draft, base).map_err(|problems| {
         let p = &problems[0];
-        ApiError::new(400, Some(p.field), p.message.clone())
+        PresenceError::new(ErrorKind::Invalid, Some(p.field), p.message.clone())
     })
 }
 
-fn model_error(e: PresenceError, field: &str) -> ApiError {
+fn model_error(e: ModelError, field: &str) -> PresenceError {
     let field = match e {
-        PresenceError::UnknownPerson(_) => "user",
-        PresenceError::CustomNeedsText => "text",
-        PresenceError::EndTimeInPast | PresenceError::EndTimeTooFar => "until",
+        ModelError::UnknownPerson(_) => "user",
+        ModelError::CustomNeedsText => "text",
+        ModelError::EndTimeInPast | ModelError::EndTimeTooFar => "until",
         _ => field,
     };
-    let status = if matches!(e, PresenceError::UnknownPerson(_)) {
-        404
+    let kind = if matches!(e, ModelError::UnknownPerson(_)) {
+        ErrorKind::NotFound
     } else {
-        400
+        ErrorKind::Invalid
     };
-    ApiError::new(status, Some(field), e.to_string())
+    PresenceError::new(kind, Some(field), e.to_string())
 }
 
 /// The row of a person's presence.
@@ -1116,7 +1171,7 @@ mod tests {
         }
     }
 
-    fn refused(s: &mut PresenceService, p: &Policy, who: &str, c: Command) -> ApiError {
+    fn refused(s: &mut PresenceService, p: &Policy, who: &str, c: Command) -> PresenceError {
         match s.handle(&req(who, c), p, 10) {
             Err(e) => e,
             Ok(_) => panic!("accepted"),
@@ -1152,13 +1207,16 @@ mod tests {
         assert_eq!(v["number"], 12, "the lowest free number");
         // The id exists; the number is taken; 1-10 are the defaults'.
         assert_eq!(
-            refused(&mut s, &p, "alice", create("Focus time", None)).status,
-            409
+            refused(&mut s, &p, "alice", create("Focus time", None)).kind,
+            ErrorKind::Conflict
         );
         let e = refused(&mut s, &p, "alice", create("Other", Some(12)));
-        assert_eq!((e.status, e.field.as_deref()), (400, Some("number")));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::Invalid, Some("number"))
+        );
         let e = refused(&mut s, &p, "alice", create("Other", Some(3)));
-        assert!(e.error.contains("default profile \"Meeting\""), "{e:?}");
+        assert!(e.message.contains("default profile \"Meeting\""), "{e:?}");
         // Bob does not see alice's profiles, and may not touch them.
         let v = s
             .handle(
@@ -1183,7 +1241,10 @@ mod tests {
                 profile: "focus_time".into(),
             },
         );
-        assert_eq!((e.status, e.field.as_deref()), (403, Some("user")));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::Forbidden, Some("user"))
+        );
         // Rename alice's Lunch: hers only.
         let v = change(
             &mut s,
@@ -1222,7 +1283,10 @@ mod tests {
                 profile: "available".into(),
             },
         );
-        assert_eq!((e.status, e.field.as_deref()), (409, Some("profile")));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::Conflict, Some("profile"))
+        );
         // Removing a policy profile hides it from her.
         change(
             &mut s,
@@ -1245,7 +1309,10 @@ mod tests {
                 message: None,
             },
         );
-        assert_eq!((e.status, e.field.as_deref()), (400, Some("profile")));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::Invalid, Some("profile"))
+        );
     }
 
     #[test]
@@ -1331,7 +1398,11 @@ mod tests {
         ];
         for (draft, field) in cases {
             let e = refused(&mut s, &p, "alice", bad(draft));
-            assert_eq!((e.status, e.field.as_deref()), (400, Some(field)), "{e:?}");
+            assert_eq!(
+                (e.kind, e.field.as_deref()),
+                (ErrorKind::Invalid, Some(field)),
+                "{e:?}"
+            );
         }
         let e = refused(
             &mut s,
@@ -1373,7 +1444,10 @@ mod tests {
             assert!(s.handle(&with("alice", number), &p, 1).is_ok(), "{number}");
         }
         let e = s.handle(&with("alice", "+15550100"), &p, 1).unwrap_err();
-        assert_eq!((e.status, e.field.as_deref()), (403, Some("caller_id")));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::Forbidden, Some("caller_id"))
+        );
         assert!(s.handle(&with("admin", "+15550100"), &p, 1).is_ok());
         // What the admin set stays when she changes something else.
         let rename = req(
@@ -1619,7 +1693,10 @@ mod tests {
             ("alice", ReportSubject::Team("support".into()), "team"),
         ] {
             let e = refused(&mut s, &p, who, Command::Report { subject });
-            assert_eq!((e.status, e.field.as_deref()), (403, Some(field)));
+            assert_eq!(
+                (e.kind, e.field.as_deref()),
+                (ErrorKind::Forbidden, Some(field))
+            );
         }
         let e = refused(
             &mut s,
@@ -1629,7 +1706,10 @@ mod tests {
                 subject: ReportSubject::Team("sales".into()),
             },
         );
-        assert_eq!((e.status, e.field.as_deref()), (404, Some("team")));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::NotFound, Some("team"))
+        );
     }
 
     #[test]
@@ -1768,10 +1848,16 @@ mod tests {
         );
         // Same rules as a status: one's own only; not too long.
         let e = refused(&mut s, &p, "bob", message("alice", Some("hi")));
-        assert_eq!((e.status, e.field.as_deref()), (403, Some("user")));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::Forbidden, Some("user"))
+        );
         let long = "x".repeat(201);
         let e = refused(&mut s, &p, "alice", message("alice", Some(&long)));
-        assert_eq!((e.status, e.field.as_deref()), (400, Some("message")));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::Invalid, Some("message"))
+        );
         assert!(s
             .handle(&req("admin", message("bob", Some("Out"))), &p, 400)
             .is_ok());
@@ -1940,7 +2026,10 @@ mod tests {
             .collect();
         assert_eq!(who, ["alice", "bob"]);
         let e = refused(&mut s, &p, "admin", Command::Get { user: "zed".into() });
-        assert_eq!((e.status, e.field.as_deref()), (404, Some("user")));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::NotFound, Some("user"))
+        );
     }
 
     #[test]
@@ -1964,7 +2053,10 @@ mod tests {
             "alice",
             lunch(Some(ProfileEnd::At(10 + MAX_END_AHEAD + 1))),
         );
-        assert_eq!((e.status, e.field.as_deref()), (400, Some("until")));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::Invalid, Some("until"))
+        );
     }
 
     #[test]
@@ -2016,7 +2108,10 @@ mod tests {
         let v = change(&mut s, &p, "alice", set(Some(500)), 100);
         assert_eq!(v["status_until"], 500);
         let e = refused(&mut s, &p, "alice", set(Some(5)));
-        assert_eq!((e.status, e.field.as_deref()), (400, Some("until")));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::Invalid, Some("until"))
+        );
         let w = s.expire(500);
         assert_eq!(w[0].table, PRESENCE);
         assert_eq!(s.view("alice", &p)["availability"], "available");

@@ -11,7 +11,7 @@
 //! [`CoreConfig`]. The same seed and the same inputs give the same outputs, byte for byte.
 
 use crate::directory::Snapshot;
-use crate::presence_service::{self, ApiError, PresenceService, Reply};
+use crate::presence_service::{self, ErrorKind, PresenceError, PresenceService, Reply};
 use crate::routing::{Routing, RoutingConfig, RoutingStats};
 use crate::watchers::{Watchers, WatchersConfig};
 use bytes::Bytes;
@@ -647,8 +647,8 @@ impl Core {
                     Ok(answer)
                 } else {
                     self.presence.rollback(before);
-                    Err(ApiError::new(
-                        503,
+                    Err(PresenceError::new(
+                        ErrorKind::Unavailable,
                         None,
                         "the change could not be stored; try again",
                     ))
@@ -1140,7 +1140,7 @@ mod tests {
             [Output::Reply {
                 id: 1,
                 reply: Err(e),
-            }] => assert_eq!(e.status, 503),
+            }] => assert_eq!(e.kind, ErrorKind::Unavailable),
             other => panic!("{other:?}"),
         }
         // Rolled back: still available.
