@@ -2,15 +2,19 @@
 //!
 //! Requests are authenticated with bearer tokens (a person's own `api_token` from the policy,
 //! or the config's admin token), turned into [`Command`]s, and handed to the core, which
-//! answers once any change is durable. Errors are JSON: `{"error": "...", "field": "..."}`.
+//! answers once any change is durable. The core's answers are typed ([`Answer`],
+//! [`PresenceError`]): their JSON and HTTP statuses are made here. Errors are JSON:
+//! `{"error": "...", "field": "..."}`.
 //! The time-in-status report is the one answer finished here: the core says who it covers
 //! and where they stand once the store has every earlier change, and the status log is then
 //! read from the store off the core's loop.
 
 use crate::directory::Directory;
 use crate::presence_service::{
-    report, ApiError, Command, ProfileEnd, Reply, ReportSnapshot, ReportSubject, Request,
+    report, Answer, Command, ErrorKind, PresenceError, PresenceView, ProfileEnd, ProfileView,
+    Reply, ReportSubject, Request, Seconds, TimeInStatus,
 };
+use crate::profiles::incoming_text;
 use arc_swap::ArcSwap;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
@@ -20,11 +24,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use switchboard_policy::ProfileDraft;
+use switchboard_policy::{IncomingHandling, ProfileDraft};
 use switchboard_presence::model::{Interface, StatusInterval, UnixTime, MAX_END_AHEAD};
 use switchboard_store::tables::{status_log_range, STATUS_LOG};
 use switchboard_store::Store;
@@ -32,6 +36,49 @@ use tokio::sync::{mpsc, oneshot};
 
 /// A command on its way to the core, with where its answer goes.
 pub type Envelope = (Request, oneshot::Sender<Reply>);
+
+/// A refused request as the API answers it: an HTTP status, the offending field and why.
+/// The presence service's refusals ([`PresenceError`]) become one; the API's own (a token,
+/// a body, a route) are made here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ApiError {
+    #[serde(skip)]
+    pub status: u16,
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, field: Option<&str>, error: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error: error.into(),
+            field: field.map(str::to_string),
+        }
+    }
+}
+
+/// The HTTP status of each kind of refusal.
+fn http_status(kind: ErrorKind) -> u16 {
+    match kind {
+        ErrorKind::Invalid => 400,
+        ErrorKind::Forbidden => 403,
+        ErrorKind::NotFound => 404,
+        ErrorKind::Conflict => 409,
+        ErrorKind::Unavailable => 503,
+    }
+}
+
+impl From<PresenceError> for ApiError {
+    fn from(e: PresenceError) -> Self {
+        ApiError {
+            status: http_status(e.kind),
+            error: e.message,
+            field: e.field,
+        }
+    }
+}
 
 /// The User-Agent prefix of `switchboard presence …`; its changes are logged as made
 /// through the CLI.
@@ -105,11 +152,133 @@ fn error(e: ApiError) -> Response {
     (status, Json(e)).into_response()
 }
 
-fn answer(r: Result<Value, ApiError>) -> Response {
+fn answer(r: Result<Answer, ApiError>) -> Response {
     match r {
-        Ok(v) => Json(v).into_response(),
+        Ok(a) => match answer_json(a) {
+            Some(v) => Json(v).into_response(),
+            None => error(ApiError::new(
+                500,
+                None,
+                "a report is answered by its own endpoint",
+            )),
+        },
         Err(e) => error(e),
     }
+}
+
+/// An answer as the API shows it (the shapes docs/openapi.json describes); None for a
+/// report's snapshot, which [`time_in_status`] finishes.
+fn answer_json(a: Answer) -> Option<Value> {
+    let profiles = |list: &[ProfileView]| list.iter().map(profile_json).collect::<Vec<_>>();
+    Some(match a {
+        Answer::People(people) => {
+            json!({ "people": people.iter().map(person_json).collect::<Vec<_>>() })
+        }
+        Answer::Person(p) => person_json(&p),
+        Answer::Profiles {
+            user: None,
+            profiles: list,
+        } => json!({ "profiles": profiles(&list) }),
+        Answer::Profiles {
+            user: Some(user),
+            profiles: list,
+        } => json!({ "user": user, "profiles": profiles(&list) }),
+        Answer::Profile(p) => profile_json(&p),
+        Answer::Removed { removed, presence } => json!({
+            "removed": profile_json(&removed),
+            "presence": person_json(&presence),
+        }),
+        Answer::Report(_) => return None,
+    })
+}
+
+/// A person as colleagues see them.
+fn person_json(p: &PresenceView) -> Value {
+    json!({
+        "user": p.user,
+        "availability": p.availability.as_str(),
+        "colour": p.availability.colour(),
+        "message": p.message,
+        "custom_text": p.custom_text,
+        "status_until": p.status_until,
+        "profile": {
+            "id": p.profile.id,
+            "name": p.profile.name,
+            "number": p.profile.number,
+            "since": p.profile.since,
+            "until": p.profile.until,
+        },
+        "call_status": p.call_status,
+        "status_since": p.status_since,
+    })
+}
+
+/// A profile; `active` only in a person's list of profiles.
+fn profile_json(v: &ProfileView) -> Value {
+    let p = &v.profile;
+    let mut j = json!({
+        "id": p.id,
+        "number": p.number,
+        "name": p.name,
+        "availability": p.availability.as_str(),
+        "shows_call_status": p.shows_call_status,
+        "message": p.message,
+        "caller_id": p.caller_id,
+        "incoming": incoming_text(&p.incoming),
+        "standard_length": p.standard_length,
+        "origin": v.origin,
+        "default": v.default,
+    });
+    match &p.incoming {
+        IncomingHandling::RingDevices(d) => j["devices"] = json!(d),
+        IncomingHandling::Reject { code, reason } => {
+            j["reject_code"] = json!(code);
+            j["reject_reason"] = json!(reason);
+        }
+        _ => {}
+    }
+    if let Some(active) = v.active {
+        j["active"] = json!(active);
+    }
+    j
+}
+
+/// A time-in-status report: seconds per status by status name.
+fn report_json(r: &TimeInStatus) -> Value {
+    let seconds = |m: &Seconds| -> Value {
+        m.iter()
+            .map(|(a, s)| (a.as_str().to_string(), json!(s)))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let people: Vec<Value> = r
+        .people
+        .iter()
+        .map(|p| {
+            json!({
+                "user": p.user,
+                "current": p.current.as_str(),
+                "seconds": seconds(&p.seconds),
+            })
+        })
+        .collect();
+    let mut v = json!({
+        "from": r.from,
+        "to": r.to,
+        "as_of": r.as_of,
+        "total": seconds(&r.total),
+        "people": people,
+    });
+    if let Some(u) = &r.user {
+        v["user"] = json!(u);
+    }
+    if let Some(t) = &r.team {
+        v["team"] = json!(t);
+    }
+    if let Some(avg) = &r.average {
+        v["average"] = seconds(avg);
+    }
+    v
 }
 
 /// Who is asking: user, admin or not, and through which interface.
@@ -155,7 +324,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Hands a command to the core and waits for its answer.
-async fn send(state: &ApiState, c: Caller, command: Command) -> Result<Value, ApiError> {
+async fn send(state: &ApiState, c: Caller, command: Command) -> Result<Answer, ApiError> {
     let (tx, rx) = oneshot::channel();
     let req = Request {
         who: c.who,
@@ -165,7 +334,7 @@ async fn send(state: &ApiState, c: Caller, command: Command) -> Result<Value, Ap
     };
     let stopping = || ApiError::new(503, None, "the daemon is stopping");
     state.core.send((req, tx)).await.map_err(|_| stopping())?;
-    rx.await.map_err(|_| stopping())?
+    Ok(rx.await.map_err(|_| stopping())??)
 }
 
 /// Authenticates, reads the input (refusals are answered before anything is done), asks.
@@ -597,15 +766,13 @@ async fn time_in_status(
         Err(e) => return error(e),
     };
     let snapshot = match send(&state, c, Command::Report { subject: q.subject }).await {
-        Ok(v) => v,
+        Ok(Answer::Report(s)) => s,
+        Ok(_) => return error(ApiError::new(500, None, "the core's answer was unreadable")),
         Err(e) => return error(e),
-    };
-    let Ok(snapshot) = serde_json::from_value::<ReportSnapshot>(snapshot) else {
-        return error(ApiError::new(500, None, "the core's answer was unreadable"));
     };
     let store = state.store.clone();
     let (from, to) = (q.from, q.to);
-    let done = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
+    let done = tokio::task::spawn_blocking(move || -> Result<TimeInStatus, ApiError> {
         let mut log = Vec::new();
         for (user, _, _) in &snapshot.people {
             let (start, end) = status_log_range(user, to);
@@ -622,7 +789,8 @@ async fn time_in_status(
     })
     .await;
     match done {
-        Ok(r) => answer(r),
+        Ok(Ok(r)) => Json(report_json(&r)).into_response(),
+        Ok(Err(e)) => error(e),
         Err(_) => error(ApiError::new(500, None, "the report failed")),
     }
 }
@@ -660,6 +828,109 @@ mod tests {
                 assert!(doc["paths"][path][m].is_object(), "{m} {path} undocumented");
             }
         }
+    }
+
+    /// The JSON of the service's answers, as docs/openapi.json describes it.
+    #[test]
+    fn answers_keep_their_documented_json() {
+        use crate::presence_service::{ActiveProfileView, ReportSnapshot};
+        use crate::profiles::Origin;
+        use switchboard_presence::model::{Availability, CallStatus};
+        let text = |v: Value| serde_json::to_string(&v).unwrap();
+        let alice = PresenceView {
+            user: "alice".into(),
+            availability: Availability::DoNotDisturb,
+            message: Some("Back at 3".into()),
+            custom_text: None,
+            status_until: Some(900),
+            status_since: 100,
+            profile: ActiveProfileView {
+                id: "available".into(),
+                name: Some("Available".into()),
+                number: Some(1),
+                since: 0,
+                until: None,
+            },
+            call_status: CallStatus::Hidden,
+        };
+        assert_eq!(
+            text(person_json(&alice)),
+            r#"{"availability":"dnd","call_status":"hidden","colour":"red","custom_text":null,"message":"Back at 3","profile":{"id":"available","name":"Available","number":1,"since":0,"until":null},"status_since":100,"status_until":900,"user":"alice"}"#
+        );
+        let draft = ProfileDraft {
+            name: Some("Focus".into()),
+            number: Some(11),
+            availability: Some("dnd".into()),
+            incoming: Some("reject".into()),
+            reject_code: Some(486),
+            reject_reason: Some("Heads down".into()),
+            standard_length: Some("2h".into()),
+            ..Default::default()
+        };
+        let focus = ProfileView {
+            profile: switchboard_policy::build_profile("focus", &draft, None).unwrap(),
+            origin: Origin::Own,
+            default: false,
+            active: None,
+        };
+        let focus_text = r#"{"availability":"dnd","caller_id":null,"default":false,"id":"focus","incoming":"reject","message":null,"name":"Focus","number":11,"origin":"own","reject_code":486,"reject_reason":"Heads down","shows_call_status":false,"standard_length":7200}"#;
+        assert_eq!(text(profile_json(&focus)), focus_text);
+        let mut listed_focus: Value = serde_json::from_str(focus_text).unwrap();
+        listed_focus["active"] = json!(true);
+        let listed = answer_json(Answer::Profiles {
+            user: Some("alice".into()),
+            profiles: vec![ProfileView {
+                active: Some(true),
+                ..focus.clone()
+            }],
+        });
+        assert_eq!(
+            listed,
+            Some(json!({ "user": "alice", "profiles": [listed_focus] }))
+        );
+        let removed = answer_json(Answer::Removed {
+            removed: focus,
+            presence: alice,
+        })
+        .unwrap();
+        assert_eq!(removed["removed"]["id"], "focus");
+        assert_eq!(removed["presence"]["user"], "alice");
+        assert_eq!(removed.as_object().unwrap().len(), 2);
+        let snapshot = |user: Option<&str>, team: Option<&str>| ReportSnapshot {
+            user: user.map(str::to_string),
+            team: team.map(str::to_string),
+            people: vec![
+                ("alice".into(), Availability::Away, 150),
+                ("bob".into(), Availability::Custom, 100),
+            ],
+            as_of: 200,
+        };
+        assert_eq!(answer_json(Answer::Report(snapshot(None, None))), None);
+        // Every status is counted, also those nobody held.
+        let seconds = |away: i64, custom: i64| {
+            json!({
+                "available": 0, "away": away, "busy": 0, "dnd": 0, "custom": custom,
+                "unavailable": 0, "on_break": 0, "after_call_work": 0,
+            })
+        };
+        let people = json!([
+            { "user": "alice", "current": "away", "seconds": seconds(50, 0) },
+            { "user": "bob", "current": "custom", "seconds": seconds(0, 80) },
+        ]);
+        assert_eq!(
+            report_json(&report(&snapshot(None, Some("support")), &[], 120, 300)),
+            json!({
+                "team": "support", "from": 120, "to": 200, "as_of": 200,
+                "total": seconds(50, 80), "average": seconds(25, 40), "people": people,
+            })
+        );
+        assert_eq!(
+            report_json(&report(&snapshot(Some("alice"), None), &[], 120, 300)),
+            json!({
+                "user": "alice", "from": 120, "to": 200, "as_of": 200,
+                "total": seconds(50, 80), "people": people,
+            })
+        );
     }
 
     #[test]

@@ -5,9 +5,7 @@
 //! Sans-I/O like the core that owns it: commands and the time come in, answers and the
 //! rows to store go out.
 
-use crate::profiles::{profile_json, Effective, Entry, Origin, Overlay};
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use crate::profiles::{Effective, Entry, Origin, Overlay};
 use std::collections::{BTreeMap, BTreeSet};
 use switchboard_policy::profile::{id_from_name, id_problem, next_free_number};
 use switchboard_policy::{
@@ -15,8 +13,8 @@ use switchboard_policy::{
     PersonView, Policy, Profile, ProfileDraft,
 };
 use switchboard_presence::model::{
-    time_in_status, Actor, Availability, Changed, Interface, PersonPresence, Presence,
-    PresenceError, ProfileSpec, StatusInterval, UnixTime,
+    time_in_status, Actor, Availability, CallStatus, Changed, Interface, PersonPresence, Presence,
+    PresenceError as ModelError, ProfileSpec, StatusInterval, UnixTime,
 };
 use switchboard_store::tables::{status_log_key, PRESENCE, STATUS_LOG};
 use switchboard_store::Write;
@@ -107,28 +105,123 @@ pub struct Request {
     pub command: Command,
 }
 
-/// A refused command: an HTTP status, the offending field and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ApiError {
-    #[serde(skip)]
-    pub status: u16,
-    pub error: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
+/// Why a command was refused, as each interface tells it in its own terms (the API an HTTP
+/// status, SIP a response code).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The command asks for something that cannot be: an unknown status, profile settings
+    /// that do not hold, an end time in the past.
+    Invalid,
+    /// The caller may not do this (another person's presence or profiles, a caller ID not
+    /// theirs).
+    Forbidden,
+    /// No such person, team or profile.
+    NotFound,
+    /// It clashes with what is there: a profile id or number taken, the default profile.
+    Conflict,
+    /// The change could not be stored (it was undone); it may work if tried again.
+    Unavailable,
 }
 
-impl ApiError {
-    pub fn new(status: u16, field: Option<&str>, error: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            error: error.into(),
+/// A refused command: what kind of refusal, the offending field and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresenceError {
+    pub kind: ErrorKind,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl PresenceError {
+    pub fn new(kind: ErrorKind, field: Option<&str>, message: impl Into<String>) -> Self {
+        PresenceError {
+            kind,
             field: field.map(str::to_string),
+            message: message.into(),
         }
     }
 }
 
+impl std::fmt::Display for PresenceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "{field}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for PresenceError {}
+
+/// A person as colleagues see them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresenceView {
+    pub user: String,
+    pub availability: Availability,
+    /// What colleagues read: a Custom status's text, else the temporary message, else the
+    /// profile's.
+    pub message: Option<String>,
+    /// The text of a Custom status.
+    pub custom_text: Option<String>,
+    /// When the status lapses by itself (None: it does not).
+    pub status_until: Option<UnixTime>,
+    /// Since when the status has been this one.
+    pub status_since: UnixTime,
+    pub profile: ActiveProfileView,
+    /// Hidden unless the active profile shows it.
+    pub call_status: CallStatus,
+}
+
+/// A person's active profile as colleagues see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActiveProfileView {
+    pub id: String,
+    /// Its name and number in the person's set (None when it is no longer in it).
+    pub name: Option<String>,
+    pub number: Option<u32>,
+    pub since: UnixTime,
+    /// When the default profile returns by itself (None: not by itself).
+    pub until: Option<UnixTime>,
+}
+
+/// A profile of the policy's set or of a person's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProfileView {
+    /// The profile as it is in the set (the policy's, with the person's changes).
+    pub profile: Profile,
+    pub origin: Origin,
+    /// Whether it is the policy's default profile (the one that returns).
+    pub default: bool,
+    /// In a person's list of profiles: whether it is their active one. None elsewhere.
+    pub active: Option<bool>,
+}
+
 /// The answer to a command.
-pub type Reply = Result<Value, ApiError>;
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Everyone in the policy ([`Command::List`]).
+    People(Vec<PresenceView>),
+    /// One person: [`Command::Get`], and the person after a change of status, message or
+    /// profile.
+    Person(PresenceView),
+    /// The policy's profiles (`user` None) or a person's set ([`Command::Profiles`]).
+    Profiles {
+        user: Option<String>,
+        profiles: Vec<ProfileView>,
+    },
+    /// One profile: [`Command::Profile`], and a profile as created or changed.
+    Profile(ProfileView),
+    /// A removed profile, and its person after (back in their default profile when it was
+    /// the active one).
+    Removed {
+        removed: ProfileView,
+        presence: PresenceView,
+    },
+    /// Who a time-in-status report covers and where they stand ([`Command::Report`]).
+    Report(ReportSnapshot),
+}
+
+/// The answer to a command, or why it was refused.
+pub type Reply = Result<Answer, PresenceError>;
 
 /// What puts things back as they were when a change could not be stored.
 #[derive(Clone, Debug, Default)]
@@ -144,7 +237,7 @@ pub struct Undo {
 /// A change made in memory, to store before it is acknowledged.
 #[derive(Debug)]
 pub struct Pending {
-    pub answer: Value,
+    pub answer: Answer,
     pub writes: Vec<Write>,
     /// The state before, to put back if storing fails.
     pub before: Undo,
@@ -195,16 +288,43 @@ fn system() -> Actor {
 }
 
 /// Who a report covers and where they stand, as the core answers [`Command::Report`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReportSnapshot {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub team: Option<String>,
     /// Each person's current status and since when.
     pub people: Vec<(String, Availability, UnixTime)>,
     /// When the snapshot was taken.
     pub as_of: UnixTime,
+}
+
+/// Seconds spent in each status (every status, 0 for those not held).
+pub type Seconds = BTreeMap<Availability, i64>;
+
+/// A time-in-status report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimeInStatus {
+    /// The person it covers, or the team (one of the two).
+    pub user: Option<String>,
+    pub team: Option<String>,
+    /// The range, `[from, to)`.
+    pub from: UnixTime,
+    pub to: UnixTime,
+    /// When the snapshot it counts up to was taken.
+    pub as_of: UnixTime,
+    /// Everyone covered, added up.
+    pub total: Seconds,
+    /// For a team: the total per member.
+    pub average: Option<Seconds>,
+    pub people: Vec<PersonTime>,
+}
+
+/// One person's time in status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PersonTime {
+    pub user: String,
+    pub current: Availability,
+    pub seconds: Seconds,
 }
 
 /// The time-in-status report over `[from, to)` (`to` no later than the snapshot): each
@@ -215,19 +335,13 @@ pub fn report(
     log: &[StatusInterval],
     from: UnixTime,
     to: UnixTime,
-) -> Value {
+) -> TimeInStatus {
     let to = to.min(snapshot.as_of);
-    let seconds = |m: &BTreeMap<Availability, i64>| -> Value {
+    let seconds = |m: &BTreeMap<Availability, i64>| -> Seconds {
         Availability::ALL
             .iter()
-            .map(|a| {
-                (
-                    a.as_str().to_string(),
-                    json!(m.get(a).copied().unwrap_or(0)),
-                )
-            })
-            .collect::<serde_json::Map<_, _>>()
-            .into()
+            .map(|a| (*a, m.get(a).copied().unwrap_or(0)))
+            .collect()
     };
     let mut total: BTreeMap<Availability, i64> = BTreeMap::new();
     let mut people = Vec::new();
@@ -243,29 +357,27 @@ pub fn report(
         for (a, s) in &mine {
             *total.entry(*a).or_insert(0) += s;
         }
-        people.push(json!({
-            "user": user,
-            "current": current.as_str(),
-            "seconds": seconds(&mine),
-        }));
+        people.push(PersonTime {
+            user: user.clone(),
+            current: *current,
+            seconds: seconds(&mine),
+        });
     }
-    let mut v = json!({
-        "from": from,
-        "to": to,
-        "as_of": snapshot.as_of,
-        "total": seconds(&total),
-        "people": people,
-    });
-    if let Some(u) = &snapshot.user {
-        v["user"] = json!(u);
-    }
-    if let Some(t) = &snapshot.team {
-        v["team"] = json!(t);
+    let average = snapshot.team.as_ref().map(|_| {
         let n = snapshot.people.len().max(1) as i64;
         let avg: BTreeMap<Availability, i64> = total.iter().map(|(a, s)| (*a, s / n)).collect();
-        v["average"] = seconds(&avg);
+        seconds(&avg)
+    });
+    TimeInStatus {
+        user: snapshot.user.clone(),
+        team: snapshot.team.clone(),
+        from,
+        to,
+        as_of: snapshot.as_of,
+        total: seconds(&total),
+        average,
+        people,
     }
-    v
 }
 
 pub struct PresenceService {
@@ -416,7 +528,7 @@ impl PresenceService {
         req: &Request,
         policy: &Policy,
         now: UnixTime,
-    ) -> Result<Result<Value, Pending>, ApiError> {
+    ) -> Result<Result<Answer, Pending>, PresenceError> {
         // A reload may have changed the default profile or added people.
         self.model
             .set_default_profile(spec(policy.default_profile()));
@@ -452,21 +564,25 @@ impl PresenceService {
         req: &Request,
         policy: &Policy,
         now: UnixTime,
-    ) -> Result<Result<Value, Pending>, ApiError> {
-        let known = |user: &str| -> Result<(), ApiError> {
+    ) -> Result<Result<Answer, Pending>, PresenceError> {
+        let known = |user: &str| -> Result<(), PresenceError> {
             match policy.user(user) {
                 Some(_) => Ok(()),
-                None => Err(ApiError::new(
-                    404,
+                None => Err(PresenceError::new(
+                    ErrorKind::NotFound,
                     Some("user"),
                     format!("no user {user:?}"),
                 )),
             }
         };
-        let own = |user: &str, refusal: &str| -> Result<(), ApiError> {
+        let own = |user: &str, refusal: &str| -> Result<(), PresenceError> {
             known(user)?;
             if !req.admin && req.who != user {
-                return Err(ApiError::new(403, Some("user"), refusal));
+                return Err(PresenceError::new(
+                    ErrorKind::Forbidden,
+                    Some("user"),
+                    refusal,
+                ));
             }
             Ok(())
         };
@@ -480,24 +596,24 @@ impl PresenceService {
         match &req.command {
             // A stored row of someone no longer in the policy is not shown.
             Command::List => {
-                let people: Vec<Value> = self
+                let people = self
                     .model
                     .people()
                     .filter(|(u, _)| policy.user(u).is_some())
-                    .map(|(u, _)| self.view(u, policy))
+                    .map(|(u, p)| self.view_of(u, p, policy))
                     .collect();
-                Ok(Ok(json!({ "people": people })))
+                Ok(Ok(Answer::People(people)))
             }
             Command::Get { user } => {
                 known(user)?;
-                if self.model.get(user).is_none() {
-                    return Err(ApiError::new(
-                        404,
+                match self.view(user, policy) {
+                    Some(v) => Ok(Ok(Answer::Person(v))),
+                    None => Err(PresenceError::new(
+                        ErrorKind::NotFound,
                         Some("user"),
                         format!("no user {user:?}"),
-                    ));
+                    )),
                 }
-                Ok(Ok(self.view(user, policy)))
             }
             Command::SetStatus {
                 user,
@@ -507,7 +623,7 @@ impl PresenceService {
             } => {
                 own(user, OWN_PRESENCE)?;
                 let a = Availability::parse(status).ok_or_else(|| {
-                    ApiError::new(400, Some("status"), format!("unknown status {status:?}: use available, away, busy, dnd, custom, unavailable, on_break or after_call_work"))
+                    PresenceError::new(ErrorKind::Invalid, Some("status"), format!("unknown status {status:?}: use available, away, busy, dnd, custom, unavailable, on_break or after_call_work"))
                 })?;
                 let before = self.before(user)?;
                 let c = self
@@ -533,7 +649,11 @@ impl PresenceService {
             } => {
                 own(user, OWN_PRESENCE)?;
                 let p = self.profiles.find(policy, user, profile).ok_or_else(|| {
-                    ApiError::new(400, Some("profile"), format!("no profile {profile:?}"))
+                    PresenceError::new(
+                        ErrorKind::Invalid,
+                        Some("profile"),
+                        format!("no profile {profile:?}"),
+                    )
                 })?;
                 let before = self.before(user)?;
                 let mut spec = spec(&p.profile);
@@ -553,33 +673,45 @@ impl PresenceService {
             }
             Command::Profiles { user: None } => {
                 let d = &policy.default_profile().id;
-                let list: Vec<Value> = policy
+                let profiles = policy
                     .profiles()
                     .into_iter()
-                    .map(|p| profile_json(p, Origin::Policy, p.id == *d))
+                    .map(|p| ProfileView {
+                        profile: p.clone(),
+                        origin: Origin::Policy,
+                        default: p.id == *d,
+                        active: None,
+                    })
                     .collect();
-                Ok(Ok(json!({ "profiles": list })))
+                Ok(Ok(Answer::Profiles {
+                    user: None,
+                    profiles,
+                }))
             }
             Command::Profiles { user: Some(user) } => {
                 own(user, SEE_PROFILES)?;
                 let d = &policy.default_profile().id;
                 let active = self.model.get(user).map(|p| p.profile.id.clone());
-                let list: Vec<Value> = self
+                let profiles = self
                     .profiles
                     .profiles(policy, user)
-                    .iter()
-                    .map(|e| {
-                        let mut v = profile_json(&e.profile, e.origin, e.profile.id == *d);
-                        v["active"] = json!(active.as_deref() == Some(e.profile.id.as_str()));
-                        v
+                    .into_iter()
+                    .map(|e| ProfileView {
+                        default: e.profile.id == *d,
+                        active: Some(active.as_deref() == Some(e.profile.id.as_str())),
+                        profile: e.profile,
+                        origin: e.origin,
                     })
                     .collect();
-                Ok(Ok(json!({ "user": user, "profiles": list })))
+                Ok(Ok(Answer::Profiles {
+                    user: Some(user.clone()),
+                    profiles,
+                }))
             }
             Command::Profile { user, profile } => {
                 own(user, SEE_PROFILES)?;
                 let e = self.find_profile(policy, user, profile)?;
-                Ok(Ok(self.profile_view(&e, policy)))
+                Ok(Ok(Answer::Profile(self.profile_view(&e, policy))))
             }
             Command::CreateProfile { user, id, draft } => {
                 own(user, OWN_PROFILES)?;
@@ -605,8 +737,8 @@ impl PresenceService {
                     ReportSubject::User(u) => {
                         known(u)?;
                         if !req.admin && req.who != *u {
-                            return Err(ApiError::new(
-                                403,
+                            return Err(PresenceError::new(
+                                ErrorKind::Forbidden,
                                 Some("user"),
                                 "a person may see only their own report; others' and teams' need the admin token",
                             ));
@@ -615,11 +747,15 @@ impl PresenceService {
                     }
                     ReportSubject::Team(t) => {
                         let team = policy.team(t).ok_or_else(|| {
-                            ApiError::new(404, Some("team"), format!("no team {t:?}"))
+                            PresenceError::new(
+                                ErrorKind::NotFound,
+                                Some("team"),
+                                format!("no team {t:?}"),
+                            )
                         })?;
                         if !req.admin {
-                            return Err(ApiError::new(
-                                403,
+                            return Err(PresenceError::new(
+                                ErrorKind::Forbidden,
                                 Some("team"),
                                 "team reports need the admin token",
                             ));
@@ -644,7 +780,7 @@ impl PresenceService {
                 // Answered after the store has taken every earlier change (an empty write
                 // waits for them), so the log read next holds every closed interval.
                 Ok(Err(Pending {
-                    answer: serde_json::to_value(&snapshot).unwrap_or_default(),
+                    answer: Answer::Report(snapshot),
                     writes: Vec::new(),
                     before: Undo::default(),
                 }))
@@ -652,10 +788,15 @@ impl PresenceService {
         }
     }
 
-    fn find_profile(&self, policy: &Policy, user: &str, key: &str) -> Result<Effective, ApiError> {
+    fn find_profile(
+        &self,
+        policy: &Policy,
+        user: &str,
+        key: &str,
+    ) -> Result<Effective, PresenceError> {
         self.profiles.find(policy, user, key).ok_or_else(|| {
-            ApiError::new(
-                404,
+            PresenceError::new(
+                ErrorKind::NotFound,
                 Some("profile"),
                 format!("{user} has no profile {key:?}"),
             )
@@ -672,7 +813,7 @@ impl PresenceService {
         user: &str,
         caller_id_set_by_person: bool,
         policy: &Policy,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), PresenceError> {
         if let (Some(c), true) = (&p.caller_id, caller_id_set_by_person) {
             let u = policy.user(user);
             let mut theirs = u
@@ -681,8 +822,8 @@ impl PresenceService {
                 .chain(u.into_iter().flat_map(|u| u.profile_caller_ids.values()))
                 .chain(policy.profile(&p.id).and_then(|b| b.caller_id.as_ref()));
             if !theirs.any(|n| n == c) {
-                return Err(ApiError::new(
-                    403,
+                return Err(PresenceError::new(
+                    ErrorKind::Forbidden,
                     Some("caller_id"),
                     format!("{c} is not one of {user}'s numbers; the admin token may set any"),
                 ));
@@ -690,12 +831,12 @@ impl PresenceService {
         }
         if let IncomingHandling::SendTo(t) = &p.incoming {
             if let Some(m) = policy.target_problem(t) {
-                return Err(ApiError::new(400, Some("incoming"), m));
+                return Err(PresenceError::new(ErrorKind::Invalid, Some("incoming"), m));
             }
         }
         let set = self.profiles.profiles(policy, user);
         if let Some(m) = number_problem(p, set.iter().map(|e| &e.profile)) {
-            return Err(ApiError::new(400, Some("number"), m));
+            return Err(PresenceError::new(ErrorKind::Invalid, Some("number"), m));
         }
         Ok(())
     }
@@ -746,15 +887,15 @@ impl PresenceService {
         actor: &Actor,
         admin: bool,
         policy: &Policy,
-    ) -> Result<Pending, ApiError> {
+    ) -> Result<Pending, PresenceError> {
         let id = match id {
             Some(i) => i.trim().to_string(),
             None => {
                 let name = draft.name.as_deref().unwrap_or("");
                 let id = id_from_name(name);
                 if id.is_empty() {
-                    return Err(ApiError::new(
-                        400,
+                    return Err(PresenceError::new(
+                        ErrorKind::Invalid,
                         Some("name"),
                         "a new profile needs a name (its id is made from it) or an id",
                     ));
@@ -763,11 +904,11 @@ impl PresenceService {
             }
         };
         if let Some(m) = id_problem(&id) {
-            return Err(ApiError::new(400, Some("id"), m));
+            return Err(PresenceError::new(ErrorKind::Invalid, Some("id"), m));
         }
         if self.profiles.profile(policy, user, &id).is_some() {
-            return Err(ApiError::new(
-                409,
+            return Err(PresenceError::new(
+                ErrorKind::Conflict,
                 Some("id"),
                 format!("{user} already has a profile {id:?}; change it instead"),
             ));
@@ -781,8 +922,13 @@ impl PresenceService {
                 .profiles(policy, user)
                 .into_iter()
                 .map(|e| e.profile.number);
-            let n = next_free_number(taken)
-                .ok_or_else(|| ApiError::new(409, Some("number"), "no profile number is free"))?;
+            let n = next_free_number(taken).ok_or_else(|| {
+                PresenceError::new(
+                    ErrorKind::Conflict,
+                    Some("number"),
+                    "no profile number is free",
+                )
+            })?;
             draft.number = Some(i64::from(n));
         }
         let p = build(&id, &draft, base)?;
@@ -798,7 +944,7 @@ impl PresenceService {
         actor: &Actor,
         admin: bool,
         policy: &Policy,
-    ) -> Result<Pending, ApiError> {
+    ) -> Result<Pending, PresenceError> {
         let cur = self.find_profile(policy, user, key)?;
         let id = cur.profile.id.clone();
         if id == policy.default_profile().id
@@ -806,8 +952,8 @@ impl PresenceService {
                 .number
                 .is_some_and(|n| n != i64::from(cur.profile.number))
         {
-            return Err(ApiError::new(
-                400,
+            return Err(PresenceError::new(
+                ErrorKind::Invalid,
                 Some("number"),
                 format!(
                     "the default profile keeps its number {}",
@@ -836,7 +982,7 @@ impl PresenceService {
         what: &'static str,
         actor: &Actor,
         policy: &Policy,
-    ) -> Result<Pending, ApiError> {
+    ) -> Result<Pending, PresenceError> {
         let mut undo = Undo::default();
         let mut writes = Vec::new();
         self.put_entry(
@@ -850,7 +996,7 @@ impl PresenceService {
         log_profile(what, user, p, actor);
         let e = self.find_profile(policy, user, id)?;
         Ok(Pending {
-            answer: self.profile_view(&e, policy),
+            answer: Answer::Profile(self.profile_view(&e, policy)),
             writes,
             before: undo,
         })
@@ -863,12 +1009,14 @@ impl PresenceService {
         actor: Actor,
         policy: &Policy,
         now: UnixTime,
-    ) -> Result<Pending, ApiError> {
+    ) -> Result<Pending, PresenceError> {
         let cur = self.find_profile(policy, user, key)?;
+        // Before anything changes: the person as they are.
+        let before = self.before(user)?;
         let id = cur.profile.id.clone();
         if id == policy.default_profile().id {
-            return Err(ApiError::new(
-                409,
+            return Err(PresenceError::new(
+                ErrorKind::Conflict,
                 Some("profile"),
                 "the default profile cannot be removed",
             ));
@@ -880,8 +1028,7 @@ impl PresenceService {
         let entry = policy.profile(&id).map(|_| Entry::Removed);
         self.put_entry(user, &id, entry, &mut undo, &mut writes, policy);
         log_profile("profile removed", user, &cur.profile, &actor);
-        if self.model.get(user).is_some_and(|p| p.profile.id == id) {
-            let before = self.before(user)?;
+        let presence = if before.1.profile.id == id {
             let c = self
                 .model
                 .return_to_default(user, actor, now)
@@ -889,34 +1036,47 @@ impl PresenceService {
             log_change(&c);
             writes.extend(rows(&c));
             undo.people.push(before);
-        }
+            c.presence
+        } else {
+            before.1
+        };
         Ok(Pending {
-            answer: json!({ "removed": removed, "presence": self.view(user, policy) }),
+            answer: Answer::Removed {
+                removed,
+                presence: self.view_of(user, &presence, policy),
+            },
             writes,
             before: undo,
         })
     }
 
-    fn profile_view(&self, e: &Effective, policy: &Policy) -> Value {
-        profile_json(
-            &e.profile,
-            e.origin,
-            e.profile.id == policy.default_profile().id,
-        )
+    fn profile_view(&self, e: &Effective, policy: &Policy) -> ProfileView {
+        ProfileView {
+            profile: e.profile.clone(),
+            origin: e.origin,
+            default: e.profile.id == policy.default_profile().id,
+            active: None,
+        }
     }
 
-    fn before(&self, user: &str) -> Result<(String, PersonPresence), ApiError> {
+    fn before(&self, user: &str) -> Result<(String, PersonPresence), PresenceError> {
         self.model
             .get(user)
             .cloned()
             .map(|p| (user.to_string(), p))
-            .ok_or_else(|| ApiError::new(404, Some("user"), format!("no user {user:?}")))
+            .ok_or_else(|| {
+                PresenceError::new(
+                    ErrorKind::NotFound,
+                    Some("user"),
+                    format!("no user {user:?}"),
+                )
+            })
     }
 
     fn pending(&self, c: Changed, before: (String, PersonPresence), policy: &Policy) -> Pending {
         log_change(&c);
         Pending {
-            answer: self.view(&c.person, policy),
+            answer: Answer::Person(self.view_of(&c.person, &c.presence, policy)),
             writes: rows(&c),
             before: Undo {
                 people: vec![before],
@@ -949,29 +1109,30 @@ impl PresenceService {
         self.unsaved.extend(undo.unsaved);
     }
 
-    /// A person as colleagues see them.
-    pub fn view(&self, user: &str, policy: &Policy) -> Value {
-        let Some(p) = self.model.get(user) else {
-            return Value::Null;
-        };
+    /// A person as colleagues see them (None: nobody of that name).
+    pub fn view(&self, user: &str, policy: &Policy) -> Option<PresenceView> {
+        self.model.get(user).map(|p| self.view_of(user, p, policy))
+    }
+
+    /// A person in presence `p`, as colleagues see them.
+    fn view_of(&self, user: &str, p: &PersonPresence, policy: &Policy) -> PresenceView {
         let profile = self.profiles.profile(policy, user, &p.profile.id);
-        json!({
-            "user": user,
-            "availability": p.availability.as_str(),
-            "colour": p.availability.colour(),
-            "message": p.message(),
-            "custom_text": p.custom_text,
-            "status_until": p.status_end.as_ref().map(|e| e.at),
-            "profile": {
-                "id": p.profile.id,
-                "name": profile.as_ref().map(|x| x.profile.name.as_str()),
-                "number": profile.as_ref().map(|x| x.profile.number),
-                "since": p.profile.since,
-                "until": p.profile.until,
+        PresenceView {
+            user: user.to_string(),
+            availability: p.availability,
+            message: p.message().map(str::to_string),
+            custom_text: p.custom_text.clone(),
+            status_until: p.status_end.as_ref().map(|e| e.at),
+            status_since: p.status_since,
+            profile: ActiveProfileView {
+                id: p.profile.id.clone(),
+                name: profile.as_ref().map(|x| x.profile.name.clone()),
+                number: profile.as_ref().map(|x| x.profile.number),
+                since: p.profile.since,
+                until: p.profile.until,
             },
-            "call_status": self.model.call_status_for_colleagues(user),
-            "status_since": p.status_since,
-        })
+            call_status: self.model.call_status_for_colleagues(user),
+        }
     }
 
     /// A person as the planner sees them: status, active profile (their own version of it
@@ -1004,26 +1165,26 @@ impl PresenceService {
 }
 
 /// Builds a profile from API input; the first problem is the answer.
-fn build(id: &str, draft: &ProfileDraft, base: Option<&Profile>) -> Result<Profile, ApiError> {
+fn build(id: &str, draft: &ProfileDraft, base: Option<&Profile>) -> Result<Profile, PresenceError> {
     build_profile(id, draft, base).map_err(|problems| {
         let p = &problems[0];
-        ApiError::new(400, Some(p.field), p.message.clone())
+        PresenceError::new(ErrorKind::Invalid, Some(p.field), p.message.clone())
     })
 }
 
-fn model_error(e: PresenceError, field: &str) -> ApiError {
+fn model_error(e: ModelError, field: &str) -> PresenceError {
     let field = match e {
-        PresenceError::UnknownPerson(_) => "user",
-        PresenceError::CustomNeedsText => "text",
-        PresenceError::EndTimeInPast | PresenceError::EndTimeTooFar => "until",
+        ModelError::UnknownPerson(_) => "user",
+        ModelError::CustomNeedsText => "text",
+        ModelError::EndTimeInPast | ModelError::EndTimeTooFar => "until",
         _ => field,
     };
-    let status = if matches!(e, PresenceError::UnknownPerson(_)) {
-        404
+    let kind = if matches!(e, ModelError::UnknownPerson(_)) {
+        ErrorKind::NotFound
     } else {
-        400
+        ErrorKind::Invalid
     };
-    ApiError::new(status, Some(field), e.to_string())
+    PresenceError::new(kind, Some(field), e.to_string())
 }
 
 /// The row of a person's presence.
@@ -1108,15 +1269,31 @@ mod tests {
     }
 
     /// Runs a command that changes something; returns the answer (as if stored).
-    fn change(s: &mut PresenceService, p: &Policy, who: &str, c: Command, now: i64) -> Value {
+    fn change(s: &mut PresenceService, p: &Policy, who: &str, c: Command, now: i64) -> Answer {
         match s.handle(&req(who, c), p, now) {
             Ok(Err(pending)) => pending.answer,
-            Ok(Ok(v)) => panic!("a read: {v}"),
+            Ok(Ok(v)) => panic!("a read: {v:?}"),
             Err(e) => panic!("refused: {e:?}"),
         }
     }
 
-    fn refused(s: &mut PresenceService, p: &Policy, who: &str, c: Command) -> ApiError {
+    /// The person an answer shows.
+    fn person(a: Answer) -> PresenceView {
+        match a {
+            Answer::Person(v) => v,
+            other => panic!("not a person: {other:?}"),
+        }
+    }
+
+    /// The profile an answer shows.
+    fn profile(a: Answer) -> ProfileView {
+        match a {
+            Answer::Profile(v) => v,
+            other => panic!("not a profile: {other:?}"),
+        }
+    }
+
+    fn refused(s: &mut PresenceService, p: &Policy, who: &str, c: Command) -> PresenceError {
         match s.handle(&req(who, c), p, 10) {
             Err(e) => e,
             Ok(_) => panic!("accepted"),
@@ -1142,23 +1319,26 @@ mod tests {
     fn profiles_are_created_numbered_renamed_and_removed_per_person() {
         let p = policy();
         let mut s = service(&p);
-        let v = change(&mut s, &p, "alice", create("Focus time", None), 1);
+        let v = profile(change(&mut s, &p, "alice", create("Focus time", None), 1));
         assert_eq!(
-            (v["id"].as_str(), v["number"].as_i64()),
-            (Some("focus_time"), Some(11))
+            (v.profile.id.as_str(), v.profile.number),
+            ("focus_time", 11)
         );
-        assert_eq!(v["origin"], "own");
-        let v = change(&mut s, &p, "alice", create("Deep work", None), 2);
-        assert_eq!(v["number"], 12, "the lowest free number");
+        assert_eq!(v.origin, Origin::Own);
+        let v = profile(change(&mut s, &p, "alice", create("Deep work", None), 2));
+        assert_eq!(v.profile.number, 12, "the lowest free number");
         // The id exists; the number is taken; 1-10 are the defaults'.
         assert_eq!(
-            refused(&mut s, &p, "alice", create("Focus time", None)).status,
-            409
+            refused(&mut s, &p, "alice", create("Focus time", None)).kind,
+            ErrorKind::Conflict
         );
         let e = refused(&mut s, &p, "alice", create("Other", Some(12)));
-        assert_eq!((e.status, e.field.as_deref()), (400, Some("number")));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::Invalid, Some("number"))
+        );
         let e = refused(&mut s, &p, "alice", create("Other", Some(3)));
-        assert!(e.error.contains("default profile \"Meeting\""), "{e:?}");
+        assert!(e.message.contains("default profile \"Meeting\""), "{e:?}");
         // Bob does not see alice's profiles, and may not touch them.
         let v = s
             .handle(
@@ -1173,7 +1353,10 @@ mod tests {
             )
             .unwrap()
             .unwrap();
-        assert_eq!(v["profiles"].as_array().unwrap().len(), 10);
+        let Answer::Profiles { profiles, .. } = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(profiles.len(), 10);
         let e = refused(
             &mut s,
             &p,
@@ -1183,9 +1366,12 @@ mod tests {
                 profile: "focus_time".into(),
             },
         );
-        assert_eq!((e.status, e.field.as_deref()), (403, Some("user")));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::Forbidden, Some("user"))
+        );
         // Rename alice's Lunch: hers only.
-        let v = change(
+        let v = profile(change(
             &mut s,
             &p,
             "alice",
@@ -1198,12 +1384,16 @@ mod tests {
                 },
             },
             4,
+        ));
+        assert_eq!(
+            (v.profile.name.as_str(), v.origin),
+            ("Fika", Origin::Changed)
         );
         assert_eq!(
-            (v["name"].as_str(), v["origin"].as_str()),
-            (Some("Fika"), Some("changed"))
+            v.profile.message.as_deref(),
+            Some("At lunch"),
+            "what was not changed stays"
         );
-        assert_eq!(v["message"], "At lunch", "what was not changed stays");
         assert_eq!(
             s.overlay()
                 .profile(&p, "bob", "lunch")
@@ -1222,7 +1412,10 @@ mod tests {
                 profile: "available".into(),
             },
         );
-        assert_eq!((e.status, e.field.as_deref()), (409, Some("profile")));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::Conflict, Some("profile"))
+        );
         // Removing a policy profile hides it from her.
         change(
             &mut s,
@@ -1245,7 +1438,10 @@ mod tests {
                 message: None,
             },
         );
-        assert_eq!((e.status, e.field.as_deref()), (400, Some("profile")));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::Invalid, Some("profile"))
+        );
     }
 
     #[test]
@@ -1253,7 +1449,7 @@ mod tests {
         let p = policy();
         let mut s = service(&p);
         change(&mut s, &p, "alice", create("Focus", None), 1);
-        let v = change(
+        let v = person(change(
             &mut s,
             &p,
             "alice",
@@ -1264,9 +1460,9 @@ mod tests {
                 message: None,
             },
             2,
-        );
-        assert_eq!(v["profile"]["name"], "Focus");
-        assert_eq!(v["availability"], "dnd");
+        ));
+        assert_eq!(v.profile.name.as_deref(), Some("Focus"));
+        assert_eq!(v.availability, Availability::DoNotDisturb);
         let r = s
             .handle(
                 &req(
@@ -1281,7 +1477,10 @@ mod tests {
             )
             .unwrap()
             .unwrap_err();
-        assert_eq!(r.answer["presence"]["profile"]["id"], "available");
+        let Answer::Removed { presence, .. } = &r.answer else {
+            panic!("{:?}", r.answer)
+        };
+        assert_eq!(presence.profile.id, "available");
         let tables: Vec<_> = r.writes.iter().map(|w| w.table).collect();
         assert_eq!(tables, [PROFILES, PRESENCE, STATUS_LOG]);
         // The store refused: all back as it was.
@@ -1331,7 +1530,11 @@ mod tests {
         ];
         for (draft, field) in cases {
             let e = refused(&mut s, &p, "alice", bad(draft));
-            assert_eq!((e.status, e.field.as_deref()), (400, Some(field)), "{e:?}");
+            assert_eq!(
+                (e.kind, e.field.as_deref()),
+                (ErrorKind::Invalid, Some(field)),
+                "{e:?}"
+            );
         }
         let e = refused(
             &mut s,
@@ -1373,7 +1576,10 @@ mod tests {
             assert!(s.handle(&with("alice", number), &p, 1).is_ok(), "{number}");
         }
         let e = s.handle(&with("alice", "+15550100"), &p, 1).unwrap_err();
-        assert_eq!((e.status, e.field.as_deref()), (403, Some("caller_id")));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::Forbidden, Some("caller_id"))
+        );
         assert!(s.handle(&with("admin", "+15550100"), &p, 1).is_ok());
         // What the admin set stays when she changes something else.
         let rename = req(
@@ -1387,8 +1593,8 @@ mod tests {
                 },
             },
         );
-        let v = s.handle(&rename, &p, 2).unwrap().unwrap_err().answer;
-        assert_eq!(v["caller_id"], "+15550100");
+        let v = profile(s.handle(&rename, &p, 2).unwrap().unwrap_err().answer);
+        assert_eq!(v.profile.caller_id.as_deref(), Some("+15550100"));
     }
 
     #[test]
@@ -1592,19 +1798,28 @@ mod tests {
                 .unwrap()
                 .unwrap_err();
             assert!(r.writes.is_empty());
-            serde_json::from_value::<ReportSnapshot>(r.answer).unwrap()
+            match r.answer {
+                Answer::Report(snapshot) => snapshot,
+                other => panic!("{other:?}"),
+            }
         };
         let alice = snap("alice", ReportSubject::User("alice".into()), &mut s);
         let v = report(&alice, &log, 0, 10_000);
-        assert_eq!(v["to"], 200, "no later than the snapshot");
-        assert_eq!(v["total"]["available"], 100 + 40);
-        assert_eq!(v["total"]["away"], 60);
+        assert_eq!(v.to, 200, "no later than the snapshot");
+        assert_eq!(v.total[&Availability::Available], 100 + 40);
+        assert_eq!(v.total[&Availability::Away], 60);
+        assert_eq!(
+            v.total[&Availability::Busy],
+            0,
+            "every status, also those not held"
+        );
+        assert_eq!(v.average, None, "for a team only");
         let team = snap("admin", ReportSubject::Team("support".into()), &mut s);
         let v = report(&team, &log, 120, 200);
-        assert_eq!(v["total"]["away"], 40);
-        assert_eq!(v["total"]["dnd"], 80);
-        assert_eq!(v["average"]["dnd"], 40);
-        assert_eq!(v["people"].as_array().unwrap().len(), 2);
+        assert_eq!(v.total[&Availability::Away], 40);
+        assert_eq!(v.total[&Availability::DoNotDisturb], 80);
+        assert_eq!(v.average.unwrap()[&Availability::DoNotDisturb], 40);
+        assert_eq!(v.people.len(), 2);
         // An interval stored after the snapshot is not counted twice.
         let mut later = log.clone();
         later.push(StatusInterval {
@@ -1613,13 +1828,19 @@ mod tests {
             from: 50,
             to: 190,
         });
-        assert_eq!(report(&team, &later, 120, 200)["total"]["dnd"], 80);
+        assert_eq!(
+            report(&team, &later, 120, 200).total[&Availability::DoNotDisturb],
+            80
+        );
         for (who, subject, field) in [
             ("bob", ReportSubject::User("alice".into()), "user"),
             ("alice", ReportSubject::Team("support".into()), "team"),
         ] {
             let e = refused(&mut s, &p, who, Command::Report { subject });
-            assert_eq!((e.status, e.field.as_deref()), (403, Some(field)));
+            assert_eq!(
+                (e.kind, e.field.as_deref()),
+                (ErrorKind::Forbidden, Some(field))
+            );
         }
         let e = refused(
             &mut s,
@@ -1629,7 +1850,10 @@ mod tests {
                 subject: ReportSubject::Team("sales".into()),
             },
         );
-        assert_eq!((e.status, e.field.as_deref()), (404, Some("team")));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::NotFound, Some("team"))
+        );
     }
 
     #[test]
@@ -1654,24 +1878,34 @@ mod tests {
             },
             1,
         );
-        let v = change(
+        let v = person(change(
             &mut s,
             &p,
             "alice",
             status("custom", "Out to lunch at the pub"),
             2,
-        );
-        assert_eq!(v["message"], "Out to lunch at the pub", "{v}");
-        assert_eq!(v["custom_text"], "Out to lunch at the pub");
-        change(&mut s, &p, "alice", status("dnd", "Focus"), 3);
-        let v = change(&mut s, &p, "alice", status("custom", "Gone fishing"), 4);
+        ));
         assert_eq!(
-            (v["message"].as_str(), v["custom_text"].as_str()),
-            (Some("Gone fishing"), Some("Gone fishing")),
-            "{v}"
+            v.message.as_deref(),
+            Some("Out to lunch at the pub"),
+            "{v:?}"
         );
-        let v = s.view("alice", &p);
-        assert_eq!(v["message"], "Gone fishing");
+        assert_eq!(v.custom_text.as_deref(), Some("Out to lunch at the pub"));
+        change(&mut s, &p, "alice", status("dnd", "Focus"), 3);
+        let v = person(change(
+            &mut s,
+            &p,
+            "alice",
+            status("custom", "Gone fishing"),
+            4,
+        ));
+        assert_eq!(
+            (v.message.as_deref(), v.custom_text.as_deref()),
+            (Some("Gone fishing"), Some("Gone fishing")),
+            "{v:?}"
+        );
+        let v = s.view("alice", &p).unwrap();
+        assert_eq!(v.message.as_deref(), Some("Gone fishing"));
     }
 
     #[test]
@@ -1702,7 +1936,11 @@ mod tests {
             .unwrap_err();
         let keys: Vec<&str> = r.writes.iter().map(|w| w.key.as_str()).collect();
         assert_eq!(keys, ["carol"]);
-        assert_eq!(r.answer["people"].as_array().unwrap().len(), 3);
+        assert!(
+            matches!(&r.answer, Answer::People(people) if people.len() == 3),
+            "{:?}",
+            r.answer
+        );
         // Not stored after all: still owed, with the next write.
         again.rollback(r.before);
         let w = again.expire(6001);
@@ -1742,36 +1980,39 @@ mod tests {
             },
             100,
         );
-        let v = change(
+        let v = person(change(
             &mut s,
             &p,
             "alice",
             message("alice", Some("Back at 3")),
             200,
-        );
+        ));
         assert_eq!(
-            (v["message"].as_str(), v["status_until"].as_i64()),
+            (v.message.as_deref(), v.status_until),
             (Some("Back at 3"), Some(900)),
-            "{v}"
+            "{v:?}"
         );
         assert_eq!(
-            (v["availability"].as_str(), v["status_since"].as_i64()),
-            (Some("dnd"), Some(100))
+            (v.availability, v.status_since),
+            (Availability::DoNotDisturb, 100)
         );
-        let v = change(&mut s, &p, "alice", message("alice", Some("")), 300);
-        assert_eq!(v["message"], Value::Null);
+        let v = person(change(&mut s, &p, "alice", message("alice", Some("")), 300));
+        assert_eq!(v.message, None);
         change(&mut s, &p, "alice", message("alice", Some("x")), 301);
-        let v = change(&mut s, &p, "alice", message("alice", None), 302);
-        assert_eq!(
-            (v["message"].clone(), v["status_until"].as_i64()),
-            (Value::Null, Some(900))
-        );
+        let v = person(change(&mut s, &p, "alice", message("alice", None), 302));
+        assert_eq!((v.message, v.status_until), (None, Some(900)));
         // Same rules as a status: one's own only; not too long.
         let e = refused(&mut s, &p, "bob", message("alice", Some("hi")));
-        assert_eq!((e.status, e.field.as_deref()), (403, Some("user")));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::Forbidden, Some("user"))
+        );
         let long = "x".repeat(201);
         let e = refused(&mut s, &p, "alice", message("alice", Some(&long)));
-        assert_eq!((e.status, e.field.as_deref()), (400, Some("message")));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::Invalid, Some("message"))
+        );
         assert!(s
             .handle(&req("admin", message("bob", Some("Out"))), &p, 400)
             .is_ok());
@@ -1932,15 +2173,16 @@ mod tests {
             .handle(&req("alice", Command::List), &p, 20)
             .unwrap()
             .unwrap();
-        let who: Vec<&str> = v["people"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["user"].as_str().unwrap())
-            .collect();
+        let Answer::People(people) = v else {
+            panic!("{v:?}")
+        };
+        let who: Vec<&str> = people.iter().map(|p| p.user.as_str()).collect();
         assert_eq!(who, ["alice", "bob"]);
         let e = refused(&mut s, &p, "admin", Command::Get { user: "zed".into() });
-        assert_eq!((e.status, e.field.as_deref()), (404, Some("user")));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::NotFound, Some("user"))
+        );
     }
 
     #[test]
@@ -1953,10 +2195,16 @@ mod tests {
             until,
             message: None,
         };
-        let v = change(&mut s, &p, "alice", lunch(None), 100);
-        assert_eq!(v["profile"]["until"], 100 + 3600, "its standard length");
-        let v = change(&mut s, &p, "alice", lunch(Some(ProfileEnd::Never)), 200);
-        assert_eq!(v["profile"]["until"], Value::Null, "{v}");
+        let v = person(change(&mut s, &p, "alice", lunch(None), 100));
+        assert_eq!(v.profile.until, Some(100 + 3600), "its standard length");
+        let v = person(change(
+            &mut s,
+            &p,
+            "alice",
+            lunch(Some(ProfileEnd::Never)),
+            200,
+        ));
+        assert_eq!(v.profile.until, None, "{v:?}");
         assert_eq!(s.next_end(), None);
         let e = refused(
             &mut s,
@@ -1964,7 +2212,10 @@ mod tests {
             "alice",
             lunch(Some(ProfileEnd::At(10 + MAX_END_AHEAD + 1))),
         );
-        assert_eq!((e.status, e.field.as_deref()), (400, Some("until")));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::Invalid, Some("until"))
+        );
     }
 
     #[test]
@@ -2013,13 +2264,17 @@ mod tests {
             text: None,
             until,
         };
-        let v = change(&mut s, &p, "alice", set(Some(500)), 100);
-        assert_eq!(v["status_until"], 500);
+        let v = person(change(&mut s, &p, "alice", set(Some(500)), 100));
+        assert_eq!(v.status_until, Some(500));
         let e = refused(&mut s, &p, "alice", set(Some(5)));
-        assert_eq!((e.status, e.field.as_deref()), (400, Some("until")));
+        assert_eq!(
+            (e.kind, e.field.as_deref()),
+            (ErrorKind::Invalid, Some("until"))
+        );
         let w = s.expire(500);
         assert_eq!(w[0].table, PRESENCE);
-        assert_eq!(s.view("alice", &p)["availability"], "available");
-        assert_eq!(s.view("alice", &p)["status_until"], Value::Null);
+        let v = s.view("alice", &p).unwrap();
+        assert_eq!(v.availability, Availability::Available);
+        assert_eq!(v.status_until, None);
     }
 }

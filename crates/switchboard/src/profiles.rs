@@ -14,7 +14,6 @@
 //! ([`switchboard_policy::profile`]) when they are made and whenever they are read.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use switchboard_policy::{build_profile, IncomingHandling, Policy, Profile, ProfileDraft};
 use switchboard_store::tables::{profile_key, PROFILES};
@@ -183,32 +182,6 @@ pub fn incoming_text(i: &IncomingHandling) -> String {
         IncomingHandling::Reject { .. } => "reject".into(),
         IncomingHandling::SendTo(t) => format!("send_to:{t}"),
     }
-}
-
-/// A profile as the API shows it.
-pub fn profile_json(p: &Profile, origin: Origin, is_default: bool) -> Value {
-    let mut v = json!({
-        "id": p.id,
-        "number": p.number,
-        "name": p.name,
-        "availability": p.availability.as_str(),
-        "shows_call_status": p.shows_call_status,
-        "message": p.message,
-        "caller_id": p.caller_id,
-        "incoming": incoming_text(&p.incoming),
-        "standard_length": p.standard_length,
-        "origin": origin,
-        "default": is_default,
-    });
-    match &p.incoming {
-        IncomingHandling::RingDevices(d) => v["devices"] = json!(d),
-        IncomingHandling::Reject { code, reason } => {
-            v["reject_code"] = json!(code);
-            v["reject_reason"] = json!(reason);
-        }
-        _ => {}
-    }
-    v
 }
 
 #[cfg(test)]

@@ -298,7 +298,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 Output::Hold { peer, until } => transports.hold(peer, until),
                 Output::Reply { id, reply } => {
                     if let Some(tx) = replies.remove(&id) {
-                        let _ = tx.send(reply);
+                        let _ = tx.send(*reply);
                     }
                 }
                 Output::Persist { token, writes } => {

@@ -4,6 +4,7 @@
 
 use crate::core::{Core, CoreConfig, Input, Now, Output};
 use crate::directory::{PolicyDirectory, Snapshot};
+use crate::presence_service::{Answer, ErrorKind};
 use crate::routing::RoutingConfig;
 use crate::watchers::WatchersConfig;
 use std::net::SocketAddr;
@@ -142,8 +143,8 @@ pub(crate) struct T {
     inputs: Vec<(Input, Now)>,
     /// Every output of the core, as `Debug` prints it, in order.
     pub outputs: Vec<String>,
-    /// The API answers received: (id, status, body).
-    pub replies: Vec<(u64, Result<serde_json::Value, u16>)>,
+    /// The API answers received: (id, the answer or the kind of refusal).
+    pub replies: Vec<(u64, Result<Answer, ErrorKind>)>,
 }
 
 pub(crate) fn addr(s: &str) -> SocketAddr {
@@ -241,7 +242,9 @@ impl T {
                     self.persisted.extend(writes);
                     self.feed(Input::Persisted { token, ok: true });
                 }
-                Output::Reply { id, reply } => self.replies.push((id, reply.map_err(|e| e.status))),
+                Output::Reply { id, reply } => {
+                    self.replies.push((id, (*reply).map_err(|e| e.kind)))
+                }
                 Output::Hold { peer, until } => self.holds.push((peer, until)),
             }
         }

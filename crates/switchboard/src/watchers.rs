@@ -12,7 +12,7 @@
 //! answered, like the API's.
 
 use crate::core::{Core, Now};
-use crate::presence_service::{self, Command};
+use crate::presence_service::{self, Command, ErrorKind};
 use std::collections::HashMap;
 use switchboard_presence::model::{Availability, CallStatus, Interface};
 use switchboard_sip::auth::Role;
@@ -739,7 +739,7 @@ impl Core {
             Ok(Err(pending)) => self.persist_unacknowledged(pending.writes),
             Ok(Ok(_)) => {}
             Err(e) => {
-                tracing::info!(user = %p.person, error = %e.error, "published status not withdrawn")
+                tracing::info!(user = %p.person, error = %e.message, "published status not withdrawn")
             }
         }
     }
@@ -857,16 +857,18 @@ impl Core {
             .handle(&request, directory.policy(), now.unix as i64)
         {
             Err(e) => {
-                // A profile number nobody has is "not found" to a phone.
-                let code = if e.status == 404 || e.field.as_deref() == Some("profile") {
-                    404
-                } else {
-                    400
+                let code = match e.kind {
+                    ErrorKind::NotFound => 404,
+                    // A profile number nobody has is "not found" to a phone.
+                    _ if e.field.as_deref() == Some("profile") => 404,
+                    // A phone changes only its own person's presence and makes no profiles:
+                    // anything else it is refused is a request it should not have sent.
+                    ErrorKind::Invalid
+                    | ErrorKind::Forbidden
+                    | ErrorKind::Conflict
+                    | ErrorKind::Unavailable => 400,
                 };
-                let why = match &e.field {
-                    Some(f) => format!("{f}: {}", e.error),
-                    None => e.error.clone(),
-                };
+                let why = e.to_string();
                 self.reply_to(tx, req, code, vec![message::warning(&why)], now);
             }
             Ok(Ok(_)) => self.respond(tx, ok, now),

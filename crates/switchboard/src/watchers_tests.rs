@@ -1,7 +1,7 @@
 //! Presence over SIP through the whole core with a virtual clock: subscriptions to dialog
 //! and presence state, NOTIFY on every change, PUBLISH, feature codes.
 
-use crate::presence_service::{Command, Request};
+use crate::presence_service::{Command, ErrorKind, Request};
 use crate::test_harness::*;
 use std::net::SocketAddr;
 use switchboard_presence::model::{Availability, Interface};
@@ -450,8 +450,8 @@ fn changes_of_one_person_are_stored_one_after_another() {
     // The second waits for the first: one write on its way.
     assert_eq!(t.held_len(), 1);
     t.release(false);
-    // The first failed (503) and was undone; the second goes ahead on the undone state.
-    assert_eq!(t.replies[0], (1, Err(503)));
+    // The first could not be stored (unavailable) and was undone; the second goes ahead on the undone state.
+    assert_eq!(t.replies[0], (1, Err(ErrorKind::Unavailable)));
     assert_eq!(t.held_len(), 1);
     t.release(true);
     assert_eq!(t.replies[1].0, 2);

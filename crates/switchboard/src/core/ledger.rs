@@ -38,7 +38,7 @@ pub(crate) enum Pending {
     /// A presence change's answer to the API.
     Presence {
         id: u64,
-        answer: serde_json::Value,
+        answer: presence_service::Answer,
         before: presence_service::Undo,
         person: Option<String>,
     },

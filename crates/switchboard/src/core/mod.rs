@@ -11,7 +11,7 @@
 //! [`CoreConfig`]. The same seed and the same inputs give the same outputs, byte for byte.
 
 use crate::directory::Snapshot;
-use crate::presence_service::{self, ApiError, PresenceService, Reply};
+use crate::presence_service::{self, ErrorKind, PresenceError, PresenceService, Reply};
 use crate::routing::{Routing, RoutingConfig, RoutingStats};
 use crate::watchers::{Watchers, WatchersConfig};
 use bytes::Bytes;
@@ -166,10 +166,11 @@ pub enum Output {
         token: u64,
         writes: Vec<Write>,
     },
-    /// The answer to presence command `id` (see [`Core::handle_command`]).
+    /// The answer to presence command `id` (see [`Core::handle_command`]); boxed, as it is
+    /// far larger than the other outputs.
     Reply {
         id: u64,
-        reply: Reply,
+        reply: Box<Reply>,
     },
     /// Keep the stream connection `peer.conn` open until `until` however idle it is: it
     /// carries a registration (a flow, RFC 5626), the only way to reach its phone.
@@ -385,10 +386,13 @@ impl Core {
             .presence
             .handle(&req, directory.policy(), now.unix as i64);
         match result {
-            Err(e) => self.out.push_back(Output::Reply { id, reply: Err(e) }),
+            Err(e) => self.out.push_back(Output::Reply {
+                id,
+                reply: Box::new(Err(e)),
+            }),
             Ok(Ok(answer)) => self.out.push_back(Output::Reply {
                 id,
-                reply: Ok(answer),
+                reply: Box::new(Ok(answer)),
             }),
             Ok(Err(p)) => {
                 if let Some(who) = &person {
@@ -647,13 +651,16 @@ impl Core {
                     Ok(answer)
                 } else {
                     self.presence.rollback(before);
-                    Err(ApiError::new(
-                        503,
+                    Err(PresenceError::new(
+                        ErrorKind::Unavailable,
                         None,
                         "the change could not be stored; try again",
                     ))
                 };
-                self.out.push_back(Output::Reply { id, reply });
+                self.out.push_back(Output::Reply {
+                    id,
+                    reply: Box::new(reply),
+                });
                 if let Some(p) = person {
                     self.presence_stored(&p, now);
                 }
@@ -1137,10 +1144,10 @@ mod tests {
         };
         c.handle_persisted(token, false, at(t0, 0));
         match &outputs(&mut c)[..] {
-            [Output::Reply {
-                id: 1,
-                reply: Err(e),
-            }] => assert_eq!(e.status, 503),
+            [Output::Reply { id: 1, reply }] => assert!(
+                matches!(&**reply, Err(e) if e.kind == ErrorKind::Unavailable),
+                "{reply:?}"
+            ),
             other => panic!("{other:?}"),
         }
         // Rolled back: still available.
@@ -1152,10 +1159,10 @@ mod tests {
         };
         c.handle_persisted(token, true, at(t0, 1));
         match &outputs(&mut c)[..] {
-            [Output::Reply {
-                id: 2,
-                reply: Ok(v),
-            }] => assert_eq!(v["availability"], "away"),
+            [Output::Reply { id: 2, reply }] => assert!(
+                matches!(&**reply, Ok(presence_service::Answer::Person(p)) if p.availability.as_str() == "away"),
+                "{reply:?}"
+            ),
             other => panic!("{other:?}"),
         }
     }
