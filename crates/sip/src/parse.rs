@@ -249,10 +249,7 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<SipMessage, ParseError> {
 /// (the parser writes `;transport=udp` as `;transport=UDP`) and a reason phrase that is the
 /// standard one in other letter case (`200 Ok`, kept aside for relaying like any other).
 fn keep_start_line_text(m: &mut SipMessage, bytes: &[u8]) {
-    let end = bytes
-        .iter()
-        .position(|&b| b == b'\r' || b == b'\n')
-        .unwrap_or(bytes.len());
+    let end = memchr::memchr2(b'\r', b'\n', bytes).unwrap_or(bytes.len());
     let Ok(line) = std::str::from_utf8(&bytes[..end]) else {
         return;
     };

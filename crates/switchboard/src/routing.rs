@@ -250,6 +250,9 @@ impl ViewSource for LiveView<'_> {
 /// `+sip.instance` from the same address, and its old binding lingers until it expires.
 /// The order (q-value, highest first) is kept.
 fn distinct_targets(bindings: Vec<&Binding>) -> Vec<&Binding> {
+    if bindings.len() < 2 {
+        return bindings; // nothing to compare (most people have one device)
+    }
     type Place = (Transport, std::net::SocketAddr);
     let mut kept: Vec<(String, Place, &Binding)> = Vec::with_capacity(bindings.len());
     for b in bindings {
