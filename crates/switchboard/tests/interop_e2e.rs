@@ -1452,6 +1452,11 @@ fn render_doc(m: &Matrix) -> String {
             version(c)
         ));
     }
+    doc.push_str(
+        "\ntwinkle-console is twinkle's command-line phone: it runs headless here (no X \
+         display, no sound card), driven on its stdin with a profile in its own $HOME. \
+         baresip is driven through its UDP console (`cons`), linphonec on its stdin.\n",
+    );
     doc.push_str("\nWhat each row checks:\n\n");
     for op in OPS {
         doc.push_str(&format!("- **{}**: {}.\n", op.title(), op.meaning()));
