@@ -161,7 +161,7 @@ pub fn require(program: &str) {
     assert!(
         found,
         "`{program}` is not installed: run ./scripts/install-test-deps \
-         (Debian packages sip-tester, baresip-core, linphone-cli, sipsak)"
+         (Debian packages sip-tester, baresip-core, linphone-cli, sipsak, twinkle-console)"
     );
 }
 
@@ -267,6 +267,30 @@ impl Proc {
             self.kill();
         }
         got
+    }
+
+    /// Writes `line` and a newline to the process's stdin (spawned with `keep_stdin`): a
+    /// command for a console phone (linphonec, twinkle-console). False once it has gone.
+    pub fn send_line(&mut self, line: &str) -> bool {
+        let Some(stdin) = self.child.as_mut().and_then(|c| c.stdin.as_mut()) else {
+            return false;
+        };
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .is_ok()
+    }
+
+    /// The length of the log so far: pass it to [`Proc::log_since`] to look only at what
+    /// came after.
+    pub fn log_len(&self) -> usize {
+        std::fs::metadata(&self.log_path).map_or(0, |m| m.len() as usize)
+    }
+
+    /// The log from byte `from` on.
+    pub fn log_since(&self, from: usize) -> String {
+        let log = std::fs::read(&self.log_path).unwrap_or_default();
+        String::from_utf8_lossy(log.get(from..).unwrap_or_default()).into_owned()
     }
 
     /// SIGKILL by PID, then reap. Idempotent.
