@@ -1,0 +1,278 @@
+//! Answered calls probed through the whole core with a virtual clock (see test_harness):
+//! the test config probes every 90 s (the default), Timer F is 32 s.
+
+use crate::test_harness::*;
+use std::net::SocketAddr;
+use switchboard_presence::model::CallStatus;
+
+const WATCHER: &str = "127.0.0.1:5081";
+
+/// What was sent since the last call, the watcher's NOTIFYs answered.
+fn take(t: &mut T) -> Vec<(SocketAddr, String)> {
+    let out = t.take();
+    watcher_notifies(t, &out);
+    out
+}
+
+/// alice calls bob, bob answers, alice ACKs: (bob's 200 as sent, the 200 alice got).
+fn answered(t: &mut T, call: &str) -> (String, String) {
+    t.register("bob", BOB);
+    t.input(ALICE, &invite("alice", ALICE, "1002", call, ""));
+    let branch = to(&take(t), BOB)[0].clone();
+    let ok = answer(&branch, 200, "bob1", BOB);
+    t.input(BOB, &ok);
+    let relayed = to(&take(t), ALICE)[0].clone();
+    assert_eq!(first_line(&relayed), "SIP/2.0 200 OK");
+    t.input(
+        ALICE,
+        &in_dialog("ACK", "bob@127.0.0.1:5072", &relayed, ALICE, 1),
+    );
+    take(t);
+    assert_eq!(bob(t), CallStatus::Busy);
+    assert!(t.core.presence().model().in_call("alice"));
+    (ok, relayed)
+}
+
+fn bob(t: &T) -> CallStatus {
+    t.core.presence().model().call_state("bob")
+}
+
+fn with_method(out: &[(SocketAddr, String)], at: &str, method: &str) -> Vec<String> {
+    to(out, at)
+        .into_iter()
+        .filter(|m| m.starts_with(&format!("{method} ")))
+        .collect()
+}
+
+fn options_sent(out: &[(SocketAddr, String)]) -> usize {
+    out.iter()
+        .filter(|(_, m)| m.starts_with("OPTIONS "))
+        .count()
+}
+
+/// The probes of one round: (to bob, to alice).
+fn probes(t: &mut T) -> (String, String) {
+    let out = t.take();
+    let to_bob = with_method(&out, BOB, "OPTIONS");
+    let to_alice = with_method(&out, ALICE, "OPTIONS");
+    assert_eq!((to_bob.len(), to_alice.len()), (1, 1), "{out:?}");
+    (to_bob[0].clone(), to_alice[0].clone())
+}
+
+/// Subscribes a watcher to bob's dialog state; returns its first NOTIFY (answered).
+fn watch_bob(t: &mut T) -> String {
+    let sub = format!(
+        "SUBSCRIBE sip:bob@switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP {WATCHER};branch=z9hG4bK-w1;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:carol@switchboard.local>;tag=w1\r\nTo: <sip:bob@switchboard.local>\r\n\
+         Call-ID: watch-bob\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:carol@{WATCHER}>\r\nEvent: dialog\r\n\
+         Expires: 3600\r\nContent-Length: 0\r\n\r\n"
+    );
+    t.input(WATCHER, &sub);
+    let notify = with_method(&t.take(), WATCHER, "NOTIFY").remove(0);
+    t.input(WATCHER, &answer(&notify, 200, "", WATCHER));
+    notify
+}
+
+/// Answers every NOTIFY sent to the watcher in `out`; returns them.
+fn watcher_notifies(t: &mut T, out: &[(SocketAddr, String)]) -> Vec<String> {
+    let n = with_method(out, WATCHER, "NOTIFY");
+    for m in &n {
+        t.input(WATCHER, &answer(m, 200, "", WATCHER));
+    }
+    n
+}
+
+#[test]
+fn a_callee_that_stops_answering_is_ended_after_a_probe_and_timer_f() {
+    let mut t = T::new(false);
+    t.register("bob", BOB);
+    watch_bob(&mut t);
+    answered(&mut t, "lost1");
+    // The watcher saw bob in the call.
+    assert!(t.outputs.iter().any(|o| o.contains("confirmed")));
+
+    t.advance(89);
+    let out = take(&mut t);
+    assert_eq!(options_sent(&out), 0, "no probe before 90 s: {out:?}");
+    t.advance(1);
+    let (to_bob, to_alice) = probes(&mut t);
+    // To bob: the dialog as alice sees it, to his Contact, alice's CSeq number.
+    assert_eq!(first_line(&to_bob), "OPTIONS sip:127.0.0.1:5072 SIP/2.0");
+    assert_eq!(header(&to_bob, "Call-ID"), Some("lost1"));
+    assert!(header(&to_bob, "From")
+        .unwrap()
+        .ends_with(";tag=from-lost1"));
+    assert!(header(&to_bob, "To").unwrap().ends_with(";tag=bob1"));
+    assert_eq!(header(&to_bob, "CSeq"), Some("1 OPTIONS"));
+    assert_eq!(header(&to_bob, "Max-Forwards"), Some("70"));
+    assert!(header(&to_bob, "Via")
+        .unwrap()
+        .starts_with("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK"));
+    // To alice: the reverse, to her Contact; bob has sent nothing, so CSeq 0.
+    assert_eq!(
+        first_line(&to_alice),
+        "OPTIONS sip:alice@127.0.0.1:5071 SIP/2.0"
+    );
+    assert!(header(&to_alice, "From").unwrap().ends_with(";tag=bob1"));
+    assert!(header(&to_alice, "To")
+        .unwrap()
+        .ends_with(";tag=from-lost1"));
+    assert_eq!(header(&to_alice, "CSeq"), Some("0 OPTIONS"));
+    t.input(ALICE, &answer(&to_alice, 200, "", ALICE));
+
+    // bob never answers: retransmissions, then Timer F (64·T1 = 32 s).
+    t.advance(31);
+    let out = take(&mut t);
+    assert!(with_method(&out, BOB, "OPTIONS").len() > 3, "{out:?}");
+    assert!(with_method(&out, ALICE, "BYE").is_empty());
+    assert_eq!(bob(&t), CallStatus::Busy);
+    t.advance(2);
+    let out = t.take();
+    assert_eq!(bob(&t), CallStatus::Free);
+    assert!(!t.core.presence().model().in_call("alice"));
+    assert_eq!(t.core.routing().dialogs(), 0);
+    assert_eq!(t.core.routing_counters().lost, 1);
+    // alice's phone is hung up by a BYE of ours inside her dialog (retransmitted until
+    // she answers).
+    let bye = with_method(&out, ALICE, "BYE");
+    assert!(
+        !bye.is_empty() && bye.iter().all(|b| *b == bye[0]),
+        "{out:?}"
+    );
+    assert_eq!(first_line(&bye[0]), "BYE sip:alice@127.0.0.1:5071 SIP/2.0");
+    assert_eq!(header(&bye[0], "CSeq"), Some("1 BYE"));
+    assert!(header(&bye[0], "To").unwrap().ends_with(";tag=from-lost1"));
+    assert!(header(&bye[0], "Reason").is_some(), "{}", bye[0]);
+    // bob's BLF lamp goes idle.
+    let n = watcher_notifies(&mut t, &out);
+    assert!(!n.is_empty() && n.iter().all(|m| *m == n[0]), "{out:?}");
+    assert!(!n[0].contains("<dialog "), "idle: {}", n[0]);
+    t.input(ALICE, &answer(&bye[0], 200, "", ALICE));
+    // Nothing more is sent about the call.
+    t.advance(200);
+    let out = t.take();
+    assert_eq!(options_sent(&out), 0, "{out:?}");
+    assert!(with_method(&out, ALICE, "BYE").is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_callee_answering_481_ends_the_call_at_once() {
+    let mut t = T::new(false);
+    answered(&mut t, "lost2");
+    t.advance(90);
+    let (to_bob, to_alice) = probes(&mut t);
+    t.input(ALICE, &answer(&to_alice, 200, "", ALICE));
+    assert_eq!(bob(&t), CallStatus::Busy);
+    t.input(BOB, &answer(&to_bob, 481, "", BOB));
+    assert_eq!(bob(&t), CallStatus::Free);
+    assert!(!t.core.presence().model().in_call("alice"));
+    assert_eq!(t.core.routing().dialogs(), 0);
+    let out = t.take();
+    let bye = with_method(&out, ALICE, "BYE");
+    assert_eq!(bye.len(), 1, "{out:?}");
+    assert!(with_method(&out, BOB, "BYE").is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_caller_that_is_gone_gets_the_callee_a_bye() {
+    let mut t = T::new(false);
+    answered(&mut t, "lost3");
+    t.advance(90);
+    let (to_bob, to_alice) = probes(&mut t);
+    t.input(ALICE, &answer(&to_alice, 481, "", ALICE));
+    assert_eq!(bob(&t), CallStatus::Free);
+    let out = t.take();
+    let bye = with_method(&out, BOB, "BYE");
+    assert_eq!(bye.len(), 1, "{out:?}");
+    assert_eq!(first_line(&bye[0]), "BYE sip:127.0.0.1:5072 SIP/2.0");
+    // alice's INVITE was CSeq 1: bob takes the next.
+    assert_eq!(header(&bye[0], "CSeq"), Some("2 BYE"));
+    // bob's late answer to his probe changes nothing.
+    t.input(BOB, &answer(&to_bob, 200, "", BOB));
+    t.input(BOB, &answer(&bye[0], 200, "", BOB));
+    assert_eq!(t.core.routing_counters().lost, 1);
+}
+
+#[test]
+fn ends_that_answer_keep_the_call_up_and_probes_follow_the_cseq() {
+    let mut t = T::new(false);
+    let (_, relayed) = answered(&mut t, "alive");
+    for round in 0..4 {
+        t.advance(90);
+        let (to_bob, to_alice) = probes(&mut t);
+        // A 500 (our CSeq number not above the last one) still comes from a live end.
+        t.input(BOB, &answer(&to_bob, 200, "", BOB));
+        t.input(ALICE, &answer(&to_alice, 500, "", ALICE));
+        assert_eq!(bob(&t), CallStatus::Busy, "round {round}");
+    }
+    // A re-INVITE from alice (CSeq 7) passes: the next probe to bob carries her 7.
+    let reinvite = in_dialog("INVITE", "bob@127.0.0.1:5072", &relayed, ALICE, 7);
+    t.input(ALICE, &reinvite);
+    let fwd = with_method(&t.take(), BOB, "INVITE").remove(0);
+    t.input(BOB, &answer(&fwd, 200, "bob1", BOB));
+    t.take();
+    t.advance(90);
+    let (to_bob, to_alice) = probes(&mut t);
+    assert_eq!(header(&to_bob, "CSeq"), Some("7 OPTIONS"));
+    assert_eq!(header(&to_alice, "CSeq"), Some("0 OPTIONS"));
+    t.input(BOB, &answer(&to_bob, 200, "", BOB));
+    t.input(ALICE, &answer(&to_alice, 200, "", ALICE));
+    t.advance(60);
+    assert_eq!(bob(&t), CallStatus::Busy);
+    assert!(t.core.presence().model().in_call("alice"));
+    assert_eq!(t.core.routing().dialogs(), 1);
+    assert_eq!(t.core.routing_counters().probes, 10);
+    assert_eq!(t.core.routing_counters().lost, 0);
+}
+
+#[test]
+fn a_bye_stops_the_probes() {
+    let mut t = T::new(false);
+    let (_, relayed) = answered(&mut t, "byed");
+    t.advance(90);
+    let (to_bob, to_alice) = probes(&mut t);
+    t.input(BOB, &answer(&to_bob, 200, "", BOB));
+    t.input(ALICE, &answer(&to_alice, 200, "", ALICE));
+    t.advance(30);
+    t.input(
+        ALICE,
+        &in_dialog("BYE", "bob@127.0.0.1:5072", &relayed, ALICE, 2),
+    );
+    let bye = with_method(&t.take(), BOB, "BYE").remove(0);
+    t.input(BOB, &answer(&bye, 200, "bob1", BOB));
+    assert_eq!(bob(&t), CallStatus::Free);
+    t.advance(400);
+    let out = t.take();
+    assert_eq!(options_sent(&out), 0, "no probe after the BYE: {out:?}");
+    assert_eq!(t.core.routing_counters().probes, 2);
+}
+
+#[test]
+fn a_probe_that_cannot_be_sent_over_a_closed_flow_ends_the_call() {
+    use switchboard_sip::peer::Peer;
+    use switchboard_sip::transport::{Inbound, Unreachable};
+    let mut t = T::new(false);
+    let flow = Peer::tcp(addr(BOB), 7);
+    t.register_from("bob", flow);
+    t.input(ALICE, &invite("alice", ALICE, "1002", "tcp1", ""));
+    let branch = to(&t.take(), BOB)[0].clone();
+    let ok = answer(&branch, 200, "bob1", "127.0.0.1:5072;transport=tcp");
+    t.input_from(flow, &ok);
+    let relayed = to(&t.take(), ALICE)[0].clone();
+    t.input(
+        ALICE,
+        &in_dialog("ACK", "bob@127.0.0.1:5072", &relayed, ALICE, 1),
+    );
+    t.take();
+    assert_eq!(bob(&t), CallStatus::Busy);
+    t.advance(90);
+    let (to_bob, _) = probes(&mut t);
+    assert!(to_bob.contains("SIP/2.0/TCP"), "{to_bob}");
+    // bob's connection is gone: the send fails, and the call ends at once.
+    t.event(Inbound::Unreachable {
+        peer: flow,
+        why: Unreachable::FlowGone,
+    });
+    assert_eq!(bob(&t), CallStatus::Free);
+    assert_eq!(with_method(&t.take(), ALICE, "BYE").len(), 1);
+}
