@@ -705,6 +705,26 @@ mod tests {
     }
 
     #[test]
+    fn dialog_probes_every_90_s_unless_configured() {
+        let base = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nrealm = \"r\"\n";
+        assert_eq!(Config::embedded().unwrap().dialog_probe_secs, 90);
+        assert_eq!(
+            Config::parse(base, "x.toml", None)
+                .unwrap()
+                .dialog_probe_secs,
+            90
+        );
+        for secs in [0, 15] {
+            let text = format!("{base}[routing]\ndialog_probe_secs = {secs}\n");
+            let c = Config::parse(&text, "x.toml", None).unwrap();
+            assert_eq!(c.dialog_probe_secs, secs);
+        }
+        let text = format!("{base}[routing]\ndialog_probe_secs = 100000\n");
+        let e = Config::parse(&text, "x.toml", None).unwrap_err();
+        assert_eq!(e.0[0].key, "routing.dialog_probe_secs", "{e}");
+    }
+
+    #[test]
     fn unknown_key_names_file_line_and_key() {
         let text = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nrealm = \"r\"\n[limits]\nmax_mesage_size = 10\n";
         let e = Config::parse(text, "x.toml", None).unwrap_err();

@@ -77,7 +77,8 @@ struct End {
     target: String,
     /// The Route set from this proxy toward it (other proxies on the way; usually none).
     routes: Vec<String>,
-    /// The hop the dialog reached it over when it was set up.
+    /// The hop the dialog reached it over when it was set up (None once a target refresh
+    /// moved it: then where its target says).
     peer: Option<Peer>,
     /// The highest CSeq number the other end sent it through this proxy.
     cseq: Option<u32>,
@@ -233,6 +234,27 @@ fn record_routes(headers: &Headers) -> Vec<String> {
         .collect()
 }
 
+impl End {
+    /// A target refresh (§12.2): the end's Contact in a re-INVITE or UPDATE, or in a 2xx
+    /// to one.
+    fn refresh(&mut self, headers: &Headers) {
+        if let Some(target) = contact_uri(headers) {
+            if target != self.target {
+                self.target = target;
+                self.peer = None;
+            }
+        }
+    }
+}
+
+/// Which end sent a request: the one whose tag its From carries.
+fn sender(ends: &[End; 2], req: &Request) -> Option<Side> {
+    let tag = from_value(&req.headers).and_then(tag_of)?;
+    [Side::Caller, Side::Callee]
+        .into_iter()
+        .find(|s| ends[s.index()].tag == tag)
+}
+
 impl Core {
     /// An answered call: its people are busy until the BYE, and both ends are probed.
     pub(crate) fn track_dialog(&mut self, a: Answer<'_>, now: Now) {
@@ -339,13 +361,7 @@ impl Core {
         else {
             return;
         };
-        let Some(tag) = from_value(&req.headers).and_then(tag_of) else {
-            return;
-        };
-        let Some(sender) = [Side::Caller, Side::Callee]
-            .into_iter()
-            .find(|s| ends[s.index()].tag == tag)
-        else {
+        let Some(sender) = sender(ends, req) else {
             return;
         };
         if let Some(n) = cseq_number(&req.headers) {
@@ -353,9 +369,28 @@ impl Core {
             toward.cseq = Some(toward.cseq.map_or(n, |c| c.max(n)));
         }
         if matches!(req.method, Method::Invite | Method::Update) {
-            if let Some(target) = contact_uri(&req.headers) {
-                ends[sender.index()].target = target;
-            }
+            ends[sender.index()].refresh(&req.headers);
+        }
+    }
+
+    /// A 2xx relayed for an in-dialog request `req`: for a re-INVITE or UPDATE, the
+    /// answering end's new Contact.
+    pub(crate) fn dialog_response_seen(&mut self, req: &Request, resp: &Response) {
+        if !matches!(req.method, Method::Invite | Method::Update) {
+            return;
+        }
+        let call_id = first_value(&req.headers, |h| match h {
+            Header::CallId(c) => Some(c.value()),
+            _ => None,
+        });
+        let Some(ends) = call_id
+            .and_then(|c| self.routing.dialogs.map.get_mut(c))
+            .and_then(|d| d.ends.as_mut())
+        else {
+            return;
+        };
+        if let Some(sender) = sender(ends, req) {
+            ends[sender.other().index()].refresh(&resp.headers);
         }
     }
 

@@ -205,17 +205,21 @@ fn ends_that_answer_keep_the_call_up_and_probes_follow_the_cseq() {
         t.input(ALICE, &answer(&to_alice, 500, "", ALICE));
         assert_eq!(bob(&t), CallStatus::Busy, "round {round}");
     }
-    // A re-INVITE from alice (CSeq 7) passes: the next probe to bob carries her 7.
+    // A re-INVITE from alice (CSeq 7) passes, and bob's phone answers it from another
+    // address: the next probe to bob carries her 7 and goes where his new Contact says.
     let reinvite = in_dialog("INVITE", "bob@127.0.0.1:5072", &relayed, ALICE, 7);
     t.input(ALICE, &reinvite);
     let fwd = with_method(&t.take(), BOB, "INVITE").remove(0);
-    t.input(BOB, &answer(&fwd, 200, "bob1", BOB));
+    t.input(BOB, &answer(&fwd, 200, "bob1", "127.0.0.1:5075"));
     t.take();
     t.advance(90);
-    let (to_bob, to_alice) = probes(&mut t);
+    let out = t.take();
+    let to_bob = with_method(&out, "127.0.0.1:5075", "OPTIONS").remove(0);
+    let to_alice = with_method(&out, ALICE, "OPTIONS").remove(0);
+    assert_eq!(first_line(&to_bob), "OPTIONS sip:127.0.0.1:5075 SIP/2.0");
     assert_eq!(header(&to_bob, "CSeq"), Some("7 OPTIONS"));
     assert_eq!(header(&to_alice, "CSeq"), Some("0 OPTIONS"));
-    t.input(BOB, &answer(&to_bob, 200, "", BOB));
+    t.input("127.0.0.1:5075", &answer(&to_bob, 200, "", BOB));
     t.input(ALICE, &answer(&to_alice, 200, "", ALICE));
     t.advance(60);
     assert_eq!(bob(&t), CallStatus::Busy);

@@ -1084,6 +1084,15 @@ impl Core {
         proxy::strip_top_via(&mut resp);
         message::keep_reason_phrase(&mut resp);
         if (200..300).contains(&code) {
+            // A target refresh's answer may move the answering end (§12.2).
+            let refresh = matches!(relay.request.method, Method::Invite | Method::Update);
+            if let Some(relay) = refresh
+                .then(|| self.routing.relays.remove(&client))
+                .flatten()
+            {
+                self.dialog_response_seen(&relay.request, &resp);
+                self.routing.relays.insert(client, relay);
+            }
             if self
                 .transactions
                 .respond(server, resp.clone(), now.mono)
