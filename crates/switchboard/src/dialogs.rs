@@ -23,6 +23,12 @@
 //! are told), the other end gets a BYE from the proxy (so its phone hangs up too), and one
 //! line is logged. A BYE passing through, or `max_call_secs`, ends the tracking with no
 //! further probe.
+//!
+//! Where the phones use session timers (RFC 4028), the Session-Expires of the 2xx to the
+//! INVITE, and of the 2xx to each refresh (re-INVITE or UPDATE) since, says when the session
+//! ends unless refreshed again; a 2xx to a refresh without one turns the timer off (§7.2).
+//! A session that reaches its end without a refresh (the phones would have sent BYE before
+//! then, §10) is ended the same way, with a BYE to both ends.
 
 use crate::core::{Core, Now};
 use std::collections::BTreeSet;
@@ -97,6 +103,9 @@ struct Tracked {
     ends: Option<Box<[End; 2]>>,
     /// When both ends are probed next.
     next_probe: Option<Instant>,
+    /// When its session ends unless refreshed (RFC 4028: the Session-Expires of the last
+    /// 2xx to the INVITE or a refresh).
+    session_ends: Option<Instant>,
 }
 
 /// What a request the proxy sent inside a dialog was for.
@@ -114,6 +123,7 @@ pub(crate) struct Dialogs {
     map: GrowingMap<String, Tracked>,
     ends: BTreeSet<(u64, String)>,
     probes_due: BTreeSet<(Instant, String)>,
+    sessions_due: BTreeSet<(Instant, String)>,
     /// Our requests inside dialogs, until their transactions end.
     txs: GrowingMap<TxId, (String, Side, Purpose)>,
 }
@@ -126,6 +136,7 @@ impl Dialogs {
             map: GrowingMap::new(),
             ends: BTreeSet::new(),
             probes_due: BTreeSet::new(),
+            sessions_due: BTreeSet::new(),
             txs: GrowingMap::new(),
         }
     }
@@ -140,7 +151,8 @@ impl Dialogs {
             .first()
             .map(|(t, _)| now.mono + Duration::from_secs(t.saturating_sub(now.unix)));
         let probe = self.probes_due.first().map(|(t, _)| *t);
-        end.into_iter().chain(probe).min()
+        let session = self.sessions_due.first().map(|(t, _)| *t);
+        end.into_iter().chain(probe).chain(session).min()
     }
 
     /// Forgets a dialog; whether it was tracked.
@@ -152,7 +164,26 @@ impl Dialogs {
         if let Some(at) = d.next_probe {
             self.probes_due.remove(&(at, call_id.to_string()));
         }
+        if let Some(at) = d.session_ends {
+            self.sessions_due.remove(&(at, call_id.to_string()));
+        }
         true
+    }
+
+    /// A 2xx to the INVITE or to a refresh set the session's interval (RFC 4028 §7.2,
+    /// §9): it ends `secs` from now unless refreshed; None: no session timer.
+    fn set_session(&mut self, call_id: &str, secs: Option<u64>, now: Now) {
+        let Some(d) = self.map.get_mut(call_id) else {
+            return;
+        };
+        if let Some(at) = d.session_ends.take() {
+            self.sessions_due.remove(&(at, call_id.to_string()));
+        }
+        if let Some(secs) = secs {
+            let at = now.mono + Duration::from_secs(secs);
+            d.session_ends = Some(at);
+            self.sessions_due.insert((at, call_id.to_string()));
+        }
     }
 }
 
@@ -194,6 +225,20 @@ fn contact_uri(headers: &Headers) -> Option<String> {
         first.split(';').next().unwrap_or(first).trim()
     };
     (!uri.is_empty() && uri != "*").then(|| uri.to_string())
+}
+
+/// The interval of a Session-Expires header (RFC 4028 §4), if any and above 0.
+fn session_expires(headers: &Headers) -> Option<u64> {
+    first_value(headers, |h| match h {
+        Header::SessionExpires(v) => Some(v.value()),
+        _ => None,
+    })?
+    .split(';')
+    .next()?
+    .trim()
+    .parse()
+    .ok()
+    .filter(|s| *s > 0)
 }
 
 fn cseq_number(headers: &Headers) -> Option<u32> {
@@ -288,8 +333,11 @@ impl Core {
                 ends_at,
                 ends,
                 next_probe,
+                session_ends: None,
             },
         );
+        let session = session_expires(&a.response.headers);
+        self.routing.dialogs.set_session(a.call_id, session, now);
     }
 
     /// Both ends of an answered call, as requests of ours reach them.
@@ -373,20 +421,25 @@ impl Core {
         }
     }
 
-    /// A 2xx relayed for an in-dialog request `req`: for a re-INVITE or UPDATE, the
-    /// answering end's new Contact.
-    pub(crate) fn dialog_response_seen(&mut self, req: &Request, resp: &Response) {
+    /// A 2xx relayed for an in-dialog request `req`: for a re-INVITE or UPDATE (a session
+    /// refresh, a target refresh), the session's new interval and the answering end's new
+    /// Contact.
+    pub(crate) fn dialog_response_seen(&mut self, req: &Request, resp: &Response, now: Now) {
         if !matches!(req.method, Method::Invite | Method::Update) {
             return;
         }
-        let call_id = first_value(&req.headers, |h| match h {
+        let Some(call_id) = first_value(&req.headers, |h| match h {
             Header::CallId(c) => Some(c.value()),
             _ => None,
-        });
-        let Some(ends) = call_id
-            .and_then(|c| self.routing.dialogs.map.get_mut(c))
-            .and_then(|d| d.ends.as_mut())
-        else {
+        }) else {
+            return;
+        };
+        let dialogs = &mut self.routing.dialogs;
+        if !dialogs.map.contains_key(call_id) {
+            return;
+        }
+        dialogs.set_session(call_id, session_expires(&resp.headers), now);
+        let Some(ends) = dialogs.map.get_mut(call_id).and_then(|d| d.ends.as_mut()) else {
             return;
         };
         if let Some(sender) = sender(ends, req) {
@@ -441,6 +494,24 @@ impl Core {
                     }
                 }
             }
+        }
+        while let Some((at, call_id)) = self.routing.dialogs.sessions_due.first().cloned() {
+            if at > now.mono {
+                break;
+            }
+            self.routing
+                .dialogs
+                .sessions_due
+                .remove(&(at, call_id.clone()));
+            tracing::info!(%call_id, "answered call lost: its session expired without a refresh; ended");
+            self.routing.stats.lost += 1;
+            // Either end may be the one gone: both are told (RFC 4028 §10).
+            for side in [Side::Caller, Side::Callee] {
+                if let Err(e) = self.send_in_dialog(&call_id, side, Purpose::Bye, now) {
+                    tracing::debug!(%call_id, error = e, "no BYE to this end");
+                }
+            }
+            self.end_dialog(&call_id);
         }
         while let Some((at, call_id)) = self.routing.dialogs.ends.first().cloned() {
             if at > now.unix {

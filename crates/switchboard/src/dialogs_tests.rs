@@ -280,3 +280,111 @@ fn a_probe_that_cannot_be_sent_over_a_closed_flow_ends_the_call() {
     assert_eq!(bob(&t), CallStatus::Free);
     assert_eq!(with_method(&t.take(), ALICE, "BYE").len(), 1);
 }
+
+/// alice calls bob, whose 200 carries `Session-Expires: {secs}`; returns the 200 alice got.
+fn timed_call(t: &mut T, call: &str, secs: u32) -> String {
+    t.register("bob", BOB);
+    t.input(ALICE, &invite("alice", ALICE, "1002", call, ""));
+    let branch = to(&t.take(), BOB)[0].clone();
+    let ok = answer(&branch, 200, "bob1", BOB).replace(
+        "Content-Length: 0",
+        &format!("Session-Expires: {secs};refresher=uac\r\nContent-Length: 0"),
+    );
+    t.input(BOB, &ok);
+    let relayed = to(&t.take(), ALICE)[0].clone();
+    assert!(relayed.contains("Session-Expires: "), "{relayed}");
+    t.input(
+        ALICE,
+        &in_dialog("ACK", "bob@127.0.0.1:5072", &relayed, ALICE, 1),
+    );
+    t.take();
+    relayed
+}
+
+/// alice refreshes the session with an UPDATE (CSeq `cseq`), answered 200 by bob with
+/// `session_expires` (a header line, or nothing).
+fn refresh(t: &mut T, relayed: &str, cseq: u32, session_expires: &str) {
+    t.input(
+        ALICE,
+        &in_dialog("UPDATE", "bob@127.0.0.1:5072", relayed, ALICE, cseq),
+    );
+    let fwd = with_method(&t.take(), BOB, "UPDATE").remove(0);
+    let ok = answer(&fwd, 200, "bob1", BOB).replace(
+        "Content-Length: 0",
+        &format!("{session_expires}Content-Length: 0"),
+    );
+    t.input(BOB, &ok);
+    t.take();
+}
+
+/// Both ends answer the probes of the round that is due.
+fn probes_answered(t: &mut T) {
+    let (to_bob, to_alice) = probes(t);
+    t.input(BOB, &answer(&to_bob, 200, "", BOB));
+    t.input(ALICE, &answer(&to_alice, 200, "", ALICE));
+}
+
+#[test]
+fn a_session_that_is_not_refreshed_ends_with_its_session_timer() {
+    let mut t = T::new(false);
+    timed_call(&mut t, "timer", 120);
+    // Both ends answer the probe at 90 s: they are there, but nobody refreshes.
+    t.advance(90);
+    probes_answered(&mut t);
+    t.advance(29);
+    assert_eq!(bob(&t), CallStatus::Busy);
+    t.take();
+    t.advance(1);
+    assert_eq!(bob(&t), CallStatus::Free);
+    assert!(!t.core.presence().model().in_call("alice"));
+    assert_eq!(t.core.routing().dialogs(), 0);
+    // Either may be the one gone: both get a BYE.
+    let out = t.take();
+    let (bye_bob, bye_alice) = (
+        with_method(&out, BOB, "BYE"),
+        with_method(&out, ALICE, "BYE"),
+    );
+    assert_eq!((bye_bob.len(), bye_alice.len()), (1, 1), "{out:?}");
+    assert_eq!(header(&bye_bob[0], "CSeq"), Some("2 BYE"));
+    assert_eq!(header(&bye_alice[0], "CSeq"), Some("1 BYE"));
+}
+
+#[test]
+fn a_refresh_moves_the_end_of_the_session() {
+    let mut t = T::new(false);
+    let relayed = timed_call(&mut t, "refreshed", 120);
+    // alice refreshes at 60 s: the session now ends at 180 s.
+    t.advance(60);
+    refresh(
+        &mut t,
+        &relayed,
+        2,
+        "Session-Expires: 120;refresher=uac\r\n",
+    );
+    t.advance(30);
+    probes_answered(&mut t);
+    t.advance(89);
+    assert_eq!(bob(&t), CallStatus::Busy);
+    t.take();
+    t.advance(1);
+    assert_eq!(bob(&t), CallStatus::Free);
+    let out = t.take();
+    // bob's BYE follows alice's UPDATE (CSeq 2).
+    assert_eq!(
+        header(&with_method(&out, BOB, "BYE")[0], "CSeq"),
+        Some("3 BYE")
+    );
+}
+
+#[test]
+fn a_refresh_without_session_expires_turns_the_session_timer_off() {
+    let mut t = T::new(false);
+    let relayed = timed_call(&mut t, "notimer", 100);
+    t.advance(40);
+    refresh(&mut t, &relayed, 2, "");
+    t.advance(50);
+    probes_answered(&mut t);
+    t.advance(60);
+    assert_eq!(bob(&t), CallStatus::Busy, "no session end at 100 s");
+    assert_eq!(t.core.routing().dialogs(), 1);
+}

@@ -1090,7 +1090,7 @@ impl Core {
                 .then(|| self.routing.relays.remove(&client))
                 .flatten()
             {
-                self.dialog_response_seen(&relay.request, &resp);
+                self.dialog_response_seen(&relay.request, &resp, now);
                 self.routing.relays.insert(client, relay);
             }
             if self
