@@ -98,7 +98,8 @@ struct End {
 struct Tracked {
     /// Unix second at which it is forgotten without a BYE (`max_call_secs`).
     ends_at: u64,
-    /// Caller and callee. None when the 2xx lacked what a request of ours needs (a
+    /// Caller and callee, as requests of ours reach them. None when neither probes nor a
+    /// session timer may need one, or when the 2xx lacked what a request of ours needs (a
     /// Contact, a tag): such a call is not probed.
     ends: Option<Box<[End; 2]>>,
     /// When both ends are probed next.
@@ -121,7 +122,8 @@ pub(crate) struct Dialogs {
     probe_every: Option<Duration>,
     max_call_secs: u64,
     map: GrowingMap<String, Tracked>,
-    ends: BTreeSet<(u64, String)>,
+    /// When each is forgotten without a BYE (`max_call_secs`).
+    forget_at: BTreeSet<(u64, String)>,
     probes_due: BTreeSet<(Instant, String)>,
     sessions_due: BTreeSet<(Instant, String)>,
     /// Our requests inside dialogs, until their transactions end.
@@ -134,7 +136,7 @@ impl Dialogs {
             probe_every: (probe_secs > 0).then(|| Duration::from_secs(probe_secs)),
             max_call_secs,
             map: GrowingMap::new(),
-            ends: BTreeSet::new(),
+            forget_at: BTreeSet::new(),
             probes_due: BTreeSet::new(),
             sessions_due: BTreeSet::new(),
             txs: GrowingMap::new(),
@@ -147,7 +149,7 @@ impl Dialogs {
 
     pub(crate) fn poll_timeout(&self, now: Now) -> Option<Instant> {
         let end = self
-            .ends
+            .forget_at
             .first()
             .map(|(t, _)| now.mono + Duration::from_secs(t.saturating_sub(now.unix)));
         let probe = self.probes_due.first().map(|(t, _)| *t);
@@ -160,7 +162,7 @@ impl Dialogs {
         let Some(d) = self.map.remove(call_id) else {
             return false;
         };
-        self.ends.remove(&(d.ends_at, call_id.to_string()));
+        self.forget_at.remove(&(d.ends_at, call_id.to_string()));
         if let Some(at) = d.next_probe {
             self.probes_due.remove(&(at, call_id.to_string()));
         }
@@ -301,7 +303,8 @@ fn sender(ends: &[End; 2], req: &Request) -> Option<Side> {
 }
 
 impl Core {
-    /// An answered call: its people are busy until the BYE, and both ends are probed.
+    /// An answered call: its people are busy until the BYE, and both ends are probed (and
+    /// its session timer followed).
     pub(crate) fn track_dialog(&mut self, a: Answer<'_>, now: Now) {
         let model = self.presence.model_mut();
         if let Some(u) = a.callee {
@@ -310,9 +313,10 @@ impl Core {
         if let Some(c) = a.caller {
             model.leg(c, a.call_id, "caller", LegState::Answered);
         }
-        let probed = self.routing.dialogs.probe_every.is_some();
-        let ends = probed.then(|| self.ends_of(&a)).flatten();
-        if probed && ends.is_none() {
+        let session = session_expires(&a.response.headers);
+        let needed = self.routing.dialogs.probe_every.is_some() || session.is_some();
+        let ends = needed.then(|| self.ends_of(&a)).flatten();
+        if needed && ends.is_none() {
             tracing::debug!(call_id = %a.call_id, "answered call without Contact or tags: not probed");
         }
         let dialogs = &mut self.routing.dialogs;
@@ -323,7 +327,7 @@ impl Core {
             .probe_every
             .filter(|_| ends.is_some())
             .map(|every| now.mono + every);
-        dialogs.ends.insert((ends_at, call_id.clone()));
+        dialogs.forget_at.insert((ends_at, call_id.clone()));
         if let Some(at) = next_probe {
             dialogs.probes_due.insert((at, call_id.clone()));
         }
@@ -336,7 +340,6 @@ impl Core {
                 session_ends: None,
             },
         );
-        let session = session_expires(&a.response.headers);
         self.routing.dialogs.set_session(a.call_id, session, now);
     }
 
@@ -513,7 +516,7 @@ impl Core {
             }
             self.end_dialog(&call_id);
         }
-        while let Some((at, call_id)) = self.routing.dialogs.ends.first().cloned() {
+        while let Some((at, call_id)) = self.routing.dialogs.forget_at.first().cloned() {
             if at > now.unix {
                 break;
             }
