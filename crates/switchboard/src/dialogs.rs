@@ -526,8 +526,11 @@ impl Core {
     }
 
     /// Where a request of ours to `end` goes: over the flow of its registered contact
-    /// (as in-dialog requests to it are routed), else the hop the dialog reached it over.
-    /// Err when it can only be reached over a flow that closed.
+    /// (as in-dialog requests to it are routed), else to the hop the dialog reached it
+    /// over — over any connection open to it, or a new one, as a relayed request to an
+    /// address would go (the connection the call came over may have been closed since
+    /// without the end being gone). Err when it can only be reached over a flow that
+    /// closed.
     fn end_peer(&self, end: &End, now: Now) -> Result<Option<Peer>, &'static str> {
         if end.routes.is_empty() {
             if let Some(b) = self.registrar.find_contact(&end.target, now.unix) {
@@ -537,7 +540,7 @@ impl Core {
             }
         }
         let next = end.routes.first().unwrap_or(&end.target);
-        Ok(end.peer.or_else(|| {
+        Ok(end.peer.map(|p| Peer { conn: None, ..p }).or_else(|| {
             proxy::uri_target(next).map(|(transport, addr)| Peer {
                 transport,
                 addr,

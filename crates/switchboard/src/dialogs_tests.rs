@@ -251,16 +251,14 @@ fn a_bye_stops_the_probes() {
     assert_eq!(t.core.routing_counters().probes, 2);
 }
 
-#[test]
-fn a_probe_that_cannot_be_sent_over_a_closed_flow_ends_the_call() {
-    use switchboard_sip::peer::Peer;
-    use switchboard_sip::transport::{Inbound, Unreachable};
-    let mut t = T::new(false);
-    let flow = Peer::tcp(addr(BOB), 7);
+/// alice calls bob, whose phone registered over TCP connection 7 and answers with its
+/// registered Contact; returns bob's flow.
+fn tcp_call(t: &mut T, call: &str) -> switchboard_sip::peer::Peer {
+    let flow = switchboard_sip::peer::Peer::tcp(addr(BOB), 7);
     t.register_from("bob", flow);
-    t.input(ALICE, &invite("alice", ALICE, "1002", "tcp1", ""));
+    t.input(ALICE, &invite("alice", ALICE, "1002", call, ""));
     let branch = to(&t.take(), BOB)[0].clone();
-    let ok = answer(&branch, 200, "bob1", "127.0.0.1:5072;transport=tcp");
+    let ok = answer(&branch, 200, "bob1", "bob@127.0.0.1:5072;transport=tcp");
     t.input_from(flow, &ok);
     let relayed = to(&t.take(), ALICE)[0].clone();
     t.input(
@@ -268,17 +266,40 @@ fn a_probe_that_cannot_be_sent_over_a_closed_flow_ends_the_call() {
         &in_dialog("ACK", "bob@127.0.0.1:5072", &relayed, ALICE, 1),
     );
     t.take();
-    assert_eq!(bob(&t), CallStatus::Busy);
+    assert_eq!(bob(t), CallStatus::Busy);
+    flow
+}
+
+#[test]
+fn a_probe_that_cannot_be_sent_ends_the_call() {
+    use switchboard_sip::transport::{Inbound, Unreachable};
+    let mut t = T::new(false);
+    let flow = tcp_call(&mut t, "tcp1");
     t.advance(90);
     let (to_bob, _) = probes(&mut t);
     assert!(to_bob.contains("SIP/2.0/TCP"), "{to_bob}");
-    // bob's connection is gone: the send fails, and the call ends at once.
+    // The send over bob's flow fails: the call ends at once.
     t.event(Inbound::Unreachable {
         peer: flow,
         why: Unreachable::FlowGone,
     });
     assert_eq!(bob(&t), CallStatus::Free);
     assert_eq!(with_method(&t.take(), ALICE, "BYE").len(), 1);
+}
+
+#[test]
+fn a_callee_whose_registered_flow_closed_is_ended_at_the_next_probe() {
+    use switchboard_sip::transport::Inbound;
+    let mut t = T::new(false);
+    let flow = tcp_call(&mut t, "tcp2");
+    t.event(Inbound::Closed { peer: flow });
+    assert_eq!(bob(&t), CallStatus::Busy);
+    t.advance(90);
+    assert_eq!(bob(&t), CallStatus::Free);
+    let out = t.take();
+    assert!(with_method(&out, BOB, "OPTIONS").is_empty(), "{out:?}");
+    assert_eq!(with_method(&out, ALICE, "BYE").len(), 1, "{out:?}");
+    assert_eq!(t.core.routing_counters().lost, 1);
 }
 
 /// alice calls bob, whose 200 carries `Session-Expires: {secs}`; returns the 200 alice got.
