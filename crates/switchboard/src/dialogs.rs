@@ -213,19 +213,24 @@ fn first_value<'a>(
     headers.iter().find_map(pick).map(|v| v.trim())
 }
 
+/// The URI of a name-addr or addr-spec: inside the first `<…>` (parameters after it may
+/// hold quoted `<…>` of their own, as `+sip.instance` does), else up to the first `;`
+/// (what follows are the header's parameters).
+fn addr_uri(value: &str) -> &str {
+    match value.find('<') {
+        Some(open) => value[open + 1..].split('>').next().unwrap_or(""),
+        None => value.split(';').next().unwrap_or(value),
+    }
+    .trim()
+}
+
 /// The URI of a Contact header value's first entry.
 fn contact_uri(headers: &Headers) -> Option<String> {
     let v = first_value(headers, |h| match h {
         Header::Contact(c) => Some(c.value()),
         _ => None,
     })?;
-    let first = split_first_value(v).0;
-    let uri = if first.contains('<') {
-        proxy::strip_angle(first)
-    } else {
-        // An addr-spec alone: what follows `;` are the header's parameters.
-        first.split(';').next().unwrap_or(first).trim()
-    };
+    let uri = addr_uri(split_first_value(v).0);
     (!uri.is_empty() && uri != "*").then(|| uri.to_string())
 }
 
@@ -277,7 +282,7 @@ fn record_routes(headers: &Headers) -> Vec<String> {
             _ => None,
         })
         .flat_map(switchboard_sip::message::split_values)
-        .map(|v| proxy::strip_angle(v).to_string())
+        .map(|v| addr_uri(v).to_string())
         .collect()
 }
 
@@ -576,6 +581,7 @@ impl Core {
             return Ok(None);
         };
         let Ok(uri) = switchboard_sip::parse::uri_as_written(&end.target) else {
+            tracing::debug!(%call_id, side = side.name(), target = %end.target, "unreadable target: not probed");
             return Ok(None);
         };
         let (method, cseq) = match purpose {
@@ -657,6 +663,7 @@ impl Core {
                 end.probe = None;
             }
         }
+        tracing::debug!(%call_id, side = side.name(), code, "probe answered");
         // 481: the end no longer has the dialog (§12.2.2); 408: nothing reached it. Any
         // other answer, a 500 for our CSeq number included, comes from an end that has it.
         match code {

@@ -19,7 +19,12 @@ fn answered(t: &mut T, call: &str) -> (String, String) {
     t.register("bob", BOB);
     t.input(ALICE, &invite("alice", ALICE, "1002", call, ""));
     let branch = to(&take(t), BOB)[0].clone();
-    let ok = answer(&branch, 200, "bob1", BOB);
+    // A Contact as phones write it, a quoted <…> in a parameter after its URI.
+    let ok = answer(&branch, 200, "bob1", BOB).replace(
+        "Contact: <sip:127.0.0.1:5072>",
+        "Contact: <sip:127.0.0.1:5072;transport=udp>;expires=600;+sip.instance=\"<urn:uuid:e049c972>\"",
+    );
+    assert!(ok.contains("+sip.instance"), "{ok}");
     t.input(BOB, &ok);
     let relayed = to(&take(t), ALICE)[0].clone();
     assert_eq!(first_line(&relayed), "SIP/2.0 200 OK");
@@ -97,7 +102,10 @@ fn a_callee_that_stops_answering_is_ended_after_a_probe_and_timer_f() {
     t.advance(1);
     let (to_bob, to_alice) = probes(&mut t);
     // To bob: the dialog as alice sees it, to his Contact, alice's CSeq number.
-    assert_eq!(first_line(&to_bob), "OPTIONS sip:127.0.0.1:5072 SIP/2.0");
+    assert_eq!(
+        first_line(&to_bob),
+        "OPTIONS sip:127.0.0.1:5072;transport=udp SIP/2.0"
+    );
     assert_eq!(header(&to_bob, "Call-ID"), Some("lost1"));
     assert!(header(&to_bob, "From")
         .unwrap()
@@ -184,7 +192,10 @@ fn a_caller_that_is_gone_gets_the_callee_a_bye() {
     let out = t.take();
     let bye = with_method(&out, BOB, "BYE");
     assert_eq!(bye.len(), 1, "{out:?}");
-    assert_eq!(first_line(&bye[0]), "BYE sip:127.0.0.1:5072 SIP/2.0");
+    assert_eq!(
+        first_line(&bye[0]),
+        "BYE sip:127.0.0.1:5072;transport=udp SIP/2.0"
+    );
     // alice's INVITE was CSeq 1: bob takes the next.
     assert_eq!(header(&bye[0], "CSeq"), Some("2 BYE"));
     // bob's late answer to his probe changes nothing.
