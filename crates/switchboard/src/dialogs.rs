@@ -294,6 +294,8 @@ impl End {
             if target != self.target {
                 self.target = target;
                 self.peer = None;
+                // An answer from where it was says nothing about where it is.
+                self.probe = None;
             }
         }
     }
@@ -651,19 +653,21 @@ impl Core {
             tracing::debug!(%call_id, side = side.name(), code, "our BYE answered");
             return true;
         }
-        if let Some(e) = self
+        tracing::debug!(%call_id, side = side.name(), code, "probe answered");
+        // Only the end's current probe speaks for it (not one of a call since ended, nor
+        // one sent to a target it has since moved from).
+        let Some(end) = self
             .routing
             .dialogs
             .map
             .get_mut(&call_id)
             .and_then(|d| d.ends.as_mut())
-        {
-            let end = &mut e[side.index()];
-            if end.probe == Some(tx) {
-                end.probe = None;
-            }
-        }
-        tracing::debug!(%call_id, side = side.name(), code, "probe answered");
+            .map(|e| &mut e[side.index()])
+            .filter(|end| end.probe == Some(tx))
+        else {
+            return true;
+        };
+        end.probe = None;
         // 481: the end no longer has the dialog (§12.2.2); 408: nothing reached it. Any
         // other answer, a 500 for our CSeq number included, comes from an end that has it.
         match code {
@@ -674,9 +678,8 @@ impl Core {
         true
     }
 
-    /// One of our requests inside a dialog got no final response: a timeout or transport
-    /// error (`why`), or its transaction ended (`why` None: nothing more will come).
-    /// Whether `tx` was one.
+    /// One of our requests inside a dialog got no final response (`why`: a timeout, a
+    /// transport error, or its transaction ended). Whether `tx` was one.
     pub(crate) fn dialog_tx_failed(&mut self, tx: TxId, why: &'static str, now: Now) -> bool {
         let Some((call_id, side, purpose)) = self.routing.dialogs.txs.remove(&tx) else {
             return false;

@@ -420,3 +420,30 @@ fn a_refresh_without_session_expires_turns_the_session_timer_off() {
     assert_eq!(bob(&t), CallStatus::Busy, "no session end at 100 s");
     assert_eq!(t.core.routing().dialogs(), 1);
 }
+
+#[test]
+fn an_answer_from_where_an_end_moved_from_does_not_end_the_call() {
+    let mut t = T::new(false);
+    let (_, relayed) = answered(&mut t, "moved");
+    t.advance(90);
+    let (to_bob, to_alice) = probes(&mut t);
+    t.input(ALICE, &answer(&to_alice, 200, "", ALICE));
+    // Before bob's old address answers, a re-INVITE moves him elsewhere.
+    let reinvite = in_dialog("INVITE", "bob@127.0.0.1:5072", &relayed, ALICE, 3);
+    t.input(ALICE, &reinvite);
+    let fwd = with_method(&t.take(), BOB, "INVITE").remove(0);
+    t.input(BOB, &answer(&fwd, 200, "bob1", "127.0.0.1:5075"));
+    t.input(BOB, &answer(&to_bob, 481, "", BOB));
+    assert_eq!(bob(&t), CallStatus::Busy);
+    assert_eq!(t.core.routing().dialogs(), 1);
+    t.take();
+    // The next probe goes to where he is; his answer there counts.
+    t.advance(90);
+    let out = t.take();
+    let to_bob = with_method(&out, "127.0.0.1:5075", "OPTIONS").remove(0);
+    t.input(
+        "127.0.0.1:5075",
+        &answer(&to_bob, 481, "", "127.0.0.1:5075"),
+    );
+    assert_eq!(bob(&t), CallStatus::Free);
+}
