@@ -124,6 +124,7 @@ struct RawRouting {
     max_calls: Spanned<u64>,
     max_ring_secs: Spanned<u64>,
     max_call_secs: Spanned<u64>,
+    dialog_probe_secs: Spanned<u64>,
 }
 
 impl Default for RawRouting {
@@ -132,6 +133,7 @@ impl Default for RawRouting {
             max_calls: Spanned::new(0..0, 10_000),
             max_ring_secs: Spanned::new(0..0, 180),
             max_call_secs: Spanned::new(0..0, 14_400),
+            dialog_probe_secs: Spanned::new(0..0, 90),
         }
     }
 }
@@ -304,6 +306,9 @@ pub struct Config {
     pub max_ring_secs: u64,
     /// How long an answered call is remembered without a BYE (call status, dialogs).
     pub max_call_secs: u64,
+    /// How often each end of an answered call is asked, by an OPTIONS inside its dialog,
+    /// whether it still has the call (0: never).
+    pub dialog_probe_secs: u64,
     /// Subscription expiry bounds (seconds) and the most subscriptions at once.
     pub subscription_min_expires: u32,
     pub subscription_default_expires: u32,
@@ -448,6 +453,12 @@ impl Config {
             "routing.max_call_secs",
             60,
             7 * 86_400,
+        );
+        let probe = range(
+            &raw.routing.dialog_probe_secs,
+            "routing.dialog_probe_secs",
+            0,
+            86_400,
         );
         let sub = &raw.subscriptions;
         let sub_min = range(&sub.min_expires, "subscriptions.min_expires", 1, 86_400);
@@ -640,6 +651,7 @@ impl Config {
             max_calls: max_calls as usize,
             max_ring_secs: max_ring,
             max_call_secs: max_call,
+            dialog_probe_secs: probe,
             subscription_min_expires: sub_min as u32,
             subscription_default_expires: sub_def as u32,
             subscription_max_expires: sub_max as u32,
@@ -690,6 +702,26 @@ mod tests {
             assert_eq!((e.0[0].key.as_str(), e.0[0].line), (key, 5), "{e}");
             assert!(e.0[0].message.contains(says), "{e}");
         }
+    }
+
+    #[test]
+    fn dialog_probes_every_90_s_unless_configured() {
+        let base = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nrealm = \"r\"\n";
+        assert_eq!(Config::embedded().unwrap().dialog_probe_secs, 90);
+        assert_eq!(
+            Config::parse(base, "x.toml", None)
+                .unwrap()
+                .dialog_probe_secs,
+            90
+        );
+        for secs in [0, 15] {
+            let text = format!("{base}[routing]\ndialog_probe_secs = {secs}\n");
+            let c = Config::parse(&text, "x.toml", None).unwrap();
+            assert_eq!(c.dialog_probe_secs, secs);
+        }
+        let text = format!("{base}[routing]\ndialog_probe_secs = 100000\n");
+        let e = Config::parse(&text, "x.toml", None).unwrap_err();
+        assert_eq!(e.0[0].key, "routing.dialog_probe_secs", "{e}");
     }
 
     #[test]

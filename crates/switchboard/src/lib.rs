@@ -8,6 +8,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod core;
+pub mod dialogs;
 pub mod directory;
 pub mod executor;
 pub mod explain;

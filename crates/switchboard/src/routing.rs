@@ -19,6 +19,7 @@
 //! state machine as the registrar, driven by the same events.
 
 use crate::core::{Core, Now, Output};
+use crate::dialogs::{Answer, Dialogs};
 use crate::executor::{BranchId, BranchTarget, CancelCause, Command, Execution, Limits, Phase};
 use crate::presence_service::PresenceService;
 use bytes::Bytes;
@@ -53,6 +54,9 @@ pub struct RoutingConfig {
     pub max_ring: Duration,
     /// How long an answered call is remembered without a BYE.
     pub max_call_secs: u64,
+    /// How often each end of an answered call is probed with an in-dialog OPTIONS (0:
+    /// never); see [`crate::dialogs`].
+    pub dialog_probe_secs: u64,
     /// Keys the Record-Route tokens; kept across restarts by the shell.
     pub route_secret: [u8; 32],
 }
@@ -63,6 +67,7 @@ impl Default for RoutingConfig {
             max_calls: 10_000,
             max_ring: Duration::from_secs(180),
             max_call_secs: 14_400,
+            dialog_probe_secs: 90,
             route_secret: rand::random(),
         }
     }
@@ -82,6 +87,10 @@ pub struct RoutingStats {
     pub relayed: u64,
     /// In-dialog requests refused (no Route of ours, a wrong token, no next hop).
     pub relay_refused: u64,
+    /// In-dialog OPTIONS sent to ends of answered calls.
+    pub probes: u64,
+    /// Answered calls ended because an end no longer had the dialog or was unreachable.
+    pub lost: u64,
 }
 
 /// One branch of a call as the core sees it.
@@ -131,11 +140,6 @@ struct Relay {
     answered: bool,
 }
 
-/// An answered call, until its BYE (or `max_call_secs`).
-struct Dialog {
-    ends_at: u64,
-}
-
 /// The routing state the core keeps.
 pub struct Routing {
     config: RoutingConfig,
@@ -145,12 +149,12 @@ pub struct Routing {
     by_branch_tx: GrowingMap<TxId, (u64, BranchId)>,
     relays: GrowingMap<TxId, Box<Relay>>,
     relay_of_server: GrowingMap<TxId, TxId>,
-    dialogs: GrowingMap<String, Dialog>,
-    dialog_ends: BTreeSet<(u64, String)>,
+    /// Answered calls, until their BYE.
+    pub(crate) dialogs: Dialogs,
     memory: HashMap<String, GroupMemory>,
     wakes: BTreeSet<(Instant, u64)>,
     next_call: u64,
-    stats: RoutingStats,
+    pub(crate) stats: RoutingStats,
 }
 
 impl Routing {
@@ -162,8 +166,7 @@ impl Routing {
             by_branch_tx: GrowingMap::new(),
             relays: GrowingMap::new(),
             relay_of_server: GrowingMap::new(),
-            dialogs: GrowingMap::new(),
-            dialog_ends: BTreeSet::new(),
+            dialogs: Dialogs::new(config.dialog_probe_secs, config.max_call_secs),
             memory: HashMap::new(),
             wakes: BTreeSet::new(),
             next_call: 1,
@@ -205,10 +208,7 @@ impl Routing {
 
     pub fn poll_timeout(&self, now: Now) -> Option<Instant> {
         let wake = self.wakes.first().map(|(t, _)| *t);
-        let dialog = self
-            .dialog_ends
-            .first()
-            .map(|(t, _)| now.mono + Duration::from_secs(t.saturating_sub(now.unix)));
+        let dialog = self.dialogs.poll_timeout(now);
         wake.into_iter().chain(dialog).min()
     }
 }
@@ -281,7 +281,7 @@ fn newer(a: &Binding, b: &Binding) -> bool {
 /// for a stream its connection) when the phone is behind NAT, asked for it (RFC 5626
 /// `reg-id`) or uses a stream transport; otherwise to its contact address. `None` when the
 /// binding can only be reached over its flow and that flow is gone.
-fn binding_peer(b: &Binding) -> Option<Peer> {
+pub(crate) fn binding_peer(b: &Binding) -> Option<Peer> {
     if b.flow_gone() {
         return None;
     }
@@ -969,6 +969,11 @@ impl Core {
                 return;
             }
         }
+        if let ClientOutcome::Provisional(tx, resp) | ClientOutcome::Final(tx, resp) = &outcome {
+            if self.dialog_response(*tx, resp.status_code.code(), now) {
+                return;
+            }
+        }
         match outcome {
             ClientOutcome::Provisional(tx, resp) | ClientOutcome::Final(tx, resp) => {
                 if let Some(&(key, branch)) = self.routing.by_branch_tx.get(&tx) {
@@ -1018,9 +1023,6 @@ impl Core {
         if (200..300).contains(&code) {
             let first = !b.done;
             b.done = true;
-            let user = b.user.clone();
-            let call_id = call.call_id.clone();
-            let caller = call.caller_user.clone();
             // §16.7 step 9: every 2xx is relayed at once (retransmissions too).
             if self
                 .transactions
@@ -1032,10 +1034,22 @@ impl Core {
             }
             self.flush_transactions();
             if first {
-                self.track_dialog(&call_id, user.as_deref(), branch, caller.as_deref(), now);
-                if let Some(call) = self.routing.calls.get_mut(&key) {
+                if let Some(mut call) = self.routing.calls.remove(&key) {
+                    let b = &call.branches[branch];
+                    let answer = Answer {
+                        call_id: &call.call_id,
+                        invite: &call.invite,
+                        response: &resp,
+                        caller: call.caller_user.as_deref(),
+                        caller_peer: self.transactions.peer(server_tx),
+                        callee: b.user.as_deref(),
+                        callee_leg: &format!("b{branch}"),
+                        callee_peer: b.peer,
+                    };
+                    self.track_dialog(answer, now);
                     call.final_sent = true;
                     call.exec.branch_answered(branch, now.mono);
+                    self.routing.calls.insert(key, call);
                 }
                 self.drive(key, now);
             }
@@ -1057,47 +1071,6 @@ impl Core {
         self.drive(key, now);
     }
 
-    /// An answered call: its people are busy until the BYE.
-    fn track_dialog(
-        &mut self,
-        call_id: &str,
-        user: Option<&str>,
-        branch: BranchId,
-        caller: Option<&str>,
-        now: Now,
-    ) {
-        let model = self.presence.model_mut();
-        if let Some(u) = user {
-            model.leg(u, call_id, &format!("b{branch}"), LegState::Answered);
-        }
-        if let Some(c) = caller {
-            model.leg(c, call_id, "caller", LegState::Answered);
-        }
-        let ends_at = now.unix + self.routing.config.max_call_secs;
-        if let Some(old) = self
-            .routing
-            .dialogs
-            .insert(call_id.to_string(), Dialog { ends_at })
-        {
-            self.routing
-                .dialog_ends
-                .remove(&(old.ends_at, call_id.to_string()));
-        }
-        self.routing
-            .dialog_ends
-            .insert((ends_at, call_id.to_string()));
-    }
-
-    fn end_dialog(&mut self, call_id: &str) {
-        if let Some(d) = self.routing.dialogs.remove(call_id) {
-            self.routing
-                .dialog_ends
-                .remove(&(d.ends_at, call_id.to_string()));
-        }
-        // Branches of the call still being cancelled ring no more either.
-        self.presence.model_mut().call_ended(call_id);
-    }
-
     fn relay_response(&mut self, client: TxId, mut resp: Response, now: Now) {
         let code = resp.status_code.code();
         if code == 100 {
@@ -1113,6 +1086,15 @@ impl Core {
         proxy::strip_top_via(&mut resp);
         message::keep_reason_phrase(&mut resp);
         if (200..300).contains(&code) {
+            // A target refresh's answer may move the answering end (§12.2).
+            let refresh = matches!(relay.request.method, Method::Invite | Method::Update);
+            if let Some(relay) = refresh
+                .then(|| self.routing.relays.remove(&client))
+                .flatten()
+            {
+                self.dialog_response_seen(&relay.request, &resp, now);
+                self.routing.relays.insert(client, relay);
+            }
             if self
                 .transactions
                 .respond(server, resp.clone(), now.mono)
@@ -1183,6 +1165,14 @@ impl Core {
         if self.notify_answered(tx, None) {
             return;
         }
+        let why = if code == 408 {
+            "no answer"
+        } else {
+            "unreachable"
+        };
+        if self.dialog_tx_failed(tx, why, now) {
+            return;
+        }
         if let Some(&(key, branch)) = self.routing.by_branch_tx.get(&tx) {
             let Some(call) = self.routing.calls.get_mut(&key) else {
                 return;
@@ -1221,6 +1211,9 @@ impl Core {
     }
 
     fn tx_terminated(&mut self, tx: TxId, now: Now) {
+        if self.dialog_tx_failed(tx, "no answer", now) {
+            return;
+        }
         if let Some((key, branch)) = self.routing.by_branch_tx.remove(&tx) {
             if let Some(call) = self.routing.calls.get_mut(&key) {
                 if let Some(b) = call.branches.get_mut(branch) {
@@ -1255,13 +1248,7 @@ impl Core {
             }
             self.drive(key, now);
         }
-        while let Some((at, call_id)) = self.routing.dialog_ends.first().cloned() {
-            if at > now.unix {
-                break;
-            }
-            tracing::info!(%call_id, "answered call without a BYE for max_call_secs: forgotten");
-            self.end_dialog(&call_id);
-        }
+        self.dialogs_timeout(now);
     }
 
     // ---- in-dialog requests ------------------------------------------------------------------
@@ -1313,6 +1300,8 @@ impl Core {
         let out = proxy::forward(&req, None, &via, &[]);
         if req.method == Method::Bye {
             self.end_dialog(&call_id);
+        } else {
+            self.dialog_request_seen(&call_id, &req);
         }
         self.routing.stats.relayed += 1;
         match tx {

@@ -80,6 +80,7 @@ fn core_config(c: &Config, route_secret: [u8; 32]) -> CoreConfig {
             max_calls: c.max_calls,
             max_ring: Duration::from_secs(c.max_ring_secs),
             max_call_secs: c.max_call_secs,
+            dialog_probe_secs: c.dialog_probe_secs,
             route_secret,
         },
         watchers: WatchersConfig {

@@ -157,3 +157,93 @@ fn baresip_answers_a_routed_call() {
         d.log()
     );
 }
+
+/// Config sections that probe answered calls every 2 s.
+const PROBES: &str = "[routing]\ndialog_probe_secs = 2\n";
+
+/// bob's status in a call, as the admin API shows it.
+fn bob_status(d: &Daemon) -> String {
+    let (code, body) = admin_api(d, "GET", "/v1/presence/bob", "");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["call_status"].as_str().unwrap_or("").to_string()
+}
+
+/// alice (SIPp) calls bob, whose `phone` answers by itself; the daemon probes both ends
+/// every 2 s with in-dialog OPTIONS whose CSeq is the caller's last (the INVITE's). The
+/// phone answers them as one that still has the call, so the call stays up; once the
+/// phone is killed mid-call the probes go unanswered and the call ends: bob free again,
+/// alice hung up by the daemon's BYE.
+fn probed_call_until_the_phone_is_gone(d: &Daemon, mut phone: Proc) {
+    let caller = Sipp::new(d, "call_probed.xml")
+        .row(call_row("alice", "alice-secret", "1002", ""))
+        .auth_uri(&format!("1002@{REALM}"))
+        .arg("-timeout")
+        .arg("90s")
+        .spawn();
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        (bob_status(d) == "busy").then_some(())
+    })
+    .unwrap_or_else(|| panic!("bob never busy\n{}\n{}", d.log(), phone.log()));
+    // Three rounds of probes: the phone still has the call.
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(bob_status(d), "busy", "{}\n{}", d.log(), phone.log());
+    assert!(!d.log_contains("answered call lost"), "{}", d.log());
+    phone.kill();
+    wait_until(
+        Duration::from_secs(2 + 32 + 8),
+        Duration::from_millis(200),
+        || (bob_status(d) == "free").then_some(()),
+    )
+    .unwrap_or_else(|| panic!("bob still busy\n{}", d.log()));
+    let r = caller.finish(Duration::from_secs(30));
+    assert!(r.success, "{}\ndaemon log:\n{}", r.report(), d.log());
+    assert!(r.logged("probe cseq").len() >= 3, "{}", r.report());
+    assert_eq!(r.logged("bye reason").len(), 1, "{}", r.report());
+    assert!(
+        d.log_contains("answered call lost") && d.log_contains("side=\"callee\""),
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn baresip_keeps_a_probed_call_until_it_is_gone() {
+    let d = Daemon::start(Options::with(PROBES));
+    let (phone, _) = baresip(&d, "bob");
+    probed_call_until_the_phone_is_gone(&d, phone);
+}
+
+#[test]
+fn linphone_keeps_a_probed_call_until_it_is_gone() {
+    require("linphonec");
+    let d = Daemon::start(Options::with(PROBES));
+    let home = tempfile::tempdir_in(d.dir.path()).unwrap().keep();
+    // linphonec opens no SIP socket unless this exists.
+    std::fs::create_dir_all(home.join(".local/share/linphone")).unwrap();
+    let sip_port = free_port();
+    let rtp = free_ports(2);
+    let rc = home.join("linphonerc");
+    // bob, MD5 (the default challenge); -a answers calls by itself.
+    std::fs::write(
+        &rc,
+        format!(
+            "[sip]\nsip_port={sip_port}\nsip_tcp_port=0\nsip_tls_port=0\nbind_address=127.0.0.1\ndefault_proxy=0\n\
+             register_only_when_network_is_up=0\n[net]\nauto_net_state_mon=0\n[rtp]\naudio_rtp_port={rtp}-{rtp}\n\
+             [video]\nenabled=0\ncapture=0\ndisplay=0\n\
+             [proxy_0]\nreg_proxy=<sip:127.0.0.1:{};transport=udp>\nreg_identity=\"Bob\" <sip:bob@{REALM}>\n\
+             reg_expires=600\nreg_sendregister=1\npublish=0\n\
+             [auth_info_0]\nusername=bob\npasswd=bob-secret\nrealm={REALM}\ndomain={REALM}\n",
+            d.port
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new("linphonec");
+    cmd.args(["--pipe", "-c"])
+        .arg(&rc)
+        .args(["-a", "-d", "6"])
+        .env("HOME", &home);
+    let mut phone = Proc::spawn("linphonec", &mut cmd, home.join("linphone.log"), true);
+    phone.wait_for_log("to [LinphoneRegistrationOk]", REGISTER_WITHIN);
+    probed_call_until_the_phone_is_gone(&d, phone);
+}

@@ -1,0 +1,734 @@
+//! Answered calls, from their 2xx to their BYE: who is in them (call status in presence),
+//! and whether both ends still know them.
+//!
+//! A BYE that bypasses the proxy (a phone that lost power, a network that went away, a
+//! trunk that dropped the call) would leave its people busy until `routing.max_call_secs`.
+//! So every `routing.dialog_probe_secs` the proxy sends each end of every answered call an
+//! OPTIONS inside the dialog: the dialog's Call-ID and tags, From and To as the other end
+//! would write them, the end's remote target as Request-URI, the Route set toward it
+//! beyond this proxy, a Via of ours, over the flow the dialog reaches it by — a client
+//! transaction like any other, so retransmissions and Timer F apply.
+//!
+//! The proxy has no CSeq space of its own in a dialog. A probe carries the highest CSeq
+//! number the other end has sent that end through this proxy (the INVITE's toward the
+//! callee; 0 toward the caller before the callee has sent anything): never lower than what
+//! the end has seen (RFC 3261 §12.2.2 would accept it), and never higher than what the
+//! other end sends next, so the real requests of the dialog are never taken out of order.
+//! An end that wants strictly higher numbers answers 500: that answer, like any other but
+//! 408 and 481, says the end still has the dialog.
+//!
+//! A probe answered 481 (the end no longer knows the dialog) or 408, or that gets no
+//! answer (Timer F) or cannot be sent (a transport error, a flow that closed), ends the
+//! call: its people's call legs end in presence (as a relayed BYE ends them, so watchers
+//! are told), the other end gets a BYE from the proxy (so its phone hangs up too), and one
+//! line is logged. A BYE passing through, or `max_call_secs`, ends the tracking with no
+//! further probe.
+//!
+//! Where the phones use session timers (RFC 4028), the Session-Expires of the 2xx to the
+//! INVITE, and of the 2xx to each refresh (re-INVITE or UPDATE) since, says when the session
+//! ends unless refreshed again; a 2xx to a refresh without one turns the timer off (§7.2).
+//! A session that reaches its end without a refresh (the phones would have sent BYE before
+//! then, §10) is ended the same way, with a BYE to both ends.
+
+use crate::core::{Core, Now};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+use switchboard_presence::model::LegState;
+use switchboard_sip::message::{split_first_value, tag_of};
+use switchboard_sip::msg::headers::{Header, Headers};
+use switchboard_sip::msg::{Method, Request, Response, Version};
+use switchboard_sip::peer::Peer;
+use switchboard_sip::proxy;
+use switchboard_sip::transaction::TxId;
+use switchboard_sip::GrowingMap;
+
+/// One end of an answered call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Side {
+    Caller,
+    Callee,
+}
+
+impl Side {
+    fn index(self) -> usize {
+        match self {
+            Side::Caller => 0,
+            Side::Callee => 1,
+        }
+    }
+
+    fn other(self) -> Side {
+        match self {
+            Side::Caller => Side::Callee,
+            Side::Callee => Side::Caller,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Side::Caller => "caller",
+            Side::Callee => "callee",
+        }
+    }
+}
+
+/// One end of an answered call, as this proxy reaches it with a request of its own.
+struct End {
+    /// From and To of a request to this end: the dialog as the other end sees it.
+    from: String,
+    to: String,
+    /// The end's tag (in `to`).
+    tag: String,
+    /// The end's remote target (its Contact): the Request-URI.
+    target: String,
+    /// The Route set from this proxy toward it (other proxies on the way; usually none).
+    routes: Vec<String>,
+    /// The hop the dialog reached it over when it was set up (None once a target refresh
+    /// moved it: then where its target says).
+    peer: Option<Peer>,
+    /// The highest CSeq number the other end sent it through this proxy.
+    cseq: Option<u32>,
+    /// A probe waiting for its answer.
+    probe: Option<TxId>,
+    /// The person at this end, for the log.
+    user: Option<String>,
+}
+
+/// An answered call being tracked.
+struct Tracked {
+    /// Unix second at which it is forgotten without a BYE (`max_call_secs`).
+    ends_at: u64,
+    /// Caller and callee, as requests of ours reach them. None when neither probes nor a
+    /// session timer may need one, or when the 2xx lacked what a request of ours needs (a
+    /// Contact, a tag): such a call is not probed.
+    ends: Option<Box<[End; 2]>>,
+    /// When both ends are probed next.
+    next_probe: Option<Instant>,
+    /// When its session ends unless refreshed (RFC 4028: the Session-Expires of the last
+    /// 2xx to the INVITE or a refresh).
+    session_ends: Option<Instant>,
+}
+
+/// What a request the proxy sent inside a dialog was for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    Probe,
+    Bye,
+}
+
+/// The answered calls the proxy tracks (part of the routing state).
+pub(crate) struct Dialogs {
+    /// How often each end is probed (None: never).
+    probe_every: Option<Duration>,
+    max_call_secs: u64,
+    map: GrowingMap<String, Tracked>,
+    /// When each is forgotten without a BYE (`max_call_secs`).
+    forget_at: BTreeSet<(u64, String)>,
+    probes_due: BTreeSet<(Instant, String)>,
+    sessions_due: BTreeSet<(Instant, String)>,
+    /// Our requests inside dialogs, until their transactions end.
+    txs: GrowingMap<TxId, (String, Side, Purpose)>,
+}
+
+impl Dialogs {
+    pub(crate) fn new(probe_secs: u64, max_call_secs: u64) -> Self {
+        Dialogs {
+            probe_every: (probe_secs > 0).then(|| Duration::from_secs(probe_secs)),
+            max_call_secs,
+            map: GrowingMap::new(),
+            forget_at: BTreeSet::new(),
+            probes_due: BTreeSet::new(),
+            sessions_due: BTreeSet::new(),
+            txs: GrowingMap::new(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn poll_timeout(&self, now: Now) -> Option<Instant> {
+        let end = self
+            .forget_at
+            .first()
+            .map(|(t, _)| now.mono + Duration::from_secs(t.saturating_sub(now.unix)));
+        let probe = self.probes_due.first().map(|(t, _)| *t);
+        let session = self.sessions_due.first().map(|(t, _)| *t);
+        end.into_iter().chain(probe).chain(session).min()
+    }
+
+    /// Forgets a dialog; whether it was tracked.
+    fn remove(&mut self, call_id: &str) -> bool {
+        let Some(d) = self.map.remove(call_id) else {
+            return false;
+        };
+        self.forget_at.remove(&(d.ends_at, call_id.to_string()));
+        if let Some(at) = d.next_probe {
+            self.probes_due.remove(&(at, call_id.to_string()));
+        }
+        if let Some(at) = d.session_ends {
+            self.sessions_due.remove(&(at, call_id.to_string()));
+        }
+        true
+    }
+
+    /// A 2xx to the INVITE or to a refresh set the session's interval (RFC 4028 §7.2,
+    /// §9): it ends `secs` from now unless refreshed; None: no session timer.
+    fn set_session(&mut self, call_id: &str, secs: Option<u64>, now: Now) {
+        let Some(d) = self.map.get_mut(call_id) else {
+            return;
+        };
+        if let Some(at) = d.session_ends.take() {
+            self.sessions_due.remove(&(at, call_id.to_string()));
+        }
+        if let Some(secs) = secs {
+            let at = now.mono + Duration::from_secs(secs);
+            d.session_ends = Some(at);
+            self.sessions_due.insert((at, call_id.to_string()));
+        }
+    }
+}
+
+/// What the proxy knows of a call when its first 2xx passes through.
+pub(crate) struct Answer<'a> {
+    pub call_id: &'a str,
+    /// The caller's INVITE as received.
+    pub invite: &'a Request,
+    /// The 2xx as relayed to the caller (our Via removed).
+    pub response: &'a Response,
+    /// The caller's person (a registered user) and the hop its INVITE came from.
+    pub caller: Option<&'a str>,
+    pub caller_peer: Option<Peer>,
+    /// The answering person, their call leg, and the hop the branch went to.
+    pub callee: Option<&'a str>,
+    pub callee_leg: &'a str,
+    pub callee_peer: Option<Peer>,
+}
+
+/// The first value of a header, as written.
+fn first_value<'a>(
+    headers: &'a Headers,
+    pick: impl Fn(&'a Header) -> Option<&'a str>,
+) -> Option<&'a str> {
+    headers.iter().find_map(pick).map(|v| v.trim())
+}
+
+/// The URI of a name-addr or addr-spec: inside the first `<…>` (parameters after it may
+/// hold quoted `<…>` of their own, as `+sip.instance` does), else up to the first `;`
+/// (what follows are the header's parameters).
+fn addr_uri(value: &str) -> &str {
+    match value.find('<') {
+        Some(open) => value[open + 1..].split('>').next().unwrap_or(""),
+        None => value.split(';').next().unwrap_or(value),
+    }
+    .trim()
+}
+
+/// The URI of a Contact header value's first entry.
+fn contact_uri(headers: &Headers) -> Option<String> {
+    let v = first_value(headers, |h| match h {
+        Header::Contact(c) => Some(c.value()),
+        _ => None,
+    })?;
+    let uri = addr_uri(split_first_value(v).0);
+    (!uri.is_empty() && uri != "*").then(|| uri.to_string())
+}
+
+/// The interval of a Session-Expires header (RFC 4028 §4), if any and above 0.
+fn session_expires(headers: &Headers) -> Option<u64> {
+    first_value(headers, |h| match h {
+        Header::SessionExpires(v) => Some(v.value()),
+        _ => None,
+    })?
+    .split(';')
+    .next()?
+    .trim()
+    .parse()
+    .ok()
+    .filter(|s| *s > 0)
+}
+
+fn cseq_number(headers: &Headers) -> Option<u32> {
+    first_value(headers, |h| match h {
+        Header::CSeq(c) => Some(c.value()),
+        _ => None,
+    })?
+    .split_whitespace()
+    .next()?
+    .parse()
+    .ok()
+}
+
+fn from_value(headers: &Headers) -> Option<&str> {
+    first_value(headers, |h| match h {
+        Header::From(f) => Some(f.value()),
+        _ => None,
+    })
+}
+
+fn to_value(headers: &Headers) -> Option<&str> {
+    first_value(headers, |h| match h {
+        Header::To(t) => Some(t.value()),
+        _ => None,
+    })
+}
+
+/// The URIs of a message's Record-Route set, top first.
+fn record_routes(headers: &Headers) -> Vec<String> {
+    headers
+        .iter()
+        .filter_map(|h| match h {
+            Header::RecordRoute(r) => Some(r.value()),
+            _ => None,
+        })
+        .flat_map(switchboard_sip::message::split_values)
+        .map(|v| addr_uri(v).to_string())
+        .collect()
+}
+
+impl End {
+    /// A target refresh (§12.2): the end's Contact in a re-INVITE or UPDATE, or in a 2xx
+    /// to one.
+    fn refresh(&mut self, headers: &Headers) {
+        if let Some(target) = contact_uri(headers) {
+            if target != self.target {
+                self.target = target;
+                self.peer = None;
+                // An answer from where it was says nothing about where it is.
+                self.probe = None;
+            }
+        }
+    }
+}
+
+/// Which end sent a request: the one whose tag its From carries.
+fn sender(ends: &[End; 2], req: &Request) -> Option<Side> {
+    let tag = from_value(&req.headers).and_then(tag_of)?;
+    [Side::Caller, Side::Callee]
+        .into_iter()
+        .find(|s| ends[s.index()].tag == tag)
+}
+
+impl Core {
+    /// An answered call: its people are busy until the BYE, and both ends are probed (and
+    /// its session timer followed).
+    pub(crate) fn track_dialog(&mut self, a: Answer<'_>, now: Now) {
+        let model = self.presence.model_mut();
+        if let Some(u) = a.callee {
+            model.leg(u, a.call_id, a.callee_leg, LegState::Answered);
+        }
+        if let Some(c) = a.caller {
+            model.leg(c, a.call_id, "caller", LegState::Answered);
+        }
+        let session = session_expires(&a.response.headers);
+        let needed = self.routing.dialogs.probe_every.is_some() || session.is_some();
+        let ends = needed.then(|| self.ends_of(&a)).flatten();
+        if needed && ends.is_none() {
+            tracing::debug!(call_id = %a.call_id, "answered call without Contact or tags: not probed");
+        }
+        let dialogs = &mut self.routing.dialogs;
+        let call_id = a.call_id.to_string();
+        dialogs.remove(&call_id);
+        let ends_at = now.unix + dialogs.max_call_secs;
+        let next_probe = dialogs
+            .probe_every
+            .filter(|_| ends.is_some())
+            .map(|every| now.mono + every);
+        dialogs.forget_at.insert((ends_at, call_id.clone()));
+        if let Some(at) = next_probe {
+            dialogs.probes_due.insert((at, call_id.clone()));
+        }
+        dialogs.map.insert(
+            call_id,
+            Tracked {
+                ends_at,
+                ends,
+                next_probe,
+                session_ends: None,
+            },
+        );
+        self.routing.dialogs.set_session(a.call_id, session, now);
+    }
+
+    /// Both ends of an answered call, as requests of ours reach them.
+    fn ends_of(&self, a: &Answer<'_>) -> Option<Box<[End; 2]>> {
+        let caller_from = from_value(&a.invite.headers)?;
+        let callee_from = from_value(&a.response.headers)?;
+        let callee_to = to_value(&a.response.headers)?;
+        let caller_tag = tag_of(caller_from)?.to_string();
+        let callee_tag = tag_of(callee_to)?.to_string();
+        // The Record-Route set of the 2xx, split around our own entries: the proxies
+        // toward the callee were added above ours, those toward the caller below.
+        let rr = record_routes(&a.response.headers);
+        let (toward_callee, toward_caller) = match (
+            rr.iter().position(|r| self.uri_is_ours(r)),
+            rr.iter().rposition(|r| self.uri_is_ours(r)),
+        ) {
+            (Some(first), Some(last)) => (
+                rr[..first].iter().rev().cloned().collect(),
+                rr[last + 1..].to_vec(),
+            ),
+            _ => (Vec::new(), Vec::new()),
+        };
+        let caller = End {
+            from: callee_to.to_string(),
+            to: caller_from.to_string(),
+            tag: caller_tag,
+            target: contact_uri(&a.invite.headers)?,
+            routes: toward_caller,
+            peer: a.caller_peer,
+            cseq: None,
+            probe: None,
+            user: a.caller.map(str::to_string),
+        };
+        let callee = End {
+            from: callee_from.to_string(),
+            to: callee_to.to_string(),
+            tag: callee_tag,
+            target: contact_uri(&a.response.headers)?,
+            routes: toward_callee,
+            peer: a.callee_peer,
+            cseq: cseq_number(&a.invite.headers),
+            probe: None,
+            user: a.callee.map(str::to_string),
+        };
+        Some(Box::new([caller, callee]))
+    }
+
+    /// A call ended (a BYE passed through, `max_call_secs`, an end was gone): forgotten,
+    /// no longer probed, its people's call legs ended.
+    pub(crate) fn end_dialog(&mut self, call_id: &str) {
+        self.routing.dialogs.remove(call_id);
+        // Branches of the call still being cancelled ring no more either.
+        self.presence.model_mut().call_ended(call_id);
+    }
+
+    /// An in-dialog request passing through: the CSeq number its sender reached (the
+    /// probes to the other end use it) and, for a target refresh, the sender's new
+    /// Contact.
+    pub(crate) fn dialog_request_seen(&mut self, call_id: &str, req: &Request) {
+        if matches!(req.method, Method::Ack | Method::Cancel) {
+            return;
+        }
+        let Some(ends) = self
+            .routing
+            .dialogs
+            .map
+            .get_mut(call_id)
+            .and_then(|d| d.ends.as_mut())
+        else {
+            return;
+        };
+        let Some(sender) = sender(ends, req) else {
+            return;
+        };
+        if let Some(n) = cseq_number(&req.headers) {
+            let toward = &mut ends[sender.other().index()];
+            toward.cseq = Some(toward.cseq.map_or(n, |c| c.max(n)));
+        }
+        if matches!(req.method, Method::Invite | Method::Update) {
+            ends[sender.index()].refresh(&req.headers);
+        }
+    }
+
+    /// A 2xx relayed for an in-dialog request `req`: for a re-INVITE or UPDATE (a session
+    /// refresh, a target refresh), the session's new interval and the answering end's new
+    /// Contact.
+    pub(crate) fn dialog_response_seen(&mut self, req: &Request, resp: &Response, now: Now) {
+        if !matches!(req.method, Method::Invite | Method::Update) {
+            return;
+        }
+        let Some(call_id) = first_value(&req.headers, |h| match h {
+            Header::CallId(c) => Some(c.value()),
+            _ => None,
+        }) else {
+            return;
+        };
+        let dialogs = &mut self.routing.dialogs;
+        if !dialogs.map.contains_key(call_id) {
+            return;
+        }
+        dialogs.set_session(call_id, session_expires(&resp.headers), now);
+        let Some(ends) = dialogs.map.get_mut(call_id).and_then(|d| d.ends.as_mut()) else {
+            return;
+        };
+        if let Some(sender) = sender(ends, req) {
+            ends[sender.other().index()].refresh(&resp.headers);
+        }
+    }
+
+    /// Probes the ends of the calls that are due, and forgets calls that reached
+    /// `max_call_secs`.
+    pub(crate) fn dialogs_timeout(&mut self, now: Now) {
+        while let Some((at, call_id)) = self.routing.dialogs.probes_due.first().cloned() {
+            if at > now.mono {
+                break;
+            }
+            let dialogs = &mut self.routing.dialogs;
+            dialogs.probes_due.remove(&(at, call_id.clone()));
+            let (Some(every), Some(d)) = (dialogs.probe_every, dialogs.map.get_mut(&call_id))
+            else {
+                continue;
+            };
+            let next = now.mono + every;
+            d.next_probe = Some(next);
+            dialogs.probes_due.insert((next, call_id.clone()));
+            for side in [Side::Callee, Side::Caller] {
+                let waiting = self
+                    .routing
+                    .dialogs
+                    .map
+                    .get(&call_id)
+                    .and_then(|d| d.ends.as_ref())
+                    .is_none_or(|e| e[side.index()].probe.is_some());
+                if waiting {
+                    continue;
+                }
+                match self.send_in_dialog(&call_id, side, Purpose::Probe, now) {
+                    Ok(Some(tx)) => {
+                        self.routing.stats.probes += 1;
+                        if let Some(e) = self
+                            .routing
+                            .dialogs
+                            .map
+                            .get_mut(&call_id)
+                            .and_then(|d| d.ends.as_mut())
+                        {
+                            e[side.index()].probe = Some(tx);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(why) => {
+                        self.dialog_lost(&call_id, side, why, now);
+                        break;
+                    }
+                }
+            }
+        }
+        while let Some((at, call_id)) = self.routing.dialogs.sessions_due.first().cloned() {
+            if at > now.mono {
+                break;
+            }
+            self.routing
+                .dialogs
+                .sessions_due
+                .remove(&(at, call_id.clone()));
+            tracing::info!(%call_id, "answered call lost: its session expired without a refresh; ended");
+            self.routing.stats.lost += 1;
+            // Either end may be the one gone: both are told (RFC 4028 §10).
+            for side in [Side::Caller, Side::Callee] {
+                if let Err(e) = self.send_in_dialog(&call_id, side, Purpose::Bye, now) {
+                    tracing::debug!(%call_id, error = e, "no BYE to this end");
+                }
+            }
+            self.end_dialog(&call_id);
+        }
+        while let Some((at, call_id)) = self.routing.dialogs.forget_at.first().cloned() {
+            if at > now.unix {
+                break;
+            }
+            tracing::info!(%call_id, "answered call without a BYE for max_call_secs: forgotten");
+            self.end_dialog(&call_id);
+        }
+    }
+
+    /// Where a request of ours to `end` goes: over the flow of its registered contact
+    /// (as in-dialog requests to it are routed), else to the hop the dialog reached it
+    /// over — over any connection open to it, or a new one, as a relayed request to an
+    /// address would go (the connection the call came over may have been closed since
+    /// without the end being gone). Err when it can only be reached over a flow that
+    /// closed.
+    fn end_peer(&self, end: &End, now: Now) -> Result<Option<Peer>, &'static str> {
+        if end.routes.is_empty() {
+            if let Some(b) = self.registrar.find_contact(&end.target, now.unix) {
+                return crate::routing::binding_peer(b)
+                    .map(Some)
+                    .ok_or("its connection is closed");
+            }
+        }
+        let next = end.routes.first().unwrap_or(&end.target);
+        Ok(end.peer.map(|p| Peer { conn: None, ..p }).or_else(|| {
+            proxy::uri_target(next).map(|(transport, addr)| Peer {
+                transport,
+                addr,
+                conn: None,
+            })
+        }))
+    }
+
+    /// Sends `side` of a call an OPTIONS (a probe) or a BYE of ours inside its dialog.
+    /// Ok(None) when no request could be made (nothing to say about the end); Err when the
+    /// end cannot be reached at all.
+    fn send_in_dialog(
+        &mut self,
+        call_id: &str,
+        side: Side,
+        purpose: Purpose,
+        now: Now,
+    ) -> Result<Option<TxId>, &'static str> {
+        let Some(end) = self
+            .routing
+            .dialogs
+            .map
+            .get(call_id)
+            .and_then(|d| d.ends.as_ref())
+            .map(|e| &e[side.index()])
+        else {
+            return Ok(None);
+        };
+        let Some(dest) = self.end_peer(end, now)? else {
+            return Ok(None);
+        };
+        let Some(local) = self.local_for(dest.transport, dest.addr.ip()) else {
+            return Ok(None);
+        };
+        let Ok(uri) = switchboard_sip::parse::uri_as_written(&end.target) else {
+            tracing::debug!(%call_id, side = side.name(), target = %end.target, "unreadable target: not probed");
+            return Ok(None);
+        };
+        let (method, cseq) = match purpose {
+            // As high as the end has seen from the other end, never higher (see above).
+            Purpose::Probe => (Method::Options, end.cseq.unwrap_or(0)),
+            // The dialog ends: the next number the end would accept.
+            Purpose::Bye => (Method::Bye, end.cseq.map_or(1, |c| c.saturating_add(1))),
+        };
+        let mut headers = Headers::default();
+        headers.push(Header::Via(
+            proxy::via_value(
+                dest.transport,
+                local,
+                &proxy::branch(self.entropy.u64(), self.entropy.u64()),
+            )
+            .into(),
+        ));
+        headers.push(Header::MaxForwards("70".into()));
+        if !end.routes.is_empty() {
+            let routes: Vec<String> = end.routes.iter().map(|r| format!("<{r}>")).collect();
+            headers.push(Header::Route(routes.join(", ").into()));
+        }
+        headers.push(Header::From(end.from.clone().into()));
+        headers.push(Header::To(end.to.clone().into()));
+        headers.push(Header::CallId(call_id.to_string().into()));
+        headers.push(Header::CSeq(format!("{cseq} {method}").into()));
+        if purpose == Purpose::Bye {
+            headers.push(proxy::reason(408, "the other party is unreachable"));
+        }
+        headers.push(Header::ContentLength(0u32.into()));
+        let req = Request {
+            method,
+            uri,
+            version: Version::V2,
+            headers,
+            body: Vec::new(),
+        };
+        let sent = self.transactions.send_request(req, dest, now.mono);
+        self.flush_transactions();
+        match sent {
+            Ok(tx) => {
+                self.routing
+                    .dialogs
+                    .txs
+                    .insert(tx, (call_id.to_string(), side, purpose));
+                Ok(Some(tx))
+            }
+            Err(e) => {
+                tracing::debug!(%call_id, side = side.name(), error = %e, "in-dialog request not sent");
+                Ok(None)
+            }
+        }
+    }
+
+    /// A response to one of our requests inside a dialog; whether `tx` was one.
+    pub(crate) fn dialog_response(&mut self, tx: TxId, code: u16, now: Now) -> bool {
+        let Some(&(_, _, purpose)) = self.routing.dialogs.txs.get(&tx) else {
+            return false;
+        };
+        if code < 200 {
+            return true;
+        }
+        let Some((call_id, side, _)) = self.routing.dialogs.txs.remove(&tx) else {
+            return true;
+        };
+        if purpose == Purpose::Bye {
+            tracing::debug!(%call_id, side = side.name(), code, "our BYE answered");
+            return true;
+        }
+        tracing::debug!(%call_id, side = side.name(), code, "probe answered");
+        // Only the end's current probe speaks for it (not one of a call since ended, nor
+        // one sent to a target it has since moved from).
+        let Some(end) = self
+            .routing
+            .dialogs
+            .map
+            .get_mut(&call_id)
+            .and_then(|d| d.ends.as_mut())
+            .map(|e| &mut e[side.index()])
+            .filter(|end| end.probe == Some(tx))
+        else {
+            return true;
+        };
+        end.probe = None;
+        // 481: the end no longer has the dialog (§12.2.2); 408: nothing reached it. Any
+        // other answer, a 500 for our CSeq number included, comes from an end that has it.
+        match code {
+            481 => self.dialog_lost(&call_id, side, "the dialog is gone (481)", now),
+            408 => self.dialog_lost(&call_id, side, "no answer (408)", now),
+            _ => {}
+        }
+        true
+    }
+
+    /// One of our requests inside a dialog got no final response (`why`: a timeout, a
+    /// transport error, or its transaction ended). Whether `tx` was one.
+    pub(crate) fn dialog_tx_failed(&mut self, tx: TxId, why: &'static str, now: Now) -> bool {
+        let Some((call_id, side, purpose)) = self.routing.dialogs.txs.remove(&tx) else {
+            return false;
+        };
+        if purpose == Purpose::Probe {
+            let ours = self
+                .routing
+                .dialogs
+                .map
+                .get(&call_id)
+                .and_then(|d| d.ends.as_ref())
+                .is_some_and(|e| e[side.index()].probe == Some(tx));
+            if ours {
+                self.dialog_lost(&call_id, side, why, now);
+            }
+        }
+        true
+    }
+
+    /// An end of a call is gone: the call ends (presence, the other end hung up by a BYE
+    /// of ours), logged once.
+    fn dialog_lost(&mut self, call_id: &str, side: Side, why: &'static str, now: Now) {
+        let Some(ends) = self
+            .routing
+            .dialogs
+            .map
+            .get(call_id)
+            .and_then(|d| d.ends.as_ref())
+        else {
+            return;
+        };
+        let (gone, other) = (&ends[side.index()], &ends[side.other().index()]);
+        tracing::info!(
+            %call_id,
+            side = side.name(),
+            user = gone.user.as_deref().unwrap_or("-"),
+            target = %gone.target,
+            why,
+            other = other.user.as_deref().unwrap_or("-"),
+            "answered call lost: ended"
+        );
+        self.routing.stats.lost += 1;
+        if let Err(e) = self.send_in_dialog(call_id, side.other(), Purpose::Bye, now) {
+            tracing::debug!(%call_id, error = e, "no BYE to the other end");
+        }
+        self.end_dialog(call_id);
+    }
+}
+
+#[cfg(test)]
+#[path = "dialogs_tests.rs"]
+mod tests;
