@@ -129,19 +129,7 @@ impl Store for RedbStore {
     }
 
     fn scan(&self, name: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        use redb::{ReadableDatabase as _, ReadableTable as _};
-        let tx = self.db.begin_read().map_err(io_err)?;
-        let t = match tx.open_table(table(name)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(e)),
-        };
-        let mut out = Vec::new();
-        for row in t.iter().map_err(io_err)? {
-            let (k, v) = row.map_err(io_err)?;
-            out.push((k.value().to_string(), v.value().to_vec()));
-        }
-        Ok(out)
+        self.read_rows(name, None)
     }
 
     fn scan_range(
@@ -150,18 +138,35 @@ impl Store for RedbStore {
         start: &str,
         end: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        use redb::ReadableDatabase as _;
         if start >= end {
             return Ok(Vec::new());
         }
+        self.read_rows(name, Some((start, end)))
+    }
+}
+
+impl RedbStore {
+    /// The rows of a table (a table never written to has none), all of them or those
+    /// whose key is in `start..end`.
+    fn read_rows(
+        &self,
+        name: Table,
+        range: Option<(&str, &str)>,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        use redb::{ReadableDatabase as _, ReadableTable as _};
         let tx = self.db.begin_read().map_err(io_err)?;
         let t = match tx.open_table(table(name)) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
             Err(e) => return Err(io_err(e)),
         };
+        let rows = match range {
+            None => t.iter(),
+            Some((start, end)) => t.range::<&str>(start..end),
+        }
+        .map_err(io_err)?;
         let mut out = Vec::new();
-        for row in t.range::<&str>(start..end).map_err(io_err)? {
+        for row in rows {
             let (k, v) = row.map_err(io_err)?;
             out.push((k.value().to_string(), v.value().to_vec()));
         }

@@ -61,6 +61,43 @@ fn baresip_registers() {
         .ok();
 }
 
+/// linphonec, headless, registering as `identity` (`{REALM}` in it and in `auth` stands for
+/// the realm) with the `[auth_info_0]` lines `auth`, answering calls by itself (`-a`) and
+/// logging its SIP messages (`-d 6`); returns it and its SIP port.
+fn linphone(d: &Daemon, identity: &str, auth: &str) -> (Proc, u16) {
+    let home = tempfile::tempdir_in(d.dir.path()).unwrap().keep();
+    // linphonec opens no SIP socket unless this exists.
+    std::fs::create_dir_all(home.join(".local/share/linphone")).unwrap();
+    let sip_port = free_port();
+    // RTP and RTCP.
+    let rtp = free_ports(2);
+    let rc = home.join("linphonerc");
+    let identity = identity.replace("{REALM}", REALM);
+    let auth = auth.replace("{REALM}", REALM);
+    std::fs::write(
+        &rc,
+        format!(
+            "[sip]\nsip_port={sip_port}\nsip_tcp_port=0\nsip_tls_port=0\nbind_address=127.0.0.1\ndefault_proxy=0\n\
+             register_only_when_network_is_up=0\n[net]\nauto_net_state_mon=0\n[rtp]\naudio_rtp_port={rtp}-{rtp}\n\
+             [video]\nenabled=0\ncapture=0\ndisplay=0\n\
+             [proxy_0]\nreg_proxy=<sip:127.0.0.1:{};transport=udp>\nreg_identity={identity}\n\
+             reg_expires=600\nreg_sendregister=1\npublish=0\n\
+             [auth_info_0]\n{auth}",
+            d.port
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new("linphonec");
+    cmd.args(["--pipe", "-c"])
+        .arg(&rc)
+        .args(["-a", "-d", "6"])
+        .env("HOME", &home);
+    // linphonec ignores SIGTERM; the guard SIGKILLs it. Its stdin stays open (piped) while
+    // it runs: at end of input it would quit.
+    let phone = Proc::spawn("linphonec", &mut cmd, home.join("linphone.log"), true);
+    (phone, sip_port)
+}
+
 #[test]
 fn linphone_registers_with_sha256_where_enabled() {
     require("linphonec");
@@ -69,35 +106,11 @@ fn linphone_registers_with_sha256_where_enabled() {
         extra: SHA256_OFFERED.into(),
         ..Options::default()
     });
-    let home = tempfile::tempdir_in(d.dir.path()).unwrap().keep();
-    // linphonec opens no SIP socket unless this exists.
-    std::fs::create_dir_all(home.join(".local/share/linphone")).unwrap();
-    let sip_port = free_port();
-    // RTP and RTCP.
-    let rtp = free_ports(2);
-    let rc = home.join("linphonerc");
-    std::fs::write(
-        &rc,
-        format!(
-            "[sip]\nsip_port={sip_port}\nsip_tcp_port=0\nsip_tls_port=0\nbind_address=127.0.0.1\ndefault_proxy=0\n\
-             register_only_when_network_is_up=0\n[net]\nauto_net_state_mon=0\n[rtp]\naudio_rtp_port={rtp}-{rtp}\n\
-             [video]\nenabled=0\ncapture=0\ndisplay=0\n\
-             [proxy_0]\nreg_proxy=<sip:127.0.0.1:{};transport=udp>\nreg_identity=\"SHA user\" <sip:shauser@{REALM}>\n\
-             reg_expires=600\nreg_sendregister=1\npublish=0\n\
-             [auth_info_0]\nusername=shauser\npasswd=sha-secret\nrealm={REALM}\ndomain={REALM}\nalgorithm=SHA-256\n",
-            d.port
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new("linphonec");
-    // -d 6: log the SIP messages, to see which digest it answered with.
-    cmd.args(["--pipe", "-c"])
-        .arg(&rc)
-        .args(["-a", "-d", "6"])
-        .env("HOME", &home);
-    // linphonec ignores SIGTERM; the guard SIGKILLs it. Its stdin stays open (piped) while
-    // it runs: at end of input it would quit.
-    let mut phone = Proc::spawn("linphonec", &mut cmd, home.join("linphone.log"), true);
+    let (mut phone, sip_port) = linphone(
+        &d,
+        "\"SHA user\" <sip:shauser@{REALM}>",
+        "username=shauser\npasswd=sha-secret\nrealm={REALM}\ndomain={REALM}\nalgorithm=SHA-256\n",
+    );
     phone.wait_for_log("to [LinphoneRegistrationOk]", REGISTER_WITHIN);
     let log = phone.log();
     assert!(
@@ -218,32 +231,12 @@ fn baresip_keeps_a_probed_call_until_it_is_gone() {
 fn linphone_keeps_a_probed_call_until_it_is_gone() {
     require("linphonec");
     let d = Daemon::start(Options::with(PROBES));
-    let home = tempfile::tempdir_in(d.dir.path()).unwrap().keep();
-    // linphonec opens no SIP socket unless this exists.
-    std::fs::create_dir_all(home.join(".local/share/linphone")).unwrap();
-    let sip_port = free_port();
-    let rtp = free_ports(2);
-    let rc = home.join("linphonerc");
-    // bob, MD5 (the default challenge); -a answers calls by itself.
-    std::fs::write(
-        &rc,
-        format!(
-            "[sip]\nsip_port={sip_port}\nsip_tcp_port=0\nsip_tls_port=0\nbind_address=127.0.0.1\ndefault_proxy=0\n\
-             register_only_when_network_is_up=0\n[net]\nauto_net_state_mon=0\n[rtp]\naudio_rtp_port={rtp}-{rtp}\n\
-             [video]\nenabled=0\ncapture=0\ndisplay=0\n\
-             [proxy_0]\nreg_proxy=<sip:127.0.0.1:{};transport=udp>\nreg_identity=\"Bob\" <sip:bob@{REALM}>\n\
-             reg_expires=600\nreg_sendregister=1\npublish=0\n\
-             [auth_info_0]\nusername=bob\npasswd=bob-secret\nrealm={REALM}\ndomain={REALM}\n",
-            d.port
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new("linphonec");
-    cmd.args(["--pipe", "-c"])
-        .arg(&rc)
-        .args(["-a", "-d", "6"])
-        .env("HOME", &home);
-    let mut phone = Proc::spawn("linphonec", &mut cmd, home.join("linphone.log"), true);
+    // bob, MD5 (the default challenge).
+    let (mut phone, _) = linphone(
+        &d,
+        "\"Bob\" <sip:bob@{REALM}>",
+        "username=bob\npasswd=bob-secret\nrealm={REALM}\ndomain={REALM}\n",
+    );
     phone.wait_for_log("to [LinphoneRegistrationOk]", REGISTER_WITHIN);
     probed_call_until_the_phone_is_gone(&d, phone);
 }
