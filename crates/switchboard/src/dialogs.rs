@@ -360,10 +360,14 @@ impl Core {
         // The Record-Route set of the 2xx, split around our own entries: the proxies
         // toward the callee were added above ours, those toward the caller below.
         let rr = record_routes(&a.response.headers);
-        let (toward_callee, toward_caller) = match (
-            rr.iter().position(|r| self.uri_is_ours(r)),
-            rr.iter().rposition(|r| self.uri_is_ours(r)),
-        ) {
+        let (mut first, mut last) = (None, None);
+        for (i, r) in rr.iter().enumerate() {
+            if self.uri_is_ours(r) {
+                first.get_or_insert(i);
+                last = Some(i);
+            }
+        }
+        let (toward_callee, toward_caller) = match (first, last) {
             (Some(first), Some(last)) => (
                 rr[..first].iter().rev().cloned().collect(),
                 rr[last + 1..].to_vec(),
