@@ -30,7 +30,7 @@
 //! A session that reaches its end without a refresh (the phones would have sent BYE before
 //! then, §10) is ended the same way, with a BYE to both ends.
 
-use crate::core::{Core, Now};
+use crate::core::{Core, Now, Owner};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use switchboard_presence::model::LegState;
@@ -629,6 +629,7 @@ impl Core {
         self.flush_transactions();
         match sent {
             Ok(tx) => {
+                self.owners.insert(tx, Owner::Dialog);
                 self.routing
                     .dialogs
                     .txs

@@ -18,7 +18,7 @@
 //! team skipping and BLF see who is on a call. All of this is `impl Core`: the same sans-I/O
 //! state machine as the registrar, driven by the same events.
 
-use crate::core::{Core, Now, Output};
+use crate::core::{Core, Now, Output, Owner};
 use crate::dialogs::{Answer, Dialogs};
 use crate::executor::{BranchId, BranchTarget, CancelCause, Command, Execution, Limits, Phase};
 use crate::presence_service::PresenceService;
@@ -145,8 +145,6 @@ pub struct Routing {
     config: RoutingConfig,
     /// Calls and relays are boxed (hundreds of bytes each), so the tables stay small.
     calls: GrowingMap<u64, Box<CallState>>,
-    by_server_tx: GrowingMap<TxId, u64>,
-    by_branch_tx: GrowingMap<TxId, (u64, BranchId)>,
     relays: GrowingMap<TxId, Box<Relay>>,
     relay_of_server: GrowingMap<TxId, TxId>,
     /// Answered calls, until their BYE.
@@ -162,8 +160,6 @@ impl Routing {
         Routing {
             config,
             calls: GrowingMap::new(),
-            by_server_tx: GrowingMap::new(),
-            by_branch_tx: GrowingMap::new(),
             relays: GrowingMap::new(),
             relay_of_server: GrowingMap::new(),
             dialogs: Dialogs::new(config.dialog_probe_secs, config.max_call_secs),
@@ -503,7 +499,7 @@ impl Core {
             cancel_reason: None,
             rr_params,
         };
-        self.routing.by_server_tx.insert(tx, key);
+        self.owners.insert(tx, Owner::Call(key));
         self.routing.calls.insert(key, Box::new(state));
         self.drive(key, now);
     }
@@ -639,10 +635,10 @@ impl Core {
 
     /// A call whose outcome is settled: logged once, its state freed.
     fn forget(&mut self, key: u64, call: Box<CallState>, _now: Now) {
-        self.routing.by_server_tx.remove(&call.server_tx);
+        self.owners.remove(&call.server_tx);
         for b in &call.branches {
             if let Some(tx) = b.tx {
-                self.routing.by_branch_tx.remove(&tx);
+                self.owners.remove(&tx);
             }
         }
         let answered = matches!(call.exec.phase(), Phase::Answered { .. });
@@ -783,7 +779,13 @@ impl Core {
             }
         };
         self.flush_transactions();
-        self.routing.by_branch_tx.insert(tx, (key, index));
+        self.owners.insert(
+            tx,
+            Owner::Branch {
+                call: key,
+                branch: index,
+            },
+        );
         if let Some(u) = &user {
             self.presence.model_mut().leg(
                 u,
@@ -918,7 +920,10 @@ impl Core {
         req: Request,
         now: Now,
     ) {
-        let key = invite_tx.and_then(|t| self.routing.by_server_tx.get(&t).copied());
+        let key = invite_tx.and_then(|t| match self.owners.get(&t) {
+            Some(Owner::Call(key)) => Some(*key),
+            _ => None,
+        });
         let relay = invite_tx.and_then(|t| self.routing.relay_of_server.get(&t).copied());
         let ok = |core: &mut Core| {
             let resp = message::response(&req, 200, Some(&core.tag()), &core.config.server);
@@ -964,26 +969,24 @@ impl Core {
 
     /// A response received for one of our client transactions, or a stray one.
     pub(crate) fn route_response(&mut self, outcome: ClientOutcome, now: Now) {
-        if let ClientOutcome::Final(tx, resp) = &outcome {
-            if self.notify_answered(*tx, Some(resp.status_code.code())) {
-                return;
+        let (tx, resp, last) = match outcome {
+            ClientOutcome::Provisional(tx, resp) => (tx, resp, false),
+            ClientOutcome::Final(tx, resp) => (tx, resp, true),
+            ClientOutcome::Stray(resp) => return self.stray_response(resp),
+            ClientOutcome::Absorbed => return,
+        };
+        let code = resp.status_code.code();
+        match self.owners.get(&tx).copied() {
+            Some(Owner::Branch { call, branch }) => self.branch_response(call, branch, resp, now),
+            Some(Owner::Relay) => self.relay_response(tx, resp, now),
+            Some(Owner::Notify(id)) if last => {
+                self.owners.remove(&tx);
+                self.notify_answered(id, Some(code));
             }
-        }
-        if let ClientOutcome::Provisional(tx, resp) | ClientOutcome::Final(tx, resp) = &outcome {
-            if self.dialog_response(*tx, resp.status_code.code(), now) {
-                return;
+            Some(Owner::Dialog) => {
+                self.dialog_response(tx, code, now);
             }
-        }
-        match outcome {
-            ClientOutcome::Provisional(tx, resp) | ClientOutcome::Final(tx, resp) => {
-                if let Some(&(key, branch)) = self.routing.by_branch_tx.get(&tx) {
-                    self.branch_response(key, branch, resp, now);
-                } else if self.routing.relays.contains_key(&tx) {
-                    self.relay_response(tx, resp, now);
-                }
-            }
-            ClientOutcome::Stray(resp) => self.stray_response(resp),
-            ClientOutcome::Absorbed => {}
+            Some(Owner::Notify(_)) | Some(Owner::Call(_)) | None => {}
         }
     }
 
@@ -1154,26 +1157,22 @@ impl Core {
             } => (tx, 408, true),
             Action::Timeout { tx, .. } => (tx, 408, false),
             Action::TransportError(tx) => (tx, 503, false),
-            Action::Terminated(tx) => {
-                // A NOTIFY transaction that ended without a final response: gone.
-                self.notify_answered(tx, None);
-                self.tx_terminated(tx, now);
-                return;
-            }
+            Action::Terminated(tx) => return self.tx_terminated(tx, now),
             Action::Transmit { .. } => return,
         };
-        if self.notify_answered(tx, None) {
-            return;
-        }
         let why = if code == 408 {
             "no answer"
         } else {
             "unreachable"
         };
-        if self.dialog_tx_failed(tx, why, now) {
-            return;
-        }
-        if let Some(&(key, branch)) = self.routing.by_branch_tx.get(&tx) {
+        let owner = self.owners.get(&tx).copied();
+        if let Some(Owner::Notify(id)) = owner {
+            // No final response to a NOTIFY: the subscriber is gone.
+            self.owners.remove(&tx);
+            self.notify_answered(id, None);
+        } else if owner == Some(Owner::Dialog) {
+            self.dialog_tx_failed(tx, why, now);
+        } else if let Some(Owner::Branch { call: key, branch }) = owner {
             let Some(call) = self.routing.calls.get_mut(&key) else {
                 return;
             };
@@ -1202,7 +1201,7 @@ impl Core {
                 call.exec.branch_failed(branch, code, now.mono);
             }
             self.drive(key, now);
-        } else if let Some(relay) = self.routing.relays.get(&tx) {
+        } else if let (Some(Owner::Relay), Some(relay)) = (owner, self.routing.relays.get(&tx)) {
             if !relay.answered {
                 let (server, req) = (relay.server_tx, relay.request.clone());
                 self.reply_to(server, &req, 408, Vec::new(), now);
@@ -1211,28 +1210,41 @@ impl Core {
     }
 
     fn tx_terminated(&mut self, tx: TxId, now: Now) {
-        if self.dialog_tx_failed(tx, "no answer", now) {
-            return;
-        }
-        if let Some((key, branch)) = self.routing.by_branch_tx.remove(&tx) {
-            if let Some(call) = self.routing.calls.get_mut(&key) {
-                if let Some(b) = call.branches.get_mut(branch) {
-                    b.tx = None;
-                    if !b.done {
-                        b.done = true;
-                        call.exec.branch_failed(branch, 408, now.mono);
-                    }
+        match self.owners.remove(&tx) {
+            // A NOTIFY that ended without a final response: the subscriber is gone.
+            Some(Owner::Notify(id)) => self.notify_answered(id, None),
+            Some(Owner::Dialog) => {
+                self.dialog_tx_failed(tx, "no answer", now);
+            }
+            Some(Owner::Branch { call: key, branch }) => self.branch_ended(key, branch, now),
+            Some(Owner::Relay) => {
+                if let Some(relay) = self.routing.relays.remove(&tx) {
+                    self.routing.relay_of_server.remove(&relay.server_tx);
                 }
-                self.drive(key, now);
             }
-        } else if let Some(relay) = self.routing.relays.remove(&tx) {
-            self.routing.relay_of_server.remove(&relay.server_tx);
-        } else if let Some(key) = self.routing.by_server_tx.get(&tx).copied() {
-            // The caller's transaction ended (e.g. timer H): nothing more can be relayed.
-            if let Some(call) = self.routing.calls.get_mut(&key) {
-                call.final_sent = true;
+            Some(Owner::Call(key)) => {
+                // The caller's transaction ended (e.g. timer H): nothing more can be relayed.
+                if let Some(call) = self.routing.calls.get_mut(&key) {
+                    call.final_sent = true;
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// A branch's transaction ended: without a final response, the branch failed (408).
+    fn branch_ended(&mut self, key: u64, branch: BranchId, now: Now) {
+        let Some(call) = self.routing.calls.get_mut(&key) else {
+            return;
+        };
+        if let Some(b) = call.branches.get_mut(branch) {
+            b.tx = None;
+            if !b.done {
+                b.done = true;
+                call.exec.branch_failed(branch, 408, now.mono);
             }
         }
+        self.drive(key, now);
     }
 
     /// Calls whose timeline has something due; answered calls whose BYE never came.
@@ -1312,6 +1324,7 @@ impl Core {
             Some(server) => match self.transactions.send_request(out, dest, now.mono) {
                 Ok(client) => {
                     self.flush_transactions();
+                    self.owners.insert(client, Owner::Relay);
                     self.routing.relays.insert(
                         client,
                         Box::new(Relay {

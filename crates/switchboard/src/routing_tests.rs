@@ -624,3 +624,39 @@ fn bindings_sharing_a_contact_are_forked_to_once_the_newest_kept() {
     assert_eq!(to(&out, BOB).len(), 1, "{out:?}");
     assert_eq!(to(&out, BOB2).len(), 1, "{out:?}");
 }
+
+#[test]
+fn every_transaction_has_one_owner_until_it_ends() {
+    use crate::core::Owner;
+    let mut t = T::new(false);
+    t.register("bob", BOB);
+    t.register("carol", CAROL);
+    t.input(ALICE, &invite("alice", ALICE, "1002", "o1", ""));
+    let out = t.take();
+    let branch = to(&out, BOB)[0].clone();
+    // The caller's INVITE and bob's branch, each filed once, under its part of the core.
+    let owners: Vec<Owner> = t.core.owners.values().copied().collect();
+    assert_eq!(owners.len(), 2, "{owners:?}");
+    assert!(owners.iter().any(|o| matches!(o, Owner::Call(_))));
+    assert!(owners
+        .iter()
+        .any(|o| matches!(o, Owner::Branch { branch: 0, .. })));
+    t.input(BOB, &answer(&branch, 200, "b1", BOB));
+    let relayed = to(&t.take(), ALICE).pop().unwrap();
+    t.input(
+        ALICE,
+        &in_dialog("ACK", "bob@127.0.0.1:5072", &relayed, ALICE, 1),
+    );
+    // A BYE relayed inside the dialog is a relay's.
+    t.input(
+        ALICE,
+        &in_dialog("BYE", "bob@127.0.0.1:5072", &relayed, ALICE, 2),
+    );
+    assert!(t.core.owners.values().any(|o| *o == Owner::Relay));
+    let bye = to(&t.take(), BOB).pop().unwrap();
+    t.input(BOB, &answer(&bye, 200, "b1", BOB));
+    // Once every transaction has run its course (timers K, J), nobody owns anything.
+    t.advance(40);
+    assert_eq!(t.core.transactions.len(), 0);
+    assert!(t.core.owners.is_empty(), "{:?}", t.core.owners);
+}

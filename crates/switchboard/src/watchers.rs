@@ -11,7 +11,7 @@
 //! subscribes again). Changes made by PUBLISH and feature codes are stored before they are
 //! answered, like the API's.
 
-use crate::core::{Core, Now};
+use crate::core::{Core, Now, Owner};
 use crate::presence_service::{self, Command, ErrorKind};
 use std::collections::HashMap;
 use switchboard_presence::model::{Availability, CallStatus, Interface};
@@ -89,8 +89,6 @@ pub(crate) struct Publication {
 /// The watchers' state the core keeps.
 pub(crate) struct Watchers {
     pub features: FeatureCodes,
-    /// NOTIFY client transactions → their subscription.
-    pub notify_txs: HashMap<TxId, SubId>,
     /// SIP-ETag → publication.
     pub publications: HashMap<String, Publication>,
     /// (expiry, SIP-ETag) of every publication, earliest first.
@@ -131,7 +129,6 @@ impl Watchers {
     pub fn new(config: &WatchersConfig) -> Self {
         Watchers {
             features: config.features.clone(),
-            notify_txs: HashMap::new(),
             publications: HashMap::new(),
             publication_ends: std::collections::BTreeSet::new(),
             unconfirmed: std::collections::HashSet::new(),
@@ -463,7 +460,7 @@ impl Core {
         };
         match self.transactions.send_request(req, peer, now.mono) {
             Ok(ntx) => {
-                self.watchers.notify_txs.insert(ntx, id);
+                self.owners.insert(ntx, Owner::Notify(id));
             }
             Err(e) => tracing::debug!(error = %e, "NOTIFY not sent"),
         }
@@ -507,10 +504,7 @@ impl Core {
 
     /// A final response (or none) to one of our NOTIFYs: a subscriber that is gone ends
     /// its subscription (RFC 6665 §4.2.2: 481, or a failure of the transaction).
-    pub(crate) fn notify_answered(&mut self, tx: TxId, code: Option<u16>) -> bool {
-        let Some(id) = self.watchers.notify_txs.remove(&tx) else {
-            return false;
-        };
+    pub(crate) fn notify_answered(&mut self, id: SubId, code: Option<u16>) {
         let gone = match code {
             None => true,
             Some(c) => c == 481 || c == 408 || (c >= 300 && c != 401 && c != 407),
@@ -521,7 +515,6 @@ impl Core {
             }
             self.drop_subscription(id);
         }
-        true
     }
 
     /// Subscriptions that ran out get their final NOTIFY.

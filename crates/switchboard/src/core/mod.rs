@@ -74,6 +74,26 @@ use auth_gate::{AuthGate, Gate};
 use ledger::{Ledger, Pending};
 use registrations::Registered;
 
+/// Who a transaction belongs to: one lookup when its response, timeout or end comes, then
+/// one `match` (see `routing::route_response`, `route_tx_event`). Filed when the
+/// transaction is made, forgotten when it ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// A call's INVITE server transaction (the call's key).
+    Call(u64),
+    /// A branch of a call: a client INVITE.
+    Branch {
+        call: u64,
+        branch: crate::executor::BranchId,
+    },
+    /// A request relayed inside a dialog (its state is in `routing.relays`).
+    Relay,
+    /// A NOTIFY to a watcher of this subscription.
+    Notify(switchboard_sip::subscription::SubId),
+    /// A probe or BYE of an answered call (its state is in `dialogs`).
+    Dialog,
+}
+
 /// What names this server: its domains (lower-case) and the addresses it listens on.
 #[derive(Clone, Debug)]
 pub(crate) struct LocalNames {
@@ -233,6 +253,8 @@ pub struct Core {
     /// Every random number the core itself makes.
     pub(crate) entropy: Entropy,
     pub(crate) transactions: TransactionLayer,
+    /// Whose each live transaction is.
+    pub(crate) owners: switchboard_sip::GrowingMap<TxId, Owner>,
     pub(crate) registrar: Registrar,
     /// The digest gate: nonces, failure counts and blocks.
     pub(crate) gate: AuthGate,
@@ -297,6 +319,7 @@ impl Core {
             listeners,
             tx_events: VecDeque::new(),
             transactions: TransactionLayer::new(config.timers),
+            owners: switchboard_sip::GrowingMap::new(),
             registrar: Registrar::new(config.registrar),
             gate: AuthGate::new(auth, throttle, config.block),
             config,
