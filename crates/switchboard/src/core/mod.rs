@@ -953,21 +953,16 @@ impl Core {
         }
     }
 
-    /// Hands transaction timeouts, transport errors and ends to call routing.
+    /// Hands transaction timeouts, transport errors and ends to their owners, in the order
+    /// they happened. Handling one may cause more (a CANCEL sent, a response relayed): they
+    /// join the end of the queue, so no handler runs inside another. The queue runs dry:
+    /// each event is a step of one transaction towards its end, and a transaction takes
+    /// finitely many (a timeout per timer, one transport error, one end).
     fn handle_tx_events(&mut self, now: Now) {
-        // Handling an event may cause more (a CANCEL sent, a response relayed); each
-        // round takes what is queued; the bound guards against a mistake.
-        for _ in 0..64 {
-            if self.tx_events.is_empty() {
-                return;
-            }
-            let events: Vec<Action> = self.tx_events.drain(..).collect();
-            for e in events {
-                self.route_tx_event(e, now);
-                self.flush_transactions();
-            }
+        while let Some(event) = self.tx_events.pop_front() {
+            self.route_tx_event(event, now);
+            self.flush_transactions();
         }
-        self.tx_events.clear();
     }
 }
 
