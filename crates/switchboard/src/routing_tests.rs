@@ -447,6 +447,18 @@ fn a_tcp_flow_is_held_while_registered_and_once_closed_fails_its_branch_at_once(
     );
 }
 
+/// bob answers `branch` (200); alice ACKs the relayed 200, then hangs up (BYE).
+fn answered_then_bye(t: &mut T, branch: &str) {
+    t.input(BOB, &answer(branch, 200, "b1", BOB));
+    let relayed = to(&t.take(), ALICE).pop().unwrap();
+    for (method, cseq) in [("ACK", 1), ("BYE", 2)] {
+        t.input(
+            ALICE,
+            &in_dialog(method, "bob@127.0.0.1:5072", &relayed, ALICE, cseq),
+        );
+    }
+}
+
 /// Replays every input of a run into a fresh core and compares the outputs, byte for byte.
 fn assert_replays(t: &T) {
     let replayed = t.replay();
@@ -481,16 +493,7 @@ fn a_recorded_run_replays_byte_for_byte() {
     let branch = to(&out, BOB)[0].clone();
     t.input(BOB, &answer(&branch, 180, "b1", BOB));
     t.advance(1);
-    t.input(BOB, &answer(&branch, 200, "b1", BOB));
-    let relayed = to(&t.take(), ALICE).pop().unwrap();
-    t.input(
-        ALICE,
-        &in_dialog("ACK", "bob@127.0.0.1:5072", &relayed, ALICE, 1),
-    );
-    t.input(
-        ALICE,
-        &in_dialog("BYE", "bob@127.0.0.1:5072", &relayed, ALICE, 2),
-    );
+    answered_then_bye(&mut t, &branch);
     // A team call hunts with timers, nobody answers.
     t.input(ALICE, &invite("alice", ALICE, "2000", "c2", ""));
     t.advance(25);
@@ -641,17 +644,8 @@ fn every_transaction_has_one_owner_until_it_ends() {
     assert!(owners
         .iter()
         .any(|o| matches!(o, Owner::Branch { branch: 0, .. })));
-    t.input(BOB, &answer(&branch, 200, "b1", BOB));
-    let relayed = to(&t.take(), ALICE).pop().unwrap();
-    t.input(
-        ALICE,
-        &in_dialog("ACK", "bob@127.0.0.1:5072", &relayed, ALICE, 1),
-    );
-    // A BYE relayed inside the dialog is a relay's.
-    t.input(
-        ALICE,
-        &in_dialog("BYE", "bob@127.0.0.1:5072", &relayed, ALICE, 2),
-    );
+    // The BYE relayed inside the dialog is a relay's.
+    answered_then_bye(&mut t, &branch);
     assert!(t.core.owners.values().any(|o| *o == Owner::Relay));
     let bye = to(&t.take(), BOB).pop().unwrap();
     t.input(BOB, &answer(&bye, 200, "b1", BOB));
