@@ -643,20 +643,20 @@ impl Core {
         }
     }
 
-    /// A response to one of our requests inside a dialog; whether `tx` was one.
-    pub(crate) fn dialog_response(&mut self, tx: TxId, code: u16, now: Now) -> bool {
+    /// A response to one of our requests inside a dialog (`tx` is owned by dialogs).
+    pub(crate) fn dialog_response(&mut self, tx: TxId, code: u16, now: Now) {
         let Some(&(_, _, purpose)) = self.routing.dialogs.txs.get(&tx) else {
-            return false;
+            return;
         };
         if code < 200 {
-            return true;
+            return;
         }
         let Some((call_id, side, _)) = self.routing.dialogs.txs.remove(&tx) else {
-            return true;
+            return;
         };
         if purpose == Purpose::Bye {
             tracing::debug!(%call_id, side = side.name(), code, "our BYE answered");
-            return true;
+            return;
         }
         tracing::debug!(%call_id, side = side.name(), code, "probe answered");
         // Only the end's current probe speaks for it (not one of a call since ended, nor
@@ -670,7 +670,7 @@ impl Core {
             .map(|e| &mut e[side.index()])
             .filter(|end| end.probe == Some(tx))
         else {
-            return true;
+            return;
         };
         end.probe = None;
         // 481: the end no longer has the dialog (§12.2.2); 408: nothing reached it. Any
@@ -680,14 +680,13 @@ impl Core {
             408 => self.dialog_lost(&call_id, side, "no answer (408)", now),
             _ => {}
         }
-        true
     }
 
     /// One of our requests inside a dialog got no final response (`why`: a timeout, a
-    /// transport error, or its transaction ended). Whether `tx` was one.
-    pub(crate) fn dialog_tx_failed(&mut self, tx: TxId, why: &'static str, now: Now) -> bool {
+    /// transport error, or its transaction ended).
+    pub(crate) fn dialog_tx_failed(&mut self, tx: TxId, why: &'static str, now: Now) {
         let Some((call_id, side, purpose)) = self.routing.dialogs.txs.remove(&tx) else {
-            return false;
+            return;
         };
         if purpose == Purpose::Probe {
             let ours = self
@@ -701,7 +700,6 @@ impl Core {
                 self.dialog_lost(&call_id, side, why, now);
             }
         }
-        true
     }
 
     /// An end of a call is gone: the call ends (presence, the other end hung up by a BYE

@@ -983,9 +983,7 @@ impl Core {
                 self.owners.remove(&tx);
                 self.notify_answered(id, Some(code));
             }
-            Some(Owner::Dialog) => {
-                self.dialog_response(tx, code, now);
-            }
+            Some(Owner::Dialog) => self.dialog_response(tx, code, now),
             Some(Owner::Notify(_)) | Some(Owner::Call(_)) | None => {}
         }
     }
@@ -1213,9 +1211,7 @@ impl Core {
         match self.owners.remove(&tx) {
             // A NOTIFY that ended without a final response: the subscriber is gone.
             Some(Owner::Notify(id)) => self.notify_answered(id, None),
-            Some(Owner::Dialog) => {
-                self.dialog_tx_failed(tx, "no answer", now);
-            }
+            Some(Owner::Dialog) => self.dialog_tx_failed(tx, "no answer", now),
             Some(Owner::Branch { call: key, branch }) => self.branch_ended(key, branch, now),
             Some(Owner::Relay) => {
                 if let Some(relay) = self.routing.relays.remove(&tx) {

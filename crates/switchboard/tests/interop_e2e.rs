@@ -693,70 +693,62 @@ impl Phone {
         );
     }
 
-    /// What it prints when a call (either direction) is answered.
-    fn established(&self) -> &'static str {
+    /// What its console prints, to recognise each step.
+    fn says(&self) -> &'static Says {
         match self.client {
-            Client::Baresip => "Call established:",
-            Client::Linphone => " connected.",
-            // "call established." when it answers, "far end answered call." when it called.
-            Client::Twinkle => " call established.|far end answered call.",
-            _ => unreachable!(),
-        }
-    }
-
-    /// What it prints when the other side ended an answered call.
-    fn ended_by_far_end(&self) -> &'static str {
-        match self.client {
-            Client::Baresip => "session closed:",
-            Client::Linphone => " ended (",
-            Client::Twinkle => "far end ended call.",
-            _ => unreachable!(),
-        }
-    }
-
-    /// What it prints when an incoming call rings (not answered by itself).
-    fn ringing(&self) -> &'static str {
-        match self.client {
-            Client::Baresip => "Incoming call from:",
-            Client::Linphone => "Receiving new incoming call",
-            Client::Twinkle => "incoming call",
-            _ => unreachable!(),
-        }
-    }
-
-    /// What it prints when its outgoing call rings at the far end (180).
-    fn far_end_ringing(&self) -> &'static str {
-        match self.client {
-            Client::Baresip => "180 Ringing",
-            Client::Linphone => " ringing.",
-            Client::Twinkle => "received 180",
-            _ => unreachable!(),
-        }
-    }
-
-    /// What it prints when its own hold, and its own resume, went through (the answer to
-    /// its re-INVITE came).
-    fn holding_markers(&self) -> (&'static str, &'static str) {
-        match self.client {
-            // The answers' SDP.
-            Client::Baresip => ("a=recvonly", "a=sendrecv"),
-            Client::Linphone => ("is now paused.", "Media streams established"),
-            Client::Twinkle => ("re-INVITE successful", "re-INVITE successful"),
-            _ => unreachable!(),
-        }
-    }
-
-    /// What it prints when the far end holds it, and resumes.
-    fn held_markers(&self) -> (&'static str, &'static str) {
-        match self.client {
-            Client::Baresip => ("a=sendonly", "a=sendrecv"),
-            // Its media streams start again when it is resumed.
-            Client::Linphone => ("has been paused by", "Media streams established"),
-            Client::Twinkle => ("hold", "retrieve"),
+            Client::Baresip => &BARESIP_SAYS,
+            Client::Linphone => &LINPHONE_SAYS,
+            Client::Twinkle => &TWINKLE_SAYS,
             _ => unreachable!(),
         }
     }
 }
+
+/// What a phone's console prints at each step (alternatives split by `|`).
+struct Says {
+    /// A call (either direction) answered.
+    established: &'static str,
+    /// The other side ended an answered call.
+    ended_by_far_end: &'static str,
+    /// An incoming call rings (not answered by itself).
+    ringing: &'static str,
+    /// Its outgoing call rings at the far end (180).
+    far_end_ringing: &'static str,
+    /// Its own hold, and its own resume, went through (the answer to its re-INVITE came).
+    holding: (&'static str, &'static str),
+    /// The far end held it, and resumed.
+    held: (&'static str, &'static str),
+}
+
+const BARESIP_SAYS: Says = Says {
+    established: "Call established:",
+    ended_by_far_end: "session closed:",
+    ringing: "Incoming call from:",
+    far_end_ringing: "180 Ringing",
+    // The answers' SDP.
+    holding: ("a=recvonly", "a=sendrecv"),
+    held: ("a=sendonly", "a=sendrecv"),
+};
+
+const LINPHONE_SAYS: Says = Says {
+    established: " connected.",
+    ended_by_far_end: " ended (",
+    ringing: "Receiving new incoming call",
+    far_end_ringing: " ringing.",
+    holding: ("is now paused.", "Media streams established"),
+    // Its media streams start again when it is resumed.
+    held: ("has been paused by", "Media streams established"),
+};
+
+const TWINKLE_SAYS: Says = Says {
+    // "call established." when it answers, "far end answered call." when it called.
+    established: " call established.|far end answered call.",
+    ended_by_far_end: "far end ended call.",
+    ringing: "incoming call",
+    far_end_ringing: "received 180",
+    holding: ("re-INVITE successful", "re-INVITE successful"),
+    held: ("hold", "retrieve"),
+};
 
 /// A SIPp caller (dave) calls `target` with a caller `scenario`; `extra` is the row's
 /// fifth field (hold or ring time in ms, or the expected final code).
@@ -884,15 +876,23 @@ fn sipsak_register(d: &Daemon, user: &str, tp: Tp) -> Check {
 fn phone_call(caller: &mut Phone, callee: &mut Phone, by_caller: bool) -> Check {
     let (mc, me) = (caller.mark(), callee.mark());
     caller.dial(ext(&callee.user));
-    callee.wait(me, callee.established(), "answering")?;
-    caller.wait(mc, caller.established(), "calling")?;
+    callee.wait(me, callee.says().established, "answering")?;
+    caller.wait(mc, caller.says().established, "calling")?;
     let (mc, me) = (caller.mark(), callee.mark());
     if by_caller {
         caller.hang_up();
-        callee.wait(me, callee.ended_by_far_end(), "getting the caller's BYE")?;
+        callee.wait(
+            me,
+            callee.says().ended_by_far_end,
+            "getting the caller's BYE",
+        )?;
     } else {
         callee.hang_up();
-        caller.wait(mc, caller.ended_by_far_end(), "getting the callee's BYE")?;
+        caller.wait(
+            mc,
+            caller.says().ended_by_far_end,
+            "getting the callee's BYE",
+        )?;
     }
     Ok(())
 }
@@ -963,12 +963,12 @@ fn group_pair(m: &Matrix) {
 /// `holder` calls `held`, holds and resumes; `held` shows `on_hold` then `on_resume`
 /// after each; the daemon relayed a=sendonly and a=sendrecv re-INVITEs.
 fn hold_resume(holder: &mut Phone, held: &mut Phone) -> Check {
-    let (on_hold, on_resume) = held.held_markers();
+    let (on_hold, on_resume) = held.says().held;
     let (mh, md) = (holder.mark(), held.mark());
     holder.dial(ext(&held.user));
-    held.wait(md, held.established(), "answering")?;
-    holder.wait(mh, holder.established(), "calling")?;
-    let (held_done, resumed_done) = holder.holding_markers();
+    held.wait(md, held.says().established, "answering")?;
+    holder.wait(mh, holder.says().established, "calling")?;
+    let (held_done, resumed_done) = holder.says().holding;
     let (mh, md) = (holder.mark(), held.mark());
     holder.hold();
     held.wait(md, on_hold, "being held")?;
@@ -979,7 +979,7 @@ fn hold_resume(holder: &mut Phone, held: &mut Phone) -> Check {
     holder.wait(mh, resumed_done, "resuming")?;
     let md = held.mark();
     holder.hang_up();
-    held.wait(md, held.ended_by_far_end(), "getting the BYE")?;
+    held.wait(md, held.says().ended_by_far_end, "getting the BYE")?;
     Ok(())
 }
 
@@ -989,12 +989,16 @@ fn blind_transfer(d: &Daemon, transferor: &mut Phone, transferee: &mut Phone) ->
     let frank = sipp_callee(d, "frank", "uas_answer.xml", 1, &[]);
     let (mr, me) = (transferor.mark(), transferee.mark());
     transferor.dial(ext(&transferee.user));
-    transferee.wait(me, transferee.established(), "answering")?;
-    transferor.wait(mr, transferor.established(), "calling")?;
+    transferee.wait(me, transferee.says().established, "answering")?;
+    transferor.wait(mr, transferor.says().established, "calling")?;
     let me = transferee.mark();
     transferor.transfer("frank");
     // The transferee's new call to frank is answered.
-    transferee.wait(me, transferee.established(), "calling the transfer target")?;
+    transferee.wait(
+        me,
+        transferee.says().established,
+        "calling the transfer target",
+    )?;
     transferee.hang_up();
     let run = frank.finish(Duration::from_secs(15));
     sipp_ok(&run, "transfer target", d)?;
@@ -1020,7 +1024,7 @@ fn caller_cancels(d: &Daemon, caller: &mut Phone) -> Check {
     let frank = sipp_callee(d, "frank", "uas_ring_cancelled.xml", 1, &[]);
     let mc = caller.mark();
     caller.dial("1006");
-    caller.wait(mc, caller.far_end_ringing(), "calling a ringing phone")?;
+    caller.wait(mc, caller.says().far_end_ringing, "calling a ringing phone")?;
     caller.hang_up();
     let run = frank.finish(Duration::from_secs(15));
     // Its scenario passed: the CANCEL came, the 487 was acknowledged.
@@ -1058,7 +1062,7 @@ fn group_twinkle(m: &Matrix) {
         let mt = t.mark();
         let run = sipp_calls(&d, "call_answered.xml", "1003", "1000").run();
         sipp_ok(&run, "caller", &d)?;
-        t.wait(mt, t.ended_by_far_end(), "getting the caller's BYE")
+        t.wait(mt, t.says().ended_by_far_end, "getting the caller's BYE")
     });
     reset(&mut [&mut t]);
     // twinkle calls SIPp and hangs up.
@@ -1066,7 +1070,7 @@ fn group_twinkle(m: &Matrix) {
         let dave = sipp_callee(&d, "dave", "uas_answer.xml", 1, &[]);
         let mt = t.mark();
         t.dial("1004");
-        t.wait(mt, t.established(), "calling")?;
+        t.wait(mt, t.says().established, "calling")?;
         t.hang_up();
         sipp_ok(&dave.finish(Duration::from_secs(15)), "callee", &d)
     });
@@ -1075,7 +1079,7 @@ fn group_twinkle(m: &Matrix) {
     m.check(Op::CalleeHangsUp, &pair, || {
         let mt = t.mark();
         let caller = sipp_calls(&d, "call_callee_hangs_up.xml", "1003", "").spawn();
-        t.wait(mt, t.established(), "answering")?;
+        t.wait(mt, t.says().established, "answering")?;
         t.hang_up();
         sipp_ok(&caller.finish(Duration::from_secs(20)), "caller", &d)
     });
@@ -1091,8 +1095,8 @@ fn group_twinkle(m: &Matrix) {
         );
         let mt = t.mark();
         t.dial("1004");
-        t.wait(mt, t.established(), "calling")?;
-        t.wait(mt, t.ended_by_far_end(), "getting the callee's BYE")?;
+        t.wait(mt, t.says().established, "calling")?;
+        t.wait(mt, t.says().ended_by_far_end, "getting the callee's BYE")?;
         sipp_ok(&dave.finish(Duration::from_secs(15)), "callee", &d)
     });
     reset(&mut [&mut t]);
@@ -1101,7 +1105,7 @@ fn group_twinkle(m: &Matrix) {
         let dave = sipp_callee(&d, "dave", "uas_answer.xml", 1, &[]);
         let mt = t.mark();
         t.dial("1004");
-        t.wait(mt, t.established(), "calling")?;
+        t.wait(mt, t.says().established, "calling")?;
         let mt = t.mark();
         t.hold();
         t.wait(mt, "re-INVITE successful", "holding")?;
@@ -1176,12 +1180,12 @@ fn group_team_presence(m: &Matrix) {
         let (mb, ml, mt) = (b.mark(), l.mark(), t.mark());
         let run = sipp_calls(&d, "call_answered.xml", "2000", "1000").run();
         sipp_ok(&run, "caller", &d)?;
-        l.wait(ml, l.established(), "answering the team call")?;
-        b.wait(mb, b.ringing(), "ringing for the team")?;
+        l.wait(ml, l.says().established, "answering the team call")?;
+        b.wait(mb, b.says().ringing, "ringing for the team")?;
         b.wait(mb, "session closed", "cancelled")?;
-        t.wait(mt, t.ringing(), "ringing for the team")?;
+        t.wait(mt, t.says().ringing, "ringing for the team")?;
         t.wait(mt, "far end cancelled call", "cancelled")?;
-        l.wait(ml, l.ended_by_far_end(), "getting the caller's BYE")?;
+        l.wait(ml, l.says().ended_by_far_end, "getting the caller's BYE")?;
         if !daemon_logged(
             &d,
             &["call routed", "to=2000", "answered by bob"],
@@ -1317,7 +1321,7 @@ fn group_tcp(m: &Matrix) {
             let mp = p.mark();
             let run = sipp_calls(&d, "call_answered.xml", ext(&p.user), "300").run();
             sipp_ok(&run, "caller", &d)?;
-            p.wait(mp, p.ended_by_far_end(), "getting the BYE")
+            p.wait(mp, p.says().ended_by_far_end, "getting the BYE")
         });
     }
     for (p, r) in phones.iter_mut().zip(&ready) {

@@ -29,13 +29,7 @@ fn call_status(d: &Daemon, user: &str) -> String {
 fn call_then_callee_leaves(d: &Daemon, callee: &str) -> Uas {
     let bob = Uas::start(callee, 1, &[]);
     bob.register(d, "bob", "bob-secret");
-    let caller = Sipp::new(d, "call_probed.xml")
-        .row(call_row("alice", "alice-secret", "1002", ""))
-        .auth_uri(&format!("1002@{REALM}"))
-        // The whole run: the answer, a probe round and Timer F (32 s), the BYE.
-        .arg("-timeout")
-        .arg("90s")
-        .spawn();
+    let caller = probed_call(d);
     let bob = bob.finish(Duration::from_secs(40));
     assert!(bob.success, "{}\ndaemon log:\n{}", bob.report(), d.log());
     caller

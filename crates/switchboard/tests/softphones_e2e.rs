@@ -188,12 +188,7 @@ fn bob_status(d: &Daemon) -> String {
 /// phone is killed mid-call the probes go unanswered and the call ends: bob free again,
 /// alice hung up by the daemon's BYE.
 fn probed_call_until_the_phone_is_gone(d: &Daemon, mut phone: Proc) {
-    let caller = Sipp::new(d, "call_probed.xml")
-        .row(call_row("alice", "alice-secret", "1002", ""))
-        .auth_uri(&format!("1002@{REALM}"))
-        .arg("-timeout")
-        .arg("90s")
-        .spawn();
+    let caller = probed_call(d);
     wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         (bob_status(d) == "busy").then_some(())
     })

@@ -1223,3 +1223,15 @@ pub fn timed_received(run: &SippRun) -> Vec<(f64, String)> {
         })
         .collect()
 }
+
+/// alice (SIPp, `call_probed.xml`) calls bob and keeps the call until the daemon ends it:
+/// it answers the daemon's in-dialog probes and waits for its BYE (the run may take a
+/// probe round and Timer F). Running.
+pub fn probed_call(d: &Daemon) -> Uas {
+    Sipp::new(d, "call_probed.xml")
+        .row(call_row("alice", "alice-secret", "1002", ""))
+        .auth_uri(&format!("1002@{REALM}"))
+        .arg("-timeout")
+        .arg("90s")
+        .spawn()
+}
