@@ -5,11 +5,9 @@
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use switchboard::core::{Core, CoreConfig, Input, Now, Output};
+use switchboard::core::{Core, CoreConfig, Input, Now, Output, RoutingConfig, WatchersConfig};
 use switchboard::directory::{Directory, PolicyDirectory};
 use switchboard::policy_source::EMBEDDED_POLICY;
-use switchboard::routing::RoutingConfig;
-use switchboard::watchers::WatchersConfig;
 use switchboard_policy::{Policy, Source};
 use switchboard_sip::parse::{parse, Limits};
 use switchboard_sip::peer::Peer;

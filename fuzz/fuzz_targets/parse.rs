@@ -31,7 +31,8 @@ fuzz_target!(|data: &[u8]| {
                 "127.0.0.1:5060".parse().unwrap(),
                 &proxy::branch(proxy::loop_key(&req), 1),
             );
-            let _ = proxy::forward(&routed, None, &via, &["<sip:127.0.0.1:5060;lr>".into()]).to_bytes();
+            let _ =
+                proxy::forward(&routed, None, &via, &["<sip:127.0.0.1:5060;lr>".into()]).to_bytes();
             let _ = events::parse_pidf(&req.body);
         }
         Ok(SipMessage::Response(mut resp)) => {

@@ -8,15 +8,12 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod core;
-pub mod dialogs;
 pub mod directory;
 pub mod executor;
 pub mod explain;
 pub mod policy_source;
 pub mod presence_service;
 pub mod profiles;
-pub mod routing;
 pub mod server;
 #[cfg(test)]
 mod test_harness;
-pub mod watchers;

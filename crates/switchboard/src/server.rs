@@ -2,12 +2,12 @@
 
 use crate::api::{self, Envelope};
 use crate::config::Config;
+use crate::core::RoutingConfig;
 use crate::core::{Core, CoreConfig, Input, Now, Output};
+use crate::core::{FeatureCodes, WatchersConfig};
 use crate::directory::{Directory, PolicyDirectory, Snapshot};
 use crate::policy_source;
 use crate::presence_service::Reply;
-use crate::routing::RoutingConfig;
-use crate::watchers::{FeatureCodes, WatchersConfig};
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;

@@ -2,11 +2,11 @@
 //! as bytes, what the core sends out read back as text.
 #![allow(dead_code)]
 
+use crate::core::RoutingConfig;
+use crate::core::WatchersConfig;
 use crate::core::{Core, CoreConfig, Input, Now, Output};
 use crate::directory::{PolicyDirectory, Snapshot};
 use crate::presence_service::{Answer, ErrorKind};
-use crate::routing::RoutingConfig;
-use crate::watchers::WatchersConfig;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! The daemon's SIP core: transactions, registrar, authentication, as one state machine.
+//! The daemon's SIP core: one state machine made of sub-machines.
 //!
 //! Sans-I/O like the pieces it is made of. Everything that happens to it is one [`Input`],
 //! handed in with the time by [`Core::handle`]; [`Core::poll_output`] hands back what to
@@ -6,29 +6,37 @@
 //! [`Input::Timeout`]. The async shell in `server.rs` does the sockets, the store and the
 //! clock, and tests drive the core directly with a virtual clock.
 //!
+//! `Core` owns its sub-machines, each with its own tables and no reference back to the
+//! core: [`registrations`] (REGISTER), [`calls`] (initial INVITEs, their branches and
+//! CANCEL), [`dialogs`] (answered calls until their BYE), [`relays`] (requests inside
+//! dialogs), [`watchers`] (SUBSCRIBE, NOTIFY, PUBLISH, feature codes), the presence service,
+//! the [`auth_gate`] and the [`ledger`]. They are handed a [`context::Ctx`] of what they share,
+//! borrowed from the core's other fields; what one asks of another (a feature code's
+//! presence change, an answered call's dialog) goes through the core. [`Core::request_route`]
+//! says, in one place, which sub-machine handles which request; [`wire::Owner`] says, in one
+//! lookup, which owns a transaction.
+//!
 //! The core is deterministic: it reads no clock, no global and no shared state (the policy
 //! comes in as [`Input::PolicyChanged`]), and its random numbers come from the seed in its
 //! [`CoreConfig`]. The same seed and the same inputs give the same outputs, byte for byte.
 
 use crate::directory::Snapshot;
-use crate::presence_service::{self, ErrorKind, PresenceError, PresenceService, Reply};
-use crate::routing::{Routing, RoutingConfig, RoutingStats};
-use crate::watchers::{Watchers, WatchersConfig};
-use bytes::Bytes;
+use crate::presence_service::{self, ErrorKind, PresenceError, PresenceService};
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use switchboard_sip::auth::{Algorithm, Authenticator, DigestConfig, Role, Throttle};
+use switchboard_presence::model::Interface;
+use switchboard_sip::auth::{Authenticator, DigestConfig, Throttle};
 use switchboard_sip::entropy::Entropy;
 use switchboard_sip::message::{self, check_request, Capabilities};
 use switchboard_sip::msg::headers::Header;
-use switchboard_sip::msg::{Method, Request, Response, SipMessage};
+use switchboard_sip::msg::{Method, Request, SipMessage};
 use switchboard_sip::peer::Peer;
-use switchboard_sip::registrar::{Binding, Registrar, RegistrarConfig};
-use switchboard_sip::subscription::Notifier;
-use switchboard_sip::transaction::{Action, ServerOutcome, TimerConfig, TransactionLayer, TxId};
+use switchboard_sip::registrar::{Binding, Registrar};
+use switchboard_sip::transaction::{
+    Action, ClientOutcome, ServerOutcome, Timer, TransactionLayer, TxId,
+};
 use switchboard_sip::transport::{Inbound, ListenAddr};
-use switchboard_store::Write;
+use switchboard_sip::GrowingMap;
 
 /// Methods this server handles (as registrar, as proxy of calls and of their dialogs);
 /// others are answered 405 with this list in `Allow`.
@@ -65,93 +73,33 @@ const PROXY_CAPABILITIES: Capabilities<'static> = Capabilities {
     proxy: true,
 };
 
-mod auth_gate;
-mod ledger;
-mod registrations;
+pub mod auth_gate;
+pub mod calls;
+pub mod config;
+pub mod context;
+pub mod dialogs;
+pub mod ledger;
+pub mod registrations;
+pub mod relays;
+pub mod targets;
+pub mod watchers;
+pub mod wire;
 
 pub use auth_gate::GateStats;
-use auth_gate::{AuthGate, Gate};
+pub use calls::{RoutingConfig, RoutingStats};
+pub use config::CoreConfig;
+pub use watchers::{FeatureCodes, WatchersConfig};
+pub use wire::{Now, Output};
+
+use auth_gate::AuthGate;
+use calls::Calls;
+use context::ctx;
+use dialogs::Dialogs;
 use ledger::{Ledger, Pending};
 use registrations::Registered;
-
-/// Who a transaction belongs to: one lookup when its response, timeout or end comes, then
-/// one `match` (see `routing::route_response`, `route_tx_event`). Filed when the
-/// transaction is made, forgotten when it ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Owner {
-    /// A call's INVITE server transaction (the call's key).
-    Call(u64),
-    /// A branch of a call: a client INVITE.
-    Branch {
-        call: u64,
-        branch: crate::executor::BranchId,
-    },
-    /// A request relayed inside a dialog (its state is in `routing.relays`).
-    Relay,
-    /// A NOTIFY to a watcher of this subscription.
-    Notify(switchboard_sip::subscription::SubId),
-    /// A probe or BYE of an answered call (its state is in `dialogs`).
-    Dialog,
-}
-
-/// What names this server: its domains (lower-case) and the addresses it listens on.
-#[derive(Clone, Debug)]
-pub(crate) struct LocalNames {
-    pub domains: Vec<String>,
-    pub addrs: Vec<SocketAddr>,
-}
-
-impl LocalNames {
-    /// Whether a host (a domain, or an IP literal, bracketed or not) names this server.
-    pub(crate) fn is_local_host(&self, host: &str) -> bool {
-        let h = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
-        if self.domains.contains(&h) {
-            return true;
-        }
-        match h.parse::<std::net::IpAddr>() {
-            Ok(ip) => self
-                .addrs
-                .iter()
-                .any(|a| a.ip() == ip || (a.ip().is_unspecified() && a.is_ipv4() == ip.is_ipv4())),
-            Err(_) => false,
-        }
-    }
-}
-
-/// The current time, both ways the core needs it.
-#[derive(Clone, Copy, Debug)]
-pub struct Now {
-    /// Monotonic time, for protocol timers.
-    pub mono: Instant,
-    /// Wall-clock Unix seconds, for binding expiry (which must survive restarts).
-    pub unix: u64,
-}
-
-/// Settings of the core.
-#[derive(Clone, Debug)]
-pub struct CoreConfig {
-    pub realm: String,
-    /// Domains (lower-case) and local addresses this server is responsible for.
-    pub domains: Vec<String>,
-    pub server: String,
-    pub timers: TimerConfig,
-    pub registrar: RegistrarConfig,
-    pub auth_required: bool,
-    /// What every digest challenge offers, in order, whoever the request claims to be.
-    pub auth_algorithms: Vec<Algorithm>,
-    pub nonce_lifetime: Duration,
-    pub max_failures: u32,
-    pub failure_window: Duration,
-    pub block: Duration,
-    pub routing: RoutingConfig,
-    pub watchers: WatchersConfig,
-    /// The seed of every random number the core makes (tags, branches, nonces): secret,
-    /// from the operating system, in the daemon; fixed in tests and replays.
-    pub seed: [u8; 32],
-}
+use relays::Relays;
+use watchers::{SipChange, Watchers};
+use wire::{in_dialog, LocalNames, Owner, Wire};
 
 /// Everything that happens to the core, handed in by [`Core::handle`] with the time.
 // Nearly every input is a message: boxing it would cost an allocation per message.
@@ -174,32 +122,6 @@ pub enum Input {
     PolicyChanged(Snapshot),
 }
 
-/// What the core asks the shell to do.
-#[derive(Debug)]
-pub enum Output {
-    Send {
-        to: Peer,
-        bytes: Bytes,
-    },
-    /// Make these writes durable, then call [`Core::handle_persisted`] with `token`.
-    Persist {
-        token: u64,
-        writes: Vec<Write>,
-    },
-    /// The answer to presence command `id` (see [`Core::handle_command`]); boxed, as it is
-    /// far larger than the other outputs.
-    Reply {
-        id: u64,
-        reply: Box<Reply>,
-    },
-    /// Keep the stream connection `peer.conn` open until `until` however idle it is: it
-    /// carries a registration (a flow, RFC 5626), the only way to reach its phone.
-    Hold {
-        peer: Peer,
-        until: Instant,
-    },
-}
-
 /// Counters of the core.
 #[derive(Debug, Default, Clone)]
 pub struct CoreStats {
@@ -214,16 +136,8 @@ pub struct CoreStats {
 /// changes of one person are stored one after another, so that undoing one that could not
 /// be stored never undoes (in memory) a later one that was.
 pub(crate) enum Queued {
-    Api {
-        id: u64,
-        req: presence_service::Request,
-    },
-    Sip {
-        tx: TxId,
-        req: Box<Request>,
-        command: presence_service::Command,
-        ok: Box<Response>,
-    },
+    Api(u64, Box<presence_service::Request>),
+    Sip(Box<SipChange>),
 }
 
 /// The person a presence command changes (None: a read).
@@ -247,39 +161,28 @@ pub(crate) fn changed_person(c: &presence_service::Command) -> Option<&str> {
 /// [`Input::Persisted`], in any order relative to other inputs); then ask
 /// [`Core::poll_timeout`] when to hand in [`Input::Timeout`].
 pub struct Core {
-    pub(crate) config: CoreConfig,
+    config: CoreConfig,
     /// The policy's directory as last handed in.
-    pub(crate) directory: Snapshot,
-    /// Every random number the core itself makes.
-    pub(crate) entropy: Entropy,
-    pub(crate) transactions: TransactionLayer,
-    /// Whose each live transaction is.
-    pub(crate) owners: switchboard_sip::GrowingMap<TxId, Owner>,
-    pub(crate) registrar: Registrar,
+    directory: Snapshot,
+    /// Transactions and their owners, outputs, random numbers, our names.
+    wire: Wire,
+    registrar: Registrar,
     /// The digest gate: nonces, failure counts and blocks.
-    pub(crate) gate: AuthGate,
+    gate: AuthGate,
     /// Answers waiting for the store.
     ledger: Ledger,
-    pub(crate) presence: PresenceService,
-    pub(crate) out: VecDeque<Output>,
-    pub(crate) stats: CoreStats,
-    /// Our domains and the addresses the listeners are bound to.
-    pub(crate) local: LocalNames,
-    /// The listeners, with their transports (Via and Record-Route of what we send).
-    pub(crate) listeners: Vec<ListenAddr>,
-    pub(crate) routing: Routing,
-    /// Subscriptions to people's dialog and presence state.
-    pub(crate) notifier: Notifier,
-    pub(crate) watchers: Watchers,
+    presence: PresenceService,
+    calls: Calls,
+    dialogs: Dialogs,
+    relays: Relays,
+    watchers: Watchers,
     /// People with presence changes on their way to the store, and how many.
-    pub(crate) presence_writes: HashMap<String, usize>,
+    presence_writes: HashMap<String, usize>,
     /// Changes waiting for those, per person, in order.
-    pub(crate) queued_changes: HashMap<String, VecDeque<Queued>>,
+    queued_changes: HashMap<String, VecDeque<Queued>>,
     /// People whose watchers were held back while their change was being stored.
-    pub(crate) renotify: Vec<String>,
-    /// Transaction events other than transmissions, handled once the event that caused
-    /// them is done (so that no handler runs inside another).
-    tx_events: VecDeque<Action>,
+    renotify: Vec<String>,
+    stats: CoreStats,
     draining: bool,
 }
 
@@ -306,31 +209,37 @@ impl Core {
             entropy.fork(),
         );
         let throttle = Throttle::new(config.max_failures, config.failure_window, config.block);
-        let presence = PresenceService::new(directory.policy());
+        let routing = config.routing;
         Core {
-            presence,
-            routing: Routing::new(config.routing),
-            notifier: Notifier::new(config.watchers.subscriptions, entropy.fork()),
-            entropy,
-            watchers: Watchers::new(&config.watchers),
+            presence: PresenceService::new(directory.policy()),
+            calls: Calls::new(routing),
+            dialogs: Dialogs::new(routing.dialog_probe_secs, routing.max_call_secs),
+            relays: Relays::new(routing.route_secret),
+            watchers: Watchers::new(&config.watchers, entropy.fork()),
+            wire: Wire {
+                transactions: TransactionLayer::new(config.timers),
+                owners: GrowingMap::new(),
+                out: VecDeque::new(),
+                events: VecDeque::new(),
+                entropy,
+                server: config.server.clone(),
+                local,
+                listeners,
+            },
             presence_writes: HashMap::new(),
             queued_changes: HashMap::new(),
             renotify: Vec::new(),
-            listeners,
-            tx_events: VecDeque::new(),
-            transactions: TransactionLayer::new(config.timers),
-            owners: switchboard_sip::GrowingMap::new(),
             registrar: Registrar::new(config.registrar),
             gate: AuthGate::new(auth, throttle, config.block),
             config,
             directory,
             ledger: Ledger::new(),
-            out: VecDeque::new(),
             stats: CoreStats::default(),
-            local,
             draining: false,
         }
     }
+
+    // ---- restoring from the store (in `switchboard_store::tables::RESTORE_ORDER`) -------
 
     /// Loads bindings read back from the durable store; returns how many are live.
     pub fn restore_bindings(&mut self, rows: Vec<(String, Vec<u8>)>, now: Now) -> usize {
@@ -354,88 +263,53 @@ impl Core {
     /// Loads presence read back from the durable store (profiles that ended while the
     /// daemon was down end now, and that is stored).
     pub fn restore_presence(&mut self, rows: Vec<(String, Vec<u8>)>, now: Now) {
-        let directory = self.directory.clone();
-        let writes = self
+        let mut cx = ctx!(self, now);
+        let writes = cx
             .presence
-            .restore(rows, directory.policy(), now.unix as i64);
-        self.persist_unacknowledged(writes);
+            .restore(rows, cx.directory.policy(), now.unix as i64);
+        cx.persist_unacknowledged(writes);
     }
+
+    /// Loads group memory (who answered last) read back from the durable store.
+    pub fn restore_memory(&mut self, rows: Vec<(String, Vec<u8>)>) -> usize {
+        self.calls.restore_memory(rows)
+    }
+
+    /// Takes back the subscriptions kept across a restart, and tells each what it shows
+    /// now (lamps may have changed meanwhile).
+    pub fn restore_subscriptions(&mut self, rows: Vec<(String, Vec<u8>)>, now: Now) -> usize {
+        self.watchers.restore(&mut ctx!(self, now), rows)
+    }
+
+    // ---- what the shell and the API read -------------------------------------------------
 
     pub fn presence(&self) -> &PresenceService {
         &self.presence
     }
 
-    /// Loads group memory (who answered last) read back from the durable store.
-    pub fn restore_memory(&mut self, rows: Vec<(String, Vec<u8>)>) -> usize {
-        self.routing.restore_memory(rows)
-    }
-
-    /// Call routing's state and counters.
-    pub fn routing(&self) -> &Routing {
-        &self.routing
-    }
-
-    pub fn routing_counters(&self) -> &RoutingStats {
-        self.routing_stats()
-    }
-
-    pub(crate) fn persist_unacknowledged(&mut self, writes: Vec<Write>) {
-        if !writes.is_empty() {
-            let token = self.ledger.token();
-            self.out.push_back(Output::Persist { token, writes });
-        }
-    }
-
-    /// A presence command from the API or the CLI; the answer comes as [`Output::Reply`]
-    /// with `id`, after any change it makes is durable.
-    pub(crate) fn handle_command(&mut self, id: u64, req: presence_service::Request, now: Now) {
-        self.command(id, req, now);
-        self.after_event(now);
-    }
-
-    fn command(&mut self, id: u64, req: presence_service::Request, now: Now) {
-        let person = changed_person(&req.command).map(str::to_string);
-        if let Some(p) = &person {
-            if self.presence_writes.contains_key(p) {
-                self.queued_changes
-                    .entry(p.clone())
-                    .or_default()
-                    .push_back(Queued::Api { id, req });
-                return;
-            }
-        }
-        let directory = self.directory.clone();
-        let result = self
-            .presence
-            .handle(&req, directory.policy(), now.unix as i64);
-        match result {
-            Err(e) => self.out.push_back(Output::Reply {
-                id,
-                reply: Box::new(Err(e)),
-            }),
-            Ok(Ok(answer)) => self.out.push_back(Output::Reply {
-                id,
-                reply: Box::new(Ok(answer)),
-            }),
-            Ok(Err(p)) => {
-                if let Some(who) = &person {
-                    *self.presence_writes.entry(who.clone()).or_default() += 1;
-                }
-                self.persist(
-                    Pending::Presence {
-                        id,
-                        answer: p.answer,
-                        before: p.before,
-                        person,
-                    },
-                    p.writes,
-                );
-            }
-        }
-    }
-
     pub fn registrar(&self) -> &Registrar {
         &self.registrar
+    }
+
+    /// The calls being set up.
+    pub fn calls(&self) -> &Calls {
+        &self.calls
+    }
+
+    /// Answered calls being tracked until their BYE.
+    pub fn answered_calls(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    /// Counters of calls, relayed requests and answered calls.
+    pub fn routing_counters(&self) -> RoutingStats {
+        RoutingStats {
+            relayed: self.relays.relayed,
+            relay_refused: self.relays.refused,
+            probes: self.dialogs.probes,
+            lost: self.dialogs.lost,
+            ..self.calls.stats().clone()
+        }
     }
 
     pub fn stats(&self) -> &CoreStats {
@@ -457,50 +331,38 @@ impl Core {
         self.draining = true;
     }
 
+    // ---- the input, the outputs, the timer -------------------------------------------------
+
     /// Hands an input to the core (see [`Input`] and the drain contract on [`Core`]).
     pub fn handle(&mut self, input: Input, now: Now) {
         match input {
             Input::Inbound(i) => self.handle_inbound(i, now),
-            Input::Persisted { token, ok } => self.handle_persisted(token, ok, now),
+            Input::Persisted { token, ok } => self.persisted(token, ok, now),
             Input::Timeout => self.handle_timeout(now),
-            Input::Command { id, req } => self.handle_command(id, req, now),
+            Input::Command { id, req } => self.command(id, req, now),
             Input::PolicyChanged(directory) => self.policy_changed(directory, now),
         }
-    }
-
-    /// A fresh tag (To tags of our responses, ETags): from the core's seeded generator.
-    pub(crate) fn tag(&mut self) -> String {
-        self.entropy.token()
+        self.after_event(now);
     }
 
     #[must_use = "every output must be carried out, in order"]
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        self.wire.out.pop_front()
     }
 
     /// When [`Input::Timeout`] must next be handed in.
     #[must_use = "the core needs Input::Timeout at this time"]
     pub fn poll_timeout(&self, now: Now) -> Option<Instant> {
-        let expiry = self
-            .registrar
-            .next_expiry()
-            .map(|t| now.mono + Duration::from_secs(t.saturating_sub(now.unix)));
-        let profile_end = self
-            .presence
-            .next_end()
-            .map(|t| now.mono + Duration::from_secs((t.max(0) as u64).saturating_sub(now.unix)));
-        let subscription_end = self
-            .notifier
-            .next_expiry()
-            .into_iter()
-            .chain(self.watchers.next_publication_end())
-            .min()
-            .map(|t| now.mono + Duration::from_secs(t.saturating_sub(now.unix)));
+        let at_unix = |t: u64| now.mono + Duration::from_secs(t.saturating_sub(now.unix));
+        let expiry = self.registrar.next_expiry().map(at_unix);
+        let profile_end = self.presence.next_end().map(|t| at_unix(t.max(0) as u64));
+        let subscription_end = self.watchers.next_expiry().map(at_unix);
         [
-            self.transactions.poll_timeout(),
+            self.wire.transactions.poll_timeout(),
             expiry,
             profile_end,
-            self.routing.poll_timeout(now),
+            self.calls.poll_timeout(),
+            self.dialogs.poll_timeout(now),
             subscription_end,
         ]
         .into_iter()
@@ -508,66 +370,550 @@ impl Core {
         .min()
     }
 
-    pub(crate) fn handle_timeout(&mut self, now: Now) {
-        self.transactions.handle_timeout(now.mono);
-        self.flush_transactions();
+    /// What every event ends with: transaction events handed to their owners, watchers
+    /// told what changed.
+    fn after_event(&mut self, now: Now) {
         self.handle_tx_events(now);
-        self.routing_timeout(now);
-        self.watchers_timeout(now);
+        let mut changed = self.presence.model_mut().take_changed();
+        changed.append(&mut self.renotify);
+        let held = &self.presence_writes;
+        self.watchers
+            .notify_changes(&mut ctx!(self, now), changed, held);
         self.handle_tx_events(now);
-        let lapsed = self.registrar.expire(now.unix);
+    }
+
+    fn handle_timeout(&mut self, now: Now) {
+        self.wire.transactions.handle_timeout(now.mono);
+        self.wire.flush();
+        self.handle_tx_events(now);
+        self.calls.timeout(&mut ctx!(self, now));
+        self.dialogs.timeout(&mut ctx!(self, now));
+        self.watchers.timeout(&mut ctx!(self, now));
+        self.handle_tx_events(now);
+        let mut cx = ctx!(self, now);
+        let lapsed = cx.registrar.expire(now.unix);
         if !lapsed.is_empty() {
             tracing::info!(count = lapsed.len(), "bindings expired");
-            let writes = lapsed.iter().map(registrations::change_to_write).collect();
-            let token = self.ledger.token();
-            self.out.push_back(Output::Persist { token, writes });
+            cx.persist_unacknowledged(lapsed.iter().map(registrations::change_to_write).collect());
         }
-        self.gate.expire(now.mono);
-        let ended = self.presence.expire(now.unix as i64);
-        self.persist_unacknowledged(ended);
-        self.after_event(now);
-    }
-
-    /// Makes `writes` durable, then answers as `pending` says (see [`ledger`]).
-    fn persist(&mut self, pending: Pending, writes: Vec<Write>) {
-        let token = self.ledger.file(pending);
-        self.out.push_back(Output::Persist { token, writes });
-    }
-
-    /// The outcome of a [`Output::Persist`].
-    pub(crate) fn handle_persisted(&mut self, token: u64, ok: bool, now: Now) {
-        self.persisted(token, ok, now);
-        self.after_event(now);
+        cx.gate.expire(now.mono);
+        let ended = cx.presence.expire(now.unix as i64);
+        cx.persist_unacknowledged(ended);
     }
 
     /// The policy was replaced (a reload): the core reads the new version from now on, and
     /// presence takes in its people and profiles (newcomers are stored, everyone's watchers
     /// see what changed for them).
-    pub(crate) fn policy_changed(&mut self, directory: Snapshot, now: Now) {
-        self.directory = directory.clone();
-        let writes = self
+    fn policy_changed(&mut self, directory: Snapshot, now: Now) {
+        self.directory = directory;
+        let mut cx = ctx!(self, now);
+        let writes = cx
             .presence
-            .policy_changed(directory.policy(), now.unix as i64);
-        self.persist_unacknowledged(writes);
-        self.after_event(now);
+            .policy_changed(cx.directory.policy(), now.unix as i64);
+        cx.persist_unacknowledged(writes);
     }
 
-    /// A subscription is stored before its 200.
-    pub(crate) fn persist_subscription(
-        &mut self,
-        tx: TxId,
-        id: switchboard_sip::subscription::SubId,
-        ok: Response,
-        writes: Vec<Write>,
-    ) {
-        self.persist(
-            Pending::Subscribe {
+    // ---- messages --------------------------------------------------------------------------
+
+    fn handle_inbound(&mut self, inbound: Inbound, now: Now) {
+        match inbound {
+            Inbound::Unreachable { peer, why } => {
+                // §17.1.4, §17.2.4: what waits on it ends now (a branch answers 503).
+                let ended = self
+                    .wire
+                    .transactions
+                    .handle_peer_unreachable(peer, now.mono);
+                self.wire.flush();
+                tracing::info!(to = %peer, %why, transactions = ended, "peer unreachable");
+            }
+            Inbound::Closed { peer } => {
+                if let Some(conn) = peer.conn {
+                    let flows = self.registrar.flow_closed(conn);
+                    if flows > 0 {
+                        tracing::info!(peer = %peer, bindings = flows, "registered flow closed; its bindings are unreachable until they register again");
+                    }
+                }
+            }
+            Inbound::Invalid { error, peer } => {
+                let allow = CAPABILITIES.allow();
+                match error.response(&self.config.server, &allow) {
+                    Some(bytes) => {
+                        self.stats.rejected += 1;
+                        tracing::info!(from = %peer, reason = %error, "bad request answered");
+                        self.wire.send(peer, bytes);
+                    }
+                    None => {
+                        self.stats.dropped += 1;
+                        tracing::debug!(from = %peer, reason = %error, "unreadable message dropped");
+                    }
+                }
+            }
+            Inbound::Message {
+                msg: SipMessage::Request(req),
+                peer,
+                local,
+            } => {
+                let local = ListenAddr {
+                    transport: peer.transport,
+                    addr: local,
+                };
+                self.handle_request(req, peer, local, now)
+            }
+            Inbound::Message {
+                msg: SipMessage::Response(resp),
+                peer,
+                ..
+            } => {
+                self.stats.responses += 1;
+                let outcome = self.wire.transactions.handle_response(resp, peer, now.mono);
+                self.wire.flush();
+                self.route_response(outcome, now);
+            }
+        }
+    }
+
+    fn handle_request(&mut self, mut req: Request, peer: Peer, local: ListenAddr, now: Now) {
+        self.stats.requests += 1;
+        message::stamp_via(&mut req, peer.addr);
+        // Requests this server forwards rather than answers: INVITE, ACK, CANCEL, and
+        // anything inside a dialog.
+        let proxied =
+            matches!(req.method, Method::Invite | Method::Ack | Method::Cancel) || in_dialog(&req);
+        let caps = if proxied {
+            &PROXY_CAPABILITIES
+        } else {
+            &CAPABILITIES
+        };
+        if let Err(refusal) = check_request(&req, caps) {
+            if req.method == Method::Ack {
+                self.stats.dropped += 1;
+                return; // an ACK is never answered
+            }
+            self.stats.rejected += 1;
+            tracing::info!(from = %peer, method = %req.method, code = refusal.code, reason = %refusal.reason, "request refused");
+            let resp = refusal.response(&req, &self.config.server);
+            // Through a transaction where one can be made, so retransmissions are absorbed.
+            match self.wire.transactions.handle_request(req, peer, now.mono) {
+                ServerOutcome::New(tx, _) => self.wire.respond(tx, resp, now),
+                _ => self.wire.flush(),
+            }
+            return;
+        }
+        let outcome = self.wire.transactions.handle_request(req, peer, now.mono);
+        self.request_route(outcome, peer, local, now);
+    }
+
+    /// The request route: which sub-machine handles each request that passed the checks,
+    /// by method and condition — the whole routing logic in one place.
+    ///
+    /// - the transaction layer absorbs retransmissions (and answers them from the
+    ///   transaction);
+    /// - CANCEL ends its INVITE's call (`calls`: every branch cancelled, 487), or goes on
+    ///   after a relayed re-INVITE (`relays`); otherwise 481;
+    /// - ACK for a 2xx goes along its dialog (`relays`); for a non-2xx final response its
+    ///   transaction absorbs it;
+    /// - while draining, a new request gets 503;
+    /// - inside a dialog (a To tag): a SUBSCRIBE refreshing or ending one of our
+    ///   subscriptions goes to `watchers`; anything else (BYE, re-INVITE, UPDATE, INFO,
+    ///   PRACK, REFER, NOTIFY, MESSAGE…) is relayed along the dialog's route (`relays`);
+    /// - INVITE: admitted by `calls` (loops, routes, domain; the caller: a trunk by
+    ///   source or credentials, a user by digest, 407); a user dialling a feature code
+    ///   changes their presence (`watchers`, then stored); any other call is planned and
+    ///   forked (`calls`);
+    /// - REGISTER: `registrations` (digest, 401), stored before its 200;
+    /// - OPTIONS: answered here, 200 with what we allow;
+    /// - SUBSCRIBE and PUBLISH: `watchers` (digest, 401);
+    /// - BYE, UPDATE, INFO, PRACK, NOTIFY outside a dialog: 481;
+    /// - REFER and MESSAGE outside a dialog: 501; anything else: 405.
+    fn request_route(&mut self, outcome: ServerOutcome, peer: Peer, local: ListenAddr, now: Now) {
+        let cx = &mut ctx!(self, now);
+        let (tx, req) = match outcome {
+            ServerOutcome::New(tx, req) => (tx, req),
+            ServerOutcome::Cancel {
+                cancel_tx,
+                invite_tx,
+                request,
+            } => {
+                let owner = invite_tx.and_then(|t| cx.wire.owners.get(&t).copied());
+                let relayed = invite_tx.and_then(|t| self.relays.client_of(t));
+                return match (owner, relayed) {
+                    (Some(Owner::Call(call)), _) => {
+                        self.calls.cancel(cx, cancel_tx, call, &request)
+                    }
+                    (_, Some(client)) => self.relays.cancel(cx, cancel_tx, client, &request),
+                    // §9.2: nothing to cancel.
+                    _ => cx.wire.reply_to(cancel_tx, &request, 481, Vec::new(), now),
+                };
+            }
+            ServerOutcome::Ack(req) if in_dialog(&req) => {
+                return self.relays.route(cx, &mut self.dialogs, None, req)
+            }
+            ServerOutcome::Ack(_) => {
+                self.stats.dropped += 1;
+                return;
+            }
+            _ => return cx.wire.flush(),
+        };
+        if self.draining {
+            let retry = vec![Header::RetryAfter("5".into())];
+            return cx.wire.reply_to(tx, &req, 503, retry, now);
+        }
+        if in_dialog(&req) {
+            if req.method == Method::Subscribe && self.watchers.notifier.find(&req).is_some() {
+                return self.watchers.subscribe(cx, tx, req, peer, local);
+            }
+            return self.relays.route(cx, &mut self.dialogs, Some(tx), req);
+        }
+        match req.method {
+            Method::Invite => {
+                let Some(call) = self.calls.admit(cx, tx, req, peer) else {
+                    return; // refused, or challenged
+                };
+                match self.watchers.feature_code(&call) {
+                    Some(feature) => {
+                        let change = self.watchers.feature_change(cx, call, feature);
+                        self.sip_presence_change(change, now)
+                    }
+                    None => self.calls.start(cx, call, local),
+                }
+            }
+            Method::Register => self.register(tx, req, peer, now),
+            Method::Options => {
+                let headers = vec![
+                    Header::Allow(CAPABILITIES.allow().into()),
+                    Header::Accept("application/sdp".into()),
+                ];
+                cx.wire.reply_to(tx, &req, 200, headers, now)
+            }
+            Method::Subscribe => self.watchers.subscribe(cx, tx, req, peer, local),
+            Method::Publish => {
+                if let Some(change) = self.watchers.publish_request(cx, tx, req, peer) {
+                    self.sip_presence_change(change, now);
+                }
+            }
+            // Methods that only exist inside a dialog (§15, RFC 3311/6086/3262/3515/6665).
+            Method::Bye | Method::Update | Method::Info | Method::PRack | Method::Notify => {
+                cx.wire.reply_to(tx, &req, 481, Vec::new(), now)
+            }
+            // Out-of-dialog REFER and MESSAGE are not served yet.
+            Method::Refer | Method::Message => {
+                let allow = vec![Header::Allow(CAPABILITIES.allow().into())];
+                cx.wire.reply_to(tx, &req, 501, allow, now)
+            }
+            _ => {
+                let allow = vec![Header::Allow(CAPABILITIES.allow().into())];
+                cx.wire.reply_to(tx, &req, 405, allow, now)
+            }
+        }
+    }
+
+    fn register(&mut self, tx: TxId, req: Request, peer: Peer, now: Now) {
+        let mut cx = ctx!(self, now);
+        match registrations::register(&mut cx, &req, peer) {
+            Registered::Answer(resp) => cx.wire.respond(tx, resp, now),
+            Registered::Store {
+                ok,
+                writes,
+                aor,
+                previous,
+            } => {
+                let pending = Pending::Register {
+                    tx,
+                    response: ok,
+                    aor,
+                    previous,
+                };
+                cx.persist(pending, writes)
+            }
+        }
+    }
+
+    /// A response received for one of our client transactions (to its owner), or a
+    /// stray one.
+    fn route_response(&mut self, outcome: ClientOutcome, now: Now) {
+        let (tx, resp, last) = match outcome {
+            ClientOutcome::Provisional(tx, resp) => (tx, resp, false),
+            ClientOutcome::Final(tx, resp) => (tx, resp, true),
+            ClientOutcome::Stray(resp) => return self.stray_response(resp),
+            ClientOutcome::Absorbed => return,
+        };
+        let code = resp.status_code.code();
+        let cx = &mut ctx!(self, now);
+        match cx.wire.owners.get(&tx).copied() {
+            Some(Owner::Branch { call, branch }) => {
+                self.calls
+                    .branch_response(cx, &mut self.dialogs, call, branch, resp)
+            }
+            Some(Owner::Relay) => self.relays.response(cx, &mut self.dialogs, tx, resp),
+            Some(Owner::Notify(id)) if last => {
+                cx.wire.owners.remove(&tx);
+                self.watchers.notify_answered(cx, id, Some(code));
+            }
+            Some(Owner::Dialog) => self.dialogs.response(cx, tx, code),
+            Some(Owner::Notify(_)) | Some(Owner::Call(_)) | None => {}
+        }
+    }
+
+    /// §16.7 step 9 / §16.11: a 2xx to INVITE that matches no transaction (a late
+    /// retransmission) is relayed statelessly when it carries our Via; anything else is
+    /// dropped.
+    fn stray_response(&mut self, mut resp: switchboard_sip::msg::Response) {
+        use switchboard_sip::msg::prelude::*;
+        use switchboard_sip::proxy;
+        let is_invite_2xx = (200..300).contains(&resp.status_code.code())
+            && resp
+                .cseq_header()
+                .is_ok_and(|c| c.value().trim_end().ends_with("INVITE"));
+        let top_is_ours = proxy::via_values(&resp).first().is_some_and(|v| {
+            let head = v.split(';').next().unwrap_or("");
+            head.split_whitespace()
+                .last()
+                .is_some_and(|sb| self.wire.sent_by_is_ours(sb))
+        });
+        if is_invite_2xx && top_is_ours && proxy::strip_top_via(&mut resp) {
+            message::keep_reason_phrase(&mut resp);
+            self.wire.send_stateless_response(&resp);
+        } else {
+            self.stats.dropped += 1;
+        }
+    }
+
+    /// Hands transaction timeouts, transport errors and ends to their owners, in the order
+    /// they happened. Handling one may cause more (a CANCEL sent, a response relayed): they
+    /// join the end of the queue, so no handler runs inside another. The queue runs dry:
+    /// each event is a step of one transaction towards its end, and a transaction takes
+    /// finitely many (a timeout per timer, one transport error, one end).
+    fn handle_tx_events(&mut self, now: Now) {
+        while let Some(event) = self.wire.events.pop_front() {
+            self.route_tx_event(event, now);
+            self.wire.flush();
+        }
+    }
+
+    /// A timeout, transport error or end of one of our transactions, to its owner.
+    fn route_tx_event(&mut self, action: Action, now: Now) {
+        let cx = &mut ctx!(self, now);
+        let (tx, code, timer_c) = match action {
+            Action::Timeout {
                 tx,
+                timer: Timer::C,
+            } => (tx, 408, true),
+            Action::Timeout { tx, .. } => (tx, 408, false),
+            Action::TransportError(tx) => (tx, 503, false),
+            Action::Terminated(tx) => {
+                return match cx.wire.owners.remove(&tx) {
+                    // A NOTIFY that ended without a final response: the subscriber is gone.
+                    Some(Owner::Notify(id)) => self.watchers.notify_answered(cx, id, None),
+                    Some(Owner::Dialog) => self.dialogs.tx_failed(cx, tx, "no answer"),
+                    Some(Owner::Branch { call, branch }) => {
+                        self.calls.branch_ended(cx, call, branch)
+                    }
+                    Some(Owner::Relay) => self.relays.ended(tx),
+                    Some(Owner::Call(call)) => self.calls.caller_gone(call),
+                    None => {}
+                };
+            }
+            Action::Transmit { .. } => return,
+        };
+        let why = if code == 408 {
+            "no answer"
+        } else {
+            "unreachable"
+        };
+        match cx.wire.owners.get(&tx).copied() {
+            Some(Owner::Notify(id)) => {
+                // No final response to a NOTIFY: the subscriber is gone.
+                cx.wire.owners.remove(&tx);
+                self.watchers.notify_answered(cx, id, None);
+            }
+            Some(Owner::Dialog) => self.dialogs.tx_failed(cx, tx, why),
+            Some(Owner::Branch { call, branch }) => {
+                self.calls.branch_failed(cx, call, branch, code, timer_c)
+            }
+            Some(Owner::Relay) => self.relays.failed(cx, tx),
+            Some(Owner::Call(_)) | None => {}
+        }
+    }
+
+    // ---- the store's answers, presence changes -------------------------------------------
+
+    /// The outcome of a [`Output::Persist`]: the answer it held back goes out, or the
+    /// change is undone and an error goes out instead.
+    fn persisted(&mut self, token: u64, ok: bool, now: Now) {
+        if !ok {
+            self.stats.store_failures += 1;
+        }
+        let Some(pending) = self.ledger.settle(token) else {
+            return;
+        };
+        let cx = &mut ctx!(self, now);
+        match pending {
+            Pending::Subscribe { tx, id, ok: answer } => {
+                self.watchers.subscription_stored(cx, tx, id, *answer, ok)
+            }
+            Pending::Sip {
+                tx,
+                ok: answer,
+                failed,
+                before,
+                person,
+            } => {
+                if ok {
+                    cx.wire.respond(tx, answer, now);
+                } else {
+                    cx.presence.rollback(before);
+                    cx.wire.respond(tx, failed, now);
+                }
+                self.presence_stored(&person, now);
+            }
+            Pending::Presence {
                 id,
-                ok: Box::new(ok),
-            },
-            writes,
-        );
+                answer,
+                before,
+                person,
+            } => {
+                let reply = if ok {
+                    Ok(answer)
+                } else {
+                    cx.presence.rollback(before);
+                    Err(PresenceError::new(
+                        ErrorKind::Unavailable,
+                        None,
+                        "the change could not be stored; try again",
+                    ))
+                };
+                let reply = Box::new(reply);
+                cx.wire.out.push_back(Output::Reply { id, reply });
+                if let Some(p) = person {
+                    self.presence_stored(&p, now);
+                }
+            }
+            Pending::Register {
+                tx,
+                response,
+                aor,
+                previous,
+            } => {
+                if ok {
+                    // A REGISTER over a stream connection: the connection is the bindings'
+                    // flow, held open until they lapse (the idle timeout must not close it).
+                    if let Some(peer) = cx.wire.transactions.peer(tx) {
+                        if let Some(until) = registrations::flow_hold(cx.registrar, &aor, peer, now)
+                        {
+                            cx.wire.out.push_back(Output::Hold { peer, until });
+                        }
+                    }
+                    cx.wire.respond(tx, response, now);
+                } else {
+                    let resp = registrations::failed(cx.registrar, &aor, previous, response);
+                    cx.wire.respond(tx, resp, now);
+                }
+            }
+        }
+    }
+
+    /// A presence command from the API or the CLI; the answer comes as [`Output::Reply`]
+    /// with `id`, after any change it makes is durable.
+    fn command(&mut self, id: u64, req: presence_service::Request, now: Now) {
+        let person = changed_person(&req.command).map(str::to_string);
+        if let Some(p) = &person {
+            if self.presence_writes.contains_key(p) {
+                let queue = self.queued_changes.entry(p.clone()).or_default();
+                queue.push_back(Queued::Api(id, Box::new(req)));
+                return;
+            }
+        }
+        let cx = &mut ctx!(self, now);
+        let reply = match cx
+            .presence
+            .handle(&req, cx.directory.policy(), now.unix as i64)
+        {
+            Err(e) => Err(e),
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(p)) => {
+                if let Some(who) = &person {
+                    *self.presence_writes.entry(who.clone()).or_default() += 1;
+                }
+                let pending = Pending::Presence {
+                    id,
+                    answer: p.answer,
+                    before: p.before,
+                    person,
+                };
+                return cx.persist(pending, p.writes);
+            }
+        };
+        let reply = Box::new(reply);
+        cx.wire.out.push_back(Output::Reply { id, reply });
+    }
+
+    /// A presence change asked over SIP (PUBLISH, a feature code): made, stored, then
+    /// answered with its `ok`; a refused change gets 4xx with the reason, a failed store
+    /// 500.
+    fn sip_presence_change(&mut self, change: SipChange, now: Now) {
+        if self.presence_writes.contains_key(&change.user) {
+            // An earlier change of this person is still on its way to the store.
+            let queue = self.queued_changes.entry(change.user.clone()).or_default();
+            queue.push_back(Queued::Sip(Box::new(change)));
+            return;
+        }
+        let SipChange {
+            tx,
+            req,
+            user,
+            command,
+            ok,
+        } = change;
+        let via = if req.method == Method::Publish {
+            Interface::Sip
+        } else {
+            Interface::FeatureCode
+        };
+        let request = presence_service::Request {
+            who: user.clone(),
+            admin: false,
+            via,
+            command,
+        };
+        let cx = &mut ctx!(self, now);
+        match cx
+            .presence
+            .handle(&request, cx.directory.policy(), now.unix as i64)
+        {
+            Err(e) => {
+                let code = match e.kind {
+                    ErrorKind::NotFound => 404,
+                    // A profile number nobody has is "not found" to a phone.
+                    _ if e.field.as_deref() == Some("profile") => 404,
+                    // A phone changes only its own person's presence and makes no profiles:
+                    // anything else it is refused is a request it should not have sent.
+                    ErrorKind::Invalid
+                    | ErrorKind::Forbidden
+                    | ErrorKind::Conflict
+                    | ErrorKind::Unavailable => 400,
+                };
+                let warning = vec![message::warning(&e.to_string())];
+                cx.wire.reply_to(tx, &req, code, warning, now);
+            }
+            Ok(Ok(_)) => cx.wire.respond(tx, ok, now),
+            Ok(Err(p)) => {
+                let tag = cx.wire.tag();
+                let mut failed = message::response(&req, 500, Some(&tag), &cx.wire.server);
+                failed
+                    .headers
+                    .push(message::warning("the change could not be stored"));
+                failed.headers.push(Header::RetryAfter("5".into()));
+                *self.presence_writes.entry(user.clone()).or_default() += 1;
+                let pending = Pending::Sip {
+                    tx,
+                    ok,
+                    failed,
+                    before: p.before,
+                    person: user,
+                };
+                cx.persist(pending, p.writes);
+            }
+        }
     }
 
     /// A person's change reached the store (or failed to): their watchers may hear of it
@@ -597,666 +943,12 @@ impl Core {
             self.queued_changes.remove(person);
         }
         match next {
-            Some(Queued::Api { id, req }) => self.command(id, req, now),
-            Some(Queued::Sip {
-                tx,
-                req,
-                command,
-                ok,
-            }) => self.sip_presence_change(tx, &req, person, command, *ok, now),
+            Some(Queued::Api(id, req)) => self.command(id, *req, now),
+            Some(Queued::Sip(change)) => self.sip_presence_change(*change, now),
             None => {}
-        }
-    }
-
-    /// What every event ends with: transaction events handed on, watchers notified.
-    fn after_event(&mut self, now: Now) {
-        self.handle_tx_events(now);
-        self.notify_changes(now);
-        self.handle_tx_events(now);
-    }
-
-    /// A presence change asked over SIP waits for the store before its answer.
-    pub(crate) fn persist_sip_change(
-        &mut self,
-        tx: TxId,
-        ok: Response,
-        failed: Response,
-        change: (String, presence_service::Undo),
-        writes: Vec<Write>,
-    ) {
-        let (person, before) = change;
-        *self.presence_writes.entry(person.clone()).or_default() += 1;
-        self.persist(
-            Pending::Sip {
-                tx,
-                ok,
-                failed,
-                before,
-                person,
-            },
-            writes,
-        );
-    }
-
-    fn persisted(&mut self, token: u64, ok: bool, now: Now) {
-        if !ok {
-            self.stats.store_failures += 1;
-        }
-        let (tx, response, aor, previous) = match self.ledger.settle(token) {
-            None => return,
-            Some(Pending::Subscribe { tx, id, ok: answer }) => {
-                self.subscription_stored(tx, id, *answer, ok, now);
-                return;
-            }
-            Some(Pending::Sip {
-                tx,
-                ok: answer,
-                failed,
-                before,
-                person,
-            }) => {
-                if ok {
-                    self.respond(tx, answer, now);
-                } else {
-                    self.presence.rollback(before);
-                    self.respond(tx, failed, now);
-                }
-                self.presence_stored(&person, now);
-                return;
-            }
-            Some(Pending::Presence {
-                id,
-                answer,
-                before,
-                person,
-            }) => {
-                let reply = if ok {
-                    Ok(answer)
-                } else {
-                    self.presence.rollback(before);
-                    Err(PresenceError::new(
-                        ErrorKind::Unavailable,
-                        None,
-                        "the change could not be stored; try again",
-                    ))
-                };
-                self.out.push_back(Output::Reply {
-                    id,
-                    reply: Box::new(reply),
-                });
-                if let Some(p) = person {
-                    self.presence_stored(&p, now);
-                }
-                return;
-            }
-            Some(Pending::Register {
-                tx,
-                response,
-                aor,
-                previous,
-            }) => (tx, response, aor, previous),
-        };
-        if ok {
-            // A REGISTER over a stream connection: the connection is the bindings' flow,
-            // held open until they lapse (the idle timeout must not close it).
-            let peer = self.transactions.peer(tx);
-            if let Some(peer) = peer {
-                if let Some(until) = registrations::flow_hold(&self.registrar, &aor, peer, now) {
-                    self.out.push_back(Output::Hold { peer, until });
-                }
-            }
-            self.respond(tx, response, now);
-        } else {
-            let resp = registrations::failed(&mut self.registrar, &aor, previous, response);
-            self.respond(tx, resp, now);
-        }
-    }
-
-    pub(crate) fn handle_inbound(&mut self, inbound: Inbound, now: Now) {
-        match inbound {
-            Inbound::Unreachable { peer, why } => {
-                // §17.1.4, §17.2.4: what waits on it ends now (a branch answers 503).
-                let ended = self.transactions.handle_peer_unreachable(peer, now.mono);
-                self.flush_transactions();
-                tracing::info!(to = %peer, %why, transactions = ended, "peer unreachable");
-            }
-            Inbound::Closed { peer } => {
-                if let Some(conn) = peer.conn {
-                    let flows = self.registrar.flow_closed(conn);
-                    if flows > 0 {
-                        tracing::info!(peer = %peer, bindings = flows, "registered flow closed; its bindings are unreachable until they register again");
-                    }
-                }
-            }
-            Inbound::Invalid { error, peer } => {
-                let allow = CAPABILITIES.allow();
-                match error.response(&self.config.server, &allow) {
-                    Some(bytes) => {
-                        self.stats.rejected += 1;
-                        tracing::info!(from = %peer, reason = %error, "bad request answered");
-                        self.out.push_back(Output::Send {
-                            to: peer,
-                            bytes: Bytes::from(bytes),
-                        });
-                    }
-                    None => {
-                        self.stats.dropped += 1;
-                        tracing::debug!(from = %peer, reason = %error, "unreadable message dropped");
-                    }
-                }
-            }
-            Inbound::Message {
-                msg: SipMessage::Request(req),
-                peer,
-                local,
-            } => {
-                let local = ListenAddr {
-                    transport: peer.transport,
-                    addr: local,
-                };
-                self.handle_request(req, peer, local, now)
-            }
-            Inbound::Message {
-                msg: SipMessage::Response(resp),
-                peer,
-                ..
-            } => {
-                self.stats.responses += 1;
-                let outcome = self.transactions.handle_response(resp, peer, now.mono);
-                self.flush_transactions();
-                self.route_response(outcome, now);
-            }
-        }
-        self.after_event(now);
-    }
-
-    /// Whether a request is one this server forwards rather than answers: an INVITE, an
-    /// ACK or CANCEL, anything inside a dialog.
-    fn is_proxied(req: &Request) -> bool {
-        matches!(req.method, Method::Invite | Method::Ack | Method::Cancel)
-            || Core::is_in_dialog(req)
-    }
-
-    fn handle_request(&mut self, mut req: Request, peer: Peer, local: ListenAddr, now: Now) {
-        self.stats.requests += 1;
-        message::stamp_via(&mut req, peer.addr);
-        let caps = if Core::is_proxied(&req) {
-            &PROXY_CAPABILITIES
-        } else {
-            &CAPABILITIES
-        };
-        if let Err(refusal) = check_request(&req, caps) {
-            if req.method == Method::Ack {
-                self.stats.dropped += 1;
-                return; // an ACK is never answered
-            }
-            self.stats.rejected += 1;
-            tracing::info!(from = %peer, method = %req.method, code = refusal.code, reason = %refusal.reason, "request refused");
-            let resp = refusal.response(&req, &self.config.server);
-            // Through a transaction where one can be made, so retransmissions are absorbed.
-            match self.transactions.handle_request(req, peer, now.mono) {
-                ServerOutcome::New(tx, _) => self.respond(tx, resp, now),
-                _ => self.flush_transactions(),
-            }
-            return;
-        }
-        let outcome = self.transactions.handle_request(req, peer, now.mono);
-        self.request_route(outcome, peer, local, now);
-    }
-
-    /// The request route: which part of the core handles each request that passed the
-    /// checks, by method and condition — the whole routing logic in one place.
-    ///
-    /// - the transaction layer absorbs retransmissions (and answers them from the
-    ///   transaction);
-    /// - CANCEL ends its INVITE's call (`routing`: every branch cancelled, 487);
-    /// - ACK for a 2xx goes along its dialog (`routing`); for a non-2xx final response
-    ///   its transaction absorbs it;
-    /// - while draining, a new request gets 503;
-    /// - inside a dialog (a To tag): a SUBSCRIBE refreshing or ending one of our
-    ///   subscriptions goes to `watchers`; anything else (BYE, re-INVITE, UPDATE, INFO,
-    ///   PRACK, REFER, NOTIFY, MESSAGE…) is proxied along the dialog's route (`routing`);
-    /// - INVITE: `routing` — a feature code from a user (presence), a call from a trunk
-    ///   (by source or credentials) or from a user (digest, 407), planned and forked;
-    /// - REGISTER: `registrations` (digest, 401);
-    /// - OPTIONS: answered here, 200 with what we allow;
-    /// - SUBSCRIBE and PUBLISH: `watchers` (digest, 401);
-    /// - BYE, UPDATE, INFO, PRACK, NOTIFY outside a dialog: 481;
-    /// - REFER and MESSAGE outside a dialog: 501; anything else: 405.
-    fn request_route(&mut self, outcome: ServerOutcome, peer: Peer, local: ListenAddr, now: Now) {
-        let (tx, req) = match outcome {
-            ServerOutcome::New(tx, req) => (tx, req),
-            ServerOutcome::Cancel {
-                cancel_tx,
-                invite_tx,
-                request,
-            } => return self.route_cancel(cancel_tx, invite_tx, request, now),
-            ServerOutcome::Ack(req) if Core::is_in_dialog(&req) => {
-                return self.route_in_dialog(None, req, now)
-            }
-            ServerOutcome::Ack(_) => {
-                self.stats.dropped += 1;
-                return;
-            }
-            _ => return self.flush_transactions(),
-        };
-        if self.draining {
-            return self.reply_to(tx, &req, 503, vec![Header::RetryAfter("5".into())], now);
-        }
-        if Core::is_in_dialog(&req) {
-            if req.method == Method::Subscribe && self.notifier.find(&req).is_some() {
-                return self.handle_subscribe(tx, req, peer, local, now);
-            }
-            return self.route_in_dialog(Some(tx), req, now);
-        }
-        match req.method {
-            Method::Invite => self.route_invite(tx, req, peer, local, now),
-            Method::Register => self.register(tx, req, peer, now),
-            Method::Options => {
-                let headers = vec![
-                    Header::Allow(CAPABILITIES.allow().into()),
-                    Header::Accept("application/sdp".into()),
-                ];
-                self.reply_to(tx, &req, 200, headers, now)
-            }
-            Method::Subscribe => self.handle_subscribe(tx, req, peer, local, now),
-            Method::Publish => self.handle_publish(tx, req, peer, now),
-            // Methods that only exist inside a dialog (§15, RFC 3311/6086/3262/3515/6665).
-            Method::Bye | Method::Update | Method::Info | Method::PRack | Method::Notify => {
-                self.reply_to(tx, &req, 481, Vec::new(), now)
-            }
-            // Out-of-dialog REFER and MESSAGE are not served yet.
-            Method::Refer | Method::Message => {
-                let allow = vec![Header::Allow(CAPABILITIES.allow().into())];
-                self.reply_to(tx, &req, 501, allow, now)
-            }
-            _ => {
-                let allow = vec![Header::Allow(CAPABILITIES.allow().into())];
-                self.reply_to(tx, &req, 405, allow, now)
-            }
-        }
-    }
-
-    pub(crate) fn is_local_host(&self, host: &str) -> bool {
-        self.local.is_local_host(host)
-    }
-
-    /// Digest authentication of a request (RFC 7616) as a UAS (`401`) or a proxy (`407`),
-    /// through the one gate: the user name it proves, or None when it has been answered —
-    /// challenged (the same challenge whoever it claims to be), refused 403 (a failure
-    /// counted against its source, or a blocked source), or 400 when unreadable.
-    pub(crate) fn digest(
-        &mut self,
-        tx: TxId,
-        req: &Request,
-        peer: Peer,
-        role: Role,
-        now: Now,
-    ) -> Option<String> {
-        let directory = self.directory.clone();
-        match self
-            .gate
-            .check(req, peer, role, directory.as_ref().as_ref(), now.mono)
-        {
-            Gate::Passed(username) => Some(username),
-            Gate::Answer { code, headers } => {
-                self.reply_to(tx, req, code, headers, now);
-                None
-            }
-        }
-    }
-
-    fn register(&mut self, tx: TxId, req: Request, peer: Peer, now: Now) {
-        let directory = self.directory.clone();
-        let ctx = registrations::Ctx {
-            directory: directory.as_ref().as_ref(),
-            local: &self.local,
-            entropy: &mut self.entropy,
-            server: &self.config.server,
-            auth_required: self.config.auth_required,
-        };
-        match registrations::register(ctx, &mut self.gate, &mut self.registrar, &req, peer, now) {
-            Registered::Answer(resp) => self.respond(tx, resp, now),
-            Registered::Store {
-                ok,
-                writes,
-                aor,
-                previous,
-            } => self.persist(
-                Pending::Register {
-                    tx,
-                    response: ok,
-                    aor,
-                    previous,
-                },
-                writes,
-            ),
-        }
-    }
-
-    pub(crate) fn respond(&mut self, tx: TxId, resp: Response, now: Now) {
-        if let Err(e) = self.transactions.respond(tx, resp, now.mono) {
-            tracing::debug!(error = ?e, "response for a finished transaction dropped");
-        }
-        self.flush_transactions();
-    }
-
-    pub(crate) fn flush_transactions(&mut self) {
-        while let Some(action) = self.transactions.poll_action() {
-            match action {
-                Action::Transmit { to, bytes } => self.out.push_back(Output::Send { to, bytes }),
-                other => {
-                    tracing::trace!(action = ?other, "transaction event");
-                    self.tx_events.push_back(other);
-                }
-            }
-        }
-    }
-
-    /// Hands transaction timeouts, transport errors and ends to their owners, in the order
-    /// they happened. Handling one may cause more (a CANCEL sent, a response relayed): they
-    /// join the end of the queue, so no handler runs inside another. The queue runs dry:
-    /// each event is a step of one transaction towards its end, and a transaction takes
-    /// finitely many (a timeout per timer, one transport error, one end).
-    fn handle_tx_events(&mut self, now: Now) {
-        while let Some(event) = self.tx_events.pop_front() {
-            self.route_tx_event(event, now);
-            self.flush_transactions();
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    use switchboard_sip::auth::{parse_digest, Algorithm};
-    use switchboard_sip::parse::{parse, Limits};
-
-    const POLICY: &str = "[users.alice]\nextension = \"1001\"\n[users.alice.sip]\npassword = \"pw\"\nalgorithms = [\"md5\"]\n";
-
-    fn core(t0: Instant) -> Core {
-        core_with(t0, POLICY, &switchboard_sip::auth::DEFAULT_ALGORITHMS)
-    }
-
-    fn core_with(t0: Instant, policy: &str, algorithms: &[Algorithm]) -> Core {
-        let config = CoreConfig {
-            auth_algorithms: algorithms.to_vec(),
-            max_failures: 3,
-            ..crate::test_harness::config(true)
-        };
-        Core::new(
-            config,
-            crate::test_harness::snapshot(policy),
-            vec!["udp:127.0.0.1:5060".parse().unwrap()],
-            at(t0, 0),
-        )
-    }
-
-    fn at(t0: Instant, s: u64) -> Now {
-        Now {
-            mono: t0 + Duration::from_secs(s),
-            unix: 1_800_000_000 + s,
-        }
-    }
-
-    fn peer() -> Peer {
-        Peer::udp("127.0.0.1:5070".parse().unwrap())
-    }
-
-    fn register(cseq: u32, branch: &str, expires: u32, auth: Option<&str>) -> Inbound {
-        let text = format!(
-            "REGISTER sip:switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;rport;branch=z9hG4bK{branch}\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:alice@switchboard.local>;tag=1\r\nTo: <sip:alice@switchboard.local>\r\n\
-             Call-ID: reg-1\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:alice@127.0.0.1:5070>\r\nExpires: {expires}\r\n{}\
-             Content-Length: 0\r\n\r\n",
-            auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default()
-        );
-        Inbound::Message {
-            msg: parse(text.as_bytes(), &Limits::default()).unwrap(),
-            peer: peer(),
-            local: "127.0.0.1:5060".parse().unwrap(),
-        }
-    }
-
-    fn outputs(c: &mut Core) -> Vec<Output> {
-        std::iter::from_fn(|| c.poll_output()).collect()
-    }
-
-    fn sent(o: &[Output]) -> Vec<String> {
-        o.iter()
-            .filter_map(|o| match o {
-                Output::Send { bytes, .. } => Some(String::from_utf8_lossy(bytes).to_string()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Answers the challenge in `resp` as a phone would.
-    fn answer(resp: &str, nc: u32) -> String {
-        let line = resp
-            .lines()
-            .find(|l| l.starts_with("WWW-Authenticate:"))
-            .unwrap();
-        let p = parse_digest(line.trim_start_matches("WWW-Authenticate:").trim()).unwrap();
-        let nonce = &p["nonce"];
-        let ha1 = Algorithm::Md5.hash("alice:switchboard.local:pw");
-        let ha2 = Algorithm::Md5.hash("REGISTER:sip:switchboard.local");
-        let nc = format!("{nc:08x}");
-        let r = Algorithm::Md5.hash(&format!("{ha1}:{nonce}:{nc}:abc:auth:{ha2}"));
-        format!(
-            "Digest username=\"alice\", realm=\"switchboard.local\", nonce=\"{nonce}\", uri=\"sip:switchboard.local\", \
-             response=\"{r}\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"abc\""
-        )
-    }
-
-    /// Registers alice; returns the token of the pending store write.
-    fn challenge_and_answer(c: &mut Core, t0: Instant, expires: u32) -> u64 {
-        c.handle_inbound(register(1, "a", expires, None), at(t0, 0));
-        let out = sent(&outputs(c));
-        assert!(out[0].starts_with("SIP/2.0 401"), "{out:?}");
-        c.handle_inbound(
-            register(2, "b", expires, Some(&answer(&out[0], 1))),
-            at(t0, 0),
-        );
-        let out = outputs(c);
-        assert!(
-            sent(&out).is_empty(),
-            "no answer before the binding is durable: {out:?}"
-        );
-        match &out[..] {
-            [Output::Persist { token, writes }] => {
-                assert_eq!(writes.len(), 1);
-                assert_eq!(writes[0].table, switchboard_store::tables::BINDINGS);
-                *token
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn register_is_answered_only_once_durable() {
-        let t0 = Instant::now();
-        let mut c = core(t0);
-        let token = challenge_and_answer(&mut c, t0, 600);
-        assert_eq!(c.pending(), 1);
-        // A retransmission while waiting is absorbed: still no answer.
-        let out = outputs(&mut c);
-        assert!(out.is_empty());
-        c.handle_persisted(token, true, at(t0, 0));
-        let out = sent(&outputs(&mut c));
-        assert!(out[0].starts_with("SIP/2.0 200 OK"), "{out:?}");
-        assert!(
-            out[0].contains("Contact: <sip:alice@127.0.0.1:5070>;expires=600"),
-            "{out:?}"
-        );
-        assert_eq!(c.registrar().len(), 1);
-        assert_eq!(c.pending(), 0);
-    }
-
-    #[test]
-    fn store_failure_answers_500_and_rolls_back() {
-        let t0 = Instant::now();
-        let mut c = core(t0);
-        let token = challenge_and_answer(&mut c, t0, 600);
-        c.handle_persisted(token, false, at(t0, 0));
-        let out = sent(&outputs(&mut c));
-        assert!(out[0].starts_with("SIP/2.0 500"), "{out:?}");
-        assert!(!out[0].contains("Contact:"), "{out:?}");
-        assert!(out[0].contains("Retry-After: 5"), "{out:?}");
-        assert!(c.registrar().is_empty());
-        assert_eq!(c.stats().store_failures, 1);
-    }
-
-    #[test]
-    fn expiry_fires_from_poll_timeout_and_is_persisted() {
-        let t0 = Instant::now();
-        let mut c = core(t0);
-        let token = challenge_and_answer(&mut c, t0, 60);
-        c.handle_persisted(token, true, at(t0, 0));
-        outputs(&mut c);
-        let wake = c.poll_timeout(at(t0, 0)).unwrap();
-        assert!(wake <= t0 + Duration::from_secs(60));
-        c.handle_timeout(at(t0, 61));
-        let out = outputs(&mut c);
-        assert!(out
-            .iter()
-            .any(|o| matches!(o, Output::Persist { writes, .. } if writes[0].value.is_none())));
-        assert!(c.registrar().is_empty());
-    }
-
-    #[test]
-    fn draining_refuses_new_requests_with_503() {
-        let t0 = Instant::now();
-        let mut c = core(t0);
-        c.drain();
-        c.handle_inbound(register(1, "a", 600, None), at(t0, 0));
-        let out = sent(&outputs(&mut c));
-        assert!(out[0].starts_with("SIP/2.0 503"), "{out:?}");
-    }
-
-    #[test]
-    fn presence_change_is_answered_once_durable_and_rolled_back_on_failure() {
-        use crate::presence_service::{Command, Request};
-        use switchboard_presence::model::Interface;
-        let t0 = Instant::now();
-        let mut c = core(t0);
-        let req = |status: &str| Request {
-            who: "alice".into(),
-            admin: false,
-            via: Interface::Api,
-            command: Command::SetStatus {
-                user: "alice".into(),
-                status: status.into(),
-                text: None,
-                until: None,
-            },
-        };
-        c.handle_command(1, req("dnd"), at(t0, 0));
-        let token = match &outputs(&mut c)[..] {
-            [Output::Persist { token, writes }] => {
-                assert_eq!(writes[0].table, switchboard_store::tables::PRESENCE);
-                *token
-            }
-            other => panic!("no answer before the change is durable: {other:?}"),
-        };
-        c.handle_persisted(token, false, at(t0, 0));
-        match &outputs(&mut c)[..] {
-            [Output::Reply { id: 1, reply }] => assert!(
-                matches!(&**reply, Err(e) if e.kind == ErrorKind::Unavailable),
-                "{reply:?}"
-            ),
-            other => panic!("{other:?}"),
-        }
-        // Rolled back: still available.
-        let avail = c.presence().model().get("alice").unwrap().availability;
-        assert_eq!(avail.as_str(), "available");
-        c.handle_command(2, req("away"), at(t0, 1));
-        let Some(Output::Persist { token, .. }) = c.poll_output() else {
-            panic!()
-        };
-        c.handle_persisted(token, true, at(t0, 1));
-        match &outputs(&mut c)[..] {
-            [Output::Reply { id: 2, reply }] => assert!(
-                matches!(&**reply, Ok(presence_service::Answer::Person(p)) if p.availability.as_str() == "away"),
-                "{reply:?}"
-            ),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    /// The WWW-Authenticate values of the 401 a REGISTER for `user` gets, nonces blanked.
-    fn challenge_for(c: &mut Core, t0: Instant, user: &str, branch: &str) -> Vec<String> {
-        let text = format!(
-            "REGISTER sip:switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;rport;branch=z9hG4bK{branch}\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:{user}@switchboard.local>;tag=1\r\nTo: <sip:{user}@switchboard.local>\r\n\
-             Call-ID: reg-{branch}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{user}@127.0.0.1:5070>\r\n\
-             Content-Length: 0\r\n\r\n"
-        );
-        let inbound = Inbound::Message {
-            msg: parse(text.as_bytes(), &Limits::default()).unwrap(),
-            peer: peer(),
-            local: "127.0.0.1:5060".parse().unwrap(),
-        };
-        c.handle_inbound(inbound, at(t0, 0));
-        let out = sent(&outputs(c));
-        assert!(out[0].starts_with("SIP/2.0 401"), "{user}: {out:?}");
-        out[0]
-            .lines()
-            .filter_map(|l| l.strip_prefix("WWW-Authenticate: "))
-            .map(|v| {
-                let nonce = &parse_digest(v).unwrap()["nonce"];
-                assert!(!nonce.is_empty());
-                v.replace(nonce.as_str(), "N")
-            })
-            .collect()
-    }
-
-    #[test]
-    fn the_challenge_is_the_same_for_every_user_name() {
-        let policy = format!(
-            "{POLICY}[users.sha]\nextension = \"1002\"\n[users.sha.sip]\npassword = \"pw\"\nalgorithms = [\"sha-256\"]\n\
-             [users.both]\nextension = \"1003\"\n[users.both.sip]\npassword = \"pw\"\nalgorithms = [\"sha-256\", \"md5\"]\n\
-             [users.plain]\nextension = \"1004\"\n[users.plain.sip]\npassword = \"pw\"\n"
-        );
-        let t0 = Instant::now();
-        for offered in [
-            &switchboard_sip::auth::DEFAULT_ALGORITHMS[..],
-            &[Algorithm::Sha256, Algorithm::Md5][..],
-        ] {
-            let mut c = core_with(t0, &policy, offered);
-            let ghost = challenge_for(&mut c, t0, "ghost", "g");
-            let tokens: Vec<String> = offered
-                .iter()
-                .map(|a| format!("algorithm={}", a.token()))
-                .collect();
-            assert_eq!(ghost.len(), offered.len(), "{ghost:?}");
-            for (h, t) in ghost.iter().zip(&tokens) {
-                assert!(h.contains(t.as_str()), "{ghost:?}");
-            }
-            for user in ["alice", "sha", "both", "plain"] {
-                let known = challenge_for(&mut c, t0, user, user);
-                assert_eq!(known, ghost, "{user} is told apart from an unknown name");
-            }
-        }
-    }
-
-    #[test]
-    fn replayed_authorization_is_refused() {
-        let t0 = Instant::now();
-        let mut c = core(t0);
-        c.handle_inbound(register(1, "a", 600, None), at(t0, 0));
-        let challenge = sent(&outputs(&mut c)).remove(0);
-        let auth = answer(&challenge, 1);
-        c.handle_inbound(register(2, "b", 600, Some(&auth)), at(t0, 0));
-        let Some(Output::Persist { token, .. }) = c.poll_output() else {
-            panic!()
-        };
-        c.handle_persisted(token, true, at(t0, 0));
-        outputs(&mut c);
-        // The same nonce-count again, in a new transaction: a replay.
-        c.handle_inbound(register(3, "c", 600, Some(&auth)), at(t0, 1));
-        let out = sent(&outputs(&mut c));
-        assert!(out[0].starts_with("SIP/2.0 403"), "{out:?}");
-    }
-}
+mod tests;

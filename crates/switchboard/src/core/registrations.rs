@@ -4,11 +4,10 @@
 //! into the core.
 
 use super::auth_gate::{AuthGate, Gate};
-use super::{LocalNames, Now};
-use crate::directory::Directory;
+use super::context::Ctx;
+use super::wire::Now;
 use std::time::{Duration, Instant};
 use switchboard_sip::auth::Role;
-use switchboard_sip::entropy::Entropy;
 use switchboard_sip::message;
 use switchboard_sip::msg::headers::Header;
 use switchboard_sip::msg::prelude::*;
@@ -16,15 +15,6 @@ use switchboard_sip::msg::{Request, Response};
 use switchboard_sip::peer::Peer;
 use switchboard_sip::registrar::{Binding, Change, Registrar};
 use switchboard_store::{tables, Write};
-
-/// What a REGISTER handler is handed besides the registrar and the gate.
-pub(crate) struct Ctx<'a> {
-    pub directory: &'a dyn Directory,
-    pub local: &'a LocalNames,
-    pub entropy: &'a mut Entropy,
-    pub server: &'a str,
-    pub auth_required: bool,
-}
 
 /// What to do with a REGISTER.
 pub(crate) enum Registered {
@@ -40,21 +30,20 @@ pub(crate) enum Registered {
     },
 }
 
-pub(crate) fn register(
-    ctx: Ctx<'_>,
-    gate: &mut AuthGate,
-    registrar: &mut Registrar,
-    req: &Request,
-    peer: Peer,
-    now: Now,
-) -> Registered {
+pub(crate) fn register(cx: &mut Ctx<'_>, req: &Request, peer: Peer) -> Registered {
     let Ctx {
+        now,
+        wire,
+        config,
         directory,
-        local,
-        entropy,
-        server,
-        auth_required,
-    } = ctx;
+        registrar,
+        gate,
+        ..
+    } = cx;
+    let (now, directory) = (*now, *directory);
+    let local = &wire.local;
+    let (entropy, server) = (&mut wire.entropy, wire.server.as_str());
+    let auth_required = config.auth_required;
     let mut response = |code: u16, extra: Vec<Header>| {
         let mut resp = message::response(req, code, Some(&entropy.token()), server);
         resp.headers.extend(extra);

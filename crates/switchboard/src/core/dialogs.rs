@@ -30,7 +30,9 @@
 //! A session that reaches its end without a refresh (the phones would have sent BYE before
 //! then, §10) is ended the same way, with a BYE to both ends.
 
-use crate::core::{Core, Now, Owner};
+use super::context::Ctx;
+use super::targets::binding_peer;
+use super::wire::{Now, Owner, Wire};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use switchboard_presence::model::LegState;
@@ -39,6 +41,7 @@ use switchboard_sip::msg::headers::{Header, Headers};
 use switchboard_sip::msg::{Method, Request, Response, Version};
 use switchboard_sip::peer::Peer;
 use switchboard_sip::proxy;
+use switchboard_sip::registrar::Registrar;
 use switchboard_sip::transaction::TxId;
 use switchboard_sip::GrowingMap;
 
@@ -116,7 +119,7 @@ enum Purpose {
     Bye,
 }
 
-/// The answered calls the proxy tracks (part of the routing state).
+/// The answered calls the proxy tracks: a sub-machine of the core.
 pub(crate) struct Dialogs {
     /// How often each end is probed (None: never).
     probe_every: Option<Duration>,
@@ -128,6 +131,10 @@ pub(crate) struct Dialogs {
     sessions_due: BTreeSet<(Instant, String)>,
     /// Our requests inside dialogs, until their transactions end.
     txs: GrowingMap<TxId, (String, Side, Purpose)>,
+    /// In-dialog OPTIONS sent to ends of answered calls.
+    pub probes: u64,
+    /// Answered calls ended because an end no longer had the dialog or was unreachable.
+    pub lost: u64,
 }
 
 impl Dialogs {
@@ -140,6 +147,8 @@ impl Dialogs {
             probes_due: BTreeSet::new(),
             sessions_due: BTreeSet::new(),
             txs: GrowingMap::new(),
+            probes: 0,
+            lost: 0,
         }
     }
 
@@ -309,11 +318,61 @@ fn sender(ends: &[End; 2], req: &Request) -> Option<Side> {
         .find(|s| ends[s.index()].tag == tag)
 }
 
-impl Core {
+/// Both ends of an answered call, as requests of ours reach them.
+fn ends_of(wire: &Wire, a: &Answer<'_>) -> Option<Box<[End; 2]>> {
+    let caller_from = from_value(&a.invite.headers)?;
+    let callee_from = from_value(&a.response.headers)?;
+    let callee_to = to_value(&a.response.headers)?;
+    let caller_tag = tag_of(caller_from)?.to_string();
+    let callee_tag = tag_of(callee_to)?.to_string();
+    // The Record-Route set of the 2xx, split around our own entries: the proxies
+    // toward the callee were added above ours, those toward the caller below.
+    let rr = record_routes(&a.response.headers);
+    let (mut first, mut last) = (None, None);
+    for (i, r) in rr.iter().enumerate() {
+        if wire.uri_is_ours(r) {
+            first.get_or_insert(i);
+            last = Some(i);
+        }
+    }
+    let (toward_callee, toward_caller) = match (first, last) {
+        (Some(first), Some(last)) => (
+            rr[..first].iter().rev().cloned().collect(),
+            rr[last + 1..].to_vec(),
+        ),
+        _ => (Vec::new(), Vec::new()),
+    };
+    let caller = End {
+        from: callee_to.to_string(),
+        to: caller_from.to_string(),
+        tag: caller_tag,
+        target: contact_uri(&a.invite.headers)?,
+        routes: toward_caller,
+        peer: a.caller_peer,
+        cseq: None,
+        probe: None,
+        user: a.caller.map(str::to_string),
+    };
+    let callee = End {
+        from: callee_from.to_string(),
+        to: callee_to.to_string(),
+        tag: callee_tag,
+        target: contact_uri(&a.response.headers)?,
+        routes: toward_callee,
+        peer: a.callee_peer,
+        cseq: cseq_number(&a.invite.headers),
+        probe: None,
+        user: a.callee.map(str::to_string),
+    };
+    Some(Box::new([caller, callee]))
+}
+
+impl Dialogs {
     /// An answered call: its people are busy until the BYE, and both ends are probed (and
     /// its session timer followed).
-    pub(crate) fn track_dialog(&mut self, a: Answer<'_>, now: Now) {
-        let model = self.presence.model_mut();
+    pub(crate) fn track(&mut self, cx: &mut Ctx<'_>, a: Answer<'_>) {
+        let now = cx.now;
+        let model = cx.presence.model_mut();
         if let Some(u) = a.callee {
             model.leg(u, a.call_id, a.callee_leg, LegState::Answered);
         }
@@ -321,12 +380,12 @@ impl Core {
             model.leg(c, a.call_id, "caller", LegState::Answered);
         }
         let session = session_expires(&a.response.headers);
-        let needed = self.routing.dialogs.probe_every.is_some() || session.is_some();
-        let ends = needed.then(|| self.ends_of(&a)).flatten();
+        let needed = self.probe_every.is_some() || session.is_some();
+        let ends = needed.then(|| ends_of(cx.wire, &a)).flatten();
         if needed && ends.is_none() {
             tracing::debug!(call_id = %a.call_id, "answered call without Contact or tags: not probed");
         }
-        let dialogs = &mut self.routing.dialogs;
+        let dialogs = &mut *self;
         let call_id = a.call_id.to_string();
         dialogs.remove(&call_id);
         let ends_at = now.unix + dialogs.max_call_secs;
@@ -347,80 +406,25 @@ impl Core {
                 session_ends: None,
             },
         );
-        self.routing.dialogs.set_session(a.call_id, session, now);
-    }
-
-    /// Both ends of an answered call, as requests of ours reach them.
-    fn ends_of(&self, a: &Answer<'_>) -> Option<Box<[End; 2]>> {
-        let caller_from = from_value(&a.invite.headers)?;
-        let callee_from = from_value(&a.response.headers)?;
-        let callee_to = to_value(&a.response.headers)?;
-        let caller_tag = tag_of(caller_from)?.to_string();
-        let callee_tag = tag_of(callee_to)?.to_string();
-        // The Record-Route set of the 2xx, split around our own entries: the proxies
-        // toward the callee were added above ours, those toward the caller below.
-        let rr = record_routes(&a.response.headers);
-        let (mut first, mut last) = (None, None);
-        for (i, r) in rr.iter().enumerate() {
-            if self.uri_is_ours(r) {
-                first.get_or_insert(i);
-                last = Some(i);
-            }
-        }
-        let (toward_callee, toward_caller) = match (first, last) {
-            (Some(first), Some(last)) => (
-                rr[..first].iter().rev().cloned().collect(),
-                rr[last + 1..].to_vec(),
-            ),
-            _ => (Vec::new(), Vec::new()),
-        };
-        let caller = End {
-            from: callee_to.to_string(),
-            to: caller_from.to_string(),
-            tag: caller_tag,
-            target: contact_uri(&a.invite.headers)?,
-            routes: toward_caller,
-            peer: a.caller_peer,
-            cseq: None,
-            probe: None,
-            user: a.caller.map(str::to_string),
-        };
-        let callee = End {
-            from: callee_from.to_string(),
-            to: callee_to.to_string(),
-            tag: callee_tag,
-            target: contact_uri(&a.response.headers)?,
-            routes: toward_callee,
-            peer: a.callee_peer,
-            cseq: cseq_number(&a.invite.headers),
-            probe: None,
-            user: a.callee.map(str::to_string),
-        };
-        Some(Box::new([caller, callee]))
+        self.set_session(a.call_id, session, now);
     }
 
     /// A call ended (a BYE passed through, `max_call_secs`, an end was gone): forgotten,
     /// no longer probed, its people's call legs ended.
-    pub(crate) fn end_dialog(&mut self, call_id: &str) {
-        self.routing.dialogs.remove(call_id);
+    pub(crate) fn end(&mut self, cx: &mut Ctx<'_>, call_id: &str) {
+        self.remove(call_id);
         // Branches of the call still being cancelled ring no more either.
-        self.presence.model_mut().call_ended(call_id);
+        cx.presence.model_mut().call_ended(call_id);
     }
 
     /// An in-dialog request passing through: the CSeq number its sender reached (the
     /// probes to the other end use it) and, for a target refresh, the sender's new
     /// Contact.
-    pub(crate) fn dialog_request_seen(&mut self, call_id: &str, req: &Request) {
+    pub(crate) fn request_seen(&mut self, call_id: &str, req: &Request) {
         if matches!(req.method, Method::Ack | Method::Cancel) {
             return;
         }
-        let Some(ends) = self
-            .routing
-            .dialogs
-            .map
-            .get_mut(call_id)
-            .and_then(|d| d.ends.as_mut())
-        else {
+        let Some(ends) = self.map.get_mut(call_id).and_then(|d| d.ends.as_mut()) else {
             return;
         };
         let Some(sender) = sender(ends, req) else {
@@ -438,7 +442,7 @@ impl Core {
     /// A 2xx relayed for an in-dialog request `req`: for a re-INVITE or UPDATE (a session
     /// refresh, a target refresh), the session's new interval and the answering end's new
     /// Contact.
-    pub(crate) fn dialog_response_seen(&mut self, req: &Request, resp: &Response, now: Now) {
+    pub(crate) fn response_seen(&mut self, req: &Request, resp: &Response, now: Now) {
         if !matches!(req.method, Method::Invite | Method::Update) {
             return;
         }
@@ -448,7 +452,7 @@ impl Core {
         }) else {
             return;
         };
-        let dialogs = &mut self.routing.dialogs;
+        let dialogs = &mut *self;
         if !dialogs.map.contains_key(call_id) {
             return;
         }
@@ -463,12 +467,13 @@ impl Core {
 
     /// Probes the ends of the calls that are due, and forgets calls that reached
     /// `max_call_secs`.
-    pub(crate) fn dialogs_timeout(&mut self, now: Now) {
-        while let Some((at, call_id)) = self.routing.dialogs.probes_due.first().cloned() {
+    pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>) {
+        let now = cx.now;
+        while let Some((at, call_id)) = self.probes_due.first().cloned() {
             if at > now.mono {
                 break;
             }
-            let dialogs = &mut self.routing.dialogs;
+            let dialogs = &mut *self;
             dialogs.probes_due.remove(&(at, call_id.clone()));
             let (Some(every), Some(d)) = (dialogs.probe_every, dialogs.map.get_mut(&call_id))
             else {
@@ -479,8 +484,6 @@ impl Core {
             dialogs.probes_due.insert((next, call_id.clone()));
             for side in [Side::Callee, Side::Caller] {
                 let waiting = self
-                    .routing
-                    .dialogs
                     .map
                     .get(&call_id)
                     .and_then(|d| d.ends.as_ref())
@@ -488,51 +491,42 @@ impl Core {
                 if waiting {
                     continue;
                 }
-                match self.send_in_dialog(&call_id, side, Purpose::Probe, now) {
+                match self.send_in_dialog(cx, &call_id, side, Purpose::Probe) {
                     Ok(Some(tx)) => {
-                        self.routing.stats.probes += 1;
-                        if let Some(e) = self
-                            .routing
-                            .dialogs
-                            .map
-                            .get_mut(&call_id)
-                            .and_then(|d| d.ends.as_mut())
-                        {
+                        self.probes += 1;
+                        if let Some(e) = self.map.get_mut(&call_id).and_then(|d| d.ends.as_mut()) {
                             e[side.index()].probe = Some(tx);
                         }
                     }
                     Ok(None) => {}
                     Err(why) => {
-                        self.dialog_lost(&call_id, side, why, now);
+                        self.lose(cx, &call_id, side, why);
                         break;
                     }
                 }
             }
         }
-        while let Some((at, call_id)) = self.routing.dialogs.sessions_due.first().cloned() {
+        while let Some((at, call_id)) = self.sessions_due.first().cloned() {
             if at > now.mono {
                 break;
             }
-            self.routing
-                .dialogs
-                .sessions_due
-                .remove(&(at, call_id.clone()));
+            self.sessions_due.remove(&(at, call_id.clone()));
             tracing::info!(%call_id, "answered call lost: its session expired without a refresh; ended");
-            self.routing.stats.lost += 1;
+            self.lost += 1;
             // Either end may be the one gone: both are told (RFC 4028 §10).
             for side in [Side::Caller, Side::Callee] {
-                if let Err(e) = self.send_in_dialog(&call_id, side, Purpose::Bye, now) {
+                if let Err(e) = self.send_in_dialog(cx, &call_id, side, Purpose::Bye) {
                     tracing::debug!(%call_id, error = e, "no BYE to this end");
                 }
             }
-            self.end_dialog(&call_id);
+            self.end(cx, &call_id);
         }
-        while let Some((at, call_id)) = self.routing.dialogs.forget_at.first().cloned() {
+        while let Some((at, call_id)) = self.forget_at.first().cloned() {
             if at > now.unix {
                 break;
             }
             tracing::info!(%call_id, "answered call without a BYE for max_call_secs: forgotten");
-            self.end_dialog(&call_id);
+            self.end(cx, &call_id);
         }
     }
 
@@ -542,12 +536,10 @@ impl Core {
     /// address would go (the connection the call came over may have been closed since
     /// without the end being gone). Err when it can only be reached over a flow that
     /// closed.
-    fn end_peer(&self, end: &End, now: Now) -> Result<Option<Peer>, &'static str> {
+    fn end_peer(registrar: &Registrar, end: &End, now: Now) -> Result<Option<Peer>, &'static str> {
         if end.routes.is_empty() {
-            if let Some(b) = self.registrar.find_contact(&end.target, now.unix) {
-                return crate::routing::binding_peer(b)
-                    .map(Some)
-                    .ok_or("its connection is closed");
+            if let Some(b) = registrar.find_contact(&end.target, now.unix) {
+                return binding_peer(b).map(Some).ok_or("its connection is closed");
             }
         }
         let next = end.routes.first().unwrap_or(&end.target);
@@ -565,14 +557,12 @@ impl Core {
     /// end cannot be reached at all.
     fn send_in_dialog(
         &mut self,
+        cx: &mut Ctx<'_>,
         call_id: &str,
         side: Side,
         purpose: Purpose,
-        now: Now,
     ) -> Result<Option<TxId>, &'static str> {
         let Some(end) = self
-            .routing
-            .dialogs
             .map
             .get(call_id)
             .and_then(|d| d.ends.as_ref())
@@ -580,10 +570,10 @@ impl Core {
         else {
             return Ok(None);
         };
-        let Some(dest) = self.end_peer(end, now)? else {
+        let Some(dest) = Dialogs::end_peer(cx.registrar, end, cx.now)? else {
             return Ok(None);
         };
-        let Some(local) = self.local_for(dest.transport, dest.addr.ip()) else {
+        let Some(local) = cx.wire.local_for(dest.transport, dest.addr.ip()) else {
             return Ok(None);
         };
         let Ok(uri) = switchboard_sip::parse::uri_as_written(&end.target) else {
@@ -598,12 +588,7 @@ impl Core {
         };
         let mut headers = Headers::default();
         headers.push(Header::Via(
-            proxy::via_value(
-                dest.transport,
-                local,
-                &proxy::branch(self.entropy.u64(), self.entropy.u64()),
-            )
-            .into(),
+            proxy::via_value(dest.transport, local, &cx.wire.branch(None)).into(),
         ));
         headers.push(Header::MaxForwards("70".into()));
         if !end.routes.is_empty() {
@@ -625,15 +610,9 @@ impl Core {
             headers,
             body: Vec::new(),
         };
-        let sent = self.transactions.send_request(req, dest, now.mono);
-        self.flush_transactions();
-        match sent {
+        match cx.wire.send_request(req, dest, Owner::Dialog, cx.now) {
             Ok(tx) => {
-                self.owners.insert(tx, Owner::Dialog);
-                self.routing
-                    .dialogs
-                    .txs
-                    .insert(tx, (call_id.to_string(), side, purpose));
+                self.txs.insert(tx, (call_id.to_string(), side, purpose));
                 Ok(Some(tx))
             }
             Err(e) => {
@@ -644,14 +623,14 @@ impl Core {
     }
 
     /// A response to one of our requests inside a dialog (`tx` is owned by dialogs).
-    pub(crate) fn dialog_response(&mut self, tx: TxId, code: u16, now: Now) {
-        let Some(&(_, _, purpose)) = self.routing.dialogs.txs.get(&tx) else {
+    pub(crate) fn response(&mut self, cx: &mut Ctx<'_>, tx: TxId, code: u16) {
+        let Some(&(_, _, purpose)) = self.txs.get(&tx) else {
             return;
         };
         if code < 200 {
             return;
         }
-        let Some((call_id, side, _)) = self.routing.dialogs.txs.remove(&tx) else {
+        let Some((call_id, side, _)) = self.txs.remove(&tx) else {
             return;
         };
         if purpose == Purpose::Bye {
@@ -662,8 +641,6 @@ impl Core {
         // Only the end's current probe speaks for it (not one of a call since ended, nor
         // one sent to a target it has since moved from).
         let Some(end) = self
-            .routing
-            .dialogs
             .map
             .get_mut(&call_id)
             .and_then(|d| d.ends.as_mut())
@@ -676,42 +653,34 @@ impl Core {
         // 481: the end no longer has the dialog (§12.2.2); 408: nothing reached it. Any
         // other answer, a 500 for our CSeq number included, comes from an end that has it.
         match code {
-            481 => self.dialog_lost(&call_id, side, "the dialog is gone (481)", now),
-            408 => self.dialog_lost(&call_id, side, "no answer (408)", now),
+            481 => self.lose(cx, &call_id, side, "the dialog is gone (481)"),
+            408 => self.lose(cx, &call_id, side, "no answer (408)"),
             _ => {}
         }
     }
 
     /// One of our requests inside a dialog got no final response (`why`: a timeout, a
     /// transport error, or its transaction ended).
-    pub(crate) fn dialog_tx_failed(&mut self, tx: TxId, why: &'static str, now: Now) {
-        let Some((call_id, side, purpose)) = self.routing.dialogs.txs.remove(&tx) else {
+    pub(crate) fn tx_failed(&mut self, cx: &mut Ctx<'_>, tx: TxId, why: &'static str) {
+        let Some((call_id, side, purpose)) = self.txs.remove(&tx) else {
             return;
         };
         if purpose == Purpose::Probe {
             let ours = self
-                .routing
-                .dialogs
                 .map
                 .get(&call_id)
                 .and_then(|d| d.ends.as_ref())
                 .is_some_and(|e| e[side.index()].probe == Some(tx));
             if ours {
-                self.dialog_lost(&call_id, side, why, now);
+                self.lose(cx, &call_id, side, why);
             }
         }
     }
 
     /// An end of a call is gone: the call ends (presence, the other end hung up by a BYE
     /// of ours), logged once.
-    fn dialog_lost(&mut self, call_id: &str, side: Side, why: &'static str, now: Now) {
-        let Some(ends) = self
-            .routing
-            .dialogs
-            .map
-            .get(call_id)
-            .and_then(|d| d.ends.as_ref())
-        else {
+    fn lose(&mut self, cx: &mut Ctx<'_>, call_id: &str, side: Side, why: &'static str) {
+        let Some(ends) = self.map.get(call_id).and_then(|d| d.ends.as_ref()) else {
             return;
         };
         let (gone, other) = (&ends[side.index()], &ends[side.other().index()]);
@@ -724,11 +693,11 @@ impl Core {
             other = other.user.as_deref().unwrap_or("-"),
             "answered call lost: ended"
         );
-        self.routing.stats.lost += 1;
-        if let Err(e) = self.send_in_dialog(call_id, side.other(), Purpose::Bye, now) {
+        self.lost += 1;
+        if let Err(e) = self.send_in_dialog(cx, call_id, side.other(), Purpose::Bye) {
             tracing::debug!(%call_id, error = e, "no BYE to the other end");
         }
-        self.end_dialog(call_id);
+        self.end(cx, call_id);
     }
 }
 

@@ -138,7 +138,7 @@ fn a_callee_that_stops_answering_is_ended_after_a_probe_and_timer_f() {
     let out = t.take();
     assert_eq!(bob(&t), CallStatus::Free);
     assert!(!t.core.presence().model().in_call("alice"));
-    assert_eq!(t.core.routing().dialogs(), 0);
+    assert_eq!(t.core.answered_calls(), 0);
     assert_eq!(t.core.routing_counters().lost, 1);
     // alice's phone is hung up by a BYE of ours inside her dialog (retransmitted until
     // she answers).
@@ -174,7 +174,7 @@ fn a_callee_answering_481_ends_the_call_at_once() {
     t.input(BOB, &answer(&to_bob, 481, "", BOB));
     assert_eq!(bob(&t), CallStatus::Free);
     assert!(!t.core.presence().model().in_call("alice"));
-    assert_eq!(t.core.routing().dialogs(), 0);
+    assert_eq!(t.core.answered_calls(), 0);
     let out = t.take();
     let bye = with_method(&out, ALICE, "BYE");
     assert_eq!(bye.len(), 1, "{out:?}");
@@ -235,7 +235,7 @@ fn ends_that_answer_keep_the_call_up_and_probes_follow_the_cseq() {
     t.advance(60);
     assert_eq!(bob(&t), CallStatus::Busy);
     assert!(t.core.presence().model().in_call("alice"));
-    assert_eq!(t.core.routing().dialogs(), 1);
+    assert_eq!(t.core.answered_calls(), 1);
     assert_eq!(t.core.routing_counters().probes, 10);
     assert_eq!(t.core.routing_counters().lost, 0);
 }
@@ -369,7 +369,7 @@ fn a_session_that_is_not_refreshed_ends_with_its_session_timer() {
     t.advance(1);
     assert_eq!(bob(&t), CallStatus::Free);
     assert!(!t.core.presence().model().in_call("alice"));
-    assert_eq!(t.core.routing().dialogs(), 0);
+    assert_eq!(t.core.answered_calls(), 0);
     // Either may be the one gone: both get a BYE.
     let out = t.take();
     let (bye_bob, bye_alice) = (
@@ -418,7 +418,7 @@ fn a_refresh_without_session_expires_turns_the_session_timer_off() {
     probes_answered(&mut t);
     t.advance(60);
     assert_eq!(bob(&t), CallStatus::Busy, "no session end at 100 s");
-    assert_eq!(t.core.routing().dialogs(), 1);
+    assert_eq!(t.core.answered_calls(), 1);
 }
 
 #[test]
@@ -435,7 +435,7 @@ fn an_answer_from_where_an_end_moved_from_does_not_end_the_call() {
     t.input(BOB, &answer(&fwd, 200, "bob1", "127.0.0.1:5075"));
     t.input(BOB, &answer(&to_bob, 481, "", BOB));
     assert_eq!(bob(&t), CallStatus::Busy);
-    assert_eq!(t.core.routing().dialogs(), 1);
+    assert_eq!(t.core.answered_calls(), 1);
     t.take();
     // The next probe goes to where he is; his answer there counts.
     t.advance(90);

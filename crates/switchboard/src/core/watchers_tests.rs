@@ -227,7 +227,7 @@ fn unsubscribe_expiry_and_a_gone_subscriber_end_subscriptions() {
     t.input(WATCHER, &subscribe("presence", "bob", "u3", 1, None, 600));
     let n = notifies(&t.take());
     t.input(WATCHER, &answer(&n[0], 481, "", WATCHER));
-    assert_eq!(t.core.notifier.len(), 0);
+    assert_eq!(t.core.watchers.notifier.len(), 0);
 }
 
 #[test]

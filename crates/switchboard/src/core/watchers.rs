@@ -6,24 +6,32 @@
 //! Subscriptions follow RFC 6665 ([`switchboard_sip::subscription::Notifier`]): a NOTIFY at
 //! once, another on every change of what the subscriber sees, a final one when the
 //! subscription ends or expires. Changes are collected by the presence model and notified
-//! once the event that caused them is handled. Subscriptions are soft state, refreshed by
-//! the phones: they are not stored (after a restart a refresh gets 481 and the phone
-//! subscribes again). Changes made by PUBLISH and feature codes are stored before they are
-//! answered, like the API's.
+//! once the event that caused them is handled. A subscription is stored before its 200
+//! (it survives a restart, and its subscriber is told what it shows then). Changes made by
+//! PUBLISH and feature codes go to the core as a [`SipChange`], stored before they are
+//! answered like the API's.
+//!
+//! A sub-machine of the core: it owns the subscriptions, the publications and the feature
+//! codes, and is handed a [`Ctx`].
 
-use crate::core::{Core, Now, Owner};
-use crate::presence_service::{self, Command, ErrorKind};
+use super::calls::Admitted;
+use super::context::Ctx;
+use super::ledger::Pending;
+use super::wire::{in_dialog, Owner, Wire};
+use crate::presence_service::{self, Command};
 use std::collections::HashMap;
+use switchboard_policy::Caller;
 use switchboard_presence::model::{Availability, CallStatus, Interface};
-use switchboard_sip::auth::Role;
+use switchboard_sip::entropy::Entropy;
 use switchboard_sip::events::{self, DialogState, Package, PresenceDoc};
 use switchboard_sip::message;
 use switchboard_sip::msg::headers::Header;
-use switchboard_sip::msg::prelude::*;
 use switchboard_sip::msg::{Request, Response};
 use switchboard_sip::peer::Peer;
 use switchboard_sip::proxy;
-use switchboard_sip::subscription::{NotifierConfig, SubId, SubState, Subscribed, Subscription};
+use switchboard_sip::subscription::{
+    Notifier, NotifierConfig, SubId, SubState, Subscribed, Subscription,
+};
 use switchboard_sip::transaction::TxId;
 use switchboard_sip::transport::ListenAddr;
 use switchboard_store::tables::SUBSCRIPTIONS;
@@ -57,7 +65,7 @@ pub struct WatchersConfig {
 
 /// What a feature code asks.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Feature {
+pub(crate) enum Feature {
     DndOn,
     DndOff,
     Profile(String),
@@ -86,8 +94,10 @@ pub(crate) struct Publication {
     pub previous: Availability,
 }
 
-/// The watchers' state the core keeps.
+/// Presence over SIP (see the module's documentation).
 pub(crate) struct Watchers {
+    /// Subscriptions to people's dialog and presence state.
+    pub notifier: Notifier,
     pub features: FeatureCodes,
     /// SIP-ETag → publication.
     pub publications: HashMap<String, Publication>,
@@ -121,13 +131,19 @@ impl Watchers {
         Some(p)
     }
 
-    /// When the next publication ends (Unix seconds).
-    pub fn next_publication_end(&self) -> Option<u64> {
-        self.publication_ends.first().map(|(t, _)| *t + 1)
+    /// When the next subscription or publication ends (Unix seconds).
+    pub fn next_expiry(&self) -> Option<u64> {
+        let publication = self.publication_ends.first().map(|(t, _)| *t + 1);
+        self.notifier
+            .next_expiry()
+            .into_iter()
+            .chain(publication)
+            .min()
     }
 
-    pub fn new(config: &WatchersConfig) -> Self {
+    pub fn new(config: &WatchersConfig, entropy: Entropy) -> Self {
         Watchers {
+            notifier: Notifier::new(config.subscriptions, entropy),
             features: config.features.clone(),
             publications: HashMap::new(),
             publication_ends: std::collections::BTreeSet::new(),
@@ -143,74 +159,28 @@ const MAX_PUBLICATIONS: usize = 10_000;
 const PUBLISH_MIN: u32 = 60;
 const PUBLISH_DEFAULT: u32 = 3600;
 
-impl Core {
-    /// Digest authentication as a UAS (`401`): the authenticated user's id, or None when
-    /// the request has been answered (challenge, 403, 400). Without authentication, the
-    /// From user.
-    fn authenticate_user(
-        &mut self,
-        tx: TxId,
-        req: &Request,
-        peer: Peer,
-        now: Now,
-    ) -> Option<String> {
-        let directory = self.directory.clone();
-        let from_user = req
-            .from_header()
-            .ok()
-            .and_then(|f| f.typed().ok())
-            .and_then(|f| f.uri.user().map(str::to_string))
-            .unwrap_or_default();
-        if !self.config.auth_required {
-            let who = directory.user_for(&from_user);
-            if who.is_none() {
-                self.reply_to(tx, req, 403, vec![message::warning("unknown user")], now);
-            }
-            return who;
-        }
-        let username = self.digest(tx, req, peer, Role::Server, now)?;
-        let user = directory.user_of_username(&username);
-        if user.is_none() {
-            self.reply_to(tx, req, 403, vec![message::warning("not a user")], now);
-        }
-        user
-    }
+/// A presence change a phone asked over SIP (PUBLISH, a feature code): made by the core,
+/// stored, then answered `ok`.
+pub(crate) struct SipChange {
+    pub tx: TxId,
+    pub req: Request,
+    pub user: String,
+    pub command: Command,
+    pub ok: Response,
+}
 
-    /// The person a Request-URI names on this server, or None (answered 404).
-    fn resource_of(&mut self, tx: TxId, req: &Request, now: Now) -> Option<String> {
-        let host = req.uri.host_with_port.host.to_string();
-        let user = req.uri.user().map(str::to_string);
-        let person = match user {
-            Some(u) if self.is_local_host(&host) => self.directory.clone().user_for(&u),
-            _ => None,
-        };
-        if person.is_none() {
-            self.reply_to(
-                tx,
-                req,
-                404,
-                vec![message::warning("no such person here")],
-                now,
-            );
-        }
-        person
-    }
-
-    /// Our Contact for the dialogs this server is an endpoint of (subscriptions).
-    fn own_contact(&self, local: ListenAddr) -> String {
-        proxy::own_uri(local.transport, local.addr, "").replace(";lr", "")
-    }
-
+impl Watchers {
     /// A SUBSCRIBE: a new subscription to a colleague's dialog or presence state, or a
     /// refresh or end of one.
-    pub(crate) fn handle_subscribe(
+    pub(crate) fn subscribe(
         &mut self,
+        cx: &mut Ctx<'_>,
         tx: TxId,
         req: Request,
         peer: Peer,
         local: ListenAddr,
-        now: Now,
     ) {
+        let now = cx.now;
         let event = req
             .headers
             .iter()
@@ -221,7 +191,7 @@ impl Core {
             .unwrap_or_default();
         let Some(package) = Package::from_event(&event) else {
             // RFC 6665 §4.2.1.1: 489 with the packages we serve.
-            return self.reply_to(
+            return cx.wire.reply_to(
                 tx,
                 &req,
                 489,
@@ -237,8 +207,8 @@ impl Core {
                 let s = self.notifier.get(id).expect("found");
                 (s.resource.clone(), s.subscriber.clone())
             }
-            None if Core::is_in_dialog(&req) => {
-                return self.reply_to(
+            None if in_dialog(&req) => {
+                return cx.wire.reply_to(
                     tx,
                     &req,
                     481,
@@ -247,10 +217,10 @@ impl Core {
                 );
             }
             None => {
-                let Some(subscriber) = self.authenticate_user(tx, &req, peer, now) else {
+                let Some(subscriber) = cx.authenticate_user(tx, &req, peer) else {
                     return;
                 };
-                let Some(resource) = self.resource_of(tx, &req, now) else {
+                let Some(resource) = cx.resource_of(tx, &req) else {
                     return;
                 };
                 (resource, subscriber)
@@ -259,7 +229,7 @@ impl Core {
         let outcome =
             self.notifier
                 .subscribe(&req, &resource, package, &subscriber, peer, now.unix);
-        let contact = self.own_contact(local);
+        let contact = Wire::own_contact(local);
         match outcome {
             Err(refused) => {
                 tracing::info!(
@@ -271,7 +241,7 @@ impl Core {
                 );
                 let mut headers = refused.headers;
                 headers.push(message::warning(refused.why));
-                self.reply_to(tx, &req, refused.code, headers, now);
+                cx.wire.reply_to(tx, &req, refused.code, headers, now);
             }
             Ok(Subscribed::Created {
                 id,
@@ -284,21 +254,21 @@ impl Core {
                     expires,
                     "subscription made; storing it"
                 );
-                let mut resp = message::response(&req, 200, Some(&to_tag), &self.config.server);
+                let mut resp = message::response(&req, 200, Some(&to_tag), &cx.wire.server);
                 resp.headers
                     .push(Header::Expires(expires.to_string().into()));
                 resp.headers.push(Header::Contact(contact.into()));
                 if expires == 0 {
                     // A fetch: one NOTIFY and done; nothing to keep.
-                    self.respond(tx, resp, now);
-                    self.send_notify(id, SubState::Terminated(Some("timeout")), now);
+                    cx.wire.respond(tx, resp, now);
+                    self.send_notify(cx, id, SubState::Terminated(Some("timeout")));
                     self.notifier.remove(id);
                 } else {
-                    self.keep_subscription(tx, id, resp);
+                    self.keep_subscription(cx, tx, id, resp);
                 }
             }
             Ok(Subscribed::Refreshed { id, .. }) => {
-                let mut resp = message::response(&req, 200, None, &self.config.server);
+                let mut resp = message::response(&req, 200, None, &cx.wire.server);
                 let left = self
                     .notifier
                     .get(id)
@@ -306,39 +276,45 @@ impl Core {
                     .unwrap_or(0);
                 resp.headers.push(Header::Expires(left.to_string().into()));
                 resp.headers.push(Header::Contact(contact.into()));
-                self.keep_subscription(tx, id, resp);
+                self.keep_subscription(cx, tx, id, resp);
             }
             Ok(Subscribed::Ended { id }) => {
                 tracing::info!(subscriber, resource, "subscription ended by its subscriber");
-                let mut resp = message::response(&req, 200, None, &self.config.server);
+                let mut resp = message::response(&req, 200, None, &cx.wire.server);
                 resp.headers.push(Header::Expires("0".into()));
-                self.respond(tx, resp, now);
-                self.send_notify(id, SubState::Terminated(None), now);
-                self.drop_subscription(id);
+                cx.wire.respond(tx, resp, now);
+                self.send_notify(cx, id, SubState::Terminated(None));
+                self.drop_subscription(cx, id);
             }
         }
     }
 
     /// Stores a subscription (new or refreshed) before its 200; the NOTIFY follows the 200.
-    fn keep_subscription(&mut self, tx: TxId, id: SubId, ok: Response) {
+    fn keep_subscription(&mut self, cx: &mut Ctx<'_>, tx: TxId, id: SubId, ok: Response) {
         let (Some(key), Some(sub)) = (self.notifier.key(id), self.notifier.get(id)) else {
             return;
         };
         let row = serde_json::to_vec(sub).unwrap_or_default();
-        self.watchers.unconfirmed.insert(id);
-        self.persist_subscription(tx, id, ok, vec![Write::put(SUBSCRIPTIONS, key, row)]);
+        self.unconfirmed.insert(id);
+        let pending = Pending::Subscribe {
+            tx,
+            id,
+            ok: Box::new(ok),
+        };
+        cx.persist(pending, vec![Write::put(SUBSCRIPTIONS, key, row)]);
     }
 
     /// The outcome of storing a subscription: answered and notified, or refused and gone.
     pub(crate) fn subscription_stored(
         &mut self,
+        cx: &mut Ctx<'_>,
         tx: TxId,
         id: SubId,
         ok: Response,
         stored: bool,
-        now: Now,
     ) {
-        self.watchers.unconfirmed.remove(&id);
+        let now = cx.now;
+        self.unconfirmed.remove(&id);
         if stored {
             if let Some(sub) = self.notifier.get(id) {
                 tracing::info!(
@@ -349,8 +325,8 @@ impl Core {
                     "subscription stored and answered"
                 );
             }
-            self.respond(tx, ok, now);
-            self.send_notify(id, SubState::Active, now);
+            cx.wire.respond(tx, ok, now);
+            self.send_notify(cx, id, SubState::Active);
         } else {
             let mut failed = ok;
             failed.status_code = 500.into();
@@ -361,22 +337,23 @@ impl Core {
                 .headers
                 .push(message::warning("the subscription could not be stored"));
             failed.headers.push(Header::RetryAfter("5".into()));
-            self.respond(tx, failed, now);
-            self.drop_subscription(id);
+            cx.wire.respond(tx, failed, now);
+            self.drop_subscription(cx, id);
         }
     }
 
     /// Forgets a subscription, also in the store.
-    fn drop_subscription(&mut self, id: SubId) {
+    fn drop_subscription(&mut self, cx: &mut Ctx<'_>, id: SubId) {
         if let Some(key) = self.notifier.key(id) {
-            self.persist_unacknowledged(vec![Write::delete(SUBSCRIPTIONS, key)]);
+            cx.persist_unacknowledged(vec![Write::delete(SUBSCRIPTIONS, key)]);
         }
         self.notifier.remove(id);
     }
 
     /// Takes back the subscriptions kept across a restart, and tells each what it shows now
     /// (lamps may have changed meanwhile).
-    pub fn restore_subscriptions(&mut self, rows: Vec<(String, Vec<u8>)>, now: Now) -> usize {
+    pub fn restore(&mut self, cx: &mut Ctx<'_>, rows: Vec<(String, Vec<u8>)>) -> usize {
+        let now = cx.now;
         let mut subs = Vec::new();
         let mut stale = Vec::new();
         for (key, value) in rows {
@@ -389,28 +366,27 @@ impl Core {
                 }
             }
         }
-        self.persist_unacknowledged(stale);
+        cx.persist_unacknowledged(stale);
         let ids = self.notifier.restore(subs, now.unix);
         for id in &ids {
-            self.send_notify(*id, SubState::Active, now);
+            self.send_notify(cx, *id, SubState::Active);
         }
         ids.len()
     }
 
     /// What subscription `id` shows now: the call state (dialog) or the presence document.
-    fn current(&self, id: SubId) -> Option<Current> {
+    fn current(&self, cx: &Ctx<'_>, id: SubId) -> Option<Current> {
         let s = self.notifier.get(id)?;
-        let model = self.presence.model();
+        let model = cx.presence.model();
         let shown = model.call_status_for_colleagues(&s.resource);
         Some(match s.package {
             Package::Dialog => Current::Dialog(dialog_state(shown)),
             Package::Presence => {
-                let entity = format!("sip:{}@{}", s.resource, self.config.realm);
-                let directory = self.directory.clone();
-                let policy = directory.policy();
+                let entity = format!("sip:{}@{}", s.resource, cx.config.realm);
+                let policy = cx.directory.policy();
                 let profile_name = model.get(&s.resource).and_then(|p| {
                     (p.profile.id != policy.default_profile().id).then(|| {
-                        self.presence
+                        cx.presence
                             .active_profile_name(&s.resource, policy)
                             .unwrap_or_else(|| p.profile.id.clone())
                     })
@@ -422,24 +398,21 @@ impl Core {
     }
 
     /// Sends subscription `id` its NOTIFY with the current document.
-    fn send_notify(&mut self, id: SubId, state: SubState, now: Now) {
-        let Some(current) = self.current(id) else {
+    fn send_notify(&mut self, cx: &mut Ctx<'_>, id: SubId, state: SubState) {
+        let now = cx.now;
+        let Some(current) = self.current(cx, id) else {
             return;
         };
         let Some(sub) = self.notifier.get(id) else {
             return;
         };
-        let entity = format!("sip:{}@{}", sub.resource, self.config.realm);
+        let entity = format!("sip:{}@{}", sub.resource, cx.config.realm);
         let (transport, to) = (sub.peer.transport, sub.peer.addr);
-        let Some(local) = self.local_for(transport, to.ip()) else {
+        let Some(local) = cx.wire.local_for(transport, to.ip()) else {
             return;
         };
-        let via = proxy::via_value(
-            transport,
-            local,
-            &proxy::branch(self.entropy.u64(), self.entropy.u64()),
-        );
-        let contact = self.own_contact(ListenAddr {
+        let via = proxy::via_value(transport, local, &cx.wire.branch(None));
+        let contact = Wire::own_contact(ListenAddr {
             transport,
             addr: local,
         });
@@ -458,36 +431,37 @@ impl Core {
         let Some((req, peer)) = notify else {
             return;
         };
-        match self.transactions.send_request(req, peer, now.mono) {
-            Ok(ntx) => {
-                self.owners.insert(ntx, Owner::Notify(id));
-            }
-            Err(e) => tracing::debug!(error = %e, "NOTIFY not sent"),
+        if let Err(e) = cx.wire.send_request(req, peer, Owner::Notify(id), now) {
+            tracing::debug!(error = %e, "NOTIFY not sent");
         }
-        self.flush_transactions();
     }
 
     /// Notifies the watchers of everyone whose presence or call status changed — when what
     /// they see changed (a hidden call status does not move a BLF lamp).
-    pub(crate) fn notify_changes(&mut self, now: Now) {
-        let mut changed = self.presence.model_mut().take_changed();
-        changed.append(&mut self.renotify);
+    /// `changed`: who changed; `held`: people whose change is still on its way to the
+    /// store (their watchers are told once it is stored, and never if storing fails and
+    /// it is undone).
+    pub(crate) fn notify_changes(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        mut changed: Vec<String>,
+        held: &HashMap<String, usize>,
+    ) {
         if self.notifier.is_empty() {
             return;
         }
         changed.sort();
         changed.dedup();
         for person in changed {
-            // A change still on its way to the store is told once it is stored (and never,
-            // if storing fails and it is undone).
-            if self.presence_writes.contains_key(&person) {
+            if held.contains_key(&person) {
                 continue;
             }
             for id in self.notifier.watching(&person) {
-                if self.watchers.unconfirmed.contains(&id) {
+                if self.unconfirmed.contains(&id) {
                     continue;
                 }
-                let (Some(current), Some(sub)) = (self.current(id), self.notifier.get(id)) else {
+                let (Some(current), Some(sub)) = (self.current(cx, id), self.notifier.get(id))
+                else {
                     continue;
                 };
                 let last = sub.last_body.as_deref().unwrap_or("");
@@ -496,7 +470,7 @@ impl Core {
                     Current::Presence(doc) => last == doc,
                 };
                 if !same {
-                    self.send_notify(id, SubState::Active, now);
+                    self.send_notify(cx, id, SubState::Active);
                 }
             }
         }
@@ -504,7 +478,7 @@ impl Core {
 
     /// A final response (or none) to one of our NOTIFYs: a subscriber that is gone ends
     /// its subscription (RFC 6665 §4.2.2: 481, or a failure of the transaction).
-    pub(crate) fn notify_answered(&mut self, id: SubId, code: Option<u16>) {
+    pub(crate) fn notify_answered(&mut self, cx: &mut Ctx<'_>, id: SubId, code: Option<u16>) {
         let gone = match code {
             None => true,
             Some(c) => c == 481 || c == 408 || (c >= 300 && c != 401 && c != 407),
@@ -513,27 +487,27 @@ impl Core {
             if let Some(s) = self.notifier.get(id) {
                 tracing::info!(subscriber = %s.subscriber, resource = %s.resource, code, "subscription ended: the subscriber is gone");
             }
-            self.drop_subscription(id);
+            self.drop_subscription(cx, id);
         }
     }
 
     /// Subscriptions that ran out get their final NOTIFY.
-    pub(crate) fn watchers_timeout(&mut self, now: Now) {
+    pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>) {
+        let now = cx.now;
         for id in self.notifier.expire(now.unix) {
-            self.send_notify(id, SubState::Terminated(Some("timeout")), now);
-            self.drop_subscription(id);
+            self.send_notify(cx, id, SubState::Terminated(Some("timeout")));
+            self.drop_subscription(cx, id);
         }
         let expired: Vec<String> = self
-            .watchers
             .publication_ends
             .iter()
             .take_while(|(t, _)| *t < now.unix)
             .map(|(_, tag)| tag.clone())
             .collect();
         for tag in expired {
-            if let Some(p) = self.watchers.unpublish(&tag) {
+            if let Some(p) = self.unpublish(&tag) {
                 tracing::info!(user = %p.person, "published presence expired");
-                self.unpublish(p, now);
+                withdraw(cx, p);
             }
         }
     }
@@ -542,7 +516,14 @@ impl Core {
 
     /// A phone publishes its own presence (RFC 3903): its PIDF sets the person's status and
     /// message, stored before the 200 (with a SIP-ETag for refreshes).
-    pub(crate) fn handle_publish(&mut self, tx: TxId, req: Request, peer: Peer, now: Now) {
+    pub(crate) fn publish_request(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        tx: TxId,
+        req: Request,
+        peer: Peer,
+    ) -> Option<SipChange> {
+        let now = cx.now;
         let event = req
             .headers
             .iter()
@@ -552,28 +533,30 @@ impl Core {
             })
             .unwrap_or_default();
         if Package::from_event(&event) != Some(Package::Presence) {
-            return self.reply_to(
-                tx,
-                &req,
-                489,
-                vec![Header::Other("Allow-Events".into(), "presence".into())],
-                now,
-            );
+            {
+                cx.wire.reply_to(
+                    tx,
+                    &req,
+                    489,
+                    vec![Header::Other("Allow-Events".into(), "presence".into())],
+                    now,
+                );
+                return None;
+            }
         }
-        let Some(user) = self.authenticate_user(tx, &req, peer, now) else {
-            return;
-        };
-        let Some(person) = self.resource_of(tx, &req, now) else {
-            return;
-        };
+        let user = cx.authenticate_user(tx, &req, peer)?;
+        let person = cx.resource_of(tx, &req)?;
         if person != user {
-            return self.reply_to(
-                tx,
-                &req,
-                403,
-                vec![message::warning("only your own presence")],
-                now,
-            );
+            {
+                cx.wire.reply_to(
+                    tx,
+                    &req,
+                    403,
+                    vec![message::warning("only your own presence")],
+                    now,
+                );
+                return None;
+            }
         }
         let header = |name: &str| {
             req.headers.iter().find_map(|h| match h {
@@ -590,37 +573,45 @@ impl Core {
             })
             .unwrap_or(PUBLISH_DEFAULT);
         if expires != 0 && expires < PUBLISH_MIN {
-            return self.reply_to(
-                tx,
-                &req,
-                423,
-                vec![Header::MinExpires(PUBLISH_MIN.to_string().into())],
-                now,
-            );
+            {
+                cx.wire.reply_to(
+                    tx,
+                    &req,
+                    423,
+                    vec![Header::MinExpires(PUBLISH_MIN.to_string().into())],
+                    now,
+                );
+                return None;
+            }
         }
-        let expires = expires.min(self.watchers.max_publish_expires);
+        let expires = expires.min(self.max_publish_expires);
         let if_match = header("SIP-If-Match");
         if let Some(tag) = &if_match {
             if self
-                .watchers
                 .publications
                 .get(tag)
                 .is_none_or(|p| p.person != person)
             {
                 // §6 step 4: an unknown entity tag is 412.
-                return self.reply_to(tx, &req, 412, Vec::new(), now);
+                {
+                    cx.wire.reply_to(tx, &req, 412, Vec::new(), now);
+                    return None;
+                }
             }
         }
         // §6 steps 2-3: an initial publication carries a document, a PIDF one.
         let has_body = !req.body.is_empty();
         if if_match.is_none() && !has_body {
-            return self.reply_to(
-                tx,
-                &req,
-                400,
-                vec![message::warning("an initial PUBLISH carries a document")],
-                now,
-            );
+            {
+                cx.wire.reply_to(
+                    tx,
+                    &req,
+                    400,
+                    vec![message::warning("an initial PUBLISH carries a document")],
+                    now,
+                );
+                return None;
+            }
         }
         let content_type = req.headers.iter().find_map(|h| match h {
             Header::ContentType(c) => Some(c.value().to_ascii_lowercase()),
@@ -631,64 +622,76 @@ impl Core {
                 .as_deref()
                 .is_some_and(|c| c.trim().starts_with(events::PIDF))
         {
-            return self.reply_to(
-                tx,
-                &req,
-                415,
-                vec![Header::Accept(events::PIDF.into())],
-                now,
-            );
+            {
+                cx.wire.reply_to(
+                    tx,
+                    &req,
+                    415,
+                    vec![Header::Accept(events::PIDF.into())],
+                    now,
+                );
+                return None;
+            }
         }
         let etag = match if_match.clone() {
             Some(e) => e,
-            None => self.tag(),
+            None => cx.wire.tag(),
         };
         if expires == 0 {
             // §6 step 6: the publication is removed, and with it the state it set.
-            let gone = self.watchers.unpublish(&etag);
-            let mut resp = message::response(&req, 200, None, &self.config.server);
+            let gone = self.unpublish(&etag);
+            let mut resp = message::response(&req, 200, None, &cx.wire.server);
             resp.headers.push(Header::Expires("0".into()));
-            self.respond(tx, resp, now);
+            cx.wire.respond(tx, resp, now);
             if let Some(p) = gone {
-                self.unpublish(p, now);
+                withdraw(cx, p);
             }
-            return;
+            return None;
         }
-        if if_match.is_none() && self.watchers.publications.len() >= MAX_PUBLICATIONS {
-            return self.reply_to(tx, &req, 503, vec![Header::RetryAfter("60".into())], now);
+        if if_match.is_none() && self.publications.len() >= MAX_PUBLICATIONS {
+            {
+                cx.wire
+                    .reply_to(tx, &req, 503, vec![Header::RetryAfter("60".into())], now);
+                return None;
+            }
         }
-        let mut ok = message::response(&req, 200, None, &self.config.server);
+        let mut ok = message::response(&req, 200, None, &cx.wire.server);
         ok.headers
             .push(Header::Other("SIP-ETag".into(), etag.clone()));
         ok.headers.push(Header::Expires(expires.to_string().into()));
         let expires_at = now.unix + u64::from(expires);
         if !has_body {
             // A refresh (§4.3): the state stays as published.
-            if let Some(mut p) = self.watchers.unpublish(&etag) {
+            if let Some(mut p) = self.unpublish(&etag) {
                 p.expires_at = expires_at;
-                self.watchers.publish(etag, p);
+                self.publish(etag, p);
             }
-            return self.respond(tx, ok, now);
+            {
+                cx.wire.respond(tx, ok, now);
+                return None;
+            }
         }
         let doc = match events::parse_pidf(&req.body) {
             Ok(d) => d,
             Err(e) => {
-                return self.reply_to(tx, &req, 400, vec![message::warning(&e.to_string())], now);
+                cx.wire
+                    .reply_to(tx, &req, 400, vec![message::warning(&e.to_string())], now);
+                return None;
             }
         };
         let (status, text) = published_status(&doc);
         // What the publication replaces returns when it ends (a modification keeps what the
         // first one replaced).
-        let previous = match self.watchers.publications.get(&etag) {
+        let previous = match self.publications.get(&etag) {
             Some(p) => p.previous,
-            None => self
+            None => cx
                 .presence
                 .model()
                 .get(&person)
                 .map(|p| p.availability)
                 .unwrap_or(Availability::Available),
         };
-        self.watchers.publish(
+        self.publish(
             etag,
             Publication {
                 person: person.clone(),
@@ -703,54 +706,38 @@ impl Core {
             text,
             until: None,
         };
-        self.sip_presence_change(tx, &req, &person, command, ok, now);
-    }
-
-    /// A publication that ended (removed or expired): the status it set gives way to the one
-    /// it replaced, unless something else changed the status since (the later change wins).
-    fn unpublish(&mut self, p: Publication, now: Now) {
-        let current = self.presence.model().get(&p.person).map(|x| x.availability);
-        if current != Some(p.set) || p.set == p.previous {
-            return;
-        }
-        let request = presence_service::Request {
-            who: p.person.clone(),
-            admin: false,
-            via: Interface::Sip,
-            command: Command::SetStatus {
-                user: p.person.clone(),
-                status: p.previous.as_str().to_string(),
-                text: None,
-                until: None,
-            },
-        };
-        let directory = self.directory.clone();
-        match self
-            .presence
-            .handle(&request, directory.policy(), now.unix as i64)
-        {
-            Ok(Err(pending)) => self.persist_unacknowledged(pending.writes),
-            Ok(Ok(_)) => {}
-            Err(e) => {
-                tracing::info!(user = %p.person, error = %e.message, "published status not withdrawn")
-            }
-        }
+        Some(SipChange {
+            tx,
+            req,
+            user: person,
+            command,
+            ok,
+        })
     }
 
     // ---- feature codes ------------------------------------------------------------------
 
-    /// Whether `dialled` is a feature code; if so the call is answered here.
-    pub(crate) fn feature_code(
-        &mut self,
-        tx: TxId,
-        req: &Request,
-        user: &str,
-        dialled: &str,
-        now: Now,
-    ) -> bool {
-        let Some(feature) = self.watchers.features.parse(dialled) else {
-            return false;
+    /// The feature code a call dials, if it is one (only users have them).
+    pub(crate) fn feature_code(&self, call: &Admitted) -> Option<Feature> {
+        match &call.caller {
+            Caller::User(_) => self.features.parse(&call.dialled),
+            _ => None,
+        }
+    }
+
+    /// The presence change a feature code asks: answered, once stored, with 480 and the
+    /// outcome in plain words.
+    pub(crate) fn feature_change(
+        &self,
+        cx: &mut Ctx<'_>,
+        call: Admitted,
+        feature: Feature,
+    ) -> SipChange {
+        let user = match &call.caller {
+            Caller::User(u) => u.clone(),
+            _ => String::new(),
         };
+        let user = user.as_str();
         let command = match &feature {
             Feature::DndOn => Command::SetStatus {
                 user: user.to_string(),
@@ -760,7 +747,7 @@ impl Core {
             },
             Feature::DndOff => Command::SetStatus {
                 user: user.to_string(),
-                status: self.profile_availability(user).as_str().into(),
+                status: profile_availability(cx, user).as_str().into(),
                 text: None,
                 until: None,
             },
@@ -778,103 +765,65 @@ impl Core {
         };
         // There is no media to say so: the call ends at once with 480 and the outcome in
         // plain words where phones show it (the reason phrase), and in Reason and Warning.
-        let mut done = message::response(req, 480, Some(&self.tag()), &self.config.server);
+        let tag = cx.wire.tag();
+        let mut done = message::response(&call.req, 480, Some(&tag), &cx.wire.server);
         message::set_reason_phrase(&mut done, &what);
         done.headers.push(proxy::reason(480, &what));
         done.headers.push(message::warning(&what));
-        tracing::info!(user, code = dialled, what, "feature code");
-        self.sip_presence_change(tx, req, user, command, done, now);
-        true
-    }
-
-    /// The availability the person's active profile gives (what Do Not Disturb off returns
-    /// to); Available when that is Do Not Disturb itself.
-    fn profile_availability(&self, user: &str) -> Availability {
-        let directory = self.directory.clone();
-        let policy = directory.policy();
-        let a = self
-            .presence
-            .model()
-            .get(user)
-            .and_then(|p| self.presence.overlay().profile(policy, user, &p.profile.id))
-            .map(|e| presence_service::availability(e.profile.availability))
-            .unwrap_or(Availability::Available);
-        if a == Availability::DoNotDisturb {
-            Availability::Available
-        } else {
-            a
-        }
-    }
-
-    /// A presence change asked over SIP (PUBLISH, a feature code): made, stored, then
-    /// answered with `ok`; a refused change gets 4xx with the reason, a failed store 500.
-    pub(crate) fn sip_presence_change(
-        &mut self,
-        tx: TxId,
-        req: &Request,
-        user: &str,
-        command: Command,
-        ok: Response,
-        now: Now,
-    ) {
-        if self.presence_writes.contains_key(user) {
-            // An earlier change of this person is still on its way to the store.
-            self.queued_changes
-                .entry(user.to_string())
-                .or_default()
-                .push_back(crate::core::Queued::Sip {
-                    tx,
-                    req: Box::new(req.clone()),
-                    command,
-                    ok: Box::new(ok),
-                });
-            return;
-        }
-        let request = presence_service::Request {
-            who: user.to_string(),
-            admin: false,
-            via: Interface::FeatureCode,
+        tracing::info!(user, code = %call.dialled, what, "feature code");
+        SipChange {
+            tx: call.tx,
+            req: call.req,
+            user: user.to_string(),
             command,
-        };
-        let request = if req.method == switchboard_sip::msg::Method::Publish {
-            presence_service::Request {
-                via: Interface::Sip,
-                ..request
-            }
-        } else {
-            request
-        };
-        let directory = self.directory.clone();
-        match self
-            .presence
-            .handle(&request, directory.policy(), now.unix as i64)
-        {
-            Err(e) => {
-                let code = match e.kind {
-                    ErrorKind::NotFound => 404,
-                    // A profile number nobody has is "not found" to a phone.
-                    _ if e.field.as_deref() == Some("profile") => 404,
-                    // A phone changes only its own person's presence and makes no profiles:
-                    // anything else it is refused is a request it should not have sent.
-                    ErrorKind::Invalid
-                    | ErrorKind::Forbidden
-                    | ErrorKind::Conflict
-                    | ErrorKind::Unavailable => 400,
-                };
-                let why = e.to_string();
-                self.reply_to(tx, req, code, vec![message::warning(&why)], now);
-            }
-            Ok(Ok(_)) => self.respond(tx, ok, now),
-            Ok(Err(p)) => {
-                let mut failed =
-                    message::response(req, 500, Some(&self.tag()), &self.config.server);
-                failed
-                    .headers
-                    .push(message::warning("the change could not be stored"));
-                failed.headers.push(Header::RetryAfter("5".into()));
-                self.persist_sip_change(tx, ok, failed, (user.to_string(), p.before), p.writes);
-            }
+            ok: done,
         }
+    }
+}
+
+/// A publication that ended (removed or expired): the status it set gives way to the one
+/// it replaced, unless something else changed the status since (the later change wins).
+fn withdraw(cx: &mut Ctx<'_>, p: Publication) {
+    let current = cx.presence.model().get(&p.person).map(|x| x.availability);
+    if current != Some(p.set) || p.set == p.previous {
+        return;
+    }
+    let request = presence_service::Request {
+        who: p.person.clone(),
+        admin: false,
+        via: Interface::Sip,
+        command: Command::SetStatus {
+            user: p.person.clone(),
+            status: p.previous.as_str().to_string(),
+            text: None,
+            until: None,
+        },
+    };
+    let policy = cx.directory.policy();
+    match cx.presence.handle(&request, policy, cx.now.unix as i64) {
+        Ok(Err(pending)) => cx.persist_unacknowledged(pending.writes),
+        Ok(Ok(_)) => {}
+        Err(e) => {
+            tracing::info!(user = %p.person, error = %e.message, "published status not withdrawn")
+        }
+    }
+}
+
+/// The availability the person's active profile gives (what Do Not Disturb off returns
+/// to); Available when that is Do Not Disturb itself.
+fn profile_availability(cx: &Ctx<'_>, user: &str) -> Availability {
+    let policy = cx.directory.policy();
+    let a = cx
+        .presence
+        .model()
+        .get(user)
+        .and_then(|p| cx.presence.overlay().profile(policy, user, &p.profile.id))
+        .map(|e| presence_service::availability(e.profile.availability))
+        .unwrap_or(Availability::Available);
+    if a == Availability::DoNotDisturb {
+        Availability::Available
+    } else {
+        a
     }
 }
 

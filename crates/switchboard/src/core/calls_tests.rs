@@ -78,8 +78,8 @@ fn an_answered_call_is_relayed_and_its_dialog_follows_the_record_route() {
         CallStatus::Free
     );
     assert!(!t.core.presence().model().in_call("alice"));
-    assert_eq!(t.core.routing().dialogs(), 0);
-    assert_eq!(t.core.routing().calls(), 0);
+    assert_eq!(t.core.answered_calls(), 0);
+    assert_eq!(t.core.calls().len(), 0);
     assert_eq!(t.core.routing_counters().answered, 1);
 }
 
@@ -122,7 +122,7 @@ fn ring_all_devices_and_cancel_the_others_as_completed_elsewhere() {
         to(&out, BOB)[0].starts_with("ACK "),
         "the 487 is ACKed: {out:?}"
     );
-    assert_eq!(t.core.routing().calls(), 0);
+    assert_eq!(t.core.calls().len(), 0);
 }
 
 #[test]
@@ -381,7 +381,7 @@ fn a_branch_that_never_answers_is_given_up_and_the_caller_hears_back() {
             || first_line(&last).starts_with("SIP/2.0 480"),
         "{out:?}"
     );
-    assert_eq!(t.core.routing().calls(), 0);
+    assert_eq!(t.core.calls().len(), 0);
 }
 
 #[test]
@@ -638,7 +638,7 @@ fn every_transaction_has_one_owner_until_it_ends() {
     let out = t.take();
     let branch = to(&out, BOB)[0].clone();
     // The caller's INVITE and bob's branch, each filed once, under its part of the core.
-    let owners: Vec<Owner> = t.core.owners.values().copied().collect();
+    let owners: Vec<Owner> = t.core.wire.owners.values().copied().collect();
     assert_eq!(owners.len(), 2, "{owners:?}");
     assert!(owners.iter().any(|o| matches!(o, Owner::Call(_))));
     assert!(owners
@@ -646,11 +646,11 @@ fn every_transaction_has_one_owner_until_it_ends() {
         .any(|o| matches!(o, Owner::Branch { branch: 0, .. })));
     // The BYE relayed inside the dialog is a relay's.
     answered_then_bye(&mut t, &branch);
-    assert!(t.core.owners.values().any(|o| *o == Owner::Relay));
+    assert!(t.core.wire.owners.values().any(|o| *o == Owner::Relay));
     let bye = to(&t.take(), BOB).pop().unwrap();
     t.input(BOB, &answer(&bye, 200, "b1", BOB));
     // Once every transaction has run its course (timers K, J), nobody owns anything.
     t.advance(40);
-    assert_eq!(t.core.transactions.len(), 0);
-    assert!(t.core.owners.is_empty(), "{:?}", t.core.owners);
+    assert_eq!(t.core.wire.transactions.len(), 0);
+    assert!(t.core.wire.owners.is_empty(), "{:?}", t.core.wire.owners);
 }

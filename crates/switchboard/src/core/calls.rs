@@ -1,0 +1,927 @@
+//! Calls: the daemon as a stateful forking proxy (RFC 3261 §16).
+//!
+//! An initial INVITE is admitted (loops, preloaded routes, the domain), its caller
+//! identified (digest, `407`; trunks by source address or by their own credentials), and
+//! — unless it dials a feature code — planned (`policy::plan` over a live view of
+//! presence, registrations and memory); the plan runs in an [`Execution`] whose commands
+//! become branches — client INVITE transactions with this proxy's Via and Record-Route —
+//! and whose outcome becomes the caller's final response. Provisional responses and every
+//! 2xx are relayed (§16.7); a caller's CANCEL cancels every branch and ends the call with
+//! 487. The first 2xx hands the call to [`Dialogs`] until its BYE.
+//!
+//! Call state (ringing, answered, ended) goes to presence as it happens, so call waiting,
+//! team skipping and BLF see who is on a call. A sub-machine of the core: it owns the
+//! calls being set up, their timers and the groups' memory, and is handed a [`Ctx`].
+
+use super::context::Ctx;
+use super::dialogs::{Answer, Dialogs};
+use super::relays::{call_id_of, send_cancel};
+use super::targets::{binding_peer, distinct_targets, newer, peer_for_uri};
+use super::wire::Owner;
+use crate::executor::{BranchId, BranchTarget, CancelCause, Command, Execution, Limits, Phase};
+use crate::presence_service::PresenceService;
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+use switchboard_policy::{
+    Call, Caller, CallerIdRule, DeviceView, GroupMemory, PersonView, Policy, ViewSource,
+};
+use switchboard_presence::model::LegState;
+use switchboard_sip::auth::Role;
+use switchboard_sip::message::{self, split_first_value};
+use switchboard_sip::msg::headers::Header;
+use switchboard_sip::msg::prelude::*;
+use switchboard_sip::msg::{Request, Response, Uri};
+use switchboard_sip::peer::Peer;
+use switchboard_sip::proxy;
+use switchboard_sip::registrar::Registrar;
+use switchboard_sip::transaction::TxId;
+use switchboard_sip::transport::ListenAddr;
+use switchboard_sip::GrowingMap;
+use switchboard_store::tables::MEMORY;
+use switchboard_store::Write;
+
+/// Settings of call routing.
+#[derive(Clone, Copy, Debug)]
+pub struct RoutingConfig {
+    /// Most calls being set up at once; further INVITEs get 503.
+    pub max_calls: usize,
+    /// How long a step without a ring time of its own rings at most.
+    pub max_ring: Duration,
+    /// How long an answered call is remembered without a BYE.
+    pub max_call_secs: u64,
+    /// How often each end of an answered call is probed with an in-dialog OPTIONS (0:
+    /// never); see [`super::dialogs`].
+    pub dialog_probe_secs: u64,
+    /// Keys the Record-Route tokens; kept across restarts by the shell.
+    pub route_secret: [u8; 32],
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            max_calls: 10_000,
+            max_ring: Duration::from_secs(180),
+            max_call_secs: 14_400,
+            dialog_probe_secs: 90,
+            route_secret: rand::random(),
+        }
+    }
+}
+
+/// Counters of call routing.
+#[derive(Clone, Debug, Default)]
+pub struct RoutingStats {
+    /// Initial INVITEs that were planned.
+    pub calls: u64,
+    pub answered: u64,
+    /// Calls that ended without an answer (busy, unavailable, no answer, cancelled).
+    pub unanswered: u64,
+    /// INVITEs refused before planning (403, 404, 482, 503…).
+    pub refused: u64,
+    /// In-dialog requests relayed.
+    pub relayed: u64,
+    /// In-dialog requests refused (no Route of ours, a wrong token, no next hop).
+    pub relay_refused: u64,
+    /// In-dialog OPTIONS sent to ends of answered calls.
+    pub probes: u64,
+    /// Answered calls ended because an end no longer had the dialog or was unreachable.
+    pub lost: u64,
+}
+
+/// One branch of a call as the core sees it.
+struct Branch {
+    tx: Option<TxId>,
+    peer: Option<Peer>,
+    /// The person it rings, for call status.
+    user: Option<String>,
+    /// For the log.
+    what: String,
+    provisional: bool,
+    /// A CANCEL waits for the first provisional response (§9.1).
+    cancel: Option<CancelCause>,
+    /// The final response, Via stripped, to relay if it turns out the best.
+    response: Option<Response>,
+    /// No more outcome is expected from it by the executor.
+    done: bool,
+}
+
+struct CallState {
+    server_tx: TxId,
+    /// The INVITE as received (Via stamped, our Route consumed).
+    invite: Request,
+    call_id: String,
+    from: String,
+    to: String,
+    caller_user: Option<String>,
+    /// A trunk's identity headers are trusted; a user's are set by us.
+    caller_trunk: bool,
+    inbound: ListenAddr,
+    loop_key: u64,
+    exec: Execution,
+    branches: Vec<Branch>,
+    final_sent: bool,
+    wake: Option<Instant>,
+    /// The Reason of the caller's CANCEL, passed on to the branches.
+    cancel_reason: Option<Header>,
+    /// The Record-Route parameter carrying the dialog's token (`;sbt=…`).
+    rr_params: String,
+}
+
+/// The calls being set up (see the module's documentation).
+pub struct Calls {
+    config: RoutingConfig,
+    /// Calls are boxed (hundreds of bytes each), so the table stays small.
+    calls: GrowingMap<u64, Box<CallState>>,
+    memory: HashMap<String, GroupMemory>,
+    wakes: BTreeSet<(Instant, u64)>,
+    next_call: u64,
+    pub(crate) stats: RoutingStats,
+}
+
+impl Calls {
+    pub fn new(config: RoutingConfig) -> Self {
+        Calls {
+            config,
+            calls: GrowingMap::new(),
+            memory: HashMap::new(),
+            wakes: BTreeSet::new(),
+            next_call: 1,
+            stats: RoutingStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &RoutingStats {
+        &self.stats
+    }
+
+    /// Calls being set up (not yet ended or answered with branches still to settle).
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// What a group remembers.
+    pub fn memory(&self, group: &str) -> Option<&GroupMemory> {
+        self.memory.get(group)
+    }
+
+    /// Loads group memory read back from the store.
+    pub fn restore_memory(&mut self, rows: Vec<(String, Vec<u8>)>) -> usize {
+        for (group, value) in rows {
+            match serde_json::from_slice::<GroupMemory>(&value) {
+                Ok(m) => {
+                    self.memory.insert(group, m);
+                }
+                Err(e) => tracing::warn!(group, error = %e, "unreadable group memory; skipped"),
+            }
+        }
+        self.memory.len()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.wakes.first().map(|(t, _)| *t)
+    }
+}
+
+/// The planner's view of the live state: presence, registrations, memory.
+struct LiveView<'a> {
+    policy: &'a Policy,
+    presence: &'a PresenceService,
+    registrar: &'a Registrar,
+    memory: &'a HashMap<String, GroupMemory>,
+    now: u64,
+}
+
+impl ViewSource for LiveView<'_> {
+    fn person(&self, id: &str) -> PersonView {
+        let mut view = self.presence.person_view(id, self.policy);
+        view.devices = distinct_targets(self.registrar.lookup(id, self.now))
+            .into_iter()
+            .map(|b| DeviceView {
+                id: b.contact.clone(),
+                label: match &b.user_agent {
+                    Some(ua) => format!("{} {ua}", b.contact),
+                    None => b.contact.clone(),
+                },
+            })
+            .collect();
+        view
+    }
+
+    fn memory(&self, group: &str) -> GroupMemory {
+        self.memory.get(group).cloned().unwrap_or_default()
+    }
+}
+
+/// The user part of a From/To header's URI.
+fn header_user(value: Option<&str>) -> Option<String> {
+    let uri = proxy::strip_angle(split_first_value(value?).0);
+    let uri = Uri::try_from(uri.split(';').next().unwrap_or(uri)).ok()?;
+    uri.user().map(str::to_string)
+}
+
+fn quote(s: &str) -> String {
+    s.chars().filter(|c| *c != '"' && *c != '\\').collect()
+}
+
+/// An initial INVITE that passed the checks: who calls whom. The request route decides
+/// what it becomes (a feature code, or a call: [`Calls::start`]).
+pub(crate) struct Admitted {
+    pub tx: TxId,
+    /// The INVITE as received (Via stamped, our Route consumed).
+    pub req: Request,
+    pub caller: Caller,
+    /// The Request-URI's user: what was dialled.
+    pub dialled: String,
+    loop_key: u64,
+}
+
+impl Calls {
+    /// Refuses a call with `code`, a Warning saying why, and a log line.
+    fn refuse(&mut self, cx: &mut Ctx<'_>, tx: TxId, req: &Request, code: u16, why: &str) {
+        self.stats.refused += 1;
+        tracing::info!(code, why, call_id = %call_id_of(req), "call refused");
+        cx.wire
+            .reply_to(tx, req, code, vec![message::warning(why)], cx.now);
+    }
+
+    /// An initial INVITE (no To tag): loops, routes, domain and caller checked. None when
+    /// it has been answered (403, 482, 404, 484, or the digest gate's 407/403/400).
+    pub(crate) fn admit(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        tx: TxId,
+        mut req: Request,
+        peer: Peer,
+    ) -> Option<Admitted> {
+        if cx.gate.blocked(peer.addr.ip(), cx.now.mono) {
+            self.refuse(cx, tx, &req, 403, "too many failed attempts; try later");
+            return None;
+        }
+        // §16.3 step 4: a request that came back in the same state is a loop.
+        if proxy::is_loop(&req, |sb| cx.wire.sent_by_is_ours(sb)) {
+            self.refuse(cx, tx, &req, 482, "loop detected");
+            return None;
+        }
+        let loop_key = proxy::loop_key(&req);
+        // §16.4: a preloaded Route naming us is consumed; one naming others is not
+        // followed for an initial request (this server decides where calls go).
+        proxy::pop_own_routes(&mut req, |u| cx.wire.uri_is_ours(u));
+        if !proxy::route_set(&req).is_empty() {
+            let why = "a preloaded Route to elsewhere is not followed";
+            self.refuse(cx, tx, &req, 403, why);
+            return None;
+        }
+        let host = req.uri.host_with_port.host.to_string();
+        if !cx.wire.is_local_host(&host) {
+            self.refuse(cx, tx, &req, 404, "domain not served here");
+            return None;
+        }
+        let Some(dialled) = req.uri.user().map(str::to_string) else {
+            self.refuse(cx, tx, &req, 484, "no number or name in the Request-URI");
+            return None;
+        };
+        let caller = self.identify_caller(cx, tx, &req, peer)?;
+        Some(Admitted {
+            tx,
+            req,
+            caller,
+            dialled,
+            loop_key,
+        })
+    }
+
+    /// Who is calling: a trunk (by source address or credentials), a user (digest), or
+    /// anyone (when authentication is off). None when the request was answered instead.
+    fn identify_caller(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        tx: TxId,
+        req: &Request,
+        peer: Peer,
+    ) -> Option<Caller> {
+        let directory = cx.directory;
+        let from_user = header_user(req.from_header().ok().map(|f| f.value()))
+            .unwrap_or_else(|| "anonymous".into());
+        if let Some(t) = directory.policy().trunk_for_source(peer.addr.ip()) {
+            return Some(Caller::Trunk {
+                trunk: t.id.clone(),
+                number: from_user,
+            });
+        }
+        if !cx.config.auth_required {
+            return Some(match directory.user_for(&from_user) {
+                Some(u) => Caller::User(u),
+                None => Caller::External(from_user),
+            });
+        }
+        // None: challenged, or refused (counted as an authentication failure).
+        let username = cx.digest(tx, req, peer, Role::Proxy)?;
+        if let Some(u) = directory.user_of_username(&username) {
+            return Some(Caller::User(u));
+        }
+        if let Some(t) = directory.trunk_of_username(&username) {
+            return Some(Caller::Trunk {
+                trunk: t,
+                number: from_user,
+            });
+        }
+        self.refuse(cx, tx, req, 403, "not allowed to call");
+        None
+    }
+
+    /// An admitted INVITE becomes a call: planned, then its branches started.
+    pub(crate) fn start(&mut self, cx: &mut Ctx<'_>, call: Admitted, inbound: ListenAddr) {
+        let Admitted {
+            tx,
+            req,
+            caller,
+            dialled: to,
+            loop_key,
+        } = call;
+        let now = cx.now;
+        if self.calls.len() >= self.config.max_calls {
+            self.stats.refused += 1;
+            tracing::warn!(calls = self.calls.len(), "call limit reached: 503");
+            let retry = vec![Header::RetryAfter("5".into())];
+            return cx.wire.reply_to(tx, &req, 503, retry, now);
+        }
+        // §16.2: the INVITE is answered 100 at once; the branches take their time.
+        let trying = message::response(&req, 100, None, &cx.wire.server);
+        cx.wire.respond(tx, trying, now);
+
+        let call_id = call_id_of(&req);
+        let token = proxy::route_token(&self.config.route_secret, &call_id);
+        let rr_params = format!(";sbt={token}");
+        let call = Call {
+            from: caller.clone(),
+            to: to.clone(),
+            call_id: call_id.clone(),
+        };
+        let policy = cx.directory.policy();
+        let at = chrono::DateTime::from_timestamp(now.unix as i64, 0).unwrap_or_default();
+        let plan = {
+            let view = LiveView {
+                policy,
+                presence: cx.presence,
+                registrar: cx.registrar,
+                memory: &self.memory,
+                now: now.unix,
+            };
+            switchboard_policy::plan(policy, &call, &view, at)
+        };
+        tracing::debug!(%call_id, plan = %plan, "call planned");
+        let (from, caller_user, caller_trunk) = match &caller {
+            Caller::User(u) => (u.clone(), Some(u.clone()), false),
+            Caller::Trunk { trunk, number } => (format!("{number} via trunk {trunk}"), None, true),
+            Caller::External(x) => (x.clone(), None, false),
+        };
+        if let Some(u) = &caller_user {
+            cx.presence
+                .model_mut()
+                .leg(u, &call_id, "caller", LegState::Ringing);
+        }
+        self.stats.calls += 1;
+        let limits = Limits {
+            max_ring: self.config.max_ring,
+            ..Limits::default()
+        };
+        let key = self.next_call;
+        self.next_call += 1;
+        let state = CallState {
+            server_tx: tx,
+            invite: req,
+            call_id,
+            from,
+            to,
+            caller_user,
+            caller_trunk,
+            inbound,
+            loop_key,
+            exec: Execution::new(plan, limits, now.mono),
+            branches: Vec::new(),
+            final_sent: false,
+            wake: None,
+            cancel_reason: None,
+            rr_params,
+        };
+        cx.wire.owners.insert(tx, Owner::Call(key));
+        self.calls.insert(key, Box::new(state));
+        self.drive(cx, key);
+    }
+
+    /// Carries out a call's pending commands and re-arms its timer; forgets the call once
+    /// it is over and every branch has settled.
+    fn drive(&mut self, cx: &mut Ctx<'_>, key: u64) {
+        let now = cx.now;
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        while let Some(cmd) = call.exec.poll_command() {
+            match cmd {
+                Command::Start(start) => {
+                    let b = start.branch;
+                    if let Err(code) = start_branch(cx, key, call, start) {
+                        if let Some(br) = call.branches.get_mut(b) {
+                            br.done = true;
+                        }
+                        call.exec.branch_unstartable(b, code, now.mono);
+                    }
+                }
+                Command::Cancel { branch, cause } => cancel_branch(cx, call, branch, cause),
+                Command::Relay { branch } => {
+                    let resp = call
+                        .branches
+                        .get_mut(branch)
+                        .and_then(|b| b.response.take());
+                    let resp = match resp {
+                        Some(mut resp) => {
+                            let code = resp.status_code.code();
+                            let relayed = proxy::relayable_code(code);
+                            if relayed != code {
+                                resp.status_code = relayed.into();
+                            }
+                            resp
+                        }
+                        None => {
+                            let tag = cx.wire.tag();
+                            message::response(&call.invite, 480, Some(&tag), &cx.wire.server)
+                        }
+                    };
+                    cx.wire.respond(call.server_tx, resp, now);
+                    call.final_sent = true;
+                }
+                Command::Respond { code, reason } => {
+                    let tag = cx.wire.tag();
+                    let mut resp =
+                        message::response(&call.invite, code, Some(&tag), &cx.wire.server);
+                    if let Some(r) = reason {
+                        // The plan's words on the phone's display, and in Reason.
+                        message::set_reason_phrase(&mut resp, &r);
+                        resp.headers.push(proxy::reason(code, &r));
+                    }
+                    cx.wire.respond(call.server_tx, resp, now);
+                    call.final_sent = true;
+                }
+                Command::Remember { group, user } => {
+                    let m = self.memory.entry(group.clone()).or_default();
+                    m.last_answerer = Some(user.clone());
+                    m.last_answered.insert(user, now.unix as i64);
+                    let row = serde_json::to_vec(m).unwrap_or_default();
+                    cx.persist_unacknowledged(vec![Write::put(MEMORY, group, row)]);
+                }
+            }
+        }
+        if let Some(w) = call.wake.take() {
+            self.wakes.remove(&(w, key));
+        }
+        let done = call.exec.phase() != &Phase::Routing
+            && call.branches.iter().all(|b| b.done || b.tx.is_none());
+        if !done {
+            if let Some(w) = call.exec.poll_timeout() {
+                self.wakes.insert((w, key));
+                call.wake = Some(w);
+            }
+            return;
+        }
+        if let Some(call) = self.calls.remove(&key) {
+            self.forget(cx, &call);
+        }
+    }
+
+    /// A call whose outcome is settled: logged once, its transactions disowned.
+    fn forget(&mut self, cx: &mut Ctx<'_>, call: &CallState) {
+        cx.wire.owners.remove(&call.server_tx);
+        for tx in call.branches.iter().filter_map(|b| b.tx) {
+            cx.wire.owners.remove(&tx);
+        }
+        let answered = matches!(call.exec.phase(), Phase::Answered { .. });
+        if answered {
+            self.stats.answered += 1;
+        } else {
+            self.stats.unanswered += 1;
+            cx.presence.model_mut().call_ended(&call.call_id);
+        }
+        let outcome = match call.exec.phase() {
+            Phase::Answered { branch } => format!(
+                "answered by {}",
+                call.branches
+                    .get(*branch)
+                    .map(|b| b.what.as_str())
+                    .unwrap_or("?")
+            ),
+            _ => "not answered".to_string(),
+        };
+        tracing::info!(
+            call_id = %call.call_id,
+            from = %call.from,
+            to = %call.to,
+            outcome,
+            path = %call.exec.history().join("; "),
+            "call routed"
+        );
+    }
+
+    /// A CANCEL from the caller (§16.10): 200 to it; every branch cancelled; 487 to the
+    /// INVITE.
+    pub(crate) fn cancel(&mut self, cx: &mut Ctx<'_>, cancel_tx: TxId, key: u64, req: &Request) {
+        let now = cx.now;
+        let ok = message::response(req, 200, Some(&cx.wire.tag()), &cx.wire.server);
+        cx.wire.respond(cancel_tx, ok, now);
+        if let Some(call) = self.calls.get_mut(&key) {
+            call.cancel_reason = req
+                .headers
+                .iter()
+                .find(|h| matches!(h, Header::Reason(_)))
+                .cloned();
+            if call.final_sent {
+                return;
+            }
+            call.exec.caller_cancelled(now.mono);
+            call.final_sent = true;
+            let tag = cx.wire.tag();
+            let resp = message::response(&call.invite, 487, Some(&tag), &cx.wire.server);
+            cx.wire.respond(call.server_tx, resp, now);
+        }
+        self.drive(cx, key);
+    }
+
+    /// A response to one of a call's branches.
+    pub(crate) fn branch_response(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        dialogs: &mut Dialogs,
+        key: u64,
+        branch: BranchId,
+        mut resp: Response,
+    ) {
+        let now = cx.now;
+        let code = resp.status_code.code();
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        proxy::strip_top_via(&mut resp);
+        message::keep_reason_phrase(&mut resp);
+        let Some(b) = call.branches.get_mut(branch) else {
+            return;
+        };
+        let server_tx = call.server_tx;
+        if code < 200 {
+            if !b.provisional {
+                b.provisional = true;
+                if let Some(cause) = b.cancel.take() {
+                    if let Some(tx) = b.tx {
+                        let reason = cancel_reason(cause, &call.cancel_reason);
+                        send_cancel(cx, tx, b.peer, reason);
+                    }
+                    return;
+                }
+            }
+            // §16.7 step 5: provisional responses other than 100 are relayed.
+            if code > 100 && !call.final_sent && b.cancel.is_none() {
+                cx.wire.respond(server_tx, resp, now);
+            }
+            return;
+        }
+        if (200..300).contains(&code) {
+            let first = !b.done;
+            b.done = true;
+            if first {
+                let b = &call.branches[branch];
+                let answer = Answer {
+                    call_id: &call.call_id,
+                    invite: &call.invite,
+                    response: &resp,
+                    caller: call.caller_user.as_deref(),
+                    caller_peer: cx.wire.transactions.peer(server_tx),
+                    callee: b.user.as_deref(),
+                    callee_leg: &format!("b{branch}"),
+                    callee_peer: b.peer,
+                };
+                dialogs.track(cx, answer);
+            }
+            // §16.7 step 9: every 2xx is relayed at once (retransmissions too).
+            cx.wire.relay_2xx(server_tx, resp, now);
+            if first {
+                call.final_sent = true;
+                call.exec.branch_answered(branch, now.mono);
+                self.drive(cx, key);
+            }
+            return;
+        }
+        // A final failure.
+        if b.done {
+            return;
+        }
+        b.done = true;
+        b.cancel = None;
+        if let Some(u) = &b.user {
+            cx.presence
+                .model_mut()
+                .leg_ended(u, &call.call_id, &format!("b{branch}"));
+        }
+        b.response = Some(resp);
+        call.exec.branch_failed(branch, code, now.mono);
+        self.drive(cx, key);
+    }
+
+    /// A branch got no final response: its transaction timed out (`timer_c`: it rang
+    /// too long) or could not reach its peer.
+    pub(crate) fn branch_failed(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        key: u64,
+        branch: BranchId,
+        code: u16,
+        timer_c: bool,
+    ) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let Some(b) = call.branches.get_mut(branch) else {
+            return;
+        };
+        if timer_c && b.provisional {
+            // §16.8: a branch that rang too long is cancelled (or given up when it never
+            // answered at all).
+            if let Some(tx) = b.tx {
+                send_cancel(cx, tx, b.peer, None);
+            }
+        }
+        if !b.done {
+            b.done = true;
+            if let Some(u) = &b.user {
+                cx.presence
+                    .model_mut()
+                    .leg_ended(u, &call.call_id, &format!("b{branch}"));
+            }
+            call.exec.branch_failed(branch, code, cx.now.mono);
+        }
+        self.drive(cx, key);
+    }
+
+    /// A branch's transaction ended: without a final response, the branch failed (408).
+    pub(crate) fn branch_ended(&mut self, cx: &mut Ctx<'_>, key: u64, branch: BranchId) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        if let Some(b) = call.branches.get_mut(branch) {
+            b.tx = None;
+            if !b.done {
+                b.done = true;
+                call.exec.branch_failed(branch, 408, cx.now.mono);
+            }
+        }
+        self.drive(cx, key);
+    }
+
+    /// The caller's transaction ended (e.g. timer H): nothing more can be relayed.
+    pub(crate) fn caller_gone(&mut self, key: u64) {
+        if let Some(call) = self.calls.get_mut(&key) {
+            call.final_sent = true;
+        }
+    }
+
+    /// Calls whose timeline has something due.
+    pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>) {
+        while let Some(&(at, key)) = self.wakes.first() {
+            if at > cx.now.mono {
+                break;
+            }
+            self.wakes.remove(&(at, key));
+            if let Some(call) = self.calls.get_mut(&key) {
+                call.wake = None;
+                call.exec.handle_timeout(cx.now.mono);
+            }
+            self.drive(cx, key);
+        }
+    }
+}
+
+/// The Reason a branch's CANCEL carries.
+fn cancel_reason(cause: CancelCause, caller_reason: &Option<Header>) -> Option<Header> {
+    match cause {
+        CancelCause::CompletedElsewhere => Some(proxy::completed_elsewhere()),
+        CancelCause::CallerCancelled => caller_reason.clone(),
+        CancelCause::NoAnswer => None,
+    }
+}
+
+/// Starts a branch of call `key`: its target found, the INVITE forwarded to it. Err with
+/// the code the branch fails with when it cannot be started.
+fn start_branch(
+    cx: &mut Ctx<'_>,
+    key: u64,
+    call: &mut CallState,
+    start: crate::executor::BranchStart,
+) -> Result<(), u16> {
+    let now = cx.now;
+    let policy = cx.directory.policy();
+    let index = start.branch;
+    while call.branches.len() <= index {
+        call.branches.push(Branch {
+            tx: None,
+            peer: None,
+            user: None,
+            what: String::new(),
+            provisional: false,
+            cancel: None,
+            response: None,
+            done: false,
+        });
+    }
+    let (uri, dest, user, what) = match &start.target {
+        BranchTarget::Device { user, device } => {
+            let binding = cx
+                .registrar
+                .lookup(user, now.unix)
+                .into_iter()
+                .filter(|b| b.contact == *device)
+                .reduce(|a, b| if newer(b, a) { b } else { a })
+                .cloned();
+            let Some(b) = binding else {
+                tracing::info!(call_id = %call.call_id, user, device, "device no longer registered");
+                return Err(480);
+            };
+            let Some(peer) = binding_peer(&b) else {
+                tracing::info!(call_id = %call.call_id, user, device, "device's connection is closed");
+                return Err(503);
+            };
+            (
+                b.contact.clone(),
+                peer,
+                Some(user.clone()),
+                format!("{user} at {}", b.contact),
+            )
+        }
+        BranchTarget::External { number, trunk } => {
+            let Some(t) = trunk.as_ref().and_then(|t| policy.trunk(t)) else {
+                tracing::info!(call_id = %call.call_id, number, "no trunk carries this number");
+                return Err(404);
+            };
+            let Some(trunk_uri) = t.uri.clone() else {
+                tracing::info!(call_id = %call.call_id, trunk = %t.id, "trunk has no uri for outbound calls");
+                return Err(503);
+            };
+            let Some((transport, addr)) = proxy::uri_target(&trunk_uri) else {
+                tracing::warn!(call_id = %call.call_id, uri = %trunk_uri, "trunk uri is not an IP address (names are not resolved yet)");
+                return Err(503);
+            };
+            let hp = proxy::host_port(addr);
+            let tp = transport.uri_suffix();
+            (
+                format!("sip:{number}@{hp}{tp}"),
+                Peer {
+                    transport,
+                    addr,
+                    conn: None,
+                },
+                None,
+                format!("{number} via trunk {}", t.id),
+            )
+        }
+        BranchTarget::Destination { id, uri } => {
+            let Some(dest) = peer_for_uri(cx.registrar, uri, now) else {
+                tracing::warn!(call_id = %call.call_id, destination = %id, uri, "destination uri is not an IP address (names are not resolved yet)");
+                return Err(503);
+            };
+            (uri.clone(), dest, None, format!("destination {id}"))
+        }
+    };
+    let Ok(uri) = switchboard_sip::parse::uri_as_written(&uri) else {
+        return Err(480);
+    };
+    let Some(local_out) = cx.wire.local_for(dest.transport, dest.addr.ip()) else {
+        tracing::warn!(call_id = %call.call_id, transport = %dest.transport, "no listener to send this branch from");
+        return Err(503);
+    };
+    let params = &call.rr_params;
+    let rr_out = proxy::own_uri(dest.transport, local_out, params);
+    let mut rr = vec![rr_out.clone()];
+    // §16.6 step 4: two Record-Routes when the two sides reach us differently.
+    let rr_in = proxy::own_uri(call.inbound.transport, call.inbound.addr, params);
+    if rr_in != rr_out {
+        rr.push(rr_in);
+    }
+    let via = proxy::via_value(
+        dest.transport,
+        local_out,
+        &cx.wire.branch(Some(call.loop_key)),
+    );
+    let mut out = proxy::forward(&call.invite, Some(uri), &via, &rr);
+    apply_identity(&cx.config.realm, &mut out, call, &start.caller_id, policy);
+    let owner = Owner::Branch {
+        call: key,
+        branch: index,
+    };
+    let tx = match cx.wire.send_request(out, dest, owner, now) {
+        Ok(tx) => tx,
+        Err(e) => {
+            tracing::warn!(call_id = %call.call_id, error = %e, "branch not sent");
+            return Err(500);
+        }
+    };
+    if let Some(u) = &user {
+        cx.presence
+            .model_mut()
+            .leg(u, &call.call_id, &format!("b{index}"), LegState::Ringing);
+    }
+    tracing::debug!(call_id = %call.call_id, branch = index, to = %dest, what, "branch started");
+    let b = &mut call.branches[index];
+    b.tx = Some(tx);
+    b.peer = Some(dest);
+    b.user = user;
+    b.what = what;
+    Ok(())
+}
+
+/// Cancels a branch (§16.10): at once once it has rung, else when it first does (§9.1).
+fn cancel_branch(cx: &mut Ctx<'_>, call: &mut CallState, branch: BranchId, cause: CancelCause) {
+    let Some(b) = call.branches.get_mut(branch) else {
+        return;
+    };
+    if let Some(u) = &b.user {
+        cx.presence
+            .model_mut()
+            .leg_ended(u, &call.call_id, &format!("b{branch}"));
+    }
+    let Some(tx) = b.tx else {
+        return;
+    };
+    if !b.provisional {
+        // §9.1: no CANCEL before a provisional response; it goes when one arrives.
+        b.cancel = Some(cause);
+        return;
+    }
+    let reason = cancel_reason(cause, &call.cancel_reason);
+    send_cancel(cx, tx, b.peer, reason);
+}
+
+/// Identity headers of a branch: our realm's credentials consumed; the caller's
+/// identity asserted (P-Asserted-Identity, RFC 3325) as the plan says.
+fn apply_identity(
+    realm: &str,
+    req: &mut Request,
+    call: &CallState,
+    rule: &CallerIdRule,
+    policy: &Policy,
+) {
+    let ours = format!("realm=\"{realm}\"");
+    req.headers.retain(|h| match h {
+        Header::ProxyAuthorization(a) => !a.value().contains(&ours),
+        _ => true,
+    });
+    let asserted = match rule {
+        CallerIdRule::Number { number, display } => {
+            // The rung party sees this number: From shows it too (its tag kept, so
+            // the dialog is the caller's own).
+            let name = display.as_deref().map(quote);
+            let uri = format!("sip:{}@{realm}", quote(number));
+            let value = match &name {
+                Some(n) => format!("\"{n}\" <{uri}>"),
+                None => format!("<{uri}>"),
+            };
+            let tag = req
+                .from_header()
+                .ok()
+                .and_then(|f| message::tag_of(f.value()).map(str::to_string));
+            for h in req.headers.iter_mut() {
+                if let Header::From(_) = h {
+                    *h = Header::From(
+                        match &tag {
+                            Some(t) => format!("{value};tag={t}"),
+                            None => value.clone(),
+                        }
+                        .into(),
+                    );
+                    break;
+                }
+            }
+            Some(value)
+        }
+        CallerIdRule::Caller => match &call.caller_user {
+            Some(u) => policy.user(u).map(|user| {
+                format!(
+                    "\"{}\" <sip:{}@{realm}>",
+                    quote(&user.display_name),
+                    quote(&user.extension)
+                )
+            }),
+            // A trunk's assertion is trusted and passed on.
+            None if call.caller_trunk => return,
+            None => None,
+        },
+    };
+    req.headers
+        .retain(|h| !matches!(h, Header::PAssertedIdentity(_)));
+    if let Some(v) = asserted {
+        req.headers.push(Header::PAssertedIdentity(v.into()));
+    }
+}
+
+#[cfg(test)]
+#[path = "calls_tests.rs"]
+mod tests;

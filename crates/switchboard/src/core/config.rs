@@ -1,0 +1,31 @@
+//! The core's settings, from the daemon's configuration (or a test's).
+
+use super::calls::RoutingConfig;
+use super::watchers::WatchersConfig;
+use std::time::Duration;
+use switchboard_sip::auth::Algorithm;
+use switchboard_sip::registrar::RegistrarConfig;
+use switchboard_sip::transaction::TimerConfig;
+
+/// Settings of the core.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    pub realm: String,
+    /// Domains (lower-case) and local addresses this server is responsible for.
+    pub domains: Vec<String>,
+    pub server: String,
+    pub timers: TimerConfig,
+    pub registrar: RegistrarConfig,
+    pub auth_required: bool,
+    /// What every digest challenge offers, in order, whoever the request claims to be.
+    pub auth_algorithms: Vec<Algorithm>,
+    pub nonce_lifetime: Duration,
+    pub max_failures: u32,
+    pub failure_window: Duration,
+    pub block: Duration,
+    pub routing: RoutingConfig,
+    pub watchers: WatchersConfig,
+    /// The seed of every random number the core makes (tags, branches, nonces): secret,
+    /// from the operating system, in the daemon; fixed in tests and replays.
+    pub seed: [u8; 32],
+}
