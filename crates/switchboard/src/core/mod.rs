@@ -9,7 +9,8 @@
 //! `Core` owns its sub-machines, each with its own tables and no reference back to the
 //! core: [`registrations`] (REGISTER), [`calls`] (initial INVITEs, their branches and
 //! CANCEL), [`dialogs`] (answered calls until their BYE), [`relays`] (requests inside
-//! dialogs), [`watchers`] (SUBSCRIBE, NOTIFY, PUBLISH, feature codes), the presence service,
+//! dialogs), [`watchers`] (SUBSCRIBE, NOTIFY), [`own_presence`] (PUBLISH, feature codes), the
+//! presence service,
 //! the [`auth_gate`] and the [`ledger`]. They are handed a [`context::Ctx`] of what they share,
 //! borrowed from the core's other fields; what one asks of another (a feature code's
 //! presence change, an answered call's dialog) goes through the core. [`Core::request_route`]
@@ -79,6 +80,7 @@ pub mod config;
 pub mod context;
 pub mod dialogs;
 pub mod ledger;
+pub mod own_presence;
 pub mod registrations;
 pub mod relays;
 pub mod targets;
@@ -88,7 +90,8 @@ pub mod wire;
 pub use auth_gate::GateStats;
 pub use calls::{RoutingConfig, RoutingStats};
 pub use config::CoreConfig;
-pub use watchers::{FeatureCodes, WatchersConfig};
+pub use own_presence::FeatureCodes;
+pub use watchers::WatchersConfig;
 pub use wire::{Now, Output};
 
 use auth_gate::AuthGate;
@@ -96,9 +99,10 @@ use calls::Calls;
 use context::ctx;
 use dialogs::Dialogs;
 use ledger::{Ledger, Pending};
+use own_presence::{OwnPresence, SipChange};
 use registrations::Registered;
 use relays::Relays;
-use watchers::{SipChange, Watchers};
+use watchers::Watchers;
 use wire::{in_dialog, LocalNames, Owner, Wire};
 
 /// Everything that happens to the core, handed in by [`Core::handle`] with the time.
@@ -176,6 +180,7 @@ pub struct Core {
     dialogs: Dialogs,
     relays: Relays,
     watchers: Watchers,
+    own_presence: OwnPresence,
     /// People with presence changes on their way to the store, and how many.
     presence_writes: HashMap<String, usize>,
     /// Changes waiting for those, per person, in order.
@@ -216,6 +221,7 @@ impl Core {
             dialogs: Dialogs::new(routing.dialog_probe_secs, routing.max_call_secs),
             relays: Relays::new(routing.route_secret),
             watchers: Watchers::new(&config.watchers, entropy.fork()),
+            own_presence: OwnPresence::new(&config.watchers),
             wire: Wire {
                 transactions: TransactionLayer::new(config.timers),
                 owners: GrowingMap::new(),
@@ -357,6 +363,7 @@ impl Core {
         let expiry = self.registrar.next_expiry().map(at_unix);
         let profile_end = self.presence.next_end().map(|t| at_unix(t.max(0) as u64));
         let subscription_end = self.watchers.next_expiry().map(at_unix);
+        let publication_end = self.own_presence.next_expiry().map(at_unix);
         [
             self.wire.transactions.poll_timeout(),
             expiry,
@@ -364,6 +371,7 @@ impl Core {
             self.calls.poll_timeout(),
             self.dialogs.poll_timeout(now),
             subscription_end,
+            publication_end,
         ]
         .into_iter()
         .flatten()
@@ -389,6 +397,7 @@ impl Core {
         self.calls.timeout(&mut ctx!(self, now));
         self.dialogs.timeout(&mut ctx!(self, now));
         self.watchers.timeout(&mut ctx!(self, now));
+        self.own_presence.timeout(&mut ctx!(self, now));
         self.handle_tx_events(now);
         let mut cx = ctx!(self, now);
         let lapsed = cx.registrar.expire(now.unix);
@@ -518,11 +527,12 @@ impl Core {
     ///   PRACK, REFER, NOTIFY, MESSAGE…) is relayed along the dialog's route (`relays`);
     /// - INVITE: admitted by `calls` (loops, routes, domain; the caller: a trunk by
     ///   source or credentials, a user by digest, 407); a user dialling a feature code
-    ///   changes their presence (`watchers`, then stored); any other call is planned and
-    ///   forked (`calls`);
+    ///   changes their presence (`own_presence`, then made and stored here); any other
+    ///   call is planned and forked (`calls`);
     /// - REGISTER: `registrations` (digest, 401), stored before its 200;
     /// - OPTIONS: answered here, 200 with what we allow;
-    /// - SUBSCRIBE and PUBLISH: `watchers` (digest, 401);
+    /// - SUBSCRIBE: `watchers` (digest, 401), stored before its 200;
+    /// - PUBLISH: `own_presence` (digest, 401), the change made and stored here;
     /// - BYE, UPDATE, INFO, PRACK, NOTIFY outside a dialog: 481;
     /// - REFER and MESSAGE outside a dialog: 501; anything else: 405.
     fn request_route(&mut self, outcome: ServerOutcome, peer: Peer, local: ListenAddr, now: Now) {
@@ -569,9 +579,9 @@ impl Core {
                 let Some(call) = self.calls.admit(cx, tx, req, peer) else {
                     return; // refused, or challenged
                 };
-                match self.watchers.feature_code(&call) {
+                match self.own_presence.feature_code(&call) {
                     Some(feature) => {
-                        let change = self.watchers.feature_change(cx, call, feature);
+                        let change = self.own_presence.feature_change(cx, call, feature);
                         self.sip_presence_change(change, now)
                     }
                     None => self.calls.start(cx, call, local),
@@ -587,7 +597,7 @@ impl Core {
             }
             Method::Subscribe => self.watchers.subscribe(cx, tx, req, peer, local),
             Method::Publish => {
-                if let Some(change) = self.watchers.publish_request(cx, tx, req, peer) {
+                if let Some(change) = self.own_presence.publish_request(cx, tx, req, peer) {
                     self.sip_presence_change(change, now);
                 }
             }

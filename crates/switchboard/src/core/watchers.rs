@@ -1,27 +1,20 @@
-//! Presence over SIP, what phones use: colleagues' call status for BLF lamps (the dialog
-//! event package, RFC 4235) and their presence with its status message (RFC 3856, PIDF,
-//! `<note>`); a phone's own presence by PUBLISH (RFC 3903); and feature codes dialled from a
-//! phone (`*78` Do Not Disturb on, `*79` off, `*3` + a profile number).
+//! Watchers: colleagues' call status for BLF lamps (the dialog event package, RFC 4235) and
+//! their presence with its status message (RFC 3856, PIDF, `<note>`), as phones subscribe
+//! to them. (What a phone sets about its own person is in [`super::own_presence`].)
 //!
 //! Subscriptions follow RFC 6665 ([`switchboard_sip::subscription::Notifier`]): a NOTIFY at
 //! once, another on every change of what the subscriber sees, a final one when the
 //! subscription ends or expires. Changes are collected by the presence model and notified
 //! once the event that caused them is handled. A subscription is stored before its 200
-//! (it survives a restart, and its subscriber is told what it shows then). Changes made by
-//! PUBLISH and feature codes go to the core as a [`SipChange`], stored before they are
-//! answered like the API's.
+//! (it survives a restart, and its subscriber is told what it shows then).
 //!
-//! A sub-machine of the core: it owns the subscriptions, the publications and the feature
-//! codes, and is handed a [`Ctx`].
+//! A sub-machine of the core: it owns the subscriptions and is handed a [`Ctx`].
 
-use super::calls::Admitted;
 use super::context::Ctx;
 use super::ledger::Pending;
 use super::wire::{in_dialog, Owner, Wire};
-use crate::presence_service::{self, Command};
 use std::collections::HashMap;
-use switchboard_policy::Caller;
-use switchboard_presence::model::{Availability, CallStatus, Interface};
+use switchboard_presence::model::{Availability, CallStatus};
 use switchboard_sip::entropy::Entropy;
 use switchboard_sip::events::{self, DialogState, Package, PresenceDoc};
 use switchboard_sip::message;
@@ -37,76 +30,20 @@ use switchboard_sip::transport::ListenAddr;
 use switchboard_store::tables::SUBSCRIPTIONS;
 use switchboard_store::Write;
 
-/// Feature codes dialled from a phone (configurable in `[features]`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FeatureCodes {
-    pub dnd_on: String,
-    pub dnd_off: String,
-    /// Followed by a profile number: activates that profile.
-    pub profile_prefix: String,
-}
-
-impl Default for FeatureCodes {
-    fn default() -> Self {
-        FeatureCodes {
-            dnd_on: "*78".into(),
-            dnd_off: "*79".into(),
-            profile_prefix: "*3".into(),
-        }
-    }
-}
-
-/// Settings of presence over SIP.
+/// Settings of presence over SIP (subscriptions, and the feature codes of
+/// [`super::own_presence`]).
 #[derive(Clone, Debug, Default)]
 pub struct WatchersConfig {
     pub subscriptions: NotifierConfig,
-    pub features: FeatureCodes,
-}
-
-/// What a feature code asks.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Feature {
-    DndOn,
-    DndOff,
-    Profile(String),
-}
-
-impl FeatureCodes {
-    fn parse(&self, dialled: &str) -> Option<Feature> {
-        if dialled == self.dnd_on {
-            return Some(Feature::DndOn);
-        }
-        if dialled == self.dnd_off {
-            return Some(Feature::DndOff);
-        }
-        let n = dialled.strip_prefix(self.profile_prefix.as_str())?;
-        (!n.is_empty() && n.len() <= 4 && n.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| Feature::Profile(n.to_string()))
-    }
-}
-
-/// A published state (RFC 3903 §4): its entity tag names it for refreshes.
-pub(crate) struct Publication {
-    pub person: String,
-    pub expires_at: u64,
-    /// The status it set, and the one it replaced (back when it ends).
-    pub set: Availability,
-    pub previous: Availability,
+    pub features: super::own_presence::FeatureCodes,
 }
 
 /// Presence over SIP (see the module's documentation).
 pub(crate) struct Watchers {
     /// Subscriptions to people's dialog and presence state.
     pub notifier: Notifier,
-    pub features: FeatureCodes,
-    /// SIP-ETag → publication.
-    pub publications: HashMap<String, Publication>,
-    /// (expiry, SIP-ETag) of every publication, earliest first.
-    pub publication_ends: std::collections::BTreeSet<(u64, String)>,
     /// Subscriptions not stored yet: not answered, so not notified either.
-    pub unconfirmed: std::collections::HashSet<SubId>,
-    /// The longest expiry a publication gets.
-    pub max_publish_expires: u32,
+    unconfirmed: std::collections::HashSet<SubId>,
 }
 
 /// What a subscription shows.
@@ -117,56 +54,17 @@ enum Current {
 }
 
 impl Watchers {
-    /// Files a publication under its entity tag (replacing one with the same tag).
-    fn publish(&mut self, etag: String, p: Publication) {
-        self.unpublish(&etag);
-        self.publication_ends.insert((p.expires_at, etag.clone()));
-        self.publications.insert(etag, p);
-    }
-
-    fn unpublish(&mut self, etag: &str) -> Option<Publication> {
-        let p = self.publications.remove(etag)?;
-        self.publication_ends
-            .remove(&(p.expires_at, etag.to_string()));
-        Some(p)
-    }
-
-    /// When the next subscription or publication ends (Unix seconds).
-    pub fn next_expiry(&self) -> Option<u64> {
-        let publication = self.publication_ends.first().map(|(t, _)| *t + 1);
-        self.notifier
-            .next_expiry()
-            .into_iter()
-            .chain(publication)
-            .min()
-    }
-
     pub fn new(config: &WatchersConfig, entropy: Entropy) -> Self {
         Watchers {
             notifier: Notifier::new(config.subscriptions, entropy),
-            features: config.features.clone(),
-            publications: HashMap::new(),
-            publication_ends: std::collections::BTreeSet::new(),
             unconfirmed: std::collections::HashSet::new(),
-            max_publish_expires: config.subscriptions.max_expires,
         }
     }
-}
 
-/// Largest number of publications kept (each phone has one).
-const MAX_PUBLICATIONS: usize = 10_000;
-/// Publication expiry bounds (RFC 3903 §4.1).
-const PUBLISH_MIN: u32 = 60;
-const PUBLISH_DEFAULT: u32 = 3600;
-
-/// A presence change a phone asked over SIP (PUBLISH, a feature code): made by the core,
-/// stored, then answered `ok`.
-pub(crate) struct SipChange {
-    pub tx: TxId,
-    pub req: Request,
-    pub user: String,
-    pub command: Command,
-    pub ok: Response,
+    /// When the next subscription ends (Unix seconds).
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.notifier.next_expiry()
+    }
 }
 
 impl Watchers {
@@ -352,7 +250,7 @@ impl Watchers {
 
     /// Takes back the subscriptions kept across a restart, and tells each what it shows now
     /// (lamps may have changed meanwhile).
-    pub fn restore(&mut self, cx: &mut Ctx<'_>, rows: Vec<(String, Vec<u8>)>) -> usize {
+    pub(crate) fn restore(&mut self, cx: &mut Ctx<'_>, rows: Vec<(String, Vec<u8>)>) -> usize {
         let now = cx.now;
         let mut subs = Vec::new();
         let mut stale = Vec::new();
@@ -498,332 +396,6 @@ impl Watchers {
             self.send_notify(cx, id, SubState::Terminated(Some("timeout")));
             self.drop_subscription(cx, id);
         }
-        let expired: Vec<String> = self
-            .publication_ends
-            .iter()
-            .take_while(|(t, _)| *t < now.unix)
-            .map(|(_, tag)| tag.clone())
-            .collect();
-        for tag in expired {
-            if let Some(p) = self.unpublish(&tag) {
-                tracing::info!(user = %p.person, "published presence expired");
-                withdraw(cx, p);
-            }
-        }
-    }
-
-    // ---- PUBLISH ------------------------------------------------------------------------
-
-    /// A phone publishes its own presence (RFC 3903): its PIDF sets the person's status and
-    /// message, stored before the 200 (with a SIP-ETag for refreshes).
-    pub(crate) fn publish_request(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        tx: TxId,
-        req: Request,
-        peer: Peer,
-    ) -> Option<SipChange> {
-        let now = cx.now;
-        let event = req
-            .headers
-            .iter()
-            .find_map(|h| match h {
-                Header::Event(e) => Some(e.value().to_string()),
-                _ => None,
-            })
-            .unwrap_or_default();
-        if Package::from_event(&event) != Some(Package::Presence) {
-            {
-                cx.wire.reply_to(
-                    tx,
-                    &req,
-                    489,
-                    vec![Header::Other("Allow-Events".into(), "presence".into())],
-                    now,
-                );
-                return None;
-            }
-        }
-        let user = cx.authenticate_user(tx, &req, peer)?;
-        let person = cx.resource_of(tx, &req)?;
-        if person != user {
-            {
-                cx.wire.reply_to(
-                    tx,
-                    &req,
-                    403,
-                    vec![message::warning("only your own presence")],
-                    now,
-                );
-                return None;
-            }
-        }
-        let header = |name: &str| {
-            req.headers.iter().find_map(|h| match h {
-                Header::Other(n, v) if n.eq_ignore_ascii_case(name) => Some(v.trim().to_string()),
-                _ => None,
-            })
-        };
-        let expires = req
-            .headers
-            .iter()
-            .find_map(|h| match h {
-                Header::Expires(e) => e.value().trim().parse::<u32>().ok(),
-                _ => None,
-            })
-            .unwrap_or(PUBLISH_DEFAULT);
-        if expires != 0 && expires < PUBLISH_MIN {
-            {
-                cx.wire.reply_to(
-                    tx,
-                    &req,
-                    423,
-                    vec![Header::MinExpires(PUBLISH_MIN.to_string().into())],
-                    now,
-                );
-                return None;
-            }
-        }
-        let expires = expires.min(self.max_publish_expires);
-        let if_match = header("SIP-If-Match");
-        if let Some(tag) = &if_match {
-            if self
-                .publications
-                .get(tag)
-                .is_none_or(|p| p.person != person)
-            {
-                // §6 step 4: an unknown entity tag is 412.
-                {
-                    cx.wire.reply_to(tx, &req, 412, Vec::new(), now);
-                    return None;
-                }
-            }
-        }
-        // §6 steps 2-3: an initial publication carries a document, a PIDF one.
-        let has_body = !req.body.is_empty();
-        if if_match.is_none() && !has_body {
-            {
-                cx.wire.reply_to(
-                    tx,
-                    &req,
-                    400,
-                    vec![message::warning("an initial PUBLISH carries a document")],
-                    now,
-                );
-                return None;
-            }
-        }
-        let content_type = req.headers.iter().find_map(|h| match h {
-            Header::ContentType(c) => Some(c.value().to_ascii_lowercase()),
-            _ => None,
-        });
-        if has_body
-            && !content_type
-                .as_deref()
-                .is_some_and(|c| c.trim().starts_with(events::PIDF))
-        {
-            {
-                cx.wire.reply_to(
-                    tx,
-                    &req,
-                    415,
-                    vec![Header::Accept(events::PIDF.into())],
-                    now,
-                );
-                return None;
-            }
-        }
-        let etag = match if_match.clone() {
-            Some(e) => e,
-            None => cx.wire.tag(),
-        };
-        if expires == 0 {
-            // §6 step 6: the publication is removed, and with it the state it set.
-            let gone = self.unpublish(&etag);
-            let mut resp = message::response(&req, 200, None, &cx.wire.server);
-            resp.headers.push(Header::Expires("0".into()));
-            cx.wire.respond(tx, resp, now);
-            if let Some(p) = gone {
-                withdraw(cx, p);
-            }
-            return None;
-        }
-        if if_match.is_none() && self.publications.len() >= MAX_PUBLICATIONS {
-            {
-                cx.wire
-                    .reply_to(tx, &req, 503, vec![Header::RetryAfter("60".into())], now);
-                return None;
-            }
-        }
-        let mut ok = message::response(&req, 200, None, &cx.wire.server);
-        ok.headers
-            .push(Header::Other("SIP-ETag".into(), etag.clone()));
-        ok.headers.push(Header::Expires(expires.to_string().into()));
-        let expires_at = now.unix + u64::from(expires);
-        if !has_body {
-            // A refresh (§4.3): the state stays as published.
-            if let Some(mut p) = self.unpublish(&etag) {
-                p.expires_at = expires_at;
-                self.publish(etag, p);
-            }
-            {
-                cx.wire.respond(tx, ok, now);
-                return None;
-            }
-        }
-        let doc = match events::parse_pidf(&req.body) {
-            Ok(d) => d,
-            Err(e) => {
-                cx.wire
-                    .reply_to(tx, &req, 400, vec![message::warning(&e.to_string())], now);
-                return None;
-            }
-        };
-        let (status, text) = published_status(&doc);
-        // What the publication replaces returns when it ends (a modification keeps what the
-        // first one replaced).
-        let previous = match self.publications.get(&etag) {
-            Some(p) => p.previous,
-            None => cx
-                .presence
-                .model()
-                .get(&person)
-                .map(|p| p.availability)
-                .unwrap_or(Availability::Available),
-        };
-        self.publish(
-            etag,
-            Publication {
-                person: person.clone(),
-                expires_at,
-                set: status,
-                previous,
-            },
-        );
-        let command = Command::SetStatus {
-            user: person.clone(),
-            status: status.as_str().to_string(),
-            text,
-            until: None,
-        };
-        Some(SipChange {
-            tx,
-            req,
-            user: person,
-            command,
-            ok,
-        })
-    }
-
-    // ---- feature codes ------------------------------------------------------------------
-
-    /// The feature code a call dials, if it is one (only users have them).
-    pub(crate) fn feature_code(&self, call: &Admitted) -> Option<Feature> {
-        match &call.caller {
-            Caller::User(_) => self.features.parse(&call.dialled),
-            _ => None,
-        }
-    }
-
-    /// The presence change a feature code asks: answered, once stored, with 480 and the
-    /// outcome in plain words.
-    pub(crate) fn feature_change(
-        &self,
-        cx: &mut Ctx<'_>,
-        call: Admitted,
-        feature: Feature,
-    ) -> SipChange {
-        let user = match &call.caller {
-            Caller::User(u) => u.clone(),
-            _ => String::new(),
-        };
-        let user = user.as_str();
-        let command = match &feature {
-            Feature::DndOn => Command::SetStatus {
-                user: user.to_string(),
-                status: Availability::DoNotDisturb.as_str().into(),
-                text: None,
-                until: None,
-            },
-            Feature::DndOff => Command::SetStatus {
-                user: user.to_string(),
-                status: profile_availability(cx, user).as_str().into(),
-                text: None,
-                until: None,
-            },
-            Feature::Profile(n) => Command::SetProfile {
-                user: user.to_string(),
-                profile: n.clone(),
-                until: None,
-                message: None,
-            },
-        };
-        let what = match &feature {
-            Feature::DndOn => "Do Not Disturb On".to_string(),
-            Feature::DndOff => "Do Not Disturb Off".to_string(),
-            Feature::Profile(n) => format!("Profile {n} Active"),
-        };
-        // There is no media to say so: the call ends at once with 480 and the outcome in
-        // plain words where phones show it (the reason phrase), and in Reason and Warning.
-        let tag = cx.wire.tag();
-        let mut done = message::response(&call.req, 480, Some(&tag), &cx.wire.server);
-        message::set_reason_phrase(&mut done, &what);
-        done.headers.push(proxy::reason(480, &what));
-        done.headers.push(message::warning(&what));
-        tracing::info!(user, code = %call.dialled, what, "feature code");
-        SipChange {
-            tx: call.tx,
-            req: call.req,
-            user: user.to_string(),
-            command,
-            ok: done,
-        }
-    }
-}
-
-/// A publication that ended (removed or expired): the status it set gives way to the one
-/// it replaced, unless something else changed the status since (the later change wins).
-fn withdraw(cx: &mut Ctx<'_>, p: Publication) {
-    let current = cx.presence.model().get(&p.person).map(|x| x.availability);
-    if current != Some(p.set) || p.set == p.previous {
-        return;
-    }
-    let request = presence_service::Request {
-        who: p.person.clone(),
-        admin: false,
-        via: Interface::Sip,
-        command: Command::SetStatus {
-            user: p.person.clone(),
-            status: p.previous.as_str().to_string(),
-            text: None,
-            until: None,
-        },
-    };
-    let policy = cx.directory.policy();
-    match cx.presence.handle(&request, policy, cx.now.unix as i64) {
-        Ok(Err(pending)) => cx.persist_unacknowledged(pending.writes),
-        Ok(Ok(_)) => {}
-        Err(e) => {
-            tracing::info!(user = %p.person, error = %e.message, "published status not withdrawn")
-        }
-    }
-}
-
-/// The availability the person's active profile gives (what Do Not Disturb off returns
-/// to); Available when that is Do Not Disturb itself.
-fn profile_availability(cx: &Ctx<'_>, user: &str) -> Availability {
-    let policy = cx.directory.policy();
-    let a = cx
-        .presence
-        .model()
-        .get(user)
-        .and_then(|p| cx.presence.overlay().profile(policy, user, &p.profile.id))
-        .map(|e| presence_service::availability(e.profile.availability))
-        .unwrap_or(Availability::Available);
-    if a == Availability::DoNotDisturb {
-        Availability::Available
-    } else {
-        a
     }
 }
 
@@ -892,22 +464,6 @@ fn presence_doc(
         activities: activity.into_iter().map(str::to_string).collect(),
         note: (!parts.is_empty()).then(|| parts.join(" - ")),
     }
-}
-
-/// The status a published PIDF asks for, and its note (as a Custom text or a message).
-fn published_status(doc: &PresenceDoc) -> (Availability, Option<String>) {
-    if !doc.open {
-        return (Availability::Unavailable, doc.note.clone());
-    }
-    let has = |a: &str| doc.activities.iter().any(|x| x == a);
-    let status = if has("busy") {
-        Availability::Busy
-    } else if has("away") || has("meal") || has("vacation") || has("holiday") {
-        Availability::Away
-    } else {
-        Availability::Available
-    };
-    (status, doc.note.clone())
 }
 
 #[cfg(test)]
