@@ -51,6 +51,7 @@ fuzz_target!(|data: &[u8]| {
         max_failures: 3,
         failure_window: Duration::from_secs(60),
         block: Duration::from_secs(60),
+        trusted: Vec::new(),
         routing: RoutingConfig {
             route_secret: [7; 32],
             ..RoutingConfig::default()

@@ -412,7 +412,9 @@ fn parse_hours(s: &str) -> Option<(Vec<usize>, u16, u16)> {
     (from < to).then_some((days, from, to))
 }
 
-fn parse_network(s: &str) -> Option<Network> {
+/// A network as written in a policy or config: `192.0.2.0/24`, `2001:db8::/32`, or one
+/// address.
+pub fn parse_network(s: &str) -> Option<Network> {
     let (addr, prefix) = match s.split_once('/') {
         Some((a, p)) => (a, Some(p.parse::<u8>().ok()?)),
         None => (s, None),

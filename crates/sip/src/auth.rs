@@ -167,37 +167,51 @@ impl Authenticator {
         &self.config.realm
     }
 
-    fn nonce_mac(&self, issued: u64, salt: u64) -> String {
+    /// The MAC that binds a nonce to when it was issued, to the address it was issued to
+    /// and to the realm: a nonce fetched from one address is not good from another.
+    fn nonce_mac(&self, issued: u64, salt: u64, source: IpAddr) -> String {
         let mut h = Sha256::new();
         h.update(self.key);
+        h.update(self.config.realm.as_bytes());
+        h.update([0]);
         h.update(issued.to_be_bytes());
         h.update(salt.to_be_bytes());
+        match source.to_canonical() {
+            IpAddr::V4(a) => h.update(a.octets()),
+            IpAddr::V6(a) => h.update(a.octets()),
+        }
         hex::encode(&h.finalize()[..12])
     }
 
     /// Fixed width (zero-padded), so that a nonce's length says nothing about the request.
-    fn new_nonce(&mut self, now: Instant) -> String {
+    fn new_nonce(&mut self, source: IpAddr, now: Instant) -> String {
         let issued = now.saturating_duration_since(self.epoch).as_secs();
         let salt = self.entropy.u64();
-        format!("{issued:08x}.{salt:016x}.{}", self.nonce_mac(issued, salt))
+        let mac = self.nonce_mac(issued, salt, source);
+        format!("{issued:08x}.{salt:016x}.{mac}")
     }
 
-    /// The issue time of a nonce this authenticator made, or None for a foreign or forged one.
-    fn nonce_issued(&self, nonce: &str) -> Option<u64> {
+    /// The issue time of a nonce this authenticator made for `source`, or None for a
+    /// foreign or forged one, or one issued to another address.
+    fn nonce_issued(&self, nonce: &str, source: IpAddr) -> Option<u64> {
         let mut parts = nonce.split('.');
         let issued = u64::from_str_radix(parts.next()?, 16).ok()?;
         let salt = u64::from_str_radix(parts.next()?, 16).ok()?;
         let mac = parts.next()?;
-        if parts.next().is_some() || !constant_time_eq(mac, &self.nonce_mac(issued, salt)) {
-            return None;
-        }
-        Some(issued)
+        let ours = constant_time_eq(mac, &self.nonce_mac(issued, salt, source));
+        (parts.next().is_none() && ours).then_some(issued)
     }
 
-    /// The challenge headers for a 401 (or 407): one per configured algorithm, in the
-    /// configured order, whoever the request claims to be.
-    pub fn challenge(&mut self, stale: bool, role: Role, now: Instant) -> Vec<Header> {
-        let nonce = self.new_nonce(now);
+    /// The challenge headers for a 401 (or 407) to a request from `source`: one per
+    /// configured algorithm, in the configured order, whoever the request claims to be.
+    pub fn challenge(
+        &mut self,
+        stale: bool,
+        role: Role,
+        source: IpAddr,
+        now: Instant,
+    ) -> Vec<Header> {
+        let nonce = self.new_nonce(source, now);
         self.config
             .algorithms
             .iter()
@@ -219,12 +233,27 @@ impl Authenticator {
             .collect()
     }
 
-    /// Checks the request's credentials for our realm. `lookup` gives a user's credential
-    /// by username, or None for an unknown user.
+    /// The user name a request's credentials for our realm claim, unchecked.
+    pub fn claimed_username(&self, req: &Request, role: Role) -> Option<String> {
+        req.headers
+            .iter()
+            .filter_map(|h| match (role, h) {
+                (Role::Server, Header::Authorization(a)) => Some(a.value()),
+                (Role::Proxy, Header::ProxyAuthorization(a)) => Some(a.value()),
+                _ => None,
+            })
+            .filter_map(parse_digest)
+            .find(|p| p.get("realm").map(String::as_str) == Some(self.config.realm.as_str()))
+            .and_then(|mut p| p.remove("username"))
+    }
+
+    /// Checks the credentials of a request from `source` for our realm. `lookup` gives a
+    /// user's credential by username, or None for an unknown user.
     pub fn verify(
         &mut self,
         req: &Request,
         role: Role,
+        source: IpAddr,
         lookup: impl Fn(&str) -> Option<Credential>,
         now: Instant,
     ) -> Verdict {
@@ -267,8 +296,10 @@ impl Authenticator {
         if !self.config.algorithms.contains(&algorithm) {
             return Verdict::Challenge { stale: false };
         }
-        let Some(issued) = self.nonce_issued(nonce) else {
-            // Not ours (say, from before a restart): a fresh challenge, not a failure.
+        let Some(issued) = self.nonce_issued(nonce, source) else {
+            // Not ours (say, from before a restart), or fetched from another address (an
+            // answer sent with a forged source): a fresh challenge, not a failure — a
+            // failure would count against the address the request claims to come from.
             return Verdict::Challenge { stale: false };
         };
         let age = now
@@ -452,99 +483,12 @@ pub fn parse_digest(value: &str) -> Option<HashMap<String, String>> {
     Some(out)
 }
 
-/// Counts authentication failures per source address and blocks sources that fail too often.
-pub struct Throttle {
-    max_failures: u32,
-    window: Duration,
-    block: Duration,
-    max_sources: usize,
-    sources: HashMap<IpAddr, SourceState>,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct SourceState {
-    failures: u32,
-    window_start: Instant,
-    blocked_until: Option<Instant>,
-}
-
-/// What [`Throttle::record_failure`] decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailureOutcome {
-    Counted(u32),
-    /// This failure blocked the source until the given instant.
-    Blocked(Instant),
-}
-
-impl Throttle {
-    pub fn new(max_failures: u32, window: Duration, block: Duration) -> Self {
-        Throttle {
-            max_failures: max_failures.max(1),
-            window,
-            block,
-            max_sources: 100_000,
-            sources: HashMap::new(),
-        }
-    }
-
-    /// Whether requests from `ip` are refused at `now`.
-    pub fn is_blocked(&self, ip: IpAddr, now: Instant) -> bool {
-        self.sources
-            .get(&ip)
-            .and_then(|s| s.blocked_until)
-            .is_some_and(|until| now < until)
-    }
-
-    /// Records a failed authentication from `ip`.
-    pub fn record_failure(&mut self, ip: IpAddr, now: Instant) -> FailureOutcome {
-        if self.sources.len() >= self.max_sources && !self.sources.contains_key(&ip) {
-            self.expire(now);
-        }
-        let s = self.sources.entry(ip).or_insert(SourceState {
-            failures: 0,
-            window_start: now,
-            blocked_until: None,
-        });
-        if now.saturating_duration_since(s.window_start) > self.window {
-            s.failures = 0;
-            s.window_start = now;
-        }
-        s.failures += 1;
-        if s.failures >= self.max_failures {
-            let until = now + self.block;
-            s.blocked_until = Some(until);
-            s.failures = 0;
-            s.window_start = now;
-            FailureOutcome::Blocked(until)
-        } else {
-            FailureOutcome::Counted(s.failures)
-        }
-    }
-
-    /// A success clears the source's failure count (not an active block).
-    pub fn record_success(&mut self, ip: IpAddr) {
-        if let Some(s) = self.sources.get_mut(&ip) {
-            s.failures = 0;
-        }
-    }
-
-    /// Drops state that no longer matters.
-    pub fn expire(&mut self, now: Instant) {
-        let window = self.window;
-        self.sources.retain(|_, s| {
-            s.blocked_until.is_some_and(|u| now < u)
-                || now.saturating_duration_since(s.window_start) <= window
-        });
-    }
-
-    pub fn tracked_sources(&self) -> usize {
-        self.sources.len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where the test requests come from.
+    const SRC: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 9));
     use crate::msg::SipMessage;
     use crate::parse::{parse, Limits};
 
@@ -608,10 +552,10 @@ mod tests {
     fn md5_and_sha256_succeed_when_offered() {
         let (mut a, t0) = auth_offering(&BOTH);
         for alg in [Algorithm::Md5, Algorithm::Sha256] {
-            let ch = a.challenge(false, Role::Server, t0);
+            let ch = a.challenge(false, Role::Server, SRC, t0);
             let req = answered(alg, "alice", "pw", &nonce_of(&ch[0]), 1);
             assert_eq!(
-                a.verify(&req, Role::Server, |_| cred(&BOTH), t0),
+                a.verify(&req, Role::Server, SRC, |_| cred(&BOTH), t0),
                 Verdict::Authenticated {
                     username: "alice".into()
                 }
@@ -630,10 +574,10 @@ mod tests {
             },
             algorithms: vec![Algorithm::Md5],
         };
-        let ch = a.challenge(false, Role::Server, t0);
+        let ch = a.challenge(false, Role::Server, SRC, t0);
         let req = answered(Algorithm::Md5, "alice", "pw", &nonce_of(&ch[0]), 1);
         assert!(matches!(
-            a.verify(&req, Role::Server, |_| Some(c.clone()), t0),
+            a.verify(&req, Role::Server, SRC, |_| Some(c.clone()), t0),
             Verdict::Authenticated { .. }
         ));
     }
@@ -641,10 +585,10 @@ mod tests {
     #[test]
     fn algorithm_not_allowed_for_user_fails() {
         let (mut a, t0) = auth();
-        let ch = a.challenge(false, Role::Server, t0);
+        let ch = a.challenge(false, Role::Server, SRC, t0);
         let req = answered(Algorithm::Md5, "alice", "pw", &nonce_of(&ch[0]), 1);
         assert!(matches!(
-            a.verify(&req, Role::Server, |_| cred(&[Algorithm::Sha256]), t0),
+            a.verify(&req, Role::Server, SRC, |_| cred(&[Algorithm::Sha256]), t0),
             Verdict::Failed { .. }
         ));
     }
@@ -652,11 +596,11 @@ mod tests {
     #[test]
     fn wrong_password_and_unknown_user_fail_alike() {
         let (mut a, t0) = auth();
-        let n = nonce_of(&a.challenge(false, Role::Server, t0)[0]);
+        let n = nonce_of(&a.challenge(false, Role::Server, SRC, t0)[0]);
         let wrong = answered(Algorithm::Md5, "alice", "nope", &n, 1);
         let unknown = answered(Algorithm::Md5, "mallory", "pw", &n, 1);
-        let v1 = a.verify(&wrong, Role::Server, |_| cred(&DEFAULT_ALGORITHMS), t0);
-        let v2 = a.verify(&unknown, Role::Server, |_| None, t0);
+        let v1 = a.verify(&wrong, Role::Server, SRC, |_| cred(&DEFAULT_ALGORITHMS), t0);
+        let v2 = a.verify(&unknown, Role::Server, SRC, |_| None, t0);
         assert!(matches!(
             v1,
             Verdict::Failed {
@@ -676,15 +620,15 @@ mod tests {
     #[test]
     fn replayed_nonce_count_is_refused() {
         let (mut a, t0) = auth();
-        let n = nonce_of(&a.challenge(false, Role::Server, t0)[0]);
+        let n = nonce_of(&a.challenge(false, Role::Server, SRC, t0)[0]);
         let look = |_: &str| cred(&DEFAULT_ALGORITHMS);
         let r1 = answered(Algorithm::Md5, "alice", "pw", &n, 1);
         assert!(matches!(
-            a.verify(&r1, Role::Server, look, t0),
+            a.verify(&r1, Role::Server, SRC, look, t0),
             Verdict::Authenticated { .. }
         ));
         assert!(matches!(
-            a.verify(&r1, Role::Server, look, t0),
+            a.verify(&r1, Role::Server, SRC, look, t0),
             Verdict::Failed {
                 why: "replayed nonce-count",
                 ..
@@ -692,7 +636,7 @@ mod tests {
         ));
         let r2 = answered(Algorithm::Md5, "alice", "pw", &n, 2);
         assert!(matches!(
-            a.verify(&r2, Role::Server, look, t0),
+            a.verify(&r2, Role::Server, SRC, look, t0),
             Verdict::Authenticated { .. }
         ));
     }
@@ -700,19 +644,25 @@ mod tests {
     #[test]
     fn old_nonce_is_stale_and_forged_nonce_rechallenged() {
         let (mut a, t0) = auth();
-        let n = nonce_of(&a.challenge(false, Role::Server, t0)[0]);
+        let n = nonce_of(&a.challenge(false, Role::Server, SRC, t0)[0]);
         let r = answered(Algorithm::Md5, "alice", "pw", &n, 1);
         let later = t0 + Duration::from_secs(301);
         assert_eq!(
-            a.verify(&r, Role::Server, |_| cred(&DEFAULT_ALGORITHMS), later),
+            a.verify(&r, Role::Server, SRC, |_| cred(&DEFAULT_ALGORITHMS), later),
             Verdict::Challenge { stale: true }
         );
         let forged = answered(Algorithm::Md5, "alice", "pw", "0.1.abcdef", 1);
         assert_eq!(
-            a.verify(&forged, Role::Server, |_| cred(&DEFAULT_ALGORITHMS), t0),
+            a.verify(
+                &forged,
+                Role::Server,
+                SRC,
+                |_| cred(&DEFAULT_ALGORITHMS),
+                t0
+            ),
             Verdict::Challenge { stale: false }
         );
-        let ch = a.challenge(true, Role::Server, t0);
+        let ch = a.challenge(true, Role::Server, SRC, t0);
         assert_eq!(ch.len(), 1);
         let Header::WwwAuthenticate(w) = &ch[0] else {
             panic!()
@@ -724,7 +674,7 @@ mod tests {
     #[test]
     fn the_default_challenge_is_one_md5_header() {
         let (mut a, t0) = auth();
-        let ch = a.challenge(false, Role::Proxy, t0);
+        let ch = a.challenge(false, Role::Proxy, SRC, t0);
         assert_eq!(ch.len(), 1, "{ch:?}");
         let Header::ProxyAuthenticate(p) = &ch[0] else {
             panic!("{ch:?}")
@@ -738,7 +688,7 @@ mod tests {
     #[test]
     fn configured_algorithms_are_offered_in_order_with_one_nonce() {
         let (mut a, t0) = auth_offering(&BOTH);
-        let ch = a.challenge(false, Role::Server, t0);
+        let ch = a.challenge(false, Role::Server, SRC, t0);
         let algs: Vec<String> = ch
             .iter()
             .map(|h| {
@@ -755,10 +705,10 @@ mod tests {
     #[test]
     fn an_answer_with_an_algorithm_not_offered_is_challenged_again() {
         let (mut a, t0) = auth();
-        let n = nonce_of(&a.challenge(false, Role::Server, t0)[0]);
+        let n = nonce_of(&a.challenge(false, Role::Server, SRC, t0)[0]);
         let req = answered(Algorithm::Sha256, "alice", "pw", &n, 1);
         assert_eq!(
-            a.verify(&req, Role::Server, |_| cred(&BOTH), t0),
+            a.verify(&req, Role::Server, SRC, |_| cred(&BOTH), t0),
             Verdict::Challenge { stale: false }
         );
     }
@@ -768,7 +718,7 @@ mod tests {
         let (mut a, t0) = auth();
         let lengths: std::collections::BTreeSet<usize> = (0..2000u64)
             .map(|i| {
-                let h = &a.challenge(false, Role::Server, t0 + Duration::from_secs(i * 37))[0];
+                let h = &a.challenge(false, Role::Server, SRC, t0 + Duration::from_secs(i * 37))[0];
                 nonce_of(h).len()
             })
             .collect();
@@ -780,9 +730,9 @@ mod tests {
         let (mut a, t0) = auth();
         for i in 0..20u64 {
             let now = t0 + Duration::from_secs(i);
-            let n = nonce_of(&a.challenge(false, Role::Server, now)[0]);
+            let n = nonce_of(&a.challenge(false, Role::Server, SRC, now)[0]);
             let r = answered(Algorithm::Md5, "alice", "pw", &n, 1);
-            a.verify(&r, Role::Server, |_| cred(&DEFAULT_ALGORITHMS), now);
+            a.verify(&r, Role::Server, SRC, |_| cred(&DEFAULT_ALGORITHMS), now);
             assert!(a.tracked_nonces() <= 5);
         }
     }
@@ -791,26 +741,26 @@ mod tests {
     fn a_forgotten_nonce_is_stale_not_replayable() {
         let (mut a, t0) = auth();
         let look = |_: &str| cred(&DEFAULT_ALGORITHMS);
-        let first = nonce_of(&a.challenge(false, Role::Server, t0)[0]);
+        let first = nonce_of(&a.challenge(false, Role::Server, SRC, t0)[0]);
         let r1 = answered(Algorithm::Md5, "alice", "pw", &first, 1);
         assert!(matches!(
-            a.verify(&r1, Role::Server, look, t0),
+            a.verify(&r1, Role::Server, SRC, look, t0),
             Verdict::Authenticated { .. }
         ));
         // Push it out of the table (max 4 tracked).
         for i in 1..=5u64 {
             let now = t0 + Duration::from_secs(i);
-            let n = nonce_of(&a.challenge(false, Role::Server, now)[0]);
+            let n = nonce_of(&a.challenge(false, Role::Server, SRC, now)[0]);
             let r = answered(Algorithm::Md5, "alice", "pw", &n, 1);
             assert!(matches!(
-                a.verify(&r, Role::Server, look, now),
+                a.verify(&r, Role::Server, SRC, look, now),
                 Verdict::Authenticated { .. }
             ));
         }
         assert_eq!(a.tracked_nonces(), 4);
         let later = t0 + Duration::from_secs(6);
         assert_eq!(
-            a.verify(&r1, Role::Server, look, later),
+            a.verify(&r1, Role::Server, SRC, look, later),
             Verdict::Challenge { stale: true }
         );
     }
@@ -826,21 +776,35 @@ mod tests {
     }
 
     #[test]
-    fn throttle_blocks_then_releases() {
-        let t0 = Instant::now();
-        let mut t = Throttle::new(3, Duration::from_secs(60), Duration::from_secs(10));
-        let ip: IpAddr = "127.0.0.9".parse().unwrap();
-        assert_eq!(t.record_failure(ip, t0), FailureOutcome::Counted(1));
-        assert_eq!(t.record_failure(ip, t0), FailureOutcome::Counted(2));
+    fn a_nonce_is_good_only_from_the_address_it_was_issued_to() {
+        let (mut a, t0) = auth();
+        let n = nonce_of(&a.challenge(false, Role::Server, SRC, t0)[0]);
+        let look = |_: &str| cred(&DEFAULT_ALGORITHMS);
+        // Wrong credentials over a nonce fetched from SRC, sent as if from elsewhere: a
+        // fresh challenge, never a failure (which would count against the other address).
+        let wrong = answered(Algorithm::Md5, "alice", "nope", &n, 1);
+        let elsewhere: IpAddr = "127.0.0.10".parse().unwrap();
+        assert_eq!(
+            a.verify(&wrong, Role::Server, elsewhere, look, t0),
+            Verdict::Challenge { stale: false }
+        );
+        // Good credentials too: only from SRC.
+        let right = answered(Algorithm::Md5, "alice", "pw", &n, 1);
+        assert_eq!(
+            a.verify(&right, Role::Server, elsewhere, look, t0),
+            Verdict::Challenge { stale: false }
+        );
         assert!(matches!(
-            t.record_failure(ip, t0),
-            FailureOutcome::Blocked(_)
+            a.verify(&right, Role::Server, SRC, look, t0),
+            Verdict::Authenticated { .. }
         ));
-        assert!(t.is_blocked(ip, t0 + Duration::from_secs(9)));
-        assert!(!t.is_blocked(ip, t0 + Duration::from_secs(10)));
-        assert!(!t.is_blocked("127.0.0.8".parse().unwrap(), t0));
-        t.expire(t0 + Duration::from_secs(100));
-        assert_eq!(t.tracked_sources(), 0);
+        // An IPv4 source seen as IPv4-mapped IPv6 (a dual-stack socket) is the same address.
+        let mapped: IpAddr = "::ffff:127.0.0.9".parse().unwrap();
+        let again = answered(Algorithm::Md5, "alice", "pw", &n, 2);
+        assert!(matches!(
+            a.verify(&again, Role::Server, mapped, look, t0),
+            Verdict::Authenticated { .. }
+        ));
     }
 
     proptest::proptest! {

@@ -29,6 +29,7 @@ pub mod peer;
 pub mod proxy;
 pub mod registrar;
 pub mod subscription;
+pub mod throttle;
 pub mod transaction;
 pub mod transport;
 pub mod wire;

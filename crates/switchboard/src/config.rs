@@ -214,6 +214,7 @@ struct RawAuth {
     max_failures: Spanned<u32>,
     failure_window_secs: u64,
     block_secs: u64,
+    trusted_networks: Vec<Spanned<String>>,
 }
 
 impl Default for RawAuth {
@@ -225,6 +226,7 @@ impl Default for RawAuth {
             max_failures: Spanned::new(0..0, 10),
             failure_window_secs: 60,
             block_secs: 300,
+            trusted_networks: Vec::new(),
         }
     }
 }
@@ -292,6 +294,8 @@ pub struct Config {
     pub max_failures: u32,
     pub failure_window_secs: u64,
     pub block_secs: u64,
+    /// Networks whose requests are never counted or blocked for failed authentication.
+    pub trusted_networks: Vec<switchboard_policy::Network>,
     pub state_dir: PathBuf,
     /// The policy file or directory; None: the built-in example policy.
     pub policy_path: Option<PathBuf>,
@@ -538,6 +542,20 @@ impl Config {
                 format!("{max} is below min_expires ({min})"),
             );
         }
+        let mut trusted_networks = Vec::new();
+        for (i, n) in raw.auth.trusted_networks.iter().enumerate() {
+            match switchboard_policy::parse_network(n.get_ref()) {
+                Some(net) => trusted_networks.push(net),
+                None => err(
+                    n.span(),
+                    &format!("auth.trusted_networks[{i}]"),
+                    format!(
+                        "{:?} is not an address or a network like \"192.0.2.0/24\"",
+                        n.get_ref()
+                    ),
+                ),
+            }
+        }
         let mut auth_algorithms = Vec::new();
         if raw.auth.algorithms.get_ref().is_empty() {
             err(
@@ -640,6 +658,7 @@ impl Config {
             max_contacts_per_aor: max_contacts as usize,
             auth_required: raw.auth.required,
             auth_algorithms,
+            trusted_networks,
             nonce_lifetime_secs: nonce_life,
             max_failures: *raw.auth.max_failures.get_ref(),
             failure_window_secs: raw.auth.failure_window_secs,

@@ -76,6 +76,7 @@ fn core_config(c: &Config, route_secret: [u8; 32]) -> CoreConfig {
         max_failures: c.max_failures,
         failure_window: Duration::from_secs(c.failure_window_secs),
         block: Duration::from_secs(c.block_secs),
+        trusted: c.trusted_networks.clone(),
         routing: RoutingConfig {
             max_calls: c.max_calls,
             max_ring: Duration::from_secs(c.max_ring_secs),

@@ -98,6 +98,7 @@ pub(crate) fn config(auth: bool) -> CoreConfig {
         max_failures: 3,
         failure_window: Duration::from_secs(60),
         block: Duration::from_secs(60),
+        trusted: Vec::new(),
         routing: RoutingConfig {
             route_secret: [9; 32],
             ..RoutingConfig::default()

@@ -244,17 +244,41 @@ fn ipv6_options() {
 #[test]
 fn retransmitted_register_is_answered_from_the_transaction() {
     let d = Daemon::start(Options::default());
-    let text = request("REGISTER", "");
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(WAIT)).unwrap();
     let mut buf = [0u8; 4096];
-    sock.send_to(text.as_bytes(), d.addr()).unwrap();
-    let (n, _) = sock.recv_from(&mut buf).unwrap();
-    let first = String::from_utf8_lossy(&buf[..n]).to_string();
-    sock.send_to(text.as_bytes(), d.addr()).unwrap();
-    let (n, _) = sock.recv_from(&mut buf).unwrap();
-    let second = String::from_utf8_lossy(&buf[..n]).to_string();
-    assert_eq!(status_of(&first), 401);
-    // The same response, nonce and To tag included: it came from the transaction.
+    let mut exchange = |text: &str| {
+        sock.send_to(text.as_bytes(), d.addr()).unwrap();
+        let (n, _) = sock.recv_from(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    // Unauthenticated, it is answered statelessly: a copy of the request is a new request,
+    // challenged again with a fresh nonce (nothing was kept of the first).
+    let text = request("REGISTER", "Contact: <sip:alice@127.0.0.1:9>\r\n");
+    let first = exchange(&text);
+    let second = exchange(&text);
+    assert_eq!(status_of(&first), 401, "{first}");
+    assert_eq!(status_of(&second), 401, "{second}");
+    let nonce = |r: &str| challenge_param(&header_values(r, "WWW-Authenticate")[0], "nonce");
+    assert_ne!(nonce(&first), nonce(&second));
+    // Answered, it makes a transaction: its copy gets the same 200, To tag included.
+    let nonce = nonce(&second).unwrap();
+    let uri = format!("sip:{REALM}");
+    let md5 = |s: String| switchboard_sip::auth::Algorithm::Md5.hash(&s);
+    let ha1 = md5(format!("alice:{REALM}:alice-secret"));
+    let ha2 = md5(format!("REGISTER:{uri}"));
+    let response = md5(format!("{ha1}:{nonce}:00000001:c1:auth:{ha2}"));
+    let auth = format!(
+        "Authorization: Digest username=\"alice\", realm=\"{REALM}\", nonce=\"{nonce}\", \
+         uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, \
+         cnonce=\"c1\"\r\n"
+    );
+    let text = request(
+        "REGISTER",
+        &format!("Contact: <sip:alice@127.0.0.1:9>\r\n{auth}"),
+    );
+    let first = exchange(&text);
+    let second = exchange(&text);
+    assert_eq!(status_of(&first), 200, "{first}");
     assert_eq!(first, second);
 }

@@ -99,6 +99,23 @@ impl TransactionLayer {
         }
     }
 
+    /// Answers a new server transaction's request statelessly (RFC 3261 §16.11, §8.2.6):
+    /// the response goes out once, to where the transaction would have sent it, and the
+    /// transaction is forgotten — nothing is kept for a request nobody has vouched for. A
+    /// retransmission of the request is a new request, answered again; the ACK to a
+    /// stateless final response to an INVITE matches nothing and is dropped.
+    pub fn respond_stateless(&mut self, id: TxId, resp: &Response) -> Result<(), TxError> {
+        let tx = self.txs.get(id.0).ok_or(TxError::Unknown)?;
+        match tx.kind {
+            Kind::ServerInvite | Kind::ServerNonInvite => {}
+            Kind::ClientInvite | Kind::ClientNonInvite => return Err(TxError::NotServer),
+        }
+        let peer = tx.peer;
+        self.transmit(peer, Bytes::from(crate::wire::response_bytes(resp)));
+        self.terminate(id);
+        Ok(())
+    }
+
     /// Sends a response through a server transaction: provisional responses keep it
     /// going; a final one completes it (§17.2.1, §17.2.2) or, for a 2xx to INVITE, moves it
     /// to Accepted (RFC 6026 §7.1), where further 2xx — the TU's retransmissions — pass for

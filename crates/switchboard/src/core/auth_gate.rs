@@ -2,19 +2,44 @@
 //! it: REGISTER and SUBSCRIBE/PUBLISH as a UAS (`401`), INVITE as a proxy (`407`).
 //!
 //! A sub-machine of the core: it owns the authenticator (nonces, nonce counts) and the
-//! throttle (failures and blocks per source), is handed the directory it checks against,
-//! and answers with a [`Gate`] — it sends nothing itself. The challenge is the same for
-//! every user name, known or not.
+//! throttle (failures and blocks per source and per user, see
+//! [`switchboard_sip::throttle`]), is handed the directory it checks against, and answers
+//! with a [`Gate`] — it sends nothing itself. The challenge is the same for every user
+//! name, known or not; its nonce is good only from the address it was sent to, so a
+//! wrong answer sent with another's address is challenged again, never counted against
+//! that address.
+//!
+//! Trunks (by source address or by their credentials) and the operator's trusted networks
+//! are never counted or blocked. A blocked user's credentials are refused (403, the same
+//! answer whether they are right or wrong) except from addresses it authenticated from
+//! lately.
+//!
+//! Blocks, unblocks and failures are logged under the target `switchboard::security`, one
+//! line each in a fixed format that log watchers such as fail2ban can match
+//! (docs/security.md):
+//!
+//! ```text
+//! auth-fail source=203.0.113.7 user=alice method=REGISTER why="wrong credentials" failures=3
+//! auth-block source=203.0.113.7 seconds=300
+//! auth-block user=alice source=203.0.113.7 seconds=600
+//! auth-unblock source=203.0.113.7
+//! auth-unblock user=alice
+//! ```
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
-use switchboard_sip::auth::{Authenticator, FailureOutcome, Role, Throttle, Verdict};
+use std::time::Instant;
+use switchboard_policy::Network;
+use switchboard_sip::auth::{Authenticator, Role, Verdict};
 use switchboard_sip::message;
 use switchboard_sip::msg::headers::Header;
 use switchboard_sip::msg::Request;
 use switchboard_sip::peer::Peer;
+use switchboard_sip::throttle::{Count, Throttle, Unblocked};
 
 use crate::directory::Directory;
+
+/// The log target of the lines about failures and blocks.
+pub const SECURITY: &str = "switchboard::security";
 
 /// What the gate says of a request.
 #[derive(Debug)]
@@ -29,42 +54,78 @@ pub(crate) enum Gate {
 /// Counters of the gate.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GateStats {
-    /// Credentials that were wrong (each counted against its source).
+    /// Credentials that were wrong.
     pub failures: u64,
-    /// Requests refused because their source is blocked.
+    /// Requests refused because their source, or the user they claim, is blocked.
     pub blocked: u64,
 }
 
 pub(crate) struct AuthGate {
     auth: Authenticator,
     throttle: Throttle,
-    /// How long a block lasts (for the log line).
-    block: Duration,
+    /// Networks whose requests are never counted or blocked.
+    trusted: Vec<Network>,
     pub(crate) stats: GateStats,
 }
 
+/// A name from a request as it may appear in a log line: printable, no spaces or quotes,
+/// at most 64 characters.
+fn printable(name: &str) -> String {
+    name.chars()
+        .take(64)
+        .map(|c| {
+            if c.is_control() || c.is_whitespace() || c == '"' || c == '=' {
+                '?'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 impl AuthGate {
-    pub(crate) fn new(auth: Authenticator, throttle: Throttle, block: Duration) -> Self {
+    pub(crate) fn new(auth: Authenticator, throttle: Throttle, trusted: Vec<Network>) -> Self {
         AuthGate {
             auth,
             throttle,
-            block,
+            trusted,
             stats: GateStats::default(),
         }
     }
 
+    /// Whether requests from `source` are never counted or blocked: a trusted network, or
+    /// a trunk's address.
+    fn exempt(&self, source: IpAddr, directory: &dyn Directory) -> bool {
+        let ip = source.to_canonical();
+        self.trusted.iter().any(|n| n.contains(ip))
+            || directory.policy().trunk_for_source(ip).is_some()
+    }
+
     /// Whether requests from `source` are refused for now (counted when they are).
-    pub(crate) fn blocked(&mut self, source: IpAddr, now: Instant) -> bool {
-        let blocked = self.throttle.is_blocked(source, now);
+    pub(crate) fn blocked(
+        &mut self,
+        source: IpAddr,
+        directory: &dyn Directory,
+        now: Instant,
+    ) -> bool {
+        let blocked = self.throttle.source_blocked(source, now) && !self.exempt(source, directory);
         if blocked {
             self.stats.blocked += 1;
         }
         blocked
     }
 
-    /// The headers of the 403 to a request from a blocked source.
+    /// The headers of the 403 to a request from a blocked source, or for a blocked user.
     pub(crate) fn blocked_headers() -> Vec<Header> {
         vec![message::warning("too many failed attempts; try later")]
+    }
+
+    fn blocked_answer(&mut self) -> Gate {
+        self.stats.blocked += 1;
+        Gate::Answer {
+            code: 403,
+            headers: Self::blocked_headers(),
+        }
     }
 
     /// Checks a request's credentials, as a UAS (`Role::Server`, 401) or a proxy
@@ -77,18 +138,31 @@ impl AuthGate {
         directory: &dyn Directory,
         now: Instant,
     ) -> Gate {
-        if self.blocked(peer.addr.ip(), now) {
-            return Gate::Answer {
-                code: 403,
-                headers: Self::blocked_headers(),
-            };
+        let ip = peer.addr.ip();
+        let exempt = self.exempt(ip, directory);
+        let is_trunk = |u: &str| directory.trunk_of_username(u).is_some();
+        if !exempt && self.throttle.source_blocked(ip, now) {
+            // A trunk's own credentials still get through a blocked address.
+            let claimed = self.auth.claimed_username(req, role);
+            if !claimed.as_deref().is_some_and(is_trunk) {
+                return self.blocked_answer();
+            }
         }
-        match self
+        let verdict = self
             .auth
-            .verify(req, role, |u| directory.credential(u), now)
-        {
+            .verify(req, role, ip, |u| directory.credential(u), now);
+        // A blocked user is refused the same way whether its credentials are right or
+        // wrong (a guess must not learn it was right), but from addresses it proved itself
+        // from lately.
+        let user_blocked = |gate: &Self, u: &str| {
+            !exempt && !is_trunk(u) && gate.throttle.user_blocked(u, ip, now)
+        };
+        match verdict {
             Verdict::Authenticated { username } => {
-                self.throttle.record_success(peer.addr.ip());
+                if user_blocked(self, &username) {
+                    return self.blocked_answer();
+                }
+                self.throttle.record_success(ip, &username, now);
                 Gate::Passed(username)
             }
             Verdict::Challenge { stale } => Gate::Answer {
@@ -96,19 +170,35 @@ impl AuthGate {
                     Role::Server => 401,
                     Role::Proxy => 407,
                 },
-                headers: self.auth.challenge(stale, role, now),
+                headers: self.auth.challenge(stale, role, ip, now),
             },
             Verdict::Failed { username, why } => {
                 self.stats.failures += 1;
-                match self.throttle.record_failure(peer.addr.ip(), now) {
-                    FailureOutcome::Blocked(_) => tracing::warn!(
-                        source = %peer.addr.ip(),
-                        block_secs = self.block.as_secs(),
-                        "source blocked after repeated authentication failures"
-                    ),
-                    FailureOutcome::Counted(n) => {
-                        tracing::info!(from = %peer, username, why, failures = n, method = %req.method, "authentication failed")
+                let name = printable(&username);
+                let blocked = user_blocked(self, &username);
+                if exempt || is_trunk(&username) {
+                    tracing::info!(target: SECURITY, "auth-fail source={ip} user={name} method={} why=\"{why}\" failures=uncounted", req.method);
+                } else {
+                    // Only names that exist are counted per user: made-up names would
+                    // only fill the table (their source is counted all the same).
+                    let known = directory.credential(&username).is_some();
+                    let f =
+                        self.throttle
+                            .record_failure(ip, known.then_some(username.as_str()), now);
+                    let n = match f.source {
+                        Count::Counted(n) => n.to_string(),
+                        Count::Blocked(_) => "max".to_string(),
+                    };
+                    tracing::info!(target: SECURITY, "auth-fail source={ip} user={name} method={} why=\"{why}\" failures={n}", req.method);
+                    if let Count::Blocked(d) = f.source {
+                        tracing::warn!(target: SECURITY, "auth-block source={ip} seconds={}", d.as_secs());
                     }
+                    if let Some(Count::Blocked(d)) = f.user {
+                        tracing::warn!(target: SECURITY, "auth-block user={name} source={ip} seconds={}", d.as_secs());
+                    }
+                }
+                if blocked {
+                    return self.blocked_answer();
                 }
                 Gate::Answer {
                     code: 403,
@@ -122,9 +212,24 @@ impl AuthGate {
         }
     }
 
-    /// Forgets blocks and failure counts that have run out.
+    /// When a block ends next (so that its end is logged on time).
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.throttle.next_unblock()
+    }
+
+    /// Forgets blocks and failure counts that have run out, and logs the blocks that
+    /// ended.
     pub(crate) fn expire(&mut self, now: Instant) {
-        self.throttle.expire(now);
+        for ended in self.throttle.expire(now) {
+            match ended {
+                Unblocked::Source(ip) => {
+                    tracing::info!(target: SECURITY, "auth-unblock source={ip}")
+                }
+                Unblocked::User(u) => {
+                    tracing::info!(target: SECURITY, "auth-unblock user={}", printable(&u))
+                }
+            }
+        }
     }
 }
 

@@ -240,12 +240,13 @@ pub(crate) struct Admitted {
 }
 
 impl Calls {
-    /// Refuses a call with `code`, a Warning saying why, and a log line.
+    /// Refuses an INVITE being admitted with `code`, a Warning saying why, and a log
+    /// line; statelessly, as nothing vouches for its sender yet.
     fn refuse(&mut self, cx: &mut Ctx<'_>, tx: TxId, req: &Request, code: u16, why: &str) {
         self.stats.refused += 1;
         tracing::info!(code, why, call_id = %call_id_of(req), "call refused");
         cx.wire
-            .reply_to(tx, req, code, vec![message::warning(why)], cx.now);
+            .reply_stateless(tx, req, code, vec![message::warning(why)]);
     }
 
     /// An initial INVITE (no To tag): loops, routes, domain and caller checked. None when
@@ -257,7 +258,7 @@ impl Calls {
         mut req: Request,
         peer: Peer,
     ) -> Option<Admitted> {
-        if cx.gate.blocked(peer.addr.ip(), cx.now.mono) {
+        if cx.gate.blocked(peer.addr.ip(), cx.directory, cx.now.mono) {
             self.refuse(cx, tx, &req, 403, "too many failed attempts; try later");
             return None;
         }

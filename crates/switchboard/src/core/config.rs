@@ -23,6 +23,8 @@ pub struct CoreConfig {
     pub max_failures: u32,
     pub failure_window: Duration,
     pub block: Duration,
+    /// Networks whose requests are never counted or blocked by the digest gate.
+    pub trusted: Vec<switchboard_policy::Network>,
     pub routing: RoutingConfig,
     pub watchers: WatchersConfig,
     /// The seed of every random number the core makes (tags, branches, nonces): secret,

@@ -64,7 +64,8 @@ impl Ctx<'_> {
     }
 
     /// Digest authentication of a request (RFC 7616) as a UAS (`401`) or a proxy (`407`),
-    /// through the one gate: the user name it proves, or None when it has been answered —
+    /// through the one gate: the user name it proves, or None when it has been answered
+    /// (statelessly: nothing is kept for a request that has not proved its sender) —
     /// challenged (the same challenge whoever it claims to be), refused 403 (a failure
     /// counted against its source, or a blocked source), or 400 when unreadable.
     pub fn digest(&mut self, tx: TxId, req: &Request, peer: Peer, role: Role) -> Option<String> {
@@ -74,7 +75,7 @@ impl Ctx<'_> {
         {
             Gate::Passed(username) => Some(username),
             Gate::Answer { code, headers } => {
-                self.wire.reply_to(tx, req, code, headers, self.now);
+                self.wire.reply_stateless(tx, req, code, headers);
                 None
             }
         }
@@ -98,7 +99,7 @@ impl Ctx<'_> {
         };
         if user.is_none() {
             let warning = vec![message::warning(why)];
-            self.wire.reply_to(tx, req, 403, warning, self.now);
+            self.wire.reply_stateless(tx, req, 403, warning);
         }
         user
     }

@@ -26,13 +26,14 @@ use crate::presence_service::{self, ErrorKind, PresenceError, PresenceService};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use switchboard_presence::model::Interface;
-use switchboard_sip::auth::{Authenticator, DigestConfig, Throttle};
+use switchboard_sip::auth::{Authenticator, DigestConfig};
 use switchboard_sip::entropy::Entropy;
 use switchboard_sip::message::{self, check_request, Capabilities};
 use switchboard_sip::msg::headers::Header;
 use switchboard_sip::msg::{Method, Request, SipMessage};
 use switchboard_sip::peer::Peer;
 use switchboard_sip::registrar::{Binding, Registrar};
+use switchboard_sip::throttle::{Throttle, ThrottleConfig};
 use switchboard_sip::transaction::{
     Action, ClientOutcome, ServerOutcome, Timer, TransactionLayer, TxId,
 };
@@ -213,7 +214,11 @@ impl Core {
             now.mono,
             entropy.fork(),
         );
-        let throttle = Throttle::new(config.max_failures, config.failure_window, config.block);
+        let throttle = Throttle::new(ThrottleConfig {
+            max_failures: config.max_failures,
+            window: config.failure_window,
+            block: config.block,
+        });
         let routing = config.routing;
         Core {
             presence: PresenceService::new(directory.policy()),
@@ -236,7 +241,7 @@ impl Core {
             queued_changes: HashMap::new(),
             renotify: Vec::new(),
             registrar: Registrar::new(config.registrar),
-            gate: AuthGate::new(auth, throttle, config.block),
+            gate: AuthGate::new(auth, throttle, config.trusted.clone()),
             config,
             directory,
             ledger: Ledger::new(),
@@ -366,6 +371,7 @@ impl Core {
         let publication_end = self.own_presence.next_expiry().map(at_unix);
         [
             self.wire.transactions.poll_timeout(),
+            self.gate.poll_timeout(),
             expiry,
             profile_end,
             self.calls.poll_timeout(),
@@ -501,9 +507,10 @@ impl Core {
             self.stats.rejected += 1;
             tracing::info!(from = %peer, method = %req.method, code = refusal.code, reason = %refusal.reason, "request refused");
             let resp = refusal.response(&req, &self.config.server);
-            // Through a transaction where one can be made, so retransmissions are absorbed.
+            // Statelessly, through a transaction made for the purpose (it finds where the
+            // response goes) and forgotten at once.
             match self.wire.transactions.handle_request(req, peer, now.mono) {
-                ServerOutcome::New(tx, _) => self.wire.respond(tx, resp, now),
+                ServerOutcome::New(tx, _) => self.wire.respond_stateless(tx, resp),
                 _ => self.wire.flush(),
             }
             return;
@@ -552,7 +559,9 @@ impl Core {
                     }
                     (_, Some(client)) => self.relays.cancel(cx, cancel_tx, client, &request),
                     // §9.2: nothing to cancel.
-                    _ => cx.wire.reply_to(cancel_tx, &request, 481, Vec::new(), now),
+                    _ => cx
+                        .wire
+                        .reply_stateless(cancel_tx, &request, 481, Vec::new()),
                 };
             }
             ServerOutcome::Ack(req) if in_dialog(&req) => {
@@ -566,7 +575,7 @@ impl Core {
         };
         if self.draining {
             let retry = vec![Header::RetryAfter("5".into())];
-            return cx.wire.reply_to(tx, &req, 503, retry, now);
+            return cx.wire.reply_stateless(tx, &req, 503, retry);
         }
         if in_dialog(&req) {
             if req.method == Method::Subscribe && self.watchers.notifier.find(&req).is_some() {
@@ -593,7 +602,7 @@ impl Core {
                     Header::Allow(CAPABILITIES.allow().into()),
                     Header::Accept("application/sdp".into()),
                 ];
-                cx.wire.reply_to(tx, &req, 200, headers, now)
+                cx.wire.reply_stateless(tx, &req, 200, headers)
             }
             Method::Subscribe => self.watchers.subscribe(cx, tx, req, peer, local),
             Method::Publish => {
@@ -603,16 +612,16 @@ impl Core {
             }
             // Methods that only exist inside a dialog (§15, RFC 3311/6086/3262/3515/6665).
             Method::Bye | Method::Update | Method::Info | Method::PRack | Method::Notify => {
-                cx.wire.reply_to(tx, &req, 481, Vec::new(), now)
+                cx.wire.reply_stateless(tx, &req, 481, Vec::new())
             }
             // Out-of-dialog REFER and MESSAGE are not served yet.
             Method::Refer | Method::Message => {
                 let allow = vec![Header::Allow(CAPABILITIES.allow().into())];
-                cx.wire.reply_to(tx, &req, 501, allow, now)
+                cx.wire.reply_stateless(tx, &req, 501, allow)
             }
             _ => {
                 let allow = vec![Header::Allow(CAPABILITIES.allow().into())];
-                cx.wire.reply_to(tx, &req, 405, allow, now)
+                cx.wire.reply_stateless(tx, &req, 405, allow)
             }
         }
     }
@@ -621,6 +630,7 @@ impl Core {
         let mut cx = ctx!(self, now);
         match registrations::register(&mut cx, &req, peer) {
             Registered::Answer(resp) => cx.wire.respond(tx, resp, now),
+            Registered::Refuse(resp) => cx.wire.respond_stateless(tx, resp),
             Registered::Store {
                 ok,
                 writes,

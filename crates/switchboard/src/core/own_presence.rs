@@ -163,16 +163,9 @@ impl OwnPresence {
             })
             .unwrap_or_default();
         if Package::from_event(&event) != Some(Package::Presence) {
-            {
-                cx.wire.reply_to(
-                    tx,
-                    &req,
-                    489,
-                    vec![Header::Other("Allow-Events".into(), "presence".into())],
-                    now,
-                );
-                return None;
-            }
+            let allow = vec![Header::Other("Allow-Events".into(), "presence".into())];
+            cx.wire.reply_stateless(tx, &req, 489, allow);
+            return None;
         }
         let user = cx.authenticate_user(tx, &req, peer)?;
         let person = cx.resource_of(tx, &req)?;

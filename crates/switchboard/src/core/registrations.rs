@@ -20,6 +20,9 @@ use switchboard_store::{tables, Write};
 pub(crate) enum Registered {
     /// Answer it now.
     Answer(Response),
+    /// Answer it now, statelessly: it did not prove its sender (a challenge, a refusal of
+    /// the gate, a domain not served here).
+    Refuse(Response),
     /// Make these writes durable, then answer `ok` — or, if the store refuses, roll the
     /// AoR back to `previous` and answer [`failed`].
     Store {
@@ -49,14 +52,22 @@ pub(crate) fn register(cx: &mut Ctx<'_>, req: &Request, peer: Peer) -> Registere
         resp.headers.extend(extra);
         resp
     };
-    let mut reply = |code: u16, extra: Vec<Header>| Registered::Answer(response(code, extra));
-    if gate.blocked(peer.addr.ip(), now.mono) {
-        return reply(403, AuthGate::blocked_headers());
+    // Answers before the sender has proved who it is go statelessly.
+    let mut reply = |code: u16, extra: Vec<Header>, proved: bool| {
+        let resp = response(code, extra);
+        if proved {
+            Registered::Answer(resp)
+        } else {
+            Registered::Refuse(resp)
+        }
+    };
+    if gate.blocked(peer.addr.ip(), directory, now.mono) {
+        return reply(403, AuthGate::blocked_headers(), false);
     }
     // §10.3 step 1: the registrar is responsible for the Request-URI's domain.
     let host = req.uri.host_with_port.host.to_string();
     if !local.is_local_host(&host) {
-        return reply(404, vec![message::warning("domain not served here")]);
+        return reply(404, vec![message::warning("domain not served here")], false);
     }
     // The AoR from To (§10.3 step 5).
     let to = req.to_header().ok().and_then(|t| t.typed().ok());
@@ -77,17 +88,15 @@ pub(crate) fn register(cx: &mut Ctx<'_>, req: &Request, peer: Peer) -> Registere
                 let own = directory.user_of_username(&username);
                 if own.is_none() || own != aor {
                     tracing::info!(from = %peer, username, "REGISTER for another user's address refused");
-                    return reply(
-                        403,
-                        vec![message::warning("not allowed to register this address")],
-                    );
+                    let why = vec![message::warning("not allowed to register this address")];
+                    return reply(403, why, true);
                 }
             }
-            Gate::Answer { code, headers } => return reply(code, headers),
+            Gate::Answer { code, headers } => return reply(code, headers, false),
         }
     }
     let Some(aor) = aor else {
-        return reply(404, vec![message::warning("no such user")]);
+        return reply(404, vec![message::warning("no such user")], auth_required);
     };
     let outcome = registrar.register(&aor, req, peer, now.unix);
     let resp = response(outcome.code, outcome.headers);

@@ -73,13 +73,19 @@ impl Relays {
         mut req: Request,
     ) {
         let now = cx.now;
+        // Statelessly: nothing vouches for the sender of a request that is not in one of
+        // our dialogs.
         let mut refuse = |cx: &mut Ctx<'_>, req: &Request, code: u16, why: &str| {
+            let Some(tx) = tx else {
+                // An ACK: never answered. One with no Route of ours acknowledges a
+                // stateless answer of ours (a challenge), and is simply absorbed.
+                tracing::debug!(call_id = %call_id_of(req), why, "ACK absorbed");
+                return;
+            };
             self.refused += 1;
             tracing::info!(method = %req.method, call_id = %call_id_of(req), code, why, "in-dialog request refused");
-            if let Some(tx) = tx {
-                cx.wire
-                    .reply_to(tx, req, code, vec![message::warning(why)], now);
-            }
+            cx.wire
+                .reply_stateless(tx, req, code, vec![message::warning(why)]);
         };
         let call_id = call_id_of(&req);
         let loop_key = proxy::loop_key(&req);

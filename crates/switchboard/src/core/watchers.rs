@@ -89,16 +89,11 @@ impl Watchers {
             .unwrap_or_default();
         let Some(package) = Package::from_event(&event) else {
             // RFC 6665 §4.2.1.1: 489 with the packages we serve.
-            return cx.wire.reply_to(
-                tx,
-                &req,
-                489,
-                vec![Header::Other(
-                    "Allow-Events".into(),
-                    "dialog, presence".into(),
-                )],
-                now,
-            );
+            let allow = vec![Header::Other(
+                "Allow-Events".into(),
+                "dialog, presence".into(),
+            )];
+            return cx.wire.reply_stateless(tx, &req, 489, allow);
         };
         let (resource, subscriber) = match self.notifier.find(&req) {
             Some(id) => {
@@ -106,13 +101,8 @@ impl Watchers {
                 (s.resource.clone(), s.subscriber.clone())
             }
             None if in_dialog(&req) => {
-                return cx.wire.reply_to(
-                    tx,
-                    &req,
-                    481,
-                    vec![message::warning("no such subscription")],
-                    now,
-                );
+                let why = vec![message::warning("no such subscription")];
+                return cx.wire.reply_stateless(tx, &req, 481, why);
             }
             None => {
                 let Some(subscriber) = cx.authenticate_user(tx, &req, peer) else {

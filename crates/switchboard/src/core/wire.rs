@@ -139,6 +139,25 @@ impl Wire {
         self.flush();
     }
 
+    /// Answers a request without keeping its transaction: what the core answers before the
+    /// sender has proved who it is (challenges, refusals, OPTIONS) keeps no state and is
+    /// never retransmitted, so it can neither fill the tables nor amplify a forged source.
+    pub fn respond_stateless(&mut self, tx: TxId, resp: Response) {
+        if let Err(e) = self.transactions.respond_stateless(tx, &resp) {
+            tracing::debug!(error = ?e, "stateless response for a finished transaction dropped");
+        }
+        self.flush();
+    }
+
+    /// A response of ours (a fresh To tag) to `req` with `extra` headers, stateless (see
+    /// [`Wire::respond_stateless`]).
+    pub fn reply_stateless(&mut self, tx: TxId, req: &Request, code: u16, extra: Vec<Header>) {
+        let tag = self.tag();
+        let mut resp = message::response(req, code, Some(&tag), &self.server);
+        resp.headers.extend(extra);
+        self.respond_stateless(tx, resp);
+    }
+
     /// A response of ours (a fresh To tag) to `req`, with `extra` headers.
     pub fn reply_to(&mut self, tx: TxId, req: &Request, code: u16, extra: Vec<Header>, now: Now) {
         let tag = self.tag();
