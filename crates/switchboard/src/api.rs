@@ -10,6 +10,7 @@
 //! read from the store off the core's loop.
 
 use crate::directory::Directory;
+use crate::policy_source::Changes;
 use crate::presence_service::{
     report, Answer, Command, ErrorKind, PresenceError, PresenceView, ProfileEnd, ProfileView,
     Reply, ReportSubject, Request, Seconds, TimeInStatus,
@@ -21,7 +22,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,23 @@ use tokio::sync::{mpsc, oneshot};
 
 /// A command on its way to the core, with where its answer goes.
 pub type Envelope = (Request, oneshot::Sender<Reply>);
+
+/// A policy reload asked for (`allow_shrink`: the operator confirms a reload that removes
+/// most users), on its way to the daemon's loop, with where its outcome goes.
+pub type ReloadEnvelope = (bool, oneshot::Sender<ReloadAnswer>);
+
+/// How a reload asked for through the API ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReloadAnswer {
+    /// The policy was replaced; what changed.
+    Applied(Changes),
+    /// Refused: it would remove most users (or all); why. `allow_shrink` confirms it.
+    Shrink(String),
+    /// Refused: it fails validation; every error.
+    Invalid(String),
+    /// Refused: the files did not stop changing.
+    StillChanging(String),
+}
 
 /// A refused request as the API answers it: an HTTP status, the offending field and why.
 /// The presence service's refusals ([`PresenceError`]) become one; the API's own (a token,
@@ -89,6 +107,7 @@ struct ApiState {
     directory: Arc<ArcSwap<Box<dyn Directory>>>,
     admin_token: Option<Arc<str>>,
     core: mpsc::Sender<Envelope>,
+    reload: mpsc::Sender<ReloadEnvelope>,
     store: Arc<dyn Store>,
 }
 
@@ -100,12 +119,14 @@ pub fn router(
     directory: Arc<ArcSwap<Box<dyn Directory>>>,
     admin_token: Option<String>,
     core: mpsc::Sender<Envelope>,
+    reload: mpsc::Sender<ReloadEnvelope>,
     store: Arc<dyn Store>,
 ) -> Router {
     let state = ApiState {
         directory,
         admin_token: admin_token.map(Arc::from),
         core,
+        reload,
         store,
     };
     Router::new()
@@ -126,6 +147,7 @@ pub fn router(
         )
         .route("/v1/profiles", get(policy_profiles))
         .route("/v1/reports/time-in-status", get(time_in_status))
+        .route("/v1/policy/reload", post(reload_policy))
         .route(
             "/v1/openapi.json",
             get(|| async { ([("content-type", "application/json")], OPENAPI) }),
@@ -815,6 +837,7 @@ mod tests {
             ),
             ("/v1/profiles", &["get"]),
             ("/v1/reports/time-in-status", &["get"]),
+            ("/v1/policy/reload", &["post"]),
             ("/v1/openapi.json", &["get"]),
         ];
         let paths = doc["paths"].as_object().unwrap();
@@ -1006,5 +1029,76 @@ mod tests {
             field(q(&[("user", "a"), ("from", "10"), ("color", "x")])),
             Some("color".into())
         );
+    }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReloadBody {
+    /// Apply a policy that removes most users (or all of them).
+    #[serde(default)]
+    allow_shrink: bool,
+}
+
+/// `POST /v1/policy/reload` (admin): reads the policy files again, as SIGHUP does, and says
+/// what changed or why the running policy stays.
+async fn reload_policy(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    let c = match caller(&state, &headers) {
+        Ok(c) => c,
+        Err(e) => return error(e),
+    };
+    if !c.admin {
+        return error(ApiError::new(
+            403,
+            Some("authorization"),
+            "only the admin token may reload the policy",
+        ));
+    }
+    let b: ReloadBody = if bytes.iter().all(u8::is_ascii_whitespace) {
+        ReloadBody::default()
+    } else {
+        match body(&bytes) {
+            Ok(b) => b,
+            Err(e) => return error(e),
+        }
+    };
+    tracing::info!(
+        by = %c.who,
+        via = ?c.via,
+        allow_shrink = b.allow_shrink,
+        "policy reload asked for"
+    );
+    let stopping = || error(ApiError::new(503, None, "the daemon is stopping"));
+    let (tx, rx) = oneshot::channel();
+    if state.reload.send((b.allow_shrink, tx)).await.is_err() {
+        return stopping();
+    }
+    match rx.await {
+        Ok(ReloadAnswer::Applied(c)) => Json(json!({
+            "reloaded": true,
+            "users": {
+                "added": c.users_added,
+                "removed": c.users_removed,
+                "changed": c.users_changed,
+            },
+            "trunks": {
+                "added": c.trunks_added,
+                "removed": c.trunks_removed,
+                "changed": c.trunks_changed,
+            },
+        }))
+        .into_response(),
+        Ok(ReloadAnswer::Shrink(why)) => error(ApiError::new(
+            409,
+            Some("allow_shrink"),
+            format!("{why}; the running policy stays (allow_shrink applies it)"),
+        )),
+        Ok(ReloadAnswer::Invalid(errors)) => error(ApiError::new(422, None, errors)),
+        Ok(ReloadAnswer::StillChanging(why)) => error(ApiError::new(503, None, why)),
+        Err(_) => stopping(),
     }
 }

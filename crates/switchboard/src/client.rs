@@ -56,6 +56,28 @@ impl Client {
     }
 }
 
+/// What `switchboard reload` prints of a reload's answer: one line per kind of change.
+pub fn format_reload(v: &Value) -> String {
+    let mut lines = vec!["policy reloaded".to_string()];
+    for kind in ["users", "trunks"] {
+        for what in ["added", "removed", "changed"] {
+            let names: Vec<&str> = v[kind][what]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if !names.is_empty() {
+                lines.push(format!("  {kind} {what}: {}", names.join(", ")));
+            }
+        }
+    }
+    if lines.len() == 1 {
+        lines.push("  no user or trunk changed".into());
+    }
+    lines.join("\n")
+}
+
 /// A Unix time as the CLI shows it: in the machine's time zone, as times are given.
 fn time(t: i64) -> String {
     chrono::DateTime::from_timestamp(t, 0)

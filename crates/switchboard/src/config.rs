@@ -249,6 +249,37 @@ impl Default for RawStore {
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
     path: Option<String>,
+    #[serde(default)]
+    reload: RawReload,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawReload {
+    quiet_ms: Spanned<u64>,
+    shrink_percent: Spanned<u64>,
+    shrink_min_users: Spanned<u64>,
+}
+
+impl Default for RawReload {
+    fn default() -> Self {
+        RawReload {
+            quiet_ms: Spanned::new(0..0, 300),
+            shrink_percent: Spanned::new(0..0, 50),
+            shrink_min_users: Spanned::new(0..0, 3),
+        }
+    }
+}
+
+/// How policy reloads are guarded (`[policy.reload]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReloadRules {
+    /// The policy files must stay unchanged this long before they are read.
+    pub quiet: std::time::Duration,
+    /// A reload that removes more than this share of the users (percent)…
+    pub shrink_percent: u32,
+    /// …and at least this many of them needs the operator's confirmation.
+    pub shrink_min_users: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -299,6 +330,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// The policy file or directory; None: the built-in example policy.
     pub policy_path: Option<PathBuf>,
+    /// How reloads of the policy are guarded.
+    pub reload: ReloadRules,
     /// The presence API's address (None: no API).
     pub api_listen: Option<std::net::SocketAddr>,
     /// The bearer token that may do everything in the API.
@@ -464,6 +497,23 @@ impl Config {
             0,
             86_400,
         );
+        let rl = &raw.policy.reload;
+        let reload = ReloadRules {
+            quiet: std::time::Duration::from_millis(range(
+                &rl.quiet_ms,
+                "policy.reload.quiet_ms",
+                10,
+                10_000,
+            )),
+            shrink_percent: range(&rl.shrink_percent, "policy.reload.shrink_percent", 1, 100)
+                as u32,
+            shrink_min_users: range(
+                &rl.shrink_min_users,
+                "policy.reload.shrink_min_users",
+                1,
+                1_000_000,
+            ) as usize,
+        };
         let sub = &raw.subscriptions;
         let sub_min = range(&sub.min_expires, "subscriptions.min_expires", 1, 86_400);
         let sub_def = range(
@@ -665,6 +715,7 @@ impl Config {
             block_secs: raw.auth.block_secs,
             state_dir,
             policy_path: raw.policy.path.as_deref().map(resolve),
+            reload,
             api_listen,
             admin_token: raw.api.admin_token.map(|t| t.into_inner()),
             max_calls: max_calls as usize,
@@ -741,6 +792,49 @@ mod tests {
         let text = format!("{base}[routing]\ndialog_probe_secs = 100000\n");
         let e = Config::parse(&text, "x.toml", None).unwrap_err();
         assert_eq!(e.0[0].key, "routing.dialog_probe_secs", "{e}");
+    }
+
+    #[test]
+    fn reload_guards_have_defaults_and_bounds() {
+        let base = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nrealm = \"r\"\n";
+        let expected = ReloadRules {
+            quiet: std::time::Duration::from_millis(300),
+            shrink_percent: 50,
+            shrink_min_users: 3,
+        };
+        assert_eq!(Config::embedded().unwrap().reload, expected);
+        assert_eq!(
+            Config::parse(base, "x.toml", None).unwrap().reload,
+            expected
+        );
+        let text = format!(
+            "{base}[policy]\npath = \"p.toml\"\n[policy.reload]\nquiet_ms = 1000\n\
+             shrink_percent = 100\nshrink_min_users = 1\n"
+        );
+        let c = Config::parse(&text, "x.toml", None).unwrap();
+        assert_eq!(
+            c.reload,
+            ReloadRules {
+                quiet: std::time::Duration::from_millis(1000),
+                shrink_percent: 100,
+                shrink_min_users: 1,
+            }
+        );
+        for (line, key) in [
+            ("quiet_ms = 0", "policy.reload.quiet_ms"),
+            ("shrink_percent = 0", "policy.reload.shrink_percent"),
+            ("shrink_percent = 101", "policy.reload.shrink_percent"),
+            ("shrink_min_users = 0", "policy.reload.shrink_min_users"),
+        ] {
+            let text = format!("{base}[policy.reload]\n{line}\n");
+            let e = Config::parse(&text, "x.toml", None).unwrap_err();
+            let e = &e.0[0];
+            assert_eq!(
+                (e.file.as_str(), e.line, e.key.as_str()),
+                ("x.toml", 5, key)
+            );
+            assert!(e.message.contains("out of range"), "{}", e.message);
+        }
     }
 
     #[test]

@@ -46,6 +46,23 @@ enum Command {
         #[command(subcommand)]
         action: PresenceAction,
     },
+    /// Reload the running daemon's policy (as SIGHUP does) and print what changed or why
+    /// the running policy stays.
+    Reload {
+        /// Configuration file (to find the API's address and the admin token).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The API's address (default: the config's api.listen).
+        #[arg(long)]
+        api: Option<std::net::SocketAddr>,
+        /// The admin token (default: the config's api.admin_token).
+        #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Apply the policy even if it removes most users, or all of them (such a reload
+        /// is otherwise refused: `[policy.reload]` of the config).
+        #[arg(long)]
+        allow_shrink: bool,
+    },
     /// Print the plan a call would get, step by step, and why.
     Explain {
         /// Configuration file (its policy is explained).
@@ -518,6 +535,46 @@ fn main() -> ExitCode {
             match result {
                 Ok(text) => {
                     println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Reload {
+            config,
+            api,
+            token,
+            allow_shrink,
+        } => {
+            let loaded = match (&api, &token) {
+                (Some(_), Some(_)) => None,
+                _ => match load_config(config.as_ref()) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
+            let Some(addr) = api.or_else(|| loaded.as_ref().and_then(|c| c.api_listen)) else {
+                eprintln!("error: the configuration turns the API off");
+                return ExitCode::FAILURE;
+            };
+            let Some(token) = token.or_else(|| loaded.and_then(|c| c.admin_token)) else {
+                eprintln!(
+                    "error: the admin token is needed: --token T, SWITCHBOARD_TOKEN, or \
+                     api.admin_token in the config"
+                );
+                return ExitCode::FAILURE;
+            };
+            let c = client::Client { addr, token };
+            let body = serde_json::json!({ "allow_shrink": allow_shrink });
+            match c.call("POST", "/v1/policy/reload", Some(&body)) {
+                Ok(v) => {
+                    println!("{}", client::format_reload(&v));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

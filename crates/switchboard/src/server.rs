@@ -1,18 +1,18 @@
 //! The async shell around [`Core`]: sockets, the durable store, the clock, signals.
 
-use crate::api::{self, Envelope};
+use crate::api::{self, Envelope, ReloadAnswer, ReloadEnvelope};
 use crate::config::Config;
 use crate::core::RoutingConfig;
 use crate::core::{Core, CoreConfig, Input, Now, Output};
 use crate::core::{FeatureCodes, WatchersConfig};
 use crate::directory::{Directory, PolicyDirectory, Snapshot};
-use crate::policy_source;
+use crate::policy_source::{self, Changes, Fingerprint, Settled};
 use crate::presence_service::Reply;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use switchboard_net::{TransportConfig, Transports};
 use switchboard_sip::entropy::Entropy;
@@ -37,7 +37,8 @@ pub const SERVER: &str = concat!("Switchboard/", env!("CARGO_PKG_VERSION"));
 const INBOUND_QUEUE: usize = 65_536;
 /// Most events the core takes in one go before flushing its output.
 const BATCH: usize = 256;
-/// How often the policy files are checked for changes.
+/// How often the policy files are checked for changes (once changed, they are read when
+/// they have stopped changing: `[policy.reload] quiet_ms`).
 const POLICY_POLL: Duration = Duration::from_secs(1);
 /// How long a draining daemon waits for answers still owed to the store.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -195,6 +196,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // The presence API hands its commands to this loop.
     let (api_tx, mut api_rx) = mpsc::channel::<Envelope>(1024);
+    // …and its policy reloads to this loop, which runs them as it runs SIGHUP's.
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadEnvelope>(16);
     if let Some(addr) = config.api_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -204,6 +207,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             directory.clone(),
             config.admin_token.clone(),
             api_tx.clone(),
+            reload_tx.clone(),
             store.clone(),
         );
         tokio::spawn(async move {
@@ -213,12 +217,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         });
     }
     drop(api_tx);
+    drop(reload_tx);
     let mut replies: HashMap<u64, oneshot::Sender<Reply>> = HashMap::new();
     let mut next_reply = 0u64;
 
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, bool)>();
-    // A reload that replaced the policy hands the new version to the core.
-    let (reloaded_tx, mut reloaded_rx) = mpsc::unbounded_channel::<Snapshot>();
+    // A finished reload comes back here: a policy that replaced the running one goes to the
+    // core, and the watcher learns what the files it settled on looked like.
+    let (reloaded_tx, mut reloaded_rx) = mpsc::unbounded_channel::<Reloaded>();
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
@@ -235,6 +241,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut watch = tokio::time::interval(POLICY_POLL);
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen = policy_source::fingerprint(&config);
+    // A reload the watcher started is still waiting for the files to settle or running.
+    let mut watching = false;
     // One timer for the core, moved when its deadline changes (not made anew per event).
     let timer = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(timer);
@@ -280,17 +288,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             _ = sigint.recv() => start_drain(&mut core, &mut drain_deadline),
             _ = sighup.recv() => {
                 tracing::info!("SIGHUP: reloading the policy");
-                spawn_reload(&config, &directory, &reload_failures, &reloaded_tx);
+                spawn_reload(&config, &directory, &reload_failures, &reloaded_tx, Trigger::Signal);
             }
-            Some(directory) = reloaded_rx.recv() => {
-                core.handle(Input::PolicyChanged(directory), now())
+            Some((allow_shrink, reply)) = reload_rx.recv() => {
+                let trigger = Trigger::Api { allow_shrink, reply };
+                spawn_reload(&config, &directory, &reload_failures, &reloaded_tx, trigger);
             }
-            _ = watch.tick() => {
+            Some(done) = reloaded_rx.recv() => {
+                if done.watcher {
+                    watching = false;
+                    if let Some(f) = done.fingerprint {
+                        seen = Some(f);
+                    }
+                }
+                if let Some(directory) = done.snapshot {
+                    core.handle(Input::PolicyChanged(directory), now())
+                }
+            }
+            _ = watch.tick(), if !watching => {
                 let now_seen = policy_source::fingerprint(&config);
                 if now_seen != seen {
                     seen = now_seen;
-                    tracing::info!("policy files changed");
-                    spawn_reload(&config, &directory, &reload_failures, &reloaded_tx);
+                    watching = true;
+                    tracing::info!(
+                        quiet_ms = config.reload.quiet.as_millis() as u64,
+                        "policy files changed; they are read once they stop changing"
+                    );
+                    spawn_reload(&config, &directory, &reload_failures, &reloaded_tx, Trigger::Watcher);
                 }
             }
         }
@@ -367,47 +391,134 @@ fn start_drain(core: &mut Core, deadline: &mut Option<Instant>) {
     }
 }
 
-/// Reloads the policy off the SIP loop (a large policy takes tens of milliseconds).
+/// Why a reload runs.
+enum Trigger {
+    /// The policy files changed.
+    Watcher,
+    /// SIGHUP.
+    Signal,
+    /// `POST /v1/policy/reload` (`switchboard reload`), which may confirm a shrink.
+    Api {
+        allow_shrink: bool,
+        reply: oneshot::Sender<ReloadAnswer>,
+    },
+}
+
+/// A finished reload, back on the core's loop.
+struct Reloaded {
+    /// The new version, when the policy was replaced.
+    snapshot: Option<Snapshot>,
+    /// The fingerprint of the files as they were read (None: they never settled).
+    fingerprint: Option<Fingerprint>,
+    /// The watcher started it.
+    watcher: bool,
+}
+
+/// Reloads the policy off the SIP loop (waiting for the files to settle takes a quiet
+/// period, and a large policy tens of milliseconds to validate).
 fn spawn_reload(
     config: &Config,
     directory: &Arc<ArcSwap<Box<dyn Directory>>>,
     failures: &Arc<AtomicU64>,
-    reloaded: &mpsc::UnboundedSender<Snapshot>,
+    done: &mpsc::UnboundedSender<Reloaded>,
+    trigger: Trigger,
 ) {
     let (config, directory, failures) = (config.clone(), directory.clone(), failures.clone());
-    let reloaded = reloaded.clone();
+    let done = done.clone();
     tokio::task::spawn_blocking(move || {
-        if let Some(snapshot) = reload(&config, &directory, &failures) {
-            let _ = reloaded.send(snapshot);
+        let allow_shrink = matches!(
+            trigger,
+            Trigger::Api {
+                allow_shrink: true,
+                ..
+            }
+        );
+        let (snapshot, fingerprint, answer) = reload(&config, &directory, &failures, allow_shrink);
+        let watcher = matches!(trigger, Trigger::Watcher);
+        if let Trigger::Api { reply, .. } = trigger {
+            let _ = reply.send(answer);
         }
+        let _ = done.send(Reloaded {
+            snapshot,
+            fingerprint,
+            watcher,
+        });
     });
 }
 
-/// Loads the policy again; a policy that fails validation never replaces the running one.
-/// The new version when the policy was replaced (the API reads it at once; the core when
-/// it is handed in).
+/// Reloads run one at a time, so the last one to finish is the last one read.
+static ONE_RELOAD: Mutex<()> = Mutex::new(());
+
+/// Loads the policy again, once its files have stopped changing. A policy that fails
+/// validation never replaces the running one; nor does one that would remove most users
+/// (or all of them), unless `allow_shrink` confirms it. A refusal is logged with why and
+/// counted; a replacement is logged with the users and trunks it added, removed and
+/// changed. Gives the new version when the policy was replaced (the API reads it at once;
+/// the core when it is handed in), and the fingerprint of the files that were read.
 fn reload(
     config: &Config,
     directory: &ArcSwap<Box<dyn Directory>>,
     failures: &AtomicU64,
-) -> Option<Snapshot> {
+    allow_shrink: bool,
+) -> (Option<Snapshot>, Option<Fingerprint>, ReloadAnswer) {
+    let _one = ONE_RELOAD.lock().unwrap_or_else(|e| e.into_inner());
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-    let replaced = match policy_source::load(config) {
-        Ok(p) => {
-            let snapshot: Snapshot = Arc::new(Box::new(PolicyDirectory::new(p)));
-            directory.store(snapshot.clone());
-            tracing::info!("policy reloaded");
-            Some(snapshot)
-        }
-        Err(e) => {
-            let n = failures.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::error!(
-                failed_reloads = n,
-                "policy reload refused; the running policy stays:\n{e}"
+    let refused = |why: &str| {
+        let n = failures.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::error!(
+            failed_reloads = n,
+            "policy reload refused; the running policy stays:{why}"
+        );
+    };
+    let rules = &config.reload;
+    let limit = rules.settle_limit();
+    let outcome = match policy_source::read_settled(config, rules.quiet, limit) {
+        Settled::StillChanging => {
+            let why = format!(
+                "the policy files were still changing after {} ms (they are read again when \
+                 they change)",
+                limit.as_millis()
             );
-            None
+            refused(&format!(" {why}"));
+            (None, None, ReloadAnswer::StillChanging(why))
+        }
+        Settled::Stable { read, fingerprint } => {
+            match read.and_then(|sources| policy_source::load_sources(config, &sources)) {
+                Err(e) => {
+                    refused(&format!("\n{e}"));
+                    (None, fingerprint, ReloadAnswer::Invalid(e.to_string()))
+                }
+                Ok(policy) => {
+                    let running = directory.load();
+                    let changes = Changes::between(running.policy(), &policy);
+                    let shrink = rules.shrink_refusal(
+                        running.policy().users().count(),
+                        policy.users().count(),
+                        &changes,
+                    );
+                    match shrink {
+                        Some(why) if !allow_shrink => {
+                            refused(&format!(
+                                " {why}; to apply it anyway: switchboard reload --allow-shrink"
+                            ));
+                            (None, fingerprint, ReloadAnswer::Shrink(why))
+                        }
+                        _ => {
+                            let snapshot: Snapshot =
+                                Arc::new(Box::new(PolicyDirectory::new(policy)));
+                            directory.store(snapshot.clone());
+                            if shrink.is_some() {
+                                tracing::warn!("policy reloaded {changes} (shrink confirmed)");
+                            } else {
+                                tracing::info!("policy reloaded {changes}");
+                            }
+                            (Some(snapshot), fingerprint, ReloadAnswer::Applied(changes))
+                        }
+                    }
+                }
+            }
         }
     };
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    replaced
+    outcome
 }
