@@ -87,6 +87,7 @@ struct RawSubscriptions {
     default_expires: Spanned<u64>,
     max_expires: Spanned<u64>,
     max: Spanned<u64>,
+    max_per_user: Spanned<u64>,
 }
 
 impl Default for RawSubscriptions {
@@ -96,6 +97,7 @@ impl Default for RawSubscriptions {
             default_expires: Spanned::new(0..0, 3600),
             max_expires: Spanned::new(0..0, 3600),
             max: Spanned::new(0..0, 10_000),
+            max_per_user: Spanned::new(0..0, 200),
         }
     }
 }
@@ -314,6 +316,8 @@ pub struct Config {
     pub subscription_default_expires: u32,
     pub subscription_max_expires: u32,
     pub max_subscriptions: usize,
+    /// The most subscriptions one user (the authenticated subscriber) may have at once.
+    pub max_subscriptions_per_user: usize,
     /// Feature codes dialled from phones.
     pub feature_dnd_on: String,
     pub feature_dnd_off: String,
@@ -470,6 +474,12 @@ impl Config {
         );
         let sub_max = range(&sub.max_expires, "subscriptions.max_expires", 1, 86_400);
         let max_subs = range(&sub.max, "subscriptions.max", 1, 1_000_000);
+        let max_subs_per_user = range(
+            &sub.max_per_user,
+            "subscriptions.max_per_user",
+            1,
+            1_000_000,
+        );
         if sub_def < sub_min || sub_def > sub_max {
             err(
                 sub.default_expires.span(),
@@ -656,6 +666,7 @@ impl Config {
             subscription_default_expires: sub_def as u32,
             subscription_max_expires: sub_max as u32,
             max_subscriptions: max_subs as usize,
+            max_subscriptions_per_user: max_subs_per_user as usize,
             feature_dnd_on: raw.features.dnd_on.into_inner(),
             feature_dnd_off: raw.features.dnd_off.into_inner(),
             feature_profile_prefix: raw.features.profile_prefix.into_inner(),
@@ -722,6 +733,27 @@ mod tests {
         let text = format!("{base}[routing]\ndialog_probe_secs = 100000\n");
         let e = Config::parse(&text, "x.toml", None).unwrap_err();
         assert_eq!(e.0[0].key, "routing.dialog_probe_secs", "{e}");
+    }
+
+    #[test]
+    fn per_user_subscription_cap_has_a_default_and_bounds() {
+        let base = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nrealm = \"r\"\n";
+        for c in [
+            Config::embedded().unwrap(),
+            Config::parse(base, "x.toml", None).unwrap(),
+        ] {
+            assert_eq!(c.max_subscriptions_per_user, 200);
+        }
+        let text = format!("{base}[subscriptions]\nmax_per_user = 3\n");
+        let c = Config::parse(&text, "x.toml", None).unwrap();
+        assert_eq!(c.max_subscriptions_per_user, 3);
+        let text = format!("{base}[subscriptions]\nmax_per_user = 0\n");
+        let e = Config::parse(&text, "x.toml", None).unwrap_err();
+        let got: Vec<(&str, &str, usize)> =
+            e.0.iter()
+                .map(|e| (e.file.as_str(), e.key.as_str(), e.line))
+                .collect();
+        assert_eq!(got, [("x.toml", "subscriptions.max_per_user", 5)], "{e}");
     }
 
     #[test]
