@@ -155,6 +155,7 @@ struct RawLimits {
     max_message_size: Spanned<u64>,
     max_headers: Spanned<u64>,
     max_tcp_connections: Spanned<u64>,
+    max_tcp_connections_per_source: Spanned<u64>,
     tcp_idle_timeout_secs: Spanned<u64>,
 }
 
@@ -164,6 +165,7 @@ impl Default for RawLimits {
             max_message_size: Spanned::new(0..0, 65_535),
             max_headers: Spanned::new(0..0, 128),
             max_tcp_connections: Spanned::new(0..0, 1024),
+            max_tcp_connections_per_source: Spanned::new(0..0, 32),
             tcp_idle_timeout_secs: Spanned::new(0..0, 300),
         }
     }
@@ -279,6 +281,8 @@ pub struct Config {
     pub max_message_size: usize,
     pub max_headers: usize,
     pub max_tcp_connections: usize,
+    /// Most simultaneous TCP connections accepted from one source IP address.
+    pub max_tcp_connections_per_source: usize,
     pub tcp_idle_timeout_secs: u64,
     pub t1_ms: u64,
     pub t2_ms: u64,
@@ -425,6 +429,12 @@ impl Config {
         let max_tcp = range(
             &l.max_tcp_connections,
             "limits.max_tcp_connections",
+            1,
+            1_000_000,
+        );
+        let max_tcp_per_source = range(
+            &l.max_tcp_connections_per_source,
+            "limits.max_tcp_connections_per_source",
             1,
             1_000_000,
         );
@@ -640,6 +650,7 @@ impl Config {
             max_message_size: max_message_size as usize,
             max_headers: max_headers as usize,
             max_tcp_connections: max_tcp as usize,
+            max_tcp_connections_per_source: max_tcp_per_source as usize,
             tcp_idle_timeout_secs: idle,
             t1_ms: t1,
             t2_ms: t2,
@@ -736,24 +747,42 @@ mod tests {
     }
 
     #[test]
-    fn per_user_subscription_cap_has_a_default_and_bounds() {
+    fn per_user_and_per_source_caps_have_defaults_and_bounds() {
         let base = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nrealm = \"r\"\n";
         for c in [
             Config::embedded().unwrap(),
             Config::parse(base, "x.toml", None).unwrap(),
         ] {
             assert_eq!(c.max_subscriptions_per_user, 200);
+            assert_eq!(c.max_tcp_connections_per_source, 32);
         }
-        let text = format!("{base}[subscriptions]\nmax_per_user = 3\n");
+        let text = format!(
+            "{base}[limits]\nmax_tcp_connections_per_source = 4\n[subscriptions]\nmax_per_user = 3\n"
+        );
         let c = Config::parse(&text, "x.toml", None).unwrap();
-        assert_eq!(c.max_subscriptions_per_user, 3);
-        let text = format!("{base}[subscriptions]\nmax_per_user = 0\n");
+        assert_eq!(
+            (
+                c.max_tcp_connections_per_source,
+                c.max_subscriptions_per_user
+            ),
+            (4, 3)
+        );
+        let text = format!(
+            "{base}[limits]\nmax_tcp_connections_per_source = 0\n[subscriptions]\nmax_per_user = 0\n"
+        );
         let e = Config::parse(&text, "x.toml", None).unwrap_err();
         let got: Vec<(&str, &str, usize)> =
             e.0.iter()
                 .map(|e| (e.file.as_str(), e.key.as_str(), e.line))
                 .collect();
-        assert_eq!(got, [("x.toml", "subscriptions.max_per_user", 5)], "{e}");
+        assert_eq!(
+            got,
+            [
+                ("x.toml", "limits.max_tcp_connections_per_source", 5),
+                ("x.toml", "subscriptions.max_per_user", 7)
+            ],
+            "{e}"
+        );
     }
 
     #[test]

@@ -150,6 +150,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 max_headers: config.max_headers,
             },
             max_tcp_connections: config.max_tcp_connections,
+            max_tcp_connections_per_source: config.max_tcp_connections_per_source,
             tcp_idle_timeout: Duration::from_secs(config.tcp_idle_timeout_secs),
         },
         in_tx,
@@ -339,6 +340,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         auth_failures = core.gate_stats().failures,
         subscriptions_refused_server_limit = subs.refused_server_limit,
         subscriptions_refused_user_limit = subs.refused_subscriber_limit,
+        tcp_refused = net.tcp_refused.load(Ordering::Relaxed),
+        tcp_refused_per_source = net.tcp_refused_per_source.load(Ordering::Relaxed),
         "switchboard stopped"
     );
     Ok(())
