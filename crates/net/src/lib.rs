@@ -7,15 +7,15 @@
 //! Datagrams are sent from the caller's thread without waiting; only a full kernel buffer
 //! makes them queue, in order, for the socket's sender task.
 //! Responses to a request that came over TCP go back over the same connection. Limits are
-//! explicit: message size and header count ([`Limits`]), number of TCP connections, idle
-//! timeout (never for a connection the core holds open: a registered flow). Nothing
+//! explicit: message size and header count ([`Limits`]), number of TCP connections (in all,
+//! and accepted from one source address), idle timeout (never for a connection the core holds open: a registered flow). Nothing
 //! received can panic a task: parse errors become [`Inbound::Invalid`]. What cannot be
 //! sent comes back as [`Inbound::Unreachable`], a closed connection as [`Inbound::Closed`],
 //! so the core ends what waited on them at once.
 
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +33,11 @@ pub mod stun;
 pub struct TransportConfig {
     pub limits: Limits,
     pub max_tcp_connections: usize,
+    /// Most connections accepted from one source IP address at once: one address cannot
+    /// take every connection slot. Further connections from it are closed as soon as they
+    /// are accepted, while other addresses still connect. Connections this side opens do
+    /// not count.
+    pub max_tcp_connections_per_source: usize,
     pub tcp_idle_timeout: Duration,
 }
 
@@ -47,7 +52,11 @@ pub struct TransportStats {
     pub tcp_open: AtomicUsize,
     /// STUN keep-alives answered (UDP).
     pub keepalives: AtomicU64,
+    /// Connections refused at accept because `max_tcp_connections` were open.
     pub tcp_refused: AtomicU64,
+    /// Connections refused at accept because their source address had
+    /// `max_tcp_connections_per_source` open.
+    pub tcp_refused_per_source: AtomicU64,
     pub send_errors: AtomicU64,
 }
 
@@ -57,11 +66,23 @@ pub struct TransportStats {
 struct Conns {
     by_id: HashMap<ConnId, Conn>,
     by_addr: HashMap<SocketAddr, ConnId>,
+    /// The connections accepted from each source IP address, and whether a refusal of
+    /// that address was logged since it was last under its limit (one line per episode,
+    /// not per connection: a flood would otherwise flood the log too).
+    by_source: HashMap<IpAddr, Source>,
+}
+
+#[derive(Default)]
+struct Source {
+    open: usize,
+    refusal_logged: bool,
 }
 
 /// One open (or opening) connection.
 struct Conn {
     addr: SocketAddr,
+    /// Accepted (counted against its source address), not opened by this side.
+    accepted: bool,
     tx: mpsc::Sender<Bytes>,
     /// Until when the idle timeout must not close it, in milliseconds from
     /// [`Inner::epoch`] (0: not held): the core holds registered flows open.
@@ -69,27 +90,59 @@ struct Conn {
 }
 
 impl Conns {
-    /// Files a connection; returns its hold, for the connection's task.
-    fn insert(&mut self, id: ConnId, addr: SocketAddr, tx: mpsc::Sender<Bytes>) -> Arc<AtomicU64> {
+    /// Files a connection (`accepted`: from a listener, counted against its source
+    /// address); returns its hold, for the connection's task.
+    fn insert(
+        &mut self,
+        id: ConnId,
+        addr: SocketAddr,
+        accepted: bool,
+        tx: mpsc::Sender<Bytes>,
+    ) -> Arc<AtomicU64> {
         let hold = Arc::new(AtomicU64::new(0));
         self.by_id.insert(
             id,
             Conn {
                 addr,
+                accepted,
                 tx,
                 hold: hold.clone(),
             },
         );
         self.by_addr.insert(addr, id);
+        if accepted {
+            self.by_source.entry(addr.ip()).or_default().open += 1;
+        }
         hold
     }
 
     fn remove(&mut self, id: ConnId) {
-        if let Some(Conn { addr, .. }) = self.by_id.remove(&id) {
+        if let Some(Conn { addr, accepted, .. }) = self.by_id.remove(&id) {
             if self.by_addr.get(&addr) == Some(&id) {
                 self.by_addr.remove(&addr);
             }
+            if accepted {
+                if let Some(source) = self.by_source.get_mut(&addr.ip()) {
+                    source.open -= 1;
+                    source.refusal_logged = false;
+                    if source.open == 0 {
+                        self.by_source.remove(&addr.ip());
+                    }
+                }
+            }
         }
+    }
+
+    /// Whether a connection from `ip` would exceed its address's `limit`; the first
+    /// refusal since the address was last under it says so (to be logged).
+    fn over_source_limit(&mut self, ip: IpAddr, limit: usize) -> Option<bool> {
+        let source = self.by_source.get_mut(&ip)?;
+        if source.open < limit {
+            return None;
+        }
+        let first = !source.refusal_logged;
+        source.refusal_logged = true;
+        Some(first)
     }
 
     /// The connection `peer` names, else any open one to its address.
@@ -332,7 +385,7 @@ impl Transports {
         let (tx, rx) = mpsc::channel(TCP_SEND_QUEUE);
         let _ = tx.try_send(bytes);
         let hold = match self.inner.conns.lock() {
-            Ok(mut m) => m.insert(id, addr, tx),
+            Ok(mut m) => m.insert(id, addr, false, tx),
             Err(_) => Arc::new(AtomicU64::new(0)),
         };
         self.inner.stats.tcp_open.fetch_add(1, Ordering::Relaxed);
@@ -534,13 +587,36 @@ async fn tcp_accept_loop(
             drop(stream);
             continue;
         }
-        let _ = stream.set_nodelay(true);
         let id = t.inner.next_conn.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(TCP_SEND_QUEUE);
+        let per_source = t.inner.config.max_tcp_connections_per_source;
         let hold = match t.inner.conns.lock() {
-            Ok(mut m) => m.insert(id, from, tx),
+            Ok(mut m) => match m.over_source_limit(from.ip(), per_source) {
+                // Checked and filed under one lock: listeners of both families share it.
+                Some(first) => {
+                    drop(m);
+                    t.inner
+                        .stats
+                        .tcp_refused_per_source
+                        .fetch_add(1, Ordering::Relaxed);
+                    if first {
+                        tracing::warn!(
+                            from = %from.ip(),
+                            limit = per_source,
+                            "TCP connections refused: this address has as many as one may; \
+                             further refusals of it are counted, not logged, until one closes"
+                        );
+                    } else {
+                        tracing::debug!(from = %from, "TCP connection refused: source limit");
+                    }
+                    drop(stream);
+                    continue;
+                }
+                None => m.insert(id, from, true, tx),
+            },
             Err(_) => Arc::new(AtomicU64::new(0)),
         };
+        let _ = stream.set_nodelay(true);
         t.inner.stats.tcp_open.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(tcp_connection(
             t.clone(),
@@ -645,6 +721,7 @@ mod tests {
         TransportConfig {
             limits: Limits::default(),
             max_tcp_connections: 2,
+            max_tcp_connections_per_source: 2,
             tcp_idle_timeout: Duration::from_secs(5),
         }
     }
@@ -811,6 +888,87 @@ mod tests {
             .expect("closed once the hold is over")
             .unwrap();
         assert_eq!(n, 0);
+    }
+
+    /// A connection from loopback address `ip` (127.0.0.0/8 is all loopback on Linux).
+    async fn connect_from(ip: &str, to: SocketAddr) -> TcpStream {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        s.connect(to).await.unwrap()
+    }
+
+    /// Sends an OPTIONS over `c` and waits for the core to get it: the connection was
+    /// accepted and is counted.
+    async fn accepted(c: &mut TcpStream, rx: &mut mpsc::Receiver<Inbound>) -> Peer {
+        c.write_all(OPTIONS.as_bytes()).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(Inbound::Message { peer, .. })) => peer,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Whether the daemon closed `c` (end of stream or reset) within a while.
+    async fn closed(c: &mut TcpStream) -> bool {
+        let mut b = [0u8; 64];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), c.read(&mut b)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn one_address_fills_its_share_of_tcp_while_another_still_connects() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let config = TransportConfig {
+            max_tcp_connections: 10,
+            max_tcp_connections_per_source: 3,
+            ..cfg()
+        };
+        let t = Transports::bind(
+            &["tcp:127.0.0.1:0".parse().unwrap()],
+            config,
+            tx,
+            "t".into(),
+        )
+        .await
+        .unwrap();
+        let addr = t.local_addrs()[0].addr;
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut c = connect_from("127.0.0.5", addr).await;
+            accepted(&mut c, &mut rx).await;
+            held.push(c);
+        }
+        // 127.0.0.5 is at its limit: each further connection is closed at once, unread.
+        for _ in 0..4 {
+            let mut c = connect_from("127.0.0.5", addr).await;
+            let _ = c.write_all(OPTIONS.as_bytes()).await;
+            assert!(closed(&mut c).await, "refused");
+        }
+        assert_eq!(t.stats().tcp_refused_per_source.load(Ordering::Relaxed), 4);
+        assert_eq!(t.stats().tcp_refused.load(Ordering::Relaxed), 0);
+        assert!(rx.try_recv().is_err(), "nothing from the refused ones");
+        // Another address still connects, and is answered over its connection.
+        let mut other = connect_from("127.0.0.6", addr).await;
+        let peer = accepted(&mut other, &mut rx).await;
+        assert_eq!(peer.addr.ip().to_string(), "127.0.0.6");
+        t.send(peer, Bytes::from_static(b"SIP/2.0 200 OK\r\n\r\n"));
+        let mut b = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), other.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&b[..n], b"SIP/2.0 200 OK\r\n\r\n");
+        // One of 127.0.0.5's connections closes: it may open one again.
+        drop(held.pop());
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(Inbound::Closed { .. })) => {}
+            other => panic!("{other:?}"),
+        }
+        let mut again = connect_from("127.0.0.5", addr).await;
+        accepted(&mut again, &mut rx).await;
+        assert_eq!(t.stats().tcp_open.load(Ordering::Relaxed), 4);
+        assert_eq!(t.stats().tcp_refused_per_source.load(Ordering::Relaxed), 4);
     }
 
     #[tokio::test]

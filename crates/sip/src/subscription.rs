@@ -2,7 +2,8 @@
 //!
 //! [`Notifier::subscribe`] takes a SUBSCRIBE (initial or inside its dialog) and decides:
 //! a new subscription, a refresh, an unsubscription (`Expires: 0`), or a refusal (423 with
-//! Min-Expires, 481 for an unknown dialog, 500 for an old CSeq, 503 at the limit).
+//! Min-Expires, 481 for an unknown dialog, 500 for an old CSeq, 503 at the server's limit,
+//! 403 for a subscriber who already has as many as one subscriber may have).
 //! [`Notifier::notify`] builds the NOTIFY of a subscription with the document the caller
 //! gives; [`Notifier::expire`] says which subscriptions ran out. The caller owns the
 //! documents, the transactions and the clock (Unix seconds passed in).
@@ -25,6 +26,10 @@ pub struct NotifierConfig {
     pub max_expires: u32,
     /// Most subscriptions at once; further SUBSCRIBEs get 503.
     pub max_subscriptions: usize,
+    /// Most subscriptions one subscriber (an authenticated user, whatever their source or
+    /// device) may have at once; their further SUBSCRIBEs get 403, so that one user cannot
+    /// take the whole server's share.
+    pub max_per_subscriber: usize,
 }
 
 impl Default for NotifierConfig {
@@ -34,8 +39,20 @@ impl Default for NotifierConfig {
             default_expires: 3600,
             max_expires: 3600,
             max_subscriptions: 10_000,
+            max_per_subscriber: 200,
         }
     }
+}
+
+/// Counters of the notifier's refusals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NotifierStats {
+    /// New subscriptions refused because the server had as many as it takes (503).
+    pub refused_server_limit: u64,
+    /// New subscriptions refused because their subscriber had as many as one may (403).
+    pub refused_subscriber_limit: u64,
+    /// Subscriptions kept across a restart and not taken back because a limit was reached.
+    pub not_restored: u64,
 }
 
 /// Identifies a subscription for its whole life.
@@ -70,6 +87,21 @@ pub struct Subscription {
     local_cseq: u32,
     remote_cseq: u32,
     version: u32,
+}
+
+impl Subscription {
+    /// A key naming the subscription's dialog, the same across restarts (store rows).
+    pub fn key(&self) -> String {
+        format!("{}\n{}\n{}", self.call_id, self.local_tag, self.remote_tag)
+    }
+}
+
+/// What [`Notifier::restore`] took back, and what it left out.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub ids: Vec<SubId>,
+    /// Expired, or over the server's or their subscriber's limit.
+    pub left_out: Vec<Subscription>,
 }
 
 /// What a SUBSCRIBE does.
@@ -119,6 +151,9 @@ pub enum SubState {
 pub struct Notifier {
     config: NotifierConfig,
     subs: HashMap<SubId, Subscription>,
+    /// How many subscriptions each subscriber has.
+    by_subscriber: HashMap<String, usize>,
+    stats: NotifierStats,
     by_dialog: HashMap<(String, String, String), SubId>,
     by_resource: HashMap<String, BTreeSet<SubId>>,
     by_expiry: BTreeSet<(u64, SubId)>,
@@ -166,6 +201,8 @@ impl Notifier {
             config,
             entropy,
             subs: HashMap::new(),
+            by_subscriber: HashMap::new(),
+            stats: NotifierStats::default(),
             by_dialog: HashMap::new(),
             by_resource: HashMap::new(),
             by_expiry: BTreeSet::new(),
@@ -183,6 +220,32 @@ impl Notifier {
 
     pub fn get(&self, id: SubId) -> Option<&Subscription> {
         self.subs.get(&id)
+    }
+
+    /// How many subscriptions `subscriber` has.
+    pub fn count_of(&self, subscriber: &str) -> usize {
+        self.by_subscriber.get(subscriber).copied().unwrap_or(0)
+    }
+
+    /// The refusals counted so far.
+    pub fn stats(&self) -> NotifierStats {
+        self.stats
+    }
+
+    /// Files a subscription in every index.
+    fn file(&mut self, s: Subscription) {
+        let id = s.id;
+        self.by_dialog.insert(
+            (s.call_id.clone(), s.local_tag.clone(), s.remote_tag.clone()),
+            id,
+        );
+        self.by_resource
+            .entry(s.resource.clone())
+            .or_default()
+            .insert(id);
+        self.by_expiry.insert((s.expires_at, id));
+        *self.by_subscriber.entry(s.subscriber.clone()).or_default() += 1;
+        self.subs.insert(id, s);
     }
 
     /// The subscriptions watching `resource`.
@@ -217,18 +280,26 @@ impl Notifier {
             .collect()
     }
 
-    /// Takes back subscriptions kept across a restart (those still alive at `now`); each
-    /// should get a NOTIFY at once, since what it shows may have changed meanwhile. Their
-    /// CSeq and document version jump ahead, so that none is ever used twice (NOTIFYs sent
-    /// after the subscription was last kept are not known).
-    pub fn restore(
-        &mut self,
-        subs: impl IntoIterator<Item = Subscription>,
-        now: u64,
-    ) -> Vec<SubId> {
-        let mut ids = Vec::new();
+    /// Takes back subscriptions kept across a restart (those still alive at `now`), within
+    /// the same limits as new ones: the server's, and each subscriber's (a store filled by
+    /// one user before a restart, or a limit lowered since, gives no more than a SUBSCRIBE
+    /// would get now). Each taken back should get a NOTIFY at once, since what it shows may
+    /// have changed meanwhile. Their CSeq and document version jump ahead, so that none is
+    /// ever used twice (NOTIFYs sent after the subscription was last kept are not known).
+    /// Those left out (expired, or over a limit: counted) are handed back, for the caller
+    /// to forget them too.
+    pub fn restore(&mut self, subs: impl IntoIterator<Item = Subscription>, now: u64) -> Restored {
+        let mut restored = Restored::default();
         for mut s in subs {
-            if s.expires_at < now || self.subs.len() >= self.config.max_subscriptions {
+            if s.expires_at < now {
+                restored.left_out.push(s);
+                continue;
+            }
+            if self.subs.len() >= self.config.max_subscriptions
+                || self.count_of(&s.subscriber) >= self.config.max_per_subscriber
+            {
+                self.stats.not_restored += 1;
+                restored.left_out.push(s);
                 continue;
             }
             let id = self.next_id;
@@ -237,31 +308,27 @@ impl Notifier {
             s.local_cseq = s.local_cseq.saturating_add(1000);
             s.version = s.version.saturating_add(1000);
             s.last_body = None;
-            self.by_dialog.insert(
-                (s.call_id.clone(), s.local_tag.clone(), s.remote_tag.clone()),
-                id,
-            );
-            self.by_resource
-                .entry(s.resource.clone())
-                .or_default()
-                .insert(id);
-            self.by_expiry.insert((s.expires_at, id));
-            self.subs.insert(id, s);
-            ids.push(id);
+            self.file(s);
+            restored.ids.push(id);
         }
-        ids
+        restored
     }
 
     /// A key naming a subscription's dialog for as long as it lives (store rows).
     pub fn key(&self, id: SubId) -> Option<String> {
-        let s = self.subs.get(&id)?;
-        Some(format!("{}\n{}\n{}", s.call_id, s.local_tag, s.remote_tag))
+        Some(self.subs.get(&id)?.key())
     }
 
     /// Forgets a subscription (it ended, or its subscriber is gone: a NOTIFY got 481, 408,
     /// or no answer).
     pub fn remove(&mut self, id: SubId) -> Option<Subscription> {
         let s = self.subs.remove(&id)?;
+        if let Some(n) = self.by_subscriber.get_mut(&s.subscriber) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_subscriber.remove(&s.subscriber);
+            }
+        }
         self.by_dialog
             .remove(&(s.call_id.clone(), s.local_tag.clone(), s.remote_tag.clone()));
         if let Some(set) = self.by_resource.get_mut(&s.resource) {
@@ -396,9 +463,25 @@ impl Notifier {
         // An initial SUBSCRIBE with Expires 0 is a fetch (§4.2.1.1): created with expires 0,
         // it gets one NOTIFY (terminated) and ends.
         if self.subs.len() >= self.config.max_subscriptions {
+            self.stats.refused_server_limit += 1;
             let mut r = Refused::new(503, "subscription limit reached");
             r.headers.push(Header::RetryAfter("60".into()));
             return Err(r);
+        }
+        // One subscriber over their own share gets 403, not 503: the server is not
+        // overloaded, this subscriber is refused, and asking again will not help until some
+        // of their subscriptions end (RFC 3261 §21.4.4: "the request SHOULD NOT be
+        // repeated"; RFC 6665 §4.2.1.2 lets a notifier refuse by policy). A 503 would invite
+        // the phone to retry after Retry-After forever, or to fail over to another server
+        // (RFC 3263) as if this one were down for everyone; with 403 phones leave the extra
+        // lamps dark and try again at their next resubscription or reboot. The Warning says
+        // why. A fetch (Expires: 0) keeps nothing, so it is not refused.
+        if expires != 0 && self.count_of(subscriber) >= self.config.max_per_subscriber {
+            self.stats.refused_subscriber_limit += 1;
+            return Err(Refused::new(
+                403,
+                "too many subscriptions for this subscriber",
+            ));
         }
         let call_id = req
             .call_id_header()
@@ -443,9 +526,9 @@ impl Notifier {
             expires_at: now + u64::from(expires),
             last_body: None,
             event,
-            call_id: call_id.clone(),
+            call_id,
             local_tag: local_tag.clone(),
-            remote_tag: remote_tag.clone(),
+            remote_tag,
             local_uri: without_tag(&to),
             remote_uri: without_tag(&from),
             remote_target,
@@ -454,14 +537,7 @@ impl Notifier {
             remote_cseq: cseq,
             version: 0,
         };
-        self.by_dialog
-            .insert((call_id, local_tag.clone(), remote_tag), id);
-        self.by_resource
-            .entry(resource.to_string())
-            .or_default()
-            .insert(id);
-        self.by_expiry.insert((s.expires_at, id));
-        self.subs.insert(id, s);
+        self.file(s);
         Ok(Subscribed::Created {
             id,
             expires,
@@ -790,7 +866,7 @@ mod tests {
         let json = serde_json::to_string(&kept[0]).unwrap();
         let back: Subscription = serde_json::from_str(&json).unwrap();
         let mut m = Notifier::new(NotifierConfig::default(), Entropy::from_seed([0; 32]));
-        let ids = m.restore(vec![back], 100);
+        let ids = m.restore(vec![back], 100).ids;
         assert_eq!(ids.len(), 1);
         let refresh = subscribe("", Some(&to_tag), 3);
         assert_eq!(m.find(&refresh), Some(ids[0]));
@@ -806,10 +882,170 @@ mod tests {
             .unwrap();
         assert!(notify.to_string().contains("CSeq: 1002 NOTIFY"), "{notify}");
         assert!(notify.to_string().ends_with("v1001"));
-        assert!(
-            m.restore(vec![n.get(id).unwrap().clone()], 10_000)
-                .is_empty(),
-            "expired"
+        let late = m.restore(vec![n.get(id).unwrap().clone()], 10_000);
+        assert!(late.ids.is_empty(), "expired");
+        assert_eq!(late.left_out.len(), 1);
+        assert_eq!(m.stats().not_restored, 0, "an expired one is not refused");
+    }
+
+    /// An initial SUBSCRIBE of its own dialog (Call-ID `call`).
+    fn initial(call: &str, expires: u32) -> Request {
+        let text = subscribe(&format!("Expires: {expires}\r\n"), None, 1)
+            .to_string()
+            .replace("sub-1", call);
+        match parse(text.as_bytes(), &Limits::default()).unwrap() {
+            SipMessage::Request(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn one_subscriber_is_held_to_their_share_while_others_subscribe() {
+        let config = NotifierConfig {
+            max_per_subscriber: 2,
+            ..NotifierConfig::default()
+        };
+        let mut n = Notifier::new(config, Entropy::from_seed([0; 32]));
+        let mut made = Vec::new();
+        for i in 0..2 {
+            let r = n.subscribe(
+                &initial(&format!("a{i}"), 600),
+                "bob",
+                Package::Dialog,
+                "alice",
+                peer(),
+                0,
+            );
+            let Ok(Subscribed::Created { id, .. }) = r else {
+                panic!("{r:?}")
+            };
+            made.push(id);
+        }
+        // alice's third is refused 403, whatever she watches and from wherever she sends it.
+        let other_peer = Peer::udp("10.0.0.9:5060".parse().unwrap());
+        for (i, (resource, from)) in [("bob", peer()), ("carol", other_peer)]
+            .into_iter()
+            .enumerate()
+        {
+            let refused = n
+                .subscribe(
+                    &initial(&format!("a-over{i}"), 600),
+                    resource,
+                    Package::Presence,
+                    "alice",
+                    from,
+                    0,
+                )
+                .unwrap_err();
+            assert_eq!(refused.code, 403, "{refused:?}");
+            assert!(refused.why.contains("too many"), "{refused:?}");
+        }
+        assert_eq!(n.stats().refused_subscriber_limit, 2);
+        assert_eq!(n.len(), 2);
+        // Someone else still subscribes, from alice's own address too.
+        assert!(matches!(
+            n.subscribe(
+                &initial("c0", 600),
+                "bob",
+                Package::Dialog,
+                "carol",
+                peer(),
+                0
+            ),
+            Ok(Subscribed::Created { .. })
+        ));
+        // A fetch keeps nothing: not refused (and forgotten at once, as the core does).
+        let fetch = n.subscribe(
+            &initial("a-fetch", 0),
+            "bob",
+            Package::Dialog,
+            "alice",
+            peer(),
+            0,
+        );
+        let Ok(Subscribed::Created { id, expires: 0, .. }) = fetch else {
+            panic!("{fetch:?}")
+        };
+        n.remove(id);
+        // A refresh of one she has is no new subscription.
+        let Some(first) = n.get(made[0]).cloned() else {
+            panic!()
+        };
+        let refresh = subscribe("Expires: 600\r\n", Some(&first.local_tag), 2)
+            .to_string()
+            .replace("sub-1", "a0");
+        let refresh = match parse(refresh.as_bytes(), &Limits::default()).unwrap() {
+            SipMessage::Request(r) => r,
+            _ => unreachable!(),
+        };
+        assert!(matches!(
+            n.subscribe(&refresh, "bob", Package::Dialog, "alice", peer(), 10),
+            Ok(Subscribed::Refreshed { .. })
+        ));
+        // Once one of hers ends, she may subscribe again.
+        n.remove(made[1]);
+        assert_eq!(n.count_of("alice"), 1);
+        assert!(n
+            .subscribe(
+                &initial("a-again", 600),
+                "bob",
+                Package::Dialog,
+                "alice",
+                peer(),
+                0
+            )
+            .is_ok());
+        assert_eq!(n.stats().refused_subscriber_limit, 2);
+        assert_eq!(n.stats().refused_server_limit, 0);
+    }
+
+    #[test]
+    fn a_restart_takes_back_no_more_than_each_subscribers_share() {
+        // Before the restart alice had five (a higher limit then), carol one.
+        let mut before = Notifier::new(NotifierConfig::default(), Entropy::from_seed([0; 32]));
+        let mut kept = Vec::new();
+        for (i, who) in ["alice", "alice", "carol", "alice", "alice", "alice"]
+            .into_iter()
+            .enumerate()
+        {
+            let Ok(Subscribed::Created { id, .. }) = before.subscribe(
+                &initial(&format!("k{i}"), 600),
+                "bob",
+                Package::Dialog,
+                who,
+                peer(),
+                0,
+            ) else {
+                panic!()
+            };
+            kept.push(before.get(id).unwrap().clone());
+        }
+        let config = NotifierConfig {
+            max_per_subscriber: 2,
+            ..NotifierConfig::default()
+        };
+        let mut after = Notifier::new(config, Entropy::from_seed([1; 32]));
+        let restored = after.restore(kept, 100);
+        assert_eq!(restored.ids.len(), 3, "two of alice's and carol's");
+        assert_eq!(after.count_of("alice"), 2);
+        assert_eq!(after.count_of("carol"), 1);
+        assert_eq!(restored.left_out.len(), 3);
+        assert!(restored.left_out.iter().all(|s| s.subscriber == "alice"));
+        assert_eq!(after.stats().not_restored, 3);
+        // alice is at her limit after the restart too.
+        assert_eq!(
+            after
+                .subscribe(
+                    &initial("k-new", 600),
+                    "bob",
+                    Package::Dialog,
+                    "alice",
+                    peer(),
+                    100
+                )
+                .unwrap_err()
+                .code,
+            403
         );
     }
 

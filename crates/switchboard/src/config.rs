@@ -87,6 +87,7 @@ struct RawSubscriptions {
     default_expires: Spanned<u64>,
     max_expires: Spanned<u64>,
     max: Spanned<u64>,
+    max_per_user: Spanned<u64>,
 }
 
 impl Default for RawSubscriptions {
@@ -96,6 +97,7 @@ impl Default for RawSubscriptions {
             default_expires: Spanned::new(0..0, 3600),
             max_expires: Spanned::new(0..0, 3600),
             max: Spanned::new(0..0, 10_000),
+            max_per_user: Spanned::new(0..0, 200),
         }
     }
 }
@@ -153,6 +155,7 @@ struct RawLimits {
     max_message_size: Spanned<u64>,
     max_headers: Spanned<u64>,
     max_tcp_connections: Spanned<u64>,
+    max_tcp_connections_per_source: Spanned<u64>,
     tcp_idle_timeout_secs: Spanned<u64>,
 }
 
@@ -162,6 +165,7 @@ impl Default for RawLimits {
             max_message_size: Spanned::new(0..0, 65_535),
             max_headers: Spanned::new(0..0, 128),
             max_tcp_connections: Spanned::new(0..0, 1024),
+            max_tcp_connections_per_source: Spanned::new(0..0, 32),
             tcp_idle_timeout_secs: Spanned::new(0..0, 300),
         }
     }
@@ -310,6 +314,8 @@ pub struct Config {
     pub max_message_size: usize,
     pub max_headers: usize,
     pub max_tcp_connections: usize,
+    /// Most simultaneous TCP connections accepted from one source IP address.
+    pub max_tcp_connections_per_source: usize,
     pub tcp_idle_timeout_secs: u64,
     pub t1_ms: u64,
     pub t2_ms: u64,
@@ -351,6 +357,8 @@ pub struct Config {
     pub subscription_default_expires: u32,
     pub subscription_max_expires: u32,
     pub max_subscriptions: usize,
+    /// The most subscriptions one user (the authenticated subscriber) may have at once.
+    pub max_subscriptions_per_user: usize,
     /// Feature codes dialled from phones.
     pub feature_dnd_on: String,
     pub feature_dnd_off: String,
@@ -461,6 +469,12 @@ impl Config {
             1,
             1_000_000,
         );
+        let max_tcp_per_source = range(
+            &l.max_tcp_connections_per_source,
+            "limits.max_tcp_connections_per_source",
+            1,
+            1_000_000,
+        );
         let idle = range(
             &l.tcp_idle_timeout_secs,
             "limits.tcp_idle_timeout_secs",
@@ -524,6 +538,12 @@ impl Config {
         );
         let sub_max = range(&sub.max_expires, "subscriptions.max_expires", 1, 86_400);
         let max_subs = range(&sub.max, "subscriptions.max", 1, 1_000_000);
+        let max_subs_per_user = range(
+            &sub.max_per_user,
+            "subscriptions.max_per_user",
+            1,
+            1_000_000,
+        );
         if sub_def < sub_min || sub_def > sub_max {
             err(
                 sub.default_expires.span(),
@@ -698,6 +718,7 @@ impl Config {
             max_message_size: max_message_size as usize,
             max_headers: max_headers as usize,
             max_tcp_connections: max_tcp as usize,
+            max_tcp_connections_per_source: max_tcp_per_source as usize,
             tcp_idle_timeout_secs: idle,
             t1_ms: t1,
             t2_ms: t2,
@@ -726,6 +747,7 @@ impl Config {
             subscription_default_expires: sub_def as u32,
             subscription_max_expires: sub_max as u32,
             max_subscriptions: max_subs as usize,
+            max_subscriptions_per_user: max_subs_per_user as usize,
             feature_dnd_on: raw.features.dnd_on.into_inner(),
             feature_dnd_off: raw.features.dnd_off.into_inner(),
             feature_profile_prefix: raw.features.profile_prefix.into_inner(),
@@ -835,6 +857,45 @@ mod tests {
             );
             assert!(e.message.contains("out of range"), "{}", e.message);
         }
+    }
+
+    #[test]
+    fn per_user_and_per_source_caps_have_defaults_and_bounds() {
+        let base = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nrealm = \"r\"\n";
+        for c in [
+            Config::embedded().unwrap(),
+            Config::parse(base, "x.toml", None).unwrap(),
+        ] {
+            assert_eq!(c.max_subscriptions_per_user, 200);
+            assert_eq!(c.max_tcp_connections_per_source, 32);
+        }
+        let text = format!(
+            "{base}[limits]\nmax_tcp_connections_per_source = 4\n[subscriptions]\nmax_per_user = 3\n"
+        );
+        let c = Config::parse(&text, "x.toml", None).unwrap();
+        assert_eq!(
+            (
+                c.max_tcp_connections_per_source,
+                c.max_subscriptions_per_user
+            ),
+            (4, 3)
+        );
+        let text = format!(
+            "{base}[limits]\nmax_tcp_connections_per_source = 0\n[subscriptions]\nmax_per_user = 0\n"
+        );
+        let e = Config::parse(&text, "x.toml", None).unwrap_err();
+        let got: Vec<(&str, &str, usize)> =
+            e.0.iter()
+                .map(|e| (e.file.as_str(), e.key.as_str(), e.line))
+                .collect();
+        assert_eq!(
+            got,
+            [
+                ("x.toml", "limits.max_tcp_connections_per_source", 5),
+                ("x.toml", "subscriptions.max_per_user", 7)
+            ],
+            "{e}"
+        );
     }
 
     #[test]

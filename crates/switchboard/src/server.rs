@@ -91,6 +91,7 @@ fn core_config(c: &Config, route_secret: [u8; 32]) -> CoreConfig {
                 default_expires: c.subscription_default_expires,
                 max_expires: c.subscription_max_expires,
                 max_subscriptions: c.max_subscriptions,
+                max_per_subscriber: c.max_subscriptions_per_user,
             },
             features: FeatureCodes {
                 dnd_on: c.feature_dnd_on.clone(),
@@ -151,6 +152,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 max_headers: config.max_headers,
             },
             max_tcp_connections: config.max_tcp_connections,
+            max_tcp_connections_per_source: config.max_tcp_connections_per_source,
             tcp_idle_timeout: Duration::from_secs(config.tcp_idle_timeout_secs),
         },
         in_tx,
@@ -354,11 +356,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                      // Give the last responses a moment to leave the socket buffers.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let s = core.stats();
+    let subs = core.subscription_stats();
+    let net = transports.stats();
     tracing::info!(
         requests = s.requests,
         rejected = s.rejected,
-        dropped = s.dropped + transports.stats().dropped.load(Ordering::Relaxed),
+        dropped = s.dropped + net.dropped.load(Ordering::Relaxed),
         auth_failures = core.gate_stats().failures,
+        subscriptions_refused_server_limit = subs.refused_server_limit,
+        subscriptions_refused_user_limit = subs.refused_subscriber_limit,
+        tcp_refused = net.tcp_refused.load(Ordering::Relaxed),
+        tcp_refused_per_source = net.tcp_refused_per_source.load(Ordering::Relaxed),
         "switchboard stopped"
     );
     Ok(())

@@ -200,6 +200,74 @@ fn tcp_connection_limit_is_enforced() {
     );
 }
 
+/// A TCP connection from loopback address `ip` (all of 127.0.0.0/8 is loopback).
+fn connect_from(ip: &str, to: std::net::SocketAddr) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        let stream = s.connect(to).await.unwrap().into_std().unwrap();
+        stream.set_nonblocking(false).unwrap();
+        stream
+    })
+}
+
+/// An OPTIONS over `c` from `ip`: its answer's code, 0 when the connection was closed
+/// (or nothing came).
+fn options_over(c: &mut TcpStream, ip: &str) -> u16 {
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    let text =
+        request("OPTIONS", "").replace("SIP/2.0/UDP 127.0.0.1:9", &format!("SIP/2.0/TCP {ip}:9"));
+    if c.write_all(text.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut buf = [0u8; 2048];
+    match c.read(&mut buf) {
+        Ok(n) if n > 0 => status_of(&String::from_utf8_lossy(&buf[..n])),
+        _ => 0,
+    }
+}
+
+#[test]
+fn one_address_fills_its_share_of_tcp_while_another_connects_and_registers() {
+    let d = Daemon::start(Options::with(
+        "[limits]\nmax_tcp_connections_per_source = 3\n",
+    ));
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = connect_from("127.0.0.5", d.addr());
+        assert_eq!(options_over(&mut c, "127.0.0.5"), 200);
+        held.push(c);
+    }
+    // 127.0.0.5 is at its limit: a further connection is closed unanswered, at once (not
+    // after the idle timeout).
+    for _ in 0..3 {
+        let mut c = connect_from("127.0.0.5", d.addr());
+        assert_eq!(options_over(&mut c, "127.0.0.5"), 0, "refused");
+    }
+    // Another address still connects and registers over TCP, digest and all.
+    let port = free_port();
+    Sipp::new(&d, "register.xml")
+        .row(row("alice", "alice-secret", port, 600))
+        .tcp()
+        .local_ip("127.0.0.6")
+        .ok();
+    // 127.0.0.5's connections still work.
+    assert_eq!(options_over(&mut held[0], "127.0.0.5"), 200);
+    // One refusal line for the address, however many refusals.
+    let log = d.log();
+    assert_eq!(
+        log.matches("TCP connections refused: this address has as many as one may")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("from=127.0.0.5"), "{log}");
+}
+
 #[test]
 fn ipv6_options() {
     if std::net::UdpSocket::bind("[::1]:0").is_err() {

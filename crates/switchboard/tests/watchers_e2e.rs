@@ -162,3 +162,52 @@ fn subscriptions_survive_kill_9_and_lamps_are_told_the_state_at_once() {
     // The unsubscription inside the restored dialog was answered, and the row is gone.
     assert!(r.logs.contains("subscribed"));
 }
+
+#[test]
+fn one_user_at_their_subscription_limit_leaves_room_for_others_also_after_a_restart() {
+    let mut d = Daemon::start(Options {
+        policy: policy(),
+        extra: "[subscriptions]\nmax_per_user = 2\n".into(),
+        ..Options::default()
+    });
+    // alice takes her two (each waits for one NOTIFY more, which never comes: killed on drop).
+    let _a1 = watch(&d, "alice", "dialog", 1);
+    let _a2 = watch(&d, "alice", "presence", 1);
+    // Her third is refused 403 with a Warning.
+    let refused = Sipp::new(&d, "subscribe_refused.xml")
+        .row(call_row("alice", "alice-secret", "bob", "0"))
+        .auth_uri(&format!("bob@{REALM}"))
+        .arg("-key")
+        .arg("event")
+        .arg("dialog")
+        .run();
+    assert!(refused.success, "{}\n{}", refused.report(), d.log());
+    assert!(
+        refused.logs.contains("too many subscriptions"),
+        "{}",
+        refused.logs
+    );
+    d.wait_for_log("code=403", Duration::from_secs(5));
+    // carol still subscribes.
+    let _c = watch(&d, "carol", "dialog", 1);
+
+    // Restarted with a lower limit: one of alice's two stored ones is taken back,
+    // and carol's.
+    d.kill9();
+    let config = std::fs::read_to_string(d.config_path()).unwrap();
+    std::fs::write(
+        d.config_path(),
+        config.replace("max_per_user = 2", "max_per_user = 1"),
+    )
+    .unwrap();
+    d.restart();
+    d.wait_for_log(
+        "subscriptions restored subscriptions=2",
+        Duration::from_secs(10),
+    );
+    assert!(
+        d.log_contains("refused=1"),
+        "one of alice's not taken back:\n{}",
+        d.log()
+    );
+}

@@ -33,6 +33,7 @@ use switchboard_sip::msg::headers::Header;
 use switchboard_sip::msg::{Method, Request, SipMessage};
 use switchboard_sip::peer::Peer;
 use switchboard_sip::registrar::{Binding, Registrar};
+use switchboard_sip::subscription::NotifierStats;
 use switchboard_sip::throttle::{Throttle, ThrottleConfig};
 use switchboard_sip::transaction::{
     Action, ClientOutcome, ServerOutcome, Timer, TransactionLayer, TxId,
@@ -330,6 +331,12 @@ impl Core {
     /// The digest gate's counters: failed credentials, requests from blocked sources.
     pub fn gate_stats(&self) -> GateStats {
         self.gate.stats
+    }
+
+    /// The subscriptions' counters: SUBSCRIBEs refused at the server's limit (503) or at
+    /// their subscriber's (403), and kept ones not taken back after a restart.
+    pub fn subscription_stats(&self) -> NotifierStats {
+        self.watchers.notifier.stats()
     }
 
     /// Requests whose answer waits for the store.

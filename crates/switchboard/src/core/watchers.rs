@@ -254,12 +254,28 @@ impl Watchers {
                 }
             }
         }
+        let refused_before = self.notifier.stats().not_restored;
+        let restored = self.notifier.restore(subs, now.unix);
+        let refused = self.notifier.stats().not_restored - refused_before;
+        if refused > 0 {
+            // Over the server's limit or their subscriber's (a limit lowered since, or a
+            // store filled before there was one): forgotten, like a SUBSCRIBE refused now.
+            tracing::warn!(
+                refused,
+                "subscriptions over a limit not taken back after the restart; deleted"
+            );
+        }
+        stale.extend(
+            restored
+                .left_out
+                .iter()
+                .map(|s| Write::delete(SUBSCRIPTIONS, s.key())),
+        );
         cx.persist_unacknowledged(stale);
-        let ids = self.notifier.restore(subs, now.unix);
-        for id in &ids {
+        for id in &restored.ids {
             self.send_notify(cx, *id, SubState::Active);
         }
-        ids.len()
+        restored.ids.len()
     }
 
     /// What subscription `id` shows now: the call state (dialog) or the presence document.
