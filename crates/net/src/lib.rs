@@ -16,9 +16,12 @@
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use switchboard_sip::message;
+use switchboard_sip::msg::headers::Header;
+use switchboard_sip::msg::{Method, SipMessage};
 use switchboard_sip::parse::{frame, parse, Framing, Limits, ParseError};
 use switchboard_sip::peer::{ConnId, Peer};
 pub use switchboard_sip::transport::{Inbound, ListenAddr, Transport, Unreachable};
@@ -27,6 +30,12 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
 pub mod stun;
+
+/// The `Retry-After` of a request shed because the core was behind (seconds).
+const SHED_RETRY_AFTER: &str = "5";
+/// Messages waiting for the core at which it counts as behind (see
+/// [`TransportConfig::shed_after`]).
+pub const SHED_QUEUE: usize = 4096;
 
 /// Settings of the transport layer.
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +48,13 @@ pub struct TransportConfig {
     /// not count.
     pub max_tcp_connections_per_source: usize,
     pub tcp_idle_timeout: Duration,
+    /// Load shedding: once the core has been behind for this long — a UDP socket never
+    /// empty (datagrams kept arriving faster than they were read), or [`SHED_QUEUE`]
+    /// messages waiting for the core — a request that would start new work (outside any
+    /// dialog; not ACK or CANCEL) is answered `503` with `Retry-After` here, statelessly,
+    /// without reaching the core, until it has caught up. In-dialog requests and responses
+    /// always go through, so calls under way keep working. Zero: never shed.
+    pub shed_after: Duration,
 }
 
 /// Counters kept by the transport layer.
@@ -57,6 +73,8 @@ pub struct TransportStats {
     /// Connections refused at accept because their source address had
     /// `max_tcp_connections_per_source` open.
     pub tcp_refused_per_source: AtomicU64,
+    /// New requests answered 503 because the core was behind (`shed_after`).
+    pub shed: AtomicU64,
     pub send_errors: AtomicU64,
 }
 
@@ -192,6 +210,10 @@ struct Inner {
     sink: mpsc::Sender<Inbound>,
     stats: TransportStats,
     server: String,
+    /// Whether new requests are being shed (see `TransportConfig::shed_after`).
+    shedding: AtomicBool,
+    /// The shed count when shedding last began, for the line that says it ended.
+    shed_at_start: AtomicU64,
 }
 
 impl Transports {
@@ -242,6 +264,8 @@ impl Transports {
             sink: sink.clone(),
             stats: TransportStats::default(),
             server,
+            shedding: AtomicBool::new(false),
+            shed_at_start: AtomicU64::new(0),
         });
         let this = Transports { inner };
         for (local, sock, _) in &this.inner.udp {
@@ -444,6 +468,82 @@ impl Transports {
             .map(|(_, s, q)| (s, q))
     }
 
+    /// Hands a message to the core, unless the core is behind and the message would start
+    /// new work: then it is answered `503` with `Retry-After` here (see
+    /// [`TransportConfig::shed_after`]). `backlog`: how long the socket it came from has
+    /// not been empty (zero for a stream). False when the core has stopped.
+    async fn deliver(
+        &self,
+        item: Inbound,
+        sink: &mpsc::Sender<Inbound>,
+        backlog: Duration,
+    ) -> bool {
+        let after = self.inner.config.shed_after;
+        if !after.is_zero() {
+            let waiting = sink.max_capacity() - sink.capacity();
+            let behind = backlog >= after || waiting >= SHED_QUEUE;
+            if behind != self.inner.shedding.load(Ordering::Relaxed) {
+                self.shedding_changed(behind, backlog, waiting);
+            }
+            if behind && self.shed(&item) {
+                return true;
+            }
+        }
+        sink.send(item).await.is_ok()
+    }
+
+    /// Answers `item` 503 if it is a request that would start new work; whether it did.
+    fn shed(&self, item: &Inbound) -> bool {
+        let Inbound::Message {
+            msg: SipMessage::Request(req),
+            peer,
+            ..
+        } = item
+        else {
+            return false;
+        };
+        let in_dialog = req
+            .headers
+            .iter()
+            .any(|h| matches!(h, Header::To(t) if message::has_tag(t.value())));
+        if in_dialog || matches!(req.method, Method::Ack | Method::Cancel) {
+            return false;
+        }
+        let n = self.inner.stats.shed.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("shed{n:x}");
+        let mut resp = message::response(req, 503, Some(&tag), &self.inner.server);
+        resp.headers
+            .push(Header::RetryAfter(SHED_RETRY_AFTER.into()));
+        self.send(
+            *peer,
+            Bytes::from(switchboard_sip::wire::response_bytes(&resp)),
+        );
+        true
+    }
+
+    /// One line when shedding begins and one when it ends (with how many were shed), not
+    /// one per request.
+    fn shedding_changed(&self, behind: bool, backlog: Duration, waiting: usize) {
+        if self.inner.shedding.swap(behind, Ordering::Relaxed) == behind {
+            return; // another socket said so first
+        }
+        let shed = self.inner.stats.shed.load(Ordering::Relaxed);
+        if behind {
+            self.inner.shed_at_start.store(shed, Ordering::Relaxed);
+            tracing::warn!(
+                backlog_ms = backlog.as_millis() as u64,
+                waiting,
+                "the core is behind: new requests are answered 503 until it catches up"
+            );
+        } else {
+            let since = shed - self.inner.shed_at_start.load(Ordering::Relaxed);
+            tracing::warn!(
+                shed = since,
+                "the core caught up: new requests are served again"
+            );
+        }
+    }
+
     /// Answers a message that failed the checks, when it can be answered.
     fn answer_invalid(&self, error: &ParseError, peer: Peer) -> bool {
         match error.response(&self.inner.server, "") {
@@ -502,8 +602,20 @@ async fn udp_loop(
     let limits = t.inner.config.limits;
     // One byte more than the limit, to tell an over-long datagram from one that fits.
     let mut buf = vec![0u8; limits.max_message_size.max(1) + 1];
+    // When the socket was last found empty: a socket that stays non-empty means datagrams
+    // arrive faster than the core takes them (see `TransportConfig::shed_after`).
+    let mut empty_at = Instant::now();
     loop {
-        let (n, from) = match sock.recv_from(&mut buf).await {
+        let received = match sock.try_recv_from(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Empty until this datagram came.
+                let r = sock.recv_from(&mut buf).await;
+                empty_at = Instant::now();
+                r
+            }
+            other => other,
+        };
+        let (n, from) = match received {
             Ok(x) => x,
             Err(e) => {
                 // ICMP errors surface here on some systems; keep serving.
@@ -536,7 +648,7 @@ async fn udp_loop(
             Ok(msg) => Inbound::Message { msg, peer, local },
             Err(error) => Inbound::Invalid { error, peer },
         };
-        if sink.send(item).await.is_err() {
+        if !t.deliver(item, &sink, empty_at.elapsed()).await {
             return; // the core has stopped
         }
     }
@@ -686,7 +798,7 @@ async fn tcp_connection(
                         Ok(msg) => Inbound::Message { msg, peer, local },
                         Err(error) => Inbound::Invalid { error, peer },
                     };
-                    if sink.send(item).await.is_err() {
+                    if !t.deliver(item, &sink, Duration::ZERO).await {
                         break 'conn;
                     }
                 }
@@ -723,6 +835,7 @@ mod tests {
             max_tcp_connections: 2,
             max_tcp_connections_per_source: 2,
             tcp_idle_timeout: Duration::from_secs(5),
+            shed_after: Duration::ZERO,
         }
     }
 
@@ -856,6 +969,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(16);
         let config = TransportConfig {
             tcp_idle_timeout: Duration::from_millis(300),
+            shed_after: Duration::ZERO,
             ..cfg()
         };
         let t = Transports::bind(

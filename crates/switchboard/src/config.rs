@@ -157,6 +157,7 @@ struct RawLimits {
     max_tcp_connections: Spanned<u64>,
     max_tcp_connections_per_source: Spanned<u64>,
     tcp_idle_timeout_secs: Spanned<u64>,
+    shed_after_ms: Spanned<u64>,
 }
 
 impl Default for RawLimits {
@@ -167,6 +168,7 @@ impl Default for RawLimits {
             max_tcp_connections: Spanned::new(0..0, 1024),
             max_tcp_connections_per_source: Spanned::new(0..0, 32),
             tcp_idle_timeout_secs: Spanned::new(0..0, 300),
+            shed_after_ms: Spanned::new(0..0, 200),
         }
     }
 }
@@ -317,6 +319,8 @@ pub struct Config {
     /// Most simultaneous TCP connections accepted from one source IP address.
     pub max_tcp_connections_per_source: usize,
     pub tcp_idle_timeout_secs: u64,
+    /// How long the core is behind before new requests are answered 503 (0: never).
+    pub shed_after_ms: u64,
     pub t1_ms: u64,
     pub t2_ms: u64,
     pub t4_ms: u64,
@@ -481,6 +485,7 @@ impl Config {
             1,
             86_400,
         );
+        let shed_after = range(&l.shed_after_ms, "limits.shed_after_ms", 0, 60_000);
         let t = &raw.timers;
         let t1 = range(&t.t1_ms, "timers.t1_ms", 10, 60_000);
         let t2 = range(&t.t2_ms, "timers.t2_ms", 10, 600_000);
@@ -719,6 +724,7 @@ impl Config {
             max_headers: max_headers as usize,
             max_tcp_connections: max_tcp as usize,
             max_tcp_connections_per_source: max_tcp_per_source as usize,
+            shed_after_ms: shed_after,
             tcp_idle_timeout_secs: idle,
             t1_ms: t1,
             t2_ms: t2,

@@ -154,6 +154,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             max_tcp_connections: config.max_tcp_connections,
             max_tcp_connections_per_source: config.max_tcp_connections_per_source,
             tcp_idle_timeout: Duration::from_secs(config.tcp_idle_timeout_secs),
+            shed_after: Duration::from_millis(config.shed_after_ms),
         },
         in_tx,
         SERVER.to_string(),
@@ -367,6 +368,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         subscriptions_refused_user_limit = subs.refused_subscriber_limit,
         tcp_refused = net.tcp_refused.load(Ordering::Relaxed),
         tcp_refused_per_source = net.tcp_refused_per_source.load(Ordering::Relaxed),
+        shed = net.shed.load(Ordering::Relaxed),
         "switchboard stopped"
     );
     Ok(())

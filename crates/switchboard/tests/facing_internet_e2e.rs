@@ -239,3 +239,86 @@ fn an_unauthenticated_invite_draws_one_challenge_and_no_retransmission() {
     let again = c.recv(WAIT).expect("a second challenge");
     assert!(again.starts_with("SIP/2.0 407"), "{again}");
 }
+
+#[test]
+fn a_flood_of_new_requests_is_shed_while_dialogs_go_on() {
+    let mut d = Daemon::start(Options::with("[limits]\nshed_after_ms = 50\n"));
+    let to = d.addr();
+    // The flood: OPTIONS (new requests) from one address, as fast as a socket sends.
+    let flooder = Client::on("127.0.7.2");
+    let port = flooder.sock.local_addr().unwrap().port();
+    let flood = std::thread::spawn({
+        let sock = flooder.sock.try_clone().unwrap();
+        move || {
+            for i in 0..60_000u32 {
+                let text = format!(
+                    "OPTIONS sip:{REALM} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.7.2:{port};rport;branch=z9hG4bK-f{i}\r\n\
+                     Max-Forwards: 70\r\nFrom: <sip:x@{REALM}>;tag=f\r\nTo: <sip:{REALM}>\r\n\
+                     Call-ID: flood-{i}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+                );
+                let _ = sock.send_to(text.as_bytes(), to);
+            }
+        }
+    });
+    // Meanwhile, requests inside a dialog (a BYE with a To tag) keep reaching the core: it
+    // answers them itself (481: no such dialog here), never 503.
+    let inside = Client::on("127.0.7.3");
+    let iport = inside.sock.local_addr().unwrap().port();
+    for i in 0..40 {
+        let bye = format!(
+            "BYE sip:bob@{REALM} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.7.3:{iport};rport;branch=z9hG4bK-b{i}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:alice@{REALM}>;tag=a\r\nTo: <sip:bob@{REALM}>;tag=b\r\n\
+             Call-ID: dialog-{i}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+        );
+        inside.send(&d, &bye);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    flood.join().unwrap();
+    let (mut ok, mut shed, mut retry_after) = (0, 0, 0);
+    while let Some(m) = flooder.recv(Duration::from_millis(500)) {
+        match status_of(&m) {
+            200 => ok += 1,
+            503 => {
+                shed += 1;
+                retry_after += usize::from(header_values(&m, "Retry-After") == ["5"]);
+            }
+            _ => {}
+        }
+    }
+    let mut byes = Vec::new();
+    while let Some(m) = inside.recv(Duration::from_millis(300)) {
+        byes.push(status_of(&m));
+    }
+    assert!(shed > 0, "nothing shed ({ok} answered 200)\n{}", d.log());
+    assert_eq!(retry_after, shed, "every 503 says when to come back");
+    assert!(
+        byes.contains(&481),
+        "no in-dialog request got through: {byes:?}"
+    );
+    assert!(
+        !byes.contains(&503),
+        "an in-dialog request was shed: {byes:?}"
+    );
+    // Once the flood is over the core catches up at once and serves new requests again.
+    let start = Instant::now();
+    let text = request("OPTIONS", "");
+    let answered = wait_until(Duration::from_secs(2), Duration::from_millis(50), || {
+        udp_exchange(d.addr(), text.as_bytes(), Duration::from_millis(200))
+            .filter(|r| status_of(r) == 200)
+    });
+    assert!(
+        answered.is_some(),
+        "not serving 2 s after the flood\n{}",
+        d.log()
+    );
+    eprintln!(
+        "flood: {ok} answered 200, {shed} shed with 503; in-dialog answers {:?}; serving again after {:?}",
+        byes.iter().fold(std::collections::BTreeMap::new(), |mut m, c| {
+            *m.entry(*c).or_insert(0) += 1;
+            m
+        }),
+        start.elapsed()
+    );
+    d.wait_for_log("the core caught up", Duration::from_secs(5));
+    assert!(d.log_contains("the core is behind"));
+}

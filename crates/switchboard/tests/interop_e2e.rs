@@ -1235,7 +1235,7 @@ fn group_team_presence(m: &Matrix) {
         &["subscription stored", "subscriber=alice "],
         EVENT_WITHIN,
     ) && wait_until(EVENT_WITHIN, Duration::from_millis(30), || {
-        watcher.logs_so_far().contains("subscribed").then_some(())
+        watcher.logs_so_far().contains("notified").then_some(())
     })
     .is_some();
     let mut linphone_seen = Ok(());

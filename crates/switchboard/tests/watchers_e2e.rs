@@ -27,10 +27,10 @@ fn watch(d: &Daemon, who: &str, event: &str, more: usize) -> Uas {
         .arg("event")
         .arg(event)
         .spawn();
-    // Subscribed once the phone has the 200 (the daemon logs it as answered just before
-    // the 200 leaves: a restart in between would lose the 200 and not the subscription).
+    // Subscribed once the phone has the 200 and the first NOTIFY (a change that came in
+    // between could find the scenario between its steps).
     wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
-        w.logs_so_far().contains("subscribed").then_some(())
+        w.logs_so_far().contains("notified").then_some(())
     })
     .unwrap_or_else(|| panic!("{who} did not subscribe:\n{}", d.log()));
     w
