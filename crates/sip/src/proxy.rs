@@ -28,8 +28,8 @@ pub const DEFAULT_MAX_FORWARDS: u32 = 70;
 /// Request-URI changed on the way (a spiral) is not.
 pub fn loop_key(req: &Request) -> u64 {
     let mut h = Fnv::new();
-    // The URI as text, hashed as it is written out (no string made for it).
-    let _ = std::fmt::Write::write_fmt(&mut h, format_args!("{}", req.uri));
+    // The URI as text, as it is written out.
+    h.write(crate::wire::uri_text(&req.uri).as_bytes());
     for header in req.headers.iter() {
         let (name, value): (&[u8], &str) = match header {
             Header::From(v) => (b"f", crate::message::tag_of(v.value()).unwrap_or("")),
@@ -281,7 +281,7 @@ pub fn pop_own_routes(req: &mut Request, is_ours: impl Fn(&str) -> bool) -> Vec<
     let mut routes = route_set(req);
     let mut popped = Vec::new();
     if !routes.is_empty() {
-        let request_uri = req.uri.to_string();
+        let request_uri = crate::wire::uri_text(&req.uri);
         if is_ours(&request_uri) {
             if let Some(last) = routes.pop() {
                 if let Ok(uri) = crate::parse::uri_as_written(&last) {
@@ -306,7 +306,7 @@ pub fn next_hop_uri(req: &Request) -> String {
     route_set(req)
         .into_iter()
         .next()
-        .unwrap_or_else(|| req.uri.to_string())
+        .unwrap_or_else(|| crate::wire::uri_text(&req.uri))
 }
 
 /// A URI parameter (`;name=value` or `;name`), case-insensitive name; `Some("")` for a
@@ -528,13 +528,6 @@ impl Fnv {
     }
     fn finish(&self) -> u64 {
         self.0
-    }
-}
-
-impl std::fmt::Write for Fnv {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.write(s.as_bytes());
-        Ok(())
     }
 }
 
