@@ -278,7 +278,7 @@ fn start_line(line: &str) -> Option<StartLine> {
     let mut parts = line.splitn(3, [' ', '\t']);
     let (first, second) = (parts.next()?, parts.next()?);
     if line.starts_with("SIP/") {
-        let reason = parts.next().unwrap_or("").trim();
+        let reason = trim(parts.next().unwrap_or(""));
         let version = first.parse::<msg::Version>().ok()?;
         let code: u16 = second.parse().ok()?;
         let status = msg::StatusCode::try_from((code, reason)).ok()?;
@@ -289,9 +289,9 @@ fn start_line(line: &str) -> Option<StartLine> {
         .then(|| reason.to_string());
         Some(StartLine::Response(status, wire_reason, version))
     } else {
-        let version = parts.next()?.trim();
+        let version = trim(parts.next()?);
         let method = first.parse::<msg::Method>().ok()?;
-        let mut uri = msg::uri::parse_uri(second.trim()).ok()?;
+        let mut uri = msg::uri::parse_uri(trim(second)).ok()?;
         let version = version.parse::<msg::Version>().ok()?;
         if let Some(text) = line.split(' ').nth(1) {
             if text.contains(';') {
@@ -531,8 +531,44 @@ pub fn expand_compact(name: &str) -> &str {
     }
 }
 
+/// The bytes of a token (RFC 3261 §25.1), by value.
+const TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        b += 1;
+    }
+    t
+};
+
 fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+    TOKEN[b as usize]
+}
+
+/// `s.trim()`: ASCII white space is stripped byte by byte, and only ends that are not
+/// ASCII (rare in a header) go through the Unicode-aware `trim`.
+fn trim(s: &str) -> &str {
+    // The ASCII characters `char::is_whitespace` counts.
+    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
+    let b = s.as_bytes();
+    let (mut start, mut end) = (0, b.len());
+    while start < end && space(b[start]) {
+        start += 1;
+    }
+    while end > start && space(b[end - 1]) {
+        end -= 1;
+    }
+    if start < end && (!b[start].is_ascii() || !b[end - 1].is_ascii()) {
+        return s.trim();
+    }
+    // Only ASCII was cut, so both ends are character boundaries.
+    &s[start..end]
 }
 
 /// Reads the header section strictly: UTF-8 throughout, every line `name: value` (or a
@@ -600,12 +636,12 @@ fn collect<'a>(
     let mut headers: Vec<(&str, std::borrow::Cow<'a, str>)> = Vec::with_capacity(24);
     let mut first_error: Option<String> = None;
     for line in lines {
-        let problem = if line.starts_with([' ', '\t']) {
+        let problem = if matches!(line.as_bytes().first(), Some(b' ' | b'\t')) {
             match headers.last_mut() {
                 Some((_, value)) => {
                     let v = value.to_mut();
                     v.push(' ');
-                    v.push_str(line.trim());
+                    v.push_str(trim(line));
                     None
                 }
                 None => Some("continuation line before any header".to_string()),
@@ -613,10 +649,16 @@ fn collect<'a>(
         } else if memchr::memchr2(b'\r', b'\n', line.as_bytes()).is_some() {
             Some("bare CR or LF in the header section".to_string())
         } else {
-            match line.split_once(':') {
+            match memchr::memchr(b':', line.as_bytes()) {
                 None => Some(format!("header line without a colon: {:.40}", line)),
-                Some((name, value)) => {
-                    let name = name.trim_end_matches([' ', '\t']);
+                Some(colon) => {
+                    // ':' is ASCII: both sides are character boundaries.
+                    let (name, value) = (&line[..colon], &line[colon + 1..]);
+                    let name_end = name
+                        .bytes()
+                        .rposition(|b| b != b' ' && b != b'\t')
+                        .map_or(0, |i| i + 1);
+                    let name = &name[..name_end];
                     if name.is_empty() || !name.bytes().all(is_token_char) {
                         Some(format!("bad header name: {:.40}", name))
                     } else if headers.len() >= limits.max_headers {
@@ -626,7 +668,7 @@ fn collect<'a>(
                         ));
                         break;
                     } else {
-                        headers.push((name, std::borrow::Cow::Borrowed(value.trim())));
+                        headers.push((name, std::borrow::Cow::Borrowed(trim(value))));
                         None
                     }
                 }
@@ -973,6 +1015,11 @@ mod tests {
                     proptest::prop_assert_eq!(m, reference(&text));
                 }
             }
+        }
+
+        #[test]
+        fn trims_as_str_trim(text in "[ \t\r\n\u{b}\u{c}\u{a0}\u{85}\u{2003}ab\u{e9}]{0,12}") {
+            proptest::prop_assert_eq!(trim(&text), text.trim());
         }
 
         #[test]
