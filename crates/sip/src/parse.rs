@@ -553,7 +553,7 @@ fn is_token_char(b: u8) -> bool {
 
 /// `s.trim()`: ASCII white space is stripped byte by byte, and only ends that are not
 /// ASCII (rare in a header) go through the Unicode-aware `trim`.
-fn trim(s: &str) -> &str {
+pub(crate) fn trim(s: &str) -> &str {
     // The ASCII characters `char::is_whitespace` counts.
     let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
     let b = s.as_bytes();
