@@ -217,21 +217,20 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<SipMessage, ParseError> {
         None => bytes.len(),
     };
     let msg = &bytes[..end];
-    let parsed = catch_unwind(AssertUnwindSafe(|| msg::parser::parse_message(msg)));
-    match parsed {
-        Ok(Ok(mut m)) => {
-            keep_start_line_text(&mut m, msg);
-            if scanned.content_length.is_none() && end > head_end + 4 {
-                // A datagram without Content-Length: its body runs to its end (§18.3). (The
-                // parser would take none.)
-                let body = msg[head_end + 4..].to_vec();
-                match &mut m {
-                    SipMessage::Request(r) => r.body = body,
-                    SipMessage::Response(r) => r.body = body,
-                }
-            }
-            Ok(m)
+    // The scan has read every header line already: the message is made from what it read,
+    // unless its start line has a bare CR or LF (the parser would split there) or does not
+    // parse (the parser then says why, below).
+    if memchr::memchr2(b'\r', b'\n', scanned.start.as_bytes()).is_none() {
+        let start = catch_unwind(AssertUnwindSafe(|| start_line(scanned.start)));
+        if let Ok(Some(start)) = start {
+            return Ok(build(start, scanned.headers, &msg[head_end + 4..]));
         }
+    }
+    let parsed = catch_unwind(AssertUnwindSafe(|| {
+        by_parser(msg, head_end, scanned.content_length.is_some())
+    }));
+    match parsed {
+        Ok(Ok(m)) => Ok(m),
         Ok(Err(e)) => {
             let mut err = scanned.error(parser_reason(&e));
             err.unknown_method = scanned.is_request && scanned.method_unknown;
@@ -241,6 +240,117 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<SipMessage, ParseError> {
             Err(err)
         }
         Err(_) => Err(scanned.error("unparseable message")),
+    }
+}
+
+/// A checked message (cut to its Content-Length) read by the parser itself, with the
+/// start line's text kept as it came and a datagram's body without Content-Length kept
+/// whole: what [`parse`] makes of the scan directly whenever it can.
+fn by_parser(
+    msg: &[u8],
+    head_end: usize,
+    has_content_length: bool,
+) -> Result<SipMessage, msg::Error> {
+    let mut m = msg::parser::parse_message(msg)?;
+    keep_start_line_text(&mut m, msg);
+    if !has_content_length && msg.len() > head_end + 4 {
+        // A datagram without Content-Length: its body runs to its end (§18.3). (The parser
+        // would take none.)
+        let body = msg[head_end + 4..].to_vec();
+        match &mut m {
+            SipMessage::Request(r) => r.body = body,
+            SipMessage::Response(r) => r.body = body,
+        }
+    }
+    Ok(m)
+}
+
+/// A start line read as the parser reads it, with what it would write differently put
+/// back as it came (see [`keep_start_line_text`]).
+enum StartLine {
+    Request(msg::Method, msg::Uri, msg::Version),
+    Response(msg::StatusCode, Option<String>, msg::Version),
+}
+
+/// Reads a start line (without CR or LF) as the parser does; None where the parser would
+/// fail.
+fn start_line(line: &str) -> Option<StartLine> {
+    let mut parts = line.splitn(3, [' ', '\t']);
+    let (first, second) = (parts.next()?, parts.next()?);
+    if line.starts_with("SIP/") {
+        let reason = trim(parts.next().unwrap_or(""));
+        let version = first.parse::<msg::Version>().ok()?;
+        let code: u16 = second.parse().ok()?;
+        let status = msg::StatusCode::try_from((code, reason)).ok()?;
+        // A phrase other than the standard one, even only in letter case, is kept aside.
+        let wire_reason = (!reason.is_empty()
+            && !matches!(status, msg::StatusCode::Other(..))
+            && reason != status.text())
+        .then(|| reason.to_string());
+        Some(StartLine::Response(status, wire_reason, version))
+    } else {
+        let version = trim(parts.next()?);
+        let method = first.parse::<msg::Method>().ok()?;
+        let mut uri = msg::uri::parse_uri(trim(second)).ok()?;
+        let version = version.parse::<msg::Version>().ok()?;
+        if let Some(text) = line.split(' ').nth(1) {
+            if text.contains(';') {
+                keep_uri_params(&mut uri, text);
+            }
+        }
+        Some(StartLine::Request(method, uri, version))
+    }
+}
+
+/// The message the parser would make of a start line and the scan's header lines.
+fn build(start: StartLine, lines: Vec<(&str, Cow<'_, str>)>, body: &[u8]) -> SipMessage {
+    let mut headers = msg::Headers(Vec::with_capacity(lines.len()));
+    for (name, value) in lines {
+        headers.push(header(name, value.into_owned()));
+    }
+    let body = body.to_vec();
+    match start {
+        StartLine::Request(method, uri, version) => SipMessage::Request(msg::Request {
+            method,
+            uri,
+            version,
+            headers,
+            body,
+        }),
+        StartLine::Response(status_code, wire_reason, version) => {
+            SipMessage::Response(msg::Response {
+                status_code,
+                wire_reason,
+                version,
+                headers,
+                body,
+            })
+        }
+    }
+}
+
+/// A header as the parser makes it from its name and value: the usual names as they are
+/// usually written are picked at once; any other goes through the parser's own list.
+fn header(name: &str, value: String) -> msg::Header {
+    use msg::Header as H;
+    match name {
+        "Via" => H::Via(value.into()),
+        "From" => H::From(value.into()),
+        "To" => H::To(value.into()),
+        "Call-ID" => H::CallId(value.into()),
+        "CSeq" => H::CSeq(value.into()),
+        "Contact" => H::Contact(value.into()),
+        "Max-Forwards" => H::MaxForwards(value.into()),
+        "Content-Length" => H::ContentLength(value.into()),
+        "Content-Type" => H::ContentType(value.into()),
+        "Record-Route" => H::RecordRoute(value.into()),
+        "Route" => H::Route(value.into()),
+        "User-Agent" => H::UserAgent(value.into()),
+        "Server" => H::Server(value.into()),
+        "Allow" => H::Allow(value.into()),
+        "Supported" => H::Supported(value.into()),
+        "Expires" => H::Expires(value.into()),
+        _ => msg::headers::make_header(name, value),
     }
 }
 
@@ -357,31 +467,35 @@ struct Scanned<'a> {
     is_request: bool,
     method_unknown: bool,
     content_length: Option<usize>,
-    essentials: EssentialsRef<'a>,
-}
-
-#[derive(Default)]
-struct EssentialsRef<'a> {
-    via: Vec<Cow<'a, str>>,
-    from: Option<Cow<'a, str>>,
-    to: Option<Cow<'a, str>>,
-    call_id: Option<Cow<'a, str>>,
-    cseq: Option<Cow<'a, str>>,
+    /// The start line.
+    start: &'a str,
+    /// The header lines read, continuation lines unfolded: name and value, trimmed.
+    headers: Vec<(&'a str, Cow<'a, str>)>,
 }
 
 impl Scanned<'_> {
     fn error(&self, reason: impl Into<String>) -> ParseError {
-        let e = &self.essentials;
-        let own = |v: &Option<Cow<'_, str>>| v.as_ref().map(|x| x.to_string());
+        let mut e = Essentials::default();
+        for (name, value) in &self.headers {
+            let long = expand_compact(name);
+            let keep = |slot: &mut Option<String>| {
+                slot.get_or_insert_with(|| value.to_string());
+            };
+            if long.eq_ignore_ascii_case("Via") {
+                e.via.push(value.to_string());
+            } else if long.eq_ignore_ascii_case("From") {
+                keep(&mut e.from);
+            } else if long.eq_ignore_ascii_case("To") {
+                keep(&mut e.to);
+            } else if long.eq_ignore_ascii_case("Call-ID") {
+                keep(&mut e.call_id);
+            } else if long.eq_ignore_ascii_case("CSeq") {
+                keep(&mut e.cseq);
+            }
+        }
         ParseError {
             reason: reason.into(),
-            essentials: Some(Box::new(Essentials {
-                via: e.via.iter().map(|v| v.to_string()).collect(),
-                from: own(&e.from),
-                to: own(&e.to),
-                call_id: own(&e.call_id),
-                cseq: own(&e.cseq),
-            })),
+            essentials: Some(Box::new(e)),
             is_request: self.is_request,
             unknown_method: false,
         }
@@ -417,8 +531,44 @@ pub fn expand_compact(name: &str) -> &str {
     }
 }
 
+/// The bytes of a token (RFC 3261 §25.1), by value.
+const TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        b += 1;
+    }
+    t
+};
+
 fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+    TOKEN[b as usize]
+}
+
+/// `s.trim()`: ASCII white space is stripped byte by byte, and only ends that are not
+/// ASCII (rare in a header) go through the Unicode-aware `trim`.
+pub(crate) fn trim(s: &str) -> &str {
+    // The ASCII characters `char::is_whitespace` counts.
+    let space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c);
+    let b = s.as_bytes();
+    let (mut start, mut end) = (0, b.len());
+    while start < end && space(b[start]) {
+        start += 1;
+    }
+    while end > start && space(b[end - 1]) {
+        end -= 1;
+    }
+    if start < end && (!b[start].is_ascii() || !b[end - 1].is_ascii()) {
+        return s.trim();
+    }
+    // Only ASCII was cut, so both ends are character boundaries.
+    &s[start..end]
 }
 
 /// Reads the header section strictly: UTF-8 throughout, every line `name: value` (or a
@@ -428,7 +578,8 @@ fn scan_header_section<'a>(head: &'a [u8], limits: &Limits) -> Result<Scanned<'a
         is_request: false,
         method_unknown: false,
         content_length: None,
-        essentials: EssentialsRef::default(),
+        start: "",
+        headers: Vec::new(),
     };
     let text = match std::str::from_utf8(head) {
         Ok(t) => t,
@@ -453,6 +604,7 @@ fn scan_lines<'a>(
     if start.is_empty() {
         return Err(ParseError::new("empty start line"));
     }
+    scanned.start = start;
     scanned.is_request = !start.starts_with("SIP/");
     if scanned.is_request {
         let mut parts = start.split(' ');
@@ -484,12 +636,12 @@ fn collect<'a>(
     let mut headers: Vec<(&str, std::borrow::Cow<'a, str>)> = Vec::with_capacity(24);
     let mut first_error: Option<String> = None;
     for line in lines {
-        let problem = if line.starts_with([' ', '\t']) {
+        let problem = if matches!(line.as_bytes().first(), Some(b' ' | b'\t')) {
             match headers.last_mut() {
                 Some((_, value)) => {
                     let v = value.to_mut();
                     v.push(' ');
-                    v.push_str(line.trim());
+                    v.push_str(trim(line));
                     None
                 }
                 None => Some("continuation line before any header".to_string()),
@@ -497,10 +649,16 @@ fn collect<'a>(
         } else if memchr::memchr2(b'\r', b'\n', line.as_bytes()).is_some() {
             Some("bare CR or LF in the header section".to_string())
         } else {
-            match line.split_once(':') {
+            match memchr::memchr(b':', line.as_bytes()) {
                 None => Some(format!("header line without a colon: {:.40}", line)),
-                Some((name, value)) => {
-                    let name = name.trim_end_matches([' ', '\t']);
+                Some(colon) => {
+                    // ':' is ASCII: both sides are character boundaries.
+                    let (name, value) = (&line[..colon], &line[colon + 1..]);
+                    let name_end = name
+                        .bytes()
+                        .rposition(|b| b != b' ' && b != b'\t')
+                        .map_or(0, |i| i + 1);
+                    let name = &name[..name_end];
                     if name.is_empty() || !name.bytes().all(is_token_char) {
                         Some(format!("bad header name: {:.40}", name))
                     } else if headers.len() >= limits.max_headers {
@@ -510,7 +668,7 @@ fn collect<'a>(
                         ));
                         break;
                     } else {
-                        headers.push((name, std::borrow::Cow::Borrowed(value.trim())));
+                        headers.push((name, std::borrow::Cow::Borrowed(trim(value))));
                         None
                     }
                 }
@@ -521,25 +679,8 @@ fn collect<'a>(
         }
     }
     let mut content_length_error = None;
-    for (name, value) in headers {
-        let long = expand_compact(name);
-        let e = &mut scanned.essentials;
-        let keep = |slot: &mut Option<Cow<'a, str>>| {
-            if slot.is_none() {
-                *slot = Some(value.clone());
-            }
-        };
-        if long.eq_ignore_ascii_case("Via") {
-            e.via.push(value.clone());
-        } else if long.eq_ignore_ascii_case("From") {
-            keep(&mut e.from);
-        } else if long.eq_ignore_ascii_case("To") {
-            keep(&mut e.to);
-        } else if long.eq_ignore_ascii_case("Call-ID") {
-            keep(&mut e.call_id);
-        } else if long.eq_ignore_ascii_case("CSeq") {
-            keep(&mut e.cseq);
-        } else if long.eq_ignore_ascii_case("Content-Length") {
+    for (name, value) in &headers {
+        if expand_compact(name).eq_ignore_ascii_case("Content-Length") {
             let parsed = if !value.is_empty()
                 && value.len() <= 9
                 && value.bytes().all(|b| b.is_ascii_digit())
@@ -560,6 +701,7 @@ fn collect<'a>(
             }
         }
     }
+    scanned.headers = headers;
     match first_error.or(content_length_error) {
         Some(reason) => Err(scanned.error(reason)),
         None => Ok(()),
@@ -689,6 +831,55 @@ mod tests {
         }
     }
 
+    /// What the parser itself makes of a message that passed the scan.
+    fn reference(text: &str) -> SipMessage {
+        let bytes = text.as_bytes();
+        let head_end = find_header_end(bytes).unwrap();
+        let scanned = scan_header_section(&bytes[..head_end], &limits()).unwrap();
+        let end = scanned
+            .content_length
+            .map_or(bytes.len(), |cl| head_end + 4 + cl);
+        by_parser(&bytes[..end], head_end, scanned.content_length.is_some()).unwrap()
+    }
+
+    #[test]
+    fn the_scan_makes_the_message_the_parser_makes() {
+        let texts = [
+            REGISTER.to_string(),
+            // Compact forms, odd letter case, unknown headers, folded lines, a body.
+            "INVITE sip:bob@10.0.0.2:5070;transport=udp;lr;Foo=Bar SIP/2.0\r\n\
+             v: SIP/2.0/UDP h;branch=z9hG4bK1\r\nVIA: SIP/2.0/UDP g;branch=z9hG4bK0\r\n\
+             max-forwards: 70\r\nf: \"A\" <sip:a@b>;tag=1\r\nt: <sip:bob@b>\r\ni: c1\r\n\
+             CSeq: 1 INVITE\r\nm: <sip:a@10.0.0.1>\r\nX-Custom:  y \r\n  folded\r\n\
+             Subject: hi\r\n\tthere\r\nP-Asserted-Identity: <sip:1@b>\r\nk: timer\r\n\
+             Session-Expires: 1800;refresher=uac\r\nc: application/sdp\r\nl: 4\r\n\r\nv=0\n"
+                .to_string(),
+            "SIP/2.0 200 Ok\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nRecord-Route: <sip:p;lr>\r\n\
+             From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\
+             Contact: <sip:c@10.0.0.3>\r\nContent-Length: 0\r\n\r\n"
+                .to_string(),
+            "SIP/2.0 486 Busy here\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n\
+             To: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n\r\n"
+                .to_string(),
+            "SIP/2.0 499 Odd Thing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n\
+             To: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+                .to_string(),
+            "SIP/2.0 180\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n\
+             To: <sip:c@d>;tag=2\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+                .to_string(),
+            REGISTER.replace("Content-Length: 0\r\n", "") + "v=0\r\n",
+            REGISTER.replace("Content-Length: 0", "Content-Length: 2") + "abcdef",
+            REGISTER.replace("REGISTER sip:switchboard.local", "REGISTER sip:[::1]:5070?Subject=x"),
+        ];
+        for text in texts {
+            assert_eq!(
+                parse(text.as_bytes(), &limits()).unwrap(),
+                reference(&text),
+                "{text}"
+            );
+        }
+    }
+
     #[test]
     fn a_datagram_without_content_length_keeps_its_whole_body() {
         let text = REGISTER.replace("Content-Length: 0\r\n", "") + "v=0\r\n";
@@ -801,6 +992,34 @@ mod tests {
             let ours: Vec<&str> = crlf_lines(&text).collect();
             let split: Vec<&str> = text.split("\r\n").collect();
             proptest::prop_assert_eq!(ours, split);
+        }
+
+        #[test]
+        fn the_scan_makes_any_message_the_parser_makes(
+            names in proptest::collection::vec("[A-Za-z][-A-Za-z]{0,14}|[a-z]", 0..8),
+            values in proptest::collection::vec("[ -~]{0,20}", 8),
+            uri in "sip:[a-z]{1,4}@[a-z0-9.]{1,8}(:[0-9]{1,4})?(;[A-Za-z]{1,5}(=[A-Za-z0-9]{1,4})?){0,3}",
+            status in "SIP/2.0 [1-6][0-9]{2}( [ -~]{0,12})?",
+        ) {
+            let extra: String = names
+                .iter()
+                .zip(&values)
+                .filter(|(n, _)| !expand_compact(n).eq_ignore_ascii_case("Content-Length"))
+                .map(|(n, v)| format!("{n}: {v}\r\n"))
+                .collect();
+            // REGISTER's header lines but its Content-Length, then the others.
+            let usual = &REGISTER[REGISTER.find('\n').unwrap() + 1..REGISTER.find("Content-Length").unwrap()];
+            for start in [format!("OPTIONS {uri} SIP/2.0"), status.clone()] {
+                let text = format!("{start}\r\n{usual}{extra}Content-Length: 0\r\n\r\n");
+                if let Ok(m) = parse(text.as_bytes(), &limits()) {
+                    proptest::prop_assert_eq!(m, reference(&text));
+                }
+            }
+        }
+
+        #[test]
+        fn trims_as_str_trim(text in "[ \t\r\n\u{b}\u{c}\u{a0}\u{85}\u{2003}ab\u{e9}]{0,12}") {
+            proptest::prop_assert_eq!(trim(&text), text.trim());
         }
 
         #[test]

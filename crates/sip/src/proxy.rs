@@ -28,8 +28,8 @@ pub const DEFAULT_MAX_FORWARDS: u32 = 70;
 /// Request-URI changed on the way (a spiral) is not.
 pub fn loop_key(req: &Request) -> u64 {
     let mut h = Fnv::new();
-    // The URI as text, hashed as it is written out (no string made for it).
-    let _ = std::fmt::Write::write_fmt(&mut h, format_args!("{}", req.uri));
+    // The URI as text, as it is written out.
+    h.write(crate::wire::uri_text(&req.uri).as_bytes());
     for header in req.headers.iter() {
         let (name, value): (&[u8], &str) = match header {
             Header::From(v) => (b"f", crate::message::tag_of(v.value()).unwrap_or("")),
@@ -251,8 +251,12 @@ pub fn route_set<M: HeadersExt>(m: &M) -> Vec<String> {
 
 /// The URI of a name-addr (`"x" <sip:…>;p` → `sip:…`) or a bare addr-spec.
 pub fn strip_angle(v: &str) -> &str {
-    let v = v.trim();
-    match (v.find('<'), v.rfind('>')) {
+    let v = crate::parse::trim(v);
+    match (
+        memchr::memchr(b'<', v.as_bytes()),
+        memchr::memrchr(b'>', v.as_bytes()),
+    ) {
+        // '<' and '>' are ASCII: character boundaries.
         (Some(a), Some(b)) if a < b => &v[a + 1..b],
         _ => v,
     }
@@ -281,7 +285,7 @@ pub fn pop_own_routes(req: &mut Request, is_ours: impl Fn(&str) -> bool) -> Vec<
     let mut routes = route_set(req);
     let mut popped = Vec::new();
     if !routes.is_empty() {
-        let request_uri = req.uri.to_string();
+        let request_uri = crate::wire::uri_text(&req.uri);
         if is_ours(&request_uri) {
             if let Some(last) = routes.pop() {
                 if let Ok(uri) = crate::parse::uri_as_written(&last) {
@@ -306,22 +310,28 @@ pub fn next_hop_uri(req: &Request) -> String {
     route_set(req)
         .into_iter()
         .next()
-        .unwrap_or_else(|| req.uri.to_string())
+        .unwrap_or_else(|| crate::wire::uri_text(&req.uri))
 }
 
 /// A URI parameter (`;name=value` or `;name`), case-insensitive name; `Some("")` for a
 /// parameter without a value.
 pub fn uri_param<'a>(uri: &'a str, name: &str) -> Option<&'a str> {
-    let uri = strip_angle(uri);
-    let params = match uri.find('?') {
-        Some(q) => &uri[..q],
-        None => uri,
-    };
+    param_of(strip_angle(uri), name)
+}
+
+/// [`uri_param`] of a URI already out of its `<>`.
+fn param_of<'a>(uri: &'a str, name: &str) -> Option<&'a str> {
+    use crate::parse::trim;
+    let bytes = uri.as_bytes();
+    let params = &uri[..memchr::memchr(b'?', bytes).unwrap_or(uri.len())];
     // Parameters follow the host part: skip the user part, which may hold ';'.
-    let host_start = params.rfind('@').map(|i| i + 1).unwrap_or(0);
+    let host_start = memchr::memrchr(b'@', params.as_bytes()).map_or(0, |i| i + 1);
     params[host_start..].split(';').skip(1).find_map(|p| {
-        let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        let (k, v) = match memchr::memchr(b'=', p.as_bytes()) {
+            Some(eq) => (&p[..eq], &p[eq + 1..]),
+            None => (p, ""),
+        };
+        trim(k).eq_ignore_ascii_case(name).then(|| trim(v))
     })
 }
 
@@ -329,16 +339,17 @@ pub fn uri_param<'a>(uri: &'a str, name: &str) -> Option<&'a str> {
 /// 5060 when absent, `transport=tcp` honoured). `None` for a host name (needs DNS, RFC 3263)
 /// or an unreadable URI.
 pub fn uri_target(uri: &str) -> Option<(Transport, SocketAddr)> {
-    let transport = match uri_param(uri, "transport") {
+    let uri = strip_angle(uri);
+    let transport = match param_of(uri, "transport") {
         Some(t) => Transport::from_param(t)?,
         None => Transport::Udp,
     };
     // Nearly every URI a proxy routes by (Record-Route, Contact) names an IP address: read
     // that directly; anything else goes to the full URI parser.
-    if let Some(addr) = ip_host_port(strip_angle(uri), transport.default_port()) {
+    if let Some(addr) = ip_host_port(uri, transport.default_port()) {
         return Some((transport, addr));
     }
-    let parsed = Uri::try_from(strip_angle(uri)).ok()?;
+    let parsed = Uri::try_from(uri).ok()?;
     let ip = match &parsed.host_with_port.host {
         crate::msg::Host::IpAddr(ip) => *ip,
         crate::msg::Host::Domain(d) => {
@@ -365,7 +376,7 @@ fn ip_host_port(uri: &str, default_port: u16) -> Option<SocketAddr> {
         return None;
     }
     let rest = &uri[4..];
-    let end = rest.find([';', '?']).unwrap_or(rest.len());
+    let end = memchr::memchr2(b';', b'?', rest.as_bytes()).unwrap_or(rest.len());
     let host_port = &rest[..end];
     let host_port = host_port.rsplit_once('@').map_or(host_port, |(_, h)| h);
     let (ip, port) = match host_port.strip_prefix('[') {
@@ -528,13 +539,6 @@ impl Fnv {
     }
     fn finish(&self) -> u64 {
         self.0
-    }
-}
-
-impl std::fmt::Write for Fnv {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.write(s.as_bytes());
-        Ok(())
     }
 }
 

@@ -70,7 +70,22 @@ impl Binding {
         match (&self.instance, self.reg_id) {
             (Some(i), Some(r)) => format!("instance:{i};reg-id={r}"),
             (Some(i), None) => format!("instance:{i}"),
-            (None, _) => format!("contact:{}", normalize_contact(&self.contact)),
+            (None, _) => {
+                let mut key = String::with_capacity(self.contact.len() + 12);
+                key.push_str("contact:");
+                push_normalized_contact(&mut key, &self.contact);
+                key
+            }
+        }
+    }
+
+    /// Whether `key` is this binding's [`Binding::key`], without making it for a binding
+    /// identified by its contact.
+    pub fn has_key(&self, key: &str) -> bool {
+        match (&self.instance, key.strip_prefix("contact:")) {
+            (None, Some(normalized)) => is_normalized_contact(&self.contact, normalized),
+            (None, None) => false,
+            (Some(_), _) => self.key() == key,
         }
     }
 
@@ -117,17 +132,52 @@ fn format_q(q: u16) -> String {
 /// URI comparison for binding identity, simplified from RFC 3261 §19.1.4: scheme and host
 /// are case-insensitive, the user part is not.
 fn normalize_contact(uri: &str) -> String {
+    let mut out = String::with_capacity(uri.len() + 4);
+    push_normalized_contact(&mut out, uri);
+    out
+}
+
+/// The parts [`normalize_contact`] is made of: scheme, user part (with its `@`), host part.
+fn contact_parts(uri: &str) -> (&str, &str, &str) {
     let (scheme, rest) = uri.split_once(':').unwrap_or(("sip", uri));
-    let (user, hostpart) = match rest.rfind('@') {
-        Some(i) => (&rest[..=i], &rest[i + 1..]),
-        None => ("", rest),
+    match rest.rfind('@') {
+        Some(i) => (scheme, &rest[..=i], &rest[i + 1..]),
+        None => (scheme, "", rest),
+    }
+}
+
+/// Appends [`normalize_contact`] of `uri`, without a string per part.
+fn push_normalized_contact(out: &mut String, uri: &str) {
+    let (scheme, user, hostpart) = contact_parts(uri);
+    let start = out.len();
+    out.push_str(scheme);
+    out[start..].make_ascii_lowercase();
+    out.push(':');
+    out.push_str(user);
+    let start = out.len();
+    out.push_str(hostpart);
+    out[start..].make_ascii_lowercase();
+}
+
+/// Whether `normalized` is [`normalize_contact`] of `uri`, without making it.
+fn is_normalized_contact(uri: &str, normalized: &str) -> bool {
+    let (scheme, user, hostpart) = contact_parts(uri);
+    let n = normalized.as_bytes();
+    if n.len() != scheme.len() + 1 + user.len() + hostpart.len() {
+        return false;
+    }
+    let (n_scheme, rest) = n.split_at(scheme.len());
+    let (colon, rest) = rest.split_at(1);
+    let (n_user, n_host) = rest.split_at(user.len());
+    let lower_is = |raw: &str, want: &[u8]| {
+        raw.bytes()
+            .zip(want)
+            .all(|(a, &b)| a.to_ascii_lowercase() == b)
     };
-    format!(
-        "{}:{}{}",
-        scheme.to_ascii_lowercase(),
-        user,
-        hostpart.to_ascii_lowercase()
-    )
+    lower_is(scheme, n_scheme)
+        && colon == b":"
+        && user.as_bytes() == n_user
+        && lower_is(hostpart, n_host)
 }
 
 /// A change to the location table, to be made durable.
@@ -321,7 +371,7 @@ impl Registrar {
         self.table
             .get(aor)?
             .iter()
-            .find(|b| b.key() == *key && b.live_at(now))
+            .find(|b| b.has_key(key) && b.live_at(now))
     }
 
     /// The connection `conn` closed: the bindings registered over it lose their flow
@@ -728,6 +778,59 @@ mod tests {
             SipMessage::Request(r) => r,
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn a_binding_knows_its_key_without_making_it() {
+        let binding = |contact: &str, instance: Option<&str>, reg_id: Option<u32>| Binding {
+            aor: "alice".into(),
+            contact: contact.into(),
+            q: 1000,
+            expires_at: 0,
+            call_id: "c".into(),
+            cseq: 1,
+            instance: instance.map(str::to_string),
+            reg_id,
+            transport: Transport::Udp,
+            source: SocketAddr::from(([127, 0, 0, 1], 5070)),
+            conn: None,
+            user_agent: None,
+            registered_at: 0,
+        };
+        let contacts = [
+            "sip:alice@10.0.0.1:5070",
+            "SIP:Alice@Example.COM;transport=udp",
+            "sips:b@h@X.org",
+            "tel:+1555",
+            "noscheme",
+            "sip:\u{e9}l\u{e8}ve@H\u{f4}te",
+            "",
+        ];
+        for a in contacts {
+            // The key as it was made before: each part a string of its own.
+            let (scheme, rest) = a.split_once(':').unwrap_or(("sip", a));
+            let (user, host) = match rest.rfind('@') {
+                Some(i) => (&rest[..=i], &rest[i + 1..]),
+                None => ("", rest),
+            };
+            let old = format!(
+                "{}:{}{}",
+                scheme.to_ascii_lowercase(),
+                user,
+                host.to_ascii_lowercase()
+            );
+            assert_eq!(normalize_contact(a), old);
+            let b = binding(a, None, None);
+            assert_eq!(b.key(), format!("contact:{old}"));
+            for other in contacts {
+                let key = binding(other, None, None).key();
+                assert_eq!(b.has_key(&key), b.key() == key, "{a} / {other}");
+            }
+            assert!(!b.has_key("instance:x"));
+        }
+        let b = binding("sip:a@h", Some("urn:x"), Some(1));
+        assert!(b.has_key("instance:urn:x;reg-id=1"));
+        assert!(!b.has_key("contact:sip:a@h"));
     }
 
     fn src(port: u16) -> Peer {

@@ -10,7 +10,8 @@
 //! the peer could not frame it.
 
 use crate::msg::headers::Header;
-use crate::msg::{Request, Response};
+use crate::msg::{Method, Request, Response, Uri, Version};
+use std::net::IpAddr;
 
 /// A header's name as written on the wire, and its value.
 pub fn header_parts(h: &Header) -> (&str, &str) {
@@ -112,24 +113,143 @@ fn size_hint(headers: &crate::msg::Headers, body: usize) -> usize {
             .sum::<usize>()
 }
 
+/// A method's name, as its `Display` writes it.
+pub fn method_name(method: &Method) -> &'static str {
+    match method {
+        Method::Ack => "ACK",
+        Method::Bye => "BYE",
+        Method::Cancel => "CANCEL",
+        Method::Info => "INFO",
+        Method::Invite => "INVITE",
+        Method::Message => "MESSAGE",
+        Method::Notify => "NOTIFY",
+        Method::Options => "OPTIONS",
+        Method::PRack => "PRACK",
+        Method::Publish => "PUBLISH",
+        Method::Refer => "REFER",
+        Method::Register => "REGISTER",
+        Method::Subscribe => "SUBSCRIBE",
+        Method::Update => "UPDATE",
+    }
+}
+
+/// Characters a URI's user part is written with as they are (others are percent-encoded).
+const USER_AS_IS: &[u8] = b"-_.!~*'()&=+$,;?/";
+
+/// Appends a URI as its `Display` writes it, part by part, without the formatting
+/// machinery for the usual parts (scheme, a user without characters to encode, a domain
+/// or IPv4 host, a port, `lr` and parameters kept as written). This runs for every
+/// request a proxy forwards.
+pub fn push_uri(out: &mut Vec<u8>, uri: &Uri) {
+    use crate::msg::uri::{Host, Param, Scheme};
+    use std::io::Write;
+    match &uri.scheme {
+        Some(Scheme::Sip) => out.extend_from_slice(b"sip:"),
+        Some(Scheme::Sips) => out.extend_from_slice(b"sips:"),
+        Some(other) => {
+            let _ = write!(out, "{other}:");
+        }
+        None => {}
+    }
+    if let Some(auth) = &uri.auth {
+        if auth.password.is_none()
+            && auth
+                .user
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || USER_AS_IS.contains(&b))
+        {
+            out.extend_from_slice(auth.user.as_bytes());
+            out.push(b'@');
+        } else {
+            let _ = write!(out, "{auth}@");
+        }
+    }
+    let hp = &uri.host_with_port;
+    match &hp.host {
+        Host::Domain(d) => out.extend_from_slice(d.0.as_bytes()),
+        Host::IpAddr(IpAddr::V4(ip)) => {
+            let mut b = itoa::Buffer::new();
+            for (i, o) in ip.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(b.format(o).as_bytes());
+            }
+        }
+        Host::IpAddr(ip) => {
+            let _ = write!(out, "[{ip}]");
+        }
+    }
+    if let Some(port) = &hp.port {
+        out.push(b':');
+        out.extend_from_slice(itoa::Buffer::new().format(port.0).as_bytes());
+    }
+    for param in &uri.params {
+        match param {
+            Param::Lr => out.extend_from_slice(b";lr"),
+            Param::Other(name, value) => {
+                out.push(b';');
+                out.extend_from_slice(name.0.as_bytes());
+                if let Some(v) = value {
+                    out.push(b'=');
+                    out.extend_from_slice(v.0.as_bytes());
+                }
+            }
+            other => {
+                let _ = write!(out, "{other}");
+            }
+        }
+    }
+    if !uri.headers.is_empty() {
+        out.push(b'?');
+        for (i, (k, v)) in uri.headers.iter().enumerate() {
+            if i > 0 {
+                out.push(b'&');
+            }
+            out.extend_from_slice(k.as_bytes());
+            out.push(b'=');
+            out.extend_from_slice(v.as_bytes());
+        }
+    }
+}
+
+/// A URI as its `Display` writes it (see [`push_uri`]).
+pub fn uri_text(uri: &Uri) -> String {
+    let mut out = Vec::with_capacity(64);
+    push_uri(&mut out, uri);
+    // Only text was written.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// The bytes of a request, as its `to_bytes` gives them (with a `Content-Length`).
 pub fn request_bytes(req: &Request) -> Vec<u8> {
     let mut out = Vec::with_capacity(size_hint(&req.headers, req.body.len()));
     // Written straight into the buffer, without a string per part.
-    let _ = std::io::Write::write_fmt(
-        &mut out,
-        format_args!("{} {} {}\r\n", req.method, req.uri, req.version),
-    );
+    out.extend_from_slice(method_name(&req.method).as_bytes());
+    out.push(b' ');
+    push_uri(&mut out, &req.uri);
+    out.push(b' ');
+    push_version(&mut out, &req.version);
+    out.extend_from_slice(b"\r\n");
     write_headers(&mut out, &req.headers, req.body.len());
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&req.body);
     out
 }
 
+fn push_version(out: &mut Vec<u8>, version: &Version) {
+    match version {
+        Version::V2 => out.extend_from_slice(b"SIP/2.0"),
+        other => {
+            let _ = std::io::Write::write_fmt(out, format_args!("{other}"));
+        }
+    }
+}
+
 /// The bytes of a response, as its `to_bytes` gives them (with a `Content-Length`).
 pub fn response_bytes(resp: &Response) -> Vec<u8> {
     let mut out = Vec::with_capacity(size_hint(&resp.headers, resp.body.len()));
-    let _ = std::io::Write::write_fmt(&mut out, format_args!("{}", resp.version));
+    push_version(&mut out, &resp.version);
     out.push(b' ');
     let code = resp.status_code.code();
     out.extend_from_slice(itoa::Buffer::new().format(code).as_bytes());
@@ -163,6 +283,35 @@ mod tests {
                 SipMessage::Response(r) => assert_eq!(response_bytes(&r), r.to_bytes()),
             }
         }
+    }
+
+    #[test]
+    fn uris_are_written_as_their_display_writes_them() {
+        use crate::msg::uri::{Auth, Param};
+        for text in [
+            "sip:bob@10.0.0.2:5070;transport=udp;lr;foo=Bar",
+            "sip:10.0.0.2;lr",
+            "sips:alice@example.com",
+            "sip:bob@[::1]:5070;transport=tcp?Subject=Hi&Priority=urgent",
+            "tel:+15551234567",
+            "sip:a%20b@h;user=phone",
+            "sip:b@h;maddr=10.0.0.1;ttl=5;method=INVITE",
+        ] {
+            for uri in [
+                crate::msg::Uri::try_from(text).unwrap(),
+                crate::parse::uri_as_written(text).unwrap(),
+            ] {
+                assert_eq!(uri_text(&uri), uri.to_string(), "{text}");
+            }
+        }
+        let mut uri = crate::msg::Uri::try_from("sip:h").unwrap();
+        uri.auth = Some(Auth {
+            user: "a b".into(),
+            password: Some("p:w".into()),
+        });
+        uri.params.push(Param::Rport(Some(5)));
+        uri.scheme = None;
+        assert_eq!(uri_text(&uri), uri.to_string());
     }
 
     fn bytes_of(text: &str) -> String {
