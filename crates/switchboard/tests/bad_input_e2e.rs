@@ -350,3 +350,34 @@ fn retransmitted_register_is_answered_from_the_transaction() {
     assert_eq!(status_of(&first), 200, "{first}");
     assert_eq!(first, second);
 }
+
+/// Control characters a request carries (ESC, NUL, DEL, C1) never reach a header this
+/// server writes nor its log raw.
+#[test]
+fn control_characters_are_never_echoed_raw() {
+    let mut d = Daemon::start(Options::default());
+    let raw_controls =
+        |s: &str| -> Vec<char> { s.chars().filter(|c| c.is_control() && *c != '\n').collect() };
+    // A bad header whose value is quoted in the 400's Warning.
+    let evil = "1\u{1b}[2J\u{0}X\u{9b}31m\u{7f}";
+    let text =
+        request("OPTIONS", "").replace("Content-Length: 0", &format!("Content-Length: {evil}"));
+    let r = answer(&d, text.as_bytes()).expect("an answer to the bad request");
+    assert_eq!(status_of(&r), 400, "{r:?}");
+    let warning = r
+        .split("\r\n")
+        .find(|l| l.starts_with("Warning: 399 switchboard"))
+        .unwrap_or_else(|| panic!("no Warning in {r:?}"));
+    assert!(warning.contains("bad Content-Length"), "{warning:?}");
+    assert!(raw_controls(warning).is_empty(), "{warning:?}");
+    assert!(raw_controls(&r.replace("\r\n", "")).is_empty(), "{r:?}");
+    // A refused request whose reason quotes it, and a REGISTER whose Call-ID holds them.
+    let text = request("OPTIONS", &format!("Require: x{evil}\r\n"));
+    let r = answer(&d, text.as_bytes()).expect("an answer to the Require");
+    assert_eq!(status_of(&r), 420, "{r:?}");
+    d.wait_for_log("bad request answered", WAIT);
+    d.wait_for_log("request refused", WAIT);
+    let log = d.log();
+    assert!(raw_controls(&log).is_empty(), "{log:?}");
+    assert!(log.contains("\\u{1b}"), "escaped, not dropped: {log}");
+}
