@@ -212,11 +212,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             reload_tx.clone(),
             store.clone(),
         );
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "presence API stopped");
-            }
-        });
+        tokio::spawn(api::serve(listener, app, config.api_limits));
     }
     drop(api_tx);
     drop(reload_tx);
