@@ -381,3 +381,52 @@ fn control_characters_are_never_echoed_raw() {
     assert!(raw_controls(&log).is_empty(), "{log:?}");
     assert!(log.contains("\\u{1b}"), "escaped, not dropped: {log}");
 }
+
+/// A flood of refused requests writes a bounded number of log lines, then one line per
+/// interval with how many were left out: nothing is lost from the count.
+#[test]
+fn a_flood_of_refusals_is_logged_a_few_times_with_a_count_of_the_rest() {
+    const FLOOD: usize = 2000;
+    let d = Daemon::start(Options::default());
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 4096];
+    let start = std::time::Instant::now();
+    for _ in 0..FLOOD {
+        let text = request("OPTIONS", "Require: foo\r\n");
+        sock.send_to(text.as_bytes(), d.addr()).unwrap();
+        let (n, _) = sock.recv_from(&mut buf).expect("every request is answered");
+        assert_eq!(status_of(&String::from_utf8_lossy(&buf[..n])), 420);
+    }
+    let took = start.elapsed();
+    let count = |log: &str| -> (usize, u64) {
+        let written = log
+            .lines()
+            .filter(|l| l.contains("request refused") && !l.contains("log lines suppressed"))
+            .count();
+        let suppressed = log
+            .lines()
+            .filter(|l| {
+                l.contains("log lines suppressed") && l.contains("kind=\"request refused\"")
+            })
+            .filter_map(|l| l.split("suppressed=").nth(1))
+            .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        (written, suppressed)
+    };
+    let log = wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+        let log = d.log();
+        let (w, s) = count(&log);
+        (w as u64 + s >= FLOOD as u64).then_some(log)
+    })
+    .unwrap_or_else(|| panic!("no count of suppressed lines:\n{}", d.log()));
+    let (written, suppressed) = count(&log);
+    eprintln!("{FLOOD} refusals in {took:?}: {written} lines written, {suppressed} suppressed");
+    // 20 lines per 5 s interval the flood lasted, at most.
+    let windows = took.as_secs() as usize / 5 + 1;
+    assert!(
+        written <= 20 * windows,
+        "{written} lines in {took:?} ({suppressed} suppressed)"
+    );
+    assert_eq!(written as u64 + suppressed, FLOOD as u64);
+}
