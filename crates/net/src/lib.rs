@@ -19,6 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use switchboard_sip::log_limit;
 use switchboard_sip::message;
 use switchboard_sip::msg::headers::Header;
 use switchboard_sip::msg::{Method, SipMessage};
@@ -316,7 +317,9 @@ impl Transports {
         match peer.transport {
             Transport::Udp => {
                 let Some((sock, queue)) = self.udp_socket_for(peer.addr) else {
-                    tracing::warn!(to = %peer, "no UDP socket for this address family");
+                    if log_limit::allow("no UDP socket for this address family") {
+                        tracing::warn!(to = %peer, "no UDP socket for this address family");
+                    }
                     self.unreachable(peer, Unreachable::SendFailed);
                     return;
                 };
@@ -337,7 +340,9 @@ impl Transports {
                 if queue.tx.try_send((peer.addr, bytes)).is_err() {
                     queue.waiting.fetch_sub(1, Ordering::AcqRel);
                     self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(to = %peer, "UDP send queue full; message dropped");
+                    if log_limit::allow("UDP send queue full") {
+                        tracing::warn!(to = %peer, "UDP send queue full; message dropped");
+                    }
                 }
             }
             Transport::Tcp => {
@@ -345,7 +350,9 @@ impl Transports {
                 match conn {
                     Some(tx) => {
                         if tx.try_send(bytes).is_err() {
-                            tracing::warn!(to = %peer, "TCP connection gone or stuck; message dropped");
+                            if log_limit::allow("TCP connection gone or stuck") {
+                                tracing::warn!(to = %peer, "TCP connection gone or stuck; message dropped");
+                            }
                             self.unreachable(peer, Unreachable::SendFailed);
                         }
                     }
@@ -401,7 +408,9 @@ impl Transports {
         let addr = peer.addr;
         let open = self.inner.stats.tcp_open.load(Ordering::Relaxed);
         if open >= self.inner.config.max_tcp_connections {
-            tracing::warn!(to = %addr, open, "no TCP connection opened: limit reached");
+            if log_limit::allow("no TCP connection opened") {
+                tracing::warn!(to = %addr, open, "no TCP connection opened: limit reached");
+            }
             self.unreachable(peer, Unreachable::ConnectFailed);
             return;
         }
@@ -687,7 +696,9 @@ async fn tcp_accept_loop(
         let (stream, from) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                tracing::warn!(error = %e, "TCP accept failed");
+                if log_limit::allow("TCP accept failed") {
+                    tracing::warn!(error = %e, "TCP accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
@@ -695,7 +706,9 @@ async fn tcp_accept_loop(
         let open = t.inner.stats.tcp_open.load(Ordering::Relaxed);
         if open >= t.inner.config.max_tcp_connections {
             t.inner.stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(from = %from, open, "TCP connection refused: limit reached");
+            if log_limit::allow("TCP connection refused") {
+                tracing::warn!(from = %from, open, "TCP connection refused: limit reached");
+            }
             drop(stream);
             continue;
         }
@@ -711,7 +724,7 @@ async fn tcp_accept_loop(
                         .stats
                         .tcp_refused_per_source
                         .fetch_add(1, Ordering::Relaxed);
-                    if first {
+                    if first && log_limit::allow("TCP connections refused for a source") {
                         tracing::warn!(
                             from = %from.ip(),
                             limit = per_source,
@@ -810,7 +823,9 @@ async fn tcp_connection(
                     } else {
                         t.inner.stats.dropped.fetch_add(1, Ordering::Relaxed);
                     }
-                    tracing::info!(peer = %peer, reason = %error, "unreadable TCP stream; closing");
+                    if log_limit::allow("unreadable TCP stream") {
+                        tracing::info!(peer = %peer, reason = %error, "unreadable TCP stream; closing");
+                    }
                     break 'conn;
                 }
             }

@@ -37,13 +37,33 @@ impl Refusal {
     }
 }
 
-/// A `Warning: 399` header carrying a free-text explanation.
+/// The longest free text a header built here carries (a Warning's, a Reason's), in
+/// characters.
+pub const MAX_HEADER_TEXT: usize = 200;
+
+/// Free text, often from a request, made fit for a quoted string in a header value (RFC
+/// 3261 §25.1 `quoted-string`): control characters (CR, LF, NUL, ESC, C1…) become `?`,
+/// quotes and backslashes `'`, and it is cut to [`MAX_HEADER_TEXT`] characters (`…` marks
+/// the cut). Nothing a request carries is echoed raw into a header this server builds.
+pub fn header_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_HEADER_TEXT * 4));
+    for (i, c) in text.chars().enumerate() {
+        if i == MAX_HEADER_TEXT {
+            out.push('…');
+            break;
+        }
+        out.push(match c {
+            '"' | '\\' => '\'',
+            c if c.is_control() => '?',
+            c => c,
+        });
+    }
+    out
+}
+
+/// A `Warning: 399` header carrying a free-text explanation (made fit by [`header_text`]).
 pub fn warning(text: &str) -> Header {
-    let clean: String = text
-        .chars()
-        .map(|c| if c == '"' || c == '\\' { '\'' } else { c })
-        .collect();
-    Header::Warning(format!("399 switchboard \"{clean}\"").into())
+    Header::Warning(format!("399 switchboard \"{}\"", header_text(text)).into())
 }
 
 /// What the request handler supports; used by [`check_request`].
@@ -412,6 +432,18 @@ mod tests {
             SipMessage::Request(r) => r,
             _ => panic!("not a request"),
         }
+    }
+
+    #[test]
+    fn header_texts_carry_no_control_characters_and_are_bounded() {
+        let w = warning("bad \"x\"\r\nVia: evil\u{1b}[2J\u{0}\u{9b}\\");
+        assert_eq!(
+            w.to_string(),
+            "Warning: 399 switchboard \"bad 'x'??Via: evil?[2J??'\""
+        );
+        let long = header_text(&"é".repeat(500));
+        assert_eq!(long.chars().count(), MAX_HEADER_TEXT + 1);
+        assert!(long.ends_with('…'));
     }
 
     const OPTIONS: &str = "OPTIONS sip:switchboard.local SIP/2.0\r\n\

@@ -112,11 +112,7 @@ impl ParseError {
             out.push_str(allow);
         }
         out.push_str("\r\nWarning: 399 switchboard \"");
-        out.extend(
-            self.reason
-                .chars()
-                .map(|c| if c == '"' || c == '\\' { '\'' } else { c }),
-        );
+        out.push_str(&crate::message::header_text(&self.reason));
         out.push_str("\"\r\nContent-Length: 0\r\n\r\n");
         Some(out.into_bytes())
     }

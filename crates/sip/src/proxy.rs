@@ -463,7 +463,7 @@ pub fn response_destination(resp: &Response) -> Option<(Transport, SocketAddr)> 
 
 /// A `Reason` header (RFC 3326) with a SIP cause.
 pub fn reason(cause: u16, text: &str) -> Header {
-    let clean: String = text.chars().filter(|c| *c != '"' && *c != '\\').collect();
+    let clean = crate::message::header_text(text);
     Header::Reason(format!("SIP;cause={cause};text=\"{clean}\"").into())
 }
 

@@ -9,6 +9,7 @@
 //! and where they stand once the store has every earlier change, and the status log is then
 //! read from the store off the core's loop.
 
+use crate::config::ApiLimits;
 use crate::directory::Directory;
 use crate::policy_source::Changes;
 use crate::presence_service::{
@@ -29,8 +30,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 use switchboard_policy::{IncomingHandling, ProfileDraft};
 use switchboard_presence::model::{Interface, StatusInterval, UnixTime, MAX_END_AHEAD};
+use switchboard_sip::log_limit;
 use switchboard_store::tables::{status_log_range, STATUS_LOG};
 use switchboard_store::Store;
 use tokio::sync::{mpsc, oneshot};
@@ -167,6 +170,90 @@ pub fn router(
             ))
         })
         .with_state(state)
+}
+
+/// The most a request body may hold (axum's default limit, which the handlers' `Bytes`
+/// apply too).
+const MAX_BODY: usize = 2 * 1024 * 1024;
+
+/// What a connection over [`ApiLimits::max_connections`] is told before it is closed.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+Content-Length: 33\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{\"error\": \"too many connections\"}";
+
+/// Serves the API's `app` on `listener` until the process ends, within `limits`: at most
+/// `max_connections` connections at once (the next ones are answered 503 and closed
+/// without being read), a request's headers read within `header_timeout` (else the
+/// connection is closed) and its body within `body_timeout` (else 408 and closed). A
+/// client that trickles its request or never finishes it holds its connection no longer.
+pub async fn serve(listener: tokio::net::TcpListener, app: Router, limits: ApiLimits) {
+    let app = app.layer(axum::middleware::from_fn_with_state(
+        limits.body_timeout,
+        body_in_time,
+    ));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                if log_limit::allow("API accept failed") {
+                    tracing::warn!(error = %e, "API accept failed");
+                }
+                // Out of file descriptors, most likely: let some close.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if log_limit::allow("API connection refused") {
+                tracing::warn!(%from, open = limits.max_connections, "API connection refused: limit reached");
+            }
+            let _ = stream.try_write(BUSY);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = http.serve_connection(io, service).await {
+                tracing::debug!(%from, error = %e, "API connection ended");
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// Reads a request's body within the time allowed before handing the request on; a body
+/// that does not arrive in time is answered 408 and its connection closed.
+async fn body_in_time(
+    State(limit): State<Duration>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let refusal = match tokio::time::timeout(limit, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(bytes)) => {
+            let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+            return next.run(req).await;
+        }
+        Ok(Err(_)) => ApiError::new(
+            413,
+            None,
+            format!("the body could not be read or exceeds {MAX_BODY} bytes"),
+        ),
+        Err(_) => ApiError::new(
+            408,
+            None,
+            format!("the body did not arrive within {} s", limit.as_secs()),
+        ),
+    };
+    let mut r = error(refusal);
+    r.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    r
 }
 
 fn error(e: ApiError) -> Response {

@@ -293,6 +293,9 @@ pub struct ReloadRules {
 struct RawApi {
     listen: Option<Spanned<String>>,
     admin_token: Option<Spanned<String>>,
+    max_connections: Spanned<u64>,
+    header_timeout_secs: Spanned<u64>,
+    body_timeout_secs: Spanned<u64>,
 }
 
 impl Default for RawApi {
@@ -300,8 +303,23 @@ impl Default for RawApi {
         RawApi {
             listen: Some(Spanned::new(0..0, "127.0.0.1:8080".into())),
             admin_token: None,
+            max_connections: Spanned::new(0..0, 256),
+            header_timeout_secs: Spanned::new(0..0, 10),
+            body_timeout_secs: Spanned::new(0..0, 10),
         }
     }
+}
+
+/// How the presence API guards its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Connections open at once; further ones are answered 503 and closed.
+    pub max_connections: usize,
+    /// A request's headers must have arrived within this time of the connection opening
+    /// (or, on a kept-alive connection, of the next request starting); else it is closed.
+    pub header_timeout: std::time::Duration,
+    /// A request's body must have arrived within this time of its headers; else 408.
+    pub body_timeout: std::time::Duration,
 }
 
 /// The validated configuration.
@@ -346,6 +364,7 @@ pub struct Config {
     pub api_listen: Option<std::net::SocketAddr>,
     /// The bearer token that may do everything in the API.
     pub admin_token: Option<String>,
+    pub api_limits: ApiLimits,
     /// Most calls being set up at once; further INVITEs get 503.
     pub max_calls: usize,
     /// How long a step without a ring time of its own (an external number, a media server
@@ -486,6 +505,22 @@ impl Config {
             86_400,
         );
         let shed_after = range(&l.shed_after_ms, "limits.shed_after_ms", 0, 60_000);
+        let api_limits = ApiLimits {
+            max_connections: range(&raw.api.max_connections, "api.max_connections", 1, 100_000)
+                as usize,
+            header_timeout: std::time::Duration::from_secs(range(
+                &raw.api.header_timeout_secs,
+                "api.header_timeout_secs",
+                1,
+                3600,
+            )),
+            body_timeout: std::time::Duration::from_secs(range(
+                &raw.api.body_timeout_secs,
+                "api.body_timeout_secs",
+                1,
+                3600,
+            )),
+        };
         let t = &raw.timers;
         let t1 = range(&t.t1_ms, "timers.t1_ms", 10, 60_000);
         let t2 = range(&t.t2_ms, "timers.t2_ms", 10, 600_000);
@@ -745,6 +780,7 @@ impl Config {
             reload,
             api_listen,
             admin_token: raw.api.admin_token.map(|t| t.into_inner()),
+            api_limits,
             max_calls: max_calls as usize,
             max_ring_secs: max_ring,
             max_call_secs: max_call,
@@ -899,6 +935,53 @@ mod tests {
             [
                 ("x.toml", "limits.max_tcp_connections_per_source", 5),
                 ("x.toml", "subscriptions.max_per_user", 7)
+            ],
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn api_limits_have_defaults_and_bounds() {
+        let base = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nrealm = \"r\"\n";
+        for c in [
+            Config::embedded().unwrap(),
+            Config::parse(base, "x.toml", None).unwrap(),
+        ] {
+            assert_eq!(
+                c.api_limits,
+                ApiLimits {
+                    max_connections: 256,
+                    header_timeout: std::time::Duration::from_secs(10),
+                    body_timeout: std::time::Duration::from_secs(10),
+                }
+            );
+        }
+        let text = format!(
+            "{base}[api]\nmax_connections = 4\nheader_timeout_secs = 2\nbody_timeout_secs = 3\n"
+        );
+        let c = Config::parse(&text, "x.toml", None).unwrap();
+        assert_eq!(
+            (
+                c.api_limits.max_connections,
+                c.api_limits.header_timeout.as_secs(),
+                c.api_limits.body_timeout.as_secs()
+            ),
+            (4, 2, 3)
+        );
+        let text = format!(
+            "{base}[api]\nmax_connections = 0\nheader_timeout_secs = 0\nbody_timeout_secs = 99999\n"
+        );
+        let e = Config::parse(&text, "x.toml", None).unwrap_err();
+        let got: Vec<(&str, &str, usize)> =
+            e.0.iter()
+                .map(|e| (e.file.as_str(), e.key.as_str(), e.line))
+                .collect();
+        assert_eq!(
+            got,
+            [
+                ("x.toml", "api.max_connections", 5),
+                ("x.toml", "api.header_timeout_secs", 6),
+                ("x.toml", "api.body_timeout_secs", 7)
             ],
             "{e}"
         );

@@ -11,6 +11,7 @@ pub mod core;
 pub mod directory;
 pub mod executor;
 pub mod explain;
+pub mod logging;
 pub mod policy_source;
 pub mod presence_service;
 pub mod profiles;

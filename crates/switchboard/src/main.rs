@@ -352,7 +352,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => {
-            init_logging();
+            switchboard::logging::init();
             let config = match load_config(config.as_ref()) {
                 Ok(c) => c,
                 Err(e) => {
@@ -603,14 +603,4 @@ fn main() -> ExitCode {
             }
         }
     }
-}
-
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
 }

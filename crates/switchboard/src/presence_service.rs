@@ -586,6 +586,7 @@ impl PresenceService {
             }
             Ok(())
         };
+        no_control_characters(&req.command)?;
         const OWN_PRESENCE: &str = "a person may change only their own presence";
         const SEE_PROFILES: &str = "a person may see only their own profiles";
         const OWN_PROFILES: &str = "a person may change only their own profiles";
@@ -1161,6 +1162,85 @@ impl PresenceService {
             devices: Vec::new(),
             in_call: self.model.in_call(user),
         }
+    }
+}
+
+/// Refuses a command any of whose texts (a user, a status, a message, a profile's name…)
+/// holds a control character (NUL, ESC, a newline, C1…): they would reach phones' screens,
+/// presence documents and logs.
+fn no_control_characters(c: &Command) -> Result<(), PresenceError> {
+    let mut texts: Vec<(&str, Option<&str>)> = Vec::new();
+    fn draft_texts<'a>(texts: &mut Vec<(&'static str, Option<&'a str>)>, d: &'a ProfileDraft) {
+        texts.extend([
+            ("name", d.name.as_deref()),
+            ("availability", d.availability.as_deref()),
+            ("message", d.message.as_deref()),
+            ("caller_id", d.caller_id.as_deref()),
+            ("incoming", d.incoming.as_deref()),
+            ("reject_reason", d.reject_reason.as_deref()),
+            ("standard_length", d.standard_length.as_deref()),
+        ]);
+        for device in d.devices.iter().flatten() {
+            texts.push(("devices", Some(device)));
+        }
+    }
+    match c {
+        Command::List | Command::Profiles { user: None } | Command::Report { .. } => {}
+        Command::Get { user } | Command::Profiles { user: Some(user) } => {
+            texts.push(("user", Some(user)))
+        }
+        Command::SetStatus {
+            user, status, text, ..
+        } => texts.extend([
+            ("user", Some(user.as_str())),
+            ("status", Some(status.as_str())),
+            ("text", text.as_deref()),
+        ]),
+        Command::SetMessage { user, message } => texts.extend([
+            ("user", Some(user.as_str())),
+            ("message", message.as_deref()),
+        ]),
+        Command::SetProfile {
+            user,
+            profile,
+            message,
+            ..
+        } => texts.extend([
+            ("user", Some(user.as_str())),
+            ("profile", Some(profile.as_str())),
+            ("message", message.as_deref()),
+        ]),
+        Command::Profile { user, profile } | Command::RemoveProfile { user, profile } => texts
+            .extend([
+                ("user", Some(user.as_str())),
+                ("profile", Some(profile.as_str())),
+            ]),
+        Command::CreateProfile { user, id, draft } => {
+            texts.extend([("user", Some(user.as_str())), ("id", id.as_deref())]);
+            draft_texts(&mut texts, draft);
+        }
+        Command::UpdateProfile {
+            user,
+            profile,
+            draft,
+        } => {
+            texts.extend([
+                ("user", Some(user.as_str())),
+                ("profile", Some(profile.as_str())),
+            ]);
+            draft_texts(&mut texts, draft);
+        }
+    }
+    match texts
+        .into_iter()
+        .find(|(_, t)| t.is_some_and(|t| t.contains(char::is_control)))
+    {
+        Some((field, _)) => Err(PresenceError::new(
+            ErrorKind::Invalid,
+            Some(field),
+            "control characters (NUL, ESC, newlines, tabs…) are not allowed",
+        )),
+        None => Ok(()),
     }
 }
 

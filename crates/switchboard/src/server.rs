@@ -213,11 +213,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             reload_tx.clone(),
             store.clone(),
         );
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "presence API stopped");
-            }
-        });
+        tokio::spawn(api::serve(listener, app, config.api_limits));
     }
     drop(api_tx);
     drop(reload_tx);
@@ -238,6 +234,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "switchboard ready"
     );
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    // Lines a flood repeats are written a few times per interval (log_limit::allow); once
+    // an interval is over, a line says how many of each kind were left out.
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            switchboard_sip::log_limit::flush();
+        }
+    });
 
     let mut drain_deadline: Option<Instant> = None;
     // Editors save by rename, so the policy files are watched by polling their metadata.

@@ -350,3 +350,83 @@ fn retransmitted_register_is_answered_from_the_transaction() {
     assert_eq!(status_of(&first), 200, "{first}");
     assert_eq!(first, second);
 }
+
+/// Control characters a request carries (ESC, NUL, DEL, C1) never reach a header this
+/// server writes nor its log raw.
+#[test]
+fn control_characters_are_never_echoed_raw() {
+    let mut d = Daemon::start(Options::default());
+    let raw_controls =
+        |s: &str| -> Vec<char> { s.chars().filter(|c| c.is_control() && *c != '\n').collect() };
+    // A bad header whose value is quoted in the 400's Warning.
+    let evil = "1\u{1b}[2J\u{0}X\u{9b}31m\u{7f}";
+    let text =
+        request("OPTIONS", "").replace("Content-Length: 0", &format!("Content-Length: {evil}"));
+    let r = answer(&d, text.as_bytes()).expect("an answer to the bad request");
+    assert_eq!(status_of(&r), 400, "{r:?}");
+    let warning = r
+        .split("\r\n")
+        .find(|l| l.starts_with("Warning: 399 switchboard"))
+        .unwrap_or_else(|| panic!("no Warning in {r:?}"));
+    assert!(warning.contains("bad Content-Length"), "{warning:?}");
+    assert!(raw_controls(warning).is_empty(), "{warning:?}");
+    assert!(raw_controls(&r.replace("\r\n", "")).is_empty(), "{r:?}");
+    // A refused request whose reason quotes it, and a REGISTER whose Call-ID holds them.
+    let text = request("OPTIONS", &format!("Require: x{evil}\r\n"));
+    let r = answer(&d, text.as_bytes()).expect("an answer to the Require");
+    assert_eq!(status_of(&r), 420, "{r:?}");
+    d.wait_for_log("bad request answered", WAIT);
+    d.wait_for_log("request refused", WAIT);
+    let log = d.log();
+    assert!(raw_controls(&log).is_empty(), "{log:?}");
+    assert!(log.contains("\\u{1b}"), "escaped, not dropped: {log}");
+}
+
+/// A flood of refused requests writes a bounded number of log lines, then one line per
+/// interval with how many were left out: nothing is lost from the count.
+#[test]
+fn a_flood_of_refusals_is_logged_a_few_times_with_a_count_of_the_rest() {
+    const FLOOD: usize = 2000;
+    let d = Daemon::start(Options::default());
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 4096];
+    let start = std::time::Instant::now();
+    for _ in 0..FLOOD {
+        let text = request("OPTIONS", "Require: foo\r\n");
+        sock.send_to(text.as_bytes(), d.addr()).unwrap();
+        let (n, _) = sock.recv_from(&mut buf).expect("every request is answered");
+        assert_eq!(status_of(&String::from_utf8_lossy(&buf[..n])), 420);
+    }
+    let took = start.elapsed();
+    let count = |log: &str| -> (usize, u64) {
+        let written = log
+            .lines()
+            .filter(|l| l.contains("request refused") && !l.contains("log lines suppressed"))
+            .count();
+        let suppressed = log
+            .lines()
+            .filter(|l| {
+                l.contains("log lines suppressed") && l.contains("kind=\"request refused\"")
+            })
+            .filter_map(|l| l.split("suppressed=").nth(1))
+            .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        (written, suppressed)
+    };
+    let log = wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+        let log = d.log();
+        let (w, s) = count(&log);
+        (w as u64 + s >= FLOOD as u64).then_some(log)
+    })
+    .unwrap_or_else(|| panic!("no count of suppressed lines:\n{}", d.log()));
+    let (written, suppressed) = count(&log);
+    eprintln!("{FLOOD} refusals in {took:?}: {written} lines written, {suppressed} suppressed");
+    // 20 lines per 5 s interval the flood lasted, at most.
+    let windows = took.as_secs() as usize / 5 + 1;
+    assert!(
+        written <= 20 * windows,
+        "{written} lines in {took:?} ({suppressed} suppressed)"
+    );
+    assert_eq!(written as u64 + suppressed, FLOOD as u64);
+}

@@ -1355,3 +1355,153 @@ fn a_custom_text_is_shown_over_the_profiles_and_an_older_message() {
         d.log()
     );
 }
+
+/// NUL, ESC and other control characters are refused in every text a client sets, with the
+/// API's validation error naming the field; nothing is changed.
+#[test]
+fn control_characters_in_texts_are_refused() {
+    let d = start();
+    let cases = [
+        (
+            "PUT",
+            "/v1/presence/alice/status",
+            r#"{"status":"custom","text":"Out\u0000"}"#,
+            "text",
+        ),
+        (
+            "PUT",
+            "/v1/presence/alice/status",
+            r#"{"status":"custom","text":"\u001b[2JHacked"}"#,
+            "text",
+        ),
+        (
+            "PUT",
+            "/v1/presence/alice/message",
+            r#"{"message":"Back\nsoon"}"#,
+            "message",
+        ),
+        (
+            "PUT",
+            "/v1/presence/alice/profile",
+            r#"{"profile":"meeting","message":"x\u009b"}"#,
+            "message",
+        ),
+        (
+            "POST",
+            "/v1/presence/alice/profiles",
+            r#"{"name":"Focus\u001b"}"#,
+            "name",
+        ),
+    ];
+    for (method, path, body, field) in cases {
+        let (code, v) = http(&d, method, path, Some(ALICE_TOKEN), Some(body));
+        assert_eq!(
+            (code, v["field"].as_str()),
+            (400, Some(field)),
+            "{body}: {v}"
+        );
+        assert!(
+            v["error"].as_str().unwrap().contains("control characters"),
+            "{v}"
+        );
+    }
+    let (code, v) = get(&d, "/v1/presence/alice", ALICE_TOKEN);
+    assert_eq!(code, 200);
+    assert_eq!(v["availability"].as_str(), Some("available"), "{v}");
+    // A text without them is taken.
+    let (code, v) = http(
+        &d,
+        "PUT",
+        "/v1/presence/alice/status",
+        Some(ALICE_TOKEN),
+        Some(r#"{"status":"custom","text":"Out – back at 3 ☕"}"#),
+    );
+    assert_eq!(code, 200, "{v}");
+}
+
+/// Whether the server closed `s` within `limit`, while `feed` is written to it now and then
+/// (a client trickling its request): the time it took.
+fn closed_within(
+    s: &mut TcpStream,
+    limit: Duration,
+    mut feed: impl FnMut() -> Vec<u8>,
+) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < limit {
+        if s.write_all(&feed()).is_err() {
+            return Some(start.elapsed());
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return Some(start.elapsed()),
+        }
+    }
+    None
+}
+
+/// Clients that trickle their headers, send none, or never finish their body are cut off
+/// after `api.header_timeout_secs` / `api.body_timeout_secs`; connections over
+/// `api.max_connections` are answered 503 and closed, and a normal client is served.
+#[test]
+fn slow_clients_are_cut_off_and_connections_are_capped() {
+    let d = Daemon::start(Options {
+        policy: policy(),
+        api: "max_connections = 4\nheader_timeout_secs = 1\nbody_timeout_secs = 1\n".into(),
+        ..Options::default()
+    });
+    let api = ("127.0.0.1", d.api_port);
+    let limit = Duration::from_secs(6);
+
+    // Headers trickled, a line every 200 ms: closed after about a second.
+    let mut s = TcpStream::connect(api).unwrap();
+    s.write_all(b"GET /v1/presence HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut n = 0;
+    let took = closed_within(&mut s, limit, || {
+        n += 1;
+        format!("X-Slow-{n}: y\r\n").into_bytes()
+    })
+    .expect("a client trickling its headers is cut off");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+
+    // A body that never ends: 408, then closed.
+    let mut s = TcpStream::connect(api).unwrap();
+    write!(
+        s,
+        "PUT /v1/presence/alice/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE_TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"status\""
+    )
+    .unwrap();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 408"), "{out:?}");
+
+    // Four silent connections take every slot: a fifth is told 503 and closed at once…
+    let silent: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(api).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut fifth = TcpStream::connect(api).unwrap();
+    fifth
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut out = String::new();
+    let _ = fifth.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 503"), "{out:?}");
+    // …the silent ones are closed after the header timeout…
+    for mut s in silent {
+        assert!(
+            closed_within(&mut s, limit, Vec::new).is_some(),
+            "a silent connection is cut off"
+        );
+    }
+    // …and a normal client is served.
+    let (code, v) = get(&d, "/v1/presence/alice", ALICE_TOKEN);
+    assert_eq!(code, 200, "{v}");
+}

@@ -26,6 +26,7 @@
 //! auth-unblock user=alice
 //! ```
 
+use crate::logging::printable;
 use std::net::IpAddr;
 use std::time::Instant;
 use switchboard_policy::Network;
@@ -66,21 +67,6 @@ pub(crate) struct AuthGate {
     /// Networks whose requests are never counted or blocked.
     trusted: Vec<Network>,
     pub(crate) stats: GateStats,
-}
-
-/// A name from a request as it may appear in a log line: printable, no spaces or quotes,
-/// at most 64 characters.
-fn printable(name: &str) -> String {
-    name.chars()
-        .take(64)
-        .map(|c| {
-            if c.is_control() || c.is_whitespace() || c == '"' || c == '=' {
-                '?'
-            } else {
-                c
-            }
-        })
-        .collect()
 }
 
 impl AuthGate {

@@ -244,7 +244,9 @@ impl Calls {
     /// line; statelessly, as nothing vouches for its sender yet.
     fn refuse(&mut self, cx: &mut Ctx<'_>, tx: TxId, req: &Request, code: u16, why: &str) {
         self.stats.refused += 1;
-        tracing::info!(code, why, call_id = %call_id_of(req), "call refused");
+        if switchboard_sip::log_limit::allow("call refused") {
+            tracing::info!(code, why, call_id = %call_id_of(req), "call refused");
+        }
         cx.wire
             .reply_stateless(tx, req, code, vec![message::warning(why)]);
     }
@@ -346,7 +348,9 @@ impl Calls {
         let now = cx.now;
         if self.calls.len() >= self.config.max_calls {
             self.stats.refused += 1;
-            tracing::warn!(calls = self.calls.len(), "call limit reached: 503");
+            if switchboard_sip::log_limit::allow("call limit reached") {
+                tracing::warn!(calls = self.calls.len(), "call limit reached: 503");
+            }
             let retry = vec![Header::RetryAfter("5".into())];
             return cx.wire.reply_to(tx, &req, 503, retry, now);
         }

@@ -446,7 +446,9 @@ impl Core {
                     .transactions
                     .handle_peer_unreachable(peer, now.mono);
                 self.wire.flush();
-                tracing::info!(to = %peer, %why, transactions = ended, "peer unreachable");
+                if switchboard_sip::log_limit::allow("peer unreachable") {
+                    tracing::info!(to = %peer, %why, transactions = ended, "peer unreachable");
+                }
             }
             Inbound::Closed { peer } => {
                 if let Some(conn) = peer.conn {
@@ -461,7 +463,9 @@ impl Core {
                 match error.response(&self.config.server, &allow) {
                     Some(bytes) => {
                         self.stats.rejected += 1;
-                        tracing::info!(from = %peer, reason = %error, "bad request answered");
+                        if switchboard_sip::log_limit::allow("bad request answered") {
+                            tracing::info!(from = %peer, reason = %error, "bad request answered");
+                        }
                         self.wire.send(peer, bytes);
                     }
                     None => {
@@ -512,7 +516,9 @@ impl Core {
                 return; // an ACK is never answered
             }
             self.stats.rejected += 1;
-            tracing::info!(from = %peer, method = %req.method, code = refusal.code, reason = %refusal.reason, "request refused");
+            if switchboard_sip::log_limit::allow("request refused") {
+                tracing::info!(from = %peer, method = %req.method, code = refusal.code, reason = %refusal.reason, "request refused");
+            }
             let resp = refusal.response(&req, &self.config.server);
             // Statelessly, through a transaction made for the purpose (it finds where the
             // response goes) and forgotten at once.

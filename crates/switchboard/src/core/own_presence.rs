@@ -447,8 +447,16 @@ fn profile_availability(cx: &Ctx<'_>, user: &str) -> Availability {
 
 /// The status a published PIDF asks for, and its note (as a Custom text or a message).
 fn published_status(doc: &PresenceDoc) -> (Availability, Option<String>) {
+    // A note written over several lines (phones allow it) becomes one line: the text is
+    // a status message, and control characters are refused in those.
+    let note = doc.note.as_deref().map(|n| {
+        n.split(|c: char| c.is_control() || c.is_whitespace())
+            .filter(|w| !w.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
     if !doc.open {
-        return (Availability::Unavailable, doc.note.clone());
+        return (Availability::Unavailable, note);
     }
     let has = |a: &str| doc.activities.iter().any(|x| x == a);
     let status = if has("busy") {
@@ -458,5 +466,23 @@ fn published_status(doc: &PresenceDoc) -> (Availability, Option<String>) {
     } else {
         Availability::Available
     };
-    (status, doc.note.clone())
+    (status, note)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_published_note_over_several_lines_is_one_line() {
+        let doc = PresenceDoc {
+            open: true,
+            activities: vec!["busy".into()],
+            note: Some("In a meeting\r\n  until\tthree\u{1b}".into()),
+        };
+        assert_eq!(
+            published_status(&doc),
+            (Availability::Busy, Some("In a meeting until three".into()))
+        );
+    }
 }

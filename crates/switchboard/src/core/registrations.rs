@@ -87,7 +87,11 @@ pub(crate) fn register(cx: &mut Ctx<'_>, req: &Request, peer: Peer) -> Registere
                 // §10.3 step 4: may this user change this AoR's bindings?
                 let own = directory.user_of_username(&username);
                 if own.is_none() || own != aor {
-                    tracing::info!(from = %peer, username, "REGISTER for another user's address refused");
+                    if switchboard_sip::log_limit::allow(
+                        "REGISTER for another user's address refused",
+                    ) {
+                        tracing::info!(from = %peer, username, "REGISTER for another user's address refused");
+                    }
                     let why = vec![message::warning("not allowed to register this address")];
                     return reply(403, why, true);
                 }

@@ -83,7 +83,9 @@ impl Relays {
                 return;
             };
             self.refused += 1;
-            tracing::info!(method = %req.method, call_id = %call_id_of(req), code, why, "in-dialog request refused");
+            if switchboard_sip::log_limit::allow("in-dialog request refused") {
+                tracing::info!(method = %req.method, call_id = %call_id_of(req), code, why, "in-dialog request refused");
+            }
             cx.wire
                 .reply_stateless(tx, req, code, vec![message::warning(why)]);
         };

@@ -120,13 +120,15 @@ impl Watchers {
         let contact = Wire::own_contact(local);
         match outcome {
             Err(refused) => {
-                tracing::info!(
-                    subscriber,
-                    resource,
-                    code = refused.code,
-                    why = refused.why,
-                    "subscription refused"
-                );
+                if switchboard_sip::log_limit::allow("subscription refused") {
+                    tracing::info!(
+                        subscriber,
+                        resource,
+                        code = refused.code,
+                        why = refused.why,
+                        "subscription refused"
+                    );
+                }
                 let mut headers = refused.headers;
                 headers.push(message::warning(refused.why));
                 cx.wire.reply_to(tx, &req, refused.code, headers, now);

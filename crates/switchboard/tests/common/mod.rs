@@ -320,6 +320,8 @@ pub struct Options {
     pub policy: String,
     /// Extra TOML appended to the config (whole sections).
     pub extra: String,
+    /// Extra keys of the config's `[api]` section (which sets `listen` and `admin_token`).
+    pub api: String,
     /// Also listen on [::1] (UDP and TCP), same port.
     pub ipv6: bool,
     pub auth: bool,
@@ -330,6 +332,7 @@ impl Default for Options {
         Options {
             policy: POLICY.to_string(),
             extra: String::new(),
+            api: String::new(),
             ipv6: false,
             auth: true,
         }
@@ -413,10 +416,11 @@ impl Daemon {
         };
         let config = format!(
             "[sip]\nlisten = [{}]\nrealm = \"{REALM}\"\ndomains = [\"{REALM}\", \"127.0.0.1\"]\n\
-             [api]\nlisten = \"127.0.0.1:{}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n\
+             [api]\nlisten = \"127.0.0.1:{}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n{}\
              [store]\nstate_dir = \"{}\"\n[policy]\npath = \"{}\"\n{auth}{}\n",
             listen.join(", "),
             self.api_port,
+            self.opts.api,
             self.state_dir().display(),
             self.policy_path().display(),
             self.opts.extra,
