@@ -150,17 +150,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Waits until UDP port $1 on 127.0.0.1 is bound, at most 10 s, while process $2 lives (its
-# pid, not its group: `timeout` makes the group only once it runs).
-wait_bound() {
-  local i
-  for ((i = 0; i < 100; i++)); do
-    [ -n "$(ss -Hlun "sport = :$1" 2>/dev/null)" ] && return 0
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
 
 # CPU seconds the whole machine spent in processes so far (all cores; /proc/stat: user, nice,
 # system and steal; not the interrupt time, which is mostly the loopback traffic itself).
@@ -296,20 +285,6 @@ commands=()
 rows=()
 step_no=0
 
-# Runs "$@" (a SIPp command) in directory $1 under timeout $2 (seconds) as a group of its own,
-# output to $1/sipp.out; sets sipp_rc.
-run_sipp() {
-  local dir=$1 limit=$2
-  shift 2
-  sipp_rc=0
-  (
-    cd "$dir"
-    exec timeout -k 5 "$limit" "$@" > "$dir/sipp.out" 2>&1 < /dev/null
-  ) &
-  sipp_pgid=$!
-  wait "$sipp_pgid" || sipp_rc=$?
-  sipp_pgid=""
-}
 
 # Sets step_ok=1 when at most 0.1 % of the calls failed on either side and at least 90 % of
 # the offered rate was achieved.

@@ -134,31 +134,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Runs "$@" (a SIPp command) in directory $1 under timeout $2 (seconds) as a group of its own,
-# output to $1/sipp.out; sets sipp_rc.
-run_sipp() {
-  local dir=$1 limit=$2
-  shift 2
-  sipp_rc=0
-  (
-    cd "$dir"
-    exec timeout -k 5 "$limit" "$@" > "$dir/sipp.out" 2>&1 < /dev/null
-  ) &
-  sipp_pgid=$!
-  wait "$sipp_pgid" || sipp_rc=$?
-  sipp_pgid=""
-}
 
-# Waits until UDP port $1 on 127.0.0.1 is bound, at most 10 s, while process $2 lives.
-wait_bound() {
-  local i
-  for ((i = 0; i < 100; i++)); do
-    [ -n "$(ss -Hlun "sport = :$1" 2>/dev/null)" ] && return 0
-    kill -0 "$2" 2>/dev/null || return 1
-    sleep 0.1
-  done
-  return 1
-}
 
 # ---------------------------------------------------------------------------------------------
 # The builds: label and binary of each, the base revision first.

@@ -1,4 +1,5 @@
-# Shared pieces of the load benchmarks (bench/register-load.sh, bench/call-load.sh): processes
+# Shared pieces of the benchmarks (bench/register-load.sh, bench/call-load.sh,
+# bench/instructions.sh): processes
 # and their groups, free ports, starting and measuring the servers, the Switchboard binary.
 # Sourced, never run; the scripts that source it set `set -euo pipefail` and these globals:
 #
@@ -30,6 +31,33 @@ kill_group() { # $1 = process group id; TERM, up to 5 s, then KILL
   done
   echo "process group $g still running 5 s after SIGTERM: SIGKILL" >&2
   kill -KILL -- "-$g" 2>/dev/null || true
+}
+
+# Waits until UDP port $1 on 127.0.0.1 is bound, at most 10 s, while process $2 lives (its
+# pid, not its group: `timeout` makes the group only once it runs).
+wait_bound() {
+  local i
+  for ((i = 0; i < 100; i++)); do
+    [ -n "$(ss -Hlun "sport = :$1" 2>/dev/null)" ] && return 0
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+# Runs "$@" (a SIPp command) in directory $1 under timeout $2 (seconds) as a group of its own,
+# output to $1/sipp.out; sets sipp_rc.
+run_sipp() {
+  local dir=$1 limit=$2
+  shift 2
+  sipp_rc=0
+  (
+    cd "$dir"
+    exec timeout -k 5 "$limit" "$@" > "$dir/sipp.out" 2>&1 < /dev/null
+  ) &
+  sipp_pgid=$!
+  wait "$sipp_pgid" || sipp_rc=$?
+  sipp_pgid=""
 }
 
 free_udp_port() {

@@ -479,16 +479,17 @@ impl Transports {
 
     /// Hands a message to the core, unless the core is behind and the message would start
     /// new work: then it is answered `503` with `Retry-After` here (see
-    /// [`TransportConfig::shed_after`]). `backlog`: how long the socket it came from has
-    /// not been empty (zero for a stream). False when the core has stopped.
+    /// [`TransportConfig::shed_after`]). `empty_at`: when the socket it came from was last
+    /// found empty (None for a stream). False when the core has stopped.
     async fn deliver(
         &self,
         item: Inbound,
         sink: &mpsc::Sender<Inbound>,
-        backlog: Duration,
+        empty_at: Option<Instant>,
     ) -> bool {
         let after = self.inner.config.shed_after;
         if !after.is_zero() {
+            let backlog = empty_at.map_or(Duration::ZERO, |at| at.elapsed());
             let waiting = sink.max_capacity() - sink.capacity();
             let behind = backlog >= after || waiting >= SHED_QUEUE;
             if behind != self.inner.shedding.load(Ordering::Relaxed) {
@@ -657,7 +658,7 @@ async fn udp_loop(
             Ok(msg) => Inbound::Message { msg, peer, local },
             Err(error) => Inbound::Invalid { error, peer },
         };
-        if !t.deliver(item, &sink, empty_at.elapsed()).await {
+        if !t.deliver(item, &sink, Some(empty_at)).await {
             return; // the core has stopped
         }
     }
@@ -811,7 +812,7 @@ async fn tcp_connection(
                         Ok(msg) => Inbound::Message { msg, peer, local },
                         Err(error) => Inbound::Invalid { error, peer },
                     };
-                    if !t.deliver(item, &sink, Duration::ZERO).await {
+                    if !t.deliver(item, &sink, None).await {
                         break 'conn;
                     }
                 }
@@ -984,7 +985,6 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(16);
         let config = TransportConfig {
             tcp_idle_timeout: Duration::from_millis(300),
-            shed_after: Duration::ZERO,
             ..cfg()
         };
         let t = Transports::bind(

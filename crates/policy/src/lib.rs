@@ -13,7 +13,9 @@ pub mod profile;
 pub mod view;
 
 pub use diagnostics::{Diagnostic, Diagnostics};
-pub use load::{parse_duration, parse_network, parse_target, Context, Source};
+pub use load::{
+    parse_duration, parse_network, parse_target, read_sources, source_files, Context, Source,
+};
 pub use model::*;
 pub use plan::{plan, Action, CallerIdRule, Leg, LegTarget, Next, RoutePlan, Step};
 pub use profile::{build_profile, number_problem, ProfileDraft, ProfileProblem};

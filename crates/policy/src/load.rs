@@ -194,36 +194,7 @@ impl Policy {
 
     /// [`Policy::load_path`], also checked against what the daemon's configuration says.
     pub fn load_path_in(path: &Path, context: &Context) -> Result<Policy, Diagnostics> {
-        let io = |p: &Path, e: std::io::Error| {
-            Diagnostics(vec![Diagnostic {
-                file: p.display().to_string(),
-                line: 0,
-                column: 0,
-                key: "-".into(),
-                message: format!("cannot read the policy: {e}"),
-            }])
-        };
-        let mut files = Vec::new();
-        if path.is_dir() {
-            let rd = std::fs::read_dir(path).map_err(|e| io(path, e))?;
-            for entry in rd {
-                let p = entry.map_err(|e| io(path, e))?.path();
-                if p.extension().is_some_and(|x| x == "toml") {
-                    files.push(p);
-                }
-            }
-            files.sort();
-        } else {
-            files.push(path.to_path_buf());
-        }
-        let mut sources = Vec::new();
-        for f in files {
-            let text = std::fs::read_to_string(&f).map_err(|e| io(&f, e))?;
-            sources.push(Source {
-                name: f.display().to_string(),
-                text,
-            });
-        }
+        let sources = read_sources(path)?;
         Policy::from_sources_in(&sources, context)
     }
 
@@ -410,6 +381,47 @@ fn parse_hours(s: &str) -> Option<(Vec<usize>, u16, u16)> {
     };
     let (from, to) = (hm(from)?, hm(to)?);
     (from < to).then_some((days, from, to))
+}
+
+/// The files of a policy path: the file itself, or a directory's `*.toml` files in name
+/// order.
+pub fn source_files(path: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path)? {
+        let p = entry?.path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            files.push(p);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Reads every file of a policy path once (an unreadable one is an error naming it).
+pub fn read_sources(path: &Path) -> Result<Vec<Source>, Diagnostics> {
+    let io = |p: &Path, e: std::io::Error| {
+        Diagnostics(vec![Diagnostic {
+            file: p.display().to_string(),
+            line: 0,
+            column: 0,
+            key: "-".into(),
+            message: format!("cannot read the policy: {e}"),
+        }])
+    };
+    source_files(path)
+        .map_err(|e| io(path, e))?
+        .into_iter()
+        .map(|f| match std::fs::read_to_string(&f) {
+            Ok(text) => Ok(Source {
+                name: f.display().to_string(),
+                text,
+            }),
+            Err(e) => Err(io(&f, e)),
+        })
+        .collect()
 }
 
 /// A network as written in a policy or config: `192.0.2.0/24`, `2001:db8::/32`, or one

@@ -36,6 +36,18 @@ impl Package {
         }
     }
 
+    /// The package a request's (first) `Event` header names (None: no such header, or
+    /// another package).
+    pub fn of_request(req: &crate::msg::Request) -> Option<Package> {
+        req.headers
+            .iter()
+            .find_map(|h| match h {
+                crate::msg::headers::Header::Event(e) => Some(e.value()),
+                _ => None,
+            })
+            .and_then(Package::from_event)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Package::Dialog => "dialog",

@@ -17,6 +17,7 @@
 //! bounded ([`MAX_TRACKED`] keys each): past that, a new key is not counted until old ones
 //! are forgotten.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -90,7 +91,10 @@ impl<K: Hash + Eq + Ord + Clone> Table<K> {
         }
     }
 
-    fn blocked(&self, key: &K, now: Instant) -> bool {
+    fn blocked<Q: Hash + Eq + ?Sized>(&self, key: &Q, now: Instant) -> bool
+    where
+        K: Borrow<Q>,
+    {
         self.map
             .get(key)
             .and_then(|r| r.blocked_until)
@@ -132,7 +136,10 @@ impl<K: Hash + Eq + Ord + Clone> Table<K> {
         Some(Count::Blocked(length))
     }
 
-    fn clear(&mut self, key: &K) {
+    fn clear<Q: Hash + Eq + ?Sized>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+    {
         if let Some(r) = self.map.get_mut(key) {
             r.failures = 0;
         }
@@ -193,7 +200,7 @@ impl Throttle {
     /// and `ip` is not an address it authenticated from lately.
     pub fn user_blocked(&self, user: &str, ip: IpAddr, now: Instant) -> bool {
         let ip = ip.to_canonical();
-        self.users.blocked(&user.to_string(), now)
+        self.users.blocked(user, now)
             && !self.good.get(user).is_some_and(|g| {
                 g.iter()
                     .any(|(a, at)| *a == ip && now.saturating_duration_since(*at) <= GOOD_FOR)
@@ -215,7 +222,7 @@ impl Throttle {
     /// one else's), and `ip` may go on authenticating as it while it is blocked.
     pub fn record_success(&mut self, ip: IpAddr, user: &str, now: Instant) {
         let ip = ip.to_canonical();
-        self.users.clear(&user.to_string());
+        self.users.clear(user);
         let good = self.good.entry(user.to_string()).or_default();
         good.retain(|(a, _)| *a != ip);
         if good.len() >= GOOD_SOURCES {

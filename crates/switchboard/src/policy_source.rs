@@ -7,9 +7,11 @@
 use crate::config::{Config, ReloadRules};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
-use switchboard_policy::{Context, Diagnostic, Diagnostics, DigestAlgorithm, Policy, Source};
+use switchboard_policy::{
+    read_sources, source_files, Context, Diagnostics, DigestAlgorithm, Policy, Source,
+};
 use switchboard_sip::auth::Algorithm;
 
 /// The example policy compiled into the binary, used when the config names none.
@@ -20,7 +22,7 @@ pub const EMBEDDED_POLICY_NAME: &str = "<embedded config/policy.toml>";
 /// configuration: credentials must allow one of the algorithms the challenges offer.
 pub fn load(config: &Config) -> Result<Policy, Diagnostics> {
     match &config.policy_path {
-        Some(path) => load_sources(config, &read_files(path)?),
+        Some(path) => load_sources(config, &read_sources(path)?),
         None => load_sources(
             config,
             &[Source {
@@ -48,47 +50,6 @@ pub fn load_sources(config: &Config, sources: &[Source]) -> Result<Policy, Diagn
     Policy::from_sources_in(sources, &context)
 }
 
-/// The files of a policy path: the file itself, or a directory's `*.toml` files in name
-/// order.
-fn files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
-    if !path.is_dir() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(path)? {
-        let p = entry?.path();
-        if p.extension().is_some_and(|x| x == "toml") {
-            files.push(p);
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
-/// Reads every file of a policy path once (an unreadable one is an error naming it).
-pub fn read_files(path: &Path) -> Result<Vec<Source>, Diagnostics> {
-    let io = |p: &Path, e: std::io::Error| {
-        Diagnostics(vec![Diagnostic {
-            file: p.display().to_string(),
-            line: 0,
-            column: 0,
-            key: "-".into(),
-            message: format!("cannot read the policy: {e}"),
-        }])
-    };
-    files(path)
-        .map_err(|e| io(path, e))?
-        .into_iter()
-        .map(|f| match std::fs::read_to_string(&f) {
-            Ok(text) => Ok(Source {
-                name: f.display().to_string(),
-                text,
-            }),
-            Err(e) => Err(io(&f, e)),
-        })
-        .collect()
-}
-
 /// What identifies the policy files' current contents cheaply: each file's path, length and
 /// modification time. Editors that save by writing a new file and renaming it change it too.
 pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
@@ -97,7 +58,7 @@ pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
 pub fn fingerprint(config: &Config) -> Option<Fingerprint> {
     let path = config.policy_path.as_ref()?;
     Some(
-        files(path)
+        source_files(path)
             .unwrap_or_default()
             .into_iter()
             .map(|f| {
@@ -276,7 +237,7 @@ pub fn read_settled(config: &Config, quiet: Duration, limit: Duration) -> Settle
     };
     let step = (quiet / 4).clamp(Duration::from_millis(10), Duration::from_millis(100));
     let started = Instant::now();
-    let take = || (fingerprint(config), read_files(path));
+    let take = || (fingerprint(config), read_sources(path));
     let same =
         |a: &Result<Vec<Source>, Diagnostics>, b: &Result<Vec<Source>, Diagnostics>| match (a, b) {
             (Ok(a), Ok(b)) => {

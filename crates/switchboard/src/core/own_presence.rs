@@ -154,15 +154,7 @@ impl OwnPresence {
         peer: Peer,
     ) -> Option<SipChange> {
         let now = cx.now;
-        let event = req
-            .headers
-            .iter()
-            .find_map(|h| match h {
-                Header::Event(e) => Some(e.value().to_string()),
-                _ => None,
-            })
-            .unwrap_or_default();
-        if Package::from_event(&event) != Some(Package::Presence) {
+        if Package::of_request(&req) != Some(Package::Presence) {
             let allow = vec![Header::Other("Allow-Events".into(), "presence".into())];
             cx.wire.reply_stateless(tx, &req, 489, allow);
             return None;

@@ -79,15 +79,7 @@ impl Watchers {
         local: ListenAddr,
     ) {
         let now = cx.now;
-        let event = req
-            .headers
-            .iter()
-            .find_map(|h| match h {
-                Header::Event(e) => Some(e.value().to_string()),
-                _ => None,
-            })
-            .unwrap_or_default();
-        let Some(package) = Package::from_event(&event) else {
+        let Some(package) = Package::of_request(&req) else {
             // RFC 6665 §4.2.1.1: 489 with the packages we serve.
             let allow = vec![Header::Other(
                 "Allow-Events".into(),
