@@ -168,7 +168,7 @@ impl Default for RawLimits {
             max_tcp_connections: Spanned::new(0..0, 1024),
             max_tcp_connections_per_source: Spanned::new(0..0, 32),
             tcp_idle_timeout_secs: Spanned::new(0..0, 300),
-            shed_after_ms: Spanned::new(0..0, 0),
+            shed_after_ms: Spanned::new(0..0, 200),
         }
     }
 }
@@ -337,7 +337,8 @@ pub struct Config {
     /// Most simultaneous TCP connections accepted from one source IP address.
     pub max_tcp_connections_per_source: usize,
     pub tcp_idle_timeout_secs: u64,
-    /// How long the core is behind before new requests are answered 503 (0: never).
+    /// How long a message waits for the core, with a queue behind it, before new requests
+    /// are answered 503 (0: never).
     pub shed_after_ms: u64,
     pub t1_ms: u64,
     pub t2_ms: u64,

@@ -14,13 +14,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use switchboard_net::{TransportConfig, Transports};
+use switchboard_net::{Arrival, TransportConfig, Transports};
 use switchboard_sip::entropy::Entropy;
 use switchboard_sip::parse::Limits;
 use switchboard_sip::registrar::RegistrarConfig;
 use switchboard_sip::subscription::NotifierConfig;
 use switchboard_sip::transaction::TimerConfig;
-use switchboard_sip::transport::Inbound;
 use switchboard_store::tables::{
     BINDINGS, MEMORY, PRESENCE, PROFILES, RECORD_ROUTE_SECRET, RESTORE_ORDER, SECRETS, STATUS_LOG,
     SUBSCRIPTIONS,
@@ -143,7 +142,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let route_secret = route_secret.expect("RESTORE_ORDER lists SECRETS");
     let committer = GroupCommitter::new(store.clone());
 
-    let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(INBOUND_QUEUE);
+    let (in_tx, mut in_rx) = mpsc::channel::<Arrival>(INBOUND_QUEUE);
     let transports = Transports::bind(
         &config.listen,
         TransportConfig {
@@ -273,12 +272,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     core.handle(Input::Persisted { token, ok }, now());
                 }
             }
-            Some(inbound) = in_rx.recv() => {
+            Some(arrival) = in_rx.recv() => {
                 let t = now();
-                core.handle(Input::Inbound(inbound), t);
+                // A message that waited too long may be shed here, before any work.
+                let mut take = |arrival| {
+                    if let Some(inbound) = transports.admit(arrival, t.mono) {
+                        core.handle(Input::Inbound(inbound), t);
+                    }
+                };
+                take(arrival);
                 for _ in 0..BATCH {
                     match in_rx.try_recv() {
-                        Ok(i) => core.handle(Input::Inbound(i), t),
+                        Ok(arrival) => take(arrival),
                         Err(_) => break,
                     }
                 }
