@@ -70,7 +70,8 @@ impl ParseError {
     /// The response to the refused message, when it was a request whose Via, From, To,
     /// Call-ID and CSeq could be read (RFC 3261 §8.2.6): `400 Bad Request` with a Warning
     /// saying what was wrong, or `501 Not Implemented` with `Allow` for a method this
-    /// implementation does not know (§21.5.2). Otherwise `None`: the message is dropped and
+    /// implementation does not know (§21.5.2). Otherwise `None` (those headers missing, or
+    /// holding a control character, which is never echoed): the message is dropped and
     /// counted.
     pub fn response(&self, server: &str, allow: &str) -> Option<Vec<u8>> {
         if !self.is_request {
@@ -84,6 +85,14 @@ impl ParseError {
             e.cseq.as_ref()?,
         );
         if e.via.is_empty() {
+            return None;
+        }
+        // What a response copies is copied as it came, or not at all: nothing a request
+        // carries is echoed raw (a control character in these drops the request).
+        let controlled = |v: &str| v.chars().any(|c| c.is_control() && c != '\t');
+        if e.via.iter().any(|v| controlled(v))
+            || [from, to, call_id, cseq].into_iter().any(|v| controlled(v))
+        {
             return None;
         }
         let mut out = String::with_capacity(512);
@@ -587,7 +596,20 @@ fn scan_header_section<'a>(head: &'a [u8], limits: &Limits) -> Result<Scanned<'a
         }
     };
     scan_lines(text, limits, &mut scanned)?;
+    if has_control(head) {
+        return Err(scanned.error("control character in the header section"));
+    }
     Ok(scanned)
+}
+
+/// Whether `bytes` hold a control character other than HTAB, CR and LF (RFC 3261 §25.1:
+/// none may appear in a header section; bare CR and LF are refused line by line). Every
+/// byte is looked at, without an early exit, so that the loop is vectorised: this runs on
+/// every message.
+fn has_control(bytes: &[u8]) -> bool {
+    bytes.iter().fold(false, |found, &b| {
+        found | ((b < 0x20 && b != b'\t' && b != b'\r' && b != b'\n') || b == 0x7f)
+    })
 }
 
 fn scan_lines<'a>(
@@ -750,6 +772,40 @@ mod tests {
         assert!(resp.starts_with("SIP/2.0 400 Bad Request\r\n"));
         assert!(resp.contains("Call-ID: reg-1@127.0.0.1\r\n"));
         assert!(resp.contains("Warning: 399 switchboard \"header section is not valid UTF-8\""));
+    }
+
+    #[test]
+    fn control_characters_are_refused_and_never_echoed() {
+        for c in (0u8..0x20).filter(|c| !b"\t\r\n".contains(c)).chain([0x7f]) {
+            let c = char::from(c);
+            // In a header a response does not copy: 400, with a clean Warning.
+            let text = REGISTER.replace("Max-Forwards: 70", &format!("User-Agent: a{c}b"));
+            let err = parse(text.as_bytes(), &limits()).unwrap_err();
+            assert!(err.reason.contains("control character"), "{}", err.reason);
+            let resp = String::from_utf8(err.response("t", "").unwrap()).unwrap();
+            assert!(resp.starts_with("SIP/2.0 400 Bad Request\r\n"), "{resp:?}");
+            assert!(
+                !resp
+                    .chars()
+                    .any(|x| x.is_control() && x != '\r' && x != '\n'),
+                "{resp:?}"
+            );
+            // In one it copies: no response at all rather than an echo.
+            for header in [
+                "From: <sip:alice",
+                "Call-ID: reg",
+                "CSeq: 1 REG",
+                "Via: SIP/2.0/UDP",
+            ] {
+                let (name, rest) = header.split_at(header.len() - 1);
+                let text = REGISTER.replace(header, &format!("{name}{c}{rest}"));
+                let err = parse(text.as_bytes(), &limits()).unwrap_err();
+                assert_eq!(err.response("t", ""), None, "{header} with {c:?}");
+            }
+        }
+        // HTAB is whitespace, not a control character here.
+        let text = REGISTER.replace("Max-Forwards: 70", "Max-Forwards:\t70");
+        assert!(parse(text.as_bytes(), &limits()).is_ok());
     }
 
     #[test]
