@@ -1172,6 +1172,11 @@ async fn reload_policy(
                 "removed": c.users_removed,
                 "changed": c.users_changed,
             },
+            "teams": {
+                "added": c.teams_added,
+                "removed": c.teams_removed,
+                "changed": c.teams_changed,
+            },
             "trunks": {
                 "added": c.trunks_added,
                 "removed": c.trunks_removed,

@@ -109,12 +109,16 @@ impl ReloadRules {
     }
 }
 
-/// What a reload changes: users and trunks added, removed and changed (ids, in order).
+/// What a reload changes: users, teams and trunks added, removed and changed (ids, in
+/// order).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     pub users_added: Vec<String>,
     pub users_removed: Vec<String>,
     pub users_changed: Vec<String>,
+    pub teams_added: Vec<String>,
+    pub teams_removed: Vec<String>,
+    pub teams_changed: Vec<String>,
     pub trunks_added: Vec<String>,
     pub trunks_removed: Vec<String>,
     pub trunks_changed: Vec<String>,
@@ -141,6 +145,10 @@ impl Changes {
             old.users().map(|u| (u.id.as_str(), u)).collect(),
             new.users().map(|u| (u.id.as_str(), u)).collect(),
         );
+        let (teams_added, teams_removed, teams_changed) = compare(
+            old.teams().map(|t| (t.id.as_str(), t)).collect(),
+            new.teams().map(|t| (t.id.as_str(), t)).collect(),
+        );
         let (trunks_added, trunks_removed, trunks_changed) = compare(
             old.trunks().map(|t| (t.id.as_str(), t)).collect(),
             new.trunks().map(|t| (t.id.as_str(), t)).collect(),
@@ -149,6 +157,9 @@ impl Changes {
             users_added,
             users_removed,
             users_changed,
+            teams_added,
+            teams_removed,
+            teams_changed,
             trunks_added,
             trunks_removed,
             trunks_changed,
@@ -157,13 +168,16 @@ impl Changes {
 }
 
 /// One line for the log: `users_added=[zed] users_removed=[] users_changed=[bob, carol]
-/// trunks_added=[] …`, each list cut after a few names (`… +N more`).
+/// teams_added=[] … trunks_added=[] …`, each list cut after a few names (`… +N more`).
 impl fmt::Display for Changes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, (key, list)) in [
             ("users_added", &self.users_added),
             ("users_removed", &self.users_removed),
             ("users_changed", &self.users_changed),
+            ("teams_added", &self.teams_added),
+            ("teams_removed", &self.teams_removed),
+            ("teams_changed", &self.teams_changed),
             ("trunks_added", &self.trunks_added),
             ("trunks_removed", &self.trunks_removed),
             ("trunks_changed", &self.trunks_changed),
@@ -296,15 +310,26 @@ mod tests {
     }
 
     #[test]
-    fn changes_name_users_added_removed_and_changed() {
-        let old = policy(&["alice", "bob", "carol"]);
-        let new = Policy::from_sources(&[Source {
-            name: "p.toml".into(),
-            text: "[users.alice]\nextension = \"100\"\n[users.bob]\nextension = \"199\"\n\
-                   [users.dave]\nextension = \"103\"\n"
-                .into(),
-        }])
-        .unwrap();
+    fn changes_name_users_teams_and_trunks_added_removed_and_changed() {
+        let with = |text: &str| {
+            Policy::from_sources(&[Source {
+                name: "p.toml".into(),
+                text: text.into(),
+            }])
+            .unwrap()
+        };
+        let old = with(
+            "[users.alice]\nextension = \"100\"\n[users.bob]\nextension = \"101\"\n\
+             [users.carol]\nextension = \"102\"\n\
+             [teams.sales]\nextension = \"200\"\nmembers = [\"alice\"]\n\
+             [teams.desk]\nextension = \"201\"\nmembers = [\"bob\"]\n",
+        );
+        let new = with(
+            "[users.alice]\nextension = \"100\"\n[users.bob]\nextension = \"199\"\n\
+             [users.dave]\nextension = \"103\"\n\
+             [teams.sales]\nextension = \"200\"\nmembers = [\"alice\", \"dave\"]\n\
+             [teams.help]\nextension = \"202\"\nmembers = [\"bob\"]\n",
+        );
         let c = Changes::between(&old, &new);
         assert_eq!(c.users_added, ["dave"]);
         assert_eq!(c.users_removed, ["carol"]);
@@ -312,6 +337,7 @@ mod tests {
         assert_eq!(
             c.to_string(),
             "users_added=[dave] users_removed=[carol] users_changed=[bob] \
+             teams_added=[help] teams_removed=[desk] teams_changed=[sales] \
              trunks_added=[] trunks_removed=[] trunks_changed=[]"
         );
         assert_eq!(Changes::between(&old, &old), Changes::default());

@@ -105,7 +105,7 @@ fn removing_most_users_is_refused_until_the_operator_confirms() {
     assert!(
         log.contains(
             "policy reloaded users_added=[] users_removed=[u0, u1, u2, u3, u4, u5] \
-             users_changed=[] trunks_added=[] trunks_removed=[] trunks_changed=[] \
+             users_changed=[] teams_added=[] teams_removed=[] teams_changed=[] trunks_added=[] trunks_removed=[] trunks_changed=[] \
              (shrink confirmed)"
         ),
         "{log}"
@@ -166,7 +166,7 @@ fn a_normal_edit_is_applied_and_what_changed_is_logged() {
     assert!(
         log.contains(
             "policy reloaded users_added=[zed] users_removed=[] users_changed=[bob] \
-             trunks_added=[] trunks_removed=[] trunks_changed=[]"
+             teams_added=[] teams_removed=[] teams_changed=[] trunks_added=[] trunks_removed=[] trunks_changed=[]"
         ),
         "{log}"
     );
