@@ -100,7 +100,10 @@ impl Subscription {
 #[derive(Debug, Default)]
 pub struct Restored {
     pub ids: Vec<SubId>,
-    /// Expired, or over the server's or their subscriber's limit.
+    /// Over the server's or their subscriber's limit: filed only for as long as it takes to
+    /// send each its final NOTIFY (`terminated;reason=rejected`), then to be removed.
+    pub ended: Vec<SubId>,
+    /// Expired.
     pub left_out: Vec<Subscription>,
 }
 
@@ -286,32 +289,38 @@ impl Notifier {
     /// would get now). Each taken back should get a NOTIFY at once, since what it shows may
     /// have changed meanwhile. Their CSeq and document version jump ahead, so that none is
     /// ever used twice (NOTIFYs sent after the subscription was last kept are not known).
-    /// Those left out (expired, or over a limit: counted) are handed back, for the caller
-    /// to forget them too.
+    /// Expired ones are handed back, for the caller to forget them too. Those over a limit
+    /// (counted) are filed after the others, under `ended`: the subscriber is owed a
+    /// NOTIFY saying its subscription ended, after which the caller removes them.
     pub fn restore(&mut self, subs: impl IntoIterator<Item = Subscription>, now: u64) -> Restored {
         let mut restored = Restored::default();
-        for mut s in subs {
+        let mut over = Vec::new();
+        for s in subs {
             if s.expires_at < now {
                 restored.left_out.push(s);
-                continue;
-            }
-            if self.subs.len() >= self.config.max_subscriptions
+            } else if self.subs.len() >= self.config.max_subscriptions
                 || self.count_of(&s.subscriber) >= self.config.max_per_subscriber
             {
                 self.stats.not_restored += 1;
-                restored.left_out.push(s);
-                continue;
+                over.push(s);
+            } else {
+                restored.ids.push(self.file_restored(s));
             }
-            let id = self.next_id;
-            self.next_id += 1;
-            s.id = id;
-            s.local_cseq = s.local_cseq.saturating_add(1000);
-            s.version = s.version.saturating_add(1000);
-            s.last_body = None;
-            self.file(s);
-            restored.ids.push(id);
         }
+        restored.ended = over.into_iter().map(|s| self.file_restored(s)).collect();
         restored
+    }
+
+    /// Files a subscription kept across a restart under a new id.
+    fn file_restored(&mut self, mut s: Subscription) -> SubId {
+        let id = self.next_id;
+        self.next_id += 1;
+        s.id = id;
+        s.local_cseq = s.local_cseq.saturating_add(1000);
+        s.version = s.version.saturating_add(1000);
+        s.last_body = None;
+        self.file(s);
+        id
     }
 
     /// A key naming a subscription's dialog for as long as it lives (store rows).
@@ -1027,10 +1036,29 @@ mod tests {
         let mut after = Notifier::new(config, Entropy::from_seed([1; 32]));
         let restored = after.restore(kept, 100);
         assert_eq!(restored.ids.len(), 3, "two of alice's and carol's");
+        assert!(restored.left_out.is_empty());
+        // The rest are filed only to be told they ended.
+        assert_eq!(restored.ended.len(), 3);
+        for id in &restored.ended {
+            let s = after.get(*id).unwrap();
+            assert_eq!(s.subscriber, "alice");
+            assert!(!restored.ids.contains(id));
+            let (notify, _) = after
+                .notify(
+                    *id,
+                    "v",
+                    "c",
+                    SubState::Terminated(Some("rejected")),
+                    100,
+                    |_| String::new(),
+                )
+                .unwrap();
+            let text = String::from_utf8(crate::wire::request_bytes(&notify)).unwrap();
+            assert!(text.contains("Subscription-State: terminated;reason=rejected\r\n"));
+            after.remove(*id);
+        }
         assert_eq!(after.count_of("alice"), 2);
         assert_eq!(after.count_of("carol"), 1);
-        assert_eq!(restored.left_out.len(), 3);
-        assert!(restored.left_out.iter().all(|s| s.subscriber == "alice"));
         assert_eq!(after.stats().not_restored, 3);
         // alice is at her limit after the restart too.
         assert_eq!(

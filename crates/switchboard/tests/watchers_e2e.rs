@@ -170,9 +170,9 @@ fn one_user_at_their_subscription_limit_leaves_room_for_others_also_after_a_rest
         extra: "[subscriptions]\nmax_per_user = 2\n".into(),
         ..Options::default()
     });
-    // alice takes her two (each waits for one NOTIFY more, which never comes: killed on drop).
-    let _a1 = watch(&d, "alice", "dialog", 1);
-    let _a2 = watch(&d, "alice", "presence", 1);
+    // alice takes her two (each waits for one NOTIFY more: the one after the restart).
+    let a1 = watch(&d, "alice", "dialog", 1);
+    let a2 = watch(&d, "alice", "presence", 1);
     // Her third is refused 403 with a Warning.
     let refused = Sipp::new(&d, "subscribe_refused.xml")
         .row(call_row("alice", "alice-secret", "bob", "0"))
@@ -209,5 +209,33 @@ fn one_user_at_their_subscription_limit_leaves_room_for_others_also_after_a_rest
         d.log_contains("refused=1"),
         "one of alice's not taken back:\n{}",
         d.log()
+    );
+    // Her phone is told: one subscription active again, the other ended (rejected), not
+    // left waiting for NOTIFYs that would never come.
+    let states: Vec<String> = [a1, a2]
+        .into_iter()
+        .flat_map(|w| {
+            let run = w.finish(Duration::from_secs(15));
+            run.requests("NOTIFY")
+                .into_iter()
+                .skip(1)
+                .take(1)
+                .flat_map(|m| header_values(&m, "Subscription-State"))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(states.len(), 2, "{states:?}\n{}", d.log());
+    assert_eq!(
+        states
+            .iter()
+            .filter(|s| s.as_str() == "terminated;reason=rejected")
+            .count(),
+        1,
+        "{states:?}"
+    );
+    assert_eq!(
+        states.iter().filter(|s| s.starts_with("active;")).count(),
+        1,
+        "{states:?}"
     );
 }

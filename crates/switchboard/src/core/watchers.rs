@@ -248,16 +248,19 @@ impl Watchers {
                 }
             }
         }
-        let refused_before = self.notifier.stats().not_restored;
         let restored = self.notifier.restore(subs, now.unix);
-        let refused = self.notifier.stats().not_restored - refused_before;
-        if refused > 0 {
+        if !restored.ended.is_empty() {
             // Over the server's limit or their subscriber's (a limit lowered since, or a
-            // store filled before there was one): forgotten, like a SUBSCRIBE refused now.
+            // store filled before there was one): refused as a SUBSCRIBE would be now, and
+            // each subscriber told so (a final NOTIFY), not left waiting for NOTIFYs.
             tracing::warn!(
-                refused,
-                "subscriptions over a limit not taken back after the restart; deleted"
+                refused = restored.ended.len(),
+                "subscriptions over a limit not taken back after the restart; ended and deleted"
             );
+        }
+        for id in &restored.ended {
+            self.send_notify(cx, *id, SubState::Terminated(Some("rejected")));
+            self.drop_subscription(cx, *id);
         }
         stale.extend(
             restored
