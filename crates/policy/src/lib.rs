@@ -8,6 +8,7 @@
 pub mod diagnostics;
 pub mod load;
 pub mod model;
+pub mod numbers;
 pub mod plan;
 pub mod profile;
 pub mod view;
@@ -17,6 +18,7 @@ pub use load::{
     parse_duration, parse_network, parse_target, read_sources, source_files, Context, Source,
 };
 pub use model::*;
+pub use numbers::{NumberFormat, NumberPlan};
 pub use plan::{plan, Action, CallerIdRule, Leg, LegTarget, Next, RoutePlan, Step};
 pub use profile::{build_profile, number_problem, ProfileDraft, ProfileProblem};
 pub use view::{Call, Caller, DeviceView, GroupMemory, PersonView, View, ViewSource};

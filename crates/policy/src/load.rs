@@ -157,6 +157,13 @@ struct RawTrunk {
     numbers: Vec<RawNumber>,
     #[serde(default)]
     outbound: Vec<S>,
+    /// The carrier's country calling code, its national and international prefixes, and
+    /// how it wants numbers written.
+    country_code: Option<S>,
+    national_prefix: Option<S>,
+    international_prefix: Option<S>,
+    number_format: Option<S>,
+    caller_id: Option<S>,
 }
 
 #[derive(Deserialize)]
@@ -259,6 +266,8 @@ enum RefKind {
     Schedule(String),
     Profile(String),
     Member(String),
+    /// A DID, as written and in the inside form: it must not be an extension too.
+    Did(String, String),
 }
 
 struct Builder {
@@ -1214,6 +1223,21 @@ impl Builder {
                 );
             }
         }
+        let numbers = self.number_plan(src, &raw, &key);
+        let caller_id = raw.caller_id.as_ref().and_then(|c| {
+            let inside = numbers.to_e164(c.get_ref());
+            if crate::numbers::digits_of(&inside).is_some() {
+                Some(inside)
+            } else {
+                self.err(
+                    src,
+                    c.span(),
+                    format!("{key}.caller_id"),
+                    format!("{:?} is not a telephone number", c.get_ref()),
+                );
+                None
+            }
+        });
         let mut dids: BTreeMap<String, Did> = BTreeMap::new();
         let entries = raw
             .dids
@@ -1229,21 +1253,33 @@ impl Builder {
                 )
             }));
         for (number, to, schedule, out_of_hours, dkey) in entries {
-            let taken = dids.contains_key(number.get_ref())
+            // Compared in the inside form: `01632 960000` and `+441632960000` are one DID.
+            let inside = numbers.to_e164(number.get_ref());
+            let taken = dids.contains_key(&inside)
                 || self
                     .policy
                     .trunks
                     .values()
-                    .any(|t| t.dids.contains_key(number.get_ref()));
+                    .any(|t| t.dids.contains_key(&inside));
             if taken {
                 self.err(
                     src,
                     number.span(),
                     dkey,
-                    format!("DID {} is already routed", number.get_ref()),
+                    if inside == *number.get_ref() {
+                        format!("DID {inside} is already routed")
+                    } else {
+                        format!("DID {} ({inside}) is already routed", number.get_ref())
+                    },
                 );
                 continue;
             }
+            self.reference(
+                src,
+                number.span(),
+                dkey.clone(),
+                RefKind::Did(number.get_ref().clone(), inside.clone()),
+            );
             if let Some(s) = schedule {
                 self.reference(
                     src,
@@ -1256,7 +1292,7 @@ impl Builder {
                 out_of_hours.and_then(|o| self.target(src, o, format!("{dkey}.out_of_hours")));
             if let Some(t) = self.target(src, to, dkey) {
                 dids.insert(
-                    number.get_ref().clone(),
+                    inside,
                     Did {
                         target: t,
                         schedule: schedule.map(|s| s.get_ref().clone()),
@@ -1278,8 +1314,64 @@ impl Builder {
                 uri: raw.uri.map(|u| u.into_inner()),
                 dids,
                 outbound: raw.outbound.into_iter().map(|o| o.into_inner()).collect(),
+                numbers,
+                caller_id,
             },
         );
+    }
+
+    /// A trunk's numbering plan: its country code, prefixes and number format, checked.
+    fn number_plan(&mut self, src: &Source, raw: &RawTrunk, key: &str) -> crate::NumberPlan {
+        let mut plan = crate::NumberPlan::default();
+        let digits = |b: &mut Self, v: &Option<S>, name: &str, max: usize| {
+            let v = v.as_ref()?;
+            let text = v.get_ref();
+            if text.len() <= max && text.bytes().all(|c| c.is_ascii_digit()) {
+                Some(text.clone())
+            } else {
+                b.err(
+                    src,
+                    v.span(),
+                    format!("{key}.{name}"),
+                    format!("{text:?} is not up to {max} digits"),
+                );
+                None
+            }
+        };
+        plan.country_code =
+            digits(self, &raw.country_code, "country_code", 3).filter(|c| !c.is_empty());
+        if let Some(p) = digits(self, &raw.national_prefix, "national_prefix", 4) {
+            plan.national_prefix = p;
+        }
+        if let Some(p) = digits(self, &raw.international_prefix, "international_prefix", 4) {
+            plan.international_prefix = p;
+        }
+        if let Some(f) = &raw.number_format {
+            plan.send = match f.get_ref().as_str() {
+                "e164" => crate::NumberFormat::E164,
+                "national" if plan.country_code.is_some() => crate::NumberFormat::National,
+                "national" => {
+                    self.err(
+                        src,
+                        f.span(),
+                        format!("{key}.number_format"),
+                        "national numbers need the trunk's country_code",
+                    );
+                    crate::NumberFormat::E164
+                }
+                "international" => crate::NumberFormat::International,
+                other => {
+                    self.err(
+                        src,
+                        f.span(),
+                        format!("{key}.number_format"),
+                        format!("{other:?}: expected \"e164\", \"national\" or \"international\""),
+                    );
+                    crate::NumberFormat::E164
+                }
+            };
+        }
+        plan
     }
 
     /// Built-in profiles and status rules the files did not override.
@@ -1311,6 +1403,19 @@ impl Builder {
                     .then(|| format!("unknown schedule {s:?}")),
                 RefKind::Profile(p) => (!self.policy.profiles.contains_key(p))
                     .then(|| format!("unknown profile {p:?}")),
+                RefKind::Did(written, inside) => [written, inside]
+                    .into_iter()
+                    .find_map(|n| self.policy.by_extension.get(n.as_str()))
+                    .map(|owner| {
+                        let owner = match owner {
+                            ExtensionOwner::User(u) => format!("user {u}"),
+                            ExtensionOwner::Team(t) => format!("team {t}"),
+                        };
+                        format!(
+                            "DID {written} is also the extension of {owner}: a call to it \
+                             could not be told from an internal one"
+                        )
+                    }),
             };
             if let Some(message) = problem {
                 let text = sources

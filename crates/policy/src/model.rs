@@ -446,14 +446,24 @@ pub struct Trunk {
     pub dids: BTreeMap<String, Did>,
     /// Outbound number patterns (`+44*`, `0*`, exact numbers).
     pub outbound: Vec<String>,
+    /// How its carrier writes numbers (DIDs and callers arriving, numbers leaving).
+    pub numbers: crate::NumberPlan,
+    /// The caller ID of calls leaving through it from someone without one of their own
+    /// (E.164).
+    pub caller_id: Option<String>,
 }
 
 impl Trunk {
-    /// Whether a dialled number may leave through this trunk.
+    /// Whether a dialled number may leave through this trunk: a pattern matches it as
+    /// dialled or in the inside form (`01632…` and `+441632…` alike).
     pub fn routes(&self, number: &str) -> bool {
-        self.outbound.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => number.starts_with(prefix),
-            None => number == p,
+        let inside = self.numbers.to_e164(number);
+        self.outbound.iter().any(|p| {
+            let matches = |n: &str| match p.strip_suffix('*') {
+                Some(prefix) => n.starts_with(prefix),
+                None => n == p,
+            };
+            matches(number) || matches(&inside)
         })
     }
 }
@@ -544,9 +554,11 @@ impl Policy {
 
     /// The trunk and routing of a DID.
     pub fn did(&self, number: &str) -> Option<(&Trunk, &Did)> {
-        self.trunks
-            .values()
-            .find_map(|t| t.dids.get(number).map(|target| (t, target)))
+        self.trunks.values().find_map(|t| {
+            t.dids
+                .get(&t.numbers.to_e164(number))
+                .map(|target| (t, target))
+        })
     }
 
     /// Why a destination does not resolve in this policy (an unknown user, team or

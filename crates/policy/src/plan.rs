@@ -265,16 +265,25 @@ impl Planner<'_> {
         self.policy.did(to).map(|(_, d)| d.target.clone())
     }
 
-    /// A user dialling an external number: out through a trunk with their caller ID.
+    /// A user dialling an external number: out through a trunk with their caller ID (the
+    /// trunk's when they have none).
     fn outbound(&mut self, user: &str, number: &str) -> Next {
         let Some(trunk) = self.policy.trunks().find(|t| t.routes(number)) else {
             self.note(format!("no trunk carries {number}"));
             return Next::Final(404);
         };
-        let trunk = trunk.id.clone();
-        let caller_id = self.outbound_caller_id(user);
-        let why = format!("{user} calls {number} out through trunk {trunk}");
-        self.external(number, Some(trunk), caller_id, why)
+        let (id, number) = (trunk.id.clone(), trunk.numbers.to_e164(number));
+        let caller_id = self.outbound_caller_id(user, trunk);
+        let why = format!("{user} calls {number} out through trunk {id}");
+        self.external(&number, Some(id), caller_id, why)
+    }
+
+    /// The trunk an external number leaves through, and the number in the inside form.
+    fn trunk_for(&self, number: &str) -> (Option<String>, String) {
+        match self.policy.trunks().find(|t| t.routes(number)) {
+            Some(t) => (Some(t.id.clone()), t.numbers.to_e164(number)),
+            None => (None, number.to_string()),
+        }
     }
 
     /// A person's active profile: their own version of it, else the policy's.
@@ -294,7 +303,7 @@ impl Planner<'_> {
     /// user and profile (`profile_caller_ids`), else the policy profile's.
     ///
     /// [`PersonView::own_profile`]: crate::PersonView::own_profile
-    fn outbound_caller_id(&self, user: &str) -> CallerIdRule {
+    fn outbound_caller_id(&self, user: &str, trunk: &crate::Trunk) -> CallerIdRule {
         let Some(u) = self.policy.user(user) else {
             return CallerIdRule::Caller;
         };
@@ -306,7 +315,8 @@ impl Planner<'_> {
                 .or_else(|| u.profile_caller_ids.get(p).cloned())
                 .or_else(|| self.policy.profile(p).and_then(|b| b.caller_id.clone()))
         });
-        match from_profile.or_else(|| u.caller_id.clone()) {
+        let own = from_profile.or_else(|| u.caller_id.clone());
+        match own.or_else(|| trunk.caller_id.clone()) {
             Some(number) => CallerIdRule::Number {
                 number,
                 display: Some(u.display_name.clone()),
@@ -329,12 +339,7 @@ impl Planner<'_> {
             Target::Team(t) => self.team(t, why),
             Target::Destination(kind, id) => self.destination(*kind, id, why),
             Target::External(n) => {
-                let n = n.clone();
-                let trunk = self
-                    .policy
-                    .trunks()
-                    .find(|t| t.routes(&n))
-                    .map(|t| t.id.clone());
+                let (trunk, n) = self.trunk_for(n);
                 self.external(&n, trunk, CallerIdRule::Caller, why)
             }
             Target::Hangup => {
@@ -614,9 +619,9 @@ impl Planner<'_> {
             };
             match t {
                 Target::External(n) => legs.push(Leg {
-                    target: LegTarget::External {
-                        number: n.clone(),
-                        trunk: self.policy.trunks().find(|tr| tr.routes(n)).map(|tr| tr.id.clone()),
+                    target: {
+                        let (trunk, number) = self.trunk_for(n);
+                        LegTarget::External { number, trunk }
                     },
                     start: 0,
                     stop: 0,

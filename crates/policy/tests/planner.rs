@@ -492,6 +492,73 @@ fn outbound_call_carries_the_profile_caller_id() {
     );
 }
 
+/// The trunk of the shared policy with a UK numbering plan and a caller ID of its own.
+fn uk_trunk() -> Policy {
+    let text = POLICY.replace(
+        "[trunks.carrier]\n",
+        "[trunks.carrier]\ncountry_code = \"44\"\nnumber_format = \"national\"\n\
+         caller_id = \"01632 960000\"\n",
+    );
+    Policy::from_sources(&[Source {
+        name: "p".into(),
+        text,
+    }])
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn numbers_are_compared_and_carried_in_one_form() {
+    let policy = uk_trunk();
+    // A DID the carrier sends nationally is the DID written with +44.
+    let c = Call {
+        from: Caller::Trunk {
+            trunk: "carrier".into(),
+            number: "07700900123".into(),
+        },
+        to: "01632 960000".into(),
+        call_id: "n1".into(),
+    };
+    let p = plan(&policy, &c, &everyone(), monday());
+    assert_eq!(order_of(&p), vec!["alice", "bob", "carol", "dave"]);
+    // A national number dialled by bob (no caller ID of his own) leaves through the trunk
+    // as +44…, with the trunk's caller ID; the pattern "+44*" matches it in that form.
+    let c = Call {
+        from: Caller::User("bob".into()),
+        to: "020 7946 0000".into(),
+        call_id: "n2".into(),
+    };
+    let p = plan(&policy, &c, &everyone(), monday());
+    let Action::Ring { legs, .. } = first(&p) else {
+        panic!("{p}")
+    };
+    assert_eq!(
+        legs[0].target,
+        LegTarget::External {
+            number: "+442079460000".into(),
+            trunk: Some("carrier".into())
+        }
+    );
+    assert_eq!(
+        legs[0].caller_id,
+        CallerIdRule::Number {
+            number: "+441632960000".into(),
+            display: Some("bob".into())
+        }
+    );
+    // alice's own caller ID comes before the trunk's.
+    let c = Call {
+        from: Caller::User("alice".into()),
+        ..c
+    };
+    let p = plan(&policy, &c, &everyone(), monday());
+    let Action::Ring { legs, .. } = first(&p) else {
+        panic!("{p}")
+    };
+    assert!(
+        matches!(&legs[0].caller_id, CallerIdRule::Number { number, .. } if number == "+441632960001")
+    );
+}
+
 fn team_with(strategy: &str) -> Policy {
     let text = POLICY.replace("strategy = \"hunt\"", &format!("strategy = \"{strategy}\""));
     Policy::from_sources(&[Source {

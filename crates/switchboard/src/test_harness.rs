@@ -58,6 +58,9 @@ uri = "sip:vm-bob@127.0.0.1:5090"
 sources = ["127.0.0.2/32"]
 uri = "sip:carrier@127.0.0.2:5080"
 outbound = ["+44*"]
+country_code = "44"
+number_format = "national"
+caller_id = "+441632960000"
 dids = { "+441632960000" = "team:support" }
 "#;
 

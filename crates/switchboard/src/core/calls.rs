@@ -777,6 +777,8 @@ fn start_branch(
             };
             let hp = proxy::host_port(addr);
             let tp = transport.uri_suffix();
+            // Written as the carrier wants it (national, international or E.164).
+            let number = t.numbers.format(number);
             (
                 format!("sip:{number}@{hp}{tp}"),
                 Peer {
@@ -817,7 +819,21 @@ fn start_branch(
         &cx.wire.branch(Some(call.loop_key)),
     );
     let mut out = proxy::forward(&call.invite, Some(uri), &via, &rr);
-    apply_identity(&cx.config.realm, &mut out, call, &start.caller_id, policy);
+    // A caller ID leaving through a trunk is written as its carrier wants numbers.
+    let trunk_plan = match &start.target {
+        BranchTarget::External { trunk, .. } => trunk.as_ref().and_then(|t| policy.trunk(t)),
+        _ => None,
+    };
+    let caller_id = match (&start.caller_id, trunk_plan) {
+        (CallerIdRule::Number { number, display }, Some(t)) => {
+            std::borrow::Cow::Owned(CallerIdRule::Number {
+                number: t.numbers.format(number),
+                display: display.clone(),
+            })
+        }
+        (rule, _) => std::borrow::Cow::Borrowed(rule),
+    };
+    apply_identity(&cx.config.realm, &mut out, call, &caller_id, policy);
     let owner = Owner::Branch {
         call: key,
         branch: index,

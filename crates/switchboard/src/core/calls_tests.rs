@@ -353,9 +353,21 @@ fn outbound_calls_go_to_the_trunk_with_the_callers_number() {
     t.input(ALICE, &invite("alice", ALICE, "+447700900999", "o1", ""));
     let out = t.take();
     let branch = &to(&out, CARRIER)[0];
+    // Numbers leave as this carrier wants them: nationally. alice has no caller ID of her
+    // own: the trunk's is hers.
     assert_eq!(
         first_line(branch),
-        "INVITE sip:+447700900999@127.0.0.2:5080 SIP/2.0"
+        "INVITE sip:07700900999@127.0.0.2:5080 SIP/2.0"
+    );
+    let pai = "\"Alice A\" <sip:01632960000@switchboard.local>";
+    assert_eq!(header(branch, "P-Asserted-Identity"), Some(pai));
+    assert!(header(branch, "From").unwrap().starts_with(pai), "{branch}");
+    // Dialled nationally, the same number.
+    t.input(ALICE, &invite("alice", ALICE, "07700900999", "o3", ""));
+    let out = t.take();
+    assert_eq!(
+        first_line(&to(&out, CARRIER)[0]),
+        "INVITE sip:07700900999@127.0.0.2:5080 SIP/2.0"
     );
     // A number no trunk carries: 404.
     t.input(ALICE, &invite("alice", ALICE, "+33123456789", "o2", ""));
