@@ -36,7 +36,7 @@ use super::wire::{Now, Owner, Wire};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use switchboard_presence::model::LegState;
-use switchboard_sip::message::{split_first_value, tag_of};
+use switchboard_sip::message::{cseq_number, set_cseq_number, split_first_value, tag_of};
 use switchboard_sip::msg::headers::{Header, Headers};
 use switchboard_sip::msg::{Method, Request, Response, Version};
 use switchboard_sip::peer::Peer;
@@ -110,6 +110,24 @@ struct Tracked {
     /// When its session ends unless refreshed (RFC 4028: the Session-Expires of the last
     /// 2xx to the INVITE or a refresh).
     session_ends: Option<Instant>,
+    /// Answered by a carrier through a trunk with an account: how the caller's requests
+    /// are renumbered on their way to it.
+    carrier: Option<Box<CarrierLeg>>,
+}
+
+/// The carrier's end of a call answered through a trunk with an account
+/// ([`super::carrier_auth`]). Each challenge this proxy answered with the account — the
+/// INVITE's, and any of a later request of the caller — sent the carrier one CSeq number
+/// the caller never used, so the caller's requests reach the carrier `offset` higher than
+/// the caller wrote them (RFC 3261 §12.2.1.1: they must keep rising in the carrier's
+/// view), and the answers come back `offset` lower. The carrier's own requests to the
+/// caller are numbered in its own space, and pass unchanged.
+struct CarrierLeg {
+    /// Whose account answers the carrier's challenges.
+    trunk: String,
+    /// The caller's tag (its requests carry it in From).
+    caller_tag: String,
+    offset: u32,
 }
 
 /// What a request the proxy sent inside a dialog was for.
@@ -212,6 +230,16 @@ pub(crate) struct Answer<'a> {
     pub callee: Option<&'a str>,
     pub callee_leg: &'a str,
     pub callee_peer: Option<Peer>,
+    /// The answering branch went to a trunk with an account.
+    pub carrier: Option<Carrier<'a>>,
+}
+
+/// What [`Answer`] says of a call answered through a trunk with an account.
+pub(crate) struct Carrier<'a> {
+    pub trunk: &'a str,
+    /// Challenges answered for the INVITE: how far the carrier's CSeq numbers of the
+    /// caller's requests are ahead.
+    pub offset: u32,
 }
 
 /// The first value of a header, as written.
@@ -255,17 +283,6 @@ fn session_expires(headers: &Headers) -> Option<u64> {
     .parse()
     .ok()
     .filter(|s| *s > 0)
-}
-
-fn cseq_number(headers: &Headers) -> Option<u32> {
-    first_value(headers, |h| match h {
-        Header::CSeq(c) => Some(c.value()),
-        _ => None,
-    })?
-    .split_whitespace()
-    .next()?
-    .parse()
-    .ok()
 }
 
 fn from_value(headers: &Headers) -> Option<&str> {
@@ -360,7 +377,9 @@ fn ends_of(wire: &Wire, a: &Answer<'_>) -> Option<Box<[End; 2]>> {
         target: contact_uri(&a.response.headers)?,
         routes: toward_callee,
         peer: a.callee_peer,
-        cseq: cseq_number(&a.invite.headers),
+        // The number the carrier saw, credentials answered.
+        cseq: cseq_number(&a.invite.headers)
+            .map(|n| n.saturating_add(a.carrier.as_ref().map_or(0, |c| c.offset))),
         probe: None,
         user: a.callee.map(str::to_string),
     };
@@ -385,6 +404,14 @@ impl Dialogs {
         if needed && ends.is_none() {
             tracing::debug!(call_id = %a.call_id, "answered call without Contact or tags: not probed");
         }
+        let carrier = a.carrier.as_ref().and_then(|c| {
+            let caller_tag = from_value(&a.invite.headers).and_then(tag_of)?;
+            Some(Box::new(CarrierLeg {
+                trunk: c.trunk.to_string(),
+                caller_tag: caller_tag.to_string(),
+                offset: c.offset,
+            }))
+        });
         let dialogs = &mut *self;
         let call_id = a.call_id.to_string();
         dialogs.remove(&call_id);
@@ -404,6 +431,7 @@ impl Dialogs {
                 ends,
                 next_probe,
                 session_ends: None,
+                carrier,
             },
         );
         self.set_session(a.call_id, session, now);
@@ -415,6 +443,62 @@ impl Dialogs {
         self.remove(call_id);
         // Branches of the call still being cancelled ring no more either.
         cx.presence.model_mut().call_ended(call_id);
+    }
+
+    /// A request on its way through, as forwarded: one the caller sends to the carrier of
+    /// a call answered through a trunk with an account gets its CSeq number raised by the
+    /// dialog's offset (so the ACK for the 2xx carries the number of the INVITE the
+    /// carrier answered), and the trunk is returned: its account answers the carrier's
+    /// challenges to it. Requests the other way, or in other calls, are left as they are.
+    pub(crate) fn toward_carrier(&self, call_id: &str, req: &mut Request) -> Option<String> {
+        let leg = self.map.get(call_id)?.carrier.as_ref()?;
+        if from_value(&req.headers).and_then(tag_of) != Some(leg.caller_tag.as_str()) {
+            return None;
+        }
+        if leg.offset > 0 {
+            if let Some(n) = cseq_number(&req.headers) {
+                set_cseq_number(&mut req.headers, n.saturating_add(leg.offset));
+            }
+        }
+        Some(leg.trunk.clone())
+    }
+
+    /// The carrier challenged a request of the caller and the account answered it, with
+    /// CSeq number `sent`: the carrier is one number further ahead.
+    pub(crate) fn carrier_challenge_answered(&mut self, call_id: &str, sent: u32) {
+        let Some(d) = self.map.get_mut(call_id) else {
+            return;
+        };
+        if let Some(leg) = d.carrier.as_mut() {
+            leg.offset = leg.offset.saturating_add(1);
+        }
+        if let Some(ends) = d.ends.as_mut() {
+            let callee = &mut ends[Side::Callee.index()];
+            callee.cseq = Some(callee.cseq.map_or(sent, |c| c.max(sent)));
+        }
+    }
+
+    /// A 2xx relayed without a transaction (a late retransmission, §16.7 step 9) of a
+    /// request of the caller in a call answered through a trunk with an account: back to
+    /// the caller's numbering.
+    pub(crate) fn toward_caller(&self, resp: &mut Response) {
+        let Some(call_id) = first_value(&resp.headers, |h| match h {
+            Header::CallId(c) => Some(c.value()),
+            _ => None,
+        }) else {
+            return;
+        };
+        let Some(leg) = self.map.get(call_id).and_then(|d| d.carrier.as_ref()) else {
+            return;
+        };
+        if leg.offset == 0
+            || from_value(&resp.headers).and_then(tag_of) != Some(leg.caller_tag.as_str())
+        {
+            return;
+        }
+        if let Some(n) = cseq_number(&resp.headers) {
+            set_cseq_number(&mut resp.headers, n.saturating_sub(leg.offset));
+        }
     }
 
     /// An in-dialog request passing through: the CSeq number its sender reached (the
