@@ -2,8 +2,10 @@
 //! daemon, Kamailio as the carrier (`tests/kamailio/carrier.cfg`: the auth module
 //! challenges INVITEs with 407, a plain password, no database; in-dialog requests must
 //! number on as RFC 3261 §12.2.2 says, or get 500), a SIPp server behind it standing in for
-//! the telephone network, and a SIPp phone of a user that dials out. Loopback only: the
-//! carrier at 127.0.0.2 (the trunk's source), everything else at 127.0.0.1.
+//! the telephone network, and a SIPp phone of a user that dials out: answered calls (MD5,
+//! SHA-256), BYE from either side, a re-INVITE, a carrier that challenges the re-INVITE and
+//! the BYE too, a CANCEL, a wrong password. Loopback only: the carrier at 127.0.0.2 (the
+//! trunk's source), everything else at 127.0.0.1.
 
 mod common;
 
@@ -352,4 +354,17 @@ fn a_wrong_password_gives_the_caller_a_failure() {
         "{}",
         n.d.log()
     );
+}
+
+#[test]
+fn the_callers_cancel_cancels_the_authenticated_invite() {
+    let mut n = net(Some(("uas_ring_cancelled.xml", &[])), &[], PASSWORD);
+    let r = ok(&n, alice_dials(&n, "call_cancel.xml", "500"));
+    no_carrier_challenge(&r);
+    // The carrier matched the CANCEL to the INVITE it had authenticated (same branch,
+    // same number): it reached the far end, which ended the call 487.
+    let pstn = pstn_ok(&mut n);
+    let cancels = pstn.requests("CANCEL");
+    assert_eq!(cancels.len(), 1, "{}", pstn.report());
+    assert_eq!(header_values(&cancels[0], "CSeq"), ["3 CANCEL"]);
 }

@@ -604,6 +604,14 @@ impl Calls {
         }
         let server_tx = call.server_tx;
         if code < 200 {
+            if let (101.., Some(c)) = (code, &b.carrier) {
+                // An early dialog with the carrier: the caller's PRACK or UPDATE in it
+                // are renumbered (and their challenges answered) like the rest.
+                if let Ok(from) = call.invite.from_header() {
+                    let answers = u32::from(c.answers);
+                    dialogs.carrier_early(&call.call_id, &c.trunk, from.value(), answers, now.mono);
+                }
+            }
             if !b.provisional {
                 b.provisional = true;
                 if let Some(cause) = b.cancel.take() {

@@ -33,7 +33,7 @@
 use super::context::Ctx;
 use super::targets::binding_peer;
 use super::wire::{Now, Owner, Wire};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 use switchboard_presence::model::LegState;
 use switchboard_sip::message::{cseq_number, set_cseq_number, split_first_value, tag_of};
@@ -110,25 +110,33 @@ struct Tracked {
     /// When its session ends unless refreshed (RFC 4028: the Session-Expires of the last
     /// 2xx to the INVITE or a refresh).
     session_ends: Option<Instant>,
-    /// Answered by a carrier through a trunk with an account: how the caller's requests
-    /// are renumbered on their way to it.
-    carrier: Option<Box<CarrierLeg>>,
 }
 
-/// The carrier's end of a call answered through a trunk with an account
-/// ([`super::carrier_auth`]). Each challenge this proxy answered with the account — the
-/// INVITE's, and any of a later request of the caller — sent the carrier one CSeq number
-/// the caller never used, so the caller's requests reach the carrier `offset` higher than
-/// the caller wrote them (RFC 3261 §12.2.1.1: they must keep rising in the carrier's
-/// view), and the answers come back `offset` lower. The carrier's own requests to the
-/// caller are numbered in its own space, and pass unchanged.
+/// The carrier's end of a call through a trunk with an account
+/// ([`super::carrier_auth`]), from its first provisional response or its answered
+/// challenge on. Each challenge this proxy answered with the account — the INVITE's, and
+/// any of a later request of the caller — sent the carrier one CSeq number the caller
+/// never used, so the caller's requests (PRACK and UPDATE in the early dialog too) reach
+/// the carrier `offset` higher than the caller wrote them (RFC 3261 §12.2.1.1: they must
+/// keep rising in the carrier's view), and the answers come back with the caller's
+/// numbers. The carrier's own requests to the caller are numbered in its own space, and
+/// pass unchanged.
 struct CarrierLeg {
     /// Whose account answers the carrier's challenges.
     trunk: String,
     /// The caller's tag (its requests carry it in From).
     caller_tag: String,
     offset: u32,
+    /// The highest CSeq number the carrier got from the caller's side (probes of the
+    /// carrier use it once the call is answered).
+    sent: Option<u32>,
 }
+
+/// How long a carrier leg of a call not answered yet is kept (the longest a call may
+/// ring and hunt is well within it), and how many such legs at most: past either, the
+/// oldest are forgotten (an unanswered call's leg has no other end).
+const EARLY_LIFETIME: Duration = Duration::from_secs(900);
+const EARLY_MAX: usize = 100_000;
 
 /// What a request the proxy sent inside a dialog was for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,6 +157,12 @@ pub(crate) struct Dialogs {
     sessions_due: BTreeSet<(Instant, String)>,
     /// Our requests inside dialogs, until their transactions end.
     txs: GrowingMap<TxId, (String, Side, Purpose)>,
+    /// The carrier legs of calls through trunks with accounts, by Call-ID: answered ones
+    /// (forgotten with the call), and ones not answered yet (see `early`).
+    carriers: GrowingMap<String, CarrierLeg>,
+    /// The carrier legs made before an answer, oldest first, to forget those whose call
+    /// was never answered.
+    early: VecDeque<(Instant, String)>,
     /// In-dialog OPTIONS sent to ends of answered calls.
     pub probes: u64,
     /// Answered calls ended because an end no longer had the dialog or was unreachable.
@@ -165,6 +179,8 @@ impl Dialogs {
             probes_due: BTreeSet::new(),
             sessions_due: BTreeSet::new(),
             txs: GrowingMap::new(),
+            carriers: GrowingMap::new(),
+            early: VecDeque::new(),
             probes: 0,
             lost: 0,
         }
@@ -172,6 +188,10 @@ impl Dialogs {
 
     pub(crate) fn len(&self) -> usize {
         self.map.len()
+    }
+
+    pub(crate) fn carrier_legs(&self) -> usize {
+        self.carriers.len()
     }
 
     pub(crate) fn poll_timeout(&self, now: Now) -> Option<Instant> {
@@ -186,6 +206,7 @@ impl Dialogs {
 
     /// Forgets a dialog; whether it was tracked.
     fn remove(&mut self, call_id: &str) -> bool {
+        self.carriers.remove(call_id);
         let Some(d) = self.map.remove(call_id) else {
             return false;
         };
@@ -336,7 +357,9 @@ fn sender(ends: &[End; 2], req: &Request) -> Option<Side> {
 }
 
 /// Both ends of an answered call, as requests of ours reach them.
-fn ends_of(wire: &Wire, a: &Answer<'_>) -> Option<Box<[End; 2]>> {
+/// `callee_cseq`: the highest CSeq number the callee got from the caller, in its own
+/// numbering (a carrier that challenged counts higher than the caller's INVITE says).
+fn ends_of(wire: &Wire, a: &Answer<'_>, callee_cseq: Option<u32>) -> Option<Box<[End; 2]>> {
     let caller_from = from_value(&a.invite.headers)?;
     let callee_from = from_value(&a.response.headers)?;
     let callee_to = to_value(&a.response.headers)?;
@@ -377,9 +400,7 @@ fn ends_of(wire: &Wire, a: &Answer<'_>) -> Option<Box<[End; 2]>> {
         target: contact_uri(&a.response.headers)?,
         routes: toward_callee,
         peer: a.callee_peer,
-        // The number the carrier saw, credentials answered.
-        cseq: cseq_number(&a.invite.headers)
-            .map(|n| n.saturating_add(a.carrier.as_ref().map_or(0, |c| c.offset))),
+        cseq: callee_cseq,
         probe: None,
         user: a.callee.map(str::to_string),
     };
@@ -398,23 +419,41 @@ impl Dialogs {
         if let Some(c) = a.caller {
             model.leg(c, a.call_id, "caller", LegState::Answered);
         }
+        // The carrier leg: the one of the early dialog when there was one (its offset may
+        // have grown since the INVITE), else what the answering branch says.
+        let early = self.carriers.remove(a.call_id);
+        let carrier = a.carrier.as_ref().and_then(|c| match early {
+            Some(leg) if leg.trunk == c.trunk => Some(leg),
+            _ => {
+                let caller_tag = from_value(&a.invite.headers).and_then(tag_of)?;
+                Some(CarrierLeg {
+                    trunk: c.trunk.to_string(),
+                    caller_tag: caller_tag.to_string(),
+                    offset: c.offset,
+                    sent: None,
+                })
+            }
+        });
+        let invite_cseq = cseq_number(&a.invite.headers);
+        let callee_cseq = match &carrier {
+            // The number the carrier saw, credentials answered.
+            Some(leg) => invite_cseq
+                .map(|n| n.saturating_add(a.carrier.as_ref().map_or(0, |c| c.offset)))
+                .max(leg.sent),
+            None => invite_cseq,
+        };
         let session = session_expires(&a.response.headers);
         let needed = self.probe_every.is_some() || session.is_some();
-        let ends = needed.then(|| ends_of(cx.wire, &a)).flatten();
+        let ends = needed.then(|| ends_of(cx.wire, &a, callee_cseq)).flatten();
         if needed && ends.is_none() {
             tracing::debug!(call_id = %a.call_id, "answered call without Contact or tags: not probed");
         }
-        let carrier = a.carrier.as_ref().and_then(|c| {
-            let caller_tag = from_value(&a.invite.headers).and_then(tag_of)?;
-            Some(Box::new(CarrierLeg {
-                trunk: c.trunk.to_string(),
-                caller_tag: caller_tag.to_string(),
-                offset: c.offset,
-            }))
-        });
         let dialogs = &mut *self;
         let call_id = a.call_id.to_string();
         dialogs.remove(&call_id);
+        if let Some(leg) = carrier {
+            dialogs.carriers.insert(call_id.clone(), leg);
+        }
         let ends_at = now.unix + dialogs.max_call_secs;
         let next_probe = dialogs
             .probe_every
@@ -431,7 +470,6 @@ impl Dialogs {
                 ends,
                 next_probe,
                 session_ends: None,
-                carrier,
             },
         );
         self.set_session(a.call_id, session, now);
@@ -450,28 +488,78 @@ impl Dialogs {
     /// dialog's offset (so the ACK for the 2xx carries the number of the INVITE the
     /// carrier answered), and the trunk is returned: its account answers the carrier's
     /// challenges to it. Requests the other way, or in other calls, are left as they are.
-    pub(crate) fn toward_carrier(&self, call_id: &str, req: &mut Request) -> Option<String> {
-        let leg = self.map.get(call_id)?.carrier.as_ref()?;
+    pub(crate) fn toward_carrier(&mut self, call_id: &str, req: &mut Request) -> Option<String> {
+        let leg = self.carriers.get_mut(call_id)?;
         if from_value(&req.headers).and_then(tag_of) != Some(leg.caller_tag.as_str()) {
             return None;
         }
-        if leg.offset > 0 {
-            if let Some(n) = cseq_number(&req.headers) {
-                set_cseq_number(&mut req.headers, n.saturating_add(leg.offset));
+        if let Some(n) = cseq_number(&req.headers) {
+            let n = n.saturating_add(leg.offset);
+            if leg.offset > 0 {
+                set_cseq_number(&mut req.headers, n);
             }
+            leg.sent = leg.sent.max(Some(n));
         }
         Some(leg.trunk.clone())
+    }
+
+    /// A call through a trunk with an account, not answered yet, whose carrier has sent a
+    /// provisional response or had a challenge answered: `offset` challenges answered for
+    /// its INVITE so far. Requests of the caller in the early dialog (PRACK, UPDATE) are
+    /// renumbered from now on, and the answer takes the leg over. `caller_from` is the
+    /// caller's From.
+    pub(crate) fn carrier_early(
+        &mut self,
+        call_id: &str,
+        trunk: &str,
+        caller_from: &str,
+        offset: u32,
+        now: Instant,
+    ) {
+        if let Some(leg) = self.carriers.get_mut(call_id) {
+            leg.offset = leg.offset.max(offset);
+            return;
+        }
+        if self.map.contains_key(call_id) {
+            // Answered already (a late provisional response of another branch).
+            return;
+        }
+        let Some(caller_tag) = tag_of(caller_from) else {
+            return;
+        };
+        // Forget the legs of calls that were never answered.
+        while let Some((at, id)) = self.early.front() {
+            let old = now.saturating_duration_since(*at) > EARLY_LIFETIME;
+            if !old && self.early.len() < EARLY_MAX {
+                break;
+            }
+            if !self.map.contains_key(id) {
+                self.carriers.remove(id);
+            }
+            self.early.pop_front();
+        }
+        self.carriers.insert(
+            call_id.to_string(),
+            CarrierLeg {
+                trunk: trunk.to_string(),
+                caller_tag: caller_tag.to_string(),
+                offset,
+                sent: None,
+            },
+        );
+        self.early.push_back((now, call_id.to_string()));
     }
 
     /// The carrier challenged a request of the caller and the account answered it, with
     /// CSeq number `sent`: the carrier is one number further ahead.
     pub(crate) fn carrier_challenge_answered(&mut self, call_id: &str, sent: u32) {
+        if let Some(leg) = self.carriers.get_mut(call_id) {
+            leg.offset = leg.offset.saturating_add(1);
+            leg.sent = leg.sent.max(Some(sent));
+        }
         let Some(d) = self.map.get_mut(call_id) else {
             return;
         };
-        if let Some(leg) = d.carrier.as_mut() {
-            leg.offset = leg.offset.saturating_add(1);
-        }
         if let Some(ends) = d.ends.as_mut() {
             let callee = &mut ends[Side::Callee.index()];
             callee.cseq = Some(callee.cseq.map_or(sent, |c| c.max(sent)));
@@ -488,7 +576,7 @@ impl Dialogs {
         }) else {
             return;
         };
-        let Some(leg) = self.map.get(call_id).and_then(|d| d.carrier.as_ref()) else {
+        let Some(leg) = self.carriers.get(call_id) else {
             return;
         };
         if leg.offset == 0

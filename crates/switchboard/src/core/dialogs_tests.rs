@@ -611,3 +611,64 @@ fn probes_of_the_carrier_use_its_numbering() {
     assert_eq!(header(&to_carrier, "CSeq"), Some("2 OPTIONS"));
     assert_eq!(header(&to_alice, "CSeq"), Some("0 OPTIONS"));
 }
+
+#[test]
+fn a_prack_in_the_early_dialog_is_renumbered_too() {
+    let mut t = T::new(false);
+    t.input(ALICE, &invite("alice", ALICE, "+33140000000", "au6", ""));
+    let inv = to(&take(&mut t), AUTHED).remove(0);
+    let ch = "Digest realm=\"carrier.example\", nonce=\"n1\", qop=\"auth\"";
+    t.input(AUTHED, &challenge(&inv, 407, &[ch]));
+    let again = with_method(&take(&mut t), AUTHED, "INVITE").remove(0);
+    // A reliable 183 (RFC 3262): alice PRACKs it in the early dialog, her CSeq 2.
+    let progress = answer(&again, 183, "pstn", CARRIER_CONTACT);
+    t.input(AUTHED, &progress);
+    let relayed = to(&take(&mut t), ALICE).remove(0);
+    assert_eq!(first_line(&relayed), "SIP/2.0 183 Session Progress");
+    assert_eq!(header(&relayed, "CSeq"), Some("1 INVITE"));
+    t.input(
+        ALICE,
+        &in_dialog("PRACK", CARRIER_CONTACT, &relayed, ALICE, 2),
+    );
+    let prack = with_method(&take(&mut t), AUTHED, "PRACK").remove(0);
+    assert_eq!(
+        header(&prack, "CSeq"),
+        Some("3 PRACK"),
+        "above the authenticated INVITE's 2"
+    );
+    t.input(AUTHED, &answer(&prack, 200, "pstn", CARRIER_CONTACT));
+    let ok = to(&take(&mut t), ALICE).remove(0);
+    assert_eq!(header(&ok, "CSeq"), Some("2 PRACK"));
+    // Answered: the same leg goes on (ACK of the INVITE as 2, BYE 3 as 4); probes of the
+    // carrier start from the highest number it got (3).
+    t.input(AUTHED, &answer(&again, 200, "pstn", CARRIER_CONTACT));
+    let ok = to(&take(&mut t), ALICE).remove(0);
+    t.input(ALICE, &in_dialog("ACK", CARRIER_CONTACT, &ok, ALICE, 1));
+    let ack = to(&take(&mut t), AUTHED).remove(0);
+    assert_eq!(header(&ack, "CSeq"), Some("2 ACK"));
+    t.advance(90);
+    let out = t.take();
+    let probe = with_method(&out, CARRIER_CONTACT, "OPTIONS").remove(0);
+    assert_eq!(header(&probe, "CSeq"), Some("3 OPTIONS"));
+    t.input(ALICE, &in_dialog("BYE", CARRIER_CONTACT, &ok, ALICE, 3));
+    let bye = with_method(&take(&mut t), AUTHED, "BYE").remove(0);
+    assert_eq!(header(&bye, "CSeq"), Some("4 BYE"));
+}
+
+#[test]
+fn the_leg_of_a_call_never_answered_is_forgotten() {
+    let mut t = T::new(false);
+    t.input(ALICE, &invite("alice", ALICE, "+33140000000", "au7", ""));
+    let inv = to(&take(&mut t), AUTHED).remove(0);
+    t.input(AUTHED, &answer(&inv, 180, "pstn", CARRIER_CONTACT));
+    t.input(AUTHED, &answer(&inv, 486, "pstn", CARRIER_CONTACT));
+    take(&mut t);
+    assert_eq!(t.core.calls().len(), 0);
+    assert_eq!(t.core.carrier_legs(), 1, "kept for its lifetime");
+    // Another call's leg, past that lifetime, sweeps it out.
+    t.advance(901);
+    t.input(ALICE, &invite("alice", ALICE, "+33140000000", "au8", ""));
+    let inv = to(&take(&mut t), AUTHED).remove(0);
+    t.input(AUTHED, &answer(&inv, 180, "pstn", CARRIER_CONTACT));
+    assert_eq!(t.core.carrier_legs(), 1);
+}

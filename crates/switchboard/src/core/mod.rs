@@ -318,6 +318,12 @@ impl Core {
         self.dialogs.len()
     }
 
+    /// Calls through a trunk with an account whose CSeq numbers toward the carrier are
+    /// followed (answered ones, and ones not answered yet).
+    pub fn carrier_legs(&self) -> usize {
+        self.dialogs.carrier_legs()
+    }
+
     /// Counters of calls, relayed requests and answered calls.
     pub fn routing_counters(&self) -> RoutingStats {
         RoutingStats {
