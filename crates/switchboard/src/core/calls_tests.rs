@@ -723,6 +723,8 @@ fn a_carriers_challenge_is_answered_with_the_trunks_account_and_the_caller_never
     assert_eq!(first_line(&ok), "SIP/2.0 200 OK");
     assert_eq!(header(&ok, "CSeq"), Some("1 INVITE"));
     assert_eq!(t.core.answered_calls(), 1);
+    // The cnonce comes from the core's generator: the run replays exactly.
+    assert_replays(&t);
 }
 
 #[test]
