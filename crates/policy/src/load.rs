@@ -149,6 +149,7 @@ struct RawTrunk {
     #[serde(default)]
     sources: Vec<S>,
     sip: Option<RawSip>,
+    account: Option<Spanned<RawAccount>>,
     uri: Option<S>,
     #[serde(default)]
     dids: Map<S>,
@@ -164,6 +165,16 @@ struct RawTrunk {
     international_prefix: Option<S>,
     number_format: Option<S>,
     caller_id: Option<S>,
+}
+
+/// `[trunks.ID.account]`: our account at the carrier (outbound).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    username: Option<S>,
+    password: Option<S>,
+    auth_username: Option<S>,
+    realm: Option<S>,
 }
 
 #[derive(Deserialize)]
@@ -1213,6 +1224,10 @@ impl Builder {
                 "a trunk needs source addresses or SIP credentials",
             );
         }
+        let account = raw
+            .account
+            .as_ref()
+            .and_then(|a| self.account(src, a, raw.uri.is_some(), &format!("{key}.account")));
         if let Some(u) = &raw.uri {
             if !u.get_ref().starts_with("sip:") && !u.get_ref().starts_with("sips:") {
                 self.err(
@@ -1311,6 +1326,7 @@ impl Builder {
                 id: tid,
                 sources,
                 credentials,
+                account,
                 uri: raw.uri.map(|u| u.into_inner()),
                 dids,
                 outbound: raw.outbound.into_iter().map(|o| o.into_inner()).collect(),
@@ -1318,6 +1334,96 @@ impl Builder {
                 caller_id,
             },
         );
+    }
+
+    /// `[trunks.ID.account]`: our account at the carrier, for the calls sent to the
+    /// trunk's `uri` (`has_uri`).
+    fn account(
+        &mut self,
+        src: &Source,
+        raw: &Spanned<RawAccount>,
+        has_uri: bool,
+        key: &str,
+    ) -> Option<TrunkAccount> {
+        let table = raw.span();
+        let a = raw.get_ref();
+        // Whatever goes into a quoted digest parameter: no quote, backslash or control
+        // character.
+        let unquotable = |v: &str| v.chars().any(|c| c == '"' || c == '\\' || c.is_control());
+        let mut ok = true;
+        let required = |b: &mut Self, v: &Option<S>, name: &str| -> Option<String> {
+            match v {
+                None => {
+                    b.err(
+                        src,
+                        table.clone(),
+                        format!("{key}.{name}"),
+                        format!("the account needs a {name}"),
+                    );
+                    None
+                }
+                Some(s) if s.get_ref().is_empty() => {
+                    b.err(
+                        src,
+                        s.span(),
+                        format!("{key}.{name}"),
+                        format!("the {name} is empty"),
+                    );
+                    None
+                }
+                Some(s) => Some(s.get_ref().clone()),
+            }
+        };
+        let username = required(self, &a.username, "username");
+        let password = required(self, &a.password, "password");
+        if let Some(u) = &a.username {
+            let bad = u.get_ref().chars().any(|c| {
+                c.is_whitespace()
+                    || c.is_control()
+                    || matches!(c, '"' | '\\' | '@' | ':' | '<' | '>' | ';')
+            });
+            if bad {
+                ok = false;
+                self.err(
+                    src,
+                    u.span(),
+                    format!("{key}.username"),
+                    format!("{:?} is not a usable SIP user name", u.get_ref()),
+                );
+            }
+        }
+        for (name, v) in [("auth_username", &a.auth_username), ("realm", &a.realm)] {
+            let Some(v) = v else { continue };
+            if v.get_ref().is_empty() || unquotable(v.get_ref()) {
+                ok = false;
+                self.err(
+                    src,
+                    v.span(),
+                    format!("{key}.{name}"),
+                    format!(
+                        "{:?} cannot be a digest {}: it must not be empty or hold quotes, \\ or control characters",
+                        v.get_ref(),
+                        name.replace('_', " ")
+                    ),
+                );
+            }
+        }
+        if !has_uri {
+            ok = false;
+            self.err(
+                src,
+                table,
+                key.to_string(),
+                "the account answers the carrier's challenges to calls sent to the trunk's uri: give the trunk a uri",
+            );
+        }
+        let (username, password) = (username?, password?);
+        ok.then(|| TrunkAccount {
+            username,
+            password,
+            auth_username: a.auth_username.as_ref().map(|v| v.get_ref().clone()),
+            realm: a.realm.as_ref().map(|v| v.get_ref().clone()),
+        })
     }
 
     /// A trunk's numbering plan: its country code, prefixes and number format, checked.

@@ -434,12 +434,56 @@ pub struct Did {
     pub out_of_hours: Option<Target>,
 }
 
+/// Our account at a carrier (`[trunks.ID.account]`), the outbound direction: what this
+/// server answers the carrier's digest challenges with when a call leaves through the
+/// trunk. The inbound direction — how the carrier proves itself to us — is
+/// [`Trunk::credentials`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct TrunkAccount {
+    /// The account's user name at the carrier.
+    pub username: String,
+    pub password: String,
+    /// The digest user name, where the carrier's differs from `username`.
+    pub auth_username: Option<String>,
+    /// Only challenges for this realm are answered; None: any realm the carrier names.
+    pub realm: Option<String>,
+}
+
+impl TrunkAccount {
+    /// The user name digest answers carry.
+    pub fn digest_username(&self) -> &str {
+        self.auth_username.as_deref().unwrap_or(&self.username)
+    }
+
+    /// Whether a challenge for `realm` is answered with this account.
+    pub fn answers_realm(&self, realm: &str) -> bool {
+        self.realm.as_deref().is_none_or(|r| r == realm)
+    }
+}
+
+/// The password stays out of debug output (logs, `switchboard explain`).
+impl std::fmt::Debug for TrunkAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrunkAccount")
+            .field("username", &self.username)
+            .field("password", &"…")
+            .field("auth_username", &self.auth_username)
+            .field("realm", &self.realm)
+            .finish()
+    }
+}
+
 /// A carrier connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Trunk {
     pub id: String,
     pub sources: Vec<Network>,
+    /// Inbound: the digest credentials the carrier authenticates to us with
+    /// (`[trunks.ID.sip]`), when it is not known by its source address.
     pub credentials: Option<SipCredentials>,
+    /// Outbound: our account at the carrier (`[trunks.ID.account]`), answering its
+    /// challenges to calls sent to `uri`.
+    pub account: Option<TrunkAccount>,
     /// SIP URI outbound calls are sent to.
     pub uri: Option<String>,
     /// DID → where its calls go.

@@ -176,6 +176,36 @@ fn duplicate_dids_across_trunks() {
 }
 
 #[test]
+fn a_trunk_account_is_our_account_at_the_carrier() {
+    let p = load(
+        "[trunks.c]\nsources = [\"192.0.2.1\"]\nuri = \"sip:192.0.2.1\"\noutbound = [\"+44*\"]\n\
+         [trunks.c.account]\nusername = \"441632960000\"\npassword = \"s3cret\"\n\
+         auth_username = \"acct-7\"\nrealm = \"carrier.example\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let t = p.trunk("c").unwrap();
+    assert!(
+        t.credentials.is_none(),
+        "[trunks.c.sip] is the inbound direction"
+    );
+    let a = t.account.as_ref().unwrap();
+    assert_eq!(a.username, "441632960000");
+    assert_eq!(a.digest_username(), "acct-7");
+    assert!(a.answers_realm("carrier.example"));
+    assert!(!a.answers_realm("elsewhere"));
+    assert!(!format!("{a:?}").contains("s3cret"), "{a:?}");
+    // Without auth_username and realm: the account's user name, any realm.
+    let p = load(
+        "[trunks.c]\nsources = [\"192.0.2.1\"]\nuri = \"sip:192.0.2.1\"\n\
+         [trunks.c.account]\nusername = \"u\"\npassword = \"p\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let a = p.trunk("c").unwrap().account.clone().unwrap();
+    assert_eq!(a.digest_username(), "u");
+    assert!(a.answers_realm("anything"));
+}
+
+#[test]
 fn no_answer_loop_is_refused() {
     let e = errors("[users.a]\nextension = \"1\"\nno_answer = \"user:b\"\n[users.b]\nextension = \"2\"\nno_answer = \"user:a\"\n");
     assert_eq!(e.len(), 1, "{e:?}");

@@ -54,6 +54,31 @@ impl Algorithm {
             Algorithm::Sha256 => hex::encode(Sha256::digest(data.as_bytes())),
         }
     }
+
+    /// HA1 = H(username:realm:password) (RFC 7616 §3.4.2).
+    pub fn ha1(self, username: &str, realm: &str, password: &str) -> String {
+        self.hash(&format!("{username}:{realm}:{password}"))
+    }
+
+    /// The `response` of a digest answer to `method` on `uri` (RFC 7616 §3.4.1, RFC 2617
+    /// §3.2.2.1), HA2 = H(method:uri): with `qop=auth` (`Some((nc, cnonce))`)
+    /// H(HA1:nonce:nc:cnonce:auth:HA2), without a qop (RFC 2069) H(HA1:nonce:HA2). The one
+    /// computation of both sides: the authenticator checks answers with it, and
+    /// [`crate::auth_client`] makes them.
+    pub fn response(
+        self,
+        ha1: &str,
+        nonce: &str,
+        qop_auth: Option<(&str, &str)>,
+        method: &str,
+        uri: &str,
+    ) -> String {
+        let ha2 = self.hash(&format!("{method}:{uri}"));
+        match qop_auth {
+            Some((nc, cnonce)) => self.hash(&format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")),
+            None => self.hash(&format!("{ha1}:{nonce}:{ha2}")),
+        }
+    }
 }
 
 /// How a user's secret is known: the password itself, or HA1 = H(user:realm:password)
@@ -81,7 +106,7 @@ impl Credential {
             return None;
         }
         match &self.secret {
-            Secret::Password(p) => Some(algorithm.hash(&format!("{username}:{realm}:{p}"))),
+            Secret::Password(p) => Some(algorithm.ha1(username, realm, p)),
             Secret::Ha1 { md5, sha256 } => match algorithm {
                 Algorithm::Md5 => md5.as_ref().map(|h| h.to_ascii_lowercase()),
                 Algorithm::Sha256 => sha256.as_ref().map(|h| h.to_ascii_lowercase()),
@@ -336,8 +361,8 @@ impl Authenticator {
         else {
             return failed("wrong credentials");
         };
-        let ha2 = algorithm.hash(&format!("{}:{}", req.method, uri));
-        let expected = algorithm.hash(&format!("{ha1}:{nonce}:{nc_text}:{cnonce}:auth:{ha2}"));
+        let method = crate::wire::method_name(&req.method);
+        let expected = algorithm.response(&ha1, nonce, Some((nc_text, cnonce)), method, uri);
         if !constant_time_eq(&expected, &response.to_ascii_lowercase()) {
             return failed("wrong credentials");
         }

@@ -21,6 +21,7 @@ pub use rsipstack::sip as msg;
 pub type GrowingMap<K, V> = griddle::HashMap<K, V>;
 
 pub mod auth;
+pub mod auth_client;
 pub mod entropy;
 pub mod events;
 pub mod log_limit;

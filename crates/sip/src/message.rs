@@ -262,6 +262,31 @@ pub fn has_tag(value: &str) -> bool {
     tag_of(value).is_some()
 }
 
+/// The number of a message's CSeq.
+pub fn cseq_number(headers: &Headers) -> Option<u32> {
+    headers.iter().find_map(|h| match h {
+        Header::CSeq(c) => c.value().split_whitespace().next()?.parse().ok(),
+        _ => None,
+    })
+}
+
+/// Sets the number of a message's CSeq, its method kept (a proxy that put requests of its
+/// own into a dialog renumbers what passes through it).
+pub fn set_cseq_number(headers: &mut Headers, number: u32) {
+    for h in headers.iter_mut() {
+        if let Header::CSeq(c) = h {
+            let method = c
+                .value()
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_string();
+            *h = Header::CSeq(format!("{number} {method}").into());
+            return;
+        }
+    }
+}
+
 /// The `tag` parameter of a From/To header value.
 pub fn tag_of(value: &str) -> Option<&str> {
     let params = match value.rfind('>') {

@@ -62,6 +62,16 @@ country_code = "44"
 number_format = "national"
 caller_id = "+441632960000"
 dids = { "+441632960000" = "team:support" }
+
+[trunks.authed]
+sources = ["127.0.0.3/32"]
+uri = "sip:127.0.0.3:5080"
+outbound = ["+3314*"]
+[trunks.authed.account]
+username = "acct"
+password = "trunk-pw"
+auth_username = "acct-auth"
+realm = "carrier.example"
 "#;
 
 pub(crate) const ALICE: &str = "127.0.0.1:5071";
@@ -70,6 +80,8 @@ pub(crate) const BOB2: &str = "127.0.0.1:5073";
 pub(crate) const CAROL: &str = "127.0.0.1:5074";
 pub(crate) const VM: &str = "127.0.0.1:5090";
 pub(crate) const CARRIER: &str = "127.0.0.2:5080";
+/// A carrier that challenges: the trunk `authed` has an account there.
+pub(crate) const AUTHED: &str = "127.0.0.3:5080";
 pub(crate) const US: &str = "127.0.0.1:5060";
 
 /// The directory of a policy text.
@@ -406,4 +418,50 @@ pub(crate) fn request_of_resp(text: &str) -> switchboard_sip::msg::Response {
         SipMessage::Response(r) => r,
         _ => panic!("not a response: {text}"),
     }
+}
+
+/// A carrier's challenge (401 or 407) to a request it got: its challenges in
+/// `WWW-Authenticate` (401) or `Proxy-Authenticate` (407) headers, in order.
+pub(crate) fn challenge(req_text: &str, code: u16, challenges: &[&str]) -> String {
+    let name = if code == 407 {
+        "Proxy-Authenticate"
+    } else {
+        "WWW-Authenticate"
+    };
+    let resp = answer(req_text, code, "carrier-auth", AUTHED);
+    let lines: String = challenges
+        .iter()
+        .map(|c| format!("{name}: {c}\r\n"))
+        .collect();
+    resp.replacen("\r\n\r\n", &format!("\r\n{lines}\r\n"), 1)
+}
+
+/// The digest parameters of a request's `header` (`Authorization`, `Proxy-Authorization`),
+/// checked to answer for `username` with `password`: its response is the one the
+/// request's method and the digest uri give, and that uri is the Request-URI.
+pub(crate) fn answered_digest(
+    req_text: &str,
+    header_name: &str,
+    username: &str,
+    password: &str,
+) -> std::collections::HashMap<String, String> {
+    use switchboard_sip::auth::{parse_digest, Algorithm};
+    let value =
+        header(req_text, header_name).unwrap_or_else(|| panic!("no {header_name} in\n{req_text}"));
+    let p = parse_digest(value).unwrap();
+    let alg = match p.get("algorithm").map(String::as_str) {
+        Some("SHA-256") => Algorithm::Sha256,
+        _ => Algorithm::Md5,
+    };
+    assert_eq!(p["username"], username, "{value}");
+    let ruri = first_line(req_text).split(' ').nth(1).unwrap();
+    assert_eq!(p["uri"], ruri, "{value}");
+    let method = first_line(req_text).split(' ').next().unwrap();
+    let ha1 = alg.ha1(username, &p["realm"], password);
+    let qop = p
+        .get("qop")
+        .map(|_| (p["nc"].as_str(), p["cnonce"].as_str()));
+    let expected = alg.response(&ha1, &p["nonce"], qop, method, ruri);
+    assert_eq!(p["response"], expected, "{value}");
+    p
 }

@@ -13,8 +13,9 @@
 //! team skipping and BLF see who is on a call. A sub-machine of the core: it owns the
 //! calls being set up, their timers and the groups' memory, and is handed a [`Ctx`].
 
+use super::carrier_auth::{self, Challenged};
 use super::context::Ctx;
-use super::dialogs::{Answer, Dialogs};
+use super::dialogs::{Answer, Carrier, Dialogs};
 use super::relays::{call_id_of, send_cancel};
 use super::targets::{binding_peer, distinct_targets, newer, peer_for_uri};
 use super::wire::Owner;
@@ -86,6 +87,11 @@ pub struct RoutingStats {
     pub probes: u64,
     /// Answered calls ended because an end no longer had the dialog or was unreachable.
     pub lost: u64,
+    /// Carriers' challenges answered with a trunk's account.
+    pub carrier_answers: u64,
+    /// Requests that failed because the carrier refused a trunk's account (or asked for
+    /// something it cannot give).
+    pub carrier_refusals: u64,
 }
 
 /// One branch of a call as the core sees it.
@@ -99,6 +105,11 @@ struct Branch {
     provisional: bool,
     /// A CANCEL waits for the first provisional response (§9.1).
     cancel: Option<CancelCause>,
+    /// A CANCEL was sent (or waits): a challenge that comes now is not answered.
+    cancelled: bool,
+    /// A branch to a trunk with an account: its INVITE as last sent, to send again with
+    /// the account's credentials when the carrier challenges it ([`carrier_auth`]).
+    carrier: Option<Box<Challenged>>,
     /// The final response, Via stripped, to relay if it turns out the best.
     response: Option<Response>,
     /// No more outcome is expected from it by the executor.
@@ -573,8 +584,34 @@ impl Calls {
         let Some(b) = call.branches.get_mut(branch) else {
             return;
         };
+        if matches!(code, 401 | 407) && !b.done && b.carrier.is_some() {
+            if answer_challenge(cx, key, call, branch, &resp) {
+                return;
+            }
+            // The challenge was the account's to answer: the caller could not.
+            resp = carrier_auth::refusal(resp, "the carrier refused the trunk's credentials");
+        }
+        let Some(b) = call.branches.get_mut(branch) else {
+            return;
+        };
+        // The carrier numbers this INVITE as answered with credentials; the caller, as
+        // sent.
+        let answers = b.carrier.as_ref().map_or(0, |c| u32::from(c.answers));
+        if answers > 0 {
+            if let Some(n) = message::cseq_number(&call.invite.headers) {
+                message::set_cseq_number(&mut resp.headers, n);
+            }
+        }
         let server_tx = call.server_tx;
         if code < 200 {
+            if let (101.., Some(c)) = (code, &b.carrier) {
+                // An early dialog with the carrier: the caller's PRACK or UPDATE in it
+                // are renumbered (and their challenges answered) like the rest.
+                if let Ok(from) = call.invite.from_header() {
+                    let answers = u32::from(c.answers);
+                    dialogs.carrier_early(&call.call_id, &c.trunk, from.value(), answers, now.mono);
+                }
+            }
             if !b.provisional {
                 b.provisional = true;
                 if let Some(cause) = b.cancel.take() {
@@ -605,6 +642,10 @@ impl Calls {
                     callee: b.user.as_deref(),
                     callee_leg: &format!("b{branch}"),
                     callee_peer: b.peer,
+                    carrier: b.carrier.as_ref().map(|c| Carrier {
+                        trunk: &c.trunk,
+                        offset: answers,
+                    }),
                 };
                 dialogs.track(cx, answer);
             }
@@ -652,6 +693,7 @@ impl Calls {
         if timer_c && b.provisional {
             // §16.8: a branch that rang too long is cancelled (or given up when it never
             // answered at all).
+            b.cancelled = true;
             if let Some(tx) = b.tx {
                 send_cancel(cx, tx, b.peer, None);
             }
@@ -734,10 +776,13 @@ fn start_branch(
             what: String::new(),
             provisional: false,
             cancel: None,
+            cancelled: false,
+            carrier: None,
             response: None,
             done: false,
         });
     }
+    let mut account_of = None;
     let (uri, dest, user, what) = match &start.target {
         BranchTarget::Device { user, device } => {
             let binding = cx
@@ -775,6 +820,9 @@ fn start_branch(
                 tracing::warn!(call_id = %call.call_id, uri = %trunk_uri, "trunk uri is not an IP address (names are not resolved yet)");
                 return Err(503);
             };
+            if t.account.is_some() {
+                account_of = Some(t.id.clone());
+            }
             let hp = proxy::host_port(addr);
             let tp = transport.uri_suffix();
             // Written as the carrier wants it (national, international or E.164).
@@ -838,6 +886,8 @@ fn start_branch(
         call: key,
         branch: index,
     };
+    // Kept to answer the carrier's challenge with the trunk's account.
+    let carrier = account_of.map(|trunk| Challenged::new(trunk, out.clone()));
     let tx = match cx.wire.send_request(out, dest, owner, now) {
         Ok(tx) => tx,
         Err(e) => {
@@ -856,7 +906,80 @@ fn start_branch(
     b.peer = Some(dest);
     b.user = user;
     b.what = what;
+    b.carrier = carrier;
     Ok(())
+}
+
+/// The carrier challenged a branch sent to a trunk with an account (401 or 407): the
+/// branch's INVITE goes again with the account's credentials, one CSeq number higher,
+/// with a new Via branch, on a new transaction (the challenged one is over: the layer
+/// ACKed the challenge). True when it went; false when the challenge is not answered
+/// (logged once: the carrier refused the credentials, or asks for something the account
+/// cannot give), or when the branch is being cancelled.
+fn answer_challenge(
+    cx: &mut Ctx<'_>,
+    key: u64,
+    call: &mut CallState,
+    branch: BranchId,
+    resp: &Response,
+) -> bool {
+    let now = cx.now;
+    let directory = cx.directory;
+    let code = resp.status_code.code();
+    let Some(b) = call.branches.get_mut(branch) else {
+        return false;
+    };
+    let (Some(c), Some(peer), Some(old)) = (b.carrier.as_mut(), b.peer, b.tx) else {
+        return false;
+    };
+    if b.cancelled || b.cancel.is_some() {
+        return false;
+    }
+    let Some(account) = directory
+        .policy()
+        .trunk(&c.trunk)
+        .and_then(|t| t.account.as_ref())
+    else {
+        // The account is gone with a reload: nothing answers for it.
+        cx.carrier.refused(
+            &c.trunk,
+            &call.call_id,
+            code,
+            "the trunk has no account any more",
+        );
+        return false;
+    };
+    let Some(local) = cx.wire.local_for(peer.transport, peer.addr.ip()) else {
+        return false;
+    };
+    let via = proxy::via_value(peer.transport, local, &cx.wire.branch(Some(call.loop_key)));
+    let req = match cx
+        .carrier
+        .answer(&mut cx.wire.entropy, account, c, resp, via)
+    {
+        Ok(req) => req,
+        Err(why) => {
+            cx.carrier.refused(&c.trunk, &call.call_id, code, why);
+            return false;
+        }
+    };
+    let owner = Owner::Branch { call: key, branch };
+    // The challenged transaction absorbs what is left of it (retransmissions of the
+    // challenge) on its own; its end is no longer the branch's.
+    cx.wire.owners.remove(&old);
+    match cx.wire.send_request(req, peer, owner, now) {
+        Ok(tx) => {
+            tracing::debug!(call_id = %call.call_id, branch, trunk = %c.trunk, code, "carrier's challenge answered");
+            b.tx = Some(tx);
+            // §9.1 again: a CANCEL waits for this transaction's first provisional response.
+            b.provisional = false;
+            true
+        }
+        Err(e) => {
+            tracing::warn!(call_id = %call.call_id, error = %e, "authenticated branch not sent");
+            false
+        }
+    }
 }
 
 /// Cancels a branch (§16.10): at once once it has rung, else when it first does (§9.1).
@@ -872,6 +995,7 @@ fn cancel_branch(cx: &mut Ctx<'_>, call: &mut CallState, branch: BranchId, cause
     let Some(tx) = b.tx else {
         return;
     };
+    b.cancelled = true;
     if !b.provisional {
         // §9.1: no CANCEL before a provisional response; it goes when one arrives.
         b.cancel = Some(cause);

@@ -666,3 +666,223 @@ fn every_transaction_has_one_owner_until_it_ends() {
     assert_eq!(t.core.wire.transactions.len(), 0);
     assert!(t.core.wire.owners.is_empty(), "{:?}", t.core.wire.owners);
 }
+
+// ---- a carrier that challenges calls leaving through a trunk with an account ----------
+
+/// Both algorithms, MD5 first: the answer must pick SHA-256.
+const CARRIER_CHALLENGES: [&str; 2] = [
+    "Digest realm=\"carrier.example\", nonce=\"n-md5\", algorithm=MD5, qop=\"auth\"",
+    "Digest realm=\"carrier.example\", nonce=\"n-sha\", algorithm=SHA-256, qop=\"auth\", opaque=\"op1\"",
+];
+
+/// alice dials a number the `authed` trunk carries; the carrier's INVITE as it got it.
+fn outbound_call(t: &mut T, call: &str) -> String {
+    t.input(ALICE, &invite("alice", ALICE, "+33140000000", call, ""));
+    let out = t.take();
+    assert_eq!(first_line(&to(&out, ALICE)[0]), "SIP/2.0 100 Trying");
+    let inv = to(&out, AUTHED).remove(0);
+    assert_eq!(
+        first_line(&inv),
+        "INVITE sip:+33140000000@127.0.0.3:5080 SIP/2.0"
+    );
+    assert!(header(&inv, "Proxy-Authorization").is_none(), "{inv}");
+    inv
+}
+
+/// The carrier challenges `inv` with 407: (what the carrier got next, what alice got).
+fn challenged(t: &mut T, inv: &str, challenges: &[&str]) -> (Vec<String>, Vec<String>) {
+    t.input(AUTHED, &challenge(inv, 407, challenges));
+    let out = t.take();
+    (to(&out, AUTHED), to(&out, ALICE))
+}
+
+#[test]
+fn a_carriers_challenge_is_answered_with_the_trunks_account_and_the_caller_never_sees_it() {
+    let mut t = T::new(false);
+    let inv = outbound_call(&mut t, "ca1");
+    let (carrier, alice) = challenged(&mut t, &inv, &CARRIER_CHALLENGES);
+    assert!(alice.is_empty(), "alice sees no challenge: {alice:?}");
+    assert_eq!(carrier.len(), 2, "{carrier:?}");
+    // The challenge ACKed hop by hop (its own branch and number), then the INVITE again.
+    assert!(carrier[0].starts_with("ACK sip:+33140000000@127.0.0.3:5080 "));
+    assert_eq!(header(&carrier[0], "Via"), header(&inv, "Via"));
+    assert_eq!(header(&carrier[0], "CSeq"), Some("1 ACK"));
+    let again = &carrier[1];
+    assert_eq!(
+        first_line(again),
+        "INVITE sip:+33140000000@127.0.0.3:5080 SIP/2.0"
+    );
+    assert_eq!(header(again, "CSeq"), Some("2 INVITE"));
+    assert_ne!(header(again, "Via"), header(&inv, "Via"), "a new branch");
+    assert_eq!(header(again, "Call-ID"), header(&inv, "Call-ID"));
+    assert_eq!(header(again, "From"), header(&inv, "From"));
+    let d = answered_digest(again, "Proxy-Authorization", "acct-auth", "trunk-pw");
+    assert_eq!(d["algorithm"], "SHA-256");
+    assert_eq!(d["nonce"], "n-sha");
+    assert_eq!(d["nc"], "00000001");
+    assert_eq!(d["qop"], "auth");
+    assert_eq!(d["opaque"], "op1");
+    assert_eq!(d["realm"], "carrier.example");
+    assert_eq!(t.core.routing_counters().carrier_answers, 1);
+
+    // Its answers reach alice numbered as her INVITE was.
+    t.input(AUTHED, &answer(again, 180, "pstn", AUTHED));
+    let ringing = to(&t.take(), ALICE).remove(0);
+    assert_eq!(first_line(&ringing), "SIP/2.0 180 Ringing");
+    assert_eq!(header(&ringing, "CSeq"), Some("1 INVITE"));
+    t.input(AUTHED, &answer(again, 200, "pstn", AUTHED));
+    let ok = to(&t.take(), ALICE).remove(0);
+    assert_eq!(first_line(&ok), "SIP/2.0 200 OK");
+    assert_eq!(header(&ok, "CSeq"), Some("1 INVITE"));
+    assert_eq!(t.core.answered_calls(), 1);
+    // The cnonce comes from the core's generator: the run replays exactly.
+    assert_replays(&t);
+}
+
+#[test]
+fn a_second_challenge_is_a_refusal_the_caller_gets_as_403() {
+    let mut t = T::new(false);
+    let inv = outbound_call(&mut t, "ca2");
+    let (carrier, _) = challenged(&mut t, &inv, &CARRIER_CHALLENGES);
+    let again = carrier[1].clone();
+    let fresh = ["Digest realm=\"carrier.example\", nonce=\"n2\", algorithm=MD5, qop=\"auth\""];
+    let (carrier, alice) = challenged(&mut t, &again, &fresh);
+    assert_eq!(
+        carrier.len(),
+        1,
+        "only the ACK, no third INVITE: {carrier:?}"
+    );
+    assert!(carrier[0].starts_with("ACK "), "{carrier:?}");
+    assert_eq!(header(&carrier[0], "CSeq"), Some("2 ACK"));
+    let last = alice.last().expect("alice gets a final answer");
+    assert_eq!(first_line(last), "SIP/2.0 403 Trunk Authentication Failed");
+    assert!(header(last, "Proxy-Authenticate").is_none(), "{last}");
+    assert!(
+        header(last, "Reason").unwrap().contains("cause=407"),
+        "{last}"
+    );
+    assert_eq!(header(last, "CSeq"), Some("1 INVITE"));
+    assert_eq!(t.core.routing_counters().carrier_refusals, 1);
+    assert_eq!(t.core.calls().len(), 0);
+}
+
+#[test]
+fn a_stale_nonce_is_answered_again() {
+    let mut t = T::new(false);
+    let inv = outbound_call(&mut t, "ca3");
+    let (carrier, _) = challenged(&mut t, &inv, &CARRIER_CHALLENGES);
+    let stale = ["Digest realm=\"carrier.example\", nonce=\"n3\", qop=\"auth\", stale=true"];
+    let (carrier, alice) = challenged(&mut t, &carrier[1], &stale);
+    assert!(alice.is_empty(), "{alice:?}");
+    let third = &carrier[1];
+    assert_eq!(header(third, "CSeq"), Some("3 INVITE"));
+    let d = answered_digest(third, "Proxy-Authorization", "acct-auth", "trunk-pw");
+    assert_eq!(d["nonce"], "n3");
+    assert_eq!(
+        third.matches("Proxy-Authorization:").count(),
+        1,
+        "the earlier answer is replaced: {third}"
+    );
+}
+
+#[test]
+fn a_challenge_for_another_realm_is_not_answered() {
+    let mut t = T::new(false);
+    let inv = outbound_call(&mut t, "ca4");
+    let other = ["Digest realm=\"elsewhere\", nonce=\"x\", qop=\"auth\""];
+    let (carrier, alice) = challenged(&mut t, &inv, &other);
+    assert_eq!(carrier.len(), 1, "{carrier:?}");
+    assert_eq!(
+        first_line(alice.last().unwrap()),
+        "SIP/2.0 403 Trunk Authentication Failed"
+    );
+}
+
+#[test]
+fn a_401_is_answered_in_authorization() {
+    let mut t = T::new(false);
+    let inv = outbound_call(&mut t, "ca5");
+    t.input(
+        AUTHED,
+        &challenge(
+            &inv,
+            401,
+            &["Digest realm=\"carrier.example\", nonce=\"w\""],
+        ),
+    );
+    let again = to(&t.take(), AUTHED).remove(1);
+    let d = answered_digest(&again, "Authorization", "acct-auth", "trunk-pw");
+    assert_eq!(d["algorithm"], "MD5");
+    assert!(!d.contains_key("nc"), "no qop offered: the RFC 2069 answer");
+    assert!(header(&again, "Proxy-Authorization").is_none());
+}
+
+/// A caller's CANCEL of its INVITE `inv`.
+fn cancel_of(inv: &str) -> String {
+    inv.replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        .replace(
+            "Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n",
+            "Content-Length: 0\r\n\r\n",
+        )
+}
+
+#[test]
+fn a_cancel_cancels_the_authenticated_invite() {
+    let mut t = T::new(false);
+    let caller_inv = invite("alice", ALICE, "+33140000000", "ca6", "");
+    t.input(ALICE, &caller_inv);
+    let inv = to(&t.take(), AUTHED).remove(0);
+    let (carrier, _) = challenged(&mut t, &inv, &CARRIER_CHALLENGES);
+    let again = carrier[1].clone();
+    // Before the authenticated INVITE has rung, the CANCEL waits (§9.1)…
+    t.input(ALICE, &cancel_of(&caller_inv));
+    let out = t.take();
+    assert!(to(&out, AUTHED).is_empty(), "{out:?}");
+    assert!(to(&out, ALICE)
+        .iter()
+        .any(|m| first_line(m) == "SIP/2.0 487 Request Terminated"));
+    // …and goes with its first provisional response: its branch, its number.
+    t.input(AUTHED, &answer(&again, 100, "", AUTHED));
+    let cancel = to(&t.take(), AUTHED).remove(0);
+    assert_eq!(
+        first_line(&cancel),
+        "CANCEL sip:+33140000000@127.0.0.3:5080 SIP/2.0"
+    );
+    assert_eq!(header(&cancel, "Via"), header(&again, "Via"));
+    assert_eq!(header(&cancel, "CSeq"), Some("2 CANCEL"));
+    t.input(AUTHED, &answer(&cancel, 200, "pstn", AUTHED));
+    t.input(AUTHED, &answer(&again, 487, "pstn", AUTHED));
+    let out = t.take();
+    assert!(to(&out, ALICE).is_empty(), "{out:?}");
+    assert_eq!(t.core.calls().len(), 0);
+}
+
+#[test]
+fn a_challenge_to_a_cancelled_branch_is_not_answered() {
+    let mut t = T::new(false);
+    let caller_inv = invite("alice", ALICE, "+33140000000", "ca7", "");
+    t.input(ALICE, &caller_inv);
+    let inv = to(&t.take(), AUTHED).remove(0);
+    t.input(ALICE, &cancel_of(&caller_inv));
+    t.take();
+    let (carrier, alice) = challenged(&mut t, &inv, &CARRIER_CHALLENGES);
+    assert_eq!(carrier.len(), 1, "the ACK only: {carrier:?}");
+    assert!(alice.is_empty(), "{alice:?}");
+    assert_eq!(t.core.routing_counters().carrier_answers, 0);
+    assert_eq!(t.core.calls().len(), 0);
+}
+
+#[test]
+fn a_trunk_without_an_account_passes_the_challenge_on() {
+    let mut t = T::new(false);
+    t.input(ALICE, &invite("alice", ALICE, "+447700900999", "ca8", ""));
+    let inv = to(&t.take(), CARRIER).remove(0);
+    let c = challenge(&inv, 407, &CARRIER_CHALLENGES[..1]);
+    t.input(CARRIER, &c);
+    let out = t.take();
+    assert_eq!(to(&out, CARRIER).len(), 1, "the ACK: {out:?}");
+    let last = to(&out, ALICE).pop().unwrap();
+    assert!(last.starts_with("SIP/2.0 407"), "{last}");
+    assert!(header(&last, "Proxy-Authenticate").is_some());
+}

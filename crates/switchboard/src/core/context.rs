@@ -1,9 +1,11 @@
 //! What a sub-machine of the core is handed for one event: the time, the wire, the
-//! settings, the policy's directory, the registrar, presence, the digest gate and the
-//! ledger — borrowed from the core's own fields, apart from the sub-machine's own state, so
-//! that no sub-machine holds (or needs) a reference back to the core.
+//! settings, the policy's directory, the registrar, presence, the digest gate, our answers
+//! to carriers' challenges and the ledger — borrowed from the core's own fields, apart
+//! from the sub-machine's own state, so that no sub-machine holds (or needs) a reference
+//! back to the core.
 
 use super::auth_gate::{AuthGate, Gate};
+use super::carrier_auth::CarrierAuth;
 use super::config::CoreConfig;
 use super::ledger::{Ledger, Pending};
 use super::wire::{Now, Output, Wire};
@@ -27,6 +29,8 @@ pub(crate) struct Ctx<'a> {
     pub registrar: &'a mut Registrar,
     pub presence: &'a mut PresenceService,
     pub gate: &'a mut AuthGate,
+    /// Our answers to carriers' challenges (trunks' accounts).
+    pub carrier: &'a mut CarrierAuth,
     pub ledger: &'a mut Ledger,
 }
 
@@ -42,6 +46,7 @@ macro_rules! ctx {
             registrar: &mut $core.registrar,
             presence: &mut $core.presence,
             gate: &mut $core.gate,
+            carrier: &mut $core.carrier,
             ledger: &mut $core.ledger,
         }
     };

@@ -33,10 +33,10 @@
 use super::context::Ctx;
 use super::targets::binding_peer;
 use super::wire::{Now, Owner, Wire};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 use switchboard_presence::model::LegState;
-use switchboard_sip::message::{split_first_value, tag_of};
+use switchboard_sip::message::{cseq_number, set_cseq_number, split_first_value, tag_of};
 use switchboard_sip::msg::headers::{Header, Headers};
 use switchboard_sip::msg::{Method, Request, Response, Version};
 use switchboard_sip::peer::Peer;
@@ -112,6 +112,32 @@ struct Tracked {
     session_ends: Option<Instant>,
 }
 
+/// The carrier's end of a call through a trunk with an account
+/// ([`super::carrier_auth`]), from its first provisional response or its answered
+/// challenge on. Each challenge this proxy answered with the account — the INVITE's, and
+/// any of a later request of the caller — sent the carrier one CSeq number the caller
+/// never used, so the caller's requests (PRACK and UPDATE in the early dialog too) reach
+/// the carrier `offset` higher than the caller wrote them (RFC 3261 §12.2.1.1: they must
+/// keep rising in the carrier's view), and the answers come back with the caller's
+/// numbers. The carrier's own requests to the caller are numbered in its own space, and
+/// pass unchanged.
+struct CarrierLeg {
+    /// Whose account answers the carrier's challenges.
+    trunk: String,
+    /// The caller's tag (its requests carry it in From).
+    caller_tag: String,
+    offset: u32,
+    /// The highest CSeq number the carrier got from the caller's side (probes of the
+    /// carrier use it once the call is answered).
+    sent: Option<u32>,
+}
+
+/// How long a carrier leg of a call not answered yet is kept (the longest a call may
+/// ring and hunt is well within it), and how many such legs at most: past either, the
+/// oldest are forgotten (an unanswered call's leg has no other end).
+const EARLY_LIFETIME: Duration = Duration::from_secs(900);
+const EARLY_MAX: usize = 100_000;
+
 /// What a request the proxy sent inside a dialog was for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Purpose {
@@ -131,6 +157,12 @@ pub(crate) struct Dialogs {
     sessions_due: BTreeSet<(Instant, String)>,
     /// Our requests inside dialogs, until their transactions end.
     txs: GrowingMap<TxId, (String, Side, Purpose)>,
+    /// The carrier legs of calls through trunks with accounts, by Call-ID: answered ones
+    /// (forgotten with the call), and ones not answered yet (see `early`).
+    carriers: GrowingMap<String, CarrierLeg>,
+    /// The carrier legs made before an answer, oldest first, to forget those whose call
+    /// was never answered.
+    early: VecDeque<(Instant, String)>,
     /// In-dialog OPTIONS sent to ends of answered calls.
     pub probes: u64,
     /// Answered calls ended because an end no longer had the dialog or was unreachable.
@@ -147,6 +179,8 @@ impl Dialogs {
             probes_due: BTreeSet::new(),
             sessions_due: BTreeSet::new(),
             txs: GrowingMap::new(),
+            carriers: GrowingMap::new(),
+            early: VecDeque::new(),
             probes: 0,
             lost: 0,
         }
@@ -154,6 +188,10 @@ impl Dialogs {
 
     pub(crate) fn len(&self) -> usize {
         self.map.len()
+    }
+
+    pub(crate) fn carrier_legs(&self) -> usize {
+        self.carriers.len()
     }
 
     pub(crate) fn poll_timeout(&self, now: Now) -> Option<Instant> {
@@ -168,6 +206,7 @@ impl Dialogs {
 
     /// Forgets a dialog; whether it was tracked.
     fn remove(&mut self, call_id: &str) -> bool {
+        self.carriers.remove(call_id);
         let Some(d) = self.map.remove(call_id) else {
             return false;
         };
@@ -212,6 +251,16 @@ pub(crate) struct Answer<'a> {
     pub callee: Option<&'a str>,
     pub callee_leg: &'a str,
     pub callee_peer: Option<Peer>,
+    /// The answering branch went to a trunk with an account.
+    pub carrier: Option<Carrier<'a>>,
+}
+
+/// What [`Answer`] says of a call answered through a trunk with an account.
+pub(crate) struct Carrier<'a> {
+    pub trunk: &'a str,
+    /// Challenges answered for the INVITE: how far the carrier's CSeq numbers of the
+    /// caller's requests are ahead.
+    pub offset: u32,
 }
 
 /// The first value of a header, as written.
@@ -255,17 +304,6 @@ fn session_expires(headers: &Headers) -> Option<u64> {
     .parse()
     .ok()
     .filter(|s| *s > 0)
-}
-
-fn cseq_number(headers: &Headers) -> Option<u32> {
-    first_value(headers, |h| match h {
-        Header::CSeq(c) => Some(c.value()),
-        _ => None,
-    })?
-    .split_whitespace()
-    .next()?
-    .parse()
-    .ok()
 }
 
 fn from_value(headers: &Headers) -> Option<&str> {
@@ -319,7 +357,9 @@ fn sender(ends: &[End; 2], req: &Request) -> Option<Side> {
 }
 
 /// Both ends of an answered call, as requests of ours reach them.
-fn ends_of(wire: &Wire, a: &Answer<'_>) -> Option<Box<[End; 2]>> {
+/// `callee_cseq`: the highest CSeq number the callee got from the caller, in its own
+/// numbering (a carrier that challenged counts higher than the caller's INVITE says).
+fn ends_of(wire: &Wire, a: &Answer<'_>, callee_cseq: Option<u32>) -> Option<Box<[End; 2]>> {
     let caller_from = from_value(&a.invite.headers)?;
     let callee_from = from_value(&a.response.headers)?;
     let callee_to = to_value(&a.response.headers)?;
@@ -360,7 +400,7 @@ fn ends_of(wire: &Wire, a: &Answer<'_>) -> Option<Box<[End; 2]>> {
         target: contact_uri(&a.response.headers)?,
         routes: toward_callee,
         peer: a.callee_peer,
-        cseq: cseq_number(&a.invite.headers),
+        cseq: callee_cseq,
         probe: None,
         user: a.callee.map(str::to_string),
     };
@@ -379,15 +419,41 @@ impl Dialogs {
         if let Some(c) = a.caller {
             model.leg(c, a.call_id, "caller", LegState::Answered);
         }
+        // The carrier leg: the one of the early dialog when there was one (its offset may
+        // have grown since the INVITE), else what the answering branch says.
+        let early = self.carriers.remove(a.call_id);
+        let carrier = a.carrier.as_ref().and_then(|c| match early {
+            Some(leg) if leg.trunk == c.trunk => Some(leg),
+            _ => {
+                let caller_tag = from_value(&a.invite.headers).and_then(tag_of)?;
+                Some(CarrierLeg {
+                    trunk: c.trunk.to_string(),
+                    caller_tag: caller_tag.to_string(),
+                    offset: c.offset,
+                    sent: None,
+                })
+            }
+        });
+        let invite_cseq = cseq_number(&a.invite.headers);
+        let callee_cseq = match &carrier {
+            // The number the carrier saw, credentials answered.
+            Some(leg) => invite_cseq
+                .map(|n| n.saturating_add(a.carrier.as_ref().map_or(0, |c| c.offset)))
+                .max(leg.sent),
+            None => invite_cseq,
+        };
         let session = session_expires(&a.response.headers);
         let needed = self.probe_every.is_some() || session.is_some();
-        let ends = needed.then(|| ends_of(cx.wire, &a)).flatten();
+        let ends = needed.then(|| ends_of(cx.wire, &a, callee_cseq)).flatten();
         if needed && ends.is_none() {
             tracing::debug!(call_id = %a.call_id, "answered call without Contact or tags: not probed");
         }
         let dialogs = &mut *self;
         let call_id = a.call_id.to_string();
         dialogs.remove(&call_id);
+        if let Some(leg) = carrier {
+            dialogs.carriers.insert(call_id.clone(), leg);
+        }
         let ends_at = now.unix + dialogs.max_call_secs;
         let next_probe = dialogs
             .probe_every
@@ -415,6 +481,112 @@ impl Dialogs {
         self.remove(call_id);
         // Branches of the call still being cancelled ring no more either.
         cx.presence.model_mut().call_ended(call_id);
+    }
+
+    /// A request on its way through, as forwarded: one the caller sends to the carrier of
+    /// a call answered through a trunk with an account gets its CSeq number raised by the
+    /// dialog's offset (so the ACK for the 2xx carries the number of the INVITE the
+    /// carrier answered), and the trunk is returned: its account answers the carrier's
+    /// challenges to it. Requests the other way, or in other calls, are left as they are.
+    pub(crate) fn toward_carrier(&mut self, call_id: &str, req: &mut Request) -> Option<String> {
+        let leg = self.carriers.get_mut(call_id)?;
+        if from_value(&req.headers).and_then(tag_of) != Some(leg.caller_tag.as_str()) {
+            return None;
+        }
+        if let Some(n) = cseq_number(&req.headers) {
+            let n = n.saturating_add(leg.offset);
+            if leg.offset > 0 {
+                set_cseq_number(&mut req.headers, n);
+            }
+            leg.sent = leg.sent.max(Some(n));
+        }
+        Some(leg.trunk.clone())
+    }
+
+    /// A call through a trunk with an account, not answered yet, whose carrier has sent a
+    /// provisional response or had a challenge answered: `offset` challenges answered for
+    /// its INVITE so far. Requests of the caller in the early dialog (PRACK, UPDATE) are
+    /// renumbered from now on, and the answer takes the leg over. `caller_from` is the
+    /// caller's From.
+    pub(crate) fn carrier_early(
+        &mut self,
+        call_id: &str,
+        trunk: &str,
+        caller_from: &str,
+        offset: u32,
+        now: Instant,
+    ) {
+        if let Some(leg) = self.carriers.get_mut(call_id) {
+            leg.offset = leg.offset.max(offset);
+            return;
+        }
+        if self.map.contains_key(call_id) {
+            // Answered already (a late provisional response of another branch).
+            return;
+        }
+        let Some(caller_tag) = tag_of(caller_from) else {
+            return;
+        };
+        // Forget the legs of calls that were never answered.
+        while let Some((at, id)) = self.early.front() {
+            let old = now.saturating_duration_since(*at) > EARLY_LIFETIME;
+            if !old && self.early.len() < EARLY_MAX {
+                break;
+            }
+            if !self.map.contains_key(id) {
+                self.carriers.remove(id);
+            }
+            self.early.pop_front();
+        }
+        self.carriers.insert(
+            call_id.to_string(),
+            CarrierLeg {
+                trunk: trunk.to_string(),
+                caller_tag: caller_tag.to_string(),
+                offset,
+                sent: None,
+            },
+        );
+        self.early.push_back((now, call_id.to_string()));
+    }
+
+    /// The carrier challenged a request of the caller and the account answered it, with
+    /// CSeq number `sent`: the carrier is one number further ahead.
+    pub(crate) fn carrier_challenge_answered(&mut self, call_id: &str, sent: u32) {
+        if let Some(leg) = self.carriers.get_mut(call_id) {
+            leg.offset = leg.offset.saturating_add(1);
+            leg.sent = leg.sent.max(Some(sent));
+        }
+        let Some(d) = self.map.get_mut(call_id) else {
+            return;
+        };
+        if let Some(ends) = d.ends.as_mut() {
+            let callee = &mut ends[Side::Callee.index()];
+            callee.cseq = Some(callee.cseq.map_or(sent, |c| c.max(sent)));
+        }
+    }
+
+    /// A 2xx relayed without a transaction (a late retransmission, §16.7 step 9) of a
+    /// request of the caller in a call answered through a trunk with an account: back to
+    /// the caller's numbering.
+    pub(crate) fn toward_caller(&self, resp: &mut Response) {
+        let Some(call_id) = first_value(&resp.headers, |h| match h {
+            Header::CallId(c) => Some(c.value()),
+            _ => None,
+        }) else {
+            return;
+        };
+        let Some(leg) = self.carriers.get(call_id) else {
+            return;
+        };
+        if leg.offset == 0
+            || from_value(&resp.headers).and_then(tag_of) != Some(leg.caller_tag.as_str())
+        {
+            return;
+        }
+        if let Some(n) = cseq_number(&resp.headers) {
+            set_cseq_number(&mut resp.headers, n.saturating_sub(leg.offset));
+        }
     }
 
     /// An in-dialog request passing through: the CSeq number its sender reached (the

@@ -447,3 +447,228 @@ fn an_answer_from_where_an_end_moved_from_does_not_end_the_call() {
     );
     assert_eq!(bob(&t), CallStatus::Free);
 }
+
+// ---- calls answered through a trunk whose carrier challenged the INVITE ---------------
+
+const CARRIER_CONTACT: &str = "127.0.0.3:5080";
+
+/// alice calls a number of the `authed` trunk; the carrier challenges the INVITE, takes
+/// the authenticated one (CSeq 2) and answers; alice ACKs (CSeq 1). (The carrier's 200 as
+/// sent, the 200 alice got.)
+fn authed_call(t: &mut T, call: &str) -> (String, String) {
+    t.input(ALICE, &invite("alice", ALICE, "+33140000000", call, ""));
+    let inv = to(&take(t), AUTHED).remove(0);
+    let ch = "Digest realm=\"carrier.example\", nonce=\"n1\", qop=\"auth\"";
+    t.input(AUTHED, &challenge(&inv, 407, &[ch]));
+    let again = with_method(&take(t), AUTHED, "INVITE").remove(0);
+    assert_eq!(header(&again, "CSeq"), Some("2 INVITE"));
+    let ok = answer(&again, 200, "pstn", CARRIER_CONTACT);
+    t.input(AUTHED, &ok);
+    let relayed = to(&take(t), ALICE).remove(0);
+    assert_eq!(header(&relayed, "CSeq"), Some("1 INVITE"));
+    t.input(
+        ALICE,
+        &in_dialog("ACK", CARRIER_CONTACT, &relayed, ALICE, 1),
+    );
+    let ack = to(&take(t), AUTHED).remove(0);
+    assert!(ack.starts_with("ACK sip:127.0.0.3:5080 SIP/2.0"), "{ack}");
+    assert_eq!(
+        header(&ack, "CSeq"),
+        Some("2 ACK"),
+        "the ACK of the 2xx carries the authenticated INVITE's number"
+    );
+    (ok, relayed)
+}
+
+#[test]
+fn the_callers_requests_reach_the_carrier_renumbered_and_their_answers_come_back() {
+    let mut t = T::new(false);
+    let (_, relayed) = authed_call(&mut t, "au1");
+    t.input(
+        ALICE,
+        &in_dialog("BYE", CARRIER_CONTACT, &relayed, ALICE, 2),
+    );
+    let bye = with_method(&take(&mut t), AUTHED, "BYE").remove(0);
+    assert_eq!(header(&bye, "CSeq"), Some("3 BYE"));
+    t.input(AUTHED, &answer(&bye, 200, "pstn", CARRIER_CONTACT));
+    let ok = to(&take(&mut t), ALICE).remove(0);
+    assert_eq!(first_line(&ok), "SIP/2.0 200 OK");
+    assert_eq!(header(&ok, "CSeq"), Some("2 BYE"));
+    assert_eq!(t.core.answered_calls(), 0);
+}
+
+/// A request of the carrier's to alice in the dialog of `carrier_ok` (its 200).
+fn from_carrier(method: &str, carrier_ok: &str, cseq: u32) -> String {
+    let rr = header(carrier_ok, "Record-Route").unwrap();
+    let from = header(carrier_ok, "To").unwrap();
+    let to = header(carrier_ok, "From").unwrap();
+    let call = header(carrier_ok, "Call-ID").unwrap();
+    format!(
+        "{method} sip:alice@127.0.0.1:5071 SIP/2.0\r\nVia: SIP/2.0/UDP {AUTHED};branch=z9hG4bK-c{method}{cseq}\r\n\
+         Route: {rr}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call}\r\n\
+         CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn the_carriers_requests_reach_the_caller_as_they_are() {
+    let mut t = T::new(false);
+    let (ok, _) = authed_call(&mut t, "au2");
+    t.input(AUTHED, &from_carrier("BYE", &ok, 1));
+    let bye = with_method(&take(&mut t), ALICE, "BYE").remove(0);
+    assert_eq!(header(&bye, "CSeq"), Some("1 BYE"));
+    t.input(ALICE, &answer(&bye, 200, "", ALICE));
+    let resp = to(&take(&mut t), AUTHED).remove(0);
+    assert_eq!(first_line(&resp), "SIP/2.0 200 OK");
+    assert_eq!(header(&resp, "CSeq"), Some("1 BYE"));
+    assert!(!t.core.presence().model().in_call("alice"));
+}
+
+#[test]
+fn a_challenged_reinvite_and_bye_are_answered_and_the_offset_grows() {
+    let mut t = T::new(false);
+    let (_, relayed) = authed_call(&mut t, "au3");
+    // re-INVITE (alice's 2, the carrier's 3), challenged: sent again as 4.
+    let reinvite = in_dialog("INVITE", CARRIER_CONTACT, &relayed, ALICE, 2);
+    t.input(ALICE, &reinvite);
+    let fwd = with_method(&take(&mut t), AUTHED, "INVITE").remove(0);
+    assert_eq!(header(&fwd, "CSeq"), Some("3 INVITE"));
+    let ch = "Digest realm=\"carrier.example\", nonce=\"n2\", algorithm=SHA-256, qop=\"auth\"";
+    t.input(AUTHED, &challenge(&fwd, 407, &[ch]));
+    let out = take(&mut t);
+    assert!(
+        to(&out, ALICE).is_empty(),
+        "alice sees no challenge: {out:?}"
+    );
+    let carrier = to(&out, AUTHED);
+    assert_eq!(header(&carrier[0], "CSeq"), Some("3 ACK"));
+    let again = &carrier[1];
+    assert_eq!(header(again, "CSeq"), Some("4 INVITE"));
+    assert_ne!(header(again, "Via"), header(&fwd, "Via"));
+    let d = answered_digest(again, "Proxy-Authorization", "acct-auth", "trunk-pw");
+    assert_eq!(d["algorithm"], "SHA-256");
+    t.input(AUTHED, &answer(again, 200, "pstn", CARRIER_CONTACT));
+    let ok = to(&take(&mut t), ALICE).remove(0);
+    assert_eq!(first_line(&ok), "SIP/2.0 200 OK");
+    assert_eq!(header(&ok, "CSeq"), Some("2 INVITE"));
+    t.input(
+        ALICE,
+        &in_dialog("ACK", CARRIER_CONTACT, &relayed, ALICE, 2),
+    );
+    let ack = to(&take(&mut t), AUTHED).remove(0);
+    assert_eq!(header(&ack, "CSeq"), Some("4 ACK"));
+    // BYE (alice's 3, the carrier's 5), challenged with 401: sent again as 6.
+    t.input(
+        ALICE,
+        &in_dialog("BYE", CARRIER_CONTACT, &relayed, ALICE, 3),
+    );
+    let bye = with_method(&take(&mut t), AUTHED, "BYE").remove(0);
+    assert_eq!(header(&bye, "CSeq"), Some("5 BYE"));
+    let ch = "Digest realm=\"carrier.example\", nonce=\"n3\", qop=\"auth\"";
+    t.input(AUTHED, &challenge(&bye, 401, &[ch]));
+    let out = take(&mut t);
+    assert!(to(&out, ALICE).is_empty(), "{out:?}");
+    let bye2 = with_method(&out, AUTHED, "BYE").remove(0);
+    assert_eq!(header(&bye2, "CSeq"), Some("6 BYE"));
+    answered_digest(&bye2, "Authorization", "acct-auth", "trunk-pw");
+    t.input(AUTHED, &answer(&bye2, 200, "pstn", CARRIER_CONTACT));
+    let ok = to(&take(&mut t), ALICE).remove(0);
+    assert_eq!(first_line(&ok), "SIP/2.0 200 OK");
+    assert_eq!(header(&ok, "CSeq"), Some("3 BYE"));
+    assert_eq!(t.core.routing_counters().carrier_answers, 3);
+}
+
+#[test]
+fn a_refused_in_dialog_request_gets_the_caller_a_403() {
+    let mut t = T::new(false);
+    let (_, relayed) = authed_call(&mut t, "au4");
+    t.input(
+        ALICE,
+        &in_dialog("BYE", CARRIER_CONTACT, &relayed, ALICE, 2),
+    );
+    let bye = with_method(&take(&mut t), AUTHED, "BYE").remove(0);
+    let ch = |n: &str| format!("Digest realm=\"carrier.example\", nonce=\"{n}\", qop=\"auth\"");
+    t.input(AUTHED, &challenge(&bye, 407, &[&ch("b1")]));
+    let bye2 = with_method(&take(&mut t), AUTHED, "BYE").remove(0);
+    t.input(AUTHED, &challenge(&bye2, 407, &[&ch("b2")]));
+    let out = take(&mut t);
+    assert!(with_method(&out, AUTHED, "BYE").is_empty(), "{out:?}");
+    let resp = to(&out, ALICE).remove(0);
+    assert_eq!(first_line(&resp), "SIP/2.0 403 Trunk Authentication Failed");
+    assert_eq!(header(&resp, "CSeq"), Some("2 BYE"));
+    assert!(header(&resp, "Proxy-Authenticate").is_none());
+    assert_eq!(t.core.routing_counters().carrier_refusals, 1);
+}
+
+#[test]
+fn probes_of_the_carrier_use_its_numbering() {
+    let mut t = T::new(false);
+    authed_call(&mut t, "au5");
+    t.advance(90);
+    let out = t.take();
+    let to_carrier = with_method(&out, CARRIER_CONTACT, "OPTIONS").remove(0);
+    let to_alice = with_method(&out, ALICE, "OPTIONS").remove(0);
+    assert_eq!(header(&to_carrier, "CSeq"), Some("2 OPTIONS"));
+    assert_eq!(header(&to_alice, "CSeq"), Some("0 OPTIONS"));
+}
+
+#[test]
+fn a_prack_in_the_early_dialog_is_renumbered_too() {
+    let mut t = T::new(false);
+    t.input(ALICE, &invite("alice", ALICE, "+33140000000", "au6", ""));
+    let inv = to(&take(&mut t), AUTHED).remove(0);
+    let ch = "Digest realm=\"carrier.example\", nonce=\"n1\", qop=\"auth\"";
+    t.input(AUTHED, &challenge(&inv, 407, &[ch]));
+    let again = with_method(&take(&mut t), AUTHED, "INVITE").remove(0);
+    // A reliable 183 (RFC 3262): alice PRACKs it in the early dialog, her CSeq 2.
+    let progress = answer(&again, 183, "pstn", CARRIER_CONTACT);
+    t.input(AUTHED, &progress);
+    let relayed = to(&take(&mut t), ALICE).remove(0);
+    assert_eq!(first_line(&relayed), "SIP/2.0 183 Session Progress");
+    assert_eq!(header(&relayed, "CSeq"), Some("1 INVITE"));
+    t.input(
+        ALICE,
+        &in_dialog("PRACK", CARRIER_CONTACT, &relayed, ALICE, 2),
+    );
+    let prack = with_method(&take(&mut t), AUTHED, "PRACK").remove(0);
+    assert_eq!(
+        header(&prack, "CSeq"),
+        Some("3 PRACK"),
+        "above the authenticated INVITE's 2"
+    );
+    t.input(AUTHED, &answer(&prack, 200, "pstn", CARRIER_CONTACT));
+    let ok = to(&take(&mut t), ALICE).remove(0);
+    assert_eq!(header(&ok, "CSeq"), Some("2 PRACK"));
+    // Answered: the same leg goes on (ACK of the INVITE as 2, BYE 3 as 4); probes of the
+    // carrier start from the highest number it got (3).
+    t.input(AUTHED, &answer(&again, 200, "pstn", CARRIER_CONTACT));
+    let ok = to(&take(&mut t), ALICE).remove(0);
+    t.input(ALICE, &in_dialog("ACK", CARRIER_CONTACT, &ok, ALICE, 1));
+    let ack = to(&take(&mut t), AUTHED).remove(0);
+    assert_eq!(header(&ack, "CSeq"), Some("2 ACK"));
+    t.advance(90);
+    let out = t.take();
+    let probe = with_method(&out, CARRIER_CONTACT, "OPTIONS").remove(0);
+    assert_eq!(header(&probe, "CSeq"), Some("3 OPTIONS"));
+    t.input(ALICE, &in_dialog("BYE", CARRIER_CONTACT, &ok, ALICE, 3));
+    let bye = with_method(&take(&mut t), AUTHED, "BYE").remove(0);
+    assert_eq!(header(&bye, "CSeq"), Some("4 BYE"));
+}
+
+#[test]
+fn the_leg_of_a_call_never_answered_is_forgotten() {
+    let mut t = T::new(false);
+    t.input(ALICE, &invite("alice", ALICE, "+33140000000", "au7", ""));
+    let inv = to(&take(&mut t), AUTHED).remove(0);
+    t.input(AUTHED, &answer(&inv, 180, "pstn", CARRIER_CONTACT));
+    t.input(AUTHED, &answer(&inv, 486, "pstn", CARRIER_CONTACT));
+    take(&mut t);
+    assert_eq!(t.core.calls().len(), 0);
+    assert_eq!(t.core.carrier_legs(), 1, "kept for its lifetime");
+    // Another call's leg, past that lifetime, sweeps it out.
+    t.advance(901);
+    t.input(ALICE, &invite("alice", ALICE, "+33140000000", "au8", ""));
+    let inv = to(&take(&mut t), AUTHED).remove(0);
+    t.input(AUTHED, &answer(&inv, 180, "pstn", CARRIER_CONTACT));
+    assert_eq!(t.core.carrier_legs(), 1);
+}

@@ -78,6 +78,7 @@ const PROXY_CAPABILITIES: Capabilities<'static> = Capabilities {
 
 pub mod auth_gate;
 pub mod calls;
+pub mod carrier_auth;
 pub mod config;
 pub mod context;
 pub mod dialogs;
@@ -98,6 +99,7 @@ pub use wire::{Now, Output};
 
 use auth_gate::AuthGate;
 use calls::Calls;
+use carrier_auth::CarrierAuth;
 use context::ctx;
 use dialogs::Dialogs;
 use ledger::{Ledger, Pending};
@@ -175,6 +177,8 @@ pub struct Core {
     registrar: Registrar,
     /// The digest gate: nonces, failure counts and blocks.
     gate: AuthGate,
+    /// Our answers to carriers' challenges: nonce counts.
+    carrier: CarrierAuth,
     /// Answers waiting for the store.
     ledger: Ledger,
     presence: PresenceService,
@@ -243,6 +247,7 @@ impl Core {
             renotify: Vec::new(),
             registrar: Registrar::new(config.registrar),
             gate: AuthGate::new(auth, throttle, config.trusted.clone()),
+            carrier: CarrierAuth::default(),
             config,
             directory,
             ledger: Ledger::new(),
@@ -313,6 +318,12 @@ impl Core {
         self.dialogs.len()
     }
 
+    /// Calls through a trunk with an account whose CSeq numbers toward the carrier are
+    /// followed (answered ones, and ones not answered yet).
+    pub fn carrier_legs(&self) -> usize {
+        self.dialogs.carrier_legs()
+    }
+
     /// Counters of calls, relayed requests and answered calls.
     pub fn routing_counters(&self) -> RoutingStats {
         RoutingStats {
@@ -320,6 +331,8 @@ impl Core {
             relay_refused: self.relays.refused,
             probes: self.dialogs.probes,
             lost: self.dialogs.lost,
+            carrier_answers: self.carrier.answered,
+            carrier_refusals: self.carrier.refused,
             ..self.calls.stats().clone()
         }
     }
@@ -705,6 +718,7 @@ impl Core {
         });
         if is_invite_2xx && top_is_ours && proxy::strip_top_via(&mut resp) {
             message::keep_reason_phrase(&mut resp);
+            self.dialogs.toward_caller(&mut resp);
             self.wire.send_stateless_response(&resp);
         } else {
             self.stats.dropped += 1;

@@ -6,6 +6,7 @@
 //! server and a client transaction whose responses are relayed back. A sub-machine of the
 //! core: it owns the relays under way and tells [`Dialogs`] what passes through.
 
+use super::carrier_auth::{self, Challenged};
 use super::context::Ctx;
 use super::dialogs::Dialogs;
 use super::targets::peer_for_uri;
@@ -25,6 +26,11 @@ struct Relay {
     /// The request as received, to answer it if the next hop never does.
     request: Request,
     answered: bool,
+    /// A request of the caller to the carrier of a call answered through a trunk with an
+    /// account: as sent (renumbered), to send again if the carrier challenges it.
+    carrier: Option<Box<Challenged>>,
+    /// The request's loop key, for the Via branch of a request sent again.
+    loop_key: u64,
 }
 
 pub(crate) struct Relays {
@@ -119,11 +125,13 @@ impl Relays {
             return refuse(cx, &req, 503, "no listener for the next hop's transport");
         };
         let via = proxy::via_value(dest.transport, local_out, &cx.wire.branch(Some(loop_key)));
-        let out = proxy::forward(&req, None, &via, &[]);
+        let mut out = proxy::forward(&req, None, &via, &[]);
+        // To the carrier of a call through a trunk with an account: renumbered.
+        let carrier = dialogs.toward_carrier(&call_id, &mut out);
         if req.method == Method::Bye {
             dialogs.end(cx, &call_id);
         } else {
-            dialogs.request_seen(&call_id, &req);
+            dialogs.request_seen(&call_id, &out);
         }
         self.relayed += 1;
         let Some(server) = tx else {
@@ -131,12 +139,15 @@ impl Relays {
                 .wire
                 .send(dest, switchboard_sip::wire::request_bytes(&out));
         };
+        let carrier = carrier.map(|trunk| Challenged::new(trunk, out.clone()));
         match cx.wire.send_request(out, dest, Owner::Relay, now) {
             Ok(client) => {
                 let relay = Relay {
                     server_tx: server,
                     request: req,
                     answered: false,
+                    carrier,
+                    loop_key,
                 };
                 self.relays.insert(client, Box::new(relay));
                 self.client_of.insert(server, client);
@@ -160,6 +171,16 @@ impl Relays {
         if code == 100 {
             return;
         }
+        let Some(relay) = self.relays.get(&client) else {
+            return;
+        };
+        if matches!(code, 401 | 407) && relay.carrier.is_some() && !relay.answered {
+            if self.answer_challenge(cx, dialogs, client, &resp) {
+                return;
+            }
+            // The challenge was the account's to answer: the caller could not.
+            resp = carrier_auth::refusal(resp, "the carrier refused the trunk's credentials");
+        }
         let Some(relay) = self.relays.get_mut(&client) else {
             return;
         };
@@ -169,12 +190,85 @@ impl Relays {
         let server = relay.server_tx;
         proxy::strip_top_via(&mut resp);
         message::keep_reason_phrase(&mut resp);
+        if relay.carrier.is_some() {
+            // Back to the caller's numbering: the request's own number.
+            if let Some(n) = message::cseq_number(&relay.request.headers) {
+                message::set_cseq_number(&mut resp.headers, n);
+            }
+        }
         if (200..300).contains(&code) {
             // A target refresh's answer may move the answering end (§12.2).
             dialogs.response_seen(&relay.request, &resp, cx.now);
             cx.wire.relay_2xx(server, resp, cx.now);
         } else {
             cx.wire.respond(server, resp, cx.now);
+        }
+    }
+
+    /// The carrier challenged a request of the caller (401 or 407) in a call answered
+    /// through a trunk with an account: it goes again with the account's credentials, one
+    /// CSeq number higher, on a new transaction, and the dialog's offset grows by one.
+    /// False when the challenge is not answered (logged once).
+    fn answer_challenge(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        dialogs: &mut Dialogs,
+        client: TxId,
+        resp: &Response,
+    ) -> bool {
+        let directory = cx.directory;
+        let code = resp.status_code.code();
+        let Some(relay) = self.relays.get_mut(&client) else {
+            return false;
+        };
+        let Some(c) = relay.carrier.as_mut() else {
+            return false;
+        };
+        let call_id = call_id_of(&relay.request);
+        let Some(peer) = cx.wire.transactions.peer(client) else {
+            return false;
+        };
+        let Some(account) = directory
+            .policy()
+            .trunk(&c.trunk)
+            .and_then(|t| t.account.as_ref())
+        else {
+            let why = "the trunk has no account any more";
+            cx.carrier.refused(&c.trunk, &call_id, code, why);
+            return false;
+        };
+        let Some(local) = cx.wire.local_for(peer.transport, peer.addr.ip()) else {
+            return false;
+        };
+        let branch = cx.wire.branch(Some(relay.loop_key));
+        let via = proxy::via_value(peer.transport, local, &branch);
+        let req = match cx
+            .carrier
+            .answer(&mut cx.wire.entropy, account, c, resp, via)
+        {
+            Ok(req) => req,
+            Err(why) => {
+                cx.carrier.refused(&c.trunk, &call_id, code, why);
+                return false;
+            }
+        };
+        let sent = message::cseq_number(&req.headers).unwrap_or(0);
+        match cx.wire.send_request(req, peer, Owner::Relay, cx.now) {
+            Ok(new) => {
+                tracing::debug!(%call_id, code, "carrier's challenge to an in-dialog request answered");
+                // The challenged transaction absorbs the rest of it on its own.
+                cx.wire.owners.remove(&client);
+                if let Some(relay) = self.relays.remove(&client) {
+                    self.client_of.insert(relay.server_tx, new);
+                    self.relays.insert(new, relay);
+                }
+                dialogs.carrier_challenge_answered(&call_id, sent);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(%call_id, error = %e, "authenticated in-dialog request not sent");
+                false
+            }
         }
     }
 

@@ -5,7 +5,7 @@
 //! - Every wait is bounded and waits for an event (a log line, a response, an exit) rather
 //!   than for a fixed time.
 //! - Each test has its own ports ([`free_port`]) and its own temporary directory.
-//! - A missing peer program (sipp, baresip, linphonec) fails the test and says to run
+//! - A missing peer program (sipp, baresip, linphonec, kamailio) fails the test and says to run
 //!   `scripts/install-test-deps`; it is never skipped.
 //!
 //! Set `SWITCHBOARD_E2E_KEEP=1` to keep the directory of a failed test (config, policy,
@@ -161,7 +161,8 @@ pub fn require(program: &str) {
     assert!(
         found,
         "`{program}` is not installed: run ./scripts/install-test-deps \
-         (Debian packages sip-tester, baresip-core, linphone-cli, sipsak, twinkle-console)"
+         (Debian packages sip-tester, baresip-core, linphone-cli, sipsak, twinkle-console, \
+         kamailio)"
     );
 }
 
