@@ -130,6 +130,7 @@ case " $subjects " in *" kamailio "*) need kamailio "apt-get install kamailio" ;
 work=$(mktemp -d "${TMPDIR:-/tmp}/sb-call-load.XXXXXX")
 sipp_pgid=""
 uas_pgids=()
+sampler_pid=""
 
 cleanup() {
   local rc=$? g
@@ -150,90 +151,10 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-
-# CPU seconds the whole machine spent in processes so far (all cores; /proc/stat: user, nice,
-# system and steal; not the interrupt time, which is mostly the loopback traffic itself).
-machine_busy() {
-  awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f", ($2 + $3 + $4 + $9) / hz; exit }' /proc/stat
-}
-
-# Datagrams the kernel dropped at our sockets (receive buffer full): samples /proc/net/udp
-# every 0.2 s into $1 while it runs (a socket's counter is gone once it is closed), for the
-# ports $2... ; udp_drops_of FILE PORT gives a port's highest count (summed over the sockets
-# bound to that port, should a server bind several).
-udp_sampler() {
-  local file=$1
-  shift
-  local hex=() p
-  for p in "$@"; do hex+=("$(printf '%04X' "$p")"); done
-  while :; do
-    awk -v ports=" ${hex[*]} " 'NR == 1 { print "sample" } NR > 1 { split($2, a, ":"); if (index(ports, " " a[2] " ")) print a[2], $NF }' /proc/net/udp >> "$file" 2>/dev/null
-    sleep 0.2
-  done
-}
-udp_drops_of() {
-  awk -v p="$(printf '%04X' "$2")" '
-    $1 == "sample" { if (s > m) m = s; s = 0 }
-    $1 == p { s += $2 }
-    END { if (s > m) m = s; print m + 0 }' "$1" 2>/dev/null || echo 0
-}
-sampler_pid=""
-
-# Waits (at most --quiet-wait s) until the machine was under 15 % busy for a second; nothing
-# of this script runs then. Sets quiet_note.
-ncpu=$(nproc)
-wait_quiet() {
-  local waited=0 b0 b1 pct
-  quiet_note=""
-  [ "$quiet_wait" -gt 0 ] || return 0
-  while :; do
-    b0=$(machine_busy); sleep 1; b1=$(machine_busy)
-    pct=$(awk -v a="$b0" -v b="$b1" -v n="$ncpu" 'BEGIN { printf "%.0f", 100 * (b - a) / n }')
-    [ "$pct" -lt 15 ] && break
-    if [ "$waited" -ge "$quiet_wait" ]; then
-      echo "  the machine is still $pct % busy after $waited s: going on" >&2
-      quiet_note="machine $pct % busy before the step"
-      return 0
-    fi
-    [ "$waited" = 0 ] && echo "  the machine is $pct % busy (other processes): waiting for it to be quiet ..." >&2
-    waited=$((waited + 1))
-  done
-  if [ "$waited" -gt 0 ]; then
-    echo "  quiet after $waited s" >&2
-    quiet_waited=$((quiet_waited + waited))
-  fi
-}
-quiet_waited=0
-
 # ---------------------------------------------------------------------------------------------
-# Inputs: the policy and the registering SIPp's injection file.
+# Inputs (bench/lib.sh): the policy and the registering SIPp's injection file.
 
-# The one place that knows the policy format.
-write_policy() { # $1 = file
-  cat > "$1" <<'EOF'
-# bench/call-load.sh: the caller and the callee of every call.
-[users.caller]
-extension = "1000"
-display_name = "Caller"
-
-[users.caller.sip]
-password = "caller-secret"
-algorithms = ["md5"]
-
-[users.callee]
-extension = "2000"
-display_name = "Callee"
-ring_time = 30
-no_answer = "hangup"
-
-[users.callee.sip]
-password = "callee-secret"
-algorithms = ["md5"]
-EOF
-}
-
-write_policy "$work/policy.toml"
-printf 'SEQUENTIAL\ncallee\n' > "$work/callee.csv"
+write_call_inputs
 
 sb_desc="not run"
 if [[ " $subjects " == *" switchboard "* ]]; then
@@ -241,34 +162,11 @@ if [[ " $subjects " == *" switchboard "* ]]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# Servers (bench/lib.sh: start_switchboard, start_kamailio, stop_server, ...).
-
-write_switchboard_config() { # $1 = step dir, $2 = port
-  local dir=$1 port=$2
-  cat > "$dir/switchboard.toml" <<EOF
-[sip]
-listen = ["udp:127.0.0.1:$port"]
-realm = "switchboard.local"
-domains = ["switchboard.local"]
-
-[auth]
-# The caller is identified by its From user.
-required = false
-
-[store]
-state_dir = "$dir/state"
-
-[policy]
-path = "$work/policy.toml"
-
-[api]
-listen = ""
-EOF
-}
+# Servers (bench/lib.sh: write_call_config, start_switchboard, start_kamailio, stop_server, ...).
 
 if [[ " $subjects " == *" switchboard "* ]]; then
   mkdir -p "$work/check"
-  write_switchboard_config "$work/check" 5060
+  write_call_config "$work/check" 5060
   if ! "$sb_bin" check --config "$work/check/switchboard.toml" > "$work/check/check.out" 2>&1; then
     echo "switchboard check refuses the benchmark's config or policy:" >&2
     cat "$work/check/check.out" >&2
@@ -315,7 +213,7 @@ run_step() { # $1 = subject, $2 = scenario, $3 = rate
   local label
   case "$subject" in
     switchboard) label="switchboard (no auth, durable)"
-                 write_switchboard_config "$dir" "$port"
+                 write_call_config "$dir" "$port"
                  start_switchboard "$dir" "$port" ;;
     kamailio) label="kamailio (no auth, memory)"
               start_kamailio "$dir" "$port" ;;
@@ -328,23 +226,12 @@ run_step() { # $1 = subject, $2 = scenario, $3 = rate
 
   echo "  $label, $scenario @ $rate/s: $n calls, server on 127.0.0.1:$port" >&2
 
-  # The callee's contacts: one REGISTER from each answering SIPp's port, before that SIPp
-  # takes the port.
+  # The callee's contacts (bench/lib.sh): one REGISTER from each answering SIPp's port,
+  # before that SIPp takes the port.
   local i reg_failed=""
   for i in "${!roles[@]}"; do
-    local rdir="$dir/register-${roles[$i]}"
-    mkdir -p "$rdir"
-    local reg=(sipp "127.0.0.1:$port" -sf "$here/sipp/register.xml" -inf "$work/callee.csv"
-      -i 127.0.0.1 -p "${uas_ports[$i]}" -m 1 -buff_size 4194304 -recv_timeout 5000
-      -timeout 10s -timeout_error -nostdin -trace_err -trace_msg)
-    commands+=("  ${reg[*]}")
-    run_sipp "$rdir" 30 "${reg[@]}"
-    if [ "$sipp_rc" != 0 ]; then
-      reg_failed="registration of contact 127.0.0.1:${uas_ports[$i]} failed (SIPp exit $sipp_rc)"
-      echo "  $reg_failed; SIPp's messages:" >&2
-      grep -E '^(SIP/2.0 |REGISTER )' "$rdir"/*_messages.log 2>/dev/null | head -n 5 | sed 's/^/    /' >&2 || true
-      break
-    fi
+    register_contact "$dir/register-${roles[$i]}" "$port" "${uas_ports[$i]}"
+    [ -z "$reg_failed" ] || break
   done
 
   # The answering SIPp(s): no call limit of their own; stopped (SIGTERM, which makes SIPp
@@ -354,25 +241,11 @@ run_step() { # $1 = subject, $2 = scenario, $3 = rate
   uas_pgids=()
   if [ -z "$reg_failed" ]; then
     for i in "${!roles[@]}"; do
-      local udir="$dir/uas-${roles[$i]}" sf=call_uas.xml ring=0
+      local sf=call_uas.xml ring=0
       [ "$scenario" = fork ] && ring=$answer_after
       [ "${roles[$i]}" = ring ] && sf=call_uas_ring.xml
-      mkdir -p "$udir"
-      uas_dirs+=("$udir")
-      local uas=(sipp -sf "$here/sipp/$sf" -i 127.0.0.1 -p "${uas_ports[$i]}" -m $((n * 10 + 1000)) -key ring_ms "$ring"
-        -buff_size 4194304 -timeout "$((global + 20))s" -max_recv_loops 10000 -max_sched_loops 10000
-        -nostdin -trace_screen -trace_err -trace_error_codes -max_log_size 20000000 -trace_stat -fd 3600)
-      commands+=("  ${uas[*]}")
-      (
-        cd "$udir"
-        exec timeout -k 5 $((global + 40)) "${uas[@]}" > "$udir/sipp.out" 2>&1 < /dev/null
-      ) &
-      uas_pgids+=($!)
-      if ! wait_bound "${uas_ports[$i]}" "${uas_pgids[-1]}"; then
-        echo "  the answering SIPp on port ${uas_ports[$i]} did not start:" >&2
-        tail -n 5 "$udir/sipp.out" >&2
-        exit 1
-      fi
+      uas_dirs+=("$dir/uas-${roles[$i]}")
+      start_answering "$dir/uas-${roles[$i]}" "${uas_ports[$i]}" "$sf" "$ring" $((n * 10 + 1000)) $((global + 20))
     done
   fi
 
@@ -438,59 +311,17 @@ run_step() { # $1 = subject, $2 = scenario, $3 = rate
   # SIPp's final statistics (the last line of each CSV), the caller's response times (one
   # line per measurement) and error codes, the SIPps' CPU use, the other processes' CPU use.
   local stats
-  stats=$(python3 - "$cdir" "$n" "$t0" "$t1" "$rate" "$hold" "$reg_failed" "$quiet_note" \
+  stats=$(bench_dir=$here python3 - "$cdir" "$n" "$t0" "$t1" "$rate" "$hold" "$reg_failed" "$quiet_note" \
     "$(awk -v a="$uas_cpu0" -v b="$uas_cpu1" 'BEGIN { print b - a }')" \
     "$(awk -v a="$busy0" -v b="$busy1" 'BEGIN { print b - a }')" "$cpu" "$scenario" "${uas_dirs[@]}" <<'PY'
-import collections, csv, glob, os, sys
+import collections, os, sys
+sys.dont_write_bytecode = True  # no __pycache__ in bench/
+sys.path.insert(0, os.environ["bench_dir"])
+from sipp_stats import last_row, num, causes_of, response_times, pcts
 cdir, n, t0, t1, rate, hold, reg_failed, quiet_note, uas_cpu, busy, server_cpu, scenario = sys.argv[1:13]
 uas_dirs = sys.argv[13:]
 n, rate, hold = int(n), int(rate), int(hold)
 wall = float(t1) - float(t0)
-
-def last_row(d):
-    files = [f for f in glob.glob(f"{d}/*_.csv")]
-    if not files:
-        return {}
-    with open(files[0], newline="") as f:
-        rows = list(csv.reader(f, delimiter=";"))
-    if len(rows) < 2:
-        return {}
-    return dict(zip(rows[0], rows[-1]))
-
-def num(s, key):
-    try:
-        return int(s.get(key, "0") or 0)
-    except ValueError:
-        return 0
-
-def error_codes(d):
-    codes = collections.Counter()
-    for f in glob.glob(f"{d}/*_error_codes.csv"):
-        with open(f) as fh:
-            for line in fh:
-                parts = line.rstrip("\n").split(";")
-                if len(parts) >= 3:
-                    codes.update(c for c in parts[2].split(",") if c)
-    return ", ".join(f"{c} x{k}" for c, k in sorted(codes.items()))
-
-CAUSES = [("FailedUnexpectedMessage(C)", "unexpected"),
-          ("FailedMaxUDPRetrans(C)", "max-retrans"),
-          ("FailedTimeoutOnRecv(C)", "recv-timeout"),
-          ("FailedCallRejected(C)", "rejected"),
-          ("FailedCmdNotSent(C)", "not-sent"),
-          ("FailedRegexpHdrNotFound(C)", "header-missing"),
-          ("FailedOutboundCongestion(C)", "congestion"),
-          ("FailedTimeoutOnSend(C)", "send-timeout")]
-
-def causes_of(s, d):
-    out = []
-    for key, word in CAUSES:
-        if num(s, key):
-            out.append(f"{word} {num(s, key)}")
-    codes = error_codes(d)
-    if codes:
-        out.append(f"responses {codes}")
-    return out
 
 causes = [quiet_note] if quiet_note else []
 s = last_row(cdir)
@@ -533,26 +364,9 @@ for d in uas_dirs:
     if part:
         causes.append(f"{role} contact: " + ", ".join(part))
 
-rts = collections.defaultdict(list)
-setup_at = []
-for f in glob.glob(f"{cdir}/*_rtt.csv"):
-    with open(f) as fh:
-        for line in fh:
-            parts = line.strip().split(";")
-            if len(parts) >= 3:
-                try:
-                    rts[parts[2]].append(float(parts[1]))
-                    if parts[2] == "1":
-                        setup_at.append(float(parts[0]))
-                except ValueError:
-                    pass
-
-def pcts(v):
-    v = sorted(v)
-    if not v:
-        return "-"
-    pct = lambda p: v[min(len(v) - 1, int(p / 100 * len(v)))]
-    return f"{pct(50):.0f} / {pct(99):.0f} / {v[-1]:.0f}"
+rtt = response_times(cdir)
+rts = {k: [ms for _, ms in v] for k, v in rtt.items()}
+setup_at = [at for at, _ in rtt.get("1", [])]
 
 try:
     u_, sy, m = open(f"{cdir}/sipp.time").read().split()[-3:]

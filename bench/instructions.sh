@@ -174,7 +174,7 @@ bins+=("$work/switchboard-head")
 descs+=("$sb_desc")
 
 # ---------------------------------------------------------------------------------------------
-# Inputs: the policy, the registering SIPp's injection file, the server's config.
+# Inputs: the policy and the registering SIPp's injection file (the server's config: bench/lib.sh).
 
 cat > "$work/policy.toml" <<'EOF'
 # bench/instructions.sh: the caller and the callee of every call.
@@ -189,28 +189,6 @@ ring_time = 30
 no_answer = "hangup"
 EOF
 printf 'SEQUENTIAL\ncallee\n' > "$work/callee.csv"
-
-write_switchboard_config() { # $1 = run dir, $2 = port
-  cat > "$1/switchboard.toml" <<EOF
-[sip]
-listen = ["udp:127.0.0.1:$2"]
-realm = "switchboard.local"
-domains = ["switchboard.local"]
-
-[auth]
-# The caller is identified by its From user.
-required = false
-
-[store]
-state_dir = "$1/state"
-
-[policy]
-path = "$work/policy.toml"
-
-[api]
-listen = ""
-EOF
-}
 
 # The server under callgrind: start_switchboard (bench/lib.sh) runs $sb_bin, here a script
 # that runs the build under valgrind, its counts to $CALLGRIND_OUT.
@@ -243,7 +221,7 @@ measure_run() { # $1 = build index, $2 = calls
   uac_port=$(free_udp_port)
   while [ "$uac_port" = "$port" ] || [ "$uac_port" = "$uas_port" ]; do uac_port=$(free_udp_port); done
 
-  write_switchboard_config "$dir" "$port"
+  write_call_config "$dir" "$port"
   write_wrapper "$dir/switchboard-callgrind" "${bins[$b]}"
   export CALLGRIND_OUT="$dir/callgrind.out"
   sb_bin="$dir/switchboard-callgrind"

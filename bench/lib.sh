@@ -1,10 +1,13 @@
 # Shared pieces of the benchmarks (bench/register-load.sh, bench/call-load.sh,
-# bench/instructions.sh): processes
-# and their groups, free ports, starting and measuring the servers, the Switchboard binary.
-# Sourced, never run; the scripts that source it set `set -euo pipefail` and these globals:
+# bench/instructions.sh, bench/overload.sh): processes and their groups, free ports, a quiet
+# machine, starting and measuring the servers, the Switchboard binary, the calls' inputs
+# (policy, config, the callee's registration and answering SIPp). SIPp's statistics files are
+# read by bench/sipp_stats.py. Sourced, never run; the scripts that source it set
+# `set -euo pipefail` and these globals:
 #
 #   here   this directory          root   the workspace
 #   work   the run's work directory
+#   commands   (calls only) an array the exact commands run are appended to
 #
 # Processes: every server runs in a process group of its own (setsid), SIPp under `timeout`
 # (which also makes a group of its own); both are killed by their group id, nothing by name.
@@ -60,8 +63,70 @@ run_sipp() {
   sipp_pgid=""
 }
 
-free_udp_port() {
-  python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+free_udp_port() { # $1 = address (default 127.0.0.1)
+  python3 -c 'import socket, sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "${1:-127.0.0.1}"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The machine: how busy it is, waiting for it to be quiet, datagrams dropped at sockets.
+
+# CPU seconds the whole machine spent in processes so far (all cores; /proc/stat: user, nice,
+# system and steal; not the interrupt time, which is mostly the loopback traffic itself).
+machine_busy() {
+  awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f", ($2 + $3 + $4 + $9) / hz; exit }' /proc/stat
+}
+
+# Waits (at most $quiet_wait s; 0: not at all) until the machine was under 15 % busy for a
+# second; nothing of the script runs then. Sets quiet_note (empty, or why it went on anyway)
+# and adds the seconds waited to quiet_waited.
+quiet_wait=${quiet_wait:-120}
+quiet_waited=0
+wait_quiet() {
+  local waited=0 b0 b1 pct ncpu
+  ncpu=$(nproc)
+  quiet_note=""
+  [ "$quiet_wait" -gt 0 ] || return 0
+  while :; do
+    b0=$(machine_busy); sleep 1; b1=$(machine_busy)
+    pct=$(awk -v a="$b0" -v b="$b1" -v n="$ncpu" 'BEGIN { printf "%.0f", 100 * (b - a) / n }')
+    [ "$pct" -lt 15 ] && break
+    if [ "$waited" -ge "$quiet_wait" ]; then
+      echo "  the machine is still $pct % busy after $waited s: going on" >&2
+      quiet_note="machine $pct % busy before the step"
+      return 0
+    fi
+    [ "$waited" = 0 ] && echo "  the machine is $pct % busy (other processes): waiting for it to be quiet ..." >&2
+    waited=$((waited + 1))
+  done
+  if [ "$waited" -gt 0 ]; then
+    echo "  quiet after $waited s" >&2
+    quiet_waited=$((quiet_waited + waited))
+  fi
+}
+
+# Datagrams the kernel dropped at our sockets (receive buffer full): samples /proc/net/udp
+# every 0.2 s into $1 while it runs (a socket's counter is gone once it is closed), for the
+# ports $2... ; udp_drops_of FILE PORT gives a port's highest count (summed over the sockets
+# bound to that port, should a server bind several). Run it in the background.
+udp_sampler() {
+  local file=$1
+  shift
+  local hex=() p
+  for p in "$@"; do hex+=("$(printf '%04X' "$p")"); done
+  while :; do
+    awk -v ports=" ${hex[*]} " 'NR == 1 { print "sample" } NR > 1 { split($2, a, ":"); if (index(ports, " " a[2] " ")) print a[2], $NF }' /proc/net/udp >> "$file" 2>/dev/null
+    sleep 0.2
+  done
+}
+udp_drops_of() {
+  awk -v p="$(printf '%04X' "$2")" '
+    $1 == "sample" { if (s > m) m = s; s = 0 }
+    $1 == p { s += $2 }
+    END { if (s > m) m = s; print m + 0 }' "$1" 2>/dev/null || echo 0
+}
+# The datagrams dropped so far at the open sockets bound to port $1.
+udp_drops_now() {
+  awk -v p="$(printf '%04X' "$1")" 'NR > 1 { split($2, a, ":"); if (a[2] == p) s += $NF } END { print s + 0 }' /proc/net/udp 2>/dev/null || echo 0
 }
 
 # Waits until something answers an OPTIONS on 127.0.0.1:$1 (any response), at most $2 s.
@@ -151,12 +216,14 @@ report_kamailio() {
   echo "- Kamailio: children=2 (UDP workers), shared memory -m $kamailio_shm MiB (private memory: its default)"
 }
 
+# $3...: more options, e.g. -A WITH_PIKE (a define of registrar.cfg).
 start_kamailio() { # $1 = step dir, $2 = port
   local dir=$1 port=$2
+  shift 2
   server_log="$dir/server.log"
-  server_cmd="kamailio -f $here/kamailio/registrar.cfg -l udp:127.0.0.1:$port -DD -E -m $kamailio_shm -x tlsf -w $dir"
+  server_cmd="kamailio -f $here/kamailio/registrar.cfg -l udp:127.0.0.1:$port -DD -E -m $kamailio_shm -x tlsf -w $dir${*:+ $*}"
   setsid kamailio -f "$here/kamailio/registrar.cfg" -l "udp:127.0.0.1:$port" \
-    -DD -E -m "$kamailio_shm" -x tlsf -w "$dir" > "$server_log" 2>&1 < /dev/null &
+    -DD -E -m "$kamailio_shm" -x tlsf -w "$dir" "$@" > "$server_log" 2>&1 < /dev/null &
   server_pgid=$!
   check_group
   wait_sip "$port" 15 || { echo "kamailio did not answer on port $port:" >&2; cat "$server_log" >&2; exit 1; }
@@ -236,11 +303,156 @@ server_log_note() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Calls (bench/call-load.sh, bench/overload.sh; bench/instructions.sh takes the config): the
+# caller "caller" calls the callee "callee" (sip:callee@switchboard.local), whose contact is
+# an answering SIPp registered from its own port.
+
+# The policy ($work/policy.toml: the one place that knows the policy format) and the
+# registering SIPp's injection file ($work/callee.csv).
+write_call_inputs() {
+  cat > "$work/policy.toml" <<'EOF'
+# The benchmark's caller and callee.
+[users.caller]
+extension = "1000"
+display_name = "Caller"
+
+[users.caller.sip]
+password = "caller-secret"
+algorithms = ["md5"]
+
+[users.callee]
+extension = "2000"
+display_name = "Callee"
+ring_time = 30
+no_answer = "hangup"
+
+[users.callee.sip]
+password = "callee-secret"
+algorithms = ["md5"]
+EOF
+  printf 'SEQUENTIAL\ncallee\n' > "$work/callee.csv"
+}
+
+# Switchboard's config for calls: $1/switchboard.toml listening on 127.0.0.1:$2, no auth
+# (the caller is identified by its From user), state in $1/state, the policy
+# $work/policy.toml, no API. $3...: more settings, each SECTION.KEY=VALUE with VALUE as
+# written in TOML (limits.shed_after_ms=200, sip.realm="x"); one for a key the config
+# already has replaces it.
+write_call_config() { # $1 = dir, $2 = port, $3... = settings
+  local dir=$1 port=$2
+  shift 2
+  cat > "$dir/switchboard.toml" <<EOF
+[sip]
+listen = ["udp:127.0.0.1:$port"]
+realm = "switchboard.local"
+domains = ["switchboard.local"]
+
+[auth]
+# The caller is identified by its From user.
+required = false
+
+[store]
+state_dir = "$dir/state"
+
+[policy]
+path = "$work/policy.toml"
+
+[api]
+listen = ""
+EOF
+  [ $# -gt 0 ] || return 0
+  python3 - "$dir/switchboard.toml" "$@" <<'PY'
+import re, sys
+path, settings = sys.argv[1], sys.argv[2:]
+order, sections, current = [None], {None: []}, None
+for line in open(path).read().splitlines():
+    m = re.match(r"^\[([A-Za-z0-9_.-]+)\]\s*$", line)
+    if m:
+        current = m.group(1)
+        order.append(current)
+        sections[current] = [line]
+    else:
+        sections[current].append(line)
+for setting in settings:
+    m = re.match(r"^([A-Za-z0-9_.-]+)\.([A-Za-z0-9_-]+)=(.+)$", setting)
+    if not m:
+        sys.exit(f"not SECTION.KEY=VALUE: {setting}")
+    section, key, value = m.groups()
+    if section not in sections:
+        order.append(section)
+        sections[section] = ["", f"[{section}]"]
+    lines = sections[section]
+    line = f"{key} = {value}"
+    for i, l in enumerate(lines):
+        if re.match(rf"^{re.escape(key)}\s*=", l):
+            lines[i] = line
+            break
+    else:
+        # After the section's last non-empty line.
+        at = len(lines)
+        while at > 1 and not lines[at - 1].strip():
+            at -= 1
+        lines.insert(at, line)
+with open(path, "w") as f:
+    for name in order:
+        if sections[name]:
+            f.write("\n".join(sections[name]) + "\n")
+PY
+}
+
+# Registers the callee's contact sip:callee@127.0.0.1:$3 with the server on 127.0.0.1:$2
+# (bench/sipp/register.xml, sent from port $3, before the answering SIPp takes it); SIPp
+# runs in $1. Sets reg_failed (empty when it worked).
+register_contact() { # $1 = dir, $2 = server port, $3 = contact port
+  local dir=$1 port=$2 cport=$3
+  mkdir -p "$dir"
+  local reg=(sipp "127.0.0.1:$port" -sf "$here/sipp/register.xml" -inf "$work/callee.csv"
+    -i 127.0.0.1 -p "$cport" -m 1 -buff_size 4194304 -recv_timeout 5000
+    -timeout 10s -timeout_error -nostdin -trace_err -trace_msg)
+  commands+=("  ${reg[*]}")
+  reg_failed=""
+  run_sipp "$dir" 30 "${reg[@]}"
+  if [ "$sipp_rc" != 0 ]; then
+    reg_failed="registration of contact 127.0.0.1:$cport failed (SIPp exit $sipp_rc)"
+    echo "  $reg_failed; SIPp's messages:" >&2
+    grep -E '^(SIP/2.0 |REGISTER )' "$dir"/*_messages.log 2>/dev/null | head -n 5 | sed 's/^/    /' >&2 || true
+  fi
+}
+
+# Starts an answering SIPp in $1 on 127.0.0.1:$2 with scenario $3 (bench/sipp/...), ringing
+# $4 ms, for at most $5 calls and $6 seconds (SIPp's -timeout; `timeout` stops it 20 s
+# later); its group goes to uas_pgids. Stop it with kill_group (SIGTERM makes SIPp write its
+# final statistics). Exits the script if it does not bind its port.
+uas_pgids=()
+start_answering() { # $1 = dir, $2 = port, $3 = scenario file, $4 = ring ms, $5 = calls, $6 = seconds
+  local dir=$1 port=$2
+  mkdir -p "$dir"
+  local uas=(sipp -sf "$here/sipp/$3" -i 127.0.0.1 -p "$port" -m "$5" -key ring_ms "$4"
+    -buff_size 4194304 -timeout "$6s" -max_recv_loops 10000 -max_sched_loops 10000
+    -nostdin -trace_screen -trace_err -trace_error_codes -max_log_size 20000000 -trace_stat -fd 3600)
+  commands+=("  ${uas[*]}")
+  (
+    cd "$dir"
+    exec timeout -k 5 $(($6 + 20)) "${uas[@]}" > "$dir/sipp.out" 2>&1 < /dev/null
+  ) &
+  uas_pgids+=($!)
+  if ! wait_bound "$port" "${uas_pgids[-1]}"; then
+    echo "  the answering SIPp on port $port did not start:" >&2
+    tail -n 5 "$dir/sipp.out" >&2
+    exit 1
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
 # Report pieces.
 
-# SIPp may keep this many calls open: below `ulimit -n`, at most 50,000. Sets sipp_limit.
+# SIPp may keep this many calls open: below `ulimit -n` (raised to the hard limit first), at
+# most 50,000. Sets sipp_limit.
 sipp_call_limit() {
-  local nofile
+  local nofile hard
+  hard=$(ulimit -Hn)
+  [ "$hard" = unlimited ] && hard=65536
+  [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$hard" ] && { ulimit -n "$hard" 2>/dev/null || true; }
   nofile=$(ulimit -n)
   [ "$nofile" = unlimited ] && nofile=65536
   sipp_limit=$((nofile - 256))
