@@ -551,7 +551,10 @@ impl Transports {
             .headers
             .iter()
             .any(|h| matches!(h, Header::To(t) if message::has_tag(t.value())));
-        if in_dialog || matches!(req.method, Method::Ack | Method::Cancel) {
+        // An OPTIONS to the server itself (no user part) is answered by the core at about
+        // the cost of a 503, and is how monitors and keep-alives see whether it is up.
+        let to_server = req.method == Method::Options && req.uri.auth.is_none();
+        if in_dialog || to_server || matches!(req.method, Method::Ack | Method::Cancel) {
             return false;
         }
         let n = self.inner.stats.shed.fetch_add(1, Ordering::Relaxed);
@@ -917,6 +920,8 @@ mod tests {
         let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let from = c.local_addr().unwrap();
         let options = OPTIONS.replace("TCP 127.0.0.1:1", &format!("UDP {from}"));
+        let to_server = options.replace("OPTIONS sip:x ", "OPTIONS sip:127.0.0.1 ");
+        let options = options.replace("OPTIONS sip:x ", "OPTIONS sip:bob@x ");
         let bye = options
             .replace("OPTIONS", "BYE")
             .replace("To: <sip:x>", "To: <sip:x>;tag=far");
@@ -944,8 +949,10 @@ mod tests {
         let answer = String::from_utf8_lossy(&b[..n]);
         assert!(answer.starts_with("SIP/2.0 503 "), "{answer}");
         assert!(answer.contains("\r\nRetry-After: "), "{answer}");
-        // Calls under way go on: in-dialog requests are served while shedding.
+        // Calls under way go on: in-dialog requests are served while shedding, and the
+        // server itself still answers OPTIONS (monitors see it up).
         assert!(admitted(&bye, ms(150)));
+        assert!(admitted(&to_server, ms(150)));
         // Shedding holds while messages wait half as long…
         assert!(!admitted(&options, ms(60)));
         // …and ends when they wait less.
