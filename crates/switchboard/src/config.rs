@@ -127,6 +127,8 @@ struct RawRouting {
     max_ring_secs: Spanned<u64>,
     max_call_secs: Spanned<u64>,
     dialog_probe_secs: Spanned<u64>,
+    follow_redirects: bool,
+    redirect_domains: Vec<Spanned<String>>,
 }
 
 impl Default for RawRouting {
@@ -136,6 +138,8 @@ impl Default for RawRouting {
             max_ring_secs: Spanned::new(0..0, 180),
             max_call_secs: Spanned::new(0..0, 14_400),
             dialog_probe_secs: Spanned::new(0..0, 90),
+            follow_redirects: true,
+            redirect_domains: Vec::new(),
         }
     }
 }
@@ -376,6 +380,10 @@ pub struct Config {
     /// How often each end of an answered call is asked, by an OPTIONS inside its dialog,
     /// whether it still has the call (0: never).
     pub dialog_probe_secs: u64,
+    /// Whether branches' redirects (3xx) are followed (to our users and `redirect_domains`).
+    pub follow_redirects: bool,
+    /// Domains a redirect may send a call to (lower-case).
+    pub redirect_domains: Vec<String>,
     /// Subscription expiry bounds (seconds) and the most subscriptions at once.
     pub subscription_min_expires: u32,
     pub subscription_default_expires: u32,
@@ -653,6 +661,24 @@ impl Config {
                 format!("{max} is below min_expires ({min})"),
             );
         }
+        let mut redirect_domains = Vec::new();
+        for (i, d) in raw.routing.redirect_domains.iter().enumerate() {
+            let name = d.get_ref().trim().to_ascii_lowercase();
+            let fits = !name.is_empty()
+                && name.len() <= 253
+                && name.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+                });
+            if fits {
+                redirect_domains.push(name);
+            } else {
+                err(
+                    d.span(),
+                    &format!("routing.redirect_domains[{i}]"),
+                    format!("{:?} is not a domain name or address", d.get_ref()),
+                );
+            }
+        }
         let mut trusted_networks = Vec::new();
         for (i, n) in raw.auth.trusted_networks.iter().enumerate() {
             match switchboard_policy::parse_network(n.get_ref()) {
@@ -786,6 +812,8 @@ impl Config {
             max_ring_secs: max_ring,
             max_call_secs: max_call,
             dialog_probe_secs: probe,
+            follow_redirects: raw.routing.follow_redirects,
+            redirect_domains,
             subscription_min_expires: sub_min as u32,
             subscription_default_expires: sub_def as u32,
             subscription_max_expires: sub_max as u32,

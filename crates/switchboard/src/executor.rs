@@ -24,7 +24,7 @@ use switchboard_sip::proxy::best_response;
 pub type BranchId = usize;
 
 /// What a branch rings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum BranchTarget {
     /// A registered device of a person (the device id of the view: its binding).
     Device { user: String, device: String },
@@ -35,7 +35,15 @@ pub enum BranchTarget {
     },
     /// A destination on a media server (voicemail, menu, queue, announcement).
     Destination { id: String, uri: String },
+    /// A contact a branch's redirect (3xx) named, in a domain the operator listed.
+    Redirect { uri: String },
 }
+
+/// Most redirects followed one after another from a branch the plan started (a redirect
+/// to a target that redirects again is depth 2).
+pub const MAX_REDIRECT_DEPTH: u8 = 2;
+/// Most contacts of one redirect that are rung.
+pub const MAX_REDIRECT_TARGETS: usize = 5;
 
 /// A branch to start.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,6 +146,11 @@ struct BranchRun {
     /// (step index, leg index)
     leg: (usize, usize),
     state: BranchState,
+    target: BranchTarget,
+    caller_id: CallerIdRule,
+    team_call: bool,
+    /// Redirects followed to reach it (0: a target of the plan).
+    depth: u8,
 }
 
 /// Where the call is.
@@ -526,29 +539,106 @@ impl Execution {
         let targets = std::mem::take(&mut self.legs[leg].targets);
         self.legs[leg].state = LegState::Ringing;
         for (target, caller_id, team_call) in targets {
-            if self.branches.len() >= self.limits.max_branches {
-                tracing::warn!(
-                    limit = self.limits.max_branches,
-                    "branch limit of the call reached: a target is left out"
-                );
+            if !self.start_branch((step, leg), target, caller_id, team_call, 0) {
                 break;
             }
-            let branch = self.branches.len();
-            self.branches.push(BranchRun {
-                leg: (step, leg),
-                state: BranchState::Live,
-            });
-            self.legs[leg].branches.push(branch);
-            self.commands.push_back(Command::Start(BranchStart {
-                branch,
-                target,
-                caller_id,
-                team_call,
-            }));
         }
         if self.legs[leg].branches.is_empty() {
             self.legs[leg].state = LegState::Over(Outcome::Unavailable);
         }
+    }
+
+    /// Starts a branch of leg `at`; false when the call has all the branches it may.
+    fn start_branch(
+        &mut self,
+        at: (usize, usize),
+        target: BranchTarget,
+        caller_id: CallerIdRule,
+        team_call: bool,
+        depth: u8,
+    ) -> bool {
+        if self.branches.len() >= self.limits.max_branches {
+            tracing::warn!(
+                limit = self.limits.max_branches,
+                "branch limit of the call reached: a target is left out"
+            );
+            return false;
+        }
+        let branch = self.branches.len();
+        self.branches.push(BranchRun {
+            leg: at,
+            state: BranchState::Live,
+            target: target.clone(),
+            caller_id: caller_id.clone(),
+            team_call,
+            depth,
+        });
+        self.legs[at.1].branches.push(branch);
+        self.commands.push_back(Command::Start(BranchStart {
+            branch,
+            target,
+            caller_id,
+            team_call,
+        }));
+        true
+    }
+
+    /// A branch was redirected (3xx, RFC 3261 §16.7 step 4) to `targets`, in the order to
+    /// try them, each one the core allows: those not rung yet in this call ring in its leg
+    /// (at most [`MAX_REDIRECT_TARGETS`], and not beyond [`MAX_REDIRECT_DEPTH`] redirects),
+    /// like the branch did; the redirect itself is no candidate for the final response.
+    /// With none of them left, the redirect counts as a failure (`code`). Returns how many
+    /// were started.
+    pub fn branch_redirected(
+        &mut self,
+        branch: BranchId,
+        code: u16,
+        targets: Vec<BranchTarget>,
+        now: Instant,
+    ) -> usize {
+        let Some(b) = self.branches.get(branch) else {
+            return 0;
+        };
+        let usable = b.state == BranchState::Live
+            && b.depth < MAX_REDIRECT_DEPTH
+            && self.phase == Phase::Routing
+            && Some(b.leg.0) == self.step
+            && self
+                .legs
+                .get(b.leg.1)
+                .is_some_and(|l| l.state == LegState::Ringing);
+        let fresh: Vec<BranchTarget> = if usable {
+            let mut seen: std::collections::HashSet<BranchTarget> =
+                self.branches.iter().map(|b| b.target.clone()).collect();
+            targets
+                .into_iter()
+                .filter(|t| seen.insert(t.clone()))
+                .take(MAX_REDIRECT_TARGETS)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if fresh.is_empty() {
+            self.branch_failed(branch, code, now);
+            return 0;
+        }
+        let (at, caller_id, team_call, depth) =
+            (b.leg, b.caller_id.clone(), b.team_call, b.depth + 1);
+        self.branches[branch].state = BranchState::Ended(code);
+        let mut started = 0;
+        for target in fresh {
+            if !self.start_branch(at, target, caller_id.clone(), team_call, depth) {
+                break;
+            }
+            started += 1;
+        }
+        self.history.push(format!(
+            "step {}: redirected ({code}) to {started} target(s)",
+            at.0 + 1
+        ));
+        self.settle_leg(at.1);
+        self.advance(now);
+        started
     }
 
     /// Moves the current step's timeline to `now`: starts and stops legs, ends the step.
@@ -721,6 +811,7 @@ mod tests {
                         BranchTarget::Device { device, .. } => device.clone(),
                         BranchTarget::External { number, .. } => number.clone(),
                         BranchTarget::Destination { uri, .. } => uri.clone(),
+                        BranchTarget::Redirect { uri } => uri.clone(),
                     },
                 )),
                 _ => None,
@@ -775,6 +866,74 @@ mod tests {
         );
         assert_eq!(e.phase(), &Phase::Answered { branch: 2 });
         assert_eq!(e.poll_timeout(), None);
+    }
+
+    fn device(user: &str, device: &str) -> BranchTarget {
+        BranchTarget::Device {
+            user: user.into(),
+            device: device.into(),
+        }
+    }
+
+    #[test]
+    fn a_redirect_rings_its_new_targets_in_the_leg_once_each_and_not_too_deep() {
+        let t0 = Instant::now();
+        let p = plan(vec![ring(
+            vec![person("a", &["a1"], 0, 20)],
+            20,
+            [Next::Final(408), Next::Final(486), Next::Final(480)],
+        )]);
+        let mut e = Execution::new(p, Limits::default(), t0);
+        drain(&mut e);
+        // a1 redirects to b1 and to itself (already rung: left out).
+        let n = e.branch_redirected(
+            0,
+            302,
+            vec![device("b", "b1"), device("a", "a1")],
+            secs(t0, 1),
+        );
+        assert_eq!(n, 1);
+        assert_eq!(started(&drain(&mut e)), vec![(1, "b1".to_string())]);
+        // b1 redirects to c1: depth 2, still followed; c1 redirecting again is too deep.
+        assert_eq!(
+            e.branch_redirected(1, 302, vec![device("c", "c1")], secs(t0, 2)),
+            1
+        );
+        assert_eq!(started(&drain(&mut e)), vec![(2, "c1".to_string())]);
+        assert_eq!(
+            e.branch_redirected(2, 302, vec![device("d", "d1")], secs(t0, 3)),
+            0
+        );
+        // That last one counts as a failure: with nothing left ringing, the call ends with
+        // the best response — the 302s followed are no candidates, the last one is.
+        let c = drain(&mut e);
+        assert_eq!(c, vec![Command::Relay { branch: 2 }], "{:?}", e.history());
+        assert_eq!(e.phase(), &Phase::Ended);
+    }
+
+    #[test]
+    fn a_redirect_with_nothing_to_follow_is_a_failure_and_its_fan_out_is_bounded() {
+        let t0 = Instant::now();
+        let p = plan(vec![ring(
+            vec![person("a", &["a1"], 0, 20)],
+            20,
+            [Next::Final(408), Next::Final(486), Next::Final(480)],
+        )]);
+        let mut e = Execution::new(p.clone(), Limits::default(), t0);
+        drain(&mut e);
+        assert_eq!(e.branch_redirected(0, 302, Vec::new(), secs(t0, 1)), 0);
+        assert_eq!(drain(&mut e), vec![Command::Relay { branch: 0 }]);
+        let mut e = Execution::new(p, Limits::default(), t0);
+        drain(&mut e);
+        let many: Vec<BranchTarget> = (0..9).map(|i| device("b", &format!("b{i}"))).collect();
+        assert_eq!(
+            e.branch_redirected(0, 300, many, secs(t0, 1)),
+            MAX_REDIRECT_TARGETS
+        );
+        assert_eq!(started(&drain(&mut e)).len(), MAX_REDIRECT_TARGETS);
+        // An answer among them answers the call.
+        e.branch_answered(3, secs(t0, 2));
+        assert_eq!(e.phase(), &Phase::Answered { branch: 3 });
     }
 
     #[test]

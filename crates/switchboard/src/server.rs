@@ -83,6 +83,8 @@ fn core_config(c: &Config, route_secret: [u8; 32]) -> CoreConfig {
             max_call_secs: c.max_call_secs,
             dialog_probe_secs: c.dialog_probe_secs,
             route_secret,
+            follow_redirects: c.follow_redirects,
+            redirect_domains: c.redirect_domains.clone(),
         },
         watchers: WatchersConfig {
             subscriptions: NotifierConfig {

@@ -42,7 +42,7 @@ use switchboard_store::tables::MEMORY;
 use switchboard_store::Write;
 
 /// Settings of call routing.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RoutingConfig {
     /// Most calls being set up at once; further INVITEs get 503.
     pub max_calls: usize,
@@ -55,6 +55,11 @@ pub struct RoutingConfig {
     pub dialog_probe_secs: u64,
     /// Keys the Record-Route tokens; kept across restarts by the shell.
     pub route_secret: [u8; 32],
+    /// Whether a branch's redirect (3xx) is followed to its contacts that are allowed:
+    /// our own users, and URIs in `redirect_domains`. Never to a number through a trunk.
+    pub follow_redirects: bool,
+    /// Domains (lower-case) a redirect may send a call to.
+    pub redirect_domains: Vec<String>,
 }
 
 impl Default for RoutingConfig {
@@ -64,6 +69,8 @@ impl Default for RoutingConfig {
             max_ring: Duration::from_secs(180),
             max_call_secs: 14_400,
             dialog_probe_secs: 90,
+            follow_redirects: true,
+            redirect_domains: Vec::new(),
             route_secret: rand::random(),
         }
     }
@@ -669,8 +676,16 @@ impl Calls {
                 .model_mut()
                 .leg_ended(u, &call.call_id, &format!("b{branch}"));
         }
-        b.response = Some(resp);
-        call.exec.branch_failed(branch, code, now.mono);
+        if (300..400).contains(&code) && self.config.follow_redirects {
+            let targets = redirect_targets(cx, &self.config.redirect_domains, &resp);
+            let offered = targets.len();
+            b.response = Some(resp);
+            let started = call.exec.branch_redirected(branch, code, targets, now.mono);
+            tracing::info!(call_id = %call.call_id, branch, code, offered, started, "branch redirected");
+        } else {
+            b.response = Some(resp);
+            call.exec.branch_failed(branch, code, now.mono);
+        }
         self.drive(cx, key);
     }
 
@@ -845,6 +860,13 @@ fn start_branch(
             };
             (uri.clone(), dest, None, format!("destination {id}"))
         }
+        BranchTarget::Redirect { uri } => {
+            let Some(dest) = peer_for_uri(cx.registrar, uri, now) else {
+                tracing::info!(call_id = %call.call_id, uri, "redirect target is not an IP address (names are not resolved yet)");
+                return Err(503);
+            };
+            (uri.clone(), dest, None, format!("redirect to {uri}"))
+        }
     };
     let Ok(uri) = switchboard_sip::parse::uri_as_written(&uri) else {
         return Err(480);
@@ -1006,6 +1028,65 @@ fn cancel_branch(cx: &mut Ctx<'_>, call: &mut CallState, branch: BranchId, cause
 }
 
 /// Identity headers of a branch: our realm's credentials consumed; the caller's
+/// The contacts of a redirect (3xx) a call may follow, best `q` first (RFC 3261 §16.7
+/// step 4; equal `q` in the order given): a user of ours (their registered devices), or a
+/// URI in one of `domains`. Anything else — a number, a stranger's domain — is not rung: a
+/// redirect must not make the server dial out on someone's behalf.
+fn redirect_targets(cx: &Ctx<'_>, domains: &[String], resp: &Response) -> Vec<BranchTarget> {
+    let mut contacts: Vec<(u32, usize, String)> = Vec::new();
+    for h in resp.headers.iter() {
+        let Header::Contact(c) = h else { continue };
+        for entry in message::split_values(c.value()) {
+            // `<uri>;params` (the URI may hold `;` of its own), or `uri;params`.
+            let uri = match entry.split_once('<') {
+                Some((_, rest)) => rest.split('>').next().unwrap_or(""),
+                None => entry.split(';').next().unwrap_or(""),
+            }
+            .trim()
+            .to_string();
+            // q in thousandths (0 to 1000), 1000 when absent.
+            let params = entry.rsplit_once('>').map_or(entry, |(_, p)| p);
+            let q = params
+                .split(';')
+                .filter_map(|p| p.trim().split_once('='))
+                .find(|(k, _)| k.eq_ignore_ascii_case("q"))
+                .and_then(|(_, v)| v.trim().parse::<f32>().ok())
+                .map_or(1000, |q| (q.clamp(0.0, 1.0) * 1000.0) as u32);
+            let n = contacts.len();
+            contacts.push((q, n, uri));
+        }
+    }
+    contacts.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let policy = cx.directory.policy();
+    let mut out = Vec::new();
+    for (_, _, uri) in contacts {
+        let Ok(parsed) = Uri::try_from(uri.as_str()) else {
+            continue;
+        };
+        let host = parsed.host_with_port.host.to_string().to_ascii_lowercase();
+        let user = parsed.user().map(str::to_string);
+        if cx.wire.local.is_local_host(&host) {
+            // One of ours: a user, by id, extension or SIP user name.
+            let Some(u) = user.as_deref() else { continue };
+            let id = policy
+                .user(u)
+                .map(|x| x.id.as_str())
+                .or_else(|| policy.user_by_extension(u).map(|x| x.id.as_str()))
+                .or_else(|| policy.sip_user(u));
+            let Some(id) = id else { continue };
+            for b in cx.registrar.lookup(id, cx.now.unix) {
+                out.push(BranchTarget::Device {
+                    user: id.to_string(),
+                    device: b.contact.clone(),
+                });
+            }
+        } else if domains.contains(&host) {
+            out.push(BranchTarget::Redirect { uri });
+        }
+    }
+    out
+}
+
 /// identity asserted (P-Asserted-Identity, RFC 3325) as the plan says.
 fn apply_identity(
     realm: &str,

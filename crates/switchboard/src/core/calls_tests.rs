@@ -886,3 +886,68 @@ fn a_trunk_without_an_account_passes_the_challenge_on() {
     assert!(last.starts_with("SIP/2.0 407"), "{last}");
     assert!(header(&last, "Proxy-Authenticate").is_some());
 }
+
+/// A 3xx from a branch with `contacts` (the values of its Contact header).
+fn redirect(branch: &str, contacts: &str) -> String {
+    answer(branch, 302, "r", BOB).replacen("\r\n", &format!("\r\nContact: {contacts}\r\n"), 1)
+}
+
+#[test]
+fn a_redirect_to_one_of_ours_rings_them_and_nothing_else_is_followed() {
+    let mut t = T::new(false);
+    t.register("bob", BOB);
+    t.register("carol", CAROL);
+    t.input(ALICE, &invite("alice", ALICE, "1002", "r1", ""));
+    let out = t.take();
+    let b = to(&out, BOB)[0].clone();
+    // bob's phone forwards the call itself: to carol (by extension), to a number and to a
+    // stranger's domain, best q first. Only carol rings.
+    t.input(
+        BOB,
+        &redirect(
+            &b,
+            "<sip:+447700900123@switchboard.local>;q=1.0, <sip:1003@switchboard.local>;q=0.5, \
+             <sip:mallory@evil.example>",
+        ),
+    );
+    let out = t.take();
+    assert!(
+        to(&out, CARRIER).is_empty(),
+        "a number in a redirect is never dialled out: {out:?}"
+    );
+    let ringing = to(&out, CAROL);
+    assert_eq!(ringing.len(), 1, "{out:?}");
+    assert_eq!(
+        first_line(&ringing[0]),
+        "INVITE sip:carol@127.0.0.1:5074 SIP/2.0"
+    );
+    assert!(
+        !to(&out, ALICE)
+            .iter()
+            .any(|m| first_line(m).starts_with("SIP/2.0 3")),
+        "the redirect followed is not relayed: {out:?}"
+    );
+    // carol answers: the caller gets her 200.
+    t.input(CAROL, &answer(&ringing[0], 200, "c", CAROL));
+    let out = t.take();
+    assert_eq!(first_line(&to(&out, ALICE)[0]), "SIP/2.0 200 OK");
+}
+
+#[test]
+fn a_redirect_to_nothing_allowed_counts_as_a_failure() {
+    let mut t = T::new(false);
+    t.register("carol", CAROL);
+    t.input(ALICE, &invite("alice", ALICE, "1003", "r2", ""));
+    let out = t.take();
+    let b = to(&out, CAROL)[0].clone();
+    t.input(
+        CAROL,
+        &redirect(&b, "<sip:+447700900123@switchboard.local>"),
+    );
+    let out = t.take();
+    assert!(to(&out, CARRIER).is_empty(), "{out:?}");
+    // carol's no-answer handling is hang up: the call ends, with the redirect relayed as
+    // the best response there was.
+    let last = to(&out, ALICE).last().cloned().unwrap_or_default();
+    assert!(first_line(&last).starts_with("SIP/2.0 302"), "{out:?}");
+}

@@ -224,10 +224,10 @@ impl Core {
             window: config.failure_window,
             block: config.block,
         });
-        let routing = config.routing;
+        let routing = config.routing.clone();
         Core {
             presence: PresenceService::new(directory.policy()),
-            calls: Calls::new(routing),
+            calls: Calls::new(routing.clone()),
             dialogs: Dialogs::new(routing.dialog_probe_secs, routing.max_call_secs),
             relays: Relays::new(routing.route_secret),
             watchers: Watchers::new(&config.watchers, entropy.fork()),
