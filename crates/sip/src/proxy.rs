@@ -116,14 +116,39 @@ pub fn is_loop(req: &Request, is_local: impl Fn(&str) -> bool) -> bool {
     })
 }
 
+/// How this proxy names itself at one of its addresses in Via, Record-Route and Contact:
+/// by the address itself, or by the host and port it advertises there (`host:port`, an
+/// IPv6 host in brackets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostPort<'a> {
+    Addr(SocketAddr),
+    Named(&'a str),
+}
+
+impl HostPort<'_> {
+    /// Appends it as a URI or a Via writes it.
+    pub fn push_to(self, out: &mut String) {
+        match self {
+            HostPort::Addr(a) => push_host_port(out, a),
+            HostPort::Named(n) => out.push_str(n),
+        }
+    }
+}
+
+impl From<SocketAddr> for HostPort<'static> {
+    fn from(a: SocketAddr) -> Self {
+        HostPort::Addr(a)
+    }
+}
+
 /// A Via value for a request this proxy sends from `local` over `transport` (with `rport`,
 /// RFC 3581, so that the answer comes back to the port it left from).
-pub fn via_value(transport: Transport, local: SocketAddr, branch: &str) -> String {
+pub fn via_value<'a>(transport: Transport, local: impl Into<HostPort<'a>>, branch: &str) -> String {
     let mut out = String::with_capacity(64 + branch.len());
     out.push_str("SIP/2.0/");
     out.push_str(transport.via_token());
     out.push(' ');
-    push_host_port(&mut out, local);
+    local.into().push_to(&mut out);
     out.push_str(";branch=");
     out.push_str(branch);
     out.push_str(";rport");
@@ -173,11 +198,11 @@ pub fn push_host_port(out: &mut String, addr: SocketAddr) {
 
 /// A URI naming this proxy at `local` for a Record-Route or Route header, with `lr`
 /// (loose routing, §16.6 step 4) and the given extra parameters (`;name=value…`).
-pub fn own_uri(transport: Transport, local: SocketAddr, params: &str) -> String {
+pub fn own_uri<'a>(transport: Transport, local: impl Into<HostPort<'a>>, params: &str) -> String {
     let t = transport.uri_suffix();
     let mut out = String::with_capacity(40 + params.len());
     out.push_str("<sip:");
-    push_host_port(&mut out, local);
+    local.into().push_to(&mut out);
     out.push_str(t);
     out.push_str(";lr");
     out.push_str(params);

@@ -110,15 +110,26 @@ impl Relays {
                 transport,
                 addr,
                 conn: None,
+                local: None,
             })
         };
-        let Some(dest) = dest else {
+        let Some(mut dest) = dest else {
             return refuse(cx, &req, 404, "the next hop cannot be reached");
         };
-        let Some(local_out) = cx.wire.local_for(dest.transport, dest.addr.ip()) else {
+        // It leaves from where the next hop knows us: the address of its flow, else the
+        // entry of ours it faces — the last of ours consumed (after a double
+        // Record-Route, the one the call left by toward it).
+        if dest.local.is_none() {
+            if let Some(l) = popped.last().and_then(|r| cx.wire.local_named(r)) {
+                if l.transport == dest.transport && l.addr.is_ipv4() == dest.addr.is_ipv4() {
+                    dest.local = Some(l.addr);
+                }
+            }
+        }
+        let Some(local_out) = cx.wire.leave_from(&mut dest) else {
             return refuse(cx, &req, 503, "no listener for the next hop's transport");
         };
-        let via = proxy::via_value(dest.transport, local_out, &cx.wire.branch(Some(loop_key)));
+        let via = local_out.via(&cx.wire.branch(Some(loop_key)));
         let out = proxy::forward(&req, None, &via, &[]);
         if req.method == Method::Bye {
             dialogs.end(cx, &call_id);
