@@ -36,7 +36,7 @@ use tokio::sync::mpsc;
 
 pub mod interfaces;
 #[cfg(target_os = "linux")]
-mod pktinfo;
+pub mod pktinfo;
 pub mod stun;
 
 /// The `Retry-After` of a request shed because the core was behind (seconds).

@@ -18,7 +18,7 @@ use std::os::fd::{AsRawFd, RawFd};
 type Control = [u64; 8];
 
 /// Asks the kernel to tell, with every datagram, the address it was sent to.
-pub(crate) fn enable(sock: &impl AsRawFd, ipv6: bool) -> io::Result<()> {
+pub fn enable(sock: &impl AsRawFd, ipv6: bool) -> io::Result<()> {
     let (level, name) = if ipv6 {
         (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
     } else {
@@ -45,7 +45,7 @@ pub(crate) fn enable(sock: &impl AsRawFd, ipv6: bool) -> io::Result<()> {
 
 /// Reads one datagram without waiting (`WouldBlock` when there is none): its length, its
 /// source, and the address it was sent to (None if the kernel did not say).
-pub(crate) fn recv(
+pub fn recv(
     sock: &impl AsRawFd,
     buf: &mut [u8],
 ) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
@@ -104,12 +104,7 @@ pub(crate) fn recv(
 
 /// Sends one datagram to `to` from source address `from` without waiting (`WouldBlock`
 /// when the socket's buffer is full).
-pub(crate) fn send(
-    sock: &impl AsRawFd,
-    buf: &[u8],
-    to: SocketAddr,
-    from: IpAddr,
-) -> io::Result<usize> {
+pub fn send(sock: &impl AsRawFd, buf: &[u8], to: SocketAddr, from: IpAddr) -> io::Result<usize> {
     let fd: RawFd = sock.as_raw_fd();
     let name = socket2::SockAddr::from(to);
     let mut control: Control = [0; 8];
