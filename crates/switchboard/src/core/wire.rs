@@ -231,12 +231,12 @@ impl Local {
 
     /// A Via of ours here, with `branch`.
     pub fn via(&self, branch: &str) -> String {
-        proxy::via_value(self.transport, self.host_port(), branch)
+        proxy::via_value_at(self.transport, self.host_port(), branch)
     }
 
     /// A Record-Route (or Route) URI naming us here, with `params`.
     pub fn route_uri(&self, params: &str) -> String {
-        proxy::own_uri(self.transport, self.host_port(), params)
+        proxy::own_uri_at(self.transport, self.host_port(), params)
     }
 
     /// Our Contact for the dialogs this server is an endpoint of (subscriptions).
