@@ -705,7 +705,7 @@ impl Core {
         });
         if is_invite_2xx && top_is_ours && proxy::strip_top_via(&mut resp) {
             message::keep_reason_phrase(&mut resp);
-            self.wire.send_stateless_response(&resp);
+            self.wire.send_stateless_response(&resp, None);
         } else {
             self.stats.dropped += 1;
         }

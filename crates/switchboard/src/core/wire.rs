@@ -319,7 +319,9 @@ impl Wire {
         if open {
             self.respond(tx, resp, now);
         } else {
-            self.send_stateless_response(&resp);
+            // From where the INVITE came to, while its transaction remembers it.
+            let local = self.transactions.peer(tx).and_then(|p| p.local);
+            self.send_stateless_response(&resp, local);
         }
     }
 
@@ -347,14 +349,15 @@ impl Wire {
         });
     }
 
-    /// A response sent statelessly to where its top Via says.
-    pub fn send_stateless_response(&mut self, resp: &Response) {
+    /// A response sent statelessly to where its top Via says, from `local` when known
+    /// (else the transport chooses).
+    pub fn send_stateless_response(&mut self, resp: &Response, local: Option<SocketAddr>) {
         if let Some((transport, addr)) = proxy::response_destination(resp) {
             let to = Peer {
                 transport,
                 addr,
                 conn: None,
-                local: None,
+                local,
             };
             self.send(to, switchboard_sip::wire::response_bytes(resp));
         }
