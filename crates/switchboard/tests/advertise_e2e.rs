@@ -358,6 +358,47 @@ fn bound_to_every_interface_the_real_addresses_show() {
     }
 }
 
+/// Over TCP too: a phone connected to one address of a listener bound to every interface
+/// is called over its connection, named by that address (with the transport), while the
+/// caller's side is named by the address it sent to over UDP.
+#[test]
+fn a_tcp_flow_names_the_address_it_connected_to() {
+    let d = daemon(&["\"udp:0.0.0.0:{port}\"", "\"tcp:0.0.0.0:{port}\""]);
+    let port = d.port;
+    let (lo, other) = (addr("127.0.0.1", port), addr("127.0.0.3", port));
+    let mut bob = SipConn::connect(other, WAIT).expect("connect");
+    let me = bob.stream.local_addr().unwrap();
+    bob.send(
+        format!(
+            "REGISTER sip:{REALM} SIP/2.0\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bK-treg\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:bob@{REALM}>;tag=t1\r\nTo: <sip:bob@{REALM}>\r\n\
+             Call-ID: treg\r\nCSeq: 1 REGISTER\r\nContact: <sip:bob@{me};transport=tcp>\r\n\
+             Expires: 600\r\nContent-Length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let ok = bob.recv(WAIT).expect("an answer");
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    let mut alice = Ua::new();
+    invite(&alice, lo, "tcp-1");
+    alice.expect("SIP/2.0 100");
+    let inv = bob.recv(WAIT).expect("the INVITE");
+    assert!(inv.starts_with("INVITE "), "{inv}");
+    assert!(
+        one(&inv, "Via").starts_with(&format!("SIP/2.0/TCP {other};branch=")),
+        "{inv}"
+    );
+    let rr = header_values(&inv, "Record-Route");
+    assert_eq!(rr.len(), 2, "{inv}");
+    assert!(
+        rr[0].starts_with(&format!("<sip:{other};transport=tcp;lr;sbt=")),
+        "{inv}"
+    );
+    assert!(rr[1].starts_with(&format!("<sip:{lo};lr;sbt=")), "{inv}");
+    assert!(!inv.contains("0.0.0.0"), "{inv}");
+}
+
 /// Two listeners on two addresses: a call arriving at one and leaving from the other
 /// gets two Record-Route entries (the callee's side on top), and each side's in-dialog
 /// requests come back along both, from the address that side knows.
