@@ -444,24 +444,25 @@ impl Wire {
             .and_then(|l| names.listener_at(to.transport, l).map(|i| (i, l)))
             .and_then(|(i, l)| names.local(i, l, peer_ip))
             .or_else(|| {
-                let serving: Vec<usize> = (0..names.listeners.len())
-                    .filter(|&i| names.listeners[i].serves(to.transport, peer_ip))
-                    .collect();
-                let i = match serving[..] {
-                    [] => return None,
-                    [one] => one,
-                    _ => {
-                        let source = names.interfaces.source_toward(peer_ip);
-                        let at = |pred: &dyn Fn(&Listener) -> bool| {
-                            serving.iter().copied().find(|&i| pred(&names.listeners[i]))
-                        };
-                        source
-                            .and_then(|s| {
-                                at(&|l| l.addr.ip() == s).or_else(|| at(&|l| l.is_wildcard()))
-                            })
-                            .or_else(|| at(&|l| l.addr.ip().is_loopback() == peer_ip.is_loopback()))
-                            .unwrap_or(serving[0])
-                    }
+                let serving = || {
+                    (0..names.listeners.len())
+                        .filter(|&i| names.listeners[i].serves(to.transport, peer_ip))
+                };
+                let first = serving().next()?;
+                let i = if serving().nth(1).is_none() {
+                    first
+                } else {
+                    let at = |pred: &dyn Fn(&Listener) -> bool| {
+                        serving().find(|&i| pred(&names.listeners[i]))
+                    };
+                    names
+                        .interfaces
+                        .source_toward(peer_ip)
+                        .and_then(|s| {
+                            at(&|l| l.addr.ip() == s).or_else(|| at(&|l| l.is_wildcard()))
+                        })
+                        .or_else(|| at(&|l| l.addr.ip().is_loopback() == peer_ip.is_loopback()))
+                        .unwrap_or(first)
                 };
                 let bound = names.listeners[i].addr;
                 names.local(i, bound, peer_ip)
