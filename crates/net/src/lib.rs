@@ -6,7 +6,10 @@
 //! knows of a transport is [`Transport`]'s (in the sip crate); this crate only moves bytes.
 //! Datagrams are sent from the caller's thread without waiting; only a full kernel buffer
 //! makes them queue, in order, for the socket's sender task.
-//! Responses to a request that came over TCP go back over the same connection. Limits are
+//! Responses to a request that came over TCP go back over the same connection. A UDP
+//! socket bound to every interface reads each datagram with the address it was sent to,
+//! and sends each from the address the core chose (`Peer::local`): a reply leaves from
+//! the address its request came to. Limits are
 //! explicit: message size and header count ([`Limits`]), number of TCP connections (in all,
 //! and accepted from one source address), idle timeout (never for a connection the core holds open: a registered flow). Nothing
 //! received can panic a task: parse errors become [`Inbound::Invalid`]. What cannot be
@@ -26,11 +29,14 @@ use switchboard_sip::msg::{Method, SipMessage};
 use switchboard_sip::parse::{frame, parse, Framing, Limits, ParseError};
 use switchboard_sip::peer::{ConnId, Peer};
 pub use switchboard_sip::transport::{Inbound, ListenAddr, Transport, Unreachable};
+use tokio::io::Interest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
-mod stamp;
+pub mod interfaces;
+#[cfg(target_os = "linux")]
+pub mod pktinfo;
 pub mod stun;
 
 /// The `Retry-After` of a request shed because the core was behind (seconds).
@@ -199,11 +205,26 @@ impl Conns {
 
 /// Most messages queued for one TCP connection before it counts as stuck and is closed.
 const TCP_SEND_QUEUE: usize = 1024;
-/// The queue of a UDP socket's sender task (where to, what), and how many datagrams wait in
-/// it: while any do, later ones queue behind them, so that their order is kept.
+/// The queue of a UDP socket's sender task (where to, from which address, what), and how
+/// many datagrams wait in it: while any do, later ones queue behind them, so that their
+/// order is kept.
 struct SendQueue {
-    tx: mpsc::Sender<(SocketAddr, Bytes)>,
+    tx: mpsc::Sender<Datagram>,
     waiting: Arc<AtomicUsize>,
+}
+
+/// A datagram to send: to, from (the source address on a socket bound to every
+/// interface; None: the system chooses), what.
+type Datagram = (SocketAddr, Option<IpAddr>, Bytes);
+
+/// A UDP listener: its socket, where it is bound, its sender task's queue.
+struct Udp {
+    addr: SocketAddr,
+    sock: Arc<UdpSocket>,
+    queue: SendQueue,
+    /// Bound to every interface, with the address each datagram was sent to read along
+    /// with it (and sent from a chosen address): Linux only.
+    pktinfo: bool,
 }
 
 /// Most datagrams waiting for a UDP socket's sender task before new ones are dropped.
@@ -223,8 +244,10 @@ struct Inner {
     /// The origin of connection holds.
     epoch: Instant,
     /// Each UDP socket with the queue of its sender task.
-    udp: Vec<(SocketAddr, Arc<UdpSocket>, SendQueue)>,
+    udp: Vec<Udp>,
     tcp: Vec<SocketAddr>,
+    /// Every listener as bound (ports resolved), in the order they were asked for.
+    listeners: Vec<ListenAddr>,
     conns: Mutex<Conns>,
     next_conn: AtomicU64,
     /// Where messages received over connections this side opened go.
@@ -250,18 +273,27 @@ impl Transports {
     ) -> std::io::Result<Self> {
         let mut udp_sockets = Vec::new();
         let mut tcp_listeners = Vec::new();
+        let mut listeners = Vec::new();
         for l in listen {
-            match l.transport {
+            let bound = match l.transport {
                 Transport::Udp => {
                     let sock = bind_udp(l.addr)?;
                     let local = sock.local_addr()?;
-                    udp_sockets.push((local, Arc::new(sock)));
+                    let pktinfo = local.ip().is_unspecified() && want_pktinfo(&sock, local)?;
+                    udp_sockets.push((local, Arc::new(sock), pktinfo));
+                    local
                 }
                 Transport::Tcp => {
                     let listener = bind_tcp(l.addr)?;
+                    let local = listener.local_addr()?;
                     tcp_listeners.push(listener);
+                    local
                 }
-            }
+            };
+            listeners.push(ListenAddr {
+                transport: l.transport,
+                addr: bound,
+            });
         }
         let tcp = tcp_listeners
             .iter()
@@ -270,11 +302,16 @@ impl Transports {
         let mut senders = Vec::new();
         let udp = udp_sockets
             .into_iter()
-            .map(|(local, sock)| {
+            .map(|(addr, sock, pktinfo)| {
                 let (tx, rx) = mpsc::channel(UDP_SEND_QUEUE);
                 let waiting = Arc::new(AtomicUsize::new(0));
                 senders.push((sock.clone(), rx, waiting.clone()));
-                (local, sock, SendQueue { tx, waiting })
+                Udp {
+                    addr,
+                    sock,
+                    queue: SendQueue { tx, waiting },
+                    pktinfo,
+                }
             })
             .collect();
         let inner = Arc::new(Inner {
@@ -282,6 +319,7 @@ impl Transports {
             epoch: Instant::now(),
             udp,
             tcp,
+            listeners,
             conns: Mutex::new(Conns::default()),
             next_conn: AtomicU64::new(1),
             sink: sink.clone(),
@@ -292,9 +330,9 @@ impl Transports {
             late_run: AtomicUsize::new(0),
         });
         let this = Transports { inner };
-        for (local, sock, _) in &this.inner.udp {
-            tracing::info!(transport = "udp", addr = %local, "listening");
-            tokio::spawn(udp_loop(this.clone(), sock.clone(), *local, sink.clone()));
+        for (i, u) in this.inner.udp.iter().enumerate() {
+            tracing::info!(transport = "udp", addr = %u.addr, "listening");
+            tokio::spawn(udp_loop(this.clone(), i, sink.clone()));
         }
         for (sock, rx, waiting) in senders {
             tokio::spawn(udp_sender(this.clone(), sock, rx, waiting));
@@ -307,22 +345,9 @@ impl Transports {
         Ok(this)
     }
 
-    /// Local addresses of the listeners.
+    /// Local addresses of the listeners (ports resolved), in the order they were asked for.
     pub fn local_addrs(&self) -> Vec<ListenAddr> {
-        let mut v: Vec<ListenAddr> = self
-            .inner
-            .udp
-            .iter()
-            .map(|(a, _, _)| ListenAddr {
-                transport: Transport::Udp,
-                addr: *a,
-            })
-            .collect();
-        v.extend(self.inner.tcp.iter().map(|a| ListenAddr {
-            transport: Transport::Tcp,
-            addr: *a,
-        }));
-        v
+        self.inner.listeners.clone()
     }
 
     pub fn stats(&self) -> &TransportStats {
@@ -339,17 +364,18 @@ impl Transports {
     pub fn send(&self, peer: Peer, bytes: Bytes) {
         match peer.transport {
             Transport::Udp => {
-                let Some((sock, queue)) = self.udp_socket_for(peer.addr) else {
+                let Some((udp, from)) = self.udp_socket_for(peer) else {
                     if log_limit::allow("no UDP socket for this address family") {
                         tracing::warn!(to = %peer, "no UDP socket for this address family");
                     }
                     self.unreachable(peer, Unreachable::SendFailed);
                     return;
                 };
+                let queue = &udp.queue;
                 // Sent at once unless the kernel's buffer is full, or earlier datagrams
                 // already wait for it: then the socket's sender task sends it when it can.
                 if queue.waiting.load(Ordering::Acquire) == 0 {
-                    match sock.try_send_to(&bytes, peer.addr) {
+                    match try_send(&udp.sock, &bytes, peer.addr, from) {
                         Ok(_) => return,
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(e) => {
@@ -360,7 +386,7 @@ impl Transports {
                     }
                 }
                 queue.waiting.fetch_add(1, Ordering::AcqRel);
-                if queue.tx.try_send((peer.addr, bytes)).is_err() {
+                if queue.tx.try_send((peer.addr, from, bytes)).is_err() {
                     queue.waiting.fetch_sub(1, Ordering::AcqRel);
                     self.inner.stats.send_errors.fetch_add(1, Ordering::Relaxed);
                     if log_limit::allow("UDP send queue full") {
@@ -446,22 +472,34 @@ impl Transports {
         };
         self.inner.stats.tcp_open.fetch_add(1, Ordering::Relaxed);
         let this = self.clone();
+        // From the address the core chose (the one its Via names), when it chose one.
+        let source = peer
+            .local
+            .map(|l| l.ip())
+            .filter(|ip| !ip.is_unspecified() && ip.is_ipv4() == addr.is_ipv4());
         tokio::spawn(async move {
             let connect =
-                tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await;
+                tokio::time::timeout(Duration::from_secs(5), connect_from(source, addr)).await;
             match connect {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
                     // Messages from this connection count as received on our listener of
-                    // the same family (the address our Via and Record-Route name).
-                    let local = this
+                    // the same family (the address our Via and Record-Route name), at
+                    // the address the connection has on this side.
+                    let listener = this
                         .inner
                         .tcp
                         .iter()
                         .find(|l| l.is_ipv4() == addr.is_ipv4())
-                        .copied()
-                        .or_else(|| stream.local_addr().ok())
-                        .unwrap_or(addr);
+                        .copied();
+                    let local = match (listener, stream.local_addr()) {
+                        (Some(l), Ok(s)) if l.ip().is_unspecified() => {
+                            SocketAddr::new(s.ip(), l.port())
+                        }
+                        (Some(l), _) => l,
+                        (None, Ok(s)) => s,
+                        (None, Err(_)) => addr,
+                    };
                     let sink = this.inner.sink.clone();
                     tcp_connection(this, stream, addr, local, id, rx, hold, sink).await;
                 }
@@ -490,14 +528,34 @@ impl Transports {
         });
     }
 
-    fn udp_socket_for(&self, addr: SocketAddr) -> Option<(&Arc<UdpSocket>, &SendQueue)> {
+    /// The UDP socket a datagram to `peer` leaves from, and the source address to give it
+    /// (on a socket bound to every interface). The socket of `peer.local` when there is
+    /// one: bound to that address, or bound to every interface at its port (then the
+    /// datagram leaves from that address: a reply from the address its request came to).
+    /// Otherwise, or when no socket has that address (a flow from an earlier run), one
+    /// of the peer's family, loopback for loopback, and the system chooses the source.
+    fn udp_socket_for(&self, peer: Peer) -> Option<(&Udp, Option<IpAddr>)> {
         let udp = &self.inner.udp;
+        let addr = peer.addr;
+        let family = |u: &&Udp| u.addr.is_ipv4() == addr.is_ipv4();
+        if let Some(local) = peer.local.filter(|l| l.is_ipv4() == addr.is_ipv4()) {
+            if let Some(u) = udp.iter().find(|u| u.addr == local) {
+                return Some((u, None));
+            }
+            if let Some(u) = udp
+                .iter()
+                .filter(family)
+                .find(|u| u.addr.ip().is_unspecified() && u.addr.port() == local.port())
+            {
+                let from = (u.pktinfo && !local.ip().is_unspecified()).then_some(local.ip());
+                return Some((u, from));
+            }
+        }
         udp.iter()
-            .find(|(l, _, _)| {
-                l.is_ipv4() == addr.is_ipv4() && l.ip().is_loopback() == addr.ip().is_loopback()
-            })
-            .or_else(|| udp.iter().find(|(l, _, _)| l.is_ipv4() == addr.is_ipv4()))
-            .map(|(_, s, q)| (s, q))
+            .filter(family)
+            .find(|u| u.addr.ip().is_loopback() == addr.ip().is_loopback())
+            .or_else(|| udp.iter().find(family))
+            .map(|u| (u, None))
     }
 
     /// Hands a message read at `at` to the core. False when the core has stopped.
@@ -617,7 +675,11 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     // Best effort: the kernel caps these at net.core.[rw]mem_max.
     let _ = s.set_recv_buffer_size(UDP_BUFFER);
     let _ = s.set_send_buffer_size(UDP_BUFFER);
-    stamp::enable(&s);
+    // Best effort: without stamps, datagrams count from when they are read.
+    #[cfg(target_os = "linux")]
+    if let Err(e) = pktinfo::enable_timestamps(&s) {
+        tracing::debug!(error = %e, "no kernel receive timestamps");
+    }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     UdpSocket::from_std(s.into())
@@ -641,18 +703,105 @@ fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(s.into())
 }
 
-async fn udp_loop(
-    t: Transports,
-    sock: Arc<UdpSocket>,
-    local: SocketAddr,
-    sink: mpsc::Sender<Arrival>,
-) {
+/// Asks a socket bound to every interface to read each datagram with the address it was
+/// sent to; whether it will. Elsewhere than on Linux it cannot: then the core names such a
+/// listener by the address its routes choose toward each peer, and replies leave from
+/// whichever address the system chooses.
+fn want_pktinfo(sock: &UdpSocket, local: SocketAddr) -> std::io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        pktinfo::enable(sock, local.is_ipv6())?;
+        Ok(true)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = sock;
+        tracing::warn!(addr = %local, "bound to every interface without the address each datagram was sent to (Linux only): replies may leave from another address of this machine");
+        Ok(false)
+    }
+}
+
+/// Reads one datagram without waiting: its length, its source, the address of ours it was
+/// sent to (for a socket bound to every interface, the one the datagram names; else the
+/// socket's), and when it reached the machine (the kernel's stamp; else now).
+fn try_recv(
+    udp: &Udp,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, SocketAddr, Instant)> {
+    #[cfg(target_os = "linux")]
+    {
+        let r = udp
+            .sock
+            .try_io(Interest::READABLE, || pktinfo::recv(&*udp.sock, buf))?;
+        let local = match r.to {
+            Some(ip) if udp.pktinfo => SocketAddr::new(ip, udp.addr.port()),
+            _ => udp.addr,
+        };
+        Ok((r.len, r.from, local, arrived_at(r.arrived)))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let (n, from) = udp.sock.try_recv_from(buf)?;
+        Ok((n, from, udp.addr, Instant::now()))
+    }
+}
+
+/// The moment (on the monotonic clock) of a kernel receive stamp; now without one, or when
+/// the wall clock was stepped back since.
+fn arrived_at(stamp: Option<std::time::SystemTime>) -> Instant {
+    let read = Instant::now();
+    stamp
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .and_then(|age| read.checked_sub(age))
+        .unwrap_or(read)
+}
+
+/// Sends one datagram without waiting, from source address `from` when given (a socket
+/// bound to every interface).
+fn try_send(
+    sock: &UdpSocket,
+    bytes: &[u8],
+    to: SocketAddr,
+    from: Option<IpAddr>,
+) -> std::io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    if let Some(from) = from {
+        return sock.try_io(Interest::WRITABLE, || pktinfo::send(sock, bytes, to, from));
+    }
+    let _ = from;
+    sock.try_send_to(bytes, to)
+}
+
+/// Opens a TCP connection to `to`, from address `source` when given.
+async fn connect_from(source: Option<IpAddr>, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(to).await;
+    };
+    let s = if to.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    s.bind(SocketAddr::new(source, 0))?;
+    s.connect(to).await
+}
+
+async fn udp_loop(t: Transports, index: usize, sink: mpsc::Sender<Arrival>) {
+    let udp = &t.inner.udp[index];
     let limits = t.inner.config.limits;
     // One byte more than the limit, to tell an over-long datagram from one that fits.
     let mut buf = vec![0u8; limits.max_message_size.max(1) + 1];
     loop {
-        let (n, from, at) = match stamp::recv(&sock, &mut buf).await {
+        let (n, from, local, at) = match try_recv(udp, &mut buf) {
             Ok(x) => x,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Empty until the next datagram comes.
+                if let Err(e) = udp.sock.readable().await {
+                    tracing::warn!(error = %e, "UDP socket failed");
+                    return;
+                }
+                continue;
+            }
             Err(e) => {
                 // ICMP errors surface here on some systems; keep serving.
                 tracing::debug!(error = %e, "UDP receive error");
@@ -664,13 +813,15 @@ async fn udp_loop(
         if data.iter().all(|&b| b == b'\r' || b == b'\n' || b == 0) {
             continue;
         }
+        // The flow: from `from`, to `local`; what goes back to it leaves from `local`.
+        let peer = Peer::udp(from).with_local(local);
         // Nor are STUN keep-alives (RFC 5626 §4.4.2): a Binding request is answered with
         // the address it came from; other STUN is dropped.
         if stun::is_stun(data) {
             match stun::binding_response(data, from) {
                 Some(answer) => {
                     t.inner.stats.keepalives.fetch_add(1, Ordering::Relaxed);
-                    t.send(Peer::udp(from), Bytes::from(answer));
+                    t.send(peer, Bytes::from(answer));
                 }
                 None => {
                     t.inner.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -679,7 +830,6 @@ async fn udp_loop(
             continue;
         }
         t.inner.stats.received.fetch_add(1, Ordering::Relaxed);
-        let peer = Peer::udp(from);
         let item = match parse(data, &limits) {
             Ok(msg) => Inbound::Message { msg, peer, local },
             Err(error) => Inbound::Invalid { error, peer },
@@ -695,15 +845,19 @@ async fn udp_loop(
 async fn udp_sender(
     t: Transports,
     sock: Arc<UdpSocket>,
-    mut queue: mpsc::Receiver<(SocketAddr, Bytes)>,
+    mut queue: mpsc::Receiver<Datagram>,
     waiting: Arc<AtomicUsize>,
 ) {
-    while let Some((to, bytes)) = queue.recv().await {
-        let sent = match sock.try_send_to(&bytes, to) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                sock.send_to(&bytes, to).await.map(|_| ())
+    while let Some((to, from, bytes)) = queue.recv().await {
+        let sent = loop {
+            match try_send(&sock, &bytes, to, from) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Err(e) = sock.writable().await {
+                        break Err(e);
+                    }
+                }
+                other => break other.map(|_| ()),
             }
-            other => other.map(|_| ()),
         };
         waiting.fetch_sub(1, Ordering::AcqRel);
         if let Err(e) = sent {
@@ -770,6 +924,9 @@ async fn tcp_accept_loop(
         };
         let _ = stream.set_nodelay(true);
         t.inner.stats.tcp_open.fetch_add(1, Ordering::Relaxed);
+        // The address the connection came to (one of the machine's, also on a listener
+        // bound to every interface).
+        let local = stream.local_addr().unwrap_or(local);
         tokio::spawn(tcp_connection(
             t.clone(),
             stream,
@@ -804,7 +961,7 @@ async fn tcp_connection(
         }
         let _ = wr.shutdown().await;
     });
-    let peer = Peer::tcp(from, id);
+    let peer = Peer::tcp(from, id).with_local(local);
     let limits = t.inner.config.limits;
     let idle = t.inner.config.tcp_idle_timeout;
     let mut buf = BytesMut::with_capacity(8192);
@@ -1034,6 +1191,7 @@ mod tests {
             transport: Transport::Tcp,
             addr,
             conn: None,
+            local: None,
         };
         t.send(peer, Bytes::from_static(b"OPTIONS"));
         let got = tokio::time::timeout(Duration::from_secs(5), next(&mut rx))
@@ -1255,6 +1413,146 @@ mod tests {
             .unwrap();
         assert!(matches!(next(&mut rx).await, Some(Inbound::Invalid { .. })));
         assert!(matches!(next(&mut rx).await, Some(Inbound::Message { .. })));
+    }
+
+    /// A UDP port free on every address (bound to 0.0.0.0, then let go).
+    fn free_udp_port() -> u16 {
+        std::net::UdpSocket::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[tokio::test]
+    async fn a_wildcard_udp_socket_answers_from_the_address_it_was_sent_to() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let t = Transports::bind(&["udp:0.0.0.0:0".parse().unwrap()], cfg(), tx, "t".into())
+            .await
+            .unwrap();
+        let port = t.local_addrs()[0].addr.port();
+        let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // 127.0.0.3 is this machine's too (all of 127/8 is loopback on Linux), but not the
+        // address the system would choose to reach 127.0.0.1 from.
+        for to in ["127.0.0.3", "127.0.0.1"] {
+            let to = SocketAddr::new(to.parse().unwrap(), port);
+            c.send_to(OPTIONS.as_bytes(), to).await.unwrap();
+            let Some(Inbound::Message { peer, local, .. }) = next(&mut rx).await else {
+                panic!()
+            };
+            assert_eq!(local, to, "the address it was sent to");
+            assert_eq!(peer.local, Some(to));
+            t.send(peer, Bytes::from_static(b"SIP/2.0 200 OK\r\n\r\n"));
+            let mut b = [0u8; 64];
+            let (n, from) = tokio::time::timeout(Duration::from_secs(5), c.recv_from(&mut b))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&b[..n], b"SIP/2.0 200 OK\r\n\r\n");
+            assert_eq!(from, to, "the reply leaves from where the request came to");
+        }
+        // A peer with no flow of its own: the system chooses.
+        t.send(Peer::udp(c.local_addr().unwrap()), Bytes::from_static(b"x"));
+        let mut b = [0u8; 64];
+        let (_, from) = tokio::time::timeout(Duration::from_secs(5), c.recv_from(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(from, SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+
+    #[tokio::test]
+    async fn a_wildcard_ipv6_socket_knows_the_address_too() {
+        if std::net::UdpSocket::bind("[::1]:0").is_err() {
+            eprintln!("skipped: ::1 is not configured on this machine's loopback");
+            return;
+        }
+        let (tx, mut rx) = mpsc::channel(16);
+        let t = Transports::bind(&["udp:[::]:0".parse().unwrap()], cfg(), tx, "t".into())
+            .await
+            .unwrap();
+        let to = SocketAddr::new("::1".parse().unwrap(), t.local_addrs()[0].addr.port());
+        let c = UdpSocket::bind("[::1]:0").await.unwrap();
+        c.send_to(OPTIONS.as_bytes(), to).await.unwrap();
+        let Some(Inbound::Message { peer, local, .. }) = next(&mut rx).await else {
+            panic!()
+        };
+        assert_eq!((local, peer.local), (to, Some(to)));
+        t.send(peer, Bytes::from_static(b"a"));
+        let mut b = [0u8; 64];
+        let (_, from) = tokio::time::timeout(Duration::from_secs(5), c.recv_from(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(from, to);
+    }
+
+    #[tokio::test]
+    async fn each_flow_leaves_from_its_own_socket() {
+        let port = free_udp_port();
+        let (tx, mut rx) = mpsc::channel(16);
+        let listen: Vec<ListenAddr> = vec![
+            format!("udp:127.0.0.1:{port}").parse().unwrap(),
+            format!("udp:127.0.0.2:{port}").parse().unwrap(),
+            "tcp:0.0.0.0:0".parse().unwrap(),
+        ];
+        let t = Transports::bind(&listen, cfg(), tx, "t".into())
+            .await
+            .unwrap();
+        let bound = t.local_addrs();
+        assert_eq!(bound[..2], listen[..2], "in the order asked for");
+        assert_eq!(bound[2].transport, Transport::Tcp);
+        assert!(bound[2].addr.ip().is_unspecified() && bound[2].addr.port() != 0);
+        let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let two = SocketAddr::from(([127, 0, 0, 2], port));
+        c.send_to(OPTIONS.as_bytes(), two).await.unwrap();
+        let Some(Inbound::Message { peer, local, .. }) = next(&mut rx).await else {
+            panic!()
+        };
+        assert_eq!((local, peer.local), (two, Some(two)));
+        t.send(peer, Bytes::from_static(b"a"));
+        let mut b = [0u8; 64];
+        let (_, from) = tokio::time::timeout(Duration::from_secs(5), c.recv_from(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(from, two);
+        // A TCP connection to the wildcard listener knows the address it came to.
+        let to = SocketAddr::from(([127, 0, 0, 4], bound[2].addr.port()));
+        let mut s = TcpStream::connect(to).await.unwrap();
+        s.write_all(OPTIONS.as_bytes()).await.unwrap();
+        let Some(Inbound::Message { peer, local, .. }) = next(&mut rx).await else {
+            panic!()
+        };
+        assert_eq!((local, peer.local), (to, Some(to)));
+    }
+
+    #[tokio::test]
+    async fn an_opened_connection_leaves_from_the_address_asked_for() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let t = Transports::bind(&["tcp:0.0.0.0:0".parse().unwrap()], cfg(), tx, "t".into())
+            .await
+            .unwrap();
+        let port = t.local_addrs()[0].addr.port();
+        let far = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = Peer {
+            transport: Transport::Tcp,
+            addr: far.local_addr().unwrap(),
+            conn: None,
+            local: Some(SocketAddr::from(([127, 0, 0, 5], port))),
+        };
+        t.send(peer, Bytes::from_static(OPTIONS.as_bytes()));
+        let (mut s, from) = tokio::time::timeout(Duration::from_secs(5), far.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(from.ip().to_string(), "127.0.0.5");
+        // What comes back over it counts as received at our listener's port there.
+        s.write_all(OPTIONS.as_bytes()).await.unwrap();
+        let Some(Inbound::Message { local, .. }) = next(&mut rx).await else {
+            panic!()
+        };
+        assert_eq!(local, SocketAddr::from(([127, 0, 0, 5], port)));
     }
 
     #[tokio::test]

@@ -116,14 +116,38 @@ pub fn is_loop(req: &Request, is_local: impl Fn(&str) -> bool) -> bool {
     })
 }
 
+/// How this proxy names itself at one of its addresses in Via, Record-Route and Contact:
+/// by the address itself, or by the host and port it advertises there (`host:port`, an
+/// IPv6 host in brackets).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostPort<'a> {
+    Addr(SocketAddr),
+    Named(&'a str),
+}
+
+impl HostPort<'_> {
+    /// Appends it as a URI or a Via writes it.
+    pub fn push_to(self, out: &mut String) {
+        match self {
+            HostPort::Addr(a) => push_host_port(out, a),
+            HostPort::Named(n) => out.push_str(n),
+        }
+    }
+}
+
 /// A Via value for a request this proxy sends from `local` over `transport` (with `rport`,
 /// RFC 3581, so that the answer comes back to the port it left from).
 pub fn via_value(transport: Transport, local: SocketAddr, branch: &str) -> String {
+    via_value_at(transport, HostPort::Addr(local), branch)
+}
+
+/// [`via_value`] naming this proxy as `local` says (an address, or an advertised name).
+pub fn via_value_at(transport: Transport, local: HostPort<'_>, branch: &str) -> String {
     let mut out = String::with_capacity(64 + branch.len());
     out.push_str("SIP/2.0/");
     out.push_str(transport.via_token());
     out.push(' ');
-    push_host_port(&mut out, local);
+    local.push_to(&mut out);
     out.push_str(";branch=");
     out.push_str(branch);
     out.push_str(";rport");
@@ -174,10 +198,15 @@ pub fn push_host_port(out: &mut String, addr: SocketAddr) {
 /// A URI naming this proxy at `local` for a Record-Route or Route header, with `lr`
 /// (loose routing, §16.6 step 4) and the given extra parameters (`;name=value…`).
 pub fn own_uri(transport: Transport, local: SocketAddr, params: &str) -> String {
+    own_uri_at(transport, HostPort::Addr(local), params)
+}
+
+/// [`own_uri`] naming this proxy as `local` says (an address, or an advertised name).
+pub fn own_uri_at(transport: Transport, local: HostPort<'_>, params: &str) -> String {
     let t = transport.uri_suffix();
     let mut out = String::with_capacity(40 + params.len());
     out.push_str("<sip:");
-    push_host_port(&mut out, local);
+    local.push_to(&mut out);
     out.push_str(t);
     out.push_str(";lr");
     out.push_str(params);
@@ -595,6 +624,27 @@ mod tests {
 
     fn local() -> SocketAddr {
         "127.0.0.1:5060".parse().unwrap()
+    }
+
+    #[test]
+    fn an_advertised_name_stands_where_the_address_would() {
+        let named = HostPort::Named("pbx.example.com:5060");
+        assert_eq!(
+            via_value_at(Transport::Udp, named, "z9hG4bK-1"),
+            "SIP/2.0/UDP pbx.example.com:5060;branch=z9hG4bK-1;rport"
+        );
+        assert_eq!(
+            own_uri_at(Transport::Tcp, named, ";sbt=x"),
+            "<sip:pbx.example.com:5060;transport=tcp;lr;sbt=x>"
+        );
+        assert_eq!(
+            own_uri_at(Transport::Udp, HostPort::Addr(local()), ""),
+            own_uri(Transport::Udp, local(), "")
+        );
+        let v6 = HostPort::Named("[2001:db8::5]:5070");
+        assert!(
+            via_value_at(Transport::Udp, v6, "b").starts_with("SIP/2.0/UDP [2001:db8::5]:5070;")
+        );
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub struct Binding {
     /// with the connection, [`Registrar::flow_closed`]); `None` then.
     #[serde(skip)]
     pub conn: Option<ConnId>,
+    /// The address of ours the REGISTER came to: requests for this contact leave from it
+    /// (a NAT in front of the phone lets in only what comes from where it sent to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<SocketAddr>,
     pub user_agent: Option<String>,
     /// Unix time (s) of the first registration of this binding.
     pub registered_at: u64,
@@ -96,6 +100,7 @@ impl Binding {
             transport: self.transport,
             addr: self.source,
             conn: self.conn,
+            local: self.local,
         }
     }
 
@@ -609,6 +614,7 @@ impl Registrar {
                 transport: source.transport,
                 source: source.addr,
                 conn: source.conn.filter(|_| source.transport.is_stream()),
+                local: source.local,
                 user_agent: user_agent.clone(),
                 registered_at: now,
             };
@@ -794,6 +800,7 @@ mod tests {
             transport: Transport::Udp,
             source: SocketAddr::from(([127, 0, 0, 1], 5070)),
             conn: None,
+            local: None,
             user_agent: None,
             registered_at: 0,
         };

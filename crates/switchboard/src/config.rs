@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use switchboard_policy::diagnostics::{key_at, line_col};
 use switchboard_sip::auth::Algorithm;
-use switchboard_sip::transport::ListenAddr;
+use switchboard_sip::transport::{Advertise, ListenAddr, Listener};
 use toml::Spanned;
 
 /// The configuration compiled into the binary, used when no `--config` is given.
@@ -147,10 +147,65 @@ impl Default for RawRouting {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSip {
-    listen: Spanned<Vec<Spanned<String>>>,
+    listen: Spanned<Vec<Spanned<RawListen>>>,
     realm: Spanned<String>,
     #[serde(default)]
     domains: Vec<String>,
+}
+
+/// A `sip.listen` entry: `"udp:0.0.0.0:5060"`, or a table with the name it advertises,
+/// `{ addr = "udp:0.0.0.0:5060", advertise = "203.0.113.5:5060" }`.
+/// A table's mistakes (no `addr`, a key it does not have) are kept for the validation,
+/// which names the entry's key (a deserialization error would be placed by the line).
+#[derive(Debug)]
+enum RawListen {
+    Addr(String),
+    Table {
+        addr: Option<Spanned<String>>,
+        advertise: Option<Spanned<String>>,
+        unknown: Vec<String>,
+    },
+}
+
+impl<'de> Deserialize<'de> for RawListen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, MapAccess, Visitor};
+        struct Entry;
+        impl<'de> Visitor<'de> for Entry {
+            type Value = RawListen;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a listening address (\"udp:ADDR:PORT\") or a table \
+                     { addr = \"udp:ADDR:PORT\", advertise = \"HOST[:PORT]\" }",
+                )
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawListen, E> {
+                Ok(RawListen::Addr(v.to_string()))
+            }
+
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<RawListen, M::Error> {
+                let (mut addr, mut advertise, mut unknown) = (None, None, Vec::new());
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "addr" => addr = Some(map.next_value()?),
+                        "advertise" => advertise = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<de::IgnoredAny>()?;
+                            unknown.push(key);
+                        }
+                    }
+                }
+                Ok(RawListen::Table {
+                    addr,
+                    advertise,
+                    unknown,
+                })
+            }
+        }
+        d.deserialize_any(Entry)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -331,7 +386,8 @@ pub struct ApiLimits {
 pub struct Config {
     /// Where the configuration came from (a path, or [`EMBEDDED_NAME`]).
     pub source: String,
-    pub listen: Vec<ListenAddr>,
+    /// The listeners as configured (a port may be 0), with the names they advertise.
+    pub listen: Vec<Listener>,
     pub realm: String,
     /// Domains this server is responsible for, lower-case.
     pub domains: Vec<String>,
@@ -454,18 +510,87 @@ impl Config {
             );
         }
         for (i, l) in raw.sip.listen.get_ref().iter().enumerate() {
-            match l.get_ref().parse::<ListenAddr>() {
-                Ok(a) => {
-                    if listen.contains(&a) {
+            let key = format!("sip.listen[{i}]");
+            let (addr, advertise) = match l.get_ref() {
+                RawListen::Addr(a) => ((a.as_str(), l.span(), key.clone()), None),
+                RawListen::Table {
+                    addr,
+                    advertise,
+                    unknown,
+                } => {
+                    for u in unknown {
                         err(
                             l.span(),
-                            &format!("sip.listen[{i}]"),
-                            format!("{a} is listed twice"),
+                            &format!("{key}.{u}"),
+                            format!(
+                                "unknown key `{u}` (a listen table has `addr` and `advertise`)"
+                            ),
                         );
                     }
-                    listen.push(a)
+                    let Some(addr) = addr else {
+                        err(
+                            l.span(),
+                            &key,
+                            "a listen table needs `addr` (\"udp:ADDR:PORT\")".into(),
+                        );
+                        continue;
+                    };
+                    (
+                        (addr.get_ref().as_str(), addr.span(), format!("{key}.addr")),
+                        advertise.as_ref(),
+                    )
                 }
-                Err(m) => err(l.span(), &format!("sip.listen[{i}]"), m),
+            };
+            let (text, span, addr_key) = addr;
+            let addr = match text.parse::<ListenAddr>() {
+                Ok(a) => {
+                    if listen
+                        .iter()
+                        .any(|l: &Listener| l.transport == a.transport && l.addr == a.addr)
+                    {
+                        err(span.clone(), &addr_key, format!("{a} is listed twice"));
+                    }
+                    Some(a)
+                }
+                Err(m) => {
+                    err(span, &addr_key, m);
+                    None
+                }
+            };
+            let advertise = match advertise {
+                None => None,
+                Some(adv) => match adv.get_ref().parse::<Advertise>() {
+                    Ok(a) => {
+                        let family = addr.map(|l| l.addr.is_ipv4());
+                        match (a.ip().map(|ip| ip.is_ipv4()), family) {
+                            (Some(v4), Some(listens_v4)) if v4 != listens_v4 => {
+                                err(
+                                    adv.span(),
+                                    &format!("{key}.advertise"),
+                                    format!(
+                                        "{a} is an IPv{} address, and this listener's is IPv{}: \
+                                         peers reach it over its own address family",
+                                        if v4 { 4 } else { 6 },
+                                        if listens_v4 { 4 } else { 6 }
+                                    ),
+                                );
+                                None
+                            }
+                            _ => Some(a),
+                        }
+                    }
+                    Err(m) => {
+                        err(adv.span(), &format!("{key}.advertise"), m);
+                        None
+                    }
+                },
+            };
+            if let Some(a) = addr {
+                listen.push(Listener {
+                    transport: a.transport,
+                    addr: a.addr,
+                    advertise,
+                });
             }
         }
         let realm = raw.sip.realm.get_ref().trim().to_string();
@@ -1026,6 +1151,72 @@ mod tests {
             ("x.toml", 5, "limits.max_mesage_size")
         );
         assert!(e.message.contains("unknown field"), "{}", e.message);
+    }
+
+    #[test]
+    fn listen_entries_may_advertise_a_name() {
+        let text = "[sip]\nrealm = \"r\"\nlisten = [\n  \"tcp:127.0.0.1:5060\",\n  \
+            { addr = \"udp:0.0.0.0:5060\", advertise = \"203.0.113.5\" },\n  \
+            { addr = \"udp:[::]:5062\", advertise = \"[2001:db8::5]:5070\" },\n  \
+            { addr = \"tcp:0.0.0.0:5061\" },\n]\n";
+        let c = Config::parse(text, "x.toml", None).unwrap();
+        let shown: Vec<String> = c.listen.iter().map(|l| l.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "tcp:127.0.0.1:5060",
+                "udp:0.0.0.0:5060 as 203.0.113.5:5060",
+                "udp:[::]:5062 as [2001:db8::5]:5070",
+                "tcp:0.0.0.0:5061",
+            ]
+        );
+        // Errors name the entry's key and line.
+        for (entry, key, says) in [
+            (
+                "{ addr = \"udp:0.0.0.0:5060\", advertise = \"2001:db8::5\" }",
+                "sip.listen[1].advertise",
+                "in brackets",
+            ),
+            (
+                "{ addr = \"udp:0.0.0.0:5060\", advertise = \"0.0.0.0\" }",
+                "sip.listen[1].advertise",
+                "names no address",
+            ),
+            (
+                "{ addr = \"udp:0.0.0.0:5060\", advertise = \"[2001:db8::5]\" }",
+                "sip.listen[1].advertise",
+                "IPv6 address, and this listener's is IPv4",
+            ),
+            (
+                "{ addr = \"udp:nowhere\", advertise = \"pbx.example\" }",
+                "sip.listen[1].addr",
+                "is not an address and port",
+            ),
+            (
+                "{ addr = \"udp:127.0.0.1:5060\" }",
+                "sip.listen[1].addr",
+                "listed twice",
+            ),
+            (
+                "{ advertise = \"pbx.example\" }",
+                "sip.listen[1]",
+                "needs `addr`",
+            ),
+            (
+                "{ addr = \"udp:0.0.0.0:5060\", advertize = \"x\" }",
+                "sip.listen[1].advertize",
+                "unknown key `advertize`",
+            ),
+            ("5060", "sip.listen", "a listening address"),
+        ] {
+            let text = format!(
+                "[sip]\nrealm = \"r\"\nlisten = [\n  \"udp:127.0.0.1:5060\",\n  {entry},\n]\n"
+            );
+            let e = Config::parse(&text, "x.toml", None).unwrap_err();
+            assert_eq!(e.0.len(), 1, "{entry}: {e}");
+            assert_eq!((e.0[0].key.as_str(), e.0[0].line), (key, 5), "{entry}: {e}");
+            assert!(e.0[0].message.contains(says), "{entry}: {e}");
+        }
     }
 
     #[test]

@@ -14,12 +14,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use switchboard_net::interfaces::SystemInterfaces;
 use switchboard_net::{Arrival, TransportConfig, Transports};
 use switchboard_sip::entropy::Entropy;
 use switchboard_sip::parse::Limits;
 use switchboard_sip::registrar::RegistrarConfig;
 use switchboard_sip::subscription::NotifierConfig;
 use switchboard_sip::transaction::TimerConfig;
+use switchboard_sip::transport::{ListenAddr, Listener};
 use switchboard_store::tables::{
     BINDINGS, MEMORY, PRESENCE, PROFILES, RECORD_ROUTE_SECRET, RESTORE_ORDER, SECRETS, STATUS_LOG,
     SUBSCRIPTIONS,
@@ -145,8 +147,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let committer = GroupCommitter::new(store.clone());
 
     let (in_tx, mut in_rx) = mpsc::channel::<Arrival>(INBOUND_QUEUE);
+    let listen: Vec<ListenAddr> = config.listen.iter().map(Listener::listen_addr).collect();
     let transports = Transports::bind(
-        &config.listen,
+        &listen,
         TransportConfig {
             limits: Limits {
                 max_message_size: config.max_message_size,
@@ -162,15 +165,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await
     .context("binding the listening sockets")?;
-    let local = transports.local_addrs();
+    // As bound (ports resolved), in the config's order, each with the name it advertises.
+    let listeners: Vec<Listener> = transports
+        .local_addrs()
+        .into_iter()
+        .zip(&config.listen)
+        .map(|(bound, l)| Listener {
+            transport: bound.transport,
+            addr: bound.addr,
+            advertise: l.advertise.clone(),
+        })
+        .collect();
 
     let t = now();
     let mut core = Core::new(
         core_config(&config, route_secret),
         directory.load_full(),
-        local,
+        listeners,
         t,
     );
+    core.set_interfaces(Box::new(SystemInterfaces::new()));
     for (table, rows) in read {
         match table {
             BINDINGS => {

@@ -17,7 +17,7 @@ use switchboard_sip::parse::{parse, Limits};
 use switchboard_sip::peer::Peer;
 use switchboard_sip::registrar::RegistrarConfig;
 use switchboard_sip::transaction::TimerConfig;
-use switchboard_sip::transport::Inbound;
+use switchboard_sip::transport::{FixedInterfaces, Inbound, Listener};
 
 pub(crate) const POLICY: &str = r#"
 [users.alice]
@@ -123,24 +123,38 @@ pub(crate) fn config(auth: bool) -> CoreConfig {
     }
 }
 
+/// The listeners of a test's core unless it says otherwise.
+fn default_listeners() -> Vec<Listener> {
+    vec![
+        "udp:127.0.0.1:5060".parse().unwrap(),
+        "tcp:127.0.0.1:5060".parse().unwrap(),
+    ]
+}
+
 /// A core as a test starts it: nobody's presence stored yet.
-fn make_core(config: CoreConfig, directory: Snapshot, now: Now) -> Core {
-    let mut core = Core::new(
-        config,
-        directory,
-        vec![
-            "udp:127.0.0.1:5060".parse().unwrap(),
-            "tcp:127.0.0.1:5060".parse().unwrap(),
-        ],
-        now,
-    );
+fn make_core(config: CoreConfig, directory: Snapshot, now: Now, net: &Net) -> Core {
+    let mut core = Core::new(config, directory, net.listeners.clone(), now);
+    if let Some(i) = &net.interfaces {
+        core.set_interfaces(Box::new(i.clone()));
+    }
     assert_eq!(core.presence().model().people().count(), 0);
     core.restore_presence(Vec::new(), now);
     core
 }
 
+/// The listeners of a test's core, and what the machine's network says (None: the
+/// core's default, loopback and the listeners' addresses).
+#[derive(Clone)]
+pub(crate) struct Net {
+    pub listeners: Vec<Listener>,
+    pub interfaces: Option<FixedInterfaces>,
+}
+
 pub(crate) struct T {
     pub core: Core,
+    net: Net,
+    /// Where each message sent (as in `sent`) leaves from: `Peer::local`.
+    pub sent_from: Vec<Option<SocketAddr>>,
     t0: Instant,
     secs: u64,
     /// Everything sent, oldest first: (to, text).
@@ -169,6 +183,17 @@ pub(crate) fn addr(s: &str) -> SocketAddr {
 
 impl T {
     pub(crate) fn new(auth: bool) -> T {
+        T::with_net(
+            auth,
+            Net {
+                listeners: default_listeners(),
+                interfaces: None,
+            },
+        )
+    }
+
+    /// A core with these listeners and network.
+    pub(crate) fn with_net(auth: bool, net: Net) -> T {
         let directory = snapshot(POLICY);
         let config = config(auth);
         let t0 = Instant::now();
@@ -176,9 +201,11 @@ impl T {
             mono: t0,
             unix: 1_800_000_000,
         };
-        let core = make_core(config, directory, now);
+        let core = make_core(config, directory, now, &net);
         let mut t = T {
             core,
+            net,
+            sent_from: Vec::new(),
             t0,
             secs: 0,
             sent: Vec::new(),
@@ -228,7 +255,7 @@ impl T {
             seed,
             ..config(self.auth)
         };
-        let mut core = make_core(config, snapshot(POLICY), self.start);
+        let mut core = make_core(config, snapshot(POLICY), self.start, &self.net);
         let mut outputs = Vec::new();
         let mut drain = |core: &mut Core| {
             while let Some(o) = core.poll_output() {
@@ -248,9 +275,11 @@ impl T {
         while let Some(o) = self.core.poll_output() {
             self.outputs.push(format!("{o:?}"));
             match o {
-                Output::Send { to, bytes } => self
-                    .sent
-                    .push((to.addr, String::from_utf8_lossy(&bytes).to_string())),
+                Output::Send { to, bytes } => {
+                    self.sent
+                        .push((to.addr, String::from_utf8_lossy(&bytes).to_string()));
+                    self.sent_from.push(to.local);
+                }
                 Output::Persist { token, writes } if self.hold_writes => {
                     self.held.push((token, writes));
                 }
@@ -316,9 +345,32 @@ impl T {
         }
     }
 
+    /// A message received over UDP from `from` at our address `at`, as the socket layer
+    /// hands it in (the flow's local address set).
+    pub(crate) fn input_at(&mut self, from: &str, at: &str, text: &str) {
+        let msg = parse(text.as_bytes(), &Limits::default())
+            .unwrap_or_else(|e| panic!("test message does not parse: {e:?}\n{text}"));
+        self.event(Inbound::Message {
+            msg,
+            peer: Peer::udp(addr(from)).with_local(addr(at)),
+            local: addr(at),
+        });
+    }
+
     /// Takes what was sent since the last call.
     pub(crate) fn take(&mut self) -> Vec<(SocketAddr, String)> {
+        self.sent_from.clear();
         std::mem::take(&mut self.sent)
+    }
+
+    /// Takes what was sent since the last call, each with where it leaves from.
+    pub(crate) fn take_from(&mut self) -> Vec<(SocketAddr, Option<SocketAddr>, String)> {
+        let from = std::mem::take(&mut self.sent_from);
+        std::mem::take(&mut self.sent)
+            .into_iter()
+            .zip(from)
+            .map(|((to, text), from)| (to, from, text))
+            .collect()
     }
 
     pub(crate) fn register(&mut self, user: &str, at: &str) {

@@ -245,7 +245,8 @@ fn a_flood_of_new_requests_is_shed_while_dialogs_go_on() {
     // With the default configuration: shedding is on out of the box.
     let mut d = Daemon::start(Options::default());
     let to = d.addr();
-    // The flood: OPTIONS (new requests) from one address, as fast as a socket sends.
+    // The flood: OPTIONS to a user (new requests the core would route; one to the server
+    // itself is answered, never shed) from one address, as fast as a socket sends.
     let flooder = Client::on("127.0.7.2");
     let port = flooder.sock.local_addr().unwrap().port();
     let flood = std::thread::spawn({
@@ -253,8 +254,8 @@ fn a_flood_of_new_requests_is_shed_while_dialogs_go_on() {
         move || {
             for i in 0..60_000u32 {
                 let text = format!(
-                    "OPTIONS sip:{REALM} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.7.2:{port};rport;branch=z9hG4bK-f{i}\r\n\
-                     Max-Forwards: 70\r\nFrom: <sip:x@{REALM}>;tag=f\r\nTo: <sip:{REALM}>\r\n\
+                    "OPTIONS sip:flood@{REALM} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.7.2:{port};rport;branch=z9hG4bK-f{i}\r\n\
+                     Max-Forwards: 70\r\nFrom: <sip:x@{REALM}>;tag=f\r\nTo: <sip:flood@{REALM}>\r\n\
                      Call-ID: flood-{i}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
                 );
                 let _ = sock.send_to(text.as_bytes(), to);
@@ -278,19 +279,18 @@ fn a_flood_of_new_requests_is_shed_while_dialogs_go_on() {
     let (mut ok, mut shed, mut retry_after) = (0, 0, 0);
     while let Some(m) = flooder.recv(Duration::from_millis(500)) {
         match status_of(&m) {
-            200 => ok += 1,
             503 => {
                 shed += 1;
                 retry_after += usize::from(header_values(&m, "Retry-After") == ["5"]);
             }
-            _ => {}
+            _ => ok += 1,
         }
     }
     let mut byes = Vec::new();
     while let Some(m) = inside.recv(Duration::from_millis(300)) {
         byes.push(status_of(&m));
     }
-    assert!(shed > 0, "nothing shed ({ok} answered 200)\n{}", d.log());
+    assert!(shed > 0, "nothing shed ({ok} answered)\n{}", d.log());
     assert_eq!(retry_after, shed, "every 503 says when to come back");
     assert!(
         byes.contains(&481),
@@ -313,7 +313,7 @@ fn a_flood_of_new_requests_is_shed_while_dialogs_go_on() {
         d.log()
     );
     eprintln!(
-        "flood: {ok} answered 200, {shed} shed with 503; in-dialog answers {:?}; serving again after {:?}",
+        "flood: {ok} answered, {shed} shed with 503; in-dialog answers {:?}; serving again after {:?}",
         byes.iter().fold(std::collections::BTreeMap::new(), |mut m, c| {
             *m.entry(*c).or_insert(0) += 1;
             m

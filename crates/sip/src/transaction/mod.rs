@@ -36,6 +36,15 @@ mod client;
 mod matching;
 mod server;
 mod slots;
+/// The remote end of a peer, as failures are reported for it: its transport, address and
+/// connection, whichever local address messages to it leave from.
+fn remote(peer: Peer) -> Peer {
+    Peer {
+        local: None,
+        ..peer
+    }
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -454,9 +463,11 @@ impl TransactionLayer {
     }
 
     /// [`TransactionLayer::handle_transport_error`] for every transaction that sends to
-    /// `peer` (compared with its connection id), for a shell that learns of failures per
-    /// destination. Returns how many transactions ended.
+    /// `peer` (compared with its connection id; whichever local address it leaves from),
+    /// for a shell that learns of failures per destination. Returns how many transactions
+    /// ended.
     pub fn handle_peer_unreachable(&mut self, peer: Peer, now: Instant) -> usize {
+        let peer = remote(peer);
         let ids: Vec<TxId> = if peer.transport.is_stream() {
             self.by_stream_peer
                 .get(&peer)
@@ -466,7 +477,7 @@ impl TransactionLayer {
             // Datagram peers fail only when no socket can reach them at all: rare.
             self.txs
                 .iter()
-                .filter(|(_, t)| t.peer == peer)
+                .filter(|(_, t)| remote(t.peer) == peer)
                 .map(|(id, _)| TxId(id))
                 .collect()
         };
@@ -481,7 +492,7 @@ impl TransactionLayer {
     /// Files a new transaction under a fresh id and its key; `None` when the table is full.
     fn insert(&mut self, tx: Tx) -> Option<TxId> {
         let key = tx.key.clone();
-        let peer = tx.peer;
+        let peer = remote(tx.peer);
         let id = TxId(self.txs.insert(tx)?);
         if peer.transport.is_stream() {
             self.by_stream_peer.entry(peer).or_default().push(id);
@@ -579,10 +590,11 @@ impl TransactionLayer {
             self.timers.remove(&(at, id, timer));
         }
         if tx.peer.transport.is_stream() {
-            if let Some(ids) = self.by_stream_peer.get_mut(&tx.peer) {
+            let peer = remote(tx.peer);
+            if let Some(ids) = self.by_stream_peer.get_mut(&peer) {
                 ids.retain(|t| *t != id);
                 if ids.is_empty() {
-                    self.by_stream_peer.remove(&tx.peer);
+                    self.by_stream_peer.remove(&peer);
                 }
             }
         }

@@ -18,7 +18,7 @@ use super::context::Ctx;
 use super::dialogs::{Answer, Carrier, Dialogs};
 use super::relays::{call_id_of, send_cancel};
 use super::targets::{binding_peer, distinct_targets, newer, peer_for_uri};
-use super::wire::Owner;
+use super::wire::{Local, Owner};
 use crate::executor::{BranchId, BranchTarget, CancelCause, Command, Execution, Limits, Phase};
 use crate::presence_service::PresenceService;
 use std::collections::{BTreeSet, HashMap};
@@ -36,7 +36,6 @@ use switchboard_sip::peer::Peer;
 use switchboard_sip::proxy;
 use switchboard_sip::registrar::Registrar;
 use switchboard_sip::transaction::TxId;
-use switchboard_sip::transport::ListenAddr;
 use switchboard_sip::GrowingMap;
 use switchboard_store::tables::MEMORY;
 use switchboard_store::Write;
@@ -133,7 +132,8 @@ struct CallState {
     caller_user: Option<String>,
     /// A trunk's identity headers are trusted; a user's are set by us.
     caller_trunk: bool,
-    inbound: ListenAddr,
+    /// Where the INVITE came to (the Record-Route entry the caller faces).
+    inbound: Local,
     loop_key: u64,
     exec: Execution,
     branches: Vec<Branch>,
@@ -355,7 +355,7 @@ impl Calls {
     }
 
     /// An admitted INVITE becomes a call: planned, then its branches started.
-    pub(crate) fn start(&mut self, cx: &mut Ctx<'_>, call: Admitted, inbound: ListenAddr) {
+    pub(crate) fn start(&mut self, cx: &mut Ctx<'_>, call: Admitted, inbound: Local) {
         let Admitted {
             tx,
             req,
@@ -848,6 +848,7 @@ fn start_branch(
                     transport,
                     addr,
                     conn: None,
+                    local: None,
                 },
                 None,
                 format!("{number} via trunk {}", t.id),
@@ -871,23 +872,23 @@ fn start_branch(
     let Ok(uri) = switchboard_sip::parse::uri_as_written(&uri) else {
         return Err(480);
     };
-    let Some(local_out) = cx.wire.local_for(dest.transport, dest.addr.ip()) else {
+    let mut dest = dest;
+    let Some(local_out) = cx.wire.leave_from(&mut dest) else {
         tracing::warn!(call_id = %call.call_id, transport = %dest.transport, "no listener to send this branch from");
         return Err(503);
     };
     let params = &call.rr_params;
-    let rr_out = proxy::own_uri(dest.transport, local_out, params);
+    let rr_out = local_out.route_uri(params);
     let mut rr = vec![rr_out.clone()];
-    // §16.6 step 4: two Record-Routes when the two sides reach us differently.
-    let rr_in = proxy::own_uri(call.inbound.transport, call.inbound.addr, params);
+    // §16.6 step 4, RFC 5658: two Record-Routes when the two sides reach us differently
+    // (another address, name or transport). Each is the entry of ours one side faces:
+    // the outbound side's on top, as the callee takes the set top first, the inbound
+    // side's below it, first for the caller, who takes the set in reverse.
+    let rr_in = call.inbound.route_uri(params);
     if rr_in != rr_out {
         rr.push(rr_in);
     }
-    let via = proxy::via_value(
-        dest.transport,
-        local_out,
-        &cx.wire.branch(Some(call.loop_key)),
-    );
+    let via = local_out.via(&cx.wire.branch(Some(call.loop_key)));
     let mut out = proxy::forward(&call.invite, Some(uri), &via, &rr);
     // A caller ID leaving through a trunk is written as its carrier wants numbers.
     let trunk_plan = match &start.target {
@@ -971,10 +972,12 @@ fn answer_challenge(
         );
         return false;
     };
-    let Some(local) = cx.wire.local_for(peer.transport, peer.addr.ip()) else {
+    // From where the challenged INVITE left (the peer of the branch keeps it).
+    let mut peer = peer;
+    let Some(local) = cx.wire.leave_from(&mut peer) else {
         return false;
     };
-    let via = proxy::via_value(peer.transport, local, &cx.wire.branch(Some(call.loop_key)));
+    let via = local.via(&cx.wire.branch(Some(call.loop_key)));
     let req = match cx
         .carrier
         .answer(&mut cx.wire.entropy, account, c, resp, via)

@@ -89,6 +89,9 @@ struct End {
     /// The hop the dialog reached it over when it was set up (None once a target refresh
     /// moved it: then where its target says).
     peer: Option<Peer>,
+    /// The address of ours it reached this proxy at when the dialog was set up: our
+    /// requests to it leave from there, also after a target refresh.
+    local: Option<std::net::SocketAddr>,
     /// The highest CSeq number the other end sent it through this proxy.
     cseq: Option<u32>,
     /// A probe waiting for its answer.
@@ -389,6 +392,7 @@ fn ends_of(wire: &Wire, a: &Answer<'_>, callee_cseq: Option<u32>) -> Option<Box<
         target: contact_uri(&a.invite.headers)?,
         routes: toward_caller,
         peer: a.caller_peer,
+        local: a.caller_peer.and_then(|p| p.local),
         cseq: None,
         probe: None,
         user: a.caller.map(str::to_string),
@@ -400,6 +404,7 @@ fn ends_of(wire: &Wire, a: &Answer<'_>, callee_cseq: Option<u32>) -> Option<Box<
         target: contact_uri(&a.response.headers)?,
         routes: toward_callee,
         peer: a.callee_peer,
+        local: a.callee_peer.and_then(|p| p.local),
         cseq: callee_cseq,
         probe: None,
         user: a.callee.map(str::to_string),
@@ -720,6 +725,7 @@ impl Dialogs {
                 transport,
                 addr,
                 conn: None,
+                local: end.local,
             })
         }))
     }
@@ -742,10 +748,10 @@ impl Dialogs {
         else {
             return Ok(None);
         };
-        let Some(dest) = Dialogs::end_peer(cx.registrar, end, cx.now)? else {
+        let Some(mut dest) = Dialogs::end_peer(cx.registrar, end, cx.now)? else {
             return Ok(None);
         };
-        let Some(local) = cx.wire.local_for(dest.transport, dest.addr.ip()) else {
+        let Some(local) = cx.wire.leave_from(&mut dest) else {
             return Ok(None);
         };
         let Ok(uri) = switchboard_sip::parse::uri_as_written(&end.target) else {
@@ -759,9 +765,7 @@ impl Dialogs {
             Purpose::Bye => (Method::Bye, end.cseq.map_or(1, |c| c.saturating_add(1))),
         };
         let mut headers = Headers::default();
-        headers.push(Header::Via(
-            proxy::via_value(dest.transport, local, &cx.wire.branch(None)).into(),
-        ));
+        headers.push(Header::Via(local.via(&cx.wire.branch(None)).into()));
         headers.push(Header::MaxForwards("70".into()));
         if !end.routes.is_empty() {
             let routes: Vec<String> = end.routes.iter().map(|r| format!("<{r}>")).collect();

@@ -38,7 +38,7 @@ use switchboard_sip::throttle::{Throttle, ThrottleConfig};
 use switchboard_sip::transaction::{
     Action, ClientOutcome, ServerOutcome, Timer, TransactionLayer, TxId,
 };
-use switchboard_sip::transport::{Inbound, ListenAddr};
+use switchboard_sip::transport::{Inbound, Interfaces, Listener};
 use switchboard_sip::GrowingMap;
 
 /// Methods this server handles (as registrar, as proxy of calls and of their dialogs);
@@ -107,7 +107,7 @@ use own_presence::{OwnPresence, SipChange};
 use registrations::Registered;
 use relays::Relays;
 use watchers::Watchers;
-use wire::{in_dialog, LocalNames, Owner, Wire};
+use wire::{in_dialog, Local, LocalNames, Owner, Wire};
 
 /// Everything that happens to the core, handed in by [`Core::handle`] with the time.
 // Nearly every input is a message: boxing it would cost an allocation per message.
@@ -201,13 +201,10 @@ impl Core {
     pub fn new(
         config: CoreConfig,
         directory: Snapshot,
-        listeners: Vec<ListenAddr>,
+        listeners: Vec<Listener>,
         now: Now,
     ) -> Self {
-        let local = LocalNames {
-            domains: config.domains.clone(),
-            addrs: listeners.iter().map(|l| l.addr).collect(),
-        };
+        let local = LocalNames::new(config.domains.clone(), listeners, None);
         let mut entropy = Entropy::from_seed(config.seed);
         let auth = Authenticator::new(
             DigestConfig {
@@ -240,7 +237,6 @@ impl Core {
                 entropy,
                 server: config.server.clone(),
                 local,
-                listeners,
             },
             presence_writes: HashMap::new(),
             queued_changes: HashMap::new(),
@@ -254,6 +250,13 @@ impl Core {
             stats: CoreStats::default(),
             draining: false,
         }
+    }
+
+    /// What the system says of its own addresses, for listeners bound to every interface
+    /// (the daemon: `switchboard_net::interfaces::SystemInterfaces`). Without it, only
+    /// loopback and the listeners' own addresses count as this machine's.
+    pub fn set_interfaces(&mut self, interfaces: Box<dyn Interfaces>) {
+        self.wire.local.interfaces = interfaces;
     }
 
     // ---- restoring from the store (in `switchboard_store::tables::RESTORE_ORDER`) -------
@@ -492,10 +495,7 @@ impl Core {
                 peer,
                 local,
             } => {
-                let local = ListenAddr {
-                    transport: peer.transport,
-                    addr: local,
-                };
+                let local = self.wire.local_at(peer.transport, local, peer.addr.ip());
                 self.handle_request(req, peer, local, now)
             }
             Inbound::Message {
@@ -511,7 +511,7 @@ impl Core {
         }
     }
 
-    fn handle_request(&mut self, mut req: Request, peer: Peer, local: ListenAddr, now: Now) {
+    fn handle_request(&mut self, mut req: Request, peer: Peer, local: Local, now: Now) {
         self.stats.requests += 1;
         message::stamp_via(&mut req, peer.addr);
         // Requests this server forwards rather than answers: INVITE, ACK, CANCEL, and
@@ -568,7 +568,7 @@ impl Core {
     /// - PUBLISH: `own_presence` (digest, 401), the change made and stored here;
     /// - BYE, UPDATE, INFO, PRACK, NOTIFY outside a dialog: 481;
     /// - REFER and MESSAGE outside a dialog: 501; anything else: 405.
-    fn request_route(&mut self, outcome: ServerOutcome, peer: Peer, local: ListenAddr, now: Now) {
+    fn request_route(&mut self, outcome: ServerOutcome, peer: Peer, local: Local, now: Now) {
         let cx = &mut ctx!(self, now);
         let (tx, req) = match outcome {
             ServerOutcome::New(tx, req) => (tx, req),
@@ -719,7 +719,7 @@ impl Core {
         if is_invite_2xx && top_is_ours && proxy::strip_top_via(&mut resp) {
             message::keep_reason_phrase(&mut resp);
             self.dialogs.toward_caller(&mut resp);
-            self.wire.send_stateless_response(&resp);
+            self.wire.send_stateless_response(&resp, None);
         } else {
             self.stats.dropped += 1;
         }

@@ -116,15 +116,26 @@ impl Relays {
                 transport,
                 addr,
                 conn: None,
+                local: None,
             })
         };
-        let Some(dest) = dest else {
+        let Some(mut dest) = dest else {
             return refuse(cx, &req, 404, "the next hop cannot be reached");
         };
-        let Some(local_out) = cx.wire.local_for(dest.transport, dest.addr.ip()) else {
+        // It leaves from where the next hop knows us: the address of its flow, else the
+        // entry of ours it faces — the last of ours consumed (after a double
+        // Record-Route, the one the call left by toward it).
+        if dest.local.is_none() {
+            if let Some(l) = popped.last().and_then(|r| cx.wire.local_named(r)) {
+                if l.transport == dest.transport && l.addr.is_ipv4() == dest.addr.is_ipv4() {
+                    dest.local = Some(l.addr);
+                }
+            }
+        }
+        let Some(local_out) = cx.wire.leave_from(&mut dest) else {
             return refuse(cx, &req, 503, "no listener for the next hop's transport");
         };
-        let via = proxy::via_value(dest.transport, local_out, &cx.wire.branch(Some(loop_key)));
+        let via = local_out.via(&cx.wire.branch(Some(loop_key)));
         let mut out = proxy::forward(&req, None, &via, &[]);
         // To the carrier of a call through a trunk with an account: renumbered.
         let carrier = dialogs.toward_carrier(&call_id, &mut out);
@@ -225,7 +236,7 @@ impl Relays {
             return false;
         };
         let call_id = call_id_of(&relay.request);
-        let Some(peer) = cx.wire.transactions.peer(client) else {
+        let Some(mut peer) = cx.wire.transactions.peer(client) else {
             return false;
         };
         let Some(account) = directory
@@ -237,11 +248,11 @@ impl Relays {
             cx.carrier.refused(&c.trunk, &call_id, code, why);
             return false;
         };
-        let Some(local) = cx.wire.local_for(peer.transport, peer.addr.ip()) else {
+        let Some(local) = cx.wire.leave_from(&mut peer) else {
             return false;
         };
         let branch = cx.wire.branch(Some(relay.loop_key));
-        let via = proxy::via_value(peer.transport, local, &branch);
+        let via = local.via(&branch);
         let req = match cx
             .carrier
             .answer(&mut cx.wire.entropy, account, c, resp, via)

@@ -60,6 +60,7 @@ pub(crate) fn binding_peer(b: &Binding) -> Option<Peer> {
             transport,
             addr,
             conn: None,
+            local: b.local,
         },
         _ => flow,
     })
@@ -75,5 +76,6 @@ pub(crate) fn peer_for_uri(registrar: &Registrar, uri: &str, now: Now) -> Option
         transport,
         addr,
         conn: None,
+        local: None,
     })
 }

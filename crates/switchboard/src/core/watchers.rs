@@ -12,7 +12,7 @@
 
 use super::context::Ctx;
 use super::ledger::Pending;
-use super::wire::{in_dialog, Owner, Wire};
+use super::wire::{in_dialog, Local, Owner};
 use std::collections::HashMap;
 use switchboard_presence::model::{Availability, CallStatus};
 use switchboard_sip::entropy::Entropy;
@@ -21,12 +21,10 @@ use switchboard_sip::message;
 use switchboard_sip::msg::headers::Header;
 use switchboard_sip::msg::{Request, Response};
 use switchboard_sip::peer::Peer;
-use switchboard_sip::proxy;
 use switchboard_sip::subscription::{
     Notifier, NotifierConfig, SubId, SubState, Subscribed, Subscription,
 };
 use switchboard_sip::transaction::TxId;
-use switchboard_sip::transport::ListenAddr;
 use switchboard_store::tables::SUBSCRIPTIONS;
 use switchboard_store::Write;
 
@@ -76,7 +74,7 @@ impl Watchers {
         tx: TxId,
         req: Request,
         peer: Peer,
-        local: ListenAddr,
+        local: Local,
     ) {
         let now = cx.now;
         let Some(package) = Package::of_request(&req) else {
@@ -109,7 +107,7 @@ impl Watchers {
         let outcome =
             self.notifier
                 .subscribe(&req, &resource, package, &subscriber, peer, now.unix);
-        let contact = Wire::own_contact(local);
+        let contact = local.contact();
         match outcome {
             Err(refused) => {
                 if switchboard_sip::log_limit::allow("subscription refused") {
@@ -308,15 +306,13 @@ impl Watchers {
             return;
         };
         let entity = format!("sip:{}@{}", sub.resource, cx.config.realm);
-        let (transport, to) = (sub.peer.transport, sub.peer.addr);
-        let Some(local) = cx.wire.local_for(transport, to.ip()) else {
+        // From the address of ours the subscription came to (its flow).
+        let mut flow = sub.peer;
+        let Some(local) = cx.wire.leave_from(&mut flow) else {
             return;
         };
-        let via = proxy::via_value(transport, local, &cx.wire.branch(None));
-        let contact = Wire::own_contact(ListenAddr {
-            transport,
-            addr: local,
-        });
+        let via = local.via(&cx.wire.branch(None));
+        let contact = local.contact();
         let notify =
             self.notifier.notify(
                 id,
@@ -331,6 +327,10 @@ impl Watchers {
             );
         let Some((req, peer)) = notify else {
             return;
+        };
+        let peer = Peer {
+            local: flow.local,
+            ..peer
         };
         if let Err(e) = cx.wire.send_request(req, peer, Owner::Notify(id), now) {
             tracing::debug!(error = %e, "NOTIFY not sent");

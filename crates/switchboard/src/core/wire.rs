@@ -6,6 +6,7 @@ use crate::presence_service::Reply;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 use switchboard_sip::entropy::Entropy;
 use switchboard_sip::message;
@@ -13,8 +14,9 @@ use switchboard_sip::msg::headers::Header;
 use switchboard_sip::msg::{Request, Response, Uri};
 use switchboard_sip::peer::Peer;
 use switchboard_sip::proxy;
+use switchboard_sip::proxy::HostPort;
 use switchboard_sip::transaction::{Action, State, TransactionLayer, TxError, TxId};
-use switchboard_sip::transport::{ListenAddr, Transport};
+use switchboard_sip::transport::{FixedInterfaces, Interfaces, Listener, Transport};
 use switchboard_sip::GrowingMap;
 use switchboard_store::Write;
 
@@ -73,15 +75,50 @@ pub(crate) enum Owner {
     Dialog,
 }
 
-/// What names this server: its domains (lower-case) and the addresses it listens on.
-#[derive(Clone, Debug)]
+/// What names this server: its domains (lower-case), its listeners with the names they
+/// advertise, and what the system says of its own addresses (which a listener bound to
+/// every interface needs).
 pub(crate) struct LocalNames {
     pub domains: Vec<String>,
-    pub addrs: Vec<SocketAddr>,
+    pub listeners: Vec<Listener>,
+    /// The `host:port` each listener advertises (by index), ready for headers.
+    advertised: Vec<Option<Arc<str>>>,
+    pub interfaces: Box<dyn Interfaces>,
 }
 
 impl LocalNames {
-    /// Whether a host (a domain, or an IP literal, bracketed or not) names this server.
+    /// Our names; `interfaces` None: loopback (`127.0.0.1`, `::1`) and the listeners' own
+    /// addresses are this machine's, and nothing else is (tests, replays).
+    pub(crate) fn new(
+        domains: Vec<String>,
+        listeners: Vec<Listener>,
+        interfaces: Option<Box<dyn Interfaces>>,
+    ) -> Self {
+        let advertised = listeners
+            .iter()
+            .map(|l| l.advertised().map(|(h, p)| Arc::from(format!("{h}:{p}"))))
+            .collect();
+        let interfaces = interfaces.unwrap_or_else(|| {
+            let mut own: Vec<IpAddr> =
+                vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()];
+            own.extend(
+                listeners
+                    .iter()
+                    .map(|l| l.addr.ip())
+                    .filter(|ip| !ip.is_unspecified()),
+            );
+            Box::new(FixedInterfaces(own))
+        });
+        LocalNames {
+            domains,
+            listeners,
+            advertised,
+            interfaces,
+        }
+    }
+
+    /// Whether a host (a domain, an advertised name, or an IP literal, bracketed or not)
+    /// names this server.
     pub(crate) fn is_local_host(&self, host: &str) -> bool {
         let h = host
             .trim_start_matches('[')
@@ -90,13 +127,121 @@ impl LocalNames {
         if self.domains.contains(&h) {
             return true;
         }
-        match h.parse::<std::net::IpAddr>() {
-            Ok(ip) => self
-                .addrs
+        match h.parse::<IpAddr>() {
+            // 0.0.0.0 and :: name no one.
+            Ok(ip) if ip.is_unspecified() => false,
+            Ok(ip) => {
+                self.listeners.iter().any(|l| {
+                    l.addr.ip() == ip || l.advertise.as_ref().and_then(|a| a.ip()) == Some(ip)
+                }) || (self
+                    .listeners
+                    .iter()
+                    .any(|l| l.is_wildcard() && l.addr.is_ipv4() == ip.is_ipv4())
+                    && self.interfaces.is_own(ip))
+            }
+            Err(_) => self
+                .listeners
                 .iter()
-                .any(|a| a.ip() == ip || (a.ip().is_unspecified() && a.is_ipv4() == ip.is_ipv4())),
-            Err(_) => false,
+                .any(|l| l.advertise.as_ref().is_some_and(|a| a.host == h)),
         }
+    }
+
+    /// Whether `addr` (an IP address and port) is one of ours: a listener's address, the
+    /// address it advertises, or — for a listener bound to every interface — any address
+    /// of this machine at its port.
+    pub(crate) fn is_our_addr(&self, addr: SocketAddr) -> bool {
+        if addr.ip().is_unspecified() {
+            return false; // 0.0.0.0 and :: name no one
+        }
+        let mut wildcard = false;
+        for l in &self.listeners {
+            if l.advertised().is_some_and(|(_, p)| {
+                p == addr.port() && l.advertise.as_ref().and_then(|a| a.ip()) == Some(addr.ip())
+            }) {
+                return true;
+            }
+            if l.addr.port() == addr.port() {
+                if l.addr.ip() == addr.ip() {
+                    return true;
+                }
+                wildcard |= l.is_wildcard() && l.addr.is_ipv4() == addr.is_ipv4();
+            }
+        }
+        wildcard && self.interfaces.is_own(addr.ip())
+    }
+
+    /// The listener a message to `addr` over `transport` came to: the one bound to that
+    /// address, else one bound to every interface at its port.
+    fn listener_at(&self, transport: Transport, addr: SocketAddr) -> Option<usize> {
+        let l = &self.listeners;
+        l.iter()
+            .position(|l| l.transport == transport && l.addr == addr)
+            .or_else(|| {
+                l.iter().position(|l| {
+                    l.transport == transport
+                        && l.is_wildcard()
+                        && l.addr.port() == addr.port()
+                        && l.addr.is_ipv4() == addr.is_ipv4()
+                })
+            })
+    }
+
+    /// Listener `i` used at address `addr` of this machine (its own address, unless it is
+    /// bound to every interface), toward or from `peer`.
+    fn local(&self, i: usize, addr: SocketAddr, peer: IpAddr) -> Option<Local> {
+        let l = &self.listeners[i];
+        let advertised = self.advertised[i].clone();
+        let addr = if !l.is_wildcard() {
+            l.addr
+        } else if !addr.ip().is_unspecified() || advertised.is_some() {
+            SocketAddr::new(addr.ip(), l.addr.port())
+        } else {
+            // Never 0.0.0.0 in a header: the address the system sends from toward the peer.
+            SocketAddr::new(self.interfaces.source_toward(peer)?, l.addr.port())
+        };
+        Some(Local {
+            transport: l.transport,
+            addr,
+            advertised,
+        })
+    }
+}
+
+/// One of this server's addresses as a message uses it: the address on this machine it
+/// came to or leaves from, and how Via, Record-Route and Contact name it there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Local {
+    pub transport: Transport,
+    /// The address on this machine: a listener's own; for a listener bound to every
+    /// interface, the one the message came to or leaves from — unspecified (the system
+    /// chooses) only when an advertised name stands for it in headers.
+    pub addr: SocketAddr,
+    /// The `host:port` its listener advertises; None: headers name `addr`.
+    pub advertised: Option<Arc<str>>,
+}
+
+impl Local {
+    /// How headers name it.
+    pub fn host_port(&self) -> HostPort<'_> {
+        match &self.advertised {
+            Some(name) => HostPort::Named(name),
+            None => HostPort::Addr(self.addr),
+        }
+    }
+
+    /// A Via of ours here, with `branch`.
+    pub fn via(&self, branch: &str) -> String {
+        proxy::via_value_at(self.transport, self.host_port(), branch)
+    }
+
+    /// A Record-Route (or Route) URI naming us here, with `params`.
+    pub fn route_uri(&self, params: &str) -> String {
+        proxy::own_uri_at(self.transport, self.host_port(), params)
+    }
+
+    /// Our Contact for the dialogs this server is an endpoint of (subscriptions).
+    pub fn contact(&self) -> String {
+        self.route_uri("").replace(";lr", "")
     }
 }
 
@@ -113,10 +258,8 @@ pub(crate) struct Wire {
     pub entropy: Entropy,
     /// The Server header of our responses.
     pub server: String,
-    /// Our domains and the addresses the listeners are bound to.
+    /// Our domains, listeners and the names they advertise.
     pub local: LocalNames,
-    /// The listeners, with their transports (Via and Record-Route of what we send).
-    pub listeners: Vec<ListenAddr>,
 }
 
 impl Wire {
@@ -176,7 +319,9 @@ impl Wire {
         if open {
             self.respond(tx, resp, now);
         } else {
-            self.send_stateless_response(&resp);
+            // From where the INVITE came to, while its transaction remembers it.
+            let local = self.transactions.peer(tx).and_then(|p| p.local);
+            self.send_stateless_response(&resp, local);
         }
     }
 
@@ -204,13 +349,15 @@ impl Wire {
         });
     }
 
-    /// A response sent statelessly to where its top Via says.
-    pub fn send_stateless_response(&mut self, resp: &Response) {
+    /// A response sent statelessly to where its top Via says, from `local` when known
+    /// (else the transport chooses).
+    pub fn send_stateless_response(&mut self, resp: &Response, local: Option<SocketAddr>) {
         if let Some((transport, addr)) = proxy::response_destination(resp) {
             let to = Peer {
                 transport,
                 addr,
                 conn: None,
+                local,
             };
             self.send(to, switchboard_sip::wire::response_bytes(resp));
         }
@@ -235,15 +382,13 @@ impl Wire {
         self.local.is_local_host(host)
     }
 
-    /// Whether a Route/Request-URI names this proxy: one of our listening addresses, or one
-    /// of our domains (any port we listen on, or none).
+    /// Whether a Route/Request-URI names this proxy: one of our listening addresses (any
+    /// address of this machine for a listener bound to every interface), an address or
+    /// name a listener advertises (at its port, or none), or one of our domains (any port
+    /// we listen on, or none).
     pub fn uri_is_ours(&self, uri: &str) -> bool {
         if let Some((_, addr)) = proxy::uri_target(uri) {
-            return self.listeners.iter().any(|l| {
-                l.addr.port() == addr.port()
-                    && (l.addr.ip() == addr.ip()
-                        || (l.addr.ip().is_unspecified() && l.addr.is_ipv4() == addr.is_ipv4()))
-            });
+            return self.local.is_our_addr(addr);
         }
         let Ok(parsed) = Uri::try_from(proxy::strip_angle(uri)) else {
             return false;
@@ -253,8 +398,18 @@ impl Wire {
         }
         let host = parsed.host_with_port.host.to_string().to_ascii_lowercase();
         let port = parsed.host_with_port.port.as_ref().map(|p| p.value());
-        self.local.domains.contains(&host)
-            && port.is_none_or(|p| self.listeners.iter().any(|l| l.addr.port() == p))
+        let listeners = &self.local.listeners;
+        let advertised = listeners
+            .iter()
+            .filter_map(|l| l.advertised())
+            .any(|(h, p)| h == host && port.is_none_or(|q| q == p));
+        advertised
+            || (self.local.domains.contains(&host)
+                && port.is_none_or(|p| {
+                    listeners
+                        .iter()
+                        .any(|l| l.addr.port() == p || l.advertised().is_some_and(|a| a.1 == p))
+                }))
     }
 
     /// Whether a Via sent-by (`host[:port]`) is one of our listening addresses.
@@ -262,20 +417,103 @@ impl Wire {
         self.uri_is_ours(&format!("sip:{sent_by}"))
     }
 
-    /// Our listening address to send from over `transport` to `to`.
-    pub fn local_for(&self, transport: Transport, to: IpAddr) -> Option<SocketAddr> {
-        let same = |l: &&ListenAddr| l.transport == transport && l.addr.is_ipv4() == to.is_ipv4();
-        self.listeners
-            .iter()
-            .filter(same)
-            .find(|l| l.addr.ip().is_loopback() == to.is_loopback())
-            .or_else(|| self.listeners.iter().find(same))
-            .map(|l| l.addr)
+    /// Where a message received over `transport` at `addr` (an address of this machine)
+    /// from `peer` came to, as headers name it.
+    pub fn local_at(&self, transport: Transport, addr: SocketAddr, peer: IpAddr) -> Local {
+        self.local
+            .listener_at(transport, addr)
+            .and_then(|i| self.local.local(i, addr, peer))
+            .unwrap_or(Local {
+                transport,
+                addr,
+                advertised: None,
+            })
     }
 
-    /// Our Contact for the dialogs this server is an endpoint of (subscriptions).
-    pub fn own_contact(local: ListenAddr) -> String {
-        proxy::own_uri(local.transport, local.addr, "").replace(";lr", "")
+    /// Where a message to `to` leaves from, also written into `to.local` for the socket
+    /// layer: the address of its flow when it has one (the address of ours its
+    /// registration, subscription or request came to); otherwise a listener of its
+    /// transport and address family — with several, the one at the address the system's
+    /// routes choose toward it — at that address if the listener is bound to every
+    /// interface. None when no listener can reach it.
+    pub fn leave_from(&self, to: &mut Peer) -> Option<Local> {
+        let names = &self.local;
+        let peer_ip = to.addr.ip();
+        let flow = to.local.filter(|l| l.is_ipv4() == to.addr.is_ipv4());
+        let chosen = flow
+            .and_then(|l| names.listener_at(to.transport, l).map(|i| (i, l)))
+            .and_then(|(i, l)| names.local(i, l, peer_ip))
+            .or_else(|| {
+                let serving = || {
+                    (0..names.listeners.len())
+                        .filter(|&i| names.listeners[i].serves(to.transport, peer_ip))
+                };
+                let first = serving().next()?;
+                let i = if serving().nth(1).is_none() {
+                    first
+                } else {
+                    let at = |pred: &dyn Fn(&Listener) -> bool| {
+                        serving().find(|&i| pred(&names.listeners[i]))
+                    };
+                    names
+                        .interfaces
+                        .source_toward(peer_ip)
+                        .and_then(|s| {
+                            at(&|l| l.addr.ip() == s).or_else(|| at(&|l| l.is_wildcard()))
+                        })
+                        .or_else(|| at(&|l| l.addr.ip().is_loopback() == peer_ip.is_loopback()))
+                        .unwrap_or(first)
+                };
+                let bound = names.listeners[i].addr;
+                names.local(i, bound, peer_ip)
+            })?;
+        to.local = Some(chosen.addr);
+        Some(chosen)
+    }
+
+    /// The listener a URI of ours names (a Route we consumed: the entry facing the next
+    /// hop), as a request leaves from it; None when it names none of our listeners by
+    /// address or advertised name (a domain, say).
+    pub fn local_named(&self, uri: &str) -> Option<Local> {
+        let names = &self.local;
+        let transport = match proxy::uri_param(uri, "transport") {
+            Some(t) => Transport::from_param(t)?,
+            None => Transport::Udp,
+        };
+        let (host, port, ip) = match proxy::uri_target(uri) {
+            Some((_, addr)) => (None, addr.port(), Some(addr)),
+            None => {
+                let parsed = Uri::try_from(proxy::strip_angle(uri)).ok()?;
+                let host = parsed.host_with_port.host.to_string().to_ascii_lowercase();
+                let port = parsed
+                    .host_with_port
+                    .port
+                    .as_ref()
+                    .map_or(transport.default_port(), |p| p.value());
+                (Some(host), port, None)
+            }
+        };
+        let by_name = names.listeners.iter().position(|l| {
+            l.transport == transport
+                && l.advertised().is_some_and(|(h, p)| {
+                    p == port
+                        && match (&host, ip) {
+                            (Some(host), _) => h == host,
+                            (None, Some(ip)) => {
+                                l.advertise.as_ref().and_then(|a| a.ip()) == Some(ip.ip())
+                            }
+                            (None, None) => false,
+                        }
+                })
+        });
+        if let Some(i) = by_name {
+            let l = &names.listeners[i];
+            let at = SocketAddr::new(l.addr.ip(), l.addr.port());
+            return names.local(i, at, at.ip());
+        }
+        let addr = ip?;
+        let i = names.listener_at(transport, addr)?;
+        names.local(i, addr, addr.ip())
     }
 }
 
@@ -284,3 +522,7 @@ pub(crate) fn in_dialog(req: &Request) -> bool {
     use switchboard_sip::msg::prelude::*;
     req.to_header().is_ok_and(|t| message::has_tag(t.value()))
 }
+
+#[cfg(test)]
+#[path = "wire_tests.rs"]
+mod tests;

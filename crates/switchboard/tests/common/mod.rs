@@ -326,6 +326,10 @@ pub struct Options {
     /// Also listen on [::1] (UDP and TCP), same port.
     pub ipv6: bool,
     pub auth: bool,
+    /// The `sip.listen` entries as TOML values, `{port}` standing for the SIP port
+    /// (`"\"udp:0.0.0.0:{port}\""`, `"{ addr = …, advertise = … }"`); empty: UDP and TCP on
+    /// 127.0.0.1 (and [::1] with `ipv6`).
+    pub listen: Vec<String>,
 }
 
 impl Default for Options {
@@ -336,6 +340,7 @@ impl Default for Options {
             api: String::new(),
             ipv6: false,
             auth: true,
+            listen: Vec::new(),
         }
     }
 }
@@ -409,7 +414,16 @@ impl Daemon {
     }
 
     fn write_files(&self) {
-        let listen: Vec<String> = self.listen().iter().map(|l| format!("\"{l}\"")).collect();
+        let listen: Vec<String> = if self.opts.listen.is_empty() {
+            self.listen().iter().map(|l| format!("\"{l}\"")).collect()
+        } else {
+            let port = self.port.to_string();
+            self.opts
+                .listen
+                .iter()
+                .map(|l| l.replace("{port}", &port))
+                .collect()
+        };
         let auth = if self.opts.extra.contains("[auth]") {
             String::new()
         } else {

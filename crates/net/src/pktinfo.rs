@@ -1,0 +1,257 @@
+//! What the kernel says about each datagram (Linux control messages), and sending from a
+//! chosen address.
+//!
+//! - On a UDP socket bound to every interface (`0.0.0.0`, `::`): each datagram read with the
+//!   address it was sent to, each sent from a chosen source address (`IP_PKTINFO`,
+//!   `IPV6_RECVPKTINFO` / `IPV6_PKTINFO`). Without it such a socket cannot tell which of the
+//!   machine's addresses a request came to, and the system would choose the source address
+//!   of the reply by its routes alone: on a machine with several addresses, not always the
+//!   one the peer sent to, which a NAT or firewall in front of the peer drops.
+//! - On every UDP socket: when each datagram reached the machine (`SO_TIMESTAMPNS`). The
+//!   time a datagram waits in its socket's buffer is part of how far behind the daemon is:
+//!   on a busy single thread the queue builds there, not in the daemon's own channel, so
+//!   load shedding (see `TransportConfig::shed_after`) measures from this stamp.
+//!
+//! The only code of Switchboard that calls the C library directly: `recvmsg`/`sendmsg`
+//! with control messages, which neither the standard library nor tokio offer.
+
+use std::io;
+use std::mem;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Room for the control messages of one datagram — an `in6_pktinfo` (the larger of the
+/// two) and a `timespec` — in words so that it is aligned as a `cmsghdr` must be.
+type Control = [u64; 16];
+
+/// A datagram read by [`recv`].
+#[derive(Clone, Copy, Debug)]
+pub struct Received {
+    pub len: usize,
+    pub from: SocketAddr,
+    /// The address it was sent to (with [`enable`]; None if the kernel did not say).
+    pub to: Option<IpAddr>,
+    /// When it reached the machine (with [`enable_timestamps`]; None if the kernel did not
+    /// say).
+    pub arrived: Option<SystemTime>,
+}
+
+/// Asks the kernel to stamp every datagram `sock` receives with when it arrived.
+pub fn enable_timestamps(sock: &impl AsRawFd) -> io::Result<()> {
+    set_int(sock, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS)
+}
+
+fn set_int(sock: &impl AsRawFd, level: libc::c_int, name: libc::c_int) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid descriptor, and a pointer to an int that outlives the call with its
+    // size, as setsockopt(2) reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&on as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Asks the kernel to tell, with every datagram, the address it was sent to.
+pub fn enable(sock: &impl AsRawFd, ipv6: bool) -> io::Result<()> {
+    let (level, name) = if ipv6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_PKTINFO)
+    };
+    set_int(sock, level, name)
+}
+
+/// Reads one datagram without waiting (`WouldBlock` when there is none), with what the
+/// kernel says of it.
+pub fn recv(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
+    let fd: RawFd = sock.as_raw_fd();
+    let mut control: Control = [0; 16];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: recvmsg(2) writes at most msg_namelen bytes of the source address into the
+    // storage, at most iov_len bytes into `buf` and at most msg_controllen bytes into
+    // `control`, all of which live until the call returns; the control messages are read
+    // with the CMSG_* macros, within what the kernel reported filled.
+    unsafe {
+        let (n, from) = socket2::SockAddr::try_init(|storage, len| {
+            let mut msg: libc::msghdr = mem::zeroed();
+            msg.msg_name = storage.cast();
+            msg.msg_namelen = *len;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = mem::size_of::<Control>() as _;
+            let n = libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT);
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            *len = msg.msg_namelen;
+            Ok((n as usize, msg))
+        })?;
+        let (n, msg) = n;
+        let from = from
+            .as_socket()
+            .ok_or_else(|| io::Error::other("a datagram from a non-IP address"))?;
+        let (mut to, mut arrived) = (None, None);
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let data = libc::CMSG_DATA(cmsg);
+            match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    let info: libc::in_pktinfo = std::ptr::read_unaligned(data.cast());
+                    to = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                        info.ipi_addr.s_addr,
+                    ))));
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let info: libc::in6_pktinfo = std::ptr::read_unaligned(data.cast());
+                    to = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                }
+                (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
+                    let ts: libc::timespec = std::ptr::read_unaligned(data.cast());
+                    arrived = u64::try_from(ts.tv_sec)
+                        .ok()
+                        .zip(u32::try_from(ts.tv_nsec).ok())
+                        .map(|(s, ns)| UNIX_EPOCH + Duration::new(s, ns));
+                }
+                _ => {}
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        Ok(Received {
+            len: n,
+            from,
+            to,
+            arrived,
+        })
+    }
+}
+
+/// Sends one datagram to `to` from source address `from` without waiting (`WouldBlock`
+/// when the socket's buffer is full).
+pub fn send(sock: &impl AsRawFd, buf: &[u8], to: SocketAddr, from: IpAddr) -> io::Result<usize> {
+    let fd: RawFd = sock.as_raw_fd();
+    let name = socket2::SockAddr::from(to);
+    let mut control: Control = [0; 16];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: sendmsg(2) only reads: the destination (`name`), `buf` and the one control
+    // message written here into `control` with the CMSG_* macros, inside its length (the
+    // room one pktinfo takes, which `Control` has); all live until the call returns.
+    unsafe {
+        let mut msg: libc::msghdr = mem::zeroed();
+        msg.msg_name = name.as_ptr() as *mut libc::c_void;
+        msg.msg_namelen = name.len();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        let (level, kind, size) = match from {
+            IpAddr::V4(_) => (
+                libc::IPPROTO_IP,
+                libc::IP_PKTINFO,
+                mem::size_of::<libc::in_pktinfo>(),
+            ),
+            IpAddr::V6(_) => (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_PKTINFO,
+                mem::size_of::<libc::in6_pktinfo>(),
+            ),
+        };
+        msg.msg_controllen = libc::CMSG_SPACE(size as libc::c_uint) as _;
+        debug_assert!(msg.msg_controllen as usize <= mem::size_of::<Control>());
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = level;
+        (*cmsg).cmsg_type = kind;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size as libc::c_uint) as _;
+        let data = libc::CMSG_DATA(cmsg);
+        match from {
+            IpAddr::V4(ip) => {
+                // ipi_spec_dst: the source address; interface 0: chosen by the routes.
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from(ip).to_be(),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                std::ptr::write_unaligned(data.cast(), info);
+            }
+            IpAddr::V6(ip) => {
+                let info = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: ip.octets(),
+                    },
+                    ipi6_ifindex: 0,
+                };
+                std::ptr::write_unaligned(data.cast(), info);
+            }
+        }
+        let n = libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_datagram_is_stamped_when_it_arrived_not_when_it_was_read() {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable_timestamps(&sock).unwrap();
+        let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        // The kernel turns receive stamping on shortly after the first socket asks for it
+        // (until then a datagram is stamped when read): a few tries, each bounded.
+        let mut ages = Vec::new();
+        for _ in 0..5 {
+            c.send_to(b"hello", sock.local_addr().unwrap()).unwrap();
+            let sent = SystemTime::now();
+            std::thread::sleep(Duration::from_millis(200));
+            let mut buf = [0u8; 64];
+            let start = Instant::now();
+            let r = loop {
+                match recv(&sock, &mut buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        assert!(start.elapsed() < Duration::from_secs(5), "nothing came");
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    other => break other.unwrap(),
+                }
+            };
+            assert_eq!(&buf[..r.len], b"hello");
+            assert_eq!(r.from, c.local_addr().unwrap());
+            assert_eq!(r.to, None, "no pktinfo asked for");
+            let arrived = r.arrived.expect("a stamp");
+            let age = SystemTime::now()
+                .duration_since(arrived)
+                .unwrap_or_default();
+            let early = sent.duration_since(arrived).unwrap_or_default();
+            assert!(early < Duration::from_millis(50), "{early:?}");
+            ages.push(age);
+            if age >= Duration::from_millis(190) {
+                return; // stamped on arrival, 200 ms before it was read
+            }
+        }
+        panic!("never stamped on arrival: ages {ages:?}");
+    }
+}
