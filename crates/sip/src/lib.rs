@@ -23,6 +23,7 @@ pub type GrowingMap<K, V> = griddle::HashMap<K, V>;
 pub mod auth;
 pub mod entropy;
 pub mod events;
+pub mod locate;
 pub mod log_limit;
 pub mod message;
 pub mod parse;
