@@ -30,6 +30,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
+pub mod dns;
 pub mod stun;
 
 /// The `Retry-After` of a request shed because the core was behind (seconds).
