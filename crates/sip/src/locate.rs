@@ -998,11 +998,19 @@ fn usable_naptr(answer: &Answer) -> Vec<(Transport, Query)> {
 }
 
 /// The SRV records of an answer with a readable target (normalized; "." stays "."), the
-/// same target and port once, the [`MAX_SRV`] of the lowest priorities.
+/// same target and port once (at its lowest priority), the [`MAX_SRV`] of the lowest
+/// priorities.
 fn usable_srv(records: &[Record]) -> Vec<Srv> {
+    let mut srvs: Vec<&Srv> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Srv(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    srvs.sort_by_key(|s| s.priority); // stable: the answer's order within a priority
     let mut set: Vec<Srv> = Vec::new();
-    for r in records {
-        let Record::Srv(s) = r else { continue };
+    for s in srvs {
         let target = match s.target.trim() {
             "" | "." => ".".to_string(),
             t => match normalize_name(t) {
@@ -1018,7 +1026,6 @@ fn usable_srv(records: &[Record]) -> Vec<Srv> {
             ..s.clone()
         });
     }
-    set.sort_by_key(|s| s.priority); // stable: the answer's order within a priority
     set.truncate(MAX_SRV);
     set
 }

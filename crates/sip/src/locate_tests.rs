@@ -579,7 +579,8 @@ fn duplicates_count_once() {
                     srv(10, 5, 5060, "a.d.test."),
                     srv(10, 5, 5060, "A.D.TEST"), // the same record
                     srv(20, 5, 5060, "b.d.test"), // another name, the same address
-                    srv(30, 5, 5070, "a.d.test"), // the same host, another port
+                    srv(30, 5, 5070, "a.d.test"), // the same host, another port…
+                    srv(1, 5, 5070, "a.d.test"),  // …again, at a lower priority: kept there
                 ],
                 60,
             ),
@@ -593,7 +594,7 @@ fn duplicates_count_once() {
     let (outcome, asked) = run(&mut locator(1), &zone, "sip:d.test", Instant::now());
     assert_eq!(
         targets(outcome),
-        [udp("192.0.2.1:5060"), udp("192.0.2.1:5070")]
+        [udp("192.0.2.1:5070"), udp("192.0.2.1:5060")]
     );
     // a.d.test was looked up once.
     let a = asked
@@ -1069,4 +1070,67 @@ fn targets_become_peers() {
     assert_eq!((p.transport, p.addr, p.conn), (t.transport, t.addr, None));
     assert_eq!(q("x.test", RecordType::Naptr).to_string(), "NAPTR x.test");
     assert_eq!(Host::Ip("::1".parse().unwrap()).to_string(), "[::1]");
+}
+
+proptest::proptest! {
+    /// Whatever a request carries, reading it as a destination and resolving it ends (with
+    /// an empty DNS) and never panics.
+    #[test]
+    fn any_uri_is_read_or_refused(uri in "(sips?|SIP|tel)?:?[a-zA-Z0-9@:;=.\\[\\]_?<> -]{0,40}|.{0,60}") {
+        let mut loc = locator(1);
+        if let Ok(dest) = Destination::from_uri(&uri) {
+            if let Host::Name(n) = &dest.host {
+                let again = normalize_name(n);
+                proptest::prop_assert_eq!(again.as_deref(), Some(n.as_str()));
+            }
+            let _ = run(&mut loc, &Zone::default(), &uri, Instant::now());
+        }
+    }
+
+    /// Any set of SRV records gives every distinct target once, lower priorities first.
+    #[test]
+    fn any_srv_set_gives_a_sound_list(
+        set in proptest::collection::vec((0u16..4, 0u16..100, 0u16..3, 0usize..6), 0..16),
+        seed: u8,
+    ) {
+        // Hosts h0..h4 have an address each, h5 none.
+        let mut zone = Zone::default();
+        for i in 0..5 {
+            zone = zone.with(
+                &format!("h{i}.p.test"),
+                RecordType::A,
+                ips(&[&format!("192.0.2.{i}")], 60),
+            );
+        }
+        let records_: Vec<Record> = set
+            .iter()
+            .map(|(p, w, port, h)| srv(*p, *w, 5060 + port, &format!("h{h}.p.test")))
+            .collect();
+        let zone = zone.with("_sip._udp.p.test", RecordType::Srv, records(records_, 60));
+        let (outcome, _) = run(&mut locator(seed), &zone, "sip:p.test;transport=udp", Instant::now());
+        // (address, port) → the lowest priority of the records naming it.
+        let mut want: HashMap<SocketAddr, u16> = HashMap::new();
+        for (p, _, port, h) in &set {
+            if *h < 5 {
+                let a: SocketAddr = format!("192.0.2.{h}:{}", 5060 + port).parse().unwrap();
+                let e = want.entry(a).or_insert(*p);
+                *e = (*e).min(*p);
+            }
+        }
+        match outcome {
+            Err(e) => {
+                proptest::prop_assert!(want.is_empty(), "{e}");
+            }
+            Ok(r) => {
+                let got: Vec<SocketAddr> = r.targets.iter().map(|t| t.addr).collect();
+                let mut unique = got.clone();
+                unique.sort();
+                unique.dedup();
+                proptest::prop_assert_eq!(unique.len(), got.len());
+                proptest::prop_assert_eq!(got.len(), want.len());
+                let priorities: Vec<u16> = got.iter().map(|a| want[a]).collect();
+                proptest::prop_assert!(priorities.windows(2).all(|w| w[0] <= w[1]), "{priorities:?}");
+            }
+        }
+    }
 }
