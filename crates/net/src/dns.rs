@@ -110,6 +110,8 @@ impl Resolver {
         opts.attempts = config.attempts;
         // The locator caches by TTL; a second cache here would only hide changes longer.
         opts.cache_size = 0;
+        // As many questions at once over one TCP connection as this module asks at once.
+        opts.max_active_requests = opts.max_active_requests.max(MAX_LOOKUPS);
         let inner = builder
             .build()
             .map_err(|e| DnsSetupError(format!("cannot be set up: {e}")))?;
