@@ -34,6 +34,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
+pub mod dns;
 pub mod interfaces;
 #[cfg(target_os = "linux")]
 pub mod pktinfo;

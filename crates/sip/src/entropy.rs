@@ -33,6 +33,11 @@ impl Entropy {
         self.0.random()
     }
 
+    /// A number from 0 to `max`, both included, every one as likely.
+    pub fn up_to(&mut self, max: u64) -> u64 {
+        self.0.random_range(0..=max)
+    }
+
     pub fn key(&mut self) -> [u8; 32] {
         self.0.random()
     }
@@ -61,5 +66,9 @@ mod tests {
         // Successive values differ.
         assert_ne!(a.token(), a.token());
         assert_ne!(Entropy::os_seed(), Entropy::os_seed());
+        assert_eq!(a.up_to(0), 0);
+        assert!((0..100).all(|_| a.up_to(3) <= 3));
+        let (mut x, mut y) = (Entropy::from_seed([3; 32]), Entropy::from_seed([3; 32]));
+        assert_eq!(x.up_to(1000), y.up_to(1000));
     }
 }

@@ -24,6 +24,7 @@ pub mod auth;
 pub mod auth_client;
 pub mod entropy;
 pub mod events;
+pub mod locate;
 pub mod log_limit;
 pub mod message;
 pub mod parse;

@@ -73,6 +73,24 @@ impl Transport {
         }
     }
 
+    /// The service field of a NAPTR record that offers SIP over this transport for `sip:`
+    /// URIs (RFC 3263 §4.1, the transport determination application of its §8).
+    pub fn naptr_service(self) -> &'static str {
+        match self {
+            Transport::Udp => "SIP+D2U",
+            Transport::Tcp => "SIP+D2T",
+        }
+    }
+
+    /// The protocol label of the SRV name under which a domain offers SIP over this
+    /// transport: `_udp` in `_sip._udp.example.com` (RFC 3263 §4.2, RFC 2782).
+    pub fn srv_label(self) -> &'static str {
+        match self {
+            Transport::Udp => "_udp",
+            Transport::Tcp => "_tcp",
+        }
+    }
+
     /// The transport a URI's `transport` parameter names (case-insensitive); `None` for
     /// one this server does not speak.
     pub fn from_param(value: &str) -> Option<Transport> {
@@ -473,6 +491,12 @@ mod tests {
             assert!(!t.is_stream() || t.is_reliable());
             assert_eq!(t.uri_suffix().is_empty(), t == Transport::Udp);
             assert_eq!(t.default_port(), 5060);
+            // The NAPTR service and the SRV label name the same transport as the parameter.
+            assert_eq!(
+                t.naptr_service().strip_prefix("SIP+D2").unwrap(),
+                &t.param()[..1].to_uppercase()
+            );
+            assert_eq!(t.srv_label(), format!("_{}", t.param()));
         }
         assert_eq!(Transport::from_param("sctp"), None);
         assert_eq!(Transport::from_via_protocol("SIP/2.0/TLS"), None);

@@ -6,6 +6,7 @@
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use switchboard_net::dns::DnsConfig;
 use switchboard_policy::diagnostics::{key_at, line_col};
 use switchboard_sip::auth::Algorithm;
 use switchboard_sip::transport::{Advertise, ListenAddr, Listener};
@@ -78,6 +79,40 @@ struct RawConfig {
     subscriptions: RawSubscriptions,
     #[serde(default)]
     features: RawFeatures,
+    #[serde(default)]
+    dns: RawDns,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDns {
+    servers: Vec<Spanned<String>>,
+    timeout_ms: Spanned<u64>,
+    attempts: Spanned<u64>,
+}
+
+impl Default for RawDns {
+    fn default() -> Self {
+        let d = DnsConfig::default();
+        RawDns {
+            servers: Vec::new(),
+            timeout_ms: Spanned::new(0..0, d.timeout.as_millis() as u64),
+            attempts: Spanned::new(0..0, d.attempts as u64),
+        }
+    }
+}
+
+/// A name server as `[dns] servers` lists it: an address with a port, or without one (53).
+fn parse_dns_server(s: &str) -> Option<std::net::SocketAddr> {
+    let s = s.trim();
+    let addr = match s.parse::<std::net::SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            let ip = s.trim_start_matches('[').trim_end_matches(']');
+            std::net::SocketAddr::new(ip.parse().ok()?, 53)
+        }
+    };
+    (addr.port() != 0).then_some(addr)
 }
 
 #[derive(Debug, Deserialize)]
@@ -451,6 +486,8 @@ pub struct Config {
     pub feature_dnd_on: String,
     pub feature_dnd_off: String,
     pub feature_profile_prefix: String,
+    /// Where host names of SIP URIs are looked up (RFC 3263).
+    pub dns: DnsConfig,
 }
 
 impl Config {
@@ -601,6 +638,24 @@ impl Config {
                 "the realm must be a non-empty name without quotes".into(),
             );
         }
+        let mut dns_servers = Vec::new();
+        for (i, v) in raw.dns.servers.iter().enumerate() {
+            let key = format!("dns.servers[{i}]");
+            match parse_dns_server(v.get_ref()) {
+                Some(a) if dns_servers.contains(&a) => {
+                    err(v.span(), &key, format!("{a} is listed twice"))
+                }
+                Some(a) => dns_servers.push(a),
+                None => err(
+                    v.span(),
+                    &key,
+                    format!(
+                        "{:?} is not a name server address: use \"192.0.2.53\", \"127.0.0.1:5353\" or \"[::1]:53\"",
+                        v.get_ref()
+                    ),
+                ),
+            }
+        }
         let l = &raw.limits;
         let mut range = |v: &Spanned<u64>, key: &str, lo: u64, hi: u64| {
             let x = *v.get_ref();
@@ -718,6 +773,8 @@ impl Config {
             1,
             1_000_000,
         );
+        let dns_timeout = range(&raw.dns.timeout_ms, "dns.timeout_ms", 10, 60_000);
+        let dns_attempts = range(&raw.dns.attempts, "dns.attempts", 0, 10);
         if sub_def < sub_min || sub_def > sub_max {
             err(
                 sub.default_expires.span(),
@@ -947,6 +1004,11 @@ impl Config {
             feature_dnd_on: raw.features.dnd_on.into_inner(),
             feature_dnd_off: raw.features.dnd_off.into_inner(),
             feature_profile_prefix: raw.features.profile_prefix.into_inner(),
+            dns: DnsConfig {
+                servers: dns_servers,
+                timeout: std::time::Duration::from_millis(dns_timeout),
+                attempts: dns_attempts as usize,
+            },
         })
     }
 }
@@ -1139,6 +1201,60 @@ mod tests {
             ],
             "{e}"
         );
+    }
+
+    #[test]
+    fn dns_servers_default_to_the_system_and_can_be_named() {
+        let base = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nrealm = \"r\"\n";
+        for c in [
+            Config::embedded().unwrap(),
+            Config::parse(base, "x.toml", None).unwrap(),
+        ] {
+            assert_eq!(c.dns, DnsConfig::default());
+            assert!(c.dns.servers.is_empty(), "the system's resolv.conf");
+        }
+        let text = format!(
+            "{base}[dns]\nservers = [\"127.0.0.1:5353\", \"192.0.2.53\", \"[::1]:53\", \"2001:db8::53\"]\n\
+             timeout_ms = 500\nattempts = 0\n"
+        );
+        let c = Config::parse(&text, "x.toml", None).unwrap();
+        let servers: Vec<String> = c.dns.servers.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            servers,
+            [
+                "127.0.0.1:5353",
+                "192.0.2.53:53",
+                "[::1]:53",
+                "[2001:db8::53]:53"
+            ]
+        );
+        assert_eq!(c.dns.timeout, std::time::Duration::from_millis(500));
+        assert_eq!(c.dns.attempts, 0);
+        let text = format!(
+            "{base}[dns]\nservers = [\"127.0.0.1:5353\",\n  \"ns.example.com\",\n  \"127.0.0.1:0\",\n  \
+             \"127.0.0.1:5353\"]\ntimeout_ms = 0\nattempts = 11\n"
+        );
+        let e = Config::parse(&text, "x.toml", None).unwrap_err();
+        let got: Vec<(&str, &str, usize)> =
+            e.0.iter()
+                .map(|e| (e.file.as_str(), e.key.as_str(), e.line))
+                .collect();
+        assert_eq!(
+            got,
+            [
+                ("x.toml", "dns.servers[1]", 6),
+                ("x.toml", "dns.servers[2]", 7),
+                ("x.toml", "dns.servers[3]", 8),
+                ("x.toml", "dns.timeout_ms", 9),
+                ("x.toml", "dns.attempts", 10),
+            ],
+            "{e}"
+        );
+        assert!(e.0[0].message.contains("not a name server address"), "{e}");
+        assert!(e.0[2].message.contains("listed twice"), "{e}");
+        let text = format!("{base}[dns]\nserver = [\"127.0.0.1\"]\n");
+        let e = Config::parse(&text, "x.toml", None).unwrap_err();
+        assert_eq!((e.0[0].key.as_str(), e.0[0].line), ("dns.server", 5), "{e}");
     }
 
     #[test]
