@@ -161,6 +161,8 @@ pub(crate) struct T {
     pub outputs: Vec<String>,
     /// The API answers received: (id, the answer or the kind of refusal).
     pub replies: Vec<(u64, Result<Answer, ErrorKind>)>,
+    /// The policy the core started with.
+    policy: String,
 }
 
 pub(crate) fn addr(s: &str) -> SocketAddr {
@@ -169,7 +171,12 @@ pub(crate) fn addr(s: &str) -> SocketAddr {
 
 impl T {
     pub(crate) fn new(auth: bool) -> T {
-        let directory = snapshot(POLICY);
+        T::with_policy(auth, POLICY)
+    }
+
+    /// A core started with `policy` instead of [`POLICY`].
+    pub(crate) fn with_policy(auth: bool, policy: &str) -> T {
+        let directory = snapshot(policy);
         let config = config(auth);
         let t0 = Instant::now();
         let now = Now {
@@ -192,6 +199,7 @@ impl T {
             start: now,
             inputs: Vec::new(),
             outputs: Vec::new(),
+            policy: policy.to_string(),
         };
         // What the start stores (everyone's first state) is stored before a test begins.
         t.pump();
@@ -228,7 +236,7 @@ impl T {
             seed,
             ..config(self.auth)
         };
-        let mut core = make_core(config, snapshot(POLICY), self.start);
+        let mut core = make_core(config, snapshot(&self.policy), self.start);
         let mut outputs = Vec::new();
         let mut drain = |core: &mut Core| {
             while let Some(o) = core.poll_output() {
@@ -314,6 +322,13 @@ impl T {
             self.feed_at(Input::Timeout, now);
             self.pump();
         }
+    }
+
+    /// Hands in [`Input::Timeout`] at the current time (what the shell does when
+    /// `poll_timeout` says now).
+    pub(crate) fn tick(&mut self) {
+        self.feed(Input::Timeout);
+        self.pump();
     }
 
     /// Takes what was sent since the last call.
