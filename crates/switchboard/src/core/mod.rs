@@ -7,7 +7,8 @@
 //! clock, and tests drive the core directly with a virtual clock.
 //!
 //! `Core` owns its sub-machines, each with its own tables and no reference back to the
-//! core: [`registrations`] (REGISTER), [`calls`] (initial INVITEs, their branches and
+//! core: [`registrations`] (REGISTER), [`registrant`] (trunks registering with their
+//! carriers), [`calls`] (initial INVITEs, their branches and
 //! CANCEL), [`dialogs`] (answered calls until their BYE), [`relays`] (requests inside
 //! dialogs), [`watchers`] (SUBSCRIBE, NOTIFY), [`own_presence`] (PUBLISH, feature codes), the
 //! presence service,

@@ -486,6 +486,10 @@ impl Registrant {
             let why = format!("registrar {} is no usable URI", e.reg.registrar);
             return self.failure(cx, key, Trouble::Refused, &why, None);
         };
+        if local.ip().is_unspecified() && switchboard_sip::log_limit::allow("wildcard contact") {
+            // As in our Record-Route: a wildcard listener has no address of its own to give.
+            tracing::warn!(trunk = %e.trunk, listener = %local, "trunk registers from a wildcard listener: its contact names no address the carrier can reach unless it uses the REGISTER's source; listen on the address the carrier reaches");
+        }
         let contact = format!(
             "<sip:{}@{}{}>",
             e.reg.contact_user,
