@@ -421,7 +421,7 @@ fn start_drain(core: &mut Core, deadline: &mut Option<Instant>) {
     if deadline.is_none() {
         tracing::info!("shutting down: draining");
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-        core.drain(now());
+        core.handle(Input::Drain, now());
         *deadline = Some(Instant::now() + DRAIN_LIMIT);
     }
 }

@@ -132,6 +132,9 @@ pub enum Input {
     },
     /// The policy was reloaded: from now on the core reads this version.
     PolicyChanged(Snapshot),
+    /// The daemon is stopping: new requests get 503, what is under way finishes, the
+    /// trunks' registrations are removed at their carriers (see [`Core::unregistering`]).
+    Drain,
 }
 
 /// Counters of the core.
@@ -368,15 +371,17 @@ impl Core {
         self.ledger.len()
     }
 
-    /// Stop taking new requests (they get 503); finish what is under way; remove the
-    /// trunks' registrations at their carriers (see [`Core::unregistering`]).
-    pub fn drain(&mut self, now: Now) {
+    /// [`Input::Drain`]: stop taking new requests (they get 503); finish what is under
+    /// way; remove the trunks' registrations at their carriers.
+    fn drain(&mut self, now: Now) {
+        if self.draining {
+            return;
+        }
         self.draining = true;
         let removing = self.registrant.unregister_all(&mut ctx!(self, now));
         if removing > 0 {
             tracing::info!(trunks = removing, "unregistering trunks");
         }
-        self.handle_tx_events(now);
     }
 
     /// Unregistrations of trunks still waiting for their carrier's answer (a shutdown
@@ -400,6 +405,7 @@ impl Core {
             Input::Timeout => self.handle_timeout(now),
             Input::Command { id, req } => self.command(id, req, now),
             Input::PolicyChanged(directory) => self.policy_changed(directory, now),
+            Input::Drain => self.drain(now),
         }
         self.after_event(now);
     }

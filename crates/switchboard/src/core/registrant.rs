@@ -637,7 +637,8 @@ impl Registrant {
             return;
         };
         let Some(local) = cx.wire.local_for(f.to.transport, f.to.addr.ip()) else {
-            return;
+            let why = format!("no {} listener to send the REGISTER from", f.to.transport);
+            return self.failure(cx, key, Trouble::Refused, &why, None);
         };
         let via = proxy::via_value(f.to.transport, local, &cx.wire.branch(None));
         match cx.carrier.answer(
