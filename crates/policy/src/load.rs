@@ -175,6 +175,14 @@ struct RawAccount {
     password: Option<S>,
     auth_username: Option<S>,
     realm: Option<S>,
+    /// Register with the carrier.
+    register: Option<Spanned<bool>>,
+    /// Where (default: the trunk's uri's host).
+    registrar: Option<S>,
+    /// For how long, in seconds.
+    expires: Option<Spanned<i64>>,
+    /// The user part of the Contact registered (default: the trunk's id).
+    contact_user: Option<S>,
 }
 
 #[derive(Deserialize)]
@@ -247,6 +255,7 @@ impl Policy {
             policy: Policy::default(),
             refs: Vec::new(),
             seen_ext: HashMap::new(),
+            seen_contact_users: HashMap::new(),
             offered: context.offered_algorithms.clone(),
         };
         for (s, d) in docs {
@@ -279,6 +288,8 @@ enum RefKind {
     Member(String),
     /// A DID, as written and in the inside form: it must not be an extension too.
     Did(String, String),
+    /// A registering trunk's contact user: no user is known by that name.
+    ContactUser(String),
 }
 
 struct Builder {
@@ -286,6 +297,8 @@ struct Builder {
     policy: Policy,
     refs: Vec<Ref>,
     seen_ext: HashMap<String, String>,
+    /// Contact users of registering trunks → the trunk.
+    seen_contact_users: HashMap<String, String>,
     offered: Option<Vec<DigestAlgorithm>>,
 }
 
@@ -455,6 +468,65 @@ pub fn parse_network(s: &str) -> Option<Network> {
     let max = if addr.is_ipv4() { 32 } else { 128 };
     let prefix = prefix.unwrap_or(max);
     (prefix <= max).then_some(Network { addr, prefix })
+}
+
+/// The registrar URI of a SIP URI: its scheme, host and port, and its `transport`
+/// parameter (`sip:carrier@192.0.2.1:5080;transport=tcp` → `sip:192.0.2.1:5080;transport=tcp`);
+/// Err when it is no SIP URI or has no host.
+fn registrar_uri(uri: &str) -> Result<String, ()> {
+    let (scheme, rest) = uri.split_once(':').ok_or(())?;
+    if !scheme.eq_ignore_ascii_case("sip") && !scheme.eq_ignore_ascii_case("sips") {
+        return Err(());
+    }
+    let end = rest.find(['?', '>']).unwrap_or(rest.len());
+    let rest = &rest[..end];
+    let (main, params) = rest.split_once(';').unwrap_or((rest, ""));
+    let host_port = main.rsplit_once('@').map_or(main, |(_, h)| h);
+    let host = uri_host(&format!("{scheme}:{host_port}")).ok_or(())?;
+    if host.is_empty()
+        || host_port
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(());
+    }
+    let mut out = format!("{scheme}:{host_port}");
+    for p in params.split(';') {
+        let (name, value) = p.split_once('=').unwrap_or((p, ""));
+        if name.trim().eq_ignore_ascii_case("transport") {
+            let v = value.trim();
+            if !["udp", "tcp"].iter().any(|t| v.eq_ignore_ascii_case(t)) {
+                return Err(());
+            }
+            out.push_str(";transport=");
+            out.push_str(v);
+        }
+    }
+    Ok(out)
+}
+
+/// The host of a `sip:host[:port]…` URI without the port (an IPv6 host keeps its
+/// brackets).
+fn uri_host(uri: &str) -> Option<String> {
+    let (_, rest) = uri.split_once(':')?;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let end = rest.find([';', '?', '>']).unwrap_or(rest.len());
+    let host_port = &rest[..end];
+    let host = if host_port.starts_with('[') {
+        &host_port[..=host_port.find(']')?]
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+/// Whether a name can be the user part of a contact as written, unescaped, in every URI:
+/// letters, digits, `-`, `_`, `.`, `~`, `+`, at most 64 of them.
+fn is_contact_user(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~+".contains(&b))
 }
 
 impl Builder {
@@ -1216,18 +1288,25 @@ impl Builder {
             .sip
             .as_ref()
             .and_then(|s| self.sip(src, s, &tid, &format!("{key}.sip")));
-        if sources.is_empty() && credentials.is_none() {
+        let account = raw
+            .account
+            .as_ref()
+            .and_then(|a| self.account(src, a, &tid, raw.uri.as_ref(), &format!("{key}.account")));
+        let registers = raw
+            .account
+            .as_ref()
+            .and_then(|a| a.get_ref().register.as_ref())
+            .is_some_and(|r| *r.get_ref());
+        // A registering trunk's calls come to the contact it registered, from where it
+        // registered: they are known without sources or credentials.
+        if sources.is_empty() && credentials.is_none() && !registers {
             self.err(
                 src,
                 id.span(),
                 key.clone(),
-                "a trunk needs source addresses or SIP credentials",
+                "a trunk needs source addresses, SIP credentials or an account that registers",
             );
         }
-        let account = raw
-            .account
-            .as_ref()
-            .and_then(|a| self.account(src, a, raw.uri.is_some(), &format!("{key}.account")));
         if let Some(u) = &raw.uri {
             if !u.get_ref().starts_with("sip:") && !u.get_ref().starts_with("sips:") {
                 self.err(
@@ -1336,13 +1415,14 @@ impl Builder {
         );
     }
 
-    /// `[trunks.ID.account]`: our account at the carrier, for the calls sent to the
-    /// trunk's `uri` (`has_uri`).
+    /// `[trunks.ID.account]`: our account at the carrier, for the calls sent to trunk
+    /// `tid`'s `uri` and, with `register = true`, its registration.
     fn account(
         &mut self,
         src: &Source,
         raw: &Spanned<RawAccount>,
-        has_uri: bool,
+        tid: &str,
+        uri: Option<&S>,
         key: &str,
     ) -> Option<TrunkAccount> {
         let table = raw.span();
@@ -1408,7 +1488,31 @@ impl Builder {
                 );
             }
         }
-        if !has_uri {
+        let registers = a.register.as_ref().is_some_and(|r| *r.get_ref());
+        let registration = if registers {
+            let r = self.registration(src, a, &table, tid, uri, key);
+            ok &= r.is_some();
+            r
+        } else {
+            for (name, span) in [
+                ("registrar", a.registrar.as_ref().map(|v| v.span())),
+                ("expires", a.expires.as_ref().map(|v| v.span())),
+                ("contact_user", a.contact_user.as_ref().map(|v| v.span())),
+            ] {
+                if let Some(span) = span {
+                    ok = false;
+                    self.err(
+                        src,
+                        span,
+                        format!("{key}.{name}"),
+                        format!("{name} is for an account that registers: add register = true"),
+                    );
+                }
+            }
+            None
+        };
+        // Registering needs no uri (the registrar is given); calls sent out need one.
+        if uri.is_none() && !registers {
             ok = false;
             self.err(
                 src,
@@ -1423,6 +1527,118 @@ impl Builder {
             password,
             auth_username: a.auth_username.as_ref().map(|v| v.get_ref().clone()),
             realm: a.realm.as_ref().map(|v| v.get_ref().clone()),
+            registration,
+        })
+    }
+
+    /// The registration of an account with `register = true`: the registrar (given, or the
+    /// host of the trunk's `uri`), the expiry (bounded), the contact user (given, or the
+    /// trunk's id; unique across trunks, checked against users once all are read).
+    fn registration(
+        &mut self,
+        src: &Source,
+        a: &RawAccount,
+        table: &Range<usize>,
+        tid: &str,
+        uri: Option<&S>,
+        key: &str,
+    ) -> Option<TrunkRegistration> {
+        let mut ok = true;
+        let registrar = match (&a.registrar, uri) {
+            (Some(r), _) => match registrar_uri(r.get_ref()) {
+                Ok(v) if v == *r.get_ref() => Some(v),
+                Ok(_) | Err(_) => {
+                    self.err(
+                        src,
+                        r.span(),
+                        format!("{key}.registrar"),
+                        format!(
+                            "{:?} is not a registrar's SIP URI: sip:host[:port][;transport=udp|tcp], no user part",
+                            r.get_ref()
+                        ),
+                    );
+                    None
+                }
+            },
+            (None, Some(u)) => match registrar_uri(u.get_ref()) {
+                Ok(v) => Some(v),
+                Err(()) => {
+                    self.err(
+                        src,
+                        table.clone(),
+                        format!("{key}.registrar"),
+                        format!(
+                            "the trunk's uri {:?} names no registrar (sip:host[:port][;transport=udp|tcp]): give registrar",
+                            u.get_ref()
+                        ),
+                    );
+                    None
+                }
+            },
+            (None, None) => {
+                self.err(
+                    src,
+                    table.clone(),
+                    format!("{key}.registrar"),
+                    "an account that registers needs a registrar (or the trunk a uri whose host is the registrar)",
+                );
+                None
+            }
+        };
+        let expires = match &a.expires {
+            None => 3600,
+            Some(e) if REGISTRATION_EXPIRES.contains(e.get_ref()) => *e.get_ref() as u32,
+            Some(e) => {
+                ok = false;
+                self.err(
+                    src,
+                    e.span(),
+                    format!("{key}.expires"),
+                    format!(
+                        "{} seconds is out of range: use {} to {}",
+                        e.get_ref(),
+                        REGISTRATION_EXPIRES.start(),
+                        REGISTRATION_EXPIRES.end()
+                    ),
+                );
+                0
+            }
+        };
+        let (contact_user, span) = match &a.contact_user {
+            Some(c) => (c.get_ref().clone(), c.span()),
+            None => (tid.to_string(), table.clone()),
+        };
+        if !is_contact_user(&contact_user) {
+            ok = false;
+            let why = if a.contact_user.is_some() {
+                format!("{contact_user:?} is not a usable contact user: letters, digits, - _ . ~ + only")
+            } else {
+                format!(
+                    "the trunk's id {contact_user:?} is not a usable contact user: give contact_user (letters, digits, - _ . ~ + only)"
+                )
+            };
+            self.err(src, span.clone(), format!("{key}.contact_user"), why);
+        } else if let Some(other) = self.seen_contact_users.get(&contact_user) {
+            ok = false;
+            let m = format!("contact user {contact_user} is already used by trunk {other}");
+            self.err(src, span.clone(), format!("{key}.contact_user"), m);
+        } else {
+            self.seen_contact_users
+                .insert(contact_user.clone(), tid.to_string());
+            self.reference(
+                src,
+                span,
+                format!("{key}.contact_user"),
+                RefKind::ContactUser(contact_user.clone()),
+            );
+        }
+        let registrar = registrar?;
+        let domain = uri_host(&registrar)?;
+        ok.then_some(TrunkRegistration {
+            registrar,
+            domain,
+            expires,
+            contact_user,
         })
     }
 
@@ -1522,6 +1738,26 @@ impl Builder {
                              could not be told from an internal one"
                         )
                     }),
+                RefKind::ContactUser(c) => {
+                    let p = &self.policy;
+                    let owner = p
+                        .users
+                        .get(c.as_str())
+                        .map(|u| u.id.clone())
+                        .or_else(|| p.sip_user(c).map(str::to_string))
+                        .map(|u| format!("user {u}"))
+                        .or_else(|| match p.by_extension.get(c.as_str()) {
+                            Some(ExtensionOwner::User(u)) => Some(format!("user {u}")),
+                            Some(ExtensionOwner::Team(t)) => Some(format!("team {t}")),
+                            None => None,
+                        });
+                    owner.map(|o| {
+                        format!(
+                            "contact user {c} also names {o}: calls to it could not be told \
+                             from the trunk's"
+                        )
+                    })
+                }
             };
             if let Some(message) = problem {
                 let text = sources

@@ -447,7 +447,29 @@ pub struct TrunkAccount {
     pub auth_username: Option<String>,
     /// Only challenges for this realm are answered; None: any realm the carrier names.
     pub realm: Option<String>,
+    /// The account registers with the carrier (`register = true`): where, for how long,
+    /// and the Contact it registers.
+    pub registration: Option<TrunkRegistration>,
 }
+
+/// A trunk's registration with its carrier (`register = true` in `[trunks.ID.account]`):
+/// REGISTER `registrar` for `sip:USERNAME@domain`, binding `sip:contact_user@…` (our
+/// address) for `expires` seconds. Calls the carrier sends to that contact are the trunk's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrunkRegistration {
+    /// The registrar's SIP URI, without a user part (`sip:host[:port][;transport=…]`):
+    /// the REGISTER's Request-URI and where it is sent.
+    pub registrar: String,
+    /// The registrar's host (no port): the domain of the address of record.
+    pub domain: String,
+    /// The expiry asked for, in seconds.
+    pub expires: u32,
+    /// The user part of the Contact registered: unique across trunks, no user's name.
+    pub contact_user: String,
+}
+
+/// Bounds of `expires` (seconds) of a trunk's registration.
+pub const REGISTRATION_EXPIRES: std::ops::RangeInclusive<i64> = 60..=86_400;
 
 impl TrunkAccount {
     /// The user name digest answers carry.
@@ -469,6 +491,7 @@ impl std::fmt::Debug for TrunkAccount {
             .field("password", &"…")
             .field("auth_username", &self.auth_username)
             .field("realm", &self.realm)
+            .field("registration", &self.registration)
             .finish()
     }
 }

@@ -2,7 +2,7 @@
 
 use switchboard_policy::{
     Context, Diagnostics, DigestAlgorithm, IncomingHandling, Policy, RingStrategy, Secret, Source,
-    Target,
+    Target, TrunkRegistration,
 };
 
 fn load(text: &str) -> Result<Policy, Diagnostics> {
@@ -203,6 +203,99 @@ fn a_trunk_account_is_our_account_at_the_carrier() {
     let a = p.trunk("c").unwrap().account.clone().unwrap();
     assert_eq!(a.digest_username(), "u");
     assert!(a.answers_realm("anything"));
+}
+
+#[test]
+fn a_trunk_account_that_registers() {
+    // Defaults: the registrar is the uri's host (port and transport kept, user dropped),
+    // an hour, the trunk's id as contact user; no sources needed.
+    let p = load(
+        "[trunks.c]\nuri = \"sip:carrier@192.0.2.1:5080;transport=tcp;lr\"\n\
+         [trunks.c.account]\nusername = \"u\"\npassword = \"p\"\nregister = true\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let r = p.trunk("c").unwrap().account.clone().unwrap().registration;
+    assert_eq!(
+        r,
+        Some(TrunkRegistration {
+            registrar: "sip:192.0.2.1:5080;transport=tcp".into(),
+            domain: "192.0.2.1".into(),
+            expires: 3600,
+            contact_user: "c".into(),
+        })
+    );
+    // Everything given; no uri (registration only: calls come in to the contact).
+    let p = load(
+        "[trunks.c]\n[trunks.c.account]\nusername = \"u\"\npassword = \"p\"\nregister = true\n\
+         registrar = \"sip:registrar.carrier.example\"\nexpires = 600\ncontact_user = \"pbx-7\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let t = p.trunk("c").unwrap();
+    assert!(t.uri.is_none());
+    let r = t.account.clone().unwrap().registration.unwrap();
+    assert_eq!(r.registrar, "sip:registrar.carrier.example");
+    assert_eq!(r.domain, "registrar.carrier.example");
+    assert_eq!((r.expires, r.contact_user.as_str()), (600, "pbx-7"));
+    // IPv6: the domain keeps its brackets.
+    let p = load(
+        "[trunks.c]\nuri = \"sip:[2001:db8::1]:5080\"\n\
+         [trunks.c.account]\nusername = \"u\"\npassword = \"p\"\nregister = true\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let r = p.trunk("c").unwrap().account.clone().unwrap().registration;
+    assert_eq!(r.unwrap().domain, "[2001:db8::1]");
+    // register = false (the default): no registration.
+    let p = load(
+        "[trunks.c]\nsources = [\"192.0.2.1\"]\nuri = \"sip:192.0.2.1\"\n\
+         [trunks.c.account]\nusername = \"u\"\npassword = \"p\"\nregister = false\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(p
+        .trunk("c")
+        .unwrap()
+        .account
+        .clone()
+        .unwrap()
+        .registration
+        .is_none());
+}
+
+#[test]
+fn contact_users_are_unique_and_name_no_user() {
+    let account = |id: &str, contact: &str| {
+        format!(
+            "[trunks.{id}]\nuri = \"sip:192.0.2.1\"\n[trunks.{id}.account]\nusername = \"u\"\n\
+             password = \"p\"\nregister = true\n{contact}"
+        )
+    };
+    let e = errors(&format!(
+        "{}{}",
+        account("a", ""),
+        account("b", "contact_user = \"a\"\n")
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(
+        (e[0].0, e[0].2.as_str()),
+        (13, "trunks.b.account.contact_user")
+    );
+    assert!(
+        e[0].3.contains("contact user a is already used by trunk a"),
+        "{e:?}"
+    );
+    // A user's id, SIP user name or extension: calls to it would be ambiguous.
+    for contact in ["alice", "1001"] {
+        let e = errors(&format!(
+            "{USER}{}",
+            account("c", &format!("contact_user = \"{contact}\"\n"))
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].2, "trunks.c.account.contact_user");
+        assert!(e[0].3.contains("also names user alice"), "{e:?}");
+    }
+    // A trunk id that cannot be a contact user must be given one.
+    let e = errors(&account("\"a b\"", ""));
+    assert_eq!(e[0].2, "trunks.a b.account.contact_user");
+    assert!(e[0].3.contains("give contact_user"), "{e:?}");
 }
 
 #[test]

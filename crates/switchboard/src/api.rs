@@ -10,6 +10,7 @@
 //! read from the store off the core's loop.
 
 use crate::config::ApiLimits;
+use crate::core::TrunkStatus;
 use crate::directory::Directory;
 use crate::policy_source::Changes;
 use crate::presence_service::{
@@ -44,6 +45,9 @@ pub type Envelope = (Request, oneshot::Sender<Reply>);
 /// A policy reload asked for (`allow_shrink`: the operator confirms a reload that removes
 /// most users), on its way to the daemon's loop, with where its outcome goes.
 pub type ReloadEnvelope = (bool, oneshot::Sender<ReloadAnswer>);
+
+/// An ask for every trunk's registration, answered by the daemon's loop from the core.
+pub type TrunksEnvelope = oneshot::Sender<Vec<TrunkStatus>>;
 
 /// How a reload asked for through the API ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,6 +115,7 @@ struct ApiState {
     admin_token: Option<Arc<str>>,
     core: mpsc::Sender<Envelope>,
     reload: mpsc::Sender<ReloadEnvelope>,
+    trunks: mpsc::Sender<TrunksEnvelope>,
     store: Arc<dyn Store>,
 }
 
@@ -123,6 +128,7 @@ pub fn router(
     admin_token: Option<String>,
     core: mpsc::Sender<Envelope>,
     reload: mpsc::Sender<ReloadEnvelope>,
+    trunks: mpsc::Sender<TrunksEnvelope>,
     store: Arc<dyn Store>,
 ) -> Router {
     let state = ApiState {
@@ -130,6 +136,7 @@ pub fn router(
         admin_token: admin_token.map(Arc::from),
         core,
         reload,
+        trunks,
         store,
     };
     Router::new()
@@ -151,6 +158,7 @@ pub fn router(
         .route("/v1/profiles", get(policy_profiles))
         .route("/v1/reports/time-in-status", get(time_in_status))
         .route("/v1/policy/reload", post(reload_policy))
+        .route("/v1/trunks", get(list_trunks))
         .route(
             "/v1/openapi.json",
             get(|| async { ([("content-type", "application/json")], OPENAPI) }),
@@ -925,6 +933,7 @@ mod tests {
             ("/v1/profiles", &["get"]),
             ("/v1/reports/time-in-status", &["get"]),
             ("/v1/policy/reload", &["post"]),
+            ("/v1/trunks", &["get"]),
             ("/v1/openapi.json", &["get"]),
         ];
         let paths = doc["paths"].as_object().unwrap();
@@ -1041,6 +1050,50 @@ mod tests {
                 "total": seconds(50, 80), "people": people,
             })
         );
+    }
+
+    #[test]
+    fn a_trunk_keeps_its_documented_json() {
+        use crate::core::RegState;
+        let t = TrunkStatus {
+            trunk: "carrier".into(),
+            state: RegState::Registered,
+            registrar: Some("sip:192.0.2.1".into()),
+            aor: Some("sip:pbx@192.0.2.1".into()),
+            contact: Some("<sip:carrier@198.51.100.7:5060>".into()),
+            expires_at: Some(1_800_003_600),
+            last_error: None,
+            next_attempt_at: Some(1_800_001_800),
+        };
+        assert_eq!(
+            serde_json::to_string(&trunk_json(&t)).unwrap(),
+            r#"{"aor":"sip:pbx@192.0.2.1","contact":"sip:carrier@198.51.100.7:5060","expires_at":1800003600,"last_error":null,"next_attempt_at":1800001800,"registrar":"sip:192.0.2.1","state":"registered","trunk":"carrier"}"#
+        );
+        let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+        let schema = &doc["components"]["schemas"]["Trunk"];
+        let documented: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let answer = trunk_json(&t);
+        let mut keys: Vec<&str> = answer
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort();
+        let mut documented_sorted = documented.clone();
+        documented_sorted.sort();
+        assert_eq!(keys, documented_sorted);
+        for s in ["off", "registering", "registered", "failed"] {
+            assert!(schema["properties"]["state"]["enum"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(s)));
+        }
     }
 
     #[test]
@@ -1191,6 +1244,46 @@ async fn reload_policy(
         )),
         Ok(ReloadAnswer::Invalid(errors)) => error(ApiError::new(422, None, errors)),
         Ok(ReloadAnswer::StillChanging(why)) => error(ApiError::new(503, None, why)),
+        Err(_) => stopping(),
+    }
+}
+
+/// One trunk's registration as `GET /v1/trunks` answers it.
+fn trunk_json(t: &TrunkStatus) -> Value {
+    json!({
+        "trunk": t.trunk,
+        "state": t.state.name(),
+        "registrar": t.registrar,
+        "aor": t.aor,
+        "contact": t.contact.as_deref().map(|c| c.trim_start_matches('<').trim_end_matches('>')),
+        "expires_at": t.expires_at,
+        "last_error": t.last_error,
+        "next_attempt_at": t.next_attempt_at,
+    })
+}
+
+/// `GET /v1/trunks` (admin): every trunk of the policy with its registration at its
+/// carrier (`off` for a trunk that does not register).
+async fn list_trunks(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let c = match caller(&state, &headers) {
+        Ok(c) => c,
+        Err(e) => return error(e),
+    };
+    if !c.admin {
+        return error(ApiError::new(
+            403,
+            Some("authorization"),
+            "only the admin token may see the trunks",
+        ));
+    }
+    let stopping = || error(ApiError::new(503, None, "the daemon is stopping"));
+    let (tx, rx) = oneshot::channel();
+    if state.trunks.send(tx).await.is_err() {
+        return stopping();
+    }
+    match rx.await {
+        Ok(list) => Json(json!({ "trunks": list.iter().map(trunk_json).collect::<Vec<_>>() }))
+            .into_response(),
         Err(_) => stopping(),
     }
 }

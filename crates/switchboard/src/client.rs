@@ -78,6 +78,41 @@ pub fn format_reload(v: &Value) -> String {
     lines.join("\n")
 }
 
+/// What `switchboard trunks` prints: one line per trunk with its registration.
+pub fn format_trunks(v: &Value) -> String {
+    let trunks = v["trunks"].as_array().cloned().unwrap_or_default();
+    if trunks.is_empty() {
+        return "no trunks".into();
+    }
+    let mut lines = vec![format!("{:<16} {:<12} registration", "trunk", "state")];
+    for t in &trunks {
+        let at = |k: &str| t[k].as_i64().map(time);
+        let state = t["state"].as_str().unwrap_or("");
+        let mut details = Vec::new();
+        if let (Some(aor), Some(registrar)) = (t["aor"].as_str(), t["registrar"].as_str()) {
+            details.push(format!("{aor} at {registrar}"));
+        }
+        match state {
+            "registered" => {
+                details.extend(at("expires_at").map(|u| format!("until {u}")));
+                details.extend(at("next_attempt_at").map(|n| format!("refresh {n}")));
+            }
+            "failed" => {
+                details.extend(t["last_error"].as_str().map(|e| format!("failed: {e}")));
+                details.extend(at("next_attempt_at").map(|n| format!("next attempt {n}")));
+            }
+            _ => {}
+        }
+        lines.push(format!(
+            "{:<16} {:<12} {}",
+            t["trunk"].as_str().unwrap_or(""),
+            state,
+            details.join(", ")
+        ));
+    }
+    lines.join("\n")
+}
+
 /// A Unix time as the CLI shows it: in the machine's time zone, as times are given.
 fn time(t: i64) -> String {
     chrono::DateTime::from_timestamp(t, 0)
@@ -354,6 +389,23 @@ mod tests {
         // The clock's own zone.
         let local = cli_time("2026-11-23");
         assert!(local.starts_with("2026-11-23T00:00:00"), "{local}");
+    }
+
+    #[test]
+    fn trunk_lines() {
+        let v = json!({"trunks": [
+            {"trunk": "carrier", "state": "failed", "registrar": "sip:192.0.2.1", "aor": "sip:pbx@192.0.2.1",
+             "contact": "sip:carrier@198.51.100.7", "expires_at": null, "last_error": "403 Forbidden",
+             "next_attempt_at": 1800001800},
+            {"trunk": "other", "state": "off", "registrar": null, "aor": null, "contact": null,
+             "expires_at": null, "last_error": null, "next_attempt_at": null},
+        ]});
+        let text = format_trunks(&v);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[1].starts_with("carrier          failed       sip:pbx@192.0.2.1 at sip:192.0.2.1, failed: 403 Forbidden, next attempt "), "{text}");
+        assert_eq!(lines[2].trim_end(), "other            off");
+        assert_eq!(format_trunks(&json!({"trunks": []})), "no trunks");
     }
 
     #[test]

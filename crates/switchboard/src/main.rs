@@ -63,6 +63,19 @@ enum Command {
         #[arg(long)]
         allow_shrink: bool,
     },
+    /// Print every trunk with its registration at its carrier (registered until…, the
+    /// last error, the next attempt), from the running daemon.
+    Trunks {
+        /// Configuration file (to find the API's address and the admin token).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The API's address (default: the config's api.listen).
+        #[arg(long)]
+        api: Option<std::net::SocketAddr>,
+        /// The admin token (default: the config's api.admin_token).
+        #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Print the plan a call would get, step by step, and why.
     Explain {
         /// Configuration file (its policy is explained).
@@ -341,6 +354,26 @@ fn profiles(c: &client::Client, action: ProfilesAction) -> Result<String, String
     }
 }
 
+/// A client of the API as the admin: the address and token given, else the config's.
+fn admin_client(
+    config: Option<&PathBuf>,
+    api: Option<std::net::SocketAddr>,
+    token: Option<String>,
+) -> Result<client::Client, String> {
+    let loaded = match (&api, &token) {
+        (Some(_), Some(_)) => None,
+        _ => Some(load_config(config).map_err(|e| e.to_string())?),
+    };
+    let addr = api
+        .or_else(|| loaded.as_ref().and_then(|c| c.api_listen))
+        .ok_or("error: the configuration turns the API off")?;
+    let token = token.or_else(|| loaded.and_then(|c| c.admin_token)).ok_or(
+        "error: the admin token is needed: --token T, SWITCHBOARD_TOKEN, or \
+             api.admin_token in the config",
+    )?;
+    Ok(client::Client { addr, token })
+}
+
 fn load_config(path: Option<&PathBuf>) -> Result<config::Config, config::ConfigErrors> {
     match path {
         Some(p) => config::Config::load(p),
@@ -543,34 +576,38 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Trunks { config, api, token } => {
+            let c = match admin_client(config.as_ref(), api, token) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match c.call("GET", "/v1/trunks", None) {
+                Ok(v) => {
+                    println!("{}", client::format_trunks(&v));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Reload {
             config,
             api,
             token,
             allow_shrink,
         } => {
-            let loaded = match (&api, &token) {
-                (Some(_), Some(_)) => None,
-                _ => match load_config(config.as_ref()) {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        eprintln!("{e}");
-                        return ExitCode::FAILURE;
-                    }
-                },
+            let c = match admin_client(config.as_ref(), api, token) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
             };
-            let Some(addr) = api.or_else(|| loaded.as_ref().and_then(|c| c.api_listen)) else {
-                eprintln!("error: the configuration turns the API off");
-                return ExitCode::FAILURE;
-            };
-            let Some(token) = token.or_else(|| loaded.and_then(|c| c.admin_token)) else {
-                eprintln!(
-                    "error: the admin token is needed: --token T, SWITCHBOARD_TOKEN, or \
-                     api.admin_token in the config"
-                );
-                return ExitCode::FAILURE;
-            };
-            let c = client::Client { addr, token };
             let body = serde_json::json!({ "allow_shrink": allow_shrink });
             match c.call("POST", "/v1/policy/reload", Some(&body)) {
                 Ok(v) => {

@@ -1,6 +1,6 @@
 //! The async shell around [`Core`]: sockets, the durable store, the clock, signals.
 
-use crate::api::{self, Envelope, ReloadAnswer, ReloadEnvelope};
+use crate::api::{self, Envelope, ReloadAnswer, ReloadEnvelope, TrunksEnvelope};
 use crate::config::Config;
 use crate::core::RoutingConfig;
 use crate::core::{Core, CoreConfig, Input, Now, Output};
@@ -41,7 +41,8 @@ const BATCH: usize = 256;
 /// How often the policy files are checked for changes (once changed, they are read when
 /// they have stopped changing: `[policy.reload] quiet_ms`).
 const POLICY_POLL: Duration = Duration::from_secs(1);
-/// How long a draining daemon waits for answers still owed to the store.
+/// How long a draining daemon waits for answers still owed to the store, and for its
+/// carriers to answer the trunks' unregistrations.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 fn now() -> Now {
@@ -216,6 +217,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (api_tx, mut api_rx) = mpsc::channel::<Envelope>(1024);
     // …and its policy reloads to this loop, which runs them as it runs SIGHUP's.
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadEnvelope>(16);
+    // …and asks for the trunks' registrations, which the core answers at once.
+    let (trunks_tx, mut trunks_rx) = mpsc::channel::<TrunksEnvelope>(16);
     if let Some(addr) = config.api_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -226,12 +229,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.admin_token.clone(),
             api_tx.clone(),
             reload_tx.clone(),
+            trunks_tx.clone(),
             store.clone(),
         );
         tokio::spawn(api::serve(listener, app, config.api_limits));
     }
     drop(api_tx);
     drop(reload_tx);
+    drop(trunks_tx);
     let mut replies: HashMap<u64, oneshot::Sender<Reply>> = HashMap::new();
     let mut next_reply = 0u64;
 
@@ -313,6 +318,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 replies.insert(next_reply, reply);
                 core.handle(Input::Command { id: next_reply, req }, now());
             }
+            Some(reply) = trunks_rx.recv() => {
+                let _ = reply.send(core.trunks());
+            }
             _ = sigterm.recv() => start_drain(&mut core, &mut drain_deadline),
             _ = sigint.recv() => start_drain(&mut core, &mut drain_deadline),
             _ = sighup.recv() => {
@@ -368,11 +376,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
         if let Some(deadline) = drain_deadline {
-            if core.pending() == 0 || Instant::now() >= deadline {
+            let done = core.pending() == 0 && core.unregistering() == 0;
+            if done || Instant::now() >= deadline {
                 if core.pending() > 0 {
                     tracing::warn!(
                         pending = core.pending(),
                         "stopping with answers still owed to the store"
+                    );
+                }
+                if core.unregistering() > 0 {
+                    tracing::warn!(
+                        trunks = core.unregistering(),
+                        "stopping before every carrier answered the trunk's unregistration"
                     );
                 }
                 break;
@@ -422,7 +437,7 @@ fn start_drain(core: &mut Core, deadline: &mut Option<Instant>) {
     if deadline.is_none() {
         tracing::info!("shutting down: draining");
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-        core.drain();
+        core.handle(Input::Drain, now());
         *deadline = Some(Instant::now() + DRAIN_LIMIT);
     }
 }

@@ -175,6 +175,8 @@ pub(crate) struct T {
     pub outputs: Vec<String>,
     /// The API answers received: (id, the answer or the kind of refusal).
     pub replies: Vec<(u64, Result<Answer, ErrorKind>)>,
+    /// The policy the core started with.
+    policy: String,
 }
 
 pub(crate) fn addr(s: &str) -> SocketAddr {
@@ -183,18 +185,25 @@ pub(crate) fn addr(s: &str) -> SocketAddr {
 
 impl T {
     pub(crate) fn new(auth: bool) -> T {
-        T::with_net(
-            auth,
-            Net {
-                listeners: default_listeners(),
-                interfaces: None,
-            },
-        )
+        T::with_policy(auth, POLICY)
+    }
+
+    /// A core started with `policy` instead of [`POLICY`].
+    pub(crate) fn with_policy(auth: bool, policy: &str) -> T {
+        let net = Net {
+            listeners: default_listeners(),
+            interfaces: None,
+        };
+        T::with_net_and_policy(auth, net, policy)
     }
 
     /// A core with these listeners and network.
     pub(crate) fn with_net(auth: bool, net: Net) -> T {
-        let directory = snapshot(POLICY);
+        T::with_net_and_policy(auth, net, POLICY)
+    }
+
+    fn with_net_and_policy(auth: bool, net: Net, policy: &str) -> T {
+        let directory = snapshot(policy);
         let config = config(auth);
         let t0 = Instant::now();
         let now = Now {
@@ -219,6 +228,7 @@ impl T {
             start: now,
             inputs: Vec::new(),
             outputs: Vec::new(),
+            policy: policy.to_string(),
         };
         // What the start stores (everyone's first state) is stored before a test begins.
         t.pump();
@@ -255,7 +265,7 @@ impl T {
             seed,
             ..config(self.auth)
         };
-        let mut core = make_core(config, snapshot(POLICY), self.start, &self.net);
+        let mut core = make_core(config, snapshot(&self.policy), self.start, &self.net);
         let mut outputs = Vec::new();
         let mut drain = |core: &mut Core| {
             while let Some(o) = core.poll_output() {
@@ -355,6 +365,13 @@ impl T {
             peer: Peer::udp(addr(from)).with_local(addr(at)),
             local: addr(at),
         });
+    }
+
+    /// Hands in [`Input::Timeout`] at the current time (what the shell does when
+    /// `poll_timeout` says now).
+    pub(crate) fn tick(&mut self) {
+        self.feed(Input::Timeout);
+        self.pump();
     }
 
     /// Takes what was sent since the last call.

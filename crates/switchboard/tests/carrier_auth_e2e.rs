@@ -10,9 +10,7 @@
 mod common;
 
 use common::*;
-use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 /// How long a SIPp server waits for its calls to end at most.
@@ -24,85 +22,18 @@ const REALM_OF_CARRIER: &str = "carrier.example";
 const AUTH_USER: &str = "acct-7";
 const PASSWORD: &str = "trunk-secret";
 
-/// Kamailio as the carrier on 127.0.0.2, killed on drop: SIGTERM to its main process
-/// (which ends its children), then SIGKILL to its process group, by id.
-struct Carrier {
-    proc: Option<Proc>,
-}
-
-impl Carrier {
-    /// Starts it on `port` with the defines of `tests/kamailio/carrier.cfg` (`pstn`: the
-    /// SIPp server's port; `flags`: `WITH_SHA256`, `WITH_DIALOG_AUTH`), and waits (bounded)
-    /// until it answers an OPTIONS.
-    fn start(dir: &Path, port: u16, pstn: u16, flags: &[&str]) -> Carrier {
-        require("kamailio");
-        let work = dir.join(format!("kamailio-{port}"));
-        std::fs::create_dir_all(&work).unwrap();
-        let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/kamailio/carrier.cfg");
-        let mut cmd = Command::new("kamailio");
-        cmd.arg("-f")
-            .arg(&cfg)
-            .args(["-l", &format!("udp:127.0.0.2:{port}")])
-            .args(["-DD", "-E", "-m", "64", "-w"])
-            .arg(&work)
-            .args(["-A", &format!("PSTN=\"sip:127.0.0.1:{pstn}\"")])
-            .args(["-A", &format!("REALM=\"{REALM_OF_CARRIER}\"")])
-            .args(["-A", &format!("PASSWORD=\"{PASSWORD}\"")])
-            .args(["-A", &format!("AUTH_USER=\"{AUTH_USER}\"")]);
-        for f in flags {
-            cmd.args(["-A", f]);
-        }
-        // Its own process group: its children go with it.
-        cmd.process_group(0);
-        let proc = Proc::spawn("kamailio", &mut cmd, work.join("kamailio.log"), false);
-        let c = Carrier { proc: Some(proc) };
-        let to = format!("127.0.0.2:{port}").parse().unwrap();
-        let up = wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
-            udp_exchange(
-                to,
-                request("OPTIONS", "").as_bytes(),
-                Duration::from_millis(300),
-            )
-            .filter(|r| r.starts_with("SIP/2.0 200"))
-        });
-        assert!(up.is_some(), "kamailio did not answer:\n{}", c.log());
-        c
-    }
-
-    fn log(&self) -> String {
-        self.proc.as_ref().map(Proc::log).unwrap_or_default()
-    }
-
-    /// The lines of its log holding `what` (the config's own log lines).
-    fn lines(&self, what: &str) -> Vec<String> {
-        self.log()
-            .lines()
-            .filter(|l| l.contains(what))
-            .map(|l| l.split_once("<script>: ").map_or(l, |(_, s)| s).to_string())
-            .collect()
-    }
-}
-
-impl Drop for Carrier {
-    fn drop(&mut self) {
-        let Some(mut p) = self.proc.take() else {
-            return;
-        };
-        let pid = p.pid().to_string();
-        let quiet = |args: &[&str]| {
-            let _ = Command::new("kill")
-                .args(args)
-                .stderr(std::process::Stdio::null())
-                .status();
-        };
-        quiet(&["-TERM", &pid]);
-        p.wait_exit(Duration::from_secs(5));
-        // Whatever of the group is left (children of a main process that did not end them).
-        quiet(&["-KILL", "--", &format!("-{pid}")]);
-        if std::thread::panicking() {
-            eprintln!("--- kamailio log ---\n{}", p.log());
-        }
-    }
+/// Kamailio as the carrier on 127.0.0.2 (`tests/kamailio/carrier.cfg`) on `port`
+/// (`pstn`: the SIPp server's port; `flags`: `WITH_SHA256`, `WITH_DIALOG_AUTH`).
+fn carrier(dir: &Path, port: u16, pstn: u16, flags: &[&str]) -> Kamailio {
+    let mut defines = vec![
+        format!("PSTN=\"sip:127.0.0.1:{pstn}\""),
+        format!("REALM=\"{REALM_OF_CARRIER}\""),
+        format!("PASSWORD=\"{PASSWORD}\""),
+        format!("AUTH_USER=\"{AUTH_USER}\""),
+    ];
+    defines.extend(flags.iter().map(|f| f.to_string()));
+    let addr = format!("127.0.0.2:{port}").parse().unwrap();
+    Kamailio::start("carrier.cfg", dir, addr, &defines)
 }
 
 /// The daemon's policy: alice, and the carrier's trunk with our account there.
@@ -131,7 +62,7 @@ realm = "{REALM_OF_CARRIER}"
 /// The pieces of one test: the far end (when there is one), the carrier, the daemon.
 struct Net {
     pstn: Option<Uas>,
-    carrier: Carrier,
+    carrier: Kamailio,
     d: Daemon,
 }
 
@@ -147,7 +78,7 @@ fn net(pstn: Option<(&str, &[&str])>, flags: &[&str], password: &str) -> Net {
         ..Options::default()
     });
     // Its work directory and log live in the daemon's test directory.
-    let carrier = Carrier::start(d.dir.path(), carrier_port, pstn_port, flags);
+    let carrier = carrier(d.dir.path(), carrier_port, pstn_port, flags);
     Net { pstn, carrier, d }
 }
 

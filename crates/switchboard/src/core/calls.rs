@@ -16,8 +16,9 @@
 use super::carrier_auth::{self, Challenged};
 use super::context::Ctx;
 use super::dialogs::{Answer, Carrier, Dialogs};
+use super::registrant::Registrant;
 use super::relays::{call_id_of, send_cancel};
-use super::targets::{binding_peer, distinct_targets, newer, peer_for_uri};
+use super::targets::{binding_peer, distinct_targets, newer, next_hops, peer_for_uri};
 use super::wire::{Local, Owner};
 use crate::executor::{BranchId, BranchTarget, CancelCause, Command, Execution, Limits, Phase};
 use crate::presence_service::PresenceService;
@@ -234,6 +235,14 @@ impl ViewSource for LiveView<'_> {
     }
 }
 
+/// Whether `user` is the contact trunk `trunk` registers at its carrier.
+fn registers_as(policy: &Policy, trunk: &str, user: &str) -> bool {
+    policy
+        .trunk(trunk)
+        .and_then(|t| t.account.as_ref()?.registration.as_ref())
+        .is_some_and(|r| r.contact_user == user)
+}
+
 /// The user part of a From/To header's URI.
 fn header_user(value: Option<&str>) -> Option<String> {
     let uri = proxy::strip_angle(split_first_value(value?).0);
@@ -271,9 +280,12 @@ impl Calls {
 
     /// An initial INVITE (no To tag): loops, routes, domain and caller checked. None when
     /// it has been answered (403, 482, 404, 484, or the digest gate's 407/403/400).
+    /// `registrant` knows the contacts trunks registered at their carriers: a call to one
+    /// of them is the trunk's, dialling the number in its To header.
     pub(crate) fn admit(
         &mut self,
         cx: &mut Ctx<'_>,
+        registrant: &Registrant,
         tx: TxId,
         mut req: Request,
         peer: Peer,
@@ -301,11 +313,24 @@ impl Calls {
             self.refuse(cx, tx, &req, 404, "domain not served here");
             return None;
         }
-        let Some(dialled) = req.uri.user().map(str::to_string) else {
+        let Some(mut dialled) = req.uri.user().map(str::to_string) else {
             self.refuse(cx, tx, &req, 484, "no number or name in the Request-URI");
             return None;
         };
-        let caller = self.identify_caller(cx, tx, &req, peer)?;
+        let caller = self.identify_caller(cx, registrant, tx, &req, peer, &dialled)?;
+        // A carrier sends a registered trunk's calls to the contact it registered, the
+        // number called in To (as it would be addressed at the carrier).
+        if let Caller::Trunk { trunk, .. } = &caller {
+            if registers_as(cx.directory.policy(), trunk, &dialled) {
+                match header_user(req.to_header().ok().map(|t| t.value())) {
+                    Some(to) => dialled = to,
+                    None => {
+                        self.refuse(cx, tx, &req, 484, "no number in the To header");
+                        return None;
+                    }
+                }
+            }
+        }
         Some(Admitted {
             tx,
             req,
@@ -315,14 +340,17 @@ impl Calls {
         })
     }
 
-    /// Who is calling: a trunk (by source address or credentials), a user (digest), or
-    /// anyone (when authentication is off). None when the request was answered instead.
+    /// Who is calling: a trunk (by source address, by the contact it registered and the
+    /// registrar it registered with, or by credentials), a user (digest), or anyone (when
+    /// authentication is off). None when the request was answered instead.
     fn identify_caller(
         &mut self,
         cx: &mut Ctx<'_>,
+        registrant: &Registrant,
         tx: TxId,
         req: &Request,
         peer: Peer,
+        dialled: &str,
     ) -> Option<Caller> {
         let directory = cx.directory;
         let from_user = header_user(req.from_header().ok().map(|f| f.value()))
@@ -330,6 +358,12 @@ impl Calls {
         if let Some(t) = directory.policy().trunk_for_source(peer.addr.ip()) {
             return Some(Caller::Trunk {
                 trunk: t.id.clone(),
+                number: from_user,
+            });
+        }
+        if let Some(trunk) = registrant.trunk_for_contact(dialled, peer.addr.ip(), cx.now) {
+            return Some(Caller::Trunk {
+                trunk: trunk.to_string(),
                 number: from_user,
             });
         }
@@ -831,9 +865,17 @@ fn start_branch(
                 tracing::info!(call_id = %call.call_id, trunk = %t.id, "trunk has no uri for outbound calls");
                 return Err(503);
             };
-            let Some((transport, addr)) = proxy::uri_target(&trunk_uri) else {
-                tracing::warn!(call_id = %call.call_id, uri = %trunk_uri, "trunk uri is not an IP address (names are not resolved yet)");
-                return Err(503);
+            // The first next hop (failing over to the others is the resolver's to come).
+            let hop = match next_hops(&trunk_uri) {
+                Ok(hops) => hops.into_iter().next().ok_or("no address"),
+                Err(e) => Err(e.why()),
+            };
+            let (transport, addr) = match hop {
+                Ok(p) => (p.transport, p.addr),
+                Err(why) => {
+                    tracing::warn!(call_id = %call.call_id, uri = %trunk_uri, why, "trunk uri gives no address to send to");
+                    return Err(503);
+                }
             };
             if t.account.is_some() {
                 account_of = Some(t.id.clone());

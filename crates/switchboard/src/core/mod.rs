@@ -7,7 +7,8 @@
 //! clock, and tests drive the core directly with a virtual clock.
 //!
 //! `Core` owns its sub-machines, each with its own tables and no reference back to the
-//! core: [`registrations`] (REGISTER), [`calls`] (initial INVITEs, their branches and
+//! core: [`registrations`] (REGISTER), [`registrant`] (trunks registering with their
+//! carriers), [`calls`] (initial INVITEs, their branches and
 //! CANCEL), [`dialogs`] (answered calls until their BYE), [`relays`] (requests inside
 //! dialogs), [`watchers`] (SUBSCRIBE, NOTIFY), [`own_presence`] (PUBLISH, feature codes), the
 //! presence service,
@@ -84,6 +85,7 @@ pub mod context;
 pub mod dialogs;
 pub mod ledger;
 pub mod own_presence;
+pub mod registrant;
 pub mod registrations;
 pub mod relays;
 pub mod targets;
@@ -94,6 +96,7 @@ pub use auth_gate::GateStats;
 pub use calls::{RoutingConfig, RoutingStats};
 pub use config::CoreConfig;
 pub use own_presence::FeatureCodes;
+pub use registrant::{RegState, TrunkStatus};
 pub use watchers::WatchersConfig;
 pub use wire::{Now, Output};
 
@@ -104,6 +107,7 @@ use context::ctx;
 use dialogs::Dialogs;
 use ledger::{Ledger, Pending};
 use own_presence::{OwnPresence, SipChange};
+use registrant::Registrant;
 use registrations::Registered;
 use relays::Relays;
 use watchers::Watchers;
@@ -128,6 +132,9 @@ pub enum Input {
     },
     /// The policy was reloaded: from now on the core reads this version.
     PolicyChanged(Snapshot),
+    /// The daemon is stopping: new requests get 503, what is under way finishes, the
+    /// trunks' registrations are removed at their carriers (see [`Core::unregistering`]).
+    Drain,
 }
 
 /// Counters of the core.
@@ -187,6 +194,8 @@ pub struct Core {
     relays: Relays,
     watchers: Watchers,
     own_presence: OwnPresence,
+    /// Trunks' registrations with their carriers.
+    registrant: Registrant,
     /// People with presence changes on their way to the store, and how many.
     presence_writes: HashMap<String, usize>,
     /// Changes waiting for those, per person, in order.
@@ -222,7 +231,7 @@ impl Core {
             block: config.block,
         });
         let routing = config.routing.clone();
-        Core {
+        let mut core = Core {
             presence: PresenceService::new(directory.policy()),
             calls: Calls::new(routing.clone()),
             dialogs: Dialogs::new(routing.dialog_probe_secs, routing.max_call_secs),
@@ -249,7 +258,12 @@ impl Core {
             ledger: Ledger::new(),
             stats: CoreStats::default(),
             draining: false,
-        }
+            registrant: Registrant::new(),
+        };
+        // Every registering trunk is due at once: its REGISTER goes with the first
+        // Input::Timeout, which poll_timeout asks for now.
+        core.registrant.sync(&mut ctx!(core, now));
+        core
     }
 
     /// What the system says of its own addresses, for listeners bound to every interface
@@ -360,9 +374,28 @@ impl Core {
         self.ledger.len()
     }
 
-    /// Stop taking new requests (they get 503); finish what is under way.
-    pub fn drain(&mut self) {
+    /// [`Input::Drain`]: stop taking new requests (they get 503); finish what is under
+    /// way; remove the trunks' registrations at their carriers.
+    fn drain(&mut self, now: Now) {
+        if self.draining {
+            return;
+        }
         self.draining = true;
+        let removing = self.registrant.unregister_all(&mut ctx!(self, now));
+        if removing > 0 {
+            tracing::info!(trunks = removing, "unregistering trunks");
+        }
+    }
+
+    /// Unregistrations of trunks still waiting for their carrier's answer (a shutdown
+    /// waits for them, bounded).
+    pub fn unregistering(&self) -> usize {
+        self.registrant.leaving()
+    }
+
+    /// Every trunk of the policy with its registration (a read: nothing changes).
+    pub fn trunks(&self) -> Vec<TrunkStatus> {
+        self.registrant.status(self.directory.policy())
     }
 
     // ---- the input, the outputs, the timer -------------------------------------------------
@@ -375,6 +408,7 @@ impl Core {
             Input::Timeout => self.handle_timeout(now),
             Input::Command { id, req } => self.command(id, req, now),
             Input::PolicyChanged(directory) => self.policy_changed(directory, now),
+            Input::Drain => self.drain(now),
         }
         self.after_event(now);
     }
@@ -401,6 +435,7 @@ impl Core {
             self.dialogs.poll_timeout(now),
             subscription_end,
             publication_end,
+            self.registrant.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -427,6 +462,7 @@ impl Core {
         self.dialogs.timeout(&mut ctx!(self, now));
         self.watchers.timeout(&mut ctx!(self, now));
         self.own_presence.timeout(&mut ctx!(self, now));
+        self.registrant.timeout(&mut ctx!(self, now));
         self.handle_tx_events(now);
         let mut cx = ctx!(self, now);
         let lapsed = cx.registrar.expire(now.unix);
@@ -449,6 +485,9 @@ impl Core {
             .presence
             .policy_changed(cx.directory.policy(), now.unix as i64);
         cx.persist_unacknowledged(writes);
+        // Trunks that now register, no longer do or changed their account.
+        self.registrant.sync(&mut cx);
+        self.registrant.timeout(&mut cx);
     }
 
     // ---- messages --------------------------------------------------------------------------
@@ -611,7 +650,7 @@ impl Core {
         }
         match req.method {
             Method::Invite => {
-                let Some(call) = self.calls.admit(cx, tx, req, peer) else {
+                let Some(call) = self.calls.admit(cx, &self.registrant, tx, req, peer) else {
                     return; // refused, or challenged
                 };
                 match self.own_presence.feature_code(&call) {
@@ -696,6 +735,7 @@ impl Core {
                 self.watchers.notify_answered(cx, id, Some(code));
             }
             Some(Owner::Dialog) => self.dialogs.response(cx, tx, code),
+            Some(Owner::Registration(key)) => self.registrant.response(cx, key, tx, resp),
             Some(Owner::Notify(_)) | Some(Owner::Call(_)) | None => {}
         }
     }
@@ -757,6 +797,7 @@ impl Core {
                     }
                     Some(Owner::Relay) => self.relays.ended(tx),
                     Some(Owner::Call(call)) => self.calls.caller_gone(call),
+                    Some(Owner::Registration(_)) => self.registrant.ended(tx),
                     None => {}
                 };
             }
@@ -778,6 +819,7 @@ impl Core {
                 self.calls.branch_failed(cx, call, branch, code, timer_c)
             }
             Some(Owner::Relay) => self.relays.failed(cx, tx),
+            Some(Owner::Registration(key)) => self.registrant.failed(cx, key, tx, code),
             Some(Owner::Call(_)) | None => {}
         }
     }

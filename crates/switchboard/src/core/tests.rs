@@ -161,7 +161,7 @@ fn expiry_fires_from_poll_timeout_and_is_persisted() {
 fn draining_refuses_new_requests_with_503() {
     let t0 = Instant::now();
     let mut c = core(t0);
-    c.drain();
+    c.handle(Input::Drain, at(t0, 0));
     c.handle(Input::Inbound(register(1, "a", 600, None)), at(t0, 0));
     let out = sent(&outputs(&mut c));
     assert!(out[0].starts_with("SIP/2.0 503"), "{out:?}");

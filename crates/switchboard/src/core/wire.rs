@@ -73,6 +73,8 @@ pub(crate) enum Owner {
     Notify(switchboard_sip::subscription::SubId),
     /// A probe or BYE of an answered call (its state is in `dialogs`).
     Dialog,
+    /// A trunk's REGISTER (its registration, by key, is in `registrant`).
+    Registration(u64),
 }
 
 /// What names this server: its domains (lower-case), its listeners with the names they

@@ -601,6 +601,8 @@ pub struct Sipp<'a> {
     domain: String,
     auth_uri: Option<String>,
     local_ip: Option<String>,
+    /// Where to send (default: the daemon's IPv4 address).
+    target: Option<SocketAddr>,
     args: Vec<String>,
     limit: Duration,
 }
@@ -633,6 +635,7 @@ impl<'a> Sipp<'a> {
             domain: REALM.to_string(),
             auth_uri: None,
             local_ip: None,
+            target: None,
             args: Vec::new(),
             limit: Duration::from_secs(60),
         }
@@ -649,6 +652,12 @@ impl<'a> Sipp<'a> {
     /// 127.0.0.1.
     pub fn local_ip(mut self, ip: &str) -> Self {
         self.local_ip = Some(ip.to_string());
+        self
+    }
+
+    /// Send to `addr` instead of the daemon (a carrier's proxy in front of it).
+    pub fn target(mut self, addr: SocketAddr) -> Self {
+        self.target = Some(addr);
         self
     }
 
@@ -722,7 +731,10 @@ impl<'a> Sipp<'a> {
                 self.local_ip
                     .clone()
                     .unwrap_or_else(|| "127.0.0.1".to_string()),
-                format!("127.0.0.1:{}", self.daemon.port),
+                self.target.map_or_else(
+                    || format!("127.0.0.1:{}", self.daemon.port),
+                    |t| t.to_string(),
+                ),
             )
         };
         let sf = scenarios().join(&self.scenario);
@@ -1253,4 +1265,103 @@ pub fn probed_call(d: &Daemon) -> Uas {
         .arg("-timeout")
         .arg("90s")
         .spawn()
+}
+
+// ---------------------------------------------------------------------------------------
+// Kamailio
+
+/// Kamailio with a config of `tests/kamailio/`, killed on drop: SIGTERM to its main
+/// process (which ends its children), then SIGKILL to its process group, by id. Its log
+/// (stderr) is printed when the test fails.
+pub struct Kamailio {
+    proc: Option<Proc>,
+}
+
+impl Kamailio {
+    /// Starts `cfg` listening on UDP `addr` with `defines` (`NAME=VALUE`, as `-A` takes
+    /// them), its work directory and log in `dir`, and waits (bounded) until it answers
+    /// an OPTIONS.
+    pub fn start(cfg: &str, dir: &Path, addr: SocketAddr, defines: &[String]) -> Kamailio {
+        use std::os::unix::process::CommandExt as _;
+        require("kamailio");
+        let work = dir.join(format!("kamailio-{}", addr.port()));
+        std::fs::create_dir_all(&work).unwrap();
+        let cfg = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/kamailio")
+            .join(cfg);
+        let mut cmd = Command::new("kamailio");
+        cmd.arg("-f")
+            .arg(&cfg)
+            .args(["-l", &format!("udp:{addr}")])
+            .args(["-DD", "-E", "-m", "64", "-w"])
+            .arg(&work);
+        for d in defines {
+            cmd.args(["-A", d]);
+        }
+        // Its own process group: its children go with it.
+        cmd.process_group(0);
+        let proc = Proc::spawn("kamailio", &mut cmd, work.join("kamailio.log"), false);
+        let k = Kamailio { proc: Some(proc) };
+        let up = wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+            udp_exchange(
+                addr,
+                request("OPTIONS", "").as_bytes(),
+                Duration::from_millis(300),
+            )
+            .filter(|r| r.starts_with("SIP/2.0 200"))
+        });
+        assert!(up.is_some(), "kamailio did not answer:\n{}", k.log());
+        k
+    }
+
+    pub fn log(&self) -> String {
+        self.proc.as_ref().map(Proc::log).unwrap_or_default()
+    }
+
+    /// The lines of its log holding `what` (the config's own log lines), as the config
+    /// wrote them.
+    pub fn lines(&self, what: &str) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains(what))
+            .map(|l| l.split_once("<script>: ").map_or(l, |(_, s)| s).to_string())
+            .collect()
+    }
+
+    /// Waits (at most `limit`) until `count` lines hold `what`; they, or a failure with
+    /// the log.
+    pub fn wait_for_lines(&self, what: &str, count: usize, limit: Duration) -> Vec<String> {
+        wait_until(limit, Duration::from_millis(50), || {
+            let l = self.lines(what);
+            (l.len() >= count).then_some(l)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no {count} {what:?} lines within {limit:?}:\n{}",
+                self.log()
+            )
+        })
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        let Some(mut p) = self.proc.take() else {
+            return;
+        };
+        let pid = p.pid().to_string();
+        let quiet = |args: &[&str]| {
+            let _ = Command::new("kill")
+                .args(args)
+                .stderr(Stdio::null())
+                .status();
+        };
+        quiet(&["-TERM", &pid]);
+        p.wait_exit(Duration::from_secs(5));
+        // Whatever of the group is left (children of a main process that did not end them).
+        quiet(&["-KILL", "--", &format!("-{pid}")]);
+        if std::thread::panicking() {
+            eprintln!("--- kamailio log ---\n{}", p.log());
+        }
+    }
 }
