@@ -53,6 +53,9 @@ pub const SHED_RUN: usize = 64;
 pub struct Arrival {
     pub inbound: Inbound,
     pub at: Instant,
+    /// Its socket dropped datagrams for want of room since the one before it: the queue
+    /// was full.
+    pub overflowed: bool,
 }
 
 impl Arrival {
@@ -61,9 +64,14 @@ impl Arrival {
         Arrival {
             inbound,
             at: Instant::now(),
+            overflowed: false,
         }
     }
 }
+
+/// How long shedding goes on after a socket last overflowed (see
+/// [`TransportConfig::shed_after`]).
+pub const SHED_AFTER_OVERFLOW: Duration = Duration::from_secs(1);
 
 /// Settings of the transport layer.
 #[derive(Clone, Copy, Debug)]
@@ -78,9 +86,11 @@ pub struct TransportConfig {
     pub tcp_idle_timeout: Duration,
     /// Load shedding: once [`SHED_RUN`] messages in a row have waited this long between
     /// reaching the machine (the kernel's receive timestamp for UDP) and being taken by the
-    /// core, the core is behind: a request that would start new work (outside any dialog; not ACK or CANCEL)
+    /// core, or a UDP socket's buffer overflowed (the kernel dropped datagrams: its queue
+    /// was full before any message waited that long), the core is behind: a request that would start new work (outside any dialog; not ACK or CANCEL)
     /// is then answered `503` with `Retry-After`, statelessly, without reaching the core,
-    /// until messages wait less than half as long again. In-dialog requests and responses
+    /// until messages wait less than half as long again and no socket has overflowed for
+    /// [`SHED_AFTER_OVERFLOW`]. In-dialog requests and responses
     /// always go through, so calls under way keep working. Zero: never shed.
     pub shed_after: Duration,
 }
@@ -261,6 +271,8 @@ struct Inner {
     shed_at_start: AtomicU64,
     /// Messages in a row that waited `shed_after` or longer for the core.
     late_run: AtomicUsize,
+    /// When a UDP socket last overflowed (milliseconds since `epoch`, plus one; 0: never).
+    overflowed_at: AtomicU64,
 }
 
 impl Transports {
@@ -329,6 +341,7 @@ impl Transports {
             shedding: AtomicBool::new(false),
             shed_at_start: AtomicU64::new(0),
             late_run: AtomicUsize::new(0),
+            overflowed_at: AtomicU64::new(0),
         });
         let this = Transports { inner };
         for (i, u) in this.inner.udp.iter().enumerate() {
@@ -559,9 +572,21 @@ impl Transports {
             .map(|u| (u, None))
     }
 
-    /// Hands a message read at `at` to the core. False when the core has stopped.
-    async fn deliver(&self, inbound: Inbound, at: Instant, sink: &mpsc::Sender<Arrival>) -> bool {
-        sink.send(Arrival { inbound, at }).await.is_ok()
+    /// Hands a message read at `at` (after its socket `overflowed`) to the core. False when
+    /// the core has stopped.
+    async fn deliver(
+        &self,
+        inbound: Inbound,
+        at: Instant,
+        overflowed: bool,
+        sink: &mpsc::Sender<Arrival>,
+    ) -> bool {
+        let arrival = Arrival {
+            inbound,
+            at,
+            overflowed,
+        };
+        sink.send(arrival).await.is_ok()
     }
 
     /// What the core takes of a message it is about to handle at `now`: the message,
@@ -581,14 +606,24 @@ impl Transports {
             late.swap(0, Ordering::Relaxed);
             0
         };
+        let since_epoch =
+            |t: Instant| t.saturating_duration_since(self.inner.epoch).as_millis() as u64;
+        if arrival.overflowed {
+            self.inner
+                .overflowed_at
+                .store(since_epoch(arrival.at) + 1, Ordering::Relaxed);
+        }
+        let last = self.inner.overflowed_at.load(Ordering::Relaxed);
+        let overflowing =
+            last > 0 && since_epoch(now) < last + SHED_AFTER_OVERFLOW.as_millis() as u64;
         let shedding = self.inner.shedding.load(Ordering::Relaxed);
         let behind = if shedding {
-            waited >= after / 2
+            waited >= after / 2 || overflowing
         } else {
-            run >= SHED_RUN
+            run >= SHED_RUN || arrival.overflowed
         };
         if behind != shedding {
-            self.shedding_changed(behind, waited);
+            self.shedding_changed(behind, waited, arrival.overflowed);
         }
         if behind && self.shed(&arrival.inbound) {
             return None;
@@ -630,7 +665,7 @@ impl Transports {
 
     /// One line when shedding begins and one when it ends (with how many were shed), not
     /// one per request.
-    fn shedding_changed(&self, behind: bool, waited: Duration) {
+    fn shedding_changed(&self, behind: bool, waited: Duration, overflowed: bool) {
         if self.inner.shedding.swap(behind, Ordering::Relaxed) == behind {
             return; // another socket said so first
         }
@@ -639,6 +674,7 @@ impl Transports {
             self.inner.shed_at_start.store(shed, Ordering::Relaxed);
             tracing::warn!(
                 waited_ms = waited.as_millis() as u64,
+                overflowed,
                 "the core is behind: new requests are answered 503 until it catches up"
             );
         } else {
@@ -724,11 +760,12 @@ fn want_pktinfo(sock: &UdpSocket, local: SocketAddr) -> std::io::Result<bool> {
 
 /// Reads one datagram without waiting: its length, its source, the address of ours it was
 /// sent to (for a socket bound to every interface, the one the datagram names; else the
-/// socket's), and when it reached the machine (the kernel's stamp; else now).
+/// socket's), when it reached the machine (the kernel's stamp; else now), and how many
+/// datagrams the socket has dropped so far for want of room.
 fn try_recv(
     udp: &Udp,
     buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr, SocketAddr, Instant)> {
+) -> std::io::Result<(usize, SocketAddr, SocketAddr, Instant, u32)> {
     #[cfg(target_os = "linux")]
     {
         let r = udp
@@ -738,12 +775,18 @@ fn try_recv(
             Some(ip) if udp.pktinfo => SocketAddr::new(ip, udp.addr.port()),
             _ => udp.addr,
         };
-        Ok((r.len, r.from, local, arrived_at(r.arrived)))
+        Ok((
+            r.len,
+            r.from,
+            local,
+            arrived_at(r.arrived),
+            r.dropped.unwrap_or(0),
+        ))
     }
     #[cfg(not(target_os = "linux"))]
     {
         let (n, from) = udp.sock.try_recv_from(buf)?;
-        Ok((n, from, udp.addr, Instant::now()))
+        Ok((n, from, udp.addr, Instant::now(), 0))
     }
 }
 
@@ -792,8 +835,11 @@ async fn udp_loop(t: Transports, index: usize, sink: mpsc::Sender<Arrival>) {
     let limits = t.inner.config.limits;
     // One byte more than the limit, to tell an over-long datagram from one that fits.
     let mut buf = vec![0u8; limits.max_message_size.max(1) + 1];
+    // The socket's drop count as of the last message handed on: a larger one means its
+    // buffer overflowed since (see `TransportConfig::shed_after`).
+    let mut drops_told = 0u32;
     loop {
-        let (n, from, local, at) = match try_recv(udp, &mut buf) {
+        let (n, from, local, at, dropped) = match try_recv(udp, &mut buf) {
             Ok(x) => x,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 // Empty until the next datagram comes.
@@ -835,7 +881,9 @@ async fn udp_loop(t: Transports, index: usize, sink: mpsc::Sender<Arrival>) {
             Ok(msg) => Inbound::Message { msg, peer, local },
             Err(error) => Inbound::Invalid { error, peer },
         };
-        if !t.deliver(item, at, &sink).await {
+        let overflowed = dropped != drops_told;
+        drops_told = dropped;
+        if !t.deliver(item, at, overflowed, &sink).await {
             return; // the core has stopped
         }
     }
@@ -997,7 +1045,7 @@ async fn tcp_connection(
                         Ok(msg) => Inbound::Message { msg, peer, local },
                         Err(error) => Inbound::Invalid { error, peer },
                     };
-                    if !t.deliver(item, at, &sink).await {
+                    if !t.deliver(item, at, false, &sink).await {
                         break 'conn;
                     }
                 }
@@ -1056,6 +1104,7 @@ mod tests {
         Arrival {
             inbound,
             at: Instant::now() - waited,
+            overflowed: false,
         }
     }
 
@@ -1117,6 +1166,23 @@ mod tests {
         assert!(admitted(&options, ms(40)));
         assert!(admitted(&options, ms(150)));
         assert_eq!(t.stats().shed.load(Ordering::Relaxed), 2);
+
+        // A socket that overflowed: its queue was full before anything waited that long
+        // (a small buffer, a fast flood). Shedding begins at once…
+        let overflowed = |w: Duration| {
+            let mut a = waited(&options, from, local, w);
+            a.overflowed = true;
+            t.admit(a, Instant::now()).is_some()
+        };
+        assert!(!overflowed(ms(5)));
+        // …and goes on while it may still be overflowing, however short the waits…
+        assert!(!admitted(&options, ms(5)));
+        // …until a while after it last did.
+        let later = Instant::now() + SHED_AFTER_OVERFLOW;
+        let mut a = waited(&options, from, local, ms(0));
+        a.at = later - ms(5);
+        assert!(t.admit(a, later).is_some());
+        assert_eq!(t.stats().shed.load(Ordering::Relaxed), 4);
     }
 
     const OPTIONS: &str = "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bK1\r\n\

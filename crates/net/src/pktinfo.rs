@@ -35,11 +35,17 @@ pub struct Received {
     /// When it reached the machine (with [`enable_timestamps`]; None if the kernel did not
     /// say).
     pub arrived: Option<SystemTime>,
+    /// How many datagrams the socket has dropped so far because its buffer was full (with
+    /// [`enable_timestamps`]; None if the kernel did not say, which it does only once it
+    /// has dropped one).
+    pub dropped: Option<u32>,
 }
 
-/// Asks the kernel to stamp every datagram `sock` receives with when it arrived.
+/// Asks the kernel to stamp every datagram `sock` receives with when it arrived, and with
+/// how many it has dropped so far for want of room (`SO_RXQ_OVFL`).
 pub fn enable_timestamps(sock: &impl AsRawFd) -> io::Result<()> {
-    set_int(sock, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS)
+    set_int(sock, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS)?;
+    set_int(sock, libc::SOL_SOCKET, libc::SO_RXQ_OVFL)
 }
 
 fn set_int(sock: &impl AsRawFd, level: libc::c_int, name: libc::c_int) -> io::Result<()> {
@@ -105,7 +111,7 @@ pub fn recv(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
         let from = from
             .as_socket()
             .ok_or_else(|| io::Error::other("a datagram from a non-IP address"))?;
-        let (mut to, mut arrived) = (None, None);
+        let (mut to, mut arrived, mut dropped) = (None, None, None);
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {
             let data = libc::CMSG_DATA(cmsg);
@@ -119,6 +125,9 @@ pub fn recv(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
                 (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
                     let info: libc::in6_pktinfo = std::ptr::read_unaligned(data.cast());
                     to = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                }
+                (libc::SOL_SOCKET, libc::SO_RXQ_OVFL) => {
+                    dropped = Some(std::ptr::read_unaligned(data.cast::<u32>()));
                 }
                 (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
                     let ts: libc::timespec = std::ptr::read_unaligned(data.cast());
@@ -136,6 +145,7 @@ pub fn recv(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
             from,
             to,
             arrived,
+            dropped,
         })
     }
 }
