@@ -71,7 +71,7 @@ impl Arrival {
 
 /// How long shedding goes on after a socket last overflowed (see
 /// [`TransportConfig::shed_after`]).
-pub const SHED_AFTER_OVERFLOW: Duration = Duration::from_secs(1);
+pub const SHED_AFTER_OVERFLOW: Duration = Duration::from_millis(500);
 
 /// Settings of the transport layer.
 #[derive(Clone, Copy, Debug)]
