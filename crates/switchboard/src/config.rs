@@ -164,6 +164,7 @@ struct RawRouting {
     dialog_probe_secs: Spanned<u64>,
     follow_redirects: bool,
     redirect_domains: Vec<Spanned<String>>,
+    failover_after_ms: Spanned<u64>,
 }
 
 impl Default for RawRouting {
@@ -175,6 +176,7 @@ impl Default for RawRouting {
             dialog_probe_secs: Spanned::new(0..0, 90),
             follow_redirects: true,
             redirect_domains: Vec::new(),
+            failover_after_ms: Spanned::new(0..0, 3000),
         }
     }
 }
@@ -475,6 +477,9 @@ pub struct Config {
     pub follow_redirects: bool,
     /// Domains a redirect may send a call to (lower-case).
     pub redirect_domains: Vec<String>,
+    /// How long a branch waits for a provisional response from one of its URI's targets
+    /// before it goes on to the next (when there is one).
+    pub failover_after_ms: u64,
     /// Subscription expiry bounds (seconds) and the most subscriptions at once.
     pub subscription_min_expires: u32,
     pub subscription_default_expires: u32,
@@ -728,6 +733,12 @@ impl Config {
         );
         let max_calls = range(&raw.routing.max_calls, "routing.max_calls", 1, 1_000_000);
         let max_ring = range(&raw.routing.max_ring_secs, "routing.max_ring_secs", 5, 3600);
+        let failover_after = range(
+            &raw.routing.failover_after_ms,
+            "routing.failover_after_ms",
+            100,
+            30_000,
+        );
         let max_call = range(
             &raw.routing.max_call_secs,
             "routing.max_call_secs",
@@ -995,6 +1006,7 @@ impl Config {
             max_call_secs: max_call,
             dialog_probe_secs: probe,
             follow_redirects: raw.routing.follow_redirects,
+            failover_after_ms: failover_after,
             redirect_domains,
             subscription_min_expires: sub_min as u32,
             subscription_default_expires: sub_def as u32,

@@ -14,9 +14,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use switchboard_net::dns::Dns;
 use switchboard_net::interfaces::SystemInterfaces;
 use switchboard_net::{Arrival, TransportConfig, Transports};
 use switchboard_sip::entropy::Entropy;
+use switchboard_sip::locate::{Answer, Query};
 use switchboard_sip::parse::Limits;
 use switchboard_sip::registrar::RegistrarConfig;
 use switchboard_sip::subscription::NotifierConfig;
@@ -88,6 +90,7 @@ fn core_config(c: &Config, route_secret: [u8; 32]) -> CoreConfig {
             route_secret,
             follow_redirects: c.follow_redirects,
             redirect_domains: c.redirect_domains.clone(),
+            failover_after: Duration::from_millis(c.failover_after_ms),
         },
         watchers: WatchersConfig {
             subscriptions: NotifierConfig {
@@ -240,6 +243,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut replies: HashMap<u64, oneshot::Sender<Reply>> = HashMap::new();
     let mut next_reply = 0u64;
 
+    // DNS lookups for the core (RFC 3263). Without name servers (no resolv.conf on this
+    // machine, none configured) the daemon still starts: every lookup fails at once, with
+    // a log line saying why, and URIs with addresses work as ever.
+    let (unanswered_tx, unanswered_rx) = mpsc::unbounded_channel::<(Query, Answer)>();
+    let (dns, mut dns_rx) = match Dns::start(&config.dns) {
+        Ok((dns, answers)) => (Some(dns), answers),
+        Err(e) => {
+            tracing::warn!(error = %e, "no DNS: SIP URIs with host names cannot be located until [dns] servers names a name server");
+            (None, unanswered_rx)
+        }
+    };
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, bool)>();
     // A finished reload comes back here: a policy that replaced the running one goes to the
     // core, and the watcher learns what the files it settled on looked like.
@@ -287,6 +301,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         tokio::select! {
             biased;
+            Some((query, answer)) = dns_rx.recv() => {
+                core.handle(Input::DnsAnswer { query, answer }, now());
+                while let Ok((query, answer)) = dns_rx.try_recv() {
+                    core.handle(Input::DnsAnswer { query, answer }, now());
+                }
+            }
             Some((token, ok)) = done_rx.recv() => {
                 core.handle(Input::Persisted { token, ok }, now());
                 while let Ok((token, ok)) = done_rx.try_recv() {
@@ -359,6 +379,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             match out {
                 Output::Send { to, bytes } => transports.send(to, bytes),
                 Output::Hold { peer, until } => transports.hold(peer, until),
+                Output::Lookup(query) => match &dns {
+                    Some(dns) => dns.ask(query),
+                    None => {
+                        let why = "no DNS servers: /etc/resolv.conf could not be read and [dns] servers names none".to_string();
+                        let _ = unanswered_tx.send((query, Answer::Failed(why)));
+                    }
+                },
                 Output::Reply { id, reply } => {
                     if let Some(tx) = replies.remove(&id) {
                         let _ = tx.send(*reply);

@@ -177,6 +177,8 @@ pub(crate) struct T {
     pub replies: Vec<(u64, Result<Answer, ErrorKind>)>,
     /// The policy the core started with.
     policy: String,
+    /// DNS questions the core asked and the test has not answered yet, oldest first.
+    pub lookups: Vec<switchboard_sip::locate::Query>,
 }
 
 pub(crate) fn addr(s: &str) -> SocketAddr {
@@ -229,6 +231,7 @@ impl T {
             inputs: Vec::new(),
             outputs: Vec::new(),
             policy: policy.to_string(),
+            lookups: Vec::new(),
         };
         // What the start stores (everyone's first state) is stored before a test begins.
         t.pump();
@@ -301,6 +304,7 @@ impl T {
                     self.replies.push((id, (*reply).map_err(|e| e.kind)))
                 }
                 Output::Hold { peer, until } => self.holds.push((peer, until)),
+                Output::Lookup(query) => self.lookups.push(query),
             }
         }
     }
@@ -342,6 +346,20 @@ impl T {
 
     /// Lets `secs` seconds pass, half a second at a time, so that retransmission timers
     /// fire as they would on a real clock.
+    /// Answers every DNS question asked (and those the answers lead to) from `dns`, a
+    /// scripted name server.
+    pub(crate) fn answer_dns(
+        &mut self,
+        dns: impl Fn(&switchboard_sip::locate::Query) -> switchboard_sip::locate::Answer,
+    ) {
+        while !self.lookups.is_empty() {
+            let query = self.lookups.remove(0);
+            let answer = dns(&query);
+            self.feed(Input::DnsAnswer { query, answer });
+            self.pump();
+        }
+    }
+
     pub(crate) fn advance(&mut self, secs: u64) {
         for _ in 0..secs * 2 {
             self.halves += 1;
@@ -534,3 +552,44 @@ pub(crate) fn answered_digest(
     assert_eq!(p["response"], expected, "{value}");
     p
 }
+
+/// A scripted name server for `carrier.test` (and `registrar.carrier.test`): its UDP SRV
+/// records name `a.carrier.test` (priority 10) and `b.carrier.test` (priority 20), at
+/// `127.0.0.8:5080` and `127.0.0.9:5080`; `gone.test` does not exist; nothing else has
+/// records. TTLs 300 s.
+pub(crate) fn carrier_dns(q: &switchboard_sip::locate::Query) -> switchboard_sip::locate::Answer {
+    use switchboard_sip::locate::{Answer, Record, RecordType, Srv};
+    let ttl = Duration::from_secs(300);
+    let srv = |priority, target: &str| {
+        Record::Srv(Srv {
+            priority,
+            weight: 0,
+            port: 5080,
+            target: target.into(),
+        })
+    };
+    match (q.record_type, q.name.as_str()) {
+        (RecordType::Srv, "_sip._udp.carrier.test" | "_sip._udp.registrar.carrier.test") => {
+            Answer::Records {
+                records: vec![srv(20, "b.carrier.test"), srv(10, "a.carrier.test")],
+                ttl,
+            }
+        }
+        (RecordType::A, "a.carrier.test") => Answer::Records {
+            records: vec![Record::Ip([127, 0, 0, 8].into())],
+            ttl,
+        },
+        (RecordType::A, "b.carrier.test") => Answer::Records {
+            records: vec![Record::Ip([127, 0, 0, 9].into())],
+            ttl,
+        },
+        _ => Answer::NoRecords {
+            ttl: Some(Duration::from_secs(60)),
+        },
+    }
+}
+
+/// The first target of [`carrier_dns`]'s `carrier.test`.
+pub(crate) const CARRIER_A: &str = "127.0.0.8:5080";
+/// Its second target.
+pub(crate) const CARRIER_B: &str = "127.0.0.9:5080";

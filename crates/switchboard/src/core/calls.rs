@@ -16,19 +16,21 @@
 use super::carrier_auth::{self, Challenged};
 use super::context::Ctx;
 use super::dialogs::{Answer, Carrier, Dialogs};
+use super::locating::{target_of, Located, Waiter};
 use super::registrant::Registrant;
 use super::relays::{call_id_of, send_cancel};
-use super::targets::{binding_peer, distinct_targets, newer, next_hops, peer_for_uri};
+use super::targets::{binding_peer, distinct_targets, newer, peer_for_uri};
 use super::wire::{Local, Owner};
 use crate::executor::{BranchId, BranchTarget, CancelCause, Command, Execution, Limits, Phase};
 use crate::presence_service::PresenceService;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use switchboard_policy::{
     Call, Caller, CallerIdRule, DeviceView, GroupMemory, PersonView, Policy, ViewSource,
 };
 use switchboard_presence::model::LegState;
 use switchboard_sip::auth::Role;
+use switchboard_sip::locate::{LocateError, ResolutionId, Resolved, Target};
 use switchboard_sip::message::{self, split_first_value};
 use switchboard_sip::msg::headers::Header;
 use switchboard_sip::msg::prelude::*;
@@ -60,6 +62,9 @@ pub struct RoutingConfig {
     pub follow_redirects: bool,
     /// Domains (lower-case) a redirect may send a call to.
     pub redirect_domains: Vec<String>,
+    /// How long a branch to a URI with several targets (RFC 3263) waits for a
+    /// provisional response from one before it goes on to the next.
+    pub failover_after: Duration,
 }
 
 impl Default for RoutingConfig {
@@ -71,6 +76,7 @@ impl Default for RoutingConfig {
             dialog_probe_secs: 90,
             follow_redirects: true,
             redirect_domains: Vec::new(),
+            failover_after: Duration::from_secs(3),
             route_secret: rand::random(),
         }
     }
@@ -102,6 +108,7 @@ pub struct RoutingStats {
 }
 
 /// One branch of a call as the core sees it.
+#[derive(Default)]
 struct Branch {
     tx: Option<TxId>,
     peer: Option<Peer>,
@@ -121,6 +128,26 @@ struct Branch {
     response: Option<Response>,
     /// No more outcome is expected from it by the executor.
     done: bool,
+    /// What its INVITE is made from (kept to send it to another target).
+    prepared: Option<Box<Prepared>>,
+    /// The resolution of its URI it waits for (a host name, RFC 3263).
+    resolving: Option<ResolutionId>,
+    /// Its URI's targets not tried yet, in order.
+    next_targets: VecDeque<Target>,
+    /// When it goes on to the next target if its INVITE has had no provisional response.
+    failover_at: Option<Instant>,
+    /// Its INVITE transactions to targets it went on from without their provisional
+    /// response (still retransmitting, until Timer B): each is CANCELled when a
+    /// provisional response comes after all, so a late target never goes on ringing.
+    abandoned: Vec<Abandoned>,
+}
+
+/// An INVITE transaction a branch went on from (see [`Branch::abandoned`]).
+struct Abandoned {
+    tx: TxId,
+    peer: Peer,
+    /// Its CANCEL went.
+    cancelled: bool,
 }
 
 struct CallState {
@@ -144,6 +171,8 @@ struct CallState {
     cancel_reason: Option<Header>,
     /// The Record-Route parameter carrying the dialog's token (`;sbt=…`).
     rr_params: String,
+    /// How long a branch waits for a provisional response before its next target.
+    failover_after: Duration,
 }
 
 /// The calls being set up (see the module's documentation).
@@ -153,6 +182,8 @@ pub struct Calls {
     calls: GrowingMap<u64, Box<CallState>>,
     memory: HashMap<String, GroupMemory>,
     wakes: BTreeSet<(Instant, u64)>,
+    /// Branches that go on to their next target at a time if still silent.
+    failovers: BTreeSet<(Instant, u64, BranchId)>,
     next_call: u64,
     pub(crate) stats: RoutingStats,
 }
@@ -164,6 +195,7 @@ impl Calls {
             calls: GrowingMap::new(),
             memory: HashMap::new(),
             wakes: BTreeSet::new(),
+            failovers: BTreeSet::new(),
             next_call: 1,
             stats: RoutingStats::default(),
         }
@@ -201,7 +233,9 @@ impl Calls {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.wakes.first().map(|(t, _)| *t)
+        let wake = self.wakes.first().map(|(t, _)| *t);
+        let failover = self.failovers.first().map(|(t, _, _)| *t);
+        wake.into_iter().chain(failover).min()
     }
 }
 
@@ -464,6 +498,7 @@ impl Calls {
             wake: None,
             cancel_reason: None,
             rr_params,
+            failover_after: self.config.failover_after,
         };
         cx.wire.owners.insert(tx, Owner::Call(key));
         self.calls.insert(key, Box::new(state));
@@ -535,8 +570,17 @@ impl Calls {
         if let Some(w) = call.wake.take() {
             self.wakes.remove(&(w, key));
         }
+        // Branches just sent to a target with others behind it (a set: filed once).
+        for (i, b) in call.branches.iter().enumerate() {
+            if let Some(at) = b.failover_at {
+                self.failovers.insert((at, key, i));
+            }
+        }
         let done = call.exec.phase() != &Phase::Routing
-            && call.branches.iter().all(|b| b.done || b.tx.is_none());
+            && call
+                .branches
+                .iter()
+                .all(|b| (b.done || b.tx.is_none()) && b.abandoned.is_empty());
         if !done {
             if let Some(w) = call.exec.poll_timeout() {
                 self.wakes.insert((w, key));
@@ -552,8 +596,16 @@ impl Calls {
     /// A call whose outcome is settled: logged once, its transactions disowned.
     fn forget(&mut self, cx: &mut Ctx<'_>, call: &CallState) {
         cx.wire.owners.remove(&call.server_tx);
-        for tx in call.branches.iter().filter_map(|b| b.tx) {
-            cx.wire.owners.remove(&tx);
+        for b in &call.branches {
+            if let Some(tx) = b.tx {
+                cx.wire.owners.remove(&tx);
+            }
+            for a in &b.abandoned {
+                cx.wire.owners.remove(&a.tx);
+            }
+            if let Some(id) = b.resolving {
+                cx.locating.cancel(id);
+            }
         }
         let answered = matches!(call.exec.phase(), Phase::Answered { .. });
         if answered {
@@ -613,6 +665,7 @@ impl Calls {
         dialogs: &mut Dialogs,
         key: u64,
         branch: BranchId,
+        tx: TxId,
         mut resp: Response,
     ) {
         let now = cx.now;
@@ -625,6 +678,28 @@ impl Calls {
         let Some(b) = call.branches.get_mut(branch) else {
             return;
         };
+        if b.tx != Some(tx) {
+            return self.abandoned_response(cx, key, branch, tx, resp);
+        }
+        if let Some(peer) = b.peer {
+            if code == 503 {
+                // RFC 3263 §4.3: the next target, the failed one put last for a while
+                // (its Retry-After's while, when it says).
+                let retry_after = retry_after(&resp).map(Duration::from_secs);
+                cx.locating
+                    .locator
+                    .report_failure(target_of(peer), retry_after, now.mono);
+                if !b.done && fail_over(cx, key, call, branch, "503") {
+                    return self.drive(cx, key);
+                }
+            } else {
+                cx.locating.locator.report_success(target_of(peer));
+            }
+        }
+        let Some(b) = call.branches.get_mut(branch) else {
+            return;
+        };
+        b.failover_at = None;
         if matches!(code, 401 | 407) && !b.done && b.carrier.is_some() {
             if answer_challenge(cx, key, call, branch, &resp) {
                 return;
@@ -730,12 +805,36 @@ impl Calls {
         cx: &mut Ctx<'_>,
         key: u64,
         branch: BranchId,
+        tx: TxId,
         code: u16,
         timer_c: bool,
     ) {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
+        let Some(b) = call.branches.get_mut(branch) else {
+            return;
+        };
+        if b.tx != Some(tx) {
+            return; // an abandoned transaction: its end is awaited, nothing more
+        }
+        if !timer_c && !b.provisional && !b.done {
+            // A transport error, or no answer at all: the URI's next target, if any.
+            if let Some(peer) = b.peer {
+                let now = cx.now.mono;
+                cx.locating
+                    .locator
+                    .report_failure(target_of(peer), None, now);
+            }
+            let why = if code == 408 {
+                "no answer"
+            } else {
+                "unreachable"
+            };
+            if fail_over(cx, key, call, branch, why) {
+                return self.drive(cx, key);
+            }
+        }
         let Some(b) = call.branches.get_mut(branch) else {
             return;
         };
@@ -760,11 +859,15 @@ impl Calls {
     }
 
     /// A branch's transaction ended: without a final response, the branch failed (408).
-    pub(crate) fn branch_ended(&mut self, cx: &mut Ctx<'_>, key: u64, branch: BranchId) {
+    pub(crate) fn branch_ended(&mut self, cx: &mut Ctx<'_>, key: u64, branch: BranchId, tx: TxId) {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
         if let Some(b) = call.branches.get_mut(branch) {
+            if b.tx != Some(tx) {
+                b.abandoned.retain(|a| a.tx != tx);
+                return self.drive(cx, key);
+            }
             b.tx = None;
             if !b.done {
                 b.done = true;
@@ -781,8 +884,88 @@ impl Calls {
         }
     }
 
+    /// A response to an INVITE transaction the branch went on from: a provisional one
+    /// has it CANCELled (the target rings after all, and must not go on ringing); a 2xx
+    /// (it answered before the CANCEL reached it) is relayed like every 2xx (§16.7 step
+    /// 9), and the caller ends that extra dialog; a final failure is the end of it.
+    fn abandoned_response(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        key: u64,
+        branch: BranchId,
+        tx: TxId,
+        resp: Response,
+    ) {
+        let now = cx.now;
+        let code = resp.status_code.code();
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let server_tx = call.server_tx;
+        let Some(b) = call.branches.get_mut(branch) else {
+            return;
+        };
+        let Some(a) = b.abandoned.iter_mut().find(|a| a.tx == tx) else {
+            return;
+        };
+        if code < 200 {
+            if !a.cancelled {
+                a.cancelled = true;
+                tracing::info!(call_id = %call.call_id, branch, to = %a.peer, "a target gone on from answered late: cancelled");
+                send_cancel(cx, tx, Some(a.peer), Some(proxy::completed_elsewhere()));
+            }
+        } else if code < 300 {
+            tracing::warn!(call_id = %call.call_id, branch, to = %a.peer, "a target gone on from answered 2xx: relayed; the caller ends that dialog");
+            cx.wire.relay_2xx(server_tx, resp, now);
+        }
+    }
+
+    /// The resolution branch `branch` of call `key` waited for: its INVITE goes to the
+    /// first target, or it fails 503 with a Warning saying why.
+    pub(crate) fn located(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        key: u64,
+        branch: BranchId,
+        id: ResolutionId,
+        outcome: Result<Resolved, LocateError>,
+    ) {
+        let now = cx.now;
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let Some(b) = call.branches.get_mut(branch) else {
+            return;
+        };
+        if b.resolving != Some(id) {
+            return;
+        }
+        b.resolving = None;
+        if b.done || b.cancelled {
+            return self.drive(cx, key);
+        }
+        let uri = match &b.prepared {
+            Some(p) => p.uri.clone(),
+            None => String::new(),
+        };
+        if let Err(code) = go_to_targets(cx, key, call, branch, &uri, outcome) {
+            if let Some(b) = call.branches.get_mut(branch) {
+                b.done = true;
+            }
+            call.exec.branch_unstartable(branch, code, now.mono);
+        }
+        self.drive(cx, key);
+    }
+
     /// Calls whose timeline has something due.
     pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>) {
+        while let Some(&(at, key, branch)) = self.failovers.first() {
+            if at > cx.now.mono {
+                break;
+            }
+            self.failovers.remove(&(at, key, branch));
+            self.silent_target(cx, key, branch, at);
+        }
         while let Some(&(at, key)) = self.wakes.first() {
             if at > cx.now.mono {
                 break;
@@ -797,6 +980,90 @@ impl Calls {
     }
 }
 
+impl Calls {
+    /// A branch's target gave no provisional response within the per-target time: the
+    /// branch goes on to its next target; the silent transaction is abandoned (see
+    /// [`Branch::abandoned`]).
+    fn silent_target(&mut self, cx: &mut Ctx<'_>, key: u64, branch: BranchId, at: Instant) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let Some(b) = call.branches.get_mut(branch) else {
+            return;
+        };
+        if b.failover_at != Some(at) || b.provisional || b.done || b.cancelled {
+            return;
+        }
+        b.failover_at = None;
+        let (Some(tx), Some(peer)) = (b.tx, b.peer) else {
+            return;
+        };
+        if b.next_targets.is_empty() {
+            return;
+        }
+        cx.locating
+            .locator
+            .report_failure(target_of(peer), None, cx.now.mono);
+        b.abandoned.push(Abandoned {
+            tx,
+            peer,
+            cancelled: false,
+        });
+        b.tx = None;
+        if !fail_over(cx, key, call, branch, "no provisional response in time") {
+            // Every other target failed to be sent to: the silent one is the branch's still.
+            let b = &mut call.branches[branch];
+            if let Some(a) = b.abandoned.pop() {
+                b.tx = Some(a.tx);
+            }
+        }
+        self.drive(cx, key);
+    }
+}
+
+/// A branch's target failed (`why`, for the log): its INVITE goes to the URI's next
+/// target on a new transaction. False when there is none left (or the branch is being
+/// cancelled): the failure is the branch's.
+fn fail_over(
+    cx: &mut Ctx<'_>,
+    key: u64,
+    call: &mut CallState,
+    branch: BranchId,
+    why: &str,
+) -> bool {
+    let Some(b) = call.branches.get_mut(branch) else {
+        return false;
+    };
+    if b.cancelled || b.cancel.is_some() || b.prepared.is_none() {
+        return false;
+    }
+    let from = b.peer;
+    while let Some(next) = call.branches[branch].next_targets.pop_front() {
+        tracing::info!(call_id = %call.call_id, branch, from = ?from.map(|p| p.to_string()), to = %next, why, "branch failing over to the next target");
+        if let Some(old) = call.branches[branch].tx.take() {
+            // The failed transaction is over (a final response, a transport error):
+            // whatever is left of it is no longer the branch's.
+            cx.wire.owners.remove(&old);
+        }
+        if send_branch(cx, key, call, branch, next.peer()).is_ok() {
+            return true;
+        }
+    }
+    false
+}
+
+/// The seconds of a response's Retry-After (RFC 3261 §20.33), if it says.
+fn retry_after(resp: &Response) -> Option<u64> {
+    resp.headers.iter().find_map(|h| match h {
+        Header::RetryAfter(v) => {
+            let v = v.value().trim_start();
+            let end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+            v[..end].parse().ok()
+        }
+        _ => None,
+    })
+}
+
 /// The Reason a branch's CANCEL carries.
 fn cancel_reason(cause: CancelCause, caller_reason: &Option<Header>) -> Option<Header> {
     match cause {
@@ -806,8 +1073,42 @@ fn cancel_reason(cause: CancelCause, caller_reason: &Option<Header>) -> Option<H
     }
 }
 
-/// Starts a branch of call `key`: its target found, the INVITE forwarded to it. Err with
-/// the code the branch fails with when it cannot be started.
+/// What a branch's INVITE is made from, whichever target of its URI it goes to: kept
+/// while the branch waits for its URI's targets and for failing over to the next one.
+struct Prepared {
+    /// The Request-URI.
+    uri: String,
+    /// The person it rings, for call status.
+    user: Option<String>,
+    /// For the log.
+    what: String,
+    /// The trunk whose account answers the carrier's challenges.
+    account_of: Option<String>,
+    /// The caller ID, already written as a trunk's carrier wants numbers.
+    caller_id: CallerIdRule,
+}
+
+/// Where a branch goes: a known peer, or the targets of a URI with a host name.
+enum Where {
+    Peer(Peer),
+    Locate(String),
+}
+
+/// A branch that cannot be sent to its URI's targets: it fails 503, the caller told why
+/// in a Warning (should its answer be the best the call gets).
+fn unreachable_branch(cx: &mut Ctx<'_>, call: &mut CallState, index: BranchId, why: &str) {
+    let tag = cx.wire.tag();
+    let mut resp = message::response(&call.invite, 503, Some(&tag), &cx.wire.server);
+    resp.headers.push(message::warning(why));
+    if let Some(b) = call.branches.get_mut(index) {
+        b.response = Some(resp);
+    }
+}
+
+/// Starts a branch of call `key`: its target found, the INVITE forwarded to it — or, when
+/// its URI has a host name not yet located, left waiting for the resolution
+/// ([`Calls::located`]). Err with the code the branch fails with when it cannot be
+/// started.
 fn start_branch(
     cx: &mut Ctx<'_>,
     key: u64,
@@ -818,21 +1119,10 @@ fn start_branch(
     let policy = cx.directory.policy();
     let index = start.branch;
     while call.branches.len() <= index {
-        call.branches.push(Branch {
-            tx: None,
-            peer: None,
-            user: None,
-            what: String::new(),
-            provisional: false,
-            cancel: None,
-            cancelled: false,
-            carrier: None,
-            response: None,
-            done: false,
-        });
+        call.branches.push(Branch::default());
     }
     let mut account_of = None;
-    let (uri, dest, user, what) = match &start.target {
+    let (uri, whither, user, what) = match &start.target {
         BranchTarget::Device { user, device } => {
             let binding = cx
                 .registrar
@@ -851,7 +1141,7 @@ fn start_branch(
             };
             (
                 b.contact.clone(),
-                peer,
+                Where::Peer(peer),
                 Some(user.clone()),
                 format!("{user} at {}", b.contact),
             )
@@ -865,53 +1155,189 @@ fn start_branch(
                 tracing::info!(call_id = %call.call_id, trunk = %t.id, "trunk has no uri for outbound calls");
                 return Err(503);
             };
-            // The first next hop (failing over to the others is the resolver's to come).
-            let hop = match next_hops(&trunk_uri) {
-                Ok(hops) => hops.into_iter().next().ok_or("no address"),
-                Err(e) => Err(e.why()),
-            };
-            let (transport, addr) = match hop {
-                Ok(p) => (p.transport, p.addr),
-                Err(why) => {
-                    tracing::warn!(call_id = %call.call_id, uri = %trunk_uri, why, "trunk uri gives no address to send to");
-                    return Err(503);
-                }
-            };
             if t.account.is_some() {
                 account_of = Some(t.id.clone());
             }
-            let hp = proxy::host_port(addr);
-            let tp = transport.uri_suffix();
             // Written as the carrier wants it (national, international or E.164).
             let number = t.numbers.format(number);
-            (
-                format!("sip:{number}@{hp}{tp}"),
-                Peer {
-                    transport,
-                    addr,
-                    conn: None,
-                    local: None,
-                },
-                None,
-                format!("{number} via trunk {}", t.id),
-            )
+            let what = format!("{number} via trunk {}", t.id);
+            match proxy::uri_target(&trunk_uri) {
+                // An address: the Request-URI names it.
+                Some((transport, addr)) => {
+                    let hp = proxy::host_port(addr);
+                    let tp = transport.uri_suffix();
+                    let peer = Peer {
+                        transport,
+                        addr,
+                        conn: None,
+                        local: None,
+                    };
+                    (
+                        format!("sip:{number}@{hp}{tp}"),
+                        Where::Peer(peer),
+                        None,
+                        what,
+                    )
+                }
+                // A host name: the Request-URI keeps it (and its port and parameters);
+                // the INVITE goes to its targets (RFC 3263).
+                None => (
+                    format!("sip:{number}@{}", uri_host_part(&trunk_uri)),
+                    Where::Locate(trunk_uri),
+                    None,
+                    what,
+                ),
+            }
         }
         BranchTarget::Destination { id, uri } => {
-            let Some(dest) = peer_for_uri(cx.registrar, uri, now) else {
-                tracing::warn!(call_id = %call.call_id, destination = %id, uri, "destination uri is not an IP address (names are not resolved yet)");
-                return Err(503);
+            let whither = match peer_for_uri(cx.registrar, uri, now) {
+                Some(dest) => Where::Peer(dest),
+                None => Where::Locate(uri.clone()),
             };
-            (uri.clone(), dest, None, format!("destination {id}"))
+            (uri.clone(), whither, None, format!("destination {id}"))
         }
         BranchTarget::Redirect { uri } => {
-            let Some(dest) = peer_for_uri(cx.registrar, uri, now) else {
-                tracing::info!(call_id = %call.call_id, uri, "redirect target is not an IP address (names are not resolved yet)");
-                return Err(503);
+            let whither = match peer_for_uri(cx.registrar, uri, now) {
+                Some(dest) => Where::Peer(dest),
+                None => Where::Locate(uri.clone()),
             };
-            (uri.clone(), dest, None, format!("redirect to {uri}"))
+            (uri.clone(), whither, None, format!("redirect to {uri}"))
         }
     };
-    let Ok(uri) = switchboard_sip::parse::uri_as_written(&uri) else {
+    // A caller ID leaving through a trunk is written as its carrier wants numbers.
+    let trunk_plan = match &start.target {
+        BranchTarget::External { trunk, .. } => trunk.as_ref().and_then(|t| policy.trunk(t)),
+        _ => None,
+    };
+    let caller_id = match (&start.caller_id, trunk_plan) {
+        (CallerIdRule::Number { number, display }, Some(t)) => CallerIdRule::Number {
+            number: t.numbers.format(number),
+            display: display.clone(),
+        },
+        (rule, _) => rule.clone(),
+    };
+    let b = &mut call.branches[index];
+    b.what = what.clone();
+    b.prepared = Some(Box::new(Prepared {
+        uri,
+        user,
+        what,
+        account_of,
+        caller_id,
+    }));
+    let uri = match whither {
+        Where::Peer(dest) => return send_branch(cx, key, call, index, dest),
+        Where::Locate(uri) => uri,
+    };
+    let waiter = Waiter::Branch {
+        call: key,
+        branch: index,
+    };
+    match cx.locating.resolve(&uri, waiter, now.mono) {
+        Located::Done(outcome) => go_to_targets(cx, key, call, index, &uri, outcome),
+        Located::Pending(id) => {
+            tracing::debug!(call_id = %call.call_id, branch = index, uri, "branch waits for its URI's targets (DNS)");
+            call.branches[index].resolving = Some(id);
+            Ok(())
+        }
+    }
+}
+
+/// The part of a SIP URI after its scheme and user: `host[:port][;params]`.
+fn uri_host_part(uri: &str) -> &str {
+    let u = proxy::strip_angle(uri);
+    let u = u.split_once(':').map_or(u, |(_, rest)| rest);
+    let end = u.find([';', '?']).unwrap_or(u.len());
+    match u[..end].rfind('@') {
+        Some(at) => &u[at + 1..],
+        None => u,
+    }
+}
+
+/// A branch's URI was located: its INVITE goes to the first target that takes it, the
+/// others kept to fail over to. Err(503) — with a Warning saying why — when there is
+/// none.
+fn go_to_targets(
+    cx: &mut Ctx<'_>,
+    key: u64,
+    call: &mut CallState,
+    index: BranchId,
+    uri: &str,
+    outcome: Result<Resolved, LocateError>,
+) -> Result<(), u16> {
+    match outcome {
+        Ok(resolved) => {
+            let b = &mut call.branches[index];
+            b.next_targets = resolved.targets.into();
+            while let Some(t) = call.branches[index].next_targets.pop_front() {
+                if send_branch(cx, key, call, index, t.peer()).is_ok() {
+                    return Ok(());
+                }
+            }
+            let why = format!("no target of {uri} could be sent to");
+            unreachable_branch(cx, call, index, &why);
+            Err(503)
+        }
+        Err(e) => {
+            tracing::warn!(call_id = %call.call_id, branch = index, uri, error = %e, "branch's URI cannot be located");
+            unreachable_branch(cx, call, index, &e.to_string());
+            Err(503)
+        }
+    }
+}
+
+/// Sends a branch's INVITE (as [`Prepared`]) to `dest` on a new client transaction,
+/// with a Via branch of its own; the branch fails over from it after the per-target time
+/// when it has more targets. Err with the code the branch fails with when it cannot be
+/// sent.
+fn send_branch(
+    cx: &mut Ctx<'_>,
+    key: u64,
+    call: &mut CallState,
+    index: BranchId,
+    dest: Peer,
+) -> Result<(), u16> {
+    let now = cx.now;
+    let Some(prepared) = call.branches.get_mut(index).and_then(|b| b.prepared.take()) else {
+        return Err(500);
+    };
+    let sent = send_prepared(cx, key, call, index, &prepared, dest);
+    let b = &mut call.branches[index];
+    b.prepared = Some(prepared);
+    let (tx, dest, carrier) = sent?;
+    let prepared = b.prepared.as_ref().expect("put back above");
+    if let Some(u) = &prepared.user {
+        cx.presence
+            .model_mut()
+            .leg(u, &call.call_id, &format!("b{index}"), LegState::Ringing);
+    }
+    tracing::debug!(call_id = %call.call_id, branch = index, to = %dest, what = %prepared.what, "branch started");
+    b.tx = Some(tx);
+    b.peer = Some(dest);
+    b.user = prepared.user.clone();
+    b.what = prepared.what.clone();
+    b.carrier = carrier;
+    b.provisional = false;
+    b.failover_at = None;
+    if !b.next_targets.is_empty() {
+        b.failover_at = Some(now.mono + call.failover_after);
+    }
+    Ok(())
+}
+
+/// Builds and sends a branch's INVITE to `dest`: the transaction, where it went (with the
+/// address it leaves from), and what answers the carrier's challenge.
+fn send_prepared(
+    cx: &mut Ctx<'_>,
+    key: u64,
+    call: &CallState,
+    index: BranchId,
+    prepared: &Prepared,
+    dest: Peer,
+) -> Result<(TxId, Peer, Option<Box<Challenged>>), u16> {
+    let now = cx.now;
+    let policy = cx.directory.policy();
+    let Ok(uri) = switchboard_sip::parse::uri_as_written(&prepared.uri) else {
         return Err(480);
     };
     let mut dest = dest;
@@ -932,47 +1358,29 @@ fn start_branch(
     }
     let via = local_out.via(&cx.wire.branch(Some(call.loop_key)));
     let mut out = proxy::forward(&call.invite, Some(uri), &via, &rr);
-    // A caller ID leaving through a trunk is written as its carrier wants numbers.
-    let trunk_plan = match &start.target {
-        BranchTarget::External { trunk, .. } => trunk.as_ref().and_then(|t| policy.trunk(t)),
-        _ => None,
-    };
-    let caller_id = match (&start.caller_id, trunk_plan) {
-        (CallerIdRule::Number { number, display }, Some(t)) => {
-            std::borrow::Cow::Owned(CallerIdRule::Number {
-                number: t.numbers.format(number),
-                display: display.clone(),
-            })
-        }
-        (rule, _) => std::borrow::Cow::Borrowed(rule),
-    };
-    apply_identity(&cx.config.realm, &mut out, call, &caller_id, policy);
+    apply_identity(
+        &cx.config.realm,
+        &mut out,
+        call,
+        &prepared.caller_id,
+        policy,
+    );
     let owner = Owner::Branch {
         call: key,
         branch: index,
     };
     // Kept to answer the carrier's challenge with the trunk's account.
-    let carrier = account_of.map(|trunk| Challenged::new(trunk, out.clone()));
-    let tx = match cx.wire.send_request(out, dest, owner, now) {
-        Ok(tx) => tx,
+    let carrier = prepared
+        .account_of
+        .clone()
+        .map(|trunk| Challenged::new(trunk, out.clone()));
+    match cx.wire.send_request(out, dest, owner, now) {
+        Ok(tx) => Ok((tx, dest, carrier)),
         Err(e) => {
             tracing::warn!(call_id = %call.call_id, error = %e, "branch not sent");
-            return Err(500);
+            Err(500)
         }
-    };
-    if let Some(u) = &user {
-        cx.presence
-            .model_mut()
-            .leg(u, &call.call_id, &format!("b{index}"), LegState::Ringing);
     }
-    tracing::debug!(call_id = %call.call_id, branch = index, to = %dest, what, "branch started");
-    let b = &mut call.branches[index];
-    b.tx = Some(tx);
-    b.peer = Some(dest);
-    b.user = user;
-    b.what = what;
-    b.carrier = carrier;
-    Ok(())
 }
 
 /// The carrier challenged a branch sent to a trunk with an account (401 or 407): the
@@ -1059,7 +1467,14 @@ fn cancel_branch(cx: &mut Ctx<'_>, call: &mut CallState, branch: BranchId, cause
             .model_mut()
             .leg_ended(u, &call.call_id, &format!("b{branch}"));
     }
+    b.failover_at = None;
     let Some(tx) = b.tx else {
+        if let Some(id) = b.resolving.take() {
+            // Still waiting for its URI's targets: nothing will be sent.
+            cx.locating.cancel(id);
+            b.cancelled = true;
+            b.done = true;
+        }
         return;
     };
     b.cancelled = true;

@@ -951,3 +951,182 @@ fn a_redirect_to_nothing_allowed_counts_as_a_failure() {
     let last = to(&out, ALICE).last().cloned().unwrap_or_default();
     assert!(first_line(&last).starts_with("SIP/2.0 302"), "{out:?}");
 }
+
+// ---- trunks known by host name (RFC 3263, a scripted name server) ----------------------
+
+/// The policy with the `carrier` trunk's calls sent to `uri`.
+fn carrier_at(uri: &str) -> String {
+    POLICY.replace(
+        "uri = \"sip:carrier@127.0.0.2:5080\"",
+        &format!("uri = \"{uri}\""),
+    )
+}
+
+/// The INVITEs (retransmissions counted once) sent to `at` since the last look.
+fn invites_to(out: &[(std::net::SocketAddr, String)], at: &str) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for m in to(out, at) {
+        if m.starts_with("INVITE ") && !seen.iter().any(|s| header(s, "Via") == header(&m, "Via")) {
+            seen.push(m);
+        }
+    }
+    seen
+}
+
+#[test]
+fn a_branch_to_a_trunk_by_host_name_waits_for_dns_then_fails_over_on_503() {
+    let mut t = T::with_policy(false, &carrier_at("sip:carrier.test"));
+    t.input(ALICE, &invite("alice", ALICE, "+447700900999", "d1", ""));
+    let out = t.take();
+    assert_eq!(first_line(&to(&out, ALICE)[0]), "SIP/2.0 100 Trying");
+    assert!(to(&out, CARRIER_A).is_empty() && to(&out, CARRIER_B).is_empty());
+    assert!(!t.lookups.is_empty(), "the trunk's name is looked up");
+    t.answer_dns(carrier_dns);
+    let out = t.take();
+    // SRV priority 10 first; the Request-URI keeps the host name.
+    let first = invites_to(&out, CARRIER_A);
+    assert_eq!(first.len(), 1, "{out:?}");
+    assert!(invites_to(&out, CARRIER_B).is_empty());
+    assert_eq!(
+        first_line(&first[0]),
+        "INVITE sip:07700900999@carrier.test SIP/2.0"
+    );
+    // 503: the next target at once, on a new transaction; alice never sees the 503.
+    let busy = answer(&first[0], 503, "a", "x@127.0.0.8").replacen(
+        "\r\n\r\n",
+        "\r\nRetry-After: 60\r\n\r\n",
+        1,
+    );
+    t.input(CARRIER_A, &busy);
+    let out = t.take();
+    assert!(
+        !to(&out, ALICE).iter().any(|m| m.starts_with("SIP/2.0 503")),
+        "{out:?}"
+    );
+    let second = invites_to(&out, CARRIER_B);
+    assert_eq!(second.len(), 1, "{out:?}");
+    assert_ne!(header(&second[0], "Via"), header(&first[0], "Via"));
+    t.input(CARRIER_B, &answer(&second[0], 200, "b", "x@127.0.0.9:5080"));
+    let out = t.take();
+    assert!(
+        first_line(&to(&out, ALICE)[0]).starts_with("SIP/2.0 200"),
+        "{out:?}"
+    );
+    // The failed target is put last for its Retry-After: the next call goes to B first.
+    t.input(ALICE, &invite("alice", ALICE, "+447700900999", "d1b", ""));
+    let out = t.take();
+    assert!(t.lookups.is_empty(), "the answers are cached");
+    assert_eq!(invites_to(&out, CARRIER_B).len(), 1, "{out:?}");
+    assert!(invites_to(&out, CARRIER_A).is_empty());
+}
+
+#[test]
+fn a_silent_target_is_failed_over_after_the_per_target_time_and_cancelled_if_it_rings_late() {
+    let mut t = T::with_policy(false, &carrier_at("sip:carrier.test"));
+    t.input(ALICE, &invite("alice", ALICE, "+447700900999", "d2", ""));
+    t.answer_dns(carrier_dns);
+    let first = invites_to(&t.take(), CARRIER_A).remove(0);
+    // No provisional response within 3 s: the next target.
+    t.advance(2);
+    assert!(invites_to(&t.take(), CARRIER_B).is_empty());
+    t.advance(1);
+    let out = t.take();
+    let second = invites_to(&out, CARRIER_B);
+    assert_eq!(second.len(), 1, "{out:?}");
+    // The silent target rings after all: it is cancelled, and alice hears nothing of it.
+    t.input(CARRIER_A, &answer(&first, 180, "a", "x@127.0.0.8:5080"));
+    let out = t.take();
+    assert!(
+        to(&out, CARRIER_A).iter().any(|m| m.starts_with("CANCEL ")),
+        "{out:?}"
+    );
+    assert!(to(&out, ALICE).is_empty(), "{out:?}");
+    // The second target rings and answers: alice gets both.
+    t.input(CARRIER_B, &answer(&second[0], 180, "b", "x@127.0.0.9:5080"));
+    t.input(CARRIER_B, &answer(&second[0], 200, "b", "x@127.0.0.9:5080"));
+    let out = t.take();
+    let to_alice = to(&out, ALICE);
+    let lines: Vec<&str> = to_alice.iter().map(|m| first_line(m)).collect();
+    assert_eq!(lines, ["SIP/2.0 180 Ringing", "SIP/2.0 200 OK"]);
+}
+
+#[test]
+fn a_transport_error_fails_over_at_once() {
+    use switchboard_sip::transport::{Inbound, Unreachable};
+    let mut t = T::with_policy(false, &carrier_at("sip:carrier.test"));
+    t.input(ALICE, &invite("alice", ALICE, "+447700900999", "d3", ""));
+    t.answer_dns(carrier_dns);
+    assert_eq!(invites_to(&t.take(), CARRIER_A).len(), 1);
+    let peer = switchboard_sip::peer::Peer {
+        transport: switchboard_sip::transport::Transport::Udp,
+        addr: addr(CARRIER_A),
+        conn: None,
+        local: None,
+    };
+    t.event(Inbound::Unreachable {
+        peer,
+        why: Unreachable::SendFailed,
+    });
+    let out = t.take();
+    assert_eq!(invites_to(&out, CARRIER_B).len(), 1, "{out:?}");
+    assert!(to(&out, ALICE).is_empty(), "{out:?}");
+}
+
+/// The branch fails 503 with a Warning saying why; as the call's only branch, its 503
+/// competes with the plan's "unavailable" (480) as RFC 3261 §16.7 says, and the 4xx wins.
+#[test]
+fn a_trunk_whose_name_cannot_be_located_fails_the_branch() {
+    let mut t = T::with_policy(false, &carrier_at("sip:gone.test"));
+    t.input(ALICE, &invite("alice", ALICE, "+447700900999", "d4", ""));
+    t.answer_dns(carrier_dns);
+    let out = t.take();
+    let last = to(&out, ALICE).pop().unwrap();
+    assert!(last.starts_with("SIP/2.0 480"), "{out:?}");
+    assert_eq!(t.core.calls.len(), 0);
+    // The negative answers are kept: the next call needs no lookup.
+    t.input(ALICE, &invite("alice", ALICE, "+447700900999", "d4b", ""));
+    let out = t.take();
+    assert!(t.lookups.is_empty());
+    assert!(
+        to(&out, ALICE).pop().unwrap().starts_with("SIP/2.0 480"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_caller_who_hangs_up_while_the_trunk_is_looked_up_rings_nobody() {
+    let mut t = T::with_policy(false, &carrier_at("sip:carrier.test"));
+    let inv = invite("alice", ALICE, "+447700900999", "d5", "");
+    t.input(ALICE, &inv);
+    t.take();
+    assert!(!t.lookups.is_empty());
+    t.input(ALICE, &cancel_of(&inv));
+    let out = t.take();
+    let to_alice = to(&out, ALICE);
+    let lines: Vec<&str> = to_alice.iter().map(|m| first_line(m)).collect();
+    assert!(lines.contains(&"SIP/2.0 487 Request Terminated"), "{out:?}");
+    assert_eq!(t.core.locating.waiting(), 0, "nobody waits for the lookup");
+    t.answer_dns(carrier_dns);
+    let out = t.take();
+    assert!(
+        invites_to(&out, CARRIER_A).is_empty() && invites_to(&out, CARRIER_B).is_empty(),
+        "{out:?}"
+    );
+    assert_eq!(t.core.calls.len(), 0);
+}
+
+#[test]
+fn a_failed_lookup_fails_the_branch_and_is_not_kept() {
+    use switchboard_sip::locate::Answer;
+    let mut t = T::with_policy(false, &carrier_at("sip:carrier.test"));
+    t.input(ALICE, &invite("alice", ALICE, "+447700900999", "d6", ""));
+    t.take();
+    t.answer_dns(|_| Answer::Failed("no DNS servers".into()));
+    let out = t.take();
+    let last = to(&out, ALICE).pop().unwrap();
+    assert!(last.starts_with("SIP/2.0 480"), "{out:?}");
+    assert_eq!(t.core.calls.len(), 0);
+    // A failed lookup is not kept: the next call asks again.
+    t.input(ALICE, &invite("alice", ALICE, "+447700900999", "d6b", ""));
+    assert!(!t.lookups.is_empty());
+}

@@ -8,6 +8,7 @@ use super::auth_gate::{AuthGate, Gate};
 use super::carrier_auth::CarrierAuth;
 use super::config::CoreConfig;
 use super::ledger::{Ledger, Pending};
+use super::locating::Locating;
 use super::wire::{Now, Output, Wire};
 use crate::directory::Directory;
 use crate::presence_service::PresenceService;
@@ -32,6 +33,8 @@ pub(crate) struct Ctx<'a> {
     /// Our answers to carriers' challenges (trunks' accounts).
     pub carrier: &'a mut CarrierAuth,
     pub ledger: &'a mut Ledger,
+    /// Host names to targets (RFC 3263), and who waits for them.
+    pub locating: &'a mut Locating,
 }
 
 /// Builds a [`Ctx`] from a core's fields (a macro, so that the borrows stay disjoint from
@@ -48,6 +51,7 @@ macro_rules! ctx {
             gate: &mut $core.gate,
             carrier: &mut $core.carrier,
             ledger: &mut $core.ledger,
+            locating: &mut $core.locating,
         }
     };
 }

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use switchboard_presence::model::Interface;
 use switchboard_sip::auth::{Authenticator, DigestConfig};
 use switchboard_sip::entropy::Entropy;
+use switchboard_sip::locate::{Locator, LocatorConfig};
 use switchboard_sip::message::{self, check_request, Capabilities};
 use switchboard_sip::msg::headers::Header;
 use switchboard_sip::msg::{Method, Request, SipMessage};
@@ -84,6 +85,7 @@ pub mod config;
 pub mod context;
 pub mod dialogs;
 pub mod ledger;
+pub mod locating;
 pub mod own_presence;
 pub mod registrant;
 pub mod registrations;
@@ -106,6 +108,7 @@ use carrier_auth::CarrierAuth;
 use context::ctx;
 use dialogs::Dialogs;
 use ledger::{Ledger, Pending};
+use locating::{Locating, Waiter};
 use own_presence::{OwnPresence, SipChange};
 use registrant::Registrant;
 use registrations::Registered;
@@ -135,6 +138,11 @@ pub enum Input {
     /// The daemon is stopping: new requests get 503, what is under way finishes, the
     /// trunks' registrations are removed at their carriers (see [`Core::unregistering`]).
     Drain,
+    /// The answer to [`Output::Lookup`] `query`.
+    DnsAnswer {
+        query: switchboard_sip::locate::Query,
+        answer: switchboard_sip::locate::Answer,
+    },
 }
 
 /// Counters of the core.
@@ -202,6 +210,8 @@ pub struct Core {
     queued_changes: HashMap<String, VecDeque<Queued>>,
     /// People whose watchers were held back while their change was being stored.
     renotify: Vec<String>,
+    /// Host names to targets (RFC 3263): the locator and who waits for its resolutions.
+    locating: Locating,
     stats: CoreStats,
     draining: bool,
 }
@@ -213,6 +223,8 @@ impl Core {
         listeners: Vec<Listener>,
         now: Now,
     ) -> Self {
+        let ipv4 = listeners.iter().any(|l| l.addr.is_ipv4());
+        let ipv6 = listeners.iter().any(|l| l.addr.is_ipv6());
         let local = LocalNames::new(config.domains.clone(), listeners, None);
         let mut entropy = Entropy::from_seed(config.seed);
         let auth = Authenticator::new(
@@ -231,7 +243,18 @@ impl Core {
             block: config.block,
         });
         let routing = config.routing.clone();
+        // The families the daemon has sockets for; its own generator, forked from the
+        // core's, so that a recorded run replays (SRV weights are drawn from it).
+        let locator = Locator::new(
+            LocatorConfig {
+                ipv4,
+                ipv6,
+                ..LocatorConfig::default()
+            },
+            entropy.fork(),
+        );
         let mut core = Core {
+            locating: Locating::new(locator),
             presence: PresenceService::new(directory.policy()),
             calls: Calls::new(routing.clone()),
             dialogs: Dialogs::new(routing.dialog_probe_secs, routing.max_call_secs),
@@ -409,6 +432,9 @@ impl Core {
             Input::Command { id, req } => self.command(id, req, now),
             Input::PolicyChanged(directory) => self.policy_changed(directory, now),
             Input::Drain => self.drain(now),
+            Input::DnsAnswer { query, answer } => {
+                self.locating.locator.handle_answer(query, answer, now.mono)
+            }
         }
         self.after_event(now);
     }
@@ -445,6 +471,7 @@ impl Core {
     /// What every event ends with: transaction events handed to their owners, watchers
     /// told what changed.
     fn after_event(&mut self, now: Now) {
+        self.located(now);
         self.handle_tx_events(now);
         let mut changed = self.presence.model_mut().take_changed();
         changed.append(&mut self.renotify);
@@ -452,11 +479,31 @@ impl Core {
         self.watchers
             .notify_changes(&mut ctx!(self, now), changed, held);
         self.handle_tx_events(now);
+        // The DNS questions of every resolution this event started, after its other
+        // outputs.
+        while let Some(query) = self.locating.locator.poll_query() {
+            self.wire.out.push_back(Output::Lookup(query));
+        }
+    }
+
+    /// Finished resolutions, each to the sub-machine waiting for it.
+    fn located(&mut self, now: Now) {
+        while let Some((waiter, id, outcome)) = self.locating.poll_resolved() {
+            let cx = &mut ctx!(self, now);
+            match waiter {
+                Waiter::Branch { call, branch } => {
+                    self.calls.located(cx, call, branch, id, outcome)
+                }
+                Waiter::Registration(key) => self.registrant.located(cx, key, id, outcome),
+            }
+            self.handle_tx_events(now);
+        }
     }
 
     fn handle_timeout(&mut self, now: Now) {
         self.wire.transactions.handle_timeout(now.mono);
         self.wire.flush();
+        self.locating.expire(now.mono);
         self.handle_tx_events(now);
         self.calls.timeout(&mut ctx!(self, now));
         self.dialogs.timeout(&mut ctx!(self, now));
@@ -727,7 +774,7 @@ impl Core {
         match cx.wire.owners.get(&tx).copied() {
             Some(Owner::Branch { call, branch }) => {
                 self.calls
-                    .branch_response(cx, &mut self.dialogs, call, branch, resp)
+                    .branch_response(cx, &mut self.dialogs, call, branch, tx, resp)
             }
             Some(Owner::Relay) => self.relays.response(cx, &mut self.dialogs, tx, resp),
             Some(Owner::Notify(id)) if last => {
@@ -793,7 +840,7 @@ impl Core {
                     Some(Owner::Notify(id)) => self.watchers.notify_answered(cx, id, None),
                     Some(Owner::Dialog) => self.dialogs.tx_failed(cx, tx, "no answer"),
                     Some(Owner::Branch { call, branch }) => {
-                        self.calls.branch_ended(cx, call, branch)
+                        self.calls.branch_ended(cx, call, branch, tx)
                     }
                     Some(Owner::Relay) => self.relays.ended(tx),
                     Some(Owner::Call(call)) => self.calls.caller_gone(call),
@@ -815,9 +862,9 @@ impl Core {
                 self.watchers.notify_answered(cx, id, None);
             }
             Some(Owner::Dialog) => self.dialogs.tx_failed(cx, tx, why),
-            Some(Owner::Branch { call, branch }) => {
-                self.calls.branch_failed(cx, call, branch, code, timer_c)
-            }
+            Some(Owner::Branch { call, branch }) => self
+                .calls
+                .branch_failed(cx, call, branch, tx, code, timer_c),
             Some(Owner::Relay) => self.relays.failed(cx, tx),
             Some(Owner::Registration(key)) => self.registrant.failed(cx, key, tx, code),
             Some(Owner::Call(_)) | None => {}

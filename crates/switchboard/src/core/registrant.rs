@@ -12,7 +12,8 @@
 //! Min-Expires. A refusal (403, 404, a challenge to the credentials, any other final
 //! answer that is no server's trouble) backs off long ([`LONG_BACKOFF`]); a server's
 //! trouble (5xx, 408, 480, no answer, a transport error) tries the registrar's next
-//! address (RFC 3263: there is one until the resolver lands), then backs off
+//! address (RFC 3263: the registrar's URI is located like a call's, its targets tried in
+//! turn, the failed one reported to the locator), then backs off
 //! ([`SHORT_BACKOFF`]); a Retry-After is honoured.
 //!
 //! Nothing is stored: at start every registering trunk registers at once (a new Call-ID;
@@ -32,12 +33,13 @@
 
 use super::carrier_auth::Challenged;
 use super::context::Ctx;
-use super::targets::{next_hops, Unresolved};
+use super::locating::{target_of, Located, Waiter};
 use super::wire::{Now, Owner};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use switchboard_policy::{Policy, TrunkAccount, TrunkRegistration};
+use switchboard_sip::locate::{LocateError, ResolutionId, Resolved};
 use switchboard_sip::message::{self, cseq_number, split_values};
 use switchboard_sip::msg::headers::{Header, Headers};
 use switchboard_sip::msg::{Method, Request, Response, Version};
@@ -184,6 +186,8 @@ struct Entry {
     /// The registrar's addresses (RFC 3263 order) and the one tried now.
     hops: Vec<Peer>,
     hop: usize,
+    /// The resolution of the registrar's URI it waits for.
+    resolving: Option<ResolutionId>,
     /// The binding is being removed; the entry ends with the answer.
     leaving: bool,
 }
@@ -373,6 +377,7 @@ impl Registrant {
             failures: 0,
             hops: Vec::new(),
             hop: 0,
+            resolving: None,
             leaving: false,
         };
         self.by_trunk.insert(trunk.to_string(), key);
@@ -442,22 +447,77 @@ impl Registrant {
             // Still no answer (a retransmitting REGISTER): it is given up.
             cx.wire.owners.remove(&f.tx);
         }
+        if let Some(id) = e.resolving.take() {
+            cx.locating.cancel(id);
+        }
         if e.hop >= e.hops.len() {
             e.hop = 0;
-            match next_hops(&e.reg.registrar) {
-                Ok(hops) if !hops.is_empty() => e.hops = hops,
-                Ok(_) => return self.failure(cx, key, Trouble::Server, "no address", None),
-                Err(u @ Unresolved::Name) => {
-                    let why = format!("registrar {}: {}", e.reg.registrar, u.why());
-                    return self.failure(cx, key, Trouble::Server, &why, None);
-                }
-                Err(u) => {
-                    let why = format!("registrar {}: {}", e.reg.registrar, u.why());
-                    return self.failure(cx, key, Trouble::Refused, &why, None);
+            e.hops.clear();
+            let registrar = e.reg.registrar.clone();
+            match cx
+                .locating
+                .resolve(&registrar, Waiter::Registration(key), cx.now.mono)
+            {
+                Located::Done(outcome) => return self.located_now(cx, key, outcome),
+                Located::Pending(id) => {
+                    e.resolving = Some(id);
+                    return;
                 }
             }
         }
-        let to = e.hops[e.hop];
+        self.send_attempt(cx, key);
+    }
+
+    /// The resolution of a trunk's registrar's URI it waited for: the REGISTER goes to
+    /// its first target, or the attempt fails.
+    pub(crate) fn located(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        key: u64,
+        id: ResolutionId,
+        outcome: Result<Resolved, LocateError>,
+    ) {
+        let Some(e) = self.entries.get_mut(&key) else {
+            return;
+        };
+        if e.resolving != Some(id) {
+            return;
+        }
+        e.resolving = None;
+        self.located_now(cx, key, outcome);
+    }
+
+    fn located_now(&mut self, cx: &mut Ctx<'_>, key: u64, outcome: Result<Resolved, LocateError>) {
+        let Some(e) = self.entries.get_mut(&key) else {
+            return;
+        };
+        match outcome {
+            Ok(r) => {
+                e.hops = r.targets.into_iter().map(|t| t.peer()).collect();
+                e.hop = 0;
+                self.send_attempt(cx, key);
+            }
+            Err(err) => {
+                let why = format!("registrar {}: {err}", e.reg.registrar);
+                // A URI that can never be sent to is a refusal; a name not found (or a
+                // lookup that failed) is the network's trouble, retried sooner.
+                let trouble = match err {
+                    LocateError::BadUri { .. } | LocateError::Unsupported(_) => Trouble::Refused,
+                    _ => Trouble::Server,
+                };
+                self.failure(cx, key, trouble, &why, None);
+            }
+        }
+    }
+
+    /// The REGISTER of an attempt to the registrar's address tried now.
+    fn send_attempt(&mut self, cx: &mut Ctx<'_>, key: u64) {
+        let Some(e) = self.entries.get_mut(&key) else {
+            return;
+        };
+        let Some(&to) = e.hops.get(e.hop) else {
+            return self.failure(cx, key, Trouble::Server, "no address", None);
+        };
         let expires = e.asking;
         if e.state != RegState::Registered && e.failures == 0 {
             tracing::info!(
@@ -544,6 +604,16 @@ impl Registrant {
         let Some(f) = e.in_flight.take_if(|f| f.tx == tx) else {
             return; // the answer to a REGISTER given up
         };
+        // The registrar's address answered: put last for a while when it is in trouble.
+        if code == 503 {
+            let after = retry_after(&resp).map(Duration::from_secs);
+            let now = cx.now.mono;
+            cx.locating
+                .locator
+                .report_failure(target_of(f.to), after, now);
+        } else {
+            cx.locating.locator.report_success(target_of(f.to));
+        }
         match code {
             200..=299 if f.expires == 0 => {
                 tracing::info!(trunk = %e.trunk, registrar = %e.reg.registrar, "trunk unregistered");
@@ -673,7 +743,12 @@ impl Registrant {
         if e.in_flight.as_ref().is_none_or(|f| f.tx != tx) {
             return;
         }
-        e.in_flight = None;
+        if let Some(f) = e.in_flight.take() {
+            let now = cx.now.mono;
+            cx.locating
+                .locator
+                .report_failure(target_of(f.to), None, now);
+        }
         let why = if code == 408 {
             "no answer from the registrar"
         } else {

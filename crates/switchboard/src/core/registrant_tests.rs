@@ -309,13 +309,43 @@ fn server_trouble_backs_off_short_and_honours_retry_after() {
 }
 
 #[test]
-fn a_registrar_named_by_host_name_is_not_resolved_yet_and_retried() {
+fn a_registrar_named_by_host_name_is_located_and_its_next_target_tried_on_503() {
     let policy = TRUNK.replace(
         "expires = 600",
-        "expires = 600\nregistrar = \"sip:registrar.carrier.example\"",
+        "expires = 600\nregistrar = \"sip:registrar.carrier.test\"",
     );
     let mut t = T::with_policy(false, &policy);
     t.tick();
+    // Nothing is sent before the registrar's name is located.
+    assert!(t.take().is_empty());
+    assert!(!t.lookups.is_empty());
+    t.answer_dns(carrier_dns);
+    // SRV priority 10 first.
+    let first = to(&t.take(), CARRIER_A);
+    assert_eq!(first.len(), 1, "{first:?}");
+    t.input(CARRIER_A, &reply(&first[0], 503, &["Retry-After: 120"]));
+    // The next target at once (the next turn of the timer).
+    t.tick();
+    let second = to(&t.take(), CARRIER_B);
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert!(
+        second[0].starts_with("REGISTER sip:registrar.carrier.test"),
+        "{}",
+        second[0]
+    );
+    t.input(CARRIER_B, &reply(&second[0], 200, &["Expires: 600"]));
+    assert_eq!(status(&t).state, RegState::Registered);
+}
+
+#[test]
+fn a_registrar_whose_name_does_not_exist_fails_and_is_retried() {
+    let policy = TRUNK.replace(
+        "expires = 600",
+        "expires = 600\nregistrar = \"sip:gone.test\"",
+    );
+    let mut t = T::with_policy(false, &policy);
+    t.tick();
+    t.answer_dns(carrier_dns);
     assert!(t.take().is_empty());
     let s = status(&t);
     assert_eq!(s.state, RegState::Failed);
@@ -323,7 +353,7 @@ fn a_registrar_named_by_host_name_is_not_resolved_yet_and_retried() {
         s.last_error
             .as_deref()
             .unwrap()
-            .contains("names are not resolved yet"),
+            .contains("has no SIP server"),
         "{s:?}"
     );
     assert_eq!(s.next_attempt_at, Some(t.now().unix + 30));

@@ -1,7 +1,7 @@
 //! Where requests for a person or a URI go: which of a person's bindings are distinct
 //! targets, and over which flow or to which address each is reached. Shared by calls (the
 //! branches), relays (the next hop of an in-dialog request) and dialogs (our own requests
-//! to an end of a call).
+//! to an end of a call). A URI with a host name is located by [`super::locating`].
 
 use super::wire::Now;
 use switchboard_sip::peer::Peer;
@@ -78,46 +78,4 @@ pub(crate) fn peer_for_uri(registrar: &Registrar, uri: &str, now: Now) -> Option
         conn: None,
         local: None,
     })
-}
-
-/// Why a SIP URI gave no address to send to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Unresolved {
-    /// Its host is a name: names are not resolved yet (RFC 3263).
-    Name,
-    /// It is no SIP URI this server can send to (another scheme, a transport it does not
-    /// speak).
-    Unusable,
-}
-
-impl Unresolved {
-    /// Why, for the log.
-    pub(crate) fn why(self) -> &'static str {
-        match self {
-            Unresolved::Name => "its host is a name, and names are not resolved yet (RFC 3263)",
-            Unresolved::Unusable => "it is no SIP URI this server can send to",
-        }
-    }
-}
-
-/// The next hops of a configured SIP URI (a trunk's `uri`, a registrar), in the order to
-/// try them: where outbound calls through a trunk and a trunk's REGISTERs are sent. The
-/// one place such a URI becomes addresses (RFC 3263 §4 will give several, to try in turn;
-/// today an IP literal gives its one address and a host name none).
-pub(crate) fn next_hops(uri: &str) -> Result<Vec<Peer>, Unresolved> {
-    if let Some((transport, addr)) = proxy::uri_target(uri) {
-        return Ok(vec![Peer {
-            transport,
-            addr,
-            conn: None,
-            local: None,
-        }]);
-    }
-    let parsed = switchboard_sip::msg::Uri::try_from(proxy::strip_angle(uri))
-        .map_err(|_| Unresolved::Unusable)?;
-    let scheme_ok = uri.get(..4).is_some_and(|s| s.eq_ignore_ascii_case("sip:"));
-    match &parsed.host_with_port.host {
-        switchboard_sip::msg::Host::Domain(_) if scheme_ok => Err(Unresolved::Name),
-        _ => Err(Unresolved::Unusable),
-    }
 }

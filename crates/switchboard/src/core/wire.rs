@@ -53,6 +53,10 @@ pub enum Output {
         peer: Peer,
         until: Instant,
     },
+    /// Look this DNS question up and hand in its answer as [`super::Input::DnsAnswer`]
+    /// (exactly once, also when the lookup fails). Lookups come after the other outputs
+    /// of the same event.
+    Lookup(switchboard_sip::locate::Query),
 }
 
 /// Who a transaction belongs to: one lookup when its response, timeout or end comes, then

@@ -1,0 +1,111 @@
+//! Where the core's SIP URIs with host names become targets (RFC 3263): the core's
+//! [`Locator`] and who waits for each of its resolutions.
+//!
+//! A sub-machine that needs the targets of a URI (a branch to a trunk, a destination or a
+//! redirect target; a trunk's registrar) calls [`Locating::resolve`]: a numeric address, or
+//! an answer kept in the locator's cache, gives the targets at once; otherwise the
+//! resolution is filed with the sub-machine's [`Waiter`] and its DNS questions leave the
+//! core as [`super::Output::Lookup`]. The shell looks them up and hands the answers back in
+//! as [`super::Input::DnsAnswer`]; the core then gives each finished resolution to its
+//! waiter (`Core::located`). Nothing waits on a lookup on the core's turn.
+
+use std::collections::HashMap;
+use std::time::Instant;
+use switchboard_sip::locate::{LocateError, Locator, Resolution, ResolutionId, Resolved, Target};
+use switchboard_sip::peer::Peer;
+
+/// Who waits for a resolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Waiter {
+    /// A call's branch waits to be sent.
+    Branch {
+        call: u64,
+        branch: crate::executor::BranchId,
+    },
+    /// A trunk's registration (by key) waits for its registrar's addresses.
+    Registration(u64),
+}
+
+/// What [`Locating::resolve`] gave.
+pub(crate) enum Located {
+    /// The targets, known at once.
+    Done(Result<Resolved, LocateError>),
+    /// Lookups are under way; the outcome goes to the waiter.
+    Pending(ResolutionId),
+}
+
+/// The core's locator and its waiters.
+pub(crate) struct Locating {
+    pub locator: Locator,
+    waiters: HashMap<ResolutionId, Waiter>,
+    /// When expired answers and blocks are next dropped.
+    next_expiry: Option<Instant>,
+}
+
+/// How often expired answers and blocks are dropped (a sweep of the tables; until then an
+/// expired answer is simply not used).
+const EXPIRY_SWEEP: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Locating {
+    pub(crate) fn new(locator: Locator) -> Self {
+        Locating {
+            locator,
+            waiters: HashMap::new(),
+            next_expiry: None,
+        }
+    }
+
+    /// Drops expired answers and blocks, at most every [`EXPIRY_SWEEP`].
+    pub(crate) fn expire(&mut self, now: Instant) {
+        if self.next_expiry.is_some_and(|t| t > now) {
+            return;
+        }
+        self.locator.expire(now);
+        self.next_expiry = Some(now + EXPIRY_SWEEP);
+    }
+
+    /// Starts locating `uri` for `waiter`.
+    pub(crate) fn resolve(&mut self, uri: &str, waiter: Waiter, now: Instant) -> Located {
+        match self.locator.resolve_uri(uri, now) {
+            Resolution::Done(outcome) => Located::Done(outcome),
+            Resolution::Pending(id) => {
+                self.waiters.insert(id, waiter);
+                Located::Pending(id)
+            }
+        }
+    }
+
+    /// Nobody waits for resolution `id` any more (a cancelled branch, a forgotten call or
+    /// registration): its outcome is dropped.
+    pub(crate) fn cancel(&mut self, id: ResolutionId) {
+        self.waiters.remove(&id);
+        self.locator.cancel(id);
+    }
+
+    /// The next finished resolution whose waiter still waits.
+    pub(crate) fn poll_resolved(
+        &mut self,
+    ) -> Option<(Waiter, ResolutionId, Result<Resolved, LocateError>)> {
+        while let Some((id, outcome)) = self.locator.poll_resolved() {
+            if let Some(w) = self.waiters.remove(&id) {
+                return Some((w, id, outcome));
+            }
+        }
+        None
+    }
+
+    /// Resolutions waited for.
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiters.len()
+    }
+}
+
+/// The target a peer was sent to (for [`Locator::report_failure`] and
+/// [`Locator::report_success`]).
+pub(crate) fn target_of(peer: Peer) -> Target {
+    Target {
+        transport: peer.transport,
+        addr: peer.addr,
+    }
+}
