@@ -87,11 +87,14 @@ pub struct TransportConfig {
     /// Load shedding: once [`SHED_RUN`] messages in a row have waited this long between
     /// reaching the machine (the kernel's receive timestamp for UDP) and being taken by the
     /// core, or a UDP socket's buffer overflowed (the kernel dropped datagrams: its queue
-    /// was full before any message waited that long), the core is behind: a request that would start new work (outside any dialog; not ACK or CANCEL)
-    /// is then answered `503` with `Retry-After`, statelessly, without reaching the core,
+    /// was full before any message waited that long), the core is behind. Then a request
+    /// that would start new work (outside any dialog; not ACK or CANCEL) and waited a
+    /// quarter as long, or came just after an overflow, is answered `503` with
+    /// `Retry-After`, statelessly, without reaching the core — what waited is shed, what
+    /// did not is served, so the queue stays short and the core still does all it can —
     /// until messages wait less than half as long again and no socket has overflowed for
-    /// [`SHED_AFTER_OVERFLOW`]. In-dialog requests and responses
-    /// always go through, so calls under way keep working. Zero: never shed.
+    /// [`SHED_AFTER_OVERFLOW`]. In-dialog requests and responses always go through, so
+    /// calls under way keep working. Zero: never shed.
     pub shed_after: Duration,
 }
 
@@ -625,7 +628,12 @@ impl Transports {
         if behind != shedding {
             self.shedding_changed(behind, waited, arrival.overflowed);
         }
-        if behind && self.shed(&arrival.inbound) {
+        // While behind, what is shed is what waited: a new request that waited a quarter
+        // of `shed_after` or more (CoDel's way: the queue is kept short, and the rest of
+        // the work the core can do is still done), or that came just after its socket
+        // overflowed.
+        let late = waited >= after / 4 || arrival.overflowed;
+        if behind && late && self.shed(&arrival.inbound) {
             return None;
         }
         Some(arrival.inbound)
@@ -1160,7 +1168,8 @@ mod tests {
         // server itself still answers OPTIONS (monitors see it up).
         assert!(admitted(&bye, ms(150)));
         assert!(admitted(&to_server, ms(150)));
-        // Shedding holds while messages wait half as long…
+        // Shedding holds while messages wait half as long, and takes those that waited a
+        // quarter as long…
         assert!(!admitted(&options, ms(60)));
         // …and ends when they wait less.
         assert!(admitted(&options, ms(40)));
@@ -1175,8 +1184,10 @@ mod tests {
             t.admit(a, Instant::now()).is_some()
         };
         assert!(!overflowed(ms(5)));
-        // …and goes on while it may still be overflowing, however short the waits…
-        assert!(!admitted(&options, ms(5)));
+        // …and goes on while it may still be overflowing: what waited is shed, what did
+        // not is served (the queue is kept short, the core's work still done)…
+        assert!(admitted(&options, ms(5)));
+        assert!(!admitted(&options, ms(60)));
         // …until a while after it last did.
         let later = Instant::now() + SHED_AFTER_OVERFLOW;
         let mut a = waited(&options, from, local, ms(0));
