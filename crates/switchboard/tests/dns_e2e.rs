@@ -9,96 +9,12 @@
 
 mod common;
 
+use common::dns::Dnsmasq;
 use common::*;
 use std::net::UdpSocket;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// The dnsmasq binary: on the PATH, or where Debian installs it.
-fn dnsmasq_binary() -> PathBuf {
-    let on_path = std::env::var_os("PATH").into_iter().flat_map(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("dnsmasq"))
-            .collect::<Vec<_>>()
-    });
-    on_path
-        .chain([PathBuf::from("/usr/sbin/dnsmasq")])
-        .find(|p| p.is_file())
-        .expect("dnsmasq is missing: run scripts/install-test-deps (Debian package dnsmasq-base)")
-}
-
-/// A dnsmasq serving only the records given on 127.0.0.1:`port`; killed when dropped.
-struct Dnsmasq {
-    child: Child,
-    port: u16,
-}
-
-impl Dnsmasq {
-    fn start(records: &[String]) -> Dnsmasq {
-        for _ in 0..5 {
-            let port = free_port();
-            let mut cmd = Command::new(dnsmasq_binary());
-            cmd.args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--no-poll",
-                "--bind-interfaces",
-                "--listen-address=127.0.0.1",
-                "--pid-file=",
-                "--log-facility=-",
-                "--local=/test/",
-                "--local-ttl=60",
-            ])
-            .arg(format!("--port={port}"))
-            .args(records)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-            // As root, dnsmasq would switch to its own user; stay who we are instead.
-            if is_root() {
-                cmd.arg("--user=root");
-            }
-            let mut d = Dnsmasq {
-                child: cmd.spawn().expect("dnsmasq starts"),
-                port,
-            };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = d.child.try_wait() {
-                    break; // exited: the port was taken meanwhile
-                }
-                if UdpSocket::bind(("127.0.0.1", port)).is_err() {
-                    return d;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        panic!("dnsmasq did not start");
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A UDP server that reads and never answers; stopped when dropped.
 struct Silent {

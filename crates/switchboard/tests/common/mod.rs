@@ -12,6 +12,8 @@
 //! daemon log, SIPp traces); its path is printed.
 #![allow(dead_code)]
 
+pub mod dns;
+
 use std::collections::HashSet;
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -1364,4 +1366,16 @@ impl Drop for Kamailio {
             eprintln!("--- kamailio log ---\n{}", p.log());
         }
     }
+}
+
+/// Whether the tests run as root (some programs then need telling to stay who we are).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
 }
