@@ -361,6 +361,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 if let Some(directory) = done.snapshot {
                     core.handle(Input::PolicyChanged(directory), now())
                 }
+                // Answered once the core has the new policy: what the API says is applied
+                // is in force for the next request.
+                if let Some((reply, answer)) = done.reply {
+                    let _ = reply.send(answer);
+                }
             }
             _ = watch.tick(), if !watching => {
                 let now_seen = policy_source::fingerprint(&config);
@@ -490,6 +495,8 @@ struct Reloaded {
     fingerprint: Option<Fingerprint>,
     /// The watcher started it.
     watcher: bool,
+    /// The API's request, and its answer.
+    reply: Option<(oneshot::Sender<ReloadAnswer>, ReloadAnswer)>,
 }
 
 /// Reloads the policy off the SIP loop (waiting for the files to settle takes a quiet
@@ -513,13 +520,15 @@ fn spawn_reload(
         );
         let (snapshot, fingerprint, answer) = reload(&config, &directory, &failures, allow_shrink);
         let watcher = matches!(trigger, Trigger::Watcher);
-        if let Trigger::Api { reply, .. } = trigger {
-            let _ = reply.send(answer);
-        }
+        let reply = match trigger {
+            Trigger::Api { reply, .. } => Some((reply, answer)),
+            _ => None,
+        };
         let _ = done.send(Reloaded {
             snapshot,
             fingerprint,
             watcher,
+            reply,
         });
     });
 }
