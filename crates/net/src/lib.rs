@@ -1096,6 +1096,26 @@ mod tests {
         }
     }
 
+    /// Transports listening on `listen`, and what they hand to the core.
+    async fn listening_on(
+        listen: &[ListenAddr],
+        config: TransportConfig,
+    ) -> (Transports, mpsc::Receiver<Arrival>) {
+        let (tx, rx) = mpsc::channel(16);
+        let t = Transports::bind(listen, config, tx, "t".into())
+            .await
+            .unwrap();
+        (t, rx)
+    }
+
+    /// [`listening_on`] one address.
+    async fn listening(
+        listen: &str,
+        config: TransportConfig,
+    ) -> (Transports, mpsc::Receiver<Arrival>) {
+        listening_on(&[listen.parse().unwrap()], config).await
+    }
+
     /// The next message handed to the core.
     async fn next(rx: &mut mpsc::Receiver<Arrival>) -> Option<Inbound> {
         rx.recv().await.map(|a| a.inbound)
@@ -1118,19 +1138,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_core_behind_sheds_new_requests_and_serves_dialogs() {
-        let (tx, _rx) = mpsc::channel(16);
         let config = TransportConfig {
             shed_after: Duration::from_millis(100),
             ..cfg()
         };
-        let t = Transports::bind(
-            &["udp:127.0.0.1:0".parse().unwrap()],
-            config,
-            tx,
-            "t".into(),
-        )
-        .await
-        .unwrap();
+        let (t, _rx) = listening("udp:127.0.0.1:0", config).await;
         let local = t.local_addrs()[0].addr;
         let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let from = c.local_addr().unwrap();
@@ -1202,10 +1214,7 @@ mod tests {
 
     #[tokio::test]
     async fn tcp_frames_and_answers_on_the_same_connection() {
-        let (tx, mut rx) = mpsc::channel(16);
-        let t = Transports::bind(&["tcp:127.0.0.1:0".parse().unwrap()], cfg(), tx, "t".into())
-            .await
-            .unwrap();
+        let (t, mut rx) = listening("tcp:127.0.0.1:0", cfg()).await;
         let addr = t.local_addrs()[0].addr;
         let mut c = TcpStream::connect(addr).await.unwrap();
         // Two messages in one write, then a keep-alive ping.
@@ -1238,10 +1247,7 @@ mod tests {
 
     #[tokio::test]
     async fn tcp_without_content_length_gets_400_and_close() {
-        let (tx, _rx) = mpsc::channel(16);
-        let t = Transports::bind(&["tcp:127.0.0.1:0".parse().unwrap()], cfg(), tx, "t".into())
-            .await
-            .unwrap();
+        let (t, _rx) = listening("tcp:127.0.0.1:0", cfg()).await;
         let mut c = TcpStream::connect(t.local_addrs()[0].addr).await.unwrap();
         c.write_all(OPTIONS.replace("Content-Length: 0\r\n", "").as_bytes())
             .await
@@ -1257,10 +1263,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connect_comes_back_as_unreachable() {
-        let (tx, mut rx) = mpsc::channel(16);
-        let t = Transports::bind(&["tcp:127.0.0.1:0".parse().unwrap()], cfg(), tx, "t".into())
-            .await
-            .unwrap();
+        let (t, mut rx) = listening("tcp:127.0.0.1:0", cfg()).await;
         // A port nobody listens on: bound, then closed.
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = closed.local_addr().unwrap();
@@ -1287,10 +1290,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_flow_is_reported_and_never_redialled() {
-        let (tx, mut rx) = mpsc::channel(16);
-        let t = Transports::bind(&["tcp:127.0.0.1:0".parse().unwrap()], cfg(), tx, "t".into())
-            .await
-            .unwrap();
+        let (t, mut rx) = listening("tcp:127.0.0.1:0", cfg()).await;
         // The phone listens on a port of its own too: a redial of its flow's address
         // would reach this listener, which must stay silent.
         let phone_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1324,19 +1324,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_held_connection_outlives_the_idle_timeout() {
-        let (tx, mut rx) = mpsc::channel(16);
         let config = TransportConfig {
             tcp_idle_timeout: Duration::from_millis(300),
             ..cfg()
         };
-        let t = Transports::bind(
-            &["tcp:127.0.0.1:0".parse().unwrap()],
-            config,
-            tx,
-            "t".into(),
-        )
-        .await
-        .unwrap();
+        let (t, mut rx) = listening("tcp:127.0.0.1:0", config).await;
         let connect = || TcpStream::connect(t.local_addrs()[0].addr);
         let (mut held, mut idle) = (connect().await.unwrap(), connect().await.unwrap());
         held.write_all(OPTIONS.as_bytes()).await.unwrap();
@@ -1389,20 +1381,12 @@ mod tests {
 
     #[tokio::test]
     async fn one_address_fills_its_share_of_tcp_while_another_still_connects() {
-        let (tx, mut rx) = mpsc::channel(16);
         let config = TransportConfig {
             max_tcp_connections: 10,
             max_tcp_connections_per_source: 3,
             ..cfg()
         };
-        let t = Transports::bind(
-            &["tcp:127.0.0.1:0".parse().unwrap()],
-            config,
-            tx,
-            "t".into(),
-        )
-        .await
-        .unwrap();
+        let (t, mut rx) = listening("tcp:127.0.0.1:0", config).await;
         let addr = t.local_addrs()[0].addr;
         let mut held = Vec::new();
         for _ in 0..3 {
@@ -1444,10 +1428,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stun_keepalive_is_answered_with_the_address_it_came_from() {
-        let (tx, mut rx) = mpsc::channel(16);
-        let t = Transports::bind(&["udp:127.0.0.1:0".parse().unwrap()], cfg(), tx, "t".into())
-            .await
-            .unwrap();
+        let (t, mut rx) = listening("udp:127.0.0.1:0", cfg()).await;
         let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let me = c.local_addr().unwrap();
         let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
@@ -1475,10 +1456,7 @@ mod tests {
 
     #[tokio::test]
     async fn udp_delivers_and_reports_invalid() {
-        let (tx, mut rx) = mpsc::channel(16);
-        let t = Transports::bind(&["udp:127.0.0.1:0".parse().unwrap()], cfg(), tx, "t".into())
-            .await
-            .unwrap();
+        let (t, mut rx) = listening("udp:127.0.0.1:0", cfg()).await;
         let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         c.send_to(b"\r\n\r\n", t.local_addrs()[0].addr)
             .await
@@ -1504,10 +1482,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_wildcard_udp_socket_answers_from_the_address_it_was_sent_to() {
-        let (tx, mut rx) = mpsc::channel(16);
-        let t = Transports::bind(&["udp:0.0.0.0:0".parse().unwrap()], cfg(), tx, "t".into())
-            .await
-            .unwrap();
+        let (t, mut rx) = listening("udp:0.0.0.0:0", cfg()).await;
         let port = t.local_addrs()[0].addr.port();
         let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         // 127.0.0.3 is this machine's too (all of 127/8 is loopback on Linux), but not the
@@ -1545,10 +1520,7 @@ mod tests {
             eprintln!("skipped: ::1 is not configured on this machine's loopback");
             return;
         }
-        let (tx, mut rx) = mpsc::channel(16);
-        let t = Transports::bind(&["udp:[::]:0".parse().unwrap()], cfg(), tx, "t".into())
-            .await
-            .unwrap();
+        let (t, mut rx) = listening("udp:[::]:0", cfg()).await;
         let to = SocketAddr::new("::1".parse().unwrap(), t.local_addrs()[0].addr.port());
         let c = UdpSocket::bind("[::1]:0").await.unwrap();
         c.send_to(OPTIONS.as_bytes(), to).await.unwrap();
@@ -1568,15 +1540,12 @@ mod tests {
     #[tokio::test]
     async fn each_flow_leaves_from_its_own_socket() {
         let port = free_udp_port();
-        let (tx, mut rx) = mpsc::channel(16);
         let listen: Vec<ListenAddr> = vec![
             format!("udp:127.0.0.1:{port}").parse().unwrap(),
             format!("udp:127.0.0.2:{port}").parse().unwrap(),
             "tcp:0.0.0.0:0".parse().unwrap(),
         ];
-        let t = Transports::bind(&listen, cfg(), tx, "t".into())
-            .await
-            .unwrap();
+        let (t, mut rx) = listening_on(&listen, cfg()).await;
         let bound = t.local_addrs();
         assert_eq!(bound[..2], listen[..2], "in the order asked for");
         assert_eq!(bound[2].transport, Transport::Tcp);
@@ -1607,10 +1576,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_opened_connection_leaves_from_the_address_asked_for() {
-        let (tx, mut rx) = mpsc::channel(16);
-        let t = Transports::bind(&["tcp:0.0.0.0:0".parse().unwrap()], cfg(), tx, "t".into())
-            .await
-            .unwrap();
+        let (t, mut rx) = listening("tcp:0.0.0.0:0", cfg()).await;
         let port = t.local_addrs()[0].addr.port();
         let far = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let peer = Peer {
@@ -1639,14 +1605,11 @@ mod tests {
             eprintln!("skipped: ::1 is not configured on this machine's loopback");
             return;
         }
-        let (tx, mut rx) = mpsc::channel(16);
         let listen: Vec<ListenAddr> = vec![
             "udp:[::1]:0".parse().unwrap(),
             "tcp:[::1]:0".parse().unwrap(),
         ];
-        let t = Transports::bind(&listen, cfg(), tx, "t".into())
-            .await
-            .unwrap();
+        let (t, mut rx) = listening_on(&listen, cfg()).await;
         let addrs = t.local_addrs();
         let c = UdpSocket::bind("[::1]:0").await.unwrap();
         let text = OPTIONS.replace("TCP 127.0.0.1:1", "UDP [::1]:1");

@@ -5,9 +5,7 @@
 //! Every dnsmasq is owned by a guard that kills it, also when the test fails; every wait
 //! is bounded; only loopback addresses are used.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 use switchboard_net::dns::{Dns, DnsConfig, Resolver};
 use switchboard_net::Transport;
@@ -16,136 +14,17 @@ use switchboard_sip::locate::{
     Answer, LocateError, Locator, LocatorConfig, Query, RecordType, Resolution, Resolved, Target,
 };
 
-/// The dnsmasq binary: on the PATH, or where Debian installs it.
-fn dnsmasq_binary() -> PathBuf {
-    let on_path = std::env::var_os("PATH").into_iter().flat_map(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("dnsmasq"))
-            .collect::<Vec<_>>()
-    });
-    on_path
-        .chain([PathBuf::from("/usr/sbin/dnsmasq")])
-        .find(|p| p.is_file())
-        .expect("dnsmasq is missing: run scripts/install-test-deps (Debian package dnsmasq-base)")
-}
+#[path = "../../switchboard/tests/common/dns.rs"]
+mod dnsmasq;
+use dnsmasq::Dnsmasq;
 
-/// A loopback port free for both UDP and TCP, as far as can be told.
-fn free_port() -> u16 {
-    for _ in 0..50 {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
+/// A resolver's settings for asking `server` alone.
+fn config(server: &Dnsmasq) -> DnsConfig {
+    DnsConfig {
+        servers: vec![server.addr()],
+        timeout: Duration::from_millis(1000),
+        attempts: 1,
     }
-    panic!("no free loopback port");
-}
-
-/// A dnsmasq serving only the records given, on 127.0.0.1; killed when dropped.
-struct Dnsmasq {
-    child: Child,
-    port: u16,
-}
-
-impl Dnsmasq {
-    fn start(records: &[String]) -> Dnsmasq {
-        for _ in 0..5 {
-            if let Some(d) = Dnsmasq::start_on(free_port(), records) {
-                return d;
-            }
-        }
-        panic!("dnsmasq did not start");
-    }
-
-    /// Starts it on `port`; `None` when it exited at once (the port taken meanwhile).
-    fn start_on(port: u16, records: &[String]) -> Option<Dnsmasq> {
-        let mut cmd = Command::new(dnsmasq_binary());
-        cmd.args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--no-poll",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-            "--pid-file=",
-            "--log-facility=-",
-            // Names under test. are answered from these records alone (NXDOMAIN otherwise).
-            "--local=/test/",
-            "--local-ttl=60",
-        ])
-        .arg(format!("--port={port}"))
-        .args(records)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-        // As root, dnsmasq would switch to its own user; stay who we are instead.
-        if is_root() {
-            cmd.arg("--user=root");
-        }
-        let child = cmd.spawn().expect("dnsmasq starts");
-        let mut d = Dnsmasq { child, port };
-        // Ready when it holds the port (a bind of ours fails), or gone when it exited.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                let mut err = String::new();
-                if let Some(mut e) = d.child.stderr.take() {
-                    use std::io::Read;
-                    let _ = e.read_to_string(&mut err);
-                }
-                eprintln!("dnsmasq exited ({status}): {err}");
-                return None;
-            }
-            if UdpSocket::bind(("127.0.0.1", port)).is_err() {
-                return Some(d);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("dnsmasq did not take port {port} within 5 s");
-    }
-
-    /// The same port with other records (the old one stopped first).
-    fn restart(mut self, records: &[String]) -> Dnsmasq {
-        let port = self.port;
-        self.stop();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(d) = Dnsmasq::start_on(port, records) {
-                return d;
-            }
-            assert!(Instant::now() < deadline, "port {port} never came back");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn config(&self) -> DnsConfig {
-        DnsConfig {
-            servers: vec![SocketAddr::from(([127, 0, 0, 1], self.port))],
-            timeout: Duration::from_millis(1000),
-            attempts: 1,
-        }
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }
 
 fn args(list: &[&str]) -> Vec<String> {
@@ -229,7 +108,7 @@ fn carrier() -> Vec<String> {
 #[tokio::test]
 async fn naptr_then_srv_then_addresses() {
     let server = Dnsmasq::start(&carrier());
-    let mut dns = Dns::start(&server.config()).unwrap();
+    let mut dns = Dns::start(&config(&server)).unwrap();
     let mut loc = locator(1);
     let now = Instant::now();
     let (outcome, asked) = resolve(&mut loc, &mut dns, "sip:carrier.test", now).await;
@@ -262,7 +141,7 @@ async fn naptr_then_srv_then_addresses() {
 #[tokio::test]
 async fn a_transport_parameter_and_a_port() {
     let server = Dnsmasq::start(&carrier());
-    let mut dns = Dns::start(&server.config()).unwrap();
+    let mut dns = Dns::start(&config(&server)).unwrap();
     let mut loc = locator(1);
     let now = Instant::now();
     let (outcome, asked) = resolve(&mut loc, &mut dns, "sip:carrier.test;transport=tcp", now).await;
@@ -280,7 +159,7 @@ async fn a_transport_parameter_and_a_port() {
 #[tokio::test]
 async fn srv_priority_and_weight_order() {
     let server = Dnsmasq::start(&carrier());
-    let mut dns = Dns::start(&server.config()).unwrap();
+    let mut dns = Dns::start(&config(&server)).unwrap();
     let mut loc = locator(7);
     let t0 = Instant::now();
     let runs = 600;
@@ -332,7 +211,7 @@ async fn failover_to_the_second_target_when_the_first_does_not_answer() {
             live.send_to(&buf[..n], from).unwrap();
         }
     });
-    let mut dns = Dns::start(&server.config()).unwrap();
+    let mut dns = Dns::start(&config(&server)).unwrap();
     let mut loc = locator(1);
     let t0 = Instant::now();
     let (outcome, _) = resolve(&mut loc, &mut dns, "sip:failover.test", t0).await;
@@ -378,8 +257,8 @@ async fn ttl_expiry_brings_the_new_records() {
             "--srv-host=_sip._udp.ttl.test,h.ttl.test,5060,1,1".into(),
         ]
     };
-    let server = Dnsmasq::start(&records("127.0.0.2"));
-    let mut dns = Dns::start(&server.config()).unwrap();
+    let mut server = Dnsmasq::start(&records("127.0.0.2"));
+    let mut dns = Dns::start(&config(&server)).unwrap();
     let mut loc = locator(1);
     let t0 = Instant::now();
     let (outcome, _) = resolve(&mut loc, &mut dns, "sip:ttl.test;transport=udp", t0).await;
@@ -388,7 +267,7 @@ async fn ttl_expiry_brings_the_new_records() {
     assert_eq!(r.valid_until, Some(t0 + Duration::from_secs(2)));
 
     // The server restarts with another address for the host.
-    let server = server.restart(&records("127.0.0.3"));
+    server.restart(&records("127.0.0.3"), 60);
     // Within the TTL the cached address stands, and nothing is asked.
     let now = t0 + Duration::from_millis(1999);
     let (outcome, asked) = resolve(&mut loc, &mut dns, "sip:ttl.test;transport=udp", now).await;
@@ -405,7 +284,7 @@ async fn ttl_expiry_brings_the_new_records() {
 #[tokio::test]
 async fn a_name_that_does_not_exist() {
     let server = Dnsmasq::start(&carrier());
-    let resolver = Resolver::new(&server.config()).unwrap();
+    let resolver = Resolver::new(&config(&server)).unwrap();
     let answer = resolver
         .lookup(&Query::new("nowhere.test", RecordType::A))
         .await;
@@ -453,7 +332,7 @@ async fn a_server_that_does_not_answer() {
 #[tokio::test]
 async fn many_questions_at_once_each_get_one_answer() {
     let server = Dnsmasq::start(&carrier());
-    let (dns, mut answers) = Dns::start(&server.config()).unwrap();
+    let (dns, mut answers) = Dns::start(&config(&server)).unwrap();
     let names = ["a", "b", "c", "d", "e"];
     let mut asked = Vec::new();
     for i in 0..200 {

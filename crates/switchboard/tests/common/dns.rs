@@ -1,26 +1,15 @@
-//! A real DNS server for the end-to-end tests: dnsmasq serving only the records a test
-//! gives it, on a free port of 127.0.0.1, killed when dropped.
+//! A real DNS server for the tests: dnsmasq (Debian's `dnsmasq-base`, installed by
+//! `scripts/install-test-deps`) serving only the records a test gives it, on a loopback port,
+//! killed when dropped. Names under `test.` are answered from those records alone (NXDOMAIN
+//! otherwise). Shared by the daemon's end-to-end tests and the net crate's DNS tests
+//! (`crates/net/tests/dns.rs` includes this file), so it needs nothing from either.
 
-use super::{free_port, is_root};
-use std::net::UdpSocket;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The dnsmasq binary: on the PATH, or where Debian installs it.
-fn dnsmasq_binary() -> PathBuf {
-    let on_path = std::env::var_os("PATH").into_iter().flat_map(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("dnsmasq"))
-            .collect::<Vec<_>>()
-    });
-    on_path
-        .chain([PathBuf::from("/usr/sbin/dnsmasq")])
-        .find(|p| p.is_file())
-        .expect("dnsmasq is missing: run scripts/install-test-deps (Debian package dnsmasq-base)")
-}
-
-/// A dnsmasq serving only the records given on 127.0.0.1:`port`; killed when dropped.
+/// A dnsmasq serving only the records given, on 127.0.0.1:`port`; killed when dropped.
 pub struct Dnsmasq {
     child: Child,
     pub port: u16,
@@ -47,8 +36,7 @@ impl Dnsmasq {
     /// Serves other records on the same port (as a zone whose records change): the old
     /// server stops, a new one starts.
     pub fn restart(&mut self, records: &[String], ttl: u32) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Some(child) = spawn(self.port, records, ttl) {
@@ -59,9 +47,51 @@ impl Dnsmasq {
         }
         panic!("dnsmasq did not start again on port {}", self.port);
     }
+
+    /// Where it answers.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
-/// A dnsmasq on `port`, once it listens; None when it could not bind.
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The dnsmasq binary: on the PATH, or where Debian installs it.
+fn dnsmasq_binary() -> PathBuf {
+    let on_path = std::env::var_os("PATH").into_iter().flat_map(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("dnsmasq"))
+            .collect::<Vec<_>>()
+    });
+    on_path
+        .chain([PathBuf::from("/usr/sbin/dnsmasq")])
+        .find(|p| p.is_file())
+        .expect("dnsmasq is missing: run scripts/install-test-deps (Debian package dnsmasq-base)")
+}
+
+/// A loopback port free for both UDP and TCP, as far as can be told (dnsmasq takes both).
+fn free_port() -> u16 {
+    for _ in 0..50 {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port");
+}
+
+/// A dnsmasq on `port`, once it holds it; None when it exited (the port taken meanwhile)
+/// or never took it.
 fn spawn(port: u16, records: &[String], ttl: u32) -> Option<Child> {
     let mut cmd = Command::new(dnsmasq_binary());
     cmd.args([
@@ -81,16 +111,23 @@ fn spawn(port: u16, records: &[String], ttl: u32) -> Option<Child> {
     .args(records)
     .stdin(Stdio::null())
     .stdout(Stdio::null())
-    .stderr(Stdio::null());
+    .stderr(Stdio::piped());
     // As root, dnsmasq would switch to its own user; stay who we are instead.
     if is_root() {
         cmd.arg("--user=root");
     }
     let mut child = cmd.spawn().expect("dnsmasq starts");
+    // Ready when it holds the port (a bind of ours fails), or gone when it exited.
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return None; // exited: the port was taken meanwhile
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            eprintln!("dnsmasq exited ({status}): {err}");
+            return None;
         }
         if UdpSocket::bind(("127.0.0.1", port)).is_err() {
             return Some(child);
@@ -102,9 +139,13 @@ fn spawn(port: u16, records: &[String], ttl: u32) -> Option<Child> {
     None
 }
 
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
 }

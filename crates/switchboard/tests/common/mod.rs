@@ -1367,15 +1367,3 @@ impl Drop for Kamailio {
         }
     }
 }
-
-/// Whether the tests run as root (some programs then need telling to stay who we are).
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
