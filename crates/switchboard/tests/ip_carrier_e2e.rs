@@ -78,38 +78,19 @@ fn net() -> Net {
 
 /// Fails with everything the peers saw unless the run passed.
 fn ok(n: &Net, r: SippRun) -> SippRun {
-    assert!(
-        r.success,
-        "{}\n--- daemon log:\n{}\n--- kamailio log:\n{}",
-        r.report(),
-        n.d.log(),
-        n.carrier.log()
-    );
-    r
+    passed_via(r, &n.d, &n.carrier)
 }
 
-/// A caller of the network dials the DID (as the carrier writes it) with `scenario`.
+/// A caller of the network dials the DID through the carrier with `scenario`.
 fn network_calls(n: &Net, scenario: &str, extra: &str) -> SippRun {
-    Sipp::new(&n.d, scenario)
-        .row(call_row("+447700900123", "", DID_AS_SENT, extra))
-        .local_ip(PSTN_IP)
-        .target(n.carrier_addr)
-        .domain(&n.carrier_addr.ip().to_string())
-        .run()
-}
-
-/// bob's phone, registered, running `scenario` for one call.
-fn bobs_phone(d: &Daemon, scenario: &str, args: &[&str]) -> Uas {
-    let uas = Uas::start(scenario, 1, args);
-    uas.register(d, "bob", "bob-secret");
-    uas
+    call_through(&n.d, n.carrier_addr, PSTN_IP, DID_AS_SENT, scenario, extra)
 }
 
 #[test]
 fn calls_both_ways_through_a_carrier_that_knows_us_by_address() {
     let n = net();
     // The network calls the DID, written nationally: bob answers; the caller hangs up.
-    let bob = bobs_phone(&n.d, "uas_answer.xml", &[]);
+    let bob = registered_phone(&n.d, "bob", "bob-secret", "uas_answer.xml", &[]);
     let r = ok(&n, network_calls(&n, "trunk_call_answered.xml", "300"));
     assert_eq!(r.finals(), vec![200]);
     let bob = ok(&n, bob.finish(LIMIT));
@@ -118,7 +99,13 @@ fn calls_both_ways_through_a_carrier_that_knows_us_by_address() {
     assert_eq!(n.carrier.lines("INBOUND").len(), 1, "{}", n.carrier.log());
 
     // Again, and bob hangs up: his BYE reaches the network's caller through the carrier.
-    let bob = bobs_phone(&n.d, "uas_answer_callee_hangs_up.xml", &["-d", "300"]);
+    let bob = registered_phone(
+        &n.d,
+        "bob",
+        "bob-secret",
+        "uas_answer_callee_hangs_up.xml",
+        &["-d", "300"],
+    );
     let r = ok(&n, network_calls(&n, "trunk_call_callee_hangs_up.xml", ""));
     assert_eq!(r.requests("BYE").len(), 1, "{}", r.report());
     ok(&n, bob.finish(LIMIT));

@@ -97,14 +97,7 @@ fn net() -> Net {
 
 /// Fails with everything the peers saw unless the run passed.
 fn ok(n: &Net, r: SippRun) -> SippRun {
-    assert!(
-        r.success,
-        "{}\n--- daemon log:\n{}\n--- kamailio log:\n{}",
-        r.report(),
-        n.d.log(),
-        n.carrier.log()
-    );
-    r
+    passed_via(r, &n.d, &n.carrier)
 }
 
 /// The trunk as `GET /v1/trunks` shows it.
@@ -119,19 +112,7 @@ fn trunk_state(d: &Daemon) -> serde_json::Value {
 
 /// A caller of the network dials the DID through the carrier with `scenario`.
 fn network_calls(n: &Net, scenario: &str, extra: &str) -> SippRun {
-    Sipp::new(&n.d, scenario)
-        .row(call_row("+447700900123", "", DID, extra))
-        .local_ip(PSTN_IP)
-        .target(n.carrier_addr)
-        .domain(&n.carrier_addr.ip().to_string())
-        .run()
-}
-
-/// bob's phone, registered, running `scenario` for one call.
-fn bobs_phone(d: &Daemon, scenario: &str, args: &[&str]) -> Uas {
-    let uas = Uas::start(scenario, 1, args);
-    uas.register(d, "bob", "bob-secret");
-    uas
+    call_through(&n.d, n.carrier_addr, PSTN_IP, DID, scenario, extra)
 }
 
 /// The REGISTER-OK lines of the carrier: (Call-ID, contact, expires) of each.
@@ -153,7 +134,7 @@ fn registrations(n: &Net) -> Vec<(String, String, String)> {
 
 /// An inbound call through the carrier: the network's caller hangs up.
 fn inbound_call_caller_hangs_up(n: &Net) {
-    let bob = bobs_phone(&n.d, "uas_answer.xml", &[]);
+    let bob = registered_phone(&n.d, "bob", "bob-secret", "uas_answer.xml", &[]);
     let r = ok(n, network_calls(n, "trunk_call_answered.xml", "300"));
     assert_eq!(r.finals(), vec![200]);
     let bob = ok(n, bob.finish(LIMIT));
@@ -207,7 +188,13 @@ fn registers_takes_calls_both_ways_and_registers_again_after_a_crash() {
     inbound_call_caller_hangs_up(&n);
     assert_eq!(n.carrier.lines("INBOUND").len(), 1);
     // Again, and bob hangs up.
-    let bob = bobs_phone(&n.d, "uas_answer_callee_hangs_up.xml", &["-d", "300"]);
+    let bob = registered_phone(
+        &n.d,
+        "bob",
+        "bob-secret",
+        "uas_answer_callee_hangs_up.xml",
+        &["-d", "300"],
+    );
     let r = ok(&n, network_calls(&n, "trunk_call_callee_hangs_up.xml", ""));
     assert_eq!(r.requests("BYE").len(), 1, "{}", r.report());
     ok(&n, bob.finish(LIMIT));

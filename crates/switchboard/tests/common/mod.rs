@@ -1269,6 +1269,50 @@ pub fn probed_call(d: &Daemon) -> Uas {
         .spawn()
 }
 
+/// `r`, which must have passed; otherwise fails with everything the peers saw (the
+/// daemon's log and the carrier's).
+pub fn passed_via(r: SippRun, d: &Daemon, carrier: &Kamailio) -> SippRun {
+    assert!(
+        r.success,
+        "{}\n--- daemon log:\n{}\n--- kamailio log:\n{}",
+        r.report(),
+        d.log(),
+        carrier.log()
+    );
+    r
+}
+
+/// A caller of the network, on `from_ip`, dials `number` through the carrier at `carrier`
+/// with `scenario` (one call).
+pub fn call_through(
+    d: &Daemon,
+    carrier: SocketAddr,
+    from_ip: &str,
+    number: &str,
+    scenario: &str,
+    extra: &str,
+) -> SippRun {
+    Sipp::new(d, scenario)
+        .row(call_row("+447700900123", "", number, extra))
+        .local_ip(from_ip)
+        .target(carrier)
+        .domain(&carrier.ip().to_string())
+        .run()
+}
+
+/// `user`'s phone (a SIPp server running `scenario` for one call), registered.
+pub fn registered_phone(
+    d: &Daemon,
+    user: &str,
+    password: &str,
+    scenario: &str,
+    args: &[&str],
+) -> Uas {
+    let uas = Uas::start(scenario, 1, args);
+    uas.register(d, user, password);
+    uas
+}
+
 // ---------------------------------------------------------------------------------------
 // Kamailio
 
