@@ -1180,6 +1180,20 @@ struct ReloadBody {
     allow_shrink: bool,
 }
 
+/// The caller, who must hold the admin token to `what` (403 otherwise).
+fn admin(state: &ApiState, headers: &HeaderMap, what: &str) -> Result<Caller, ApiError> {
+    let c = caller(state, headers)?;
+    if c.admin {
+        Ok(c)
+    } else {
+        Err(ApiError::new(
+            403,
+            Some("authorization"),
+            format!("only the admin token may {what}"),
+        ))
+    }
+}
+
 /// `POST /v1/policy/reload` (admin): reads the policy files again, as SIGHUP does, and says
 /// what changed or why the running policy stays.
 async fn reload_policy(
@@ -1187,17 +1201,10 @@ async fn reload_policy(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Response {
-    let c = match caller(&state, &headers) {
+    let c = match admin(&state, &headers, "reload the policy") {
         Ok(c) => c,
         Err(e) => return error(e),
     };
-    if !c.admin {
-        return error(ApiError::new(
-            403,
-            Some("authorization"),
-            "only the admin token may reload the policy",
-        ));
-    }
     let b: ReloadBody = if bytes.iter().all(u8::is_ascii_whitespace) {
         ReloadBody::default()
     } else {
@@ -1265,16 +1272,8 @@ fn trunk_json(t: &TrunkStatus) -> Value {
 /// `GET /v1/trunks` (admin): every trunk of the policy with its registration at its
 /// carrier (`off` for a trunk that does not register).
 async fn list_trunks(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    let c = match caller(&state, &headers) {
-        Ok(c) => c,
-        Err(e) => return error(e),
-    };
-    if !c.admin {
-        return error(ApiError::new(
-            403,
-            Some("authorization"),
-            "only the admin token may see the trunks",
-        ));
+    if let Err(e) = admin(&state, &headers, "see the trunks") {
+        return error(e);
     }
     let stopping = || error(ApiError::new(503, None, "the daemon is stopping"));
     let (tx, rx) = oneshot::channel();
