@@ -1,4 +1,4 @@
-//! `switchboard presence …`: a small client of the running daemon's presence API.
+//! The operator commands' client of the running daemon's API (`switchboard presence …`, `reload`, `trunks`).
 
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -15,7 +15,7 @@ impl Client {
     /// One request; returns the JSON answer, or the API's error as text.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
         let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))
-            .map_err(|e| format!("cannot reach the presence API at {}: {e}", self.addr))?;
+            .map_err(|e| format!("cannot reach the API at {}: {e}", self.addr))?;
         s.set_read_timeout(Some(Duration::from_secs(30)))
             .map_err(|e| e.to_string())?;
         let body = body.map(|b| b.to_string()).unwrap_or_default();

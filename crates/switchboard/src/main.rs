@@ -17,6 +17,20 @@ struct Cli {
     command: Command,
 }
 
+/// How an operator command reaches the running daemon's API as its admin.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Configuration file (to find the API's address and the admin token).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The API's address (default: the config's api.listen).
+    #[arg(long)]
+    api: Option<std::net::SocketAddr>,
+    /// The admin token (default: the config's api.admin_token).
+    #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon (without --config: the embedded default, listening on 127.0.0.1:5060).
@@ -49,15 +63,8 @@ enum Command {
     /// Reload the running daemon's policy (as SIGHUP does) and print what changed or why
     /// the running policy stays.
     Reload {
-        /// Configuration file (to find the API's address and the admin token).
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// The API's address (default: the config's api.listen).
-        #[arg(long)]
-        api: Option<std::net::SocketAddr>,
-        /// The admin token (default: the config's api.admin_token).
-        #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
-        token: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
         /// Apply the policy even if it removes most users, or all of them (such a reload
         /// is otherwise refused: `[policy.reload]` of the config).
         #[arg(long)]
@@ -66,15 +73,8 @@ enum Command {
     /// Print every trunk with its registration at its carrier (registered until…, the
     /// last error, the next attempt), from the running daemon.
     Trunks {
-        /// Configuration file (to find the API's address and the admin token).
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// The API's address (default: the config's api.listen).
-        #[arg(long)]
-        api: Option<std::net::SocketAddr>,
-        /// The admin token (default: the config's api.admin_token).
-        #[arg(long, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
-        token: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
     },
     /// Print the plan a call would get, step by step, and why.
     Explain {
@@ -374,6 +374,33 @@ fn admin_client(
     Ok(client::Client { addr, token })
 }
 
+/// One call to the API as its admin; its answer printed by `format`.
+fn admin_call(
+    admin: AdminArgs,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    format: fn(&serde_json::Value) -> String,
+) -> ExitCode {
+    let c = match admin_client(admin.config.as_ref(), admin.api, admin.token) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match c.call(method, path, body) {
+        Ok(v) => {
+            println!("{}", format(&v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn load_config(path: Option<&PathBuf>) -> Result<config::Config, config::ConfigErrors> {
     match path {
         Some(p) => config::Config::load(p),
@@ -576,49 +603,21 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Trunks { config, api, token } => {
-            let c = match admin_client(config.as_ref(), api, token) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match c.call("GET", "/v1/trunks", None) {
-                Ok(v) => {
-                    println!("{}", client::format_trunks(&v));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Trunks { admin } => {
+            admin_call(admin, "GET", "/v1/trunks", None, client::format_trunks)
         }
         Command::Reload {
-            config,
-            api,
-            token,
+            admin,
             allow_shrink,
         } => {
-            let c = match admin_client(config.as_ref(), api, token) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
-            };
             let body = serde_json::json!({ "allow_shrink": allow_shrink });
-            match c.call("POST", "/v1/policy/reload", Some(&body)) {
-                Ok(v) => {
-                    println!("{}", client::format_reload(&v));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            admin_call(
+                admin,
+                "POST",
+                "/v1/policy/reload",
+                Some(&body),
+                client::format_reload,
+            )
         }
         Command::Check { config } => {
             let config = match load_config(config.as_ref()) {

@@ -216,7 +216,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
 
-    // The presence API hands its commands to this loop.
+    // The API hands its commands to this loop.
     let (api_tx, mut api_rx) = mpsc::channel::<Envelope>(1024);
     // …and its policy reloads to this loop, which runs them as it runs SIGHUP's.
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadEnvelope>(16);
@@ -225,8 +225,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(addr) = config.api_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .with_context(|| format!("binding the presence API to {addr}"))?;
-        tracing::info!(addr = %listener.local_addr()?, "presence API listening");
+            .with_context(|| format!("binding the API to {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "API listening");
         let app = api::router(
             directory.clone(),
             config.admin_token.clone(),
