@@ -1,4 +1,5 @@
-//! The API: HTTP + JSON on its own (loopback by default) address: presence, the policy's reload, the trunks.
+//! The API: HTTP + JSON on its own (loopback by default) address: presence, the policy's
+//! reload, the trunks.
 //!
 //! Requests are authenticated with bearer tokens (a person's own `api_token` from the policy,
 //! or the config's admin token), turned into [`Command`]s, and handed to the core, which

@@ -1,4 +1,5 @@
-//! The operator commands' client of the running daemon's API (`switchboard presence …`, `reload`, `trunks`).
+//! The operator commands' client of the running daemon's API (`switchboard presence …`,
+//! `reload`, `trunks`).
 
 use serde_json::{json, Value};
 use std::io::{Read, Write};
