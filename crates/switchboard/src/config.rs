@@ -1029,6 +1029,18 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// The errors of config `text` (file x.toml).
+    fn refused(text: &str) -> ConfigErrors {
+        Config::parse(text, "x.toml", None).unwrap_err()
+    }
+
+    /// The file, key and line of each error.
+    fn places(e: &ConfigErrors) -> Vec<(&str, &str, usize)> {
+        e.0.iter()
+            .map(|e| (e.file.as_str(), e.key.as_str(), e.line))
+            .collect()
+    }
+
     #[test]
     fn embedded_config_is_valid_and_on_loopback() {
         let c = Config::embedded().unwrap();
@@ -1153,13 +1165,9 @@ mod tests {
         let text = format!(
             "{base}[limits]\nmax_tcp_connections_per_source = 0\n[subscriptions]\nmax_per_user = 0\n"
         );
-        let e = Config::parse(&text, "x.toml", None).unwrap_err();
-        let got: Vec<(&str, &str, usize)> =
-            e.0.iter()
-                .map(|e| (e.file.as_str(), e.key.as_str(), e.line))
-                .collect();
+        let e = refused(&text);
         assert_eq!(
-            got,
+            places(&e),
             [
                 ("x.toml", "limits.max_tcp_connections_per_source", 5),
                 ("x.toml", "subscriptions.max_per_user", 7)
@@ -1199,13 +1207,9 @@ mod tests {
         let text = format!(
             "{base}[api]\nmax_connections = 0\nheader_timeout_secs = 0\nbody_timeout_secs = 99999\n"
         );
-        let e = Config::parse(&text, "x.toml", None).unwrap_err();
-        let got: Vec<(&str, &str, usize)> =
-            e.0.iter()
-                .map(|e| (e.file.as_str(), e.key.as_str(), e.line))
-                .collect();
+        let e = refused(&text);
         assert_eq!(
-            got,
+            places(&e),
             [
                 ("x.toml", "api.max_connections", 5),
                 ("x.toml", "api.header_timeout_secs", 6),
@@ -1246,13 +1250,9 @@ mod tests {
             "{base}[dns]\nservers = [\"127.0.0.1:5353\",\n  \"ns.example.com\",\n  \"127.0.0.1:0\",\n  \
              \"127.0.0.1:5353\"]\ntimeout_ms = 0\nattempts = 11\n"
         );
-        let e = Config::parse(&text, "x.toml", None).unwrap_err();
-        let got: Vec<(&str, &str, usize)> =
-            e.0.iter()
-                .map(|e| (e.file.as_str(), e.key.as_str(), e.line))
-                .collect();
+        let e = refused(&text);
         assert_eq!(
-            got,
+            places(&e),
             [
                 ("x.toml", "dns.servers[1]", 6),
                 ("x.toml", "dns.servers[2]", 7),
