@@ -361,6 +361,22 @@ fn sent_by_host(sent_by: &str) -> &str {
 }
 
 /// Splits a header value holding several comma-separated entries into the first and the
+/// The leading number of the first header `pick` takes (`3600;reason=x` → 3600; at most
+/// ten digits, so it never overflows).
+pub fn header_number(headers: &Headers, pick: impl Fn(&Header) -> Option<&str>) -> Option<u64> {
+    let v = headers.iter().find_map(pick)?.trim();
+    let end = v.bytes().take(10).take_while(u8::is_ascii_digit).count();
+    v[..end].parse().ok()
+}
+
+/// The seconds of a response's Retry-After (RFC 3261 §20.33), if it says.
+pub fn retry_after(headers: &Headers) -> Option<u64> {
+    header_number(headers, |h| match h {
+        Header::RetryAfter(v) => Some(v.value()),
+        _ => None,
+    })
+}
+
 /// rest, respecting quoted strings and `<…>`.
 pub fn split_first_value(value: &str) -> (&str, Option<&str>) {
     // Most values hold no quoted string and no <…> before their first comma, which then
@@ -636,5 +652,22 @@ mod tests {
             split_values("\"a, b\" <sip:x@y>;q=1, <sip:z@w,>"),
             vec!["\"a, b\" <sip:x@y>;q=1", "<sip:z@w,>"]
         );
+    }
+
+    #[test]
+    fn retry_after_reads_the_leading_seconds() {
+        let with = |v: &str| {
+            let mut h = Headers::default();
+            h.push(Header::RetryAfter(v.into()));
+            retry_after(&h)
+        };
+        assert_eq!(with("120"), Some(120));
+        assert_eq!(with(" 18000;duration=3600"), Some(18000));
+        assert_eq!(with("5 (I'm in a meeting)"), Some(5));
+        assert_eq!(with("soon"), None);
+        assert_eq!(with(""), None);
+        // Ten digits at most: never an overflow.
+        assert_eq!(with("123456789012345678901234567890"), Some(1234567890));
+        assert_eq!(retry_after(&Headers::default()), None);
     }
 }

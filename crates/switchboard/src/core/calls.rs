@@ -685,7 +685,7 @@ impl Calls {
             if code == 503 {
                 // RFC 3263 §4.3: the next target, the failed one put last for a while
                 // (its Retry-After's while, when it says).
-                let retry_after = retry_after(&resp).map(Duration::from_secs);
+                let retry_after = message::retry_after(&resp.headers).map(Duration::from_secs);
                 cx.locating
                     .locator
                     .report_failure(target_of(peer), retry_after, now.mono);
@@ -1050,18 +1050,6 @@ fn fail_over(
         }
     }
     false
-}
-
-/// The seconds of a response's Retry-After (RFC 3261 §20.33), if it says.
-fn retry_after(resp: &Response) -> Option<u64> {
-    resp.headers.iter().find_map(|h| match h {
-        Header::RetryAfter(v) => {
-            let v = v.value().trim_start();
-            let end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-            v[..end].parse().ok()
-        }
-        _ => None,
-    })
 }
 
 /// The Reason a branch's CANCEL carries.

@@ -40,7 +40,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use switchboard_policy::{Policy, TrunkAccount, TrunkRegistration};
 use switchboard_sip::locate::{LocateError, ResolutionId, Resolved};
-use switchboard_sip::message::{self, cseq_number, split_values};
+use switchboard_sip::message::{self, cseq_number, header_number, retry_after, split_values};
 use switchboard_sip::msg::headers::{Header, Headers};
 use switchboard_sip::msg::{Method, Request, Response, Version};
 use switchboard_sip::peer::Peer;
@@ -606,7 +606,7 @@ impl Registrant {
         };
         // The registrar's address answered: put last for a while when it is in trouble.
         if code == 503 {
-            let after = retry_after(&resp).map(Duration::from_secs);
+            let after = retry_after(&resp.headers).map(Duration::from_secs);
             let now = cx.now.mono;
             cx.locating
                 .locator
@@ -651,7 +651,7 @@ impl Registrant {
             }
             401 | 407 => self.challenged(cx, key, f, &resp),
             423 => {
-                let min = header_number(&resp, |h| match h {
+                let min = header_number(&resp.headers, |h| match h {
                     Header::MinExpires(v) => Some(v.value()),
                     _ => None,
                 });
@@ -677,17 +677,17 @@ impl Registrant {
                     }
                     _ => {
                         let why = reason_of(&resp, "with no Min-Expires it could take");
-                        self.failure(cx, key, Trouble::Refused, &why, retry_after(&resp));
+                        self.failure(cx, key, Trouble::Refused, &why, retry_after(&resp.headers));
                     }
                 }
             }
             408 | 480 | 500..=599 => {
                 let why = reason_of(&resp, "");
-                self.failure(cx, key, Trouble::Server, &why, retry_after(&resp));
+                self.failure(cx, key, Trouble::Server, &why, retry_after(&resp.headers));
             }
             _ => {
                 let why = reason_of(&resp, "");
-                self.failure(cx, key, Trouble::Refused, &why, retry_after(&resp));
+                self.failure(cx, key, Trouble::Refused, &why, retry_after(&resp.headers));
             }
         }
     }
@@ -856,31 +856,11 @@ fn granted(resp: &Response, contact: &str) -> Option<u32> {
             }
         }
     }
-    header_number(resp, |h| match h {
+    header_number(&resp.headers, |h| match h {
         Header::Expires(v) => Some(v.value()),
         _ => None,
     })
     .map(|n| n.min(u64::from(u32::MAX)) as u32)
-}
-
-/// The leading number of the first header `pick` takes.
-fn header_number(resp: &Response, pick: impl Fn(&Header) -> Option<&str>) -> Option<u64> {
-    let v = resp.headers.iter().find_map(pick)?;
-    let digits: String = v
-        .trim()
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .take(10)
-        .collect();
-    digits.parse().ok()
-}
-
-/// The seconds of a Retry-After.
-fn retry_after(resp: &Response) -> Option<u64> {
-    header_number(resp, |h| match h {
-        Header::RetryAfter(v) => Some(v.value()),
-        _ => None,
-    })
 }
 
 /// A response's code and phrase, for the log and the API (`403 Forbidden`), with `more`.
