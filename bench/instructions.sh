@@ -123,16 +123,9 @@ cleanup() {
     git -C "$root" worktree remove --force "$base_tree" 2>/dev/null || rm -rf "$base_tree"
     git -C "$root" worktree prune 2>/dev/null || true
   fi
-  if [ "$keep" = 1 ] || [ "$rc" != 0 ]; then
-    echo "work directory kept: $work" >&2
-  else
-    rm -rf "$work"
-  fi
-  exit "$rc"
+  leave_work "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
 
 

@@ -14,6 +14,25 @@
 
 need() { command -v "$1" >/dev/null || { echo "$1 is missing: $2" >&2; exit 2; }; }
 
+# The end of a benchmark's cleanup: the work directory ($work) is kept when asked (--keep,
+# $keep = 1) or when the run failed, removed otherwise; exits with the run's status $1.
+leave_work() {
+  if [ "$keep" = 1 ] || [ "$1" != 0 ]; then
+    echo "work directory kept: $work" >&2
+  else
+    rm -rf "$work"
+  fi
+  exit "$1"
+}
+
+# Runs the function $1 however the script ends (Ctrl-C and TERM end it with their usual
+# statuses, which $1 sees as $?).
+on_exit() {
+  trap "$1" EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
 # True while a process of group $1 is running (zombies do not count).
 group_alive() {
   local p

@@ -186,16 +186,9 @@ cleanup() {
   [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null
   [ -n "$server_pgid" ] && kill_group "$server_pgid"
   wait 2>/dev/null || true
-  if [ "$keep" = 1 ] || [ "$rc" != 0 ]; then
-    echo "work directory kept: $work" >&2
-  else
-    rm -rf "$work"
-  fi
-  exit "$rc"
+  leave_work "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
 now() { date +%s.%N; }
 

@@ -85,16 +85,9 @@ cleanup() {
   [ -n "$sipp_pgid" ] && kill_group "$sipp_pgid"
   [ -n "$server_pgid" ] && kill_group "$server_pgid"
   wait 2>/dev/null || true
-  if [ "$keep" = 1 ] || [ "$rc" != 0 ]; then
-    echo "work directory kept: $work" >&2
-  else
-    rm -rf "$work"
-  fi
-  exit "$rc"
+  leave_work "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
 # ---------------------------------------------------------------------------------------------
 # Inputs: the policy (N users) and SIPp's injection file.
