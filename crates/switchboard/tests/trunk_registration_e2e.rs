@@ -9,13 +9,12 @@
 
 mod common;
 
+use common::carrier::*;
 use common::*;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-/// How long a SIPp server waits for its calls to end at most.
-const LIMIT: Duration = Duration::from_secs(40);
 /// How long a registration may take at most.
 const REGISTERING: Duration = Duration::from_secs(20);
 const REALM_OF_CARRIER: &str = "carrier.example";
@@ -28,8 +27,6 @@ const PASSWORD: &str = "trunk-secret";
 const DID: &str = "+441632960000";
 /// A number alice dials out through the trunk.
 const DIALLED: &str = "+33140000000";
-/// The network behind the carrier: its callers and its far ends.
-const PSTN_IP: &str = "127.0.0.3";
 
 /// The daemon's policy: alice and bob, and the carrier's trunk, whose account registers.
 fn policy(carrier: SocketAddr) -> String {
@@ -50,14 +47,7 @@ expires = 600
     )
 }
 
-/// The carrier, the daemon registered with it, and the port of the network's far end.
-struct Net {
-    carrier: Kamailio,
-    carrier_addr: SocketAddr,
-    pstn_port: u16,
-    d: Daemon,
-    _dir: tempfile::TempDir,
-}
+type Net = CarrierNet;
 
 /// Kamailio first (the daemon registers as it starts), then the daemon; waits until the
 /// trunk is registered.
@@ -95,11 +85,6 @@ fn net() -> Net {
     }
 }
 
-/// Fails with everything the peers saw unless the run passed.
-fn ok(n: &Net, r: SippRun) -> SippRun {
-    passed_via(r, &n.d, &n.carrier)
-}
-
 /// The trunk as `GET /v1/trunks` shows it.
 fn trunk_state(d: &Daemon) -> serde_json::Value {
     let (status, body) = admin_api(d, "GET", "/v1/trunks", "");
@@ -108,11 +93,6 @@ fn trunk_state(d: &Daemon) -> serde_json::Value {
     let trunks = v["trunks"].as_array().unwrap();
     assert_eq!(trunks.len(), 1, "{body}");
     trunks[0].clone()
-}
-
-/// A caller of the network dials the DID through the carrier with `scenario`.
-fn network_calls(n: &Net, scenario: &str, extra: &str) -> SippRun {
-    call_through(&n.d, n.carrier_addr, PSTN_IP, DID, scenario, extra)
 }
 
 /// The REGISTER-OK lines of the carrier: (Call-ID, contact, expires) of each.
@@ -134,12 +114,8 @@ fn registrations(n: &Net) -> Vec<(String, String, String)> {
 
 /// An inbound call through the carrier: the network's caller hangs up.
 fn inbound_call_caller_hangs_up(n: &Net) {
-    let bob = registered_phone(&n.d, "bob", "bob-secret", "uas_answer.xml", &[]);
-    let r = ok(n, network_calls(n, "trunk_call_answered.xml", "300"));
-    assert_eq!(r.finals(), vec![200]);
-    let bob = ok(n, bob.finish(LIMIT));
+    let bob = n.caller_hangs_up(DID);
     let invite = &bob.requests("INVITE")[0];
-    assert!(invite.contains("+447700900123"), "the caller: {invite}");
     assert!(
         header_values(invite, "To").join("").contains(DID),
         "{invite}"
@@ -188,25 +164,10 @@ fn registers_takes_calls_both_ways_and_registers_again_after_a_crash() {
     inbound_call_caller_hangs_up(&n);
     assert_eq!(n.carrier.lines("INBOUND").len(), 1);
     // Again, and bob hangs up.
-    let bob = registered_phone(
-        &n.d,
-        "bob",
-        "bob-secret",
-        "uas_answer_callee_hangs_up.xml",
-        &["-d", "300"],
-    );
-    let r = ok(&n, network_calls(&n, "trunk_call_callee_hangs_up.xml", ""));
-    assert_eq!(r.requests("BYE").len(), 1, "{}", r.report());
-    ok(&n, bob.finish(LIMIT));
+    n.bob_hangs_up(DID);
 
     // alice dials out: the carrier challenges the INVITE, the account answers.
-    let pstn = Uas::start_on(PSTN_IP, n.pstn_port, "uas_answer.xml", 1, &[]);
-    let r = Sipp::new(&n.d, "call_answered.xml")
-        .row(call_row("alice", "alice-secret", DIALLED, "300"))
-        .auth_uri(&format!("{DIALLED}@{REALM}"))
-        .run();
-    ok(&n, r);
-    ok(&n, pstn.finish(LIMIT));
+    n.alice_calls_out(DIALLED);
     assert_eq!(n.carrier.lines("OUTBOUND-CHALLENGED").len(), 1);
     let authed = n.carrier.lines("OUTBOUND-OK");
     assert_eq!(authed.len(), 1, "{authed:?}");
@@ -236,7 +197,7 @@ fn a_stop_unregisters_and_the_contact_alone_is_no_trunk() {
         .row(call_row("+447700900123", "", "carrier", "407"))
         .domain("127.0.0.1")
         .run();
-    assert_eq!(ok(&n, r).finals(), vec![407]);
+    assert_eq!(n.ok(r).finals(), vec![407]);
 
     // SIGTERM: the binding is removed before the daemon stops.
     let pid = n.d.pid().to_string();
@@ -247,7 +208,7 @@ fn a_stop_unregisters_and_the_contact_alone_is_no_trunk() {
     assert_eq!(regs.len(), 2, "{}", n.carrier.log());
     assert_eq!(regs[1].2, "0");
     // The carrier has nowhere to send the DID's calls now.
-    let r = network_calls(&n, "trunk_call_expect_final.xml", "404");
-    ok(&n, r);
+    let r = n.network_calls(DID, "trunk_call_expect_final.xml", "404");
+    n.ok(r);
     assert_eq!(n.carrier.lines("NOT-REGISTERED").len(), 1);
 }

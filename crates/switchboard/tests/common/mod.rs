@@ -12,6 +12,7 @@
 //! daemon log, SIPp traces); its path is printed.
 #![allow(dead_code)]
 
+pub mod carrier;
 pub mod dns;
 
 use std::collections::HashSet;
@@ -1280,24 +1281,6 @@ pub fn passed_via(r: SippRun, d: &Daemon, carrier: &Kamailio) -> SippRun {
         carrier.log()
     );
     r
-}
-
-/// A caller of the network, on `from_ip`, dials `number` through the carrier at `carrier`
-/// with `scenario` (one call).
-pub fn call_through(
-    d: &Daemon,
-    carrier: SocketAddr,
-    from_ip: &str,
-    number: &str,
-    scenario: &str,
-    extra: &str,
-) -> SippRun {
-    Sipp::new(d, scenario)
-        .row(call_row("+447700900123", "", number, extra))
-        .local_ip(from_ip)
-        .target(carrier)
-        .domain(&carrier.ip().to_string())
-        .run()
 }
 
 /// `user`'s phone (a SIPp server running `scenario` for one call), registered.
