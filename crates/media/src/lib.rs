@@ -3,4 +3,5 @@
 //! packets. No sockets and no clock of its own: the daemon hands in the time and received
 //! datagrams and takes out the datagrams to send, as the SIP core does.
 
+pub mod prompts;
 pub mod say;
