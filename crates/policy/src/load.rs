@@ -256,6 +256,7 @@ impl Policy {
             refs: Vec::new(),
             seen_ext: HashMap::new(),
             seen_contact_users: HashMap::new(),
+            source_names: HashSet::new(),
             offered: context.offered_algorithms.clone(),
         };
         for (s, d) in docs {
@@ -299,6 +300,8 @@ struct Builder {
     seen_ext: HashMap<String, String>,
     /// Contact users of registering trunks → the trunk.
     seen_contact_users: HashMap<String, String>,
+    /// Host names among the trunks' sources so far (at most [`MAX_SOURCE_NAMES`]).
+    source_names: HashSet<String>,
     offered: Option<Vec<DigestAlgorithm>>,
 }
 
@@ -468,6 +471,27 @@ pub fn parse_network(s: &str) -> Option<Network> {
     let max = if addr.is_ipv4() { 32 } else { 128 };
     let prefix = prefix.unwrap_or(max);
     (prefix <= max).then_some(Network { addr, prefix })
+}
+
+/// A host name as a trunk's `sources` may list it (a carrier's SBC, `sbc.carrier.example`),
+/// in the form it is looked up by: lower-case, without a trailing dot. None for what DNS
+/// could not hold (labels of letters, digits, `-` and `_`, 1 to 63 characters each, 253 in
+/// all) and for what reads as a mistyped address (a last label of digits only, as in
+/// `192.0.2.300`).
+pub fn parse_host_name(s: &str) -> Option<String> {
+    let name = s.strip_suffix('.').unwrap_or(s);
+    let labels_ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    let last = name.rsplit('.').next().unwrap_or("");
+    let numeric = last.bytes().all(|b| b.is_ascii_digit());
+    (labels_ok && !numeric).then(|| name.to_ascii_lowercase())
 }
 
 /// The registrar URI of a SIP URI: its scheme, host and port, and its `transport`
@@ -1270,19 +1294,43 @@ impl Builder {
         let tid = id.get_ref().clone();
         let key = format!("trunks.{tid}");
         let mut sources = Vec::new();
+        let mut source_names: Vec<String> = Vec::new();
         for (i, s) in raw.sources.iter().enumerate() {
-            match parse_network(s.get_ref()) {
-                Some(n) => sources.push(n),
-                None => self.err(
+            let skey = format!("{key}.sources[{i}]");
+            if let Some(n) = parse_network(s.get_ref()) {
+                sources.push(n);
+                continue;
+            }
+            let Some(name) = parse_host_name(s.get_ref()) else {
+                self.err(
                     src,
                     s.span(),
-                    format!("{key}.sources[{i}]"),
+                    skey,
                     format!(
-                        "{:?} is not an address or network (e.g. 192.0.2.0/24)",
+                        "{:?} is not an address, network or host name (e.g. 192.0.2.0/24, sbc.carrier.example)",
                         s.get_ref()
                     ),
-                ),
+                );
+                continue;
+            };
+            if source_names.contains(&name) {
+                self.err(src, s.span(), skey, format!("{name} is listed twice"));
+                continue;
             }
+            // Names are counted once however many trunks list them.
+            if !self.source_names.contains(&name) && self.source_names.len() >= MAX_SOURCE_NAMES {
+                self.err(
+                    src,
+                    s.span(),
+                    skey,
+                    format!(
+                        "at most {MAX_SOURCE_NAMES} host names may be trunk sources (each is looked up and kept fresh): list networks instead"
+                    ),
+                );
+                continue;
+            }
+            self.source_names.insert(name.clone());
+            source_names.push(name);
         }
         let credentials = raw
             .sip
@@ -1299,7 +1347,7 @@ impl Builder {
             .is_some_and(|r| *r.get_ref());
         // A registering trunk's calls come to the contact it registered, from where it
         // registered: they are known without sources or credentials.
-        if sources.is_empty() && credentials.is_none() && !registers {
+        if sources.is_empty() && source_names.is_empty() && credentials.is_none() && !registers {
             self.err(
                 src,
                 id.span(),
@@ -1404,6 +1452,7 @@ impl Builder {
             Trunk {
                 id: tid,
                 sources,
+                source_names,
                 credentials,
                 account,
                 uri: raw.uri.map(|u| u.into_inner()),

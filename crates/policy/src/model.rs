@@ -496,11 +496,20 @@ impl std::fmt::Debug for TrunkAccount {
     }
 }
 
+/// Most distinct host names among all trunks' `sources`: each is looked up at start, after
+/// every reload and whenever its answer runs out, so their number bounds the lookups.
+pub const MAX_SOURCE_NAMES: usize = 64;
+
 /// A carrier connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Trunk {
     pub id: String,
+    /// The networks (or single addresses) of `sources`: requests from them are the trunk's.
     pub sources: Vec<Network>,
+    /// The host names of `sources` (lower-case, no trailing dot), in the policy's order:
+    /// requests from the addresses they resolve to (A and AAAA) are the trunk's too. The
+    /// policy only names them; the daemon looks them up and keeps them fresh.
+    pub source_names: Vec<String>,
     /// Inbound: the digest credentials the carrier authenticates to us with
     /// (`[trunks.ID.sip]`), when it is not known by its source address.
     pub credentials: Option<SipCredentials>,
@@ -612,7 +621,9 @@ impl Policy {
         self.trunks.values()
     }
 
-    /// The trunk whose source networks contain `ip`.
+    /// The trunk whose source networks contain `ip` (the first, in id order). Host names
+    /// among the sources are not looked up here: the daemon matches the addresses they
+    /// resolve to.
     pub fn trunk_for_source(&self, ip: IpAddr) -> Option<&Trunk> {
         self.trunks
             .values()

@@ -169,6 +169,60 @@ fn bad_durations_time_zones_and_dates() {
 }
 
 #[test]
+fn trunk_sources_may_be_host_names() {
+    let p = load(
+        "[trunks.c]\nsources = [\"192.0.2.0/24\", \"SBC1.Carrier.Example.\", \"sbc2.carrier.example\", \"gw\"]\n\
+         [trunks.d]\nsources = [\"sbc1.carrier.example\", \"2001:db8::7\"]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let c = p.trunk("c").unwrap();
+    assert_eq!(c.sources.len(), 1);
+    assert_eq!(
+        c.source_names,
+        ["sbc1.carrier.example", "sbc2.carrier.example", "gw"]
+    );
+    // Another trunk may name the same host; networks and names keep their kinds.
+    let d = p.trunk("d").unwrap();
+    assert_eq!(d.source_names, ["sbc1.carrier.example"]);
+    assert_eq!(d.sources.len(), 1);
+    // A name is a source of its own: the trunk needs nothing else.
+    let only = load("[trunks.c]\nsources = [\"sbc.carrier.example\"]\n").unwrap();
+    assert!(only.trunk("c").unwrap().sources.is_empty());
+    // The policy matches networks only; a name's addresses are the daemon's to find.
+    assert!(p.trunk_for_source("192.0.2.9".parse().unwrap()).is_some());
+    assert!(p
+        .trunk_for_source("198.51.100.1".parse().unwrap())
+        .is_none());
+}
+
+#[test]
+fn host_names_among_trunk_sources_are_bounded() {
+    use switchboard_policy::MAX_SOURCE_NAMES;
+    let names = |from: usize, n: usize| {
+        (from..from + n)
+            .map(|i| format!("\"sbc{i}.carrier.example\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // A name two trunks share is counted once.
+    let at_limit = format!(
+        "[trunks.a]\nsources = [{}]\n[trunks.b]\nsources = [{}]\n",
+        names(0, MAX_SOURCE_NAMES),
+        names(0, 1)
+    );
+    load(&at_limit).unwrap_or_else(|e| panic!("{e}"));
+    let over = format!(
+        "[trunks.a]\nsources = [{}]\n[trunks.b]\nsources = [\"127.0.0.1\", {}]\n",
+        names(0, MAX_SOURCE_NAMES),
+        names(MAX_SOURCE_NAMES, 1)
+    );
+    let errs = errors(&over);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].2, "trunks.b.sources[1]");
+    assert!(errs[0].3.contains("at most 64 host names"), "{errs:?}");
+}
+
+#[test]
 fn duplicate_dids_across_trunks() {
     let e = errors("[trunks.a]\nsources = [\"127.0.0.1\"]\ndids = { \"+1\" = \"hangup\" }\n[trunks.b]\nsources = [\"127.0.0.2\"]\ndids = { \"+1\" = \"hangup\" }\n");
     assert_eq!(e[0].2, "trunks.b.dids.\"+1\"");

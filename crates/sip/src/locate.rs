@@ -400,6 +400,8 @@ struct Seen {
 #[derive(Debug)]
 struct Pending {
     dest: Destination,
+    /// Asks every question anew ([`Locator::refresh`]): the cache is not read.
+    fresh: bool,
     seen: HashMap<Query, Seen>,
     /// The questions its last evaluation was missing.
     needs: Vec<Query>,
@@ -453,10 +455,23 @@ impl Locator {
 
     /// Starts working out the targets of `dest`.
     pub fn resolve(&mut self, dest: &Destination, now: Instant) -> Resolution {
+        self.start(dest, false, now)
+    }
+
+    /// [`Locator::resolve`] without the cache: every question is asked anew (one already
+    /// in flight is waited for), and the answers replace those cached. For a list kept
+    /// and refreshed shortly before its answers run out, when the cache would only give
+    /// them back. Always [`Resolution::Pending`] for a host name.
+    pub fn refresh(&mut self, dest: &Destination, now: Instant) -> Resolution {
+        self.start(dest, true, now)
+    }
+
+    fn start(&mut self, dest: &Destination, fresh: bool, now: Instant) -> Resolution {
         let id = ResolutionId(self.next_id);
         self.next_id += 1;
         let mut pending = Pending {
             dest: dest.clone(),
+            fresh,
             seen: HashMap::new(),
             needs: Vec::new(),
         };
@@ -600,7 +615,7 @@ impl Locator {
     ) -> Option<Result<Resolved, LocateError>> {
         let mut eval = Eval {
             seen: &mut pending.seen,
-            cache: &self.cache,
+            cache: (!pending.fresh).then_some(&self.cache),
             now,
             needs: Vec::new(),
             used: Vec::new(),
@@ -718,7 +733,8 @@ struct Entry {
 /// One evaluation of a resolution against the answers it has seen and the cache.
 struct Eval<'a> {
     seen: &'a mut HashMap<Query, Seen>,
-    cache: &'a HashMap<Query, Cached>,
+    /// None: the cache is not read (a refresh).
+    cache: Option<&'a HashMap<Query, Cached>>,
     now: Instant,
     config: &'a LocatorConfig,
     /// Questions whose answers are missing.
@@ -737,7 +753,11 @@ impl Eval<'_> {
     fn get(&mut self, q: Query) -> Option<Arc<Answer>> {
         let answer = match self.seen.get(&q) {
             Some(s) => s.answer.clone(),
-            None => match self.cache.get(&q).filter(|c| c.expires > self.now) {
+            None => match self
+                .cache
+                .and_then(|cache| cache.get(&q))
+                .filter(|c| c.expires > self.now)
+            {
                 Some(c) => {
                     self.seen.insert(
                         q.clone(),

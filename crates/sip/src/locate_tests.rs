@@ -804,6 +804,49 @@ fn answers_are_cached_for_their_ttl() {
 }
 
 #[test]
+fn a_refresh_asks_anew_and_replaces_the_cached_answers() {
+    let zone = Zone::default().with("sbc.t.test", RecordType::A, ips(&["192.0.2.1"], 60));
+    let dest = Destination::from_uri("sip:sbc.t.test:5060").unwrap();
+    let mut loc = locator(1);
+    let t0 = Instant::now();
+    let (outcome, asked) = run(&mut loc, &zone, "sip:sbc.t.test:5060", t0);
+    assert_eq!(asked.len(), 2, "A and AAAA: {asked:?}");
+    assert_eq!(targets(outcome), [udp("192.0.2.1:5060")]);
+    // Shortly before the A record runs out, the cache would give it back: a refresh asks.
+    let zone = zone.with("sbc.t.test", RecordType::A, ips(&["192.0.2.2"], 60));
+    let t1 = t0 + Duration::from_secs(55);
+    let Resolution::Pending(id) = loc.refresh(&dest, t1) else {
+        panic!("a refresh of a name is never done at once");
+    };
+    let mut asked = Vec::new();
+    while let Some(query) = loc.poll_query() {
+        asked.push(query.clone());
+        let answer = zone.answer(&query);
+        loc.handle_answer(query, answer, t1);
+    }
+    asked.sort();
+    assert_eq!(
+        asked,
+        [
+            q("sbc.t.test", RecordType::A),
+            q("sbc.t.test", RecordType::Aaaa)
+        ]
+    );
+    let (got, outcome) = loc.poll_resolved().unwrap();
+    assert_eq!(got, id);
+    let r = outcome.unwrap();
+    assert_eq!(r.targets, [udp("192.0.2.2:5060")]);
+    assert_eq!(r.valid_until, Some(t1 + Duration::from_secs(30)));
+    // The new answers are the ones cached.
+    let (outcome, asked) = run(&mut loc, &zone, "sip:sbc.t.test:5060", t1);
+    assert!(asked.is_empty());
+    assert_eq!(targets(outcome), [udp("192.0.2.2:5060")]);
+    // A numeric address needs no lookup, refreshed or not.
+    let ip = Destination::from_uri("sip:192.0.2.9:5060").unwrap();
+    assert!(matches!(loc.refresh(&ip, t1), Resolution::Done(Ok(_))));
+}
+
+#[test]
 fn negative_ttls_and_ttl_caps() {
     let config = LocatorConfig {
         max_ttl: Duration::from_secs(100),

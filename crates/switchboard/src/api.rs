@@ -1065,10 +1065,22 @@ mod tests {
             expires_at: Some(1_800_003_600),
             last_error: None,
             next_attempt_at: Some(1_800_001_800),
+            source_names: vec![
+                crate::core::SourceNameStatus {
+                    name: "sbc.carrier.example".into(),
+                    addresses: vec!["192.0.2.7".parse().unwrap(), "2001:db8::7".parse().unwrap()],
+                    error: None,
+                },
+                crate::core::SourceNameStatus {
+                    name: "gw.carrier.example".into(),
+                    addresses: Vec::new(),
+                    error: Some("gw.carrier.example has no address".into()),
+                },
+            ],
         };
         assert_eq!(
             serde_json::to_string(&trunk_json(&t)).unwrap(),
-            r#"{"aor":"sip:pbx@192.0.2.1","contact":"sip:carrier@198.51.100.7:5060","expires_at":1800003600,"last_error":null,"next_attempt_at":1800001800,"registrar":"sip:192.0.2.1","state":"registered","trunk":"carrier"}"#
+            r#"{"aor":"sip:pbx@192.0.2.1","contact":"sip:carrier@198.51.100.7:5060","expires_at":1800003600,"last_error":null,"next_attempt_at":1800001800,"registrar":"sip:192.0.2.1","source_names":[{"addresses":["192.0.2.7","2001:db8::7"],"error":null,"name":"sbc.carrier.example"},{"addresses":[],"error":"gw.carrier.example has no address","name":"gw.carrier.example"}],"state":"registered","trunk":"carrier"}"#
         );
         let doc: Value = serde_json::from_str(OPENAPI).unwrap();
         let schema = &doc["components"]["schemas"]["Trunk"];
@@ -1089,6 +1101,15 @@ mod tests {
         let mut documented_sorted = documented.clone();
         documented_sorted.sort();
         assert_eq!(keys, documented_sorted);
+        let name = &schema["properties"]["source_names"]["items"];
+        let mut name_keys: Vec<&str> = name["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        name_keys.sort();
+        assert_eq!(name_keys, ["addresses", "error", "name"]);
         for s in ["off", "registering", "registered", "failed"] {
             assert!(schema["properties"]["state"]["enum"]
                 .as_array()
@@ -1267,11 +1288,17 @@ fn trunk_json(t: &TrunkStatus) -> Value {
         "expires_at": t.expires_at,
         "last_error": t.last_error,
         "next_attempt_at": t.next_attempt_at,
+        "source_names": t.source_names.iter().map(|n| json!({
+            "name": n.name,
+            "addresses": n.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "error": n.error,
+        })).collect::<Vec<_>>(),
     })
 }
 
 /// `GET /v1/trunks` (admin): every trunk of the policy with its registration at its
-/// carrier (`off` for a trunk that does not register).
+/// carrier (`off` for a trunk that does not register) and the addresses its source names
+/// have now.
 async fn list_trunks(State(state): State<ApiState>, headers: HeaderMap) -> Response {
     if let Err(e) = admin(&state, &headers, "see the trunks") {
         return error(e);

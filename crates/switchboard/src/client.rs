@@ -79,7 +79,8 @@ pub fn format_reload(v: &Value) -> String {
     lines.join("\n")
 }
 
-/// What `switchboard trunks` prints: one line per trunk with its registration.
+/// What `switchboard trunks` prints: one line per trunk with its registration, then one
+/// indented line per host name among its sources with its addresses now (or why none).
 pub fn format_trunks(v: &Value) -> String {
     let trunks = v["trunks"].as_array().cloned().unwrap_or_default();
     if trunks.is_empty() {
@@ -110,6 +111,28 @@ pub fn format_trunks(v: &Value) -> String {
             state,
             details.join(", ")
         ));
+        for n in t["source_names"].as_array().into_iter().flatten() {
+            let addresses: Vec<&str> = n["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let mut what = if addresses.is_empty() {
+                "no address".to_string()
+            } else {
+                addresses.join(", ")
+            };
+            match n["error"].as_str() {
+                Some(e) => what.push_str(&format!(" ({e})")),
+                None if addresses.is_empty() => what.push_str(" yet"),
+                None => {}
+            }
+            lines.push(format!(
+                "  source {}: {what}",
+                n["name"].as_str().unwrap_or("")
+            ));
+        }
     }
     lines.join("\n")
 }
@@ -399,13 +422,31 @@ mod tests {
              "contact": "sip:carrier@198.51.100.7", "expires_at": null, "last_error": "403 Forbidden",
              "next_attempt_at": 1800001800},
             {"trunk": "other", "state": "off", "registrar": null, "aor": null, "contact": null,
-             "expires_at": null, "last_error": null, "next_attempt_at": null},
+             "expires_at": null, "last_error": null, "next_attempt_at": null,
+             "source_names": [
+                {"name": "sbc.carrier.example", "addresses": ["192.0.2.7", "2001:db8::7"], "error": null},
+                {"name": "old.carrier.example", "addresses": ["192.0.2.8"], "error": "the DNS lookup of A old.carrier.example failed: timed out"},
+                {"name": "gw.carrier.example", "addresses": [], "error": "gw.carrier.example has no address"},
+                {"name": "new.carrier.example", "addresses": [], "error": null}]},
         ]});
         let text = format_trunks(&v);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines.len(), 7, "{text}");
         assert!(lines[1].starts_with("carrier          failed       sip:pbx@192.0.2.1 at sip:192.0.2.1, failed: 403 Forbidden, next attempt "), "{text}");
         assert_eq!(lines[2].trim_end(), "other            off");
+        assert_eq!(
+            lines[3],
+            "  source sbc.carrier.example: 192.0.2.7, 2001:db8::7"
+        );
+        assert_eq!(
+            lines[4],
+            "  source old.carrier.example: 192.0.2.8 (the DNS lookup of A old.carrier.example failed: timed out)"
+        );
+        assert_eq!(
+            lines[5],
+            "  source gw.carrier.example: no address (gw.carrier.example has no address)"
+        );
+        assert_eq!(lines[6], "  source new.carrier.example: no address yet");
         assert_eq!(format_trunks(&json!({"trunks": []})), "no trunks");
     }
 

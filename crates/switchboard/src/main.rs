@@ -71,7 +71,8 @@ enum Command {
         allow_shrink: bool,
     },
     /// Print every trunk with its registration at its carrier (registered until…, the
-    /// last error, the next attempt), from the running daemon.
+    /// last error, the next attempt) and the addresses of the host names among its
+    /// sources, from the running daemon.
     Trunks {
         #[command(flatten)]
         admin: AdminArgs,

@@ -37,6 +37,7 @@ use switchboard_sip::msg::Request;
 use switchboard_sip::peer::Peer;
 use switchboard_sip::throttle::{Count, Throttle, Unblocked};
 
+use super::trunk_sources::TrunkSources;
 use crate::directory::Directory;
 
 /// The log target of the lines about failures and blocks.
@@ -80,11 +81,11 @@ impl AuthGate {
     }
 
     /// Whether requests from `source` are never counted or blocked: a trusted network, or
-    /// a trunk's address.
-    fn exempt(&self, source: IpAddr, directory: &dyn Directory) -> bool {
+    /// a trunk's address (a network of its sources, or an address of a source name).
+    fn exempt(&self, source: IpAddr, directory: &dyn Directory, sources: &TrunkSources) -> bool {
         let ip = source.to_canonical();
         self.trusted.iter().any(|n| n.contains(ip))
-            || directory.policy().trunk_for_source(ip).is_some()
+            || sources.trunk_for(directory.policy(), ip).is_some()
     }
 
     /// Whether requests from `source` are refused for now (counted when they are).
@@ -92,9 +93,11 @@ impl AuthGate {
         &mut self,
         source: IpAddr,
         directory: &dyn Directory,
+        sources: &TrunkSources,
         now: Instant,
     ) -> bool {
-        let blocked = self.throttle.source_blocked(source, now) && !self.exempt(source, directory);
+        let blocked =
+            self.throttle.source_blocked(source, now) && !self.exempt(source, directory, sources);
         if blocked {
             self.stats.blocked += 1;
         }
@@ -122,10 +125,11 @@ impl AuthGate {
         peer: Peer,
         role: Role,
         directory: &dyn Directory,
+        sources: &TrunkSources,
         now: Instant,
     ) -> Gate {
         let ip = peer.addr.ip();
-        let exempt = self.exempt(ip, directory);
+        let exempt = self.exempt(ip, directory, sources);
         let is_trunk = |u: &str| directory.trunk_of_username(u).is_some();
         if !exempt && self.throttle.source_blocked(ip, now) {
             // A trunk's own credentials still get through a blocked address.

@@ -324,7 +324,10 @@ impl Calls {
         mut req: Request,
         peer: Peer,
     ) -> Option<Admitted> {
-        if cx.gate.blocked(peer.addr.ip(), cx.directory, cx.now.mono) {
+        if cx
+            .gate
+            .blocked(peer.addr.ip(), cx.directory, cx.sources, cx.now.mono)
+        {
             self.refuse(cx, tx, &req, 403, "too many failed attempts; try later");
             return None;
         }
@@ -389,7 +392,7 @@ impl Calls {
         let directory = cx.directory;
         let from_user = header_user(req.from_header().ok().map(|f| f.value()))
             .unwrap_or_else(|| "anonymous".into());
-        if let Some(t) = directory.policy().trunk_for_source(peer.addr.ip()) {
+        if let Some(t) = cx.trunk_for_source(peer.addr.ip()) {
             return Some(Caller::Trunk {
                 trunk: t.id.clone(),
                 number: from_user,

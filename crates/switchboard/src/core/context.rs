@@ -1,14 +1,15 @@
 //! What a sub-machine of the core is handed for one event: the time, the wire, the
 //! settings, the policy's directory, the registrar, presence, the digest gate, our answers
-//! to carriers' challenges and the ledger — borrowed from the core's own fields, apart
-//! from the sub-machine's own state, so that no sub-machine holds (or needs) a reference
-//! back to the core.
+//! to carriers' challenges, the ledger, the locator and the addresses of the trunks'
+//! source names — borrowed from the core's own fields, apart from the sub-machine's own
+//! state, so that no sub-machine holds (or needs) a reference back to the core.
 
 use super::auth_gate::{AuthGate, Gate};
 use super::carrier_auth::CarrierAuth;
 use super::config::CoreConfig;
 use super::ledger::{Ledger, Pending};
 use super::locating::Locating;
+use super::trunk_sources::TrunkSources;
 use super::wire::{Now, Output, Wire};
 use crate::directory::Directory;
 use crate::presence_service::PresenceService;
@@ -35,6 +36,8 @@ pub(crate) struct Ctx<'a> {
     pub ledger: &'a mut Ledger,
     /// Host names to targets (RFC 3263), and who waits for them.
     pub locating: &'a mut Locating,
+    /// The addresses of trunks' source names, as last looked up.
+    pub sources: &'a TrunkSources,
 }
 
 /// Builds a [`Ctx`] from a core's fields (a macro, so that the borrows stay disjoint from
@@ -52,12 +55,19 @@ macro_rules! ctx {
             carrier: &mut $core.carrier,
             ledger: &mut $core.ledger,
             locating: &mut $core.locating,
+            sources: &$core.sources,
         }
     };
 }
 pub(crate) use ctx;
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// The trunk a request from `ip` belongs to by its source: a network of its
+    /// `sources`, or an address one of its source names has now.
+    pub fn trunk_for_source(&self, ip: std::net::IpAddr) -> Option<&'a switchboard_policy::Trunk> {
+        self.sources.trunk_for(self.directory.policy(), ip)
+    }
+
     /// Makes `writes` durable, then answers as `pending` says (see the ledger).
     pub fn persist(&mut self, pending: Pending, writes: Vec<Write>) {
         let token = self.ledger.file(pending);
@@ -80,7 +90,7 @@ impl Ctx<'_> {
     pub fn digest(&mut self, tx: TxId, req: &Request, peer: Peer, role: Role) -> Option<String> {
         match self
             .gate
-            .check(req, peer, role, self.directory, self.now.mono)
+            .check(req, peer, role, self.directory, self.sources, self.now.mono)
         {
             Gate::Passed(username) => Some(username),
             Gate::Answer { code, headers } => {

@@ -2,7 +2,8 @@
 //! [`Locator`] and who waits for each of its resolutions.
 //!
 //! A sub-machine that needs the targets of a URI (a branch to a trunk, a destination or a
-//! redirect target; a trunk's registrar) calls [`Locating::resolve`]: a numeric address, or
+//! redirect target; a trunk's registrar) calls [`Locating::resolve`] (the addresses of a
+//! trunk's source name: [`Locating::resolve_addresses`]): a numeric address, or
 //! an answer kept in the locator's cache, gives the targets at once; otherwise the
 //! resolution is filed with the sub-machine's [`Waiter`] and its DNS questions leave the
 //! core as [`super::Output::Lookup`]. The shell looks them up and hands the answers back in
@@ -11,8 +12,11 @@
 
 use std::collections::HashMap;
 use std::time::Instant;
-use switchboard_sip::locate::{LocateError, Locator, Resolution, ResolutionId, Resolved, Target};
+use switchboard_sip::locate::{
+    Destination, Host, LocateError, Locator, Resolution, ResolutionId, Resolved, Target,
+};
 use switchboard_sip::peer::Peer;
+use switchboard_sip::transport::Transport;
 
 /// Who waits for a resolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +28,8 @@ pub(crate) enum Waiter {
     },
     /// A trunk's registration (by key) waits for its registrar's addresses.
     Registration(u64),
+    /// A host name among trunks' sources (by key) waits for its addresses.
+    SourceName(u64),
 }
 
 /// What [`Locating::resolve`] gave.
@@ -67,6 +73,38 @@ impl Locating {
     /// Starts locating `uri` for `waiter`.
     pub(crate) fn resolve(&mut self, uri: &str, waiter: Waiter, now: Instant) -> Located {
         match self.locator.resolve_uri(uri, now) {
+            Resolution::Done(outcome) => Located::Done(outcome),
+            Resolution::Pending(id) => {
+                self.waiters.insert(id, waiter);
+                Located::Pending(id)
+            }
+        }
+    }
+
+    /// Starts looking up the addresses of host `name` (A and AAAA, as the listeners'
+    /// families allow), which is no SIP server's: a trunk's source. `fresh`: answers in
+    /// the cache are not used (a refresh of addresses kept, shortly before they run out).
+    /// The outcome's targets carry the addresses; their port and transport mean nothing.
+    pub(crate) fn resolve_addresses(
+        &mut self,
+        name: &str,
+        fresh: bool,
+        waiter: Waiter,
+        now: Instant,
+    ) -> Located {
+        // A port and a transport make it A and AAAA only (RFC 3263 §4.2), no NAPTR or SRV.
+        let dest = Destination {
+            secure: false,
+            host: Host::Name(name.to_string()),
+            port: Some(Transport::Udp.default_port()),
+            transport: Some(Transport::Udp),
+        };
+        let resolution = if fresh {
+            self.locator.refresh(&dest, now)
+        } else {
+            self.locator.resolve(&dest, now)
+        };
+        match resolution {
             Resolution::Done(outcome) => Located::Done(outcome),
             Resolution::Pending(id) => {
                 self.waiters.insert(id, waiter);

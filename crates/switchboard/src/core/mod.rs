@@ -8,7 +8,8 @@
 //!
 //! `Core` owns its sub-machines, each with its own tables and no reference back to the
 //! core: [`registrations`] (REGISTER), [`registrant`] (trunks registering with their
-//! carriers), [`calls`] (initial INVITEs, their branches and
+//! carriers), [`trunk_sources`] (the addresses of trunks' sources given by host name),
+//! [`calls`] (initial INVITEs, their branches and
 //! CANCEL), [`dialogs`] (answered calls until their BYE), [`relays`] (requests inside
 //! dialogs), [`watchers`] (SUBSCRIBE, NOTIFY), [`own_presence`] (PUBLISH, feature codes), the
 //! presence service,
@@ -91,6 +92,7 @@ pub mod registrant;
 pub mod registrations;
 pub mod relays;
 pub mod targets;
+pub mod trunk_sources;
 pub mod watchers;
 pub mod wire;
 
@@ -99,6 +101,7 @@ pub use calls::{RoutingConfig, RoutingStats};
 pub use config::CoreConfig;
 pub use own_presence::FeatureCodes;
 pub use registrant::{RegState, TrunkStatus};
+pub use trunk_sources::SourceNameStatus;
 pub use watchers::WatchersConfig;
 pub use wire::{Now, Output};
 
@@ -113,6 +116,7 @@ use own_presence::{OwnPresence, SipChange};
 use registrant::Registrant;
 use registrations::Registered;
 use relays::Relays;
+use trunk_sources::TrunkSources;
 use watchers::Watchers;
 use wire::{in_dialog, Local, LocalNames, Owner, Wire};
 
@@ -204,6 +208,8 @@ pub struct Core {
     own_presence: OwnPresence,
     /// Trunks' registrations with their carriers.
     registrant: Registrant,
+    /// The addresses of trunks' sources given by host name, kept fresh.
+    sources: TrunkSources,
     /// People with presence changes on their way to the store, and how many.
     presence_writes: HashMap<String, usize>,
     /// Changes waiting for those, per person, in order.
@@ -282,10 +288,14 @@ impl Core {
             stats: CoreStats::default(),
             draining: false,
             registrant: Registrant::new(),
+            sources: TrunkSources::new(),
         };
         // Every registering trunk is due at once: its REGISTER goes with the first
-        // Input::Timeout, which poll_timeout asks for now.
+        // Input::Timeout, which poll_timeout asks for now. So is the lookup of every
+        // trunk's source name.
         core.registrant.sync(&mut ctx!(core, now));
+        let policy = core.directory.policy();
+        core.sources.sync(policy, &mut core.locating, now.mono);
         core
     }
 
@@ -416,9 +426,17 @@ impl Core {
         self.registrant.leaving()
     }
 
-    /// Every trunk of the policy with its registration (a read: nothing changes).
+    /// Every trunk of the policy with its registration and the addresses of its source
+    /// names (a read: nothing changes).
     pub fn trunks(&self) -> Vec<TrunkStatus> {
-        self.registrant.status(self.directory.policy())
+        let policy = self.directory.policy();
+        let mut list = self.registrant.status(policy);
+        for status in &mut list {
+            if let Some(t) = policy.trunk(&status.trunk) {
+                status.source_names = self.sources.status(t);
+            }
+        }
+        list
     }
 
     // ---- the input, the outputs, the timer -------------------------------------------------
@@ -462,6 +480,7 @@ impl Core {
             subscription_end,
             publication_end,
             self.registrant.poll_timeout(),
+            self.sources.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -489,12 +508,16 @@ impl Core {
     /// Finished resolutions, each to the sub-machine waiting for it.
     fn located(&mut self, now: Now) {
         while let Some((waiter, id, outcome)) = self.locating.poll_resolved() {
-            let cx = &mut ctx!(self, now);
             match waiter {
                 Waiter::Branch { call, branch } => {
+                    let cx = &mut ctx!(self, now);
                     self.calls.located(cx, call, branch, id, outcome)
                 }
-                Waiter::Registration(key) => self.registrant.located(cx, key, id, outcome),
+                Waiter::Registration(key) => {
+                    let cx = &mut ctx!(self, now);
+                    self.registrant.located(cx, key, id, outcome)
+                }
+                Waiter::SourceName(key) => self.sources.located(key, id, outcome, now.mono),
             }
             self.handle_tx_events(now);
         }
@@ -504,6 +527,7 @@ impl Core {
         self.wire.transactions.handle_timeout(now.mono);
         self.wire.flush();
         self.locating.expire(now.mono);
+        self.sources.timeout(&mut self.locating, now.mono);
         self.handle_tx_events(now);
         self.calls.timeout(&mut ctx!(self, now));
         self.dialogs.timeout(&mut ctx!(self, now));
@@ -535,6 +559,10 @@ impl Core {
         // Trunks that now register, no longer do or changed their account.
         self.registrant.sync(&mut cx);
         self.registrant.timeout(&mut cx);
+        // Source names it brings are looked up now; those it drops are forgotten.
+        let policy = self.directory.policy();
+        self.sources.sync(policy, &mut self.locating, now.mono);
+        self.sources.timeout(&mut self.locating, now.mono);
     }
 
     // ---- messages --------------------------------------------------------------------------

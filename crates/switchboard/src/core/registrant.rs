@@ -145,6 +145,9 @@ pub struct TrunkStatus {
     pub last_error: Option<String>,
     /// When (Unix seconds) the next REGISTER goes: a refresh or a retry.
     pub next_attempt_at: Option<u64>,
+    /// The host names among the trunk's `sources`, each with its addresses now (filled
+    /// by the core from its table of source names).
+    pub source_names: Vec<super::SourceNameStatus>,
 }
 
 /// The REGISTER waiting for its answer.
@@ -276,6 +279,7 @@ impl Registrant {
                         expires_at: None,
                         last_error: None,
                         next_attempt_at: None,
+                        source_names: Vec::new(),
                     },
                     Some(e) => TrunkStatus {
                         trunk: t.id.clone(),
@@ -286,6 +290,7 @@ impl Registrant {
                         expires_at: e.bound.map(|(until, _)| until),
                         last_error: e.last_error.clone(),
                         next_attempt_at: e.next.map(|w| w.unix),
+                        source_names: Vec::new(),
                     },
                 }
             })

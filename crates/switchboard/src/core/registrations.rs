@@ -41,6 +41,7 @@ pub(crate) fn register(cx: &mut Ctx<'_>, req: &Request, peer: Peer) -> Registere
         directory,
         registrar,
         gate,
+        sources,
         ..
     } = cx;
     let (now, directory) = (*now, *directory);
@@ -61,7 +62,7 @@ pub(crate) fn register(cx: &mut Ctx<'_>, req: &Request, peer: Peer) -> Registere
             Registered::Refuse(resp)
         }
     };
-    if gate.blocked(peer.addr.ip(), directory, now.mono) {
+    if gate.blocked(peer.addr.ip(), directory, sources, now.mono) {
         return reply(403, AuthGate::blocked_headers(), false);
     }
     // §10.3 step 1: the registrar is responsible for the Request-URI's domain.
@@ -82,7 +83,7 @@ pub(crate) fn register(cx: &mut Ctx<'_>, req: &Request, peer: Peer) -> Registere
     };
     // §10.3 step 3: authenticate (the same challenge for every user name, known or not).
     if auth_required {
-        match gate.check(req, peer, Role::Server, directory, now.mono) {
+        match gate.check(req, peer, Role::Server, directory, sources, now.mono) {
             Gate::Passed(username) => {
                 // §10.3 step 4: may this user change this AoR's bindings?
                 let own = directory.user_of_username(&username);
