@@ -29,13 +29,21 @@
 //! ends unless refreshed again; a 2xx to a refresh without one turns the timer off (§7.2).
 //! A session that reaches its end without a refresh (the phones would have sent BYE before
 //! then, §10) is ended the same way, with a BYE to both ends.
+//!
+//! A request of the proxy's own goes where the dialog reached its end when it was set up;
+//! after a target refresh moved the end, where its new next hop says. When that has a
+//! host name not in the locator's cache (a carrier's new Contact), the request waits for
+//! its targets (RFC 3263, [`super::locating`]) and then goes to the first: a probe only if
+//! its end still waits for it, a BYE in any case.
 
 use super::context::Ctx;
+use super::locating::{Located, Waiter};
 use super::targets::binding_peer;
 use super::wire::{Now, Owner, Wire};
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 use switchboard_presence::model::LegState;
+use switchboard_sip::locate::{LocateError, Resolved};
 use switchboard_sip::message::{cseq_number, set_cseq_number, split_first_value, tag_of};
 use switchboard_sip::msg::headers::{Header, Headers};
 use switchboard_sip::msg::{Method, Request, Response, Version};
@@ -96,6 +104,8 @@ struct End {
     cseq: Option<u32>,
     /// A probe waiting for its answer.
     probe: Option<TxId>,
+    /// A probe waiting for its next hop's targets (the key of its [`Unsent`]).
+    locating: Option<u64>,
     /// The person at this end, for the log.
     user: Option<String>,
 }
@@ -141,6 +151,32 @@ struct CarrierLeg {
 const EARLY_LIFETIME: Duration = Duration::from_secs(900);
 const EARLY_MAX: usize = 100_000;
 
+/// Where a request of ours to an end of a call goes next.
+enum Next {
+    Peer(Peer),
+    /// A URI with a host name, to locate (RFC 3263).
+    Locate(String),
+}
+
+/// What became of a request of ours to an end of a call.
+enum Sent {
+    /// It went, on this client transaction.
+    Tx(TxId),
+    /// It waits for its next hop's targets (the key of its [`Unsent`]).
+    Locating(u64),
+}
+
+/// A request of ours inside a dialog waiting for its next hop's targets.
+struct Unsent {
+    call_id: String,
+    side: Side,
+    purpose: Purpose,
+    /// The request, without its Via (on top once it is known where it leaves from).
+    req: Request,
+    /// The address of ours the end reached this proxy at.
+    local: Option<std::net::SocketAddr>,
+}
+
 /// What a request the proxy sent inside a dialog was for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Purpose {
@@ -170,6 +206,13 @@ pub(crate) struct Dialogs {
     pub probes: u64,
     /// Answered calls ended because an end no longer had the dialog or was unreachable.
     pub lost: u64,
+    /// The Call-IDs of the calls ended since the core last looked ([`Dialogs::take_ended`]):
+    /// requests of theirs held in `relays` are answered then.
+    ended: Vec<String>,
+    /// Our requests waiting for their next hop's targets, by key (their
+    /// [`Waiter::Dialog`]).
+    unsent: GrowingMap<u64, Box<Unsent>>,
+    next_unsent: u64,
 }
 
 impl Dialogs {
@@ -186,7 +229,15 @@ impl Dialogs {
             early: VecDeque::new(),
             probes: 0,
             lost: 0,
+            ended: Vec::new(),
+            unsent: GrowingMap::new(),
+            next_unsent: 0,
         }
+    }
+
+    /// The Call-IDs of the calls that ended since the last call, oldest first.
+    pub(crate) fn take_ended(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.ended)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -346,6 +397,7 @@ impl End {
                 self.peer = None;
                 // An answer from where it was says nothing about where it is.
                 self.probe = None;
+                self.locating = None;
             }
         }
     }
@@ -395,6 +447,7 @@ fn ends_of(wire: &Wire, a: &Answer<'_>, callee_cseq: Option<u32>) -> Option<Box<
         local: a.caller_peer.and_then(|p| p.local),
         cseq: None,
         probe: None,
+        locating: None,
         user: a.caller.map(str::to_string),
     };
     let callee = End {
@@ -407,6 +460,7 @@ fn ends_of(wire: &Wire, a: &Answer<'_>, callee_cseq: Option<u32>) -> Option<Box<
         local: a.callee_peer.and_then(|p| p.local),
         cseq: callee_cseq,
         probe: None,
+        locating: None,
         user: a.callee.map(str::to_string),
     };
     Some(Box::new([caller, callee]))
@@ -483,7 +537,9 @@ impl Dialogs {
     /// A call ended (a BYE passed through, `max_call_secs`, an end was gone): forgotten,
     /// no longer probed, its people's call legs ended.
     pub(crate) fn end(&mut self, cx: &mut Ctx<'_>, call_id: &str) {
-        self.remove(call_id);
+        if self.remove(call_id) {
+            self.ended.push(call_id.to_string());
+        }
         // Branches of the call still being cancelled ring no more either.
         cx.presence.model_mut().call_ended(call_id);
     }
@@ -664,15 +720,24 @@ impl Dialogs {
                     .map
                     .get(&call_id)
                     .and_then(|d| d.ends.as_ref())
-                    .is_none_or(|e| e[side.index()].probe.is_some());
+                    .is_none_or(|e| {
+                        let end = &e[side.index()];
+                        end.probe.is_some() || end.locating.is_some()
+                    });
                 if waiting {
                     continue;
                 }
                 match self.send_in_dialog(cx, &call_id, side, Purpose::Probe) {
-                    Ok(Some(tx)) => {
-                        self.probes += 1;
+                    Ok(Some(sent)) => {
+                        if matches!(sent, Sent::Tx(_)) {
+                            self.probes += 1;
+                        }
                         if let Some(e) = self.map.get_mut(&call_id).and_then(|d| d.ends.as_mut()) {
-                            e[side.index()].probe = Some(tx);
+                            let end = &mut e[side.index()];
+                            match sent {
+                                Sent::Tx(tx) => end.probe = Some(tx),
+                                Sent::Locating(key) => end.locating = Some(key),
+                            }
                         }
                     }
                     Ok(None) => {}
@@ -711,35 +776,45 @@ impl Dialogs {
     /// (as in-dialog requests to it are routed), else to the hop the dialog reached it
     /// over — over any connection open to it, or a new one, as a relayed request to an
     /// address would go (the connection the call came over may have been closed since
-    /// without the end being gone). Err when it can only be reached over a flow that
-    /// closed.
-    fn end_peer(registrar: &Registrar, end: &End, now: Now) -> Result<Option<Peer>, &'static str> {
+    /// without the end being gone) — else, after a target refresh moved it, where its
+    /// next hop (first Route, else its new Contact) says: an address, or a host name to
+    /// locate (RFC 3263). Err when it can only be reached over a flow that closed.
+    fn end_peer(registrar: &Registrar, end: &End, now: Now) -> Result<Next, &'static str> {
         if end.routes.is_empty() {
             if let Some(b) = registrar.find_contact(&end.target, now.unix) {
-                return binding_peer(b).map(Some).ok_or("its connection is closed");
+                return binding_peer(b)
+                    .map(Next::Peer)
+                    .ok_or("its connection is closed");
             }
         }
+        if let Some(p) = end.peer {
+            return Ok(Next::Peer(Peer { conn: None, ..p }));
+        }
         let next = end.routes.first().unwrap_or(&end.target);
-        Ok(end.peer.map(|p| Peer { conn: None, ..p }).or_else(|| {
-            proxy::uri_target(next).map(|(transport, addr)| Peer {
+        Ok(match proxy::uri_target(next) {
+            Some((transport, addr)) => Next::Peer(Peer {
                 transport,
                 addr,
                 conn: None,
                 local: end.local,
-            })
-        }))
+            }),
+            None => Next::Locate(next.clone()),
+        })
     }
 
     /// Sends `side` of a call an OPTIONS (a probe) or a BYE of ours inside its dialog.
     /// Ok(None) when no request could be made (nothing to say about the end); Err when the
-    /// end cannot be reached at all.
+    /// end cannot be reached at all. A next hop with a host name not in the locator's
+    /// cache has the request wait for its targets ([`Dialogs::located`]): then it goes to
+    /// the first (one request of the proxy's own, no failover: a target that failed lately
+    /// is last in the list).
     fn send_in_dialog(
         &mut self,
         cx: &mut Ctx<'_>,
         call_id: &str,
         side: Side,
         purpose: Purpose,
-    ) -> Result<Option<TxId>, &'static str> {
+    ) -> Result<Option<Sent>, &'static str> {
         let Some(end) = self
             .map
             .get(call_id)
@@ -748,12 +823,7 @@ impl Dialogs {
         else {
             return Ok(None);
         };
-        let Some(mut dest) = Dialogs::end_peer(cx.registrar, end, cx.now)? else {
-            return Ok(None);
-        };
-        let Some(local) = cx.wire.leave_from(&mut dest) else {
-            return Ok(None);
-        };
+        let next = Dialogs::end_peer(cx.registrar, end, cx.now)?;
         let Ok(uri) = switchboard_sip::parse::uri_as_written(&end.target) else {
             tracing::debug!(%call_id, side = side.name(), target = %end.target, "unreadable target: not probed");
             return Ok(None);
@@ -764,8 +834,8 @@ impl Dialogs {
             // The dialog ends: the next number the end would accept.
             Purpose::Bye => (Method::Bye, end.cseq.map_or(1, |c| c.saturating_add(1))),
         };
+        // Its Via goes on top once it is known where it leaves from.
         let mut headers = Headers::default();
-        headers.push(Header::Via(local.via(&cx.wire.branch(None)).into()));
         headers.push(Header::MaxForwards("70".into()));
         if !end.routes.is_empty() {
             let routes: Vec<String> = end.routes.iter().map(|r| format!("<{r}>")).collect();
@@ -786,14 +856,118 @@ impl Dialogs {
             headers,
             body: Vec::new(),
         };
+        let local = end.local;
+        let dest = match next {
+            Next::Peer(dest) => dest,
+            Next::Locate(name) => {
+                let key = self.next_unsent;
+                match cx.locating.resolve(&name, Waiter::Dialog(key), cx.now.mono) {
+                    Located::Done(Ok(r)) if !r.targets.is_empty() => Peer {
+                        local,
+                        ..r.targets[0].peer()
+                    },
+                    Located::Done(outcome) => {
+                        let why = outcome.err().map(|e| e.to_string()).unwrap_or_default();
+                        tracing::debug!(%call_id, side = side.name(), why, "in-dialog request of ours not sent");
+                        return Ok(None);
+                    }
+                    Located::Pending(_) => {
+                        self.next_unsent += 1;
+                        let unsent = Unsent {
+                            call_id: call_id.to_string(),
+                            side,
+                            purpose,
+                            req,
+                            local,
+                        };
+                        self.unsent.insert(key, Box::new(unsent));
+                        return Ok(Some(Sent::Locating(key)));
+                    }
+                }
+            }
+        };
+        Ok(self
+            .send_to(cx, call_id, side, purpose, req, dest)
+            .map(Sent::Tx))
+    }
+
+    /// Sends a request of ours (without its Via) to `dest` on a client transaction.
+    fn send_to(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        call_id: &str,
+        side: Side,
+        purpose: Purpose,
+        mut req: Request,
+        mut dest: Peer,
+    ) -> Option<TxId> {
+        let local = cx.wire.leave_from(&mut dest)?;
+        let via = Header::Via(local.via(&cx.wire.branch(None)).into());
+        req.headers.0.insert(0, via);
         match cx.wire.send_request(req, dest, Owner::Dialog, cx.now) {
             Ok(tx) => {
                 self.txs.insert(tx, (call_id.to_string(), side, purpose));
-                Ok(Some(tx))
+                Some(tx)
             }
             Err(e) => {
                 tracing::debug!(%call_id, side = side.name(), error = %e, "in-dialog request not sent");
-                Ok(None)
+                None
+            }
+        }
+    }
+
+    /// The resolution request `key` of ours waited for: it goes to the first target. A
+    /// probe goes only while its end still waits for it (the call goes on, and the end
+    /// has not moved meanwhile); a BYE goes whatever became of its call.
+    pub(crate) fn located(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        key: u64,
+        outcome: Result<Resolved, LocateError>,
+    ) {
+        let Some(unsent) = self.unsent.remove(&key) else {
+            return;
+        };
+        let Unsent {
+            call_id,
+            side,
+            purpose,
+            req,
+            local,
+        } = *unsent;
+        if purpose == Purpose::Probe {
+            let end = self
+                .map
+                .get_mut(&call_id)
+                .and_then(|t| t.ends.as_mut())
+                .map(|e| &mut e[side.index()])
+                .filter(|e| e.locating == Some(key));
+            match end {
+                Some(end) => end.locating = None,
+                None => return,
+            }
+        }
+        let target = match outcome {
+            Ok(r) => r.targets.first().copied(),
+            Err(e) => {
+                tracing::debug!(%call_id, side = side.name(), error = %e, "in-dialog request of ours not sent");
+                None
+            }
+        };
+        let Some(target) = target else {
+            return;
+        };
+        let dest = Peer {
+            local,
+            ..target.peer()
+        };
+        let Some(tx) = self.send_to(cx, &call_id, side, purpose, req, dest) else {
+            return;
+        };
+        if purpose == Purpose::Probe {
+            self.probes += 1;
+            if let Some(e) = self.map.get_mut(&call_id).and_then(|d| d.ends.as_mut()) {
+                e[side.index()].probe = Some(tx);
             }
         }
     }

@@ -448,6 +448,54 @@ fn an_answer_from_where_an_end_moved_from_does_not_end_the_call() {
     assert_eq!(bob(&t), CallStatus::Free);
 }
 
+/// bob's phone answers a re-INVITE with a Contact at a host name: each probe to him waits
+/// for the name's targets (RFC 3263) when the answers are no longer kept, then goes to
+/// the first.
+#[test]
+fn probes_follow_a_target_refresh_to_a_host_name() {
+    let mut t = T::new(false);
+    let (_, relayed) = answered(&mut t, "named");
+    let reinvite = in_dialog("INVITE", "bob@127.0.0.1:5072", &relayed, ALICE, 3);
+    t.input(ALICE, &reinvite);
+    let fwd = with_method(&t.take(), BOB, "INVITE").remove(0);
+    t.input(BOB, &answer(&fwd, 200, "bob1", "bob@carrier.test"));
+    t.take();
+    t.advance(90);
+    let out = t.take();
+    assert_eq!(options_sent(&out), 1, "alice's; bob's waits: {out:?}");
+    let to_alice = with_method(&out, ALICE, "OPTIONS").remove(0);
+    t.input(ALICE, &answer(&to_alice, 200, "", ALICE));
+    assert!(!t.lookups.is_empty(), "bob's new Contact is looked up");
+    t.answer_dns(carrier_dns);
+    let out = t.take();
+    let to_bob = with_method(&out, CARRIER_A, "OPTIONS").remove(0);
+    assert_eq!(first_line(&to_bob), "OPTIONS sip:bob@carrier.test SIP/2.0");
+    assert_eq!(header(&to_bob, "CSeq"), Some("3 OPTIONS"));
+    assert!(header(&to_bob, "Via")
+        .unwrap()
+        .starts_with("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK"));
+    t.input(CARRIER_A, &answer(&to_bob, 200, "", CARRIER_A));
+    // 90 s on, the negative answers (no NAPTR, no TCP SRV record: 60 s) are asked again;
+    // meanwhile alice is found gone: the BYE to bob waits for the answers too, though the
+    // call is forgotten at once, and bob's probe is not sent.
+    t.advance(90);
+    let to_alice = with_method(&t.take(), ALICE, "OPTIONS").remove(0);
+    assert!(!t.lookups.is_empty());
+    t.input(ALICE, &answer(&to_alice, 481, "", ALICE));
+    assert_eq!(bob(&t), CallStatus::Free);
+    assert!(t.take().is_empty());
+    t.answer_dns(carrier_dns);
+    let out = t.take();
+    assert!(
+        with_method(&out, CARRIER_A, "OPTIONS").is_empty(),
+        "{out:?}"
+    );
+    let bye = with_method(&out, CARRIER_A, "BYE").remove(0);
+    assert_eq!(first_line(&bye), "BYE sip:bob@carrier.test SIP/2.0");
+    assert_eq!(header(&bye, "CSeq"), Some("4 BYE"));
+    assert_eq!(t.core.routing_counters().lost, 1);
+}
+
 // ---- calls answered through a trunk whose carrier challenged the INVITE ---------------
 
 const CARRIER_CONTACT: &str = "127.0.0.3:5080";

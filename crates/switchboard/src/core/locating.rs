@@ -2,8 +2,9 @@
 //! [`Locator`] and who waits for each of its resolutions.
 //!
 //! A sub-machine that needs the targets of a URI (a branch to a trunk, a destination or a
-//! redirect target; a trunk's registrar) calls [`Locating::resolve`] (the addresses of a
-//! trunk's source name: [`Locating::resolve_addresses`]): a numeric address, or
+//! redirect target; a trunk's registrar; the next hop of a request inside a dialog,
+//! relayed or the proxy's own) calls [`Locating::resolve`] (the addresses of a trunk's
+//! source name: [`Locating::resolve_addresses`]): a numeric address, or
 //! an answer kept in the locator's cache, gives the targets at once; otherwise the
 //! resolution is filed with the sub-machine's [`Waiter`] and its DNS questions leave the
 //! core as [`super::Output::Lookup`]. The shell looks them up and hands the answers back in
@@ -30,6 +31,12 @@ pub(crate) enum Waiter {
     Registration(u64),
     /// A host name among trunks' sources (by key) waits for its addresses.
     SourceName(u64),
+    /// A request inside a dialog (by key, in `relays`) is held until its next hop's
+    /// targets are known.
+    Relay(u64),
+    /// A probe or BYE of the proxy's own to an end of an answered call (by key, in
+    /// `dialogs`) waits for its next hop's targets.
+    Dialog(u64),
 }
 
 /// What [`Locating::resolve`] gave.

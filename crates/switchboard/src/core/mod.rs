@@ -498,6 +498,11 @@ impl Core {
         self.watchers
             .notify_changes(&mut ctx!(self, now), changed, held);
         self.handle_tx_events(now);
+        // Requests held for DNS in dialogs that ended meanwhile are answered.
+        for call_id in self.dialogs.take_ended() {
+            self.relays.dialog_ended(&mut ctx!(self, now), &call_id);
+        }
+        self.handle_tx_events(now);
         // The DNS questions of every resolution this event started, after its other
         // outputs.
         while let Some(query) = self.locating.locator.poll_query() {
@@ -518,6 +523,14 @@ impl Core {
                     self.registrant.located(cx, key, id, outcome)
                 }
                 Waiter::SourceName(key) => self.sources.located(key, id, outcome, now.mono),
+                Waiter::Relay(key) => {
+                    let cx = &mut ctx!(self, now);
+                    self.relays.located(cx, &mut self.dialogs, key, outcome)
+                }
+                Waiter::Dialog(key) => {
+                    let cx = &mut ctx!(self, now);
+                    self.dialogs.located(cx, key, outcome)
+                }
             }
             self.handle_tx_events(now);
         }
@@ -665,7 +678,8 @@ impl Core {
     /// - the transaction layer absorbs retransmissions (and answers them from the
     ///   transaction);
     /// - CANCEL ends its INVITE's call (`calls`: every branch cancelled, 487), or goes on
-    ///   after a relayed re-INVITE (`relays`); otherwise 481;
+    ///   after a relayed re-INVITE (`relays`), or ends a re-INVITE held while its next hop
+    ///   is looked up (`relays`: 487); otherwise 481;
     /// - ACK for a 2xx goes along its dialog (`relays`); for a non-2xx final response its
     ///   transaction absorbs it;
     /// - while draining, a new request gets 503;
@@ -693,11 +707,15 @@ impl Core {
             } => {
                 let owner = invite_tx.and_then(|t| cx.wire.owners.get(&t).copied());
                 let relayed = invite_tx.and_then(|t| self.relays.client_of(t));
-                return match (owner, relayed) {
-                    (Some(Owner::Call(call)), _) => {
+                let held = invite_tx.filter(|t| self.relays.is_held(*t));
+                return match (owner, relayed, held) {
+                    (Some(Owner::Call(call)), _, _) => {
                         self.calls.cancel(cx, cancel_tx, call, &request)
                     }
-                    (_, Some(client)) => self.relays.cancel(cx, cancel_tx, client, &request),
+                    (_, Some(client), _) => self.relays.cancel(cx, cancel_tx, client, &request),
+                    (_, _, Some(server)) => {
+                        self.relays.cancel_held(cx, cancel_tx, server, &request)
+                    }
                     // §9.2: nothing to cancel.
                     _ => cx
                         .wire
@@ -893,7 +911,7 @@ impl Core {
             Some(Owner::Branch { call, branch }) => self
                 .calls
                 .branch_failed(cx, call, branch, tx, code, timer_c),
-            Some(Owner::Relay) => self.relays.failed(cx, tx),
+            Some(Owner::Relay) => self.relays.failed(cx, tx, code),
             Some(Owner::Registration(key)) => self.registrant.failed(cx, key, tx, code),
             Some(Owner::Call(_)) | None => {}
         }
