@@ -2,3 +2,5 @@
 //! offer/answer (RFC 3264), prompts and the phrases built from them, and a player that paces
 //! packets. No sockets and no clock of its own: the daemon hands in the time and received
 //! datagrams and takes out the datagrams to send, as the SIP core does.
+
+pub mod g711;
