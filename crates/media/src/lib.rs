@@ -4,3 +4,5 @@
 //! datagrams and takes out the datagrams to send, as the SIP core does.
 
 pub mod g711;
+pub mod rtcp;
+pub mod rtp;
