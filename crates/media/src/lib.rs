@@ -3,6 +3,7 @@
 //! packets. No sockets and no clock of its own: the daemon hands in the time and received
 //! datagrams and takes out the datagrams to send, as the SIP core does.
 
+pub mod dtmf;
 pub mod g711;
 pub mod rtcp;
 pub mod rtp;
