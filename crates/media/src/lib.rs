@@ -5,5 +5,7 @@
 
 pub mod dtmf;
 pub mod g711;
+pub mod offer_answer;
 pub mod rtcp;
 pub mod rtp;
+pub mod sdp;
