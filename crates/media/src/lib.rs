@@ -6,6 +6,7 @@
 pub mod dtmf;
 pub mod g711;
 pub mod offer_answer;
+pub mod player;
 pub mod rtcp;
 pub mod rtp;
 pub mod sdp;
