@@ -389,3 +389,79 @@ fn a_failed_reload_is_counted() {
     })
     .expect("the good reload is counted");
 }
+
+/// A carrier played by the test on a UDP socket: it answers the trunk's REGISTER with 200
+/// and leaves its unregistration unanswered, so a stopping daemon drains for a while
+/// (waiting for the carrier, at most its drain limit) and `/readyz` can be seen saying so.
+#[test]
+fn readyz_is_503_while_draining_and_healthz_stays_200() {
+    let carrier = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    carrier
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let at = carrier.local_addr().unwrap();
+    let policy = format!(
+        r#"{POLICY}
+[trunks.carrier]
+uri = "sip:{at}"
+outbound = ["+33*"]
+[trunks.carrier.account]
+username = "pbx-7"
+password = "trunk-secret"
+realm = "carrier.example"
+register = true
+expires = 600
+"#
+    );
+    let mut d = Daemon::start(Options {
+        policy,
+        ..Options::default()
+    });
+    // The daemon registers as it starts: 200, the headers of a response copied over.
+    let mut buf = [0u8; 4096];
+    let (n, from) = carrier.recv_from(&mut buf).expect("the trunk's REGISTER");
+    let register = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(register.starts_with("REGISTER "), "{register}");
+    let copied: Vec<&str> = register
+        .lines()
+        .filter(|l| {
+            let name = l.split(':').next().unwrap_or("").to_ascii_lowercase();
+            ["via", "from", "call-id", "cseq"].contains(&name.as_str())
+        })
+        .collect();
+    let to = register
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("to:"))
+        .unwrap();
+    let ok = format!(
+        "SIP/2.0 200 OK\r\n{}\r\n{to};tag=carrier\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n",
+        copied.join("\r\n")
+    );
+    carrier.send_to(ok.as_bytes(), from).unwrap();
+    d.wait_for_log("trunk registered", Duration::from_secs(10));
+    assert_eq!(get(&d, "/readyz", None).0, 200);
+
+    // SIGTERM: the daemon unregisters the trunk and waits for the carrier, which is silent.
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &d.pid().to_string()])
+        .status();
+    // (A retransmission of the first REGISTER, had there been one, is passed over; each
+    // read waits 10 s at most, all of them 15 s.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "no unregistration");
+        let (n, _) = carrier.recv_from(&mut buf).expect("the unregistration");
+        if String::from_utf8_lossy(&buf[..n]).contains("Expires: 0") {
+            break;
+        }
+    }
+    let (status, _, body) = get(&d, "/readyz", None);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("draining"), "{body}");
+    let (status, _, body) = get(&d, "/healthz", None);
+    assert_eq!(
+        status, 200,
+        "the loop still answers while it drains: {body}"
+    );
+    d.wait_for_log("switchboard stopped", Duration::from_secs(10));
+}
