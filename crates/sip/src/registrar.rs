@@ -413,6 +413,11 @@ impl Registrar {
         self.by_expiry.len()
     }
 
+    /// Number of addresses of record with at least one binding.
+    pub fn aors(&self) -> usize {
+        self.table.values().filter(|b| !b.is_empty()).count()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_expiry.is_empty()
     }

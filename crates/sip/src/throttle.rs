@@ -265,6 +265,12 @@ impl Throttle {
     pub fn tracked(&self) -> usize {
         self.sources.map.len() + self.users.map.len()
     }
+
+    /// Blocks in force: `(sources, users)`. A block whose end has come counts until
+    /// [`Throttle::expire`] runs (at [`Throttle::next_unblock`]).
+    pub fn blocked(&self) -> (usize, usize) {
+        (self.sources.ends.len(), self.users.ends.len())
+    }
 }
 
 #[cfg(test)]
@@ -292,6 +298,7 @@ mod tests {
         assert_eq!(t.record_failure(a, None, t0).source, Count::Counted(2));
         let third = t.record_failure(a, None, t0).source;
         assert_eq!(third, Count::Blocked(Duration::from_secs(10)));
+        assert_eq!(t.blocked(), (1, 0));
         assert!(t.source_blocked(a, t0 + Duration::from_secs(9)));
         assert!(!t.source_blocked(a, t0 + Duration::from_secs(10)));
         assert!(!t.source_blocked(ip("127.0.0.8"), t0));
@@ -299,6 +306,7 @@ mod tests {
             t.expire(t0 + Duration::from_secs(10)),
             vec![Unblocked::Source(a)]
         );
+        assert_eq!(t.blocked(), (0, 0));
         t.expire(t0 + Duration::from_secs(1000));
         assert_eq!(t.tracked(), 0);
     }

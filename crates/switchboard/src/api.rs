@@ -13,6 +13,7 @@
 use crate::config::ApiLimits;
 use crate::core::TrunkStatus;
 use crate::directory::Directory;
+use crate::metrics;
 use crate::policy_source::Changes;
 use crate::presence_service::{
     report, Answer, Command, ErrorKind, PresenceError, PresenceView, ProfileEnd, ProfileView,
@@ -46,6 +47,35 @@ pub type Envelope = (Request, oneshot::Sender<Reply>);
 /// A policy reload asked for (`allow_shrink`: the operator confirms a reload that removes
 /// most users), on its way to the daemon's loop, with where its outcome goes.
 pub type ReloadEnvelope = (bool, oneshot::Sender<ReloadAnswer>);
+
+/// What the API asks the daemon's loop for `/metrics`, `/healthz` and `/readyz`; the loop
+/// answers at once.
+#[derive(Debug)]
+pub enum LoopAsk {
+    /// Everything counted, as it stands.
+    Metrics(oneshot::Sender<metrics::Snapshot>),
+    /// Whether the daemon takes new requests.
+    Health(oneshot::Sender<Health>),
+}
+
+/// How the daemon's loop stands (`/readyz`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// SIGTERM or SIGINT came: new requests get 503 while what is under way finishes.
+    pub draining: bool,
+}
+
+/// The loop's side of the API's asks, and who may read `/metrics`.
+#[derive(Clone, Debug)]
+pub struct Operations {
+    pub ask: mpsc::Sender<LoopAsk>,
+    /// `/metrics` needs the admin token (`[api] metrics_need_token`).
+    pub metrics_need_token: bool,
+}
+
+/// How long `/healthz` and `/readyz` wait for the daemon's loop to answer before they say
+/// it is stuck.
+const LOOP_ANSWER: Duration = Duration::from_secs(2);
 
 /// An ask for every trunk's registration, answered by the daemon's loop from the core.
 pub type TrunksEnvelope = oneshot::Sender<Vec<TrunkStatus>>;
@@ -118,6 +148,7 @@ struct ApiState {
     reload: mpsc::Sender<ReloadEnvelope>,
     trunks: mpsc::Sender<TrunksEnvelope>,
     store: Arc<dyn Store>,
+    ops: Operations,
 }
 
 /// The OpenAPI document of this API.
@@ -131,6 +162,7 @@ pub fn router(
     reload: mpsc::Sender<ReloadEnvelope>,
     trunks: mpsc::Sender<TrunksEnvelope>,
     store: Arc<dyn Store>,
+    ops: Operations,
 ) -> Router {
     let state = ApiState {
         directory,
@@ -139,6 +171,7 @@ pub fn router(
         reload,
         trunks,
         store,
+        ops,
     };
     Router::new()
         .route("/v1/presence", get(list))
@@ -160,6 +193,9 @@ pub fn router(
         .route("/v1/reports/time-in-status", get(time_in_status))
         .route("/v1/policy/reload", post(reload_policy))
         .route("/v1/trunks", get(list_trunks))
+        .route("/metrics", get(scrape))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route(
             "/v1/openapi.json",
             get(|| async { ([("content-type", "application/json")], OPENAPI) }),
@@ -913,9 +949,165 @@ async fn time_in_status(
     }
 }
 
+/// `GET /metrics`: everything the daemon counts, in the OpenMetrics text format (for
+/// Prometheus). Open unless `[api] metrics_need_token` is set, then the admin token's.
+async fn scrape(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if state.ops.metrics_need_token {
+        if let Err(e) = admin(&state, &headers, "read the metrics") {
+            return error(e);
+        }
+    }
+    let (tx, rx) = oneshot::channel();
+    if state.ops.ask.send(LoopAsk::Metrics(tx)).await.is_err() {
+        return error(ApiError::new(503, None, "the daemon is stopping"));
+    }
+    match rx.await {
+        // Rendered here, off the daemon's loop.
+        Ok(snapshot) => (
+            [("content-type", metrics::CONTENT_TYPE)],
+            metrics::render(snapshot),
+        )
+            .into_response(),
+        Err(_) => error(ApiError::new(503, None, "the daemon is stopping")),
+    }
+}
+
+/// Asks the daemon's loop how it stands, waiting [`LOOP_ANSWER`] at most.
+async fn ask_health(state: &ApiState) -> Result<Health, &'static str> {
+    let (tx, rx) = oneshot::channel();
+    let asked = async {
+        state
+            .ops
+            .ask
+            .send(LoopAsk::Health(tx))
+            .await
+            .map_err(|_| "the daemon is stopping")?;
+        rx.await.map_err(|_| "the daemon is stopping")
+    };
+    match tokio::time::timeout(LOOP_ANSWER, asked).await {
+        Ok(answer) => answer,
+        Err(_) => Err("the daemon's loop did not answer within 2 seconds"),
+    }
+}
+
+/// `GET /healthz` (no token): 200 while the daemon's loop answers, else 503 with why.
+async fn healthz(State(state): State<ApiState>) -> Response {
+    match ask_health(&state).await {
+        Ok(_) => Json(json!({ "status": "alive" })).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unhealthy", "reason": why })),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /readyz` (no token): 200 when the daemon takes calls — its sockets listen, its
+/// store is open and its policy loaded (all done before this API starts) and its loop
+/// answers and is not draining; else 503 with why.
+async fn readyz(State(state): State<ApiState>) -> Response {
+    let why = match ask_health(&state).await {
+        Ok(Health { draining: false }) => {
+            return Json(json!({
+                "status": "ready",
+                "listening": true,
+                "store": "open",
+                "policy": "loaded",
+            }))
+            .into_response()
+        }
+        Ok(Health { draining: true }) => "draining: the daemon is shutting down",
+        Err(why) => why,
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "status": "not ready", "reason": why })),
+    )
+        .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An API state whose loop is played by the test through the returned receiver.
+    fn ops_state() -> (ApiState, mpsc::Receiver<LoopAsk>) {
+        let snapshot = crate::test_harness::snapshot(crate::test_harness::POLICY);
+        let (core, _) = mpsc::channel(1);
+        let (reload, _) = mpsc::channel(1);
+        let (trunks, _) = mpsc::channel(1);
+        let (ask, asks) = mpsc::channel(1);
+        let state = ApiState {
+            directory: Arc::new(ArcSwap::new(snapshot)),
+            admin_token: None,
+            core,
+            reload,
+            trunks,
+            store: Arc::new(switchboard_store::MemoryStore::default()),
+            ops: Operations {
+                ask,
+                metrics_need_token: false,
+            },
+        };
+        (state, asks)
+    }
+
+    /// The loop answers every health ask with `draining`.
+    fn answer_health(mut asks: mpsc::Receiver<LoopAsk>, draining: bool) {
+        tokio::spawn(async move {
+            while let Some(ask) = asks.recv().await {
+                if let LoopAsk::Health(reply) = ask {
+                    let _ = reply.send(Health { draining });
+                }
+            }
+        });
+    }
+
+    async fn body_of(r: Response) -> (u16, Value) {
+        let status = r.status().as_u16();
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn readyz_says_ready_then_draining() {
+        let (state, asks) = ops_state();
+        answer_health(asks, false);
+        let (status, body) = body_of(readyz(State(state.clone())).await).await;
+        assert_eq!((status, body["status"].as_str()), (200, Some("ready")));
+        assert_eq!(body_of(healthz(State(state)).await).await.0, 200);
+
+        let (state, asks) = ops_state();
+        answer_health(asks, true);
+        let (status, body) = body_of(readyz(State(state.clone())).await).await;
+        assert_eq!(status, 503);
+        assert!(
+            body["reason"].as_str().unwrap().starts_with("draining"),
+            "{body}"
+        );
+        // Draining is not dead: the loop still answers.
+        assert_eq!(body_of(healthz(State(state)).await).await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn a_loop_that_does_not_answer_is_unhealthy() {
+        // The loop holds its asks and never answers.
+        let (state, asks) = ops_state();
+        let (status, body) = body_of(healthz(State(state.clone())).await).await;
+        assert_eq!(status, 503);
+        assert!(
+            body["reason"].as_str().unwrap().contains("did not answer"),
+            "{body}"
+        );
+        assert_eq!(body_of(readyz(State(state.clone())).await).await.0, 503);
+        // A loop that has stopped: its asks go nowhere.
+        drop(asks);
+        let (status, body) = body_of(healthz(State(state)).await).await;
+        assert_eq!(
+            (status, body["reason"].as_str()),
+            (503, Some("the daemon is stopping"))
+        );
+    }
 
     #[test]
     fn openapi_describes_every_route() {
@@ -936,6 +1128,9 @@ mod tests {
             ("/v1/policy/reload", &["post"]),
             ("/v1/trunks", &["get"]),
             ("/v1/openapi.json", &["get"]),
+            ("/metrics", &["get"]),
+            ("/healthz", &["get"]),
+            ("/readyz", &["get"]),
         ];
         let paths = doc["paths"].as_object().unwrap();
         assert_eq!(

@@ -389,6 +389,7 @@ pub struct ReloadRules {
 struct RawApi {
     listen: Option<Spanned<String>>,
     admin_token: Option<Spanned<String>>,
+    metrics_need_token: Spanned<bool>,
     max_connections: Spanned<u64>,
     header_timeout_secs: Spanned<u64>,
     body_timeout_secs: Spanned<u64>,
@@ -399,6 +400,7 @@ impl Default for RawApi {
         RawApi {
             listen: Some(Spanned::new(0..0, "127.0.0.1:8080".into())),
             admin_token: None,
+            metrics_need_token: Spanned::new(0..0, false),
             max_connections: Spanned::new(0..0, 256),
             header_timeout_secs: Spanned::new(0..0, 10),
             body_timeout_secs: Spanned::new(0..0, 10),
@@ -462,6 +464,8 @@ pub struct Config {
     pub api_listen: Option<std::net::SocketAddr>,
     /// The bearer token that may do everything in the API.
     pub admin_token: Option<String>,
+    /// `GET /metrics` needs the admin token (else it is open, like `/healthz`).
+    pub metrics_need_token: bool,
     pub api_limits: ApiLimits,
     /// Most calls being set up at once; further INVITEs get 503.
     pub max_calls: usize,
@@ -944,6 +948,13 @@ impl Config {
                 );
             }
         }
+        if *raw.api.metrics_need_token.get_ref() && raw.api.admin_token.is_none() {
+            err(
+                raw.api.metrics_need_token.span(),
+                "api.metrics_need_token",
+                "needs api.admin_token: it is the token /metrics then asks for".into(),
+            );
+        }
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -1000,6 +1011,7 @@ impl Config {
             reload,
             api_listen,
             admin_token: raw.api.admin_token.map(|t| t.into_inner()),
+            metrics_need_token: *raw.api.metrics_need_token.get_ref(),
             api_limits,
             max_calls: max_calls as usize,
             max_ring_secs: max_ring,
@@ -1173,6 +1185,26 @@ mod tests {
                 ("x.toml", "subscriptions.max_per_user", 7)
             ],
             "{e}"
+        );
+    }
+
+    #[test]
+    fn metrics_are_open_unless_the_admin_token_is_asked_for() {
+        let base = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nrealm = \"r\"\n";
+        assert!(
+            !Config::parse(base, "x.toml", None)
+                .unwrap()
+                .metrics_need_token
+        );
+        let text = format!("{base}[api]\nmetrics_need_token = true\n");
+        let e = refused(&text);
+        assert_eq!(places(&e), [("x.toml", "api.metrics_need_token", 5)], "{e}");
+        let text =
+            format!("{base}[api]\nmetrics_need_token = true\nadmin_token = \"0123456789abcdef\"\n");
+        assert!(
+            Config::parse(&text, "x.toml", None)
+                .unwrap()
+                .metrics_need_token
         );
     }
 

@@ -1,11 +1,13 @@
 //! The async shell around [`Core`]: sockets, the durable store, the clock, signals.
 
-use crate::api::{self, Envelope, ReloadAnswer, ReloadEnvelope, TrunksEnvelope};
+use crate::api::TrunksEnvelope;
+use crate::api::{self, Envelope, Health, LoopAsk, Operations, ReloadAnswer, ReloadEnvelope};
 use crate::config::Config;
 use crate::core::RoutingConfig;
 use crate::core::{Core, CoreConfig, Input, Now, Output};
 use crate::core::{FeatureCodes, WatchersConfig};
 use crate::directory::{Directory, PolicyDirectory, Snapshot};
+use crate::metrics::{self, NetMetrics, ShellMetrics};
 use crate::policy_source::{self, Changes, Fingerprint, Settled};
 use crate::presence_service::Reply;
 use anyhow::Context as _;
@@ -222,6 +224,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadEnvelope>(16);
     // …and asks for the trunks' registrations, which the core answers at once.
     let (trunks_tx, mut trunks_rx) = mpsc::channel::<TrunksEnvelope>(16);
+    // …and asks for the metrics and how the loop stands (/metrics, /healthz, /readyz).
+    let (ask_tx, mut ask_rx) = mpsc::channel::<LoopAsk>(64);
     if let Some(addr) = config.api_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -234,12 +238,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             reload_tx.clone(),
             trunks_tx.clone(),
             store.clone(),
+            Operations {
+                ask: ask_tx.clone(),
+                metrics_need_token: config.metrics_need_token,
+            },
         );
         tokio::spawn(api::serve(listener, app, config.api_limits));
     }
     drop(api_tx);
     drop(reload_tx);
     drop(trunks_tx);
+    drop(ask_tx);
+    // What the loop counts itself (the core and the sockets count the rest).
+    let mut shell = ShellMetrics::default();
     let mut replies: HashMap<u64, oneshot::Sender<Reply>> = HashMap::new();
     let mut next_reply = 0u64;
 
@@ -254,7 +265,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             (None, unanswered_rx)
         }
     };
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, bool)>();
+    // A commit's outcome, with how long it took.
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, bool, Duration)>();
     // A finished reload comes back here: a policy that replaced the running one goes to the
     // core, and the watcher learns what the files it settled on looked like.
     let (reloaded_tx, mut reloaded_rx) = mpsc::unbounded_channel::<Reloaded>();
@@ -307,16 +319,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     core.handle(Input::DnsAnswer { query, answer }, now());
                 }
             }
-            Some((token, ok)) = done_rx.recv() => {
+            Some((token, ok, took)) = done_rx.recv() => {
+                shell.store_commit.observe(took);
                 core.handle(Input::Persisted { token, ok }, now());
-                while let Ok((token, ok)) = done_rx.try_recv() {
+                while let Ok((token, ok, took)) = done_rx.try_recv() {
+                    shell.store_commit.observe(took);
                     core.handle(Input::Persisted { token, ok }, now());
                 }
             }
             Some(arrival) = in_rx.recv() => {
                 let t = now();
                 // A message that waited too long may be shed here, before any work.
-                let mut take = |arrival| {
+                let mut take = |arrival: Arrival| {
+                    shell.loop_lag.observe(t.mono.saturating_duration_since(arrival.at));
                     if let Some(inbound) = transports.admit(arrival, t.mono) {
                         core.handle(Input::Inbound(inbound), t);
                     }
@@ -341,6 +356,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Some(reply) = trunks_rx.recv() => {
                 let _ = reply.send(core.trunks());
             }
+            Some(ask) = ask_rx.recv() => match ask {
+                LoopAsk::Metrics(reply) => {
+                    let _ = reply.send(metrics::Snapshot {
+                        core: core.metrics(),
+                        shell: shell.clone(),
+                        net: net_metrics(&transports),
+                    });
+                }
+                LoopAsk::Health(reply) => {
+                    let _ = reply.send(Health { draining: drain_deadline.is_some() });
+                }
+            },
             _ = sigterm.recv() => start_drain(&mut core, &mut drain_deadline),
             _ = sigint.recv() => start_drain(&mut core, &mut drain_deadline),
             _ = sighup.recv() => {
@@ -352,6 +379,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 spawn_reload(&config, &directory, &reload_failures, &reloaded_tx, trigger);
             }
             Some(done) = reloaded_rx.recv() => {
+                if done.applied {
+                    shell.reloads_ok += 1;
+                } else {
+                    shell.reloads_failed += 1;
+                }
                 if done.watcher {
                     watching = false;
                     if let Some(f) = done.fingerprint {
@@ -398,10 +430,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
                 Output::Persist { token, writes } => {
                     let done = done_tx.clone();
+                    let at = Instant::now();
                     committer.submit(
                         writes,
                         Box::new(move |r| {
-                            let _ = done.send((token, r.is_ok()));
+                            let _ = done.send((token, r.is_ok(), at.elapsed()));
                         }),
                     );
                 }
@@ -445,6 +478,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "switchboard stopped"
     );
     Ok(())
+}
+
+/// The socket tasks' counters as they stand.
+fn net_metrics(transports: &Transports) -> NetMetrics {
+    let s = transports.stats();
+    NetMetrics {
+        shed: s.shed.load(Ordering::Relaxed),
+        dropped: s.dropped.load(Ordering::Relaxed),
+        rejected: s.rejected.load(Ordering::Relaxed),
+        tcp_connections: s.tcp_open.load(Ordering::Relaxed) as u64,
+    }
 }
 
 /// The Record-Route secret: read from the store, or made and stored on first start.
@@ -495,6 +539,8 @@ struct Reloaded {
     fingerprint: Option<Fingerprint>,
     /// The watcher started it.
     watcher: bool,
+    /// The policy was replaced (else the running one stayed).
+    applied: bool,
     /// The API's request, and its answer.
     reply: Option<(oneshot::Sender<ReloadAnswer>, ReloadAnswer)>,
 }
@@ -520,6 +566,7 @@ fn spawn_reload(
         );
         let (snapshot, fingerprint, answer) = reload(&config, &directory, &failures, allow_shrink);
         let watcher = matches!(trigger, Trigger::Watcher);
+        let applied = matches!(answer, ReloadAnswer::Applied(_));
         let reply = match trigger {
             Trigger::Api { reply, .. } => Some((reply, answer)),
             _ => None,
@@ -528,6 +575,7 @@ fn spawn_reload(
             snapshot,
             fingerprint,
             watcher,
+            applied,
             reply,
         });
     });

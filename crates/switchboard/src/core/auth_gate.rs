@@ -60,6 +60,8 @@ pub struct GateStats {
     pub failures: u64,
     /// Requests refused because their source, or the user they claim, is blocked.
     pub blocked: u64,
+    /// Challenges sent (401, 407).
+    pub challenges: u64,
 }
 
 pub(crate) struct AuthGate {
@@ -155,13 +157,16 @@ impl AuthGate {
                 self.throttle.record_success(ip, &username, now);
                 Gate::Passed(username)
             }
-            Verdict::Challenge { stale } => Gate::Answer {
-                code: match role {
-                    Role::Server => 401,
-                    Role::Proxy => 407,
-                },
-                headers: self.auth.challenge(stale, role, ip, now),
-            },
+            Verdict::Challenge { stale } => {
+                self.stats.challenges += 1;
+                Gate::Answer {
+                    code: match role {
+                        Role::Server => 401,
+                        Role::Proxy => 407,
+                    },
+                    headers: self.auth.challenge(stale, role, ip, now),
+                }
+            }
             Verdict::Failed { username, why } => {
                 self.stats.failures += 1;
                 let name = printable(&username);
@@ -209,6 +214,11 @@ impl AuthGate {
 
     /// Forgets blocks and failure counts that have run out, and logs the blocks that
     /// ended.
+    /// Blocks in force: `(sources, users)`.
+    pub(crate) fn blocks(&self) -> (usize, usize) {
+        self.throttle.blocked()
+    }
+
     pub(crate) fn expire(&mut self, now: Instant) {
         for ended in self.throttle.expire(now) {
             match ended {

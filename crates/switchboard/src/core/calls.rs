@@ -22,6 +22,7 @@ use super::relays::{call_id_of, send_cancel};
 use super::targets::{binding_peer, distinct_targets, newer, peer_for_uri};
 use super::wire::{Local, Owner};
 use crate::executor::{BranchId, BranchTarget, CancelCause, Command, Execution, Limits, Phase};
+use crate::metrics::{Histogram, Outcome, Outcomes, SETUP_BUCKETS};
 use crate::presence_service::PresenceService;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -173,6 +174,12 @@ struct CallState {
     rr_params: String,
     /// How long a branch waits for a provisional response before its next target.
     failover_after: Duration,
+    /// When the INVITE was taken in (for the setup time).
+    started: Instant,
+    /// The final response the caller got, when one went out.
+    final_code: Option<u16>,
+    /// The caller cancelled before a final response.
+    cancelled: bool,
 }
 
 /// The calls being set up (see the module's documentation).
@@ -186,6 +193,10 @@ pub struct Calls {
     failovers: BTreeSet<(Instant, u64, BranchId)>,
     next_call: u64,
     pub(crate) stats: RoutingStats,
+    /// Calls settled, by outcome.
+    pub(crate) ended: Outcomes,
+    /// From the INVITE to the answer, of answered calls.
+    pub(crate) setup: Histogram,
 }
 
 impl Calls {
@@ -198,6 +209,8 @@ impl Calls {
             failovers: BTreeSet::new(),
             next_call: 1,
             stats: RoutingStats::default(),
+            ended: Outcomes::default(),
+            setup: Histogram::new(SETUP_BUCKETS),
         }
     }
 
@@ -502,6 +515,9 @@ impl Calls {
             cancel_reason: None,
             rr_params,
             failover_after: self.config.failover_after,
+            started: now.mono,
+            final_code: None,
+            cancelled: false,
         };
         cx.wire.owners.insert(tx, Owner::Call(key));
         self.calls.insert(key, Box::new(state));
@@ -546,6 +562,7 @@ impl Calls {
                             message::response(&call.invite, 480, Some(&tag), &cx.wire.server)
                         }
                     };
+                    call.final_code.get_or_insert(resp.status_code.code());
                     cx.wire.respond(call.server_tx, resp, now);
                     call.final_sent = true;
                 }
@@ -558,6 +575,7 @@ impl Calls {
                         message::set_reason_phrase(&mut resp, &r);
                         resp.headers.push(proxy::reason(code, &r));
                     }
+                    call.final_code.get_or_insert(code);
                     cx.wire.respond(call.server_tx, resp, now);
                     call.final_sent = true;
                 }
@@ -611,6 +629,12 @@ impl Calls {
             }
         }
         let answered = matches!(call.exec.phase(), Phase::Answered { .. });
+        let settled = if answered {
+            Outcome::Answered
+        } else {
+            Outcome::of(call.final_code, call.cancelled)
+        };
+        self.ended.count(settled);
         if answered {
             self.stats.answered += 1;
         } else {
@@ -654,6 +678,8 @@ impl Calls {
             }
             call.exec.caller_cancelled(now.mono);
             call.final_sent = true;
+            call.cancelled = true;
+            call.final_code.get_or_insert(487);
             let tag = cx.wire.tag();
             let resp = message::response(&call.invite, 487, Some(&tag), &cx.wire.server);
             cx.wire.respond(call.server_tx, resp, now);
@@ -771,6 +797,11 @@ impl Calls {
             // §16.7 step 9: every 2xx is relayed at once (retransmissions too).
             cx.wire.relay_2xx(server_tx, resp, now);
             if first {
+                if call.final_code.is_none() {
+                    call.final_code = Some(code);
+                    self.setup
+                        .observe(now.mono.saturating_duration_since(call.started));
+                }
                 call.final_sent = true;
                 call.exec.branch_answered(branch, now.mono);
                 self.drive(cx, key);

@@ -1130,3 +1130,97 @@ fn a_failed_lookup_fails_the_branch_and_is_not_kept() {
     t.input(ALICE, &invite("alice", ALICE, "+447700900999", "d6b", ""));
     assert!(!t.lookups.is_empty());
 }
+
+/// The metrics count what the core did: requests by method, responses by class, calls by
+/// outcome, setup time of answered calls, challenges.
+#[test]
+fn metrics_count_calls_by_outcome_and_messages_by_method_and_class() {
+    use crate::metrics::{method_index, Outcome};
+    use switchboard_sip::msg::Method;
+    let mut t = T::new(false);
+    t.register("bob", BOB);
+    let m = t.core.metrics();
+    assert_eq!(m.requests[method_index(&Method::Register)], 1);
+    assert_eq!((m.aors, m.contacts), (1, 1));
+    assert_eq!(m.responses_sent[1], 1, "the REGISTER's 200");
+
+    // Answered after a second and a half of ringing.
+    t.input(ALICE, &invite("alice", ALICE, "1002", "m1", ""));
+    let b1 = to(&t.take(), BOB)[0].clone();
+    t.input(BOB, &answer(&b1, 180, "d1", BOB));
+    t.advance(1);
+    t.tick();
+    assert_eq!(t.core.metrics().calls_in_setup, 1);
+    t.input(BOB, &answer(&b1, 200, "d1", BOB));
+    t.take();
+    let m = t.core.metrics();
+    assert_eq!(m.call_setup.count(), 1);
+    assert!(
+        (m.call_setup.sum() - 1.0).abs() < 1e-9,
+        "{}",
+        m.call_setup.sum()
+    );
+    assert_eq!(m.calls_ended.get(Outcome::Answered), 1);
+    assert_eq!(m.calls_answered_active, 1);
+
+    // Busy: 486 from bob, then the voicemail fails too; the caller gets 486.
+    t.input(ALICE, &invite("alice", ALICE, "1002", "m2", ""));
+    let b2 = to(&t.take(), BOB)[0].clone();
+    t.input(BOB, &answer(&b2, 486, "d2", BOB));
+    let vm = to(&t.take(), VM)[0].clone();
+    t.input(VM, &answer(&vm, 503, "vm", VM));
+    t.take();
+
+    // Nobody registered: 480.
+    t.input(ALICE, &invite("alice", ALICE, "1003", "m3", ""));
+    t.take();
+
+    // Cancelled by the caller while it rings.
+    let inv = invite("alice", ALICE, "1002", "m4", "");
+    t.input(ALICE, &inv);
+    let b4 = to(&t.take(), BOB)[0].clone();
+    t.input(BOB, &answer(&b4, 180, "d4", BOB));
+    let cancel = inv
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        .replace(
+            "Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n",
+            "Content-Length: 0\r\n\r\n",
+        );
+    t.input(ALICE, &cancel);
+    t.input(BOB, &answer(&b4, 487, "d4", BOB));
+    t.take();
+
+    let m = t.core.metrics();
+    assert_eq!(m.requests[method_index(&Method::Invite)], 4);
+    assert_eq!(m.requests[method_index(&Method::Cancel)], 1);
+    assert_eq!(m.calls_started, 4);
+    assert_eq!(m.calls_ended.get(Outcome::Answered), 1);
+    assert_eq!(m.calls_ended.get(Outcome::Busy), 1);
+    assert_eq!(m.calls_ended.get(Outcome::NoAnswer), 1);
+    assert_eq!(m.calls_ended.get(Outcome::Cancelled), 1);
+    assert_eq!(m.calls_ended.get(Outcome::Failed), 0);
+    assert_eq!(
+        m.call_setup.count(),
+        1,
+        "only answered calls have a setup time"
+    );
+    // Received: bob's 180, 200, 486, 180, 487 and the voicemail's 503.
+    assert_eq!(m.responses_received, [2, 1, 0, 2, 1, 0]);
+    // Sent 2xx: REGISTER, the relayed 200, the CANCEL's 200.
+    assert_eq!(m.responses_sent[1], 3);
+    // 486, 480, 487 to alice.
+    assert_eq!(m.responses_sent[3], 3);
+}
+
+#[test]
+fn metrics_count_challenges() {
+    let mut t = T::new(true);
+    t.input(ALICE, &invite("alice", ALICE, "1002", "m5", ""));
+    let out = t.take();
+    assert!(first_line(&to(&out, ALICE)[0]).starts_with("SIP/2.0 407"));
+    let m = t.core.metrics();
+    assert_eq!(m.auth_challenges, 1);
+    assert_eq!(m.calls_started, 0);
+    assert_eq!(m.responses_sent[3], 1);
+}

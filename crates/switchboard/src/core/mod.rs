@@ -27,7 +27,7 @@ use crate::directory::Snapshot;
 use crate::presence_service::{self, ErrorKind, PresenceError, PresenceService};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
-use switchboard_presence::model::Interface;
+use switchboard_presence::model::{Availability, Interface};
 use switchboard_sip::auth::{Authenticator, DigestConfig};
 use switchboard_sip::entropy::Entropy;
 use switchboard_sip::locate::{Locator, LocatorConfig};
@@ -153,7 +153,11 @@ pub enum Input {
 #[derive(Debug, Default, Clone)]
 pub struct CoreStats {
     pub requests: u64,
+    /// Requests by method (`crate::metrics::method_index`), retransmissions included.
+    pub by_method: [u64; METHODS.len() + 1],
     pub responses: u64,
+    /// Responses received by class (`1xx` first).
+    pub by_class: [u64; 6],
     pub rejected: u64,
     pub dropped: u64,
     pub store_failures: u64,
@@ -275,6 +279,7 @@ impl Core {
                 entropy,
                 server: config.server.clone(),
                 local,
+                sent: [0; 6],
             },
             presence_writes: HashMap::new(),
             queued_changes: HashMap::new(),
@@ -400,6 +405,43 @@ impl Core {
     /// their subscriber's (403), and kept ones not taken back after a restart.
     pub fn subscription_stats(&self) -> NotifierStats {
         self.watchers.notifier.stats()
+    }
+
+    /// A copy of what the core and its sub-machines count, for `/metrics`.
+    pub fn metrics(&self) -> crate::metrics::CoreMetrics {
+        let gate = self.gate.stats;
+        let (blocked_sources, blocked_users) = self.gate.blocks();
+        let mut presence = [0; Availability::ALL.len()];
+        for (_, p) in self.presence.model().people() {
+            if let Some(i) = Availability::ALL.iter().position(|a| *a == p.availability) {
+                presence[i] += 1;
+            }
+        }
+        let calls = self.calls.stats();
+        crate::metrics::CoreMetrics {
+            requests: self.stats.by_method,
+            responses_received: self.stats.by_class,
+            responses_sent: self.wire.sent,
+            rejected: self.stats.rejected,
+            dropped: self.stats.dropped,
+            transactions: self.wire.transactions.len(),
+            aors: self.registrar.aors(),
+            contacts: self.registrar.len(),
+            auth_challenges: gate.challenges,
+            auth_failures: gate.failures,
+            auth_blocked: gate.blocked,
+            blocked_sources,
+            blocked_users,
+            calls_in_setup: self.calls.len(),
+            calls_answered_active: self.dialogs.len(),
+            calls_started: calls.calls,
+            calls_refused: calls.refused,
+            calls_ended: self.calls.ended,
+            call_setup: self.calls.setup.clone(),
+            presence,
+            subscriptions: self.watchers.notifier.len(),
+            store_failures: self.stats.store_failures,
+        }
     }
 
     /// Requests whose answer waits for the store.
@@ -631,6 +673,9 @@ impl Core {
                 ..
             } => {
                 self.stats.responses += 1;
+                if let Some(i) = crate::metrics::class_index(resp.status_code.code()) {
+                    self.stats.by_class[i] += 1;
+                }
                 let outcome = self.wire.transactions.handle_response(resp, peer, now.mono);
                 self.wire.flush();
                 self.route_response(outcome, now);
@@ -640,6 +685,7 @@ impl Core {
 
     fn handle_request(&mut self, mut req: Request, peer: Peer, local: Local, now: Now) {
         self.stats.requests += 1;
+        self.stats.by_method[crate::metrics::method_index(&req.method)] += 1;
         message::stamp_via(&mut req, peer.addr);
         // Requests this server forwards rather than answers: INVITE, ACK, CANCEL, and
         // anything inside a dialog.

@@ -266,6 +266,9 @@ pub(crate) struct Wire {
     pub server: String,
     /// Our domains, listeners and the names they advertise.
     pub local: LocalNames,
+    /// Responses sent, ours and relayed, by class (`1xx` first); retransmissions by the
+    /// transaction layer are not counted.
+    pub sent: [u64; 6],
 }
 
 impl Wire {
@@ -282,8 +285,10 @@ impl Wire {
 
     /// Sends a response through its server transaction.
     pub fn respond(&mut self, tx: TxId, resp: Response, now: Now) {
-        if let Err(e) = self.transactions.respond(tx, resp, now.mono) {
-            tracing::debug!(error = ?e, "response for a finished transaction dropped");
+        let code = resp.status_code.code();
+        match self.transactions.respond(tx, resp, now.mono) {
+            Ok(_) => self.count_sent(code),
+            Err(e) => tracing::debug!(error = ?e, "response for a finished transaction dropped"),
         }
         self.flush();
     }
@@ -292,8 +297,11 @@ impl Wire {
     /// sender has proved who it is (challenges, refusals, OPTIONS) keeps no state and is
     /// never retransmitted, so it can neither fill the tables nor amplify a forged source.
     pub fn respond_stateless(&mut self, tx: TxId, resp: Response) {
-        if let Err(e) = self.transactions.respond_stateless(tx, &resp) {
-            tracing::debug!(error = ?e, "stateless response for a finished transaction dropped");
+        match self.transactions.respond_stateless(tx, &resp) {
+            Ok(_) => self.count_sent(resp.status_code.code()),
+            Err(e) => {
+                tracing::debug!(error = ?e, "stateless response for a finished transaction dropped")
+            }
         }
         self.flush();
     }
@@ -366,6 +374,14 @@ impl Wire {
                 local,
             };
             self.send(to, switchboard_sip::wire::response_bytes(resp));
+            self.count_sent(resp.status_code.code());
+        }
+    }
+
+    /// Counts a response sent, by its class.
+    fn count_sent(&mut self, code: u16) {
+        if let Some(i) = crate::metrics::class_index(code) {
+            self.sent[i] += 1;
         }
     }
 
