@@ -19,6 +19,8 @@
 //! - [`prompts`]: a language's recorded prompts (8 kHz 16-bit WAV), loaded with an
 //!   operator's own recordings in place of the generated ones.
 //! - [`say`]: numbers, digits, times and dates as sequences of prompt names, per language.
+//! - [`session`]: the commands the daemon's core gives its media engine and the events it
+//!   gets back.
 
 pub mod dtmf;
 pub mod g711;
@@ -29,3 +31,4 @@ pub mod rtcp;
 pub mod rtp;
 pub mod say;
 pub mod sdp;
+pub mod session;

@@ -1,0 +1,91 @@
+//! What passes between the daemon's core and its media engine.
+//!
+//! The core decides (which call gets media, what it hears, when it ends); the engine does
+//! (binds the session's port pair, paces the packets, reads what comes back). They share no
+//! state: the core hands [`Command`]s out as an output, and the engine hands [`Event`]s back
+//! as an input, as with the sockets and the store. The engine never blocks the core, and a
+//! slow or flooded media port never delays signalling.
+//!
+//! A session's life: [`Command::Open`] → [`Event::Opened`] (its port, for the SDP answer)
+//! or [`Event::Failed`]; then any number of [`Command::Play`] (each answered by
+//! [`Event::Played`] once its last packet is sent, unless stopped or closed first), with
+//! [`Event::Digit`]s as the far end presses keys and [`Event::Timeout`] when it has sent
+//! nothing for the open's `rtp_timeout`; [`Command::Close`] → [`Event::Closed`] with the
+//! session's counters. After [`Event::Closed`] (or [`Event::Failed`]) the id is forgotten
+//! on both sides; commands for an unknown id are ignored.
+
+use crate::g711::Law;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A session's id, chosen by the core (unique for the daemon's life).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+/// Audio to play: G.711 codes in the session's law, sent as they are.
+pub type Clip = Arc<[u8]>;
+
+/// A session to open: the stream agreed in the offer/answer, and where it may come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Open {
+    pub id: SessionId,
+    /// Where the far end receives our RTP (the offer's `c=` and `m=` port); `None` when it
+    /// gave no address to send to (`c=0.0.0.0`, hold): nothing is sent until a re-offer.
+    pub remote: Option<SocketAddr>,
+    /// The signalling's source address: the only one a session latches onto (RTP-bleed
+    /// safety: see [`crate::rtp::Receiver`]).
+    pub signalling: IpAddr,
+    /// The codec and its payload type.
+    pub law: Law,
+    pub payload_type: u8,
+    /// The telephone-event payload type, when both sides have one.
+    pub telephone_event: Option<u8>,
+    /// The packet time, in ms.
+    pub ptime_ms: u32,
+    /// Whether we send (the agreed direction allows it).
+    pub send: bool,
+    /// Nothing received for this long: [`Event::Timeout`] (not before the first packet
+    /// was due: counted from the open).
+    pub rtp_timeout: Duration,
+}
+
+/// From the core to the engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Bind a port pair (even RTP port, RTCP on the next) from the configured range and
+    /// start receiving; answered by [`Event::Opened`] or [`Event::Failed`].
+    Open(Open),
+    /// Queue these clips after what is playing; [`Event::Played`] when the last is sent.
+    Play { id: SessionId, clips: Vec<Clip> },
+    /// Stop playing at once and drop what is queued (no [`Event::Played`] for it).
+    Stop { id: SessionId },
+    /// End the session: its sockets are closed, its port pair freed.
+    Close { id: SessionId },
+}
+
+/// What a session counted, given when it closes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    /// Received datagrams dropped (malformed, wrong source, SSRC or payload type…).
+    pub packets_dropped: u64,
+}
+
+/// From the engine to the core.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The session listens on `port` of the media address (for the SDP answer's `m=`).
+    Opened { id: SessionId, port: u16 },
+    /// The session could not be opened (no free port pair, too many sessions): why.
+    Failed { id: SessionId, why: String },
+    /// Everything queued has been sent.
+    Played { id: SessionId },
+    /// A key pressed at the far end (RFC 4733), once per press: `0`–`9`, `*`, `#`, `A`–`D`.
+    Digit { id: SessionId, digit: char },
+    /// Nothing received for the open's `rtp_timeout`.
+    Timeout { id: SessionId },
+    /// The session is closed (after [`Command::Close`]).
+    Closed { id: SessionId, counters: Counters },
+}
