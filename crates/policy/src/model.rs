@@ -556,6 +556,8 @@ pub struct Policy {
     pub(crate) statuses: BTreeMap<Availability, StatusRule>,
     pub(crate) by_extension: HashMap<String, ExtensionOwner>,
     pub(crate) by_username: HashMap<String, String>,
+    /// What `check` warns of: valid, and perhaps not what was meant.
+    pub(crate) warnings: Vec<crate::Diagnostic>,
 }
 
 /// Who an extension belongs to.
@@ -566,6 +568,12 @@ pub enum ExtensionOwner {
 }
 
 impl Policy {
+    /// The warnings about this policy (valid, and perhaps not what was meant), in the
+    /// order of the files.
+    pub fn warnings(&self) -> &[crate::Diagnostic] {
+        &self.warnings
+    }
+
     pub fn user(&self, id: &str) -> Option<&User> {
         self.users.get(id)
     }

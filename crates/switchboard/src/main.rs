@@ -629,8 +629,19 @@ fn main() -> ExitCode {
                 }
             };
             match policy_source::load(&config) {
-                Ok(_) => {
-                    println!("{}: configuration and policy are valid", config.source);
+                Ok(policy) => {
+                    for w in policy.warnings() {
+                        eprintln!("{w}");
+                    }
+                    let warned = match policy.warnings().len() {
+                        0 => String::new(),
+                        1 => " (1 warning)".into(),
+                        n => format!(" ({n} warnings)"),
+                    };
+                    println!(
+                        "{}: configuration and policy are valid{warned}",
+                        config.source
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -114,6 +114,7 @@ fn core_config(c: &Config, route_secret: [u8; 32]) -> CoreConfig {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let policy = policy_source::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    policy_source::log_warnings(&policy);
     let directory: Arc<ArcSwap<Box<dyn Directory>>> = Arc::new(ArcSwap::from_pointee(Box::new(
         PolicyDirectory::new(policy),
     )
@@ -639,6 +640,7 @@ fn reload(
                             (None, fingerprint, ReloadAnswer::Shrink(why))
                         }
                         _ => {
+                            policy_source::log_warnings(&policy);
                             let snapshot: Snapshot =
                                 Arc::new(Box::new(PolicyDirectory::new(policy)));
                             directory.store(snapshot.clone());
