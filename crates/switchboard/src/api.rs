@@ -37,6 +37,7 @@ use std::time::Duration;
 use switchboard_policy::{IncomingHandling, ProfileDraft};
 use switchboard_presence::model::{Interface, StatusInterval, UnixTime, MAX_END_AHEAD};
 use switchboard_sip::log_limit;
+use switchboard_sip::registrar::Binding;
 use switchboard_store::tables::{status_log_range, STATUS_LOG};
 use switchboard_store::Store;
 use tokio::sync::{mpsc, oneshot};
@@ -48,14 +49,21 @@ pub type Envelope = (Request, oneshot::Sender<Reply>);
 /// most users), on its way to the daemon's loop, with where its outcome goes.
 pub type ReloadEnvelope = (bool, oneshot::Sender<ReloadAnswer>);
 
-/// What the API asks the daemon's loop for `/metrics`, `/healthz` and `/readyz`; the loop
-/// answers at once.
+/// What the API asks the daemon's loop for (`/metrics`, `/healthz`, `/readyz`, the trunks,
+/// the registrations); the loop answers at once, from the core or what it counts itself.
 #[derive(Debug)]
 pub enum LoopAsk {
     /// Everything counted, as it stands.
     Metrics(oneshot::Sender<metrics::Snapshot>),
     /// Whether the daemon takes new requests.
     Health(oneshot::Sender<Health>),
+    /// Every trunk's registration and source names.
+    Trunks(oneshot::Sender<Vec<TrunkStatus>>),
+    /// The registered devices of one user, or of everyone.
+    Registrations {
+        user: Option<String>,
+        reply: oneshot::Sender<Vec<Binding>>,
+    },
 }
 
 /// How the daemon's loop stands (`/readyz`).
@@ -76,9 +84,6 @@ pub struct Operations {
 /// How long `/healthz` and `/readyz` wait for the daemon's loop to answer before they say
 /// it is stuck.
 const LOOP_ANSWER: Duration = Duration::from_secs(2);
-
-/// An ask for every trunk's registration, answered by the daemon's loop from the core.
-pub type TrunksEnvelope = oneshot::Sender<Vec<TrunkStatus>>;
 
 /// How a reload asked for through the API ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,7 +151,6 @@ struct ApiState {
     admin_token: Option<Arc<str>>,
     core: mpsc::Sender<Envelope>,
     reload: mpsc::Sender<ReloadEnvelope>,
-    trunks: mpsc::Sender<TrunksEnvelope>,
     store: Arc<dyn Store>,
     ops: Operations,
 }
@@ -160,7 +164,6 @@ pub fn router(
     admin_token: Option<String>,
     core: mpsc::Sender<Envelope>,
     reload: mpsc::Sender<ReloadEnvelope>,
-    trunks: mpsc::Sender<TrunksEnvelope>,
     store: Arc<dyn Store>,
     ops: Operations,
 ) -> Router {
@@ -169,7 +172,6 @@ pub fn router(
         admin_token: admin_token.map(Arc::from),
         core,
         reload,
-        trunks,
         store,
         ops,
     };
@@ -193,6 +195,7 @@ pub fn router(
         .route("/v1/reports/time-in-status", get(time_in_status))
         .route("/v1/policy/reload", post(reload_policy))
         .route("/v1/trunks", get(list_trunks))
+        .route("/v1/registrations", get(list_registrations))
         .route("/metrics", get(scrape))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -1035,14 +1038,12 @@ mod tests {
         let snapshot = crate::test_harness::snapshot(crate::test_harness::POLICY);
         let (core, _) = mpsc::channel(1);
         let (reload, _) = mpsc::channel(1);
-        let (trunks, _) = mpsc::channel(1);
         let (ask, asks) = mpsc::channel(1);
         let state = ApiState {
             directory: Arc::new(ArcSwap::new(snapshot)),
             admin_token: None,
             core,
             reload,
-            trunks,
             store: Arc::new(switchboard_store::MemoryStore::default()),
             ops: Operations {
                 ask,
@@ -1127,6 +1128,7 @@ mod tests {
             ("/v1/reports/time-in-status", &["get"]),
             ("/v1/policy/reload", &["post"]),
             ("/v1/trunks", &["get"]),
+            ("/v1/registrations", &["get"]),
             ("/v1/openapi.json", &["get"]),
             ("/metrics", &["get"]),
             ("/healthz", &["get"]),
@@ -1498,14 +1500,80 @@ async fn list_trunks(State(state): State<ApiState>, headers: HeaderMap) -> Respo
     if let Err(e) = admin(&state, &headers, "see the trunks") {
         return error(e);
     }
-    let stopping = || error(ApiError::new(503, None, "the daemon is stopping"));
-    let (tx, rx) = oneshot::channel();
-    if state.trunks.send(tx).await.is_err() {
-        return stopping();
-    }
-    match rx.await {
+    match ask_loop(&state, LoopAsk::Trunks).await {
         Ok(list) => Json(json!({ "trunks": list.iter().map(trunk_json).collect::<Vec<_>>() }))
             .into_response(),
-        Err(_) => stopping(),
+        Err(e) => error(e),
+    }
+}
+
+/// Asks the daemon's loop (`ask` wraps the reply channel) and waits for its answer; 503
+/// when the daemon is stopping.
+async fn ask_loop<T>(
+    state: &ApiState,
+    ask: impl FnOnce(oneshot::Sender<T>) -> LoopAsk,
+) -> Result<T, ApiError> {
+    let stopping = || ApiError::new(503, None, "the daemon is stopping");
+    let (tx, rx) = oneshot::channel();
+    state.ops.ask.send(ask(tx)).await.map_err(|_| stopping())?;
+    rx.await.map_err(|_| stopping())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RegistrationsQuery {
+    user: Option<String>,
+}
+
+/// One registered device as `GET /v1/registrations` answers it.
+fn registration_json(b: &Binding) -> Value {
+    json!({
+        "user": b.aor,
+        "contact": b.contact,
+        "transport": b.transport.to_string(),
+        "source": b.source.to_string(),
+        "user_agent": b.user_agent,
+        "instance": b.instance,
+        "expires_at": b.expires_at,
+        "registered_at": b.registered_at,
+    })
+}
+
+/// `GET /v1/registrations[?user=ID]`: the registered devices (who, from where, over which
+/// transport, with which phone, until when). The admin sees everyone's; a person with their
+/// own token, their own (`user` may name only them).
+async fn list_registrations(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<Query<RegistrationsQuery>, QueryRejection>,
+) -> Response {
+    let c = match caller(&state, &headers) {
+        Ok(c) => c,
+        Err(e) => return error(e),
+    };
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return error(ApiError::new(400, None, format!("unreadable query: {e}"))),
+    };
+    let user = if c.admin {
+        q.user
+    } else {
+        match q.user {
+            Some(u) if u != c.who => {
+                return error(ApiError::new(
+                    403,
+                    Some("authorization"),
+                    "a person's token sees only their own registrations",
+                ))
+            }
+            _ => Some(c.who.clone()),
+        }
+    };
+    match ask_loop(&state, |reply| LoopAsk::Registrations { user, reply }).await {
+        Ok(list) => Json(json!({
+            "registrations": list.iter().map(registration_json).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(e) => error(e),
     }
 }

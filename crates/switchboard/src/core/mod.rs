@@ -470,6 +470,19 @@ impl Core {
 
     /// Every trunk of the policy with its registration and the addresses of its source
     /// names (a read: nothing changes).
+    /// The registered devices (live bindings) of `user`, or of everyone, at `unix` (Unix
+    /// seconds): by user, then by first registration.
+    pub fn registrations(&self, user: Option<&str>, unix: u64) -> Vec<Binding> {
+        let mut list: Vec<Binding> = self
+            .registrar
+            .live(unix)
+            .filter(|b| user.is_none_or(|u| b.aor == u))
+            .cloned()
+            .collect();
+        list.sort_by(|a, b| (&a.aor, a.registered_at).cmp(&(&b.aor, b.registered_at)));
+        list
+    }
+
     pub fn trunks(&self) -> Vec<TrunkStatus> {
         let policy = self.directory.policy();
         let mut list = self.registrant.status(policy);
