@@ -79,6 +79,9 @@ pub struct Operations {
     pub ask: mpsc::Sender<LoopAsk>,
     /// `/metrics` needs the admin token (`[api] metrics_need_token`).
     pub metrics_need_token: bool,
+    /// A person with no registered device is shown offline (`[presence]
+    /// offline_without_devices`).
+    pub offline_without_devices: bool,
 }
 
 /// How long `/healthz` and `/readyz` wait for the daemon's loop to answer before they say
@@ -309,9 +312,9 @@ fn error(e: ApiError) -> Response {
     (status, Json(e)).into_response()
 }
 
-fn answer(r: Result<Answer, ApiError>) -> Response {
+fn answer(state: &ApiState, r: Result<Answer, ApiError>) -> Response {
     match r {
-        Ok(a) => match answer_json(a) {
+        Ok(a) => match answer_json(a, state.ops.offline_without_devices) {
             Some(v) => Json(v).into_response(),
             None => error(ApiError::new(
                 500,
@@ -324,8 +327,10 @@ fn answer(r: Result<Answer, ApiError>) -> Response {
 }
 
 /// An answer as the API shows it (the shapes docs/openapi.json describes); None for a
-/// report's snapshot, which [`time_in_status`] finishes.
-fn answer_json(a: Answer) -> Option<Value> {
+/// report's snapshot, which [`time_in_status`] finishes. `offline_shown`: a person with a
+/// SIP account and no registered device is shown offline.
+fn answer_json(a: Answer, offline_shown: bool) -> Option<Value> {
+    let person_json = |p: &PresenceView| person_json(p, offline_shown);
     let profiles = |list: &[ProfileView]| list.iter().map(profile_json).collect::<Vec<_>>();
     Some(match a {
         Answer::People(people) => {
@@ -349,12 +354,16 @@ fn answer_json(a: Answer) -> Option<Value> {
     })
 }
 
-/// A person as colleagues see them.
-fn person_json(p: &PresenceView) -> Value {
+/// A person as colleagues see them: offline (grey) when they could register a phone and
+/// have none registered, and `offline_shown` says so.
+fn person_json(p: &PresenceView, offline_shown: bool) -> Value {
+    let offline = offline_shown && p.registers && p.devices == 0;
     json!({
         "user": p.user,
         "availability": p.availability.as_str(),
-        "colour": p.availability.colour(),
+        "colour": if offline { json!("grey") } else { json!(p.availability.colour()) },
+        "devices": p.devices,
+        "offline": offline,
         "message": p.message,
         "custom_text": p.custom_text,
         "status_until": p.status_until,
@@ -505,7 +514,7 @@ async fn run(
         Err(e) => return error(e),
     };
     match command() {
-        Ok(command) => answer(send(state, c, command).await),
+        Ok(command) => answer(state, send(state, c, command).await),
         Err(e) => error(e),
     }
 }
@@ -1048,6 +1057,7 @@ mod tests {
             ops: Operations {
                 ask,
                 metrics_need_token: false,
+                offline_without_devices: true,
             },
         };
         (state, asks)
@@ -1169,11 +1179,34 @@ mod tests {
                 until: None,
             },
             call_status: CallStatus::Hidden,
+            devices: 1,
+            registers: true,
         };
         assert_eq!(
-            text(person_json(&alice)),
-            r#"{"availability":"dnd","call_status":"hidden","colour":"red","custom_text":null,"message":"Back at 3","profile":{"id":"available","name":"Available","number":1,"since":0,"until":null},"status_since":100,"status_until":900,"user":"alice"}"#
+            text(person_json(&alice, true)),
+            r#"{"availability":"dnd","call_status":"hidden","colour":"red","custom_text":null,"devices":1,"message":"Back at 3","offline":false,"profile":{"id":"available","name":"Available","number":1,"since":0,"until":null},"status_since":100,"status_until":900,"user":"alice"}"#
         );
+        // No device: offline and grey, unless the operator shows people as their status
+        // says; someone without a SIP account is never offline for want of one.
+        let unplugged = PresenceView {
+            devices: 0,
+            ..alice.clone()
+        };
+        let shown = person_json(&unplugged, true);
+        assert_eq!(
+            (&shown["offline"], &shown["colour"]),
+            (&json!(true), &json!("grey"))
+        );
+        let shown = person_json(&unplugged, false);
+        assert_eq!(
+            (&shown["offline"], &shown["colour"]),
+            (&json!(false), &json!("red"))
+        );
+        let forwards_only = PresenceView {
+            registers: false,
+            ..unplugged
+        };
+        assert_eq!(person_json(&forwards_only, true)["offline"], json!(false));
         let draft = ProfileDraft {
             name: Some("Focus".into()),
             number: Some(11),
@@ -1194,21 +1227,27 @@ mod tests {
         assert_eq!(text(profile_json(&focus)), focus_text);
         let mut listed_focus: Value = serde_json::from_str(focus_text).unwrap();
         listed_focus["active"] = json!(true);
-        let listed = answer_json(Answer::Profiles {
-            user: Some("alice".into()),
-            profiles: vec![ProfileView {
-                active: Some(true),
-                ..focus.clone()
-            }],
-        });
+        let listed = answer_json(
+            Answer::Profiles {
+                user: Some("alice".into()),
+                profiles: vec![ProfileView {
+                    active: Some(true),
+                    ..focus.clone()
+                }],
+            },
+            true,
+        );
         assert_eq!(
             listed,
             Some(json!({ "user": "alice", "profiles": [listed_focus] }))
         );
-        let removed = answer_json(Answer::Removed {
-            removed: focus,
-            presence: alice,
-        })
+        let removed = answer_json(
+            Answer::Removed {
+                removed: focus,
+                presence: alice,
+            },
+            true,
+        )
         .unwrap();
         assert_eq!(removed["removed"]["id"], "focus");
         assert_eq!(removed["presence"]["user"], "alice");
@@ -1222,7 +1261,10 @@ mod tests {
             ],
             as_of: 200,
         };
-        assert_eq!(answer_json(Answer::Report(snapshot(None, None))), None);
+        assert_eq!(
+            answer_json(Answer::Report(snapshot(None, None)), true),
+            None
+        );
         // Every status is counted, also those nobody held.
         let seconds = |away: i64, custom: i64| {
             json!({

@@ -239,6 +239,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Operations {
                 ask: ask_tx.clone(),
                 metrics_need_token: config.metrics_need_token,
+                offline_without_devices: config.offline_without_devices,
             },
         );
         tokio::spawn(api::serve(listener, app, config.api_limits));

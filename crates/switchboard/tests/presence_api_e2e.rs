@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -28,9 +28,12 @@ fn policy() -> String {
         )
 }
 
+/// The daemon with people shown as their status says: nobody registers a phone in most of
+/// these tests, and would be shown offline otherwise.
 fn start() -> Daemon {
     Daemon::start(Options {
         policy: policy(),
+        extra: "[presence]\noffline_without_devices = false\n".into(),
         ..Options::default()
     })
 }
@@ -1508,7 +1511,18 @@ fn slow_clients_are_cut_off_and_connections_are_capped() {
 
 #[test]
 fn registrations_are_listed_for_the_admin_and_each_person_their_own() {
-    let d = start();
+    // As by default: someone with no phone registered is shown offline.
+    let d = Daemon::start(Options {
+        policy: policy(),
+        ..Options::default()
+    });
+    // Nobody has a phone yet: offline (grey), whatever the status says.
+    let (_, alice) = http(&d, "GET", "/v1/presence/alice", Some(ALICE_TOKEN), None);
+    assert_eq!(
+        (&alice["offline"], &alice["colour"], &alice["devices"]),
+        (&json!(true), &json!("grey"), &json!(0)),
+        "{alice}"
+    );
     let register = |user: &str, password: &str, port: u16, scenario: &str| {
         let expires = if scenario == "register.xml" { 600 } else { 0 };
         Sipp::new(&d, scenario)

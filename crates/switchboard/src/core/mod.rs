@@ -1023,7 +1023,8 @@ impl Core {
                         "the change could not be stored; try again",
                     ))
                 };
-                let reply = Box::new(reply);
+                let mut reply = Box::new(reply);
+                count_devices(&mut reply, cx.registrar, now.unix);
                 cx.wire.out.push_back(Output::Reply { id, reply });
                 if let Some(p) = person {
                     self.presence_stored(&p, now);
@@ -1084,7 +1085,8 @@ impl Core {
                 return cx.persist(pending, p.writes);
             }
         };
-        let reply = Box::new(reply);
+        let mut reply = Box::new(reply);
+        count_devices(&mut reply, cx.registrar, now.unix);
         cx.wire.out.push_back(Output::Reply { id, reply });
     }
 
@@ -1193,3 +1195,16 @@ impl Core {
 
 #[cfg(test)]
 mod tests;
+
+/// Each person a presence answer shows, with the devices they have registered at `unix`.
+fn count_devices(reply: &mut presence_service::Reply, registrar: &Registrar, unix: u64) {
+    let count = |v: &mut presence_service::PresenceView| {
+        v.devices = registrar.lookup(&v.user, unix).len() as u32;
+    };
+    match reply {
+        Ok(presence_service::Answer::People(people)) => people.iter_mut().for_each(count),
+        Ok(presence_service::Answer::Person(p))
+        | Ok(presence_service::Answer::Removed { presence: p, .. }) => count(p),
+        _ => {}
+    }
+}
