@@ -76,6 +76,15 @@ pub struct MediaConfig {
     pub learning: Duration,
     /// The CNAME of our RTCP reports.
     pub cname: String,
+    /// Run the media thread under the real-time policy `SCHED_FIFO` at this priority (1 to
+    /// 99), so that other busy threads of the machine (the daemon's signalling at full load
+    /// among them) never delay a packet: a thread of that policy runs as soon as it wakes.
+    /// It needs `CAP_SYS_NICE` (or `LimitRTPRIO=` under systemd); without it the engine
+    /// logs a warning and runs at the normal policy. The engine is one thread and does
+    /// bounded work per wake-up, so it cannot take more than one core, and the kernel's
+    /// real-time throttling (`sched_rt_runtime_us`) leaves the rest to others. `None`:
+    /// the normal policy.
+    pub realtime_priority: Option<u8>,
     /// The seed of the streams' SSRCs, first sequence numbers and timestamps; `None`: from
     /// the operating system (a test or a replay brings its own).
     pub seed: Option<[u8; 32]>,
@@ -91,6 +100,7 @@ impl Default for MediaConfig {
             rtcp_interval: Duration::from_secs(5),
             learning: Duration::from_secs(5),
             cname: "switchboard".to_owned(),
+            realtime_priority: None,
             seed: None,
         }
     }
@@ -135,9 +145,18 @@ impl MediaEngine {
             .build()?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (event_tx, events) = mpsc::unbounded_channel();
+        let priority = config.realtime_priority;
         let thread = std::thread::Builder::new()
             .name(THREAD_NAME.to_owned())
             .spawn(move || {
+                if let Some(priority) = priority {
+                    if let Err(e) = set_realtime(priority) {
+                        tracing::warn!(
+                            "media: real-time priority {priority} refused ({e}); the media \
+                             thread runs at the normal policy"
+                        );
+                    }
+                }
                 let local = tokio::task::LocalSet::new();
                 local.block_on(&runtime, run(config, command_rx, event_tx));
             })?;
@@ -543,6 +562,29 @@ impl Engine {
         }
         None
     }
+}
+
+/// Puts the calling thread under `SCHED_FIFO` at `priority`.
+#[cfg(target_os = "linux")]
+fn set_realtime(priority: u8) -> io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: libc::c_int::from(priority.clamp(1, 99)),
+    };
+    // SAFETY: a pointer to a sched_param that lives through the call; pid 0 is the calling
+    // thread.
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_realtime(_priority: u8) -> io::Result<()> {
+    Err(io::Error::other(
+        "real-time scheduling is set on Linux only",
+    ))
 }
 
 /// A non-blocking UDP socket bound to `ip`:`port`.

@@ -30,6 +30,7 @@ fn engine(first_port: u16, last_port: u16, max_sessions: usize) -> (MediaEngine,
         rtcp_interval: Duration::from_millis(300),
         learning: Duration::from_secs(5),
         cname: "test@switchboard".into(),
+        realtime_priority: None,
         seed: Some([7; 32]),
     })
     .unwrap();
