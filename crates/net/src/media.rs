@@ -26,6 +26,9 @@
 //! - sends never wait: a datagram the kernel has no room for is dropped and counted, the
 //!   player's schedule goes on.
 //!
+//! On a loaded machine the scheduler may wake the thread late; [`MediaConfig::realtime_priority`]
+//! puts it under `SCHED_FIFO` so that it runs as soon as its timer fires.
+//!
 //! The figures behind this choice (1,000 streams on a 2-core machine) are in
 //! `docs/architecture.md` ("The media engine") and come from `bench/media-streams.sh`.
 
@@ -116,8 +119,9 @@ impl MediaConfig {
 }
 
 /// A running media engine: give it commands; its events come on the channel
-/// [`MediaEngine::start`] returned. Dropping it ends the engine (every session closed, its
-/// thread gone shortly after); [`MediaEngine::shutdown`] also waits for the thread.
+/// [`MediaEngine::start`] returned. Dropping it (and every sender taken with
+/// [`MediaEngine::commands`]) ends the engine: every session's sockets closed, its thread
+/// gone shortly after; [`MediaEngine::shutdown`] also waits for the thread.
 #[derive(Debug)]
 pub struct MediaEngine {
     commands: mpsc::UnboundedSender<Command>,
