@@ -426,6 +426,23 @@ impl Engine {
                     return;
                 };
                 self.in_use.remove(&session.port);
+                let received = session.receiver.counters();
+                tracing::debug!(
+                    id = id.0,
+                    port = session.port,
+                    sent = session.sent,
+                    send_failures = session.send_failures,
+                    accepted = received.accepted,
+                    malformed = received.malformed,
+                    wrong_source = received.wrong_source,
+                    wrong_ssrc = received.wrong_ssrc,
+                    wrong_payload_type = received.wrong_payload_type,
+                    duplicate = received.duplicate,
+                    out_of_sequence = received.out_of_sequence,
+                    rtcp_received = session.rtcp_received,
+                    rtcp_dropped = session.rtcp_dropped,
+                    "media session closed"
+                );
                 for task in &session.tasks {
                     task.abort();
                 }
