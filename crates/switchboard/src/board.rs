@@ -4,7 +4,8 @@
 //! - The core notes who changed ([`crate::core::board::BoardFeed`]); after every turn the
 //!   daemon's loop hands those people's rows to the [`Publisher`], which numbers them and
 //!   sends each once on a `tokio::sync::broadcast` channel (rendered to JSON once, shared by
-//!   every stream). While no page is open, the feed is off and nothing is noted.
+//!   every stream). While no page is open (no stream holds one of the [`Hub`]'s slots), the
+//!   feed is off and nothing is noted.
 //! - `GET /v1/presence/events` (server-sent events) subscribes to that channel, asks the
 //!   loop for everyone's rows with the number of the last change published
 //!   ([`BoardSnapshot`]), sends them as one `snapshot` event, then each later change as a
@@ -65,6 +66,9 @@ pub struct BoardSnapshot {
 #[derive(Debug)]
 pub struct Publisher {
     tx: broadcast::Sender<Arc<BoardEvent>>,
+    /// The streams' slots: a board is open while one is taken (an atomic read per turn).
+    streams: Arc<Semaphore>,
+    max_streams: usize,
     seq: u64,
     offline_shown: bool,
 }
@@ -73,7 +77,7 @@ impl Publisher {
     /// After each turn of the loop: turns the core's feed on or off as boards are open or
     /// not, and publishes the rows of the people who changed.
     pub fn turn(&mut self, core: &mut Core, unix: u64) {
-        let on = self.tx.receiver_count() > 0;
+        let on = self.streams.available_permits() < self.max_streams;
         core.board_on(on);
         if !on {
             return;
@@ -125,15 +129,18 @@ impl Hub {
     pub fn new(max_streams: usize, offline_shown: bool) -> (Hub, Publisher) {
         let (tx, _) = broadcast::channel(CHANNEL_CAPACITY);
         let max_streams = max_streams.max(1);
+        let streams = Arc::new(Semaphore::new(max_streams));
         (
             Hub {
                 tx: tx.clone(),
-                streams: Arc::new(Semaphore::new(max_streams)),
+                streams: streams.clone(),
                 max_streams,
                 tickets: Arc::new(Mutex::new(Tickets::default())),
             },
             Publisher {
                 tx,
+                streams,
+                max_streams,
                 seq: 0,
                 offline_shown,
             },

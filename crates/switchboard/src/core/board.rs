@@ -172,7 +172,51 @@ mod tests {
         assert_eq!(carol.availability, Availability::DoNotDisturb);
         assert_eq!(t.core.board_people(t.now().unix).len(), 3);
 
+        // A status that lapses by itself, and bindings that lapse (offline).
+        let until = t.now().unix as i64 + 5;
+        t.feed(Input::Command {
+            id: 8,
+            req: Request {
+                who: "admin".into(),
+                admin: true,
+                via: Interface::Api,
+                command: Command::SetStatus {
+                    user: "carol".into(),
+                    status: "away".into(),
+                    text: None,
+                    until: Some(until),
+                },
+            },
+        });
+        t.pump();
+        changes(&mut t);
+        t.advance(6);
+        let c = changes(&mut t);
+        let carol = c
+            .iter()
+            .find(|(u, _)| u == "carol")
+            .unwrap()
+            .1
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            carol.availability,
+            Availability::DoNotDisturb,
+            "back: {c:?}"
+        );
+        t.advance(3600);
+        let c = changes(&mut t);
+        let bob = c
+            .iter()
+            .find(|(u, _)| u == "bob")
+            .unwrap()
+            .1
+            .as_ref()
+            .unwrap();
+        assert_eq!(bob.devices, 0, "{c:?}");
+
         t.core.board_on(false);
+        t.take();
         t.register("alice", "127.0.0.1:5071");
         assert!(changes(&mut t).is_empty());
     }
