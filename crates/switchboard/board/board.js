@@ -80,7 +80,15 @@ function rowFor(p) {
   li.dataset.profile = p.profile ? p.profile.id : "";
   li.classList.toggle("me", !!me && me.user === p.user);
   const until = p.status_until ?? (p.profile ? p.profile.until : null);
-  li.querySelector(".name").textContent = p.user;
+  const name = li.querySelector(".name");
+  name.replaceChildren(document.createTextNode(p.name || p.user));
+  name.title = p.user;
+  if (p.extension) {
+    const ext = document.createElement("small");
+    ext.className = "ext";
+    ext.textContent = p.extension;
+    name.append(" ", ext);
+  }
   li.querySelector(".doing").textContent = doing(p);
   li.querySelector(".message").textContent = p.message || "";
   li.querySelector(".until").textContent = until ? `until ${when(until)}` : "";
@@ -97,7 +105,8 @@ function rowFor(p) {
 
 function render() {
   const list = $("people");
-  const sorted = [...people.values()].sort((a, b) => a.user.localeCompare(b.user));
+  const sorted = [...people.values()].sort((a, b) =>
+    (a.name || a.user).localeCompare(b.name || b.user));
   const rows = sorted.map(rowFor);
   list.replaceChildren(...rows);
 }
@@ -225,7 +234,8 @@ async function change(what, path, body) {
   try {
     const p = await api("PUT", `/v1/presence/${encodeURIComponent(me.user)}/${path}`, body);
     say("mine-result", `${what}: done.`);
-    if (p && p.user) upsert(p);
+    // The API's row has no name or extension: keep those the stream gave.
+    if (p && p.user) upsert({ ...people.get(p.user), ...p });
   } catch (e) {
     say("mine-result", `${what}: ${e.message}`, true);
   }

@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use switchboard_policy::Policy;
 use tokio::sync::{broadcast, Semaphore};
 
 /// The page.
@@ -51,7 +52,8 @@ pub struct BoardEvent {
     pub seq: u64,
     /// `person` (the row as it is now) or `gone` (no longer in the policy).
     pub kind: &'static str,
-    /// The JSON of the event (a row as `GET /v1/presence` shows it, or `{"user": …}`).
+    /// The JSON of the event (a row as `GET /v1/presence` shows it with `name` and
+    /// `extension`, or `{"user": …}`).
     pub data: String,
 }
 
@@ -82,10 +84,12 @@ impl Publisher {
         if !on {
             return;
         }
-        for (user, view) in core.board_changes(unix) {
+        let changes = core.board_changes(unix);
+        let policy = core.directory().policy();
+        for (user, view) in changes {
             self.seq += 1;
             let (kind, data) = match view {
-                Some(v) => ("person", row(&v, self.offline_shown)),
+                Some(v) => ("person", row(&v, self.offline_shown, policy)),
                 None => ("gone", json!({ "user": user })),
             };
             let _ = self.tx.send(Arc::new(BoardEvent {
@@ -99,20 +103,27 @@ impl Publisher {
     /// Everyone's rows now, for a board that opens (answered on the loop, between two
     /// turns: every change before it is published, none after it is in it).
     pub fn snapshot(&self, core: &Core, unix: u64) -> BoardSnapshot {
+        let policy = core.directory().policy();
         BoardSnapshot {
             seq: self.seq,
             people: core
                 .board_people(unix)
                 .iter()
-                .map(|v| row(v, self.offline_shown))
+                .map(|v| row(v, self.offline_shown, policy))
                 .collect(),
         }
     }
 }
 
-/// A row as `GET /v1/presence` shows a person.
-fn row(v: &PresenceView, offline_shown: bool) -> Value {
-    crate::api::person_json(v, offline_shown)
+/// A row: a person as `GET /v1/presence` shows them, with their name and extension from
+/// the policy (what colleagues know them by).
+fn row(v: &PresenceView, offline_shown: bool, policy: &Policy) -> Value {
+    let mut row = crate::api::person_json(v, offline_shown);
+    if let Some(u) = policy.user(&v.user) {
+        row["name"] = json!(u.display_name);
+        row["extension"] = json!(u.extension);
+    }
+    row
 }
 
 /// The API's side: subscribing, the cap on streams, the tickets.

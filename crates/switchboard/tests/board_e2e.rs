@@ -106,6 +106,11 @@ fn the_board_in_a_browser_follows_feature_codes_calls_and_clicks() {
         .wait_for(Duration::from_secs(5), &bobs("colour"), &json!("green"))
         .unwrap_or_else(|| panic!("bob is not green: {}", browser.script(&bobs("colour"))));
     assert_eq!(browser.script(&bobs("call")), json!("free"));
+    // His name (the user id: the policy gives no display name) and extension.
+    assert_eq!(
+        browser.script("return document.querySelector('li[data-user=\"bob\"] .name').textContent;"),
+        json!("bob 1002")
+    );
     // alice has none: grey, offline.
     let alices = "return document.querySelector('li[data-user=\"alice\"]').dataset.colour;";
     assert_eq!(browser.script(alices), json!("grey"));
@@ -335,6 +340,7 @@ fn event_streams_need_a_single_use_ticket_and_start_with_everyone() {
         "{seen}"
     );
     assert!(seen.contains("\"user\":\"alice\"") && seen.contains("\"user\":\"bob\""));
+    assert!(seen.contains("\"extension\":\"1002\""), "{seen}");
     let (code, _, body) = http(
         &d,
         "PUT",

@@ -488,6 +488,11 @@ impl Core {
         list
     }
 
+    /// The policy's directory as last handed in.
+    pub fn directory(&self) -> &Snapshot {
+        &self.directory
+    }
+
     /// Turns the live presence board's feed on (a board is open) or off.
     pub fn board_on(&mut self, on: bool) {
         if on != self.board.is_on() {
