@@ -264,10 +264,48 @@ fn the_board_in_a_browser_follows_feature_codes_calls_and_clicks() {
     d.wait_for_log("via=FeatureCode", Duration::from_secs(5));
 }
 
+/// Opens an event stream with a new ticket of `token`: the connection and the start of
+/// what it answered (its head and the first event, or a refusal).
+fn open_stream(d: &Daemon, token: &str) -> (TcpStream, String) {
+    let (code, _, body) = http(d, "POST", "/v1/presence/events/ticket", Some(token), "");
+    assert_eq!(code, 200, "{body}");
+    let t: Value = serde_json::from_str(&body).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", d.api_port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /v1/presence/events?ticket={} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        t["ticket"].as_str().unwrap()
+    )
+    .unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Done at the end of the first event (200) or of the JSON refusal.
+    let done = |seen: &str| match seen.split_once("\r\n\r\n") {
+        Some((head, rest)) if head.starts_with("HTTP/1.1 200") => rest
+            .split_once("event: snapshot")
+            .is_some_and(|(_, e)| e.contains("\n\n")),
+        Some((_, rest)) => rest.trim_end().ends_with('}'),
+        None => false,
+    };
+    while !done(&seen) {
+        assert!(Instant::now() < deadline, "no answer: {seen}");
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(e) => panic!("{e}: {seen}"),
+        }
+    }
+    (s, seen)
+}
+
 #[test]
 fn event_streams_need_a_single_use_ticket_and_start_with_everyone() {
+    // At most half the API's connections are streams: 2 here.
     let d = Daemon::start(Options {
         policy: policy(),
+        api: "max_connections = 4\n".into(),
         ..Options::default()
     });
     // The page and its files, with headers that keep it to itself.
@@ -364,6 +402,13 @@ fn event_streams_need_a_single_use_ticket_and_start_with_everyone() {
         .0,
         401
     );
+    // A second stream, then the cap: the third is refused.
+    let (_second, head) = open_stream(&d, ALICE_TOKEN);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (_, head) = open_stream(&d, ALICE_TOKEN);
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(head.contains("too many open boards"), "{head}");
+
     // Teams, for the admin's reports.
     let (code, _, body) = http(&d, "GET", "/v1/teams", Some(ADMIN_TOKEN), "");
     assert_eq!(code, 200, "{body}");
