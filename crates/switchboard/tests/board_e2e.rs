@@ -33,37 +33,6 @@ fn policy() -> String {
         )
 }
 
-/// One HTTP/1.1 exchange with the API: (status, headers, body).
-fn http(
-    d: &Daemon,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: &str,
-) -> (u16, String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", d.api_port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    (status, head.to_ascii_lowercase(), body.to_string())
-}
-
 /// A script that gives bob's row's `data-<what>` (or null while there is no row).
 fn bobs(what: &str) -> String {
     format!(
@@ -199,9 +168,9 @@ fn the_board_in_a_browser_follows_feature_codes_calls_and_clicks() {
                 browser.script("return document.getElementById('mine-result').textContent;")
             )
         });
-    let (code, _, body) = http(&d, "GET", "/v1/presence/alice", Some(ALICE_TOKEN), "");
-    assert_eq!(code, 200, "{body}");
-    let alice: Value = serde_json::from_str(&body).unwrap();
+    let r = http(&d, "GET", "/v1/presence/alice", Some(ALICE_TOKEN), "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let alice: Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(alice["profile"]["id"], json!("lunch"), "{alice}");
     let until = alice["profile"]["until"].as_i64().expect("an end time");
     assert!(
@@ -217,8 +186,8 @@ fn the_board_in_a_browser_follows_feature_codes_calls_and_clicks() {
     // The message box set nothing by itself (it has its own button).
     browser.click("#set-message");
     wait_until(Duration::from_secs(5), Duration::from_millis(25), || {
-        let (_, _, body) = http(&d, "GET", "/v1/presence/alice", Some(ALICE_TOKEN), "");
-        body.contains("Back soon").then_some(())
+        let r = http(&d, "GET", "/v1/presence/alice", Some(ALICE_TOKEN), "");
+        r.body.contains("Back soon").then_some(())
     })
     .expect("alice's message set from the page");
 
@@ -267,9 +236,9 @@ fn the_board_in_a_browser_follows_feature_codes_calls_and_clicks() {
 /// Opens an event stream with a new ticket of `token`: the connection and the start of
 /// what it answered (its head and the first event, or a refusal).
 fn open_stream(d: &Daemon, token: &str) -> (TcpStream, String) {
-    let (code, _, body) = http(d, "POST", "/v1/presence/events/ticket", Some(token), "");
-    assert_eq!(code, 200, "{body}");
-    let t: Value = serde_json::from_str(&body).unwrap();
+    let r = http(d, "POST", "/v1/presence/events/ticket", Some(token), "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t: Value = serde_json::from_str(&r.body).unwrap();
     let mut s = TcpStream::connect(("127.0.0.1", d.api_port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
@@ -309,42 +278,44 @@ fn event_streams_need_a_single_use_ticket_and_start_with_everyone() {
         ..Options::default()
     });
     // The page and its files, with headers that keep it to itself.
-    let (code, head, body) = http(&d, "GET", "/board", None, "");
-    assert_eq!(code, 200);
-    assert!(head.contains("content-type: text/html"), "{head}");
-    assert!(
-        head.contains("content-security-policy: default-src 'self'"),
-        "{head}"
-    );
-    assert!(body.contains("/board/board.js"));
-    let (code, head, _) = http(&d, "GET", "/board/board.js", None, "");
-    assert_eq!(code, 200);
-    assert!(head.contains("content-type: text/javascript"), "{head}");
-    assert_eq!(http(&d, "GET", "/board/nothing.js", None, "").0, 404);
+    let r = http(&d, "GET", "/board", None, "");
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/html"));
+    let csp = r.header("content-security-policy").unwrap_or_default();
+    assert!(csp.starts_with("default-src 'self'"), "{}", r.head);
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert!(r.body.contains("/board/board.js"));
+    let r = http(&d, "GET", "/board/board.js", None, "");
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/javascript"));
+    assert_eq!(http(&d, "GET", "/board/nothing.js", None, "").status, 404);
 
     // No ticket, a made-up one, no token for a ticket: refused.
-    assert_eq!(http(&d, "GET", "/v1/presence/events", None, "").0, 401);
+    assert_eq!(http(&d, "GET", "/v1/presence/events", None, "").status, 401);
     assert_eq!(
-        http(&d, "GET", "/v1/presence/events?ticket=00ff", None, "").0,
+        http(&d, "GET", "/v1/presence/events?ticket=00ff", None, "").status,
         401
     );
     assert_eq!(
-        http(&d, "POST", "/v1/presence/events/ticket", None, "").0,
+        http(&d, "POST", "/v1/presence/events/ticket", None, "").status,
         401
     );
     assert_eq!(
-        http(&d, "POST", "/v1/presence/events/ticket", Some("nope"), "").0,
+        http(&d, "POST", "/v1/presence/events/ticket", Some("nope"), "").status,
         401
     );
-    let (code, _, body) = http(
+    let r = http(
         &d,
         "POST",
         "/v1/presence/events/ticket",
         Some(BOB_TOKEN),
         "",
     );
-    assert_eq!(code, 200, "{body}");
-    let t: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t: Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!((&t["user"], &t["admin"]), (&json!("bob"), &json!(false)));
     let ticket = t["ticket"].as_str().unwrap().to_string();
 
@@ -379,14 +350,14 @@ fn event_streams_need_a_single_use_ticket_and_start_with_everyone() {
     );
     assert!(seen.contains("\"user\":\"alice\"") && seen.contains("\"user\":\"bob\""));
     assert!(seen.contains("\"extension\":\"1002\""), "{seen}");
-    let (code, _, body) = http(
+    let r = http(
         &d,
         "PUT",
         "/v1/presence/bob/status",
         Some(BOB_TOKEN),
         r#"{"status":"away"}"#,
     );
-    assert_eq!(code, 200, "{body}");
+    assert_eq!(r.status, 200, "{}", r.body);
     read_until(&mut s, &mut seen, "event: person");
     read_until(&mut s, &mut seen, "\"availability\":\"away\"");
 
@@ -399,7 +370,7 @@ fn event_streams_need_a_single_use_ticket_and_start_with_everyone() {
             None,
             ""
         )
-        .0,
+        .status,
         401
     );
     // A second stream, then the cap: the third is refused.
@@ -410,8 +381,8 @@ fn event_streams_need_a_single_use_ticket_and_start_with_everyone() {
     assert!(head.contains("too many open boards"), "{head}");
 
     // Teams, for the admin's reports.
-    let (code, _, body) = http(&d, "GET", "/v1/teams", Some(ADMIN_TOKEN), "");
-    assert_eq!(code, 200, "{body}");
-    let teams: Value = serde_json::from_str(&body).unwrap();
+    let r = http(&d, "GET", "/v1/teams", Some(ADMIN_TOKEN), "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let teams: Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(teams["teams"][0]["members"], json!(["alice", "bob"]));
 }
