@@ -84,6 +84,19 @@ pub trait Store: Send + Sync + 'static {
         rows.retain(|(k, _)| k.as_str() >= start && k.as_str() < end);
         Ok(rows)
     }
+    /// At most `limit` rows of a table with `start <= key < end`, in key order (a page
+    /// of a table too large to read whole).
+    fn scan_range_limited(
+        &self,
+        table: Table,
+        start: &str,
+        end: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut rows = self.scan_range(table, start, end)?;
+        rows.truncate(limit);
+        Ok(rows)
+    }
 }
 
 /// The embedded default store: a redb database file, fsynced on every commit.
@@ -129,7 +142,7 @@ impl Store for RedbStore {
     }
 
     fn scan(&self, name: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        self.read_rows(name, None)
+        self.read_rows(name, None, usize::MAX)
     }
 
     fn scan_range(
@@ -141,17 +154,31 @@ impl Store for RedbStore {
         if start >= end {
             return Ok(Vec::new());
         }
-        self.read_rows(name, Some((start, end)))
+        self.read_rows(name, Some((start, end)), usize::MAX)
+    }
+
+    fn scan_range_limited(
+        &self,
+        name: Table,
+        start: &str,
+        end: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        self.read_rows(name, Some((start, end)), limit)
     }
 }
 
 impl RedbStore {
     /// The rows of a table (a table never written to has none), all of them or those
-    /// whose key is in `start..end`.
+    /// whose key is in `start..end`; at most `limit`.
     fn read_rows(
         &self,
         name: Table,
         range: Option<(&str, &str)>,
+        limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         use redb::{ReadableDatabase as _, ReadableTable as _};
         let tx = self.db.begin_read().map_err(io_err)?;
@@ -166,7 +193,7 @@ impl RedbStore {
         }
         .map_err(io_err)?;
         let mut out = Vec::new();
-        for row in rows {
+        for row in rows.take(limit) {
             let (k, v) = row.map_err(io_err)?;
             out.push((k.value().to_string(), v.value().to_vec()));
         }
@@ -363,6 +390,9 @@ mod tests {
             assert_eq!(got, [vec![1], vec![2]]);
             assert!(s.scan_range(LOG, "b", "a").unwrap().is_empty());
             assert_eq!(s.scan_range(NOTHING, "a", "z").unwrap(), vec![]);
+            let page = s.scan_range_limited(LOG, "alice\n", "z", 2).unwrap();
+            let keys: Vec<&str> = page.iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(keys, ["alice\n001", "alice\n002"]);
         }
     }
 

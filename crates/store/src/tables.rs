@@ -130,6 +130,33 @@ pub fn status_log_range(user: &str, to: i64) -> (String, String) {
 /// its NOTIFYs go from that node.
 pub const SUBSCRIPTIONS: Table = Table::new("subscriptions", Scope::NodeLocal);
 
+/// Call records: one row per call, written when the call ends (an unanswered call at its
+/// final response, an answered one at its BYE). Key: [`call_record_key`], `start (Unix
+/// seconds, 20 digits) \n Call-ID`, so rows sort by the time the call began and a time range
+/// is a key range ([`call_record_range`]); row: JSON of a `switchboard::core::records::
+/// CallRecord`. Never read whole: queries read ranges; rows older than the retention
+/// (`[records] keep_days`) are deleted in bounded batches.
+///
+/// Shared: a person's calls are theirs whichever node routed them.
+pub const CALL_RECORDS: Table = Table::new("call_records", Scope::Shared);
+
+/// Longest Call-ID kept in a [`CALL_RECORDS`] key (a longer one is cut: keys stay short).
+pub const CALL_RECORD_KEY_CALL_ID: usize = 128;
+
+/// The key, in [`CALL_RECORDS`], of the call `call_id` that began at `start`.
+pub fn call_record_key(start: u64, call_id: &str) -> String {
+    let mut end = call_id.len().min(CALL_RECORD_KEY_CALL_ID);
+    while !call_id.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{start:020}\n{}", &call_id[..end])
+}
+
+/// The range of [`CALL_RECORDS`] keys of calls that began in `from..to` (Unix seconds).
+pub fn call_record_range(from: u64, to: u64) -> (String, String) {
+    (format!("{from:020}\n"), format!("{to:020}\n"))
+}
+
 /// Every table, in the order declared above.
 pub const ALL: &[Table] = &[
     SECRETS,
@@ -139,6 +166,7 @@ pub const ALL: &[Table] = &[
     PRESENCE,
     STATUS_LOG,
     SUBSCRIPTIONS,
+    CALL_RECORDS,
 ];
 
 /// The order in which the daemon reads the tables back at start, and restores what they
@@ -153,8 +181,8 @@ pub const ALL: &[Table] = &[
 ///   anyone in a profile of their own would be put back in their default profile.
 /// - [`SUBSCRIPTIONS`] after those: each restored subscription is sent a NOTIFY at once with
 ///   what it shows now, which must be the presence just restored.
-/// - [`STATUS_LOG`] last, and only nominally: it grows with time and is never loaded;
-///   reports read ranges of it from the store when asked.
+/// - [`STATUS_LOG`] and [`CALL_RECORDS`] last, and only nominally: they grow with time and
+///   are never loaded; reports and queries read ranges of them from the store when asked.
 pub const RESTORE_ORDER: &[Table] = &[
     SECRETS,
     BINDINGS,
@@ -163,6 +191,7 @@ pub const RESTORE_ORDER: &[Table] = &[
     PRESENCE,
     SUBSCRIPTIONS,
     STATUS_LOG,
+    CALL_RECORDS,
 ];
 
 #[cfg(test)]
@@ -204,6 +233,19 @@ mod tests {
         for t in [BINDINGS, MEMORY, PROFILES, PRESENCE] {
             assert!(at(t) < at(SUBSCRIPTIONS), "{t}");
         }
+    }
+
+    #[test]
+    fn call_record_keys_sort_by_start_and_fall_in_their_range() {
+        let a = call_record_key(99, "zz");
+        let b = call_record_key(100, "aa");
+        assert!(a < b);
+        let (from, to) = call_record_range(100, 101);
+        assert!(b >= from && b < to);
+        assert!(a < from);
+        assert!(call_record_key(101, "") >= to);
+        let long = "é".repeat(100);
+        assert!(call_record_key(1, &long).len() <= 21 + CALL_RECORD_KEY_CALL_ID);
     }
 
     #[test]
