@@ -12,6 +12,7 @@
 
 use crate::board::{self, BoardSnapshot, Hub};
 use crate::config::ApiLimits;
+use crate::core::records::{LiveCall, RecordOutcome};
 use crate::core::TrunkStatus;
 use crate::directory::Directory;
 use crate::metrics;
@@ -68,6 +69,8 @@ pub enum LoopAsk {
     },
     /// Everyone's row on the presence board, for a board that opens.
     Board(oneshot::Sender<BoardSnapshot>),
+    /// The calls in progress.
+    Calls(oneshot::Sender<Vec<LiveCall>>),
 }
 
 /// How the daemon's loop stands (`/readyz`).
@@ -86,6 +89,8 @@ pub struct Operations {
     /// A person with no registered device is shown offline (`[presence]
     /// offline_without_devices`).
     pub offline_without_devices: bool,
+    /// A person's missed calls include team calls (`[records] team_calls_missed`).
+    pub team_calls_missed: bool,
     /// The presence board's event streams and tickets.
     pub board: Hub,
 }
@@ -208,6 +213,9 @@ pub fn router(
         .route("/v1/policy/reload", post(reload_policy))
         .route("/v1/trunks", get(list_trunks))
         .route("/v1/registrations", get(list_registrations))
+        .route("/v1/calls", get(list_calls))
+        .route("/v1/records", get(list_records))
+        .route("/v1/records/missed", get(missed_calls))
         .route("/metrics", get(scrape))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -1248,6 +1256,7 @@ mod tests {
                 ask,
                 metrics_need_token: false,
                 offline_without_devices: true,
+                team_calls_missed: false,
                 board: Hub::new(2, true).0,
             },
         };
@@ -1335,6 +1344,9 @@ mod tests {
             ("/v1/policy/reload", &["post"]),
             ("/v1/trunks", &["get"]),
             ("/v1/registrations", &["get"]),
+            ("/v1/calls", &["get"]),
+            ("/v1/records", &["get"]),
+            ("/v1/records/missed", &["get"]),
             ("/v1/openapi.json", &["get"]),
             ("/metrics", &["get"]),
             ("/healthz", &["get"]),
@@ -1814,4 +1826,212 @@ async fn list_registrations(
         .into_response(),
         Err(e) => error(e),
     }
+}
+
+/// `GET /v1/calls` (admin): the calls in progress — being set up (their plan step, the
+/// branches ringing) or answered (who answered) — oldest first.
+async fn list_calls(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Err(e) = admin(&state, &headers, "see the calls in progress") {
+        return error(e);
+    }
+    match ask_loop(&state, LoopAsk::Calls).await {
+        Ok(list) => Json(json!({ "calls": list })).into_response(),
+        Err(e) => error(e),
+    }
+}
+
+/// The parameters of `GET /v1/records` and `GET /v1/records/missed` (`missed`: the
+/// latter's), checked: `from` and `to` as RFC 3339 or Unix seconds (default: the last day),
+/// a page size, the cursor; a person's token asks only about their own calls.
+fn records_query(
+    state: &ApiState,
+    c: &Caller,
+    q: &BTreeMap<String, String>,
+    missed: bool,
+) -> Result<(crate::records::RecordQuery, bool), ApiError> {
+    let known: &[&str] = if missed {
+        &["user", "from", "to", "teams", "after", "limit", "format"]
+    } else {
+        &[
+            "user", "team", "from", "to", "outcome", "after", "limit", "format",
+        ]
+    };
+    if let Some(k) = q.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(ApiError::new(
+            400,
+            Some(k),
+            format!("unknown parameter {k:?}: use {}", known.join(", ")),
+        ));
+    }
+    let time = |field: &str| -> Result<Option<u64>, ApiError> {
+        q.get(field)
+            .map(|s| {
+                parse_time(s).map(|t| t.max(0) as u64).ok_or_else(|| {
+                    ApiError::new(
+                        400,
+                        Some(field),
+                        format!("{s:?} is not an RFC 3339 time or Unix seconds"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let now = now().max(0) as u64;
+    // `to` is exclusive: a call that began this second is in.
+    let to = time("to")?.unwrap_or(now + 1);
+    let from = time("from")?.unwrap_or(to.saturating_sub(86_400));
+    if from >= to {
+        return Err(ApiError::new(400, Some("to"), "to must be after from"));
+    }
+    let outcome = match q.get("outcome") {
+        None => None,
+        Some(o) => Some(RecordOutcome::parse(o).ok_or_else(|| {
+            ApiError::new(
+                400,
+                Some("outcome"),
+                format!(
+                    "{o:?} is no outcome: use {}",
+                    RecordOutcome::ALL.map(|o| o.as_str()).join(", ")
+                ),
+            )
+        })?),
+    };
+    let limit = match q.get("limit") {
+        None => crate::records::DEFAULT_PAGE,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=crate::records::MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(ApiError::new(
+                    400,
+                    Some("limit"),
+                    format!("{l:?}: use 1 to {}", crate::records::MAX_PAGE),
+                ))
+            }
+        },
+    };
+    let csv = match q.get("format").map(String::as_str) {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(f) => {
+            return Err(ApiError::new(
+                400,
+                Some("format"),
+                format!("{f:?}: use json or csv"),
+            ))
+        }
+    };
+    let user = if c.admin {
+        q.get("user").cloned()
+    } else {
+        match q.get("user") {
+            Some(u) if *u != c.who => {
+                return Err(ApiError::new(
+                    403,
+                    Some("authorization"),
+                    "a person's token sees only the calls they took part in",
+                ))
+            }
+            _ => Some(c.who.clone()),
+        }
+    };
+    let missed = if missed {
+        if user.is_none() {
+            return Err(ApiError::new(400, Some("user"), "give user=ID"));
+        }
+        let teams = match q.get("teams").map(String::as_str) {
+            None => state.ops.team_calls_missed,
+            Some("true") => true,
+            Some("false") => false,
+            Some(t) => {
+                return Err(ApiError::new(
+                    400,
+                    Some("teams"),
+                    format!("{t:?}: use true or false"),
+                ))
+            }
+        };
+        Some(teams)
+    } else {
+        None
+    };
+    let query = crate::records::RecordQuery {
+        from,
+        to,
+        user,
+        team: q.get("team").cloned(),
+        outcome,
+        missed,
+        after: q.get("after").cloned(),
+        limit,
+    };
+    Ok((query, csv))
+}
+
+/// Reads a page of records off the core's loop and answers it as JSON (`records`, `next`)
+/// or CSV (the cursor in an `x-next-after` header).
+async fn records_page(
+    state: &ApiState,
+    headers: &HeaderMap,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+    missed: bool,
+) -> Response {
+    let c = match caller(state, headers) {
+        Ok(c) => c,
+        Err(e) => return error(e),
+    };
+    let q = match query {
+        Ok(Query(q)) => records_query(state, &c, &q, missed),
+        Err(e) => Err(ApiError::new(400, None, format!("unreadable query: {e}"))),
+    };
+    let (q, csv) = match q {
+        Ok(q) => q,
+        Err(e) => return error(e),
+    };
+    let store = state.store.clone();
+    let done = tokio::task::spawn_blocking(move || crate::records::query(store.as_ref(), &q)).await;
+    let page = match done {
+        Ok(Ok(page)) => page,
+        Ok(Err(e)) => {
+            return error(ApiError::new(
+                503,
+                None,
+                format!("the call records cannot be read: {e}"),
+            ))
+        }
+        Err(_) => return error(ApiError::new(500, None, "reading the call records failed")),
+    };
+    if csv {
+        let mut resp = (
+            [("content-type", "text/csv; charset=utf-8")],
+            crate::records::csv(&page.records),
+        )
+            .into_response();
+        if let Some(next) = page.next.as_deref().and_then(|n| n.parse().ok()) {
+            resp.headers_mut().insert("x-next-after", next);
+        }
+        return resp;
+    }
+    Json(json!({ "records": page.records, "next": page.next })).into_response()
+}
+
+/// `GET /v1/records`: call records by time range (`from`, `to`), person, team and outcome,
+/// oldest first, a page at a time (`limit`, `after`), as JSON or CSV (`format`). The admin
+/// sees every call; a person's token, the calls they took part in.
+async fn list_records(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Response {
+    records_page(&state, &headers, query, false).await
+}
+
+/// `GET /v1/records/missed?user=ID`: the calls a person missed — calls to them that they
+/// did not take, and with `teams=true` (default: `[records] team_calls_missed`) team calls
+/// that rang them and nobody took.
+async fn missed_calls(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Response {
+    records_page(&state, &headers, query, true).await
 }

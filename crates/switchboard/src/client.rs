@@ -188,6 +188,89 @@ pub fn format_registrations(v: &Value) -> String {
     lines.join("\n")
 }
 
+/// `GET /v1/calls` as `switchboard calls` prints it: one line per call, then what rings.
+pub fn format_calls(v: &Value) -> String {
+    let list = v["calls"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        return "no calls in progress".into();
+    }
+    let text = |r: &Value, k: &str| r[k].as_str().unwrap_or("").to_string();
+    let mut lines = vec![format!(
+        "{:<24} {:<20} {:<12} {:<9} {:<5} call-id",
+        "since", "caller", "dialled", "phase", "step"
+    )];
+    for c in &list {
+        let since = c["started"].as_i64().map(time).unwrap_or_default();
+        let step = c["step"]
+            .as_u64()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".into());
+        lines.push(format!(
+            "{:<24} {:<20} {:<12} {:<9} {:<5} {}",
+            since,
+            text(c, "caller"),
+            text(c, "dialled"),
+            text(c, "phase"),
+            step,
+            text(c, "call_id"),
+        ));
+        if let Some(why) = c["step_why"].as_str() {
+            lines.push(format!("{:<24} step: {why}", ""));
+        }
+        for r in c["ringing"].as_array().into_iter().flatten() {
+            lines.push(format!("{:<24} ringing: {}", "", r.as_str().unwrap_or("")));
+        }
+        if let Some(who) = c["answered_by"].as_str() {
+            lines.push(format!("{:<24} answered by: {who}", ""));
+        }
+    }
+    lines.join("\n")
+}
+
+/// `GET /v1/records` as `switchboard records` prints it: one line per call (when, caller,
+/// dialled, outcome, who answered), then why; the cursor of the next page, if any.
+pub fn format_records(v: &Value) -> String {
+    let list = v["records"].as_array().cloned().unwrap_or_default();
+    let mut lines = Vec::new();
+    if list.is_empty() {
+        lines.push("no call records".to_string());
+    } else {
+        lines.push(format!(
+            "{:<24} {:<20} {:<12} {:<10} answered by",
+            "started", "caller", "dialled", "outcome"
+        ));
+    }
+    let text = |r: &Value, k: &str| r[k].as_str().unwrap_or("").to_string();
+    for r in &list {
+        let started = r["started"].as_i64().map(time).unwrap_or_default();
+        let secs = match (r["answered"].as_i64(), r["ended"].as_i64()) {
+            (Some(a), Some(e)) => format!(" ({}s)", e - a),
+            (Some(_), None) => " (not ended)".into(),
+            _ => String::new(),
+        };
+        lines.push(format!(
+            "{:<24} {:<20} {:<12} {:<10} {}{secs}",
+            started,
+            text(r, "caller"),
+            text(r, "dialled"),
+            text(r, "outcome"),
+            text(r, "answered_by"),
+        ));
+        lines.push(format!("{:<24} why: {}", "", text(r, "why")));
+    }
+    if let Some(next) = v["next"].as_str() {
+        lines.push(format!("more: --after '{next}'"));
+    }
+    lines.join("\n")
+}
+
+/// `GET /v1/records` as `switchboard records --csv` prints it.
+pub fn format_records_csv(v: &Value) -> String {
+    let records: Vec<crate::core::records::CallRecord> =
+        serde_json::from_value(v["records"].clone()).unwrap_or_default();
+    crate::records::csv(&records).trim_end().to_string()
+}
+
 /// One line per person, as `presence list` prints it.
 pub fn format_person(p: &Value) -> String {
     let until = p["profile"]["until"]

@@ -85,6 +85,25 @@ struct RawConfig {
     presence: RawPresence,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    records: RawRecords,
+}
+
+/// `[records]`: call records (see `core::records`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawRecords {
+    keep_days: Spanned<u64>,
+    team_calls_missed: bool,
+}
+
+impl Default for RawRecords {
+    fn default() -> Self {
+        RawRecords {
+            keep_days: Spanned::new(0..0, 90),
+            team_calls_missed: false,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -504,6 +523,11 @@ pub struct Config {
     pub metrics_need_token: bool,
     /// How log lines are written.
     pub log_format: LogFormat,
+    /// Call records older than this many days are deleted (`[records] keep_days`).
+    pub records_keep_days: u64,
+    /// A person's missed calls include team calls that rang them and nobody took
+    /// (`[records] team_calls_missed`); else only calls to them.
+    pub team_calls_missed: bool,
     /// A person who has a SIP account and no registered device is shown offline to
     /// colleagues (`[presence] offline_without_devices`).
     pub offline_without_devices: bool,
@@ -830,6 +854,7 @@ impl Config {
             1_000_000,
         );
         let dns_timeout = range(&raw.dns.timeout_ms, "dns.timeout_ms", 10, 60_000);
+        let keep_days = range(&raw.records.keep_days, "records.keep_days", 1, 36_500);
         let dns_attempts = range(&raw.dns.attempts, "dns.attempts", 0, 10);
         if sub_def < sub_min || sub_def > sub_max {
             err(
@@ -1055,6 +1080,8 @@ impl Config {
             metrics_need_token: *raw.api.metrics_need_token.get_ref(),
             offline_without_devices: raw.presence.offline_without_devices,
             log_format: raw.log.format,
+            records_keep_days: keep_days,
+            team_calls_missed: raw.records.team_calls_missed,
             api_limits,
             max_calls: max_calls as usize,
             max_ring_secs: max_ring,

@@ -183,6 +183,8 @@ pub struct Execution {
     /// What happened, step by step, for the call's log line.
     history: Vec<String>,
     steps_entered: usize,
+    /// The last step entered (for the call's record: why it ended where it did).
+    last_step: Option<usize>,
 }
 
 /// Busy answers (RFC 3261 §21.4.24, §21.6.1, §21.6.2).
@@ -208,6 +210,7 @@ impl Execution {
             commands: VecDeque::new(),
             history: Vec::new(),
             steps_entered: 0,
+            last_step: None,
         };
         e.enter(start, now);
         e
@@ -225,6 +228,21 @@ impl Execution {
     /// What happened so far, step by step, in plain words.
     pub fn history(&self) -> &[String] {
         &self.history
+    }
+
+    /// The step running now (None once the call is answered or over).
+    pub fn step(&self) -> Option<usize> {
+        self.step
+    }
+
+    /// The last step entered, running or not.
+    pub fn last_step(&self) -> Option<usize> {
+        self.last_step
+    }
+
+    /// The step branch `branch` was started for.
+    pub fn branch_step(&self, branch: BranchId) -> Option<usize> {
+        self.branches.get(branch).map(|b| b.leg.0)
     }
 
     /// The next command, oldest first.
@@ -382,6 +400,7 @@ impl Execution {
                 return self.finish(500);
             };
             self.step = Some(index);
+            self.last_step = Some(index);
             self.step_start = now;
             self.skip = Duration::ZERO;
             self.legs.clear();

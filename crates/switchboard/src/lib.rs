@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod policy_source;
 pub mod presence_service;
 pub mod profiles;
+pub mod records;
 pub mod server;
 #[cfg(test)]
 mod test_harness;

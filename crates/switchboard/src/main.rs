@@ -86,6 +86,48 @@ enum Command {
         #[arg(long)]
         user: Option<String>,
     },
+    /// Print the calls in progress (being set up: their plan step and who rings;
+    /// answered: who answered), from the running daemon.
+    Calls {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Print call records (one per call, written when it ends), oldest first: by time,
+    /// person, team and outcome, or a person's missed calls.
+    Records {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Calls this person took part in (with --missed: the calls they missed).
+        #[arg(long)]
+        user: Option<String>,
+        /// Calls for this team.
+        #[arg(long)]
+        team: Option<String>,
+        /// From (RFC 3339, Unix seconds, YYYY-MM-DD or HH:MM today). Default: a day ago.
+        #[arg(long)]
+        from: Option<String>,
+        /// Until (as --from). Default: now.
+        #[arg(long)]
+        to: Option<String>,
+        /// answered, missed, busy, voicemail, rejected or cancelled.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Only the calls --user missed (direct calls; with --teams, team calls too).
+        #[arg(long, requires = "user")]
+        missed: bool,
+        /// With --missed: team calls that rang the person count too.
+        #[arg(long, requires = "missed")]
+        teams: bool,
+        /// Most records printed (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Go on after this record (the key printed at the end of a full page).
+        #[arg(long)]
+        after: Option<String>,
+        /// Print CSV (a header line, one line per call) instead of a table.
+        #[arg(long)]
+        csv: bool,
+    },
     /// Print the plan a call would get, step by step, and why.
     Explain {
         /// Configuration file (its policy is explained).
@@ -612,6 +654,48 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Calls { admin } => {
+            admin_call(admin, "GET", "/v1/calls", None, client::format_calls)
+        }
+        Command::Records {
+            admin,
+            user,
+            team,
+            from,
+            to,
+            outcome,
+            missed,
+            teams,
+            limit,
+            after,
+            csv,
+        } => {
+            let esc = |v: &str| client::query_value(v);
+            let mut q = format!("limit={limit}");
+            for (key, value) in [
+                ("user", user),
+                ("team", team),
+                ("outcome", outcome),
+                ("after", after),
+                ("from", from.map(|f| client::cli_report_time(&f))),
+                ("to", to.map(|t| client::cli_report_time(&t))),
+            ] {
+                if let Some(v) = value {
+                    q.push_str(&format!("&{key}={}", esc(&v)));
+                }
+            }
+            let path = if missed {
+                format!("/v1/records/missed?{q}&teams={teams}")
+            } else {
+                format!("/v1/records?{q}")
+            };
+            let format = if csv {
+                client::format_records_csv
+            } else {
+                client::format_records
+            };
+            admin_call(admin, "GET", &path, None, format)
         }
         Command::Trunks { admin } => {
             admin_call(admin, "GET", "/v1/trunks", None, client::format_trunks)

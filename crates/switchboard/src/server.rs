@@ -26,8 +26,8 @@ use switchboard_sip::subscription::NotifierConfig;
 use switchboard_sip::transaction::TimerConfig;
 use switchboard_sip::transport::{ListenAddr, Listener};
 use switchboard_store::tables::{
-    BINDINGS, MEMORY, PRESENCE, PROFILES, RECORD_ROUTE_SECRET, RESTORE_ORDER, SECRETS, STATUS_LOG,
-    SUBSCRIPTIONS,
+    BINDINGS, CALL_RECORDS, MEMORY, PRESENCE, PROFILES, RECORD_ROUTE_SECRET, RESTORE_ORDER,
+    SECRETS, STATUS_LOG, SUBSCRIPTIONS,
 };
 use switchboard_store::{GroupCommitter, RedbStore, Store, Write};
 use tokio::signal::unix::{signal, SignalKind};
@@ -136,7 +136,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 continue;
             }
             // Never loaded whole: reports read it by range.
-            STATUS_LOG => continue,
+            STATUS_LOG | CALL_RECORDS => continue,
             BINDINGS => "registrations",
             MEMORY => "group memory",
             PROFILES => "people's profiles",
@@ -151,6 +151,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let route_secret = route_secret.expect("RESTORE_ORDER lists SECRETS");
     let committer = GroupCommitter::new(store.clone());
+    crate::records::spawn_retention(store.clone(), config.records_keep_days);
 
     let (in_tx, mut in_rx) = mpsc::channel::<Arrival>(INBOUND_QUEUE);
     let listen: Vec<ListenAddr> = config.listen.iter().map(Listener::listen_addr).collect();
@@ -245,6 +246,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 ask: ask_tx.clone(),
                 metrics_need_token: config.metrics_need_token,
                 offline_without_devices: config.offline_without_devices,
+                team_calls_missed: config.team_calls_missed,
                 board: board_hub,
             },
         );
@@ -376,6 +378,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
                 LoopAsk::Board(reply) => {
                     let _ = reply.send(board.snapshot(&core, now().unix));
+                }
+                LoopAsk::Calls(reply) => {
+                    let _ = reply.send(core.calls_in_progress());
                 }
             },
             _ = sigterm.recv() => start_drain(&mut core, &mut drain_deadline),

@@ -1188,7 +1188,7 @@ fn group_team_presence(m: &Matrix) {
         l.wait(ml, l.says().ended_by_far_end, "getting the caller's BYE")?;
         if !daemon_logged(
             &d,
-            &["call routed", "to=2000", "answered by bob"],
+            &["call ended", "dialled=2000", "answered_by=bob"],
             EVENT_WITHIN,
         ) {
             return fail("not answered by bob", d.log());

@@ -17,6 +17,7 @@ use super::carrier_auth::{self, Challenged};
 use super::context::Ctx;
 use super::dialogs::{Answer, Carrier, Dialogs};
 use super::locating::{target_of, Located, Waiter};
+use super::records::{BranchSeen, CallRecord, LiveCall, Opening, Settled};
 use super::registrant::Registrant;
 use super::relays::{call_id_of, send_cancel};
 use super::targets::{binding_peer, distinct_targets, newer, peer_for_uri};
@@ -180,6 +181,8 @@ struct CallState {
     final_code: Option<u16>,
     /// The caller cancelled before a final response.
     cancelled: bool,
+    /// What its record starts from ([`super::records`]).
+    record: Opening,
 }
 
 /// The calls being set up (see the module's documentation).
@@ -197,6 +200,9 @@ pub struct Calls {
     pub(crate) ended: Outcomes,
     /// From the INVITE to the answer, of answered calls.
     pub(crate) setup: Histogram,
+    /// Records of calls whose set-up is over, for [`super::records::Records`] (taken by
+    /// the core after each event).
+    pub(crate) settled: Vec<CallRecord>,
 }
 
 impl Calls {
@@ -211,7 +217,49 @@ impl Calls {
             stats: RoutingStats::default(),
             ended: Outcomes::default(),
             setup: Histogram::new(SETUP_BUCKETS),
+            settled: Vec::new(),
         }
+    }
+
+    /// The calls being set up (and answered ones whose other branches still settle), as
+    /// `GET /v1/calls` shows them.
+    pub(crate) fn live(&self) -> Vec<LiveCall> {
+        let mut list: Vec<LiveCall> = self
+            .calls
+            .iter()
+            .map(|(_, c)| {
+                let step = c.exec.step();
+                let answered = match c.exec.phase() {
+                    Phase::Answered { branch } => c.branches.get(*branch).map(|b| b.what.clone()),
+                    _ => None,
+                };
+                LiveCall {
+                    call_id: c.call_id.clone(),
+                    caller: c.from.clone(),
+                    dialled: c.to.clone(),
+                    started: c.record.started,
+                    answered: c.record.answered,
+                    phase: if answered.is_some() {
+                        "answered"
+                    } else {
+                        "ringing"
+                    },
+                    step: step.map(|i| i + 1),
+                    step_why: step
+                        .and_then(|i| c.exec.plan().steps.get(i))
+                        .map(|s| s.why.clone()),
+                    ringing: c
+                        .branches
+                        .iter()
+                        .filter(|b| !b.done && !b.cancelled && b.tx.is_some())
+                        .map(|b| b.what.clone())
+                        .collect(),
+                    answered_by: answered,
+                }
+            })
+            .collect();
+        list.sort_by(|a, b| (a.started, &a.call_id).cmp(&(b.started, &b.call_id)));
+        list
     }
 
     pub fn stats(&self) -> &RoutingStats {
@@ -481,6 +529,11 @@ impl Calls {
             switchboard_policy::plan(policy, &call, &view, at)
         };
         tracing::debug!(%call_id, plan = %plan, "call planned");
+        let trunk = match &caller {
+            Caller::Trunk { trunk, .. } => Some(trunk.as_str()),
+            _ => None,
+        };
+        let record = Opening::new(policy, trunk, &to, now.unix);
         let (from, caller_user, caller_trunk) = match &caller {
             Caller::User(u) => (u.clone(), Some(u.clone()), false),
             Caller::Trunk { trunk, number } => (format!("{number} via trunk {trunk}"), None, true),
@@ -518,6 +571,7 @@ impl Calls {
             started: now.mono,
             final_code: None,
             cancelled: false,
+            record,
         };
         cx.wire.owners.insert(tx, Owner::Call(key));
         self.calls.insert(key, Box::new(state));
@@ -614,7 +668,8 @@ impl Calls {
         }
     }
 
-    /// A call whose outcome is settled: logged once, its transactions disowned.
+    /// A call whose outcome is settled: its transactions disowned, its record handed on
+    /// ([`Calls::settled`]).
     fn forget(&mut self, cx: &mut Ctx<'_>, call: &CallState) {
         cx.wire.owners.remove(&call.server_tx);
         for b in &call.branches {
@@ -641,24 +696,35 @@ impl Calls {
             self.stats.unanswered += 1;
             cx.presence.model_mut().call_ended(&call.call_id);
         }
-        let outcome = match call.exec.phase() {
-            Phase::Answered { branch } => format!(
-                "answered by {}",
-                call.branches
-                    .get(*branch)
-                    .map(|b| b.what.as_str())
-                    .unwrap_or("?")
-            ),
-            _ => "not answered".to_string(),
+        let answered = match call.exec.phase() {
+            Phase::Answered { branch } => Some((*branch, call.exec.branch_step(*branch))),
+            _ => None,
         };
-        tracing::info!(
-            call_id = %call.call_id,
-            from = %call.from,
-            to = %call.to,
-            outcome,
-            path = %call.exec.history().join("; "),
-            "call routed"
-        );
+        let settled = Settled {
+            call_id: &call.call_id,
+            caller: &call.from,
+            caller_user: call.caller_user.as_deref(),
+            dialled: &call.to,
+            opening: &call.record,
+            plan: call.exec.plan(),
+            history: call.exec.history(),
+            branches: call
+                .branches
+                .iter()
+                .enumerate()
+                .map(|(i, b)| BranchSeen {
+                    what: &b.what,
+                    user: b.user.as_deref(),
+                    rang: b.provisional || answered.is_some_and(|(a, _)| a == i),
+                })
+                .collect(),
+            answered,
+            last_step: call.exec.last_step(),
+            final_code: call.final_code,
+            cancelled: call.cancelled,
+            now: cx.now.unix,
+        };
+        self.settled.push(settled.record());
     }
 
     /// A CANCEL from the caller (§16.10): 200 to it; every branch cancelled; 487 to the
@@ -797,6 +863,7 @@ impl Calls {
             // §16.7 step 9: every 2xx is relayed at once (retransmissions too).
             cx.wire.relay_2xx(server_tx, resp, now);
             if first {
+                call.record.answered.get_or_insert(now.unix);
                 if call.final_code.is_none() {
                     call.final_code = Some(code);
                     self.setup

@@ -206,9 +206,10 @@ pub(crate) struct Dialogs {
     pub probes: u64,
     /// Answered calls ended because an end no longer had the dialog or was unreachable.
     pub lost: u64,
-    /// The Call-IDs of the calls ended since the core last looked ([`Dialogs::take_ended`]):
-    /// requests of theirs held in `relays` are answered then.
-    ended: Vec<String>,
+    /// The Call-IDs of the calls ended since the core last looked ([`Dialogs::take_ended`]),
+    /// each with how it ended: requests of theirs held in `relays` are answered then, and
+    /// their records completed.
+    ended: Vec<(String, &'static str)>,
     /// Our requests waiting for their next hop's targets, by key (their
     /// [`Waiter::Dialog`]).
     unsent: GrowingMap<u64, Box<Unsent>>,
@@ -235,8 +236,9 @@ impl Dialogs {
         }
     }
 
-    /// The Call-IDs of the calls that ended since the last call, oldest first.
-    pub(crate) fn take_ended(&mut self) -> Vec<String> {
+    /// The Call-IDs of the calls that ended since the last call, oldest first, each with
+    /// how it ended (`bye`, `session expired`, `max_call_secs`, `lost`).
+    pub(crate) fn take_ended(&mut self) -> Vec<(String, &'static str)> {
         std::mem::take(&mut self.ended)
     }
 
@@ -534,11 +536,11 @@ impl Dialogs {
         self.set_session(a.call_id, session, now);
     }
 
-    /// A call ended (a BYE passed through, `max_call_secs`, an end was gone): forgotten,
-    /// no longer probed, its people's call legs ended.
-    pub(crate) fn end(&mut self, cx: &mut Ctx<'_>, call_id: &str) {
+    /// A call ended (a BYE passed through, `max_call_secs`, an end was gone; `how` says
+    /// which): forgotten, no longer probed, its people's call legs ended.
+    pub(crate) fn end(&mut self, cx: &mut Ctx<'_>, call_id: &str, how: &'static str) {
         if self.remove(call_id) {
-            self.ended.push(call_id.to_string());
+            self.ended.push((call_id.to_string(), how));
         }
         // Branches of the call still being cancelled ring no more either.
         cx.presence.model_mut().call_ended(call_id);
@@ -761,14 +763,14 @@ impl Dialogs {
                     tracing::debug!(%call_id, error = e, "no BYE to this end");
                 }
             }
-            self.end(cx, &call_id);
+            self.end(cx, &call_id, "session expired");
         }
         while let Some((at, call_id)) = self.forget_at.first().cloned() {
             if at > now.unix {
                 break;
             }
             tracing::info!(%call_id, "answered call without a BYE for max_call_secs: forgotten");
-            self.end(cx, &call_id);
+            self.end(cx, &call_id, "max_call_secs");
         }
     }
 
@@ -1047,7 +1049,7 @@ impl Dialogs {
         if let Err(e) = self.send_in_dialog(cx, call_id, side.other(), Purpose::Bye) {
             tracing::debug!(%call_id, error = e, "no BYE to the other end");
         }
-        self.end(cx, call_id);
+        self.end(cx, call_id, "lost");
     }
 }
 

@@ -89,6 +89,7 @@ pub mod dialogs;
 pub mod ledger;
 pub mod locating;
 pub mod own_presence;
+pub mod records;
 pub mod registrant;
 pub mod registrations;
 pub mod relays;
@@ -115,6 +116,7 @@ use dialogs::Dialogs;
 use ledger::{Ledger, Pending};
 use locating::{Locating, Waiter};
 use own_presence::{OwnPresence, SipChange};
+use records::{LiveCall, Records};
 use registrant::Registrant;
 use registrations::Registered;
 use relays::Relays;
@@ -209,6 +211,8 @@ pub struct Core {
     presence: PresenceService,
     calls: Calls,
     dialogs: Dialogs,
+    /// Answered calls until they end, for their records.
+    records: Records,
     relays: Relays,
     watchers: Watchers,
     own_presence: OwnPresence,
@@ -272,6 +276,7 @@ impl Core {
             presence: PresenceService::new(directory.policy()),
             calls: Calls::new(routing.clone()),
             dialogs: Dialogs::new(routing.dialog_probe_secs, routing.max_call_secs),
+            records: Records::default(),
             relays: Relays::new(routing.route_secret),
             watchers: Watchers::new(&config.watchers, entropy.fork()),
             own_presence: OwnPresence::new(&config.watchers),
@@ -537,6 +542,28 @@ impl Core {
             .collect()
     }
 
+    /// The calls in progress: those being set up (with their plan step and the branches
+    /// ringing), then answered ones, oldest first.
+    pub fn calls_in_progress(&self) -> Vec<LiveCall> {
+        let mut list = self.calls.live();
+        let setting_up: std::collections::HashSet<String> =
+            list.iter().map(|c| c.call_id.clone()).collect();
+        let mut answered: Vec<LiveCall> = self
+            .records
+            .open()
+            .filter(|r| !setting_up.contains(&r.call_id))
+            .map(LiveCall::of_record)
+            .collect();
+        list.append(&mut answered);
+        list.sort_by(|a, b| (a.started, &a.call_id).cmp(&(b.started, &b.call_id)));
+        list
+    }
+
+    /// Complete call records written since the start.
+    pub fn records_written(&self) -> u64 {
+        self.records.written
+    }
+
     pub fn trunks(&self) -> Vec<TrunkStatus> {
         let policy = self.directory.policy();
         let mut list = self.registrant.status(policy);
@@ -608,9 +635,15 @@ impl Core {
         self.watchers
             .notify_changes(&mut ctx!(self, now), changed, held);
         self.handle_tx_events(now);
-        // Requests held for DNS in dialogs that ended meanwhile are answered.
-        for call_id in self.dialogs.take_ended() {
+        // Calls whose set-up is over have their records written (or kept until they end).
+        for record in std::mem::take(&mut self.calls.settled) {
+            self.records.settled(&mut ctx!(self, now), record);
+        }
+        // Requests held for DNS in dialogs that ended meanwhile are answered; the calls'
+        // records are completed.
+        for (call_id, how) in self.dialogs.take_ended() {
             self.relays.dialog_ended(&mut ctx!(self, now), &call_id);
+            self.records.ended(&mut ctx!(self, now), &call_id, how);
         }
         self.handle_tx_events(now);
         // The DNS questions of every resolution this event started, after its other

@@ -449,7 +449,7 @@ impl Relays {
         // To the carrier of a call through a trunk with an account: renumbered.
         let carrier = dialogs.toward_carrier(&o.call_id, &mut out);
         if o.request.method == Method::Bye {
-            dialogs.end(cx, &o.call_id);
+            dialogs.end(cx, &o.call_id, "bye");
         } else {
             dialogs.request_seen(&o.call_id, &out);
         }
