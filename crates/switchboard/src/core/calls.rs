@@ -651,6 +651,12 @@ impl Calls {
                 self.failovers.insert((at, key, i));
             }
         }
+        // The outcome is settled (answered, or the caller has its final response): the
+        // record goes now, not once every branch has ended.
+        if call.exec.phase() != &Phase::Routing && !call.record.recorded {
+            call.record.recorded = true;
+            self.settled.push(record_of(call, now.unix));
+        }
         let done = call.exec.phase() != &Phase::Routing
             && call
                 .branches
@@ -668,8 +674,8 @@ impl Calls {
         }
     }
 
-    /// A call whose outcome is settled: its transactions disowned, its record handed on
-    /// ([`Calls::settled`]).
+    /// A call whose outcome is settled and whose branches have all ended: counted, its
+    /// transactions disowned.
     fn forget(&mut self, cx: &mut Ctx<'_>, call: &CallState) {
         cx.wire.owners.remove(&call.server_tx);
         for b in &call.branches {
@@ -696,35 +702,6 @@ impl Calls {
             self.stats.unanswered += 1;
             cx.presence.model_mut().call_ended(&call.call_id);
         }
-        let answered = match call.exec.phase() {
-            Phase::Answered { branch } => Some((*branch, call.exec.branch_step(*branch))),
-            _ => None,
-        };
-        let settled = Settled {
-            call_id: &call.call_id,
-            caller: &call.from,
-            caller_user: call.caller_user.as_deref(),
-            dialled: &call.to,
-            opening: &call.record,
-            plan: call.exec.plan(),
-            history: call.exec.history(),
-            branches: call
-                .branches
-                .iter()
-                .enumerate()
-                .map(|(i, b)| BranchSeen {
-                    what: &b.what,
-                    user: b.user.as_deref(),
-                    rang: b.provisional || answered.is_some_and(|(a, _)| a == i),
-                })
-                .collect(),
-            answered,
-            last_step: call.exec.last_step(),
-            final_code: call.final_code,
-            cancelled: call.cancelled,
-            now: cx.now.unix,
-        };
-        self.settled.push(settled.record());
     }
 
     /// A CANCEL from the caller (§16.10): 200 to it; every branch cancelled; 487 to the
@@ -1120,6 +1097,39 @@ impl Calls {
         }
         self.drive(cx, key);
     }
+}
+
+/// The record of a call whose outcome is settled (answered, or its final response sent).
+fn record_of(call: &CallState, now: u64) -> CallRecord {
+    let answered = match call.exec.phase() {
+        Phase::Answered { branch } => Some((*branch, call.exec.branch_step(*branch))),
+        _ => None,
+    };
+    let settled = Settled {
+        call_id: &call.call_id,
+        caller: &call.from,
+        caller_user: call.caller_user.as_deref(),
+        dialled: &call.to,
+        opening: &call.record,
+        plan: call.exec.plan(),
+        history: call.exec.history(),
+        branches: call
+            .branches
+            .iter()
+            .enumerate()
+            .map(|(i, b)| BranchSeen {
+                what: &b.what,
+                user: b.user.as_deref(),
+                rang: b.provisional || answered.is_some_and(|(a, _)| a == i),
+            })
+            .collect(),
+        answered,
+        last_step: call.exec.last_step(),
+        final_code: call.final_code,
+        cancelled: call.cancelled,
+        now,
+    };
+    settled.record()
 }
 
 /// A branch's target failed (`why`, for the log): its INVITE goes to the URI's next

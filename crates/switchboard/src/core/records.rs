@@ -7,18 +7,18 @@
 //!
 //! When it is written:
 //!
-//! - an unanswered call, once its outcome is settled (the caller has its final response and
-//!   every branch has ended): the record is whole at once;
-//! - an answered call, twice under the same key: once when its set-up is over (the record
-//!   has no end yet, so a daemon killed in the middle of the call still leaves a record of
-//!   it), and again, complete, when the call ends — its BYE passed through, an end was
-//!   found gone, or `max_call_secs` ran out ([`super::dialogs`]).
+//! - an unanswered call, when the caller gets its final response (or cancels): the record
+//!   is whole at once (branches still being cancelled do not hold it back);
+//! - an answered call, twice under the same key: once at its first 2xx (the record has no
+//!   end yet, so a daemon killed in the middle of the call still leaves a record of it), and
+//!   again, complete, when the call ends — its BYE passed through, an end was found gone,
+//!   or `max_call_secs` ran out ([`super::dialogs`]).
 //!
 //! Records are written without holding anything back (no SIP answer waits for them); the
 //! store's group commit makes each durable within one commit. The per-call log line
 //! ("call ended") is written with the complete record. The sub-machine [`Records`] keeps
 //! answered calls until they end; [`Calls`](super::calls::Calls) hands it each call whose
-//! set-up is over.
+//! outcome is settled.
 
 use super::context::Ctx;
 use serde::{Deserialize, Serialize};
@@ -144,6 +144,8 @@ pub(crate) struct Opening {
     pub trunk: Option<String>,
     pub dialled_user: Option<String>,
     pub team: Option<String>,
+    /// Its record has been handed on.
+    pub recorded: bool,
 }
 
 impl Opening {
@@ -172,6 +174,7 @@ impl Opening {
             trunk: trunk.map(str::to_string),
             dialled_user,
             team,
+            recorded: false,
         }
     }
 }

@@ -192,7 +192,7 @@ fn busy_and_caller_cancel_and_nobody_there_have_their_outcomes() {
 }
 
 #[test]
-fn a_bye_before_the_set_up_is_over_still_completes_the_record() {
+fn a_record_is_not_held_back_by_branches_still_being_cancelled() {
     let mut t = T::new(false);
     t.register("bob", BOB);
     t.register("bob", BOB2);
@@ -202,16 +202,13 @@ fn a_bye_before_the_set_up_is_over_still_completes_the_record() {
     t.input(BOB, &answer(&b1, 180, "d1", BOB));
     t.input(BOB2, &answer(&b2, 200, "d2", BOB2));
     let relayed = to(&t.take(), ALICE).pop().unwrap();
+    assert_eq!(stored(&t, "r7").len(), 1, "stored at the answer");
     // The first device has not answered its CANCEL yet when the call ends.
     t.advance(5);
     t.input(
         ALICE,
         &in_dialog("BYE", "bob@127.0.0.1:5073", &relayed, ALICE, 2),
     );
-    t.take();
-    assert!(stored(&t, "r7").is_empty());
-    t.advance(1);
-    t.input(BOB, &answer(&b1, 487, "d1", BOB));
     t.take();
     let r = record(&t, "r7");
     assert_eq!(r.outcome, RecordOutcome::Answered);
@@ -220,5 +217,27 @@ fn a_bye_before_the_set_up_is_over_still_completes_the_record() {
         r.answered_by.as_deref(),
         Some("bob at sip:bob@127.0.0.1:5073")
     );
-    assert_eq!(stored(&t, "r7").len(), 1, "written once, whole");
+    assert_eq!(
+        r.rang,
+        [
+            "bob at sip:bob@127.0.0.1:5072",
+            "bob at sip:bob@127.0.0.1:5073"
+        ]
+    );
+    t.advance(1);
+    t.input(BOB, &answer(&b1, 487, "d1", BOB));
+    t.take();
+    assert_eq!(stored(&t, "r7").len(), 2, "nothing more once complete");
+
+    // A caller who hangs up while a device ignores the CANCEL: recorded at the 487 to
+    // the caller.
+    let inv = invite("alice", ALICE, "1002", "r8", "");
+    t.input(ALICE, &inv);
+    let out = t.take();
+    let b1 = to(&out, BOB)[0].clone();
+    t.input(BOB, &answer(&b1, 180, "d8", BOB));
+    t.input(ALICE, &cancel_of_invite(&inv));
+    t.take();
+    let r = record(&t, "r8");
+    assert_eq!(r.outcome, RecordOutcome::Cancelled);
 }
