@@ -342,11 +342,30 @@ fn each_routing_outcome_is_recorded_as_the_phones_saw_it_and_survives_kill_9() {
 }
 
 #[test]
-fn a_persons_token_sees_only_their_calls_and_bad_queries_are_400() {
+fn the_call_ended_line_is_json_with_json_logs_and_queries_are_checked() {
     let d = Daemon::start(Options {
         policy: policy(free_port()),
+        extra: "[log]\nformat = \"json\"\n".into(),
         ..Options::default()
     });
+    let carol = device(&d, "carol", "uas_busy.xml", 1);
+    let caller = alice_calls(&d, "call_expect_final.xml", "1003", "486");
+    finished(&d, carol);
+    let id = call_id(&caller);
+    let line = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+        d.log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["fields"]["message"] == "call ended")
+    })
+    .unwrap_or_else(|| panic!("no call ended line:\n{}", d.log()));
+    let f = &line["fields"];
+    assert_eq!(f["call_id"], id.as_str(), "{line}");
+    assert_eq!(f["outcome"], "busy", "{line}");
+    assert_eq!(f["code"], 486, "{line}");
+    assert_eq!(f["caller"], "alice", "{line}");
+    assert_eq!(f["dialled"], "1003", "{line}");
+
     for (path, field) in [
         ("/v1/records?outcome=lost", "outcome"),
         ("/v1/records?from=yesterday", "from"),
