@@ -72,6 +72,12 @@ extension = "1007"
 password = "ivy-secret"
 algorithms = ["md5"]
 
+[users.judy]
+extension = "1008"
+[users.judy.sip]
+password = "judy-secret"
+algorithms = ["md5"]
+
 [teams.hunt]
 extension = "2001"
 members = ["hank", "ivy"]
@@ -339,6 +345,50 @@ fn each_routing_outcome_is_recorded_as_the_phones_saw_it_and_survives_kill_9() {
         "{text}"
     );
     assert!(lines[2].contains(",hunt,answered,200,"), "{text}");
+
+    // A call answered when the daemon is killed: its record, stored at the answer, is
+    // there after the restart, without an end.
+    let judy = device(&d, "judy", "uas_answer.xml", 1);
+    let id = std::thread::scope(|s| {
+        let call = s.spawn(|| {
+            Sipp::new(&d, "call_answered.xml")
+                .row(call_row("alice", "alice-secret", "1008", "3000"))
+                .auth_uri(&format!("1008@{REALM}"))
+                .limit(Duration::from_secs(6))
+                .run()
+        });
+        let answered = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+            let calls = get(&d, "/v1/calls");
+            let c = calls["calls"].as_array()?.first()?.clone();
+            (c["phase"] == "answered").then_some(c)
+        });
+        let c = answered.unwrap_or_else(|| panic!("no answered call listed:\n{}", d.log()));
+        assert!(
+            c["answered_by"].as_str().unwrap().starts_with("judy at "),
+            "{c}"
+        );
+        let id = c["call_id"].as_str().unwrap().to_string();
+        // kill -9 now (the SIPp run borrows the daemon: by its PID); its BYE finds nobody.
+        let killed = std::process::Command::new("kill")
+            .args(["-9", &d.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let _ = call.join();
+        id
+    });
+    d.restart();
+    judy.stop();
+    let all = get(&d, "/v1/records?limit=1000");
+    let r = all["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["call_id"] == id.as_str())
+        .unwrap_or_else(|| panic!("no record of the call cut by kill -9: {all}"));
+    assert_eq!(r["outcome"], "answered", "{r}");
+    assert_eq!(r["answered_user"], "judy", "{r}");
+    assert!(r["ended"].is_null(), "{r}");
 }
 
 #[test]

@@ -251,7 +251,7 @@ impl Calls {
                     ringing: c
                         .branches
                         .iter()
-                        .filter(|b| !b.done && !b.cancelled && b.tx.is_some())
+                        .filter(|b| !b.done && !b.cancelled && b.cancel.is_none() && b.tx.is_some())
                         .map(|b| b.what.clone())
                         .collect(),
                     answered_by: answered,
