@@ -75,11 +75,13 @@ pub enum Action {
         strategy: RingStrategy,
         /// The group whose memory records who answered (team id or `forward:<user>`).
         memory_group: Option<String>,
-        /// Named messages played to the caller at a given second (e.g. before forwarding);
-        /// an executor without media skips them with a log line.
+        /// Named messages played to the caller at a given second (e.g. before forwarding),
+        /// as early media while the legs ring; skipped (with a log line) when they cannot
+        /// be played: no media, no SDP offer in the INVITE, no codec in common.
         announcements: Vec<(u32, String)>,
     },
-    /// Play a named message (needs media; the executor may skip it with a log line).
+    /// Play a named message to the caller (early media), then go on to `on_no_answer`
+    /// (also when it cannot be played: then it is skipped with a log line).
     Message { name: String },
     /// Hand the call to a destination of the media server.
     Destination {
@@ -1016,7 +1018,10 @@ impl fmt::Display for RoutePlan {
                 } => {
                     writeln!(f, "  ring ({}) for {duration} s:", strategy.as_str())?;
                     for (at, name) in announcements {
-                        writeln!(f, "    at {at} s play message {name} to the caller (skipped without media)")?;
+                        writeln!(
+                            f,
+                            "    at {at} s play message {name} to the caller (early media)"
+                        )?;
                     }
                     for l in legs {
                         let who = match &l.target {
@@ -1038,7 +1043,11 @@ impl fmt::Display for RoutePlan {
                         )?;
                     }
                 }
-                Action::Message { name } => writeln!(f, "  play message {name}")?,
+                Action::Message { name } => writeln!(
+                    f,
+                    "  play message {name} to the caller (early media), then: {}",
+                    s.on_no_answer
+                )?,
                 Action::Destination { id, kind, uri } => {
                     writeln!(f, "  send to {} {id} ({uri})", kind.as_str())?
                 }

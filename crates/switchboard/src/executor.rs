@@ -37,6 +37,12 @@ pub enum BranchTarget {
     Destination { id: String, uri: String },
     /// A contact a branch's redirect (3xx) named, in a domain the operator listed.
     Redirect { uri: String },
+    /// A named message the daemon plays to the caller itself (early media): a local media
+    /// endpoint. It answers the caller with its own To tag, never with a final response:
+    /// it ends when its message has been played (or could not be), reported with
+    /// [`Execution::media_ended`], and takes no part in the step's outcome or the call's
+    /// final response.
+    Message { name: String },
 }
 
 /// Most redirects followed one after another from a branch the plan started (a redirect
@@ -132,6 +138,10 @@ struct LegRun {
     user: Option<String>,
     state: LegState,
     branches: Vec<BranchId>,
+    /// A message played to the caller ([`BranchTarget::Message`]): it is not rung, and
+    /// whether it is over says nothing of the step's outcome (unless the step is nothing
+    /// but messages).
+    media: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,6 +193,19 @@ pub struct Execution {
     /// What happened, step by step, for the call's log line.
     history: Vec<String>,
     steps_entered: usize,
+}
+
+/// A leg that plays message `name` to the caller from `start` until it has been played.
+fn message_leg(start: Duration, name: String) -> LegRun {
+    LegRun {
+        start,
+        stop: None,
+        targets: vec![(BranchTarget::Message { name }, CallerIdRule::Caller, false)],
+        user: None,
+        state: LegState::Waiting,
+        branches: Vec::new(),
+        media: true,
+    }
 }
 
 /// Busy answers (RFC 3261 §21.4.24, §21.6.1, §21.6.2).
@@ -326,6 +349,37 @@ impl Execution {
         }
     }
 
+    /// A message branch ([`BranchTarget::Message`]) is over: `how` it went, in plain words
+    /// for the call's history ("played", "skipped: no SDP offer…"). It is no candidate for
+    /// the final response; a step of nothing but messages goes on as when nobody answers
+    /// (`on_no_answer`), and in a ring step the legs ring on.
+    pub fn media_ended(&mut self, branch: BranchId, how: &str, now: Instant) {
+        let Some(b) = self.branches.get_mut(branch) else {
+            return;
+        };
+        if matches!(b.state, BranchState::Ended(_)) {
+            return;
+        }
+        let was_live = b.state == BranchState::Live;
+        b.state = BranchState::Ended(0);
+        let (step, leg) = b.leg;
+        if let BranchTarget::Message { name } = &b.target {
+            if was_live {
+                self.history
+                    .push(format!("step {}: message {name} {how}", step + 1));
+            }
+        }
+        if self.phase != Phase::Routing || Some(step) != self.step {
+            return;
+        }
+        if let Some(l) = self.legs.get_mut(leg) {
+            if l.state == LegState::Ringing {
+                l.state = LegState::Over(Outcome::NoAnswer);
+            }
+        }
+        self.advance(now);
+    }
+
     /// A branch that could not even be started (no trunk, no address): as a failure.
     pub fn branch_unstartable(&mut self, branch: BranchId, code: u16, now: Instant) {
         self.branch_failed(branch, code, now);
@@ -364,8 +418,7 @@ impl Execution {
 
     /// Goes to `next`: a step, or the end of the call.
     fn enter(&mut self, next: Next, now: Instant) {
-        let mut next = next;
-        loop {
+        {
             self.steps_entered += 1;
             let index = match next {
                 Next::Final(code) => return self.finish(code),
@@ -392,14 +445,6 @@ impl Execution {
                     announcements,
                     ..
                 } => {
-                    for (at, name) in &announcements {
-                        tracing::info!(
-                            step = index + 1,
-                            at,
-                            message = %name,
-                            "announcement skipped: no media server for messages yet"
-                        );
-                    }
                     let unbounded = duration == 0;
                     self.step_end = if unbounded {
                         self.limits.max_ring
@@ -444,7 +489,13 @@ impl Execution {
                             user,
                             state: LegState::Waiting,
                             branches: Vec::new(),
+                            media: false,
                         });
+                    }
+                    // Messages play to the caller at their second, while the legs ring.
+                    for (at, name) in announcements {
+                        self.legs
+                            .push(message_leg(Duration::from_secs(at.into()), name));
                     }
                 }
                 Action::Destination { id, kind, uri } => {
@@ -462,16 +513,12 @@ impl Execution {
                         user: None,
                         state: LegState::Waiting,
                         branches: Vec::new(),
+                        media: false,
                     });
                 }
                 Action::Message { name } => {
-                    tracing::info!(step = index + 1, message = %name, "message skipped: no media server for messages yet");
-                    self.history.push(format!(
-                        "step {}: message {name} skipped (no media)",
-                        index + 1
-                    ));
-                    next = step.on_no_answer.clone();
-                    continue;
+                    self.step_end = self.limits.max_ring;
+                    self.legs.push(message_leg(Duration::ZERO, name));
                 }
                 Action::Reject { code, reason } => {
                     self.history
@@ -485,7 +532,7 @@ impl Execution {
                     return;
                 }
             }
-            return self.advance(now);
+            self.advance(now);
         }
     }
 
@@ -544,7 +591,11 @@ impl Execution {
             }
         }
         if self.legs[leg].branches.is_empty() {
-            self.legs[leg].state = LegState::Over(Outcome::Unavailable);
+            self.legs[leg].state = LegState::Over(if self.legs[leg].media {
+                Outcome::NoAnswer
+            } else {
+                Outcome::Unavailable
+            });
         }
     }
 
@@ -685,15 +736,26 @@ impl Execution {
             if changed {
                 continue;
             }
+            // A step of nothing but messages is over when they are; otherwise the
+            // messages take no part in its outcome (and stop when it ends).
+            let only_media = self.legs.iter().all(|l| l.media);
+            let counted = |l: &&LegRun| only_media || !l.media;
             let outcome = if t >= self.step_end {
                 self.cancel_all(CancelCause::NoAnswer);
                 Some(Outcome::NoAnswer)
             } else if self
                 .legs
                 .iter()
+                .filter(counted)
                 .all(|l| matches!(l.state, LegState::Over(_)))
             {
-                let of = |o| self.legs.iter().any(|l| l.state == LegState::Over(o));
+                self.cancel_all(CancelCause::NoAnswer);
+                let of = |o| {
+                    self.legs
+                        .iter()
+                        .filter(counted)
+                        .any(|l| l.state == LegState::Over(o))
+                };
                 Some(if of(Outcome::NoAnswer) {
                     Outcome::NoAnswer
                 } else if of(Outcome::Busy) {
@@ -812,6 +874,7 @@ mod tests {
                         BranchTarget::External { number, .. } => number.clone(),
                         BranchTarget::Destination { uri, .. } => uri.clone(),
                         BranchTarget::Redirect { uri } => uri.clone(),
+                        BranchTarget::Message { name } => format!("message {name}"),
                     },
                 )),
                 _ => None,
@@ -1066,6 +1129,110 @@ mod tests {
         assert!(!e.has_live_branches());
     }
 
+    fn message(name: &str, next: Next) -> Step {
+        Step {
+            action: Action::Message { name: name.into() },
+            on_no_answer: next.clone(),
+            on_busy: next.clone(),
+            on_unavailable: next,
+            why: String::new(),
+        }
+    }
+
+    fn reject(code: u16) -> Step {
+        Step {
+            action: Action::Reject {
+                code,
+                reason: "In a meeting".into(),
+            },
+            on_no_answer: Next::Final(code),
+            on_busy: Next::Final(code),
+            on_unavailable: Next::Final(code),
+            why: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_message_step_plays_then_the_plan_goes_on_whether_played_or_skipped() {
+        let t0 = Instant::now();
+        let p = plan(vec![message("meeting", Next::Step(1)), reject(480)]);
+        let mut e = Execution::new(p.clone(), Limits::default(), t0);
+        assert_eq!(started(&drain(&mut e)), vec![(0, "message meeting".into())]);
+        // Bounded like any step without a ring time of its own.
+        assert_eq!(e.poll_timeout(), Some(secs(t0, 180)));
+        e.handle_timeout(secs(t0, 5));
+        assert!(drain(&mut e).is_empty(), "it plays until it is over");
+        e.media_ended(0, "played", secs(t0, 6));
+        assert_eq!(
+            drain(&mut e),
+            vec![Command::Respond {
+                code: 480,
+                reason: Some("In a meeting".into())
+            }]
+        );
+        assert_eq!(e.history()[0], "step 1: message meeting played");
+        assert!(!e.has_live_branches());
+
+        // Skipped at once: the same path, the history says why.
+        let mut e = Execution::new(p.clone(), Limits::default(), t0);
+        drain(&mut e);
+        e.media_ended(0, "skipped: no SDP offer", t0);
+        assert!(matches!(
+            drain(&mut e)[..],
+            [Command::Respond { code: 480, .. }]
+        ));
+        assert_eq!(
+            e.history()[0],
+            "step 1: message meeting skipped: no SDP offer"
+        );
+
+        // Never over: the step's bound ends it, the message is stopped.
+        let mut e = Execution::new(p, Limits::default(), t0);
+        drain(&mut e);
+        e.handle_timeout(secs(t0, 180));
+        let c = drain(&mut e);
+        assert_eq!(cancelled(&c), vec![(0, CancelCause::NoAnswer)]);
+        assert!(matches!(c.last(), Some(Command::Respond { code: 480, .. })));
+        // The message's final report changes nothing now.
+        e.media_ended(0, "stopped", secs(t0, 180));
+        assert!(drain(&mut e).is_empty());
+    }
+
+    #[test]
+    fn a_ring_steps_message_takes_no_part_in_its_outcome_and_stops_with_it() {
+        let t0 = Instant::now();
+        let mut step = ring(vec![person("a", &["a1"], 0, 20)], 20, TO_VM);
+        if let Action::Ring { announcements, .. } = &mut step.action {
+            announcements.push((0, "fwd".into()));
+        }
+        let mut e = Execution::new(plan(vec![step.clone(), voicemail()]), Limits::default(), t0);
+        let c = drain(&mut e);
+        assert_eq!(
+            started(&c),
+            vec![(0, "a1".into()), (1, "message fwd".into())]
+        );
+        // Played to its end: a still rings.
+        e.media_ended(1, "played", secs(t0, 3));
+        assert!(drain(&mut e).is_empty());
+        // a is busy: the step is busy (the message counts for nothing).
+        e.branch_failed(0, 486, secs(t0, 4));
+        let c = drain(&mut e);
+        assert_eq!(started(&c), vec![(2, "sip:vm@127.0.0.1:5090".into())]);
+
+        // a busy while the message plays: the message stops, the step is busy.
+        let mut e = Execution::new(plan(vec![step, voicemail()]), Limits::default(), t0);
+        drain(&mut e);
+        e.branch_failed(0, 486, secs(t0, 1));
+        let c = drain(&mut e);
+        assert_eq!(cancelled(&c), vec![(1, CancelCause::NoAnswer)]);
+        assert_eq!(started(&c), vec![(2, "sip:vm@127.0.0.1:5090".into())]);
+        assert!(
+            e.history().iter().any(|h| h == "step 1: busy after 1 s"),
+            "{:?}",
+            e.history()
+        );
+    }
+
     #[test]
     fn reject_and_final_start() {
         let t0 = Instant::now();
@@ -1162,9 +1329,18 @@ mod tests {
         }]);
         p.start = Next::Step(0);
         let mut e = Execution::new(p, Limits::default(), t0);
+        // Every message skipped at once: the plan would go round for ever.
+        let mut last = None;
+        for _ in 0..1000 {
+            match e.poll_command() {
+                Some(Command::Start(s)) => e.media_ended(s.branch, "skipped", t0),
+                Some(c) => last = Some(c),
+                None => break,
+            }
+        }
         assert_eq!(
-            drain(&mut e).last(),
-            Some(&Command::Respond {
+            last,
+            Some(Command::Respond {
                 code: 482,
                 reason: None
             })

@@ -93,6 +93,8 @@ fn core_config(c: &Config, route_secret: [u8; 32]) -> CoreConfig {
             follow_redirects: c.follow_redirects,
             redirect_domains: c.redirect_domains.clone(),
             failover_after: Duration::from_millis(c.failover_after_ms),
+            // No media engine yet: messages are skipped with a log line.
+            media: Default::default(),
         },
         watchers: WatchersConfig {
             subscriptions: NotifierConfig {
@@ -416,6 +418,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             match out {
                 Output::Send { to, bytes } => transports.send(to, bytes),
                 Output::Hold { peer, until } => transports.hold(peer, until),
+                // Never asked for while media is off (`MediaConfig::enabled`).
+                Output::Media(_) => {}
                 Output::Lookup(query) => match &dns {
                     Some(dns) => dns.ask(query),
                     None => {

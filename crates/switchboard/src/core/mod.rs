@@ -87,6 +87,7 @@ pub mod context;
 pub mod dialogs;
 pub mod ledger;
 pub mod locating;
+pub mod media;
 pub mod own_presence;
 pub mod registrant;
 pub mod registrations;
@@ -99,6 +100,7 @@ pub mod wire;
 pub use auth_gate::GateStats;
 pub use calls::{RoutingConfig, RoutingStats};
 pub use config::CoreConfig;
+pub use media::{Library, MediaConfig, MediaStats};
 pub use own_presence::FeatureCodes;
 pub use registrant::{RegState, TrunkStatus};
 pub use trunk_sources::SourceNameStatus;
@@ -147,6 +149,8 @@ pub enum Input {
         query: switchboard_sip::locate::Query,
         answer: switchboard_sip::locate::Answer,
     },
+    /// What the media engine reports of a session opened by [`Output::Media`].
+    Media(switchboard_media::session::Event),
 }
 
 /// Counters of the core.
@@ -222,6 +226,8 @@ pub struct Core {
     renotify: Vec<String>,
     /// Host names to targets (RFC 3263): the locator and who waits for its resolutions.
     locating: Locating,
+    /// Local media endpoints: the messages played to callers.
+    media: media::Media,
     stats: CoreStats,
     draining: bool,
 }
@@ -265,6 +271,7 @@ impl Core {
         );
         let mut core = Core {
             locating: Locating::new(locator),
+            media: media::Media::new(routing.media.clone()),
             presence: PresenceService::new(directory.policy()),
             calls: Calls::new(routing.clone()),
             dialogs: Dialogs::new(routing.dialog_probe_secs, routing.max_call_secs),
@@ -368,6 +375,11 @@ impl Core {
         &self.calls
     }
 
+    /// Local media sessions open (or closing) and what they counted.
+    pub fn media(&self) -> (usize, MediaStats) {
+        (self.media.len(), self.media.stats())
+    }
+
     /// Answered calls being tracked until their BYE.
     pub fn answered_calls(&self) -> usize {
         self.dialogs.len()
@@ -456,6 +468,13 @@ impl Core {
             return;
         }
         self.draining = true;
+        // Messages being played stop; their calls go on to their next steps.
+        let cx = &mut ctx!(self, now);
+        for (call, branch) in cx.media.close_all(&mut cx.wire.out) {
+            let how = "stopped: the daemon is stopping".to_string();
+            self.calls
+                .media_event(cx, call, branch, media::Happened::Ended { how });
+        }
         let removing = self.registrant.unregister_all(&mut ctx!(self, now));
         if removing > 0 {
             tracing::info!(trunks = removing, "unregistering trunks");
@@ -494,6 +513,12 @@ impl Core {
             Input::Drain => self.drain(now),
             Input::DnsAnswer { query, answer } => {
                 self.locating.locator.handle_answer(query, answer, now.mono)
+            }
+            Input::Media(event) => {
+                let cx = &mut ctx!(self, now);
+                if let Some((call, branch, what)) = cx.media.event(&mut cx.wire.out, event) {
+                    self.calls.media_event(cx, call, branch, what);
+                }
             }
         }
         self.after_event(now);

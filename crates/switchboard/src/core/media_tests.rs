@@ -1,0 +1,275 @@
+//! Message branches driven through the whole core (see test_harness): the engine's part
+//! played by the test, which reads the commands and hands in the events.
+
+use super::*;
+use crate::core::{CoreConfig, Input, RoutingConfig};
+use crate::test_harness::*;
+use switchboard_media::session::Counters;
+
+/// Dave has no phone; his calls go to alice, with a message to the caller meanwhile.
+const POLICY: &str = r#"
+[users.alice]
+extension = "1001"
+[users.dave]
+extension = "1004"
+no_answer = "hangup"
+[users.dave.forwarding]
+targets = ["user:alice"]
+message = "fwd"
+"#;
+
+/// A caller's SDP offer: PCMA then PCMU, telephone-event at 101, RTP at 127.0.0.1:7000.
+const OFFER: &str =
+    "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 7000 RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\n";
+
+fn library() -> Arc<Library> {
+    let mut lib = Library::default();
+    lib.insert_samples("messages/fwd", &[0, 1000, -1000, 0]);
+    Arc::new(lib)
+}
+
+fn media_config(max_sessions: usize) -> MediaConfig {
+    MediaConfig {
+        enabled: true,
+        address: None,
+        max_sessions,
+        rtp_timeout: Duration::from_secs(30),
+        library: library(),
+    }
+}
+
+fn t_with(media: MediaConfig) -> T {
+    let config = CoreConfig {
+        routing: RoutingConfig {
+            media,
+            ..config(false).routing
+        },
+        ..config(false)
+    };
+    let net = Net {
+        listeners: default_listeners(),
+        interfaces: None,
+    };
+    let mut t = T::with_config(config, net, POLICY);
+    t.register("alice", ALICE);
+    t
+}
+
+/// An INVITE from a caller outside (no user of ours) to `to`, with `body` as SDP.
+fn invite_sdp(to: &str, call: &str, body: &str) -> String {
+    let from = "127.0.0.1:5099";
+    format!(
+        "INVITE sip:{to}@switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK-{call};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:caller@example.com>;tag=from-{call}\r\nTo: <sip:{to}@switchboard.local>\r\n\
+         Call-ID: {call}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@{from}>\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+const CALLER: &str = "127.0.0.1:5099";
+
+fn opened(t: &mut T) -> SessionId {
+    let open = t
+        .media
+        .iter()
+        .find_map(|c| match c {
+            Command::Open(o) => Some(o.clone()),
+            _ => None,
+        })
+        .expect("a session opened");
+    open.id
+}
+
+#[test]
+fn a_message_is_answered_183_with_our_sdp_then_played_then_closed_while_the_targets_ring() {
+    let mut t = t_with(media_config(10));
+    t.input(CALLER, &invite_sdp("1004", "m1", OFFER));
+    let out = t.take();
+    // The forward target rings at once, beside the message.
+    assert!(first_line(&to(&out, ALICE)[0]).starts_with("INVITE sip:alice@"));
+    let [Command::Open(open)] = t.media.as_slice() else {
+        panic!("{:?}", t.media)
+    };
+    assert_eq!(open.remote, Some(addr("127.0.0.1:7000")));
+    assert_eq!(open.signalling, addr(CALLER).ip());
+    assert_eq!(open.law, Law::ALaw, "the caller's first choice");
+    assert_eq!((open.payload_type, open.telephone_event), (8, Some(101)));
+    assert_eq!(open.ptime_ms, 20);
+    assert!(open.send);
+    let id = open.id;
+    // Nothing answers the caller before the port is known.
+    assert!(to(&out, CALLER)
+        .iter()
+        .all(|m| !first_line(m).starts_with("SIP/2.0 183")));
+
+    t.media.clear();
+    t.feed(Input::Media(Event::Opened { id, port: 30000 }));
+    t.pump();
+    let out = t.take();
+    let progress = &to(&out, CALLER)[0];
+    assert_eq!(first_line(progress), "SIP/2.0 183 Session Progress");
+    let to_header = header(progress, "To").unwrap();
+    assert!(to_header.contains(";tag="), "{progress}");
+    assert_eq!(header(progress, "Content-Type"), Some("application/sdp"));
+    assert!(header(progress, "Contact")
+        .unwrap()
+        .contains("127.0.0.1:5060"));
+    let body = progress.split("\r\n\r\n").nth(1).unwrap();
+    assert!(body.contains("m=audio 30000 RTP/AVP 8 101"), "{body}");
+    assert!(body.contains("c=IN IP4 127.0.0.1"), "{body}");
+    assert_eq!(
+        header(progress, "Content-Length").unwrap(),
+        body.len().to_string()
+    );
+    let lib = library();
+    assert_eq!(
+        t.media,
+        vec![Command::Play {
+            id,
+            clips: vec![lib.clip("fwd", Law::ALaw).unwrap()]
+        }]
+    );
+
+    t.media.clear();
+    t.feed(Input::Media(Event::Played { id }));
+    t.pump();
+    assert_eq!(t.media, vec![Command::Close { id }]);
+    t.media.clear();
+    t.feed(Input::Media(Event::Closed {
+        id,
+        counters: Counters::default(),
+    }));
+    t.pump();
+    assert_eq!(t.core.media().0, 0);
+    assert_eq!(t.core.media().1.played, 1);
+    // Alice still rings; she answers, and the caller gets her 200.
+    let out = t.take();
+    assert!(to(&out, ALICE).is_empty(), "{out:?}");
+}
+
+#[test]
+fn a_call_answered_or_cancelled_while_the_message_plays_closes_its_session() {
+    let mut t = t_with(media_config(10));
+    t.input(CALLER, &invite_sdp("1004", "m2", OFFER));
+    let out = t.take();
+    let branch = to(&out, ALICE)[0].clone();
+    let id = opened(&mut t);
+    t.feed(Input::Media(Event::Opened { id, port: 30000 }));
+    t.pump();
+    t.take();
+    t.media.clear();
+    t.input(ALICE, &answer(&branch, 200, "a1", ALICE));
+    let out = t.take();
+    assert_eq!(first_line(&to(&out, CALLER)[0]), "SIP/2.0 200 OK");
+    assert_eq!(t.media, vec![Command::Close { id }]);
+
+    // Cancelled by the caller.
+    t.media.clear();
+    let inv = invite_sdp("1004", "m3", OFFER);
+    t.input(CALLER, &inv);
+    t.take();
+    let id = opened(&mut t);
+    t.feed(Input::Media(Event::Opened { id, port: 30002 }));
+    t.pump();
+    t.media.clear();
+    let cancel = inv
+        .replacen("INVITE sip:", "CANCEL sip:", 1)
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        .replace("Content-Type: application/sdp\r\n", "");
+    let cancel = format!(
+        "{}Content-Length: 0\r\n\r\n",
+        cancel.split("Content-Length").next().unwrap()
+    );
+    t.input(CALLER, &cancel);
+    let out = t.take();
+    let caller = to(&out, CALLER);
+    let lines: Vec<&str> = caller.iter().map(|m| first_line(m)).collect();
+    assert!(
+        lines.contains(&"SIP/2.0 487 Request Terminated"),
+        "{lines:?}"
+    );
+    assert_eq!(t.media, vec![Command::Close { id }]);
+    // A late event of the closing session changes nothing.
+    t.media.clear();
+    t.feed(Input::Media(Event::Played { id }));
+    t.pump();
+    assert!(t.media.is_empty());
+}
+
+#[test]
+fn without_an_offer_an_engine_a_prompt_or_a_free_session_the_message_is_skipped() {
+    // A late offer: no SDP in the INVITE.
+    let mut t = t_with(media_config(10));
+    let late = invite_sdp("1004", "m4", "").replace("Content-Type: application/sdp\r\n", "");
+    t.input(CALLER, &late);
+    let out = t.take();
+    assert!(t.media.is_empty());
+    assert!(!to(&out, ALICE).is_empty(), "the call goes on: {out:?}");
+    assert_eq!(t.core.media().1.skipped, 1);
+
+    // No codec in common.
+    let g722 = OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 9 101").replace(
+        "a=rtpmap:8 PCMA/8000\r\na=rtpmap:0 PCMU/8000\r\n",
+        "a=rtpmap:9 G722/8000\r\n",
+    );
+    t.input(CALLER, &invite_sdp("1004", "m5", &g722));
+    t.take();
+    assert!(t.media.is_empty());
+    assert_eq!(t.core.media().1.skipped, 2);
+
+    // The session limit.
+    let mut t = t_with(media_config(1));
+    t.input(CALLER, &invite_sdp("1004", "m6", OFFER));
+    t.input(CALLER, &invite_sdp("1004", "m7", OFFER));
+    t.take();
+    assert_eq!(t.media.len(), 1, "{:?}", t.media);
+    assert_eq!(t.core.media().1.skipped, 1);
+
+    // No engine (the default): skipped, as before the daemon had media.
+    let mut t = t_with(MediaConfig::default());
+    t.input(CALLER, &invite_sdp("1004", "m8", OFFER));
+    let out = t.take();
+    assert!(t.media.is_empty());
+    assert!(!to(&out, ALICE).is_empty());
+
+    // No prompt of that name.
+    let mut t = t_with(MediaConfig {
+        library: Arc::default(),
+        ..media_config(10)
+    });
+    t.input(CALLER, &invite_sdp("1004", "m9", OFFER));
+    t.take();
+    assert!(t.media.is_empty());
+}
+
+#[test]
+fn a_session_the_engine_cannot_open_is_skipped_and_draining_closes_the_rest() {
+    let mut t = t_with(media_config(10));
+    t.input(CALLER, &invite_sdp("1004", "m10", OFFER));
+    t.take();
+    let id = opened(&mut t);
+    t.media.clear();
+    t.feed(Input::Media(Event::Failed {
+        id,
+        why: "no free port pair".into(),
+    }));
+    t.pump();
+    let out = t.take();
+    assert!(to(&out, CALLER)
+        .iter()
+        .all(|m| !first_line(m).starts_with("SIP/2.0 183")));
+    assert_eq!(t.core.media(), (0, t.core.media().1));
+    assert_eq!(t.core.media().1.skipped, 1);
+
+    t.input(CALLER, &invite_sdp("1004", "m11", OFFER));
+    let id = opened(&mut t);
+    t.feed(Input::Media(Event::Opened { id, port: 30004 }));
+    t.pump();
+    t.media.clear();
+    t.feed(Input::Drain);
+    t.pump();
+    assert_eq!(t.media, vec![Command::Close { id }]);
+}
