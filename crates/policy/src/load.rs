@@ -132,6 +132,8 @@ struct RawProfile {
     reject_code: Option<Spanned<i64>>,
     reject_reason: Option<String>,
     standard_length: Option<S>,
+    /// Whether a refused caller first hears who refuses and until when (default true).
+    announce: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -999,6 +1001,18 @@ impl Builder {
                 return;
             }
         };
+        if let Some(announce) = &raw.announce {
+            if !matches!(p.incoming, IncomingHandling::Reject { .. }) {
+                self.err(
+                    src,
+                    announce.span(),
+                    format!("{key}.announce"),
+                    "announce is for profiles that refuse calls (incoming = \"reject\")",
+                );
+            } else if !*announce.get_ref() {
+                self.policy.silent_profiles.insert(p.id.clone());
+            }
+        }
         if let (IncomingHandling::SendTo(t), Some(v)) = (&p.incoming, &raw.incoming) {
             self.reference(
                 src,

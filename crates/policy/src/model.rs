@@ -556,6 +556,8 @@ pub struct Policy {
     pub(crate) statuses: BTreeMap<Availability, StatusRule>,
     pub(crate) by_extension: HashMap<String, ExtensionOwner>,
     pub(crate) by_username: HashMap<String, String>,
+    /// Profiles whose refused callers hear no announcement (`announce = false`).
+    pub(crate) silent_profiles: std::collections::BTreeSet<String>,
 }
 
 /// Who an extension belongs to.
@@ -588,6 +590,12 @@ impl Policy {
 
     pub fn profile(&self, id: &str) -> Option<&Profile> {
         self.profiles.get(id)
+    }
+
+    /// Whether a caller refused by profile `id` (`incoming = "reject"`) first hears who is
+    /// refusing and until when (`announce`, default on).
+    pub fn announces(&self, id: &str) -> bool {
+        !self.silent_profiles.contains(id)
     }
 
     /// A profile by its number (as dialled with a feature code).

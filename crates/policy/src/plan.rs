@@ -80,9 +80,9 @@ pub enum Action {
         /// be played: no media, no SDP offer in the INVITE, no codec in common.
         announcements: Vec<(u32, String)>,
     },
-    /// Play a named message to the caller (early media), then go on to `on_no_answer`
-    /// (also when it cannot be played: then it is skipped with a log line).
-    Message { name: String },
+    /// Play a message to the caller (early media), then go on to `on_no_answer` (also
+    /// when it cannot be played: then it is skipped with a log line).
+    Message { message: Message },
     /// Hand the call to a destination of the media server.
     Destination {
         id: String,
@@ -91,6 +91,64 @@ pub enum Action {
     },
     /// Refuse the call.
     Reject { code: u16, reason: String },
+}
+
+/// What a message says.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Message {
+    /// A prompt by name: the operator's recording, or a generated phrase.
+    Named(String),
+    /// A person's active profile refuses calls: who, what the profile says, until when.
+    Profile(ProfileMessage),
+}
+
+/// "Extension 1002 is in a meeting until fourteen thirty": the profile announcement.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProfileMessage {
+    /// The person called (a recorded name prompt `name_<user>` is said when there is one).
+    pub user: String,
+    /// Their extension, said digit by digit otherwise.
+    pub extension: String,
+    /// The active profile's id (which phrase it says).
+    pub profile: String,
+    /// When the profile ends, on the callee's clock; None: no end time.
+    pub until: Option<LocalTime>,
+}
+
+/// A moment on the callee's clock (in their time zone), as an announcement says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LocalTime {
+    pub hour: u8,
+    pub minute: u8,
+    /// Days after the call's day (0: today, 1: tomorrow…).
+    pub days_ahead: u32,
+    /// 1 = Monday … 7 = Sunday (ISO 8601).
+    pub weekday: u8,
+    /// Day of the month, 1–31.
+    pub day: u8,
+    /// 1–12.
+    pub month: u8,
+}
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Message::Named(name) => write!(f, "{name}"),
+            Message::Profile(p) => {
+                write!(f, "\"{} is {}", p.extension, p.profile)?;
+                if let Some(t) = p.until {
+                    write!(f, " until ")?;
+                    match t.days_ahead {
+                        0 => {}
+                        1 => write!(f, "tomorrow ")?,
+                        _ => write!(f, "{:02}-{:02} ", t.month, t.day)?,
+                    }
+                    write!(f, "{:02}:{:02}", t.hour, t.minute)?;
+                }
+                write!(f, "\"")
+            }
+        }
+    }
 }
 
 /// One step of a plan.
@@ -289,6 +347,27 @@ impl Planner<'_> {
     }
 
     /// A person's active profile: their own version of it, else the policy's.
+    /// Unix time `t` on `user`'s clock: in the time zone of their schedule, else UTC.
+    fn local_time(&self, user: &User, t: i64) -> Option<LocalTime> {
+        let tz: chrono_tz::Tz = user
+            .schedule
+            .as_deref()
+            .and_then(|s| self.policy.schedule(s))
+            .and_then(|s| s.timezone.parse().ok())
+            .unwrap_or(chrono_tz::UTC);
+        let end = DateTime::from_timestamp(t, 0)?.with_timezone(&tz);
+        let today = self.now.with_timezone(&tz).date_naive();
+        let days_ahead = (end.date_naive() - today).num_days();
+        Some(LocalTime {
+            hour: end.hour() as u8,
+            minute: end.minute() as u8,
+            days_ahead: u32::try_from(days_ahead).ok()?,
+            weekday: end.weekday().number_from_monday() as u8,
+            day: end.day() as u8,
+            month: end.month() as u8,
+        })
+    }
+
     fn active_profile(&self, pv: &PersonView) -> Option<Profile> {
         pv.own_profile.clone().or_else(|| {
             pv.profile
@@ -449,7 +528,7 @@ impl Planner<'_> {
                 }
                 IncomingHandling::Reject { code, reason } => {
                     self.note(format!("{id}'s profile {} rejects calls", p.name));
-                    return self.push(Step {
+                    let refusal = self.push(Step {
                         action: Action::Reject {
                             code: *code,
                             reason: reason.clone(),
@@ -458,6 +537,23 @@ impl Planner<'_> {
                         on_busy: Next::Final(*code),
                         on_unavailable: Next::Final(*code),
                         why: format!("{id}'s profile {}", p.name),
+                    });
+                    if !self.policy.announces(&p.id) || !matches!(refusal, Next::Step(_)) {
+                        return refusal;
+                    }
+                    let until = person.profile_until.and_then(|t| self.local_time(&user, t));
+                    let message = Message::Profile(ProfileMessage {
+                        user: id.to_string(),
+                        extension: user.extension.clone(),
+                        profile: p.id.clone(),
+                        until,
+                    });
+                    return self.push(Step {
+                        action: Action::Message { message },
+                        on_no_answer: refusal.clone(),
+                        on_busy: refusal.clone(),
+                        on_unavailable: refusal,
+                        why: format!("{id}'s profile {} says so to the caller", p.name),
                     });
                 }
             }
@@ -1043,9 +1139,9 @@ impl fmt::Display for RoutePlan {
                         )?;
                     }
                 }
-                Action::Message { name } => writeln!(
+                Action::Message { message } => writeln!(
                     f,
-                    "  play message {name} to the caller (early media), then: {}",
+                    "  play message {message} to the caller (early media), then: {}",
                     s.on_no_answer
                 )?,
                 Action::Destination { id, kind, uri } => {

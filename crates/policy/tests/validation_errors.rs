@@ -50,6 +50,7 @@ const CASES: &[Case] = &[
     Case { name: "default profile number taken", text: "[profiles.x]\nnumber = 2\n", line: 1, column: 11, key: "profiles.x.number", message: "profile number 2 belongs to the default profile \"Lunch\"" },
     Case { name: "unknown availability", text: "[profiles.x]\nnumber = 12\navailability = \"asleep\"\n", line: 3, column: 16, key: "profiles.x.availability", message: "unknown status \"asleep\"" },
     Case { name: "unknown incoming handling", text: "[profiles.x]\nnumber = 12\nincoming = \"ignore\"\n", line: 3, column: 12, key: "profiles.x.incoming", message: "unknown handling \"ignore\"" },
+    Case { name: "announce without reject", text: "[profiles.lunch]\nannounce = false\n", line: 2, column: 12, key: "profiles.lunch.announce", message: "announce is for profiles that refuse calls" },
     Case { name: "reject code", text: "[profiles.x]\nnumber = 12\nincoming = \"reject\"\nreject_code = 200\n", line: 4, column: 15, key: "profiles.x.reject_code", message: "a rejection code is 400 to 699" },
     Case { name: "trunk source", text: "[trunks.c]\nsources = [\"10.0.0.0/99\"]\n", line: 2, column: 12, key: "trunks.c.sources[0]", message: "\"10.0.0.0/99\" is not an address, network or host name (e.g. 192.0.2.0/24, sbc.carrier.example)" },
     Case { name: "trunk source neither address nor name", text: "[trunks.c]\nsources = [\"127.0.0.1\", \"sbc carrier\"]\n", line: 2, column: 25, key: "trunks.c.sources[1]", message: "\"sbc carrier\" is not an address, network or host name" },

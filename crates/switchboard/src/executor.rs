@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-use switchboard_policy::{Action, CallerIdRule, LegTarget, Next, RoutePlan};
+use switchboard_policy::{Action, CallerIdRule, LegTarget, Message, Next, RoutePlan};
 use switchboard_sip::proxy::best_response;
 
 /// Identifies a branch within one call.
@@ -42,7 +42,7 @@ pub enum BranchTarget {
     /// it ends when its message has been played (or could not be), reported with
     /// [`Execution::media_ended`], and takes no part in the step's outcome or the call's
     /// final response.
-    Message { name: String },
+    Message { message: Message },
 }
 
 /// Most redirects followed one after another from a branch the plan started (a redirect
@@ -195,12 +195,16 @@ pub struct Execution {
     steps_entered: usize,
 }
 
-/// A leg that plays message `name` to the caller from `start` until it has been played.
-fn message_leg(start: Duration, name: String) -> LegRun {
+/// A leg that plays `message` to the caller from `start` until it has been played.
+fn message_leg(start: Duration, message: Message) -> LegRun {
     LegRun {
         start,
         stop: None,
-        targets: vec![(BranchTarget::Message { name }, CallerIdRule::Caller, false)],
+        targets: vec![(
+            BranchTarget::Message { message },
+            CallerIdRule::Caller,
+            false,
+        )],
         user: None,
         state: LegState::Waiting,
         branches: Vec::new(),
@@ -363,10 +367,10 @@ impl Execution {
         let was_live = b.state == BranchState::Live;
         b.state = BranchState::Ended(0);
         let (step, leg) = b.leg;
-        if let BranchTarget::Message { name } = &b.target {
+        if let BranchTarget::Message { message } = &b.target {
             if was_live {
                 self.history
-                    .push(format!("step {}: message {name} {how}", step + 1));
+                    .push(format!("step {}: message {message} {how}", step + 1));
             }
         }
         if self.phase != Phase::Routing || Some(step) != self.step {
@@ -494,8 +498,8 @@ impl Execution {
                     }
                     // Messages play to the caller at their second, while the legs ring.
                     for (at, name) in announcements {
-                        self.legs
-                            .push(message_leg(Duration::from_secs(at.into()), name));
+                        let at = Duration::from_secs(at.into());
+                        self.legs.push(message_leg(at, Message::Named(name)));
                     }
                 }
                 Action::Destination { id, kind, uri } => {
@@ -516,9 +520,9 @@ impl Execution {
                         media: false,
                     });
                 }
-                Action::Message { name } => {
+                Action::Message { message } => {
                     self.step_end = self.limits.max_ring;
-                    self.legs.push(message_leg(Duration::ZERO, name));
+                    self.legs.push(message_leg(Duration::ZERO, message));
                 }
                 Action::Reject { code, reason } => {
                     self.history
@@ -874,7 +878,7 @@ mod tests {
                         BranchTarget::External { number, .. } => number.clone(),
                         BranchTarget::Destination { uri, .. } => uri.clone(),
                         BranchTarget::Redirect { uri } => uri.clone(),
-                        BranchTarget::Message { name } => format!("message {name}"),
+                        BranchTarget::Message { message } => format!("message {message}"),
                     },
                 )),
                 _ => None,
@@ -1131,7 +1135,9 @@ mod tests {
 
     fn message(name: &str, next: Next) -> Step {
         Step {
-            action: Action::Message { name: name.into() },
+            action: Action::Message {
+                message: Message::Named(name.into()),
+            },
             on_no_answer: next.clone(),
             on_busy: next.clone(),
             on_unavailable: next,
@@ -1321,7 +1327,9 @@ mod tests {
     fn a_plan_that_loops_ends() {
         let t0 = Instant::now();
         let mut p = plan(vec![Step {
-            action: Action::Message { name: "m".into() },
+            action: Action::Message {
+                message: Message::Named("m".into()),
+            },
             on_no_answer: Next::Step(0),
             on_busy: Next::Step(0),
             on_unavailable: Next::Step(0),

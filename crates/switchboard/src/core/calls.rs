@@ -542,9 +542,9 @@ impl Calls {
             match cmd {
                 Command::Start(crate::executor::BranchStart {
                     branch,
-                    target: BranchTarget::Message { name },
+                    target: BranchTarget::Message { message },
                     ..
-                }) => start_message(cx, key, call, branch, &name),
+                }) => start_message(cx, key, call, branch, &message),
                 Command::Start(start) => {
                     let b = start.branch;
                     if let Err(code) = start_branch(cx, key, call, start) {
@@ -1588,7 +1588,13 @@ fn cancel_branch(cx: &mut Ctx<'_>, call: &mut CallState, branch: BranchId, cause
 
 /// Starts message branch `branch` of a call: its media session is asked for, or the
 /// message is skipped (with a log line) and the plan goes on.
-fn start_message(cx: &mut Ctx<'_>, key: u64, call: &mut CallState, branch: BranchId, name: &str) {
+fn start_message(
+    cx: &mut Ctx<'_>,
+    key: u64,
+    call: &mut CallState,
+    branch: BranchId,
+    message: &switchboard_policy::Message,
+) {
     while call.branches.len() <= branch {
         call.branches.push(Branch::default());
     }
@@ -1606,17 +1612,17 @@ fn start_message(cx: &mut Ctx<'_>, key: u64, call: &mut CallState, branch: Branc
             &call.invite,
             signalling,
             inbound,
-            name,
+            message,
         ),
         None => Err("the caller's transaction is gone".to_string()),
     };
     let b = &mut call.branches[branch];
-    b.what = format!("message {name}");
+    b.what = format!("message {message}");
     match started {
         Ok(id) => b.media = Some(id),
         Err(why) => {
             b.done = true;
-            tracing::info!(call_id = %call.call_id, message = name, %why, "message skipped");
+            tracing::info!(call_id = %call.call_id, %message, %why, "message skipped");
             call.exec
                 .media_ended(branch, &format!("skipped: {why}"), cx.now.mono);
         }

@@ -27,15 +27,28 @@ use std::time::Duration;
 use switchboard_media::g711::Law;
 use switchboard_media::offer_answer::{self, Local, Stream};
 use switchboard_media::prompts::Prompts;
+use switchboard_media::say::{self, ClockTime, DayOfYear, Language, PromptName};
 use switchboard_media::sdp::{self, Session};
 use switchboard_media::session::{Clip, Command, Event, Open, SessionId};
+use switchboard_policy::Message;
 use switchboard_sip::msg::headers::Header;
 use switchboard_sip::msg::Request;
 
-/// The prompts a call may hear, each encoded once in both G.711 laws.
-#[derive(Clone, Default)]
+/// The prompts a call may hear, each encoded once in both G.711 laws, and the language
+/// that puts phrases together from them.
+#[derive(Clone)]
 pub struct Library {
     clips: HashMap<String, [Clip; 2]>,
+    language: &'static dyn Language,
+}
+
+impl Default for Library {
+    fn default() -> Self {
+        Library {
+            clips: HashMap::new(),
+            language: &say::ENGLISH,
+        }
+    }
 }
 
 impl std::fmt::Debug for Library {
@@ -45,9 +58,13 @@ impl std::fmt::Debug for Library {
 }
 
 impl Library {
-    /// Every prompt of `prompts`, encoded in µ-law and A-law.
-    pub fn from_prompts(prompts: &Prompts) -> Library {
-        let mut lib = Library::default();
+    /// Every prompt of `prompts`, encoded in µ-law and A-law; phrases are put together
+    /// as `language` says them.
+    pub fn from_prompts(prompts: &Prompts, language: &'static dyn Language) -> Library {
+        let mut lib = Library {
+            clips: HashMap::new(),
+            language,
+        };
         for (name, prompt) in prompts.iter() {
             lib.insert_samples(name, prompt.samples());
         }
@@ -81,6 +98,67 @@ impl Library {
                 .get_key_value(&format!("{category}/{name}"))
                 .map(|(k, _)| k.as_str())
         })
+    }
+
+    /// The prompts `message` is said with, in order, or the first one missing.
+    pub fn phrase(&self, message: &Message) -> Result<Vec<String>, String> {
+        let mut names: Vec<String> = Vec::new();
+        let mut said: Vec<PromptName> = Vec::new();
+        let push = |lib: &Library, name: &str, names: &mut Vec<String>| match lib.resolve(name) {
+            Some(n) => {
+                names.push(n.to_string());
+                Ok(())
+            }
+            None => Err(name.to_string()),
+        };
+        match message {
+            Message::Named(name) => push(self, name, &mut names)?,
+            Message::Profile(p) => {
+                // Who: their recorded name, else "extension" and its digits.
+                if let Some(n) = self.resolve(&format!("name_{}", p.user)) {
+                    names.push(n.to_string());
+                } else {
+                    said.push(say::phrase::EXTENSION);
+                    if self.language.say_digits(&p.extension, &mut said).is_err() {
+                        said.clear();
+                        said.push(say::phrase::THE_PERSON_YOU_ARE_CALLING);
+                    }
+                }
+                for n in said.drain(..) {
+                    push(self, n, &mut names)?;
+                }
+                // What: the operator's recording for the profile, else its phrase.
+                match self.resolve(&format!("profile_{}", p.profile)) {
+                    Some(n) => names.push(n.to_string()),
+                    None => push(self, say::phrase::of_profile(&p.profile), &mut names)?,
+                }
+                // Until when, on the callee's clock.
+                if let Some(t) = p.until {
+                    said.push(say::phrase::UNTIL);
+                    match t.days_ahead {
+                        0 => {}
+                        1 => said.extend(["time/tomorrow", "time/at"]),
+                        _ => {
+                            if let Ok(day) = DayOfYear::new(t.weekday, t.day, t.month) {
+                                self.language.say_date(day, &mut said);
+                                said.push("time/at");
+                            }
+                        }
+                    }
+                    match ClockTime::new(t.hour, t.minute) {
+                        Ok(time) => {
+                            let cycle = self.language.default_hour_cycle();
+                            self.language.say_time(time, cycle, &mut said);
+                        }
+                        Err(_) => said.clear(),
+                    }
+                    for n in said.drain(..) {
+                        push(self, n, &mut names)?;
+                    }
+                }
+            }
+        }
+        Ok(names)
     }
 
     /// Prompt `name`'s audio in `law`.
@@ -198,7 +276,7 @@ impl Media {
         self.stats
     }
 
-    /// Opens a session to play message `name` to the caller of `invite` (branch `branch`
+    /// Opens a session to play `message` to the caller of `invite` (branch `branch`
     /// of call `call`), whose INVITE came from `signalling` to our address `inbound`:
     /// [`Command::Open`] goes out, and [`Event::Opened`] will bring the port to answer
     /// with. Or why the message is skipped.
@@ -211,7 +289,7 @@ impl Media {
         invite: &Request,
         signalling: IpAddr,
         inbound: IpAddr,
-        name: &str,
+        message: &Message,
     ) -> Result<SessionId, Skip> {
         let skip = |stats: &mut MediaStats, why: String| {
             stats.skipped += 1;
@@ -220,8 +298,9 @@ impl Media {
         if !self.config.enabled {
             return skip(&mut self.stats, "no media engine".into());
         }
-        let Some(prompt) = self.config.library.resolve(name).map(str::to_string) else {
-            return skip(&mut self.stats, format!("no prompt named {name}"));
+        let prompts = match self.config.library.phrase(message) {
+            Ok(p) => p,
+            Err(name) => return skip(&mut self.stats, format!("no prompt named {name}")),
         };
         if self.sessions.len() >= self.config.max_sessions {
             let why = format!(
@@ -249,9 +328,11 @@ impl Media {
             Ok((_, stream)) => stream,
             Err(e) => return skip(&mut self.stats, format!("the caller's offer: {e}")),
         };
-        let Some(clip) = self.config.library.clip(&prompt, stream.law) else {
-            return skip(&mut self.stats, format!("no prompt named {name}"));
-        };
+        let lib = &self.config.library;
+        let clips: Vec<Clip> = prompts
+            .iter()
+            .filter_map(|p| lib.clip(p, stream.law))
+            .collect();
         self.next_id += 1;
         self.stats.sessions += 1;
         out.push_back(Output::Media(Command::Open(open(
@@ -268,7 +349,7 @@ impl Media {
                 state: State::Opening,
                 offer,
                 local,
-                clips: vec![clip],
+                clips,
             },
         );
         Ok(id)

@@ -273,3 +273,194 @@ fn a_session_the_engine_cannot_open_is_skipped_and_draining_closes_the_rest() {
     t.pump();
     assert_eq!(t.media, vec![Command::Close { id }]);
 }
+
+/// Bob refuses calls in meetings (480); carol's meetings refuse in silence.
+const MEETING: &str = r#"
+[users.bob]
+extension = "1002"
+[users.carol]
+extension = "1003"
+[profiles.meeting]
+incoming = "reject"
+reject_reason = "In a meeting"
+[profiles.training]
+incoming = "reject"
+announce = false
+"#;
+
+/// A library with every prompt an announcement may need, each a short clip of its own.
+fn full_library() -> Arc<Library> {
+    let mut lib = Library::default();
+    let en = switchboard_media::say::language("en").unwrap();
+    let names = en
+        .vocabulary()
+        .iter()
+        .chain(switchboard_media::say::phrase::ALL)
+        .chain(&["time/at", "time/tomorrow"]);
+    for (i, name) in names.enumerate() {
+        let v = i as i16 * 100;
+        lib.insert_samples(name, &[v, -v, v / 2]);
+    }
+    Arc::new(lib)
+}
+
+fn set_profile(t: &mut T, user: &str, profile: &str, until: u64) {
+    use crate::presence_service::{Command as P, ProfileEnd, Request};
+    t.feed(Input::Command {
+        id: 1,
+        req: Request {
+            who: "admin".into(),
+            admin: true,
+            via: switchboard_presence::model::Interface::Api,
+            command: P::SetProfile {
+                user: user.into(),
+                profile: profile.into(),
+                until: Some(ProfileEnd::At(until as i64)),
+                message: None,
+            },
+        },
+    });
+    t.pump();
+}
+
+#[test]
+fn a_profile_that_refuses_calls_says_who_what_and_until_when_then_refuses() {
+    let config = CoreConfig {
+        routing: RoutingConfig {
+            media: MediaConfig {
+                library: full_library(),
+                ..media_config(10)
+            },
+            ..config(false).routing
+        },
+        ..config(false)
+    };
+    let net = Net {
+        listeners: default_listeners(),
+        interfaces: None,
+    };
+    let mut t = T::with_config(config, net, MEETING);
+    // The tests' clock starts at 2027-01-15 08:00 UTC: a meeting until 14:30.
+    let half_past_two = 1_800_000_000 + 6 * 3600 + 1800;
+    set_profile(&mut t, "bob", "meeting", half_past_two);
+    t.take();
+    t.media.clear();
+
+    t.input(CALLER, &invite_sdp("1002", "p1", OFFER));
+    let [Command::Open(open)] = t.media.as_slice() else {
+        panic!("{:?}", t.media)
+    };
+    let id = open.id;
+    let out = t.take();
+    assert!(to(&out, CALLER)
+        .iter()
+        .all(|m| !first_line(m).starts_with("SIP/2.0 4")));
+    t.media.clear();
+    t.feed(Input::Media(Event::Opened { id, port: 30010 }));
+    t.pump();
+    let out = t.take();
+    assert_eq!(
+        first_line(&to(&out, CALLER)[0]),
+        "SIP/2.0 183 Session Progress"
+    );
+    let lib = full_library();
+    let said = [
+        "phrases/extension",
+        "digits/1",
+        "digits/0",
+        "digits/0",
+        "digits/2",
+        "phrases/is_in_a_meeting",
+        "phrases/until",
+        "digits/14",
+        "digits/30",
+    ];
+    let clips: Vec<Clip> = said
+        .iter()
+        .map(|n| lib.clip(n, Law::ALaw).unwrap())
+        .collect();
+    assert_eq!(t.media, vec![Command::Play { id, clips }]);
+
+    // Played: the refusal, as the profile says.
+    t.media.clear();
+    t.feed(Input::Media(Event::Played { id }));
+    t.pump();
+    let out = t.take();
+    assert_eq!(first_line(&to(&out, CALLER)[0]), "SIP/2.0 480 In a meeting");
+    assert_eq!(t.media, vec![Command::Close { id }]);
+
+    // A profile with `announce = false` refuses at once.
+    set_profile(&mut t, "carol", "training", half_past_two);
+    t.take();
+    t.media.clear();
+    t.input(CALLER, &invite_sdp("1003", "p2", OFFER));
+    let out = t.take();
+    assert!(t.media.is_empty());
+    assert!(to(&out, CALLER)
+        .iter()
+        .any(|m| first_line(m).starts_with("SIP/2.0 480")));
+}
+
+#[test]
+fn an_announcement_names_a_recorded_name_and_the_day_when_not_today() {
+    let mut lib = (*full_library()).clone();
+    lib.insert_samples("messages/name_bob", &[1, 2, 3]);
+    let message = switchboard_policy::Message::Profile(switchboard_policy::ProfileMessage {
+        user: "bob".into(),
+        extension: "1002".into(),
+        profile: "holiday".into(),
+        until: Some(switchboard_policy::LocalTime {
+            hour: 9,
+            minute: 0,
+            days_ahead: 3,
+            weekday: 1,
+            day: 18,
+            month: 1,
+        }),
+    });
+    assert_eq!(
+        lib.phrase(&message).unwrap(),
+        [
+            "messages/name_bob",
+            "phrases/is_on_holiday",
+            "phrases/until",
+            "time/monday",
+            "time/the",
+            "digits/18th",
+            "time/of",
+            "time/january",
+            "time/at",
+            "digits/9",
+            "digits/hundred",
+        ]
+    );
+    // Tomorrow, and a profile of the operator's own: "is not available".
+    let message = switchboard_policy::Message::Profile(switchboard_policy::ProfileMessage {
+        user: "carol".into(),
+        extension: "1003".into(),
+        profile: "board".into(),
+        until: Some(switchboard_policy::LocalTime {
+            hour: 9,
+            minute: 5,
+            days_ahead: 1,
+            weekday: 6,
+            day: 16,
+            month: 1,
+        }),
+    });
+    assert_eq!(
+        lib.phrase(&message).unwrap()[5..],
+        [
+            "phrases/is_not_available",
+            "phrases/until",
+            "time/tomorrow",
+            "time/at",
+            "digits/9",
+            "digits/oh",
+            "digits/5",
+        ]
+    );
+    // A prompt missing: named in the error.
+    let empty = Library::default();
+    assert_eq!(empty.phrase(&message), Err("phrases/extension".into()));
+}
