@@ -1,11 +1,22 @@
-//! Errors in policy files, positioned like a compiler's: file, line, column, key.
+//! Errors and warnings in policy files, positioned like a compiler's: file, line, column, key.
 
 use std::fmt;
 use std::ops::Range;
 
+/// How bad a problem is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Severity {
+    /// The policy is refused.
+    #[default]
+    Error,
+    /// The policy is valid, and does something the operator may not have meant.
+    Warning,
+}
+
 /// One problem in a policy file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
+    pub severity: Severity,
     pub file: String,
     /// 1-based; 0 when the problem has no position (an unreadable file).
     pub line: usize,
@@ -17,9 +28,13 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let label = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
         write!(
             f,
-            "error: {}\n  --> {}:{}:{} (key {})",
+            "{label}: {}\n  --> {}:{}:{} (key {})",
             self.message, self.file, self.line, self.column, self.key
         )
     }
@@ -51,8 +66,10 @@ impl fmt::Display for Diagnostics {
             }
             write!(f, "{d}")?;
         }
-        if self.0.len() > 1 {
-            write!(f, "\n{} errors", self.0.len())?;
+        let errors = self.0.iter().filter(|d| d.severity == Severity::Error);
+        match errors.count() {
+            0 | 1 => {}
+            n => write!(f, "\n{n} errors")?,
         }
         Ok(())
     }
@@ -76,6 +93,7 @@ impl SourceRef<'_> {
     ) -> Diagnostic {
         let (line, column) = line_col(self.text, span.start);
         Diagnostic {
+            severity: Severity::Error,
             file: self.name.to_string(),
             line,
             column,

@@ -13,7 +13,7 @@ pub mod plan;
 pub mod profile;
 pub mod view;
 
-pub use diagnostics::{Diagnostic, Diagnostics};
+pub use diagnostics::{Diagnostic, Diagnostics, Severity};
 pub use load::{
     parse_duration, parse_host_name, parse_network, parse_target, read_sources, source_files,
     Context, Source,

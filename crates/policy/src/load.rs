@@ -1,7 +1,7 @@
 //! Reading policy TOML into a validated [`Policy`]: every error found, each with its file,
 //! line, column and key.
 
-use crate::diagnostics::{key_at, Diagnostic, Diagnostics, SourceRef};
+use crate::diagnostics::{key_at, Diagnostic, Diagnostics, Severity, SourceRef};
 use crate::model::*;
 use crate::profile::{build_profile, number_problem, ProfileDraft};
 use serde::Deserialize;
@@ -267,6 +267,11 @@ impl Policy {
         b.defaults();
         b.check_refs(sources);
         b.check_loops();
+        // Warnings in reading order: file by file, line by line.
+        let file_index = |name: &str| sources.iter().position(|s| s.name == name);
+        b.policy
+            .warnings
+            .sort_by_key(|d| (file_index(&d.file), d.line, d.column));
         if b.errors.is_empty() {
             Ok(b.policy)
         } else {
@@ -442,6 +447,7 @@ pub fn source_files(path: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
 pub fn read_sources(path: &Path) -> Result<Vec<Source>, Diagnostics> {
     let io = |p: &Path, e: std::io::Error| {
         Diagnostics(vec![Diagnostic {
+            severity: Severity::Error,
             file: p.display().to_string(),
             line: 0,
             column: 0,
@@ -568,6 +574,18 @@ impl Builder {
             text: &src.text,
         };
         self.errors.push(r.at(span, key, msg));
+    }
+
+    /// A policy that is valid and may not do what was meant: kept with it, said by `check`
+    /// and in the log, never refused.
+    fn warn(&mut self, src: &Source, span: Range<usize>, key: impl Into<String>, msg: String) {
+        let r = SourceRef {
+            name: &src.name,
+            text: &src.text,
+        };
+        let mut d = r.at(span, key, msg);
+        d.severity = Severity::Warning;
+        self.policy.warnings.push(d);
     }
 
     fn reference(&mut self, src: &Source, span: Range<usize>, key: String, what: RefKind) {
@@ -1270,17 +1288,22 @@ impl Builder {
                 RefKind::Schedule(s.get_ref().clone()),
             );
         }
+        let strategy = self.strategy(
+            src,
+            &raw.strategy,
+            format!("{key}.strategy"),
+            RingStrategy::RingAll,
+        );
+        if let Some(msg) = short_hunt(strategy, members.len(), member_ring_time, ring_time) {
+            let span = raw.ring_time.as_ref().map_or(id.span(), |r| r.span());
+            self.warn(src, span, format!("{key}.ring_time"), msg);
+        }
         let team = Team {
             id: tid.clone(),
             name: raw.name.unwrap_or_else(|| tid.clone()),
             extension: extension.clone(),
             members,
-            strategy: self.strategy(
-                src,
-                &raw.strategy,
-                format!("{key}.strategy"),
-                RingStrategy::RingAll,
-            ),
+            strategy,
             member_ring_time,
             ring_time,
             skip_unavailable: raw.skip_unavailable.unwrap_or(true),
@@ -1460,6 +1483,19 @@ impl Builder {
         if self.policy.trunks.contains_key(&tid) {
             self.err(src, id.span(), key, format!("trunk {tid} is defined twice"));
             return;
+        }
+        if raw.outbound.is_empty() {
+            let what = if raw.uri.is_some() {
+                "its uri is never used"
+            } else {
+                "it carries calls in only"
+            };
+            self.warn(
+                src,
+                id.span(),
+                format!("{key}.outbound"),
+                format!("no number goes out through trunk {tid}: `outbound` lists none, so {what}"),
+            );
         }
         self.policy.trunks.insert(
             tid.clone(),
@@ -1779,10 +1815,12 @@ impl Builder {
     fn check_refs(&mut self, sources: &[Source]) {
         let refs = std::mem::take(&mut self.refs);
         for r in refs {
+            let mut severity = Severity::Error;
             let problem = match &r.what {
-                RefKind::Member(u) => {
-                    (!self.policy.users.contains_key(u)).then(|| format!("unknown user {u:?}"))
-                }
+                RefKind::Member(u) => match self.policy.users.get(u) {
+                    None => Some(format!("unknown user {u:?}")),
+                    Some(user) => never_rings(user).inspect(|_| severity = Severity::Warning),
+                },
                 RefKind::Target(t) => self.policy.target_problem(t),
                 RefKind::Schedule(s) => (!self.policy.schedules.contains_key(s))
                     .then(|| format!("unknown schedule {s:?}")),
@@ -1829,13 +1867,18 @@ impl Builder {
                     .map(|s| s.text.as_str())
                     .unwrap_or("");
                 let (line, column) = crate::diagnostics::line_col(text, r.offset);
-                self.errors.push(Diagnostic {
+                let diagnostic = Diagnostic {
+                    severity,
                     file: r.file,
                     line,
                     column,
                     key: r.key,
                     message,
-                });
+                };
+                match severity {
+                    Severity::Error => self.errors.push(diagnostic),
+                    Severity::Warning => self.policy.warnings.push(diagnostic),
+                }
             }
         }
     }
@@ -1944,6 +1987,7 @@ impl Builder {
         }
         for (via, steps) in found {
             self.errors.push(Diagnostic {
+                severity: Severity::Error,
                 file: "-".into(),
                 line: 0,
                 column: 0,
@@ -1952,6 +1996,60 @@ impl Builder {
             });
         }
     }
+}
+
+/// Why a team whose members hunt for `member_ring_time` s each, in `ring_time` s in all,
+/// never rings some of its `members` (or rings them only at the last moment); None when
+/// every member gets a turn.
+fn short_hunt(
+    strategy: RingStrategy,
+    members: usize,
+    member_ring_time: u32,
+    ring_time: u32,
+) -> Option<String> {
+    let t = member_ring_time.max(1);
+    // Members whose turn starts within the team's ring time.
+    let reached = ring_time.div_ceil(t) as usize;
+    if members <= 1 || reached >= members {
+        return None;
+    }
+    let name = strategy.as_str();
+    let need = t.saturating_mul(members as u32);
+    let (ring, have) = if reached == 1 {
+        ("rings", "has")
+    } else {
+        ("ring", "have")
+    };
+    match strategy {
+        RingStrategy::RingAll => None,
+        RingStrategy::Cumulative => Some(format!(
+            "with strategy {name}, a member joins every {t} s: in ring_time {ring_time} s only \
+             {reached} of the {members} members {have} joined before the no-answer destination \
+             (the others ring for its last second); raise ring_time to {need} or lower \
+             member_ring_time"
+        )),
+        _ => Some(format!(
+            "with strategy {name}, each member rings {t} s: in ring_time {ring_time} s only \
+             {reached} of the {members} members {ring} before the no-answer destination; raise \
+             ring_time to {need} or lower member_ring_time"
+        )),
+    }
+}
+
+/// Why a team member can never ring: no SIP account to register a phone with, and no
+/// forwarding that team calls follow. None when they can.
+fn never_rings(user: &User) -> Option<String> {
+    let forwards = user
+        .forwarding
+        .as_ref()
+        .is_some_and(|f| f.enabled && !f.direct_calls_only && !f.targets.is_empty());
+    (user.sip.is_none() && !forwards).then(|| {
+        format!(
+            "{} can never ring in a team call: no SIP account (users.{}.sip) to register a \
+             phone with, and no forwarding that team calls follow",
+            user.id, user.id
+        )
+    })
 }
 
 fn default_status_rule(a: Availability) -> StatusRule {

@@ -558,6 +558,8 @@ pub struct Policy {
     pub(crate) by_username: HashMap<String, String>,
     /// Profiles whose refused callers hear no announcement (`announce = false`).
     pub(crate) silent_profiles: std::collections::BTreeSet<String>,
+    /// What `check` warns of: valid, and perhaps not what was meant.
+    pub(crate) warnings: Vec<crate::Diagnostic>,
 }
 
 /// Who an extension belongs to.
@@ -568,6 +570,12 @@ pub enum ExtensionOwner {
 }
 
 impl Policy {
+    /// The warnings about this policy (valid, and perhaps not what was meant), in the
+    /// order of the files.
+    pub fn warnings(&self) -> &[crate::Diagnostic] {
+        &self.warnings
+    }
+
     pub fn user(&self, id: &str) -> Option<&User> {
         self.users.get(id)
     }

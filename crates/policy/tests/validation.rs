@@ -30,6 +30,7 @@ fn example_policy_loads() {
         text: include_str!("../../../config/policy.toml").into(),
     }])
     .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.warnings(), [], "the example says what it means");
     let alice = p.user("alice").unwrap();
     assert_eq!(alice.extension, "1001");
     assert_eq!(
@@ -413,5 +414,124 @@ fn diagnostics_read_like_a_compiler() {
             "error: extension \"x1\" must be digits\n  --> p.toml:2:13 (key users.alice.extension)"
         ),
         "{e}"
+    );
+}
+
+/// The warnings of a valid policy: (line, key, message).
+fn warnings(text: &str) -> Vec<(usize, String, String)> {
+    let p = load(text).unwrap_or_else(|e| panic!("{e}"));
+    p.warnings()
+        .iter()
+        .inspect(|d| assert_eq!(d.severity, switchboard_policy::Severity::Warning))
+        .map(|d| (d.line, d.key.clone(), d.message.clone()))
+        .collect()
+}
+
+/// Four users who can register, and team `t` of them with `settings`.
+fn team_of_four(settings: &str) -> String {
+    let mut text = String::new();
+    for (i, u) in ["a", "b", "c", "d"].iter().enumerate() {
+        text.push_str(&format!(
+            "[users.{u}]\nextension = \"10{i:02}\"\n[users.{u}.sip]\npassword = \"pw\"\n"
+        ));
+    }
+    text.push_str(&format!(
+        "[teams.t]\nmembers = [\"a\", \"b\", \"c\", \"d\"]\n{settings}"
+    ));
+    text
+}
+
+#[test]
+fn a_hunt_that_ends_before_every_member_rang_is_warned_of() {
+    // Line 21 of the text: the team's ring_time.
+    let w = warnings(&team_of_four(
+        "strategy = \"hunt\"\nmember_ring_time = 15\nring_time = 30\n",
+    ));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!((w[0].0, w[0].1.as_str()), (21, "teams.t.ring_time"));
+    assert!(
+        w[0].2.contains("only 2 of the 4 members ring") && w[0].2.contains("raise ring_time to 60"),
+        "{}",
+        w[0].2
+    );
+    // Every hunting strategy; a cumulative team whose last members join too late.
+    for s in [
+        "memory_hunt",
+        "round_robin",
+        "random",
+        "least_recent",
+        "first_available",
+    ] {
+        let w = warnings(&team_of_four(&format!(
+            "strategy = \"{s}\"\nmember_ring_time = 20\nring_time = 45\n"
+        )));
+        assert!(w[0].2.contains("only 3 of the 4"), "{s}: {w:?}");
+    }
+    let w = warnings(&team_of_four(
+        "strategy = \"cumulative\"\nmember_ring_time = 10\nring_time = 20\n",
+    ));
+    assert!(
+        w[0].2.contains("only 2 of the 4 members have joined"),
+        "{w:?}"
+    );
+    // Enough time, or everyone at once: nothing to say.
+    for settings in [
+        "strategy = \"hunt\"\nmember_ring_time = 15\nring_time = 60\n",
+        "strategy = \"ring_all\"\nmember_ring_time = 15\nring_time = 20\n",
+        "strategy = \"cumulative\"\nmember_ring_time = 10\nring_time = 31\n",
+    ] {
+        assert_eq!(warnings(&team_of_four(settings)), [], "{settings}");
+    }
+}
+
+#[test]
+fn a_member_who_can_never_ring_is_warned_of() {
+    let text = format!(
+        "{USER}[users.bob]\nextension = \"1002\"\n\
+         [users.carol]\nextension = \"1003\"\n\
+         [users.carol.forwarding]\nenabled = true\ntargets = [\"number:+447700900001\"]\n\
+         [users.dave]\nextension = \"1004\"\n\
+         [users.dave.forwarding]\nenabled = true\ntargets = [\"number:+447700900002\"]\n\
+         direct_calls_only = true\n\
+         [teams.t]\nmembers = [\"alice\", \"bob\", \"carol\", \"dave\"]\n"
+    );
+    let w = warnings(&text);
+    let keys: Vec<&str> = w.iter().map(|w| w.1.as_str()).collect();
+    // bob has no SIP account; dave forwards direct calls only; carol's forwarding rings
+    // for team calls too; alice has a phone.
+    assert_eq!(keys, ["teams.t.members[1]", "teams.t.members[3]"], "{w:?}");
+    assert!(
+        w[0].2.starts_with("bob can never ring in a team call"),
+        "{w:?}"
+    );
+    assert_eq!(w[0].0, 19);
+}
+
+#[test]
+fn a_trunk_with_no_outbound_numbers_is_warned_of() {
+    let text = format!(
+        "{USER}[trunks.out]\nsources = [\"192.0.2.1/32\"]\nuri = \"sip:192.0.2.1\"\n\
+         [trunks.inbound]\nsources = [\"192.0.2.2/32\"]\ndids = {{ \"+441632960000\" = \"user:alice\" }}\n\
+         [trunks.both]\nsources = [\"192.0.2.3/32\"]\nuri = \"sip:192.0.2.3\"\noutbound = [\"+44*\"]\n"
+    );
+    let w = warnings(&text);
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert_eq!((w[0].0, w[0].1.as_str()), (5, "trunks.out.outbound"));
+    assert!(w[0].2.ends_with("so its uri is never used"), "{w:?}");
+    assert_eq!((w[1].0, w[1].1.as_str()), (8, "trunks.inbound.outbound"));
+    assert!(w[1].2.ends_with("so it carries calls in only"), "{w:?}");
+}
+
+#[test]
+fn warnings_do_not_refuse_a_policy_and_are_said_as_warnings() {
+    let p = load(&team_of_four(
+        "strategy = \"hunt\"\nmember_ring_time = 15\nring_time = 30\n",
+    ))
+    .unwrap();
+    let text = p.warnings()[0].to_string();
+    assert!(text.starts_with("warning: with strategy hunt"), "{text}");
+    assert!(
+        text.contains("--> p.toml:21:13 (key teams.t.ring_time)"),
+        "{text}"
     );
 }

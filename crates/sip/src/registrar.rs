@@ -413,6 +413,14 @@ impl Registrar {
         self.by_expiry.len()
     }
 
+    /// Every binding live at `now` (Unix seconds), in no particular order.
+    pub fn live(&self, now: u64) -> impl Iterator<Item = &Binding> {
+        self.table
+            .values()
+            .flatten()
+            .filter(move |b| b.live_at(now))
+    }
+
     /// Number of addresses of record with at least one binding.
     pub fn aors(&self) -> usize {
         self.table.values().filter(|b| !b.is_empty()).count()

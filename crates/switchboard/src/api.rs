@@ -37,6 +37,7 @@ use std::time::Duration;
 use switchboard_policy::{IncomingHandling, ProfileDraft};
 use switchboard_presence::model::{Interface, StatusInterval, UnixTime, MAX_END_AHEAD};
 use switchboard_sip::log_limit;
+use switchboard_sip::registrar::Binding;
 use switchboard_store::tables::{status_log_range, STATUS_LOG};
 use switchboard_store::Store;
 use tokio::sync::{mpsc, oneshot};
@@ -48,14 +49,21 @@ pub type Envelope = (Request, oneshot::Sender<Reply>);
 /// most users), on its way to the daemon's loop, with where its outcome goes.
 pub type ReloadEnvelope = (bool, oneshot::Sender<ReloadAnswer>);
 
-/// What the API asks the daemon's loop for `/metrics`, `/healthz` and `/readyz`; the loop
-/// answers at once.
+/// What the API asks the daemon's loop for (`/metrics`, `/healthz`, `/readyz`, the trunks,
+/// the registrations); the loop answers at once, from the core or what it counts itself.
 #[derive(Debug)]
 pub enum LoopAsk {
     /// Everything counted, as it stands.
     Metrics(oneshot::Sender<metrics::Snapshot>),
     /// Whether the daemon takes new requests.
     Health(oneshot::Sender<Health>),
+    /// Every trunk's registration and source names.
+    Trunks(oneshot::Sender<Vec<TrunkStatus>>),
+    /// The registered devices of one user, or of everyone.
+    Registrations {
+        user: Option<String>,
+        reply: oneshot::Sender<Vec<Binding>>,
+    },
 }
 
 /// How the daemon's loop stands (`/readyz`).
@@ -71,14 +79,14 @@ pub struct Operations {
     pub ask: mpsc::Sender<LoopAsk>,
     /// `/metrics` needs the admin token (`[api] metrics_need_token`).
     pub metrics_need_token: bool,
+    /// A person with no registered device is shown offline (`[presence]
+    /// offline_without_devices`).
+    pub offline_without_devices: bool,
 }
 
 /// How long `/healthz` and `/readyz` wait for the daemon's loop to answer before they say
 /// it is stuck.
 const LOOP_ANSWER: Duration = Duration::from_secs(2);
-
-/// An ask for every trunk's registration, answered by the daemon's loop from the core.
-pub type TrunksEnvelope = oneshot::Sender<Vec<TrunkStatus>>;
 
 /// How a reload asked for through the API ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,7 +154,6 @@ struct ApiState {
     admin_token: Option<Arc<str>>,
     core: mpsc::Sender<Envelope>,
     reload: mpsc::Sender<ReloadEnvelope>,
-    trunks: mpsc::Sender<TrunksEnvelope>,
     store: Arc<dyn Store>,
     ops: Operations,
 }
@@ -160,7 +167,6 @@ pub fn router(
     admin_token: Option<String>,
     core: mpsc::Sender<Envelope>,
     reload: mpsc::Sender<ReloadEnvelope>,
-    trunks: mpsc::Sender<TrunksEnvelope>,
     store: Arc<dyn Store>,
     ops: Operations,
 ) -> Router {
@@ -169,7 +175,6 @@ pub fn router(
         admin_token: admin_token.map(Arc::from),
         core,
         reload,
-        trunks,
         store,
         ops,
     };
@@ -193,6 +198,7 @@ pub fn router(
         .route("/v1/reports/time-in-status", get(time_in_status))
         .route("/v1/policy/reload", post(reload_policy))
         .route("/v1/trunks", get(list_trunks))
+        .route("/v1/registrations", get(list_registrations))
         .route("/metrics", get(scrape))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -306,9 +312,9 @@ fn error(e: ApiError) -> Response {
     (status, Json(e)).into_response()
 }
 
-fn answer(r: Result<Answer, ApiError>) -> Response {
+fn answer(state: &ApiState, r: Result<Answer, ApiError>) -> Response {
     match r {
-        Ok(a) => match answer_json(a) {
+        Ok(a) => match answer_json(a, state.ops.offline_without_devices) {
             Some(v) => Json(v).into_response(),
             None => error(ApiError::new(
                 500,
@@ -321,8 +327,10 @@ fn answer(r: Result<Answer, ApiError>) -> Response {
 }
 
 /// An answer as the API shows it (the shapes docs/openapi.json describes); None for a
-/// report's snapshot, which [`time_in_status`] finishes.
-fn answer_json(a: Answer) -> Option<Value> {
+/// report's snapshot, which [`time_in_status`] finishes. `offline_shown`: a person with a
+/// SIP account and no registered device is shown offline.
+fn answer_json(a: Answer, offline_shown: bool) -> Option<Value> {
+    let person_json = |p: &PresenceView| person_json(p, offline_shown);
     let profiles = |list: &[ProfileView]| list.iter().map(profile_json).collect::<Vec<_>>();
     Some(match a {
         Answer::People(people) => {
@@ -346,12 +354,16 @@ fn answer_json(a: Answer) -> Option<Value> {
     })
 }
 
-/// A person as colleagues see them.
-fn person_json(p: &PresenceView) -> Value {
+/// A person as colleagues see them: offline (grey) when they could register a phone and
+/// have none registered, and `offline_shown` says so.
+fn person_json(p: &PresenceView, offline_shown: bool) -> Value {
+    let offline = offline_shown && p.registers && p.devices == 0;
     json!({
         "user": p.user,
         "availability": p.availability.as_str(),
-        "colour": p.availability.colour(),
+        "colour": if offline { json!("grey") } else { json!(p.availability.colour()) },
+        "devices": p.devices,
+        "offline": offline,
         "message": p.message,
         "custom_text": p.custom_text,
         "status_until": p.status_until,
@@ -502,7 +514,7 @@ async fn run(
         Err(e) => return error(e),
     };
     match command() {
-        Ok(command) => answer(send(state, c, command).await),
+        Ok(command) => answer(state, send(state, c, command).await),
         Err(e) => error(e),
     }
 }
@@ -1035,18 +1047,17 @@ mod tests {
         let snapshot = crate::test_harness::snapshot(crate::test_harness::POLICY);
         let (core, _) = mpsc::channel(1);
         let (reload, _) = mpsc::channel(1);
-        let (trunks, _) = mpsc::channel(1);
         let (ask, asks) = mpsc::channel(1);
         let state = ApiState {
             directory: Arc::new(ArcSwap::new(snapshot)),
             admin_token: None,
             core,
             reload,
-            trunks,
             store: Arc::new(switchboard_store::MemoryStore::default()),
             ops: Operations {
                 ask,
                 metrics_need_token: false,
+                offline_without_devices: true,
             },
         };
         (state, asks)
@@ -1127,6 +1138,7 @@ mod tests {
             ("/v1/reports/time-in-status", &["get"]),
             ("/v1/policy/reload", &["post"]),
             ("/v1/trunks", &["get"]),
+            ("/v1/registrations", &["get"]),
             ("/v1/openapi.json", &["get"]),
             ("/metrics", &["get"]),
             ("/healthz", &["get"]),
@@ -1167,11 +1179,34 @@ mod tests {
                 until: None,
             },
             call_status: CallStatus::Hidden,
+            devices: 1,
+            registers: true,
         };
         assert_eq!(
-            text(person_json(&alice)),
-            r#"{"availability":"dnd","call_status":"hidden","colour":"red","custom_text":null,"message":"Back at 3","profile":{"id":"available","name":"Available","number":1,"since":0,"until":null},"status_since":100,"status_until":900,"user":"alice"}"#
+            text(person_json(&alice, true)),
+            r#"{"availability":"dnd","call_status":"hidden","colour":"red","custom_text":null,"devices":1,"message":"Back at 3","offline":false,"profile":{"id":"available","name":"Available","number":1,"since":0,"until":null},"status_since":100,"status_until":900,"user":"alice"}"#
         );
+        // No device: offline and grey, unless the operator shows people as their status
+        // says; someone without a SIP account is never offline for want of one.
+        let unplugged = PresenceView {
+            devices: 0,
+            ..alice.clone()
+        };
+        let shown = person_json(&unplugged, true);
+        assert_eq!(
+            (&shown["offline"], &shown["colour"]),
+            (&json!(true), &json!("grey"))
+        );
+        let shown = person_json(&unplugged, false);
+        assert_eq!(
+            (&shown["offline"], &shown["colour"]),
+            (&json!(false), &json!("red"))
+        );
+        let forwards_only = PresenceView {
+            registers: false,
+            ..unplugged
+        };
+        assert_eq!(person_json(&forwards_only, true)["offline"], json!(false));
         let draft = ProfileDraft {
             name: Some("Focus".into()),
             number: Some(11),
@@ -1192,21 +1227,27 @@ mod tests {
         assert_eq!(text(profile_json(&focus)), focus_text);
         let mut listed_focus: Value = serde_json::from_str(focus_text).unwrap();
         listed_focus["active"] = json!(true);
-        let listed = answer_json(Answer::Profiles {
-            user: Some("alice".into()),
-            profiles: vec![ProfileView {
-                active: Some(true),
-                ..focus.clone()
-            }],
-        });
+        let listed = answer_json(
+            Answer::Profiles {
+                user: Some("alice".into()),
+                profiles: vec![ProfileView {
+                    active: Some(true),
+                    ..focus.clone()
+                }],
+            },
+            true,
+        );
         assert_eq!(
             listed,
             Some(json!({ "user": "alice", "profiles": [listed_focus] }))
         );
-        let removed = answer_json(Answer::Removed {
-            removed: focus,
-            presence: alice,
-        })
+        let removed = answer_json(
+            Answer::Removed {
+                removed: focus,
+                presence: alice,
+            },
+            true,
+        )
         .unwrap();
         assert_eq!(removed["removed"]["id"], "focus");
         assert_eq!(removed["presence"]["user"], "alice");
@@ -1220,7 +1261,10 @@ mod tests {
             ],
             as_of: 200,
         };
-        assert_eq!(answer_json(Answer::Report(snapshot(None, None))), None);
+        assert_eq!(
+            answer_json(Answer::Report(snapshot(None, None)), true),
+            None
+        );
         // Every status is counted, also those nobody held.
         let seconds = |away: i64, custom: i64| {
             json!({
@@ -1498,14 +1542,80 @@ async fn list_trunks(State(state): State<ApiState>, headers: HeaderMap) -> Respo
     if let Err(e) = admin(&state, &headers, "see the trunks") {
         return error(e);
     }
-    let stopping = || error(ApiError::new(503, None, "the daemon is stopping"));
-    let (tx, rx) = oneshot::channel();
-    if state.trunks.send(tx).await.is_err() {
-        return stopping();
-    }
-    match rx.await {
+    match ask_loop(&state, LoopAsk::Trunks).await {
         Ok(list) => Json(json!({ "trunks": list.iter().map(trunk_json).collect::<Vec<_>>() }))
             .into_response(),
-        Err(_) => stopping(),
+        Err(e) => error(e),
+    }
+}
+
+/// Asks the daemon's loop (`ask` wraps the reply channel) and waits for its answer; 503
+/// when the daemon is stopping.
+async fn ask_loop<T>(
+    state: &ApiState,
+    ask: impl FnOnce(oneshot::Sender<T>) -> LoopAsk,
+) -> Result<T, ApiError> {
+    let stopping = || ApiError::new(503, None, "the daemon is stopping");
+    let (tx, rx) = oneshot::channel();
+    state.ops.ask.send(ask(tx)).await.map_err(|_| stopping())?;
+    rx.await.map_err(|_| stopping())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RegistrationsQuery {
+    user: Option<String>,
+}
+
+/// One registered device as `GET /v1/registrations` answers it.
+fn registration_json(b: &Binding) -> Value {
+    json!({
+        "user": b.aor,
+        "contact": b.contact,
+        "transport": b.transport.to_string(),
+        "source": b.source.to_string(),
+        "user_agent": b.user_agent,
+        "instance": b.instance,
+        "expires_at": b.expires_at,
+        "registered_at": b.registered_at,
+    })
+}
+
+/// `GET /v1/registrations[?user=ID]`: the registered devices (who, from where, over which
+/// transport, with which phone, until when). The admin sees everyone's; a person with their
+/// own token, their own (`user` may name only them).
+async fn list_registrations(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<Query<RegistrationsQuery>, QueryRejection>,
+) -> Response {
+    let c = match caller(&state, &headers) {
+        Ok(c) => c,
+        Err(e) => return error(e),
+    };
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return error(ApiError::new(400, None, format!("unreadable query: {e}"))),
+    };
+    let user = if c.admin {
+        q.user
+    } else {
+        match q.user {
+            Some(u) if u != c.who => {
+                return error(ApiError::new(
+                    403,
+                    Some("authorization"),
+                    "a person's token sees only their own registrations",
+                ))
+            }
+            _ => Some(c.who.clone()),
+        }
+    };
+    match ask_loop(&state, |reply| LoopAsk::Registrations { user, reply }).await {
+        Ok(list) => Json(json!({
+            "registrations": list.iter().map(registration_json).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(e) => error(e),
     }
 }

@@ -148,6 +148,46 @@ fn time(t: i64) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
+/// A query string's value, percent-encoded (RFC 3986 unreserved characters kept).
+pub fn query_value(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `GET /v1/registrations` as `switchboard registrations` prints it: one line per device.
+pub fn format_registrations(v: &Value) -> String {
+    let list = v["registrations"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        return "no registered devices".into();
+    }
+    let text = |r: &Value, k: &str| r[k].as_str().unwrap_or("").to_string();
+    let mut lines = vec![format!(
+        "{:<12} {:<22} {:<4} {:<24} contact",
+        "user", "from", "via", "until"
+    )];
+    for r in &list {
+        let until = r["expires_at"].as_i64().map(time).unwrap_or_default();
+        lines.push(format!(
+            "{:<12} {:<22} {:<4} {:<24} {}",
+            text(r, "user"),
+            text(r, "source"),
+            text(r, "transport"),
+            until,
+            text(r, "contact"),
+        ));
+        if let Some(ua) = r["user_agent"].as_str() {
+            lines.push(format!("{:<12} {ua}", ""));
+        }
+    }
+    lines.join("\n")
+}
+
 /// One line per person, as `presence list` prints it.
 pub fn format_person(p: &Value) -> String {
     let until = p["profile"]["until"]

@@ -81,6 +81,22 @@ struct RawConfig {
     features: RawFeatures,
     #[serde(default)]
     dns: RawDns,
+    #[serde(default)]
+    presence: RawPresence,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawPresence {
+    offline_without_devices: bool,
+}
+
+impl Default for RawPresence {
+    fn default() -> Self {
+        RawPresence {
+            offline_without_devices: true,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -466,6 +482,9 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// `GET /metrics` needs the admin token (else it is open, like `/healthz`).
     pub metrics_need_token: bool,
+    /// A person who has a SIP account and no registered device is shown offline to
+    /// colleagues (`[presence] offline_without_devices`).
+    pub offline_without_devices: bool,
     pub api_limits: ApiLimits,
     /// Most calls being set up at once; further INVITEs get 503.
     pub max_calls: usize,
@@ -1012,6 +1031,7 @@ impl Config {
             api_listen,
             admin_token: raw.api.admin_token.map(|t| t.into_inner()),
             metrics_need_token: *raw.api.metrics_need_token.get_ref(),
+            offline_without_devices: raw.presence.offline_without_devices,
             api_limits,
             max_calls: max_calls as usize,
             max_ring_secs: max_ring,

@@ -77,6 +77,15 @@ enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Print the registered devices (who, contact, from where, which phone, until when),
+    /// from the running daemon.
+    Registrations {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Only this person's.
+        #[arg(long)]
+        user: Option<String>,
+    },
     /// Print the plan a call would get, step by step, and why.
     Explain {
         /// Configuration file (its policy is explained).
@@ -607,6 +616,13 @@ fn main() -> ExitCode {
         Command::Trunks { admin } => {
             admin_call(admin, "GET", "/v1/trunks", None, client::format_trunks)
         }
+        Command::Registrations { admin, user } => {
+            let path = match user {
+                Some(u) => format!("/v1/registrations?user={}", client::query_value(&u)),
+                None => "/v1/registrations".into(),
+            };
+            admin_call(admin, "GET", &path, None, client::format_registrations)
+        }
         Command::Reload {
             admin,
             allow_shrink,
@@ -629,8 +645,19 @@ fn main() -> ExitCode {
                 }
             };
             match policy_source::load(&config) {
-                Ok(_) => {
-                    println!("{}: configuration and policy are valid", config.source);
+                Ok(policy) => {
+                    for w in policy.warnings() {
+                        eprintln!("{w}");
+                    }
+                    let warned = match policy.warnings().len() {
+                        0 => String::new(),
+                        1 => " (1 warning)".into(),
+                        n => format!(" ({n} warnings)"),
+                    };
+                    println!(
+                        "{}: configuration and policy are valid{warned}",
+                        config.source
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -33,6 +33,20 @@ pub fn load(config: &Config) -> Result<Policy, Diagnostics> {
     }
 }
 
+/// One log line for each of the policy's warnings (valid, and perhaps not what was meant),
+/// as `switchboard check` shows them.
+pub fn log_warnings(policy: &Policy) {
+    for w in policy.warnings() {
+        tracing::warn!(
+            file = %w.file,
+            line = w.line,
+            key = %w.key,
+            "policy warning: {}",
+            w.message
+        );
+    }
+}
+
 /// Validates policy texts already read, also against the configuration.
 pub fn load_sources(config: &Config, sources: &[Source]) -> Result<Policy, Diagnostics> {
     let context = Context {

@@ -169,6 +169,11 @@ pub struct PresenceView {
     pub profile: ActiveProfileView,
     /// Hidden unless the active profile shows it.
     pub call_status: CallStatus,
+    /// How many devices the person has registered now (the registrar's to fill in; 0 as
+    /// the presence service builds the view).
+    pub devices: u32,
+    /// Whether the person has a SIP account to register devices with.
+    pub registers: bool,
 }
 
 /// A person's active profile as colleagues see it.
@@ -1133,6 +1138,8 @@ impl PresenceService {
                 until: p.profile.until,
             },
             call_status: self.model.call_status_for_colleagues(user),
+            devices: 0,
+            registers: policy.user(user).is_some_and(|u| u.sip.is_some()),
         }
     }
 

@@ -1,6 +1,5 @@
 //! The async shell around [`Core`]: sockets, the durable store, the clock, signals.
 
-use crate::api::TrunksEnvelope;
 use crate::api::{self, Envelope, Health, LoopAsk, Operations, ReloadAnswer, ReloadEnvelope};
 use crate::config::Config;
 use crate::core::RoutingConfig;
@@ -116,6 +115,7 @@ fn core_config(c: &Config, route_secret: [u8; 32]) -> CoreConfig {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let policy = policy_source::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    policy_source::log_warnings(&policy);
     let directory: Arc<ArcSwap<Box<dyn Directory>>> = Arc::new(ArcSwap::from_pointee(Box::new(
         PolicyDirectory::new(policy),
     )
@@ -224,9 +224,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (api_tx, mut api_rx) = mpsc::channel::<Envelope>(1024);
     // …and its policy reloads to this loop, which runs them as it runs SIGHUP's.
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadEnvelope>(16);
-    // …and asks for the trunks' registrations, which the core answers at once.
-    let (trunks_tx, mut trunks_rx) = mpsc::channel::<TrunksEnvelope>(16);
-    // …and asks for the metrics and how the loop stands (/metrics, /healthz, /readyz).
+    // …and asks for the metrics, how the loop stands (/metrics, /healthz, /readyz), the
+    // trunks and the registrations, which the loop answers at once.
     let (ask_tx, mut ask_rx) = mpsc::channel::<LoopAsk>(64);
     if let Some(addr) = config.api_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -238,18 +237,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.admin_token.clone(),
             api_tx.clone(),
             reload_tx.clone(),
-            trunks_tx.clone(),
             store.clone(),
             Operations {
                 ask: ask_tx.clone(),
                 metrics_need_token: config.metrics_need_token,
+                offline_without_devices: config.offline_without_devices,
             },
         );
         tokio::spawn(api::serve(listener, app, config.api_limits));
     }
     drop(api_tx);
     drop(reload_tx);
-    drop(trunks_tx);
     drop(ask_tx);
     // What the loop counts itself (the core and the sockets count the rest).
     let mut shell = ShellMetrics::default();
@@ -355,9 +353,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 replies.insert(next_reply, reply);
                 core.handle(Input::Command { id: next_reply, req }, now());
             }
-            Some(reply) = trunks_rx.recv() => {
-                let _ = reply.send(core.trunks());
-            }
             Some(ask) = ask_rx.recv() => match ask {
                 LoopAsk::Metrics(reply) => {
                     let _ = reply.send(metrics::Snapshot {
@@ -368,6 +363,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
                 LoopAsk::Health(reply) => {
                     let _ = reply.send(Health { draining: drain_deadline.is_some() });
+                }
+                LoopAsk::Trunks(reply) => {
+                    let _ = reply.send(core.trunks());
+                }
+                LoopAsk::Registrations { user, reply } => {
+                    let _ = reply.send(core.registrations(user.as_deref(), now().unix));
                 }
             },
             _ = sigterm.recv() => start_drain(&mut core, &mut drain_deadline),
@@ -643,6 +644,7 @@ fn reload(
                             (None, fingerprint, ReloadAnswer::Shrink(why))
                         }
                         _ => {
+                            policy_source::log_warnings(&policy);
                             let snapshot: Snapshot =
                                 Arc::new(Box::new(PolicyDirectory::new(policy)));
                             directory.store(snapshot.clone());

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -28,9 +28,12 @@ fn policy() -> String {
         )
 }
 
+/// The daemon with people shown as their status says: nobody registers a phone in most of
+/// these tests, and would be shown offline otherwise.
 fn start() -> Daemon {
     Daemon::start(Options {
         policy: policy(),
+        extra: "[presence]\noffline_without_devices = false\n".into(),
         ..Options::default()
     })
 }
@@ -1504,4 +1507,114 @@ fn slow_clients_are_cut_off_and_connections_are_capped() {
     // …and a normal client is served.
     let (code, v) = get(&d, "/v1/presence/alice", ALICE_TOKEN);
     assert_eq!(code, 200, "{v}");
+}
+
+#[test]
+fn registrations_are_listed_for_the_admin_and_each_person_their_own() {
+    // As by default: someone with no phone registered is shown offline.
+    let d = Daemon::start(Options {
+        policy: policy(),
+        ..Options::default()
+    });
+    // Nobody has a phone yet: offline (grey), whatever the status says.
+    let (_, alice) = http(&d, "GET", "/v1/presence/alice", Some(ALICE_TOKEN), None);
+    assert_eq!(
+        (&alice["offline"], &alice["colour"], &alice["devices"]),
+        (&json!(true), &json!("grey"), &json!(0)),
+        "{alice}"
+    );
+    let register = |user: &str, password: &str, port: u16, scenario: &str| {
+        let expires = if scenario == "register.xml" { 600 } else { 0 };
+        Sipp::new(&d, scenario)
+            .row(row(user, password, port, expires))
+            .ok();
+    };
+    register("alice", "alice-secret", 7201, "register.xml");
+    register("alice", "alice-secret", 7202, "register.xml");
+    register("bob", "bob-secret", 7203, "register.xml");
+
+    let (code, v) = http(&d, "GET", "/v1/registrations", Some(ADMIN_TOKEN), None);
+    assert_eq!(code, 200, "{v}");
+    let list = v["registrations"].as_array().unwrap();
+    let seen: Vec<(&str, bool)> = list
+        .iter()
+        .map(|r| {
+            (
+                r["user"].as_str().unwrap(),
+                r["contact"].as_str().unwrap().contains(":720"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [("alice", true), ("alice", true), ("bob", true)],
+        "{v}"
+    );
+    let bob = &list[2];
+    assert!(bob["contact"].as_str().unwrap().contains(":7203"), "{v}");
+    assert_eq!(bob["transport"], "UDP", "{v}");
+    assert!(
+        bob["source"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{v}"
+    );
+    let (expires, since) = (
+        bob["expires_at"].as_i64().unwrap(),
+        bob["registered_at"].as_i64().unwrap(),
+    );
+    assert!((590..=610).contains(&(expires - since)), "{v}");
+
+    // One person's, for the admin; a person sees only their own.
+    let (_, v) = http(
+        &d,
+        "GET",
+        "/v1/registrations?user=bob",
+        Some(ADMIN_TOKEN),
+        None,
+    );
+    assert_eq!(v["registrations"].as_array().unwrap().len(), 1, "{v}");
+    let (code, v) = http(&d, "GET", "/v1/registrations", Some(ALICE_TOKEN), None);
+    assert_eq!(code, 200, "{v}");
+    let users: Vec<&str> = v["registrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["alice", "alice"]);
+    let (code, v) = http(
+        &d,
+        "GET",
+        "/v1/registrations?user=bob",
+        Some(ALICE_TOKEN),
+        None,
+    );
+    assert_eq!(code, 403, "{v}");
+    let (code, _) = http(&d, "GET", "/v1/registrations", None, None);
+    assert_eq!(code, 401);
+    let (code, _) = http(
+        &d,
+        "GET",
+        "/v1/registrations?who=bob",
+        Some(ADMIN_TOKEN),
+        None,
+    );
+    assert_eq!(code, 400);
+
+    // The CLI, with the config's admin token; bob unregisters and is gone.
+    register("bob", "bob-secret", 7203, "deregister.xml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["registrations", "--config"])
+        .arg(d.config_path())
+        .env_remove("SWITCHBOARD_TOKEN")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let devices: Vec<&str> = text.lines().filter(|l| l.contains(":720")).collect();
+    assert_eq!(devices.len(), 2, "{text}");
+    assert!(devices.iter().all(|l| l.starts_with("alice ")), "{text}");
 }

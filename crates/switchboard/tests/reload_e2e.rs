@@ -270,3 +270,33 @@ fn check_reports_every_error_with_file_line_and_key() {
         "{err}"
     );
 }
+
+#[test]
+fn a_policy_with_warnings_is_applied_and_its_warnings_logged() {
+    let mut d = Daemon::start(Options::default());
+    // nobody has no phone to ring with: valid, and said (as `check` says it).
+    let team = "\n[teams.night]\nmembers = [\"alice\", \"nobody\"]\n\
+                [users.nobody]\nextension = \"1098\"\n";
+    save_by_rename(&d, &format!("{POLICY}{team}"));
+    d.wait_for_log("policy reloaded", Duration::from_secs(10));
+    let log = d.log();
+    assert!(
+        log.contains("policy warning: nobody can never ring in a team call")
+            && log.contains("key=teams.night.members[1]"),
+        "{log}"
+    );
+    assert!(known(&d, "nobody"));
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["check", "--config"])
+        .arg(d.config_path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: nobody can never ring")
+            && err.contains("(key teams.night.members[1])"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid (1 warning)"));
+}

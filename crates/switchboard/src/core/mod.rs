@@ -489,6 +489,19 @@ impl Core {
 
     /// Every trunk of the policy with its registration and the addresses of its source
     /// names (a read: nothing changes).
+    /// The registered devices (live bindings) of `user`, or of everyone, at `unix` (Unix
+    /// seconds): by user, then by first registration.
+    pub fn registrations(&self, user: Option<&str>, unix: u64) -> Vec<Binding> {
+        let mut list: Vec<Binding> = self
+            .registrar
+            .live(unix)
+            .filter(|b| user.is_none_or(|u| b.aor == u))
+            .cloned()
+            .collect();
+        list.sort_by(|a, b| (&a.aor, a.registered_at).cmp(&(&b.aor, b.registered_at)));
+        list
+    }
+
     pub fn trunks(&self) -> Vec<TrunkStatus> {
         let policy = self.directory.policy();
         let mut list = self.registrant.status(policy);
@@ -1035,7 +1048,8 @@ impl Core {
                         "the change could not be stored; try again",
                     ))
                 };
-                let reply = Box::new(reply);
+                let mut reply = Box::new(reply);
+                count_devices(&mut reply, cx.registrar, now.unix);
                 cx.wire.out.push_back(Output::Reply { id, reply });
                 if let Some(p) = person {
                     self.presence_stored(&p, now);
@@ -1096,7 +1110,8 @@ impl Core {
                 return cx.persist(pending, p.writes);
             }
         };
-        let reply = Box::new(reply);
+        let mut reply = Box::new(reply);
+        count_devices(&mut reply, cx.registrar, now.unix);
         cx.wire.out.push_back(Output::Reply { id, reply });
     }
 
@@ -1205,3 +1220,16 @@ impl Core {
 
 #[cfg(test)]
 mod tests;
+
+/// Each person a presence answer shows, with the devices they have registered at `unix`.
+fn count_devices(reply: &mut presence_service::Reply, registrar: &Registrar, unix: u64) {
+    let count = |v: &mut presence_service::PresenceView| {
+        v.devices = registrar.lookup(&v.user, unix).len() as u32;
+    };
+    match reply {
+        Ok(presence_service::Answer::People(people)) => people.iter_mut().for_each(count),
+        Ok(presence_service::Answer::Person(p))
+        | Ok(presence_service::Answer::Removed { presence: p, .. }) => count(p),
+        _ => {}
+    }
+}
