@@ -36,6 +36,7 @@ use tokio::sync::mpsc;
 
 pub mod dns;
 pub mod interfaces;
+pub mod media;
 #[cfg(target_os = "linux")]
 pub mod pktinfo;
 pub mod stun;

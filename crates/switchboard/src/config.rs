@@ -83,6 +83,26 @@ struct RawConfig {
     dns: RawDns,
     #[serde(default)]
     presence: RawPresence,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: LogFormat,
+}
+
+/// How log lines are written (`[log] format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One line of text per event: time, level, target, fields (what fail2ban reads).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (the message
+    /// among them), for log collectors.
+    Json,
 }
 
 #[derive(Debug, Deserialize)]
@@ -482,6 +502,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// `GET /metrics` needs the admin token (else it is open, like `/healthz`).
     pub metrics_need_token: bool,
+    /// How log lines are written.
+    pub log_format: LogFormat,
     /// A person who has a SIP account and no registered device is shown offline to
     /// colleagues (`[presence] offline_without_devices`).
     pub offline_without_devices: bool,
@@ -1032,6 +1054,7 @@ impl Config {
             admin_token: raw.api.admin_token.map(|t| t.into_inner()),
             metrics_need_token: *raw.api.metrics_need_token.get_ref(),
             offline_without_devices: raw.presence.offline_without_devices,
+            log_format: raw.log.format,
             api_limits,
             max_calls: max_calls as usize,
             max_ring_secs: max_ring,

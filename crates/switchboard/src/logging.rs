@@ -57,16 +57,20 @@ impl<'writer> FormatFields<'writer> for ControlFree {
     }
 }
 
-/// Logs to stderr (the journal, under systemd), at `RUST_LOG`'s level (`info` by default).
-pub fn init() {
+/// Logs to stderr (the journal, under systemd), at `RUST_LOG`'s level (`info` by default),
+/// as text lines or JSON objects (`[log] format`).
+pub fn init(format: crate::config::LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .fmt_fields(ControlFree::default())
-        .init();
+        .with_ansi(false);
+    match format {
+        crate::config::LogFormat::Text => builder.fmt_fields(ControlFree::default()).init(),
+        // JSON escapes control characters in strings itself.
+        crate::config::LogFormat::Json => builder.json().flatten_event(false).init(),
+    }
 }
 
 #[cfg(test)]

@@ -422,7 +422,6 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => {
-            switchboard::logging::init();
             let config = match load_config(config.as_ref()) {
                 Ok(c) => c,
                 Err(e) => {
@@ -430,6 +429,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            switchboard::logging::init(config.log_format);
             // One thread for the SIP core and its sockets: cheaper per message than handing
             // each one between threads (docs/architecture.md, "Threads").
             let rt = match tokio::runtime::Builder::new_current_thread()

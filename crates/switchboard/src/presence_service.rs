@@ -1296,15 +1296,21 @@ fn rows(c: &Changed) -> Vec<Write> {
     w
 }
 
+/// An end time as a log line shows it: RFC 3339 in UTC (absent when there is none).
+fn log_time(t: Option<UnixTime>) -> Option<String> {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
 fn log_change(c: &Changed) {
     tracing::info!(
         user = %c.person,
         by = %c.actor.who,
         via = ?c.actor.via,
         availability = %c.presence.availability,
-        status_until = ?c.presence.status_end.as_ref().map(|e| e.at),
+        status_until = log_time(c.presence.status_end.as_ref().map(|e| e.at)),
         profile = %c.presence.profile.id,
-        until = ?c.presence.profile.until,
+        until = log_time(c.presence.profile.until),
         status_message = c.presence.message(),
         custom_text = c.presence.custom_text.as_deref(),
         "presence changed"

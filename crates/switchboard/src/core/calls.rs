@@ -1139,7 +1139,7 @@ fn fail_over(
     }
     let from = b.peer;
     while let Some(next) = call.branches[branch].next_targets.pop_front() {
-        tracing::info!(call_id = %call.call_id, branch, from = ?from.map(|p| p.to_string()), to = %next, why, "branch failing over to the next target");
+        tracing::info!(call_id = %call.call_id, branch, from = from.map(|p| p.to_string()), to = %next, why, "branch failing over to the next target");
         if let Some(old) = call.branches[branch].tx.take() {
             // The failed transaction is over (a final response, a transport error):
             // whatever is left of it is no longer the branch's.

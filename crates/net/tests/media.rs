@@ -1,0 +1,544 @@
+//! The media engine over real loopback sockets: opening, pacing, receiving keys, refusing
+//! strangers, timeouts, stopping, closing, and the limits on ports and sessions.
+//!
+//! Every test has a port range of its own, below the kernel's ephemeral ports (where the
+//! test sockets bound to port 0 land). Every wait is bounded. Timing is checked only
+//! loosely: counts, order and bytes are exact, intervals are not (a loaded machine).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switchboard_media::dtmf::{digit_packets, Digit};
+use switchboard_media::g711::Law;
+use switchboard_media::rtp;
+use switchboard_media::session::{Clip, Command, Event, Open, SessionId};
+use switchboard_net::media::{MediaConfig, MediaEngine};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::timeout;
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const WAIT: Duration = Duration::from_secs(5);
+
+fn engine(first_port: u16, last_port: u16, max_sessions: usize) -> (MediaEngine, Events) {
+    let (engine, events) = MediaEngine::start(MediaConfig {
+        bind: LOCALHOST,
+        first_port,
+        last_port,
+        max_sessions,
+        rtcp_interval: Duration::from_millis(300),
+        learning: Duration::from_secs(5),
+        cname: "test@switchboard".into(),
+        realtime_priority: None,
+        seed: Some([7; 32]),
+    })
+    .unwrap();
+    (engine, Events(events))
+}
+
+struct Events(UnboundedReceiver<Event>);
+
+impl Events {
+    async fn next(&mut self) -> Event {
+        timeout(WAIT, self.0.recv())
+            .await
+            .expect("an event in time")
+            .expect("the engine running")
+    }
+
+    /// Asserts that no event comes within `wait`.
+    async fn none_within(&mut self, wait: Duration) {
+        if let Ok(event) = timeout(wait, self.0.recv()).await {
+            panic!("unexpected event {event:?}");
+        }
+    }
+}
+
+fn open(id: u64, remote: Option<SocketAddr>) -> Open {
+    Open {
+        id: SessionId(id),
+        remote,
+        signalling: LOCALHOST,
+        law: Law::ALaw,
+        payload_type: 8,
+        telephone_event: Some(101),
+        ptime_ms: 20,
+        send: true,
+        rtp_timeout: Duration::from_secs(30),
+    }
+}
+
+async fn opened(engine: &MediaEngine, events: &mut Events, open: Open) -> u16 {
+    let id = open.id;
+    assert!(engine.command(Command::Open(open)));
+    match events.next().await {
+        Event::Opened { id: got, port } if got == id => port,
+        other => panic!("expected Opened, got {other:?}"),
+    }
+}
+
+/// A clip whose every octet says where it is (and is never A-law silence).
+fn clip(len: usize) -> Clip {
+    (0..len)
+        .map(|i| (i % 200) as u8 + 1)
+        .collect::<Vec<_>>()
+        .into()
+}
+
+async fn socket(ip: IpAddr) -> UdpSocket {
+    UdpSocket::bind(SocketAddr::new(ip, 0)).await.unwrap()
+}
+
+/// The next datagram on `socket`, in time.
+async fn datagram(socket: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let mut buf = vec![0; 2048];
+    let (len, from) = timeout(WAIT, socket.recv_from(&mut buf))
+        .await
+        .expect("a datagram in time")
+        .unwrap();
+    buf.truncate(len);
+    (buf, from)
+}
+
+/// The next RTP datagram on `socket` (RTCP skipped).
+async fn rtp_packet(socket: &UdpSocket) -> (Vec<u8>, Instant) {
+    loop {
+        let (data, _) = datagram(socket).await;
+        if !switchboard_media::rtcp::is_rtcp(&data) {
+            return (data, Instant::now());
+        }
+    }
+}
+
+async fn closed(
+    engine: &MediaEngine,
+    events: &mut Events,
+    id: u64,
+) -> switchboard_media::session::Counters {
+    assert!(engine.command(Command::Close { id: SessionId(id) }));
+    loop {
+        match events.next().await {
+            Event::Closed { id: got, counters } if got == SessionId(id) => return counters,
+            Event::Timeout { .. } | Event::Played { .. } => {}
+            other => panic!("expected Closed, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn plays_a_clip_paced_in_order_and_closes() {
+    let (engine, mut events) = engine(23_000, 23_019, 10);
+    let peer = socket(LOCALHOST).await;
+    let port = opened(
+        &engine,
+        &mut events,
+        open(1, Some(peer.local_addr().unwrap())),
+    )
+    .await;
+    assert_eq!(port % 2, 0, "an even RTP port");
+    assert!((23_000..=23_018).contains(&port), "{port} in the range");
+
+    const PACKETS: usize = 25;
+    let audio = clip(160 * PACKETS);
+    assert!(engine.command(Command::Play {
+        id: SessionId(1),
+        clips: vec![
+            audio.slice_clone(0, 1000),
+            audio.slice_clone(1000, 160 * PACKETS)
+        ],
+    }));
+    let mut arrivals = Vec::new();
+    let mut sequence = None;
+    for n in 0..PACKETS {
+        let (data, at) = rtp_packet(&peer).await;
+        let packet = rtp::parse(&data).expect("an RTP packet");
+        assert_eq!(packet.payload_type, 8);
+        assert_eq!(
+            packet.payload,
+            &audio[n * 160..(n + 1) * 160],
+            "packet {n}'s audio"
+        );
+        // The marker on the first (and on any packet after a stall of the machine: not checked).
+        assert!(packet.marker || n > 0, "the marker on the first");
+        if let Some(previous) = sequence {
+            assert_eq!(
+                packet.sequence,
+                u16::wrapping_add(previous, 1),
+                "in sequence"
+            );
+        }
+        sequence = Some(packet.sequence);
+        arrivals.push(at);
+    }
+    assert_eq!(events.next().await, Event::Played { id: SessionId(1) });
+    // 24 intervals of 20 ms: loosely, not bursts and not stalls.
+    let span = arrivals[PACKETS - 1] - arrivals[0];
+    assert!(
+        span >= Duration::from_millis(300) && span <= Duration::from_secs(3),
+        "{span:?} for 24 packet times"
+    );
+    // Nothing after the clip (RTCP aside).
+    let extra = timeout(Duration::from_millis(200), rtp_packet(&peer)).await;
+    assert!(extra.is_err(), "no packet after the clip");
+
+    let counters = closed(&engine, &mut events, 1).await;
+    assert_eq!(counters.packets_sent, PACKETS as u64);
+    // The ports are free again.
+    std::net::UdpSocket::bind((LOCALHOST, port)).expect("the RTP port free after Closed");
+    std::net::UdpSocket::bind((LOCALHOST, port + 1)).expect("the RTCP port free after Closed");
+    engine.shutdown();
+}
+
+/// Part of a clip, as a clip of its own.
+trait SliceClone {
+    fn slice_clone(&self, start: usize, end: usize) -> Clip;
+}
+
+impl SliceClone for Clip {
+    fn slice_clone(&self, start: usize, end: usize) -> Clip {
+        Arc::from(&self[start..end])
+    }
+}
+
+#[tokio::test]
+async fn sends_rtcp_sender_reports_to_the_next_port() {
+    let (engine, mut events) = engine(23_020, 23_039, 10);
+    // A peer with an even port and its RTCP port beside it.
+    let (peer, peer_rtcp) = loop {
+        let peer = socket(LOCALHOST).await;
+        let port = peer.local_addr().unwrap().port();
+        if port.is_multiple_of(2) {
+            if let Ok(rtcp) = UdpSocket::bind((LOCALHOST, port + 1)).await {
+                break (peer, rtcp);
+            }
+        }
+    };
+    opened(
+        &engine,
+        &mut events,
+        open(2, Some(peer.local_addr().unwrap())),
+    )
+    .await;
+    engine.command(Command::Play {
+        id: SessionId(2),
+        clips: vec![clip(160 * 40)],
+    });
+    let (report, _) = datagram(&peer_rtcp).await;
+    let read = switchboard_media::rtcp::parse(&report).expect("an RTCP compound packet");
+    let sender = read.sender.expect("a sender report");
+    assert!(sender.packets > 0);
+    closed(&engine, &mut events, 2).await;
+}
+
+/// Sends the packets of `digit` to `to` from `from`, numbered from `sequence`, with event
+/// timestamp `timestamp`.
+async fn send_digit(
+    from: &UdpSocket,
+    to: SocketAddr,
+    digit: char,
+    sequence: &mut u16,
+    timestamp: u32,
+) {
+    for packet in digit_packets(Digit::from_char(digit).unwrap(), 800, 160) {
+        let data = rtp::build(
+            101,
+            packet.marker,
+            *sequence,
+            timestamp,
+            0x5EED,
+            &packet.payload,
+        );
+        from.send_to(&data, to).await.unwrap();
+        *sequence = sequence.wrapping_add(1);
+    }
+}
+
+#[tokio::test]
+async fn one_digit_per_key_press() {
+    let (engine, mut events) = engine(23_040, 23_059, 10);
+    let peer = socket(LOCALHOST).await;
+    let port = opened(
+        &engine,
+        &mut events,
+        open(3, Some(peer.local_addr().unwrap())),
+    )
+    .await;
+    let to = SocketAddr::new(LOCALHOST, port);
+    let mut sequence = 100;
+    send_digit(&peer, to, '5', &mut sequence, 8_000).await;
+    send_digit(&peer, to, '#', &mut sequence, 16_000).await;
+    // The same press of '#' sent again under new sequence numbers: still one key.
+    send_digit(&peer, to, '#', &mut sequence, 16_000).await;
+    send_digit(&peer, to, '5', &mut sequence, 24_000).await;
+    let mut digits = Vec::new();
+    for _ in 0..3 {
+        match events.next().await {
+            Event::Digit { id, digit } => {
+                assert_eq!(id, SessionId(3));
+                digits.push(digit);
+            }
+            other => panic!("expected a digit, got {other:?}"),
+        }
+    }
+    assert_eq!(digits, ['5', '#', '5']);
+    events.none_within(Duration::from_millis(300)).await;
+    let counters = closed(&engine, &mut events, 3).await;
+    let per_press = digit_packets(Digit::from_char('5').unwrap(), 800, 160).len() as u64;
+    assert_eq!(
+        counters.packets_received,
+        4 * per_press,
+        "every packet of every press accepted"
+    );
+    engine.shutdown();
+}
+
+#[tokio::test]
+async fn strangers_and_garbage_are_dropped_and_counted() {
+    let (engine, mut events) = engine(23_060, 23_079, 10);
+    let peer = socket(LOCALHOST).await;
+    let stranger = socket(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2))).await;
+    let port = opened(
+        &engine,
+        &mut events,
+        open(4, Some(peer.local_addr().unwrap())),
+    )
+    .await;
+    let to = SocketAddr::new(LOCALHOST, port);
+    // A stranger's RTP (another address, inside the learning window) and its key presses.
+    for n in 0..10u16 {
+        let data = rtp::build(8, false, n, u32::from(n) * 160, 0xBAD, &[0xD5; 160]);
+        stranger.send_to(&data, to).await.unwrap();
+    }
+    let mut sequence = 0;
+    send_digit(&stranger, to, '1', &mut sequence, 0).await;
+    // Garbage from the peer itself.
+    for junk in [&b""[..], b"\x00", b"hello, world", &[0xFF; 40]] {
+        peer.send_to(junk, to).await.unwrap();
+    }
+    // Then we still play to the peer, not to the stranger.
+    engine.command(Command::Play {
+        id: SessionId(4),
+        clips: vec![clip(160 * 3)],
+    });
+    for _ in 0..3 {
+        rtp_packet(&peer).await;
+    }
+    assert_eq!(events.next().await, Event::Played { id: SessionId(4) });
+    let mut buf = [0; 64];
+    assert!(
+        timeout(Duration::from_millis(200), stranger.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "nothing sent to the stranger"
+    );
+    let counters = closed(&engine, &mut events, 4).await;
+    assert_eq!(counters.packets_received, 0);
+    let press = digit_packets(Digit::from_char('1').unwrap(), 800, 160).len() as u64;
+    assert_eq!(counters.packets_dropped, 10 + press + 4, "{counters:?}");
+    engine.shutdown();
+}
+
+#[tokio::test]
+async fn latches_onto_the_signalling_address_and_plays_there() {
+    let (engine, mut events) = engine(23_080, 23_099, 10);
+    // The SDP named a port nothing listens on (a NAT): the peer's packets come from another.
+    let peer = socket(LOCALHOST).await;
+    let nowhere = SocketAddr::new(LOCALHOST, 9);
+    let port = opened(&engine, &mut events, open(5, Some(nowhere))).await;
+    let to = SocketAddr::new(LOCALHOST, port);
+    for n in 0..3u16 {
+        let data = rtp::build(8, n == 0, 500 + n, u32::from(n) * 160, 0xCAFE, &[0xD5; 160]);
+        peer.send_to(&data, to).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    engine.command(Command::Play {
+        id: SessionId(5),
+        clips: vec![clip(160 * 2)],
+    });
+    rtp_packet(&peer).await;
+    rtp_packet(&peer).await;
+    assert_eq!(events.next().await, Event::Played { id: SessionId(5) });
+    let counters = closed(&engine, &mut events, 5).await;
+    assert_eq!(
+        (counters.packets_received, counters.packets_dropped),
+        (3, 0)
+    );
+    engine.shutdown();
+}
+
+#[tokio::test]
+async fn timeout_when_nothing_arrives_and_again_after_sound() {
+    let (engine, mut events) = engine(23_100, 23_119, 10);
+    let peer = socket(LOCALHOST).await;
+    let started = Instant::now();
+    let port = opened(
+        &engine,
+        &mut events,
+        Open {
+            rtp_timeout: Duration::from_millis(300),
+            ..open(6, Some(peer.local_addr().unwrap()))
+        },
+    )
+    .await;
+    assert_eq!(events.next().await, Event::Timeout { id: SessionId(6) });
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // Once only while the silence lasts.
+    events.none_within(Duration::from_millis(500)).await;
+    // Sound, then silence again: another timeout.
+    let data = rtp::build(8, true, 1, 0, 0xCAFE, &[0xD5; 160]);
+    peer.send_to(&data, (LOCALHOST, port)).await.unwrap();
+    assert_eq!(events.next().await, Event::Timeout { id: SessionId(6) });
+    closed(&engine, &mut events, 6).await;
+    engine.shutdown();
+}
+
+#[tokio::test]
+async fn stop_drops_the_queue() {
+    let (engine, mut events) = engine(23_120, 23_139, 10);
+    let peer = socket(LOCALHOST).await;
+    opened(
+        &engine,
+        &mut events,
+        open(7, Some(peer.local_addr().unwrap())),
+    )
+    .await;
+    engine.command(Command::Play {
+        id: SessionId(7),
+        clips: vec![clip(160 * 200)],
+    });
+    engine.command(Command::Play {
+        id: SessionId(7),
+        clips: vec![clip(160 * 200)],
+    });
+    for _ in 0..3 {
+        rtp_packet(&peer).await;
+    }
+    engine.command(Command::Stop { id: SessionId(7) });
+    // A packet may have been on its way; then nothing.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut buf = [0; 2048];
+    while peer.try_recv_from(&mut buf).is_ok() {}
+    assert!(
+        timeout(Duration::from_millis(300), rtp_packet(&peer))
+            .await
+            .is_err(),
+        "no packet after Stop"
+    );
+    events.none_within(Duration::from_millis(100)).await;
+    // Playing again afterwards works, and is answered.
+    engine.command(Command::Play {
+        id: SessionId(7),
+        clips: vec![clip(160)],
+    });
+    rtp_packet(&peer).await;
+    assert_eq!(events.next().await, Event::Played { id: SessionId(7) });
+    // An empty play is answered at once.
+    engine.command(Command::Play {
+        id: SessionId(7),
+        clips: vec![],
+    });
+    assert_eq!(events.next().await, Event::Played { id: SessionId(7) });
+    let counters = closed(&engine, &mut events, 7).await;
+    assert!(counters.packets_sent < 20, "{counters:?}");
+    engine.shutdown();
+}
+
+#[tokio::test]
+async fn port_range_exhausted() {
+    // Two pairs: 23140/1 and 23142/3.
+    let (engine, mut events) = engine(23_140, 23_143, 10);
+    let a = opened(&engine, &mut events, open(10, None)).await;
+    let b = opened(&engine, &mut events, open(11, None)).await;
+    assert_ne!(a, b);
+    engine.command(Command::Open(open(12, None)));
+    match events.next().await {
+        Event::Failed { id, why } => {
+            assert_eq!(id, SessionId(12));
+            assert!(why.contains("port"), "{why}");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    // A pair freed is a pair to take.
+    closed(&engine, &mut events, 10).await;
+    assert_eq!(opened(&engine, &mut events, open(13, None)).await, a);
+    engine.shutdown();
+}
+
+#[tokio::test]
+async fn pairs_held_by_others_are_skipped() {
+    let _held = std::net::UdpSocket::bind((LOCALHOST, 23_161)).unwrap();
+    let (engine, mut events) = engine(23_160, 23_163, 10);
+    assert_eq!(opened(&engine, &mut events, open(14, None)).await, 23_162);
+    engine.command(Command::Open(open(15, None)));
+    assert!(matches!(events.next().await, Event::Failed { .. }));
+    engine.shutdown();
+}
+
+#[tokio::test]
+async fn max_sessions_reached() {
+    let (engine, mut events) = engine(23_180, 23_199, 1);
+    opened(&engine, &mut events, open(20, None)).await;
+    engine.command(Command::Open(open(21, None)));
+    match events.next().await {
+        Event::Failed { id, why } => {
+            assert_eq!(id, SessionId(21));
+            assert!(why.contains("sessions"), "{why}");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    // Commands for unknown sessions are ignored.
+    engine.command(Command::Play {
+        id: SessionId(21),
+        clips: vec![clip(160)],
+    });
+    engine.command(Command::Close { id: SessionId(21) });
+    events.none_within(Duration::from_millis(100)).await;
+    closed(&engine, &mut events, 20).await;
+    opened(&engine, &mut events, open(22, None)).await;
+    engine.shutdown();
+}
+
+#[tokio::test]
+async fn a_flood_at_one_port_leaves_the_other_sessions_alone() {
+    let (engine, mut events) = engine(23_200, 23_219, 10);
+    let peer = socket(LOCALHOST).await;
+    opened(
+        &engine,
+        &mut events,
+        open(30, Some(peer.local_addr().unwrap())),
+    )
+    .await;
+    let flooded = opened(&engine, &mut events, open(31, None)).await;
+    const PACKETS: usize = 30;
+    let audio = clip(160 * PACKETS);
+    engine.command(Command::Play {
+        id: SessionId(30),
+        clips: vec![audio.clone()],
+    });
+    // A stranger sprays the other session's port from a thread of its own while ours plays.
+    let flood = std::thread::spawn(move || {
+        let stranger = std::net::UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 3), 0)).unwrap();
+        let junk = rtp::build(8, false, 1, 1, 1, &[0xD5; 160]);
+        let mut sent = 0u64;
+        let until = Instant::now() + Duration::from_millis(400);
+        while Instant::now() < until {
+            if stranger.send_to(&junk, (LOCALHOST, flooded)).is_ok() {
+                sent += 1;
+            }
+        }
+        sent
+    });
+    for n in 0..PACKETS {
+        let (data, _) = rtp_packet(&peer).await;
+        let packet = rtp::parse(&data).unwrap();
+        assert_eq!(packet.payload, &audio[n * 160..(n + 1) * 160], "packet {n}");
+    }
+    assert_eq!(events.next().await, Event::Played { id: SessionId(30) });
+    let sent = flood.join().unwrap();
+    let counters = closed(&engine, &mut events, 31).await;
+    assert!(counters.packets_dropped > 0 && counters.packets_dropped <= sent);
+    assert_eq!(counters.packets_received, 0);
+    closed(&engine, &mut events, 30).await;
+    engine.shutdown();
+}
