@@ -92,7 +92,7 @@ struct RawForwarding {
     caller_id: Option<S>,
     ring_time: Option<Spanned<i64>>,
     no_answer: Option<S>,
-    message: Option<String>,
+    message: Option<S>,
 }
 
 #[derive(Deserialize)]
@@ -209,6 +209,21 @@ pub struct Context {
     /// The digest algorithms the daemon's challenges offer (None: any may be). Credentials
     /// whose `algorithms` share none of them are an error: they could never authenticate.
     pub offered_algorithms: Option<Vec<DigestAlgorithm>>,
+    /// The prompts the daemon can play, by name (`category/name`); None: messages are not
+    /// checked. A message the policy names (a forwarding's `message`) must be one of them,
+    /// as `name` itself, `messages/<name>` or `phrases/<name>`.
+    pub prompts: Option<std::collections::BTreeSet<String>>,
+}
+
+impl Context {
+    /// Whether message `name` has a prompt (see [`Context::prompts`]).
+    pub fn has_message(&self, name: &str) -> bool {
+        self.prompts.as_ref().is_none_or(|p| {
+            p.contains(name)
+                || p.contains(&format!("messages/{name}"))
+                || p.contains(&format!("phrases/{name}"))
+        })
+    }
 }
 
 /// Upper bound of any ring time, in seconds.
@@ -260,6 +275,7 @@ impl Policy {
             seen_contact_users: HashMap::new(),
             source_names: HashSet::new(),
             offered: context.offered_algorithms.clone(),
+            context: context.clone(),
         };
         for (s, d) in docs {
             b.doc(s, d);
@@ -310,6 +326,7 @@ struct Builder {
     /// Host names among the trunks' sources so far (at most [`MAX_SOURCE_NAMES`]).
     source_names: HashSet<String>,
     offered: Option<Vec<DigestAlgorithm>>,
+    context: Context,
 }
 
 fn secs(v: &Option<Spanned<i64>>, default: u32) -> Result<u32, (Range<usize>, String)> {
@@ -1205,7 +1222,21 @@ impl Builder {
                     .as_ref()
                     .and_then(|v| self.target(src, v, format!("{fkey}.no_answer")))
                     .unwrap_or_else(|| no_answer.clone()),
-                message: f.message,
+                message: f.message.map(|m| {
+                    if !self.context.has_message(m.get_ref()) {
+                        self.err(
+                            src,
+                            m.span(),
+                            format!("{fkey}.message"),
+                            format!(
+                                "no prompt is named {:?}: record it as messages/{}.wav in [media] prompts, or name a phrase of prompts/",
+                                m.get_ref(),
+                                m.get_ref()
+                            ),
+                        );
+                    }
+                    m.into_inner()
+                }),
             }
         });
         self.policy.users.insert(

@@ -19,3 +19,4 @@ pub mod profiles;
 pub mod server;
 #[cfg(test)]
 mod test_harness;
+pub mod voice;
