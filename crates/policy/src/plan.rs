@@ -135,7 +135,7 @@ impl fmt::Display for Message {
         match self {
             Message::Named(name) => write!(f, "{name}"),
             Message::Profile(p) => {
-                write!(f, "\"{} is {}", p.extension, p.profile)?;
+                write!(f, "the announcement of {}'s profile {}", p.extension, p.profile)?;
                 if let Some(t) = p.until {
                     write!(f, " until ")?;
                     match t.days_ahead {
@@ -145,7 +145,7 @@ impl fmt::Display for Message {
                     }
                     write!(f, "{:02}:{:02}", t.hour, t.minute)?;
                 }
-                write!(f, "\"")
+                Ok(())
             }
         }
     }

@@ -325,7 +325,7 @@ fn a_refusing_profile_says_so_first_until_its_end_on_the_callees_clock() {
     let text = p.to_string();
     assert!(
         text.contains(
-            "play message \"1001 is meeting until 14:30\" to the caller (early media), then: step"
+            "play message the announcement of 1001's profile meeting until 14:30 to the caller (early media), then: step"
         ),
         "{text}"
     );
