@@ -115,7 +115,11 @@ struct RawTeam {
 #[serde(deny_unknown_fields)]
 struct RawDestination {
     kind: S,
-    uri: S,
+    uri: Option<S>,
+    /// An announcement the daemon plays itself (instead of `uri`).
+    message: Option<S>,
+    /// The final response after that message.
+    code: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -838,15 +842,76 @@ impl Builder {
                 );
                 DestinationKind::Voicemail
             });
-            let uri = raw.uri.get_ref().trim().to_string();
-            if !(uri.starts_with("sip:") || uri.starts_with("sips:")) {
-                self.err(
+            let mut uri = String::new();
+            let mut message = None;
+            match (&raw.uri, &raw.message) {
+                (Some(u), None) => {
+                    uri = u.get_ref().trim().to_string();
+                    if !(uri.starts_with("sip:") || uri.starts_with("sips:")) {
+                        self.err(
+                            src,
+                            u.span(),
+                            format!("{key}.uri"),
+                            format!("{uri:?} is not a SIP URI"),
+                        );
+                    }
+                }
+                (None, Some(m)) if kind == DestinationKind::Announcement => {
+                    if !self.context.has_message(m.get_ref()) {
+                        self.err(
+                            src,
+                            m.span(),
+                            format!("{key}.message"),
+                            format!(
+                                "no prompt is named {:?}: record it as messages/{}.wav in [media] prompts, or name a phrase of prompts/",
+                                m.get_ref(),
+                                m.get_ref()
+                            ),
+                        );
+                    }
+                    message = Some(m.get_ref().trim().to_string());
+                }
+                (None, Some(m)) => self.err(
                     src,
-                    raw.uri.span(),
+                    m.span(),
+                    format!("{key}.message"),
+                    "only an announcement is a message the daemon plays itself; this kind needs a uri",
+                ),
+                (Some(_), Some(m)) => self.err(
+                    src,
+                    m.span(),
+                    format!("{key}.message"),
+                    "a destination has a uri (a media server's) or a message (the daemon's own), not both",
+                ),
+                (None, None) => self.err(
+                    src,
+                    id.span(),
                     format!("{key}.uri"),
-                    format!("{uri:?} is not a SIP URI"),
-                );
+                    "a destination needs a uri (an announcement may have a message instead)",
+                ),
             }
+            let code = match &raw.code {
+                None => 480,
+                Some(c) if message.is_none() => {
+                    self.err(
+                        src,
+                        c.span(),
+                        format!("{key}.code"),
+                        "code is the final response after the daemon's own message: only with message",
+                    );
+                    480
+                }
+                Some(c) if (400..700).contains(c.get_ref()) => *c.get_ref() as u16,
+                Some(c) => {
+                    self.err(
+                        src,
+                        c.span(),
+                        format!("{key}.code"),
+                        "a final response code is 400 to 699",
+                    );
+                    480
+                }
+            };
             if self.policy.destinations.contains_key(id.get_ref()) {
                 self.err(
                     src,
@@ -860,6 +925,8 @@ impl Builder {
                 id: id.get_ref().clone(),
                 kind,
                 uri,
+                message,
+                code,
             };
             self.policy.destinations.insert(d.id.clone(), d);
         }

@@ -102,7 +102,13 @@ impl DestinationKind {
 pub struct Destination {
     pub id: String,
     pub kind: DestinationKind,
+    /// Where the media server serves it (empty for a message the daemon plays itself).
     pub uri: String,
+    /// An `announcement` without `uri`: the message (a prompt's name) the daemon plays to
+    /// the caller itself, then the call ends with `code`.
+    pub message: Option<String>,
+    /// The final response after the daemon's own message (default 480).
+    pub code: u16,
 }
 
 /// What happens to a call for someone already in a call (with call waiting off) or busy.

@@ -135,7 +135,11 @@ impl fmt::Display for Message {
         match self {
             Message::Named(name) => write!(f, "{name}"),
             Message::Profile(p) => {
-                write!(f, "the announcement of {}'s profile {}", p.extension, p.profile)?;
+                write!(
+                    f,
+                    "the announcement of {}'s profile {}",
+                    p.extension, p.profile
+                )?;
                 if let Some(t) = p.until {
                     write!(f, " until ")?;
                     match t.days_ahead {
@@ -471,6 +475,19 @@ impl Planner<'_> {
             self.note(format!("unknown destination {id}"));
             return Next::Final(480);
         };
+        if let Some(name) = d.message.clone() {
+            // The daemon's own announcement: played, then the call ends.
+            let code = Next::Final(d.code);
+            return self.push(Step {
+                action: Action::Message {
+                    message: Message::Named(name),
+                },
+                on_no_answer: code.clone(),
+                on_busy: code.clone(),
+                on_unavailable: code,
+                why,
+            });
+        }
         let (uri, id) = (d.uri.clone(), d.id.clone());
         self.push(Step {
             action: Action::Destination { id, kind, uri },

@@ -278,6 +278,38 @@ fn busy_with_redirect_goes_to_the_busy_destination() {
     assert_eq!(destination_of(&p), "carol-vm");
 }
 
+#[test]
+fn busy_can_play_the_daemons_own_message_then_end() {
+    let mut pol = POLICY.replace(
+        "[users.bob]\nextension = \"1002\"\ncall_waiting = false",
+        "[users.bob]\nextension = \"1002\"\ncall_waiting = false\nbusy = \"announcement:engaged\"",
+    );
+    pol.push_str("\n[destinations.engaged]\nkind = \"announcement\"\nmessage = \"is_on_another_call\"\ncode = 486\n");
+    let policy = Policy::from_sources(&[Source {
+        name: "p".into(),
+        text: pol,
+    }])
+    .unwrap();
+    let p = plan(
+        &policy,
+        &call("1002"),
+        &everyone().with_in_call("bob"),
+        monday(),
+    );
+    let Next::Step(i) = p.start else {
+        panic!("{p}")
+    };
+    let step = &p.steps[i];
+    assert_eq!(
+        step.action,
+        Action::Message {
+            message: Message::Named("is_on_another_call".into())
+        },
+        "{p}"
+    );
+    assert_eq!(step.on_no_answer, Next::Final(486));
+}
+
 /// The refusal a profile's announcement leads to (the first step, when there is none).
 fn refusal(p: &RoutePlan) -> &Action {
     let Next::Step(i) = p.start else {

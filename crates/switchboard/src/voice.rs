@@ -1,13 +1,12 @@
 //! The daemon's voice, shell side: the prompts compiled into the binary (the generated
 //! set of `prompts/`, embedded by `build.rs`, so that a daemon on a fresh machine speaks),
 //! the operator's recordings over them (`[media] prompts`), encoded once, at start, to
-//! both G.711 laws for the core's [`Library`]; and the check that every message the
-//! policy names has a prompt.
+//! both G.711 laws for the core's [`Library`] (and their names, which the policy's
+//! messages must be among: `policy_source`).
 
 use crate::core::Library;
 use std::path::Path;
 use switchboard_media::prompts::Prompts;
-use switchboard_policy::Policy;
 
 /// One embedded prompt: its name (`category/name`) and its WAV file.
 pub type EmbeddedPrompt = (&'static str, &'static [u8]);
@@ -44,23 +43,6 @@ pub fn library(prompts: &Prompts, language: &str) -> Library {
     Library::from_prompts(prompts, lang)
 }
 
-/// Messages the policy names (a forwarding's `message`) that no prompt has: (the key
-/// that names it, the name).
-pub fn unknown_messages(policy: &Policy, library: &Library) -> Vec<(String, String)> {
-    let mut unknown = Vec::new();
-    for user in policy.users() {
-        if let Some(name) = user.forwarding.as_ref().and_then(|f| f.message.as_ref()) {
-            if library.resolve(name).is_none() {
-                unknown.push((
-                    format!("users.{}.forwarding.message", user.id),
-                    name.clone(),
-                ));
-            }
-        }
-    }
-    unknown
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,7 +69,7 @@ mod tests {
     }
 
     #[test]
-    fn an_operators_recording_replaces_or_adds_and_a_policy_message_must_have_one() {
+    fn an_operators_recording_is_added_and_found_by_its_message_name() {
         let dir = tempfile::tempdir().unwrap();
         let messages = dir.path().join("en/messages");
         std::fs::create_dir_all(&messages).unwrap();
@@ -105,20 +87,5 @@ mod tests {
         let prompts = load_prompts("en", Some(dir.path())).unwrap();
         let lib = library(&prompts, "en");
         assert_eq!(lib.resolve("welcome"), Some("messages/welcome"));
-
-        let policy = Policy::from_sources(&[switchboard_policy::Source {
-            name: "p.toml".into(),
-            text: "[users.a]\nextension = \"100\"\n[users.a.forwarding]\ntargets = [\"number:+15550100\"]\nmessage = \"welcome\"\n\
-                   [users.b]\nextension = \"101\"\n[users.b.forwarding]\ntargets = [\"number:+15550100\"]\nmessage = \"nothing_like_it\"\n"
-                .into(),
-        }])
-        .unwrap();
-        assert_eq!(
-            unknown_messages(&policy, &lib),
-            vec![(
-                "users.b.forwarding.message".to_string(),
-                "nothing_like_it".to_string()
-            )]
-        );
     }
 }
