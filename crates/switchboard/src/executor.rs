@@ -773,6 +773,7 @@ impl Execution {
             if let Some(o) = outcome {
                 let s = &self.plan.steps[step];
                 let (word, next) = match o {
+                    Outcome::NoAnswer if only_media => ("message over", s.on_no_answer.clone()),
                     Outcome::NoAnswer => ("no answer", s.on_no_answer.clone()),
                     Outcome::Busy => ("busy", s.on_busy.clone()),
                     Outcome::Unavailable => ("unavailable", s.on_unavailable.clone()),
