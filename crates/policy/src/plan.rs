@@ -76,8 +76,9 @@ pub enum Action {
         /// The group whose memory records who answered (team id or `forward:<user>`).
         memory_group: Option<String>,
         /// Named messages played to the caller at a given second (e.g. before forwarding),
-        /// as early media while the legs ring; skipped (with a log line) when they cannot
-        /// be played: no media, no SDP offer in the INVITE, no codec in common.
+        /// as early media; legs due to start meanwhile wait for the message to end.
+        /// Skipped (with a log line) when they cannot be played: no media, no SDP offer in
+        /// the INVITE, no codec in common.
         announcements: Vec<(u32, String)>,
     },
     /// Play a message to the caller (early media), then go on to `on_no_answer` (also

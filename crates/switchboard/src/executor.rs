@@ -183,6 +183,11 @@ pub struct Execution {
     step_start: Instant,
     /// Time the current step's timeline moved forward over dead air.
     skip: Duration,
+    /// A message of a ring step is playing: (since when, the timeline's second then, its
+    /// leg). The timeline stands still meanwhile — the legs still to start wait for the
+    /// message (a forwarding's message is heard before the targets ring), those ringing
+    /// ring on — and goes on from that second when the message is over.
+    held: Option<(Instant, Duration, usize)>,
     /// End of the current step on its timeline (None: none of its own; see `max_ring`).
     step_end: Duration,
     legs: Vec<LegRun>,
@@ -228,6 +233,7 @@ impl Execution {
             step: None,
             step_start: now,
             skip: Duration::ZERO,
+            held: None,
             step_end: Duration::ZERO,
             legs: Vec::new(),
             branches: Vec::new(),
@@ -281,6 +287,10 @@ impl Execution {
         if self.phase != Phase::Routing || self.step.is_none() {
             return None;
         }
+        if let Some((since, _, _)) = self.held {
+            // A message that never ends is stopped after the longest a step may take.
+            return Some(since + self.limits.max_ring);
+        }
         let mut next = self.step_end;
         for leg in &self.legs {
             match leg.state {
@@ -297,9 +307,27 @@ impl Execution {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.phase == Phase::Routing {
-            self.advance(now);
+        if self.phase != Phase::Routing {
+            return;
         }
+        if let Some((since, _, leg)) = self.held {
+            if now < since + self.limits.max_ring {
+                return;
+            }
+            tracing::warn!("a message did not end within the longest ring time; stopped");
+            for b in self.legs[leg].branches.clone() {
+                if self.branches[b].state == BranchState::Live {
+                    self.branches[b].state = BranchState::Cancelled;
+                    self.commands.push_back(Command::Cancel {
+                        branch: b,
+                        cause: CancelCause::NoAnswer,
+                    });
+                }
+            }
+            self.legs[leg].state = LegState::Over(Outcome::NoAnswer);
+            self.release(now);
+        }
+        self.advance(now);
     }
 
     /// A branch answered (a 2xx). The first answer wins: every other branch is
@@ -381,6 +409,9 @@ impl Execution {
                 l.state = LegState::Over(Outcome::NoAnswer);
             }
         }
+        if self.held.is_some_and(|(_, _, l)| l == leg) {
+            self.release(now);
+        }
         self.advance(now);
     }
 
@@ -417,7 +448,19 @@ impl Execution {
     }
 
     fn elapsed(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.step_start) + self.skip
+        match self.held {
+            Some((_, at, _)) => at,
+            None => now.saturating_duration_since(self.step_start) + self.skip,
+        }
+    }
+
+    /// The message holding the timeline is over: the timeline goes on from where it
+    /// stood.
+    fn release(&mut self, now: Instant) {
+        if let Some((_, at, _)) = self.held.take() {
+            let behind = at.saturating_sub(self.skip);
+            self.step_start = now.checked_sub(behind).unwrap_or(now);
+        }
     }
 
     /// Goes to `next`: a step, or the end of the call.
@@ -441,6 +484,7 @@ impl Execution {
             self.step = Some(index);
             self.step_start = now;
             self.skip = Duration::ZERO;
+            self.held = None;
             self.legs.clear();
             match step.action {
                 Action::Ring {
@@ -449,6 +493,11 @@ impl Execution {
                     announcements,
                     ..
                 } => {
+                    // Messages first: one due with a leg plays before that leg rings.
+                    for (at, name) in announcements {
+                        let at = Duration::from_secs(at.into());
+                        self.legs.push(message_leg(at, Message::Named(name)));
+                    }
                     let unbounded = duration == 0;
                     self.step_end = if unbounded {
                         self.limits.max_ring
@@ -495,11 +544,6 @@ impl Execution {
                             branches: Vec::new(),
                             media: false,
                         });
-                    }
-                    // Messages play to the caller at their second, while the legs ring.
-                    for (at, name) in announcements {
-                        let at = Duration::from_secs(at.into());
-                        self.legs.push(message_leg(at, Message::Named(name)));
                     }
                 }
                 Action::Destination { id, kind, uri } => {
@@ -712,12 +756,20 @@ impl Execution {
             for i in 0..self.legs.len() {
                 let leg = &self.legs[i];
                 match leg.state {
-                    LegState::Waiting if leg.start <= t => {
+                    // While a message holds the timeline, only messages start.
+                    LegState::Waiting if leg.start <= t && (self.held.is_none() || leg.media) => {
                         if leg.stop.is_some_and(|s| s <= t) {
                             // Its window passed while the timeline jumped: never rings.
                             self.legs[i].state = LegState::Over(Outcome::NoAnswer);
                         } else {
                             self.start_leg(i);
+                            let holds = self.legs[i].media
+                                && self.legs[i].state == LegState::Ringing
+                                && self.held.is_none()
+                                && self.legs.iter().any(|l| !l.media);
+                            if holds {
+                                self.held = Some((now, t, i));
+                            }
                         }
                         changed = true;
                     }
@@ -1206,38 +1258,76 @@ mod tests {
     }
 
     #[test]
-    fn a_ring_steps_message_takes_no_part_in_its_outcome_and_stops_with_it() {
+    fn a_ring_steps_message_plays_before_its_legs_ring_and_takes_no_part_in_the_outcome() {
         let t0 = Instant::now();
-        let mut step = ring(vec![person("a", &["a1"], 0, 20)], 20, TO_VM);
+        // Own devices ring alone for 5 s, then the message, then the forward target.
+        let mut step = ring(
+            vec![person("a", &["a1"], 0, 25), person("f", &["f1"], 5, 25)],
+            25,
+            TO_VM,
+        );
         if let Action::Ring { announcements, .. } = &mut step.action {
-            announcements.push((0, "fwd".into()));
+            announcements.push((5, "fwd".into()));
         }
         let mut e = Execution::new(plan(vec![step.clone(), voicemail()]), Limits::default(), t0);
-        let c = drain(&mut e);
-        assert_eq!(
-            started(&c),
-            vec![(0, "a1".into()), (1, "message fwd".into())]
-        );
-        // Played to its end: a still rings.
-        e.media_ended(1, "played", secs(t0, 3));
+        assert_eq!(started(&drain(&mut e)), vec![(0, "a1".into())]);
+        assert_eq!(e.poll_timeout(), Some(secs(t0, 5)));
+        e.handle_timeout(secs(t0, 5));
+        // The message starts; f waits for it (the timeline stands still), a rings on.
+        assert_eq!(started(&drain(&mut e)), vec![(1, "message fwd".into())]);
+        assert_eq!(e.poll_timeout(), Some(secs(t0, 5 + 180)), "only the bound");
+        e.handle_timeout(secs(t0, 9));
         assert!(drain(&mut e).is_empty());
-        // a is busy: the step is busy (the message counts for nothing).
-        e.branch_failed(0, 486, secs(t0, 4));
+        // Played after 4 s: f rings now, and the step ends 20 s later (at 29 s).
+        e.media_ended(1, "played", secs(t0, 9));
+        assert_eq!(started(&drain(&mut e)), vec![(2, "f1".into())]);
+        assert_eq!(e.poll_timeout(), Some(secs(t0, 29)));
+        // Both busy: the step is busy (the message counts for nothing).
+        e.branch_failed(0, 486, secs(t0, 10));
+        e.branch_failed(2, 486, secs(t0, 10));
         let c = drain(&mut e);
-        assert_eq!(started(&c), vec![(2, "sip:vm@127.0.0.1:5090".into())]);
-
-        // a busy while the message plays: the message stops, the step is busy.
-        let mut e = Execution::new(plan(vec![step, voicemail()]), Limits::default(), t0);
-        drain(&mut e);
-        e.branch_failed(0, 486, secs(t0, 1));
-        let c = drain(&mut e);
-        assert_eq!(cancelled(&c), vec![(1, CancelCause::NoAnswer)]);
-        assert_eq!(started(&c), vec![(2, "sip:vm@127.0.0.1:5090".into())]);
+        assert_eq!(started(&c), vec![(3, "sip:vm@127.0.0.1:5090".into())]);
         assert!(
-            e.history().iter().any(|h| h == "step 1: busy after 1 s"),
+            e.history()
+                .iter()
+                .any(|h| h == "step 1: message fwd played"),
             "{:?}",
             e.history()
         );
+
+        // a busy while the message plays: f never rang, the step waits for the message;
+        // a message skipped at once holds nothing.
+        let mut e = Execution::new(plan(vec![step, voicemail()]), Limits::default(), t0);
+        drain(&mut e);
+        e.handle_timeout(secs(t0, 5));
+        drain(&mut e);
+        e.branch_failed(0, 486, secs(t0, 6));
+        assert!(drain(&mut e).is_empty(), "f is still to ring");
+        e.media_ended(1, "skipped: no SDP offer", secs(t0, 6));
+        assert_eq!(started(&drain(&mut e)), vec![(2, "f1".into())]);
+        e.branch_failed(2, 486, secs(t0, 7));
+        let c = drain(&mut e);
+        assert_eq!(started(&c), vec![(3, "sip:vm@127.0.0.1:5090".into())]);
+        assert!(
+            e.history().iter().any(|h| h == "step 1: busy after 6 s"),
+            "{:?}",
+            e.history()
+        );
+    }
+
+    #[test]
+    fn a_message_that_never_ends_is_stopped_and_the_legs_ring() {
+        let t0 = Instant::now();
+        let mut step = ring(vec![person("f", &["f1"], 0, 20)], 20, TO_VM);
+        if let Action::Ring { announcements, .. } = &mut step.action {
+            announcements.push((0, "fwd".into()));
+        }
+        let mut e = Execution::new(plan(vec![step, voicemail()]), Limits::default(), t0);
+        assert_eq!(started(&drain(&mut e)), vec![(0, "message fwd".into())]);
+        e.handle_timeout(secs(t0, 180));
+        let c = drain(&mut e);
+        assert_eq!(cancelled(&c), vec![(0, CancelCause::NoAnswer)]);
+        assert_eq!(started(&c), vec![(1, "f1".into())]);
     }
 
     #[test]

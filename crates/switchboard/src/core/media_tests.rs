@@ -70,6 +70,8 @@ fn invite_sdp(to: &str, call: &str, body: &str) -> String {
 }
 
 const CALLER: &str = "127.0.0.1:5099";
+/// Dave's phone.
+const DAVE: &str = "127.0.0.1:5075";
 
 fn opened(t: &mut T) -> SessionId {
     let open = t
@@ -84,12 +86,12 @@ fn opened(t: &mut T) -> SessionId {
 }
 
 #[test]
-fn a_message_is_answered_183_with_our_sdp_then_played_then_closed_while_the_targets_ring() {
+fn a_message_is_answered_183_with_our_sdp_then_played_then_closed_and_then_the_targets_ring() {
     let mut t = t_with(media_config(10));
     t.input(CALLER, &invite_sdp("1004", "m1", OFFER));
     let out = t.take();
-    // The forward target rings at once, beside the message.
-    assert!(first_line(&to(&out, ALICE)[0]).starts_with("INVITE sip:alice@"));
+    // The forward target waits for the message.
+    assert!(to(&out, ALICE).is_empty(), "{out:?}");
     let [Command::Open(open)] = t.media.as_slice() else {
         panic!("{:?}", t.media)
     };
@@ -133,10 +135,13 @@ fn a_message_is_answered_183_with_our_sdp_then_played_then_closed_while_the_targ
         }]
     );
 
+    // Played: the session is closed, and alice rings now.
     t.media.clear();
     t.feed(Input::Media(Event::Played { id }));
     t.pump();
     assert_eq!(t.media, vec![Command::Close { id }]);
+    let out = t.take();
+    assert!(first_line(&to(&out, ALICE)[0]).starts_with("INVITE sip:alice@"));
     t.media.clear();
     t.feed(Input::Media(Event::Closed {
         id,
@@ -145,27 +150,41 @@ fn a_message_is_answered_183_with_our_sdp_then_played_then_closed_while_the_targ
     t.pump();
     assert_eq!(t.core.media().0, 0);
     assert_eq!(t.core.media().1.played, 1);
-    // Alice still rings; she answers, and the caller gets her 200.
-    let out = t.take();
-    assert!(to(&out, ALICE).is_empty(), "{out:?}");
 }
 
 #[test]
 fn a_call_answered_or_cancelled_while_the_message_plays_closes_its_session() {
-    let mut t = t_with(media_config(10));
+    // Dave's own phone rings for 5 s before the message and on during it; he answers.
+    let config = CoreConfig {
+        routing: RoutingConfig {
+            media: media_config(10),
+            ..config(false).routing
+        },
+        ..config(false)
+    };
+    let net = Net {
+        listeners: default_listeners(),
+        interfaces: None,
+    };
+    let own_first = POLICY.replace("message = \"fwd\"", "message = \"fwd\"\nring_own_first = 5");
+    let mut t = T::with_config(config, net, &own_first);
+    t.register("dave", DAVE);
     t.input(CALLER, &invite_sdp("1004", "m2", OFFER));
     let out = t.take();
-    let branch = to(&out, ALICE)[0].clone();
+    let branch = to(&out, DAVE)[0].clone();
+    assert!(t.media.is_empty());
+    t.advance(5);
     let id = opened(&mut t);
     t.feed(Input::Media(Event::Opened { id, port: 30000 }));
     t.pump();
     t.take();
     t.media.clear();
-    t.input(ALICE, &answer(&branch, 200, "a1", ALICE));
+    t.input(DAVE, &answer(&branch, 200, "d1", DAVE));
     let out = t.take();
     assert_eq!(first_line(&to(&out, CALLER)[0]), "SIP/2.0 200 OK");
     assert_eq!(t.media, vec![Command::Close { id }]);
 
+    let mut t = t_with(media_config(10));
     // Cancelled by the caller.
     t.media.clear();
     let inv = invite_sdp("1004", "m3", OFFER);
