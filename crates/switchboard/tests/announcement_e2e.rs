@@ -163,8 +163,17 @@ fn a_meeting_profile_is_announced_with_its_end_time_then_refused() {
     assert!(heard[expected.len()..]
         .iter()
         .all(|&b| b == Law::MuLaw.silence()));
-    // Played to its end, the session closed.
+    // Played to its end, the session closed, as the metrics say.
     assert!(d.log_contains("played"), "{}", d.log());
+    let (_, metrics) = admin_api(&d, "GET", "/metrics", "");
+    assert!(
+        metrics.contains("switchboard_messages_total{result=\"played\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchboard_media_sessions 0"),
+        "{metrics}"
+    );
 }
 
 /// The RMS of each 20 ms frame (160 samples at 8 kHz).

@@ -453,6 +453,9 @@ impl Core {
             presence,
             subscriptions: self.watchers.notifier.len(),
             store_failures: self.stats.store_failures,
+            media_sessions: self.media.len(),
+            messages_played: self.media.stats().played,
+            messages_skipped: self.media.stats().skipped,
         }
     }
 
