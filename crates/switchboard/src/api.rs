@@ -10,6 +10,7 @@
 //! and where they stand once the store has every earlier change, and the status log is then
 //! read from the store off the core's loop.
 
+use crate::board::{self, BoardSnapshot, Hub};
 use crate::config::ApiLimits;
 use crate::core::TrunkStatus;
 use crate::directory::Directory;
@@ -25,6 +26,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -64,6 +66,8 @@ pub enum LoopAsk {
         user: Option<String>,
         reply: oneshot::Sender<Vec<Binding>>,
     },
+    /// Everyone's row on the presence board, for a board that opens.
+    Board(oneshot::Sender<BoardSnapshot>),
 }
 
 /// How the daemon's loop stands (`/readyz`).
@@ -82,6 +86,8 @@ pub struct Operations {
     /// A person with no registered device is shown offline (`[presence]
     /// offline_without_devices`).
     pub offline_without_devices: bool,
+    /// The presence board's event streams and tickets.
+    pub board: Hub,
 }
 
 /// How long `/healthz` and `/readyz` wait for the daemon's loop to answer before they say
@@ -194,6 +200,9 @@ pub fn router(
                 .patch(update_profile)
                 .delete(remove_profile),
         )
+        .route("/v1/presence/events", get(board_events))
+        .route("/v1/presence/events/ticket", post(board_ticket))
+        .route("/v1/teams", get(list_teams))
         .route("/v1/profiles", get(policy_profiles))
         .route("/v1/reports/time-in-status", get(time_in_status))
         .route("/v1/policy/reload", post(reload_policy))
@@ -202,6 +211,9 @@ pub fn router(
         .route("/metrics", get(scrape))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/board", get(board_page))
+        .route("/board/", get(board_page))
+        .route("/board/{file}", get(board_file))
         .route(
             "/v1/openapi.json",
             get(|| async { ([("content-type", "application/json")], OPENAPI) }),
@@ -356,7 +368,7 @@ fn answer_json(a: Answer, offline_shown: bool) -> Option<Value> {
 
 /// A person as colleagues see them: offline (grey) when they could register a phone and
 /// have none registered, and `offline_shown` says so.
-fn person_json(p: &PresenceView, offline_shown: bool) -> Value {
+pub(crate) fn person_json(p: &PresenceView, offline_shown: bool) -> Value {
     let offline = offline_shown && p.registers && p.devices == 0;
     json!({
         "user": p.user,
@@ -961,6 +973,184 @@ async fn time_in_status(
     }
 }
 
+/// `GET /board`: the live presence board (a page with no secrets: it asks for a token).
+async fn board_page() -> Response {
+    static_file("text/html; charset=utf-8", board::INDEX_HTML)
+}
+
+/// `GET /board/{file}`: the board's script and style sheet.
+async fn board_file(Path(file): Path<String>) -> Response {
+    match file.as_str() {
+        "board.js" => static_file("text/javascript; charset=utf-8", board::APP_JS),
+        "board.css" => static_file("text/css; charset=utf-8", board::STYLE_CSS),
+        _ => error(ApiError::new(404, None, "no such file of the board")),
+    }
+}
+
+/// A file embedded in the binary, with headers that keep the page to itself: no framing
+/// by other sites, nothing loaded from elsewhere, no referrer.
+fn static_file(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            ("content-type", content_type),
+            ("cache-control", "no-cache"),
+            ("x-content-type-options", "nosniff"),
+            ("x-frame-options", "DENY"),
+            ("referrer-policy", "no-referrer"),
+            (
+                "content-security-policy",
+                "default-src 'self'; script-src 'self'; style-src 'self'; \
+                 connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; \
+                 base-uri 'none'; form-action 'none'",
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `POST /v1/presence/events/ticket`: trades the bearer token for a ticket that opens one
+/// event stream (EventSource cannot send the token in a header, and a token in a URL ends
+/// up in logs). Single-use, valid for [`board::TICKET_LIFETIME`].
+async fn board_ticket(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let c = match caller(&state, &headers) {
+        Ok(c) => c,
+        Err(e) => return error(e),
+    };
+    match state.ops.board.issue(&c.who, c.admin) {
+        Some(ticket) => Json(json!({
+            "ticket": ticket,
+            "user": c.who,
+            "admin": c.admin,
+            "expires_in": board::TICKET_LIFETIME.as_secs(),
+        }))
+        .into_response(),
+        None => error(ApiError::new(
+            503,
+            None,
+            "too many tickets waiting to be used; try again shortly",
+        )),
+    }
+}
+
+/// Asks the daemon's loop for everyone's row on the board.
+async fn board_snapshot(ask: &mpsc::Sender<LoopAsk>) -> Option<BoardSnapshot> {
+    let (tx, rx) = oneshot::channel();
+    ask.send(LoopAsk::Board(tx)).await.ok()?;
+    tokio::time::timeout(LOOP_ANSWER, rx).await.ok()?.ok()
+}
+
+fn snapshot_event(s: &BoardSnapshot) -> Event {
+    Event::default()
+        .event("snapshot")
+        .id(s.seq.to_string())
+        .data(json!({ "seq": s.seq, "people": s.people }).to_string())
+}
+
+/// `GET /v1/presence/events?ticket=…`: the board's server-sent events. First everyone's
+/// row (`snapshot`), then each change as it happens (`person`: a row as `GET /v1/presence`
+/// shows it; `gone`: no longer in the policy). At most [`Hub::max_streams`] at once;
+/// each lasts [`board::STREAM_LIFETIME`] at most (the page then asks for a new ticket).
+async fn board_events(
+    State(state): State<ApiState>,
+    query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
+) -> Response {
+    let ticket = query.ok().and_then(|Query(q)| q.get("ticket").cloned());
+    let Some(ticket) = ticket else {
+        return error(ApiError::new(
+            401,
+            Some("ticket"),
+            "a ticket is needed: POST /v1/presence/events/ticket with the bearer token",
+        ));
+    };
+    if state.ops.board.redeem(&ticket).is_none() {
+        return error(ApiError::new(
+            401,
+            Some("ticket"),
+            "unknown, used or expired ticket",
+        ));
+    }
+    let Ok(slot) = state.ops.board.streams.clone().try_acquire_owned() else {
+        if log_limit::allow("board stream refused") {
+            tracing::warn!(
+                open = state.ops.board.max_streams(),
+                "presence board stream refused: limit reached"
+            );
+        }
+        return error(ApiError::new(503, None, "too many open boards"));
+    };
+    // Subscribed before the snapshot is read: no change falls between the two.
+    let rx = state.ops.board.subscribe();
+    let Some(first) = board_snapshot(&state.ops.ask).await else {
+        return error(ApiError::new(503, None, "the daemon is stopping"));
+    };
+    struct Stream {
+        rx: tokio::sync::broadcast::Receiver<Arc<board::BoardEvent>>,
+        ask: mpsc::Sender<LoopAsk>,
+        /// Changes up to this number are in the last snapshot sent.
+        after: u64,
+        first: Option<Event>,
+        end: tokio::time::Instant,
+        _slot: tokio::sync::OwnedSemaphorePermit,
+    }
+    let st = Stream {
+        rx,
+        ask: state.ops.ask.clone(),
+        after: first.seq,
+        first: Some(snapshot_event(&first)),
+        end: tokio::time::Instant::now() + board::STREAM_LIFETIME,
+        _slot: slot,
+    };
+    let events = futures_util::stream::unfold(st, |mut st| async move {
+        use tokio::sync::broadcast::error::RecvError;
+        if let Some(e) = st.first.take() {
+            return Some((Ok::<_, std::convert::Infallible>(e), st));
+        }
+        loop {
+            match tokio::time::timeout_at(st.end, st.rx.recv()).await {
+                Err(_) | Ok(Err(RecvError::Closed)) => return None,
+                Ok(Ok(e)) if e.seq <= st.after => continue,
+                Ok(Ok(e)) => {
+                    let ev = Event::default()
+                        .event(e.kind)
+                        .id(e.seq.to_string())
+                        .data(e.data.as_str());
+                    return Some((Ok(ev), st));
+                }
+                Ok(Err(RecvError::Lagged(_))) => {
+                    // Behind by more than the channel holds: everyone again instead.
+                    let s = board_snapshot(&st.ask).await?;
+                    st.after = s.seq;
+                    return Some((Ok(snapshot_event(&s)), st));
+                }
+            }
+        }
+    });
+    let mut r = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    r.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-cache"),
+    );
+    r
+}
+
+/// `GET /v1/teams`: the policy's teams and their members (any token).
+async fn list_teams(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Err(e) = caller(&state, &headers) {
+        return error(e);
+    }
+    let directory = state.directory.load();
+    let mut teams: Vec<Value> = directory
+        .policy()
+        .teams()
+        .map(|t| json!({ "id": t.id, "name": t.name, "members": t.members }))
+        .collect();
+    teams.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    Json(json!({ "teams": teams })).into_response()
+}
+
 /// `GET /metrics`: everything the daemon counts, in the OpenMetrics text format (for
 /// Prometheus). Open unless `[api] metrics_need_token` is set, then the admin token's.
 async fn scrape(State(state): State<ApiState>, headers: HeaderMap) -> Response {
@@ -1058,6 +1248,7 @@ mod tests {
                 ask,
                 metrics_need_token: false,
                 offline_without_devices: true,
+                board: Hub::new(2, true).0,
             },
         };
         (state, asks)
@@ -1134,6 +1325,11 @@ mod tests {
                 "/v1/presence/{user}/profiles/{profile}",
                 &["get", "patch", "delete"],
             ),
+            ("/v1/presence/events", &["get"]),
+            ("/v1/presence/events/ticket", &["post"]),
+            ("/v1/teams", &["get"]),
+            ("/board", &["get"]),
+            ("/board/{file}", &["get"]),
             ("/v1/profiles", &["get"]),
             ("/v1/reports/time-in-status", &["get"]),
             ("/v1/policy/reload", &["post"]),

@@ -5,6 +5,7 @@
 //! that tests, benchmarks and fuzz targets can drive the same code.
 
 pub mod api;
+pub mod board;
 pub mod client;
 pub mod config;
 pub mod core;

@@ -273,6 +273,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // …and asks for the metrics, how the loop stands (/metrics, /healthz, /readyz), the
     // trunks and the registrations, which the loop answers at once.
     let (ask_tx, mut ask_rx) = mpsc::channel::<LoopAsk>(64);
+    // The presence board's streams (at most half the API's connections) and what feeds them.
+    let (board_hub, mut board) = crate::board::Hub::new(
+        config.api_limits.max_connections / 2,
+        config.offline_without_devices,
+    );
     if let Some(addr) = config.api_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -288,6 +293,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 ask: ask_tx.clone(),
                 metrics_need_token: config.metrics_need_token,
                 offline_without_devices: config.offline_without_devices,
+                board: board_hub,
             },
         );
         tokio::spawn(api::serve(listener, app, config.api_limits));
@@ -422,6 +428,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 LoopAsk::Registrations { user, reply } => {
                     let _ = reply.send(core.registrations(user.as_deref(), now().unix));
                 }
+                LoopAsk::Board(reply) => {
+                    let _ = reply.send(board.snapshot(&core, now().unix));
+                }
             },
             _ = sigterm.recv() => start_drain(&mut core, &mut drain_deadline),
             _ = sigint.recv() => start_drain(&mut core, &mut drain_deadline),
@@ -501,6 +510,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
             }
         }
+        // The presence board hears of who changed in this turn.
+        board.turn(&mut core, now().unix);
         if let Some(deadline) = drain_deadline {
             let done = core.pending() == 0 && core.unregistering() == 0;
             if done || Instant::now() >= deadline {

@@ -13,32 +13,9 @@
 
 mod common;
 
-use common::dns::Dnsmasq;
+use common::dns::{Dnsmasq, NAMED_CARRIER_POLICY};
 use common::*;
 use std::time::Duration;
-
-const POLICY: &str = r#"
-[users.alice]
-extension = "1001"
-caller_id = "+441632960001"
-[users.alice.sip]
-password = "alice-secret"
-algorithms = ["md5"]
-
-[trunks.carrier]
-sources = ["127.0.0.2/32"]
-uri = "sip:carrier.test"
-outbound = ["+44*"]
-"#;
-
-/// The config sections of a daemon asking `dns` (short timeouts: a lost question fails
-/// fast).
-fn dns_config(dns: &Dnsmasq) -> String {
-    format!(
-        "[dns]\nservers = [\"127.0.0.1:{}\"]\ntimeout_ms = 500\nattempts = 1\n",
-        dns.port
-    )
-}
 
 /// The dialled number's digest URI for alice's calls.
 const DIALLED: &str = "+447700900123";
@@ -68,8 +45,8 @@ fn ack_reinvite_and_bye_reach_a_carrier_whose_contact_is_a_host_name() {
         ],
     );
     let d = Daemon::start(Options {
-        policy: POLICY.into(),
-        extra: dns_config(&dns),
+        policy: NAMED_CARRIER_POLICY.into(),
+        extra: dns.daemon_config(),
         ..Options::default()
     });
     // alice, a registered user, calls out through the trunk.
@@ -130,8 +107,8 @@ fn once_its_ttl_has_passed_a_changed_record_sends_the_next_call_elsewhere() {
     let x = Uas::start_on("127.0.0.1", x_port, "uas_answer.xml", 2, &[]);
     let y = Uas::start_on("127.0.0.1", y_port, "uas_answer.xml", 1, &[]);
     let d = Daemon::start(Options {
-        policy: POLICY.into(),
-        extra: dns_config(&dns),
+        policy: NAMED_CARRIER_POLICY.into(),
+        extra: dns.daemon_config(),
         ..Options::default()
     });
     let call = |d: &Daemon| {

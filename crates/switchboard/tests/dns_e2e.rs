@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::dns::Dnsmasq;
+use common::dns::{Dnsmasq, NAMED_CARRIER_POLICY};
 use common::*;
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,20 +72,6 @@ fn closed_port() -> u16 {
     s.local_addr().unwrap().port()
 }
 
-const POLICY: &str = r#"
-[users.alice]
-extension = "1001"
-caller_id = "+441632960001"
-[users.alice.sip]
-password = "alice-secret"
-algorithms = ["md5"]
-
-[trunks.carrier]
-sources = ["127.0.0.2/32"]
-uri = "sip:carrier.test"
-outbound = ["+44*"]
-"#;
-
 #[test]
 fn a_trunk_by_host_name_fails_over_in_srv_priority_order_to_the_server_that_answers() {
     require("sipp");
@@ -105,11 +91,10 @@ fn a_trunk_by_host_name_fails_over_in_srv_priority_order_to_the_server_that_answ
         "--host-record=uas.carrier.test,127.0.0.1".into(),
     ]);
     let d = Daemon::start(Options {
-        policy: POLICY.into(),
+        policy: NAMED_CARRIER_POLICY.into(),
         extra: format!(
-            "[dns]\nservers = [\"127.0.0.1:{}\"]\ntimeout_ms = 500\nattempts = 1\n\
-             [routing]\nfailover_after_ms = 1000\n",
-            dns.port
+            "{}[routing]\nfailover_after_ms = 1000\n",
+            dns.daemon_config()
         ),
         ..Options::default()
     });
@@ -155,11 +140,8 @@ fn a_trunk_by_host_name_fails_over_in_srv_priority_order_to_the_server_that_answ
 fn a_trunk_whose_name_does_not_exist_fails_the_call_at_once() {
     let dns = Dnsmasq::start(&[]);
     let d = Daemon::start(Options {
-        policy: POLICY.into(),
-        extra: format!(
-            "[dns]\nservers = [\"127.0.0.1:{}\"]\ntimeout_ms = 500\nattempts = 1\n",
-            dns.port
-        ),
+        policy: NAMED_CARRIER_POLICY.into(),
+        extra: dns.daemon_config(),
         ..Options::default()
     });
     let r = Sipp::new(&d, "call_expect_final.xml")

@@ -6,8 +6,6 @@ mod common;
 
 use common::*;
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 /// How long a callee waits for its calls to end at most.
@@ -45,33 +43,9 @@ algorithms = ["md5"]
 
 /// One HTTP/1.1 GET on the API: (status, content type, body).
 fn get(d: &Daemon, path: &str, token: Option<&str>) -> (u16, String, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", d.api_port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    let content_type = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-type")
-                .then(|| v.trim().to_string())
-        })
-        .unwrap_or_default();
-    (status, content_type, body.to_string())
+    let r = http(d, "GET", path, token, "");
+    let content_type = r.header("content-type").unwrap_or_default().to_string();
+    (r.status, content_type, r.body)
 }
 
 /// The samples of a scrape: `name{labels}` → value.

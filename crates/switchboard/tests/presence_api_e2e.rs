@@ -46,31 +46,9 @@ fn http(
     token: Option<&str>,
     body: Option<&str>,
 ) -> (u16, Value) {
-    let mut s = TcpStream::connect(("127.0.0.1", d.api_port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let body = body.unwrap_or("");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let json = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .and_then(|b| serde_json::from_str(b).ok())
-        .unwrap_or(Value::Null);
-    (status, json)
+    let r = common::http(d, method, path, token, body.unwrap_or(""));
+    let json = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+    (r.status, json)
 }
 
 #[test]

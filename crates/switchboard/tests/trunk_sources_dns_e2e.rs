@@ -113,10 +113,7 @@ fn a_trunk_source_by_host_name_follows_its_address_in_dns() {
     let mut dns = Dnsmasq::start_with_ttl(&record(FIRST), TTL);
     let d = Daemon::start(Options {
         policy: policy(),
-        extra: format!(
-            "[dns]\nservers = [\"127.0.0.1:{}\"]\ntimeout_ms = 500\nattempts = 1\n",
-            dns.port
-        ),
+        extra: dns.daemon_config(),
         ..Options::default()
     });
     wait_for_address(&d, FIRST);

@@ -15,6 +15,7 @@
 //! - **Dates**: "Monday the second of January".
 
 use super::{ClockTime, DayOfYear, HourCycle, Language, PromptName, SayError, MAX_DIGITS};
+use std::sync::LazyLock;
 
 /// English (`prompts/en`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -142,101 +143,28 @@ const SCALES: [(u32, PromptName); 3] = [
     (1_000, "digits/thousand"),
 ];
 
-/// Every name English's methods append (checked against them by the tests).
-static VOCABULARY: &[PromptName] = &[
-    "digits/0",
-    "digits/1",
-    "digits/2",
-    "digits/3",
-    "digits/4",
-    "digits/5",
-    "digits/6",
-    "digits/7",
-    "digits/8",
-    "digits/9",
-    "digits/10",
-    "digits/11",
-    "digits/12",
-    "digits/13",
-    "digits/14",
-    "digits/15",
-    "digits/16",
-    "digits/17",
-    "digits/18",
-    "digits/19",
-    "digits/20",
-    "digits/30",
-    "digits/40",
-    "digits/50",
-    "digits/60",
-    "digits/70",
-    "digits/80",
-    "digits/90",
-    "digits/hundred",
-    "digits/thousand",
-    "digits/million",
-    "digits/billion",
-    "digits/and",
-    "digits/oh",
-    "digits/star",
-    "digits/hash",
-    "digits/1st",
-    "digits/2nd",
-    "digits/3rd",
-    "digits/4th",
-    "digits/5th",
-    "digits/6th",
-    "digits/7th",
-    "digits/8th",
-    "digits/9th",
-    "digits/10th",
-    "digits/11th",
-    "digits/12th",
-    "digits/13th",
-    "digits/14th",
-    "digits/15th",
-    "digits/16th",
-    "digits/17th",
-    "digits/18th",
-    "digits/19th",
-    "digits/20th",
-    "digits/21st",
-    "digits/22nd",
-    "digits/23rd",
-    "digits/24th",
-    "digits/25th",
-    "digits/26th",
-    "digits/27th",
-    "digits/28th",
-    "digits/29th",
-    "digits/30th",
-    "digits/31st",
-    "time/midnight",
-    "time/noon",
-    "time/a_m",
-    "time/p_m",
-    "time/monday",
-    "time/tuesday",
-    "time/wednesday",
-    "time/thursday",
-    "time/friday",
-    "time/saturday",
-    "time/sunday",
-    "time/january",
-    "time/february",
-    "time/march",
-    "time/april",
-    "time/may",
-    "time/june",
-    "time/july",
-    "time/august",
-    "time/september",
-    "time/october",
-    "time/november",
-    "time/december",
-    "time/the",
-    "time/of",
-];
+/// Every name English's methods append (checked against them by the tests): the tables
+/// above, and the words between them.
+static VOCABULARY: LazyLock<Vec<PromptName>> = LazyLock::new(|| {
+    let words = [
+        HUNDRED, AND, OH, STAR, HASH, MIDNIGHT, NOON, A_M, P_M, THE, OF,
+    ];
+    // TENS[0] and TENS[1] are unused ("").
+    ONES.iter()
+        .chain(TENS.iter().filter(|t| !t.is_empty()))
+        .chain(SCALES.iter().map(|(_, name)| name))
+        .chain(ORDINALS.iter())
+        .chain(WEEKDAYS.iter())
+        .chain(MONTHS.iter())
+        .chain(words.iter())
+        .copied()
+        .fold(Vec::new(), |mut v, n| {
+            if !v.contains(&n) {
+                v.push(n);
+            }
+            v
+        })
+});
 
 /// 1–99: "seven", "seventeen", "seventy", "seventy" "seven".
 fn below_hundred(n: u32, out: &mut Vec<PromptName>) {
@@ -374,7 +302,7 @@ impl Language for English {
     }
 
     fn vocabulary(&self) -> &'static [PromptName] {
-        VOCABULARY
+        &VOCABULARY
     }
 }
 

@@ -24,7 +24,7 @@
 //! [`CoreConfig`]. The same seed and the same inputs give the same outputs, byte for byte.
 
 use crate::directory::Snapshot;
-use crate::presence_service::{self, ErrorKind, PresenceError, PresenceService};
+use crate::presence_service::{self, ErrorKind, PresenceError, PresenceService, PresenceView};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use switchboard_presence::model::{Availability, Interface};
@@ -35,7 +35,7 @@ use switchboard_sip::message::{self, check_request, Capabilities};
 use switchboard_sip::msg::headers::Header;
 use switchboard_sip::msg::{Method, Request, SipMessage};
 use switchboard_sip::peer::Peer;
-use switchboard_sip::registrar::{Binding, Registrar};
+use switchboard_sip::registrar::{Binding, Change, Registrar};
 use switchboard_sip::subscription::NotifierStats;
 use switchboard_sip::throttle::{Throttle, ThrottleConfig};
 use switchboard_sip::transaction::{
@@ -80,6 +80,7 @@ const PROXY_CAPABILITIES: Capabilities<'static> = Capabilities {
 };
 
 pub mod auth_gate;
+pub mod board;
 pub mod calls;
 pub mod carrier_auth;
 pub mod config;
@@ -108,6 +109,7 @@ pub use watchers::WatchersConfig;
 pub use wire::{Now, Output};
 
 use auth_gate::AuthGate;
+use board::BoardFeed;
 use calls::Calls;
 use carrier_auth::CarrierAuth;
 use context::ctx;
@@ -230,6 +232,8 @@ pub struct Core {
     media: media::Media,
     stats: CoreStats,
     draining: bool,
+    /// Who changed for the live presence board (off while no board is open).
+    board: BoardFeed,
 }
 
 impl Core {
@@ -299,6 +303,7 @@ impl Core {
             ledger: Ledger::new(),
             stats: CoreStats::default(),
             draining: false,
+            board: BoardFeed::default(),
             registrant: Registrant::new(),
             sources: TrunkSources::new(),
         };
@@ -505,6 +510,55 @@ impl Core {
         list
     }
 
+    /// The policy's directory as last handed in.
+    pub fn directory(&self) -> &Snapshot {
+        &self.directory
+    }
+
+    /// Turns the live presence board's feed on (a board is open) or off.
+    pub fn board_on(&mut self, on: bool) {
+        if on != self.board.is_on() {
+            self.board.set_on(on);
+        }
+    }
+
+    /// The people whose board row may have changed since the last call, each as colleagues
+    /// see them now (devices counted at `unix`), or None when they are no longer in the
+    /// policy. Empty while the feed is off.
+    pub fn board_changes(&mut self, unix: u64) -> Vec<(String, Option<PresenceView>)> {
+        let people = self.board.take();
+        let policy = self.directory.policy();
+        people
+            .into_iter()
+            .map(|user| {
+                let view = policy
+                    .user(&user)
+                    .and_then(|_| self.presence.view(&user, policy))
+                    .map(|mut v| {
+                        v.devices = self.registrar.lookup(&v.user, unix).len() as u32;
+                        v
+                    });
+                (user, view)
+            })
+            .collect()
+    }
+
+    /// Everyone as the board shows them, as `GET /v1/presence` does (devices counted at
+    /// `unix`).
+    pub fn board_people(&self, unix: u64) -> Vec<PresenceView> {
+        let policy = self.directory.policy();
+        self.presence
+            .model()
+            .people()
+            .filter(|(u, _)| policy.user(u).is_some())
+            .filter_map(|(u, _)| self.presence.view(u, policy))
+            .map(|mut v| {
+                v.devices = self.registrar.lookup(&v.user, unix).len() as u32;
+                v
+            })
+            .collect()
+    }
+
     pub fn trunks(&self) -> Vec<TrunkStatus> {
         let policy = self.directory.policy();
         let mut list = self.registrant.status(policy);
@@ -578,6 +632,7 @@ impl Core {
         let mut changed = self.presence.model_mut().take_changed();
         changed.append(&mut self.renotify);
         let held = &self.presence_writes;
+        self.board.note_people(&changed, held);
         self.watchers
             .notify_changes(&mut ctx!(self, now), changed, held);
         self.handle_tx_events(now);
@@ -635,6 +690,12 @@ impl Core {
         let lapsed = cx.registrar.expire(now.unix);
         if !lapsed.is_empty() {
             tracing::info!(count = lapsed.len(), "bindings expired");
+            for c in &lapsed {
+                self.board.note_person(match c {
+                    Change::Upsert(b) => &b.aor,
+                    Change::Remove { aor, .. } => aor,
+                });
+            }
             cx.persist_unacknowledged(lapsed.iter().map(registrations::change_to_write).collect());
         }
         cx.gate.expire(now.mono);
@@ -1064,6 +1125,7 @@ impl Core {
                 aor,
                 previous,
             } => {
+                self.board.note_person(&aor);
                 if ok {
                     // A REGISTER over a stream connection: the connection is the bindings'
                     // flow, held open until they lapse (the idle timeout must not close it).

@@ -2,12 +2,30 @@
 //! `scripts/install-test-deps`) serving only the records a test gives it, on a loopback port,
 //! killed when dropped. Names under `test.` are answered from those records alone (NXDOMAIN
 //! otherwise). Shared by the daemon's end-to-end tests and the net crate's DNS tests
-//! (`crates/net/tests/dns.rs` includes this file), so it needs nothing from either.
+//! (`crates/net/tests/dns.rs` includes this file), so it needs nothing from either (and
+//! not every test that includes it uses all of it).
+#![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The daemon's policy for the DNS tests: alice, who calls out, and a trunk known by the
+/// name `carrier.test` (its records are each test's), which carries +44 numbers.
+pub const NAMED_CARRIER_POLICY: &str = r#"
+[users.alice]
+extension = "1001"
+caller_id = "+441632960001"
+[users.alice.sip]
+password = "alice-secret"
+algorithms = ["md5"]
+
+[trunks.carrier]
+sources = ["127.0.0.2/32"]
+uri = "sip:carrier.test"
+outbound = ["+44*"]
+"#;
 
 /// A dnsmasq serving only the records given, on 127.0.0.1:`port`; killed when dropped.
 pub struct Dnsmasq {
@@ -46,6 +64,15 @@ impl Dnsmasq {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("dnsmasq did not start again on port {}", self.port);
+    }
+
+    /// The daemon's `[dns]` section asking this server alone (short timeouts: a lost
+    /// question fails fast).
+    pub fn daemon_config(&self) -> String {
+        format!(
+            "[dns]\nservers = [\"127.0.0.1:{}\"]\ntimeout_ms = 500\nattempts = 1\n",
+            self.port
+        )
     }
 
     /// Where it answers.

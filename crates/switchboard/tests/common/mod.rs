@@ -1214,13 +1214,35 @@ pub fn challenge_params(challenge: &str) -> Vec<(String, String)> {
     out
 }
 
-/// One HTTP/1.1 exchange with the daemon's presence API as the admin: (status, body).
-pub fn admin_api(d: &Daemon, method: &str, path: &str, body: &str) -> (u16, String) {
+/// What the API answered to one exchange.
+pub struct HttpReply {
+    pub status: u16,
+    /// The header section, as it came.
+    pub head: String,
+    pub body: String,
+}
+
+impl HttpReply {
+    /// The value of header `name` (case-insensitive), if it came.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// One HTTP/1.1 exchange with the daemon's API, with `token` as the bearer token (none:
+/// no Authorization header) and `body` as JSON.
+pub fn http(d: &Daemon, method: &str, path: &str, token: Option<&str>, body: &str) -> HttpReply {
     let mut s = TcpStream::connect(("127.0.0.1", d.api_port)).expect("the API listens");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
@@ -1232,11 +1254,18 @@ pub fn admin_api(d: &Daemon, method: &str, path: &str, body: &str) -> (u16, Stri
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    HttpReply {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+/// One HTTP/1.1 exchange with the daemon's API as the admin: (status, body).
+pub fn admin_api(d: &Daemon, method: &str, path: &str, body: &str) -> (u16, String) {
+    let r = http(d, method, path, Some(ADMIN_TOKEN), body);
+    (r.status, r.body)
 }
 
 /// When each received message of a SIPp run arrived (seconds of the day, as SIPp logs
