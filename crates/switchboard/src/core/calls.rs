@@ -1622,7 +1622,10 @@ fn start_message(
         Ok(id) => b.media = Some(id),
         Err(why) => {
             b.done = true;
-            tracing::info!(call_id = %call.call_id, %message, %why, "message skipped");
+            // A flood of calls without an offer would repeat it: rate-limited.
+            if switchboard_sip::log_limit::allow("message skipped") {
+                tracing::info!(call_id = %call.call_id, %message, %why, "message skipped");
+            }
             call.exec
                 .media_ended(branch, &format!("skipped: {why}"), cx.now.mono);
         }

@@ -422,7 +422,9 @@ impl Media {
             Event::Failed { id, why } => {
                 let s = self.sessions.remove(&id)?;
                 self.stats.skipped += 1;
-                tracing::warn!(session = id.0, %why, "media session could not be opened; message skipped");
+                if switchboard_sip::log_limit::allow("media session not opened") {
+                    tracing::warn!(session = id.0, %why, "media session could not be opened; message skipped");
+                }
                 let how = format!("skipped: the media engine could not open a session: {why}");
                 (s.state != State::Closing).then_some((s.call, s.branch, Happened::Ended { how }))
             }
