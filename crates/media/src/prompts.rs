@@ -98,6 +98,69 @@ impl Prompts {
         Prompts::load_at_most(generated, overrides, language, MAX_PROMPTS)
     }
 
+    /// Loads the prompts of `language` from `embedded` — (`category/name`, WAV file) pairs,
+    /// e.g. compiled into the binary, so that a daemon works with no prompt files on disk —
+    /// and then from `overrides/<language>/` as [`Prompts::load`] does. An embedded prompt's
+    /// path (in errors) is `<embedded>/<language>/<category>/<name>.wav`.
+    pub fn load_embedded(
+        embedded: &[(&str, &[u8])],
+        overrides: Option<&Path>,
+        language: &str,
+    ) -> Result<Prompts, PromptError> {
+        check_name(language, false).map_err(|why| PromptError::Language {
+            language: language.to_owned(),
+            why,
+        })?;
+        if embedded.len() > MAX_PROMPTS {
+            return Err(PromptError::TooMany {
+                dir: PathBuf::from("<embedded>").join(language),
+            });
+        }
+        let mut prompts = BTreeMap::new();
+        for (name, bytes) in embedded {
+            let path = PathBuf::from("<embedded>")
+                .join(language)
+                .join(format!("{name}.wav"));
+            let valid = name.split_once('/').is_some_and(|(category, stem)| {
+                check_name(category, false).is_ok() && check_name(stem, true).is_ok()
+            });
+            if !valid {
+                return Err(PromptError::Name {
+                    path,
+                    why: "an embedded prompt is named category/name",
+                });
+            }
+            if bytes.len() as u64 > MAX_FILE_BYTES {
+                return Err(PromptError::TooLarge { path });
+            }
+            let samples = read_wav_bytes(bytes, &path)?;
+            let origin = Origin::Generated;
+            prompts.insert(
+                name.to_string(),
+                Prompt {
+                    samples,
+                    path,
+                    origin,
+                },
+            );
+        }
+        if let Some(overrides) = overrides {
+            let dir = overrides.join(language);
+            if dir.is_dir() {
+                load_dir(&dir, Origin::Added, &mut prompts, MAX_PROMPTS)?;
+            } else if dir.exists() {
+                return Err(PromptError::Io {
+                    path: dir,
+                    source: std::io::Error::other("not a directory"),
+                });
+            }
+        }
+        Ok(Prompts {
+            language: language.to_owned(),
+            prompts,
+        })
+    }
+
     /// [`Prompts::load`] with another bound than [`MAX_PROMPTS`] (tests).
     fn load_at_most(
         generated: &Path,
@@ -339,11 +402,16 @@ fn read_wav(path: &Path) -> Result<Arc<[i16]>, PromptError> {
             path: path.to_owned(),
         });
     }
+    read_wav_bytes(&bytes, path)
+}
+
+/// Reads one prompt from the bytes of its WAV file (`path` names it in errors).
+fn read_wav_bytes(bytes: &[u8], path: &Path) -> Result<Arc<[i16]>, PromptError> {
     let wav_error = |source| PromptError::Wav {
         path: path.to_owned(),
         source,
     };
-    let mut reader = hound::WavReader::new(bytes.as_slice()).map_err(wav_error)?;
+    let mut reader = hound::WavReader::new(bytes).map_err(wav_error)?;
     let spec = reader.spec();
     if spec.sample_rate != SAMPLE_RATE
         || spec.channels != 1

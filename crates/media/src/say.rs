@@ -195,6 +195,23 @@ pub mod phrase {
     /// Profile `training`.
     pub const IS_IN_TRAINING: PromptName = "phrases/is_in_training";
 
+    /// What a profile says of the person, by the profile's id: a default profile's own
+    /// phrase (`meeting`: "is in a meeting"), and "is not available" for any other.
+    pub fn of_profile(id: &str) -> PromptName {
+        match id {
+            "lunch" => IS_AT_LUNCH,
+            "meeting" => IS_IN_A_MEETING,
+            "left_for_the_day" => HAS_LEFT_FOR_THE_DAY,
+            "holiday" => IS_ON_HOLIDAY,
+            "sick_leave" => IS_ON_SICK_LEAVE,
+            "out_of_office" => IS_OUT_OF_THE_OFFICE,
+            "business_trip" => IS_ON_A_BUSINESS_TRIP,
+            "home_with_sick_child" => IS_AT_HOME_WITH_A_SICK_CHILD,
+            "training" => IS_IN_TRAINING,
+            _ => IS_NOT_AVAILABLE,
+        }
+    }
+
     /// What a status says: "is away" (`away`).
     pub const IS_AWAY: PromptName = "phrases/is_away";
     /// Status `busy`.

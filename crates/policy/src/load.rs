@@ -92,7 +92,7 @@ struct RawForwarding {
     caller_id: Option<S>,
     ring_time: Option<Spanned<i64>>,
     no_answer: Option<S>,
-    message: Option<String>,
+    message: Option<S>,
 }
 
 #[derive(Deserialize)]
@@ -115,7 +115,11 @@ struct RawTeam {
 #[serde(deny_unknown_fields)]
 struct RawDestination {
     kind: S,
-    uri: S,
+    uri: Option<S>,
+    /// An announcement the daemon plays itself (instead of `uri`).
+    message: Option<S>,
+    /// The final response after that message.
+    code: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -132,6 +136,8 @@ struct RawProfile {
     reject_code: Option<Spanned<i64>>,
     reject_reason: Option<String>,
     standard_length: Option<S>,
+    /// Whether a refused caller first hears who refuses and until when (default true).
+    announce: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -207,6 +213,21 @@ pub struct Context {
     /// The digest algorithms the daemon's challenges offer (None: any may be). Credentials
     /// whose `algorithms` share none of them are an error: they could never authenticate.
     pub offered_algorithms: Option<Vec<DigestAlgorithm>>,
+    /// The prompts the daemon can play, by name (`category/name`); None: messages are not
+    /// checked. A message the policy names (a forwarding's `message`) must be one of them,
+    /// as `name` itself, `messages/<name>` or `phrases/<name>`.
+    pub prompts: Option<std::collections::BTreeSet<String>>,
+}
+
+impl Context {
+    /// Whether message `name` has a prompt (see [`Context::prompts`]).
+    pub fn has_message(&self, name: &str) -> bool {
+        self.prompts.as_ref().is_none_or(|p| {
+            p.contains(name)
+                || p.contains(&format!("messages/{name}"))
+                || p.contains(&format!("phrases/{name}"))
+        })
+    }
 }
 
 /// Upper bound of any ring time, in seconds.
@@ -258,6 +279,7 @@ impl Policy {
             seen_contact_users: HashMap::new(),
             source_names: HashSet::new(),
             offered: context.offered_algorithms.clone(),
+            context: context.clone(),
         };
         for (s, d) in docs {
             b.doc(s, d);
@@ -308,6 +330,7 @@ struct Builder {
     /// Host names among the trunks' sources so far (at most [`MAX_SOURCE_NAMES`]).
     source_names: HashSet<String>,
     offered: Option<Vec<DigestAlgorithm>>,
+    context: Context,
 }
 
 fn secs(v: &Option<Spanned<i64>>, default: u32) -> Result<u32, (Range<usize>, String)> {
@@ -819,15 +842,76 @@ impl Builder {
                 );
                 DestinationKind::Voicemail
             });
-            let uri = raw.uri.get_ref().trim().to_string();
-            if !(uri.starts_with("sip:") || uri.starts_with("sips:")) {
-                self.err(
+            let mut uri = String::new();
+            let mut message = None;
+            match (&raw.uri, &raw.message) {
+                (Some(u), None) => {
+                    uri = u.get_ref().trim().to_string();
+                    if !(uri.starts_with("sip:") || uri.starts_with("sips:")) {
+                        self.err(
+                            src,
+                            u.span(),
+                            format!("{key}.uri"),
+                            format!("{uri:?} is not a SIP URI"),
+                        );
+                    }
+                }
+                (None, Some(m)) if kind == DestinationKind::Announcement => {
+                    if !self.context.has_message(m.get_ref()) {
+                        self.err(
+                            src,
+                            m.span(),
+                            format!("{key}.message"),
+                            format!(
+                                "no prompt is named {:?}: record it as messages/{}.wav in [media] prompts, or name a phrase of prompts/",
+                                m.get_ref(),
+                                m.get_ref()
+                            ),
+                        );
+                    }
+                    message = Some(m.get_ref().trim().to_string());
+                }
+                (None, Some(m)) => self.err(
                     src,
-                    raw.uri.span(),
+                    m.span(),
+                    format!("{key}.message"),
+                    "only an announcement is a message the daemon plays itself; this kind needs a uri",
+                ),
+                (Some(_), Some(m)) => self.err(
+                    src,
+                    m.span(),
+                    format!("{key}.message"),
+                    "a destination has a uri (a media server's) or a message (the daemon's own), not both",
+                ),
+                (None, None) => self.err(
+                    src,
+                    id.span(),
                     format!("{key}.uri"),
-                    format!("{uri:?} is not a SIP URI"),
-                );
+                    "a destination needs a uri (an announcement may have a message instead)",
+                ),
             }
+            let code = match &raw.code {
+                None => 480,
+                Some(c) if message.is_none() => {
+                    self.err(
+                        src,
+                        c.span(),
+                        format!("{key}.code"),
+                        "code is the final response after the daemon's own message: only with message",
+                    );
+                    480
+                }
+                Some(c) if (400..700).contains(c.get_ref()) => *c.get_ref() as u16,
+                Some(c) => {
+                    self.err(
+                        src,
+                        c.span(),
+                        format!("{key}.code"),
+                        "a final response code is 400 to 699",
+                    );
+                    480
+                }
+            };
             if self.policy.destinations.contains_key(id.get_ref()) {
                 self.err(
                     src,
@@ -841,6 +925,8 @@ impl Builder {
                 id: id.get_ref().clone(),
                 kind,
                 uri,
+                message,
+                code,
             };
             self.policy.destinations.insert(d.id.clone(), d);
         }
@@ -1017,6 +1103,18 @@ impl Builder {
                 return;
             }
         };
+        if let Some(announce) = &raw.announce {
+            if !matches!(p.incoming, IncomingHandling::Reject { .. }) {
+                self.err(
+                    src,
+                    announce.span(),
+                    format!("{key}.announce"),
+                    "announce is for profiles that refuse calls (incoming = \"reject\")",
+                );
+            } else if !*announce.get_ref() {
+                self.policy.silent_profiles.insert(p.id.clone());
+            }
+        }
         if let (IncomingHandling::SendTo(t), Some(v)) = (&p.incoming, &raw.incoming) {
             self.reference(
                 src,
@@ -1191,7 +1289,21 @@ impl Builder {
                     .as_ref()
                     .and_then(|v| self.target(src, v, format!("{fkey}.no_answer")))
                     .unwrap_or_else(|| no_answer.clone()),
-                message: f.message,
+                message: f.message.map(|m| {
+                    if !self.context.has_message(m.get_ref()) {
+                        self.err(
+                            src,
+                            m.span(),
+                            format!("{fkey}.message"),
+                            format!(
+                                "no prompt is named {:?}: record it as messages/{}.wav in [media] prompts, or name a phrase of prompts/",
+                                m.get_ref(),
+                                m.get_ref()
+                            ),
+                        );
+                    }
+                    m.into_inner()
+                }),
             }
         });
         self.policy.users.insert(

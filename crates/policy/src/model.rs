@@ -102,7 +102,13 @@ impl DestinationKind {
 pub struct Destination {
     pub id: String,
     pub kind: DestinationKind,
+    /// Where the media server serves it (empty for a message the daemon plays itself).
     pub uri: String,
+    /// An `announcement` without `uri`: the message (a prompt's name) the daemon plays to
+    /// the caller itself, then the call ends with `code`.
+    pub message: Option<String>,
+    /// The final response after the daemon's own message (default 480).
+    pub code: u16,
 }
 
 /// What happens to a call for someone already in a call (with call waiting off) or busy.
@@ -556,6 +562,8 @@ pub struct Policy {
     pub(crate) statuses: BTreeMap<Availability, StatusRule>,
     pub(crate) by_extension: HashMap<String, ExtensionOwner>,
     pub(crate) by_username: HashMap<String, String>,
+    /// Profiles whose refused callers hear no announcement (`announce = false`).
+    pub(crate) silent_profiles: std::collections::BTreeSet<String>,
     /// What `check` warns of: valid, and perhaps not what was meant.
     pub(crate) warnings: Vec<crate::Diagnostic>,
 }
@@ -596,6 +604,12 @@ impl Policy {
 
     pub fn profile(&self, id: &str) -> Option<&Profile> {
         self.profiles.get(id)
+    }
+
+    /// Whether a caller refused by profile `id` (`incoming = "reject"`) first hears who is
+    /// refusing and until when (`announce`, default on).
+    pub fn announces(&self, id: &str) -> bool {
+        !self.silent_profiles.contains(id)
     }
 
     /// A profile by its number (as dialled with a feature code).

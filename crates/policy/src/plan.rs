@@ -75,12 +75,15 @@ pub enum Action {
         strategy: RingStrategy,
         /// The group whose memory records who answered (team id or `forward:<user>`).
         memory_group: Option<String>,
-        /// Named messages played to the caller at a given second (e.g. before forwarding);
-        /// an executor without media skips them with a log line.
+        /// Named messages played to the caller at a given second (e.g. before forwarding),
+        /// as early media; legs due to start meanwhile wait for the message to end.
+        /// Skipped (with a log line) when they cannot be played: no media, no SDP offer in
+        /// the INVITE, no codec in common.
         announcements: Vec<(u32, String)>,
     },
-    /// Play a named message (needs media; the executor may skip it with a log line).
-    Message { name: String },
+    /// Play a message to the caller (early media), then go on to `on_no_answer` (also
+    /// when it cannot be played: then it is skipped with a log line).
+    Message { message: Message },
     /// Hand the call to a destination of the media server.
     Destination {
         id: String,
@@ -89,6 +92,68 @@ pub enum Action {
     },
     /// Refuse the call.
     Reject { code: u16, reason: String },
+}
+
+/// What a message says.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Message {
+    /// A prompt by name: the operator's recording, or a generated phrase.
+    Named(String),
+    /// A person's active profile refuses calls: who, what the profile says, until when.
+    Profile(ProfileMessage),
+}
+
+/// "Extension 1002 is in a meeting until fourteen thirty": the profile announcement.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProfileMessage {
+    /// The person called (a recorded name prompt `name_<user>` is said when there is one).
+    pub user: String,
+    /// Their extension, said digit by digit otherwise.
+    pub extension: String,
+    /// The active profile's id (which phrase it says).
+    pub profile: String,
+    /// When the profile ends, on the callee's clock; None: no end time.
+    pub until: Option<LocalTime>,
+}
+
+/// A moment on the callee's clock (in their time zone), as an announcement says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LocalTime {
+    pub hour: u8,
+    pub minute: u8,
+    /// Days after the call's day (0: today, 1: tomorrow…).
+    pub days_ahead: u32,
+    /// 1 = Monday … 7 = Sunday (ISO 8601).
+    pub weekday: u8,
+    /// Day of the month, 1–31.
+    pub day: u8,
+    /// 1–12.
+    pub month: u8,
+}
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Message::Named(name) => write!(f, "{name}"),
+            Message::Profile(p) => {
+                write!(
+                    f,
+                    "the announcement of {}'s profile {}",
+                    p.extension, p.profile
+                )?;
+                if let Some(t) = p.until {
+                    write!(f, " until ")?;
+                    match t.days_ahead {
+                        0 => {}
+                        1 => write!(f, "tomorrow ")?,
+                        _ => write!(f, "{:02}-{:02} ", t.month, t.day)?,
+                    }
+                    write!(f, "{:02}:{:02}", t.hour, t.minute)?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// One step of a plan.
@@ -287,6 +352,27 @@ impl Planner<'_> {
     }
 
     /// A person's active profile: their own version of it, else the policy's.
+    /// Unix time `t` on `user`'s clock: in the time zone of their schedule, else UTC.
+    fn local_time(&self, user: &User, t: i64) -> Option<LocalTime> {
+        let tz: chrono_tz::Tz = user
+            .schedule
+            .as_deref()
+            .and_then(|s| self.policy.schedule(s))
+            .and_then(|s| s.timezone.parse().ok())
+            .unwrap_or(chrono_tz::UTC);
+        let end = DateTime::from_timestamp(t, 0)?.with_timezone(&tz);
+        let today = self.now.with_timezone(&tz).date_naive();
+        let days_ahead = (end.date_naive() - today).num_days();
+        Some(LocalTime {
+            hour: end.hour() as u8,
+            minute: end.minute() as u8,
+            days_ahead: u32::try_from(days_ahead).ok()?,
+            weekday: end.weekday().number_from_monday() as u8,
+            day: end.day() as u8,
+            month: end.month() as u8,
+        })
+    }
+
     fn active_profile(&self, pv: &PersonView) -> Option<Profile> {
         pv.own_profile.clone().or_else(|| {
             pv.profile
@@ -390,6 +476,19 @@ impl Planner<'_> {
             self.note(format!("unknown destination {id}"));
             return Next::Final(480);
         };
+        if let Some(name) = d.message.clone() {
+            // The daemon's own announcement: played, then the call ends.
+            let code = Next::Final(d.code);
+            return self.push(Step {
+                action: Action::Message {
+                    message: Message::Named(name),
+                },
+                on_no_answer: code.clone(),
+                on_busy: code.clone(),
+                on_unavailable: code,
+                why,
+            });
+        }
         let (uri, id) = (d.uri.clone(), d.id.clone());
         self.push(Step {
             action: Action::Destination { id, kind, uri },
@@ -447,7 +546,7 @@ impl Planner<'_> {
                 }
                 IncomingHandling::Reject { code, reason } => {
                     self.note(format!("{id}'s profile {} rejects calls", p.name));
-                    return self.push(Step {
+                    let refusal = self.push(Step {
                         action: Action::Reject {
                             code: *code,
                             reason: reason.clone(),
@@ -456,6 +555,23 @@ impl Planner<'_> {
                         on_busy: Next::Final(*code),
                         on_unavailable: Next::Final(*code),
                         why: format!("{id}'s profile {}", p.name),
+                    });
+                    if !self.policy.announces(&p.id) || !matches!(refusal, Next::Step(_)) {
+                        return refusal;
+                    }
+                    let until = person.profile_until.and_then(|t| self.local_time(&user, t));
+                    let message = Message::Profile(ProfileMessage {
+                        user: id.to_string(),
+                        extension: user.extension.clone(),
+                        profile: p.id.clone(),
+                        until,
+                    });
+                    return self.push(Step {
+                        action: Action::Message { message },
+                        on_no_answer: refusal.clone(),
+                        on_busy: refusal.clone(),
+                        on_unavailable: refusal,
+                        why: format!("{id}'s profile {} says so to the caller", p.name),
                     });
                 }
             }
@@ -1016,7 +1132,10 @@ impl fmt::Display for RoutePlan {
                 } => {
                     writeln!(f, "  ring ({}) for {duration} s:", strategy.as_str())?;
                     for (at, name) in announcements {
-                        writeln!(f, "    at {at} s play message {name} to the caller (skipped without media)")?;
+                        writeln!(
+                            f,
+                            "    at {at} s play message {name} to the caller (early media)"
+                        )?;
                     }
                     for l in legs {
                         let who = match &l.target {
@@ -1038,7 +1157,11 @@ impl fmt::Display for RoutePlan {
                         )?;
                     }
                 }
-                Action::Message { name } => writeln!(f, "  play message {name}")?,
+                Action::Message { message } => writeln!(
+                    f,
+                    "  play message {message} to the caller (early media), then: {}",
+                    s.on_no_answer
+                )?,
                 Action::Destination { id, kind, uri } => {
                     writeln!(f, "  send to {} {id} ({uri})", kind.as_str())?
                 }

@@ -46,6 +46,8 @@ pub struct PersonView {
     /// through the presence API); when given, the planner uses it instead of the policy's
     /// profile of that id.
     pub own_profile: Option<Profile>,
+    /// When the active profile ends (Unix seconds); None: no end time.
+    pub profile_until: Option<i64>,
     pub devices: Vec<DeviceView>,
     pub in_call: bool,
 }

@@ -1,7 +1,7 @@
 //! The planner, one or more tests per rule, named after the rule.
 
 use chrono::{DateTime, TimeZone, Utc};
-use switchboard_policy::plan::{Action, LegTarget, Next};
+use switchboard_policy::plan::{Action, LegTarget, Message, Next, Step};
 use switchboard_policy::{
     plan, Availability, Call, Caller, CallerIdRule, Policy, RoutePlan, Source, View,
 };
@@ -279,14 +279,121 @@ fn busy_with_redirect_goes_to_the_busy_destination() {
 }
 
 #[test]
+fn busy_can_play_the_daemons_own_message_then_end() {
+    let mut pol = POLICY.replace(
+        "[users.bob]\nextension = \"1002\"\ncall_waiting = false",
+        "[users.bob]\nextension = \"1002\"\ncall_waiting = false\nbusy = \"announcement:engaged\"",
+    );
+    pol.push_str("\n[destinations.engaged]\nkind = \"announcement\"\nmessage = \"is_on_another_call\"\ncode = 486\n");
+    let policy = Policy::from_sources(&[Source {
+        name: "p".into(),
+        text: pol,
+    }])
+    .unwrap();
+    let p = plan(
+        &policy,
+        &call("1002"),
+        &everyone().with_in_call("bob"),
+        monday(),
+    );
+    let Next::Step(i) = p.start else {
+        panic!("{p}")
+    };
+    let step = &p.steps[i];
+    assert_eq!(
+        step.action,
+        Action::Message {
+            message: Message::Named("is_on_another_call".into())
+        },
+        "{p}"
+    );
+    assert_eq!(step.on_no_answer, Next::Final(486));
+}
+
+/// The refusal a profile's announcement leads to (the first step, when there is none).
+fn refusal(p: &RoutePlan) -> &Action {
+    let Next::Step(i) = p.start else {
+        panic!("{p}")
+    };
+    match &p.steps[i] {
+        Step {
+            action: Action::Message { .. },
+            on_no_answer: Next::Step(j),
+            ..
+        } => &p.steps[*j].action,
+        s => &s.action,
+    }
+}
+
+#[test]
 fn profile_reject_answers_with_its_code() {
     let p = run(&call("1001"), &everyone().with_profile("alice", "meeting"));
-    match first(&p) {
+    match refusal(&p) {
         Action::Reject { code, reason } => {
             assert_eq!((*code, reason.as_str()), (480, "In a meeting"));
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_refusing_profile_says_so_first_until_its_end_on_the_callees_clock() {
+    // Monday 10:00 UTC; the meeting ends at 14:30 UTC, 14:30 in London in November.
+    let mut v = everyone().with_profile("alice", "meeting");
+    let end = monday() + chrono::Duration::minutes(4 * 60 + 30);
+    v.people.get_mut("alice").unwrap().profile_until = Some(end.timestamp());
+    let p = run(&call("1001"), &v);
+    let Action::Message {
+        message: Message::Profile(m),
+    } = first(&p)
+    else {
+        panic!("{p}")
+    };
+    assert_eq!((m.user.as_str(), m.extension.as_str()), ("alice", "1001"));
+    assert_eq!(m.profile, "meeting");
+    let until = m.until.unwrap();
+    assert_eq!((until.hour, until.minute, until.days_ahead), (14, 30, 0));
+    assert_eq!((until.weekday, until.day, until.month), (1, 23, 11));
+    let text = p.to_string();
+    assert!(
+        text.contains(
+            "play message the announcement of 1001's profile meeting until 14:30 to the caller (early media), then: step"
+        ),
+        "{text}"
+    );
+    // Tomorrow's end; none (no end time).
+    v.people.get_mut("alice").unwrap().profile_until =
+        Some((end + chrono::Duration::days(1)).timestamp());
+    let p = run(&call("1001"), &v);
+    let Action::Message {
+        message: Message::Profile(m),
+    } = first(&p)
+    else {
+        panic!()
+    };
+    assert_eq!(m.until.unwrap().days_ahead, 1);
+    v.people.get_mut("alice").unwrap().profile_until = None;
+    let p = run(&call("1001"), &v);
+    let Action::Message {
+        message: Message::Profile(m),
+    } = first(&p)
+    else {
+        panic!()
+    };
+    assert_eq!(m.until, None);
+
+    // `announce = false`: the refusal at once.
+    let text = POLICY.replace(
+        "reject_reason = \"In a meeting\"",
+        "reject_reason = \"In a meeting\"\nannounce = false",
+    );
+    let pol = Policy::from_sources(&[Source {
+        name: "p.toml".into(),
+        text,
+    }])
+    .unwrap();
+    let p = plan(&pol, &call("1001"), &v, monday());
+    assert!(matches!(first(&p), Action::Reject { code: 480, .. }), "{p}");
 }
 
 #[test]
@@ -328,7 +435,7 @@ fn a_persons_own_profile_is_honoured_over_the_policys() {
     )
     .unwrap();
     let p = run(&call("1001"), &everyone().with_own_profile("alice", own));
-    match first(&p) {
+    match refusal(&p) {
         Action::Reject { code, reason } => {
             assert_eq!((*code, reason.as_str()), (486, "Focusing"));
         }

@@ -88,6 +88,7 @@ fn credentials_must_allow_an_offered_algorithm() {
             }],
             &Context {
                 offered_algorithms: Some(algs.to_vec()),
+                ..Default::default()
             },
         )
     };
@@ -534,4 +535,40 @@ fn warnings_do_not_refuse_a_policy_and_are_said_as_warnings() {
         text.contains("--> p.toml:21:13 (key teams.t.ring_time)"),
         "{text}"
     );
+}
+
+#[test]
+fn a_forwarding_message_must_name_a_prompt_the_daemon_has() {
+    let text = "[users.a]\nextension = \"100\"\n[users.a.forwarding]\ntargets = [\"number:+15550100\"]\nmessage = \"welcome\"\n";
+    let load = |names: &[&str]| {
+        Policy::from_sources_in(
+            &[Source {
+                name: "p.toml".into(),
+                text: text.into(),
+            }],
+            &Context {
+                prompts: Some(names.iter().map(|n| n.to_string()).collect()),
+                ..Default::default()
+            },
+        )
+    };
+    let e = load(&["phrases/goodbye"]).expect_err("no prompt named welcome");
+    let d = &e.0[0];
+    assert_eq!(
+        (d.line, d.column, d.key.as_str()),
+        (5, 11, "users.a.forwarding.message")
+    );
+    assert!(
+        d.message.contains("no prompt is named \"welcome\""),
+        "{}",
+        d.message
+    );
+    assert!(load(&["messages/welcome"]).is_ok());
+    assert!(load(&["phrases/welcome"]).is_ok());
+    // Without the daemon's prompts (no [media]), any name is taken.
+    assert!(Policy::from_sources(&[Source {
+        name: "p.toml".into(),
+        text: text.into(),
+    }])
+    .is_ok());
 }

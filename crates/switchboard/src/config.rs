@@ -87,6 +87,8 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     records: RawRecords,
+    #[serde(default)]
+    media: RawMedia,
 }
 
 /// `[records]`: call records (see `core::records`).
@@ -122,6 +124,60 @@ pub enum LogFormat {
     /// One JSON object per line: `timestamp`, `level`, `target`, `fields` (the message
     /// among them), for log collectors.
     Json,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawMedia {
+    enabled: bool,
+    bind: Spanned<String>,
+    advertise: Option<Spanned<String>>,
+    first_port: Spanned<u64>,
+    last_port: Spanned<u64>,
+    max_sessions: Spanned<u64>,
+    rtp_timeout_secs: Spanned<u64>,
+    prompts: Option<String>,
+    language: Spanned<String>,
+}
+
+impl Default for RawMedia {
+    fn default() -> Self {
+        RawMedia {
+            enabled: true,
+            bind: Spanned::new(0..0, "0.0.0.0".into()),
+            advertise: None,
+            first_port: Spanned::new(0..0, 20_000),
+            last_port: Spanned::new(0..0, 29_999),
+            max_sessions: Spanned::new(0..0, 1000),
+            rtp_timeout_secs: Spanned::new(0..0, 30),
+            prompts: None,
+            language: Spanned::new(0..0, "en".into()),
+        }
+    }
+}
+
+/// The daemon's own media (`[media]`): the messages it plays to callers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaSettings {
+    /// Off: every message is skipped (with a log line), and no media port is bound.
+    pub enabled: bool,
+    /// The address the media sockets are bound to.
+    pub bind: std::net::IpAddr,
+    /// The address SDP answers give for our RTP; None: the address of the SIP listener
+    /// the INVITE came to.
+    pub advertise: Option<std::net::IpAddr>,
+    /// The port range of the media sockets (an even RTP port, RTCP on the next).
+    pub first_port: u16,
+    pub last_port: u16,
+    /// Sessions open at once, at most; a message beyond is skipped.
+    pub max_sessions: usize,
+    /// Nothing received for this long on a session (handed to the engine).
+    pub rtp_timeout: std::time::Duration,
+    /// The operator's prompts, laid out as `prompts/` (`<dir>/<language>/<category>/<name>.wav`):
+    /// each replaces the embedded prompt of its name or adds one.
+    pub prompts: Option<PathBuf>,
+    /// The language of the prompts and of the phrases put together from them.
+    pub language: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -562,6 +618,8 @@ pub struct Config {
     pub feature_profile_prefix: String,
     /// Where host names of SIP URIs are looked up (RFC 3263).
     pub dns: DnsConfig,
+    /// The daemon's own media.
+    pub media: MediaSettings,
 }
 
 impl Config {
@@ -1021,6 +1079,74 @@ impl Config {
                 "needs api.admin_token: it is the token /metrics then asks for".into(),
             );
         }
+        let m = &raw.media;
+        let ip = |v: &Spanned<String>, key: &str, err: &mut dyn FnMut(_, &str, String)| match v
+            .get_ref()
+            .trim()
+            .parse::<std::net::IpAddr>()
+        {
+            Ok(a) => Some(a),
+            Err(_) => {
+                err(
+                    v.span(),
+                    key,
+                    format!("{:?} is not an IP address", v.get_ref()),
+                );
+                None
+            }
+        };
+        let media_bind = ip(&m.bind, "media.bind", &mut err);
+        let media_advertise = match &m.advertise {
+            Some(a) => match ip(a, "media.advertise", &mut err) {
+                Some(addr) if addr.is_unspecified() => {
+                    err(
+                        a.span(),
+                        "media.advertise",
+                        format!("{addr} names no one: give the address peers send RTP to"),
+                    );
+                    None
+                }
+                other => other,
+            },
+            None => None,
+        };
+        let mut range = |v: &Spanned<u64>, key: &str, lo: u64, hi: u64| {
+            let x = *v.get_ref();
+            if x < lo || x > hi {
+                err(
+                    v.span(),
+                    key,
+                    format!("{x} is out of range: use {lo} to {hi}"),
+                );
+            }
+            x
+        };
+        let first_port = range(&m.first_port, "media.first_port", 1024, 65_534);
+        let last_port = range(&m.last_port, "media.last_port", 1025, 65_535);
+        let media_sessions = range(&m.max_sessions, "media.max_sessions", 1, 100_000);
+        let rtp_timeout = range(&m.rtp_timeout_secs, "media.rtp_timeout_secs", 1, 3600);
+        if last_port <= first_port {
+            err(
+                m.last_port.span(),
+                "media.last_port",
+                format!("{last_port} must be above first_port ({first_port}): a session needs an even and an odd port"),
+            );
+        }
+        let language = m.language.get_ref().trim().to_string();
+        if switchboard_media::say::language(&language).is_none() {
+            let known: Vec<&str> = switchboard_media::say::LANGUAGES
+                .iter()
+                .map(|l| l.code())
+                .collect();
+            err(
+                m.language.span(),
+                "media.language",
+                format!(
+                    "no prompts in language {language:?}: use one of {}",
+                    known.join(", ")
+                ),
+            );
+        }
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -1102,6 +1228,17 @@ impl Config {
                 servers: dns_servers,
                 timeout: std::time::Duration::from_millis(dns_timeout),
                 attempts: dns_attempts as usize,
+            },
+            media: MediaSettings {
+                enabled: m.enabled,
+                bind: media_bind.unwrap_or([0, 0, 0, 0].into()),
+                advertise: media_advertise,
+                first_port: first_port as u16,
+                last_port: last_port as u16,
+                max_sessions: media_sessions as usize,
+                rtp_timeout: std::time::Duration::from_secs(rtp_timeout),
+                prompts: m.prompts.as_deref().map(resolve),
+                language,
             },
         })
     }
@@ -1275,6 +1412,44 @@ mod tests {
             Config::parse(&text, "x.toml", None)
                 .unwrap()
                 .metrics_need_token
+        );
+    }
+
+    #[test]
+    fn media_has_defaults_and_its_errors_name_their_keys() {
+        let base = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nrealm = \"r\"\n";
+        let m = Config::parse(base, "x.toml", None).unwrap().media;
+        assert!(m.enabled);
+        assert_eq!(
+            (m.first_port, m.last_port, m.max_sessions),
+            (20_000, 29_999, 1000)
+        );
+        assert_eq!(m.advertise, None);
+        assert_eq!(m.language, "en");
+        assert_eq!(m.rtp_timeout, std::time::Duration::from_secs(30));
+        let text = format!(
+            "{base}[media]\nbind = \"127.0.0.1\"\nadvertise = \"192.0.2.7\"\nfirst_port = 30000\nlast_port = 30099\nprompts = \"voice\"\n"
+        );
+        let m = Config::parse(&text, "x.toml", Some(Path::new("/etc/sb")))
+            .unwrap()
+            .media;
+        assert_eq!(m.advertise, Some([192, 0, 2, 7].into()));
+        assert_eq!((m.first_port, m.last_port), (30_000, 30_099));
+        assert_eq!(m.prompts, Some(PathBuf::from("/etc/sb/voice")));
+        let text = format!(
+            "{base}[media]\nbind = \"here\"\nadvertise = \"0.0.0.0\"\nfirst_port = 30000\nlast_port = 30000\nmax_sessions = 0\nlanguage = \"xx\"\n"
+        );
+        let e = refused(&text);
+        assert_eq!(
+            places(&e),
+            [
+                ("x.toml", "media.bind", 5),
+                ("x.toml", "media.advertise", 6),
+                ("x.toml", "media.max_sessions", 9),
+                ("x.toml", "media.last_port", 8),
+                ("x.toml", "media.language", 10),
+            ],
+            "{e}"
         );
     }
 

@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-use switchboard_policy::{Action, CallerIdRule, LegTarget, Next, RoutePlan};
+use switchboard_policy::{Action, CallerIdRule, LegTarget, Message, Next, RoutePlan};
 use switchboard_sip::proxy::best_response;
 
 /// Identifies a branch within one call.
@@ -37,6 +37,12 @@ pub enum BranchTarget {
     Destination { id: String, uri: String },
     /// A contact a branch's redirect (3xx) named, in a domain the operator listed.
     Redirect { uri: String },
+    /// A named message the daemon plays to the caller itself (early media): a local media
+    /// endpoint. It answers the caller with its own To tag, never with a final response:
+    /// it ends when its message has been played (or could not be), reported with
+    /// [`Execution::media_ended`], and takes no part in the step's outcome or the call's
+    /// final response.
+    Message { message: Message },
 }
 
 /// Most redirects followed one after another from a branch the plan started (a redirect
@@ -132,6 +138,10 @@ struct LegRun {
     user: Option<String>,
     state: LegState,
     branches: Vec<BranchId>,
+    /// A message played to the caller ([`BranchTarget::Message`]): it is not rung, and
+    /// whether it is over says nothing of the step's outcome (unless the step is nothing
+    /// but messages).
+    media: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,6 +183,11 @@ pub struct Execution {
     step_start: Instant,
     /// Time the current step's timeline moved forward over dead air.
     skip: Duration,
+    /// A message of a ring step is playing: (since when, the timeline's second then, its
+    /// leg). The timeline stands still meanwhile — the legs still to start wait for the
+    /// message (a forwarding's message is heard before the targets ring), those ringing
+    /// ring on — and goes on from that second when the message is over.
+    held: Option<(Instant, Duration, usize)>,
     /// End of the current step on its timeline (None: none of its own; see `max_ring`).
     step_end: Duration,
     legs: Vec<LegRun>,
@@ -185,6 +200,23 @@ pub struct Execution {
     steps_entered: usize,
     /// The last step entered (for the call's record: why it ended where it did).
     last_step: Option<usize>,
+}
+
+/// A leg that plays `message` to the caller from `start` until it has been played.
+fn message_leg(start: Duration, message: Message) -> LegRun {
+    LegRun {
+        start,
+        stop: None,
+        targets: vec![(
+            BranchTarget::Message { message },
+            CallerIdRule::Caller,
+            false,
+        )],
+        user: None,
+        state: LegState::Waiting,
+        branches: Vec::new(),
+        media: true,
+    }
 }
 
 /// Busy answers (RFC 3261 §21.4.24, §21.6.1, §21.6.2).
@@ -203,6 +235,7 @@ impl Execution {
             step: None,
             step_start: now,
             skip: Duration::ZERO,
+            held: None,
             step_end: Duration::ZERO,
             legs: Vec::new(),
             branches: Vec::new(),
@@ -272,6 +305,10 @@ impl Execution {
         if self.phase != Phase::Routing || self.step.is_none() {
             return None;
         }
+        if let Some((since, _, _)) = self.held {
+            // A message that never ends is stopped after the longest a step may take.
+            return Some(since + self.limits.max_ring);
+        }
         let mut next = self.step_end;
         for leg in &self.legs {
             match leg.state {
@@ -288,9 +325,27 @@ impl Execution {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.phase == Phase::Routing {
-            self.advance(now);
+        if self.phase != Phase::Routing {
+            return;
         }
+        if let Some((since, _, leg)) = self.held {
+            if now < since + self.limits.max_ring {
+                return;
+            }
+            tracing::warn!("a message did not end within the longest ring time; stopped");
+            for b in self.legs[leg].branches.clone() {
+                if self.branches[b].state == BranchState::Live {
+                    self.branches[b].state = BranchState::Cancelled;
+                    self.commands.push_back(Command::Cancel {
+                        branch: b,
+                        cause: CancelCause::NoAnswer,
+                    });
+                }
+            }
+            self.legs[leg].state = LegState::Over(Outcome::NoAnswer);
+            self.release(now);
+        }
+        self.advance(now);
     }
 
     /// A branch answered (a 2xx). The first answer wins: every other branch is
@@ -344,6 +399,40 @@ impl Execution {
         }
     }
 
+    /// A message branch ([`BranchTarget::Message`]) is over: `how` it went, in plain words
+    /// for the call's history ("played", "skipped: no SDP offer…"). It is no candidate for
+    /// the final response; a step of nothing but messages goes on as when nobody answers
+    /// (`on_no_answer`), and in a ring step the legs ring on.
+    pub fn media_ended(&mut self, branch: BranchId, how: &str, now: Instant) {
+        let Some(b) = self.branches.get_mut(branch) else {
+            return;
+        };
+        if matches!(b.state, BranchState::Ended(_)) {
+            return;
+        }
+        let was_live = b.state == BranchState::Live;
+        b.state = BranchState::Ended(0);
+        let (step, leg) = b.leg;
+        if let BranchTarget::Message { message } = &b.target {
+            if was_live {
+                self.history
+                    .push(format!("step {}: message {message} {how}", step + 1));
+            }
+        }
+        if self.phase != Phase::Routing || Some(step) != self.step {
+            return;
+        }
+        if let Some(l) = self.legs.get_mut(leg) {
+            if l.state == LegState::Ringing {
+                l.state = LegState::Over(Outcome::NoAnswer);
+            }
+        }
+        if self.held.is_some_and(|(_, _, l)| l == leg) {
+            self.release(now);
+        }
+        self.advance(now);
+    }
+
     /// A branch that could not even be started (no trunk, no address): as a failure.
     pub fn branch_unstartable(&mut self, branch: BranchId, code: u16, now: Instant) {
         self.branch_failed(branch, code, now);
@@ -377,13 +466,24 @@ impl Execution {
     }
 
     fn elapsed(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.step_start) + self.skip
+        match self.held {
+            Some((_, at, _)) => at,
+            None => now.saturating_duration_since(self.step_start) + self.skip,
+        }
+    }
+
+    /// The message holding the timeline is over: the timeline goes on from where it
+    /// stood.
+    fn release(&mut self, now: Instant) {
+        if let Some((_, at, _)) = self.held.take() {
+            let behind = at.saturating_sub(self.skip);
+            self.step_start = now.checked_sub(behind).unwrap_or(now);
+        }
     }
 
     /// Goes to `next`: a step, or the end of the call.
     fn enter(&mut self, next: Next, now: Instant) {
-        let mut next = next;
-        loop {
+        {
             self.steps_entered += 1;
             let index = match next {
                 Next::Final(code) => return self.finish(code),
@@ -403,6 +503,7 @@ impl Execution {
             self.last_step = Some(index);
             self.step_start = now;
             self.skip = Duration::ZERO;
+            self.held = None;
             self.legs.clear();
             match step.action {
                 Action::Ring {
@@ -411,13 +512,10 @@ impl Execution {
                     announcements,
                     ..
                 } => {
-                    for (at, name) in &announcements {
-                        tracing::info!(
-                            step = index + 1,
-                            at,
-                            message = %name,
-                            "announcement skipped: no media server for messages yet"
-                        );
+                    // Messages first: one due with a leg plays before that leg rings.
+                    for (at, name) in announcements {
+                        let at = Duration::from_secs(at.into());
+                        self.legs.push(message_leg(at, Message::Named(name)));
                     }
                     let unbounded = duration == 0;
                     self.step_end = if unbounded {
@@ -463,6 +561,7 @@ impl Execution {
                             user,
                             state: LegState::Waiting,
                             branches: Vec::new(),
+                            media: false,
                         });
                     }
                 }
@@ -481,16 +580,12 @@ impl Execution {
                         user: None,
                         state: LegState::Waiting,
                         branches: Vec::new(),
+                        media: false,
                     });
                 }
-                Action::Message { name } => {
-                    tracing::info!(step = index + 1, message = %name, "message skipped: no media server for messages yet");
-                    self.history.push(format!(
-                        "step {}: message {name} skipped (no media)",
-                        index + 1
-                    ));
-                    next = step.on_no_answer.clone();
-                    continue;
+                Action::Message { message } => {
+                    self.step_end = self.limits.max_ring;
+                    self.legs.push(message_leg(Duration::ZERO, message));
                 }
                 Action::Reject { code, reason } => {
                     self.history
@@ -504,7 +599,7 @@ impl Execution {
                     return;
                 }
             }
-            return self.advance(now);
+            self.advance(now);
         }
     }
 
@@ -563,7 +658,11 @@ impl Execution {
             }
         }
         if self.legs[leg].branches.is_empty() {
-            self.legs[leg].state = LegState::Over(Outcome::Unavailable);
+            self.legs[leg].state = LegState::Over(if self.legs[leg].media {
+                Outcome::NoAnswer
+            } else {
+                Outcome::Unavailable
+            });
         }
     }
 
@@ -676,12 +775,20 @@ impl Execution {
             for i in 0..self.legs.len() {
                 let leg = &self.legs[i];
                 match leg.state {
-                    LegState::Waiting if leg.start <= t => {
+                    // While a message holds the timeline, only messages start.
+                    LegState::Waiting if leg.start <= t && (self.held.is_none() || leg.media) => {
                         if leg.stop.is_some_and(|s| s <= t) {
                             // Its window passed while the timeline jumped: never rings.
                             self.legs[i].state = LegState::Over(Outcome::NoAnswer);
                         } else {
                             self.start_leg(i);
+                            let holds = self.legs[i].media
+                                && self.legs[i].state == LegState::Ringing
+                                && self.held.is_none()
+                                && self.legs.iter().any(|l| !l.media);
+                            if holds {
+                                self.held = Some((now, t, i));
+                            }
                         }
                         changed = true;
                     }
@@ -704,15 +811,26 @@ impl Execution {
             if changed {
                 continue;
             }
+            // A step of nothing but messages is over when they are; otherwise the
+            // messages take no part in its outcome (and stop when it ends).
+            let only_media = self.legs.iter().all(|l| l.media);
+            let counted = |l: &&LegRun| only_media || !l.media;
             let outcome = if t >= self.step_end {
                 self.cancel_all(CancelCause::NoAnswer);
                 Some(Outcome::NoAnswer)
             } else if self
                 .legs
                 .iter()
+                .filter(counted)
                 .all(|l| matches!(l.state, LegState::Over(_)))
             {
-                let of = |o| self.legs.iter().any(|l| l.state == LegState::Over(o));
+                self.cancel_all(CancelCause::NoAnswer);
+                let of = |o| {
+                    self.legs
+                        .iter()
+                        .filter(counted)
+                        .any(|l| l.state == LegState::Over(o))
+                };
                 Some(if of(Outcome::NoAnswer) {
                     Outcome::NoAnswer
                 } else if of(Outcome::Busy) {
@@ -726,6 +844,7 @@ impl Execution {
             if let Some(o) = outcome {
                 let s = &self.plan.steps[step];
                 let (word, next) = match o {
+                    Outcome::NoAnswer if only_media => ("message over", s.on_no_answer.clone()),
                     Outcome::NoAnswer => ("no answer", s.on_no_answer.clone()),
                     Outcome::Busy => ("busy", s.on_busy.clone()),
                     Outcome::Unavailable => ("unavailable", s.on_unavailable.clone()),
@@ -831,6 +950,7 @@ mod tests {
                         BranchTarget::External { number, .. } => number.clone(),
                         BranchTarget::Destination { uri, .. } => uri.clone(),
                         BranchTarget::Redirect { uri } => uri.clone(),
+                        BranchTarget::Message { message } => format!("message {message}"),
                     },
                 )),
                 _ => None,
@@ -1085,6 +1205,150 @@ mod tests {
         assert!(!e.has_live_branches());
     }
 
+    fn message(name: &str, next: Next) -> Step {
+        Step {
+            action: Action::Message {
+                message: Message::Named(name.into()),
+            },
+            on_no_answer: next.clone(),
+            on_busy: next.clone(),
+            on_unavailable: next,
+            why: String::new(),
+        }
+    }
+
+    fn reject(code: u16) -> Step {
+        Step {
+            action: Action::Reject {
+                code,
+                reason: "In a meeting".into(),
+            },
+            on_no_answer: Next::Final(code),
+            on_busy: Next::Final(code),
+            on_unavailable: Next::Final(code),
+            why: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_message_step_plays_then_the_plan_goes_on_whether_played_or_skipped() {
+        let t0 = Instant::now();
+        let p = plan(vec![message("meeting", Next::Step(1)), reject(480)]);
+        let mut e = Execution::new(p.clone(), Limits::default(), t0);
+        assert_eq!(started(&drain(&mut e)), vec![(0, "message meeting".into())]);
+        // Bounded like any step without a ring time of its own.
+        assert_eq!(e.poll_timeout(), Some(secs(t0, 180)));
+        e.handle_timeout(secs(t0, 5));
+        assert!(drain(&mut e).is_empty(), "it plays until it is over");
+        e.media_ended(0, "played", secs(t0, 6));
+        assert_eq!(
+            drain(&mut e),
+            vec![Command::Respond {
+                code: 480,
+                reason: Some("In a meeting".into())
+            }]
+        );
+        assert_eq!(e.history()[0], "step 1: message meeting played");
+        assert!(!e.has_live_branches());
+
+        // Skipped at once: the same path, the history says why.
+        let mut e = Execution::new(p.clone(), Limits::default(), t0);
+        drain(&mut e);
+        e.media_ended(0, "skipped: no SDP offer", t0);
+        assert!(matches!(
+            drain(&mut e)[..],
+            [Command::Respond { code: 480, .. }]
+        ));
+        assert_eq!(
+            e.history()[0],
+            "step 1: message meeting skipped: no SDP offer"
+        );
+
+        // Never over: the step's bound ends it, the message is stopped.
+        let mut e = Execution::new(p, Limits::default(), t0);
+        drain(&mut e);
+        e.handle_timeout(secs(t0, 180));
+        let c = drain(&mut e);
+        assert_eq!(cancelled(&c), vec![(0, CancelCause::NoAnswer)]);
+        assert!(matches!(c.last(), Some(Command::Respond { code: 480, .. })));
+        // The message's final report changes nothing now.
+        e.media_ended(0, "stopped", secs(t0, 180));
+        assert!(drain(&mut e).is_empty());
+    }
+
+    #[test]
+    fn a_ring_steps_message_plays_before_its_legs_ring_and_takes_no_part_in_the_outcome() {
+        let t0 = Instant::now();
+        // Own devices ring alone for 5 s, then the message, then the forward target.
+        let mut step = ring(
+            vec![person("a", &["a1"], 0, 25), person("f", &["f1"], 5, 25)],
+            25,
+            TO_VM,
+        );
+        if let Action::Ring { announcements, .. } = &mut step.action {
+            announcements.push((5, "fwd".into()));
+        }
+        let mut e = Execution::new(plan(vec![step.clone(), voicemail()]), Limits::default(), t0);
+        assert_eq!(started(&drain(&mut e)), vec![(0, "a1".into())]);
+        assert_eq!(e.poll_timeout(), Some(secs(t0, 5)));
+        e.handle_timeout(secs(t0, 5));
+        // The message starts; f waits for it (the timeline stands still), a rings on.
+        assert_eq!(started(&drain(&mut e)), vec![(1, "message fwd".into())]);
+        assert_eq!(e.poll_timeout(), Some(secs(t0, 5 + 180)), "only the bound");
+        e.handle_timeout(secs(t0, 9));
+        assert!(drain(&mut e).is_empty());
+        // Played after 4 s: f rings now, and the step ends 20 s later (at 29 s).
+        e.media_ended(1, "played", secs(t0, 9));
+        assert_eq!(started(&drain(&mut e)), vec![(2, "f1".into())]);
+        assert_eq!(e.poll_timeout(), Some(secs(t0, 29)));
+        // Both busy: the step is busy (the message counts for nothing).
+        e.branch_failed(0, 486, secs(t0, 10));
+        e.branch_failed(2, 486, secs(t0, 10));
+        let c = drain(&mut e);
+        assert_eq!(started(&c), vec![(3, "sip:vm@127.0.0.1:5090".into())]);
+        assert!(
+            e.history()
+                .iter()
+                .any(|h| h == "step 1: message fwd played"),
+            "{:?}",
+            e.history()
+        );
+
+        // a busy while the message plays: f never rang, the step waits for the message;
+        // a message skipped at once holds nothing.
+        let mut e = Execution::new(plan(vec![step, voicemail()]), Limits::default(), t0);
+        drain(&mut e);
+        e.handle_timeout(secs(t0, 5));
+        drain(&mut e);
+        e.branch_failed(0, 486, secs(t0, 6));
+        assert!(drain(&mut e).is_empty(), "f is still to ring");
+        e.media_ended(1, "skipped: no SDP offer", secs(t0, 6));
+        assert_eq!(started(&drain(&mut e)), vec![(2, "f1".into())]);
+        e.branch_failed(2, 486, secs(t0, 7));
+        let c = drain(&mut e);
+        assert_eq!(started(&c), vec![(3, "sip:vm@127.0.0.1:5090".into())]);
+        assert!(
+            e.history().iter().any(|h| h == "step 1: busy after 6 s"),
+            "{:?}",
+            e.history()
+        );
+    }
+
+    #[test]
+    fn a_message_that_never_ends_is_stopped_and_the_legs_ring() {
+        let t0 = Instant::now();
+        let mut step = ring(vec![person("f", &["f1"], 0, 20)], 20, TO_VM);
+        if let Action::Ring { announcements, .. } = &mut step.action {
+            announcements.push((0, "fwd".into()));
+        }
+        let mut e = Execution::new(plan(vec![step, voicemail()]), Limits::default(), t0);
+        assert_eq!(started(&drain(&mut e)), vec![(0, "message fwd".into())]);
+        e.handle_timeout(secs(t0, 180));
+        let c = drain(&mut e);
+        assert_eq!(cancelled(&c), vec![(0, CancelCause::NoAnswer)]);
+        assert_eq!(started(&c), vec![(1, "f1".into())]);
+    }
+
     #[test]
     fn reject_and_final_start() {
         let t0 = Instant::now();
@@ -1173,7 +1437,9 @@ mod tests {
     fn a_plan_that_loops_ends() {
         let t0 = Instant::now();
         let mut p = plan(vec![Step {
-            action: Action::Message { name: "m".into() },
+            action: Action::Message {
+                message: Message::Named("m".into()),
+            },
             on_no_answer: Next::Step(0),
             on_busy: Next::Step(0),
             on_unavailable: Next::Step(0),
@@ -1181,9 +1447,18 @@ mod tests {
         }]);
         p.start = Next::Step(0);
         let mut e = Execution::new(p, Limits::default(), t0);
+        // Every message skipped at once: the plan would go round for ever.
+        let mut last = None;
+        for _ in 0..1000 {
+            match e.poll_command() {
+                Some(Command::Start(s)) => e.media_ended(s.branch, "skipped", t0),
+                Some(c) => last = Some(c),
+                None => break,
+            }
+        }
         assert_eq!(
-            drain(&mut e).last(),
-            Some(&Command::Respond {
+            last,
+            Some(Command::Respond {
                 code: 482,
                 reason: None
             })

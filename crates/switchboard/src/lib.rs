@@ -21,3 +21,4 @@ pub mod records;
 pub mod server;
 #[cfg(test)]
 mod test_harness;
+pub mod voice;

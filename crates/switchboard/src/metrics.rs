@@ -241,6 +241,11 @@ pub struct CoreMetrics {
     pub subscriptions: usize,
     /// Writes to the store that failed.
     pub store_failures: u64,
+    /// Media sessions open now (messages playing to callers), and messages played to
+    /// their end and skipped (no offer, no codec in common, the session limit…).
+    pub media_sessions: usize,
+    pub messages_played: u64,
+    pub messages_skipped: u64,
 }
 
 /// What the shell's loop counts itself.
@@ -487,6 +492,22 @@ impl Collector for Render {
             "Presence subscriptions (SUBSCRIBE) in force",
             core.subscriptions,
         )?;
+        gauge(
+            e,
+            "switchboard_media_sessions",
+            "Media sessions open (messages playing to callers)",
+            core.media_sessions,
+        )?;
+        counters(
+            e,
+            "switchboard_messages",
+            "Messages to callers, by result (skipped: no SDP offer, no codec in common, no prompt, the session limit, the engine refused)",
+            "result",
+            [
+                ("played", core.messages_played),
+                ("skipped", core.messages_skipped),
+            ],
+        )?;
         histogram(
             e,
             "switchboard_store_commit",
@@ -544,6 +565,9 @@ mod tests {
             presence: [0; 8],
             subscriptions: 0,
             store_failures: 0,
+            media_sessions: 0,
+            messages_played: 0,
+            messages_skipped: 0,
         }
     }
 

@@ -60,8 +60,21 @@ pub fn load_sources(config: &Config, sources: &[Source]) -> Result<Policy, Diagn
                 })
                 .collect(),
         ),
+        prompts: prompt_names(config),
     };
     Policy::from_sources_in(sources, &context)
+}
+
+/// The names of the prompts the daemon plays (messages must name one of them), when it has
+/// media; None without (a message is then skipped whatever its name) or when the prompts
+/// cannot be loaded (the daemon's start says why).
+fn prompt_names(config: &Config) -> Option<std::collections::BTreeSet<String>> {
+    if !config.media.enabled {
+        return None;
+    }
+    let prompts =
+        crate::voice::load_prompts(&config.media.language, config.media.prompts.as_deref()).ok()?;
+    Some(prompts.iter().map(|(name, _)| name.to_string()).collect())
 }
 
 /// What identifies the policy files' current contents cheaply: each file's path, length and

@@ -1166,6 +1166,7 @@ impl PresenceService {
             custom_text: p.custom_text.clone(),
             profile: Some(p.profile.id.clone()),
             own_profile: own,
+            profile_until: p.profile.until,
             devices: Vec::new(),
             in_call: self.model.in_call(user),
         }
@@ -1846,11 +1847,20 @@ mod tests {
             call_id: "c1".into(),
         };
         let plan = plan(&p, &call, &view, chrono::Utc::now());
+        // The profile's announcement first, then its refusal.
         let first = match plan.start {
-            switchboard_policy::Next::Step(i) => &plan.steps[i].action,
+            switchboard_policy::Next::Step(i) => &plan.steps[i],
             other => panic!("{other:?}"),
         };
-        assert!(matches!(first, Action::Reject { code: 486, .. }), "{plan}");
+        assert!(matches!(first.action, Action::Message { .. }), "{plan}");
+        let refusal = match first.on_no_answer {
+            switchboard_policy::Next::Step(i) => &plan.steps[i].action,
+            ref other => panic!("{other:?}"),
+        };
+        assert!(
+            matches!(refusal, Action::Reject { code: 486, .. }),
+            "{plan}"
+        );
     }
 
     #[test]

@@ -15,8 +15,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use switchboard_media::session::Event as MediaEvent;
 use switchboard_net::dns::Dns;
 use switchboard_net::interfaces::SystemInterfaces;
+use switchboard_net::media::{MediaConfig as EngineConfig, MediaEngine};
 use switchboard_net::{Arrival, TransportConfig, Transports};
 use switchboard_sip::entropy::Entropy;
 use switchboard_sip::locate::{Answer, Query};
@@ -58,7 +60,51 @@ fn now() -> Now {
     }
 }
 
-fn core_config(c: &Config, route_secret: [u8; 32]) -> CoreConfig {
+/// The daemon's voice: its prompts, loaded once and encoded to both G.711 laws, and the
+/// media engine on a thread of its own (`switchboard_net::media`), whose events come on
+/// the returned channel. With `[media] enabled = false`: no engine, and the core skips
+/// every message.
+fn start_media(
+    c: &Config,
+) -> anyhow::Result<(
+    Option<MediaEngine>,
+    mpsc::UnboundedReceiver<MediaEvent>,
+    crate::core::MediaConfig,
+)> {
+    let (_none, no_events) = mpsc::unbounded_channel();
+    let m = &c.media;
+    if !m.enabled {
+        tracing::info!("media off ([media] enabled = false): messages are skipped");
+        return Ok((None, no_events, crate::core::MediaConfig::default()));
+    }
+    let prompts = crate::voice::load_prompts(&m.language, m.prompts.as_deref())
+        .map_err(|e| anyhow::anyhow!("loading the prompts: {e}"))?;
+    let library = crate::voice::library(&prompts, &m.language);
+    let (engine, events) = MediaEngine::start(EngineConfig {
+        bind: m.bind,
+        first_port: m.first_port,
+        last_port: m.last_port,
+        max_sessions: m.max_sessions,
+        ..EngineConfig::default()
+    })
+    .context("starting the media engine")?;
+    tracing::info!(
+        prompts = library.len(),
+        language = %m.language,
+        ports = %format!("{}-{}", m.first_port, m.last_port),
+        "media ready"
+    );
+    let core = crate::core::MediaConfig {
+        enabled: true,
+        address: m.advertise,
+        max_sessions: m.max_sessions,
+        rtp_timeout: m.rtp_timeout,
+        library: Arc::new(library),
+    };
+    Ok((Some(engine), events, core))
+}
+
+fn core_config(c: &Config, route_secret: [u8; 32], media: crate::core::MediaConfig) -> CoreConfig {
     CoreConfig {
         seed: Entropy::os_seed(),
         realm: c.realm.clone(),
@@ -92,6 +138,7 @@ fn core_config(c: &Config, route_secret: [u8; 32]) -> CoreConfig {
             follow_redirects: c.follow_redirects,
             redirect_domains: c.redirect_domains.clone(),
             failover_after: Duration::from_millis(c.failover_after_ms),
+            media,
         },
         watchers: WatchersConfig {
             subscriptions: NotifierConfig {
@@ -184,9 +231,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         })
         .collect();
 
+    let (media, mut media_rx, media_config) = start_media(&config)?;
     let t = now();
     let mut core = Core::new(
-        core_config(&config, route_secret),
+        core_config(&config, route_secret, media_config),
         directory.load_full(),
         listeners,
         t,
@@ -325,6 +373,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     core.handle(Input::DnsAnswer { query, answer }, now());
                 }
             }
+            Some(event) = media_rx.recv() => {
+                core.handle(Input::Media(event), now());
+                while let Ok(event) = media_rx.try_recv() {
+                    core.handle(Input::Media(event), now());
+                }
+            }
             Some((token, ok, took)) = done_rx.recv() => {
                 shell.store_commit.observe(took);
                 core.handle(Input::Persisted { token, ok }, now());
@@ -431,6 +485,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             match out {
                 Output::Send { to, bytes } => transports.send(to, bytes),
                 Output::Hold { peer, until } => transports.hold(peer, until),
+                Output::Media(command) => {
+                    // Never asked for while media is off (`MediaConfig::enabled`).
+                    if let Some(engine) = &media {
+                        engine.command(command);
+                    }
+                }
                 Output::Lookup(query) => match &dns {
                     Some(dns) => dns.ask(query),
                     None => {
@@ -475,6 +535,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 break;
             }
         }
+    }
+    if let Some(engine) = media {
+        engine.shutdown(); // every media session's sockets closed
     }
     drop(committer); // finishes queued commits
                      // Give the last responses a moment to leave the socket buffers.

@@ -124,7 +124,7 @@ pub(crate) fn config(auth: bool) -> CoreConfig {
 }
 
 /// The listeners of a test's core unless it says otherwise.
-fn default_listeners() -> Vec<Listener> {
+pub(crate) fn default_listeners() -> Vec<Listener> {
     vec![
         "udp:127.0.0.1:5060".parse().unwrap(),
         "tcp:127.0.0.1:5060".parse().unwrap(),
@@ -179,6 +179,10 @@ pub(crate) struct T {
     policy: String,
     /// DNS questions the core asked and the test has not answered yet, oldest first.
     pub lookups: Vec<switchboard_sip::locate::Query>,
+    /// Commands to the media engine, oldest first (the test answers them as it likes).
+    pub media: Vec<switchboard_media::session::Command>,
+    /// The settings the core started with.
+    config: CoreConfig,
 }
 
 pub(crate) fn addr(s: &str) -> SocketAddr {
@@ -205,14 +209,19 @@ impl T {
     }
 
     fn with_net_and_policy(auth: bool, net: Net, policy: &str) -> T {
+        T::with_config(config(auth), net, policy)
+    }
+
+    /// A core with these settings, listeners and policy.
+    pub(crate) fn with_config(config: CoreConfig, net: Net, policy: &str) -> T {
+        let auth = config.auth_required;
         let directory = snapshot(policy);
-        let config = config(auth);
         let t0 = Instant::now();
         let now = Now {
             mono: t0,
             unix: 1_800_000_000,
         };
-        let core = make_core(config, directory, now, &net);
+        let core = make_core(config.clone(), directory, now, &net);
         let mut t = T {
             core,
             net,
@@ -232,6 +241,8 @@ impl T {
             outputs: Vec::new(),
             policy: policy.to_string(),
             lookups: Vec::new(),
+            media: Vec::new(),
+            config,
         };
         // What the start stores (everyone's first state) is stored before a test begins.
         t.pump();
@@ -266,7 +277,7 @@ impl T {
     pub(crate) fn replay_seeded(&self, seed: [u8; 32]) -> Vec<String> {
         let config = CoreConfig {
             seed,
-            ..config(self.auth)
+            ..self.config.clone()
         };
         let mut core = make_core(config, snapshot(&self.policy), self.start, &self.net);
         let mut outputs = Vec::new();
@@ -305,6 +316,7 @@ impl T {
                 }
                 Output::Hold { peer, until } => self.holds.push((peer, until)),
                 Output::Lookup(query) => self.lookups.push(query),
+                Output::Media(command) => self.media.push(command),
             }
         }
     }

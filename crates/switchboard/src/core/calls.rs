@@ -17,6 +17,7 @@ use super::carrier_auth::{self, Challenged};
 use super::context::Ctx;
 use super::dialogs::{Answer, Carrier, Dialogs};
 use super::locating::{target_of, Located, Waiter};
+use super::media::Happened;
 use super::records::{BranchSeen, CallRecord, LiveCall, Opening, Settled};
 use super::registrant::Registrant;
 use super::relays::{call_id_of, send_cancel};
@@ -27,6 +28,7 @@ use crate::metrics::{Histogram, Outcome, Outcomes, SETUP_BUCKETS};
 use crate::presence_service::PresenceService;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
+use switchboard_media::session::SessionId;
 use switchboard_policy::{
     Call, Caller, CallerIdRule, DeviceView, GroupMemory, PersonView, Policy, ViewSource,
 };
@@ -67,6 +69,8 @@ pub struct RoutingConfig {
     /// How long a branch to a URI with several targets (RFC 3263) waits for a
     /// provisional response from one before it goes on to the next.
     pub failover_after: Duration,
+    /// Local media: messages the daemon plays to callers itself.
+    pub media: super::media::MediaConfig,
 }
 
 impl Default for RoutingConfig {
@@ -80,6 +84,7 @@ impl Default for RoutingConfig {
             redirect_domains: Vec::new(),
             failover_after: Duration::from_secs(3),
             route_secret: rand::random(),
+            media: super::media::MediaConfig::default(),
         }
     }
 }
@@ -142,6 +147,8 @@ struct Branch {
     /// response (still retransmitting, until Timer B): each is CANCELled when a
     /// provisional response comes after all, so a late target never goes on ringing.
     abandoned: Vec<Abandoned>,
+    /// A message branch's media session while it is open (see [`super::media`]).
+    media: Option<SessionId>,
 }
 
 /// An INVITE transaction a branch went on from (see [`Branch::abandoned`]).
@@ -587,6 +594,11 @@ impl Calls {
         };
         while let Some(cmd) = call.exec.poll_command() {
             match cmd {
+                Command::Start(crate::executor::BranchStart {
+                    branch,
+                    target: BranchTarget::Message { message },
+                    ..
+                }) => start_message(cx, key, call, branch, &message),
                 Command::Start(start) => {
                     let b = start.branch;
                     if let Err(code) = start_branch(cx, key, call, start) {
@@ -679,6 +691,9 @@ impl Calls {
     fn forget(&mut self, cx: &mut Ctx<'_>, call: &CallState) {
         cx.wire.owners.remove(&call.server_tx);
         for b in &call.branches {
+            if let Some(id) = b.media {
+                cx.media.close(&mut cx.wire.out, id);
+            }
             if let Some(tx) = b.tx {
                 cx.wire.owners.remove(&tx);
             }
@@ -1035,6 +1050,57 @@ impl Calls {
         self.drive(cx, key);
     }
 
+    /// What the media engine did for a message branch: opened its session (the caller is
+    /// answered 183 with our SDP, then the message plays), or the message is over (played
+    /// or not: the plan goes on).
+    pub(crate) fn media_event(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        key: u64,
+        branch: BranchId,
+        what: Happened,
+    ) {
+        let now = cx.now;
+        let Some(call) = self.calls.get_mut(&key) else {
+            if let Happened::Opened { id, .. } = what {
+                cx.media.close(&mut cx.wire.out, id);
+            }
+            return;
+        };
+        let Some(b) = call.branches.get_mut(branch) else {
+            return;
+        };
+        match what {
+            Happened::Opened { id, sdp } => {
+                if call.final_sent || b.cancelled || b.media != Some(id) {
+                    b.media = None;
+                    cx.media.close(&mut cx.wire.out, id);
+                    return;
+                }
+                let tag = cx.wire.tag();
+                let mut resp = message::response(&call.invite, 183, Some(&tag), &cx.wire.server);
+                resp.headers
+                    .retain(|h| !matches!(h, Header::ContentLength(_)));
+                let contact = format!("<{}>", call.inbound.contact());
+                resp.headers.push(Header::Contact(contact.into()));
+                resp.headers
+                    .push(Header::ContentType("application/sdp".into()));
+                resp.headers
+                    .push(Header::ContentLength((sdp.len() as u32).into()));
+                resp.body = sdp;
+                cx.wire.respond(call.server_tx, resp, now);
+                cx.media.play(&mut cx.wire.out, id);
+            }
+            Happened::Ended { how } => {
+                b.media = None;
+                b.done = true;
+                tracing::info!(call_id = %call.call_id, branch, how, "message");
+                call.exec.media_ended(branch, &how, now.mono);
+                self.drive(cx, key);
+            }
+        }
+    }
+
     /// Calls whose timeline has something due.
     pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>) {
         while let Some(&(at, key, branch)) = self.failovers.first() {
@@ -1294,6 +1360,10 @@ fn start_branch(
                 None => Where::Locate(uri.clone()),
             };
             (uri.clone(), whither, None, format!("destination {id}"))
+        }
+        BranchTarget::Message { .. } => {
+            // Started by `start_message`, never here.
+            return Err(500);
         }
         BranchTarget::Redirect { uri } => {
             let whither = match peer_for_uri(cx.registrar, uri, now) {
@@ -1561,6 +1631,13 @@ fn cancel_branch(cx: &mut Ctx<'_>, call: &mut CallState, branch: BranchId, cause
     let Some(b) = call.branches.get_mut(branch) else {
         return;
     };
+    if let Some(id) = b.media.take() {
+        // A message being played: it stops, its session is closed.
+        cx.media.close(&mut cx.wire.out, id);
+        b.cancelled = true;
+        b.done = true;
+        return;
+    }
     if let Some(u) = &b.user {
         cx.presence
             .model_mut()
@@ -1584,6 +1661,52 @@ fn cancel_branch(cx: &mut Ctx<'_>, call: &mut CallState, branch: BranchId, cause
     }
     let reason = cancel_reason(cause, &call.cancel_reason);
     send_cancel(cx, tx, b.peer, reason);
+}
+
+/// Starts message branch `branch` of a call: its media session is asked for, or the
+/// message is skipped (with a log line) and the plan goes on.
+fn start_message(
+    cx: &mut Ctx<'_>,
+    key: u64,
+    call: &mut CallState,
+    branch: BranchId,
+    message: &switchboard_policy::Message,
+) {
+    while call.branches.len() <= branch {
+        call.branches.push(Branch::default());
+    }
+    let signalling = cx
+        .wire
+        .transactions
+        .peer(call.server_tx)
+        .map(|p| p.addr.ip());
+    let inbound = call.inbound.addr.ip();
+    let started = match signalling {
+        Some(signalling) => cx.media.start(
+            &mut cx.wire.out,
+            key,
+            branch,
+            &call.invite,
+            signalling,
+            inbound,
+            message,
+        ),
+        None => Err("the caller's transaction is gone".to_string()),
+    };
+    let b = &mut call.branches[branch];
+    b.what = format!("message {message}");
+    match started {
+        Ok(id) => b.media = Some(id),
+        Err(why) => {
+            b.done = true;
+            // A flood of calls without an offer would repeat it: rate-limited.
+            if switchboard_sip::log_limit::allow("message skipped") {
+                tracing::info!(call_id = %call.call_id, %message, %why, "message skipped");
+            }
+            call.exec
+                .media_ended(branch, &format!("skipped: {why}"), cx.now.mono);
+        }
+    }
 }
 
 /// Identity headers of a branch: our realm's credentials consumed; the caller's

@@ -9,6 +9,7 @@ use super::carrier_auth::CarrierAuth;
 use super::config::CoreConfig;
 use super::ledger::{Ledger, Pending};
 use super::locating::Locating;
+use super::media::Media;
 use super::trunk_sources::TrunkSources;
 use super::wire::{Now, Output, Wire};
 use crate::directory::Directory;
@@ -38,6 +39,8 @@ pub(crate) struct Ctx<'a> {
     pub locating: &'a mut Locating,
     /// The addresses of trunks' source names, as last looked up.
     pub sources: &'a TrunkSources,
+    /// Local media endpoints: the messages played to callers.
+    pub media: &'a mut Media,
 }
 
 /// Builds a [`Ctx`] from a core's fields (a macro, so that the borrows stay disjoint from
@@ -56,6 +59,7 @@ macro_rules! ctx {
             ledger: &mut $core.ledger,
             locating: &mut $core.locating,
             sources: &$core.sources,
+            media: &mut $core.media,
         }
     };
 }

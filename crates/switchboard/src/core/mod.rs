@@ -88,6 +88,7 @@ pub mod context;
 pub mod dialogs;
 pub mod ledger;
 pub mod locating;
+pub mod media;
 pub mod own_presence;
 pub mod records;
 pub mod registrant;
@@ -101,6 +102,7 @@ pub mod wire;
 pub use auth_gate::GateStats;
 pub use calls::{RoutingConfig, RoutingStats};
 pub use config::CoreConfig;
+pub use media::{Library, MediaConfig, MediaStats};
 pub use own_presence::FeatureCodes;
 pub use registrant::{RegState, TrunkStatus};
 pub use trunk_sources::SourceNameStatus;
@@ -151,6 +153,8 @@ pub enum Input {
         query: switchboard_sip::locate::Query,
         answer: switchboard_sip::locate::Answer,
     },
+    /// What the media engine reports of a session opened by [`Output::Media`].
+    Media(switchboard_media::session::Event),
 }
 
 /// Counters of the core.
@@ -228,6 +232,8 @@ pub struct Core {
     renotify: Vec<String>,
     /// Host names to targets (RFC 3263): the locator and who waits for its resolutions.
     locating: Locating,
+    /// Local media endpoints: the messages played to callers.
+    media: media::Media,
     stats: CoreStats,
     draining: bool,
     /// Who changed for the live presence board (off while no board is open).
@@ -273,6 +279,7 @@ impl Core {
         );
         let mut core = Core {
             locating: Locating::new(locator),
+            media: media::Media::new(routing.media.clone()),
             presence: PresenceService::new(directory.policy()),
             calls: Calls::new(routing.clone()),
             dialogs: Dialogs::new(routing.dialog_probe_secs, routing.max_call_secs),
@@ -378,6 +385,11 @@ impl Core {
         &self.calls
     }
 
+    /// Local media sessions open (or closing) and what they counted.
+    pub fn media(&self) -> (usize, MediaStats) {
+        (self.media.len(), self.media.stats())
+    }
+
     /// Answered calls being tracked until their BYE.
     pub fn answered_calls(&self) -> usize {
         self.dialogs.len()
@@ -451,6 +463,9 @@ impl Core {
             presence,
             subscriptions: self.watchers.notifier.len(),
             store_failures: self.stats.store_failures,
+            media_sessions: self.media.len(),
+            messages_played: self.media.stats().played,
+            messages_skipped: self.media.stats().skipped,
         }
     }
 
@@ -466,6 +481,13 @@ impl Core {
             return;
         }
         self.draining = true;
+        // Messages being played stop; their calls go on to their next steps.
+        let cx = &mut ctx!(self, now);
+        for (call, branch) in cx.media.close_all(&mut cx.wire.out) {
+            let how = "stopped: the daemon is stopping".to_string();
+            self.calls
+                .media_event(cx, call, branch, media::Happened::Ended { how });
+        }
         let removing = self.registrant.unregister_all(&mut ctx!(self, now));
         if removing > 0 {
             tracing::info!(trunks = removing, "unregistering trunks");
@@ -588,6 +610,12 @@ impl Core {
             Input::Drain => self.drain(now),
             Input::DnsAnswer { query, answer } => {
                 self.locating.locator.handle_answer(query, answer, now.mono)
+            }
+            Input::Media(event) => {
+                let cx = &mut ctx!(self, now);
+                if let Some((call, branch, what)) = cx.media.event(&mut cx.wire.out, event) {
+                    self.calls.media_event(cx, call, branch, what);
+                }
             }
         }
         self.after_event(now);

@@ -57,6 +57,9 @@ pub enum Output {
     /// (exactly once, also when the lookup fails). Lookups come after the other outputs
     /// of the same event.
     Lookup(switchboard_sip::locate::Query),
+    /// Hand this command to the media engine (`switchboard_media::session`); its events
+    /// come back as [`super::Input::Media`].
+    Media(switchboard_media::session::Command),
 }
 
 /// Who a transaction belongs to: one lookup when its response, timeout or end comes, then

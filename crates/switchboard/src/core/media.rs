@@ -1,0 +1,504 @@
+//! Local media endpoints: the messages the daemon plays to callers itself, as branches of
+//! their calls (see [`crate::executor::BranchTarget::Message`]).
+//!
+//! A message branch is early media: the caller's INVITE carries an SDP offer, the branch
+//! answers it (`switchboard_media::offer_answer::answer`) once the media engine has opened
+//! a session and said its port, in a 183 Session Progress with a To tag of its own; the
+//! message plays; when the engine says it has been played, the session is closed and the
+//! plan goes on (the step's next: the reject's final response, the next step ringing…).
+//! A message that cannot be played — no engine, no prompt of that name, no offer in the
+//! INVITE (a late offer: early media cannot be offered without one), no codec in common,
+//! as many sessions as allowed already — is skipped with a log line, and the plan goes on
+//! as if it had been played.
+//!
+//! This sub-machine owns the sessions' table and speaks the contract of
+//! [`switchboard_media::session`]: [`Command`]s leave the core as
+//! [`Output::Media`](super::Output::Media), [`Event`]s come back as
+//! [`Input::Media`](super::Input::Media). What a session means to its call (the 183, the
+//! plan going on) is `calls`'s business: an event is handed back to it as a [`Happened`]
+//! with the call and branch it belongs to.
+
+use super::wire::Output;
+use crate::executor::BranchId;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_media::g711::Law;
+use switchboard_media::offer_answer::{self, Local, Stream};
+use switchboard_media::prompts::Prompts;
+use switchboard_media::say::{self, ClockTime, DayOfYear, Language, PromptName};
+use switchboard_media::sdp::{self, Session};
+use switchboard_media::session::{Clip, Command, Event, Open, SessionId};
+use switchboard_policy::Message;
+use switchboard_sip::msg::headers::Header;
+use switchboard_sip::msg::Request;
+
+/// The prompts a call may hear, each encoded once in both G.711 laws, and the language
+/// that puts phrases together from them.
+#[derive(Clone)]
+pub struct Library {
+    clips: HashMap<String, [Clip; 2]>,
+    language: &'static dyn Language,
+}
+
+impl Default for Library {
+    fn default() -> Self {
+        Library {
+            clips: HashMap::new(),
+            language: &say::ENGLISH,
+        }
+    }
+}
+
+impl std::fmt::Debug for Library {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Library({} prompts)", self.clips.len())
+    }
+}
+
+impl Library {
+    /// Every prompt of `prompts`, encoded in µ-law and A-law; phrases are put together
+    /// as `language` says them.
+    pub fn from_prompts(prompts: &Prompts, language: &'static dyn Language) -> Library {
+        let mut lib = Library {
+            clips: HashMap::new(),
+            language,
+        };
+        for (name, prompt) in prompts.iter() {
+            lib.insert_samples(name, prompt.samples());
+        }
+        lib
+    }
+
+    /// Adds (or replaces) prompt `name` from 16-bit linear samples at 8 kHz.
+    pub fn insert_samples(&mut self, name: &str, samples: &[i16]) {
+        let mu: Clip = Law::MuLaw.encode(samples).into();
+        let a: Clip = Law::ALaw.encode(samples).into();
+        self.clips.insert(name.to_string(), [mu, a]);
+    }
+
+    /// How many prompts it holds.
+    pub fn len(&self) -> usize {
+        self.clips.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clips.is_empty()
+    }
+
+    /// The prompt a message's `name` stands for: the prompt of that name (`category/name`),
+    /// else `messages/<name>` (an operator's recording), else `phrases/<name>`.
+    pub fn resolve(&self, name: &str) -> Option<&str> {
+        if let Some((k, _)) = self.clips.get_key_value(name) {
+            return Some(k);
+        }
+        ["messages", "phrases"].iter().find_map(|category| {
+            self.clips
+                .get_key_value(&format!("{category}/{name}"))
+                .map(|(k, _)| k.as_str())
+        })
+    }
+
+    /// The prompts `message` is said with, in order, or the first one missing.
+    pub fn phrase(&self, message: &Message) -> Result<Vec<String>, String> {
+        let mut names: Vec<String> = Vec::new();
+        let mut said: Vec<PromptName> = Vec::new();
+        let push = |lib: &Library, name: &str, names: &mut Vec<String>| match lib.resolve(name) {
+            Some(n) => {
+                names.push(n.to_string());
+                Ok(())
+            }
+            None => Err(name.to_string()),
+        };
+        match message {
+            Message::Named(name) => push(self, name, &mut names)?,
+            Message::Profile(p) => {
+                // Who: their recorded name, else "extension" and its digits.
+                if let Some(n) = self.resolve(&format!("name_{}", p.user)) {
+                    names.push(n.to_string());
+                } else {
+                    said.push(say::phrase::EXTENSION);
+                    if self.language.say_digits(&p.extension, &mut said).is_err() {
+                        said.clear();
+                        said.push(say::phrase::THE_PERSON_YOU_ARE_CALLING);
+                    }
+                }
+                for n in said.drain(..) {
+                    push(self, n, &mut names)?;
+                }
+                // What: the operator's recording for the profile, else its phrase.
+                match self.resolve(&format!("profile_{}", p.profile)) {
+                    Some(n) => names.push(n.to_string()),
+                    None => push(self, say::phrase::of_profile(&p.profile), &mut names)?,
+                }
+                // Until when, on the callee's clock.
+                if let Some(t) = p.until {
+                    said.push(say::phrase::UNTIL);
+                    match t.days_ahead {
+                        0 => {}
+                        1 => said.extend(["time/tomorrow", "time/at"]),
+                        _ => {
+                            if let Ok(day) = DayOfYear::new(t.weekday, t.day, t.month) {
+                                self.language.say_date(day, &mut said);
+                                said.push("time/at");
+                            }
+                        }
+                    }
+                    match ClockTime::new(t.hour, t.minute) {
+                        Ok(time) => {
+                            let cycle = self.language.default_hour_cycle();
+                            self.language.say_time(time, cycle, &mut said);
+                        }
+                        Err(_) => said.clear(),
+                    }
+                    for n in said.drain(..) {
+                        push(self, n, &mut names)?;
+                    }
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    /// Prompt `name`'s audio in `law`.
+    pub fn clip(&self, name: &str, law: Law) -> Option<Clip> {
+        let [mu, a] = self.clips.get(self.resolve(name)?)?;
+        Some(match law {
+            Law::MuLaw => mu.clone(),
+            Law::ALaw => a.clone(),
+        })
+    }
+}
+
+/// Settings of local media.
+#[derive(Clone, Debug)]
+pub struct MediaConfig {
+    /// Whether a media engine carries out [`Output::Media`]; without one every message is
+    /// skipped (with a log line), as before the daemon had a voice.
+    pub enabled: bool,
+    /// The address our SDP answers give for our RTP; None: the address of the listener
+    /// the INVITE came to.
+    pub address: Option<IpAddr>,
+    /// Most sessions open at once; a message beyond is skipped.
+    pub max_sessions: usize,
+    /// Handed to the engine with each session (see [`Open::rtp_timeout`]).
+    pub rtp_timeout: Duration,
+    /// The prompts, in both laws.
+    pub library: Arc<Library>,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            enabled: false,
+            address: None,
+            max_sessions: 1000,
+            rtp_timeout: Duration::from_secs(30),
+            library: Arc::default(),
+        }
+    }
+}
+
+/// Why a message was not played: for the log and the call's history.
+pub(crate) type Skip = String;
+
+/// Where a session is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// [`Command::Open`] went; waiting for [`Event::Opened`].
+    Opening,
+    /// Opened and answered; playing.
+    Playing,
+    /// [`Command::Close`] went; waiting for [`Event::Closed`] (its ports are still held).
+    Closing,
+}
+
+struct MediaSession {
+    call: u64,
+    branch: BranchId,
+    state: State,
+    offer: Session,
+    local: Local,
+    clips: Vec<Clip>,
+}
+
+/// What an engine's event means to a session's call (see [`Media::event`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Happened {
+    /// The session is open: answer the caller with this SDP (183), then
+    /// [`Media::play`].
+    Opened { id: SessionId, sdp: Vec<u8> },
+    /// The message is over (played, or could not be): the plan goes on.
+    Ended { how: String },
+}
+
+/// Counters of local media.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MediaStats {
+    /// Sessions opened (asked of the engine).
+    pub sessions: u64,
+    /// Messages played to their end.
+    pub played: u64,
+    /// Messages skipped (no offer, no codec in common, no prompt, the session limit, the
+    /// engine refused).
+    pub skipped: u64,
+}
+
+/// The sessions of local media endpoints (see the module's documentation).
+pub struct Media {
+    config: MediaConfig,
+    sessions: BTreeMap<SessionId, MediaSession>,
+    next_id: u64,
+    pub(crate) stats: MediaStats,
+}
+
+impl Media {
+    pub fn new(config: MediaConfig) -> Self {
+        Media {
+            config,
+            sessions: BTreeMap::new(),
+            next_id: 1,
+            stats: MediaStats::default(),
+        }
+    }
+
+    /// Sessions open or opening (closing ones included: their ports are held).
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    pub fn stats(&self) -> MediaStats {
+        self.stats
+    }
+
+    /// Opens a session to play `message` to the caller of `invite` (branch `branch`
+    /// of call `call`), whose INVITE came from `signalling` to our address `inbound`:
+    /// [`Command::Open`] goes out, and [`Event::Opened`] will bring the port to answer
+    /// with. Or why the message is skipped.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start(
+        &mut self,
+        out: &mut VecDeque<Output>,
+        call: u64,
+        branch: BranchId,
+        invite: &Request,
+        signalling: IpAddr,
+        inbound: IpAddr,
+        message: &Message,
+    ) -> Result<SessionId, Skip> {
+        let skip = |stats: &mut MediaStats, why: String| {
+            stats.skipped += 1;
+            Err(why)
+        };
+        if !self.config.enabled {
+            return skip(&mut self.stats, "no media engine".into());
+        }
+        let prompts = match self.config.library.phrase(message) {
+            Ok(p) => p,
+            Err(name) => return skip(&mut self.stats, format!("no prompt named {name}")),
+        };
+        if self.sessions.len() >= self.config.max_sessions {
+            let why = format!(
+                "{} media sessions open, the most allowed",
+                self.sessions.len()
+            );
+            return skip(&mut self.stats, why);
+        }
+        let offer = match sdp_offer(invite) {
+            Ok(offer) => offer,
+            Err(why) => return skip(&mut self.stats, why),
+        };
+        let address = self.config.address.unwrap_or(inbound);
+        let id = SessionId(self.next_id);
+        let local = Local {
+            address,
+            // The port is the engine's to choose; the answer is made again with it.
+            port: 9,
+            session_id: id.0,
+            version: 1,
+            laws: vec![Law::MuLaw, Law::ALaw],
+            telephone_event: 101,
+        };
+        let stream = match offer_answer::answer(&offer, &local) {
+            Ok((_, stream)) => stream,
+            Err(e) => return skip(&mut self.stats, format!("the caller's offer: {e}")),
+        };
+        let lib = &self.config.library;
+        let clips: Vec<Clip> = prompts
+            .iter()
+            .filter_map(|p| lib.clip(p, stream.law))
+            .collect();
+        self.next_id += 1;
+        self.stats.sessions += 1;
+        out.push_back(Output::Media(Command::Open(open(
+            id,
+            &stream,
+            signalling,
+            self.config.rtp_timeout,
+        ))));
+        self.sessions.insert(
+            id,
+            MediaSession {
+                call,
+                branch,
+                state: State::Opening,
+                offer,
+                local,
+                clips,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Plays an opened session's message ([`Event::Played`] when it is over).
+    pub(crate) fn play(&mut self, out: &mut VecDeque<Output>, id: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            if s.state == State::Opening {
+                s.state = State::Playing;
+                let clips = std::mem::take(&mut s.clips);
+                out.push_back(Output::Media(Command::Play { id, clips }));
+            }
+        }
+    }
+
+    /// Closes a session (its call no longer wants it): its message stops.
+    pub(crate) fn close(&mut self, out: &mut VecDeque<Output>, id: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            if s.state != State::Closing {
+                s.state = State::Closing;
+                out.push_back(Output::Media(Command::Close { id }));
+            }
+        }
+    }
+
+    /// Closes every session (the daemon is stopping): the calls and branches they belonged
+    /// to, whose messages are over.
+    pub(crate) fn close_all(&mut self, out: &mut VecDeque<Output>) -> Vec<(u64, BranchId)> {
+        let mut ended = Vec::new();
+        for (id, s) in self.sessions.iter_mut() {
+            if s.state != State::Closing {
+                s.state = State::Closing;
+                out.push_back(Output::Media(Command::Close { id: *id }));
+                ended.push((s.call, s.branch));
+            }
+        }
+        ended
+    }
+
+    /// An event of the engine: what it means to the session's call and branch, if
+    /// anything (commands it leads to go out first: a played message's session is closed).
+    pub(crate) fn event(
+        &mut self,
+        out: &mut VecDeque<Output>,
+        event: Event,
+    ) -> Option<(u64, BranchId, Happened)> {
+        match event {
+            Event::Opened { id, port } => {
+                let s = self.sessions.get_mut(&id)?;
+                if s.state != State::Opening {
+                    return None;
+                }
+                s.local.port = port;
+                match offer_answer::answer(&s.offer, &s.local) {
+                    Ok((answer, _)) => {
+                        let sdp = answer.to_bytes();
+                        Some((s.call, s.branch, Happened::Opened { id, sdp }))
+                    }
+                    Err(e) => {
+                        // The same offer was answered before the open: not reached.
+                        let how = format!("skipped: the caller's offer: {e}");
+                        let (call, branch) = (s.call, s.branch);
+                        self.close(out, id);
+                        self.stats.skipped += 1;
+                        Some((call, branch, Happened::Ended { how }))
+                    }
+                }
+            }
+            Event::Failed { id, why } => {
+                let s = self.sessions.remove(&id)?;
+                self.stats.skipped += 1;
+                if switchboard_sip::log_limit::allow("media session not opened") {
+                    tracing::warn!(session = id.0, %why, "media session could not be opened; message skipped");
+                }
+                let how = format!("skipped: the media engine could not open a session: {why}");
+                (s.state != State::Closing).then_some((s.call, s.branch, Happened::Ended { how }))
+            }
+            Event::Played { id } => {
+                let s = self.sessions.get(&id)?;
+                if s.state != State::Playing {
+                    return None;
+                }
+                let (call, branch) = (s.call, s.branch);
+                self.stats.played += 1;
+                self.close(out, id);
+                let how = "played".to_string();
+                Some((call, branch, Happened::Ended { how }))
+            }
+            Event::Digit { id, digit } => {
+                tracing::debug!(session = id.0, %digit, "key pressed during a message; ignored");
+                None
+            }
+            Event::Timeout { id } => {
+                // A caller in early media need not send anything (many phones do not):
+                // silence does not end a message; the step's own bound does.
+                tracing::debug!(session = id.0, "no RTP from the caller during a message");
+                None
+            }
+            Event::Closed { id, counters } => {
+                let s = self.sessions.remove(&id)?;
+                tracing::debug!(
+                    session = id.0,
+                    call = s.call,
+                    sent = counters.packets_sent,
+                    received = counters.packets_received,
+                    dropped = counters.packets_dropped,
+                    "media session closed"
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The engine's [`Open`] for a negotiated stream.
+fn open(id: SessionId, stream: &Stream, signalling: IpAddr, rtp_timeout: Duration) -> Open {
+    Open {
+        id,
+        remote: stream.remote,
+        signalling,
+        law: stream.law,
+        payload_type: stream.payload_type,
+        telephone_event: stream.telephone_event,
+        ptime_ms: stream.ptime,
+        send: stream.direction.sends(),
+        rtp_timeout,
+    }
+}
+
+/// The SDP offer of an INVITE, or why there is none to answer.
+fn sdp_offer(invite: &Request) -> Result<Session, Skip> {
+    let content_type = invite.headers.iter().find_map(|h| match h {
+        Header::ContentType(c) => Some(c.value().to_ascii_lowercase()),
+        _ => None,
+    });
+    let is_sdp = content_type
+        .as_deref()
+        .is_some_and(|c| c.split(';').next().unwrap_or("").trim() == "application/sdp");
+    if invite.body.is_empty() || !is_sdp {
+        return Err(
+            "no SDP offer in the INVITE (a late offer): early media needs the caller's offer"
+                .into(),
+        );
+    }
+    sdp::Session::parse(&invite.body, &sdp::Limits::default())
+        .map_err(|e| format!("the caller's SDP offer is unreadable: {e}"))
+}
+
+#[cfg(test)]
+#[path = "media_tests.rs"]
+mod tests;

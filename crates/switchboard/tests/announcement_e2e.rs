@@ -1,0 +1,323 @@
+//! The daemon's voice end to end: bob's Meeting profile refuses calls until a known time; a
+//! SIPp caller (`call_early_media.xml`) calls him with an SDP offer whose audio port is a
+//! UDP socket of this test. The caller gets 183 with our SDP answer, the test receives the
+//! announcement's RTP and checks its payload is exactly the G.711 of the prompts "extension
+//! one zero zero two is in a meeting until HH MM", then the caller gets the profile's 480.
+//! And baresip, calling the same way, records what it hears (its `sndfile` module): the
+//! recording matches the rendered prompts by energy envelope and sample correlation.
+
+mod common;
+
+use common::*;
+use std::net::UdpSocket;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use switchboard_media::g711::Law;
+use switchboard_media::prompts::Prompts;
+use switchboard_media::say::{self, ClockTime, HourCycle};
+
+const POLICY: &str = r#"
+[users.alice]
+extension = "1001"
+[users.bob]
+extension = "1002"
+[profiles.meeting]
+incoming = "reject"
+reject_reason = "In a meeting"
+"#;
+
+/// One RTP packet as received: sequence number, payload type, payload.
+struct Packet {
+    seq: u16,
+    pt: u8,
+    payload: Vec<u8>,
+}
+
+/// Reads RTP on `socket` until `quiet` passes without a packet after the first (or
+/// `limit` in all).
+fn receive_rtp(socket: &UdpSocket, quiet: Duration, limit: Duration) -> Vec<Packet> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let start = Instant::now();
+    let mut last = None;
+    let mut packets = Vec::new();
+    let mut buf = [0u8; 2048];
+    while start.elapsed() < limit {
+        if let Some(at) = last {
+            if Instant::now().duration_since(at) > quiet {
+                break;
+            }
+        }
+        let Ok(n) = socket.recv(&mut buf) else {
+            continue;
+        };
+        let p = &buf[..n];
+        // A plain RTP header (version 2, no CSRC, no extension): 12 octets.
+        if n < 12 || p[0] >> 6 != 2 || p[0] & 0x1f != 0 {
+            continue;
+        }
+        packets.push(Packet {
+            seq: u16::from_be_bytes([p[2], p[3]]),
+            pt: p[1] & 0x7f,
+            payload: p[12..].to_vec(),
+        });
+        last = Some(Instant::now());
+    }
+    packets
+}
+
+#[test]
+fn a_meeting_profile_is_announced_with_its_end_time_then_refused() {
+    let media = free_ports(100);
+    let media = media + media % 2;
+    let d = Daemon::start(Options {
+        policy: POLICY.into(),
+        auth: false,
+        extra: format!(
+            "[media]\nbind = \"127.0.0.1\"\nfirst_port = {media}\nlast_port = {}\n",
+            media + 97
+        ),
+        ..Options::default()
+    });
+    assert!(d.log_contains("media ready"), "{}", d.log());
+
+    // Bob's meeting ends in a few minutes, on the minute (UTC: he has no schedule).
+    let now = chrono::Utc::now();
+    let end = chrono::DateTime::from_timestamp((now.timestamp() / 60 + 5) * 60, 0).unwrap();
+    let body = format!(
+        r#"{{"profile":"meeting","until":"{}"}}"#,
+        end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let (code, answer) = admin_api(&d, "PUT", "/v1/presence/bob/profile", &body);
+    assert_eq!(code, 200, "{answer}");
+
+    // What the caller must hear, from the prompt files, in µ-law (the offer's codec).
+    let en = say::language("en").unwrap();
+    let mut names = vec![say::phrase::EXTENSION];
+    en.say_digits("1002", &mut names).unwrap();
+    names.extend([say::phrase::IS_IN_A_MEETING, say::phrase::UNTIL]);
+    use chrono::Timelike;
+    if end.date_naive() != now.date_naive() {
+        names.extend(["time/tomorrow", "time/at"]);
+    }
+    let time = ClockTime::new(end.hour() as u8, end.minute() as u8).unwrap();
+    en.say_time(time, HourCycle::H24, &mut names);
+    let prompts = Prompts::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../prompts"),
+        None,
+        "en",
+    )
+    .unwrap();
+    let mut expected = Vec::new();
+    for n in &names {
+        let p = prompts.get(n).unwrap_or_else(|| panic!("no prompt {n}"));
+        expected.extend(Law::MuLaw.encode(p.samples()));
+    }
+
+    // The caller's audio port: this test's socket.
+    let audio = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    let port = audio.local_addr().unwrap().port();
+    let reader = std::thread::spawn(move || {
+        receive_rtp(&audio, Duration::from_secs(2), Duration::from_secs(40))
+    });
+    let run = Sipp::new(&d, "call_early_media.xml")
+        .row(call_row("alice", "", "1002", &port.to_string()))
+        .ok();
+    let packets = reader.join().unwrap();
+
+    // 183 with our SDP (PCMU), then 480 with the profile's words.
+    let statuses = run.statuses();
+    assert!(statuses.contains(&183), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&480), "{statuses:?}");
+    let early = run
+        .received()
+        .into_iter()
+        .find(|m| m.starts_with("SIP/2.0 183"))
+        .unwrap();
+    assert!(early.contains("Content-Type: application/sdp"), "{early}");
+    assert!(early.contains("c=IN IP4 127.0.0.1"), "{early}");
+    let last = run.received().into_iter().last().unwrap();
+    assert!(last.starts_with("SIP/2.0 480 In a meeting"), "{last}");
+
+    // The RTP: PCMU, in order, one stream, exactly the prompts (the last packet filled
+    // up with silence).
+    assert!(!packets.is_empty(), "no RTP\n{}", d.log());
+    assert!(packets.iter().all(|p| p.pt == 0));
+    for w in packets.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "lost or reordered");
+    }
+    assert!(packets.iter().all(|p| p.payload.len() == 160));
+    let heard: Vec<u8> = packets.iter().flat_map(|p| p.payload.clone()).collect();
+    assert!(
+        heard.len() >= expected.len(),
+        "{} < {}",
+        heard.len(),
+        expected.len()
+    );
+    assert!(heard.len() - expected.len() < 160);
+    assert!(
+        heard[..expected.len()] == expected[..],
+        "the audio differs from the prompts {names:?}"
+    );
+    assert!(heard[expected.len()..]
+        .iter()
+        .all(|&b| b == Law::MuLaw.silence()));
+    // Played to its end, the session closed, as the metrics say.
+    assert!(d.log_contains("played"), "{}", d.log());
+    let (_, metrics) = admin_api(&d, "GET", "/metrics", "");
+    assert!(
+        metrics.contains("switchboard_messages_total{result=\"played\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchboard_media_sessions 0"),
+        "{metrics}"
+    );
+}
+
+/// The RMS of each 20 ms frame (160 samples at 8 kHz).
+fn envelope(samples: &[i16]) -> Vec<f64> {
+    samples
+        .chunks(160)
+        .map(|c| (c.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / c.len() as f64).sqrt())
+        .collect()
+}
+
+/// The correlation coefficient of `a` and `b` over their common length.
+fn correlation(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    if n == 0 {
+        return 0.0;
+    }
+    let (a, b) = (&a[..n], &b[..n]);
+    let mean = |x: &[f64]| x.iter().sum::<f64>() / n as f64;
+    let (ma, mb) = (mean(a), mean(b));
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for i in 0..n {
+        let (x, y) = (a[i] - ma, b[i] - mb);
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    ab / (aa.sqrt() * bb.sqrt()).max(f64::MIN_POSITIVE)
+}
+
+/// baresip calls bob (Meeting until a known minute) and records what it hears (its
+/// `sndfile` module): the recording matches the rendered prompts of the announcement by
+/// energy envelope and, aligned, sample by sample; then baresip gets 480 In a meeting.
+#[test]
+fn baresip_hears_the_announcement() {
+    require("baresip");
+    let media = free_ports(100);
+    let media = media + media % 2;
+    let d = Daemon::start(Options {
+        policy: POLICY.into(),
+        auth: false,
+        extra: format!(
+            "[media]\nbind = \"127.0.0.1\"\nfirst_port = {media}\nlast_port = {}\n",
+            media + 97
+        ),
+        ..Options::default()
+    });
+    let now = chrono::Utc::now();
+    let end = chrono::DateTime::from_timestamp((now.timestamp() / 60 + 5) * 60, 0).unwrap();
+    let body = format!(
+        r#"{{"profile":"meeting","until":"{}"}}"#,
+        end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let (code, answer) = admin_api(&d, "PUT", "/v1/presence/bob/profile", &body);
+    assert_eq!(code, 200, "{answer}");
+
+    // What it should hear: the prompts, through µ-law and back.
+    let en = say::language("en").unwrap();
+    let mut names = vec![say::phrase::EXTENSION];
+    en.say_digits("1002", &mut names).unwrap();
+    names.extend([say::phrase::IS_IN_A_MEETING, say::phrase::UNTIL]);
+    use chrono::Timelike;
+    if end.date_naive() != now.date_naive() {
+        names.extend(["time/tomorrow", "time/at"]);
+    }
+    let time = ClockTime::new(end.hour() as u8, end.minute() as u8).unwrap();
+    en.say_time(time, HourCycle::H24, &mut names);
+    let prompts = Prompts::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../prompts"),
+        None,
+        "en",
+    )
+    .unwrap();
+    let expected: Vec<i16> = names
+        .iter()
+        .flat_map(|n| Law::MuLaw.decode(&Law::MuLaw.encode(prompts.get(n).unwrap().samples())))
+        .collect();
+
+    let dir = tempfile::tempdir_in(d.dir.path()).unwrap().keep();
+    let rec = dir.join("rec");
+    std::fs::create_dir_all(&rec).unwrap();
+    let sip_port = free_ports(2);
+    std::fs::write(
+        dir.join("config"),
+        format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\nnet_interface 127.0.0.1\n\
+             audio_source aubridge,nullmic\naudio_player aubridge,nullspk\n\
+             ausrc_srate 8000\nausrc_channels 1\nauplay_srate 8000\nauplay_channels 1\n\
+             module_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aubridge.so\n\
+             module sndfile.so\nsnd_path {}\nmodule_app account.so\nmodule_app menu.so\n",
+            rec.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("accounts"),
+        format!(
+            "<sip:alice@{REALM}>;outbound=\"sip:127.0.0.1:{}\";regint=0;audio_codecs=PCMU\n",
+            d.port
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new("baresip");
+    // -t: baresip quits by itself should the guard somehow not stop it.
+    cmd.arg("-f")
+        .arg(&dir)
+        .args(["-e", &format!("/dial sip:1002@{REALM}"), "-t", "40"]);
+    let mut phone = Proc::spawn("baresip", &mut cmd, dir.join("baresip.log"), false);
+    phone.wait_for_log("480 In a meeting", Duration::from_secs(30));
+    phone.kill();
+    assert!(
+        phone.log_contains("183 Session Progress"),
+        "{}",
+        phone.log()
+    );
+
+    // The decoder's side of the recording: what baresip played to its speaker.
+    let file = std::fs::read_dir(&rec)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+        .unwrap_or_else(|| panic!("no recording\n{}", phone.log()));
+    let mut reader = hound::WavReader::open(&file).unwrap();
+    assert_eq!(reader.spec().sample_rate, 8000);
+    let heard: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();
+    assert!(
+        heard.len() + 1600 >= expected.len(),
+        "heard {} samples, expected {}",
+        heard.len(),
+        expected.len()
+    );
+
+    // Aligned by the energy envelope (a jitter buffer delays the start)…
+    let (he, ee) = (envelope(&heard), envelope(&expected));
+    let (lag, best) = (0..he.len().saturating_sub(ee.len() / 2).min(100))
+        .map(|lag| (lag, correlation(&he[lag..], &ee)))
+        .fold((0, f64::MIN), |a, b| if b.1 > a.1 { b } else { a });
+    assert!(best > 0.9, "envelope correlation {best:.3} at {lag} frames");
+    // …then sample by sample around that lag.
+    let to_f = |s: &[i16]| s.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+    let (hf, ef) = (to_f(&heard), to_f(&expected));
+    let from = (lag * 160).saturating_sub(160);
+    let fine = (from..(lag * 160 + 160).min(hf.len()))
+        .map(|at| correlation(&hf[at..], &ef))
+        .fold(f64::MIN, f64::max);
+    eprintln!("envelope {best:.3} at {lag} frames, samples {fine:.3}");
+    assert!(fine > 0.9, "sample correlation {fine:.3}");
+}
