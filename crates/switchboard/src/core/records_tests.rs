@@ -241,3 +241,40 @@ fn a_record_is_not_held_back_by_branches_still_being_cancelled() {
     let r = record(&t, "r8");
     assert_eq!(r.outcome, RecordOutcome::Cancelled);
 }
+
+#[test]
+fn a_profile_that_rejects_calls_is_recorded_as_rejected_and_not_missed() {
+    use crate::presence_service::{Command, Request};
+    use switchboard_presence::model::Interface;
+    let policy = format!(
+        "{POLICY}\n[profiles.meeting]\nincoming = \"reject\"\nreject_reason = \"In a meeting\"\nannounce = false\n"
+    );
+    let mut t = T::with_policy(false, &policy);
+    t.register("bob", BOB);
+    t.feed(crate::core::Input::Command {
+        id: 1,
+        req: Request {
+            who: "admin".into(),
+            admin: true,
+            via: Interface::Api,
+            command: Command::SetProfile {
+                user: "bob".into(),
+                profile: "meeting".into(),
+                until: None,
+                message: None,
+            },
+        },
+    });
+    t.pump();
+    t.input(ALICE, &invite("alice", ALICE, "1002", "r9", ""));
+    let out = t.take();
+    assert_eq!(
+        first_line(&to(&out, ALICE).pop().unwrap()),
+        "SIP/2.0 480 In a meeting"
+    );
+    let r = record(&t, "r9");
+    assert_eq!((r.outcome, r.code), (RecordOutcome::Rejected, Some(480)));
+    assert!(r.why.contains("profile"), "{r:?}");
+    assert!(!r.outcome.is_missed());
+    assert!(r.rang.is_empty());
+}
