@@ -598,4 +598,44 @@ mod tests {
             "{line}"
         );
     }
+
+    #[test]
+    fn calls_and_records_print_a_line_each_with_what_rings_and_why() {
+        let calls = json!({"calls": [{
+            "call_id": "c1", "caller": "alice", "dialled": "2000", "started": 0,
+            "answered": null, "phase": "ringing", "step": 2, "step_why": "team support",
+            "ringing": ["carol at sip:carol@192.0.2.9"], "answered_by": null,
+        }]});
+        let text = format_calls(&calls);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("since"), "{text}");
+        assert!(
+            lines[1].contains(" alice ") && lines[1].contains(" ringing "),
+            "{text}"
+        );
+        assert!(lines[1].ends_with(" 2     c1"), "{text}");
+        assert!(lines[2].ends_with("step: team support"), "{text}");
+        assert!(
+            lines[3].ends_with("ringing: carol at sip:carol@192.0.2.9"),
+            "{text}"
+        );
+        assert_eq!(format_calls(&json!({"calls": []})), "no calls in progress");
+
+        let records = json!({"records": [{
+            "call_id": "c1", "caller": "alice", "dialled": "1002", "started": 0,
+            "answered": 10, "ended": 70, "outcome": "answered", "answered_by": "bob at x",
+            "why": "alice dialled 1002",
+        }], "next": "00000000000000000000:c1"});
+        let text = format_records(&records);
+        assert!(text.contains(" answered   bob at x (60s)"), "{text}");
+        assert!(text.contains("why: alice dialled 1002"), "{text}");
+        assert!(
+            text.ends_with("more: --after '00000000000000000000:c1'"),
+            "{text}"
+        );
+        assert_eq!(
+            format_records(&json!({"records": [], "next": null})),
+            "no call records"
+        );
+    }
 }
