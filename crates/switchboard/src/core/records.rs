@@ -305,34 +305,26 @@ impl Settled<'_> {
     }
 }
 
-/// Most answered calls waiting for their end (beyond it, a call's end is written at once
-/// with `end_reason` "untracked").
+/// Most answered calls waiting for their end (beyond it, a call's record is written whole
+/// at its answer, with `end_reason` "untracked").
 pub const MAX_OPEN: usize = 100_000;
-/// Most ends remembered of calls whose set-up is not over yet.
-const MAX_EARLY_ENDS: usize = 10_000;
 
 /// Answered calls until they end (see the module's documentation).
 #[derive(Default)]
 pub(crate) struct Records {
-    /// Answered calls whose set-up is over, by Call-ID.
+    /// Answered calls, by Call-ID, until they end. An answered call's record comes in the
+    /// event of its 2xx, which is also when [`super::dialogs`] starts tracking it: its end
+    /// always comes later.
     open: HashMap<String, CallRecord>,
-    /// Calls whose dialog ended before their set-up was over (a BYE while a cancelled
-    /// branch still waits for its 487): Call-ID → the end's time and reason.
-    early_ends: HashMap<String, (u64, String)>,
     /// Records written (complete ones: one per call).
     pub written: u64,
 }
 
 impl Records {
-    /// A call whose set-up is over: an unanswered one is written; an answered one is
+    /// A call whose outcome is settled: an unanswered one is written; an answered one is
     /// written without its end, and kept until it ends.
     pub(crate) fn settled(&mut self, cx: &mut Ctx<'_>, mut record: CallRecord) {
         if record.answered_user.is_none() && record.answered_by.is_none() {
-            return self.write(cx, record);
-        }
-        if let Some((at, why)) = self.early_ends.remove(&record.call_id) {
-            record.ended = Some(at);
-            record.end_reason = Some(why);
             return self.write(cx, record);
         }
         if self.open.len() >= MAX_OPEN {
@@ -344,26 +336,14 @@ impl Records {
         self.open.insert(record.call_id.clone(), record);
     }
 
-    /// The answered call `call_id` ended (`why`: `bye`, `lost`, `max_call_secs`).
+    /// The answered call `call_id` ended (`why`: `bye`, `lost`, `session expired`,
+    /// `max_call_secs`): its record is written complete. A call not kept (over
+    /// [`MAX_OPEN`]) has had its record already.
     pub(crate) fn ended(&mut self, cx: &mut Ctx<'_>, call_id: &str, why: &str) {
-        let at = cx.now.unix;
-        match self.open.remove(call_id) {
-            Some(mut record) => {
-                record.ended = Some(at);
-                record.end_reason = Some(why.to_string());
-                self.write(cx, record);
-            }
-            None => {
-                if self.early_ends.len() >= MAX_EARLY_ENDS {
-                    // Ends of set-ups that never finished (none should linger): the oldest go.
-                    let cutoff = at.saturating_sub(3600);
-                    self.early_ends.retain(|_, (t, _)| *t > cutoff);
-                }
-                if self.early_ends.len() < MAX_EARLY_ENDS {
-                    self.early_ends
-                        .insert(call_id.to_string(), (at, why.to_string()));
-                }
-            }
+        if let Some(mut record) = self.open.remove(call_id) {
+            record.ended = Some(cx.now.unix);
+            record.end_reason = Some(why.to_string());
+            self.write(cx, record);
         }
     }
 
