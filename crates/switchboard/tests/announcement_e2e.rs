@@ -67,6 +67,46 @@ fn receive_rtp(socket: &UdpSocket, quiet: Duration, limit: Duration) -> Vec<Pack
     packets
 }
 
+/// Puts bob in a meeting that ends in a few minutes, on the minute (UTC: he has no
+/// schedule), and gives the prompts a caller must hear, rendered from the prompt files:
+/// "extension one zero zero two is in a meeting until HH MM" (their names, and the prompts).
+fn meeting_until_soon(d: &Daemon) -> (Vec<&'static str>, Vec<switchboard_media::prompts::Prompt>) {
+    use chrono::Timelike;
+    let now = chrono::Utc::now();
+    let end = chrono::DateTime::from_timestamp((now.timestamp() / 60 + 5) * 60, 0).unwrap();
+    let body = format!(
+        r#"{{"profile":"meeting","until":"{}"}}"#,
+        end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    let (code, answer) = admin_api(d, "PUT", "/v1/presence/bob/profile", &body);
+    assert_eq!(code, 200, "{answer}");
+    let en = say::language("en").unwrap();
+    let mut names = vec![say::phrase::EXTENSION];
+    en.say_digits("1002", &mut names).unwrap();
+    names.extend([say::phrase::IS_IN_A_MEETING, say::phrase::UNTIL]);
+    if end.date_naive() != now.date_naive() {
+        names.extend(["time/tomorrow", "time/at"]);
+    }
+    let time = ClockTime::new(end.hour() as u8, end.minute() as u8).unwrap();
+    en.say_time(time, HourCycle::H24, &mut names);
+    let prompts = Prompts::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../prompts"),
+        None,
+        "en",
+    )
+    .unwrap();
+    let said = names
+        .iter()
+        .map(|n| {
+            prompts
+                .get(n)
+                .unwrap_or_else(|| panic!("no prompt {n}"))
+                .clone()
+        })
+        .collect();
+    (names, said)
+}
+
 #[test]
 fn a_meeting_profile_is_announced_with_its_end_time_then_refused() {
     let media = free_ports(100);
@@ -82,38 +122,13 @@ fn a_meeting_profile_is_announced_with_its_end_time_then_refused() {
     });
     assert!(d.log_contains("media ready"), "{}", d.log());
 
-    // Bob's meeting ends in a few minutes, on the minute (UTC: he has no schedule).
-    let now = chrono::Utc::now();
-    let end = chrono::DateTime::from_timestamp((now.timestamp() / 60 + 5) * 60, 0).unwrap();
-    let body = format!(
-        r#"{{"profile":"meeting","until":"{}"}}"#,
-        end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    );
-    let (code, answer) = admin_api(&d, "PUT", "/v1/presence/bob/profile", &body);
-    assert_eq!(code, 200, "{answer}");
-
-    // What the caller must hear, from the prompt files, in µ-law (the offer's codec).
-    let en = say::language("en").unwrap();
-    let mut names = vec![say::phrase::EXTENSION];
-    en.say_digits("1002", &mut names).unwrap();
-    names.extend([say::phrase::IS_IN_A_MEETING, say::phrase::UNTIL]);
-    use chrono::Timelike;
-    if end.date_naive() != now.date_naive() {
-        names.extend(["time/tomorrow", "time/at"]);
-    }
-    let time = ClockTime::new(end.hour() as u8, end.minute() as u8).unwrap();
-    en.say_time(time, HourCycle::H24, &mut names);
-    let prompts = Prompts::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../prompts"),
-        None,
-        "en",
-    )
-    .unwrap();
-    let mut expected = Vec::new();
-    for n in &names {
-        let p = prompts.get(n).unwrap_or_else(|| panic!("no prompt {n}"));
-        expected.extend(Law::MuLaw.encode(p.samples()));
-    }
+    // Bob's meeting ends in a few minutes; what the caller must hear, in µ-law (the
+    // offer's codec).
+    let (names, said) = meeting_until_soon(&d);
+    let expected: Vec<u8> = said
+        .iter()
+        .flat_map(|p| Law::MuLaw.encode(p.samples()))
+        .collect();
 
     // The caller's audio port: this test's socket.
     let audio = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
@@ -220,35 +235,11 @@ fn baresip_hears_the_announcement() {
         ),
         ..Options::default()
     });
-    let now = chrono::Utc::now();
-    let end = chrono::DateTime::from_timestamp((now.timestamp() / 60 + 5) * 60, 0).unwrap();
-    let body = format!(
-        r#"{{"profile":"meeting","until":"{}"}}"#,
-        end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    );
-    let (code, answer) = admin_api(&d, "PUT", "/v1/presence/bob/profile", &body);
-    assert_eq!(code, 200, "{answer}");
-
     // What it should hear: the prompts, through µ-law and back.
-    let en = say::language("en").unwrap();
-    let mut names = vec![say::phrase::EXTENSION];
-    en.say_digits("1002", &mut names).unwrap();
-    names.extend([say::phrase::IS_IN_A_MEETING, say::phrase::UNTIL]);
-    use chrono::Timelike;
-    if end.date_naive() != now.date_naive() {
-        names.extend(["time/tomorrow", "time/at"]);
-    }
-    let time = ClockTime::new(end.hour() as u8, end.minute() as u8).unwrap();
-    en.say_time(time, HourCycle::H24, &mut names);
-    let prompts = Prompts::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../prompts"),
-        None,
-        "en",
-    )
-    .unwrap();
-    let expected: Vec<i16> = names
+    let (_, said) = meeting_until_soon(&d);
+    let expected: Vec<i16> = said
         .iter()
-        .flat_map(|n| Law::MuLaw.decode(&Law::MuLaw.encode(prompts.get(n).unwrap().samples())))
+        .flat_map(|p| Law::MuLaw.decode(&Law::MuLaw.encode(p.samples())))
         .collect();
 
     let dir = tempfile::tempdir_in(d.dir.path()).unwrap().keep();
