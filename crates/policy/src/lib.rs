@@ -15,8 +15,8 @@ pub mod view;
 
 pub use diagnostics::{Diagnostic, Diagnostics, Severity};
 pub use load::{
-    parse_duration, parse_host_name, parse_network, parse_target, read_sources, source_files,
-    Context, Source,
+    is_email, parse_duration, parse_host_name, parse_network, parse_target, read_sources,
+    source_files, Context, Source,
 };
 pub use model::*;
 pub use numbers::{NumberFormat, NumberPlan};

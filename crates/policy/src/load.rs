@@ -61,6 +61,8 @@ struct RawUser {
     out_of_hours: Option<S>,
     schedule: Option<S>,
     forwarding: Option<RawForwarding>,
+    email: Option<S>,
+    missed_call_email: Option<S>,
 }
 
 #[derive(Deserialize)]
@@ -1306,6 +1308,53 @@ impl Builder {
                 }),
             }
         });
+        let email = raw.email.and_then(|e| {
+            if is_email(e.get_ref()) {
+                Some(e.into_inner())
+            } else {
+                self.err(
+                    src,
+                    e.span(),
+                    format!("{key}.email"),
+                    format!(
+                        "{:?} is not a mail address (name@domain, no spaces or control characters)",
+                        e.get_ref()
+                    ),
+                );
+                None
+            }
+        });
+        let missed_call_email = match &raw.missed_call_email {
+            None => MissedCallEmail::Disabled,
+            Some(m) => match MissedCallEmail::parse(m.get_ref()) {
+                Some(MissedCallEmail::Disabled) => MissedCallEmail::Disabled,
+                Some(_) if email.is_none() => {
+                    self.err(
+                        src,
+                        m.span(),
+                        format!("{key}.missed_call_email"),
+                        format!(
+                            "missed_call_email = {:?} needs an email address for {uid}",
+                            m.get_ref()
+                        ),
+                    );
+                    MissedCallEmail::Disabled
+                }
+                Some(setting) => setting,
+                None => {
+                    self.err(
+                        src,
+                        m.span(),
+                        format!("{key}.missed_call_email"),
+                        format!(
+                            "{:?} is not one of disabled, all, direct, teams",
+                            m.get_ref()
+                        ),
+                    );
+                    MissedCallEmail::Disabled
+                }
+            },
+        };
         self.policy.users.insert(
             uid.clone(),
             User {
@@ -1324,6 +1373,8 @@ impl Builder {
                 out_of_hours,
                 schedule: raw.schedule.map(|s| s.into_inner()),
                 forwarding,
+                email,
+                missed_call_email,
             },
         );
         if !extension.is_empty() {
@@ -2167,6 +2218,28 @@ fn default_status_rule(a: Availability) -> StatusRule {
 }
 
 /// The ten default profiles, numbered as the reference lists them.
+/// Whether `s` looks like a mail address: `local@domain`, one `@`, both parts non-empty,
+/// the domain dotted or a single label, at most 254 characters, no spaces, control
+/// characters or the characters that would end a header (`<>,;"`).
+pub fn is_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    s.len() <= 254
+        && !local.is_empty()
+        && !domain.is_empty()
+        && !domain.contains('@')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && s.chars().all(|c| {
+            c.is_ascii_graphic()
+                && !matches!(
+                    c,
+                    '<' | '>' | ',' | ';' | '"' | '(' | ')' | '[' | ']' | '\\'
+                )
+        })
+}
+
 pub fn default_profiles() -> Vec<Profile> {
     let p = |number: u32,
              id: &str,

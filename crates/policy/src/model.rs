@@ -217,6 +217,39 @@ pub struct Device {
     pub contact_match: String,
 }
 
+/// Which of a person's missed calls are mailed to them (`missed_call_email`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MissedCallEmail {
+    /// No mail (the default).
+    #[default]
+    Disabled,
+    /// Calls dialled to them and team calls that rang them.
+    All,
+    /// Only calls dialled to them (their extension, id or DID).
+    Direct,
+    /// Only team calls that rang them.
+    Teams,
+}
+
+impl MissedCallEmail {
+    /// The setting's word in the policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MissedCallEmail::Disabled => "disabled",
+            MissedCallEmail::All => "all",
+            MissedCallEmail::Direct => "direct",
+            MissedCallEmail::Teams => "teams",
+        }
+    }
+
+    /// The setting named `s`, if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Disabled, Self::All, Self::Direct, Self::Teams]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+}
+
 /// A person.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
@@ -241,6 +274,10 @@ pub struct User {
     pub out_of_hours: Target,
     pub schedule: Option<String>,
     pub forwarding: Option<Forwarding>,
+    /// Where mail to the person goes (missed-call notices).
+    pub email: Option<String>,
+    /// Which missed calls are mailed to [`User::email`].
+    pub missed_call_email: MissedCallEmail,
 }
 
 /// A ring group.

@@ -572,3 +572,52 @@ fn a_forwarding_message_must_name_a_prompt_the_daemon_has() {
     }])
     .is_ok());
 }
+
+#[test]
+fn missed_call_email_needs_a_well_formed_address() {
+    let user = |extra: &str| format!("[users.alice]\nextension = \"1001\"\n{extra}");
+    let p = load(&user(
+        "email = \"alice@example.com\"\nmissed_call_email = \"teams\"\n",
+    ))
+    .unwrap();
+    let alice = p.user("alice").unwrap();
+    assert_eq!(alice.email.as_deref(), Some("alice@example.com"));
+    assert_eq!(
+        alice.missed_call_email,
+        switchboard_policy::MissedCallEmail::Teams
+    );
+    let p = load(&user("")).unwrap();
+    assert_eq!(
+        p.user("alice").unwrap().missed_call_email,
+        switchboard_policy::MissedCallEmail::Disabled
+    );
+    // "disabled" needs no address.
+    load(&user("missed_call_email = \"disabled\"\n")).unwrap();
+    let e = errors(&user("missed_call_email = \"all\"\n"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(
+        (e[0].0, e[0].2.as_str()),
+        (3, "users.alice.missed_call_email")
+    );
+    assert!(e[0].3.contains("needs an email address"), "{e:?}");
+    let e = errors(&user(
+        "email = \"a@b.c\"\nmissed_call_email = \"sometimes\"\n",
+    ));
+    assert!(
+        e[0].3.contains("not one of disabled, all, direct, teams"),
+        "{e:?}"
+    );
+    for bad in [
+        "alice",
+        "a@",
+        "@b",
+        "a b@c",
+        "a@b@c",
+        "a@b\\r\\nBcc: x@y",
+        "<a@b>",
+        "a@.b",
+    ] {
+        let e = errors(&user(&format!("email = \"{bad}\"\n")));
+        assert_eq!(e[0].2, "users.alice.email", "{bad}: {e:?}");
+    }
+}

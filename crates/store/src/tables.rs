@@ -157,6 +157,16 @@ pub fn call_record_range(from: u64, to: u64) -> (String, String) {
     (format!("{from:020}\n"), format!("{to:020}\n"))
 }
 
+/// Missed calls waiting to be mailed: one row per unanswered call whose record the core wrote
+/// while `[mail]` is configured, in the same commit as the record. Key: the call's
+/// [`call_record_key`]; row: JSON of the `switchboard::core::records::CallRecord`. The mail
+/// task reads it in bounded pages, sends what the callees' settings ask for, and deletes
+/// each row when its mail is delivered or given up: a daemon killed in between sends it
+/// after its restart.
+///
+/// Node-local: the node that wrote the record sends its mail.
+pub const MAIL_OUTBOX: Table = Table::new("mail_outbox", Scope::NodeLocal);
+
 /// Every table, in the order declared above.
 pub const ALL: &[Table] = &[
     SECRETS,
@@ -167,6 +177,7 @@ pub const ALL: &[Table] = &[
     STATUS_LOG,
     SUBSCRIPTIONS,
     CALL_RECORDS,
+    MAIL_OUTBOX,
 ];
 
 /// The order in which the daemon reads the tables back at start, and restores what they
@@ -183,6 +194,7 @@ pub const ALL: &[Table] = &[
 ///   what it shows now, which must be the presence just restored.
 /// - [`STATUS_LOG`] and [`CALL_RECORDS`] last, and only nominally: they grow with time and
 ///   are never loaded; reports and queries read ranges of them from the store when asked.
+///   [`MAIL_OUTBOX`] likewise: the mail task reads it itself.
 pub const RESTORE_ORDER: &[Table] = &[
     SECRETS,
     BINDINGS,
@@ -192,6 +204,7 @@ pub const RESTORE_ORDER: &[Table] = &[
     SUBSCRIPTIONS,
     STATUS_LOG,
     CALL_RECORDS,
+    MAIL_OUTBOX,
 ];
 
 #[cfg(test)]

@@ -89,6 +89,69 @@ struct RawConfig {
     records: RawRecords,
     #[serde(default)]
     media: RawMedia,
+    /// Absent: no mail is sent.
+    mail: Option<RawMail>,
+}
+
+/// `[mail]`: missed-call mail through an SMTP relay (see `crate::mail`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMail {
+    relay: Spanned<String>,
+    #[serde(default = "default_smtp_port")]
+    port: Spanned<u64>,
+    /// `none` only in this build (plain SMTP, for a relay on loopback or a trusted link).
+    #[serde(default = "default_mail_tls")]
+    tls: Spanned<String>,
+    username: Option<String>,
+    password: Option<String>,
+    from: Spanned<String>,
+    #[serde(default = "default_mail_queue")]
+    queue: Spanned<u64>,
+    #[serde(default = "default_retry_first")]
+    retry_first_secs: Spanned<u64>,
+    #[serde(default = "default_retry_max")]
+    retry_max_secs: Spanned<u64>,
+    #[serde(default = "default_give_up")]
+    give_up_hours: Spanned<u64>,
+}
+
+fn default_smtp_port() -> Spanned<u64> {
+    Spanned::new(0..0, 25)
+}
+fn default_mail_tls() -> Spanned<String> {
+    Spanned::new(0..0, "none".into())
+}
+fn default_mail_queue() -> Spanned<u64> {
+    Spanned::new(0..0, 1000)
+}
+fn default_retry_first() -> Spanned<u64> {
+    Spanned::new(0..0, 30)
+}
+fn default_retry_max() -> Spanned<u64> {
+    Spanned::new(0..0, 1800)
+}
+fn default_give_up() -> Spanned<u64> {
+    Spanned::new(0..0, 24)
+}
+
+/// `[mail]` as checked: where and how missed-call mail is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailConfig {
+    /// The SMTP relay's host name or address.
+    pub relay: String,
+    pub port: u16,
+    /// Credentials for the relay (AUTH PLAIN/LOGIN), both or neither.
+    pub credentials: Option<(String, String)>,
+    /// The From address of every mail.
+    pub from: String,
+    /// Most notices waiting to be sent; beyond it new ones are dropped (and counted).
+    pub queue: usize,
+    /// The first retry's wait; each next one doubles, up to `retry_max`.
+    pub retry_first: std::time::Duration,
+    pub retry_max: std::time::Duration,
+    /// A notice not delivered this long after its call is given up (with a log line).
+    pub give_up: std::time::Duration,
 }
 
 /// `[records]`: call records (see `core::records`).
@@ -581,6 +644,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Call records older than this many days are deleted (`[records] keep_days`).
     pub records_keep_days: u64,
+    /// `[mail]`, when configured.
+    pub mail: Option<MailConfig>,
     /// A person's missed calls include team calls that rang them and nobody took
     /// (`[records] team_calls_missed`); else only calls to them.
     pub team_calls_missed: bool,
@@ -914,6 +979,74 @@ impl Config {
         let dns_timeout = range(&raw.dns.timeout_ms, "dns.timeout_ms", 10, 60_000);
         let keep_days = range(&raw.records.keep_days, "records.keep_days", 1, 36_500);
         let dns_attempts = range(&raw.dns.attempts, "dns.attempts", 0, 10);
+        let mail_numbers = raw.mail.as_ref().map(|m| {
+            (
+                range(&m.port, "mail.port", 1, 65_535) as u16,
+                range(&m.queue, "mail.queue", 1, 1_000_000) as usize,
+                range(&m.retry_first_secs, "mail.retry_first_secs", 1, 86_400),
+                range(&m.retry_max_secs, "mail.retry_max_secs", 1, 86_400),
+                range(&m.give_up_hours, "mail.give_up_hours", 1, 720),
+            )
+        });
+        let mail = match (&raw.mail, mail_numbers) {
+            (Some(m), Some((port, queue, first, max, give_up))) => {
+                let relay = m.relay.get_ref().trim().to_string();
+                if relay.is_empty() || relay.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    err(
+                        m.relay.span(),
+                        "mail.relay",
+                        "the relay must be a host name or address".into(),
+                    );
+                }
+                if m.tls.get_ref() != "none" {
+                    err(
+                        m.tls.span(),
+                        "mail.tls",
+                        format!(
+                            "{:?}: this build sends plain SMTP only (tls = \"none\"): use a relay on loopback or a trusted link",
+                            m.tls.get_ref()
+                        ),
+                    );
+                }
+                if !switchboard_policy::is_email(m.from.get_ref()) {
+                    err(
+                        m.from.span(),
+                        "mail.from",
+                        format!("{:?} is not a mail address", m.from.get_ref()),
+                    );
+                }
+                if first > max {
+                    err(
+                        m.retry_first_secs.span(),
+                        "mail.retry_first_secs",
+                        format!("{first} is more than retry_max_secs ({max})"),
+                    );
+                }
+                let credentials = match (&m.username, &m.password) {
+                    (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+                    (None, None) => None,
+                    _ => {
+                        err(
+                            m.relay.span(),
+                            "mail.username",
+                            "give both username and password, or neither".into(),
+                        );
+                        None
+                    }
+                };
+                Some(MailConfig {
+                    relay,
+                    port,
+                    credentials,
+                    from: m.from.get_ref().clone(),
+                    queue,
+                    retry_first: std::time::Duration::from_secs(first),
+                    retry_max: std::time::Duration::from_secs(max),
+                    give_up: std::time::Duration::from_secs(give_up * 3600),
+                })
+            }
+            _ => None,
+        };
         if sub_def < sub_min || sub_def > sub_max {
             err(
                 sub.default_expires.span(),
@@ -1207,6 +1340,7 @@ impl Config {
             offline_without_devices: raw.presence.offline_without_devices,
             log_format: raw.log.format,
             records_keep_days: keep_days,
+            mail,
             team_calls_missed: raw.records.team_calls_missed,
             api_limits,
             max_calls: max_calls as usize,
@@ -1293,6 +1427,39 @@ mod tests {
             let text = format!("{base}[auth]\nalgorithms = {list}\n");
             let e = Config::parse(&text, "x.toml", None).unwrap_err();
             assert_eq!((e.0[0].key.as_str(), e.0[0].line), (key, 5), "{e}");
+            assert!(e.0[0].message.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn mail_is_off_unless_configured_and_checked_when_it_is() {
+        let base = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nrealm = \"r\"\n";
+        assert_eq!(Config::parse(base, "x.toml", None).unwrap().mail, None);
+        let text = format!("{base}[mail]\nrelay = \"127.0.0.1\"\nfrom = \"sb@example.com\"\n");
+        let m = Config::parse(&text, "x.toml", None).unwrap().mail.unwrap();
+        assert_eq!((m.relay.as_str(), m.port, m.queue), ("127.0.0.1", 25, 1000));
+        assert_eq!(m.retry_first.as_secs(), 30);
+        assert_eq!(m.retry_max.as_secs(), 1800);
+        assert_eq!(m.give_up.as_secs(), 24 * 3600);
+        assert_eq!(m.credentials, None);
+        for (extra, key, says) in [
+            ("from = \"sb\"", "mail.from", "not a mail address"),
+            (
+                "from = \"a@b\"\ntls = \"starttls\"",
+                "mail.tls",
+                "plain SMTP only",
+            ),
+            ("from = \"a@b\"\nport = 0", "mail.port", "out of range"),
+            ("from = \"a@b\"\nusername = \"u\"", "mail.username", "both"),
+            (
+                "from = \"a@b\"\nretry_first_secs = 60\nretry_max_secs = 30",
+                "mail.retry_first_secs",
+                "more than",
+            ),
+        ] {
+            let text = format!("{base}[mail]\nrelay = \"127.0.0.1\"\n{extra}\n");
+            let e = Config::parse(&text, "x.toml", None).unwrap_err();
+            assert_eq!(e.0[0].key.as_str(), key, "{e}");
             assert!(e.0[0].message.contains(says), "{e}");
         }
     }

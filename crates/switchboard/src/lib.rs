@@ -13,6 +13,7 @@ pub mod directory;
 pub mod executor;
 pub mod explain;
 pub mod logging;
+pub mod mail;
 pub mod metrics;
 pub mod policy_source;
 pub mod presence_service;

@@ -28,8 +28,8 @@ use switchboard_sip::subscription::NotifierConfig;
 use switchboard_sip::transaction::TimerConfig;
 use switchboard_sip::transport::{ListenAddr, Listener};
 use switchboard_store::tables::{
-    BINDINGS, CALL_RECORDS, MEMORY, PRESENCE, PROFILES, RECORD_ROUTE_SECRET, RESTORE_ORDER,
-    SECRETS, STATUS_LOG, SUBSCRIPTIONS,
+    BINDINGS, CALL_RECORDS, MAIL_OUTBOX, MEMORY, PRESENCE, PROFILES, RECORD_ROUTE_SECRET,
+    RESTORE_ORDER, SECRETS, STATUS_LOG, SUBSCRIPTIONS,
 };
 use switchboard_store::{GroupCommitter, RedbStore, Store, Write};
 use tokio::signal::unix::{signal, SignalKind};
@@ -107,6 +107,7 @@ fn start_media(
 fn core_config(c: &Config, route_secret: [u8; 32], media: crate::core::MediaConfig) -> CoreConfig {
     CoreConfig {
         seed: Entropy::os_seed(),
+        mail: c.mail.is_some(),
         realm: c.realm.clone(),
         domains: c.domains.clone(),
         server: SERVER.to_string(),
@@ -184,6 +185,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
             // Never loaded whole: reports read it by range.
             STATUS_LOG | CALL_RECORDS => continue,
+            // Read by the mail task itself.
+            MAIL_OUTBOX => continue,
             BINDINGS => "registrations",
             MEMORY => "group memory",
             PROFILES => "people's profiles",
@@ -199,6 +202,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let route_secret = route_secret.expect("RESTORE_ORDER lists SECRETS");
     let committer = GroupCommitter::new(store.clone());
     crate::records::spawn_retention(store.clone(), config.records_keep_days);
+    if let Some(mail) = &config.mail {
+        crate::mail::spawn(store.clone(), directory.clone(), mail.clone());
+    }
 
     let (in_tx, mut in_rx) = mpsc::channel::<Arrival>(INBOUND_QUEUE);
     let listen: Vec<ListenAddr> = config.listen.iter().map(Listener::listen_addr).collect();

@@ -120,6 +120,7 @@ pub(crate) fn config(auth: bool) -> CoreConfig {
         },
         watchers: WatchersConfig::default(),
         seed: [5; 32],
+        mail: false,
     }
 }
 

@@ -30,4 +30,7 @@ pub struct CoreConfig {
     /// The seed of every random number the core makes (tags, branches, nonces): secret,
     /// from the operating system, in the daemon; fixed in tests and replays.
     pub seed: [u8; 32],
+    /// `[mail]` is configured: each missed call's record also goes to the mail outbox
+    /// ([`switchboard_store::tables::MAIL_OUTBOX`]) for the mail task.
+    pub mail: bool,
 }

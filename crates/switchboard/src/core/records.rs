@@ -24,7 +24,7 @@ use super::context::Ctx;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use switchboard_policy::{Action, DestinationKind, ExtensionOwner, Policy, RoutePlan, Target};
-use switchboard_store::tables::{call_record_key, CALL_RECORDS};
+use switchboard_store::tables::{call_record_key, CALL_RECORDS, MAIL_OUTBOX};
 use switchboard_store::Write;
 
 /// How a call ended, from what the caller got.
@@ -362,7 +362,14 @@ impl Records {
 fn store(cx: &mut Ctx<'_>, record: &CallRecord) {
     let key = call_record_key(record.started, &record.call_id);
     let row = serde_json::to_vec(record).unwrap_or_default();
-    cx.persist_unacknowledged(vec![Write::put(CALL_RECORDS, key, row)]);
+    let mut writes = Vec::with_capacity(2);
+    // A missed call (settled, nobody answered) is also a notice for the mail task, in the
+    // same commit: a record once durable is never without its notice.
+    if cx.config.mail && record.answered.is_none() && record.outcome.is_missed() {
+        writes.push(Write::put(MAIL_OUTBOX, key.clone(), row.clone()));
+    }
+    writes.push(Write::put(CALL_RECORDS, key, row));
+    cx.persist_unacknowledged(writes);
 }
 
 /// The per-call log line, with the record's fields.

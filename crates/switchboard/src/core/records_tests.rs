@@ -278,3 +278,48 @@ fn a_profile_that_rejects_calls_is_recorded_as_rejected_and_not_missed() {
     assert!(!r.outcome.is_missed());
     assert!(r.rang.is_empty());
 }
+
+/// The keys of the mail outbox rows the core wrote.
+fn outbox(t: &T) -> Vec<String> {
+    t.persisted
+        .iter()
+        .filter(|w| w.table == switchboard_store::tables::MAIL_OUTBOX)
+        .map(|w| w.key.rsplit('\n').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn with_mail_configured_a_missed_call_and_only_a_missed_one_is_also_a_mail_notice() {
+    let mail = |on: bool| {
+        let net = Net {
+            listeners: default_listeners(),
+            interfaces: None,
+        };
+        let config = crate::core::CoreConfig {
+            mail: on,
+            ..config(false)
+        };
+        let mut t = T::with_config(config, net, POLICY);
+        t.register("bob", BOB);
+        // Answered: no notice.
+        t.input(ALICE, &invite("alice", ALICE, "1002", "m1", ""));
+        let b1 = to(&t.take(), BOB)[0].clone();
+        t.input(BOB, &answer(&b1, 200, "dm1", BOB));
+        t.take();
+        // The caller hangs up while bob rings: a notice.
+        let inv = invite("alice", ALICE, "1002", "m2", "");
+        t.input(ALICE, &inv);
+        let b2 = to(&t.take(), BOB)[0].clone();
+        t.input(BOB, &answer(&b2, 180, "dm2", BOB));
+        t.input(ALICE, &cancel_of_invite(&inv));
+        t.input(BOB, &answer(&b2, 487, "dm2", BOB));
+        t.take();
+        // Carol has no device: missed, a notice.
+        t.input(ALICE, &invite("alice", ALICE, "1003", "m3", ""));
+        t.take();
+        assert_eq!(record(&t, "m3").outcome, RecordOutcome::Missed);
+        outbox(&t)
+    };
+    assert_eq!(mail(true), ["m2", "m3"]);
+    assert!(mail(false).is_empty());
+}

@@ -1,0 +1,345 @@
+//! Missed-call mail: a notice per person for each call they missed, through the SMTP relay
+//! of `[mail]`.
+//!
+//! The core never waits for mail. When it writes the record of a call nobody answered
+//! ([`RecordOutcome::is_missed`]: missed, busy, voicemail, or the caller hung up while it
+//! rang) and `[mail]` is configured, it puts a copy in the
+//! [`MAIL_OUTBOX`] table in the same commit. This task reads the outbox in bounded pages,
+//! decides who gets a mail from the people's `missed_call_email` settings in the policy
+//! running now ([`recipients`]), sends one plain-text mail to each, and deletes the row once
+//! every mail of it is delivered or given up. A daemon killed (even with SIGKILL) before a
+//! notice is sent sends it after its restart; a person can get a mail twice if the daemon
+//! stops between two recipients of one call, never none.
+//!
+//! While the relay fails (refuses, times out, answers 4xx) nothing is sent and the task
+//! waits `retry_first_secs`, doubling each time up to `retry_max_secs`; a notice older than
+//! `give_up_hours`, or a mail the relay refuses for good (5xx), is given up with a log line.
+//! More than `queue` notices waiting: the newest beyond it are dropped, counted, and said in
+//! a log line at most once a minute.
+
+use crate::config::MailConfig;
+use crate::core::records::{CallRecord, RecordOutcome};
+use crate::directory::Directory;
+use arc_swap::ArcSwap;
+use lettre::message::header::ContentType;
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchboard_policy::{MissedCallEmail, Policy};
+use switchboard_store::tables::MAIL_OUTBOX;
+use switchboard_store::{Store, Write};
+
+/// How often the outbox is looked at.
+const POLL: Duration = Duration::from_secs(1);
+/// Longest time one SMTP exchange may take.
+const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest caller, number or team name put in a mail (they come from the network).
+const MAX_TEXT: usize = 120;
+/// Least time between two log lines about dropped notices.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// One mail to send for a missed call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recipient {
+    pub user: String,
+    pub email: String,
+    /// The call was dialled to them (else it was a team call that rang them).
+    pub direct: bool,
+}
+
+/// Who is mailed about `record`: the person dialled, when their setting is `all` or
+/// `direct`; for a team call, each person it rang whose setting is `all` or `teams`. Only
+/// unanswered calls ([`RecordOutcome::is_missed`]) are mailed; the caller never is.
+pub fn recipients(record: &CallRecord, policy: &Policy) -> Vec<Recipient> {
+    if !record.outcome.is_missed() || record.answered.is_some() {
+        return Vec::new();
+    }
+    let mut out: Vec<Recipient> = Vec::new();
+    let mut add = |user: &str, direct: bool| {
+        if record.caller_user.as_deref() == Some(user) || out.iter().any(|r| r.user == user) {
+            return;
+        }
+        let Some(u) = policy.user(user) else { return };
+        let wants = match u.missed_call_email {
+            MissedCallEmail::Disabled => false,
+            MissedCallEmail::All => true,
+            MissedCallEmail::Direct => direct,
+            MissedCallEmail::Teams => !direct,
+        };
+        if let (true, Some(email)) = (wants, &u.email) {
+            out.push(Recipient {
+                user: user.to_string(),
+                email: email.clone(),
+                direct,
+            });
+        }
+    };
+    if let Some(u) = &record.dialled_user {
+        add(u, true);
+    } else if record.team.is_some() {
+        for u in &record.rang_users {
+            add(u, false);
+        }
+    }
+    out
+}
+
+/// `s` made safe for a mail: control characters (CR and LF among them) become spaces, runs
+/// of spaces one, at most [`MAX_TEXT`] characters.
+pub fn clean(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars().take(MAX_TEXT) {
+        let c = if c.is_control() { ' ' } else { c };
+        if !(c == ' ' && (out.is_empty() || out.ends_with(' '))) {
+            out.push(c);
+        }
+    }
+    out.trim_end().to_string()
+}
+
+/// What the outcome means, for the mail's reader.
+fn outcome_words(o: RecordOutcome) -> &'static str {
+    match o {
+        RecordOutcome::Missed => "nobody answered",
+        RecordOutcome::Busy => "you were busy",
+        RecordOutcome::Voicemail => "it went to voicemail",
+        RecordOutcome::Cancelled => "the caller hung up while it rang",
+        RecordOutcome::Answered => "answered",
+        RecordOutcome::Rejected => "rejected",
+    }
+}
+
+/// The subject and plain-text body of `to`'s mail about `record`: who called, when (on the
+/// callee's clock: their schedule's time zone, else UTC), what was dialled, and the outcome.
+pub fn compose(record: &CallRecord, to: &Recipient, policy: &Policy) -> (String, String) {
+    let caller = match record.caller_user.as_deref().and_then(|u| policy.user(u)) {
+        Some(u) => format!("{} ({})", clean(&u.display_name), clean(&u.extension)),
+        None => clean(&record.caller),
+    };
+    let tz: chrono_tz::Tz = policy
+        .user(&to.user)
+        .and_then(|u| u.schedule.as_deref())
+        .and_then(|s| policy.schedule(s))
+        .and_then(|s| s.timezone.parse().ok())
+        .unwrap_or(chrono_tz::UTC);
+    let when = chrono::DateTime::from_timestamp(record.started as i64, 0)
+        .map(|t| {
+            t.with_timezone(&tz)
+                .format("%Y-%m-%d %H:%M:%S %Z")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let dialled = match (&record.team, to.direct) {
+        (Some(t), false) => {
+            let name = policy.team(t).map(|t| t.name.as_str()).unwrap_or(t);
+            format!("{} (team {})", clean(&record.dialled), clean(name))
+        }
+        _ => clean(&record.dialled),
+    };
+    let subject = format!("Missed call from {caller}");
+    let body = format!(
+        "You missed a call.\n\nFrom:    {caller}\nDialled: {dialled}\nWhen:    {when}\nOutcome: {} ({})\n",
+        record.outcome.as_str(),
+        outcome_words(record.outcome),
+    );
+    (subject, body)
+}
+
+/// Why a mail was not sent.
+enum Failure {
+    /// Worth trying again later (the relay is down, timed out, or said 4xx).
+    Transient(String),
+    /// Never going to work (a 5xx, an address lettre refuses).
+    Permanent(String),
+}
+
+/// The relay and the From address, as built from `[mail]`.
+struct Sender {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl Sender {
+    fn new(config: &MailConfig) -> Option<Self> {
+        let from: Mailbox = config.from.parse().ok()?;
+        let mut builder =
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(config.relay.clone())
+                .port(config.port)
+                .timeout(Some(SMTP_TIMEOUT));
+        if let Some((user, password)) = &config.credentials {
+            builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
+        }
+        Some(Sender {
+            transport: builder.build(),
+            from,
+        })
+    }
+
+    async fn send(&self, to: &Recipient, subject: String, body: String) -> Result<(), Failure> {
+        let to_box: Mailbox = to
+            .email
+            .parse()
+            .map_err(|e| Failure::Permanent(format!("bad address: {e}")))?;
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(to_box)
+            .subject(subject)
+            .header(ContentType::TEXT_PLAIN)
+            .body(body)
+            .map_err(|e| Failure::Permanent(e.to_string()))?;
+        match self.transport.send(message).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_permanent() => Err(Failure::Permanent(e.to_string())),
+            Err(e) => Err(Failure::Transient(e.to_string())),
+        }
+    }
+}
+
+/// Starts the mail task (see the module's documentation).
+pub fn spawn(
+    store: Arc<dyn Store>,
+    directory: Arc<ArcSwap<Box<dyn Directory>>>,
+    config: MailConfig,
+) {
+    let Some(sender) = Sender::new(&config) else {
+        tracing::error!(from = %config.from, "[mail] from is not usable: no mail is sent");
+        return;
+    };
+    tokio::spawn(run(store, directory, config, sender));
+}
+
+async fn run(
+    store: Arc<dyn Store>,
+    directory: Arc<ArcSwap<Box<dyn Directory>>>,
+    config: MailConfig,
+    sender: Sender,
+) {
+    // Consecutive failures of the relay, and when to try it again.
+    let mut failures: u32 = 0;
+    let mut wait_until: Option<Instant> = None;
+    // Mails of a row already delivered (a row is deleted once all of its are).
+    let mut delivered: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut dropped: u64 = 0;
+    let mut dropped_logged: u64 = 0;
+    let mut last_drop_log: Option<Instant> = None;
+    let mut tick = tokio::time::interval(POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if wait_until.is_some_and(|t| Instant::now() < t) {
+            continue;
+        }
+        // A page: the queue, and how far beyond it to look for notices to drop.
+        let limit = config.queue + config.queue.min(10_000);
+        let page = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || {
+                store.scan_range_limited(MAIL_OUTBOX, "", "~", limit)
+            })
+            .await
+        };
+        let mut rows = match page {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the mail outbox could not be read");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let mut deletes: Vec<Write> = Vec::new();
+        if rows.len() > config.queue {
+            for (key, _) in rows.drain(config.queue..) {
+                deletes.push(Write::delete(MAIL_OUTBOX, key));
+                dropped += 1;
+            }
+        }
+        if dropped > dropped_logged && last_drop_log.is_none_or(|t| t.elapsed() >= DROP_LOG_EVERY) {
+            tracing::warn!(
+                dropped_total = dropped,
+                queue = config.queue,
+                "missed-call mail queue full: notices dropped"
+            );
+            dropped_logged = dropped;
+            last_drop_log = Some(Instant::now());
+        }
+        let now = chrono::Utc::now().timestamp().max(0) as u64;
+        let directory = directory.load_full();
+        let policy = directory.policy();
+        let mut relay_failed = false;
+        for (key, row) in &rows {
+            let Ok(record) = serde_json::from_slice::<CallRecord>(row) else {
+                tracing::warn!(key = %key.replace('\n', " "), "unreadable mail notice deleted");
+                deletes.push(Write::delete(MAIL_OUTBOX, key.clone()));
+                continue;
+            };
+            let done = delivered.entry(key.clone()).or_default();
+            let mut row_done = true;
+            for to in recipients(&record, policy) {
+                if done.contains(&to.user) {
+                    continue;
+                }
+                let (subject, body) = compose(&record, &to, policy);
+                match sender.send(&to, subject, body).await {
+                    Ok(()) => {
+                        tracing::info!(call_id = %record.call_id, user = %to.user, "missed-call mail sent");
+                        done.insert(to.user.clone());
+                    }
+                    Err(Failure::Permanent(e)) => {
+                        tracing::warn!(call_id = %record.call_id, user = %to.user, error = %e, "missed-call mail refused by the relay: given up");
+                        done.insert(to.user.clone());
+                    }
+                    Err(Failure::Transient(e)) => {
+                        let age = now.saturating_sub(record.ended.unwrap_or(record.started));
+                        if age >= config.give_up.as_secs() {
+                            tracing::warn!(call_id = %record.call_id, user = %to.user, error = %e, "missed-call mail not delivered in time: given up");
+                            done.insert(to.user.clone());
+                        } else {
+                            tracing::warn!(call_id = %record.call_id, user = %to.user, error = %e, "missed-call mail not sent: will retry");
+                            row_done = false;
+                            relay_failed = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if row_done {
+                delivered.remove(key);
+                deletes.push(Write::delete(MAIL_OUTBOX, key.clone()));
+            }
+            if relay_failed {
+                break;
+            }
+        }
+        if relay_failed {
+            let wait = backoff(&config, failures);
+            failures = failures.saturating_add(1);
+            wait_until = Some(Instant::now() + wait);
+        } else {
+            failures = 0;
+            wait_until = None;
+        }
+        if !deletes.is_empty() {
+            let store = store.clone();
+            let done = tokio::task::spawn_blocking(move || store.commit(&deletes)).await;
+            if !matches!(done, Ok(Ok(()))) {
+                tracing::warn!("sent mail notices could not be removed from the outbox");
+            }
+        }
+    }
+}
+
+/// The wait after `failures` earlier consecutive failures: `retry_first`, doubled each
+/// time, at most `retry_max`.
+fn backoff(config: &MailConfig, failures: u32) -> Duration {
+    config
+        .retry_first
+        .saturating_mul(1u32 << failures.min(20))
+        .min(config.retry_max)
+}
+
+#[cfg(test)]
+#[path = "mail_tests.rs"]
+mod tests;
