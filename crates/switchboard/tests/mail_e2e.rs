@@ -3,7 +3,8 @@
 //! SIPp callers and callees. The relay is down when the first missed call comes in: its
 //! mail arrives once the relay is up (retry). Then one call per setting: "all" and "direct"
 //! get a mail for a missed direct call, "disabled" and "teams" none; a missed team call
-//! mails its "teams" member and not its "direct" one.
+//! mails its "teams" member and not its "direct" one. A notice waiting for a relay that is
+//! down survives `kill -9` and is sent by the restarted daemon.
 
 mod common;
 
@@ -161,5 +162,43 @@ fn missed_calls_are_mailed_as_each_person_asked_and_retried_until_the_relay_is_u
         );
     }
     assert_eq!(mails(sink_dir.path()).len(), 3);
+    drop(sink);
+}
+
+#[test]
+fn a_notice_queued_while_the_relay_is_down_survives_kill_9() {
+    let smtp_port = free_port();
+    let sink_dir = tempfile::Builder::new()
+        .prefix("switchboard-mail-")
+        .tempdir()
+        .unwrap();
+    // A first retry an hour away: this daemon will not try again before it is killed.
+    let mut d = Daemon::start(Options {
+        policy: policy(),
+        extra: format!(
+            "[mail]\nrelay = \"127.0.0.1\"\nport = {smtp_port}\nfrom = \"switchboard@example.com\"\n\
+             retry_first_secs = 3600\nretry_max_secs = 3600\n"
+        ),
+        ..Options::default()
+    });
+    missed_call(&d, "1002");
+    d.wait_for_log(
+        "missed-call mail not sent: will retry",
+        Duration::from_secs(10),
+    );
+    let sink = smtp_sink(sink_dir.path(), smtp_port);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        mails(sink_dir.path()).is_empty(),
+        "{:?}",
+        mails(sink_dir.path())
+    );
+
+    // kill -9 and start again: the notice is still in the store's outbox and goes out.
+    d.restart();
+    let bob = wait_mail(&d, sink_dir.path(), "bob");
+    assert!(bob.contains("Dialled: 1002"), "{bob}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(mails(sink_dir.path()).len(), 1);
     drop(sink);
 }
