@@ -252,6 +252,7 @@ async fn run(
         let mut deletes: Vec<Write> = Vec::new();
         if rows.len() > config.queue {
             for (key, _) in rows.drain(config.queue..) {
+                delivered.remove(&key);
                 deletes.push(Write::delete(MAIL_OUTBOX, key));
                 dropped += 1;
             }

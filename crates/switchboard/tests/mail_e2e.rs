@@ -119,8 +119,7 @@ fn missed_calls_are_mailed_as_each_person_asked_and_retried_until_the_relay_is_u
     let sink = smtp_sink(sink_dir.path(), smtp_port);
     let bob = wait_mail(&d, sink_dir.path(), "bob");
     assert!(
-        bob.contains("Subject: Missed call from Alice")
-            || bob.contains("Subject: Missed call from alice"),
+        bob.contains("Subject: Missed call from alice (1001)"),
         "{bob}"
     );
     assert!(bob.contains("From: switchboard@example.com"), "{bob}");
