@@ -39,6 +39,7 @@ pub mod interfaces;
 pub mod media;
 #[cfg(target_os = "linux")]
 pub mod pktinfo;
+pub mod shed;
 pub mod stun;
 
 /// The `Retry-After` of a request shed because the core was behind (seconds).
@@ -640,6 +641,32 @@ impl Transports {
         Some(arrival.inbound)
     }
 
+    /// While shedding, a datagram that waited (or came just after an overflow) and would
+    /// start new work is answered 503 from its raw lines, and the ACK of such an answer is
+    /// dropped, before any parsing ([`shed::triage`]); whether it was. Everything else is
+    /// left to the parser and [`Transports::admit`].
+    fn shed_unparsed(&self, data: &[u8], peer: Peer, at: Instant, overflowed: bool) -> bool {
+        let after = self.inner.config.shed_after;
+        if after.is_zero() || !self.inner.shedding.load(Ordering::Relaxed) {
+            return false;
+        }
+        let waited = Instant::now().saturating_duration_since(at);
+        if waited < after / 4 && !overflowed {
+            return false;
+        }
+        let n = self.inner.stats.shed.load(Ordering::Relaxed);
+        let tag = format!("{}{n:x}", shed::TAG_PREFIX);
+        match shed::triage(data, &tag, &self.inner.server, SHED_RETRY_AFTER) {
+            shed::Triage::Pass => false,
+            shed::Triage::Drop => true,
+            shed::Triage::Refuse(answer) => {
+                self.inner.stats.shed.fetch_add(1, Ordering::Relaxed);
+                self.send(peer, Bytes::from(answer));
+                true
+            }
+        }
+    }
+
     /// Answers `item` 503 if it is a request that would start new work; whether it did.
     fn shed(&self, item: &Inbound) -> bool {
         let Inbound::Message {
@@ -661,7 +688,7 @@ impl Transports {
             return false;
         }
         let n = self.inner.stats.shed.fetch_add(1, Ordering::Relaxed);
-        let tag = format!("shed{n:x}");
+        let tag = format!("{}{n:x}", shed::TAG_PREFIX);
         let mut resp = message::response(req, 503, Some(&tag), &self.inner.server);
         resp.headers
             .push(Header::RetryAfter(SHED_RETRY_AFTER.into()));
@@ -886,12 +913,17 @@ async fn udp_loop(t: Transports, index: usize, sink: mpsc::Sender<Arrival>) {
             continue;
         }
         t.inner.stats.received.fetch_add(1, Ordering::Relaxed);
+        let overflowed = dropped != drops_told;
+        drops_told = dropped;
+        // While the core is behind, what would start new work is refused before the
+        // parser's work, and the ACKs of those refusals are dropped unread.
+        if t.shed_unparsed(data, peer, at, overflowed) {
+            continue;
+        }
         let item = match parse(data, &limits) {
             Ok(msg) => Inbound::Message { msg, peer, local },
             Err(error) => Inbound::Invalid { error, peer },
         };
-        let overflowed = dropped != drops_told;
-        drops_told = dropped;
         if !t.deliver(item, at, overflowed, &sink).await {
             return; // the core has stopped
         }
@@ -1207,6 +1239,66 @@ mod tests {
         a.at = later - ms(5);
         assert!(t.admit(a, later).is_some());
         assert_eq!(t.stats().shed.load(Ordering::Relaxed), 4);
+    }
+
+    #[tokio::test]
+    async fn while_shedding_new_requests_are_refused_before_the_parser() {
+        let config = TransportConfig {
+            shed_after: Duration::from_millis(4),
+            ..cfg()
+        };
+        let (t, mut rx) = listening("udp:127.0.0.1:0", config).await;
+        let local = t.local_addrs()[0].addr;
+        let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let from = c.local_addr().unwrap();
+        let options = OPTIONS
+            .replace("TCP 127.0.0.1:1", &format!("UDP {from}"))
+            .replace("OPTIONS sip:x ", "OPTIONS sip:bob@x ");
+        // Each datagram waits in the socket (this thread holds the runtime) longer than a
+        // quarter of shed_after, as under a flood.
+        let send_and_wait = |text: String| {
+            let c = &c;
+            async move {
+                c.send_to(text.as_bytes(), local).await.unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        // Not shedding: the request goes to the core.
+        send_and_wait(options.clone()).await;
+        assert!(next(&mut rx).await.is_some());
+        // Shedding: refused here, with a 503 of its own lines; nothing reaches the core.
+        t.inner.shedding.store(true, Ordering::Relaxed);
+        send_and_wait(options.clone()).await;
+        let mut b = [0u8; 2048];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), c.recv_from(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&b[..n]).into_owned();
+        assert!(answer.starts_with("SIP/2.0 503 "), "{answer}");
+        let tag = answer
+            .split("\r\n")
+            .find_map(|l| l.strip_prefix("To: <sip:x>;tag="))
+            .unwrap()
+            .to_string();
+        assert!(tag.starts_with(shed::TAG_PREFIX), "{answer}");
+        assert_eq!(t.stats().shed.load(Ordering::Relaxed), 1);
+        // Its ACK is dropped unread; a request in a dialog still reaches the core.
+        let ack = options
+            .replace("OPTIONS", "ACK")
+            .replace("To: <sip:x>", &format!("To: <sip:x>;tag={tag}"));
+        send_and_wait(ack).await;
+        let bye = options
+            .replace("OPTIONS", "BYE")
+            .replace("To: <sip:x>", "To: <sip:x>;tag=far");
+        send_and_wait(bye).await;
+        let Some(Inbound::Message { msg, .. }) = next(&mut rx).await else {
+            panic!()
+        };
+        let SipMessage::Request(r) = msg else {
+            panic!()
+        };
+        assert_eq!(r.method, Method::Bye, "the ACK never came to the core");
     }
 
     const OPTIONS: &str = "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bK1\r\n\
