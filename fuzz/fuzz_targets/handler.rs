@@ -58,6 +58,8 @@ fuzz_target!(|data: &[u8]| {
         },
         watchers: WatchersConfig::default(),
         seed: [3; 32],
+        // Missed calls also become mail notices: that path too.
+        mail: data.first().is_some_and(|b| b & 2 == 2),
     };
     let local = vec![
         "udp:127.0.0.1:5060".parse().unwrap(),
