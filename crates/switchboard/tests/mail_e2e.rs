@@ -94,8 +94,13 @@ fn missed_call(d: &Daemon, dialled: &str) {
     assert!((400..700).contains(&code), "{}", r.report());
 }
 
-#[test]
-fn missed_calls_are_mailed_as_each_person_asked_and_retried_until_the_relay_is_up() {
+/// The daemon with a mail relay on a port where nothing listens yet (retries after
+/// `retry_first` s, doubling to `retry_max`), after a missed call to bob whose mail failed
+/// once: the daemon, the relay's port, and the directory its sink will write to.
+fn missed_while_the_relay_is_down(
+    retry_first: u64,
+    retry_max: u64,
+) -> (Daemon, u16, tempfile::TempDir) {
     let smtp_port = free_port();
     let sink_dir = tempfile::Builder::new()
         .prefix("switchboard-mail-")
@@ -105,17 +110,22 @@ fn missed_calls_are_mailed_as_each_person_asked_and_retried_until_the_relay_is_u
         policy: policy(),
         extra: format!(
             "[mail]\nrelay = \"127.0.0.1\"\nport = {smtp_port}\nfrom = \"switchboard@example.com\"\n\
-             retry_first_secs = 1\nretry_max_secs = 2\n"
+             retry_first_secs = {retry_first}\nretry_max_secs = {retry_max}\n"
         ),
         ..Options::default()
     });
-
-    // The relay is down: bob's mail waits and is retried.
     missed_call(&d, "1002");
     d.wait_for_log(
         "missed-call mail not sent: will retry",
         Duration::from_secs(10),
     );
+    (d, smtp_port, sink_dir)
+}
+
+#[test]
+fn missed_calls_are_mailed_as_each_person_asked_and_retried_until_the_relay_is_up() {
+    // The relay is down: bob's mail waits and is retried.
+    let (d, smtp_port, sink_dir) = missed_while_the_relay_is_down(1, 2);
     let sink = smtp_sink(sink_dir.path(), smtp_port);
     let bob = wait_mail(&d, sink_dir.path(), "bob");
     assert!(
@@ -166,25 +176,8 @@ fn missed_calls_are_mailed_as_each_person_asked_and_retried_until_the_relay_is_u
 
 #[test]
 fn a_notice_queued_while_the_relay_is_down_survives_kill_9() {
-    let smtp_port = free_port();
-    let sink_dir = tempfile::Builder::new()
-        .prefix("switchboard-mail-")
-        .tempdir()
-        .unwrap();
     // A first retry an hour away: this daemon will not try again before it is killed.
-    let mut d = Daemon::start(Options {
-        policy: policy(),
-        extra: format!(
-            "[mail]\nrelay = \"127.0.0.1\"\nport = {smtp_port}\nfrom = \"switchboard@example.com\"\n\
-             retry_first_secs = 3600\nretry_max_secs = 3600\n"
-        ),
-        ..Options::default()
-    });
-    missed_call(&d, "1002");
-    d.wait_for_log(
-        "missed-call mail not sent: will retry",
-        Duration::from_secs(10),
-    );
+    let (mut d, smtp_port, sink_dir) = missed_while_the_relay_is_down(3600, 3600);
     let sink = smtp_sink(sink_dir.path(), smtp_port);
     std::thread::sleep(Duration::from_secs(2));
     assert!(
