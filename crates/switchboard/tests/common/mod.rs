@@ -14,6 +14,7 @@
 
 pub mod carrier;
 pub mod dns;
+pub mod rtp;
 
 use std::collections::HashSet;
 use std::io::{Read as _, Write as _};
