@@ -154,11 +154,15 @@ impl MediaEngine {
             .name(THREAD_NAME.to_owned())
             .spawn(move || {
                 if let Some(priority) = priority {
-                    if let Err(e) = set_realtime(priority) {
-                        tracing::warn!(
+                    match set_realtime(priority) {
+                        Ok(()) => tracing::info!(
+                            "media: the media thread runs under SCHED_FIFO at priority {priority}"
+                        ),
+                        Err(e) => tracing::warn!(
                             "media: real-time priority {priority} refused ({e}); the media \
-                             thread runs at the normal policy"
-                        );
+                             thread runs at the normal policy (allow it with CAP_SYS_NICE or \
+                             an RLIMIT_RTPRIO of at least {priority}, systemd's LimitRTPRIO=)"
+                        ),
                     }
                 }
                 let local = tokio::task::LocalSet::new();
