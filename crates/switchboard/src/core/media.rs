@@ -443,6 +443,15 @@ impl Media {
                 tracing::debug!(session = id.0, %digit, "key pressed during a message; ignored");
                 None
             }
+            Event::Recorded { id, recording } => {
+                // No session records yet (voicemail will): nothing waits for it.
+                tracing::debug!(
+                    session = id.0,
+                    ms = recording.duration().as_millis() as u64,
+                    "recording ended unasked for; dropped"
+                );
+                None
+            }
             Event::Timeout { id } => {
                 // A caller in early media need not send anything (many phones do not):
                 // silence does not end a message; the step's own bound does.
