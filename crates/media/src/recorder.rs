@@ -6,15 +6,18 @@
 //! and a sender that stops sending while nothing is said (silence suppression) moves its
 //! timestamp on, which the recording keeps as silence. The first packet's timestamp is
 //! the recording's start; a packet from before it is ignored. The recording is bounded: at
-//! most `max` long whatever the timestamps say, so a sender that jumps its timestamp far
-//! ahead only ends the recording sooner.
+//! most `max` long whatever the timestamps say, and never ahead of the clock — a packet
+//! whose timestamp is more than [`AHEAD`] past the time since the recorder started is
+//! ignored (counted), so a sender cannot make the daemon hold a long recording's memory
+//! faster than anyone could speak it; and a timestamp that jumps by the silence time or
+//! more ends the recording as quiet, without filling the gap.
 //!
 //! [`Recorder::push`] says when the recording must end by itself: it reached `max`, or
 //! nothing louder than the silence level was heard for the silence time (from the start, for
 //! a caller who says nothing). The rest — a key pressed, the caller hanging up, the session
 //! closing — is the owner's to decide, with [`Recorder::finish`].
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::g711::Law;
 use crate::rtp;
@@ -71,6 +74,10 @@ impl Recording {
     }
 }
 
+/// How far a packet's timestamp may run ahead of the time since the recorder started
+/// (senders' clocks drift and packets come in bursts).
+pub const AHEAD: Duration = Duration::from_secs(2);
+
 /// Audio kept after the last sound when silence ends a recording: the end of the last
 /// word, not the quiet that followed.
 const TAIL_KEPT: Duration = Duration::from_millis(300);
@@ -86,12 +93,15 @@ pub struct Recorder {
     origin: Option<u32>,
     /// Just after the last sample of the last packet louder than the silence level.
     sound_until: usize,
-    /// Packets ignored: from before the start.
-    early: u64,
+    /// When it started: a packet may not run ahead of the time since.
+    started: Instant,
+    /// Packets ignored: from before the start, or ahead of the clock.
+    ignored: u64,
 }
 
 impl Recorder {
-    pub fn new(config: RecorderConfig) -> Recorder {
+    /// A recorder started at `now`.
+    pub fn new(config: RecorderConfig, now: Instant) -> Recorder {
         Recorder {
             config,
             max_samples: duration_to_samples(config.max),
@@ -99,20 +109,29 @@ impl Recorder {
             samples: Vec::new(),
             origin: None,
             sound_until: 0,
-            early: 0,
+            started: now,
+            ignored: 0,
         }
     }
 
-    /// Adds a packet: `payload` (codes of the configured law) whose first sample has RTP
-    /// timestamp `timestamp`. Whether the recording has ended by itself with it.
-    pub fn push(&mut self, timestamp: u32, payload: &[u8]) -> Option<Ended> {
+    /// Adds a packet received at `now`: `payload` (codes of the configured law) whose
+    /// first sample has RTP timestamp `timestamp`. Whether the recording has ended by
+    /// itself with it.
+    pub fn push(&mut self, now: Instant, timestamp: u32, payload: &[u8]) -> Option<Ended> {
         let origin = *self.origin.get_or_insert(timestamp);
         let offset = rtp::timestamp_delta(timestamp, origin);
-        if offset < 0 {
-            self.early += 1;
+        let clock = duration_to_samples(now.saturating_duration_since(self.started) + AHEAD);
+        if offset < 0 || offset as usize > clock {
+            self.ignored += 1;
             return None;
         }
         let offset = offset as usize;
+        if let Some(quiet) = self.silence_samples {
+            // A gap as long as the silence time is quiet enough: not filled.
+            if offset.saturating_sub(self.sound_until) >= quiet {
+                return Some(Ended::Silence);
+            }
+        }
         let end = offset.saturating_add(payload.len());
         let fits = end.min(self.max_samples);
         if fits > self.samples.len() {
@@ -134,11 +153,6 @@ impl Recorder {
         let loud =
             written > 0 && ((energy / written as u64) as f64).sqrt() > f64::from(silence.level);
         if loud {
-            // Quiet until this packet (a gap in the timestamps is quiet too) may have been
-            // long enough already.
-            if offset.saturating_sub(self.sound_until) >= quiet {
-                return Some(Ended::Silence);
-            }
             self.sound_until = self.sound_until.max(fits);
             None
         } else {
@@ -151,9 +165,9 @@ impl Recorder {
         samples_to_duration(self.samples.len())
     }
 
-    /// Packets ignored because they were from before the recording's start.
-    pub fn early_packets(&self) -> u64 {
-        self.early
+    /// Packets ignored: from before the recording's start, or ahead of the clock.
+    pub fn ignored_packets(&self) -> u64 {
+        self.ignored
     }
 
     /// The recording, ended for `ended`. Ended by silence, the quiet at its end is cut off
@@ -186,6 +200,17 @@ mod tests {
 
     const LAW: Law = Law::MuLaw;
 
+    /// Long after the start: no packet of these tests is ahead of the clock.
+    static LATER: std::sync::LazyLock<Instant> =
+        std::sync::LazyLock::new(|| Instant::now() + Duration::from_secs(100_000));
+
+    impl Recorder {
+        /// A recorder started now.
+        fn new_at(config: RecorderConfig) -> Recorder {
+            Recorder::new(config, Instant::now())
+        }
+    }
+
     fn config(max_ms: u64, silence: Option<(u16, u64)>) -> RecorderConfig {
         RecorderConfig {
             law: LAW,
@@ -209,9 +234,9 @@ mod tests {
 
     #[test]
     fn packets_in_order_are_the_recording() {
-        let mut r = Recorder::new(config(10_000, None));
+        let mut r = Recorder::new_at(config(10_000, None));
         for (i, s) in [1000i16, -2000, 3000].iter().enumerate() {
-            assert_eq!(r.push(5000 + 160 * i as u32, &packet(*s)), None);
+            assert_eq!(r.push(*LATER, 5000 + 160 * i as u32, &packet(*s)), None);
         }
         let rec = r.finish(Ended::Stopped);
         assert_eq!(rec.samples.len(), 480);
@@ -224,10 +249,10 @@ mod tests {
 
     #[test]
     fn a_late_packet_lands_in_its_place_and_a_lost_one_is_silence() {
-        let mut r = Recorder::new(config(10_000, None));
-        r.push(0, &packet(1000));
-        r.push(480, &packet(4000)); // 160 and 320 not yet come
-        r.push(160, &packet(2000)); // late
+        let mut r = Recorder::new_at(config(10_000, None));
+        r.push(*LATER, 0, &packet(1000));
+        r.push(*LATER, 480, &packet(4000)); // 160 and 320 not yet come
+        r.push(*LATER, 160, &packet(2000)); // late
         let rec = r.finish(Ended::Closed);
         assert_eq!(rec.samples.len(), 640);
         assert!(rec.samples[160..320].iter().all(|&s| s == heard(2000)));
@@ -240,19 +265,19 @@ mod tests {
 
     #[test]
     fn a_packet_from_before_the_start_is_ignored() {
-        let mut r = Recorder::new(config(10_000, None));
-        r.push(1600, &packet(1000));
-        r.push(1440, &packet(2000));
-        assert_eq!(r.early_packets(), 1);
+        let mut r = Recorder::new_at(config(10_000, None));
+        r.push(*LATER, 1600, &packet(1000));
+        r.push(*LATER, 1440, &packet(2000));
+        assert_eq!(r.ignored_packets(), 1);
         assert_eq!(r.finish(Ended::Stopped).samples.len(), 160);
     }
 
     #[test]
     fn timestamps_wrap_around() {
-        let mut r = Recorder::new(config(10_000, None));
+        let mut r = Recorder::new_at(config(10_000, None));
         let first = u32::MAX - 100;
-        r.push(first, &packet(1000));
-        r.push(first.wrapping_add(160), &packet(2000));
+        r.push(*LATER, first, &packet(1000));
+        r.push(*LATER, first.wrapping_add(160), &packet(2000));
         let rec = r.finish(Ended::Stopped);
         assert_eq!(rec.samples.len(), 320);
         assert!(rec.samples[160..].iter().all(|&s| s == heard(2000)));
@@ -260,19 +285,25 @@ mod tests {
 
     #[test]
     fn the_longest_recording_ends_it_exactly_there() {
-        let mut r = Recorder::new(config(100, None)); // 800 samples: 5 packets
+        let mut r = Recorder::new_at(config(100, None)); // 800 samples: 5 packets
         for i in 0..4u32 {
-            assert_eq!(r.push(i * 160, &packet(1000)), None);
+            assert_eq!(r.push(*LATER, i * 160, &packet(1000)), None);
         }
-        assert_eq!(r.push(4 * 160, &packet(1000)), Some(Ended::MaxLength));
+        assert_eq!(
+            r.push(*LATER, 4 * 160, &packet(1000)),
+            Some(Ended::MaxLength)
+        );
         assert_eq!(r.finish(Ended::MaxLength).samples.len(), 800);
     }
 
     #[test]
     fn a_timestamp_far_ahead_cannot_make_it_longer_than_the_longest() {
-        let mut r = Recorder::new(config(1000, None));
-        r.push(0, &packet(1000));
-        assert_eq!(r.push(1_000_000_000, &packet(1000)), Some(Ended::MaxLength));
+        let mut r = Recorder::new_at(config(1000, None));
+        r.push(*LATER, 0, &packet(1000));
+        assert_eq!(
+            r.push(*LATER, 100_000_000, &packet(1000)),
+            Some(Ended::MaxLength)
+        );
         let rec = r.finish(Ended::MaxLength);
         assert_eq!(rec.samples.len(), 8000);
         assert_eq!(rec.duration(), Duration::from_secs(1));
@@ -281,16 +312,16 @@ mod tests {
     #[test]
     fn quiet_after_speech_ends_it_and_is_cut_off() {
         // Silence: RMS at most 200 for 1 s.
-        let mut r = Recorder::new(config(60_000, Some((200, 1000))));
+        let mut r = Recorder::new_at(config(60_000, Some((200, 1000))));
         let mut ts = 0u32;
         for _ in 0..50 {
-            assert_eq!(r.push(ts, &packet(3000)), None); // 1 s of sound
+            assert_eq!(r.push(*LATER, ts, &packet(3000)), None); // 1 s of sound
             ts += 160;
         }
         let mut ended = None;
         let mut quiet_packets = 0;
         while ended.is_none() {
-            ended = r.push(ts, &packet(50)); // line noise
+            ended = r.push(*LATER, ts, &packet(50)); // line noise
             ts += 160;
             quiet_packets += 1;
             assert!(quiet_packets <= 50, "not ended after 1 s of quiet");
@@ -304,11 +335,11 @@ mod tests {
 
     #[test]
     fn saying_nothing_from_the_start_ends_it_too() {
-        let mut r = Recorder::new(config(60_000, Some((200, 500))));
+        let mut r = Recorder::new_at(config(60_000, Some((200, 500))));
         let mut ended = None;
         let mut ts = 0;
         for _ in 0..25 {
-            ended = r.push(ts, &packet(0));
+            ended = r.push(*LATER, ts, &packet(0));
             ts += 160;
         }
         assert_eq!(ended, Some(Ended::Silence));
@@ -318,16 +349,53 @@ mod tests {
     #[test]
     fn a_gap_in_the_timestamps_counts_as_quiet() {
         // Silence suppression: the sender stops, then resumes 2 s later.
-        let mut r = Recorder::new(config(60_000, Some((200, 1000))));
-        r.push(0, &packet(3000));
-        assert_eq!(r.push(16_000, &packet(3000)), Some(Ended::Silence));
+        let mut r = Recorder::new_at(config(60_000, Some((200, 1000))));
+        r.push(*LATER, 0, &packet(3000));
+        assert_eq!(r.push(*LATER, 16_000, &packet(3000)), Some(Ended::Silence));
+        // The gap is not filled (nor kept): the sound before it.
+        assert_eq!(r.finish(Ended::Silence).samples.len(), 160);
+    }
+
+    #[test]
+    fn a_packet_ahead_of_the_clock_is_ignored() {
+        let start = Instant::now();
+        let mut r = Recorder::new(config(60_000, None), start);
+        r.push(start, 0, &packet(1000));
+        // Three seconds of timestamps at once: more than AHEAD past the clock.
+        assert_eq!(r.push(start, 24_000, &packet(1000)), None);
+        assert_eq!(
+            (r.ignored_packets(), r.duration()),
+            (1, Duration::from_millis(20))
+        );
+        // Two seconds later it is within AHEAD.
+        r.push(start + Duration::from_secs(2), 24_000, &packet(1000));
+        assert_eq!(r.duration(), Duration::from_millis(3020));
+    }
+
+    proptest::proptest! {
+        /// Whatever the far end sends — any timestamps, any payload lengths — nothing
+        /// panics and the recording is never longer than the longest.
+        #[test]
+        fn any_packets_stay_within_the_longest(
+            packets in proptest::collection::vec((proptest::num::u32::ANY, 0usize..400, proptest::num::u8::ANY), 0..60),
+            max_ms in 1u64..3000,
+            silence in proptest::option::of((0u16..4000, 1u64..2000)),
+        ) {
+            let mut r = Recorder::new_at(config(max_ms, silence));
+            for (ts, len, code) in packets {
+                let _ = r.push(*LATER, ts, &vec![code; len]);
+                proptest::prop_assert!(r.duration() <= Duration::from_millis(max_ms));
+            }
+            let rec = r.finish(Ended::Silence);
+            proptest::prop_assert!(rec.samples.len() as u64 <= max_ms * 8);
+        }
     }
 
     #[test]
     fn without_a_silence_setting_quiet_never_ends_it() {
-        let mut r = Recorder::new(config(60_000, None));
+        let mut r = Recorder::new_at(config(60_000, None));
         for i in 0..500u32 {
-            assert_eq!(r.push(i * 160, &packet(0)), None);
+            assert_eq!(r.push(*LATER, i * 160, &packet(0)), None);
         }
         assert_eq!(r.duration(), Duration::from_secs(10));
     }

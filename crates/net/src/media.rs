@@ -430,11 +430,14 @@ impl Engine {
             }
             Command::Record { id, max, silence } => {
                 if let Some(session) = self.sessions.get_mut(&id) {
-                    session.recorder = Some(Recorder::new(RecorderConfig {
-                        law: session.open.law,
-                        max,
-                        silence,
-                    }));
+                    session.recorder = Some(Recorder::new(
+                        RecorderConfig {
+                            law: session.open.law,
+                            max,
+                            silence,
+                        },
+                        now,
+                    ));
                 }
             }
             Command::StopRecording { id } => self.end_recording(id, Ended::Stopped),
@@ -744,7 +747,7 @@ fn on_rtp(shared: &Shared, id: SessionId, data: &[u8], from: SocketAddr) -> Opti
     };
     let recorded = match &mut session.recorder {
         Some(recorder) if packet.payload_type == session.open.payload_type => {
-            recorder.push(packet.timestamp, packet.payload)
+            recorder.push(now, packet.timestamp, packet.payload)
         }
         _ => None,
     };
