@@ -65,21 +65,16 @@ struct Heard {
     /// Arrival time and sequence number of each RTP packet.
     packets: Vec<(Instant, u16)>,
     from: Option<SocketAddr>,
-    /// When the key press was sent, if it was.
-    key_sent: Option<Instant>,
+    /// When each key press was sent, and how many packets had come by then.
+    keys_sent: Vec<(Instant, usize)>,
 }
 
 /// Reads RTP on `socket` until `quiet` passes without a packet after the first (or `limit`
-/// in all). With `key`, once `after` packets have come, sends that key press to where they
-/// came from as RFC 4733 telephone-events (payload type 101: the offer's): every packet
-/// with the same timestamp, the marker on the first, a growing duration, the end three
-/// times, 20 ms apart.
-fn listen(
-    socket: &UdpSocket,
-    key: Option<(char, usize)>,
-    quiet: Duration,
-    limit: Duration,
-) -> Heard {
+/// in all). For each of `keys` in turn, once `after` packets have come, sends that key press
+/// to where they came from as RFC 4733 telephone-events (payload type 101: the offer's):
+/// every packet with the same timestamp, the marker on the first, a growing duration, the
+/// end three times, 20 ms apart.
+fn listen(socket: &UdpSocket, keys: &[(char, usize)], quiet: Duration, limit: Duration) -> Heard {
     socket
         .set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
@@ -87,7 +82,7 @@ fn listen(
     let mut heard = Heard {
         packets: Vec::new(),
         from: None,
-        key_sent: None,
+        keys_sent: Vec::new(),
     };
     let mut buf = [0u8; 2048];
     let mut sender = Sender::new(0x4d45_4e55, 1000);
@@ -97,15 +92,18 @@ fn listen(
                 break;
             }
         }
-        if let (Some((k, after)), None, Some(to)) = (key, heard.key_sent, heard.from) {
+        let next = keys.get(heard.keys_sent.len());
+        if let (Some(&(k, after)), Some(to)) = (next, heard.from) {
             if heard.packets.len() >= after {
                 let digit = Digit::from_char(k).unwrap();
+                // Each press an event of its own: its own timestamp.
+                let timestamp = 160_000 + 16_000 * heard.keys_sent.len() as u32;
                 for p in digit_packets(digit, 800, 160) {
-                    let packet = sender.packet(101, p.marker, 160_000, &p.payload);
+                    let packet = sender.packet(101, p.marker, timestamp, &p.payload);
                     socket.send_to(&packet, to).unwrap();
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                heard.key_sent = Some(Instant::now());
+                heard.keys_sent.push((Instant::now(), heard.packets.len()));
             }
         }
         let Ok((n, from)) = socket.recv_from(&mut buf) else {
@@ -169,7 +167,7 @@ fn key_2_pressed_during_the_prompt_rings_bob_who_answers_the_caller() {
     // Ten packets (200 ms) of the 1.3 s prompt, then key 2: barge-in.
     let heard = listen(
         &audio,
-        Some(('2', 10)),
+        &[('2', 10)],
         Duration::from_secs(2),
         Duration::from_secs(20),
     );
@@ -180,8 +178,9 @@ fn key_2_pressed_during_the_prompt_rings_bob_who_answers_the_caller() {
     let statuses = run.statuses();
     assert!(statuses.contains(&183), "{statuses:?}");
     assert_eq!(run.finals(), vec![200], "{}", run.report());
-    let sent = heard
-        .key_sent
+    let (sent, _) = *heard
+        .keys_sent
+        .first()
         .unwrap_or_else(|| panic!("no RTP to answer\n{}", d.log()));
     assert!(heard.packets.len() >= 10);
     // The prompt stopped at the key: no packet of ours well after it.
@@ -213,12 +212,7 @@ fn no_key_plays_the_prompt_again_then_the_default_answers() {
     let port = audio.local_addr().unwrap().port();
     let caller = call(&d, port);
     // The prompt, a second of silence, the prompt again, a second: then carol rings.
-    let heard = listen(
-        &audio,
-        None,
-        Duration::from_secs(3),
-        Duration::from_secs(20),
-    );
+    let heard = listen(&audio, &[], Duration::from_secs(3), Duration::from_secs(20));
     let run = caller.finish(Duration::from_secs(40));
     assert!(run.success, "{}\ndaemon log:\n{}", run.report(), d.log());
     assert_eq!(run.finals(), vec![200], "{}", run.report());
@@ -245,6 +239,40 @@ fn no_key_plays_the_prompt_again_then_the_default_answers() {
         steps
             .iter()
             .any(|s| s.ends_with("menu main: no key after 2 prompts → default")),
+        "{steps:?}"
+    );
+}
+
+#[test]
+fn a_key_with_no_option_is_said_to_be_invalid_and_the_next_key_counts() {
+    let d = daemon();
+    let bob = phone(&d, "bob", "bob-secret");
+    let audio = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    let port = audio.local_addr().unwrap().port();
+    let caller = call(&d, port);
+    // Key 5 (no option) during the prompt: "that is not a valid option" (1.6 s) and the
+    // prompt again play; key 2 during them.
+    let heard = listen(
+        &audio,
+        &[('5', 10), ('2', 60)],
+        Duration::from_secs(2),
+        Duration::from_secs(20),
+    );
+    let run = caller.finish(Duration::from_secs(40));
+    assert!(run.success, "{}\ndaemon log:\n{}", run.report(), d.log());
+    assert_eq!(run.finals(), vec![200], "{}", run.report());
+    assert_eq!(
+        heard.keys_sent.len(),
+        2,
+        "the menu stopped sending after the bad key"
+    );
+    let bob = bob.finish(Duration::from_secs(20));
+    assert!(bob.success, "{}\ndaemon log:\n{}", bob.report(), d.log());
+    let steps = steps(&d);
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.ends_with("menu main: key 2 → user:bob")),
         "{steps:?}"
     );
 }

@@ -1099,7 +1099,11 @@ impl Calls {
             Happened::Ended { how } => {
                 b.media = None;
                 b.done = true;
-                tracing::info!(call_id = %call.call_id, branch, how, what = b.what, "local media over");
+                if b.what.starts_with("menu ") {
+                    tracing::info!(call_id = %call.call_id, branch, how, what = b.what, "menu over without a choice: its default");
+                } else {
+                    tracing::info!(call_id = %call.call_id, branch, how, "message");
+                }
                 call.exec.media_ended(branch, &how, now.mono);
                 self.drive(cx, key);
             }
@@ -1718,7 +1722,14 @@ fn start_local(
             b.done = true;
             // A flood of calls without an offer would repeat it: rate-limited.
             if switchboard_sip::log_limit::allow("message skipped") {
-                tracing::info!(call_id = %call.call_id, what = b.what, %why, "local media skipped");
+                match endpoint {
+                    Endpoint::Message(message) => {
+                        tracing::info!(call_id = %call.call_id, %message, %why, "message skipped")
+                    }
+                    Endpoint::Menu(menu) => {
+                        tracing::info!(call_id = %call.call_id, menu = menu.id, %why, "menu skipped: the call goes to its default")
+                    }
+                }
             }
             call.exec
                 .media_ended(branch, &format!("skipped: {why}"), cx.now.mono);

@@ -274,6 +274,8 @@ pub struct Media {
     config: MediaConfig,
     sessions: BTreeMap<SessionId, MediaSession>,
     next_id: u64,
+    /// Sessions that run a menu (none: no timer to look for, whatever the sessions).
+    menus: usize,
     pub(crate) stats: MediaStats,
 }
 
@@ -283,6 +285,7 @@ impl Media {
             config,
             sessions: BTreeMap::new(),
             next_id: 1,
+            menus: 0,
             stats: MediaStats::default(),
         }
     }
@@ -391,6 +394,7 @@ impl Media {
             signalling,
             self.config.rtp_timeout,
         ))));
+        self.menus += usize::from(menu.is_some());
         self.sessions.insert(
             id,
             MediaSession {
@@ -423,6 +427,9 @@ impl Media {
 
     /// When [`Media::timeout`] must next be called: the first menu's wait for a key to end.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.menus == 0 {
+            return None;
+        }
         self.sessions
             .values()
             .filter(|s| s.state == State::Playing)
@@ -437,6 +444,9 @@ impl Media {
         out: &mut VecDeque<Output>,
         now: Instant,
     ) -> Vec<(u64, BranchId, Happened)> {
+        if self.menus == 0 {
+            return Vec::new();
+        }
         let due: Vec<SessionId> = self
             .sessions
             .iter()
@@ -462,6 +472,13 @@ impl Media {
             }
         }
         happened
+    }
+
+    /// Removes a session from the table (the engine is done with it).
+    fn forget(&mut self, id: SessionId) -> Option<MediaSession> {
+        let s = self.sessions.remove(&id)?;
+        self.menus -= usize::from(s.menu.is_some());
+        Some(s)
     }
 
     /// Carries out what a menu decided for its session.
@@ -551,7 +568,7 @@ impl Media {
                 }
             }
             Event::Failed { id, why } => {
-                let s = self.sessions.remove(&id)?;
+                let s = self.forget(id)?;
                 self.stats.skipped += 1;
                 if switchboard_sip::log_limit::allow("media session not opened") {
                     tracing::warn!(session = id.0, %why, "media session could not be opened; message skipped");
@@ -595,7 +612,7 @@ impl Media {
                 None
             }
             Event::Closed { id, counters } => {
-                let s = self.sessions.remove(&id)?;
+                let s = self.forget(id)?;
                 tracing::debug!(
                     session = id.0,
                     call = s.call,
