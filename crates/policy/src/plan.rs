@@ -560,6 +560,11 @@ impl Planner<'_> {
             return Next::Final(480);
         };
         self.menus.push((id.to_string(), slot));
+        // A key is the caller's choice, not a loop: what the options reach is planned
+        // afresh ("0: reception" from reception's own no-answer menu rings reception
+        // again). This ends: a menu reached again is its step again, the path between
+        // two menus is bounded as any, and so is the plan.
+        let path = std::mem::take(&mut self.visiting);
         let mut options = Vec::new();
         for (key, target) in &spec.options {
             let next = self.target(target, Context::Direct, format!("menu {id}: key {key}"));
@@ -569,6 +574,7 @@ impl Planner<'_> {
                 next,
             });
         }
+        self.visiting = path;
         let default = match &spec.default {
             Target::Hangup => Next::Final(code),
             t => self.target(t, Context::Direct, format!("menu {id}: no choice")),

@@ -212,3 +212,44 @@ fn a_menu_is_planned_as_a_step_whose_keys_lead_to_planned_targets() {
         assert!(text.contains(line), "{line:?} in\n{text}");
     }
 }
+
+#[test]
+fn a_key_back_to_whoever_led_to_the_menu_rings_them_again() {
+    // Reception's no-answer is the menu; its key 0 rings reception again, whose no-answer
+    // is the menu's step again: a finite plan.
+    let p = load_in(
+        &POLICY.replace(
+            "\"#\" = \"menu:main\"",
+            "\"#\" = \"menu:main\", \"3\" = \"user:reception\"",
+        ),
+        Some(PROMPTS),
+    )
+    .unwrap();
+    let call = Call {
+        from: Caller::External("+15550100".into()),
+        to: "1000".into(),
+        call_id: "m2".into(),
+    };
+    let view = View::default()
+        .with_person("bob", 1)
+        .with_person("carol", 1)
+        .with_person("reception", 1);
+    let plan = plan(&p, &call, &view, chrono::Utc::now());
+    let Next::Step(ring) = plan.start else {
+        panic!("{plan}")
+    };
+    let Next::Step(m) = plan.steps[ring].on_no_answer else {
+        panic!("{plan}")
+    };
+    let Action::Menu { menu } = &plan.steps[m].action else {
+        panic!("{plan}")
+    };
+    let Next::Step(again) = menu.option('3').unwrap().next else {
+        panic!("{plan}")
+    };
+    assert!(
+        matches!(&plan.steps[again].action, Action::Ring { legs, .. } if matches!(&legs[0].target, LegTarget::Person { user, .. } if user == "reception")),
+        "{plan}"
+    );
+    assert_eq!(plan.steps[again].on_no_answer, Next::Step(m), "{plan}");
+}
