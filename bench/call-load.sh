@@ -12,7 +12,7 @@
 #                      [--seconds 10] [--hold 1000] [--answer-after 100] [--quiet-wait 120]
 #                      [--reruns 2] [--subjects "switchboard kamailio"]
 #                      [--scenarios "direct fork"] [--switchboard BIN] [--kamailio-shm MIB]
-#                      [--keep] [--out FILE]
+#                      [--media-sessions N] [--keep] [--out FILE]
 #
 #   --quick        smoke run: direct at "500 1000", fork at "500", 3 s per step
 #   --rates        offered rates of the direct scenario in calls/s, rising (default 1000 2000
@@ -34,6 +34,10 @@
 #   --switchboard  use this binary instead of building one
 #   --kamailio-shm Kamailio's shared memory pool in MiB (default 4096: with 1024 it ran out
 #                  of it at 8,000 calls/s, before it ran out of CPU)
+#   --media-sessions  Switchboard only (--subjects switchboard): during every step, N
+#                  callers listen to a message of the daemon's own in early media (a G.711
+#                  stream each, from its media engine), so that the steps show signalling
+#                  beside media; compare with a run without it (default 0: no media)
 #   --keep         keep the work directory (logs, SIPp traces, configs) and print its path
 #   --out FILE     also write the report to FILE
 #
@@ -83,6 +87,7 @@ scenarios="direct fork"
 sb_bin=""
 keep=0
 out=""
+media_sessions=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) rates="500 1000"; fork_rates="500"; seconds=3 ;;
@@ -97,6 +102,7 @@ while [ $# -gt 0 ]; do
     --scenarios) scenarios="$2"; shift ;;
     --switchboard) sb_bin="$2"; shift ;;
     --kamailio-shm) kamailio_shm="$2"; shift ;;
+    --media-sessions) media_sessions="$2"; shift ;;
     --keep) keep=1 ;;
     --out) out="$2"; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -107,7 +113,7 @@ done
 for v in "$seconds" $rates $fork_rates "$kamailio_shm"; do
   [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "not a positive integer: $v" >&2; exit 2; }
 done
-for v in "$hold" "$answer_after" "$quiet_wait" "$reruns"; do
+for v in "$hold" "$answer_after" "$quiet_wait" "$reruns" "$media_sessions"; do
   [[ "$v" =~ ^[0-9]+$ ]] || { echo "not a non-negative integer: $v" >&2; exit 2; }
 done
 for s in $subjects; do
@@ -116,6 +122,10 @@ done
 for s in $scenarios; do
   case "$s" in direct|fork) ;; *) echo "unknown scenario: $s (direct, fork)" >&2; exit 2 ;; esac
 done
+if [ "$media_sessions" -gt 0 ] && [ "$subjects" != switchboard ]; then
+  echo "--media-sessions: media is Switchboard's own; use it with --subjects switchboard" >&2
+  exit 2
+fi
 
 need sipp "apt-get install sip-tester"
 need python3 "apt-get install python3"
@@ -131,12 +141,14 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/sb-call-load.XXXXXX")
 sipp_pgid=""
 uas_pgids=()
 sampler_pid=""
+media_pgid=""
 
 cleanup() {
   local rc=$? g
   trap - EXIT INT TERM
   [ -n "$sipp_pgid" ] && kill_group "$sipp_pgid"
   for g in "${uas_pgids[@]}"; do kill_group "$g"; done
+  [ -n "$media_pgid" ] && kill_group "$media_pgid"
   [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null
   [ -n "$server_pgid" ] && kill_group "$server_pgid"
   wait 2>/dev/null || true
@@ -149,6 +161,84 @@ on_exit cleanup
 
 write_call_inputs
 
+# Media beside the calls: a user whose calls go (after a second without devices) to a
+# message of the daemon's own, a tone longer than any step, from a prompts directory of the
+# run's own; the config points [media] at it.
+media_settings=()
+media_notes=()
+if [ "$media_sessions" -gt 0 ]; then
+  message_secs=$((seconds * 3 + (hold + 999) / 1000 + 60))
+  mkdir -p "$work/prompts/en/messages"
+  python3 - "$work/prompts/en/messages/long.wav" "$message_secs" <<'PY'
+import math, struct, sys, wave
+path, secs = sys.argv[1], int(sys.argv[2])
+period = b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * i / 20))) for i in range(20))
+with wave.open(path, "wb") as w:
+    w.setnchannels(1)
+    w.setsampwidth(2)
+    w.setframerate(8000)
+    w.writeframes(period * (400 * secs))  # 400 periods of 20 samples a second: 400 Hz
+PY
+  cat >> "$work/policy.toml" <<'EOF'
+
+# The listeners' destination: a message of the daemon's own (bench/call-load.sh
+# --media-sessions).
+[users.announce]
+extension = "3000"
+ring_time = 1
+no_answer = "announcement:long"
+
+[destinations.long]
+kind = "announcement"
+message = "long"
+EOF
+  media_settings=("media.prompts=\"$work/prompts\"" "media.max_sessions=$((media_sessions + 100))")
+fi
+
+# Starts the listeners of a step (bench/sipp/media_early.xml) against the server on port $2,
+# from SIPp in $1, and waits until they have had time to be answered (500 new a second);
+# sets media_pgid.
+start_media_load() { # $1 = dir, $2 = server port
+  local dir=$1 port=$2 sport mport
+  mkdir -p "$dir"
+  sport=$(free_udp_port)
+  mport=$(free_udp_port)
+  local cmd=(sipp "127.0.0.1:$port" -sf "$here/sipp/media_early.xml" -s announce
+    -i 127.0.0.1 -p "$sport" -mp "$mport" -m "$media_sessions" -r 500 -l "$media_sessions"
+    -buff_size 4194304 -timeout "$((message_secs + 30))s" -nostdin -trace_err -trace_stat -trace_counts -fd 1)
+  commands+=("  ${cmd[*]}")
+  (
+    cd "$dir"
+    exec timeout -k 5 $((message_secs + 60)) "${cmd[@]}" > "$dir/sipp.out" 2>&1 < /dev/null
+  ) &
+  media_pgid=$!
+  sleep $((media_sessions / 500 + 3))
+}
+
+# Stops the listeners of a step in $1 and notes how many were still listening.
+stop_media_load() { # $1 = dir
+  local dir=$1 listening
+  kill_group "$media_pgid"
+  wait "$media_pgid" 2>/dev/null || true
+  media_pgid=""
+  listening=$(bench_dir=$here python3 - "$dir" <<'PY'
+import os, sys
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.environ["bench_dir"])
+import glob
+from sipp_stats import last_row, num
+s = last_row(sys.argv[1])
+early = "?"
+for path in glob.glob(os.path.join(sys.argv[1], "*_counts.csv")):
+    rows = [l.rstrip("\n").split(";") for l in open(path) if l.strip()]
+    if len(rows) >= 2:
+        early = sum(int(v or 0) for k, v in zip(rows[0], rows[-1]) if k.endswith("_183_Recv"))
+print(f"{early} answered 183 (the message playing), {num(s, 'CurrentCall')} listening at the end, {num(s, 'FailedCall(C)')} failed" if s else "no SIPp statistics")
+PY
+)
+  media_notes+=("step $step_no: $media_sessions listeners started, $listening")
+}
+
 sb_desc="not run"
 if [[ " $subjects " == *" switchboard "* ]]; then
   switchboard_binary
@@ -159,7 +249,7 @@ fi
 
 if [[ " $subjects " == *" switchboard "* ]]; then
   mkdir -p "$work/check"
-  write_call_config "$work/check" 5060
+  write_call_config "$work/check" 5060 "${media_settings[@]}"
   if ! "$sb_bin" check --config "$work/check/switchboard.toml" > "$work/check/check.out" 2>&1; then
     echo "switchboard check refuses the benchmark's config or policy:" >&2
     cat "$work/check/check.out" >&2
@@ -206,7 +296,7 @@ run_step() { # $1 = subject, $2 = scenario, $3 = rate
   local label
   case "$subject" in
     switchboard) label="switchboard (no auth, durable)"
-                 write_call_config "$dir" "$port"
+                 write_call_config "$dir" "$port" "${media_settings[@]}"
                  start_switchboard "$dir" "$port" ;;
     kamailio) label="kamailio (no auth, memory)"
               start_kamailio "$dir" "$port" ;;
@@ -241,6 +331,8 @@ run_step() { # $1 = subject, $2 = scenario, $3 = rate
       start_answering "$dir/uas-${roles[$i]}" "${uas_ports[$i]}" "$sf" "$ring" $((n * 10 + 1000)) $((global + 20))
     done
   fi
+
+  [ "$media_sessions" -gt 0 ] && start_media_load "$dir/media" "$port"
 
   # The calling SIPp. SIPp gives up on a call 5 s after its last transmission without the
   # expected response, and on the whole run after 3 x seconds + 10 s (+ the hold time);
@@ -281,6 +373,7 @@ run_step() { # $1 = subject, $2 = scenario, $3 = rate
   for g in "${uas_pgids[@]}"; do uas_cpu1=$(awk -v a="$uas_cpu1" -v b="$(group_cpu "$g")" 'BEGIN { print a + b }'); done
   for g in "${uas_pgids[@]}"; do kill_group "$g"; wait "$g" 2>/dev/null || true; done
   uas_pgids=()
+  [ -n "$media_pgid" ] && stop_media_load "$dir/media"
   kill "$sampler_pid" 2>/dev/null || true
   wait "$sampler_pid" 2>/dev/null || true
   sampler_pid=""
@@ -483,6 +576,14 @@ report() {
   echo "  A fresh server (and empty state directory) for every step; a subject stops a scenario"
   echo "  at the first rate where more than 0.1 % of the calls fail or under 90 % of the rate is"
   echo "  achieved (saturated). All SIPps and the server share the cores."
+  if [ "$media_sessions" -gt 0 ]; then
+    echo "- Media: during every step, $media_sessions callers (bench/sipp/media_early.xml, from"
+    echo "  one more SIPp, started 500 a second before the calls) listened in early media to a"
+    echo "  ${message_secs} s message of the daemon's own (a G.711 stream each from its media"
+    echo "  engine; server CPU includes the media thread's):"
+    local note
+    for note in "${media_notes[@]}"; do echo "  $note"; done
+  fi
   echo
   echo "Summary: the highest offered rate with at most 0.1 % failed calls and at least 90 % of it achieved."
   echo

@@ -16,6 +16,8 @@
 //!   488's Warning), our own offer, and what its answer agreed.
 //! - [`player`]: buffers of G.711 out as RTP packets paced at the packet time from a start
 //!   instant, never in bursts.
+//! - [`recorder`]: what the far end says, placed by RTP timestamp, bounded in length,
+//!   ended by quiet (a voicemail message, a greeting, a recorded name).
 //! - [`prompts`]: a language's recorded prompts (8 kHz 16-bit WAV), loaded with an
 //!   operator's own recordings in place of the generated ones.
 //! - [`say`]: numbers, digits, times and dates as sequences of prompt names, per language.
@@ -27,6 +29,7 @@ pub mod g711;
 pub mod offer_answer;
 pub mod player;
 pub mod prompts;
+pub mod recorder;
 pub mod rtcp;
 pub mod rtp;
 pub mod say;

@@ -11,10 +11,15 @@
 //! [`Event::Played`] once its last packet is sent, unless stopped or closed first), with
 //! [`Event::Digit`]s as the far end presses keys and [`Event::Timeout`] when it has sent
 //! nothing for the open's `rtp_timeout`; [`Command::Close`] → [`Event::Closed`] with the
-//! session's counters. After [`Event::Closed`] (or [`Event::Failed`]) the id is forgotten
-//! on both sides; commands for an unknown id are ignored.
+//! session's counters. A session may record what the far end says: [`Command::Record`] →
+//! [`Event::Recorded`] once the recording ends by itself (its longest, or quiet),
+//! on [`Command::StopRecording`], or when the session closes (before [`Event::Closed`]: a
+//! caller who hangs up has left a whole message). After [`Event::Closed`] (or
+//! [`Event::Failed`]) the id is forgotten on both sides; commands for an unknown id are
+//! ignored.
 
 use crate::g711::Law;
+use crate::recorder::{Recording, Silence};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +65,15 @@ pub enum Command {
     Play { id: SessionId, clips: Vec<Clip> },
     /// Stop playing at once and drop what is queued (no [`Event::Played`] for it).
     Stop { id: SessionId },
+    /// Start recording what the far end sends (replacing a recording in progress, which
+    /// is dropped): at most `max` long, ended by `silence` when given.
+    Record {
+        id: SessionId,
+        max: Duration,
+        silence: Option<Silence>,
+    },
+    /// End the recording in progress ([`Event::Recorded`]); nothing when there is none.
+    StopRecording { id: SessionId },
     /// End the session: its sockets are closed, its port pair freed.
     Close { id: SessionId },
 }
@@ -86,6 +100,8 @@ pub enum Event {
     Digit { id: SessionId, digit: char },
     /// Nothing received for the open's `rtp_timeout`.
     Timeout { id: SessionId },
+    /// A recording ended (see [`Command::Record`]): the audio and why it ended.
+    Recorded { id: SessionId, recording: Recording },
     /// The session is closed (after [`Command::Close`]).
     Closed { id: SessionId, counters: Counters },
 }

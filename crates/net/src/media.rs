@@ -42,6 +42,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use switchboard_media::dtmf;
 use switchboard_media::player::{Player, PlayerConfig};
+use switchboard_media::recorder::{Ended, Recorder, RecorderConfig};
 use switchboard_media::rtcp;
 use switchboard_media::rtp;
 use switchboard_media::session::{Command, Counters, Event, Open, SessionId};
@@ -154,11 +155,15 @@ impl MediaEngine {
             .name(THREAD_NAME.to_owned())
             .spawn(move || {
                 if let Some(priority) = priority {
-                    if let Err(e) = set_realtime(priority) {
-                        tracing::warn!(
+                    match set_realtime(priority) {
+                        Ok(()) => tracing::info!(
+                            "media: the media thread runs under SCHED_FIFO at priority {priority}"
+                        ),
+                        Err(e) => tracing::warn!(
                             "media: real-time priority {priority} refused ({e}); the media \
-                             thread runs at the normal policy"
-                        );
+                             thread runs at the normal policy (allow it with CAP_SYS_NICE or \
+                             an RLIMIT_RTPRIO of at least {priority}, systemd's LimitRTPRIO=)"
+                        ),
                     }
                 }
                 let local = tokio::task::LocalSet::new();
@@ -210,6 +215,8 @@ struct Session {
     plays: VecDeque<u64>,
     receiver: rtp::Receiver,
     keys: dtmf::Receiver,
+    /// The recording in progress ([`Command::Record`]).
+    recorder: Option<Recorder>,
     opened: Instant,
     /// An [`Event::Timeout`] was given and nothing has been received since.
     timed_out: bool,
@@ -421,7 +428,19 @@ impl Engine {
                     session.played = session.pushed;
                 }
             }
+            Command::Record { id, max, silence } => {
+                if let Some(session) = self.sessions.get_mut(&id) {
+                    session.recorder = Some(Recorder::new(RecorderConfig {
+                        law: session.open.law,
+                        max,
+                        silence,
+                    }));
+                }
+            }
+            Command::StopRecording { id } => self.end_recording(id, Ended::Stopped),
             Command::Close { id } => {
+                // A recording in progress is whole as it is: handed over first.
+                self.end_recording(id, Ended::Closed);
                 let Some(session) = self.sessions.remove(&id) else {
                     return;
                 };
@@ -539,6 +558,7 @@ impl Engine {
             plays: VecDeque::new(),
             receiver,
             keys: dtmf::Receiver::new(),
+            recorder: None,
             opened: now,
             timed_out: false,
             next_report: now + self.config.rtcp_interval,
@@ -555,6 +575,19 @@ impl Engine {
         self.in_use.insert(port);
         self.schedule(id, next);
         self.emit(Event::Opened { id, port });
+    }
+
+    /// Ends session `id`'s recording, if it has one, for `ended`: [`Event::Recorded`].
+    fn end_recording(&mut self, id: SessionId, ended: Ended) {
+        let Some(recorder) = self
+            .sessions
+            .get_mut(&id)
+            .and_then(|session| session.recorder.take())
+        else {
+            return;
+        };
+        let recording = recorder.finish(ended);
+        self.emit(Event::Recorded { id, recording });
     }
 
     /// Binds the first free pair from the cursor on, going round the range once: an even
@@ -709,6 +742,12 @@ fn on_rtp(shared: &Shared, id: SessionId, data: &[u8], from: SocketAddr) -> Opti
     } else {
         None
     };
+    let recorded = match &mut session.recorder {
+        Some(recorder) if packet.payload_type == session.open.payload_type => {
+            recorder.push(packet.timestamp, packet.payload)
+        }
+        _ => None,
+    };
     let mut wake = false;
     if session.timed_out {
         // Sound again: a later silence is a new timeout.
@@ -721,6 +760,9 @@ fn on_rtp(shared: &Shared, id: SessionId, data: &[u8], from: SocketAddr) -> Opti
             id,
             digit: key.to_char(),
         });
+    }
+    if let Some(ended) = recorded {
+        engine.end_recording(id, ended);
     }
     Some(wake)
 }

@@ -542,3 +542,154 @@ async fn a_flood_at_one_port_leaves_the_other_sessions_alone() {
     closed(&engine, &mut events, 30).await;
     engine.shutdown();
 }
+
+/// Sends `packets` 20 ms A-law packets of the constant `sample` from `from` to `to`, with
+/// timestamps from `timestamp` on (back to back, not paced: the recording goes by
+/// timestamps).
+async fn send_audio(
+    from: &UdpSocket,
+    to: SocketAddr,
+    sample: i16,
+    packets: usize,
+    sequence: &mut u16,
+    timestamp: &mut u32,
+) {
+    let payload = vec![Law::ALaw.encode_sample(sample); 160];
+    for _ in 0..packets {
+        let data = rtp::build(8, false, *sequence, *timestamp, 0x5EED, &payload);
+        from.send_to(&data, to).await.unwrap();
+        *sequence = sequence.wrapping_add(1);
+        *timestamp = timestamp.wrapping_add(160);
+        // A moment between packets: the engine reads them in order as they come.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The next recording of session `id` (digits before it are collected in `digits`).
+async fn recorded(
+    events: &mut Events,
+    id: u64,
+    digits: &mut Vec<char>,
+) -> switchboard_media::recorder::Recording {
+    loop {
+        match events.next().await {
+            Event::Recorded { id: got, recording } if got == SessionId(id) => return recording,
+            Event::Digit { digit, .. } => digits.push(digit),
+            Event::Timeout { .. } | Event::Played { .. } => {}
+            other => panic!("expected Recorded, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn records_what_is_said_until_quiet_with_keys_heard_meanwhile() {
+    use switchboard_media::recorder::{Ended, Silence};
+    let (engine, mut events) = engine(23_220, 23_239, 10);
+    let peer = socket(LOCALHOST).await;
+    let port = opened(
+        &engine,
+        &mut events,
+        open(20, Some(peer.local_addr().unwrap())),
+    )
+    .await;
+    let to = SocketAddr::new(LOCALHOST, port);
+    assert!(engine.command(Command::Record {
+        id: SessionId(20),
+        max: Duration::from_secs(60),
+        silence: Some(Silence {
+            level: 200,
+            after: Duration::from_millis(500),
+        }),
+    }));
+    let (mut sequence, mut timestamp) = (1u16, 80_000u32);
+    // Half a second of "speech", a key press between, then quiet.
+    send_audio(&peer, to, 3000, 25, &mut sequence, &mut timestamp).await;
+    send_digit(&peer, to, '7', &mut sequence, timestamp).await;
+    send_audio(&peer, to, 20, 30, &mut sequence, &mut timestamp).await;
+    let mut digits = Vec::new();
+    let recording = recorded(&mut events, 20, &mut digits).await;
+    assert_eq!(digits, ['7']);
+    assert_eq!(recording.ended, Ended::Silence);
+    // The speech, and 300 ms of the quiet after it.
+    assert_eq!(recording.samples.len(), 25 * 160 + 2400);
+    let spoken = Law::ALaw.decode_sample(Law::ALaw.encode_sample(3000));
+    assert!(recording.samples[..4000].iter().all(|&s| s == spoken));
+    // No second recording: sound after the end is not recorded.
+    send_audio(&peer, to, 3000, 5, &mut sequence, &mut timestamp).await;
+    let counters = closed(&engine, &mut events, 20).await;
+    assert_eq!(counters.packets_received, 25 + 30 + 5 + 7);
+    engine.shutdown();
+}
+
+#[tokio::test]
+async fn a_recording_is_handed_over_whole_when_stopped_or_closed() {
+    use switchboard_media::recorder::Ended;
+    let (engine, mut events) = engine(23_240, 23_259, 10);
+    let peer = socket(LOCALHOST).await;
+    let port = opened(
+        &engine,
+        &mut events,
+        open(21, Some(peer.local_addr().unwrap())),
+    )
+    .await;
+    let to = SocketAddr::new(LOCALHOST, port);
+    let record = Command::Record {
+        id: SessionId(21),
+        max: Duration::from_secs(60),
+        silence: None,
+    };
+    let (mut sequence, mut timestamp) = (1u16, 0u32);
+    // Stopped (a key, the core's decision): what came so far.
+    assert!(engine.command(record.clone()));
+    send_audio(&peer, to, 1000, 10, &mut sequence, &mut timestamp).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(engine.command(Command::StopRecording { id: SessionId(21) }));
+    let recording = recorded(&mut events, 21, &mut Vec::new()).await;
+    assert_eq!(
+        (recording.ended, recording.samples.len()),
+        (Ended::Stopped, 1600)
+    );
+    // Closed (the caller hung up): the recording comes before the session's end.
+    assert!(engine.command(record));
+    send_audio(&peer, to, 1000, 20, &mut sequence, &mut timestamp).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(engine.command(Command::Close { id: SessionId(21) }));
+    let recording = recorded(&mut events, 21, &mut Vec::new()).await;
+    assert_eq!(
+        (recording.ended, recording.samples.len()),
+        (Ended::Closed, 3200)
+    );
+    match events.next().await {
+        Event::Closed { id, .. } => assert_eq!(id, SessionId(21)),
+        other => panic!("expected Closed, got {other:?}"),
+    }
+    engine.shutdown();
+}
+
+#[tokio::test]
+async fn the_longest_recording_ends_by_itself() {
+    use switchboard_media::recorder::Ended;
+    let (engine, mut events) = engine(23_260, 23_279, 10);
+    let peer = socket(LOCALHOST).await;
+    let port = opened(
+        &engine,
+        &mut events,
+        open(22, Some(peer.local_addr().unwrap())),
+    )
+    .await;
+    let to = SocketAddr::new(LOCALHOST, port);
+    assert!(engine.command(Command::Record {
+        id: SessionId(22),
+        max: Duration::from_millis(200),
+        silence: None,
+    }));
+    let (mut sequence, mut timestamp) = (1u16, 0u32);
+    send_audio(&peer, to, 1000, 15, &mut sequence, &mut timestamp).await;
+    let recording = recorded(&mut events, 22, &mut Vec::new()).await;
+    assert_eq!(
+        (recording.ended, recording.samples.len()),
+        (Ended::MaxLength, 1600)
+    );
+    let _ = closed(&engine, &mut events, 22).await;
+    engine.shutdown();
+}

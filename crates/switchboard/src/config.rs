@@ -201,6 +201,7 @@ struct RawMedia {
     rtp_timeout_secs: Spanned<u64>,
     prompts: Option<String>,
     language: Spanned<String>,
+    realtime_priority: Spanned<u64>,
 }
 
 impl Default for RawMedia {
@@ -215,6 +216,7 @@ impl Default for RawMedia {
             rtp_timeout_secs: Spanned::new(0..0, 30),
             prompts: None,
             language: Spanned::new(0..0, "en".into()),
+            realtime_priority: Spanned::new(0..0, 10),
         }
     }
 }
@@ -241,6 +243,9 @@ pub struct MediaSettings {
     pub prompts: Option<PathBuf>,
     /// The language of the prompts and of the phrases put together from them.
     pub language: String,
+    /// The media thread's `SCHED_FIFO` priority (see
+    /// `switchboard_net::media::MediaConfig::realtime_priority`); None: the normal policy.
+    pub realtime_priority: Option<u8>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1258,6 +1263,7 @@ impl Config {
         let last_port = range(&m.last_port, "media.last_port", 1025, 65_535);
         let media_sessions = range(&m.max_sessions, "media.max_sessions", 1, 100_000);
         let rtp_timeout = range(&m.rtp_timeout_secs, "media.rtp_timeout_secs", 1, 3600);
+        let realtime_priority = range(&m.realtime_priority, "media.realtime_priority", 0, 99);
         if last_port <= first_port {
             err(
                 m.last_port.span(),
@@ -1373,6 +1379,7 @@ impl Config {
                 rtp_timeout: std::time::Duration::from_secs(rtp_timeout),
                 prompts: m.prompts.as_deref().map(resolve),
                 language,
+                realtime_priority: (realtime_priority > 0).then_some(realtime_priority as u8),
             },
         })
     }
@@ -1594,8 +1601,9 @@ mod tests {
         assert_eq!(m.advertise, None);
         assert_eq!(m.language, "en");
         assert_eq!(m.rtp_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(m.realtime_priority, Some(10));
         let text = format!(
-            "{base}[media]\nbind = \"127.0.0.1\"\nadvertise = \"192.0.2.7\"\nfirst_port = 30000\nlast_port = 30099\nprompts = \"voice\"\n"
+            "{base}[media]\nbind = \"127.0.0.1\"\nadvertise = \"192.0.2.7\"\nfirst_port = 30000\nlast_port = 30099\nprompts = \"voice\"\nrealtime_priority = 0\n"
         );
         let m = Config::parse(&text, "x.toml", Some(Path::new("/etc/sb")))
             .unwrap()
@@ -1603,8 +1611,9 @@ mod tests {
         assert_eq!(m.advertise, Some([192, 0, 2, 7].into()));
         assert_eq!((m.first_port, m.last_port), (30_000, 30_099));
         assert_eq!(m.prompts, Some(PathBuf::from("/etc/sb/voice")));
+        assert_eq!(m.realtime_priority, None);
         let text = format!(
-            "{base}[media]\nbind = \"here\"\nadvertise = \"0.0.0.0\"\nfirst_port = 30000\nlast_port = 30000\nmax_sessions = 0\nlanguage = \"xx\"\n"
+            "{base}[media]\nbind = \"here\"\nadvertise = \"0.0.0.0\"\nfirst_port = 30000\nlast_port = 30000\nmax_sessions = 0\nlanguage = \"xx\"\nrealtime_priority = 100\n"
         );
         let e = refused(&text);
         assert_eq!(
@@ -1613,6 +1622,7 @@ mod tests {
                 ("x.toml", "media.bind", 5),
                 ("x.toml", "media.advertise", 6),
                 ("x.toml", "media.max_sessions", 9),
+                ("x.toml", "media.realtime_priority", 11),
                 ("x.toml", "media.last_port", 8),
                 ("x.toml", "media.language", 10),
             ],

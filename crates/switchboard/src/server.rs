@@ -85,6 +85,7 @@ fn start_media(
         first_port: m.first_port,
         last_port: m.last_port,
         max_sessions: m.max_sessions,
+        realtime_priority: m.realtime_priority,
         ..EngineConfig::default()
     })
     .context("starting the media engine")?;

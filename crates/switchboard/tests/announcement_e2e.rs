@@ -8,10 +8,11 @@
 
 mod common;
 
+use common::rtp::{check_heard, receive_rtp};
 use common::*;
 use std::net::UdpSocket;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use switchboard_media::g711::Law;
 use switchboard_media::prompts::Prompts;
 use switchboard_media::say::{self, ClockTime, HourCycle};
@@ -25,47 +26,6 @@ extension = "1002"
 incoming = "reject"
 reject_reason = "In a meeting"
 "#;
-
-/// One RTP packet as received: sequence number, payload type, payload.
-struct Packet {
-    seq: u16,
-    pt: u8,
-    payload: Vec<u8>,
-}
-
-/// Reads RTP on `socket` until `quiet` passes without a packet after the first (or
-/// `limit` in all).
-fn receive_rtp(socket: &UdpSocket, quiet: Duration, limit: Duration) -> Vec<Packet> {
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let start = Instant::now();
-    let mut last = None;
-    let mut packets = Vec::new();
-    let mut buf = [0u8; 2048];
-    while start.elapsed() < limit {
-        if let Some(at) = last {
-            if Instant::now().duration_since(at) > quiet {
-                break;
-            }
-        }
-        let Ok(n) = socket.recv(&mut buf) else {
-            continue;
-        };
-        let p = &buf[..n];
-        // A plain RTP header (version 2, no CSRC, no extension): 12 octets.
-        if n < 12 || p[0] >> 6 != 2 || p[0] & 0x1f != 0 {
-            continue;
-        }
-        packets.push(Packet {
-            seq: u16::from_be_bytes([p[2], p[3]]),
-            pt: p[1] & 0x7f,
-            payload: p[12..].to_vec(),
-        });
-        last = Some(Instant::now());
-    }
-    packets
-}
 
 /// Puts bob in a meeting that ends in a few minutes, on the minute (UTC: he has no
 /// schedule), and gives the prompts a caller must hear, rendered from the prompt files:
@@ -157,27 +117,8 @@ fn a_meeting_profile_is_announced_with_its_end_time_then_refused() {
 
     // The RTP: PCMU, in order, one stream, exactly the prompts (the last packet filled
     // up with silence).
-    assert!(!packets.is_empty(), "no RTP\n{}", d.log());
-    assert!(packets.iter().all(|p| p.pt == 0));
-    for w in packets.windows(2) {
-        assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "lost or reordered");
-    }
-    assert!(packets.iter().all(|p| p.payload.len() == 160));
-    let heard: Vec<u8> = packets.iter().flat_map(|p| p.payload.clone()).collect();
-    assert!(
-        heard.len() >= expected.len(),
-        "{} < {}",
-        heard.len(),
-        expected.len()
-    );
-    assert!(heard.len() - expected.len() < 160);
-    assert!(
-        heard[..expected.len()] == expected[..],
-        "the audio differs from the prompts {names:?}"
-    );
-    assert!(heard[expected.len()..]
-        .iter()
-        .all(|&b| b == Law::MuLaw.silence()));
+    check_heard(&packets, 0, &expected, Law::MuLaw.silence())
+        .unwrap_or_else(|e| panic!("{e}: the prompts {names:?}\n{}", d.log()));
     // Played to its end, the session closed, as the metrics say.
     assert!(d.log_contains("played"), "{}", d.log());
     let (_, metrics) = admin_api(&d, "GET", "/metrics", "");

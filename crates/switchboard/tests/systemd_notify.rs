@@ -111,6 +111,10 @@ fn unit_file_declares_notify_and_hardening() {
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "ExecReload=/bin/kill -HUP $MAINPID",
+        // The media thread's real-time priority ([media] realtime_priority = 10).
+        "LimitRTPRIO=10",
+        "RestrictRealtime=no",
+        "SystemCallFilter=sched_setscheduler",
     ] {
         assert!(unit.lines().any(|l| l.trim() == line), "missing {line}");
     }

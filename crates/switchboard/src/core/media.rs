@@ -605,6 +605,15 @@ impl Media {
                     }
                 }
             }
+            Event::Recorded { id, recording } => {
+                // No session records yet (voicemail will): nothing waits for it.
+                tracing::debug!(
+                    session = id.0,
+                    ms = recording.duration().as_millis() as u64,
+                    "recording ended unasked for; dropped"
+                );
+                None
+            }
             Event::Timeout { id } => {
                 // A caller in early media need not send anything (many phones do not):
                 // silence does not end a message; the step's own bound does.

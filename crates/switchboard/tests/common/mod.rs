@@ -14,6 +14,7 @@
 
 pub mod carrier;
 pub mod dns;
+pub mod rtp;
 
 use std::collections::HashSet;
 use std::io::{Read as _, Write as _};
@@ -1016,9 +1017,16 @@ impl Uas {
 }
 
 impl Drop for Uas {
+    /// Stops the server and removes its work directory (its traces), which a failing
+    /// test keeps with `SWITCHBOARD_E2E_KEEP` set, as the daemon's.
     fn drop(&mut self) {
         if let Some(mut p) = self.proc.take() {
             p.kill();
+        }
+        if std::thread::panicking() && std::env::var_os("SWITCHBOARD_E2E_KEEP").is_some() {
+            eprintln!("SIPp server directory kept: {}", self.work.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.work);
         }
     }
 }

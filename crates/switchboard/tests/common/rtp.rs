@@ -1,0 +1,82 @@
+//! RTP as a caller's audio port receives it: the tests' own socket stands for a phone's.
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+/// One RTP packet as received: sequence number, payload type, payload, and when.
+pub struct Packet {
+    pub at: Instant,
+    pub seq: u16,
+    pub pt: u8,
+    pub payload: Vec<u8>,
+}
+
+/// Reads RTP on `socket` until `quiet` passes without a packet after the first (or
+/// `limit` in all).
+pub fn receive_rtp(socket: &UdpSocket, quiet: Duration, limit: Duration) -> Vec<Packet> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let start = Instant::now();
+    let mut last = None;
+    let mut packets = Vec::new();
+    let mut buf = [0u8; 2048];
+    while start.elapsed() < limit {
+        if let Some(at) = last {
+            if Instant::now().duration_since(at) > quiet {
+                break;
+            }
+        }
+        let Ok(n) = socket.recv(&mut buf) else {
+            continue;
+        };
+        let p = &buf[..n];
+        // A plain RTP header (version 2, no CSRC, no extension): 12 octets.
+        if n < 12 || p[0] >> 6 != 2 || p[0] & 0x1f != 0 {
+            continue;
+        }
+        packets.push(Packet {
+            at: Instant::now(),
+            seq: u16::from_be_bytes([p[2], p[3]]),
+            pt: p[1] & 0x7f,
+            payload: p[12..].to_vec(),
+        });
+        last = Some(Instant::now());
+    }
+    packets
+}
+
+/// Whether `packets` are one stream, in order, of payload type `pt` and 20 ms (160 codes)
+/// each, whose payload is exactly `expected` then `silence` up to the end of the last
+/// packet: what a caller hears of a message. Or what differs.
+pub fn check_heard(packets: &[Packet], pt: u8, expected: &[u8], silence: u8) -> Result<(), String> {
+    if packets.is_empty() {
+        return Err("no RTP".into());
+    }
+    if let Some(p) = packets.iter().find(|p| p.pt != pt) {
+        return Err(format!("payload type {} (not {pt})", p.pt));
+    }
+    for w in packets.windows(2) {
+        if w[1].seq != w[0].seq.wrapping_add(1) {
+            return Err(format!("lost or reordered: {} then {}", w[0].seq, w[1].seq));
+        }
+    }
+    if let Some(p) = packets.iter().find(|p| p.payload.len() != 160) {
+        return Err(format!("a packet of {} codes", p.payload.len()));
+    }
+    let heard: Vec<u8> = packets.iter().flat_map(|p| p.payload.clone()).collect();
+    if heard.len() < expected.len() || heard.len() - expected.len() >= 160 {
+        return Err(format!(
+            "{} codes heard, {} expected",
+            heard.len(),
+            expected.len()
+        ));
+    }
+    if heard[..expected.len()] != expected[..] {
+        return Err("the audio differs from the prompts".into());
+    }
+    if !heard[expected.len()..].iter().all(|&b| b == silence) {
+        return Err("the last packet is not filled up with silence".into());
+    }
+    Ok(())
+}
