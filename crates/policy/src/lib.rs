@@ -21,8 +21,8 @@ pub use load::{
 pub use model::*;
 pub use numbers::{NumberFormat, NumberPlan};
 pub use plan::{
-    plan, Action, CallerIdRule, Leg, LegTarget, LocalTime, Message, Next, ProfileMessage,
-    RoutePlan, Step,
+    plan, Action, CallerIdRule, Leg, LegTarget, LocalTime, Menu, MenuOption, Message, Next,
+    ProfileMessage, RoutePlan, Step,
 };
 pub use profile::{build_profile, number_problem, ProfileDraft, ProfileProblem};
 pub use view::{Call, Caller, DeviceView, GroupMemory, PersonView, View, ViewSource};

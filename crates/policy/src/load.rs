@@ -120,8 +120,16 @@ struct RawDestination {
     uri: Option<S>,
     /// An announcement the daemon plays itself (instead of `uri`).
     message: Option<S>,
-    /// The final response after that message.
+    /// The final response after that message (or after a menu with no choice).
     code: Option<Spanned<i64>>,
+    /// A menu the daemon serves itself (instead of `uri`): the message saying its options.
+    prompt: Option<S>,
+    /// Key → target.
+    options: Option<Spanned<Map<S>>>,
+    timeout_secs: Option<Spanned<i64>>,
+    retries: Option<Spanned<i64>>,
+    invalid: Option<S>,
+    default: Option<S>,
 }
 
 #[derive(Deserialize)]
@@ -829,6 +837,174 @@ impl Builder {
         }
     }
 
+    /// A menu the daemon serves itself (`kind = "menu"` without `uri`): its prompt, options,
+    /// timeout, retries, invalid-key message and default, every one checked.
+    fn menu(&mut self, src: &Source, key: &str, id: &S, raw: &RawDestination) -> Option<MenuSpec> {
+        let Some(prompt) = &raw.prompt else {
+            self.err(
+                src,
+                id.span(),
+                format!("{key}.prompt"),
+                "a menu the daemon serves itself needs a prompt (the message saying its options), or a uri of a media server",
+            );
+            return None;
+        };
+        self.prompt_exists(src, prompt, format!("{key}.prompt"));
+        let mut options = Vec::new();
+        match &raw.options {
+            None => self.err(
+                src,
+                id.span(),
+                format!("{key}.options"),
+                "a menu needs options: { \"1\" = \"user:ID\", \"2\" = \"team:ID\", … }",
+            ),
+            Some(map) if map.get_ref().is_empty() => self.err(
+                src,
+                map.span(),
+                format!("{key}.options"),
+                "a menu needs at least one option",
+            ),
+            Some(map) => {
+                for (k, v) in map.get_ref() {
+                    let okey = format!("{key}.options.{}", k.get_ref());
+                    let digit = match k.get_ref().chars().collect::<Vec<_>>()[..] {
+                        [c] if MENU_KEYS.contains(&c) => c,
+                        _ => {
+                            self.err(
+                                src,
+                                k.span(),
+                                okey,
+                                format!(
+                                    "{:?} is not a key of a phone: use one of 0-9, * or #",
+                                    k.get_ref()
+                                ),
+                            );
+                            continue;
+                        }
+                    };
+                    if let Some(t) = self.target(src, v, okey) {
+                        options.push((digit, t));
+                    }
+                }
+            }
+        }
+        options.sort_by_key(|(k, _)| MENU_KEYS.iter().position(|x| x == k));
+        let timeout_secs = match &raw.timeout_secs {
+            None => 5,
+            Some(t) if (1..=i64::from(MAX_MENU_TIMEOUT)).contains(t.get_ref()) => {
+                *t.get_ref() as u32
+            }
+            Some(t) => {
+                self.err(
+                    src,
+                    t.span(),
+                    format!("{key}.timeout_secs"),
+                    format!(
+                        "{} seconds is out of range: use 1 to {MAX_MENU_TIMEOUT}",
+                        t.get_ref()
+                    ),
+                );
+                5
+            }
+        };
+        let retries = match &raw.retries {
+            None => 2,
+            Some(r) if (0..=i64::from(MAX_MENU_RETRIES)).contains(r.get_ref()) => {
+                *r.get_ref() as u32
+            }
+            Some(r) => {
+                self.err(
+                    src,
+                    r.span(),
+                    format!("{key}.retries"),
+                    format!(
+                        "{} is out of range: use 0 to {MAX_MENU_RETRIES}",
+                        r.get_ref()
+                    ),
+                );
+                2
+            }
+        };
+        let invalid = match &raw.invalid {
+            Some(m) => {
+                self.prompt_exists(src, m, format!("{key}.invalid"));
+                Some(m.get_ref().trim().to_string())
+            }
+            // The phrase "that is not a valid option", when the prompts have it.
+            None => self
+                .context
+                .prompts
+                .as_ref()
+                .is_some_and(|p| p.contains("phrases/invalid_option"))
+                .then(|| "invalid_option".to_string()),
+        };
+        let default = match &raw.default {
+            None => Target::Hangup,
+            Some(d) => self
+                .target(src, d, format!("{key}.default"))
+                .unwrap_or(Target::Hangup),
+        };
+        let own = Target::Destination(DestinationKind::Menu, id.get_ref().clone());
+        if let (true, Some(d)) = (default == own, &raw.default) {
+            self.warn(
+                src,
+                d.span(),
+                format!("{key}.default"),
+                "the default leads back to this menu: a caller who presses nothing hears it \
+                 again and again until the call's step bound ends it"
+                    .into(),
+            );
+        }
+        Some(MenuSpec {
+            prompt: prompt.get_ref().trim().to_string(),
+            options,
+            timeout_secs,
+            retries,
+            invalid,
+            default,
+        })
+    }
+
+    /// The menu keys of a destination that is no menu of the daemon's own are refused.
+    fn not_a_menu(&mut self, src: &Source, key: &str, raw: &RawDestination) {
+        let spans = [
+            ("prompt", raw.prompt.as_ref().map(|v| v.span())),
+            ("options", raw.options.as_ref().map(|v| v.span())),
+            ("timeout_secs", raw.timeout_secs.as_ref().map(|v| v.span())),
+            ("retries", raw.retries.as_ref().map(|v| v.span())),
+            ("invalid", raw.invalid.as_ref().map(|v| v.span())),
+            ("default", raw.default.as_ref().map(|v| v.span())),
+        ];
+        for (name, span) in spans {
+            if let Some(span) = span {
+                self.err(
+                    src,
+                    span,
+                    format!("{key}.{name}"),
+                    format!(
+                        "{name} belongs to a menu the daemon serves itself (kind = \"menu\" without uri)"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// A message the policy names must have a prompt (when the daemon said which it has).
+    fn prompt_exists(&mut self, src: &Source, m: &S, key: String) {
+        if !self.context.has_message(m.get_ref()) {
+            self.err(
+                src,
+                m.span(),
+                key,
+                format!(
+                    "no prompt is named {:?}: record it as messages/{}.wav in [media] prompts, or name a phrase of prompts/",
+                    m.get_ref(),
+                    m.get_ref()
+                ),
+            );
+        }
+    }
+
     fn doc(&mut self, src: &Source, doc: RawDoc) {
         for (id, raw) in doc.destinations {
             let key = format!("destinations.{}", id.get_ref());
@@ -846,7 +1022,15 @@ impl Builder {
             });
             let mut uri = String::new();
             let mut message = None;
+            let own_menu = kind == DestinationKind::Menu && raw.uri.is_none();
+            let menu = if own_menu {
+                self.menu(src, &key, &id, &raw)
+            } else {
+                self.not_a_menu(src, &key, &raw);
+                None
+            };
             match (&raw.uri, &raw.message) {
+                (None, None) if own_menu => {}
                 (Some(u), None) => {
                     uri = u.get_ref().trim().to_string();
                     if !(uri.starts_with("sip:") || uri.starts_with("sips:")) {
@@ -889,17 +1073,18 @@ impl Builder {
                     src,
                     id.span(),
                     format!("{key}.uri"),
-                    "a destination needs a uri (an announcement may have a message instead)",
+                    "a destination needs a uri (an announcement may have a message instead, a menu a prompt)",
                 ),
             }
+            let menu_hangs_up = menu.is_some() && raw.default.is_none();
             let code = match &raw.code {
                 None => 480,
-                Some(c) if message.is_none() => {
+                Some(c) if message.is_none() && !menu_hangs_up => {
                     self.err(
                         src,
                         c.span(),
                         format!("{key}.code"),
-                        "code is the final response after the daemon's own message: only with message",
+                        "code is the final response after the daemon's own message (only with message), or of its own menu when it has no default",
                     );
                     480
                 }
@@ -929,6 +1114,7 @@ impl Builder {
                 uri,
                 message,
                 code,
+                menu,
             };
             self.policy.destinations.insert(d.id.clone(), d);
         }

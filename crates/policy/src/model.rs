@@ -107,8 +107,41 @@ pub struct Destination {
     /// An `announcement` without `uri`: the message (a prompt's name) the daemon plays to
     /// the caller itself, then the call ends with `code`.
     pub message: Option<String>,
-    /// The final response after the daemon's own message (default 480).
+    /// The final response after the daemon's own message, or when the daemon's own menu
+    /// ends without a choice and has no `default` (default 480).
     pub code: u16,
+    /// A `menu` without `uri`: the IVR menu the daemon serves itself.
+    pub menu: Option<MenuSpec>,
+}
+
+/// Keys a caller can press in a menu, in the order a menu lists them.
+pub const MENU_KEYS: [char; 12] = ['1', '2', '3', '4', '5', '6', '7', '8', '9', '0', '*', '#'];
+
+/// Most seconds a menu waits for a key after its prompt.
+pub const MAX_MENU_TIMEOUT: u32 = 60;
+
+/// Most times a menu's prompt is played again.
+pub const MAX_MENU_RETRIES: u32 = 9;
+
+/// The daemon's own IVR menu (a `menu` destination without `uri`): its prompt is played to
+/// the caller in early media, and the key they press (RFC 4733) sends the call on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MenuSpec {
+    /// The message (a prompt's name) that says the options.
+    pub prompt: String,
+    /// Key → where the call goes, in [`MENU_KEYS`] order.
+    pub options: Vec<(char, Target)>,
+    /// Seconds to wait for a key once the prompt has been played (1 to
+    /// [`MAX_MENU_TIMEOUT`]; default 5).
+    pub timeout_secs: u32,
+    /// How often the prompt is played again after a timeout or a key with no option
+    /// (0 to [`MAX_MENU_RETRIES`]; default 2).
+    pub retries: u32,
+    /// The message played on a key with no option (None: none, the prompt again).
+    pub invalid: Option<String>,
+    /// Where the call goes when the retries are used up ([`Target::Hangup`]: it ends with
+    /// the destination's `code`).
+    pub default: Target,
 }
 
 /// What happens to a call for someone already in a call (with call waiting off) or busy.

@@ -11,13 +11,14 @@ use crate::view::{Call, Caller, GroupMemory, PersonView, ViewSource};
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use std::fmt;
 
-/// Most steps a plan holds; a chain longer than this ends in a rejection.
-pub const MAX_STEPS: usize = 16;
+/// Most steps a plan holds; a chain longer than this ends in a rejection (a menu plans
+/// every one of its options, so a plan with menus holds more than a chain of ring steps).
+pub const MAX_STEPS: usize = 32;
 /// Most legs in one ring step.
 pub const MAX_LEGS: usize = 64;
 
 /// Where a step's outcome leads.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Next {
     /// Go on with the step at this index.
     Step(usize),
@@ -84,6 +85,11 @@ pub enum Action {
     /// Play a message to the caller (early media), then go on to `on_no_answer` (also
     /// when it cannot be played: then it is skipped with a log line).
     Message { message: Message },
+    /// The daemon's own IVR menu (early media): the prompt plays, the caller presses a key
+    /// (RFC 4733), and the call goes on to that key's option. When the retries are used up
+    /// without a choice — or the menu cannot be played (no media, no SDP offer, no codec in
+    /// common) — it goes on to `on_no_answer`, the menu's default.
+    Menu { menu: Menu },
     /// Hand the call to a destination of the media server.
     Destination {
         id: String,
@@ -92,6 +98,41 @@ pub enum Action {
     },
     /// Refuse the call.
     Reject { code: u16, reason: String },
+}
+
+/// A menu step: what the caller hears and where each key leads.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Menu {
+    /// The destination's id (`[destinations.ID]`).
+    pub id: String,
+    /// The message that says the options.
+    pub prompt: String,
+    /// The message played on a key with no option (None: the prompt again only).
+    pub invalid: Option<String>,
+    /// Seconds the menu waits for a key once its prompt has been played.
+    pub timeout_secs: u32,
+    /// How often the prompt is played again after a timeout or a key with no option.
+    pub retries: u32,
+    /// Each key and where it leads.
+    pub options: Vec<MenuOption>,
+}
+
+/// One key of a menu.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MenuOption {
+    /// `0`–`9`, `*` or `#`.
+    pub key: char,
+    /// The target as the policy writes it (`team:sales`), for explain and the history.
+    pub target: String,
+    /// Where the call goes when the key is pressed.
+    pub next: Next,
+}
+
+impl Menu {
+    /// Where key `key` leads, if the menu has it.
+    pub fn option(&self, key: char) -> Option<&MenuOption> {
+        self.options.iter().find(|o| o.key == key)
+    }
 }
 
 /// What a message says.
@@ -193,6 +234,10 @@ struct Planner<'a> {
     notes: Vec<String>,
     /// Targets already planned on this path, to stop loops validation did not catch.
     visiting: Vec<Target>,
+    /// The daemon's own menus planned so far and their steps: a key that leads back to a
+    /// menu goes to its step again (the plan stays finite; the executor bounds the steps
+    /// a call enters).
+    menus: Vec<(String, usize)>,
 }
 
 /// Plans a call. Pure: reads only its arguments.
@@ -205,6 +250,7 @@ pub fn plan(policy: &Policy, call: &Call, view: &dyn ViewSource, now: DateTime<U
         steps: Vec::new(),
         notes: Vec::new(),
         visiting: Vec::new(),
+        menus: Vec::new(),
     };
     let start = p.entry();
     RoutePlan {
@@ -413,6 +459,12 @@ impl Planner<'_> {
 
     /// Plans a target; returns where to go to reach it.
     fn target(&mut self, target: &Target, ctx: Context, why: String) -> Next {
+        if let Target::Destination(DestinationKind::Menu, id) = target {
+            if let Some((_, slot)) = self.menus.iter().find(|(m, _)| m == id) {
+                // Back to a menu already in the plan (a key that says "main menu").
+                return Next::Step(*slot);
+            }
+        }
         if self.visiting.contains(target) || self.visiting.len() > 8 {
             self.note(format!(
                 "{target} would be reached again ({why}): the call stops here"
@@ -489,6 +541,9 @@ impl Planner<'_> {
                 why,
             });
         }
+        if let Some(spec) = d.menu.clone() {
+            return self.menu(&d.id.clone(), &spec, d.code, why);
+        }
         let (uri, id) = (d.uri.clone(), d.id.clone());
         self.push(Step {
             action: Action::Destination { id, kind, uri },
@@ -497,6 +552,50 @@ impl Planner<'_> {
             on_unavailable: Next::Final(480),
             why,
         })
+    }
+
+    /// The daemon's own menu `id`: a step whose options are planned as any target is.
+    fn menu(&mut self, id: &str, spec: &MenuSpec, code: u16, why: String) -> Next {
+        let Some(slot) = self.reserve() else {
+            return Next::Final(480);
+        };
+        self.menus.push((id.to_string(), slot));
+        // A key is the caller's choice, not a loop: what the options reach is planned
+        // afresh ("0: reception" from reception's own no-answer menu rings reception
+        // again). This ends: a menu reached again is its step again, the path between
+        // two menus is bounded as any, and so is the plan.
+        let path = std::mem::take(&mut self.visiting);
+        let mut options = Vec::new();
+        for (key, target) in &spec.options {
+            let next = self.target(target, Context::Direct, format!("menu {id}: key {key}"));
+            options.push(MenuOption {
+                key: *key,
+                target: target.to_string(),
+                next,
+            });
+        }
+        self.visiting = path;
+        let default = match &spec.default {
+            Target::Hangup => Next::Final(code),
+            t => self.target(t, Context::Direct, format!("menu {id}: no choice")),
+        };
+        self.steps[slot] = Step {
+            action: Action::Menu {
+                menu: Menu {
+                    id: id.to_string(),
+                    prompt: spec.prompt.clone(),
+                    invalid: spec.invalid.clone(),
+                    timeout_secs: spec.timeout_secs,
+                    retries: spec.retries,
+                    options,
+                },
+            },
+            on_no_answer: default.clone(),
+            on_busy: default.clone(),
+            on_unavailable: default,
+            why,
+        };
+        Next::Step(slot)
     }
 
     fn is_open(&self, schedule: Option<&str>) -> bool {
@@ -1162,6 +1261,25 @@ impl fmt::Display for RoutePlan {
                     "  play message {message} to the caller (early media), then: {}",
                     s.on_no_answer
                 )?,
+                Action::Menu { menu } => {
+                    writeln!(
+                        f,
+                        "  menu {} (early media): play {}, wait {} s for a key, {} more \
+                         time(s) after no key or a key with no option{}",
+                        menu.id,
+                        menu.prompt,
+                        menu.timeout_secs,
+                        menu.retries,
+                        match &menu.invalid {
+                            Some(m) => format!(" (then {m})"),
+                            None => String::new(),
+                        }
+                    )?;
+                    for o in &menu.options {
+                        writeln!(f, "    key {}: {} — {}", o.key, o.target, o.next)?;
+                    }
+                    writeln!(f, "    no choice: {}", s.on_no_answer)?;
+                }
                 Action::Destination { id, kind, uri } => {
                     writeln!(f, "  send to {} {id} ({uri})", kind.as_str())?
                 }

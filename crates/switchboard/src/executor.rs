@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-use switchboard_policy::{Action, CallerIdRule, LegTarget, Message, Next, RoutePlan};
+use switchboard_policy::{Action, CallerIdRule, LegTarget, Menu, Message, Next, RoutePlan};
 use switchboard_sip::proxy::best_response;
 
 /// Identifies a branch within one call.
@@ -43,6 +43,10 @@ pub enum BranchTarget {
     /// [`Execution::media_ended`], and takes no part in the step's outcome or the call's
     /// final response.
     Message { message: Message },
+    /// The daemon's own IVR menu (early media), a local media endpoint like a message: it
+    /// ends with the caller's choice ([`Execution::menu_chosen`]: the call goes on to that
+    /// key's option) or without one ([`Execution::media_ended`]: the menu's default).
+    Menu { menu: Menu },
 }
 
 /// Most redirects followed one after another from a branch the plan started (a redirect
@@ -204,14 +208,15 @@ pub struct Execution {
 
 /// A leg that plays `message` to the caller from `start` until it has been played.
 fn message_leg(start: Duration, message: Message) -> LegRun {
+    media_leg(start, BranchTarget::Message { message })
+}
+
+/// A leg of a local media endpoint (a message, a menu) from `start` until it is over.
+fn media_leg(start: Duration, target: BranchTarget) -> LegRun {
     LegRun {
         start,
         stop: None,
-        targets: vec![(
-            BranchTarget::Message { message },
-            CallerIdRule::Caller,
-            false,
-        )],
+        targets: vec![(target, CallerIdRule::Caller, false)],
         user: None,
         state: LegState::Waiting,
         branches: Vec::new(),
@@ -413,10 +418,17 @@ impl Execution {
         let was_live = b.state == BranchState::Live;
         b.state = BranchState::Ended(0);
         let (step, leg) = b.leg;
-        if let BranchTarget::Message { message } = &b.target {
-            if was_live {
-                self.history
-                    .push(format!("step {}: message {message} {how}", step + 1));
+        if was_live {
+            match &b.target {
+                BranchTarget::Message { message } => self
+                    .history
+                    .push(format!("step {}: message {message} {how}", step + 1)),
+                BranchTarget::Menu { menu } => self.history.push(format!(
+                    "step {}: menu {}: {how} → default",
+                    step + 1,
+                    menu.id
+                )),
+                _ => {}
             }
         }
         if self.phase != Phase::Routing || Some(step) != self.step {
@@ -431,6 +443,38 @@ impl Execution {
             self.release(now);
         }
         self.advance(now);
+    }
+
+    /// The caller pressed `key` in menu branch `branch` ([`BranchTarget::Menu`]) and the
+    /// menu has an option for it: the menu is over and the call goes on to that option (a
+    /// key with no option is the menu's own business: it never comes here). Nothing
+    /// happens for a branch that is not a live menu of the step running.
+    pub fn menu_chosen(&mut self, branch: BranchId, key: char, now: Instant) {
+        let Some(b) = self.branches.get_mut(branch) else {
+            return;
+        };
+        if b.state != BranchState::Live {
+            return;
+        }
+        let BranchTarget::Menu { menu } = &b.target else {
+            return;
+        };
+        let Some(option) = menu.option(key).cloned() else {
+            return;
+        };
+        let id = menu.id.clone();
+        b.state = BranchState::Ended(0);
+        let step = b.leg.0;
+        if self.phase != Phase::Routing || Some(step) != self.step {
+            return;
+        }
+        self.history.push(format!(
+            "step {}: menu {id}: key {key} → {}",
+            step + 1,
+            option.target
+        ));
+        self.cancel_all(CancelCause::NoAnswer);
+        self.enter(option.next, now);
     }
 
     /// A branch that could not even be started (no trunk, no address): as a failure.
@@ -586,6 +630,12 @@ impl Execution {
                 Action::Message { message } => {
                     self.step_end = self.limits.max_ring;
                     self.legs.push(message_leg(Duration::ZERO, message));
+                }
+                Action::Menu { menu } => {
+                    // Bounded as any step without a ring time of its own.
+                    self.step_end = self.limits.max_ring;
+                    self.legs
+                        .push(media_leg(Duration::ZERO, BranchTarget::Menu { menu }));
                 }
                 Action::Reject { code, reason } => {
                     self.history
@@ -844,6 +894,9 @@ impl Execution {
             if let Some(o) = outcome {
                 let s = &self.plan.steps[step];
                 let (word, next) = match o {
+                    Outcome::NoAnswer if matches!(s.action, Action::Menu { .. }) => {
+                        ("no choice", s.on_no_answer.clone())
+                    }
                     Outcome::NoAnswer if only_media => ("message over", s.on_no_answer.clone()),
                     Outcome::NoAnswer => ("no answer", s.on_no_answer.clone()),
                     Outcome::Busy => ("busy", s.on_busy.clone()),
@@ -951,6 +1004,7 @@ mod tests {
                         BranchTarget::Destination { uri, .. } => uri.clone(),
                         BranchTarget::Redirect { uri } => uri.clone(),
                         BranchTarget::Message { message } => format!("message {message}"),
+                        BranchTarget::Menu { menu } => format!("menu {}", menu.id),
                     },
                 )),
                 _ => None,
@@ -1477,5 +1531,165 @@ mod tests {
         };
         let mut e = Execution::new(p, limits, t0);
         assert_eq!(started(&drain(&mut e)).len(), 4);
+    }
+
+    /// Menu `main`: key 1 → step 1, key 2 → step 2; no choice → `default`.
+    fn menu(default: Next) -> Step {
+        let option = |key, target: &str, next| switchboard_policy::MenuOption {
+            key,
+            target: target.into(),
+            next,
+        };
+        Step {
+            action: Action::Menu {
+                menu: Menu {
+                    id: "main".into(),
+                    prompt: "main_menu".into(),
+                    invalid: Some("invalid_option".into()),
+                    timeout_secs: 5,
+                    retries: 2,
+                    options: vec![
+                        option('1', "user:bob", Next::Step(1)),
+                        option('2', "team:sales", Next::Step(2)),
+                        option('0', "menu:main", Next::Step(0)),
+                    ],
+                },
+            },
+            on_no_answer: default.clone(),
+            on_busy: default.clone(),
+            on_unavailable: default,
+            why: String::new(),
+        }
+    }
+
+    fn menu_plan() -> RoutePlan {
+        plan(vec![
+            menu(Next::Final(480)),
+            ring(vec![person("bob", &["bob1"], 0, 20)], 20, TO_VM),
+            ring(vec![person("carol", &["carol1"], 0, 20)], 20, TO_VM),
+        ])
+    }
+
+    #[test]
+    fn a_key_of_the_menu_goes_on_to_its_option() {
+        let t0 = Instant::now();
+        let mut e = Execution::new(menu_plan(), Limits::default(), t0);
+        assert_eq!(started(&drain(&mut e)), vec![(0, "menu main".into())]);
+        // The menu is bounded as any step without a ring time of its own.
+        assert_eq!(e.poll_timeout(), Some(secs(t0, 180)));
+        e.menu_chosen(0, '2', secs(t0, 4));
+        // carol's step rings with the caller's INVITE: nobody answered the caller yet.
+        assert_eq!(started(&drain(&mut e)), vec![(1, "carol1".into())]);
+        assert_eq!(e.step(), Some(2));
+        assert_eq!(e.phase(), &Phase::Routing);
+        assert!(
+            e.history()
+                .contains(&"step 1: menu main: key 2 → team:sales".to_string()),
+            "{:?}",
+            e.history()
+        );
+        // The menu branch is over: a second key, or its session's end, changes nothing.
+        e.menu_chosen(0, '1', secs(t0, 5));
+        e.media_ended(0, "closed", secs(t0, 5));
+        assert!(drain(&mut e).is_empty());
+        assert_eq!(e.step(), Some(2));
+        e.branch_answered(1, secs(t0, 8));
+        assert_eq!(e.phase(), &Phase::Answered { branch: 1 });
+    }
+
+    #[test]
+    fn a_menu_without_a_choice_goes_to_its_default() {
+        let t0 = Instant::now();
+        let mut p = menu_plan();
+        p.steps[0] = menu(Next::Step(1));
+        let mut e = Execution::new(p, Limits::default(), t0);
+        drain(&mut e);
+        // The retries are used up (the menu's own count): its default, bob.
+        e.media_ended(0, "no key after 3 prompts", secs(t0, 25));
+        assert_eq!(started(&drain(&mut e)), vec![(1, "bob1".into())]);
+        let h = e.history();
+        assert!(
+            h.contains(&"step 1: menu main: no key after 3 prompts → default".to_string()),
+            "{h:?}"
+        );
+        assert!(
+            h.contains(&"step 1: no choice after 25 s".to_string()),
+            "{h:?}"
+        );
+
+        // Without a default: the call ends with the menu's code.
+        let mut e = Execution::new(menu_plan(), Limits::default(), t0);
+        drain(&mut e);
+        e.media_ended(0, "skipped: no SDP offer", secs(t0, 0));
+        assert_eq!(
+            drain(&mut e),
+            vec![Command::Respond {
+                code: 480,
+                reason: None
+            }]
+        );
+    }
+
+    #[test]
+    fn a_key_with_no_option_changes_nothing_here_and_a_menu_that_never_ends_is_stopped() {
+        let t0 = Instant::now();
+        let mut e = Execution::new(menu_plan(), Limits::default(), t0);
+        drain(&mut e);
+        // The menu plays "invalid" and its prompt again itself; the plan waits.
+        e.menu_chosen(0, '7', secs(t0, 3));
+        assert!(drain(&mut e).is_empty());
+        assert_eq!(e.step(), Some(0));
+        // A menu whose session never reports is stopped at the step's bound: default.
+        e.handle_timeout(secs(t0, 180));
+        assert_eq!(
+            drain(&mut e),
+            vec![
+                Command::Cancel {
+                    branch: 0,
+                    cause: CancelCause::NoAnswer
+                },
+                Command::Respond {
+                    code: 480,
+                    reason: None
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_menu_that_leads_back_to_itself_is_bounded_by_the_steps_entered() {
+        let t0 = Instant::now();
+        let mut e = Execution::new(menu_plan(), Limits::default(), t0);
+        let mut last = None;
+        for _ in 0..1000 {
+            match e.poll_command() {
+                // The caller presses 0 ("main menu") for ever.
+                Some(Command::Start(s)) => e.menu_chosen(s.branch, '0', t0),
+                Some(c) => last = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(
+            last,
+            Some(Command::Respond {
+                code: 482,
+                reason: None
+            })
+        );
+    }
+
+    #[test]
+    fn a_caller_who_hangs_up_in_a_menu_cancels_it() {
+        let t0 = Instant::now();
+        let mut e = Execution::new(menu_plan(), Limits::default(), t0);
+        drain(&mut e);
+        e.caller_cancelled(secs(t0, 2));
+        assert_eq!(
+            cancelled(&drain(&mut e)),
+            vec![(0, CancelCause::CallerCancelled)]
+        );
+        e.menu_chosen(0, '1', secs(t0, 3));
+        assert!(drain(&mut e).is_empty());
+        assert_eq!(e.phase(), &Phase::Ended);
     }
 }

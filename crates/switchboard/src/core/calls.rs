@@ -17,7 +17,7 @@ use super::carrier_auth::{self, Challenged};
 use super::context::Ctx;
 use super::dialogs::{Answer, Carrier, Dialogs};
 use super::locating::{target_of, Located, Waiter};
-use super::media::Happened;
+use super::media::{Endpoint, Happened};
 use super::records::{BranchSeen, CallRecord, LiveCall, Opening, Settled};
 use super::registrant::Registrant;
 use super::relays::{call_id_of, send_cancel};
@@ -598,7 +598,12 @@ impl Calls {
                     branch,
                     target: BranchTarget::Message { message },
                     ..
-                }) => start_message(cx, key, call, branch, &message),
+                }) => start_local(cx, key, call, branch, Endpoint::Message(&message)),
+                Command::Start(crate::executor::BranchStart {
+                    branch,
+                    target: BranchTarget::Menu { menu },
+                    ..
+                }) => start_local(cx, key, call, branch, Endpoint::Menu(&menu)),
                 Command::Start(start) => {
                     let b = start.branch;
                     if let Err(code) = start_branch(cx, key, call, start) {
@@ -1089,13 +1094,26 @@ impl Calls {
                     .push(Header::ContentLength((sdp.len() as u32).into()));
                 resp.body = sdp;
                 cx.wire.respond(call.server_tx, resp, now);
-                cx.media.play(&mut cx.wire.out, id);
+                cx.media.play(&mut cx.wire.out, id, now.mono);
             }
             Happened::Ended { how } => {
                 b.media = None;
                 b.done = true;
-                tracing::info!(call_id = %call.call_id, branch, how, "message");
+                if b.what.starts_with("menu ") {
+                    tracing::info!(call_id = %call.call_id, branch, how, what = b.what, "menu over without a choice: its default");
+                } else {
+                    tracing::info!(call_id = %call.call_id, branch, how, "message");
+                }
                 call.exec.media_ended(branch, &how, now.mono);
+                self.drive(cx, key);
+            }
+            Happened::Chosen { key: digit } => {
+                // The menu's session is closed: the call goes on to the option, still
+                // unanswered (whoever the option rings answers the caller).
+                b.media = None;
+                b.done = true;
+                tracing::info!(call_id = %call.call_id, branch, %digit, what = b.what, "menu option chosen");
+                call.exec.menu_chosen(branch, digit, now.mono);
                 self.drive(cx, key);
             }
         }
@@ -1361,8 +1379,8 @@ fn start_branch(
             };
             (uri.clone(), whither, None, format!("destination {id}"))
         }
-        BranchTarget::Message { .. } => {
-            // Started by `start_message`, never here.
+        BranchTarget::Message { .. } | BranchTarget::Menu { .. } => {
+            // Started by `start_local`, never here.
             return Err(500);
         }
         BranchTarget::Redirect { uri } => {
@@ -1663,14 +1681,14 @@ fn cancel_branch(cx: &mut Ctx<'_>, call: &mut CallState, branch: BranchId, cause
     send_cancel(cx, tx, b.peer, reason);
 }
 
-/// Starts message branch `branch` of a call: its media session is asked for, or the
-/// message is skipped (with a log line) and the plan goes on.
-fn start_message(
+/// Starts message or menu branch `branch` of a call: its media session is asked for, or
+/// it is skipped (with a log line) and the plan goes on (a menu's: to its default).
+fn start_local(
     cx: &mut Ctx<'_>,
     key: u64,
     call: &mut CallState,
     branch: BranchId,
-    message: &switchboard_policy::Message,
+    endpoint: Endpoint<'_>,
 ) {
     while call.branches.len() <= branch {
         call.branches.push(Branch::default());
@@ -1689,19 +1707,29 @@ fn start_message(
             &call.invite,
             signalling,
             inbound,
-            message,
+            endpoint,
         ),
         None => Err("the caller's transaction is gone".to_string()),
     };
     let b = &mut call.branches[branch];
-    b.what = format!("message {message}");
+    b.what = match endpoint {
+        Endpoint::Message(message) => format!("message {message}"),
+        Endpoint::Menu(menu) => format!("menu {}", menu.id),
+    };
     match started {
         Ok(id) => b.media = Some(id),
         Err(why) => {
             b.done = true;
             // A flood of calls without an offer would repeat it: rate-limited.
             if switchboard_sip::log_limit::allow("message skipped") {
-                tracing::info!(call_id = %call.call_id, %message, %why, "message skipped");
+                match endpoint {
+                    Endpoint::Message(message) => {
+                        tracing::info!(call_id = %call.call_id, %message, %why, "message skipped")
+                    }
+                    Endpoint::Menu(menu) => {
+                        tracing::info!(call_id = %call.call_id, menu = menu.id, %why, "menu skipped: the call goes to its default")
+                    }
+                }
             }
             call.exec
                 .media_ended(branch, &format!("skipped: {why}"), cx.now.mono);

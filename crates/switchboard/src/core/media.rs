@@ -11,6 +11,14 @@
 //! as many sessions as allowed already — is skipped with a log line, and the plan goes on
 //! as if it had been played.
 //!
+//! A menu branch ([`crate::executor::BranchTarget::Menu`]) opens its session the same
+//! way; then [`super::menu`] runs it: the prompt plays, keys ([`Event::Digit`]) are judged,
+//! the prompt plays again after no key or a key with no option, and the session ends with
+//! the caller's choice ([`Happened::Chosen`]) or without one ([`Happened::Ended`]: the
+//! menu's default). A menu that cannot be played is skipped as a message is: the call goes
+//! to its default. The wait for a key is this sub-machine's only timer
+//! ([`Media::poll_timeout`]).
+//!
 //! This sub-machine owns the sessions' table and speaks the contract of
 //! [`switchboard_media::session`]: [`Command`]s leave the core as
 //! [`Output::Media`](super::Output::Media), [`Event`]s come back as
@@ -18,19 +26,20 @@
 //! plan going on) is `calls`'s business: an event is handed back to it as a [`Happened`]
 //! with the call and branch it belongs to.
 
+use super::menu::{MenuRun, Turn};
 use super::wire::Output;
 use crate::executor::BranchId;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use switchboard_media::g711::Law;
 use switchboard_media::offer_answer::{self, Local, Stream};
 use switchboard_media::prompts::Prompts;
 use switchboard_media::say::{self, ClockTime, DayOfYear, Language, PromptName};
 use switchboard_media::sdp::{self, Session};
 use switchboard_media::session::{Clip, Command, Event, Open, SessionId};
-use switchboard_policy::Message;
+use switchboard_policy::{Menu, Message};
 use switchboard_sip::msg::headers::Header;
 use switchboard_sip::msg::Request;
 
@@ -221,6 +230,17 @@ struct MediaSession {
     offer: Session,
     local: Local,
     clips: Vec<Clip>,
+    /// A menu's session: the menu it runs (a message's: None).
+    menu: Option<MenuRun>,
+}
+
+/// What a local media endpoint does for the caller.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Endpoint<'a> {
+    /// Plays a message, then ends.
+    Message(&'a Message),
+    /// Serves a menu: ends with the caller's choice, or without one.
+    Menu(&'a Menu),
 }
 
 /// What an engine's event means to a session's call (see [`Media::event`]).
@@ -229,8 +249,12 @@ pub(crate) enum Happened {
     /// The session is open: answer the caller with this SDP (183), then
     /// [`Media::play`].
     Opened { id: SessionId, sdp: Vec<u8> },
-    /// The message is over (played, or could not be): the plan goes on.
+    /// The message is over (played, or could not be), or the menu without a choice: the
+    /// plan goes on.
     Ended { how: String },
+    /// The caller chose the option of `key` in a menu (its session is being closed): the
+    /// plan goes on to that option.
+    Chosen { key: char },
 }
 
 /// Counters of local media.
@@ -250,6 +274,8 @@ pub struct Media {
     config: MediaConfig,
     sessions: BTreeMap<SessionId, MediaSession>,
     next_id: u64,
+    /// Sessions that run a menu (none: no timer to look for, whatever the sessions).
+    menus: usize,
     pub(crate) stats: MediaStats,
 }
 
@@ -259,6 +285,7 @@ impl Media {
             config,
             sessions: BTreeMap::new(),
             next_id: 1,
+            menus: 0,
             stats: MediaStats::default(),
         }
     }
@@ -276,10 +303,10 @@ impl Media {
         self.stats
     }
 
-    /// Opens a session to play `message` to the caller of `invite` (branch `branch`
-    /// of call `call`), whose INVITE came from `signalling` to our address `inbound`:
-    /// [`Command::Open`] goes out, and [`Event::Opened`] will bring the port to answer
-    /// with. Or why the message is skipped.
+    /// Opens a session for `endpoint` (a message to play, a menu to serve) to the caller
+    /// of `invite` (branch `branch` of call `call`), whose INVITE came from `signalling` to
+    /// our address `inbound`: [`Command::Open`] goes out, and [`Event::Opened`] will bring
+    /// the port to answer with. Or why it is skipped.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start(
         &mut self,
@@ -289,7 +316,7 @@ impl Media {
         invite: &Request,
         signalling: IpAddr,
         inbound: IpAddr,
-        message: &Message,
+        endpoint: Endpoint<'_>,
     ) -> Result<SessionId, Skip> {
         let skip = |stats: &mut MediaStats, why: String| {
             stats.skipped += 1;
@@ -298,7 +325,19 @@ impl Media {
         if !self.config.enabled {
             return skip(&mut self.stats, "no media engine".into());
         }
-        let prompts = match self.config.library.phrase(message) {
+        let lib = &self.config.library;
+        let (prompts, invalid) = match endpoint {
+            Endpoint::Message(message) => (lib.phrase(message), Vec::new()),
+            Endpoint::Menu(menu) => (
+                lib.phrase(&Message::Named(menu.prompt.clone())),
+                // A missing invalid-key message is left out: the prompt alone again.
+                menu.invalid
+                    .as_ref()
+                    .and_then(|m| lib.phrase(&Message::Named(m.clone())).ok())
+                    .unwrap_or_default(),
+            ),
+        };
+        let prompts = match prompts {
             Ok(p) => p,
             Err(name) => return skip(&mut self.stats, format!("no prompt named {name}")),
         };
@@ -329,10 +368,24 @@ impl Media {
             Err(e) => return skip(&mut self.stats, format!("the caller's offer: {e}")),
         };
         let lib = &self.config.library;
-        let clips: Vec<Clip> = prompts
-            .iter()
-            .filter_map(|p| lib.clip(p, stream.law))
-            .collect();
+        let clips_of = |names: &[String]| -> Vec<Clip> {
+            names
+                .iter()
+                .filter_map(|p| lib.clip(p, stream.law))
+                .collect()
+        };
+        let clips = clips_of(&prompts);
+        let menu = match endpoint {
+            Endpoint::Message(_) => None,
+            Endpoint::Menu(m) => Some(MenuRun::new(
+                m.id.clone(),
+                m.options.iter().map(|o| o.key).collect(),
+                clips.clone(),
+                clips_of(&invalid),
+                Duration::from_secs(m.timeout_secs.into()),
+                m.retries,
+            )),
+        };
         self.next_id += 1;
         self.stats.sessions += 1;
         out.push_back(Output::Media(Command::Open(open(
@@ -341,6 +394,7 @@ impl Media {
             signalling,
             self.config.rtp_timeout,
         ))));
+        self.menus += usize::from(menu.is_some());
         self.sessions.insert(
             id,
             MediaSession {
@@ -350,18 +404,111 @@ impl Media {
                 offer,
                 local,
                 clips,
+                menu,
             },
         );
         Ok(id)
     }
 
-    /// Plays an opened session's message ([`Event::Played`] when it is over).
-    pub(crate) fn play(&mut self, out: &mut VecDeque<Output>, id: SessionId) {
+    /// Plays an opened session's message, or its menu's prompt ([`Event::Played`] when it
+    /// is over).
+    pub(crate) fn play(&mut self, out: &mut VecDeque<Output>, id: SessionId, now: Instant) {
         if let Some(s) = self.sessions.get_mut(&id) {
             if s.state == State::Opening {
                 s.state = State::Playing;
-                let clips = std::mem::take(&mut s.clips);
+                let clips = match &mut s.menu {
+                    Some(menu) => menu.begin(now),
+                    None => std::mem::take(&mut s.clips),
+                };
                 out.push_back(Output::Media(Command::Play { id, clips }));
+            }
+        }
+    }
+
+    /// When [`Media::timeout`] must next be called: the first menu's wait for a key to end.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.menus == 0 {
+            return None;
+        }
+        self.sessions
+            .values()
+            .filter(|s| s.state == State::Playing)
+            .filter_map(|s| s.menu.as_ref()?.deadline())
+            .min()
+    }
+
+    /// Menus whose wait for a key is over: the prompt again, or the menu ends without a
+    /// choice (what that means to their calls, as [`Media::event`] says it).
+    pub(crate) fn timeout(
+        &mut self,
+        out: &mut VecDeque<Output>,
+        now: Instant,
+    ) -> Vec<(u64, BranchId, Happened)> {
+        if self.menus == 0 {
+            return Vec::new();
+        }
+        let due: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.state == State::Playing)
+            .filter(|(_, s)| {
+                let deadline = s.menu.as_ref().and_then(MenuRun::deadline);
+                deadline.is_some_and(|at| at <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let mut happened = Vec::new();
+        for id in due {
+            let Some(turn) = self
+                .sessions
+                .get_mut(&id)
+                .and_then(|s| s.menu.as_mut())
+                .map(|m| m.timeout(now))
+            else {
+                continue;
+            };
+            if let Some(h) = self.turn(out, id, turn) {
+                happened.push(h);
+            }
+        }
+        happened
+    }
+
+    /// Removes a session from the table (the engine is done with it).
+    fn forget(&mut self, id: SessionId) -> Option<MediaSession> {
+        let s = self.sessions.remove(&id)?;
+        self.menus -= usize::from(s.menu.is_some());
+        Some(s)
+    }
+
+    /// Carries out what a menu decided for its session.
+    fn turn(
+        &mut self,
+        out: &mut VecDeque<Output>,
+        id: SessionId,
+        turn: Turn,
+    ) -> Option<(u64, BranchId, Happened)> {
+        let s = self.sessions.get(&id)?;
+        let (call, branch) = (s.call, s.branch);
+        let menu = s.menu.as_ref().map(|m| m.id.clone()).unwrap_or_default();
+        match turn {
+            Turn::Nothing => None,
+            Turn::Play { stop, clips } => {
+                if stop {
+                    out.push_back(Output::Media(Command::Stop { id }));
+                }
+                out.push_back(Output::Media(Command::Play { id, clips }));
+                None
+            }
+            Turn::Chosen(key) => {
+                tracing::debug!(session = id.0, menu, %key, "menu option chosen");
+                self.close(out, id);
+                Some((call, branch, Happened::Chosen { key }))
+            }
+            Turn::GiveUp(how) => {
+                tracing::debug!(session = id.0, menu, how, "menu ended without a choice");
+                self.close(out, id);
+                Some((call, branch, Happened::Ended { how }))
             }
         }
     }
@@ -396,6 +543,7 @@ impl Media {
         &mut self,
         out: &mut VecDeque<Output>,
         event: Event,
+        now: Instant,
     ) -> Option<(u64, BranchId, Happened)> {
         match event {
             Event::Opened { id, port } => {
@@ -420,7 +568,7 @@ impl Media {
                 }
             }
             Event::Failed { id, why } => {
-                let s = self.sessions.remove(&id)?;
+                let s = self.forget(id)?;
                 self.stats.skipped += 1;
                 if switchboard_sip::log_limit::allow("media session not opened") {
                     tracing::warn!(session = id.0, %why, "media session could not be opened; message skipped");
@@ -429,8 +577,13 @@ impl Media {
                 (s.state != State::Closing).then_some((s.call, s.branch, Happened::Ended { how }))
             }
             Event::Played { id } => {
-                let s = self.sessions.get(&id)?;
+                let s = self.sessions.get_mut(&id)?;
                 if s.state != State::Playing {
+                    return None;
+                }
+                if let Some(menu) = &mut s.menu {
+                    // The prompt is over: the wait for a key begins.
+                    menu.played(now);
                     return None;
                 }
                 let (call, branch) = (s.call, s.branch);
@@ -440,8 +593,17 @@ impl Media {
                 Some((call, branch, Happened::Ended { how }))
             }
             Event::Digit { id, digit } => {
-                tracing::debug!(session = id.0, %digit, "key pressed during a message; ignored");
-                None
+                let s = self.sessions.get_mut(&id)?;
+                match (&mut s.menu, s.state) {
+                    (Some(menu), State::Playing) => {
+                        let turn = menu.digit(digit, now);
+                        self.turn(out, id, turn)
+                    }
+                    _ => {
+                        tracing::debug!(session = id.0, %digit, "key pressed during a message; ignored");
+                        None
+                    }
+                }
             }
             Event::Recorded { id, recording } => {
                 // No session records yet (voicemail will): nothing waits for it.
@@ -459,7 +621,7 @@ impl Media {
                 None
             }
             Event::Closed { id, counters } => {
-                let s = self.sessions.remove(&id)?;
+                let s = self.forget(id)?;
                 tracing::debug!(
                     session = id.0,
                     call = s.call,

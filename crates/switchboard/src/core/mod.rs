@@ -89,6 +89,7 @@ pub mod dialogs;
 pub mod ledger;
 pub mod locating;
 pub mod media;
+mod menu;
 pub mod own_presence;
 pub mod records;
 pub mod registrant;
@@ -613,7 +614,9 @@ impl Core {
             }
             Input::Media(event) => {
                 let cx = &mut ctx!(self, now);
-                if let Some((call, branch, what)) = cx.media.event(&mut cx.wire.out, event) {
+                if let Some((call, branch, what)) =
+                    cx.media.event(&mut cx.wire.out, event, now.mono)
+                {
                     self.calls.media_event(cx, call, branch, what);
                 }
             }
@@ -640,6 +643,7 @@ impl Core {
             expiry,
             profile_end,
             self.calls.poll_timeout(),
+            self.media.poll_timeout(),
             self.dialogs.poll_timeout(now),
             subscription_end,
             publication_end,
@@ -714,6 +718,11 @@ impl Core {
         self.sources.timeout(&mut self.locating, now.mono);
         self.handle_tx_events(now);
         self.calls.timeout(&mut ctx!(self, now));
+        // Menus whose wait for a key is over.
+        let cx = &mut ctx!(self, now);
+        for (call, branch, what) in cx.media.timeout(&mut cx.wire.out, now.mono) {
+            self.calls.media_event(cx, call, branch, what);
+        }
         self.dialogs.timeout(&mut ctx!(self, now));
         self.watchers.timeout(&mut ctx!(self, now));
         self.own_presence.timeout(&mut ctx!(self, now));
