@@ -105,10 +105,24 @@ pub struct Destination {
     /// Where the media server serves it (empty for a message the daemon plays itself).
     pub uri: String,
     /// An `announcement` without `uri`: the message (a prompt's name) the daemon plays to
-    /// the caller itself, then the call ends with `code`.
+    /// the caller itself, then the call ends with `code` (or goes on to `next`).
     pub message: Option<String>,
     /// The final response after the daemon's own message (default 480).
     pub code: u16,
+    /// The daemon's own message answers the call (200 OK, then a BYE of ours when it is
+    /// over) instead of playing in early media (183, then `code`).
+    pub answer: bool,
+    /// Where the call goes after the daemon's own message, instead of ending with `code`.
+    /// After an answered message only what needs no unanswered caller: another message or
+    /// menu of the daemon's own, or `hangup` (checked when the policy is loaded).
+    pub next: Option<Target>,
+}
+
+impl Destination {
+    /// Whether the daemon serves it itself (no media server's `uri`).
+    pub fn is_local(&self) -> bool {
+        self.uri.is_empty()
+    }
 }
 
 /// What happens to a call for someone already in a call (with call waiting off) or busy.

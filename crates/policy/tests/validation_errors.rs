@@ -15,6 +15,10 @@ struct Case {
 }
 
 const CASES: &[Case] = &[
+    Case { name: "answered announcement rings a user next", text: "[users.a]\nextension = \"1\"\n[destinations.closed]\nkind = \"announcement\"\nmessage = \"m\"\nanswer = true\nnext = \"user:a\"\n", line: 7, column: 8, key: "destinations.closed.next", message: "after an answered message the call can only go to another message or menu of the daemon's own, or hangup: user:a would need the answered call bridged to it" },
+    Case { name: "answered announcement goes to a media server next", text: "[destinations.closed]\nkind = \"announcement\"\nmessage = \"m\"\nanswer = true\nnext = \"voicemail:vm\"\n", line: 5, column: 8, key: "destinations.closed.next", message: "voicemail:vm would need the answered call bridged" },
+    Case { name: "next and code together", text: "[destinations.closed]\nkind = \"announcement\"\nmessage = \"m\"\ncode = 486\nnext = \"hangup\"\n", line: 5, column: 8, key: "destinations.closed.next", message: "either ends the call with code or goes on to next, not both" },
+    Case { name: "answer without message", text: "[destinations.closed]\nkind = \"announcement\"\nuri = \"sip:a@127.0.0.1\"\nanswer = true\n", line: 4, column: 10, key: "destinations.closed.answer", message: "answer is for the daemon's own message: only with message" },
     Case { name: "unknown field", text: "[users.a]\nextension = \"1\"\ncolour = 1\n", line: 3, column: 1, key: "users.a.colour", message: "unknown field `colour`" },
     Case { name: "wrong type", text: "[users.a]\nextension = \"1\"\nring_time = \"long\"\n", line: 3, column: 13, key: "users.a.ring_time", message: "invalid type" },
     Case { name: "ring time out of range", text: "[users.a]\nextension = \"1\"\nring_time = 9000\n", line: 3, column: 13, key: "users.a.ring_time", message: "9000 seconds is out of range: use 0 to 600" },

@@ -43,6 +43,15 @@ pub enum BranchTarget {
     /// [`Execution::media_ended`], and takes no part in the step's outcome or the call's
     /// final response.
     Message { message: Message },
+    /// An announcement the daemon serves itself, which the call is for (an `announcement`
+    /// destination without `uri`): like a [`BranchTarget::Message`], but a caller it cannot
+    /// serve is refused with the branch's response, and with `answer` it answers the call
+    /// ([`Execution::local_answered`]).
+    Announcement {
+        id: String,
+        message: Message,
+        answer: bool,
+    },
 }
 
 /// Most redirects followed one after another from a branch the plan started (a redirect
@@ -92,6 +101,11 @@ pub enum Command {
     Remember {
         group: String,
         user: String,
+    },
+    /// A call the daemon answered itself (an answered announcement) is over: hang up (a
+    /// BYE of ours to the caller). `branch` is the one that answered last.
+    HangUp {
+        branch: BranchId,
     },
 }
 
@@ -200,18 +214,23 @@ pub struct Execution {
     steps_entered: usize,
     /// The last step entered (for the call's record: why it ended where it did).
     last_step: Option<usize>,
+    /// The call was answered by an announcement of the daemon's own
+    /// ([`Execution::local_answered`]): what follows it is played in the same call.
+    local_answer: bool,
 }
 
 /// A leg that plays `message` to the caller from `start` until it has been played.
 fn message_leg(start: Duration, message: Message) -> LegRun {
+    local_leg(start, BranchTarget::Message { message })
+}
+
+/// A leg of a local media endpoint ([`BranchTarget::Message`] or
+/// [`BranchTarget::Announcement`]) from `start` until it is over.
+fn local_leg(start: Duration, target: BranchTarget) -> LegRun {
     LegRun {
         start,
         stop: None,
-        targets: vec![(
-            BranchTarget::Message { message },
-            CallerIdRule::Caller,
-            false,
-        )],
+        targets: vec![(target, CallerIdRule::Caller, false)],
         user: None,
         state: LegState::Waiting,
         branches: Vec::new(),
@@ -244,6 +263,7 @@ impl Execution {
             history: Vec::new(),
             steps_entered: 0,
             last_step: None,
+            local_answer: false,
         };
         e.enter(start, now);
         e
@@ -404,6 +424,9 @@ impl Execution {
     /// the final response; a step of nothing but messages goes on as when nobody answers
     /// (`on_no_answer`), and in a ring step the legs ring on.
     pub fn media_ended(&mut self, branch: BranchId, how: &str, now: Instant) {
+        if self.local_answer && self.phase == (Phase::Answered { branch }) {
+            return self.after_local(branch, how);
+        }
         let Some(b) = self.branches.get_mut(branch) else {
             return;
         };
@@ -413,10 +436,15 @@ impl Execution {
         let was_live = b.state == BranchState::Live;
         b.state = BranchState::Ended(0);
         let (step, leg) = b.leg;
-        if let BranchTarget::Message { message } = &b.target {
-            if was_live {
-                self.history
-                    .push(format!("step {}: message {message} {how}", step + 1));
+        if was_live {
+            match &b.target {
+                BranchTarget::Message { message } => self
+                    .history
+                    .push(format!("step {}: message {message} {how}", step + 1)),
+                BranchTarget::Announcement { id, .. } => self
+                    .history
+                    .push(format!("step {}: announcement {id} {how}", step + 1)),
+                _ => {}
             }
         }
         if self.phase != Phase::Routing || Some(step) != self.step {
@@ -431,6 +459,98 @@ impl Execution {
             self.release(now);
         }
         self.advance(now);
+    }
+
+    /// An announcement branch ([`BranchTarget::Announcement`] with `answer`) answered the
+    /// caller itself (200 OK): the call is answered, by it. What the plan says comes after
+    /// it is played in the same call when it is over ([`Execution::media_ended`]): another
+    /// announcement of the daemon's own; anything else hangs up ([`Command::HangUp`]).
+    pub fn local_answered(&mut self, branch: BranchId, _now: Instant) {
+        let Some(b) = self.branches.get_mut(branch) else {
+            return;
+        };
+        if self.phase != Phase::Routing || b.state != BranchState::Live {
+            return;
+        }
+        b.state = BranchState::Ended(200);
+        let step = b.leg.0;
+        let who = match &b.target {
+            BranchTarget::Announcement { id, .. } => format!("announcement {id}"),
+            _ => "a message".to_string(),
+        };
+        self.phase = Phase::Answered { branch };
+        self.local_answer = true;
+        self.history
+            .push(format!("step {}: answered by {who}", step + 1));
+        self.cancel_all(CancelCause::CompletedElsewhere);
+    }
+
+    /// An announcement branch could not serve the caller (its offer: `code`, with the
+    /// branch's own response, which the call ends with as it is).
+    pub fn local_refused(&mut self, branch: BranchId, code: u16, _now: Instant) {
+        let Some(b) = self.branches.get_mut(branch) else {
+            return;
+        };
+        if self.phase != Phase::Routing || b.state != BranchState::Live {
+            return;
+        }
+        b.state = BranchState::Ended(code);
+        let step = b.leg.0;
+        self.history
+            .push(format!("step {}: the caller refused ({code})", step + 1));
+        self.phase = Phase::Ended;
+        self.step = None;
+        self.cancel_all(CancelCause::NoAnswer);
+        self.legs.clear();
+        self.commands.push_back(Command::Relay { branch });
+    }
+
+    /// The announcement that answered the call is over (`how`): the plan's next step if it
+    /// is another announcement (it goes on in the same call, answering nothing again),
+    /// else the call is hung up.
+    fn after_local(&mut self, branch: BranchId, how: &str) {
+        let step = self.branches.get(branch).map_or(0, |b| b.leg.0);
+        let id = match self.branches.get(branch).map(|b| &b.target) {
+            Some(BranchTarget::Announcement { id, .. }) => id.clone(),
+            _ => String::new(),
+        };
+        self.history
+            .push(format!("step {}: announcement {id} {how}", step + 1));
+        let next = self
+            .plan
+            .steps
+            .get(step)
+            .map_or(Next::Final(480), |s| s.on_no_answer.clone());
+        self.steps_entered += 1;
+        let looping = self.steps_entered > 4 * switchboard_policy::plan::MAX_STEPS;
+        if let (Next::Step(i), false) = (&next, looping) {
+            let i = *i;
+            if let Some(Action::Announcement { id, message, .. }) =
+                self.plan.steps.get(i).map(|s| s.action.clone())
+            {
+                self.step = Some(i);
+                self.last_step = Some(i);
+                self.legs.clear();
+                self.history
+                    .push(format!("step {}: to announcement {id}", i + 1));
+                let target = BranchTarget::Announcement {
+                    id,
+                    message,
+                    answer: true,
+                };
+                self.legs.push(local_leg(Duration::ZERO, target.clone()));
+                self.legs[0].targets.clear();
+                self.legs[0].state = LegState::Ringing;
+                if self.start_branch((i, 0), target, CallerIdRule::Caller, false, 0) {
+                    let new = self.branches.len() - 1;
+                    self.branches[new].state = BranchState::Ended(200);
+                    self.phase = Phase::Answered { branch: new };
+                    return;
+                }
+            }
+        }
+        self.history.push("hung up".into());
+        self.commands.push_back(Command::HangUp { branch });
     }
 
     /// A branch that could not even be started (no trunk, no address): as a failure.
@@ -586,6 +706,21 @@ impl Execution {
                 Action::Message { message } => {
                     self.step_end = self.limits.max_ring;
                     self.legs.push(message_leg(Duration::ZERO, message));
+                }
+                Action::Announcement {
+                    id,
+                    message,
+                    answer,
+                } => {
+                    self.step_end = self.limits.max_ring;
+                    self.history
+                        .push(format!("step {}: to announcement {id}", index + 1));
+                    let target = BranchTarget::Announcement {
+                        id,
+                        message,
+                        answer,
+                    };
+                    self.legs.push(local_leg(Duration::ZERO, target));
                 }
                 Action::Reject { code, reason } => {
                     self.history
@@ -951,6 +1086,7 @@ mod tests {
                         BranchTarget::Destination { uri, .. } => uri.clone(),
                         BranchTarget::Redirect { uri } => uri.clone(),
                         BranchTarget::Message { message } => format!("message {message}"),
+                        BranchTarget::Announcement { id, .. } => format!("announcement {id}"),
                     },
                 )),
                 _ => None,

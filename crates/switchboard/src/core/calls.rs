@@ -38,7 +38,7 @@ use switchboard_sip::locate::{LocateError, ResolutionId, Resolved, Target};
 use switchboard_sip::message::{self, split_first_value};
 use switchboard_sip::msg::headers::Header;
 use switchboard_sip::msg::prelude::*;
-use switchboard_sip::msg::{Request, Response, Uri};
+use switchboard_sip::msg::{Method, Request, Response, Uri};
 use switchboard_sip::peer::Peer;
 use switchboard_sip::proxy;
 use switchboard_sip::registrar::Registrar;
@@ -149,6 +149,67 @@ struct Branch {
     abandoned: Vec<Abandoned>,
     /// A message branch's media session while it is open (see [`super::media`]).
     media: Option<SessionId>,
+    /// A local media endpoint the call is for ([`BranchTarget::Announcement`]): its
+    /// response is our own, relayed as it is; with `answer`, it answers the call.
+    local: Option<LocalBranch>,
+}
+
+/// What an announcement branch is (see [`Branch::local`]).
+#[derive(Clone, Copy, Default)]
+struct LocalBranch {
+    answer: bool,
+}
+
+/// The dialog of a call the daemon answered itself (an answered announcement): the daemon
+/// is its UAS. In-dialog requests of the caller come to it (matched by Call-ID and our
+/// To tag, [`Calls::local_dialog`]); a BYE of ours ends it.
+struct LocalDialog {
+    /// The branch answering now (the announcement playing) and its session.
+    branch: BranchId,
+    session: SessionId,
+    /// Our To tag.
+    tag: String,
+    /// A 2xx of ours not yet acknowledged (§13.3.1.4).
+    unacked: Option<Unacked>,
+}
+
+/// A 2xx of ours to an INVITE (or re-INVITE) of a local dialog, sent again until its ACK.
+struct Unacked {
+    tx: TxId,
+    response: Response,
+    /// The CSeq number its ACK carries.
+    cseq: u32,
+    at: Instant,
+    interval: Duration,
+    /// 64·T1 after the first: no ACK came; the call is hung up.
+    give_up: Instant,
+}
+
+/// RFC 3261 timers for the retransmission of our 2xx (§13.3.1.4): from T1, doubling up to
+/// T2, for 64·T1.
+const T1: Duration = Duration::from_millis(500);
+const T2: Duration = Duration::from_secs(4);
+
+/// The methods a local dialog answers (its 200 and 405s say so).
+const LOCAL_ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+
+/// What the core is to do with the tracked dialog of a call the daemon answered
+/// (see [`Calls::local_ends`]).
+pub(crate) enum LocalEnd {
+    /// Track it from its 200 (its BYE, the caller's probes, `max_call_secs`).
+    Answered {
+        call_id: String,
+        invite: Box<Request>,
+        response: Box<Response>,
+        caller: Option<String>,
+        caller_peer: Option<Peer>,
+    },
+    /// It is over: a BYE of ours to the caller when `bye`; `how` for the record.
+    Over {
+        call_id: String,
+        bye: bool,
+        how: &'static str,
+    },
 }
 
 /// An INVITE transaction a branch went on from (see [`Branch::abandoned`]).
@@ -190,6 +251,8 @@ struct CallState {
     cancelled: bool,
     /// What its record starts from ([`super::records`]).
     record: Opening,
+    /// The daemon answered it itself (see [`LocalDialog`]).
+    local: Option<LocalDialog>,
 }
 
 /// The calls being set up (see the module's documentation).
@@ -210,6 +273,13 @@ pub struct Calls {
     /// Records of calls whose set-up is over, for [`super::records::Records`] (taken by
     /// the core after each event).
     pub(crate) settled: Vec<CallRecord>,
+    /// Calls the daemon answered itself, by Call-ID and our To tag.
+    local_dialogs: HashMap<(String, String), u64>,
+    /// When a 2xx of ours is sent again (see [`Unacked`]).
+    resends: BTreeSet<(Instant, u64)>,
+    /// Dialogs of calls the daemon answered to track or end, for [`super::dialogs`] (taken
+    /// by the core after each event, after `settled`).
+    pub(crate) local_ends: Vec<LocalEnd>,
 }
 
 impl Calls {
@@ -225,6 +295,9 @@ impl Calls {
             ended: Outcomes::default(),
             setup: Histogram::new(SETUP_BUCKETS),
             settled: Vec::new(),
+            local_dialogs: HashMap::new(),
+            resends: BTreeSet::new(),
+            local_ends: Vec::new(),
         }
     }
 
@@ -303,7 +376,8 @@ impl Calls {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let wake = self.wakes.first().map(|(t, _)| *t);
         let failover = self.failovers.first().map(|(t, _, _)| *t);
-        wake.into_iter().chain(failover).min()
+        let resend = self.resends.first().map(|(t, _)| *t);
+        wake.into_iter().chain(failover).chain(resend).min()
     }
 }
 
@@ -579,6 +653,7 @@ impl Calls {
             final_code: None,
             cancelled: false,
             record,
+            local: None,
         };
         cx.wire.owners.insert(tx, Owner::Call(key));
         self.calls.insert(key, Box::new(state));
@@ -598,7 +673,18 @@ impl Calls {
                     branch,
                     target: BranchTarget::Message { message },
                     ..
-                }) => start_message(cx, key, call, branch, &message),
+                }) => start_message(cx, key, call, branch, &message, None),
+                Command::Start(crate::executor::BranchStart {
+                    branch,
+                    target:
+                        BranchTarget::Announcement {
+                            message, answer, ..
+                        },
+                    ..
+                }) => {
+                    let local = Some(LocalBranch { answer });
+                    start_message(cx, key, call, branch, &message, local)
+                }
                 Command::Start(start) => {
                     let b = start.branch;
                     if let Err(code) = start_branch(cx, key, call, start) {
@@ -618,7 +704,8 @@ impl Calls {
                         Some(mut resp) => {
                             let code = resp.status_code.code();
                             let relayed = proxy::relayable_code(code);
-                            if relayed != code {
+                            let ours = call.branches.get(branch).is_some_and(|b| b.local.is_some());
+                            if relayed != code && !ours {
                                 resp.status_code = relayed.into();
                             }
                             resp
@@ -645,6 +732,12 @@ impl Calls {
                     cx.wire.respond(call.server_tx, resp, now);
                     call.final_sent = true;
                 }
+                Command::HangUp { branch } => {
+                    if let Some(b) = call.branches.get_mut(branch) {
+                        b.done = true;
+                    }
+                    end_local(cx, &mut self.local_ends, call, true, "hung up");
+                }
                 Command::Remember { group, user } => {
                     let m = self.memory.entry(group.clone()).or_default();
                     m.last_answerer = Some(user.clone());
@@ -669,7 +762,10 @@ impl Calls {
             call.record.recorded = true;
             self.settled.push(record_of(call, now.unix));
         }
+        // A call the daemon answered itself lasts as long as its announcements.
+        let local_live = call.local.is_some() && call.branches.iter().any(|b| !b.done);
         let done = call.exec.phase() != &Phase::Routing
+            && !local_live
             && call
                 .branches
                 .iter()
@@ -690,6 +786,11 @@ impl Calls {
     /// transactions disowned.
     fn forget(&mut self, cx: &mut Ctx<'_>, call: &CallState) {
         cx.wire.owners.remove(&call.server_tx);
+        if let Some(l) = &call.local {
+            self.local_dialogs
+                .remove(&(call.call_id.clone(), l.tag.clone()));
+            cx.media.close(&mut cx.wire.out, l.session);
+        }
         for b in &call.branches {
             if let Some(id) = b.media {
                 cx.media.close(&mut cx.wire.out, id);
@@ -849,6 +950,7 @@ impl Calls {
                         trunk: &c.trunk,
                         offset: answers,
                     }),
+                    local: false,
                 };
                 dialogs.track(cx, answer);
             }
@@ -1051,8 +1153,9 @@ impl Calls {
     }
 
     /// What the media engine did for a message branch: opened its session (the caller is
-    /// answered 183 with our SDP, then the message plays), or the message is over (played
-    /// or not: the plan goes on).
+    /// answered 183 with our SDP — or 200 OK for an announcement that answers — then the
+    /// message plays), or the message is over (played or not: the plan goes on), or an
+    /// answered caller went silent (hung up).
     pub(crate) fn media_event(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -1077,10 +1180,21 @@ impl Calls {
                     cx.media.close(&mut cx.wire.out, id);
                     return;
                 }
+                let answer = b.local.is_some_and(|l| l.answer);
+                let code = if answer { 200 } else { 183 };
                 let tag = cx.wire.tag();
-                let mut resp = message::response(&call.invite, 183, Some(&tag), &cx.wire.server);
+                let mut resp = message::response(&call.invite, code, Some(&tag), &cx.wire.server);
                 resp.headers
                     .retain(|h| !matches!(h, Header::ContentLength(_)));
+                if answer {
+                    // §12.1.1: the dialog's route set, as the caller's proxies asked.
+                    for h in call.invite.headers.iter() {
+                        if matches!(h, Header::RecordRoute(_)) {
+                            resp.headers.push(h.clone());
+                        }
+                    }
+                    resp.headers.push(Header::Allow(LOCAL_ALLOW.into()));
+                }
                 let contact = format!("<{}>", call.inbound.contact());
                 resp.headers.push(Header::Contact(contact.into()));
                 resp.headers
@@ -1088,21 +1202,282 @@ impl Calls {
                 resp.headers
                     .push(Header::ContentLength((sdp.len() as u32).into()));
                 resp.body = sdp;
+                if answer {
+                    let cseq = message::cseq_number(&call.invite.headers).unwrap_or(0);
+                    let at = now.mono + T1;
+                    self.resends.insert((at, key));
+                    call.local = Some(LocalDialog {
+                        branch,
+                        session: id,
+                        tag: tag.clone(),
+                        unacked: Some(Unacked {
+                            tx: call.server_tx,
+                            response: resp.clone(),
+                            cseq,
+                            at,
+                            interval: T1,
+                            give_up: now.mono + 64 * T1,
+                        }),
+                    });
+                    self.local_dialogs.insert((call.call_id.clone(), tag), key);
+                    cx.wire.respond(call.server_tx, resp.clone(), now);
+                    cx.media.answered(id);
+                    call.record.answered.get_or_insert(now.unix);
+                    if call.final_code.is_none() {
+                        call.final_code = Some(200);
+                        self.setup
+                            .observe(now.mono.saturating_duration_since(call.started));
+                    }
+                    call.final_sent = true;
+                    self.local_ends.push(LocalEnd::Answered {
+                        call_id: call.call_id.clone(),
+                        invite: Box::new(call.invite.clone()),
+                        response: Box::new(resp),
+                        caller: call.caller_user.clone(),
+                        caller_peer: cx.wire.transactions.peer(call.server_tx),
+                    });
+                    call.exec.local_answered(branch, now.mono);
+                    cx.media.play(&mut cx.wire.out, id);
+                    return self.drive(cx, key);
+                }
                 cx.wire.respond(call.server_tx, resp, now);
                 cx.media.play(&mut cx.wire.out, id);
             }
             Happened::Ended { how } => {
+                if call.local.as_ref().is_some_and(|l| l.branch == branch) {
+                    // The answering announcement is over: the plan's next one plays in
+                    // the same session, or the call is hung up.
+                    tracing::info!(call_id = %call.call_id, branch, how, "announcement");
+                    b.done = true;
+                    call.exec.media_ended(branch, &how, now.mono);
+                    return self.drive(cx, key);
+                }
                 b.media = None;
                 b.done = true;
                 tracing::info!(call_id = %call.call_id, branch, how, "message");
                 call.exec.media_ended(branch, &how, now.mono);
                 self.drive(cx, key);
             }
+            Happened::Silent { id } => {
+                if call.local.as_ref().is_some_and(|l| l.session == id) {
+                    tracing::info!(call_id = %call.call_id, "no RTP from the caller: hung up");
+                    end_local(cx, &mut self.local_ends, call, true, "rtp timeout");
+                    self.drive(cx, key);
+                }
+            }
+        }
+    }
+
+    /// The call the daemon answered itself whose dialog `req` is in (its Call-ID and our
+    /// To tag), if any.
+    pub(crate) fn local_dialog(&self, req: &Request) -> Option<u64> {
+        let to = req.to_header().ok()?;
+        let tag = message::tag_of(to.value())?;
+        let call_id = call_id_of(req);
+        self.local_dialogs.get(&(call_id, tag.to_string())).copied()
+    }
+
+    /// An ACK in a dialog the daemon answered: the end of our 2xx's retransmissions.
+    pub(crate) fn local_ack(&mut self, key: u64, req: &Request) {
+        let Some(l) = self.calls.get_mut(&key).and_then(|c| c.local.as_mut()) else {
+            return;
+        };
+        let cseq = message::cseq_number(&req.headers);
+        if let Some(u) = l.unacked.take_if(|u| Some(u.cseq) == cseq) {
+            self.resends.remove(&(u.at, key));
+        }
+    }
+
+    /// A request of the caller in a dialog the daemon answered (§12.2.2): BYE ends the
+    /// call (200); INFO with a DTMF body is a key pressed (200, and the digit goes to the
+    /// session as [`Event::Digit`](switchboard_media::session::Event::Digit), returned for
+    /// the core to hand to [`super::media::Media::event`]); OPTIONS 200; a re-INVITE 200
+    /// with our SDP (or 488); other methods 405.
+    pub(crate) fn in_local_dialog(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        key: u64,
+        tx: TxId,
+        req: &Request,
+    ) -> Option<switchboard_media::session::Event> {
+        let now = cx.now;
+        let Some(call) = self.calls.get_mut(&key) else {
+            cx.wire.reply_stateless(tx, req, 481, Vec::new());
+            return None;
+        };
+        let Some(l) = call.local.as_mut() else {
+            cx.wire.reply_to(tx, req, 481, Vec::new(), now);
+            return None;
+        };
+        let allow = || Header::Allow(LOCAL_ALLOW.into());
+        match req.method {
+            Method::Bye => {
+                cx.wire.reply_to(tx, req, 200, Vec::new(), now);
+                tracing::info!(call_id = %call.call_id, "the caller hung up");
+                end_local(cx, &mut self.local_ends, call, false, "bye");
+                self.drive(cx, key);
+                None
+            }
+            Method::Info => {
+                let content_type = req.headers.iter().find_map(|h| match h {
+                    Header::ContentType(c) => Some(c.value().to_string()),
+                    _ => None,
+                });
+                let digit =
+                    content_type.map(|c| switchboard_media::dtmf::parse_info(&c, &req.body));
+                match digit {
+                    Some(Ok(d)) => {
+                        cx.wire.reply_to(tx, req, 200, Vec::new(), now);
+                        Some(switchboard_media::session::Event::Digit {
+                            id: l.session,
+                            digit: d.digit.to_char(),
+                        })
+                    }
+                    Some(Err(switchboard_media::dtmf::InfoError::ContentType)) | None => {
+                        // An INFO package we do not know (RFC 6086 §4.2.2: 469; an
+                        // INFO without one is answered as legacy usage).
+                        cx.wire.reply_to(
+                            tx,
+                            req,
+                            415,
+                            vec![Header::Accept(
+                                "application/dtmf-relay, application/dtmf".into(),
+                            )],
+                            now,
+                        );
+                        None
+                    }
+                    Some(Err(e)) => {
+                        cx.wire
+                            .reply_to(tx, req, 400, vec![message::warning(&e.to_string())], now);
+                        None
+                    }
+                }
+            }
+            Method::Options => {
+                let headers = vec![allow(), Header::Accept("application/sdp".into())];
+                cx.wire.reply_to(tx, req, 200, headers, now);
+                None
+            }
+            Method::Invite => {
+                let session = l.session;
+                match cx.media.reanswer(session, req) {
+                    Ok(sdp) => {
+                        let mut resp = message::response(req, 200, None, &cx.wire.server);
+                        resp.headers
+                            .retain(|h| !matches!(h, Header::ContentLength(_)));
+                        let contact = format!("<{}>", call.inbound.contact());
+                        resp.headers.push(Header::Contact(contact.into()));
+                        resp.headers.push(allow());
+                        resp.headers
+                            .push(Header::ContentType("application/sdp".into()));
+                        resp.headers
+                            .push(Header::ContentLength((sdp.len() as u32).into()));
+                        resp.body = sdp;
+                        let cseq = message::cseq_number(&req.headers).unwrap_or(0);
+                        if let Some(u) = l.unacked.take() {
+                            self.resends.remove(&(u.at, key));
+                        }
+                        let at = now.mono + T1;
+                        self.resends.insert((at, key));
+                        l.unacked = Some(Unacked {
+                            tx,
+                            response: resp.clone(),
+                            cseq,
+                            at,
+                            interval: T1,
+                            give_up: now.mono + 64 * T1,
+                        });
+                        cx.wire.respond(tx, resp, now);
+                    }
+                    Err(refusal) => {
+                        let code = refusal.code.unwrap_or(488);
+                        let warning = if code == 488 {
+                            incompatible(&call.inbound)
+                        } else {
+                            message::warning(&refusal.why)
+                        };
+                        cx.wire.reply_to(tx, req, code, vec![warning], now);
+                    }
+                }
+                None
+            }
+            _ => {
+                cx.wire.reply_to(tx, req, 405, vec![allow()], now);
+                None
+            }
+        }
+    }
+
+    /// The dialog of a call the daemon answered ended elsewhere (the caller lost, its
+    /// session expired, `max_call_secs`): its session is closed.
+    pub(crate) fn dialog_ended(&mut self, cx: &mut Ctx<'_>, call_id: &str) {
+        let key = self
+            .local_dialogs
+            .iter()
+            .find(|((c, _), _)| c == call_id)
+            .map(|(_, k)| *k);
+        let Some(key) = key else {
+            return;
+        };
+        if let Some(call) = self.calls.get_mut(&key) {
+            let live = call.branches.iter().any(|b| !b.done);
+            if live {
+                let mut ignored = Vec::new();
+                end_local(cx, &mut ignored, call, false, "ended");
+            }
+        }
+        self.drive(cx, key);
+    }
+
+    /// The daemon is stopping: every call it answered itself is hung up (a BYE each).
+    pub(crate) fn hang_up_all(&mut self, cx: &mut Ctx<'_>) {
+        let keys: Vec<u64> = self.local_dialogs.values().copied().collect();
+        for key in keys {
+            if let Some(call) = self.calls.get_mut(&key) {
+                if call.branches.iter().any(|b| !b.done) {
+                    end_local(cx, &mut self.local_ends, call, true, "shutdown");
+                }
+            }
+            self.drive(cx, key);
+        }
+    }
+
+    /// Our 2xx of local dialogs not yet acknowledged, sent again when due (T1 doubling to
+    /// T2); one without its ACK for 64·T1 has its call hung up (§13.3.1.4).
+    fn resend_2xx(&mut self, cx: &mut Ctx<'_>) {
+        let now = cx.now;
+        while let Some(&(at, key)) = self.resends.first() {
+            if at > now.mono {
+                break;
+            }
+            self.resends.remove(&(at, key));
+            let Some(call) = self.calls.get_mut(&key) else {
+                continue;
+            };
+            let Some(l) = call.local.as_mut() else {
+                continue;
+            };
+            let Some(u) = l.unacked.as_mut().filter(|u| u.at == at) else {
+                continue;
+            };
+            if now.mono >= u.give_up {
+                l.unacked = None;
+                tracing::info!(call_id = %call.call_id, "no ACK for our 2xx: hung up");
+                end_local(cx, &mut self.local_ends, call, true, "no ack");
+                self.drive(cx, key);
+                continue;
+            }
+            cx.wire.respond(u.tx, u.response.clone(), now);
+            u.interval = (u.interval * 2).min(T2);
+            u.at = now.mono + u.interval;
+            self.resends.insert((u.at, key));
         }
     }
 
     /// Calls whose timeline has something due.
     pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>) {
+        self.resend_2xx(cx);
         while let Some(&(at, key, branch)) = self.failovers.first() {
             if at > cx.now.mono {
                 break;
@@ -1361,7 +1736,7 @@ fn start_branch(
             };
             (uri.clone(), whither, None, format!("destination {id}"))
         }
-        BranchTarget::Message { .. } => {
+        BranchTarget::Message { .. } | BranchTarget::Announcement { .. } => {
             // Started by `start_message`, never here.
             return Err(500);
         }
@@ -1664,16 +2039,41 @@ fn cancel_branch(cx: &mut Ctx<'_>, call: &mut CallState, branch: BranchId, cause
 }
 
 /// Starts message branch `branch` of a call: its media session is asked for, or the
-/// message is skipped (with a log line) and the plan goes on.
+/// message is skipped (with a log line) and the plan goes on. `local`: the call is for
+/// it (an announcement destination): an offer it cannot answer refuses the call (488 with
+/// a Warning, 400, 503 with Retry-After). In a call the daemon has answered already, the
+/// message plays next in the same session.
 fn start_message(
     cx: &mut Ctx<'_>,
     key: u64,
     call: &mut CallState,
     branch: BranchId,
     message: &switchboard_policy::Message,
+    local: Option<LocalBranch>,
 ) {
     while call.branches.len() <= branch {
         call.branches.push(Branch::default());
+    }
+    call.branches[branch].local = local;
+    call.branches[branch].what = format!("message {message}");
+    if let Some(l) = call.local.as_mut() {
+        // Answered already: the next announcement, in the same session.
+        let started = cx
+            .media
+            .play_next(&mut cx.wire.out, l.session, branch, message);
+        match started {
+            Ok(()) => {
+                l.branch = branch;
+                call.branches[branch].media = Some(l.session);
+            }
+            Err(refusal) => {
+                call.branches[branch].done = true;
+                tracing::info!(call_id = %call.call_id, %message, why = %refusal.why, "message skipped");
+                let how = format!("skipped: {}", refusal.why);
+                call.exec.media_ended(branch, &how, cx.now.mono);
+            }
+        }
+        return;
     }
     let signalling = cx
         .wire
@@ -1691,22 +2091,75 @@ fn start_message(
             inbound,
             message,
         ),
-        None => Err("the caller's transaction is gone".to_string()),
+        None => Err(super::media::Refusal {
+            why: "the caller's transaction is gone".to_string(),
+            code: None,
+        }),
     };
     let b = &mut call.branches[branch];
-    b.what = format!("message {message}");
     match started {
         Ok(id) => b.media = Some(id),
-        Err(why) => {
+        Err(refusal) => {
             b.done = true;
             // A flood of calls without an offer would repeat it: rate-limited.
             if switchboard_sip::log_limit::allow("message skipped") {
-                tracing::info!(call_id = %call.call_id, %message, %why, "message skipped");
+                tracing::info!(call_id = %call.call_id, %message, why = %refusal.why, "message skipped");
+            }
+            if let (Some(_), Some(code)) = (local, refusal.code) {
+                // The call is for it: the caller is told why it cannot be served.
+                let tag = cx.wire.tag();
+                let mut resp = message::response(&call.invite, code, Some(&tag), &cx.wire.server);
+                match code {
+                    488 => resp.headers.push(incompatible(&call.inbound)),
+                    503 => resp.headers.push(Header::RetryAfter("5".into())),
+                    415 => resp.headers.push(Header::Accept("application/sdp".into())),
+                    _ => resp.headers.push(message::warning(&refusal.why)),
+                }
+                b.response = Some(resp);
+                call.exec.local_refused(branch, code, cx.now.mono);
+                return;
             }
             call.exec
-                .media_ended(branch, &format!("skipped: {why}"), cx.now.mono);
+                .media_ended(branch, &format!("skipped: {}", refusal.why), cx.now.mono);
         }
     }
+}
+
+/// `Warning: 305 <us> "Incompatible media format"` (RFC 3261 §20.43), for an offer we
+/// cannot answer.
+fn incompatible(inbound: &Local) -> Header {
+    let host = inbound.contact();
+    let host = host.trim_start_matches("sip:");
+    let host = host.split([';', '>']).next().unwrap_or(host);
+    Header::Warning(format!("305 {host} \"Incompatible media format\"").into())
+}
+
+/// A call the daemon answered itself is over: its session closed, its dialog ended (with
+/// a BYE of ours to the caller when `bye`).
+fn end_local(
+    cx: &mut Ctx<'_>,
+    ends: &mut Vec<LocalEnd>,
+    call: &mut CallState,
+    bye: bool,
+    how: &'static str,
+) {
+    let Some(l) = call.local.as_mut() else {
+        return;
+    };
+    if let Some(b) = call.branches.get_mut(l.branch) {
+        b.done = true;
+        b.media = None;
+    }
+    cx.media.close(&mut cx.wire.out, l.session);
+    l.unacked = None;
+    for b in call.branches.iter_mut() {
+        b.done = true;
+    }
+    ends.push(LocalEnd::Over {
+        call_id: call.call_id.clone(),
+        bye,
+        how,
+    });
 }
 
 /// Identity headers of a branch: our realm's credentials consumed; the caller's
