@@ -550,6 +550,8 @@ impl Execution {
             }
         }
         self.history.push("hung up".into());
+        // Over: nothing more follows.
+        self.local_answer = false;
         self.commands.push_back(Command::HangUp { branch });
     }
 
@@ -1613,5 +1615,70 @@ mod tests {
         };
         let mut e = Execution::new(p, limits, t0);
         assert_eq!(started(&drain(&mut e)).len(), 4);
+    }
+
+    fn announcement(id: &str, answer: bool, next: Next) -> Step {
+        Step {
+            action: Action::Announcement {
+                id: id.into(),
+                message: Message::Named(id.into()),
+                answer,
+            },
+            on_no_answer: next.clone(),
+            on_busy: next.clone(),
+            on_unavailable: next,
+            why: String::new(),
+        }
+    }
+
+    #[test]
+    fn an_answered_announcement_answers_then_plays_the_next_one_in_the_same_call_then_hangs_up() {
+        let t0 = Instant::now();
+        let p = plan(vec![
+            announcement("closed", true, Next::Step(1)),
+            announcement("bye", true, Next::Final(480)),
+        ]);
+        let mut e = Execution::new(p, Limits::default(), t0);
+        assert_eq!(
+            started(&drain(&mut e)),
+            vec![(0, "announcement closed".into())]
+        );
+        e.local_answered(0, secs(t0, 1));
+        assert_eq!(e.phase(), &Phase::Answered { branch: 0 });
+        // Answered: no ring-time bound; no final response.
+        assert_eq!(e.poll_timeout(), None);
+        assert!(drain(&mut e).is_empty());
+        e.media_ended(0, "played", secs(t0, 5));
+        // The next announcement, answering nothing again.
+        assert_eq!(
+            started(&drain(&mut e)),
+            vec![(1, "announcement bye".into())]
+        );
+        assert_eq!(e.phase(), &Phase::Answered { branch: 1 });
+        e.media_ended(1, "played", secs(t0, 8));
+        assert_eq!(drain(&mut e), vec![Command::HangUp { branch: 1 }]);
+        assert!(
+            e.history()
+                .iter()
+                .any(|h| h == "step 1: answered by announcement closed"),
+            "{:?}",
+            e.history()
+        );
+        assert_eq!(e.history().last().map(String::as_str), Some("hung up"));
+        // Nothing more after the hang-up.
+        e.media_ended(1, "played", secs(t0, 9));
+        assert!(drain(&mut e).is_empty());
+    }
+
+    #[test]
+    fn an_announcement_that_refuses_the_caller_ends_the_call_with_its_own_response() {
+        let t0 = Instant::now();
+        let p = plan(vec![announcement("closed", false, Next::Final(480))]);
+        let mut e = Execution::new(p, Limits::default(), t0);
+        drain(&mut e);
+        e.local_refused(0, 488, t0);
+        // Relayed as the branch's (ours), not competing with the plan's 480.
+        assert_eq!(drain(&mut e), vec![Command::Relay { branch: 0 }]);
+        assert_eq!(e.phase(), &Phase::Ended);
     }
 }

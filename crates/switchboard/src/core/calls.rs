@@ -221,6 +221,8 @@ struct Abandoned {
 }
 
 struct CallState {
+    /// Its key in [`Calls`]'s table.
+    key: u64,
     server_tx: TxId,
     /// The INVITE as received (Via stamped, our Route consumed).
     invite: Request,
@@ -253,6 +255,9 @@ struct CallState {
     record: Opening,
     /// The daemon answered it itself (see [`LocalDialog`]).
     local: Option<LocalDialog>,
+    /// The early dialogs of our own 183s: our To tag and the message branch (at most one
+    /// per branch).
+    early_tags: Vec<(String, BranchId)>,
 }
 
 /// The calls being set up (see the module's documentation).
@@ -273,8 +278,9 @@ pub struct Calls {
     /// Records of calls whose set-up is over, for [`super::records::Records`] (taken by
     /// the core after each event).
     pub(crate) settled: Vec<CallRecord>,
-    /// Calls the daemon answered itself, by Call-ID and our To tag.
-    local_dialogs: HashMap<(String, String), u64>,
+    /// Calls with a dialog of the daemon's own (an early one of a message's 183, or one
+    /// it answered), by Call-ID; the To tag is checked against the call's.
+    local_dialogs: HashMap<String, u64>,
     /// When a 2xx of ours is sent again (see [`Unacked`]).
     resends: BTreeSet<(Instant, u64)>,
     /// Dialogs of calls the daemon answered to track or end, for [`super::dialogs`] (taken
@@ -633,6 +639,7 @@ impl Calls {
         let key = self.next_call;
         self.next_call += 1;
         let state = CallState {
+            key,
             server_tx: tx,
             invite: req,
             call_id,
@@ -654,6 +661,7 @@ impl Calls {
             cancelled: false,
             record,
             local: None,
+            early_tags: Vec::new(),
         };
         cx.wire.owners.insert(tx, Owner::Call(key));
         self.calls.insert(key, Box::new(state));
@@ -678,12 +686,17 @@ impl Calls {
                     branch,
                     target:
                         BranchTarget::Announcement {
-                            message, answer, ..
+                            id,
+                            message,
+                            answer,
                         },
                     ..
                 }) => {
                     let local = Some(LocalBranch { answer });
-                    start_message(cx, key, call, branch, &message, local)
+                    start_message(cx, key, call, branch, &message, local);
+                    if let Some(b) = call.branches.get_mut(branch) {
+                        b.what = format!("announcement {id}");
+                    }
                 }
                 Command::Start(start) => {
                     let b = start.branch;
@@ -786,9 +799,10 @@ impl Calls {
     /// transactions disowned.
     fn forget(&mut self, cx: &mut Ctx<'_>, call: &CallState) {
         cx.wire.owners.remove(&call.server_tx);
+        if self.local_dialogs.get(&call.call_id) == Some(&call.key) {
+            self.local_dialogs.remove(&call.call_id);
+        }
         if let Some(l) = &call.local {
-            self.local_dialogs
-                .remove(&(call.call_id.clone(), l.tag.clone()));
             cx.media.close(&mut cx.wire.out, l.session);
         }
         for b in &call.branches {
@@ -1219,7 +1233,9 @@ impl Calls {
                             give_up: now.mono + 64 * T1,
                         }),
                     });
-                    self.local_dialogs.insert((call.call_id.clone(), tag), key);
+                    self.local_dialogs
+                        .entry(call.call_id.clone())
+                        .or_insert(key);
                     cx.wire.respond(call.server_tx, resp.clone(), now);
                     cx.media.answered(id);
                     call.record.answered.get_or_insert(now.unix);
@@ -1242,6 +1258,11 @@ impl Calls {
                 }
                 cx.wire.respond(call.server_tx, resp, now);
                 cx.media.play(&mut cx.wire.out, id);
+                // Its early dialog: the caller's INFO (keys) and OPTIONS come to us.
+                call.early_tags.push((tag, branch));
+                self.local_dialogs
+                    .entry(call.call_id.clone())
+                    .or_insert(key);
             }
             Happened::Ended { how } => {
                 if call.local.as_ref().is_some_and(|l| l.branch == branch) {
@@ -1268,13 +1289,16 @@ impl Calls {
         }
     }
 
-    /// The call the daemon answered itself whose dialog `req` is in (its Call-ID and our
-    /// To tag), if any.
+    /// The call whose dialog of the daemon's own `req` is in (its Call-ID, and our To tag:
+    /// of the 200 that answered it, or of one of its messages' 183s), if any.
     pub(crate) fn local_dialog(&self, req: &Request) -> Option<u64> {
+        let key = *self.local_dialogs.get(&call_id_of(req))?;
         let to = req.to_header().ok()?;
         let tag = message::tag_of(to.value())?;
-        let call_id = call_id_of(req);
-        self.local_dialogs.get(&(call_id, tag.to_string())).copied()
+        let call = self.calls.get(&key)?;
+        let answered = call.local.as_ref().is_some_and(|l| l.tag == tag);
+        let early = call.early_tags.iter().any(|(t, _)| t == tag);
+        (answered || early).then_some(key)
     }
 
     /// An ACK in a dialog the daemon answered: the end of our 2xx's retransmissions.
@@ -1305,11 +1329,20 @@ impl Calls {
             cx.wire.reply_stateless(tx, req, 481, Vec::new());
             return None;
         };
+        let allow = || Header::Allow(LOCAL_ALLOW.into());
+        let tag = req
+            .to_header()
+            .ok()
+            .and_then(|t| message::tag_of(t.value()).map(str::to_string))
+            .unwrap_or_default();
+        let answered = call.local.as_ref().is_some_and(|l| l.tag == tag);
+        if !answered {
+            return self.in_early_dialog(cx, key, tx, req, &tag);
+        }
         let Some(l) = call.local.as_mut() else {
             cx.wire.reply_to(tx, req, 481, Vec::new(), now);
             return None;
         };
-        let allow = || Header::Allow(LOCAL_ALLOW.into());
         match req.method {
             Method::Bye => {
                 cx.wire.reply_to(tx, req, 200, Vec::new(), now);
@@ -1318,42 +1351,7 @@ impl Calls {
                 self.drive(cx, key);
                 None
             }
-            Method::Info => {
-                let content_type = req.headers.iter().find_map(|h| match h {
-                    Header::ContentType(c) => Some(c.value().to_string()),
-                    _ => None,
-                });
-                let digit =
-                    content_type.map(|c| switchboard_media::dtmf::parse_info(&c, &req.body));
-                match digit {
-                    Some(Ok(d)) => {
-                        cx.wire.reply_to(tx, req, 200, Vec::new(), now);
-                        Some(switchboard_media::session::Event::Digit {
-                            id: l.session,
-                            digit: d.digit.to_char(),
-                        })
-                    }
-                    Some(Err(switchboard_media::dtmf::InfoError::ContentType)) | None => {
-                        // An INFO package we do not know (RFC 6086 §4.2.2: 469; an
-                        // INFO without one is answered as legacy usage).
-                        cx.wire.reply_to(
-                            tx,
-                            req,
-                            415,
-                            vec![Header::Accept(
-                                "application/dtmf-relay, application/dtmf".into(),
-                            )],
-                            now,
-                        );
-                        None
-                    }
-                    Some(Err(e)) => {
-                        cx.wire
-                            .reply_to(tx, req, 400, vec![message::warning(&e.to_string())], now);
-                        None
-                    }
-                }
-            }
+            Method::Info => info_digit(cx, tx, req, Some(l.session)),
             Method::Options => {
                 let headers = vec![allow(), Header::Accept("application/sdp".into())];
                 cx.wire.reply_to(tx, req, 200, headers, now);
@@ -1409,18 +1407,79 @@ impl Calls {
         }
     }
 
+    /// A request of the caller in the early dialog of one of our 183s (tag `tag`): INFO
+    /// with a DTMF body is a key pressed during the message (200, the digit for its
+    /// session); OPTIONS 200; a BYE ends the call as a CANCEL would (200, and 487 to the
+    /// INVITE, §15.1.2); a second INVITE before our final response 500 with Retry-After
+    /// (§14.2); PRACK 481 (we send no reliable provisional response); others 405.
+    fn in_early_dialog(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        key: u64,
+        tx: TxId,
+        req: &Request,
+        tag: &str,
+    ) -> Option<switchboard_media::session::Event> {
+        let now = cx.now;
+        let Some(call) = self.calls.get_mut(&key) else {
+            cx.wire.reply_stateless(tx, req, 481, Vec::new());
+            return None;
+        };
+        let branch = call
+            .early_tags
+            .iter()
+            .find(|(t, _)| t == tag)
+            .map(|(_, b)| *b);
+        let session = branch
+            .and_then(|b| call.branches.get(b))
+            .and_then(|b| b.media);
+        match req.method {
+            Method::Info => info_digit(cx, tx, req, session),
+            Method::Options => {
+                let headers = vec![
+                    Header::Allow(LOCAL_ALLOW.into()),
+                    Header::Accept("application/sdp".into()),
+                ];
+                cx.wire.reply_to(tx, req, 200, headers, now);
+                None
+            }
+            Method::Bye if !call.final_sent => {
+                cx.wire.reply_to(tx, req, 200, Vec::new(), now);
+                tracing::info!(call_id = %call.call_id, "the caller hung up in early media (BYE)");
+                call.exec.caller_cancelled(now.mono);
+                call.final_sent = true;
+                call.cancelled = true;
+                call.final_code.get_or_insert(487);
+                let tag = cx.wire.tag();
+                let resp = message::response(&call.invite, 487, Some(&tag), &cx.wire.server);
+                cx.wire.respond(call.server_tx, resp, now);
+                self.drive(cx, key);
+                None
+            }
+            Method::Invite => {
+                let retry = vec![Header::RetryAfter("2".into())];
+                cx.wire.reply_to(tx, req, 500, retry, now);
+                None
+            }
+            Method::Bye | Method::PRack => {
+                cx.wire.reply_to(tx, req, 481, Vec::new(), now);
+                None
+            }
+            _ => {
+                let allow = vec![Header::Allow(LOCAL_ALLOW.into())];
+                cx.wire.reply_to(tx, req, 405, allow, now);
+                None
+            }
+        }
+    }
+
     /// The dialog of a call the daemon answered ended elsewhere (the caller lost, its
     /// session expired, `max_call_secs`): its session is closed.
     pub(crate) fn dialog_ended(&mut self, cx: &mut Ctx<'_>, call_id: &str) {
-        let key = self
-            .local_dialogs
-            .iter()
-            .find(|((c, _), _)| c == call_id)
-            .map(|(_, k)| *k);
-        let Some(key) = key else {
+        let Some(&key) = self.local_dialogs.get(call_id) else {
             return;
         };
-        if let Some(call) = self.calls.get_mut(&key) {
+        if let Some(call) = self.calls.get_mut(&key).filter(|c| c.local.is_some()) {
             let live = call.branches.iter().any(|b| !b.done);
             if live {
                 let mut ignored = Vec::new();
@@ -1434,7 +1493,7 @@ impl Calls {
     pub(crate) fn hang_up_all(&mut self, cx: &mut Ctx<'_>) {
         let keys: Vec<u64> = self.local_dialogs.values().copied().collect();
         for key in keys {
-            if let Some(call) = self.calls.get_mut(&key) {
+            if let Some(call) = self.calls.get_mut(&key).filter(|c| c.local.is_some()) {
                 if call.branches.iter().any(|b| !b.done) {
                     end_local(cx, &mut self.local_ends, call, true, "shutdown");
                 }
@@ -2121,6 +2180,43 @@ fn start_message(
             }
             call.exec
                 .media_ended(branch, &format!("skipped: {}", refusal.why), cx.now.mono);
+        }
+    }
+}
+
+/// An INFO of the caller in a dialog of ours: a DTMF body (`application/dtmf-relay`,
+/// `application/dtmf`) is answered 200 and its key returned as the session's
+/// [`Event::Digit`](switchboard_media::session::Event::Digit); another type 415 with what
+/// we accept; an unreadable body 400.
+fn info_digit(
+    cx: &mut Ctx<'_>,
+    tx: TxId,
+    req: &Request,
+    session: Option<SessionId>,
+) -> Option<switchboard_media::session::Event> {
+    let now = cx.now;
+    let content_type = req.headers.iter().find_map(|h| match h {
+        Header::ContentType(c) => Some(c.value().to_string()),
+        _ => None,
+    });
+    let digit = content_type.map(|c| switchboard_media::dtmf::parse_info(&c, &req.body));
+    match digit {
+        Some(Ok(d)) => {
+            cx.wire.reply_to(tx, req, 200, Vec::new(), now);
+            session.map(|id| switchboard_media::session::Event::Digit {
+                id,
+                digit: d.digit.to_char(),
+            })
+        }
+        Some(Err(switchboard_media::dtmf::InfoError::ContentType)) | None => {
+            let accept = Header::Accept("application/dtmf-relay, application/dtmf".into());
+            cx.wire.reply_to(tx, req, 415, vec![accept], now);
+            None
+        }
+        Some(Err(e)) => {
+            let warning = message::warning(&e.to_string());
+            cx.wire.reply_to(tx, req, 400, vec![warning], now);
+            None
         }
     }
 }

@@ -171,6 +171,7 @@ fn an_answered_announcement_answers_200_with_our_sdp_and_hangs_up_with_a_bye_whe
     assert_eq!(t.core.answered_calls(), 0);
     assert!(t.core.calls().is_empty());
     assert_eq!(t.core.media().0, 0);
+    assert_eq!(t.core.routing_counters().answered, 1);
 }
 
 #[test]
@@ -328,4 +329,72 @@ fn shutdown_hangs_up_every_answered_announcement() {
     t.pump();
     let out = to(&t.take(), CALLER);
     assert!(out.iter().any(|m| m.starts_with("BYE ")), "{out:?}");
+}
+
+/// Calls frank (the early-media announcement): returns the session and our 183.
+fn early(t: &mut T, call: &str) -> (SessionId, String) {
+    t.input(CALLER, &invite_sdp("1006", call, OFFER));
+    t.take();
+    let id = session(t);
+    t.media.clear();
+    t.feed(Input::Media(Event::Opened { id, port: 30002 }));
+    t.pump();
+    let out = t.take();
+    let progress = to(&out, CALLER)
+        .into_iter()
+        .find(|m| first_line(m).starts_with("SIP/2.0 183"))
+        .unwrap_or_else(|| panic!("no 183 to the caller: {out:?}"));
+    (id, progress)
+}
+
+#[test]
+fn in_the_early_dialog_of_a_183_info_and_options_are_answered_and_bye_ends_the_call_487() {
+    let mut t = t_with(10);
+    let (id, progress) = early(&mut t, "e1");
+    let info = from_caller(
+        "INFO",
+        &progress,
+        2,
+        "Content-Type: application/dtmf\r\n",
+        "7",
+    );
+    t.input(CALLER, &info);
+    let out = to(&t.take(), CALLER);
+    assert!(first_line(&out[0]).starts_with("SIP/2.0 200"), "{out:?}");
+    t.input(CALLER, &from_caller("OPTIONS", &progress, 3, "", ""));
+    let out = to(&t.take(), CALLER);
+    assert!(first_line(&out[0]).starts_with("SIP/2.0 200"), "{out:?}");
+    let info = from_caller("INFO", &progress, 4, "Content-Type: text/plain\r\n", "hi");
+    t.input(CALLER, &info);
+    let out = to(&t.take(), CALLER);
+    assert!(first_line(&out[0]).starts_with("SIP/2.0 415"), "{out:?}");
+    t.media.clear();
+    t.input(CALLER, &from_caller("BYE", &progress, 5, "", ""));
+    let out = to(&t.take(), CALLER);
+    let lines: Vec<&str> = out.iter().map(|m| first_line(m)).collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with("SIP/2.0 200")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("SIP/2.0 487")),
+        "{lines:?}"
+    );
+    assert!(
+        t.media
+            .iter()
+            .any(|c| matches!(c, Command::Close { id: c } if *c == id)),
+        "{:?}",
+        t.media
+    );
+}
+
+#[test]
+fn a_request_for_a_dialog_of_ours_that_does_not_exist_gets_481() {
+    let mut t = t_with(10);
+    let (_, ok) = answered(&mut t, "x1");
+    let forged = ok.replace("Call-ID: x1", "Call-ID: nope");
+    t.input(CALLER, &from_caller("BYE", &forged, 2, "", ""));
+    let out = to(&t.take(), CALLER);
+    assert!(first_line(&out[0]).starts_with("SIP/2.0 481"), "{out:?}");
 }
