@@ -9,8 +9,17 @@ use crate::test_harness::*;
 use switchboard_media::session::Counters;
 
 /// Erin has no phone: her calls go to the `closed` announcement, answered, then hung up;
-/// frank's to `early` (early media, then 480).
+/// frank's to `early` (early media, then 480); gina's to `first`, answered, then `closed`
+/// in the same call.
 const POLICY: &str = r#"
+[users.gina]
+extension = "1007"
+no_answer = "announcement:first"
+[destinations.first]
+kind = "announcement"
+message = "fwd"
+answer = true
+next = "announcement:closed"
 [users.erin]
 extension = "1005"
 no_answer = "announcement:closed"
@@ -397,4 +406,42 @@ fn a_request_for_a_dialog_of_ours_that_does_not_exist_gets_481() {
     t.input(CALLER, &from_caller("BYE", &forged, 2, "", ""));
     let out = to(&t.take(), CALLER);
     assert!(first_line(&out[0]).starts_with("SIP/2.0 481"), "{out:?}");
+}
+
+#[test]
+fn the_next_announcement_plays_in_the_same_session_then_the_daemon_hangs_up() {
+    let mut t = t_with(10);
+    t.input(CALLER, &invite_sdp("1007", "n1", OFFER));
+    t.take();
+    let id = session(&t);
+    t.media.clear();
+    t.feed(Input::Media(Event::Opened { id, port: 30000 }));
+    t.pump();
+    let ok = to(&t.take(), CALLER)
+        .into_iter()
+        .find(|m| first_line(m).starts_with("SIP/2.0 200"))
+        .unwrap();
+    ack(&mut t, &ok);
+    t.media.clear();
+    t.feed(Input::Media(Event::Played { id }));
+    t.pump();
+    // Not closed: the next message plays in it; no BYE yet.
+    assert!(
+        matches!(t.media.as_slice(), [Command::Play { id: p, .. }] if *p == id),
+        "{:?}",
+        t.media
+    );
+    assert!(to(&t.take(), CALLER).is_empty());
+    t.media.clear();
+    t.feed(Input::Media(Event::Played { id }));
+    t.pump();
+    assert!(
+        t.media
+            .iter()
+            .any(|c| matches!(c, Command::Close { id: c } if *c == id)),
+        "{:?}",
+        t.media
+    );
+    let out = to(&t.take(), CALLER);
+    assert!(out.iter().any(|m| m.starts_with("BYE ")), "{out:?}");
 }

@@ -550,7 +550,11 @@ impl Media {
                 }
                 let (call, branch) = (s.call, s.branch);
                 self.stats.played += 1;
-                self.close(out, id);
+                if !s.answered {
+                    self.close(out, id);
+                }
+                // An answered session stays open: its call may play the next message in
+                // it, and closes it when it hangs up.
                 let how = "played".to_string();
                 Some((call, branch, Happened::Ended { how }))
             }
