@@ -1279,6 +1279,24 @@ impl Calls {
                 call.exec.media_ended(branch, &how, now.mono);
                 self.drive(cx, key);
             }
+            Happened::Unavailable { how } => {
+                b.media = None;
+                b.done = true;
+                tracing::info!(call_id = %call.call_id, branch, how, "message");
+                if b.local.is_some() && call.local.is_none() && !call.final_sent {
+                    // The call is for it: 503, to try again later.
+                    let tag = cx.wire.tag();
+                    let mut resp =
+                        message::response(&call.invite, 503, Some(&tag), &cx.wire.server);
+                    resp.headers.push(Header::RetryAfter("5".into()));
+                    resp.headers.push(message::warning(&how));
+                    b.response = Some(resp);
+                    call.exec.local_refused(branch, 503, now.mono);
+                } else {
+                    call.exec.media_ended(branch, &how, now.mono);
+                }
+                self.drive(cx, key);
+            }
             Happened::Silent { id } => {
                 if call.local.as_ref().is_some_and(|l| l.session == id) {
                     tracing::info!(call_id = %call.call_id, "no RTP from the caller: hung up");

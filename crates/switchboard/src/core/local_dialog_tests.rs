@@ -445,3 +445,23 @@ fn the_next_announcement_plays_in_the_same_session_then_the_daemon_hangs_up() {
     let out = to(&t.take(), CALLER);
     assert!(out.iter().any(|m| m.starts_with("BYE ")), "{out:?}");
 }
+
+#[test]
+fn an_engine_that_cannot_open_the_session_of_an_announcement_the_call_is_for_means_503() {
+    let mut t = t_with(10);
+    t.input(CALLER, &invite_sdp("1005", "f1", OFFER));
+    t.take();
+    let id = session(&t);
+    t.feed(Input::Media(Event::Failed {
+        id,
+        why: "no free port pair".into(),
+    }));
+    t.pump();
+    let out = to(&t.take(), CALLER);
+    let refusal = out
+        .iter()
+        .find(|m| first_line(m).starts_with("SIP/2.0 5"))
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert!(first_line(refusal).starts_with("SIP/2.0 503"), "{refusal}");
+    assert!(header(refusal, "Retry-After").is_some(), "{refusal}");
+}

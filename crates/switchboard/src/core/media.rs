@@ -254,6 +254,10 @@ pub(crate) enum Happened {
     Opened { id: SessionId, sdp: Vec<u8> },
     /// The message is over (played, or could not be): the plan goes on.
     Ended { how: String },
+    /// The engine could not open the session (no free port pair…): as [`Happened::Ended`]
+    /// for a message played before something else; a call that is for its announcement
+    /// is refused 503.
+    Unavailable { how: String },
     /// Nothing came from the caller of an answered session for the RTP timeout: the call
     /// is hung up (a caller in early media need not send anything, so only an answered
     /// session hears of it).
@@ -541,7 +545,11 @@ impl Media {
                     tracing::warn!(session = id.0, %why, "media session could not be opened; message skipped");
                 }
                 let how = format!("skipped: the media engine could not open a session: {why}");
-                (s.state != State::Closing).then_some((s.call, s.branch, Happened::Ended { how }))
+                (s.state != State::Closing).then_some((
+                    s.call,
+                    s.branch,
+                    Happened::Unavailable { how },
+                ))
             }
             Event::Played { id } => {
                 let s = self.sessions.get(&id)?;
