@@ -260,6 +260,8 @@ fn info_dtmf_options_reinvite_and_others_in_the_dialog() {
     t.input(CALLER, &info);
     let out = to(&t.take(), CALLER);
     assert!(first_line(&out[0]).starts_with("SIP/2.0 200"), "{out:?}");
+    // The key reached the session, as Event::Digit through Media::event.
+    assert_eq!(t.core.media().1.digits, 1);
     t.input(CALLER, &from_caller("OPTIONS", &ok, 3, "", ""));
     let out = to(&t.take(), CALLER);
     assert!(first_line(&out[0]).starts_with("SIP/2.0 200"), "{out:?}");
@@ -370,6 +372,7 @@ fn in_the_early_dialog_of_a_183_info_and_options_are_answered_and_bye_ends_the_c
     t.input(CALLER, &info);
     let out = to(&t.take(), CALLER);
     assert!(first_line(&out[0]).starts_with("SIP/2.0 200"), "{out:?}");
+    assert_eq!(t.core.media().1.digits, 1);
     t.input(CALLER, &from_caller("OPTIONS", &progress, 3, "", ""));
     let out = to(&t.take(), CALLER);
     assert!(first_line(&out[0]).starts_with("SIP/2.0 200"), "{out:?}");

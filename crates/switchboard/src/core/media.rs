@@ -274,6 +274,8 @@ pub struct MediaStats {
     /// Messages skipped (no offer, no codec in common, no prompt, the session limit, the
     /// engine refused).
     pub skipped: u64,
+    /// Keys the callers of open sessions pressed (RFC 4733 events, SIP INFO).
+    pub digits: u64,
 }
 
 /// The sessions of local media endpoints (see the module's documentation).
@@ -567,6 +569,9 @@ impl Media {
                 Some((call, branch, Happened::Ended { how }))
             }
             Event::Digit { id, digit } => {
+                if self.sessions.contains_key(&id) {
+                    self.stats.digits += 1;
+                }
                 tracing::debug!(session = id.0, %digit, "key pressed during a message; ignored");
                 None
             }
