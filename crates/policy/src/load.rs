@@ -130,6 +130,10 @@ struct RawDestination {
     retries: Option<Spanned<i64>>,
     invalid: Option<S>,
     default: Option<S>,
+    /// That message answers the call (200) instead of playing as early media (183).
+    answer: Option<Spanned<bool>>,
+    /// Where the call goes after that message (instead of ending with `code`).
+    next: Option<S>,
 }
 
 #[derive(Deserialize)]
@@ -328,6 +332,8 @@ enum RefKind {
     Did(String, String),
     /// A registering trunk's contact user: no user is known by that name.
     ContactUser(String),
+    /// The `next` of an answered announcement: only what needs no unanswered caller.
+    AnsweredNext(Target),
 }
 
 struct Builder {
@@ -391,6 +397,37 @@ pub fn parse_duration(s: &str) -> Option<u32> {
         return None;
     }
     Some(total as u32)
+}
+
+/// Why `t` cannot follow an answered message of the daemon's own, if it cannot: ringing
+/// people, a number or a media server after the call is answered needs the two calls
+/// bridged, which the daemon does not do; so does a menu of its own (played before the
+/// answer, its keys ring people). Another message of its own, or hanging up, need nothing
+/// of the sort. (An unknown target is reported as such elsewhere.)
+fn answered_next_problem(policy: &Policy, t: &Target) -> Option<String> {
+    let refused = match t {
+        Target::Hangup => return None,
+        Target::Destination(DestinationKind::Announcement, id) => match policy.destinations.get(id)
+        {
+            None => return None,
+            Some(d) if d.is_local() => return None,
+            Some(_) => format!("announcement:{id} is on a media server (it has a uri)"),
+        },
+        Target::Destination(DestinationKind::Menu, id) => {
+            match policy.destinations.get(id) {
+                None => return None,
+                Some(d) if d.is_local() => {
+                    format!("menu:{id} (the daemon's menus play before the answer: their keys ring people)")
+                }
+                Some(_) => format!("menu:{id} is on a media server (it has a uri)"),
+            }
+        }
+        other => other.to_string(),
+    };
+    Some(format!(
+        "after an answered message the call can only go to another message of the daemon's \
+         own, or hangup: {refused} would need the answered call bridged to it"
+    ))
 }
 
 /// Reads a target string: `user:ID`, `team:ID`, `voicemail:ID`, `menu:ID`, `queue:ID`,
@@ -1099,6 +1136,48 @@ impl Builder {
                     480
                 }
             };
+            let answer = match &raw.answer {
+                Some(a) if message.is_none() => {
+                    self.err(
+                        src,
+                        a.span(),
+                        format!("{key}.answer"),
+                        "answer is for the daemon's own message: only with message",
+                    );
+                    false
+                }
+                Some(a) => *a.get_ref(),
+                None => false,
+            };
+            let next = match &raw.next {
+                None => None,
+                Some(n) if message.is_none() => {
+                    self.err(
+                        src,
+                        n.span(),
+                        format!("{key}.next"),
+                        "next is where the call goes after the daemon's own message: only with message",
+                    );
+                    None
+                }
+                Some(n) if raw.code.is_some() => {
+                    self.err(
+                        src,
+                        n.span(),
+                        format!("{key}.next"),
+                        "a message either ends the call with code or goes on to next, not both",
+                    );
+                    None
+                }
+                Some(n) => {
+                    let t = self.target(src, n, format!("{key}.next"));
+                    if let (Some(t), true) = (&t, answer) {
+                        let what = RefKind::AnsweredNext(t.clone());
+                        self.reference(src, n.span(), format!("{key}.next"), what);
+                    }
+                    t
+                }
+            };
             if self.policy.destinations.contains_key(id.get_ref()) {
                 self.err(
                     src,
@@ -1115,6 +1194,8 @@ impl Builder {
                 message,
                 code,
                 menu,
+                answer,
+                next,
             };
             self.policy.destinations.insert(d.id.clone(), d);
         }
@@ -2157,6 +2238,7 @@ impl Builder {
                     Some(user) => never_rings(user).inspect(|_| severity = Severity::Warning),
                 },
                 RefKind::Target(t) => self.policy.target_problem(t),
+                RefKind::AnsweredNext(t) => answered_next_problem(&self.policy, t),
                 RefKind::Schedule(s) => (!self.policy.schedules.contains_key(s))
                     .then(|| format!("unknown schedule {s:?}")),
                 RefKind::Profile(p) => (!self.policy.profiles.contains_key(p))

@@ -105,13 +105,27 @@ pub struct Destination {
     /// Where the media server serves it (empty for a message the daemon plays itself).
     pub uri: String,
     /// An `announcement` without `uri`: the message (a prompt's name) the daemon plays to
-    /// the caller itself, then the call ends with `code`.
+    /// the caller itself, then the call ends with `code` (or goes on to `next`).
     pub message: Option<String>,
     /// The final response after the daemon's own message, or when the daemon's own menu
     /// ends without a choice and has no `default` (default 480).
     pub code: u16,
     /// A `menu` without `uri`: the IVR menu the daemon serves itself.
     pub menu: Option<MenuSpec>,
+    /// The daemon's own message answers the call (200 OK, then a BYE of ours when it is
+    /// over) instead of playing in early media (183, then `code`).
+    pub answer: bool,
+    /// Where the call goes after the daemon's own message, instead of ending with `code`.
+    /// After an answered message only what needs no unanswered caller: another message or
+    /// menu of the daemon's own, or `hangup` (checked when the policy is loaded).
+    pub next: Option<Target>,
+}
+
+impl Destination {
+    /// Whether the daemon serves it itself (no media server's `uri`).
+    pub fn is_local(&self) -> bool {
+        self.uri.is_empty()
+    }
 }
 
 /// Keys a caller can press in a menu, in the order a menu lists them.

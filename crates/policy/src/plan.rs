@@ -90,6 +90,17 @@ pub enum Action {
     /// without a choice — or the menu cannot be played (no media, no SDP offer, no codec in
     /// common) — it goes on to `on_no_answer`, the menu's default.
     Menu { menu: Menu },
+    /// An announcement the daemon serves itself (an `announcement` destination without
+    /// `uri`): the call is for it. Played as early media (183), or answering the call (200
+    /// OK, `answer`), then on to `on_no_answer` (after an answered one, only another
+    /// message of the daemon's own; anything else hangs up with a BYE). Unlike a
+    /// [`Action::Message`], a caller whose offer cannot be answered is refused: 488 (no
+    /// codec in common), 400 (unreadable SDP), 503 (as many sessions as allowed).
+    Announcement {
+        id: String,
+        message: Message,
+        answer: bool,
+    },
     /// Hand the call to a destination of the media server.
     Destination {
         id: String,
@@ -529,17 +540,28 @@ impl Planner<'_> {
             return Next::Final(480);
         };
         if let Some(name) = d.message.clone() {
-            // The daemon's own announcement: played, then the call ends.
-            let code = Next::Final(d.code);
-            return self.push(Step {
-                action: Action::Message {
+            // The daemon's own announcement: played, then the call ends or goes on.
+            let (answer, next, code) = (d.answer, d.next.clone(), d.code);
+            let id = d.id.clone();
+            let at = self.push(Step {
+                action: Action::Announcement {
+                    id,
                     message: Message::Named(name),
+                    answer,
                 },
-                on_no_answer: code.clone(),
-                on_busy: code.clone(),
-                on_unavailable: code,
-                why,
+                on_no_answer: Next::Final(code),
+                on_busy: Next::Final(code),
+                on_unavailable: Next::Final(code),
+                why: why.clone(),
             });
+            if let (Some(next), Next::Step(i)) = (next, &at) {
+                let i = *i;
+                let after = self.target(&next, Context::Direct, format!("after {why}"));
+                if let Some(step) = self.steps.get_mut(i) {
+                    step.on_no_answer = after;
+                }
+            }
+            return at;
         }
         if let Some(spec) = d.menu.clone() {
             return self.menu(&d.id.clone(), &spec, d.code, why);
@@ -1280,6 +1302,24 @@ impl fmt::Display for RoutePlan {
                     }
                     writeln!(f, "    no choice: {}", s.on_no_answer)?;
                 }
+                Action::Announcement {
+                    id,
+                    message,
+                    answer,
+                } => writeln!(
+                    f,
+                    "  play announcement {id} (message {message}) to the caller ({}), then: {}",
+                    if *answer {
+                        "answered: 200 OK"
+                    } else {
+                        "early media"
+                    },
+                    if *answer && matches!(s.on_no_answer, Next::Final(_)) {
+                        "hang up (BYE)".to_string()
+                    } else {
+                        s.on_no_answer.to_string()
+                    }
+                )?,
                 Action::Destination { id, kind, uri } => {
                     writeln!(f, "  send to {} {id} ({uri})", kind.as_str())?
                 }

@@ -176,7 +176,7 @@ fn a_menu_is_planned_as_a_step_whose_keys_lead_to_planned_targets() {
         panic!("{plan}")
     };
     assert!(
-        matches!(plan.steps[a].action, Action::Message { .. }),
+        matches!(plan.steps[a].action, Action::Announcement { .. }),
         "{plan}"
     );
     // Key #: this menu again; key * another menu whose 0 comes back here.

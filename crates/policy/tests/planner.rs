@@ -300,10 +300,13 @@ fn busy_can_play_the_daemons_own_message_then_end() {
         panic!("{p}")
     };
     let step = &p.steps[i];
+    // The call is for the announcement (an offer it cannot answer is refused, 488).
     assert_eq!(
         step.action,
-        Action::Message {
-            message: Message::Named("is_on_another_call".into())
+        Action::Announcement {
+            id: "engaged".into(),
+            message: Message::Named("is_on_another_call".into()),
+            answer: false,
         },
         "{p}"
     );
@@ -826,4 +829,37 @@ fn explain_prints_steps_and_reasons() {
     assert!(text.contains("ring (hunt)"), "{text}");
     assert!(text.contains("alice skipped (dnd)"), "{text}");
     assert!(text.contains("send to voicemail support-vm"), "{text}");
+}
+
+#[test]
+fn an_answered_announcement_goes_on_to_the_next_announcement_and_explain_shows_it() {
+    let text = "[users.e]\nextension = \"5\"\nno_answer = \"announcement:closed\"\n\
+        [destinations.closed]\nkind = \"announcement\"\nmessage = \"closed\"\nanswer = true\nnext = \"announcement:bye\"\n\
+        [destinations.bye]\nkind = \"announcement\"\nmessage = \"goodbye\"\nanswer = true\nnext = \"hangup\"\n";
+    let policy = Policy::from_sources(&[Source {
+        name: "p.toml".into(),
+        text: text.into(),
+    }])
+    .unwrap();
+    let plan = plan(&policy, &call("5"), &View::default(), monday());
+    let announcements: Vec<(String, bool)> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            Action::Announcement { id, answer, .. } => Some((id.clone(), *answer)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        announcements,
+        vec![("closed".to_string(), true), ("bye".to_string(), true)],
+        "{plan}"
+    );
+    let shown = plan.to_string();
+    assert!(
+        shown
+            .contains("play announcement closed (message closed) to the caller (answered: 200 OK)"),
+        "{shown}"
+    );
+    assert!(shown.contains("hang up (BYE)"), "{shown}");
 }

@@ -47,6 +47,15 @@ pub enum BranchTarget {
     /// ends with the caller's choice ([`Execution::menu_chosen`]: the call goes on to that
     /// key's option) or without one ([`Execution::media_ended`]: the menu's default).
     Menu { menu: Menu },
+    /// An announcement the daemon serves itself, which the call is for (an `announcement`
+    /// destination without `uri`): like a [`BranchTarget::Message`], but a caller it cannot
+    /// serve is refused with the branch's response, and with `answer` it answers the call
+    /// ([`Execution::local_answered`]).
+    Announcement {
+        id: String,
+        message: Message,
+        answer: bool,
+    },
 }
 
 /// Most redirects followed one after another from a branch the plan started (a redirect
@@ -96,6 +105,11 @@ pub enum Command {
     Remember {
         group: String,
         user: String,
+    },
+    /// A call the daemon answered itself (an answered announcement) is over: hang up (a
+    /// BYE of ours to the caller). `branch` is the one that answered last.
+    HangUp {
+        branch: BranchId,
     },
 }
 
@@ -204,15 +218,19 @@ pub struct Execution {
     steps_entered: usize,
     /// The last step entered (for the call's record: why it ended where it did).
     last_step: Option<usize>,
+    /// The call was answered by an announcement of the daemon's own
+    /// ([`Execution::local_answered`]): what follows it is played in the same call.
+    local_answer: bool,
 }
 
 /// A leg that plays `message` to the caller from `start` until it has been played.
 fn message_leg(start: Duration, message: Message) -> LegRun {
-    media_leg(start, BranchTarget::Message { message })
+    local_leg(start, BranchTarget::Message { message })
 }
 
-/// A leg of a local media endpoint (a message, a menu) from `start` until it is over.
-fn media_leg(start: Duration, target: BranchTarget) -> LegRun {
+/// A leg of a local media endpoint ([`BranchTarget::Message`], [`BranchTarget::Menu`] or
+/// [`BranchTarget::Announcement`]) from `start` until it is over.
+fn local_leg(start: Duration, target: BranchTarget) -> LegRun {
     LegRun {
         start,
         stop: None,
@@ -249,6 +267,7 @@ impl Execution {
             history: Vec::new(),
             steps_entered: 0,
             last_step: None,
+            local_answer: false,
         };
         e.enter(start, now);
         e
@@ -409,6 +428,9 @@ impl Execution {
     /// the final response; a step of nothing but messages goes on as when nobody answers
     /// (`on_no_answer`), and in a ring step the legs ring on.
     pub fn media_ended(&mut self, branch: BranchId, how: &str, now: Instant) {
+        if self.local_answer && self.phase == (Phase::Answered { branch }) {
+            return self.after_local(branch, how);
+        }
         let Some(b) = self.branches.get_mut(branch) else {
             return;
         };
@@ -428,6 +450,9 @@ impl Execution {
                     step + 1,
                     menu.id
                 )),
+                BranchTarget::Announcement { id, .. } => self
+                    .history
+                    .push(format!("step {}: announcement {id} {how}", step + 1)),
                 _ => {}
             }
         }
@@ -475,6 +500,100 @@ impl Execution {
         ));
         self.cancel_all(CancelCause::NoAnswer);
         self.enter(option.next, now);
+    }
+
+    /// An announcement branch ([`BranchTarget::Announcement`] with `answer`) answered the
+    /// caller itself (200 OK): the call is answered, by it. What the plan says comes after
+    /// it is played in the same call when it is over ([`Execution::media_ended`]): another
+    /// announcement of the daemon's own; anything else hangs up ([`Command::HangUp`]).
+    pub fn local_answered(&mut self, branch: BranchId, _now: Instant) {
+        let Some(b) = self.branches.get_mut(branch) else {
+            return;
+        };
+        if self.phase != Phase::Routing || b.state != BranchState::Live {
+            return;
+        }
+        b.state = BranchState::Ended(200);
+        let step = b.leg.0;
+        let who = match &b.target {
+            BranchTarget::Announcement { id, .. } => format!("announcement {id}"),
+            _ => "a message".to_string(),
+        };
+        self.phase = Phase::Answered { branch };
+        self.local_answer = true;
+        self.history
+            .push(format!("step {}: answered by {who}", step + 1));
+        self.cancel_all(CancelCause::CompletedElsewhere);
+    }
+
+    /// An announcement branch could not serve the caller (its offer: `code`, with the
+    /// branch's own response, which the call ends with as it is).
+    pub fn local_refused(&mut self, branch: BranchId, code: u16, _now: Instant) {
+        let Some(b) = self.branches.get_mut(branch) else {
+            return;
+        };
+        if self.phase != Phase::Routing || b.state != BranchState::Live {
+            return;
+        }
+        b.state = BranchState::Ended(code);
+        let step = b.leg.0;
+        self.history
+            .push(format!("step {}: the caller refused ({code})", step + 1));
+        self.phase = Phase::Ended;
+        self.step = None;
+        self.cancel_all(CancelCause::NoAnswer);
+        self.legs.clear();
+        self.commands.push_back(Command::Relay { branch });
+    }
+
+    /// The announcement that answered the call is over (`how`): the plan's next step if it
+    /// is another announcement (it goes on in the same call, answering nothing again),
+    /// else the call is hung up.
+    fn after_local(&mut self, branch: BranchId, how: &str) {
+        let step = self.branches.get(branch).map_or(0, |b| b.leg.0);
+        let id = match self.branches.get(branch).map(|b| &b.target) {
+            Some(BranchTarget::Announcement { id, .. }) => id.clone(),
+            _ => String::new(),
+        };
+        self.history
+            .push(format!("step {}: announcement {id} {how}", step + 1));
+        let next = self
+            .plan
+            .steps
+            .get(step)
+            .map_or(Next::Final(480), |s| s.on_no_answer.clone());
+        self.steps_entered += 1;
+        let looping = self.steps_entered > 4 * switchboard_policy::plan::MAX_STEPS;
+        if let (Next::Step(i), false) = (&next, looping) {
+            let i = *i;
+            if let Some(Action::Announcement { id, message, .. }) =
+                self.plan.steps.get(i).map(|s| s.action.clone())
+            {
+                self.step = Some(i);
+                self.last_step = Some(i);
+                self.legs.clear();
+                self.history
+                    .push(format!("step {}: to announcement {id}", i + 1));
+                let target = BranchTarget::Announcement {
+                    id,
+                    message,
+                    answer: true,
+                };
+                self.legs.push(local_leg(Duration::ZERO, target.clone()));
+                self.legs[0].targets.clear();
+                self.legs[0].state = LegState::Ringing;
+                if self.start_branch((i, 0), target, CallerIdRule::Caller, false, 0) {
+                    let new = self.branches.len() - 1;
+                    self.branches[new].state = BranchState::Ended(200);
+                    self.phase = Phase::Answered { branch: new };
+                    return;
+                }
+            }
+        }
+        self.history.push("hung up".into());
+        // Over: nothing more follows.
+        self.local_answer = false;
+        self.commands.push_back(Command::HangUp { branch });
     }
 
     /// A branch that could not even be started (no trunk, no address): as a failure.
@@ -635,7 +754,22 @@ impl Execution {
                     // Bounded as any step without a ring time of its own.
                     self.step_end = self.limits.max_ring;
                     self.legs
-                        .push(media_leg(Duration::ZERO, BranchTarget::Menu { menu }));
+                        .push(local_leg(Duration::ZERO, BranchTarget::Menu { menu }));
+                }
+                Action::Announcement {
+                    id,
+                    message,
+                    answer,
+                } => {
+                    self.step_end = self.limits.max_ring;
+                    self.history
+                        .push(format!("step {}: to announcement {id}", index + 1));
+                    let target = BranchTarget::Announcement {
+                        id,
+                        message,
+                        answer,
+                    };
+                    self.legs.push(local_leg(Duration::ZERO, target));
                 }
                 Action::Reject { code, reason } => {
                     self.history
@@ -1005,6 +1139,7 @@ mod tests {
                         BranchTarget::Redirect { uri } => uri.clone(),
                         BranchTarget::Message { message } => format!("message {message}"),
                         BranchTarget::Menu { menu } => format!("menu {}", menu.id),
+                        BranchTarget::Announcement { id, .. } => format!("announcement {id}"),
                     },
                 )),
                 _ => None,
@@ -1562,6 +1697,20 @@ mod tests {
         }
     }
 
+    fn announcement(id: &str, answer: bool, next: Next) -> Step {
+        Step {
+            action: Action::Announcement {
+                id: id.into(),
+                message: Message::Named(id.into()),
+                answer,
+            },
+            on_no_answer: next.clone(),
+            on_busy: next.clone(),
+            on_unavailable: next,
+            why: String::new(),
+        }
+    }
+
     fn menu_plan() -> RoutePlan {
         plan(vec![
             menu(Next::Final(480)),
@@ -1690,6 +1839,57 @@ mod tests {
         );
         e.menu_chosen(0, '1', secs(t0, 3));
         assert!(drain(&mut e).is_empty());
+        assert_eq!(e.phase(), &Phase::Ended);
+    }
+
+    #[test]
+    fn an_answered_announcement_answers_then_plays_the_next_one_in_the_same_call_then_hangs_up() {
+        let t0 = Instant::now();
+        let p = plan(vec![
+            announcement("closed", true, Next::Step(1)),
+            announcement("bye", true, Next::Final(480)),
+        ]);
+        let mut e = Execution::new(p, Limits::default(), t0);
+        assert_eq!(
+            started(&drain(&mut e)),
+            vec![(0, "announcement closed".into())]
+        );
+        e.local_answered(0, secs(t0, 1));
+        assert_eq!(e.phase(), &Phase::Answered { branch: 0 });
+        // Answered: no ring-time bound; no final response.
+        assert_eq!(e.poll_timeout(), None);
+        assert!(drain(&mut e).is_empty());
+        e.media_ended(0, "played", secs(t0, 5));
+        // The next announcement, answering nothing again.
+        assert_eq!(
+            started(&drain(&mut e)),
+            vec![(1, "announcement bye".into())]
+        );
+        assert_eq!(e.phase(), &Phase::Answered { branch: 1 });
+        e.media_ended(1, "played", secs(t0, 8));
+        assert_eq!(drain(&mut e), vec![Command::HangUp { branch: 1 }]);
+        assert!(
+            e.history()
+                .iter()
+                .any(|h| h == "step 1: answered by announcement closed"),
+            "{:?}",
+            e.history()
+        );
+        assert_eq!(e.history().last().map(String::as_str), Some("hung up"));
+        // Nothing more after the hang-up.
+        e.media_ended(1, "played", secs(t0, 9));
+        assert!(drain(&mut e).is_empty());
+    }
+
+    #[test]
+    fn an_announcement_that_refuses_the_caller_ends_the_call_with_its_own_response() {
+        let t0 = Instant::now();
+        let p = plan(vec![announcement("closed", false, Next::Final(480))]);
+        let mut e = Execution::new(p, Limits::default(), t0);
+        drain(&mut e);
+        e.local_refused(0, 488, t0);
+        // Relayed as the branch's (ours), not competing with the plan's 480.
+        assert_eq!(drain(&mut e), vec![Command::Relay { branch: 0 }]);
         assert_eq!(e.phase(), &Phase::Ended);
     }
 }

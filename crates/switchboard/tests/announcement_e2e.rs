@@ -253,3 +253,171 @@ fn baresip_hears_the_announcement() {
     eprintln!("envelope {best:.3} at {lag} frames, samples {fine:.3}");
     assert!(fine > 0.9, "sample correlation {fine:.3}");
 }
+
+/// Erin has no phone: her calls go to an announcement that answers (200), then to a
+/// second one in the same call, then the daemon hangs up. Frank's go to a long one the
+/// caller hangs up on.
+const ANSWERED_POLICY: &str = r#"
+[users.erin]
+extension = "1005"
+no_answer = "announcement:closed"
+[users.frank]
+extension = "1006"
+no_answer = "announcement:long"
+[destinations.closed]
+kind = "announcement"
+message = "our_office_is_now_closed"
+answer = true
+next = "announcement:bye"
+[destinations.bye]
+kind = "announcement"
+message = "goodbye"
+answer = true
+next = "hangup"
+[destinations.long]
+kind = "announcement"
+message = "when_you_have_finished"
+answer = true
+"#;
+
+/// The daemon with its voice, for the answered announcements.
+fn answering_daemon() -> Daemon {
+    let media = free_ports(100);
+    let media = media + media % 2;
+    let d = Daemon::start(Options {
+        policy: ANSWERED_POLICY.into(),
+        auth: false,
+        extra: format!(
+            "[media]\nbind = \"127.0.0.1\"\nfirst_port = {media}\nlast_port = {}\n",
+            media + 97
+        ),
+        ..Options::default()
+    });
+    assert!(d.log_contains("media ready"), "{}", d.log());
+    d
+}
+
+/// Prompt `name` of prompts/en in µ-law, its last packet filled up with silence (each
+/// message is played to the end of its last packet).
+fn mulaw_padded(name: &str) -> Vec<u8> {
+    let prompts = Prompts::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../prompts"),
+        None,
+        "en",
+    )
+    .unwrap();
+    let p = prompts
+        .get(name)
+        .unwrap_or_else(|| panic!("no prompt {name}"));
+    let mut bytes = Law::MuLaw.encode(p.samples());
+    while !bytes.len().is_multiple_of(160) {
+        bytes.push(Law::MuLaw.silence());
+    }
+    bytes
+}
+
+#[test]
+fn an_answered_announcement_is_heard_then_the_next_one_then_the_daemon_hangs_up() {
+    let d = answering_daemon();
+    let mut expected = mulaw_padded("phrases/our_office_is_now_closed");
+    expected.extend(mulaw_padded("phrases/goodbye"));
+
+    let audio = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    let port = audio.local_addr().unwrap().port();
+    let reader = std::thread::spawn(move || {
+        receive_rtp(&audio, Duration::from_secs(2), Duration::from_secs(40))
+    });
+    let run = Sipp::new(&d, "call_announcement_answered.xml")
+        .row(call_row("caller", "", "1005", &port.to_string()))
+        .ok();
+    let packets = reader.join().unwrap();
+
+    // 200 with our SDP (PCMU); our BYE came and was answered.
+    let statuses = run.statuses();
+    assert_eq!(statuses.last(), Some(&200), "{statuses:?}");
+    let ok = run
+        .received()
+        .into_iter()
+        .find(|m| m.starts_with("SIP/2.0 200"))
+        .unwrap();
+    assert!(ok.contains("Content-Type: application/sdp"), "{ok}");
+    assert!(ok.contains("c=IN IP4 127.0.0.1"), "{ok}");
+    let bye = run
+        .received()
+        .into_iter()
+        .find(|m| m.starts_with("BYE "))
+        .unwrap_or_else(|| panic!("no BYE\n{}", run.report()));
+    assert!(bye.starts_with("BYE sip:caller@127.0.0.1:"), "{bye}");
+
+    // What the caller heard: both messages, exactly, in one stream.
+    assert!(!packets.is_empty(), "no RTP\n{}", d.log());
+    assert!(packets.iter().all(|p| p.pt == 0));
+    for w in packets.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "lost or reordered");
+    }
+    let heard: Vec<u8> = packets.iter().flat_map(|p| p.payload.clone()).collect();
+    assert_eq!(heard.len(), expected.len(), "{}", d.log());
+    assert!(heard == expected, "the audio differs from the two prompts");
+
+    // The call was answered, by the announcement; its session is closed.
+    let (_, metrics) = admin_api(&d, "GET", "/metrics", "");
+    assert!(
+        metrics.contains("switchboard_media_sessions 0"),
+        "{metrics}"
+    );
+    assert!(
+        d.log_contains("answered by announcement closed"),
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn a_caller_who_hangs_up_an_answered_announcement_gets_200_and_its_rtp_stops() {
+    let d = answering_daemon();
+    let whole = mulaw_padded("phrases/when_you_have_finished");
+
+    let audio = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    let port = audio.local_addr().unwrap().port();
+    let reader = std::thread::spawn(move || {
+        receive_rtp(&audio, Duration::from_secs(2), Duration::from_secs(40))
+    });
+    let run = Sipp::new(&d, "call_announcement_hang_up.xml")
+        .row(call_row("caller", "", "1006", &port.to_string()))
+        .ok();
+    let packets = reader.join().unwrap();
+    // The BYE's 200 (the INVITE's 200 before it).
+    assert_eq!(run.statuses().last(), Some(&200), "{}", run.report());
+    // Some of the message, not all of it: the session stopped at the BYE.
+    assert!(!packets.is_empty(), "no RTP\n{}", d.log());
+    let heard: usize = packets.iter().map(|p| p.payload.len()).sum();
+    assert!(heard < whole.len(), "{heard} of {}", whole.len());
+    let (_, metrics) = admin_api(&d, "GET", "/metrics", "");
+    assert!(
+        metrics.contains("switchboard_media_sessions 0"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn an_offer_with_only_a_codec_we_lack_gets_488_with_a_warning() {
+    let d = answering_daemon();
+    let run = Sipp::new(&d, "call_only_g722.xml")
+        .row(call_row("caller", "", "1005", "40000"))
+        .ok();
+    assert_eq!(run.statuses().last(), Some(&488), "{}", run.report());
+    let refusal = run
+        .received()
+        .into_iter()
+        .find(|m| m.starts_with("SIP/2.0 488"))
+        .unwrap();
+    assert!(
+        refusal.contains("Warning: 305 ") && refusal.contains("\"Incompatible media format\""),
+        "{refusal}"
+    );
+    let (_, metrics) = admin_api(&d, "GET", "/metrics", "");
+    assert!(
+        metrics.contains("switchboard_media_sessions 0"),
+        "{metrics}"
+    );
+}

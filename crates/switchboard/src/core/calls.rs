@@ -38,7 +38,7 @@ use switchboard_sip::locate::{LocateError, ResolutionId, Resolved, Target};
 use switchboard_sip::message::{self, split_first_value};
 use switchboard_sip::msg::headers::Header;
 use switchboard_sip::msg::prelude::*;
-use switchboard_sip::msg::{Request, Response, Uri};
+use switchboard_sip::msg::{Method, Request, Response, Uri};
 use switchboard_sip::peer::Peer;
 use switchboard_sip::proxy;
 use switchboard_sip::registrar::Registrar;
@@ -149,6 +149,67 @@ struct Branch {
     abandoned: Vec<Abandoned>,
     /// A message branch's media session while it is open (see [`super::media`]).
     media: Option<SessionId>,
+    /// A local media endpoint the call is for ([`BranchTarget::Announcement`]): its
+    /// response is our own, relayed as it is; with `answer`, it answers the call.
+    local: Option<LocalBranch>,
+}
+
+/// What an announcement branch is (see [`Branch::local`]).
+#[derive(Clone, Copy, Default)]
+struct LocalBranch {
+    answer: bool,
+}
+
+/// The dialog of a call the daemon answered itself (an answered announcement): the daemon
+/// is its UAS. In-dialog requests of the caller come to it (matched by Call-ID and our
+/// To tag, [`Calls::local_dialog`]); a BYE of ours ends it.
+struct LocalDialog {
+    /// The branch answering now (the announcement playing) and its session.
+    branch: BranchId,
+    session: SessionId,
+    /// Our To tag.
+    tag: String,
+    /// A 2xx of ours not yet acknowledged (§13.3.1.4).
+    unacked: Option<Unacked>,
+}
+
+/// A 2xx of ours to an INVITE (or re-INVITE) of a local dialog, sent again until its ACK.
+struct Unacked {
+    tx: TxId,
+    response: Response,
+    /// The CSeq number its ACK carries.
+    cseq: u32,
+    at: Instant,
+    interval: Duration,
+    /// 64·T1 after the first: no ACK came; the call is hung up.
+    give_up: Instant,
+}
+
+/// RFC 3261 timers for the retransmission of our 2xx (§13.3.1.4): from T1, doubling up to
+/// T2, for 64·T1.
+const T1: Duration = Duration::from_millis(500);
+const T2: Duration = Duration::from_secs(4);
+
+/// The methods a local dialog answers (its 200 and 405s say so).
+const LOCAL_ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO";
+
+/// What the core is to do with the tracked dialog of a call the daemon answered
+/// (see [`Calls::local_ends`]).
+pub(crate) enum LocalEnd {
+    /// Track it from its 200 (its BYE, the caller's probes, `max_call_secs`).
+    Answered {
+        call_id: String,
+        invite: Box<Request>,
+        response: Box<Response>,
+        caller: Option<String>,
+        caller_peer: Option<Peer>,
+    },
+    /// It is over: a BYE of ours to the caller when `bye`; `how` for the record.
+    Over {
+        call_id: String,
+        bye: bool,
+        how: &'static str,
+    },
 }
 
 /// An INVITE transaction a branch went on from (see [`Branch::abandoned`]).
@@ -160,6 +221,8 @@ struct Abandoned {
 }
 
 struct CallState {
+    /// Its key in [`Calls`]'s table.
+    key: u64,
     server_tx: TxId,
     /// The INVITE as received (Via stamped, our Route consumed).
     invite: Request,
@@ -190,6 +253,11 @@ struct CallState {
     cancelled: bool,
     /// What its record starts from ([`super::records`]).
     record: Opening,
+    /// The daemon answered it itself (see [`LocalDialog`]).
+    local: Option<LocalDialog>,
+    /// The early dialogs of our own 183s: our To tag and the message branch (at most one
+    /// per branch).
+    early_tags: Vec<(String, BranchId)>,
 }
 
 /// The calls being set up (see the module's documentation).
@@ -210,6 +278,14 @@ pub struct Calls {
     /// Records of calls whose set-up is over, for [`super::records::Records`] (taken by
     /// the core after each event).
     pub(crate) settled: Vec<CallRecord>,
+    /// Calls with a dialog of the daemon's own (an early one of a message's 183, or one
+    /// it answered), by Call-ID; the To tag is checked against the call's.
+    local_dialogs: HashMap<String, u64>,
+    /// When a 2xx of ours is sent again (see [`Unacked`]).
+    resends: BTreeSet<(Instant, u64)>,
+    /// Dialogs of calls the daemon answered to track or end, for [`super::dialogs`] (taken
+    /// by the core after each event, after `settled`).
+    pub(crate) local_ends: Vec<LocalEnd>,
 }
 
 impl Calls {
@@ -225,6 +301,9 @@ impl Calls {
             ended: Outcomes::default(),
             setup: Histogram::new(SETUP_BUCKETS),
             settled: Vec::new(),
+            local_dialogs: HashMap::new(),
+            resends: BTreeSet::new(),
+            local_ends: Vec::new(),
         }
     }
 
@@ -303,7 +382,8 @@ impl Calls {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let wake = self.wakes.first().map(|(t, _)| *t);
         let failover = self.failovers.first().map(|(t, _, _)| *t);
-        wake.into_iter().chain(failover).min()
+        let resend = self.resends.first().map(|(t, _)| *t);
+        wake.into_iter().chain(failover).chain(resend).min()
     }
 }
 
@@ -559,6 +639,7 @@ impl Calls {
         let key = self.next_call;
         self.next_call += 1;
         let state = CallState {
+            key,
             server_tx: tx,
             invite: req,
             call_id,
@@ -579,6 +660,8 @@ impl Calls {
             final_code: None,
             cancelled: false,
             record,
+            local: None,
+            early_tags: Vec::new(),
         };
         cx.wire.owners.insert(tx, Owner::Call(key));
         self.calls.insert(key, Box::new(state));
@@ -598,12 +681,28 @@ impl Calls {
                     branch,
                     target: BranchTarget::Message { message },
                     ..
-                }) => start_local(cx, key, call, branch, Endpoint::Message(&message)),
+                }) => start_local(cx, key, call, branch, Endpoint::Message(&message), None),
                 Command::Start(crate::executor::BranchStart {
                     branch,
                     target: BranchTarget::Menu { menu },
                     ..
-                }) => start_local(cx, key, call, branch, Endpoint::Menu(&menu)),
+                }) => start_local(cx, key, call, branch, Endpoint::Menu(&menu), None),
+                Command::Start(crate::executor::BranchStart {
+                    branch,
+                    target:
+                        BranchTarget::Announcement {
+                            id,
+                            message,
+                            answer,
+                        },
+                    ..
+                }) => {
+                    let local = Some(LocalBranch { answer });
+                    start_local(cx, key, call, branch, Endpoint::Message(&message), local);
+                    if let Some(b) = call.branches.get_mut(branch) {
+                        b.what = format!("announcement {id}");
+                    }
+                }
                 Command::Start(start) => {
                     let b = start.branch;
                     if let Err(code) = start_branch(cx, key, call, start) {
@@ -623,7 +722,8 @@ impl Calls {
                         Some(mut resp) => {
                             let code = resp.status_code.code();
                             let relayed = proxy::relayable_code(code);
-                            if relayed != code {
+                            let ours = call.branches.get(branch).is_some_and(|b| b.local.is_some());
+                            if relayed != code && !ours {
                                 resp.status_code = relayed.into();
                             }
                             resp
@@ -650,6 +750,12 @@ impl Calls {
                     cx.wire.respond(call.server_tx, resp, now);
                     call.final_sent = true;
                 }
+                Command::HangUp { branch } => {
+                    if let Some(b) = call.branches.get_mut(branch) {
+                        b.done = true;
+                    }
+                    end_local(cx, &mut self.local_ends, call, true, "hung up");
+                }
                 Command::Remember { group, user } => {
                     let m = self.memory.entry(group.clone()).or_default();
                     m.last_answerer = Some(user.clone());
@@ -674,7 +780,10 @@ impl Calls {
             call.record.recorded = true;
             self.settled.push(record_of(call, now.unix));
         }
+        // A call the daemon answered itself lasts as long as its announcements.
+        let local_live = call.local.is_some() && call.branches.iter().any(|b| !b.done);
         let done = call.exec.phase() != &Phase::Routing
+            && !local_live
             && call
                 .branches
                 .iter()
@@ -695,6 +804,12 @@ impl Calls {
     /// transactions disowned.
     fn forget(&mut self, cx: &mut Ctx<'_>, call: &CallState) {
         cx.wire.owners.remove(&call.server_tx);
+        if self.local_dialogs.get(&call.call_id) == Some(&call.key) {
+            self.local_dialogs.remove(&call.call_id);
+        }
+        if let Some(l) = &call.local {
+            cx.media.close(&mut cx.wire.out, l.session);
+        }
         for b in &call.branches {
             if let Some(id) = b.media {
                 cx.media.close(&mut cx.wire.out, id);
@@ -854,6 +969,7 @@ impl Calls {
                         trunk: &c.trunk,
                         offset: answers,
                     }),
+                    local: false,
                 };
                 dialogs.track(cx, answer);
             }
@@ -1056,8 +1172,9 @@ impl Calls {
     }
 
     /// What the media engine did for a message branch: opened its session (the caller is
-    /// answered 183 with our SDP, then the message plays), or the message is over (played
-    /// or not: the plan goes on).
+    /// answered 183 with our SDP — or 200 OK for an announcement that answers — then the
+    /// message plays), or the message is over (played or not: the plan goes on), or an
+    /// answered caller went silent (hung up).
     pub(crate) fn media_event(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -1082,10 +1199,21 @@ impl Calls {
                     cx.media.close(&mut cx.wire.out, id);
                     return;
                 }
+                let answer = b.local.is_some_and(|l| l.answer);
+                let code = if answer { 200 } else { 183 };
                 let tag = cx.wire.tag();
-                let mut resp = message::response(&call.invite, 183, Some(&tag), &cx.wire.server);
+                let mut resp = message::response(&call.invite, code, Some(&tag), &cx.wire.server);
                 resp.headers
                     .retain(|h| !matches!(h, Header::ContentLength(_)));
+                if answer {
+                    // §12.1.1: the dialog's route set, as the caller's proxies asked.
+                    for h in call.invite.headers.iter() {
+                        if matches!(h, Header::RecordRoute(_)) {
+                            resp.headers.push(h.clone());
+                        }
+                    }
+                    resp.headers.push(Header::Allow(LOCAL_ALLOW.into()));
+                }
                 let contact = format!("<{}>", call.inbound.contact());
                 resp.headers.push(Header::Contact(contact.into()));
                 resp.headers
@@ -1093,10 +1221,63 @@ impl Calls {
                 resp.headers
                     .push(Header::ContentLength((sdp.len() as u32).into()));
                 resp.body = sdp;
+                if answer {
+                    let cseq = message::cseq_number(&call.invite.headers).unwrap_or(0);
+                    let at = now.mono + T1;
+                    self.resends.insert((at, key));
+                    call.local = Some(LocalDialog {
+                        branch,
+                        session: id,
+                        tag: tag.clone(),
+                        unacked: Some(Unacked {
+                            tx: call.server_tx,
+                            response: resp.clone(),
+                            cseq,
+                            at,
+                            interval: T1,
+                            give_up: now.mono + 64 * T1,
+                        }),
+                    });
+                    self.local_dialogs
+                        .entry(call.call_id.clone())
+                        .or_insert(key);
+                    cx.wire.respond(call.server_tx, resp.clone(), now);
+                    cx.media.answered(id);
+                    call.record.answered.get_or_insert(now.unix);
+                    if call.final_code.is_none() {
+                        call.final_code = Some(200);
+                        self.setup
+                            .observe(now.mono.saturating_duration_since(call.started));
+                    }
+                    call.final_sent = true;
+                    self.local_ends.push(LocalEnd::Answered {
+                        call_id: call.call_id.clone(),
+                        invite: Box::new(call.invite.clone()),
+                        response: Box::new(resp),
+                        caller: call.caller_user.clone(),
+                        caller_peer: cx.wire.transactions.peer(call.server_tx),
+                    });
+                    call.exec.local_answered(branch, now.mono);
+                    cx.media.play(&mut cx.wire.out, id, now.mono);
+                    return self.drive(cx, key);
+                }
                 cx.wire.respond(call.server_tx, resp, now);
                 cx.media.play(&mut cx.wire.out, id, now.mono);
+                // Its early dialog: the caller's INFO (keys) and OPTIONS come to us.
+                call.early_tags.push((tag, branch));
+                self.local_dialogs
+                    .entry(call.call_id.clone())
+                    .or_insert(key);
             }
             Happened::Ended { how } => {
+                if call.local.as_ref().is_some_and(|l| l.branch == branch) {
+                    // The answering announcement is over: the plan's next one plays in
+                    // the same session, or the call is hung up.
+                    tracing::info!(call_id = %call.call_id, branch, how, "announcement");
+                    b.done = true;
+                    call.exec.media_ended(branch, &how, now.mono);
+                    return self.drive(cx, key);
+                }
                 b.media = None;
                 b.done = true;
                 if b.what.starts_with("menu ") {
@@ -1116,11 +1297,282 @@ impl Calls {
                 call.exec.menu_chosen(branch, digit, now.mono);
                 self.drive(cx, key);
             }
+            Happened::Unavailable { how } => {
+                b.media = None;
+                b.done = true;
+                tracing::info!(call_id = %call.call_id, branch, how, "message");
+                if b.local.is_some() && call.local.is_none() && !call.final_sent {
+                    // The call is for it: 503, to try again later.
+                    let tag = cx.wire.tag();
+                    let mut resp =
+                        message::response(&call.invite, 503, Some(&tag), &cx.wire.server);
+                    resp.headers.push(Header::RetryAfter("5".into()));
+                    resp.headers.push(message::warning(&how));
+                    b.response = Some(resp);
+                    call.exec.local_refused(branch, 503, now.mono);
+                } else {
+                    call.exec.media_ended(branch, &how, now.mono);
+                }
+                self.drive(cx, key);
+            }
+            Happened::Silent { id } => {
+                if call.local.as_ref().is_some_and(|l| l.session == id) {
+                    tracing::info!(call_id = %call.call_id, "no RTP from the caller: hung up");
+                    end_local(cx, &mut self.local_ends, call, true, "rtp timeout");
+                    self.drive(cx, key);
+                }
+            }
+        }
+    }
+
+    /// The call whose dialog of the daemon's own `req` is in (its Call-ID, and our To tag:
+    /// of the 200 that answered it, or of one of its messages' 183s), if any.
+    pub(crate) fn local_dialog(&self, req: &Request) -> Option<u64> {
+        let key = *self.local_dialogs.get(&call_id_of(req))?;
+        let to = req.to_header().ok()?;
+        let tag = message::tag_of(to.value())?;
+        let call = self.calls.get(&key)?;
+        let answered = call.local.as_ref().is_some_and(|l| l.tag == tag);
+        let early = call.early_tags.iter().any(|(t, _)| t == tag);
+        (answered || early).then_some(key)
+    }
+
+    /// An ACK in a dialog the daemon answered: the end of our 2xx's retransmissions.
+    pub(crate) fn local_ack(&mut self, key: u64, req: &Request) {
+        let Some(l) = self.calls.get_mut(&key).and_then(|c| c.local.as_mut()) else {
+            return;
+        };
+        let cseq = message::cseq_number(&req.headers);
+        if let Some(u) = l.unacked.take_if(|u| Some(u.cseq) == cseq) {
+            self.resends.remove(&(u.at, key));
+        }
+    }
+
+    /// A request of the caller in a dialog the daemon answered (§12.2.2): BYE ends the
+    /// call (200); INFO with a DTMF body is a key pressed (200, and the digit goes to the
+    /// session as [`Event::Digit`](switchboard_media::session::Event::Digit), returned for
+    /// the core to hand to [`super::media::Media::event`]); OPTIONS 200; a re-INVITE 200
+    /// with our SDP (or 488); other methods 405.
+    pub(crate) fn in_local_dialog(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        key: u64,
+        tx: TxId,
+        req: &Request,
+    ) -> Option<switchboard_media::session::Event> {
+        let now = cx.now;
+        let Some(call) = self.calls.get_mut(&key) else {
+            cx.wire.reply_stateless(tx, req, 481, Vec::new());
+            return None;
+        };
+        let allow = || Header::Allow(LOCAL_ALLOW.into());
+        let tag = req
+            .to_header()
+            .ok()
+            .and_then(|t| message::tag_of(t.value()).map(str::to_string))
+            .unwrap_or_default();
+        let answered = call.local.as_ref().is_some_and(|l| l.tag == tag);
+        if !answered {
+            return self.in_early_dialog(cx, key, tx, req, &tag);
+        }
+        let Some(l) = call.local.as_mut() else {
+            cx.wire.reply_to(tx, req, 481, Vec::new(), now);
+            return None;
+        };
+        match req.method {
+            Method::Bye => {
+                cx.wire.reply_to(tx, req, 200, Vec::new(), now);
+                tracing::info!(call_id = %call.call_id, "the caller hung up");
+                end_local(cx, &mut self.local_ends, call, false, "bye");
+                self.drive(cx, key);
+                None
+            }
+            Method::Info => info_digit(cx, tx, req, Some(l.session)),
+            Method::Options => {
+                let headers = vec![allow(), Header::Accept("application/sdp".into())];
+                cx.wire.reply_to(tx, req, 200, headers, now);
+                None
+            }
+            Method::Invite => {
+                let session = l.session;
+                match cx.media.reanswer(session, req) {
+                    Ok(sdp) => {
+                        let mut resp = message::response(req, 200, None, &cx.wire.server);
+                        resp.headers
+                            .retain(|h| !matches!(h, Header::ContentLength(_)));
+                        let contact = format!("<{}>", call.inbound.contact());
+                        resp.headers.push(Header::Contact(contact.into()));
+                        resp.headers.push(allow());
+                        resp.headers
+                            .push(Header::ContentType("application/sdp".into()));
+                        resp.headers
+                            .push(Header::ContentLength((sdp.len() as u32).into()));
+                        resp.body = sdp;
+                        let cseq = message::cseq_number(&req.headers).unwrap_or(0);
+                        if let Some(u) = l.unacked.take() {
+                            self.resends.remove(&(u.at, key));
+                        }
+                        let at = now.mono + T1;
+                        self.resends.insert((at, key));
+                        l.unacked = Some(Unacked {
+                            tx,
+                            response: resp.clone(),
+                            cseq,
+                            at,
+                            interval: T1,
+                            give_up: now.mono + 64 * T1,
+                        });
+                        cx.wire.respond(tx, resp, now);
+                    }
+                    Err(refusal) => {
+                        let code = refusal.code.unwrap_or(488);
+                        let warning = if code == 488 {
+                            incompatible(&call.inbound)
+                        } else {
+                            message::warning(&refusal.why)
+                        };
+                        cx.wire.reply_to(tx, req, code, vec![warning], now);
+                    }
+                }
+                None
+            }
+            _ => {
+                cx.wire.reply_to(tx, req, 405, vec![allow()], now);
+                None
+            }
+        }
+    }
+
+    /// A request of the caller in the early dialog of one of our 183s (tag `tag`): INFO
+    /// with a DTMF body is a key pressed during the message (200, the digit for its
+    /// session); OPTIONS 200; a BYE ends the call as a CANCEL would (200, and 487 to the
+    /// INVITE, §15.1.2); a second INVITE before our final response 500 with Retry-After
+    /// (§14.2); PRACK 481 (we send no reliable provisional response); others 405.
+    fn in_early_dialog(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        key: u64,
+        tx: TxId,
+        req: &Request,
+        tag: &str,
+    ) -> Option<switchboard_media::session::Event> {
+        let now = cx.now;
+        let Some(call) = self.calls.get_mut(&key) else {
+            cx.wire.reply_stateless(tx, req, 481, Vec::new());
+            return None;
+        };
+        let branch = call
+            .early_tags
+            .iter()
+            .find(|(t, _)| t == tag)
+            .map(|(_, b)| *b);
+        let session = branch
+            .and_then(|b| call.branches.get(b))
+            .and_then(|b| b.media);
+        match req.method {
+            Method::Info => info_digit(cx, tx, req, session),
+            Method::Options => {
+                let headers = vec![
+                    Header::Allow(LOCAL_ALLOW.into()),
+                    Header::Accept("application/sdp".into()),
+                ];
+                cx.wire.reply_to(tx, req, 200, headers, now);
+                None
+            }
+            Method::Bye if !call.final_sent => {
+                cx.wire.reply_to(tx, req, 200, Vec::new(), now);
+                tracing::info!(call_id = %call.call_id, "the caller hung up in early media (BYE)");
+                call.exec.caller_cancelled(now.mono);
+                call.final_sent = true;
+                call.cancelled = true;
+                call.final_code.get_or_insert(487);
+                let tag = cx.wire.tag();
+                let resp = message::response(&call.invite, 487, Some(&tag), &cx.wire.server);
+                cx.wire.respond(call.server_tx, resp, now);
+                self.drive(cx, key);
+                None
+            }
+            Method::Invite => {
+                let retry = vec![Header::RetryAfter("2".into())];
+                cx.wire.reply_to(tx, req, 500, retry, now);
+                None
+            }
+            Method::Bye | Method::PRack => {
+                cx.wire.reply_to(tx, req, 481, Vec::new(), now);
+                None
+            }
+            _ => {
+                let allow = vec![Header::Allow(LOCAL_ALLOW.into())];
+                cx.wire.reply_to(tx, req, 405, allow, now);
+                None
+            }
+        }
+    }
+
+    /// The dialog of a call the daemon answered ended elsewhere (the caller lost, its
+    /// session expired, `max_call_secs`): its session is closed.
+    pub(crate) fn dialog_ended(&mut self, cx: &mut Ctx<'_>, call_id: &str) {
+        let Some(&key) = self.local_dialogs.get(call_id) else {
+            return;
+        };
+        if let Some(call) = self.calls.get_mut(&key).filter(|c| c.local.is_some()) {
+            let live = call.branches.iter().any(|b| !b.done);
+            if live {
+                let mut ignored = Vec::new();
+                end_local(cx, &mut ignored, call, false, "ended");
+            }
+        }
+        self.drive(cx, key);
+    }
+
+    /// The daemon is stopping: every call it answered itself is hung up (a BYE each).
+    pub(crate) fn hang_up_all(&mut self, cx: &mut Ctx<'_>) {
+        let keys: Vec<u64> = self.local_dialogs.values().copied().collect();
+        for key in keys {
+            if let Some(call) = self.calls.get_mut(&key).filter(|c| c.local.is_some()) {
+                if call.branches.iter().any(|b| !b.done) {
+                    end_local(cx, &mut self.local_ends, call, true, "shutdown");
+                }
+            }
+            self.drive(cx, key);
+        }
+    }
+
+    /// Our 2xx of local dialogs not yet acknowledged, sent again when due (T1 doubling to
+    /// T2); one without its ACK for 64·T1 has its call hung up (§13.3.1.4).
+    fn resend_2xx(&mut self, cx: &mut Ctx<'_>) {
+        let now = cx.now;
+        while let Some(&(at, key)) = self.resends.first() {
+            if at > now.mono {
+                break;
+            }
+            self.resends.remove(&(at, key));
+            let Some(call) = self.calls.get_mut(&key) else {
+                continue;
+            };
+            let Some(l) = call.local.as_mut() else {
+                continue;
+            };
+            let Some(u) = l.unacked.as_mut().filter(|u| u.at == at) else {
+                continue;
+            };
+            if now.mono >= u.give_up {
+                l.unacked = None;
+                tracing::info!(call_id = %call.call_id, "no ACK for our 2xx: hung up");
+                end_local(cx, &mut self.local_ends, call, true, "no ack");
+                self.drive(cx, key);
+                continue;
+            }
+            cx.wire.respond(u.tx, u.response.clone(), now);
+            u.interval = (u.interval * 2).min(T2);
+            u.at = now.mono + u.interval;
+            self.resends.insert((u.at, key));
         }
     }
 
     /// Calls whose timeline has something due.
     pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>) {
+        self.resend_2xx(cx);
         while let Some(&(at, key, branch)) = self.failovers.first() {
             if at > cx.now.mono {
                 break;
@@ -1379,7 +1831,9 @@ fn start_branch(
             };
             (uri.clone(), whither, None, format!("destination {id}"))
         }
-        BranchTarget::Message { .. } | BranchTarget::Menu { .. } => {
+        BranchTarget::Message { .. }
+        | BranchTarget::Menu { .. }
+        | BranchTarget::Announcement { .. } => {
             // Started by `start_local`, never here.
             return Err(500);
         }
@@ -1683,15 +2137,50 @@ fn cancel_branch(cx: &mut Ctx<'_>, call: &mut CallState, branch: BranchId, cause
 
 /// Starts message or menu branch `branch` of a call: its media session is asked for, or
 /// it is skipped (with a log line) and the plan goes on (a menu's: to its default).
+/// `local`: the call is for it (an announcement destination): an offer it cannot answer
+/// refuses the call (488 with a Warning, 400, 503 with Retry-After). In a call the daemon
+/// has answered already, a message plays next in the same session.
 fn start_local(
     cx: &mut Ctx<'_>,
     key: u64,
     call: &mut CallState,
     branch: BranchId,
     endpoint: Endpoint<'_>,
+    local: Option<LocalBranch>,
 ) {
     while call.branches.len() <= branch {
         call.branches.push(Branch::default());
+    }
+    call.branches[branch].local = local;
+    call.branches[branch].what = match endpoint {
+        Endpoint::Message(message) => format!("message {message}"),
+        Endpoint::Menu(menu) => format!("menu {}", menu.id),
+    };
+    if let Some(l) = call.local.as_mut() {
+        // Answered already: the next announcement, in the same session (a menu's keys
+        // ring people, which an answered call cannot: `check` refuses that plan).
+        let started = match endpoint {
+            Endpoint::Message(message) => {
+                cx.media
+                    .play_next(&mut cx.wire.out, l.session, branch, message)
+            }
+            Endpoint::Menu(_) => Err(super::media::Refusal::skip(
+                "a menu cannot follow an answered announcement",
+            )),
+        };
+        match started {
+            Ok(()) => {
+                l.branch = branch;
+                call.branches[branch].media = Some(l.session);
+            }
+            Err(refusal) => {
+                call.branches[branch].done = true;
+                tracing::info!(call_id = %call.call_id, what = call.branches[branch].what, why = %refusal.why, "skipped");
+                let how = format!("skipped: {}", refusal.why);
+                call.exec.media_ended(branch, &how, cx.now.mono);
+            }
+        }
+        return;
     }
     let signalling = cx
         .wire
@@ -1709,19 +2198,19 @@ fn start_local(
             inbound,
             endpoint,
         ),
-        None => Err("the caller's transaction is gone".to_string()),
+        None => Err(super::media::Refusal {
+            why: "the caller's transaction is gone".to_string(),
+            code: None,
+        }),
     };
     let b = &mut call.branches[branch];
-    b.what = match endpoint {
-        Endpoint::Message(message) => format!("message {message}"),
-        Endpoint::Menu(menu) => format!("menu {}", menu.id),
-    };
     match started {
         Ok(id) => b.media = Some(id),
-        Err(why) => {
+        Err(refusal) => {
             b.done = true;
             // A flood of calls without an offer would repeat it: rate-limited.
             if switchboard_sip::log_limit::allow("message skipped") {
+                let why = &refusal.why;
                 match endpoint {
                     Endpoint::Message(message) => {
                         tracing::info!(call_id = %call.call_id, %message, %why, "message skipped")
@@ -1731,10 +2220,98 @@ fn start_local(
                     }
                 }
             }
+            if let (Some(_), Some(code)) = (local, refusal.code) {
+                // The call is for it: the caller is told why it cannot be served.
+                let tag = cx.wire.tag();
+                let mut resp = message::response(&call.invite, code, Some(&tag), &cx.wire.server);
+                match code {
+                    488 => resp.headers.push(incompatible(&call.inbound)),
+                    503 => resp.headers.push(Header::RetryAfter("5".into())),
+                    415 => resp.headers.push(Header::Accept("application/sdp".into())),
+                    _ => resp.headers.push(message::warning(&refusal.why)),
+                }
+                b.response = Some(resp);
+                call.exec.local_refused(branch, code, cx.now.mono);
+                return;
+            }
             call.exec
-                .media_ended(branch, &format!("skipped: {why}"), cx.now.mono);
+                .media_ended(branch, &format!("skipped: {}", refusal.why), cx.now.mono);
         }
     }
+}
+
+/// An INFO of the caller in a dialog of ours: a DTMF body (`application/dtmf-relay`,
+/// `application/dtmf`) is answered 200 and its key returned as the session's
+/// [`Event::Digit`](switchboard_media::session::Event::Digit); another type 415 with what
+/// we accept; an unreadable body 400.
+fn info_digit(
+    cx: &mut Ctx<'_>,
+    tx: TxId,
+    req: &Request,
+    session: Option<SessionId>,
+) -> Option<switchboard_media::session::Event> {
+    let now = cx.now;
+    let content_type = req.headers.iter().find_map(|h| match h {
+        Header::ContentType(c) => Some(c.value().to_string()),
+        _ => None,
+    });
+    let digit = content_type.map(|c| switchboard_media::dtmf::parse_info(&c, &req.body));
+    match digit {
+        Some(Ok(d)) => {
+            cx.wire.reply_to(tx, req, 200, Vec::new(), now);
+            session.map(|id| switchboard_media::session::Event::Digit {
+                id,
+                digit: d.digit.to_char(),
+            })
+        }
+        Some(Err(switchboard_media::dtmf::InfoError::ContentType)) | None => {
+            let accept = Header::Accept("application/dtmf-relay, application/dtmf".into());
+            cx.wire.reply_to(tx, req, 415, vec![accept], now);
+            None
+        }
+        Some(Err(e)) => {
+            let warning = message::warning(&e.to_string());
+            cx.wire.reply_to(tx, req, 400, vec![warning], now);
+            None
+        }
+    }
+}
+
+/// `Warning: 305 <us> "Incompatible media format"` (RFC 3261 §20.43), for an offer we
+/// cannot answer.
+fn incompatible(inbound: &Local) -> Header {
+    let host = inbound.contact();
+    let host = host.trim_start_matches("sip:");
+    let host = host.split([';', '>']).next().unwrap_or(host);
+    Header::Warning(format!("305 {host} \"Incompatible media format\"").into())
+}
+
+/// A call the daemon answered itself is over: its session closed, its dialog ended (with
+/// a BYE of ours to the caller when `bye`).
+fn end_local(
+    cx: &mut Ctx<'_>,
+    ends: &mut Vec<LocalEnd>,
+    call: &mut CallState,
+    bye: bool,
+    how: &'static str,
+) {
+    let Some(l) = call.local.as_mut() else {
+        return;
+    };
+    if let Some(b) = call.branches.get_mut(l.branch) {
+        b.done = true;
+        b.media = None;
+    }
+    cx.media.close(&mut cx.wire.out, l.session);
+    l.unacked = None;
+    for b in call.branches.iter_mut() {
+        b.done = true;
+    }
+    ends.push(LocalEnd::Over {
+        call_id: call.call_id.clone(),
+        bye,
+        how,
+    });
 }
 
 /// Identity headers of a branch: our realm's credentials consumed; the caller's

@@ -123,6 +123,9 @@ struct Tracked {
     /// When its session ends unless refreshed (RFC 4028: the Session-Expires of the last
     /// 2xx to the INVITE or a refresh).
     session_ends: Option<Instant>,
+    /// The daemon itself answered it (an answered announcement): its callee end is us,
+    /// never probed nor sent a BYE.
+    local: bool,
 }
 
 /// The carrier's end of a call through a trunk with an account
@@ -181,7 +184,10 @@ struct Unsent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Purpose {
     Probe,
+    /// The other end is gone (Reason 408).
     Bye,
+    /// A call the daemon answered is over (no Reason: it simply hangs up).
+    HangUp,
 }
 
 /// The answered calls the proxy tracks: a sub-machine of the core.
@@ -309,6 +315,8 @@ pub(crate) struct Answer<'a> {
     pub callee_peer: Option<Peer>,
     /// The answering branch went to a trunk with an account.
     pub carrier: Option<Carrier<'a>>,
+    /// The daemon answered it itself (the 2xx is ours; the callee end is us).
+    pub local: bool,
 }
 
 /// What [`Answer`] says of a call answered through a trunk with an account.
@@ -437,6 +445,8 @@ fn ends_of(wire: &Wire, a: &Answer<'_>, callee_cseq: Option<u32>) -> Option<Box<
             rr[..first].iter().rev().cloned().collect(),
             rr[last + 1..].to_vec(),
         ),
+        // The daemon is the UAS: the route set is the Record-Route, in order (§12.1.1).
+        _ if a.local => (Vec::new(), rr.clone()),
         _ => (Vec::new(), Vec::new()),
     };
     let caller = End {
@@ -504,7 +514,7 @@ impl Dialogs {
             None => invite_cseq,
         };
         let session = session_expires(&a.response.headers);
-        let needed = self.probe_every.is_some() || session.is_some();
+        let needed = self.probe_every.is_some() || session.is_some() || a.local;
         let ends = needed.then(|| ends_of(cx.wire, &a, callee_cseq)).flatten();
         if needed && ends.is_none() {
             tracing::debug!(call_id = %a.call_id, "answered call without Contact or tags: not probed");
@@ -531,9 +541,34 @@ impl Dialogs {
                 ends,
                 next_probe,
                 session_ends: None,
+                local: a.local,
             },
         );
         self.set_session(a.call_id, session, now);
+    }
+
+    /// A call the daemon answered itself is over (`how`): a BYE of ours to the caller
+    /// when `bye` (its response or timeout end nothing more), then as [`Dialogs::end`].
+    pub(crate) fn local_over(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        call_id: &str,
+        bye: bool,
+        how: &'static str,
+    ) {
+        if bye {
+            match self.send_in_dialog(cx, call_id, Side::Caller, Purpose::HangUp) {
+                Ok(Some(_)) => {}
+                Ok(None) => tracing::debug!(%call_id, "no BYE could be made for the caller"),
+                Err(e) => tracing::debug!(%call_id, error = e, "no BYE to the caller"),
+            }
+        }
+        self.end(cx, call_id, how);
+    }
+
+    /// Whether the daemon answered call `call_id` itself.
+    fn is_local(&self, call_id: &str) -> bool {
+        self.map.get(call_id).is_some_and(|d| d.local)
     }
 
     /// A call ended (a BYE passed through, `max_call_secs`, an end was gone; `how` says
@@ -717,7 +752,11 @@ impl Dialogs {
             let next = now.mono + every;
             d.next_probe = Some(next);
             dialogs.probes_due.insert((next, call_id.clone()));
+            let local = self.is_local(&call_id);
             for side in [Side::Callee, Side::Caller] {
+                if local && side == Side::Callee {
+                    continue; // that end is us
+                }
                 let waiting = self
                     .map
                     .get(&call_id)
@@ -758,7 +797,11 @@ impl Dialogs {
             tracing::info!(%call_id, "answered call lost: its session expired without a refresh; ended");
             self.lost += 1;
             // Either end may be the one gone: both are told (RFC 4028 §10).
+            let local = self.is_local(&call_id);
             for side in [Side::Caller, Side::Callee] {
+                if local && side == Side::Callee {
+                    continue;
+                }
                 if let Err(e) = self.send_in_dialog(cx, &call_id, side, Purpose::Bye) {
                     tracing::debug!(%call_id, error = e, "no BYE to this end");
                 }
@@ -834,7 +877,9 @@ impl Dialogs {
             // As high as the end has seen from the other end, never higher (see above).
             Purpose::Probe => (Method::Options, end.cseq.unwrap_or(0)),
             // The dialog ends: the next number the end would accept.
-            Purpose::Bye => (Method::Bye, end.cseq.map_or(1, |c| c.saturating_add(1))),
+            Purpose::Bye | Purpose::HangUp => {
+                (Method::Bye, end.cseq.map_or(1, |c| c.saturating_add(1)))
+            }
         };
         // Its Via goes on top once it is known where it leaves from.
         let mut headers = Headers::default();
@@ -985,7 +1030,7 @@ impl Dialogs {
         let Some((call_id, side, _)) = self.txs.remove(&tx) else {
             return;
         };
-        if purpose == Purpose::Bye {
+        if matches!(purpose, Purpose::Bye | Purpose::HangUp) {
             tracing::debug!(%call_id, side = side.name(), code, "our BYE answered");
             return;
         }
@@ -1046,8 +1091,11 @@ impl Dialogs {
             "answered call lost: ended"
         );
         self.lost += 1;
-        if let Err(e) = self.send_in_dialog(cx, call_id, side.other(), Purpose::Bye) {
-            tracing::debug!(%call_id, error = e, "no BYE to the other end");
+        let us = self.is_local(call_id) && side.other() == Side::Callee;
+        if !us {
+            if let Err(e) = self.send_in_dialog(cx, call_id, side.other(), Purpose::Bye) {
+                tracing::debug!(%call_id, error = e, "no BYE to the other end");
+            }
         }
         self.end(cx, call_id, "lost");
     }

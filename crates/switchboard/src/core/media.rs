@@ -209,8 +209,25 @@ impl Default for MediaConfig {
     }
 }
 
-/// Why a message was not played: for the log and the call's history.
-pub(crate) type Skip = String;
+/// Why a message was not played: for the log and the call's history, and the response
+/// that refuses the call when the call is for the message (an announcement destination):
+/// `488` when the offer has no codec in common, `400` when it cannot be read, `503` when
+/// as many sessions are open as allowed. None: the message is skipped whatever it is for
+/// (no engine, no prompt, no offer), and the plan goes on.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub why: String,
+    pub code: Option<u16>,
+}
+
+impl Refusal {
+    pub(crate) fn skip(why: impl Into<String>) -> Refusal {
+        Refusal {
+            why: why.into(),
+            code: None,
+        }
+    }
+}
 
 /// Where a session is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,6 +247,12 @@ struct MediaSession {
     offer: Session,
     local: Local,
     clips: Vec<Clip>,
+    /// The law agreed on (for the clips of a message played next in the same session).
+    law: Law,
+    /// The session answered its call (200 OK): silence ends it (see [`Happened::Silent`]).
+    answered: bool,
+    /// Our SDP answer as last sent (for a re-INVITE without an offer).
+    sdp: Vec<u8>,
     /// A menu's session: the menu it runs (a message's: None).
     menu: Option<MenuRun>,
 }
@@ -255,6 +278,14 @@ pub(crate) enum Happened {
     /// The caller chose the option of `key` in a menu (its session is being closed): the
     /// plan goes on to that option.
     Chosen { key: char },
+    /// The engine could not open the session (no free port pair…): as [`Happened::Ended`]
+    /// for a message played before something else; a call that is for its announcement
+    /// is refused 503.
+    Unavailable { how: String },
+    /// Nothing came from the caller of an answered session for the RTP timeout: the call
+    /// is hung up (a caller in early media need not send anything, so only an answered
+    /// session hears of it).
+    Silent { id: SessionId },
 }
 
 /// Counters of local media.
@@ -267,6 +298,8 @@ pub struct MediaStats {
     /// Messages skipped (no offer, no codec in common, no prompt, the session limit, the
     /// engine refused).
     pub skipped: u64,
+    /// Keys the callers of open sessions pressed (RFC 4733 events, SIP INFO).
+    pub digits: u64,
 }
 
 /// The sessions of local media endpoints (see the module's documentation).
@@ -317,13 +350,13 @@ impl Media {
         signalling: IpAddr,
         inbound: IpAddr,
         endpoint: Endpoint<'_>,
-    ) -> Result<SessionId, Skip> {
-        let skip = |stats: &mut MediaStats, why: String| {
+    ) -> Result<SessionId, Refusal> {
+        let skip = |stats: &mut MediaStats, refusal: Refusal| {
             stats.skipped += 1;
-            Err(why)
+            Err(refusal)
         };
         if !self.config.enabled {
-            return skip(&mut self.stats, "no media engine".into());
+            return skip(&mut self.stats, Refusal::skip("no media engine"));
         }
         let lib = &self.config.library;
         let (prompts, invalid) = match endpoint {
@@ -339,18 +372,27 @@ impl Media {
         };
         let prompts = match prompts {
             Ok(p) => p,
-            Err(name) => return skip(&mut self.stats, format!("no prompt named {name}")),
+            Err(name) => {
+                return skip(
+                    &mut self.stats,
+                    Refusal::skip(format!("no prompt named {name}")),
+                )
+            }
         };
         if self.sessions.len() >= self.config.max_sessions {
             let why = format!(
                 "{} media sessions open, the most allowed",
                 self.sessions.len()
             );
-            return skip(&mut self.stats, why);
+            let refusal = Refusal {
+                why,
+                code: Some(503),
+            };
+            return skip(&mut self.stats, refusal);
         }
         let offer = match sdp_offer(invite) {
             Ok(offer) => offer,
-            Err(why) => return skip(&mut self.stats, why),
+            Err(refusal) => return skip(&mut self.stats, refusal),
         };
         let address = self.config.address.unwrap_or(inbound);
         let id = SessionId(self.next_id);
@@ -365,7 +407,13 @@ impl Media {
         };
         let stream = match offer_answer::answer(&offer, &local) {
             Ok((_, stream)) => stream,
-            Err(e) => return skip(&mut self.stats, format!("the caller's offer: {e}")),
+            Err(e) => {
+                let refusal = Refusal {
+                    why: format!("the caller's offer: {e}"),
+                    code: Some(488),
+                };
+                return skip(&mut self.stats, refusal);
+            }
         };
         let lib = &self.config.library;
         let clips_of = |names: &[String]| -> Vec<Clip> {
@@ -405,9 +453,81 @@ impl Media {
                 local,
                 clips,
                 menu,
+                law: stream.law,
+                answered: false,
+                sdp: Vec::new(),
             },
         );
         Ok(id)
+    }
+
+    /// The session answered its call (200 OK): from now on silence from the caller ends
+    /// it ([`Happened::Silent`]).
+    pub(crate) fn answered(&mut self, id: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.answered = true;
+        }
+    }
+
+    /// Plays `message` next in an answered session (the plan's next announcement, in the
+    /// same call), now for branch `branch`; [`Event::Played`] when it is over. Or why it
+    /// cannot be.
+    pub(crate) fn play_next(
+        &mut self,
+        out: &mut VecDeque<Output>,
+        id: SessionId,
+        branch: BranchId,
+        message: &Message,
+    ) -> Result<(), Refusal> {
+        let lib = Arc::clone(&self.config.library);
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return Err(Refusal::skip("the call's media session is gone"));
+        };
+        if s.state == State::Closing {
+            return Err(Refusal::skip("the call's media session is closing"));
+        }
+        let prompts = lib
+            .phrase(message)
+            .map_err(|name| Refusal::skip(format!("no prompt named {name}")))?;
+        let clips: Vec<Clip> = prompts.iter().filter_map(|p| lib.clip(p, s.law)).collect();
+        s.branch = branch;
+        s.state = State::Playing;
+        out.push_back(Output::Media(Command::Play { id, clips }));
+        Ok(())
+    }
+
+    /// Our SDP for a re-INVITE of an answered session's caller: the answer to its new
+    /// offer (the same stream on the same port: the engine is not told of changes), or
+    /// our last answer when it offers nothing. Err when its offer cannot be answered (the
+    /// response code, as for the INVITE's).
+    pub(crate) fn reanswer(
+        &mut self,
+        id: SessionId,
+        reinvite: &Request,
+    ) -> Result<Vec<u8>, Refusal> {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return Err(Refusal {
+                why: "no media session".into(),
+                code: Some(481),
+            });
+        };
+        if reinvite.body.is_empty() {
+            return Ok(s.sdp.clone());
+        }
+        let offer = sdp_offer(reinvite)?;
+        let mut local = s.local.clone();
+        local.version = local.version.saturating_add(1);
+        match offer_answer::answer(&offer, &local) {
+            Ok((answer, _)) => {
+                s.local = local;
+                s.sdp = answer.to_bytes();
+                Ok(s.sdp.clone())
+            }
+            Err(e) => Err(Refusal {
+                why: format!("the caller's offer: {e}"),
+                code: Some(488),
+            }),
+        }
     }
 
     /// Plays an opened session's message, or its menu's prompt ([`Event::Played`] when it
@@ -555,6 +675,7 @@ impl Media {
                 match offer_answer::answer(&s.offer, &s.local) {
                     Ok((answer, _)) => {
                         let sdp = answer.to_bytes();
+                        s.sdp = sdp.clone();
                         Some((s.call, s.branch, Happened::Opened { id, sdp }))
                     }
                     Err(e) => {
@@ -574,7 +695,11 @@ impl Media {
                     tracing::warn!(session = id.0, %why, "media session could not be opened; message skipped");
                 }
                 let how = format!("skipped: the media engine could not open a session: {why}");
-                (s.state != State::Closing).then_some((s.call, s.branch, Happened::Ended { how }))
+                (s.state != State::Closing).then_some((
+                    s.call,
+                    s.branch,
+                    Happened::Unavailable { how },
+                ))
             }
             Event::Played { id } => {
                 let s = self.sessions.get_mut(&id)?;
@@ -588,12 +713,17 @@ impl Media {
                 }
                 let (call, branch) = (s.call, s.branch);
                 self.stats.played += 1;
-                self.close(out, id);
+                if !s.answered {
+                    self.close(out, id);
+                }
+                // An answered session stays open: its call may play the next message in
+                // it, and closes it when it hangs up.
                 let how = "played".to_string();
                 Some((call, branch, Happened::Ended { how }))
             }
             Event::Digit { id, digit } => {
                 let s = self.sessions.get_mut(&id)?;
+                self.stats.digits += 1;
                 match (&mut s.menu, s.state) {
                     (Some(menu), State::Playing) => {
                         let turn = menu.digit(digit, now);
@@ -615,6 +745,12 @@ impl Media {
                 None
             }
             Event::Timeout { id } => {
+                let s = self.sessions.get(&id)?;
+                if s.answered && s.state != State::Closing {
+                    // An answered caller that sends nothing is gone.
+                    tracing::info!(session = id.0, "no RTP from an answered caller: hanging up");
+                    return Some((s.call, s.branch, Happened::Silent { id }));
+                }
                 // A caller in early media need not send anything (many phones do not):
                 // silence does not end a message; the step's own bound does.
                 tracing::debug!(session = id.0, "no RTP from the caller during a message");
@@ -651,8 +787,9 @@ fn open(id: SessionId, stream: &Stream, signalling: IpAddr, rtp_timeout: Duratio
     }
 }
 
-/// The SDP offer of an INVITE, or why there is none to answer.
-fn sdp_offer(invite: &Request) -> Result<Session, Skip> {
+/// The SDP offer of an INVITE, or why there is none to answer: none at all is skipped
+/// (a late offer), an unreadable one refused with 400.
+fn sdp_offer(invite: &Request) -> Result<Session, Refusal> {
     let content_type = invite.headers.iter().find_map(|h| match h {
         Header::ContentType(c) => Some(c.value().to_ascii_lowercase()),
         _ => None,
@@ -660,16 +797,27 @@ fn sdp_offer(invite: &Request) -> Result<Session, Skip> {
     let is_sdp = content_type
         .as_deref()
         .is_some_and(|c| c.split(';').next().unwrap_or("").trim() == "application/sdp");
-    if invite.body.is_empty() || !is_sdp {
-        return Err(
-            "no SDP offer in the INVITE (a late offer): early media needs the caller's offer"
-                .into(),
-        );
+    if invite.body.is_empty() {
+        return Err(Refusal::skip(
+            "no SDP offer in the INVITE (a late offer): early media needs the caller's offer",
+        ));
     }
-    sdp::Session::parse(&invite.body, &sdp::Limits::default())
-        .map_err(|e| format!("the caller's SDP offer is unreadable: {e}"))
+    if !is_sdp {
+        return Err(Refusal {
+            why: "the INVITE's body is not SDP".into(),
+            code: Some(415),
+        });
+    }
+    sdp::Session::parse(&invite.body, &sdp::Limits::default()).map_err(|e| Refusal {
+        why: format!("the caller's SDP offer is unreadable: {e}"),
+        code: Some(400),
+    })
 }
 
 #[cfg(test)]
 #[path = "media_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "local_dialog_tests.rs"]
+mod local_dialog_tests;

@@ -482,8 +482,10 @@ impl Core {
             return;
         }
         self.draining = true;
-        // Messages being played stop; their calls go on to their next steps.
+        // Calls the daemon answered itself are hung up; messages being played stop,
+        // their calls go on to their next steps.
         let cx = &mut ctx!(self, now);
+        self.calls.hang_up_all(cx);
         for (call, branch) in cx.media.close_all(&mut cx.wire.out) {
             let how = "stopped: the daemon is stopping".to_string();
             self.calls
@@ -671,9 +673,41 @@ impl Core {
         for record in std::mem::take(&mut self.calls.settled) {
             self.records.settled(&mut ctx!(self, now), record);
         }
+        // Dialogs of calls the daemon answered itself: tracked from their 200, ended
+        // (with a BYE of ours) when they are over.
+        for end in std::mem::take(&mut self.calls.local_ends) {
+            let cx = &mut ctx!(self, now);
+            match end {
+                calls::LocalEnd::Answered {
+                    call_id,
+                    invite,
+                    response,
+                    caller,
+                    caller_peer,
+                } => {
+                    let answer = dialogs::Answer {
+                        call_id: &call_id,
+                        invite: &invite,
+                        response: &response,
+                        caller: caller.as_deref(),
+                        caller_peer,
+                        callee: None,
+                        callee_leg: "local",
+                        callee_peer: None,
+                        carrier: None,
+                        local: true,
+                    };
+                    self.dialogs.track(cx, answer);
+                }
+                calls::LocalEnd::Over { call_id, bye, how } => {
+                    self.dialogs.local_over(cx, &call_id, bye, how)
+                }
+            }
+        }
         // Requests held for DNS in dialogs that ended meanwhile are answered; the calls'
         // records are completed.
         for (call_id, how) in self.dialogs.take_ended() {
+            self.calls.dialog_ended(&mut ctx!(self, now), &call_id);
             self.relays.dialog_ended(&mut ctx!(self, now), &call_id);
             self.records.ended(&mut ctx!(self, now), &call_id, how);
         }
@@ -913,7 +947,10 @@ impl Core {
                 };
             }
             ServerOutcome::Ack(req) if in_dialog(&req) => {
-                return self.relays.route(cx, &mut self.dialogs, None, req)
+                if let Some(call) = self.calls.local_dialog(&req) {
+                    return self.calls.local_ack(call, &req);
+                }
+                return self.relays.route(cx, &mut self.dialogs, None, req);
             }
             ServerOutcome::Ack(_) => {
                 self.stats.dropped += 1;
@@ -928,6 +965,16 @@ impl Core {
         if in_dialog(&req) {
             if req.method == Method::Subscribe && self.watchers.notifier.find(&req).is_some() {
                 return self.watchers.subscribe(cx, tx, req, peer, local);
+            }
+            if let Some(call) = self.calls.local_dialog(&req) {
+                if let Some(digit) = self.calls.in_local_dialog(cx, call, tx, &req) {
+                    if let Some((call, branch, what)) =
+                        cx.media.event(&mut cx.wire.out, digit, cx.now.mono)
+                    {
+                        self.calls.media_event(cx, call, branch, what);
+                    }
+                }
+                return;
             }
             return self.relays.route(cx, &mut self.dialogs, Some(tx), req);
         }
