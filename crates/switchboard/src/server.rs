@@ -154,6 +154,7 @@ fn core_config(c: &Config, route_secret: [u8; 32], media: crate::core::MediaConf
                 dnd_off: c.feature_dnd_off.clone(),
                 profile_prefix: c.feature_profile_prefix.clone(),
             },
+            offline_without_devices: c.offline_without_devices,
         },
     }
 }

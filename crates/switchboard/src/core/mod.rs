@@ -724,10 +724,15 @@ impl Core {
         if !lapsed.is_empty() {
             tracing::info!(count = lapsed.len(), "bindings expired");
             for c in &lapsed {
-                self.board.note_person(match c {
+                let aor = match c {
                     Change::Upsert(b) => &b.aor,
                     Change::Remove { aor, .. } => aor,
-                });
+                };
+                self.board.note_person(aor);
+                // Their last device gone: presence watchers may now see them offline.
+                if self.config.watchers.offline_without_devices {
+                    self.renotify.push(aor.clone());
+                }
             }
             cx.persist_unacknowledged(lapsed.iter().map(registrations::change_to_write).collect());
         }
@@ -1159,6 +1164,10 @@ impl Core {
                 previous,
             } => {
                 self.board.note_person(&aor);
+                // A first device, or the last one removed: offline or not to watchers.
+                if cx.config.watchers.offline_without_devices {
+                    self.renotify.push(aor.clone());
+                }
                 if ok {
                     // A REGISTER over a stream connection: the connection is the bindings'
                     // flow, held open until they lapse (the idle timeout must not close it).
