@@ -466,6 +466,9 @@ impl Core {
             media_sessions: self.media.len(),
             messages_played: self.media.stats().played,
             messages_skipped: self.media.stats().skipped,
+            media_sessions_opened: self.media.stats().sessions,
+            records_written: self.records.written,
+            mail_notices: self.records.mail_notices,
         }
     }
 
@@ -583,7 +586,7 @@ impl Core {
 
     /// Complete call records written since the start.
     pub fn records_written(&self) -> u64 {
-        self.records.written
+        self.records.written.iter().sum()
     }
 
     pub fn trunks(&self) -> Vec<TrunkStatus> {
