@@ -1167,10 +1167,7 @@ impl Core {
                 previous,
             } => {
                 self.board.note_person(&aor);
-                // A first device, or the last one removed: offline or not to watchers.
-                if cx.config.watchers.offline_without_devices {
-                    self.renotify.push(aor.clone());
-                }
+                let had_devices = previous.iter().any(|b| b.live_at(now.unix));
                 if ok {
                     // A REGISTER over a stream connection: the connection is the bindings'
                     // flow, held open until they lapse (the idle timeout must not close it).
@@ -1184,6 +1181,12 @@ impl Core {
                 } else {
                     let resp = registrations::failed(cx.registrar, &aor, previous, response);
                     cx.wire.respond(tx, resp, now);
+                }
+                // A first device, or the last one removed: offline or not to presence
+                // watchers (a refresh changes nothing they see).
+                let has_devices = !cx.registrar.lookup(&aor, now.unix).is_empty();
+                if cx.config.watchers.offline_without_devices && had_devices != has_devices {
+                    self.renotify.push(aor);
                 }
             }
         }
