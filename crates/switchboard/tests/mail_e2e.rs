@@ -11,7 +11,8 @@
 //! certificate for 127.0.0.1): a missed call's mail arrives encrypted and authenticated
 //! when the daemon trusts that CA (`ca_file`); a relay whose certificate it does not trust
 //! gets nothing, the log says why, and the notice waits in the outbox until the daemon is
-//! told to trust it. `/metrics` counts the mails sent, failed and waiting, and the records.
+//! told to trust it. `/metrics` counts the mails sent, failed and waiting, and the records;
+//! a full outbox (`queue = 1`) drops the newest notice and counts it.
 
 mod common;
 
@@ -491,4 +492,31 @@ fn a_relay_whose_certificate_is_not_trusted_gets_nothing_and_the_notice_waits() 
     wait_metric(&d, "switchboard_mail_outbox_notices", 0);
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(mails(dir.path()).len(), 1);
+}
+
+#[test]
+fn a_full_outbox_drops_the_newest_notice_and_metrics_count_it() {
+    // Nothing listens at the relay's port; a queue of one; the first retry an hour away.
+    let d = Daemon::start(Options {
+        policy: policy(),
+        extra: format!(
+            "[mail]\nrelay = \"127.0.0.1\"\nport = {}\nfrom = \"switchboard@example.com\"\n\
+             queue = 1\nretry_first_secs = 3600\nretry_max_secs = 3600\n",
+            free_port()
+        ),
+        ..Options::default()
+    });
+    missed_call(&d, "1002");
+    wait_metric(&d, "switchboard_mails_total{result=\"failed\"}", 1);
+    missed_call(&d, "1003");
+    // Two missed calls queued, the newer one dropped, the older still waiting.
+    wait_metric(&d, "switchboard_mail_notices_dropped_total", 1);
+    wait_metric(&d, "switchboard_mail_outbox_notices", 1);
+    assert_eq!(metric(&d, "switchboard_mail_notices_queued_total"), 2);
+    assert_eq!(metric(&d, "switchboard_mails_total{result=\"sent\"}"), 0);
+    assert_eq!(
+        metric(&d, "switchboard_call_records_total{outcome=\"missed\"}"),
+        2
+    );
+    assert!(d.log_contains("missed-call mail queue full"), "{}", d.log());
 }
