@@ -178,6 +178,22 @@ pub struct MailCa {
     pub pem: Vec<u8>,
 }
 
+/// The largest `[mail] ca_file` read (a bundle of a hundred certificates is well under it).
+const MAX_CA_FILE: u64 = 1 << 20;
+
+/// The bytes of the file at `path`, refused when it holds more than `max`.
+fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::other(format!("larger than {max} bytes")));
+    }
+    Ok(bytes)
+}
+
 /// `[mail]` as checked: where and how missed-call mail is sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MailConfig {
@@ -1076,7 +1092,7 @@ impl Config {
                             Some(b) if Path::new(f.get_ref()).is_relative() => b.join(f.get_ref()),
                             _ => PathBuf::from(f.get_ref()),
                         };
-                        let checked = std::fs::read(&path)
+                        let checked = read_bounded(&path, MAX_CA_FILE)
                             .map_err(|e| format!("cannot read {}: {e}", path.display()))
                             .and_then(|pem| {
                                 crate::mail::check_ca(&pem)
@@ -1638,6 +1654,7 @@ mod tests {
         for (file, says) in [
             ("junk.pem", "no certificate"),
             ("missing.pem", "cannot read"),
+            ("/dev/zero", "larger than 1048576 bytes"),
         ] {
             let e = Config::parse(&text(file), "x.toml", Some(dir.path())).unwrap_err();
             let e = &e.0[0];
