@@ -98,12 +98,18 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawMail {
     relay: Spanned<String>,
-    #[serde(default = "default_smtp_port")]
-    port: Spanned<u64>,
-    /// `none` only in this build (plain SMTP, for a relay on loopback or a trusted link).
+    /// Absent: 25 with `tls = "none"`, 587 with `"starttls"`, 465 with `"tls"`.
+    port: Option<Spanned<u64>>,
+    /// `none` (plain SMTP), `starttls` (required: no mail goes unencrypted) or `tls`
+    /// (implicit TLS from the first byte).
     #[serde(default = "default_mail_tls")]
     tls: Spanned<String>,
-    username: Option<String>,
+    /// A PEM file of CA certificates trusted for the relay besides the system's.
+    ca_file: Option<Spanned<String>>,
+    /// Credentials may go over a connection without TLS (`tls = "none"`).
+    #[serde(default)]
+    allow_plain_auth: bool,
+    username: Option<Spanned<String>>,
     password: Option<String>,
     from: Spanned<String>,
     #[serde(default = "default_mail_queue")]
@@ -116,9 +122,6 @@ struct RawMail {
     give_up_hours: Spanned<u64>,
 }
 
-fn default_smtp_port() -> Spanned<u64> {
-    Spanned::new(0..0, 25)
-}
 fn default_mail_tls() -> Spanned<String> {
     Spanned::new(0..0, "none".into())
 }
@@ -135,13 +138,74 @@ fn default_give_up() -> Spanned<u64> {
     Spanned::new(0..0, 24)
 }
 
+/// How the connection to the SMTP relay is secured (`[mail] tls`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MailTls {
+    /// Plain SMTP: for a relay on loopback or a trusted link.
+    None,
+    /// Plain SMTP upgraded with STARTTLS before anything else is said; a relay that does
+    /// not offer it gets no mail (never a fall-back to plain text).
+    StartTls,
+    /// TLS from the first byte (SMTPS, "implicit TLS", RFC 8314).
+    Tls,
+}
+
+impl MailTls {
+    /// The port used when `[mail] port` is not given: 25, 587 (submission) or 465
+    /// (submissions).
+    pub fn default_port(self) -> u16 {
+        match self {
+            MailTls::None => 25,
+            MailTls::StartTls => 587,
+            MailTls::Tls => 465,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailTls::None => "none",
+            MailTls::StartTls => "starttls",
+            MailTls::Tls => "tls",
+        }
+    }
+}
+
+/// `[mail] ca_file` as read when the configuration was loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailCa {
+    pub path: PathBuf,
+    /// The file's PEM text (at least one certificate, each usable as a trust anchor).
+    pub pem: Vec<u8>,
+}
+
+/// The largest `[mail] ca_file` read (a bundle of a hundred certificates is well under it).
+const MAX_CA_FILE: u64 = 1 << 20;
+
+/// The bytes of the file at `path`, refused when it holds more than `max`.
+fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::other(format!("larger than {max} bytes")));
+    }
+    Ok(bytes)
+}
+
 /// `[mail]` as checked: where and how missed-call mail is sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MailConfig {
-    /// The SMTP relay's host name or address.
+    /// The SMTP relay's host name or address (also the name its certificate must carry).
     pub relay: String,
     pub port: u16,
-    /// Credentials for the relay (AUTH PLAIN/LOGIN), both or neither.
+    pub tls: MailTls,
+    /// CA certificates trusted for the relay besides the system's (Debian's
+    /// ca-certificates, `/etc/ssl/certs`).
+    pub ca: Option<MailCa>,
+    /// Credentials for the relay (AUTH PLAIN/LOGIN), both or neither; only over TLS unless
+    /// `allow_plain_auth`.
     pub credentials: Option<(String, String)>,
     /// The From address of every mail.
     pub from: String,
@@ -986,7 +1050,9 @@ impl Config {
         let dns_attempts = range(&raw.dns.attempts, "dns.attempts", 0, 10);
         let mail_numbers = raw.mail.as_ref().map(|m| {
             (
-                range(&m.port, "mail.port", 1, 65_535) as u16,
+                m.port
+                    .as_ref()
+                    .map(|p| range(p, "mail.port", 1, 65_535) as u16),
                 range(&m.queue, "mail.queue", 1, 1_000_000) as usize,
                 range(&m.retry_first_secs, "mail.retry_first_secs", 1, 86_400),
                 range(&m.retry_max_secs, "mail.retry_max_secs", 1, 86_400),
@@ -1003,16 +1069,50 @@ impl Config {
                         "the relay must be a host name or address".into(),
                     );
                 }
-                if m.tls.get_ref() != "none" {
-                    err(
-                        m.tls.span(),
-                        "mail.tls",
-                        format!(
-                            "{:?}: this build sends plain SMTP only (tls = \"none\"): use a relay on loopback or a trusted link",
-                            m.tls.get_ref()
-                        ),
-                    );
-                }
+                let tls = match m.tls.get_ref().as_str() {
+                    "none" => MailTls::None,
+                    "starttls" => MailTls::StartTls,
+                    "tls" => MailTls::Tls,
+                    other => {
+                        err(
+                            m.tls.span(),
+                            "mail.tls",
+                            format!("{other:?}: use \"none\", \"starttls\" or \"tls\""),
+                        );
+                        MailTls::None
+                    }
+                };
+                let ca = match &m.ca_file {
+                    None => None,
+                    Some(f) if tls == MailTls::None => {
+                        err(
+                            f.span(),
+                            "mail.ca_file",
+                            "a CA file is only used with tls = \"starttls\" or \"tls\"".into(),
+                        );
+                        None
+                    }
+                    Some(f) => {
+                        let path = match base {
+                            Some(b) if Path::new(f.get_ref()).is_relative() => b.join(f.get_ref()),
+                            _ => PathBuf::from(f.get_ref()),
+                        };
+                        let checked = read_bounded(&path, MAX_CA_FILE)
+                            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                            .and_then(|pem| {
+                                crate::mail::check_ca(&pem)
+                                    .map(|_| pem)
+                                    .map_err(|e| format!("{}: {e}", path.display()))
+                            });
+                        match checked {
+                            Ok(pem) => Some(MailCa { path, pem }),
+                            Err(e) => {
+                                err(f.span(), "mail.ca_file", e);
+                                None
+                            }
+                        }
+                    }
+                };
                 if !switchboard_policy::is_email(m.from.get_ref()) {
                     err(
                         m.from.span(),
@@ -1028,7 +1128,17 @@ impl Config {
                     );
                 }
                 let credentials = match (&m.username, &m.password) {
-                    (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+                    (Some(u), Some(_)) if tls == MailTls::None && !m.allow_plain_auth => {
+                        err(
+                            u.span(),
+                            "mail.username",
+                            "credentials are sent only over TLS: set tls = \"starttls\" or \"tls\" \
+                             (or allow_plain_auth = true for a relay on loopback or a trusted link)"
+                                .into(),
+                        );
+                        None
+                    }
+                    (Some(u), Some(p)) => Some((u.get_ref().clone(), p.clone())),
                     (None, None) => None,
                     _ => {
                         err(
@@ -1041,7 +1151,9 @@ impl Config {
                 };
                 Some(MailConfig {
                     relay,
-                    port,
+                    port: port.unwrap_or(tls.default_port()),
+                    tls,
+                    ca,
                     credentials,
                     from: m.from.get_ref().clone(),
                     queue,
@@ -1452,9 +1564,24 @@ mod tests {
         for (extra, key, says) in [
             ("from = \"sb\"", "mail.from", "not a mail address"),
             (
-                "from = \"a@b\"\ntls = \"starttls\"",
+                "from = \"a@b\"\ntls = \"ssl\"",
                 "mail.tls",
-                "plain SMTP only",
+                "use \"none\", \"starttls\" or \"tls\"",
+            ),
+            (
+                "from = \"a@b\"\nusername = \"u\"\npassword = \"p\"",
+                "mail.username",
+                "only over TLS",
+            ),
+            (
+                "from = \"a@b\"\nca_file = \"ca.pem\"",
+                "mail.ca_file",
+                "only used with tls",
+            ),
+            (
+                "from = \"a@b\"\ntls = \"tls\"\nca_file = \"/nonexistent/ca.pem\"",
+                "mail.ca_file",
+                "cannot read /nonexistent/ca.pem",
             ),
             ("from = \"a@b\"\nport = 0", "mail.port", "out of range"),
             ("from = \"a@b\"\nusername = \"u\"", "mail.username", "both"),
@@ -1468,6 +1595,78 @@ mod tests {
             let e = Config::parse(&text, "x.toml", None).unwrap_err();
             assert_eq!(e.0[0].key.as_str(), key, "{e}");
             assert!(e.0[0].message.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn mail_tls_sets_the_default_port_and_lets_credentials_through() {
+        let base = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nrealm = \"r\"\n[mail]\n\
+                    relay = \"smtp.example.com\"\nfrom = \"sb@example.com\"\n";
+        for (extra, tls, port) in [
+            ("", MailTls::None, 25),
+            ("tls = \"none\"\nport = 2525", MailTls::None, 2525),
+            ("tls = \"starttls\"", MailTls::StartTls, 587),
+            ("tls = \"tls\"", MailTls::Tls, 465),
+            ("tls = \"tls\"\nport = 4650", MailTls::Tls, 4650),
+        ] {
+            let m = Config::parse(&format!("{base}{extra}\n"), "x.toml", None)
+                .unwrap()
+                .mail
+                .unwrap();
+            assert_eq!((m.tls, m.port), (tls, port), "{extra}");
+        }
+        // Credentials: over TLS, or in plain text only when the operator says so.
+        for extra in [
+            "tls = \"starttls\"\nusername = \"u\"\npassword = \"p\"",
+            "allow_plain_auth = true\nusername = \"u\"\npassword = \"p\"",
+        ] {
+            let m = Config::parse(&format!("{base}{extra}\n"), "x.toml", None)
+                .unwrap()
+                .mail
+                .unwrap();
+            assert_eq!(m.credentials, Some(("u".into(), "p".into())), "{extra}");
+        }
+    }
+
+    #[test]
+    fn a_mail_ca_file_is_read_relative_to_the_config_and_named_when_it_is_bad() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = "-----BEGIN CERTIFICATE-----\n\
+            MIIBozCCAUmgAwIBAgIUF+Z0j8CZBAKcMOz+r9lY97yC2P8wCgYIKoZIzj0EAwIw\n\
+            HjEcMBoGA1UEAwwTU3dpdGNoYm9hcmQgdGVzdCBDQTAgFw0yNjEyMDcxMDMwNDha\n\
+            GA8yMTI2MTExMzEwMzA0OFowHjEcMBoGA1UEAwwTU3dpdGNoYm9hcmQgdGVzdCBD\n\
+            QTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABDBU7qyshJT4GoCQQ77d6FHolroO\n\
+            GYJGP4Ad5oOo4pIBrWqa2niFZks2v/u+aj1+oWgKxHa6VdlTrNQ46k8dQ/+jYzBh\n\
+            MB0GA1UdDgQWBBS8lcdf/BFQd+yhHHacKPTBnX3ULjAfBgNVHSMEGDAWgBS8lcdf\n\
+            /BFQd+yhHHacKPTBnX3ULjAPBgNVHRMBAf8EBTADAQH/MA4GA1UdDwEB/wQEAwIC\n\
+            BDAKBggqhkjOPQQDAgNIADBFAiEA3hKzBtTkArkOZf2gizhpQAa55xGzJ5cgdoNe\n\
+            yypMQYcCIErFlIegVNzr7utR/UZjB8DDT9t6hDoWcACbwcy52df5\n\
+            -----END CERTIFICATE-----\n";
+        std::fs::write(dir.path().join("ca.pem"), good).unwrap();
+        std::fs::write(dir.path().join("junk.pem"), "hello\n").unwrap();
+        let text = |file: &str| {
+            format!(
+                "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nrealm = \"r\"\n[mail]\n\
+                 relay = \"smtp.example.com\"\nfrom = \"sb@example.com\"\ntls = \"starttls\"\n\
+                 ca_file = \"{file}\"\n"
+            )
+        };
+        let m = Config::parse(&text("ca.pem"), "x.toml", Some(dir.path()))
+            .unwrap()
+            .mail
+            .unwrap();
+        let ca = m.ca.unwrap();
+        assert_eq!(ca.path, dir.path().join("ca.pem"));
+        assert_eq!(ca.pem, good.as_bytes());
+        for (file, says) in [
+            ("junk.pem", "no certificate"),
+            ("missing.pem", "cannot read"),
+            ("/dev/zero", "larger than 1048576 bytes"),
+        ] {
+            let e = Config::parse(&text(file), "x.toml", Some(dir.path())).unwrap_err();
+            let e = &e.0[0];
+            assert_eq!((e.key.as_str(), e.line), ("mail.ca_file", 8), "{e}");
+            assert!(e.message.contains(says) && e.message.contains(file), "{e}");
         }
     }
 

@@ -11,21 +11,34 @@
 //! notice is sent sends it after its restart; a person can get a mail twice if the daemon
 //! stops between two recipients of one call, never none.
 //!
-//! While the relay fails (refuses, times out, answers 4xx) nothing is sent and the task
-//! waits `retry_first_secs`, doubling each time up to `retry_max_secs`; a notice older than
-//! `give_up_hours`, or a mail the relay refuses for good (5xx), is given up with a log line.
-//! More than `queue` notices waiting: the newest beyond it are dropped, counted, and said in
-//! a log line at most once a minute.
+//! While the relay fails (refuses, times out, answers 4xx, or its TLS certificate is not
+//! trusted) nothing is sent and the task waits `retry_first_secs`, doubling each time up to
+//! `retry_max_secs`; a notice older than `give_up_hours`, or a mail the relay refuses for
+//! good (5xx), is given up with a log line. More than `queue` notices waiting: the newest
+//! beyond it are dropped, counted, and said in a log line at most once a minute. The outbox
+//! is looked at every second, also while the task waits to retry: what `/metrics` says of
+//! it ([`MailStats`]) is at most a second old.
+//!
+//! The connection to the relay ([`MailTls`]): plain SMTP, STARTTLS (required: a relay
+//! that does not offer it gets nothing) or TLS from the first byte, through rustls (the
+//! ring provider). The relay's certificate must chain to one of the system's CA
+//! certificates (read once at start from Debian's ca-certificates, `/etc/ssl/certs`, by
+//! rustls-native-certs) or of `ca_file`, and carry the relay's name.
 
-use crate::config::MailConfig;
+use crate::config::{MailConfig, MailTls};
 use crate::core::records::{CallRecord, RecordOutcome};
 use crate::directory::Directory;
+use crate::metrics::MailMetrics;
 use arc_swap::ArcSwap;
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard_policy::{MissedCallEmail, Policy};
@@ -40,6 +53,59 @@ const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_TEXT: usize = 120;
 /// Least time between two log lines about dropped notices.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Most certificates taken from a `ca_file`.
+const MAX_CA_CERTS: usize = 100;
+
+/// Checks the PEM text of a `[mail] ca_file`: at least one certificate, at most
+/// [`MAX_CA_CERTS`], each usable as a trust anchor. Answers how many it holds.
+pub fn check_ca(pem: &[u8]) -> Result<usize, String> {
+    let mut n = 0;
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let der = cert.map_err(|e| format!("not a PEM certificate file ({e})"))?;
+        n += 1;
+        if n > MAX_CA_CERTS {
+            return Err(format!("more than {MAX_CA_CERTS} certificates"));
+        }
+        TlsParameters::builder("relay.invalid".into())
+            .certificate_store(CertificateStore::None)
+            .add_root_certificate(Certificate::from_der(der.to_vec()).map_err(|e| e.to_string())?)
+            .build()
+            .map_err(|e| format!("certificate {n} is not usable as a CA: {e}"))?;
+    }
+    if n == 0 {
+        return Err("no certificate in it (a PEM file with -----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(n)
+}
+
+/// What the mail task counts, shared with the daemon's loop, which reads it for
+/// `/metrics` (the task is the only writer; nothing on a SIP message's path touches it).
+#[derive(Debug, Default)]
+pub struct MailStats {
+    sent: AtomicU64,
+    failed: AtomicU64,
+    given_up: AtomicU64,
+    dropped: AtomicU64,
+    outbox: AtomicU64,
+}
+
+impl MailStats {
+    fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts as they stand.
+    pub fn read(&self) -> MailMetrics {
+        MailMetrics {
+            sent: self.sent.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            given_up: self.given_up.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            outbox: self.outbox.load(Ordering::Relaxed),
+        }
+    }
+}
 
 /// One mail to send for a missed call.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,16 +229,36 @@ struct Sender {
 }
 
 impl Sender {
-    fn new(config: &MailConfig) -> Option<Self> {
-        let from: Mailbox = config.from.parse().ok()?;
+    fn new(config: &MailConfig) -> Result<Self, String> {
+        let from: Mailbox = config
+            .from
+            .parse()
+            .map_err(|e| format!("[mail] from {:?} is not usable: {e}", config.from))?;
         let mut builder =
             AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(config.relay.clone())
                 .port(config.port)
                 .timeout(Some(SMTP_TIMEOUT));
+        if config.tls != MailTls::None {
+            // The system's CA certificates (CertificateStore::Default with
+            // rustls-native-certs), and those of ca_file.
+            let mut params = TlsParameters::builder(config.relay.clone());
+            if let Some(ca) = &config.ca {
+                let cert = Certificate::from_pem(&ca.pem)
+                    .map_err(|e| format!("[mail] ca_file {}: {e}", ca.path.display()))?;
+                params = params.add_root_certificate(cert);
+            }
+            let params = params
+                .build()
+                .map_err(|e| format!("[mail] TLS settings not usable: {e}"))?;
+            builder = builder.tls(match config.tls {
+                MailTls::StartTls => Tls::Required(params),
+                _ => Tls::Wrapper(params),
+            });
+        }
         if let Some((user, password)) = &config.credentials {
             builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
         }
-        Some(Sender {
+        Ok(Sender {
             transport: builder.build(),
             from,
         })
@@ -193,22 +279,60 @@ impl Sender {
         match self.transport.send(message).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_permanent() => Err(Failure::Permanent(e.to_string())),
-            Err(e) => Err(Failure::Transient(e.to_string())),
+            Err(e) => Err(Failure::Transient(explain(&e.to_string()))),
         }
     }
 }
 
-/// Starts the mail task (see the module's documentation).
+/// A failure's text, with what to do about the one an operator meets when setting TLS up:
+/// a certificate rustls does not trust.
+fn explain(error: &str) -> String {
+    if error.contains("invalid peer certificate") {
+        format!(
+            "{error} (the relay's TLS certificate is not trusted: its CA is neither among the \
+             system's nor in [mail] ca_file, or it does not name the relay)"
+        )
+    } else {
+        error.to_string()
+    }
+}
+
+/// Starts the mail task (see the module's documentation); it counts into `stats`.
 pub fn spawn(
     store: Arc<dyn Store>,
     directory: Arc<ArcSwap<Box<dyn Directory>>>,
     config: MailConfig,
+    stats: Arc<MailStats>,
 ) {
-    let Some(sender) = Sender::new(&config) else {
-        tracing::error!(from = %config.from, "[mail] from is not usable: no mail is sent");
-        return;
+    let sender = match Sender::new(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "no missed-call mail is sent");
+            return;
+        }
     };
-    tokio::spawn(run(store, directory, config, sender));
+    tracing::info!(
+        relay = %config.relay,
+        port = config.port,
+        tls = %config.tls.as_str(),
+        ca_file = %config.ca.as_ref().map(|c| c.path.display().to_string()).unwrap_or_default(),
+        auth = config.credentials.is_some(),
+        "missed-call mail on"
+    );
+    if config.tls == MailTls::None && !is_loopback(&config.relay) {
+        tracing::warn!(relay = %config.relay, "missed-call mail goes to the relay unencrypted ([mail] tls = \"none\")");
+    }
+    tokio::spawn(run(store, directory, config, sender, stats));
+}
+
+/// Whether `relay` names this machine (where plain SMTP does not leave it).
+fn is_loopback(relay: &str) -> bool {
+    relay.eq_ignore_ascii_case("localhost")
+        || relay
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 async fn run(
@@ -216,6 +340,7 @@ async fn run(
     directory: Arc<ArcSwap<Box<dyn Directory>>>,
     config: MailConfig,
     sender: Sender,
+    stats: Arc<MailStats>,
 ) {
     // Consecutive failures of the relay, and when to try it again.
     let mut failures: u32 = 0;
@@ -229,9 +354,6 @@ async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if wait_until.is_some_and(|t| Instant::now() < t) {
-            continue;
-        }
         // A page: the queue, and how far beyond it to look for notices to drop.
         let limit = config.queue + config.queue.min(10_000);
         let page = {
@@ -255,8 +377,10 @@ async fn run(
                 delivered.remove(&key);
                 deletes.push(Write::delete(MAIL_OUTBOX, key));
                 dropped += 1;
+                MailStats::add(&stats.dropped);
             }
         }
+        stats.outbox.store(rows.len() as u64, Ordering::Relaxed);
         if dropped > dropped_logged && last_drop_log.is_none_or(|t| t.elapsed() >= DROP_LOG_EVERY) {
             tracing::warn!(
                 dropped_total = dropped,
@@ -266,14 +390,23 @@ async fn run(
             dropped_logged = dropped;
             last_drop_log = Some(Instant::now());
         }
+        // Waiting to try the relay again: only the queue's bound is kept meanwhile.
+        if wait_until.is_some_and(|t| Instant::now() < t) {
+            commit_deletes(&store, deletes).await;
+            continue;
+        }
         let now = chrono::Utc::now().timestamp().max(0) as u64;
         let directory = directory.load_full();
         let policy = directory.policy();
         let mut relay_failed = false;
+        // Notices of this page that are done (their rows deleted below).
+        let mut finished = 0usize;
         for (key, row) in &rows {
             let Ok(record) = serde_json::from_slice::<CallRecord>(row) else {
                 tracing::warn!(key = %key.replace('\n', " "), "unreadable mail notice deleted");
                 deletes.push(Write::delete(MAIL_OUTBOX, key.clone()));
+                MailStats::add(&stats.dropped);
+                finished += 1;
                 continue;
             };
             let done = delivered.entry(key.clone()).or_default();
@@ -286,16 +419,20 @@ async fn run(
                 match sender.send(&to, subject, body).await {
                     Ok(()) => {
                         tracing::info!(call_id = %record.call_id, user = %to.user, "missed-call mail sent");
+                        MailStats::add(&stats.sent);
                         done.insert(to.user.clone());
                     }
                     Err(Failure::Permanent(e)) => {
                         tracing::warn!(call_id = %record.call_id, user = %to.user, error = %e, "missed-call mail refused by the relay: given up");
+                        MailStats::add(&stats.given_up);
                         done.insert(to.user.clone());
                     }
                     Err(Failure::Transient(e)) => {
                         let age = now.saturating_sub(record.ended.unwrap_or(record.started));
+                        MailStats::add(&stats.failed);
                         if age >= config.give_up.as_secs() {
                             tracing::warn!(call_id = %record.call_id, user = %to.user, error = %e, "missed-call mail not delivered in time: given up");
+                            MailStats::add(&stats.given_up);
                             done.insert(to.user.clone());
                         } else {
                             tracing::warn!(call_id = %record.call_id, user = %to.user, error = %e, "missed-call mail not sent: will retry");
@@ -309,11 +446,16 @@ async fn run(
             if row_done {
                 delivered.remove(key);
                 deletes.push(Write::delete(MAIL_OUTBOX, key.clone()));
+                finished += 1;
             }
             if relay_failed {
                 break;
             }
         }
+        stats.outbox.store(
+            rows.len().saturating_sub(finished) as u64,
+            Ordering::Relaxed,
+        );
         if relay_failed {
             let wait = backoff(&config, failures);
             failures = failures.saturating_add(1);
@@ -322,13 +464,19 @@ async fn run(
             failures = 0;
             wait_until = None;
         }
-        if !deletes.is_empty() {
-            let store = store.clone();
-            let done = tokio::task::spawn_blocking(move || store.commit(&deletes)).await;
-            if !matches!(done, Ok(Ok(()))) {
-                tracing::warn!("sent mail notices could not be removed from the outbox");
-            }
-        }
+        commit_deletes(&store, deletes).await;
+    }
+}
+
+/// Removes notices that are done (sent, given up or dropped) from the outbox.
+async fn commit_deletes(store: &Arc<dyn Store>, deletes: Vec<Write>) {
+    if deletes.is_empty() {
+        return;
+    }
+    let store = store.clone();
+    let done = tokio::task::spawn_blocking(move || store.commit(&deletes)).await;
+    if !matches!(done, Ok(Ok(()))) {
+        tracing::warn!("sent mail notices could not be removed from the outbox");
     }
 }
 

@@ -163,6 +163,8 @@ fn backoff_doubles_up_to_its_ceiling() {
     let c = MailConfig {
         relay: "127.0.0.1".into(),
         port: 25,
+        tls: crate::config::MailTls::None,
+        ca: None,
         credentials: None,
         from: "switchboard@example.com".into(),
         queue: 10,
@@ -173,4 +175,52 @@ fn backoff_doubles_up_to_its_ceiling() {
     let waits: Vec<u64> = (0..8).map(|f| backoff(&c, f).as_secs()).collect();
     assert_eq!(waits, [30, 60, 120, 240, 480, 960, 1800, 1800]);
     assert_eq!(backoff(&c, u32::MAX).as_secs(), 1800);
+}
+
+/// A CA certificate made for these tests (openssl, P-256, valid to 2126).
+const TEST_CA: &str = "-----BEGIN CERTIFICATE-----\n\
+MIIBozCCAUmgAwIBAgIUF+Z0j8CZBAKcMOz+r9lY97yC2P8wCgYIKoZIzj0EAwIw\n\
+HjEcMBoGA1UEAwwTU3dpdGNoYm9hcmQgdGVzdCBDQTAgFw0yNjEyMDcxMDMwNDha\n\
+GA8yMTI2MTExMzEwMzA0OFowHjEcMBoGA1UEAwwTU3dpdGNoYm9hcmQgdGVzdCBD\n\
+QTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABDBU7qyshJT4GoCQQ77d6FHolroO\n\
+GYJGP4Ad5oOo4pIBrWqa2niFZks2v/u+aj1+oWgKxHa6VdlTrNQ46k8dQ/+jYzBh\n\
+MB0GA1UdDgQWBBS8lcdf/BFQd+yhHHacKPTBnX3ULjAfBgNVHSMEGDAWgBS8lcdf\n\
+/BFQd+yhHHacKPTBnX3ULjAPBgNVHRMBAf8EBTADAQH/MA4GA1UdDwEB/wQEAwIC\n\
+BDAKBggqhkjOPQQDAgNIADBFAiEA3hKzBtTkArkOZf2gizhpQAa55xGzJ5cgdoNe\n\
+yypMQYcCIErFlIegVNzr7utR/UZjB8DDT9t6hDoWcACbwcy52df5\n\
+-----END CERTIFICATE-----\n\
+";
+
+#[test]
+fn a_ca_file_needs_usable_certificates() {
+    assert_eq!(check_ca(TEST_CA.as_bytes()), Ok(1));
+    let two = format!("{TEST_CA}{TEST_CA}");
+    assert_eq!(check_ca(two.as_bytes()), Ok(2));
+    for (text, says) in [
+        ("", "no certificate"),
+        ("not a certificate at all\n", "no certificate"),
+        (
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            "not usable as a CA",
+        ),
+        (
+            "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+            "not a PEM",
+        ),
+    ] {
+        let e = check_ca(text.as_bytes()).unwrap_err();
+        assert!(e.contains(says), "{text:?}: {e}");
+    }
+    let many = TEST_CA.repeat(MAX_CA_CERTS + 1);
+    assert!(check_ca(many.as_bytes()).unwrap_err().contains("more than"));
+}
+
+#[test]
+fn plain_smtp_to_this_machine_only_is_quiet() {
+    for relay in ["localhost", "127.0.0.1", "::1", "[::1]"] {
+        assert!(is_loopback(relay), "{relay}");
+    }
+    for relay in ["smtp.example.com", "192.0.2.25", "2001:db8::25"] {
+        assert!(!is_loopback(relay), "{relay}");
+    }
 }

@@ -11,6 +11,7 @@
 //! Labels are bounded sets fixed here (methods, response classes, outcomes, statuses):
 //! never a user name or an address.
 
+use crate::core::records::RecordOutcome;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -246,6 +247,13 @@ pub struct CoreMetrics {
     pub media_sessions: usize,
     pub messages_played: u64,
     pub messages_skipped: u64,
+    /// Media sessions asked of the engine since the start.
+    pub media_sessions_opened: u64,
+    /// Call records written (complete ones: one per call), by outcome
+    /// ([`RecordOutcome::ALL`] order).
+    pub records_written: [u64; RecordOutcome::ALL.len()],
+    /// Missed calls put in the mail outbox (with `[mail]` configured).
+    pub mail_notices: u64,
 }
 
 /// What the shell's loop counts itself.
@@ -282,12 +290,30 @@ pub struct NetMetrics {
     pub tcp_connections: u64,
 }
 
+/// The mail task's counters ([`crate::mail::MailStats`]), read as they stand; all 0
+/// without `[mail]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MailMetrics {
+    /// Mails the relay accepted (one per recipient).
+    pub sent: u64,
+    /// Attempts that failed and are tried again (the relay down, 4xx, TLS refused…).
+    pub failed: u64,
+    /// Mails given up: refused for good (5xx, an address the relay will not take) or not
+    /// delivered within `give_up_hours`.
+    pub given_up: u64,
+    /// Notices dropped unsent: beyond `queue`, or unreadable.
+    pub dropped: u64,
+    /// Notices in the outbox as of the task's last look (at most `queue`).
+    pub outbox: u64,
+}
+
 /// Everything `/metrics` shows, put together by the loop.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub core: CoreMetrics,
     pub shell: ShellMetrics,
     pub net: NetMetrics,
+    pub mail: MailMetrics,
 }
 
 /// Renders a snapshot in the OpenMetrics text format (what Prometheus scrapes).
@@ -342,7 +368,12 @@ fn histogram(e: &mut DescriptorEncoder, name: &str, help: &str, h: &Histogram) -
 
 impl Collector for Render {
     fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
-        let Snapshot { core, shell, net } = &self.0;
+        let Snapshot {
+            core,
+            shell,
+            net,
+            mail,
+        } = &self.0;
         let e = &mut e;
         counters(
             e,
@@ -508,6 +539,51 @@ impl Collector for Render {
                 ("skipped", core.messages_skipped),
             ],
         )?;
+        counter(
+            e,
+            "switchboard_media_sessions_opened",
+            "Media sessions asked of the media engine (a message to play to a caller)",
+            core.media_sessions_opened,
+        )?;
+        counters(
+            e,
+            "switchboard_call_records",
+            "Call records written (one per call, when its outcome is settled or, answered, when it ends), by outcome",
+            "outcome",
+            RecordOutcome::ALL
+                .iter()
+                .map(|o| o.as_str())
+                .zip(core.records_written),
+        )?;
+        counter(
+            e,
+            "switchboard_mail_notices_queued",
+            "Missed calls put in the mail outbox",
+            core.mail_notices,
+        )?;
+        counters(
+            e,
+            "switchboard_mails",
+            "Missed-call mails, by result (sent: the relay took it; failed: an attempt that failed, tried again later; given_up: refused for good or too old)",
+            "result",
+            [
+                ("sent", mail.sent),
+                ("failed", mail.failed),
+                ("given_up", mail.given_up),
+            ],
+        )?;
+        counter(
+            e,
+            "switchboard_mail_notices_dropped",
+            "Missed-call notices dropped unsent (the outbox over its queue, or unreadable)",
+            mail.dropped,
+        )?;
+        gauge(
+            e,
+            "switchboard_mail_outbox_notices",
+            "Missed-call notices waiting in the outbox (as of the mail task's last look, at most a second ago)",
+            mail.outbox as usize,
+        )?;
         histogram(
             e,
             "switchboard_store_commit",
@@ -568,6 +644,9 @@ mod tests {
             media_sessions: 0,
             messages_played: 0,
             messages_skipped: 0,
+            media_sessions_opened: 0,
+            records_written: [0; 6],
+            mail_notices: 0,
         }
     }
 
@@ -626,10 +705,18 @@ mod tests {
             reloads_failed: 1,
             ..ShellMetrics::default()
         };
+        c.records_written[1] = 4;
+        c.media_sessions_opened = 2;
+        let mail = MailMetrics {
+            sent: 3,
+            outbox: 1,
+            ..MailMetrics::default()
+        };
         let text = render(Snapshot {
             core: c,
             shell,
             net: NetMetrics::default(),
+            mail,
         });
         for line in [
             "switchboard_sip_requests_received_total{method=\"INVITE\"} 3",
@@ -641,6 +728,14 @@ mod tests {
             "switchboard_call_setup_seconds_bucket{le=\"0.25\"} 0",
             "switchboard_presence_people{status=\"available\"} 5",
             "switchboard_policy_reloads_total{result=\"failed\"} 1",
+            "switchboard_call_records_total{outcome=\"missed\"} 4",
+            "switchboard_call_records_total{outcome=\"answered\"} 0",
+            "switchboard_media_sessions_opened_total 2",
+            "switchboard_mails_total{result=\"sent\"} 3",
+            "switchboard_mails_total{result=\"given_up\"} 0",
+            "switchboard_mail_notices_dropped_total 0",
+            "switchboard_mail_outbox_notices 1",
+            "switchboard_mail_notices_queued_total 0",
             "# TYPE switchboard_store_commit_seconds histogram",
             "# EOF",
         ] {

@@ -155,6 +155,7 @@ fn core_config(c: &Config, route_secret: [u8; 32], media: crate::core::MediaConf
                 dnd_off: c.feature_dnd_off.clone(),
                 profile_prefix: c.feature_profile_prefix.clone(),
             },
+            offline_without_devices: c.offline_without_devices,
         },
     }
 }
@@ -203,8 +204,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let route_secret = route_secret.expect("RESTORE_ORDER lists SECRETS");
     let committer = GroupCommitter::new(store.clone());
     crate::records::spawn_retention(store.clone(), config.records_keep_days);
+    // What the mail task counts (all 0 without [mail]), read for /metrics.
+    let mail_stats = Arc::new(crate::mail::MailStats::default());
     if let Some(mail) = &config.mail {
-        crate::mail::spawn(store.clone(), directory.clone(), mail.clone());
+        crate::mail::spawn(
+            store.clone(),
+            directory.clone(),
+            mail.clone(),
+            mail_stats.clone(),
+        );
     }
 
     let (in_tx, mut in_rx) = mpsc::channel::<Arrival>(INBOUND_QUEUE);
@@ -426,6 +434,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         core: core.metrics(),
                         shell: shell.clone(),
                         net: net_metrics(&transports),
+                        mail: mail_stats.read(),
                     });
                 }
                 LoopAsk::Health(reply) => {

@@ -130,6 +130,15 @@ fn a_meeting_profile_is_announced_with_its_end_time_then_refused() {
         metrics.contains("switchboard_media_sessions 0"),
         "{metrics}"
     );
+    // One session was opened for it, and the refused call has its record.
+    assert!(
+        metrics.contains("switchboard_media_sessions_opened_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchboard_call_records_total{outcome=\"rejected\"} 1"),
+        "{metrics}"
+    );
 }
 
 /// The RMS of each 20 ms frame (160 samples at 8 kHz).

@@ -1204,7 +1204,18 @@ fn group_team_presence(m: &Matrix) {
     reset(&mut [&mut b, &mut l]);
 
     // Presence: linphonec adds dave as a friend (it subscribes); baresip watches him
-    // from its contacts; SIPp (erin) subscribes and reads the PIDF.
+    // from its contacts; SIPp (erin) subscribes and reads the PIDF. Dave's phone (SIPp)
+    // is registered: without a device he would be offline whatever his status.
+    let dave_phone = Sipp::new(&d, "register.xml")
+        .row(row("dave", &secret("dave"), free_port(), 3600))
+        .run();
+    if !dave_phone.success {
+        let report = dave_phone.report();
+        m.check(Op::Presence, &[Client::Baresip, Client::Linphone], || {
+            fail("dave's phone did not register", report.clone())
+        });
+        return;
+    }
     l.command("", "friend add \"Dave\" sip:dave@switchboard.local", "");
     let watcher = Sipp::new(&d, "subscribe.xml")
         .row(call_row("erin", "erin-secret", "dave", "4"))

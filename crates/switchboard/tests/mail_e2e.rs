@@ -5,6 +5,14 @@
 //! get a mail for a missed direct call, "disabled" and "teams" none; a missed team call
 //! mails its "teams" member and not its "direct" one. A notice waiting for a relay that is
 //! down survives `kill -9` and is sent by the restarted daemon.
+//!
+//! Over TLS: a relay the test starts with aiosmtpd's STARTTLS (or implicit TLS) and AUTH,
+//! with a certificate made by the test (Debian's openssl: a CA of its own and the relay's
+//! certificate for 127.0.0.1): a missed call's mail arrives encrypted and authenticated
+//! when the daemon trusts that CA (`ca_file`); a relay whose certificate it does not trust
+//! gets nothing, the log says why, and the notice waits in the outbox until the daemon is
+//! told to trust it. `/metrics` counts the mails sent, failed and waiting, and the records;
+//! a full outbox (`queue = 1`) drops the newest notice and counts it.
 
 mod common;
 
@@ -12,6 +20,9 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+
+/// Debian's openssl, which makes the test's certificates.
+const OPENSSL: &str = "/usr/bin/openssl";
 
 /// The Python that has aiosmtpd (Debian's: a python3 earlier in PATH may lack it).
 const PYTHON: &str = "/usr/bin/python3";
@@ -193,4 +204,319 @@ fn a_notice_queued_while_the_relay_is_down_survives_kill_9() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(mails(sink_dir.path()).len(), 1);
     drop(sink);
+}
+
+// ---------------------------------------------------------------------------------------
+// Over TLS
+
+/// A CA of the test's own and the relay's certificate for 127.0.0.1 (and localhost), signed
+/// by it: `ca.pem`, `relay.pem`, `relay.key` in `dir`.
+fn certificates(dir: &Path) {
+    require(OPENSSL);
+    let run = |args: &[&str]| {
+        let out = Command::new(OPENSSL)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Switchboard mail test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    run(&ca);
+    let mut csr = vec!["req"];
+    csr.extend(ec);
+    csr.extend([
+        "-keyout",
+        "relay.key",
+        "-out",
+        "relay.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    run(&csr);
+    std::fs::write(
+        dir.join("relay.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "relay.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "relay.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "relay.ext",
+    ]);
+}
+
+/// The relay over TLS: aiosmtpd's controller with STARTTLS required (`starttls`) or TLS
+/// from the first byte (`tls`), AUTH required (user `switchboard`, password `relay-secret`,
+/// only over TLS), each message saved in a Maildir with how it came (`X-Came: tls=…
+/// auth=…`).
+const TLS_RELAY: &str = r#"
+import ssl, sys, time
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+host, port, cert, key, maildir, mode = sys.argv[1:7]
+context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+context.load_cert_chain(cert, key)
+
+def authenticator(server, session, envelope, mechanism, data):
+    ok = (isinstance(data, LoginPassword) and data.login == b"switchboard"
+          and data.password == b"relay-secret")
+    print("AUTH", mechanism, "ok" if ok else "refused", flush=True)
+    return AuthResult(success=ok)
+
+class Saved(Mailbox):
+    async def handle_DATA(self, server, session, envelope):
+        m = self.prepare_message(session, envelope)
+        tls = server.transport.get_extra_info("ssl_object") is not None
+        m["X-Came"] = f"tls={'yes' if tls else 'no'} auth={session.authenticated}"
+        self.handle_message(m)
+        return "250 OK"
+
+kwargs = dict(auth_required=True, authenticator=authenticator)
+if mode == "starttls":
+    kwargs.update(tls_context=context, require_starttls=True, auth_require_tls=True)
+    controller = Controller(Saved(maildir), hostname=host, port=int(port),
+                            server_kwargs=kwargs)
+else:
+    # aiosmtpd counts only STARTTLS as TLS for auth_require_tls: here the whole
+    # connection is TLS, and X-Came says so.
+    kwargs.update(auth_require_tls=False)
+    controller = Controller(Saved(maildir), hostname=host, port=int(port),
+                            ssl_context=context, server_kwargs=kwargs)
+controller.start()
+print("relay listening", mode, flush=True)
+while True:
+    time.sleep(3600)
+"#;
+
+/// Starts the TLS relay on `port` (certificates in `dir`, see [`certificates`]).
+fn tls_relay(dir: &Path, port: u16, mode: &str) -> Proc {
+    require(PYTHON);
+    let script = dir.join("relay.py");
+    std::fs::write(&script, TLS_RELAY).unwrap();
+    let mut cmd = Command::new(PYTHON);
+    cmd.arg(&script)
+        .arg("127.0.0.1")
+        .arg(port.to_string())
+        .arg(dir.join("relay.pem"))
+        .arg(dir.join("relay.key"))
+        .arg(dir.join("maildir"))
+        .arg(mode);
+    let mut p = Proc::spawn("tls-relay", &mut cmd, dir.join("relay.log"), false);
+    p.wait_for_log("relay listening", Duration::from_secs(15));
+    p
+}
+
+/// One metric's value in `/metrics` (0 when its sample is absent).
+fn metric(d: &Daemon, sample: &str) -> u64 {
+    let r = http(d, "GET", "/metrics", None, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)?
+                .strip_prefix(' ')?
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(0.0) as u64
+}
+
+/// Waits (bounded) until `/metrics` shows `sample` at `value`.
+fn wait_metric(d: &Daemon, sample: &str, value: u64) {
+    let seen = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        (metric(d, sample) == value).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "{sample} is {} (not {value})\n{}",
+        metric(d, sample),
+        http(d, "GET", "/metrics", None, "").body
+    );
+}
+
+/// `[mail]` for the TLS relay on `port`, trusting `ca` (None: the system's CAs only).
+fn tls_mail(port: u16, tls: &str, ca: Option<&Path>) -> String {
+    let ca = ca
+        .map(|c| format!("ca_file = \"{}\"\n", c.display()))
+        .unwrap_or_default();
+    format!(
+        "[mail]\nrelay = \"127.0.0.1\"\nport = {port}\ntls = \"{tls}\"\n{ca}\
+         username = \"switchboard\"\npassword = \"relay-secret\"\n\
+         from = \"switchboard@example.com\"\nretry_first_secs = 1\nretry_max_secs = 2\n"
+    )
+}
+
+/// A daemon mailing the TLS relay `mode` the test starts, trusting its CA: bob's missed
+/// call arrives encrypted and authenticated, and `/metrics` counts it.
+fn mail_arrives_over(mode: &str) {
+    let dir = tempfile::Builder::new()
+        .prefix("switchboard-mail-tls-")
+        .tempdir()
+        .unwrap();
+    certificates(dir.path());
+    let port = free_port();
+    let relay = tls_relay(dir.path(), port, mode);
+    let d = Daemon::start(Options {
+        policy: policy(),
+        extra: tls_mail(port, mode, Some(&dir.path().join("ca.pem"))),
+        ..Options::default()
+    });
+    assert!(
+        d.log_contains(&format!(
+            "missed-call mail on relay=127.0.0.1 port={port} tls={mode}"
+        )),
+        "{}",
+        d.log()
+    );
+    missed_call(&d, "1002");
+    let bob = wait_mail(&d, dir.path(), "bob");
+    assert!(bob.contains("X-Came: tls=yes auth=True"), "{bob}");
+    assert!(bob.contains("Dialled: 1002"), "{bob}");
+    assert!(relay.log_contains("AUTH PLAIN ok"), "{}", relay.log());
+    wait_metric(&d, "switchboard_mails_total{result=\"sent\"}", 1);
+    wait_metric(&d, "switchboard_mail_outbox_notices", 0);
+    assert_eq!(metric(&d, "switchboard_mails_total{result=\"failed\"}"), 0);
+    assert_eq!(metric(&d, "switchboard_mail_notices_queued_total"), 1);
+    assert_eq!(
+        metric(&d, "switchboard_call_records_total{outcome=\"missed\"}"),
+        1
+    );
+}
+
+#[test]
+fn a_missed_call_is_mailed_over_starttls_with_credentials() {
+    mail_arrives_over("starttls");
+}
+
+#[test]
+fn a_missed_call_is_mailed_over_implicit_tls_with_credentials() {
+    mail_arrives_over("tls");
+}
+
+#[test]
+fn a_relay_whose_certificate_is_not_trusted_gets_nothing_and_the_notice_waits() {
+    let dir = tempfile::Builder::new()
+        .prefix("switchboard-mail-tls-")
+        .tempdir()
+        .unwrap();
+    certificates(dir.path());
+    let port = free_port();
+    let relay = tls_relay(dir.path(), port, "starttls");
+    // The system's CAs only: the relay's own CA is not among them.
+    let mut d = Daemon::start(Options {
+        policy: policy(),
+        extra: tls_mail(port, "starttls", None),
+        ..Options::default()
+    });
+    missed_call(&d, "1002");
+    d.wait_for_log(
+        "missed-call mail not sent: will retry",
+        Duration::from_secs(10),
+    );
+    let log = d.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("missed-call mail not sent"))
+        .unwrap();
+    assert!(
+        line.contains("invalid peer certificate: UnknownIssuer")
+            && line.contains("the relay's TLS certificate is not trusted"),
+        "the log says why: {line}"
+    );
+    eprintln!("the daemon said: {line}");
+    // Tried again (retry_first_secs = 1), never delivered, never authenticated.
+    wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        (metric(&d, "switchboard_mails_total{result=\"failed\"}") >= 2).then_some(())
+    })
+    .expect("the relay is tried again");
+    assert!(mails(dir.path()).is_empty(), "{:?}", mails(dir.path()));
+    assert!(!relay.log_contains("AUTH"), "{}", relay.log());
+    assert_eq!(metric(&d, "switchboard_mails_total{result=\"sent\"}"), 0);
+    assert_eq!(
+        metric(&d, "switchboard_mails_total{result=\"given_up\"}"),
+        0
+    );
+    wait_metric(&d, "switchboard_mail_outbox_notices", 1);
+
+    // Told to trust the relay's CA (and restarted): the notice that waited goes out.
+    d.restart_with(&tls_mail(
+        port,
+        "starttls",
+        Some(&dir.path().join("ca.pem")),
+    ));
+    let bob = wait_mail(&d, dir.path(), "bob");
+    assert!(bob.contains("X-Came: tls=yes auth=True"), "{bob}");
+    wait_metric(&d, "switchboard_mails_total{result=\"sent\"}", 1);
+    wait_metric(&d, "switchboard_mail_outbox_notices", 0);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(mails(dir.path()).len(), 1);
+}
+
+#[test]
+fn a_full_outbox_drops_the_newest_notice_and_metrics_count_it() {
+    // Nothing listens at the relay's port; a queue of one; the first retry an hour away.
+    let d = Daemon::start(Options {
+        policy: policy(),
+        extra: format!(
+            "[mail]\nrelay = \"127.0.0.1\"\nport = {}\nfrom = \"switchboard@example.com\"\n\
+             queue = 1\nretry_first_secs = 3600\nretry_max_secs = 3600\n",
+            free_port()
+        ),
+        ..Options::default()
+    });
+    missed_call(&d, "1002");
+    wait_metric(&d, "switchboard_mails_total{result=\"failed\"}", 1);
+    missed_call(&d, "1003");
+    // Two missed calls queued, the newer one dropped, the older still waiting.
+    wait_metric(&d, "switchboard_mail_notices_dropped_total", 1);
+    wait_metric(&d, "switchboard_mail_outbox_notices", 1);
+    assert_eq!(metric(&d, "switchboard_mail_notices_queued_total"), 2);
+    assert_eq!(metric(&d, "switchboard_mails_total{result=\"sent\"}"), 0);
+    assert_eq!(
+        metric(&d, "switchboard_call_records_total{outcome=\"missed\"}"),
+        2
+    );
+    assert!(d.log_contains("missed-call mail queue full"), "{}", d.log());
 }

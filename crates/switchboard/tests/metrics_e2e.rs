@@ -264,6 +264,27 @@ fn metrics_count_what_sipp_did() {
         delta(&before, &after, "switchboard_calls_started_total"),
         calls
     );
+    // One call record per call, its outcome what the caller saw (dave's: missed).
+    let records = |o: &str| {
+        delta(
+            &before,
+            &after,
+            &format!("switchboard_call_records_total{{outcome=\"{o}\"}}"),
+        )
+    };
+    assert_eq!(records("answered"), answered);
+    assert_eq!(records("busy"), BUSY as u64);
+    assert_eq!(records("missed"), 1);
+    assert_eq!(
+        records("voicemail") + records("rejected") + records("cancelled"),
+        0
+    );
+    // No [mail]: nothing queued, sent or waiting, and the series are there all the same.
+    assert_eq!(after.get("switchboard_mail_notices_queued_total"), 0);
+    assert_eq!(after.get("switchboard_mails_total{result=\"sent\"}"), 0);
+    assert_eq!(after.get("switchboard_mail_outbox_notices"), 0);
+    // No message was played to a caller: no media session.
+    assert_eq!(after.get("switchboard_media_sessions_opened_total"), 0);
     assert_eq!(
         delta(&before, &after, "switchboard_call_setup_seconds_count"),
         answered

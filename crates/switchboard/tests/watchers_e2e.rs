@@ -1,6 +1,7 @@
 //! Presence over SIP end to end: SIPp watchers subscribe to a colleague's dialog (BLF) and
 //! presence state and get a NOTIFY as the colleague's calls ring and end, as their profile
-//! changes through the API and through feature codes dialled from a phone.
+//! changes through the API and through feature codes dialled from a phone. A colleague
+//! with no phone registered is offline (`<basic>closed</basic>`) until one registers.
 
 mod common;
 
@@ -141,6 +142,10 @@ fn subscriptions_survive_kill_9_and_lamps_are_told_the_state_at_once() {
         policy: policy(),
         ..Options::default()
     });
+    // bob's phone is registered (else he is offline to watchers whatever his status).
+    Sipp::new(&d, "register.xml")
+        .row(row("bob", "bob-secret", free_port(), 3600))
+        .ok();
     // carol watches bob's presence: the NOTIFY after the restart, then Do Not Disturb.
     let w = watch(&d, "carol", "presence", 2);
     d.restart();
@@ -238,4 +243,33 @@ fn one_user_at_their_subscription_limit_leaves_room_for_others_also_after_a_rest
         1,
         "{states:?}"
     );
+}
+
+#[test]
+fn a_colleague_without_a_registered_phone_is_offline_to_presence_watchers() {
+    let d = Daemon::start(Options {
+        policy: policy(),
+        ..Options::default()
+    });
+    // carol watches bob, who has no phone registered; his phone registers, then removes
+    // its registration.
+    let w = watch(&d, "carol", "presence", 2);
+    let port = free_port();
+    Sipp::new(&d, "register.xml")
+        .row(row("bob", "bob-secret", port, 600))
+        .ok();
+    Sipp::new(&d, "deregister.xml")
+        .row(row("bob", "bob-secret", port, 0))
+        .ok();
+    let r = w.finish(Duration::from_secs(30));
+    assert!(r.success, "{}\n{}", r.report(), d.log());
+    let docs = notify_bodies(&r);
+    assert!(
+        docs[0].contains("<basic>closed</basic>") && docs[0].contains("<note>Offline</note>"),
+        "no phone: offline, as the board shows him: {}",
+        docs[0]
+    );
+    assert!(docs[1].contains("<basic>open</basic>"), "{}", docs[1]);
+    assert!(!docs[1].contains("Offline"), "{}", docs[1]);
+    assert!(docs[2].contains("<basic>closed</basic>"), "{}", docs[2]);
 }

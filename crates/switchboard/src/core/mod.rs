@@ -467,6 +467,9 @@ impl Core {
             media_sessions: self.media.len(),
             messages_played: self.media.stats().played,
             messages_skipped: self.media.stats().skipped,
+            media_sessions_opened: self.media.stats().sessions,
+            records_written: self.records.written,
+            mail_notices: self.records.mail_notices,
         }
     }
 
@@ -586,7 +589,7 @@ impl Core {
 
     /// Complete call records written since the start.
     pub fn records_written(&self) -> u64 {
-        self.records.written
+        self.records.written.iter().sum()
     }
 
     pub fn trunks(&self) -> Vec<TrunkStatus> {
@@ -767,10 +770,15 @@ impl Core {
         if !lapsed.is_empty() {
             tracing::info!(count = lapsed.len(), "bindings expired");
             for c in &lapsed {
-                self.board.note_person(match c {
+                let aor = match c {
                     Change::Upsert(b) => &b.aor,
                     Change::Remove { aor, .. } => aor,
-                });
+                };
+                self.board.note_person(aor);
+                // Their last device gone: presence watchers may now see them offline.
+                if self.config.watchers.offline_without_devices {
+                    self.renotify.push(aor.clone());
+                }
             }
             cx.persist_unacknowledged(lapsed.iter().map(registrations::change_to_write).collect());
         }
@@ -1215,6 +1223,7 @@ impl Core {
                 previous,
             } => {
                 self.board.note_person(&aor);
+                let had_devices = previous.iter().any(|b| b.live_at(now.unix));
                 if ok {
                     // A REGISTER over a stream connection: the connection is the bindings'
                     // flow, held open until they lapse (the idle timeout must not close it).
@@ -1228,6 +1237,12 @@ impl Core {
                 } else {
                     let resp = registrations::failed(cx.registrar, &aor, previous, response);
                     cx.wire.respond(tx, resp, now);
+                }
+                // A first device, or the last one removed: offline or not to presence
+                // watchers (a refresh changes nothing they see).
+                let has_devices = !cx.registrar.lookup(&aor, now.unix).is_empty();
+                if cx.config.watchers.offline_without_devices && had_devices != has_devices {
+                    self.renotify.push(aor);
                 }
             }
         }

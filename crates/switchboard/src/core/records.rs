@@ -316,8 +316,11 @@ pub(crate) struct Records {
     /// event of its 2xx, which is also when [`super::dialogs`] starts tracking it: its end
     /// always comes later.
     open: HashMap<String, CallRecord>,
-    /// Records written (complete ones: one per call).
-    pub written: u64,
+    /// Records written (complete ones: one per call), by outcome
+    /// ([`RecordOutcome::ALL`] order).
+    pub written: [u64; RecordOutcome::ALL.len()],
+    /// Missed calls put in the mail outbox.
+    pub mail_notices: u64,
 }
 
 impl Records {
@@ -332,7 +335,7 @@ impl Records {
             record.end_reason = Some("untracked".into());
             return self.write(cx, record);
         }
-        store(cx, &record);
+        let _ = store(cx, &record);
         self.open.insert(record.call_id.clone(), record);
     }
 
@@ -353,23 +356,30 @@ impl Records {
     }
 
     fn write(&mut self, cx: &mut Ctx<'_>, record: CallRecord) {
-        self.written += 1;
+        if let Some(i) = RecordOutcome::ALL.iter().position(|o| *o == record.outcome) {
+            self.written[i] += 1;
+        }
         log(&record);
-        store(cx, &record);
+        if store(cx, &record) {
+            self.mail_notices += 1;
+        }
     }
 }
 
-fn store(cx: &mut Ctx<'_>, record: &CallRecord) {
+/// Writes `record` (answers whether it also became a mail notice).
+fn store(cx: &mut Ctx<'_>, record: &CallRecord) -> bool {
     let key = call_record_key(record.started, &record.call_id);
     let row = serde_json::to_vec(record).unwrap_or_default();
     let mut writes = Vec::with_capacity(2);
     // A missed call (settled, nobody answered) is also a notice for the mail task, in the
     // same commit: a record once durable is never without its notice.
-    if cx.config.mail && record.answered.is_none() && record.outcome.is_missed() {
+    let notice = cx.config.mail && record.answered.is_none() && record.outcome.is_missed();
+    if notice {
         writes.push(Write::put(MAIL_OUTBOX, key.clone(), row.clone()));
     }
     writes.push(Write::put(CALL_RECORDS, key, row));
     cx.persist_unacknowledged(writes);
+    notice
 }
 
 /// The per-call log line, with the record's fields.

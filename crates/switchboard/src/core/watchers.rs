@@ -34,6 +34,10 @@ use switchboard_store::Write;
 pub struct WatchersConfig {
     pub subscriptions: NotifierConfig,
     pub features: super::own_presence::FeatureCodes,
+    /// A person with a SIP account and no registered device is offline to presence
+    /// watchers (basic `closed`), as the board shows them (`[presence]
+    /// offline_without_devices`).
+    pub offline_without_devices: bool,
 }
 
 /// Presence over SIP (see the module's documentation).
@@ -290,7 +294,13 @@ impl Watchers {
                             .unwrap_or_else(|| p.profile.id.clone())
                     })
                 });
-                let doc = presence_doc(model.get(&s.resource), shown, profile_name);
+                let offline = cx.config.watchers.offline_without_devices
+                    && policy.user(&s.resource).is_some_and(|u| u.sip.is_some())
+                    && cx.registrar.lookup(&s.resource, cx.now.unix).is_empty();
+                let mut doc = presence_doc(model.get(&s.resource), shown, profile_name);
+                if offline {
+                    doc = offline_doc(doc);
+                }
                 Current::Presence(events::pidf(&entity, &doc))
             }
         })
@@ -466,6 +476,23 @@ fn presence_doc(
         open: p.availability != Availability::Unavailable,
         activities: activity.into_iter().map(str::to_string).collect(),
         note: (!parts.is_empty()).then(|| parts.join(" - ")),
+    }
+}
+
+/// The document of a person who is offline (a SIP account, no registered device, and
+/// `offline_without_devices`): basic `closed` and no activity, whatever the status, so
+/// phones show them offline as the board shows them grey; the note starts with "Offline"
+/// and keeps what it said (the status's name, the profile, the message), as the board's
+/// `Offline · …`.
+fn offline_doc(doc: PresenceDoc) -> PresenceDoc {
+    let note = match doc.note {
+        Some(n) => format!("Offline - {n}"),
+        None => "Offline".to_string(),
+    };
+    PresenceDoc {
+        open: false,
+        activities: Vec::new(),
+        note: Some(note),
     }
 }
 

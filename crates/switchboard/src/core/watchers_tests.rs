@@ -627,3 +627,82 @@ fn the_note_carries_the_status_name_the_profile_and_the_message() {
     );
     assert_eq!(note(&doc), Some("At the dentist"), "{doc}");
 }
+
+/// bob's device at `at` registers for `expires` seconds (0: removes its registration);
+/// what the core sent meanwhile.
+fn register_bob(t: &mut T, at: &str, cseq: u32, expires: u32) -> Vec<(SocketAddr, String)> {
+    let text = format!(
+        "REGISTER sip:switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP {at};branch=z9hG4bK-reg-bob-{cseq}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:bob@switchboard.local>;tag=r\r\nTo: <sip:bob@switchboard.local>\r\n\
+         Call-ID: reg-bob-{at}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:bob@{at}>\r\nExpires: {expires}\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    t.input(at, &text);
+    let out = t.take();
+    assert!(to(&out, at)[0].starts_with("SIP/2.0 200"), "{out:?}");
+    out
+}
+
+/// A core whose presence watchers see people without a registered device offline.
+fn offline_shown() -> T {
+    let mut config = crate::test_harness::config(false);
+    config.watchers.offline_without_devices = true;
+    T::with_config(
+        config,
+        crate::test_harness::Net {
+            listeners: crate::test_harness::default_listeners(),
+            interfaces: None,
+        },
+        crate::test_harness::POLICY,
+    )
+}
+
+#[test]
+fn a_person_without_a_registered_device_is_closed_to_presence_watchers() {
+    let mut t = offline_shown();
+    // bob has a SIP account and no device yet: offline, whatever his status says.
+    let (_, first) = subscribed(&mut t, "presence", "bob", "o1");
+    assert!(first.contains("<basic>closed</basic>"), "{first}");
+    assert_eq!(note(&first), Some("Offline"), "{first}");
+    assert!(activities(&first).is_empty(), "{first}");
+    // Do Not Disturb while offline: still closed, no activity; the note says both.
+    command(
+        &mut t,
+        Command::SetStatus {
+            user: "bob".into(),
+            status: "dnd".into(),
+            text: None,
+            until: None,
+        },
+    );
+    let n = notifies(&t.take());
+    assert_eq!(n.len(), 1, "{n:?}");
+    assert!(n[0].contains("<basic>closed</basic>"), "{}", n[0]);
+    assert!(activities(&n[0]).is_empty(), "{}", n[0]);
+    assert_eq!(note(&n[0]), Some("Offline - Do not disturb"), "{}", n[0]);
+    ack_all(&mut t, &n);
+    // His phone registers: open, and the status shows.
+    let n = notifies(&register_bob(&mut t, BOB, 1, 3600));
+    assert_eq!(n.len(), 1, "{n:?}");
+    assert!(n[0].contains("<basic>open</basic>"), "{}", n[0]);
+    assert_eq!(activities(&n[0]), ["busy/"], "{}", n[0]);
+    ack_all(&mut t, &n);
+    // A second device changes nothing watchers see.
+    let out = register_bob(&mut t, BOB2, 1, 120);
+    assert!(notifies(&out).is_empty(), "{out:?}");
+    // Both gone (one unregisters, the other lapses): closed again.
+    let out = register_bob(&mut t, BOB, 2, 0);
+    assert!(notifies(&out).is_empty(), "BOB2 is still there: {out:?}");
+    t.advance(121);
+    let n = notifies(&t.take());
+    assert_eq!(n.len(), 1, "{n:?}");
+    assert!(n[0].contains("<basic>closed</basic>"), "{}", n[0]);
+}
+
+#[test]
+fn without_offline_without_devices_the_status_alone_says_open_or_closed() {
+    let mut t = T::new(false);
+    let (_, first) = subscribed(&mut t, "presence", "bob", "o2");
+    assert!(first.contains("<basic>open</basic>"), "{first}");
+    assert_eq!(note(&first), None, "{first}");
+}

@@ -515,6 +515,15 @@ impl Daemon {
         self.kill9();
         self.spawn();
     }
+
+    /// `kill -9`, then start again on the same port and state directory with `extra` as
+    /// the config's extra sections.
+    pub fn restart_with(&mut self, extra: &str) {
+        self.kill9();
+        self.opts.extra = extra.to_string();
+        self.write_files();
+        self.spawn();
+    }
 }
 
 impl Drop for Daemon {
