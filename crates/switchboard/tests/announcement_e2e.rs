@@ -8,13 +8,11 @@
 
 mod common;
 
-use common::rtp::{check_heard, receive_rtp};
+use common::media::{check_heard, media_daemon, prompts, receive_rtp};
 use common::*;
 use std::net::UdpSocket;
-use std::path::Path;
 use std::time::Duration;
 use switchboard_media::g711::Law;
-use switchboard_media::prompts::Prompts;
 use switchboard_media::say::{self, ClockTime, HourCycle};
 
 const POLICY: &str = r#"
@@ -49,12 +47,7 @@ fn meeting_until_soon(d: &Daemon) -> (Vec<&'static str>, Vec<switchboard_media::
     }
     let time = ClockTime::new(end.hour() as u8, end.minute() as u8).unwrap();
     en.say_time(time, HourCycle::H24, &mut names);
-    let prompts = Prompts::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../prompts"),
-        None,
-        "en",
-    )
-    .unwrap();
+    let prompts = prompts();
     let said = names
         .iter()
         .map(|n| {
@@ -69,18 +62,7 @@ fn meeting_until_soon(d: &Daemon) -> (Vec<&'static str>, Vec<switchboard_media::
 
 #[test]
 fn a_meeting_profile_is_announced_with_its_end_time_then_refused() {
-    let media = free_ports(100);
-    let media = media + media % 2;
-    let d = Daemon::start(Options {
-        policy: POLICY.into(),
-        auth: false,
-        extra: format!(
-            "[media]\nbind = \"127.0.0.1\"\nfirst_port = {media}\nlast_port = {}\n",
-            media + 97
-        ),
-        ..Options::default()
-    });
-    assert!(d.log_contains("media ready"), "{}", d.log());
+    let d = media_daemon(POLICY, false);
 
     // Bob's meeting ends in a few minutes; what the caller must hear, in µ-law (the
     // offer's codec).
@@ -174,17 +156,7 @@ fn correlation(a: &[f64], b: &[f64]) -> f64 {
 #[test]
 fn baresip_hears_the_announcement() {
     require("baresip");
-    let media = free_ports(100);
-    let media = media + media % 2;
-    let d = Daemon::start(Options {
-        policy: POLICY.into(),
-        auth: false,
-        extra: format!(
-            "[media]\nbind = \"127.0.0.1\"\nfirst_port = {media}\nlast_port = {}\n",
-            media + 97
-        ),
-        ..Options::default()
-    });
+    let d = media_daemon(POLICY, false);
     // What it should hear: the prompts, through µ-law and back.
     let (_, said) = meeting_until_soon(&d);
     let expected: Vec<i16> = said
@@ -291,30 +263,13 @@ answer = true
 
 /// The daemon with its voice, for the answered announcements.
 fn answering_daemon() -> Daemon {
-    let media = free_ports(100);
-    let media = media + media % 2;
-    let d = Daemon::start(Options {
-        policy: ANSWERED_POLICY.into(),
-        auth: false,
-        extra: format!(
-            "[media]\nbind = \"127.0.0.1\"\nfirst_port = {media}\nlast_port = {}\n",
-            media + 97
-        ),
-        ..Options::default()
-    });
-    assert!(d.log_contains("media ready"), "{}", d.log());
-    d
+    media_daemon(ANSWERED_POLICY, false)
 }
 
 /// Prompt `name` of prompts/en in µ-law, its last packet filled up with silence (each
 /// message is played to the end of its last packet).
 fn mulaw_padded(name: &str) -> Vec<u8> {
-    let prompts = Prompts::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../prompts"),
-        None,
-        "en",
-    )
-    .unwrap();
+    let prompts = prompts();
     let p = prompts
         .get(name)
         .unwrap_or_else(|| panic!("no prompt {name}"));

@@ -7,13 +7,11 @@
 
 mod common;
 
-use common::rtp::{check_heard, receive_rtp};
+use common::media::{check_heard, media_daemon, prompts, receive_rtp};
 use common::*;
 use std::net::UdpSocket;
-use std::path::Path;
 use std::time::Duration;
 use switchboard_media::g711::Law;
-use switchboard_media::prompts::Prompts;
 
 const MESSAGE: &str = "your_call_is_being_forwarded";
 
@@ -39,28 +37,12 @@ outbound = ["+44*"]
 
 #[test]
 fn the_forwarding_message_is_heard_before_the_target_rings() {
-    let media = free_ports(100);
-    let media = media + media % 2;
     let carrier = free_port();
-    let d = Daemon::start(Options {
-        policy: policy(carrier),
-        auth: false,
-        extra: format!(
-            "[media]\nbind = \"127.0.0.1\"\nfirst_port = {media}\nlast_port = {}\n",
-            media + 97
-        ),
-        ..Options::default()
-    });
-    assert!(d.log_contains("media ready"), "{}", d.log());
+    let d = media_daemon(&policy(carrier), false);
     let far_end = Uas::start_on("127.0.0.2", carrier, "uas_answer.xml", 1, &[]);
 
     // What the caller must hear: the prompt, in µ-law (the offer's codec).
-    let prompts = Prompts::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../prompts"),
-        None,
-        "en",
-    )
-    .unwrap();
+    let prompts = prompts();
     let prompt = prompts
         .get(&format!("phrases/{MESSAGE}"))
         .expect("the prompt");

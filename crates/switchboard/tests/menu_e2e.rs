@@ -45,18 +45,7 @@ default = "user:carol"
 
 /// The daemon with its media on a range of free ports.
 fn daemon() -> Daemon {
-    let media = free_ports(100);
-    let media = media + media % 2;
-    let d = Daemon::start(Options {
-        policy: POLICY.into(),
-        extra: format!(
-            "[media]\nbind = \"127.0.0.1\"\nfirst_port = {media}\nlast_port = {}\n",
-            media + 97
-        ),
-        ..Options::default()
-    });
-    assert!(d.log_contains("media ready"), "{}", d.log());
-    d
+    common::media::media_daemon(POLICY, true)
 }
 
 /// What the caller's audio socket saw: RTP packets (with when they came) and where they

@@ -14,7 +14,7 @@
 
 pub mod carrier;
 pub mod dns;
-pub mod rtp;
+pub mod media;
 
 use std::collections::HashSet;
 use std::io::{Read as _, Write as _};

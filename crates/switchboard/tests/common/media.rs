@@ -1,7 +1,41 @@
-//! RTP as a caller's audio port receives it: the tests' own socket stands for a phone's.
+//! The daemon's voice in the tests: a daemon with its media on free loopback ports, the
+//! prompts it plays, and RTP as a caller's audio port receives it (the tests' own socket
+//! stands for a phone's).
 
+use super::{free_ports, Daemon, Options};
 use std::net::UdpSocket;
+use std::path::Path;
 use std::time::{Duration, Instant};
+use switchboard_media::prompts::Prompts;
+
+/// A daemon with `policy`, its `[media]` on 127.0.0.1 and a range of free ports, started
+/// with authentication required or not (`auth`), its media ready.
+pub fn media_daemon(policy: &str, auth: bool) -> Daemon {
+    let media = free_ports(100);
+    let media = media + media % 2;
+    let d = Daemon::start(Options {
+        policy: policy.into(),
+        auth,
+        extra: format!(
+            "[media]\nbind = \"127.0.0.1\"\nfirst_port = {media}\nlast_port = {}\n",
+            media + 97
+        ),
+        ..Options::default()
+    });
+    assert!(d.log_contains("media ready"), "{}", d.log());
+    d
+}
+
+/// The prompts of the repository (prompts/en): what the daemon plays unless an operator
+/// replaced them.
+pub fn prompts() -> Prompts {
+    Prompts::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../prompts"),
+        None,
+        "en",
+    )
+    .unwrap()
+}
 
 /// One RTP packet as received: sequence number, payload type, payload, and when.
 pub struct Packet {
