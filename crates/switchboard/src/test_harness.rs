@@ -606,3 +606,20 @@ pub(crate) fn carrier_dns(q: &switchboard_sip::locate::Query) -> switchboard_sip
 pub(crate) const CARRIER_A: &str = "127.0.0.8:5080";
 /// Its second target.
 pub(crate) const CARRIER_B: &str = "127.0.0.9:5080";
+
+/// The caller of the tests of local media (messages, announcements, menus).
+pub(crate) const CALLER: &str = "127.0.0.1:5099";
+
+/// A request of [`CALLER`] inside the dialog our response `ok` (a 200, or a 183's early
+/// dialog) set up.
+pub(crate) fn from_caller(method: &str, ok: &str, cseq: u32, extra: &str, body: &str) -> String {
+    let to = header(ok, "To").unwrap();
+    let from = header(ok, "From").unwrap();
+    let call = header(ok, "Call-ID").unwrap();
+    format!(
+        "{method} sip:switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-{method}-{cseq};rport\r\n\
+         Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call}\r\nCSeq: {cseq} {method}\r\n{extra}\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}

@@ -4,7 +4,8 @@
 //! (and so learns the daemon's RTP address, symmetric RTP), then sends an RFC 4733 key press
 //! back to it from that socket. Key 2 rings bob (a SIPp UAS registered as him), who answers
 //! the caller; with no key the prompt plays again, then the menu's default (carol)
-//! answers. The calls' records say which way the menu went.
+//! answers. The calls' records say which way the menu went. And a phone from Debian,
+//! baresip, presses 2 in the same menu (its menu module sends RFC 4733 in early media).
 
 mod common;
 
@@ -29,6 +30,17 @@ extension = "1003"
 [users.carol.sip]
 password = "carol-secret"
 algorithms = ["md5"]
+
+[users.alice]
+extension = "1001"
+[users.alice.sip]
+password = "alice-secret"
+algorithms = ["md5"]
+
+# The menu for colleagues: an extension without devices, whose calls go to it.
+[users.ivr]
+extension = "1005"
+no_answer = "menu:main"
 
 [trunks.carrier]
 sources = ["127.0.0.2/32"]
@@ -257,6 +269,75 @@ fn a_key_with_no_option_is_said_to_be_invalid_and_the_next_key_counts() {
     );
     let bob = bob.finish(Duration::from_secs(20));
     assert!(bob.success, "{}\ndaemon log:\n{}", bob.report(), d.log());
+    let steps = steps(&d);
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.ends_with("menu main: key 2 → user:bob")),
+        "{steps:?}"
+    );
+}
+
+#[test]
+fn baresip_presses_a_key_in_early_media_and_reaches_the_option() {
+    require("baresip");
+    let d = daemon();
+    let bob = phone(&d, "bob", "bob-secret");
+    let dir = tempfile::tempdir_in(d.dir.path()).unwrap().keep();
+    // sip_listen takes the port for UDP and TCP and the next one for TLS; the console
+    // (commands as UDP datagrams) its own.
+    let sip = free_ports(2);
+    let cons = free_port();
+    std::fs::write(
+        dir.join("config"),
+        format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:{sip}\nnet_interface 127.0.0.1\n\
+             audio_source ausine,440\naudio_player aubridge,nullspk\nausrc_srate 48000\n\
+             ausrc_channels 2\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\n\
+             module ausine.so\nmodule aubridge.so\nmodule cons.so\ncons_listen 127.0.0.1:{cons}\n\
+             module_app account.so\nmodule_app menu.so\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("accounts"),
+        format!(
+            "<sip:alice@{REALM}>;auth_pass=alice-secret;outbound=\"sip:127.0.0.1:{}\";regint=600\n",
+            d.port
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new("baresip");
+    cmd.arg("-f").arg(&dir).args(["-t", "60"]);
+    let mut alice = Proc::spawn("baresip", &mut cmd, dir.join("baresip.log"), false);
+    alice.wait_for_log("200 OK", Duration::from_secs(10));
+    let console = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    let say = |text: &str| {
+        console
+            .send_to(text.as_bytes(), ("127.0.0.1", cons))
+            .unwrap();
+    };
+    say("/dial sip:1005@switchboard.local\n");
+    // The prompt plays in early media; a key during it (a key typed on baresip's console
+    // is sent as DTMF during a call).
+    alice.wait_for_log("183 Session Progress", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(800));
+    say("2");
+    alice.wait_for_log("Call established", Duration::from_secs(15));
+    say("/hangup\n");
+    let bob = bob.finish(Duration::from_secs(20));
+    assert!(
+        bob.success,
+        "{}\ndaemon log:\n{}\nbaresip:\n{}",
+        bob.report(),
+        d.log(),
+        alice.log()
+    );
+    assert!(
+        alice.log_contains("send DTMF digit: '2'"),
+        "{}",
+        alice.log()
+    );
     let steps = steps(&d);
     assert!(
         steps

@@ -45,8 +45,6 @@ const G722_OFFER: &str =
     "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
 m=audio 7000 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n";
 
-const CALLER: &str = "127.0.0.1:5099";
-
 fn t_with(max_sessions: usize) -> T {
     let mut lib = Library::default();
     lib.insert_samples("messages/fwd", &[0, 1000, -1000, 0]);
@@ -76,19 +74,6 @@ fn invite_sdp(to: &str, call: &str, body: &str) -> String {
         "INVITE sip:{to}@switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-{call};rport\r\n\
          Max-Forwards: 70\r\nFrom: <sip:caller@example.com>;tag=from-{call}\r\nTo: <sip:{to}@switchboard.local>\r\n\
          Call-ID: {call}\r\nCSeq: 1 INVITE\r\nContact: <sip:caller@{CALLER}>\r\nContent-Type: application/sdp\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-}
-
-/// A request of the caller inside the dialog our 200 `ok` set up.
-fn from_caller(method: &str, ok: &str, cseq: u32, extra: &str, body: &str) -> String {
-    let to = header(ok, "To").unwrap();
-    let from = header(ok, "From").unwrap();
-    let call = header(ok, "Call-ID").unwrap();
-    format!(
-        "{method} sip:switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP {CALLER};branch=z9hG4bK-{method}-{cseq};rport\r\n\
-         Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call}\r\nCSeq: {cseq} {method}\r\n{extra}\
          Content-Length: {}\r\n\r\n{body}",
         body.len()
     )

@@ -69,7 +69,6 @@ fn invite_sdp(to: &str, call: &str, body: &str) -> String {
     )
 }
 
-const CALLER: &str = "127.0.0.1:5099";
 /// Dave's phone.
 const DAVE: &str = "127.0.0.1:5075";
 

@@ -37,8 +37,6 @@ const OFFER: &str =
 m=audio 7000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
 a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\n";
 
-const CALLER: &str = "127.0.0.1:5099";
-
 fn library() -> Arc<Library> {
     let mut lib = Library::default();
     // Two seconds of prompt, one of the invalid-key message.
@@ -82,8 +80,9 @@ fn invite(call: &str, body: &str) -> String {
     )
 }
 
-/// The call reaches the menu; its session opens and the 183 goes: the session's id.
-fn in_the_menu(t: &mut T, call: &str) -> SessionId {
+/// The caller calls the menu: its session opens and the prompt plays in early media; the
+/// session and our 183.
+fn in_the_menu(t: &mut T, call: &str) -> (SessionId, String) {
     t.input(CALLER, &invite(call, OFFER));
     let out = t.take();
     for at in [ALICE, BOB, CAROL] {
@@ -101,10 +100,8 @@ fn in_the_menu(t: &mut T, call: &str) -> SessionId {
     t.feed(Input::Media(Event::Opened { id, port: 30000 }));
     t.pump();
     let out = t.take();
-    assert_eq!(
-        first_line(&to(&out, CALLER)[0]),
-        "SIP/2.0 183 Session Progress"
-    );
+    let progress = to(&out, CALLER)[0].clone();
+    assert_eq!(first_line(&progress), "SIP/2.0 183 Session Progress");
     assert_eq!(
         t.media,
         vec![Command::Play {
@@ -113,13 +110,40 @@ fn in_the_menu(t: &mut T, call: &str) -> SessionId {
         }]
     );
     t.media.clear();
-    id
+    (id, progress)
+}
+
+#[test]
+fn a_key_sent_as_sip_info_in_the_early_dialog_chooses_as_rfc_4733_does() {
+    let mut t = t();
+    let (id, progress) = in_the_menu(&mut t, "k6");
+    let info = from_caller(
+        "INFO",
+        &progress,
+        2,
+        "Content-Type: application/dtmf-relay\r\n",
+        "Signal=2\r\nDuration=160\r\n",
+    );
+    t.input(CALLER, &info);
+    t.pump();
+    let out = t.take();
+    assert!(
+        first_line(&to(&out, CALLER)[0]).starts_with("SIP/2.0 200"),
+        "{out:?}"
+    );
+    // Key 2: the session closes and bob's phone rings with the caller's INVITE.
+    assert_eq!(t.media, vec![Command::Close { id }]);
+    let ring = to(&out, BOB);
+    assert!(
+        first_line(&ring[0]).starts_with("INVITE sip:bob@"),
+        "{out:?}"
+    );
 }
 
 #[test]
 fn a_key_during_the_prompt_stops_it_and_its_option_rings_the_user() {
     let mut t = t();
-    let id = in_the_menu(&mut t, "k1");
+    let (id, _) = in_the_menu(&mut t, "k1");
     t.feed(Input::Media(Event::Digit { id, digit: '2' }));
     t.pump();
     // The session closes (the prompt with it) and bob's phone rings with the caller's
@@ -150,7 +174,7 @@ fn a_key_during_the_prompt_stops_it_and_its_option_rings_the_user() {
 #[test]
 fn a_key_with_no_option_stops_the_prompt_says_so_and_the_next_key_counts() {
     let mut t = t();
-    let id = in_the_menu(&mut t, "k2");
+    let (id, _) = in_the_menu(&mut t, "k2");
     let lib = library();
     t.feed(Input::Media(Event::Digit { id, digit: '7' }));
     t.pump();
@@ -184,7 +208,7 @@ fn a_key_with_no_option_stops_the_prompt_says_so_and_the_next_key_counts() {
 #[test]
 fn no_key_plays_the_prompt_again_then_the_default_rings() {
     let mut t = t();
-    let id = in_the_menu(&mut t, "k3");
+    let (id, _) = in_the_menu(&mut t, "k3");
     t.advance(2);
     t.feed(Input::Media(Event::Played { id }));
     t.pump();
@@ -221,7 +245,7 @@ fn without_an_offer_the_menu_is_skipped_to_its_default_and_cancel_closes_it() {
 
     let mut t = self::t();
     let inv = invite("k5", OFFER);
-    let id = in_the_menu(&mut t, "k5");
+    let (id, _) = in_the_menu(&mut t, "k5");
     let cancel = inv
         .replacen("INVITE sip:", "CANCEL sip:", 1)
         .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
