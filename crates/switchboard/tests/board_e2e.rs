@@ -1,20 +1,27 @@
-//! The live presence board in a real browser: Debian's headless Chromium, driven through
-//! chromedriver (WebDriver), opens `/board` on the real daemon signed in as alice and sees
-//! bob turn red when he dials *78 from a SIPp phone, bob's call-status lamp go yellow, red
-//! and green through a call, and alice change her own profile by clicking; a screenshot of
-//! the board is written for people to look at. Also the event stream's tickets.
+//! The live presence board in real browsers: Debian's headless Chromium, driven through
+//! chromedriver (WebDriver), and Debian's headless Firefox, driven through its built-in
+//! Marionette port, each open `/board` on the real daemon signed in as alice and see bob
+//! turn red when he dials *78 from a SIPp phone, bob's call-status lamp go yellow, red and
+//! green through a call, and alice change her own profile by clicking; screenshots of the
+//! board are written for people to look at. One scenario, written against the `Browser`
+//! trait, runs in both. Also the event stream's tickets.
 
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
+#[path = "common/marionette.rs"]
+mod marionette;
 #[path = "common/webdriver.rs"]
 mod webdriver;
 
+use browser::Browser;
 use common::*;
 use serde_json::{json, Value};
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use webdriver::Browser;
 
 const ALICE_TOKEN: &str = "alice-token-0123456789";
 const BOB_TOKEN: &str = "bob-token-0123456789ab";
@@ -40,16 +47,35 @@ fn bobs(what: &str) -> String {
     )
 }
 
-/// Where the screenshots go: kept after the test (Cargo's directory for tests' files).
-fn shots() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("board_e2e");
+/// Where a browser's screenshots go: kept after the test (Cargo's directory for tests'
+/// files), one folder per browser.
+fn shots(browser: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("board_e2e")
+        .join(browser);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
+/// Held by a browser scenario while it runs: one browser at a time, so that the two do
+/// not share the machine's few cores while timing bob's change to within a second.
+static ONE_BROWSER: Mutex<()> = Mutex::new(());
+
 #[test]
-fn the_board_in_a_browser_follows_feature_codes_calls_and_clicks() {
+fn the_board_in_chromium_follows_feature_codes_calls_and_clicks() {
     webdriver::require_chromium();
+    the_board_follows_feature_codes_calls_and_clicks(webdriver::Chromium::start);
+}
+
+#[test]
+fn the_board_in_firefox_follows_feature_codes_calls_and_clicks() {
+    marionette::require_firefox();
+    the_board_follows_feature_codes_calls_and_clicks(marionette::Firefox::start);
+}
+
+/// The scenario, in the browser `start` opens with its profile in the daemon's directory.
+fn the_board_follows_feature_codes_calls_and_clicks<B: Browser>(start: fn(&Path) -> B) {
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let mut d = Daemon::start(Options {
         policy: policy(),
         ..Options::default()
@@ -58,7 +84,8 @@ fn the_board_in_a_browser_follows_feature_codes_calls_and_clicks() {
     let bob = Uas::start("uas_ring_then_answer.xml", 1, &["-d", "1500"]);
     bob.register(&d, "bob", "bob-secret");
 
-    let browser = Browser::start(d.dir.path());
+    let browser = start(d.dir.path());
+    let shots = shots(browser.name());
     browser.goto(&format!("http://127.0.0.1:{}/board", d.api_port));
     browser.type_into("#token", ALICE_TOKEN);
     browser.click("#signin-button");
@@ -102,7 +129,10 @@ fn the_board_in_a_browser_follows_feature_codes_calls_and_clicks() {
                 browser.script(&bobs("colour"))
             )
         });
-    println!("bob turned red on the board {took:?} after SIPp's *78 ended");
+    println!(
+        "{}: bob turned red on the board {took:?} after SIPp's *78 ended",
+        browser.name()
+    );
     assert_eq!(browser.script(&bobs("availability")), json!("dnd"));
     assert!(
         browser.find("li[data-user=\"alice\"]").is_some(),
@@ -142,12 +172,12 @@ fn the_board_in_a_browser_follows_feature_codes_calls_and_clicks() {
         assert_eq!(shown, json!([emoji, colour]), "{lamp}");
         if lamp == "busy" {
             // A screenshot mid-call, for people to look at.
-            let path = browser.screenshot(&shots().join("board-in-a-call.png"));
+            let path = browser.screenshot(&shots.join("board-in-a-call.png"));
             println!("screenshot: {}", path.display());
         }
         seen.push((lamp, t, started.elapsed()));
     }
-    println!("bob's lamp: {seen:?}");
+    println!("{}: bob's lamp: {seen:?}", browser.name());
     let r = call.finish(Duration::from_secs(30));
     assert!(r.success, "{}\n{}", r.report(), d.log());
     let r = bob.finish(Duration::from_secs(30));
@@ -191,7 +221,7 @@ fn the_board_in_a_browser_follows_feature_codes_calls_and_clicks() {
     })
     .expect("alice's message set from the page");
 
-    let path = browser.screenshot(&shots().join("board.png"));
+    let path = browser.screenshot(&shots.join("board.png"));
     println!("screenshot: {}", path.display());
 
     // The operator signs in with the admin token and reads time in status per team (with
@@ -224,12 +254,21 @@ fn the_board_in_a_browser_follows_feature_codes_calls_and_clicks() {
                 browser.script("return document.getElementById('report-result').textContent;")
             )
         });
-    let path = browser.screenshot(&shots().join("board-operator.png"));
+    let path = browser.screenshot(&shots.join("board-operator.png"));
     println!("screenshot (the operator's reports): {}", path.display());
 
+    // A phone's width: 390 px in Chromium; Firefox's window is never narrower than 500
+    // px, still a phone's layout (the style sheet's is up to 40rem, 640 px).
     browser.resize(390, 844);
-    let path = browser.screenshot(&shots().join("board-phone.png"));
-    println!("screenshot (a phone's width): {}", path.display());
+    let phone = "return [window.innerWidth, matchMedia('(max-width: 40rem)').matches];";
+    let shown = browser.script(phone);
+    assert_eq!(shown[1], json!(true), "not a phone's layout: {shown}");
+    let path = browser.screenshot(&shots.join("board-phone.png"));
+    println!(
+        "screenshot (a phone's width, {} px): {}",
+        shown[0],
+        path.display()
+    );
     d.wait_for_log("via=FeatureCode", Duration::from_secs(5));
 }
 

@@ -1,22 +1,20 @@
 //! A small WebDriver client: W3C WebDriver commands as JSON over HTTP/1.1 on loopback to
 //! Debian's `chromedriver`, which drives Debian's headless `chromium` (no browser download).
 //!
-//! Only what the board's test needs: open a page, find and click elements, type, run a
-//! script, take a screenshot. Every request has a read timeout; [`Browser`] owns
-//! chromedriver (in a process group of its own, with the browser it starts) and on drop
-//! ends the session, then kills that process group by its id.
+//! Only what the board's test needs (the [`Browser`] trait): open a page, find and click
+//! elements, type, run a script, take a screenshot. Every request has a read timeout;
+//! [`Chromium`] owns chromedriver (in a process group of its own, with the browser it
+//! starts) and on drop ends the session, then kills that process group by its id.
 
+use crate::browser::{Browser, ELEMENT};
 use crate::common::{free_port, wait_until, Proc};
 use serde_json::{json, Value};
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
-
-/// The W3C key of an element reference.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+use std::time::Duration;
 
 /// The flags a headless Chromium needs on these machines: no sandbox (root), no GPU, and
 /// none of its own network traffic (the machine has no network but loopback).
@@ -45,16 +43,16 @@ pub fn require_chromium() {
 }
 
 /// A headless Chromium session through chromedriver.
-pub struct Browser {
+pub struct Chromium {
     driver: Option<Proc>,
     port: u16,
     session: String,
 }
 
-impl Browser {
+impl Chromium {
     /// Starts chromedriver on a free loopback port and a browser session whose profile
     /// lives in `dir` (a new, empty one).
-    pub fn start(dir: &Path) -> Browser {
+    pub fn start(dir: &Path) -> Chromium {
         require_chromium();
         let port = free_port();
         let mut cmd = Command::new("/usr/bin/chromedriver");
@@ -72,7 +70,7 @@ impl Browser {
             dir.join("chromedriver.out"),
             false,
         );
-        let mut b = Browser {
+        let mut b = Chromium {
             driver: Some(driver),
             port,
             session: String::new(),
@@ -135,14 +133,18 @@ impl Browser {
         self.call(method, &full, body)
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
+}
 
-    /// Opens `url` (waits for the page to load).
-    pub fn goto(&self, url: &str) {
+impl Browser for Chromium {
+    fn name(&self) -> &'static str {
+        "chromium"
+    }
+
+    fn goto(&self, url: &str) {
         self.session_call("POST", "/url", Some(json!({ "url": url })));
     }
 
-    /// The element `css` selects now, if any.
-    pub fn find(&self, css: &str) -> Option<String> {
+    fn find(&self, css: &str) -> Option<String> {
         let full = format!("/session/{}/element", self.session);
         self.call(
             "POST",
@@ -153,23 +155,11 @@ impl Browser {
         .and_then(|v| v[ELEMENT].as_str().map(str::to_string))
     }
 
-    /// Waits (at most 10 s) for `css` to select an element, and gives it.
-    fn element(&self, css: &str) -> String {
-        wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-            self.find(css)
-        })
-        .unwrap_or_else(|| panic!("no element {css:?} on the page"))
-    }
-
-    /// Clicks the element `css` selects (an `<option>` is selected by clicking it).
-    pub fn click(&self, css: &str) {
-        let id = self.element(css);
+    fn click_element(&self, id: &str) {
         self.session_call("POST", &format!("/element/{id}/click"), Some(json!({})));
     }
 
-    /// Types `text` into the element `css` selects.
-    pub fn type_into(&self, css: &str, text: &str) {
-        let id = self.element(css);
+    fn type_into_element(&self, id: &str, text: &str) {
         self.session_call(
             "POST",
             &format!("/element/{id}/value"),
@@ -177,8 +167,7 @@ impl Browser {
         );
     }
 
-    /// Runs `body` (a function body: `return …`) in the page.
-    pub fn script(&self, body: &str) -> Value {
+    fn script(&self, body: &str) -> Value {
         self.session_call(
             "POST",
             "/execute/sync",
@@ -186,17 +175,7 @@ impl Browser {
         )
     }
 
-    /// Polls `body` every 25 ms until it returns `want`, at most `limit`: how long it
-    /// took, or None (the last value is in the panic of the caller's choosing).
-    pub fn wait_for(&self, limit: Duration, body: &str, want: &Value) -> Option<Duration> {
-        let start = Instant::now();
-        wait_until(limit, Duration::from_millis(25), || {
-            (self.script(body) == *want).then(|| start.elapsed())
-        })
-    }
-
-    /// Resizes the window (a phone's screen, say).
-    pub fn resize(&self, width: u32, height: u32) {
+    fn resize(&self, width: u32, height: u32) {
         self.session_call(
             "POST",
             "/window/rect",
@@ -204,19 +183,13 @@ impl Browser {
         );
     }
 
-    /// Writes a PNG screenshot of the window to `path`.
-    pub fn screenshot(&self, path: &Path) -> PathBuf {
-        use base64::Engine as _;
+    fn screenshot_base64(&self) -> String {
         let v = self.session_call("GET", "/screenshot", None);
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().expect("base64 text"))
-            .expect("a PNG in base64");
-        std::fs::write(path, png).unwrap();
-        path.to_path_buf()
+        v.as_str().expect("base64 text").to_string()
     }
 }
 
-impl Drop for Browser {
+impl Drop for Chromium {
     fn drop(&mut self) {
         if !self.session.is_empty() {
             let path = format!("/session/{}", self.session);
