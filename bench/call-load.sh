@@ -12,7 +12,7 @@
 #                      [--seconds 10] [--hold 1000] [--answer-after 100] [--quiet-wait 120]
 #                      [--reruns 2] [--subjects "switchboard kamailio"]
 #                      [--scenarios "direct fork"] [--switchboard BIN] [--kamailio-shm MIB]
-#                      [--media-sessions N] [--keep] [--out FILE]
+#                      [--media-sessions N] [--set SECTION.KEY=VALUE]... [--keep] [--out FILE]
 #
 #   --quick        smoke run: direct at "500 1000", fork at "500", 3 s per step
 #   --rates        offered rates of the direct scenario in calls/s, rising (default 1000 2000
@@ -38,6 +38,8 @@
 #                  callers listen to a message of the daemon's own in early media (a G.711
 #                  stream each, from its media engine), so that the steps show signalling
 #                  beside media; compare with a run without it (default 0: no media)
+#   --set          one more setting of Switchboard's config, SECTION.KEY=VALUE with VALUE as
+#                  TOML writes it (repeatable; media.realtime_priority=0, say)
 #   --keep         keep the work directory (logs, SIPp traces, configs) and print its path
 #   --out FILE     also write the report to FILE
 #
@@ -88,6 +90,7 @@ sb_bin=""
 keep=0
 out=""
 media_sessions=0
+sb_settings=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) rates="500 1000"; fork_rates="500"; seconds=3 ;;
@@ -103,6 +106,7 @@ while [ $# -gt 0 ]; do
     --switchboard) sb_bin="$2"; shift ;;
     --kamailio-shm) kamailio_shm="$2"; shift ;;
     --media-sessions) media_sessions="$2"; shift ;;
+    --set) sb_settings+=("$2"); shift ;;
     --keep) keep=1 ;;
     --out) out="$2"; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -164,7 +168,7 @@ write_call_inputs
 # Media beside the calls: a user whose calls go (after a second without devices) to a
 # message of the daemon's own, a tone longer than any step, from a prompts directory of the
 # run's own; the config points [media] at it.
-media_settings=()
+media_settings=("${sb_settings[@]}")
 media_notes=()
 if [ "$media_sessions" -gt 0 ]; then
   message_secs=$((seconds * 3 + (hold + 999) / 1000 + 60))
@@ -192,7 +196,7 @@ no_answer = "announcement:long"
 kind = "announcement"
 message = "long"
 EOF
-  media_settings=("media.prompts=\"$work/prompts\"" "media.max_sessions=$((media_sessions + 100))")
+  media_settings+=("media.prompts=\"$work/prompts\"" "media.max_sessions=$((media_sessions + 100))")
 fi
 
 # Starts the listeners of a step (bench/sipp/media_early.xml) against the server on port $2,
@@ -562,7 +566,7 @@ report() {
     echo "  $quiet_waited s in all; steps that failed while other processes were busy and were run again: $reran"
   fi
   report_versions
-  echo "- Switchboard: $sb_desc"
+  echo "- Switchboard: $sb_desc; settings beyond the benchmark's config: ${sb_settings[*]:-none}"
   local subj_rb=() k
   for k in "${!server_rb[@]}"; do subj_rb+=("$k ${server_rb[$k]:-?}"); done
   echo "- Server socket receive buffer (bytes, as ss reports it): ${subj_rb[*]:-none}; net.core.rmem_max $(cat /proc/sys/net/core/rmem_max 2>/dev/null || echo '?')"
