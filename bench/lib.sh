@@ -75,7 +75,7 @@ run_sipp() {
   sipp_rc=0
   (
     cd "$dir"
-    exec timeout -k 5 "$limit" "$@" > "$dir/sipp.out" 2>&1 < /dev/null
+    exec timeout -k 5 "$limit" "${pin_sipp[@]}" "$@" > "$dir/sipp.out" 2>&1 < /dev/null
   ) &
   sipp_pgid=$!
   wait "$sipp_pgid" || sipp_rc=$?
@@ -205,6 +205,12 @@ server_pgid=""
 server_cmd=""
 server_log=""
 
+# CPU pinning (empty: none): a prefix for the server's command (e.g. taskset -c 0) and one
+# for the SIPps' and the probes' (taskset -c 1), so that the load generators cannot take
+# the server's core (set by a benchmark's --pin).
+pin_server=()
+pin_sipp=()
+
 # Starts Switchboard with the config $1/switchboard.toml (written by the caller), listening on
 # 127.0.0.1:$2.
 start_switchboard() { # $1 = step dir, $2 = port
@@ -212,8 +218,8 @@ start_switchboard() { # $1 = step dir, $2 = port
   server_log="$dir/server.log"
   # warn for everything on the request path; the server module's lifecycle lines (ready,
   # stopped with its request counters) stay visible.
-  server_cmd="RUST_LOG=warn,switchboard::server=info $sb_bin run --config $dir/switchboard.toml"
-  RUST_LOG=warn,switchboard::server=info setsid "$sb_bin" run --config "$dir/switchboard.toml" \
+  server_cmd="RUST_LOG=warn,switchboard::server=info ${pin_server[*]}${pin_server[*]:+ }$sb_bin run --config $dir/switchboard.toml"
+  RUST_LOG=warn,switchboard::server=info setsid "${pin_server[@]}" "$sb_bin" run --config "$dir/switchboard.toml" \
     > "$server_log" 2>&1 < /dev/null &
   server_pgid=$!
   check_group
@@ -240,8 +246,8 @@ start_kamailio() { # $1 = step dir, $2 = port
   local dir=$1 port=$2
   shift 2
   server_log="$dir/server.log"
-  server_cmd="kamailio -f $here/kamailio/registrar.cfg -l udp:127.0.0.1:$port -DD -E -m $kamailio_shm -x tlsf -w $dir${*:+ $*}"
-  setsid kamailio -f "$here/kamailio/registrar.cfg" -l "udp:127.0.0.1:$port" \
+  server_cmd="${pin_server[*]}${pin_server[*]:+ }kamailio -f $here/kamailio/registrar.cfg -l udp:127.0.0.1:$port -DD -E -m $kamailio_shm -x tlsf -w $dir${*:+ $*}"
+  setsid "${pin_server[@]}" kamailio -f "$here/kamailio/registrar.cfg" -l "udp:127.0.0.1:$port" \
     -DD -E -m "$kamailio_shm" -x tlsf -w "$dir" "$@" > "$server_log" 2>&1 < /dev/null &
   server_pgid=$!
   check_group
@@ -452,7 +458,7 @@ start_answering() { # $1 = dir, $2 = port, $3 = scenario file, $4 = ring ms, $5 
   commands+=("  ${uas[*]}")
   (
     cd "$dir"
-    exec timeout -k 5 $(($6 + 20)) "${uas[@]}" > "$dir/sipp.out" 2>&1 < /dev/null
+    exec timeout -k 5 $(($6 + 20)) "${pin_sipp[@]}" "${uas[@]}" > "$dir/sipp.out" 2>&1 < /dev/null
   ) &
   uas_pgids+=($!)
   if ! wait_bound "$port" "${uas_pgids[-1]}"; then

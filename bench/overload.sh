@@ -15,7 +15,7 @@
 #                     [--subjects "switchboard kamailio kamailio-pike"] [--shed-after-ms MS]
 #                     [--set SECTION.KEY=VALUE]... [--recovery-limit 30] [--settle 40]
 #                     [--quiet-wait 120]
-#                     [--switchboard BIN] [--kamailio-shm MIB] [--keep] [--out FILE]
+#                     [--switchboard BIN] [--kamailio-shm MIB] [--pin] [--keep] [--out FILE]
 #
 #   --rate         the clean rate R in calls/s: one figure for every subject, or per subject
 #                  (switchboard=R1 kamailio=R2; kamailio-pike takes kamailio's); without it
@@ -39,6 +39,10 @@
 #                  be quiet (under 15 % busy for a second); 0: do not wait (default 120)
 #   --switchboard  use this binary instead of building one
 #   --kamailio-shm Kamailio's shared memory pool in MiB (default 4096, as bench/call-load.sh)
+#   --pin          the server on CPU 0, the SIPps and the probes on CPU 1 (taskset): on a
+#                  2-core machine the load generators then cannot take the server's core
+#                  (the flood's caller needs about twice the baseline's CPU); R is searched
+#                  for (or given) in the same arrangement
 #   --keep         keep the work directory (logs, SIPp traces, configs) and print its path
 #   --out FILE     also write the report to FILE
 #
@@ -122,6 +126,7 @@ while [ $# -gt 0 ]; do
     --switchboard) sb_bin="$2"; shift ;;
     --kamailio-shm) kamailio_shm="$2"; shift ;;
     --keep) keep=1 ;;
+    --pin) need taskset "util-linux"; pin_server=(taskset -c 0); pin_sipp=(taskset -c 1) ;;
     --out) out="$2"; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
@@ -645,7 +650,7 @@ run_subject() { # $1 = subject, $2 = R
   nproc_server=$(wc -w <<< "$pids")
   (exec timeout -k 2 "$lifetime" python3 "$work/rss.py" "$dir/rss" $pids) &
   rss_pgid=$!
-  (exec timeout -k 2 "$lifetime" python3 "$work/probe.py" "$port" "$dir/probes" 0.05) &
+  (exec timeout -k 2 "$lifetime" "${pin_sipp[@]}" python3 "$work/probe.py" "$port" "$dir/probes" 0.05) &
   prober_pgid=$!
   commands+=("  python3 probe.py $port (an OPTIONS every 50 ms from 127.0.0.1)")
 
@@ -826,6 +831,9 @@ report() {
     [ -z "${given_rate[${s%-pike}]:-}" ] || how=given
     rates_text+="$s ${rate_of[$s]}/s ($how); "
   done
+  if [ ${#pin_server[@]} -gt 0 ]; then
+    echo "- CPUs (--pin): the server ${pin_server[*]}, the SIPps and the probes ${pin_sipp[*]}"
+  fi
   echo "- R: ${rates_text%; }"
   echo "  baseline R and flood 2R for $duration s each, $hold ms hold, callers on $caller_ip, probes from 127.0.0.1"
   echo
