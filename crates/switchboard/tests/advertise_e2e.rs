@@ -6,9 +6,9 @@
 
 mod common;
 
+use common::baresip::Baresip;
 use common::*;
 use std::net::{SocketAddr, UdpSocket};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -481,89 +481,6 @@ fn two_listeners_record_route_twice_and_route_back_either_way() {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// baresip
-
-/// baresip, headless, registered as `user` through `outbound` (the daemon's address it
-/// sends to) and answering calls by itself; commands go to its UDP console.
-struct Phone {
-    proc: Proc,
-    cons: u16,
-}
-
-impl Phone {
-    fn start(d: &Daemon, user: &str, outbound: SocketAddr) -> Phone {
-        require("baresip");
-        let dir = tempfile::tempdir_in(d.dir.path()).unwrap().keep();
-        // sip_listen's port for UDP and TCP, the next one for TLS.
-        let port = free_ports(2);
-        let cons = free_port();
-        std::fs::write(
-            dir.join("config"),
-            format!(
-                "poll_method epoll\nsip_listen 127.0.0.1:{port}\nnet_interface 127.0.0.1\n\
-                 audio_source ausine,440\naudio_player aubridge,nullspk\nausrc_srate 48000\n\
-                 ausrc_channels 2\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\n\
-                 module ausine.so\nmodule aubridge.so\nmodule cons.so\ncons_listen 127.0.0.1:{cons}\n\
-                 module_app account.so\nmodule_app menu.so\n"
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("accounts"),
-            format!(
-                "<sip:{user}@{REALM}>;auth_pass={user}-secret;outbound=\"sip:{outbound}\";\
-                 regint=600;answermode=auto\n"
-            ),
-        )
-        .unwrap();
-        let mut cmd = Command::new("baresip");
-        // -t: it quits by itself after 120 s should the guard somehow not kill it; -s: it
-        // logs the SIP messages.
-        cmd.arg("-f").arg(&dir).args(["-t", "120", "-s"]);
-        let mut proc = Proc::spawn("baresip", &mut cmd, dir.join("baresip.log"), false);
-        proc.wait_for_log("200 OK", Duration::from_secs(20));
-        Phone { proc, cons }
-    }
-
-    fn command(&self, line: &str) {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.send_to(format!("{line}\n").as_bytes(), ("127.0.0.1", self.cons))
-            .unwrap();
-    }
-
-    /// Its output after `mark`, colours left out.
-    fn since(&self, mark: usize) -> String {
-        let raw = self.proc.log_since(mark);
-        let mut out = String::with_capacity(raw.len());
-        let mut chars = raw.chars().peekable();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' && chars.peek() == Some(&'[') {
-                for n in chars.by_ref() {
-                    if n.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    }
-
-    /// Waits until its output after `mark` holds `pattern`.
-    fn wait(&self, mark: usize, pattern: &str, what: &str) {
-        let seen = wait_until(Duration::from_secs(10), Duration::from_millis(30), || {
-            self.since(mark).contains(pattern).then_some(())
-        });
-        assert!(
-            seen.is_some(),
-            "baresip {what}: no {pattern:?} in\n{}",
-            self.since(mark)
-        );
-    }
-}
-
 /// baresip registers and calls through the daemon bound to every interface, which
 /// advertises 127.0.0.3 (another address of the machine): alice sends to 127.0.0.1, bob
 /// to the advertised address; each calls the other and hangs up, and the other side
@@ -577,8 +494,8 @@ fn baresip_registers_and_calls_through_every_interface() {
         ],
         ..Options::default()
     });
-    let alice = Phone::start(&d, "alice", addr("127.0.0.1", d.port));
-    let bob = Phone::start(&d, "bob", addr("127.0.0.3", d.port));
+    let alice = Baresip::start(&d, "alice", addr("127.0.0.1", d.port));
+    let bob = Baresip::start(&d, "bob", addr("127.0.0.3", d.port));
     for user in ["alice", "bob"] {
         assert!(
             wait_until(WAIT, Duration::from_millis(30), || d

@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::baresip::Baresip;
 use common::*;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -280,63 +281,29 @@ fn a_key_with_no_option_is_said_to_be_invalid_and_the_next_key_counts() {
 
 #[test]
 fn baresip_presses_a_key_in_early_media_and_reaches_the_option() {
-    require("baresip");
     let d = daemon();
     let bob = phone(&d, "bob", "bob-secret");
-    let dir = tempfile::tempdir_in(d.dir.path()).unwrap().keep();
-    // sip_listen takes the port for UDP and TCP and the next one for TLS; the console
-    // (commands as UDP datagrams) its own.
-    let sip = free_ports(2);
-    let cons = free_port();
-    std::fs::write(
-        dir.join("config"),
-        format!(
-            "poll_method epoll\nsip_listen 127.0.0.1:{sip}\nnet_interface 127.0.0.1\n\
-             audio_source ausine,440\naudio_player aubridge,nullspk\nausrc_srate 48000\n\
-             ausrc_channels 2\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\n\
-             module ausine.so\nmodule aubridge.so\nmodule cons.so\ncons_listen 127.0.0.1:{cons}\n\
-             module_app account.so\nmodule_app menu.so\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("accounts"),
-        format!(
-            "<sip:alice@{REALM}>;auth_pass=alice-secret;outbound=\"sip:127.0.0.1:{}\";regint=600\n",
-            d.port
-        ),
-    )
-    .unwrap();
-    let mut cmd = std::process::Command::new("baresip");
-    cmd.arg("-f").arg(&dir).args(["-t", "60"]);
-    let mut alice = Proc::spawn("baresip", &mut cmd, dir.join("baresip.log"), false);
-    alice.wait_for_log("200 OK", Duration::from_secs(10));
-    let console = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
-    let say = |text: &str| {
-        console
-            .send_to(text.as_bytes(), ("127.0.0.1", cons))
-            .unwrap();
-    };
-    say("/dial sip:1005@switchboard.local\n");
-    // The prompt plays in early media; a key during it (a key typed on baresip's console
-    // is sent as DTMF during a call).
-    alice.wait_for_log("183 Session Progress", Duration::from_secs(10));
+    let alice = Baresip::start(&d, "alice", d.addr());
+    let mark = alice.proc.log_len();
+    alice.command("/dial sip:1005@switchboard.local");
+    // The prompt plays in early media; a key during it.
+    alice.wait(mark, "183 Session Progress", "early media");
     std::thread::sleep(Duration::from_millis(800));
-    say("2");
-    alice.wait_for_log("Call established", Duration::from_secs(15));
-    say("/hangup\n");
+    alice.key('2');
+    alice.wait(mark, "Call established", "answered");
+    alice.command("/hangup");
     let bob = bob.finish(Duration::from_secs(20));
     assert!(
         bob.success,
         "{}\ndaemon log:\n{}\nbaresip:\n{}",
         bob.report(),
         d.log(),
-        alice.log()
+        alice.since(mark)
     );
     assert!(
-        alice.log_contains("send DTMF digit: '2'"),
+        alice.since(mark).contains("send DTMF digit: '2'"),
         "{}",
-        alice.log()
+        alice.since(mark)
     );
     let steps = steps(&d);
     assert!(

@@ -12,6 +12,7 @@
 //! daemon log, SIPp traces); its path is printed.
 #![allow(dead_code)]
 
+pub mod baresip;
 pub mod carrier;
 pub mod dns;
 pub mod media;

@@ -1,0 +1,96 @@
+//! baresip, the softphone from Debian, headless: a console on a UDP port for commands, a
+//! sine tone for a microphone, no speaker.
+
+use super::{free_port, free_ports, require, wait_until, Daemon, Proc, REALM};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
+use std::time::Duration;
+
+/// baresip, headless, registered as `user` through `outbound` (the daemon's address it
+/// sends to) and answering calls by itself; commands go to its UDP console.
+pub struct Baresip {
+    pub proc: Proc,
+    cons: u16,
+}
+
+impl Baresip {
+    /// Its password is `<user>-secret`; it has registered when this returns.
+    pub fn start(d: &Daemon, user: &str, outbound: SocketAddr) -> Baresip {
+        require("baresip");
+        let dir = tempfile::tempdir_in(d.dir.path()).unwrap().keep();
+        // sip_listen's port for UDP and TCP, the next one for TLS.
+        let port = free_ports(2);
+        let cons = free_port();
+        std::fs::write(
+            dir.join("config"),
+            format!(
+                "poll_method epoll\nsip_listen 127.0.0.1:{port}\nnet_interface 127.0.0.1\n\
+                 audio_source ausine,440\naudio_player aubridge,nullspk\nausrc_srate 48000\n\
+                 ausrc_channels 2\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\n\
+                 module ausine.so\nmodule aubridge.so\nmodule cons.so\ncons_listen 127.0.0.1:{cons}\n\
+                 module_app account.so\nmodule_app menu.so\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("accounts"),
+            format!(
+                "<sip:{user}@{REALM}>;auth_pass={user}-secret;outbound=\"sip:{outbound}\";\
+                 regint=600;answermode=auto\n"
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new("baresip");
+        // -t: it quits by itself after 120 s should the guard somehow not kill it; -s: it
+        // logs the SIP messages.
+        cmd.arg("-f").arg(&dir).args(["-t", "120", "-s"]);
+        let mut proc = Proc::spawn("baresip", &mut cmd, dir.join("baresip.log"), false);
+        proc.wait_for_log("200 OK", Duration::from_secs(20));
+        Baresip { proc, cons }
+    }
+
+    /// Sends a console command (`/dial sip:…`, `/hangup`).
+    pub fn command(&self, line: &str) {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.send_to(format!("{line}\n").as_bytes(), ("127.0.0.1", self.cons))
+            .unwrap();
+    }
+
+    /// Presses `key` (a digit, `*` or `#`): during a call it is sent as DTMF (RFC 4733).
+    pub fn key(&self, key: char) {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.send_to(key.to_string().as_bytes(), ("127.0.0.1", self.cons))
+            .unwrap();
+    }
+
+    /// Its output after `mark`, colours left out.
+    pub fn since(&self, mark: usize) -> String {
+        let raw = self.proc.log_since(mark);
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' && chars.peek() == Some(&'[') {
+                for n in chars.by_ref() {
+                    if n.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Waits until its output after `mark` holds `pattern`.
+    pub fn wait(&self, mark: usize, pattern: &str, what: &str) {
+        let seen = wait_until(Duration::from_secs(10), Duration::from_millis(30), || {
+            self.since(mark).contains(pattern).then_some(())
+        });
+        assert!(
+            seen.is_some(),
+            "baresip {what}: no {pattern:?} in\n{}",
+            self.since(mark)
+        );
+    }
+}
