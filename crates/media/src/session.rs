@@ -65,6 +65,15 @@ pub enum Command {
     Play { id: SessionId, clips: Vec<Clip> },
     /// Stop playing at once and drop what is queued (no [`Event::Played`] for it).
     Stop { id: SessionId },
+    /// The far end described its stream again (a re-INVITE): where it now receives our RTP
+    /// (as [`Open::remote`]) and whether we send (the agreed direction: hold, resume). The
+    /// source is learned again, as at the open (see [`crate::rtp::Receiver::renegotiated`]);
+    /// the codec stays the one agreed at the open.
+    Update {
+        id: SessionId,
+        remote: Option<SocketAddr>,
+        send: bool,
+    },
     /// Start recording what the far end sends (replacing a recording in progress, which
     /// is dropped): at most `max` long, ended by `silence` when given.
     Record {

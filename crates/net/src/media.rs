@@ -428,6 +428,15 @@ impl Engine {
                     session.played = session.pushed;
                 }
             }
+            Command::Update { id, remote, send } => {
+                let learning = self.config.learning;
+                if let Some(session) = self.sessions.get_mut(&id) {
+                    session.open.remote = remote;
+                    session.open.send = send;
+                    let config = receive_config(&session.open, learning);
+                    session.receiver.renegotiated(config, now);
+                }
+            }
             Command::Record { id, max, silence } => {
                 if let Some(session) = self.sessions.get_mut(&id) {
                     session.recorder = Some(Recorder::new(
@@ -533,17 +542,7 @@ impl Engine {
             },
             now,
         );
-        let mut payload_types = vec![open.payload_type];
-        payload_types.extend(open.telephone_event);
-        let receiver = rtp::Receiver::new(
-            rtp::ReceiveConfig {
-                payload_types,
-                remote: open.remote,
-                signalling: open.signalling,
-                learning: self.config.learning,
-            },
-            now,
-        );
+        let receiver = rtp::Receiver::new(receive_config(&open, self.config.learning), now);
         let tasks = vec![
             tokio::task::spawn_local(receive_rtp(shared.clone(), id, rtp_socket.clone())),
             tokio::task::spawn_local(receive_rtcp(shared.clone(), id, rtcp_socket.clone())),
@@ -618,6 +617,19 @@ impl Engine {
             return Some((port, rtp, rtcp));
         }
         None
+    }
+}
+
+/// What a session's receiver accepts: the negotiated codec and telephone-event payload
+/// types, from the stream's far end (latched within `learning` of the open or update).
+fn receive_config(open: &Open, learning: Duration) -> rtp::ReceiveConfig {
+    let mut payload_types = vec![open.payload_type];
+    payload_types.extend(open.telephone_event);
+    rtp::ReceiveConfig {
+        payload_types,
+        remote: open.remote,
+        signalling: open.signalling,
+        learning,
     }
 }
 

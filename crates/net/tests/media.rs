@@ -693,3 +693,43 @@ async fn the_longest_recording_ends_by_itself() {
     let _ = closed(&engine, &mut events, 22).await;
     engine.shutdown();
 }
+
+#[tokio::test]
+async fn an_update_moves_the_stream_and_holds_it() {
+    let (engine, mut events) = engine(23_280, 23_299, 10);
+    let first = socket(LOCALHOST).await;
+    let second = socket(LOCALHOST).await;
+    let _ = opened(
+        &engine,
+        &mut events,
+        open(23, Some(first.local_addr().unwrap())),
+    )
+    .await;
+    assert!(engine.command(Command::Play {
+        id: SessionId(23),
+        clips: vec![clip(160 * 500)],
+    }));
+    rtp_packet(&first).await;
+    // The far end moved (a re-INVITE): the packets go to its new address.
+    assert!(engine.command(Command::Update {
+        id: SessionId(23),
+        remote: Some(second.local_addr().unwrap()),
+        send: true,
+    }));
+    let (data, _) = rtp_packet(&second).await;
+    assert!(rtp::parse(&data).is_some());
+    // Held (we only receive): nothing is sent, anywhere.
+    assert!(engine.command(Command::Update {
+        id: SessionId(23),
+        remote: Some(second.local_addr().unwrap()),
+        send: false,
+    }));
+    // What was on its way is read first.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut buf = [0u8; 2048];
+    while second.try_recv(&mut buf).is_ok() {}
+    let after = timeout(Duration::from_millis(300), rtp_packet(&second)).await;
+    assert!(after.is_err(), "no packet while held");
+    let _ = closed(&engine, &mut events, 23).await;
+    engine.shutdown();
+}

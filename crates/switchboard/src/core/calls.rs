@@ -1395,7 +1395,7 @@ impl Calls {
             }
             Method::Invite => {
                 let session = l.session;
-                match cx.media.reanswer(session, req) {
+                match cx.media.reanswer(&mut cx.wire.out, session, req) {
                     Ok(sdp) => {
                         let mut resp = message::response(req, 200, None, &cx.wire.server);
                         resp.headers

@@ -284,6 +284,52 @@ fn info_dtmf_options_reinvite_and_others_in_the_dialog() {
 }
 
 #[test]
+fn a_reinvite_moves_the_stream_holds_it_and_keeps_its_codec() {
+    let mut t = t_with(10);
+    let (id, ok) = answered(&mut t, "a9");
+    ack(&mut t, &ok);
+    let sdp_headers =
+        format!("Contact: <sip:caller@{CALLER}>\r\nContent-Type: application/sdp\r\n");
+    // The caller's audio moved to another port: the engine sends there from now on.
+    t.media.clear();
+    let moved = OFFER.replace("m=audio 7000", "m=audio 7100");
+    t.input(CALLER, &from_caller("INVITE", &ok, 2, &sdp_headers, &moved));
+    let out = to(&t.take(), CALLER);
+    assert!(first_line(&out[0]).starts_with("SIP/2.0 200"), "{out:?}");
+    assert_eq!(
+        t.media,
+        vec![Command::Update {
+            id,
+            remote: Some("127.0.0.1:7100".parse().unwrap()),
+            send: true
+        }]
+    );
+    // Hold (the caller only sends): we answer recvonly and stop sending.
+    t.media.clear();
+    let held = format!("{moved}a=sendonly\r\n");
+    t.input(CALLER, &from_caller("INVITE", &ok, 3, &sdp_headers, &held));
+    let out = to(&t.take(), CALLER);
+    assert!(out[0].contains("a=recvonly"), "{out:?}");
+    assert_eq!(
+        t.media,
+        vec![Command::Update {
+            id,
+            remote: Some("127.0.0.1:7100".parse().unwrap()),
+            send: false
+        }]
+    );
+    // An offer without the codec agreed at the answer (PCMU): 488, nothing changes.
+    t.media.clear();
+    let pcma = moved
+        .replace("RTP/AVP 0 101", "RTP/AVP 8 101")
+        .replace("rtpmap:0 PCMU", "rtpmap:8 PCMA");
+    t.input(CALLER, &from_caller("INVITE", &ok, 4, &sdp_headers, &pcma));
+    let out = to(&t.take(), CALLER);
+    assert!(first_line(&out[0]).starts_with("SIP/2.0 488"), "{out:?}");
+    assert!(t.media.is_empty(), "{:?}", t.media);
+}
+
+#[test]
 fn an_offer_without_a_codec_in_common_is_refused_488_with_a_warning() {
     for dialled in ["1005", "1006"] {
         let mut t = t_with(10);

@@ -497,11 +497,14 @@ impl Media {
     }
 
     /// Our SDP for a re-INVITE of an answered session's caller: the answer to its new
-    /// offer (the same stream on the same port: the engine is not told of changes), or
-    /// our last answer when it offers nothing. Err when its offer cannot be answered (the
-    /// response code, as for the INVITE's).
+    /// offer, or our last answer when it offers nothing. Err when its offer cannot be
+    /// answered (the response code, as for the INVITE's). The stream keeps its port and
+    /// its codec (only the one agreed is answered: an offer without it gets 488); where the
+    /// caller now receives and whether we send (hold, resume) go to the engine
+    /// ([`Command::Update`]).
     pub(crate) fn reanswer(
         &mut self,
+        out: &mut VecDeque<Output>,
         id: SessionId,
         reinvite: &Request,
     ) -> Result<Vec<u8>, Refusal> {
@@ -517,10 +520,17 @@ impl Media {
         let offer = sdp_offer(reinvite)?;
         let mut local = s.local.clone();
         local.version = local.version.saturating_add(1);
+        local.laws = vec![s.law];
         match offer_answer::answer(&offer, &local) {
-            Ok((answer, _)) => {
+            Ok((answer, stream)) => {
+                local.laws = s.local.laws.clone();
                 s.local = local;
                 s.sdp = answer.to_bytes();
+                out.push_back(Output::Media(Command::Update {
+                    id,
+                    remote: stream.remote,
+                    send: stream.direction.sends(),
+                }));
                 Ok(s.sdp.clone())
             }
             Err(e) => Err(Refusal {
