@@ -45,7 +45,9 @@ pub fn explain(policy: &Policy, s: &Scenario, now: DateTime<Utc>) -> Result<Stri
     };
     let mut view = View::default();
     for u in policy.users() {
-        let devices = usize::from(!s.offline.contains(&u.id));
+        // One device each, as if registered, unless named offline; someone without a SIP
+        // account never has one.
+        let devices = usize::from(u.sip.is_some() && !s.offline.contains(&u.id));
         view = view.with_person(&u.id, devices);
     }
     for p in &s.presence {
@@ -120,6 +122,33 @@ mod tests {
         let text = explain(&policy(), &s, Utc::now()).unwrap();
         assert!(text.contains("alice skipped (dnd)"), "{text}");
         assert!(text.contains("ring (memory_hunt)"), "{text}");
+    }
+
+    #[test]
+    fn someone_without_a_sip_account_has_no_device_to_ring() {
+        let policy = Policy::from_sources(&[Source {
+            name: "p.toml".into(),
+            text: "[users.alice]\nextension = \"1001\"\n[users.alice.sip]\npassword = \"alice-secret-1234\"\n\
+                   [users.ivr]\nextension = \"1005\"\nno_answer = \"hangup\"\n"
+                .into(),
+        }])
+        .unwrap();
+        let s = Scenario {
+            from: "alice".into(),
+            to: "1005".into(),
+            ..Scenario::default()
+        };
+        let text = explain(&policy, &s, Utc::now()).unwrap();
+        assert!(!text.contains("ivr (1 device(s))"), "{text}");
+        assert!(text.contains("ivr has no registered devices"), "{text}");
+        // alice, who has an account, is taken to have one.
+        let s = Scenario {
+            from: "ivr".into(),
+            to: "1001".into(),
+            ..Scenario::default()
+        };
+        let text = explain(&policy, &s, Utc::now()).unwrap();
+        assert!(text.contains("alice (1 device(s))"), "{text}");
     }
 
     #[test]

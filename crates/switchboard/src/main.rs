@@ -151,7 +151,8 @@ enum Command {
         /// A person already in a call (repeatable).
         #[arg(long)]
         in_call: Vec<String>,
-        /// A person with no registered device (repeatable; others have one).
+        /// A person with no registered device (repeatable; others with a SIP account have
+        /// one, those without have none).
         #[arg(long)]
         offline: Vec<String>,
         /// Who answered the previous call to a group, e.g. support=bob (repeatable).
