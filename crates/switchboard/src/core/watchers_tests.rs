@@ -700,6 +700,38 @@ fn a_person_without_a_registered_device_is_closed_to_presence_watchers() {
 }
 
 #[test]
+fn a_reload_that_takes_away_or_gives_a_sip_account_tells_the_watchers() {
+    let mut t = offline_shown();
+    let (_, first) = subscribed(&mut t, "presence", "bob", "o3");
+    assert!(first.contains("<basic>closed</basic>"), "{first}");
+    // bob's SIP account goes (he is reached by forwarding only): no longer offline.
+    let without = crate::test_harness::POLICY.replace("[users.bob.sip]\npassword = \"pw\"\n", "");
+    assert_ne!(without, crate::test_harness::POLICY);
+    t.feed(crate::core::Input::PolicyChanged(
+        crate::test_harness::snapshot(&without),
+    ));
+    t.pump();
+    let n = notifies(&t.take());
+    assert_eq!(n.len(), 1, "{n:?}");
+    assert!(n[0].contains("<basic>open</basic>"), "{}", n[0]);
+    ack_all(&mut t, &n);
+    // The same policy again: nothing they see changed, nothing is sent.
+    t.feed(crate::core::Input::PolicyChanged(
+        crate::test_harness::snapshot(&without),
+    ));
+    t.pump();
+    assert!(notifies(&t.take()).is_empty());
+    // The account is back, still without a device: offline again.
+    t.feed(crate::core::Input::PolicyChanged(
+        crate::test_harness::snapshot(crate::test_harness::POLICY),
+    ));
+    t.pump();
+    let n = notifies(&t.take());
+    assert_eq!(n.len(), 1, "{n:?}");
+    assert!(n[0].contains("<basic>closed</basic>"), "{}", n[0]);
+}
+
+#[test]
 fn without_offline_without_devices_the_status_alone_says_open_or_closed() {
     let mut t = T::new(false);
     let (_, first) = subscribed(&mut t, "presence", "bob", "o2");
