@@ -116,6 +116,13 @@ mod tests {
             let unix = t.now().unix;
             t.core.board_changes(unix)
         };
+        /// What a change of `user` says, which there must be.
+        fn changed<'a, P>(c: &'a [(String, Option<P>)], user: &str) -> &'a P {
+            c.iter()
+                .find(|(u, _)| u == user)
+                .and_then(|(_, p)| p.as_ref())
+                .unwrap_or_else(|| panic!("no change of {user}"))
+        }
         t.register("carol", "127.0.0.1:5073");
         assert!(changes(&mut t).is_empty(), "off: nothing noted");
 
@@ -132,13 +139,7 @@ mod tests {
         );
         t.take();
         let c = changes(&mut t);
-        let bob = c
-            .iter()
-            .find(|(u, _)| u == "bob")
-            .unwrap()
-            .1
-            .as_ref()
-            .unwrap();
+        let bob = changed(&c, "bob");
         assert_eq!(bob.call_status, CallStatus::Ringing, "{c:?}");
 
         // A change on its way to the store comes once it is stored.
@@ -162,13 +163,7 @@ mod tests {
         t.release(true);
         t.hold_writes = false;
         let c = changes(&mut t);
-        let carol = c
-            .iter()
-            .find(|(u, _)| u == "carol")
-            .unwrap()
-            .1
-            .as_ref()
-            .unwrap();
+        let carol = changed(&c, "carol");
         assert_eq!(carol.availability, Availability::DoNotDisturb);
         assert_eq!(t.core.board_people(t.now().unix).len(), 3);
 
@@ -192,13 +187,7 @@ mod tests {
         changes(&mut t);
         t.advance(6);
         let c = changes(&mut t);
-        let carol = c
-            .iter()
-            .find(|(u, _)| u == "carol")
-            .unwrap()
-            .1
-            .as_ref()
-            .unwrap();
+        let carol = changed(&c, "carol");
         assert_eq!(
             carol.availability,
             Availability::DoNotDisturb,
@@ -206,13 +195,7 @@ mod tests {
         );
         t.advance(3600);
         let c = changes(&mut t);
-        let bob = c
-            .iter()
-            .find(|(u, _)| u == "bob")
-            .unwrap()
-            .1
-            .as_ref()
-            .unwrap();
+        let bob = changed(&c, "bob");
         assert_eq!(bob.devices, 0, "{c:?}");
 
         t.core.board_on(false);
