@@ -1328,7 +1328,12 @@ impl Calls {
     /// The call whose dialog of the daemon's own `req` is in (its Call-ID, and our To tag:
     /// of the 200 that answered it, or of one of its messages' 183s), if any.
     pub(crate) fn local_dialog(&self, req: &Request) -> Option<u64> {
-        let key = *self.local_dialogs.get(&call_id_of(req))?;
+        // Every in-dialog request asks: no answered or early local dialog, no work.
+        if self.local_dialogs.is_empty() {
+            return None;
+        }
+        let call_id = req.call_id_header().ok()?;
+        let key = *self.local_dialogs.get(call_id.value().trim())?;
         let to = req.to_header().ok()?;
         let tag = message::tag_of(to.value())?;
         let call = self.calls.get(&key)?;
