@@ -35,3 +35,4 @@ pub mod rtp;
 pub mod say;
 pub mod sdp;
 pub mod session;
+pub mod wav;

@@ -11,6 +11,7 @@
 //! Reading files is the only I/O in this crate, and it happens at load (start-up, reload),
 //! never while calls are served.
 
+use crate::wav::WavError;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The sample rate every prompt has (narrowband telephony: G.711).
-pub const SAMPLE_RATE: u32 = 8000;
+pub const SAMPLE_RATE: u32 = crate::wav::SAMPLE_RATE;
 
 /// Largest prompt file read: 10 MiB, about 11 minutes at 8 kHz, 16-bit.
 pub const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
@@ -407,39 +408,21 @@ fn read_wav(path: &Path) -> Result<Arc<[i16]>, PromptError> {
 
 /// Reads one prompt from the bytes of its WAV file (`path` names it in errors).
 fn read_wav_bytes(bytes: &[u8], path: &Path) -> Result<Arc<[i16]>, PromptError> {
-    let wav_error = |source| PromptError::Wav {
-        path: path.to_owned(),
-        source,
-    };
-    let mut reader = hound::WavReader::new(bytes).map_err(wav_error)?;
-    let spec = reader.spec();
-    if spec.sample_rate != SAMPLE_RATE
-        || spec.channels != 1
-        || spec.bits_per_sample != 16
-        || spec.sample_format != hound::SampleFormat::Int
-    {
-        let format = match spec.sample_format {
-            hound::SampleFormat::Int => "PCM",
-            hound::SampleFormat::Float => "floating point",
-        };
-        return Err(PromptError::Format {
+    // The file's size bounds it already (MAX_FILE_BYTES).
+    match crate::wav::decode(bytes, usize::MAX) {
+        Ok(samples) => Ok(samples.into()),
+        Err(WavError::Unreadable(source)) => Err(PromptError::Wav {
             path: path.to_owned(),
-            found: format!(
-                "{} Hz, {} channel{}, {}-bit {format}",
-                spec.sample_rate,
-                spec.channels,
-                if spec.channels == 1 { "" } else { "s" },
-                spec.bits_per_sample
-            ),
-        });
+            source,
+        }),
+        Err(WavError::Format(found)) => Err(PromptError::Format {
+            path: path.to_owned(),
+            found,
+        }),
+        Err(WavError::TooLong { .. }) => Err(PromptError::TooLarge {
+            path: path.to_owned(),
+        }),
     }
-    // The header's length is not trusted for the allocation: the file's size bounds it.
-    let declared = reader.len() as usize;
-    let mut samples = Vec::with_capacity(declared.min(bytes.len() / 2));
-    for sample in reader.samples::<i16>() {
-        samples.push(sample.map_err(wav_error)?);
-    }
-    Ok(samples.into())
 }
 
 /// A prompt set that could not be loaded, or a prompt that is not there.

@@ -22,7 +22,7 @@ pub use model::*;
 pub use numbers::{NumberFormat, NumberPlan};
 pub use plan::{
     plan, Action, CallerIdRule, Leg, LegTarget, LocalTime, Menu, MenuOption, Message, Next,
-    ProfileMessage, RoutePlan, Step,
+    ProfileMessage, RoutePlan, Step, VoicemailReason,
 };
 pub use profile::{build_profile, number_problem, ProfileDraft, ProfileProblem};
 pub use view::{Call, Caller, DeviceView, GroupMemory, PersonView, View, ViewSource};

@@ -63,6 +63,19 @@ struct RawUser {
     forwarding: Option<RawForwarding>,
     email: Option<S>,
     missed_call_email: Option<S>,
+    voicemail: Option<RawVoicemail>,
+}
+
+/// `[users.ID.voicemail]`, `[teams.ID.voicemail]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVoicemail {
+    enabled: Option<bool>,
+    number: Option<S>,
+    pin: Option<S>,
+    email: Option<Spanned<Vec<S>>>,
+    max_messages: Option<Spanned<i64>>,
+    max_message_secs: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -111,6 +124,7 @@ struct RawTeam {
     no_answer: Option<S>,
     out_of_hours: Option<S>,
     schedule: Option<S>,
+    voicemail: Option<RawVoicemail>,
 }
 
 #[derive(Deserialize)]
@@ -430,17 +444,21 @@ fn answered_next_problem(policy: &Policy, t: &Target) -> Option<String> {
     ))
 }
 
-/// Reads a target string: `user:ID`, `team:ID`, `voicemail:ID`, `menu:ID`, `queue:ID`,
-/// `announcement:ID`, `number:+44…`, `hangup`.
+/// Reads a target string: `user:ID`, `team:ID`, `voicemail` (the mailbox of whoever's
+/// setting it is), `voicemail:ID`, `menu:ID`, `queue:ID`, `announcement:ID`,
+/// `number:+44…`, `hangup`.
 pub fn parse_target(s: &str) -> Result<Target, String> {
     let s = s.trim();
     if s == "hangup" {
         return Ok(Target::Hangup);
     }
+    if s == "voicemail" {
+        return Ok(Target::Voicemail);
+    }
     let Some((kind, id)) = s.split_once(':') else {
         return Err(format!(
-            "{s:?} is not a destination: use user:ID, team:ID, voicemail:ID, menu:ID, queue:ID, \
-             announcement:ID, number:NUMBER or hangup"
+            "{s:?} is not a destination: use user:ID, team:ID, voicemail, voicemail:ID, menu:ID, \
+             queue:ID, announcement:ID, number:NUMBER or hangup"
         ));
     };
     let id = id.trim();
@@ -676,6 +694,143 @@ impl Builder {
                 None
             }
         }
+    }
+
+    /// A target where no person or team is being routed (a DID, a menu's key, a message's
+    /// `next`): `voicemail` alone cannot say whose mailbox.
+    fn ownerless_target(&mut self, src: &Source, v: &S, key: String) -> Option<Target> {
+        let t = self.target(src, v, key.clone())?;
+        if t == Target::Voicemail {
+            self.err(
+                src,
+                v.span(),
+                key,
+                "\"voicemail\" alone is the mailbox of the person or team whose setting it is; \
+                 here nobody's: name the mailbox, voicemail:ID (a user or team)",
+            );
+            return None;
+        }
+        Some(t)
+    }
+
+    /// `[users.ID.voicemail]` or `[teams.ID.voicemail]` (`key` is where it is written,
+    /// `at` the owner's id), over `defaults` (the owner's extension and mail address).
+    fn voicemail(
+        &mut self,
+        src: &Source,
+        raw: Option<&RawVoicemail>,
+        key: &str,
+        owner: MailboxOwner,
+        at: Range<usize>,
+        defaults: VoicemailSettings,
+    ) -> VoicemailSettings {
+        let mut v = defaults;
+        if let Some(raw) = raw {
+            v.enabled = raw.enabled.unwrap_or(true);
+            if let Some(n) = &raw.number {
+                let n_str = n.get_ref().trim();
+                if n_str.is_empty()
+                    || n_str.len() > 32
+                    || !n_str.bytes().all(|b| b.is_ascii_digit())
+                {
+                    self.err(
+                        src,
+                        n.span(),
+                        format!("{key}.number"),
+                        format!("mailbox number {n_str:?} must be digits (at most 32)"),
+                    );
+                } else {
+                    v.number = Some(n_str.to_string());
+                }
+            }
+            if let Some(p) = &raw.pin {
+                let pin = p.get_ref().trim();
+                let digits = pin.bytes().all(|b| b.is_ascii_digit());
+                if !digits || !(MIN_PIN_DIGITS..=MAX_PIN_DIGITS).contains(&pin.len()) {
+                    self.err(
+                        src,
+                        p.span(),
+                        format!("{key}.pin"),
+                        format!(
+                            "a mailbox PIN is {MIN_PIN_DIGITS} to {MAX_PIN_DIGITS} digits, \
+                             a phone's keys"
+                        ),
+                    );
+                } else {
+                    v.pin = Some(pin.to_string());
+                }
+            }
+            if let Some(list) = &raw.email {
+                v.email.clear();
+                if list.get_ref().len() > MAX_MAILBOX_EMAILS {
+                    self.err(
+                        src,
+                        list.span(),
+                        format!("{key}.email"),
+                        format!("at most {MAX_MAILBOX_EMAILS} addresses"),
+                    );
+                }
+                for (i, e) in list.get_ref().iter().take(MAX_MAILBOX_EMAILS).enumerate() {
+                    if is_email(e.get_ref()) {
+                        v.email.push(e.get_ref().clone());
+                    } else {
+                        self.err(
+                            src,
+                            e.span(),
+                            format!("{key}.email[{i}]"),
+                            format!("{:?} is not a mail address (name@domain)", e.get_ref()),
+                        );
+                    }
+                }
+            }
+            let bounded = |b: &mut Self, value: &Option<Spanned<i64>>, name: &str, max: u32| {
+                let value = value.as_ref()?;
+                match u32::try_from(*value.get_ref()) {
+                    Ok(n) if (1..=max).contains(&n) => Some(n),
+                    _ => {
+                        b.err(
+                            src,
+                            value.span(),
+                            format!("{key}.{name}"),
+                            format!("{name} must be 1 to {max}"),
+                        );
+                        None
+                    }
+                }
+            };
+            v.max_messages = bounded(
+                self,
+                &raw.max_messages,
+                "max_messages",
+                MAX_MAILBOX_MESSAGES,
+            );
+            v.max_message_secs = bounded(
+                self,
+                &raw.max_message_secs,
+                "max_message_secs",
+                MAX_MESSAGE_SECS,
+            );
+        }
+        if let (Some(n), true) = (&v.number, v.enabled) {
+            match self.policy.by_mailbox_number.get(n) {
+                Some(prev) if *prev != owner => {
+                    let span = raw
+                        .and_then(|r| r.number.as_ref())
+                        .map(|n| n.span())
+                        .unwrap_or(at);
+                    self.err(
+                        src,
+                        span,
+                        format!("{key}.number"),
+                        format!("mailbox number {n} is already {prev}'s"),
+                    );
+                }
+                _ => {
+                    self.policy.by_mailbox_number.insert(n.clone(), owner);
+                }
+            }
+        }
+        v
     }
 
     fn extension(&mut self, src: &Source, ext: &S, owner: String, key: String) -> Option<String> {
@@ -919,7 +1074,7 @@ impl Builder {
                             continue;
                         }
                     };
-                    if let Some(t) = self.target(src, v, okey) {
+                    if let Some(t) = self.ownerless_target(src, v, okey) {
                         options.push((digit, t));
                     }
                 }
@@ -978,7 +1133,7 @@ impl Builder {
         let default = match &raw.default {
             None => Target::Hangup,
             Some(d) => self
-                .target(src, d, format!("{key}.default"))
+                .ownerless_target(src, d, format!("{key}.default"))
                 .unwrap_or(Target::Hangup),
         };
         let own = Target::Destination(DestinationKind::Menu, id.get_ref().clone());
@@ -1170,7 +1325,7 @@ impl Builder {
                     None
                 }
                 Some(n) => {
-                    let t = self.target(src, n, format!("{key}.next"));
+                    let t = self.ownerless_target(src, n, format!("{key}.next"));
                     if let (Some(t), true) = (&t, answer) {
                         let what = RefKind::AnsweredNext(t.clone());
                         self.reference(src, n.span(), format!("{key}.next"), what);
@@ -1622,6 +1777,18 @@ impl Builder {
                 }
             },
         };
+        let voicemail = self.voicemail(
+            src,
+            raw.voicemail.as_ref(),
+            &format!("{key}.voicemail"),
+            MailboxOwner::User(uid.clone()),
+            id.span(),
+            VoicemailSettings {
+                number: (!extension.is_empty()).then(|| extension.clone()),
+                email: email.iter().cloned().collect(),
+                ..VoicemailSettings::default()
+            },
+        );
         self.policy.users.insert(
             uid.clone(),
             User {
@@ -1642,6 +1809,7 @@ impl Builder {
                 forwarding,
                 email,
                 missed_call_email,
+                voicemail,
             },
         );
         if !extension.is_empty() {
@@ -1714,7 +1882,19 @@ impl Builder {
             let span = raw.ring_time.as_ref().map_or(id.span(), |r| r.span());
             self.warn(src, span, format!("{key}.ring_time"), msg);
         }
+        let voicemail = self.voicemail(
+            src,
+            raw.voicemail.as_ref(),
+            &format!("{key}.voicemail"),
+            MailboxOwner::Team(tid.clone()),
+            id.span(),
+            VoicemailSettings {
+                number: extension.clone(),
+                ..VoicemailSettings::default()
+            },
+        );
         let team = Team {
+            voicemail,
             id: tid.clone(),
             name: raw.name.unwrap_or_else(|| tid.clone()),
             extension: extension.clone(),
@@ -1883,9 +2063,9 @@ impl Builder {
                     RefKind::Schedule(s.get_ref().clone()),
                 );
             }
-            let ooh =
-                out_of_hours.and_then(|o| self.target(src, o, format!("{dkey}.out_of_hours")));
-            if let Some(t) = self.target(src, to, dkey) {
+            let ooh = out_of_hours
+                .and_then(|o| self.ownerless_target(src, o, format!("{dkey}.out_of_hours")));
+            if let Some(t) = self.ownerless_target(src, to, dkey) {
                 dids.insert(
                     inside,
                     Did {

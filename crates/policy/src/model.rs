@@ -52,6 +52,11 @@ pub enum Target {
     Destination(DestinationKind, String),
     /// A number dialled out through a trunk.
     External(String),
+    /// `voicemail` alone: the daemon's own mailbox of the person or team whose setting it
+    /// is (their `no_answer`, `busy`, `out_of_hours`, forwarding's `no_answer`, a profile's
+    /// `send_to`). `voicemail:ID` is a [`Target::Destination`]: the media server's
+    /// destination `ID`, or when there is none, the mailbox of user or team `ID`.
+    Voicemail,
     Hangup,
 }
 
@@ -62,6 +67,7 @@ impl fmt::Display for Target {
             Target::Team(t) => write!(f, "team:{t}"),
             Target::Destination(k, d) => write!(f, "{}:{d}", k.as_str()),
             Target::External(n) => write!(f, "number:{n}"),
+            Target::Voicemail => f.write_str("voicemail"),
             Target::Hangup => f.write_str("hangup"),
         }
     }
@@ -165,6 +171,95 @@ pub enum BusyAction {
     Engaged,
     /// Send the call on (voicemail, a message, a user, team, menu or number).
     Redirect(Target),
+}
+
+/// Whose mailbox: a person's or a team's (the daemon keeps one for each, without
+/// configuration).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MailboxOwner {
+    User(String),
+    Team(String),
+}
+
+impl MailboxOwner {
+    /// The mailbox's key in the store and the API: `user:ID` or `team:ID` (a person and a
+    /// team may share an id).
+    pub fn key(&self) -> String {
+        self.to_string()
+    }
+
+    /// The owner a [`MailboxOwner::key`] names.
+    pub fn from_key(key: &str) -> Option<MailboxOwner> {
+        match key.split_once(':')? {
+            ("user", id) if !id.is_empty() => Some(MailboxOwner::User(id.to_string())),
+            ("team", id) if !id.is_empty() => Some(MailboxOwner::Team(id.to_string())),
+            _ => None,
+        }
+    }
+
+    /// The user's or team's id.
+    pub fn id(&self) -> &str {
+        match self {
+            MailboxOwner::User(id) | MailboxOwner::Team(id) => id,
+        }
+    }
+}
+
+impl fmt::Display for MailboxOwner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MailboxOwner::User(u) => write!(f, "user:{u}"),
+            MailboxOwner::Team(t) => write!(f, "team:{t}"),
+        }
+    }
+}
+
+/// Most digits of a mailbox PIN (and fewest: [`MIN_PIN_DIGITS`]).
+pub const MAX_PIN_DIGITS: usize = 12;
+/// Fewest digits of a mailbox PIN.
+pub const MIN_PIN_DIGITS: usize = 4;
+/// Most messages a mailbox may be allowed to hold.
+pub const MAX_MAILBOX_MESSAGES: u32 = 1000;
+/// Longest message a mailbox may be allowed to take, in seconds.
+pub const MAX_MESSAGE_SECS: u32 = 600;
+/// Most addresses a mailbox's messages are mailed to.
+pub const MAX_MAILBOX_EMAILS: usize = 8;
+
+/// A person's or team's voicemail (`[users.ID.voicemail]`, `[teams.ID.voicemail]`): every
+/// person and team has a mailbox unless it is turned off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VoicemailSettings {
+    /// Whether the mailbox takes messages (default true). A call sent to a mailbox that is
+    /// off ends as unanswered (480).
+    pub enabled: bool,
+    /// The mailbox number, dialled (with the PIN) to reach the mailbox from any phone;
+    /// default the extension (none for a team without one).
+    pub number: Option<String>,
+    /// The PIN asked for when the mailbox is reached from a phone that is not the owner's
+    /// own registered device ([`MIN_PIN_DIGITS`]–[`MAX_PIN_DIGITS`] digits). None: only the
+    /// owner's own devices reach it.
+    pub pin: Option<String>,
+    /// Where each new message is mailed, with its audio attached (default the person's
+    /// `email`; empty: no mail).
+    pub email: Vec<String>,
+    /// Most messages the mailbox holds (None: the daemon's `[voicemail] max_messages`);
+    /// when full the caller hears so and the call ends.
+    pub max_messages: Option<u32>,
+    /// Longest message, in seconds (None: the daemon's `[voicemail] max_message_secs`).
+    pub max_message_secs: Option<u32>,
+}
+
+impl Default for VoicemailSettings {
+    fn default() -> Self {
+        VoicemailSettings {
+            enabled: true,
+            number: None,
+            pin: None,
+            email: Vec::new(),
+            max_messages: None,
+            max_message_secs: None,
+        }
+    }
 }
 
 /// Ring strategies (named as in docs/policy.md).
@@ -325,6 +420,8 @@ pub struct User {
     pub email: Option<String>,
     /// Which missed calls are mailed to [`User::email`].
     pub missed_call_email: MissedCallEmail,
+    /// Their mailbox.
+    pub voicemail: VoicemailSettings,
 }
 
 /// A ring group.
@@ -346,6 +443,8 @@ pub struct Team {
     pub no_answer: Target,
     pub out_of_hours: Option<Target>,
     pub schedule: Option<String>,
+    /// The team's mailbox.
+    pub voicemail: VoicemailSettings,
 }
 
 /// How a profile handles incoming calls.
@@ -646,6 +745,8 @@ pub struct Policy {
     pub(crate) statuses: BTreeMap<Availability, StatusRule>,
     pub(crate) by_extension: HashMap<String, ExtensionOwner>,
     pub(crate) by_username: HashMap<String, String>,
+    /// Mailbox numbers and whose mailbox each is.
+    pub(crate) by_mailbox_number: HashMap<String, MailboxOwner>,
     /// Profiles whose refused callers hear no announcement (`announce = false`).
     pub(crate) silent_profiles: std::collections::BTreeSet<String>,
     /// What `check` warns of: valid, and perhaps not what was meant.
@@ -751,6 +852,28 @@ impl Policy {
         match t {
             Target::User(u) => (!self.users.contains_key(u)).then(|| format!("unknown user {u:?}")),
             Target::Team(t) => (!self.teams.contains_key(t)).then(|| format!("unknown team {t:?}")),
+            Target::Destination(DestinationKind::Voicemail, d)
+                if !self.destinations.contains_key(d) =>
+            {
+                let owners = [
+                    self.users
+                        .contains_key(d)
+                        .then(|| MailboxOwner::User(d.clone())),
+                    self.teams
+                        .contains_key(d)
+                        .then(|| MailboxOwner::Team(d.clone())),
+                ];
+                match owners {
+                    [Some(_), Some(_)] => Some(format!(
+                        "voicemail:{d} could be user {d}'s mailbox or team {d}'s: name a \
+                         [destinations] entry for one of them"
+                    )),
+                    [Some(o), None] | [None, Some(o)] => self.mailbox_problem(&o),
+                    [None, None] => Some(format!(
+                        "unknown destination {d:?} (nor a user or team whose mailbox it could be)"
+                    )),
+                }
+            }
             Target::Destination(kind, d) => match self.destinations.get(d) {
                 None => Some(format!("unknown destination {d:?}")),
                 Some(dest) if dest.kind != *kind => Some(format!(
@@ -760,8 +883,33 @@ impl Policy {
                 )),
                 Some(_) => None,
             },
-            Target::External(_) | Target::Hangup => None,
+            Target::External(_) | Target::Voicemail | Target::Hangup => None,
         }
+    }
+
+    /// The settings of `owner`'s mailbox, if they exist.
+    pub fn mailbox(&self, owner: &MailboxOwner) -> Option<&VoicemailSettings> {
+        match owner {
+            MailboxOwner::User(u) => self.users.get(u).map(|u| &u.voicemail),
+            MailboxOwner::Team(t) => self.teams.get(t).map(|t| &t.voicemail),
+        }
+    }
+
+    /// Why calls cannot be sent to `owner`'s mailbox, if they cannot.
+    pub fn mailbox_problem(&self, owner: &MailboxOwner) -> Option<String> {
+        match self.mailbox(owner) {
+            None => Some(format!("unknown {}", owner.to_string().replace(':', " "))),
+            Some(v) if !v.enabled => Some(format!(
+                "{}'s voicemail is turned off (voicemail.enabled = false)",
+                owner.id()
+            )),
+            Some(_) => None,
+        }
+    }
+
+    /// Whose mailbox has number `number`.
+    pub fn mailbox_by_number(&self, number: &str) -> Option<&MailboxOwner> {
+        self.by_mailbox_number.get(number)
     }
 
     pub fn status_rule(&self, a: Availability) -> &StatusRule {

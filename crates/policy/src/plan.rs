@@ -101,6 +101,13 @@ pub enum Action {
         message: Message,
         answer: bool,
     },
+    /// The daemon's own mailbox of a person or team: their greeting plays (answering the
+    /// call), then what the caller says is recorded as a message. When it cannot take a
+    /// message (full, no media, no codec in common) the call goes on to `on_no_answer`.
+    Voicemail {
+        mailbox: MailboxOwner,
+        reason: VoicemailReason,
+    },
     /// Hand the call to a destination of the media server.
     Destination {
         id: String,
@@ -109,6 +116,51 @@ pub enum Action {
     },
     /// Refuse the call.
     Reject { code: u16, reason: String },
+}
+
+/// Why a call reached a mailbox: kept with the message.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum VoicemailReason {
+    /// Nobody answered.
+    NoAnswer,
+    /// The person was in another call, or everyone was.
+    Busy,
+    /// Outside office hours, or a status that follows out-of-hours routing.
+    OutOfHours,
+    /// Nobody could be rung (unavailable, no registered device).
+    Unavailable,
+    /// The person's active profile (its id) sends calls there.
+    Profile(String),
+    /// The call was for the mailbox itself (a DID, a menu's key, `voicemail:ID`).
+    Direct,
+}
+
+impl VoicemailReason {
+    /// The reason's word (API, call records): `no_answer`, `busy`, `out_of_hours`,
+    /// `unavailable`, `profile`, `direct`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            VoicemailReason::NoAnswer => "no_answer",
+            VoicemailReason::Busy => "busy",
+            VoicemailReason::OutOfHours => "out_of_hours",
+            VoicemailReason::Unavailable => "unavailable",
+            VoicemailReason::Profile(_) => "profile",
+            VoicemailReason::Direct => "direct",
+        }
+    }
+}
+
+impl fmt::Display for VoicemailReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VoicemailReason::NoAnswer => f.write_str("no answer"),
+            VoicemailReason::Busy => f.write_str("busy"),
+            VoicemailReason::OutOfHours => f.write_str("out of hours"),
+            VoicemailReason::Unavailable => f.write_str("unavailable"),
+            VoicemailReason::Profile(p) => write!(f, "profile {p}"),
+            VoicemailReason::Direct => f.write_str("dialled"),
+        }
+    }
 }
 
 /// A menu step: what the caller hears and where each key leads.
@@ -249,6 +301,8 @@ struct Planner<'a> {
     /// menu goes to its step again (the plan stays finite; the executor bounds the steps
     /// a call enters).
     menus: Vec<(String, usize)>,
+    /// Whose setting is being planned and why (`voicemail` alone is their mailbox).
+    mailbox_for: Option<(MailboxOwner, VoicemailReason)>,
 }
 
 /// Plans a call. Pure: reads only its arguments.
@@ -262,6 +316,7 @@ pub fn plan(policy: &Policy, call: &Call, view: &dyn ViewSource, now: DateTime<U
         notes: Vec::new(),
         visiting: Vec::new(),
         menus: Vec::new(),
+        mailbox_for: None,
     };
     let start = p.entry();
     RoutePlan {
@@ -486,6 +541,13 @@ impl Planner<'_> {
         let next = match target {
             Target::User(u) => self.user(u, ctx, why),
             Target::Team(t) => self.team(t, why),
+            Target::Voicemail => match self.mailbox_for.clone() {
+                Some((owner, reason)) => self.mailbox(owner, reason, why),
+                None => {
+                    self.note(format!("{why}: voicemail of nobody in particular"));
+                    Next::Final(480)
+                }
+            },
             Target::Destination(kind, id) => self.destination(*kind, id, why),
             Target::External(n) => {
                 let (trunk, n) = self.trunk_for(n);
@@ -534,7 +596,54 @@ impl Planner<'_> {
         })
     }
 
+    /// Plans `target` as `owner`'s setting, reached for `reason`: `voicemail` alone there
+    /// is `owner`'s mailbox.
+    fn target_of(
+        &mut self,
+        target: &Target,
+        owner: MailboxOwner,
+        reason: VoicemailReason,
+        why: String,
+    ) -> Next {
+        let outer = self.mailbox_for.replace((owner, reason));
+        let next = self.target(target, Context::Direct, why);
+        self.mailbox_for = outer;
+        next
+    }
+
+    /// A step that takes a message in `owner`'s mailbox.
+    fn mailbox(&mut self, owner: MailboxOwner, reason: VoicemailReason, why: String) -> Next {
+        if let Some(problem) = self.policy.mailbox_problem(&owner) {
+            self.note(format!("{why}: {problem}"));
+            return Next::Final(480);
+        }
+        self.push(Step {
+            action: Action::Voicemail {
+                mailbox: owner,
+                reason,
+            },
+            on_no_answer: Next::Final(480),
+            on_busy: Next::Final(486),
+            on_unavailable: Next::Final(480),
+            why,
+        })
+    }
+
     fn destination(&mut self, kind: DestinationKind, id: &str, why: String) -> Next {
+        if kind == DestinationKind::Voicemail && self.policy.destination(id).is_none() {
+            // voicemail:ID without a media server's destination ID: the mailbox of user or
+            // team ID (the policy's check made sure it is one of them).
+            let owner = if self.policy.user(id).is_some() {
+                MailboxOwner::User(id.to_string())
+            } else {
+                MailboxOwner::Team(id.to_string())
+            };
+            let reason = self
+                .mailbox_for
+                .as_ref()
+                .map_or(VoicemailReason::Direct, |(_, r)| r.clone());
+            return self.mailbox(owner, reason, why);
+        }
         let Some(d) = self.policy.destination(id) else {
             self.note(format!("unknown destination {id}"));
             return Next::Final(480);
@@ -587,6 +696,8 @@ impl Planner<'_> {
         // again). This ends: a menu reached again is its step again, the path between
         // two menus is bounded as any, and so is the plan.
         let path = std::mem::take(&mut self.visiting);
+        // A key is the caller's own choice: a mailbox it leads to was dialled.
+        let outer = self.mailbox_for.take();
         let mut options = Vec::new();
         for (key, target) in &spec.options {
             let next = self.target(target, Context::Direct, format!("menu {id}: key {key}"));
@@ -601,6 +712,7 @@ impl Planner<'_> {
             Target::Hangup => Next::Final(code),
             t => self.target(t, Context::Direct, format!("menu {id}: no choice")),
         };
+        self.mailbox_for = outer;
         self.steps[slot] = Step {
             action: Action::Menu {
                 menu: Menu {
@@ -638,9 +750,10 @@ impl Planner<'_> {
                 "{id}: outside office hours ({})",
                 user.schedule.as_deref().unwrap_or("")
             ));
-            return self.target(
+            return self.target_of(
                 &user.out_of_hours,
-                Context::Direct,
+                MailboxOwner::User(id.to_string()),
+                VoicemailReason::OutOfHours,
                 format!("{id} is out of hours"),
             );
         }
@@ -652,16 +765,22 @@ impl Planner<'_> {
                 IncomingHandling::RingDevices(names) => only_devices = Some(names.clone()),
                 IncomingHandling::SendTo(t) => {
                     self.note(format!("{id}'s profile {} sends calls to {t}", p.name));
-                    return self.target(t, Context::Direct, format!("{id}'s profile {}", p.name));
+                    return self.target_of(
+                        t,
+                        MailboxOwner::User(id.to_string()),
+                        VoicemailReason::Profile(p.id.clone()),
+                        format!("{id}'s profile {}", p.name),
+                    );
                 }
                 IncomingHandling::OutOfHours => {
                     self.note(format!(
                         "{id}'s profile {} follows out-of-hours routing",
                         p.name
                     ));
-                    return self.target(
+                    return self.target_of(
                         &user.out_of_hours,
-                        Context::Direct,
+                        MailboxOwner::User(id.to_string()),
+                        VoicemailReason::Profile(p.id.clone()),
                         format!("{id}'s profile {}", p.name),
                     );
                 }
@@ -717,15 +836,16 @@ impl Planner<'_> {
                     "{id} is {}: out-of-hours routing",
                     availability.as_str()
                 ));
-                return self.target(
+                return self.target_of(
                     &user.out_of_hours,
-                    Context::Direct,
+                    MailboxOwner::User(id.to_string()),
+                    VoicemailReason::OutOfHours,
                     format!("{id} is {}", availability.as_str()),
                 );
             }
             StatusEffect::Unavailable => {
                 self.note(format!("{id} is {}: unavailable", availability.as_str()));
-                return self.unreachable(&user.no_answer, ctx, format!("{id} is unavailable"));
+                return self.unreachable(id, &user.no_answer, ctx, format!("{id} is unavailable"));
             }
         }
         if person.in_call && !user.call_waiting {
@@ -752,6 +872,7 @@ impl Planner<'_> {
         if devices.is_empty() && forwarding.is_none() {
             self.note(format!("{id} has no registered devices: unavailable"));
             return self.unreachable(
+                id,
                 &user.no_answer,
                 ctx,
                 format!("{id} has no registered devices"),
@@ -810,7 +931,12 @@ impl Planner<'_> {
         let on_no_answer = if ctx == Context::Team {
             Next::Final(408)
         } else {
-            self.target(&no_answer, Context::Direct, format!("{id} did not answer"))
+            self.target_of(
+                &no_answer,
+                MailboxOwner::User(id.to_string()),
+                VoicemailReason::NoAnswer,
+                format!("{id} did not answer"),
+            )
         };
         let on_busy = if ctx == Context::Team {
             Next::Final(486)
@@ -916,7 +1042,12 @@ impl Planner<'_> {
             BusyAction::Engaged => Next::Final(486),
             BusyAction::Redirect(t) => {
                 let t = t.clone();
-                self.target(&t, Context::Direct, format!("{} is busy", user.id))
+                self.target_of(
+                    &t,
+                    MailboxOwner::User(user.id.clone()),
+                    VoicemailReason::Busy,
+                    format!("{} is busy", user.id),
+                )
             }
         }
     }
@@ -924,11 +1055,12 @@ impl Planner<'_> {
     /// Where a user's call goes when it cannot ring them (unavailable, no devices): their
     /// no-answer destination, except on a team call, which a member's own destinations
     /// never take.
-    fn unreachable(&mut self, no_answer: &Target, ctx: Context, why: String) -> Next {
+    fn unreachable(&mut self, user: &str, no_answer: &Target, ctx: Context, why: String) -> Next {
         if ctx == Context::Team {
             return Next::Final(480);
         }
-        self.target(no_answer, Context::Direct, why)
+        let owner = MailboxOwner::User(user.to_string());
+        self.target_of(no_answer, owner, VoicemailReason::Unavailable, why)
     }
 
     fn team(&mut self, id: &str, why: String) -> Next {
@@ -939,7 +1071,12 @@ impl Planner<'_> {
         if !self.is_open(team.schedule.as_deref()) {
             if let Some(t) = &team.out_of_hours {
                 self.note(format!("team {id}: outside office hours"));
-                return self.target(t, Context::Direct, format!("team {id} is out of hours"));
+                return self.target_of(
+                    t,
+                    MailboxOwner::Team(id.to_string()),
+                    VoicemailReason::OutOfHours,
+                    format!("team {id} is out of hours"),
+                );
             }
         }
         // Who can take the call.
@@ -995,9 +1132,15 @@ impl Planner<'_> {
         if eligible.is_empty() {
             self.note(format!("team {id}: nobody can take the call"));
             let code_if_busy = !in_call.is_empty();
-            let next = self.target(
+            let reason = if in_call.is_empty() {
+                VoicemailReason::Unavailable
+            } else {
+                VoicemailReason::Busy
+            };
+            let next = self.target_of(
                 &no_answer,
-                Context::Direct,
+                MailboxOwner::Team(id.to_string()),
+                reason,
                 format!("team {id}: nobody available"),
             );
             return match (next, code_if_busy) {
@@ -1067,9 +1210,10 @@ impl Planner<'_> {
         }
         legs.truncate(MAX_LEGS);
         let duration = legs.iter().map(|l| l.stop).max().unwrap_or(0);
-        let on_no_answer = self.target(
+        let on_no_answer = self.target_of(
             &no_answer,
-            Context::Direct,
+            MailboxOwner::Team(id.to_string()),
+            VoicemailReason::NoAnswer,
             format!("team {id} did not answer"),
         );
         self.steps[slot] = Step {
@@ -1319,6 +1463,11 @@ impl fmt::Display for RoutePlan {
                     } else {
                         s.on_no_answer.to_string()
                     }
+                )?,
+                Action::Voicemail { mailbox, reason } => writeln!(
+                    f,
+                    "  answer and take a message in the mailbox of {} ({reason})",
+                    mailbox.to_string().replace(':', " ")
                 )?,
                 Action::Destination { id, kind, uri } => {
                     writeln!(f, "  send to {} {id} ({uri})", kind.as_str())?

@@ -167,6 +167,41 @@ pub fn call_record_range(from: u64, to: u64) -> (String, String) {
 /// Node-local: the node that wrote the record sends its mail.
 pub const MAIL_OUTBOX: Table = Table::new("mail_outbox", Scope::NodeLocal);
 
+/// Voicemail messages: one row per message a mailbox holds. Key: [`voicemail_key`],
+/// `mailbox \n message id` (the mailbox is `user:ID` or `team:ID`; the id begins with the
+/// time it was left, 20 digits, so a mailbox's messages sort oldest first and are read by
+/// range, [`voicemail_range`]); row: JSON of a `switchboard::voicemail::MessageRow` (who
+/// called, whom, when, how long, why the call came there, heard or not). Written in the
+/// same commit as the message's audio ([`VOICEMAIL_AUDIO`]): a message is whole or absent.
+///
+/// Shared: a person's mailbox is theirs whichever node took the message.
+pub const VOICEMAIL: Table = Table::new("voicemail", Scope::Shared);
+
+/// The audio of each voicemail message. Key: the message's [`voicemail_key`]; value: the
+/// WAV file (8000 Hz mono 16-bit PCM, raw bytes, not JSON). Never read whole: a message's
+/// audio is read by its key when it is played, fetched or mailed.
+///
+/// Shared: as [`VOICEMAIL`].
+pub const VOICEMAIL_AUDIO: Table = Table::new("voicemail_audio", Scope::Shared);
+
+/// What each mailbox's owner recorded: key [`voicemail_key`] with id `greeting` (what a
+/// caller hears before leaving a message) or `name` (their name, said in announcements);
+/// value: the WAV file (8000 Hz mono 16-bit PCM, raw bytes).
+///
+/// Shared: as [`VOICEMAIL`].
+pub const VOICEMAIL_RECORDINGS: Table = Table::new("voicemail_recordings", Scope::Shared);
+
+/// The key, in [`VOICEMAIL`], [`VOICEMAIL_AUDIO`] and [`VOICEMAIL_RECORDINGS`], of `id` in
+/// `mailbox`.
+pub fn voicemail_key(mailbox: &str, id: &str) -> String {
+    format!("{mailbox}\n{id}")
+}
+
+/// The range of [`voicemail_key`]s of every row of `mailbox`.
+pub fn voicemail_range(mailbox: &str) -> (String, String) {
+    (format!("{mailbox}\n"), format!("{mailbox}\u{b}"))
+}
+
 /// Every table, in the order declared above.
 pub const ALL: &[Table] = &[
     SECRETS,
@@ -178,6 +213,9 @@ pub const ALL: &[Table] = &[
     SUBSCRIPTIONS,
     CALL_RECORDS,
     MAIL_OUTBOX,
+    VOICEMAIL,
+    VOICEMAIL_AUDIO,
+    VOICEMAIL_RECORDINGS,
 ];
 
 /// The order in which the daemon reads the tables back at start, and restores what they
@@ -195,16 +233,23 @@ pub const ALL: &[Table] = &[
 /// - [`STATUS_LOG`] and [`CALL_RECORDS`] last, and only nominally: they grow with time and
 ///   are never loaded; reports and queries read ranges of them from the store when asked.
 ///   [`MAIL_OUTBOX`] likewise: the mail task reads it itself.
+/// - [`VOICEMAIL`] before [`SUBSCRIPTIONS`]: a restored message-summary subscription is
+///   told its mailbox's counts, which must be the messages read back;
+///   [`VOICEMAIL_AUDIO`] and [`VOICEMAIL_RECORDINGS`] are never loaded whole (read by key
+///   when played, fetched or mailed).
 pub const RESTORE_ORDER: &[Table] = &[
     SECRETS,
     BINDINGS,
     MEMORY,
     PROFILES,
     PRESENCE,
+    VOICEMAIL,
     SUBSCRIPTIONS,
     STATUS_LOG,
     CALL_RECORDS,
     MAIL_OUTBOX,
+    VOICEMAIL_AUDIO,
+    VOICEMAIL_RECORDINGS,
 ];
 
 #[cfg(test)]
@@ -243,7 +288,7 @@ mod tests {
         let at = |t: Table| RESTORE_ORDER.iter().position(|r| *r == t).unwrap();
         assert_eq!(at(SECRETS), 0);
         assert!(at(PROFILES) < at(PRESENCE));
-        for t in [BINDINGS, MEMORY, PROFILES, PRESENCE] {
+        for t in [BINDINGS, MEMORY, PROFILES, PRESENCE, VOICEMAIL] {
             assert!(at(t) < at(SUBSCRIPTIONS), "{t}");
         }
     }
@@ -259,6 +304,17 @@ mod tests {
         assert!(call_record_key(101, "") >= to);
         let long = "é".repeat(100);
         assert!(call_record_key(1, &long).len() <= 21 + CALL_RECORD_KEY_CALL_ID);
+    }
+
+    #[test]
+    fn voicemail_keys_of_a_mailbox_fall_in_its_range_only() {
+        let (from, to) = voicemail_range("user:al");
+        let k = voicemail_key("user:al", "00000000001700000000-1");
+        assert!(k >= from && k < to);
+        for other in ["user:a", "user:al2", "user:alice", "team:al"] {
+            let k = voicemail_key(other, "00000000001700000000-1");
+            assert!(k < from || k >= to, "{other}");
+        }
     }
 
     #[test]

@@ -17,7 +17,9 @@
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-use switchboard_policy::{Action, CallerIdRule, LegTarget, Menu, Message, Next, RoutePlan};
+use switchboard_policy::{
+    Action, CallerIdRule, LegTarget, MailboxOwner, Menu, Message, Next, RoutePlan, VoicemailReason,
+};
 use switchboard_sip::proxy::best_response;
 
 /// Identifies a branch within one call.
@@ -55,6 +57,15 @@ pub enum BranchTarget {
         id: String,
         message: Message,
         answer: bool,
+    },
+    /// The daemon's own mailbox of a person or team: it answers the call
+    /// ([`Execution::local_answered`]), plays the greeting and takes a message; a caller it
+    /// cannot serve (no codec in common…) is refused as by an announcement, and a mailbox
+    /// that cannot take a message (full, no media) ends like a message that could not be
+    /// played ([`Execution::media_ended`]: the step's `on_no_answer`).
+    Mailbox {
+        mailbox: MailboxOwner,
+        reason: VoicemailReason,
     },
 }
 
@@ -771,6 +782,13 @@ impl Execution {
                     };
                     self.legs.push(local_leg(Duration::ZERO, target));
                 }
+                Action::Voicemail { mailbox, reason } => {
+                    self.step_end = self.limits.max_ring;
+                    self.history
+                        .push(format!("step {}: to the mailbox of {mailbox}", index + 1));
+                    let target = BranchTarget::Mailbox { mailbox, reason };
+                    self.legs.push(local_leg(Duration::ZERO, target));
+                }
                 Action::Reject { code, reason } => {
                     self.history
                         .push(format!("step {}: rejected {code} {reason}", index + 1));
@@ -1140,6 +1158,7 @@ mod tests {
                         BranchTarget::Message { message } => format!("message {message}"),
                         BranchTarget::Menu { menu } => format!("menu {}", menu.id),
                         BranchTarget::Announcement { id, .. } => format!("announcement {id}"),
+                        BranchTarget::Mailbox { mailbox, .. } => format!("mailbox {mailbox}"),
                     },
                 )),
                 _ => None,

@@ -29,7 +29,8 @@ use switchboard_sip::transaction::TimerConfig;
 use switchboard_sip::transport::{ListenAddr, Listener};
 use switchboard_store::tables::{
     BINDINGS, CALL_RECORDS, MAIL_OUTBOX, MEMORY, PRESENCE, PROFILES, RECORD_ROUTE_SECRET,
-    RESTORE_ORDER, SECRETS, STATUS_LOG, SUBSCRIPTIONS,
+    RESTORE_ORDER, SECRETS, STATUS_LOG, SUBSCRIPTIONS, VOICEMAIL, VOICEMAIL_AUDIO,
+    VOICEMAIL_RECORDINGS,
 };
 use switchboard_store::{GroupCommitter, RedbStore, Store, Write};
 use tokio::signal::unix::{signal, SignalKind};
@@ -189,6 +190,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             STATUS_LOG | CALL_RECORDS => continue,
             // Read by the mail task itself.
             MAIL_OUTBOX => continue,
+            // Read by key when played, fetched or mailed.
+            VOICEMAIL_AUDIO | VOICEMAIL_RECORDINGS => continue,
+            VOICEMAIL => "voicemail messages",
             BINDINGS => "registrations",
             MEMORY => "group memory",
             PROFILES => "people's profiles",
@@ -273,6 +277,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 let people = rows.len();
                 core.restore_presence(rows, t);
                 tracing::info!(people, "presence restored");
+            }
+            VOICEMAIL => {
+                let messages = core.restore_voicemail(rows);
+                tracing::info!(messages, "voicemail restored");
             }
             SUBSCRIPTIONS => {
                 let subscriptions = core.restore_subscriptions(rows, t);

@@ -703,6 +703,19 @@ impl Calls {
                         b.what = format!("announcement {id}");
                     }
                 }
+                Command::Start(crate::executor::BranchStart {
+                    branch,
+                    target: BranchTarget::Mailbox { mailbox, .. },
+                    ..
+                }) => {
+                    // Not served yet: as a mailbox that cannot take a message.
+                    while call.branches.len() <= branch {
+                        call.branches.push(Branch::default());
+                    }
+                    call.branches[branch].done = true;
+                    let how = format!("skipped: the mailbox of {mailbox} takes no messages yet");
+                    call.exec.media_ended(branch, &how, now.mono);
+                }
                 Command::Start(start) => {
                     let b = start.branch;
                     if let Err(code) = start_branch(cx, key, call, start) {
@@ -1838,7 +1851,8 @@ fn start_branch(
         }
         BranchTarget::Message { .. }
         | BranchTarget::Menu { .. }
-        | BranchTarget::Announcement { .. } => {
+        | BranchTarget::Announcement { .. }
+        | BranchTarget::Mailbox { .. } => {
             // Started by `start_local`, never here.
             return Err(500);
         }

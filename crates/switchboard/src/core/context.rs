@@ -1,7 +1,7 @@
 //! What a sub-machine of the core is handed for one event: the time, the wire, the
 //! settings, the policy's directory, the registrar, presence, the digest gate, our answers
-//! to carriers' challenges, the ledger, the locator and the addresses of the trunks'
-//! source names — borrowed from the core's own fields, apart from the sub-machine's own
+//! to carriers' challenges, the ledger, the locator, the addresses of the trunks'
+//! source names, media sessions and mailboxes — borrowed from the core's own fields, apart from the sub-machine's own
 //! state, so that no sub-machine holds (or needs) a reference back to the core.
 
 use super::auth_gate::{AuthGate, Gate};
@@ -9,6 +9,7 @@ use super::carrier_auth::CarrierAuth;
 use super::config::CoreConfig;
 use super::ledger::{Ledger, Pending};
 use super::locating::Locating;
+use super::mailboxes::Mailboxes;
 use super::media::Media;
 use super::trunk_sources::TrunkSources;
 use super::wire::{Now, Output, Wire};
@@ -41,6 +42,9 @@ pub(crate) struct Ctx<'a> {
     pub sources: &'a TrunkSources,
     /// Local media endpoints: the messages played to callers.
     pub media: &'a mut Media,
+    /// Voicemail mailboxes and their messages.
+    #[allow(dead_code)] // read by the deposit and message-waiting slices
+    pub mailboxes: &'a mut Mailboxes,
 }
 
 /// Builds a [`Ctx`] from a core's fields (a macro, so that the borrows stay disjoint from
@@ -60,6 +64,7 @@ macro_rules! ctx {
             locating: &mut $core.locating,
             sources: &$core.sources,
             media: &mut $core.media,
+            mailboxes: &mut $core.mailboxes,
         }
     };
 }

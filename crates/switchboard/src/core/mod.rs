@@ -88,6 +88,7 @@ pub mod context;
 pub mod dialogs;
 pub mod ledger;
 pub mod locating;
+pub mod mailboxes;
 pub mod media;
 mod menu;
 pub mod own_presence;
@@ -220,6 +221,8 @@ pub struct Core {
     records: Records,
     relays: Relays,
     watchers: Watchers,
+    /// Voicemail mailboxes: every message's row (audio stays in the store).
+    mailboxes: mailboxes::Mailboxes,
     own_presence: OwnPresence,
     /// Trunks' registrations with their carriers.
     registrant: Registrant,
@@ -287,6 +290,7 @@ impl Core {
             records: Records::default(),
             relays: Relays::new(routing.route_secret),
             watchers: Watchers::new(&config.watchers, entropy.fork()),
+            mailboxes: mailboxes::Mailboxes::default(),
             own_presence: OwnPresence::new(&config.watchers),
             wire: Wire {
                 transactions: TransactionLayer::new(config.timers),
@@ -363,6 +367,15 @@ impl Core {
     /// Loads group memory (who answered last) read back from the durable store.
     pub fn restore_memory(&mut self, rows: Vec<(String, Vec<u8>)>) -> usize {
         self.calls.restore_memory(rows)
+    }
+
+    /// Loads the voicemail messages' rows read back from the durable store (before the
+    /// subscriptions: message-waiting lamps show these counts); returns how many.
+    pub fn restore_voicemail(&mut self, rows: Vec<(String, Vec<u8>)>) -> usize {
+        let n = self.mailboxes.restore(rows);
+        // Nothing is told yet: restored subscriptions get their counts when restored.
+        self.mailboxes.take_changed();
+        n
     }
 
     /// Takes back the subscriptions kept across a restart, and tells each what it shows
