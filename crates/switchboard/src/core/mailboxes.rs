@@ -147,13 +147,17 @@ impl Mailboxes {
 
     /// Adds `row` (its id from [`Mailboxes::new_id`]) with its audio (`wav`: the WAV file)
     /// to a mailbox that holds fewer than `max` messages; returns the writes that keep it,
-    /// to persist in one commit.
+    /// to persist in one commit. `mail_to`: where the message is to be mailed (empty: it
+    /// is not; the caller passes the mailbox's addresses only when `[mail]` is set).
     pub fn deposit(
         &mut self,
         row: MessageRow,
         wav: Vec<u8>,
         max: u32,
+        mail_to: &[String],
     ) -> Result<Vec<Write>, MailboxError> {
+        // Mailing messages is not built yet: nothing is queued for `mail_to`.
+        let _ = mail_to;
         if !self.has_room(&row.mailbox, max) {
             return Err(MailboxError::Full {
                 mailbox: row.mailbox,
@@ -256,7 +260,7 @@ mod tests {
         let mut b = Mailboxes::default();
         let r = row(&mut b, "user:bob", 1_700_000_000);
         let id = r.id.clone();
-        let writes = b.deposit(r.clone(), vec![1, 2, 3], 10).unwrap();
+        let writes = b.deposit(r.clone(), vec![1, 2, 3], 10, &[]).unwrap();
         assert_eq!(writes.len(), 2);
         assert_eq!(writes[0].table, VOICEMAIL_AUDIO);
         assert_eq!(writes[0].value.as_deref(), Some(&[1u8, 2, 3][..]));
@@ -279,11 +283,11 @@ mod tests {
         let second = row(&mut b, "team:sales", 10);
         assert_ne!(first.id, second.id);
         assert!(first.id < second.id);
-        b.deposit(first.clone(), Vec::new(), 2).unwrap();
-        b.deposit(second.clone(), Vec::new(), 2).unwrap();
+        b.deposit(first.clone(), Vec::new(), 2, &[]).unwrap();
+        b.deposit(second.clone(), Vec::new(), 2, &[]).unwrap();
         let third = row(&mut b, "team:sales", 11);
         assert_eq!(
-            b.deposit(third, Vec::new(), 2),
+            b.deposit(third, Vec::new(), 2, &[]),
             Err(MailboxError::Full {
                 mailbox: "team:sales".into(),
                 max: 2
