@@ -191,8 +191,21 @@ pub const VOICEMAIL_AUDIO: Table = Table::new("voicemail_audio", Scope::Shared);
 /// Shared: as [`VOICEMAIL`].
 pub const VOICEMAIL_RECORDINGS: Table = Table::new("voicemail_recordings", Scope::Shared);
 
-/// The key, in [`VOICEMAIL`], [`VOICEMAIL_AUDIO`] and [`VOICEMAIL_RECORDINGS`], of `id` in
-/// `mailbox`.
+/// Voicemail messages waiting to be mailed: one row per message left in a mailbox that has
+/// mail addresses while `[mail]` is configured, written in the same commit as the message.
+/// Key: the message's [`voicemail_key`]; row: JSON of a `switchboard::core::mailboxes::
+/// MailNotice` (the addresses and a copy of the message's row). The mail task reads it in
+/// bounded pages, sends each address a mail with the message's audio (read from
+/// [`VOICEMAIL_AUDIO`] then) attached, and deletes the row when every mail of it is
+/// delivered or given up; deleting the message deletes its notice too. Its own table, not
+/// [`MAIL_OUTBOX`]: its rows are another type, and a flood of missed calls cannot crowd out
+/// the messages (each outbox has its own bound).
+///
+/// Node-local: the node that took the message sends its mail.
+pub const VOICEMAIL_OUTBOX: Table = Table::new("voicemail_outbox", Scope::NodeLocal);
+
+/// The key, in [`VOICEMAIL`], [`VOICEMAIL_AUDIO`], [`VOICEMAIL_RECORDINGS`] and
+/// [`VOICEMAIL_OUTBOX`], of `id` in `mailbox`.
 pub fn voicemail_key(mailbox: &str, id: &str) -> String {
     format!("{mailbox}\n{id}")
 }
@@ -216,6 +229,7 @@ pub const ALL: &[Table] = &[
     VOICEMAIL,
     VOICEMAIL_AUDIO,
     VOICEMAIL_RECORDINGS,
+    VOICEMAIL_OUTBOX,
 ];
 
 /// The order in which the daemon reads the tables back at start, and restores what they
@@ -232,7 +246,7 @@ pub const ALL: &[Table] = &[
 ///   what it shows now, which must be the presence just restored.
 /// - [`STATUS_LOG`] and [`CALL_RECORDS`] last, and only nominally: they grow with time and
 ///   are never loaded; reports and queries read ranges of them from the store when asked.
-///   [`MAIL_OUTBOX`] likewise: the mail task reads it itself.
+///   [`MAIL_OUTBOX`] and [`VOICEMAIL_OUTBOX`] likewise: the mail task reads them itself.
 /// - [`VOICEMAIL`] before [`SUBSCRIPTIONS`]: a restored message-summary subscription is
 ///   told its mailbox's counts, which must be the messages read back;
 ///   [`VOICEMAIL_AUDIO`] and [`VOICEMAIL_RECORDINGS`] are never loaded whole (read by key
@@ -248,6 +262,7 @@ pub const RESTORE_ORDER: &[Table] = &[
     STATUS_LOG,
     CALL_RECORDS,
     MAIL_OUTBOX,
+    VOICEMAIL_OUTBOX,
     VOICEMAIL_AUDIO,
     VOICEMAIL_RECORDINGS,
 ];
@@ -340,7 +355,9 @@ mod tests {
 
     #[test]
     fn scopes() {
-        assert_eq!(SUBSCRIPTIONS.scope(), Scope::NodeLocal);
+        for t in [SUBSCRIPTIONS, MAIL_OUTBOX, VOICEMAIL_OUTBOX] {
+            assert_eq!(t.scope(), Scope::NodeLocal, "{t}");
+        }
         for t in [BINDINGS, PRESENCE, STATUS_LOG, PROFILES, MEMORY] {
             assert_eq!(t.scope(), Scope::Shared, "{t}");
         }

@@ -12,6 +12,7 @@
 
 use crate::board::{self, BoardSnapshot, Hub};
 use crate::config::ApiLimits;
+use crate::core::mailboxes::{Counts, MessageRow};
 use crate::core::records::{LiveCall, RecordOutcome};
 use crate::core::TrunkStatus;
 use crate::directory::Directory;
@@ -22,6 +23,9 @@ use crate::presence_service::{
     Reply, ReportSubject, Request, Seconds, TimeInStatus,
 };
 use crate::profiles::incoming_text;
+use crate::voicemail::{
+    Action as VoicemailAction, Answer as VoicemailAnswer, Recording, MIN_RECORDING_MS,
+};
 use arc_swap::ArcSwap;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
@@ -34,10 +38,11 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-use switchboard_policy::{IncomingHandling, ProfileDraft};
+use switchboard_media::wav::{self, WavError};
+use switchboard_policy::{IncomingHandling, MailboxOwner, ProfileDraft};
 use switchboard_presence::model::{Interface, StatusInterval, UnixTime, MAX_END_AHEAD};
 use switchboard_sip::log_limit;
 use switchboard_sip::registrar::Binding;
@@ -189,7 +194,10 @@ pub fn router(
         store,
         ops,
     };
-    Router::new()
+    let router = Router::new();
+    let router = mailbox_routes(router, "/v1/users/{user}");
+    let router = mailbox_routes(router, "/v1/teams/{team}");
+    router
         .route("/v1/presence", get(list))
         .route("/v1/presence/{user}", get(one))
         .route("/v1/presence/{user}/status", put(set_status))
@@ -296,28 +304,42 @@ pub async fn serve(listener: tokio::net::TcpListener, app: Router, limits: ApiLi
 }
 
 /// Reads a request's body within the time allowed before handing the request on; a body
-/// that does not arrive in time is answered 408 and its connection closed.
+/// that does not arrive in time is answered 408 and its connection closed, one that says
+/// (Content-Length) or turns out to be larger than [`MAX_BODY`] 413 (unread, or read no
+/// further than the limit).
 async fn body_in_time(
     State(limit): State<Duration>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let (parts, body) = req.into_parts();
-    let refusal = match tokio::time::timeout(limit, axum::body::to_bytes(body, MAX_BODY)).await {
-        Ok(Ok(bytes)) => {
-            let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
-            return next.run(req).await;
-        }
-        Ok(Err(_)) => ApiError::new(
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let too_big = || {
+        ApiError::new(
             413,
             None,
             format!("the body could not be read or exceeds {MAX_BODY} bytes"),
-        ),
-        Err(_) => ApiError::new(
-            408,
-            None,
-            format!("the body did not arrive within {} s", limit.as_secs()),
-        ),
+        )
+    };
+    let refusal = if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        too_big()
+    } else {
+        match tokio::time::timeout(limit, axum::body::to_bytes(body, MAX_BODY)).await {
+            Ok(Ok(bytes)) => {
+                let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+                return next.run(req).await;
+            }
+            Ok(Err(_)) => too_big(),
+            Err(_) => ApiError::new(
+                408,
+                None,
+                format!("the body did not arrive within {} s", limit.as_secs()),
+            ),
+        }
     };
     let mut r = error(refusal);
     r.headers_mut().insert(
@@ -371,6 +393,7 @@ fn answer_json(a: Answer, offline_shown: bool) -> Option<Value> {
             "presence": person_json(&presence),
         }),
         Answer::Report(_) => return None,
+        Answer::Voicemail(v) => return voicemail_json(v),
     })
 }
 
@@ -1236,6 +1259,458 @@ async fn readyz(State(state): State<ApiState>) -> Response {
         .into_response()
 }
 
+// ---- mailboxes ---------------------------------------------------------------------------
+
+/// Longest message id taken in a path (ids are 20 digits, a dash and a sequence number).
+const MAX_MESSAGE_ID: usize = 64;
+
+/// The sox line that converts a recording to what a greeting or a name must be.
+fn sox_line(recording: Recording) -> String {
+    format!(
+        "sox INPUT -r 8000 -c 1 -b 16 -e signed-integer {}.wav",
+        recording.id()
+    )
+}
+
+/// A mailbox's counts as the API shows them.
+fn counts_json(c: &Counts) -> Value {
+    json!({ "new": c.new, "old": c.old })
+}
+
+/// A voicemail message as the API shows it (the `VoicemailMessage` of docs/openapi.json).
+pub(crate) fn message_json(m: &MessageRow) -> Value {
+    let received_at = chrono::DateTime::from_timestamp(m.received as i64, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    json!({
+        "id": m.id,
+        "mailbox": m.mailbox,
+        "received": m.received,
+        "received_at": received_at,
+        "duration_ms": m.duration_ms,
+        "caller": m.caller,
+        "caller_name": m.caller_name,
+        "called": m.called,
+        "original": m.original,
+        "reason": m.reason,
+        "profile": m.profile,
+        "call_id": m.call_id,
+        "heard": m.heard,
+    })
+}
+
+/// A mailbox's answer as the API shows it; None for audio, which its endpoint reads.
+fn voicemail_json(a: VoicemailAnswer) -> Option<Value> {
+    Some(match a {
+        VoicemailAnswer::List {
+            mailbox,
+            counts,
+            messages,
+        } => json!({
+            "mailbox": mailbox,
+            "counts": counts_json(&counts),
+            "messages": messages.iter().map(message_json).collect::<Vec<_>>(),
+        }),
+        VoicemailAnswer::Message(m) => message_json(&m),
+        VoicemailAnswer::Deleted { message, counts } => json!({
+            "deleted": message_json(&message),
+            "counts": counts_json(&counts),
+        }),
+        VoicemailAnswer::Recording {
+            mailbox,
+            recording,
+            duration_ms,
+        } => json!({
+            "mailbox": mailbox,
+            "recording": recording.id(),
+            "recorded": duration_ms.is_some(),
+            "duration_ms": duration_ms,
+        }),
+        VoicemailAnswer::Stored { .. } => return None,
+    })
+}
+
+/// The mailbox (`user` or `team` of the path) and the message (`msg`) a path names.
+fn mailbox_of(params: &HashMap<String, String>) -> MailboxOwner {
+    match (params.get("user"), params.get("team")) {
+        (Some(u), _) => MailboxOwner::User(u.clone()),
+        (None, Some(t)) => MailboxOwner::Team(t.clone()),
+        // Every mailbox route names one or the other.
+        (None, None) => MailboxOwner::User(String::new()),
+    }
+}
+
+fn message_id(params: &HashMap<String, String>) -> Result<String, ApiError> {
+    let id = params.get("msg").cloned().unwrap_or_default();
+    if id.is_empty() || id.len() > MAX_MESSAGE_ID || id.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            404,
+            Some("message"),
+            format!("no message {id:?}"),
+        ));
+    }
+    Ok(id)
+}
+
+/// Asks the core about a mailbox and answers with the JSON of what it says.
+async fn mailbox_run(
+    state: &ApiState,
+    headers: &HeaderMap,
+    params: &HashMap<String, String>,
+    action: impl FnOnce() -> Result<VoicemailAction, ApiError>,
+) -> Response {
+    let mailbox = mailbox_of(params);
+    run(state, headers, || {
+        Ok(Command::Voicemail {
+            mailbox,
+            action: action()?,
+        })
+    })
+    .await
+}
+
+/// `GET …/voicemail`: the mailbox's counts and messages, newest first.
+async fn voicemail_list(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(params): Path<HashMap<String, String>>,
+) -> Response {
+    mailbox_run(&state, &headers, &params, || Ok(VoicemailAction::List)).await
+}
+
+/// `GET …/voicemail/{msg}`: one message.
+async fn voicemail_message(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(params): Path<HashMap<String, String>>,
+) -> Response {
+    mailbox_run(&state, &headers, &params, || {
+        Ok(VoicemailAction::Message {
+            id: message_id(&params)?,
+        })
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeardBody {
+    /// true: heard; false: new again.
+    heard: bool,
+}
+
+/// `PUT …/voicemail/{msg}` `{"heard": true}`: marks a message heard (or new again).
+async fn voicemail_mark(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(params): Path<HashMap<String, String>>,
+    bytes: Bytes,
+) -> Response {
+    mailbox_run(&state, &headers, &params, || {
+        let id = message_id(&params)?;
+        let b: HeardBody = body(&bytes)?;
+        Ok(VoicemailAction::SetHeard { id, heard: b.heard })
+    })
+    .await
+}
+
+/// `DELETE …/voicemail/{msg}`: deletes a message (row, audio, a mail not sent yet).
+async fn voicemail_delete(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(params): Path<HashMap<String, String>>,
+) -> Response {
+    mailbox_run(&state, &headers, &params, || {
+        Ok(VoicemailAction::Delete {
+            id: message_id(&params)?,
+        })
+    })
+    .await
+}
+
+/// Asks the core for where some audio is (once every earlier change is stored), reads it
+/// from the store off the core's loop, and answers it as `audio/wav` (`file`: the name
+/// offered for saving it); `missing`: what a row that is not there is called.
+async fn audio(
+    state: &ApiState,
+    headers: &HeaderMap,
+    mailbox: MailboxOwner,
+    action: VoicemailAction,
+    missing: &str,
+    file: &str,
+) -> Response {
+    let c = match caller(state, headers) {
+        Ok(c) => c,
+        Err(e) => return error(e),
+    };
+    let field = if matches!(action, VoicemailAction::Audio { .. }) {
+        "message"
+    } else {
+        "recording"
+    };
+    let (table, key) = match send(state, c, Command::Voicemail { mailbox, action }).await {
+        Ok(Answer::Voicemail(VoicemailAnswer::Stored { table, key })) => (table, key),
+        Ok(_) => return error(ApiError::new(500, None, "the core's answer was unreadable")),
+        Err(e) => return error(e),
+    };
+    let store = state.store.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        crate::voicemail::read_row(store.as_ref(), table, &key)
+    })
+    .await;
+    let wav = match read {
+        Ok(Ok(Some(wav))) => wav,
+        Ok(Ok(None)) => return error(ApiError::new(404, Some(field), missing.to_string())),
+        Ok(Err(e)) => {
+            return error(ApiError::new(
+                503,
+                None,
+                format!("the audio cannot be read: {e}"),
+            ))
+        }
+        Err(_) => return error(ApiError::new(500, None, "reading the audio failed")),
+    };
+    (
+        [
+            ("content-type", "audio/wav".to_string()),
+            (
+                "content-disposition",
+                format!("attachment; filename=\"{file}\""),
+            ),
+            ("cache-control", "private, no-store".to_string()),
+        ],
+        wav,
+    )
+        .into_response()
+}
+
+/// `GET …/voicemail/{msg}/audio`: the message's audio (WAV, 8000 Hz mono 16-bit PCM).
+async fn voicemail_audio(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(params): Path<HashMap<String, String>>,
+) -> Response {
+    let id = match message_id(&params) {
+        Ok(id) => id,
+        Err(e) => return error(e),
+    };
+    let missing = format!("message {id:?} was deleted");
+    let file = format!("voicemail-{id}.wav");
+    let action = VoicemailAction::Audio { id };
+    audio(
+        &state,
+        &headers,
+        mailbox_of(&params),
+        action,
+        &missing,
+        &file,
+    )
+    .await
+}
+
+/// The media types a recording's body may be sent as (or none at all).
+const WAV_TYPES: &[&str] = &[
+    "audio/wav",
+    "audio/x-wav",
+    "audio/wave",
+    "audio/vnd.wave",
+    "application/octet-stream",
+];
+
+/// Checks a recording's body: sent as a WAV file (415 otherwise), no larger than the
+/// recording's WAV can be (413), 8000 Hz mono 16-bit PCM (422, naming what it is and how
+/// to convert it), at least [`MIN_RECORDING_MS`] and at most the recording's length (422).
+/// Answers the WAV file to keep (its samples alone, re-encoded) and its length in ms.
+pub(crate) fn check_recording(
+    recording: Recording,
+    content_type: Option<&str>,
+    declared_length: Option<usize>,
+    bytes: &[u8],
+) -> Result<(Vec<u8>, u64), ApiError> {
+    let sox = sox_line(recording);
+    if let Some(ct) = content_type {
+        let media = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if !WAV_TYPES.contains(&media.as_str()) {
+            return Err(ApiError::new(
+                415,
+                Some("content-type"),
+                format!(
+                    "the body was sent as {media:?}: send a WAV file (Content-Type: audio/wav), \
+                     8000 Hz mono 16-bit PCM; convert a recording with: {sox}"
+                ),
+            ));
+        }
+    }
+    let max = recording.max_bytes();
+    if declared_length.unwrap_or(0).max(bytes.len()) > max {
+        return Err(ApiError::new(
+            413,
+            Some("body"),
+            format!(
+                "a {} is at most {} s: a WAV file of at most {max} bytes",
+                recording.id(),
+                recording.max_secs()
+            ),
+        ));
+    }
+    let samples = match wav::decode(bytes, recording.max_samples()) {
+        Ok(s) => s,
+        Err(WavError::Unreadable(e)) => {
+            return Err(ApiError::new(
+                415,
+                Some("body"),
+                format!(
+                    "the body is not a PCM WAV file ({e}); send 8000 Hz mono 16-bit PCM WAV, \
+                     converted with: {sox}"
+                ),
+            ))
+        }
+        Err(WavError::Format(what)) => {
+            return Err(ApiError::new(
+                422,
+                Some("body"),
+                format!(
+                    "the WAV file is {what}, not 8000 Hz mono 16-bit PCM; convert it with: {sox}"
+                ),
+            ))
+        }
+        Err(WavError::TooLong { .. }) => {
+            return Err(ApiError::new(
+                422,
+                Some("body"),
+                format!(
+                    "the {} is longer than {} s; a shorter one is needed",
+                    recording.id(),
+                    recording.max_secs()
+                ),
+            ))
+        }
+    };
+    let duration_ms = samples.len() as u64 * 1000 / u64::from(wav::SAMPLE_RATE);
+    if duration_ms < MIN_RECORDING_MS {
+        return Err(ApiError::new(
+            422,
+            Some("body"),
+            format!(
+                "the {} is {duration_ms} ms long: at least {MIN_RECORDING_MS} ms is needed",
+                recording.id()
+            ),
+        ));
+    }
+    Ok((wav::encode(&samples), duration_ms))
+}
+
+/// `PUT …/voicemail/greeting` and `…/name`: keeps a recording (a WAV body; see
+/// [`check_recording`]).
+async fn recording_put(
+    state: ApiState,
+    headers: HeaderMap,
+    params: HashMap<String, String>,
+    recording: Recording,
+    bytes: Bytes,
+) -> Response {
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("(unreadable)").to_string());
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    mailbox_run(&state, &headers, &params, || {
+        let (wav, duration_ms) =
+            check_recording(recording, content_type.as_deref(), declared, &bytes)?;
+        Ok(VoicemailAction::PutRecording {
+            recording,
+            wav,
+            duration_ms,
+        })
+    })
+    .await
+}
+
+/// `GET …/voicemail/greeting` and `…/name`: the recording (WAV).
+async fn recording_get(
+    state: ApiState,
+    headers: HeaderMap,
+    params: HashMap<String, String>,
+    recording: Recording,
+) -> Response {
+    let missing = format!("no {} recorded", recording.id());
+    let file = format!("{}.wav", recording.id());
+    let action = VoicemailAction::Recording { recording };
+    audio(
+        &state,
+        &headers,
+        mailbox_of(&params),
+        action,
+        &missing,
+        &file,
+    )
+    .await
+}
+
+/// `DELETE …/voicemail/greeting` and `…/name`: removes the recording (200 whether there
+/// was one or not).
+async fn recording_delete(
+    state: ApiState,
+    headers: HeaderMap,
+    params: HashMap<String, String>,
+    recording: Recording,
+) -> Response {
+    mailbox_run(&state, &headers, &params, || {
+        Ok(VoicemailAction::DeleteRecording { recording })
+    })
+    .await
+}
+
+/// The routes of one recording (`greeting`, `name`) of a mailbox.
+fn recording_routes(recording: Recording) -> axum::routing::MethodRouter<ApiState> {
+    get(
+        move |State(s): State<ApiState>, h: HeaderMap, Path(p): Path<HashMap<String, String>>| {
+            recording_get(s, h, p, recording)
+        },
+    )
+    .put(
+        move |State(s): State<ApiState>,
+              h: HeaderMap,
+              Path(p): Path<HashMap<String, String>>,
+              b: Bytes| recording_put(s, h, p, recording, b),
+    )
+    .delete(
+        move |State(s): State<ApiState>, h: HeaderMap, Path(p): Path<HashMap<String, String>>| {
+            recording_delete(s, h, p, recording)
+        },
+    )
+}
+
+/// The mailbox routes under `base` (`/v1/users/{user}` or `/v1/teams/{team}`).
+fn mailbox_routes(router: Router<ApiState>, base: &str) -> Router<ApiState> {
+    router
+        .route(&format!("{base}/voicemail"), get(voicemail_list))
+        .route(
+            &format!("{base}/voicemail/greeting"),
+            recording_routes(Recording::Greeting),
+        )
+        .route(
+            &format!("{base}/voicemail/name"),
+            recording_routes(Recording::Name),
+        )
+        .route(
+            &format!("{base}/voicemail/{{msg}}"),
+            get(voicemail_message)
+                .put(voicemail_mark)
+                .delete(voicemail_delete),
+        )
+        .route(
+            &format!("{base}/voicemail/{{msg}}/audio"),
+            get(voicemail_audio),
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1347,6 +1822,28 @@ mod tests {
             ("/v1/calls", &["get"]),
             ("/v1/records", &["get"]),
             ("/v1/records/missed", &["get"]),
+            ("/v1/users/{user}/voicemail", &["get"]),
+            (
+                "/v1/users/{user}/voicemail/{msg}",
+                &["get", "put", "delete"],
+            ),
+            ("/v1/users/{user}/voicemail/{msg}/audio", &["get"]),
+            (
+                "/v1/users/{user}/voicemail/greeting",
+                &["get", "put", "delete"],
+            ),
+            ("/v1/users/{user}/voicemail/name", &["get", "put", "delete"]),
+            ("/v1/teams/{team}/voicemail", &["get"]),
+            (
+                "/v1/teams/{team}/voicemail/{msg}",
+                &["get", "put", "delete"],
+            ),
+            ("/v1/teams/{team}/voicemail/{msg}/audio", &["get"]),
+            (
+                "/v1/teams/{team}/voicemail/greeting",
+                &["get", "put", "delete"],
+            ),
+            ("/v1/teams/{team}/voicemail/name", &["get", "put", "delete"]),
             ("/v1/openapi.json", &["get"]),
             ("/metrics", &["get"]),
             ("/healthz", &["get"]),
@@ -1563,6 +2060,193 @@ mod tests {
                 .unwrap()
                 .contains(&json!(s)));
         }
+    }
+
+    /// The keys a schema of docs/openapi.json requires, sorted.
+    fn required(schema: &str) -> Vec<String> {
+        let doc: Value = serde_json::from_str(OPENAPI).unwrap();
+        let mut keys: Vec<String> = doc["components"]["schemas"][schema]["required"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{schema} has no required keys"))
+            .iter()
+            .filter_map(|k| k.as_str().map(str::to_string))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    fn keys(v: &Value) -> Vec<String> {
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// The JSON of a mailbox's answers, as docs/openapi.json describes it.
+    #[test]
+    fn mailboxes_keep_their_documented_json() {
+        let m = MessageRow {
+            id: "00000000001800000000-3".into(),
+            mailbox: "user:alice".into(),
+            received: 1_800_000_000,
+            duration_ms: 4250,
+            caller: "+15550100".into(),
+            caller_name: Some("Pat".into()),
+            called: "1001".into(),
+            original: Some("team:sales".into()),
+            reason: "no_answer".into(),
+            profile: None,
+            call_id: "c1".into(),
+            heard: false,
+        };
+        let text = |v: &Value| serde_json::to_string(v).unwrap();
+        assert_eq!(
+            text(&message_json(&m)),
+            r#"{"call_id":"c1","called":"1001","caller":"+15550100","caller_name":"Pat","duration_ms":4250,"heard":false,"id":"00000000001800000000-3","mailbox":"user:alice","original":"team:sales","profile":null,"reason":"no_answer","received":1800000000,"received_at":"2027-01-15T08:00:00Z"}"#
+        );
+        assert_eq!(keys(&message_json(&m)), required("VoicemailMessage"));
+        let counts = Counts { new: 1, old: 2 };
+        let list = answer_json(
+            Answer::Voicemail(VoicemailAnswer::List {
+                mailbox: "user:alice".into(),
+                counts,
+                messages: vec![m.clone()],
+            }),
+            true,
+        )
+        .unwrap();
+        assert_eq!(list["counts"], json!({ "new": 1, "old": 2 }));
+        assert_eq!(keys(&list["counts"]), required("VoicemailCounts"));
+        assert_eq!(list["messages"][0]["id"], json!(m.id));
+        assert_eq!(list["mailbox"], json!("user:alice"));
+        let deleted = answer_json(
+            Answer::Voicemail(VoicemailAnswer::Deleted {
+                message: m.clone(),
+                counts,
+            }),
+            true,
+        )
+        .unwrap();
+        assert_eq!(keys(&deleted), ["counts", "deleted"]);
+        let kept = answer_json(
+            Answer::Voicemail(VoicemailAnswer::Recording {
+                mailbox: "team:sales".into(),
+                recording: Recording::Greeting,
+                duration_ms: Some(3000),
+            }),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            kept,
+            json!({ "mailbox": "team:sales", "recording": "greeting", "recorded": true, "duration_ms": 3000 })
+        );
+        assert_eq!(keys(&kept), required("Recording"));
+        // Audio is read by its endpoint.
+        let stored = VoicemailAnswer::Stored {
+            table: switchboard_store::tables::VOICEMAIL_AUDIO,
+            key: "user:alice\nx".into(),
+        };
+        assert_eq!(answer_json(Answer::Voicemail(stored), true), None);
+    }
+
+    /// A WAV file of `channels` at `rate` with `frames` frames of 16-bit samples.
+    fn wav_of(rate: u32, channels: u16, frames: usize) -> Vec<u8> {
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate: rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut out = std::io::Cursor::new(Vec::new());
+        let mut w = hound::WavWriter::new(&mut out, spec).unwrap();
+        for i in 0..frames * channels as usize {
+            w.write_sample((i % 100) as i16).unwrap();
+        }
+        w.finalize().unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn recordings_are_checked_and_refusals_say_how_to_convert() {
+        let status = |r: Result<(Vec<u8>, u64), ApiError>| {
+            let e = r.unwrap_err();
+            (e.status, e.field.unwrap_or_default(), e.error)
+        };
+        // A good one: kept as its samples alone.
+        let good = wav_of(8000, 1, 8000 * 3);
+        let (wav, ms) =
+            check_recording(Recording::Greeting, Some("audio/wav"), None, &good).unwrap();
+        assert_eq!(ms, 3000);
+        assert_eq!(wav::decode(&wav, 8000 * 3).unwrap().len(), 8000 * 3);
+        assert!(check_recording(Recording::Name, None, None, &wav_of(8000, 1, 8000)).is_ok());
+        assert!(check_recording(
+            Recording::Name,
+            Some("application/octet-stream"),
+            None,
+            &wav_of(8000, 1, 8000)
+        )
+        .is_ok());
+        // Another rate and channels: 422, naming them, with the sox line.
+        let (code, field, why) = status(check_recording(
+            Recording::Greeting,
+            Some("audio/x-wav"),
+            None,
+            &wav_of(44100, 2, 100),
+        ));
+        assert_eq!((code, field.as_str()), (422, "body"));
+        assert!(why.contains("44100 Hz, 2 channels, 16-bit PCM"), "{why}");
+        assert!(
+            why.contains("sox INPUT -r 8000 -c 1 -b 16 -e signed-integer greeting.wav"),
+            "{why}"
+        );
+        // Not WAV at all, or sent as something else: 415.
+        let (code, field, why) = status(check_recording(
+            Recording::Greeting,
+            None,
+            None,
+            b"ID3\x04mp3",
+        ));
+        assert_eq!((code, field.as_str()), (415, "body"));
+        assert!(why.contains("sox"), "{why}");
+        let (code, field, why) = status(check_recording(
+            Recording::Greeting,
+            Some("application/x-www-form-urlencoded"),
+            None,
+            &good,
+        ));
+        assert_eq!((code, field.as_str()), (415, "content-type"));
+        assert!(
+            why.contains("\"application/x-www-form-urlencoded\""),
+            "{why}"
+        );
+        // Too long, too short, too big.
+        let (code, _, why) = status(check_recording(
+            Recording::Name,
+            None,
+            None,
+            &wav_of(8000, 1, 8000 * 5 + 1),
+        ));
+        assert_eq!(code, 422);
+        assert!(why.contains("longer than 5 s"), "{why}");
+        let (code, _, _) = status(check_recording(
+            Recording::Name,
+            None,
+            None,
+            &wav_of(8000, 1, 400),
+        ));
+        assert_eq!(code, 422);
+        let (code, field, _) = status(check_recording(
+            Recording::Name,
+            None,
+            Some(Recording::Name.max_bytes() + 1),
+            &good,
+        ));
+        assert_eq!((code, field.as_str()), (413, "body"));
+        let big = vec![0u8; Recording::Name.max_bytes() + 1];
+        assert_eq!(
+            status(check_recording(Recording::Name, None, None, &big)).0,
+            413
+        );
     }
 
     #[test]

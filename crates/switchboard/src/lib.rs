@@ -23,3 +23,4 @@ pub mod server;
 #[cfg(test)]
 mod test_harness;
 pub mod voice;
+pub mod voicemail;

@@ -1,5 +1,6 @@
-//! Missed-call mail: a notice per person for each call they missed, through the SMTP relay
-//! of `[mail]`.
+//! Missed-call and voicemail mail: a notice per person for each call they missed, and a
+//! mail with the audio attached for each voicemail message, through the SMTP relay of
+//! `[mail]`.
 //!
 //! The core never waits for mail. When it writes the record of a call nobody answered
 //! ([`RecordOutcome::is_missed`]: missed, busy, voicemail, or the caller hung up while it
@@ -19,6 +20,15 @@
 //! is looked at every second, also while the task waits to retry: what `/metrics` says of
 //! it ([`MailStats`]) is at most a second old.
 //!
+//! Voicemail the same way, from its own outbox ([`VOICEMAIL_OUTBOX`], bounded by `queue`
+//! too): when a message is left in a mailbox with mail addresses, the core writes a
+//! [`MailNotice`] in the same commit as the message; this task sends each address one mail
+//! (who called, whom, when on the owner's clock, how long, why) with the message's WAV
+//! attached, read from [`VOICEMAIL_AUDIO`] when it is sent, and deletes the notice when
+//! every mail of it is delivered or given up. A message deleted before its mail went is not
+//! mailed: its deletion removes the notice, and a notice whose audio is gone is dropped. The
+//! relay's back-off is one for both kinds.
+//!
 //! The connection to the relay ([`MailTls`]): plain SMTP, STARTTLS (required: a relay
 //! that does not offer it gets nothing) or TLS from the first byte, through rustls (the
 //! ring provider). The relay's certificate must chain to one of the system's CA
@@ -26,12 +36,13 @@
 //! rustls-native-certs) or of `ca_file`, and carry the relay's name.
 
 use crate::config::{MailConfig, MailTls};
+use crate::core::mailboxes::{MailNotice, MessageRow};
 use crate::core::records::{CallRecord, RecordOutcome};
 use crate::directory::Directory;
-use crate::metrics::MailMetrics;
+use crate::metrics::{MailCounts, MailMetrics};
 use arc_swap::ArcSwap;
 use lettre::message::header::ContentType;
-use lettre::message::Mailbox;
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -41,9 +52,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchboard_policy::{MissedCallEmail, Policy};
-use switchboard_store::tables::MAIL_OUTBOX;
-use switchboard_store::{Store, Write};
+use switchboard_policy::{MailboxOwner, MissedCallEmail, Policy};
+use switchboard_store::tables::{MAIL_OUTBOX, VOICEMAIL_AUDIO, VOICEMAIL_OUTBOX};
+use switchboard_store::{Store, Table, Write};
 
 /// How often the outbox is looked at.
 const POLL: Duration = Duration::from_secs(1);
@@ -83,11 +94,30 @@ pub fn check_ca(pem: &[u8]) -> Result<usize, String> {
 /// `/metrics` (the task is the only writer; nothing on a SIP message's path touches it).
 #[derive(Debug, Default)]
 pub struct MailStats {
+    missed: Counters,
+    voicemail: Counters,
+}
+
+/// The counts of one kind of notice.
+#[derive(Debug, Default)]
+struct Counters {
     sent: AtomicU64,
     failed: AtomicU64,
     given_up: AtomicU64,
     dropped: AtomicU64,
     outbox: AtomicU64,
+}
+
+impl Counters {
+    fn read(&self) -> MailCounts {
+        MailCounts {
+            sent: self.sent.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            given_up: self.given_up.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            outbox: self.outbox.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl MailStats {
@@ -98,11 +128,8 @@ impl MailStats {
     /// The counts as they stand.
     pub fn read(&self) -> MailMetrics {
         MailMetrics {
-            sent: self.sent.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-            given_up: self.given_up.load(Ordering::Relaxed),
-            dropped: self.dropped.load(Ordering::Relaxed),
-            outbox: self.outbox.load(Ordering::Relaxed),
+            missed: self.missed.read(),
+            voicemail: self.voicemail.read(),
         }
     }
 }
@@ -214,6 +241,102 @@ pub fn compose(record: &CallRecord, to: &Recipient, policy: &Policy) -> (String,
     (subject, body)
 }
 
+/// How long a message is, as a mail says it: `0:42`, `12:05`.
+pub fn minutes(ms: u64) -> String {
+    let secs = ms.div_ceil(1000);
+    format!("{}:{:02}", secs / 60, secs % 60)
+}
+
+/// Why the call came to the mailbox, for the mail's reader.
+fn reason_words(m: &MessageRow) -> String {
+    match m.reason.as_str() {
+        "no_answer" => "nobody answered".into(),
+        "busy" => "busy".into(),
+        "out_of_hours" => "out of hours".into(),
+        "unavailable" => "not available".into(),
+        "profile" => match &m.profile {
+            Some(p) => format!("profile {}", clean(p)),
+            None => "a profile".into(),
+        },
+        "direct" => "the mailbox was called".into(),
+        other => clean(other),
+    }
+}
+
+/// Whose a mailbox (`user:ID`, `team:ID`) is, as a mail names them: the person's name, or
+/// the team's.
+fn owner_name(key: &str, policy: &Policy) -> String {
+    match MailboxOwner::from_key(key) {
+        Some(MailboxOwner::User(u)) => match policy.user(&u) {
+            Some(user) => clean(&user.display_name),
+            None => clean(&u),
+        },
+        Some(MailboxOwner::Team(t)) => match policy.team(&t) {
+            Some(team) => format!("team {}", clean(&team.name)),
+            None => format!("team {}", clean(&t)),
+        },
+        None => clean(key),
+    }
+}
+
+/// The time zone of a mailbox's owner: their (or the team's) schedule's, else UTC.
+fn owner_zone(key: &str, policy: &Policy) -> chrono_tz::Tz {
+    let schedule = match MailboxOwner::from_key(key) {
+        Some(MailboxOwner::User(u)) => policy.user(&u).and_then(|u| u.schedule.clone()),
+        Some(MailboxOwner::Team(t)) => policy.team(&t).and_then(|t| t.schedule.clone()),
+        None => None,
+    };
+    schedule
+        .as_deref()
+        .and_then(|s| policy.schedule(s))
+        .and_then(|s| s.timezone.parse().ok())
+        .unwrap_or(chrono_tz::UTC)
+}
+
+/// The subject, plain-text body and attachment's file name of the mail about `notice`'s
+/// message: who called, whom it was for, when (on the owner's clock: their or the team's
+/// schedule's time zone, else UTC), how long, and why it went to the mailbox.
+pub fn compose_voicemail(notice: &MailNotice, policy: &Policy) -> (String, String, String) {
+    let m = &notice.message;
+    let number = clean(&m.caller);
+    let name = m
+        .caller_name
+        .as_deref()
+        .map(clean)
+        .filter(|n| !n.is_empty())
+        .or_else(|| policy.user(&m.caller).map(|u| clean(&u.display_name)));
+    let caller = match (name, number.is_empty()) {
+        (Some(n), false) if n != number => format!("{n} ({number})"),
+        (Some(n), _) => n,
+        (None, false) => number,
+        (None, true) => "an unknown caller".into(),
+    };
+    let tz = owner_zone(&m.mailbox, policy);
+    let at = chrono::DateTime::from_timestamp(m.received as i64, 0)
+        .map(|t| t.with_timezone(&tz))
+        .unwrap_or_else(|| chrono::DateTime::UNIX_EPOCH.with_timezone(&tz));
+    let when = at.format("%Y-%m-%d %H:%M:%S %Z").to_string();
+    let file = format!("voicemail-{}.wav", at.format("%Y%m%d-%H%M%S"));
+    let length = minutes(m.duration_ms);
+    let whom = owner_name(&m.mailbox, policy);
+    let mut body = format!(
+        "A new voicemail message for {whom}.\n\nFrom:    {caller}\nDialled: {}\n",
+        clean(&m.called)
+    );
+    if let Some(first) = m.original.as_deref().filter(|o| *o != m.mailbox) {
+        body.push_str(&format!(
+            "For:     {} at first\n",
+            owner_name(first, policy)
+        ));
+    }
+    body.push_str(&format!(
+        "When:    {when}\nLength:  {length}\nWhy:     {}\n\nThe message is attached ({file}).\n",
+        reason_words(m)
+    ));
+    let subject = format!("Voicemail from {caller} ({length})");
+    (subject, body, file)
+}
+
 /// Why a mail was not sent.
 enum Failure {
     /// Worth trying again later (the relay is down, timed out, or said 4xx).
@@ -264,18 +387,34 @@ impl Sender {
         })
     }
 
-    async fn send(&self, to: &Recipient, subject: String, body: String) -> Result<(), Failure> {
+    /// Sends a plain-text mail to `to`, with `attachment` (a file name and a WAV file) if
+    /// given.
+    async fn send(
+        &self,
+        to: &str,
+        subject: String,
+        body: String,
+        attachment: Option<(String, Vec<u8>)>,
+    ) -> Result<(), Failure> {
         let to_box: Mailbox = to
-            .email
             .parse()
             .map_err(|e| Failure::Permanent(format!("bad address: {e}")))?;
-        let message = Message::builder()
+        let builder = Message::builder()
             .from(self.from.clone())
             .to(to_box)
-            .subject(subject)
-            .header(ContentType::TEXT_PLAIN)
-            .body(body)
-            .map_err(|e| Failure::Permanent(e.to_string()))?;
+            .subject(subject);
+        let message = match attachment {
+            None => builder.header(ContentType::TEXT_PLAIN).body(body),
+            Some((file, wav)) => {
+                let wav_type = ContentType::parse("audio/wav").expect("a content type");
+                builder.multipart(
+                    MultiPart::mixed()
+                        .singlepart(SinglePart::plain(body))
+                        .singlepart(Attachment::new(file).body(wav, wav_type)),
+                )
+            }
+        }
+        .map_err(|e| Failure::Permanent(e.to_string()))?;
         match self.transport.send(message).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_permanent() => Err(Failure::Permanent(e.to_string())),
@@ -307,7 +446,7 @@ pub fn spawn(
     let sender = match Sender::new(&config) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(error = %e, "no missed-call mail is sent");
+            tracing::error!(error = %e, "no missed-call or voicemail mail is sent");
             return;
         }
     };
@@ -335,6 +474,91 @@ fn is_loopback(relay: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// What the task keeps of one outbox between its rounds.
+struct Outbox {
+    table: Table,
+    /// `missed-call` or `voicemail`, for the log.
+    what: &'static str,
+    /// Mails of a row already delivered, by the row's key (a row is deleted once all of
+    /// its are).
+    delivered: HashMap<String, HashSet<String>>,
+    dropped: u64,
+    dropped_logged: u64,
+    last_drop_log: Option<Instant>,
+}
+
+impl Outbox {
+    fn new(table: Table, what: &'static str) -> Self {
+        Outbox {
+            table,
+            what,
+            delivered: HashMap::new(),
+            dropped: 0,
+            dropped_logged: 0,
+            last_drop_log: None,
+        }
+    }
+
+    /// Reads a page of the outbox: at most `queue` notices, oldest first; those beyond
+    /// (looked for up to as many again) are dropped, their deletes added to `deletes`.
+    /// None when the outbox could not be read.
+    async fn page(
+        &mut self,
+        store: &Arc<dyn Store>,
+        queue: usize,
+        counters: &Counters,
+        deletes: &mut Vec<Write>,
+    ) -> Option<Vec<(String, Vec<u8>)>> {
+        let limit = queue + queue.min(10_000);
+        let page = {
+            let store = store.clone();
+            let table = self.table;
+            tokio::task::spawn_blocking(move || store.scan_range_limited(table, "", "~", limit))
+                .await
+        };
+        let mut rows = match page {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, outbox = self.what, "the mail outbox could not be read");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        if rows.len() > queue {
+            for (key, _) in rows.drain(queue..) {
+                self.delivered.remove(&key);
+                deletes.push(Write::delete(self.table, key));
+                self.dropped += 1;
+                MailStats::add(&counters.dropped);
+            }
+        }
+        counters.outbox.store(rows.len() as u64, Ordering::Relaxed);
+        if self.dropped > self.dropped_logged
+            && self
+                .last_drop_log
+                .is_none_or(|t| t.elapsed() >= DROP_LOG_EVERY)
+        {
+            tracing::warn!(
+                dropped_total = self.dropped,
+                queue,
+                "{} mail queue full: notices dropped",
+                self.what
+            );
+            self.dropped_logged = self.dropped;
+            self.last_drop_log = Some(Instant::now());
+        }
+        Some(rows)
+    }
+}
+
+/// How one notice's mails went this round.
+enum Sent {
+    /// Every mail of it is delivered or given up: its row goes.
+    Done,
+    /// The relay failed: the round stops, the notice waits.
+    RelayFailed,
+}
+
 async fn run(
     store: Arc<dyn Store>,
     directory: Arc<ArcSwap<Box<dyn Directory>>>,
@@ -345,52 +569,20 @@ async fn run(
     // Consecutive failures of the relay, and when to try it again.
     let mut failures: u32 = 0;
     let mut wait_until: Option<Instant> = None;
-    // Mails of a row already delivered (a row is deleted once all of its are).
-    let mut delivered: HashMap<String, HashSet<String>> = HashMap::new();
-    let mut dropped: u64 = 0;
-    let mut dropped_logged: u64 = 0;
-    let mut last_drop_log: Option<Instant> = None;
+    let mut missed = Outbox::new(MAIL_OUTBOX, "missed-call");
+    let mut voicemail = Outbox::new(VOICEMAIL_OUTBOX, "voicemail");
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        // A page: the queue, and how far beyond it to look for notices to drop.
-        let limit = config.queue + config.queue.min(10_000);
-        let page = {
-            let store = store.clone();
-            tokio::task::spawn_blocking(move || {
-                store.scan_range_limited(MAIL_OUTBOX, "", "~", limit)
-            })
-            .await
-        };
-        let mut rows = match page {
-            Ok(Ok(rows)) => rows,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "the mail outbox could not be read");
-                continue;
-            }
-            Err(_) => continue,
-        };
         let mut deletes: Vec<Write> = Vec::new();
-        if rows.len() > config.queue {
-            for (key, _) in rows.drain(config.queue..) {
-                delivered.remove(&key);
-                deletes.push(Write::delete(MAIL_OUTBOX, key));
-                dropped += 1;
-                MailStats::add(&stats.dropped);
-            }
-        }
-        stats.outbox.store(rows.len() as u64, Ordering::Relaxed);
-        if dropped > dropped_logged && last_drop_log.is_none_or(|t| t.elapsed() >= DROP_LOG_EVERY) {
-            tracing::warn!(
-                dropped_total = dropped,
-                queue = config.queue,
-                "missed-call mail queue full: notices dropped"
-            );
-            dropped_logged = dropped;
-            last_drop_log = Some(Instant::now());
-        }
-        // Waiting to try the relay again: only the queue's bound is kept meanwhile.
+        let missed_rows = missed
+            .page(&store, config.queue, &stats.missed, &mut deletes)
+            .await;
+        let voicemail_rows = voicemail
+            .page(&store, config.queue, &stats.voicemail, &mut deletes)
+            .await;
+        // Waiting to try the relay again: only the queues' bounds are kept meanwhile.
         if wait_until.is_some_and(|t| Instant::now() < t) {
             commit_deletes(&store, deletes).await;
             continue;
@@ -399,63 +591,67 @@ async fn run(
         let directory = directory.load_full();
         let policy = directory.policy();
         let mut relay_failed = false;
-        // Notices of this page that are done (their rows deleted below).
-        let mut finished = 0usize;
-        for (key, row) in &rows {
-            let Ok(record) = serde_json::from_slice::<CallRecord>(row) else {
-                tracing::warn!(key = %key.replace('\n', " "), "unreadable mail notice deleted");
-                deletes.push(Write::delete(MAIL_OUTBOX, key.clone()));
-                MailStats::add(&stats.dropped);
-                finished += 1;
-                continue;
-            };
-            let done = delivered.entry(key.clone()).or_default();
-            let mut row_done = true;
-            for to in recipients(&record, policy) {
-                if done.contains(&to.user) {
-                    continue;
-                }
-                let (subject, body) = compose(&record, &to, policy);
-                match sender.send(&to, subject, body).await {
-                    Ok(()) => {
-                        tracing::info!(call_id = %record.call_id, user = %to.user, "missed-call mail sent");
-                        MailStats::add(&stats.sent);
-                        done.insert(to.user.clone());
+        if let Some(rows) = missed_rows {
+            let mut finished = 0usize;
+            for (key, row) in &rows {
+                let sent = send_missed(
+                    key,
+                    row,
+                    &mut missed,
+                    &sender,
+                    policy,
+                    &config,
+                    &stats.missed,
+                    now,
+                )
+                .await;
+                match sent {
+                    Sent::Done => {
+                        missed.delivered.remove(key);
+                        deletes.push(Write::delete(MAIL_OUTBOX, key.clone()));
+                        finished += 1;
                     }
-                    Err(Failure::Permanent(e)) => {
-                        tracing::warn!(call_id = %record.call_id, user = %to.user, error = %e, "missed-call mail refused by the relay: given up");
-                        MailStats::add(&stats.given_up);
-                        done.insert(to.user.clone());
-                    }
-                    Err(Failure::Transient(e)) => {
-                        let age = now.saturating_sub(record.ended.unwrap_or(record.started));
-                        MailStats::add(&stats.failed);
-                        if age >= config.give_up.as_secs() {
-                            tracing::warn!(call_id = %record.call_id, user = %to.user, error = %e, "missed-call mail not delivered in time: given up");
-                            MailStats::add(&stats.given_up);
-                            done.insert(to.user.clone());
-                        } else {
-                            tracing::warn!(call_id = %record.call_id, user = %to.user, error = %e, "missed-call mail not sent: will retry");
-                            row_done = false;
-                            relay_failed = true;
-                            break;
-                        }
+                    Sent::RelayFailed => {
+                        relay_failed = true;
+                        break;
                     }
                 }
             }
-            if row_done {
-                delivered.remove(key);
-                deletes.push(Write::delete(MAIL_OUTBOX, key.clone()));
-                finished += 1;
-            }
-            if relay_failed {
-                break;
-            }
+            let left = rows.len().saturating_sub(finished) as u64;
+            stats.missed.outbox.store(left, Ordering::Relaxed);
         }
-        stats.outbox.store(
-            rows.len().saturating_sub(finished) as u64,
-            Ordering::Relaxed,
-        );
+        if let (Some(rows), false) = (voicemail_rows, relay_failed) {
+            let mut finished = 0usize;
+            for (key, row) in &rows {
+                let sent = send_voicemail(
+                    key,
+                    row,
+                    &mut voicemail,
+                    &store,
+                    &sender,
+                    policy,
+                    &config,
+                    &stats.voicemail,
+                    now,
+                )
+                .await;
+                match sent {
+                    Some(Sent::Done) => {
+                        voicemail.delivered.remove(key);
+                        deletes.push(Write::delete(VOICEMAIL_OUTBOX, key.clone()));
+                        finished += 1;
+                    }
+                    Some(Sent::RelayFailed) => {
+                        relay_failed = true;
+                        break;
+                    }
+                    // The audio could not be read: the notice waits for the next round.
+                    None => {}
+                }
+            }
+            let left = rows.len().saturating_sub(finished) as u64;
+            stats.voicemail.outbox.store(left, Ordering::Relaxed);
+        }
         if relay_failed {
             let wait = backoff(&config, failures);
             failures = failures.saturating_add(1);
@@ -466,6 +662,137 @@ async fn run(
         }
         commit_deletes(&store, deletes).await;
     }
+}
+
+/// Sends the mails of one missed-call notice (`key`, `row` of [`MAIL_OUTBOX`]) that are
+/// not delivered yet.
+#[allow(clippy::too_many_arguments)]
+async fn send_missed(
+    key: &str,
+    row: &[u8],
+    outbox: &mut Outbox,
+    sender: &Sender,
+    policy: &Policy,
+    config: &MailConfig,
+    counters: &Counters,
+    now: u64,
+) -> Sent {
+    let Ok(record) = serde_json::from_slice::<CallRecord>(row) else {
+        tracing::warn!(key = %key.replace('\n', " "), "unreadable mail notice deleted");
+        MailStats::add(&counters.dropped);
+        return Sent::Done;
+    };
+    let done = outbox.delivered.entry(key.to_string()).or_default();
+    for to in recipients(&record, policy) {
+        if done.contains(&to.user) {
+            continue;
+        }
+        let (subject, body) = compose(&record, &to, policy);
+        match sender.send(&to.email, subject, body, None).await {
+            Ok(()) => {
+                tracing::info!(call_id = %record.call_id, user = %to.user, "missed-call mail sent");
+                MailStats::add(&counters.sent);
+                done.insert(to.user.clone());
+            }
+            Err(Failure::Permanent(e)) => {
+                tracing::warn!(call_id = %record.call_id, user = %to.user, error = %e, "missed-call mail refused by the relay: given up");
+                MailStats::add(&counters.given_up);
+                done.insert(to.user.clone());
+            }
+            Err(Failure::Transient(e)) => {
+                let age = now.saturating_sub(record.ended.unwrap_or(record.started));
+                MailStats::add(&counters.failed);
+                if age >= config.give_up.as_secs() {
+                    tracing::warn!(call_id = %record.call_id, user = %to.user, error = %e, "missed-call mail not delivered in time: given up");
+                    MailStats::add(&counters.given_up);
+                    done.insert(to.user.clone());
+                } else {
+                    tracing::warn!(call_id = %record.call_id, user = %to.user, error = %e, "missed-call mail not sent: will retry");
+                    return Sent::RelayFailed;
+                }
+            }
+        }
+    }
+    Sent::Done
+}
+
+/// Sends the mails of one voicemail notice (`key`, `row` of [`VOICEMAIL_OUTBOX`]) that are
+/// not delivered yet, each with the message's audio; None when the audio could not be
+/// read (the notice waits).
+#[allow(clippy::too_many_arguments)]
+async fn send_voicemail(
+    key: &str,
+    row: &[u8],
+    outbox: &mut Outbox,
+    store: &Arc<dyn Store>,
+    sender: &Sender,
+    policy: &Policy,
+    config: &MailConfig,
+    counters: &Counters,
+    now: u64,
+) -> Option<Sent> {
+    let Ok(notice) = serde_json::from_slice::<MailNotice>(row) else {
+        tracing::warn!(key = %key.replace('\n', " "), "unreadable voicemail mail notice deleted");
+        MailStats::add(&counters.dropped);
+        return Some(Sent::Done);
+    };
+    let m = &notice.message;
+    let audio = {
+        let store = store.clone();
+        let key = key.to_string();
+        tokio::task::spawn_blocking(move || {
+            crate::voicemail::read_row(store.as_ref(), VOICEMAIL_AUDIO, &key)
+        })
+        .await
+    };
+    let wav = match audio {
+        Ok(Ok(Some(wav))) => wav,
+        Ok(Ok(None)) => {
+            tracing::info!(mailbox = %m.mailbox, id = %m.id, "voicemail mail dropped: the message was deleted before it was sent");
+            MailStats::add(&counters.dropped);
+            return Some(Sent::Done);
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(mailbox = %m.mailbox, id = %m.id, error = %e, "voicemail mail waits: the message's audio could not be read");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let (subject, body, file) = compose_voicemail(&notice, policy);
+    let done = outbox.delivered.entry(key.to_string()).or_default();
+    for to in &notice.to {
+        if done.contains(to) {
+            continue;
+        }
+        let attachment = Some((file.clone(), wav.clone()));
+        match sender
+            .send(to, subject.clone(), body.clone(), attachment)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(mailbox = %m.mailbox, id = %m.id, %to, "voicemail mail sent");
+                MailStats::add(&counters.sent);
+                done.insert(to.clone());
+            }
+            Err(Failure::Permanent(e)) => {
+                tracing::warn!(mailbox = %m.mailbox, id = %m.id, %to, error = %e, "voicemail mail refused by the relay: given up");
+                MailStats::add(&counters.given_up);
+                done.insert(to.clone());
+            }
+            Err(Failure::Transient(e)) => {
+                MailStats::add(&counters.failed);
+                if now.saturating_sub(m.received) >= config.give_up.as_secs() {
+                    tracing::warn!(mailbox = %m.mailbox, id = %m.id, %to, error = %e, "voicemail mail not delivered in time: given up");
+                    MailStats::add(&counters.given_up);
+                    done.insert(to.clone());
+                } else {
+                    tracing::warn!(mailbox = %m.mailbox, id = %m.id, %to, error = %e, "voicemail mail not sent: will retry");
+                    return Some(Sent::RelayFailed);
+                }
+            }
+        }
+    }
+    Some(Sent::Done)
 }
 
 /// Removes notices that are done (sent, given up or dropped) from the outbox.

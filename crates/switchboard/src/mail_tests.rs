@@ -224,3 +224,74 @@ fn plain_smtp_to_this_machine_only_is_quiet() {
         assert!(!is_loopback(relay), "{relay}");
     }
 }
+
+/// A message left for `mailbox` at 2025-12-06 06:26:40 UTC.
+fn message(mailbox: &str) -> MailNotice {
+    MailNotice {
+        to: vec!["x@example.com".into()],
+        message: MessageRow {
+            id: "00000000001765002400-1".into(),
+            mailbox: mailbox.into(),
+            received: 1_765_002_400,
+            duration_ms: 42_300,
+            caller: "+15550100".into(),
+            caller_name: Some("Pat\r\nBcc: evil@example.com".into()),
+            called: "1004".into(),
+            original: None,
+            reason: "no_answer".into(),
+            profile: None,
+            call_id: "c9".into(),
+            heard: false,
+        },
+    }
+}
+
+#[test]
+fn a_voicemail_mail_says_who_called_whom_when_on_the_owners_clock_and_how_long() {
+    let p = policy();
+    let (subject, body, file) = compose_voicemail(&message("user:dora"), &p);
+    // Header injection is cut: CR and LF become spaces.
+    assert_eq!(
+        subject,
+        "Voicemail from Pat Bcc: evil@example.com (+15550100) (0:43)"
+    );
+    assert!(
+        body.starts_with("A new voicemail message for dora.\n"),
+        "{body}"
+    );
+    assert!(body.contains("\nDialled: 1004\n"), "{body}");
+    // Stockholm: UTC+1 in December.
+    assert!(
+        body.contains("\nWhen:    2025-12-06 07:26:40 CET\n"),
+        "{body}"
+    );
+    assert!(body.contains("\nLength:  0:43\n"), "{body}");
+    assert!(body.contains("\nWhy:     nobody answered\n"), "{body}");
+    assert!(!body.contains("For:"), "{body}");
+    assert_eq!(file, "voicemail-20251206-072640.wav");
+    assert!(body.contains(&file), "{body}");
+
+    // A team's mailbox, first for a person, in UTC; a caller with no name or number.
+    let mut n = message("team:sales");
+    n.message.original = Some("user:alice".into());
+    n.message.caller = String::new();
+    n.message.caller_name = None;
+    n.message.reason = "profile".into();
+    n.message.profile = Some("lunch".into());
+    let (subject, body, file) = compose_voicemail(&n, &p);
+    assert_eq!(subject, "Voicemail from an unknown caller (0:43)");
+    assert!(
+        body.starts_with("A new voicemail message for team Sales.\n"),
+        "{body}"
+    );
+    assert!(body.contains("\nFor:     alice at first\n"), "{body}");
+    assert!(
+        body.contains("\nWhen:    2025-12-06 06:26:40 UTC\n"),
+        "{body}"
+    );
+    assert!(body.contains("\nWhy:     profile lunch\n"), "{body}");
+    assert_eq!(file, "voicemail-20251206-062640.wav");
+    assert_eq!(minutes(0), "0:00");
+    assert_eq!(minutes(61_001), "1:02");
+    assert_eq!(minutes(600_000), "10:00");
+}

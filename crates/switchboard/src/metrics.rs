@@ -254,6 +254,9 @@ pub struct CoreMetrics {
     pub records_written: [u64; RecordOutcome::ALL.len()],
     /// Missed calls put in the mail outbox (with `[mail]` configured).
     pub mail_notices: u64,
+    /// Voicemail messages put in the voicemail outbox (a mailbox with addresses, with
+    /// `[mail]` configured).
+    pub voicemail_mail_notices: u64,
 }
 
 /// What the shell's loop counts itself.
@@ -294,6 +297,15 @@ pub struct NetMetrics {
 /// without `[mail]`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MailMetrics {
+    /// Missed-call notices' mails.
+    pub missed: MailCounts,
+    /// Voicemail messages' mails.
+    pub voicemail: MailCounts,
+}
+
+/// What the mail task counts of one kind of notice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MailCounts {
     /// Mails the relay accepted (one per recipient).
     pub sent: u64,
     /// Attempts that failed and are tried again (the relay down, 4xx, TLS refused…).
@@ -301,7 +313,8 @@ pub struct MailMetrics {
     /// Mails given up: refused for good (5xx, an address the relay will not take) or not
     /// delivered within `give_up_hours`.
     pub given_up: u64,
-    /// Notices dropped unsent: beyond `queue`, or unreadable.
+    /// Notices dropped unsent: beyond `queue`, unreadable, or (voicemail) of a message
+    /// deleted before its mail went.
     pub dropped: u64,
     /// Notices in the outbox as of the task's last look (at most `queue`).
     pub outbox: u64,
@@ -567,22 +580,51 @@ impl Collector for Render {
             "Missed-call mails, by result (sent: the relay took it; failed: an attempt that failed, tried again later; given_up: refused for good or too old)",
             "result",
             [
-                ("sent", mail.sent),
-                ("failed", mail.failed),
-                ("given_up", mail.given_up),
+                ("sent", mail.missed.sent),
+                ("failed", mail.missed.failed),
+                ("given_up", mail.missed.given_up),
             ],
         )?;
         counter(
             e,
             "switchboard_mail_notices_dropped",
             "Missed-call notices dropped unsent (the outbox over its queue, or unreadable)",
-            mail.dropped,
+            mail.missed.dropped,
         )?;
         gauge(
             e,
             "switchboard_mail_outbox_notices",
             "Missed-call notices waiting in the outbox (as of the mail task's last look, at most a second ago)",
-            mail.outbox as usize,
+            mail.missed.outbox as usize,
+        )?;
+        counter(
+            e,
+            "switchboard_voicemail_mail_notices_queued",
+            "Voicemail messages put in the voicemail outbox (a mailbox with mail addresses)",
+            core.voicemail_mail_notices,
+        )?;
+        counters(
+            e,
+            "switchboard_voicemail_mails",
+            "Voicemail mails (the message attached), by result (sent: the relay took it; failed: an attempt that failed, tried again later; given_up: refused for good or too old)",
+            "result",
+            [
+                ("sent", mail.voicemail.sent),
+                ("failed", mail.voicemail.failed),
+                ("given_up", mail.voicemail.given_up),
+            ],
+        )?;
+        counter(
+            e,
+            "switchboard_voicemail_mail_notices_dropped",
+            "Voicemail notices dropped unsent (the outbox over its queue, unreadable, or the message deleted first)",
+            mail.voicemail.dropped,
+        )?;
+        gauge(
+            e,
+            "switchboard_voicemail_mail_outbox_notices",
+            "Voicemail notices waiting in the voicemail outbox (as of the mail task's last look, at most a second ago)",
+            mail.voicemail.outbox as usize,
         )?;
         histogram(
             e,
@@ -647,6 +689,7 @@ mod tests {
             media_sessions_opened: 0,
             records_written: [0; 6],
             mail_notices: 0,
+            voicemail_mail_notices: 0,
         }
     }
 
@@ -708,10 +751,18 @@ mod tests {
         c.records_written[1] = 4;
         c.media_sessions_opened = 2;
         let mail = MailMetrics {
-            sent: 3,
-            outbox: 1,
-            ..MailMetrics::default()
+            missed: MailCounts {
+                sent: 3,
+                outbox: 1,
+                ..MailCounts::default()
+            },
+            voicemail: MailCounts {
+                sent: 2,
+                dropped: 1,
+                ..MailCounts::default()
+            },
         };
+        c.voicemail_mail_notices = 4;
         let text = render(Snapshot {
             core: c,
             shell,
@@ -736,6 +787,11 @@ mod tests {
             "switchboard_mail_notices_dropped_total 0",
             "switchboard_mail_outbox_notices 1",
             "switchboard_mail_notices_queued_total 0",
+            "switchboard_voicemail_mail_notices_queued_total 4",
+            "switchboard_voicemail_mails_total{result=\"sent\"} 2",
+            "switchboard_voicemail_mails_total{result=\"failed\"} 0",
+            "switchboard_voicemail_mail_notices_dropped_total 1",
+            "switchboard_voicemail_mail_outbox_notices 0",
             "# TYPE switchboard_store_commit_seconds histogram",
             "# EOF",
         ] {

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use switchboard_policy::profile::{id_from_name, id_problem, next_free_number};
 use switchboard_policy::{
     build_profile, number_problem, Availability as PolicyAvailability, IncomingHandling,
-    PersonView, Policy, Profile, ProfileDraft,
+    MailboxOwner, PersonView, Policy, Profile, ProfileDraft,
 };
 use switchboard_presence::model::{
     time_in_status, Actor, Availability, CallStatus, Changed, Interface, PersonPresence, Presence,
@@ -83,6 +83,12 @@ pub enum Command {
     /// earlier change is in the store (which the caller then reads).
     Report {
         subject: ReportSubject,
+    },
+    /// Something asked of a person's or team's mailbox; the core's mailboxes answer it
+    /// (`crate::voicemail::handle`), not the presence service.
+    Voicemail {
+        mailbox: MailboxOwner,
+        action: crate::voicemail::Action,
     },
 }
 
@@ -223,6 +229,8 @@ pub enum Answer {
     },
     /// Who a time-in-status report covers and where they stand ([`Command::Report`]).
     Report(ReportSnapshot),
+    /// What a mailbox answered ([`Command::Voicemail`]).
+    Voicemail(crate::voicemail::Answer),
 }
 
 /// The answer to a command, or why it was refused.
@@ -791,6 +799,11 @@ impl PresenceService {
                     before: Undo::default(),
                 }))
             }
+            Command::Voicemail { .. } => Err(PresenceError::new(
+                ErrorKind::Invalid,
+                None,
+                "a mailbox's command is answered by the mailboxes, not the presence service",
+            )),
         }
     }
 
@@ -1193,7 +1206,10 @@ fn no_control_characters(c: &Command) -> Result<(), PresenceError> {
         }
     }
     match c {
-        Command::List | Command::Profiles { user: None } | Command::Report { .. } => {}
+        Command::List
+        | Command::Profiles { user: None }
+        | Command::Report { .. }
+        | Command::Voicemail { .. } => {}
         Command::Get { user } | Command::Profiles { user: Some(user) } => {
             texts.push(("user", Some(user)))
         }

@@ -30,7 +30,7 @@ use switchboard_sip::transport::{ListenAddr, Listener};
 use switchboard_store::tables::{
     BINDINGS, CALL_RECORDS, MAIL_OUTBOX, MEMORY, PRESENCE, PROFILES, RECORD_ROUTE_SECRET,
     RESTORE_ORDER, SECRETS, STATUS_LOG, SUBSCRIPTIONS, VOICEMAIL, VOICEMAIL_AUDIO,
-    VOICEMAIL_RECORDINGS,
+    VOICEMAIL_OUTBOX, VOICEMAIL_RECORDINGS,
 };
 use switchboard_store::{GroupCommitter, RedbStore, Store, Write};
 use tokio::signal::unix::{signal, SignalKind};
@@ -189,7 +189,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             // Never loaded whole: reports read it by range.
             STATUS_LOG | CALL_RECORDS => continue,
             // Read by the mail task itself.
-            MAIL_OUTBOX => continue,
+            MAIL_OUTBOX | VOICEMAIL_OUTBOX => continue,
             // Read by key when played, fetched or mailed.
             VOICEMAIL_AUDIO | VOICEMAIL_RECORDINGS => continue,
             VOICEMAIL => "voicemail messages",

@@ -1,7 +1,7 @@
 //! Stored, then answered: every answer that waits for its writes to be durable is filed
 //! here under the token of its `Output::Persist`, until the store's outcome comes back
 //! (`Input::Persisted`). An acknowledgement (a REGISTER's 200, a SUBSCRIBE's 200, a
-//! presence change's answer) never leaves before its writes are on disk; a write the store
+//! presence change's or a mailbox change's answer) never leaves before its writes are on disk; a write the store
 //! refuses is undone and answered with an error.
 
 use crate::presence_service;
@@ -41,6 +41,15 @@ pub(crate) enum Pending {
         answer: presence_service::Answer,
         before: presence_service::Undo,
         person: Option<String>,
+    },
+    /// A mailbox's answer to the API (a change, or a read that waits for every earlier
+    /// write); a change that could not be stored is undone. `mailbox`: the mailbox whose
+    /// changes wait for this one (None for a read).
+    Voicemail {
+        id: u64,
+        answer: crate::voicemail::Answer,
+        before: crate::voicemail::Undo,
+        mailbox: Option<String>,
     },
 }
 

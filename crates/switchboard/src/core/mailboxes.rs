@@ -13,10 +13,14 @@
 //! Changes come back as store writes for the caller to persist, and the mailboxes whose
 //! counts changed are remembered until [`Mailboxes::take_changed`] (message-waiting
 //! notifications follow them).
+//!
+//! A message left in a mailbox with mail addresses (while `[mail]` is configured) is also a
+//! [`MailNotice`] in [`VOICEMAIL_OUTBOX`], in the same commit: the mail task
+//! (`crate::mail`) sends it, with the audio attached, and never holds up the core.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use switchboard_store::tables::{voicemail_key, VOICEMAIL, VOICEMAIL_AUDIO};
+use switchboard_store::tables::{voicemail_key, VOICEMAIL, VOICEMAIL_AUDIO, VOICEMAIL_OUTBOX};
 use switchboard_store::Write;
 
 /// One message of a mailbox: the row of [`VOICEMAIL`].
@@ -54,6 +58,16 @@ pub struct MessageRow {
     pub heard: bool,
 }
 
+/// A message to mail: the row of [`VOICEMAIL_OUTBOX`], under the message's key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailNotice {
+    /// The mailbox's addresses when the message was left (each gets one mail).
+    pub to: Vec<String>,
+    /// The message as it was left (the mail tells of it even if it is marked heard
+    /// meanwhile; its audio is read when the mail is sent).
+    pub message: MessageRow,
+}
+
 /// What a message-waiting lamp shows: new (not heard) and old (heard) messages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -81,6 +95,8 @@ pub struct Mailboxes {
     changed: BTreeSet<String>,
     /// Makes ids unique among messages left in the same second.
     sequence: u64,
+    /// Messages put in the mail outbox since the start.
+    mail_notices: u64,
 }
 
 impl Mailboxes {
@@ -148,7 +164,8 @@ impl Mailboxes {
     /// Adds `row` (its id from [`Mailboxes::new_id`]) with its audio (`wav`: the WAV file)
     /// to a mailbox that holds fewer than `max` messages; returns the writes that keep it,
     /// to persist in one commit. `mail_to`: where the message is to be mailed (empty: it
-    /// is not; the caller passes the mailbox's addresses only when `[mail]` is set).
+    /// is not; the caller passes the mailbox's addresses only when `[mail]` is set): a
+    /// [`MailNotice`] for the mail task, in the same commit.
     pub fn deposit(
         &mut self,
         row: MessageRow,
@@ -156,8 +173,6 @@ impl Mailboxes {
         max: u32,
         mail_to: &[String],
     ) -> Result<Vec<Write>, MailboxError> {
-        // Mailing messages is not built yet: nothing is queued for `mail_to`.
-        let _ = mail_to;
         if !self.has_room(&row.mailbox, max) {
             return Err(MailboxError::Full {
                 mailbox: row.mailbox,
@@ -166,15 +181,29 @@ impl Mailboxes {
         }
         let key = voicemail_key(&row.mailbox, &row.id);
         let json = serde_json::to_vec(&row).expect("a message row serialises");
+        let mut writes = Vec::with_capacity(3);
+        if !mail_to.is_empty() {
+            let notice = MailNotice {
+                to: mail_to.to_vec(),
+                message: row.clone(),
+            };
+            let notice = serde_json::to_vec(&notice).expect("a mail notice serialises");
+            writes.push(Write::put(VOICEMAIL_OUTBOX, key.clone(), notice));
+            self.mail_notices += 1;
+        }
         self.changed.insert(row.mailbox.clone());
         self.boxes
             .entry(row.mailbox.clone())
             .or_default()
             .insert(row.id.clone(), row);
-        Ok(vec![
-            Write::put(VOICEMAIL_AUDIO, key.clone(), wav),
-            Write::put(VOICEMAIL, key, json),
-        ])
+        writes.push(Write::put(VOICEMAIL_AUDIO, key.clone(), wav));
+        writes.push(Write::put(VOICEMAIL, key, json));
+        Ok(writes)
+    }
+
+    /// Messages put in the mail outbox since the start.
+    pub fn mail_notices(&self) -> u64 {
+        self.mail_notices
     }
 
     /// Marks a message heard (or new again); returns the write that keeps it (none when
@@ -203,7 +232,8 @@ impl Mailboxes {
         )])
     }
 
-    /// Deletes a message and its audio; returns the writes that do it.
+    /// Deletes a message, its audio and its mail notice if it has not gone yet (a message
+    /// dealt with is not mailed); returns the writes that do it.
     pub fn delete(&mut self, mailbox: &str, id: &str) -> Result<Vec<Write>, MailboxError> {
         let messages = self
             .boxes
@@ -217,8 +247,19 @@ impl Mailboxes {
         let key = voicemail_key(mailbox, id);
         Ok(vec![
             Write::delete(VOICEMAIL, key.clone()),
-            Write::delete(VOICEMAIL_AUDIO, key),
+            Write::delete(VOICEMAIL_AUDIO, key.clone()),
+            Write::delete(VOICEMAIL_OUTBOX, key),
         ])
+    }
+
+    /// Puts back a message whose deletion could not be stored (its rows are still in the
+    /// store); its mailbox's counts change back.
+    pub fn put_back(&mut self, row: MessageRow) {
+        self.changed.insert(row.mailbox.clone());
+        self.boxes
+            .entry(row.mailbox.clone())
+            .or_default()
+            .insert(row.id.clone(), row);
     }
 
     /// The mailboxes whose counts changed since the last call.
@@ -309,6 +350,39 @@ mod tests {
         b.delete("team:sales", &second.id).unwrap();
         assert_eq!(b.mailboxes().count(), 0);
         assert_eq!(b.counts("team:sales"), Counts::default());
+    }
+
+    #[test]
+    fn a_message_to_mail_is_a_notice_in_its_commit_and_goes_with_the_message() {
+        let mut b = Mailboxes::default();
+        let r = row(&mut b, "user:bob", 10);
+        let to = vec![
+            "bob@example.com".to_string(),
+            "bob@home.example".to_string(),
+        ];
+        let writes = b.deposit(r.clone(), vec![1], 10, &to).unwrap();
+        assert_eq!(writes.len(), 3);
+        let notice = writes.iter().find(|w| w.table == VOICEMAIL_OUTBOX).unwrap();
+        assert_eq!(notice.key, voicemail_key("user:bob", &r.id));
+        let n: MailNotice = serde_json::from_slice(notice.value.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            n,
+            MailNotice {
+                to,
+                message: r.clone()
+            }
+        );
+        assert_eq!(b.mail_notices(), 1);
+        // Deleted before it is mailed: the notice goes too.
+        let deletes = b.delete("user:bob", &r.id).unwrap();
+        assert!(deletes
+            .iter()
+            .any(|w| w.table == VOICEMAIL_OUTBOX && w.key == notice.key && w.value.is_none()));
+        // A deletion the store refused: the message is back, its counts told again.
+        b.take_changed();
+        b.put_back(r.clone());
+        assert_eq!(b.message("user:bob", &r.id), Some(&r));
+        assert_eq!(b.take_changed(), BTreeSet::from(["user:bob".to_string()]));
     }
 
     #[test]

@@ -223,6 +223,10 @@ pub struct Core {
     watchers: Watchers,
     /// Voicemail mailboxes: every message's row (audio stays in the store).
     mailboxes: mailboxes::Mailboxes,
+    /// Mailboxes with a change from the API on its way to the store, and the changes
+    /// waiting for it, in order (one mailbox's changes are stored one after another, so
+    /// that undoing one the store refused never undoes a later one it took).
+    mailbox_writes: HashMap<String, VecDeque<(u64, presence_service::Request)>>,
     own_presence: OwnPresence,
     /// Trunks' registrations with their carriers.
     registrant: Registrant,
@@ -291,6 +295,7 @@ impl Core {
             relays: Relays::new(routing.route_secret),
             watchers: Watchers::new(&config.watchers, entropy.fork()),
             mailboxes: mailboxes::Mailboxes::default(),
+            mailbox_writes: HashMap::new(),
             own_presence: OwnPresence::new(&config.watchers),
             wire: Wire {
                 transactions: TransactionLayer::new(config.timers),
@@ -483,6 +488,7 @@ impl Core {
             media_sessions_opened: self.media.stats().sessions,
             records_written: self.records.written,
             mail_notices: self.records.mail_notices,
+            voicemail_mail_notices: self.mailboxes.mail_notices(),
         }
     }
 
@@ -1229,6 +1235,28 @@ impl Core {
                     self.presence_stored(&p, now);
                 }
             }
+            Pending::Voicemail {
+                id,
+                answer,
+                before,
+                mailbox,
+            } => {
+                let reply = if ok {
+                    Ok(presence_service::Answer::Voicemail(answer))
+                } else {
+                    crate::voicemail::undo(cx.mailboxes, before);
+                    Err(PresenceError::new(
+                        ErrorKind::Unavailable,
+                        None,
+                        "the change could not be stored; try again",
+                    ))
+                };
+                let reply = Box::new(reply);
+                cx.wire.out.push_back(Output::Reply { id, reply });
+                if let Some(m) = mailbox {
+                    self.mailbox_stored(&m, now);
+                }
+            }
             Pending::Register {
                 tx,
                 response,
@@ -1264,6 +1292,9 @@ impl Core {
     /// A presence command from the API or the CLI; the answer comes as [`Output::Reply`]
     /// with `id`, after any change it makes is durable.
     fn command(&mut self, id: u64, req: presence_service::Request, now: Now) {
+        if let presence_service::Command::Voicemail { .. } = &req.command {
+            return self.voicemail_command(id, req, now);
+        }
         let person = changed_person(&req.command).map(str::to_string);
         if let Some(p) = &person {
             if self.presence_writes.contains_key(p) {
@@ -1295,6 +1326,80 @@ impl Core {
         let mut reply = Box::new(reply);
         count_devices(&mut reply, cx.registrar, now.unix);
         cx.wire.out.push_back(Output::Reply { id, reply });
+    }
+
+    /// Something asked of a mailbox through the API or the CLI
+    /// ([`presence_service::Command::Voicemail`]): answered as [`Output::Reply`] `id`, a
+    /// change once it is durable (after the mailbox's earlier changes), a read of audio
+    /// once every earlier write is.
+    fn voicemail_command(&mut self, id: u64, req: presence_service::Request, now: Now) {
+        let presence_service::Command::Voicemail { mailbox, action } = &req.command else {
+            return;
+        };
+        let key = mailbox.key();
+        let changes = action.changes();
+        if changes {
+            if let Some(waiting) = self.mailbox_writes.get_mut(&key) {
+                waiting.push_back((id, req));
+                return;
+            }
+        }
+        let presence_service::Request {
+            who,
+            admin,
+            via,
+            command: presence_service::Command::Voicemail { mailbox, action },
+        } = req
+        else {
+            return;
+        };
+        let cx = &mut ctx!(self, now);
+        let policy = cx.directory.policy();
+        let reply = match crate::voicemail::handle(
+            cx.mailboxes,
+            policy,
+            &who,
+            admin,
+            via,
+            &mailbox,
+            action,
+        ) {
+            Err(e) => Err(e),
+            Ok(Ok(answer)) => Ok(presence_service::Answer::Voicemail(answer)),
+            Ok(Err(change)) => {
+                let mailbox = (changes && !change.writes.is_empty()).then_some(key);
+                if let Some(m) = &mailbox {
+                    self.mailbox_writes.insert(m.clone(), VecDeque::new());
+                }
+                let pending = Pending::Voicemail {
+                    id,
+                    answer: change.answer,
+                    before: change.before,
+                    mailbox,
+                };
+                return cx.persist(pending, change.writes);
+            }
+        };
+        cx.wire.out.push_back(Output::Reply {
+            id,
+            reply: Box::new(reply),
+        });
+    }
+
+    /// A mailbox's change reached the store (or failed to): its next change waiting, if
+    /// any, goes ahead.
+    fn mailbox_stored(&mut self, mailbox: &str, now: Now) {
+        let Some(mut waiting) = self.mailbox_writes.remove(mailbox) else {
+            return;
+        };
+        while let Some((id, req)) = waiting.pop_front() {
+            self.voicemail_command(id, req, now);
+            // That one is on its way to the store: the rest wait for it.
+            if let Some(queue) = self.mailbox_writes.get_mut(mailbox) {
+                queue.extend(waiting);
+                return;
+            }
+        }
     }
 
     /// A presence change asked over SIP (PUBLISH, a feature code): made, stored, then
