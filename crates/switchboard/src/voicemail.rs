@@ -273,7 +273,7 @@ pub fn handle(
             if writes.is_empty() {
                 Ok(answer)
             } else {
-                tracing::info!(%mailbox, id, heard, by = %who, ?via, "voicemail message marked");
+                tracing::info!(%mailbox, %id, heard, by = %who, ?via, "voicemail message marked");
                 Err(Change {
                     answer,
                     writes,
@@ -284,7 +284,7 @@ pub fn handle(
         Action::Delete { id } => {
             let row = message(mailboxes, &id)?;
             let writes = mailboxes.delete(&mailbox, &id).map_err(not_found)?;
-            tracing::info!(%mailbox, id, by = %who, ?via, "voicemail message deleted");
+            tracing::info!(%mailbox, %id, by = %who, ?via, "voicemail message deleted");
             Err(Change {
                 answer: Answer::Deleted {
                     message: row.clone(),
@@ -310,7 +310,7 @@ pub fn handle(
             wav,
             duration_ms,
         } => {
-            tracing::info!(%mailbox, recording = recording.id(), duration_ms, by = %who, ?via, "voicemail recording kept");
+            tracing::info!(%mailbox, recording = %recording.id(), duration_ms, by = %who, ?via, "voicemail recording kept");
             let key = voicemail_key(&mailbox, recording.id());
             Err(Change {
                 answer: Answer::Recording {
@@ -331,7 +331,7 @@ pub fn handle(
             before: Undo::Nothing,
         }),
         Action::DeleteRecording { recording } => {
-            tracing::info!(%mailbox, recording = recording.id(), by = %who, ?via, "voicemail recording removed");
+            tracing::info!(%mailbox, recording = %recording.id(), by = %who, ?via, "voicemail recording removed");
             let key = voicemail_key(&mailbox, recording.id());
             Err(Change {
                 answer: Answer::Recording {
@@ -351,7 +351,7 @@ pub fn undo(mailboxes: &mut Mailboxes, before: Undo) {
     match before {
         Undo::Nothing => {}
         Undo::Heard { mailbox, id, was } => {
-            tracing::warn!(%mailbox, id, "voicemail change rolled back: it could not be stored");
+            tracing::warn!(%mailbox, %id, "voicemail change rolled back: it could not be stored");
             // The message may have gone meanwhile (a later deletion): nothing to put back.
             let _ = mailboxes.set_heard(&mailbox, &id, was);
         }
