@@ -12,49 +12,131 @@ pub struct Client {
     pub token: String,
 }
 
+/// What the API answered: its status, Content-Type and body.
+struct Exchanged {
+    status: u16,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+/// Most bytes of an answer read (a greeting's WAV is at most about 1 MB).
+const MAX_ANSWER: u64 = 64 * 1024 * 1024;
+
 impl Client {
-    /// One request; returns the JSON answer, or the API's error as text.
-    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+    /// One request with `body` (its content type and bytes, if any); the answer as it came.
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, &[u8])>,
+    ) -> Result<Exchanged, String> {
         let mut s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))
             .map_err(|e| format!("cannot reach the API at {}: {e}", self.addr))?;
         s.set_read_timeout(Some(Duration::from_secs(30)))
             .map_err(|e| e.to_string())?;
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\n\
-             User-Agent: {}{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        let (content_type, bytes) = body.unwrap_or(("application/json", b""));
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: {content_type}\r\n\
+             User-Agent: {}{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             self.addr,
             self.token,
             crate::api::CLI_USER_AGENT,
             env!("CARGO_PKG_VERSION"),
-            body.len()
-        )
-        .map_err(|e| e.to_string())?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-        let status: u16 = out
+            bytes.len()
+        );
+        // A body the API refuses early (too large) may be cut short by its answer: the
+        // answer, if one came, says why.
+        let sent = s
+            .write_all(head.as_bytes())
+            .and_then(|_| s.write_all(bytes))
+            .map_err(|e| e.to_string());
+        let mut out = Vec::new();
+        let read = (&mut s)
+            .take(MAX_ANSWER)
+            .read_to_end(&mut out)
+            .map_err(|e| e.to_string());
+        let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return Err(match (sent, read) {
+                (Err(e), _) | (_, Err(e)) => e,
+                _ => "no answer".into(),
+            });
+        };
+        let head = String::from_utf8_lossy(&out[..end]).into_owned();
+        let status: u16 = head
             .split_whitespace()
             .nth(1)
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
-        let json: Value = out
-            .split_once("\r\n\r\n")
-            .and_then(|(_, b)| serde_json::from_str(b).ok())
-            .unwrap_or(Value::Null);
-        if (200..300).contains(&status) {
+        let content_type = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case("content-type")
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_default();
+        out.drain(..end + 4);
+        Ok(Exchanged {
+            status,
+            content_type,
+            body: out,
+        })
+    }
+
+    /// The JSON of an answer, or the API's error as text.
+    fn json(answer: Exchanged) -> Result<Value, String> {
+        let json: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+        if (200..300).contains(&answer.status) {
             Ok(json)
         } else {
-            let field = json["field"]
-                .as_str()
-                .map(|f| format!(" ({f})"))
-                .unwrap_or_default();
-            Err(format!(
-                "{status}: {}{field}",
-                json["error"].as_str().unwrap_or("no answer")
+            Err(api_error(answer.status, &json))
+        }
+    }
+
+    /// One request; returns the JSON answer, or the API's error as text.
+    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let bytes = (!body.is_empty()).then_some(("application/json", body.as_bytes()));
+        Self::json(self.exchange(method, path, bytes)?)
+    }
+
+    /// Sends `bytes` as `content_type` (a recording's WAV file); the JSON answer, or the
+    /// API's error as text.
+    pub fn send_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        bytes: &[u8],
+    ) -> Result<Value, String> {
+        Self::json(self.exchange(method, path, Some((content_type, bytes)))?)
+    }
+
+    /// `GET path` of a file (audio): its bytes, or the API's error as text.
+    pub fn fetch(&self, path: &str) -> Result<Vec<u8>, String> {
+        let answer = self.exchange("GET", path, None)?;
+        if (200..300).contains(&answer.status) && !answer.content_type.contains("json") {
+            Ok(answer.body)
+        } else {
+            Err(api_error(
+                answer.status,
+                &serde_json::from_slice(&answer.body).unwrap_or(Value::Null),
             ))
         }
     }
+}
+
+/// An error answer of the API as the commands print it: `404: no message "x" (message)`.
+fn api_error(status: u16, json: &Value) -> String {
+    let field = json["field"]
+        .as_str()
+        .map(|f| format!(" ({f})"))
+        .unwrap_or_default();
+    format!(
+        "{status}: {}{field}",
+        json["error"].as_str().unwrap_or("no answer")
+    )
 }
 
 /// What `switchboard reload` prints of a reload's answer: one line per kind of change.
@@ -269,6 +351,64 @@ pub fn format_records_csv(v: &Value) -> String {
     let records: Vec<crate::core::records::CallRecord> =
         serde_json::from_value(v["records"].clone()).unwrap_or_default();
     crate::records::csv(&records).trim_end().to_string()
+}
+
+/// The path of a mailbox in the API: `/v1/users/ID/voicemail` (or a team's).
+pub fn mailbox_path(id: &str, team: bool) -> String {
+    let kind = if team { "teams" } else { "users" };
+    format!("/v1/{kind}/{}/voicemail", escape(id))
+}
+
+/// A message's length as the CLI shows it: `0:42`.
+fn minutes(ms: i64) -> String {
+    let secs = (ms.max(0) + 999) / 1000;
+    format!("{}:{:02}", secs / 60, secs % 60)
+}
+
+/// One line per message, as `voicemail list` prints it: its id, when it came, who called,
+/// its length, new or heard, and why it came to the mailbox.
+pub fn format_message(m: &Value) -> String {
+    let text = |k: &str| m[k].as_str().unwrap_or("").to_string();
+    let caller = match (m["caller_name"].as_str(), text("caller")) {
+        (Some(n), number) if !number.is_empty() && n != number => format!("{n} ({number})"),
+        (Some(n), _) => n.to_string(),
+        (None, number) if number.is_empty() => "unknown".into(),
+        (None, number) => number,
+    };
+    let reason = match (text("reason").as_str(), m["profile"].as_str()) {
+        ("profile", Some(p)) => format!("profile {p}"),
+        (r, _) => r.replace('_', " "),
+    };
+    format!(
+        "{:<24} {:<24} {:<24} {:>6}  {:<5}  {reason}",
+        text("id"),
+        m["received"].as_i64().map(time).unwrap_or_default(),
+        caller,
+        minutes(m["duration_ms"].as_i64().unwrap_or(0)),
+        if m["heard"] == true { "heard" } else { "new" },
+    )
+}
+
+/// `GET …/voicemail` as `switchboard voicemail list` prints it: the counts, then one line
+/// per message, newest first.
+pub fn format_voicemail(v: &Value) -> String {
+    let mut lines = vec![format!(
+        "{}: {} new, {} heard",
+        v["mailbox"].as_str().unwrap_or(""),
+        v["counts"]["new"].as_u64().unwrap_or(0),
+        v["counts"]["old"].as_u64().unwrap_or(0)
+    )];
+    let messages = v["messages"].as_array().cloned().unwrap_or_default();
+    if messages.is_empty() {
+        lines.push("no messages".into());
+    } else {
+        lines.push(format!(
+            "{:<24} {:<24} {:<24} {:>6}  {:<5}  why",
+            "id", "received", "from", "length", ""
+        ));
+        lines.extend(messages.iter().map(format_message));
+    }
+    lines.join("\n")
 }
 
 /// One line per person, as `presence list` prints it.
@@ -597,6 +737,39 @@ mod tests {
                 && line.ends_with("active, own"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn a_mailbox_prints_its_counts_then_a_line_per_message() {
+        let v = json!({"mailbox": "user:bob", "counts": {"new": 1, "old": 1}, "messages": [
+            {"id": "00000000001800000000-2", "received": 1_800_000_000, "duration_ms": 42_001,
+             "caller": "+15550100", "caller_name": "Pat", "heard": false, "reason": "no_answer",
+             "profile": null},
+            {"id": "00000000001700000000-1", "received": 1_700_000_000, "duration_ms": 5000,
+             "caller": "1001", "caller_name": null, "heard": true, "reason": "profile",
+             "profile": "lunch"},
+        ]});
+        let text = format_voicemail(&v);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "user:bob: 1 new, 1 heard");
+        assert!(lines[1].starts_with("id "), "{text}");
+        assert!(lines[2].starts_with("00000000001800000000-2 "), "{text}");
+        assert!(
+            lines[2].contains(" Pat (+15550100) ") && lines[2].contains("  0:43  new    no answer"),
+            "{text}"
+        );
+        assert!(
+            lines[3].contains(" 1001 ") && lines[3].ends_with("0:05  heard  profile lunch"),
+            "{text}"
+        );
+        let empty =
+            json!({"mailbox": "team:sales", "counts": {"new": 0, "old": 0}, "messages": []});
+        assert_eq!(
+            format_voicemail(&empty),
+            "team:sales: 0 new, 0 heard\nno messages"
+        );
+        assert_eq!(mailbox_path("a b", false), "/v1/users/a%20b/voicemail");
+        assert_eq!(mailbox_path("sales", true), "/v1/teams/sales/voicemail");
     }
 
     #[test]

@@ -128,6 +128,27 @@ enum Command {
         #[arg(long)]
         csv: bool,
     },
+    /// A person's or a team's voicemail through the running daemon's API: list, fetch, mark
+    /// heard and delete messages; upload, fetch or remove the greeting and the recorded
+    /// name.
+    Voicemail {
+        /// Configuration file (to find the API's address, and the admin token when no
+        /// --token is given).
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        /// The API's address (default: the config's api.listen).
+        #[arg(long, global = true)]
+        api: Option<std::net::SocketAddr>,
+        /// Bearer token: a person's api_token (their own mailbox and their teams'), or the
+        /// admin token (default: the config's api.admin_token).
+        #[arg(long, global = true, env = "SWITCHBOARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// The mailbox is a team's: USER names a team.
+        #[arg(long, global = true)]
+        team: bool,
+        #[command(subcommand)]
+        action: VoicemailAction,
+    },
     /// Print the plan a call would get, step by step, and why.
     Explain {
         /// Configuration file (its policy is explained).
@@ -228,6 +249,169 @@ enum PresenceAction {
         #[arg(long)]
         to: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum VoicemailAction {
+    /// The mailbox's counts and messages, newest first (each with its id).
+    List {
+        /// Whose mailbox: a user id (with --team, a team id).
+        user: String,
+    },
+    /// Save a message's audio (a WAV file, 8000 Hz mono 16-bit PCM).
+    Fetch {
+        /// Whose mailbox: a user id (with --team, a team id).
+        user: String,
+        /// The message's id (see list).
+        msg: String,
+        /// Where to write it.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+    /// Mark a message heard (with --new: new again).
+    Heard {
+        /// Whose mailbox: a user id (with --team, a team id).
+        user: String,
+        /// The message's id (see list).
+        msg: String,
+        /// Mark it new again instead.
+        #[arg(long)]
+        new: bool,
+    },
+    /// Delete a message.
+    Delete {
+        /// Whose mailbox: a user id (with --team, a team id).
+        user: String,
+        /// The message's id (see list).
+        msg: String,
+    },
+    /// Upload the greeting callers hear before leaving a message (a WAV file, 8000 Hz mono
+    /// 16-bit PCM, at most 60 s), or with --remove remove it, or with --output save it.
+    Greeting {
+        /// Whose mailbox: a user id (with --team, a team id).
+        user: String,
+        #[command(flatten)]
+        recording: RecordingArgs,
+    },
+    /// Upload the recording of the owner's name (a WAV file as the greeting's, at most
+    /// 5 s), or with --remove remove it, or with --output save it.
+    Name {
+        /// Whose mailbox: a user id (with --team, a team id).
+        user: String,
+        #[command(flatten)]
+        recording: RecordingArgs,
+    },
+}
+
+/// What to do with a recording: upload FILE, remove it or save it.
+#[derive(clap::Args)]
+struct RecordingArgs {
+    /// The WAV file to upload (convert others with: sox IN -r 8000 -c 1 -b 16 -e
+    /// signed-integer OUT.wav).
+    #[arg(required_unless_present_any = ["remove", "output"])]
+    file: Option<PathBuf>,
+    /// Remove the recording.
+    #[arg(long, conflicts_with_all = ["file", "output"])]
+    remove: bool,
+    /// Save the recording to this file.
+    #[arg(long, short, conflicts_with = "file")]
+    output: Option<PathBuf>,
+}
+
+/// Most bytes of a recording read from a file (the API takes less; it says how much).
+const MAX_UPLOAD: u64 = 4 * 1024 * 1024;
+
+/// Reads a file to upload, at most [`MAX_UPLOAD`] bytes.
+fn read_upload(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_UPLOAD + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX_UPLOAD {
+        return Err(format!(
+            "{}: larger than {MAX_UPLOAD} bytes, more than any recording takes",
+            path.display()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Writes fetched audio to `path`; says what was saved.
+fn save(path: &std::path::Path, what: &str, bytes: &[u8]) -> Result<String, String> {
+    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(format!(
+        "{what} saved to {} ({} bytes)",
+        path.display(),
+        bytes.len()
+    ))
+}
+
+fn voicemail(c: &client::Client, team: bool, action: VoicemailAction) -> Result<String, String> {
+    use client::escape as esc;
+    use serde_json::json;
+    let message =
+        |user: &str, msg: &str| format!("{}/{}", client::mailbox_path(user, team), esc(msg));
+    match action {
+        VoicemailAction::List { user } => c
+            .call("GET", &client::mailbox_path(&user, team), None)
+            .map(|v| client::format_voicemail(&v)),
+        VoicemailAction::Fetch { user, msg, output } => {
+            let wav = c.fetch(&format!("{}/audio", message(&user, &msg)))?;
+            save(&output, &format!("message {msg}"), &wav)
+        }
+        VoicemailAction::Heard { user, msg, new } => c
+            .call(
+                "PUT",
+                &message(&user, &msg),
+                Some(&json!({ "heard": !new })),
+            )
+            .map(|v| client::format_message(&v)),
+        VoicemailAction::Delete { user, msg } => {
+            c.call("DELETE", &message(&user, &msg), None).map(|v| {
+                format!(
+                    "deleted {}; {} new, {} heard left",
+                    v["deleted"]["id"].as_str().unwrap_or(&msg),
+                    v["counts"]["new"].as_u64().unwrap_or(0),
+                    v["counts"]["old"].as_u64().unwrap_or(0)
+                )
+            })
+        }
+        VoicemailAction::Greeting { user, recording } => {
+            record(c, &client::mailbox_path(&user, team), "greeting", recording)
+        }
+        VoicemailAction::Name { user, recording } => {
+            record(c, &client::mailbox_path(&user, team), "name", recording)
+        }
+    }
+}
+
+/// Uploads, removes or saves recording `what` (`greeting`, `name`) of the mailbox at
+/// `mailbox` (its API path).
+fn record(
+    c: &client::Client,
+    mailbox: &str,
+    what: &str,
+    args: RecordingArgs,
+) -> Result<String, String> {
+    let path = format!("{mailbox}/{what}");
+    if args.remove {
+        return c
+            .call("DELETE", &path, None)
+            .map(|_| format!("{what} removed"));
+    }
+    if let Some(output) = args.output {
+        return save(&output, what, &c.fetch(&path)?);
+    }
+    let file = args
+        .file
+        .ok_or("a WAV file, --remove or --output is needed")?;
+    let wav = read_upload(&file)?;
+    c.send_bytes("PUT", &path, "audio/wav", &wav).map(|v| {
+        let ms = v["duration_ms"].as_u64().unwrap_or(0);
+        format!("{what} kept ({}.{} s)", ms / 1000, ms % 1000 / 100)
+    })
 }
 
 #[derive(Subcommand)]
@@ -646,6 +830,31 @@ fn main() -> ExitCode {
                 .map(|v| client::format_person(&v)),
             };
             match result {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Voicemail {
+            config,
+            api,
+            token,
+            team,
+            action,
+        } => {
+            let c = match admin_client(config.as_ref(), api, token) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match voicemail(&c, team, action) {
                 Ok(text) => {
                     println!("{text}");
                     ExitCode::SUCCESS
