@@ -1329,7 +1329,7 @@ fn voicemail_json(a: VoicemailAnswer) -> Option<Value> {
     })
 }
 
-/// The mailbox (`user` or `team` of the path) and the message (`msg`) a path names.
+/// The mailbox a path names (its `user` or `team`).
 fn mailbox_of(params: &HashMap<String, String>) -> MailboxOwner {
     match (params.get("user"), params.get("team")) {
         (Some(u), _) => MailboxOwner::User(u.clone()),
@@ -1339,6 +1339,7 @@ fn mailbox_of(params: &HashMap<String, String>) -> MailboxOwner {
     }
 }
 
+/// The message a path names (its `msg`); one that cannot be an id is not found.
 fn message_id(params: &HashMap<String, String>) -> Result<String, ApiError> {
     let id = params.get("msg").cloned().unwrap_or_default();
     if id.is_empty() || id.len() > MAX_MESSAGE_ID || id.chars().any(char::is_control) {
