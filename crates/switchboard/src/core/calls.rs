@@ -1227,7 +1227,7 @@ impl Calls {
                     }
                     resp.headers.push(Header::Allow(LOCAL_ALLOW.into()));
                 }
-                let contact = format!("<{}>", call.inbound.contact());
+                let contact = call.inbound.contact();
                 resp.headers.push(Header::Contact(contact.into()));
                 resp.headers
                     .push(Header::ContentType("application/sdp".into()));
@@ -1418,7 +1418,7 @@ impl Calls {
                         let mut resp = message::response(req, 200, None, &cx.wire.server);
                         resp.headers
                             .retain(|h| !matches!(h, Header::ContentLength(_)));
-                        let contact = format!("<{}>", call.inbound.contact());
+                        let contact = call.inbound.contact();
                         resp.headers.push(Header::Contact(contact.into()));
                         resp.headers.push(allow());
                         resp.headers
@@ -2300,7 +2300,7 @@ fn info_digit(
 /// cannot answer.
 fn incompatible(inbound: &Local) -> Header {
     let host = inbound.contact();
-    let host = host.trim_start_matches("sip:");
+    let host = host.trim_start_matches('<').trim_start_matches("sip:");
     let host = host.split([';', '>']).next().unwrap_or(host);
     Header::Warning(format!("305 {host} \"Incompatible media format\"").into())
 }
