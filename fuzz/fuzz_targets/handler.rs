@@ -214,6 +214,8 @@ fn drain(
                 };
                 core.handle(Input::Media(event), t);
             }
+            // Nothing recorded: every mailbox says its default greeting.
+            Output::Read { token, .. } => core.handle(Input::Read { token, value: None }, t),
             Output::Persist { token, .. } => {
                 core.handle(
                     Input::Persisted {

@@ -89,6 +89,8 @@ struct RawConfig {
     records: RawRecords,
     #[serde(default)]
     media: RawMedia,
+    #[serde(default)]
+    voicemail: RawVoicemail,
     /// Absent: no mail is sent.
     mail: Option<RawMail>,
 }
@@ -281,6 +283,30 @@ impl Default for RawMedia {
             prompts: None,
             language: Spanned::new(0..0, "en".into()),
             realtime_priority: Spanned::new(0..0, 10),
+        }
+    }
+}
+
+/// `[voicemail]`: the daemon's own mailboxes (see `core::voicemail`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawVoicemail {
+    max_message_secs: Spanned<u64>,
+    max_messages: Spanned<u64>,
+    min_message_ms: Spanned<u64>,
+    silence_secs: Spanned<u64>,
+    silence_level: Spanned<u64>,
+}
+
+impl Default for RawVoicemail {
+    fn default() -> Self {
+        let d = crate::core::VoicemailConfig::default();
+        RawVoicemail {
+            max_message_secs: Spanned::new(0..0, d.max_message.as_secs()),
+            max_messages: Spanned::new(0..0, d.max_messages.into()),
+            min_message_ms: Spanned::new(0..0, d.min_message.as_millis() as u64),
+            silence_secs: Spanned::new(0..0, d.silence.map_or(0, |s| s.as_secs())),
+            silence_level: Spanned::new(0..0, d.silence_level.into()),
         }
     }
 }
@@ -754,6 +780,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// The daemon's own media.
     pub media: MediaSettings,
+    /// The daemon's own mailboxes (`[voicemail]`).
+    pub voicemail: crate::core::VoicemailConfig,
 }
 
 impl Config {
@@ -1376,11 +1404,42 @@ impl Config {
         let media_sessions = range(&m.max_sessions, "media.max_sessions", 1, 100_000);
         let rtp_timeout = range(&m.rtp_timeout_secs, "media.rtp_timeout_secs", 1, 3600);
         let realtime_priority = range(&m.realtime_priority, "media.realtime_priority", 0, 99);
+        let v = &raw.voicemail;
+        let max_message_secs = range(
+            &v.max_message_secs,
+            "voicemail.max_message_secs",
+            1,
+            switchboard_policy::MAX_MESSAGE_SECS.into(),
+        );
+        let max_messages = range(
+            &v.max_messages,
+            "voicemail.max_messages",
+            1,
+            switchboard_policy::MAX_MAILBOX_MESSAGES.into(),
+        );
+        let min_message_ms = range(&v.min_message_ms, "voicemail.min_message_ms", 0, 60_000);
+        let silence_secs = range(&v.silence_secs, "voicemail.silence_secs", 0, 600);
+        let silence_level = range(&v.silence_level, "voicemail.silence_level", 1, 32_767);
         if last_port <= first_port {
             err(
                 m.last_port.span(),
                 "media.last_port",
                 format!("{last_port} must be above first_port ({first_port}): a session needs an even and an odd port"),
+            );
+        }
+        if max_message_secs > 0 && min_message_ms >= max_message_secs.saturating_mul(1000) {
+            // Named where the operator wrote it (min_message_ms may be the default).
+            let (span, key) = if v.min_message_ms.span().is_empty() {
+                (v.max_message_secs.span(), "voicemail.max_message_secs")
+            } else {
+                (v.min_message_ms.span(), "voicemail.min_message_ms")
+            };
+            err(
+                span,
+                key,
+                format!(
+                    "{min_message_ms} ms is not shorter than max_message_secs ({max_message_secs} s): no message could be kept"
+                ),
             );
         }
         let language = m.language.get_ref().trim().to_string();
@@ -1492,6 +1551,13 @@ impl Config {
                 prompts: m.prompts.as_deref().map(resolve),
                 language,
                 realtime_priority: (realtime_priority > 0).then_some(realtime_priority as u8),
+            },
+            voicemail: crate::core::VoicemailConfig {
+                max_message: std::time::Duration::from_secs(max_message_secs),
+                max_messages: max_messages as u32,
+                min_message: std::time::Duration::from_millis(min_message_ms),
+                silence: (silence_secs > 0).then(|| std::time::Duration::from_secs(silence_secs)),
+                silence_level: silence_level as u16,
             },
         })
     }
@@ -1668,6 +1734,60 @@ mod tests {
             assert_eq!((e.key.as_str(), e.line), ("mail.ca_file", 8), "{e}");
             assert!(e.message.contains(says) && e.message.contains(file), "{e}");
         }
+    }
+
+    #[test]
+    fn voicemail_has_defaults_and_checked_bounds() {
+        use crate::core::VoicemailConfig;
+        use std::time::Duration;
+        let base = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nrealm = \"r\"\n";
+        let defaults = VoicemailConfig {
+            max_message: Duration::from_secs(180),
+            max_messages: 100,
+            min_message: Duration::from_millis(1000),
+            silence: Some(Duration::from_secs(10)),
+            silence_level: 100,
+        };
+        assert_eq!(
+            Config::parse(base, "x.toml", None).unwrap().voicemail,
+            defaults
+        );
+        assert_eq!(Config::embedded().unwrap().voicemail, defaults);
+        let text = format!(
+            "{base}[voicemail]\nmax_message_secs = 600\nmax_messages = 5\nmin_message_ms = 0\n\
+             silence_secs = 0\nsilence_level = 250\n"
+        );
+        let c = Config::parse(&text, "x.toml", None).unwrap();
+        assert_eq!(
+            c.voicemail,
+            VoicemailConfig {
+                max_message: Duration::from_secs(600),
+                max_messages: 5,
+                min_message: Duration::ZERO,
+                silence: None,
+                silence_level: 250,
+            }
+        );
+        for (line, key) in [
+            ("max_message_secs = 0", "voicemail.max_message_secs"),
+            ("max_message_secs = 601", "voicemail.max_message_secs"),
+            ("max_messages = 0", "voicemail.max_messages"),
+            ("max_messages = 1001", "voicemail.max_messages"),
+            ("silence_secs = 601", "voicemail.silence_secs"),
+            ("silence_level = 0", "voicemail.silence_level"),
+            ("min_message_ms = 60001", "voicemail.min_message_ms"),
+            (
+                "max_message_secs = 2\nmin_message_ms = 2000",
+                "voicemail.min_message_ms",
+            ),
+            ("max_message_secs = 1", "voicemail.max_message_secs"),
+        ] {
+            let e = refused(&format!("{base}[voicemail]\n{line}\n"));
+            assert_eq!(places(&e).last().map(|p| p.1), Some(key), "{line}: {e}");
+            assert!(places(&e).iter().all(|p| p.2 >= 5), "{line}: {e}");
+        }
+        let e = refused(&format!("{base}[voicemail]\nmax_secs = 5\n"));
+        assert!(e.to_string().contains("max_secs"), "{e}");
     }
 
     #[test]

@@ -464,6 +464,9 @@ impl Execution {
                 BranchTarget::Announcement { id, .. } => self
                     .history
                     .push(format!("step {}: announcement {id} {how}", step + 1)),
+                BranchTarget::Mailbox { mailbox, .. } => self
+                    .history
+                    .push(format!("step {}: mailbox {mailbox} {how}", step + 1)),
                 _ => {}
             }
         }
@@ -528,6 +531,7 @@ impl Execution {
         let step = b.leg.0;
         let who = match &b.target {
             BranchTarget::Announcement { id, .. } => format!("announcement {id}"),
+            BranchTarget::Mailbox { mailbox, .. } => format!("the mailbox of {mailbox}"),
             _ => "a message".to_string(),
         };
         self.phase = Phase::Answered { branch };
@@ -562,12 +566,13 @@ impl Execution {
     /// else the call is hung up.
     fn after_local(&mut self, branch: BranchId, how: &str) {
         let step = self.branches.get(branch).map_or(0, |b| b.leg.0);
-        let id = match self.branches.get(branch).map(|b| &b.target) {
-            Some(BranchTarget::Announcement { id, .. }) => id.clone(),
-            _ => String::new(),
+        let what = match self.branches.get(branch).map(|b| &b.target) {
+            Some(BranchTarget::Announcement { id, .. }) => format!("announcement {id}"),
+            Some(BranchTarget::Mailbox { mailbox, .. }) => format!("mailbox {mailbox}"),
+            _ => "announcement".to_string(),
         };
         self.history
-            .push(format!("step {}: announcement {id} {how}", step + 1));
+            .push(format!("step {}: {what} {how}", step + 1));
         let next = self
             .plan
             .steps

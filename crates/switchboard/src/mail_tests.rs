@@ -64,6 +64,7 @@ fn direct(to: &str, outcome: RecordOutcome) -> CallRecord {
         code: Some(480),
         why: String::new(),
         end_reason: None,
+        mailbox: None,
     }
 }
 

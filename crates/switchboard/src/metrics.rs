@@ -257,6 +257,8 @@ pub struct CoreMetrics {
     /// Voicemail messages put in the voicemail outbox (a mailbox with addresses, with
     /// `[mail]` configured).
     pub voicemail_mail_notices: u64,
+    /// Voicemail messages left in the daemon's own mailboxes, by what became of them.
+    pub voicemail: crate::core::VoicemailStats,
 }
 
 /// What the shell's loop counts itself.
@@ -576,6 +578,17 @@ impl Collector for Render {
         )?;
         counters(
             e,
+            "switchboard_voicemail_messages",
+            "Voicemail messages callers left in the daemon's own mailboxes, by result (kept: stored with its audio; too_short: under [voicemail] min_message_ms, not kept; full: the mailbox held its most messages, the caller was told so or the message was not kept)",
+            "result",
+            [
+                ("kept", core.voicemail.kept),
+                ("too_short", core.voicemail.too_short),
+                ("full", core.voicemail.full),
+            ],
+        )?;
+        counters(
+            e,
             "switchboard_mails",
             "Missed-call mails, by result (sent: the relay took it; failed: an attempt that failed, tried again later; given_up: refused for good or too old)",
             "result",
@@ -690,6 +703,7 @@ mod tests {
             records_written: [0; 6],
             mail_notices: 0,
             voicemail_mail_notices: 0,
+            voicemail: Default::default(),
         }
     }
 
@@ -750,6 +764,7 @@ mod tests {
         };
         c.records_written[1] = 4;
         c.media_sessions_opened = 2;
+        c.voicemail.kept = 5;
         let mail = MailMetrics {
             missed: MailCounts {
                 sent: 3,
@@ -792,6 +807,9 @@ mod tests {
             "switchboard_voicemail_mails_total{result=\"failed\"} 0",
             "switchboard_voicemail_mail_notices_dropped_total 1",
             "switchboard_voicemail_mail_outbox_notices 0",
+            "switchboard_voicemail_messages_total{result=\"kept\"} 5",
+            "switchboard_voicemail_messages_total{result=\"too_short\"} 0",
+            "# HELP switchboard_voicemail_messages Voicemail messages callers left in the daemon's own mailboxes, by result (kept: stored with its audio; too_short: under [voicemail] min_message_ms, not kept; full: the mailbox held its most messages, the caller was told so or the message was not kept)",
             "# TYPE switchboard_store_commit_seconds histogram",
             "# EOF",
         ] {

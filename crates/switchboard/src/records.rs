@@ -152,6 +152,7 @@ pub const CSV_COLUMNS: &[&str] = &[
     "why",
     "steps",
     "end_reason",
+    "mailbox",
 ];
 
 /// A CSV field (RFC 4180): quoted when it holds a comma, quote or line break. A field
@@ -201,6 +202,7 @@ pub fn csv(records: &[CallRecord]) -> String {
             r.why.clone(),
             r.steps.join("; "),
             opt(&r.end_reason),
+            opt(&r.mailbox),
         ];
         let line: Vec<String> = row.iter().map(|f| field(f)).collect();
         out.push_str(&line.join(","));
@@ -290,6 +292,7 @@ mod tests {
             code: Some(480),
             why: "alice dialled 1002".into(),
             end_reason: None,
+            mailbox: None,
         }
     }
 

@@ -32,7 +32,7 @@ use switchboard_store::tables::{
     RESTORE_ORDER, SECRETS, STATUS_LOG, SUBSCRIPTIONS, VOICEMAIL, VOICEMAIL_AUDIO,
     VOICEMAIL_OUTBOX, VOICEMAIL_RECORDINGS,
 };
-use switchboard_store::{GroupCommitter, RedbStore, Store, Write};
+use switchboard_store::{GroupCommitter, RedbStore, Store, Table, Write};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
@@ -142,6 +142,7 @@ fn core_config(c: &Config, route_secret: [u8; 32], media: crate::core::MediaConf
             redirect_domains: c.redirect_domains.clone(),
             failover_after: Duration::from_millis(c.failover_after_ms),
             media,
+            voicemail: c.voicemail.clone(),
         },
         watchers: WatchersConfig {
             subscriptions: NotifierConfig {
@@ -344,6 +345,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     // A commit's outcome, with how long it took.
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u64, bool, Duration)>();
+    // A row the core asked for (Output::Read), read off the loop.
+    let (read_tx, mut read_rx) = mpsc::unbounded_channel::<(u64, Option<Vec<u8>>)>();
     // A finished reload comes back here: a policy that replaced the running one goes to the
     // core, and the watcher learns what the files it settled on looked like.
     let (reloaded_tx, mut reloaded_rx) = mpsc::unbounded_channel::<Reloaded>();
@@ -400,6 +403,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 core.handle(Input::Media(event), now());
                 while let Ok(event) = media_rx.try_recv() {
                     core.handle(Input::Media(event), now());
+                }
+            }
+            Some((token, value)) = read_rx.recv() => {
+                core.handle(Input::Read { token, value }, now());
+                while let Ok((token, value)) = read_rx.try_recv() {
+                    core.handle(Input::Read { token, value }, now());
                 }
             }
             Some((token, ok, took)) = done_rx.recv() => {
@@ -527,6 +536,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         let _ = tx.send(*reply);
                     }
                 }
+                Output::Read { token, table, key } => {
+                    let (store, done) = (store.clone(), read_tx.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let _ = done.send((token, read_row(store.as_ref(), table, &key)));
+                    });
+                }
                 Output::Persist { token, writes } => {
                     let done = done_tx.clone();
                     let at = Instant::now();
@@ -542,7 +557,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // The presence board hears of who changed in this turn.
         board.turn(&mut core, now().unix);
         if let Some(deadline) = drain_deadline {
-            let done = core.pending() == 0 && core.unregistering() == 0;
+            // Media sessions closing may still hand in a recording to keep (a message
+            // being left when the daemon stops): they are waited for too.
+            let done = core.pending() == 0 && core.unregistering() == 0 && core.media().0 == 0;
             if done || Instant::now() >= deadline {
                 if core.pending() > 0 {
                     tracing::warn!(
@@ -592,6 +609,30 @@ fn net_metrics(transports: &Transports) -> NetMetrics {
         dropped: s.dropped.load(Ordering::Relaxed),
         rejected: s.rejected.load(Ordering::Relaxed),
         tcp_connections: s.tcp_open.load(Ordering::Relaxed) as u64,
+    }
+}
+
+/// Row `key` of `table` for [`Output::Read`], at most [`crate::core::MAX_READ`] bytes:
+/// None when there is none, it is larger, or the store fails (logged).
+fn read_row(store: &dyn Store, table: Table, key: &str) -> Option<Vec<u8>> {
+    // The one key: every key from `key` up to, not including, `key` followed by NUL.
+    let end = format!("{key}\0");
+    match store.scan_range_limited(table, key, &end, 1) {
+        Ok(rows) => {
+            let (k, v) = rows.into_iter().next()?;
+            if k != key {
+                return None;
+            }
+            if v.len() > crate::core::MAX_READ {
+                tracing::warn!(%table, key, bytes = v.len(), "stored row too large to read; taken as none");
+                return None;
+            }
+            Some(v)
+        }
+        Err(e) => {
+            tracing::warn!(%table, key, error = %e, "stored row could not be read; taken as none");
+            None
+        }
     }
 }
 

@@ -182,6 +182,9 @@ pub(crate) struct T {
     pub lookups: Vec<switchboard_sip::locate::Query>,
     /// Commands to the media engine, oldest first (the test answers them as it likes).
     pub media: Vec<switchboard_media::session::Command>,
+    /// Rows the core asked to read (token, table, key), oldest first, not answered yet
+    /// (the test answers them with `Input::Read`).
+    pub reads: Vec<(u64, switchboard_store::Table, String)>,
     /// The settings the core started with.
     config: CoreConfig,
 }
@@ -243,6 +246,7 @@ impl T {
             policy: policy.to_string(),
             lookups: Vec::new(),
             media: Vec::new(),
+            reads: Vec::new(),
             config,
         };
         // What the start stores (everyone's first state) is stored before a test begins.
@@ -318,6 +322,7 @@ impl T {
                 Output::Hold { peer, until } => self.holds.push((peer, until)),
                 Output::Lookup(query) => self.lookups.push(query),
                 Output::Media(command) => self.media.push(command),
+                Output::Read { token, table, key } => self.reads.push((token, table, key)),
             }
         }
     }

@@ -22,6 +22,7 @@ use super::records::{BranchSeen, CallRecord, LiveCall, Opening, Settled};
 use super::registrant::Registrant;
 use super::relays::{call_id_of, send_cancel};
 use super::targets::{binding_peer, distinct_targets, newer, peer_for_uri};
+use super::voicemail::{self, Deposit, MailboxRun, VoicemailConfig, VoicemailStats};
 use super::wire::{Local, Owner};
 use crate::executor::{BranchId, BranchTarget, CancelCause, Command, Execution, Limits, Phase};
 use crate::metrics::{Histogram, Outcome, Outcomes, SETUP_BUCKETS};
@@ -30,7 +31,8 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 use switchboard_media::session::SessionId;
 use switchboard_policy::{
-    Call, Caller, CallerIdRule, DeviceView, GroupMemory, PersonView, Policy, ViewSource,
+    Call, Caller, CallerIdRule, DeviceView, GroupMemory, MailboxOwner, Message, PersonView, Policy,
+    ViewSource, VoicemailReason,
 };
 use switchboard_presence::model::LegState;
 use switchboard_sip::auth::Role;
@@ -71,6 +73,8 @@ pub struct RoutingConfig {
     pub failover_after: Duration,
     /// Local media: messages the daemon plays to callers itself.
     pub media: super::media::MediaConfig,
+    /// The daemon's own mailboxes: how long a message, how many, what ends one.
+    pub voicemail: VoicemailConfig,
 }
 
 impl Default for RoutingConfig {
@@ -85,6 +89,7 @@ impl Default for RoutingConfig {
             failover_after: Duration::from_secs(3),
             route_secret: rand::random(),
             media: super::media::MediaConfig::default(),
+            voicemail: VoicemailConfig::default(),
         }
     }
 }
@@ -152,6 +157,9 @@ struct Branch {
     /// A local media endpoint the call is for ([`BranchTarget::Announcement`]): its
     /// response is our own, relayed as it is; with `answer`, it answers the call.
     local: Option<LocalBranch>,
+    /// A mailbox branch whose mailbox was full: the caller is told so (a message in
+    /// early media), and the plan goes on as when nobody answers.
+    full_mailbox: bool,
 }
 
 /// What an announcement branch is (see [`Branch::local`]).
@@ -273,6 +281,8 @@ pub struct Calls {
     pub(crate) stats: RoutingStats,
     /// Calls settled, by outcome.
     pub(crate) ended: Outcomes,
+    /// Voicemail messages left, by what became of them.
+    pub(crate) voicemail: VoicemailStats,
     /// From the INVITE to the answer, of answered calls.
     pub(crate) setup: Histogram,
     /// Records of calls whose set-up is over, for [`super::records::Records`] (taken by
@@ -299,6 +309,7 @@ impl Calls {
             next_call: 1,
             stats: RoutingStats::default(),
             ended: Outcomes::default(),
+            voicemail: VoicemailStats::default(),
             setup: Histogram::new(SETUP_BUCKETS),
             settled: Vec::new(),
             local_dialogs: HashMap::new(),
@@ -705,16 +716,11 @@ impl Calls {
                 }
                 Command::Start(crate::executor::BranchStart {
                     branch,
-                    target: BranchTarget::Mailbox { mailbox, .. },
+                    target: BranchTarget::Mailbox { mailbox, reason },
                     ..
                 }) => {
-                    // Not served yet: as a mailbox that cannot take a message.
-                    while call.branches.len() <= branch {
-                        call.branches.push(Branch::default());
-                    }
-                    call.branches[branch].done = true;
-                    let how = format!("skipped: the mailbox of {mailbox} takes no messages yet");
-                    call.exec.media_ended(branch, &how, now.mono);
+                    let vm = (&self.config.voicemail, &mut self.voicemail);
+                    start_mailbox(cx, key, call, branch, &mailbox, &reason, vm);
                 }
                 Command::Start(start) => {
                     let b = start.branch;
@@ -1185,9 +1191,10 @@ impl Calls {
     }
 
     /// What the media engine did for a message branch: opened its session (the caller is
-    /// answered 183 with our SDP — or 200 OK for an announcement that answers — then the
-    /// message plays), or the message is over (played or not: the plan goes on), or an
-    /// answered caller went silent (hung up).
+    /// answered 183 with our SDP — or 200 OK for an announcement or a mailbox, which
+    /// answer — then the message plays), or the message is over (played or not: the plan
+    /// goes on), or an answered caller went silent (hung up), or a mailbox's recording
+    /// ended (the message is kept, whether or not the call is still there).
     pub(crate) fn media_event(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -1196,6 +1203,20 @@ impl Calls {
         what: Happened,
     ) {
         let now = cx.now;
+        let what = match what {
+            Happened::Recorded {
+                deposit,
+                recording,
+                closing,
+            } => {
+                // Kept whether or not the caller is still there (one who hung up has
+                // left a whole message); the call, if it is, hears "goodbye" next.
+                let kept = voicemail::keep(cx, &deposit, &recording, &mut self.voicemail);
+                tracing::debug!(call_id = %deposit.call_id, ?kept, closing, "mailbox recording ended");
+                return;
+            }
+            other => other,
+        };
         let Some(call) = self.calls.get_mut(&key) else {
             if let Happened::Opened { id, .. } = what {
                 cx.media.close(&mut cx.wire.out, id);
@@ -1227,7 +1248,7 @@ impl Calls {
                     }
                     resp.headers.push(Header::Allow(LOCAL_ALLOW.into()));
                 }
-                let contact = format!("<{}>", call.inbound.contact());
+                let contact = call.inbound.contact();
                 resp.headers.push(Header::Contact(contact.into()));
                 resp.headers
                     .push(Header::ContentType("application/sdp".into()));
@@ -1293,6 +1314,11 @@ impl Calls {
                 }
                 b.media = None;
                 b.done = true;
+                let how = if b.full_mailbox && how == "played" {
+                    "full: the caller was told so".to_string()
+                } else {
+                    how
+                };
                 if b.what.starts_with("menu ") {
                     tracing::info!(call_id = %call.call_id, branch, how, what = b.what, "menu over without a choice: its default");
                 } else {
@@ -1335,6 +1361,8 @@ impl Calls {
                     self.drive(cx, key);
                 }
             }
+            // Kept above, before the call is looked for.
+            Happened::Recorded { .. } => {}
         }
     }
 
@@ -1418,7 +1446,7 @@ impl Calls {
                         let mut resp = message::response(req, 200, None, &cx.wire.server);
                         resp.headers
                             .retain(|h| !matches!(h, Header::ContentLength(_)));
-                        let contact = format!("<{}>", call.inbound.contact());
+                        let contact = call.inbound.contact();
                         resp.headers.push(Header::Contact(contact.into()));
                         resp.headers.push(allow());
                         resp.headers
@@ -2174,6 +2202,7 @@ fn start_local(
     call.branches[branch].what = match endpoint {
         Endpoint::Message(message) => format!("message {message}"),
         Endpoint::Menu(menu) => format!("menu {}", menu.id),
+        Endpoint::Mailbox(run) => format!("mailbox {}", run.deposit.mailbox),
     };
     if let Some(l) = call.local.as_mut() {
         // Answered already: the next announcement, in the same session (a menu's keys
@@ -2185,6 +2214,9 @@ fn start_local(
             }
             Endpoint::Menu(_) => Err(super::media::Refusal::skip(
                 "a menu cannot follow an answered announcement",
+            )),
+            Endpoint::Mailbox(_) => Err(super::media::Refusal::skip(
+                "a mailbox cannot follow an answered announcement",
             )),
         };
         match started {
@@ -2237,6 +2269,9 @@ fn start_local(
                     Endpoint::Menu(menu) => {
                         tracing::info!(call_id = %call.call_id, menu = menu.id, %why, "menu skipped: the call goes to its default")
                     }
+                    Endpoint::Mailbox(run) => {
+                        tracing::info!(call_id = %call.call_id, mailbox = %run.deposit.mailbox, %why, "mailbox skipped: the plan goes on")
+                    }
                 }
             }
             if let (Some(_), Some(code)) = (local, refusal.code) {
@@ -2257,6 +2292,133 @@ fn start_local(
                 .media_ended(branch, &format!("skipped: {}", refusal.why), cx.now.mono);
         }
     }
+}
+
+/// Starts mailbox branch `branch` of a call (`mailbox`'s, reached for `reason`): a
+/// mailbox that takes messages and has room answers the call and takes one (see
+/// [`super::voicemail`]); a caller it cannot serve is refused as an announcement's (488
+/// with a Warning, 400, 503 with Retry-After). A mailbox that is off (or gone with a
+/// reload) is skipped: the plan goes on as when nobody answers.
+///
+/// A full mailbox is not answered: the caller hears "the mailbox is full" in early media
+/// (a message branch), then the plan goes on as when nobody answers — the step's
+/// `on_no_answer`, which for a mailbox is the plan's 480 unless the operator set another.
+/// Answering only to hang up would show the call as answered on the caller's phone and
+/// start the caller's billing for nothing, and would leave nothing for the plan's next
+/// step to do; early media says the same words and keeps the call unanswered.
+fn start_mailbox(
+    cx: &mut Ctx<'_>,
+    key: u64,
+    call: &mut CallState,
+    branch: BranchId,
+    mailbox: &MailboxOwner,
+    reason: &VoicemailReason,
+    (config, stats): (&VoicemailConfig, &mut VoicemailStats),
+) {
+    while call.branches.len() <= branch {
+        call.branches.push(Branch::default());
+    }
+    let what = format!("mailbox {mailbox}");
+    let policy = cx.directory.policy();
+    let Some(settings) = policy.mailbox(mailbox).filter(|v| v.enabled) else {
+        let b = &mut call.branches[branch];
+        b.what = what;
+        b.done = true;
+        tracing::info!(call_id = %call.call_id, %mailbox, "mailbox takes no messages (turned off, or gone): the plan goes on");
+        let how = format!("skipped: the mailbox of {mailbox} takes no messages");
+        call.exec.media_ended(branch, &how, cx.now.mono);
+        return;
+    };
+    let mailbox_key = mailbox.key();
+    let max_messages = settings.max_messages.unwrap_or(config.max_messages);
+    if !cx.mailboxes.has_room(&mailbox_key, max_messages) {
+        stats.full += 1;
+        tracing::info!(call_id = %call.call_id, %mailbox, max_messages, "mailbox full: the caller is told so");
+        let full = Message::Named(switchboard_media::say::phrase::THE_MAILBOX_IS_FULL.into());
+        call.branches[branch].full_mailbox = true;
+        start_local(cx, key, call, branch, Endpoint::Message(&full), None);
+        call.branches[branch].what = what;
+        return;
+    }
+    let (caller, caller_name) = caller_identity(call, policy);
+    let original = match (&call.record.dialled_user, &call.record.team) {
+        (Some(u), _) => Some(MailboxOwner::User(u.clone()).key()),
+        (None, Some(t)) => Some(MailboxOwner::Team(t.clone()).key()),
+        (None, None) => None,
+    };
+    let deposit = Deposit {
+        mailbox: mailbox_key,
+        caller,
+        caller_name,
+        called: super::records::cut(&call.to),
+        original,
+        reason: reason.as_str().to_string(),
+        profile: match reason {
+            VoicemailReason::Profile(p) => Some(p.clone()),
+            _ => None,
+        },
+        call_id: super::records::cut(&call.call_id),
+        max_messages,
+        // Mailed by the mail task, and only with `[mail]` configured.
+        mail_to: if cx.config.mail {
+            settings.email.clone()
+        } else {
+            Vec::new()
+        },
+        min_message: config.min_message,
+    };
+    let owner = match mailbox {
+        MailboxOwner::User(u) => voicemail::Owner {
+            name_prompt: Some(format!("name_{u}")),
+            extension: policy.user(u).map(|u| u.extension.clone()),
+            busy: *reason == VoicemailReason::Busy,
+        },
+        MailboxOwner::Team(t) => voicemail::Owner {
+            name_prompt: None,
+            extension: policy.team(t).and_then(|t| t.extension.clone()),
+            busy: *reason == VoicemailReason::Busy,
+        },
+    };
+    let max = settings
+        .max_message_secs
+        .map_or(config.max_message, |s| Duration::from_secs(s.into()));
+    let run = MailboxRun::new(deposit, owner, max, config.silence());
+    let local = Some(LocalBranch { answer: true });
+    start_local(cx, key, call, branch, Endpoint::Mailbox(&run), local);
+    call.branches[branch].what = what;
+}
+
+/// Who called, as a message left in a mailbox shows it: a user of ours by their extension
+/// and name; otherwise the number (or user part) and display name of the INVITE's
+/// P-Asserted-Identity when a trunk asserted one, else of its From (`anonymous` shows as
+/// none).
+fn caller_identity(call: &CallState, policy: &Policy) -> (String, Option<String>) {
+    if let Some(user) = call.caller_user.as_deref().and_then(|u| policy.user(u)) {
+        return (user.extension.clone(), Some(user.display_name.clone()));
+    }
+    let asserted = call.caller_trunk.then(|| {
+        call.invite.headers.iter().find_map(|h| match h {
+            Header::PAssertedIdentity(v) => Some(v.value().to_string()),
+            _ => None,
+        })
+    });
+    let value = match asserted.flatten() {
+        Some(v) => v,
+        None => match call.invite.from_header() {
+            Ok(f) => f.value().to_string(),
+            Err(_) => return (String::new(), None),
+        },
+    };
+    let value = split_first_value(&value).0;
+    let number = header_user(Some(value))
+        .filter(|u| !u.eq_ignore_ascii_case("anonymous"))
+        .unwrap_or_default();
+    let name = value
+        .split_once('<')
+        .map(|(name, _)| name.trim().trim_matches('"').trim())
+        .filter(|n| !n.is_empty() && !n.eq_ignore_ascii_case("anonymous"))
+        .map(super::records::cut);
+    (super::records::cut(&number), name)
 }
 
 /// An INFO of the caller in a dialog of ours: a DTMF body (`application/dtmf-relay`,
@@ -2300,7 +2462,7 @@ fn info_digit(
 /// cannot answer.
 fn incompatible(inbound: &Local) -> Header {
     let host = inbound.contact();
-    let host = host.trim_start_matches("sip:");
+    let host = host.trim_start_matches('<').trim_start_matches("sip:");
     let host = host.split([';', '>']).next().unwrap_or(host);
     Header::Warning(format!("305 {host} \"Incompatible media format\"").into())
 }

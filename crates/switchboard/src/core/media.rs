@@ -19,6 +19,13 @@
 //! to its default. The wait for a key is this sub-machine's only timer
 //! ([`Media::poll_timeout`]).
 //!
+//! A mailbox branch ([`crate::executor::BranchTarget::Mailbox`]) opens its session the
+//! same way and answers the call; then [`super::voicemail::MailboxRun`] runs it: the
+//! owner's recordings are read ([`Output::Read`](super::Output::Read), answered by
+//! [`Media::read`]), the greeting and the beep play, what the caller says is recorded
+//! ([`Command::Record`]; `#` stops it), and the recording goes back to `calls` to be kept
+//! ([`Happened::Recorded`]), whether the caller is still there or has hung up.
+//!
 //! This sub-machine owns the sessions' table and speaks the contract of
 //! [`switchboard_media::session`]: [`Command`]s leave the core as
 //! [`Output::Media`](super::Output::Media), [`Event`]s come back as
@@ -27,6 +34,7 @@
 //! with the call and branch it belongs to.
 
 use super::menu::{MenuRun, Turn};
+use super::voicemail::{Deposit, Kind, MailboxRun, Phase};
 use super::wire::Output;
 use crate::executor::BranchId;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -36,12 +44,14 @@ use std::time::{Duration, Instant};
 use switchboard_media::g711::Law;
 use switchboard_media::offer_answer::{self, Local, Stream};
 use switchboard_media::prompts::Prompts;
+use switchboard_media::recorder::Recording;
 use switchboard_media::say::{self, ClockTime, DayOfYear, Language, PromptName};
 use switchboard_media::sdp::{self, Session};
 use switchboard_media::session::{Clip, Command, Event, Open, SessionId};
 use switchboard_policy::{Menu, Message};
 use switchboard_sip::msg::headers::Header;
 use switchboard_sip::msg::Request;
+use switchboard_store::tables::{voicemail_key, VOICEMAIL_RECORDINGS};
 
 /// The prompts a call may hear, each encoded once in both G.711 laws, and the language
 /// that puts phrases together from them.
@@ -170,6 +180,11 @@ impl Library {
         Ok(names)
     }
 
+    /// The language phrases are put together in.
+    pub fn language(&self) -> &'static dyn Language {
+        self.language
+    }
+
     /// Prompt `name`'s audio in `law`.
     pub fn clip(&self, name: &str, law: Law) -> Option<Clip> {
         let [mu, a] = self.clips.get(self.resolve(name)?)?;
@@ -255,6 +270,8 @@ struct MediaSession {
     sdp: Vec<u8>,
     /// A menu's session: the menu it runs (a message's: None).
     menu: Option<MenuRun>,
+    /// A mailbox's session: the message it takes (see [`super::voicemail`]).
+    mailbox: Option<Box<MailboxRun>>,
 }
 
 /// What a local media endpoint does for the caller.
@@ -264,6 +281,8 @@ pub(crate) enum Endpoint<'a> {
     Message(&'a Message),
     /// Serves a menu: ends with the caller's choice, or without one.
     Menu(&'a Menu),
+    /// Takes a message for a mailbox: greets, records, hands the recording back.
+    Mailbox(&'a MailboxRun),
 }
 
 /// What an engine's event means to a session's call (see [`Media::event`]).
@@ -286,6 +305,14 @@ pub(crate) enum Happened {
     /// is hung up (a caller in early media need not send anything, so only an answered
     /// session hears of it).
     Silent { id: SessionId },
+    /// A mailbox's recording ended (its length, `#`, quiet, or the caller hung up and the
+    /// session closed): the message to keep, whether or not the call is still there.
+    /// Unless `closing`, "goodbye" now plays, and [`Happened::Ended`] follows it.
+    Recorded {
+        deposit: Box<Deposit>,
+        recording: Recording,
+        closing: bool,
+    },
 }
 
 /// Counters of local media.
@@ -309,6 +336,9 @@ pub struct Media {
     next_id: u64,
     /// Sessions that run a menu (none: no timer to look for, whatever the sessions).
     menus: usize,
+    /// Reads of mailbox owners' recordings under way: token → session, and which.
+    reads: BTreeMap<u64, (SessionId, Kind)>,
+    next_read: u64,
     pub(crate) stats: MediaStats,
 }
 
@@ -319,6 +349,8 @@ impl Media {
             sessions: BTreeMap::new(),
             next_id: 1,
             menus: 0,
+            reads: BTreeMap::new(),
+            next_read: 1,
             stats: MediaStats::default(),
         }
     }
@@ -361,6 +393,8 @@ impl Media {
         let lib = &self.config.library;
         let (prompts, invalid) = match endpoint {
             Endpoint::Message(message) => (lib.phrase(message), Vec::new()),
+            // Its greeting is put together once the owner's recordings are read.
+            Endpoint::Mailbox(_) => (Ok(Vec::new()), Vec::new()),
             Endpoint::Menu(menu) => (
                 lib.phrase(&Message::Named(menu.prompt.clone())),
                 // A missing invalid-key message is left out: the prompt alone again.
@@ -424,7 +458,7 @@ impl Media {
         };
         let clips = clips_of(&prompts);
         let menu = match endpoint {
-            Endpoint::Message(_) => None,
+            Endpoint::Message(_) | Endpoint::Mailbox(_) => None,
             Endpoint::Menu(m) => Some(MenuRun::new(
                 m.id.clone(),
                 m.options.iter().map(|o| o.key).collect(),
@@ -442,6 +476,23 @@ impl Media {
             signalling,
             self.config.rtp_timeout,
         ))));
+        let mailbox = match endpoint {
+            Endpoint::Mailbox(run) => {
+                // The owner's recordings are read while the session opens.
+                for kind in [Kind::Greeting, Kind::Name] {
+                    let token = self.next_read;
+                    self.next_read += 1;
+                    self.reads.insert(token, (id, kind));
+                    out.push_back(Output::Read {
+                        token,
+                        table: VOICEMAIL_RECORDINGS,
+                        key: voicemail_key(&run.deposit.mailbox, kind.id()),
+                    });
+                }
+                Some(Box::new(run.clone()))
+            }
+            _ => None,
+        };
         self.menus += usize::from(menu.is_some());
         self.sessions.insert(
             id,
@@ -453,6 +504,7 @@ impl Media {
                 local,
                 clips,
                 menu,
+                mailbox,
                 law: stream.law,
                 answered: false,
                 sdp: Vec::new(),
@@ -540,16 +592,45 @@ impl Media {
         }
     }
 
-    /// Plays an opened session's message, or its menu's prompt ([`Event::Played`] when it
-    /// is over).
+    /// Plays an opened session's message, its menu's prompt, or its mailbox's greeting
+    /// (that one once the owner's recordings are read: see [`Media::read`])
+    /// ([`Event::Played`] when it is over).
     pub(crate) fn play(&mut self, out: &mut VecDeque<Output>, id: SessionId, now: Instant) {
         if let Some(s) = self.sessions.get_mut(&id) {
             if s.state == State::Opening {
                 s.state = State::Playing;
-                let clips = match &mut s.menu {
-                    Some(menu) => menu.begin(now),
-                    None => std::mem::take(&mut s.clips),
+                let clips = match (&mut s.menu, &mut s.mailbox) {
+                    (Some(menu), _) => menu.begin(now),
+                    // The greeting, once the owner's recordings are read (else on the
+                    // last answer, in `read`).
+                    (_, Some(run)) => match run.greeting_clips(&self.config.library, s.law) {
+                        Some(clips) => clips,
+                        None => return,
+                    },
+                    _ => std::mem::take(&mut s.clips),
                 };
+                out.push_back(Output::Media(Command::Play { id, clips }));
+            }
+        }
+    }
+
+    /// The answer to [`Output::Read`](super::Output::Read) `token` (a mailbox owner's
+    /// recording): `value`, the row's bytes (None: none, or the read failed). The greeting
+    /// plays once both are in and the caller is answered.
+    pub(crate) fn read(&mut self, out: &mut VecDeque<Output>, token: u64, value: Option<Vec<u8>>) {
+        let Some((id, kind)) = self.reads.remove(&token) else {
+            return;
+        };
+        let lib = Arc::clone(&self.config.library);
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some(run) = s.mailbox.as_mut() else {
+            return;
+        };
+        run.read(kind, value);
+        if s.state == State::Playing {
+            if let Some(clips) = run.greeting_clips(&lib, s.law) {
                 out.push_back(Output::Media(Command::Play { id, clips }));
             }
         }
@@ -608,6 +689,10 @@ impl Media {
     fn forget(&mut self, id: SessionId) -> Option<MediaSession> {
         let s = self.sessions.remove(&id)?;
         self.menus -= usize::from(s.menu.is_some());
+        if s.mailbox.is_some() {
+            // Reads still under way are answered into nothing.
+            self.reads.retain(|_, (session, _)| *session != id);
+        }
         Some(s)
     }
 
@@ -721,6 +806,27 @@ impl Media {
                     menu.played(now);
                     return None;
                 }
+                if let Some(run) = &mut s.mailbox {
+                    return match run.phase {
+                        Phase::Greeting => {
+                            // The beep is over: what the caller says is recorded.
+                            run.phase = Phase::Recording;
+                            tracing::info!(session = id.0, mailbox = %run.deposit.mailbox, call_id = %run.deposit.call_id, "mailbox greeting played; recording");
+                            out.push_back(Output::Media(Command::Record {
+                                id,
+                                max: run.max,
+                                silence: run.silence,
+                            }));
+                            None
+                        }
+                        Phase::Goodbye => {
+                            run.phase = Phase::Over;
+                            let how = "took a message".to_string();
+                            Some((s.call, s.branch, Happened::Ended { how }))
+                        }
+                        _ => None,
+                    };
+                }
                 let (call, branch) = (s.call, s.branch);
                 self.stats.played += 1;
                 if !s.answered {
@@ -734,6 +840,16 @@ impl Media {
             Event::Digit { id, digit } => {
                 let s = self.sessions.get_mut(&id)?;
                 self.stats.digits += 1;
+                if let (Some(run), State::Playing) = (&mut s.mailbox, s.state) {
+                    if digit == '#' && run.phase == Phase::Recording {
+                        // The caller is done: the recording ends (Recorded follows).
+                        run.phase = Phase::Stopping;
+                        out.push_back(Output::Media(Command::StopRecording { id }));
+                    } else {
+                        tracing::debug!(session = id.0, %digit, "key pressed at a mailbox; ignored");
+                    }
+                    return None;
+                }
                 match (&mut s.menu, s.state) {
                     (Some(menu), State::Playing) => {
                         let turn = menu.digit(digit, now);
@@ -746,13 +862,44 @@ impl Media {
                 }
             }
             Event::Recorded { id, recording } => {
-                // No session records yet (voicemail will): nothing waits for it.
-                tracing::debug!(
-                    session = id.0,
-                    ms = recording.duration().as_millis() as u64,
-                    "recording ended unasked for; dropped"
-                );
-                None
+                let s = self.sessions.get_mut(&id)?;
+                let closing = s.state == State::Closing;
+                let (call, branch) = (s.call, s.branch);
+                let recording_now = s
+                    .mailbox
+                    .as_ref()
+                    .is_some_and(|r| matches!(r.phase, Phase::Recording | Phase::Stopping));
+                let Some(run) = s.mailbox.as_mut().filter(|_| recording_now) else {
+                    tracing::debug!(
+                        session = id.0,
+                        ms = recording.duration().as_millis() as u64,
+                        "recording ended unasked for; dropped"
+                    );
+                    return None;
+                };
+                let deposit = run.deposit.clone();
+                if closing {
+                    run.phase = Phase::Over;
+                } else {
+                    // "Goodbye", then the call is hung up (Played → Ended).
+                    run.phase = Phase::Goodbye;
+                    let clips = self
+                        .config
+                        .library
+                        .clip(say::phrase::GOODBYE, s.law)
+                        .into_iter()
+                        .collect();
+                    out.push_back(Output::Media(Command::Play { id, clips }));
+                }
+                Some((
+                    call,
+                    branch,
+                    Happened::Recorded {
+                        deposit,
+                        recording,
+                        closing,
+                    },
+                ))
             }
             Event::Timeout { id } => {
                 let s = self.sessions.get(&id)?;

@@ -98,6 +98,7 @@ pub mod registrations;
 pub mod relays;
 pub mod targets;
 pub mod trunk_sources;
+pub mod voicemail;
 pub mod watchers;
 pub mod wire;
 
@@ -108,8 +109,9 @@ pub use media::{Library, MediaConfig, MediaStats};
 pub use own_presence::FeatureCodes;
 pub use registrant::{RegState, TrunkStatus};
 pub use trunk_sources::SourceNameStatus;
+pub use voicemail::{VoicemailConfig, VoicemailStats};
 pub use watchers::WatchersConfig;
-pub use wire::{Now, Output};
+pub use wire::{Now, Output, MAX_READ};
 
 use auth_gate::AuthGate;
 use board::BoardFeed;
@@ -157,6 +159,9 @@ pub enum Input {
     },
     /// What the media engine reports of a session opened by [`Output::Media`].
     Media(switchboard_media::session::Event),
+    /// The answer to [`Output::Read`] `token`: the row's bytes, or None (no such row, or
+    /// the store could not read it).
+    Read { token: u64, value: Option<Vec<u8>> },
 }
 
 /// Counters of the core.
@@ -489,6 +494,7 @@ impl Core {
             records_written: self.records.written,
             mail_notices: self.records.mail_notices,
             voicemail_mail_notices: self.mailboxes.mail_notices(),
+            voicemail: self.calls.voicemail,
         }
     }
 
@@ -644,6 +650,7 @@ impl Core {
                     self.calls.media_event(cx, call, branch, what);
                 }
             }
+            Input::Read { token, value } => self.media.read(&mut self.wire.out, token, value),
         }
         self.after_event(now);
     }

@@ -37,7 +37,8 @@ pub enum RecordOutcome {
     Missed,
     /// The callee was busy (486, 600, 603).
     Busy,
-    /// A voicemail box of the media server took the call.
+    /// A voicemail box took the call: one of the daemon's own mailboxes (the record's
+    /// `mailbox` says whose), or a voicemail destination of the media server.
     Voicemail,
     /// The plan refused the call (a reject step), or nobody could be rung at all.
     Rejected,
@@ -125,6 +126,9 @@ pub struct CallRecord {
     pub why: String,
     /// How an answered call ended (`bye`, `lost`, `max_call_secs`…), once it has.
     pub end_reason: Option<String>,
+    /// The daemon's own mailbox that took the call (`user:ID`, `team:ID`), when one did.
+    #[serde(default)]
+    pub mailbox: Option<String>,
 }
 
 /// Longest text kept in a record's field (Call-IDs and addresses come from the network).
@@ -132,7 +136,8 @@ pub const MAX_FIELD: usize = 256;
 /// Most entries kept in each of a record's lists.
 pub const MAX_LIST: usize = 64;
 
-fn cut(s: &str) -> String {
+/// `s`, at most [`MAX_FIELD`] characters of it.
+pub(crate) fn cut(s: &str) -> String {
     s.chars().take(MAX_FIELD).collect()
 }
 
@@ -231,13 +236,18 @@ impl Settled<'_> {
         }
         let answering = self.answered.and_then(|(b, _)| self.branches.get(b));
         let answered_step = step(self.answered.and_then(|(_, s)| s));
-        let voicemail = matches!(
-            answered_step.map(|s| &s.action),
-            Some(Action::Destination {
-                kind: DestinationKind::Voicemail,
-                ..
-            })
-        );
+        let mailbox = match answered_step.map(|s| &s.action) {
+            Some(Action::Voicemail { mailbox, .. }) => Some(mailbox.key()),
+            _ => None,
+        };
+        let voicemail = mailbox.is_some()
+            || matches!(
+                answered_step.map(|s| &s.action),
+                Some(Action::Destination {
+                    kind: DestinationKind::Voicemail,
+                    ..
+                })
+            );
         let outcome = match (answering, self.final_code) {
             (Some(_), _) if voicemail => RecordOutcome::Voicemail,
             (Some(_), _) => RecordOutcome::Answered,
@@ -301,6 +311,7 @@ impl Settled<'_> {
             code: self.final_code,
             why: cut(&why),
             end_reason: None,
+            mailbox,
         }
     }
 }
@@ -392,6 +403,7 @@ fn log(r: &CallRecord) {
         trunk = %opt(&r.trunk),
         team = %opt(&r.team),
         outcome = r.outcome.as_str(),
+        mailbox = %opt(&r.mailbox),
         code = r.code.unwrap_or(0),
         started = r.started,
         answered = r.answered.unwrap_or(0),

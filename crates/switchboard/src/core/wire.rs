@@ -60,7 +60,20 @@ pub enum Output {
     /// Hand this command to the media engine (`switchboard_media::session`); its events
     /// come back as [`super::Input::Media`].
     Media(switchboard_media::session::Command),
+    /// Read the row `key` of `table` (off the core's thread: the core never blocks on the
+    /// store) and hand in what it holds as [`super::Input::Read`] with `token` — exactly
+    /// once, None when there is no such row or it could not be read. The shell bounds what
+    /// it hands back ([`MAX_READ`]: a larger row counts as unreadable).
+    Read {
+        token: u64,
+        table: switchboard_store::Table,
+        key: String,
+    },
 }
+
+/// The largest row an [`Output::Read`] hands back, in bytes: a WAV of ten minutes (the
+/// longest recording a mailbox keeps) with room to spare.
+pub const MAX_READ: usize = 16 << 20;
 
 /// Who a transaction belongs to: one lookup when its response, timeout or end comes, then
 /// one `match` (see `Core::route_response` and `Core::route_tx_event`). Filed when the
