@@ -419,7 +419,7 @@ impl Watchers {
     /// when what they show changed (a new mailbox number). After a reload, and at start.
     pub(crate) fn recheck_mailboxes(&mut self, cx: &mut Ctx<'_>) {
         let policy = cx.directory.policy();
-        let subs: Vec<(u64, Result<(), Refusal>)> = self
+        let mut subs: Vec<(u64, Result<(), Refusal>)> = self
             .notifier
             .iter()
             .filter(|s| s.package == Package::MessageSummary && !self.unconfirmed.contains(&s.id))
@@ -431,6 +431,9 @@ impl Watchers {
                 (s.id, allowed)
             })
             .collect();
+        // In the order they were made, not the table's: the core's outputs are the same
+        // for the same inputs.
+        subs.sort_by_key(|(id, _)| *id);
         for (id, allowed) in subs {
             match allowed {
                 Ok(()) => self.notify_if_changed(cx, id),

@@ -499,6 +499,8 @@ fn a_reload_ends_what_it_no_longer_allows_and_shows_a_new_number() {
         Some("terminated;reason=noresource")
     );
     assert_eq!(t.core.metrics().subscriptions, 1);
+    // The same inputs, the same outputs, byte for byte.
+    assert_eq!(t.replay(), t.outputs);
 }
 
 #[test]
