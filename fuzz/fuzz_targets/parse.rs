@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
             let _ =
                 proxy::forward(&routed, None, &via, &["<sip:127.0.0.1:5060;lr>".into()]).to_bytes();
             let _ = events::parse_pidf(&req.body);
+            let _ = events::parse_message_summary(&req.body);
         }
         Ok(SipMessage::Response(mut resp)) => {
             let _ = resp.to_bytes();

@@ -76,6 +76,7 @@ struct RawVoicemail {
     email: Option<Spanned<Vec<S>>>,
     max_messages: Option<Spanned<i64>>,
     max_message_secs: Option<Spanned<i64>>,
+    unsolicited_mwi: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -727,6 +728,7 @@ impl Builder {
         let mut v = defaults;
         if let Some(raw) = raw {
             v.enabled = raw.enabled.unwrap_or(true);
+            v.unsolicited_mwi = raw.unsolicited_mwi.unwrap_or(false);
             if let Some(n) = &raw.number {
                 let n_str = n.get_ref().trim();
                 if n_str.is_empty()

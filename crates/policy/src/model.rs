@@ -247,6 +247,12 @@ pub struct VoicemailSettings {
     pub max_messages: Option<u32>,
     /// Longest message, in seconds (None: the daemon's `[voicemail] max_message_secs`).
     pub max_message_secs: Option<u32>,
+    /// Send the mailbox's counts to the owner's registered devices (a team's: its
+    /// members') in NOTIFYs outside any subscription (RFC 3842's "unsolicited" NOTIFY),
+    /// for phones that light their message-waiting lamp without subscribing (default
+    /// false). A device that subscribes to `message-summary` is told through its
+    /// subscription instead.
+    pub unsolicited_mwi: bool,
 }
 
 impl Default for VoicemailSettings {
@@ -258,6 +264,7 @@ impl Default for VoicemailSettings {
             email: Vec::new(),
             max_messages: None,
             max_message_secs: None,
+            unsolicited_mwi: false,
         }
     }
 }

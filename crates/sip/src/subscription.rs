@@ -7,6 +7,9 @@
 //! [`Notifier::notify`] builds the NOTIFY of a subscription with the document the caller
 //! gives; [`Notifier::expire`] says which subscriptions ran out. The caller owns the
 //! documents, the transactions and the clock (Unix seconds passed in).
+//!
+//! [`unsolicited_notify`] builds a NOTIFY outside any subscription, for devices that take
+//! a package's state without subscribing to it (message-waiting lamps, RFC 3842 §1).
 
 use crate::entropy::Entropy;
 use crate::events::Package;
@@ -223,6 +226,11 @@ impl Notifier {
 
     pub fn get(&self, id: SubId) -> Option<&Subscription> {
         self.subs.get(&id)
+    }
+
+    /// Every subscription, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Subscription> {
+        self.subs.values()
     }
 
     /// How many subscriptions `subscriber` has.
@@ -614,6 +622,58 @@ impl Notifier {
             peer,
         ))
     }
+}
+
+/// What an unsolicited NOTIFY says and where it goes (see [`unsolicited_notify`]).
+#[derive(Clone, Debug)]
+pub struct UnsolicitedNotify<'a> {
+    /// The Request-URI: the device's registered contact.
+    pub target: &'a str,
+    /// Our Via, with a fresh branch.
+    pub via: &'a str,
+    /// The URI of what the NOTIFY is about (the mailbox), in From.
+    pub from: &'a str,
+    /// A fresh From tag.
+    pub from_tag: &'a str,
+    /// The device's own address of record, in To: phones match it to the account (line)
+    /// the NOTIFY is for.
+    pub to: &'a str,
+    /// A fresh Call-ID.
+    pub call_id: &'a str,
+    /// Our Contact.
+    pub contact: &'a str,
+    pub package: Package,
+    /// The document ([`Package::content_type`]).
+    pub body: String,
+}
+
+/// A NOTIFY outside any dialog (CSeq 1, no To tag) with `Subscription-State: active`, for a
+/// device that takes the package's state without subscribing: RFC 3842 §1 leaves room for
+/// such "unsolicited" message-waiting NOTIFYs, which phones that never subscribe expect.
+/// None when the target is not a URI.
+pub fn unsolicited_notify(n: UnsolicitedNotify<'_>) -> Option<Request> {
+    let uri = crate::parse::uri_as_written(n.target).ok()?;
+    let mut headers = Headers::default();
+    headers.push(Header::Via(n.via.to_string().into()));
+    headers.push(Header::MaxForwards("70".into()));
+    headers.push(Header::From(
+        format!("<{}>;tag={}", n.from, n.from_tag).into(),
+    ));
+    headers.push(Header::To(format!("<{}>", n.to).into()));
+    headers.push(Header::CallId(n.call_id.to_string().into()));
+    headers.push(Header::CSeq("1 NOTIFY".into()));
+    headers.push(Header::Contact(n.contact.to_string().into()));
+    headers.push(Header::Event(n.package.as_str().into()));
+    headers.push(Header::SubscriptionState("active".into()));
+    headers.push(Header::ContentType(n.package.content_type().into()));
+    headers.push(Header::ContentLength((n.body.len() as u32).into()));
+    Some(Request {
+        method: Method::Notify,
+        uri,
+        version: Version::V2,
+        headers,
+        body: n.body.into_bytes(),
+    })
 }
 
 /// The URI of a request's first Contact.
@@ -1075,6 +1135,119 @@ mod tests {
                 .code,
             403
         );
+    }
+
+    #[test]
+    fn message_summary_subscriptions_need_its_document_type() {
+        let mut n = Notifier::new(NotifierConfig::default(), Entropy::from_seed([0; 32]));
+        let text = subscribe("Accept: application/simple-message-summary\r\n", None, 1)
+            .to_string()
+            .replace("Event: dialog", "Event: message-summary");
+        let req = match parse(text.as_bytes(), &Limits::default()).unwrap() {
+            SipMessage::Request(r) => r,
+            _ => unreachable!(),
+        };
+        let Ok(Subscribed::Created { id, .. }) =
+            n.subscribe(&req, "user:bob", Package::MessageSummary, "bob", peer(), 0)
+        else {
+            panic!()
+        };
+        assert_eq!(n.iter().map(|s| s.id).collect::<Vec<_>>(), vec![id]);
+        let (notify, _) = n
+            .notify(
+                id,
+                "SIP/2.0/UDP x;branch=z9hG4bK-m",
+                "<sip:x>",
+                SubState::Active,
+                0,
+                |_| "Messages-Waiting: no\r\nVoice-Message: 0/0 (0/0)\r\n".into(),
+            )
+            .unwrap();
+        let text = String::from_utf8(crate::wire::request_bytes(&notify)).unwrap();
+        assert!(text.contains("Event: message-summary\r\n"), "{text}");
+        assert!(
+            text.contains("Content-Type: application/simple-message-summary\r\n"),
+            "{text}"
+        );
+        // One that takes only the dialog package's documents: 406, saying what it would get.
+        let picky = text_request(
+            &subscribe("Accept: application/dialog-info+xml\r\n", None, 1)
+                .to_string()
+                .replace("sub-1", "sub-9"),
+        );
+        let r = n
+            .subscribe(
+                &picky,
+                "user:bob",
+                Package::MessageSummary,
+                "bob",
+                peer(),
+                0,
+            )
+            .unwrap_err();
+        assert_eq!(r.code, 406);
+        assert_eq!(
+            r.headers,
+            vec![Header::Accept("application/simple-message-summary".into())]
+        );
+    }
+
+    fn text_request(text: &str) -> Request {
+        match parse(text.as_bytes(), &Limits::default()).unwrap() {
+            SipMessage::Request(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn an_unsolicited_notify_is_outside_any_dialog() {
+        let req = unsolicited_notify(UnsolicitedNotify {
+            target: "sip:bob@10.0.0.7:5062;transport=tcp",
+            via: "SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bK-u1",
+            from: "sip:1002@example.com",
+            from_tag: "f1",
+            to: "sip:bob@example.com",
+            call_id: "mwi-1@example.com",
+            contact: "<sip:10.0.0.1:5060;transport=tcp>",
+            package: Package::MessageSummary,
+            body: "Messages-Waiting: yes\r\nVoice-Message: 1/0 (0/0)\r\n".into(),
+        })
+        .unwrap();
+        let text = String::from_utf8(crate::wire::request_bytes(&req)).unwrap();
+        assert!(
+            text.starts_with("NOTIFY sip:bob@10.0.0.7:5062;transport=tcp SIP/2.0\r\n"),
+            "{text}"
+        );
+        for line in [
+            "From: <sip:1002@example.com>;tag=f1\r\n",
+            "To: <sip:bob@example.com>\r\n",
+            "CSeq: 1 NOTIFY\r\n",
+            "Event: message-summary\r\n",
+            "Subscription-State: active\r\n",
+            "Content-Type: application/simple-message-summary\r\n",
+            "Content-Length: 49\r\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in {text}");
+        }
+        assert!(text.ends_with("\r\n\r\nMessages-Waiting: yes\r\nVoice-Message: 1/0 (0/0)\r\n"));
+        // Parsed back as the daemon would read it: no To tag, so not in a dialog.
+        let back = text_request(&text);
+        assert!(tag_of(back.to_header().unwrap().value()).is_none());
+        assert!(unsolicited_notify(UnsolicitedNotify {
+            target: "",
+            ..UnsolicitedNotify {
+                target: "sip:a@b",
+                via: "v",
+                from: "sip:a@b",
+                from_tag: "t",
+                to: "sip:a@b",
+                call_id: "c",
+                contact: "<sip:b>",
+                package: Package::MessageSummary,
+                body: String::new(),
+            }
+        })
+        .is_none());
     }
 
     #[test]

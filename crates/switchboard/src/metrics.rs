@@ -12,6 +12,7 @@
 //! never a user name or an address.
 
 use crate::core::records::RecordOutcome;
+use crate::core::watchers::UnsolicitedStats;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -20,6 +21,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 use std::time::Duration;
 use switchboard_presence::model::Availability;
+use switchboard_sip::events::Package;
 use switchboard_sip::msg::Method;
 
 /// The methods counted by name (the server's own); any other is counted as `other`.
@@ -240,6 +242,10 @@ pub struct CoreMetrics {
     pub presence: [usize; Availability::ALL.len()],
     /// Subscriptions in force.
     pub subscriptions: usize,
+    /// NOTIFYs sent in subscriptions, by event package (`Package::ALL` order).
+    pub notifies_sent: [u64; Package::ALL.len()],
+    /// Message-waiting NOTIFYs sent outside any subscription (`unsolicited_mwi`).
+    pub unsolicited_notifies: UnsolicitedStats,
     /// Writes to the store that failed.
     pub store_failures: u64,
     /// Media sessions open now (messages playing to callers), and messages played to
@@ -535,8 +541,30 @@ impl Collector for Render {
         gauge(
             e,
             "switchboard_subscriptions",
-            "Presence subscriptions (SUBSCRIBE) in force",
+            "Subscriptions (SUBSCRIBE: dialog, presence, message-summary) in force",
             core.subscriptions,
+        )?;
+        counters(
+            e,
+            "switchboard_sip_notifies_sent",
+            "NOTIFYs sent in subscriptions, by event package; retransmissions not included",
+            "package",
+            Package::ALL
+                .iter()
+                .map(|p| p.as_str())
+                .zip(core.notifies_sent),
+        )?;
+        let u = core.unsolicited_notifies;
+        counters(
+            e,
+            "switchboard_mwi_unsolicited_notifies",
+            "Message-waiting NOTIFYs sent outside any subscription (unsolicited_mwi), by result (sent; failed: refused or unanswered, not sent again until the counts change; skipped: too many at once)",
+            "result",
+            [
+                ("sent", u.sent),
+                ("failed", u.failed),
+                ("skipped", u.skipped),
+            ],
         )?;
         gauge(
             e,
@@ -695,6 +723,8 @@ mod tests {
             call_setup: Histogram::new(SETUP_BUCKETS),
             presence: [0; 8],
             subscriptions: 0,
+            notifies_sent: [0; 3],
+            unsolicited_notifies: UnsolicitedStats::default(),
             store_failures: 0,
             media_sessions: 0,
             messages_played: 0,
@@ -765,6 +795,8 @@ mod tests {
         c.records_written[1] = 4;
         c.media_sessions_opened = 2;
         c.voicemail.kept = 5;
+        c.notifies_sent[Package::MessageSummary.index()] = 6;
+        c.unsolicited_notifies.failed = 1;
         let mail = MailMetrics {
             missed: MailCounts {
                 sent: 3,
@@ -801,6 +833,10 @@ mod tests {
             "switchboard_mails_total{result=\"given_up\"} 0",
             "switchboard_mail_notices_dropped_total 0",
             "switchboard_mail_outbox_notices 1",
+            "switchboard_sip_notifies_sent_total{package=\"message-summary\"} 6",
+            "switchboard_sip_notifies_sent_total{package=\"dialog\"} 0",
+            "switchboard_mwi_unsolicited_notifies_total{result=\"failed\"} 1",
+            "switchboard_mwi_unsolicited_notifies_total{result=\"sent\"} 0",
             "switchboard_mail_notices_queued_total 0",
             "switchboard_voicemail_mail_notices_queued_total 4",
             "switchboard_voicemail_mails_total{result=\"sent\"} 2",

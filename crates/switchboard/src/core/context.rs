@@ -43,7 +43,6 @@ pub(crate) struct Ctx<'a> {
     /// Local media endpoints: the messages played to callers.
     pub media: &'a mut Media,
     /// Voicemail mailboxes and their messages.
-    #[allow(dead_code)] // read by the deposit and message-waiting slices
     pub mailboxes: &'a mut Mailboxes,
 }
 

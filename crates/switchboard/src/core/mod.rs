@@ -486,6 +486,8 @@ impl Core {
             call_setup: self.calls.setup.clone(),
             presence,
             subscriptions: self.watchers.notifier.len(),
+            notifies_sent: self.watchers.notifies_sent(),
+            unsolicited_notifies: self.watchers.unsolicited_stats(),
             store_failures: self.stats.store_failures,
             media_sessions: self.media.len(),
             messages_played: self.media.stats().played,
@@ -697,6 +699,13 @@ impl Core {
         self.board.note_people(&changed, held);
         self.watchers
             .notify_changes(&mut ctx!(self, now), changed, held);
+        // Mailboxes whose counts changed: their message-waiting lamps are told. The one
+        // place the set is taken; whatever else follows such a change is handed it here.
+        let mailboxes = self.mailboxes.take_changed();
+        if !mailboxes.is_empty() {
+            self.watchers
+                .mailboxes_changed(&mut ctx!(self, now), &mailboxes);
+        }
         self.handle_tx_events(now);
         // Calls whose set-up is over have their records written (or kept until they end).
         for record in std::mem::take(&mut self.calls.settled) {
@@ -830,6 +839,9 @@ impl Core {
         let policy = self.directory.policy();
         self.sources.sync(policy, &mut self.locating, now.mono);
         self.sources.timeout(&mut self.locating, now.mono);
+        // Message-waiting subscriptions it no longer allows end; the others see a new
+        // mailbox number.
+        self.watchers.recheck_mailboxes(&mut ctx!(self, now));
     }
 
     // ---- messages --------------------------------------------------------------------------
@@ -1098,9 +1110,13 @@ impl Core {
                 cx.wire.owners.remove(&tx);
                 self.watchers.notify_answered(cx, id, Some(code));
             }
+            Some(Owner::Mwi(id)) if last => {
+                cx.wire.owners.remove(&tx);
+                self.watchers.unsolicited_answered(cx, id, Some(code));
+            }
             Some(Owner::Dialog) => self.dialogs.response(cx, tx, code),
             Some(Owner::Registration(key)) => self.registrant.response(cx, key, tx, resp),
-            Some(Owner::Notify(_)) | Some(Owner::Call(_)) | None => {}
+            Some(Owner::Notify(_)) | Some(Owner::Mwi(_)) | Some(Owner::Call(_)) | None => {}
         }
     }
 
@@ -1155,6 +1171,8 @@ impl Core {
                 return match cx.wire.owners.remove(&tx) {
                     // A NOTIFY that ended without a final response: the subscriber is gone.
                     Some(Owner::Notify(id)) => self.watchers.notify_answered(cx, id, None),
+                    // An unsolicited NOTIFY without a final response: not sent again.
+                    Some(Owner::Mwi(id)) => self.watchers.unsolicited_answered(cx, id, None),
                     Some(Owner::Dialog) => self.dialogs.tx_failed(cx, tx, "no answer"),
                     Some(Owner::Branch { call, branch }) => {
                         self.calls.branch_ended(cx, call, branch, tx)
@@ -1177,6 +1195,10 @@ impl Core {
                 // No final response to a NOTIFY: the subscriber is gone.
                 cx.wire.owners.remove(&tx);
                 self.watchers.notify_answered(cx, id, None);
+            }
+            Some(Owner::Mwi(id)) => {
+                cx.wire.owners.remove(&tx);
+                self.watchers.unsolicited_answered(cx, id, None);
             }
             Some(Owner::Dialog) => self.dialogs.tx_failed(cx, tx, why),
             Some(Owner::Branch { call, branch }) => self
@@ -1282,6 +1304,15 @@ impl Core {
                         }
                     }
                     cx.wire.respond(tx, response, now);
+                    // A device registered anew is told the counts of the mailboxes it
+                    // shows without subscribing (none unless one has `unsolicited_mwi`).
+                    let policy = cx.directory.policy();
+                    if !watchers::message_waiting::unsolicited_mailboxes(policy, &aor).is_empty() {
+                        let anew = registered_anew(cx.registrar, &aor, &previous, now.unix);
+                        if !anew.is_empty() {
+                            self.watchers.registered_anew(cx, &aor, anew);
+                        }
+                    }
                 } else {
                     let resp = registrations::failed(cx.registrar, &aor, previous, response);
                     cx.wire.respond(tx, resp, now);
@@ -1514,6 +1545,26 @@ impl Core {
 
 #[cfg(test)]
 mod tests;
+
+/// The bindings of `aor` live at `unix` that are new since `previous`: not there before, or
+/// there with another Call-ID (a phone that restarted, RFC 3261 §10.2.4).
+fn registered_anew(
+    registrar: &Registrar,
+    aor: &str,
+    previous: &[Binding],
+    unix: u64,
+) -> Vec<Binding> {
+    registrar
+        .lookup(aor, unix)
+        .into_iter()
+        .filter(|b| {
+            !previous
+                .iter()
+                .any(|p| p.live_at(unix) && p.call_id == b.call_id && b.has_key(&p.key()))
+        })
+        .cloned()
+        .collect()
+}
 
 /// Each person a presence answer shows, with the devices they have registered at `unix`.
 fn count_devices(reply: &mut presence_service::Reply, registrar: &Registrar, unix: u64) {

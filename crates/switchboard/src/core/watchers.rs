@@ -1,12 +1,15 @@
-//! Watchers: colleagues' call status for BLF lamps (the dialog event package, RFC 4235) and
-//! their presence with its status message (RFC 3856, PIDF, `<note>`), as phones subscribe
-//! to them. (What a phone sets about its own person is in [`super::own_presence`].)
+//! Watchers: colleagues' call status for BLF lamps (the dialog event package, RFC 4235),
+//! their presence with its status message (RFC 3856, PIDF, `<note>`), and message-waiting
+//! lamps (RFC 3842, `message-summary`: a person's or their team's mailbox, see
+//! [`message_waiting`]), as phones subscribe to them. (What a phone sets about its own
+//! person is in [`super::own_presence`].)
 //!
 //! Subscriptions follow RFC 6665 ([`switchboard_sip::subscription::Notifier`]): a NOTIFY at
 //! once, another on every change of what the subscriber sees, a final one when the
-//! subscription ends or expires. Changes are collected by the presence model and notified
-//! once the event that caused them is handled. A subscription is stored before its 200
-//! (it survives a restart, and its subscriber is told what it shows then).
+//! subscription ends or expires. Changes are collected by the presence model (and by the
+//! mailboxes) and notified once the event that caused them is handled. A subscription is
+//! stored before its 200 (it survives a restart, and its subscriber is told what it shows
+//! then).
 //!
 //! A sub-machine of the core: it owns the subscriptions and is handed a [`Ctx`].
 
@@ -40,12 +43,22 @@ pub struct WatchersConfig {
     pub offline_without_devices: bool,
 }
 
+#[path = "message_waiting.rs"]
+pub(crate) mod message_waiting;
+
+pub use message_waiting::UnsolicitedStats;
+
 /// Presence over SIP (see the module's documentation).
 pub(crate) struct Watchers {
-    /// Subscriptions to people's dialog and presence state.
+    /// Subscriptions to people's dialog and presence state, and to mailboxes.
     pub notifier: Notifier,
     /// Subscriptions not stored yet: not answered, so not notified either.
     unconfirmed: std::collections::HashSet<SubId>,
+    /// Message-waiting NOTIFYs sent outside any subscription, waiting for their answer.
+    unsolicited: message_waiting::Unsolicited,
+    /// NOTIFYs sent in subscriptions, by package ([`Package::index`]); retransmissions
+    /// not counted.
+    notifies: [u64; Package::ALL.len()],
 }
 
 /// What a subscription shows.
@@ -53,6 +66,8 @@ enum Current {
     Dialog(DialogState),
     /// The whole PIDF document.
     Presence(String),
+    /// The whole message-summary document.
+    Summary(String),
 }
 
 impl Watchers {
@@ -60,6 +75,8 @@ impl Watchers {
         Watchers {
             notifier: Notifier::new(config.subscriptions, entropy),
             unconfirmed: std::collections::HashSet::new(),
+            unsolicited: message_waiting::Unsolicited::default(),
+            notifies: [0; Package::ALL.len()],
         }
     }
 
@@ -67,11 +84,21 @@ impl Watchers {
     pub fn next_expiry(&self) -> Option<u64> {
         self.notifier.next_expiry()
     }
+
+    /// NOTIFYs sent in subscriptions, by package ([`Package::index`]).
+    pub fn notifies_sent(&self) -> [u64; Package::ALL.len()] {
+        self.notifies
+    }
+
+    /// What became of the message-waiting NOTIFYs sent without a subscription.
+    pub fn unsolicited_stats(&self) -> UnsolicitedStats {
+        self.unsolicited.stats
+    }
 }
 
 impl Watchers {
-    /// A SUBSCRIBE: a new subscription to a colleague's dialog or presence state, or a
-    /// refresh or end of one.
+    /// A SUBSCRIBE: a new subscription to a colleague's dialog or presence state or to a
+    /// mailbox, or a refresh or end of one.
     pub(crate) fn subscribe(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -85,7 +112,7 @@ impl Watchers {
             // RFC 6665 §4.2.1.1: 489 with the packages we serve.
             let allow = vec![Header::Other(
                 "Allow-Events".into(),
-                "dialog, presence".into(),
+                "dialog, presence, message-summary".into(),
             )];
             return cx.wire.reply_stateless(tx, &req, 489, allow);
         };
@@ -102,8 +129,27 @@ impl Watchers {
                 let Some(subscriber) = cx.authenticate_user(tx, &req, peer) else {
                     return;
                 };
-                let Some(resource) = cx.resource_of(tx, &req) else {
-                    return;
+                let resource = if package == Package::MessageSummary {
+                    match mailbox_of(cx, &req, &subscriber) {
+                        Ok(owner) => owner.key(),
+                        Err(refusal) => {
+                            if switchboard_sip::log_limit::allow("subscription refused") {
+                                tracing::info!(
+                                    subscriber,
+                                    code = refusal.code(),
+                                    why = refusal.why(),
+                                    "message-waiting subscription refused"
+                                );
+                            }
+                            let warning = vec![message::warning(refusal.why())];
+                            return cx.wire.reply_to(tx, &req, refusal.code(), warning, now);
+                        }
+                    }
+                } else {
+                    let Some(resource) = cx.resource_of(tx, &req) else {
+                        return;
+                    };
+                    resource
                 };
                 (resource, subscriber)
             }
@@ -271,19 +317,49 @@ impl Watchers {
                 .map(|s| Write::delete(SUBSCRIPTIONS, s.key())),
         );
         cx.persist_unacknowledged(stale);
+        let mut taken = 0;
         for id in &restored.ids {
+            // A message-waiting subscription the policy no longer allows (a mailbox turned
+            // off, a member who left the team) ends, as it would after a reload.
+            if let Some(refusal) = self.mailbox_refusal(cx, *id) {
+                self.end_refused(cx, *id, refusal);
+                continue;
+            }
             self.send_notify(cx, *id, SubState::Active);
+            taken += 1;
         }
-        restored.ids.len()
+        taken
     }
 
-    /// What subscription `id` shows now: the call state (dialog) or the presence document.
+    /// Why the policy no longer lets message-summary subscription `id` go on (None: it
+    /// does, or it is of another package).
+    fn mailbox_refusal(&self, cx: &Ctx<'_>, id: SubId) -> Option<message_waiting::Refusal> {
+        let s = self.notifier.get(id)?;
+        if s.package != Package::MessageSummary {
+            return None;
+        }
+        let policy = cx.directory.policy();
+        match switchboard_policy::MailboxOwner::from_key(&s.resource) {
+            Some(owner) => message_waiting::may_watch(policy, &owner, &s.subscriber).err(),
+            None => Some(message_waiting::Refusal::Gone("no such mailbox here")),
+        }
+    }
+
+    /// What subscription `id` shows now: the call state (dialog), the presence document, or
+    /// the mailbox's message summary.
     fn current(&self, cx: &Ctx<'_>, id: SubId) -> Option<Current> {
         let s = self.notifier.get(id)?;
+        if s.package == Package::MessageSummary {
+            let owner = switchboard_policy::MailboxOwner::from_key(&s.resource)?;
+            let policy = cx.directory.policy();
+            let doc = message_waiting::summary(policy, cx.mailboxes, &owner, &cx.config.realm);
+            return Some(Current::Summary(events::message_summary(&doc)));
+        }
         let model = cx.presence.model();
         let shown = model.call_status_for_colleagues(&s.resource);
         Some(match s.package {
             Package::Dialog => Current::Dialog(dialog_state(shown)),
+            Package::MessageSummary => return None, // above
             Package::Presence => {
                 let entity = format!("sip:{}@{}", s.resource, cx.config.realm);
                 let policy = cx.directory.policy();
@@ -331,19 +407,40 @@ impl Watchers {
                 state,
                 now.unix,
                 |version| match current {
-                    Current::Presence(doc) => doc,
+                    Current::Presence(doc) | Current::Summary(doc) => doc,
                     Current::Dialog(d) => events::dialog_info(&entity, version, d),
                 },
             );
         let Some((req, peer)) = notify else {
             return;
         };
+        let package = self.notifier.get(id).map(|s| s.package);
         let peer = Peer {
             local: flow.local,
             ..peer
         };
-        if let Err(e) = cx.wire.send_request(req, peer, Owner::Notify(id), now) {
-            tracing::debug!(error = %e, "NOTIFY not sent");
+        match cx.wire.send_request(req, peer, Owner::Notify(id), now) {
+            Ok(_) => {
+                if let Some(p) = package {
+                    self.notifies[p.index()] += 1;
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "NOTIFY not sent"),
+        }
+    }
+
+    /// Sends subscription `id` a NOTIFY when what it shows differs from its last one.
+    fn notify_if_changed(&mut self, cx: &mut Ctx<'_>, id: SubId) {
+        let (Some(current), Some(sub)) = (self.current(cx, id), self.notifier.get(id)) else {
+            return;
+        };
+        let last = sub.last_body.as_deref().unwrap_or("");
+        let same = match &current {
+            Current::Dialog(d) => dialog_body_state(last) == *d,
+            Current::Presence(doc) | Current::Summary(doc) => last == doc,
+        };
+        if !same {
+            self.send_notify(cx, id, SubState::Active);
         }
     }
 
@@ -371,18 +468,7 @@ impl Watchers {
                 if self.unconfirmed.contains(&id) {
                     continue;
                 }
-                let (Some(current), Some(sub)) = (self.current(cx, id), self.notifier.get(id))
-                else {
-                    continue;
-                };
-                let last = sub.last_body.as_deref().unwrap_or("");
-                let same = match &current {
-                    Current::Dialog(d) => dialog_body_state(last) == *d,
-                    Current::Presence(doc) => last == doc,
-                };
-                if !same {
-                    self.send_notify(cx, id, SubState::Active);
-                }
+                self.notify_if_changed(cx, id);
             }
         }
     }
@@ -410,6 +496,33 @@ impl Watchers {
             self.drop_subscription(cx, id);
         }
     }
+}
+
+/// The mailbox a new message-summary SUBSCRIBE asks for, if `subscriber` may watch it: its
+/// Request-URI's user part (To's when the Request-URI has none) at one of our hosts.
+fn mailbox_of(
+    cx: &Ctx<'_>,
+    req: &Request,
+    subscriber: &str,
+) -> Result<switchboard_policy::MailboxOwner, message_waiting::Refusal> {
+    use switchboard_sip::msg::prelude::*;
+    let gone = message_waiting::Refusal::Gone("no such mailbox here");
+    let host = req.uri.host_with_port.host.to_string();
+    if !cx.wire.is_local_host(&host) {
+        return Err(gone);
+    }
+    let to_user = || {
+        req.to_header()
+            .ok()
+            .and_then(|t| t.typed().ok())
+            .and_then(|t| t.uri.user().map(str::to_string))
+    };
+    let named = match req.uri.user() {
+        Some(u) => u.to_string(),
+        None => to_user().ok_or(gone)?,
+    };
+    let person = cx.directory.user_for(&named);
+    message_waiting::mailbox_named(cx.directory.policy(), person, &named, subscriber)
 }
 
 /// The RFC 4235 state shown for a call status (hidden shows as idle).

@@ -233,13 +233,13 @@ fn unsubscribe_expiry_and_a_gone_subscriber_end_subscriptions() {
 #[test]
 fn subscriptions_are_refused_as_rfc_6665_says() {
     let mut t = T::new(false);
-    t.input(
-        WATCHER,
-        &subscribe("message-summary", "bob", "r1", 1, None, 600),
-    );
+    t.input(WATCHER, &subscribe("conference", "bob", "r1", 1, None, 600));
     let r = &to(&t.take(), WATCHER)[0];
     assert!(r.starts_with("SIP/2.0 489"), "{r}");
-    assert!(r.contains("Allow-Events: dialog, presence"), "{r}");
+    assert!(
+        r.contains("Allow-Events: dialog, presence, message-summary"),
+        "{r}"
+    );
     t.input(WATCHER, &subscribe("dialog", "bob", "r2", 1, None, 5));
     let r = &to(&t.take(), WATCHER)[0];
     assert!(

@@ -91,6 +91,9 @@ pub(crate) enum Owner {
     Relay,
     /// A NOTIFY to a watcher of this subscription.
     Notify(switchboard_sip::subscription::SubId),
+    /// A message-waiting NOTIFY outside any subscription, to a registered device (its
+    /// state, by this id, is in `watchers`).
+    Mwi(u64),
     /// A probe or BYE of an answered call (its state is in `dialogs`).
     Dialog,
     /// A trunk's REGISTER (its registration, by key, is in `registrant`).

@@ -16,7 +16,23 @@ pub struct Baresip {
 impl Baresip {
     /// Its password is `<user>-secret`; it has registered when this returns.
     pub fn start(d: &Daemon, user: &str, outbound: SocketAddr) -> Baresip {
+        Baresip::start_with(d, user, outbound, &[], "")
+    }
+
+    /// As [`Baresip::start`], with more application modules (`mwi.so`) and account
+    /// parameters (`;mwi=yes`).
+    pub fn start_with(
+        d: &Daemon,
+        user: &str,
+        outbound: SocketAddr,
+        modules: &[&str],
+        params: &str,
+    ) -> Baresip {
         require("baresip");
+        let modules: String = modules
+            .iter()
+            .map(|m| format!("module_app {m}\n"))
+            .collect();
         let dir = tempfile::tempdir_in(d.dir.path()).unwrap().keep();
         // sip_listen's port for UDP and TCP, the next one for TLS.
         let port = free_ports(2);
@@ -28,7 +44,7 @@ impl Baresip {
                  audio_source ausine,440\naudio_player aubridge,nullspk\nausrc_srate 48000\n\
                  ausrc_channels 2\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\n\
                  module ausine.so\nmodule aubridge.so\nmodule cons.so\ncons_listen 127.0.0.1:{cons}\n\
-                 module_app account.so\nmodule_app menu.so\n"
+                 module_app account.so\nmodule_app menu.so\n{modules}"
             ),
         )
         .unwrap();
@@ -36,7 +52,7 @@ impl Baresip {
             dir.join("accounts"),
             format!(
                 "<sip:{user}@{REALM}>;auth_pass={user}-secret;outbound=\"sip:{outbound}\";\
-                 regint=600;answermode=auto\n"
+                 regint=600;answermode=auto{params}\n"
             ),
         )
         .unwrap();
