@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::media::{check_heard, media_daemon, prompts, receive_rtp};
+use common::media::{check_heard, correlation, envelope, media_daemon, prompts, receive_rtp};
 use common::*;
 use std::net::UdpSocket;
 use std::time::Duration;
@@ -121,33 +121,6 @@ fn a_meeting_profile_is_announced_with_its_end_time_then_refused() {
         metrics.contains("switchboard_call_records_total{outcome=\"rejected\"} 1"),
         "{metrics}"
     );
-}
-
-/// The RMS of each 20 ms frame (160 samples at 8 kHz).
-fn envelope(samples: &[i16]) -> Vec<f64> {
-    samples
-        .chunks(160)
-        .map(|c| (c.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / c.len() as f64).sqrt())
-        .collect()
-}
-
-/// The correlation coefficient of `a` and `b` over their common length.
-fn correlation(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len().min(b.len());
-    if n == 0 {
-        return 0.0;
-    }
-    let (a, b) = (&a[..n], &b[..n]);
-    let mean = |x: &[f64]| x.iter().sum::<f64>() / n as f64;
-    let (ma, mb) = (mean(a), mean(b));
-    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
-    for i in 0..n {
-        let (x, y) = (a[i] - ma, b[i] - mb);
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    ab / (aa.sqrt() * bb.sqrt()).max(f64::MIN_POSITIVE)
 }
 
 /// baresip calls bob (Meeting until a known minute) and records what it hears (its

@@ -16,16 +16,14 @@
 
 mod common;
 
+use common::mail::{mails, smtp_sink, PYTHON};
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 /// Debian's openssl, which makes the test's certificates.
 const OPENSSL: &str = "/usr/bin/openssl";
-
-/// The Python that has aiosmtpd (Debian's: a python3 earlier in PATH may lack it).
-const PYTHON: &str = "/usr/bin/python3";
 
 fn policy() -> String {
     let person = |id: &str, ext: &str, setting: &str| {
@@ -46,35 +44,6 @@ fn policy() -> String {
     p += "[teams.sales]\nname = \"Sales\"\nextension = \"2000\"\nmembers = [\"erin\", \"frank\"]\n\
           strategy = \"ring_all\"\nring_time = 2\nno_answer = \"hangup\"\n";
     p
-}
-
-/// The SMTP sink: aiosmtpd's Mailbox handler, one file per message under `dir/new`.
-fn smtp_sink(dir: &Path, port: u16) -> Proc {
-    require(PYTHON);
-    let maildir = dir.join("maildir");
-    let mut cmd = Command::new(PYTHON);
-    cmd.args(["-m", "aiosmtpd", "-n", "-l"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["-c", "aiosmtpd.handlers.Mailbox"])
-        .arg(&maildir);
-    let p = Proc::spawn("aiosmtpd", &mut cmd, dir.join("aiosmtpd.log"), false);
-    // Up once it accepts connections.
-    let up = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    assert!(up.is_some(), "aiosmtpd did not listen:\n{}", p.log());
-    p
-}
-
-/// Every message the sink holds, as text.
-fn mails(dir: &Path) -> Vec<String> {
-    let new: PathBuf = dir.join("maildir").join("new");
-    let Ok(entries) = std::fs::read_dir(new) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-        .collect()
 }
 
 /// The messages to `who@example.com`.
@@ -346,34 +315,6 @@ fn tls_relay(dir: &Path, port: u16, mode: &str) -> Proc {
     let mut p = Proc::spawn("tls-relay", &mut cmd, dir.join("relay.log"), false);
     p.wait_for_log("relay listening", Duration::from_secs(15));
     p
-}
-
-/// One metric's value in `/metrics` (0 when its sample is absent).
-fn metric(d: &Daemon, sample: &str) -> u64 {
-    let r = http(d, "GET", "/metrics", None, "");
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.body
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(sample)?
-                .strip_prefix(' ')?
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(0.0) as u64
-}
-
-/// Waits (bounded) until `/metrics` shows `sample` at `value`.
-fn wait_metric(d: &Daemon, sample: &str, value: u64) {
-    let seen = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
-        (metric(d, sample) == value).then_some(())
-    });
-    assert!(
-        seen.is_some(),
-        "{sample} is {} (not {value})\n{}",
-        metric(d, sample),
-        http(d, "GET", "/metrics", None, "").body
-    );
 }
 
 /// `[mail]` for the TLS relay on `port`, trusting `ca` (None: the system's CAs only).

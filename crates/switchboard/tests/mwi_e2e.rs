@@ -96,15 +96,6 @@ fn subscribe(d: &Daemon, who: &str, mailbox: &str) -> SippRun {
         .ok()
 }
 
-/// A sample of `/metrics` (0 when absent).
-fn metric(d: &Daemon, sample: &str) -> u64 {
-    let (code, body) = admin_api(d, "GET", "/metrics", "");
-    assert_eq!(code, 200, "{body}");
-    body.lines()
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn phones_subscribe_to_their_mailbox_and_see_the_stored_counts() {
     let t0 = 1_790_000_000;

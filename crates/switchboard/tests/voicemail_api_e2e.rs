@@ -21,10 +21,10 @@
 
 mod common;
 
+use common::mail::{mail_files, read_mail, smtp_sink};
 use common::*;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use switchboard::core::mailboxes::{MailNotice, MessageRow};
@@ -34,8 +34,6 @@ use switchboard_store::{RedbStore, Store, Write};
 const ALICE_TOKEN: &str = "alice-token-0123456789";
 const BOB_TOKEN: &str = "bob-token-0123456789ab";
 
-/// The Python that has aiosmtpd (Debian's: a python3 earlier in PATH may lack it).
-const PYTHON: &str = "/usr/bin/python3";
 /// Debian's sox, which makes a recording in another format (and converts it back).
 const SOX: &str = "/usr/bin/sox";
 
@@ -585,83 +583,6 @@ fn the_cli_lists_fetches_marks_deletes_and_uploads() {
 
 // ---------------------------------------------------------------------------------------
 // Mail
-
-/// The SMTP sink: aiosmtpd's Mailbox handler, one file per message under `dir/maildir/new`.
-fn smtp_sink(dir: &Path, port: u16) -> Proc {
-    require(PYTHON);
-    let mut cmd = Command::new(PYTHON);
-    cmd.args(["-m", "aiosmtpd", "-n", "-l"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["-c", "aiosmtpd.handlers.Mailbox"])
-        .arg(dir.join("maildir"));
-    let p = Proc::spawn("aiosmtpd", &mut cmd, dir.join("aiosmtpd.log"), false);
-    let up = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
-    assert!(up.is_some(), "aiosmtpd did not listen:\n{}", p.log());
-    p
-}
-
-/// The files of the mails the sink holds.
-fn mail_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(dir.join("maildir").join("new"))
-        .map(|entries| entries.filter_map(|e| Some(e.ok()?.path())).collect())
-        .unwrap_or_default()
-}
-
-/// Reads one mail with Python's email parser: its To, Subject, plain-text body, and its
-/// attachment's content type and file name, the attachment's bytes written to `out`.
-const READ_MAIL: &str = r#"
-import email, sys
-from email import policy
-m = email.message_from_binary_file(open(sys.argv[1], "rb"), policy=policy.default)
-print("To:", m["To"])
-print("Subject:", m["Subject"])
-body = m.get_body(preferencelist=("plain",))
-files = list(m.iter_attachments())
-for a in files:
-    print("Attachment:", a.get_content_type(), a.get_filename())
-    open(sys.argv[2], "wb").write(a.get_payload(decode=True))
-print("Body:")
-print(body.get_content())
-"#;
-
-/// A mail as Python's email parser reads it, and its attachment's bytes.
-fn read_mail(path: &Path, dir: &Path) -> (String, Vec<u8>) {
-    let script = dir.join("read_mail.py");
-    std::fs::write(&script, READ_MAIL).unwrap();
-    let attachment = dir.join("attachment.bin");
-    let _ = std::fs::remove_file(&attachment);
-    let out = Command::new(PYTHON)
-        .arg(&script)
-        .arg(path)
-        .arg(&attachment)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        std::fs::read(&attachment).unwrap_or_default(),
-    )
-}
-
-/// One metric's value in `/metrics` (0 when its sample is absent).
-fn metric(d: &Daemon, sample: &str) -> u64 {
-    let r = http(d, "GET", "/metrics", None, "");
-    r.body
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(sample)?
-                .strip_prefix(' ')?
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(0.0) as u64
-}
 
 #[test]
 fn a_message_is_mailed_to_each_address_with_its_audio_once_the_relay_is_up() {

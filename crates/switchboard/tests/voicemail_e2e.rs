@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::media::{check_heard, media_daemon, prompts};
+use common::media::{check_heard, correlation, envelope, media_daemon, prompts};
 use common::*;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
@@ -287,33 +287,6 @@ fn kill_9_while_recording_leaves_no_message_and_the_kept_one_whole() {
         samples == &Law::MuLaw.decode(&first),
         "the kept message changed"
     );
-}
-
-/// The RMS of each 20 ms frame.
-fn envelope(samples: &[i16]) -> Vec<f64> {
-    samples
-        .chunks(160)
-        .map(|c| (c.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / c.len() as f64).sqrt())
-        .collect()
-}
-
-/// The correlation coefficient of `a` and `b` over their common length.
-fn correlation(a: &[f64], b: &[f64]) -> f64 {
-    let n = a.len().min(b.len());
-    if n == 0 {
-        return 0.0;
-    }
-    let (a, b) = (&a[..n], &b[..n]);
-    let mean = |x: &[f64]| x.iter().sum::<f64>() / n as f64;
-    let (ma, mb) = (mean(a), mean(b));
-    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
-    for i in 0..n {
-        let (x, y) = (a[i] - ma, b[i] - mb);
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    ab / (aa.sqrt() * bb.sqrt()).max(f64::MIN_POSITIVE)
 }
 
 /// baresip calls bob with a WAV file as its microphone; once the recording has begun it

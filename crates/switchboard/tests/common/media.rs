@@ -114,3 +114,30 @@ pub fn check_heard(packets: &[Packet], pt: u8, expected: &[u8], silence: u8) -> 
     }
     Ok(())
 }
+
+/// The RMS of each 20 ms frame (160 samples at 8 kHz).
+pub fn envelope(samples: &[i16]) -> Vec<f64> {
+    samples
+        .chunks(160)
+        .map(|c| (c.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / c.len() as f64).sqrt())
+        .collect()
+}
+
+/// The correlation coefficient of `a` and `b` over their common length.
+pub fn correlation(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    if n == 0 {
+        return 0.0;
+    }
+    let (a, b) = (&a[..n], &b[..n]);
+    let mean = |x: &[f64]| x.iter().sum::<f64>() / n as f64;
+    let (ma, mb) = (mean(a), mean(b));
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for i in 0..n {
+        let (x, y) = (a[i] - ma, b[i] - mb);
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    ab / (aa.sqrt() * bb.sqrt()).max(f64::MIN_POSITIVE)
+}

@@ -15,6 +15,7 @@
 pub mod baresip;
 pub mod carrier;
 pub mod dns;
+pub mod mail;
 pub mod media;
 
 use std::collections::HashSet;
@@ -1440,4 +1441,33 @@ impl Drop for Kamailio {
             eprintln!("--- kamailio log ---\n{}", p.log());
         }
     }
+}
+
+/// One metric's value in `/metrics` (0 when its sample is absent): `sample` is the
+/// metric's name with its labels, as the exposition writes it.
+pub fn metric(d: &Daemon, sample: &str) -> u64 {
+    let r = http(d, "GET", "/metrics", None, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)?
+                .strip_prefix(' ')?
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(0.0) as u64
+}
+
+/// Waits (bounded) until `/metrics` shows `sample` at `value`.
+pub fn wait_metric(d: &Daemon, sample: &str, value: u64) {
+    let seen = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        (metric(d, sample) == value).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "{sample} is {} (not {value})\n{}",
+        metric(d, sample),
+        http(d, "GET", "/metrics", None, "").body
+    );
 }
