@@ -95,83 +95,14 @@ fn seed(d: &mut Daemon, writes: &[Write]) {
     d.restart();
 }
 
-/// What the API answered, its body as bytes.
-struct Reply {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|_| {
-            panic!(
-                "not JSON ({}): {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-}
-
-/// One HTTP/1.1 exchange with the API with a body of any bytes.
-fn exchange(
-    d: &Daemon,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    content_type: Option<&str>,
-    body: &[u8],
-) -> Reply {
-    let mut s = TcpStream::connect(("127.0.0.1", d.api_port)).expect("the API listens");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let ct = content_type
-        .map(|c| format!("Content-Type: {c}\r\n"))
-        .unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}{ct}Content-Length: {}\r\n\
-         Connection: close\r\n\r\n",
-        body.len()
-    );
-    // A body refused before it is read may be cut short: the answer says why.
-    let _ = s.write_all(head.as_bytes()).and_then(|_| s.write_all(body));
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let end = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no answer to {method} {path}"));
-    let head = String::from_utf8_lossy(&out[..end]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Reply {
-        status,
-        head,
-        body: out[end + 4..].to_vec(),
-    }
-}
-
 /// A request without a body.
-fn get(d: &Daemon, method: &str, path: &str, token: Option<&str>) -> Reply {
-    exchange(d, method, path, token, None, b"")
+fn get(d: &Daemon, method: &str, path: &str, token: Option<&str>) -> HttpBytes {
+    http_exchange(d, method, path, token, None, b"")
 }
 
 /// A JSON request.
-fn send_json(d: &Daemon, method: &str, path: &str, token: &str, body: &str) -> Reply {
-    exchange(
+fn send_json(d: &Daemon, method: &str, path: &str, token: &str, body: &str) -> HttpBytes {
+    http_exchange(
         d,
         method,
         path,
@@ -182,8 +113,8 @@ fn send_json(d: &Daemon, method: &str, path: &str, token: &str, body: &str) -> R
 }
 
 /// A recording uploaded as `content_type`.
-fn upload(d: &Daemon, path: &str, content_type: Option<&str>, wav: &[u8]) -> Reply {
-    exchange(d, "PUT", path, Some(ALICE_TOKEN), content_type, wav)
+fn upload(d: &Daemon, path: &str, content_type: Option<&str>, wav: &[u8]) -> HttpBytes {
+    http_exchange(d, "PUT", path, Some(ALICE_TOKEN), content_type, wav)
 }
 
 /// `switchboard voicemail --api … --token alice's …ARGS`: (success, stdout, stderr).
@@ -372,7 +303,7 @@ fn a_mailbox_through_the_api_survives_a_restart_and_takes_only_good_recordings()
         "again"
     );
     assert_eq!(
-        exchange(
+        http_exchange(
             &d,
             "PUT",
             &greeting,

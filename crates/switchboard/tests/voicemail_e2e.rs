@@ -13,10 +13,17 @@
 //! - baresip calls with a WAV file as its microphone (`aufile`) and presses `#`
 //!   (RFC 4733): the daemon says goodbye and hangs up (BYE), and the message matches the
 //!   file where the recording began.
+//! - The whole way, as the callee lives it: dave's baresip (with its `mwi` module) rings
+//!   and is not answered; the caller leaves a message; dave's lamp lights (a NOTIFY with
+//!   `Voice-Message: 1/0`), the mail relay the test runs (aiosmtpd) receives the message
+//!   with its audio attached, and the API gives the same audio; both decode to what the
+//!   caller said. Marked heard through the API, the lamp goes out (`0/1`).
 
 mod common;
 
-use common::media::{check_heard, correlation, envelope, media_daemon, prompts};
+use common::baresip::Baresip;
+use common::mail::{mail_files, read_mail, smtp_sink};
+use common::media::{check_heard, correlation, envelope, media_daemon, media_daemon_with, prompts};
 use common::*;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
@@ -33,6 +40,19 @@ extension = "1001"
 extension = "1002"
 display_name = "Bob B"
 no_answer = "voicemail"
+"#;
+
+/// dave has a phone (baresip, which lets it ring) and his messages mailed.
+const FLOW_POLICY: &str = r#"
+[users.dave]
+extension = "1002"
+display_name = "Dave D"
+ring_time = 2
+no_answer = "voicemail"
+[users.dave.sip]
+password = "dave-secret"
+[users.dave.voicemail]
+email = ["dave@example.com"]
 "#;
 
 /// The log line of a mailbox whose greeting (and beep) has played: the recording starts.
@@ -400,4 +420,115 @@ fn baresip_presses_hash_to_end_its_message_and_the_daemon_hangs_up() {
         "{same} of {} equal",
         message.len()
     );
+}
+
+/// The message-waiting document baresip's `mwi` module printed last, from `since`.
+fn last_mwi(phone: &Baresip, since: usize) -> Option<String> {
+    let heading = format!("----- MWI for sip:dave@{REALM} -----");
+    let shown = phone.since(since).replace("\r\n", "\n");
+    let (_, last) = shown.rsplit_once(&heading)?;
+    last.lines()
+        .find(|l| l.starts_with("Voice-Message:"))
+        .map(str::to_string)
+}
+
+#[test]
+fn a_message_lights_the_lamp_is_mailed_and_fetched_as_it_was_said() {
+    let smtp_port = free_port();
+    let sink = tempfile::Builder::new()
+        .prefix("switchboard-vm-flow-")
+        .tempdir()
+        .unwrap();
+    let _relay = smtp_sink(sink.path(), smtp_port);
+    let d = media_daemon_with(
+        FLOW_POLICY,
+        false,
+        &format!(
+            "[mail]\nrelay = \"127.0.0.1\"\nport = {smtp_port}\nfrom = \"switchboard@example.com\"\n"
+        ),
+    );
+    // dave's phone subscribes to his mailbox and rings without answering.
+    let phone = Baresip::start_with(
+        &d,
+        "dave",
+        d.addr(),
+        &["mwi.so"],
+        ";mwi=yes;answermode=manual",
+    );
+    let shown = wait_until(Duration::from_secs(20), Duration::from_millis(50), || {
+        last_mwi(&phone, 0).filter(|l| l.starts_with("Voice-Message: 0/0"))
+    });
+    assert!(shown.is_some(), "no lamp at first\n{}", phone.since(0));
+    let mark = phone.proc.log_len();
+
+    let said = leave_message(
+        &d,
+        &["digits/7", "phrases/thank_you_for_calling", "digits/3"],
+        1,
+    );
+    wait_count(&d, "voicemail message kept", 1);
+    assert!(
+        phone.since(0).contains("INVITE sip:dave"),
+        "the phone never rang"
+    );
+    let expected = Law::MuLaw.decode(&said);
+
+    // The lamp lights.
+    let lit = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        last_mwi(&phone, mark).filter(|l| l.starts_with("Voice-Message: 1/0"))
+    });
+    assert!(
+        lit.is_some(),
+        "the lamp did not light\n{}",
+        phone.since(mark)
+    );
+
+    // The API lists it and gives its audio.
+    let list = http(&d, "GET", "/v1/users/dave/voicemail", Some(ADMIN_TOKEN), "");
+    assert_eq!(list.status, 200, "{}", list.body);
+    let list: serde_json::Value = serde_json::from_str(&list.body).unwrap();
+    let message = &list["messages"][0];
+    assert_eq!(message["reason"], "no_answer", "{list}");
+    assert_eq!(message["caller"], "carl", "{list}");
+    let id = message["id"].as_str().unwrap().to_string();
+    let audio = http_exchange(
+        &d,
+        "GET",
+        &format!("/v1/users/dave/voicemail/{id}/audio"),
+        Some(ADMIN_TOKEN),
+        None,
+        b"",
+    );
+    assert_eq!(audio.status, 200);
+    let audio = audio.body;
+    let fetched = switchboard_media::wav::decode(&audio, usize::MAX).unwrap();
+    assert!(fetched == expected, "the API's audio is not what was said");
+
+    // The mail, with the same audio attached.
+    let mail = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        mail_files(sink.path()).into_iter().next()
+    })
+    .unwrap_or_else(|| panic!("no mail\n{}", d.log()));
+    let (text, attachment) = read_mail(&mail, sink.path());
+    assert!(text.contains("To: dave@example.com"), "{text}");
+    assert!(text.contains("Attachment: audio/wav"), "{text}");
+    assert_eq!(
+        attachment, audio,
+        "the attachment is not the message's audio"
+    );
+
+    // Heard: the lamp goes out.
+    let mark = phone.proc.log_len();
+    let r = http(
+        &d,
+        "PUT",
+        &format!("/v1/users/dave/voicemail/{id}"),
+        Some(ADMIN_TOKEN),
+        r#"{"heard": true}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let out = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        last_mwi(&phone, mark).filter(|l| l.starts_with("Voice-Message: 0/1"))
+    });
+    assert!(out.is_some(), "the lamp stayed lit\n{}", phone.since(mark));
 }

@@ -20,7 +20,7 @@ impl Baresip {
     }
 
     /// As [`Baresip::start`], with more application modules (`mwi.so`) and account
-    /// parameters (`;mwi=yes`).
+    /// parameters (`;mwi=yes`, `;answermode=manual`).
     pub fn start_with(
         d: &Daemon,
         user: &str,
@@ -33,6 +33,13 @@ impl Baresip {
             .iter()
             .map(|m| format!("module_app {m}\n"))
             .collect();
+        // It answers by itself unless the parameters say otherwise (`;answermode=manual`:
+        // it rings until told to answer).
+        let answer = if params.contains("answermode=") {
+            ""
+        } else {
+            ";answermode=auto"
+        };
         let dir = tempfile::tempdir_in(d.dir.path()).unwrap().keep();
         // sip_listen's port for UDP and TCP, the next one for TLS.
         let port = free_ports(2);
@@ -52,7 +59,7 @@ impl Baresip {
             dir.join("accounts"),
             format!(
                 "<sip:{user}@{REALM}>;auth_pass={user}-secret;outbound=\"sip:{outbound}\";\
-                 regint=600;answermode=auto{params}\n"
+                 regint=600{answer}{params}\n"
             ),
         )
         .unwrap();

@@ -11,13 +11,18 @@ use switchboard_media::prompts::Prompts;
 /// A daemon with `policy`, its `[media]` on 127.0.0.1 and a range of free ports, started
 /// with authentication required or not (`auth`), its media ready.
 pub fn media_daemon(policy: &str, auth: bool) -> Daemon {
+    media_daemon_with(policy, auth, "")
+}
+
+/// As [`media_daemon`], with more config sections (`extra`: `[mail]`…).
+pub fn media_daemon_with(policy: &str, auth: bool, extra: &str) -> Daemon {
     let media = free_ports(100);
     let media = media + media % 2;
     let d = Daemon::start(Options {
         policy: policy.into(),
         auth,
         extra: format!(
-            "[media]\nbind = \"127.0.0.1\"\nfirst_port = {media}\nlast_port = {}\n",
+            "[media]\nbind = \"127.0.0.1\"\nfirst_port = {media}\nlast_port = {}\n{extra}",
             media + 97
         ),
         ..Options::default()

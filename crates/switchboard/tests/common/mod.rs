@@ -1244,40 +1244,102 @@ pub struct HttpReply {
 impl HttpReply {
     /// The value of header `name` (case-insensitive), if it came.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        header_of(&self.head, name)
+    }
+}
+
+/// The value of header `name` (case-insensitive) in an HTTP response's head.
+fn header_of<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// What the API answered, its body as bytes (audio, or anything not text).
+pub struct HttpBytes {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl HttpBytes {
+    /// The body as JSON (the test fails if it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| {
+            panic!(
+                "not JSON ({}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
         })
+    }
+
+    /// The value of header `name` (case-insensitive), if it came.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header_of(&self.head, name)
+    }
+}
+
+/// One HTTP/1.1 exchange with the daemon's API with a body of any bytes, of
+/// `content_type` (none: no Content-Type header), with `token` as the bearer token.
+pub fn http_exchange(
+    d: &Daemon,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> HttpBytes {
+    let mut s = TcpStream::connect(("127.0.0.1", d.api_port)).expect("the API listens");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let ct = content_type
+        .map(|c| format!("Content-Type: {c}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}{ct}Content-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    );
+    // A body refused before it is read may be cut short: the answer says why.
+    let _ = s.write_all(head.as_bytes()).and_then(|_| s.write_all(body));
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let end = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(out.len());
+    let head = String::from_utf8_lossy(&out[..end]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    HttpBytes {
+        status,
+        head,
+        body: out.get(end + 4..).unwrap_or_default().to_vec(),
     }
 }
 
 /// One HTTP/1.1 exchange with the daemon's API, with `token` as the bearer token (none:
 /// no Authorization header) and `body` as JSON.
 pub fn http(d: &Daemon, method: &str, path: &str, token: Option<&str>, body: &str) -> HttpReply {
-    let mut s = TcpStream::connect(("127.0.0.1", d.api_port)).expect("the API listens");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{auth}\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let r = http_exchange(
+        d,
+        method,
+        path,
+        token,
+        Some("application/json"),
+        body.as_bytes(),
+    );
     HttpReply {
-        status,
-        head: head.to_string(),
-        body: body.to_string(),
+        status: r.status,
+        head: r.head,
+        body: String::from_utf8_lossy(&r.body).into_owned(),
     }
 }
 
