@@ -430,6 +430,34 @@ impl T {
         self.register_from(user, Peer::udp(addr(at)))
     }
 
+    /// Registers `user`'s device at `at` (UDP) with authentication on: the daemon's
+    /// challenge is answered (MD5, the policy's password `pw`) as a phone would.
+    pub(crate) fn register_authenticated(&mut self, user: &str, at: &str) {
+        use switchboard_sip::auth::{parse_digest, Algorithm};
+        let register = |cseq: u32, auth: &str| {
+            format!(
+                "REGISTER sip:switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP {at};branch=z9hG4bK-r{cseq}-{user}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:{user}@switchboard.local>;tag=r\r\nTo: <sip:{user}@switchboard.local>\r\n\
+                 Call-ID: r-{user}-{at}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{at}>\r\n{auth}Content-Length: 0\r\n\r\n"
+            )
+        };
+        self.input(at, &register(1, ""));
+        let challenge = to(&self.take(), at).remove(0);
+        let p = parse_digest(header(&challenge, "WWW-Authenticate").unwrap()).unwrap();
+        let (realm, nonce) = (&p["realm"], &p["nonce"]);
+        let ha1 = Algorithm::Md5.ha1(user, realm, "pw");
+        let uri = "sip:switchboard.local";
+        let response =
+            Algorithm::Md5.response(&ha1, nonce, Some(("00000001", "c")), "REGISTER", uri);
+        let auth = format!(
+            "Authorization: Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", \
+             response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c\"\r\n"
+        );
+        self.input(at, &register(2, &auth));
+        let ok = to(&self.take(), at).remove(0);
+        assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    }
+
     /// Registers `user`'s device at the address of `peer`, over its transport.
     pub(crate) fn register_from(&mut self, user: &str, peer: Peer) {
         let (at, tp) = (peer.addr, peer.transport);

@@ -536,9 +536,10 @@ impl Calls {
         })
     }
 
-    /// Who is calling: a trunk (by source address, by the contact it registered and the
-    /// registrar it registered with, or by credentials), a user (digest), or anyone (when
-    /// authentication is off). None when the request was answered instead.
+    /// Who is calling: a trunk (by source address — unless it is where one of the From
+    /// user's devices registered from: a phone of ours beside the carrier —, by the contact
+    /// it registered and the registrar it registered with, or by credentials), a user
+    /// (digest), or anyone (when authentication is off). None when the request was answered instead.
     fn identify_caller(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -552,10 +553,22 @@ impl Calls {
         let from_user = header_user(req.from_header().ok().map(|f| f.value()))
             .unwrap_or_else(|| "anonymous".into());
         if let Some(t) = cx.trunk_for_source(peer.addr.ip()) {
-            return Some(Caller::Trunk {
-                trunk: t.id.clone(),
-                number: from_user,
+            // A phone of ours on the trunk's address (one machine, one NAT): the request
+            // comes from where one of the From user's devices registered from, so it is
+            // that phone's, and it authenticates as any phone does. This only takes the
+            // trunk's trust away, never grants any.
+            let phone = directory.user_for(&from_user).is_some_and(|u| {
+                cx.registrar
+                    .lookup(&u, cx.now.unix)
+                    .iter()
+                    .any(|b| b.source == peer.addr)
             });
+            if !phone {
+                return Some(Caller::Trunk {
+                    trunk: t.id.clone(),
+                    number: from_user,
+                });
+            }
         }
         if let Some(trunk) = registrant.trunk_for_contact(dialled, peer.addr.ip(), cx.now) {
             return Some(Caller::Trunk {

@@ -37,28 +37,7 @@ fn not_registering() -> String {
 
 /// bob registers at BOB, answering the daemon's challenge.
 fn register_bob(t: &mut T) {
-    use switchboard_sip::auth::{parse_digest, Algorithm};
-    let register = |cseq: u32, auth: &str| {
-        format!(
-            "REGISTER sip:switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP {BOB};branch=z9hG4bK-r{cseq}\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:bob@switchboard.local>;tag=r\r\nTo: <sip:bob@switchboard.local>\r\n\
-             Call-ID: r1\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:bob@{BOB}>\r\n{auth}Content-Length: 0\r\n\r\n"
-        )
-    };
-    t.input(BOB, &register(1, ""));
-    let challenge = to(&t.take(), BOB).remove(0);
-    let p = parse_digest(header(&challenge, "WWW-Authenticate").unwrap()).unwrap();
-    let (realm, nonce) = (&p["realm"], &p["nonce"]);
-    let ha1 = Algorithm::Md5.ha1("bob", realm, "pw");
-    let uri = "sip:switchboard.local";
-    let response = Algorithm::Md5.response(&ha1, nonce, Some(("00000001", "c")), "REGISTER", uri);
-    let auth = format!(
-        "Authorization: Digest username=\"bob\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", \
-         response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c\"\r\n"
-    );
-    t.input(BOB, &register(2, &auth));
-    let ok = to(&t.take(), BOB).remove(0);
-    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    t.register_authenticated("bob", BOB);
 }
 
 fn status(t: &T) -> TrunkStatus {

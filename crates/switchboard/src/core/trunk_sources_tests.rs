@@ -295,3 +295,37 @@ fn a_trunk_may_list_networks_and_names_and_two_trunks_one_name() {
     assert_eq!(trunk_of("::ffff:127.0.0.9").as_deref(), Some("carrier"));
     assert_eq!(trunk_of("127.0.0.10"), None);
 }
+
+/// A phone of ours on the carrier's address (one machine, one NAT): its calls are its own,
+/// challenged as any phone's call; the carrier's calls from another port of that address,
+/// and calls claiming to be from that user from elsewhere on it, stay the trunk's.
+#[test]
+fn a_phone_registered_from_a_trunks_address_is_a_phone_not_the_trunk() {
+    let mut t = T::with_policy(true, POLICY);
+    let phone = "127.0.0.2:5070";
+    t.register_authenticated("alice", phone);
+    let call = |t: &mut T, from_user: &str, from: &str, id: &str| {
+        t.input(from, &invite(from_user, from, "1002", id, ""));
+        let out = t.take();
+        let first = to(&out, from)
+            .into_iter()
+            .find(|m| header(m, "Call-ID") == Some(id))
+            .unwrap_or_else(|| panic!("nothing back to {from}: {out:?}"));
+        first_line(&first).to_string()
+    };
+    // alice's phone, from where it registered: challenged (then it answers as any phone).
+    assert_eq!(
+        call(&mut t, "alice", phone, "p1"),
+        "SIP/2.0 407 Proxy Authentication Required"
+    );
+    // The carrier, from its own port: the trunk's, no challenge.
+    assert_eq!(
+        call(&mut t, "+447700900123", "127.0.0.2:5060", "c1"),
+        "SIP/2.0 100 Trying"
+    );
+    // alice's name from a port she did not register from: the trunk's, as before.
+    assert_eq!(
+        call(&mut t, "alice", "127.0.0.2:5099", "c2"),
+        "SIP/2.0 100 Trying"
+    );
+}
