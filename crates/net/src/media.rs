@@ -6,8 +6,8 @@
 //! [`rtp::Receiver`] (RTP-bleed safe latching) and hands [`Event`]s back on a tokio channel.
 //! Two sessions may be bridged: each packet one accepts is re-packetised at once by a
 //! [`Relay`] as a packet of the other's stream and sent to the other's far end, from the
-//! receive task that read it (no queue, no timer). The contract (which command is answered by which event) is the doc comment of
-//! `switchboard_media::session`.
+//! receive task that read it (no queue, no timer). The contract (which command is answered
+//! by which event) is the doc comment of `switchboard_media::session`.
 //!
 //! # Thread model
 //!
