@@ -1015,3 +1015,38 @@ async fn unbridge_hold_and_close_stop_the_relay() {
     let _ = closed(&engine, &mut events, 42).await;
     engine.shutdown();
 }
+
+#[tokio::test]
+async fn each_bridged_session_keeps_its_own_timeout() {
+    let (engine, mut events) = engine(23_440, 23_459, 10);
+    let caller = socket(LOCALHOST).await;
+    let target = socket(LOCALHOST).await;
+    let quick = |id, peer: &UdpSocket| Open {
+        rtp_timeout: Duration::from_millis(400),
+        ..open(id, Some(peer.local_addr().unwrap()))
+    };
+    let caller_port = opened(&engine, &mut events, quick(44, &caller)).await;
+    opened(&engine, &mut events, quick(45, &target)).await;
+    assert!(engine.command(Command::Bridge {
+        a: SessionId(44),
+        b: SessionId(45),
+    }));
+    settled(&engine, &mut events, 44).await;
+    // The caller speaks throughout; the target says nothing. The target's leg sends the
+    // caller's audio, yet its own far end is silent: its timeout, and only its.
+    let to_caller_leg = SocketAddr::new(LOCALHOST, caller_port);
+    let mut seq = 1u16;
+    let until = Instant::now() + Duration::from_millis(1000);
+    let mut timeouts = Vec::new();
+    while Instant::now() < until {
+        speak(&caller, to_caller_leg, &mut seq).await;
+        rtp_packet(&target).await;
+        if let Ok(Some(event)) = timeout(Duration::from_millis(20), events.0.recv()).await {
+            timeouts.push(event);
+        }
+    }
+    assert_eq!(timeouts, [Event::Timeout { id: SessionId(45) }]);
+    let _ = closed(&engine, &mut events, 45).await;
+    let _ = closed(&engine, &mut events, 44).await;
+    engine.shutdown();
+}
