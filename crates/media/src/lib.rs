@@ -16,6 +16,8 @@
 //!   488's Warning), our own offer, and what its answer agreed.
 //! - [`player`]: buffers of G.711 out as RTP packets paced at the packet time from a start
 //!   instant, never in bursts.
+//! - [`relay`]: a bridge's relay: packets of one session's far end re-packetised as the
+//!   other session's stream (its SSRC, numbering, clock, payload types and law).
 //! - [`recorder`]: what the far end says, placed by RTP timestamp, bounded in length,
 //!   ended by quiet (a voicemail message, a greeting, a recorded name).
 //! - [`prompts`]: a language's recorded prompts (8 kHz 16-bit WAV), loaded with an
@@ -30,6 +32,7 @@ pub mod offer_answer;
 pub mod player;
 pub mod prompts;
 pub mod recorder;
+pub mod relay;
 pub mod rtcp;
 pub mod rtp;
 pub mod say;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::g711::Law;
-use crate::rtp::Sender;
+use crate::rtp::{timestamp_after, Sender};
 
 /// G.711 samples per millisecond.
 const SAMPLES_PER_MS: u32 = 8;
@@ -52,8 +52,11 @@ pub struct Player {
     queue: VecDeque<Arc<[u8]>>,
     /// How far into the front buffer playing has come.
     offset: usize,
-    /// Whether the next packet starts a talkspurt (the first, and the first after a gap).
+    /// Whether the next packet starts a talkspurt (the first, and the first after a gap or
+    /// after relayed packets).
     marker: bool,
+    /// The timestamp just after the audio last sent on the stream, played or relayed.
+    end: Option<u32>,
 }
 
 impl Player {
@@ -70,6 +73,7 @@ impl Player {
             queue: VecDeque::new(),
             offset: 0,
             marker: true,
+            end: None,
         }
     }
 
@@ -111,10 +115,40 @@ impl Player {
         let payload = self.take();
         let timestamp = self.timestamp_of(slot);
         let marker = std::mem::take(&mut self.marker);
+        self.end = Some(timestamp.wrapping_add(payload.len() as u32));
         Some(
             self.sender
                 .packet(self.config.payload_type, marker, timestamp, &payload),
         )
+    }
+
+    /// Sends a relayed packet as one of this stream (a bridge: see [`crate::relay`]): this
+    /// stream's SSRC, with the sequence number and timestamp given (already this stream's),
+    /// counted in the sender's report as a played packet is. `samples` is the audio it
+    /// carries (0 for a telephone-event): the stream's end moves past it unless it is a late
+    /// packet. The player's own next packet starts a talkspurt (the marker).
+    pub fn relayed(
+        &mut self,
+        sequence: u16,
+        payload_type: u8,
+        marker: bool,
+        timestamp: u32,
+        payload: &[u8],
+        samples: u32,
+    ) -> Vec<u8> {
+        let end = timestamp.wrapping_add(samples);
+        if samples > 0 && self.end.is_none_or(|e| timestamp_after(end, e)) {
+            self.end = Some(end);
+        }
+        self.marker = true;
+        self.sender
+            .packet_numbered(sequence, payload_type, marker, timestamp, payload)
+    }
+
+    /// The timestamp just after the audio last sent on the stream (the last packet's
+    /// timestamp plus its samples), played or relayed; `None` before any.
+    pub fn end_timestamp(&self) -> Option<u32> {
+        self.end
     }
 
     /// The RTP timestamp of the instant `now` (for an RTCP sender report).

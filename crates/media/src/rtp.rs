@@ -130,6 +130,26 @@ impl Sender {
         build(payload_type, marker, sequence, timestamp, self.ssrc, data)
     }
 
+    /// A packet of the stream with a sequence number the caller chose (a relay, which keeps
+    /// the gaps and the order of the stream it relays: see [`crate::relay`]): this stream's
+    /// SSRC; the next sequence number moves past it when it is not behind, and stays when it
+    /// is (a late packet). Counted as [`Sender::packet`]'s are.
+    pub fn packet_numbered(
+        &mut self,
+        sequence: u16,
+        payload_type: u8,
+        marker: bool,
+        timestamp: u32,
+        data: &[u8],
+    ) -> Vec<u8> {
+        if sequence_delta(sequence, self.next_sequence) >= 0 {
+            self.next_sequence = sequence.wrapping_add(1);
+        }
+        self.packets = self.packets.wrapping_add(1);
+        self.octets = self.octets.wrapping_add(data.len() as u32);
+        build(payload_type, marker, sequence, timestamp, self.ssrc, data)
+    }
+
     /// The stream's SSRC.
     pub fn ssrc(&self) -> u32 {
         self.ssrc
@@ -553,6 +573,27 @@ mod tests {
         assert_eq!(parse(&c).unwrap().ssrc, 7);
         assert_eq!((sender.packets_sent(), sender.octets_sent()), (3, 330));
         assert_eq!(sender.next_sequence(), 1);
+    }
+
+    #[test]
+    fn numbered_packets_move_the_numbering_only_forward() {
+        let mut sender = Sender::new(7, 100);
+        let a = sender.packet_numbered(100, 8, true, 0, &[1; 160]);
+        assert_eq!(parse(&a).unwrap().sequence, 100);
+        assert_eq!(sender.next_sequence(), 101);
+        // A gap (a packet lost before the relay) is kept.
+        sender.packet_numbered(103, 8, false, 480, &[1; 160]);
+        assert_eq!(sender.next_sequence(), 104);
+        // A late packet goes out under its own number; the numbering stays.
+        let late = sender.packet_numbered(102, 8, false, 320, &[1; 160]);
+        assert_eq!(parse(&late).unwrap().sequence, 102);
+        assert_eq!(sender.next_sequence(), 104);
+        // Across the wrap.
+        let mut sender = Sender::new(7, 65535);
+        sender.packet_numbered(0, 8, false, 0, &[1; 4]);
+        assert_eq!(sender.next_sequence(), 1);
+        assert_eq!((sender.packets_sent(), sender.octets_sent()), (1, 4));
+        assert_eq!(sender.packet(8, false, 0, &[]).get(2..4), Some(&[0, 1][..]));
     }
 
     const PHONE: &str = "192.0.2.10:4000";

@@ -14,7 +14,28 @@
 //! session's counters. A session may record what the far end says: [`Command::Record`] →
 //! [`Event::Recorded`] once the recording ends by itself (its longest, or quiet),
 //! on [`Command::StopRecording`], or when the session closes (before [`Event::Closed`]: a
-//! caller who hangs up has left a whole message). After [`Event::Closed`] (or
+//! caller who hangs up has left a whole message).
+//!
+//! Two open sessions may be bridged ([`Command::Bridge`]): the two legs of a call whose
+//! media the daemon anchors. While they are, every packet one session accepts from its far
+//! end (after its receiver's checks of source, SSRC and payload type) is sent at once to the
+//! other's far end, re-packetised as the other session's own stream — its SSRC, its
+//! sequence numbers and timestamps continuing, its payload types, its law (µ-law ↔ A-law
+//! transcoded) — and key presses are relayed as telephone-events as well as reported as
+//! [`Event::Digit`] on the session they came in on (see [`crate::relay`]). Nothing is
+//! buffered: one packet out per packet in, in the order received. Each session keeps its
+//! own [`Event::Timeout`], its recording ([`Command::Record`] records what its far end
+//! says) and its RTCP sender reports (the relayed packets count as sent). A session whose
+//! far end is on hold ([`Command::Update`] with `send: false`) is sent nothing; what its
+//! far end still sends is relayed to the other. A bridge stops what either session was
+//! playing (as [`Command::Stop`]: no [`Event::Played`] for it), and while bridged a
+//! session plays nothing of its own: a [`Command::Play`] for it is refused (logged, none of
+//! it sent) and answered by [`Event::Played`] at once, so that a core waiting for it is not
+//! left waiting. The bridge ends with [`Command::Unbridge`] of either session or the close
+//! of either (the other stays open, silent); bridging a session again ends its earlier
+//! bridge first. Bridging and unbridging are not answered.
+//!
+//! After [`Event::Closed`] (or
 //! [`Event::Failed`]) the id is forgotten on both sides; commands for an unknown id are
 //! ignored.
 
@@ -83,6 +104,13 @@ pub enum Command {
     },
     /// End the recording in progress ([`Event::Recorded`]); nothing when there is none.
     StopRecording { id: SessionId },
+    /// Relay the audio and key presses of each session's far end to the other's (see the
+    /// module's comment), until [`Command::Unbridge`] or the close of either. Both must be
+    /// open and differ, else it is ignored (logged).
+    Bridge { a: SessionId, b: SessionId },
+    /// End the bridge session `id` is in, for both its sessions (they stay open, silent,
+    /// and may play again); nothing when it is in none.
+    Unbridge { id: SessionId },
     /// End the session: its sockets are closed, its port pair freed.
     Close { id: SessionId },
 }

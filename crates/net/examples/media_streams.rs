@@ -13,6 +13,16 @@
 //! packet schedules are spread too); `--aligned` opens them all at once instead, every
 //! stream due in the same millisecond (the worst case for the timer).
 //!
+//! `--ports FIRST-LAST` sets the engine's port range (20000-29999 by default; a range in
+//! the kernel's ephemeral ports keeps clear of test suites that pick ports below it).
+//!
+//! `--bridged` measures relaying instead of playing: the N sessions are bridged in pairs
+//! (N/2 calls whose media the daemon anchors), and a sender thread plays each session's far
+//! end, sending a packet every 20 ms from the receiver's socket to the session's port
+//! (spread over the packet time); the engine relays each to the pair's other far end, where
+//! the receiver measures it as before. Each session thus receives 50 packets a second and
+//! sends 50: the engine's work per sent packet is a receive, a re-packetising and a send.
+//!
 //! A benchmark, not a test: it measures, it asserts nothing.
 
 use std::cell::RefCell;
@@ -39,6 +49,9 @@ struct Args {
     aligned: bool,
     busy: usize,
     realtime: Option<u8>,
+    bridged: bool,
+    /// The engine's port range.
+    ports: (u16, u16),
 }
 
 fn args() -> Args {
@@ -48,6 +61,8 @@ fn args() -> Args {
         aligned: false,
         busy: 0,
         realtime: None,
+        bridged: false,
+        ports: (20_000, 29_999),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -64,11 +79,20 @@ fn args() -> Args {
                 args.seconds = it.next().and_then(|s| s.parse().ok()).expect("--seconds N")
             }
             "--aligned" => args.aligned = true,
+            "--bridged" => args.bridged = true,
+            "--ports" => {
+                let range = it.next().expect("--ports FIRST-LAST");
+                let (first, last) = range.split_once('-').expect("--ports FIRST-LAST");
+                args.ports = (
+                    first.parse().expect("a first port"),
+                    last.parse().expect("a last port"),
+                );
+            }
             "--busy" => args.busy = it.next().and_then(|s| s.parse().ok()).expect("--busy N"),
             "--realtime" => {
                 args.realtime = Some(it.next().and_then(|s| s.parse().ok()).expect("--realtime 1-99"))
             }
-            other => panic!("unknown argument {other} (--sessions 100,500 --seconds 10 --aligned --busy N --realtime P)"),
+            other => panic!("unknown argument {other} (--sessions 100,500 --seconds 10 --aligned --bridged --ports 20000-29999 --busy N --realtime P)"),
         }
     }
     args
@@ -95,10 +119,11 @@ struct Stream {
     socket_drops: u32,
 }
 
-/// The receiver: binds `n` sockets, sends their addresses back, reads them until `stop`.
+/// The receiver: binds `n` sockets, sends their addresses back (each with a handle to send
+/// from it: the far end's packets in `--bridged`), reads them until `stop`.
 fn receiver(
     n: usize,
-    addresses: std::sync::mpsc::Sender<Vec<SocketAddr>>,
+    addresses: std::sync::mpsc::Sender<Vec<(SocketAddr, std::net::UdpSocket)>>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Measured {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -115,9 +140,14 @@ fn receiver(
             pktinfo::enable_timestamps(&socket).unwrap();
             sockets.push(Rc::new(UdpSocket::from_std(socket).unwrap()));
         }
-        addresses
-            .send(sockets.iter().map(|s| s.local_addr().unwrap()).collect())
-            .unwrap();
+        let handles = sockets
+            .iter()
+            .map(|s| {
+                let fd = std::os::fd::AsFd::as_fd(&**s).try_clone_to_owned().unwrap();
+                (s.local_addr().unwrap(), std::net::UdpSocket::from(fd))
+            })
+            .collect();
+        addresses.send(handles).unwrap();
         let streams: Vec<Rc<RefCell<Stream>>> = (0..n).map(|_| Rc::default()).collect();
         let mut tasks = Vec::new();
         for (socket, stream) in sockets.iter().zip(&streams) {
@@ -223,13 +253,54 @@ async fn next(events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>, wait: Du
         .expect("the engine running")
 }
 
+/// The far ends of `--bridged`: sends `packets` packets from each socket to its session's
+/// port, one every 20 ms, the sockets spread over the packet time in 20 groups of a
+/// millisecond; returns the sends the kernel refused. With `realtime`, the thread runs under
+/// `SCHED_FIFO` at that priority as the engine does, so that its own wake-ups are as
+/// punctual as the engine's (else what the receiver measures is mostly this thread's lateness).
+fn far_ends(
+    peers: Vec<(std::net::UdpSocket, SocketAddr)>,
+    packets: u64,
+    realtime: Option<u8>,
+) -> u64 {
+    const GROUPS: usize = 20;
+    if let Some(priority) = realtime {
+        let param = libc::sched_param {
+            sched_priority: libc::c_int::from(priority.clamp(1, 99)),
+        };
+        // SAFETY: a pointer to a sched_param that lives through the call; pid 0 is the
+        // calling thread.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+            eprintln!("the far ends' thread runs at the normal policy (SCHED_FIFO refused)");
+        }
+    }
+    let payload = [0x55u8; 160];
+    let start = Instant::now() + Duration::from_millis(5);
+    let mut refused = 0;
+    for t in 0..packets {
+        for group in 0..GROUPS {
+            let due = start + PTIME * t as u32 + Duration::from_millis(group as u64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            for (i, (socket, to)) in peers.iter().enumerate().skip(group).step_by(GROUPS) {
+                let data = rtp::build(0, t == 0, t as u16, (t * 160) as u32, i as u32, &payload);
+                if socket.send_to(&data, to).is_err() {
+                    refused += 1;
+                }
+            }
+        }
+    }
+    refused
+}
+
 async fn one_count(n: usize, args: &Args) -> Row {
     let (seconds, aligned) = (args.seconds, args.aligned);
     let packets = seconds * 50;
     let (engine, mut events) = MediaEngine::start(MediaConfig {
         bind: LOCALHOST,
-        first_port: 20_000,
-        last_port: 29_999,
+        first_port: args.ports.0,
+        last_port: args.ports.1,
         max_sessions: n,
         realtime_priority: args.realtime,
         ..MediaConfig::default()
@@ -241,7 +312,8 @@ async fn one_count(n: usize, args: &Args) -> Row {
         .name("receiver".into())
         .spawn(move || receiver(n, addr_tx, stop_rx))
         .unwrap();
-    let peers = addr_rx.recv().unwrap();
+    let (peers, handles): (Vec<SocketAddr>, Vec<std::net::UdpSocket>) =
+        addr_rx.recv().unwrap().into_iter().unzip();
 
     let clip: Arc<[u8]> = (0..packets * 160)
         .map(|i| (i % 200) as u8 + 1)
@@ -254,6 +326,7 @@ async fn one_count(n: usize, args: &Args) -> Row {
     };
     let mut failed = 0;
     let mut open = Vec::new();
+    let mut ports = Vec::new();
     for (i, peer) in peers.iter().enumerate() {
         let id = SessionId(i as u64);
         engine.command(Command::Open(Open {
@@ -268,7 +341,10 @@ async fn one_count(n: usize, args: &Args) -> Row {
             rtp_timeout: Duration::from_secs(3600),
         }));
         match next(&mut events, Duration::from_secs(10)).await {
-            Event::Opened { id, .. } => open.push(id),
+            Event::Opened { id, port } => {
+                open.push(id);
+                ports.push(port);
+            }
             Event::Failed { why, .. } => {
                 eprintln!("open {i}: {why}");
                 failed += 1;
@@ -282,17 +358,40 @@ async fn one_count(n: usize, args: &Args) -> Row {
     let stat = engine_stat().expect("the media thread");
     let ticks0 = thread_ticks(&stat).unwrap_or(0);
     let started = Instant::now();
-    for &id in &open {
-        engine.command(Command::Play {
-            id,
-            clips: vec![clip.clone()],
-        });
-    }
-    let mut played = 0;
-    let deadline = Duration::from_secs(seconds * 3 + 30);
-    while played < open.len() {
-        if let Event::Played { .. } = next(&mut events, deadline).await {
-            played += 1;
+    if args.bridged {
+        assert!(failed == 0, "--bridged needs every session open");
+        for pair in open.chunks_exact(2) {
+            engine.command(Command::Bridge {
+                a: pair[0],
+                b: pair[1],
+            });
+        }
+        let peers: Vec<_> = handles
+            .into_iter()
+            .zip(&ports)
+            .take(open.len() / 2 * 2)
+            .map(|(socket, &port)| (socket, SocketAddr::new(LOCALHOST, port)))
+            .collect();
+        let realtime = args.realtime;
+        let refused = tokio::task::spawn_blocking(move || far_ends(peers, packets, realtime))
+            .await
+            .unwrap();
+        if refused > 0 {
+            eprintln!("the far ends' sockets refused {refused} sends");
+        }
+    } else {
+        for &id in &open {
+            engine.command(Command::Play {
+                id,
+                clips: vec![clip.clone()],
+            });
+        }
+        let mut played = 0;
+        let deadline = Duration::from_secs(seconds * 3 + 30);
+        while played < open.len() {
+            if let Event::Played { .. } = next(&mut events, deadline).await {
+                played += 1;
+            }
         }
     }
     let wall = started.elapsed().as_secs_f64();
@@ -313,9 +412,15 @@ async fn one_count(n: usize, args: &Args) -> Row {
     }
     engine.shutdown();
     let hz = clock_ticks_per_second();
+    // Bridged, an odd session out has no peer and relays nothing.
+    let streams = if args.bridged {
+        open.len() / 2 * 2
+    } else {
+        open.len()
+    };
     Row {
         sessions: n,
-        expected: packets * open.len() as u64,
+        expected: packets * streams as u64,
         sent,
         engine_cpu: (ticks1 - ticks0) as f64 / hz,
         receiver_cpu: measured.cpu_ticks as f64 / hz,
@@ -372,8 +477,13 @@ fn main() {
         let _ = thread.join();
     }
     println!(
-        "Media engine: {} s G.711 clips (20 ms packets) to loopback sockets, sessions opened {}",
+        "Media engine: {} s of G.711 (20 ms packets) {} to loopback sockets, sessions opened {}",
         args.seconds,
+        if args.bridged {
+            "relayed by bridged pairs of sessions (sessions/2 bridges, each session receiving and sending 50 packets/s)"
+        } else {
+            "clips played"
+        },
         if args.aligned {
             "all at once (aligned schedules)"
         } else {

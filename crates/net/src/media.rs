@@ -4,8 +4,10 @@
 //! [`switchboard_media::session::Command`]s; the engine binds each session's port pair,
 //! sends its packets on time with a [`Player`], reads what comes back with an
 //! [`rtp::Receiver`] (RTP-bleed safe latching) and hands [`Event`]s back on a tokio channel.
-//! The contract (which command is answered by which event) is the doc comment of
-//! `switchboard_media::session`.
+//! Two sessions may be bridged: each packet one accepts is re-packetised at once by a
+//! [`Relay`] as a packet of the other's stream and sent to the other's far end, from the
+//! receive task that read it (no queue, no timer). The contract (which command is answered
+//! by which event) is the doc comment of `switchboard_media::session`.
 //!
 //! # Thread model
 //!
@@ -43,6 +45,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use switchboard_media::dtmf;
 use switchboard_media::player::{Player, PlayerConfig};
 use switchboard_media::recorder::{Ended, Recorder, RecorderConfig};
+use switchboard_media::relay::{self, Relay};
 use switchboard_media::rtcp;
 use switchboard_media::rtp;
 use switchboard_media::session::{Command, Counters, Event, Open, SessionId};
@@ -217,6 +220,8 @@ struct Session {
     keys: dtmf::Receiver,
     /// The recording in progress ([`Command::Record`]).
     recorder: Option<Recorder>,
+    /// The bridge the session is in ([`Command::Bridge`]).
+    bridge: Option<Bridge>,
     opened: Instant,
     /// An [`Event::Timeout`] was given and nothing has been received since.
     timed_out: bool,
@@ -236,7 +241,30 @@ struct Session {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// A session's side of a bridge: the other session, and the relay that turns the packets
+/// the other's far end sends into packets of this session's stream.
+struct Bridge {
+    peer: SessionId,
+    relay: Relay,
+}
+
 impl Session {
+    /// Stops playing at once: what is queued dropped, no [`Event::Played`] for it.
+    fn stop(&mut self) {
+        self.player.clear();
+        self.plays.clear();
+        self.played = self.pushed;
+    }
+
+    /// What the relay needs of this session's stream.
+    fn stream(&self) -> relay::Stream {
+        relay::Stream {
+            law: self.open.law,
+            payload_type: self.open.payload_type,
+            telephone_event: self.open.telephone_event,
+        }
+    }
+
     /// Where RTP goes: the latched source, else the SDP's address; nowhere when the
     /// session does not send.
     fn destination(&self) -> Option<SocketAddr> {
@@ -407,6 +435,15 @@ impl Engine {
                 let Some(session) = self.sessions.get_mut(&id) else {
                     return;
                 };
+                if let Some(bridge) = &session.bridge {
+                    tracing::warn!(
+                        id = id.0,
+                        peer = bridge.peer.0,
+                        "media: a play for a bridged session refused (answered as played)"
+                    );
+                    self.emit(Event::Played { id });
+                    return;
+                }
                 for clip in clips {
                     session.pushed += clip.len() as u64;
                     session.player.push(clip);
@@ -423,9 +460,7 @@ impl Engine {
             }
             Command::Stop { id } => {
                 if let Some(session) = self.sessions.get_mut(&id) {
-                    session.player.clear();
-                    session.plays.clear();
-                    session.played = session.pushed;
+                    session.stop();
                 }
             }
             Command::Update { id, remote, send } => {
@@ -450,9 +485,12 @@ impl Engine {
                 }
             }
             Command::StopRecording { id } => self.end_recording(id, Ended::Stopped),
+            Command::Bridge { a, b } => self.bridge(a, b),
+            Command::Unbridge { id } => self.unbridge(id),
             Command::Close { id } => {
                 // A recording in progress is whole as it is: handed over first.
                 self.end_recording(id, Ended::Closed);
+                self.unbridge(id);
                 let Some(session) = self.sessions.remove(&id) else {
                     return;
                 };
@@ -561,6 +599,7 @@ impl Engine {
             receiver,
             keys: dtmf::Receiver::new(),
             recorder: None,
+            bridge: None,
             opened: now,
             timed_out: false,
             next_report: now + self.config.rtcp_interval,
@@ -577,6 +616,84 @@ impl Engine {
         self.in_use.insert(port);
         self.schedule(id, next);
         self.emit(Event::Opened { id, port });
+    }
+
+    /// Bridges sessions `a` and `b` (see [`Command::Bridge`]): each leaves the bridge it was
+    /// in and stops playing; then each relays the other's packets.
+    fn bridge(&mut self, a: SessionId, b: SessionId) {
+        if a == b || !self.sessions.contains_key(&a) || !self.sessions.contains_key(&b) {
+            tracing::warn!(
+                a = a.0,
+                b = b.0,
+                "media: a bridge of a session with itself or with one not open, ignored"
+            );
+            return;
+        }
+        self.unbridge(a);
+        self.unbridge(b);
+        let (Some(stream_a), Some(stream_b)) = (
+            self.sessions.get(&a).map(Session::stream),
+            self.sessions.get(&b).map(Session::stream),
+        ) else {
+            return;
+        };
+        for (id, peer, relay) in [
+            (a, b, Relay::new(stream_b, stream_a)),
+            (b, a, Relay::new(stream_a, stream_b)),
+        ] {
+            if let Some(session) = self.sessions.get_mut(&id) {
+                session.stop();
+                session.bridge = Some(Bridge { peer, relay });
+            }
+        }
+        tracing::debug!(a = a.0, b = b.0, "media sessions bridged");
+    }
+
+    /// Ends the bridge session `id` is in, on both sides; nothing when it is in none.
+    fn unbridge(&mut self, id: SessionId) {
+        let Some(bridge) = self
+            .sessions
+            .get_mut(&id)
+            .and_then(|session| session.bridge.take())
+        else {
+            return;
+        };
+        if let Some(peer) = self.sessions.get_mut(&bridge.peer) {
+            if peer.bridge.as_ref().is_some_and(|b| b.peer == id) {
+                peer.bridge = None;
+            }
+        }
+        tracing::debug!(a = id.0, b = bridge.peer.0, "media sessions unbridged");
+    }
+
+    /// Sends a packet accepted from the far end of `into`'s peer on to `into`'s far end, as
+    /// a packet of `into`'s stream; nothing when `into` does not send (hold, no address) or
+    /// the packet is not one to relay.
+    fn relay(&mut self, into: SessionId, packet: &rtp::Packet<'_>, now: Instant) {
+        let Some(session) = self.sessions.get_mut(&into) else {
+            return;
+        };
+        let Some(to) = session.destination() else {
+            return;
+        };
+        let Session {
+            bridge: Some(bridge),
+            player,
+            rtp,
+            sent,
+            send_failures,
+            ..
+        } = session
+        else {
+            return;
+        };
+        let Some(datagram) = bridge.relay.relay(packet, player, now) else {
+            return;
+        };
+        match rtp.try_send_to(&datagram, to) {
+            Ok(_) => *sent += 1,
+            Err(_) => *send_failures += 1,
+        }
     }
 
     /// Ends session `id`'s recording, if it has one, for `ended`: [`Event::Recorded`].
@@ -742,8 +859,9 @@ async fn receive_rtp(shared: Shared, id: SessionId, socket: Rc<UdpSocket>) {
 }
 
 /// Judges an RTP datagram for session `id`: a key press becomes an [`Event::Digit`], sound
-/// after a timeout rearms it. `None` when the session has closed; `Some(true)` when the
-/// loop must wake (the timer heap has a new first entry).
+/// after a timeout rearms it, and a bridged session's peer relays it. `None` when the
+/// session has closed; `Some(true)` when the loop must wake (the timer heap has a new first
+/// entry).
 fn on_rtp(shared: &Shared, id: SessionId, data: &[u8], from: SocketAddr) -> Option<bool> {
     let now = Instant::now();
     let mut guard = shared.borrow_mut();
@@ -763,6 +881,7 @@ fn on_rtp(shared: &Shared, id: SessionId, data: &[u8], from: SocketAddr) -> Opti
         }
         _ => None,
     };
+    let peer = session.bridge.as_ref().map(|bridge| bridge.peer);
     let mut wake = false;
     if session.timed_out {
         // Sound again: a later silence is a new timeout.
@@ -778,6 +897,9 @@ fn on_rtp(shared: &Shared, id: SessionId, data: &[u8], from: SocketAddr) -> Opti
     }
     if let Some(ended) = recorded {
         engine.end_recording(id, ended);
+    }
+    if let Some(peer) = peer {
+        engine.relay(peer, &packet, now);
     }
     Some(wake)
 }

@@ -733,3 +733,320 @@ async fn an_update_moves_the_stream_and_holds_it() {
     let _ = closed(&engine, &mut events, 23).await;
     engine.shutdown();
 }
+
+/// A session of `law` (payload type 8 or 0) with telephone-events under `event_type`.
+fn open_with(id: u64, remote: SocketAddr, law: Law, event_type: u8) -> Open {
+    Open {
+        law,
+        payload_type: law.payload_type(),
+        telephone_event: Some(event_type),
+        ..open(id, Some(remote))
+    }
+}
+
+/// Plays a clip of two packets on session `id` and reads them at `peer`: the stream's SSRC
+/// and the sequence number and timestamp of its last packet.
+async fn played_two(
+    engine: &MediaEngine,
+    events: &mut Events,
+    id: u64,
+    peer: &UdpSocket,
+) -> (u32, u16, u32) {
+    assert!(engine.command(Command::Play {
+        id: SessionId(id),
+        clips: vec![clip(320)],
+    }));
+    rtp_packet(peer).await;
+    let (data, _) = rtp_packet(peer).await;
+    assert_eq!(events.next().await, Event::Played { id: SessionId(id) });
+    let p = rtp::parse(&data).unwrap();
+    (p.ssrc, p.sequence, p.timestamp)
+}
+
+/// Audio whose every code differs from its neighbour's: 160 codes from `start`.
+fn speech(start: u8) -> Vec<u8> {
+    (0..160u8).map(|i| start.wrapping_add(i)).collect()
+}
+
+/// Sends from `from` to `to` an A-law packet numbered `seq` (then moved on), its audio
+/// [`speech`] from `seq`.
+async fn speak(from: &UdpSocket, to: SocketAddr, seq: &mut u16) {
+    let data = rtp::build(
+        8,
+        false,
+        *seq,
+        u32::from(*seq) * 160,
+        0xCA11,
+        &speech(*seq as u8),
+    );
+    from.send_to(&data, to).await.unwrap();
+    *seq = seq.wrapping_add(1);
+}
+
+/// Waits until the engine has carried out every command given before: commands and
+/// datagrams come by different ways, and a packet sent after a command may otherwise be
+/// read before it. A play of nothing on session `id` is answered at once, in command order.
+async fn settled(engine: &MediaEngine, events: &mut Events, id: u64) {
+    assert!(engine.command(Command::Play {
+        id: SessionId(id),
+        clips: vec![],
+    }));
+    assert_eq!(events.next().await, Event::Played { id: SessionId(id) });
+}
+
+/// Whether no RTP packet reaches `socket` within 300 ms (what was on its way read first).
+async fn quiet(socket: &UdpSocket) -> bool {
+    timeout(Duration::from_millis(300), rtp_packet(socket))
+        .await
+        .is_err()
+}
+
+#[tokio::test]
+async fn bridged_sessions_relay_each_way_as_their_own_streams() {
+    let (engine, mut events) = engine(23_400, 23_419, 10);
+    let caller = socket(LOCALHOST).await;
+    let target = socket(LOCALHOST).await;
+    // The caller's leg speaks A-law, the target's µ-law, with other event types.
+    let caller_port = opened(
+        &engine,
+        &mut events,
+        open_with(40, caller.local_addr().unwrap(), Law::ALaw, 101),
+    )
+    .await;
+    let target_port = opened(
+        &engine,
+        &mut events,
+        open_with(41, target.local_addr().unwrap(), Law::MuLaw, 96),
+    )
+    .await;
+    // Each leg heard something of ours first (a prompt): its stream is under way.
+    let (caller_ssrc, caller_seq, _) = played_two(&engine, &mut events, 40, &caller).await;
+    let (target_ssrc, target_seq, target_ts) = played_two(&engine, &mut events, 41, &target).await;
+    assert!(engine.command(Command::Bridge {
+        a: SessionId(40),
+        b: SessionId(41),
+    }));
+    settled(&engine, &mut events, 40).await;
+
+    // The caller speaks: the target hears it as the target leg's stream, in µ-law.
+    let to_caller_leg = SocketAddr::new(LOCALHOST, caller_port);
+    for n in 0..5u16 {
+        // The SSRC of `send_digit`'s packets: one stream.
+        let data = rtp::build(
+            8,
+            n == 0,
+            7_000 + n,
+            90_000 + 160 * u32::from(n),
+            0x5EED,
+            &speech(n as u8),
+        );
+        caller.send_to(&data, to_caller_leg).await.unwrap();
+    }
+    for n in 0..5u16 {
+        let (data, _) = rtp_packet(&target).await;
+        let p = rtp::parse(&data).unwrap();
+        assert_eq!(
+            (p.ssrc, p.payload_type),
+            (target_ssrc, 0),
+            "the target leg's stream"
+        );
+        assert_eq!(
+            p.sequence,
+            target_seq.wrapping_add(1 + n),
+            "its numbering continues"
+        );
+        assert!(
+            rtp::timestamp_after(p.timestamp, target_ts),
+            "its timestamps go on from the prompt's"
+        );
+        assert_eq!(p.marker, n == 0, "a new talkspurt at the bridge");
+        assert_eq!(
+            p.payload,
+            &Law::MuLaw.encode(&Law::ALaw.decode(&speech(n as u8)))[..],
+            "packet {n}: the caller's audio, sample for sample through G.711's linear values"
+        );
+    }
+
+    // The target answers: the caller hears it as the caller leg's stream, in A-law.
+    let to_target_leg = SocketAddr::new(LOCALHOST, target_port);
+    for n in 0..3u16 {
+        let data = rtp::build(
+            0,
+            false,
+            300 + n,
+            160 * u32::from(n),
+            0x7A67,
+            &speech(100 + n as u8),
+        );
+        target.send_to(&data, to_target_leg).await.unwrap();
+    }
+    for n in 0..3u16 {
+        let (data, _) = rtp_packet(&caller).await;
+        let p = rtp::parse(&data).unwrap();
+        assert_eq!(
+            (p.ssrc, p.payload_type),
+            (caller_ssrc, 8),
+            "the caller leg's stream"
+        );
+        assert_eq!(p.sequence, caller_seq.wrapping_add(1 + n));
+        assert_eq!(
+            p.payload,
+            &Law::ALaw.encode(&Law::MuLaw.decode(&speech(100 + n as u8)))[..]
+        );
+    }
+
+    // The caller presses 5: relayed as the target leg's event, and reported on the caller's.
+    let mut sequence = 7_005;
+    send_digit(&caller, to_caller_leg, '5', &mut sequence, 91_000).await;
+    let presses = digit_packets(Digit::from_char('5').unwrap(), 800, 160);
+    for (k, press) in presses.iter().enumerate() {
+        let (data, _) = rtp_packet(&target).await;
+        let p = rtp::parse(&data).unwrap();
+        assert_eq!(
+            (p.ssrc, p.payload_type),
+            (target_ssrc, 96),
+            "event packet {k}"
+        );
+        assert_eq!(p.payload, &press.payload[..]);
+        assert_eq!(p.marker, press.marker);
+        assert_eq!(p.sequence, target_seq.wrapping_add(6 + k as u16));
+    }
+    assert_eq!(
+        events.next().await,
+        Event::Digit {
+            id: SessionId(40),
+            digit: '5'
+        }
+    );
+
+    // While bridged a leg plays nothing of its own: answered at once, nothing sent.
+    assert!(engine.command(Command::Play {
+        id: SessionId(41),
+        clips: vec![clip(1600)],
+    }));
+    assert_eq!(events.next().await, Event::Played { id: SessionId(41) });
+    assert!(quiet(&target).await, "no prompt into a bridge");
+
+    // Relayed packets count as the leg's own.
+    let counters = closed(&engine, &mut events, 41).await;
+    assert_eq!(counters.packets_sent, 2 + 5 + presses.len() as u64);
+    let counters = closed(&engine, &mut events, 40).await;
+    assert_eq!(counters.packets_sent, 2 + 3);
+    engine.shutdown();
+}
+
+#[tokio::test]
+async fn unbridge_hold_and_close_stop_the_relay() {
+    let (engine, mut events) = engine(23_420, 23_439, 10);
+    let caller = socket(LOCALHOST).await;
+    let target = socket(LOCALHOST).await;
+    let caller_port = opened(
+        &engine,
+        &mut events,
+        open_with(42, caller.local_addr().unwrap(), Law::ALaw, 101),
+    )
+    .await;
+    let target_port = opened(
+        &engine,
+        &mut events,
+        open_with(43, target.local_addr().unwrap(), Law::ALaw, 101),
+    )
+    .await;
+    let to_caller_leg = SocketAddr::new(LOCALHOST, caller_port);
+    let to_target_leg = SocketAddr::new(LOCALHOST, target_port);
+    let mut caller_seq = 1u16;
+    let bridge = Command::Bridge {
+        a: SessionId(42),
+        b: SessionId(43),
+    };
+
+    // Bridged, the same law: the audio as it came.
+    assert!(engine.command(bridge.clone()));
+    settled(&engine, &mut events, 42).await;
+    speak(&caller, to_caller_leg, &mut caller_seq).await;
+    let (data, _) = rtp_packet(&target).await;
+    assert_eq!(rtp::parse(&data).unwrap().payload, &speech(1)[..]);
+
+    // Unbridged: nothing more is relayed, and the leg may play again.
+    assert!(engine.command(Command::Unbridge { id: SessionId(43) }));
+    settled(&engine, &mut events, 42).await;
+    speak(&caller, to_caller_leg, &mut caller_seq).await;
+    assert!(quiet(&target).await, "no relay after the unbridge");
+    let _ = played_two(&engine, &mut events, 43, &target).await;
+
+    // The target's far end on hold: it gets nothing, while what it sends still goes to the
+    // caller.
+    assert!(engine.command(bridge.clone()));
+    assert!(engine.command(Command::Update {
+        id: SessionId(43),
+        remote: Some(target.local_addr().unwrap()),
+        send: false,
+    }));
+    settled(&engine, &mut events, 42).await;
+    speak(&caller, to_caller_leg, &mut caller_seq).await;
+    assert!(quiet(&target).await, "nothing relayed to a held leg");
+    let mut target_seq = 500u16;
+    speak(&target, to_target_leg, &mut target_seq).await;
+    let (data, _) = rtp_packet(&caller).await;
+    assert_eq!(rtp::parse(&data).unwrap().payload, &speech(244)[..]);
+    // Resumed: relayed again.
+    assert!(engine.command(Command::Update {
+        id: SessionId(43),
+        remote: Some(target.local_addr().unwrap()),
+        send: true,
+    }));
+    settled(&engine, &mut events, 42).await;
+    speak(&caller, to_caller_leg, &mut caller_seq).await;
+    let (data, _) = rtp_packet(&target).await;
+    assert_eq!(rtp::parse(&data).unwrap().payload, &speech(4)[..]);
+
+    // The target's leg closes: the caller's stays open, unbridged, and may play.
+    let _ = closed(&engine, &mut events, 43).await;
+    speak(&caller, to_caller_leg, &mut caller_seq).await;
+    assert!(quiet(&target).await);
+    let _ = played_two(&engine, &mut events, 42, &caller).await;
+    // A bridge with a closed session, or with itself, is ignored.
+    assert!(engine.command(bridge));
+    assert!(engine.command(Command::Bridge {
+        a: SessionId(42),
+        b: SessionId(42),
+    }));
+    let _ = played_two(&engine, &mut events, 42, &caller).await;
+    let _ = closed(&engine, &mut events, 42).await;
+    engine.shutdown();
+}
+
+#[tokio::test]
+async fn each_bridged_session_keeps_its_own_timeout() {
+    let (engine, mut events) = engine(23_440, 23_459, 10);
+    let caller = socket(LOCALHOST).await;
+    let target = socket(LOCALHOST).await;
+    let quick = |id, peer: &UdpSocket| Open {
+        rtp_timeout: Duration::from_millis(400),
+        ..open(id, Some(peer.local_addr().unwrap()))
+    };
+    let caller_port = opened(&engine, &mut events, quick(44, &caller)).await;
+    opened(&engine, &mut events, quick(45, &target)).await;
+    assert!(engine.command(Command::Bridge {
+        a: SessionId(44),
+        b: SessionId(45),
+    }));
+    settled(&engine, &mut events, 44).await;
+    // The caller speaks throughout; the target says nothing. The target's leg sends the
+    // caller's audio, yet its own far end is silent: its timeout, and only its.
+    let to_caller_leg = SocketAddr::new(LOCALHOST, caller_port);
+    let mut seq = 1u16;
+    let until = Instant::now() + Duration::from_millis(1000);
+    let mut timeouts = Vec::new();
+    while Instant::now() < until {
+        speak(&caller, to_caller_leg, &mut seq).await;
+        rtp_packet(&target).await;
+        if let Ok(Some(event)) = timeout(Duration::from_millis(20), events.0.recv()).await {
+            timeouts.push(event);
+        }
+    }
+    assert_eq!(timeouts, [Event::Timeout { id: SessionId(45) }]);
+    let _ = closed(&engine, &mut events, 45).await;
+    let _ = closed(&engine, &mut events, 44).await;
+    engine.shutdown();
+}
