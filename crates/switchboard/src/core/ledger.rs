@@ -51,6 +51,10 @@ pub(crate) enum Pending {
         before: crate::voicemail::Undo,
         mailbox: Option<String>,
     },
+    /// A voicemail message left by a caller (no answer waits for it); if it could not be
+    /// stored it is taken out of its mailbox again (its lamp follows), never left counted
+    /// without its audio.
+    Deposit { mailbox: String, id: String },
 }
 
 /// The answers owed, by the token of their writes.

@@ -414,6 +414,11 @@ impl Core {
         (self.media.len(), self.media.stats())
     }
 
+    /// What `mailbox`'s lamp shows (`user:ID`, `team:ID`): its new and old messages.
+    pub fn mailbox_counts(&self, mailbox: &str) -> mailboxes::Counts {
+        self.mailboxes.counts(mailbox)
+    }
+
     /// Answered calls being tracked until their BYE.
     pub fn answered_calls(&self) -> usize {
         self.dialogs.len()
@@ -1284,6 +1289,14 @@ impl Core {
                 cx.wire.out.push_back(Output::Reply { id, reply });
                 if let Some(m) = mailbox {
                     self.mailbox_stored(&m, now);
+                }
+            }
+            Pending::Deposit { mailbox, id } => {
+                if !ok {
+                    // Nothing of it was stored: out of memory too (the writes that delete
+                    // it have nothing to delete), and its lamp goes back.
+                    let _ = cx.mailboxes.delete(&mailbox, &id);
+                    tracing::error!(mailbox, id, "voicemail message lost: the store refused it");
                 }
             }
             Pending::Register {

@@ -324,7 +324,11 @@ pub(crate) fn keep(
         .deposit(row, audio, deposit.max_messages, &deposit.mail_to)
     {
         Ok(writes) => {
-            cx.persist_unacknowledged(writes);
+            let pending = super::ledger::Pending::Deposit {
+                mailbox: deposit.mailbox.clone(),
+                id: id.clone(),
+            };
+            cx.persist(pending, writes);
             stats.kept += 1;
             tracing::info!(call_id = %deposit.call_id, mailbox = %deposit.mailbox, id, ms = duration.as_millis() as u64, ended = ?recording.ended, "voicemail message kept");
             Left::Kept { id }
