@@ -88,6 +88,7 @@ pub mod context;
 pub mod dialogs;
 pub mod ledger;
 pub mod locating;
+pub mod mailbox_menu;
 pub mod mailboxes;
 pub mod media;
 mod menu;
