@@ -104,7 +104,7 @@ pub enum Do {
     /// outcome (the caller hears of the change only then).
     Persist {
         writes: Vec<Write>,
-        before: Undo,
+        before: Box<Undo>,
         wait: bool,
     },
     /// Hang up (goodbye has been said).
@@ -537,11 +537,11 @@ impl MailboxMenu {
         if writes.is_empty() {
             return None;
         }
-        let before = Undo::Heard {
+        let before = Box::new(Undo::Heard {
             mailbox: key,
             id,
             was,
-        };
+        });
         Some(vec![Do::Persist {
             writes,
             before,
@@ -613,7 +613,7 @@ impl MailboxMenu {
                         Do::Stop,
                         Do::Persist {
                             writes: vec![Write::delete(VOICEMAIL_RECORDINGS, key)],
-                            before: Undo::Nothing,
+                            before: Box::default(),
                             wait: true,
                         },
                     ]
@@ -645,7 +645,7 @@ impl MailboxMenu {
                         Do::Stop,
                         Do::Persist {
                             writes: vec![Write::put(VOICEMAIL_RECORDINGS, key, wav)],
-                            before: Undo::Nothing,
+                            before: Box::default(),
                             wait: true,
                         },
                     ]
@@ -689,7 +689,7 @@ impl MailboxMenu {
                     Do::Stop,
                     Do::Persist {
                         writes,
-                        before: Undo::Deleted(row),
+                        before: Box::new(Undo::Deleted(row)),
                         wait: true,
                     },
                 ]

@@ -245,7 +245,7 @@ fn listening_new_first_then_saved_each_announced_then_played_and_heard() {
     };
     assert_eq!(writes.len(), 1);
     assert_eq!(
-        *before,
+        **before,
         Undo::Heard {
             mailbox: "user:bob".into(),
             id: new.clone(),
@@ -332,7 +332,7 @@ fn delete_is_said_once_stored_and_a_failed_store_is_told() {
         panic!("{out:?}")
     };
     assert!(writes.iter().all(|w| w.value.is_none()));
-    assert!(matches!(before, Undo::Deleted(r) if r.id == first));
+    assert!(matches!(&**before, Undo::Deleted(r) if r.id == first));
     assert!(w.mailboxes.message("user:bob", &first).is_none());
     // Keys while the store is asked do nothing.
     assert!(keys(&mut m, &mut w, "9").is_empty());
@@ -605,11 +605,12 @@ fn recording_a_greeting_plays_it_back_and_keeps_it_once_stored() {
     let Do::Persist {
         writes,
         wait: true,
-        before: Undo::Nothing,
+        before,
     } = &out[1]
     else {
         panic!("{out:?}")
     };
+    assert_eq!(**before, Undo::Nothing);
     assert_eq!(writes[0].table, VOICEMAIL_RECORDINGS);
     assert_eq!(writes[0].key, voicemail_key("user:bob", "greeting"));
     assert_eq!(

@@ -651,7 +651,12 @@ impl Core {
                     self.calls.media_event(cx, call, branch, what);
                 }
             }
-            Input::Read { token, value } => self.media.read(&mut self.wire.out, token, value),
+            Input::Read { token, value } => {
+                let cx = &mut ctx!(self, now);
+                if let Some((call, branch, what)) = cx.media.read(&mut cx.wire.out, token, value) {
+                    self.calls.media_event(cx, call, branch, what);
+                }
+            }
         }
         self.after_event(now);
     }
@@ -1263,6 +1268,18 @@ impl Core {
                 cx.wire.out.push_back(Output::Reply { id, reply });
                 if let Some(m) = mailbox {
                     self.mailbox_stored(&m, now);
+                }
+            }
+            Pending::Phone {
+                session,
+                before,
+                wait,
+            } => {
+                if !ok {
+                    crate::voicemail::undo(cx.mailboxes, before);
+                }
+                if wait {
+                    self.calls.phone_stored(cx, session, ok);
                 }
             }
             Pending::Register {
