@@ -55,6 +55,13 @@ pub(crate) enum Pending {
     /// stored it is taken out of its mailbox again (its lamp follows), never left counted
     /// without its audio.
     Deposit { mailbox: String, id: String },
+    /// A change made by the mailbox by phone (session `session`): undone if it could not
+    /// be stored; with `wait`, its menu hears the outcome (and only then says it is done).
+    Phone {
+        session: switchboard_media::session::SessionId,
+        before: crate::voicemail::Undo,
+        wait: bool,
+    },
 }
 
 /// The answers owed, by the token of their writes.

@@ -88,6 +88,7 @@ pub mod context;
 pub mod dialogs;
 pub mod ledger;
 pub mod locating;
+pub mod mailbox_menu;
 pub mod mailboxes;
 pub mod media;
 mod menu;
@@ -657,7 +658,12 @@ impl Core {
                     self.calls.media_event(cx, call, branch, what);
                 }
             }
-            Input::Read { token, value } => self.media.read(&mut self.wire.out, token, value),
+            Input::Read { token, value } => {
+                let cx = &mut ctx!(self, now);
+                if let Some((call, branch, what)) = cx.media.read(&mut cx.wire.out, token, value) {
+                    self.calls.media_event(cx, call, branch, what);
+                }
+            }
         }
         self.after_event(now);
     }
@@ -1297,6 +1303,18 @@ impl Core {
                     // it have nothing to delete), and its lamp goes back.
                     let _ = cx.mailboxes.delete(&mailbox, &id);
                     tracing::error!(mailbox, id, "voicemail message lost: the store refused it");
+                }
+            }
+            Pending::Phone {
+                session,
+                before,
+                wait,
+            } => {
+                if !ok {
+                    crate::voicemail::undo(cx.mailboxes, before);
+                }
+                if wait {
+                    self.calls.phone_stored(cx, session, ok);
                 }
             }
             Pending::Register {
