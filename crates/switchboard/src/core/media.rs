@@ -121,6 +121,27 @@ impl Library {
 
     /// The prompts `message` is said with, in order, or the first one missing.
     pub fn phrase(&self, message: &Message) -> Result<Vec<String>, String> {
+        match message {
+            Message::Named(name) => match self.resolve(name) {
+                Some(n) => Ok(vec![n.to_string()]),
+                None => Err(name.to_string()),
+            },
+            Message::Profile(p) => {
+                let (mut who, rest) = self.profile_phrase(p)?;
+                who.extend(rest);
+                Ok(who)
+            }
+        }
+    }
+
+    /// A profile announcement's prompts in two parts: who (the operator's `name_<user>`
+    /// prompt, else "extension" and its digits) and the rest (what they are doing, until
+    /// when) — so that a name the person recorded can stand for the first part.
+    pub fn profile_phrase(
+        &self,
+        p: &switchboard_policy::ProfileMessage,
+    ) -> Result<(Vec<String>, Vec<String>), String> {
+        let mut who: Vec<String> = Vec::new();
         let mut names: Vec<String> = Vec::new();
         let mut said: Vec<PromptName> = Vec::new();
         let push = |lib: &Library, name: &str, names: &mut Vec<String>| match lib.resolve(name) {
@@ -130,12 +151,11 @@ impl Library {
             }
             None => Err(name.to_string()),
         };
-        match message {
-            Message::Named(name) => push(self, name, &mut names)?,
-            Message::Profile(p) => {
-                // Who: their recorded name, else "extension" and its digits.
+        {
+            // Who: their name prompt, else "extension" and its digits.
+            {
                 if let Some(n) = self.resolve(&format!("name_{}", p.user)) {
-                    names.push(n.to_string());
+                    who.push(n.to_string());
                 } else {
                     said.push(say::phrase::EXTENSION);
                     if self.language.say_digits(&p.extension, &mut said).is_err() {
@@ -144,7 +164,7 @@ impl Library {
                     }
                 }
                 for n in said.drain(..) {
-                    push(self, n, &mut names)?;
+                    push(self, n, &mut who)?;
                 }
                 // What: the operator's recording for the profile, else its phrase.
                 match self.resolve(&format!("profile_{}", p.profile)) {
@@ -177,7 +197,7 @@ impl Library {
                 }
             }
         }
-        Ok(names)
+        Ok((who, names))
     }
 
     /// The language phrases are put together in.
@@ -272,6 +292,9 @@ struct MediaSession {
     menu: Option<MenuRun>,
     /// A mailbox's session: the message it takes (see [`super::voicemail`]).
     mailbox: Option<Box<MailboxRun>>,
+    /// A profile announcement waiting for the person's recorded name (read from the
+    /// store): what follows the name when there is one. It plays once the read is in.
+    name_rest: Option<Vec<Clip>>,
     /// The mailbox by phone's session (see [`super::mailbox_menu`]): its events go to
     /// `calls`, which runs the menu; a `Played` before this instant is of a play stopped
     /// since (a Stop and a Played can cross).
@@ -312,7 +335,12 @@ enum ReadFor {
     Mailbox(Kind),
     /// The mailbox by phone (a message's audio): its key.
     Phone(String),
+    /// The name a person recorded, said first in their profile's announcement.
+    Name,
 }
+
+/// The longest recorded name said in an announcement (a longer row is not one).
+const MAX_NAME: Duration = Duration::from_secs(10);
 
 /// What an engine's event means to a session's call (see [`Media::event`]).
 #[derive(Debug, PartialEq, Eq)]
@@ -512,6 +540,25 @@ impl Media {
             signalling,
             self.config.rtp_timeout,
         ))));
+        // A profile's announcement says the name the person recorded, when there is one:
+        // read while the session opens, as a mailbox's recordings are.
+        let name_rest = match endpoint {
+            Endpoint::Message(Message::Profile(p)) => {
+                let rest = lib.profile_phrase(p).map(|(_, rest)| clips_of(&rest)).ok();
+                if rest.is_some() {
+                    let token = self.next_read;
+                    self.next_read += 1;
+                    self.reads.insert(token, (id, ReadFor::Name));
+                    out.push_back(Output::Read {
+                        token,
+                        table: VOICEMAIL_RECORDINGS,
+                        key: voicemail_key(&format!("user:{}", p.user), "name"),
+                    });
+                }
+                rest
+            }
+            _ => None,
+        };
         let mailbox = match endpoint {
             Endpoint::Mailbox(run) => {
                 // The owner's recordings are read while the session opens.
@@ -541,6 +588,7 @@ impl Media {
                 clips,
                 menu,
                 mailbox,
+                name_rest,
                 phone: matches!(endpoint, Endpoint::Phone).then_some(None),
                 law: stream.law,
                 answered: false,
@@ -648,6 +696,8 @@ impl Media {
                         Some(clips) => clips,
                         None => return,
                     },
+                    // The announcement, once the person's recorded name is read (`read`).
+                    _ if s.name_rest.is_some() => return,
                     _ => std::mem::take(&mut s.clips),
                 };
                 out.push_back(Output::Media(Command::Play { id, clips }));
@@ -669,6 +719,24 @@ impl Media {
         let s = self.sessions.get_mut(&id)?;
         let kind = match what {
             ReadFor::Mailbox(kind) => kind,
+            ReadFor::Name => {
+                let rest = s.name_rest.take()?;
+                let name = value.and_then(|bytes| {
+                    let max =
+                        MAX_NAME.as_secs() as usize * switchboard_media::wav::SAMPLE_RATE as usize;
+                    switchboard_media::wav::decode(&bytes, max).ok()
+                });
+                if let Some(name) = name.filter(|n| !n.is_empty()) {
+                    let mut clips: Vec<Clip> = vec![s.law.encode(&name).into()];
+                    clips.extend(rest);
+                    s.clips = clips;
+                }
+                if s.state == State::Playing {
+                    let clips = std::mem::take(&mut s.clips);
+                    out.push_back(Output::Media(Command::Play { id, clips }));
+                }
+                return None;
+            }
             ReadFor::Phone(key) => {
                 let event = PhoneEvent::Read { key, value };
                 return (s.state == State::Playing).then_some((
