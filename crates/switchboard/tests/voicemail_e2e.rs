@@ -24,12 +24,12 @@ mod common;
 use common::baresip::Baresip;
 use common::mail::{mail_files, read_mail, smtp_sink};
 use common::media::{check_heard, correlation, envelope, media_daemon, media_daemon_with, prompts};
+use common::voicemail::{default_greeting, said, speech, stop, wait_count, RECORDING};
 use common::*;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use switchboard_media::g711::Law;
-use switchboard_media::say::{self, phrase};
 use switchboard_store::tables::{VOICEMAIL, VOICEMAIL_AUDIO};
 use switchboard_store::{RedbStore, Store};
 
@@ -55,46 +55,10 @@ password = "dave-secret"
 email = ["dave@example.com"]
 "#;
 
-/// The log line of a mailbox whose greeting (and beep) has played: the recording starts.
-const RECORDING: &str = "mailbox greeting played; recording";
-
-/// The samples of these prompts of prompts/en, one after another.
-fn said<S: AsRef<str>>(names: &[S]) -> Vec<i16> {
-    let prompts = prompts();
-    names
-        .iter()
-        .map(AsRef::as_ref)
-        .flat_map(|n| {
-            prompts
-                .get(n)
-                .unwrap_or_else(|| panic!("no prompt {n}"))
-                .samples()
-                .to_vec()
-        })
-        .collect()
-}
-
 /// What a caller to bob's mailbox hears first, in µ-law: the default greeting and the
 /// beep.
 fn greeting() -> Vec<u8> {
-    let mut names = vec![phrase::EXTENSION];
-    say::language("en")
-        .unwrap()
-        .say_digits("1002", &mut names)
-        .unwrap();
-    names.extend([
-        phrase::IS_NOT_AVAILABLE,
-        phrase::PLEASE_LEAVE_A_MESSAGE_AFTER_THE_TONE,
-        phrase::BEEP,
-    ]);
-    Law::MuLaw.encode(&said(&names))
-}
-
-/// What the test's caller says, in µ-law, whole 20 ms packets of it.
-fn speech(names: &[&str]) -> Vec<u8> {
-    let mut codes = Law::MuLaw.encode(&said(names));
-    codes.truncate(codes.len() / 160 * 160);
-    codes
+    Law::MuLaw.encode(&default_greeting("1002"))
 }
 
 fn ms_of(codes: usize) -> u64 {
@@ -156,31 +120,6 @@ fn speak(socket: &UdpSocket, to: SocketAddr, codes: &[u8], packets: Option<usize
         p.extend_from_slice(chunk);
         socket.send_to(&p, to).unwrap();
     }
-}
-
-/// How often `pattern` is in the daemon's log of this run.
-fn count(d: &Daemon, pattern: &str) -> usize {
-    d.log().matches(pattern).count()
-}
-
-/// Waits (bounded) until `pattern` is in the daemon's log `n` times.
-fn wait_count(d: &Daemon, pattern: &str, n: usize) {
-    let seen = wait_until(Duration::from_secs(20), Duration::from_millis(10), || {
-        (count(d, pattern) >= n).then_some(())
-    });
-    assert!(seen.is_some(), "no {pattern:?} ×{n} in\n{}", d.log());
-}
-
-/// SIGTERM, and the daemon gone (bounded): what it owed the store is written.
-fn stop(d: &mut Daemon) {
-    Command::new("kill")
-        .args(["-TERM", &d.pid().to_string()])
-        .status()
-        .unwrap();
-    let gone = wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
-        (!d.running()).then_some(())
-    });
-    assert!(gone.is_some(), "still running after SIGTERM\n{}", d.log());
 }
 
 /// Every message in the (stopped) daemon's store: its row, and its audio decoded. A row

@@ -17,6 +17,7 @@ pub mod carrier;
 pub mod dns;
 pub mod mail;
 pub mod media;
+pub mod voicemail;
 
 use std::collections::HashSet;
 use std::io::{Read as _, Write as _};
