@@ -60,6 +60,20 @@ fn meeting_until_soon(d: &Daemon) -> (Vec<&'static str>, Vec<switchboard_media::
     (names, said)
 }
 
+/// alice calls bob (`call_early_media.xml`) with this test's socket as her audio port: the
+/// SIPp run and the RTP that came to the socket.
+fn early_media_call(d: &Daemon) -> (SippRun, Vec<common::media::Packet>) {
+    let audio = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    let port = audio.local_addr().unwrap().port();
+    let reader = std::thread::spawn(move || {
+        receive_rtp(&audio, Duration::from_secs(2), Duration::from_secs(40))
+    });
+    let run = Sipp::new(d, "call_early_media.xml")
+        .row(call_row("alice", "", "1002", &port.to_string()))
+        .ok();
+    (run, reader.join().unwrap())
+}
+
 #[test]
 fn a_meeting_profile_is_announced_with_its_end_time_then_refused() {
     let d = media_daemon(POLICY, false);
@@ -72,16 +86,7 @@ fn a_meeting_profile_is_announced_with_its_end_time_then_refused() {
         .flat_map(|p| Law::MuLaw.encode(p.samples()))
         .collect();
 
-    // The caller's audio port: this test's socket.
-    let audio = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
-    let port = audio.local_addr().unwrap().port();
-    let reader = std::thread::spawn(move || {
-        receive_rtp(&audio, Duration::from_secs(2), Duration::from_secs(40))
-    });
-    let run = Sipp::new(&d, "call_early_media.xml")
-        .row(call_row("alice", "", "1002", &port.to_string()))
-        .ok();
-    let packets = reader.join().unwrap();
+    let (run, packets) = early_media_call(&d);
 
     // 183 with our SDP (PCMU), then 480 with the profile's words.
     let statuses = run.statuses();
@@ -385,15 +390,7 @@ fn a_name_the_person_recorded_is_said_instead_of_their_extension() {
             .flat_map(|p| Law::MuLaw.encode(p.samples())),
     );
 
-    let audio = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
-    let port = audio.local_addr().unwrap().port();
-    let reader = std::thread::spawn(move || {
-        receive_rtp(&audio, Duration::from_secs(2), Duration::from_secs(40))
-    });
-    let run = Sipp::new(&d, "call_early_media.xml")
-        .row(call_row("alice", "", "1002", &port.to_string()))
-        .ok();
-    let packets = reader.join().unwrap();
+    let (run, packets) = early_media_call(&d);
     assert_eq!(run.statuses().last(), Some(&480));
     check_heard(&packets, 0, &expected, Law::MuLaw.silence())
         .unwrap_or_else(|e| panic!("{e}: bob's name, then {:?}\n{}", &names[5..], d.log()));
