@@ -656,3 +656,14 @@ pub(crate) fn from_caller(method: &str, ok: &str, cseq: u32, extra: &str, body: 
         body.len()
     )
 }
+
+/// A caller's SDP offer: PCMU and telephone-event, RTP at 127.0.0.1:7000.
+pub(crate) const PCMU_OFFER: &str =
+    "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 7000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n";
+
+/// A caller's SDP offer of G.722 only: nothing the daemon can answer.
+pub(crate) const G722_OFFER: &str =
+    "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 7000 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n";

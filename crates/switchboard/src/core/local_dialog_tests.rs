@@ -35,15 +35,7 @@ kind = "announcement"
 message = "fwd"
 "#;
 
-const OFFER: &str =
-    "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-m=audio 7000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
-a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n";
-
-/// Only G.722: nothing we can answer.
-const G722_OFFER: &str =
-    "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-m=audio 7000 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n";
+const OFFER: &str = PCMU_OFFER;
 
 fn t_with(max_sessions: usize) -> T {
     let mut lib = Library::default();
