@@ -109,6 +109,7 @@ struct RawForwarding {
     ring_time: Option<Spanned<i64>>,
     no_answer: Option<S>,
     message: Option<S>,
+    require_confirmation: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -1705,6 +1706,7 @@ impl Builder {
                 }),
                 keep_ringing_own: f.keep_ringing_own.unwrap_or(true),
                 direct_calls_only: f.direct_calls_only.unwrap_or(false),
+                require_confirmation: f.require_confirmation.unwrap_or(false),
                 caller_id,
                 ring_time: secs(&f.ring_time, 20).unwrap_or_else(|(s, m)| {
                     self.err(src, s, format!("{fkey}.ring_time"), m);

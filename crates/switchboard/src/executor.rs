@@ -82,6 +82,11 @@ pub struct BranchStart {
     pub target: BranchTarget,
     pub caller_id: CallerIdRule,
     pub team_call: bool,
+    /// Its target must confirm the call before the caller is connected (a forward target
+    /// of a person with `require_confirmation`): the core calls it as a back-to-back leg
+    /// of its own and reports [`Execution::branch_answered`] only once it has pressed 1,
+    /// [`Execution::branch_failed`] otherwise.
+    pub confirm: bool,
 }
 
 /// Why a branch is cancelled.
@@ -171,6 +176,8 @@ struct LegRun {
     /// whether it is over says nothing of the step's outcome (unless the step is nothing
     /// but messages).
     media: bool,
+    /// Its branches must be confirmed by their target ([`BranchStart::confirm`]).
+    confirm: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,6 +257,7 @@ fn local_leg(start: Duration, target: BranchTarget) -> LegRun {
         state: LegState::Waiting,
         branches: Vec::new(),
         media: true,
+        confirm: false,
     }
 }
 
@@ -741,6 +749,7 @@ impl Execution {
                             state: LegState::Waiting,
                             branches: Vec::new(),
                             media: false,
+                            confirm: leg.confirm,
                         });
                     }
                 }
@@ -760,6 +769,7 @@ impl Execution {
                         state: LegState::Waiting,
                         branches: Vec::new(),
                         media: false,
+                        confirm: false,
                     });
                 }
                 Action::Message { message } => {
@@ -899,11 +909,13 @@ impl Execution {
             depth,
         });
         self.legs[at.1].branches.push(branch);
+        let confirm = self.legs[at.1].confirm;
         self.commands.push_back(Command::Start(BranchStart {
             branch,
             target,
             caller_id,
             team_call,
+            confirm,
         }));
         true
     }
@@ -1104,6 +1116,7 @@ mod tests {
             caller_id: CallerIdRule::Caller,
             team_call: false,
             why: String::new(),
+            confirm: false,
         }
     }
 
