@@ -109,7 +109,7 @@ struct RawForwarding {
     ring_time: Option<Spanned<i64>>,
     no_answer: Option<S>,
     message: Option<S>,
-    require_confirmation: Option<bool>,
+    require_confirmation: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -1677,6 +1677,18 @@ impl Builder {
                     "forwarding is on but has no targets",
                 );
             }
+            let require_confirmation = f.require_confirmation.as_ref().is_some_and(|r| *r.get_ref());
+            if let (true, Some(r)) = (require_confirmation && enabled, &f.require_confirmation) {
+                self.warn(
+                    src,
+                    r.span(),
+                    format!("{fkey}.require_confirmation"),
+                    "the daemon cannot ask forward targets to confirm yet: with this on, they \
+                     are not rung (each fails at once as a target that cannot be reached, \
+                     480) and the plan goes on without them"
+                        .to_string(),
+                );
+            }
             let caller_id = match f.caller_id.as_ref().map(|c| c.get_ref().as_str()) {
                 None | Some("remote") => ForwardCallerId::Remote,
                 Some("local") => ForwardCallerId::Local,
@@ -1706,7 +1718,7 @@ impl Builder {
                 }),
                 keep_ringing_own: f.keep_ringing_own.unwrap_or(true),
                 direct_calls_only: f.direct_calls_only.unwrap_or(false),
-                require_confirmation: f.require_confirmation.unwrap_or(false),
+                require_confirmation,
                 caller_id,
                 ring_time: secs(&f.ring_time, 20).unwrap_or_else(|(s, m)| {
                     self.err(src, s, format!("{fkey}.ring_time"), m);

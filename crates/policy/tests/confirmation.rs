@@ -92,7 +92,11 @@ fn forward_targets_need_confirmation_and_own_devices_do_not() {
         "{p}"
     );
     let text = p.to_string();
-    assert_eq!(text.matches("connected once they press 1").count(), 3, "{text}");
+    assert_eq!(
+        text.matches("connected once they press 1").count(),
+        3,
+        "{text}"
+    );
 }
 
 #[test]
@@ -109,12 +113,18 @@ fn forwarding_without_it_needs_no_confirmation() {
 
 #[test]
 fn it_is_a_boolean() {
-    let bad = POLICY.replace("require_confirmation = true", "require_confirmation = \"yes\"");
-    let err = Policy::from_sources(&[Source {
+    let bad = POLICY.replace(
+        "require_confirmation = true",
+        "require_confirmation = \"yes\"",
+    );
+    let Err(err) = Policy::from_sources(&[Source {
         name: "p.toml".into(),
         text: bad,
-    }])
-    .err()
-    .expect("a string is refused");
-    assert!(err.to_string().contains("require_confirmation") || err.to_string().contains("bool"), "{err}");
+    }]) else {
+        panic!("a string is refused")
+    };
+    assert!(
+        err.to_string().contains("require_confirmation") || err.to_string().contains("bool"),
+        "{err}"
+    );
 }

@@ -735,6 +735,12 @@ impl Calls {
                     let vm = (&self.config.voicemail, &mut self.voicemail);
                     start_mailbox(cx, key, call, branch, &mailbox, &reason, vm);
                 }
+                Command::Start(start) if start.confirm => {
+                    // Not rung until the daemon can ask for the confirmation (core::confirm).
+                    super::confirm::not_rung(&call.call_id, &start.target);
+                    let code = super::confirm::NOT_RUNG;
+                    call.exec.branch_unstartable(start.branch, code, now.mono);
+                }
                 Command::Start(start) => {
                     let b = start.branch;
                     if let Err(code) = start_branch(cx, key, call, start) {

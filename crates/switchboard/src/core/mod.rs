@@ -84,6 +84,7 @@ pub mod board;
 pub mod calls;
 pub mod carrier_auth;
 pub mod config;
+mod confirm;
 pub mod context;
 pub mod dialogs;
 pub mod ledger;
