@@ -1233,6 +1233,35 @@ mod tests {
         assert_eq!(e.poll_timeout(), None);
     }
 
+    #[test]
+    fn a_leg_that_needs_confirmation_marks_its_branches_and_their_redirects() {
+        let t0 = Instant::now();
+        let mut forward = person("b", &["b1"], 0, 20);
+        forward.confirm = true;
+        let p = plan(vec![ring(
+            vec![person("a", &["a1"], 0, 20), forward],
+            20,
+            [Next::Final(408), Next::Final(486), Next::Final(480)],
+        )]);
+        let mut e = Execution::new(p, Limits::default(), t0);
+        let confirm = |c: &[Command]| -> Vec<(BranchId, bool)> {
+            c.iter()
+                .filter_map(|c| match c {
+                    Command::Start(s) => Some((s.branch, s.confirm)),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(confirm(&drain(&mut e)), vec![(0, false), (1, true)]);
+        // A redirect of the confirmed branch rings in its leg: confirmed too.
+        e.branch_redirected(1, 302, vec![device("c", "c1")], secs(t0, 1));
+        assert_eq!(confirm(&drain(&mut e)), vec![(2, true)]);
+        // A confirmed branch that fails (not confirmed) leaves the others ringing.
+        e.branch_failed(2, 480, secs(t0, 2));
+        assert_eq!(e.phase(), &Phase::Routing);
+        assert!(cancelled(&drain(&mut e)).is_empty());
+    }
+
     fn device(user: &str, device: &str) -> BranchTarget {
         BranchTarget::Device {
             user: user.into(),
