@@ -118,6 +118,10 @@ pub enum Action {
         id: String,
         kind: DestinationKind,
         uri: String,
+        /// A voicemail box reached from a person's or team's setting: whose, and why — so
+        /// that the media server knows whose mailbox the call is for (RFC 5806
+        /// `Diversion`, RFC 7044 `History-Info`).
+        diverted: Option<(MailboxOwner, VoicemailReason)>,
     },
     /// Refuse the call.
     Reject { code: u16, reason: String },
@@ -682,8 +686,17 @@ impl Planner<'_> {
             return self.menu(&d.id.clone(), &spec, d.code, why);
         }
         let (uri, id) = (d.uri.clone(), d.id.clone());
+        let diverted = match kind {
+            DestinationKind::Voicemail => self.mailbox_for.clone(),
+            _ => None,
+        };
         self.push(Step {
-            action: Action::Destination { id, kind, uri },
+            action: Action::Destination {
+                id,
+                kind,
+                uri,
+                diverted,
+            },
             on_no_answer: Next::Final(480),
             on_busy: Next::Final(486),
             on_unavailable: Next::Final(480),
@@ -1484,8 +1497,21 @@ impl fmt::Display for RoutePlan {
                     "  answer and take a message in the mailbox of {} ({reason})",
                     mailbox.to_string().replace(':', " ")
                 )?,
-                Action::Destination { id, kind, uri } => {
-                    writeln!(f, "  send to {} {id} ({uri})", kind.as_str())?
+                Action::Destination {
+                    id,
+                    kind,
+                    uri,
+                    diverted,
+                } => {
+                    write!(f, "  send to {} {id} ({uri})", kind.as_str())?;
+                    match diverted {
+                        Some((owner, reason)) => writeln!(
+                            f,
+                            ", diverted from {} ({reason})",
+                            owner.to_string().replace(':', " ")
+                        )?,
+                        None => writeln!(f)?,
+                    }
                 }
                 Action::Reject { code, reason } => writeln!(f, "  reject with {code} {reason}")?,
             }

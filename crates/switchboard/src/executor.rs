@@ -35,8 +35,13 @@ pub enum BranchTarget {
         number: String,
         trunk: Option<String>,
     },
-    /// A destination on a media server (voicemail, menu, queue, announcement).
-    Destination { id: String, uri: String },
+    /// A destination on a media server (voicemail, menu, queue, announcement); a voicemail
+    /// box reached from a person's or team's setting says whose and why (`diverted`).
+    Destination {
+        id: String,
+        uri: String,
+        diverted: Option<(MailboxOwner, VoicemailReason)>,
+    },
     /// A contact a branch's redirect (3xx) named, in a domain the operator listed.
     Redirect { uri: String },
     /// A named message the daemon plays to the caller itself (early media): a local media
@@ -753,7 +758,12 @@ impl Execution {
                         });
                     }
                 }
-                Action::Destination { id, kind, uri } => {
+                Action::Destination {
+                    id,
+                    kind,
+                    uri,
+                    diverted,
+                } => {
                     self.step_end = self.limits.max_ring;
                     self.history
                         .push(format!("step {}: to {} {id}", index + 1, kind.as_str()));
@@ -761,7 +771,7 @@ impl Execution {
                         start: Duration::ZERO,
                         stop: None,
                         targets: vec![(
-                            BranchTarget::Destination { id, uri },
+                            BranchTarget::Destination { id, uri, diverted },
                             CallerIdRule::Caller,
                             false,
                         )],
@@ -1143,6 +1153,7 @@ mod tests {
                 id: "vm".into(),
                 kind: switchboard_policy::DestinationKind::Voicemail,
                 uri: "sip:vm@127.0.0.1:5090".into(),
+                diverted: None,
             },
             on_no_answer: Next::Final(480),
             on_busy: Next::Final(486),

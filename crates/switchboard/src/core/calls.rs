@@ -1786,6 +1786,8 @@ struct Prepared {
     account_of: Option<String>,
     /// The caller ID, already written as a trunk's carrier wants numbers.
     caller_id: CallerIdRule,
+    /// Header fields added to the forwarded INVITE (a voicemail server's diversion).
+    headers: Vec<Header>,
 }
 
 /// Where a branch goes: a known peer, or the targets of a URI with a host name.
@@ -1822,6 +1824,7 @@ fn start_branch(
         call.branches.push(Branch::default());
     }
     let mut account_of = None;
+    let mut headers = Vec::new();
     let (uri, whither, user, what) = match &start.target {
         BranchTarget::Device { user, device } => {
             let binding = cx
@@ -1889,7 +1892,10 @@ fn start_branch(
                 ),
             }
         }
-        BranchTarget::Destination { id, uri } => {
+        BranchTarget::Destination { id, uri, diverted } => {
+            if let Some((owner, reason)) = diverted {
+                headers = diversion(policy, &cx.config.realm, owner, reason, uri);
+            }
             let whither = match peer_for_uri(cx.registrar, uri, now) {
                 Some(dest) => Where::Peer(dest),
                 None => Where::Locate(uri.clone()),
@@ -1931,6 +1937,7 @@ fn start_branch(
         what,
         account_of,
         caller_id,
+        headers,
     }));
     let uri = match whither {
         Where::Peer(dest) => return send_branch(cx, key, call, index, dest),
@@ -1948,6 +1955,48 @@ fn start_branch(
             Ok(())
         }
     }
+}
+
+/// How a voicemail server of the policy learns whose mailbox a call is for, when a person's
+/// or team's setting sent it there (`owner`, for `reason`): `Diversion` (RFC 5806, what
+/// most voicemail servers read) naming the owner's extension and why, and `History-Info`
+/// (RFC 7044) with the owner's entry, the response cause that retargeted it (RFC 4458's
+/// codes: 408 no reply, 486 busy, 302 unconditional, 503 not reachable), and the server's
+/// entry, mapped from it. A call dialled to the mailbox itself carries neither.
+fn diversion(
+    policy: &switchboard_policy::Policy,
+    realm: &str,
+    owner: &switchboard_policy::MailboxOwner,
+    reason: &switchboard_policy::VoicemailReason,
+    server: &str,
+) -> Vec<Header> {
+    use switchboard_policy::{MailboxOwner, VoicemailReason as R};
+    let (why, cause) = match reason {
+        R::NoAnswer => ("no-answer", 408),
+        R::Busy => ("user-busy", 486),
+        R::OutOfHours => ("time-of-day", 302),
+        R::Unavailable => ("unavailable", 503),
+        R::Profile(_) => ("away", 302),
+        R::Direct => return Vec::new(),
+    };
+    let number = match owner {
+        MailboxOwner::User(u) => policy.user(u).map(|u| u.extension.clone()),
+        MailboxOwner::Team(t) => policy.team(t).and_then(|t| t.extension.clone()),
+    }
+    .filter(|e| !e.is_empty())
+    .unwrap_or_else(|| owner.id().to_string());
+    let from = format!("sip:{number}@{realm}");
+    let server = proxy::strip_angle(server);
+    vec![
+        Header::Other(
+            "Diversion".into(),
+            format!("<{from}>;reason={why};counter=1"),
+        ),
+        Header::Other(
+            "History-Info".into(),
+            format!("<{from}?Reason=SIP%3Bcause%3D{cause}>;index=1, <{server}>;index=1.1;mp=1"),
+        ),
+    ]
 }
 
 /// The part of a SIP URI after its scheme and user: `host[:port][;params]`.
@@ -2065,6 +2114,9 @@ fn send_prepared(
     }
     let via = local_out.via(&cx.wire.branch(Some(call.loop_key)));
     let mut out = proxy::forward(&call.invite, Some(uri), &via, &rr);
+    for h in &prepared.headers {
+        out.headers.push(h.clone());
+    }
     apply_identity(
         &cx.config.realm,
         &mut out,

@@ -202,6 +202,18 @@ fn no_answer_cancels_after_the_ring_time_and_goes_to_voicemail() {
     );
     let vm = &to(&out, VM)[0];
     assert_eq!(first_line(vm), "INVITE sip:vm-bob@127.0.0.1:5090 SIP/2.0");
+    // The server is told whose mailbox, and why (RFC 5806, RFC 7044 with RFC 4458's cause).
+    assert_eq!(
+        header(vm, "Diversion"),
+        Some("<sip:1002@switchboard.local>;reason=no-answer;counter=1")
+    );
+    assert_eq!(
+        header(vm, "History-Info"),
+        Some(
+            "<sip:1002@switchboard.local?Reason=SIP%3Bcause%3D408>;index=1, \
+             <sip:vm-bob@127.0.0.1:5090>;index=1.1;mp=1"
+        )
+    );
     t.input(VM, &answer(vm, 200, "vm", VM));
     let out = t.take();
     assert_eq!(first_line(&to(&out, ALICE)[0]), "SIP/2.0 200 OK");
@@ -220,6 +232,10 @@ fn a_busy_device_takes_the_busy_path() {
     assert_eq!(
         first_line(&to(&out, VM)[0]),
         "INVITE sip:vm-bob@127.0.0.1:5090 SIP/2.0"
+    );
+    assert_eq!(
+        header(&to(&out, VM)[0], "Diversion"),
+        Some("<sip:1002@switchboard.local>;reason=user-busy;counter=1")
     );
     // The voicemail server is down too: the busy answer wins over its failure.
     let vm = to(&out, VM)[0].clone();
