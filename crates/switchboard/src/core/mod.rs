@@ -85,6 +85,7 @@ pub mod calls;
 pub mod carrier_auth;
 pub mod config;
 mod confirm;
+mod confirm_leg;
 pub mod context;
 pub mod dialogs;
 pub mod ledger;
