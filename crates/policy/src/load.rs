@@ -1678,17 +1678,6 @@ impl Builder {
                 );
             }
             let require_confirmation = f.require_confirmation.as_ref().is_some_and(|r| *r.get_ref());
-            if let (true, Some(r)) = (require_confirmation && enabled, &f.require_confirmation) {
-                self.warn(
-                    src,
-                    r.span(),
-                    format!("{fkey}.require_confirmation"),
-                    "the daemon cannot ask forward targets to confirm yet: with this on, they \
-                     are not rung (each fails at once as a target that cannot be reached, \
-                     480) and the plan goes on without them"
-                        .to_string(),
-                );
-            }
             let caller_id = match f.caller_id.as_ref().map(|c| c.get_ref().as_str()) {
                 None | Some("remote") => ForwardCallerId::Remote,
                 Some("local") => ForwardCallerId::Local,

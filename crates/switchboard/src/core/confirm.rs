@@ -1,31 +1,16 @@
 //! Confirmed forwarding (`[users.ID.forwarding] require_confirmation`): a forward target
 //! that answers is asked to accept the call before the caller is connected.
 //!
-//! # What is built, and what is not yet
-//!
-//! Built: the policy marks the forward targets' legs ([`switchboard_policy::Leg::confirm`]),
-//! the executor hands the mark on ([`crate::executor::BranchStart::confirm`]), and this
-//! module holds the confirmation itself as a sans-I/O state machine: what the target hears
-//! ([`prompt`]: "you have a call from ⟨the caller's number, digit by digit⟩, press 1 to
-//! accept the call") and how its keys are judged ([`ConfirmRun`]: `1` accepts; any other
-//! key declines; silence hears the question once more, then declines).
-//!
-//! Not built yet: the back-to-back leg that would run it — our own INVITE to the target
-//! (a Call-ID, From tag, Contact, Via and SDP offer of ours), its ACK and BYE, the prompt
-//! in the target's media session, the caller answered from a second session and the two
-//! bridged (`Command::Bridge`), and both legs' BYE, CANCEL and re-INVITE. Until it is, the
-//! core never rings a confirmed branch: [`not_rung`] says so in the log and the branch
-//! fails at once (480, as a target that cannot be reached), so the caller is never
-//! connected to a target that did not accept, and the plan goes on without it (the
-//! person's own devices ring on, the hunt moves to its next target, the step ends as
-//! unavailable when nothing else rings). `switchboard check` warns of this.
-
-// The question ([`prompt`], [`ConfirmRun`]) is tested here and waits for the back-to-back
-// leg that will put it to the target; until then only the tests use it.
-#![cfg_attr(not(test), allow(dead_code))]
+//! This module holds the confirmation itself as a sans-I/O state machine: what the target
+//! hears ([`prompt`]: "you have a call from ⟨the caller's number, digit by digit⟩, press 1
+//! to accept the call") and how its keys are judged ([`ConfirmRun`]: `1` accepts; any
+//! other key declines; silence hears the question once more, then declines). The policy
+//! marks the forward targets' legs ([`switchboard_policy::Leg::confirm`]), the executor
+//! hands the mark on ([`crate::executor::BranchStart::confirm`]); the back-to-back leg
+//! that puts the question to the target is `core::calls::confirm_b2b` (its dialog with the
+//! target: [`super::confirm_leg`]).
 
 use super::menu::{MenuRun, Turn};
-use crate::executor::BranchTarget;
 use std::time::{Duration, Instant};
 use switchboard_media::say::{phrase, Language, PromptName};
 use switchboard_media::session::Clip;
@@ -35,9 +20,6 @@ pub(crate) const CONFIRM_WAIT: Duration = Duration::from_secs(5);
 
 /// Times the question is said again when no key comes.
 pub(crate) const CONFIRM_REPEATS: u32 = 1;
-
-/// The code a confirmed branch fails with while the back-to-back leg is not built.
-pub(crate) const NOT_RUNG: u16 = 480;
 
 /// The prompts the target hears: "you have a call from ⟨caller⟩, press 1 to accept the
 /// call". The caller is said digit by digit; a caller that cannot be said that way (no
@@ -140,18 +122,6 @@ impl ConfirmRun {
             Turn::GiveUp(_) => Verdict::Declined("no key".into()),
             Turn::Nothing => Verdict::Nothing,
         }
-    }
-}
-
-/// A confirmed branch is not rung (see the module's documentation): logged, rate-limited.
-pub(crate) fn not_rung(call_id: &str, target: &BranchTarget) {
-    if switchboard_sip::log_limit::allow("confirmed forwarding not rung") {
-        tracing::warn!(
-            %call_id,
-            ?target,
-            "a forward target that must confirm the call is not rung: the daemon cannot ask \
-             for confirmation yet"
-        );
     }
 }
 

@@ -13,11 +13,7 @@
 //! (§13.2.2.4: the INVITE's CSeq number); [`TargetLeg::bye`] ends it, and
 //! [`TargetLeg::owns`] tells the target's in-dialog requests from others.
 //!
-//! What is not built yet: the core does not make these legs (a confirmed branch still
-//! fails at once, see [`super::confirm`]).
-
-// Made and tested here; the core does not use it yet (see the module's documentation).
-#![cfg_attr(not(test), allow(dead_code))]
+//! The core's use of it is in `core::calls::confirm_b2b`.
 
 use std::net::{IpAddr, SocketAddr};
 use switchboard_media::g711::Law;
@@ -135,6 +131,11 @@ impl TargetLeg {
         }
     }
 
+    /// Our Call-ID of the leg.
+    pub(crate) fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
     /// A request of ours in the leg, without its Via (put on where it is known where it
     /// leaves from). None when the Request-URI is unreadable.
     fn request(&self, method: Method, cseq: u32) -> Option<Request> {
@@ -214,12 +215,6 @@ impl TargetLeg {
         let mut req = self.request(Method::Bye, self.cseq)?;
         req.headers.push(Header::ContentLength(0u32.into()));
         Some(req)
-    }
-
-    /// Where a request of ours in the dialog goes next: the top of the route set, else the
-    /// remote target.
-    pub(crate) fn next_hop(&self) -> &str {
-        self.routes.first().unwrap_or(&self.remote)
     }
 
     /// Whether `req` is a request of the target in this dialog: our Call-ID, our tag as

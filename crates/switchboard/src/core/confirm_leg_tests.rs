@@ -137,7 +137,6 @@ fn the_2xx_fixes_the_dialog_and_its_ack_and_our_bye_follow_it() {
         header(&ack, "To"),
         Some("<sip:bob@switchboard.local>;tag=theirs")
     );
-    assert_eq!(leg.next_hop(), "sip:proxy-b.example;lr");
 
     let bye = leg.bye().unwrap().to_string();
     assert!(
