@@ -381,6 +381,15 @@ fn connect(
         .push_back(Output::Media(MediaCommand::Bridge { a: id, b: target }));
     calls.answer_caller(cx, key, branch, id, sdp.to_bytes());
     if let Some(call) = calls.calls.get_mut(&key) {
+        if let Some(u) = call.branches.get(branch).and_then(|b| b.user.as_ref()) {
+            // Busy until the call ends (`end_leg` when it is forgotten).
+            cx.presence.model_mut().leg(
+                u,
+                &call.call_id,
+                &format!("b{branch}"),
+                LegState::Answered,
+            );
+        }
         call.exec.branch_answered(branch, now.mono);
         tracing::info!(call_id = %call.call_id, branch, "the forward target accepted the call: connected");
     }
@@ -821,7 +830,9 @@ impl Calls {
                 cx.wire.reply_to(tx, req, 200, Vec::new(), now);
                 let phase = c.phase;
                 // Our dialog with it is over: no BYE of ours.
-                c.leg = None;
+                if let Some(leg) = c.leg.take() {
+                    self.confirm.dialogs.remove(leg.call_id());
+                }
                 match phase {
                     Phase::Connected => {
                         tracing::info!(call_id = %call.call_id, branch, "the forward target hung up");

@@ -10,6 +10,7 @@ use crate::test_harness::*;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_media::session::{Command, Event, SessionId};
+use switchboard_presence::model::CallStatus;
 
 /// carol forwards, after 5 s alone, to bob then dave (a hunt), who must confirm.
 const POLICY: &str = r#"
@@ -248,6 +249,8 @@ fn one_connects_the_caller_bridged_and_byes_end_both_legs() {
     let _ = carol;
     assert_eq!(t.core.answered_calls(), 1);
     t.input(ALICE, &from_caller_at(ALICE, "ACK", &ok, 1));
+    let bob_status = |t: &T| t.core.presence().model().call_state("bob");
+    assert_eq!(bob_status(&t), CallStatus::Busy);
 
     // bob hangs up: 200 to him, our BYE to alice, both sessions closed.
     t.media.clear();
@@ -273,6 +276,7 @@ fn one_connects_the_caller_bridged_and_byes_end_both_legs() {
             t.media
         );
     }
+    assert_eq!(bob_status(&t), CallStatus::Free);
 }
 
 #[test]
