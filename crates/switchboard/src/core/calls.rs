@@ -849,7 +849,8 @@ impl Calls {
             && call
                 .branches
                 .iter()
-                .all(|b| (b.done || b.tx.is_none()) && b.abandoned.is_empty());
+                .all(|b| (b.done || b.tx.is_none()) && b.abandoned.is_empty())
+            && call.branches.iter().all(confirm_b2b::settled);
         if !done {
             if let Some(w) = call.exec.poll_timeout() {
                 self.wakes.insert((w, key));

@@ -116,6 +116,12 @@ impl Index {
     }
 }
 
+/// Whether a branch has no INVITE of a confirmed leg still open (a call is kept until
+/// its final response, so that a 2xx crossing our CANCEL is acknowledged and hung up).
+pub(super) fn settled(b: &Branch) -> bool {
+    b.confirm.as_ref().is_none_or(|c| c.invite_tx.is_none())
+}
+
 /// Starts confirmed branch `start.branch`: where it goes is found as a proxied branch's
 /// would be (a registered device's binding, a number at its trunk's address), the
 /// target-side session opened. Err with the code the branch fails with.
@@ -695,20 +701,24 @@ impl Calls {
             return;
         }
         if code >= 300 {
+            if c.invite_tx != Some(tx) {
+                return;
+            }
+            c.invite_tx = None;
             if c.phase == Phase::Inviting {
-                c.invite_tx = None;
                 tracing::info!(call_id = %call.call_id, branch, code, "the forward target refused the call");
                 end_leg(cx, &mut self.confirm, key, call, branch, Some(code));
-                self.drive(cx, key);
             }
-            return;
+            return self.drive(cx, key);
         }
         // A 2xx: acknowledged, every time it comes (§13.2.2.4).
         let first = c.phase == Phase::Inviting;
+        // Answered after our CANCEL (they crossed): acknowledged, then hung up (§15).
+        let crossed = c.phase == Phase::Over && c.invite_tx == Some(tx);
         let Some(leg) = c.leg.as_mut() else {
             return;
         };
-        let stream = if first {
+        let stream = if first || crossed {
             Some(leg.answered(&resp))
         } else {
             None
@@ -726,6 +736,10 @@ impl Calls {
             return;
         };
         c.invite_tx = None;
+        if crossed {
+            tracing::debug!(call_id = %call.call_id, branch, "the forward target answered after our CANCEL: BYE");
+            return bye_target(cx, key, branch, c);
+        }
         c.phase = Phase::Asking;
         let stream = match stream {
             Ok(s) if !call.final_sent && !b.done => s,
@@ -772,18 +786,19 @@ impl Calls {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
-        let ours = call
+        let Some(c) = call
             .branches
-            .get(branch)
-            .and_then(|b| b.confirm.as_ref())
-            .is_some_and(|c| c.invite_tx == Some(tx) && c.phase == Phase::Inviting);
-        if ours {
-            if let Some(c) = call.branches[branch].confirm.as_mut() {
-                c.invite_tx = None;
-            }
+            .get_mut(branch)
+            .and_then(|b| b.confirm.as_mut())
+            .filter(|c| c.invite_tx == Some(tx))
+        else {
+            return;
+        };
+        c.invite_tx = None;
+        if c.phase == Phase::Inviting {
             end_leg(cx, &mut self.confirm, key, call, branch, Some(code));
-            self.drive(cx, key);
         }
+        self.drive(cx, key);
     }
 
     /// The call and branch of the target dialog a request is in, if any.

@@ -395,7 +395,7 @@ fn silence_is_no_answer_after_the_question_twice() {
 fn the_callers_cancel_cancels_a_ringing_target_and_hangs_up_an_answered_one() {
     // Ringing: CANCEL.
     let mut t = t();
-    let (invite, _, _) = to_bob(&mut t);
+    let (invite, _, carol) = to_bob(&mut t);
     t.input(BOB, &target_says(&invite, 180, "bob1", BOB));
     t.take();
     t.input(ALICE, &cancel_of(&invite_sdp("c1")));
@@ -409,6 +409,19 @@ fn the_callers_cancel_cancels_a_ringing_target_and_hangs_up_an_answered_one() {
     assert!(to(&out, ALICE)
         .iter()
         .any(|m| first_line(m).starts_with("SIP/2.0 487")));
+    // carol's phone is done (487): only bob's INVITE is still open, and the call waits
+    // for its end. bob answered all the same (the 200 crossed our CANCEL): ACK, then our
+    // BYE.
+    t.input(CAROL, &answer(&carol, 487, "carol1", CAROL));
+    t.take();
+    t.input(BOB, &target_says(&invite, 200, "bob1", BOB));
+    let out = t.take();
+    let sent: Vec<String> = to(&out, BOB)
+        .iter()
+        .map(|m| first_line(m).to_string())
+        .collect();
+    assert!(sent.iter().any(|l| l.starts_with("ACK")), "{out:?}");
+    assert!(sent.iter().any(|l| l.starts_with("BYE")), "{out:?}");
 
     // Asked already: BYE.
     let mut t = self::t();
