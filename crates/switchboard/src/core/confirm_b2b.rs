@@ -22,7 +22,9 @@
 //!
 //! Cut: a re-INVITE of either side is answered 488 (hold is not carried through); a target
 //! reached through a host name to resolve (a trunk with a name, a destination) is not rung
-//! (480, logged).
+//! (480, logged); a carrier's challenge to our INVITE is not answered (the leg fails with
+//! its 401/407); the engine's RTP timeout of the target-side session counts from its open,
+//! so a target silent after a long ring may be noticed only through the caller's side.
 
 use super::*;
 use crate::core::confirm::{prompt, ConfirmRun, Verdict, CONFIRM_REPEATS, CONFIRM_WAIT};
