@@ -168,6 +168,20 @@ fn bob_presses_1_and_the_audio_flows_both_ways() {
         "{}",
         bob.since(b)
     );
+    // The call's record says bob answered it.
+    let record = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let (code, body) = admin_api(&d, "GET", "/v1/records?limit=10", "");
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["records"]
+            .as_array()?
+            .iter()
+            .find(|r| r["ended"].is_u64())
+            .cloned()
+    })
+    .unwrap_or_else(|| panic!("no record\n{}", d.log()));
+    assert_eq!(record["outcome"], "answered", "{record}");
+    assert_eq!(record["answered_user"], "bob", "{record}");
 }
 
 #[test]
