@@ -210,7 +210,10 @@ fn drain(
                     Command::Record { id, .. } | Command::StopRecording { id } => {
                         Event::Timeout { id }
                     }
-                    Command::Stop { .. } | Command::Update { .. } => continue,
+                    Command::Stop { .. }
+                    | Command::Update { .. }
+                    | Command::Bridge { .. }
+                    | Command::Unbridge { .. } => continue,
                 };
                 core.handle(Input::Media(event), t);
             }

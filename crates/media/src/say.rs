@@ -296,6 +296,48 @@ pub mod phrase {
     /// "to decline the call".
     pub const TO_DECLINE_THE_CALL: PromptName = "phrases/to_decline_the_call";
 
+    /// "message".
+    pub const MESSAGE: PromptName = "phrases/message";
+    /// "an unknown caller".
+    pub const AN_UNKNOWN_CALLER: PromptName = "phrases/an_unknown_caller";
+    /// "please enter your mailbox number, then press hash".
+    pub const PLEASE_ENTER_YOUR_MAILBOX_NUMBER: PromptName =
+        "phrases/please_enter_your_mailbox_number";
+    /// "please enter your pin, then press hash".
+    pub const PLEASE_ENTER_YOUR_PIN: PromptName = "phrases/please_enter_your_pin";
+    /// "for mailbox options".
+    pub const FOR_MAILBOX_OPTIONS: PromptName = "phrases/for_mailbox_options";
+    /// "to finish".
+    pub const TO_FINISH: PromptName = "phrases/to_finish";
+    /// "to replay this message".
+    pub const TO_REPLAY_THIS_MESSAGE: PromptName = "phrases/to_replay_this_message";
+    /// "for the next message".
+    pub const FOR_THE_NEXT_MESSAGE: PromptName = "phrases/for_the_next_message";
+    /// "to go back".
+    pub const TO_GO_BACK: PromptName = "phrases/to_go_back";
+    /// "to record your greeting".
+    pub const TO_RECORD_YOUR_GREETING: PromptName = "phrases/to_record_your_greeting";
+    /// "to record your name".
+    pub const TO_RECORD_YOUR_NAME: PromptName = "phrases/to_record_your_name";
+    /// "to delete your greeting".
+    pub const TO_DELETE_YOUR_GREETING: PromptName = "phrases/to_delete_your_greeting";
+    /// "record after the tone, then press hash".
+    pub const RECORD_AFTER_THE_TONE: PromptName = "phrases/record_after_the_tone";
+    /// "you recorded".
+    pub const YOU_RECORDED: PromptName = "phrases/you_recorded";
+    /// "to keep it".
+    pub const TO_KEEP_IT: PromptName = "phrases/to_keep_it";
+    /// "to record again".
+    pub const TO_RECORD_AGAIN: PromptName = "phrases/to_record_again";
+    /// "your greeting has been saved".
+    pub const YOUR_GREETING_IS_SAVED: PromptName = "phrases/your_greeting_is_saved";
+    /// "your name has been saved".
+    pub const YOUR_NAME_IS_SAVED: PromptName = "phrases/your_name_is_saved";
+    /// "your greeting has been deleted".
+    pub const YOUR_GREETING_IS_DELETED: PromptName = "phrases/your_greeting_is_deleted";
+    /// "yesterday" (when a message was received).
+    pub const YESTERDAY: PromptName = "time/yesterday";
+
     /// Every constant above, for checking a prompt set has them.
     pub const ALL: &[PromptName] = &[
         THE_PERSON_YOU_ARE_CALLING,
@@ -349,6 +391,26 @@ pub mod phrase {
         YOU_HAVE_A_CALL,
         TO_ACCEPT_THE_CALL,
         TO_DECLINE_THE_CALL,
+        MESSAGE,
+        AN_UNKNOWN_CALLER,
+        PLEASE_ENTER_YOUR_MAILBOX_NUMBER,
+        PLEASE_ENTER_YOUR_PIN,
+        FOR_MAILBOX_OPTIONS,
+        TO_FINISH,
+        TO_REPLAY_THIS_MESSAGE,
+        FOR_THE_NEXT_MESSAGE,
+        TO_GO_BACK,
+        TO_RECORD_YOUR_GREETING,
+        TO_RECORD_YOUR_NAME,
+        TO_DELETE_YOUR_GREETING,
+        RECORD_AFTER_THE_TONE,
+        YOU_RECORDED,
+        TO_KEEP_IT,
+        TO_RECORD_AGAIN,
+        YOUR_GREETING_IS_SAVED,
+        YOUR_NAME_IS_SAVED,
+        YOUR_GREETING_IS_DELETED,
+        YESTERDAY,
     ];
 }
 

@@ -113,6 +113,16 @@ pub enum Action {
         mailbox: MailboxOwner,
         reason: VoicemailReason,
     },
+    /// The mailbox by phone: the daemon answers and the caller hears and manages a
+    /// mailbox's messages and recordings. Planned by the daemon itself for its feature
+    /// code (`[features] voicemail`) and its access number (`[voicemail] access_number`),
+    /// never by the policy. `mailbox`: the caller's own (or their team's), reached without
+    /// a PIN; else `number`: the mailbox number dialled after the feature code, its PIN
+    /// asked; neither: the number and the PIN are asked.
+    MailboxPhone {
+        mailbox: Option<MailboxOwner>,
+        number: Option<String>,
+    },
     /// Hand the call to a destination of the media server.
     Destination {
         id: String,
@@ -1497,6 +1507,19 @@ impl fmt::Display for RoutePlan {
                     "  answer and take a message in the mailbox of {} ({reason})",
                     mailbox.to_string().replace(':', " ")
                 )?,
+                Action::MailboxPhone { mailbox, number } => match (mailbox, number) {
+                    (Some(m), _) => writeln!(
+                        f,
+                        "  answer: the mailbox of {} by phone",
+                        m.to_string().replace(':', " ")
+                    )?,
+                    (None, Some(n)) => {
+                        writeln!(f, "  answer: mailbox {n} by phone, after its PIN")?
+                    }
+                    (None, None) => {
+                        writeln!(f, "  answer: a mailbox by phone, after its number and PIN")?
+                    }
+                },
                 Action::Destination {
                     id,
                     kind,

@@ -296,6 +296,8 @@ struct RawVoicemail {
     min_message_ms: Spanned<u64>,
     silence_secs: Spanned<u64>,
     silence_level: Spanned<u64>,
+    /// A number anyone may dial for the mailbox by phone (number and PIN asked).
+    access_number: Option<Spanned<String>>,
 }
 
 impl Default for RawVoicemail {
@@ -307,6 +309,7 @@ impl Default for RawVoicemail {
             min_message_ms: Spanned::new(0..0, d.min_message.as_millis() as u64),
             silence_secs: Spanned::new(0..0, d.silence.map_or(0, |s| s.as_secs())),
             silence_level: Spanned::new(0..0, d.silence_level.into()),
+            access_number: None,
         }
     }
 }
@@ -412,6 +415,8 @@ struct RawFeatures {
     dnd_on: Spanned<String>,
     dnd_off: Spanned<String>,
     profile_prefix: Spanned<String>,
+    /// The mailbox by phone (alone: one's own; followed by a mailbox number: that one).
+    voicemail: Spanned<String>,
 }
 
 impl Default for RawFeatures {
@@ -420,6 +425,7 @@ impl Default for RawFeatures {
             dnd_on: Spanned::new(0..0, "*78".into()),
             dnd_off: Spanned::new(0..0, "*79".into()),
             profile_prefix: Spanned::new(0..0, "*3".into()),
+            voicemail: Spanned::new(0..0, "*97".into()),
         }
     }
 }
@@ -1205,6 +1211,7 @@ impl Config {
             ("features.dnd_on", &f.dnd_on),
             ("features.dnd_off", &f.dnd_off),
             ("features.profile_prefix", &f.profile_prefix),
+            ("features.voicemail", &f.voicemail),
         ] {
             let code = v.get_ref().as_str();
             let ok = !code.is_empty()
@@ -1420,6 +1427,21 @@ impl Config {
         let min_message_ms = range(&v.min_message_ms, "voicemail.min_message_ms", 0, 60_000);
         let silence_secs = range(&v.silence_secs, "voicemail.silence_secs", 0, 600);
         let silence_level = range(&v.silence_level, "voicemail.silence_level", 1, 32_767);
+        if let Some(n) = &v.access_number {
+            let ok = !n.get_ref().is_empty()
+                && n.get_ref().len() <= 16
+                && n.get_ref().bytes().all(|b| b.is_ascii_digit() || b == b'+');
+            if !ok {
+                err(
+                    n.span(),
+                    "voicemail.access_number",
+                    format!(
+                        "{:?} is not a number: up to 16 digits (a DID or an extension)",
+                        n.get_ref()
+                    ),
+                );
+            }
+        }
         if last_port <= first_port {
             err(
                 m.last_port.span(),
@@ -1558,6 +1580,8 @@ impl Config {
                 min_message: std::time::Duration::from_millis(min_message_ms),
                 silence: (silence_secs > 0).then(|| std::time::Duration::from_secs(silence_secs)),
                 silence_level: silence_level as u16,
+                feature_code: raw.features.voicemail.into_inner(),
+                access_number: raw.voicemail.access_number.map(Spanned::into_inner),
             },
         })
     }
@@ -1747,6 +1771,8 @@ mod tests {
             min_message: Duration::from_millis(1000),
             silence: Some(Duration::from_secs(10)),
             silence_level: 100,
+            feature_code: "*97".into(),
+            access_number: None,
         };
         assert_eq!(
             Config::parse(base, "x.toml", None).unwrap().voicemail,
@@ -1754,8 +1780,9 @@ mod tests {
         );
         assert_eq!(Config::embedded().unwrap().voicemail, defaults);
         let text = format!(
-            "{base}[voicemail]\nmax_message_secs = 600\nmax_messages = 5\nmin_message_ms = 0\n\
-             silence_secs = 0\nsilence_level = 250\n"
+            "{base}[features]\nvoicemail = \"*86\"\n[voicemail]\nmax_message_secs = 600\n\
+             max_messages = 5\nmin_message_ms = 0\nsilence_secs = 0\nsilence_level = 250\n\
+             access_number = \"4999\"\n"
         );
         let c = Config::parse(&text, "x.toml", None).unwrap();
         assert_eq!(
@@ -1766,6 +1793,8 @@ mod tests {
                 min_message: Duration::ZERO,
                 silence: None,
                 silence_level: 250,
+                feature_code: "*86".into(),
+                access_number: Some("4999".into()),
             }
         );
         for (line, key) in [
@@ -1774,6 +1803,8 @@ mod tests {
             ("max_messages = 0", "voicemail.max_messages"),
             ("max_messages = 1001", "voicemail.max_messages"),
             ("silence_secs = 601", "voicemail.silence_secs"),
+            ("access_number = \"12a\"", "voicemail.access_number"),
+            ("access_number = \"\"", "voicemail.access_number"),
             ("silence_level = 0", "voicemail.silence_level"),
             ("min_message_ms = 60001", "voicemail.min_message_ms"),
             (

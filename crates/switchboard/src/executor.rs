@@ -72,6 +72,13 @@ pub enum BranchTarget {
         mailbox: MailboxOwner,
         reason: VoicemailReason,
     },
+    /// The mailbox by phone ([`Action::MailboxPhone`]): it answers the call
+    /// ([`Execution::local_answered`]) and ends when the caller is done
+    /// ([`Execution::media_ended`]: the call is hung up).
+    MailboxPhone {
+        mailbox: Option<MailboxOwner>,
+        number: Option<String>,
+    },
 }
 
 /// Most redirects followed one after another from a branch the plan started (a redirect
@@ -480,6 +487,9 @@ impl Execution {
                 BranchTarget::Mailbox { mailbox, .. } => self
                     .history
                     .push(format!("step {}: mailbox {mailbox} {how}", step + 1)),
+                BranchTarget::MailboxPhone { .. } => self
+                    .history
+                    .push(format!("step {}: mailbox by phone {how}", step + 1)),
                 _ => {}
             }
         }
@@ -545,6 +555,7 @@ impl Execution {
         let who = match &b.target {
             BranchTarget::Announcement { id, .. } => format!("announcement {id}"),
             BranchTarget::Mailbox { mailbox, .. } => format!("the mailbox of {mailbox}"),
+            BranchTarget::MailboxPhone { .. } => "the mailbox by phone".to_string(),
             _ => "a message".to_string(),
         };
         self.phase = Phase::Answered { branch };
@@ -582,6 +593,7 @@ impl Execution {
         let what = match self.branches.get(branch).map(|b| &b.target) {
             Some(BranchTarget::Announcement { id, .. }) => format!("announcement {id}"),
             Some(BranchTarget::Mailbox { mailbox, .. }) => format!("mailbox {mailbox}"),
+            Some(BranchTarget::MailboxPhone { .. }) => "mailbox by phone".to_string(),
             _ => "announcement".to_string(),
         };
         self.history
@@ -812,6 +824,13 @@ impl Execution {
                     self.history
                         .push(format!("step {}: to the mailbox of {mailbox}", index + 1));
                     let target = BranchTarget::Mailbox { mailbox, reason };
+                    self.legs.push(local_leg(Duration::ZERO, target));
+                }
+                Action::MailboxPhone { mailbox, number } => {
+                    self.step_end = self.limits.max_ring;
+                    self.history
+                        .push(format!("step {}: to the mailbox by phone", index + 1));
+                    let target = BranchTarget::MailboxPhone { mailbox, number };
                     self.legs.push(local_leg(Duration::ZERO, target));
                 }
                 Action::Reject { code, reason } => {
@@ -1188,6 +1207,7 @@ mod tests {
                         BranchTarget::Menu { menu } => format!("menu {}", menu.id),
                         BranchTarget::Announcement { id, .. } => format!("announcement {id}"),
                         BranchTarget::Mailbox { mailbox, .. } => format!("mailbox {mailbox}"),
+                        BranchTarget::MailboxPhone { .. } => "mailbox by phone".to_string(),
                     },
                 )),
                 _ => None,

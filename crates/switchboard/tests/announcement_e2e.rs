@@ -358,3 +358,43 @@ fn an_offer_with_only_a_codec_we_lack_gets_488_with_a_warning() {
         "{metrics}"
     );
 }
+
+/// bob records his name (uploaded through the API, as `*97` then 0 would record it): the
+/// announcement of his meeting says that name instead of "extension one zero zero two".
+#[test]
+fn a_name_the_person_recorded_is_said_instead_of_their_extension() {
+    let d = media_daemon(POLICY, false);
+    // Half a second of a recognisable sound, in the WAV format uploads take.
+    let name: Vec<i16> = (0..4000).map(|i| ((i % 40) as i16 - 20) * 500).collect();
+    let r = http_exchange(
+        &d,
+        "PUT",
+        "/v1/users/bob/voicemail/name",
+        Some(ADMIN_TOKEN),
+        Some("audio/wav"),
+        &switchboard_media::wav::encode(&name),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+
+    let (names, said) = meeting_until_soon(&d);
+    // The name, then what follows "extension" and its four digits.
+    let mut expected = Law::MuLaw.encode(&name);
+    expected.extend(
+        said[5..]
+            .iter()
+            .flat_map(|p| Law::MuLaw.encode(p.samples())),
+    );
+
+    let audio = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    let port = audio.local_addr().unwrap().port();
+    let reader = std::thread::spawn(move || {
+        receive_rtp(&audio, Duration::from_secs(2), Duration::from_secs(40))
+    });
+    let run = Sipp::new(&d, "call_early_media.xml")
+        .row(call_row("alice", "", "1002", &port.to_string()))
+        .ok();
+    let packets = reader.join().unwrap();
+    assert_eq!(run.statuses().last(), Some(&480));
+    check_heard(&packets, 0, &expected, Law::MuLaw.silence())
+        .unwrap_or_else(|e| panic!("{e}: bob's name, then {:?}\n{}", &names[5..], d.log()));
+}

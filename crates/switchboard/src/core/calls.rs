@@ -16,23 +16,26 @@
 use super::carrier_auth::{self, Challenged};
 use super::context::Ctx;
 use super::dialogs::{Answer, Carrier, Dialogs};
+use super::ledger::Pending;
 use super::locating::{target_of, Located, Waiter};
-use super::media::{Endpoint, Happened};
+use super::mailbox_menu::{self, Access, Do, Env, MailboxMenu, PinGuard};
+use super::media::{Endpoint, Happened, PhoneEvent};
 use super::records::{BranchSeen, CallRecord, LiveCall, Opening, Settled};
 use super::registrant::Registrant;
 use super::relays::{call_id_of, send_cancel};
 use super::targets::{binding_peer, distinct_targets, newer, peer_for_uri};
 use super::voicemail::{self, Deposit, MailboxRun, VoicemailConfig, VoicemailStats};
-use super::wire::{Local, Owner};
+use super::wire::{Local, Output, Owner};
 use crate::executor::{BranchId, BranchTarget, CancelCause, Command, Execution, Limits, Phase};
 use crate::metrics::{Histogram, Outcome, Outcomes, SETUP_BUCKETS};
 use crate::presence_service::PresenceService;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
-use switchboard_media::session::SessionId;
+use switchboard_media::session::{Command as MediaCommand, SessionId};
+use switchboard_policy::plan::{Next, RoutePlan, Step};
 use switchboard_policy::{
-    Call, Caller, CallerIdRule, DeviceView, GroupMemory, MailboxOwner, Message, PersonView, Policy,
-    ViewSource, VoicemailReason,
+    Action, Call, Caller, CallerIdRule, DeviceView, GroupMemory, MailboxOwner, Message, PersonView,
+    Policy, ViewSource, VoicemailReason,
 };
 use switchboard_presence::model::LegState;
 use switchboard_sip::auth::Role;
@@ -301,6 +304,30 @@ pub struct Calls {
     pub(crate) local_ends: Vec<LocalEnd>,
     /// The back-to-back legs of confirmed forwarding: their sessions, dialogs and waits.
     confirm: confirm_b2b::Index,
+    /// Calls to the mailbox by phone, by their media session.
+    phones: BTreeMap<SessionId, PhoneRun>,
+    /// Wrong mailbox PINs, by mailbox and by source address.
+    pins: PinGuard,
+}
+
+/// A call to the mailbox by phone: its menu ([`MailboxMenu`]), and the call and branch
+/// it runs in.
+struct PhoneRun {
+    call: u64,
+    branch: BranchId,
+    menu: MailboxMenu,
+}
+
+/// What the menu of the mailbox by phone is handed.
+enum PhoneInput {
+    /// The call is answered: it begins.
+    Begin,
+    /// Its session's event.
+    Event(PhoneEvent),
+    /// Its wait for a key may be over.
+    Timeout,
+    /// The outcome of a change it waits for.
+    Stored(bool),
 }
 
 impl Calls {
@@ -321,6 +348,8 @@ impl Calls {
             resends: BTreeSet::new(),
             local_ends: Vec::new(),
             confirm: confirm_b2b::Index::default(),
+            phones: BTreeMap::new(),
+            pins: PinGuard::default(),
         }
     }
 
@@ -401,10 +430,12 @@ impl Calls {
         let failover = self.failovers.first().map(|(t, _, _)| *t);
         let resend = self.resends.first().map(|(t, _)| *t);
         let confirm = self.confirm.poll_timeout();
+        let phone = self.phones.values().filter_map(|r| r.menu.deadline()).min();
         wake.into_iter()
             .chain(failover)
             .chain(resend)
             .chain(confirm)
+            .chain(phone)
             .min()
     }
 }
@@ -640,7 +671,20 @@ impl Calls {
         };
         let policy = cx.directory.policy();
         let at = chrono::DateTime::from_timestamp(now.unix as i64, 0).unwrap_or_default();
-        let plan = {
+        let phone = self.mailbox_phone(policy, &caller, &to);
+        let plan = if let Some(action) = phone {
+            RoutePlan {
+                start: Next::Step(0),
+                steps: vec![Step {
+                    action,
+                    on_no_answer: Next::Final(480),
+                    on_busy: Next::Final(486),
+                    on_unavailable: Next::Final(480),
+                    why: "dialled the mailbox by phone".into(),
+                }],
+                notes: Vec::new(),
+            }
+        } else {
             let view = LiveView {
                 policy,
                 presence: cx.presence,
@@ -757,6 +801,36 @@ impl Calls {
                         call.exec.branch_unstartable(b, code, now.mono);
                     }
                 }
+                Command::Start(crate::executor::BranchStart {
+                    branch,
+                    target: BranchTarget::MailboxPhone { mailbox, number },
+                    ..
+                }) => {
+                    let access = match (mailbox, number) {
+                        (Some(m), _) => Access::Trusted(m),
+                        (None, Some(n)) => Access::Number(n),
+                        (None, None) => Access::Ask,
+                    };
+                    // PIN failures count against where the INVITE came from.
+                    let source = cx
+                        .wire
+                        .transactions
+                        .peer(call.server_tx)
+                        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |p| p.addr.ip());
+                    let local = Some(LocalBranch { answer: true });
+                    start_local(cx, key, call, branch, Endpoint::Phone, local);
+                    if let Some(id) = call.branches.get(branch).and_then(|b| b.media) {
+                        let menu = MailboxMenu::new(access, source);
+                        self.phones.insert(
+                            id,
+                            PhoneRun {
+                                call: key,
+                                branch,
+                                menu,
+                            },
+                        );
+                    }
+                }
                 Command::Start(start) => {
                     let b = start.branch;
                     if let Err(code) = start_branch(cx, key, call, start) {
@@ -868,6 +942,7 @@ impl Calls {
     /// transactions disowned.
     fn forget(&mut self, cx: &mut Ctx<'_>, call: &CallState) {
         cx.wire.owners.remove(&call.server_tx);
+        self.phones.retain(|_, r| r.call != call.key);
         if self.local_dialogs.get(&call.call_id) == Some(&call.key) {
             self.local_dialogs.remove(&call.call_id);
         }
@@ -1249,6 +1324,9 @@ impl Calls {
     ) {
         let now = cx.now;
         let what = match what {
+            Happened::Phone { id, event } => {
+                return self.phone_step(cx, id, PhoneInput::Event(event));
+            }
             Happened::Recorded {
                 deposit,
                 recording,
@@ -1285,6 +1363,9 @@ impl Calls {
                         call.exec.local_answered(branch, now.mono);
                     }
                     cx.media.play(&mut cx.wire.out, id, now.mono);
+                    if self.phones.contains_key(&id) {
+                        self.phone_step(cx, id, PhoneInput::Begin);
+                    }
                     return self.drive(cx, key);
                 }
                 let tag = cx.wire.tag();
@@ -1356,7 +1437,7 @@ impl Calls {
                 }
             }
             // Kept above, before the call is looked for.
-            Happened::Recorded { .. } => {}
+            Happened::Recorded { .. } | Happened::Phone { .. } => {}
         }
     }
 
@@ -1676,6 +1757,15 @@ impl Calls {
     pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>) {
         self.resend_2xx(cx);
         self.confirm_timeout(cx);
+        let due: Vec<SessionId> = self
+            .phones
+            .iter()
+            .filter(|(_, r)| r.menu.deadline().is_some_and(|at| at <= cx.now.mono))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.phone_step(cx, id, PhoneInput::Timeout);
+        }
         while let Some(&(at, key, branch)) = self.failovers.first() {
             if at > cx.now.mono {
                 break;
@@ -1694,6 +1784,130 @@ impl Calls {
             }
             self.drive(cx, key);
         }
+    }
+}
+
+impl Calls {
+    /// Whether a call dials the mailbox by phone, and how it is let in: the access number
+    /// (number and PIN asked), or the feature code from a person's own device — alone,
+    /// their own mailbox; followed by a number, the mailbox of that number (its PIN asked,
+    /// unless it is theirs or a team's they are a member of). None: an ordinary call.
+    fn mailbox_phone(&self, policy: &Policy, caller: &Caller, dialled: &str) -> Option<Action> {
+        let vm = &self.config.voicemail;
+        if vm.access_number.as_deref() == Some(dialled) {
+            return Some(Action::MailboxPhone {
+                mailbox: None,
+                number: None,
+            });
+        }
+        let Caller::User(user) = caller else {
+            return None;
+        };
+        let rest = dialled.strip_prefix(vm.feature_code.as_str())?;
+        if vm.feature_code.is_empty() {
+            return None;
+        }
+        if rest.is_empty() {
+            return Some(Action::MailboxPhone {
+                mailbox: Some(MailboxOwner::User(user.clone())),
+                number: None,
+            });
+        }
+        if rest.len() > mailbox_menu::MAX_NUMBER_DIGITS || !rest.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        let own = policy
+            .mailbox_by_number(rest)
+            .filter(|owner| match owner {
+                MailboxOwner::User(u) => u == user,
+                MailboxOwner::Team(t) => policy.team(t).is_some_and(|t| t.members.contains(user)),
+            })
+            .cloned();
+        Some(match own {
+            Some(owner) => Action::MailboxPhone {
+                mailbox: Some(owner),
+                number: None,
+            },
+            None => Action::MailboxPhone {
+                mailbox: None,
+                number: Some(rest.to_string()),
+            },
+        })
+    }
+
+    /// A change of the mailbox by phone of session `session` reached the store or not.
+    pub(crate) fn phone_stored(&mut self, cx: &mut Ctx<'_>, session: SessionId, ok: bool) {
+        self.phone_step(cx, session, PhoneInput::Stored(ok));
+    }
+
+    /// One step of the mailbox by phone of session `id`: its menu takes `input`, and what
+    /// it asks is carried out on the session (plays, recordings, reads), in the store
+    /// (changes, undone if refused) or on the call (hung up once goodbye is said).
+    fn phone_step(&mut self, cx: &mut Ctx<'_>, id: SessionId, input: PhoneInput) {
+        let Some(run) = self.phones.get_mut(&id) else {
+            return;
+        };
+        let mut env = Env {
+            mailboxes: &mut *cx.mailboxes,
+            policy: cx.directory.policy(),
+            pins: &mut self.pins,
+            language: cx.media.language(),
+            now: cx.now.mono,
+            unix: cx.now.unix,
+        };
+        let todo = match input {
+            PhoneInput::Begin => run.menu.begin(&mut env),
+            PhoneInput::Event(PhoneEvent::Played) => run.menu.played(&mut env),
+            PhoneInput::Event(PhoneEvent::Digit(d)) => run.menu.digit(&mut env, d),
+            PhoneInput::Event(PhoneEvent::Recorded(samples)) => run.menu.recorded(samples),
+            PhoneInput::Event(PhoneEvent::Read { key, value }) => run.menu.read(&key, value),
+            PhoneInput::Timeout => run.menu.timeout(&mut env),
+            PhoneInput::Stored(ok) => run.menu.stored(ok),
+        };
+        let (call, branch) = (run.call, run.branch);
+        let mut hang_up = false;
+        for step in todo {
+            match step {
+                Do::Play(say) => cx.media.phone_say(&mut cx.wire.out, id, say, cx.now.mono),
+                Do::Stop => cx.media.phone_stop(&mut cx.wire.out, id),
+                Do::Record { max } => cx.wire.out.push_back(Output::Media(MediaCommand::Record {
+                    id,
+                    max,
+                    silence: None,
+                })),
+                Do::StopRecording => cx
+                    .wire
+                    .out
+                    .push_back(Output::Media(MediaCommand::StopRecording { id })),
+                Do::Read { table, key } => cx.media.phone_read(&mut cx.wire.out, id, table, key),
+                Do::Persist {
+                    writes,
+                    before,
+                    wait,
+                } => {
+                    let pending = Pending::Phone {
+                        session: id,
+                        before: *before,
+                        wait,
+                    };
+                    cx.persist(pending, writes);
+                }
+                Do::HangUp => hang_up = true,
+            }
+        }
+        if !hang_up {
+            return;
+        }
+        self.phones.remove(&id);
+        if let Some(c) = self.calls.get_mut(&call) {
+            if let Some(b) = c.branches.get_mut(branch) {
+                b.done = true;
+            }
+            tracing::info!(call_id = %c.call_id, "mailbox by phone: goodbye");
+            c.exec.media_ended(branch, "said goodbye", cx.now.mono);
+        }
+        self.drive(cx, call);
     }
 }
 
@@ -1943,7 +2157,8 @@ fn start_branch(
         BranchTarget::Message { .. }
         | BranchTarget::Menu { .. }
         | BranchTarget::Announcement { .. }
-        | BranchTarget::Mailbox { .. } => {
+        | BranchTarget::Mailbox { .. }
+        | BranchTarget::MailboxPhone { .. } => {
             // Started by `start_local`, never here.
             return Err(500);
         }
@@ -2312,6 +2527,7 @@ fn start_local(
         Endpoint::Message(message) => format!("message {message}"),
         Endpoint::Menu(menu) => format!("menu {}", menu.id),
         Endpoint::Mailbox(run) => format!("mailbox {}", run.deposit.mailbox),
+        Endpoint::Phone => "mailbox by phone".to_string(),
     };
     if let Some(l) = call.local.as_mut() {
         // Answered already: the next announcement, in the same session (a menu's keys
@@ -2324,7 +2540,7 @@ fn start_local(
             Endpoint::Menu(_) => Err(super::media::Refusal::skip(
                 "a menu cannot follow an answered announcement",
             )),
-            Endpoint::Mailbox(_) => Err(super::media::Refusal::skip(
+            Endpoint::Mailbox(_) | Endpoint::Phone => Err(super::media::Refusal::skip(
                 "a mailbox cannot follow an answered announcement",
             )),
         };
@@ -2380,6 +2596,9 @@ fn start_local(
                     }
                     Endpoint::Mailbox(run) => {
                         tracing::info!(call_id = %call.call_id, mailbox = %run.deposit.mailbox, %why, "mailbox skipped: the plan goes on")
+                    }
+                    Endpoint::Phone => {
+                        tracing::info!(call_id = %call.call_id, %why, "mailbox by phone refused")
                     }
                 }
             }

@@ -51,6 +51,17 @@ pub(crate) enum Pending {
         before: crate::voicemail::Undo,
         mailbox: Option<String>,
     },
+    /// A voicemail message left by a caller (no answer waits for it); if it could not be
+    /// stored it is taken out of its mailbox again (its lamp follows), never left counted
+    /// without its audio.
+    Deposit { mailbox: String, id: String },
+    /// A change made by the mailbox by phone (session `session`): undone if it could not
+    /// be stored; with `wait`, its menu hears the outcome (and only then says it is done).
+    Phone {
+        session: switchboard_media::session::SessionId,
+        before: crate::voicemail::Undo,
+        wait: bool,
+    },
 }
 
 /// The answers owed, by the token of their writes.

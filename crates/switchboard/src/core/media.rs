@@ -121,6 +121,27 @@ impl Library {
 
     /// The prompts `message` is said with, in order, or the first one missing.
     pub fn phrase(&self, message: &Message) -> Result<Vec<String>, String> {
+        match message {
+            Message::Named(name) => match self.resolve(name) {
+                Some(n) => Ok(vec![n.to_string()]),
+                None => Err(name.to_string()),
+            },
+            Message::Profile(p) => {
+                let (mut who, rest) = self.profile_phrase(p)?;
+                who.extend(rest);
+                Ok(who)
+            }
+        }
+    }
+
+    /// A profile announcement's prompts in two parts: who (the operator's `name_<user>`
+    /// prompt, else "extension" and its digits) and the rest (what they are doing, until
+    /// when) — so that a name the person recorded can stand for the first part.
+    pub fn profile_phrase(
+        &self,
+        p: &switchboard_policy::ProfileMessage,
+    ) -> Result<(Vec<String>, Vec<String>), String> {
+        let mut who: Vec<String> = Vec::new();
         let mut names: Vec<String> = Vec::new();
         let mut said: Vec<PromptName> = Vec::new();
         let push = |lib: &Library, name: &str, names: &mut Vec<String>| match lib.resolve(name) {
@@ -130,12 +151,11 @@ impl Library {
             }
             None => Err(name.to_string()),
         };
-        match message {
-            Message::Named(name) => push(self, name, &mut names)?,
-            Message::Profile(p) => {
-                // Who: their recorded name, else "extension" and its digits.
+        {
+            // Who: their name prompt, else "extension" and its digits.
+            {
                 if let Some(n) = self.resolve(&format!("name_{}", p.user)) {
-                    names.push(n.to_string());
+                    who.push(n.to_string());
                 } else {
                     said.push(say::phrase::EXTENSION);
                     if self.language.say_digits(&p.extension, &mut said).is_err() {
@@ -144,7 +164,7 @@ impl Library {
                     }
                 }
                 for n in said.drain(..) {
-                    push(self, n, &mut names)?;
+                    push(self, n, &mut who)?;
                 }
                 // What: the operator's recording for the profile, else its phrase.
                 match self.resolve(&format!("profile_{}", p.profile)) {
@@ -177,7 +197,7 @@ impl Library {
                 }
             }
         }
-        Ok(names)
+        Ok((who, names))
     }
 
     /// The language phrases are put together in.
@@ -272,6 +292,13 @@ struct MediaSession {
     menu: Option<MenuRun>,
     /// A mailbox's session: the message it takes (see [`super::voicemail`]).
     mailbox: Option<Box<MailboxRun>>,
+    /// A profile announcement waiting for the person's recorded name (read from the
+    /// store): what follows the name when there is one. It plays once the read is in.
+    name_rest: Option<Vec<Clip>>,
+    /// The mailbox by phone's session (see [`super::mailbox_menu`]): its events go to
+    /// `calls`, which runs the menu; a `Played` before this instant is of a play stopped
+    /// since (a Stop and a Played can cross).
+    phone: Option<Option<Instant>>,
 }
 
 /// What a local media endpoint does for the caller.
@@ -283,7 +310,37 @@ pub(crate) enum Endpoint<'a> {
     Menu(&'a Menu),
     /// Takes a message for a mailbox: greets, records, hands the recording back.
     Mailbox(&'a MailboxRun),
+    /// The mailbox by phone: plays and records what `calls` asks (its menu is
+    /// [`super::mailbox_menu::MailboxMenu`]), and hands back what happens.
+    Phone,
 }
+
+/// What happened in a session of the mailbox by phone (handed to its menu).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PhoneEvent {
+    /// What was playing has been played.
+    Played,
+    /// A key.
+    Digit(char),
+    /// A recording ended.
+    Recorded(Vec<i16>),
+    /// A row asked for came back.
+    Read { key: String, value: Option<Vec<u8>> },
+}
+
+/// What a read of the store is for.
+#[derive(Clone, Debug)]
+enum ReadFor {
+    /// A mailbox owner's recording, for the greeting.
+    Mailbox(Kind),
+    /// The mailbox by phone (a message's audio): its key.
+    Phone(String),
+    /// The name a person recorded, said first in their profile's announcement.
+    Name,
+}
+
+/// The longest recorded name said in an announcement (a longer row is not one).
+const MAX_NAME: Duration = Duration::from_secs(10);
 
 /// What an engine's event means to a session's call (see [`Media::event`]).
 #[derive(Debug, PartialEq, Eq)]
@@ -313,6 +370,8 @@ pub(crate) enum Happened {
         recording: Recording,
         closing: bool,
     },
+    /// Something for the mailbox by phone of session `id`.
+    Phone { id: SessionId, event: PhoneEvent },
 }
 
 /// Counters of local media.
@@ -337,7 +396,7 @@ pub struct Media {
     /// Sessions that run a menu (none: no timer to look for, whatever the sessions).
     menus: usize,
     /// Reads of mailbox owners' recordings under way: token → session, and which.
-    reads: BTreeMap<u64, (SessionId, Kind)>,
+    reads: BTreeMap<u64, (SessionId, ReadFor)>,
     next_read: u64,
     pub(crate) stats: MediaStats,
 }
@@ -368,6 +427,11 @@ impl Media {
         self.stats
     }
 
+    /// The language the prompts are in.
+    pub(crate) fn language(&self) -> &'static dyn Language {
+        self.config.library.language()
+    }
+
     /// Opens a session for `endpoint` (a message to play, a menu to serve) to the caller
     /// of `invite` (branch `branch` of call `call`), whose INVITE came from `signalling` to
     /// our address `inbound`: [`Command::Open`] goes out, and [`Event::Opened`] will bring
@@ -394,7 +458,7 @@ impl Media {
         let (prompts, invalid) = match endpoint {
             Endpoint::Message(message) => (lib.phrase(message), Vec::new()),
             // Its greeting is put together once the owner's recordings are read.
-            Endpoint::Mailbox(_) => (Ok(Vec::new()), Vec::new()),
+            Endpoint::Mailbox(_) | Endpoint::Phone => (Ok(Vec::new()), Vec::new()),
             Endpoint::Menu(menu) => (
                 lib.phrase(&Message::Named(menu.prompt.clone())),
                 // A missing invalid-key message is left out: the prompt alone again.
@@ -458,7 +522,7 @@ impl Media {
         };
         let clips = clips_of(&prompts);
         let menu = match endpoint {
-            Endpoint::Message(_) | Endpoint::Mailbox(_) => None,
+            Endpoint::Message(_) | Endpoint::Mailbox(_) | Endpoint::Phone => None,
             Endpoint::Menu(m) => Some(MenuRun::new(
                 m.id.clone(),
                 m.options.iter().map(|o| o.key).collect(),
@@ -476,13 +540,32 @@ impl Media {
             signalling,
             self.config.rtp_timeout,
         ))));
+        // A profile's announcement says the name the person recorded, when there is one:
+        // read while the session opens, as a mailbox's recordings are.
+        let name_rest = match endpoint {
+            Endpoint::Message(Message::Profile(p)) => {
+                let rest = lib.profile_phrase(p).map(|(_, rest)| clips_of(&rest)).ok();
+                if rest.is_some() {
+                    let token = self.next_read;
+                    self.next_read += 1;
+                    self.reads.insert(token, (id, ReadFor::Name));
+                    out.push_back(Output::Read {
+                        token,
+                        table: VOICEMAIL_RECORDINGS,
+                        key: voicemail_key(&format!("user:{}", p.user), "name"),
+                    });
+                }
+                rest
+            }
+            _ => None,
+        };
         let mailbox = match endpoint {
             Endpoint::Mailbox(run) => {
                 // The owner's recordings are read while the session opens.
                 for kind in [Kind::Greeting, Kind::Name] {
                     let token = self.next_read;
                     self.next_read += 1;
-                    self.reads.insert(token, (id, kind));
+                    self.reads.insert(token, (id, ReadFor::Mailbox(kind)));
                     out.push_back(Output::Read {
                         token,
                         table: VOICEMAIL_RECORDINGS,
@@ -505,6 +588,8 @@ impl Media {
                 clips,
                 menu,
                 mailbox,
+                name_rest,
+                phone: matches!(endpoint, Endpoint::Phone).then_some(None),
                 law: stream.law,
                 answered: false,
                 sdp: Vec::new(),
@@ -618,6 +703,10 @@ impl Media {
         if let Some(s) = self.sessions.get_mut(&id) {
             if s.state == State::Opening {
                 s.state = State::Playing;
+                if s.phone.is_some() {
+                    // Its menu says what plays (`calls` begins it).
+                    return;
+                }
                 let clips = match (&mut s.menu, &mut s.mailbox) {
                     (Some(menu), _) => menu.begin(now),
                     // The greeting, once the owner's recordings are read (else on the
@@ -626,6 +715,8 @@ impl Media {
                         Some(clips) => clips,
                         None => return,
                     },
+                    // The announcement, once the person's recorded name is read (`read`).
+                    _ if s.name_rest.is_some() => return,
                     _ => std::mem::take(&mut s.clips),
                 };
                 out.push_back(Output::Media(Command::Play { id, clips }));
@@ -636,23 +727,111 @@ impl Media {
     /// The answer to [`Output::Read`](super::Output::Read) `token` (a mailbox owner's
     /// recording): `value`, the row's bytes (None: none, or the read failed). The greeting
     /// plays once both are in and the caller is answered.
-    pub(crate) fn read(&mut self, out: &mut VecDeque<Output>, token: u64, value: Option<Vec<u8>>) {
-        let Some((id, kind)) = self.reads.remove(&token) else {
-            return;
-        };
+    pub(crate) fn read(
+        &mut self,
+        out: &mut VecDeque<Output>,
+        token: u64,
+        value: Option<Vec<u8>>,
+    ) -> Option<(u64, BranchId, Happened)> {
+        let (id, what) = self.reads.remove(&token)?;
         let lib = Arc::clone(&self.config.library);
-        let Some(s) = self.sessions.get_mut(&id) else {
-            return;
+        let s = self.sessions.get_mut(&id)?;
+        let kind = match what {
+            ReadFor::Mailbox(kind) => kind,
+            ReadFor::Name => {
+                let rest = s.name_rest.take()?;
+                let name = value.and_then(|bytes| {
+                    let max =
+                        MAX_NAME.as_secs() as usize * switchboard_media::wav::SAMPLE_RATE as usize;
+                    switchboard_media::wav::decode(&bytes, max).ok()
+                });
+                if let Some(name) = name.filter(|n| !n.is_empty()) {
+                    let mut clips: Vec<Clip> = vec![s.law.encode(&name).into()];
+                    clips.extend(rest);
+                    s.clips = clips;
+                }
+                if s.state == State::Playing {
+                    let clips = std::mem::take(&mut s.clips);
+                    out.push_back(Output::Media(Command::Play { id, clips }));
+                }
+                return None;
+            }
+            ReadFor::Phone(key) => {
+                let event = PhoneEvent::Read { key, value };
+                return (s.state == State::Playing).then_some((
+                    s.call,
+                    s.branch,
+                    Happened::Phone { id, event },
+                ));
+            }
         };
-        let Some(run) = s.mailbox.as_mut() else {
-            return;
-        };
+        let run = s.mailbox.as_mut()?;
         run.read(kind, value);
         if s.state == State::Playing {
             if let Some(clips) = run.greeting_clips(&lib, s.law) {
                 out.push_back(Output::Media(Command::Play { id, clips }));
             }
         }
+        None
+    }
+
+    /// Plays `say` in a session of the mailbox by phone, after stopping what plays
+    /// ([`Event::Played`] when it is over); a prompt the set lacks is left out.
+    pub(crate) fn phone_say(
+        &mut self,
+        out: &mut VecDeque<Output>,
+        id: SessionId,
+        say: Vec<super::mailbox_menu::Say>,
+        now: Instant,
+    ) {
+        let lib = Arc::clone(&self.config.library);
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if s.state != State::Playing {
+            return;
+        }
+        let law = s.law;
+        let clips: Vec<Clip> = say
+            .into_iter()
+            .filter_map(|x| match x {
+                super::mailbox_menu::Say::Prompt(name) => lib.clip(name, law),
+                super::mailbox_menu::Say::Audio(samples) => Some(law.encode(&samples).into()),
+            })
+            .collect();
+        let octets: u64 = clips.iter().map(|c| c.len() as u64).sum();
+        // A Played sooner than three quarters of this is of the play stopped now.
+        s.phone = Some(Some(now + Duration::from_micros(octets * 125 * 3 / 4)));
+        out.push_back(Output::Media(Command::Stop { id }));
+        out.push_back(Output::Media(Command::Play { id, clips }));
+    }
+
+    /// Stops what plays in a session of the mailbox by phone.
+    pub(crate) fn phone_stop(&mut self, out: &mut VecDeque<Output>, id: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            if s.state == State::Playing && s.phone.is_some() {
+                s.phone = Some(None);
+                out.push_back(Output::Media(Command::Stop { id }));
+            }
+        }
+    }
+
+    /// Asks for row `key` of `table` for a session of the mailbox by phone
+    /// ([`PhoneEvent::Read`] when it comes).
+    pub(crate) fn phone_read(
+        &mut self,
+        out: &mut VecDeque<Output>,
+        id: SessionId,
+        table: switchboard_store::Table,
+        key: String,
+    ) {
+        if !self.sessions.contains_key(&id) {
+            return;
+        }
+        let token = self.next_read;
+        self.next_read += 1;
+        self.reads.insert(token, (id, ReadFor::Phone(key.clone())));
+        out.push_back(Output::Read { token, table, key });
     }
 
     /// When [`Media::timeout`] must next be called: the first menu's wait for a key to end.
@@ -708,7 +887,7 @@ impl Media {
     fn forget(&mut self, id: SessionId) -> Option<MediaSession> {
         let s = self.sessions.remove(&id)?;
         self.menus -= usize::from(s.menu.is_some());
-        if s.mailbox.is_some() {
+        if s.mailbox.is_some() || s.phone.is_some() {
             // Reads still under way are answered into nothing.
             self.reads.retain(|_, (session, _)| *session != id);
         }
@@ -825,6 +1004,13 @@ impl Media {
                     menu.played(now);
                     return None;
                 }
+                if let Some(not_before) = s.phone {
+                    if not_before.is_some_and(|t| now < t) {
+                        return None;
+                    }
+                    let event = PhoneEvent::Played;
+                    return Some((s.call, s.branch, Happened::Phone { id, event }));
+                }
                 if let Some(run) = &mut s.mailbox {
                     return match run.phase {
                         Phase::Greeting => {
@@ -859,6 +1045,14 @@ impl Media {
             Event::Digit { id, digit } => {
                 let s = self.sessions.get_mut(&id)?;
                 self.stats.digits += 1;
+                if s.phone.is_some() {
+                    let event = PhoneEvent::Digit(digit);
+                    return (s.state == State::Playing).then_some((
+                        s.call,
+                        s.branch,
+                        Happened::Phone { id, event },
+                    ));
+                }
                 if let (Some(run), State::Playing) = (&mut s.mailbox, s.state) {
                     if digit == '#' && run.phase == Phase::Recording {
                         // The caller is done: the recording ends (Recorded follows).
@@ -884,6 +1078,12 @@ impl Media {
                 let s = self.sessions.get_mut(&id)?;
                 let closing = s.state == State::Closing;
                 let (call, branch) = (s.call, s.branch);
+                if s.phone.is_some() {
+                    // A greeting or name recorded by phone: kept only if the caller is
+                    // still there to say so.
+                    let event = PhoneEvent::Recorded(recording.samples);
+                    return (!closing).then_some((call, branch, Happened::Phone { id, event }));
+                }
                 let recording_now = s
                     .mailbox
                     .as_ref()

@@ -397,6 +397,18 @@ fn a_profile_that_refuses_calls_says_who_what_and_until_when_then_refuses() {
         .iter()
         .map(|n| lib.clip(n, Law::ALaw).unwrap())
         .collect();
+    // It waits for the name bob may have recorded (none here).
+    assert!(t.media.is_empty(), "{:?}", t.media);
+    let [(token, table, key)] = std::mem::take(&mut t.reads).try_into().unwrap();
+    assert_eq!(
+        (table, key.as_str()),
+        (
+            switchboard_store::tables::VOICEMAIL_RECORDINGS,
+            "user:bob\nname"
+        )
+    );
+    t.feed(Input::Read { token, value: None });
+    t.pump();
     assert_eq!(t.media, vec![Command::Play { id, clips }]);
 
     // Played: the refusal, as the profile says.
@@ -406,6 +418,36 @@ fn a_profile_that_refuses_calls_says_who_what_and_until_when_then_refuses() {
     let out = t.take();
     assert_eq!(first_line(&to(&out, CALLER)[0]), "SIP/2.0 480 In a meeting");
     assert_eq!(t.media, vec![Command::Close { id }]);
+
+    // With a name bob recorded: it is said instead of "extension 1002" (the read answered
+    // before the session opens, this time).
+    t.media.clear();
+    t.input(CALLER, &invite_sdp("1002", "p3", OFFER));
+    let [Command::Open(open)] = t.media.as_slice() else {
+        panic!("{:?}", t.media)
+    };
+    let id = open.id;
+    t.take();
+    t.media.clear();
+    let name: Vec<i16> = (0..4000).map(|i| (i % 50) as i16 * 100).collect();
+    let [(token, _, _)] = std::mem::take(&mut t.reads).try_into().unwrap();
+    t.feed(Input::Read {
+        token,
+        value: Some(switchboard_media::wav::encode(&name)),
+    });
+    t.pump();
+    assert!(t.media.is_empty(), "nothing plays before the session opens");
+    t.feed(Input::Media(Event::Opened { id, port: 30012 }));
+    t.pump();
+    t.take();
+    let mut clips: Vec<Clip> = vec![Law::ALaw.encode(&name).into()];
+    clips.extend(said[5..].iter().map(|n| lib.clip(n, Law::ALaw).unwrap()));
+    assert_eq!(t.media, vec![Command::Play { id, clips }]);
+    t.media.clear();
+    t.feed(Input::Media(Event::Played { id }));
+    t.pump();
+    t.take();
+    t.media.clear();
 
     // A profile with `announce = false` refuses at once.
     set_profile(&mut t, "carol", "training", half_past_two);

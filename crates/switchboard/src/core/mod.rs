@@ -90,6 +90,7 @@ pub mod context;
 pub mod dialogs;
 pub mod ledger;
 pub mod locating;
+pub mod mailbox_menu;
 pub mod mailboxes;
 pub mod media;
 mod menu;
@@ -416,6 +417,11 @@ impl Core {
         (self.media.len(), self.media.stats())
     }
 
+    /// What `mailbox`'s lamp shows (`user:ID`, `team:ID`): its new and old messages.
+    pub fn mailbox_counts(&self, mailbox: &str) -> mailboxes::Counts {
+        self.mailboxes.counts(mailbox)
+    }
+
     /// Answered calls being tracked until their BYE.
     pub fn answered_calls(&self) -> usize {
         self.dialogs.len()
@@ -658,7 +664,12 @@ impl Core {
                     self.calls.media_event(cx, call, branch, what);
                 }
             }
-            Input::Read { token, value } => self.media.read(&mut self.wire.out, token, value),
+            Input::Read { token, value } => {
+                let cx = &mut ctx!(self, now);
+                if let Some((call, branch, what)) = cx.media.read(&mut cx.wire.out, token, value) {
+                    self.calls.media_event(cx, call, branch, what);
+                }
+            }
         }
         self.after_event(now);
     }
@@ -1302,6 +1313,26 @@ impl Core {
                 cx.wire.out.push_back(Output::Reply { id, reply });
                 if let Some(m) = mailbox {
                     self.mailbox_stored(&m, now);
+                }
+            }
+            Pending::Deposit { mailbox, id } => {
+                if !ok {
+                    // Nothing of it was stored: out of memory too (the writes that delete
+                    // it have nothing to delete), and its lamp goes back.
+                    let _ = cx.mailboxes.delete(&mailbox, &id);
+                    tracing::error!(mailbox, id, "voicemail message lost: the store refused it");
+                }
+            }
+            Pending::Phone {
+                session,
+                before,
+                wait,
+            } => {
+                if !ok {
+                    crate::voicemail::undo(cx.mailboxes, before);
+                }
+                if wait {
+                    self.calls.phone_stored(cx, session, ok);
                 }
             }
             Pending::Register {

@@ -67,6 +67,12 @@ pub struct VoicemailConfig {
     /// The loudest a packet may be (its RMS in 16-bit linear units) and still count as
     /// quiet (`silence_level`, default 100: above line noise, below soft speech).
     pub silence_level: u16,
+    /// The feature code of the mailbox by phone (`[features] voicemail`, default `*97`):
+    /// alone, the caller's own mailbox; followed by a mailbox number, that one.
+    pub feature_code: String,
+    /// A number anyone may dial for the mailbox by phone, asked for the mailbox number and
+    /// its PIN (`[voicemail] access_number`; none by default).
+    pub access_number: Option<String>,
 }
 
 impl Default for VoicemailConfig {
@@ -77,6 +83,8 @@ impl Default for VoicemailConfig {
             min_message: Duration::from_secs(1),
             silence: Some(Duration::from_secs(10)),
             silence_level: 100,
+            feature_code: "*97".into(),
+            access_number: None,
         }
     }
 }
@@ -324,7 +332,11 @@ pub(crate) fn keep(
         .deposit(row, audio, deposit.max_messages, &deposit.mail_to)
     {
         Ok(writes) => {
-            cx.persist_unacknowledged(writes);
+            let pending = super::ledger::Pending::Deposit {
+                mailbox: deposit.mailbox.clone(),
+                id: id.clone(),
+            };
+            cx.persist(pending, writes);
             stats.kept += 1;
             tracing::info!(call_id = %deposit.call_id, mailbox = %deposit.mailbox, id, ms = duration.as_millis() as u64, ended = ?recording.ended, "voicemail message kept");
             Left::Kept { id }

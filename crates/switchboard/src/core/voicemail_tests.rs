@@ -652,3 +652,23 @@ fn a_caller_gone_during_the_greeting_leaves_nothing_and_a_stop_keeps_what_was_sa
     closed(&mut t, id);
     assert_eq!(t.core.media().0, 0);
 }
+
+/// A message the store refuses is not left counted without its audio: it leaves the
+/// mailbox again (and its lamp with it).
+#[test]
+fn a_message_the_store_refuses_leaves_the_mailbox_again() {
+    let mut t = t();
+    let (id, _, _) = reach_mailbox(&mut t, "1002", "refused");
+    greeting_played(&mut t, id);
+    t.hold_writes = true;
+    recorded(&mut t, id, speech(3.0), Ended::Stopped);
+    let counts = t.core.mailbox_counts("user:bob");
+    assert_eq!((counts.new, counts.old), (1, 0));
+    // The deposit is the held write with the message's row.
+    while t.held_len() > 0 {
+        t.release(false);
+    }
+    let counts = t.core.mailbox_counts("user:bob");
+    assert_eq!((counts.new, counts.old), (0, 0));
+    assert!(kept(&t).is_empty());
+}
