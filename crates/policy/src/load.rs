@@ -109,6 +109,7 @@ struct RawForwarding {
     ring_time: Option<Spanned<i64>>,
     no_answer: Option<S>,
     message: Option<S>,
+    require_confirmation: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -1676,6 +1677,7 @@ impl Builder {
                     "forwarding is on but has no targets",
                 );
             }
+            let require_confirmation = f.require_confirmation.as_ref().is_some_and(|r| *r.get_ref());
             let caller_id = match f.caller_id.as_ref().map(|c| c.get_ref().as_str()) {
                 None | Some("remote") => ForwardCallerId::Remote,
                 Some("local") => ForwardCallerId::Local,
@@ -1705,6 +1707,7 @@ impl Builder {
                 }),
                 keep_ringing_own: f.keep_ringing_own.unwrap_or(true),
                 direct_calls_only: f.direct_calls_only.unwrap_or(false),
+                require_confirmation,
                 caller_id,
                 ring_time: secs(&f.ring_time, 20).unwrap_or_else(|(s, m)| {
                     self.err(src, s, format!("{fkey}.ring_time"), m);

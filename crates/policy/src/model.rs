@@ -356,6 +356,9 @@ pub struct Forwarding {
     pub no_answer: Target,
     /// A named message played before forwarding (needs media).
     pub message: Option<String>,
+    /// A forward target that answers hears who the call is from and is connected only
+    /// after pressing 1; anything else, or nothing, counts as no answer from it.
+    pub require_confirmation: bool,
 }
 
 /// A registered device of a user the policy can single out ("ring only my mobile").

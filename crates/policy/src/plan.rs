@@ -63,6 +63,11 @@ pub struct Leg {
     pub team_call: bool,
     /// Why this leg rings, in plain words.
     pub why: String,
+    /// A forward target of a person who asks for confirmation
+    /// (`[users.ID.forwarding] require_confirmation`): the daemon calls the target itself,
+    /// and the caller is connected only once the target has pressed 1 (the person's own
+    /// devices never need it).
+    pub confirm: bool,
 }
 
 /// What a step does.
@@ -594,6 +599,7 @@ impl Planner<'_> {
             caller_id,
             team_call: false,
             why: why.clone(),
+            confirm: false,
         };
         self.push(Step {
             action: Action::Ring {
@@ -1014,6 +1020,7 @@ impl Planner<'_> {
                     caller_id: caller_id.clone(),
                     team_call: false,
                     why: format!("{id} forwards to {n}"),
+                    confirm: f.require_confirmation,
                 }),
                 Target::User(u) => {
                     let pv = self.view.person(u);
@@ -1052,6 +1059,7 @@ impl Planner<'_> {
                         caller_id: caller_id.clone(),
                         team_call: false,
                         why: format!("{id} forwards to {u}"),
+                        confirm: f.require_confirmation,
                     });
                 }
                 other => self.note(format!("forward target {other} cannot ring alongside; reach it as the no-answer destination")),
@@ -1211,6 +1219,7 @@ impl Planner<'_> {
                 caller_id: CallerIdRule::Caller,
                 team_call: true,
                 why: format!("member of team {id}"),
+                confirm: false,
             });
             // A member's forwarding applies to team calls unless it is for direct calls only.
             if let Some(f) = self.policy.user(m).and_then(|u| u.forwarding.clone()) {
@@ -1267,6 +1276,7 @@ fn own_leg(id: &str, devices: &[String], start: u32, stop: u32, what: &str) -> L
         caller_id: CallerIdRule::Caller,
         team_call: false,
         why: format!("{id} {what}"),
+        confirm: false,
     }
 }
 
@@ -1438,9 +1448,14 @@ impl fmt::Display for RoutePlan {
                             CallerIdRule::Caller => "caller's ID".to_string(),
                             CallerIdRule::Number { number, .. } => format!("caller ID {number}"),
                         };
+                        let confirm = if l.confirm {
+                            ", connected once they press 1 (confirmation)"
+                        } else {
+                            ""
+                        };
                         writeln!(
                             f,
-                            "    {who}: from {} s to {} s, {cid} — {}",
+                            "    {who}: from {} s to {} s, {cid}{confirm} — {}",
                             l.start, l.stop, l.why
                         )?;
                     }

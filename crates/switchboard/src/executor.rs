@@ -94,6 +94,11 @@ pub struct BranchStart {
     pub target: BranchTarget,
     pub caller_id: CallerIdRule,
     pub team_call: bool,
+    /// Its target must confirm the call before the caller is connected (a forward target
+    /// of a person with `require_confirmation`): the core calls it as a back-to-back leg
+    /// of its own and reports [`Execution::branch_answered`] only once it has pressed 1,
+    /// [`Execution::branch_failed`] otherwise.
+    pub confirm: bool,
 }
 
 /// Why a branch is cancelled.
@@ -183,6 +188,8 @@ struct LegRun {
     /// whether it is over says nothing of the step's outcome (unless the step is nothing
     /// but messages).
     media: bool,
+    /// Its branches must be confirmed by their target ([`BranchStart::confirm`]).
+    confirm: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,6 +269,7 @@ fn local_leg(start: Duration, target: BranchTarget) -> LegRun {
         state: LegState::Waiting,
         branches: Vec::new(),
         media: true,
+        confirm: false,
     }
 }
 
@@ -758,6 +766,7 @@ impl Execution {
                             state: LegState::Waiting,
                             branches: Vec::new(),
                             media: false,
+                            confirm: leg.confirm,
                         });
                     }
                 }
@@ -782,6 +791,7 @@ impl Execution {
                         state: LegState::Waiting,
                         branches: Vec::new(),
                         media: false,
+                        confirm: false,
                     });
                 }
                 Action::Message { message } => {
@@ -928,11 +938,13 @@ impl Execution {
             depth,
         });
         self.legs[at.1].branches.push(branch);
+        let confirm = self.legs[at.1].confirm;
         self.commands.push_back(Command::Start(BranchStart {
             branch,
             target,
             caller_id,
             team_call,
+            confirm,
         }));
         true
     }
@@ -1133,6 +1145,7 @@ mod tests {
             caller_id: CallerIdRule::Caller,
             team_call: false,
             why: String::new(),
+            confirm: false,
         }
     }
 
@@ -1249,6 +1262,35 @@ mod tests {
         );
         assert_eq!(e.phase(), &Phase::Answered { branch: 2 });
         assert_eq!(e.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_leg_that_needs_confirmation_marks_its_branches_and_their_redirects() {
+        let t0 = Instant::now();
+        let mut forward = person("b", &["b1"], 0, 20);
+        forward.confirm = true;
+        let p = plan(vec![ring(
+            vec![person("a", &["a1"], 0, 20), forward],
+            20,
+            [Next::Final(408), Next::Final(486), Next::Final(480)],
+        )]);
+        let mut e = Execution::new(p, Limits::default(), t0);
+        let confirm = |c: &[Command]| -> Vec<(BranchId, bool)> {
+            c.iter()
+                .filter_map(|c| match c {
+                    Command::Start(s) => Some((s.branch, s.confirm)),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(confirm(&drain(&mut e)), vec![(0, false), (1, true)]);
+        // A redirect of the confirmed branch rings in its leg: confirmed too.
+        e.branch_redirected(1, 302, vec![device("c", "c1")], secs(t0, 1));
+        assert_eq!(confirm(&drain(&mut e)), vec![(2, true)]);
+        // A confirmed branch that fails (not confirmed) leaves the others ringing.
+        e.branch_failed(2, 480, secs(t0, 2));
+        assert_eq!(e.phase(), &Phase::Routing);
+        assert!(cancelled(&drain(&mut e)).is_empty());
     }
 
     fn device(user: &str, device: &str) -> BranchTarget {

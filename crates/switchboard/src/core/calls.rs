@@ -163,6 +163,9 @@ struct Branch {
     /// A mailbox branch whose mailbox was full: the caller is told so (a message in
     /// early media), and the plan goes on as when nobody answers.
     full_mailbox: bool,
+    /// A branch whose target must confirm the call: its back-to-back leg
+    /// ([`confirm_b2b`]).
+    confirm: Option<Box<confirm_b2b::ConfirmLeg>>,
 }
 
 /// What an announcement branch is (see [`Branch::local`]).
@@ -299,6 +302,8 @@ pub struct Calls {
     /// Dialogs of calls the daemon answered to track or end, for [`super::dialogs`] (taken
     /// by the core after each event, after `settled`).
     pub(crate) local_ends: Vec<LocalEnd>,
+    /// The back-to-back legs of confirmed forwarding: their sessions, dialogs and waits.
+    confirm: confirm_b2b::Index,
     /// Calls to the mailbox by phone, by their media session.
     phones: BTreeMap<SessionId, PhoneRun>,
     /// Wrong mailbox PINs, by mailbox and by source address.
@@ -342,6 +347,7 @@ impl Calls {
             local_dialogs: HashMap::new(),
             resends: BTreeSet::new(),
             local_ends: Vec::new(),
+            confirm: confirm_b2b::Index::default(),
             phones: BTreeMap::new(),
             pins: PinGuard::default(),
         }
@@ -423,10 +429,12 @@ impl Calls {
         let wake = self.wakes.first().map(|(t, _)| *t);
         let failover = self.failovers.first().map(|(t, _, _)| *t);
         let resend = self.resends.first().map(|(t, _)| *t);
+        let confirm = self.confirm.poll_timeout();
         let phone = self.phones.values().filter_map(|r| r.menu.deadline()).min();
         wake.into_iter()
             .chain(failover)
             .chain(resend)
+            .chain(confirm)
             .chain(phone)
             .min()
     }
@@ -782,6 +790,17 @@ impl Calls {
                     let vm = (&self.config.voicemail, &mut self.voicemail);
                     start_mailbox(cx, key, call, branch, &mailbox, &reason, vm);
                 }
+                Command::Start(start) if start.confirm => {
+                    // A back-to-back leg: the target is asked before the caller is connected.
+                    let b = start.branch;
+                    if let Err(code) = confirm_b2b::start(cx, &mut self.confirm, key, call, start) {
+                        tracing::info!(call_id = %call.call_id, branch = b, code, "a forward target to confirm is not rung");
+                        if let Some(br) = call.branches.get_mut(b) {
+                            br.done = true;
+                        }
+                        call.exec.branch_unstartable(b, code, now.mono);
+                    }
+                }
                 Command::Start(crate::executor::BranchStart {
                     branch,
                     target: BranchTarget::MailboxPhone { mailbox, number },
@@ -820,6 +839,14 @@ impl Calls {
                         }
                         call.exec.branch_unstartable(b, code, now.mono);
                     }
+                }
+                Command::Cancel { branch, .. }
+                    if call
+                        .branches
+                        .get(branch)
+                        .is_some_and(|b| b.confirm.is_some()) =>
+                {
+                    confirm_b2b::cancel(cx, &mut self.confirm, key, call, branch)
                 }
                 Command::Cancel { branch, cause } => cancel_branch(cx, call, branch, cause),
                 Command::Relay { branch } => {
@@ -896,7 +923,8 @@ impl Calls {
             && call
                 .branches
                 .iter()
-                .all(|b| (b.done || b.tx.is_none()) && b.abandoned.is_empty());
+                .all(|b| (b.done || b.tx.is_none()) && b.abandoned.is_empty())
+            && call.branches.iter().all(confirm_b2b::settled);
         if !done {
             if let Some(w) = call.exec.poll_timeout() {
                 self.wakes.insert((w, key));
@@ -904,7 +932,8 @@ impl Calls {
             }
             return;
         }
-        if let Some(call) = self.calls.remove(&key) {
+        if let Some(mut call) = self.calls.remove(&key) {
+            confirm_b2b::forget(cx, &mut self.confirm, &mut call);
             self.forget(cx, &call);
         }
     }
@@ -1327,71 +1356,20 @@ impl Calls {
                     cx.media.close(&mut cx.wire.out, id);
                     return;
                 }
-                let answer = b.local.is_some_and(|l| l.answer);
-                let code = if answer { 200 } else { 183 };
-                let tag = cx.wire.tag();
-                let mut resp = message::response(&call.invite, code, Some(&tag), &cx.wire.server);
-                resp.headers
-                    .retain(|h| !matches!(h, Header::ContentLength(_)));
-                if answer {
-                    // §12.1.1: the dialog's route set, as the caller's proxies asked.
-                    for h in call.invite.headers.iter() {
-                        if matches!(h, Header::RecordRoute(_)) {
-                            resp.headers.push(h.clone());
-                        }
-                    }
-                    resp.headers.push(Header::Allow(LOCAL_ALLOW.into()));
-                }
-                let contact = call.inbound.contact();
-                resp.headers.push(Header::Contact(contact.into()));
-                resp.headers
-                    .push(Header::ContentType("application/sdp".into()));
-                resp.headers
-                    .push(Header::ContentLength((sdp.len() as u32).into()));
-                resp.body = sdp;
-                if answer {
-                    let cseq = message::cseq_number(&call.invite.headers).unwrap_or(0);
-                    let at = now.mono + T1;
-                    self.resends.insert((at, key));
-                    call.local = Some(LocalDialog {
-                        branch,
-                        session: id,
-                        tag: tag.clone(),
-                        unacked: Some(Unacked {
-                            tx: call.server_tx,
-                            response: resp.clone(),
-                            cseq,
-                            at,
-                            interval: T1,
-                            give_up: now.mono + 64 * T1,
-                        }),
-                    });
-                    self.local_dialogs
-                        .entry(call.call_id.clone())
-                        .or_insert(key);
-                    cx.wire.respond(call.server_tx, resp.clone(), now);
+                if b.local.is_some_and(|l| l.answer) {
+                    self.answer_caller(cx, key, branch, id, sdp);
                     cx.media.answered(id);
-                    call.record.answered.get_or_insert(now.unix);
-                    if call.final_code.is_none() {
-                        call.final_code = Some(200);
-                        self.setup
-                            .observe(now.mono.saturating_duration_since(call.started));
+                    if let Some(call) = self.calls.get_mut(&key) {
+                        call.exec.local_answered(branch, now.mono);
                     }
-                    call.final_sent = true;
-                    self.local_ends.push(LocalEnd::Answered {
-                        call_id: call.call_id.clone(),
-                        invite: Box::new(call.invite.clone()),
-                        response: Box::new(resp),
-                        caller: call.caller_user.clone(),
-                        caller_peer: cx.wire.transactions.peer(call.server_tx),
-                    });
-                    call.exec.local_answered(branch, now.mono);
                     cx.media.play(&mut cx.wire.out, id, now.mono);
                     if self.phones.contains_key(&id) {
                         self.phone_step(cx, id, PhoneInput::Begin);
                     }
                     return self.drive(cx, key);
                 }
+                let tag = cx.wire.tag();
+                let resp = local_response(cx, call, 183, &tag, sdp);
                 cx.wire.respond(call.server_tx, resp, now);
                 cx.media.play(&mut cx.wire.out, id, now.mono);
                 // Its early dialog: the caller's INFO (keys) and OPTIONS come to us.
@@ -1461,6 +1439,61 @@ impl Calls {
             // Kept above, before the call is looked for.
             Happened::Recorded { .. } | Happened::Phone { .. } => {}
         }
+    }
+
+    /// Answers a call 200 from our session `id` (SDP `sdp`) for branch `branch`: the
+    /// daemon becomes the caller's UAS ([`LocalDialog`]: our 2xx sent again until its ACK,
+    /// the caller's requests in the dialog come to us), and the dialog is tracked
+    /// ([`LocalEnd::Answered`]). What the branch does next is the caller's to say (an
+    /// announcement plays; a confirmed forward bridges).
+    fn answer_caller(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        key: u64,
+        branch: BranchId,
+        id: SessionId,
+        sdp: Vec<u8>,
+    ) {
+        let now = cx.now;
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let tag = cx.wire.tag();
+        let resp = local_response(cx, call, 200, &tag, sdp);
+        let cseq = message::cseq_number(&call.invite.headers).unwrap_or(0);
+        let at = now.mono + T1;
+        self.resends.insert((at, key));
+        call.local = Some(LocalDialog {
+            branch,
+            session: id,
+            tag: tag.clone(),
+            unacked: Some(Unacked {
+                tx: call.server_tx,
+                response: resp.clone(),
+                cseq,
+                at,
+                interval: T1,
+                give_up: now.mono + 64 * T1,
+            }),
+        });
+        self.local_dialogs
+            .entry(call.call_id.clone())
+            .or_insert(key);
+        cx.wire.respond(call.server_tx, resp.clone(), now);
+        call.record.answered.get_or_insert(now.unix);
+        if call.final_code.is_none() {
+            call.final_code = Some(200);
+            self.setup
+                .observe(now.mono.saturating_duration_since(call.started));
+        }
+        call.final_sent = true;
+        self.local_ends.push(LocalEnd::Answered {
+            call_id: call.call_id.clone(),
+            invite: Box::new(call.invite.clone()),
+            response: Box::new(resp),
+            caller: call.caller_user.clone(),
+            caller_peer: cx.wire.transactions.peer(call.server_tx),
+        });
     }
 
     /// The call whose dialog of the daemon's own `req` is in (its Call-ID, and our To tag:
@@ -1534,6 +1567,13 @@ impl Calls {
             Method::Options => {
                 let headers = vec![allow(), Header::Accept("application/sdp".into())];
                 cx.wire.reply_to(tx, req, 200, headers, now);
+                None
+            }
+            Method::Invite if self.confirm.has(l.session) => {
+                // A confirmed forward's caller: hold is not carried through (cut).
+                let why = "re-INVITE is not supported on a confirmed forward";
+                cx.wire
+                    .reply_to(tx, req, 488, vec![message::warning(why)], now);
                 None
             }
             Method::Invite => {
@@ -1716,6 +1756,7 @@ impl Calls {
     /// Calls whose timeline has something due.
     pub(crate) fn timeout(&mut self, cx: &mut Ctx<'_>) {
         self.resend_2xx(cx);
+        self.confirm_timeout(cx);
         let due: Vec<SessionId> = self
             .phones
             .iter()
@@ -2675,6 +2716,37 @@ fn start_mailbox(
     call.branches[branch].what = what;
 }
 
+/// Our response `code` (183 or 200) to a call's INVITE, with our To tag `tag`, our
+/// Contact and SDP `sdp`; a 200 also with the dialog's route set (§12.1.1, as the caller's
+/// proxies asked) and what we allow.
+fn local_response(
+    cx: &mut Ctx<'_>,
+    call: &CallState,
+    code: u16,
+    tag: &str,
+    sdp: Vec<u8>,
+) -> Response {
+    let mut resp = message::response(&call.invite, code, Some(tag), &cx.wire.server);
+    resp.headers
+        .retain(|h| !matches!(h, Header::ContentLength(_)));
+    if code == 200 {
+        for h in call.invite.headers.iter() {
+            if matches!(h, Header::RecordRoute(_)) {
+                resp.headers.push(h.clone());
+            }
+        }
+        resp.headers.push(Header::Allow(LOCAL_ALLOW.into()));
+    }
+    let contact = call.inbound.contact();
+    resp.headers.push(Header::Contact(contact.into()));
+    resp.headers
+        .push(Header::ContentType("application/sdp".into()));
+    resp.headers
+        .push(Header::ContentLength((sdp.len() as u32).into()));
+    resp.body = sdp;
+    resp
+}
+
 /// Who called, as a message left in a mailbox shows it: a user of ours by their extension
 /// and name; otherwise the number (or user part) and display name of the INVITE's
 /// P-Asserted-Identity when a trunk asserted one, else of its From (`anonymous` shows as
@@ -2906,3 +2978,6 @@ fn apply_identity(
 #[cfg(test)]
 #[path = "calls_tests.rs"]
 mod tests;
+
+#[path = "confirm_b2b.rs"]
+mod confirm_b2b;

@@ -598,6 +598,25 @@ impl Media {
         Ok(id)
     }
 
+    /// A session id for a session another part of the core opens and runs itself (the
+    /// legs of confirmed forwarding, `core::calls::confirm_b2b`): this table never holds
+    /// it, so [`Media::event`] answers None for its events. With the address to put in
+    /// SDP (None: the listener's), the RTP timeout, and the library. None when there is no
+    /// media engine or the session limit is reached (counted with this table's).
+    pub(crate) fn reserve(
+        &mut self,
+        others: usize,
+    ) -> Option<(SessionId, Option<IpAddr>, Duration, Arc<Library>)> {
+        if !self.config.enabled || self.sessions.len() + others >= self.config.max_sessions {
+            return None;
+        }
+        let id = SessionId(self.next_id);
+        self.next_id += 1;
+        self.stats.sessions += 1;
+        let c = &self.config;
+        Some((id, c.address, c.rtp_timeout, Arc::clone(&c.library)))
+    }
+
     /// The session answered its call (200 OK): from now on silence from the caller ends
     /// it ([`Happened::Silent`]).
     pub(crate) fn answered(&mut self, id: SessionId) {

@@ -84,6 +84,8 @@ pub mod board;
 pub mod calls;
 pub mod carrier_auth;
 pub mod config;
+pub(crate) mod confirm;
+pub(crate) mod confirm_leg;
 pub mod context;
 pub mod dialogs;
 pub mod ledger;
@@ -652,6 +654,10 @@ impl Core {
             }
             Input::Media(event) => {
                 let cx = &mut ctx!(self, now);
+                // The sessions of confirmed forwarding's legs are the calls' own.
+                if self.calls.confirm_media(cx, &event) {
+                    return self.after_event(now);
+                }
                 if let Some((call, branch, what)) =
                     cx.media.event(&mut cx.wire.out, event, now.mono)
                 {
@@ -1023,6 +1029,9 @@ impl Core {
             if req.method == Method::Subscribe && self.watchers.notifier.find(&req).is_some() {
                 return self.watchers.subscribe(cx, tx, req, peer, local);
             }
+            if let Some((call, branch)) = self.calls.confirm_dialog(&req) {
+                return self.calls.confirm_request(cx, call, branch, tx, &req);
+            }
             if let Some(call) = self.calls.local_dialog(&req) {
                 if let Some(digit) = self.calls.in_local_dialog(cx, call, tx, &req) {
                     if let Some((call, branch, what)) =
@@ -1116,6 +1125,9 @@ impl Core {
                 self.calls
                     .branch_response(cx, &mut self.dialogs, call, branch, tx, resp)
             }
+            Some(Owner::Confirm { call, branch }) => {
+                self.calls.confirm_response(cx, call, branch, tx, resp)
+            }
             Some(Owner::Relay) => self.relays.response(cx, &mut self.dialogs, tx, resp),
             Some(Owner::Notify(id)) if last => {
                 cx.wire.owners.remove(&tx);
@@ -1188,6 +1200,9 @@ impl Core {
                     Some(Owner::Branch { call, branch }) => {
                         self.calls.branch_ended(cx, call, branch, tx)
                     }
+                    Some(Owner::Confirm { call, branch }) => {
+                        self.calls.confirm_failed(cx, call, branch, tx, 408)
+                    }
                     Some(Owner::Relay) => self.relays.ended(tx),
                     Some(Owner::Call(call)) => self.calls.caller_gone(call),
                     Some(Owner::Registration(_)) => self.registrant.ended(tx),
@@ -1215,6 +1230,9 @@ impl Core {
             Some(Owner::Branch { call, branch }) => self
                 .calls
                 .branch_failed(cx, call, branch, tx, code, timer_c),
+            Some(Owner::Confirm { call, branch }) => {
+                self.calls.confirm_failed(cx, call, branch, tx, code)
+            }
             Some(Owner::Relay) => self.relays.failed(cx, tx, code),
             Some(Owner::Registration(key)) => self.registrant.failed(cx, key, tx, code),
             Some(Owner::Call(_)) | None => {}

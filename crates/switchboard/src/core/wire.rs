@@ -87,6 +87,12 @@ pub(crate) enum Owner {
         call: u64,
         branch: crate::executor::BranchId,
     },
+    /// A request of ours to the target of a confirmed forward (our INVITE, our BYE): its
+    /// state is in the call's branch (`core::calls::confirm_b2b`).
+    Confirm {
+        call: u64,
+        branch: crate::executor::BranchId,
+    },
     /// A request relayed inside a dialog (its state is in `relays`).
     Relay,
     /// A NOTIFY to a watcher of this subscription.

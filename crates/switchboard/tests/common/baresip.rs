@@ -28,11 +28,38 @@ impl Baresip {
         modules: &[&str],
         params: &str,
     ) -> Baresip {
+        Baresip::start_full(d, user, outbound, modules, params, 440, None)
+    }
+
+    /// As [`Baresip::start`], its microphone a sine of `hz`, and what it hears in each
+    /// call written to `record` (the sndfile module: `*-dec.wav`, 16-bit PCM).
+    pub fn start_recording(
+        d: &Daemon,
+        user: &str,
+        outbound: SocketAddr,
+        hz: u32,
+        record: &std::path::Path,
+    ) -> Baresip {
+        Baresip::start_full(d, user, outbound, &[], "", hz, Some(record))
+    }
+
+    fn start_full(
+        d: &Daemon,
+        user: &str,
+        outbound: SocketAddr,
+        modules: &[&str],
+        params: &str,
+        hz: u32,
+        record: Option<&std::path::Path>,
+    ) -> Baresip {
         require("baresip");
-        let modules: String = modules
+        let mut modules: String = modules
             .iter()
             .map(|m| format!("module_app {m}\n"))
             .collect();
+        if let Some(dir) = record {
+            modules.push_str(&format!("module sndfile.so\nsnd_path {}\n", dir.display()));
+        }
         // It answers by itself unless the parameters say otherwise (`;answermode=manual`:
         // it rings until told to answer).
         let answer = if params.contains("answermode=") {
@@ -48,7 +75,7 @@ impl Baresip {
             dir.join("config"),
             format!(
                 "poll_method epoll\nsip_listen 127.0.0.1:{port}\nnet_interface 127.0.0.1\n\
-                 audio_source ausine,440\naudio_player aubridge,nullspk\nausrc_srate 48000\n\
+                 audio_source ausine,{hz}\naudio_player aubridge,nullspk\nausrc_srate 48000\n\
                  ausrc_channels 2\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\n\
                  module ausine.so\nmodule aubridge.so\nmodule cons.so\ncons_listen 127.0.0.1:{cons}\n\
                  module_app account.so\nmodule_app menu.so\n{modules}"

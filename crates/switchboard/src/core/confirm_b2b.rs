@@ -1,0 +1,931 @@
+//! Confirmed forwarding's back-to-back leg (see [`super::super::confirm`]): a child of
+//! `core::calls`, so that the call's state is at hand and the hooks in `calls.rs` stay
+//! small.
+//!
+//! A branch that must confirm is not proxied. The daemon opens a media session of its own
+//! for the target (nothing is sent until the target's answer), and once the engine gives
+//! its port, sends the target an INVITE of its own ([`TargetLeg`]), offering only the
+//! codec agreed with the caller. The target's provisional responses are 180 to the
+//! caller. Its 2xx is acknowledged, the session pointed at its answer, and the question
+//! ([`super::super::confirm::prompt`]) played; its keys (RFC 4733, or INFO in our
+//! dialog) are judged by [`ConfirmRun`]. `1`: a second session of ours is opened for the
+//! caller, who is answered 200 from it (the daemon is the caller's UAS, as for an answered
+//! announcement), the two sessions are bridged, and the executor takes the branch as the
+//! one that answered. Another key, silence, or the target hanging up: our BYE to it, and
+//! the branch fails (480, or the target's own code), so the plan goes on. A final failure
+//! of the INVITE is the branch's failure with its code; an answer without the agreed codec
+//! is acknowledged, hung up, and a 488.
+//!
+//! Once connected: the caller's BYE ends the call as any local dialog's does, and our
+//! BYE goes to the target; the target's BYE is answered 200 and the caller gets our BYE;
+//! no RTP on either session hangs up both; shutdown hangs up both.
+//!
+//! Cut: a re-INVITE of either side is answered 488 (hold is not carried through); a target
+//! reached through a host name to resolve (a trunk with a name, a destination) is not rung
+//! (480, logged); a carrier's challenge to our INVITE is not answered (the leg fails with
+//! its 401/407); the engine's RTP timeout of the target-side session counts from its open,
+//! so a target silent after a long ring may be noticed only through the caller's side.
+
+use super::*;
+use crate::core::confirm::{prompt, ConfirmRun, Verdict, CONFIRM_REPEATS, CONFIRM_WAIT};
+use crate::core::confirm_leg::{agreed_codec, LegSetup, TargetLeg};
+use crate::core::media::Library;
+use crate::core::wire::Output;
+use std::net::IpAddr;
+use std::sync::Arc;
+use switchboard_media::g711::Law;
+use switchboard_media::sdp;
+use switchboard_media::session::{Command as MediaCommand, Event, Open};
+use switchboard_policy::CallerIdRule;
+
+/// The payload type of telephone-event in our SDP.
+const TELEPHONE_EVENT: u8 = 101;
+
+/// The code a branch fails with when its target did not accept the call.
+const NOT_ACCEPTED: u16 = 480;
+
+/// Where a confirmed leg is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Its target-side session is opening (no INVITE yet).
+    Opening,
+    /// Our INVITE is out.
+    Inviting,
+    /// The target answered: the question plays, a key is awaited.
+    Asking,
+    /// The target accepted: the caller-side session is opening.
+    Accepting,
+    /// The caller is answered and the sessions bridged.
+    Connected,
+    /// Over (the branch has its outcome).
+    Over,
+}
+
+/// A confirmed branch's back-to-back leg (kept in its [`Branch`]).
+pub(super) struct ConfirmLeg {
+    phase: Phase,
+    /// The target-side session, and the caller-side one once asked for.
+    target_session: SessionId,
+    caller_session: Option<SessionId>,
+    /// The dialog with the target, once its INVITE is made.
+    leg: Option<TargetLeg>,
+    /// Where our requests to the target go.
+    peer: Peer,
+    /// The target's URI and To.
+    uri: String,
+    to: String,
+    /// The caller ID the leg's rule gives.
+    rule: CallerIdRule,
+    law: Law,
+    telephone_event: bool,
+    /// Media settings of the engine.
+    address: Option<IpAddr>,
+    rtp_timeout: Duration,
+    library: Arc<Library>,
+    /// Our INVITE's transaction.
+    invite_tx: Option<TxId>,
+    provisional: bool,
+    /// A CANCEL waits for the first provisional response (§9.1).
+    cancel: bool,
+    /// The question, once the target answered.
+    run: Option<ConfirmRun>,
+    /// When its wait for a key is due (filed in [`Index::waits`]).
+    wait: Option<Instant>,
+    /// The To tag of our 180s to the caller.
+    ringing_tag: String,
+}
+
+/// What `Calls` keeps for the confirmed legs of all calls.
+#[derive(Default)]
+pub(super) struct Index {
+    /// The sessions of confirmed legs: their call and branch.
+    sessions: HashMap<SessionId, (u64, BranchId)>,
+    /// The target dialogs by our Call-ID: their call and branch.
+    dialogs: HashMap<String, (u64, BranchId)>,
+    /// Waits for a key, by when they end.
+    waits: BTreeSet<(Instant, u64, BranchId)>,
+}
+
+impl Index {
+    /// Whether session `id` is one of a confirmed leg's.
+    pub(super) fn has(&self, id: SessionId) -> bool {
+        self.sessions.contains_key(&id)
+    }
+
+    /// When [`Calls::confirm_timeout`] is next due.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        self.waits.first().map(|(at, _, _)| *at)
+    }
+}
+
+/// Whether a branch has no INVITE of a confirmed leg still open (a call is kept until
+/// its final response, so that a 2xx crossing our CANCEL is acknowledged and hung up).
+pub(super) fn settled(b: &Branch) -> bool {
+    b.confirm.as_ref().is_none_or(|c| c.invite_tx.is_none())
+}
+
+/// Starts confirmed branch `start.branch`: where it goes is found as a proxied branch's
+/// would be (a registered device's binding, a number at its trunk's address), the
+/// target-side session opened. Err with the code the branch fails with.
+pub(super) fn start(
+    cx: &mut Ctx<'_>,
+    index: &mut Index,
+    key: u64,
+    call: &mut CallState,
+    start: crate::executor::BranchStart,
+) -> Result<(), u16> {
+    let now = cx.now;
+    let policy = cx.directory.policy();
+    let b = start.branch;
+    while call.branches.len() <= b {
+        call.branches.push(Branch::default());
+    }
+    let (uri, to, peer, user, what) = match &start.target {
+        BranchTarget::Device { user, device } => {
+            let binding = cx
+                .registrar
+                .lookup(user, now.unix)
+                .into_iter()
+                .filter(|x| x.contact == *device)
+                .reduce(|a, x| if newer(x, a) { x } else { a })
+                .cloned();
+            let Some(binding) = binding else {
+                return Err(480);
+            };
+            let peer = binding_peer(&binding).ok_or(503u16)?;
+            let to = format!("<sip:{user}@{}>", cx.config.realm);
+            let what = format!("{user} at {} (to confirm)", binding.contact);
+            (binding.contact.clone(), to, peer, Some(user.clone()), what)
+        }
+        BranchTarget::External {
+            number,
+            trunk: Some(trunk),
+        } => {
+            let t = policy.trunk(trunk).ok_or(404u16)?;
+            let trunk_uri = t.uri.clone().ok_or(503u16)?;
+            let number = t.numbers.format(number);
+            let Some((transport, addr)) = proxy::uri_target(&trunk_uri) else {
+                tracing::info!(call_id = %call.call_id, trunk, "a trunk named by a host name cannot take a leg to confirm yet");
+                return Err(480);
+            };
+            let uri = format!(
+                "sip:{number}@{}{}",
+                proxy::host_port(addr),
+                transport.uri_suffix()
+            );
+            let peer = Peer {
+                transport,
+                addr,
+                conn: None,
+                local: None,
+            };
+            let what = format!("{number} via trunk {trunk} (to confirm)");
+            (uri.clone(), format!("<{uri}>"), peer, None, what)
+        }
+        other => {
+            tracing::info!(call_id = %call.call_id, target = ?other, "this target cannot take a leg to confirm yet");
+            return Err(480);
+        }
+    };
+    let offer =
+        sdp::Session::parse(&call.invite.body, &sdp::Limits::default()).map_err(|_| 488u16)?;
+    let (law, telephone_event) = agreed_codec(&offer).map_err(|_| 488u16)?;
+    let others = index.sessions.len();
+    let Some((id, address, rtp_timeout, library)) = cx.media.reserve(others) else {
+        tracing::info!(call_id = %call.call_id, "no media session for a leg to confirm");
+        return Err(503);
+    };
+    cx.wire
+        .out
+        .push_back(Output::Media(MediaCommand::Open(Open {
+            id,
+            remote: None,
+            signalling: peer.addr.ip(),
+            law,
+            payload_type: law.payload_type(),
+            telephone_event: telephone_event.then_some(TELEPHONE_EVENT),
+            ptime_ms: 20,
+            send: true,
+            rtp_timeout,
+        })));
+    index.sessions.insert(id, (key, b));
+    let ringing_tag = cx.wire.tag();
+    let br = &mut call.branches[b];
+    br.what = what;
+    br.user = user;
+    br.confirm = Some(Box::new(ConfirmLeg {
+        phase: Phase::Opening,
+        target_session: id,
+        caller_session: None,
+        leg: None,
+        peer,
+        uri,
+        to,
+        rule: start.caller_id,
+        law,
+        telephone_event,
+        address,
+        rtp_timeout,
+        library,
+        invite_tx: None,
+        provisional: false,
+        cancel: false,
+        run: None,
+        wait: None,
+        ringing_tag,
+    }));
+    Ok(())
+}
+
+/// A request of ours to the target, with a Via of ours, on a client transaction owned by
+/// the leg.
+fn send_to_target(
+    cx: &mut Ctx<'_>,
+    key: u64,
+    branch: BranchId,
+    mut req: Request,
+    mut dest: Peer,
+) -> Option<TxId> {
+    let local = cx.wire.leave_from(&mut dest)?;
+    let via = Header::Via(local.via(&cx.wire.branch(None)).into());
+    req.headers.0.insert(0, via);
+    let owner = Owner::Confirm { call: key, branch };
+    cx.wire.send_request(req, dest, owner, cx.now).ok()
+}
+
+/// The From of our INVITE: the number the leg's rule gives, else the caller's own.
+fn leg_from(cx: &Ctx<'_>, call: &CallState, rule: &CallerIdRule) -> String {
+    let realm = &cx.config.realm;
+    let (number, name) = match rule {
+        CallerIdRule::Number { number, display } => (number.clone(), display.clone()),
+        CallerIdRule::Caller => caller_identity(call, cx.directory.policy()),
+    };
+    let number = if number.is_empty() {
+        "anonymous".to_string()
+    } else {
+        number
+    };
+    let uri = format!("sip:{}@{realm}", quote(&number));
+    match name {
+        Some(n) => format!("\"{}\" <{uri}>", quote(&n)),
+        None => format!("<{uri}>"),
+    }
+}
+
+/// Our BYE to the target of an answered leg (nothing when it is not answered).
+fn bye_target(cx: &mut Ctx<'_>, key: u64, branch: BranchId, c: &mut ConfirmLeg) {
+    let dest = c.peer;
+    if let Some(bye) = c.leg.as_mut().and_then(TargetLeg::bye) {
+        if send_to_target(cx, key, branch, bye, dest).is_none() {
+            tracing::debug!(branch, "BYE to the confirm target not sent");
+        }
+    }
+}
+
+/// Ends a leg that did not connect: its target hung up on (after its 2xx) or cancelled
+/// (before), its sessions closed; the branch fails with `code` unless `quiet` (the call
+/// no longer waits on it).
+fn end_leg(
+    cx: &mut Ctx<'_>,
+    index: &mut Index,
+    key: u64,
+    call: &mut CallState,
+    branch: BranchId,
+    code: Option<u16>,
+) {
+    let now = cx.now;
+    let Some(b) = call.branches.get_mut(branch) else {
+        return;
+    };
+    let Some(c) = b.confirm.as_mut() else {
+        return;
+    };
+    let answered = matches!(c.phase, Phase::Asking | Phase::Accepting | Phase::Connected);
+    if c.phase == Phase::Over {
+        return;
+    }
+    if answered {
+        bye_target(cx, key, branch, c);
+    } else if let Some(tx) = c.invite_tx {
+        if c.provisional {
+            send_cancel(cx, tx, Some(c.peer), None);
+        } else {
+            c.cancel = true;
+        }
+    }
+    c.phase = Phase::Over;
+    c.run = None;
+    if let Some(at) = c.wait.take() {
+        index.waits.remove(&(at, key, branch));
+    }
+    for id in [Some(c.target_session), c.caller_session]
+        .into_iter()
+        .flatten()
+    {
+        cx.wire
+            .out
+            .push_back(Output::Media(MediaCommand::Close { id }));
+        index.sessions.remove(&id);
+    }
+    if let Some(u) = &b.user {
+        cx.presence
+            .model_mut()
+            .leg_ended(u, &call.call_id, &format!("b{branch}"));
+    }
+    if !b.done {
+        b.done = true;
+        if let Some(code) = code {
+            call.exec.branch_failed(branch, code, now.mono);
+        }
+    }
+}
+
+/// The caller-side session opened: the caller is answered 200 from it, the sessions
+/// bridged, the branch the one that answered.
+fn connect(
+    calls: &mut Calls,
+    cx: &mut Ctx<'_>,
+    key: u64,
+    branch: BranchId,
+    id: SessionId,
+    port: u16,
+) {
+    let now = cx.now;
+    let Some(call) = calls.calls.get_mut(&key) else {
+        return;
+    };
+    let Some(c) = call
+        .branches
+        .get_mut(branch)
+        .and_then(|b| b.confirm.as_mut())
+    else {
+        return;
+    };
+    let address = c.address.unwrap_or(call.inbound.addr.ip());
+    let local = switchboard_media::offer_answer::Local {
+        address,
+        port,
+        session_id: id.0,
+        version: 1,
+        laws: vec![c.law],
+        telephone_event: TELEPHONE_EVENT,
+    };
+    let answer = sdp::Session::parse(&call.invite.body, &sdp::Limits::default())
+        .ok()
+        .and_then(|offer| switchboard_media::offer_answer::answer(&offer, &local).ok());
+    let Some((sdp, stream)) = answer else {
+        // The offer was answered before the open: not reached.
+        return end_leg(cx, &mut calls.confirm, key, call, branch, Some(488));
+    };
+    c.phase = Phase::Connected;
+    let target = c.target_session;
+    cx.wire.out.push_back(Output::Media(MediaCommand::Update {
+        id,
+        remote: stream.remote,
+        send: stream.direction.sends(),
+    }));
+    cx.wire
+        .out
+        .push_back(Output::Media(MediaCommand::Bridge { a: id, b: target }));
+    calls.answer_caller(cx, key, branch, id, sdp.to_bytes());
+    if let Some(call) = calls.calls.get_mut(&key) {
+        if let Some(u) = call.branches.get(branch).and_then(|b| b.user.as_ref()) {
+            // Busy until the call ends (`end_leg` when it is forgotten).
+            cx.presence.model_mut().leg(
+                u,
+                &call.call_id,
+                &format!("b{branch}"),
+                LegState::Answered,
+            );
+        }
+        call.exec.branch_answered(branch, now.mono);
+        tracing::info!(call_id = %call.call_id, branch, "the forward target accepted the call: connected");
+    }
+}
+
+impl Calls {
+    /// An event of the engine for a session of a confirmed leg: handled (true), or not
+    /// one of theirs (false).
+    pub(crate) fn confirm_media(&mut self, cx: &mut Ctx<'_>, event: &Event) -> bool {
+        let id = match event {
+            Event::Opened { id, .. }
+            | Event::Failed { id, .. }
+            | Event::Played { id }
+            | Event::Digit { id, .. }
+            | Event::Timeout { id }
+            | Event::Recorded { id, .. }
+            | Event::Closed { id, .. } => *id,
+        };
+        let Some(&(key, branch)) = self.confirm.sessions.get(&id) else {
+            return false;
+        };
+        let now = cx.now;
+        let Some(call) = self.calls.get_mut(&key) else {
+            self.confirm.sessions.remove(&id);
+            return true;
+        };
+        let Some(c) = call
+            .branches
+            .get_mut(branch)
+            .and_then(|b| b.confirm.as_mut())
+        else {
+            return true;
+        };
+        match event {
+            Event::Opened { port, .. } if id == c.target_session && c.phase == Phase::Opening => {
+                let port = *port;
+                self.invite_target(cx, key, branch, id, port);
+            }
+            Event::Opened { port, .. }
+                if Some(id) == c.caller_session && c.phase == Phase::Accepting =>
+            {
+                let port = *port;
+                connect(self, cx, key, branch, id, port);
+                self.drive(cx, key);
+            }
+            Event::Failed { why, .. } => {
+                self.confirm.sessions.remove(&id);
+                tracing::warn!(call_id = %call.call_id, branch, %why, "confirm leg: media session not opened");
+                end_leg(cx, &mut self.confirm, key, call, branch, Some(503));
+                self.drive(cx, key);
+            }
+            Event::Played { .. } if id == c.target_session && c.phase == Phase::Asking => {
+                if let Some(run) = c.run.as_mut() {
+                    run.played(now.mono);
+                    let at = run.deadline();
+                    if let Some(old) = c.wait.take() {
+                        self.confirm.waits.remove(&(old, key, branch));
+                    }
+                    if let Some(at) = at {
+                        c.wait = Some(at);
+                        self.confirm.waits.insert((at, key, branch));
+                    }
+                }
+            }
+            Event::Digit { digit, .. } if id == c.target_session && c.phase == Phase::Asking => {
+                let verdict = c
+                    .run
+                    .as_mut()
+                    .map_or(Verdict::Nothing, |r| r.digit(*digit, now.mono));
+                self.confirm_verdict(cx, key, branch, verdict);
+            }
+            Event::Timeout { .. } if c.phase == Phase::Connected => {
+                tracing::info!(call_id = %call.call_id, branch, "no RTP on a confirmed call: both hung up");
+                end_local(cx, &mut self.local_ends, call, true, "rtp timeout");
+                self.drive(cx, key);
+            }
+            Event::Closed { .. } => {
+                self.confirm.sessions.remove(&id);
+            }
+            _ => {}
+        }
+        true
+    }
+
+    /// The target-side session of a leg is open on `port`: our INVITE goes to the target.
+    fn invite_target(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        key: u64,
+        branch: BranchId,
+        id: SessionId,
+        port: u16,
+    ) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let Some(c) = call.branches.get(branch).and_then(|b| b.confirm.as_ref()) else {
+            return;
+        };
+        let (mut dest, address, uri, to, rule) = (
+            c.peer,
+            c.address,
+            c.uri.clone(),
+            c.to.clone(),
+            c.rule.clone(),
+        );
+        let (law, telephone_event) = (c.law, c.telephone_event);
+        let Some(local) = cx.wire.leave_from(&mut dest) else {
+            end_leg(cx, &mut self.confirm, key, call, branch, Some(503));
+            return self.drive(cx, key);
+        };
+        let address = address.unwrap_or(local.addr.ip());
+        let setup = LegSetup {
+            call_id: format!("{}-confirm", cx.wire.tag()),
+            from_tag: cx.wire.tag(),
+            from: leg_from(cx, call, &rule),
+            target: uri,
+            to,
+            contact: local.contact(),
+            media: std::net::SocketAddr::new(address, port),
+            session_id: id.0,
+            law,
+            telephone_event,
+        };
+        let leg = TargetLeg::new(setup);
+        let invite = leg.invite().map(|mut inv| {
+            // The caller ID as the leg's rule gives it (P-Asserted-Identity too).
+            let policy = cx.directory.policy();
+            apply_identity(&cx.config.realm, &mut inv, call, &rule, policy);
+            inv
+        });
+        let sent = invite.and_then(|inv| send_to_target(cx, key, branch, inv, dest));
+        let Some(tx) = sent else {
+            end_leg(cx, &mut self.confirm, key, call, branch, Some(503));
+            return self.drive(cx, key);
+        };
+        self.confirm
+            .dialogs
+            .insert(leg.call_id().to_string(), (key, branch));
+        let b = &mut call.branches[branch];
+        b.peer = Some(dest);
+        if let Some(c) = b.confirm.as_mut() {
+            c.leg = Some(leg);
+            c.invite_tx = Some(tx);
+            c.phase = Phase::Inviting;
+        }
+        if let Some(u) = &b.user {
+            cx.presence
+                .model_mut()
+                .leg(u, &call.call_id, &format!("b{branch}"), LegState::Ringing);
+        }
+        tracing::debug!(call_id = %call.call_id, branch, to = %dest, "confirm leg: INVITE sent");
+    }
+
+    /// What the target's key (or silence) amounts to.
+    fn confirm_verdict(&mut self, cx: &mut Ctx<'_>, key: u64, branch: BranchId, verdict: Verdict) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let Some(c) = call
+            .branches
+            .get_mut(branch)
+            .and_then(|b| b.confirm.as_mut())
+        else {
+            return;
+        };
+        if let Some(at) = c.wait.take() {
+            self.confirm.waits.remove(&(at, key, branch));
+        }
+        match verdict {
+            Verdict::Nothing => {
+                if let Some(at) = c.run.as_ref().and_then(ConfirmRun::deadline) {
+                    c.wait = Some(at);
+                    self.confirm.waits.insert((at, key, branch));
+                }
+            }
+            Verdict::Play { stop, clips } => {
+                let id = c.target_session;
+                if stop {
+                    cx.wire
+                        .out
+                        .push_back(Output::Media(MediaCommand::Stop { id }));
+                }
+                cx.wire
+                    .out
+                    .push_back(Output::Media(MediaCommand::Play { id, clips }));
+            }
+            Verdict::Accepted => {
+                if call.final_sent {
+                    // The caller is gone (or answered elsewhere) meanwhile.
+                    end_leg(cx, &mut self.confirm, key, call, branch, None);
+                    return self.drive(cx, key);
+                }
+                let others = self.confirm.sessions.len();
+                let Some((id, _, _, _)) = cx.media.reserve(others) else {
+                    end_leg(cx, &mut self.confirm, key, call, branch, Some(503));
+                    return self.drive(cx, key);
+                };
+                let signalling = cx
+                    .wire
+                    .transactions
+                    .peer(call.server_tx)
+                    .map(|p| p.addr.ip())
+                    .unwrap_or(call.inbound.addr.ip());
+                c.run = None;
+                c.phase = Phase::Accepting;
+                c.caller_session = Some(id);
+                cx.wire
+                    .out
+                    .push_back(Output::Media(MediaCommand::Open(Open {
+                        id,
+                        remote: None,
+                        signalling,
+                        law: c.law,
+                        payload_type: c.law.payload_type(),
+                        telephone_event: c.telephone_event.then_some(TELEPHONE_EVENT),
+                        ptime_ms: 20,
+                        send: true,
+                        rtp_timeout: c.rtp_timeout,
+                    })));
+                self.confirm.sessions.insert(id, (key, branch));
+                tracing::info!(call_id = %call.call_id, branch, "the forward target pressed 1");
+            }
+            Verdict::Declined(how) => {
+                tracing::info!(call_id = %call.call_id, branch, how, "the forward target did not accept the call");
+                end_leg(cx, &mut self.confirm, key, call, branch, Some(NOT_ACCEPTED));
+                self.drive(cx, key);
+            }
+        }
+    }
+
+    /// Waits for the target's key that are over.
+    pub(super) fn confirm_timeout(&mut self, cx: &mut Ctx<'_>) {
+        while let Some(&(at, key, branch)) = self.confirm.waits.first() {
+            if at > cx.now.mono {
+                break;
+            }
+            self.confirm.waits.remove(&(at, key, branch));
+            let now = cx.now.mono;
+            let verdict = self
+                .calls
+                .get_mut(&key)
+                .and_then(|call| call.branches.get_mut(branch))
+                .and_then(|b| b.confirm.as_mut())
+                .filter(|c| c.wait == Some(at))
+                .and_then(|c| {
+                    c.wait = None;
+                    c.run.as_mut()
+                })
+                .map(|run| run.timeout(now));
+            if let Some(v) = verdict {
+                self.confirm_verdict(cx, key, branch, v);
+            }
+        }
+    }
+
+    /// A response to a request of a confirmed leg (our INVITE, or our BYE).
+    pub(crate) fn confirm_response(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        key: u64,
+        branch: BranchId,
+        tx: TxId,
+        resp: Response,
+    ) {
+        let now = cx.now;
+        let code = resp.status_code.code();
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let caller = caller_identity(call, cx.directory.policy()).0;
+        let Some(b) = call.branches.get_mut(branch) else {
+            return;
+        };
+        let Some(c) = b.confirm.as_mut() else {
+            return;
+        };
+        let invite = c.leg.as_ref().is_some_and(|l| l.answers_invite(&resp))
+            && resp
+                .cseq_header()
+                .is_ok_and(|h| h.value().trim_end().ends_with("INVITE"));
+        if !invite {
+            return; // our BYE's answer: nothing more to do
+        }
+        if code < 200 {
+            if c.invite_tx == Some(tx) && !c.provisional {
+                c.provisional = true;
+                if c.cancel {
+                    c.cancel = false;
+                    send_cancel(cx, tx, Some(c.peer), None);
+                    return;
+                }
+            }
+            if code > 100 && c.phase == Phase::Inviting {
+                b.provisional = true;
+                if !call.final_sent {
+                    // The caller hears it ring, as for a proxied branch.
+                    let tag = c.ringing_tag.clone();
+                    let ringing = message::response(&call.invite, 180, Some(&tag), &cx.wire.server);
+                    cx.wire.respond(call.server_tx, ringing, now);
+                }
+            }
+            return;
+        }
+        if code >= 300 {
+            if c.invite_tx != Some(tx) {
+                return;
+            }
+            c.invite_tx = None;
+            if c.phase == Phase::Inviting {
+                tracing::info!(call_id = %call.call_id, branch, code, "the forward target refused the call");
+                end_leg(cx, &mut self.confirm, key, call, branch, Some(code));
+            }
+            return self.drive(cx, key);
+        }
+        // A 2xx: acknowledged, every time it comes (§13.2.2.4).
+        let first = c.phase == Phase::Inviting;
+        // Answered after our CANCEL (they crossed): acknowledged, then hung up (§15).
+        let crossed = c.phase == Phase::Over && c.invite_tx == Some(tx);
+        let Some(leg) = c.leg.as_mut() else {
+            return;
+        };
+        let stream = if first || crossed {
+            Some(leg.answered(&resp))
+        } else {
+            None
+        };
+        if let Some(ack) = leg.ack() {
+            let mut dest = c.peer;
+            if let Some(local) = cx.wire.leave_from(&mut dest) {
+                let mut ack = ack;
+                let via = Header::Via(local.via(&cx.wire.branch(None)).into());
+                ack.headers.0.insert(0, via);
+                cx.wire.send(dest, ack.to_string().into_bytes());
+            }
+        }
+        let Some(stream) = stream else {
+            return;
+        };
+        c.invite_tx = None;
+        if crossed {
+            tracing::debug!(call_id = %call.call_id, branch, "the forward target answered after our CANCEL: BYE");
+            return bye_target(cx, key, branch, c);
+        }
+        c.phase = Phase::Asking;
+        let stream = match stream {
+            Ok(s) if !call.final_sent && !b.done => s,
+            Ok(_) => {
+                // Answered too late: the caller is answered elsewhere, or gone.
+                end_leg(cx, &mut self.confirm, key, call, branch, None);
+                return self.drive(cx, key);
+            }
+            Err(code) => {
+                tracing::info!(call_id = %call.call_id, branch, "the forward target answered without the agreed codec: hung up");
+                end_leg(cx, &mut self.confirm, key, call, branch, Some(code));
+                return self.drive(cx, key);
+            }
+        };
+        let id = c.target_session;
+        cx.wire.out.push_back(Output::Media(MediaCommand::Update {
+            id,
+            remote: stream.remote,
+            send: true,
+        }));
+        let language = c.library.language();
+        let clips: Vec<_> = prompt(language, Some(caller.as_str()))
+            .iter()
+            .filter_map(|p| c.library.clip(p, c.law))
+            .collect();
+        let mut run = ConfirmRun::new(clips, CONFIRM_WAIT, CONFIRM_REPEATS);
+        let clips = run.begin(now.mono);
+        c.run = Some(run);
+        cx.wire
+            .out
+            .push_back(Output::Media(MediaCommand::Play { id, clips }));
+        tracing::info!(call_id = %call.call_id, branch, "the forward target answered: asked to accept the call");
+    }
+
+    /// Our INVITE of a confirmed leg got no final response (timeout, transport error).
+    pub(crate) fn confirm_failed(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        key: u64,
+        branch: BranchId,
+        tx: TxId,
+        code: u16,
+    ) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let Some(c) = call
+            .branches
+            .get_mut(branch)
+            .and_then(|b| b.confirm.as_mut())
+            .filter(|c| c.invite_tx == Some(tx))
+        else {
+            return;
+        };
+        c.invite_tx = None;
+        if c.phase == Phase::Inviting {
+            end_leg(cx, &mut self.confirm, key, call, branch, Some(code));
+        }
+        self.drive(cx, key);
+    }
+
+    /// The call and branch of the target dialog a request is in, if any.
+    pub(crate) fn confirm_dialog(&self, req: &Request) -> Option<(u64, BranchId)> {
+        if self.confirm.dialogs.is_empty() {
+            return None;
+        }
+        let call_id = req.call_id_header().ok()?;
+        let &(key, branch) = self.confirm.dialogs.get(call_id.value().trim())?;
+        let c = self
+            .calls
+            .get(&key)?
+            .branches
+            .get(branch)?
+            .confirm
+            .as_ref()?;
+        c.leg.as_ref()?.owns(req).then_some((key, branch))
+    }
+
+    /// A request of the target in our dialog with it: BYE 200 (before acceptance the leg
+    /// fails, once connected the caller gets our BYE); INFO with a key, the key; OPTIONS
+    /// 200; a re-INVITE 488 (not supported on this leg); ACK nothing; others 405.
+    pub(crate) fn confirm_request(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        key: u64,
+        branch: BranchId,
+        tx: TxId,
+        req: &Request,
+    ) {
+        let now = cx.now;
+        let Some(call) = self.calls.get_mut(&key) else {
+            return cx.wire.reply_stateless(tx, req, 481, Vec::new());
+        };
+        let Some(c) = call
+            .branches
+            .get_mut(branch)
+            .and_then(|b| b.confirm.as_mut())
+        else {
+            return cx.wire.reply_stateless(tx, req, 481, Vec::new());
+        };
+        match req.method {
+            Method::Bye => {
+                cx.wire.reply_to(tx, req, 200, Vec::new(), now);
+                let phase = c.phase;
+                // Our dialog with it is over: no BYE of ours.
+                if let Some(leg) = c.leg.take() {
+                    self.confirm.dialogs.remove(leg.call_id());
+                }
+                match phase {
+                    Phase::Connected => {
+                        tracing::info!(call_id = %call.call_id, branch, "the forward target hung up");
+                        end_local(cx, &mut self.local_ends, call, true, "callee hung up");
+                    }
+                    Phase::Over => {}
+                    _ => {
+                        tracing::info!(call_id = %call.call_id, branch, "the forward target hung up before accepting");
+                        end_leg(cx, &mut self.confirm, key, call, branch, Some(NOT_ACCEPTED));
+                    }
+                }
+                self.drive(cx, key);
+            }
+            Method::Info => {
+                let session = Some(c.target_session);
+                if let Some(Event::Digit { digit, .. }) = info_digit(cx, tx, req, session) {
+                    if c.phase == Phase::Asking {
+                        let verdict = c
+                            .run
+                            .as_mut()
+                            .map_or(Verdict::Nothing, |r| r.digit(digit, now.mono));
+                        self.confirm_verdict(cx, key, branch, verdict);
+                    }
+                }
+            }
+            Method::Options => {
+                let allow = Header::Allow(LOCAL_ALLOW.into());
+                cx.wire.reply_to(tx, req, 200, vec![allow], now);
+            }
+            Method::Invite => {
+                let warning = message::warning("re-INVITE is not supported on a confirmed forward");
+                cx.wire.reply_to(tx, req, 488, vec![warning], now);
+            }
+            Method::Ack => {}
+            _ => {
+                let allow = Header::Allow(LOCAL_ALLOW.into());
+                cx.wire.reply_to(tx, req, 405, vec![allow], now);
+            }
+        }
+    }
+}
+
+/// The executor cancels a confirmed branch (another answered, the caller cancelled, the
+/// hunt moved on): CANCEL before the target's 2xx, BYE after.
+pub(super) fn cancel(
+    cx: &mut Ctx<'_>,
+    index: &mut Index,
+    key: u64,
+    call: &mut CallState,
+    branch: BranchId,
+) {
+    end_leg(cx, index, key, call, branch, None);
+    if let Some(b) = call.branches.get_mut(branch) {
+        b.cancelled = true;
+    }
+}
+
+/// A call is forgotten: its confirmed legs still up are hung up (the connected one once
+/// the caller's dialog ended: BYE to the target), their sessions closed.
+pub(super) fn forget(cx: &mut Ctx<'_>, index: &mut Index, call: &mut CallState) {
+    let key = call.key;
+    for branch in 0..call.branches.len() {
+        if call.branches[branch].confirm.is_some() {
+            end_leg(cx, index, key, call, branch, None);
+            if let Some(id) = call.branches[branch]
+                .confirm
+                .as_ref()
+                .and_then(|c| c.leg.as_ref())
+                .map(|l| l.call_id().to_string())
+            {
+                index.dialogs.remove(&id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "confirm_b2b_tests.rs"]
+mod tests;

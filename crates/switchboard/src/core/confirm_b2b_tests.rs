@@ -1,0 +1,581 @@
+//! Confirmed forwarding's back-to-back leg driven through the whole core, with a scripted
+//! caller, target and media engine: our INVITE to the target with one codec, its 180 to
+//! the caller, its 200 acknowledged and asked; `1` connects (the caller answered 200 from
+//! our second session, the sessions bridged, the others cancelled), BYE either way ends
+//! both; another key is our BYE and the hunt's next target; the caller's CANCEL.
+
+use crate::core::media::{Library, MediaConfig};
+use crate::core::{CoreConfig, Input, RoutingConfig};
+use crate::test_harness::*;
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_media::session::{Command, Event, SessionId};
+use switchboard_presence::model::CallStatus;
+
+/// carol forwards, after 5 s alone, to bob then dave (a hunt), who must confirm.
+const POLICY: &str = r#"
+[users.alice]
+extension = "1001"
+[users.bob]
+extension = "1002"
+[users.carol]
+extension = "1003"
+no_answer = "hangup"
+[users.carol.forwarding]
+targets = ["user:bob", "user:dave"]
+strategy = "hunt"
+ring_own_first = 5
+ring_time = 20
+require_confirmation = true
+[users.dave]
+extension = "1004"
+"#;
+
+const DAVE: &str = "127.0.0.1:5076";
+
+const OFFER: &str = "v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 7000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+const BOB_SDP: &str = "v=0\r\no=bob 5 5 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 8000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+fn t() -> T {
+    let media = MediaConfig {
+        enabled: true,
+        address: None,
+        max_sessions: 10,
+        rtp_timeout: Duration::from_secs(30),
+        library: Arc::new(Library::default()),
+    };
+    let config = CoreConfig {
+        routing: RoutingConfig {
+            media,
+            ..config(false).routing
+        },
+        ..config(false)
+    };
+    let net = Net {
+        listeners: default_listeners(),
+        interfaces: None,
+    };
+    let mut t = T::with_config(config, net, POLICY);
+    t.register("bob", BOB);
+    t.register("carol", CAROL);
+    t.register("dave", DAVE);
+    t.take();
+    t
+}
+
+fn invite_sdp(call: &str) -> String {
+    format!(
+        "INVITE sip:1003@switchboard.local SIP/2.0\r\nVia: SIP/2.0/UDP {ALICE};branch=z9hG4bK-{call};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@switchboard.local>;tag=from-{call}\r\nTo: <sip:1003@switchboard.local>\r\n\
+         Call-ID: {call}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{ALICE}>\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{OFFER}",
+        OFFER.len()
+    )
+}
+
+/// The sessions opened since the last look.
+fn opened(t: &mut T) -> Vec<(SessionId, Option<std::net::SocketAddr>)> {
+    let ids = t
+        .media
+        .iter()
+        .filter_map(|c| match c {
+            Command::Open(o) => Some((o.id, o.remote)),
+            _ => None,
+        })
+        .collect();
+    ids
+}
+
+/// The target's response to our INVITE `invite`, with its SDP when 2xx.
+fn target_says(invite: &str, code: u16, tag: &str, at: &str) -> String {
+    let mut resp = answer(invite, code, tag, &format!("bob@{at}"));
+    if code == 200 {
+        resp = resp.replace("Content-Length: 0\r\n", "");
+        resp = resp.replacen(
+            "\r\n\r\n",
+            &format!(
+                "\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{BOB_SDP}",
+                BOB_SDP.len()
+            ),
+            1,
+        );
+    }
+    resp
+}
+
+/// alice calls carol; after 6 s bob's leg is opened and our INVITE sent to him: the
+/// INVITE, bob's session, carol's INVITE.
+fn to_bob(t: &mut T) -> (String, SessionId, String) {
+    t.input(ALICE, &invite_sdp("c1"));
+    let carol = to(&t.take(), CAROL)
+        .into_iter()
+        .find(|m| first_line(m).starts_with("INVITE"))
+        .expect("carol rings");
+    // carol's phone rings (a CANCEL can go to it).
+    t.input(CAROL, &answer(&carol, 180, "carol1", CAROL));
+    t.take();
+    t.advance(6);
+    let sessions = opened(t);
+    assert_eq!(sessions.len(), 1, "{:?}", t.media);
+    let (id, remote) = sessions[0];
+    assert_eq!(remote, None, "nothing is sent before the target answers");
+    assert!(
+        to(&t.take(), BOB).is_empty(),
+        "no INVITE before the port is known"
+    );
+    t.media.clear();
+    t.feed(Input::Media(Event::Opened { id, port: 30000 }));
+    t.pump();
+    let invite = to(&t.take(), BOB)
+        .into_iter()
+        .find(|m| first_line(m).starts_with("INVITE"))
+        .expect("our INVITE to bob");
+    (invite, id, carol)
+}
+
+/// bob answers 200: the ACK, and the engine told where bob is and what to play.
+fn bob_answers(t: &mut T, invite: &str, id: SessionId) -> String {
+    t.input(BOB, &target_says(invite, 200, "bob1", BOB));
+    let out = t.take();
+    let ack = to(&out, BOB)
+        .into_iter()
+        .find(|m| first_line(m).starts_with("ACK"))
+        .unwrap_or_else(|| panic!("no ACK to bob: {out:?}"));
+    assert!(
+        t.media.iter().any(|c| matches!(c,
+            Command::Update { id: u, remote: Some(r), send: true } if *u == id && r.port() == 8000)),
+        "{:?}",
+        t.media
+    );
+    assert!(
+        t.media
+            .iter()
+            .any(|c| matches!(c, Command::Play { id: p, .. } if *p == id)),
+        "the question: {:?}",
+        t.media
+    );
+    ack
+}
+
+#[test]
+fn our_invite_carries_our_sdp_with_the_callers_codec_and_its_180_rings_the_caller() {
+    let mut t = t();
+    let (invite, _, _) = to_bob(&mut t);
+    assert_ne!(header(&invite, "Call-ID"), Some("c1"), "a Call-ID of ours");
+    assert_eq!(header(&invite, "Max-Forwards"), Some("70"));
+    assert!(
+        header(&invite, "From").unwrap().contains("sip:1001@"),
+        "{invite}"
+    );
+    assert!(
+        !header(&invite, "From").unwrap().contains("from-c1"),
+        "a From tag of ours: {invite}"
+    );
+    assert!(
+        invite.contains("m=audio 30000 RTP/AVP 0 101\r\n"),
+        "{invite}"
+    );
+    assert!(!invite.contains("PCMA"), "one codec: {invite}");
+    assert!(header(&invite, "Contact")
+        .unwrap()
+        .contains("127.0.0.1:5060"));
+
+    t.input(BOB, &target_says(&invite, 180, "bob1", BOB));
+    let out = t.take();
+    let ringing = to(&out, ALICE);
+    assert!(
+        ringing
+            .iter()
+            .any(|m| first_line(m) == "SIP/2.0 180 Ringing"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn one_connects_the_caller_bridged_and_byes_end_both_legs() {
+    let mut t = t();
+    let (invite, bob_id, carol) = to_bob(&mut t);
+    t.media.clear();
+    let ack = bob_answers(&mut t, &invite, bob_id);
+    assert!(
+        first_line(&ack).starts_with("ACK sip:bob@127.0.0.1:5072"),
+        "{ack}"
+    );
+    assert_eq!(header(&ack, "CSeq"), Some("1 ACK"));
+    // The caller is not answered yet.
+    assert!(to(&t.take(), ALICE)
+        .iter()
+        .all(|m| !first_line(m).starts_with("SIP/2.0 200")));
+
+    t.media.clear();
+    t.feed(Input::Media(Event::Digit {
+        id: bob_id,
+        digit: '1',
+    }));
+    t.pump();
+    let sessions = opened(&mut t);
+    assert_eq!(sessions.len(), 1, "the caller's session: {:?}", t.media);
+    let alice_id = sessions[0].0;
+    t.media.clear();
+    t.feed(Input::Media(Event::Opened {
+        id: alice_id,
+        port: 30002,
+    }));
+    t.pump();
+    let out = t.take();
+    let ok = to(&out, ALICE)
+        .into_iter()
+        .find(|m| first_line(m).starts_with("SIP/2.0 200"))
+        .unwrap_or_else(|| panic!("no 200 to alice: {out:?}"));
+    assert!(ok.contains("m=audio 30002 RTP/AVP 0"), "{ok}");
+    assert!(
+        t.media.contains(&Command::Bridge {
+            a: alice_id,
+            b: bob_id
+        }),
+        "{:?}",
+        t.media
+    );
+    // carol's phone stops ringing.
+    assert!(
+        to(&out, CAROL)
+            .iter()
+            .any(|m| first_line(m).starts_with("CANCEL")),
+        "{out:?}"
+    );
+    let _ = carol;
+    assert_eq!(t.core.answered_calls(), 1);
+    t.input(ALICE, &from_caller_at(ALICE, "ACK", &ok, 1));
+    let bob_status = |t: &T| t.core.presence().model().call_state("bob");
+    assert_eq!(bob_status(&t), CallStatus::Busy);
+
+    // bob hangs up: 200 to him, our BYE to alice, both sessions closed.
+    t.media.clear();
+    let bob_bye = target_in_dialog("BYE", &invite, &ack, 1);
+    t.input(BOB, &bob_bye);
+    let out = t.take();
+    assert!(
+        to(&out, BOB)
+            .iter()
+            .any(|m| first_line(m) == "SIP/2.0 200 OK"),
+        "{out:?}"
+    );
+    assert!(
+        to(&out, ALICE)
+            .iter()
+            .any(|m| first_line(m).starts_with("BYE")),
+        "{out:?}"
+    );
+    for id in [alice_id, bob_id] {
+        assert!(
+            t.media.contains(&Command::Close { id }),
+            "{id:?}: {:?}",
+            t.media
+        );
+    }
+    assert_eq!(bob_status(&t), CallStatus::Free);
+}
+
+#[test]
+fn the_callers_bye_is_our_bye_to_the_target() {
+    let mut t = t();
+    let (invite, bob_id, _) = to_bob(&mut t);
+    bob_answers(&mut t, &invite, bob_id);
+    t.feed(Input::Media(Event::Digit {
+        id: bob_id,
+        digit: '1',
+    }));
+    t.pump();
+    let alice_id = opened(&mut t).last().unwrap().0;
+    t.feed(Input::Media(Event::Opened {
+        id: alice_id,
+        port: 30002,
+    }));
+    t.pump();
+    let ok = to(&t.take(), ALICE)
+        .into_iter()
+        .find(|m| first_line(m).starts_with("SIP/2.0 200"))
+        .unwrap();
+    t.input(ALICE, &from_caller_at(ALICE, "ACK", &ok, 1));
+    t.media.clear();
+    t.input(ALICE, &from_caller_at(ALICE, "BYE", &ok, 2));
+    let out = t.take();
+    assert!(to(&out, ALICE)
+        .iter()
+        .any(|m| first_line(m) == "SIP/2.0 200 OK"));
+    let bye = to(&out, BOB)
+        .into_iter()
+        .find(|m| first_line(m).starts_with("BYE"))
+        .unwrap_or_else(|| panic!("no BYE to bob: {out:?}"));
+    assert_eq!(header(&bye, "Call-ID"), header(&invite, "Call-ID"));
+    assert_eq!(header(&bye, "CSeq"), Some("2 BYE"));
+    for id in [alice_id, bob_id] {
+        assert!(t.media.contains(&Command::Close { id }), "{:?}", t.media);
+    }
+}
+
+#[test]
+fn another_key_is_our_bye_and_the_hunts_next_target_rings() {
+    let mut t = t();
+    let (invite, bob_id, _) = to_bob(&mut t);
+    bob_answers(&mut t, &invite, bob_id);
+    t.media.clear();
+    t.feed(Input::Media(Event::Digit {
+        id: bob_id,
+        digit: '2',
+    }));
+    t.pump();
+    let out = t.take();
+    let bye = to(&out, BOB)
+        .into_iter()
+        .find(|m| first_line(m).starts_with("BYE"))
+        .unwrap_or_else(|| panic!("no BYE to bob: {out:?}"));
+    assert_eq!(header(&bye, "Call-ID"), header(&invite, "Call-ID"));
+    assert!(t.media.contains(&Command::Close { id: bob_id }));
+    // dave's leg, when the hunt's timeline reaches it (bob's 20 s: the executor's hunt
+    // moves on at its window, whatever ended the leg before it): a session of its own,
+    // then our INVITE.
+    t.media.clear();
+    t.advance(20);
+    let out = t.take();
+    let sessions = opened(&mut t);
+    assert_eq!(sessions.len(), 1, "{:?} {out:?}", t.media);
+    t.feed(Input::Media(Event::Opened {
+        id: sessions[0].0,
+        port: 30004,
+    }));
+    t.pump();
+    let out = t.take();
+    assert!(
+        to(&out, DAVE)
+            .iter()
+            .any(|m| first_line(m).starts_with("INVITE")),
+        "{out:?}"
+    );
+    // alice was never answered.
+    assert!(to(&out, ALICE)
+        .iter()
+        .all(|m| !first_line(m).starts_with("SIP/2.0 200")));
+}
+
+#[test]
+fn silence_is_no_answer_after_the_question_twice() {
+    let mut t = t();
+    let (invite, bob_id, _) = to_bob(&mut t);
+    bob_answers(&mut t, &invite, bob_id);
+    t.feed(Input::Media(Event::Played { id: bob_id }));
+    t.pump();
+    t.media.clear();
+    t.advance(6);
+    // Said again.
+    assert!(
+        t.media
+            .iter()
+            .any(|c| matches!(c, Command::Play { id, .. } if *id == bob_id)),
+        "{:?}",
+        t.media
+    );
+    t.feed(Input::Media(Event::Played { id: bob_id }));
+    t.pump();
+    t.take();
+    t.advance(6);
+    let out = t.take();
+    assert!(
+        to(&out, BOB)
+            .iter()
+            .any(|m| first_line(m).starts_with("BYE")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn the_callers_cancel_cancels_a_ringing_target_and_hangs_up_an_answered_one() {
+    // Ringing: CANCEL.
+    let mut t = t();
+    let (invite, _, carol) = to_bob(&mut t);
+    t.input(BOB, &target_says(&invite, 180, "bob1", BOB));
+    t.take();
+    t.input(ALICE, &cancel_of(&invite_sdp("c1")));
+    let out = t.take();
+    assert!(
+        to(&out, BOB)
+            .iter()
+            .any(|m| first_line(m).starts_with("CANCEL")),
+        "{out:?}"
+    );
+    assert!(to(&out, ALICE)
+        .iter()
+        .any(|m| first_line(m).starts_with("SIP/2.0 487")));
+    // carol's phone is done (487): only bob's INVITE is still open, and the call waits
+    // for its end. bob answered all the same (the 200 crossed our CANCEL): ACK, then our
+    // BYE.
+    t.input(CAROL, &answer(&carol, 487, "carol1", CAROL));
+    t.take();
+    t.input(BOB, &target_says(&invite, 200, "bob1", BOB));
+    let out = t.take();
+    let sent: Vec<String> = to(&out, BOB)
+        .iter()
+        .map(|m| first_line(m).to_string())
+        .collect();
+    assert!(sent.iter().any(|l| l.starts_with("ACK")), "{out:?}");
+    assert!(sent.iter().any(|l| l.starts_with("BYE")), "{out:?}");
+
+    // Asked already: BYE.
+    let mut t = self::t();
+    let (invite, bob_id, _) = to_bob(&mut t);
+    bob_answers(&mut t, &invite, bob_id);
+    t.media.clear();
+    t.input(ALICE, &cancel_of(&invite_sdp("c1")));
+    let out = t.take();
+    assert!(
+        to(&out, BOB)
+            .iter()
+            .any(|m| first_line(m).starts_with("BYE")),
+        "{out:?}"
+    );
+    assert!(t.media.contains(&Command::Close { id: bob_id }));
+}
+
+/// A request of alice in the dialog of our 200 `ok`.
+fn from_caller_at(at: &str, method: &str, ok: &str, cseq: u32) -> String {
+    let to = header(ok, "To").unwrap();
+    let from = header(ok, "From").unwrap();
+    let call = header(ok, "Call-ID").unwrap();
+    format!(
+        "{method} sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {at};branch=z9hG4bK-{method}-{cseq};rport\r\n\
+         Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call}\r\nCSeq: {cseq} {method}\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// A request of the target in our dialog with it (From: its end, with its tag from our
+/// ACK's To; To: ours).
+fn target_in_dialog(method: &str, invite: &str, ack: &str, cseq: u32) -> String {
+    let ours = header(invite, "From").unwrap();
+    let theirs = header(ack, "To").unwrap();
+    let call = header(invite, "Call-ID").unwrap();
+    format!(
+        "{method} sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {BOB};branch=z9hG4bK-t{method}-{cseq};rport\r\n\
+         Max-Forwards: 70\r\nFrom: {theirs}\r\nTo: {ours}\r\nCall-ID: {call}\r\nCSeq: {cseq} {method}\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// The CANCEL of an INVITE as its sender makes it.
+fn cancel_of(invite: &str) -> String {
+    let via = header(invite, "Via").unwrap();
+    let from = header(invite, "From").unwrap();
+    let to = header(invite, "To").unwrap();
+    let call = header(invite, "Call-ID").unwrap();
+    format!(
+        "CANCEL sip:1003@switchboard.local SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\n\
+         Call-ID: {call}\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn a_reinvite_from_either_side_is_refused_488() {
+    let mut t = t();
+    let (invite, bob_id, _) = to_bob(&mut t);
+    let ack = bob_answers(&mut t, &invite, bob_id);
+    t.feed(Input::Media(Event::Digit {
+        id: bob_id,
+        digit: '1',
+    }));
+    t.pump();
+    let alice_id = opened(&mut t).last().unwrap().0;
+    t.feed(Input::Media(Event::Opened {
+        id: alice_id,
+        port: 30002,
+    }));
+    t.pump();
+    let ok = to(&t.take(), ALICE)
+        .into_iter()
+        .find(|m| first_line(m).starts_with("SIP/2.0 200"))
+        .unwrap();
+    t.input(ALICE, &from_caller_at(ALICE, "ACK", &ok, 1));
+    t.input(ALICE, &from_caller_at(ALICE, "INVITE", &ok, 2));
+    let out = t.take();
+    assert!(
+        to(&out, ALICE)
+            .iter()
+            .any(|m| first_line(m).starts_with("SIP/2.0 488")),
+        "{out:?}"
+    );
+    t.input(BOB, &target_in_dialog("INVITE", &invite, &ack, 1));
+    let out = t.take();
+    assert!(
+        to(&out, BOB)
+            .iter()
+            .any(|m| first_line(m).starts_with("SIP/2.0 488")),
+        "{out:?}"
+    );
+    // Neither leg was hung up.
+    assert!(
+        !t.media.iter().any(|c| matches!(c, Command::Close { .. })),
+        "{:?}",
+        t.media
+    );
+}
+
+/// alice's call connected to bob: bob's session, alice's.
+fn connected(t: &mut T) -> (SessionId, SessionId) {
+    let (invite, bob_id, _) = to_bob(t);
+    bob_answers(t, &invite, bob_id);
+    t.feed(Input::Media(Event::Digit {
+        id: bob_id,
+        digit: '1',
+    }));
+    t.pump();
+    let alice_id = opened(t).last().unwrap().0;
+    t.feed(Input::Media(Event::Opened {
+        id: alice_id,
+        port: 30002,
+    }));
+    t.pump();
+    let ok = to(&t.take(), ALICE)
+        .into_iter()
+        .find(|m| first_line(m).starts_with("SIP/2.0 200"))
+        .unwrap();
+    t.input(ALICE, &from_caller_at(ALICE, "ACK", &ok, 1));
+    t.take();
+    t.media.clear();
+    (bob_id, alice_id)
+}
+
+#[test]
+fn no_rtp_on_either_side_or_shutdown_hangs_up_both() {
+    for how in ["bob silent", "alice silent", "shutdown"] {
+        let mut t = t();
+        let (bob_id, alice_id) = connected(&mut t);
+        match how {
+            "bob silent" => t.feed(Input::Media(Event::Timeout { id: bob_id })),
+            "alice silent" => t.feed(Input::Media(Event::Timeout { id: alice_id })),
+            _ => t.feed(Input::Drain),
+        }
+        t.pump();
+        let out = t.take();
+        assert!(
+            to(&out, ALICE)
+                .iter()
+                .any(|m| first_line(m).starts_with("BYE")),
+            "{how}: {out:?}"
+        );
+        assert!(
+            to(&out, BOB)
+                .iter()
+                .any(|m| first_line(m).starts_with("BYE")),
+            "{how}: {out:?}"
+        );
+        for id in [alice_id, bob_id] {
+            assert!(
+                t.media.contains(&Command::Close { id }),
+                "{how}: {:?}",
+                t.media
+            );
+        }
+    }
+}

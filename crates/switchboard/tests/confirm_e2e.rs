@@ -1,0 +1,239 @@
+//! Confirmed forwarding end to end with real phones (baresip from Debian, each with a sine
+//! of its own as microphone and recording what it hears): alice calls carol, who has no
+//! phone and forwards to bob, then dave (a hunt), with `require_confirmation`. bob's phone
+//! answers by itself and hears the question; pressing 1 (RFC 4733) connects alice, and
+//! each side's recording has the other's tone in it (the daemon relays the audio between
+//! its two sessions). When bob presses nothing, bob gets our BYE and dave rings next.
+
+mod common;
+
+use common::baresip::Baresip;
+use common::*;
+use std::path::Path;
+use std::time::Duration;
+
+const POLICY: &str = r##"
+[users.alice]
+extension = "1001"
+[users.alice.sip]
+password = "alice-secret"
+algorithms = ["md5"]
+
+[users.bob]
+extension = "1002"
+[users.bob.sip]
+password = "bob-secret"
+algorithms = ["md5"]
+
+[users.dave]
+extension = "1004"
+[users.dave.sip]
+password = "dave-secret"
+algorithms = ["md5"]
+
+[users.carol]
+extension = "1003"
+no_answer = "hangup"
+[users.carol.forwarding]
+targets = ["user:bob", "user:dave"]
+strategy = "hunt"
+ring_time = 30
+require_confirmation = true
+"##;
+
+/// alice's microphone, and bob's: told apart in the recordings by their pitch.
+const ALICE_HZ: u32 = 440;
+const BOB_HZ: u32 = 1200;
+
+/// The samples of the first channel of a WAV file of 16-bit PCM, and its sample rate.
+fn wav_channel(path: &Path) -> (Vec<i16>, u32) {
+    let bytes = std::fs::read(path).unwrap();
+    let mut at = 12;
+    let (mut channels, mut rate) = (1usize, 8000u32);
+    while at + 8 <= bytes.len() {
+        let id = &bytes[at..at + 4];
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        let body = &bytes[at + 8..(at + 8 + len).min(bytes.len())];
+        if id == b"fmt " && body.len() >= 16 {
+            channels = u16::from_le_bytes([body[2], body[3]]).max(1) as usize;
+            rate = u32::from_le_bytes(body[4..8].try_into().unwrap());
+        }
+        if id == b"data" {
+            let samples = body
+                .chunks_exact(2 * channels)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            return (samples, rate);
+        }
+        at += 8 + len + (len & 1);
+    }
+    (Vec::new(), rate)
+}
+
+/// The pitch of the loudest second of `samples` (by zero crossings), if any is loud.
+fn pitch_of_last_second(samples: &[i16], rate: u32) -> Option<f64> {
+    let n = rate as usize;
+    // The last whole second before the end (the call's last moments may be cut).
+    let end = samples.len().checked_sub(n / 4)?;
+    let start = end.checked_sub(n)?;
+    let part = &samples[start..end];
+    let loud = part.iter().map(|s| (*s as f64).abs()).sum::<f64>() / part.len() as f64;
+    if loud < 300.0 {
+        return None;
+    }
+    let crossings = part.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count();
+    Some(crossings as f64 / 2.0)
+}
+
+/// The recording of what a phone heard in its call (sndfile's `*-dec.wav`).
+fn heard(dir: &Path) -> (Vec<i16>, u32) {
+    let file = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+    })
+    .unwrap_or_else(|| panic!("no recording in {}", dir.display()));
+    // Written while the call lasts: read once it stops growing.
+    let mut size = 0;
+    for _ in 0..50 {
+        let now = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        if now == size && now > 44 {
+            break;
+        }
+        size = now;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wav_channel(&file)
+}
+
+fn near(pitch: Option<f64>, hz: u32) -> bool {
+    pitch.is_some_and(|p| (p - hz as f64).abs() < hz as f64 * 0.15)
+}
+
+#[test]
+fn bob_presses_1_and_the_audio_flows_both_ways() {
+    let d = common::media::media_daemon(POLICY, true);
+    let rec = tempfile::tempdir_in(d.dir.path()).unwrap();
+    let (alice_dir, bob_dir) = (rec.path().join("alice"), rec.path().join("bob"));
+    std::fs::create_dir_all(&alice_dir).unwrap();
+    std::fs::create_dir_all(&bob_dir).unwrap();
+    let bob = Baresip::start_recording(&d, "bob", d.addr(), BOB_HZ, &bob_dir);
+    let alice = Baresip::start_recording(&d, "alice", d.addr(), ALICE_HZ, &alice_dir);
+    let (a, b) = (alice.proc.log_len(), bob.proc.log_len());
+    alice.command("/dial sip:1003@switchboard.local");
+    // bob's phone answers the daemon's own call; alice only hears it ring.
+    bob.wait(b, "Call established", "answered the question's call");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !alice.since(a).contains("Call established"),
+        "alice connected before bob accepted:\n{}",
+        alice.since(a)
+    );
+    bob.key('1');
+    alice.wait(a, "Call established", "connected once bob pressed 1");
+    std::thread::sleep(Duration::from_secs(3));
+    alice.command("/hangup");
+    bob.wait(b, "terminated", "hung up by the daemon after alice's BYE");
+
+    let (alice_heard, rate) = heard(&alice_dir);
+    eprintln!(
+        "alice heard {} samples at {rate}: pitch {:?}",
+        alice_heard.len(),
+        pitch_of_last_second(&alice_heard, rate)
+    );
+    let pitch = pitch_of_last_second(&alice_heard, rate);
+    assert!(
+        near(pitch, BOB_HZ),
+        "alice should hear bob's {BOB_HZ} Hz, heard {pitch:?} ({} samples at {rate})\n{}",
+        alice_heard.len(),
+        d.log()
+    );
+    let (bob_heard, rate) = heard(&bob_dir);
+    eprintln!(
+        "bob heard {} samples at {rate}: pitch {:?}",
+        bob_heard.len(),
+        pitch_of_last_second(&bob_heard, rate)
+    );
+    let pitch = pitch_of_last_second(&bob_heard, rate);
+    assert!(
+        near(pitch, ALICE_HZ),
+        "bob should hear alice's {ALICE_HZ} Hz, heard {pitch:?} ({} samples at {rate})\n{}",
+        bob_heard.len(),
+        d.log()
+    );
+    assert!(
+        bob.since(b).contains("send DTMF digit: '1'"),
+        "{}",
+        bob.since(b)
+    );
+    // The call's record says bob answered it.
+    let record = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        let (code, body) = admin_api(&d, "GET", "/v1/records?limit=10", "");
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["records"]
+            .as_array()?
+            .iter()
+            .find(|r| r["ended"].is_u64())
+            .cloned()
+    })
+    .unwrap_or_else(|| panic!("no record\n{}", d.log()));
+    assert_eq!(record["outcome"], "answered", "{record}");
+    assert_eq!(record["answered_user"], "bob", "{record}");
+}
+
+#[test]
+fn bob_presses_nothing_gets_our_bye_and_dave_rings_next() {
+    let d = common::media::media_daemon(POLICY, true);
+    let bob = Baresip::start(&d, "bob", d.addr());
+    let dave = Baresip::start(&d, "dave", d.addr());
+    let alice = Baresip::start(&d, "alice", d.addr());
+    let (a, b, v) = (
+        alice.proc.log_len(),
+        bob.proc.log_len(),
+        dave.proc.log_len(),
+    );
+    alice.command("/dial sip:1003@switchboard.local");
+    bob.wait(b, "Call established", "answered the question's call");
+    // The question, 5 s, the question again, 5 s (some 21 s: within bob's 30 s ring time):
+    // then our BYE.
+    let bye = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        bob.since(b).contains("terminated").then_some(())
+    });
+    assert!(
+        bye.is_some(),
+        "bob was not hung up:\n{}\n{}",
+        bob.since(b),
+        d.log()
+    );
+    assert!(
+        bob.since(b).contains("BYE sip:"),
+        "bob got no BYE:\n{}",
+        bob.since(b)
+    );
+    assert!(
+        d.log()
+            .contains("the forward target did not accept the call"),
+        "{}",
+        d.log()
+    );
+    assert!(
+        !alice.since(a).contains("Call established"),
+        "{}",
+        alice.since(a)
+    );
+    // bob's leg is over: the hunt goes on to dave at once (carol has no phone of her own
+    // ringing in the step), whose phone answers the daemon's call in turn.
+    let rang = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        dave.since(v).contains("Call established").then_some(())
+    });
+    assert!(
+        rang.is_some(),
+        "dave did not ring:\n{}\n{}",
+        dave.since(v),
+        d.log()
+    );
+    alice.command("/hangup");
+}
