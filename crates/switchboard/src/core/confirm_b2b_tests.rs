@@ -279,19 +279,28 @@ fn one_connects_the_caller_bridged_and_byes_end_both_legs() {
     assert_eq!(bob_status(&t), CallStatus::Free);
 }
 
-#[test]
-fn the_callers_bye_is_our_bye_to_the_target() {
-    let mut t = t();
-    let (invite, bob_id, _) = to_bob(&mut t);
-    bob_answers(&mut t, &invite, bob_id);
+/// alice's call connected to bob (he pressed 1; alice ACKed our 200).
+struct Connected {
+    /// Our INVITE to bob, and our ACK of his 200.
+    invite: String,
+    ack: String,
+    /// Our 200 to alice.
+    ok: String,
+    bob: SessionId,
+    alice: SessionId,
+}
+
+fn connected(t: &mut T) -> Connected {
+    let (invite, bob, _) = to_bob(t);
+    let ack = bob_answers(t, &invite, bob);
     t.feed(Input::Media(Event::Digit {
-        id: bob_id,
+        id: bob,
         digit: '1',
     }));
     t.pump();
-    let alice_id = opened(&mut t).last().unwrap().0;
+    let alice = opened(t).last().unwrap().0;
     t.feed(Input::Media(Event::Opened {
-        id: alice_id,
+        id: alice,
         port: 30002,
     }));
     t.pump();
@@ -300,7 +309,27 @@ fn the_callers_bye_is_our_bye_to_the_target() {
         .find(|m| first_line(m).starts_with("SIP/2.0 200"))
         .unwrap();
     t.input(ALICE, &from_caller_at(ALICE, "ACK", &ok, 1));
+    t.take();
     t.media.clear();
+    Connected {
+        invite,
+        ack,
+        ok,
+        bob,
+        alice,
+    }
+}
+
+#[test]
+fn the_callers_bye_is_our_bye_to_the_target() {
+    let mut t = t();
+    let Connected {
+        invite,
+        ok,
+        bob: bob_id,
+        alice: alice_id,
+        ..
+    } = connected(&mut t);
     t.input(ALICE, &from_caller_at(ALICE, "BYE", &ok, 2));
     let out = t.take();
     assert!(to(&out, ALICE)
@@ -479,24 +508,9 @@ fn cancel_of(invite: &str) -> String {
 #[test]
 fn a_reinvite_from_either_side_is_refused_488() {
     let mut t = t();
-    let (invite, bob_id, _) = to_bob(&mut t);
-    let ack = bob_answers(&mut t, &invite, bob_id);
-    t.feed(Input::Media(Event::Digit {
-        id: bob_id,
-        digit: '1',
-    }));
-    t.pump();
-    let alice_id = opened(&mut t).last().unwrap().0;
-    t.feed(Input::Media(Event::Opened {
-        id: alice_id,
-        port: 30002,
-    }));
-    t.pump();
-    let ok = to(&t.take(), ALICE)
-        .into_iter()
-        .find(|m| first_line(m).starts_with("SIP/2.0 200"))
-        .unwrap();
-    t.input(ALICE, &from_caller_at(ALICE, "ACK", &ok, 1));
+    let Connected {
+        invite, ack, ok, ..
+    } = connected(&mut t);
     t.input(ALICE, &from_caller_at(ALICE, "INVITE", &ok, 2));
     let out = t.take();
     assert!(
@@ -521,36 +535,15 @@ fn a_reinvite_from_either_side_is_refused_488() {
     );
 }
 
-/// alice's call connected to bob: bob's session, alice's.
-fn connected(t: &mut T) -> (SessionId, SessionId) {
-    let (invite, bob_id, _) = to_bob(t);
-    bob_answers(t, &invite, bob_id);
-    t.feed(Input::Media(Event::Digit {
-        id: bob_id,
-        digit: '1',
-    }));
-    t.pump();
-    let alice_id = opened(t).last().unwrap().0;
-    t.feed(Input::Media(Event::Opened {
-        id: alice_id,
-        port: 30002,
-    }));
-    t.pump();
-    let ok = to(&t.take(), ALICE)
-        .into_iter()
-        .find(|m| first_line(m).starts_with("SIP/2.0 200"))
-        .unwrap();
-    t.input(ALICE, &from_caller_at(ALICE, "ACK", &ok, 1));
-    t.take();
-    t.media.clear();
-    (bob_id, alice_id)
-}
-
 #[test]
 fn no_rtp_on_either_side_or_shutdown_hangs_up_both() {
     for how in ["bob silent", "alice silent", "shutdown"] {
         let mut t = t();
-        let (bob_id, alice_id) = connected(&mut t);
+        let Connected {
+            bob: bob_id,
+            alice: alice_id,
+            ..
+        } = connected(&mut t);
         match how {
             "bob silent" => t.feed(Input::Media(Event::Timeout { id: bob_id })),
             "alice silent" => t.feed(Input::Media(Event::Timeout { id: alice_id })),
