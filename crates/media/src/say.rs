@@ -337,6 +337,14 @@ pub mod phrase {
     pub const YOUR_GREETING_IS_DELETED: PromptName = "phrases/your_greeting_is_deleted";
     /// "yesterday" (when a message was received).
     pub const YESTERDAY: PromptName = "time/yesterday";
+    /// "tomorrow" (until when a profile lasts).
+    pub const TOMORROW: PromptName = "time/tomorrow";
+    /// "at" (before a time of day: "tomorrow at nine").
+    pub const AT: PromptName = "time/at";
+
+    /// The words of time the daemon says around a language's dates and times (not
+    /// phrases: they are in the `time` category), for checking a prompt set has them.
+    pub const TIME_WORDS: &[PromptName] = &[YESTERDAY, TOMORROW, AT];
 
     /// Every constant above, for checking a prompt set has them.
     pub const ALL: &[PromptName] = &[
@@ -410,7 +418,6 @@ pub mod phrase {
         YOUR_GREETING_IS_SAVED,
         YOUR_NAME_IS_SAVED,
         YOUR_GREETING_IS_DELETED,
-        YESTERDAY,
     ];
 }
 
@@ -471,7 +478,11 @@ mod tests {
                 "{}: vocabulary repeats a name",
                 language.code()
             );
-            for name in vocabulary.iter().chain(phrase::ALL) {
+            for name in vocabulary
+                .iter()
+                .chain(phrase::ALL)
+                .chain(phrase::TIME_WORDS)
+            {
                 assert!(
                     files.contains(*name),
                     "prompts/{}/{name}.wav is not committed (add it to prompts/{}/prompts.txt and run scripts/make-prompts)",

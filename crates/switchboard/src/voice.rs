@@ -29,7 +29,8 @@ pub fn load_prompts(language: &str, overrides: Option<&Path>) -> Result<Prompts,
     let needed = lang
         .vocabulary()
         .iter()
-        .chain(switchboard_media::say::phrase::ALL);
+        .chain(switchboard_media::say::phrase::ALL)
+        .chain(switchboard_media::say::phrase::TIME_WORDS);
     prompts
         .require(needed.copied())
         .map_err(|e| e.to_string())?;

@@ -176,11 +176,11 @@ impl Library {
                     said.push(say::phrase::UNTIL);
                     match t.days_ahead {
                         0 => {}
-                        1 => said.extend(["time/tomorrow", "time/at"]),
+                        1 => said.extend([say::phrase::TOMORROW, say::phrase::AT]),
                         _ => {
                             if let Ok(day) = DayOfYear::new(t.weekday, t.day, t.month) {
                                 self.language.say_date(day, &mut said);
-                                said.push("time/at");
+                                said.push(say::phrase::AT);
                             }
                         }
                     }
