@@ -76,6 +76,9 @@ fn net() -> Net {
         ..Options::default()
     });
     d.wait_for_log("trunk registered", REGISTERING);
+    // The carrier logs its REGISTER-OK after save() has sent the 200 the daemon acts on:
+    // wait for the line too, or a busy machine reads the log before it is written.
+    carrier.wait_for_lines("REGISTER-OK", 1, REGISTERING);
     Net {
         carrier,
         carrier_addr,
