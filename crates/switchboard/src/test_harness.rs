@@ -217,6 +217,23 @@ impl T {
     }
 
     /// A core with these settings, listeners and policy.
+    /// A core with authentication off, the default listeners, and `media` for its local
+    /// media sessions.
+    pub(crate) fn with_media(media: crate::core::media::MediaConfig, policy: &str) -> T {
+        let config = CoreConfig {
+            routing: crate::core::RoutingConfig {
+                media,
+                ..config(false).routing
+            },
+            ..config(false)
+        };
+        let net = Net {
+            listeners: default_listeners(),
+            interfaces: None,
+        };
+        T::with_config(config, net, policy)
+    }
+
     pub(crate) fn with_config(config: CoreConfig, net: Net, policy: &str) -> T {
         let auth = config.auth_required;
         let directory = snapshot(policy);
@@ -481,6 +498,22 @@ pub(crate) fn invite(from_user: &str, from_at: &str, to: &str, call: &str, extra
          Call-ID: {call}\r\nCSeq: 1 INVITE\r\nContact: <sip:{from_user}@{from_at}>\r\n{extra}Content-Type: application/sdp\r\n\
          Content-Length: 4\r\n\r\nv=0\n"
     )
+}
+
+/// The media session the core asked the engine to open first.
+pub(crate) fn session(t: &T) -> switchboard_media::session::SessionId {
+    t.media
+        .iter()
+        .find_map(|c| match c {
+            switchboard_media::session::Command::Open(o) => Some(o.id),
+            _ => None,
+        })
+        .expect("a session opened")
+}
+
+/// Whether `out` holds a message to `at` whose first line starts with `line`.
+pub(crate) fn got(out: &[(SocketAddr, String)], at: &str, line: &str) -> bool {
+    to(out, at).iter().any(|m| first_line(m).starts_with(line))
 }
 
 pub(crate) fn request_of(text: &str) -> Request {

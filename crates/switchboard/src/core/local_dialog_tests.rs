@@ -4,7 +4,7 @@
 //! the test.
 
 use super::*;
-use crate::core::{CoreConfig, Input, RoutingConfig};
+use crate::core::Input;
 use crate::test_harness::*;
 use switchboard_media::session::Counters;
 
@@ -47,18 +47,7 @@ fn t_with(max_sessions: usize) -> T {
         rtp_timeout: Duration::from_secs(30),
         library: Arc::new(lib),
     };
-    let config = CoreConfig {
-        routing: RoutingConfig {
-            media,
-            ..config(false).routing
-        },
-        ..config(false)
-    };
-    let net = Net {
-        listeners: default_listeners(),
-        interfaces: None,
-    };
-    T::with_config(config, net, POLICY)
+    T::with_media(media, POLICY)
 }
 
 fn invite_sdp(to: &str, call: &str, body: &str) -> String {
@@ -69,16 +58,6 @@ fn invite_sdp(to: &str, call: &str, body: &str) -> String {
          Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
-}
-
-fn session(t: &T) -> SessionId {
-    t.media
-        .iter()
-        .find_map(|c| match c {
-            Command::Open(o) => Some(o.id),
-            _ => None,
-        })
-        .expect("a session opened")
 }
 
 /// Calls erin (the answered announcement): the session opens; returns it and our 200.

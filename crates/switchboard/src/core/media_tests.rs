@@ -41,18 +41,7 @@ fn media_config(max_sessions: usize) -> MediaConfig {
 }
 
 fn t_with(media: MediaConfig) -> T {
-    let config = CoreConfig {
-        routing: RoutingConfig {
-            media,
-            ..config(false).routing
-        },
-        ..config(false)
-    };
-    let net = Net {
-        listeners: default_listeners(),
-        interfaces: None,
-    };
-    let mut t = T::with_config(config, net, POLICY);
+    let mut t = T::with_media(media, POLICY);
     t.register("alice", ALICE);
     t
 }

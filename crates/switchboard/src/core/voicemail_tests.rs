@@ -107,16 +107,6 @@ fn invite_sdp(to: &str, call: &str, body: &str) -> String {
     )
 }
 
-fn session(t: &T) -> SessionId {
-    t.media
-        .iter()
-        .find_map(|c| match c {
-            Command::Open(o) => Some(o.id),
-            _ => None,
-        })
-        .expect("a session opened")
-}
-
 /// Answers every read the core asked for with `value_of(key)`.
 fn answer_reads(t: &mut T, value_of: impl Fn(&str) -> Option<Vec<u8>>) {
     for (token, table, key) in std::mem::take(&mut t.reads) {
