@@ -89,11 +89,14 @@ pub enum Command {
     /// The far end described its stream again (a re-INVITE): where it now receives our RTP
     /// (as [`Open::remote`]) and whether we send (the agreed direction: hold, resume). The
     /// source is learned again, as at the open (see [`crate::rtp::Receiver::renegotiated`]);
-    /// the codec stays the one agreed at the open.
+    /// the codec stays the one agreed at the open. `rtp_timeout` replaces the open's, and
+    /// the silence that ends in [`Event::Timeout`] counts from the update (a far end that
+    /// said it sends nothing, on hold, is given longer than one that talks).
     Update {
         id: SessionId,
         remote: Option<SocketAddr>,
         send: bool,
+        rtp_timeout: Duration,
     },
     /// Start recording what the far end sends (replacing a recording in progress, which
     /// is dropped): at most `max` long, ended by `silence` when given.

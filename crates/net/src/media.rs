@@ -222,7 +222,9 @@ struct Session {
     recorder: Option<Recorder>,
     /// The bridge the session is in ([`Command::Bridge`]).
     bridge: Option<Bridge>,
-    opened: Instant,
+    /// Since when silence counts while nothing has been received: the open, or the last
+    /// [`Command::Update`] (which learns the source again).
+    counting_from: Instant,
     /// An [`Event::Timeout`] was given and nothing has been received since.
     timed_out: bool,
     next_report: Instant,
@@ -280,7 +282,7 @@ impl Session {
         if self.timed_out {
             return None;
         }
-        let since = self.receiver.last_accepted().unwrap_or(self.opened);
+        let since = self.receiver.last_accepted().unwrap_or(self.counting_from);
         Some(since + self.open.rtp_timeout)
     }
 
@@ -463,13 +465,24 @@ impl Engine {
                     session.stop();
                 }
             }
-            Command::Update { id, remote, send } => {
+            Command::Update {
+                id,
+                remote,
+                send,
+                rtp_timeout,
+            } => {
                 let learning = self.config.learning;
                 if let Some(session) = self.sessions.get_mut(&id) {
                     session.open.remote = remote;
                     session.open.send = send;
+                    session.open.rtp_timeout = rtp_timeout;
                     let config = receive_config(&session.open, learning);
                     session.receiver.renegotiated(config, now);
+                    // Nothing received since the update yet: silence counts from it.
+                    session.counting_from = now;
+                    session.timed_out = false;
+                    let next = session.next_deadline();
+                    self.schedule(id, next);
                 }
             }
             Command::Record { id, max, silence } => {
@@ -600,7 +613,7 @@ impl Engine {
             keys: dtmf::Receiver::new(),
             recorder: None,
             bridge: None,
-            opened: now,
+            counting_from: now,
             timed_out: false,
             next_report: now + self.config.rtcp_interval,
             rtcp_from: None,

@@ -394,6 +394,49 @@ async fn timeout_when_nothing_arrives_and_again_after_sound() {
 }
 
 #[tokio::test]
+async fn an_update_counts_silence_from_itself_with_its_own_timeout() {
+    let (engine, mut events) = engine(23_120, 23_139, 10);
+    let peer = socket(LOCALHOST).await;
+    let quick = Duration::from_millis(300);
+    let port = opened(
+        &engine,
+        &mut events,
+        Open {
+            rtp_timeout: quick,
+            ..open(7, Some(peer.local_addr().unwrap()))
+        },
+    )
+    .await;
+    // The far end talks for longer than the timeout…
+    let mut seq = 1u16;
+    let until = Instant::now() + Duration::from_millis(600);
+    while Instant::now() < until {
+        speak(&peer, SocketAddr::new(LOCALHOST, port), &mut seq).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // …then re-describes its stream: the silence counts from the update, not the open.
+    let update = |rtp_timeout| Command::Update {
+        id: SessionId(7),
+        remote: Some(peer.local_addr().unwrap()),
+        send: true,
+        rtp_timeout,
+    };
+    let updated = Instant::now();
+    assert!(engine.command(update(quick)));
+    assert_eq!(events.next().await, Event::Timeout { id: SessionId(7) });
+    assert!(updated.elapsed() >= quick);
+    // On hold with a longer timeout: nothing for longer than the open's.
+    speak(&peer, SocketAddr::new(LOCALHOST, port), &mut seq).await;
+    assert!(engine.command(update(Duration::from_secs(2))));
+    events.none_within(Duration::from_millis(900)).await;
+    // Resumed with the quick one again: a timeout once that silence has passed.
+    assert!(engine.command(update(quick)));
+    assert_eq!(events.next().await, Event::Timeout { id: SessionId(7) });
+    closed(&engine, &mut events, 7).await;
+    engine.shutdown();
+}
+
+#[tokio::test]
 async fn stop_drops_the_queue() {
     let (engine, mut events) = engine(23_120, 23_139, 10);
     let peer = socket(LOCALHOST).await;
@@ -715,6 +758,7 @@ async fn an_update_moves_the_stream_and_holds_it() {
         id: SessionId(23),
         remote: Some(second.local_addr().unwrap()),
         send: true,
+        rtp_timeout: Duration::from_secs(30),
     }));
     let (data, _) = rtp_packet(&second).await;
     assert!(rtp::parse(&data).is_some());
@@ -723,6 +767,7 @@ async fn an_update_moves_the_stream_and_holds_it() {
         id: SessionId(23),
         remote: Some(second.local_addr().unwrap()),
         send: false,
+        rtp_timeout: Duration::from_secs(30),
     }));
     // What was on its way is read first.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -981,6 +1026,7 @@ async fn unbridge_hold_and_close_stop_the_relay() {
         id: SessionId(43),
         remote: Some(target.local_addr().unwrap()),
         send: false,
+        rtp_timeout: Duration::from_secs(30),
     }));
     settled(&engine, &mut events, 42).await;
     speak(&caller, to_caller_leg, &mut caller_seq).await;
@@ -994,6 +1040,7 @@ async fn unbridge_hold_and_close_stop_the_relay() {
         id: SessionId(43),
         remote: Some(target.local_addr().unwrap()),
         send: true,
+        rtp_timeout: Duration::from_secs(30),
     }));
     settled(&engine, &mut events, 42).await;
     speak(&caller, to_caller_leg, &mut caller_seq).await;

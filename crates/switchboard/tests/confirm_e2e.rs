@@ -3,7 +3,9 @@
 //! phone and forwards to bob, then dave (a hunt), with `require_confirmation`. bob's phone
 //! answers by itself and hears the question; pressing 1 (RFC 4733) connects alice, and
 //! each side's recording has the other's tone in it (the daemon relays the audio between
-//! its two sessions). When bob presses nothing, bob gets our BYE and dave rings next.
+//! its two sessions). Either may put the other on hold and take them back (re-INVITEs,
+//! each answered by the leg it is on) and the audio flows again. When bob presses
+//! nothing, bob gets our BYE and dave rings next.
 
 mod common;
 
@@ -182,6 +184,74 @@ fn bob_presses_1_and_the_audio_flows_both_ways() {
     .unwrap_or_else(|| panic!("no record\n{}", d.log()));
     assert_eq!(record["outcome"], "answered", "{record}");
     assert_eq!(record["answered_user"], "bob", "{record}");
+}
+
+/// Whether a phone's call status since `mark` says audio came in (baresip's
+/// `audio=<sent>/<received> (bit/s)`, a received rate above 0).
+fn receives_audio(phone: &Baresip, mark: usize) -> bool {
+    phone.since(mark).split("audio=").skip(1).any(|s| {
+        let rate = s.split_once('/').map(|(_, rest)| rest);
+        let received = rate.and_then(|r| r.split_whitespace().next());
+        received
+            .and_then(|r| r.parse::<u64>().ok())
+            .is_some_and(|r| r > 0)
+    })
+}
+
+#[test]
+fn either_side_holds_and_resumes_and_the_call_goes_on() {
+    let d = common::media::media_daemon(POLICY, true);
+    let bob = Baresip::start(&d, "bob", d.addr());
+    let alice = Baresip::start(&d, "alice", d.addr());
+    let (a, b) = (alice.proc.log_len(), bob.proc.log_len());
+    alice.command("/dial sip:1003@switchboard.local");
+    bob.wait(b, "Call established", "answered the question's call");
+    std::thread::sleep(Duration::from_millis(500));
+    bob.key('1');
+    alice.wait(a, "Call established", "connected once bob pressed 1");
+    std::thread::sleep(Duration::from_secs(1));
+    // Each holds (a=sendonly, answered a=recvonly by the leg it is on) and resumes
+    // (a=sendrecv both ways); neither re-INVITE reaches the other phone.
+    for (phone, other, who) in [(&alice, &bob, "alice"), (&bob, &alice, "bob")] {
+        let (mark, theirs) = (phone.proc.log_len(), other.proc.log_len());
+        phone.command("/hold");
+        phone.wait(mark, "a=recvonly", &format!("{who}'s hold answered"));
+        std::thread::sleep(Duration::from_millis(500));
+        let mark = phone.proc.log_len();
+        phone.command("/resume");
+        let answered = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+            let log = phone.since(mark);
+            let ok = log.split("SIP/2.0 200 OK").nth(1)?;
+            ok.contains("a=sendrecv").then_some(())
+        });
+        assert!(answered.is_some(), "{who}'s resume:\n{}", phone.since(mark));
+        assert!(
+            !other.since(theirs).contains("INVITE sip:"),
+            "{who}'s re-INVITE went through to the other phone:\n{}",
+            other.since(theirs)
+        );
+    }
+    // After both resumed, each phone receives audio again, and neither call ended.
+    let (a2, b2) = (alice.proc.log_len(), bob.proc.log_len());
+    let flowing = wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        (receives_audio(&alice, a2) && receives_audio(&bob, b2)).then_some(())
+    });
+    assert!(
+        flowing.is_some(),
+        "no audio after the resumes:\nalice: {}\nbob: {}\n{}",
+        alice.since(a2),
+        bob.since(b2),
+        d.log()
+    );
+    for (phone, who, mark) in [(&alice, "alice", a), (&bob, "bob", b)] {
+        assert!(
+            !phone.since(mark).contains("terminated"),
+            "{who}'s call ended:\n{}",
+            phone.since(mark)
+        );
+    }
+    alice.command("/hangup");
+    bob.wait(b, "terminated", "hung up by the daemon after alice's BYE");
 }
 
 #[test]

@@ -199,6 +199,56 @@ struct Unacked {
     give_up: Instant,
 }
 
+/// Whose dialog an [`Unacked`] 2xx of ours is in: the caller's (the daemon answered it),
+/// or a confirmed forward's target's (its re-INVITE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Side {
+    Caller,
+    Target(BranchId),
+}
+
+/// Our 2xx with `sdp` to re-INVITE `req` (on `tx`) in a dialog of ours whose Contact is
+/// `contact`: sent, and kept in `unacked` to be sent again until its ACK (§13.3.1.4),
+/// replacing the one it kept before.
+#[allow(clippy::too_many_arguments)]
+fn answer_reinvite(
+    cx: &mut Ctx<'_>,
+    resends: &mut BTreeSet<(Instant, u64, Side)>,
+    (key, side): (u64, Side),
+    unacked: &mut Option<Unacked>,
+    tx: TxId,
+    req: &Request,
+    contact: String,
+    sdp: Vec<u8>,
+) {
+    let now = cx.now;
+    let mut resp = message::response(req, 200, None, &cx.wire.server);
+    resp.headers
+        .retain(|h| !matches!(h, Header::ContentLength(_)));
+    resp.headers.push(Header::Contact(contact.into()));
+    resp.headers.push(Header::Allow(LOCAL_ALLOW.into()));
+    resp.headers
+        .push(Header::ContentType("application/sdp".into()));
+    resp.headers
+        .push(Header::ContentLength((sdp.len() as u32).into()));
+    resp.body = sdp;
+    let cseq = message::cseq_number(&req.headers).unwrap_or(0);
+    if let Some(u) = unacked.take() {
+        resends.remove(&(u.at, key, side));
+    }
+    let at = now.mono + T1;
+    resends.insert((at, key, side));
+    *unacked = Some(Unacked {
+        tx,
+        response: resp.clone(),
+        cseq,
+        at,
+        interval: T1,
+        give_up: now.mono + 64 * T1,
+    });
+    cx.wire.respond(tx, resp, now);
+}
+
 /// RFC 3261 timers for the retransmission of our 2xx (§13.3.1.4): from T1, doubling up to
 /// T2, for 64·T1.
 const T1: Duration = Duration::from_millis(500);
@@ -298,7 +348,7 @@ pub struct Calls {
     /// it answered), by Call-ID; the To tag is checked against the call's.
     local_dialogs: HashMap<String, u64>,
     /// When a 2xx of ours is sent again (see [`Unacked`]).
-    resends: BTreeSet<(Instant, u64)>,
+    resends: BTreeSet<(Instant, u64, Side)>,
     /// Dialogs of calls the daemon answered to track or end, for [`super::dialogs`] (taken
     /// by the core after each event, after `settled`).
     pub(crate) local_ends: Vec<LocalEnd>,
@@ -428,7 +478,7 @@ impl Calls {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let wake = self.wakes.first().map(|(t, _)| *t);
         let failover = self.failovers.first().map(|(t, _, _)| *t);
-        let resend = self.resends.first().map(|(t, _)| *t);
+        let resend = self.resends.first().map(|(t, _, _)| *t);
         let confirm = self.confirm.poll_timeout();
         let phone = self.phones.values().filter_map(|r| r.menu.deadline()).min();
         wake.into_iter()
@@ -1462,7 +1512,7 @@ impl Calls {
         let resp = local_response(cx, call, 200, &tag, sdp);
         let cseq = message::cseq_number(&call.invite.headers).unwrap_or(0);
         let at = now.mono + T1;
-        self.resends.insert((at, key));
+        self.resends.insert((at, key, Side::Caller));
         call.local = Some(LocalDialog {
             branch,
             session: id,
@@ -1513,14 +1563,28 @@ impl Calls {
         (answered || early).then_some(key)
     }
 
-    /// An ACK in a dialog the daemon answered: the end of our 2xx's retransmissions.
-    pub(crate) fn local_ack(&mut self, key: u64, req: &Request) {
-        let Some(l) = self.calls.get_mut(&key).and_then(|c| c.local.as_mut()) else {
+    /// An ACK in a dialog the daemon answered: the end of our 2xx's retransmissions (and,
+    /// after a re-INVITE without an offer, the answer to the offer our 2xx made).
+    pub(crate) fn local_ack(&mut self, cx: &mut Ctx<'_>, key: u64, req: &Request) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        let Some(l) = call.local.as_mut() else {
             return;
         };
         let cseq = message::cseq_number(&req.headers);
-        if let Some(u) = l.unacked.take_if(|u| Some(u.cseq) == cseq) {
-            self.resends.remove(&(u.at, key));
+        let Some(u) = l.unacked.take_if(|u| Some(u.cseq) == cseq) else {
+            return;
+        };
+        self.resends.remove(&(u.at, key, Side::Caller));
+        let out = &mut cx.wire.out;
+        match call
+            .branches
+            .get_mut(l.branch)
+            .and_then(|b| b.confirm.as_mut())
+        {
+            Some(c) if self.confirm.has(l.session) => c.reacked(out, l.session, req),
+            _ => cx.media.reacked(out, l.session, req),
         }
     }
 
@@ -1569,43 +1633,32 @@ impl Calls {
                 cx.wire.reply_to(tx, req, 200, headers, now);
                 None
             }
-            Method::Invite if self.confirm.has(l.session) => {
-                // A confirmed forward's caller: hold is not carried through (cut).
-                let why = "re-INVITE is not supported on a confirmed forward";
-                cx.wire
-                    .reply_to(tx, req, 488, vec![message::warning(why)], now);
-                None
-            }
             Method::Invite => {
                 let session = l.session;
-                match cx.media.reanswer(&mut cx.wire.out, session, req) {
+                let out = &mut cx.wire.out;
+                let answer = match call
+                    .branches
+                    .get_mut(l.branch)
+                    .and_then(|b| b.confirm.as_mut())
+                {
+                    // A confirmed forward's caller: its leg's stream answers.
+                    Some(c) if self.confirm.has(session) => c.reoffered(out, session, req),
+                    _ => cx.media.reanswer(out, session, req),
+                };
+                match answer {
                     Ok(sdp) => {
-                        let mut resp = message::response(req, 200, None, &cx.wire.server);
-                        resp.headers
-                            .retain(|h| !matches!(h, Header::ContentLength(_)));
                         let contact = call.inbound.contact();
-                        resp.headers.push(Header::Contact(contact.into()));
-                        resp.headers.push(allow());
-                        resp.headers
-                            .push(Header::ContentType("application/sdp".into()));
-                        resp.headers
-                            .push(Header::ContentLength((sdp.len() as u32).into()));
-                        resp.body = sdp;
-                        let cseq = message::cseq_number(&req.headers).unwrap_or(0);
-                        if let Some(u) = l.unacked.take() {
-                            self.resends.remove(&(u.at, key));
-                        }
-                        let at = now.mono + T1;
-                        self.resends.insert((at, key));
-                        l.unacked = Some(Unacked {
+                        let side = (key, Side::Caller);
+                        answer_reinvite(
+                            cx,
+                            &mut self.resends,
+                            side,
+                            &mut l.unacked,
                             tx,
-                            response: resp.clone(),
-                            cseq,
-                            at,
-                            interval: T1,
-                            give_up: now.mono + 64 * T1,
-                        });
-                        cx.wire.respond(tx, resp, now);
+                            req,
+                            contact,
+                            sdp,
+                        );
                     }
                     Err(refusal) => {
                         let code = refusal.code.unwrap_or(488);
@@ -1725,23 +1778,31 @@ impl Calls {
     /// T2); one without its ACK for 64·T1 has its call hung up (§13.3.1.4).
     fn resend_2xx(&mut self, cx: &mut Ctx<'_>) {
         let now = cx.now;
-        while let Some(&(at, key)) = self.resends.first() {
+        while let Some(&(at, key, side)) = self.resends.first() {
             if at > now.mono {
                 break;
             }
-            self.resends.remove(&(at, key));
+            self.resends.remove(&(at, key, side));
             let Some(call) = self.calls.get_mut(&key) else {
                 continue;
             };
-            let Some(l) = call.local.as_mut() else {
+            let unacked = match side {
+                Side::Caller => call.local.as_mut().map(|l| &mut l.unacked),
+                Side::Target(b) => call
+                    .branches
+                    .get_mut(b)
+                    .and_then(|b| b.confirm.as_mut())
+                    .map(|c| c.unacked()),
+            };
+            let Some(slot) = unacked else {
                 continue;
             };
-            let Some(u) = l.unacked.as_mut().filter(|u| u.at == at) else {
+            let Some(u) = slot.as_mut().filter(|u| u.at == at) else {
                 continue;
             };
             if now.mono >= u.give_up {
-                l.unacked = None;
-                tracing::info!(call_id = %call.call_id, "no ACK for our 2xx: hung up");
+                *slot = None;
+                tracing::info!(call_id = %call.call_id, ?side, "no ACK for our 2xx: hung up");
                 end_local(cx, &mut self.local_ends, call, true, "no ack");
                 self.drive(cx, key);
                 continue;
@@ -1749,7 +1810,7 @@ impl Calls {
             cx.wire.respond(u.tx, u.response.clone(), now);
             u.interval = (u.interval * 2).min(T2);
             u.at = now.mono + u.interval;
-            self.resends.insert((u.at, key));
+            self.resends.insert((u.at, key, side));
         }
     }
 

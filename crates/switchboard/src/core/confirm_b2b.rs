@@ -29,7 +29,8 @@
 use super::*;
 use crate::core::confirm::{prompt, ConfirmRun, Verdict, CONFIRM_REPEATS, CONFIRM_WAIT};
 use crate::core::confirm_leg::{agreed_codec, LegSetup, TargetLeg};
-use crate::core::media::Library;
+use crate::core::media::{Library, Refusal};
+use crate::core::our_stream::{self, OurStream};
 use crate::core::wire::Output;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -93,6 +94,59 @@ pub(super) struct ConfirmLeg {
     wait: Option<Instant>,
     /// The To tag of our 180s to the caller.
     ringing_tag: String,
+    /// Our ends of the two streams once they begin (the target's at its 2xx, the
+    /// caller's when it is answered): what answers each side's re-INVITEs.
+    target_stream: Option<OurStream>,
+    caller_stream: Option<OurStream>,
+    /// Our 2xx to the target's re-INVITE, until its ACK.
+    unacked: Option<Unacked>,
+}
+
+impl ConfirmLeg {
+    /// A re-INVITE of the far end of session `id` (the caller's or the target's): our SDP
+    /// for its 2xx (see [`OurStream::reoffered`]: the other leg is not asked, as the
+    /// daemon relays the media between the two; a side on hold gets nothing and what it
+    /// still sends, music on hold, is relayed). Err with the refusal; 491 when that
+    /// side's stream has not begun.
+    pub(super) fn reoffered(
+        &mut self,
+        out: &mut VecDeque<Output>,
+        id: SessionId,
+        req: &Request,
+    ) -> Result<Vec<u8>, Refusal> {
+        let rtp_timeout = self.rtp_timeout;
+        match self.stream(id) {
+            Some(stream) => stream.reoffered(out, id, req, rtp_timeout),
+            None => Err(Refusal {
+                why: "the stream is still being set up".into(),
+                code: Some(491),
+            }),
+        }
+    }
+
+    /// The ACK of our 2xx to a re-INVITE of the far end of session `id` (see
+    /// [`OurStream::acked`]).
+    pub(super) fn reacked(&mut self, out: &mut VecDeque<Output>, id: SessionId, ack: &Request) {
+        let rtp_timeout = self.rtp_timeout;
+        if let Some(stream) = self.stream(id) {
+            stream.acked(out, id, ack, rtp_timeout);
+        }
+    }
+
+    /// Our 2xx to the target's re-INVITE not yet acknowledged.
+    pub(super) fn unacked(&mut self) -> &mut Option<Unacked> {
+        &mut self.unacked
+    }
+
+    fn stream(&mut self, id: SessionId) -> Option<&mut OurStream> {
+        if id == self.target_session {
+            self.target_stream.as_mut()
+        } else if Some(id) == self.caller_session {
+            self.caller_stream.as_mut()
+        } else {
+            None
+        }
+    }
 }
 
 /// What `Calls` keeps for the confirmed legs of all calls.
@@ -233,6 +287,9 @@ pub(super) fn start(
         run: None,
         wait: None,
         ringing_tag,
+        target_stream: None,
+        caller_stream: None,
+        unacked: None,
     }));
     Ok(())
 }
@@ -379,15 +436,15 @@ fn connect(
     };
     c.phase = Phase::Connected;
     let target = c.target_session;
-    cx.wire.out.push_back(Output::Media(MediaCommand::Update {
-        id,
-        remote: stream.remote,
-        send: stream.direction.sends(),
-    }));
+    let sdp = sdp.to_bytes();
+    c.caller_stream = Some(OurStream::new(local, c.law, sdp.clone()));
+    cx.wire
+        .out
+        .push_back(our_stream::update(id, &stream, c.rtp_timeout));
     cx.wire
         .out
         .push_back(Output::Media(MediaCommand::Bridge { a: id, b: target }));
-    calls.answer_caller(cx, key, branch, id, sdp.to_bytes());
+    calls.answer_caller(cx, key, branch, id, sdp);
     if let Some(call) = calls.calls.get_mut(&key) {
         if let Some(u) = call.branches.get(branch).and_then(|b| b.user.as_ref()) {
             // Busy until the call ends (`end_leg` when it is forgotten).
@@ -516,7 +573,8 @@ impl Calls {
             from: leg_from(cx, call, &rule),
             target: uri,
             to,
-            contact: local.contact(),
+            // Bare: the leg puts it in angle brackets.
+            contact: proxy::strip_angle(&local.contact()).to_string(),
             media: std::net::SocketAddr::new(address, port),
             session_id: id.0,
             law,
@@ -757,11 +815,10 @@ impl Calls {
             }
         };
         let id = c.target_session;
-        cx.wire.out.push_back(Output::Media(MediaCommand::Update {
-            id,
-            remote: stream.remote,
-            send: true,
-        }));
+        c.target_stream = Some(leg.our_stream());
+        cx.wire
+            .out
+            .push_back(our_stream::update(id, &stream, c.rtp_timeout));
         let language = c.library.language();
         let clips: Vec<_> = prompt(language, Some(caller.as_str()))
             .iter()
@@ -820,9 +877,34 @@ impl Calls {
         c.leg.as_ref()?.owns(req).then_some((key, branch))
     }
 
+    /// An ACK of the target in our dialog with it: the end of our 2xx to its re-INVITE
+    /// (see [`ConfirmLeg::reacked`]).
+    pub(crate) fn confirm_ack(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        key: u64,
+        branch: BranchId,
+        req: &Request,
+    ) {
+        let Some(c) = self
+            .calls
+            .get_mut(&key)
+            .and_then(|call| call.branches.get_mut(branch))
+            .and_then(|b| b.confirm.as_mut())
+        else {
+            return;
+        };
+        let cseq = message::cseq_number(&req.headers);
+        if let Some(u) = c.unacked.take_if(|u| Some(u.cseq) == cseq) {
+            self.resends.remove(&(u.at, key, Side::Target(branch)));
+            let id = c.target_session;
+            c.reacked(&mut cx.wire.out, id, req);
+        }
+    }
+
     /// A request of the target in our dialog with it: BYE 200 (before acceptance the leg
     /// fails, once connected the caller gets our BYE); INFO with a key, the key; OPTIONS
-    /// 200; a re-INVITE 488 (not supported on this leg); ACK nothing; others 405.
+    /// 200; a re-INVITE 200 with our answer (see [`ConfirmLeg::reoffered`]); others 405.
     pub(crate) fn confirm_request(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -880,9 +962,23 @@ impl Calls {
                 cx.wire.reply_to(tx, req, 200, vec![allow], now);
             }
             Method::Invite => {
-                let warning = message::warning("re-INVITE is not supported on a confirmed forward");
-                cx.wire.reply_to(tx, req, 488, vec![warning], now);
+                let id = c.target_session;
+                let contact = c.leg.as_ref().map(|l| format!("<{}>", l.contact()));
+                match (contact, c.reoffered(&mut cx.wire.out, id, req)) {
+                    (Some(contact), Ok(sdp)) => {
+                        let side = (key, Side::Target(branch));
+                        let resends = &mut self.resends;
+                        answer_reinvite(cx, resends, side, &mut c.unacked, tx, req, contact, sdp);
+                    }
+                    (None, _) => cx.wire.reply_to(tx, req, 481, Vec::new(), now),
+                    (_, Err(refusal)) => {
+                        let code = refusal.code.unwrap_or(488);
+                        let warning = message::warning(&refusal.why);
+                        cx.wire.reply_to(tx, req, code, vec![warning], now);
+                    }
+                }
             }
+            // On its own way: see `confirm_ack`.
             Method::Ack => {}
             _ => {
                 let allow = Header::Allow(LOCAL_ALLOW.into());

@@ -135,7 +135,7 @@ fn bob_answers(t: &mut T, invite: &str, id: SessionId) -> String {
         .unwrap_or_else(|| panic!("no ACK to bob: {out:?}"));
     assert!(
         t.media.iter().any(|c| matches!(c,
-            Command::Update { id: u, remote: Some(r), send: true } if *u == id && r.port() == 8000)),
+            Command::Update { id: u, remote: Some(r), send: true, .. } if *u == id && r.port() == 8000)),
         "{:?}",
         t.media
     );
@@ -168,9 +168,7 @@ fn our_invite_carries_our_sdp_with_the_callers_codec_and_its_180_rings_the_calle
         "{invite}"
     );
     assert!(!invite.contains("PCMA"), "one codec: {invite}");
-    assert!(header(&invite, "Contact")
-        .unwrap()
-        .contains("127.0.0.1:5060"));
+    assert_eq!(header(&invite, "Contact"), Some("<sip:127.0.0.1:5060>"));
 
     t.input(BOB, &target_says(&invite, 180, "bob1", BOB));
     let out = t.take();
@@ -455,24 +453,139 @@ fn cancel_of(invite: &str) -> String {
     )
 }
 
+/// `request` (with no body) carrying `sdp`.
+fn with_sdp(request: &str, sdp: &str) -> String {
+    request.replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        ),
+    )
+}
+
+/// The one message to `at` that starts with `start`.
+fn the(out: &[(std::net::SocketAddr, String)], at: &str, start: &str) -> String {
+    let found: Vec<String> = to(out, at)
+        .into_iter()
+        .filter(|m| first_line(m).starts_with(start))
+        .collect();
+    assert_eq!(found.len(), 1, "{start} to {at}: {out:?}");
+    found[0].clone()
+}
+
 #[test]
-fn a_reinvite_from_either_side_is_refused_488() {
+fn a_reinvite_of_either_side_is_answered_by_its_own_leg_and_the_other_is_untouched() {
     let mut t = t();
     let Connected {
-        invite, ack, ok, ..
+        invite,
+        ack,
+        ok,
+        bob: bob_id,
+        alice: alice_id,
     } = connected(&mut t);
-    t.input(ALICE, &from_caller_at(ALICE, "INVITE", &ok, 2));
-    let out = t.take();
-    assert!(got(&out, ALICE, "SIP/2.0 488"), "{out:?}");
-    t.input(BOB, &target_in_dialog("INVITE", &invite, &ack, 1));
-    let out = t.take();
-    assert!(got(&out, BOB, "SIP/2.0 488"), "{out:?}");
-    // Neither leg was hung up.
-    assert!(
-        !t.media.iter().any(|c| matches!(c, Command::Close { .. })),
-        "{:?}",
-        t.media
+    let timeout = Duration::from_secs(30);
+    // alice holds (she sends music, we send nothing): her leg only, a=recvonly.
+    t.media.clear();
+    let held = format!("{OFFER}a=sendonly\r\n");
+    t.input(
+        ALICE,
+        &with_sdp(&from_caller_at(ALICE, "INVITE", &ok, 2), &held),
     );
+    let ok2 = the(&t.take(), ALICE, "SIP/2.0 200");
+    assert!(
+        ok2.contains("a=recvonly") && ok2.contains("m=audio 30002 RTP/AVP 0"),
+        "{ok2}"
+    );
+    assert!(header(&ok2, "Contact").is_some(), "{ok2}");
+    let update = |id, port, send, rtp_timeout| Command::Update {
+        id,
+        remote: Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+        send,
+        rtp_timeout,
+    };
+    assert_eq!(t.media, [update(alice_id, 7000, false, timeout)]);
+    // Resumed, and her ACK ends our 200's retransmissions.
+    t.media.clear();
+    t.input(
+        ALICE,
+        &with_sdp(&from_caller_at(ALICE, "INVITE", &ok, 3), OFFER),
+    );
+    the(&t.take(), ALICE, "SIP/2.0 200");
+    assert_eq!(t.media, [update(alice_id, 7000, true, timeout)]);
+    t.input(ALICE, &from_caller_at(ALICE, "ACK", &ok, 3));
+    t.advance(2);
+    assert!(
+        to(&t.take(), ALICE).is_empty(),
+        "no 200 again after its ACK"
+    );
+
+    // bob holds with a=inactive: his leg says inactive and may be silent for the hold's
+    // time; our 200 goes again until his ACK.
+    t.media.clear();
+    let inactive = format!("{BOB_SDP}a=inactive\r\n");
+    t.input(
+        BOB,
+        &with_sdp(&target_in_dialog("INVITE", &invite, &ack, 2), &inactive),
+    );
+    let ok3 = the(&t.take(), BOB, "SIP/2.0 200");
+    assert!(
+        ok3.contains("a=inactive") && ok3.contains("m=audio 30000 RTP/AVP 0"),
+        "{ok3}"
+    );
+    assert_eq!(
+        header(&ok3, "Contact"),
+        Some("<sip:127.0.0.1:5060>"),
+        "{ok3}"
+    );
+    assert_eq!(
+        t.media,
+        [update(
+            bob_id,
+            8000,
+            false,
+            crate::core::our_stream::HELD_RTP_TIMEOUT
+        )]
+    );
+    t.advance(1);
+    the(&t.take(), BOB, "SIP/2.0 200");
+    t.input(BOB, &target_in_dialog("ACK", &invite, &ack, 2));
+    t.advance(4);
+    assert!(to(&t.take(), BOB).is_empty(), "no 200 again after its ACK");
+    // An offer without the agreed codec: 488, nothing changes.
+    t.media.clear();
+    let pcma = BOB_SDP
+        .replace("RTP/AVP 0 101", "RTP/AVP 8 101")
+        .replace("rtpmap:0 PCMU", "rtpmap:8 PCMA");
+    t.input(
+        BOB,
+        &with_sdp(&target_in_dialog("INVITE", &invite, &ack, 3), &pcma),
+    );
+    the(&t.take(), BOB, "SIP/2.0 488");
+    assert!(t.media.is_empty(), "{:?}", t.media);
+    // Neither leg was hung up.
+    t.advance(2);
+    let out = t.take();
+    assert!(
+        !got(&out, ALICE, "BYE") && !got(&out, BOB, "BYE"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_target_that_never_acks_our_200_to_its_reinvite_is_hung_up_with_the_caller() {
+    let mut t = t();
+    let Connected { invite, ack, .. } = connected(&mut t);
+    t.input(
+        BOB,
+        &with_sdp(&target_in_dialog("INVITE", &invite, &ack, 2), BOB_SDP),
+    );
+    the(&t.take(), BOB, "SIP/2.0 200");
+    // 64·T1 = 32 s without its ACK (noticed at the next time it was due, at T2 steps).
+    t.advance(40);
+    let out = t.take();
+    assert!(got(&out, ALICE, "BYE"), "{out:?}");
+    assert!(got(&out, BOB, "BYE"), "{out:?}");
 }
 
 #[test]

@@ -15,6 +15,7 @@
 //!
 //! The core's use of it is in `core::calls::confirm_b2b`.
 
+use super::our_stream::OurStream;
 use std::net::{IpAddr, SocketAddr};
 use switchboard_media::g711::Law;
 use switchboard_media::offer_answer::{self, NegotiationError, Stream};
@@ -90,6 +91,7 @@ pub(crate) struct TargetLeg {
     /// Our SDP offer and the description it was made from.
     offer: Session,
     local: offer_answer::Local,
+    law: Law,
 }
 
 impl TargetLeg {
@@ -128,7 +130,19 @@ impl TargetLeg {
             contact: setup.contact,
             offer,
             local,
+            law: setup.law,
         }
+    }
+
+    /// Our end of the stream with the target, as our offer made it (what answers the
+    /// target's re-offers).
+    pub(crate) fn our_stream(&self) -> OurStream {
+        OurStream::new(self.local.clone(), self.law, self.offer.to_bytes())
+    }
+
+    /// Our Contact URI in the leg.
+    pub(crate) fn contact(&self) -> &str {
+        &self.contact
     }
 
     /// Our Call-ID of the leg.

@@ -273,7 +273,8 @@ fn a_reinvite_moves_the_stream_holds_it_and_keeps_its_codec() {
         vec![Command::Update {
             id,
             remote: Some("127.0.0.1:7100".parse().unwrap()),
-            send: true
+            send: true,
+            rtp_timeout: Duration::from_secs(30),
         }]
     );
     // Hold (the caller only sends): we answer recvonly and stop sending.
@@ -287,7 +288,8 @@ fn a_reinvite_moves_the_stream_holds_it_and_keeps_its_codec() {
         vec![Command::Update {
             id,
             remote: Some("127.0.0.1:7100".parse().unwrap()),
-            send: false
+            send: false,
+            rtp_timeout: Duration::from_secs(30),
         }]
     );
     // An offer without the codec agreed at the answer (PCMU): 488, nothing changes.

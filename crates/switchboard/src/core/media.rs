@@ -34,6 +34,7 @@
 //! with the call and branch it belongs to.
 
 use super::menu::{MenuRun, Turn};
+use super::our_stream::OurStream;
 use super::voicemail::{Deposit, Kind, MailboxRun, Phase};
 use super::wire::Output;
 use crate::executor::BranchId;
@@ -280,14 +281,13 @@ struct MediaSession {
     branch: BranchId,
     state: State,
     offer: Session,
-    local: Local,
+    /// Our end of the stream: the law agreed on (for the clips of a message played next in
+    /// the same session), our SDP answer as last sent (again for a re-INVITE without an
+    /// offer), what answers a re-offer.
+    ours: OurStream,
     clips: Vec<Clip>,
-    /// The law agreed on (for the clips of a message played next in the same session).
-    law: Law,
     /// The session answered its call (200 OK): silence ends it (see [`Happened::Silent`]).
     answered: bool,
-    /// Our SDP answer as last sent (for a re-INVITE without an offer).
-    sdp: Vec<u8>,
     /// A menu's session: the menu it runs (a message's: None).
     menu: Option<MenuRun>,
     /// A mailbox's session: the message it takes (see [`super::voicemail`]).
@@ -584,15 +584,13 @@ impl Media {
                 branch,
                 state: State::Opening,
                 offer,
-                local,
+                ours: OurStream::new(local, stream.law, Vec::new()),
                 clips,
                 menu,
                 mailbox,
                 name_rest,
                 phone: matches!(endpoint, Endpoint::Phone).then_some(None),
-                law: stream.law,
                 answered: false,
-                sdp: Vec::new(),
             },
         );
         Ok(id)
@@ -645,19 +643,21 @@ impl Media {
         let prompts = lib
             .phrase(message)
             .map_err(|name| Refusal::skip(format!("no prompt named {name}")))?;
-        let clips: Vec<Clip> = prompts.iter().filter_map(|p| lib.clip(p, s.law)).collect();
+        let clips: Vec<Clip> = prompts
+            .iter()
+            .filter_map(|p| lib.clip(p, s.ours.law))
+            .collect();
         s.branch = branch;
         s.state = State::Playing;
         out.push_back(Output::Media(Command::Play { id, clips }));
         Ok(())
     }
 
-    /// Our SDP for a re-INVITE of an answered session's caller: the answer to its new
-    /// offer, or our last answer when it offers nothing. Err when its offer cannot be
-    /// answered (the response code, as for the INVITE's). The stream keeps its port and
-    /// its codec (only the one agreed is answered: an offer without it gets 488); where the
-    /// caller now receives and whether we send (hold, resume) go to the engine
-    /// ([`Command::Update`]).
+    /// Our SDP for a re-INVITE of an answered session's caller (see
+    /// [`OurStream::reoffered`]): the answer to its new offer in the codec agreed, or our
+    /// last description when it offers nothing; where the caller now receives, whether we
+    /// send, and how long it may be silent (hold, resume) go to the engine. Err when its
+    /// offer cannot be answered (the response code, as for the INVITE's).
     pub(crate) fn reanswer(
         &mut self,
         out: &mut VecDeque<Output>,
@@ -670,29 +670,13 @@ impl Media {
                 code: Some(481),
             });
         };
-        if reinvite.body.is_empty() {
-            return Ok(s.sdp.clone());
-        }
-        let offer = sdp_offer(reinvite)?;
-        let mut local = s.local.clone();
-        local.version = local.version.saturating_add(1);
-        local.laws = vec![s.law];
-        match offer_answer::answer(&offer, &local) {
-            Ok((answer, stream)) => {
-                local.laws = s.local.laws.clone();
-                s.local = local;
-                s.sdp = answer.to_bytes();
-                out.push_back(Output::Media(Command::Update {
-                    id,
-                    remote: stream.remote,
-                    send: stream.direction.sends(),
-                }));
-                Ok(s.sdp.clone())
-            }
-            Err(e) => Err(Refusal {
-                why: format!("the caller's offer: {e}"),
-                code: Some(488),
-            }),
+        s.ours.reoffered(out, id, reinvite, self.config.rtp_timeout)
+    }
+
+    /// The caller's ACK of our 2xx to its re-INVITE (see [`OurStream::acked`]).
+    pub(crate) fn reacked(&mut self, out: &mut VecDeque<Output>, id: SessionId, ack: &Request) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.ours.acked(out, id, ack, self.config.rtp_timeout);
         }
     }
 
@@ -711,7 +695,7 @@ impl Media {
                     (Some(menu), _) => menu.begin(now),
                     // The greeting, once the owner's recordings are read (else on the
                     // last answer, in `read`).
-                    (_, Some(run)) => match run.greeting_clips(&self.config.library, s.law) {
+                    (_, Some(run)) => match run.greeting_clips(&self.config.library, s.ours.law) {
                         Some(clips) => clips,
                         None => return,
                     },
@@ -746,7 +730,7 @@ impl Media {
                     switchboard_media::wav::decode(&bytes, max).ok()
                 });
                 if let Some(name) = name.filter(|n| !n.is_empty()) {
-                    let mut clips: Vec<Clip> = vec![s.law.encode(&name).into()];
+                    let mut clips: Vec<Clip> = vec![s.ours.law.encode(&name).into()];
                     clips.extend(rest);
                     s.clips = clips;
                 }
@@ -768,7 +752,7 @@ impl Media {
         let run = s.mailbox.as_mut()?;
         run.read(kind, value);
         if s.state == State::Playing {
-            if let Some(clips) = run.greeting_clips(&lib, s.law) {
+            if let Some(clips) = run.greeting_clips(&lib, s.ours.law) {
                 out.push_back(Output::Media(Command::Play { id, clips }));
             }
         }
@@ -791,7 +775,7 @@ impl Media {
         if s.state != State::Playing {
             return;
         }
-        let law = s.law;
+        let law = s.ours.law;
         let clips: Vec<Clip> = say
             .into_iter()
             .filter_map(|x| match x {
@@ -964,11 +948,11 @@ impl Media {
                 if s.state != State::Opening {
                     return None;
                 }
-                s.local.port = port;
-                match offer_answer::answer(&s.offer, &s.local) {
+                s.ours.local.port = port;
+                match offer_answer::answer(&s.offer, &s.ours.local) {
                     Ok((answer, _)) => {
                         let sdp = answer.to_bytes();
-                        s.sdp = sdp.clone();
+                        s.ours.sdp = sdp.clone();
                         Some((s.call, s.branch, Happened::Opened { id, sdp }))
                     }
                     Err(e) => {
@@ -1105,7 +1089,7 @@ impl Media {
                     let clips = self
                         .config
                         .library
-                        .clip(say::phrase::GOODBYE, s.law)
+                        .clip(say::phrase::GOODBYE, s.ours.law)
                         .into_iter()
                         .collect();
                     out.push_back(Output::Media(Command::Play { id, clips }));
@@ -1165,7 +1149,7 @@ fn open(id: SessionId, stream: &Stream, signalling: IpAddr, rtp_timeout: Duratio
 
 /// The SDP offer of an INVITE, or why there is none to answer: none at all is skipped
 /// (a late offer), an unreadable one refused with 400.
-fn sdp_offer(invite: &Request) -> Result<Session, Refusal> {
+pub(super) fn sdp_offer(invite: &Request) -> Result<Session, Refusal> {
     let content_type = invite.headers.iter().find_map(|h| match h {
         Header::ContentType(c) => Some(c.value().to_ascii_lowercase()),
         _ => None,

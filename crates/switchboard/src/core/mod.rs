@@ -94,6 +94,7 @@ pub mod mailbox_menu;
 pub mod mailboxes;
 pub mod media;
 mod menu;
+pub(crate) mod our_stream;
 pub mod own_presence;
 pub mod records;
 pub mod registrant;
@@ -1010,8 +1011,11 @@ impl Core {
                 };
             }
             ServerOutcome::Ack(req) if in_dialog(&req) => {
+                if let Some((call, branch)) = self.calls.confirm_dialog(&req) {
+                    return self.calls.confirm_ack(cx, call, branch, &req);
+                }
                 if let Some(call) = self.calls.local_dialog(&req) {
-                    return self.calls.local_ack(call, &req);
+                    return self.calls.local_ack(cx, call, &req);
                 }
                 return self.relays.route(cx, &mut self.dialogs, None, req);
             }
