@@ -1347,6 +1347,9 @@ impl Calls {
         if b.done || b.cancelled {
             return self.drive(cx, key);
         }
+        if b.confirm.is_some() {
+            return self.confirm_located(cx, key, branch, outcome);
+        }
         let uri = match &b.prepared {
             Some(p) => p.uri.clone(),
             None => String::new(),
@@ -2120,22 +2123,17 @@ fn unreachable_branch(cx: &mut Ctx<'_>, call: &mut CallState, index: BranchId, w
     }
 }
 
-/// Starts a branch of call `key`: its target found, the INVITE forwarded to it — or, when
-/// its URI has a host name not yet located, left waiting for the resolution
-/// ([`Calls::located`]). Err with the code the branch fails with when it cannot be
-/// started.
-fn start_branch(
-    cx: &mut Ctx<'_>,
-    key: u64,
-    call: &mut CallState,
-    start: crate::executor::BranchStart,
-) -> Result<(), u16> {
+/// Where a branch to `start`'s target goes, and what its request is made from: the
+/// Request-URI, a known peer or a URI to locate, the person it rings, for the log, the
+/// trunk whose account answers challenges, the caller ID (written as a trunk's carrier
+/// wants numbers) and header fields to add. Err with the code the branch fails with.
+fn route_of(
+    cx: &Ctx<'_>,
+    call: &CallState,
+    start: &crate::executor::BranchStart,
+) -> Result<(Prepared, Where), u16> {
     let now = cx.now;
     let policy = cx.directory.policy();
-    let index = start.branch;
-    while call.branches.len() <= index {
-        call.branches.push(Branch::default());
-    }
     let mut account_of = None;
     let mut headers = Vec::new();
     let (uri, whither, user, what) = match &start.target {
@@ -2243,16 +2241,36 @@ fn start_branch(
         },
         (rule, _) => rule.clone(),
     };
-    let b = &mut call.branches[index];
-    b.what = what.clone();
-    b.prepared = Some(Box::new(Prepared {
+    let prepared = Prepared {
         uri,
         user,
         what,
         account_of,
         caller_id,
         headers,
-    }));
+    };
+    Ok((prepared, whither))
+}
+
+/// Starts a branch of call `key`: its target found, the INVITE forwarded to it — or, when
+/// its URI has a host name not yet located, left waiting for the resolution
+/// ([`Calls::located`]). Err with the code the branch fails with when it cannot be
+/// started.
+fn start_branch(
+    cx: &mut Ctx<'_>,
+    key: u64,
+    call: &mut CallState,
+    start: crate::executor::BranchStart,
+) -> Result<(), u16> {
+    let now = cx.now;
+    let index = start.branch;
+    while call.branches.len() <= index {
+        call.branches.push(Branch::default());
+    }
+    let (prepared, whither) = route_of(cx, call, &start)?;
+    let b = &mut call.branches[index];
+    b.what = prepared.what.clone();
+    b.prepared = Some(Box::new(prepared));
     let uri = match whither {
         Where::Peer(dest) => return send_branch(cx, key, call, index, dest),
         Where::Locate(uri) => uri,

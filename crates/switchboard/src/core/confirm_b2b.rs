@@ -20,15 +20,27 @@
 //! BYE goes to the target; the target's BYE is answered 200 and the caller gets our BYE;
 //! no RTP on either session hangs up both; shutdown hangs up both.
 //!
-//! Cut: a re-INVITE of either side is answered 488 (hold is not carried through); a target
-//! reached through a host name to resolve (a trunk with a name, a destination) is not rung
-//! (480, logged); a carrier's challenge to our INVITE is not answered (the leg fails with
-//! its 401/407); the engine's RTP timeout of the target-side session counts from its open,
-//! so a target silent after a long ring may be noticed only through the caller's side.
+//! Either side may describe its stream again (a re-INVITE: hold, resume, a new address):
+//! the leg it is on answers it from its own end of the stream ([`OurStream`]), and the
+//! other side is not asked — the daemon relays between its two sessions, so what a
+//! holding phone still sends (music) reaches the other, and a held side is sent nothing.
+//! Our 2xx to the target's re-INVITE is sent again until its ACK.
+//!
+//! The target is found as a proxied branch's would be (`route_of`): a host name (a trunk
+//! named so, a destination's URI) is located first (RFC 3263), the leg's session opened
+//! once it is, and an INVITE that fails at one target before any provisional response
+//! (no answer, a transport error, 503) goes to the next. A carrier that challenges our
+//! INVITE to a trunk with an account gets the account's credentials, as for a proxied
+//! branch (a second challenge fails the leg 403, "Trunk Authentication Failed").
+//!
+//! Cut: a carrier's challenge to our BYE is not answered (the carrier ends the call on its
+//! own timer).
 
 use super::*;
+use crate::core::carrier_auth::Challenged;
 use crate::core::confirm::{prompt, ConfirmRun, Verdict, CONFIRM_REPEATS, CONFIRM_WAIT};
 use crate::core::confirm_leg::{agreed_codec, LegSetup, TargetLeg};
+use crate::core::locating::{target_of, Located, Waiter};
 use crate::core::media::{Library, Refusal};
 use crate::core::our_stream::{self, OurStream};
 use crate::core::wire::Output;
@@ -48,6 +60,8 @@ const NOT_ACCEPTED: u16 = 480;
 /// Where a confirmed leg is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
+    /// Its target's host name is being located (RFC 3263); its session is reserved.
+    Resolving,
     /// Its target-side session is opening (no INVITE yet).
     Opening,
     /// Our INVITE is out.
@@ -70,13 +84,21 @@ pub(super) struct ConfirmLeg {
     caller_session: Option<SessionId>,
     /// The dialog with the target, once its INVITE is made.
     leg: Option<TargetLeg>,
-    /// Where our requests to the target go.
-    peer: Peer,
+    /// Where our requests to the target go (once located), and the targets of its URI
+    /// not tried yet (RFC 3263: the next when one fails without a provisional response).
+    peer: Option<Peer>,
+    targets: VecDeque<Target>,
     /// The target's URI and To.
     uri: String,
     to: String,
-    /// The caller ID the leg's rule gives.
+    /// The caller ID the leg's rule gives (written as a trunk's carrier wants numbers),
+    /// and header fields our INVITE carries besides.
     rule: CallerIdRule,
+    headers: Vec<Header>,
+    /// The trunk whose account answers the carrier's challenges, and our INVITE as last
+    /// sent to answer them with.
+    account_of: Option<String>,
+    carrier: Option<Box<Challenged>>,
     law: Law,
     telephone_event: bool,
     /// Media settings of the engine.
@@ -179,8 +201,10 @@ pub(super) fn settled(b: &Branch) -> bool {
 }
 
 /// Starts confirmed branch `start.branch`: where it goes is found as a proxied branch's
-/// would be (a registered device's binding, a number at its trunk's address), the
-/// target-side session opened. Err with the code the branch fails with.
+/// would be ([`route_of`]: a registered device's binding, a number at its trunk, a
+/// destination's URI), its target-side session reserved, and opened once the target's
+/// address is known (at once, or when its host name is located: [`located`]). Err with
+/// the code the branch fails with.
 pub(super) fn start(
     cx: &mut Ctx<'_>,
     index: &mut Index,
@@ -189,57 +213,14 @@ pub(super) fn start(
     start: crate::executor::BranchStart,
 ) -> Result<(), u16> {
     let now = cx.now;
-    let policy = cx.directory.policy();
     let b = start.branch;
     while call.branches.len() <= b {
         call.branches.push(Branch::default());
     }
-    let (uri, to, peer, user, what) = match &start.target {
-        BranchTarget::Device { user, device } => {
-            let binding = cx
-                .registrar
-                .lookup(user, now.unix)
-                .into_iter()
-                .filter(|x| x.contact == *device)
-                .reduce(|a, x| if newer(x, a) { x } else { a })
-                .cloned();
-            let Some(binding) = binding else {
-                return Err(480);
-            };
-            let peer = binding_peer(&binding).ok_or(503u16)?;
-            let to = format!("<sip:{user}@{}>", cx.config.realm);
-            let what = format!("{user} at {} (to confirm)", binding.contact);
-            (binding.contact.clone(), to, peer, Some(user.clone()), what)
-        }
-        BranchTarget::External {
-            number,
-            trunk: Some(trunk),
-        } => {
-            let t = policy.trunk(trunk).ok_or(404u16)?;
-            let trunk_uri = t.uri.clone().ok_or(503u16)?;
-            let number = t.numbers.format(number);
-            let Some((transport, addr)) = proxy::uri_target(&trunk_uri) else {
-                tracing::info!(call_id = %call.call_id, trunk, "a trunk named by a host name cannot take a leg to confirm yet");
-                return Err(480);
-            };
-            let uri = format!(
-                "sip:{number}@{}{}",
-                proxy::host_port(addr),
-                transport.uri_suffix()
-            );
-            let peer = Peer {
-                transport,
-                addr,
-                conn: None,
-                local: None,
-            };
-            let what = format!("{number} via trunk {trunk} (to confirm)");
-            (uri.clone(), format!("<{uri}>"), peer, None, what)
-        }
-        other => {
-            tracing::info!(call_id = %call.call_id, target = ?other, "this target cannot take a leg to confirm yet");
-            return Err(480);
-        }
+    let (prepared, whither) = route_of(cx, call, &start)?;
+    let to = match (&start.target, &prepared.user) {
+        (BranchTarget::Device { .. }, Some(user)) => format!("<sip:{user}@{}>", cx.config.realm),
+        _ => format!("<{}>", prepared.uri),
     };
     let offer =
         sdp::Session::parse(&call.invite.body, &sdp::Limits::default()).map_err(|_| 488u16)?;
@@ -249,33 +230,24 @@ pub(super) fn start(
         tracing::info!(call_id = %call.call_id, "no media session for a leg to confirm");
         return Err(503);
     };
-    cx.wire
-        .out
-        .push_back(Output::Media(MediaCommand::Open(Open {
-            id,
-            remote: None,
-            signalling: peer.addr.ip(),
-            law,
-            payload_type: law.payload_type(),
-            telephone_event: telephone_event.then_some(TELEPHONE_EVENT),
-            ptime_ms: 20,
-            send: true,
-            rtp_timeout,
-        })));
     index.sessions.insert(id, (key, b));
     let ringing_tag = cx.wire.tag();
     let br = &mut call.branches[b];
-    br.what = what;
-    br.user = user;
+    br.what = format!("{} (to confirm)", prepared.what);
+    br.user = prepared.user;
     br.confirm = Some(Box::new(ConfirmLeg {
-        phase: Phase::Opening,
+        phase: Phase::Resolving,
         target_session: id,
         caller_session: None,
         leg: None,
-        peer,
-        uri,
+        peer: None,
+        targets: VecDeque::new(),
+        uri: prepared.uri,
         to,
-        rule: start.caller_id,
+        rule: prepared.caller_id,
+        headers: prepared.headers,
+        account_of: prepared.account_of,
+        carrier: None,
         law,
         telephone_event,
         address,
@@ -291,7 +263,96 @@ pub(super) fn start(
         caller_stream: None,
         unacked: None,
     }));
+    let located = match whither {
+        Where::Peer(peer) => Ok(vec![target_of(peer)]),
+        Where::Locate(uri) => {
+            let waiter = Waiter::Branch {
+                call: key,
+                branch: b,
+            };
+            match cx.locating.resolve(&uri, waiter, now.mono) {
+                Located::Done(outcome) => outcome.map(|r| r.targets),
+                Located::Pending(rid) => {
+                    tracing::debug!(call_id = %call.call_id, branch = b, uri, "confirm leg waits for its URI's targets (DNS)");
+                    call.branches[b].resolving = Some(rid);
+                    return Ok(());
+                }
+            }
+        }
+    };
+    if let Err(code) = open_target(cx, call, b, located) {
+        index.sessions.remove(&id);
+        call.branches[b].confirm = None;
+        return Err(code);
+    }
     Ok(())
+}
+
+/// The targets of a leg's URI are known: its target-side session opens, with the first
+/// as where our requests go (the others kept to fail over to). Err(503) when there is
+/// none.
+fn open_target(
+    cx: &mut Ctx<'_>,
+    call: &mut CallState,
+    branch: BranchId,
+    located: Result<Vec<Target>, LocateError>,
+) -> Result<(), u16> {
+    let Some(c) = call
+        .branches
+        .get_mut(branch)
+        .and_then(|b| b.confirm.as_mut())
+    else {
+        return Err(500);
+    };
+    let mut targets: VecDeque<Target> = match located {
+        Ok(targets) => targets.into(),
+        Err(e) => {
+            tracing::warn!(call_id = %call.call_id, branch, uri = %c.uri, error = %e, "a leg to confirm cannot be located");
+            told(cx, call, branch, 503, message::warning(&e.to_string()));
+            return Err(503);
+        }
+    };
+    let Some(first) = targets.pop_front() else {
+        return Err(503);
+    };
+    let peer = first.peer();
+    c.peer = Some(peer);
+    c.targets = targets;
+    c.phase = Phase::Opening;
+    cx.wire
+        .out
+        .push_back(Output::Media(MediaCommand::Open(Open {
+            id: c.target_session,
+            remote: None,
+            signalling: peer.addr.ip(),
+            law: c.law,
+            payload_type: c.law.payload_type(),
+            telephone_event: c.telephone_event.then_some(TELEPHONE_EVENT),
+            ptime_ms: 20,
+            send: true,
+            rtp_timeout: c.rtp_timeout,
+        })));
+    Ok(())
+}
+
+impl Calls {
+    /// The resolution a confirmed branch waited for (see [`Calls::located`]): its session
+    /// opens, or the branch fails 503.
+    pub(super) fn confirm_located(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        key: u64,
+        branch: BranchId,
+        outcome: Result<Resolved, LocateError>,
+    ) {
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
+        if let Err(code) = open_target(cx, call, branch, outcome.map(|r| r.targets)) {
+            end_leg(cx, &mut self.confirm, key, call, branch, Some(code));
+        }
+        self.drive(cx, key);
+    }
 }
 
 /// A request of ours to the target, with a Via of ours, on a client transaction owned by
@@ -302,12 +363,14 @@ fn send_to_target(
     branch: BranchId,
     mut req: Request,
     mut dest: Peer,
-) -> Option<TxId> {
+) -> Option<(TxId, Request)> {
     let local = cx.wire.leave_from(&mut dest)?;
     let via = Header::Via(local.via(&cx.wire.branch(None)).into());
     req.headers.0.insert(0, via);
     let owner = Owner::Confirm { call: key, branch };
-    cx.wire.send_request(req, dest, owner, cx.now).ok()
+    let sent = req.clone();
+    let tx = cx.wire.send_request(req, dest, owner, cx.now).ok()?;
+    Some((tx, sent))
 }
 
 /// The From of our INVITE: the number the leg's rule gives, else the caller's own.
@@ -329,9 +392,173 @@ fn leg_from(cx: &Ctx<'_>, call: &CallState, rule: &CallerIdRule) -> String {
     }
 }
 
+/// Sends the leg's INVITE to where its requests go now (`c.peer`), on a new transaction:
+/// with the caller ID the leg's rule gives (P-Asserted-Identity too) and its other header
+/// fields, kept to answer a carrier's challenge when the leg leaves through a trunk with an
+/// account. False when it cannot be sent.
+fn send_invite(cx: &mut Ctx<'_>, key: u64, call: &mut CallState, branch: BranchId) -> bool {
+    let Some(c) = call.branches.get(branch).and_then(|b| b.confirm.as_ref()) else {
+        return false;
+    };
+    let (Some(dest), Some(mut invite)) = (c.peer, c.leg.as_ref().and_then(TargetLeg::invite))
+    else {
+        return false;
+    };
+    let policy = cx.directory.policy();
+    apply_identity(&cx.config.realm, &mut invite, call, &c.rule, policy);
+    for h in &c.headers {
+        invite.headers.push(h.clone());
+    }
+    let Some((tx, sent)) = send_to_target(cx, key, branch, invite, dest) else {
+        return false;
+    };
+    let b = &mut call.branches[branch];
+    b.peer = Some(dest);
+    let Some(c) = b.confirm.as_mut() else {
+        return false;
+    };
+    c.carrier = c
+        .account_of
+        .clone()
+        .map(|trunk| Challenged::new(trunk, sent));
+    c.invite_tx = Some(tx);
+    c.provisional = false;
+    tracing::debug!(call_id = %call.call_id, branch, to = %dest, "confirm leg: INVITE sent");
+    true
+}
+
+/// Our INVITE failed at its target before any provisional response (no answer, a
+/// transport error, 503): it goes to the URI's next target (RFC 3263 §4.3), the failed
+/// one reported (put last for `retry_after` when the 503 said). False when there is none
+/// left (or none could be sent to).
+fn fail_over(
+    cx: &mut Ctx<'_>,
+    key: u64,
+    call: &mut CallState,
+    branch: BranchId,
+    retry_after: Option<Duration>,
+) -> bool {
+    loop {
+        let Some(c) = call
+            .branches
+            .get_mut(branch)
+            .and_then(|b| b.confirm.as_mut())
+            .filter(|c| c.phase == Phase::Inviting && !c.provisional && !c.cancel)
+        else {
+            return false;
+        };
+        if let Some(failed) = c.peer {
+            cx.locating
+                .locator
+                .report_failure(target_of(failed), retry_after, cx.now.mono);
+        }
+        let Some(next) = c.targets.pop_front() else {
+            return false;
+        };
+        c.peer = Some(next.peer());
+        c.invite_tx = None;
+        tracing::info!(call_id = %call.call_id, branch, to = %next.addr, "confirm leg: on to the next target");
+        if send_invite(cx, key, call, branch) {
+            return true;
+        }
+    }
+}
+
+/// The carrier challenged our INVITE of a leg through a trunk with an account (401 or
+/// 407): it goes again with the account's credentials, one CSeq number higher, on a new
+/// transaction (as a proxied branch's, see [`super::carrier_auth`]). Ok when it went;
+/// Err(Some(403)) when the carrier refused the account (or asks what it cannot give:
+/// logged and counted); Err(None) when there is no account to answer with (the leg fails
+/// with the challenge's code).
+fn answer_challenge(
+    cx: &mut Ctx<'_>,
+    key: u64,
+    call: &mut CallState,
+    branch: BranchId,
+    tx: TxId,
+    resp: &Response,
+) -> Result<(), Option<u16>> {
+    let now = cx.now;
+    let directory = cx.directory;
+    let code = resp.status_code.code();
+    let Some(c) = call
+        .branches
+        .get_mut(branch)
+        .and_then(|b| b.confirm.as_mut())
+    else {
+        return Err(None);
+    };
+    let (Some(carrier), Some(mut peer)) = (c.carrier.as_mut(), c.peer) else {
+        return Err(None);
+    };
+    let Some(account) = directory
+        .policy()
+        .trunk(&carrier.trunk)
+        .and_then(|t| t.account.as_ref())
+    else {
+        let why = "the trunk has no account any more";
+        cx.carrier.refused(&carrier.trunk, &call.call_id, code, why);
+        told(cx, call, branch, 403, proxy::reason(code, why));
+        return Err(Some(403));
+    };
+    let Some(local) = cx.wire.leave_from(&mut peer) else {
+        return Err(Some(503));
+    };
+    let via = local.via(&cx.wire.branch(None));
+    let req = match cx
+        .carrier
+        .answer(&mut cx.wire.entropy, account, carrier, resp, via)
+    {
+        Ok(req) => req,
+        Err(why) => {
+            cx.carrier.refused(&carrier.trunk, &call.call_id, code, why);
+            told(cx, call, branch, 403, proxy::reason(code, why));
+            return Err(Some(403));
+        }
+    };
+    let Some(cseq) = message::cseq_number(&req.headers) else {
+        return Err(Some(500));
+    };
+    // The challenged transaction absorbs what is left of it on its own.
+    cx.wire.owners.remove(&tx);
+    let owner = Owner::Confirm { call: key, branch };
+    match cx.wire.send_request(req, peer, owner, now) {
+        Ok(new) => {
+            tracing::debug!(call_id = %call.call_id, branch, trunk = %carrier.trunk, code, "carrier's challenge to a leg to confirm answered");
+            if let Some(leg) = c.leg.as_mut() {
+                leg.renumbered(cseq);
+            }
+            c.invite_tx = Some(new);
+            c.provisional = false;
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(call_id = %call.call_id, error = %e, "authenticated INVITE of a leg to confirm not sent");
+            Err(Some(503))
+        }
+    }
+}
+
+/// What the caller is told when a leg fails with `code` and its answer is the best the
+/// call gets: our response, with `why` (a Warning, a Reason); a refused trunk account is
+/// "Trunk Authentication Failed", as for a proxied branch.
+fn told(cx: &mut Ctx<'_>, call: &mut CallState, branch: BranchId, code: u16, why: Header) {
+    let tag = cx.wire.tag();
+    let mut resp = message::response(&call.invite, code, Some(&tag), &cx.wire.server);
+    if matches!(why, Header::Reason(_)) {
+        message::set_reason_phrase(&mut resp, "Trunk Authentication Failed");
+    }
+    resp.headers.push(why);
+    if let Some(b) = call.branches.get_mut(branch) {
+        b.response = Some(resp);
+    }
+}
+
 /// Our BYE to the target of an answered leg (nothing when it is not answered).
 fn bye_target(cx: &mut Ctx<'_>, key: u64, branch: BranchId, c: &mut ConfirmLeg) {
-    let dest = c.peer;
+    let Some(dest) = c.peer else {
+        return;
+    };
     if let Some(bye) = c.leg.as_mut().and_then(TargetLeg::bye) {
         if send_to_target(cx, key, branch, bye, dest).is_none() {
             tracing::debug!(branch, "BYE to the confirm target not sent");
@@ -365,7 +592,7 @@ fn end_leg(
         bye_target(cx, key, branch, c);
     } else if let Some(tx) = c.invite_tx {
         if c.provisional {
-            send_cancel(cx, tx, Some(c.peer), None);
+            send_cancel(cx, tx, c.peer, None);
         } else {
             c.cancel = true;
         }
@@ -392,6 +619,12 @@ fn end_leg(
     if !b.done {
         b.done = true;
         if let Some(code) = code {
+            if b.response.is_none() {
+                // What the caller is told should this be the best answer the call gets.
+                let tag = cx.wire.tag();
+                let resp = message::response(&call.invite, code, Some(&tag), &cx.wire.server);
+                b.response = Some(resp);
+            }
             call.exec.branch_failed(branch, code, now.mono);
         }
     }
@@ -554,52 +787,31 @@ impl Calls {
         let Some(c) = call.branches.get(branch).and_then(|b| b.confirm.as_ref()) else {
             return;
         };
-        let (mut dest, address, uri, to, rule) = (
-            c.peer,
-            c.address,
-            c.uri.clone(),
-            c.to.clone(),
-            c.rule.clone(),
-        );
-        let (law, telephone_event) = (c.law, c.telephone_event);
-        let Some(local) = cx.wire.leave_from(&mut dest) else {
+        let local = c.peer.and_then(|mut dest| cx.wire.leave_from(&mut dest));
+        let Some(local) = local else {
             end_leg(cx, &mut self.confirm, key, call, branch, Some(503));
             return self.drive(cx, key);
         };
-        let address = address.unwrap_or(local.addr.ip());
         let setup = LegSetup {
             call_id: format!("{}-confirm", cx.wire.tag()),
             from_tag: cx.wire.tag(),
-            from: leg_from(cx, call, &rule),
-            target: uri,
-            to,
+            from: leg_from(cx, call, &c.rule),
+            target: c.uri.clone(),
+            to: c.to.clone(),
             // Bare: the leg puts it in angle brackets.
             contact: proxy::strip_angle(&local.contact()).to_string(),
-            media: std::net::SocketAddr::new(address, port),
+            media: std::net::SocketAddr::new(c.address.unwrap_or(local.addr.ip()), port),
             session_id: id.0,
-            law,
-            telephone_event,
+            law: c.law,
+            telephone_event: c.telephone_event,
         };
         let leg = TargetLeg::new(setup);
-        let invite = leg.invite().map(|mut inv| {
-            // The caller ID as the leg's rule gives it (P-Asserted-Identity too).
-            let policy = cx.directory.policy();
-            apply_identity(&cx.config.realm, &mut inv, call, &rule, policy);
-            inv
-        });
-        let sent = invite.and_then(|inv| send_to_target(cx, key, branch, inv, dest));
-        let Some(tx) = sent else {
-            end_leg(cx, &mut self.confirm, key, call, branch, Some(503));
-            return self.drive(cx, key);
-        };
         self.confirm
             .dialogs
             .insert(leg.call_id().to_string(), (key, branch));
         let b = &mut call.branches[branch];
-        b.peer = Some(dest);
         if let Some(c) = b.confirm.as_mut() {
             c.leg = Some(leg);
-            c.invite_tx = Some(tx);
             c.phase = Phase::Inviting;
         }
         if let Some(u) = &b.user {
@@ -607,7 +819,10 @@ impl Calls {
                 .model_mut()
                 .leg(u, &call.call_id, &format!("b{branch}"), LegState::Ringing);
         }
-        tracing::debug!(call_id = %call.call_id, branch, to = %dest, "confirm leg: INVITE sent");
+        if !send_invite(cx, key, call, branch) && !fail_over(cx, key, call, branch, None) {
+            end_leg(cx, &mut self.confirm, key, call, branch, Some(503));
+            self.drive(cx, key);
+        }
     }
 
     /// What the target's key (or silence) amounts to.
@@ -740,12 +955,15 @@ impl Calls {
         if !invite {
             return; // our BYE's answer: nothing more to do
         }
+        if let (true, false, Some(peer)) = (c.invite_tx == Some(tx), code == 503, c.peer) {
+            cx.locating.locator.report_success(target_of(peer));
+        }
         if code < 200 {
             if c.invite_tx == Some(tx) && !c.provisional {
                 c.provisional = true;
                 if c.cancel {
                     c.cancel = false;
-                    send_cancel(cx, tx, Some(c.peer), None);
+                    send_cancel(cx, tx, c.peer, None);
                     return;
                 }
             }
@@ -764,10 +982,31 @@ impl Calls {
             if c.invite_tx != Some(tx) {
                 return;
             }
-            c.invite_tx = None;
             if c.phase == Phase::Inviting {
+                let retry_after = message::retry_after(&resp.headers).map(Duration::from_secs);
+                if code == 503 && fail_over(cx, key, call, branch, retry_after) {
+                    return;
+                }
+                if matches!(code, 401 | 407) {
+                    match answer_challenge(cx, key, call, branch, tx, &resp) {
+                        Ok(()) => return,
+                        Err(Some(code)) => {
+                            end_leg(cx, &mut self.confirm, key, call, branch, Some(code));
+                            return self.drive(cx, key);
+                        }
+                        Err(None) => {}
+                    }
+                }
                 tracing::info!(call_id = %call.call_id, branch, code, "the forward target refused the call");
                 end_leg(cx, &mut self.confirm, key, call, branch, Some(code));
+            }
+            if let Some(c) = call
+                .branches
+                .get_mut(branch)
+                .and_then(|b| b.confirm.as_mut())
+                .filter(|c| c.invite_tx == Some(tx))
+            {
+                c.invite_tx = None;
             }
             return self.drive(cx, key);
         }
@@ -783,8 +1022,7 @@ impl Calls {
         } else {
             None
         };
-        if let Some(ack) = leg.ack() {
-            let mut dest = c.peer;
+        if let (Some(ack), Some(mut dest)) = (leg.ack(), c.peer) {
             if let Some(local) = cx.wire.leave_from(&mut dest) {
                 let mut ack = ack;
                 let via = Header::Via(local.via(&cx.wire.branch(None)).into());
@@ -853,9 +1091,18 @@ impl Calls {
         else {
             return;
         };
-        c.invite_tx = None;
-        if c.phase == Phase::Inviting {
-            end_leg(cx, &mut self.confirm, key, call, branch, Some(code));
+        if c.phase == Phase::Inviting && fail_over(cx, key, call, branch, None) {
+            return;
+        }
+        if let Some(c) = call
+            .branches
+            .get_mut(branch)
+            .and_then(|b| b.confirm.as_mut())
+        {
+            c.invite_tx = None;
+            if c.phase == Phase::Inviting {
+                end_leg(cx, &mut self.confirm, key, call, branch, Some(code));
+            }
         }
         self.drive(cx, key);
     }

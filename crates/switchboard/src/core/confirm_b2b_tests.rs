@@ -615,3 +615,162 @@ fn no_rtp_on_either_side_or_shutdown_hangs_up_both() {
         }
     }
 }
+
+// ---- legs through trunks: located by name, failed over, challenged by the carrier ------
+
+/// The harness's policy (trunks `carrier`, +44 numbers, and `authed`, +3314 numbers with
+/// an account), the `carrier` trunk at `carrier_uri`, and erin forwarding to `number` at
+/// once (her own phone not ringing), to be confirmed.
+fn trunk_policy(carrier_uri: &str, number: &str) -> String {
+    let policy = crate::test_harness::POLICY.replace(
+        "uri = \"sip:carrier@127.0.0.2:5080\"",
+        &format!("uri = \"{carrier_uri}\""),
+    );
+    format!(
+        "{policy}\n[users.erin]\nextension = \"1005\"\nno_answer = \"hangup\"\n\
+         [users.erin.forwarding]\ntargets = [\"number:{number}\"]\nrequire_confirmation = true\n\
+         keep_ringing_own = false\n"
+    )
+}
+
+fn t_trunks(carrier_uri: &str, number: &str) -> T {
+    let media = MediaConfig {
+        enabled: true,
+        address: None,
+        max_sessions: 10,
+        rtp_timeout: Duration::from_secs(30),
+        library: Arc::new(Library::default()),
+    };
+    let mut t = T::with_media(media, &trunk_policy(carrier_uri, number));
+    // erin's phone is on: her calls are forwarded at once (a person with none is
+    // unavailable).
+    t.register("erin", "127.0.0.1:5077");
+    t.take();
+    t
+}
+
+/// alice calls erin (1005), with an SDP offer.
+fn call_erin(t: &mut T) {
+    let text = invite_sdp("e1").replace("1003@", "1005@");
+    t.input(ALICE, &text);
+}
+
+/// The session opened for the leg, once opened on port 30000: what was sent then.
+fn leg_opens(t: &mut T) -> Vec<(std::net::SocketAddr, String)> {
+    let sessions = opened(t);
+    assert_eq!(sessions.len(), 1, "{:?}", t.media);
+    t.media.clear();
+    t.feed(Input::Media(Event::Opened {
+        id: sessions[0].0,
+        port: 30000,
+    }));
+    t.pump();
+    t.take()
+}
+
+#[test]
+fn a_leg_through_a_trunk_by_host_name_is_located_and_fails_over_on_503() {
+    let mut t = t_trunks("sip:carrier.test", "+447700900123");
+    call_erin(&mut t);
+    t.take();
+    assert!(
+        opened(&mut t).is_empty(),
+        "nothing opened before the name is located"
+    );
+    assert!(!t.lookups.is_empty(), "the trunk's name is looked up");
+    t.answer_dns(carrier_dns);
+    let out = leg_opens(&mut t);
+    // SRV priority 10 first; the Request-URI keeps the host name.
+    let first = the(&out, CARRIER_A, "INVITE");
+    assert_eq!(
+        first_line(&first),
+        "INVITE sip:07700900123@carrier.test SIP/2.0"
+    );
+    assert!(first.contains("m=audio 30000 RTP/AVP 0"), "{first}");
+    // 503: the next target at once, the same INVITE on a new transaction.
+    t.input(CARRIER_A, &answer(&first, 503, "a", "x@127.0.0.8"));
+    let out = t.take();
+    assert!(!got(&out, ALICE, "SIP/2.0 503"), "{out:?}");
+    let second = the(&out, CARRIER_B, "INVITE");
+    assert_ne!(header(&second, "Via"), header(&first, "Via"));
+    assert_eq!(header(&second, "Call-ID"), header(&first, "Call-ID"));
+    // It rings, answers and is asked.
+    t.input(CARRIER_B, &target_says(&second, 180, "pstn", CARRIER_B));
+    assert!(got(&t.take(), ALICE, "SIP/2.0 180"));
+    t.media.clear();
+    t.input(CARRIER_B, &target_says(&second, 200, "pstn", CARRIER_B));
+    let out = t.take();
+    assert!(got(&out, CARRIER_B, "ACK"), "{out:?}");
+    assert!(
+        t.media.iter().any(|c| matches!(c, Command::Play { .. })),
+        "{:?}",
+        t.media
+    );
+}
+
+#[test]
+fn a_leg_whose_trunk_cannot_be_located_fails() {
+    use switchboard_sip::locate::Answer;
+    let mut t = t_trunks("sip:carrier.test", "+447700900123");
+    call_erin(&mut t);
+    t.take();
+    t.answer_dns(|_| Answer::Failed("no DNS servers".into()));
+    let out = t.take();
+    assert!(opened(&mut t).is_empty(), "{:?}", t.media);
+    // erin's forward was the only step: the call ends as a proxied branch's would (a
+    // 503 of ours is not passed on), and nothing of it is kept.
+    assert!(got(&out, ALICE, "SIP/2.0 480"), "{out:?}");
+    assert_eq!(t.core.calls.len(), 0);
+}
+
+#[test]
+fn the_carriers_challenge_to_a_leg_is_answered_with_the_trunks_account() {
+    let mut t = t_trunks("sip:carrier@127.0.0.2:5080", "+33140000000");
+    call_erin(&mut t);
+    t.take();
+    let out = leg_opens(&mut t);
+    let inv = the(&out, AUTHED, "INVITE");
+    assert_eq!(
+        first_line(&inv),
+        "INVITE sip:+33140000000@127.0.0.3:5080 SIP/2.0"
+    );
+    let challenges =
+        ["Digest realm=\"carrier.example\", nonce=\"n1\", algorithm=MD5, qop=\"auth\""];
+    t.input(AUTHED, &challenge(&inv, 407, &challenges));
+    let out = t.take();
+    assert!(
+        !got(&out, ALICE, "SIP/2.0 407"),
+        "alice never sees it: {out:?}"
+    );
+    let again = the(&out, AUTHED, "INVITE");
+    assert_eq!(header(&again, "CSeq"), Some("2 INVITE"));
+    assert_eq!(header(&again, "Call-ID"), header(&inv, "Call-ID"));
+    assert_ne!(header(&again, "Via"), header(&inv, "Via"));
+    let d = answered_digest(&again, "Proxy-Authorization", "acct-auth", "trunk-pw");
+    assert_eq!(d["nonce"], "n1");
+    assert_eq!(t.core.routing_counters().carrier_answers, 1);
+    // Answered: our ACK carries the INVITE's new number.
+    t.input(AUTHED, &target_says(&again, 200, "pstn", AUTHED));
+    let ack = the(&t.take(), AUTHED, "ACK");
+    assert_eq!(header(&ack, "CSeq"), Some("2 ACK"));
+}
+
+#[test]
+fn a_second_challenge_to_a_leg_fails_it_403() {
+    let mut t = t_trunks("sip:carrier@127.0.0.2:5080", "+33140000000");
+    call_erin(&mut t);
+    t.take();
+    let inv = the(&leg_opens(&mut t), AUTHED, "INVITE");
+    let challenges =
+        ["Digest realm=\"carrier.example\", nonce=\"n1\", algorithm=MD5, qop=\"auth\""];
+    t.input(AUTHED, &challenge(&inv, 407, &challenges));
+    let again = the(&t.take(), AUTHED, "INVITE");
+    t.input(AUTHED, &challenge(&again, 407, &challenges));
+    let out = t.take();
+    assert!(
+        to(&out, AUTHED).iter().all(|m| !m.starts_with("INVITE")),
+        "{out:?}"
+    );
+    assert!(got(&out, ALICE, "SIP/2.0 403"), "{out:?}");
+    assert_eq!(t.core.routing_counters().carrier_refusals, 1);
+}

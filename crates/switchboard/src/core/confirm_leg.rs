@@ -244,6 +244,13 @@ impl TargetLeg {
         call_id.unwrap_or(false) && tag.unwrap_or(false)
     }
 
+    /// Our INVITE went again as `cseq` (with a carrier's credentials): its responses, ACK
+    /// and CANCEL carry that number, and our next request a higher one.
+    pub(crate) fn renumbered(&mut self, cseq: u32) {
+        self.invite_cseq = cseq;
+        self.cseq = self.cseq.max(cseq);
+    }
+
     /// Whether `resp` answers our INVITE (its CSeq).
     pub(crate) fn answers_invite(&self, resp: &Response) -> bool {
         cseq_number(&resp.headers) == Some(self.invite_cseq)
