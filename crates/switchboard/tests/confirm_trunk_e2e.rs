@@ -4,7 +4,7 @@
 //! on only with the account's credentials), and a SIPp server behind it stands for the
 //! forward target: it answers, hears the question and presses 1 (RFC 4733). alice (baresip)
 //! is then connected, and her hang-up reaches the target as the daemon's BYE through the
-//! carrier.
+//! carrier, which challenges that too.
 //!
 //! Every process is owned by a guard that kills it, also when the test fails; every wait
 //! is bounded; only loopback addresses are used.
@@ -73,6 +73,8 @@ fn a_target_through_a_named_challenging_carrier_presses_1_and_is_connected() {
             format!("REALM=\"{REALM_OF_CARRIER}\""),
             format!("PASSWORD=\"{PASSWORD}\""),
             format!("AUTH_USER=\"{AUTH_USER}\""),
+            // Our BYE is challenged too.
+            "WITH_DIALOG_AUTH".into(),
         ],
     );
     let media = target_media.to_string();
@@ -127,7 +129,20 @@ fn a_target_through_a_named_challenging_carrier_presses_1_and_is_connected() {
         "{}",
         carrier.log()
     );
-    // Our BYE numbered on from the INVITE the carrier took, as it checks.
+    // Our BYE, numbered on from the INVITE the carrier took (as it checks), challenged in
+    // turn and answered with the account.
     assert!(carrier.lines("CSEQ-BAD").is_empty(), "{}", carrier.log());
+    assert_eq!(
+        carrier.lines("CHALLENGED BYE").len(),
+        1,
+        "{}",
+        carrier.log()
+    );
+    assert_eq!(
+        carrier.lines("AUTH-OK BYE cseq=4 user=acct-7").len(),
+        1,
+        "{}",
+        carrier.log()
+    );
     assert_eq!(target.requests("BYE").len(), 1, "{}", target.report());
 }

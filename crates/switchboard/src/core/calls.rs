@@ -968,13 +968,16 @@ impl Calls {
         }
         // A call the daemon answered itself lasts as long as its announcements.
         let local_live = call.local.is_some() && call.branches.iter().any(|b| !b.done);
-        let done = call.exec.phase() != &Phase::Routing
+        let ended = call.exec.phase() != &Phase::Routing
             && !local_live
             && call
                 .branches
                 .iter()
-                .all(|b| (b.done || b.tx.is_none()) && b.abandoned.is_empty())
-            && call.branches.iter().all(confirm_b2b::settled);
+                .all(|b| (b.done || b.tx.is_none()) && b.abandoned.is_empty());
+        if ended {
+            confirm_b2b::hang_up(cx, &mut self.confirm, call);
+        }
+        let done = ended && call.branches.iter().all(confirm_b2b::settled);
         if !done {
             if let Some(w) = call.exec.poll_timeout() {
                 self.wakes.insert((w, key));

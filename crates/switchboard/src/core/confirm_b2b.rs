@@ -32,9 +32,8 @@
 //! (no answer, a transport error, 503) goes to the next. A carrier that challenges our
 //! INVITE to a trunk with an account gets the account's credentials, as for a proxied
 //! branch (a second challenge fails the leg 403, "Trunk Authentication Failed").
-//!
-//! Cut: a carrier's challenge to our BYE is not answered (the carrier ends the call on its
-//! own timer).
+//! Our BYE to the target is answered the same way when challenged; the call is kept until
+//! it is over (`settled`).
 
 use super::*;
 use crate::core::carrier_auth::Challenged;
@@ -105,8 +104,10 @@ pub(super) struct ConfirmLeg {
     address: Option<IpAddr>,
     rtp_timeout: Duration,
     library: Arc<Library>,
-    /// Our INVITE's transaction.
+    /// Our INVITE's transaction, and our BYE's (the call is kept until both are over, so
+    /// that a carrier's challenge to either is answered).
     invite_tx: Option<TxId>,
+    bye_tx: Option<TxId>,
     provisional: bool,
     /// A CANCEL waits for the first provisional response (§9.1).
     cancel: bool,
@@ -194,10 +195,13 @@ impl Index {
     }
 }
 
-/// Whether a branch has no INVITE of a confirmed leg still open (a call is kept until
-/// its final response, so that a 2xx crossing our CANCEL is acknowledged and hung up).
+/// Whether a branch has no INVITE or BYE of a confirmed leg still open (a call is kept
+/// until their final responses, so that a 2xx crossing our CANCEL is acknowledged and hung
+/// up, and a carrier's challenge to our BYE answered).
 pub(super) fn settled(b: &Branch) -> bool {
-    b.confirm.as_ref().is_none_or(|c| c.invite_tx.is_none())
+    b.confirm
+        .as_ref()
+        .is_none_or(|c| c.invite_tx.is_none() && c.bye_tx.is_none())
 }
 
 /// Starts confirmed branch `start.branch`: where it goes is found as a proxied branch's
@@ -254,6 +258,7 @@ pub(super) fn start(
         rtp_timeout,
         library,
         invite_tx: None,
+        bye_tx: None,
         provisional: false,
         cancel: false,
         run: None,
@@ -464,9 +469,9 @@ fn fail_over(
     }
 }
 
-/// The carrier challenged our INVITE of a leg through a trunk with an account (401 or
-/// 407): it goes again with the account's credentials, one CSeq number higher, on a new
-/// transaction (as a proxied branch's, see [`super::carrier_auth`]). Ok when it went;
+/// The carrier challenged our INVITE (or our BYE) of a leg through a trunk with an account
+/// (401 or 407): it goes again with the account's credentials, one CSeq number higher, on
+/// a new transaction (as a proxied branch's, see [`super::carrier_auth`]). Ok when it went;
 /// Err(Some(403)) when the carrier refused the account (or asks what it cannot give:
 /// logged and counted); Err(None) when there is no account to answer with (the leg fails
 /// with the challenge's code).
@@ -525,15 +530,20 @@ fn answer_challenge(
     match cx.wire.send_request(req, peer, owner, now) {
         Ok(new) => {
             tracing::debug!(call_id = %call.call_id, branch, trunk = %carrier.trunk, code, "carrier's challenge to a leg to confirm answered");
+            let bye = c.bye_tx == Some(tx);
             if let Some(leg) = c.leg.as_mut() {
-                leg.renumbered(cseq);
+                leg.renumbered(cseq, !bye);
             }
-            c.invite_tx = Some(new);
-            c.provisional = false;
+            if bye {
+                c.bye_tx = Some(new);
+            } else {
+                c.invite_tx = Some(new);
+                c.provisional = false;
+            }
             Ok(())
         }
         Err(e) => {
-            tracing::warn!(call_id = %call.call_id, error = %e, "authenticated INVITE of a leg to confirm not sent");
+            tracing::warn!(call_id = %call.call_id, error = %e, "authenticated request of a leg to confirm not sent");
             Err(Some(503))
         }
     }
@@ -560,8 +570,15 @@ fn bye_target(cx: &mut Ctx<'_>, key: u64, branch: BranchId, c: &mut ConfirmLeg) 
         return;
     };
     if let Some(bye) = c.leg.as_mut().and_then(TargetLeg::bye) {
-        if send_to_target(cx, key, branch, bye, dest).is_none() {
-            tracing::debug!(branch, "BYE to the confirm target not sent");
+        match send_to_target(cx, key, branch, bye, dest) {
+            Some((tx, sent)) => {
+                c.bye_tx = Some(tx);
+                c.carrier = c
+                    .account_of
+                    .clone()
+                    .map(|trunk| Challenged::new(trunk, sent));
+            }
+            None => tracing::debug!(branch, "BYE to the confirm target not sent"),
         }
     }
 }
@@ -953,7 +970,23 @@ impl Calls {
                 .cseq_header()
                 .is_ok_and(|h| h.value().trim_end().ends_with("INVITE"));
         if !invite {
-            return; // our BYE's answer: nothing more to do
+            if c.bye_tx != Some(tx) || code < 200 {
+                return;
+            }
+            // Our BYE's answer: a challenge is answered, anything else ends it.
+            if matches!(code, 401 | 407)
+                && answer_challenge(cx, key, call, branch, tx, &resp).is_ok()
+            {
+                return;
+            }
+            if let Some(c) = call
+                .branches
+                .get_mut(branch)
+                .and_then(|b| b.confirm.as_mut())
+            {
+                c.bye_tx = None;
+            }
+            return self.drive(cx, key);
         }
         if let (true, false, Some(peer)) = (c.invite_tx == Some(tx), code == 503, c.peer) {
             cx.locating.locator.report_success(target_of(peer));
@@ -1087,10 +1120,16 @@ impl Calls {
             .branches
             .get_mut(branch)
             .and_then(|b| b.confirm.as_mut())
-            .filter(|c| c.invite_tx == Some(tx))
         else {
             return;
         };
+        if c.bye_tx == Some(tx) {
+            c.bye_tx = None;
+            return self.drive(cx, key);
+        }
+        if c.invite_tx != Some(tx) {
+            return;
+        }
         if c.phase == Phase::Inviting && fail_over(cx, key, call, branch, None) {
             return;
         }
@@ -1247,6 +1286,21 @@ pub(super) fn cancel(
     end_leg(cx, index, key, call, branch, None);
     if let Some(b) = call.branches.get_mut(branch) {
         b.cancelled = true;
+    }
+}
+
+/// A call is over (its outcome settled, the caller's dialog ended): its confirmed legs still
+/// up are hung up now (the call is kept until their BYEs are answered, see [`settled`]).
+pub(super) fn hang_up(cx: &mut Ctx<'_>, index: &mut Index, call: &mut CallState) {
+    let key = call.key;
+    for branch in 0..call.branches.len() {
+        let up = call.branches[branch]
+            .confirm
+            .as_ref()
+            .is_some_and(|c| c.phase != Phase::Over);
+        if up {
+            end_leg(cx, index, key, call, branch, None);
+        }
     }
 }
 

@@ -314,6 +314,10 @@ fn the_callers_bye_is_our_bye_to_the_target() {
     for id in [alice_id, bob_id] {
         assert!(t.media.contains(&Command::Close { id }), "{:?}", t.media);
     }
+    // The call is kept until our BYE is answered, then forgotten.
+    assert_eq!(t.core.calls.len(), 1);
+    t.input(BOB, &answer(&bye, 200, "bob1", BOB));
+    assert_eq!(t.core.calls.len(), 0);
 }
 
 #[test]
@@ -773,4 +777,68 @@ fn a_second_challenge_to_a_leg_fails_it_403() {
     );
     assert!(got(&out, ALICE, "SIP/2.0 403"), "{out:?}");
     assert_eq!(t.core.routing_counters().carrier_refusals, 1);
+}
+
+#[test]
+fn the_carriers_challenge_to_our_bye_is_answered_and_then_the_call_forgotten() {
+    let mut t = t_trunks("sip:carrier@127.0.0.2:5080", "+33140000000");
+    call_erin(&mut t);
+    t.take();
+    let sessions = opened(&mut t);
+    let target = sessions[0].0;
+    let inv = the(&leg_opens(&mut t), AUTHED, "INVITE");
+    let challenges =
+        ["Digest realm=\"carrier.example\", nonce=\"n1\", algorithm=MD5, qop=\"auth\""];
+    t.input(AUTHED, &challenge(&inv, 407, &challenges));
+    let again = the(&t.take(), AUTHED, "INVITE");
+    t.input(AUTHED, &target_says(&again, 200, "pstn", AUTHED));
+    t.take();
+    // The target presses 1; alice is answered and ACKs.
+    t.feed(Input::Media(Event::Digit {
+        id: target,
+        digit: '1',
+    }));
+    t.pump();
+    let caller = opened(&mut t).last().unwrap().0;
+    t.feed(Input::Media(Event::Opened {
+        id: caller,
+        port: 30002,
+    }));
+    t.pump();
+    let ok = the(&t.take(), ALICE, "SIP/2.0 200");
+    t.input(ALICE, &from_caller_at(ALICE, "ACK", &ok, 1));
+    // alice hangs up: our BYE (numbered on from the INVITE's 2), challenged, goes again
+    // with the account's answer and the next number.
+    t.input(ALICE, &from_caller_at(ALICE, "BYE", &ok, 2));
+    let bye = the(&t.take(), AUTHED, "BYE");
+    assert_eq!(header(&bye, "CSeq"), Some("3 BYE"));
+    t.input(
+        AUTHED,
+        &challenge(
+            &bye,
+            407,
+            &["Digest realm=\"carrier.example\", nonce=\"n2\", algorithm=MD5, qop=\"auth\""],
+        ),
+    );
+    let out = t.take();
+    let again = the(&out, AUTHED, "BYE");
+    assert_eq!(header(&again, "CSeq"), Some("4 BYE"));
+    assert_ne!(header(&again, "Via"), header(&bye, "Via"));
+    let d = answered_digest(&again, "Proxy-Authorization", "acct-auth", "trunk-pw");
+    assert_eq!(d["nonce"], "n2");
+    assert_eq!(t.core.calls.len(), 1, "kept until the BYE is answered");
+    t.input(AUTHED, &answer(&again, 200, "pstn", AUTHED));
+    assert_eq!(t.core.calls.len(), 0);
+}
+
+#[test]
+fn a_bye_that_gets_no_answer_lets_the_call_go_after_its_timeout() {
+    let mut t = t();
+    let Connected { ok, .. } = connected(&mut t);
+    t.input(ALICE, &from_caller_at(ALICE, "BYE", &ok, 2));
+    t.take();
+    assert_eq!(t.core.calls.len(), 1);
+    // Timer F: 64·T1.
+    t.advance(33);
+    assert_eq!(t.core.calls.len(), 0);
 }

@@ -244,10 +244,13 @@ impl TargetLeg {
         call_id.unwrap_or(false) && tag.unwrap_or(false)
     }
 
-    /// Our INVITE went again as `cseq` (with a carrier's credentials): its responses, ACK
-    /// and CANCEL carry that number, and our next request a higher one.
-    pub(crate) fn renumbered(&mut self, cseq: u32) {
-        self.invite_cseq = cseq;
+    /// A request of ours went again as `cseq` (with a carrier's credentials): our next
+    /// request has a higher number; when it is the INVITE (`invite`), its responses, ACK and
+    /// CANCEL carry that one.
+    pub(crate) fn renumbered(&mut self, cseq: u32, invite: bool) {
+        if invite {
+            self.invite_cseq = cseq;
+        }
         self.cseq = self.cseq.max(cseq);
     }
 
