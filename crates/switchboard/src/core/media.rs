@@ -1038,10 +1038,19 @@ impl Media {
                     ));
                 }
                 if let (Some(run), State::Playing) = (&mut s.mailbox, s.state) {
+                    let lib = &self.config.library;
                     if digit == '#' && run.phase == Phase::Recording {
                         // The caller is done: the recording ends (Recorded follows).
                         run.phase = Phase::Stopping;
                         out.push_back(Output::Media(Command::StopRecording { id }));
+                    } else if let Some(beep) = (digit == '#')
+                        .then(|| run.skip_greeting(lib, s.ours.law))
+                        .flatten()
+                    {
+                        // The caller skips the greeting: the beep at once (its end starts
+                        // the recording, as the greeting's would have).
+                        out.push_back(Output::Media(Command::Stop { id }));
+                        out.push_back(Output::Media(Command::Play { id, clips: beep }));
                     } else {
                         tracing::debug!(session = id.0, %digit, "key pressed at a mailbox; ignored");
                     }

@@ -187,8 +187,9 @@ pub(crate) struct MailboxRun {
     /// The owner's recordings, once read: `Some(None)` when there is none.
     greeting: Option<Option<Vec<i16>>>,
     name: Option<Option<Vec<i16>>>,
-    /// The greeting's Play went.
+    /// The greeting's Play went; the caller skipped it with `#`.
     started: bool,
+    skipped: bool,
     pub phase: Phase,
     /// The longest message, and what ends it by quiet.
     pub max: Duration,
@@ -208,6 +209,7 @@ impl MailboxRun {
             greeting: None,
             name: None,
             started: false,
+            skipped: false,
             phase: Phase::Greeting,
             max,
             silence,
@@ -281,6 +283,19 @@ impl MailboxRun {
         }
         clips.extend(lib.clip(phrase::BEEP, law));
         Some(clips)
+    }
+}
+
+impl MailboxRun {
+    /// The caller pressed `#` during the greeting: the beep's clip (in `law`) to play at
+    /// once instead of the rest, whose end begins the recording. Once, and only while the
+    /// greeting plays.
+    pub(crate) fn skip_greeting(&mut self, lib: &Library, law: Law) -> Option<Vec<Clip>> {
+        if !self.started || self.skipped || self.phase != Phase::Greeting {
+            return None;
+        }
+        self.skipped = true;
+        Some(lib.clip(phrase::BEEP, law).into_iter().collect())
     }
 }
 

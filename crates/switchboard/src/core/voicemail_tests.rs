@@ -390,6 +390,34 @@ fn hash_ends_the_message_then_goodbye_and_the_daemon_hangs_up() {
 }
 
 #[test]
+fn hash_during_the_greeting_skips_to_the_beep_once() {
+    let mut t = t();
+    let (id, _, _) = reach_mailbox(&mut t, "1002", "skip");
+    t.feed(Input::Media(Event::Digit { id, digit: '#' }));
+    t.pump();
+    assert_eq!(
+        t.media,
+        vec![
+            Command::Stop { id },
+            Command::Play {
+                id,
+                clips: clips(&["phrases/beep"])
+            }
+        ]
+    );
+    t.media.clear();
+    // Again while the beep plays: nothing more.
+    t.feed(Input::Media(Event::Digit { id, digit: '#' }));
+    t.pump();
+    assert!(t.media.is_empty(), "{:?}", t.media);
+    // The beep's end starts the recording, which # then ends as usual.
+    greeting_played(&mut t, id);
+    t.feed(Input::Media(Event::Digit { id, digit: '#' }));
+    t.pump();
+    assert_eq!(t.media, vec![Command::StopRecording { id }]);
+}
+
+#[test]
 fn quiet_or_the_longest_message_end_it_as_hash_does_and_a_short_one_is_not_kept() {
     let mut t = t_with(VoicemailConfig {
         max_message: Duration::from_secs(60),
