@@ -18,7 +18,7 @@ use super::context::Ctx;
 use super::dialogs::{Answer, Carrier, Dialogs};
 use super::ledger::Pending;
 use super::locating::{target_of, Located, Waiter};
-use super::mailbox_menu::{self, Access, Do, Env, MailboxMenu, PinGuard};
+use super::mailbox_menu::{self, Access, Do, Env, MailboxMenu, PinGuard, Source};
 use super::media::{Endpoint, Happened, PhoneEvent};
 use super::records::{BranchSeen, CallRecord, LiveCall, Opening, Settled};
 use super::registrant::Registrant;
@@ -861,12 +861,22 @@ impl Calls {
                         (None, Some(n)) => Access::Number(n),
                         (None, None) => Access::Ask,
                     };
-                    // PIN failures count against where the INVITE came from.
-                    let source = cx
-                        .wire
-                        .transactions
-                        .peer(call.server_tx)
-                        .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |p| p.addr.ip());
+                    // PIN failures count against who calls: a person of ours, a trunk's
+                    // caller by number (a carrier's callers share its address), else where
+                    // the INVITE came from.
+                    let source = match (&call.caller_user, &call.record.trunk) {
+                        (Some(u), _) => Source::User(u.clone()),
+                        (None, Some(trunk)) if call.caller_trunk => Source::TrunkCaller {
+                            trunk: trunk.clone(),
+                            number: caller_identity(call, cx.directory.policy()).0,
+                        },
+                        _ => Source::Address(
+                            cx.wire
+                                .transactions
+                                .peer(call.server_tx)
+                                .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |p| p.addr.ip()),
+                        ),
+                    };
                     let local = Some(LocalBranch { answer: true });
                     start_local(cx, key, call, branch, Endpoint::Phone, local);
                     if let Some(id) = call.branches.get(branch).and_then(|b| b.media) {

@@ -29,9 +29,11 @@
 //! the change is durable.
 //!
 //! PINs cannot be guessed: at most [`MAX_PIN_TRIES`] a call, and [`PinGuard`] counts
-//! failures per mailbox and per source address; after [`LOCK_AFTER`] of either, every PIN
-//! for that mailbox or from that address is refused for [`LOCK_FOR`], right or wrong,
-//! without the caller being told why. A mailbox without a PIN is reached only by its owner
+//! failures per mailbox and per source ([`Source`]: a person of ours, a trunk's caller by
+//! number — a carrier's callers share its address, and one of them must not lock out the
+//! others —, else the address); after [`LOCK_AFTER`] of either, every PIN for that mailbox
+//! or from that source is refused for [`LOCK_FOR`], right or wrong, without the caller
+//! being told why. A mailbox without a PIN is reached only by its owner
 //! (and, for a team, its members) from their own devices.
 
 use super::mailboxes::Mailboxes;
@@ -167,12 +169,33 @@ enum State {
     Over,
 }
 
+/// Who calls the mailbox menu, as the PIN guard counts failures.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A person of ours, from one of their devices (authenticated).
+    User(String),
+    /// A caller through a trunk, by the number the carrier gave (none: the trunk's).
+    TrunkCaller { trunk: String, number: String },
+    /// Anyone else, by address.
+    Address(IpAddr),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::User(u) => write!(f, "user {u}"),
+            Source::TrunkCaller { trunk, number } => write!(f, "trunk {trunk} caller {number}"),
+            Source::Address(ip) => write!(f, "address {ip}"),
+        }
+    }
+}
+
 /// One call to the mailbox menu (see the module's documentation).
 #[derive(Debug)]
 pub struct MailboxMenu {
     access: Access,
-    /// Where the call comes from (the PIN guard counts by it).
-    source: IpAddr,
+    /// Who calls (the PIN guard counts by it).
+    source: Source,
     state: State,
     /// The mailbox, once the caller is in.
     mailbox: Option<MailboxOwner>,
@@ -204,7 +227,7 @@ pub struct MailboxMenu {
 }
 
 impl MailboxMenu {
-    pub fn new(access: Access, source: IpAddr) -> Self {
+    pub fn new(access: Access, source: Source) -> Self {
         MailboxMenu {
             access,
             source,

@@ -92,8 +92,8 @@ fn bob() -> MailboxOwner {
     MailboxOwner::User("bob".into())
 }
 
-fn source() -> IpAddr {
-    "192.0.2.7".parse().unwrap()
+fn source() -> Source {
+    Source::Address("192.0.2.7".parse().unwrap())
 }
 
 /// The prompts of a step's (only) Play.
@@ -451,7 +451,7 @@ fn repeated_failures_lock_the_mailbox_and_the_source_out_whatever_the_pin() {
     // Five wrong PINs for bob's mailbox from five addresses: the mailbox is locked.
     for n in 0..LOCK_AFTER {
         let ip: IpAddr = format!("198.51.100.{n}").parse().unwrap();
-        let mut m = MailboxMenu::new(Access::Number("1002".into()), ip);
+        let mut m = MailboxMenu::new(Access::Number("1002".into()), Source::Address(ip));
         m.begin(&mut w.env());
         keys(&mut m, &mut w, "0000#");
     }
@@ -482,7 +482,32 @@ fn repeated_failures_lock_the_mailbox_and_the_source_out_whatever_the_pin() {
         &["phrases/please_try_again"],
     );
     let other: IpAddr = "203.0.113.9".parse().unwrap();
-    let mut m = MailboxMenu::new(Access::Number("1002".into()), other);
+    let mut m = MailboxMenu::new(Access::Number("1002".into()), Source::Address(other));
+    m.begin(&mut w.env());
+    starts_with(&keys(&mut m, &mut w, "4321#"), &["phrases/you_have"]);
+}
+
+#[test]
+fn callers_through_one_trunk_are_counted_each_by_their_number() {
+    // A carrier's callers all come from its address: one guessing there locks out only
+    // itself (and the mailboxes it tried), not the carrier's other callers.
+    let mut w = World::new();
+    let caller = |number: &str| Source::TrunkCaller {
+        trunk: "carrier".into(),
+        number: number.into(),
+    };
+    for _ in 0..LOCK_AFTER {
+        let mut m = MailboxMenu::new(Access::Number("5555".into()), caller("+447700900666"));
+        m.begin(&mut w.env());
+        keys(&mut m, &mut w, "0000#");
+    }
+    let mut m = MailboxMenu::new(Access::Number("1002".into()), caller("+447700900666"));
+    m.begin(&mut w.env());
+    starts_with(
+        &keys(&mut m, &mut w, "4321#"),
+        &["phrases/please_try_again"],
+    );
+    let mut m = MailboxMenu::new(Access::Number("1002".into()), caller("+447700900123"));
     m.begin(&mut w.env());
     starts_with(&keys(&mut m, &mut w, "4321#"), &["phrases/you_have"]);
 }
