@@ -33,7 +33,8 @@
 //! number — a carrier's callers share its address, and one of them must not lock out the
 //! others —, else the address); after [`LOCK_AFTER`] of either, every PIN for that mailbox
 //! or from that source is refused for [`LOCK_FOR`], right or wrong, without the caller
-//! being told why. A mailbox without a PIN is reached only by its owner
+//! being told why. A trunk's callers together are locked out after [`TRUNK_LOCK_AFTER`]
+//! (a caller who changes number each call is still counted). A mailbox without a PIN is reached only by its owner
 //! (and, for a team, its members) from their own devices.
 
 use super::mailboxes::Mailboxes;
@@ -54,8 +55,11 @@ pub const KEY_WAIT: Duration = Duration::from_secs(10);
 pub const MAX_UNANSWERED: u8 = 3;
 /// Wrong PINs a call may give; the next is goodbye.
 pub const MAX_PIN_TRIES: u8 = 3;
-/// Failures (per mailbox, per source address) after which PINs are refused…
+/// Failures (per mailbox, per source) after which PINs are refused…
 pub const LOCK_AFTER: u32 = 5;
+/// …and failures of all the callers of one trunk together: callers whose numbers change
+/// from one call to the next are counted there too (not undone by anyone's right PIN).
+pub const TRUNK_LOCK_AFTER: u32 = 20;
 /// …for this long.
 pub const LOCK_FOR: Duration = Duration::from_secs(300);
 /// Failures are forgotten this long after the last one.
@@ -178,6 +182,41 @@ pub enum Source {
     TrunkCaller { trunk: String, number: String },
     /// Anyone else, by address.
     Address(IpAddr),
+}
+
+impl Source {
+    /// What a failure from this source counts against (besides the mailbox).
+    fn guarded(&self) -> Vec<Guarded> {
+        let mut keys = vec![Guarded::new(format!("source {self}"), LOCK_AFTER)];
+        if let Source::TrunkCaller { trunk, .. } = self {
+            keys.push(Guarded {
+                key: format!("trunk {trunk}"),
+                limit: TRUNK_LOCK_AFTER,
+                undone_by_success: false,
+            });
+        }
+        keys
+    }
+}
+
+/// One count of the [`PinGuard`]: its key, the failures that lock it, and whether a right
+/// PIN starts it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Guarded {
+    pub key: String,
+    pub limit: u32,
+    pub undone_by_success: bool,
+}
+
+impl Guarded {
+    /// A count of `limit` that a right PIN starts again.
+    pub fn new(key: String, limit: u32) -> Guarded {
+        Guarded {
+            key,
+            limit,
+            undone_by_success: true,
+        }
+    }
 }
 
 impl std::fmt::Display for Source {
@@ -775,9 +814,9 @@ impl MailboxMenu {
         }
         let number = self.number.clone().unwrap_or_default();
         let owner = env.policy.mailbox_by_number(&number).cloned();
-        let mut keys = vec![format!("source {}", self.source)];
+        let mut keys = self.source.guarded();
         if let Some(o) = &owner {
-            keys.push(format!("mailbox {}", o.key()));
+            keys.push(Guarded::new(format!("mailbox {}", o.key()), LOCK_AFTER));
         }
         let locked = env.pins.locked(&keys, env.now);
         let pin = owner
@@ -929,20 +968,20 @@ struct Strikes {
 
 impl PinGuard {
     /// Whether any of `keys` is locked out at `now`.
-    pub fn locked(&self, keys: &[String], now: Instant) -> bool {
+    pub fn locked(&self, keys: &[Guarded], now: Instant) -> bool {
         keys.iter().any(|k| {
             self.strikes
-                .get(k)
+                .get(&k.key)
                 .and_then(|s| s.locked_until)
                 .is_some_and(|until| until > now)
         })
     }
 
-    /// A PIN refused: counted against each of `keys`; the [`LOCK_AFTER`]th locks it.
-    pub fn failed(&mut self, keys: &[String], now: Instant) {
+    /// A PIN refused: counted against each of `keys`; the one at its limit locks it.
+    pub fn failed(&mut self, keys: &[Guarded], now: Instant) {
         self.strikes
             .retain(|_, s| now.saturating_duration_since(s.last) < FORGET_AFTER);
-        for k in keys {
+        for Guarded { key: k, limit, .. } in keys {
             if !self.strikes.contains_key(k) && self.strikes.len() >= MAX_GUARDED {
                 // Full: the longest quiet one goes (a locked one outlives it by far).
                 if let Some(oldest) = self
@@ -962,7 +1001,7 @@ impl PinGuard {
             });
             s.failures += 1;
             s.last = now;
-            if s.failures >= LOCK_AFTER {
+            if s.failures >= *limit {
                 if s.locked_until.is_none_or(|u| u <= now) {
                     tracing::warn!(who = %k, failures = s.failures, "mailbox PINs refused for a while: too many wrong ones");
                 }
@@ -971,10 +1010,10 @@ impl PinGuard {
         }
     }
 
-    /// A PIN accepted: the counts of `keys` start again.
-    pub fn passed(&mut self, keys: &[String]) {
-        for k in keys {
-            self.strikes.remove(k);
+    /// A PIN accepted: the counts of `keys` that a right PIN undoes start again.
+    pub fn passed(&mut self, keys: &[Guarded]) {
+        for k in keys.iter().filter(|k| k.undone_by_success) {
+            self.strikes.remove(&k.key);
         }
     }
 

@@ -510,13 +510,40 @@ fn callers_through_one_trunk_are_counted_each_by_their_number() {
     let mut m = MailboxMenu::new(Access::Number("1002".into()), caller("+447700900123"));
     m.begin(&mut w.env());
     starts_with(&keys(&mut m, &mut w, "4321#"), &["phrases/you_have"]);
+
+    // A caller whose number changes each call is still counted with the trunk's others:
+    // after TRUNK_LOCK_AFTER, every caller of the trunk is refused for a while, and a
+    // right PIN meanwhile does not undo it.
+    let mut w = World::new();
+    for n in 0..TRUNK_LOCK_AFTER {
+        let mut m = MailboxMenu::new(
+            Access::Number("5555".into()),
+            caller(&format!("+4477009{n:05}")),
+        );
+        m.begin(&mut w.env());
+        keys(&mut m, &mut w, "0000#");
+    }
+    let mut m = MailboxMenu::new(Access::Number("1002".into()), caller("+447700900123"));
+    m.begin(&mut w.env());
+    starts_with(
+        &keys(&mut m, &mut w, "4321#"),
+        &["phrases/please_try_again"],
+    );
+    // Another trunk's callers, and the people of ours, are not.
+    let other = Source::TrunkCaller {
+        trunk: "other".into(),
+        number: "+447700900123".into(),
+    };
+    let mut m = MailboxMenu::new(Access::Number("1002".into()), other);
+    m.begin(&mut w.env());
+    starts_with(&keys(&mut m, &mut w, "4321#"), &["phrases/you_have"]);
 }
 
 #[test]
 fn the_guard_forgets_old_failures_and_stays_bounded() {
     let mut g = PinGuard::default();
     let now = Instant::now();
-    let k = vec!["source a".to_string()];
+    let k = vec![Guarded::new("source a".to_string(), LOCK_AFTER)];
     for _ in 0..LOCK_AFTER - 1 {
         g.failed(&k, now);
     }
@@ -526,7 +553,7 @@ fn the_guard_forgets_old_failures_and_stays_bounded() {
     g.failed(&k, later);
     assert!(!g.locked(&k, later));
     for n in 0..MAX_GUARDED + 10 {
-        g.failed(&[format!("source {n}")], later);
+        g.failed(&[Guarded::new(format!("source {n}"), LOCK_AFTER)], later);
     }
     assert!(g.len() <= MAX_GUARDED);
 }
