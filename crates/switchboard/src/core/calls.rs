@@ -1819,7 +1819,13 @@ impl Calls {
             if now.mono >= u.give_up {
                 *slot = None;
                 tracing::info!(call_id = %call.call_id, ?side, "no ACK for our 2xx: hung up");
-                end_local(cx, &mut self.local_ends, call, true, "no ack");
+                match side {
+                    // A target not yet connected to the caller: its leg alone ends.
+                    Side::Target(b) if call.local.is_none() => {
+                        confirm_b2b::unacked_target(cx, &mut self.confirm, call, b)
+                    }
+                    _ => end_local(cx, &mut self.local_ends, call, true, "no ack"),
+                }
                 self.drive(cx, key);
                 continue;
             }

@@ -86,7 +86,7 @@ pub(super) struct ConfirmLeg {
     /// Where our requests to the target go (once located), and the targets of its URI
     /// not tried yet (RFC 3263: the next when one fails without a provisional response).
     peer: Option<Peer>,
-    targets: VecDeque<Target>,
+    targets: VecDeque<Peer>,
     /// The target's URI and To.
     uri: String,
     to: String,
@@ -269,14 +269,15 @@ pub(super) fn start(
         unacked: None,
     }));
     let located = match whither {
-        Where::Peer(peer) => Ok(vec![target_of(peer)]),
+        // As found (a device's flow and the address it registered to kept).
+        Where::Peer(peer) => Ok(vec![peer]),
         Where::Locate(uri) => {
             let waiter = Waiter::Branch {
                 call: key,
                 branch: b,
             };
             match cx.locating.resolve(&uri, waiter, now.mono) {
-                Located::Done(outcome) => outcome.map(|r| r.targets),
+                Located::Done(outcome) => outcome.map(peers),
                 Located::Pending(rid) => {
                     tracing::debug!(call_id = %call.call_id, branch = b, uri, "confirm leg waits for its URI's targets (DNS)");
                     call.branches[b].resolving = Some(rid);
@@ -293,6 +294,11 @@ pub(super) fn start(
     Ok(())
 }
 
+/// The peers of a resolution's targets, in order.
+fn peers(resolved: Resolved) -> Vec<Peer> {
+    resolved.targets.into_iter().map(Target::peer).collect()
+}
+
 /// The targets of a leg's URI are known: its target-side session opens, with the first
 /// as where our requests go (the others kept to fail over to). Err(503) when there is
 /// none.
@@ -300,7 +306,7 @@ fn open_target(
     cx: &mut Ctx<'_>,
     call: &mut CallState,
     branch: BranchId,
-    located: Result<Vec<Target>, LocateError>,
+    located: Result<Vec<Peer>, LocateError>,
 ) -> Result<(), u16> {
     let Some(c) = call
         .branches
@@ -309,7 +315,7 @@ fn open_target(
     else {
         return Err(500);
     };
-    let mut targets: VecDeque<Target> = match located {
+    let mut targets: VecDeque<Peer> = match located {
         Ok(targets) => targets.into(),
         Err(e) => {
             tracing::warn!(call_id = %call.call_id, branch, uri = %c.uri, error = %e, "a leg to confirm cannot be located");
@@ -317,10 +323,9 @@ fn open_target(
             return Err(503);
         }
     };
-    let Some(first) = targets.pop_front() else {
+    let Some(peer) = targets.pop_front() else {
         return Err(503);
     };
-    let peer = first.peer();
     c.peer = Some(peer);
     c.targets = targets;
     c.phase = Phase::Opening;
@@ -353,7 +358,7 @@ impl Calls {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
-        if let Err(code) = open_target(cx, call, branch, outcome.map(|r| r.targets)) {
+        if let Err(code) = open_target(cx, call, branch, outcome.map(peers)) {
             end_leg(cx, &mut self.confirm, key, call, branch, Some(code));
         }
         self.drive(cx, key);
@@ -460,8 +465,16 @@ fn fail_over(
         let Some(next) = c.targets.pop_front() else {
             return false;
         };
-        c.peer = Some(next.peer());
+        c.peer = Some(next);
         c.invite_tx = None;
+        // Reached from another address of ours: our Contact and offer say that one.
+        let mut dest = next;
+        if let Some(local) = cx.wire.leave_from(&mut dest) {
+            let media = c.address.unwrap_or(local.addr.ip());
+            if let Some(leg) = c.leg.as_mut() {
+                leg.moved(proxy::strip_angle(&local.contact()).to_string(), media);
+            }
+        }
         tracing::info!(call_id = %call.call_id, branch, to = %next.addr, "confirm leg: on to the next target");
         if send_invite(cx, key, call, branch) {
             return true;
@@ -616,6 +629,9 @@ fn end_leg(
     }
     c.phase = Phase::Over;
     c.run = None;
+    // Our 2xx to a re-INVITE of the target is not sent again (its entry in the resends
+    // finds nothing).
+    c.unacked = None;
     if let Some(at) = c.wait.take() {
         index.waits.remove(&(at, key, branch));
     }
@@ -637,7 +653,14 @@ fn end_leg(
         b.done = true;
         if let Some(code) = code {
             if b.response.is_none() {
-                // What the caller is told should this be the best answer the call gets.
+                // What the caller is told should this be the best answer the call gets:
+                // the target's code where it means the same to the caller and needs no
+                // header field of the target's (a redirect's Contact, a challenge…), else
+                // 480.
+                let code = match code {
+                    403 | 404 | 408 | 410 | 480 | 486 | 488 | 500..=599 | 600 | 603 | 604 => code,
+                    _ => NOT_ACCEPTED,
+                };
                 let tag = cx.wire.tag();
                 let resp = message::response(&call.invite, code, Some(&tag), &cx.wire.server);
                 b.response = Some(resp);
@@ -1024,15 +1047,21 @@ impl Calls {
                     match answer_challenge(cx, key, call, branch, tx, &resp) {
                         Ok(()) => return,
                         Err(Some(code)) => {
+                            if let Some(c) = call
+                                .branches
+                                .get_mut(branch)
+                                .and_then(|b| b.confirm.as_mut())
+                            {
+                                c.invite_tx = None;
+                            }
                             end_leg(cx, &mut self.confirm, key, call, branch, Some(code));
                             return self.drive(cx, key);
                         }
                         Err(None) => {}
                     }
                 }
-                tracing::info!(call_id = %call.call_id, branch, code, "the forward target refused the call");
-                end_leg(cx, &mut self.confirm, key, call, branch, Some(code));
             }
+            // The INVITE is over: nothing to CANCEL any more.
             if let Some(c) = call
                 .branches
                 .get_mut(branch)
@@ -1040,6 +1069,10 @@ impl Calls {
                 .filter(|c| c.invite_tx == Some(tx))
             {
                 c.invite_tx = None;
+                if c.phase == Phase::Inviting {
+                    tracing::info!(call_id = %call.call_id, branch, code, "the forward target refused the call");
+                    end_leg(cx, &mut self.confirm, key, call, branch, Some(code));
+                }
             }
             return self.drive(cx, key);
         }
@@ -1247,6 +1280,10 @@ impl Calls {
                 let allow = Header::Allow(LOCAL_ALLOW.into());
                 cx.wire.reply_to(tx, req, 200, vec![allow], now);
             }
+            Method::Invite if c.phase == Phase::Over => {
+                // Our BYE is on its way: the dialog is over for us.
+                cx.wire.reply_to(tx, req, 481, Vec::new(), now);
+            }
             Method::Invite => {
                 let id = c.target_session;
                 let contact = c.leg.as_ref().map(|l| format!("<{}>", l.contact()));
@@ -1287,6 +1324,18 @@ pub(super) fn cancel(
     if let Some(b) = call.branches.get_mut(branch) {
         b.cancelled = true;
     }
+}
+
+/// The target never acknowledged our 2xx to its re-INVITE while it was being asked
+/// (§13.3.1.4): its leg ends as one the target hung up (our BYE; the plan goes on).
+pub(super) fn unacked_target(
+    cx: &mut Ctx<'_>,
+    index: &mut Index,
+    call: &mut CallState,
+    branch: BranchId,
+) {
+    let key = call.key;
+    end_leg(cx, index, key, call, branch, Some(NOT_ACCEPTED));
 }
 
 /// A call is over (its outcome settled, the caller's dialog ended): its confirmed legs still

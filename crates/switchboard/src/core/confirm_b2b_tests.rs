@@ -508,7 +508,8 @@ fn a_reinvite_of_either_side_is_answered_by_its_own_leg_and_the_other_is_untouch
         send,
         rtp_timeout,
     };
-    assert_eq!(t.media, [update(alice_id, 7000, false, timeout)]);
+    let held = crate::core::our_stream::HELD_RTP_TIMEOUT;
+    assert_eq!(t.media, [update(alice_id, 7000, false, held)]);
     // Resumed, and her ACK ends our 200's retransmissions.
     t.media.clear();
     t.input(
@@ -841,4 +842,106 @@ fn a_bye_that_gets_no_answer_lets_the_call_go_after_its_timeout() {
     // Timer F: 64·T1.
     t.advance(33);
     assert_eq!(t.core.calls.len(), 0);
+}
+
+#[test]
+fn a_target_that_rang_then_refused_gets_no_cancel() {
+    let mut t = t();
+    let (invite, bob_id, _) = to_bob(&mut t);
+    t.input(BOB, &target_says(&invite, 180, "bob1", BOB));
+    t.take();
+    t.input(BOB, &target_says(&invite, 486, "bob1", BOB));
+    let out = t.take();
+    // Its final response ended the INVITE: the ACK (the transaction's), never a CANCEL.
+    assert!(got(&out, BOB, "ACK"), "{out:?}");
+    assert!(!got(&out, BOB, "CANCEL"), "{out:?}");
+    assert!(
+        t.media.contains(&Command::Close { id: bob_id }),
+        "{:?}",
+        t.media
+    );
+}
+
+#[test]
+fn a_challenge_nobody_answers_reaches_the_caller_as_480_not_as_a_challenge() {
+    // The `carrier` trunk has no account.
+    let mut t = t_trunks("sip:carrier@127.0.0.2:5080", "+447700900123");
+    call_erin(&mut t);
+    t.take();
+    let inv = the(&leg_opens(&mut t), "127.0.0.2:5080", "INVITE");
+    let challenges = ["Digest realm=\"carrier.example\", nonce=\"n1\", algorithm=MD5"];
+    t.input("127.0.0.2:5080", &challenge(&inv, 407, &challenges));
+    let out = t.take();
+    let last = to(&out, ALICE).pop().unwrap_or_default();
+    assert!(first_line(&last).starts_with("SIP/2.0 480"), "{out:?}");
+    assert!(header(&last, "Proxy-Authenticate").is_none(), "{last}");
+}
+
+#[test]
+fn a_caller_who_cancels_while_the_target_is_located_leaves_nothing() {
+    let mut t = t_trunks("sip:carrier.test", "+447700900123");
+    call_erin(&mut t);
+    let invite = to(&t.take(), ALICE);
+    let _ = invite;
+    let text = invite_sdp("e1").replace("1003@", "1005@");
+    t.input(ALICE, &cancel_of(&text));
+    let out = t.take();
+    assert!(got(&out, ALICE, "SIP/2.0 487"), "{out:?}");
+    t.answer_dns(carrier_dns);
+    assert!(opened(&mut t).is_empty(), "{:?}", t.media);
+    assert!(to(&t.take(), CARRIER_A).is_empty());
+    assert_eq!(t.core.calls.len(), 0);
+}
+
+#[test]
+fn a_reinvite_of_the_target_after_our_bye_is_481() {
+    let mut t = t();
+    let Connected {
+        invite, ack, ok, ..
+    } = connected(&mut t);
+    t.input(ALICE, &from_caller_at(ALICE, "BYE", &ok, 2));
+    assert!(got(&t.take(), BOB, "BYE"));
+    t.input(
+        BOB,
+        &with_sdp(&target_in_dialog("INVITE", &invite, &ack, 2), BOB_SDP),
+    );
+    the(&t.take(), BOB, "SIP/2.0 481");
+}
+
+#[test]
+fn a_target_that_never_acks_our_200_while_asked_is_hung_up_and_the_plan_goes_on() {
+    // bob may ring for a minute: his leg ends for the missing ACK (64·T1), not its time.
+    let media = MediaConfig {
+        enabled: true,
+        address: None,
+        max_sessions: 10,
+        rtp_timeout: Duration::from_secs(30),
+        library: Arc::new(Library::default()),
+    };
+    let mut t = T::with_media(media, &POLICY.replace("ring_time = 20", "ring_time = 60"));
+    t.register("bob", BOB);
+    t.register("carol", CAROL);
+    t.register("dave", DAVE);
+    t.take();
+    let (invite, bob_id, _) = to_bob(&mut t);
+    let ack = bob_answers(&mut t, &invite, bob_id);
+    // bob re-INVITEs while the question plays, and never ACKs our 200.
+    t.input(
+        BOB,
+        &with_sdp(&target_in_dialog("INVITE", &invite, &ack, 2), BOB_SDP),
+    );
+    the(&t.take(), BOB, "SIP/2.0 200");
+    t.media.clear();
+    t.advance(40);
+    let out = t.take();
+    assert!(got(&out, BOB, "BYE"), "{out:?}");
+    assert!(
+        t.media.contains(&Command::Close { id: bob_id }),
+        "{:?}",
+        t.media
+    );
+    assert!(
+        !got(&out, ALICE, "BYE"),
+        "alice was never answered: {out:?}"
+    );
 }

@@ -15,7 +15,7 @@
 //!
 //! The core's use of it is in `core::calls::confirm_b2b`.
 
-use super::our_stream::OurStream;
+use super::our_stream::{strip_telephone_event, OurStream};
 use std::net::{IpAddr, SocketAddr};
 use switchboard_media::g711::Law;
 use switchboard_media::offer_answer::{self, NegotiationError, Stream};
@@ -92,6 +92,7 @@ pub(crate) struct TargetLeg {
     offer: Session,
     local: offer_answer::Local,
     law: Law,
+    telephone_event: bool,
 }
 
 impl TargetLeg {
@@ -105,19 +106,7 @@ impl TargetLeg {
             laws: vec![setup.law],
             telephone_event: TELEPHONE_EVENT,
         };
-        let mut offer = offer_answer::offer(&local);
-        if !setup.telephone_event {
-            // The caller cannot take keys as events: neither is the target offered them.
-            for m in offer.media.iter_mut() {
-                let te = TELEPHONE_EVENT.to_string();
-                m.formats.retain(|f| *f != te);
-                m.attributes.retain(|a| {
-                    let of_format = matches!(a.name.as_str(), "rtpmap" | "fmtp");
-                    let first = a.value.as_deref().and_then(|v| v.split_whitespace().next());
-                    !(of_format && first == Some(te.as_str()))
-                });
-            }
-        }
+        let offer = our_offer(&local, setup.telephone_event);
         TargetLeg {
             from: format!("{};tag={}", setup.from, setup.from_tag),
             call_id: setup.call_id,
@@ -131,13 +120,23 @@ impl TargetLeg {
             offer,
             local,
             law: setup.law,
+            telephone_event: setup.telephone_event,
         }
+    }
+
+    /// Our INVITE goes to another target (a failover) that is reached from another address
+    /// of ours: our Contact and the address in our offer become that one's.
+    pub(crate) fn moved(&mut self, contact: String, media: IpAddr) {
+        self.contact = contact;
+        self.local.address = media;
+        self.offer = our_offer(&self.local, self.telephone_event);
     }
 
     /// Our end of the stream with the target, as our offer made it (what answers the
     /// target's re-offers).
     pub(crate) fn our_stream(&self) -> OurStream {
-        OurStream::new(self.local.clone(), self.law, self.offer.to_bytes())
+        let stream = OurStream::new(self.local.clone(), self.law, self.offer.to_bytes());
+        stream.with_events(self.telephone_event)
     }
 
     /// Our Contact URI in the leg.
@@ -258,6 +257,16 @@ impl TargetLeg {
     pub(crate) fn answers_invite(&self, resp: &Response) -> bool {
         cseq_number(&resp.headers) == Some(self.invite_cseq)
     }
+}
+
+/// Our offer from `local`: its one codec, and telephone-event only with `telephone_event`
+/// (a caller that cannot take keys as events: neither is the target offered them).
+fn our_offer(local: &offer_answer::Local, telephone_event: bool) -> Session {
+    let mut offer = offer_answer::offer(local);
+    if !telephone_event {
+        strip_telephone_event(&mut offer, local.telephone_event);
+    }
+    offer
 }
 
 /// The URI of the first value of the first header `pick` takes.

@@ -289,7 +289,8 @@ fn a_reinvite_moves_the_stream_holds_it_and_keeps_its_codec() {
             id,
             remote: Some("127.0.0.1:7100".parse().unwrap()),
             send: false,
-            rtp_timeout: Duration::from_secs(30),
+            // On hold: silent for longer.
+            rtp_timeout: crate::core::our_stream::HELD_RTP_TIMEOUT,
         }]
     );
     // An offer without the codec agreed at the answer (PCMU): 488, nothing changes.

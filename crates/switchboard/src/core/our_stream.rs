@@ -4,11 +4,13 @@
 //!
 //! The stream keeps the codec agreed when it began (the other leg of a bridge, or the
 //! prompts, are in that law): a re-offer is answered with it alone, and one without it
-//! is refused 488, the stream going on as before. A re-INVITE without an offer gets our
-//! last description again as an offer, whose answer comes in the ACK ([`OurStream::acked`]).
-//! What the far end now says goes to the media engine as a [`Command::Update`]
-//! ([`update`]): where it receives, whether we send, and how long it may send nothing —
-//! [`HELD_RTP_TIMEOUT`] while it says it sends nothing (on hold), else the engine's RTP
+//! is refused 488, the stream going on as before. A re-INVITE without an offer gets a
+//! fresh offer of ours, both ways (so that a side that held can take the call back in its
+//! answer, RFC 6337 §5.3), whose answer comes in the ACK ([`OurStream::acked`]); a
+//! re-offer while that answer is awaited is refused 491. What the far end now says goes
+//! to the media engine as a [`Command::Update`] ([`update`]): where it receives, whether
+//! we send, and how long it may send nothing — [`HELD_RTP_TIMEOUT`] while the stream is
+//! on hold either way (a phone that holds may stop sending too), else the engine's RTP
 //! timeout.
 
 use super::media::{sdp_offer, Refusal};
@@ -21,15 +23,16 @@ use switchboard_media::sdp::{self, Session};
 use switchboard_media::session::{Command, SessionId};
 use switchboard_sip::msg::Request;
 
-/// How long a far end that said it sends nothing (`a=inactive` or `a=sendonly` from us,
-/// or no address to send to) may send nothing before its call is hung up: a call on hold
-/// may be silent that long, where a talking one may only for the RTP timeout.
+/// How long the far end of a stream on hold (any direction but both ways, or no address
+/// to send to) may send nothing before its call is hung up: a call on hold may be silent
+/// that long, where a talking one may only for the RTP timeout.
 pub(crate) const HELD_RTP_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 /// The engine's [`Command::Update`] for session `id` once its far end described `stream`
 /// (`rtp_timeout`: the engine's timeout for a far end that sends).
 pub(crate) fn update(id: SessionId, stream: &Stream, rtp_timeout: Duration) -> Output {
-    let held = !stream.direction.receives() || stream.remote.is_none();
+    let both_ways = stream.direction.receives() && stream.direction.sends();
+    let held = !both_ways || stream.remote.is_none();
     Output::Media(Command::Update {
         id,
         remote: stream.remote,
@@ -54,6 +57,9 @@ pub(crate) struct OurStream {
     /// Our last description was an offer (in a 2xx to a re-INVITE without one): the ACK
     /// brings its answer.
     offered: bool,
+    /// Whether our descriptions may have telephone-event (not on a leg whose other side
+    /// cannot take keys as events).
+    events: bool,
 }
 
 impl OurStream {
@@ -64,13 +70,20 @@ impl OurStream {
             law,
             sdp,
             offered: false,
+            events: true,
         }
     }
 
+    /// The same, with telephone-event in our descriptions only when `events`.
+    pub(crate) fn with_events(mut self, events: bool) -> OurStream {
+        self.events = events;
+        self
+    }
+
     /// The far end's re-INVITE `req` for session `id`: our SDP for its 2xx, the engine
-    /// told what changed (on `out`). Without an offer in it: our last description again,
-    /// as an offer. Err with the refusal (488 without the agreed codec, 400 unreadable,
-    /// 415 not SDP), the stream unchanged.
+    /// told what changed (on `out`). Without an offer in it: a fresh offer of ours, both
+    /// ways. Err with the refusal (488 without the agreed codec, 400 unreadable, 415 not
+    /// SDP, 491 while the answer to our own offer is awaited), the stream unchanged.
     pub(crate) fn reoffered(
         &mut self,
         out: &mut VecDeque<Output>,
@@ -78,16 +91,31 @@ impl OurStream {
         req: &Request,
         rtp_timeout: Duration,
     ) -> Result<Vec<u8>, Refusal> {
+        if self.offered {
+            return Err(Refusal {
+                why: "our offer awaits its answer (in the ACK)".into(),
+                code: Some(491),
+            });
+        }
+        let mut local = self.local.clone();
+        local.version = local.version.saturating_add(1);
+        local.laws = vec![self.law];
         if req.body.is_empty() {
+            let mut offer = offer_answer::offer(&local);
+            if !self.events {
+                strip_telephone_event(&mut offer, local.telephone_event);
+            }
+            self.local.version = local.version;
+            self.sdp = offer.to_bytes();
             self.offered = true;
             return Ok(self.sdp.clone());
         }
         let offer = sdp_offer(req)?;
-        let mut local = self.local.clone();
-        local.version = local.version.saturating_add(1);
-        local.laws = vec![self.law];
         match offer_answer::answer(&offer, &local) {
-            Ok((answer, stream)) => {
+            Ok((mut answer, stream)) => {
+                if !self.events {
+                    strip_telephone_event(&mut answer, local.telephone_event);
+                }
                 self.local.version = local.version;
                 self.sdp = answer.to_bytes();
                 self.offered = false;
@@ -127,6 +155,19 @@ impl OurStream {
                 tracing::info!(session = id.0, %why, "the ACK did not answer our offer: the stream is left as it was")
             }
         }
+    }
+}
+
+/// `sdp` without telephone-event (its format `pt`, rtpmap and fmtp).
+pub(crate) fn strip_telephone_event(sdp: &mut Session, pt: u8) {
+    let te = pt.to_string();
+    for m in sdp.media.iter_mut() {
+        m.formats.retain(|f| *f != te);
+        m.attributes.retain(|a| {
+            let of_format = matches!(a.name.as_str(), "rtpmap" | "fmtp");
+            let first = a.value.as_deref().and_then(|v| v.split_whitespace().next());
+            !(of_format && first == Some(te.as_str()))
+        });
     }
 }
 

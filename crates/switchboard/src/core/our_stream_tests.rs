@@ -113,11 +113,17 @@ fn hold_and_resume_reach_the_engine_with_the_timeout_of_each() {
     let mut s = ours();
     let held = |extra: &str, ip: &str| with_body("INVITE", &theirs(ip, 4000, false, extra));
     let cases = [
-        // Music on hold: it still sends, we do not.
+        // On hold, playing music or not: we send nothing, and it may be silent too.
         (
             held("a=sendonly\r\n", "10.0.0.5"),
             "a=recvonly",
-            update_of(Some("10.0.0.5:4000"), false, TIMEOUT),
+            update_of(Some("10.0.0.5:4000"), false, HELD_RTP_TIMEOUT),
+        ),
+        // It only listens (it is held, as it says): we send, it may be silent.
+        (
+            held("a=recvonly\r\n", "10.0.0.5"),
+            "a=sendonly",
+            update_of(Some("10.0.0.5:4000"), true, HELD_RTP_TIMEOUT),
         ),
         // Neither way: it may be silent for the hold's time.
         (
@@ -180,23 +186,43 @@ fn a_reoffer_without_the_agreed_codec_is_refused_and_changes_nothing() {
 }
 
 #[test]
-fn a_reinvite_without_an_offer_gets_ours_and_the_ack_answers_it() {
+fn a_reinvite_without_an_offer_gets_a_fresh_offer_both_ways_and_the_ack_answers_it() {
     let mut s = ours();
-    let before = s.sdp.clone();
     let mut out = VecDeque::new();
-    let sdp = s
-        .reoffered(&mut out, ID, &with_body("INVITE", ""), TIMEOUT)
-        .unwrap();
-    assert_eq!(sdp, before, "our last description, offered again");
+    // Held first (we answered recvonly)…
+    let hold = with_body("INVITE", &theirs("10.0.0.5", 4000, false, "a=sendonly\r\n"));
+    s.reoffered(&mut out, ID, &hold, TIMEOUT).unwrap();
+    out.clear();
+    // …then a re-INVITE without an offer: ours is fresh, both ways, in the agreed codec
+    // alone, one version higher — so that the far end can take the call back.
+    let sdp = text(
+        &s.reoffered(&mut out, ID, &with_body("INVITE", ""), TIMEOUT)
+            .unwrap(),
+    );
+    assert!(sdp.contains("o=switchboard 77 3 IN IP4"), "{sdp}");
+    assert!(
+        sdp.contains("a=sendrecv") && sdp.contains("m=audio 30000 RTP/AVP 0 101"),
+        "{sdp}"
+    );
     assert!(out.is_empty());
-    // The ACK's answer: on hold at a new address.
-    let answer = theirs("10.0.0.8", 4200, false, "a=sendonly\r\n");
+    // A re-offer while its answer is awaited: 491, nothing changes.
+    let err = s
+        .reoffered(
+            &mut out,
+            ID,
+            &with_body("INVITE", &theirs("10.0.0.6", 4100, false, "")),
+            TIMEOUT,
+        )
+        .unwrap_err();
+    assert_eq!(err.code, Some(491));
+    // The ACK's answer: resumed at a new address.
+    let answer = theirs("10.0.0.8", 4200, false, "");
     s.acked(&mut out, ID, &with_body("ACK", &answer), TIMEOUT);
     assert_eq!(
         updates(&out),
-        [update_of(Some("10.0.0.8:4200"), false, TIMEOUT)]
+        [update_of(Some("10.0.0.8:4200"), true, TIMEOUT)]
     );
-    // Only that ACK answers: a later one (or one after an answered re-offer) is nothing.
+    // Only that ACK answers: a later one is nothing.
     out.clear();
     s.acked(&mut out, ID, &with_body("ACK", &answer), TIMEOUT);
     assert!(out.is_empty());
@@ -205,4 +231,22 @@ fn a_reinvite_without_an_offer_gets_ours_and_the_ack_answers_it() {
         .unwrap();
     s.acked(&mut out, ID, &with_body("ACK", ""), TIMEOUT);
     assert!(out.is_empty());
+}
+
+#[test]
+fn a_stream_without_events_never_describes_them() {
+    let mut s = ours().with_events(false);
+    let mut out = VecDeque::new();
+    let offer = with_body("INVITE", &theirs("10.0.0.5", 4000, false, ""));
+    let answer = text(&s.reoffered(&mut out, ID, &offer, TIMEOUT).unwrap());
+    assert!(
+        !answer.contains("telephone-event") && answer.contains("RTP/AVP 0\r\n"),
+        "{answer}"
+    );
+    s.acked(&mut out, ID, &with_body("ACK", ""), TIMEOUT);
+    let fresh = text(
+        &s.reoffered(&mut out, ID, &with_body("INVITE", ""), TIMEOUT)
+            .unwrap(),
+    );
+    assert!(!fresh.contains("telephone-event"), "{fresh}");
 }
