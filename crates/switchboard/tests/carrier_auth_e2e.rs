@@ -17,23 +17,15 @@ use std::time::Duration;
 const LIMIT: Duration = Duration::from_secs(40);
 /// The number alice dials (the trunk carries `+33…`).
 const DIALLED: &str = "+33140000000";
-const REALM_OF_CARRIER: &str = "carrier.example";
-/// The digest user name the carrier gave the account (not the account's user name).
-const AUTH_USER: &str = "acct-7";
-const PASSWORD: &str = "trunk-secret";
+const REALM_OF_CARRIER: &str = common::carrier::ACCOUNT_REALM;
+const AUTH_USER: &str = common::carrier::ACCOUNT_AUTH_USER;
+const PASSWORD: &str = common::carrier::ACCOUNT_PASSWORD;
 
 /// Kamailio as the carrier on 127.0.0.2 (`tests/kamailio/carrier.cfg`) on `port`
 /// (`pstn`: the SIPp server's port; `flags`: `WITH_SHA256`, `WITH_DIALOG_AUTH`).
 fn carrier(dir: &Path, port: u16, pstn: u16, flags: &[&str]) -> Kamailio {
-    let mut defines = vec![
-        format!("PSTN=\"sip:127.0.0.1:{pstn}\""),
-        format!("REALM=\"{REALM_OF_CARRIER}\""),
-        format!("PASSWORD=\"{PASSWORD}\""),
-        format!("AUTH_USER=\"{AUTH_USER}\""),
-    ];
-    defines.extend(flags.iter().map(|f| f.to_string()));
     let addr = format!("127.0.0.2:{port}").parse().unwrap();
-    Kamailio::start("carrier.cfg", dir, addr, &defines)
+    common::carrier::challenging_carrier(dir, addr, pstn, flags)
 }
 
 /// The daemon's policy: alice, and the carrier's trunk with our account there.

@@ -16,9 +16,8 @@ use common::dns::Dnsmasq;
 use common::*;
 use std::time::Duration;
 
-const REALM_OF_CARRIER: &str = "carrier.example";
-const AUTH_USER: &str = "acct-7";
-const PASSWORD: &str = "trunk-secret";
+use common::carrier::{challenging_carrier, ACCOUNT_REALM as REALM_OF_CARRIER};
+use common::carrier::{ACCOUNT_AUTH_USER as AUTH_USER, ACCOUNT_PASSWORD as PASSWORD};
 
 /// alice calls erin, whose calls go at once to +33140000000 through the carrier, to be
 /// confirmed (erin's own phone is on, and does not ring).
@@ -64,18 +63,12 @@ fn a_target_through_a_named_challenging_carrier_presses_1_and_is_connected() {
         "--host-record=edge.carrier.test,127.0.0.2".into(),
     ]);
     let d = common::media::media_daemon_with(&policy(), true, &dns.daemon_config());
-    let carrier = Kamailio::start(
-        "carrier.cfg",
+    let carrier = challenging_carrier(
         d.dir.path(),
         format!("127.0.0.2:{carrier_port}").parse().unwrap(),
-        &[
-            format!("PSTN=\"sip:127.0.0.1:{target_port}\""),
-            format!("REALM=\"{REALM_OF_CARRIER}\""),
-            format!("PASSWORD=\"{PASSWORD}\""),
-            format!("AUTH_USER=\"{AUTH_USER}\""),
-            // Our BYE is challenged too.
-            "WITH_DIALOG_AUTH".into(),
-        ],
+        target_port,
+        // Our BYE is challenged too.
+        &["WITH_DIALOG_AUTH"],
     );
     let media = target_media.to_string();
     let target = Uas::start_on(

@@ -195,6 +195,13 @@ impl Index {
     }
 }
 
+/// The confirmed leg of branch `branch` of a call's `branches`, if it is one.
+fn leg_mut(branches: &mut [Branch], branch: BranchId) -> Option<&mut ConfirmLeg> {
+    branches
+        .get_mut(branch)
+        .and_then(|b| b.confirm.as_deref_mut())
+}
+
 /// Whether a branch has no INVITE or BYE of a confirmed leg still open (a call is kept
 /// until their final responses, so that a 2xx crossing our CANCEL is acknowledged and hung
 /// up, and a carrier's challenge to our BYE answered).
@@ -308,11 +315,7 @@ fn open_target(
     branch: BranchId,
     located: Result<Vec<Peer>, LocateError>,
 ) -> Result<(), u16> {
-    let Some(c) = call
-        .branches
-        .get_mut(branch)
-        .and_then(|b| b.confirm.as_mut())
-    else {
+    let Some(c) = leg_mut(&mut call.branches, branch) else {
         return Err(500);
     };
     let mut targets: VecDeque<Peer> = match located {
@@ -449,10 +452,7 @@ fn fail_over(
     retry_after: Option<Duration>,
 ) -> bool {
     loop {
-        let Some(c) = call
-            .branches
-            .get_mut(branch)
-            .and_then(|b| b.confirm.as_mut())
+        let Some(c) = leg_mut(&mut call.branches, branch)
             .filter(|c| c.phase == Phase::Inviting && !c.provisional && !c.cancel)
         else {
             return false;
@@ -499,11 +499,7 @@ fn answer_challenge(
     let now = cx.now;
     let directory = cx.directory;
     let code = resp.status_code.code();
-    let Some(c) = call
-        .branches
-        .get_mut(branch)
-        .and_then(|b| b.confirm.as_mut())
-    else {
+    let Some(c) = leg_mut(&mut call.branches, branch) else {
         return Err(None);
     };
     let (Some(carrier), Some(mut peer)) = (c.carrier.as_mut(), c.peer) else {
@@ -684,11 +680,7 @@ fn connect(
     let Some(call) = calls.calls.get_mut(&key) else {
         return;
     };
-    let Some(c) = call
-        .branches
-        .get_mut(branch)
-        .and_then(|b| b.confirm.as_mut())
-    else {
+    let Some(c) = leg_mut(&mut call.branches, branch) else {
         return;
     };
     let address = c.address.unwrap_or(call.inbound.addr.ip());
@@ -754,11 +746,7 @@ impl Calls {
             self.confirm.sessions.remove(&id);
             return true;
         };
-        let Some(c) = call
-            .branches
-            .get_mut(branch)
-            .and_then(|b| b.confirm.as_mut())
-        else {
+        let Some(c) = leg_mut(&mut call.branches, branch) else {
             return true;
         };
         match event {
@@ -870,11 +858,7 @@ impl Calls {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
-        let Some(c) = call
-            .branches
-            .get_mut(branch)
-            .and_then(|b| b.confirm.as_mut())
-        else {
+        let Some(c) = leg_mut(&mut call.branches, branch) else {
             return;
         };
         if let Some(at) = c.wait.take() {
@@ -1002,11 +986,7 @@ impl Calls {
             {
                 return;
             }
-            if let Some(c) = call
-                .branches
-                .get_mut(branch)
-                .and_then(|b| b.confirm.as_mut())
-            {
+            if let Some(c) = leg_mut(&mut call.branches, branch) {
                 c.bye_tx = None;
             }
             return self.drive(cx, key);
@@ -1047,11 +1027,7 @@ impl Calls {
                     match answer_challenge(cx, key, call, branch, tx, &resp) {
                         Ok(()) => return,
                         Err(Some(code)) => {
-                            if let Some(c) = call
-                                .branches
-                                .get_mut(branch)
-                                .and_then(|b| b.confirm.as_mut())
-                            {
+                            if let Some(c) = leg_mut(&mut call.branches, branch) {
                                 c.invite_tx = None;
                             }
                             end_leg(cx, &mut self.confirm, key, call, branch, Some(code));
@@ -1062,11 +1038,7 @@ impl Calls {
                 }
             }
             // The INVITE is over: nothing to CANCEL any more.
-            if let Some(c) = call
-                .branches
-                .get_mut(branch)
-                .and_then(|b| b.confirm.as_mut())
-                .filter(|c| c.invite_tx == Some(tx))
+            if let Some(c) = leg_mut(&mut call.branches, branch).filter(|c| c.invite_tx == Some(tx))
             {
                 c.invite_tx = None;
                 if c.phase == Phase::Inviting {
@@ -1149,11 +1121,7 @@ impl Calls {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
-        let Some(c) = call
-            .branches
-            .get_mut(branch)
-            .and_then(|b| b.confirm.as_mut())
-        else {
+        let Some(c) = leg_mut(&mut call.branches, branch) else {
             return;
         };
         if c.bye_tx == Some(tx) {
@@ -1166,11 +1134,7 @@ impl Calls {
         if c.phase == Phase::Inviting && fail_over(cx, key, call, branch, None) {
             return;
         }
-        if let Some(c) = call
-            .branches
-            .get_mut(branch)
-            .and_then(|b| b.confirm.as_mut())
-        {
+        if let Some(c) = leg_mut(&mut call.branches, branch) {
             c.invite_tx = None;
             if c.phase == Phase::Inviting {
                 end_leg(cx, &mut self.confirm, key, call, branch, Some(code));
@@ -1236,11 +1200,7 @@ impl Calls {
         let Some(call) = self.calls.get_mut(&key) else {
             return cx.wire.reply_stateless(tx, req, 481, Vec::new());
         };
-        let Some(c) = call
-            .branches
-            .get_mut(branch)
-            .and_then(|b| b.confirm.as_mut())
-        else {
+        let Some(c) = leg_mut(&mut call.branches, branch) else {
             return cx.wire.reply_stateless(tx, req, 481, Vec::new());
         };
         match req.method {

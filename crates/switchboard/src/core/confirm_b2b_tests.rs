@@ -39,14 +39,19 @@ m=audio 7000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-eve
 const BOB_SDP: &str = "v=0\r\no=bob 5 5 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
 m=audio 8000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
 
-fn t() -> T {
-    let media = MediaConfig {
+/// The engine's settings in these tests: ten sessions, prompts of nothing.
+fn media() -> MediaConfig {
+    MediaConfig {
         enabled: true,
         address: None,
         max_sessions: 10,
         rtp_timeout: Duration::from_secs(30),
         library: Arc::new(Library::default()),
-    };
+    }
+}
+
+fn t() -> T {
+    let media = media();
     let mut t = T::with_media(media, POLICY);
     t.register("bob", BOB);
     t.register("carol", CAROL);
@@ -639,13 +644,7 @@ fn trunk_policy(carrier_uri: &str, number: &str) -> String {
 }
 
 fn t_trunks(carrier_uri: &str, number: &str) -> T {
-    let media = MediaConfig {
-        enabled: true,
-        address: None,
-        max_sessions: 10,
-        rtp_timeout: Duration::from_secs(30),
-        library: Arc::new(Library::default()),
-    };
+    let media = media();
     let mut t = T::with_media(media, &trunk_policy(carrier_uri, number));
     // erin's phone is on: her calls are forwarded at once (a person with none is
     // unavailable).
@@ -911,13 +910,7 @@ fn a_reinvite_of_the_target_after_our_bye_is_481() {
 #[test]
 fn a_target_that_never_acks_our_200_while_asked_is_hung_up_and_the_plan_goes_on() {
     // bob may ring for a minute: his leg ends for the missing ACK (64·T1), not its time.
-    let media = MediaConfig {
-        enabled: true,
-        address: None,
-        max_sessions: 10,
-        rtp_timeout: Duration::from_secs(30),
-        library: Arc::new(Library::default()),
-    };
+    let media = media();
     let mut t = T::with_media(media, &POLICY.replace("ring_time = 20", "ring_time = 60"));
     t.register("bob", BOB);
     t.register("carol", CAROL);

@@ -6,7 +6,29 @@
 
 use super::*;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
+
+/// The account a carrier that challenges (`tests/kamailio/carrier.cfg`) knows: its realm,
+/// the digest user name it gave the account (not the account's user name), the password.
+pub const ACCOUNT_REALM: &str = "carrier.example";
+pub const ACCOUNT_AUTH_USER: &str = "acct-7";
+pub const ACCOUNT_PASSWORD: &str = "trunk-secret";
+
+/// Kamailio as a carrier that challenges (`tests/kamailio/carrier.cfg`: 407 to INVITEs,
+/// authenticated ones record-routed and relayed) on `addr`, relaying to
+/// `sip:127.0.0.1:<pstn>`, with `flags` (`WITH_SHA256`, `WITH_DIALOG_AUTH`); its work
+/// directory and log in `dir`.
+pub fn challenging_carrier(dir: &Path, addr: SocketAddr, pstn: u16, flags: &[&str]) -> Kamailio {
+    let mut defines = vec![
+        format!("PSTN=\"sip:127.0.0.1:{pstn}\""),
+        format!("REALM=\"{ACCOUNT_REALM}\""),
+        format!("PASSWORD=\"{ACCOUNT_PASSWORD}\""),
+        format!("AUTH_USER=\"{ACCOUNT_AUTH_USER}\""),
+    ];
+    defines.extend(flags.iter().map(|f| f.to_string()));
+    Kamailio::start("carrier.cfg", dir, addr, &defines)
+}
 
 /// How long a SIPp server waits for its calls to end at most.
 pub const LIMIT: Duration = Duration::from_secs(40);
