@@ -82,19 +82,34 @@ impl Baresip {
             ),
         )
         .unwrap();
-        std::fs::write(
-            dir.join("accounts"),
-            format!(
-                "<sip:{user}@{REALM}>;auth_pass={user}-secret;outbound=\"sip:{outbound}\";\
-                 regint=600{answer}{params}\n"
-            ),
-        )
-        .unwrap();
+        let account = format!(
+            "<sip:{user}@{REALM}>;auth_pass={user}-secret;outbound=\"sip:{outbound}\";\
+             regint=600{answer}{params}"
+        );
+        // baresip 1.0's mwi module subscribes again, from a timer that runs once just after
+        // it starts, for each subscription it already has, appending to the list it walks:
+        // when the registration's 200 is read before that timer runs, it subscribes
+        // forever. Its account is then made once the console answers (the timer has run).
+        let mwi = modules.contains("mwi.so");
+        let accounts = if mwi {
+            String::new()
+        } else {
+            format!("{account}\n")
+        };
+        std::fs::write(dir.join("accounts"), accounts).unwrap();
         let mut cmd = Command::new("baresip");
         // -t: it quits by itself after 120 s should the guard somehow not kill it; -s: it
         // logs the SIP messages.
         cmd.arg("-f").arg(&dir).args(["-t", "120", "-s"]);
         let mut proc = Proc::spawn("baresip", &mut cmd, dir.join("baresip.log"), false);
+        if mwi {
+            proc.wait_for_log("baresip is ready", Duration::from_secs(20));
+            let phone = Baresip { proc, cons };
+            phone.command(&format!("/uanew {account}"));
+            let mut proc = phone.proc;
+            proc.wait_for_log("200 OK", Duration::from_secs(20));
+            return Baresip { proc, cons };
+        }
         proc.wait_for_log("200 OK", Duration::from_secs(20));
         Baresip { proc, cons }
     }
