@@ -255,6 +255,36 @@ fn either_side_holds_and_resumes_and_the_call_goes_on() {
 }
 
 #[test]
+fn the_caller_hangs_up_while_bob_is_asked_and_bob_gets_our_bye() {
+    let d = common::media::media_daemon(POLICY, true);
+    let bob = Baresip::start(&d, "bob", d.addr());
+    let alice = Baresip::start(&d, "alice", d.addr());
+    let (a, b) = (alice.proc.log_len(), bob.proc.log_len());
+    alice.command("/dial sip:1003@switchboard.local");
+    bob.wait(b, "Call established", "answered the question's call");
+    // alice gives up while the question plays: her CANCEL, and our BYE to bob.
+    alice.command("/hangup");
+    alice.wait(a, "487", "her CANCEL answered");
+    // Our BYE, and bob's 200 to it.
+    let hung_up = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        let log = bob.since(b);
+        let after_bye = log.split("BYE sip:").nth(1)?;
+        after_bye.contains("SIP/2.0 200 OK").then_some(())
+    });
+    assert!(
+        hung_up.is_some(),
+        "bob got no BYE:\n{}\n{}",
+        bob.since(b),
+        d.log()
+    );
+    assert!(
+        !alice.since(a).contains("Call established"),
+        "{}",
+        alice.since(a)
+    );
+}
+
+#[test]
 fn bob_presses_nothing_gets_our_bye_and_dave_rings_next() {
     let d = common::media::media_daemon(POLICY, true);
     let bob = Baresip::start(&d, "bob", d.addr());
