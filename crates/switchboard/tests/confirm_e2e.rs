@@ -114,6 +114,23 @@ fn near(pitch: Option<f64>, hz: u32) -> bool {
     pitch.is_some_and(|p| (p - hz as f64).abs() < hz as f64 * 0.15)
 }
 
+/// The last second of what `who` heard (its recording in `dir`) is the other's tone of
+/// `hz`.
+fn assert_hears(d: &Daemon, dir: &Path, who: &str, whose: &str, hz: u32) {
+    let (samples, rate) = heard(dir);
+    let pitch = pitch_of_last_second(&samples, rate);
+    eprintln!(
+        "{who} heard {} samples at {rate}: pitch {pitch:?}",
+        samples.len()
+    );
+    assert!(
+        near(pitch, hz),
+        "{who} should hear {whose} {hz} Hz, heard {pitch:?} ({} samples at {rate})\n{}",
+        samples.len(),
+        d.log()
+    );
+}
+
 #[test]
 fn bob_presses_1_and_the_audio_flows_both_ways() {
     let d = common::media::media_daemon(POLICY, true);
@@ -139,32 +156,8 @@ fn bob_presses_1_and_the_audio_flows_both_ways() {
     alice.command("/hangup");
     bob.wait(b, "terminated", "hung up by the daemon after alice's BYE");
 
-    let (alice_heard, rate) = heard(&alice_dir);
-    eprintln!(
-        "alice heard {} samples at {rate}: pitch {:?}",
-        alice_heard.len(),
-        pitch_of_last_second(&alice_heard, rate)
-    );
-    let pitch = pitch_of_last_second(&alice_heard, rate);
-    assert!(
-        near(pitch, BOB_HZ),
-        "alice should hear bob's {BOB_HZ} Hz, heard {pitch:?} ({} samples at {rate})\n{}",
-        alice_heard.len(),
-        d.log()
-    );
-    let (bob_heard, rate) = heard(&bob_dir);
-    eprintln!(
-        "bob heard {} samples at {rate}: pitch {:?}",
-        bob_heard.len(),
-        pitch_of_last_second(&bob_heard, rate)
-    );
-    let pitch = pitch_of_last_second(&bob_heard, rate);
-    assert!(
-        near(pitch, ALICE_HZ),
-        "bob should hear alice's {ALICE_HZ} Hz, heard {pitch:?} ({} samples at {rate})\n{}",
-        bob_heard.len(),
-        d.log()
-    );
+    assert_hears(&d, &alice_dir, "alice", "bob's", BOB_HZ);
+    assert_hears(&d, &bob_dir, "bob", "alice's", ALICE_HZ);
     assert!(
         bob.since(b).contains("send DTMF digit: '1'"),
         "{}",
