@@ -154,10 +154,12 @@ cleanup() {
   for g in "${uas_pgids[@]}"; do kill_group "$g"; done
   [ -n "$media_pgid" ] && kill_group "$media_pgid"
   [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null
+  [ -n "$probe_pid" ] && kill "$probe_pid" 2>/dev/null
   [ -n "$server_pgid" ] && kill_group "$server_pgid"
   wait 2>/dev/null || true
   leave_work "$rc"
 }
+probe_pid=""
 on_exit cleanup
 
 # ---------------------------------------------------------------------------------------------
@@ -358,12 +360,18 @@ run_step() { # $1 = subject, $2 = scenario, $3 = rate
   for g in "${uas_pgids[@]}"; do uas_cpu0=$(awk -v a="$uas_cpu0" -v b="$(group_cpu "$g")" 'BEGIN { print a + b }'); done
   busy0=$(machine_busy)
   if [ -z "$reg_failed" ]; then
+    # The probe: the server's own answer time, to the microsecond, beside the calls.
+    (exec timeout -k 2 $((global + 30)) "${pin_sipp[@]}" python3 "$here/probe.py" "$port" "$dir/probes" 0.02) &
+    probe_pid=$!
     # GNU time, when there, reports SIPp's own CPU use.
     sipp_timer_for "$cdir/sipp.time"
     t0=$(date +%s.%N)
     run_sipp "$cdir" $((global + 20)) "${sipp_timer[@]}" "${cmd[@]}"
     rc=$sipp_rc
     t1=$(date +%s.%N)
+    kill "$probe_pid" 2>/dev/null || true
+    wait "$probe_pid" 2>/dev/null || true
+    probe_pid=""
   fi
   busy1=$(machine_busy)
 
@@ -492,15 +500,20 @@ print("\t".join([str(ok), str(failed), f"{100 * failed / n:.2f}", f"{achieved:.0
                  str(callee_problems), str(disturbed), "; ".join(causes) or "-"]))
 PY
 )
-  local ok failed failed_pct achieved wall setup bye retrans sipp_cpu others callee_problems causes
+  local ok failed failed_pct achieved wall setup bye retrans sipp_cpu others callee_problems causes probes="-"
+  [ -f "$dir/probes" ] && probes=$(bench_dir=$here python3 -c 'import os, sys
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.environ["bench_dir"])
+from sipp_stats import probe_summary
+print(probe_summary(sys.argv[1]))' "$dir/probes")
   IFS=$'\t' read -r ok failed failed_pct achieved wall setup bye retrans sipp_cpu others callee_problems step_disturbed causes <<< "$stats"
   local per_call="-"
   if [ "$ok" -gt 0 ] && [ "$cpu" != "-" ]; then
     per_call=$(awk -v c="$cpu" -v n="$ok" 'BEGIN { printf "%.0f", c * 1e6 / n }')
   fi
-  rows+=("| $label | $scenario | $rate | $n | $ok | $failed ($failed_pct %) | $achieved | $wall | $setup | $bye | $retrans | $drops_server / $drops_sipp | $cpu ($per_call) | $sipp_cpu | $others | $rss | $causes | $server_note |")
+  rows+=("| $label | $scenario | $rate | $n | $ok | $failed ($failed_pct %) | $achieved | $wall | $setup | $bye | $probes | $retrans | $drops_server / $drops_sipp | $cpu ($per_call) | $sipp_cpu | $others | $rss | $causes | $server_note |")
   summary_last="$ok	$failed_pct	$achieved	$setup	$cpu	$per_call	$rss"
-  echo "    placed $n, ok $ok, failed $failed ($failed_pct %), achieved $achieved/s in $wall s, setup ms p50/p99/max $setup, BYE ms $bye, retransmissions caller/callee $retrans, UDP drops server/SIPp $drops_server / $drops_sipp, server CPU $cpu s ($per_call µs/call), SIPp CPU $sipp_cpu s, others $others s, peak RSS $rss MiB; $causes (SIPp exit $rc)" >&2
+  echo "    placed $n, ok $ok, failed $failed ($failed_pct %), achieved $achieved/s in $wall s, setup ms p50/p99/max $setup, BYE ms $bye, probes $probes, retransmissions caller/callee $retrans, UDP drops server/SIPp $drops_server / $drops_sipp, server CPU $cpu s ($per_call µs/call), SIPp CPU $sipp_cpu s, others $others s, peak RSS $rss MiB; $causes (SIPp exit $rc)" >&2
   # "saturated" is decided above on the exact achieved rate, not the rounded one printed.
   if [ "$((failed * 1000))" -le "$n" ] && [ "$((callee_problems * 1000))" -le "$n" ] && [ "$ok" -gt 0 ] \
     && [[ "$causes" != *saturated* ]]; then
@@ -640,8 +653,8 @@ report() {
     echo "    (no Switchboard step)"
   fi
   echo
-  echo "| subject | scenario | offered/s | calls | ok | failed | achieved/s | wall s | setup ms p50 / p99 / max | BYE ms p50 / p99 / max | retrans caller / callee | UDP drops server / SIPp | server CPU s (µs/call) | SIPp CPU s caller + callee | others CPU s | server peak RSS MiB | failures | server log |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|---|---:|---|---:|---|---|---|"
+  echo "| subject | scenario | offered/s | calls | ok | failed | achieved/s | wall s | setup ms p50 / p99 / max | BYE ms p50 / p99 / max | probes: answered, ms p50 / p99 / max | retrans caller / callee | UDP drops server / SIPp | server CPU s (µs/call) | SIPp CPU s caller + callee | others CPU s | server peak RSS MiB | failures | server log |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|---|---|---:|---|---:|---|---|---|"
   for r in "${rows[@]}"; do echo "$r"; done
   echo
   echo "achieved/s = calls set up per second: the 200s the caller got, over the time from the first"
@@ -653,6 +666,9 @@ report() {
   echo "setup = SIPp response time 1: INVITE (first transmission) to the 200 (in the fork scenario"
   echo "it includes the answering contact's $answer_after ms of ringing); BYE = BYE to its 200."
   echo "SIPp measures in whole milliseconds with a coarse clock (values come in steps of ~4 ms)."
+  echo "probes = bench/probe.py during the calling SIPp's run: an OPTIONS to the server every 20 ms"
+  echo "from 127.0.0.1, timed to the microsecond from its send to the answer's arrival: the"
+  echo "server's signalling latency beside the calls (and the media, with --media-sessions)."
   echo "retrans = SIPp's retransmissions (INVITE, BYE, the callee's 200 and 487: after 500 ms)."
   echo "UDP drops = datagrams the kernel dropped because a socket's receive buffer was full: at the"
   echo "server's socket / at the SIPps' (sampled from /proc/net/udp every 0.2 s)."

@@ -125,3 +125,33 @@ def pcts(v):
         return "-"
     pct = lambda p: v[min(len(v) - 1, int(p / 100 * len(v)))]
     return f"{pct(50):.0f} / {pct(99):.0f} / {v[-1]:.0f}"
+
+
+def probe_log(path):
+    """bench/probe.py's log: ({n: sent epoch}, {n: (first answer's epoch, status)})."""
+    sent, answer = {}, {}
+    with open(path) as f:
+        for line in f:
+            p = line.split()
+            try:
+                if p[0] == "S" and len(p) == 3:
+                    sent[int(p[1])] = float(p[2])
+                elif p[0] == "R" and len(p) == 4:
+                    answer.setdefault(int(p[1]), (float(p[2]), int(p[3])))
+            except (ValueError, IndexError):
+                pass  # a line being written
+    return sent, answer
+
+
+def probe_summary(path):
+    """What bench/probe.py's log says: probes sent, answered, and their answer times in ms
+    (p50 / p99 / max, to 0.01 ms)."""
+    sent, answer = probe_log(path)
+    if not sent:
+        return "-"
+    lat = sorted((answer[n][0] - t) * 1000 for n, t in sent.items() if n in answer)
+    text = f"{len(sent)} sent, {len(lat)} answered"
+    if lat:
+        pct = lambda p: lat[min(len(lat) - 1, int(p / 100 * len(lat)))]
+        text += f", ms {pct(50):.2f} / {pct(99):.2f} / {lat[-1]:.2f}"
+    return text
