@@ -211,6 +211,38 @@ server_log=""
 pin_server=()
 pin_sipp=()
 
+# A share of one core for the server (set by a benchmark's --server-cpu PCT): on a 2-core
+# machine the load generators run out of CPU before the server does, so a flood measures
+# SIPp; with the server held to PCT % of a core in a CPU cgroup (CFS bandwidth, a 2 ms
+# period so that a throttle lasts at most a couple of milliseconds), the server is what
+# runs out. Needs root and a CPU controller: cgroup v2 (cpu.max) or v1 (cpu.cfs_quota_us).
+# Sets server_cgroup and prepends to pin_server the command that enters it; the cgroup is
+# removed by server_cpu_release.
+server_cgroup=""
+server_cpu_share() { # $1 = percent of one core (1-100)
+  local pct=$1 period=2000 quota root
+  quota=$((period * pct / 100))
+  if [ -f /sys/fs/cgroup/cgroup.controllers ] && grep -qw cpu /sys/fs/cgroup/cgroup.controllers; then
+    root=/sys/fs/cgroup
+    grep -qw cpu "$root/cgroup.subtree_control" || echo +cpu > "$root/cgroup.subtree_control" ||
+      { echo "--server-cpu: cannot enable the cpu controller in $root" >&2; exit 2; }
+    server_cgroup="$root/sb-bench-$$"
+    mkdir "$server_cgroup" && echo "$quota $period" > "$server_cgroup/cpu.max"
+  elif [ -f /sys/fs/cgroup/cpu/cpu.cfs_quota_us ]; then
+    server_cgroup="/sys/fs/cgroup/cpu/sb-bench-$$"
+    mkdir "$server_cgroup" && echo "$period" > "$server_cgroup/cpu.cfs_period_us" &&
+      echo "$quota" > "$server_cgroup/cpu.cfs_quota_us"
+  else
+    echo "--server-cpu: no CPU cgroup controller here (cgroup v2 cpu.max or v1 cpu)" >&2; exit 2
+  fi || { echo "--server-cpu: cannot make $server_cgroup (root is needed)" >&2; exit 2; }
+  # shellcheck disable=SC2016
+  pin_server=(sh -c 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"' sh "$server_cgroup" "${pin_server[@]}")
+}
+server_cpu_release() {
+  [ -n "$server_cgroup" ] && [ -d "$server_cgroup" ] && rmdir "$server_cgroup" 2>/dev/null
+  return 0
+}
+
 # Starts Switchboard with the config $1/switchboard.toml (written by the caller), listening on
 # 127.0.0.1:$2.
 start_switchboard() { # $1 = step dir, $2 = port

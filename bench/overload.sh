@@ -11,11 +11,12 @@
 # progress goes to stderr.
 #
 #   bench/overload.sh [--rate R | --rate "switchboard=R1 kamailio=R2"] [--duration 30]
-#                     [--search-rates "1000 2000 4000"] [--search-seconds 5] [--hold 1000]
+#                     [--search-rates "1000 2000 4000"] [--search-seconds 30] [--hold 1000]
 #                     [--subjects "switchboard kamailio kamailio-pike"] [--shed-after-ms MS]
 #                     [--set SECTION.KEY=VALUE]... [--recovery-limit 30] [--settle 40]
 #                     [--quiet-wait 120]
-#                     [--switchboard BIN] [--kamailio-shm MIB] [--pin] [--keep] [--out FILE]
+#                     [--switchboard BIN] [--kamailio-shm MIB] [--pin] [--server-cpu PCT]
+#                     [--keep] [--out FILE]
 #
 #   --rate         the clean rate R in calls/s: one figure for every subject, or per subject
 #                  (switchboard=R1 kamailio=R2; kamailio-pike takes kamailio's); without it
@@ -23,7 +24,11 @@
 #   --duration     seconds of the baseline and of the flood (default 30)
 #   --search-rates rates tried in the search for R, rising (default 1000 2000 3000 4000 5000
 #                  6000 7000 8000 10000 12000 14000 16000)
-#   --search-seconds  length of a search step (default 5)
+#   --search-seconds  length of a search step (default: --duration). A rate clean for 5 s
+#                  need not be for 30: the daemon's state grows for 32 s (transactions absorb
+#                  retransmissions for 64*T1), and at a constant 3,000 calls/s its CPU rose from
+#                  0.62 to 0.78 of a core between the first 15 s and 30-45 s; a shorter step
+#                  finds an R its own baseline is not clean at
 #   --hold         milliseconds between the ACK and the BYE of every call (default 1000)
 #   --subjects     switchboard, kamailio, kamailio-pike: which, in this order (default: all)
 #   --shed-after-ms  Switchboard's [limits] shed_after_ms (default: not in the config, so the
@@ -43,6 +48,12 @@
 #                  2-core machine the load generators then cannot take the server's core
 #                  (the flood's caller needs about twice the baseline's CPU); R is searched
 #                  for (or given) in the same arrangement
+#   --server-cpu   hold the server (every process of it) to PCT % of one core, in a CPU
+#                  cgroup with a 2 ms period (root only; bench/lib.sh server_cpu_share). On a
+#                  2-core machine the SIPps need more CPU at 2R than the server, so without it
+#                  the flood measures them (their sockets drop datagrams); with it (and --pin)
+#                  the server is what runs out, as on a machine whose load generators are
+#                  elsewhere. R is searched for (or given) under the same share
 #   --keep         keep the work directory (logs, SIPp traces, configs) and print its path
 #   --out FILE     also write the report to FILE
 #
@@ -100,7 +111,7 @@ root=$(cd "$here/.." && pwd)
 rate_arg=""
 duration=30
 search_rates="1000 2000 3000 4000 5000 6000 7000 8000 10000 12000 14000 16000"
-search_seconds=5
+search_seconds=""
 hold=1000
 subjects="switchboard kamailio kamailio-pike"
 sb_settings=()
@@ -108,6 +119,7 @@ recovery_limit=30
 settle=40
 quiet_wait=120
 sb_bin=""
+server_cpu=""
 keep=0
 out=""
 while [ $# -gt 0 ]; do
@@ -127,15 +139,20 @@ while [ $# -gt 0 ]; do
     --kamailio-shm) kamailio_shm="$2"; shift ;;
     --keep) keep=1 ;;
     --pin) need taskset "util-linux"; pin_server=(taskset -c 0); pin_sipp=(taskset -c 1) ;;
+    --server-cpu) server_cpu="$2"; shift ;;
     --out) out="$2"; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
+search_seconds=${search_seconds:-$duration}
 for v in "$duration" $search_rates "$search_seconds" "$recovery_limit" "$kamailio_shm"; do
   [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "not a positive integer: $v" >&2; exit 2; }
 done
+if [ -n "$server_cpu" ]; then
+  [[ "$server_cpu" =~ ^[1-9][0-9]?$|^100$ ]] || { echo "--server-cpu: a percentage of one core, 1-100: $server_cpu" >&2; exit 2; }
+fi
 for v in "$hold" "$quiet_wait" "$settle"; do
   [[ "$v" =~ ^[0-9]+$ ]] || { echo "not a non-negative integer: $v" >&2; exit 2; }
 done
@@ -191,9 +208,11 @@ cleanup() {
   [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null
   [ -n "$server_pgid" ] && kill_group "$server_pgid"
   wait 2>/dev/null || true
+  server_cpu_release
   leave_work "$rc"
 }
 on_exit cleanup
+[ -z "$server_cpu" ] || server_cpu_share "$server_cpu"
 
 now() { date +%s.%N; }
 
@@ -206,58 +225,6 @@ write_call_inputs
 # The prober: an OPTIONS to 127.0.0.1:PORT every INTERVAL s, from 127.0.0.1, until SIGTERM;
 # LOG gets "S n sent" for each and "R n received status" for each response (epoch seconds).
 # When it falls behind (a busy machine) it skips probes rather than sending a burst.
-cat > "$work/probe.py" <<'PY'
-import select, signal, socket, sys, time
-port, log, interval = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.1", 0))
-me = s.getsockname()[1]
-out = open(log, "w", buffering=1)
-stop = []
-signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-n = 0
-next_at = time.time()
-while not stop:
-    now = time.time()
-    if now >= next_at:
-        n += 1
-        msg = (f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
-               f"Via: SIP/2.0/UDP 127.0.0.1:{me};rport;branch=z9hG4bK-overload-probe-{me}-{n}\r\n"
-               "Max-Forwards: 70\r\n"
-               "From: <sip:probe@switchboard.local>;tag=probe\r\n"
-               f"To: <sip:127.0.0.1:{port}>\r\n"
-               f"Call-ID: overload-probe-{me}-{n}\r\n"
-               f"CSeq: {n} OPTIONS\r\n"
-               "Content-Length: 0\r\n\r\n")
-        try:
-            s.sendto(msg.encode(), ("127.0.0.1", port))
-        except OSError:
-            pass
-        out.write(f"S {n} {time.time():.6f}\n")
-        next_at += interval
-        if next_at < now:
-            next_at = now + interval
-        continue
-    try:
-        ready, _, _ = select.select([s], [], [], next_at - now)
-    except InterruptedError:
-        continue
-    if not ready:
-        continue
-    try:
-        data = s.recv(65535)
-    except OSError:  # ICMP: nothing listens
-        continue
-    t = time.time()
-    lines = data.decode("latin-1").split("\r\n")
-    parts = lines[0].split()
-    if len(parts) < 2 or parts[0] != "SIP/2.0":
-        continue
-    cseq = next((l.split(":", 1)[1].split()[0] for l in lines[1:]
-                 if l.lower().startswith("cseq:")), None)
-    if cseq and cseq.isdigit():
-        out.write(f"R {cseq} {t:.6f} {parts[1]}\n")
-PY
 
 # What the probes say: the recovery time after the flood's end (or "pending", or ">LIMIT"),
 # and for each window a summary.
@@ -265,20 +232,14 @@ PY
 # Prints the recovery (seconds, ">LIMIT" or "pending") on the first line, then one line per
 # window: NAME<TAB>summary.
 cat > "$work/verdict.py" <<'PY'
-import sys, time
+import os, sys, time
+sys.dont_write_bytecode = True  # no __pycache__ in bench/
+sys.path.insert(0, os.environ["bench_dir"])
+from sipp_stats import probe_log
 log, f_end, limit, final = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "1"
 windows = sys.argv[5:]
 INTERVAL, PROMPT, RUN = 0.05, 0.1, 5
-sent, answer = {}, {}
-for line in open(log):
-    p = line.split()
-    try:
-        if p[0] == "S" and len(p) == 3:
-            sent[int(p[1])] = float(p[2])
-        elif p[0] == "R" and len(p) == 4:
-            answer.setdefault(int(p[1]), (float(p[2]), int(p[3])))
-    except (ValueError, IndexError):
-        pass  # a line being written
+sent, answer = probe_log(log)
 
 def prompt(n):
     a = answer.get(n)
@@ -650,9 +611,9 @@ run_subject() { # $1 = subject, $2 = R
   nproc_server=$(wc -w <<< "$pids")
   (exec timeout -k 2 "$lifetime" python3 "$work/rss.py" "$dir/rss" $pids) &
   rss_pgid=$!
-  (exec timeout -k 2 "$lifetime" "${pin_sipp[@]}" python3 "$work/probe.py" "$port" "$dir/probes" 0.05) &
+  (exec timeout -k 2 "$lifetime" "${pin_sipp[@]}" python3 "$here/probe.py" "$port" "$dir/probes" 0.05) &
   prober_pgid=$!
-  commands+=("  python3 probe.py $port (an OPTIONS every 50 ms from 127.0.0.1)")
+  commands+=("  python3 bench/probe.py $port LOG 0.05 (an OPTIONS every 50 ms from 127.0.0.1)")
 
   echo "  baseline: $R/s for $duration s" >&2
   call_phase "$dir/baseline" "$port" "$R" "$duration"
@@ -671,7 +632,7 @@ run_subject() { # $1 = subject, $2 = R
   deadline=$(awk -v e="$f_last" -v l="$recovery_limit" 'BEGIN { printf "%.0f", e + l + 2 }')
   settle_end=$(awk -v e="$f_last" -v l="$settle" 'BEGIN { printf "%.0f", e + l }')
   while :; do
-    verdict=$(python3 "$work/verdict.py" "$dir/probes" "$f_last" "$recovery_limit" 0 | head -n 1)
+    verdict=$(bench_dir=$here python3 "$work/verdict.py" "$dir/probes" "$f_last" "$recovery_limit" 0 | head -n 1)
     [ "$verdict" = pending ] || break
     [ "$(date +%s)" -lt "$deadline" ] || break
     sleep 0.5
@@ -702,7 +663,7 @@ run_subject() { # $1 = subject, $2 = R
 
   # The probes, final.
   local probe_out recovery
-  probe_out=$(python3 "$work/verdict.py" "$dir/probes" "$f_last" "$recovery_limit" 1 \
+  probe_out=$(bench_dir=$here python3 "$work/verdict.py" "$dir/probes" "$f_last" "$recovery_limit" 1 \
     baseline "$(pv "$base" first)" "$(pv "$base" last)" \
     flood "$(pv "$flood" first)" "$f_last" after "$f_last" "$t_stop")
   recovery=$(sed -n 1p <<< "$probe_out")
@@ -831,8 +792,11 @@ report() {
     [ -z "${given_rate[${s%-pike}]:-}" ] || how=given
     rates_text+="$s ${rate_of[$s]}/s ($how); "
   done
-  if [ ${#pin_server[@]} -gt 0 ]; then
-    echo "- CPUs (--pin): the server ${pin_server[*]}, the SIPps and the probes ${pin_sipp[*]}"
+  if [ ${#pin_sipp[@]} -gt 0 ]; then
+    echo "- CPUs (--pin): the server taskset -c 0, the SIPps and the probes ${pin_sipp[*]}"
+  fi
+  if [ -n "$server_cpu" ]; then
+    echo "- Server CPU (--server-cpu): $server_cpu % of one core, CFS bandwidth in cgroup $server_cgroup (2 ms period)"
   fi
   echo "- R: ${rates_text%; }"
   echo "  baseline R and flood 2R for $duration s each, $hold ms hold, callers on $caller_ip, probes from 127.0.0.1"
