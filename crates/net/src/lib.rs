@@ -794,35 +794,73 @@ fn want_pktinfo(sock: &UdpSocket, local: SocketAddr) -> std::io::Result<bool> {
     }
 }
 
-/// Reads one datagram without waiting: its length, its source, the address of ours it was
-/// sent to (for a socket bound to every interface, the one the datagram names; else the
-/// socket's), when it reached the machine (the kernel's stamp; else now), and how many
-/// datagrams the socket has dropped so far for want of room.
-fn try_recv(
-    udp: &Udp,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr, SocketAddr, Instant, u32)> {
+/// What the socket of a UDP listener has waiting, read a batch at a time (on Linux with
+/// `recvmmsg`: under load, one system call for up to [`pktinfo::Batch::SIZE`] datagrams).
+struct Inbox {
     #[cfg(target_os = "linux")]
-    {
-        let r = udp
-            .sock
-            .try_io(Interest::READABLE, || pktinfo::recv(&*udp.sock, buf))?;
-        let local = match r.to {
-            Some(ip) if udp.pktinfo => SocketAddr::new(ip, udp.addr.port()),
-            _ => udp.addr,
-        };
-        Ok((
-            r.len,
-            r.from,
-            local,
-            arrived_at(r.arrived),
-            r.dropped.unwrap_or(0),
-        ))
-    }
+    batch: pktinfo::Batch,
     #[cfg(not(target_os = "linux"))]
-    {
-        let (n, from) = udp.sock.try_recv_from(buf)?;
-        Ok((n, from, udp.addr, Instant::now(), 0))
+    buf: Vec<u8>,
+    #[cfg(not(target_os = "linux"))]
+    got: (usize, SocketAddr),
+}
+
+impl Inbox {
+    /// Room for datagrams of up to `room` bytes.
+    fn new(room: usize) -> Inbox {
+        Inbox {
+            #[cfg(target_os = "linux")]
+            batch: pktinfo::Batch::new(room),
+            #[cfg(not(target_os = "linux"))]
+            buf: vec![0; room],
+            #[cfg(not(target_os = "linux"))]
+            got: (0, SocketAddr::from(([0, 0, 0, 0], 0))),
+        }
+    }
+
+    /// Reads what is waiting on `udp`'s socket without waiting (`WouldBlock` when nothing
+    /// is); how many datagrams.
+    fn read(&mut self, udp: &Udp) -> std::io::Result<usize> {
+        #[cfg(target_os = "linux")]
+        {
+            let batch = &mut self.batch;
+            udp.sock.try_io(Interest::READABLE, || {
+                pktinfo::recv_batch(&*udp.sock, batch)
+            })
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            self.got = udp.sock.try_recv_from(&mut self.buf)?;
+            Ok(1)
+        }
+    }
+
+    /// The `i`th datagram of the last read: its bytes, its source, the address of ours it
+    /// was sent to (for a socket bound to every interface, the one the datagram names; else
+    /// the socket's), when it reached the machine (the kernel's stamp; else now), and how
+    /// many datagrams the socket had dropped by then for want of room.
+    fn get(&self, udp: &Udp, i: usize) -> (&[u8], SocketAddr, SocketAddr, Instant, u32) {
+        #[cfg(target_os = "linux")]
+        {
+            let (r, data) = self.batch.get(i);
+            let local = match r.to {
+                Some(ip) if udp.pktinfo => SocketAddr::new(ip, udp.addr.port()),
+                _ => udp.addr,
+            };
+            (
+                data,
+                r.from,
+                local,
+                arrived_at(r.arrived),
+                r.dropped.unwrap_or(0),
+            )
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = i;
+            let (n, from) = self.got;
+            (&self.buf[..n], from, udp.addr, Instant::now(), 0)
+        }
     }
 }
 
@@ -870,13 +908,13 @@ async fn udp_loop(t: Transports, index: usize, sink: mpsc::Sender<Arrival>) {
     let udp = &t.inner.udp[index];
     let limits = t.inner.config.limits;
     // One byte more than the limit, to tell an over-long datagram from one that fits.
-    let mut buf = vec![0u8; limits.max_message_size.max(1) + 1];
+    let mut inbox = Inbox::new(limits.max_message_size.max(1) + 1);
     // The socket's drop count as of the last message handed on: a larger one means its
     // buffer overflowed since (see `TransportConfig::shed_after`).
     let mut drops_told = 0u32;
     loop {
-        let (n, from, local, at, dropped) = match try_recv(udp, &mut buf) {
-            Ok(x) => x,
+        let n = match inbox.read(udp) {
+            Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 // Empty until the next datagram comes.
                 if let Err(e) = udp.sock.readable().await {
@@ -891,41 +929,43 @@ async fn udp_loop(t: Transports, index: usize, sink: mpsc::Sender<Arrival>) {
                 continue;
             }
         };
-        let data = &buf[..n];
-        // CRLF keep-alives (RFC 5626 §3.5.1) are not messages.
-        if data.iter().all(|&b| b == b'\r' || b == b'\n' || b == 0) {
-            continue;
-        }
-        // The flow: from `from`, to `local`; what goes back to it leaves from `local`.
-        let peer = Peer::udp(from).with_local(local);
-        // Nor are STUN keep-alives (RFC 5626 §4.4.2): a Binding request is answered with
-        // the address it came from; other STUN is dropped.
-        if stun::is_stun(data) {
-            match stun::binding_response(data, from) {
-                Some(answer) => {
-                    t.inner.stats.keepalives.fetch_add(1, Ordering::Relaxed);
-                    t.send(peer, Bytes::from(answer));
-                }
-                None => {
-                    t.inner.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                }
+        for i in 0..n {
+            let (data, from, local, at, dropped) = inbox.get(udp, i);
+            // CRLF keep-alives (RFC 5626 §3.5.1) are not messages.
+            if data.iter().all(|&b| b == b'\r' || b == b'\n' || b == 0) {
+                continue;
             }
-            continue;
-        }
-        t.inner.stats.received.fetch_add(1, Ordering::Relaxed);
-        let overflowed = dropped != drops_told;
-        drops_told = dropped;
-        // While the core is behind, what would start new work is refused before the
-        // parser's work, and the ACKs of those refusals are dropped unread.
-        if t.shed_unparsed(data, peer, at, overflowed) {
-            continue;
-        }
-        let item = match parse(data, &limits) {
-            Ok(msg) => Inbound::Message { msg, peer, local },
-            Err(error) => Inbound::Invalid { error, peer },
-        };
-        if !t.deliver(item, at, overflowed, &sink).await {
-            return; // the core has stopped
+            // The flow: from `from`, to `local`; what goes back to it leaves from `local`.
+            let peer = Peer::udp(from).with_local(local);
+            // Nor are STUN keep-alives (RFC 5626 §4.4.2): a Binding request is answered
+            // with the address it came from; other STUN is dropped.
+            if stun::is_stun(data) {
+                match stun::binding_response(data, from) {
+                    Some(answer) => {
+                        t.inner.stats.keepalives.fetch_add(1, Ordering::Relaxed);
+                        t.send(peer, Bytes::from(answer));
+                    }
+                    None => {
+                        t.inner.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                continue;
+            }
+            t.inner.stats.received.fetch_add(1, Ordering::Relaxed);
+            let overflowed = dropped != drops_told;
+            drops_told = dropped;
+            // While the core is behind, what would start new work is refused before the
+            // parser's work, and the ACKs of those refusals are dropped unread.
+            if t.shed_unparsed(data, peer, at, overflowed) {
+                continue;
+            }
+            let item = match parse(data, &limits) {
+                Ok(msg) => Inbound::Message { msg, peer, local },
+                Err(error) => Inbound::Invalid { error, peer },
+            };
+            if !t.deliver(item, at, overflowed, &sink).await {
+                return; // the core has stopped
+            }
         }
     }
 }

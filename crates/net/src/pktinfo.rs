@@ -111,8 +111,30 @@ pub fn recv(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
         let from = from
             .as_socket()
             .ok_or_else(|| io::Error::other("a datagram from a non-IP address"))?;
-        let (mut to, mut arrived, mut dropped) = (None, None, None);
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        let (to, arrived, dropped) = said_of(&msg);
+        Ok(Received {
+            len: n,
+            from,
+            to,
+            arrived,
+            dropped,
+        })
+    }
+}
+
+/// What the control messages of a datagram read with `msg` say: the address it was sent
+/// to, when it arrived, and the socket's drop count.
+///
+/// # Safety
+///
+/// `msg` must be as recvmsg(2) or recvmmsg(2) left it: its control buffer still alive,
+/// `msg_controllen` what the kernel filled.
+unsafe fn said_of(msg: &libc::msghdr) -> (Option<IpAddr>, Option<SystemTime>, Option<u32>) {
+    let (mut to, mut arrived, mut dropped) = (None, None, None);
+    // SAFETY: the control messages are read with the CMSG_* macros, within what the kernel
+    // reported filled (the caller's promise), each by an unaligned read of its own type.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
         while !cmsg.is_null() {
             let data = libc::CMSG_DATA(cmsg);
             match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
@@ -138,16 +160,157 @@ pub fn recv(sock: &impl AsRawFd, buf: &mut [u8]) -> io::Result<Received> {
                 }
                 _ => {}
             }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
         }
-        Ok(Received {
-            len: n,
-            from,
-            to,
-            arrived,
-            dropped,
-        })
     }
+    (to, arrived, dropped)
+}
+
+/// Room to read up to [`Batch::SIZE`] datagrams of a socket with one system call
+/// (`recvmmsg`), each with what the kernel says of it. Under load a socket's queue holds
+/// many: read together, each costs a system call's entry and exit once per batch instead of
+/// once per datagram.
+pub struct Batch {
+    /// `SIZE` buffers of `room` bytes each, end to end.
+    bufs: Vec<u8>,
+    room: usize,
+    names: Vec<libc::sockaddr_storage>,
+    controls: Vec<Control>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    /// What the last [`recv_batch`] read: each datagram's slot (its buffer's index), length,
+    /// source, and what the kernel said.
+    read: Vec<(usize, Received)>,
+}
+
+// SAFETY: the raw pointers in `iovs` and `hdrs` point only into the batch's own vectors, and
+// are written afresh before each use; nothing is shared between threads through them.
+unsafe impl Send for Batch {}
+
+impl Batch {
+    /// Datagrams read by one call at most.
+    pub const SIZE: usize = 32;
+
+    /// Room for [`Batch::SIZE`] datagrams of up to `room` bytes each.
+    pub fn new(room: usize) -> Batch {
+        let room = room.max(1);
+        Batch {
+            bufs: vec![0; room * Self::SIZE],
+            room,
+            // SAFETY: an all-zero sockaddr_storage is a valid (unspecified) address.
+            names: vec![unsafe { mem::zeroed() }; Self::SIZE],
+            controls: vec![[0; 16]; Self::SIZE],
+            iovs: Vec::with_capacity(Self::SIZE),
+            hdrs: Vec::with_capacity(Self::SIZE),
+            read: Vec::with_capacity(Self::SIZE),
+        }
+    }
+
+    /// How many datagrams the last [`recv_batch`] read.
+    pub fn len(&self) -> usize {
+        self.read.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.read.is_empty()
+    }
+
+    /// The `i`th datagram of the last [`recv_batch`]: what the kernel said of it, and its
+    /// bytes.
+    pub fn get(&self, i: usize) -> (Received, &[u8]) {
+        let (slot, r) = self.read[i];
+        let start = slot * self.room;
+        (r, &self.bufs[start..start + r.len.min(self.room)])
+    }
+}
+
+/// Reads, without waiting, up to [`Batch::SIZE`] datagrams that are waiting on `sock` into
+/// `batch` (`WouldBlock` when there is none); how many. A datagram from a non-IP address
+/// (none on an IP socket) is skipped.
+pub fn recv_batch(sock: &impl AsRawFd, batch: &mut Batch) -> io::Result<usize> {
+    let fd: RawFd = sock.as_raw_fd();
+    let Batch {
+        bufs,
+        room,
+        names,
+        controls,
+        iovs,
+        hdrs,
+        read,
+    } = batch;
+    read.clear();
+    iovs.clear();
+    hdrs.clear();
+    for (buf, control) in bufs.chunks_exact_mut(*room).zip(controls.iter_mut()) {
+        iovs.push(libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        });
+        *control = [0; 16];
+    }
+    for ((iov, name), control) in iovs
+        .iter_mut()
+        .zip(names.iter_mut())
+        .zip(controls.iter_mut())
+    {
+        // SAFETY: an all-zero msghdr is valid; its pointers are set just below.
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_name = (name as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as _;
+        msg.msg_iov = iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = mem::size_of::<Control>() as _;
+        hdrs.push(libc::mmsghdr {
+            msg_hdr: msg,
+            msg_len: 0,
+        });
+    }
+    // SAFETY: recvmmsg(2) writes, for each of at most `hdrs.len()` headers, at most
+    // msg_namelen bytes into its `names` entry, at most iov_len bytes into its buffer and at
+    // most msg_controllen bytes into its `controls` entry, all of which live (and are not
+    // moved: the vectors are not resized) until it returns.
+    let n = unsafe {
+        libc::recvmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            hdrs.len() as _,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    for (slot, (h, name)) in hdrs.iter().zip(names.iter()).take(n as usize).enumerate() {
+        // SAFETY: the kernel filled msg_namelen bytes of the name, a sockaddr_storage (so
+        // also viewed as one in socket2's storage); the header's control buffer is as the
+        // kernel left it.
+        let (from, (to, arrived, dropped)) = unsafe {
+            (
+                {
+                    let mut storage = socket2::SockAddrStorage::zeroed();
+                    *storage.view_as::<libc::sockaddr_storage>() = *name;
+                    socket2::SockAddr::new(storage, h.msg_hdr.msg_namelen).as_socket()
+                },
+                said_of(&h.msg_hdr),
+            )
+        };
+        if let Some(from) = from {
+            let len = h.msg_len as usize;
+            read.push((
+                slot,
+                Received {
+                    len,
+                    from,
+                    to,
+                    arrived,
+                    dropped,
+                },
+            ));
+        }
+    }
+    Ok(read.len())
 }
 
 /// Sends one datagram to `to` from source address `from` without waiting (`WouldBlock`
@@ -224,6 +387,67 @@ pub fn send(sock: &impl AsRawFd, buf: &[u8], to: SocketAddr, from: IpAddr) -> io
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
+
+    /// Reads a batch from `sock`, waiting (bounded) for the first datagram.
+    fn batch_of(sock: &std::net::UdpSocket, batch: &mut Batch) -> usize {
+        let start = Instant::now();
+        loop {
+            match recv_batch(sock, batch) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(start.elapsed() < Duration::from_secs(5), "nothing came");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => return other.unwrap(),
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_reads_what_waits_each_datagram_with_its_source_address_and_stamp() {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable_timestamps(&sock).unwrap();
+        enable(&sock, false).unwrap();
+        let to = sock.local_addr().unwrap();
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+        // More than a batch holds, from two sources; one longer than a buffer's room.
+        let sent: Vec<(SocketAddr, Vec<u8>)> = (0..Batch::SIZE + 5)
+            .map(|i| {
+                let (from, bytes) = if i % 2 == 0 {
+                    (&a, format!("datagram {i}").into_bytes())
+                } else {
+                    (&b, vec![b'x'; if i == 7 { 300 } else { i }])
+                };
+                from.send_to(&bytes, to).unwrap();
+                (from.local_addr().unwrap(), bytes)
+            })
+            .collect();
+        let mut batch = Batch::new(100);
+        let mut got = Vec::new();
+        while got.len() < sent.len() {
+            let n = batch_of(&sock, &mut batch);
+            assert!((1..=Batch::SIZE).contains(&n), "{n}");
+            assert_eq!(batch.len(), n);
+            for i in 0..n {
+                let (r, data) = batch.get(i);
+                assert_eq!(r.len, data.len());
+                assert_eq!(r.to, Some(to.ip()), "the address it was sent to");
+                assert!(r.arrived.is_some(), "stamped");
+                got.push((r.from, data.to_vec()));
+            }
+        }
+        assert_eq!(got.len(), sent.len());
+        for (i, ((from, bytes), (got_from, got_bytes))) in sent.iter().zip(&got).enumerate() {
+            assert_eq!(from, got_from, "datagram {i}'s source");
+            // The one too long for its buffer is cut at the room (as recvmsg cuts it).
+            let room = bytes.len().min(100);
+            assert_eq!(&bytes[..room], &got_bytes[..], "datagram {i}");
+        }
+        // Nothing left: WouldBlock, and an empty batch.
+        let e = recv_batch(&sock, &mut batch).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert!(batch.is_empty());
+    }
 
     #[test]
     fn a_datagram_is_stamped_when_it_arrived_not_when_it_was_read() {
