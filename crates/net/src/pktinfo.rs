@@ -181,10 +181,13 @@ pub struct Batch {
     /// What the last [`recv_batch`] read: each datagram's slot (its buffer's index), length,
     /// source, and what the kernel said.
     read: Vec<(usize, Received)>,
+    /// Headers the kernel filled in the last call (to be made ready again).
+    used: usize,
 }
 
-// SAFETY: the raw pointers in `iovs` and `hdrs` point only into the batch's own vectors, and
-// are written afresh before each use; nothing is shared between threads through them.
+// SAFETY: the raw pointers in `iovs` and `hdrs` point only into the heap buffers of the
+// batch's own vectors, which are never resized (so never moved); nothing is shared between
+// threads through them.
 unsafe impl Send for Batch {}
 
 impl Batch {
@@ -194,7 +197,7 @@ impl Batch {
     /// Room for [`Batch::SIZE`] datagrams of up to `room` bytes each.
     pub fn new(room: usize) -> Batch {
         let room = room.max(1);
-        Batch {
+        let mut b = Batch {
             bufs: vec![0; room * Self::SIZE],
             room,
             // SAFETY: an all-zero sockaddr_storage is a valid (unspecified) address.
@@ -203,7 +206,35 @@ impl Batch {
             iovs: Vec::with_capacity(Self::SIZE),
             hdrs: Vec::with_capacity(Self::SIZE),
             read: Vec::with_capacity(Self::SIZE),
+            used: 0,
+        };
+        // The headers, once: each points at its own buffer, name and control room, in
+        // vectors that keep their heap storage for the batch's life.
+        for buf in b.bufs.chunks_exact_mut(room) {
+            b.iovs.push(libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            });
         }
+        for ((iov, name), control) in b
+            .iovs
+            .iter_mut()
+            .zip(b.names.iter_mut())
+            .zip(b.controls.iter_mut())
+        {
+            // SAFETY: an all-zero msghdr is valid; its pointers are set just below.
+            let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+            msg.msg_name = (name as *mut libc::sockaddr_storage).cast();
+            msg.msg_iov = iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            b.hdrs.push(libc::mmsghdr {
+                msg_hdr: msg,
+                msg_len: 0,
+            });
+        }
+        b.used = Self::SIZE; // all to be made ready
+        b
     }
 
     /// How many datagrams the last [`recv_batch`] read.
@@ -230,42 +261,22 @@ impl Batch {
 pub fn recv_batch(sock: &impl AsRawFd, batch: &mut Batch) -> io::Result<usize> {
     let fd: RawFd = sock.as_raw_fd();
     let Batch {
-        bufs,
-        room,
         names,
-        controls,
-        iovs,
         hdrs,
         read,
+        used,
+        ..
     } = batch;
     read.clear();
-    iovs.clear();
-    hdrs.clear();
-    for (buf, control) in bufs.chunks_exact_mut(*room).zip(controls.iter_mut()) {
-        iovs.push(libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        });
-        *control = [0; 16];
+    // What the kernel changed in the headers it filled last time: the lengths it wrote
+    // back, and the flags.
+    for h in &mut hdrs[..*used] {
+        h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as _;
+        h.msg_hdr.msg_controllen = mem::size_of::<Control>() as _;
+        h.msg_hdr.msg_flags = 0;
+        h.msg_len = 0;
     }
-    for ((iov, name), control) in iovs
-        .iter_mut()
-        .zip(names.iter_mut())
-        .zip(controls.iter_mut())
-    {
-        // SAFETY: an all-zero msghdr is valid; its pointers are set just below.
-        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-        msg.msg_name = (name as *mut libc::sockaddr_storage).cast();
-        msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as _;
-        msg.msg_iov = iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = mem::size_of::<Control>() as _;
-        hdrs.push(libc::mmsghdr {
-            msg_hdr: msg,
-            msg_len: 0,
-        });
-    }
+    *used = 0;
     // SAFETY: recvmmsg(2) writes, for each of at most `hdrs.len()` headers, at most
     // msg_namelen bytes into its `names` entry, at most iov_len bytes into its buffer and at
     // most msg_controllen bytes into its `controls` entry, all of which live (and are not
@@ -282,6 +293,7 @@ pub fn recv_batch(sock: &impl AsRawFd, batch: &mut Batch) -> io::Result<usize> {
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
+    *used = n as usize;
     for (slot, (h, name)) in hdrs.iter().zip(names.iter()).take(n as usize).enumerate() {
         // SAFETY: the kernel filled msg_namelen bytes of the name, a sockaddr_storage (so
         // also viewed as one in socket2's storage); the header's control buffer is as the
