@@ -220,7 +220,17 @@ pub fn own_uri_at(transport: Transport, local: HostPort<'_>, params: &str) -> St
 /// The caller has checked that Max-Forwards is above zero and consumed its own Route
 /// entries ([`pop_own_routes`]).
 pub fn forward(req: &Request, uri: Option<Uri>, via: &str, record_route: &[String]) -> Request {
-    let mut out = req.clone();
+    forward_owned(req.clone(), uri, via, record_route)
+}
+
+/// [`forward`] of a request nothing else keeps (the ACK of a 2xx, sent on statelessly):
+/// changed in place instead of copied.
+pub fn forward_owned(
+    mut out: Request,
+    uri: Option<Uri>,
+    via: &str,
+    record_route: &[String],
+) -> Request {
     if let Some(uri) = uri {
         out.uri = uri;
     }

@@ -445,16 +445,25 @@ impl Relays {
     ) {
         let now = cx.now;
         let via = local.via(&cx.wire.branch(Some(o.loop_key)));
-        let mut out = proxy::forward(&o.request, None, &via, &[]);
+        let is_bye = o.request.method == Method::Bye;
+        // A request with a server transaction is kept, to answer it; one without (the ACK
+        // of a 2xx) is forwarded as it is.
+        let (mut out, kept) = match o.tx {
+            Some(server) => (
+                proxy::forward(&o.request, None, &via, &[]),
+                Some((server, o.request)),
+            ),
+            None => (proxy::forward_owned(o.request, None, &via, &[]), None),
+        };
         // To the carrier of a call through a trunk with an account: renumbered.
         let carrier = dialogs.toward_carrier(&o.call_id, &mut out);
-        if o.request.method == Method::Bye {
+        if is_bye {
             dialogs.end(cx, &o.call_id, "bye");
         } else {
             dialogs.request_seen(&o.call_id, &out);
         }
         self.relayed += 1;
-        let Some(server) = o.tx else {
+        let Some((server, request)) = kept else {
             return cx
                 .wire
                 .send(dest, switchboard_sip::wire::request_bytes(&out));
@@ -473,7 +482,7 @@ impl Relays {
             Ok(client) => {
                 let relay = Relay {
                     server_tx: server,
-                    request: o.request,
+                    request,
                     answered: false,
                     carrier,
                     loop_key: o.loop_key,
@@ -484,7 +493,7 @@ impl Relays {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "in-dialog request not relayed");
-                cx.wire.reply_to(server, &o.request, 500, Vec::new(), now);
+                cx.wire.reply_to(server, &request, 500, Vec::new(), now);
             }
         }
     }
