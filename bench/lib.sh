@@ -150,8 +150,11 @@ udp_drops_now() {
 
 # Waits until something answers an OPTIONS on 127.0.0.1:$1 (any response), at most $2 s.
 wait_sip() {
-  python3 - "$1" "$2" <<'PY'
-import socket, sys, time
+  bench_dir=$here python3 - "$1" "$2" <<'PY'
+import os, socket, sys, time
+sys.dont_write_bytecode = True  # no __pycache__ in bench/
+sys.path.insert(0, os.environ["bench_dir"])
+from probe import options
 port, limit = int(sys.argv[1]), float(sys.argv[2])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("127.0.0.1", 0))
@@ -161,16 +164,8 @@ deadline = time.monotonic() + limit
 n = 0
 while time.monotonic() < deadline:
     n += 1
-    msg = (f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
-           f"Via: SIP/2.0/UDP 127.0.0.1:{me};rport;branch=z9hG4bK-bench-probe-{n}\r\n"
-           "Max-Forwards: 70\r\n"
-           "From: <sip:probe@switchboard.local>;tag=probe\r\n"
-           f"To: <sip:127.0.0.1:{port}>\r\n"
-           f"Call-ID: bench-probe-{n}\r\n"
-           f"CSeq: {n} OPTIONS\r\n"
-           "Content-Length: 0\r\n\r\n")
     try:
-        s.sendto(msg.encode(), ("127.0.0.1", port))
+        s.sendto(options(port, me, n), ("127.0.0.1", port))
         if s.recv(65535).startswith(b"SIP/2.0 "):
             sys.exit(0)
     except (socket.timeout, ConnectionRefusedError):
