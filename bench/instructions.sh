@@ -3,7 +3,11 @@
 # (valgrind --tool=callgrind) as instructions executed, not timed. The count does not depend
 # on what else runs on the machine, so two builds can be compared to a fraction of a percent
 # on a busy machine where timings cannot; it does depend on the CPU model (libraries choose
-# their SIMD code by the CPU's features), which the report names.
+# their SIMD code by the CPU's features), which the report names. One part does depend on
+# timing: the store writer's commits (about half of a call's count at 50 calls/s), whose
+# number is how the writes happen to group; compare the core thread's own count
+# (`tokio::runtime::runtime::Runtime::block_on` in the inclusive table) when the totals of
+# two runs of one build differ by a percent or two.
 #
 # A benchmark, not a test: it prints the machine, the date, the exact commands it ran and
 # Markdown tables (instructions per call for each build, then the functions that cost the
