@@ -131,6 +131,16 @@ fn assert_hears(d: &Daemon, dir: &Path, who: &str, whose: &str, hz: u32) {
     );
 }
 
+/// alice dials bob's forwarding (1003), and bob's phone answers the daemon's own call that
+/// asks him; the two phones' log marks from before the dial.
+fn alice_calls_and_bob_is_asked(alice: &Baresip, bob: &Baresip) -> (usize, usize) {
+    let (a, b) = (alice.proc.log_len(), bob.proc.log_len());
+    alice.command("/dial sip:1003@switchboard.local");
+    // bob's phone answers the daemon's own call; alice only hears it ring.
+    bob.wait(b, "Call established", "answered the question's call");
+    (a, b)
+}
+
 #[test]
 fn bob_presses_1_and_the_audio_flows_both_ways() {
     let d = common::media::media_daemon(POLICY, true);
@@ -140,10 +150,7 @@ fn bob_presses_1_and_the_audio_flows_both_ways() {
     std::fs::create_dir_all(&bob_dir).unwrap();
     let bob = Baresip::start_recording(&d, "bob", d.addr(), BOB_HZ, &bob_dir);
     let alice = Baresip::start_recording(&d, "alice", d.addr(), ALICE_HZ, &alice_dir);
-    let (a, b) = (alice.proc.log_len(), bob.proc.log_len());
-    alice.command("/dial sip:1003@switchboard.local");
-    // bob's phone answers the daemon's own call; alice only hears it ring.
-    bob.wait(b, "Call established", "answered the question's call");
+    let (a, b) = alice_calls_and_bob_is_asked(&alice, &bob);
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
         !alice.since(a).contains("Call established"),
@@ -196,9 +203,7 @@ fn either_side_holds_and_resumes_and_the_call_goes_on() {
     let d = common::media::media_daemon(POLICY, true);
     let bob = Baresip::start(&d, "bob", d.addr());
     let alice = Baresip::start(&d, "alice", d.addr());
-    let (a, b) = (alice.proc.log_len(), bob.proc.log_len());
-    alice.command("/dial sip:1003@switchboard.local");
-    bob.wait(b, "Call established", "answered the question's call");
+    let (a, b) = alice_calls_and_bob_is_asked(&alice, &bob);
     std::thread::sleep(Duration::from_millis(500));
     bob.key('1');
     alice.wait(a, "Call established", "connected once bob pressed 1");
@@ -252,9 +257,7 @@ fn the_caller_hangs_up_while_bob_is_asked_and_bob_gets_our_bye() {
     let d = common::media::media_daemon(POLICY, true);
     let bob = Baresip::start(&d, "bob", d.addr());
     let alice = Baresip::start(&d, "alice", d.addr());
-    let (a, b) = (alice.proc.log_len(), bob.proc.log_len());
-    alice.command("/dial sip:1003@switchboard.local");
-    bob.wait(b, "Call established", "answered the question's call");
+    let (a, b) = alice_calls_and_bob_is_asked(&alice, &bob);
     // alice gives up while the question plays: her CANCEL, and our BYE to bob.
     alice.command("/hangup");
     alice.wait(a, "487", "her CANCEL answered");
@@ -283,13 +286,8 @@ fn bob_presses_nothing_gets_our_bye_and_dave_rings_next() {
     let bob = Baresip::start(&d, "bob", d.addr());
     let dave = Baresip::start(&d, "dave", d.addr());
     let alice = Baresip::start(&d, "alice", d.addr());
-    let (a, b, v) = (
-        alice.proc.log_len(),
-        bob.proc.log_len(),
-        dave.proc.log_len(),
-    );
-    alice.command("/dial sip:1003@switchboard.local");
-    bob.wait(b, "Call established", "answered the question's call");
+    let v = dave.proc.log_len();
+    let (a, b) = alice_calls_and_bob_is_asked(&alice, &bob);
     // The question, 5 s, the question again, 5 s (some 21 s: within bob's 30 s ring time):
     // then our BYE.
     let bye = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
