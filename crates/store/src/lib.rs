@@ -12,7 +12,10 @@
 //! whether a cluster would share it; the order the daemon reads them back in is there too.
 //! This crate depends on no other crate of Switchboard's.
 
+pub mod redis_store;
 pub mod tables;
+
+pub use redis_store::{FeedEvent, RedisConfig, RedisStore};
 
 pub use tables::{Scope, Table};
 
@@ -40,6 +43,9 @@ pub enum StoreError {
 fn io_err(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Io(Box::new(e))
 }
+
+/// A table's rows, key and value, in key order.
+pub type Rows = Vec<(String, Vec<u8>)>;
 
 /// One row written (`value: Some`) or deleted (`value: None`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -232,6 +232,12 @@ pub const ALL: &[Table] = &[
     VOICEMAIL_OUTBOX,
 ];
 
+/// The shared tables every node keeps in memory (read back whole at start): with a store
+/// that several nodes share, each change to one of these is told to the other nodes (the
+/// store's change feed), which apply it to what they hold. The other shared tables are read
+/// from the store when needed, so nothing of them is held that could go stale.
+pub const CACHED: &[Table] = &[BINDINGS, MEMORY, PROFILES, PRESENCE, VOICEMAIL];
+
 /// The order in which the daemon reads the tables back at start, and restores what they
 /// hold.
 ///
@@ -305,6 +311,14 @@ mod tests {
         assert!(at(PROFILES) < at(PRESENCE));
         for t in [BINDINGS, MEMORY, PROFILES, PRESENCE, VOICEMAIL] {
             assert!(at(t) < at(SUBSCRIPTIONS), "{t}");
+        }
+    }
+
+    #[test]
+    fn cached_tables_are_shared_and_restored_at_start() {
+        for t in CACHED {
+            assert_eq!(t.scope(), Scope::Shared, "{t}");
+            assert!(RESTORE_ORDER.contains(t), "{t}");
         }
     }
 

@@ -1,0 +1,358 @@
+//! The Redis store against a real `redis-server` (Debian's redis-server package), started
+//! by each test on a loopback port of its own with its own data directory.
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use switchboard_store::tables::{BINDINGS, CACHED, PRESENCE, STATUS_LOG, SUBSCRIPTIONS};
+use switchboard_store::{FeedEvent, RedisConfig, RedisStore, Store, StoreError, Write};
+
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    /// A server that fsyncs every write before answering it (what the store asks for).
+    fn start() -> Redis {
+        Redis::start_with(&["--appendonly", "yes", "--appendfsync", "always"])
+    }
+
+    fn start_with(settings: &[&str]) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = spawn(dir.path(), port, settings);
+        let r = Redis { child, port, dir };
+        r.wait_up();
+        r
+    }
+
+    fn wait_up(&self) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < until, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `kill -9`, then the same server again on the same port and data.
+    fn kill_and_restart(&mut self) {
+        self.kill();
+        self.child = spawn(
+            self.dir.path(),
+            self.port,
+            &["--appendonly", "yes", "--appendfsync", "always"],
+        );
+        self.wait_up();
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn config(&self, node: &str) -> RedisConfig {
+        RedisConfig {
+            url: format!("redis://127.0.0.1:{}/", self.port),
+            node: node.into(),
+            timeout: Duration::from_secs(2),
+            ..RedisConfig::default()
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(dir: &Path, port: u16, settings: &[&str]) -> Child {
+    Command::new("redis-server")
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--bind")
+        .arg("127.0.0.1")
+        .arg("--dir")
+        .arg(dir)
+        .arg("--save")
+        .arg("")
+        .args(settings)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server (apt-get install redis-server)")
+}
+
+fn rows(s: &RedisStore, t: switchboard_store::Table) -> Vec<(String, Vec<u8>)> {
+    s.scan(t).unwrap()
+}
+
+#[test]
+fn commits_read_back_in_key_order_and_by_range() {
+    let r = Redis::start();
+    let s = RedisStore::open(r.config("a")).unwrap();
+    s.commit(&[
+        Write::put(BINDINGS, "bob\nx", b"2".to_vec()),
+        Write::put(BINDINGS, "alice\nx", b"1".to_vec()),
+        Write::put(BINDINGS, "alice\ny", vec![0, 255, 10]),
+        Write::put(PRESENCE, "alice", b"p".to_vec()),
+    ])
+    .unwrap();
+    assert_eq!(
+        rows(&s, BINDINGS),
+        vec![
+            ("alice\nx".to_string(), b"1".to_vec()),
+            ("alice\ny".to_string(), vec![0, 255, 10]),
+            ("bob\nx".to_string(), b"2".to_vec()),
+        ]
+    );
+    let alice = s.scan_range(BINDINGS, "alice\n", "alice\u{b}").unwrap();
+    assert_eq!(alice.len(), 2);
+    assert_eq!(
+        s.scan_range_limited(BINDINGS, "", "zzz", 1).unwrap(),
+        vec![("alice\nx".to_string(), b"1".to_vec())]
+    );
+    assert!(s.scan_range(BINDINGS, "b", "a").unwrap().is_empty());
+    assert!(rows(&s, STATUS_LOG).is_empty());
+    s.commit(&[
+        Write::delete(BINDINGS, "alice\nx"),
+        Write::put(BINDINGS, "bob\nx", b"3".to_vec()),
+    ])
+    .unwrap();
+    assert_eq!(
+        rows(&s, BINDINGS),
+        vec![
+            ("alice\ny".to_string(), vec![0, 255, 10]),
+            ("bob\nx".to_string(), b"3".to_vec()),
+        ]
+    );
+    // A node's own tables are its own; shared ones are everyone's.
+    s.commit(&[Write::put(SUBSCRIPTIONS, "s1", b"a's".to_vec())])
+        .unwrap();
+    let b = RedisStore::open(r.config("b")).unwrap();
+    assert!(rows(&b, SUBSCRIPTIONS).is_empty());
+    assert_eq!(rows(&b, BINDINGS).len(), 2);
+    assert_eq!(rows(&s, SUBSCRIPTIONS).len(), 1);
+}
+
+#[test]
+fn a_server_that_answers_before_fsync_is_refused_unless_allowed() {
+    let r = Redis::start_with(&["--appendonly", "yes", "--appendfsync", "everysec"]);
+    let e = RedisStore::open(r.config("a")).err().expect("refused");
+    let text = e.to_string() + &format!("{:?}", e);
+    assert!(text.contains("appendfsync everysec"), "{text}");
+    assert!(text.contains("redis_require_fsync"), "{text}");
+    let allowed = RedisConfig {
+        require_fsync: false,
+        ..r.config("a")
+    };
+    RedisStore::open(allowed).unwrap();
+    // Waiting for a replica that does not exist: the commit is not acknowledged.
+    let waiting = RedisConfig {
+        replicas: 1,
+        replica_timeout: Duration::from_millis(100),
+        ..r.config("a")
+    };
+    let s = RedisStore::open(waiting).unwrap();
+    let e = s
+        .commit(&[Write::put(PRESENCE, "alice", b"p".to_vec())])
+        .unwrap_err();
+    assert!(format!("{e:?}").contains("0 of 1"), "{e:?}");
+}
+
+#[test]
+fn bad_node_names_and_unreachable_servers_are_refused_at_open() {
+    let r = Redis::start();
+    for bad in ["", "a:b", "{x}"] {
+        assert!(RedisStore::open(r.config(bad)).is_err(), "{bad:?}");
+    }
+    let nowhere = RedisConfig {
+        url: format!("redis://127.0.0.1:{}/", r.port),
+        ..r.config("a")
+    };
+    drop(r);
+    assert!(matches!(
+        RedisStore::open(nowhere),
+        Err(StoreError::Open { .. })
+    ));
+}
+
+#[test]
+fn an_acknowledged_commit_survives_kill_9_of_the_server_and_a_lost_one_reconnects() {
+    let mut r = Redis::start();
+    let s = RedisStore::open(r.config("a")).unwrap();
+    s.commit(&[Write::put(PRESENCE, "alice", b"dnd".to_vec())])
+        .unwrap();
+    r.kill();
+    // The server is gone: a commit fails (never acknowledged), reads fail.
+    assert!(s
+        .commit(&[Write::put(PRESENCE, "bob", b"x".to_vec())])
+        .is_err());
+    assert!(s.scan(PRESENCE).is_err());
+    r.kill_and_restart();
+    // The store reconnects by itself; what was acknowledged is there.
+    assert_eq!(
+        rows(&s, PRESENCE),
+        vec![("alice".to_string(), b"dnd".to_vec())]
+    );
+    s.commit(&[Write::put(PRESENCE, "carol", b"y".to_vec())])
+        .unwrap();
+    assert_eq!(rows(&s, PRESENCE).len(), 2);
+}
+
+/// Follows `store`'s feed from now; what it hears comes out of the receiver.
+fn follow(store: &Arc<RedisStore>) -> mpsc::Receiver<FeedEvent> {
+    let (tx, rx) = mpsc::channel();
+    let from = store.feed_position().unwrap();
+    store.follow(from, move |e| {
+        if matches!(&e, FeedEvent::Changes(c) if c.is_empty()) {
+            return true;
+        }
+        tx.send(e).is_ok()
+    });
+    rx
+}
+
+fn next_changes(rx: &mpsc::Receiver<FeedEvent>) -> Vec<Write> {
+    match rx.recv_timeout(Duration::from_secs(5)) {
+        Ok(FeedEvent::Changes(c)) => c,
+        other => panic!("expected changes, got {other:?}"),
+    }
+}
+
+fn quiet(rx: &mpsc::Receiver<FeedEvent>) {
+    if let Ok(e) = rx.recv_timeout(Duration::from_millis(1500)) {
+        panic!("nothing expected, got {e:?}");
+    }
+}
+
+#[test]
+fn each_node_hears_the_others_changes_to_cached_tables_and_not_its_own() {
+    let r = Redis::start();
+    let a = Arc::new(RedisStore::open(r.config("a")).unwrap());
+    let b = Arc::new(RedisStore::open(r.config("b")).unwrap());
+    let (heard_a, heard_b) = (follow(&a), follow(&b));
+    let dnd = Write::put(PRESENCE, "alice", b"dnd".to_vec());
+    a.commit(&[
+        dnd.clone(),
+        Write::put(STATUS_LOG, "alice\n1", b"log".to_vec()),
+    ])
+    .unwrap();
+    // b hears the cached table's change (the status log is not cached: read from the
+    // store when asked); a does not hear its own.
+    assert_eq!(next_changes(&heard_b), vec![dnd]);
+    let gone = Write::delete(BINDINGS, "bob\nx");
+    b.commit(std::slice::from_ref(&gone)).unwrap();
+    assert_eq!(next_changes(&heard_a), vec![gone]);
+    quiet(&heard_a);
+    quiet(&heard_b);
+}
+
+#[test]
+fn a_nodes_own_write_overtaken_by_an_older_one_from_elsewhere_is_applied_again() {
+    // a writes alice twice; between the two, b's write lands. a heard b's write after
+    // having applied its own second one in memory, so a must apply its own second write
+    // again when it reads it back: the feed's order is the store's.
+    let r = Redis::start();
+    let a = Arc::new(RedisStore::open(r.config("a")).unwrap());
+    let b = RedisStore::open(r.config("b")).unwrap();
+    let heard_a = follow(&a);
+    let first = Write::put(PRESENCE, "alice", b"1".to_vec());
+    a.commit(std::slice::from_ref(&first)).unwrap();
+    b.commit(&[Write::put(PRESENCE, "alice", b"b".to_vec())])
+        .unwrap();
+    let last = Write::put(PRESENCE, "alice", b"2".to_vec());
+    a.commit(std::slice::from_ref(&last)).unwrap();
+    let mut heard = Vec::new();
+    while heard.len() < 2 {
+        heard.extend(next_changes(&heard_a));
+    }
+    assert_eq!(
+        heard,
+        vec![Write::put(PRESENCE, "alice", b"b".to_vec()), last]
+    );
+    quiet(&heard_a);
+}
+
+#[test]
+fn a_node_away_longer_than_the_feed_keeps_reads_every_cached_table_again() {
+    let r = Redis::start();
+    let a = Arc::new(RedisStore::open(r.config("a")).unwrap());
+    let b = RedisStore::open(r.config("b")).unwrap();
+    b.commit(&[Write::put(PRESENCE, "alice", b"0".to_vec())])
+        .unwrap();
+    let from = a.feed_position().unwrap();
+    for i in 0..50 {
+        b.commit(&[Write::put(PRESENCE, "alice", format!("{i}").into_bytes())])
+            .unwrap();
+    }
+    // The feed forgets what a has not read yet.
+    r.cli(&["XTRIM", "{sb}:feed", "MAXLEN", "10"]);
+    let (tx, rx) = mpsc::channel();
+    a.follow(from, move |e| tx.send(e).is_ok());
+    match rx.recv_timeout(Duration::from_secs(5)).unwrap() {
+        FeedEvent::Resync(tables) => {
+            let names: Vec<_> = tables.iter().map(|(t, _)| *t).collect();
+            assert_eq!(names, CACHED);
+            let presence = &tables.iter().find(|(t, _)| *t == PRESENCE).unwrap().1;
+            assert_eq!(presence, &vec![("alice".to_string(), b"49".to_vec())]);
+        }
+        other => panic!("expected a resync, got {other:?}"),
+    }
+    // …then reads on from there.
+    b.commit(&[Write::put(PRESENCE, "alice", b"50".to_vec())])
+        .unwrap();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(5)).unwrap() {
+            FeedEvent::Changes(c) if c.is_empty() => continue,
+            FeedEvent::Changes(c) => {
+                assert_eq!(c, vec![Write::put(PRESENCE, "alice", b"50".to_vec())]);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_feed_follows_the_server_through_a_restart() {
+    let mut r = Redis::start();
+    let a = Arc::new(RedisStore::open(r.config("a")).unwrap());
+    let b = RedisStore::open(r.config("b")).unwrap();
+    let heard_a = follow(&a);
+    r.kill_and_restart();
+    let w = Write::put(PRESENCE, "alice", b"after".to_vec());
+    b.commit(std::slice::from_ref(&w)).unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(
+            Instant::now() < until,
+            "a never heard b's write after the restart"
+        );
+        match heard_a.recv_timeout(Duration::from_secs(10)) {
+            Ok(FeedEvent::Changes(c)) if c == vec![w.clone()] => break,
+            Ok(_) => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
