@@ -359,6 +359,39 @@ impl Registrar {
         n
     }
 
+    /// Applies a binding another node stored (or removed, None) under `aor` and its
+    /// identity `id`. The flow and the address of ours a REGISTER came to belong to the
+    /// process that took it: kept when this registrar holds the same binding from the same
+    /// source (a write of this node's own, read back), dropped otherwise — requests for a
+    /// binding taken elsewhere leave from an address of this node's own choosing. A binding
+    /// already lapsed at `now`, or one whose AoR or identity are not those of its key, is
+    /// not taken.
+    pub fn apply_shared(&mut self, aor: &str, id: &str, binding: Option<Binding>, now: u64) {
+        let Some(mut b) = binding else {
+            self.remove(aor, id);
+            return;
+        };
+        if b.aor != aor || !b.has_key(id) || !b.live_at(now) {
+            self.remove(aor, id);
+            return;
+        }
+        let held = self
+            .table
+            .get(aor)
+            .and_then(|bs| bs.iter().find(|h| h.has_key(id)));
+        match held {
+            Some(h) if h.source == b.source && h.transport == b.transport => {
+                b.conn = h.conn;
+                b.local = h.local;
+            }
+            _ => {
+                b.conn = None;
+                b.local = None;
+            }
+        }
+        self.insert(b);
+    }
+
     /// The live bindings of an AoR, highest q first.
     pub fn lookup(&self, aor: &str, now: u64) -> Vec<&Binding> {
         let mut v: Vec<&Binding> = self
@@ -908,6 +941,67 @@ mod tests {
         assert!(contacts(&o).is_empty());
         assert!(r.is_empty());
         assert_eq!(o.previous.len(), 1);
+    }
+
+    #[test]
+    fn a_binding_from_another_node_is_held_without_this_nodes_flow_unless_it_is_this_nodes_own() {
+        let mut r = Registrar::new(cfg());
+        let tcp = Peer::tcp(SocketAddr::from(([127, 0, 0, 1], 40000)), 7)
+            .with_local(SocketAddr::from(([127, 0, 0, 1], 5060)));
+        let req = register(
+            "c1",
+            1,
+            "Via: SIP/2.0/TCP 127.0.0.1:40000;branch=z9hG4bKx\r\nContact: <sip:alice@127.0.0.1:40000;transport=tcp>\r\n",
+        );
+        assert_eq!(r.register("alice", &req, tcp, 1000).code, 200);
+        let mine = r.lookup("alice", 1000)[0].clone();
+        let id = mine.key();
+        // Read back from the store (no flow, no local address): this node's flow stays.
+        let stored = Binding {
+            conn: None,
+            local: None,
+            cseq: 2,
+            ..mine.clone()
+        };
+        r.apply_shared("alice", &id, Some(stored.clone()), 1000);
+        let held = r.lookup("alice", 1000)[0].clone();
+        assert_eq!(
+            (held.conn, held.local, held.cseq),
+            (mine.conn, mine.local, 2)
+        );
+        // The phone moved and registered with another node: this node has no flow to it.
+        let elsewhere = Binding {
+            source: SocketAddr::from(([127, 0, 0, 1], 40001)),
+            local: Some(SocketAddr::from(([127, 0, 0, 2], 5060))),
+            ..stored.clone()
+        };
+        r.apply_shared("alice", &id, Some(elsewhere), 1000);
+        let held = r.lookup("alice", 1000)[0].clone();
+        assert_eq!((held.conn, held.local), (None, None));
+        assert!(held.flow_gone());
+        assert_eq!(
+            r.flow_closed(7),
+            0,
+            "no binding left on the old flow"
+        );
+        // Lapsed, or not under its own key: not taken (and what was held there goes).
+        r.apply_shared("alice", "contact:sip:other@h", Some(stored.clone()), 1000);
+        assert_eq!(r.len(), 1);
+        r.apply_shared(
+            "alice",
+            &id,
+            Some(Binding {
+                expires_at: 999,
+                ..stored.clone()
+            }),
+            1000,
+        );
+        assert!(r.is_empty());
+        r.apply_shared("alice", &id, Some(stored), 1000);
+        assert_eq!(r.len(), 1);
+        r.apply_shared("alice", &id, None, 1000);
+        assert!(r.is_empty());
+        assert_eq!(r.next_expiry(), None);
     }
 
     #[test]

@@ -69,7 +69,7 @@ impl Default for RedisConfig {
 }
 
 /// What the change feed tells a node.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FeedEvent {
     /// Rows other nodes wrote (or deleted), in the order they were committed.
     Changes(Vec<Write>),
@@ -116,14 +116,8 @@ impl RedisStore {
             path: config.url.clone(),
             source: e,
         };
-        if config.node.is_empty() || config.node.contains(['{', '}', ':']) {
-            return Err(open_err(
-                format!(
-                    "the node name {:?} must be non-empty, without braces or colons",
-                    config.node
-                )
-                .into(),
-            ));
+        for name in [&config.node, &config.prefix] {
+            check_name(name).map_err(|e| open_err(e.into()))?;
         }
         let client = redis::Client::open(config.url.as_str()).map_err(|e| open_err(e.into()))?;
         let mut con = connect(&client, config.timeout).map_err(|e| open_err(e.into()))?;
@@ -520,6 +514,31 @@ impl FeedEntry {
                 value,
             },
         })
+    }
+}
+
+/// Whether `url` names a Redis server the store can reach (`redis://…`, `unix://…`).
+pub fn check_url(url: &str) -> Result<(), String> {
+    use redis::IntoConnectionInfo as _;
+    url.into_connection_info()
+        .map(|_| ())
+        .map_err(|e| format!("{url:?} is not a Redis URL (redis://HOST:PORT/DB): {e}"))
+}
+
+/// Whether `name` can be a node's name or the keys' prefix: part of every key, so short,
+/// printable, and without the braces of a hash tag or the colons that separate key parts.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} must be 1 to 64 letters, digits, '-', '_' or '.'"
+        ))
     }
 }
 

@@ -6,10 +6,12 @@
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use switchboard_net::dns::DnsConfig;
 use switchboard_policy::diagnostics::{key_at, line_col};
 use switchboard_sip::auth::Algorithm;
 use switchboard_sip::transport::{Advertise, ListenAddr, Listener};
+use switchboard_store::RedisConfig;
 use toml::Spanned;
 
 /// The configuration compiled into the binary, used when no `--config` is given.
@@ -612,14 +614,41 @@ impl Default for RawAuth {
 #[serde(deny_unknown_fields, default)]
 struct RawStore {
     state_dir: String,
+    /// Set: the state is kept in this Redis server, shared with other nodes.
+    redis_url: Option<Spanned<String>>,
+    node: Option<Spanned<String>>,
+    redis_prefix: Spanned<String>,
+    redis_require_fsync: bool,
+    redis_replicas: Spanned<u64>,
+    redis_replica_timeout_ms: Spanned<u64>,
+    redis_timeout_ms: Spanned<u64>,
+    redis_feed_len: Spanned<u64>,
 }
 
 impl Default for RawStore {
     fn default() -> Self {
+        let d = RedisConfig::default();
         RawStore {
             state_dir: "state".into(),
+            redis_url: None,
+            node: None,
+            redis_prefix: Spanned::new(0..0, d.prefix),
+            redis_require_fsync: d.require_fsync,
+            redis_replicas: Spanned::new(0..0, d.replicas.into()),
+            redis_replica_timeout_ms: Spanned::new(0..0, d.replica_timeout.as_millis() as u64),
+            redis_timeout_ms: Spanned::new(0..0, d.timeout.as_millis() as u64),
+            redis_feed_len: Spanned::new(0..0, d.feed_len),
         }
     }
+}
+
+/// This machine's name (the default node name of a shared store).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "switchboard".into())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -731,6 +760,9 @@ pub struct Config {
     /// Networks whose requests are never counted or blocked for failed authentication.
     pub trusted_networks: Vec<switchboard_policy::Network>,
     pub state_dir: PathBuf,
+    /// The Redis server the state is kept in, shared with other nodes ([store] redis_url);
+    /// None: the embedded store in `state_dir`.
+    pub redis: Option<RedisConfig>,
     /// The policy file or directory; None: the built-in example policy.
     pub policy_path: Option<PathBuf>,
     /// How reloads of the policy are guarded.
@@ -1479,6 +1511,61 @@ impl Config {
                 ),
             );
         }
+        let st = &raw.store;
+        let redis = st.redis_url.as_ref().map(|url| {
+            if let Err(why) = switchboard_store::redis_store::check_url(url.get_ref()) {
+                err(url.span(), "store.redis_url", why);
+            }
+            let node = match &st.node {
+                Some(n) => {
+                    if let Err(why) = switchboard_store::redis_store::check_name(n.get_ref()) {
+                        err(n.span(), "store.node", why);
+                    }
+                    n.get_ref().clone()
+                }
+                None => host_name(),
+            };
+            if let Err(why) = switchboard_store::redis_store::check_name(st.redis_prefix.get_ref())
+            {
+                err(st.redis_prefix.span(), "store.redis_prefix", why);
+            }
+            let mut range = |v: &Spanned<u64>, key: &str, lo: u64, hi: u64| {
+                let x = *v.get_ref();
+                if x < lo || x > hi {
+                    err(
+                        v.span(),
+                        key,
+                        format!("{x} is out of range: use {lo} to {hi}"),
+                    );
+                }
+                x
+            };
+            RedisConfig {
+                url: url.get_ref().clone(),
+                node,
+                prefix: st.redis_prefix.get_ref().clone(),
+                require_fsync: st.redis_require_fsync,
+                replicas: range(&st.redis_replicas, "store.redis_replicas", 0, 64) as u32,
+                replica_timeout: Duration::from_millis(range(
+                    &st.redis_replica_timeout_ms,
+                    "store.redis_replica_timeout_ms",
+                    1,
+                    60_000,
+                )),
+                timeout: Duration::from_millis(range(
+                    &st.redis_timeout_ms,
+                    "store.redis_timeout_ms",
+                    100,
+                    60_000,
+                )),
+                feed_len: range(
+                    &st.redis_feed_len,
+                    "store.redis_feed_len",
+                    1_000,
+                    100_000_000,
+                ),
+            }
+        });
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -1531,6 +1618,7 @@ impl Config {
             failure_window_secs: raw.auth.failure_window_secs,
             block_secs: raw.auth.block_secs,
             state_dir,
+            redis,
             policy_path: raw.policy.path.as_deref().map(resolve),
             reload,
             api_listen,
@@ -1685,6 +1773,57 @@ mod tests {
             let e = Config::parse(&text, "x.toml", None).unwrap_err();
             assert_eq!(e.0[0].key.as_str(), key, "{e}");
             assert!(e.0[0].message.contains(says), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_store_is_embedded_unless_a_redis_server_is_named_and_checked_when_it_is() {
+        let base = "[sip]\nlisten = [\"udp:127.0.0.1:5060\"]\nrealm = \"r\"\n";
+        assert!(Config::parse(base, "x.toml", None).unwrap().redis.is_none());
+        assert!(Config::embedded().unwrap().redis.is_none());
+        let text =
+            format!("{base}[store]\nredis_url = \"redis://127.0.0.1:6379/\"\nnode = \"a\"\n");
+        let r = Config::parse(&text, "x.toml", None).unwrap().redis.unwrap();
+        assert_eq!((r.node.as_str(), r.prefix.as_str()), ("a", "sb"));
+        assert!(r.require_fsync);
+        assert_eq!((r.replicas, r.feed_len), (0, 100_000));
+        // Without a node name, the machine's.
+        let text = format!("{base}[store]\nredis_url = \"redis://127.0.0.1:6379/\"\n");
+        let r = Config::parse(&text, "x.toml", None).unwrap().redis.unwrap();
+        assert!(!r.node.is_empty());
+        for (extra, key, says) in [
+            (
+                "redis_url = \"http://x\"",
+                "store.redis_url",
+                "not a Redis URL",
+            ),
+            (
+                "redis_url = \"redis://h/\"\nnode = \"a:b\"",
+                "store.node",
+                "letters, digits",
+            ),
+            (
+                "redis_url = \"redis://h/\"\nredis_prefix = \"{x}\"",
+                "store.redis_prefix",
+                "letters",
+            ),
+            (
+                "redis_url = \"redis://h/\"\nredis_replicas = 100",
+                "store.redis_replicas",
+                "out of range",
+            ),
+            (
+                "redis_url = \"redis://h/\"\nredis_feed_len = 10",
+                "store.redis_feed_len",
+                "out of range",
+            ),
+        ] {
+            let text = format!("{base}[store]\n{extra}\n");
+            let e = refused(&text);
+            assert_eq!(e.0[0].key.as_str(), key, "{e}");
+            assert!(e.0[0].message.contains(says), "{e}");
+            assert_eq!(e.0[0].file, "x.toml");
+            assert!(e.0[0].line >= 5, "{e}");
         }
     }
 

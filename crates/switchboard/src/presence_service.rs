@@ -506,6 +506,46 @@ impl PresenceService {
         writes
     }
 
+    /// Holds a person's presence as another node stored it (a row of the shared store), and
+    /// marks them changed for their watchers. A removed row is left as held: presence is
+    /// kept for everyone in the policy.
+    pub fn apply_shared(&mut self, user: &str, row: Option<&[u8]>) {
+        let Some(row) = row else { return };
+        match serde_json::from_slice::<PersonPresence>(row) {
+            Ok(p) => {
+                self.model.restore(user.to_string(), p);
+                self.model.mark_changed(user);
+            }
+            Err(e) => {
+                tracing::warn!(user, error = %e, "unreadable presence from another node; skipped")
+            }
+        }
+    }
+
+    /// Holds a person's own profile as another node stored it (None: removed); `key` is
+    /// the row's key (person and profile).
+    pub fn apply_shared_profile(&mut self, key: &str, row: Option<&[u8]>, policy: &Policy) {
+        let Some((user, id)) = key.split_once('\n') else {
+            tracing::warn!(
+                key,
+                "profile row from another node with an unreadable key; skipped"
+            );
+            return;
+        };
+        match row {
+            None => {
+                self.profiles.set(user, id, None);
+            }
+            Some(row) => {
+                if self.profiles.restore(vec![(key.to_string(), row.to_vec())]) == 0 {
+                    return;
+                }
+            }
+        }
+        self.refresh_default(user, policy);
+        self.model.mark_changed(user);
+    }
+
     /// When the next profile or status ends.
     pub fn next_end(&self) -> Option<UnixTime> {
         self.model.next_end()

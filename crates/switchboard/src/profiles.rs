@@ -76,6 +76,14 @@ impl Overlay {
         n
     }
 
+    /// The key of every row held (person and profile, as stored).
+    pub fn keys(&self) -> Vec<String> {
+        self.people
+            .iter()
+            .flat_map(|(user, m)| m.keys().map(move |id| profile_key(user, id)))
+            .collect()
+    }
+
     /// The people who have changes.
     pub fn people(&self) -> impl Iterator<Item = &String> {
         self.people.keys()

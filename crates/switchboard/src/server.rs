@@ -32,7 +32,7 @@ use switchboard_store::tables::{
     RESTORE_ORDER, SECRETS, STATUS_LOG, SUBSCRIPTIONS, VOICEMAIL, VOICEMAIL_AUDIO,
     VOICEMAIL_OUTBOX, VOICEMAIL_RECORDINGS,
 };
-use switchboard_store::{GroupCommitter, RedbStore, Store, Table, Write};
+use switchboard_store::{FeedEvent, GroupCommitter, RedbStore, RedisStore, Store, Table, Write};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
@@ -162,6 +162,34 @@ fn core_config(c: &Config, route_secret: [u8; 32], media: crate::core::MediaConf
     }
 }
 
+/// A store shared with other nodes, and where its change feed stood before the tables
+/// were read.
+struct Shared {
+    redis: Arc<RedisStore>,
+    from: String,
+}
+
+/// The embedded store, or Redis shared with other nodes; then the change feed's position
+/// is taken, before the tables are read, so no change made meanwhile by another node is
+/// missed (one read twice is applied twice, to the same effect).
+fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<Shared>)> {
+    let Some(redis) = &config.redis else {
+        let store = RedbStore::open(&config.state_dir).with_context(|| {
+            format!("opening the state store in {}", config.state_dir.display())
+        })?;
+        return Ok((Arc::new(store), None));
+    };
+    let r = Arc::new(
+        RedisStore::open(redis.clone())
+            .with_context(|| format!("opening the shared store as node {}", redis.node))?,
+    );
+    let from = r
+        .feed_position()
+        .context("reading the shared store's change feed")?;
+    tracing::info!(node = %redis.node, prefix = %redis.prefix, "state kept in Redis, shared with the other nodes");
+    Ok((r.clone(), Some(Shared { redis: r, from })))
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let policy = policy_source::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -172,10 +200,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         as Box<dyn Directory>));
     let reload_failures = Arc::new(AtomicU64::new(0));
 
-    let store: Arc<dyn Store> =
-        Arc::new(RedbStore::open(&config.state_dir).with_context(|| {
-            format!("opening the state store in {}", config.state_dir.display())
-        })?);
+    let (store, shared) = open_store(&config)?;
     // Every table is read before the sockets open (a store that cannot be read stops the
     // start), and restored into the core once it is built, both in the order and for the
     // reasons of `tables::RESTORE_ORDER`.
@@ -291,6 +316,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
 
+    // What other nodes change in the shared store comes in here.
+    let (feed_tx, mut feed_rx) = mpsc::unbounded_channel::<FeedEvent>();
+    if let Some(Shared { redis, from }) = shared {
+        redis.follow(from, move |event| match event {
+            // Nothing new within a second: is the loop still there?
+            FeedEvent::Changes(c) if c.is_empty() => !feed_tx.is_closed(),
+            event => feed_tx.send(event).is_ok(),
+        });
+    }
+
     // The API hands its commands to this loop.
     let (api_tx, mut api_rx) = mpsc::channel::<Envelope>(1024);
     // …and its policy reloads to this loop, which runs them as it runs SIGHUP's.
@@ -403,6 +438,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 core.handle(Input::Media(event), now());
                 while let Ok(event) = media_rx.try_recv() {
                     core.handle(Input::Media(event), now());
+                }
+            }
+            Some(event) = feed_rx.recv() => {
+                core.handle(Input::Shared(event), now());
+                while let Ok(event) = feed_rx.try_recv() {
+                    core.handle(Input::Shared(event), now());
                 }
             }
             Some((token, value)) = read_rx.recv() => {

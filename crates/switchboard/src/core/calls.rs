@@ -475,6 +475,23 @@ impl Calls {
         self.memory.len()
     }
 
+    /// Holds what a group remembers as another node stored it (None: forgotten).
+    pub fn apply_shared_memory(&mut self, group: String, row: Option<&[u8]>) {
+        match row {
+            None => {
+                self.memory.remove(&group);
+            }
+            Some(row) => {
+                self.restore_memory(vec![(group, row.to_vec())]);
+            }
+        }
+    }
+
+    /// The groups with memory held.
+    pub fn memory_groups(&self) -> Vec<String> {
+        self.memory.keys().cloned().collect()
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
         let wake = self.wakes.first().map(|(t, _)| *t);
         let failover = self.failovers.first().map(|(t, _, _)| *t);

@@ -120,6 +120,42 @@ impl Mailboxes {
         n
     }
 
+    /// Holds a message's row as another node stored it (None: the message was deleted),
+    /// and marks its mailbox changed for its lamps.
+    pub fn apply_shared(&mut self, key: &str, row: Option<&[u8]>) {
+        match row {
+            Some(row) => {
+                if self.restore(vec![(key.to_string(), row.to_vec())]) == 1 {
+                    if let Some((mailbox, _)) = key.split_once('\n') {
+                        self.changed.insert(mailbox.to_string());
+                    }
+                }
+            }
+            None => {
+                let Some((mailbox, id)) = key.split_once('\n') else {
+                    return;
+                };
+                let Some(messages) = self.boxes.get_mut(mailbox) else {
+                    return;
+                };
+                if messages.remove(id).is_some() {
+                    if messages.is_empty() {
+                        self.boxes.remove(mailbox);
+                    }
+                    self.changed.insert(mailbox.to_string());
+                }
+            }
+        }
+    }
+
+    /// The key of every message held.
+    pub fn keys(&self) -> Vec<String> {
+        self.boxes
+            .iter()
+            .flat_map(|(mailbox, m)| m.keys().map(move |id| voicemail_key(mailbox, id)))
+            .collect()
+    }
+
     /// The messages of `mailbox`, oldest first.
     pub fn messages(&self, mailbox: &str) -> impl Iterator<Item = &MessageRow> {
         self.boxes.get(mailbox).into_iter().flat_map(|m| m.values())

@@ -100,6 +100,7 @@ pub mod records;
 pub mod registrant;
 pub mod registrations;
 pub mod relays;
+mod shared;
 pub mod targets;
 pub mod trunk_sources;
 pub mod voicemail;
@@ -166,6 +167,8 @@ pub enum Input {
     /// The answer to [`Output::Read`] `token`: the row's bytes, or None (no such row, or
     /// the store could not read it).
     Read { token: u64, value: Option<Vec<u8>> },
+    /// What other nodes sharing the store changed (see [`shared`]).
+    Shared(switchboard_store::FeedEvent),
 }
 
 /// Counters of the core.
@@ -665,6 +668,7 @@ impl Core {
                     self.calls.media_event(cx, call, branch, what);
                 }
             }
+            Input::Shared(event) => self.shared(event, now),
             Input::Read { token, value } => {
                 let cx = &mut ctx!(self, now);
                 if let Some((call, branch, what)) = cx.media.read(&mut cx.wire.out, token, value) {

@@ -17,6 +17,7 @@ pub mod carrier;
 pub mod dns;
 pub mod mail;
 pub mod media;
+pub mod redis;
 pub mod voicemail;
 
 use std::collections::HashSet;
@@ -330,6 +331,8 @@ pub struct Options {
     pub extra: String,
     /// Extra keys of the config's `[api]` section (which sets `listen` and `admin_token`).
     pub api: String,
+    /// Extra keys of the config's `[store]` section (which sets `state_dir`).
+    pub store: String,
     /// Also listen on [::1] (UDP and TCP), same port.
     pub ipv6: bool,
     pub auth: bool,
@@ -345,6 +348,7 @@ impl Default for Options {
             policy: POLICY.to_string(),
             extra: String::new(),
             api: String::new(),
+            store: String::new(),
             ipv6: false,
             auth: true,
             listen: Vec::new(),
@@ -439,11 +443,12 @@ impl Daemon {
         let config = format!(
             "[sip]\nlisten = [{}]\nrealm = \"{REALM}\"\ndomains = [\"{REALM}\", \"127.0.0.1\"]\n\
              [api]\nlisten = \"127.0.0.1:{}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n{}\
-             [store]\nstate_dir = \"{}\"\n[policy]\npath = \"{}\"\n{auth}{}\n",
+             [store]\nstate_dir = \"{}\"\n{}[policy]\npath = \"{}\"\n{auth}{}\n",
             listen.join(", "),
             self.api_port,
             self.opts.api,
             self.state_dir().display(),
+            self.opts.store,
             self.policy_path().display(),
             self.opts.extra,
         );

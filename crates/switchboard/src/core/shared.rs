@@ -1,0 +1,113 @@
+//! What other nodes sharing the store changed ([`Input::Shared`](super::Input::Shared)):
+//! applied to what this node holds, as the restore steps load it at start, and told to the
+//! watchers and the board as a change made here would be.
+//!
+//! Nothing here is stored again: the rows came from the store. A row another node wrote
+//! replaces the one held here (the feed is in the store's order, so the last write wins
+//! everywhere alike); a resync replaces every row of a table and drops those no longer
+//! in it.
+
+use std::collections::BTreeSet;
+
+use switchboard_sip::registrar::Binding;
+use switchboard_store::tables::{binding_key, BINDINGS, MEMORY, PRESENCE, PROFILES, VOICEMAIL};
+use switchboard_store::{FeedEvent, Rows, Table, Write};
+
+use super::{Core, Now};
+
+impl Core {
+    pub(super) fn shared(&mut self, event: FeedEvent, now: Now) {
+        match event {
+            FeedEvent::Changes(changes) => {
+                for w in changes {
+                    self.apply_shared(w, now);
+                }
+            }
+            FeedEvent::Resync(tables) => {
+                for (table, rows) in tables {
+                    self.replace_shared(table, rows, now);
+                }
+            }
+        }
+    }
+
+    fn apply_shared(&mut self, w: Write, now: Now) {
+        let Write { table, key, value } = w;
+        match table {
+            BINDINGS => {
+                let Some((aor, id)) = key.split_once('\n') else {
+                    tracing::warn!(
+                        key,
+                        "a binding from another node has an unreadable key; skipped"
+                    );
+                    return;
+                };
+                let binding = match value.map(|v| serde_json::from_slice::<Binding>(&v)) {
+                    None => None,
+                    Some(Ok(b)) => Some(b),
+                    Some(Err(e)) => {
+                        tracing::warn!(key, error = %e, "unreadable binding from another node; skipped");
+                        return;
+                    }
+                };
+                let had = !self.registrar.lookup(aor, now.unix).is_empty();
+                self.registrar.apply_shared(aor, id, binding, now.unix);
+                self.board.note_person(aor);
+                let has = !self.registrar.lookup(aor, now.unix).is_empty();
+                if self.config.watchers.offline_without_devices && had != has {
+                    self.renotify.push(aor.to_string());
+                }
+            }
+            PRESENCE => self.presence.apply_shared(&key, value.as_deref()),
+            PROFILES => {
+                let policy = self.directory.policy();
+                self.presence
+                    .apply_shared_profile(&key, value.as_deref(), policy);
+            }
+            MEMORY => self.calls.apply_shared_memory(key, value.as_deref()),
+            VOICEMAIL => self.mailboxes.apply_shared(&key, value.as_deref()),
+            other => {
+                tracing::debug!(table = %other, "a change to a table not held in memory; ignored")
+            }
+        }
+    }
+
+    /// Holds `rows` as the whole of `table`: rows held here and not among them are dropped.
+    fn replace_shared(&mut self, table: Table, rows: Rows, now: Now) {
+        let keep: BTreeSet<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
+        let gone: Vec<String> = self
+            .held_keys(table, now)
+            .into_iter()
+            .filter(|k| !keep.contains(k.as_str()))
+            .collect();
+        let count = rows.len();
+        for key in gone {
+            self.apply_shared(Write::delete(table, key), now);
+        }
+        for (key, value) in rows {
+            self.apply_shared(Write::put(table, key, value), now);
+        }
+        tracing::info!(table = %table, rows = count, "read again from the shared store");
+    }
+
+    /// The keys of the rows of `table` this node holds.
+    fn held_keys(&self, table: Table, now: Now) -> Vec<String> {
+        match table {
+            BINDINGS => self
+                .registrar
+                .live(now.unix)
+                .map(|b| binding_key(&b.aor, &b.key()))
+                .collect(),
+            PRESENCE => self
+                .presence
+                .model()
+                .people()
+                .map(|(u, _)| u.clone())
+                .collect(),
+            PROFILES => self.presence.overlay().keys(),
+            MEMORY => self.calls.memory_groups(),
+            VOICEMAIL => self.mailboxes.keys(),
+            _ => Vec::new(),
+        }
+    }
+}
