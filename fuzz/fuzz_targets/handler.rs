@@ -126,6 +126,7 @@ fuzz_target!(|data: &[u8]| {
         seed: [3; 32],
         // Missed calls also become mail notices: that path too.
         mail: data.first().is_some_and(|b| b & 2 == 2),
+        node: data.first().is_some_and(|b| b & 4 == 4).then(|| "fuzz".to_string()),
     };
     let local = vec![
         "udp:127.0.0.1:5060".parse().unwrap(),

@@ -321,6 +321,9 @@ pub struct Presence {
     by_call: griddle::HashMap<String, Vec<(String, String)>>,
     /// People whose presence or call status changed since [`Presence::take_changed`].
     changed: BTreeSet<String>,
+    /// Calls through other nodes sharing the state: person → node → ringing or busy (a
+    /// node through which the person is free has no entry).
+    remote_calls: HashMap<String, BTreeMap<String, CallStatus>>,
 }
 
 impl Presence {
@@ -334,6 +337,7 @@ impl Presence {
             legs: HashMap::new(),
             by_call: griddle::HashMap::new(),
             changed: BTreeSet::new(),
+            remote_calls: HashMap::new(),
         }
     }
 
@@ -728,14 +732,65 @@ impl Presence {
         }
     }
 
-    /// The person's call status across all devices and branches: busy if any leg is
-    /// answered, ringing if any rings, free otherwise.
+    /// The person's call status across all devices and branches, this node's calls and
+    /// other nodes' alike: busy if any leg is answered, ringing if any rings, free
+    /// otherwise.
     pub fn call_state(&self, person: &str) -> CallStatus {
+        let here = self.local_call_state(person);
+        if here == CallStatus::Busy {
+            return here;
+        }
+        let elsewhere = self
+            .remote_calls
+            .get(person)
+            .into_iter()
+            .flat_map(|m| m.values());
+        elsewhere.fold(here, |a, &b| match (a, b) {
+            (CallStatus::Busy, _) | (_, CallStatus::Busy) => CallStatus::Busy,
+            (CallStatus::Ringing, _) | (_, CallStatus::Ringing) => CallStatus::Ringing,
+            _ => a,
+        })
+    }
+
+    /// The person's call status from the calls through this node only (what it tells
+    /// the other nodes sharing the state).
+    pub fn local_call_state(&self, person: &str) -> CallStatus {
         match self.legs.get(person) {
             Some(p) if p.answered > 0 => CallStatus::Busy,
             Some(p) if !p.calls.is_empty() => CallStatus::Ringing,
             _ => CallStatus::Free,
         }
+    }
+
+    /// Another node's word on the person's calls through it (free, ringing, busy).
+    pub fn set_remote_call(&mut self, node: &str, person: &str, status: CallStatus) {
+        let before = self.call_state(person);
+        match status {
+            CallStatus::Ringing | CallStatus::Busy => {
+                self.remote_calls
+                    .entry(person.to_string())
+                    .or_default()
+                    .insert(node.to_string(), status);
+            }
+            CallStatus::Free | CallStatus::Hidden => {
+                if let Some(m) = self.remote_calls.get_mut(person) {
+                    m.remove(node);
+                    if m.is_empty() {
+                        self.remote_calls.remove(person);
+                    }
+                }
+            }
+        }
+        if self.call_state(person) != before {
+            self.mark_changed(person);
+        }
+    }
+
+    /// (node, person) of every call status held from other nodes.
+    pub fn remote_calls(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.remote_calls
+            .iter()
+            .flat_map(|(p, m)| m.keys().map(move |n| (n.as_str(), p.as_str())))
     }
 
     /// Whether the person is in a call (for call waiting, team skipping, first available).
@@ -1085,6 +1140,32 @@ mod tests {
         assert_eq!(p.call_state("alice"), CallStatus::Ringing);
         p.call_ended("c2");
         assert_eq!(p.call_state("alice"), CallStatus::Free);
+    }
+
+    #[test]
+    fn calls_through_other_nodes_count_with_this_nodes_own() {
+        let mut p = model();
+        p.take_changed();
+        p.set_remote_call("b", "alice", CallStatus::Ringing);
+        assert_eq!(p.call_state("alice"), CallStatus::Ringing);
+        assert_eq!(p.local_call_state("alice"), CallStatus::Free);
+        assert_eq!(p.take_changed(), vec!["alice".to_string()]);
+        p.set_remote_call("c", "alice", CallStatus::Busy);
+        assert!(p.in_call("alice"));
+        // What this node says of its own calls is its own legs only.
+        p.leg("alice", "c1", "desk", LegState::Ringing);
+        assert_eq!(p.local_call_state("alice"), CallStatus::Ringing);
+        assert_eq!(p.call_state("alice"), CallStatus::Busy);
+        p.take_changed();
+        // Nothing seen changes: nobody is told.
+        p.set_remote_call("b", "alice", CallStatus::Free);
+        assert!(p.take_changed().is_empty());
+        p.set_remote_call("c", "alice", CallStatus::Free);
+        assert_eq!(p.call_state("alice"), CallStatus::Ringing);
+        assert_eq!(p.take_changed(), vec!["alice".to_string()]);
+        assert_eq!(p.remote_calls().count(), 0);
+        p.set_remote_call("b", "bob", CallStatus::Busy);
+        assert_eq!(p.remote_calls().collect::<Vec<_>>(), vec![("b", "bob")]);
     }
 
     #[test]

@@ -979,11 +979,7 @@ mod tests {
         let held = r.lookup("alice", 1000)[0].clone();
         assert_eq!((held.conn, held.local), (None, None));
         assert!(held.flow_gone());
-        assert_eq!(
-            r.flow_closed(7),
-            0,
-            "no binding left on the old flow"
-        );
+        assert_eq!(r.flow_closed(7), 0, "no binding left on the old flow");
         // Lapsed, or not under its own key: not taken (and what was held there goes).
         r.apply_shared("alice", "contact:sip:other@h", Some(stored.clone()), 1000);
         assert_eq!(r.len(), 1);

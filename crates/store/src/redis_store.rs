@@ -18,7 +18,7 @@
 //! under the node's name.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -51,6 +51,10 @@ pub struct RedisConfig {
     /// About how many changes the feed keeps (`XADD MAXLEN ~`): a node away for longer
     /// than those last reads every cached table again.
     pub feed_len: u64,
+    /// How often this node renews its liveness; it lapses after three times that, and
+    /// the other nodes then remove the call status it published (so a node that died
+    /// leaves nobody "busy").
+    pub heartbeat: Duration,
 }
 
 impl Default for RedisConfig {
@@ -64,6 +68,7 @@ impl Default for RedisConfig {
             replica_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(5),
             feed_len: 100_000,
+            heartbeat: Duration::from_secs(5),
         }
     }
 }
@@ -107,6 +112,9 @@ pub struct RedisStore {
     /// follower runs (without one, nothing is kept).
     own: Mutex<HashMap<(Table, String), Own>>,
     following: std::sync::atomic::AtomicBool,
+    /// To the thread that writes what need not wait for the disk ([`RedisStore::publish`])
+    /// and keeps this node known as alive.
+    publisher: Mutex<mpsc::Sender<Vec<Write>>>,
 }
 
 impl RedisStore {
@@ -136,10 +144,24 @@ impl RedisStore {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
+        let origin = format!("{}/{started}", config.node);
+        let (publish, queue) = mpsc::channel();
+        let publisher = Publisher {
+            client: client.clone(),
+            config: config.clone(),
+            origin: origin.clone(),
+            mine: HashMap::new(),
+            unsent: Vec::new(),
+        };
+        thread::Builder::new()
+            .name("store-publish".into())
+            .spawn(move || publisher.run(queue))
+            .map_err(|e| open_err(e.into()))?;
         Ok(RedisStore {
             client,
-            origin: format!("{}/{started}", config.node),
+            origin,
             config,
+            publisher: Mutex::new(publish),
             writer: Mutex::new(Writer {
                 con: Some(con),
                 seq: 0,
@@ -152,6 +174,17 @@ impl RedisStore {
 
     pub fn config(&self) -> &RedisConfig {
         &self.config
+    }
+
+    /// Writes rows of [`tables::CALL_STATUS`] (keys under this node's name) without
+    /// waiting for them, and tells the other nodes through the feed: they say what calls
+    /// in progress are doing, which a restart ends anyway. Written by a thread of their
+    /// own, as many as are waiting in one go; while Redis cannot be reached, the newest
+    /// row of each key is kept and written once it can.
+    pub fn publish(&self, writes: Vec<Write>) {
+        if let Ok(p) = self.publisher.lock() {
+            let _ = p.send(writes);
+        }
     }
 
     fn key(&self, kind: &str, table: Table) -> String {
@@ -465,6 +498,198 @@ impl Store for RedisStore {
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         self.read_rows(table, Some((start, end)), limit)
+    }
+}
+
+/// The thread behind [`RedisStore::publish`]: writes call status rows, renews this node's
+/// liveness (`{prefix}:node:NAME`, expiring, and the set `{prefix}:nodes` of every node
+/// that ever said it), and removes the call status rows of nodes whose liveness lapsed.
+struct Publisher {
+    client: redis::Client,
+    config: RedisConfig,
+    origin: String,
+    /// This node's rows as last published (what to write again when the other nodes
+    /// took it for dead and removed them).
+    mine: HashMap<String, Vec<u8>>,
+    /// Writes that could not be made yet (Redis away), oldest first.
+    unsent: Vec<Write>,
+}
+
+impl Publisher {
+    fn alive_key(&self, node: &str) -> String {
+        format!("{{{}}}:node:{node}", self.config.prefix)
+    }
+
+    fn nodes_key(&self) -> String {
+        format!("{{{}}}:nodes", self.config.prefix)
+    }
+
+    fn run(mut self, queue: mpsc::Receiver<Vec<Write>>) {
+        let mut con: Option<Connection> = None;
+        let mut beat_at = std::time::Instant::now();
+        let mut first = true;
+        loop {
+            let wait = beat_at.saturating_duration_since(std::time::Instant::now());
+            match queue.recv_timeout(wait) {
+                Ok(writes) => {
+                    self.unsent.extend(writes);
+                    while let Ok(more) = queue.try_recv() {
+                        self.unsent.extend(more);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            if std::time::Instant::now() >= beat_at {
+                beat_at = std::time::Instant::now() + self.config.heartbeat;
+                let r = with_connection(&mut con, &self.client, self.config.timeout, |c| {
+                    self.beat(c, first)
+                });
+                match r {
+                    Ok(()) => first = false,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot renew this node's liveness in the shared store")
+                    }
+                }
+            }
+            if !self.unsent.is_empty() {
+                let writes = std::mem::take(&mut self.unsent);
+                let r = with_connection(&mut con, &self.client, self.config.timeout, |c| {
+                    self.write(c, &writes)
+                });
+                match r {
+                    Ok(()) => {
+                        for w in writes {
+                            match w.value {
+                                Some(v) => self.mine.insert(w.key, v),
+                                None => self.mine.remove(&w.key),
+                            };
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot write call status to the shared store; kept for later");
+                        // The newest write of each key is enough.
+                        let mut newest: HashMap<String, Write> = HashMap::new();
+                        for w in writes {
+                            newest.insert(w.key.clone(), w);
+                        }
+                        self.unsent = newest.into_values().collect();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows and their feed entries (said to come from `origin`), in one transaction.
+    fn write_as(
+        &self,
+        con: &mut Connection,
+        writes: &[Write],
+        origin: &str,
+    ) -> redis::RedisResult<()> {
+        let t = tables::CALL_STATUS;
+        let (rows, index) = (
+            format!("{{{}}}:t:{}", self.config.prefix, t.name()),
+            format!("{{{}}}:k:{}", self.config.prefix, t.name()),
+        );
+        let feed = format!("{{{}}}:feed", self.config.prefix);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for w in writes {
+            match &w.value {
+                Some(v) => {
+                    pipe.hset(&rows, &w.key, v.as_slice()).ignore();
+                    pipe.zadd(&index, &w.key, 0).ignore();
+                }
+                None => {
+                    pipe.hdel(&rows, &w.key).ignore();
+                    pipe.zrem(&index, &w.key).ignore();
+                }
+            }
+            pipe.add_command(FeedEntry::command(
+                &feed,
+                self.config.feed_len,
+                origin,
+                0,
+                w,
+            ))
+            .ignore();
+        }
+        pipe.query(con)
+    }
+
+    /// This node's own rows, and their feed entries.
+    fn write(&self, con: &mut Connection, writes: &[Write]) -> redis::RedisResult<()> {
+        self.write_as(con, writes, &self.origin)
+    }
+
+    /// Renews this node's liveness. At the first beat, rows an earlier run of this node
+    /// left are removed; later, when the liveness had lapsed (Redis away, this node
+    /// stalled), the other nodes may have removed this node's rows: they are written
+    /// again. Then the rows of nodes no longer alive are removed.
+    fn beat(&self, con: &mut Connection, first: bool) -> redis::RedisResult<()> {
+        let node = &self.config.node;
+        let before: Option<String> = redis::cmd("SET")
+            .arg(self.alive_key(node))
+            .arg(&self.origin)
+            .arg("PX")
+            .arg(3 * self.config.heartbeat.as_millis() as u64)
+            .arg("GET")
+            .query(con)?;
+        let _: () = redis::cmd("SADD")
+            .arg(self.nodes_key())
+            .arg(node)
+            .query(con)?;
+        if first {
+            self.remove_rows_of(con, node)?;
+        } else if before.is_none() && !self.mine.is_empty() {
+            let again: Vec<Write> = self
+                .mine
+                .iter()
+                .map(|(k, v)| Write::put(tables::CALL_STATUS, k.clone(), v.clone()))
+                .collect();
+            self.write(con, &again)?;
+        }
+        let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(self.nodes_key()).query(con)?;
+        for other in nodes.iter().filter(|n| *n != node) {
+            let alive: bool = redis::cmd("EXISTS").arg(self.alive_key(other)).query(con)?;
+            if !alive {
+                self.remove_rows_of(con, other)?;
+                let _: () = redis::cmd("SREM")
+                    .arg(self.nodes_key())
+                    .arg(other)
+                    .query(con)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every call status row of `node`, told to every node through the feed,
+    /// this one included (the entries come from no node's run).
+    fn remove_rows_of(&self, con: &mut Connection, node: &str) -> redis::RedisResult<()> {
+        let index = format!(
+            "{{{}}}:k:{}",
+            self.config.prefix,
+            tables::CALL_STATUS.name()
+        );
+        let keys: Vec<String> = redis::cmd("ZRANGEBYLEX")
+            .arg(&index)
+            .arg(format!("[{node}\n"))
+            .arg(format!("({node}\u{b}"))
+            .query(con)?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let gone: Vec<Write> = keys
+            .into_iter()
+            .map(|k| Write::delete(tables::CALL_STATUS, k))
+            .collect();
+        tracing::info!(
+            node,
+            rows = gone.len(),
+            "removing the call status rows of a node that is gone (or of this node's earlier run)"
+        );
+        self.write_as(con, &gone, "")
     }
 }
 

@@ -121,6 +121,21 @@ pub fn status_log_range(user: &str, to: i64) -> (String, String) {
     (format!("{user}\n"), format!("{user}\n{:020}", to.max(0)))
 }
 
+/// Who is in a call, or has one ringing, through each node: written only with a store
+/// several nodes share. Key: [`call_status_key`], `node \n user`; row: the JSON of a
+/// `presence::model::CallStatus` (`"ringing"` or `"busy"`; no row: free through that node).
+///
+/// Shared, but not durable: it says what calls in progress at a node are doing, which
+/// ends with the node. Written without waiting for the disk, and kept only while its
+/// node is alive (a node that stops renewing its liveness has its rows removed by the
+/// others); a node clears its own rows when it starts.
+pub const CALL_STATUS: Table = Table::new("call_status", Scope::Shared);
+
+/// The key, in [`CALL_STATUS`], of `user`'s call status through `node`.
+pub fn call_status_key(node: &str, user: &str) -> String {
+    format!("{node}\n{user}")
+}
+
 /// Subscriptions to the dialog and presence event packages, kept across a restart. Key:
 /// `Call-ID \n local tag \n remote tag` of the subscription's dialog (made by
 /// `sip::subscription::Notifier::key`, from the subscription itself); row: JSON of a
@@ -223,6 +238,7 @@ pub const ALL: &[Table] = &[
     PROFILES,
     PRESENCE,
     STATUS_LOG,
+    CALL_STATUS,
     SUBSCRIPTIONS,
     CALL_RECORDS,
     MAIL_OUTBOX,
@@ -236,7 +252,7 @@ pub const ALL: &[Table] = &[
 /// that several nodes share, each change to one of these is told to the other nodes (the
 /// store's change feed), which apply it to what they hold. The other shared tables are read
 /// from the store when needed, so nothing of them is held that could go stale.
-pub const CACHED: &[Table] = &[BINDINGS, MEMORY, PROFILES, PRESENCE, VOICEMAIL];
+pub const CACHED: &[Table] = &[BINDINGS, MEMORY, PROFILES, PRESENCE, VOICEMAIL, CALL_STATUS];
 
 /// The order in which the daemon reads the tables back at start, and restores what they
 /// hold.
@@ -248,6 +264,8 @@ pub const CACHED: &[Table] = &[BINDINGS, MEMORY, PROFILES, PRESENCE, VOICEMAIL];
 /// - [`PROFILES`] before [`PRESENCE`]: restoring presence checks each person's active
 ///   profile against their set, which includes their own profiles; read the other way round,
 ///   anyone in a profile of their own would be put back in their default profile.
+/// - [`CALL_STATUS`] after [`PRESENCE`]: other nodes' calls, which a watcher's lamp shows
+///   beside the person's presence (with a shared store only).
 /// - [`SUBSCRIPTIONS`] after those: each restored subscription is sent a NOTIFY at once with
 ///   what it shows now, which must be the presence just restored.
 /// - [`STATUS_LOG`] and [`CALL_RECORDS`] last, and only nominally: they grow with time and
@@ -263,6 +281,7 @@ pub const RESTORE_ORDER: &[Table] = &[
     MEMORY,
     PROFILES,
     PRESENCE,
+    CALL_STATUS,
     VOICEMAIL,
     SUBSCRIPTIONS,
     STATUS_LOG,
@@ -309,7 +328,7 @@ mod tests {
         let at = |t: Table| RESTORE_ORDER.iter().position(|r| *r == t).unwrap();
         assert_eq!(at(SECRETS), 0);
         assert!(at(PROFILES) < at(PRESENCE));
-        for t in [BINDINGS, MEMORY, PROFILES, PRESENCE, VOICEMAIL] {
+        for t in [BINDINGS, MEMORY, PROFILES, PRESENCE, CALL_STATUS, VOICEMAIL] {
             assert!(at(t) < at(SUBSCRIPTIONS), "{t}");
         }
     }

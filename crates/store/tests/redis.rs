@@ -356,3 +356,49 @@ fn the_feed_follows_the_server_through_a_restart() {
         }
     }
 }
+
+#[test]
+fn call_status_is_told_to_the_others_and_removed_when_its_node_stops_renewing_its_liveness() {
+    use switchboard_store::tables::{call_status_key, CALL_STATUS};
+    let r = Redis::start();
+    let quick = |node: &str| RedisConfig {
+        heartbeat: Duration::from_millis(100),
+        ..r.config(node)
+    };
+    let a = RedisStore::open(quick("a")).unwrap();
+    let b = Arc::new(RedisStore::open(quick("b")).unwrap());
+    let heard_b = follow(&b);
+    let busy = Write::put(
+        CALL_STATUS,
+        call_status_key("a", "bob"),
+        b"\"busy\"".to_vec(),
+    );
+    a.publish(vec![busy.clone()]);
+    assert_eq!(next_changes(&heard_b), vec![busy]);
+    assert_eq!(rows(&b, CALL_STATUS).len(), 1);
+    // a stops (its liveness is no longer renewed): b removes its rows, and hears that too.
+    drop(a);
+    let gone = next_changes(&heard_b);
+    assert_eq!(
+        gone,
+        vec![Write::delete(CALL_STATUS, call_status_key("a", "bob"))]
+    );
+    assert!(rows(&b, CALL_STATUS).is_empty());
+    // A node that starts again clears what its earlier run left.
+    let a = RedisStore::open(quick("a")).unwrap();
+    a.publish(vec![Write::put(
+        CALL_STATUS,
+        call_status_key("a", "carol"),
+        b"\"ringing\"".to_vec(),
+    )]);
+    next_changes(&heard_b);
+    drop(a);
+    std::thread::sleep(Duration::from_millis(50));
+    let a = RedisStore::open(quick("a")).unwrap();
+    let cleared = next_changes(&heard_b);
+    assert_eq!(
+        cleared,
+        vec![Write::delete(CALL_STATUS, call_status_key("a", "carol"))]
+    );
+    drop(a);
+}

@@ -623,6 +623,7 @@ struct RawStore {
     redis_replica_timeout_ms: Spanned<u64>,
     redis_timeout_ms: Spanned<u64>,
     redis_feed_len: Spanned<u64>,
+    redis_heartbeat_ms: Spanned<u64>,
 }
 
 impl Default for RawStore {
@@ -638,6 +639,7 @@ impl Default for RawStore {
             redis_replica_timeout_ms: Spanned::new(0..0, d.replica_timeout.as_millis() as u64),
             redis_timeout_ms: Spanned::new(0..0, d.timeout.as_millis() as u64),
             redis_feed_len: Spanned::new(0..0, d.feed_len),
+            redis_heartbeat_ms: Spanned::new(0..0, d.heartbeat.as_millis() as u64),
         }
     }
 }
@@ -1564,6 +1566,12 @@ impl Config {
                     1_000,
                     100_000_000,
                 ),
+                heartbeat: Duration::from_millis(range(
+                    &st.redis_heartbeat_ms,
+                    "store.redis_heartbeat_ms",
+                    100,
+                    60_000,
+                )),
             }
         });
         if !errors.is_empty() {

@@ -28,9 +28,9 @@ use switchboard_sip::subscription::NotifierConfig;
 use switchboard_sip::transaction::TimerConfig;
 use switchboard_sip::transport::{ListenAddr, Listener};
 use switchboard_store::tables::{
-    BINDINGS, CALL_RECORDS, MAIL_OUTBOX, MEMORY, PRESENCE, PROFILES, RECORD_ROUTE_SECRET,
-    RESTORE_ORDER, SECRETS, STATUS_LOG, SUBSCRIPTIONS, VOICEMAIL, VOICEMAIL_AUDIO,
-    VOICEMAIL_OUTBOX, VOICEMAIL_RECORDINGS,
+    BINDINGS, CALL_RECORDS, CALL_STATUS, MAIL_OUTBOX, MEMORY, PRESENCE, PROFILES,
+    RECORD_ROUTE_SECRET, RESTORE_ORDER, SECRETS, STATUS_LOG, SUBSCRIPTIONS, VOICEMAIL,
+    VOICEMAIL_AUDIO, VOICEMAIL_OUTBOX, VOICEMAIL_RECORDINGS,
 };
 use switchboard_store::{FeedEvent, GroupCommitter, RedbStore, RedisStore, Store, Table, Write};
 use tokio::signal::unix::{signal, SignalKind};
@@ -110,6 +110,7 @@ fn core_config(c: &Config, route_secret: [u8; 32], media: crate::core::MediaConf
     CoreConfig {
         seed: Entropy::os_seed(),
         mail: c.mail.is_some(),
+        node: c.redis.as_ref().map(|r| r.node.clone()),
         realm: c.realm.clone(),
         domains: c.domains.clone(),
         server: SERVER.to_string(),
@@ -223,6 +224,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             MEMORY => "group memory",
             PROFILES => "people's profiles",
             PRESENCE => "presence",
+            CALL_STATUS => "other nodes' calls",
             SUBSCRIPTIONS => "subscriptions",
             other => anyhow::bail!("the {other} table has no restore step"),
         };
@@ -299,6 +301,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 let profiles = core.restore_profiles(rows);
                 tracing::info!(profiles, "people's own profiles restored");
             }
+            CALL_STATUS => {
+                let people = core.restore_call_status(rows, t);
+                if people > 0 {
+                    tracing::info!(people, "other nodes' calls restored");
+                }
+            }
             PRESENCE => {
                 let people = rows.len();
                 core.restore_presence(rows, t);
@@ -318,6 +326,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // What other nodes change in the shared store comes in here.
     let (feed_tx, mut feed_rx) = mpsc::unbounded_channel::<FeedEvent>();
+    // …and what this node tells them of its calls goes out through this.
+    let publisher = shared.as_ref().map(|s| s.redis.clone());
     if let Some(Shared { redis, from }) = shared {
         redis.follow(from, move |event| match event {
             // Nothing new within a second: is the loop still there?
@@ -582,6 +592,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     tokio::task::spawn_blocking(move || {
                         let _ = done.send((token, read_row(store.as_ref(), table, &key)));
                     });
+                }
+                Output::Share(writes) => {
+                    if let Some(p) = &publisher {
+                        p.publish(writes);
+                    }
                 }
                 Output::Persist { token, writes } => {
                     let done = done_tx.clone();

@@ -121,6 +121,7 @@ pub(crate) fn config(auth: bool) -> CoreConfig {
         watchers: WatchersConfig::default(),
         seed: [5; 32],
         mail: false,
+        node: None,
     }
 }
 
@@ -185,6 +186,8 @@ pub(crate) struct T {
     /// Rows the core asked to read (token, table, key), oldest first, not answered yet
     /// (the test answers them with `Input::Read`).
     pub reads: Vec<(u64, switchboard_store::Table, String)>,
+    /// What the core told the other nodes sharing the state ([`Output::Share`]), in order.
+    pub shared: Vec<switchboard_store::Write>,
     /// The settings the core started with.
     config: CoreConfig,
 }
@@ -264,6 +267,7 @@ impl T {
             lookups: Vec::new(),
             media: Vec::new(),
             reads: Vec::new(),
+            shared: Vec::new(),
             config,
         };
         // What the start stores (everyone's first state) is stored before a test begins.
@@ -340,6 +344,7 @@ impl T {
                 Output::Lookup(query) => self.lookups.push(query),
                 Output::Media(command) => self.media.push(command),
                 Output::Read { token, table, key } => self.reads.push((token, table, key)),
+                Output::Share(writes) => self.shared.extend(writes),
             }
         }
     }

@@ -11,14 +11,27 @@ use common::*;
 use std::time::{Duration, Instant};
 
 fn node(redis: &Redis, name: &str) -> Daemon {
+    node_with(redis, name, "")
+}
+
+/// A node with more `[store]` keys.
+fn node_with(redis: &Redis, name: &str, store: &str) -> Daemon {
     Daemon::start(Options {
-        store: redis.store_keys(name),
+        store: format!("{}{store}", redis.store_keys(name)),
+        policy: format!("{POLICY}{CAROL_MD5}"),
         ..Options::default()
     })
 }
 
+const CAROL_MD5: &str = "[users.carol]\nextension = \"1004\"\n[users.carol.sip]\npassword = \"carol-secret\"\nalgorithms = [\"md5\"]\n";
+
 /// `who` watches bob's presence through `d`, expecting `more` NOTIFYs after the first.
 fn watch_presence(d: &Daemon, who: &str, more: usize) -> Uas {
+    watch(d, who, "presence", more)
+}
+
+/// `who` watches bob's `event` state through `d`, expecting `more` NOTIFYs after the first.
+fn watch(d: &Daemon, who: &str, event: &str, more: usize) -> Uas {
     let w = Sipp::new(d, "subscribe.xml")
         .row(call_row(
             who,
@@ -29,7 +42,7 @@ fn watch_presence(d: &Daemon, who: &str, more: usize) -> Uas {
         .auth_uri(&format!("bob@{REALM}"))
         .arg("-key")
         .arg("event")
-        .arg("presence")
+        .arg(event)
         .spawn();
     wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
         w.logs_so_far().contains("notified").then_some(())
@@ -106,4 +119,84 @@ fn a_phone_on_one_node_is_rung_through_another_and_a_status_set_on_a_third_route
         phone.requests("INVITE").is_empty(),
         "bob's phone rang while he is DND"
     );
+}
+
+fn notify_bodies(r: &SippRun) -> Vec<String> {
+    r.requests("NOTIFY")
+        .into_iter()
+        .map(|m| {
+            m.split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[test]
+fn a_lamp_on_one_node_shows_a_call_through_another_until_it_ends_or_that_node_dies() {
+    let redis = Redis::start();
+    // Liveness renewed every 300 ms: a node is taken for gone after 0.9 s of silence.
+    let beat = "redis_heartbeat_ms = 300\n";
+    let a = node_with(&redis, "a", beat);
+    let mut b = node_with(&redis, "b", beat);
+
+    // carol's lamp for bob, through a: idle, ringing, in a call, idle.
+    let lamp = watch(&a, "carol", "dialog", 3);
+    // bob's phone (registered with a) rings for half a second, then answers alice's call,
+    // which came to b.
+    let bob = Uas::start("uas_ring_then_answer.xml", 1, &["-d", "500"]);
+    bob.register(&a, "bob", "bob-secret");
+    registered_within(&b, "bob", Duration::from_secs(1));
+    let call = Sipp::new(&b, "call_answered.xml")
+        .row(call_row("alice", "alice-secret", "1002", "300"))
+        .auth_uri(&format!("1002@{REALM}"))
+        .run();
+    assert!(call.success, "{}\n{}", call.report(), b.log());
+    assert!(bob.finish(Duration::from_secs(30)).success);
+    let lamp = lamp.finish(Duration::from_secs(10));
+    assert!(lamp.success, "{}\n{}", lamp.report(), a.log());
+    let shown = notify_bodies(&lamp);
+    assert!(!shown[0].contains("<dialog "), "idle first: {shown:?}");
+    assert!(shown[1].contains("<state>early</state>"), "{shown:?}");
+    assert!(shown[2].contains("<state>confirmed</state>"), "{shown:?}");
+    assert!(
+        !shown[3].contains("<dialog "),
+        "idle after the BYE: {shown:?}"
+    );
+
+    // Now b dies (kill -9) in the middle of a call: a's lamp does not show bob busy for
+    // ever, only until b's liveness lapses (ringing, in a call, idle).
+    let lamp = watch(&a, "carol", "dialog", 3);
+    // (Ringing for a while: SIPp's watcher takes NOTIFYs only some time apart.)
+    let bob = Uas::start("uas_ring_then_answer.xml", 1, &["-d", "300"]);
+    bob.register(&a, "bob", "bob-secret");
+    registered_within(&b, "bob", Duration::from_secs(1));
+    let caller = Sipp::new(&b, "call_answered.xml")
+        .row(call_row("alice", "alice-secret", "1002", "60000"))
+        .auth_uri(&format!("1002@{REALM}"))
+        .spawn();
+    wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        let (_, body) = admin_api(&a, "GET", "/v1/presence/bob", "");
+        body.contains("\"call_status\":\"busy\"").then_some(())
+    })
+    .unwrap_or_else(|| panic!("a never saw bob busy:\n{}", a.log()));
+    b.kill9();
+    let killed = Instant::now();
+    let lamp = lamp.finish(Duration::from_secs(10));
+    let idle_after = killed.elapsed();
+    assert!(lamp.success, "{}\n{}", lamp.report(), a.log());
+    let shown = notify_bodies(&lamp);
+    assert!(!shown.last().unwrap().contains("<dialog "), "{shown:?}");
+    assert!(
+        idle_after < Duration::from_secs(5),
+        "idle after {idle_after:?}"
+    );
+    eprintln!("the lamp went idle {idle_after:?} after b was killed");
+    assert!(
+        a.log_contains("removing the call status rows of a node that is gone"),
+        "{}",
+        a.log()
+    );
+    drop(caller.stop());
+    drop(bob.stop());
 }

@@ -33,4 +33,8 @@ pub struct CoreConfig {
     /// `[mail]` is configured: each missed call's record also goes to the mail outbox
     /// ([`switchboard_store::tables::MAIL_OUTBOX`]) for the mail task.
     pub mail: bool,
+    /// This node's name among the nodes sharing the state (`[store] node`, with a shared
+    /// store): who is in a call through it is told to the others
+    /// ([`switchboard_store::tables::CALL_STATUS`], [`super::Output::Share`]). None alone.
+    pub node: Option<String>,
 }

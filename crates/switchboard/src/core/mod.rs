@@ -101,6 +101,8 @@ pub mod registrant;
 pub mod registrations;
 pub mod relays;
 mod shared;
+#[cfg(test)]
+mod shared_tests;
 pub mod targets;
 pub mod trunk_sources;
 pub mod voicemail;
@@ -246,6 +248,9 @@ pub struct Core {
     sources: TrunkSources,
     /// People with presence changes on their way to the store, and how many.
     presence_writes: HashMap<String, usize>,
+    /// What this node last told the other nodes of each person's calls through it
+    /// (ringing or busy; free people are not listed). Empty alone.
+    published_calls: HashMap<String, switchboard_presence::model::CallStatus>,
     /// Changes waiting for those, per person, in order.
     queued_changes: HashMap<String, VecDeque<Queued>>,
     /// People whose watchers were held back while their change was being stored.
@@ -320,6 +325,7 @@ impl Core {
                 sent: [0; 6],
             },
             presence_writes: HashMap::new(),
+            published_calls: HashMap::new(),
             queued_changes: HashMap::new(),
             renotify: Vec::new(),
             registrar: Registrar::new(config.registrar),
@@ -379,6 +385,18 @@ impl Core {
             .presence
             .restore(rows, cx.directory.policy(), now.unix as i64);
         cx.persist_unacknowledged(writes);
+    }
+
+    /// Loads the other nodes' word on who is in a call through them (a shared store only;
+    /// this node's own rows are an earlier run's, which it clears).
+    pub fn restore_call_status(&mut self, rows: Vec<(String, Vec<u8>)>, now: Now) -> usize {
+        let n = rows.len();
+        for (key, value) in rows {
+            let w =
+                switchboard_store::Write::put(switchboard_store::tables::CALL_STATUS, key, value);
+            self.apply_shared(w, now);
+        }
+        n
     }
 
     /// Loads group memory (who answered last) read back from the durable store.
@@ -716,6 +734,7 @@ impl Core {
         self.located(now);
         self.handle_tx_events(now);
         let mut changed = self.presence.model_mut().take_changed();
+        self.share_calls(&changed);
         changed.append(&mut self.renotify);
         let held = &self.presence_writes;
         self.board.note_people(&changed, held);

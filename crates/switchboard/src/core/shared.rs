@@ -9,11 +9,14 @@
 
 use std::collections::BTreeSet;
 
+use switchboard_presence::model::CallStatus;
 use switchboard_sip::registrar::Binding;
-use switchboard_store::tables::{binding_key, BINDINGS, MEMORY, PRESENCE, PROFILES, VOICEMAIL};
+use switchboard_store::tables::{
+    binding_key, call_status_key, BINDINGS, CALL_STATUS, MEMORY, PRESENCE, PROFILES, VOICEMAIL,
+};
 use switchboard_store::{FeedEvent, Rows, Table, Write};
 
-use super::{Core, Now};
+use super::{Core, Now, Output};
 
 impl Core {
     pub(super) fn shared(&mut self, event: FeedEvent, now: Now) {
@@ -31,7 +34,7 @@ impl Core {
         }
     }
 
-    fn apply_shared(&mut self, w: Write, now: Now) {
+    pub(super) fn apply_shared(&mut self, w: Write, now: Now) {
         let Write { table, key, value } = w;
         match table {
             BINDINGS => {
@@ -66,6 +69,30 @@ impl Core {
             }
             MEMORY => self.calls.apply_shared_memory(key, value.as_deref()),
             VOICEMAIL => self.mailboxes.apply_shared(&key, value.as_deref()),
+            CALL_STATUS => {
+                let Some((node, person)) = key.split_once('\n') else {
+                    tracing::warn!(
+                        key,
+                        "call status from another node with an unreadable key; skipped"
+                    );
+                    return;
+                };
+                // This node's own word on its calls (an earlier run's rows) is not taken.
+                if Some(node) == self.config.node.as_deref() {
+                    return;
+                }
+                let status = match value.map(|v| serde_json::from_slice::<CallStatus>(&v)) {
+                    None => CallStatus::Free,
+                    Some(Ok(s)) => s,
+                    Some(Err(e)) => {
+                        tracing::warn!(key, error = %e, "unreadable call status from another node; skipped");
+                        return;
+                    }
+                };
+                self.presence
+                    .model_mut()
+                    .set_remote_call(node, person, status);
+            }
             other => {
                 tracing::debug!(table = %other, "a change to a table not held in memory; ignored")
             }
@@ -107,7 +134,48 @@ impl Core {
             PROFILES => self.presence.overlay().keys(),
             MEMORY => self.calls.memory_groups(),
             VOICEMAIL => self.mailboxes.keys(),
+            CALL_STATUS => self
+                .presence
+                .model()
+                .remote_calls()
+                .map(|(node, person)| call_status_key(node, person))
+                .collect(),
             _ => Vec::new(),
+        }
+    }
+
+    /// Tells the other nodes sharing the state of the calls through this node of those
+    /// among `changed` whose call status here is not what was last told.
+    pub(super) fn share_calls(&mut self, changed: &[String]) {
+        let Some(node) = self.config.node.as_deref() else {
+            return;
+        };
+        let mut writes = Vec::new();
+        for person in changed {
+            let now = self.presence.model().local_call_state(person);
+            let told = self
+                .published_calls
+                .get(person)
+                .copied()
+                .unwrap_or(CallStatus::Free);
+            if now == told {
+                continue;
+            }
+            let key = call_status_key(node, person);
+            match now {
+                CallStatus::Ringing | CallStatus::Busy => {
+                    self.published_calls.insert(person.clone(), now);
+                    let row = serde_json::to_vec(&now).expect("a call status serializes");
+                    writes.push(Write::put(CALL_STATUS, key, row));
+                }
+                CallStatus::Free | CallStatus::Hidden => {
+                    self.published_calls.remove(person);
+                    writes.push(Write::delete(CALL_STATUS, key));
+                }
+            }
+        }
+        if !writes.is_empty() {
+            self.wire.out.push_back(Output::Share(writes));
         }
     }
 }

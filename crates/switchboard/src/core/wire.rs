@@ -69,6 +69,11 @@ pub enum Output {
         table: switchboard_store::Table,
         key: String,
     },
+    /// Tell the other nodes sharing the state these rows of
+    /// [`switchboard_store::tables::CALL_STATUS`] (who is in a call through this node),
+    /// without waiting for the disk; nothing comes back. Only with
+    /// [`super::CoreConfig::node`] set.
+    Share(Vec<Write>),
 }
 
 /// The largest row an [`Output::Read`] hands back, in bytes: a WAV of ten minutes (the

@@ -1,0 +1,169 @@
+//! A node among several sharing their state: what it tells the others of its calls, and
+//! how it takes what they changed (the core alone, with a virtual clock; the store and the
+//! feed are tested against Redis in the store crate, the whole in tests/cluster_e2e.rs).
+
+use super::{CoreConfig, Input};
+use crate::test_harness::*;
+use switchboard_presence::model::CallStatus;
+use switchboard_store::tables::{binding_key, call_status_key, BINDINGS, CALL_STATUS, MEMORY};
+use switchboard_store::{FeedEvent, Write};
+
+fn node(name: &str) -> T {
+    let config = CoreConfig {
+        node: Some(name.into()),
+        ..config(false)
+    };
+    let net = Net {
+        listeners: default_listeners(),
+        interfaces: None,
+    };
+    T::with_config(config, net, POLICY)
+}
+
+fn status(s: CallStatus) -> Vec<u8> {
+    serde_json::to_vec(&s).unwrap()
+}
+
+#[test]
+fn a_node_tells_the_others_who_rings_and_who_is_in_a_call_through_it_once_per_change() {
+    let mut t = node("a");
+    t.register("carol", CAROL);
+    t.input(ALICE, &invite("alice", ALICE, "1003", "s1", ""));
+    let out = t.take();
+    let branch = to(&out, CAROL)[0].clone();
+    t.input(CAROL, &answer(&branch, 180, "c", CAROL));
+    t.input(CAROL, &answer(&branch, 200, "c", CAROL));
+    let ok = to(&t.take(), ALICE).pop().unwrap();
+    assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    let told: Vec<(String, Option<CallStatus>)> = std::mem::take(&mut t.shared)
+        .into_iter()
+        .map(|w| {
+            assert_eq!(w.table, CALL_STATUS);
+            (w.key, w.value.map(|v| serde_json::from_slice(&v).unwrap()))
+        })
+        .collect();
+    let carol = call_status_key("a", "carol");
+    let alice = call_status_key("a", "alice");
+    assert!(
+        told.contains(&(carol.clone(), Some(CallStatus::Ringing))),
+        "{told:?}"
+    );
+    assert_eq!(
+        told.iter().rev().find(|(k, _)| *k == carol),
+        Some(&(carol.clone(), Some(CallStatus::Busy))),
+        "{told:?}"
+    );
+    assert!(
+        told.contains(&(alice.clone(), Some(CallStatus::Ringing))),
+        "{told:?}"
+    );
+    // The 180 changed nothing the others see once ringing was told: no second row.
+    assert_eq!(
+        told.iter()
+            .filter(|(k, v)| *k == carol && *v == Some(CallStatus::Ringing))
+            .count(),
+        1
+    );
+    // The call ends: both are free again (their rows deleted).
+    t.input(
+        ALICE,
+        &in_dialog("BYE", "carol@127.0.0.1:5074", &ok, ALICE, 2),
+    );
+    t.take();
+    let told: Vec<Write> = std::mem::take(&mut t.shared);
+    assert!(
+        told.contains(&Write::delete(CALL_STATUS, carol)),
+        "{told:?}"
+    );
+    assert!(
+        told.contains(&Write::delete(CALL_STATUS, alice)),
+        "{told:?}"
+    );
+}
+
+#[test]
+fn a_node_alone_tells_nobody() {
+    let mut t = T::new(false);
+    t.register("carol", CAROL);
+    t.input(ALICE, &invite("alice", ALICE, "1003", "s1", ""));
+    t.take();
+    assert!(t.shared.is_empty());
+    assert!(!t.outputs.iter().any(|o| o.starts_with("Share")));
+}
+
+#[test]
+fn another_nodes_call_makes_the_callee_busy_here_and_its_own_rows_are_not_taken() {
+    let mut t = node("a");
+    t.register("carol", CAROL);
+    t.feed(Input::Shared(FeedEvent::Changes(vec![
+        Write::put(
+            CALL_STATUS,
+            call_status_key("b", "carol"),
+            status(CallStatus::Busy),
+        ),
+        // This node's own row (an earlier run's): not taken.
+        Write::put(
+            CALL_STATUS,
+            call_status_key("a", "bob"),
+            status(CallStatus::Busy),
+        ),
+    ])));
+    assert!(t.core.presence().model().in_call("carol"));
+    assert!(!t.core.presence().model().in_call("bob"));
+    // carol has no call waiting: a call through this node finds her engaged.
+    t.input(BOB, &invite("bob", BOB, "1003", "w2", ""));
+    let out = t.take();
+    assert!(to(&out, CAROL).is_empty(), "{out:?}");
+    assert_eq!(
+        first_line(to(&out, BOB).last().unwrap()),
+        "SIP/2.0 486 Busy Here"
+    );
+    // b says she is free again (or b is gone and its rows removed).
+    t.feed(Input::Shared(FeedEvent::Changes(vec![Write::delete(
+        CALL_STATUS,
+        call_status_key("b", "carol"),
+    )])));
+    assert!(!t.core.presence().model().in_call("carol"));
+    // Nothing heard from elsewhere is told again.
+    assert!(t.shared.is_empty(), "{:?}", t.shared);
+}
+
+#[test]
+fn a_binding_taken_by_another_node_is_rung_from_here_and_a_resync_drops_what_is_gone() {
+    let mut t = node("a");
+    let mut b = node("b");
+    // bob's phone registers with b; b stores the binding; a hears of it.
+    b.register("bob", BOB);
+    let row = b
+        .persisted
+        .iter()
+        .rev()
+        .find(|w| w.table == BINDINGS)
+        .cloned()
+        .expect("b stored bob's binding");
+    t.feed(Input::Shared(FeedEvent::Changes(vec![row.clone()])));
+    let unix = t.now().unix;
+    let held = t.core.registrations(Some("bob"), unix);
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].local, None, "b's address is not a's to send from");
+    t.input(ALICE, &invite("alice", ALICE, "1002", "x1", ""));
+    let out = t.take();
+    assert_eq!(
+        first_line(&to(&out, BOB)[0]),
+        "INVITE sip:bob@127.0.0.1:5072 SIP/2.0"
+    );
+    assert_eq!(row.key, binding_key("bob", &held[0].key()));
+    // A resync without bob's binding (it lapsed while a was away): a drops it; group
+    // memory comes as it stands.
+    let remembered = switchboard_policy::GroupMemory {
+        last_answerer: Some("carol".into()),
+        ..Default::default()
+    };
+    let memory = serde_json::to_vec(&remembered).unwrap();
+    t.feed(Input::Shared(FeedEvent::Resync(vec![
+        (BINDINGS, Vec::new()),
+        (MEMORY, vec![("support".into(), memory)]),
+    ])));
+    assert!(t.core.registrations(Some("bob"), unix).is_empty());
+    assert_eq!(t.core.calls().memory("support"), Some(&remembered));
+}
