@@ -162,8 +162,12 @@ pub struct Authenticator {
     config: DigestConfig,
     key: [u8; 32],
     entropy: Entropy,
-    /// Issue time origin: nonces carry seconds since this instant.
+    /// Issue time origin: nonces carry seconds since this instant, plus `clock`.
     epoch: Instant,
+    /// What `epoch` is in the clock nonces are issued by: 0 (seconds since the start) for
+    /// an authenticator of its own, Unix seconds for one sharing its key
+    /// ([`Authenticator::share`]).
+    clock: u64,
     /// Highest nonce-count seen per nonce, and when the nonce was issued.
     counts: HashMap<String, (u32, u64)>,
     /// Tracked nonces in the order they were first used, for eviction.
@@ -182,6 +186,7 @@ impl Authenticator {
             key: entropy.key(),
             entropy,
             epoch,
+            clock: 0,
             counts: HashMap::new(),
             order: VecDeque::new(),
             forgotten_up_to: None,
@@ -190,6 +195,26 @@ impl Authenticator {
 
     pub fn realm(&self) -> &str {
         &self.config.realm
+    }
+
+    /// Makes and checks nonces with `key`, the same for every authenticator given it (the
+    /// nodes sharing their state, or this node across restarts), and with issue times in
+    /// Unix seconds (`epoch_unix`: the Unix time of the `epoch` this was made with), so a
+    /// nonce issued by one is good at another. Replays are caught by each authenticator
+    /// for the nonces it has seen: a nonce issued before this one began (and never seen
+    /// here) is answered with a fresh challenge (stale), never taken on trust.
+    pub fn share(&mut self, key: [u8; 32], epoch_unix: u64) {
+        self.key = key;
+        self.clock = epoch_unix;
+        // Seconds before this one's first: nonces issued since have been seen only here.
+        self.forgotten_up_to = Some(epoch_unix.saturating_sub(1));
+        self.counts.clear();
+        self.order.clear();
+    }
+
+    /// Seconds at `now` in the clock nonces are issued by.
+    fn secs(&self, now: Instant) -> u64 {
+        self.clock + now.saturating_duration_since(self.epoch).as_secs()
     }
 
     /// The MAC that binds a nonce to when it was issued, to the address it was issued to
@@ -210,7 +235,7 @@ impl Authenticator {
 
     /// Fixed width (zero-padded), so that a nonce's length says nothing about the request.
     fn new_nonce(&mut self, source: IpAddr, now: Instant) -> String {
-        let issued = now.saturating_duration_since(self.epoch).as_secs();
+        let issued = self.secs(now);
         let salt = self.entropy.u64();
         let mac = self.nonce_mac(issued, salt, source);
         format!("{issued:08x}.{salt:016x}.{mac}")
@@ -327,10 +352,7 @@ impl Authenticator {
             // failure would count against the address the request claims to come from.
             return Verdict::Challenge { stale: false };
         };
-        let age = now
-            .saturating_duration_since(self.epoch)
-            .as_secs()
-            .saturating_sub(issued);
+        let age = self.secs(now).saturating_sub(issued);
         if age > self.config.nonce_lifetime.as_secs() {
             return Verdict::Challenge { stale: true };
         }
@@ -389,7 +411,7 @@ impl Authenticator {
 
     /// Forgets expired nonces, and the oldest when too many are tracked; O(1) amortised.
     fn evict(&mut self, now: Instant) {
-        let now_s = now.saturating_duration_since(self.epoch).as_secs();
+        let now_s = self.secs(now);
         let life = self.config.nonce_lifetime.as_secs();
         while let Some((issued, _)) = self.order.front() {
             let expired = now_s.saturating_sub(*issued) > life;
@@ -798,6 +820,57 @@ mod tests {
         assert_eq!(p["nc"], "00000001");
         assert!(parse_digest("Basic abc").is_none());
         assert!(parse_digest(r#"Digest username="unterminated"#).is_none());
+    }
+
+    #[test]
+    fn a_nonce_from_one_node_is_good_at_another_sharing_its_key_and_replays_are_caught_at_each() {
+        let unix = 1_800_000_000;
+        let (mut a, t0) = auth();
+        a.share([7; 32], unix);
+        // b started 100 s before a, on its own monotonic clock.
+        let (mut b, b0) = auth();
+        b.share([7; 32], unix - 100);
+        let (mut other, _) = auth();
+        other.share([8; 32], unix);
+        let look = |_: &str| cred(&DEFAULT_ALGORITHMS);
+        let n = nonce_of(&a.challenge(false, Role::Server, SRC, t0 + Duration::from_secs(1))[0]);
+        let r1 = answered(Algorithm::Md5, "alice", "pw", &n, 1);
+        let at_b = b0 + Duration::from_secs(102);
+        assert!(matches!(
+            b.verify(&r1, Role::Server, SRC, look, at_b),
+            Verdict::Authenticated { .. }
+        ));
+        assert_eq!(
+            b.verify(&r1, Role::Server, SRC, look, at_b),
+            Verdict::Failed {
+                username: "alice".into(),
+                why: "replayed nonce-count"
+            }
+        );
+        // A node with another key does not know it.
+        assert_eq!(
+            other.verify(&r1, Role::Server, SRC, look, t0 + Duration::from_secs(2)),
+            Verdict::Challenge { stale: false }
+        );
+        // Expiry is by the shared clock: 300 s after issue, at either node.
+        assert_eq!(
+            b.verify(
+                &answered(Algorithm::Md5, "alice", "pw", &n, 2),
+                Role::Server,
+                SRC,
+                look,
+                b0 + Duration::from_secs(402)
+            ),
+            Verdict::Challenge { stale: true }
+        );
+        // A node (re)started after a nonce was issued has not seen its counts: stale, so
+        // a request captured before a restart is not taken once more after it.
+        let (mut c, c0) = auth();
+        c.share([7; 32], unix + 5);
+        assert_eq!(
+            c.verify(&r1, Role::Server, SRC, look, c0),
+            Verdict::Challenge { stale: true }
+        );
     }
 
     #[test]

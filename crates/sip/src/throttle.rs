@@ -218,6 +218,22 @@ impl Throttle {
         Failure { source, user }
     }
 
+    /// Records a failed authentication as `user` counted elsewhere (another node sharing
+    /// the state): the user's count grows, no address's.
+    pub fn record_user_failure(&mut self, user: &str, now: Instant) -> Option<Count> {
+        self.users.fail(&user.to_string(), now, &self.config)
+    }
+
+    /// Whether failures as `user` are being counted (or it is blocked).
+    pub fn user_counted(&self, user: &str) -> bool {
+        self.users.map.contains_key(user)
+    }
+
+    /// `user` proved itself elsewhere (another node): its failure count starts over.
+    pub fn clear_user(&mut self, user: &str) {
+        self.users.clear(user);
+    }
+
     /// Records that `ip` proved to be `user`: the user's failure count starts over (no
     /// one else's), and `ip` may go on authenticating as it while it is blocked.
     pub fn record_success(&mut self, ip: IpAddr, user: &str, now: Instant) {

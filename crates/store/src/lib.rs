@@ -79,6 +79,23 @@ pub trait Store: Send + Sync + 'static {
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError>;
     /// Every row of a table, in key order.
     fn scan(&self, table: Table) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+    /// The row `key` of `table`: the one there, or `value` stored (durably) when there was
+    /// none. Nodes sharing a store that each try to make the same row at once all end up
+    /// with the one that was made first.
+    fn put_if_absent(
+        &self,
+        table: Table,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut end = key.to_string();
+        end.push('\0');
+        if let Some((_, v)) = self.scan_range(table, key, &end)?.into_iter().next() {
+            return Ok(v);
+        }
+        self.commit(&[Write::put(table, key, value.clone())])?;
+        Ok(value)
+    }
     /// The rows of a table with `start <= key < end`, in key order.
     fn scan_range(
         &self,

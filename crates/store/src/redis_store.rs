@@ -84,6 +84,55 @@ pub enum FeedEvent {
     Resync(Vec<(Table, Rows)>),
 }
 
+/// The names of the keys a node uses: every one begins with the prefix in braces (one hash
+/// tag, so one slot of a Redis Cluster); a node's own tables are under its name.
+#[derive(Clone, Debug)]
+struct Keys {
+    prefix: String,
+    node: String,
+}
+
+impl Keys {
+    fn table(&self, kind: &str, table: Table) -> String {
+        match table.scope() {
+            Scope::Shared => format!("{{{}}}:{kind}:{}", self.prefix, table.name()),
+            Scope::NodeLocal => {
+                format!(
+                    "{{{}}}:n:{}:{kind}:{}",
+                    self.prefix,
+                    self.node,
+                    table.name()
+                )
+            }
+        }
+    }
+
+    /// The hash holding a table's rows.
+    fn rows(&self, table: Table) -> String {
+        self.table("t", table)
+    }
+
+    /// The sorted set of a table's keys.
+    fn index(&self, table: Table) -> String {
+        self.table("k", table)
+    }
+
+    /// The change feed (a stream).
+    fn feed(&self) -> String {
+        format!("{{{}}}:feed", self.prefix)
+    }
+
+    /// `node`'s liveness (expiring).
+    fn alive(&self, node: &str) -> String {
+        format!("{{{}}}:node:{node}", self.prefix)
+    }
+
+    /// Every node that ever said it was alive.
+    fn nodes(&self) -> String {
+        format!("{{{}}}:nodes", self.prefix)
+    }
+}
+
 /// A row this node wrote whose feed entry it has not read back yet.
 #[derive(Clone, Copy, Debug)]
 struct Own {
@@ -103,6 +152,7 @@ struct Writer {
 pub struct RedisStore {
     client: redis::Client,
     config: RedisConfig,
+    keys: Keys,
     /// The node's name and when this process opened the store: the feed entries this very
     /// process wrote (a restarted node's earlier entries count as another's).
     origin: String,
@@ -145,10 +195,15 @@ impl RedisStore {
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let origin = format!("{}/{started}", config.node);
+        let keys = Keys {
+            prefix: config.prefix.clone(),
+            node: config.node.clone(),
+        };
         let (publish, queue) = mpsc::channel();
         let publisher = Publisher {
             client: client.clone(),
             config: config.clone(),
+            keys: keys.clone(),
             origin: origin.clone(),
             mine: HashMap::new(),
             unsent: Vec::new(),
@@ -161,6 +216,7 @@ impl RedisStore {
             client,
             origin,
             config,
+            keys,
             publisher: Mutex::new(publish),
             writer: Mutex::new(Writer {
                 con: Some(con),
@@ -176,9 +232,10 @@ impl RedisStore {
         &self.config
     }
 
-    /// Writes rows of [`tables::CALL_STATUS`] (keys under this node's name) without
-    /// waiting for them, and tells the other nodes through the feed: they say what calls
-    /// in progress are doing, which a restart ends anyway. Written by a thread of their
+    /// Writes rows of [`tables::CALL_STATUS`] (keys under this node's name), and tells of
+    /// [`tables::TOLD_ONLY`] changes, without waiting for them: through the feed to the
+    /// other nodes. They say what calls in progress are doing, which a restart ends anyway,
+    /// or count what is counted in memory only. Written by a thread of their
     /// own, as many as are waiting in one go; while Redis cannot be reached, the newest
     /// row of each key is kept and written once it can.
     pub fn publish(&self, writes: Vec<Write>) {
@@ -187,38 +244,12 @@ impl RedisStore {
         }
     }
 
-    fn key(&self, kind: &str, table: Table) -> String {
-        match table.scope() {
-            Scope::Shared => format!("{{{}}}:{kind}:{}", self.config.prefix, table.name()),
-            Scope::NodeLocal => format!(
-                "{{{}}}:n:{}:{kind}:{}",
-                self.config.prefix,
-                self.config.node,
-                table.name()
-            ),
-        }
-    }
-
-    /// The hash holding a table's rows.
-    fn rows_key(&self, table: Table) -> String {
-        self.key("t", table)
-    }
-
-    /// The sorted set of a table's keys.
-    fn index_key(&self, table: Table) -> String {
-        self.key("k", table)
-    }
-
-    fn feed_key(&self) -> String {
-        format!("{{{}}}:feed", self.config.prefix)
-    }
-
     /// The feed's newest entry now ("0-0" while it has none): reading on from here, after
     /// reading the tables, misses no change.
     pub fn feed_position(&self) -> Result<String, StoreError> {
         let mut reader = self.reader.lock().map_err(|_| StoreError::Stopped)?;
         with_connection(&mut reader, &self.client, self.config.timeout, |con| {
-            newest_entry(con, &self.feed_key())
+            newest_entry(con, &self.keys.feed())
         })
         .map_err(io_err)
     }
@@ -299,8 +330,8 @@ impl RedisStore {
         // XREAD blocks for a second at most; the socket waits longer than that.
         con.set_read_timeout(Some(self.config.timeout + Duration::from_secs(1)))
             .map_err(io_err)?;
-        if trimmed_after(&mut con, &self.feed_key(), last).map_err(io_err)? {
-            let at = newest_entry(&mut con, &self.feed_key()).map_err(io_err)?;
+        if trimmed_after(&mut con, &self.keys.feed(), last).map_err(io_err)? {
+            let at = newest_entry(&mut con, &self.keys.feed()).map_err(io_err)?;
             let mut tables = Vec::with_capacity(tables::CACHED.len());
             for &t in tables::CACHED {
                 tables.push((t, self.rows(&mut con, t, None, usize::MAX).map_err(io_err)?));
@@ -326,7 +357,7 @@ impl RedisStore {
             .arg("BLOCK")
             .arg(1000)
             .arg("STREAMS")
-            .arg(self.feed_key())
+            .arg(self.keys.feed())
             .arg(last.as_str())
             .query(con)?;
         let mut out = Vec::new();
@@ -377,13 +408,13 @@ impl RedisStore {
             Some((start, end)) => (format!("[{start}"), format!("({end}")),
         };
         let mut cmd = redis::cmd("ZRANGEBYLEX");
-        cmd.arg(self.index_key(table)).arg(min).arg(max);
+        cmd.arg(self.keys.index(table)).arg(min).arg(max);
         if limit != usize::MAX {
             cmd.arg("LIMIT").arg(0).arg(limit);
         }
         let keys: Vec<String> = cmd.query(con)?;
         let mut out = Vec::with_capacity(keys.len());
-        let rows_key = self.rows_key(table);
+        let rows_key = self.keys.rows(table);
         for chunk in keys.chunks(512) {
             let values: Vec<Option<Vec<u8>>> =
                 redis::cmd("HMGET").arg(&rows_key).arg(chunk).query(con)?;
@@ -423,13 +454,13 @@ impl Store for RedisStore {
         let mut writer = self.writer.lock().map_err(|_| StoreError::Stopped)?;
         writer.seq += 1;
         let seq = writer.seq;
-        let feed = self.feed_key();
+        let feed = self.keys.feed();
         let following = self.following.load(std::sync::atomic::Ordering::SeqCst);
         let mut pipe = redis::pipe();
         pipe.atomic();
         let mut fed = Vec::new();
         for w in writes {
-            let (rows, index) = (self.rows_key(w.table), self.index_key(w.table));
+            let (rows, index) = (self.keys.rows(w.table), self.keys.index(w.table));
             match &w.value {
                 Some(v) => {
                     pipe.hset(&rows, &w.key, v.as_slice()).ignore();
@@ -481,6 +512,33 @@ impl Store for RedisStore {
         self.read_rows(table, None, usize::MAX)
     }
 
+    fn put_if_absent(
+        &self,
+        table: Table,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut writer = self.writer.lock().map_err(|_| StoreError::Stopped)?;
+        let (rows, index) = (self.keys.rows(table), self.keys.index(table));
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hset_nx(&rows, key, value.as_slice())
+            .ignore()
+            .zadd(&index, key, 0)
+            .ignore()
+            .hget(&rows, key);
+        let (stored,): (Vec<u8>,) =
+            with_connection(&mut writer.con, &self.client, self.config.timeout, |con| {
+                let stored = pipe.query(con)?;
+                if self.config.replicas > 0 {
+                    wait_replicas(con, self.config.replicas, self.config.replica_timeout)?;
+                }
+                Ok(stored)
+            })
+            .map_err(io_err)?;
+        Ok(stored)
+    }
+
     fn scan_range(
         &self,
         table: Table,
@@ -501,12 +559,16 @@ impl Store for RedisStore {
     }
 }
 
+/// The most changes of [`tables::TOLD_ONLY`] kept while Redis cannot be reached (the newest).
+const MAX_UNSENT_TOLD: usize = 10_000;
+
 /// The thread behind [`RedisStore::publish`]: writes call status rows, renews this node's
 /// liveness (`{prefix}:node:NAME`, expiring, and the set `{prefix}:nodes` of every node
 /// that ever said it), and removes the call status rows of nodes whose liveness lapsed.
 struct Publisher {
     client: redis::Client,
     config: RedisConfig,
+    keys: Keys,
     origin: String,
     /// This node's rows as last published (what to write again when the other nodes
     /// took it for dead and removed them).
@@ -516,14 +578,6 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn alive_key(&self, node: &str) -> String {
-        format!("{{{}}}:node:{node}", self.config.prefix)
-    }
-
-    fn nodes_key(&self) -> String {
-        format!("{{{}}}:nodes", self.config.prefix)
-    }
-
     fn run(mut self, queue: mpsc::Receiver<Vec<Write>>) {
         let mut con: Option<Connection> = None;
         let mut beat_at = std::time::Instant::now();
@@ -559,7 +613,10 @@ impl Publisher {
                 });
                 match r {
                     Ok(()) => {
-                        for w in writes {
+                        for w in writes
+                            .into_iter()
+                            .filter(|w| w.table == tables::CALL_STATUS)
+                        {
                             match w.value {
                                 Some(v) => self.mine.insert(w.key, v),
                                 None => self.mine.remove(&w.key),
@@ -567,13 +624,20 @@ impl Publisher {
                         }
                     }
                     Err(e) => {
-                        tracing::debug!(error = %e, "cannot write call status to the shared store; kept for later");
-                        // The newest write of each key is enough.
-                        let mut newest: HashMap<String, Write> = HashMap::new();
+                        tracing::debug!(error = %e, "cannot write to the shared store; kept for later");
+                        // The newest row of each key is enough; what is only told is kept
+                        // whole (each failure counts), up to a bound.
+                        let mut newest: HashMap<(Table, String), Write> = HashMap::new();
+                        let mut told = Vec::new();
                         for w in writes {
-                            newest.insert(w.key.clone(), w);
+                            if tables::TOLD_ONLY.contains(&w.table) {
+                                told.push(w);
+                            } else {
+                                newest.insert((w.table, w.key.clone()), w);
+                            }
                         }
-                        self.unsent = newest.into_values().collect();
+                        let keep = told.len().saturating_sub(MAX_UNSENT_TOLD);
+                        self.unsent = newest.into_values().chain(told.drain(keep..)).collect();
                     }
                 }
             }
@@ -587,16 +651,13 @@ impl Publisher {
         writes: &[Write],
         origin: &str,
     ) -> redis::RedisResult<()> {
-        let t = tables::CALL_STATUS;
-        let (rows, index) = (
-            format!("{{{}}}:t:{}", self.config.prefix, t.name()),
-            format!("{{{}}}:k:{}", self.config.prefix, t.name()),
-        );
-        let feed = format!("{{{}}}:feed", self.config.prefix);
+        let feed = self.keys.feed();
         let mut pipe = redis::pipe();
         pipe.atomic();
         for w in writes {
+            let (rows, index) = (self.keys.rows(w.table), self.keys.index(w.table));
             match &w.value {
+                _ if tables::TOLD_ONLY.contains(&w.table) => {}
                 Some(v) => {
                     pipe.hset(&rows, &w.key, v.as_slice()).ignore();
                     pipe.zadd(&index, &w.key, 0).ignore();
@@ -630,14 +691,14 @@ impl Publisher {
     fn beat(&self, con: &mut Connection, first: bool) -> redis::RedisResult<()> {
         let node = &self.config.node;
         let before: Option<String> = redis::cmd("SET")
-            .arg(self.alive_key(node))
+            .arg(self.keys.alive(node))
             .arg(&self.origin)
             .arg("PX")
             .arg(3 * self.config.heartbeat.as_millis() as u64)
             .arg("GET")
             .query(con)?;
         let _: () = redis::cmd("SADD")
-            .arg(self.nodes_key())
+            .arg(self.keys.nodes())
             .arg(node)
             .query(con)?;
         if first {
@@ -650,13 +711,15 @@ impl Publisher {
                 .collect();
             self.write(con, &again)?;
         }
-        let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(self.nodes_key()).query(con)?;
+        let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(self.keys.nodes()).query(con)?;
         for other in nodes.iter().filter(|n| *n != node) {
-            let alive: bool = redis::cmd("EXISTS").arg(self.alive_key(other)).query(con)?;
+            let alive: bool = redis::cmd("EXISTS")
+                .arg(self.keys.alive(other))
+                .query(con)?;
             if !alive {
                 self.remove_rows_of(con, other)?;
                 let _: () = redis::cmd("SREM")
-                    .arg(self.nodes_key())
+                    .arg(self.keys.nodes())
                     .arg(other)
                     .query(con)?;
             }
@@ -667,11 +730,7 @@ impl Publisher {
     /// Removes every call status row of `node`, told to every node through the feed,
     /// this one included (the entries come from no node's run).
     fn remove_rows_of(&self, con: &mut Connection, node: &str) -> redis::RedisResult<()> {
-        let index = format!(
-            "{{{}}}:k:{}",
-            self.config.prefix,
-            tables::CALL_STATUS.name()
-        );
+        let index = self.keys.index(tables::CALL_STATUS);
         let keys: Vec<String> = redis::cmd("ZRANGEBYLEX")
             .arg(&index)
             .arg(format!("[{node}\n"))

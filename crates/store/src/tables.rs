@@ -63,6 +63,10 @@ pub const SECRETS: Table = Table::new("secrets", Scope::Shared);
 /// The key, in [`SECRETS`], of the secret keying the Record-Route tokens.
 pub const RECORD_ROUTE_SECRET: &str = "record-route";
 
+/// The key, in [`SECRETS`], of the secret digest nonces are made and checked with (32 raw
+/// bytes): a nonce one node issued is good at another, and across a restart.
+pub const NONCE_SECRET: &str = "nonce";
+
 /// The registrar's bindings. Key: [`binding_key`], `AoR \n binding identity` (the identity
 /// is `sip::registrar::Binding::key`: the instance id and reg-id, or the contact); row: JSON
 /// of a `sip::registrar::Binding`.
@@ -135,6 +139,16 @@ pub const CALL_STATUS: Table = Table::new("call_status", Scope::Shared);
 pub fn call_status_key(node: &str, user: &str) -> String {
     format!("{node}\n{user}")
 }
+
+/// Failed and successful authentications as a user, told to the other nodes sharing the
+/// state so that each counts a user's failures wherever they were made (a guesser gains
+/// nothing by spreading guesses over the nodes). Key: the user's SIP name; the feed
+/// entry's row: `failed` (a counted failure) or `proved` (the count starts over).
+///
+/// Holds no rows: only its feed entries are written (with a shared store), and each node
+/// applies them to its own counts, as it counts its own failures (not durable either: a
+/// restart forgets counts, as it does alone).
+pub const AUTH_ATTEMPTS: Table = Table::new("auth_attempts", Scope::Shared);
 
 /// Subscriptions to the dialog and presence event packages, kept across a restart. Key:
 /// `Call-ID \n local tag \n remote tag` of the subscription's dialog (made by
@@ -239,6 +253,7 @@ pub const ALL: &[Table] = &[
     PRESENCE,
     STATUS_LOG,
     CALL_STATUS,
+    AUTH_ATTEMPTS,
     SUBSCRIPTIONS,
     CALL_RECORDS,
     MAIL_OUTBOX,
@@ -253,6 +268,10 @@ pub const ALL: &[Table] = &[
 /// store's change feed), which apply it to what they hold. The other shared tables are read
 /// from the store when needed, so nothing of them is held that could go stale.
 pub const CACHED: &[Table] = &[BINDINGS, MEMORY, PROFILES, PRESENCE, VOICEMAIL, CALL_STATUS];
+
+/// The tables whose changes are only told to the other nodes (feed entries), never kept
+/// as rows.
+pub const TOLD_ONLY: &[Table] = &[AUTH_ATTEMPTS];
 
 /// The order in which the daemon reads the tables back at start, and restores what they
 /// hold.
@@ -271,6 +290,8 @@ pub const CACHED: &[Table] = &[BINDINGS, MEMORY, PROFILES, PRESENCE, VOICEMAIL, 
 /// - [`STATUS_LOG`] and [`CALL_RECORDS`] last, and only nominally: they grow with time and
 ///   are never loaded; reports and queries read ranges of them from the store when asked.
 ///   [`MAIL_OUTBOX`] and [`VOICEMAIL_OUTBOX`] likewise: the mail task reads them itself.
+///   [`AUTH_ATTEMPTS`] holds no rows at all (feed entries only).
+///   [`AUTH_ATTEMPTS`] holds no rows at all (feed entries only).
 /// - [`VOICEMAIL`] before [`SUBSCRIPTIONS`]: a restored message-summary subscription is
 ///   told its mailbox's counts, which must be the messages read back;
 ///   [`VOICEMAIL_AUDIO`] and [`VOICEMAIL_RECORDINGS`] are never loaded whole (read by key
@@ -290,6 +311,7 @@ pub const RESTORE_ORDER: &[Table] = &[
     VOICEMAIL_OUTBOX,
     VOICEMAIL_AUDIO,
     VOICEMAIL_RECORDINGS,
+    AUTH_ATTEMPTS,
 ];
 
 #[cfg(test)]

@@ -402,3 +402,47 @@ fn call_status_is_told_to_the_others_and_removed_when_its_node_stops_renewing_it
     );
     drop(a);
 }
+
+#[test]
+fn a_row_made_if_absent_is_the_first_ones_for_everyone() {
+    use switchboard_store::tables::SECRETS;
+    let r = Redis::start();
+    let a = RedisStore::open(r.config("a")).unwrap();
+    let b = RedisStore::open(r.config("b")).unwrap();
+    assert_eq!(
+        a.put_if_absent(SECRETS, "k", b"from a".to_vec()).unwrap(),
+        b"from a"
+    );
+    assert_eq!(
+        b.put_if_absent(SECRETS, "k", b"from b".to_vec()).unwrap(),
+        b"from a"
+    );
+    assert_eq!(
+        rows(&b, SECRETS),
+        vec![("k".to_string(), b"from a".to_vec())]
+    );
+    // The embedded store's default does the same.
+    let m = switchboard_store::MemoryStore::default();
+    assert_eq!(m.put_if_absent(SECRETS, "k", b"1".to_vec()).unwrap(), b"1");
+    assert_eq!(m.put_if_absent(SECRETS, "k", b"2".to_vec()).unwrap(), b"1");
+    m.commit(&[Write::put(SECRETS, "k2", b"x".to_vec())])
+        .unwrap();
+    assert_eq!(m.put_if_absent(SECRETS, "k", b"3".to_vec()).unwrap(), b"1");
+}
+
+#[test]
+fn what_is_only_told_reaches_the_others_and_leaves_no_row() {
+    use switchboard_store::tables::AUTH_ATTEMPTS;
+    let r = Redis::start();
+    let a = RedisStore::open(r.config("a")).unwrap();
+    let b = Arc::new(RedisStore::open(r.config("b")).unwrap());
+    let heard_b = follow(&b);
+    let failed = Write::put(AUTH_ATTEMPTS, "alice", b"failed".to_vec());
+    a.publish(vec![failed.clone(), failed.clone()]);
+    let mut heard = Vec::new();
+    while heard.len() < 2 {
+        heard.extend(next_changes(&heard_b));
+    }
+    assert_eq!(heard, vec![failed.clone(), failed]);
+    assert!(rows(&b, AUTH_ATTEMPTS).is_empty());
+}

@@ -28,9 +28,9 @@ use switchboard_sip::subscription::NotifierConfig;
 use switchboard_sip::transaction::TimerConfig;
 use switchboard_sip::transport::{ListenAddr, Listener};
 use switchboard_store::tables::{
-    BINDINGS, CALL_RECORDS, CALL_STATUS, MAIL_OUTBOX, MEMORY, PRESENCE, PROFILES,
-    RECORD_ROUTE_SECRET, RESTORE_ORDER, SECRETS, STATUS_LOG, SUBSCRIPTIONS, VOICEMAIL,
-    VOICEMAIL_AUDIO, VOICEMAIL_OUTBOX, VOICEMAIL_RECORDINGS,
+    AUTH_ATTEMPTS, BINDINGS, CALL_RECORDS, CALL_STATUS, MAIL_OUTBOX, MEMORY, NONCE_SECRET,
+    PRESENCE, PROFILES, RECORD_ROUTE_SECRET, RESTORE_ORDER, SECRETS, STATUS_LOG, SUBSCRIPTIONS,
+    VOICEMAIL, VOICEMAIL_AUDIO, VOICEMAIL_OUTBOX, VOICEMAIL_RECORDINGS,
 };
 use switchboard_store::{FeedEvent, GroupCommitter, RedbStore, RedisStore, Store, Table, Write};
 use tokio::signal::unix::{signal, SignalKind};
@@ -106,11 +106,17 @@ fn start_media(
     Ok((Some(engine), events, core))
 }
 
-fn core_config(c: &Config, route_secret: [u8; 32], media: crate::core::MediaConfig) -> CoreConfig {
+fn core_config(
+    c: &Config,
+    route_secret: [u8; 32],
+    nonce_secret: Option<[u8; 32]>,
+    media: crate::core::MediaConfig,
+) -> CoreConfig {
     CoreConfig {
         seed: Entropy::os_seed(),
         mail: c.mail.is_some(),
         node: c.redis.as_ref().map(|r| r.node.clone()),
+        nonce_secret,
         realm: c.realm.clone(),
         domains: c.domains.clone(),
         server: SERVER.to_string(),
@@ -205,12 +211,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Every table is read before the sockets open (a store that cannot be read stops the
     // start), and restored into the core once it is built, both in the order and for the
     // reasons of `tables::RESTORE_ORDER`.
-    let mut route_secret = None;
+    let (mut route_secret, mut nonce_secret) = (None, None);
     let mut read = Vec::with_capacity(RESTORE_ORDER.len());
     for &table in RESTORE_ORDER {
         let what = match table {
             SECRETS => {
-                route_secret = Some(read_route_secret(store.as_ref())?);
+                route_secret = Some(read_secret(
+                    store.as_ref(),
+                    RECORD_ROUTE_SECRET,
+                    "routing secret",
+                )?);
+                nonce_secret = Some(read_secret(store.as_ref(), NONCE_SECRET, "nonce secret")?);
                 continue;
             }
             // Never loaded whole: reports read it by range.
@@ -219,6 +230,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             MAIL_OUTBOX | VOICEMAIL_OUTBOX => continue,
             // Read by key when played, fetched or mailed.
             VOICEMAIL_AUDIO | VOICEMAIL_RECORDINGS => continue,
+            // No rows: feed entries only.
+            AUTH_ATTEMPTS => continue,
             VOICEMAIL => "voicemail messages",
             BINDINGS => "registrations",
             MEMORY => "group memory",
@@ -281,7 +294,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (media, mut media_rx, media_config) = start_media(&config)?;
     let t = now();
     let mut core = Core::new(
-        core_config(&config, route_secret, media_config),
+        core_config(&config, route_secret, nonce_secret, media_config),
         directory.load_full(),
         listeners,
         t,
@@ -693,21 +706,23 @@ fn read_row(store: &dyn Store, table: Table, key: &str) -> Option<Vec<u8>> {
 }
 
 /// The Record-Route secret: read from the store, or made and stored on first start.
-fn read_route_secret(store: &dyn Store) -> anyhow::Result<[u8; 32]> {
-    let rows = store
-        .scan(SECRETS)
-        .context("reading the routing secret from the store")?;
-    if let Some((_, v)) = rows.iter().find(|(k, _)| k == RECORD_ROUTE_SECRET) {
-        if let Ok(secret) = <[u8; 32]>::try_from(v.as_slice()) {
-            return Ok(secret);
+/// The secret stored under `key` in [`SECRETS`] (made and stored when there is none: at
+/// first start; with a shared store, the one the first node made).
+fn read_secret(store: &dyn Store, key: &str, what: &str) -> anyhow::Result<[u8; 32]> {
+    let made: [u8; 32] = rand::random();
+    let stored = store
+        .put_if_absent(SECRETS, key, made.to_vec())
+        .with_context(|| format!("reading the {what} from the store"))?;
+    match <[u8; 32]>::try_from(stored.as_slice()) {
+        Ok(secret) => Ok(secret),
+        Err(_) => {
+            tracing::warn!(key, "unreadable {what} in the store; a new one is made");
+            store
+                .commit(&[Write::put(SECRETS, key, made.to_vec())])
+                .with_context(|| format!("storing the {what}"))?;
+            Ok(made)
         }
-        tracing::warn!("unreadable routing secret in the store; a new one is made");
     }
-    let secret: [u8; 32] = rand::random();
-    store
-        .commit(&[Write::put(SECRETS, RECORD_ROUTE_SECRET, secret.to_vec())])
-        .context("storing the routing secret")?;
-    Ok(secret)
 }
 
 fn start_drain(core: &mut Core, deadline: &mut Option<Instant>) {

@@ -122,6 +122,7 @@ pub(crate) fn config(auth: bool) -> CoreConfig {
         seed: [5; 32],
         mail: false,
         node: None,
+        nonce_secret: None,
     }
 }
 
@@ -455,6 +456,18 @@ impl T {
     /// Registers `user`'s device at `at` (UDP) with authentication on: the daemon's
     /// challenge is answered (MD5, the policy's password `pw`) as a phone would.
     pub(crate) fn register_authenticated(&mut self, user: &str, at: &str) {
+        let ok = self.register_with_password(user, at, "pw");
+        assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+    }
+
+    /// Registers `user`'s device at `at` (UDP), answering the challenge with `password`
+    /// (MD5); the final answer.
+    pub(crate) fn register_with_password(
+        &mut self,
+        user: &str,
+        at: &str,
+        password: &str,
+    ) -> String {
         use switchboard_sip::auth::{parse_digest, Algorithm};
         let register = |cseq: u32, auth: &str| {
             format!(
@@ -467,7 +480,7 @@ impl T {
         let challenge = to(&self.take(), at).remove(0);
         let p = parse_digest(header(&challenge, "WWW-Authenticate").unwrap()).unwrap();
         let (realm, nonce) = (&p["realm"], &p["nonce"]);
-        let ha1 = Algorithm::Md5.ha1(user, realm, "pw");
+        let ha1 = Algorithm::Md5.ha1(user, realm, password);
         let uri = "sip:switchboard.local";
         let response =
             Algorithm::Md5.response(&ha1, nonce, Some(("00000001", "c")), "REGISTER", uri);
@@ -476,8 +489,7 @@ impl T {
              response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"c\"\r\n"
         );
         self.input(at, &register(2, &auth));
-        let ok = to(&self.take(), at).remove(0);
-        assert!(ok.starts_with("SIP/2.0 200"), "{ok}");
+        to(&self.take(), at).remove(0)
     }
 
     /// Registers `user`'s device at the address of `peer`, over its transport.

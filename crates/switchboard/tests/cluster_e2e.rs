@@ -200,3 +200,75 @@ fn a_lamp_on_one_node_shows_a_call_through_another_until_it_ends_or_that_node_di
     drop(caller.stop());
     drop(bob.stop());
 }
+
+/// A REGISTER as alice (from a socket of its own) challenged by `challenger` and answered
+/// with `password` to `answerer`: the final answer's status.
+fn register_across(challenger: &Daemon, answerer: &Daemon, user: &str, password: &str) -> u16 {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut exchange = |to: std::net::SocketAddr, text: &str| {
+        sock.send_to(text.as_bytes(), to).unwrap();
+        let (n, _) = sock.recv_from(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    let contact = format!("Contact: <sip:{user}@127.0.0.1:9>\r\n");
+    let register = |extra: &str| {
+        request("REGISTER", &format!("{contact}{extra}"))
+            .replace("sip:alice@", &format!("sip:{user}@"))
+    };
+    let challenge = exchange(challenger.addr(), &register(""));
+    assert_eq!(status_of(&challenge), 401, "{challenge}");
+    let nonce =
+        challenge_param(&header_values(&challenge, "WWW-Authenticate")[0], "nonce").unwrap();
+    let uri = format!("sip:{REALM}");
+    let md5 = |s: String| switchboard_sip::auth::Algorithm::Md5.hash(&s);
+    let ha1 = md5(format!("{user}:{REALM}:{password}"));
+    let ha2 = md5(format!("REGISTER:{uri}"));
+    let response = md5(format!("{ha1}:{nonce}:00000001:c1:auth:{ha2}"));
+    let auth = format!(
+        "Authorization: Digest username=\"{user}\", realm=\"{REALM}\", nonce=\"{nonce}\", \
+         uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, \
+         cnonce=\"c1\"\r\n"
+    );
+    status_of(&exchange(answerer.addr(), &register(&auth)))
+}
+
+#[test]
+fn a_nonce_from_one_node_is_good_at_another_and_failures_count_at_every_node() {
+    let redis = Redis::start();
+    let limit = "[auth]\nrequired = true\nmax_failures = 3\n";
+    let start = |name: &str| {
+        Daemon::start(Options {
+            store: redis.store_keys(name),
+            extra: limit.into(),
+            ..Options::default()
+        })
+    };
+    let (a, b, c) = (start("a"), start("b"), start("c"));
+    // A node takes no nonce issued before it started (in whole seconds, as nonces carry
+    // them): it could not tell a replay of a request it never saw. Nodes up for a while,
+    // as they are in service, take each other's.
+    std::thread::sleep(Duration::from_millis(2100));
+    // A nonce a gave, answered to b.
+    assert_eq!(register_across(&a, &b, "alice", "alice-secret"), 200);
+    // Three wrong passwords for bob, one at each node (each node sees the address fail
+    // once, below any limit): bob is blocked at every node, his right password too.
+    for d in [&a, &b, &c] {
+        assert_eq!(register_across(d, d, "bob", "guess"), 403);
+    }
+    for d in [&a, &b, &c] {
+        wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
+            d.log_contains("auth-block user=bob").then_some(())
+        })
+        .unwrap_or_else(|| panic!("bob is not blocked at every node:\n{}", d.log()));
+        assert_eq!(
+            register_across(d, d, "bob", "bob-secret"),
+            403,
+            "{}",
+            d.log()
+        );
+    }
+    // alice, who never failed, still registers anywhere.
+    assert_eq!(register_across(&c, &a, "alice", "alice-secret"), 200);
+}

@@ -70,15 +70,40 @@ pub(crate) struct AuthGate {
     /// Networks whose requests are never counted or blocked.
     trusted: Vec<Network>,
     pub(crate) stats: GateStats,
+    /// What the other nodes sharing the state must count too, oldest first: a counted
+    /// failure as a user (true), or a user that proved itself (false). Kept only while
+    /// `sharing`.
+    pub(crate) to_share: Vec<(String, bool)>,
+    sharing: bool,
 }
 
 impl AuthGate {
-    pub(crate) fn new(auth: Authenticator, throttle: Throttle, trusted: Vec<Network>) -> Self {
+    /// `sharing`: other nodes share the state, and count this node's failures too.
+    pub(crate) fn new(
+        auth: Authenticator,
+        throttle: Throttle,
+        trusted: Vec<Network>,
+        sharing: bool,
+    ) -> Self {
         AuthGate {
             auth,
             throttle,
             trusted,
             stats: GateStats::default(),
+            to_share: Vec::new(),
+            sharing,
+        }
+    }
+
+    /// Another node counted a failure as `user` (`failed`), or `user` proved itself there.
+    pub(crate) fn shared_attempt(&mut self, user: &str, failed: bool, now: Instant) {
+        if !failed {
+            self.throttle.clear_user(user);
+            return;
+        }
+        if let Some(Count::Blocked(d)) = self.throttle.record_user_failure(user, now) {
+            let name = printable(user);
+            tracing::warn!(target: SECURITY, "auth-block user={name} source=elsewhere seconds={}", d.as_secs());
         }
     }
 
@@ -154,6 +179,10 @@ impl AuthGate {
                 if user_blocked(self, &username) {
                     return self.blocked_answer();
                 }
+                // Others need hear of a success only when failures were being counted.
+                if self.sharing && self.throttle.user_counted(&username) {
+                    self.to_share.push((username.clone(), false));
+                }
                 self.throttle.record_success(ip, &username, now);
                 Gate::Passed(username)
             }
@@ -180,6 +209,9 @@ impl AuthGate {
                     let f =
                         self.throttle
                             .record_failure(ip, known.then_some(username.as_str()), now);
+                    if known && self.sharing {
+                        self.to_share.push((username.clone(), true));
+                    }
                     let n = match f.source {
                         Count::Counted(n) => n.to_string(),
                         Count::Blocked(_) => "max".to_string(),

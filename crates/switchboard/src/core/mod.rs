@@ -276,7 +276,7 @@ impl Core {
         let ipv6 = listeners.iter().any(|l| l.addr.is_ipv6());
         let local = LocalNames::new(config.domains.clone(), listeners, None);
         let mut entropy = Entropy::from_seed(config.seed);
-        let auth = Authenticator::new(
+        let mut auth = Authenticator::new(
             DigestConfig {
                 realm: config.realm.clone(),
                 nonce_lifetime: config.nonce_lifetime,
@@ -286,6 +286,9 @@ impl Core {
             now.mono,
             entropy.fork(),
         );
+        if let Some(key) = config.nonce_secret {
+            auth.share(key, now.unix);
+        }
         let throttle = Throttle::new(ThrottleConfig {
             max_failures: config.max_failures,
             window: config.failure_window,
@@ -329,7 +332,12 @@ impl Core {
             queued_changes: HashMap::new(),
             renotify: Vec::new(),
             registrar: Registrar::new(config.registrar),
-            gate: AuthGate::new(auth, throttle, config.trusted.clone()),
+            gate: AuthGate::new(
+                auth,
+                throttle,
+                config.trusted.clone(),
+                config.node.is_some(),
+            ),
             carrier: CarrierAuth::default(),
             config,
             directory,

@@ -12,11 +12,16 @@ use std::collections::BTreeSet;
 use switchboard_presence::model::CallStatus;
 use switchboard_sip::registrar::Binding;
 use switchboard_store::tables::{
-    binding_key, call_status_key, BINDINGS, CALL_STATUS, MEMORY, PRESENCE, PROFILES, VOICEMAIL,
+    binding_key, call_status_key, AUTH_ATTEMPTS, BINDINGS, CALL_STATUS, MEMORY, PRESENCE, PROFILES,
+    VOICEMAIL,
 };
 use switchboard_store::{FeedEvent, Rows, Table, Write};
 
 use super::{Core, Now, Output};
+
+/// The rows of [`AUTH_ATTEMPTS`]: a failure counted, a user that proved itself.
+const FAILED: &[u8] = b"failed";
+const PROVED: &[u8] = b"proved";
 
 impl Core {
     pub(super) fn shared(&mut self, event: FeedEvent, now: Now) {
@@ -93,6 +98,10 @@ impl Core {
                     .model_mut()
                     .set_remote_call(node, person, status);
             }
+            AUTH_ATTEMPTS => {
+                let failed = value.as_deref() == Some(FAILED);
+                self.gate.shared_attempt(&key, failed, now.mono);
+            }
             other => {
                 tracing::debug!(table = %other, "a change to a table not held in memory; ignored")
             }
@@ -145,7 +154,8 @@ impl Core {
     }
 
     /// Tells the other nodes sharing the state of the calls through this node of those
-    /// among `changed` whose call status here is not what was last told.
+    /// among `changed` whose call status here is not what was last told, and of the
+    /// authentications as users they must count too.
     pub(super) fn share_calls(&mut self, changed: &[String]) {
         let Some(node) = self.config.node.as_deref() else {
             return;
@@ -173,6 +183,10 @@ impl Core {
                     writes.push(Write::delete(CALL_STATUS, key));
                 }
             }
+        }
+        for (user, failed) in std::mem::take(&mut self.gate.to_share) {
+            let row = if failed { FAILED } else { PROVED };
+            writes.push(Write::put(AUTH_ATTEMPTS, user, row.to_vec()));
         }
         if !writes.is_empty() {
             self.wire.out.push_back(Output::Share(writes));

@@ -5,13 +5,19 @@
 use super::{CoreConfig, Input};
 use crate::test_harness::*;
 use switchboard_presence::model::CallStatus;
-use switchboard_store::tables::{binding_key, call_status_key, BINDINGS, CALL_STATUS, MEMORY};
+use switchboard_store::tables::{
+    binding_key, call_status_key, AUTH_ATTEMPTS, BINDINGS, CALL_STATUS, MEMORY,
+};
 use switchboard_store::{FeedEvent, Write};
 
 fn node(name: &str) -> T {
+    node_auth(name, false)
+}
+
+fn node_auth(name: &str, auth: bool) -> T {
     let config = CoreConfig {
         node: Some(name.into()),
-        ..config(false)
+        ..config(auth)
     };
     let net = Net {
         listeners: default_listeners(),
@@ -166,4 +172,54 @@ fn a_binding_taken_by_another_node_is_rung_from_here_and_a_resync_drops_what_is_
     ])));
     assert!(t.core.registrations(Some("bob"), unix).is_empty());
     assert_eq!(t.core.calls().memory("support"), Some(&remembered));
+}
+
+#[test]
+fn failures_as_a_user_count_at_every_node_and_a_success_after_them_is_told() {
+    let mut a = node_auth("a", true);
+    // A wrong password here: told to the others.
+    let r = a.register_with_password("alice", ALICE, "wrong");
+    assert!(r.starts_with("SIP/2.0 403"), "{r}");
+    assert_eq!(
+        std::mem::take(&mut a.shared),
+        vec![Write::put(AUTH_ATTEMPTS, "alice", b"failed".to_vec())]
+    );
+    // The right one after it: the count starts over, here and there.
+    a.register_authenticated("alice", ALICE);
+    assert_eq!(
+        std::mem::take(&mut a.shared),
+        vec![Write::put(AUTH_ATTEMPTS, "alice", b"proved".to_vec())]
+    );
+    // Another success with nothing counted is not worth telling.
+    a.register_authenticated("alice", ALICE);
+    assert!(a.shared.is_empty(), "{:?}", a.shared);
+
+    // Three failures as bob elsewhere (the limit is 3): bob is blocked here too, right
+    // password or not, from an address he never proved himself from.
+    let failed = || Write::put(AUTH_ATTEMPTS, "bob", b"failed".to_vec());
+    a.feed(Input::Shared(FeedEvent::Changes(vec![
+        failed(),
+        failed(),
+        failed(),
+    ])));
+    let r = a.register_with_password("bob", BOB, "pw");
+    assert!(r.starts_with("SIP/2.0 403"), "{r}");
+    assert!(r.contains("too many failed attempts"), "{r}");
+    // Nothing heard from elsewhere is told again.
+    assert!(a.shared.is_empty(), "{:?}", a.shared);
+    // At a node where bob's count stands at two, he proves himself elsewhere: his count
+    // starts over there, so one more failure does not block him.
+    let mut c = node_auth("c", true);
+    c.feed(Input::Shared(FeedEvent::Changes(vec![failed(), failed()])));
+    c.feed(Input::Shared(FeedEvent::Changes(vec![Write::put(
+        AUTH_ATTEMPTS,
+        "bob",
+        b"proved".to_vec(),
+    )])));
+    c.feed(Input::Shared(FeedEvent::Changes(vec![failed()])));
+    let r = c.register_with_password("bob", BOB, "pw");
+    assert!(
+        r.starts_with("SIP/2.0 200"),
+        "one failure since the success: {r}"
+    );
 }
