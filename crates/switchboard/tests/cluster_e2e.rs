@@ -272,3 +272,153 @@ fn a_nonce_from_one_node_is_good_at_another_and_failures_count_at_every_node() {
     // alice, who never failed, still registers anywhere.
     assert_eq!(register_across(&c, &a, "alice", "alice-secret"), 200);
 }
+
+/// The users whose REGISTER the run saw answered 200.
+fn acknowledged(run: &SippRun) -> Vec<String> {
+    run.received()
+        .into_iter()
+        .filter(|m| m.starts_with("SIP/2.0 200") && m.contains(" REGISTER\r\n"))
+        .filter_map(|m| {
+            let to = m.lines().find(|l| l.starts_with("To:"))?;
+            let user = to.split("sip:").nth(1)?.split('@').next()?;
+            Some(user.to_string())
+        })
+        .collect()
+}
+
+/// The users `d` lists registrations of.
+fn registered_users(d: &Daemon) -> std::collections::BTreeSet<String> {
+    let (code, body) = admin_api(d, "GET", "/v1/registrations", "");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["registrations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["user"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_node_killed_during_register_load_and_redis_restarted_under_load_lose_no_acknowledged_binding()
+{
+    const N: usize = 300;
+    let mut redis = Redis::start();
+    let keys = |name: &str| redis.store_keys(name);
+    let (ka, kb, kc, kd) = (keys("a"), keys("b"), keys("c"), keys("d"));
+    let start = |store: &str| {
+        Daemon::start(Options {
+            store: store.to_string(),
+            policy: format!("{POLICY}{}", many_users(N)),
+            ..Options::default()
+        })
+    };
+    let mut a = start(&ka);
+    let b = start(&kb);
+    let rows: Vec<Row> = (0..N)
+        .map(|i| row(&format!("u{i}"), "pw", 9000 + i as u16, 600))
+        .collect();
+    // REGISTERs to a at 300/s; a is killed (-9) once b has heard of 50 of them.
+    let load = Sipp::new(&a, "register.xml")
+        .rows(rows[..N / 2].to_vec())
+        .rate(300)
+        .spawn();
+    wait_until(Duration::from_secs(10), Duration::from_millis(10), || {
+        (registered_users(&b).len() >= 50).then_some(())
+    })
+    .unwrap_or_else(|| panic!("b heard of too few registrations:\n{}", a.log()));
+    a.kill9();
+    let run = load.stop();
+    let acked = acknowledged(&run);
+    assert!(acked.len() >= 50, "{}", run.report());
+    // Every registration a acknowledged is known to b, and to a node started afresh.
+    let held = registered_users(&b);
+    let missing: Vec<&String> = acked.iter().filter(|u| !held.contains(*u)).collect();
+    assert!(missing.is_empty(), "b lacks {missing:?}");
+    let c = start(&kc);
+    let held = registered_users(&c);
+    let missing: Vec<&String> = acked.iter().filter(|u| !held.contains(*u)).collect();
+    assert!(missing.is_empty(), "c lacks {missing:?}");
+
+    // Now Redis is killed (-9) and started again while b takes REGISTERs: what b
+    // acknowledged is there afterwards; what it could not store was refused, never
+    // acknowledged.
+    let load = Sipp::new(&b, "register.xml")
+        .rows(rows[N / 2..].to_vec())
+        .rate(300)
+        .spawn();
+    wait_until(Duration::from_secs(10), Duration::from_millis(10), || {
+        (registered_users(&c).len() >= acked.len() + 30).then_some(())
+    })
+    .unwrap_or_else(|| panic!("c heard of too few registrations:\n{}", b.log()));
+    redis.restart();
+    let run = load.finish(Duration::from_secs(30));
+    let acked_b = acknowledged(&run);
+    eprintln!(
+        "a acknowledged {} before kill -9; b acknowledged {} of {} around the Redis restart",
+        acked.len(),
+        acked_b.len(),
+        N - N / 2
+    );
+    // What b could not store was answered with an error, never with silence.
+    let refused = run
+        .received()
+        .into_iter()
+        .filter(|m| {
+            m.contains(" REGISTER\r\n")
+                && (m.starts_with("SIP/2.0 500") || m.starts_with("SIP/2.0 503"))
+        })
+        .count();
+    assert_eq!(acked_b.len() + refused, N - N / 2, "{}", run.report());
+    let fresh = start(&kd);
+    let held = registered_users(&fresh);
+    let missing: Vec<&String> = acked
+        .iter()
+        .chain(&acked_b)
+        .filter(|u| !held.contains(*u))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "after the Redis restart, d lacks {missing:?}"
+    );
+}
+
+#[test]
+fn memory_hunt_remembers_across_nodes() {
+    let redis = Redis::start();
+    let team = "[teams.sales]\nextension = \"2000\"\nmembers = [\"bob\", \"carol\"]\n\
+                strategy = \"memory_hunt\"\nmember_ring_time = 5\nring_time = 20\nno_answer = \"hangup\"\n";
+    let start = |name: &str| {
+        Daemon::start(Options {
+            store: redis.store_keys(name),
+            policy: format!("{POLICY}{CAROL_MD5}{team}"),
+            ..Options::default()
+        })
+    };
+    let (a, b) = (start("a"), start("b"));
+    // The first call, through a, while bob has no phone: carol answers it.
+    let carol = Uas::start("uas_answer.xml", 2, &[]);
+    carol.register(&a, "carol", "carol-secret");
+    let call = Sipp::new(&a, "call_answered.xml")
+        .row(call_row("alice", "alice-secret", "2000", "100"))
+        .auth_uri(&format!("2000@{REALM}"))
+        .run();
+    assert!(call.success, "{}\n{}", call.report(), a.log());
+    // Now bob's phone is there too; the second call comes to b, which remembers that
+    // carol answered last: she rings first, answers, and bob's phone never rings.
+    let bob = Uas::start("uas_answer.xml", 1, &[]);
+    bob.register(&a, "bob", "bob-secret");
+    registered_within(&b, "bob", Duration::from_secs(1));
+    registered_within(&b, "carol", Duration::from_secs(1));
+    let call = Sipp::new(&b, "call_answered.xml")
+        .row(call_row("alice", "alice-secret", "2000", "100"))
+        .auth_uri(&format!("2000@{REALM}"))
+        .run();
+    assert!(call.success, "{}\n{}", call.report(), b.log());
+    assert!(carol.finish(Duration::from_secs(30)).success);
+    let bob = bob.stop();
+    assert!(
+        bob.requests("INVITE").is_empty(),
+        "b did not remember who answered last"
+    );
+}
