@@ -127,6 +127,7 @@ fuzz_target!(|data: &[u8]| {
         // Missed calls also become mail notices: that path too.
         mail: data.first().is_some_and(|b| b & 2 == 2),
         node: data.first().is_some_and(|b| b & 4 == 4).then(|| "fuzz".to_string()),
+        node_hop: None,
         nonce_secret: None,
     };
     let local = vec![

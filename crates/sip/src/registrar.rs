@@ -27,6 +27,17 @@ pub struct RegistrarConfig {
     pub max_contacts_per_aor: usize,
 }
 
+/// The node holding a binding's flow, among several sharing their state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowOwner {
+    /// Its name (`[store] node`).
+    pub node: String,
+    /// The URI the other nodes reach it at, to send requests for the binding through it
+    /// when only its flow reaches the phone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hop: Option<String>,
+}
+
 /// One registered contact of an address of record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Binding {
@@ -59,6 +70,15 @@ pub struct Binding {
     pub user_agent: Option<String>,
     /// Unix time (s) of the first registration of this binding.
     pub registered_at: u64,
+    /// With several nodes sharing their state: the node that took the REGISTER, which
+    /// holds the binding's flow (its connection, the address a NAT lets in). Boxed: most
+    /// daemons run alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Box<FlowOwner>>,
+    /// Taken by another node (see [`Binding::owner`]): this process has no flow to it. Not
+    /// stored.
+    #[serde(skip)]
+    pub remote: bool,
 }
 
 impl Binding {
@@ -102,6 +122,16 @@ impl Binding {
             conn: self.conn,
             local: self.local,
         }
+    }
+
+    /// Whether requests for this binding must go over its flow: a stream transport, an
+    /// outbound flow (RFC 5626 `reg-id`), or a phone whose contact is not where its
+    /// REGISTER came from (behind NAT).
+    pub fn needs_flow(&self) -> bool {
+        self.transport.is_stream()
+            || self.reg_id.is_some()
+            || crate::proxy::uri_target(&self.contact)
+                .is_none_or(|(_, addr)| addr.ip() != self.source.ip())
     }
 
     /// Whether requests for this binding can only go over its flow, and that flow is gone:
@@ -237,6 +267,8 @@ pub struct Registrar {
     /// so that a connection closing costs a look at those alone: anyone can open and close
     /// connections.
     by_flow: HashMap<ConnId, HashMap<String, usize>>,
+    /// This node, when several share their state (see [`Registrar::set_node`]).
+    node: Option<Box<FlowOwner>>,
 }
 
 /// The part of a contact URI that names where it is: scheme, user, host and port, with the
@@ -340,6 +372,22 @@ impl Registrar {
             by_expiry: BTreeSet::new(),
             by_contact: HashMap::new(),
             by_flow: HashMap::new(),
+            node: None,
+        }
+    }
+
+    /// Names this node among several sharing their state (`hop`: the URI the others reach
+    /// it at): the bindings it takes say so, and bindings read back that another node
+    /// took are [`Binding::remote`].
+    pub fn set_node(&mut self, name: String, hop: Option<String>) {
+        self.node = Some(Box::new(FlowOwner { node: name, hop }));
+    }
+
+    /// Whether `b` was taken by another node.
+    fn taken_elsewhere(&self, b: &Binding) -> bool {
+        match (&self.node, &b.owner) {
+            (Some(me), Some(o)) => me.node != o.node,
+            _ => false,
         }
     }
 
@@ -350,8 +398,9 @@ impl Registrar {
     /// Loads bindings restored from durable storage; those lapsed by `now` are skipped.
     pub fn restore(&mut self, bindings: impl IntoIterator<Item = Binding>, now: u64) -> usize {
         let mut n = 0;
-        for b in bindings {
+        for mut b in bindings {
             if b.live_at(now) {
+                b.remote = self.taken_elsewhere(&b);
                 self.insert(b);
                 n += 1;
             }
@@ -379,8 +428,9 @@ impl Registrar {
             .table
             .get(aor)
             .and_then(|bs| bs.iter().find(|h| h.has_key(id)));
+        b.remote = self.taken_elsewhere(&b);
         match held {
-            Some(h) if h.source == b.source && h.transport == b.transport => {
+            Some(h) if h.source == b.source && h.transport == b.transport && !b.remote => {
                 b.conn = h.conn;
                 b.local = h.local;
             }
@@ -663,6 +713,8 @@ impl Registrar {
                 local: source.local,
                 user_agent: user_agent.clone(),
                 registered_at: now,
+                owner: self.node.clone(),
+                remote: false,
             };
             let key = candidate.key();
             let existing = working.iter().position(|b| b.key() == key);
@@ -849,6 +901,8 @@ mod tests {
             local: None,
             user_agent: None,
             registered_at: 0,
+            owner: None,
+            remote: false,
         };
         let contacts = [
             "sip:alice@10.0.0.1:5070",

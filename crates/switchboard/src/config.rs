@@ -617,6 +617,7 @@ struct RawStore {
     /// Set: the state is kept in this Redis server, shared with other nodes.
     redis_url: Option<Spanned<String>>,
     node: Option<Spanned<String>>,
+    node_address: Option<Spanned<String>>,
     redis_prefix: Spanned<String>,
     redis_require_fsync: bool,
     redis_replicas: Spanned<u64>,
@@ -633,6 +634,7 @@ impl Default for RawStore {
             state_dir: "state".into(),
             redis_url: None,
             node: None,
+            node_address: None,
             redis_prefix: Spanned::new(0..0, d.prefix),
             redis_require_fsync: d.require_fsync,
             redis_replicas: Spanned::new(0..0, d.replicas.into()),
@@ -765,6 +767,10 @@ pub struct Config {
     /// The Redis server the state is kept in, shared with other nodes ([store] redis_url);
     /// None: the embedded store in `state_dir`.
     pub redis: Option<RedisConfig>,
+    /// Where the other nodes sharing the store reach this one over UDP (`[store]
+    /// node_address`); None: the first UDP listener's address, unless it listens on every
+    /// interface.
+    pub node_address: Option<std::net::SocketAddr>,
     /// The policy file or directory; None: the built-in example policy.
     pub policy_path: Option<PathBuf>,
     /// How reloads of the policy are guarded.
@@ -1514,6 +1520,19 @@ impl Config {
             );
         }
         let st = &raw.store;
+        let node_address = st.node_address.as_ref().and_then(|a| {
+            match a.get_ref().parse::<std::net::SocketAddr>() {
+                Ok(addr) if !addr.ip().is_unspecified() && addr.port() != 0 => Some(addr),
+                _ => {
+                    err(
+                        a.span(),
+                        "store.node_address",
+                        format!("{:?} is not an address and port other nodes can reach (\"10.0.0.5:5060\")", a.get_ref()),
+                    );
+                    None
+                }
+            }
+        });
         let redis = st.redis_url.as_ref().map(|url| {
             if let Err(why) = switchboard_store::redis_store::check_url(url.get_ref()) {
                 err(url.span(), "store.redis_url", why);
@@ -1627,6 +1646,7 @@ impl Config {
             block_secs: raw.auth.block_secs,
             state_dir,
             redis,
+            node_address,
             policy_path: raw.policy.path.as_deref().map(resolve),
             reload,
             api_listen,
@@ -1795,6 +1815,9 @@ mod tests {
         assert_eq!((r.node.as_str(), r.prefix.as_str()), ("a", "sb"));
         assert!(r.require_fsync);
         assert_eq!((r.replicas, r.feed_len), (0, 100_000));
+        let text = format!("{base}[store]\nredis_url = \"redis://127.0.0.1:6379/\"\nnode_address = \"10.0.0.5:5060\"\n");
+        let c = Config::parse(&text, "x.toml", None).unwrap();
+        assert_eq!(c.node_address, Some("10.0.0.5:5060".parse().unwrap()));
         // Without a node name, the machine's.
         let text = format!("{base}[store]\nredis_url = \"redis://127.0.0.1:6379/\"\n");
         let r = Config::parse(&text, "x.toml", None).unwrap().redis.unwrap();
@@ -1819,6 +1842,11 @@ mod tests {
                 "redis_url = \"redis://h/\"\nredis_replicas = 100",
                 "store.redis_replicas",
                 "out of range",
+            ),
+            (
+                "redis_url = \"redis://h/\"\nnode_address = \"0.0.0.0:5060\"",
+                "store.node_address",
+                "not an address",
             ),
             (
                 "redis_url = \"redis://h/\"\nredis_feed_len = 10",

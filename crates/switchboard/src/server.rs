@@ -26,7 +26,7 @@ use switchboard_sip::parse::Limits;
 use switchboard_sip::registrar::RegistrarConfig;
 use switchboard_sip::subscription::NotifierConfig;
 use switchboard_sip::transaction::TimerConfig;
-use switchboard_sip::transport::{ListenAddr, Listener};
+use switchboard_sip::transport::{ListenAddr, Listener, Transport};
 use switchboard_store::tables::{
     AUTH_ATTEMPTS, BINDINGS, CALL_RECORDS, CALL_STATUS, MAIL_OUTBOX, MEMORY, NONCE_SECRET,
     PRESENCE, PROFILES, RECORD_ROUTE_SECRET, RESTORE_ORDER, SECRETS, STATUS_LOG, SUBSCRIPTIONS,
@@ -116,6 +116,7 @@ fn core_config(
         seed: Entropy::os_seed(),
         mail: c.mail.is_some(),
         node: c.redis.as_ref().map(|r| r.node.clone()),
+        node_hop: c.redis.as_ref().and_then(|_| node_hop(c)),
         nonce_secret,
         realm: c.realm.clone(),
         domains: c.domains.clone(),
@@ -166,6 +167,25 @@ fn core_config(
             },
             offline_without_devices: c.offline_without_devices,
         },
+    }
+}
+
+/// The URI other nodes sharing the store reach this one at: `[store] node_address`, else
+/// the first UDP listener's address (unless it listens on every interface).
+fn node_hop(c: &Config) -> Option<String> {
+    let addr = c.node_address.or_else(|| {
+        c.listen
+            .iter()
+            .map(Listener::listen_addr)
+            .find(|l| l.transport == Transport::Udp && !l.addr.ip().is_unspecified())
+            .map(|l| l.addr)
+    });
+    match addr {
+        Some(a) => Some(format!("sip:{}", switchboard_sip::proxy::host_port(a))),
+        None => {
+            tracing::warn!("no [store] node_address and no UDP listener on a given address: phones only this node's connection reaches cannot be called through the other nodes");
+            None
+        }
     }
 }
 

@@ -122,6 +122,7 @@ pub(crate) fn config(auth: bool) -> CoreConfig {
         seed: [5; 32],
         mail: false,
         node: None,
+        node_hop: None,
         nonce_secret: None,
     }
 }

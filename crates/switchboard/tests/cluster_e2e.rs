@@ -422,3 +422,43 @@ fn memory_hunt_remembers_across_nodes() {
         "b did not remember who answered last"
     );
 }
+
+#[test]
+fn a_phone_on_a_tcp_connection_to_one_node_is_called_through_another() {
+    use common::baresip::Baresip;
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, "a"), node(&redis, "b"));
+    // bob's softphone registers with a over TCP: only a's connection reaches it.
+    let bob = Baresip::start_tcp(&a, "bob", a.addr());
+    registered_within(&b, "bob", Duration::from_secs(1));
+    // alice's call comes to b: b sends it through a, which relays it over bob's
+    // connection and stays in the dialog; alice's BYE goes the same way.
+    let mark = bob.proc.log_len();
+    let call = Sipp::new(&b, "call_answered.xml")
+        .row(call_row("alice", "alice-secret", "1002", "500"))
+        .auth_uri(&format!("1002@{REALM}"))
+        .run();
+    assert!(
+        call.success,
+        "{}\n--- b\n{}\n--- a\n{}",
+        call.report(),
+        b.log(),
+        a.log()
+    );
+    bob.wait(
+        mark,
+        "Call established",
+        "answered alice's call through b and a",
+    );
+    bob.wait(mark, "BYE", "heard alice's BYE through b and a");
+    // The phone saw a's Record-Route above b's.
+    let invite = bob.since(mark);
+    assert!(
+        invite.contains(&format!("127.0.0.1:{};transport=tcp;lr;sbt=", a.port)),
+        "{invite}"
+    );
+    assert!(
+        invite.contains(&format!("127.0.0.1:{};lr;sbt=", b.port)),
+        "{invite}"
+    );
+}

@@ -23,7 +23,7 @@ use super::media::{Endpoint, Happened, PhoneEvent};
 use super::records::{BranchSeen, CallRecord, LiveCall, Opening, Settled};
 use super::registrant::Registrant;
 use super::relays::{call_id_of, send_cancel};
-use super::targets::{binding_peer, distinct_targets, newer, peer_for_uri};
+use super::targets::{binding_hop, binding_peer, distinct_targets, newer, peer_for_uri};
 use super::voicemail::{self, Deposit, MailboxRun, VoicemailConfig, VoicemailStats};
 use super::wire::{Local, Output, Owner};
 use crate::executor::{BranchId, BranchTarget, CancelCause, Command, Execution, Limits, Phase};
@@ -2185,9 +2185,21 @@ fn route_of(
                 tracing::info!(call_id = %call.call_id, user, device, "device no longer registered");
                 return Err(480);
             };
-            let Some(peer) = binding_peer(&b) else {
-                tracing::info!(call_id = %call.call_id, user, device, "device's connection is closed");
-                return Err(503);
+            let peer = match (binding_peer(&b), binding_hop(&b)) {
+                (Some(peer), _) => peer,
+                // Through the node that holds the phone's flow: the Route naming it
+                // carries the call's token, which that node checks (the nodes share the
+                // secret that keys it).
+                (None, Some((node, hop))) => {
+                    headers.push(Header::Route(
+                        format!("<{hop};lr{}>", call.rr_params).into(),
+                    ));
+                    node
+                }
+                (None, None) => {
+                    tracing::info!(call_id = %call.call_id, user, device, "device's connection is closed");
+                    return Err(503);
+                }
             };
             (
                 b.contact.clone(),

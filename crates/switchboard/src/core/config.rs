@@ -37,6 +37,10 @@ pub struct CoreConfig {
     /// store): who is in a call through it is told to the others
     /// ([`switchboard_store::tables::CALL_STATUS`], [`super::Output::Share`]). None alone.
     pub node: Option<String>,
+    /// The URI the other nodes reach this one at (`sip:HOST:PORT`), written into the
+    /// bindings it takes: calls to a phone only this node's flow reaches are sent through
+    /// it. None: such phones are reached from this node only.
+    pub node_hop: Option<String>,
     /// The key digest nonces are made and checked with, kept in the store so that a nonce
     /// one node issued is good at another (and across a restart): nonces then carry Unix
     /// times. None: a key of the core's own making, gone with it (tests).

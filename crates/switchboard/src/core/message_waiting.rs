@@ -316,6 +316,11 @@ impl Watchers {
 
     /// Sends one device the sum of the mailboxes it shows; whether a NOTIFY went.
     fn send_unsolicited_to(&mut self, cx: &mut Ctx<'_>, device: Device, binding: &Binding) -> bool {
+        // The node that took the registration tells the phone (it hears of the messages
+        // through the shared store as this one does).
+        if binding.remote {
+            return false;
+        }
         let policy = cx.directory.policy();
         let realm = &cx.config.realm;
         let shown = unsolicited_mailboxes(policy, &device.user);

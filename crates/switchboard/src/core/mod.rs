@@ -286,6 +286,10 @@ impl Core {
             now.mono,
             entropy.fork(),
         );
+        let mut registrar = Registrar::new(config.registrar);
+        if let Some(name) = &config.node {
+            registrar.set_node(name.clone(), config.node_hop.clone());
+        }
         if let Some(key) = config.nonce_secret {
             auth.share(key, now.unix);
         }
@@ -331,7 +335,7 @@ impl Core {
             published_calls: HashMap::new(),
             queued_changes: HashMap::new(),
             renotify: Vec::new(),
-            registrar: Registrar::new(config.registrar),
+            registrar,
             gate: AuthGate::new(
                 auth,
                 throttle,
@@ -1078,6 +1082,10 @@ impl Core {
                 return;
             }
             return self.relays.route(cx, &mut self.dialogs, Some(tx), req);
+        }
+        // A call another node sends through this one to a phone whose flow it holds.
+        if req.method == Method::Invite && self.relays.is_node_hop(cx, &req) {
+            return self.relays.route_node_hop(cx, &mut self.dialogs, tx, req);
         }
         match req.method {
             Method::Invite => {

@@ -61,6 +61,10 @@ struct Outgoing {
     /// request leaves from (after a double Record-Route, the one the call left by toward
     /// it).
     facing: Option<String>,
+    /// The Record-Route params to put this proxy in the dialog with (`;sbt=…`): a call
+    /// another node sent through this one to a phone whose flow this node holds; None
+    /// for a request inside a dialog.
+    record_route: Option<String>,
 }
 
 /// A request held while its next hop's host name is looked up.
@@ -305,6 +309,7 @@ impl Relays {
             call_id,
             loop_key,
             facing: popped.pop(),
+            record_route: None,
         };
         match hop {
             Hop::Peer(mut dest) => {
@@ -320,6 +325,59 @@ impl Relays {
             }
             Hop::Locate => self.locate(cx, dialogs, out, next),
         }
+    }
+
+    /// Whether `req`, a request outside any dialog, is a call another node sharing this
+    /// one's state sends through it to a phone whose flow this node holds: its first Route
+    /// names this proxy and carries the call's token (keyed by the secret the nodes
+    /// share; nothing else makes it).
+    pub(crate) fn is_node_hop(&self, cx: &Ctx<'_>, req: &Request) -> bool {
+        let Some(first) = proxy::route_set(req).into_iter().next() else {
+            return false;
+        };
+        let token = proxy::route_token(&self.route_secret, &call_id_of(req));
+        cx.wire.uri_is_ours(&first) && proxy::uri_param(&first, "sbt") == Some(token.as_str())
+    }
+
+    /// A call another node sends through this one ([`Relays::is_node_hop`]): on to the
+    /// registered phone its Request-URI names, over the flow this node holds, with this
+    /// proxy in its dialog (Record-Route), so that the requests inside it pass here too.
+    /// Only to a phone registered here: anything else is refused.
+    pub(crate) fn route_node_hop(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        dialogs: &mut Dialogs,
+        tx: TxId,
+        mut req: Request,
+    ) {
+        let now = cx.now;
+        let call_id = call_id_of(&req);
+        let loop_key = proxy::loop_key(&req);
+        let mut popped = proxy::pop_own_routes(&mut req, |u| cx.wire.uri_is_ours(u));
+        let target = proxy::next_hop_uri(&req);
+        let binding = cx
+            .registrar
+            .find_contact(&target, now.unix)
+            .filter(|b| !b.remote && proxy::route_set(&req).is_empty());
+        let Some(dest) = binding.and_then(binding_peer) else {
+            let why = "no phone registered at this node there";
+            return self.refuse(cx, Some(tx), &req, 404, why, Vec::new());
+        };
+        let token = proxy::route_token(&self.route_secret, &call_id);
+        let out = Outgoing {
+            tx: Some(tx),
+            request: req,
+            call_id,
+            loop_key,
+            facing: popped.pop(),
+            record_route: Some(format!(";sbt={token}")),
+        };
+        let mut dest = dest;
+        let Some(local) = leave_toward(cx, None, &mut dest) else {
+            let why = "no listener for the phone's transport";
+            return self.refuse(cx, Some(tx), &out.request, 503, why, Vec::new());
+        };
+        self.send(cx, dialogs, out, dest, local, None)
     }
 
     /// A request whose next hop `uri` has a host name: sent at once when its targets are
@@ -448,12 +506,24 @@ impl Relays {
         let is_bye = o.request.method == Method::Bye;
         // A request with a server transaction is kept, to answer it; one without (the ACK
         // of a 2xx) is forwarded as it is.
+        // A call through this node to a phone of its own: this proxy in its dialog, the
+        // entry the phone faces on top, the one the other node reached it at below it
+        // when they differ (as a call's own branches are record-routed).
+        let mut rr = Vec::new();
+        if let Some(params) = &o.record_route {
+            let toward = local.route_uri(params);
+            let facing = o.facing.as_ref().map(|f| format!("<{f}>"));
+            rr.push(toward.clone());
+            if let Some(f) = facing.filter(|f| *f != toward) {
+                rr.push(f);
+            }
+        }
         let (mut out, kept) = match o.tx {
             Some(server) => (
-                proxy::forward(&o.request, None, &via, &[]),
+                proxy::forward(&o.request, None, &via, &rr),
                 Some((server, o.request)),
             ),
-            None => (proxy::forward_owned(o.request, None, &via, &[]), None),
+            None => (proxy::forward_owned(o.request, None, &via, &rr), None),
         };
         // To the carrier of a call through a trunk with an account: renumbered.
         let carrier = dialogs.toward_carrier(&o.call_id, &mut out);

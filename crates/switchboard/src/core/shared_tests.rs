@@ -5,6 +5,7 @@
 use super::{CoreConfig, Input};
 use crate::test_harness::*;
 use switchboard_presence::model::CallStatus;
+use switchboard_sip::registrar::Binding;
 use switchboard_store::tables::{
     binding_key, call_status_key, AUTH_ATTEMPTS, BINDINGS, CALL_STATUS, MEMORY,
 };
@@ -17,6 +18,7 @@ fn node(name: &str) -> T {
 fn node_auth(name: &str, auth: bool) -> T {
     let config = CoreConfig {
         node: Some(name.into()),
+        node_hop: Some(format!("sip:{name}.nodes.example:5060")),
         ..config(auth)
     };
     let net = Net {
@@ -221,5 +223,106 @@ fn failures_as_a_user_count_at_every_node_and_a_success_after_them_is_told() {
     assert!(
         r.starts_with("SIP/2.0 200"),
         "one failure since the success: {r}"
+    );
+}
+
+#[test]
+fn a_call_to_a_phone_only_another_nodes_connection_reaches_goes_through_that_node() {
+    use switchboard_sip::peer::Peer;
+    // bob's phone registered with b over TCP; a hears of the binding.
+    let mut b = node("b");
+    b.register_from("bob", Peer::tcp(addr(BOB), 7));
+    let row = b
+        .persisted
+        .iter()
+        .rev()
+        .find(|w| w.table == BINDINGS)
+        .cloned()
+        .unwrap();
+    let stored: switchboard_sip::registrar::Binding =
+        serde_json::from_slice(row.value.as_ref().unwrap()).unwrap();
+    let owner = stored.owner.clone().unwrap();
+    assert_eq!(owner.node, "b");
+    assert_eq!(owner.hop.as_deref(), Some("sip:b.nodes.example:5060"));
+    let mut a = node("a");
+    let b_addr = "127.0.0.9:5060";
+    let at_b = Binding {
+        owner: Some(Box::new(switchboard_sip::registrar::FlowOwner {
+            hop: Some(format!("sip:{b_addr}")),
+            ..*owner
+        })),
+        ..stored
+    };
+    let row = Write::put(BINDINGS, row.key, serde_json::to_vec(&at_b).unwrap());
+    a.feed(Input::Shared(FeedEvent::Changes(vec![row])));
+    // alice's call to bob at a: the INVITE goes to b, with a Route naming b that carries
+    // the call's token.
+    a.input(ALICE, &invite("alice", ALICE, "1002", "h1", ""));
+    let out = a.take();
+    let branch = &to(&out, b_addr)[0];
+    assert_eq!(
+        first_line(branch),
+        "INVITE sip:bob@127.0.0.1:5072;transport=tcp SIP/2.0"
+    );
+    let token = switchboard_sip::proxy::route_token(&[9; 32], "h1");
+    assert_eq!(
+        header(branch, "Route"),
+        Some(format!("<sip:{b_addr};lr;sbt={token}>").as_str())
+    );
+    assert!(
+        to(&out, BOB).is_empty(),
+        "a has no connection to bob's phone"
+    );
+
+    // At b, that INVITE goes on over bob's connection, b in its dialog.
+    let hop = branch.replace(&format!("sip:{b_addr};lr"), "sip:127.0.0.1:5060;lr");
+    b.take();
+    b.input("127.0.0.9:5060", &hop);
+    let out = b.take();
+    let relayed = &to(&out, BOB)
+        .first()
+        .cloned()
+        .unwrap_or_else(|| panic!("{out:?}\n{hop}"));
+    assert_eq!(
+        first_line(relayed),
+        "INVITE sip:bob@127.0.0.1:5072;transport=tcp SIP/2.0"
+    );
+    assert!(header(relayed, "Route").is_none(), "{relayed}");
+    let rr = header(relayed, "Record-Route").unwrap();
+    assert!(
+        rr.starts_with(&format!(
+            "<sip:127.0.0.1:5060;transport=tcp;lr;sbt={token}>"
+        )),
+        "{rr}"
+    );
+    // A hop to a contact not registered at b: refused, never relayed. (Answered where its
+    // Via says: a's address, which in this test is b's own.)
+    let elsewhere = hop
+        .replace(
+            "sip:bob@127.0.0.1:5072;transport=tcp",
+            "sip:x@192.0.2.1:5060",
+        )
+        .replace(";branch=z9hG4bK", ";branch=z9hG4bKx");
+    b.input("127.0.0.9:5060", &elsewhere);
+    let out = b.take();
+    let refusal = "\"no phone registered at this node there\"";
+    assert!(
+        out.iter()
+            .any(|(_, m)| m.starts_with("SIP/2.0 404") && m.contains(refusal)),
+        "{out:?}"
+    );
+    assert!(to(&out, "192.0.2.1:5060").is_empty());
+    // Without the call's token it is no hop: taken as any call from anyone would be.
+    let forged = elsewhere
+        .replace(&token, "0000000000000000")
+        .replace(";branch=z9hG4bKx", ";branch=z9hG4bKy");
+    b.input("127.0.0.9:5060", &forged);
+    let out = b.take();
+    assert!(out.iter().all(|(_, m)| !m.contains(refusal)), "{out:?}");
+    assert!(
+        to(&out, "192.0.2.1:5060")
+            .iter()
+            .all(|m| !m.contains(&token)),
+        "{out:?}"
     );
 }

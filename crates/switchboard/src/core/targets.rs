@@ -47,8 +47,11 @@ pub(crate) fn newer(a: &Binding, b: &Binding) -> bool {
 /// for a stream its connection) when the phone is behind NAT, asked for it (RFC 5626
 /// `reg-id`) or uses a stream transport; otherwise to its contact address. `None` when the
 /// binding can only be reached over its flow and that flow is gone.
+///
+/// A binding another node took ([`Binding::remote`]) that needs its flow is not reached
+/// from here: requests for it go through that node ([`binding_hop`]).
 pub(crate) fn binding_peer(b: &Binding) -> Option<Peer> {
-    if b.flow_gone() {
+    if b.flow_gone() || (b.remote && b.needs_flow()) {
         return None;
     }
     let flow = b.peer();
@@ -64,6 +67,25 @@ pub(crate) fn binding_peer(b: &Binding) -> Option<Peer> {
         },
         _ => flow,
     })
+}
+
+/// Where a request for a binding another node took goes when only that node's flow
+/// reaches the phone: to that node (its hop,
+/// [`switchboard_sip::registrar::FlowOwner::hop`]), with a Route naming it. None when
+/// the binding is reached directly, or its node gave no address.
+pub(crate) fn binding_hop(b: &Binding) -> Option<(Peer, &str)> {
+    if !(b.remote && b.needs_flow()) {
+        return None;
+    }
+    let hop = b.owner.as_ref()?.hop.as_deref()?;
+    let (transport, addr) = proxy::uri_target(hop)?;
+    let peer = Peer {
+        transport,
+        addr,
+        conn: None,
+        local: None,
+    };
+    Some((peer, hop))
 }
 
 /// Where a URI is reached: over the flow of the registered contact it names, else at the

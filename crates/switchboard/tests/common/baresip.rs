@@ -28,7 +28,7 @@ impl Baresip {
         modules: &[&str],
         params: &str,
     ) -> Baresip {
-        Baresip::start_full(d, user, outbound, modules, params, 440, None)
+        Baresip::start_full(d, user, outbound, modules, params, 440, None, false)
     }
 
     /// As [`Baresip::start`], its microphone a sine of `hz`, and what it hears in each
@@ -40,9 +40,15 @@ impl Baresip {
         hz: u32,
         record: &std::path::Path,
     ) -> Baresip {
-        Baresip::start_full(d, user, outbound, &[], "", hz, Some(record))
+        Baresip::start_full(d, user, outbound, &[], "", hz, Some(record), false)
     }
 
+    /// As [`Baresip::start`], registered (and reached) over a TCP connection of its own.
+    pub fn start_tcp(d: &Daemon, user: &str, outbound: SocketAddr) -> Baresip {
+        Baresip::start_full(d, user, outbound, &[], "", 440, None, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn start_full(
         d: &Daemon,
         user: &str,
@@ -51,6 +57,7 @@ impl Baresip {
         params: &str,
         hz: u32,
         record: Option<&std::path::Path>,
+        tcp: bool,
     ) -> Baresip {
         require("baresip");
         let mut modules: String = modules
@@ -83,8 +90,9 @@ impl Baresip {
         )
         .unwrap();
         let account = format!(
-            "<sip:{user}@{REALM}>;auth_pass={user}-secret;outbound=\"sip:{outbound}\";\
-             regint=600{answer}{params}"
+            "<sip:{user}@{REALM}>;auth_pass={user}-secret;outbound=\"sip:{outbound}{tp}\";\
+             regint=600{answer}{params}",
+            tp = if tcp { ";transport=tcp" } else { "" }
         );
         // baresip 1.0's mwi module subscribes again, from a timer that runs once just after
         // it starts, for each subscription it already has, appending to the list it walks:
