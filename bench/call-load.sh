@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # CALL load: calls per second through Switchboard (stateful proxy to a registered callee, no
-# auth, durable registrations) beside Kamailio 5.6 (bench/kamailio/registrar.cfg: the same
-# registrar, lookup("location") + t_relay with record_route, memory-only location table),
-# measured with SIPp over UDP on loopback, all in one run on one machine.
+# auth, durable registrations in its embedded store or in Redis) beside Kamailio 5.6
+# (bench/kamailio/registrar.cfg: the same registrar, lookup("location") + t_relay with
+# record_route, memory-only location table), measured with SIPp over UDP on loopback, all in
+# one run on one machine.
 #
 # A benchmark, not a test: it prints the machine, the date, the exact commands it ran and
 # Markdown tables (a summary, then one row per scenario x subject x offered rate) on stdout;
@@ -29,12 +30,17 @@
 #                  numbers); 0: do not wait (default 120)
 #   --reruns       a step that fails while other processes kept the machine busy (over 1/8 of
 #                  its CPU time) is run again, up to this many times (default 2)
-#   --subjects     switchboard, kamailio: which, in this order (default: both)
+#   --subjects     which, in this order (default: switchboard kamailio):
+#                    switchboard  Switchboard, state in its embedded store
+#                    sb-redis     Switchboard, state in Redis (a redis-server per step)
+#                    kamailio     Kamailio, memory-only location table
+#                  e.g. --subjects "switchboard sb-redis kamailio" for both stores beside
+#                  Kamailio in one run
 #   --scenarios    direct, fork: which, in this order (default: both)
 #   --switchboard  use this binary instead of building one
 #   --kamailio-shm Kamailio's shared memory pool in MiB (default 4096: with 1024 it ran out
 #                  of it at 8,000 calls/s, before it ran out of CPU)
-#   --media-sessions  Switchboard only (--subjects switchboard): during every step, N
+#   --media-sessions  Switchboard only (--subjects switchboard, sb-redis): during every step, N
 #                  callers listen to a message of the daemon's own in early media (a G.711
 #                  stream each, from its media engine), so that the steps show signalling
 #                  beside media; compare with a run without it (default 0: no media)
@@ -60,6 +66,15 @@
 # sip:callee@switchboard.local); Switchboard's policy has both, the callee with ring_time 30
 # and no_answer "hangup".
 #
+# The Redis subject (sb-redis) starts a redis-server of its own for every step too, before the
+# daemon, on a free loopback port with an empty data directory in the work directory,
+# appending every write to its AOF and fsyncing it before it answers (appendonly yes,
+# appendfsync always: a registration's 200 means it is on disk, as with the embedded store);
+# the daemon's [store] gets redis_url and node. The server CPU columns (and the summary's)
+# count both processes, the daemon's and Redis's (so µs/call compares the subjects' whole
+# cost, and Redis's work is not taken for other processes'); the Redis column shows Redis's
+# part and its peak RSS. Redis is stopped after the daemon at the step's end, and on exit.
+#
 # A step fails when more than 0.1 % of its calls did not succeed at the caller, or when more
 # than 0.1 % went wrong at the callee side (a contact's SIPp failed a call, or calls were still
 # open there at the end, e.g. a fork branch never cancelled); a subject stops a scenario at
@@ -67,7 +82,8 @@
 # marked "saturated" and fails too: the subject did not carry that rate (with all processes
 # on two cores, the server's CPU use decides how fast the calling SIPp can still offer).
 #
-# Needs: sipp (Debian: sip-tester), kamailio, python3, cargo (unless --switchboard).
+# Needs: sipp (Debian: sip-tester), kamailio, python3, cargo (unless --switchboard);
+# redis-server and redis-cli (Debian: redis-server, redis-tools) for sb-redis.
 # The Switchboard binary is built with `cargo build --release -p switchboard` into the
 # workspace's target directory (CARGO_TARGET_DIR if set).
 set -euo pipefail
@@ -121,13 +137,13 @@ for v in "$hold" "$answer_after" "$quiet_wait" "$reruns" "$media_sessions"; do
   [[ "$v" =~ ^[0-9]+$ ]] || { echo "not a non-negative integer: $v" >&2; exit 2; }
 done
 for s in $subjects; do
-  case "$s" in switchboard|kamailio) ;; *) echo "unknown subject: $s (switchboard, kamailio)" >&2; exit 2 ;; esac
+  case "$s" in switchboard|sb-redis|kamailio) ;; *) echo "unknown subject: $s (switchboard, sb-redis, kamailio)" >&2; exit 2 ;; esac
 done
 for s in $scenarios; do
   case "$s" in direct|fork) ;; *) echo "unknown scenario: $s (direct, fork)" >&2; exit 2 ;; esac
 done
-if [ "$media_sessions" -gt 0 ] && [ "$subjects" != switchboard ]; then
-  echo "--media-sessions: media is Switchboard's own; use it with --subjects switchboard" >&2
+if [ "$media_sessions" -gt 0 ] && [[ " $subjects " == *" kamailio "* ]]; then
+  echo "--media-sessions: media is Switchboard's own; use it with --subjects switchboard (or sb-redis)" >&2
   exit 2
 fi
 
@@ -137,11 +153,16 @@ need timeout "coreutils"
 need setsid "util-linux"
 need ss "apt-get install iproute2"
 case " $subjects " in *" kamailio "*) need kamailio "apt-get install kamailio" ;; esac
+case " $subjects " in *" sb-redis "*)
+  need redis-server "apt-get install redis-server"
+  need redis-cli "apt-get install redis-tools" ;;
+esac
 
 # ---------------------------------------------------------------------------------------------
-# Processes (bench/lib.sh): the server's group, and one group per SIPp (the caller, the
-# registering one, each answering one), all killed on exit.
+# Processes (bench/lib.sh): the server's group, the Redis server's (sb-redis), and one group
+# per SIPp (the caller, the registering one, each answering one), all killed on exit.
 work=$(mktemp -d "${TMPDIR:-/tmp}/sb-call-load.XXXXXX")
+redis_pgid=""
 sipp_pgid=""
 uas_pgids=()
 sampler_pid=""
@@ -156,6 +177,7 @@ cleanup() {
   [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null
   [ -n "$probe_pid" ] && kill "$probe_pid" 2>/dev/null
   [ -n "$server_pgid" ] && kill_group "$server_pgid"
+  [ -n "$redis_pgid" ] && kill_group "$redis_pgid"
   wait 2>/dev/null || true
   leave_work "$rc"
 }
@@ -246,16 +268,29 @@ PY
 }
 
 sb_desc="not run"
-if [[ " $subjects " == *" switchboard "* ]]; then
+if [[ " $subjects " == *" switchboard "* || " $subjects " == *" sb-redis "* ]]; then
   switchboard_binary
 fi
 
 # ---------------------------------------------------------------------------------------------
 # Servers (bench/lib.sh: write_call_config, start_switchboard, start_kamailio, stop_server, ...).
 
-if [[ " $subjects " == *" switchboard "* ]]; then
+# The [store] settings of a Switchboard keeping its state in the Redis server of start_redis
+# (bench/lib.sh: redis_store_keys), as write_call_config takes them.
+redis_settings() {
+  redis_store_keys | sed 's/^\([A-Za-z0-9_]*\) = /store.\1=/'
+}
+
+if [[ " $subjects " == *" switchboard "* || " $subjects " == *" sb-redis "* ]]; then
   mkdir -p "$work/check"
-  write_call_config "$work/check" 5060 "${media_settings[@]}"
+  check_settings=("${media_settings[@]}")
+  # With sb-redis, the Redis keys are checked too (`check` does not connect to the server).
+  if [[ " $subjects " == *" sb-redis "* ]]; then
+    redis_port=6379
+    mapfile -t -O "${#check_settings[@]}" check_settings < <(redis_settings)
+    redis_port=""
+  fi
+  write_call_config "$work/check" 5060 "${check_settings[@]}"
   if ! "$sb_bin" check --config "$work/check/switchboard.toml" > "$work/check/check.out" 2>&1; then
     echo "switchboard check refuses the benchmark's config or policy:" >&2
     cat "$work/check/check.out" >&2
@@ -300,17 +335,24 @@ run_step() { # $1 = subject, $2 = scenario, $3 = rate
   unset 'uas_ports[-1]'
 
   local label
+  commands+=("step $step_no, $subject, $scenario, $rate/s:")
   case "$subject" in
     switchboard) label="switchboard (no auth, durable)"
                  write_call_config "$dir" "$port" "${media_settings[@]}"
                  start_switchboard "$dir" "$port" ;;
+    sb-redis) label="switchboard (no auth, durable in Redis)"
+              start_redis "$dir/redis"
+              commands+=("  $redis_cmd")
+              local store_settings
+              mapfile -t store_settings < <(redis_settings)
+              write_call_config "$dir" "$port" "${media_settings[@]}" "${store_settings[@]}"
+              start_switchboard "$dir" "$port" ;;
     kamailio) label="kamailio (no auth, memory)"
               start_kamailio "$dir" "$port" ;;
   esac
   # The receive buffer the server's socket got (ss: rb, as the kernel reports it: twice
   # what was asked for).
   server_rb[$subject]=$(ss -Huamn "sport = :$port" 2>/dev/null | grep -o 'rb[0-9]*' | sed 's/^rb//' | sort -u | tr '\n' ' ' | sed 's/ $//')
-  commands+=("step $step_no, $subject, $scenario, $rate/s:")
   commands+=("  $server_cmd")
 
   echo "  $label, $scenario @ $rate/s: $n calls, server on 127.0.0.1:$port" >&2
@@ -352,11 +394,12 @@ run_step() { # $1 = subject, $2 = scenario, $3 = rate
     -nostdin -trace_screen -trace_err -trace_error_codes -max_log_size 20000000 -trace_stat -fd 3600 -trace_rtt -rtt_freq 100)
   commands+=("  ${cmd[*]}")
 
-  local t0=0 t1=0 rc=0 cpu0 cpu1 busy0 busy1 uas_cpu0=0 uas_cpu1=0 g
+  local t0=0 t1=0 rc=0 cpu0 cpu1 rcpu0=0 rcpu1=0 busy0 busy1 uas_cpu0=0 uas_cpu1=0 g
   : > "$dir/udp-drops"
   udp_sampler "$dir/udp-drops" "$port" "$uac_port" "${uas_ports[@]}" &
   sampler_pid=$!
   cpu0=$(server_cpu)
+  [ -n "$redis_pgid" ] && rcpu0=$(redis_cpu)
   for g in "${uas_pgids[@]}"; do uas_cpu0=$(awk -v a="$uas_cpu0" -v b="$(group_cpu "$g")" 'BEGIN { print a + b }'); done
   busy0=$(machine_busy)
   if [ -z "$reg_failed" ]; then
@@ -378,10 +421,22 @@ run_step() { # $1 = subject, $2 = scenario, $3 = rate
   # Calls the caller finished are finished at the callee too (the last ACK of a cancelled
   # branch follows its 487 at once): a moment for the last datagrams, then measure and stop.
   sleep 0.3
-  local rss cpu
+  local rss cpu rcpu="" redis_col="-"
   rss=$(server_peak_rss)
   cpu1=$(server_cpu)
   cpu=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.1f", b - a }')
+  if [ -n "$redis_pgid" ]; then
+    # The server's CPU is the daemon's and Redis's together; the Redis column is its part.
+    rcpu1=$(redis_cpu)
+    rcpu=$(awk -v a="$rcpu0" -v b="$rcpu1" 'BEGIN { printf "%.1f", b - a }')
+    redis_col="$rcpu / $(redis_peak_rss)"
+    cpu=$(awk -v a="$cpu0" -v b="$cpu1" -v r="$rcpu" 'BEGIN { printf "%.1f", b - a + r }')
+    if ! kill -0 "$redis_pgid" 2>/dev/null; then
+      echo "  redis-server exited during the step; its log:" >&2
+      tail -n 20 "$redis_log" >&2
+      redis_col="exited"
+    fi
+  fi
   for g in "${uas_pgids[@]}"; do uas_cpu1=$(awk -v a="$uas_cpu1" -v b="$(group_cpu "$g")" 'BEGIN { print a + b }'); done
   for g in "${uas_pgids[@]}"; do kill_group "$g"; wait "$g" 2>/dev/null || true; done
   uas_pgids=()
@@ -402,6 +457,10 @@ run_step() { # $1 = subject, $2 = scenario, $3 = rate
   stop_server
   local server_note
   server_note=$(server_log_note "$subject")
+  if [ -n "$redis_pgid" ]; then
+    stop_redis
+    server_note="$server_note; $(redis_log_note)"
+  fi
   if [ "$rc" -ge 124 ] && [ "$rc" -ne 255 ]; then
     echo "  SIPp was stopped by timeout (exit $rc)" >&2
   fi
@@ -511,9 +570,9 @@ print(probe_summary(sys.argv[1]))' "$dir/probes")
   if [ "$ok" -gt 0 ] && [ "$cpu" != "-" ]; then
     per_call=$(awk -v c="$cpu" -v n="$ok" 'BEGIN { printf "%.0f", c * 1e6 / n }')
   fi
-  rows+=("| $label | $scenario | $rate | $n | $ok | $failed ($failed_pct %) | $achieved | $wall | $setup | $bye | $probes | $retrans | $drops_server / $drops_sipp | $cpu ($per_call) | $sipp_cpu | $others | $rss | $causes | $server_note |")
+  rows+=("| $label | $scenario | $rate | $n | $ok | $failed ($failed_pct %) | $achieved | $wall | $setup | $bye | $probes | $retrans | $drops_server / $drops_sipp | $cpu ($per_call) | $redis_col | $sipp_cpu | $others | $rss | $causes | $server_note |")
   summary_last="$ok	$failed_pct	$achieved	$setup	$cpu	$per_call	$rss"
-  echo "    placed $n, ok $ok, failed $failed ($failed_pct %), achieved $achieved/s in $wall s, setup ms p50/p99/max $setup, BYE ms $bye, probes $probes, retransmissions caller/callee $retrans, UDP drops server/SIPp $drops_server / $drops_sipp, server CPU $cpu s ($per_call µs/call), SIPp CPU $sipp_cpu s, others $others s, peak RSS $rss MiB; $causes (SIPp exit $rc)" >&2
+  echo "    placed $n, ok $ok, failed $failed ($failed_pct %), achieved $achieved/s in $wall s, setup ms p50/p99/max $setup, BYE ms $bye, probes $probes, retransmissions caller/callee $retrans, UDP drops server/SIPp $drops_server / $drops_sipp, server CPU $cpu s ($per_call µs/call)${rcpu:+ (Redis $rcpu s)}, SIPp CPU $sipp_cpu s, others $others s, peak RSS $rss MiB; $causes (SIPp exit $rc)" >&2
   # "saturated" is decided above on the exact achieved rate, not the rounded one printed.
   if [ "$((failed * 1000))" -le "$n" ] && [ "$((callee_problems * 1000))" -le "$n" ] && [ "$ok" -gt 0 ] \
     && [[ "$causes" != *saturated* ]]; then
@@ -580,6 +639,8 @@ report() {
   fi
   report_versions
   echo "- Switchboard: $sb_desc; settings beyond the benchmark's config: ${sb_settings[*]:-none}"
+  case " $subjects " in *" switchboard "*|*" sb-redis "*) report_work_fs ;; esac
+  case " $subjects " in *" sb-redis "*) report_redis ;; esac
   local subj_rb=() k
   for k in "${!server_rb[@]}"; do subj_rb+=("$k ${server_rb[$k]:-?}"); done
   echo "- Server socket receive buffer (bytes, as ss reports it): ${subj_rb[*]:-none}; net.core.rmem_max $(cat /proc/sys/net/core/rmem_max 2>/dev/null || echo '?')"
@@ -590,9 +651,10 @@ report() {
   echo "  contact, an answering SIPp (call_uas.xml: 180 and 200 at once); fork = two contacts,"
   echo "  the answering one (180, $answer_after ms ringing, 200) and one that rings and is cancelled"
   echo "  (call_uas_ring.xml: 180, CANCEL, 200, 487, ACK)."
-  echo "  A fresh server (and empty state directory) for every step; a subject stops a scenario"
-  echo "  at the first rate where more than 0.1 % of the calls fail or under 90 % of the rate is"
-  echo "  achieved (saturated). All SIPps and the server share the cores."
+  echo "  A fresh server (and empty state directory; with Redis, a fresh Redis server too) for every"
+  echo "  step; a subject stops a scenario at the first rate where more than 0.1 % of the calls fail"
+  echo "  or under 90 % of the rate is achieved (saturated). All SIPps and the server (with Redis)"
+  echo "  share the cores."
   if [ "$media_sessions" -gt 0 ]; then
     echo "- Media: during every step, $media_sessions callers (bench/sipp/media_early.xml, from"
     echo "  one more SIPp, started 500 a second before the calls) listened in early media to a"
@@ -652,9 +714,18 @@ report() {
   else
     echo "    (no Switchboard step)"
   fi
+  # A Redis step's [store] (the rest is as above), unless the config above is a Redis step's.
+  local redis_example
+  redis_example=$(ls "$work"/step-*-sb-redis-*/switchboard.toml 2>/dev/null | head -n 1 || true)
+  if [ -n "$redis_example" ] && [ "$redis_example" != "$example" ]; then
+    echo
+    echo "With the state in Redis (sb-redis), its [store] section:"
+    echo
+    sed -n '/^\[store\]/,/^$/p' "$redis_example" | sed '/^$/d; s/^/    /'
+  fi
   echo
-  echo "| subject | scenario | offered/s | calls | ok | failed | achieved/s | wall s | setup ms p50 / p99 / max | BYE ms p50 / p99 / max | probes: answered, ms p50 / p99 / max | retrans caller / callee | UDP drops server / SIPp | server CPU s (µs/call) | SIPp CPU s caller + callee | others CPU s | server peak RSS MiB | failures | server log |"
-  echo "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|---|---|---:|---|---:|---|---|---|"
+  echo "| subject | scenario | offered/s | calls | ok | failed | achieved/s | wall s | setup ms p50 / p99 / max | BYE ms p50 / p99 / max | probes: answered, ms p50 / p99 / max | retrans caller / callee | UDP drops server / SIPp | server CPU s (µs/call) | Redis CPU s / peak RSS MiB | SIPp CPU s caller + callee | others CPU s | server peak RSS MiB | failures | server log |"
+  echo "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|---|---|---:|---:|---|---:|---|---|---|"
   for r in "${rows[@]}"; do echo "$r"; done
   echo
   echo "achieved/s = calls set up per second: the 200s the caller got, over the time from the first"
@@ -673,14 +744,16 @@ report() {
   echo "UDP drops = datagrams the kernel dropped because a socket's receive buffer was full: at the"
   echo "server's socket / at the SIPps' (sampled from /proc/net/udp every 0.2 s)."
   echo "server CPU = user + system time of the server's processes during the calling SIPp's run;"
-  echo "µs/call divides it by the successful calls."
+  echo "with the state in Redis (sb-redis), the daemon's and redis-server's together (Redis's part"
+  echo "in the Redis column, with its peak RSS); µs/call divides it by the successful calls."
   echo "SIPp CPU = the calling SIPp's (GNU time) + the answering SIPps' (during the run)."
   echo "others CPU = the machine's user + system + steal time during the run minus the server's and"
   echo "the SIPps': other work on the machine (it disturbs the step when large; a failed step where"
   echo "it exceeded 1/8 of the machine is marked \"disturbed\" and run again)."
-  echo "server peak RSS = VmHWM at the end of the step (registrations and calls); for Kamailio the"
-  echo "largest process and the sum over its processes (shared memory counts in every process"
-  echo "that touched it, so the sum is an upper bound)."
+  echo "server peak RSS = VmHWM at the end of the step (registrations and calls; with Redis the"
+  echo "daemon's alone, Redis's is in the Redis column); for Kamailio the largest process and the"
+  echo "sum over its processes (shared memory counts in every process that touched it, so the sum"
+  echo "is an upper bound)."
 }
 
 if [ -n "$out" ]; then report | tee "$out"; else report; fi

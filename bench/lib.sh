@@ -11,6 +11,8 @@
 #
 # Processes: every server runs in a process group of its own (setsid), SIPp under `timeout`
 # (which also makes a group of its own); both are killed by their group id, nothing by name.
+# So is the Redis server a Switchboard subject keeps its state in (start_redis): a group of
+# its own, $redis_pgid, which the scripts' cleanup kills too.
 
 need() { command -v "$1" >/dev/null || { echo "$1 is missing: $2" >&2; exit 2; }; }
 
@@ -46,7 +48,9 @@ kill_group() { # $1 = process group id; TERM, up to 5 s, then KILL
   local g=$1 i
   # No such group yet: its leader has not made it (setsid / timeout not run yet); the leader
   # is the process $g itself.
-  kill -TERM -- "-$g" 2>/dev/null || { kill -TERM "$g" 2>/dev/null; return 0; }
+  # (|| true: the process may be gone too, which under set -e would end the caller's cleanup
+  # before it stopped the other groups.)
+  kill -TERM -- "-$g" 2>/dev/null || { kill -TERM "$g" 2>/dev/null || true; return 0; }
   for ((i = 0; i < 50; i++)); do
     group_alive "$g" || return 0
     sleep 0.1
@@ -84,6 +88,10 @@ run_sipp() {
 
 free_udp_port() { # $1 = address (default 127.0.0.1)
   python3 -c 'import socket, sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], 0)); print(s.getsockname()[1])' "${1:-127.0.0.1}"
+}
+
+free_tcp_port() { # on 127.0.0.1
+  python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -285,26 +293,32 @@ server_pids() { pgrep -g "$server_pgid" || true; }
 
 # The server must lead a process group of its own, or it could not be stopped as a group.
 # (setsid execs in place here: a background job of a script without job control is no group
-# leader.)
+# leader.) $1, $2, $3: another process, its log and its name (default: the server's).
 check_group() {
-  local g i
+  local pid=${1:-$server_pgid} log=${2:-$server_log} what=${3:-the server} g i
   for ((i = 0; i < 20; i++)); do
-    g=$(ps -o pgid= -p "$server_pgid" 2>/dev/null | tr -d ' ' || true)
-    [ "$g" = "$server_pgid" ] && return 0
+    g=$(ps -o pgid= -p "$pid" 2>/dev/null | tr -d ' ' || true)
+    [ "$g" = "$pid" ] && return 0
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "$what (pid $pid) exited at once; its log:" >&2
+      cat "$log" >&2
+      exit 1
+    fi
     sleep 0.05
   done
-  if [ "$g" != "$server_pgid" ]; then
-    echo "the server (pid $server_pgid) is not in a process group of its own; log:" >&2
-    cat "$server_log" >&2
+  if [ "$g" != "$pid" ]; then
+    echo "$what (pid $pid) is not in a process group of its own; log:" >&2
+    cat "$log" >&2
     exit 1
   fi
 }
 
 # Peak RSS in MiB: the process's VmHWM; for several processes (Kamailio) "max (sum of N)".
 # Shared memory touched by several processes counts in each, so the sum is an upper bound.
+# $1: another process group (default: the server's).
 server_peak_rss() {
   local p v max=0 sum=0 n=0
-  for p in $(server_pids); do
+  for p in $(pgrep -g "${1:-$server_pgid}" 2>/dev/null || true); do
     v=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
     [ -n "$v" ] || continue
     n=$((n + 1)); sum=$((sum + v)); [ "$v" -gt "$max" ] && max=$v
@@ -352,6 +366,96 @@ server_log_note() {
     grep -E 'ERROR|CRITICAL|WARNING' "$server_log" | head -n 5 | cut -c1-300 | sed 's/^/    server: /' >&2 || true
     echo "$problems warning/error lines"
   fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Redis: Switchboard with its state kept in a Redis server ([store] redis_url) instead of its
+# embedded store. A step starts its own redis-server (Debian's) on a free loopback port with
+# a data directory of its own, appending every write to its AOF and fsyncing it before it
+# answers (appendonly yes, appendfsync always: what the daemon requires unless told
+# otherwise, so a REGISTER's 200 means the binding is on disk), no RDB snapshots. It runs
+# in a process group of its own ($redis_pgid), under the server's pinning (it is the
+# server's store); stop it with stop_redis after stop_server.
+
+redis_pgid=""
+redis_port=""
+redis_cmd=""
+redis_log=""
+
+# Starts redis-server with its data in $1 (made here); sets redis_pgid, redis_port,
+# redis_cmd, redis_log. Exits the script if it does not answer a PING within 10 s.
+start_redis() { # $1 = data dir
+  local dir=$1 i
+  mkdir -p "$dir"
+  redis_port=$(free_tcp_port)
+  redis_log="$dir/redis.log"
+  local cmd=(redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$dir" --save ""
+    --appendonly yes --appendfsync always --daemonize no)
+  redis_cmd="${pin_server[*]}${pin_server[*]:+ }redis-server --port $redis_port --bind 127.0.0.1 --dir $dir --save \"\" --appendonly yes --appendfsync always --daemonize no"
+  setsid "${pin_server[@]}" "${cmd[@]}" > "$redis_log" 2>&1 < /dev/null &
+  redis_pgid=$!
+  check_group "$redis_pgid" "$redis_log" redis-server
+  for ((i = 0; i < 100; i++)); do
+    [ "$(redis-cli -h 127.0.0.1 -p "$redis_port" ping 2>/dev/null)" = PONG ] && return 0
+    kill -0 "$redis_pgid" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "redis-server did not answer on 127.0.0.1:$redis_port; its log:" >&2
+  tail -n 20 "$redis_log" >&2
+  exit 1
+}
+
+# The [store] keys of a Switchboard keeping its state in the Redis server of start_redis, one
+# per line (node: the benchmark's name for the daemon; the prefix and heartbeat: defaults).
+redis_store_keys() {
+  printf 'redis_url = "redis://127.0.0.1:%s/"\nnode = "bench"\n' "$redis_port"
+}
+
+# CPU seconds (user + system) of the Redis server since it started, with its children's
+# (an AOF rewrite forks one: counted while it runs and, once reaped, in Redis's cutime and
+# cstime); its peak RSS in MiB.
+redis_cpu() {
+  local p t=0
+  for p in $(pgrep -g "$redis_pgid" 2>/dev/null || true); do
+    # Fields 14 to 17 of /proc/PID/stat (utime, stime, cutime, cstime).
+    t=$((t + $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13 + $14 + $15}' || echo 0)))
+  done
+  awk -v t="$t" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }'
+}
+redis_peak_rss() { server_peak_rss "$redis_pgid"; }
+
+stop_redis() {
+  [ -n "$redis_pgid" ] || return 0
+  kill_group "$redis_pgid"
+  wait "$redis_pgid" 2>/dev/null || true
+  redis_pgid=""
+}
+
+# What the Redis server logged: its AOF rewrites (a forked child rewriting the file while
+# the writes go on) and its warnings (level "#") other than its start, its stop and the
+# machine's memory overcommit setting (which matters to forks under memory pressure only),
+# the first few to stderr. Prints the note; call after stop_redis.
+redis_log_note() {
+  local rewrites problems
+  rewrites=$(grep -c 'Background append only file rewriting started' "$redis_log" 2>/dev/null || true)
+  problems=$(redis_warnings | wc -l)
+  redis_warnings | head -n 3 | cut -c1-300 | sed 's/^/    redis: /' >&2 || true
+  echo "redis: ${rewrites:-0} AOF rewrites, $problems warnings"
+}
+redis_warnings() {
+  grep ' # ' "$redis_log" 2>/dev/null | grep -vE '# (oO0OoO0OoO0Oo Redis is starting|Redis version=|Configuration loaded|Server initialized|WARNING Memory overcommit|User requested shutdown|Redis is now ready to exit)' || true
+}
+
+report_redis() {
+  echo "- Redis: $(redis-server --version | sed 's/ sha=.*//'), a fresh server (empty data directory) for"
+  echo "  every step of a Redis subject: appendonly yes, appendfsync always (a write is fsynced before"
+  echo "  it is answered), no RDB snapshots, its other settings Redis's defaults (AOF rewrites included)"
+}
+
+# The filesystem the work directory is on: Switchboard's state directory and Redis's data
+# (both fsync every acknowledged write, so the disk below decides much).
+report_work_fs() {
+  echo "- Work directory (Switchboard's state, Redis's data): $(df -PT "$work" 2>/dev/null | awk 'NR == 2 { print $2 " on " $1 }')"
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # REGISTER load: REGISTERs per second through Switchboard (digest auth and no auth, durable
-# registrations) beside Kamailio 5.6 (no auth, memory-only location table), measured with SIPp
-# over UDP on loopback, all in one run on one machine.
+# registrations, in its embedded store or in Redis) beside Kamailio 5.6 (no auth, memory-only
+# location table), measured with SIPp over UDP on loopback, all in one run on one machine.
 #
 # A benchmark, not a test: it prints the machine, the date, the exact commands it ran and a
 # Markdown table (one row per subject x offered rate) on stdout; progress goes to stderr.
@@ -15,7 +15,14 @@
 #                  40000 60000 80000)
 #   --seconds      length of a step: each step sends rate x seconds registrations (default 5)
 #   --users        users u0..u(N-1) with password pw-<n> in the policy and the CSV (default 10000)
-#   --subjects     which subjects, in this order (default: all three)
+#   --subjects     which subjects, in this order (default: sb-auth sb-noauth kamailio):
+#                    sb-auth          Switchboard, digest auth, state in its embedded store
+#                    sb-noauth        Switchboard, no auth, state in its embedded store
+#                    sb-redis-auth    Switchboard, digest auth, state in Redis
+#                    sb-redis-noauth  Switchboard, no auth, state in Redis
+#                    kamailio         Kamailio, no auth, memory-only location table
+#                  e.g. --subjects "sb-auth sb-redis-auth kamailio" for both stores beside
+#                  Kamailio in one run
 #   --switchboard  use this binary instead of building one
 #   --kamailio-shm Kamailio's shared memory pool in MiB (default 4096, as bench/call-load.sh)
 #   --keep         keep the work directory (logs, SIPp traces, configs) and print its path
@@ -27,10 +34,21 @@
 # stops at the first rate where more than 0.1 % of the registrations did not succeed; a step
 # whose achieved rate stays under 90 % of the offered one is marked "saturated".
 #
+# The Redis subjects (sb-redis-*) start a redis-server of their own for every step too, on a
+# free loopback port with an empty data directory in the work directory, appending every
+# write to its AOF and fsyncing it before it answers (appendonly yes, appendfsync always: a
+# REGISTER's 200 means the binding is on disk, as with the embedded store); the daemon's
+# [store] gets redis_url and node. The server CPU column counts both processes, the daemon's
+# and Redis's (so µs/reg compares the subjects' whole cost); the Redis column shows Redis's
+# part and its peak RSS. Redis is stopped after the daemon at the step's end, and on exit.
+# The work directory is in $TMPDIR (default /tmp): its filesystem, printed in the report,
+# decides what an fsync costs both stores.
+#
 # Short steps hide what builds up over time (e.g. state a server keeps per request for tens of
 # seconds); a sustained run shows it: --rates 10000 --seconds 40.
 #
-# Needs: sipp (Debian: sip-tester), kamailio, python3, cargo (unless --switchboard).
+# Needs: sipp (Debian: sip-tester), kamailio, python3, cargo (unless --switchboard);
+# redis-server and redis-cli (Debian: redis-server, redis-tools) for the Redis subjects.
 # The Switchboard binary is built with `cargo build --release -p switchboard` into the
 # workspace's target directory (CARGO_TARGET_DIR if set).
 set -euo pipefail
@@ -66,17 +84,29 @@ done
 for v in "$seconds" "$users" $rates "$kamailio_shm"; do
   [[ "$v" =~ ^[1-9][0-9]*$ ]] || { echo "not a positive integer: $v" >&2; exit 2; }
 done
+for s in $subjects; do
+  case "$s" in
+    sb-auth|sb-noauth|sb-redis-auth|sb-redis-noauth|kamailio) ;;
+    *) echo "unknown subject: $s (sb-auth, sb-noauth, sb-redis-auth, sb-redis-noauth, kamailio)" >&2; exit 2 ;;
+  esac
+done
 
 need sipp "apt-get install sip-tester"
 need python3 "apt-get install python3"
 need timeout "coreutils"
 need setsid "util-linux"
 case " $subjects " in *" kamailio "*) need kamailio "apt-get install kamailio" ;; esac
+case " $subjects " in *" sb-redis-"*)
+  need redis-server "apt-get install redis-server"
+  need redis-cli "apt-get install redis-tools" ;;
+esac
 
 # ---------------------------------------------------------------------------------------------
-# Processes (bench/lib.sh): the server's group and SIPp's, killed on exit.
+# Processes (bench/lib.sh): the server's group, the Redis server's (Redis subjects) and SIPp's,
+# killed on exit.
 work=$(mktemp -d "${TMPDIR:-/tmp}/sb-register-load.XXXXXX")
 server_pgid=""
+redis_pgid=""
 sipp_pgid=""
 
 cleanup() {
@@ -84,6 +114,7 @@ cleanup() {
   trap - EXIT INT TERM
   [ -n "$sipp_pgid" ] && kill_group "$sipp_pgid"
   [ -n "$server_pgid" ] && kill_group "$server_pgid"
+  [ -n "$redis_pgid" ] && kill_group "$redis_pgid"
   wait 2>/dev/null || true
   leave_work "$rc"
 }
@@ -115,10 +146,13 @@ if [[ " $subjects " == *" sb-"* ]]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# Servers (bench/lib.sh: start_switchboard, start_kamailio, stop_server, ...).
+# Servers (bench/lib.sh: start_switchboard, start_kamailio, start_redis, stop_server, ...).
 
-write_switchboard_config() { # $1 = step dir, $2 = port, $3 = auth required (true|false)
-  local dir=$1 port=$2
+# $4 = redis: the state in the Redis server of start_redis (its [store] keys).
+write_switchboard_config() { # $1 = step dir, $2 = port, $3 = auth required (true|false), $4 = store
+  local dir=$1 port=$2 store_keys=""
+  # A newline, then the keys (none: the config is the embedded store's as it always was).
+  [ "${4:-}" = redis ] && store_keys=$'\n'$(redis_store_keys)
   cat > "$dir/switchboard.toml" <<EOF
 [sip]
 listen = ["udp:127.0.0.1:$port"]
@@ -131,7 +165,7 @@ required = $3
 max_failures = 1000000
 
 [store]
-state_dir = "$dir/state"
+state_dir = "$dir/state"$store_keys
 
 [policy]
 path = "$work/policy.toml"
@@ -170,6 +204,16 @@ run_step() { # $1 = subject, $2 = rate
     sb-noauth) label="switchboard (no auth, durable)"
                write_switchboard_config "$dir" "$port" false
                start_switchboard "$dir" "$port" ;;
+    sb-redis-auth) label="switchboard (auth, durable in Redis)"; scenario=register_auth.xml
+                   start_redis "$dir/redis"
+                   commands+=("$redis_cmd")
+                   write_switchboard_config "$dir" "$port" true redis
+                   start_switchboard "$dir" "$port" ;;
+    sb-redis-noauth) label="switchboard (no auth, durable in Redis)"
+                     start_redis "$dir/redis"
+                     commands+=("$redis_cmd")
+                     write_switchboard_config "$dir" "$port" false redis
+                     start_switchboard "$dir" "$port" ;;
     kamailio) label="kamailio (no auth, memory)"
               start_kamailio "$dir" "$port" ;;
     *) echo "unknown subject: $subject" >&2; exit 2 ;;
@@ -202,18 +246,33 @@ run_step() { # $1 = subject, $2 = rate
   sipp_pgid=""
   t1=$(date +%s.%N)
 
-  local rss cpu
+  local rss cpu redis_col="-" rcpu=""
   rss=$(server_peak_rss)
   cpu=$(server_cpu)
+  if [ -n "$redis_pgid" ]; then
+    # The server's CPU is the daemon's and Redis's together; the Redis column is its part.
+    rcpu=$(redis_cpu)
+    redis_col="$rcpu / $(redis_peak_rss)"
+    cpu=$(awk -v a="$cpu" -v b="$rcpu" 'BEGIN { printf "%.1f", a + b }')
+    if ! kill -0 "$redis_pgid" 2>/dev/null; then
+      echo "  redis-server exited during the step; its log:" >&2
+      tail -n 20 "$redis_log" >&2
+      redis_col="exited"
+    fi
+  fi
   if ! kill -0 "$server_pgid" 2>/dev/null; then
     echo "  the server exited during the step; its log:" >&2
     tail -n 20 "$server_log" >&2
     rss="exited"; cpu="-"
   fi
   stop_server
-  # What the server said (Switchboard's counters, warnings and errors).
+  # What the server said (Switchboard's counters, warnings and errors), and Redis.
   local server_note
   server_note=$(server_log_note "$subject")
+  if [ -n "$redis_pgid" ]; then
+    stop_redis
+    server_note="$server_note; $(redis_log_note)"
+  fi
   if [ "$rc" -ge 124 ] && [ "$rc" -ne 255 ]; then
     echo "  SIPp was stopped by timeout (exit $rc)" >&2
   fi
@@ -293,8 +352,8 @@ PY
   if [ "$ok" -gt 0 ] && [ "$cpu" != "-" ]; then
     per_reg=$(awk -v c="$cpu" -v n="$ok" 'BEGIN { printf "%.0f", c * 1e6 / n }')
   fi
-  rows+=("| $label | $rate | $n | $ok | $failed | $achieved | $wall | $rt | $retrans | $cpu ($per_reg) | $sipp_cpu | $rss | $causes | $server_note |")
-  echo "    sent $n, ok $ok, failed $failed, achieved $achieved/s in $wall s, RT ms avg/p50/p99/max $rt, retransmissions $retrans, server CPU $cpu s, SIPp CPU $sipp_cpu s, peak RSS $rss MiB; $causes (SIPp exit $rc)" >&2
+  rows+=("| $label | $rate | $n | $ok | $failed | $achieved | $wall | $rt | $retrans | $cpu ($per_reg) | $redis_col | $sipp_cpu | $rss | $causes | $server_note |")
+  echo "    sent $n, ok $ok, failed $failed, achieved $achieved/s in $wall s, RT ms avg/p50/p99/max $rt, retransmissions $retrans, server CPU $cpu s${rcpu:+ (Redis $rcpu s)}, SIPp CPU $sipp_cpu s, peak RSS $rss MiB; $causes (SIPp exit $rc)" >&2
   step_ok=0
   if [ "$((failed * 1000))" -le "$n" ] && [ "$ok" -gt 0 ]; then step_ok=1; fi
   if [ "$rc" -eq 255 ] || [ "$rc" -eq 254 ]; then
@@ -328,11 +387,14 @@ report() {
   echo "- Load average before each subject: ${loads[*]}"
   report_versions
   echo "- Switchboard: $sb_desc"
+  case " $subjects " in *" sb-"*) report_work_fs ;; esac
+  case " $subjects " in *" sb-redis-"*) report_redis ;; esac
   case " $subjects " in *" kamailio "*) report_kamailio ;; esac
   echo "- Steps: offered rate x $seconds s of REGISTERs over UDP on 127.0.0.1 from one SIPp"
   echo "  (bench/sipp/register.xml, register_auth.xml), $users users taken in turn (u0..u$((users - 1))),"
-  echo "  a fresh server (and empty state directory) for every step; a subject stops at the first"
-  echo "  rate where more than 0.1 % fail. SIPp and the server share the cores."
+  echo "  a fresh server (and empty state directory; with Redis, a fresh Redis server too) for every"
+  echo "  step; a subject stops at the first rate where more than 0.1 % fail. SIPp and the server"
+  echo "  (with Redis) share the cores."
   echo
   echo "Commands (one per step, in order):"
   echo
@@ -344,9 +406,18 @@ report() {
   local example
   example=$(ls "$work"/step-*/switchboard.toml 2>/dev/null | head -n 1 || true)
   if [ -n "$example" ]; then sed 's/^/    /' "$example"; else echo "    (no Switchboard step)"; fi
+  # A Redis step's [store] (the rest is as above), unless the config above is a Redis step's.
+  local redis_example
+  redis_example=$(ls "$work"/step-*-sb-redis-*/switchboard.toml 2>/dev/null | head -n 1 || true)
+  if [ -n "$redis_example" ] && [ "$redis_example" != "$example" ]; then
+    echo
+    echo "With the state in Redis, its [store] section:"
+    echo
+    sed -n '/^\[store\]/,/^$/p' "$redis_example" | sed '/^$/d; s/^/    /'
+  fi
   echo
-  echo "| subject | offered/s | sent | ok | failed | achieved/s | wall s | SIPp RT ms avg / p50 / p99 / max | retrans | server CPU s (µs/reg) | SIPp CPU s | server peak RSS MiB | failures | server log |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---|---|"
+  echo "| subject | offered/s | sent | ok | failed | achieved/s | wall s | SIPp RT ms avg / p50 / p99 / max | retrans | server CPU s (µs/reg) | Redis CPU s / peak RSS MiB | SIPp CPU s | server peak RSS MiB | failures | server log |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---|---|"
   local r
   for r in "${rows[@]}"; do echo "$r"; done
   echo
@@ -356,9 +427,12 @@ report() {
   echo "SIPp measures in whole milliseconds with a coarse clock (values come in steps of ~4 ms)."
   echo "retrans = SIPp's retransmissions (a REGISTER unanswered for 500 ms is sent again)."
   echo "server CPU = user + system time of the server's processes from start to the end of the"
-  echo "step (start-up included); µs/reg divides it by the successful registrations."
-  echo "server peak RSS = VmHWM; for Kamailio the largest process and the sum over its processes"
-  echo "(shared memory counts in every process that touched it, so the sum is an upper bound)."
+  echo "step (start-up included); with the state in Redis, the daemon's and redis-server's together"
+  echo "(Redis's part in the Redis column, with its peak RSS); µs/reg divides it by the successful"
+  echo "registrations."
+  echo "server peak RSS = VmHWM (the daemon's alone: Redis's is in the Redis column); for Kamailio"
+  echo "the largest process and the sum over its processes (shared memory counts in every process"
+  echo "that touched it, so the sum is an upper bound)."
 }
 
 if [ -n "$out" ]; then report | tee "$out"; else report; fi
