@@ -28,7 +28,7 @@ use std::thread;
 /// A failure of the durable store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the state store at {path}: {source}")]
+    #[error("cannot open the state store at {path}")]
     Open {
         path: String,
         #[source]

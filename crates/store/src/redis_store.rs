@@ -171,7 +171,7 @@ impl RedisStore {
     /// Connects, and checks that a commit is durable once Redis answers it.
     pub fn open(config: RedisConfig) -> Result<Self, StoreError> {
         let open_err = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
-            path: config.url.clone(),
+            path: redacted(&config.url),
             source: e,
         };
         for name in [&config.node, &config.prefix] {
@@ -801,12 +801,36 @@ impl FeedEntry {
     }
 }
 
+/// `url` without the password it may carry (`redis://user:secret@host/` →
+/// `redis://user:***@host/`), to be written in logs and errors.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let hidden = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                "***".into()
+            };
+            format!("{scheme}://{hidden}@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
 /// Whether `url` names a Redis server the store can reach (`redis://…`, `unix://…`).
 pub fn check_url(url: &str) -> Result<(), String> {
     use redis::IntoConnectionInfo as _;
-    url.into_connection_info()
-        .map(|_| ())
-        .map_err(|e| format!("{url:?} is not a Redis URL (redis://HOST:PORT/DB): {e}"))
+    url.into_connection_info().map(|_| ()).map_err(|e| {
+        format!(
+            "{:?} is not a Redis URL (redis://HOST:PORT/DB): {e}",
+            redacted(url)
+        )
+    })
 }
 
 /// Whether `name` can be a node's name or the keys' prefix: part of every key, so short,
@@ -958,6 +982,15 @@ fn entry_id(id: &str) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_not_written_out() {
+        assert_eq!(redacted("redis://:pw@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(redacted("redis://u:pw@h/"), "redis://u:***@h/");
+        assert_eq!(redacted("redis://token@h"), "redis://***@h");
+        assert_eq!(redacted("redis://h:6379/"), "redis://h:6379/");
+        assert_eq!(redacted("unix:///run/redis.sock"), "unix:///run/redis.sock");
+    }
 
     #[test]
     fn entry_ids_sort_as_numbers() {
