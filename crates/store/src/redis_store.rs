@@ -150,7 +150,7 @@ struct Writer {
 
 /// Redis as the durable store of one node or of several sharing it.
 pub struct RedisStore {
-    client: redis::Client,
+    server: Arc<Server>,
     config: RedisConfig,
     keys: Keys,
     /// The node's name and when this process opened the store: the feed entries this very
@@ -177,8 +177,13 @@ impl RedisStore {
         for name in [&config.node, &config.prefix] {
             check_name(name).map_err(|e| open_err(e.into()))?;
         }
+        let keys = Keys {
+            prefix: config.prefix.clone(),
+            node: config.node.clone(),
+        };
         let client = redis::Client::open(config.url.as_str()).map_err(|e| open_err(e.into()))?;
-        let mut con = connect(&client, config.timeout).map_err(|e| open_err(e.into()))?;
+        let server = Arc::new(Server::new(client, config.timeout, &keys));
+        let mut con = server.connect().map_err(|e| open_err(e.into()))?;
         if config.require_fsync && config.replicas == 0 {
             match durability(&mut con) {
                 Ok(None) => {}
@@ -195,13 +200,9 @@ impl RedisStore {
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let origin = format!("{}/{started}", config.node);
-        let keys = Keys {
-            prefix: config.prefix.clone(),
-            node: config.node.clone(),
-        };
         let (publish, queue) = mpsc::channel();
         let publisher = Publisher {
-            client: client.clone(),
+            server: server.clone(),
             config: config.clone(),
             keys: keys.clone(),
             origin: origin.clone(),
@@ -213,7 +214,7 @@ impl RedisStore {
             .spawn(move || publisher.run(queue))
             .map_err(|e| open_err(e.into()))?;
         Ok(RedisStore {
-            client,
+            server,
             origin,
             config,
             keys,
@@ -248,7 +249,7 @@ impl RedisStore {
     /// reading the tables, misses no change.
     pub fn feed_position(&self) -> Result<String, StoreError> {
         let mut reader = self.reader.lock().map_err(|_| StoreError::Stopped)?;
-        with_connection(&mut reader, &self.client, self.config.timeout, |con| {
+        with_connection(&mut reader, &self.server, |con| {
             newest_entry(con, &self.keys.feed())
         })
         .map_err(io_err)
@@ -326,7 +327,7 @@ impl RedisStore {
         last: &mut String,
         sink: &mut impl FnMut(FeedEvent) -> bool,
     ) -> Result<Option<Connection>, StoreError> {
-        let mut con = connect(&self.client, self.config.timeout).map_err(io_err)?;
+        let mut con = self.server.connect().map_err(io_err)?;
         // XREAD blocks for a second at most; the socket waits longer than that.
         con.set_read_timeout(Some(self.config.timeout + Duration::from_secs(1)))
             .map_err(io_err)?;
@@ -439,7 +440,7 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let mut reader = self.reader.lock().map_err(|_| StoreError::Stopped)?;
-        with_connection(&mut reader, &self.client, self.config.timeout, |con| {
+        with_connection(&mut reader, &self.server, |con| {
             self.rows(con, table, range, limit)
         })
         .map_err(io_err)
@@ -498,7 +499,7 @@ impl Store for RedisStore {
                 );
             }
         }
-        let r = with_connection(&mut writer.con, &self.client, self.config.timeout, |con| {
+        let r = with_connection(&mut writer.con, &self.server, |con| {
             pipe.query::<()>(con)?;
             if self.config.replicas > 0 {
                 wait_replicas(con, self.config.replicas, self.config.replica_timeout)?;
@@ -527,15 +528,14 @@ impl Store for RedisStore {
             .zadd(&index, key, 0)
             .ignore()
             .hget(&rows, key);
-        let (stored,): (Vec<u8>,) =
-            with_connection(&mut writer.con, &self.client, self.config.timeout, |con| {
-                let stored = pipe.query(con)?;
-                if self.config.replicas > 0 {
-                    wait_replicas(con, self.config.replicas, self.config.replica_timeout)?;
-                }
-                Ok(stored)
-            })
-            .map_err(io_err)?;
+        let (stored,): (Vec<u8>,) = with_connection(&mut writer.con, &self.server, |con| {
+            let stored = pipe.query(con)?;
+            if self.config.replicas > 0 {
+                wait_replicas(con, self.config.replicas, self.config.replica_timeout)?;
+            }
+            Ok(stored)
+        })
+        .map_err(io_err)?;
         Ok(stored)
     }
 
@@ -566,7 +566,7 @@ const MAX_UNSENT_TOLD: usize = 10_000;
 /// liveness (`{prefix}:node:NAME`, expiring, and the set `{prefix}:nodes` of every node
 /// that ever said it), and removes the call status rows of nodes whose liveness lapsed.
 struct Publisher {
-    client: redis::Client,
+    server: Arc<Server>,
     config: RedisConfig,
     keys: Keys,
     origin: String,
@@ -596,9 +596,7 @@ impl Publisher {
             }
             if std::time::Instant::now() >= beat_at {
                 beat_at = std::time::Instant::now() + self.config.heartbeat;
-                let r = with_connection(&mut con, &self.client, self.config.timeout, |c| {
-                    self.beat(c, first)
-                });
+                let r = with_connection(&mut con, &self.server, |c| self.beat(c, first));
                 match r {
                     Ok(()) => first = false,
                     Err(e) => {
@@ -608,9 +606,7 @@ impl Publisher {
             }
             if !self.unsent.is_empty() {
                 let writes = std::mem::take(&mut self.unsent);
-                let r = with_connection(&mut con, &self.client, self.config.timeout, |c| {
-                    self.write(c, &writes)
-                });
+                let r = with_connection(&mut con, &self.server, |c| self.write(c, &writes));
                 match r {
                     Ok(()) => {
                         for w in writes
@@ -850,11 +846,87 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-fn connect(client: &redis::Client, timeout: Duration) -> redis::RedisResult<Connection> {
-    let con = client.get_connection_with_timeout(timeout)?;
-    con.set_read_timeout(Some(timeout))?;
-    con.set_write_timeout(Some(timeout))?;
-    Ok(con)
+/// The Redis server a node talks to, and how long connecting and each answer may take.
+/// In a Redis Cluster, the master that holds the site's slot (every key of a site has the
+/// same hash tag): each new connection asks about a key of the site, and a redirection
+/// (`MOVED`, `ASK`) has it connect there instead, and stay there.
+struct Server {
+    client: Mutex<redis::Client>,
+    timeout: Duration,
+    /// A key of the site's.
+    probe: String,
+}
+
+/// Most redirections followed for one connection.
+const MAX_REDIRECTIONS: usize = 3;
+
+impl Server {
+    fn new(client: redis::Client, timeout: Duration, keys: &Keys) -> Self {
+        Server {
+            client: Mutex::new(client),
+            timeout,
+            probe: keys.feed(),
+        }
+    }
+
+    fn client(&self) -> redis::Client {
+        self.client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A connection to the server holding the site's keys.
+    fn connect(&self) -> redis::RedisResult<Connection> {
+        for _ in 0..=MAX_REDIRECTIONS {
+            let client = self.client();
+            let mut con = client.get_connection_with_timeout(self.timeout)?;
+            con.set_read_timeout(Some(self.timeout))?;
+            con.set_write_timeout(Some(self.timeout))?;
+            match redis::cmd("EXISTS")
+                .arg(&self.probe)
+                .query::<bool>(&mut con)
+            {
+                Ok(_) => return Ok(con),
+                Err(e) => match e.redirect_node() {
+                    Some((addr, _)) => self.redirect(&client, addr)?,
+                    None => return Err(e),
+                },
+            }
+        }
+        Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "too many Redis Cluster redirections",
+        )))
+    }
+
+    /// From now on, the server at `addr` (`host:port`), with the settings of `from`.
+    fn redirect(&self, from: &redis::Client, addr: &str) -> redis::RedisResult<()> {
+        let bad = || {
+            redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "unreadable redirection",
+                addr.to_string(),
+            ))
+        };
+        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let info = from
+            .get_connection_info()
+            .clone()
+            .set_addr(redis::ConnectionAddr::Tcp(host, port));
+        let client = redis::Client::open(info)?;
+        tracing::info!(
+            to = addr,
+            "the site's keys are at another server of the Redis Cluster; following"
+        );
+        *self.client.lock().unwrap_or_else(|p| p.into_inner()) = client;
+        Ok(())
+    }
 }
 
 /// Runs `op` over the connection in `slot`, made anew when there is none (the last one
@@ -864,20 +936,28 @@ fn connect(client: &redis::Client, timeout: Duration) -> redis::RedisResult<Conn
 /// connection.
 fn with_connection<T>(
     slot: &mut Option<Connection>,
-    client: &redis::Client,
-    timeout: Duration,
+    server: &Server,
     mut op: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
 ) -> redis::RedisResult<T> {
     let kept = slot.is_some();
     let con = match slot {
         Some(c) => c,
-        None => slot.insert(connect(client, timeout)?),
+        None => slot.insert(server.connect()?),
     };
     match op(con) {
         Ok(v) => Ok(v),
-        Err(e) if kept && (e.is_connection_dropped() || e.is_io_error()) => {
+        // (A redirection: the cluster moved the site's slot to another master.)
+        Err(e)
+            if kept
+                && (e.is_connection_dropped()
+                    || e.is_io_error()
+                    || e.redirect_node().is_some()) =>
+        {
+            if let Some((addr, _)) = e.redirect_node() {
+                server.redirect(&server.client(), addr)?;
+            }
             *slot = None;
-            let con = slot.insert(connect(client, timeout)?);
+            let con = slot.insert(server.connect()?);
             op(con).inspect_err(|_| *slot = None)
         }
         Err(e) => {

@@ -446,3 +446,77 @@ fn what_is_only_told_reaches_the_others_and_leaves_no_row() {
     assert_eq!(heard, vec![failed.clone(), failed]);
     assert!(rows(&b, AUTH_ATTEMPTS).is_empty());
 }
+
+/// A Redis Cluster of three masters on loopback (no replicas), each fsyncing every write.
+struct Cluster {
+    nodes: Vec<Redis>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let nodes: Vec<Redis> = (0..3)
+            .map(|_| {
+                Redis::start_with(&[
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "2000",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let until = Instant::now() + Duration::from_secs(20);
+        while !nodes
+            .iter()
+            .all(|n| n.cli(&["cluster", "info"]).contains("cluster_state:ok"))
+        {
+            assert!(Instant::now() < until, "the cluster did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Cluster { nodes }
+    }
+
+    /// A master that does not hold the site's keys (`{sb}`): it redirects.
+    fn elsewhere(&self) -> &Redis {
+        self.nodes
+            .iter()
+            .find(|n| n.cli(&["exists", "{sb}:feed"]).contains("MOVED"))
+            .expect("a master without the {sb} slot")
+    }
+}
+
+#[test]
+fn a_redis_cluster_is_followed_to_the_master_holding_the_sites_keys() {
+    let c = Cluster::start();
+    let r = c.elsewhere();
+    let a = Arc::new(RedisStore::open(r.config("a")).unwrap());
+    let b = Arc::new(RedisStore::open(r.config("b")).unwrap());
+    let heard_b = follow(&b);
+    let w = Write::put(PRESENCE, "alice", b"dnd".to_vec());
+    a.commit(std::slice::from_ref(&w)).unwrap();
+    assert_eq!(next_changes(&heard_b), vec![w]);
+    assert_eq!(
+        rows(&b, PRESENCE),
+        vec![("alice".to_string(), b"dnd".to_vec())]
+    );
+    // The rows are on the master that holds the slot, not on the one named.
+    assert_eq!(r.cli(&["dbsize"]).trim(), "0");
+}
