@@ -489,9 +489,9 @@ impl Store for RedisStore {
         // Noted before the commit: the follower may read its entries before it returns.
         if !fed.is_empty() {
             let mut own = self.own.lock().map_err(|_| StoreError::Stopped)?;
-            for row in fed {
+            for row in &fed {
                 own.insert(
-                    row,
+                    row.clone(),
                     Own {
                         seq,
                         overtaken: false,
@@ -506,6 +506,17 @@ impl Store for RedisStore {
             }
             Ok(())
         });
+        if r.is_err() && !fed.is_empty() {
+            // The caller takes its change back; should Redis have made it all the same (its
+            // answer lost), the entries that come back are applied, so that this node
+            // holds what the store does. (At most one entry per row is kept.)
+            let mut own = self.own.lock().map_err(|_| StoreError::Stopped)?;
+            for row in &fed {
+                if let Some(o) = own.get_mut(row).filter(|o| o.seq == seq) {
+                    o.overtaken = true;
+                }
+            }
+        }
         r.map_err(io_err)
     }
 
