@@ -383,6 +383,21 @@ impl Registrar {
         self.node = Some(Box::new(FlowOwner { node: name, hop }));
     }
 
+    /// Node `name` is gone: the bindings it took that only its flow reached cannot be
+    /// reached through it any more (until their phones register again, elsewhere).
+    /// Returns how many.
+    pub fn node_gone(&mut self, name: &str) -> usize {
+        let mut n = 0;
+        for b in self.table.values_mut().flatten() {
+            if let Some(owner) = b.owner.as_mut().filter(|o| b.remote && o.node == name) {
+                if owner.hop.take().is_some() && b.needs_flow() {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
     /// Whether `b` was taken by another node.
     fn taken_elsewhere(&self, b: &Binding) -> bool {
         match (&self.node, &b.owner) {

@@ -725,6 +725,8 @@ impl Publisher {
                 .query(con)?;
             if !alive {
                 self.remove_rows_of(con, other)?;
+                let gone = Write::put(tables::NODES, other.clone(), b"gone".to_vec());
+                self.write_as(con, &[gone], "")?;
                 let _: () = redis::cmd("SREM")
                     .arg(self.keys.nodes())
                     .arg(other)

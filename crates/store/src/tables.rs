@@ -150,6 +150,12 @@ pub fn call_status_key(node: &str, user: &str) -> String {
 /// restart forgets counts, as it does alone).
 pub const AUTH_ATTEMPTS: Table = Table::new("auth_attempts", Scope::Shared);
 
+/// Nodes found gone: when a node stops renewing its liveness, another node tells every
+/// node (itself included), so that phones only the gone node's connections reached are
+/// known unreachable at once, not tried through it. Key: the node's name; the feed entry's
+/// row: `gone`. Holds no rows (feed entries only).
+pub const NODES: Table = Table::new("nodes", Scope::Shared);
+
 /// Subscriptions to the dialog and presence event packages, kept across a restart. Key:
 /// `Call-ID \n local tag \n remote tag` of the subscription's dialog (made by
 /// `sip::subscription::Notifier::key`, from the subscription itself); row: JSON of a
@@ -254,6 +260,7 @@ pub const ALL: &[Table] = &[
     STATUS_LOG,
     CALL_STATUS,
     AUTH_ATTEMPTS,
+    NODES,
     SUBSCRIPTIONS,
     CALL_RECORDS,
     MAIL_OUTBOX,
@@ -271,7 +278,7 @@ pub const CACHED: &[Table] = &[BINDINGS, MEMORY, PROFILES, PRESENCE, VOICEMAIL, 
 
 /// The tables whose changes are only told to the other nodes (feed entries), never kept
 /// as rows.
-pub const TOLD_ONLY: &[Table] = &[AUTH_ATTEMPTS];
+pub const TOLD_ONLY: &[Table] = &[AUTH_ATTEMPTS, NODES];
 
 /// The order in which the daemon reads the tables back at start, and restores what they
 /// hold.
@@ -290,8 +297,8 @@ pub const TOLD_ONLY: &[Table] = &[AUTH_ATTEMPTS];
 /// - [`STATUS_LOG`] and [`CALL_RECORDS`] last, and only nominally: they grow with time and
 ///   are never loaded; reports and queries read ranges of them from the store when asked.
 ///   [`MAIL_OUTBOX`] and [`VOICEMAIL_OUTBOX`] likewise: the mail task reads them itself.
-///   [`AUTH_ATTEMPTS`] holds no rows at all (feed entries only).
-///   [`AUTH_ATTEMPTS`] holds no rows at all (feed entries only).
+///   [`AUTH_ATTEMPTS`] and [`NODES`] hold no rows at all (feed entries only).
+///   [`AUTH_ATTEMPTS`] and [`NODES`] hold no rows at all (feed entries only).
 /// - [`VOICEMAIL`] before [`SUBSCRIPTIONS`]: a restored message-summary subscription is
 ///   told its mailbox's counts, which must be the messages read back;
 ///   [`VOICEMAIL_AUDIO`] and [`VOICEMAIL_RECORDINGS`] are never loaded whole (read by key
@@ -312,6 +319,7 @@ pub const RESTORE_ORDER: &[Table] = &[
     VOICEMAIL_AUDIO,
     VOICEMAIL_RECORDINGS,
     AUTH_ATTEMPTS,
+    NODES,
 ];
 
 #[cfg(test)]

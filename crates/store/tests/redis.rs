@@ -359,46 +359,57 @@ fn the_feed_follows_the_server_through_a_restart() {
 
 #[test]
 fn call_status_is_told_to_the_others_and_removed_when_its_node_stops_renewing_its_liveness() {
-    use switchboard_store::tables::{call_status_key, CALL_STATUS};
+    use switchboard_store::tables::{call_status_key, CALL_STATUS, NODES};
     let r = Redis::start();
     let quick = |node: &str| RedisConfig {
         heartbeat: Duration::from_millis(100),
         ..r.config(node)
     };
+    // What b hears next: the changes up to (and with) one that `done` says ends the wait.
+    let hear_until = |rx: &mpsc::Receiver<FeedEvent>, done: &dyn Fn(&Write) -> bool| {
+        let mut heard = Vec::new();
+        while !heard.iter().any(done) {
+            heard.extend(next_changes(rx));
+        }
+        heard
+    };
     let a = RedisStore::open(quick("a")).unwrap();
     let b = Arc::new(RedisStore::open(quick("b")).unwrap());
     let heard_b = follow(&b);
-    let busy = Write::put(
-        CALL_STATUS,
-        call_status_key("a", "bob"),
-        b"\"busy\"".to_vec(),
-    );
+    let bob = call_status_key("a", "bob");
+    let busy = Write::put(CALL_STATUS, bob.clone(), b"\"busy\"".to_vec());
     a.publish(vec![busy.clone()]);
     assert_eq!(next_changes(&heard_b), vec![busy]);
     assert_eq!(rows(&b, CALL_STATUS).len(), 1);
-    // a stops (its liveness is no longer renewed): b removes its rows, and hears that too.
+    // a stops (its liveness is no longer renewed): b removes its rows and says a is gone,
+    // and hears both too.
     drop(a);
-    let gone = next_changes(&heard_b);
+    let gone = hear_until(&heard_b, &|w| w.table == NODES);
     assert_eq!(
         gone,
-        vec![Write::delete(CALL_STATUS, call_status_key("a", "bob"))]
+        vec![
+            Write::delete(CALL_STATUS, bob),
+            Write::put(NODES, "a", b"gone".to_vec())
+        ]
     );
     assert!(rows(&b, CALL_STATUS).is_empty());
+    assert!(rows(&b, NODES).is_empty(), "told only");
     // A node that starts again clears what its earlier run left.
+    let carol = call_status_key("a", "carol");
     let a = RedisStore::open(quick("a")).unwrap();
     a.publish(vec![Write::put(
         CALL_STATUS,
-        call_status_key("a", "carol"),
+        carol.clone(),
         b"\"ringing\"".to_vec(),
     )]);
-    next_changes(&heard_b);
+    hear_until(&heard_b, &|w| w.key == carol);
     drop(a);
     std::thread::sleep(Duration::from_millis(50));
     let a = RedisStore::open(quick("a")).unwrap();
-    let cleared = next_changes(&heard_b);
-    assert_eq!(
-        cleared,
-        vec![Write::delete(CALL_STATUS, call_status_key("a", "carol"))]
+    let cleared = hear_until(&heard_b, &|w| w.key == carol);
+    assert!(
+        cleared.contains(&Write::delete(CALL_STATUS, carol)),
+        "{cleared:?}"
     );
     drop(a);
 }

@@ -2471,6 +2471,7 @@ fn registration_json(b: &Binding) -> Value {
         "instance": b.instance,
         "expires_at": b.expires_at,
         "registered_at": b.registered_at,
+        "node": b.owner.as_ref().map(|o| o.node.as_str()),
     })
 }
 

@@ -28,7 +28,7 @@ use switchboard_sip::subscription::NotifierConfig;
 use switchboard_sip::transaction::TimerConfig;
 use switchboard_sip::transport::{ListenAddr, Listener, Transport};
 use switchboard_store::tables::{
-    AUTH_ATTEMPTS, BINDINGS, CALL_RECORDS, CALL_STATUS, MAIL_OUTBOX, MEMORY, NONCE_SECRET,
+    AUTH_ATTEMPTS, BINDINGS, CALL_RECORDS, CALL_STATUS, MAIL_OUTBOX, MEMORY, NODES, NONCE_SECRET,
     PRESENCE, PROFILES, RECORD_ROUTE_SECRET, RESTORE_ORDER, SECRETS, STATUS_LOG, SUBSCRIPTIONS,
     VOICEMAIL, VOICEMAIL_AUDIO, VOICEMAIL_OUTBOX, VOICEMAIL_RECORDINGS,
 };
@@ -251,7 +251,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             // Read by key when played, fetched or mailed.
             VOICEMAIL_AUDIO | VOICEMAIL_RECORDINGS => continue,
             // No rows: feed entries only.
-            AUTH_ATTEMPTS => continue,
+            AUTH_ATTEMPTS | NODES => continue,
             VOICEMAIL => "voicemail messages",
             BINDINGS => "registrations",
             MEMORY => "group memory",

@@ -462,3 +462,48 @@ fn a_phone_on_a_tcp_connection_to_one_node_is_called_through_another() {
         "{invite}"
     );
 }
+
+#[test]
+fn when_a_node_dies_its_phones_register_elsewhere_and_are_reached_through_any_node() {
+    use common::baresip::Baresip;
+    let redis = Redis::start();
+    let beat = "redis_heartbeat_ms = 300\n";
+    let mut a = node_with(&redis, "a", beat);
+    let (b, c) = (node_with(&redis, "b", beat), node_with(&redis, "c", beat));
+    // bob's softphone is on a TCP connection to a, so only a reaches it.
+    let bob = Baresip::start_tcp(&a, "bob", a.addr());
+    registered_within(&c, "bob", Duration::from_secs(1));
+    a.kill9();
+    // Once a's liveness lapses, every node knows bob's phone cannot be reached (its
+    // connection died with a): a call through c is refused at once, not tried through a.
+    wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+        c.log_contains("a node sharing the state is gone")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("c never heard that a is gone:\n{}", c.log()));
+    let r = Sipp::new(&c, "call_expect_final.xml")
+        .row(call_row("alice", "alice-secret", "1002", ""))
+        .auth_uri(&format!("1002@{REALM}"))
+        .run();
+    assert!(r.success, "{}\n{}", r.report(), c.log());
+    assert!(
+        c.log_contains("device's connection is closed"),
+        "{}",
+        c.log()
+    );
+    drop(bob);
+    // …until it registers again, as DNS SRV would have it, with b: then a call through c
+    // rings it, through b.
+    let bob = Baresip::start_tcp(&b, "bob", b.addr());
+    wait_until(Duration::from_secs(2), Duration::from_millis(10), || {
+        let (_, body) = admin_api(&c, "GET", "/v1/registrations?user=bob", "");
+        body.contains("\"node\":\"b\"").then_some(())
+    });
+    let mark = bob.proc.log_len();
+    let call = Sipp::new(&c, "call_answered.xml")
+        .row(call_row("alice", "alice-secret", "1002", "300"))
+        .auth_uri(&format!("1002@{REALM}"))
+        .run();
+    assert!(call.success, "{}\n{}\n{}", call.report(), c.log(), b.log());
+    bob.wait(mark, "Call established", "answered through c and b");
+}

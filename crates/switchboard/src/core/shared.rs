@@ -12,8 +12,8 @@ use std::collections::BTreeSet;
 use switchboard_presence::model::CallStatus;
 use switchboard_sip::registrar::Binding;
 use switchboard_store::tables::{
-    binding_key, call_status_key, AUTH_ATTEMPTS, BINDINGS, CALL_STATUS, MEMORY, PRESENCE, PROFILES,
-    VOICEMAIL,
+    binding_key, call_status_key, AUTH_ATTEMPTS, BINDINGS, CALL_STATUS, MEMORY, NODES, PRESENCE,
+    PROFILES, VOICEMAIL,
 };
 use switchboard_store::{FeedEvent, Rows, Table, Write};
 
@@ -97,6 +97,10 @@ impl Core {
                 self.presence
                     .model_mut()
                     .set_remote_call(node, person, status);
+            }
+            NODES => {
+                let unreachable = self.registrar.node_gone(&key);
+                tracing::info!(node = key, unreachable, "a node sharing the state is gone; phones only it reached are unreachable until they register again");
             }
             AUTH_ATTEMPTS => {
                 let failed = value.as_deref() == Some(FAILED);

@@ -7,7 +7,7 @@ use crate::test_harness::*;
 use switchboard_presence::model::CallStatus;
 use switchboard_sip::registrar::Binding;
 use switchboard_store::tables::{
-    binding_key, call_status_key, AUTH_ATTEMPTS, BINDINGS, CALL_STATUS, MEMORY,
+    binding_key, call_status_key, AUTH_ATTEMPTS, BINDINGS, CALL_STATUS, MEMORY, NODES,
 };
 use switchboard_store::{FeedEvent, Write};
 
@@ -253,8 +253,8 @@ fn a_call_to_a_phone_only_another_nodes_connection_reaches_goes_through_that_nod
         })),
         ..stored
     };
-    let row = Write::put(BINDINGS, row.key, serde_json::to_vec(&at_b).unwrap());
-    a.feed(Input::Shared(FeedEvent::Changes(vec![row])));
+    let row_for_a = Write::put(BINDINGS, row.key, serde_json::to_vec(&at_b).unwrap());
+    a.feed(Input::Shared(FeedEvent::Changes(vec![row_for_a.clone()])));
     // alice's call to bob at a: the INVITE goes to b, with a Route naming b that carries
     // the call's token.
     a.input(ALICE, &invite("alice", ALICE, "1002", "h1", ""));
@@ -273,6 +273,16 @@ fn a_call_to_a_phone_only_another_nodes_connection_reaches_goes_through_that_nod
         to(&out, BOB).is_empty(),
         "a has no connection to bob's phone"
     );
+
+    // Were b gone, a would not try through it.
+    let mut gone = node("a");
+    gone.feed(Input::Shared(FeedEvent::Changes(vec![
+        row_for_a.clone(),
+        Write::put(NODES, "b", b"gone".to_vec()),
+    ])));
+    gone.input(ALICE, &invite("alice", ALICE, "1002", "h9", ""));
+    let out = gone.take();
+    assert!(to(&out, b_addr).is_empty(), "{out:?}");
 
     // At b, that INVITE goes on over bob's connection, b in its dialog.
     let hop = branch.replace(&format!("sip:{b_addr};lr"), "sip:127.0.0.1:5060;lr");
