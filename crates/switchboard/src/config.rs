@@ -646,6 +646,25 @@ impl Default for RawStore {
     }
 }
 
+/// `v`'s value; an error for `key` (through `err`) when it lies outside `lo..=hi`.
+fn in_range(
+    err: &mut impl FnMut(std::ops::Range<usize>, &str, String),
+    v: &Spanned<u64>,
+    key: &str,
+    lo: u64,
+    hi: u64,
+) -> u64 {
+    let x = *v.get_ref();
+    if x < lo || x > hi {
+        err(
+            v.span(),
+            key,
+            format!("{x} is out of range: use {lo} to {hi}"),
+        );
+    }
+    x
+}
+
 /// This machine's name (the default node name of a shared store).
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -997,17 +1016,8 @@ impl Config {
             }
         }
         let l = &raw.limits;
-        let mut range = |v: &Spanned<u64>, key: &str, lo: u64, hi: u64| {
-            let x = *v.get_ref();
-            if x < lo || x > hi {
-                err(
-                    v.span(),
-                    key,
-                    format!("{x} is out of range: use {lo} to {hi}"),
-                );
-            }
-            x
-        };
+        let mut range =
+            |v: &Spanned<u64>, key: &str, lo: u64, hi: u64| in_range(&mut err, v, key, lo, hi);
         let max_message_size = range(
             &l.max_message_size,
             "limits.max_message_size",
@@ -1435,17 +1445,8 @@ impl Config {
             },
             None => None,
         };
-        let mut range = |v: &Spanned<u64>, key: &str, lo: u64, hi: u64| {
-            let x = *v.get_ref();
-            if x < lo || x > hi {
-                err(
-                    v.span(),
-                    key,
-                    format!("{x} is out of range: use {lo} to {hi}"),
-                );
-            }
-            x
-        };
+        let mut range =
+            |v: &Spanned<u64>, key: &str, lo: u64, hi: u64| in_range(&mut err, v, key, lo, hi);
         let first_port = range(&m.first_port, "media.first_port", 1024, 65_534);
         let last_port = range(&m.last_port, "media.last_port", 1025, 65_535);
         let media_sessions = range(&m.max_sessions, "media.max_sessions", 1, 100_000);
@@ -1550,17 +1551,8 @@ impl Config {
             {
                 err(st.redis_prefix.span(), "store.redis_prefix", why);
             }
-            let mut range = |v: &Spanned<u64>, key: &str, lo: u64, hi: u64| {
-                let x = *v.get_ref();
-                if x < lo || x > hi {
-                    err(
-                        v.span(),
-                        key,
-                        format!("{x} is out of range: use {lo} to {hi}"),
-                    );
-                }
-                x
-            };
+            let mut range =
+                |v: &Spanned<u64>, key: &str, lo: u64, hi: u64| in_range(&mut err, v, key, lo, hi);
             RedisConfig {
                 url: url.get_ref().clone(),
                 node,

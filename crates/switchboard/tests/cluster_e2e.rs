@@ -30,27 +30,6 @@ fn watch_presence(d: &Daemon, who: &str, more: usize) -> Uas {
     watch(d, who, "presence", more)
 }
 
-/// `who` watches bob's `event` state through `d`, expecting `more` NOTIFYs after the first.
-fn watch(d: &Daemon, who: &str, event: &str, more: usize) -> Uas {
-    let w = Sipp::new(d, "subscribe.xml")
-        .row(call_row(
-            who,
-            &format!("{who}-secret"),
-            "bob",
-            &more.to_string(),
-        ))
-        .auth_uri(&format!("bob@{REALM}"))
-        .arg("-key")
-        .arg("event")
-        .arg(event)
-        .spawn();
-    wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
-        w.logs_so_far().contains("notified").then_some(())
-    })
-    .unwrap_or_else(|| panic!("{who} did not subscribe:\n{}", d.log()));
-    w
-}
-
 /// How long until `d` lists a registration of `user` (at most `limit`).
 fn registered_within(d: &Daemon, user: &str, limit: Duration) -> Duration {
     let start = Instant::now();
@@ -119,17 +98,6 @@ fn a_phone_on_one_node_is_rung_through_another_and_a_status_set_on_a_third_route
         phone.requests("INVITE").is_empty(),
         "bob's phone rang while he is DND"
     );
-}
-
-fn notify_bodies(r: &SippRun) -> Vec<String> {
-    r.requests("NOTIFY")
-        .into_iter()
-        .map(|m| {
-            m.split_once("\r\n\r\n")
-                .map(|(_, b)| b.to_string())
-                .unwrap_or_default()
-        })
-        .collect()
 }
 
 #[test]

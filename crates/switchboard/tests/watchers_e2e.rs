@@ -14,40 +14,6 @@ fn policy() -> String {
     )
 }
 
-/// `who` watches bob's `event` state and expects `more` NOTIFYs after the first.
-fn watch(d: &Daemon, who: &str, event: &str, more: usize) -> Uas {
-    let w = Sipp::new(d, "subscribe.xml")
-        .row(call_row(
-            who,
-            &format!("{who}-secret"),
-            "bob",
-            &more.to_string(),
-        ))
-        .auth_uri(&format!("bob@{REALM}"))
-        .arg("-key")
-        .arg("event")
-        .arg(event)
-        .spawn();
-    // Subscribed once the phone has the 200 and the first NOTIFY (a change that came in
-    // between could find the scenario between its steps).
-    wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
-        w.logs_so_far().contains("notified").then_some(())
-    })
-    .unwrap_or_else(|| panic!("{who} did not subscribe:\n{}", d.log()));
-    w
-}
-
-fn notify_bodies(r: &SippRun) -> Vec<String> {
-    r.requests("NOTIFY")
-        .into_iter()
-        .map(|m| {
-            m.split_once("\r\n\r\n")
-                .map(|(_, b)| b.to_string())
-                .unwrap_or_default()
-        })
-        .collect()
-}
-
 #[test]
 fn watchers_see_calls_profile_changes_and_feature_codes() {
     let mut d = Daemon::start(Options {

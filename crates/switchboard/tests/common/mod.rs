@@ -1159,6 +1159,41 @@ pub fn request(method: &str, extra: &str) -> String {
     )
 }
 
+/// `who` watches bob's `event` state and expects `more` NOTIFYs after the first.
+pub fn watch(d: &Daemon, who: &str, event: &str, more: usize) -> Uas {
+    let w = Sipp::new(d, "subscribe.xml")
+        .row(call_row(
+            who,
+            &format!("{who}-secret"),
+            "bob",
+            &more.to_string(),
+        ))
+        .auth_uri(&format!("bob@{REALM}"))
+        .arg("-key")
+        .arg("event")
+        .arg(event)
+        .spawn();
+    // Subscribed once the phone has the 200 and the first NOTIFY (a change that came in
+    // between could find the scenario between its steps).
+    wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+        w.logs_so_far().contains("notified").then_some(())
+    })
+    .unwrap_or_else(|| panic!("{who} did not subscribe:\n{}", d.log()));
+    w
+}
+
+/// The bodies of the NOTIFYs a watcher's run received, in order.
+pub fn notify_bodies(r: &SippRun) -> Vec<String> {
+    r.requests("NOTIFY")
+        .into_iter()
+        .map(|m| {
+            m.split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 /// A REGISTER of `user` without credentials (answered with a challenge, or refused).
 pub fn register_request(user: &str) -> String {
     request(
