@@ -117,6 +117,22 @@ impl Keys {
         self.table("k", table)
     }
 
+    /// Adds the commands that make `w` to `pipe`: the row put or deleted, its key added to
+    /// or taken from the table's index.
+    fn queue(&self, pipe: &mut redis::Pipeline, w: &Write) {
+        let (rows, index) = (self.rows(w.table), self.index(w.table));
+        match &w.value {
+            Some(v) => {
+                pipe.hset(&rows, &w.key, v.as_slice()).ignore();
+                pipe.zadd(&index, &w.key, 0).ignore();
+            }
+            None => {
+                pipe.hdel(&rows, &w.key).ignore();
+                pipe.zrem(&index, &w.key).ignore();
+            }
+        }
+    }
+
     /// The change feed (a stream).
     fn feed(&self) -> String {
         format!("{{{}}}:feed", self.prefix)
@@ -461,17 +477,7 @@ impl Store for RedisStore {
         pipe.atomic();
         let mut fed = Vec::new();
         for w in writes {
-            let (rows, index) = (self.keys.rows(w.table), self.keys.index(w.table));
-            match &w.value {
-                Some(v) => {
-                    pipe.hset(&rows, &w.key, v.as_slice()).ignore();
-                    pipe.zadd(&index, &w.key, 0).ignore();
-                }
-                None => {
-                    pipe.hdel(&rows, &w.key).ignore();
-                    pipe.zrem(&index, &w.key).ignore();
-                }
-            }
+            self.keys.queue(&mut pipe, w);
             if tables::CACHED.contains(&w.table) {
                 pipe.add_command(FeedEntry::command(
                     &feed,
@@ -662,17 +668,8 @@ impl Publisher {
         let mut pipe = redis::pipe();
         pipe.atomic();
         for w in writes {
-            let (rows, index) = (self.keys.rows(w.table), self.keys.index(w.table));
-            match &w.value {
-                _ if tables::TOLD_ONLY.contains(&w.table) => {}
-                Some(v) => {
-                    pipe.hset(&rows, &w.key, v.as_slice()).ignore();
-                    pipe.zadd(&index, &w.key, 0).ignore();
-                }
-                None => {
-                    pipe.hdel(&rows, &w.key).ignore();
-                    pipe.zrem(&index, &w.key).ignore();
-                }
+            if !tables::TOLD_ONLY.contains(&w.table) {
+                self.keys.queue(&mut pipe, w);
             }
             pipe.add_command(FeedEntry::command(
                 &feed,

@@ -331,16 +331,7 @@ fn retransmitted_register_is_answered_from_the_transaction() {
     assert_ne!(nonce(&first), nonce(&second));
     // Answered, it makes a transaction: its copy gets the same 200, To tag included.
     let nonce = nonce(&second).unwrap();
-    let uri = format!("sip:{REALM}");
-    let md5 = |s: String| switchboard_sip::auth::Algorithm::Md5.hash(&s);
-    let ha1 = md5(format!("alice:{REALM}:alice-secret"));
-    let ha2 = md5(format!("REGISTER:{uri}"));
-    let response = md5(format!("{ha1}:{nonce}:00000001:c1:auth:{ha2}"));
-    let auth = format!(
-        "Authorization: Digest username=\"alice\", realm=\"{REALM}\", nonce=\"{nonce}\", \
-         uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, \
-         cnonce=\"c1\"\r\n"
-    );
+    let auth = register_authorization("alice", "alice-secret", &nonce);
     let text = request(
         "REGISTER",
         &format!("Contact: <sip:alice@127.0.0.1:9>\r\n{auth}"),

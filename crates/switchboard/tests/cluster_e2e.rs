@@ -189,16 +189,7 @@ fn register_across(challenger: &Daemon, answerer: &Daemon, user: &str, password:
     assert_eq!(status_of(&challenge), 401, "{challenge}");
     let nonce =
         challenge_param(&header_values(&challenge, "WWW-Authenticate")[0], "nonce").unwrap();
-    let uri = format!("sip:{REALM}");
-    let md5 = |s: String| switchboard_sip::auth::Algorithm::Md5.hash(&s);
-    let ha1 = md5(format!("{user}:{REALM}:{password}"));
-    let ha2 = md5(format!("REGISTER:{uri}"));
-    let response = md5(format!("{ha1}:{nonce}:00000001:c1:auth:{ha2}"));
-    let auth = format!(
-        "Authorization: Digest username=\"{user}\", realm=\"{REALM}\", nonce=\"{nonce}\", \
-         uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, \
-         cnonce=\"c1\"\r\n"
-    );
+    let auth = register_authorization(user, password, &nonce);
     status_of(&exchange(answerer.addr(), &register(&auth)))
 }
 

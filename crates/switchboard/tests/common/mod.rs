@@ -1194,6 +1194,21 @@ pub fn notify_bodies(r: &SippRun) -> Vec<String> {
         .collect()
 }
 
+/// The Authorization header (MD5, qop=auth, nc 1, cnonce `c1`) of `user` with `password`
+/// answering `nonce` for a REGISTER to the realm.
+pub fn register_authorization(user: &str, password: &str, nonce: &str) -> String {
+    let uri = format!("sip:{REALM}");
+    let md5 = |s: String| switchboard_sip::auth::Algorithm::Md5.hash(&s);
+    let ha1 = md5(format!("{user}:{REALM}:{password}"));
+    let ha2 = md5(format!("REGISTER:{uri}"));
+    let response = md5(format!("{ha1}:{nonce}:00000001:c1:auth:{ha2}"));
+    format!(
+        "Authorization: Digest username=\"{user}\", realm=\"{REALM}\", nonce=\"{nonce}\", \
+         uri=\"{uri}\", response=\"{response}\", algorithm=MD5, qop=auth, nc=00000001, \
+         cnonce=\"c1\"\r\n"
+    )
+}
+
 /// A REGISTER of `user` without credentials (answered with a challenge, or refused).
 pub fn register_request(user: &str) -> String {
     request(
