@@ -276,6 +276,10 @@ pub struct ShellMetrics {
     pub loop_lag: Histogram,
     pub reloads_ok: u64,
     pub reloads_failed: u64,
+    /// With a store shared with other nodes: their changes applied here, and the times
+    /// every shared table was read again (the feed no longer held what this node missed).
+    pub shared_changes: u64,
+    pub shared_resyncs: u64,
 }
 
 impl Default for ShellMetrics {
@@ -285,6 +289,8 @@ impl Default for ShellMetrics {
             loop_lag: Histogram::new(LAG_BUCKETS),
             reloads_ok: 0,
             reloads_failed: 0,
+            shared_changes: 0,
+            shared_resyncs: 0,
         }
     }
 }
@@ -691,6 +697,18 @@ impl Collector for Render {
             "Policy reloads, by result (failed: the running policy stayed)",
             "result",
             [("ok", shell.reloads_ok), ("failed", shell.reloads_failed)],
+        )?;
+        counter(
+            e,
+            "switchboard_shared_changes",
+            "Changes other nodes sharing the store made, applied here",
+            shell.shared_changes,
+        )?;
+        counter(
+            e,
+            "switchboard_shared_resyncs",
+            "Times every shared table was read again (the change feed no longer held what this node missed)",
+            shell.shared_resyncs,
         )?;
         Ok(())
     }

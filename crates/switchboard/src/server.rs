@@ -484,9 +484,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
             }
             Some(event) = feed_rx.recv() => {
-                core.handle(Input::Shared(event), now());
-                while let Ok(event) = feed_rx.try_recv() {
+                let mut take = |event: FeedEvent| {
+                    match &event {
+                        FeedEvent::Changes(c) => shell.shared_changes += c.len() as u64,
+                        FeedEvent::Resync(_) => shell.shared_resyncs += 1,
+                    }
                     core.handle(Input::Shared(event), now());
+                };
+                take(event);
+                while let Ok(event) = feed_rx.try_recv() {
+                    take(event);
                 }
             }
             Some((token, value)) = read_rx.recv() => {

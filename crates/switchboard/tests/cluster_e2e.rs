@@ -56,6 +56,8 @@ fn a_phone_on_one_node_is_rung_through_another_and_a_status_set_on_a_third_route
     for other in [&b, &c] {
         let took = registered_within(other, "bob", Duration::from_secs(1));
         eprintln!("bob's registration reached a node after {took:?}");
+        assert!(metric(other, "switchboard_shared_changes_total") >= 1);
+        assert_eq!(metric(other, "switchboard_shared_resyncs_total"), 0);
     }
 
     // alice's call comes to b, which rings bob's phone (registered with a).
