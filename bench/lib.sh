@@ -1,9 +1,10 @@
 # Shared pieces of the benchmarks (bench/register-load.sh, bench/call-load.sh,
-# bench/instructions.sh, bench/overload.sh): processes and their groups, free ports, a quiet
-# machine, starting and measuring the servers, the Switchboard binary, the calls' inputs
-# (policy, config, the callee's registration and answering SIPp). SIPp's statistics files are
-# read by bench/sipp_stats.py. Sourced, never run; the scripts that source it set
-# `set -euo pipefail` and these globals:
+# bench/instructions.sh, bench/overload.sh, bench/two-nodes.sh): processes and their groups,
+# free ports, a quiet machine, starting and measuring the servers, the Switchboard binary,
+# the registrations' inputs (users, policy, config), the calls' inputs (policy, config, the
+# callee's registration and answering SIPp). SIPp's statistics files are read by
+# bench/sipp_stats.py. Sourced, never run; the scripts that source it set `set -euo pipefail`
+# and these globals:
 #
 #   here   this directory          root   the workspace
 #   work   the run's work directory
@@ -459,6 +460,103 @@ report_work_fs() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Switchboard's config, and the registrations' inputs (bench/register-load.sh,
+# bench/two-nodes.sh): users u0..u(N-1) with password pw-<n>, digest MD5.
+
+# Sets keys in the Switchboard config $1: $2... each SECTION.KEY=VALUE with VALUE as written
+# in TOML (limits.shed_after_ms=200, sip.realm="x"); one for a key the config already has
+# replaces it, one for a section it lacks adds the section at the end.
+config_set() { # $1 = config file, $2... = settings
+  [ $# -gt 1 ] || return 0
+  python3 - "$@" <<'PY'
+import re, sys
+path, settings = sys.argv[1], sys.argv[2:]
+order, sections, current = [None], {None: []}, None
+for line in open(path).read().splitlines():
+    m = re.match(r"^\[([A-Za-z0-9_.-]+)\]\s*$", line)
+    if m:
+        current = m.group(1)
+        order.append(current)
+        sections[current] = [line]
+    else:
+        sections[current].append(line)
+for setting in settings:
+    m = re.match(r"^([A-Za-z0-9_.-]+)\.([A-Za-z0-9_-]+)=(.+)$", setting)
+    if not m:
+        sys.exit(f"not SECTION.KEY=VALUE: {setting}")
+    section, key, value = m.groups()
+    if section not in sections:
+        order.append(section)
+        sections[section] = ["", f"[{section}]"]
+    lines = sections[section]
+    line = f"{key} = {value}"
+    for i, l in enumerate(lines):
+        if re.match(rf"^{re.escape(key)}\s*=", l):
+            lines[i] = line
+            break
+    else:
+        # After the section's last non-empty line.
+        at = len(lines)
+        while at > 1 and not lines[at - 1].strip():
+            at -= 1
+        lines.insert(at, line)
+with open(path, "w") as f:
+    for name in order:
+        if sections[name]:
+            f.write("\n".join(sections[name]) + "\n")
+PY
+}
+
+# The policy of users u0..u($1-1): the one place that knows the policy format for them.
+write_policy() { # $1 = number of users, $2 = file
+  awk -v n="$1" 'BEGIN {
+    for (i = 0; i < n; i++) {
+      printf "[users.u%d]\nextension = \"%d\"\ndisplay_name = \"User %d\"\n", i, 1000 + i, i
+      printf "[users.u%d.sip]\npassword = \"pw-%d\"\nalgorithms = [\"md5\"]\n\n", i, i
+    }
+  }' > "$2"
+}
+
+# SIPp's injection file (-inf, SEQUENTIAL): field0 the user, field1 the password; $1 users
+# from u$3 on (default u0).
+write_users_csv() { # $1 = number of users, $2 = file, $3 = the first user's number
+  awk -v n="$1" -v first="${3:-0}" 'BEGIN { print "SEQUENTIAL"; for (i = first; i < first + n; i++) printf "u%d;pw-%d\n", i, i }' > "$2"
+}
+
+# Switchboard's config for registrations: $1/switchboard.toml listening on 127.0.0.1:$2,
+# digest auth required or not ($3), state in $1/state, the policy $work/policy.toml, no API.
+# $4 = redis: the state in the Redis server of start_redis (its [store] keys). $5...: more
+# settings, as config_set takes them.
+write_register_config() { # $1 = dir, $2 = port, $3 = auth required (true|false), $4 = store, $5... = settings
+  local dir=$1 port=$2 store_keys=""
+  # A newline, then the keys (none: the config is the embedded store's as it always was).
+  [ "${4:-}" = redis ] && store_keys=$'\n'$(redis_store_keys)
+  cat > "$dir/switchboard.toml" <<EOF
+[sip]
+listen = ["udp:127.0.0.1:$port"]
+realm = "switchboard.local"
+domains = ["switchboard.local"]
+
+[auth]
+required = $3
+# Failed attempts must not throttle the load source.
+max_failures = 1000000
+
+[store]
+state_dir = "$dir/state"$store_keys
+
+[policy]
+path = "$work/policy.toml"
+
+[api]
+listen = ""
+EOF
+  [ $# -gt 4 ] || return 0
+  shift 4
+  config_set "$dir/switchboard.toml" "$@"
+}
+
+# ---------------------------------------------------------------------------------------------
 # Calls (bench/call-load.sh, bench/overload.sh; bench/instructions.sh takes the config): the
 # caller "caller" calls the callee "callee" (sip:callee@switchboard.local), whose contact is
 # an answering SIPp registered from its own port.
@@ -516,44 +614,7 @@ path = "$work/policy.toml"
 [api]
 listen = ""
 EOF
-  [ $# -gt 0 ] || return 0
-  python3 - "$dir/switchboard.toml" "$@" <<'PY'
-import re, sys
-path, settings = sys.argv[1], sys.argv[2:]
-order, sections, current = [None], {None: []}, None
-for line in open(path).read().splitlines():
-    m = re.match(r"^\[([A-Za-z0-9_.-]+)\]\s*$", line)
-    if m:
-        current = m.group(1)
-        order.append(current)
-        sections[current] = [line]
-    else:
-        sections[current].append(line)
-for setting in settings:
-    m = re.match(r"^([A-Za-z0-9_.-]+)\.([A-Za-z0-9_-]+)=(.+)$", setting)
-    if not m:
-        sys.exit(f"not SECTION.KEY=VALUE: {setting}")
-    section, key, value = m.groups()
-    if section not in sections:
-        order.append(section)
-        sections[section] = ["", f"[{section}]"]
-    lines = sections[section]
-    line = f"{key} = {value}"
-    for i, l in enumerate(lines):
-        if re.match(rf"^{re.escape(key)}\s*=", l):
-            lines[i] = line
-            break
-    else:
-        # After the section's last non-empty line.
-        at = len(lines)
-        while at > 1 and not lines[at - 1].strip():
-            at -= 1
-        lines.insert(at, line)
-with open(path, "w") as f:
-    for name in order:
-        if sections[name]:
-            f.write("\n".join(sections[name]) + "\n")
-PY
+  config_set "$dir/switchboard.toml" "$@"
 }
 
 # Registers the callee's contact sip:callee@127.0.0.1:$3 with the server on 127.0.0.1:$2
@@ -631,6 +692,7 @@ report_machine() {
   echo "- Machine: $(nproc) cores, $cpu_model, $(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo); $(uname -sr)"
 }
 
+# $1 = sipp: SIPp's alone (a benchmark without Kamailio); otherwise Kamailio's too, when installed.
 report_versions() {
-  echo "- SIPp: $(sipp -v 2>&1 | grep -o 'SIPp v[0-9.]*' | head -n 1)$(command -v kamailio >/dev/null && echo ", $(kamailio -v 2>/dev/null | head -n 1 | sed 's/^version: //')")"
+  echo "- SIPp: $(sipp -v 2>&1 | grep -o 'SIPp v[0-9.]*' | head -n 1)$([ "${1:-}" != sipp ] && command -v kamailio >/dev/null && echo ", $(kamailio -v 2>/dev/null | head -n 1 | sed 's/^version: //')")"
 }

@@ -121,21 +121,7 @@ cleanup() {
 on_exit cleanup
 
 # ---------------------------------------------------------------------------------------------
-# Inputs: the policy (N users) and SIPp's injection file.
-
-# The one place that knows the policy format.
-write_policy() { # $1 = number of users, $2 = file
-  awk -v n="$1" 'BEGIN {
-    for (i = 0; i < n; i++) {
-      printf "[users.u%d]\nextension = \"%d\"\ndisplay_name = \"User %d\"\n", i, 1000 + i, i
-      printf "[users.u%d.sip]\npassword = \"pw-%d\"\nalgorithms = [\"md5\"]\n\n", i, i
-    }
-  }' > "$2"
-}
-
-write_users_csv() { # $1 = number of users, $2 = file; field0 user, field1 password
-  awk -v n="$1" 'BEGIN { print "SEQUENTIAL"; for (i = 0; i < n; i++) printf "u%d;pw-%d\n", i, i }' > "$2"
-}
+# Inputs (bench/lib.sh): the policy (N users) and SIPp's injection file.
 
 write_policy "$users" "$work/policy.toml"
 write_users_csv "$users" "$work/users.csv"
@@ -146,37 +132,8 @@ if [[ " $subjects " == *" sb-"* ]]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# Servers (bench/lib.sh: start_switchboard, start_kamailio, start_redis, stop_server, ...).
-
-# $4 = redis: the state in the Redis server of start_redis (its [store] keys).
-write_switchboard_config() { # $1 = step dir, $2 = port, $3 = auth required (true|false), $4 = store
-  local dir=$1 port=$2 store_keys=""
-  # A newline, then the keys (none: the config is the embedded store's as it always was).
-  [ "${4:-}" = redis ] && store_keys=$'\n'$(redis_store_keys)
-  cat > "$dir/switchboard.toml" <<EOF
-[sip]
-listen = ["udp:127.0.0.1:$port"]
-realm = "switchboard.local"
-domains = ["switchboard.local"]
-
-[auth]
-required = $3
-# Failed attempts must not throttle the load source.
-max_failures = 1000000
-
-[store]
-state_dir = "$dir/state"$store_keys
-
-[policy]
-path = "$work/policy.toml"
-
-[api]
-listen = ""
-EOF
-}
-
-# ---------------------------------------------------------------------------------------------
-# One step: one SIPp run against a fresh server.
+# One step: one SIPp run against a fresh server (bench/lib.sh: write_register_config,
+# start_switchboard, start_kamailio, start_redis, stop_server, ...).
 
 sipp_call_limit
 
@@ -199,20 +156,20 @@ run_step() { # $1 = subject, $2 = rate
   local scenario=register.xml label
   case "$subject" in
     sb-auth) label="switchboard (auth, durable)"; scenario=register_auth.xml
-             write_switchboard_config "$dir" "$port" true
+             write_register_config "$dir" "$port" true
              start_switchboard "$dir" "$port" ;;
     sb-noauth) label="switchboard (no auth, durable)"
-               write_switchboard_config "$dir" "$port" false
+               write_register_config "$dir" "$port" false
                start_switchboard "$dir" "$port" ;;
     sb-redis-auth) label="switchboard (auth, durable in Redis)"; scenario=register_auth.xml
                    start_redis "$dir/redis"
                    commands+=("$redis_cmd")
-                   write_switchboard_config "$dir" "$port" true redis
+                   write_register_config "$dir" "$port" true redis
                    start_switchboard "$dir" "$port" ;;
     sb-redis-noauth) label="switchboard (no auth, durable in Redis)"
                      start_redis "$dir/redis"
                      commands+=("$redis_cmd")
-                     write_switchboard_config "$dir" "$port" false redis
+                     write_register_config "$dir" "$port" false redis
                      start_switchboard "$dir" "$port" ;;
     kamailio) label="kamailio (no auth, memory)"
               start_kamailio "$dir" "$port" ;;
