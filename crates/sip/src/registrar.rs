@@ -36,6 +36,10 @@ pub struct FlowOwner {
     /// when only its flow reaches the phone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hop: Option<String>,
+    /// The node was found gone (its liveness lapsed): nothing is sent through it until it
+    /// is back. Not stored.
+    #[serde(skip)]
+    pub gone: bool,
 }
 
 /// One registered contact of an address of record.
@@ -380,19 +384,23 @@ impl Registrar {
     /// it at): the bindings it takes say so, and bindings read back that another node
     /// took are [`Binding::remote`].
     pub fn set_node(&mut self, name: String, hop: Option<String>) {
-        self.node = Some(Box::new(FlowOwner { node: name, hop }));
+        self.node = Some(Box::new(FlowOwner {
+            node: name,
+            hop,
+            gone: false,
+        }));
     }
 
-    /// Node `name` is gone: the bindings it took that only its flow reached cannot be
-    /// reached through it any more (until their phones register again, elsewhere).
-    /// Returns how many.
-    pub fn node_gone(&mut self, name: &str) -> usize {
+    /// Node `name` is gone (`gone`), or back: the bindings it took that only its flow
+    /// reaches cannot be reached through it while it is gone (their phones register again
+    /// elsewhere, or it comes back). Returns how many bindings that concerns.
+    pub fn node_gone(&mut self, name: &str, gone: bool) -> usize {
         let mut n = 0;
         for b in self.table.values_mut().flatten() {
+            let needs_flow = b.needs_flow();
             if let Some(owner) = b.owner.as_mut().filter(|o| b.remote && o.node == name) {
-                if owner.hop.take().is_some() && b.needs_flow() {
-                    n += 1;
-                }
+                owner.gone = gone;
+                n += usize::from(needs_flow);
             }
         }
         n

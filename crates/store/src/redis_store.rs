@@ -707,13 +707,15 @@ impl Publisher {
             .query(con)?;
         if first {
             self.remove_rows_of(con, node)?;
-        } else if before.is_none() && !self.mine.is_empty() {
-            let again: Vec<Write> = self
+        } else if before.is_none() {
+            // Taken for gone meanwhile: back, and what it said of its calls again.
+            let mut again: Vec<Write> = self
                 .mine
                 .iter()
                 .map(|(k, v)| Write::put(tables::CALL_STATUS, k.clone(), v.clone()))
                 .collect();
-            self.write(con, &again)?;
+            again.push(Write::put(tables::NODES, node.clone(), b"back".to_vec()));
+            self.write_as(con, &again, "")?;
         }
         let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(self.keys.nodes()).query(con)?;
         for other in nodes.iter().filter(|n| *n != node) {
@@ -1050,15 +1052,17 @@ fn trimmed_after(con: &mut Connection, feed: &str, last: &str) -> redis::RedisRe
         return Ok(false);
     }
     if last == "0-0" {
-        // Read from the start: was anything trimmed at all?
-        let length: u64 = redis::cmd("XLEN").arg(feed).query(con)?;
+        // Read from the start: was anything trimmed at all? (Both counts from one answer:
+        // entries added between two questions would look trimmed.)
         let info: HashMap<String, Value> =
             redis::cmd("XINFO").arg("STREAM").arg(feed).query(con)?;
-        let added: u64 = match info.get("entries-added") {
-            Some(v) => redis::from_redis_value_ref(v)?,
-            None => 0,
+        let count = |field: &str| -> redis::RedisResult<u64> {
+            match info.get(field) {
+                Some(v) => Ok(redis::from_redis_value_ref(v)?),
+                None => Ok(0),
+            }
         };
-        return Ok(added > length);
+        return Ok(count("entries-added")? > count("length")?);
     }
     Ok(true)
 }

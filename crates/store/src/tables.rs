@@ -150,10 +150,11 @@ pub fn call_status_key(node: &str, user: &str) -> String {
 /// restart forgets counts, as it does alone).
 pub const AUTH_ATTEMPTS: Table = Table::new("auth_attempts", Scope::Shared);
 
-/// Nodes found gone: when a node stops renewing its liveness, another node tells every
-/// node (itself included), so that phones only the gone node's connections reached are
-/// known unreachable at once, not tried through it. Key: the node's name; the feed entry's
-/// row: `gone`. Holds no rows (feed entries only).
+/// Nodes found gone, and back: when a node stops renewing its liveness, another node tells
+/// every node (itself included), so that phones only the gone node's connections reached
+/// are known unreachable at once, not tried through it; a node that renews its liveness
+/// after it lapsed says it is back. Key: the node's name; the feed entry's row: `gone` or
+/// `back`. Holds no rows (feed entries only).
 pub const NODES: Table = Table::new("nodes", Scope::Shared);
 
 /// Subscriptions to the dialog and presence event packages, kept across a restart. Key:

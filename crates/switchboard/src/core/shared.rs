@@ -99,8 +99,13 @@ impl Core {
                     .set_remote_call(node, person, status);
             }
             NODES => {
-                let unreachable = self.registrar.node_gone(&key);
-                tracing::info!(node = key, unreachable, "a node sharing the state is gone; phones only it reached are unreachable until they register again");
+                let gone = value.as_deref() != Some(b"back".as_slice());
+                let phones = self.registrar.node_gone(&key, gone);
+                if gone {
+                    tracing::info!(node = key, phones, "a node sharing the state is gone; phones only it reached are unreachable until they register again or it is back");
+                } else {
+                    tracing::info!(node = key, phones, "a node sharing the state is back");
+                }
             }
             AUTH_ATTEMPTS => {
                 let failed = value.as_deref() == Some(FAILED);

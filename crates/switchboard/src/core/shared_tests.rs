@@ -283,6 +283,15 @@ fn a_call_to_a_phone_only_another_nodes_connection_reaches_goes_through_that_nod
     gone.input(ALICE, &invite("alice", ALICE, "1002", "h9", ""));
     let out = gone.take();
     assert!(to(&out, b_addr).is_empty(), "{out:?}");
+    // …until it is back.
+    gone.feed(Input::Shared(FeedEvent::Changes(vec![Write::put(
+        NODES,
+        "b",
+        b"back".to_vec(),
+    )])));
+    gone.input(ALICE, &invite("alice", ALICE, "1002", "h10", ""));
+    let out = gone.take();
+    assert!(!to(&out, b_addr).is_empty(), "{out:?}");
 
     // At b, that INVITE goes on over bob's connection, b in its dialog.
     let hop = branch.replace(&format!("sip:{b_addr};lr"), "sip:127.0.0.1:5060;lr");

@@ -77,7 +77,8 @@ pub(crate) fn binding_hop(b: &Binding) -> Option<(Peer, &str)> {
     if !(b.remote && b.needs_flow()) {
         return None;
     }
-    let hop = b.owner.as_ref()?.hop.as_deref()?;
+    let owner = b.owner.as_ref().filter(|o| !o.gone)?;
+    let hop = owner.hop.as_deref()?;
     let (transport, addr) = proxy::uri_target(hop)?;
     let peer = Peer {
         transport,
