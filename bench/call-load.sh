@@ -33,6 +33,9 @@
 #   --subjects     which, in this order (default: switchboard kamailio):
 #                    switchboard  Switchboard, state in its embedded store
 #                    sb-redis     Switchboard, state in Redis (a redis-server per step)
+#                    sb-two-nodes two Switchboards sharing one Redis: the callee registers
+#                                 with node a, the calls come to node b, which rings the
+#                                 callee through what it learnt from a (the change feed)
 #                    kamailio     Kamailio, memory-only location table
 #                  e.g. --subjects "switchboard sb-redis kamailio" for both stores beside
 #                  Kamailio in one run
@@ -74,6 +77,11 @@
 # count both processes, the daemon's and Redis's (so µs/call compares the subjects' whole
 # cost, and Redis's work is not taken for other processes'); the Redis column shows Redis's
 # part and its peak RSS. Redis is stopped after the daemon at the step's end, and on exit.
+# The two-node subject (sb-two-nodes) starts node a too, beside the measured daemon (node b,
+# which the calls come to), both on that Redis; its CPU counts with the server's and shows in
+# the Redis column ("Redis + node a"), as a part of the subject's cost; it is stopped with
+# node b. The cores are shared as the kernel schedules them (nothing is pinned unless the
+# benchmark's own pinning says so, which puts node a with the server).
 #
 # A step fails when more than 0.1 % of its calls did not succeed at the caller, or when more
 # than 0.1 % went wrong at the callee side (a contact's SIPp failed a call, or calls were still
@@ -137,7 +145,7 @@ for v in "$hold" "$answer_after" "$quiet_wait" "$reruns" "$media_sessions"; do
   [[ "$v" =~ ^[0-9]+$ ]] || { echo "not a non-negative integer: $v" >&2; exit 2; }
 done
 for s in $subjects; do
-  case "$s" in switchboard|sb-redis|kamailio) ;; *) echo "unknown subject: $s (switchboard, sb-redis, kamailio)" >&2; exit 2 ;; esac
+  case "$s" in switchboard|sb-redis|sb-two-nodes|kamailio) ;; *) echo "unknown subject: $s (switchboard, sb-redis, sb-two-nodes, kamailio)" >&2; exit 2 ;; esac
 done
 for s in $scenarios; do
   case "$s" in direct|fork) ;; *) echo "unknown scenario: $s (direct, fork)" >&2; exit 2 ;; esac
@@ -153,7 +161,7 @@ need timeout "coreutils"
 need setsid "util-linux"
 need ss "apt-get install iproute2"
 case " $subjects " in *" kamailio "*) need kamailio "apt-get install kamailio" ;; esac
-case " $subjects " in *" sb-redis "*)
+case " $subjects " in *" sb-redis "*|*" sb-two-nodes "*)
   need redis-server "apt-get install redis-server"
   need redis-cli "apt-get install redis-tools" ;;
 esac
@@ -163,6 +171,8 @@ esac
 # per SIPp (the caller, the registering one, each answering one), all killed on exit.
 work=$(mktemp -d "${TMPDIR:-/tmp}/sb-call-load.XXXXXX")
 redis_pgid=""
+# sb-two-nodes: node a's process group (node b is the server).
+peer_pgid=""
 sipp_pgid=""
 uas_pgids=()
 sampler_pid=""
@@ -177,6 +187,7 @@ cleanup() {
   [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null
   [ -n "$probe_pid" ] && kill "$probe_pid" 2>/dev/null
   [ -n "$server_pgid" ] && kill_group "$server_pgid"
+  [ -n "$peer_pgid" ] && kill_group "$peer_pgid"
   [ -n "$redis_pgid" ] && kill_group "$redis_pgid"
   wait 2>/dev/null || true
   leave_work "$rc"
@@ -268,7 +279,7 @@ PY
 }
 
 sb_desc="not run"
-if [[ " $subjects " == *" switchboard "* || " $subjects " == *" sb-redis "* ]]; then
+if [[ " $subjects " == *" switchboard "* || " $subjects " == *" sb-redis "* || " $subjects " == *" sb-two-nodes "* ]]; then
   switchboard_binary
 fi
 
@@ -281,11 +292,11 @@ redis_settings() {
   redis_store_keys | sed 's/^\([A-Za-z0-9_]*\) = /store.\1=/'
 }
 
-if [[ " $subjects " == *" switchboard "* || " $subjects " == *" sb-redis "* ]]; then
+if [[ " $subjects " == *" switchboard "* || " $subjects " == *" sb-redis "* || " $subjects " == *" sb-two-nodes "* ]]; then
   mkdir -p "$work/check"
   check_settings=("${media_settings[@]}")
   # With sb-redis, the Redis keys are checked too (`check` does not connect to the server).
-  if [[ " $subjects " == *" sb-redis "* ]]; then
+  if [[ " $subjects " == *" sb-redis "* || " $subjects " == *" sb-two-nodes "* ]]; then
     redis_port=6379
     mapfile -t -O "${#check_settings[@]}" check_settings < <(redis_settings)
     redis_port=""
@@ -333,6 +344,13 @@ run_step() { # $1 = subject, $2 = scenario, $3 = rate
   done
   uac_port=${uas_ports[-1]}
   unset 'uas_ports[-1]'
+  # sb-two-nodes: where the callee registers (node a).
+  local reg_port=$port
+  if [ "$subject" = sb-two-nodes ]; then
+    reg_port=$(free_udp_port)
+    while [[ "$used" == *" $reg_port "* ]]; do reg_port=$(free_udp_port); done
+    used+="$reg_port "
+  fi
 
   local label
   commands+=("step $step_no, $subject, $scenario, $rate/s:")
@@ -346,6 +364,19 @@ run_step() { # $1 = subject, $2 = scenario, $3 = rate
               local store_settings
               mapfile -t store_settings < <(redis_settings)
               write_call_config "$dir" "$port" "${media_settings[@]}" "${store_settings[@]}"
+              start_switchboard "$dir" "$port" ;;
+    sb-two-nodes) label="switchboard, two nodes on Redis (calls to b, callee registered with a)"
+              start_redis "$dir/redis"
+              commands+=("  $redis_cmd")
+              local store_settings
+              mapfile -t store_settings < <(redis_settings)
+              mkdir -p "$dir/node-a"
+              write_call_config "$dir/node-a" "$reg_port" "${media_settings[@]}" "${store_settings[@]}" 'store.node="a"'
+              start_switchboard "$dir/node-a" "$reg_port"
+              peer_pgid=$server_pgid
+              server_pgid=""
+              commands+=("  $server_cmd")
+              write_call_config "$dir" "$port" "${media_settings[@]}" "${store_settings[@]}" 'store.node="b"'
               start_switchboard "$dir" "$port" ;;
     kamailio) label="kamailio (no auth, memory)"
               start_kamailio "$dir" "$port" ;;
@@ -361,9 +392,13 @@ run_step() { # $1 = subject, $2 = scenario, $3 = rate
   # before that SIPp takes the port.
   local i reg_failed=""
   for i in "${!roles[@]}"; do
-    register_contact "$dir/register-${roles[$i]}" "$port" "${uas_ports[$i]}"
+    register_contact "$dir/register-${roles[$i]}" "$reg_port" "${uas_ports[$i]}"
     [ -z "$reg_failed" ] || break
   done
+  # sb-two-nodes: node b must know the callee's contact(s) before the calls come.
+  if [ "$subject" = sb-two-nodes ] && [ -z "$reg_failed" ]; then
+    sleep 1
+  fi
 
   # The answering SIPp(s): no call limit of their own; stopped (SIGTERM, which makes SIPp
   # write its final statistics) once the caller is done.
@@ -400,6 +435,8 @@ run_step() { # $1 = subject, $2 = scenario, $3 = rate
   sampler_pid=$!
   cpu0=$(server_cpu)
   [ -n "$redis_pgid" ] && rcpu0=$(redis_cpu)
+  local pcpu0=0
+  [ -n "$peer_pgid" ] && pcpu0=$(group_cpu "$peer_pgid")
   for g in "${uas_pgids[@]}"; do uas_cpu0=$(awk -v a="$uas_cpu0" -v b="$(group_cpu "$g")" 'BEGIN { print a + b }'); done
   busy0=$(machine_busy)
   if [ -z "$reg_failed" ]; then
@@ -430,6 +467,13 @@ run_step() { # $1 = subject, $2 = scenario, $3 = rate
     rcpu1=$(redis_cpu)
     rcpu=$(awk -v a="$rcpu0" -v b="$rcpu1" 'BEGIN { printf "%.1f", b - a }')
     redis_col="$rcpu / $(redis_peak_rss)"
+    if [ -n "$peer_pgid" ]; then
+      # Node a's part, counted as Redis's is: a part of the subject's cost.
+      local pcpu
+      pcpu=$(awk -v a="$pcpu0" -v b="$(group_cpu "$peer_pgid")" 'BEGIN { printf "%.1f", b - a }')
+      redis_col="$rcpu + node a $pcpu / $(redis_peak_rss) + $(server_peak_rss "$peer_pgid")"
+      rcpu=$(awk -v a="$rcpu" -v b="$pcpu" 'BEGIN { printf "%.1f", a + b }')
+    fi
     cpu=$(awk -v a="$cpu0" -v b="$cpu1" -v r="$rcpu" 'BEGIN { printf "%.1f", b - a + r }')
     if ! kill -0 "$redis_pgid" 2>/dev/null; then
       echo "  redis-server exited during the step; its log:" >&2
@@ -457,6 +501,11 @@ run_step() { # $1 = subject, $2 = scenario, $3 = rate
   stop_server
   local server_note
   server_note=$(server_log_note "$subject")
+  if [ -n "$peer_pgid" ]; then
+    kill_group "$peer_pgid"
+    wait "$peer_pgid" 2>/dev/null || true
+    peer_pgid=""
+  fi
   if [ -n "$redis_pgid" ]; then
     stop_redis
     server_note="$server_note; $(redis_log_note)"
@@ -639,8 +688,8 @@ report() {
   fi
   report_versions
   echo "- Switchboard: $sb_desc; settings beyond the benchmark's config: ${sb_settings[*]:-none}"
-  case " $subjects " in *" switchboard "*|*" sb-redis "*) report_work_fs ;; esac
-  case " $subjects " in *" sb-redis "*) report_redis ;; esac
+  case " $subjects " in *" switchboard "*|*" sb-redis "*|*" sb-two-nodes "*) report_work_fs ;; esac
+  case " $subjects " in *" sb-redis "*|*" sb-two-nodes "*) report_redis ;; esac
   local subj_rb=() k
   for k in "${!server_rb[@]}"; do subj_rb+=("$k ${server_rb[$k]:-?}"); done
   echo "- Server socket receive buffer (bytes, as ss reports it): ${subj_rb[*]:-none}; net.core.rmem_max $(cat /proc/sys/net/core/rmem_max 2>/dev/null || echo '?')"
