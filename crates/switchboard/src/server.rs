@@ -324,7 +324,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         match table {
             BINDINGS => {
                 let bindings = core.restore_bindings(rows, t);
-                tracing::info!(bindings, state_dir = %config.state_dir.display(), "registrations restored");
+                match &config.redis {
+                    None => {
+                        tracing::info!(bindings, state_dir = %config.state_dir.display(), "registrations restored")
+                    }
+                    Some(r) => {
+                        tracing::info!(bindings, node = %r.node, "registrations restored from Redis")
+                    }
+                }
             }
             MEMORY => {
                 let groups = core.restore_memory(rows);
