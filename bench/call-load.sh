@@ -763,15 +763,8 @@ report() {
   else
     echo "    (no Switchboard step)"
   fi
-  # A Redis step's [store] (the rest is as above), unless the config above is a Redis step's.
-  local redis_example
-  redis_example=$(ls "$work"/step-*-sb-redis-*/switchboard.toml 2>/dev/null | head -n 1 || true)
-  if [ -n "$redis_example" ] && [ "$redis_example" != "$example" ]; then
-    echo
-    echo "With the state in Redis (sb-redis), its [store] section:"
-    echo
-    sed -n '/^\[store\]/,/^$/p' "$redis_example" | sed '/^$/d; s/^/    /'
-  fi
+  # A Redis step's [store] (the rest is as above).
+  report_redis_store "$example" "With the state in Redis (sb-redis), its [store] section:"
   echo
   echo "| subject | scenario | offered/s | calls | ok | failed | achieved/s | wall s | setup ms p50 / p99 / max | BYE ms p50 / p99 / max | probes: answered, ms p50 / p99 / max | retrans caller / callee | UDP drops server / SIPp | server CPU s (µs/call) | Redis CPU s / peak RSS MiB | SIPp CPU s caller + callee | others CPU s | server peak RSS MiB | failures | server log |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|---|---|---|---|---|---:|---:|---|---:|---|---|---|"

@@ -331,13 +331,16 @@ server_peak_rss() {
   fi
 }
 
-# CPU seconds (user + system) used by the processes of group $1 since they started.
+# CPU seconds (user + system) used by the processes of group $1 since they started; with
+# $2 = children, their reaped children's too.
 group_cpu() {
-  local p t=0 hz
+  local p t=0 hz fields='$12 + $13'
   hz=$(getconf CLK_TCK)
+  [ "${2:-}" = children ] && fields='$12 + $13 + $14 + $15'
   for p in $(pgrep -g "$1" 2>/dev/null || true); do
-    # Fields 14 and 15 of /proc/PID/stat, counted after the ")" that ends the command name.
-    t=$((t + $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0)))
+    # Fields 14 and 15 of /proc/PID/stat (utime, stime; 16 and 17: cutime, cstime), counted
+    # after the ")" that ends the command name.
+    t=$((t + $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk "{print $fields}" || echo 0)))
   done
   awk -v t="$t" -v hz="$hz" 'BEGIN { printf "%.1f", t / hz }'
 }
@@ -415,13 +418,20 @@ redis_store_keys() {
 # CPU seconds (user + system) of the Redis server since it started, with its children's
 # (an AOF rewrite forks one: counted while it runs and, once reaped, in Redis's cutime and
 # cstime); its peak RSS in MiB.
-redis_cpu() {
-  local p t=0
-  for p in $(pgrep -g "$redis_pgid" 2>/dev/null || true); do
-    # Fields 14 to 17 of /proc/PID/stat (utime, stime, cutime, cstime).
-    t=$((t + $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13 + $14 + $15}' || echo 0)))
-  done
-  awk -v t="$t" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }'
+redis_cpu() { group_cpu "$redis_pgid" children; }
+
+# The [store] section of a Redis step's config (the first step-*-sb-redis-* of the work
+# directory), indented, after a blank line and "$2", unless that config is $1 (the example
+# the report printed whole already).
+report_redis_store() { # $1 = the config printed already, $2 = the line before it
+  local redis_example
+  redis_example=$(ls "$work"/step-*-sb-redis-*/switchboard.toml 2>/dev/null | head -n 1 || true)
+  if [ -n "$redis_example" ] && [ "$redis_example" != "$1" ]; then
+    echo
+    echo "$2"
+    echo
+    sed -n '/^\[store\]/,/^$/p' "$redis_example" | sed '/^$/d; s/^/    /'
+  fi
 }
 redis_peak_rss() { server_peak_rss "$redis_pgid"; }
 

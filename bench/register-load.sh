@@ -363,15 +363,8 @@ report() {
   local example
   example=$(ls "$work"/step-*/switchboard.toml 2>/dev/null | head -n 1 || true)
   if [ -n "$example" ]; then sed 's/^/    /' "$example"; else echo "    (no Switchboard step)"; fi
-  # A Redis step's [store] (the rest is as above), unless the config above is a Redis step's.
-  local redis_example
-  redis_example=$(ls "$work"/step-*-sb-redis-*/switchboard.toml 2>/dev/null | head -n 1 || true)
-  if [ -n "$redis_example" ] && [ "$redis_example" != "$example" ]; then
-    echo
-    echo "With the state in Redis, its [store] section:"
-    echo
-    sed -n '/^\[store\]/,/^$/p' "$redis_example" | sed '/^$/d; s/^/    /'
-  fi
+  # A Redis step's [store] (the rest is as above).
+  report_redis_store "$example" "With the state in Redis, its [store] section:"
   echo
   echo "| subject | offered/s | sent | ok | failed | achieved/s | wall s | SIPp RT ms avg / p50 / p99 / max | retrans | server CPU s (µs/reg) | Redis CPU s / peak RSS MiB | SIPp CPU s | server peak RSS MiB | failures | server log |"
   echo "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|---|---|"
