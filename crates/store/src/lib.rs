@@ -15,7 +15,7 @@
 pub mod redis_store;
 pub mod tables;
 
-pub use redis_store::{FeedEvent, RedisConfig, RedisStore};
+pub use redis_store::{FeedEvent, FeedPosition, RedisConfig, RedisStore, Shard};
 
 pub use tables::{Scope, Table};
 

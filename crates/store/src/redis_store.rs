@@ -13,9 +13,11 @@
 //! [`RedisConfig::replicas`], a commit is durable once that many replicas have it (`WAIT`).
 //! [`RedisStore::open`] refuses a server that does neither, unless told not to check.
 //!
-//! Every key carries the hash tag of the prefix (`{sb}:…`), so a commit's keys are in one
-//! slot of a Redis Cluster. Tables each node keeps for itself ([`Scope::NodeLocal`]) are
-//! under the node's name.
+//! Every key carries a hash tag, so a commit's keys are in one slot of a Redis Cluster: the
+//! prefix's (`{sb}:…`) in a site of one shard, the shard's in a site of several ([`Shard`]:
+//! a row's shard follows from its key, a commit is one `MULTI`/`EXEC` per shard it touches,
+//! each shard has its own feed). Tables each node keeps for itself ([`Scope::NodeLocal`])
+//! are under the node's name.
 
 use std::collections::HashMap;
 use std::sync::{mpsc, Arc, Mutex};
@@ -48,13 +50,18 @@ pub struct RedisConfig {
     pub replica_timeout: Duration,
     /// How long a connection attempt or an answer may take.
     pub timeout: Duration,
-    /// About how many changes the feed keeps (`XADD MAXLEN ~`): a node away for longer
-    /// than those last reads every cached table again.
+    /// About how many changes each shard's feed keeps (`XADD MAXLEN ~`): a node away for
+    /// longer than those last reads the shard of every cached table again.
     pub feed_len: u64,
     /// How often this node renews its liveness; it lapses after three times that, and
     /// the other nodes then remove the call status it published (so a node that died
     /// leaves nobody "busy").
     pub heartbeat: Duration,
+    /// How many shards the site's rows are spread over (see [`Shard`]): 1 keeps every key
+    /// in one slot (one master of a Redis Cluster holds the site); more let a cluster
+    /// spread the site over its masters. Fixed for the life of a site: a node laid out
+    /// otherwise than the site is refused at open.
+    pub shards: u32,
 }
 
 impl Default for RedisConfig {
@@ -69,6 +76,7 @@ impl Default for RedisConfig {
             timeout: Duration::from_secs(5),
             feed_len: 100_000,
             heartbeat: Duration::from_secs(5),
+            shards: 1,
         }
     }
 }
@@ -78,49 +86,153 @@ impl Default for RedisConfig {
 pub enum FeedEvent {
     /// Rows other nodes wrote (or deleted), in the order they were committed.
     Changes(Vec<Write>),
-    /// The feed no longer holds every change since the last one read (the node was away
-    /// for longer than it keeps): every cached table as it stands, to be held instead of
-    /// what the node held.
-    Resync(Vec<(Table, Rows)>),
+    /// A shard's feed no longer holds every change since the last one read (the node was
+    /// away for longer than it keeps): the shard's rows of every cached table as they
+    /// stand, to be held instead of the rows of that shard the node held.
+    Resync {
+        shard: Shard,
+        tables: Vec<(Table, Rows)>,
+    },
 }
 
-/// The names of the keys a node uses: every one begins with the prefix in braces (one hash
-/// tag, so one slot of a Redis Cluster); a node's own tables are under its name.
+/// How many slots a Redis Cluster hashes keys into.
+const SLOTS: u32 = 16384;
+
+/// Most shards a site may be laid out in ([`RedisConfig::shards`]).
+pub const MAX_SHARDS: u32 = 64;
+
+/// CRC16 (XMODEM: polynomial 0x1021, no reflection, zero start), the hash Redis Cluster
+/// places keys by.
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// The Redis Cluster slot of `key`: of its hash tag (what is between the first `{` and the
+/// next `}`) when that is not empty, else of the whole key.
+fn slot(key: &str) -> u32 {
+    let hashed = key
+        .split_once('{')
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map(|(tag, _)| tag)
+        .filter(|tag| !tag.is_empty())
+        .unwrap_or(key);
+    u32::from(crc16(hashed.as_bytes())) % SLOTS
+}
+
+/// One part of a site's rows when the site is laid out in several shards
+/// ([`RedisConfig::shards`]): each shard has keys of its own, in a slot of its own, so a
+/// Redis Cluster spreads the shards over its masters. A row's shard follows from the part
+/// of its key before the first newline (the person, mailbox, node or start time the key
+/// begins with), so the rows one commit must make together (a person's bindings, a
+/// voicemail message, its audio and its mail notice) are in one shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    /// A site laid out in one shard: every row.
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// The shard of the row `key`, of `count`.
+    pub fn of(key: &str, count: u32) -> Shard {
+        let index = if count <= 1 {
+            0
+        } else {
+            let segment = key.split('\n').next().unwrap_or(key);
+            u32::from(crc16(segment.as_bytes())) % count
+        };
+        Shard {
+            index,
+            count: count.max(1),
+        }
+    }
+
+    /// Whether the row `key` is in this shard.
+    pub fn holds(&self, key: &str) -> bool {
+        Shard::of(key, self.count) == *self
+    }
+}
+
+/// The names of the keys a node uses. Every key begins with a hash tag: the prefix
+/// (`{sb}:…`) in a site of one shard; in a site of several, a tag per shard, chosen so the
+/// shards' slots are evenly spaced (a cluster whose masters hold equal ranges of slots
+/// holds equal numbers of shards). What is not a table's row (liveness, the node list, the
+/// layout) is under the prefix's own tag. A node's own tables are under its name.
 #[derive(Clone, Debug)]
 struct Keys {
     prefix: String,
     node: String,
+    /// Each shard's hash tag, braces included.
+    tags: Vec<String>,
 }
 
 impl Keys {
-    fn table(&self, kind: &str, table: Table) -> String {
-        match table.scope() {
-            Scope::Shared => format!("{{{}}}:{kind}:{}", self.prefix, table.name()),
-            Scope::NodeLocal => {
-                format!(
-                    "{{{}}}:n:{}:{kind}:{}",
-                    self.prefix,
-                    self.node,
-                    table.name()
-                )
-            }
+    fn new(prefix: &str, node: &str, shards: u32) -> Keys {
+        let tags = if shards <= 1 {
+            vec![format!("{{{prefix}}}")]
+        } else {
+            (0..shards)
+                .map(|i| {
+                    (0u32..)
+                        .map(|n| format!("{prefix}:{i}:{n}"))
+                        .find(|tag| slot(tag) * shards / SLOTS == i)
+                        .map(|tag| format!("{{{tag}}}"))
+                        .expect("every range of slots has a tag")
+                })
+                .collect()
+        };
+        Keys {
+            prefix: prefix.to_string(),
+            node: node.to_string(),
+            tags,
         }
     }
 
-    /// The hash holding a table's rows.
-    fn rows(&self, table: Table) -> String {
-        self.table("t", table)
+    fn count(&self) -> u32 {
+        self.tags.len() as u32
     }
 
-    /// The sorted set of a table's keys.
-    fn index(&self, table: Table) -> String {
-        self.table("k", table)
+    /// The shard (its index) holding the row `key`.
+    fn shard_of(&self, key: &str) -> usize {
+        Shard::of(key, self.count()).index as usize
+    }
+
+    fn table(&self, kind: &str, table: Table, shard: usize) -> String {
+        let tag = &self.tags[shard];
+        match table.scope() {
+            Scope::Shared => format!("{tag}:{kind}:{}", table.name()),
+            Scope::NodeLocal => format!("{tag}:n:{}:{kind}:{}", self.node, table.name()),
+        }
+    }
+
+    /// The hash holding a shard's rows of a table.
+    fn rows(&self, table: Table, shard: usize) -> String {
+        self.table("t", table, shard)
+    }
+
+    /// The sorted set of a shard's keys of a table.
+    fn index(&self, table: Table, shard: usize) -> String {
+        self.table("k", table, shard)
     }
 
     /// Adds the commands that make `w` to `pipe`: the row put or deleted, its key added to
-    /// or taken from the table's index.
+    /// or taken from the table's index (both in the row's shard).
     fn queue(&self, pipe: &mut redis::Pipeline, w: &Write) {
-        let (rows, index) = (self.rows(w.table), self.index(w.table));
+        let shard = self.shard_of(&w.key);
+        let (rows, index) = (self.rows(w.table, shard), self.index(w.table, shard));
         match &w.value {
             Some(v) => {
                 pipe.hset(&rows, &w.key, v.as_slice()).ignore();
@@ -133,9 +245,9 @@ impl Keys {
         }
     }
 
-    /// The change feed (a stream).
-    fn feed(&self) -> String {
-        format!("{{{}}}:feed", self.prefix)
+    /// A shard's change feed (a stream).
+    fn feed(&self, shard: usize) -> String {
+        format!("{}:feed", self.tags[shard])
     }
 
     /// `node`'s liveness (expiring).
@@ -146,6 +258,35 @@ impl Keys {
     /// Every node that ever said it was alive.
     fn nodes(&self) -> String {
         format!("{{{}}}:nodes", self.prefix)
+    }
+
+    /// How many shards the site is laid out in.
+    fn layout(&self) -> String {
+        format!("{{{}}}:shards", self.prefix)
+    }
+
+    /// Keys a site written before its layout was recorded has (in one shard, then).
+    fn unrecorded(&self) -> [String; 2] {
+        let tag = format!("{{{}}}", self.prefix);
+        [
+            format!("{tag}:feed"),
+            format!("{tag}:t:{}", tables::SECRETS.name()),
+        ]
+    }
+
+    /// `writes` in groups of one shard each, in the order of the shards, each in the order
+    /// given.
+    fn by_shard<'w>(&self, writes: &'w [Write]) -> Vec<(usize, Vec<&'w Write>)> {
+        let mut groups: Vec<(usize, Vec<&Write>)> = Vec::new();
+        for w in writes {
+            let shard = self.shard_of(&w.key);
+            match groups.iter_mut().find(|(s, _)| *s == shard) {
+                Some((_, g)) => g.push(w),
+                None => groups.push((shard, vec![w])),
+            }
+        }
+        groups.sort_by_key(|(s, _)| *s);
+        groups
     }
 }
 
@@ -159,21 +300,59 @@ struct Own {
     overtaken: bool,
 }
 
+/// Where each shard's keys are, and the prefix's own (liveness, the node list, the layout).
+struct Servers {
+    shards: Vec<Server>,
+    base: Server,
+}
+
+impl Servers {
+    fn new(client: &redis::Client, timeout: Duration, keys: &Keys) -> Servers {
+        Servers {
+            shards: (0..keys.tags.len())
+                .map(|i| Server::new(client.clone(), timeout, keys.feed(i)))
+                .collect(),
+            base: Server::new(client.clone(), timeout, keys.layout()),
+        }
+    }
+
+    /// Connections, one slot per shard and one for the prefix's own keys (the last).
+    fn slots(&self) -> Vec<Option<Connection>> {
+        (0..=self.shards.len()).map(|_| None).collect()
+    }
+
+    /// Runs `op` over the connection to shard `at` (or, at `shards.len()`, to the prefix's
+    /// own keys) kept in `cons`, as [`with_connection`] does.
+    fn run<T>(
+        &self,
+        cons: &mut [Option<Connection>],
+        at: usize,
+        op: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
+    ) -> redis::RedisResult<T> {
+        let server = self.shards.get(at).unwrap_or(&self.base);
+        with_connection(&mut cons[at], server, op)
+    }
+}
+
 struct Writer {
-    con: Option<Connection>,
+    cons: Vec<Option<Connection>>,
     seq: u64,
 }
 
+/// Where a node's reading of the feeds begins: one entry per shard.
+#[derive(Clone, Debug)]
+pub struct FeedPosition(Vec<String>);
+
 /// Redis as the durable store of one node or of several sharing it.
 pub struct RedisStore {
-    server: Arc<Server>,
+    servers: Arc<Servers>,
     config: RedisConfig,
     keys: Keys,
     /// The node's name and when this process opened the store: the feed entries this very
     /// process wrote (a restarted node's earlier entries count as another's).
     origin: String,
     writer: Mutex<Writer>,
-    reader: Mutex<Option<Connection>>,
+    reader: Mutex<Vec<Option<Connection>>>,
     /// The rows this process wrote and has not read back from the feed yet, while a
     /// follower runs (without one, nothing is kept).
     own: Mutex<HashMap<(Table, String), Own>>,
@@ -184,7 +363,8 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// Connects, and checks that a commit is durable once Redis answers it.
+    /// Connects, checks that a commit is durable once Redis answers it, and that the site
+    /// is laid out in as many shards as this node says.
     pub fn open(config: RedisConfig) -> Result<Self, StoreError> {
         let open_err = |e: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
             path: redacted(&config.url),
@@ -193,13 +373,15 @@ impl RedisStore {
         for name in [&config.node, &config.prefix] {
             check_name(name).map_err(|e| open_err(e.into()))?;
         }
-        let keys = Keys {
-            prefix: config.prefix.clone(),
-            node: config.node.clone(),
-        };
+        if !(1..=MAX_SHARDS).contains(&config.shards) {
+            return Err(open_err(
+                format!("shards must be 1 to {MAX_SHARDS}, not {}", config.shards).into(),
+            ));
+        }
+        let keys = Keys::new(&config.prefix, &config.node, config.shards);
         let client = redis::Client::open(config.url.as_str()).map_err(|e| open_err(e.into()))?;
-        let server = Arc::new(Server::new(client, config.timeout, &keys));
-        let mut con = server.connect().map_err(|e| open_err(e.into()))?;
+        let servers = Arc::new(Servers::new(&client, config.timeout, &keys));
+        let mut con = servers.base.connect().map_err(|e| open_err(e.into()))?;
         if config.require_fsync && config.replicas == 0 {
             match durability(&mut con) {
                 Ok(None) => {}
@@ -211,6 +393,12 @@ impl RedisStore {
                 ),
             }
         }
+        match check_layout(&mut con, &keys) {
+            Ok(None) => {}
+            Ok(Some(why)) => return Err(open_err(why.into())),
+            Err(e) => return Err(open_err(e.into())),
+        }
+        drop(con);
         let started = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -218,7 +406,8 @@ impl RedisStore {
         let origin = format!("{}/{started}", config.node);
         let (publish, queue) = mpsc::channel();
         let publisher = Publisher {
-            server: server.clone(),
+            servers: servers.clone(),
+            cons: servers.slots(),
             config: config.clone(),
             keys: keys.clone(),
             origin: origin.clone(),
@@ -230,16 +419,16 @@ impl RedisStore {
             .spawn(move || publisher.run(queue))
             .map_err(|e| open_err(e.into()))?;
         Ok(RedisStore {
-            server,
+            writer: Mutex::new(Writer {
+                cons: servers.slots(),
+                seq: 0,
+            }),
+            reader: Mutex::new(servers.slots()),
+            servers,
             origin,
             config,
             keys,
             publisher: Mutex::new(publish),
-            writer: Mutex::new(Writer {
-                con: Some(con),
-                seq: 0,
-            }),
-            reader: Mutex::new(None),
             own: Mutex::new(HashMap::new()),
             following: false.into(),
         })
@@ -261,120 +450,145 @@ impl RedisStore {
         }
     }
 
-    /// The feed's newest entry now ("0-0" while it has none): reading on from here, after
-    /// reading the tables, misses no change.
-    pub fn feed_position(&self) -> Result<String, StoreError> {
+    /// Each shard's feed's newest entry now ("0-0" while it has none): reading on from
+    /// there, after reading the tables, misses no change.
+    pub fn feed_position(&self) -> Result<FeedPosition, StoreError> {
         let mut reader = self.reader.lock().map_err(|_| StoreError::Stopped)?;
-        with_connection(&mut reader, &self.server, |con| {
-            newest_entry(con, &self.keys.feed())
-        })
-        .map_err(io_err)
+        let mut at = Vec::with_capacity(self.keys.tags.len());
+        for shard in 0..self.keys.tags.len() {
+            let feed = self.keys.feed(shard);
+            at.push(
+                self.servers
+                    .run(&mut reader, shard, |con| newest_entry(con, &feed))
+                    .map_err(io_err)?,
+            );
+        }
+        Ok(FeedPosition(at))
     }
 
-    /// Reads the feed from `from` (a [`RedisStore::feed_position`]) on a thread of its own,
+    /// Reads the feeds from `from` (a [`RedisStore::feed_position`]), a thread per shard,
     /// handing `sink` what other nodes changed, until `sink` returns false. Survives Redis
-    /// going away: it reconnects (at most every two seconds) and reads on from the last
-    /// entry it read, or reads every cached table again when the feed no longer holds that
-    /// entry's successors.
+    /// going away: each thread reconnects (at most every two seconds) and reads on from the
+    /// last entry it read, or reads its shard of every cached table again when the feed no
+    /// longer holds that entry's successors. A row's changes come in the store's order (a
+    /// row is in one shard); changes to rows of different shards may come in another.
     pub fn follow(
         self: &Arc<Self>,
-        from: String,
-        mut sink: impl FnMut(FeedEvent) -> bool + Send + 'static,
-    ) -> thread::JoinHandle<()> {
+        from: FeedPosition,
+        sink: impl FnMut(FeedEvent) -> bool + Send + 'static,
+    ) -> Vec<thread::JoinHandle<()>> {
         self.following
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let store = self.clone();
-        thread::Builder::new()
-            .name("store-feed".into())
-            .spawn(move || {
-                let mut last = from;
-                let mut con: Option<Connection> = None;
-                let mut failing = false;
-                loop {
-                    let c = match con.as_mut() {
-                        Some(c) => c,
-                        None => match store.reconnect_feed(&mut last, &mut sink) {
-                            Ok(Some(c)) => {
-                                if failing {
-                                    tracing::info!("the store's change feed is read again");
-                                    failing = false;
-                                }
-                                con.insert(c)
-                            }
-                            Ok(None) => return,
-                            Err(e) => {
-                                if !failing {
-                                    tracing::warn!(error = %e, "cannot read the store's change feed; retrying every 2 s");
-                                    failing = true;
-                                }
-                                thread::sleep(Duration::from_secs(2));
-                                continue;
-                            }
-                        },
-                    };
-                    match store.read_feed(c, &mut last) {
-                        Ok(changes) if changes.is_empty() => {
-                            // Nothing new within the wait: is anyone still listening?
-                            if !sink(FeedEvent::Changes(Vec::new())) {
-                                return;
-                            }
-                        }
-                        Ok(changes) => {
-                            if !sink(FeedEvent::Changes(changes)) {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "the store's change feed broke off; reconnecting");
-                            failing = true;
-                            con = None;
-                        }
-                    }
-                }
+        let sink = Arc::new(Mutex::new(sink));
+        let tell = move |e: FeedEvent| (*sink.lock().unwrap_or_else(|p| p.into_inner()))(e);
+        from.0
+            .into_iter()
+            .enumerate()
+            .map(|(shard, last)| {
+                let store = self.clone();
+                let tell = tell.clone();
+                thread::Builder::new()
+                    .name(format!("store-feed-{shard}"))
+                    .spawn(move || store.follow_shard(shard, last, tell))
+                    .expect("spawning the store's feed thread")
             })
-            .expect("spawning the store's feed thread")
+            .collect()
     }
 
-    /// A new connection for the feed; when entries after `last` were trimmed meanwhile,
-    /// every cached table is read and handed on, and `last` moves to the feed's newest
-    /// entry. None when the sink stopped listening.
+    fn follow_shard(&self, shard: usize, mut last: String, sink: impl Fn(FeedEvent) -> bool) {
+        let mut con: Option<Connection> = None;
+        let mut failing = false;
+        loop {
+            let c = match con.as_mut() {
+                Some(c) => c,
+                None => match self.reconnect_feed(shard, &mut last, &sink) {
+                    Ok(Some(c)) => {
+                        if failing {
+                            tracing::info!(shard, "the store's change feed is read again");
+                            failing = false;
+                        }
+                        con.insert(c)
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        if !failing {
+                            tracing::warn!(shard, error = %e, "cannot read the store's change feed; retrying every 2 s");
+                            failing = true;
+                        }
+                        thread::sleep(Duration::from_secs(2));
+                        continue;
+                    }
+                },
+            };
+            match self.read_feed(c, shard, &mut last) {
+                // Nothing new within the wait, or something: is anyone still listening?
+                Ok(changes) => {
+                    if !sink(FeedEvent::Changes(changes)) {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(shard, error = %e, "the store's change feed broke off; reconnecting");
+                    failing = true;
+                    con = None;
+                }
+            }
+        }
+    }
+
+    /// A new connection for a shard's feed; when entries after `last` were trimmed
+    /// meanwhile, the shard's rows of every cached table are read and handed on, and
+    /// `last` moves to the feed's newest entry. None when the sink stopped listening.
     fn reconnect_feed(
         &self,
+        shard: usize,
         last: &mut String,
-        sink: &mut impl FnMut(FeedEvent) -> bool,
+        sink: &impl Fn(FeedEvent) -> bool,
     ) -> Result<Option<Connection>, StoreError> {
-        let mut con = self.server.connect().map_err(io_err)?;
+        let mut con = self.servers.shards[shard].connect().map_err(io_err)?;
         // XREAD blocks for a second at most; the socket waits longer than that.
         con.set_read_timeout(Some(self.config.timeout + Duration::from_secs(1)))
             .map_err(io_err)?;
-        if trimmed_after(&mut con, &self.keys.feed(), last).map_err(io_err)? {
-            let at = newest_entry(&mut con, &self.keys.feed()).map_err(io_err)?;
+        let feed = self.keys.feed(shard);
+        if trimmed_after(&mut con, &feed, last).map_err(io_err)? {
+            let at = newest_entry(&mut con, &feed).map_err(io_err)?;
             let mut tables = Vec::with_capacity(tables::CACHED.len());
             for &t in tables::CACHED {
-                tables.push((t, self.rows(&mut con, t, None, usize::MAX).map_err(io_err)?));
+                let rows = self.rows(&mut con, t, shard, None, usize::MAX);
+                tables.push((t, rows.map_err(io_err)?));
             }
             tracing::warn!(
+                shard,
                 from = %last,
-                "the store's change feed no longer holds every change since this node last read it; every shared table is read again"
+                "the store's change feed no longer holds every change since this node last read it; the shard of every shared table is read again"
             );
             *last = at;
-            if !sink(FeedEvent::Resync(tables)) {
+            let shard = Shard {
+                index: shard as u32,
+                count: self.keys.count(),
+            };
+            if !sink(FeedEvent::Resync { shard, tables }) {
                 return Ok(None);
             }
         }
         Ok(Some(con))
     }
 
-    /// The next entries of the feed after `last` (waiting a second at most), moving `last`
-    /// on; only those to apply here (see [`Own`]).
-    fn read_feed(&self, con: &mut Connection, last: &mut String) -> redis::RedisResult<Vec<Write>> {
+    /// The next entries of a shard's feed after `last` (waiting a second at most), moving
+    /// `last` on; only those to apply here (see [`Own`]).
+    fn read_feed(
+        &self,
+        con: &mut Connection,
+        shard: usize,
+        last: &mut String,
+    ) -> redis::RedisResult<Vec<Write>> {
         let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREAD")
             .arg("COUNT")
             .arg(1000)
             .arg("BLOCK")
             .arg(1000)
             .arg("STREAMS")
-            .arg(self.keys.feed())
+            .arg(self.keys.feed(shard))
             .arg(last.as_str())
             .query(con)?;
         let mut out = Vec::new();
@@ -412,11 +626,12 @@ impl RedisStore {
         Ok(out)
     }
 
-    /// A table's rows, or those with keys in `start..end`, at most `limit`.
+    /// A shard's rows of a table, or those with keys in `start..end`, at most `limit`.
     fn rows(
         &self,
         con: &mut Connection,
         table: Table,
+        shard: usize,
         range: Option<(&str, &str)>,
         limit: usize,
     ) -> redis::RedisResult<Vec<(String, Vec<u8>)>> {
@@ -425,13 +640,13 @@ impl RedisStore {
             Some((start, end)) => (format!("[{start}"), format!("({end}")),
         };
         let mut cmd = redis::cmd("ZRANGEBYLEX");
-        cmd.arg(self.keys.index(table)).arg(min).arg(max);
+        cmd.arg(self.keys.index(table, shard)).arg(min).arg(max);
         if limit != usize::MAX {
             cmd.arg("LIMIT").arg(0).arg(limit);
         }
         let keys: Vec<String> = cmd.query(con)?;
         let mut out = Vec::with_capacity(keys.len());
-        let rows_key = self.keys.rows(table);
+        let rows_key = self.keys.rows(table, shard);
         for chunk in keys.chunks(512) {
             let values: Vec<Option<Vec<u8>>> =
                 redis::cmd("HMGET").arg(&rows_key).arg(chunk).query(con)?;
@@ -446,6 +661,9 @@ impl RedisStore {
         Ok(out)
     }
 
+    /// A table's rows, or those with keys in `start..end`, at most `limit`, in key order:
+    /// from the one shard that can hold them when every key of the range begins with the
+    /// same segment (`user \n …`), else from every shard.
     fn read_rows(
         &self,
         table: Table,
@@ -455,15 +673,69 @@ impl RedisStore {
         if range.is_some_and(|(s, e)| s >= e) || limit == 0 {
             return Ok(Vec::new());
         }
+        let shards: Vec<usize> = match range.and_then(|(s, e)| one_segment(s, e)) {
+            Some(segment) => vec![self.keys.shard_of(segment)],
+            None => (0..self.keys.tags.len()).collect(),
+        };
         let mut reader = self.reader.lock().map_err(|_| StoreError::Stopped)?;
-        with_connection(&mut reader, &self.server, |con| {
-            self.rows(con, table, range, limit)
-        })
-        .map_err(io_err)
+        let mut out = Vec::new();
+        for &shard in &shards {
+            let rows = self.servers.run(&mut reader, shard, |con| {
+                self.rows(con, table, shard, range, limit)
+            });
+            out.extend(rows.map_err(io_err)?);
+        }
+        if shards.len() > 1 {
+            out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            out.truncate(limit);
+        }
+        Ok(out)
     }
 }
 
+/// The segment every key in `start..end` begins with (`segment \n …`), if the range is
+/// within one.
+fn one_segment<'a>(start: &'a str, end: &str) -> Option<&'a str> {
+    let (segment, _) = start.split_once('\n')?;
+    // Keys from `segment \n` up to `segment \x0b` (the byte after the newline) all begin
+    // with `segment \n`.
+    let bound = format!("{segment}\u{b}");
+    (end <= bound.as_str()).then_some(segment)
+}
+
+/// Whether the site is laid out in as many shards as `keys` are, recording the count when
+/// the site has none yet. Some(why) when it is not.
+fn check_layout(con: &mut Connection, keys: &Keys) -> redis::RedisResult<Option<String>> {
+    let count = keys.count();
+    let mut stored: Option<u32> = redis::cmd("GET").arg(keys.layout()).query(con)?;
+    if stored.is_none() {
+        // A site written before its layout was recorded was in one shard.
+        let old: u32 = redis::cmd("EXISTS").arg(&keys.unrecorded()).query(con)?;
+        let count = if old > 0 { 1 } else { count };
+        let _: () = redis::cmd("SET")
+            .arg(keys.layout())
+            .arg(count)
+            .arg("NX")
+            .query(con)?;
+        stored = redis::cmd("GET").arg(keys.layout()).query(con)?;
+    }
+    Ok(match stored {
+        Some(n) if n == count => None,
+        Some(n) => Some(format!(
+            "the site (prefix {:?}) is laid out in {n} shard(s) and this node in {count} \
+             ([store] redis_shards): every node of a site must say the same, and a site's \
+             count cannot change once it is made (docs/several-nodes.md, Redis Cluster)",
+            keys.prefix
+        )),
+        None => Some("the site's layout could not be recorded".into()),
+    })
+}
+
 impl Store for RedisStore {
+    /// One `MULTI`/`EXEC` per shard the writes touch (in a site of one shard, one): the
+    /// rows of one shard are made together or not at all. A failure stops at that shard;
+    /// the shards made before it keep their rows, and their feed entries tell every node,
+    /// this one included.
     fn commit(&self, writes: &[Write]) -> Result<(), StoreError> {
         if writes.is_empty() {
             return Ok(());
@@ -471,26 +743,30 @@ impl Store for RedisStore {
         let mut writer = self.writer.lock().map_err(|_| StoreError::Stopped)?;
         writer.seq += 1;
         let seq = writer.seq;
-        let feed = self.keys.feed();
         let following = self.following.load(std::sync::atomic::Ordering::SeqCst);
-        let mut pipe = redis::pipe();
-        pipe.atomic();
         let mut fed = Vec::new();
-        for w in writes {
-            self.keys.queue(&mut pipe, w);
-            if tables::CACHED.contains(&w.table) {
-                pipe.add_command(FeedEntry::command(
-                    &feed,
-                    self.config.feed_len,
-                    &self.origin,
-                    seq,
-                    w,
-                ))
-                .ignore();
-                if following {
-                    fed.push((w.table, w.key.clone()));
+        let mut pipes = Vec::new();
+        for (shard, group) in self.keys.by_shard(writes) {
+            let feed = self.keys.feed(shard);
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for w in group {
+                self.keys.queue(&mut pipe, w);
+                if tables::CACHED.contains(&w.table) {
+                    pipe.add_command(FeedEntry::command(
+                        &feed,
+                        self.config.feed_len,
+                        &self.origin,
+                        seq,
+                        w,
+                    ))
+                    .ignore();
+                    if following {
+                        fed.push((w.table, w.key.clone()));
+                    }
                 }
             }
+            pipes.push((shard, pipe));
         }
         // Noted before the commit: the follower may read its entries before it returns.
         if !fed.is_empty() {
@@ -505,17 +781,24 @@ impl Store for RedisStore {
                 );
             }
         }
-        let r = with_connection(&mut writer.con, &self.server, |con| {
-            pipe.query::<()>(con)?;
-            if self.config.replicas > 0 {
-                wait_replicas(con, self.config.replicas, self.config.replica_timeout)?;
+        let mut r = Ok(());
+        for (shard, pipe) in &pipes {
+            r = self.servers.run(&mut writer.cons, *shard, |con| {
+                pipe.query::<()>(con)?;
+                if self.config.replicas > 0 {
+                    wait_replicas(con, self.config.replicas, self.config.replica_timeout)?;
+                }
+                Ok(())
+            });
+            if r.is_err() {
+                break;
             }
-            Ok(())
-        });
+        }
         if r.is_err() && !fed.is_empty() {
-            // The caller takes its change back; should Redis have made it all the same (its
-            // answer lost), the entries that come back are applied, so that this node
-            // holds what the store does. (At most one entry per row is kept.)
+            // The caller takes its change back; what Redis made all the same (its answer
+            // lost, or the shards made before the failure) is applied when its entries
+            // come back, so that this node holds what the store does. (At most one entry
+            // per row is kept.)
             let mut own = self.own.lock().map_err(|_| StoreError::Stopped)?;
             for row in &fed {
                 if let Some(o) = own.get_mut(row).filter(|o| o.seq == seq) {
@@ -537,7 +820,8 @@ impl Store for RedisStore {
         value: Vec<u8>,
     ) -> Result<Vec<u8>, StoreError> {
         let mut writer = self.writer.lock().map_err(|_| StoreError::Stopped)?;
-        let (rows, index) = (self.keys.rows(table), self.keys.index(table));
+        let shard = self.keys.shard_of(key);
+        let (rows, index) = (self.keys.rows(table, shard), self.keys.index(table, shard));
         let mut pipe = redis::pipe();
         pipe.atomic()
             .hset_nx(&rows, key, value.as_slice())
@@ -545,14 +829,16 @@ impl Store for RedisStore {
             .zadd(&index, key, 0)
             .ignore()
             .hget(&rows, key);
-        let (stored,): (Vec<u8>,) = with_connection(&mut writer.con, &self.server, |con| {
-            let stored = pipe.query(con)?;
-            if self.config.replicas > 0 {
-                wait_replicas(con, self.config.replicas, self.config.replica_timeout)?;
-            }
-            Ok(stored)
-        })
-        .map_err(io_err)?;
+        let (stored,): (Vec<u8>,) = self
+            .servers
+            .run(&mut writer.cons, shard, |con| {
+                let stored = pipe.query(con)?;
+                if self.config.replicas > 0 {
+                    wait_replicas(con, self.config.replicas, self.config.replica_timeout)?;
+                }
+                Ok(stored)
+            })
+            .map_err(io_err)?;
         Ok(stored)
     }
 
@@ -583,7 +869,9 @@ const MAX_UNSENT_TOLD: usize = 10_000;
 /// liveness (`{prefix}:node:NAME`, expiring, and the set `{prefix}:nodes` of every node
 /// that ever said it), and removes the call status rows of nodes whose liveness lapsed.
 struct Publisher {
-    server: Arc<Server>,
+    servers: Arc<Servers>,
+    /// Its connections (see [`Servers::slots`]).
+    cons: Vec<Option<Connection>>,
     config: RedisConfig,
     keys: Keys,
     origin: String,
@@ -596,7 +884,6 @@ struct Publisher {
 
 impl Publisher {
     fn run(mut self, queue: mpsc::Receiver<Vec<Write>>) {
-        let mut con: Option<Connection> = None;
         let mut beat_at = std::time::Instant::now();
         let mut first = true;
         loop {
@@ -613,8 +900,7 @@ impl Publisher {
             }
             if std::time::Instant::now() >= beat_at {
                 beat_at = std::time::Instant::now() + self.config.heartbeat;
-                let r = with_connection(&mut con, &self.server, |c| self.beat(c, first));
-                match r {
+                match self.beat(first) {
                     Ok(()) => first = false,
                     Err(e) => {
                         tracing::debug!(error = %e, "cannot renew this node's liveness in the shared store")
@@ -623,8 +909,7 @@ impl Publisher {
             }
             if !self.unsent.is_empty() {
                 let writes = std::mem::take(&mut self.unsent);
-                let r = with_connection(&mut con, &self.server, |c| self.write(c, &writes));
-                match r {
+                match self.write_as(&writes, &self.origin.clone()) {
                     Ok(()) => {
                         for w in writes
                             .into_iter()
@@ -639,7 +924,8 @@ impl Publisher {
                     Err(e) => {
                         tracing::debug!(error = %e, "cannot write to the shared store; kept for later");
                         // The newest row of each key is enough; what is only told is kept
-                        // whole (each failure counts), up to a bound.
+                        // whole (each failure counts), up to a bound. (Those of shards
+                        // written already are written again: to the same effect.)
                         let mut newest: HashMap<(Table, String), Write> = HashMap::new();
                         let mut told = Vec::new();
                         for w in writes {
@@ -657,56 +943,63 @@ impl Publisher {
         }
     }
 
-    /// Rows and their feed entries (said to come from `origin`), in one transaction.
-    fn write_as(
-        &self,
-        con: &mut Connection,
-        writes: &[Write],
-        origin: &str,
-    ) -> redis::RedisResult<()> {
-        let feed = self.keys.feed();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for w in writes {
-            if !tables::TOLD_ONLY.contains(&w.table) {
-                self.keys.queue(&mut pipe, w);
+    /// Rows and their feed entries (said to come from `origin`), in one transaction per
+    /// shard.
+    fn write_as(&mut self, writes: &[Write], origin: &str) -> redis::RedisResult<()> {
+        for (shard, group) in self.keys.by_shard(writes) {
+            let feed = self.keys.feed(shard);
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for w in group {
+                if !tables::TOLD_ONLY.contains(&w.table) {
+                    self.keys.queue(&mut pipe, w);
+                }
+                pipe.add_command(FeedEntry::command(
+                    &feed,
+                    self.config.feed_len,
+                    origin,
+                    0,
+                    w,
+                ))
+                .ignore();
             }
-            pipe.add_command(FeedEntry::command(
-                &feed,
-                self.config.feed_len,
-                origin,
-                0,
-                w,
-            ))
-            .ignore();
+            self.servers
+                .run(&mut self.cons, shard, |con| pipe.query::<()>(con))?;
         }
-        pipe.query(con)
+        Ok(())
     }
 
-    /// This node's own rows, and their feed entries.
-    fn write(&self, con: &mut Connection, writes: &[Write]) -> redis::RedisResult<()> {
-        self.write_as(con, writes, &self.origin)
+    /// Runs `op` over the connection to the prefix's own keys.
+    fn base<T>(
+        &mut self,
+        op: impl FnMut(&mut Connection) -> redis::RedisResult<T>,
+    ) -> redis::RedisResult<T> {
+        let at = self.servers.shards.len();
+        self.servers.run(&mut self.cons, at, op)
     }
 
     /// Renews this node's liveness. At the first beat, rows an earlier run of this node
     /// left are removed; later, when the liveness had lapsed (Redis away, this node
     /// stalled), the other nodes may have removed this node's rows: they are written
     /// again. Then the rows of nodes no longer alive are removed.
-    fn beat(&self, con: &mut Connection, first: bool) -> redis::RedisResult<()> {
-        let node = &self.config.node;
-        let before: Option<String> = redis::cmd("SET")
-            .arg(self.keys.alive(node))
-            .arg(&self.origin)
-            .arg("PX")
-            .arg(3 * self.config.heartbeat.as_millis() as u64)
-            .arg("GET")
-            .query(con)?;
-        let _: () = redis::cmd("SADD")
-            .arg(self.keys.nodes())
-            .arg(node)
-            .query(con)?;
+    fn beat(&mut self, first: bool) -> redis::RedisResult<()> {
+        let node = self.config.node.clone();
+        let (alive, nodes) = (self.keys.alive(&node), self.keys.nodes());
+        let lapse = 3 * self.config.heartbeat.as_millis() as u64;
+        let origin = self.origin.clone();
+        let before: Option<String> = self.base(|con| {
+            let before = redis::cmd("SET")
+                .arg(&alive)
+                .arg(&origin)
+                .arg("PX")
+                .arg(lapse)
+                .arg("GET")
+                .query(con)?;
+            redis::cmd("SADD").arg(&nodes).arg(&node).query::<()>(con)?;
+            Ok(before)
+        })?;
         if first {
-            self.remove_rows_of(con, node)?;
+            self.remove_rows_of(&node)?;
         } else if before.is_none() {
             // Taken for gone meanwhile: back, and what it said of its calls again.
             let mut again: Vec<Write> = self
@@ -715,35 +1008,35 @@ impl Publisher {
                 .map(|(k, v)| Write::put(tables::CALL_STATUS, k.clone(), v.clone()))
                 .collect();
             again.push(Write::put(tables::NODES, node.clone(), b"back".to_vec()));
-            self.write_as(con, &again, "")?;
+            self.write_as(&again, "")?;
         }
-        let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(self.keys.nodes()).query(con)?;
-        for other in nodes.iter().filter(|n| *n != node) {
-            let alive: bool = redis::cmd("EXISTS")
-                .arg(self.keys.alive(other))
-                .query(con)?;
+        let others: Vec<String> = self.base(|con| redis::cmd("SMEMBERS").arg(&nodes).query(con))?;
+        for other in others.iter().filter(|n| **n != node) {
+            let key = self.keys.alive(other);
+            let alive: bool = self.base(|con| redis::cmd("EXISTS").arg(&key).query(con))?;
             if !alive {
-                self.remove_rows_of(con, other)?;
+                self.remove_rows_of(other)?;
                 let gone = Write::put(tables::NODES, other.clone(), b"gone".to_vec());
-                self.write_as(con, &[gone], "")?;
-                let _: () = redis::cmd("SREM")
-                    .arg(self.keys.nodes())
-                    .arg(other)
-                    .query(con)?;
+                self.write_as(&[gone], "")?;
+                self.base(|con| redis::cmd("SREM").arg(&nodes).arg(other).query::<()>(con))?;
             }
         }
         Ok(())
     }
 
-    /// Removes every call status row of `node`, told to every node through the feed,
-    /// this one included (the entries come from no node's run).
-    fn remove_rows_of(&self, con: &mut Connection, node: &str) -> redis::RedisResult<()> {
-        let index = self.keys.index(tables::CALL_STATUS);
-        let keys: Vec<String> = redis::cmd("ZRANGEBYLEX")
-            .arg(&index)
-            .arg(format!("[{node}\n"))
-            .arg(format!("({node}\u{b}"))
-            .query(con)?;
+    /// Removes every call status row of `node` (its keys begin with the node's name: one
+    /// shard), told to every node through the feed, this one included (the entries come
+    /// from no node's run).
+    fn remove_rows_of(&mut self, node: &str) -> redis::RedisResult<()> {
+        let shard = self.keys.shard_of(node);
+        let index = self.keys.index(tables::CALL_STATUS, shard);
+        let keys: Vec<String> = self.servers.run(&mut self.cons, shard, |con| {
+            redis::cmd("ZRANGEBYLEX")
+                .arg(&index)
+                .arg(format!("[{node}\n"))
+                .arg(format!("({node}\u{b}"))
+                .query(con)
+        })?;
         if keys.is_empty() {
             return Ok(());
         }
@@ -756,7 +1049,7 @@ impl Publisher {
             rows = gone.len(),
             "removing the call status rows of a node that is gone (or of this node's earlier run)"
         );
-        self.write_as(con, &gone, "")
+        self.write_as(&gone, "")
     }
 }
 
@@ -859,13 +1152,14 @@ pub fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// The Redis server a node talks to, and how long connecting and each answer may take.
-/// In a Redis Cluster, the master that holds the site's slot (every key of a site has the
-/// same hash tag): each new connection asks about a key of the site, and a redirection
-/// (`MOVED`, `ASK`) has it connect there instead, and stay there.
+/// In a Redis Cluster, the master that holds one slot (of a shard, or of the prefix's own
+/// keys; every key of it has the same hash tag): each new connection asks about a key of
+/// that slot, and a redirection (`MOVED`, `ASK`) has it connect there instead, and stay
+/// there.
 struct Server {
     client: Mutex<redis::Client>,
     timeout: Duration,
-    /// A key of the site's.
+    /// A key in the slot.
     probe: String,
 }
 
@@ -873,11 +1167,11 @@ struct Server {
 const MAX_REDIRECTIONS: usize = 3;
 
 impl Server {
-    fn new(client: redis::Client, timeout: Duration, keys: &Keys) -> Self {
+    fn new(client: redis::Client, timeout: Duration, probe: String) -> Self {
         Server {
             client: Mutex::new(client),
             timeout,
-            probe: keys.feed(),
+            probe,
         }
     }
 
@@ -1084,6 +1378,102 @@ mod tests {
         assert_eq!(redacted("redis://token@h"), "redis://***@h");
         assert_eq!(redacted("redis://h:6379/"), "redis://h:6379/");
         assert_eq!(redacted("unix:///run/redis.sock"), "unix:///run/redis.sock");
+    }
+
+    #[test]
+    fn slots_are_those_redis_cluster_computes() {
+        // The specification's check value, and keys whose slots `CLUSTER KEYSLOT` gives.
+        assert_eq!(crc16(b"123456789"), 0x31c3);
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+        assert_eq!(slot("{user1000}.following"), 3443);
+        // An empty tag is no tag: the whole key is hashed.
+        assert_eq!(slot("foo{}{bar}"), u32::from(crc16(b"foo{}{bar}")) % SLOTS);
+        assert_eq!(slot("foo{{bar}}zap"), slot("{bar"));
+    }
+
+    #[test]
+    fn each_shard_has_a_tag_of_its_own_range_of_slots() {
+        let one = Keys::new("sb", "a", 1);
+        assert_eq!(one.tags, vec!["{sb}"]);
+        assert_eq!(one.rows(tables::BINDINGS, 0), "{sb}:t:bindings");
+        assert_eq!(one.feed(0), "{sb}:feed");
+        for count in [2, 3, 6, 16, MAX_SHARDS] {
+            let keys = Keys::new("sb", "a", count);
+            assert_eq!(keys.tags.len(), count as usize);
+            for (i, tag) in keys.tags.iter().enumerate() {
+                let s = slot(tag);
+                assert_eq!((s * count / SLOTS) as usize, i, "{tag} {s}");
+                // Every key of a shard is in its slot.
+                assert_eq!(slot(&keys.rows(tables::SUBSCRIPTIONS, i)), s);
+                assert_eq!(slot(&keys.index(tables::PRESENCE, i)), s);
+                assert_eq!(slot(&keys.feed(i)), s);
+            }
+        }
+        // The same tags for every node, and the prefix's own keys under its own tag.
+        assert_eq!(Keys::new("sb", "b", 6).tags, Keys::new("sb", "a", 6).tags);
+        let keys = Keys::new("sb", "a", 6);
+        assert_eq!(keys.layout(), "{sb}:shards");
+        assert_eq!(keys.alive("b"), "{sb}:node:b");
+    }
+
+    #[test]
+    fn a_rows_shard_follows_from_its_first_segment() {
+        for count in [1, 4, 16] {
+            for user in ["alice", "bob", "carol", "user:42", ""] {
+                let s = Shard::of(user, count);
+                assert!(s.index < count);
+                for key in [
+                    tables::binding_key(user, "x"),
+                    tables::profile_key(user, "meeting"),
+                    tables::voicemail_key(user, "0001"),
+                    tables::status_log_key(user, 5, "dnd"),
+                ] {
+                    assert_eq!(Shard::of(&key, count), s);
+                    assert!(s.holds(&key));
+                }
+            }
+        }
+        assert_eq!(Shard::of("anything", 1), Shard::WHOLE);
+        assert!(Shard::WHOLE.holds("anything"));
+        // Sixteen shards take rows of many people each.
+        let used: std::collections::BTreeSet<u32> = (0..200)
+            .map(|i| Shard::of(&format!("user{i}"), 16).index)
+            .collect();
+        assert_eq!(used.len(), 16);
+    }
+
+    #[test]
+    fn a_range_within_one_segment_is_read_from_one_shard() {
+        assert_eq!(one_segment("alice\n", "alice\u{b}"), Some("alice"));
+        let (from, to) = tables::status_log_range("alice", 100);
+        assert_eq!(one_segment(&from, &to), Some("alice"));
+        let (from, to) = tables::voicemail_range("user:al");
+        assert_eq!(one_segment(&from, &to), Some("user:al"));
+        // Keys of another segment could be in it.
+        assert_eq!(one_segment("alice\n", "alicf"), None);
+        assert_eq!(one_segment("", "~"), None);
+        assert_eq!(one_segment("alice", "alice\u{b}"), None);
+        let (from, to) = tables::call_record_range(1, 2);
+        assert_eq!(one_segment(&from, &to), None);
+    }
+
+    #[test]
+    fn writes_are_grouped_by_shard_in_their_order() {
+        let keys = Keys::new("sb", "a", 8);
+        let writes: Vec<Write> = (0..40)
+            .map(|i| Write::put(tables::PRESENCE, format!("user{}", i % 10), vec![i]))
+            .collect();
+        let groups = keys.by_shard(&writes);
+        assert!(groups.windows(2).all(|g| g[0].0 < g[1].0));
+        assert_eq!(groups.iter().map(|(_, g)| g.len()).sum::<usize>(), 40);
+        for (shard, group) in &groups {
+            assert!(group.iter().all(|w| keys.shard_of(&w.key) == *shard));
+            assert!(group.windows(2).all(|p| {
+                let at = |w: &Write| writes.iter().position(|x| std::ptr::eq(x, w));
+                at(p[0]) < at(p[1])
+            }));
+        }
     }
 
     #[test]

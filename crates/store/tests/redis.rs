@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchboard_store::tables::{BINDINGS, CACHED, PRESENCE, STATUS_LOG, SUBSCRIPTIONS};
-use switchboard_store::{FeedEvent, RedisConfig, RedisStore, Store, StoreError, Write};
+use switchboard_store::{FeedEvent, RedisConfig, RedisStore, Shard, Store, StoreError, Write};
 
 struct Redis {
     child: Child,
@@ -66,6 +66,36 @@ impl Redis {
             node: node.into(),
             timeout: Duration::from_secs(2),
             ..RedisConfig::default()
+        }
+    }
+
+    /// A server that can be a master of a Redis Cluster.
+    fn cluster_master() -> Redis {
+        Redis::start_with(&[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--cluster-enabled",
+            "yes",
+            "--cluster-node-timeout",
+            "2000",
+        ])
+    }
+
+    fn wait_cluster_ok(&self) {
+        let until = Instant::now() + Duration::from_secs(20);
+        while !self.cli(&["cluster", "info"]).contains("cluster_state:ok") {
+            assert!(Instant::now() < until, "the cluster did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// As [`Redis::config`], the site laid out in `shards`.
+    fn sharded(&self, node: &str, shards: u32) -> RedisConfig {
+        RedisConfig {
+            shards,
+            ..self.config(node)
         }
     }
 
@@ -311,7 +341,8 @@ fn a_node_away_longer_than_the_feed_keeps_reads_every_cached_table_again() {
     let (tx, rx) = mpsc::channel();
     a.follow(from, move |e| tx.send(e).is_ok());
     match rx.recv_timeout(Duration::from_secs(5)).unwrap() {
-        FeedEvent::Resync(tables) => {
+        FeedEvent::Resync { shard, tables } => {
+            assert_eq!(shard, Shard::WHOLE);
             let names: Vec<_> = tables.iter().map(|(t, _)| *t).collect();
             assert_eq!(names, CACHED);
             let presence = &tables.iter().find(|(t, _)| *t == PRESENCE).unwrap().1;
@@ -359,11 +390,17 @@ fn the_feed_follows_the_server_through_a_restart() {
 
 #[test]
 fn call_status_is_told_to_the_others_and_removed_when_its_node_stops_renewing_its_liveness() {
+    for shards in [1, 5] {
+        call_status_of_a_node_that_stops(shards);
+    }
+}
+
+fn call_status_of_a_node_that_stops(shards: u32) {
     use switchboard_store::tables::{call_status_key, CALL_STATUS, NODES};
     let r = Redis::start();
     let quick = |node: &str| RedisConfig {
         heartbeat: Duration::from_millis(100),
-        ..r.config(node)
+        ..r.sharded(node, shards)
     };
     // What b hears next: the changes up to (and with) one that `done` says ends the wait.
     let hear_until = |rx: &mpsc::Receiver<FeedEvent>, done: &dyn Fn(&Write) -> bool| {
@@ -458,6 +495,20 @@ fn what_is_only_told_reaches_the_others_and_leaves_no_row() {
     assert!(rows(&b, AUTH_ATTEMPTS).is_empty());
 }
 
+/// `redis-cli --cluster ARGS`, which must succeed.
+fn cluster_command(args: &[String]) {
+    let out = Command::new("redis-cli")
+        .arg("--cluster")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "redis-cli --cluster {args:?}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 /// A Redis Cluster of three masters on loopback (no replicas), each fsyncing every write.
 struct Cluster {
     nodes: Vec<Redis>,
@@ -465,42 +516,13 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
-        let nodes: Vec<Redis> = (0..3)
-            .map(|_| {
-                Redis::start_with(&[
-                    "--appendonly",
-                    "yes",
-                    "--appendfsync",
-                    "always",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-node-timeout",
-                    "2000",
-                ])
-            })
-            .collect();
-        let addrs: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port))
-            .collect();
-        let out = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        let until = Instant::now() + Duration::from_secs(20);
-        while !nodes
-            .iter()
-            .all(|n| n.cli(&["cluster", "info"]).contains("cluster_state:ok"))
-        {
-            assert!(Instant::now() < until, "the cluster did not come up");
-            std::thread::sleep(Duration::from_millis(100));
+        let nodes: Vec<Redis> = (0..3).map(|_| Redis::cluster_master()).collect();
+        let mut create = vec!["create".to_string()];
+        create.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+        create.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
+        cluster_command(&create);
+        for n in &nodes {
+            n.wait_cluster_ok();
         }
         Cluster { nodes }
     }
@@ -530,4 +552,251 @@ fn a_redis_cluster_is_followed_to_the_master_holding_the_sites_keys() {
     );
     // The rows are on the master that holds the slot, not on the one named.
     assert_eq!(r.cli(&["dbsize"]).trim(), "0");
+}
+
+/// Presence rows of `n` people, one commit.
+fn many_people(n: usize) -> Vec<Write> {
+    (0..n)
+        .map(|i| Write::put(PRESENCE, format!("user{i:03}"), format!("{i}").into_bytes()))
+        .collect()
+}
+
+#[test]
+fn a_site_in_several_shards_is_spread_over_the_masters_of_a_cluster() {
+    use switchboard_store::tables::{binding_key, SECRETS};
+    let c = Cluster::start();
+    let r = c.elsewhere();
+    let a = Arc::new(RedisStore::open(r.sharded("a", 6)).unwrap());
+    let b = Arc::new(RedisStore::open(r.sharded("b", 6)).unwrap());
+    let heard_b = follow(&b);
+    // One commit of sixty people's rows: a transaction in each shard.
+    let writes = many_people(60);
+    a.commit(&writes).unwrap();
+    let mut heard = Vec::new();
+    while heard.len() < writes.len() {
+        heard.extend(next_changes(&heard_b));
+    }
+    heard.sort_by(|x, y| x.key.cmp(&y.key));
+    assert_eq!(heard, writes);
+    // Every master holds a part of the site: six shards' slots are spread evenly, two a
+    // master (the cluster gave each a third of the slots).
+    for n in &c.nodes {
+        let feeds = n.cli(&["--scan", "--pattern", "{sb:*}:feed"]);
+        assert_eq!(feeds.lines().count(), 2, "{} holds {feeds:?}", n.port);
+    }
+    // Read back whole, in key order, from every shard; a limited range too; a person's
+    // rows from their shard.
+    let all = rows(&b, PRESENCE);
+    let expected: Vec<(String, Vec<u8>)> = writes
+        .iter()
+        .map(|w| (w.key.clone(), w.value.clone().unwrap()))
+        .collect();
+    assert_eq!(all, expected);
+    assert_eq!(
+        b.scan_range_limited(PRESENCE, "user010", "~", 5).unwrap(),
+        expected[10..15].to_vec()
+    );
+    let bindings = [
+        Write::put(BINDINGS, binding_key("alice", "1"), b"x".to_vec()),
+        Write::put(BINDINGS, binding_key("alice", "2"), b"y".to_vec()),
+        Write::put(BINDINGS, binding_key("alicf", "1"), b"z".to_vec()),
+    ];
+    a.commit(&bindings).unwrap();
+    let alice = b.scan_range(BINDINGS, "alice\n", "alice\u{b}").unwrap();
+    assert_eq!(alice.len(), 2);
+    assert_eq!(b.scan(BINDINGS).unwrap().len(), 3);
+    // A row made if absent is the first node's, from wherever it is read.
+    let first = a.put_if_absent(SECRETS, "nonce", b"a".to_vec()).unwrap();
+    let second = b.put_if_absent(SECRETS, "nonce", b"b".to_vec()).unwrap();
+    assert_eq!((first, second), (b"a".to_vec(), b"a".to_vec()));
+    // A node laid out in another count of shards is refused.
+    match RedisStore::open(r.sharded("c", 4)) {
+        Err(e) => assert!(anyhow_chain(&e).contains("redis_shards"), "{e}"),
+        Ok(_) => panic!("a node of four shards opened a site of six"),
+    }
+}
+
+#[test]
+fn a_site_keeps_the_count_of_shards_it_was_made_with() {
+    let r = Redis::start();
+    let one = RedisStore::open(r.config("a")).unwrap();
+    one.commit(&many_people(3)).unwrap();
+    drop(one);
+    let refused = |config: RedisConfig| match RedisStore::open(config) {
+        Err(e) => {
+            let text = format!("{:?}", anyhow_chain(&e));
+            assert!(text.contains("redis_shards"), "{text}");
+        }
+        Ok(_) => panic!("opened a site laid out otherwise"),
+    };
+    refused(r.sharded("a", 4));
+    // A site written before its count was recorded counts as one shard.
+    r.cli(&["del", "{sb}:shards"]);
+    refused(r.sharded("a", 4));
+    assert_eq!(
+        rows(&RedisStore::open(r.config("b")).unwrap(), PRESENCE).len(),
+        3
+    );
+    // Another site on the same server (another prefix) has its own.
+    let other = |shards| RedisConfig {
+        prefix: "other".into(),
+        ..r.sharded("a", shards)
+    };
+    RedisStore::open(other(4))
+        .unwrap()
+        .commit(&many_people(3))
+        .unwrap();
+    refused(other(1));
+    assert_eq!(
+        rows(&RedisStore::open(other(4)).unwrap(), PRESENCE).len(),
+        3
+    );
+    match RedisStore::open(r.sharded("a", 65)) {
+        Err(e) => assert!(anyhow_chain(&e).contains("1 to 64"), "{e}"),
+        Ok(_) => panic!("65 shards"),
+    }
+}
+
+/// An error and its sources, in one line.
+fn anyhow_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[test]
+fn a_node_away_longer_than_a_shards_feed_keeps_reads_that_shard_again() {
+    let r = Redis::start();
+    let a = Arc::new(RedisStore::open(r.sharded("a", 4)).unwrap());
+    let b = RedisStore::open(r.sharded("b", 4)).unwrap();
+    b.commit(&many_people(20)).unwrap();
+    let from = a.feed_position().unwrap();
+    let alice = Shard::of("user000", 4);
+    for i in 0..50 {
+        b.commit(&[Write::put(
+            PRESENCE,
+            "user000",
+            format!("x{i}").into_bytes(),
+        )])
+        .unwrap();
+    }
+    // The feed of alice's shard forgets what a has not read yet; the others keep theirs.
+    let feeds = r.cli(&["--scan", "--pattern", "{sb:*}:feed"]);
+    let mut trimmed = 0;
+    for feed in feeds.lines() {
+        if r.cli(&["xlen", feed]).trim().parse::<u64>().unwrap() > 40 {
+            r.cli(&["XTRIM", feed, "MAXLEN", "10"]);
+            trimmed += 1;
+        }
+    }
+    assert_eq!(trimmed, 1, "{feeds}");
+    let (tx, rx) = mpsc::channel();
+    a.follow(from, move |e| {
+        if matches!(&e, FeedEvent::Changes(c) if c.is_empty()) {
+            return true;
+        }
+        tx.send(e).is_ok()
+    });
+    match rx.recv_timeout(Duration::from_secs(5)).unwrap() {
+        FeedEvent::Resync { shard, tables } => {
+            assert_eq!(shard, alice);
+            let presence = &tables.iter().find(|(t, _)| *t == PRESENCE).unwrap().1;
+            assert!(presence.iter().all(|(k, _)| shard.holds(k)));
+            assert!(presence.len() < 20, "only its shard's rows");
+            assert!(presence.contains(&("user000".to_string(), b"x49".to_vec())));
+        }
+        other => panic!("expected a resync, got {other:?}"),
+    }
+    quiet(&rx);
+}
+
+#[test]
+fn a_site_stays_whole_while_its_shards_move_to_a_master_added_to_the_cluster() {
+    let c = Cluster::start();
+    let r = &c.nodes[0];
+    let a = Arc::new(RedisStore::open(r.sharded("a", 8)).unwrap());
+    let b = Arc::new(RedisStore::open(r.sharded("b", 8)).unwrap());
+    let heard_b = follow(&b);
+    // a writes a row per commit, of people in every shard, while a fourth master joins
+    // and a quarter of the slots move to it.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (a, stop) = (a.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (mut acknowledged, mut refused) = (Vec::new(), 0);
+            let until = Instant::now() + Duration::from_secs(60);
+            let mut i = 0;
+            while Instant::now() < until && !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let w = Write::put(
+                    PRESENCE,
+                    format!("user{:03}", i % 200),
+                    format!("{i}").into_bytes(),
+                );
+                match a.commit(std::slice::from_ref(&w)) {
+                    Ok(()) => acknowledged.push(w),
+                    Err(_) => refused += 1,
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (acknowledged, refused)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let new = Redis::cluster_master();
+    let (new_at, at) = (
+        format!("127.0.0.1:{}", new.port),
+        format!("127.0.0.1:{}", r.port),
+    );
+    cluster_command(&["add-node".into(), new_at, at.clone()]);
+    new.wait_cluster_ok();
+    cluster_command(&["rebalance".into(), at, "--cluster-use-empty-masters".into()]);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (acknowledged, refused) = writer.join().unwrap();
+    eprintln!(
+        "{} commits acknowledged, {refused} refused while slots moved",
+        acknowledged.len()
+    );
+    // The new master holds shards now.
+    let moved = new.cli(&["--scan", "--pattern", "{sb:*}:feed"]);
+    assert!(!moved.is_empty(), "no shard moved to the new master");
+    // Every acknowledged write is in the store (the newest of each person's), and b
+    // heard it.
+    let mut newest: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+    for w in &acknowledged {
+        newest.insert(w.key.clone(), w.value.clone().unwrap());
+    }
+    let stored: std::collections::BTreeMap<String, Vec<u8>> =
+        rows(&b, PRESENCE).into_iter().collect();
+    for (k, v) in &newest {
+        // A refused commit after it may have been made all the same (its answer lost).
+        let at = |v: &[u8]| String::from_utf8_lossy(v).parse::<u64>().unwrap();
+        assert!(
+            at(&stored[k]) >= at(v),
+            "{k}: stored {:?}, acknowledged {:?}",
+            stored[k],
+            v
+        );
+    }
+    let mut heard: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+    let until = Instant::now() + Duration::from_secs(10);
+    while heard != stored {
+        assert!(
+            Instant::now() < until,
+            "b heard {} of {} rows",
+            heard.len(),
+            stored.len()
+        );
+        if let Ok(FeedEvent::Changes(c)) = heard_b.recv_timeout(Duration::from_secs(1)) {
+            for w in c {
+                heard.insert(w.key, w.value.unwrap());
+            }
+        }
+    }
 }

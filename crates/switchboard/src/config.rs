@@ -625,6 +625,7 @@ struct RawStore {
     redis_timeout_ms: Spanned<u64>,
     redis_feed_len: Spanned<u64>,
     redis_heartbeat_ms: Spanned<u64>,
+    redis_shards: Spanned<u64>,
 }
 
 impl Default for RawStore {
@@ -642,6 +643,7 @@ impl Default for RawStore {
             redis_timeout_ms: Spanned::new(0..0, d.timeout.as_millis() as u64),
             redis_feed_len: Spanned::new(0..0, d.feed_len),
             redis_heartbeat_ms: Spanned::new(0..0, d.heartbeat.as_millis() as u64),
+            redis_shards: Spanned::new(0..0, d.shards.into()),
         }
     }
 }
@@ -1583,6 +1585,12 @@ impl Config {
                     100,
                     60_000,
                 )),
+                shards: range(
+                    &st.redis_shards,
+                    "store.redis_shards",
+                    1,
+                    switchboard_store::redis_store::MAX_SHARDS.into(),
+                ) as u32,
             }
         });
         if !errors.is_empty() {
@@ -1806,7 +1814,16 @@ mod tests {
         let r = Config::parse(&text, "x.toml", None).unwrap().redis.unwrap();
         assert_eq!((r.node.as_str(), r.prefix.as_str()), ("a", "sb"));
         assert!(r.require_fsync);
-        assert_eq!((r.replicas, r.feed_len), (0, 100_000));
+        assert_eq!((r.replicas, r.feed_len, r.shards), (0, 100_000, 1));
+        let text = format!("{base}[store]\nredis_url = \"redis://h/\"\nredis_shards = 16\n");
+        assert_eq!(
+            Config::parse(&text, "x.toml", None)
+                .unwrap()
+                .redis
+                .unwrap()
+                .shards,
+            16
+        );
         let text = format!("{base}[store]\nredis_url = \"redis://127.0.0.1:6379/\"\nnode_address = \"10.0.0.5:5060\"\n");
         let c = Config::parse(&text, "x.toml", None).unwrap();
         assert_eq!(c.node_address, Some("10.0.0.5:5060".parse().unwrap()));
@@ -1843,6 +1860,16 @@ mod tests {
             (
                 "redis_url = \"redis://h/\"\nredis_feed_len = 10",
                 "store.redis_feed_len",
+                "out of range",
+            ),
+            (
+                "redis_url = \"redis://h/\"\nredis_shards = 65",
+                "store.redis_shards",
+                "out of range",
+            ),
+            (
+                "redis_url = \"redis://h/\"\nredis_shards = 0",
+                "store.redis_shards",
                 "out of range",
             ),
         ] {

@@ -32,7 +32,9 @@ use switchboard_store::tables::{
     PRESENCE, PROFILES, RECORD_ROUTE_SECRET, RESTORE_ORDER, SECRETS, STATUS_LOG, SUBSCRIPTIONS,
     VOICEMAIL, VOICEMAIL_AUDIO, VOICEMAIL_OUTBOX, VOICEMAIL_RECORDINGS,
 };
-use switchboard_store::{FeedEvent, GroupCommitter, RedbStore, RedisStore, Store, Table, Write};
+use switchboard_store::{
+    FeedEvent, FeedPosition, GroupCommitter, RedbStore, RedisStore, Store, Table, Write,
+};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::sync::oneshot;
@@ -193,7 +195,7 @@ fn node_hop(c: &Config) -> Option<String> {
 /// were read.
 struct Shared {
     redis: Arc<RedisStore>,
-    from: String,
+    from: FeedPosition,
 }
 
 /// The embedded store, or Redis shared with other nodes; then the change feed's position
@@ -213,7 +215,7 @@ fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<Shared>
     let from = r
         .feed_position()
         .context("reading the shared store's change feed")?;
-    tracing::info!(node = %redis.node, prefix = %redis.prefix, "state kept in Redis, shared with the other nodes");
+    tracing::info!(node = %redis.node, prefix = %redis.prefix, shards = redis.shards, "state kept in Redis, shared with the other nodes");
     Ok((r.clone(), Some(Shared { redis: r, from })))
 }
 
@@ -494,7 +496,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 let mut take = |event: FeedEvent| {
                     match &event {
                         FeedEvent::Changes(c) => shell.shared_changes += c.len() as u64,
-                        FeedEvent::Resync(_) => shell.shared_resyncs += 1,
+                        FeedEvent::Resync { .. } => shell.shared_resyncs += 1,
                     }
                     core.handle(Input::Shared(event), now());
                 };

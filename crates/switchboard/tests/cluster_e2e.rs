@@ -6,16 +6,16 @@
 
 mod common;
 
-use common::redis::Redis;
+use common::redis::{Redis, RedisCluster, Site};
 use common::*;
 use std::time::{Duration, Instant};
 
-fn node(redis: &Redis, name: &str) -> Daemon {
+fn node(redis: &dyn Site, name: &str) -> Daemon {
     node_with(redis, name, "")
 }
 
 /// A node with more `[store]` keys.
-fn node_with(redis: &Redis, name: &str, store: &str) -> Daemon {
+fn node_with(redis: &dyn Site, name: &str, store: &str) -> Daemon {
     Daemon::start(Options {
         store: format!("{}{store}", redis.store_keys(name)),
         policy: format!("{POLICY}{CAROL_MD5}"),
@@ -44,10 +44,23 @@ fn registered_within(d: &Daemon, user: &str, limit: Duration) -> Duration {
 #[test]
 fn a_phone_on_one_node_is_rung_through_another_and_a_status_set_on_a_third_routes_and_notifies_everywhere(
 ) {
-    let redis = Redis::start();
-    let a = node(&redis, "a");
-    let b = node(&redis, "b");
-    let c = node(&redis, "c");
+    three_nodes_route_and_notify_as_one(&Redis::start());
+}
+
+#[test]
+fn the_same_with_the_site_spread_over_the_masters_of_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    three_nodes_route_and_notify_as_one(&cluster);
+    memory_hunt_across_nodes(&cluster);
+    // Each master holds its part of the site (two shards of six).
+    let held = cluster.keys_per_master();
+    assert!(held.iter().all(|&n| n > 0), "keys per master: {held:?}");
+}
+
+fn three_nodes_route_and_notify_as_one(redis: &dyn Site) {
+    let a = node(redis, "a");
+    let b = node(redis, "b");
+    let c = node(redis, "c");
     assert!(a.log_contains("state kept in Redis"), "{}", a.log());
 
     // bob's phone registers with a; b and c learn of it within a second.
@@ -346,12 +359,16 @@ fn a_node_killed_during_register_load_and_redis_restarted_under_load_lose_no_ack
 
 #[test]
 fn memory_hunt_remembers_across_nodes() {
-    let redis = Redis::start();
+    memory_hunt_across_nodes(&Redis::start());
+}
+
+/// (A site of its own in `redis`: its keys under another prefix.)
+fn memory_hunt_across_nodes(redis: &dyn Site) {
     let team = "[teams.sales]\nextension = \"2000\"\nmembers = [\"bob\", \"carol\"]\n\
                 strategy = \"memory_hunt\"\nmember_ring_time = 5\nring_time = 20\nno_answer = \"hangup\"\n";
     let start = |name: &str| {
         Daemon::start(Options {
-            store: redis.store_keys(name),
+            store: format!("{}redis_prefix = \"hunt\"\n", redis.store_keys(name)),
             policy: format!("{POLICY}{CAROL_MD5}{team}"),
             ..Options::default()
         })

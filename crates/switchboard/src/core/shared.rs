@@ -4,8 +4,8 @@
 //!
 //! Nothing here is stored again: the rows came from the store. A row another node wrote
 //! replaces the one held here (the feed is in the store's order, so the last write wins
-//! everywhere alike); a resync replaces every row of a table and drops those no longer
-//! in it.
+//! everywhere alike); a resync replaces every row of a table's shard and drops those of
+//! the shard no longer in it.
 
 use std::collections::BTreeSet;
 
@@ -15,7 +15,7 @@ use switchboard_store::tables::{
     binding_key, call_status_key, AUTH_ATTEMPTS, BINDINGS, CALL_STATUS, MEMORY, NODES, PRESENCE,
     PROFILES, VOICEMAIL,
 };
-use switchboard_store::{FeedEvent, Rows, Table, Write};
+use switchboard_store::{FeedEvent, Rows, Shard, Table, Write};
 
 use super::{Core, Now, Output};
 
@@ -31,9 +31,9 @@ impl Core {
                     self.apply_shared(w, now);
                 }
             }
-            FeedEvent::Resync(tables) => {
+            FeedEvent::Resync { shard, tables } => {
                 for (table, rows) in tables {
-                    self.replace_shared(table, rows, now);
+                    self.replace_shared(table, shard, rows, now);
                 }
             }
         }
@@ -117,13 +117,14 @@ impl Core {
         }
     }
 
-    /// Holds `rows` as the whole of `table`: rows held here and not among them are dropped.
-    fn replace_shared(&mut self, table: Table, rows: Rows, now: Now) {
+    /// Holds `rows` as the whole of `shard` of `table`: rows of that shard held here and not
+    /// among them are dropped.
+    fn replace_shared(&mut self, table: Table, shard: Shard, rows: Rows, now: Now) {
         let keep: BTreeSet<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
         let gone: Vec<String> = self
             .held_keys(table, now)
             .into_iter()
-            .filter(|k| !keep.contains(k.as_str()))
+            .filter(|k| shard.holds(k) && !keep.contains(k.as_str()))
             .collect();
         let count = rows.len();
         for key in gone {
@@ -132,7 +133,7 @@ impl Core {
         for (key, value) in rows {
             self.apply_shared(Write::put(table, key, value), now);
         }
-        tracing::info!(table = %table, rows = count, "read again from the shared store");
+        tracing::info!(table = %table, shard = shard.index, rows = count, "read again from the shared store");
     }
 
     /// The keys of the rows of `table` this node holds.

@@ -9,7 +9,7 @@ use switchboard_sip::registrar::Binding;
 use switchboard_store::tables::{
     binding_key, call_status_key, AUTH_ATTEMPTS, BINDINGS, CALL_STATUS, MEMORY, NODES,
 };
-use switchboard_store::{FeedEvent, Write};
+use switchboard_store::{FeedEvent, Shard, Write};
 
 fn node(name: &str) -> T {
     node_auth(name, false)
@@ -168,12 +168,42 @@ fn a_binding_taken_by_another_node_is_rung_from_here_and_a_resync_drops_what_is_
         ..Default::default()
     };
     let memory = serde_json::to_vec(&remembered).unwrap();
-    t.feed(Input::Shared(FeedEvent::Resync(vec![
-        (BINDINGS, Vec::new()),
-        (MEMORY, vec![("support".into(), memory)]),
-    ])));
+    t.feed(Input::Shared(FeedEvent::Resync {
+        shard: Shard::WHOLE,
+        tables: vec![
+            (BINDINGS, Vec::new()),
+            (MEMORY, vec![("support".into(), memory)]),
+        ],
+    }));
     assert!(t.core.registrations(Some("bob"), unix).is_empty());
     assert_eq!(t.core.calls().memory("support"), Some(&remembered));
+}
+
+#[test]
+fn a_resync_of_one_shard_drops_only_that_shards_rows() {
+    let mut t = node("a");
+    let mut b = node("b");
+    b.register("bob", BOB);
+    b.register("carol", CAROL);
+    let rows: Vec<Write> = b
+        .persisted
+        .iter()
+        .filter(|w| w.table == BINDINGS)
+        .cloned()
+        .collect();
+    t.feed(Input::Shared(FeedEvent::Changes(rows)));
+    let unix = t.now().unix;
+    // A layout in which bob's and carol's rows are in different shards.
+    let count = (2..=64)
+        .find(|&n| Shard::of("bob", n) != Shard::of("carol", n))
+        .unwrap();
+    // bob's shard read again without his binding: his goes, carol's stays.
+    t.feed(Input::Shared(FeedEvent::Resync {
+        shard: Shard::of("bob", count),
+        tables: vec![(BINDINGS, Vec::new())],
+    }));
+    assert!(t.core.registrations(Some("bob"), unix).is_empty());
+    assert_eq!(t.core.registrations(Some("carol"), unix).len(), 1);
 }
 
 #[test]
