@@ -410,9 +410,12 @@ start_redis() { # $1 = data dir
 }
 
 # The [store] keys of a Switchboard keeping its state in the Redis server of start_redis, one
-# per line (node: the benchmark's name for the daemon; the prefix and heartbeat: defaults).
+# per line (node: the benchmark's name for the daemon; the prefix and heartbeat: defaults;
+# redis_shards: $REDIS_SHARDS when set, to measure a site laid out for a Redis Cluster on one
+# server).
 redis_store_keys() {
   printf 'redis_url = "redis://127.0.0.1:%s/"\nnode = "bench"\n' "$redis_port"
+  if [ -n "${REDIS_SHARDS:-}" ]; then printf 'redis_shards = %s\n' "$REDIS_SHARDS"; fi
 }
 
 # CPU seconds (user + system) of the Redis server since it started, with its children's

@@ -38,11 +38,12 @@
 # free loopback port with an empty data directory in the work directory, appending every
 # write to its AOF and fsyncing it before it answers (appendonly yes, appendfsync always: a
 # REGISTER's 200 means the binding is on disk, as with the embedded store); the daemon's
-# [store] gets redis_url and node. The server CPU column counts both processes, the daemon's
-# and Redis's (so µs/reg compares the subjects' whole cost); the Redis column shows Redis's
-# part and its peak RSS. Redis is stopped after the daemon at the step's end, and on exit.
-# The work directory is in $TMPDIR (default /tmp): its filesystem, printed in the report,
-# decides what an fsync costs both stores.
+# [store] gets redis_url and node (and redis_shards = $REDIS_SHARDS when that is set). The
+# server CPU column counts both processes, the daemon's and Redis's (so µs/reg compares the
+# subjects' whole cost); the Redis column shows Redis's part and its peak RSS. Redis is
+# stopped after the daemon at the step's end, and on exit. The work directory is in $TMPDIR
+# (default /tmp): its filesystem, printed in the report, decides what an fsync costs both
+# stores.
 #
 # Short steps hide what builds up over time (e.g. state a server keeps per request for tens of
 # seconds); a sustained run shows it: --rates 10000 --seconds 40.
