@@ -316,6 +316,59 @@ impl Servers {
         }
     }
 
+    /// Runs `pipes` (each a transaction of the shard it names) over their shards'
+    /// connections in `cons`, sending every one before reading any answer: a server takes
+    /// those sent to it in one turn of its loop (with `appendfsync always`, one fsync for
+    /// them all), and the masters of a cluster work at once. With `wait`, each is followed
+    /// by `WAIT` for that many replicas. Each pipe's result, in order; a failed one's
+    /// connection is dropped (and its server told of a redirection).
+    fn transact(
+        &self,
+        cons: &mut [Option<Connection>],
+        pipes: &[(usize, redis::Pipeline)],
+        wait: Option<(u32, Duration)>,
+    ) -> Vec<redis::RedisResult<()>> {
+        let waiting = wait.map(|(replicas, timeout)| {
+            redis::cmd("WAIT")
+                .arg(replicas)
+                .arg(timeout.as_millis() as u64)
+                .get_packed_command()
+        });
+        let sent: Vec<redis::RedisResult<()>> = pipes
+            .iter()
+            .map(|(shard, pipe)| {
+                let slot = &mut cons[*shard];
+                let con = match slot {
+                    Some(c) => c,
+                    None => slot.insert(self.shards[*shard].connect()?),
+                };
+                let mut bytes = pipe.get_packed_pipeline();
+                bytes.extend_from_slice(waiting.as_deref().unwrap_or_default());
+                con.send_packed_command(&bytes)
+                    .inspect_err(|_| *slot = None)
+            })
+            .collect();
+        pipes
+            .iter()
+            .zip(sent)
+            .map(|((shard, pipe), sent)| {
+                sent?;
+                let Some(con) = cons[*shard].as_mut() else {
+                    unreachable!("a pipe sent has its connection");
+                };
+                let r = read_transaction(con, pipe.len(), wait.map(|w| w.0));
+                if let Err(e) = &r {
+                    cons[*shard] = None;
+                    if let Some((addr, _)) = e.redirect_node() {
+                        let server = &self.shards[*shard];
+                        server.redirect(&server.client(), addr)?;
+                    }
+                }
+                r
+            })
+            .collect()
+    }
+
     /// Connections, one slot per shard and one for the prefix's own keys (the last).
     fn slots(&self) -> Vec<Option<Connection>> {
         (0..=self.shards.len()).map(|_| None).collect()
@@ -781,15 +834,29 @@ impl Store for RedisStore {
                 );
             }
         }
+        let wait = (self.config.replicas > 0)
+            .then_some((self.config.replicas, self.config.replica_timeout));
         let mut r = Ok(());
-        for (shard, pipe) in &pipes {
-            r = self.servers.run(&mut writer.cons, *shard, |con| {
-                pipe.query::<()>(con)?;
-                if self.config.replicas > 0 {
-                    wait_replicas(con, self.config.replicas, self.config.replica_timeout)?;
+        let kept: Vec<bool> = pipes
+            .iter()
+            .map(|(s, _)| writer.cons[*s].is_some())
+            .collect();
+        let together = self.servers.transact(&mut writer.cons, &pipes, wait);
+        for (((shard, pipe), first), kept) in pipes.iter().zip(together).zip(kept) {
+            // A connection kept from before lost (a server restarted) or a slot moved: once
+            // more, anew.
+            r = match first {
+                Err(e) if kept && worth_retrying(&e) => {
+                    self.servers.run(&mut writer.cons, *shard, |con| {
+                        pipe.query::<()>(con)?;
+                        if let Some((replicas, timeout)) = wait {
+                            wait_replicas(con, replicas, timeout)?;
+                        }
+                        Ok(())
+                    })
                 }
-                Ok(())
-            });
+                first => first,
+            };
             if r.is_err() {
                 break;
             }
@@ -1253,12 +1320,7 @@ fn with_connection<T>(
     match op(con) {
         Ok(v) => Ok(v),
         // (A redirection: the cluster moved the site's slot to another master.)
-        Err(e)
-            if kept
-                && (e.is_connection_dropped()
-                    || e.is_io_error()
-                    || e.redirect_node().is_some()) =>
-        {
+        Err(e) if kept && worth_retrying(&e) => {
             if let Some((addr, _)) = e.redirect_node() {
                 server.redirect(&server.client(), addr)?;
             }
@@ -1271,6 +1333,56 @@ fn with_connection<T>(
             Err(e)
         }
     }
+}
+
+/// Whether `e` is worth running an operation once more for, over a new connection: the
+/// connection was lost, or the cluster moved the slot to another master.
+fn worth_retrying(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped() || e.is_io_error() || e.redirect_node().is_some()
+}
+
+/// Reads the answers to a transaction of `queued` commands sent with
+/// [`Servers::transact`] (`MULTI`'s, one per command queued, `EXEC`'s, and `WAIT`'s when
+/// it waits for `replicas`): Ok when `EXEC` made it (and enough replicas have it). Every
+/// answer is read unless the connection fails.
+fn read_transaction(
+    con: &mut Connection,
+    queued: usize,
+    replicas: Option<u32>,
+) -> redis::RedisResult<()> {
+    let exec_at = queued + 1;
+    let mut refused: Option<redis::RedisError> = None;
+    let (mut exec, mut waited) = (Value::Nil, Value::Nil);
+    for at in 0..exec_at + 1 + usize::from(replicas.is_some()) {
+        match con.recv_response()? {
+            Value::ServerError(e) => {
+                refused.get_or_insert(e.into());
+            }
+            v if at == exec_at => exec = v,
+            v if at > exec_at => waited = v,
+            _ => {}
+        }
+    }
+    if let Some(e) = refused {
+        return Err(e);
+    }
+    if !matches!(exec, Value::Array(_)) {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "the transaction was not made",
+        )));
+    }
+    if let Some(replicas) = replicas {
+        let got: u32 = redis::from_redis_value(waited)?;
+        if got < replicas {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "too few replicas took the commit",
+                format!("{got} of {replicas}"),
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Why the server would answer a commit before it is on disk, if it would.

@@ -800,3 +800,38 @@ fn a_site_stays_whole_while_its_shards_move_to_a_master_added_to_the_cluster() {
         }
     }
 }
+
+#[test]
+fn a_commit_waited_for_by_a_replica_is_acknowledged_in_every_shard() {
+    let master = Redis::start_with(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--repl-diskless-sync-delay",
+        "0",
+    ]);
+    let port = master.port.to_string();
+    let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &port]);
+    let until = Instant::now() + Duration::from_secs(10);
+    while !replica
+        .cli(&["info", "replication"])
+        .contains("master_link_status:up")
+    {
+        assert!(Instant::now() < until, "the replica did not connect");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for shards in [1, 4] {
+        let s = RedisStore::open(RedisConfig {
+            replicas: 1,
+            prefix: format!("s{shards}"),
+            ..master.sharded("a", shards)
+        })
+        .unwrap();
+        s.commit(&many_people(12)).unwrap();
+        assert_eq!(rows(&s, PRESENCE).len(), 12);
+    }
+    // The replica has every row.
+    let keys = replica.cli(&["--scan", "--pattern", "{s*}:t:presence"]);
+    assert_eq!(keys.lines().count(), 1 + 4, "{keys}");
+}
