@@ -308,11 +308,11 @@ struct Servers {
 
 impl Servers {
     fn new(client: &redis::Client, timeout: Duration, keys: &Keys) -> Servers {
+        let known = Arc::new(Known::new(client));
+        let server = |probe| Server::new(client.clone(), timeout, probe, known.clone());
         Servers {
-            shards: (0..keys.tags.len())
-                .map(|i| Server::new(client.clone(), timeout, keys.feed(i)))
-                .collect(),
-            base: Server::new(client.clone(), timeout, keys.layout()),
+            shards: (0..keys.tags.len()).map(|i| server(keys.feed(i))).collect(),
+            base: server(keys.layout()),
         }
     }
 
@@ -1228,17 +1228,69 @@ struct Server {
     timeout: Duration,
     /// A key in the slot.
     probe: String,
+    /// Every server of the cluster this node has heard of (shared by a node's servers).
+    known: Arc<Known>,
+}
+
+/// The servers of a Redis Cluster a node has heard of, `host:port`: the one it was given,
+/// and every node of the cluster as the last connection made found them (`CLUSTER
+/// NODES`). When the server a slot was at cannot be reached (a master died and its
+/// replica took over), they are asked instead, and redirect to the slot's new master.
+struct Known(Mutex<Vec<String>>);
+
+impl Known {
+    fn new(client: &redis::Client) -> Known {
+        Known(Mutex::new(address(client).into_iter().collect()))
+    }
+
+    fn list(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Learns the cluster's nodes from `con` (nothing when the server is not in a cluster).
+    fn learn(&self, con: &mut Connection) {
+        let Ok(nodes) = redis::cmd("CLUSTER").arg("NODES").query::<String>(con) else {
+            return;
+        };
+        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for addr in cluster_node_addresses(&nodes) {
+            if !known.contains(&addr) {
+                known.push(addr);
+            }
+        }
+    }
+}
+
+/// `client`'s server as `host:port` (None for a Unix socket).
+fn address(client: &redis::Client) -> Option<String> {
+    match client.get_connection_info().addr() {
+        redis::ConnectionAddr::Tcp(host, port) => Some(format!("{host}:{port}")),
+        _ => None,
+    }
+}
+
+/// The addresses (`host:port`) of the nodes a `CLUSTER NODES` answer lists (each line:
+/// id, `ip:port@cport[,hostname]`, flags, …); those without an address are left out.
+fn cluster_node_addresses(nodes: &str) -> Vec<String> {
+    nodes
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .filter_map(|field| field.split(['@', ',']).next())
+        .filter(|addr| !addr.is_empty() && !addr.starts_with(':') && !addr.ends_with(":0"))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Most redirections followed for one connection.
 const MAX_REDIRECTIONS: usize = 3;
 
 impl Server {
-    fn new(client: redis::Client, timeout: Duration, probe: String) -> Self {
+    fn new(client: redis::Client, timeout: Duration, probe: String, known: Arc<Known>) -> Self {
         Server {
             client: Mutex::new(client),
             timeout,
             probe,
+            known,
         }
     }
 
@@ -1249,18 +1301,36 @@ impl Server {
             .clone()
     }
 
-    /// A connection to the server holding the site's keys.
+    /// A connection to the server holding the slot. When the server it was at cannot be
+    /// reached, the other servers of the cluster it knows of are tried, once.
     fn connect(&self) -> redis::RedisResult<Connection> {
+        let mut tried_others = false;
         for _ in 0..=MAX_REDIRECTIONS {
             let client = self.client();
-            let mut con = client.get_connection_with_timeout(self.timeout)?;
+            let mut con = match client.get_connection_with_timeout(self.timeout) {
+                Ok(con) => con,
+                Err(e) if !tried_others && (e.is_io_error() || e.is_connection_refusal()) => {
+                    tried_others = true;
+                    match self.reachable_other(&client) {
+                        Some(addr) => {
+                            self.redirect(&client, &addr)?;
+                            continue;
+                        }
+                        None => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
             con.set_read_timeout(Some(self.timeout))?;
             con.set_write_timeout(Some(self.timeout))?;
             match redis::cmd("EXISTS")
                 .arg(&self.probe)
                 .query::<bool>(&mut con)
             {
-                Ok(_) => return Ok(con),
+                Ok(_) => {
+                    self.known.learn(&mut con);
+                    return Ok(con);
+                }
                 Err(e) => match e.redirect_node() {
                     Some((addr, _)) => self.redirect(&client, addr)?,
                     None => return Err(e),
@@ -1271,6 +1341,24 @@ impl Server {
             redis::ErrorKind::Client,
             "too many Redis Cluster redirections",
         )))
+    }
+
+    /// A server of the cluster other than `failed`'s that can be reached now.
+    fn reachable_other(&self, failed: &redis::Client) -> Option<String> {
+        let failed = address(failed);
+        self.known
+            .list()
+            .into_iter()
+            .filter(|addr| Some(addr) != failed.as_ref())
+            .find(|addr| {
+                let Some(sock) = std::net::ToSocketAddrs::to_socket_addrs(addr.as_str())
+                    .ok()
+                    .and_then(|mut a| a.next())
+                else {
+                    return false;
+                };
+                std::net::TcpStream::connect_timeout(&sock, self.timeout).is_ok()
+            })
     }
 
     /// From now on, the server at `addr` (`host:port`), with the settings of `from`.
@@ -1586,6 +1674,27 @@ mod tests {
                 at(p[0]) < at(p[1])
             }));
         }
+    }
+
+    #[test]
+    fn the_addresses_of_a_clusters_nodes_are_read_from_cluster_nodes() {
+        let nodes = "\
+07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004,host-a slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected
+67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002 master - 0 1426238316232 2 connected 5461-10922
+292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f 127.0.0.1:30003@31003 master - 0 1426238318243 3 connected 10923-16383
+6ec23923021cf3ffec47632106199cb7f496ce01 :0@0 master,fail,noaddr - 1426238316232 1426238316232 5 disconnected
+e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca [::1]:30001@31001 myself,master - 0 0 1 connected 0-5460
+";
+        assert_eq!(
+            cluster_node_addresses(nodes),
+            vec![
+                "127.0.0.1:30004",
+                "127.0.0.1:30002",
+                "127.0.0.1:30003",
+                "[::1]:30001"
+            ]
+        );
+        assert!(cluster_node_addresses("").is_empty());
     }
 
     #[test]

@@ -15,6 +15,7 @@ struct Redis {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    settings: Vec<String>,
 }
 
 impl Redis {
@@ -31,7 +32,13 @@ impl Redis {
             .unwrap()
             .port();
         let child = spawn(dir.path(), port, settings);
-        let r = Redis { child, port, dir };
+        let settings = settings.iter().map(|s| s.to_string()).collect();
+        let r = Redis {
+            child,
+            port,
+            dir,
+            settings,
+        };
         r.wait_up();
         r
     }
@@ -47,11 +54,13 @@ impl Redis {
     /// `kill -9`, then the same server again on the same port and data.
     fn kill_and_restart(&mut self) {
         self.kill();
-        self.child = spawn(
-            self.dir.path(),
-            self.port,
-            &["--appendonly", "yes", "--appendfsync", "always"],
-        );
+        self.restart();
+    }
+
+    /// The same server again (after [`Redis::kill`]), on its port, data and settings.
+    fn restart(&mut self) {
+        let settings: Vec<&str> = self.settings.iter().map(String::as_str).collect();
+        self.child = spawn(self.dir.path(), self.port, &settings);
         self.wait_up();
     }
 
@@ -80,6 +89,8 @@ impl Redis {
             "yes",
             "--cluster-node-timeout",
             "2000",
+            "--repl-diskless-sync-delay",
+            "0",
         ])
     }
 
@@ -516,13 +527,33 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
-        let nodes: Vec<Redis> = (0..3).map(|_| Redis::cluster_master()).collect();
+        Cluster::start_with(0)
+    }
+
+    /// Three masters with `replicas` replicas each.
+    fn start_with(replicas: usize) -> Cluster {
+        let nodes: Vec<Redis> = (0..3 * (1 + replicas))
+            .map(|_| Redis::cluster_master())
+            .collect();
         let mut create = vec!["create".to_string()];
         create.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
-        create.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
+        create.extend(["--cluster-replicas".into(), replicas.to_string()]);
+        create.push("--cluster-yes".into());
         cluster_command(&create);
         for n in &nodes {
             n.wait_cluster_ok();
+        }
+        // Replicas that have their master's data.
+        for n in &nodes {
+            let until = Instant::now() + Duration::from_secs(20);
+            while n.cli(&["role"]).starts_with("slave")
+                && !n
+                    .cli(&["info", "replication"])
+                    .contains("master_link_status:up")
+            {
+                assert!(Instant::now() < until, "a replica did not sync");
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         Cluster { nodes }
     }
@@ -533,6 +564,13 @@ impl Cluster {
             .iter()
             .find(|n| n.cli(&["exists", "{sb}:feed"]).contains("MOVED"))
             .expect("a master without the {sb} slot")
+    }
+
+    fn masters(&mut self) -> Vec<&mut Redis> {
+        self.nodes
+            .iter_mut()
+            .filter(|n| n.cli(&["role"]).starts_with("master"))
+            .collect()
     }
 }
 
@@ -834,4 +872,69 @@ fn a_commit_waited_for_by_a_replica_is_acknowledged_in_every_shard() {
     // The replica has every row.
     let keys = replica.cli(&["--scan", "--pattern", "{s*}:t:presence"]);
     assert_eq!(keys.lines().count(), 1 + 4, "{keys}");
+}
+
+#[test]
+fn a_site_in_a_cluster_survives_a_master_failing_over_to_its_replica() {
+    let mut c = Cluster::start_with(1);
+    // Every commit waits for a replica: what was acknowledged is on the one promoted.
+    let config = |node: &str, r: &Redis| RedisConfig {
+        replicas: 1,
+        ..r.sharded(node, 6)
+    };
+    let named = c.masters().remove(0);
+    let (a, b) = (config("a", named), config("b", named));
+    let gone_port = named.port;
+    let a = Arc::new(RedisStore::open(a).unwrap());
+    let b = Arc::new(RedisStore::open(b).unwrap());
+    let heard_b = follow(&b);
+    let before = many_people(60);
+    a.commit(&before).unwrap();
+    // The master both nodes were pointed at dies; its replica takes over, found through
+    // the cluster's other nodes. Commits to its shards are refused meanwhile, and then
+    // until the promoted replica has a replica in turn.
+    c.nodes
+        .iter_mut()
+        .find(|n| n.port == gone_port)
+        .unwrap()
+        .kill();
+    let after: Vec<Write> = (0..60)
+        .map(|i| Write::put(PRESENCE, format!("user{i:03}"), b"after".to_vec()))
+        .collect();
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let e = a.commit(&after).expect_err("no replica to wait for");
+        if e.to_string().contains("too few replicas") {
+            break;
+        }
+        assert!(Instant::now() < until, "the new master was not found: {e}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The old master, started again, becomes the new one's replica.
+    c.nodes
+        .iter_mut()
+        .find(|n| n.port == gone_port)
+        .unwrap()
+        .restart();
+    let until = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = a.commit(&after) {
+        assert!(Instant::now() < until, "no commit after the failover: {e}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let expected: Vec<(String, Vec<u8>)> = after
+        .iter()
+        .map(|w| (w.key.clone(), w.value.clone().unwrap()))
+        .collect();
+    assert_eq!(rows(&b, PRESENCE), expected);
+    // b heard it all, the rows of the shards that moved included.
+    let mut heard: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+    let until = Instant::now() + Duration::from_secs(15);
+    while heard.values().filter(|v| v.as_slice() == b"after").count() < 60 {
+        assert!(Instant::now() < until, "b heard {heard:?}");
+        if let Ok(FeedEvent::Changes(c)) = heard_b.recv_timeout(Duration::from_secs(1)) {
+            for w in c {
+                heard.insert(w.key, w.value.unwrap());
+            }
+        }
+    }
 }
