@@ -541,7 +541,7 @@ impl Default for RawLimits {
             max_tcp_connections: Spanned::new(0..0, 1024),
             max_tcp_connections_per_source: Spanned::new(0..0, 32),
             tcp_idle_timeout_secs: Spanned::new(0..0, 300),
-            shed_after_ms: Spanned::new(0..0, 200),
+            shed_after_ms: Spanned::new(0..0, 100),
         }
     }
 }
